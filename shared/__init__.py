@@ -1,0 +1,1 @@
+"""Code that the master and the workers both use: config language, stats, logging."""

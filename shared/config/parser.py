@@ -1,0 +1,403 @@
+"""Parse lighttpd's config language into a `ConfigTree`, evaluating as it goes.
+
+As in lighttpd, evaluation happens during parsing: variables are resolved, `+` is
+computed, `include` / `include_shell` are expanded in place, so `include_shell
+"script " + server.port` sees the value of `server.port` at that line.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from .errors import ConfigError, Position
+from .lexer import ASSIGN, COMPARE, EOF, INTEGER, NAME, PUNCT, STRING, Token, tokenize
+from .tree import HTTP_FIELDS, Block, Condition, ConfigTree, Entry
+from .values import Array, Value, ValueError_, checked_int, plus
+
+MAX_INCLUDE_DEPTH = 32
+INCLUDE_SHELL_TIMEOUT = 60
+ELSE_IF_WORDS = frozenset({"elseif", "elsif", "elif"})
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_REGEX_META = frozenset("\\^$.*+?()[]{}|")
+
+
+def variable_key(name: str) -> str:
+    """Bare names are variables: `x` means `var.x`; dotted names are used as written."""
+    return name if "." in name else f"var.{name}"
+
+
+class _Tokens:
+    """A token stream with one token of look-ahead."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self._iter = tokenize(text, source)
+        self.current: Token = next(self._iter)
+
+    def advance(self) -> Token:
+        token = self.current
+        if token.kind != EOF:
+            self.current = next(self._iter)
+        return token
+
+    def at(self, kind: str, text: str | None = None) -> bool:
+        return self.current.kind == kind and (text is None or self.current.text == text)
+
+    def expect(self, kind: str, text: str | None = None, what: str | None = None) -> Token:
+        if not self.at(kind, text):
+            wanted = what or (f"'{text}'" if text else kind)
+            raise ConfigError(f"expected {wanted}, found {self.current.describe()}",
+                              self.current.position)
+        return self.advance()
+
+
+class ConfigParser:
+    """One parse of a main config file and everything it includes."""
+
+    def __init__(self, basedir: str, environ: dict[str, str] | None = None) -> None:
+        self.basedir = basedir
+        self.environ = dict(os.environ if environ is None else environ)
+        self.root = Block(index=0, condition=None, parent=None)
+        self.blocks: list[Block] = [self.root]
+        self.files: list[str] = []
+        self._depth = 0
+        self._conditions: dict[tuple[int, str, str, str], Block] = {}
+        here = Position("<builtin>", 0, 0)
+        self.root.keys.insert("var.CWD", Entry(os.getcwd(), here))
+        self.root.keys.insert("var.PID", Entry(os.getpid(), here))
+
+    # ----------------------------------------------------------------- sources
+    def parse_text(self, text: str, source: str, block: Block | None = None) -> None:
+        """Parse one source (a file's text or a command's output) into `block`.
+
+        An included source's statements belong to the block the include stands in.
+        """
+        self._depth += 1
+        try:
+            if self._depth > MAX_INCLUDE_DEPTH:
+                raise ConfigError(f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels "
+                                  f"(an include loop?) at {source}")
+            tokens = _Tokens(text, source)
+            self._statements(tokens, block or self.root, closing=None)
+        finally:
+            self._depth -= 1
+
+    def parse_file(self, path: str, block: Block | None = None,
+                   included_at: Position | None = None) -> None:
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}",
+                              included_at) from None
+        self.files.append(path)
+        self.parse_text(text, path, block)
+
+    def tree(self) -> ConfigTree:
+        return ConfigTree(root=self.root, blocks=self.blocks, files=self.files)
+
+    # -------------------------------------------------------------- statements
+    def _statements(self, tokens: _Tokens, block: Block, closing: str | None) -> None:
+        """Parse statements into `block` until `closing` ('}') or the end of the source."""
+        chain_tail: Block | None = None
+        while True:
+            token = tokens.current
+            if token.kind == EOF:
+                if closing:
+                    raise ConfigError(f"expected '{closing}' to close the block, found end of "
+                                      "input", token.position)
+                return
+            if closing and tokens.at(PUNCT, closing):
+                tokens.advance()
+                return
+            chain_tail = self._statement(tokens, block, chain_tail)
+
+    def _statement(self, tokens: _Tokens, block: Block, chain_tail: Block | None) -> Block | None:
+        """Parse one statement; return the last block of a condition chain it ended with."""
+        token = tokens.current
+        if tokens.at(PUNCT, "$"):
+            return self._condition_chain(tokens, block, previous=None)
+        if token.kind != NAME:
+            raise ConfigError(f"expected a statement, found {token.describe()}", token.position)
+        word = token.text
+        if word == "if":
+            tokens.advance()
+            return self._condition_chain(tokens, block, previous=None)
+        if word == "else" or word in ELSE_IF_WORDS:
+            if chain_tail is None:
+                raise ConfigError(f"'{word}' without a condition block before it", token.position)
+            tokens.advance()
+            if word == "else" and tokens.at(NAME, "if"):
+                tokens.advance()
+            return self._condition_chain(tokens, block, previous=chain_tail,
+                                         needs_condition=word != "else")
+        if word in ("include", "include_shell"):
+            tokens.advance()
+            argument = self._expression(tokens, block)
+            if not isinstance(argument, str):
+                raise ConfigError(f"{word} needs a string", token.position)
+            if word == "include":
+                self._include(argument, block, token.position)
+            else:
+                self._include_shell(argument, block, token.position)
+            return None
+        if word == "global":
+            tokens.advance()
+            tokens.expect(PUNCT, "{")
+            self._statements(tokens, self.root, closing="}")
+            return None
+        self._assignment(tokens, block)
+        return None
+
+    def _assignment(self, tokens: _Tokens, block: Block) -> None:
+        name_token = tokens.advance()
+        key = variable_key(name_token.text)
+        if key.startswith("env."):
+            raise ConfigError(f"cannot assign to the environment variable {key}",
+                              name_token.position)
+        operator = tokens.expect(ASSIGN, what="'=', '+=' or ':='").text
+        value = self._expression(tokens, block)
+        entry = Entry(value, name_token.position)
+        if operator == "=":
+            existing = block.keys.get(key)
+            if existing is not None:
+                raise ConfigError(
+                    f"duplicate config key {key} in block {block.index} "
+                    f"({block.description()}); first set at {existing.position}. "
+                    "Use := to replace or += to append", name_token.position)
+            block.keys.insert(key, entry)
+        elif operator == ":=":
+            block.keys.replace(key, entry)
+        else:
+            self._append(block, key, entry)
+
+    def _append(self, block: Block, key: str, entry: Entry) -> None:
+        """`+=`: merge with the value in this block, or a copy of the enclosing one."""
+        if key in block.keys:
+            old = block.keys.extract(key).value
+        else:
+            old = self._lookup(block, key)
+            old = old.copy() if isinstance(old, Array) else old
+        if old is not None:
+            try:
+                entry = Entry(plus(old, entry.value), entry.position)
+            except ValueError_ as err:
+                raise ConfigError(f"{key} += : {err}", entry.position) from None
+        block.keys.insert(key, entry)
+
+    # -------------------------------------------------------------- conditions
+    def _condition_chain(self, tokens: _Tokens, parent: Block, previous: Block | None,
+                         needs_condition: bool = False) -> Block:
+        """Parse `$X["y"] op "z" { ... }` or an else-branch; return the new block."""
+        condition = None
+        if tokens.at(PUNCT, "$"):
+            condition = self._condition(tokens)
+        elif previous is None or needs_condition:
+            raise ConfigError(f"expected a condition such as $HTTP[\"host\"] == \"...\", "
+                              f"found {tokens.current.describe()}", tokens.current.position)
+        tokens.expect(PUNCT, "{", what="'{' after the condition")
+        block = self._block_for(parent, condition, previous)
+        self._statements(tokens, block, closing="}")
+        return block
+
+    def _block_for(self, parent: Block, condition: Condition | None,
+                   previous: Block | None) -> Block:
+        """A new block, or the existing one for an identical condition (lighttpd merges)."""
+        dedupe_key = None
+        if previous is None and condition is not None:
+            dedupe_key = (parent.index, *condition.identity())
+            if dedupe_key in self._conditions:
+                return self._conditions[dedupe_key]
+        block = Block(index=len(self.blocks), condition=condition, parent=parent,
+                      previous=previous)
+        if previous is not None:
+            previous.following = block
+        self.blocks.append(block)
+        parent.children.append(block)
+        if dedupe_key is not None:
+            self._conditions[dedupe_key] = block
+        return block
+
+    def _condition(self, tokens: _Tokens) -> Condition:
+        start = tokens.expect(PUNCT, "$")
+        kind = tokens.expect(NAME, what="HTTP, REQUEST_HEADER or SERVER after '$'")
+        tokens.expect(PUNCT, "[")
+        name = tokens.expect(STRING, what='a quoted field name like ["host"]')
+        tokens.expect(PUNCT, "]")
+        field = _condition_field(kind.text, name.text, name.position)
+        if not tokens.at(COMPARE):
+            raise ConfigError("expected a comparison: only == != =~ !~ =^ =$ are allowed in "
+                              f"a condition, found {tokens.current.describe()}",
+                              tokens.current.position)
+        op = tokens.advance().text
+        pattern = tokens.expect(STRING, what="a quoted string to compare with")
+        text = pattern.text
+        if op == "=~":
+            op, text = simplify_regex(text) or (op, text)
+        condition = Condition(comp_key=f'{kind.text}["{name.text}"]', field=field, op=op,
+                              pattern=text, position=start.position)
+        _compile_condition(condition, pattern.position)
+        return condition
+
+    # ------------------------------------------------------------- expressions
+    def _expression(self, tokens: _Tokens, block: Block) -> Value:
+        value = self._operand(tokens, block)
+        while tokens.at(PUNCT, "+"):
+            plus_token = tokens.advance()
+            right = self._operand(tokens, block)
+            try:
+                value = plus(value, right)
+            except ValueError_ as err:
+                raise ConfigError(str(err), plus_token.position) from None
+        return value
+
+    def _operand(self, tokens: _Tokens, block: Block) -> Value:
+        token = tokens.current
+        if token.kind == STRING:
+            return tokens.advance().text
+        if token.kind == INTEGER:
+            tokens.advance()
+            try:
+                return checked_int(int(token.text))
+            except ValueError_ as err:
+                raise ConfigError(str(err), token.position) from None
+        if tokens.at(PUNCT, "("):
+            return self._array(tokens, block)
+        if token.kind == NAME:
+            tokens.advance()
+            return self._variable(token, block)
+        raise ConfigError(f"expected a value (string, integer, array or variable), found "
+                          f"{token.describe()}", token.position)
+
+    def _array(self, tokens: _Tokens, block: Block) -> Array:
+        tokens.expect(PUNCT, "(")
+        array = Array()
+        while not tokens.at(PUNCT, ")"):
+            element_start = tokens.current.position
+            first = self._expression(tokens, block)
+            key, value = None, first
+            if tokens.at(PUNCT, "=>"):
+                tokens.advance()
+                if not isinstance(first, str):
+                    raise ConfigError("an array key must be a string", element_start)
+                key, value = first, self._expression(tokens, block)
+            try:
+                array.append(key, value)
+            except ValueError_ as err:
+                raise ConfigError(str(err), element_start) from None
+            if not tokens.at(PUNCT, ")"):
+                tokens.expect(PUNCT, ",", what="',' or ')' in the array")
+        tokens.advance()
+        return array
+
+    def _variable(self, token: Token, block: Block) -> Value:
+        if token.text.startswith("env."):
+            name = token.text[4:]
+            if name not in self.environ:
+                raise ConfigError(f"environment variable {name} is not set", token.position)
+            return self.environ[name]
+        key = variable_key(token.text)
+        value = self._lookup(block, key)
+        if value is None:
+            raise ConfigError(f"undefined config variable {key}", token.position)
+        return value.copy() if isinstance(value, Array) else value
+
+    @staticmethod
+    def _lookup(block: Block | None, key: str) -> Value | None:
+        """The value of `key` in `block` or the nearest enclosing block that sets it."""
+        while block is not None:
+            entry = block.keys.get(key)
+            if entry is not None:
+                return entry.value
+            block = block.parent
+        return None
+
+    # ---------------------------------------------------------------- includes
+    def _include(self, pattern: str, block: Block, position: Position) -> None:
+        path = pattern if os.path.isabs(pattern) else os.path.join(self.basedir, pattern)
+        if _GLOB_CHARS.search(pattern):
+            matches = sorted(glob.glob(path))
+        elif os.path.exists(path):
+            matches = [path]
+        else:
+            raise ConfigError(f"include file not found: {pattern}", position)
+        for match in matches:
+            if os.path.isdir(match):
+                continue
+            self.parse_file(match, block, position)
+
+    def _include_shell(self, command: str, block: Block, position: Position) -> None:
+        try:
+            done = subprocess.run(["/bin/sh", "-c", command], cwd=self.basedir,
+                                  capture_output=True, timeout=INCLUDE_SHELL_TIMEOUT,
+                                  env=self.environ)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ConfigError(f'include_shell "{command}" could not run: {err}',
+                              position) from None
+        if done.returncode != 0:
+            detail = done.stderr.decode(errors="replace").strip()
+            raise ConfigError(f'include_shell "{command}" exited with status '
+                              f"{done.returncode}" + (f": {detail}" if detail else ""),
+                              position)
+        output = done.stdout.decode("utf-8", errors="surrogateescape")
+        self.parse_text(output, f'include_shell "{command}"', block)
+
+
+def simplify_regex(pattern: str) -> tuple[str, str] | None:
+    """A regex that is only an anchored literal becomes a plain comparison, as lighttpd
+    does: `^/cgi-bin/` is `=^ "/cgi-bin/"`, `\\.php$` is `=$ ".php"`, `^/x$` is `== "/x"`.
+    Cheaper per request, and it keeps `-p` output identical to lighttpd's.
+    """
+    prefix = pattern.startswith("^")
+    suffix = pattern.endswith("$") and not pattern.endswith("\\$")
+    if not prefix and not suffix:
+        return None
+    body = pattern[1 if prefix else 0:len(pattern) - (1 if suffix else 0)]
+    literal = body
+    if suffix and not prefix and body.startswith("\\."):
+        body, literal = body[2:], body[1:]
+    if any(char in _REGEX_META for char in body):
+        return None
+    if prefix and suffix:
+        return "==", literal
+    return ("=^" if prefix else "=$"), literal
+
+
+def _condition_field(kind: str, name: str, position: Position) -> str:
+    if kind == "HTTP":
+        if name not in HTTP_FIELDS:
+            raise ConfigError(f'unknown condition field $HTTP["{name}"]; known: '
+                              + ", ".join(sorted(HTTP_FIELDS)), position)
+        return HTTP_FIELDS[name]
+    if kind == "REQUEST_HEADER":
+        if not name or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            raise ConfigError(f'invalid header name in $REQUEST_HEADER["{name}"]', position)
+        return "header:" + name.lower()
+    if kind == "SERVER":
+        if name != "socket":
+            raise ConfigError(f'unknown condition field $SERVER["{name}"]; only "socket"',
+                              position)
+        return "socket"
+    raise ConfigError(f"unknown condition ${kind}[...]: expected $HTTP, $REQUEST_HEADER "
+                      "or $SERVER", position)
+
+
+def _compile_condition(condition: Condition, position: Position) -> None:
+    """Check the pattern now so that a bad one is a config error, not a request error."""
+    if condition.op in ("=~", "!~"):
+        try:
+            condition.regex = re.compile(condition.pattern)
+        except re.error as err:
+            raise ConfigError(f'invalid regular expression "{condition.pattern}": {err}',
+                              position) from None
+    elif condition.field == "remoteip" and condition.op in ("==", "!="):
+        try:
+            condition.network = ipaddress.ip_network(condition.pattern, strict=False)
+        except ValueError:
+            raise ConfigError(f'"{condition.pattern}" is not an IP address or CIDR '
+                              "network", position) from None
+    elif condition.field == "socket" and condition.op not in ("==", "!="):
+        raise ConfigError('$SERVER["socket"] supports only == and !=', position)
