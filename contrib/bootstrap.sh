@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up (once; safe to run again) and then run pylighttpd or its test suite.
+#   bash contrib/bootstrap.sh serve   -> the server on conf/pylighttpd.conf, in the foreground
+#   bash contrib/bootstrap.sh test    -> the whole test suite
+# Installs what it needs: Debian packages through apt-get when run as root (the
+# reference lighttpd the differential tests compare with, curl, openssl), a virtualenv
+# in .venv, and the Python packages of pyproject.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-}"
+case "$mode" in serve|test) ;; *) echo "usage: $0 serve|test" >&2; exit 2 ;; esac
+
+debian_packages=(python3-venv)
+[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl)
+
+missing=()
+for package in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # lighttpd's package starts a service; the tests run their own instances.
+    if [ -x /usr/sbin/lighttpd ]; then service lighttpd stop >/dev/null 2>&1 || true; fi
+  else
+    echo "note: not root; Debian packages not installed: ${missing[*]}" >&2
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv 2>/dev/null || { rm -rf .venv; "$python" -m venv --without-pip .venv; }
+fi
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  .venv/bin/python -m ensurepip --upgrade >/dev/null
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  touch "$stamp"
+fi
+
+if [ "$mode" = serve ]; then
+  exec .venv/bin/pylighttpd -D -f conf/pylighttpd.conf
+fi
+exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "${@:2}"

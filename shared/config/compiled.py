@@ -1,0 +1,216 @@
+"""The config as a worker uses it: typed global settings plus conditional overlays.
+
+Per request only the conditions that exist are evaluated, each at most once; those that
+depend only on the connection (`remoteip`, `socket`) are evaluated once per connection.
+The effective settings are the global ones updated by every matching block in file
+order.  With no conditional blocks, the global dict itself is returned: zero cost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol
+
+from .directives import CheckResult, Directive, Scope
+from .tree import Block, Condition, ConfigTree
+
+NO_CAPTURES: tuple[str, ...] = ()
+
+
+class ConditionSubject(Protocol):
+    """What a request offers to conditions: one string per field name."""
+
+    def condition_value(self, field: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledBlock:
+    index: int
+    condition_id: int | None       # into CompiledConfig.conditions; None for plain else
+    parent: int                    # block index; 0 is the global block
+    previous: int | None           # earlier branch of an else-chain
+    capture_block: int | None      # nearest block (self or ancestor) with a regex test
+    settings: Mapping[str, Any]
+
+
+class RequestSettings:
+    """The effective settings of one request, and the regex captures behind them."""
+
+    __slots__ = ("values", "_matches", "_origin")
+
+    def __init__(self, values: Mapping[str, Any],
+                 matches: dict[int, re.Match[str]] | None = None,
+                 origin: dict[str, int] | None = None) -> None:
+        self.values = values
+        self._matches = matches
+        self._origin = origin
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def captures(self, key: str) -> tuple[str, ...]:
+        """`%0`..`%9` for a directive: groups of the regex condition around its setting."""
+        if not self._origin or key not in self._origin or not self._matches:
+            return NO_CAPTURES
+        match = self._matches.get(self._origin[key])
+        if match is None:
+            return NO_CAPTURES
+        return (match.group(0),) + tuple(g or "" for g in match.groups())
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    colon = host.rfind(":")
+    return host[:colon] if colon >= 0 and host.count(":") == 1 else host
+
+
+def _ip_in(network: ipaddress.IPv4Network | ipaddress.IPv6Network, text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.version == network.version and address in network
+
+
+def evaluate(condition: Condition, value: str) -> tuple[bool, re.Match[str] | None]:
+    """Test one condition against the field's value."""
+    op = condition.op
+    if condition.field == "host":
+        value = _strip_port(value.lower())
+    if op in ("=~", "!~"):
+        match = condition.regex.search(value)  # type: ignore[union-attr]
+        return (match is not None, match) if op == "=~" else (match is None, None)
+    if condition.network is not None:
+        inside = _ip_in(condition.network, value)
+        return (inside if op == "==" else not inside), None
+    pattern = condition.pattern
+    if condition.field == "host":
+        pattern = _strip_port(pattern.lower()) if op in ("==", "!=") else pattern.lower()
+    if op == "==":
+        return value == pattern, None
+    if op == "!=":
+        return value != pattern, None
+    if op == "=^":
+        return value.startswith(pattern), None
+    return value.endswith(pattern), None
+
+
+def _socket_key(spec: str) -> str:
+    """`:80`, `0.0.0.0:80` and `*:80` name the same socket."""
+    if spec.startswith(":") or spec.startswith("*:"):
+        return "0.0.0.0" + spec[spec.index(":"):]
+    return spec
+
+
+class CompiledConfig:
+    """Built once in the master from a checked tree; inherited by every forked worker."""
+
+    def __init__(self, tree: ConfigTree, checked: CheckResult,
+                 directives: Mapping[str, Directive]) -> None:
+        self.directives = directives
+        self.globals: dict[str, Any] = {name: d.default for name, d in directives.items()}
+        self.globals.update(checked.settings.get(0, {}))
+        self.conditions: list[Condition] = []
+        self.blocks: list[CompiledBlock] = []
+        self._global_settings = RequestSettings(self.globals)
+        ids: dict[tuple[str, str, str], int] = {}
+        for block in tree.blocks[1:]:
+            condition_id = None
+            if block.condition is not None:
+                identity = block.condition.identity()
+                if identity not in ids:
+                    ids[identity] = len(self.conditions)
+                    self.conditions.append(block.condition)
+                condition_id = ids[identity]
+            self.blocks.append(CompiledBlock(
+                index=block.index, condition_id=condition_id,
+                parent=block.parent.index if block.parent else 0,
+                previous=block.previous.index if block.previous else None,
+                capture_block=_capture_block(block),
+                settings=_conditional_settings(block, checked, directives)))
+        self._block_count = len(tree.blocks)
+
+    def socket_specs(self) -> list[str]:
+        """Every `$SERVER["socket"] == "..."` address: each is a listener."""
+        return [c.pattern for c in self.conditions if c.field == "socket" and c.op == "=="]
+
+    def settings_for(self, subject: ConditionSubject,
+                     connection_cache: dict[int, tuple[bool, Any]] | None = None
+                     ) -> RequestSettings:
+        """Effective settings for one request."""
+        if not self.blocks:
+            return self._global_settings
+        matched = [False] * self._block_count
+        taken = [False] * self._block_count
+        matched[0] = True
+        results: dict[int, tuple[bool, re.Match[str] | None]] = {}
+        matches: dict[int, re.Match[str]] = {}
+        values: dict[str, Any] | None = None
+        origin: dict[str, int] = {}
+        for block in self.blocks:
+            if not matched[block.parent]:
+                continue
+            if block.previous is not None and taken[block.previous]:
+                taken[block.index] = True
+                continue
+            ok, match = True, None
+            if block.condition_id is not None:
+                ok, match = self._test(block.condition_id, subject, results, connection_cache)
+            matched[block.index] = taken[block.index] = ok
+            if not ok:
+                continue
+            if match is not None:
+                matches[block.index] = match
+            if block.settings:
+                if values is None:
+                    values = dict(self.globals)
+                values.update(block.settings)
+                if block.capture_block is not None:
+                    for key in block.settings:
+                        origin[key] = block.capture_block
+        if values is None:
+            return self._global_settings
+        return RequestSettings(values, matches, origin)
+
+    def _test(self, condition_id: int, subject: ConditionSubject,
+              results: dict[int, tuple[bool, Any]],
+              connection_cache: dict[int, tuple[bool, Any]] | None) -> tuple[bool, Any]:
+        if condition_id in results:
+            return results[condition_id]
+        condition = self.conditions[condition_id]
+        cache = connection_cache if condition.per_connection and connection_cache is not None \
+            else results
+        if condition_id not in cache:
+            value = subject.condition_value(condition.field)
+            if condition.field == "socket":
+                value, condition_pattern = _socket_key(value), _socket_key(condition.pattern)
+                same = value == condition_pattern
+                cache[condition_id] = ((same if condition.op == "==" else not same), None)
+            else:
+                cache[condition_id] = evaluate(condition, value)
+        results[condition_id] = cache[condition_id]
+        return results[condition_id]
+
+
+def _capture_block(block: Block) -> int | None:
+    node: Block | None = block
+    while node is not None and node.parent is not None:
+        if node.condition is not None and node.condition.op == "=~":
+            return node.index
+        node = node.parent
+    return None
+
+
+def _conditional_settings(block: Block, checked: CheckResult,
+                          directives: Mapping[str, Directive]) -> dict[str, Any]:
+    """A block's typed settings, without those that cannot vary per request."""
+    in_socket = block.condition is not None and block.condition.field == "socket"
+    return {key: value for key, value in checked.settings.get(block.index, {}).items()
+            if directives[key].scope is Scope.CONNECTION
+            or (directives[key].scope is Scope.SOCKET and in_socket)}

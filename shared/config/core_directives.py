@@ -1,0 +1,104 @@
+"""Directives of the server core (what lighttpd handles in server.c / configfile.c).
+
+Module directives live in each module's own file; these are the ones every server has.
+Defaults are lighttpd 1.4.69's.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .directives import Directive, DirectiveValueError, Scope, Type
+
+S, C, K = Scope.SERVER, Scope.CONNECTION, Scope.SOCKET
+
+
+def _absolute_or_empty(path: str) -> str:
+    if path and not path.startswith("/"):
+        raise DirectiveValueError(f'"{path}" must be an absolute path')
+    return path
+
+
+def _socket_perms(text: str) -> str:
+    if text and not all(ch in "01234567" for ch in text):
+        raise DirectiveValueError(f'"{text}" is not an octal file mode')
+    return text
+
+
+CORE_DIRECTIVES: tuple[Directive, ...] = (
+    # listening and processes
+    Directive("server.bind", Type.STRING, "", S, doc="address or unix socket path"),
+    Directive("server.port", Type.SHORT, 80, S),
+    Directive("server.use-ipv6", Type.BOOL, False, K),
+    Directive("server.set-v6only", Type.BOOL, True, K),
+    Directive("server.listen-backlog", Type.INT, 1024, K),
+    Directive("server.socket-perms", Type.STRING, "", K, _socket_perms),
+    Directive("server.defer-accept", Type.INT, 0, K),
+    Directive("server.bsd-accept-filter", Type.STRING, "", K),
+    Directive("server.v4mapped", Type.BOOL, False, K),
+    Directive("server.systemd-socket-activation", Type.BOOL, False, S),
+    Directive("server.max-worker", Type.SHORT, os.cpu_count() or 1, S),
+    Directive("server.max-fds", Type.INT, 0, S),
+    Directive("server.max-connections", Type.INT, 0, S),
+    Directive("server.pid-file", Type.STRING, "", S, _absolute_or_empty),
+    Directive("server.chroot", Type.STRING, "", S, _absolute_or_empty),
+    Directive("server.username", Type.STRING, "", S),
+    Directive("server.groupname", Type.STRING, "", S),
+    Directive("server.core-files", Type.BOOL, False, S),
+    Directive("server.event-handler", Type.STRING, "linux-sysepoll", S),
+    Directive("server.network-backend", Type.STRING, "sendfile", S),
+    Directive("server.modules", Type.ARRAY_VLIST, (), S),
+    Directive("server.compat-module-load", Type.BOOL, True, S),
+    Directive("server.feature-flags", Type.ARRAY_KVANY, None, S),
+    Directive("server.graceful-shutdown-timeout", Type.INT, 8, S),
+    Directive("server.upload-dirs", Type.ARRAY_VLIST, ("/var/tmp",), S),
+    Directive("server.stat-cache-engine", Type.STRING, "simple", S),
+    Directive("server.clock-jump-restart", Type.INT, 1800, S),
+    # limits and timeouts
+    Directive("server.max-request-size", Type.INT, 0, C, doc="KiB; 0 is unlimited"),
+    Directive("server.max-request-field-size", Type.INT, 8192, S),
+    Directive("server.max-keep-alive-requests", Type.INT, 1000, C),
+    Directive("server.max-keep-alive-idle", Type.INT, 5, C),
+    Directive("server.max-read-idle", Type.INT, 60, C),
+    Directive("server.max-write-idle", Type.INT, 360, C),
+    Directive("server.kbytes-per-second", Type.INT, 0, C),
+    Directive("connection.kbytes-per-second", Type.INT, 0, C),
+    # request handling
+    Directive("server.document-root", Type.STRING, "", C),
+    Directive("server.name", Type.STRING, "", C),
+    Directive("server.tag", Type.STRING, "pylighttpd", C),
+    Directive("server.follow-symlink", Type.BOOL, True, C),
+    Directive("server.force-lowercase-filenames", Type.BOOL, False, C),
+    Directive("server.errorfile-prefix", Type.STRING, "", C),
+    Directive("server.error-handler", Type.STRING, "", C),
+    Directive("server.error-handler-404", Type.STRING, "", C),
+    Directive("server.error-intercept", Type.BOOL, False, C),
+    Directive("server.range-requests", Type.BOOL, True, C),
+    Directive("server.protocol-http11", Type.BOOL, True, C),
+    Directive("server.reject-expect-100-with-417", Type.BOOL, True, S),
+    Directive("server.stream-request-body", Type.INT, 0, C),
+    Directive("server.stream-response-body", Type.INT, 0, C),
+    Directive("server.http-parseopts", Type.ARRAY_KVANY, None, S),
+    Directive("server.http-parseopt-header-strict", Type.BOOL, True, S),
+    Directive("server.http-parseopt-host-strict", Type.BOOL, True, S),
+    Directive("server.http-parseopt-host-normalize", Type.BOOL, False, S),
+    Directive("mimetype.assign", Type.ARRAY_KVSTRING, (), C),
+    Directive("mimetype.use-xattr", Type.BOOL, False, C),
+    Directive("mimetype.xattr-name", Type.STRING, "Content-Type", S),
+    Directive("etag.use-inode", Type.BOOL, True, C),
+    Directive("etag.use-mtime", Type.BOOL, True, C),
+    Directive("etag.use-size", Type.BOOL, True, C),
+    # logging
+    Directive("server.errorlog", Type.STRING, "", S),
+    Directive("server.errorlog-use-syslog", Type.BOOL, False, S),
+    Directive("server.syslog-facility", Type.STRING, "daemon", S),
+    Directive("server.breakagelog", Type.STRING, "", S),
+    Directive("debug.log-request-header", Type.BOOL, False, C),
+    Directive("debug.log-response-header", Type.BOOL, False, C),
+    Directive("debug.log-request-handling", Type.BOOL, False, C),
+    Directive("debug.log-file-not-found", Type.BOOL, False, C),
+    Directive("debug.log-condition-handling", Type.BOOL, False, C),
+    Directive("debug.log-timeouts", Type.BOOL, False, C),
+    Directive("debug.log-state-handling", Type.BOOL, False, C),
+    Directive("debug.log-request-header-on-error", Type.BOOL, False, C),
+)

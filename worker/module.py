@@ -1,0 +1,43 @@
+"""The contract between the worker core and its modules.
+
+A module is one file in `worker/modules/` named like lighttpd's (`mod_access.py`). It
+declares `DIRECTIVES` (the config keys it owns) and a `Module` subclass that overrides
+the hooks it needs.  Hooks run in the order of `server.modules`; the core knows no
+module by name.  A hook returns None to let the request go on, or a `HandlerResult`
+(a status, or a finished response) to end that phase.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from shared.config.directives import Directive
+
+# The phases of request handling, in order (lighttpd's plugin hooks).
+HOOKS = (
+    "handle_uri_raw",          # raw URI as received, before decoding
+    "handle_uri_clean",        # decoded, normalised path: rewrite, redirect, access
+    "handle_docroot",          # choose the document root (virtual hosts)
+    "handle_physical",         # URL path mapped to a file system path: alias
+    "handle_subrequest_start", # pick a handler: dirlisting, staticfile, fastcgi ...
+    "handle_response_start",   # add or change response headers
+    "handle_request_done",     # after the response: logging, stats
+)
+
+
+class Module:
+    """Base of every module. `config` is the worker's CompiledConfig."""
+
+    name: ClassVar[str] = ""
+    directives: ClassVar[tuple[Directive, ...]] = ()
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def handle_trigger(self, now: float) -> None:
+        """Called about once a second from the event loop (caches, timeouts)."""
+
+    @classmethod
+    def hooks(cls) -> tuple[str, ...]:
+        """The hooks this module overrides: the core calls only these."""
+        return tuple(h for h in HOOKS if getattr(cls, h, None) is not None)
