@@ -21,6 +21,7 @@ from shared import log
 from shared.config import ConfigError
 
 from . import listeners
+from .sdnotify import notify
 from .configload import LoadedConfig, load
 from .privileges import Identity, become, resolve_identity
 
@@ -117,6 +118,7 @@ class Arbiter:
                   f"{'on' if migrate else 'off' if migrate is False else 'unknown'}")
         for slot in range(len(self.generation.slots)):
             self._spawn(slot, self.generation)
+        notify(f"READY=1\nMAINPID={os.getpid()}")
         try:
             return self._loop()
         finally:
@@ -175,6 +177,8 @@ class Arbiter:
             self._resize(-1)
 
     def _stop(self, how: int) -> None:
+        if not self.stopping:
+            notify("STOPPING=1")
         self.stopping = True
         self._signal_all(how)
 
@@ -275,11 +279,13 @@ class Arbiter:
     def _reload(self) -> None:
         """Start a new generation on the new config; retire the old one once it is up."""
         path = self.generation.config.path
+        notify("RELOADING=1")
         try:
             config = load(path)
             new = self._prepare(config, self.generation.number + 1, self.generation)
         except ConfigError as err:
             log.error("server.c", f"reload refused, keeping the running config: {err}")
+            notify("READY=1")
             return
         old = self.generation
         self.generation = new
@@ -293,12 +299,14 @@ class Arbiter:
                 self.workers[pid].retiring = True
                 os.kill(pid, signal.SIGTERM)
             self.generation = old
+            notify("READY=1")
             return
         for worker in self.workers.values():
             if worker.generation == old.number:
                 worker.retiring = True
                 os.kill(worker.pid, signal.SIGQUIT)
         log.error("server.c", f"reloaded {path} (generation {new.number})")
+        notify("READY=1")
 
     def _wait_ready(self, pids: list[int]) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT

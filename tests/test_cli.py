@@ -1,0 +1,143 @@
+"""The command line, run as a separate process the way users and scripts run it."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_cli, run_lighttpd
+
+DEBIAN_CONF = "/etc/lighttpd/lighttpd.conf"
+UNKNOWN_KEY = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")
+
+
+def _without_pid(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.lstrip().startswith("var.PID")]
+
+
+def debian_variants(tmp_path_factory) -> list[tuple[str, Path]]:
+    """Debian's lighttpd.conf, and that file with each available snippet enabled."""
+    if not os.path.exists(DEBIAN_CONF):
+        return []
+    base = tmp_path_factory.mktemp("debian")
+    enabled = {os.path.basename(p) for p in glob.glob("/etc/lighttpd/conf-enabled/*.conf")}
+    variants = [("lighttpd.conf", Path(DEBIAN_CONF))]
+    for snippet in sorted(glob.glob("/etc/lighttpd/conf-available/*.conf")):
+        if os.path.basename(snippet) in enabled:
+            continue  # lighty-enable-mod would not include it twice
+        main = base / f"with-{os.path.basename(snippet)}"
+        main.write_text(f'include "{DEBIAN_CONF}"\ninclude "{snippet}"\n')
+        variants.append((os.path.basename(snippet), main))
+    return variants
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    found = debian_variants(tmp_path_factory)
+    if not found:
+        pytest.skip("Debian's lighttpd configs are not installed")
+    return found
+
+
+def test_print_matches_lighttpd_for_every_debian_variant(variants):
+    for name, path in variants:
+        ours = run_cli("-p", "-f", str(path))
+        theirs = run_lighttpd("-p", "-f", str(path))
+        assert ours.returncode == 0, (name, ours.stderr)
+        assert _without_pid(ours.stdout) == _without_pid(theirs.stdout), name
+
+
+def test_tt_reports_unknown_keys_as_lighttpd_or_names_the_missing_module(variants):
+    available = {Path(p).stem for p in glob.glob(str(REPO / "worker/modules/mod_*.py"))}
+    compared = 0
+    for name, path in variants:
+        ours = run_cli("-tt", "-f", str(path))
+        assert "Traceback" not in ours.stderr, name
+        missing = re.search(r'module "(mod_\w+)" named in server.modules is not available',
+                            ours.stderr)
+        if missing:
+            assert ours.returncode == 1, name
+            assert missing.group(1) not in available, name
+            continue
+        assert ours.returncode == 0, (name, ours.stderr)
+        theirs = run_lighttpd("-tt", "-f", str(path))
+        if theirs.returncode != 0:
+            continue  # lighttpd failed for a reason of its own (certificates, ...)
+        assert set(UNKNOWN_KEY.findall(ours.stderr)) == set(UNKNOWN_KEY.findall(theirs.stderr)), name
+        compared += 1
+    assert compared >= 1
+
+
+def test_t_prints_syntax_ok_and_checks_syntax_only(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text('server.document-root = "/tmp"\nserver.modules = ("mod_nonexistent")\n')
+    result = run_cli("-t", "-f", str(conf))
+    assert (result.returncode, result.stdout) == (0, "Syntax OK\n")
+
+
+def test_tt_refuses_a_module_that_does_not_exist(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text('server.document-root = "/tmp"\nserver.modules = ("mod_nonexistent")\n')
+    result = run_cli("-tt", "-f", str(conf))
+    assert result.returncode == 1
+    assert f"{conf}:2:1" in result.stderr and "mod_nonexistent" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tt_warns_about_unknown_keys_with_their_place(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text('server.document-root = "/tmp"\n\nfoo.bar = 1\n'
+                    '$HTTP["host"] == "x" { other.key = "v" }\n')
+    result = run_cli("-tt", "-f", str(conf))
+    assert result.returncode == 0
+    assert set(UNKNOWN_KEY.findall(result.stderr)) == {"foo.bar", "other.key"}
+    assert f"{conf}:3:1" in result.stderr and f"{conf}:4:24" in result.stderr
+
+
+@pytest.mark.parametrize("text, place, words", [
+    ('server.port = "http"\nserver.document-root = "/tmp"\n', ":1:1", "server.port"),
+    ('server.document-root = "/tmp"\nserver.tag = 5\n', ":2:1", "expected a string"),
+    ('server.document-root = "/tmp"\nserver.tag = "unterminated\n', ":2:14", "quote"),
+    ('server.document-root = "/tmp"\n$HTTP["hots"] == "x" {}\n', ":2:7", "hots"),
+])
+def test_bad_config_is_one_clear_line_and_exit_1(tmp_path, text, place, words):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(text)
+    for flags in (["-tt"], ["-D"]):
+        result = run_cli(*flags, "-f", str(conf))
+        assert result.returncode == 1
+        assert f"{conf}{place}" in result.stderr and words in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    result = run_cli("-t", "-f", str(tmp_path / "nope.conf"))
+    assert result.returncode == 1 and "cannot read config file" in result.stderr
+
+
+def test_config_from_stdin_uses_the_current_directory(tmp_path):
+    (tmp_path / "extra.conf").write_text('server.tag = "from-include"\n')
+    result = run_cli("-p", "-f", "-", stdin='include "extra.conf"\n', cwd=tmp_path)
+    assert result.returncode == 0
+    assert 'server.tag = "from-include"' in result.stdout
+    assert f'var.CWD    = "{tmp_path}"' in result.stdout
+
+
+def test_version_help_and_usage_errors():
+    assert run_cli("-v").stdout.startswith("pylighttpd/")
+    assert "-tt" in run_cli("-h").stdout
+    bad = run_cli("-x")
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+    assert run_cli("-i", "soon", "-f", "x").returncode == 2
+    assert run_cli().returncode == 2
+
+
+def test_feature_list_has_lighttpd_form():
+    lines = run_cli("-V").stdout.splitlines()
+    assert "\t+ PCRE support" in lines
+    assert "\t+ epoll (Linux)" in lines
+    assert all(re.fullmatch(r"\t[+-] .+", line) for line in lines if line.startswith("\t"))
