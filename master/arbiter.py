@@ -1,34 +1,46 @@
-"""The supervisor: one loop that forks workers, watches them, and acts on signals.
+"""The supervisor: one loop that keeps the right workers running and acts on signals.
 
-Signals are only queued by their handlers (plus a byte on a wakeup pipe); the loop
-handles them one at a time in `_handle_signal`, so no supervisor logic runs inside a
-signal handler.  The master never handles a request and starts no threads.
+Signal handlers only queue the signal (and wake the loop through the wakeup fd); the
+loop handles them one at a time in `_handle_signal`.  Every step of the loop is
+non-blocking: a reload or a retirement is a state the loop advances on each tick, so
+the master keeps reaping and respawning while it waits.  The master never handles a
+request and starts no threads.
 """
 
 from __future__ import annotations
 
-import errno
 import os
+import resource
 import select
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
+import psutil
 from setproctitle import setproctitle
 
 from shared import log
 from shared.config import ConfigError
+from shared.stats import Field, Header, State, StatsSegment, monotonic_ms
+from worker.context import WorkerContext
+from worker.main import run_worker
 
-from . import listeners
-from .sdnotify import notify
 from .configload import LoadedConfig, load
+from .listeners import ListenerSet, configured_addresses, inherited_sockets, \
+    tcp_migrate_req_enabled
 from .privileges import Identity, become, resolve_identity
+from .sdnotify import notify
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-                   signal.SIGUSR1, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU)
-READY_TIMEOUT = 10.0          # a new worker that is not serving by then aborts a reload
+                   signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGTTIN,
+                   signal.SIGTTOU)
+TICK = 0.2                    # seconds between loop turns when nothing happens
+READY_TIMEOUT = 15.0          # a new generation not serving by then aborts the reload
+HEARTBEAT_TIMEOUT = 30.0      # a worker whose loop is silent this long is replaced
+ABORT_GRACE = 2.0             # SIGABRT, then SIGKILL after this long
 RESPAWN_BACKOFF_MAX = 30.0
+MAX_SLOTS = 256
 EXIT_IDLE = 0
 
 
@@ -37,10 +49,9 @@ class Worker:
     pid: int
     slot: int
     generation: int
-    ready_fd: int
-    started: float
-    ready: bool = False
+    stats_slot: int
     retiring: bool = False
+    aborted_at: float | None = None
 
 
 @dataclass
@@ -48,160 +59,181 @@ class Generation:
     number: int
     config: LoadedConfig
     identity: Identity
-    slots: list[listeners.SlotSockets] = field(default_factory=list)
+    specs: list[str]        # the listen addresses this generation serves
+
+
+@dataclass
+class PendingReload:
+    old: Generation
+    new_pids: list[int]
+    deadline: float
+
+
+@dataclass
+class Retirement:
+    """A slot being removed (TTOU): steered away from, then drained, then closed."""
+
+    slot: int
+    pid: int | None
+    since: float
+    signalled: bool = False
+
+
+@dataclass
+class SlotHealth:
+    deaths: list[float] = field(default_factory=list)
+    next_spawn: float = 0.0
 
 
 class Arbiter:
     def __init__(self, config: LoadedConfig, foreground: bool,
-                 idle_exit: float | None = None) -> None:
+                 idle_exit: float | None = None, argv: list[str] | None = None) -> None:
         self.foreground = foreground
         self.idle_exit = idle_exit
+        self.argv = argv or []
         self.workers: dict[int, Worker] = {}
         self.signals: list[int] = []
-        self.shared_unix: dict = {}
-        self.stopping = False
-        self.deaths: dict[int, list[float]] = {}
-        self.generation = self._prepare(config, 1)
-        self.errorlog = log.ErrorLog(config.settings["server.errorlog"],
-                                     config.settings["server.errorlog-use-syslog"])
+        self.stopping: int | None = None        # the signal that started the stop
+        self.stop_deadline = 0.0
+        self.pending_reload: PendingReload | None = None
+        self.retirements: list[Retirement] = []
+        self.health: dict[int, SlotHealth] = {}
+        self.orphaned_specs: dict[str, int] = {}  # spec -> generation that last used it
+        settings = config.settings
+        self.errorlog = log.ErrorLog(settings["server.errorlog"],
+                                     settings["server.errorlog-use-syslog"])
         log.set_default(self.errorlog)
-
-    # ---------------------------------------------------------------- set-up
-    def _prepare(self, config: LoadedConfig, number: int,
-                 previous: Generation | None = None) -> Generation:
-        """Check identity and open listeners; reuse the previous generation's sockets
-        for every address that did not change (a reload never rebinds them)."""
-        identity = resolve_identity(config.settings)
-        addresses = listeners.configured_addresses(config.settings,
-                                                   config.compiled.socket_specs())
-        backlog = config.settings["server.listen-backlog"]
-        generation = Generation(number, config, identity)
-        reusable = self._sockets_by_spec(previous)
-        try:
-            for slot in range(max(1, config.settings["server.max-worker"])):
-                taken = reusable.get(slot, {})
-                fresh = [a for a in addresses if a.spec not in taken]
-                sockets = listeners.open_slot(fresh, backlog, self.shared_unix)
-                sockets.sockets.extend(taken[a.spec] for a in addresses if a.spec in taken)
-                generation.slots.append(sockets)
-        except ConfigError:
-            for slot_sockets in generation.slots:
-                self._close_unshared(slot_sockets, previous)
-            raise
-        return generation
+        _raise_fd_limit(settings["server.max-fds"])
+        self.target = max(1, settings["server.max-worker"])
+        self.stats = StatsSegment(worker_slots=2 * MAX_SLOTS)
+        self.listeners = ListenerSet(settings["server.listen-backlog"],
+                                     inherited_sockets(os.environ))
+        addresses = self._addresses(config)
+        self.listeners.ensure(addresses, self.target)
+        self.generation = Generation(1, config, resolve_identity(settings),
+                                     [a.spec for a in addresses])
+        self.pidfile = settings["server.pid-file"]
 
     @staticmethod
-    def _sockets_by_spec(previous: Generation | None) -> dict[int, dict]:
-        if previous is None:
-            return {}
-        return {index: {spec: (sock, spec) for sock, spec in slot.sockets}
-                for index, slot in enumerate(previous.slots)}
+    def _addresses(config: LoadedConfig):
+        return configured_addresses(config.settings, config.compiled.socket_specs())
 
-    def _close_unshared(self, slot: listeners.SlotSockets, keep: Generation | None) -> None:
-        kept = {id(s) for g in ([keep] if keep else []) for sl in g.slots for s, _ in sl.sockets}
-        for sock, _ in slot.sockets:
-            if id(sock) not in kept and sock not in self.shared_unix.values():
-                sock.close()
-
+    # ------------------------------------------------------------------ run
     def run(self) -> int:
         if not self.foreground:
-            self._daemonize()
-        self._write_pidfile()
+            _daemonize(keep_stderr=not self.errorlog.path)
+        _write_pidfile(self.pidfile)
         setproctitle(f"pylighttpd: master -f {os.path.abspath(self.generation.config.path)}")
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wakeup_w)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, self._queue_signal)
-        migrate = listeners.tcp_migrate_req_enabled()
-        log.error("server.c", f"server started (pylighttpd), {len(self.generation.slots)} "
-                  f"workers; net.ipv4.tcp_migrate_req is "
-                  f"{'on' if migrate else 'off' if migrate is False else 'unknown'}")
-        for slot in range(len(self.generation.slots)):
-            self._spawn(slot, self.generation)
+        migrate = tcp_migrate_req_enabled()
+        log.error("server.c", f"server started (pylighttpd), {self.target} workers; "
+                  "net.ipv4.tcp_migrate_req is "
+                  + {True: "on", False: "off", None: "unknown"}[migrate])
+        self._manage_workers()
         notify(f"READY=1\nMAINPID={os.getpid()}")
         try:
             return self._loop()
         finally:
-            self._remove_pidfile()
+            _remove_pidfile(self.pidfile)
+            _remove_pidfile(self.pidfile + ".oldbin")
 
-    # ------------------------------------------------------------------ loop
     def _queue_signal(self, signum: int, _frame) -> None:
         self.signals.append(signum)
 
     def _loop(self) -> int:
-        deadline = None
+        last_sample = 0.0
         while True:
-            fds = [self.wakeup_r] + [w.ready_fd for w in self.workers.values() if not w.ready]
-            try:
-                readable, _, _ = select.select(fds, [], [], 1.0)
-            except InterruptedError:
-                readable = []
-            for fd in readable:
-                self._drain(fd)
+            self._wait(TICK)
             while self.signals:
                 self._handle_signal(self.signals.pop(0))
             self._reap()
-            if self.stopping:
+            if self.stopping is not None:
                 if not self.workers:
                     log.error("server.c", "server stopped")
                     return 0
-                deadline = deadline or time.monotonic() + self._graceful_timeout()
-                if time.monotonic() > deadline:
+                if time.monotonic() > self.stop_deadline:
                     self._signal_all(signal.SIGKILL)
+                continue
+            self._advance_reload()
+            self._advance_retirements()
+            self._check_heartbeats()
+            self._manage_workers()
+            if time.monotonic() - last_sample >= 1.0:
+                last_sample = time.monotonic()
+                self._sample_processes()
 
-    def _drain(self, fd: int) -> None:
+    def _wait(self, timeout: float) -> None:
         try:
-            data = os.read(fd, 512)
-        except BlockingIOError:
+            readable, _, _ = select.select([self.wakeup_r], [], [], timeout)
+        except InterruptedError:
             return
-        if fd == self.wakeup_r:
-            return
-        for worker in self.workers.values():
-            if worker.ready_fd == fd and data:
-                worker.ready = True
-                self._close_ready_pipe(worker)
+        if readable:
+            try:
+                os.read(self.wakeup_r, 4096)
+            except BlockingIOError:
+                pass
 
     def _handle_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stop(signal.SIGTERM)
         elif signum == signal.SIGQUIT:
             self._stop(signal.SIGQUIT)
-        elif signum == signal.SIGHUP and not self.stopping:
+        elif self.stopping is not None:
+            return
+        elif signum == signal.SIGHUP:
             self._reload()
         elif signum == signal.SIGUSR1:
             self.errorlog.reopen()
             self._signal_all(signal.SIGUSR1)
-        elif signum == signal.SIGTTIN and not self.stopping:
+        elif signum == signal.SIGUSR2:
+            self._upgrade_binary()
+        elif signum == signal.SIGTTIN:
             self._resize(+1)
-        elif signum == signal.SIGTTOU and not self.stopping:
+        elif signum == signal.SIGTTOU:
             self._resize(-1)
 
     def _stop(self, how: int) -> None:
-        if not self.stopping:
+        """TERM: workers exit now.  QUIT: they drain; hard kill at the graceful timeout."""
+        if self.stopping is None:
             notify("STOPPING=1")
-        self.stopping = True
+            grace = self.generation.config.settings["server.graceful-shutdown-timeout"]
+            self.stop_deadline = time.monotonic() + (grace + 1 if how == signal.SIGQUIT else 5)
+        self.stopping = how
         self._signal_all(how)
 
     def _signal_all(self, signum: int) -> None:
         for pid in list(self.workers):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+            _kill(pid, signum)
 
-    # --------------------------------------------------------------- workers
-    def _spawn(self, slot: int, generation: Generation) -> None:
-        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    # -------------------------------------------------------------- workers
+    def _manage_workers(self) -> None:
+        """Start a worker for every slot of the current generation that has none."""
+        busy = {w.slot for w in self.workers.values()
+                if w.generation == self.generation.number and not w.retiring}
+        now = time.monotonic()
+        for slot in range(self.target):
+            if slot not in busy and now >= self._health(slot).next_spawn:
+                self._spawn(slot, self.generation)
+
+    def _health(self, slot: int) -> SlotHealth:
+        return self.health.setdefault(slot, SlotHealth())
+
+    def _spawn(self, slot: int, generation: Generation) -> int:
+        stats_slot = self.stats.claim(0, generation.number)
+        sockets = self.listeners.for_slot(slot, generation.specs)
+        self.stats.words[Header.SPAWNS] += 1
         pid = os.fork()
         if pid == 0:
-            os.close(ready_r)
-            self._child(slot, generation, ready_w)
-        os.close(ready_w)
-        os.set_blocking(ready_r, False)
-        self.workers[pid] = Worker(pid, slot, generation.number, ready_r, time.monotonic())
+            self._child(slot, generation, stats_slot, sockets)
+        self.stats.slot(stats_slot)[Field.PID] = pid
+        self.workers[pid] = Worker(pid, slot, generation.number, stats_slot)
+        return pid
 
-    def _child(self, slot: int, generation: Generation, ready_fd: int) -> None:
-        """In the forked worker: never returns to the master's code."""
+    def _child(self, slot: int, generation: Generation, stats_slot: int, sockets) -> None:
+        """The forked worker: never returns into the master's code."""
         status = 70
         try:
             for signum in HANDLED_SIGNALS:
@@ -209,31 +241,16 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             os.close(self.wakeup_r)
             os.close(self.wakeup_w)
-            for worker in self.workers.values():
-                self._close_ready_pipe(worker)
             become(generation.identity)
             setproctitle(f"pylighttpd: worker {slot} (gen {generation.number})")
-            from worker.context import WorkerContext
-            from worker.main import run_worker
-
-            def ready() -> None:
-                os.write(ready_fd, b"R")
-                os.close(ready_fd)
-
             status = run_worker(WorkerContext(
-                slot=slot, generation=generation.number,
-                listeners=list(generation.slots[slot].sockets), config=generation.config,
-                idle_exit=self.idle_exit, on_ready=ready))
-        except BaseException as err:  # the worker must never fall back into the master
+                slot=slot, generation=generation.number, listeners=sockets,
+                config=generation.config, idle_exit=self.idle_exit,
+                stats=self.stats, stats_slot=stats_slot))
+        except BaseException as err:  # a worker must never fall back into the master
             log.error("server.c", f"worker {slot} failed: {err!r}")
         finally:
             os._exit(status)
-
-    @staticmethod
-    def _close_ready_pipe(worker: Worker) -> None:
-        if worker.ready_fd >= 0:
-            os.close(worker.ready_fd)
-            worker.ready_fd = -1
 
     def _reap(self) -> None:
         while True:
@@ -244,120 +261,244 @@ class Arbiter:
             if pid == 0:
                 return
             worker = self.workers.pop(pid, None)
-            if worker is None:
-                continue
-            self._close_ready_pipe(worker)
-            self._after_exit(worker, status)
+            if worker is not None:
+                self.stats.retire(worker.stats_slot)
+                self._after_exit(worker, os.waitstatus_to_exitcode(status))
 
-    def _after_exit(self, worker: Worker, status: int) -> None:
-        code = os.waitstatus_to_exitcode(status)
-        if self.stopping or worker.retiring:
+    def _after_exit(self, worker: Worker, code: int) -> None:
+        if self.stopping is not None or worker.retiring:
+            self._close_orphaned_addresses()
             return
         if self.idle_exit and code == EXIT_IDLE:
-            log.error("server.c", f"worker {worker.slot} idle for {self.idle_exit:g}s: "
-                      "shutting down")
+            log.error("server.c", f"no request for {self.idle_exit:g}s: shutting down")
             self._stop(signal.SIGQUIT)
             return
-        reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+        reason = "heartbeat timeout" if worker.aborted_at else (
+            f"signal {-code}" if code < 0 else f"exit status {code}")
+        counter = Header.RESPAWN_TIMEOUT if worker.aborted_at else Header.RESPAWN_CRASH
+        self.stats.words[counter] += 1
         delay = self._backoff(worker.slot)
-        log.error("server.c", f"worker {worker.slot} (pid {worker.pid}) died with {reason}; "
-                  f"respawning{f' in {delay:.0f}s' if delay else ''}")
-        if delay:
-            time.sleep(min(delay, 1.0))
-        if worker.generation == self.generation.number and \
-                worker.slot < len(self.generation.slots):
-            self._spawn(worker.slot, self.generation)
+        log.error("server.c", f"worker {worker.slot} (pid {worker.pid}) died: {reason}; "
+                  + (f"respawning in {delay:.0f}s" if delay else "respawning"))
 
     def _backoff(self, slot: int) -> float:
-        """0 for an occasional death; growing delays for a slot that keeps dying."""
+        """0 for an occasional death; doubling delays for a slot that keeps dying."""
+        health = self._health(slot)
         now = time.monotonic()
-        recent = [t for t in self.deaths.get(slot, []) if now - t < 60] + [now]
-        self.deaths[slot] = recent
-        return 0.0 if len(recent) <= 3 else min(2.0 ** (len(recent) - 3), RESPAWN_BACKOFF_MAX)
+        health.deaths = [t for t in health.deaths if now - t < 60] + [now]
+        delay = 0.0 if len(health.deaths) <= 3 else min(2.0 ** (len(health.deaths) - 3),
+                                                        RESPAWN_BACKOFF_MAX)
+        health.next_spawn = now + delay
+        return delay
+
+    def _check_heartbeats(self) -> None:
+        now_ms, now = monotonic_ms(), time.monotonic()
+        for worker in list(self.workers.values()):
+            words = self.stats.slot(worker.stats_slot)
+            if worker.aborted_at is not None:
+                if now - worker.aborted_at > ABORT_GRACE:
+                    _kill(worker.pid, signal.SIGKILL)
+            elif words[Field.STATE] in (State.READY, State.DRAINING) and \
+                    now_ms - words[Field.HEARTBEAT] > HEARTBEAT_TIMEOUT * 1000:
+                log.error("server.c", f"worker {worker.slot} (pid {worker.pid}) silent for "
+                          f"{HEARTBEAT_TIMEOUT:g}s: aborting it")
+                worker.aborted_at = now
+                _kill(worker.pid, signal.SIGABRT)
+
+    def _sample_processes(self) -> None:
+        """RSS, CPU, fds and threads of every worker, for /server-status to read."""
+        for worker in list(self.workers.values()):
+            try:
+                process = psutil.Process(worker.pid)
+                with process.oneshot():
+                    memory, cpu = process.memory_info(), process.cpu_times()
+                    words = self.stats.slot(worker.stats_slot)
+                    words[Field.RSS] = memory.rss
+                    words[Field.CPU_MS] = int((cpu.user + cpu.system) * 1000)
+                    words[Field.FDS] = process.num_fds()
+                    words[Field.THREADS] = process.num_threads()
+            except psutil.Error:
+                continue
 
     # ---------------------------------------------------------------- reload
     def _reload(self) -> None:
-        """Start a new generation on the new config; retire the old one once it is up."""
-        path = self.generation.config.path
+        """Validate the new config, start a new generation, retire the old once ready."""
+        if self.pending_reload is not None:
+            log.error("server.c", "reload already in progress; HUP ignored")
+            return
         notify("RELOADING=1")
+        path = self.generation.config.path
         try:
             config = load(path)
-            new = self._prepare(config, self.generation.number + 1, self.generation)
+            identity = resolve_identity(config.settings)
+            addresses = self._addresses(config)
+            removed = self.listeners.ensure(addresses, self.target)
         except ConfigError as err:
+            self.stats.words[Header.RELOADS_REFUSED] += 1
             log.error("server.c", f"reload refused, keeping the running config: {err}")
             notify("READY=1")
             return
         old = self.generation
-        self.generation = new
-        new_pids = []
-        for slot in range(len(new.slots)):
-            self._spawn(slot, new)
-            new_pids.append(max(self.workers))
-        if not self._wait_ready(new_pids):
-            log.error("server.c", "reload aborted: new workers did not become ready")
-            for pid in new_pids:
-                self.workers[pid].retiring = True
-                os.kill(pid, signal.SIGTERM)
-            self.generation = old
-            notify("READY=1")
+        for spec in removed:
+            self.orphaned_specs[spec] = old.number
+        self.generation = Generation(old.number + 1, config, identity,
+                                     [a.spec for a in addresses])
+        new_pids = [self._spawn(slot, self.generation) for slot in range(self.target)]
+        self.pending_reload = PendingReload(old, new_pids, time.monotonic() + READY_TIMEOUT)
+
+    def _advance_reload(self) -> None:
+        pending = self.pending_reload
+        if pending is None:
             return
-        for worker in self.workers.values():
-            if worker.generation == old.number:
-                worker.retiring = True
-                os.kill(worker.pid, signal.SIGQUIT)
-        log.error("server.c", f"reloaded {path} (generation {new.number})")
+        states = [self.stats.slot(self.workers[pid].stats_slot)[Field.STATE]
+                  if pid in self.workers else None for pid in pending.new_pids]
+        if all(state == State.READY for state in states):
+            for worker in self.workers.values():
+                if worker.generation == pending.old.number:
+                    worker.retiring = True
+                    _kill(worker.pid, signal.SIGQUIT)
+            self.stats.words[Header.RELOADS_OK] += 1
+            self.stats.words[Header.LAST_RELOAD] = int(time.time())
+            self.stats.words[Header.RESPAWN_RELOAD] += len(pending.new_pids)
+            log.error("server.c", f"reloaded {self.generation.config.path} "
+                      f"(generation {self.generation.number})")
+        elif None in states or time.monotonic() > pending.deadline:
+            log.error("server.c", "reload aborted: the new workers did not become ready; "
+                      "the running generation keeps serving")
+            for pid in pending.new_pids:
+                if pid in self.workers:
+                    self.workers[pid].retiring = True
+                    _kill(pid, signal.SIGTERM)
+            self.generation = pending.old
+            self.stats.words[Header.RELOADS_REFUSED] += 1
+        else:
+            return
+        self.pending_reload = None
         notify("READY=1")
 
-    def _wait_ready(self, pids: list[int]) -> bool:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            pending = [self.workers[p] for p in pids if p in self.workers
-                       and not self.workers[p].ready]
-            if any(p not in self.workers for p in pids):
-                return False
-            if not pending:
-                return True
-            readable, _, _ = select.select([w.ready_fd for w in pending], [], [], 0.1)
-            for fd in readable:
-                self._drain(fd)
-        return False
+    def _close_orphaned_addresses(self) -> None:
+        """Close addresses a reload removed, once no worker that used them is left."""
+        live = {w.generation for w in self.workers.values()}
+        for spec, generation in list(self.orphaned_specs.items()):
+            if not any(g <= generation for g in live):
+                self.listeners.close_address(spec)
+                del self.orphaned_specs[spec]
 
+    # ------------------------------------------------------------ TTIN/TTOU
     def _resize(self, delta: int) -> None:
-        log.error("server.c", "TTIN/TTOU resizing is not supported yet; ignored")
+        if delta > 0:
+            if self.target >= MAX_SLOTS:
+                return
+            try:
+                self.listeners.ensure(self._addresses(self.generation.config), self.target + 1)
+            except ConfigError as err:
+                log.error("server.c", f"TTIN refused: {err}")
+                return
+            self.target += 1
+        elif self.target > 1 and not self.retirements:
+            self.target -= 1
+            slot = self.target
+            self.listeners.steer_away_from(slot)
+            worker = next((w for w in self.workers.values() if w.slot == slot
+                           and not w.retiring), None)
+            self.retirements.append(Retirement(slot, worker.pid if worker else None,
+                                               time.monotonic()))
+        log.error("server.c", f"worker count is now {self.target}")
 
-    # --------------------------------------------------------- process setup
-    def _graceful_timeout(self) -> float:
-        return float(self.generation.config.settings["server.graceful-shutdown-timeout"]) + 1
+    def _advance_retirements(self) -> None:
+        """Retire a steered-away slot once its accept queue is empty, then close it."""
+        for retirement in list(self.retirements):
+            if not retirement.signalled:
+                settled = time.monotonic() - retirement.since > 0.2
+                if settled and self.listeners.queued(retirement.slot) == 0:
+                    retirement.signalled = True
+                    if retirement.pid in self.workers:
+                        self.workers[retirement.pid].retiring = True
+                        _kill(retirement.pid, signal.SIGQUIT)
+            elif not any(w.slot == retirement.slot for w in self.workers.values()):
+                self.listeners.close_slot(retirement.slot)
+                self.retirements.remove(retirement)
 
-    def _daemonize(self) -> None:
-        if os.fork():
-            os._exit(0)
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1) + (() if self.errorlog.path else ()):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+    # ----------------------------------------------------------- USR2 upgrade
+    def _upgrade_binary(self) -> None:
+        """Start a new master from the (possibly new) code on disk, handing it every
+        listening socket in the LISTEN_FDS form; the operator then QUITs this one."""
+        fds, names = self.listeners.handover()
+        if self.pidfile:
+            try:
+                os.replace(self.pidfile, self.pidfile + ".oldbin")
+            except OSError as err:
+                log.error("server.c", f"USR2: cannot rename the pid file: {err}")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _exec_new_master(fds, names, self.argv)
+            finally:
+                os._exit(71)
+        log.error("server.c", f"USR2: new master started as pid {pid}")
 
-    def _pidfile(self) -> str:
-        return self.generation.config.settings["server.pid-file"]
 
-    def _write_pidfile(self) -> None:
-        path = self._pidfile()
-        if not path:
-            return
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w") as file:
-            file.write(f"{os.getpid()}\n")
-        os.replace(temporary, path)
+def _exec_new_master(fds: list[int], names: list[str], argv: list[str]) -> None:
+    for index, fd in enumerate(fds):
+        os.dup2(fd, 200 + index, inheritable=False)
+    for index in range(len(fds)):
+        os.dup2(200 + index, 3 + index, inheritable=True)
+    os.closerange(3 + len(fds), 200 + len(fds))
+    env = dict(os.environ, LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(fds)),
+               LISTEN_FDNAMES=":".join(names))
+    os.execve(sys.executable, [sys.executable, "-m", "master.cli", *argv], env)
 
-    def _remove_pidfile(self) -> None:
-        path = self._pidfile()
-        try:
-            with open(path) as file:
-                if path and file.read().strip() == str(os.getpid()):
-                    os.unlink(path)
-        except OSError as err:
-            if err.errno != errno.ENOENT:
-                print(f"pylighttpd: cannot remove {path}: {err}", file=sys.stderr)
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """server.max-fds: raise RLIMIT_NOFILE, or fail at start-up with a clear reason."""
+    if not wanted:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted <= soft:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"server.max-fds = {wanted}: cannot raise the open files limit "
+                          f"(soft {soft}, hard {hard}): {err}") from None
+
+
+def _daemonize(keep_stderr: bool) -> None:
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1) if keep_stderr else (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _write_pidfile(path: str) -> None:
+    """Atomically: a reader never sees a half-written pid."""
+    if not path:
+        return
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as file:
+        file.write(f"{os.getpid()}\n")
+    os.replace(temporary, path)
+
+
+def _remove_pidfile(path: str) -> None:
+    """Remove the pid file only if it is still ours (a USR2 successor owns the new one)."""
+    if not path:
+        return
+    try:
+        with open(path) as file:
+            if file.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass

@@ -99,15 +99,19 @@ def main(argv: list[str] | None = None) -> int:
               end="")
         return 2
     try:
-        return _run(options)
+        return _run(options, sys.argv[1:] if argv is None else argv)
     except ConfigError as err:
         print(f"pylighttpd: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # pid file directory missing, log file not writable, ...
+        print(f"pylighttpd: {err.strerror}: {err.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
-def _run(options: Options) -> int:
+def _run(options: Options, argv: list[str]) -> int:
     if options.print_config:
         print(format_config(load_config(options.config)), end="")
         return 0
@@ -124,7 +128,8 @@ def _run(options: Options) -> int:
         from worker.oneshot import serve_stdin
         return serve_stdin(loaded)
     from .arbiter import Arbiter
-    return Arbiter(loaded, foreground=options.foreground, idle_exit=options.idle_exit).run()
+    return Arbiter(loaded, foreground=options.foreground, idle_exit=options.idle_exit,
+                   argv=argv).run()
 
 
 if __name__ == "__main__":

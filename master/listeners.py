@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shared.config import ConfigError
+
+from .steering import accept_queue_length, steer_to_first, stop_steering
+
+LISTEN_FDS_START = 3  # systemd's convention: passed sockets start at fd 3
 
 
 @dataclass(frozen=True)
@@ -22,13 +26,6 @@ class Address:
     spec: str
     family: int
     target: tuple | str   # (host, port) or a unix socket path
-
-
-@dataclass
-class SlotSockets:
-    """The sockets of one worker slot: (socket, spec) pairs."""
-
-    sockets: list[tuple[socket.socket, str]] = field(default_factory=list)
 
 
 def parse_address(spec: str, default_port: int) -> Address:
@@ -101,32 +98,6 @@ def _remove_stale_unix_socket(path: str) -> None:
         pass
 
 
-def open_slot(addresses: list[Address], backlog: int,
-              shared_unix: dict[str, socket.socket]) -> SlotSockets:
-    """Sockets for one worker slot; unix sockets are opened once and shared."""
-    slot = SlotSockets()
-    try:
-        for address in addresses:
-            if address.family == socket.AF_UNIX:
-                if address.spec not in shared_unix:
-                    shared_unix[address.spec] = open_socket(address, backlog, False)
-                slot.sockets.append((shared_unix[address.spec], address.spec))
-            else:
-                slot.sockets.append((open_socket(address, backlog, True), address.spec))
-    except ConfigError:
-        close_slot(slot, shared_unix)
-        raise
-    return slot
-
-
-def close_slot(slot: SlotSockets, shared_unix: dict[str, socket.socket]) -> None:
-    shared = {id(s) for s in shared_unix.values()}
-    for sock, _ in slot.sockets:
-        if id(sock) not in shared:
-            sock.close()
-    slot.sockets.clear()
-
-
 def tcp_migrate_req_enabled() -> bool | None:
     """net.ipv4.tcp_migrate_req: queued connections move off a closed SO_REUSEPORT socket."""
     try:
@@ -134,3 +105,124 @@ def tcp_migrate_req_enabled() -> bool | None:
             return file.read().strip() == "1"
     except OSError:
         return None
+
+
+def _same_address(sock: socket.socket, address: Address) -> bool:
+    if sock.family != address.family:
+        return False
+    bound = sock.getsockname()
+    if address.family == socket.AF_UNIX:
+        return bound == address.target
+    return (bound[0], bound[1]) == (address.target[0], address.target[1])
+
+
+def inherited_sockets(environ: dict[str, str]) -> list[tuple[socket.socket, str]]:
+    """Sockets passed in systemd's LISTEN_FDS form (by systemd, or by our USR2)."""
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    count = int(environ.get("LISTEN_FDS", "0") or 0)
+    names = environ.get("LISTEN_FDNAMES", "").split(":")
+    found = []
+    for index in range(count):
+        fd = LISTEN_FDS_START + index
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        os.set_inheritable(fd, False)
+        found.append((sock, names[index] if index < len(names) else ""))
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(key, None)
+    return found
+
+
+class ListenerSet:
+    """Every listening socket, by address spec and worker slot, owned by the master.
+
+    A TCP address has one SO_REUSEPORT socket per slot so the kernel spreads
+    connections over the workers; a unix address (or an inherited socket that has no
+    siblings) is one socket that every slot shares.
+    """
+
+    def __init__(self, backlog: int, inherited: list[tuple[socket.socket, str]] = ()) -> None:
+        self.backlog = backlog
+        self.addresses: dict[str, Address] = {}
+        self.sockets: dict[str, list[socket.socket]] = {}
+        self._inherited = list(inherited)
+
+    def slot_count(self) -> int:
+        return max((len(s) for s in self.sockets.values()), default=0)
+
+    def ensure(self, addresses: list[Address], slots: int) -> list[str]:
+        """Open what is missing for `addresses` x `slots`; return the specs no longer
+        configured (their sockets stay open until `close_address`)."""
+        opened: list[socket.socket] = []
+        try:
+            for address in addresses:
+                sockets = self.sockets.setdefault(address.spec, [])
+                self.addresses[address.spec] = address
+                if not sockets:
+                    sockets.extend(self._take_inherited(address))
+                while len(sockets) < slots:
+                    shared = address.family == socket.AF_UNIX or (
+                        sockets and not sockets[0].getsockopt(socket.SOL_SOCKET,
+                                                              socket.SO_REUSEPORT))
+                    sock = sockets[0] if shared else open_socket(address, self.backlog, True)
+                    if not shared:
+                        opened.append(sock)
+                    sockets.append(sock)
+        except ConfigError:
+            for sock in opened:
+                for sockets in self.sockets.values():
+                    if sock in sockets:
+                        sockets.remove(sock)
+                sock.close()
+            raise
+        wanted = {a.spec for a in addresses}
+        return [spec for spec in self.sockets if spec not in wanted]
+
+    def _take_inherited(self, address: Address) -> list[socket.socket]:
+        """Inherited sockets for this address, in slot order (names end in `#slot`)."""
+        mine = [(sock, name) for sock, name in self._inherited if _same_address(sock, address)]
+        for pair in mine:
+            self._inherited.remove(pair)
+        mine.sort(key=lambda pair: int(pair[1].rpartition("#")[2] or 0)
+                  if pair[1].rpartition("#")[2].isdigit() else 0)
+        return [sock for sock, _ in mine]
+
+    def for_slot(self, slot: int, specs: list[str] | None = None) -> list[tuple[socket.socket, str]]:
+        return [(sockets[slot], spec) for spec, sockets in self.sockets.items()
+                if slot < len(sockets) and (specs is None or spec in specs)]
+
+    def steer_away_from(self, slot: int) -> None:
+        """New connections avoid `slot` (which must be the last) on every address."""
+        for sockets in self.sockets.values():
+            if slot == len(sockets) - 1 and slot > 0 and sockets[slot] is not sockets[0]:
+                steer_to_first(sockets[0], slot)
+
+    def queued(self, slot: int) -> int:
+        return sum(accept_queue_length(sock) for sock, _ in self.for_slot(slot)
+                   if sock.family != socket.AF_UNIX)
+
+    def close_slot(self, slot: int) -> None:
+        """Close the last slot's own sockets (shared ones stay) and stop steering."""
+        for sockets in self.sockets.values():
+            if slot == len(sockets) - 1 and slot > 0:
+                sock = sockets.pop()
+                if sock is not sockets[0]:
+                    sock.close()
+                    stop_steering(sockets[0])
+
+    def close_address(self, spec: str) -> None:
+        for sock in {id(s): s for s in self.sockets.pop(spec, [])}.values():
+            sock.close()
+        self.addresses.pop(spec, None)
+
+    def handover(self) -> tuple[list[int], list[str]]:
+        """fds and names (`spec#slot`) for LISTEN_FDS / LISTEN_FDNAMES (USR2)."""
+        fds, names = [], []
+        for spec, sockets in self.sockets.items():
+            for slot, sock in enumerate(sockets):
+                if slot and sock is sockets[0]:
+                    continue
+                fds.append(sock.fileno())
+                names.append(f"{spec}#{slot}")
+        return fds, names

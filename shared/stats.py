@@ -1,0 +1,143 @@
+"""The stats segment: one shared anonymous mapping, a header and fixed worker slots.
+
+The master creates it before the first fork, so every worker inherits the same pages.
+Each worker is the only writer of its own slot (no locks: a reader may see one counter
+a request ahead of another, never a torn 64-bit value on the platforms we run on).
+When a worker exits the master folds its counters into the "retired" slot, so sums
+over all slots never go backwards across reloads and crashes.
+
+Everything is an unsigned 64-bit integer addressed through `memoryview.cast("Q")`:
+about 0.1 µs per update, which is why this beats prometheus_client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from enum import IntEnum
+
+MAGIC = 0x504C4954_53544154  # "PLITSTAT"
+LAYOUT_VERSION = 1
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "OTHER")
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Upper bounds (seconds) of the request-duration histogram; the last bucket is +Inf.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+
+
+class Header(IntEnum):
+    MAGIC = 0
+    VERSION = 1
+    SLOTS = 2
+    SLOT_WORDS = 3
+    START_TIME = 4
+    SPAWNS = 5
+    RESPAWN_CRASH = 6
+    RESPAWN_TIMEOUT = 7
+    RESPAWN_RELOAD = 8
+    RELOADS_OK = 9
+    RELOADS_REFUSED = 10
+    LAST_RELOAD = 11
+    WORDS = 16
+
+
+class State(IntEnum):
+    FREE = 0
+    STARTING = 1
+    READY = 2
+    DRAINING = 3
+
+
+class Field(IntEnum):
+    """Word offsets inside a slot."""
+
+    PID = 0
+    GENERATION = 1
+    STATE = 2
+    STARTED = 3
+    HEARTBEAT = 4           # CLOCK_MONOTONIC milliseconds
+    ACCEPTED = 5
+    ACTIVE = 6
+    READING = 7
+    WRITING = 8
+    WAITING = 9             # idle keep-alive connections
+    KEEPALIVE_REUSES = 10
+    BYTES_IN = 11
+    BYTES_OUT = 12
+    DURATION_SUM_US = 13
+    RSS = 14
+    CPU_MS = 15
+    FDS = 16
+    THREADS = 17
+    METHOD = 18                                         # len(METHODS) words
+    STATUS = METHOD + len(METHODS)                      # len(STATUS_CLASSES) words
+    DURATION = STATUS + len(STATUS_CLASSES)             # len(DURATION_BUCKETS) + 1 words
+    WORDS = DURATION + len(DURATION_BUCKETS) + 1
+
+
+# Counters that add up across workers (folded into the retired slot on exit); the rest
+# are gauges or identity and belong to one live process only.
+COUNTERS = (
+    [Field.ACCEPTED, Field.KEEPALIVE_REUSES, Field.BYTES_IN, Field.BYTES_OUT,
+     Field.DURATION_SUM_US, Field.CPU_MS]
+    + list(range(Field.METHOD, Field.WORDS))
+)
+
+
+class StatsSegment:
+    """The mapping plus typed access; slot 0 is the retired slot, 1.. are workers."""
+
+    RETIRED = 0
+
+    def __init__(self, worker_slots: int) -> None:
+        self.slot_count = worker_slots + 1
+        words = Header.WORDS + self.slot_count * Field.WORDS
+        self._map = mmap.mmap(-1, words * 8, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        self.words = memoryview(self._map).cast("Q")
+        header = self.words
+        header[Header.MAGIC] = MAGIC
+        header[Header.VERSION] = LAYOUT_VERSION
+        header[Header.SLOTS] = self.slot_count
+        header[Header.SLOT_WORDS] = Field.WORDS
+        header[Header.START_TIME] = int(time.time())
+
+    def slot(self, index: int) -> memoryview:
+        """The words of one slot, for its single writer or for readers."""
+        start = Header.WORDS + index * Field.WORDS
+        return self.words[start:start + Field.WORDS]
+
+    def claim(self, pid: int, generation: int) -> int:
+        """A free worker slot for a new process (master only)."""
+        for index in range(1, self.slot_count):
+            words = self.slot(index)
+            if words[Field.STATE] == State.FREE:
+                for offset in range(Field.WORDS):
+                    words[offset] = 0
+                words[Field.PID] = pid
+                words[Field.GENERATION] = generation
+                words[Field.STATE] = State.STARTING
+                words[Field.STARTED] = int(time.time())
+                words[Field.HEARTBEAT] = monotonic_ms()
+                return index
+        raise RuntimeError("no free stats slot")
+
+    def retire(self, index: int) -> None:
+        """Fold a dead worker's counters into the retired slot and free its slot."""
+        words, retired = self.slot(index), self.slot(self.RETIRED)
+        for offset in COUNTERS:
+            retired[offset] += words[offset]
+        words[Field.STATE] = State.FREE
+        words[Field.PID] = 0
+
+    def live_slots(self) -> list[int]:
+        return [i for i in range(1, self.slot_count)
+                if self.slot(i)[Field.STATE] != State.FREE]
+
+    def total(self, offset: int) -> int:
+        """A counter summed over the retired slot and every live worker."""
+        return sum(self.slot(i)[offset] for i in [self.RETIRED, *self.live_slots()])
+
+
+def monotonic_ms() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000
