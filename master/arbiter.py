@@ -96,6 +96,7 @@ class Arbiter:
         self.stopping: int | None = None        # the signal that started the stop
         self.stop_deadline = 0.0
         self.pending_reload: PendingReload | None = None
+        self.reload_requested = False   # a HUP that came while a reload was under way
         self.retirements: list[Retirement] = []
         self.health: dict[int, SlotHealth] = {}
         self.orphaned_specs: dict[str, int] = {}  # spec -> generation that last used it
@@ -241,6 +242,7 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             os.close(self.wakeup_r)
             os.close(self.wakeup_w)
+            self.listeners.close_in_child(sockets)
             become(generation.identity)
             setproctitle(f"pylighttpd: worker {slot} (gen {generation.number})")
             status = run_worker(WorkerContext(
@@ -324,8 +326,8 @@ class Arbiter:
     def _reload(self) -> None:
         """Validate the new config, start a new generation, retire the old once ready."""
         if self.pending_reload is not None:
-            log.error("server.c", "reload already in progress; HUP ignored")
-            return
+            self.reload_requested = True  # the config may have changed again: reload
+            return                        # once more when this one is done
         notify("RELOADING=1")
         path = self.generation.config.path
         try:
@@ -375,6 +377,9 @@ class Arbiter:
             return
         self.pending_reload = None
         notify("READY=1")
+        if self.reload_requested:
+            self.reload_requested = False
+            self._reload()
 
     def _close_orphaned_addresses(self) -> None:
         """Close addresses a reload removed, once no worker that used them is left."""

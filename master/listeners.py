@@ -192,6 +192,18 @@ class ListenerSet:
         return [(sockets[slot], spec) for spec, sockets in self.sockets.items()
                 if slot < len(sockets) and (specs is None or spec in specs)]
 
+    def close_in_child(self, keep: list[tuple[socket.socket, str]]) -> None:
+        """In a forked worker: close the copies of every socket that is not its own.
+
+        A copy left open in another worker would keep a retired slot's socket alive
+        (and its accept queue unserved) after the master closed it.
+        """
+        mine = {id(sock) for sock, _ in keep}
+        for sockets in self.sockets.values():
+            for sock in sockets:
+                if id(sock) not in mine and sock.fileno() >= 0:
+                    sock.close()
+
     def steer_away_from(self, slot: int) -> None:
         """New connections avoid `slot` (which must be the last) on every address."""
         for sockets in self.sockets.values():

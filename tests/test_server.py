@@ -2,80 +2,16 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(port: int, path: str = "/") -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
-def wait_until(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
-class Server:
-    def __init__(self, tmp_path: Path, extra: str = "", flags: tuple[str, ...] = ("-D",)):
-        self.port = free_port()
-        self.docroot = tmp_path / "www"
-        self.docroot.mkdir(exist_ok=True)
-        (self.docroot / "index.html").write_text("hello from pylighttpd\n")
-        self.errorlog = tmp_path / "error.log"
-        self.conf = tmp_path / "server.conf"
-        self.write_config(extra)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "master.cli", *flags, "-f", str(self.conf)], cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def write_config(self, extra: str) -> None:
-        self.conf.write_text(
-            f'server.document-root = "{self.docroot}"\nserver.bind = "127.0.0.1"\n'
-            f'server.port = {self.port}\nserver.max-worker = 2\n'
-            f'server.errorlog = "{self.errorlog}"\n{extra}\n')
-
-    def wait_serving(self) -> None:
-        wait_until(lambda: get(self.port)[0] == 200)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+from serverproc import Server, get, wait_until
 
 
 @pytest.fixture
@@ -105,7 +41,7 @@ def test_hup_with_a_broken_config_keeps_serving_and_logs_why(server):
     server.process.send_signal(signal.SIGHUP)
     wait_until(lambda: "reload refused" in server.errorlog.read_text())
     log = server.errorlog.read_text()
-    assert f"{server.conf}:6:14" in log
+    assert f"{server.conf}:7:14" in log
     assert get(server.port)[1]["Server"] == "first"
 
 
@@ -116,13 +52,10 @@ def test_term_stops_master_and_workers(server):
 
 
 def test_a_killed_worker_is_replaced(server):
-    children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True,
-                              text=True).stdout.split()
+    children = server.children()
     assert len(children) == 2
-    os.kill(int(children[0]), signal.SIGKILL)
-    wait_until(lambda: len(set(subprocess.run(
-        ["pgrep", "-P", str(server.process.pid)], capture_output=True,
-        text=True).stdout.split()) - {children[0]}) == 2)
+    os.kill(children[0], signal.SIGKILL)
+    wait_until(lambda: len(set(server.children()) - {children[0]}) == 2)
     assert get(server.port)[0] == 200
 
 
@@ -160,3 +93,50 @@ def test_daemon_writes_and_removes_its_pidfile(tmp_path):
     pid = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip()))
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pidfile.exists())
+
+
+def test_systemd_notifications_follow_the_master_state(tmp_path):
+    notify_path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.settimeout(15)
+    os.environ["NOTIFY_SOCKET"] = str(notify_path)
+    try:
+        running = Server(tmp_path)
+    finally:
+        del os.environ["NOTIFY_SOCKET"]
+    try:
+        assert receiver.recv(256).startswith(b"READY=1")
+        running.process.send_signal(signal.SIGHUP)
+        assert receiver.recv(256) == b"RELOADING=1"
+        assert receiver.recv(256) == b"READY=1"
+        running.process.send_signal(signal.SIGTERM)
+        assert receiver.recv(256) == b"STOPPING=1"
+    finally:
+        running.stop()
+        receiver.close()
+
+
+def test_socket_activation_uses_the_passed_socket(tmp_path):
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    running = Server(tmp_path)
+    running.process.kill()
+    running.process.wait()
+    running.write_config(f"server.port := {port}\nserver.systemd-socket-activation = \"enable\"")
+    fd = listener.fileno()
+    process = subprocess.Popen(
+        ["sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "{sys.executable}" -m master.cli '
+                     f'-D -f "{running.conf}"'],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, pass_fds=(3,),
+        preexec_fn=lambda: os.dup2(fd, 3), stderr=subprocess.PIPE, text=True)
+    listener.close()
+    try:
+        running.port, running.process = port, process
+        running.wait_serving()
+        assert len(running.children()) == 2
+    finally:
+        running.stop()

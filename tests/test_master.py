@@ -1,0 +1,192 @@
+"""The supervisor under load: reloads, crashes, resizing and binary upgrade lose nothing.
+
+Every load here is bounded (a few client threads, a deadline) and targets 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from load_util import Load
+from serverproc import Server, get, wait_until
+
+BODY = b"hello from pylighttpd\n"
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = Server(tmp_path, 'server.tag = "gen-0"\nserver.graceful-shutdown-timeout = 5')
+    try:
+        running.wait_serving()
+        yield running
+    finally:
+        running.stop()
+
+
+def _assert_clean(load: Load) -> None:
+    result = load.result
+    assert result.failures == [], result.failures[:5]
+    assert result.ok > 50
+
+
+def test_twenty_reloads_under_load_lose_no_request(server):
+    with Load(server.port, BODY) as load:
+        for number in range(1, 21):
+            server.write_config(f'server.tag = "gen-{number}"\n'
+                                "server.graceful-shutdown-timeout = 5")
+            server.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: get(server.port)[1].get("Server") == f"gen-{number}",
+                       timeout=15)
+    _assert_clean(load)
+    wait_until(lambda: len(server.children()) == 2, timeout=15)
+
+
+def test_broken_reload_keeps_the_old_workers(server):
+    before = server.children()
+    server.write_config('server.tag = "x"\n$HTTP["host"] =* "bad" {}')
+    with Load(server.port, BODY) as load:
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in server.errorlog.read_text())
+        time.sleep(0.5)
+    _assert_clean(load)
+    log = server.errorlog.read_text()
+    assert f"{server.conf}:8:15" in log and "only == != =~ !~ =^ =$" in log
+    assert server.children() == before
+
+
+def test_killed_worker_is_replaced_within_a_second(server):
+    victim = server.children()[0]
+    with Load(server.port, BODY, keepalive_clients=0, fresh_clients=2) as load:
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until(lambda: len(set(server.children()) - {victim}) == 2, timeout=5)
+        replaced_after = time.monotonic() - killed_at
+        time.sleep(0.3)
+    assert replaced_after < 1.0
+    # only requests in flight on the killed worker may fail
+    assert len(load.result.failures) <= 2, load.result.failures
+
+
+def test_ttin_and_ttou_change_the_worker_count_without_failures(server):
+    with Load(server.port, BODY, keepalive_clients=0, fresh_clients=3) as load:
+        server.process.send_signal(signal.SIGTTIN)
+        wait_until(lambda: len(server.children()) == 3)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTTOU)
+        wait_until(lambda: len(server.children()) == 2, timeout=15)
+        server.process.send_signal(signal.SIGTTOU)
+        wait_until(lambda: len(server.children()) == 1, timeout=15)
+        time.sleep(0.5)
+    _assert_clean(load)
+
+
+def test_usr2_upgrade_then_quit_of_the_old_master_loses_nothing(server):
+    old_master = server.process.pid
+    with Load(server.port, BODY) as load:
+        server.process.send_signal(signal.SIGUSR2)
+        new_master = wait_until(lambda: [p for p in server.children()
+                                         if b"master" in _cmdline(p)])[0]
+        wait_until(lambda: len(_children(new_master)) == 2, timeout=15)
+        server.process.send_signal(signal.SIGQUIT)
+        assert server.process.wait(timeout=20) == 0
+        time.sleep(0.5)
+        assert get(server.port)[0] == 200
+    _assert_clean(load)
+    os.kill(new_master, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{new_master}/status")
+               or b"Z" in _status_state(new_master), timeout=15)
+    assert old_master != new_master
+
+
+def test_load_spreads_over_the_workers(server):
+    workers = server.children()
+    owners: dict[int, int] = {pid: 0 for pid in workers}
+    clients = []
+    for _ in range(60):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        clients.append(client)
+    time.sleep(0.5)
+    try:
+        for client in clients:
+            owner = _owner_of(client.getsockname()[1], server.port, workers)
+            owners[owner] += 1
+    finally:
+        for client in clients:
+            client.close()
+    assert max(owners.values()) <= 0.7 * len(clients), owners
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot and setuid need root")
+def test_workers_run_as_the_configured_user_inside_the_chroot(tmp_path):
+    jail = tmp_path / "jail"
+    (jail / "www").mkdir(parents=True)
+    (jail / "www" / "index.html").write_bytes(BODY)
+    os.chmod(tmp_path, 0o755)
+    running = Server(tmp_path, f'server.chroot = "{jail}"\nserver.username = "nobody"\n'
+                     'server.groupname = "nogroup"', document_root="/www")
+    try:
+        wait_until(lambda: get(running.port)[2] == BODY)
+        nobody = pwd.getpwnam("nobody").pw_uid
+        for pid in running.children():
+            assert os.readlink(f"/proc/{pid}/root") == str(jail)
+            assert {int(uid) for uid in _status_field(pid, "Uid").split()} == {nobody}
+    finally:
+        running.stop()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def _status_field(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/status") as file:
+        for line in file:
+            if line.startswith(name + ":"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _status_state(pid: int) -> bytes:
+    try:
+        return _status_field(pid, "State").encode()
+    except OSError:
+        return b"Z"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _owner_of(client_port: int, server_port: int, workers: list[int]) -> int:
+    """The worker holding the server side of the connection from `client_port`."""
+    inode = None
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if int(local.split(":")[1], 16) == server_port and \
+                    int(remote.split(":")[1], 16) == client_port:
+                inode = fields[9]
+    assert inode is not None, "connection not found"
+    for pid in workers:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError("no worker holds the connection")
