@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO
+from procutil import REPO
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, run_lighttpd
+from procutil import REPO, run_cli, run_lighttpd
 
 DEBIAN_CONF = "/etc/lighttpd/lighttpd.conf"
 UNKNOWN_KEY = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")

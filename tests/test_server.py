@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from procutil import REPO
 from serverproc import Server, get, wait_until
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from procutil import REPO
 
 UNITS = REPO / "contrib" / "systemd"
 

@@ -13,6 +13,13 @@ from typing import Any, ClassVar
 
 from shared.config.directives import Directive
 
+# What a request hook returns: None (or 0) lets the request go on; an HTTP status ends
+# the phase and answers the request with it.  A handler that produced content has put
+# it (headers, body) in `request.response` first; for an error status without a body
+# the core adds lighttpd's error page.  Hooks are called as `hook(request)` with a
+# `worker.request.Request`; handle_response_start / handle_request_done return None.
+HandlerResult = int | None
+
 # The phases of request handling, in order (lighttpd's plugin hooks).
 HOOKS = (
     "handle_uri_raw",          # raw URI as received, before decoding

@@ -1,4 +1,4 @@
-"""Shared test helpers: where the repo is, how to run the real command line."""
+"""Test helpers: where the repo is, how to run the real command line and lighttpd."""
 
 from __future__ import annotations
 

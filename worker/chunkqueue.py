@@ -1,0 +1,157 @@
+"""Output of one connection: a queue of memory chunks and file ranges.
+
+Memory chunks go out in one `sendmsg` (scatter/gather: headers and a small body in one
+system call); file ranges go out with `os.sendfile`, so a large file never passes
+through Python memory.  A partial write leaves the rest queued; the connection asks
+for EPOLLOUT and calls `send` again when the socket can take more.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import deque
+
+MAX_IOV = 64                  # buffers per sendmsg
+SEND_BUDGET = 1 << 20         # bytes per call: one busy client must not starve the others
+SENDFILE_STEP = 1 << 20
+
+
+class FileChunk:
+    """`length` bytes of an open file from `offset`; the queue owns and closes `fd`."""
+
+    __slots__ = ("fd", "offset", "length")
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class FileShrunk(OSError):
+    """The file got shorter while we were sending it: the response cannot be finished."""
+
+
+class ChunkQueue:
+    __slots__ = ("chunks", "pending")
+
+    def __init__(self) -> None:
+        self.chunks: deque[bytes | memoryview | FileChunk] = deque()
+        self.pending = 0   # bytes still queued (memory and file)
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks)
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self.chunks.append(data)
+            self.pending += len(data)
+
+    def append_file(self, fd: int, offset: int, length: int) -> None:
+        """Queue a file range; takes ownership of `fd` (closed when sent or dropped)."""
+        if length <= 0:
+            os.close(fd)
+            return
+        self.chunks.append(FileChunk(fd, offset, length))
+        self.pending += length
+
+    def file_chunks(self) -> int:
+        return sum(1 for chunk in self.chunks if type(chunk) is FileChunk)
+
+    def clear(self) -> None:
+        """Drop everything (connection closed): close the files we own."""
+        for chunk in self.chunks:
+            if type(chunk) is FileChunk:
+                chunk.close()
+        self.chunks.clear()
+        self.pending = 0
+
+    def send(self, sock: socket.socket) -> int:
+        """Send as much as the socket takes now, up to SEND_BUDGET; returns bytes sent.
+
+        Raises BlockingIOError only when nothing at all could be sent; other OSErrors
+        (peer reset, broken pipe) go to the caller, which closes the connection.
+        """
+        sent = 0
+        chunks = self.chunks
+        while chunks and sent < SEND_BUDGET:
+            head = chunks[0]
+            try:
+                if type(head) is FileChunk:
+                    written, complete = self._send_file(sock, head)
+                else:
+                    written, complete = self._send_memory(sock)
+            except BlockingIOError:
+                if sent:
+                    return sent
+                raise
+            sent += written
+            if not complete:
+                break   # a short write: the socket buffer is full
+        return sent
+
+    def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
+        chunks = self.chunks
+        buffers = []
+        size = 0
+        for chunk in chunks:
+            if type(chunk) is FileChunk or len(buffers) == MAX_IOV:
+                break
+            buffers.append(chunk)
+            size += len(chunk)  # type: ignore[arg-type]
+        written = sock.sendmsg(buffers) if len(buffers) > 1 else sock.send(buffers[0])
+        self.pending -= written
+        left = written
+        while left:
+            head = chunks[0]
+            size = len(head)  # type: ignore[arg-type]
+            if left >= size:
+                chunks.popleft()
+                left -= size
+            else:
+                chunks[0] = memoryview(head)[left:]  # type: ignore[arg-type]
+                left = 0
+        return written, written == size
+
+    def _send_file(self, sock: socket.socket, chunk: FileChunk) -> tuple[int, bool]:
+        wanted = min(chunk.length, SENDFILE_STEP)
+        written = os.sendfile(sock.fileno(), chunk.fd, chunk.offset, wanted)
+        if written == 0:
+            raise FileShrunk("file shrank while being sent")
+        chunk.offset += written
+        chunk.length -= written
+        self.pending -= written
+        if chunk.length == 0:
+            chunk.close()
+            self.chunks.popleft()
+        return written, written == wanted
+
+    def write_blocking(self, fd: int) -> int:
+        """Write everything to a blocking fd (a pipe: the -1 mode on stdout)."""
+        total = 0
+        while self.chunks:
+            head = self.chunks.popleft()
+            if type(head) is FileChunk:
+                while head.length:
+                    data = os.pread(head.fd, min(head.length, 1 << 16), head.offset)
+                    if not data:
+                        head.close()
+                        raise FileShrunk("file shrank while being sent")
+                    os.write(fd, data)  # blocking
+                    head.offset += len(data)
+                    head.length -= len(data)
+                    total += len(data)
+                head.close()
+            else:
+                view = memoryview(head)  # type: ignore[arg-type]
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                    total += written
+        self.pending = 0
+        return total

@@ -1,0 +1,427 @@
+"""One client connection: lighttpd's connection state machine over httptools.
+
+    read headers -> read body -> handle -> write -> keep-alive (again) or close
+
+httptools parses everything it is fed, so several pipelined requests may complete in
+one read.  Completed requests wait in `ready` and are answered strictly in order; while
+the output queue is above HIGH_WATER the connection neither handles more of them nor
+reads, so a client that pipelines without reading cannot make us buffer without bound.
+Errors found while parsing become a queued error response followed by a close, after
+the answers to the requests that came before it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from .body import RequestBody
+from .chunkqueue import ChunkQueue
+from .handler import render_head
+from .request import BadRequest, Request, normalize_host
+
+if TYPE_CHECKING:
+    from .server import Server
+
+READ_SIZE = 64 * 1024
+HIGH_WATER = 256 * 1024
+LINGER_SECONDS = 2.0
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BODY_METHODS = frozenset({"POST", "PUT"})
+_JOIN_SEMICOLON = frozenset({"cookie"})
+
+
+class _Abort(Exception):
+    """Raised inside a parser callback to stop parsing; the status is on the connection."""
+
+
+class Connection:
+    __slots__ = (
+        "server", "sock", "fd", "remote_ip", "socket_spec", "scheme", "condition_cache",
+        "parser", "out", "ready", "current", "url_parts", "requests_done", "closing",
+        "peer_eof", "events", "last_read", "last_write", "error_status", "lingering",
+        "linger_deadline", "header_phase", "raw_header_bytes", "closed", "keep_alive_idle",
+        "read_idle", "write_idle", "body_limit",
+    )
+
+    def __init__(self, server: "Server", sock: socket.socket, remote_ip: str,
+                 socket_spec: str, scheme: str = "http") -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.remote_ip = remote_ip
+        self.socket_spec = socket_spec
+        self.scheme = scheme
+        self.condition_cache: dict[int, tuple[bool, object]] = {}
+        self.parser = httptools.HttpRequestParser(self)
+        self.out = ChunkQueue()
+        self.ready: deque[Request] = deque()
+        self.current: Request | None = None
+        self.url_parts: list[bytes] = []
+        self.requests_done = 0
+        self.closing = False        # answer what is queued, then close
+        self.peer_eof = False
+        self.events = 0
+        self.last_read = self.last_write = server.loop.now
+        self.error_status = 0
+        self.lingering = False
+        self.linger_deadline = 0.0
+        self.header_phase = False
+        self.raw_header_bytes = 0
+        self.closed = False
+        self.body_limit = 0
+        self._timeouts_from(server.config.settings)
+
+    def _timeouts_from(self, values: dict) -> None:
+        self.keep_alive_idle = values["server.max-keep-alive-idle"]
+        self.read_idle = values["server.max-read-idle"]
+        self.write_idle = values["server.max-write-idle"]
+
+    # ----------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.current = Request(self, time.monotonic())
+        self.url_parts = []
+        self.header_phase = True
+        self.raw_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url_parts.append(url)
+        self._count_header_bytes(len(url) + 16)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.current
+        assert request is not None
+        self._count_header_bytes(len(name) + len(value) + 4)
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        request.header_list.append((name.decode("latin-1"), text))
+        headers = request.headers
+        if key in headers:
+            if key == "host" or key == "content-length":
+                self._abort(400)
+            text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
+        headers[key] = text
+
+    def _count_header_bytes(self, count: int) -> None:
+        request = self.current
+        assert request is not None
+        request.header_bytes += count
+        if request.header_bytes > self.server.header_limit:
+            self._abort(431)
+
+    def _abort(self, status: int) -> None:
+        self.error_status = status
+        raise _Abort(status)
+
+    def on_headers_complete(self) -> None:
+        self.header_phase = False
+        request = self.current
+        assert request is not None
+        try:
+            self._start_request(request)
+        except BadRequest as err:
+            self._abort(err.status)
+
+    def on_body(self, data: bytes) -> None:
+        request = self.current
+        assert request is not None
+        body = request.body
+        if body is None:
+            body = request.body = RequestBody(self.server.upload_dirs)
+        if self.body_limit and body.size + len(data) > self.body_limit:
+            self._abort(413)
+        body.append(data)
+
+    def on_message_complete(self) -> None:
+        request = self.current
+        if request is not None:
+            request.expect_continue = False
+            self.ready.append(request)
+            self.current = None
+
+    # ----------------------------------------------------------- request start
+    def _start_request(self, request: Request) -> None:
+        """Everything known once the headers are in: version, target, Host, limits."""
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            request.version = "1.0"
+            raise BadRequest(505 if version[:1].isdigit() else 400)
+        request.version = version
+        request.method = parser.get_method().decode("latin-1")
+        request.keep_alive = parser.should_keep_alive()
+        headers = request.headers
+        target = b"".join(self.url_parts).decode("utf-8", "surrogateescape")
+        request.set_target(target)
+        host = headers.get("host")
+        if host is not None:
+            host = normalize_host(host)
+            if request.host and host != request.host:
+                raise BadRequest(400, "Host and absolute URI disagree")
+            request.host = host
+        elif version == "1.1" and not request.host:
+            raise BadRequest(400, "HTTP/1.1 without Host")
+        values = request.configure().values
+        self._timeouts_from(values)
+        self._check_body(request, values)
+
+    def _check_body(self, request: Request, values: dict) -> None:
+        headers = request.headers
+        limit = values["server.max-request-size"] * 1024
+        self.body_limit = limit
+        length_text = headers.get("content-length")
+        chunked = "transfer-encoding" in headers
+        if length_text is not None:
+            length = int(length_text)
+            request.content_length = length
+            if limit and length > limit:
+                raise BadRequest(413)
+        elif not chunked and request.method in _BODY_METHODS and request.version == "1.1":
+            raise BadRequest(411)
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise BadRequest(417)
+            if request.version == "1.1" and (chunked or request.content_length > 0):
+                request.expect_continue = True
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, events: int) -> None:
+        """The loop's callback for this socket."""
+        if self.lingering:
+            self._linger_read()
+            return
+        if events & EPOLLOUT:
+            self.flush()
+            if self.closed:
+                return
+            if self.ready:
+                self.process()
+                return
+        if events & EPOLLIN:
+            self.on_readable()
+        elif events & EPOLLERR_HUP:
+            self.close()
+            return
+        if not self.closed:
+            self.update_events()
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        server = self.server
+        if not data:
+            self._peer_closed()
+            return
+        self.last_read = server.loop.now
+        server.counters.bytes_in(len(data))
+        if self.current is None and not self.ready and self.requests_done:
+            server.counters.keepalive_reuse()
+        self.feed(data)
+        self.process()
+
+    def _peer_closed(self) -> None:
+        """The client will send no more: answer what is complete, then close."""
+        self.peer_eof = True
+        self.current = None
+        if not self.ready and not self.out:
+            self.close()
+            return
+        self.closing = True
+        self.update_events()
+
+    def feed(self, data: bytes) -> None:
+        if self.header_phase:
+            self.raw_header_bytes += len(data)
+            if self.raw_header_bytes > self.server.header_limit + READ_SIZE:
+                self.fail(431)
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True       # no upgrades (h2c, websocket) yet: answer, then close
+            if self.current is not None:
+                self.on_message_complete()
+        except httptools.HttpParserError:
+            self.fail(self.error_status or 400)
+
+    def fail(self, status: int) -> None:
+        """Queue an error answer after the requests that came before; then close."""
+        request = self.current
+        if request is None or self.header_phase:
+            request = request or Request(self, time.monotonic())
+            if self.header_phase:
+                request.version = "1.0"
+        request.response.status = status
+        request.keep_alive = False
+        self.current = None
+        self.header_phase = False
+        self.ready.append(request)
+        self.closing = True
+
+    # ---------------------------------------------------------------- answer
+    def process(self) -> None:
+        """Answer the ready requests in order, as far as the output budget allows."""
+        out = self.out
+        ready = self.ready
+        while ready and out.pending < HIGH_WATER:
+            self.respond(ready.popleft())
+            if self.closed:
+                return
+        current = self.current
+        if current is not None and current.expect_continue and not ready and \
+                not self.closing:
+            current.expect_continue = False
+            out.append(CONTINUE)
+        if out:
+            self.flush()
+        elif self.closing and not ready:
+            self.shutdown()
+        if not self.closed:
+            self.update_events()
+
+    def respond(self, request: Request) -> None:
+        server = self.server
+        if request.expect_continue or request is self.current:
+            request.keep_alive = False   # its body was never read: cannot continue
+        server.pipeline.handle(request)
+        response = request.response
+        values = request.settings.values
+        self.requests_done += 1
+        keep = (request.keep_alive and not self.closing and not server.draining
+                and self.requests_done < values["server.max-keep-alive-requests"])
+        head = render_head(request, keep, values["server.tag"])
+        out = self.out
+        if response.head_only or not response.body:
+            response.reset_body()
+            out.append(head)
+        elif not response.files and len(response.body) == 1:
+            out.append(head + response.body[0])   # type: ignore[operator]
+        else:
+            out.append(head)
+            for part in response.body:
+                if type(part) is tuple:
+                    out.append_file(*part)
+                else:
+                    out.append(part)              # type: ignore[arg-type]
+            response.body = []
+            response.files = 0
+        server.counters.request(request.method, response.status,
+                                time.monotonic() - request.start)
+        server.pipeline.done(request)
+        if request.body is not None:
+            request.body.close()
+        if not keep:
+            self.closing = True
+            self.ready.clear()
+
+    def flush(self) -> None:
+        out = self.out
+        try:
+            sent = out.send(self.sock)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if sent:
+            self.last_write = self.server.loop.now
+            self.server.counters.bytes_out(sent)
+        if not out and self.closing and not self.ready:
+            self.shutdown()
+
+    def update_events(self) -> None:
+        want = 0
+        if self.out:
+            want |= EPOLLOUT
+        if not self.closing and not self.peer_eof and not self.ready:
+            want |= EPOLLIN
+        if want != self.events:
+            self.server.loop.modify(self.fd, want)
+            self.events = want
+
+    # ------------------------------------------------------------- closing
+    def shutdown(self) -> None:
+        """Half-close and drain what the client still sends, so that our last answer is
+        not destroyed by a TCP reset (lighttpd's lingering close)."""
+        if self.closed or self.lingering:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.lingering = True
+        self.linger_deadline = self.server.loop.now + LINGER_SECONDS
+        self.ready.clear()
+        if self.events != EPOLLIN:
+            self.server.loop.modify(self.fd, EPOLLIN)
+            self.events = EPOLLIN
+        self._linger_read()
+
+    def _linger_read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                break
+            if not data:
+                break
+        self.close()
+
+    def close(self) -> None:
+        if not self.release():
+            return
+        self.server.forget(self)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def release(self) -> bool:
+        """Mark closed and drop queued output and answers (closing the files they hold);
+        False if that already happened."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.out.clear()
+        for request in self.ready:
+            request.response.reset_body()
+        self.ready.clear()
+        return True
+
+    # ------------------------------------------------------------ timeouts
+    def check_timeout(self, now: float) -> None:
+        """Called once a second: lighttpd's read / write / keep-alive idle limits."""
+        if self.lingering:
+            if now > self.linger_deadline:
+                self.close()
+        elif self.out:
+            if now - self.last_write > self.write_idle:
+                self.close()
+        elif self.current is not None or self.ready:
+            if now - self.last_read > self.read_idle:
+                self.close()
+        elif now - max(self.last_read, self.last_write) > self.keep_alive_idle:
+            self.close()
+
+    def is_idle(self) -> bool:
+        """Between two requests of a keep-alive connection, with nothing to send: may be
+        closed at once when draining.  A new connection is not idle: its first request
+        is on the way, and closing it would reset a client that did nothing wrong."""
+        return (self.requests_done > 0 and self.current is None and not self.ready
+                and not self.out and not self.lingering)

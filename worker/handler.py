@@ -1,0 +1,220 @@
+"""Request handling: lighttpd's http_response_prepare, module-agnostic.
+
+The phases run the hooks of the loaded modules in `server.modules` order; a hook that
+returns a status ends the phase and the request.  Between the phases the core does what
+lighttpd's core does: choose the document root, map the URL path to a file, find
+PATH_INFO, redirect a directory without a trailing slash.  The core never names a
+module; which hooks exist is decided once, when the pipeline is built.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+from .http import DATE, error_body, reason
+from .module import HOOKS, Module
+from .request import Request
+from .static import errno_status, is_directory, is_regular
+
+Hook = Callable[[Request], "int | None"]
+_NO_BODY = frozenset({204, 304})
+_ERROR_DROPS = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
+                          "content-encoding", "vary"})
+ALLOW = "OPTIONS, GET, HEAD, POST"
+
+
+class Pipeline:
+    """The modules' hooks, resolved once per worker into plain lists of callables."""
+
+    def __init__(self, modules: Iterable[Module]) -> None:
+        self.modules = list(modules)
+        phases: dict[str, list[Hook]] = {name: [] for name in HOOKS}
+        for module in self.modules:
+            for name in type(module).hooks():
+                phases[name].append(getattr(module, name))
+        self.uri_raw = phases["handle_uri_raw"]
+        self.uri_clean = phases["handle_uri_clean"]
+        self.docroot = phases["handle_docroot"]
+        self.physical = phases["handle_physical"]
+        self.subrequest_start = phases["handle_subrequest_start"]
+        self.response_start = phases["handle_response_start"]
+        self.request_done = phases["handle_request_done"]
+        base = Module.handle_trigger
+        self.triggers = [m.handle_trigger for m in self.modules
+                         if type(m).handle_trigger is not base]
+
+    # ------------------------------------------------------------------ run
+    def handle(self, request: Request) -> None:
+        """Run every phase; leaves the finished status in request.response.status."""
+        response = request.response
+        status = response.status or self._prepare(request)
+        response.status = status
+        if status >= 400 or (status >= 300 and status != 304 and not response.body):
+            _error_response(request, status)
+        for hook in self.response_start:
+            hook(request)
+
+    def done(self, request: Request) -> None:
+        for hook in self.request_done:
+            hook(request)
+
+    def trigger(self, now: float) -> None:
+        for hook in self.triggers:
+            hook(now)
+
+    def _prepare(self, request: Request) -> int:
+        status = _run(self.uri_raw, request) or _run(self.uri_clean, request)
+        if status:
+            return status
+        if request.uri_path == "*":
+            return _options(request)
+        request.docroot = request.settings.values["server.document-root"]
+        status = _run(self.docroot, request)
+        if status:
+            return status
+        set_physical(request, request.docroot, request.uri_path)
+        status = _run(self.physical, request) or physical_path_check(request)
+        if status:
+            return status
+        status = _run(self.subrequest_start, request)
+        if status:
+            return status
+        if request.method == "OPTIONS":
+            return _options(request)
+        return 403 if request.method in ("GET", "HEAD", "POST") else 501
+
+
+def _run(hooks: list[Hook], request: Request) -> int:
+    for hook in hooks:
+        status = hook(request)
+        if status:
+            return status
+    return 0
+
+
+def _options(request: Request) -> int:
+    request.response.add_header("Allow", ALLOW)
+    return 200
+
+
+def set_physical(request: Request, basedir: str, rel_path: str) -> None:
+    """Map a URL path below `basedir` (docroot or an alias target) to the file system."""
+    if basedir.endswith("/") and rel_path.startswith("/"):
+        rel_path = rel_path[1:]
+    request.physical_basedir = basedir
+    request.physical_rel = rel_path
+    request.physical_path = basedir + rel_path
+    request.pathinfo = ""
+    request.forget_stat()
+
+
+def physical_path_check(request: Request) -> int:
+    """Stat the file: 301 for a directory without a slash, PATH_INFO for a path that
+    runs past a regular file, 403 / 404 for what cannot be served."""
+    try:
+        st = request.physical_stat()
+    except OSError as err:
+        status = errno_status(err)
+        if status == 404:
+            return _find_pathinfo(request)
+        return status
+    if is_directory(st):
+        if not request.uri_path.endswith("/"):
+            return redirect_to_slash(request)
+    return 0
+
+
+def _find_pathinfo(request: Request) -> int:
+    """Walk up from the end: the longest prefix that is a regular file is the file,
+    the rest is PATH_INFO (lighttpd serves /index.html/foo as /index.html)."""
+    path = request.physical_path
+    base_len = len(request.physical_basedir.rstrip("/"))
+    end = len(path)
+    while True:
+        end = path.rfind("/", base_len, end)
+        if end <= base_len:
+            return 404
+        try:
+            st = os.stat(path[:end])
+        except OSError:
+            continue
+        if is_regular(st):
+            rest = path[end:]
+            request.pathinfo = rest
+            request.physical_path = path[:end]
+            request.physical_rel = request.physical_rel[: len(request.physical_rel)
+                                                        - len(rest)]
+            request.remember_stat(path[:end], st)
+            return 0
+        return 404
+
+
+def redirect_to_slash(request: Request) -> int:
+    """301 to the same URL with a slash: the relative links of the index work."""
+    location = _quote_path(request.uri_path) + "/"
+    if request.uri_query:
+        location += "?" + request.uri_query
+    request.response.set_header("Location", location)
+    return 301
+
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  b"-._~/!$&'()*+,;=:@")
+
+
+def _quote_path(path: str) -> str:
+    data = path.encode("utf-8", "surrogateescape")
+    if all(byte in _SAFE for byte in data):
+        return path
+    return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in data)
+
+
+def _error_response(request: Request, status: int) -> None:
+    """Fill in lighttpd's HTML error page unless the handler wrote a body."""
+    response = request.response
+    if response.body or status in _NO_BODY or status < 200:
+        return
+    if status < 400:
+        response.length = 0
+        return
+    response.headers = [h for h in response.headers if h[0].lower() not in _ERROR_DROPS]
+    response.headers.insert(0, ("Content-Type", "text/html"))
+    response.write(error_body(status))
+    response.head_only = request.method == "HEAD"
+
+
+def render_head(request: Request, keep_alive: bool, server_tag: str) -> bytes:
+    """The status line and headers, in lighttpd's order (handler's own headers first,
+    then Content-Length, Connection, Date, Server)."""
+    response = request.response
+    status = response.status
+    version = "HTTP/1.0" if request.version == "1.0" else "HTTP/1.1"
+    lines = [f"{version} {status} {reason(status)}"]
+    lines.extend(f"{name}: {value}" for name, value in response.headers)
+    if status not in _NO_BODY and status >= 200:
+        lines.append(f"Content-Length: {response.length}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif request.version == "1.0":
+        lines.append("Connection: keep-alive")
+    lines.append("Date: " + DATE.value)
+    if server_tag:
+        lines.append("Server: " + server_tag)
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("latin-1", "replace")
+
+
+def render_error(status: int, server_tag: str, version: str = "1.0") -> bytes:
+    """A complete error response for a request that never became a Request object
+    (parse errors): always `Connection: close`."""
+    body = error_body(status)
+    head = (f"HTTP/{version} {status} {reason(status)}\r\nContent-Type: text/html\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {DATE.value}\r\n")
+    if server_tag:
+        head += f"Server: {server_tag}\r\n"
+    return head.encode("latin-1", "replace") + b"\r\n" + body
+
+
+__all__ = ["Pipeline", "render_head", "render_error", "set_physical", "redirect_to_slash",
+           "physical_path_check", "ALLOW"]

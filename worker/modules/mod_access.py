@@ -1,0 +1,49 @@
+"""mod_access: deny (or only allow) URL paths by suffix, answering 403.
+
+Like lighttpd it checks twice: after URL cleaning, and again at handler selection,
+because mod_indexfile may have appended an index name ("/" -> "/index.inc").
+"""
+
+from __future__ import annotations
+
+from shared.config.directives import Directive, Type
+
+from ..module import HandlerResult, Module as BaseModule
+from ..request import Request
+
+DIRECTIVES = (
+    Directive("url.access-deny", Type.ARRAY_VLIST, (), doc="URL path suffixes to deny"),
+    Directive("url.access-allow", Type.ARRAY_VLIST, (),
+              doc="if set, only URL paths with one of these suffixes are allowed"),
+)
+
+
+def allowed(path: str, allow: tuple[str, ...], deny: tuple[str, ...],
+            ignore_case: bool) -> bool:
+    """lighttpd's rule: a non-empty allow list decides alone; else the deny list."""
+    if ignore_case:
+        path = path.lower()
+        allow = tuple(s.lower() for s in allow)
+        deny = tuple(s.lower() for s in deny)
+    if allow:
+        return path.endswith(allow)
+    if deny:
+        return not path.endswith(deny)
+    return True
+
+
+class Module(BaseModule):
+    name = "access"
+    directives = DIRECTIVES
+
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        values = request.settings.values
+        allow, deny = values["url.access-allow"], values["url.access-deny"]
+        if not (allow or deny) or not request.uri_path:
+            return None
+        if allowed(request.uri_path, allow, deny,
+                   values["server.force-lowercase-filenames"]):
+            return None
+        return 403
+
+    handle_subrequest_start = handle_uri_clean

@@ -1,0 +1,302 @@
+"""mod_dirlisting: an HTML index of a directory that has no index file.
+
+The page has lighttpd's structure (same table, classes and size format, so scripts
+and stylesheets written for lighttpd's listing work), directories first, each group
+sorted by name.  Every name is HTML-escaped in text and %-encoded in links: a file
+called `<script>.txt` is shown, never run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from urllib.parse import quote
+
+from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
+                                      DirectiveValueError, Type)
+
+from ..module import HandlerResult, Module as BaseModule
+from ..request import Request
+from ..static import is_directory, mime_type
+
+INCLUDE_LIMIT = 1 << 20      # header / readme files bigger than this are cut
+
+
+def _file_option(default_name: str):
+    """show-readme / show-header: "enable" means the default file name, a disable
+    word means none, anything else is the file name itself."""
+    def convert(value: str) -> str:
+        lowered = value.lower()
+        if lowered in TRUE_WORDS:
+            return default_name
+        if lowered in FALSE_WORDS:
+            return ""
+        return value
+    return convert
+
+
+def _compile_excludes(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    try:
+        return tuple(re.compile(p) for p in patterns)
+    except re.error as err:
+        raise DirectiveValueError(f"dir-listing.exclude: bad regex: {err}") from None
+
+
+def _check_cache(value):
+    if value is not None and len(value) and not isinstance(value.get("path"), str):
+        raise DirectiveValueError('dir-listing.cache must include "path"')
+    return value
+
+
+DIRECTIVES = (
+    Directive("dir-listing.activate", Type.BOOL, False),
+    Directive("server.dir-listing", Type.BOOL, False, doc="old name of dir-listing.activate"),
+    Directive("dir-listing.exclude", Type.ARRAY_VLIST, (), convert=_compile_excludes),
+    Directive("dir-listing.hide-dotfiles", Type.BOOL, True),
+    Directive("dir-listing.external-css", Type.STRING, ""),
+    Directive("dir-listing.external-js", Type.STRING, ""),
+    Directive("dir-listing.encoding", Type.STRING, ""),
+    Directive("dir-listing.show-readme", Type.STRING, "", convert=_file_option("README.txt")),
+    Directive("dir-listing.hide-readme-file", Type.BOOL, False),
+    Directive("dir-listing.show-header", Type.STRING, "", convert=_file_option("HEADER.txt")),
+    Directive("dir-listing.hide-header-file", Type.BOOL, False),
+    Directive("dir-listing.set-footer", Type.STRING, ""),
+    Directive("dir-listing.encode-readme", Type.BOOL, True),
+    Directive("dir-listing.encode-header", Type.BOOL, True),
+    Directive("dir-listing.auto-layout", Type.BOOL, True),
+    Directive("dir-listing.cache", Type.ARRAY_KVANY, None, convert=_check_cache,
+              doc="accepted; listings are not cached yet"),
+)
+
+_XML_ESCAPES = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
+                ord('"'): "&#x22;", ord("'"): "&#x27;"}
+
+STYLE = """<style type="text/css">
+a, a:active {text-decoration: none; color: blue;}
+a:visited {color: #48468F;}
+a:hover, a:focus {text-decoration: underline; color: red;}
+body {background-color: #F5F5F5;}
+h2 {margin-bottom: 12px;}
+table {margin-left: 12px;}
+th, td {font: 90% monospace; text-align: left;}
+th {font-weight: bold; padding-right: 14px; padding-bottom: 3px;}
+td {padding-right: 14px;}
+td.s, th.s {text-align: right;}
+div.list {background-color: white; border-top: 1px solid #646464;
+ border-bottom: 1px solid #646464; padding-top: 10px; padding-bottom: 14px;}
+div.foot {font: 90% monospace; color: #787878; padding-top: 4px;}
+</style>
+"""
+
+# Click a column heading to sort by it; directories stay above files.
+SORT_SCRIPT = """<script type="text/javascript">
+// <!--
+(function () {
+ var table = document.querySelector("div.list table");
+ if (!table) return;
+ var body = table.tBodies[0], order = {};
+ function key(row, col) {
+  var text = row.cells[col].textContent;
+  if (col == 2) {
+   var units = " KMGTPE", n = parseFloat(text);
+   return isNaN(n) ? -1 : n * Math.pow(1024, units.indexOf(text.slice(-1)));
+  }
+  return text;
+ }
+ function sortBy(col) {
+  var rows = Array.prototype.slice.call(body.rows);
+  var parent = rows.length && rows[0].cells[0].textContent == "../" ? rows.shift() : null;
+  var dir = order[col] = -(order[col] || -1);
+  rows.sort(function (a, b) {
+   var ad = a.className == "d", bd = b.className == "d";
+   if (ad != bd) return ad ? -1 : 1;
+   var x = key(a, col), y = key(b, col);
+   return (x < y ? -1 : x > y ? 1 : 0) * dir;
+  });
+  if (parent) body.appendChild(parent);
+  rows.forEach(function (row) { body.appendChild(row); });
+ }
+ Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+  th.style.cursor = "pointer";
+  th.onclick = function () { sortBy(col); };
+ });
+})();
+// -->
+</script>
+"""
+
+TABLE_HEAD = (
+    '<div class="list">\n'
+    '<table summary="Directory Listing" cellpadding="0" cellspacing="0">\n'
+    '<thead><tr><th class="n">Name</th><th class="m">Last Modified</th>'
+    '<th class="s">Size</th><th class="t">Type</th></tr></thead>\n'
+    "<tbody>\n"
+)
+PARENT_ROW = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td class="m">'
+              '&nbsp;</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
+
+
+def html_escape(text: str) -> str:
+    return text.translate(_XML_ESCAPES)
+
+
+def href(name: str) -> str:
+    return quote(name.encode("utf-8", "surrogateescape"), safe="-_.~")
+
+
+def size_text(size: int) -> str:
+    """lighttpd's compact size: one decimal and a unit letter ("0.1K", "12.3M")."""
+    if size < 100:
+        size += 99
+    if size < 100:
+        size = 0
+    units = " KMGTPE"
+    unit = 0
+    while True:
+        remain = size & 1023
+        size >>= 10
+        unit += 1
+        if size & ~1023 == 0:
+            break
+    remain = min(remain // 100, 9)
+    if size > 999:
+        size, remain, unit = 0, 9, unit + 1
+    return f"{size}.{remain}{units[unit]}"
+
+
+def _read_limited(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(INCLUDE_LIMIT)
+    except OSError:
+        return None
+    return data.decode("utf-8", "surrogateescape")
+
+
+class Listing:
+    """One directory's entries, split and sorted as lighttpd shows them."""
+
+    def __init__(self, path: str, values: dict) -> None:
+        self.directories: list[tuple[str, float]] = []
+        self.files: list[tuple[str, float, int]] = []
+        hide_dot = values["dir-listing.hide-dotfiles"]
+        excludes = values["dir-listing.exclude"]
+        hidden = set()
+        if values["dir-listing.hide-readme-file"] and values["dir-listing.show-readme"]:
+            hidden.add(values["dir-listing.show-readme"])
+        if values["dir-listing.hide-header-file"] and values["dir-listing.show-header"]:
+            hidden.add(values["dir-listing.show-header"])
+        with os.scandir(path) as entries:
+            for entry in entries:
+                name = entry.name
+                if (hide_dot and name.startswith(".")) or name in hidden or \
+                        any(p.search(name) for p in excludes):
+                    continue
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                if is_directory(st):
+                    self.directories.append((name, st.st_mtime))
+                else:
+                    self.files.append((name, st.st_mtime, st.st_size))
+        self.directories.sort(key=_name_bytes)
+        self.files.sort(key=_name_bytes)
+
+
+def _name_bytes(entry: tuple) -> bytes:
+    return entry[0].encode("utf-8", "surrogateescape")
+
+
+def _modified(mtime: float) -> str:
+    return time.strftime("%Y-%b-%d %H:%M:%S", time.localtime(mtime))
+
+
+class Module(BaseModule):
+    name = "dirlisting"
+    directives = DIRECTIVES
+
+    def handle_subrequest_start(self, request: Request) -> HandlerResult:
+        if request.method not in ("GET", "HEAD") or not request.uri_path.endswith("/"):
+            return None
+        values = request.settings.values
+        if not (values["dir-listing.activate"] or values["server.dir-listing"]):
+            return None
+        try:
+            if not is_directory(request.physical_stat()):
+                return None
+            listing = Listing(request.physical_path, values)
+        except OSError:
+            return 403
+        page = self.render(request, listing, values)
+        response = request.response
+        encoding = values["dir-listing.encoding"]
+        response.add_header("Content-Type", f"text/html; charset={encoding}"
+                            if encoding else "text/html")
+        response.write(page.encode("utf-8", "surrogateescape"))
+        return 200
+
+    def render(self, request: Request, listing: Listing, values: dict) -> str:
+        parts: list[str] = []
+        auto = values["dir-listing.auto-layout"]
+        title = html_escape(request.uri_path)
+        if auto:
+            parts.append("<!DOCTYPE html>\n<html>\n<head>\n")
+            if values["dir-listing.encoding"]:
+                parts.append(f'<meta charset="{html_escape(values["dir-listing.encoding"])}">\n')
+            parts.append(f"<title>Index of {title}</title>\n")
+            css = values["dir-listing.external-css"]
+            if css:
+                parts.append('<meta name="viewport" content="initial-scale=1">'
+                             f'<link rel="stylesheet" type="text/css" href="{html_escape(css)}">\n')
+            else:
+                parts.append(STYLE)
+            parts.append("</head>\n<body>\n")
+        self._include(parts, request, values["dir-listing.show-header"],
+                      values["dir-listing.encode-header"], "header")
+        parts.append(f"<h2>Index of {title}</h2>\n")
+        parts.append(TABLE_HEAD)
+        if request.uri_path != "/":
+            parts.append(PARENT_ROW)
+        self._rows(parts, listing, values["mimetype.assign"])
+        parts.append("</tbody>\n</table>\n</div>\n")
+        self._include(parts, request, values["dir-listing.show-readme"],
+                      values["dir-listing.encode-readme"], "readme")
+        if auto:
+            footer = values["dir-listing.set-footer"] or values["server.tag"]
+            parts.append(f'<div class="foot">{footer}</div>\n')
+            script = values["dir-listing.external-js"]
+            if script:
+                parts.append(f'<script type="text/javascript" src="{html_escape(script)}">'
+                             "</script>\n")
+            elif not values["dir-listing.external-css"]:
+                parts.append(SORT_SCRIPT)
+            parts.append("</body>\n</html>\n")
+        return "".join(parts)
+
+    @staticmethod
+    def _rows(parts: list[str], listing: Listing, assign: tuple) -> None:
+        for name, mtime in listing.directories:
+            parts.append(f'<tr class="d"><td class="n"><a href="{href(name)}/">'
+                         f'{html_escape(name)}</a>/</td><td class="m">{_modified(mtime)}'
+                         '</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
+        for name, mtime, size in listing.files:
+            parts.append(f'<tr><td class="n"><a href="{href(name)}">{html_escape(name)}</a>'
+                         f'</td><td class="m">{_modified(mtime)}</td><td class="s">'
+                         f'{size_text(size)}</td><td class="t">'
+                         f'{html_escape(mime_type(assign, name))}</td></tr>\n')
+
+    @staticmethod
+    def _include(parts: list[str], request: Request, name: str, encode: bool,
+                 css_class: str) -> None:
+        """HEADER.txt / README.txt of the listed directory, escaped unless told not to."""
+        if not name:
+            return
+        text = _read_limited(os.path.join(request.physical_path, name))
+        if text is None:
+            return
+        if encode:
+            parts.append(f'<pre class="{css_class}">{html_escape(text)}</pre>')
+        else:
+            parts.append(text)

@@ -1,0 +1,98 @@
+"""lighttpd's `-1`: serve the one connection passed as standard input, then return.
+
+On a socket (inetd, systemd Accept=yes) it is an ordinary connection on a private
+loop.  On a pipe the request is read from stdin and the response written to stdout
+with blocking writes: there is nobody else to serve, so nothing is lost by blocking.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING
+
+from .connection import READ_SIZE, Connection
+from .server import Server, remote_address
+
+if TYPE_CHECKING:
+    from master.configload import LoadedConfig
+
+STDIN, STDOUT = 0, 1
+
+
+def serve_stdin(config: "LoadedConfig") -> int:
+    """Serve fd 0 (socket or pipe); returns the exit status."""
+    server = Server(config, [])
+    if stat.S_ISSOCK(os.fstat(STDIN).st_mode):
+        return _serve_socket(server)
+    return _serve_pipe(server)
+
+
+def socket_spec(address: object) -> str:
+    """"host:port" / "[v6]:port" / a unix path: how $SERVER["socket"] names it."""
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address or "")
+
+
+def _serve_socket(server: Server) -> int:
+    sock = socket.socket(fileno=os.dup(STDIN))
+    try:
+        remote = remote_address(sock.getpeername())
+    except OSError:
+        remote = ""
+    connection = server.add_connection(sock, remote, socket_spec(sock.getsockname()))
+    while not connection.closed and server.stop_status is None:
+        server.loop.run_once()
+    server.close_all()
+    return 0
+
+
+class _StdinEnd:
+    """Stands in for the socket: the connection only asks it for a file descriptor."""
+
+    def fileno(self) -> int:
+        return STDIN
+
+
+class PipeConnection(Connection):
+    """A connection whose input is stdin and whose output goes to stdout, blocking."""
+
+    __slots__ = ()
+
+    def flush(self) -> None:
+        try:
+            sent = self.out.write_blocking(STDOUT)
+        except OSError:
+            self.close()
+            return
+        self.server.counters.bytes_out(sent)
+        if self.closing and not self.ready:
+            self.close()
+
+    def update_events(self) -> None:
+        """Nothing is registered with the loop: reads are driven by `_serve_pipe`."""
+
+    def shutdown(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.release()      # stdin and stdout are not ours to close
+
+
+def _serve_pipe(server: Server) -> int:
+    connection = PipeConnection(server, _StdinEnd(), "", "stdin")  # type: ignore[arg-type]
+    while not connection.closed:
+        data = os.read(STDIN, READ_SIZE)
+        if not data:
+            connection.peer_eof = True
+            connection.closing = True
+            connection.current = None
+            connection.process()
+            connection.close()
+            break
+        connection.feed(data)
+        connection.process()
+    return 0

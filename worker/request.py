@@ -1,0 +1,269 @@
+"""One HTTP request and its response, as the core and modules see them.
+
+The field names follow lighttpd's (`uri.path`, `physical.path`, `physical.doc_root`)
+so a module port reads like the C it comes from.  URL cleaning happens here, once, in
+`clean_path`: a decoded path that is also simplified (`//`, `/./`, `/../`) can never
+name anything above the document root, whatever encoding the client used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from shared.config.compiled import RequestSettings
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+class BadRequest(Exception):
+    """The request cannot be handled: answer `status` and close the connection."""
+
+    def __init__(self, status: int = 400, reason: str = "") -> None:
+        super().__init__(reason or str(status))
+        self.status = status
+
+
+_CTRL = re.compile(r"[\x00-\x20\x7f]")
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.?)*[a-z0-9-]*"
+                   r"|\[[0-9a-f:.]+\]|[0-9.]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def url_decode(raw: str) -> str:
+    """%XX-decode a path; the bytes are read as UTF-8, others kept as surrogates (the
+    file system encoding), so any file name survives the round trip."""
+    if "%" not in raw:
+        return raw
+    data = _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)),
+                        raw.encode("utf-8", "surrogateescape"))
+    if b"\x00" in data:
+        raise BadRequest(400, "%00 in the URL")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def simplify_path(path: str) -> str:
+    """Remove `//`, `/./` and `/../` like lighttpd's buffer_path_simplify: `..` at the
+    root stays at the root.  The result always starts with `/`."""
+    if "/." not in path and "//" not in path:
+        return path
+    parts: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if parts:
+                parts.pop()
+        elif segment and segment != ".":
+            parts.append(segment)
+    trailing = path.endswith(("/", "/.", "/..")) and parts
+    return "/" + "/".join(parts) + ("/" if trailing else "")
+
+
+def clean_path(raw_path: str) -> str:
+    """The decoded, simplified `uri.path` of a request-target path."""
+    decoded = url_decode(raw_path)
+    return simplify_path(decoded)
+
+
+def normalize_host(value: str) -> str:
+    """Lowercase the Host value and check it (host-strict): 400 if it is not a name,
+    an IPv4 address or a bracketed IPv6 address, with an optional port."""
+    host = value.strip().lower()
+    if not host:
+        return host
+    name, port = host, ""
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise BadRequest(400, "bad Host")
+        name, rest = host[: end + 1], host[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise BadRequest(400, "bad Host")
+            port = rest[1:]
+    elif ":" in host:
+        name, _, port = host.partition(":")
+    if (port and not _PORT.fullmatch(port)) or not _HOST.fullmatch(name) or \
+            name.startswith("."):
+        raise BadRequest(400, "bad Host")
+    return host
+
+
+class Response:
+    """What the request answers: status, headers in order, and the body parts.
+
+    A body part is bytes or an open file range `(fd, offset, length)`; the response
+    owns the fds until they move into the connection's chunk queue.
+    """
+
+    __slots__ = ("status", "headers", "body", "files", "length", "head_only")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes | tuple[int, int, int]] = []
+        self.files = 0
+        self.length = 0
+        self.head_only = False
+
+    def set_header(self, name: str, value: str) -> None:
+        """Replace every header `name` (case-insensitive) by one with `value`."""
+        lower = name.lower()
+        self.headers = [h for h in self.headers if h[0].lower() != lower]
+        self.headers.append((name, value))
+
+    def add_header(self, name: str, value: str) -> None:
+        self.headers.append((name, value))
+
+    def get_header(self, name: str) -> str | None:
+        lower = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lower:
+                return value
+        return None
+
+    def remove_header(self, name: str) -> None:
+        lower = name.lower()
+        self.headers = [h for h in self.headers if h[0].lower() != lower]
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.body.append(data)
+            self.length += len(data)
+
+    def send_file_range(self, fd: int, offset: int, length: int) -> None:
+        """Add a file range to the body; the response now owns `fd`."""
+        self.body.append((fd, offset, length))
+        self.files += 1
+        self.length += length
+
+    def reset_body(self) -> None:
+        """Drop the body (an error replaces it), closing files it owned."""
+        if self.files:
+            for part in self.body:
+                if type(part) is tuple:
+                    os.close(part[0])
+        self.body = []
+        self.files = 0
+        self.length = 0
+
+
+class Request:
+    """One request on a connection.  `uri_*` describe the URL, `physical_*` the file."""
+
+    __slots__ = (
+        "connection", "method", "target", "version", "headers", "header_list", "host",
+        "scheme", "uri_path_raw", "uri_path", "uri_query", "settings", "docroot",
+        "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
+        "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
+        "content_length", "_stat_path", "_stat",
+    )
+
+    def __init__(self, connection: "Connection", start: float) -> None:
+        self.connection = connection
+        self.method = "GET"
+        self.target = ""
+        self.version = "1.1"
+        self.headers: dict[str, str] = {}          # lowercase name -> value
+        self.header_list: list[tuple[str, str]] = []
+        self.host = ""
+        self.scheme = connection.scheme
+        self.uri_path_raw = ""
+        self.uri_path = ""
+        self.uri_query = ""
+        self.settings: RequestSettings = connection.server.global_settings
+        self.docroot = ""
+        self.physical_path = ""
+        self.physical_rel = ""
+        self.physical_basedir = ""
+        self.pathinfo = ""
+        self.response = Response()
+        self.body: Any = None                       # RequestBody or None
+        self.keep_alive = True
+        self.expect_continue = False
+        self.plugin_ctx: dict[str, Any] = {}
+        self.start = start
+        self.header_bytes = 0
+        self.content_length = -1
+        self._stat_path = ""
+        self._stat: os.stat_result | OSError | None = None
+
+    # ----------------------------------------------------------- conditions
+    def condition_value(self, field: str) -> str:
+        """The string a `$HTTP[...]` condition compares (CompiledConfig's subject)."""
+        if field == "url":
+            return self.uri_path
+        if field == "host":
+            return self.host
+        if field.startswith("header:"):
+            return self.headers.get(field[7:], "")
+        if field == "querystring":
+            return self.uri_query
+        if field == "remoteip":
+            return self.connection.remote_ip
+        if field == "socket":
+            return self.connection.socket_spec
+        if field == "scheme":
+            return self.scheme
+        if field == "request-method":
+            return self.method
+        return ""
+
+    def configure(self) -> RequestSettings:
+        """(Re)compute the effective settings: after the headers, and again whenever a
+        module changes what conditions read (a rewritten URL)."""
+        compiled = self.connection.server.config.compiled
+        self.settings = compiled.settings_for(self, self.connection.condition_cache)
+        return self.settings
+
+    # ------------------------------------------------------------------ URL
+    def set_target(self, target: str) -> None:
+        """Split and clean the request-target (origin-form or absolute-form)."""
+        self.target = target
+        if _CTRL.search(target):
+            raise BadRequest(400, "control character in the URL")
+        if not target.startswith("/"):
+            target = self._absolute_form(target)
+        path, _, query = target.partition("?")
+        self.uri_path_raw = path
+        self.uri_query = query
+        self.uri_path = clean_path(path)
+
+    def _absolute_form(self, target: str) -> str:
+        if target == "*" and self.method == "OPTIONS":
+            return "*"
+        lower = target[:8].lower()
+        for scheme in ("http://", "https://"):
+            if lower.startswith(scheme):
+                rest = target[len(scheme):]
+                slash = rest.find("/")
+                authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+                self.host = normalize_host(authority)
+                return path
+        raise BadRequest(400, "request-target is not a path")
+
+    # ------------------------------------------------------------- stat cache
+    def physical_stat(self) -> os.stat_result:
+        """stat() of physical_path, once per request and path; raises OSError."""
+        path = self.physical_path
+        if self._stat_path != path or self._stat is None:
+            try:
+                self._stat = os.stat(path)
+            except OSError as err:
+                self._stat = err
+            self._stat_path = path
+        if isinstance(self._stat, OSError):
+            raise self._stat
+        return self._stat
+
+    def remember_stat(self, path: str, st: os.stat_result) -> None:
+        self._stat_path, self._stat = path, st
+
+    def forget_stat(self) -> None:
+        self._stat = None
+
+    def header(self, name: str) -> str | None:
+        """A request header by lowercase name."""
+        return self.headers.get(name)

@@ -1,0 +1,234 @@
+"""The worker process proper: listeners, connections, signals, shutdown.
+
+Signal handlers only record the signal; the wakeup fd makes epoll return, and the loop
+acts on the flags between events.  SIGTERM/SIGINT stop now; SIGQUIT drains: stop
+accepting (close our listener copies), answer in-flight requests with
+`Connection: close`, close idle keep-alive connections, exit when the last connection
+is gone or server.graceful-shutdown-timeout runs out.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING, Iterable
+
+from shared import log
+from shared.config.compiled import RequestSettings
+from shared.stats import State
+
+from .connection import Connection
+from .counters import WorkerCounters
+from .handler import Pipeline
+from .http import DATE
+from .loop import EventLoop
+from .module import Module
+
+if TYPE_CHECKING:
+    from master.configload import LoadedConfig
+    from shared.stats import StatsSegment
+
+ACCEPT_BATCH = 64
+EPOLLIN = select.EPOLLIN
+FAST_STOP = (signal.SIGTERM, signal.SIGINT)
+
+
+def instantiate_modules(config: "LoadedConfig") -> list[Module]:
+    """Each module class once per worker, in server.modules order."""
+    return [cls(config.compiled) for cls in config.modules]
+
+
+def graceful_timeout(settings: dict) -> float:
+    """server.graceful-shutdown-timeout, or its server.feature-flags spelling (Debian's
+    default config uses the latter); 0 means no limit."""
+    flags = settings.get("server.feature-flags")
+    value = settings["server.graceful-shutdown-timeout"]
+    if flags is not None:
+        flagged = flags.get("server.graceful-shutdown-timeout")
+        if isinstance(flagged, int) or (isinstance(flagged, str) and flagged.isdigit()):
+            value = int(flagged)
+    return float(value)
+
+
+def remote_address(address: object) -> str:
+    """The client's IP as conditions compare it (v4-mapped IPv6 shown as IPv4)."""
+    if isinstance(address, tuple):
+        host = address[0]
+        return host[7:] if host.startswith("::ffff:") and "." in host else host
+    return ""
+
+
+class Server:
+    def __init__(self, config: "LoadedConfig",
+                 listeners: Iterable[tuple[socket.socket, str]],
+                 idle_exit: float | None = None, stats: "StatsSegment | None" = None,
+                 stats_slot: int = 0) -> None:
+        self.config = config
+        settings = config.settings
+        self.loop = EventLoop()
+        DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
+        # what a request sees before its headers are in (and error answers use)
+        self.global_settings = RequestSettings(settings)
+        self.pipeline = Pipeline(instantiate_modules(config))
+        self.counters = WorkerCounters(stats, stats_slot)
+        self.header_limit = settings["server.max-request-field-size"] or 8192
+        self.upload_dirs = tuple(settings["server.upload-dirs"])
+        self.max_connections = settings["server.max-connections"]
+        self.connections: dict[int, Connection] = {}
+        self.listeners = list(listeners)
+        self.accepting = False
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.stop_status: int | None = None
+        self.signals: list[int] = []
+        self.idle_exit = idle_exit
+        self.last_request = time.monotonic()
+        self.loop.every_second(self._tick)
+
+    # --------------------------------------------------------------- listeners
+    def start_accepting(self) -> None:
+        for lsock, spec in self.listeners:
+            lsock.setblocking(False)
+            self.loop.register(lsock.fileno(), EPOLLIN,
+                               lambda _mask, s=lsock, p=spec: self._accept(s, p))
+        self.accepting = True
+
+    def _pause_accepting(self, paused: bool) -> None:
+        """At server.max-connections stop listening for new clients, resume below it."""
+        if paused == (not self.accepting) or self.draining:
+            return
+        for lsock, _spec in self.listeners:
+            self.loop.modify(lsock.fileno(), 0 if paused else EPOLLIN)
+        self.accepting = not paused
+
+    def _accept(self, lsock: socket.socket, spec: str) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, address = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:   # EMFILE, ECONNABORTED: try again on the next wakeup
+                log.error("server.c", f"accept failed: {err.strerror}")
+                return
+            self.add_connection(sock, remote_address(address), spec)
+            if self.max_connections and len(self.connections) >= self.max_connections:
+                self._pause_accepting(True)
+                return
+
+    def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = Connection(self, sock, remote_ip, spec)
+        self.connections[connection.fd] = connection
+        self.loop.register(connection.fd, EPOLLIN, connection.on_event)
+        connection.events = EPOLLIN
+        self.counters.accepted()
+        self.last_request = self.loop.now
+        return connection
+
+    def forget(self, connection: Connection) -> None:
+        """A connection closed itself: drop it from the loop and the table."""
+        self.loop.unregister(connection.fd)
+        self.connections.pop(connection.fd, None)
+        if not self.accepting and self.max_connections and \
+                len(self.connections) < self.max_connections:
+            self._pause_accepting(False)
+
+    # ------------------------------------------------------------------ signals
+    def install_signals(self) -> int:
+        """Signal handlers that only queue; returns the wakeup pipe's read end."""
+        read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
+            signal.signal(signum, self._queue_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)       # reloads are the master's
+        self.loop.register(read_fd, EPOLLIN, lambda _mask: _drain(read_fd))
+        return read_fd
+
+    def _queue_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum in FAST_STOP:
+                self.stop_status = 0
+            elif signum == signal.SIGQUIT:
+                self.begin_drain()
+            elif signum == signal.SIGUSR1:
+                log._default.reopen()
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> int:
+        """The loop; returns the process exit status."""
+        loop = self.loop
+        while self.stop_status is None:
+            loop.run_once()
+            if self.signals:
+                self._handle_signals()
+            if self.draining and not self.connections:
+                self.stop_status = 0
+        self.close_all()
+        return self.stop_status
+
+    def begin_drain(self) -> None:
+        """Graceful stop: no new connections, finish the requests under way."""
+        if self.draining:
+            return
+        self.draining = True
+        self.counters.set_state(State.DRAINING)
+        timeout = graceful_timeout(self.config.settings)
+        self.drain_deadline = self.loop.now + timeout if timeout > 0 else float("inf")
+        for lsock, _spec in self.listeners:
+            self.loop.unregister(lsock.fileno())
+            lsock.close()
+        self.listeners = []
+        for connection in list(self.connections.values()):
+            if connection.is_idle():
+                connection.close()
+            elif connection.current is None and not connection.ready:
+                connection.closing = True     # answer already queued: close after it
+        self.accepting = False
+
+    def _tick(self, now: float) -> None:
+        DATE.refresh(time.time())
+        self.pipeline.trigger(now)
+        reading = writing = waiting = 0
+        for connection in list(self.connections.values()):
+            connection.check_timeout(now)
+            if connection.closed:
+                continue
+            if connection.out:
+                writing += 1
+            elif connection.current is not None:
+                reading += 1
+            else:
+                waiting += 1
+            if connection.current is not None or connection.ready:
+                self.last_request = now
+        self.counters.heartbeat(len(self.connections), reading, writing, waiting)
+        if self.draining and now > self.drain_deadline:
+            self.stop_status = 0
+        if self.idle_exit is not None and not self.connections and \
+                now - self.last_request > self.idle_exit:
+            self.stop_status = 0
+
+    def close_all(self) -> None:
+        for connection in list(self.connections.values()):
+            connection.close()
+        for lsock, _spec in self.listeners:
+            self.loop.unregister(lsock.fileno())
+            lsock.close()
+        self.listeners = []
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
