@@ -37,7 +37,6 @@ HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                    signal.SIGTTOU)
 TICK = 0.2                    # seconds between loop turns when nothing happens
 READY_TIMEOUT = 15.0          # a new generation not serving by then aborts the reload
-HEARTBEAT_TIMEOUT = 30.0      # a worker whose loop is silent this long is replaced
 ABORT_GRACE = 2.0             # SIGABRT, then SIGKILL after this long
 RESPAWN_BACKOFF_MAX = 30.0
 MAX_SLOTS = 256
@@ -295,15 +294,16 @@ class Arbiter:
 
     def _check_heartbeats(self) -> None:
         now_ms, now = monotonic_ms(), time.monotonic()
+        timeout = self.generation.config.settings["server.worker-heartbeat-timeout"]
         for worker in list(self.workers.values()):
             words = self.stats.slot(worker.stats_slot)
             if worker.aborted_at is not None:
                 if now - worker.aborted_at > ABORT_GRACE:
                     _kill(worker.pid, signal.SIGKILL)
             elif words[Field.STATE] in (State.READY, State.DRAINING) and \
-                    now_ms - words[Field.HEARTBEAT] > HEARTBEAT_TIMEOUT * 1000:
+                    now_ms - words[Field.HEARTBEAT] > timeout * 1000:
                 log.error("server.c", f"worker {worker.slot} (pid {worker.pid}) silent for "
-                          f"{HEARTBEAT_TIMEOUT:g}s: aborting it")
+                          f"{timeout}s: aborting it")
                 worker.aborted_at = now
                 _kill(worker.pid, signal.SIGABRT)
 

@@ -7,10 +7,10 @@ SO_REUSEPORT, so a unix address has one socket that every slot shares.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import stat
-from dataclasses import dataclass
 
 from shared.config import ConfigError
 
@@ -19,13 +19,15 @@ from .steering import accept_queue_length, steer_to_first, stop_steering
 LISTEN_FDS_START = 3  # systemd's convention: passed sockets start at fd 3
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Address:
     """One listen address: `spec` is how the config names it ($SERVER["socket"])."""
 
     spec: str
     family: int
     target: tuple | str   # (host, port) or a unix socket path
+    v6only: bool = True   # server.set-v6only: an IPv6 socket does not take IPv4 too
+    perms: str = ""       # server.socket-perms: octal mode of a unix socket
 
 
 def parse_address(spec: str, default_port: int) -> Address:
@@ -60,11 +62,12 @@ def configured_addresses(settings: dict, socket_specs: list[str]) -> list[Addres
     if bind.startswith("/"):
         main = Address(bind, socket.AF_UNIX, bind)
     else:
-        host = bind or "0.0.0.0"
+        host = bind or ("::" if settings["server.use-ipv6"] else "0.0.0.0")
         main = parse_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", port)
-    addresses = {main.target: main}
+    options = {"v6only": settings["server.set-v6only"], "perms": settings["server.socket-perms"]}
+    addresses = {main.target: dataclasses.replace(main, **options)}
     for spec in socket_specs:
-        address = parse_address(spec, port)
+        address = dataclasses.replace(parse_address(spec, port), **options)
         addresses.setdefault(address.target, address)
     return list(addresses.values())
 
@@ -80,8 +83,10 @@ def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.sock
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if address.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(address.v6only))
         sock.bind(address.target)
+        if address.family == socket.AF_UNIX and address.perms:
+            os.chmod(address.target, int(address.perms, 8))
         sock.listen(backlog)
         sock.setblocking(False)
     except OSError as err:
@@ -114,6 +119,12 @@ def _same_address(sock: socket.socket, address: Address) -> bool:
     if address.family == socket.AF_UNIX:
         return bound == address.target
     return (bound[0], bound[1]) == (address.target[0], address.target[1])
+
+
+def _shared_by_all_slots(sock: socket.socket) -> bool:
+    """A unix socket, or an inherited one without SO_REUSEPORT, cannot get siblings."""
+    return sock.family == socket.AF_UNIX or not sock.getsockopt(socket.SOL_SOCKET,
+                                                                 socket.SO_REUSEPORT)
 
 
 def inherited_sockets(environ: dict[str, str]) -> list[tuple[socket.socket, str]]:
@@ -162,12 +173,12 @@ class ListenerSet:
                 if not sockets:
                     sockets.extend(self._take_inherited(address))
                 while len(sockets) < slots:
-                    shared = address.family == socket.AF_UNIX or (
-                        sockets and not sockets[0].getsockopt(socket.SOL_SOCKET,
-                                                              socket.SO_REUSEPORT))
-                    sock = sockets[0] if shared else open_socket(address, self.backlog, True)
-                    if not shared:
-                        opened.append(sock)
+                    if sockets and _shared_by_all_slots(sockets[0]):
+                        sockets.append(sockets[0])
+                        continue
+                    sock = open_socket(address, self.backlog,
+                                       reuse_port=address.family != socket.AF_UNIX)
+                    opened.append(sock)
                     sockets.append(sock)
         except ConfigError:
             for sock in opened:

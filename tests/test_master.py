@@ -190,3 +190,112 @@ def _owner_of(client_port: int, server_port: int, workers: list[int]) -> int:
             except OSError:
                 continue
     raise AssertionError("no worker holds the connection")
+
+
+def test_a_stuck_worker_is_aborted_and_replaced(tmp_path):
+    running = Server(tmp_path, "server.worker-heartbeat-timeout = 2")
+    try:
+        running.wait_serving()
+        victim = running.children()[0]
+        os.kill(victim, signal.SIGSTOP)   # its loop stops: no more heartbeats
+        wait_until(lambda: victim not in running.children()
+                   and len(running.children()) == 2, timeout=15)
+        assert "heartbeat timeout" in running.errorlog.read_text()
+        assert get(running.port)[0] == 200
+    finally:
+        running.stop()
+
+
+def test_quit_finishes_the_request_in_flight(tmp_path):
+    running = Server(tmp_path)
+    (running.docroot / "big.bin").write_bytes(b"x" * (32 * 1024 * 1024))
+    try:
+        running.wait_serving()
+        client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = client.recv(65536)       # the response has started, most is unsent
+        running.process.send_signal(signal.SIGQUIT)
+        received = len(first) + sum(iter(lambda: len(client.recv(1 << 20)), 0))
+        client.close()
+        head = first.split(b"\r\n\r\n", 1)[0]
+        assert b"200 OK" in head
+        assert received - len(head) - 4 == 32 * 1024 * 1024
+        assert running.process.wait(timeout=15) == 0
+    finally:
+        running.stop()
+
+
+def test_usr1_reopens_the_error_log(tmp_path):
+    running = Server(tmp_path)
+    try:
+        running.wait_serving()
+        rotated = tmp_path / "error.log.1"
+        running.errorlog.rename(rotated)
+        running.process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: running.errorlog.exists())
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloaded" in running.errorlog.read_text())
+        assert "reloaded" not in rotated.read_text()
+    finally:
+        running.stop()
+
+
+def test_usr2_moves_the_pid_file_aside(tmp_path):
+    pidfile = tmp_path / "server.pid"
+    running = Server(tmp_path, f'server.pid-file = "{pidfile}"')
+    try:
+        running.wait_serving()
+        running.process.send_signal(signal.SIGUSR2)
+        wait_until(lambda: pidfile.exists() and
+                   pidfile.read_text().strip() not in ("", str(running.process.pid)))
+        assert (tmp_path / "server.pid.oldbin").read_text().strip() == str(running.process.pid)
+        new_master = int(pidfile.read_text())
+        running.process.send_signal(signal.SIGQUIT)
+        assert running.process.wait(timeout=20) == 0
+        assert not (tmp_path / "server.pid.oldbin").exists()
+        assert get(running.port)[0] == 200
+        os.kill(new_master, signal.SIGTERM)
+        wait_until(lambda: not pidfile.exists(), timeout=15)
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("extra, words", [
+    ('server.username = "no-such-user-here"', "unknown user"),
+    ('server.groupname = "no-such-group-here"', "unknown group"),
+    ('server.chroot = "/no/such/dir"', "not a directory"),
+    ("server.max-fds = 2000000000", "server.max-fds"),
+])
+def test_start_up_faults_are_one_line_errors(tmp_path, extra, words):
+    running = Server(tmp_path, extra)
+    assert running.process.wait(timeout=20) == 1
+    stderr = running.process.stderr.read()
+    assert words in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert running.children() == []
+
+
+def test_ipv6_and_unix_socket_listeners(tmp_path):
+    unix_path = tmp_path / "server.sock"
+    v6_port = free_port_v6()
+    running = Server(tmp_path, f'$SERVER["socket"] == "[::1]:{v6_port}" {{ }}\n'
+                     f'$SERVER["socket"] == "{unix_path}" {{ server.tag = "unix" }}')
+    try:
+        running.wait_serving()
+        with socket.create_connection(("::1", v6_port), timeout=5) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.0 200")
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(str(unix_path))
+            client.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            reply = b"".join(iter(lambda: client.recv(65536), b""))
+            assert reply.startswith(b"HTTP/1.0 200") and b"Server: unix" in reply
+    finally:
+        running.stop()
+
+
+def free_port_v6() -> int:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        return sock.getsockname()[1]

@@ -51,6 +51,8 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
     Directive("server.compat-module-load", Type.BOOL, True, S),
     Directive("server.feature-flags", Type.ARRAY_KVANY, None, S),
     Directive("server.graceful-shutdown-timeout", Type.INT, 8, S),
+    Directive("server.worker-heartbeat-timeout", Type.INT, 30, S,
+              doc="pylighttpd: a worker whose event loop is silent this long is replaced"),
     Directive("server.upload-dirs", Type.ARRAY_VLIST, ("/var/tmp",), S),
     Directive("server.stat-cache-engine", Type.STRING, "simple", S),
     Directive("server.clock-jump-restart", Type.INT, 1800, S),
