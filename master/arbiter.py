@@ -309,6 +309,7 @@ class Arbiter:
 
     def _sample_processes(self) -> None:
         """RSS, CPU, fds and threads of every worker, for /server-status to read."""
+        self.stats.record_rate_sample()
         for worker in list(self.workers.values()):
             try:
                 process = psutil.Process(worker.pid)

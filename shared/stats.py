@@ -39,7 +39,12 @@ class Header(IntEnum):
     RELOADS_OK = 9
     RELOADS_REFUSED = 10
     LAST_RELOAD = 11
-    WORDS = 16
+    RATE_CURSOR = 12        # next entry of the ring below
+    RATE_RING = 13          # RATE_SAMPLES x (monotonic ms, requests, bytes out)
+    WORDS = 13 + 3 * 6
+
+
+RATE_SAMPLES = 6  # one a second: the 5-second averages of mod_status
 
 
 class State(IntEnum):
@@ -70,9 +75,8 @@ class Field(IntEnum):
     CPU_MS = 15
     FDS = 16
     THREADS = 17
-    METHOD = 18                                         # len(METHODS) words
-    STATUS = METHOD + len(METHODS)                      # len(STATUS_CLASSES) words
-    DURATION = STATUS + len(STATUS_CLASSES)             # len(DURATION_BUCKETS) + 1 words
+    REQUESTS = 18            # len(METHODS) x len(STATUS_CLASSES) words, method-major
+    DURATION = REQUESTS + len(METHODS) * len(STATUS_CLASSES)  # len(DURATION_BUCKETS)+1
     WORDS = DURATION + len(DURATION_BUCKETS) + 1
 
 
@@ -81,14 +85,25 @@ class Field(IntEnum):
 COUNTERS = (
     [Field.ACCEPTED, Field.KEEPALIVE_REUSES, Field.BYTES_IN, Field.BYTES_OUT,
      Field.DURATION_SUM_US, Field.CPU_MS]
-    + list(range(Field.METHOD, Field.WORDS))
+    + list(range(Field.REQUESTS, Field.WORDS))
 )
 
 
+def request_offset(method_index: int, status_class: int) -> int:
+    """Word of the requests counter for METHODS[method_index] and class 1..5."""
+    return Field.REQUESTS + method_index * len(STATUS_CLASSES) + status_class - 1
+
+
 class StatsSegment:
-    """The mapping plus typed access; slot 0 is the retired slot, 1.. are workers."""
+    """The mapping plus typed access; slot 0 is the retired slot, 1.. are workers.
+
+    `StatsSegment.current` is the segment of this process tree (set by the master
+    when it creates one; workers inherit it through fork), so modules such as
+    mod_status can read it without being handed it.
+    """
 
     RETIRED = 0
+    current: "StatsSegment | None" = None
 
     def __init__(self, worker_slots: int) -> None:
         self.slot_count = worker_slots + 1
@@ -101,6 +116,7 @@ class StatsSegment:
         header[Header.SLOTS] = self.slot_count
         header[Header.SLOT_WORDS] = Field.WORDS
         header[Header.START_TIME] = int(time.time())
+        StatsSegment.current = self
 
     def slot(self, index: int) -> memoryview:
         """The words of one slot, for its single writer or for readers."""
@@ -137,6 +153,31 @@ class StatsSegment:
     def total(self, offset: int) -> int:
         """A counter summed over the retired slot and every live worker."""
         return sum(self.slot(i)[offset] for i in [self.RETIRED, *self.live_slots()])
+
+    def total_requests(self) -> int:
+        return sum(self.total(offset) for offset in range(Field.REQUESTS, Field.DURATION))
+
+    def record_rate_sample(self) -> None:
+        """Master, once a second: totals for the sliding averages of /server-status."""
+        cursor = self.words[Header.RATE_CURSOR]
+        base = Header.RATE_RING + 3 * (cursor % RATE_SAMPLES)
+        self.words[base] = monotonic_ms()
+        self.words[base + 1] = self.total_requests()
+        self.words[base + 2] = self.total(Field.BYTES_OUT)
+        self.words[Header.RATE_CURSOR] = cursor + 1
+
+    def recent_rates(self) -> tuple[float, float]:
+        """(requests/s, bytes/s) over the sampled window (up to 5 s); 0 without history."""
+        cursor = self.words[Header.RATE_CURSOR]
+        if cursor < 2:
+            return 0.0, 0.0
+        newest = Header.RATE_RING + 3 * ((cursor - 1) % RATE_SAMPLES)
+        oldest = Header.RATE_RING + 3 * ((cursor - min(cursor, RATE_SAMPLES)) % RATE_SAMPLES)
+        elapsed = (self.words[newest] - self.words[oldest]) / 1000
+        if elapsed <= 0:
+            return 0.0, 0.0
+        return ((self.words[newest + 1] - self.words[oldest + 1]) / elapsed,
+                (self.words[newest + 2] - self.words[oldest + 2]) / elapsed)
 
 
 def monotonic_ms() -> int:

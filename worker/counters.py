@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from shared.stats import DURATION_BUCKETS, METHODS, Field, State, StatsSegment, monotonic_ms
+from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
+                          monotonic_ms, request_offset)
 
-_METHOD_INDEX = {name: Field.METHOD + i for i, name in enumerate(METHODS)}
-_OTHER_METHOD = Field.METHOD + METHODS.index("OTHER")
+# requests counter word of (method, status class 1..5), one dict lookup per request
+_REQUEST_WORD = {(name, status_class): request_offset(index, status_class)
+                 for index, name in enumerate(METHODS) for status_class in range(1, 6)}
+_OTHER = "OTHER"
 
 
 class WorkerCounters:
@@ -49,7 +52,8 @@ class WorkerCounters:
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
         words = self.words
-        words[_METHOD_INDEX.get(method, _OTHER_METHOD)] += 1
-        words[Field.STATUS + min(max(status // 100, 1), 5) - 1] += 1
+        status_class = min(max(status // 100, 1), 5)
+        word = _REQUEST_WORD.get((method, status_class))
+        words[_REQUEST_WORD[_OTHER, status_class] if word is None else word] += 1
         words[Field.DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
         words[Field.DURATION_SUM_US] += int(seconds * 1_000_000)
