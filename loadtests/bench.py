@@ -1,0 +1,412 @@
+"""Side-by-side benchmarks: pylighttpd, lighttpd and nginx on one docroot, 127.0.0.1 only.
+
+Each scenario runs against every server in turn, several rounds alternating the
+order, so that machine drift hits all alike.  Reported per server and scenario: the
+median req/s (with min and max), p99 latency, and server CPU microseconds per request
+(the CPU time of the server's whole process tree over the requests served, steadier
+than req/s on a small machine that wrk shares), each also as a ratio to lighttpd.
+
+    python3 loadtests/bench.py                 # everything, 3 rounds of 5 s
+    python3 loadtests/bench.py --quick         # 1 round of 2 s, for a smoke test
+    python3 loadtests/bench.py --only 1k-keepalive,10m --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+SERVERS = ("pylighttpd", "lighttpd", "nginx")
+WORKERS = 2
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: str
+    connections: int = 50
+    threads: int = 2
+    headers: tuple[str, ...] = ()
+    pipeline: int = 0
+    expect_status: int = 200
+
+
+SCENARIOS = [
+    Scenario("1k-keepalive", "/1k.bin"),
+    Scenario("16k-keepalive", "/16k.bin"),
+    Scenario("10m", "/10m.bin", connections=4),
+    Scenario("1k-close", "/1k.bin", headers=("Connection: close",)),
+    Scenario("404", "/missing.bin", expect_status=404),
+    Scenario("dirlisting", "/dir/"),
+    Scenario("pipeline-16", "/1k.bin", connections=16, pipeline=16),
+]
+
+
+@dataclass
+class Measurement:
+    server: str
+    scenario: str
+    requests_per_second: float
+    p99_ms: float
+    cpu_us_per_request: float
+    errors: int
+    bad_status: int
+
+
+@dataclass
+class Report:
+    rounds: list[Measurement] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------- fixtures
+def make_docroot(base: Path) -> Path:
+    docroot = base / "www"
+    (docroot / "dir").mkdir(parents=True)
+    (docroot / "1k.bin").write_bytes(os.urandom(1024))
+    (docroot / "16k.bin").write_bytes(os.urandom(16 * 1024))
+    (docroot / "10m.bin").write_bytes(os.urandom(10 * 1024 * 1024))
+    (docroot / "index.html").write_text("<html><body>bench</body></html>\n")
+    for number in range(50):
+        (docroot / "dir" / f"file-{number:03}.txt").write_text("x" * number)
+    return docroot
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def lighttpd_style_config(docroot: Path, port: int, base: Path, accesslog: bool,
+                          name: str) -> Path:
+    """One config both pylighttpd and lighttpd read: that is the point of the project."""
+    log = f'accesslog.filename = "{base}/{name}-access.log"\n' if accesslog else ""
+    modules = '"mod_accesslog", ' if accesslog else ""
+    path = base / f"{name}.conf"
+    path.write_text(
+        f'server.document-root = "{docroot}"\nserver.bind = "127.0.0.1"\n'
+        f"server.port = {port}\nserver.max-worker = {WORKERS}\n"
+        f"server.modules = ({modules}\"mod_dirlisting\", \"mod_staticfile\")\n"
+        'dir-listing.activate = "enable"\nserver.max-fds = 19000\n'
+        "server.max-connections = 9000\nserver.max-keep-alive-requests = 1000000\n"
+        "server.max-keep-alive-idle = 120\nserver.max-read-idle = 120\n"
+        f'mimetype.assign = (".bin" => "application/octet-stream", ".html" => "text/html")\n'
+        f'server.errorlog = "{base}/{name}-error.log"\n{log}')
+    return path
+
+
+def nginx_config(docroot: Path, port: int, base: Path, accesslog: bool) -> Path:
+    path = base / "nginx.conf"
+    log = f"access_log {base}/nginx-access.log;" if accesslog else "access_log off;"
+    path.write_text(f"""
+user root;
+worker_processes {WORKERS};
+worker_rlimit_nofile 19000;
+pid {base}/nginx.pid;
+error_log {base}/nginx-error.log;
+events {{ worker_connections 9000; }}
+http {{
+    types {{ application/octet-stream bin; text/html html; }}
+    sendfile on; tcp_nopush on;
+    keepalive_requests 1000000; keepalive_timeout 120s;
+    {log}
+    client_body_temp_path {base}/nginx-body;
+    proxy_temp_path {base}/nginx-proxy;
+    fastcgi_temp_path {base}/nginx-fastcgi;
+    uwsgi_temp_path {base}/nginx-uwsgi;
+    scgi_temp_path {base}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        root {docroot};
+        location /dir/ {{ autoindex on; }}
+    }}
+}}
+""")
+    return path
+
+
+class RunningServer:
+    def __init__(self, name: str, docroot: Path, base: Path, accesslog: bool) -> None:
+        self.name = name
+        self.port = free_port()
+        if name == "nginx":
+            conf = nginx_config(docroot, self.port, base, accesslog)
+            command = ["nginx", "-c", str(conf), "-g", "daemon off;"]
+        else:
+            conf = lighttpd_style_config(docroot, self.port, base, accesslog, name)
+            command = ([sys.executable, "-m", "master.cli", "-D", "-f", str(conf)]
+                       if name == "pylighttpd" else ["lighttpd", "-D", "-f", str(conf)])
+        self.config = conf
+        # a session of its own: lighttpd signals its whole process group on stop
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        env={**os.environ, "PYTHONPATH": str(REPO)})
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"GET /1k.bin HTTP/1.0\r\n\r\n")
+                    if sock.recv(12).startswith(b"HTTP/1."):
+                        time.sleep(0.3)   # let every worker come up
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def tree(self) -> list[psutil.Process]:
+        root = psutil.Process(self.process.pid)
+        return [root, *root.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.tree():
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def memory(self, kind: str) -> int:
+        total = 0
+        for process in self.tree():
+            try:
+                info = process.memory_full_info() if kind == "pss" else process.memory_info()
+                total += getattr(info, kind)
+            except psutil.Error:
+                continue
+        return total
+
+    def reload(self) -> None:
+        if self.name == "nginx":
+            subprocess.run(["nginx", "-c", str(self.config), "-s", "reload"],
+                           capture_output=True, timeout=10)
+        else:
+            self.process.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM if self.name != "nginx" else signal.SIGQUIT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            for process in self.tree():
+                process.kill()
+
+
+# ------------------------------------------------------------------- wrk
+_WRK_REQUESTS = re.compile(r"(\d+) requests in")
+_WRK_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_WRK_P99 = re.compile(r"\s99%\s+([\d.]+)(us|ms|s)\b")
+
+
+def wrk_script(base: Path, scenario: Scenario) -> Path | None:
+    if not scenario.pipeline:
+        return None
+    script = base / f"pipeline-{scenario.pipeline}.lua"
+    script.write_text(
+        "init = function(args)\n  local r = {}\n"
+        f"  for i = 1, {scenario.pipeline} do r[i] = wrk.format(nil, \"{scenario.path}\") end\n"
+        "  req = table.concat(r)\nend\nrequest = function() return req end\n")
+    return script
+
+
+def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Path
+            ) -> Measurement:
+    command = ["wrk", f"-t{scenario.threads}", f"-c{scenario.connections}",
+               f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    for header in scenario.headers:
+        command += ["-H", header]
+    script = wrk_script(base, scenario)
+    if script:
+        command += ["-s", str(script)]
+    command.append(f"http://127.0.0.1:{server.port}{scenario.path}")
+    cpu_before = server.cpu_seconds()
+    output = subprocess.run(command, capture_output=True, text=True,
+                            timeout=seconds + 60).stdout
+    cpu = server.cpu_seconds() - cpu_before
+    requests = int(_WRK_REQUESTS.search(output).group(1))
+    errors = sum(int(n) for n in _WRK_ERRORS.search(output).groups()) \
+        if _WRK_ERRORS.search(output) else 0
+    non2xx = int(_WRK_NON2XX.search(output).group(1)) if _WRK_NON2XX.search(output) else 0
+    bad_status = non2xx if scenario.expect_status < 400 else 0
+    p99 = _WRK_P99.search(output)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else 0
+    return Measurement(server.name, scenario.name, requests / seconds, p99_ms,
+                       cpu * 1e6 / max(requests, 1), errors, bad_status)
+
+
+# -------------------------------------------------------- special scenarios
+def idle_connections(server: RunningServer, count: int) -> dict:
+    """Hold `count` keep-alive connections, each after one request; RSS per connection."""
+    before = server.memory("rss")
+    clients, answered = [], 0
+    request = b"GET /1k.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(request)
+            clients.append(sock)
+        for sock in clients:
+            if sock.recv(16).startswith(b"HTTP/1.1 200"):
+                answered += 1
+        time.sleep(1.0)
+        after = server.memory("rss")
+    finally:
+        for sock in clients:
+            sock.close()
+    return {"connections": count, "answered": answered,
+            "rss_bytes_per_connection": (after - before) / count}
+
+
+def reload_under_load(server: RunningServer, seconds: float, base: Path) -> dict:
+    """Throughput while a reload happens every second, against the same without."""
+    scenario = SCENARIOS[0]
+    quiet = run_wrk(server, scenario, seconds, base)
+    stop_at = time.monotonic() + seconds
+    command = ["wrk", "-t2", "-c50", f"-d{seconds:g}s", "--timeout", "10s",
+               f"http://127.0.0.1:{server.port}{scenario.path}"]
+    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    reloads = 0
+    while time.monotonic() < stop_at - 0.5:
+        time.sleep(1.0)
+        server.reload()
+        reloads += 1
+    output = wrk.communicate(timeout=seconds + 60)[0]
+    requests = int(_WRK_REQUESTS.search(output).group(1))
+    errors = sum(int(n) for n in _WRK_ERRORS.search(output).groups()) \
+        if _WRK_ERRORS.search(output) else 0
+    non2xx = int(_WRK_NON2XX.search(output).group(1)) if _WRK_NON2XX.search(output) else 0
+    during = requests / seconds
+    return {"reloads": reloads, "rps_quiet": quiet.requests_per_second,
+            "rps_during_reloads": during,
+            "dip_percent": 100 * (1 - during / quiet.requests_per_second),
+            "failed": errors + non2xx}
+
+
+# ------------------------------------------------------------------- main
+def ratio(value: float, reference: float) -> float:
+    return value / reference if reference else float("nan")
+
+
+def summarise(report: Report) -> dict:
+    summary: dict = {}
+    for measurement in report.rounds:
+        entry = summary.setdefault(measurement.scenario, {}).setdefault(
+            measurement.server, {"rps": [], "p99_ms": [], "cpu_us": [], "errors": 0})
+        entry["rps"].append(measurement.requests_per_second)
+        entry["p99_ms"].append(measurement.p99_ms)
+        entry["cpu_us"].append(measurement.cpu_us_per_request)
+        entry["errors"] += measurement.errors + measurement.bad_status
+    for scenario in summary.values():
+        for entry in scenario.values():
+            entry["rps_median"] = statistics.median(entry["rps"])
+            entry["rps_min"], entry["rps_max"] = min(entry["rps"]), max(entry["rps"])
+            entry["p99_ms_median"] = statistics.median(entry["p99_ms"])
+            entry["cpu_us_median"] = statistics.median(entry["cpu_us"])
+        reference = scenario.get("lighttpd")
+        for entry in scenario.values():
+            if reference:
+                entry["rps_ratio_to_lighttpd"] = ratio(entry["rps_median"],
+                                                       reference["rps_median"])
+                entry["cpu_ratio_to_lighttpd"] = ratio(entry["cpu_us_median"],
+                                                       reference["cpu_us_median"])
+    return summary
+
+
+def print_table(summary: dict, extra: dict) -> None:
+    print(f"{'scenario':16} {'server':11} {'req/s':>9} {'min':>9} {'max':>9} "
+          f"{'p99 ms':>8} {'cpu us/req':>10} {'x lighttpd':>10} {'errors':>6}")
+    for scenario, servers in summary.items():
+        for server, entry in servers.items():
+            print(f"{scenario:16} {server:11} {entry['rps_median']:9.0f} "
+                  f"{entry['rps_min']:9.0f} {entry['rps_max']:9.0f} "
+                  f"{entry['p99_ms_median']:8.2f} {entry['cpu_us_median']:10.1f} "
+                  f"{entry.get('rps_ratio_to_lighttpd', float('nan')):10.2f} "
+                  f"{entry['errors']:6}")
+    for name, values in extra.items():
+        print(f"{name}: {json.dumps(values)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--accesslog", action="store_true", help="access logs on")
+    parser.add_argument("--idle-connections", type=int, default=10000)
+    parser.add_argument("--json", default="", help="write the results here too")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.rounds, options.seconds, options.idle_connections = 1, 2.0, 1000
+    missing = [tool for tool in ("wrk", "lighttpd", "nginx") if not shutil.which(tool)]
+    if missing:
+        print(f"missing tools: {', '.join(missing)} (apt-get install wrk lighttpd nginx)",
+              file=sys.stderr)
+        return 2
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the idle scenario needs fds
+    wanted = [s for s in SCENARIOS if not options.only or s.name in options.only.split(",")]
+    servers = options.servers.split(",")
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="pylighttpd-bench-") as tmp:
+        base = Path(tmp)
+        docroot = make_docroot(base)
+        running = {name: RunningServer(name, docroot, base, options.accesslog)
+                   for name in servers}
+        try:
+            for round_number in range(options.rounds):
+                order = servers[round_number % len(servers):] + \
+                    servers[:round_number % len(servers)]
+                for scenario in wanted:
+                    for name in order:
+                        report.rounds.append(run_wrk(running[name], scenario,
+                                                     options.seconds, base))
+            if not options.only or "idle" in options.only:
+                report.extra["idle_keepalive"] = {
+                    name: idle_connections(running[name], options.idle_connections)
+                    for name in servers}
+            if not options.only or "footprint" in options.only:
+                time.sleep(1)
+                report.extra["idle_pss_bytes"] = {name: running[name].memory("pss")
+                                                  for name in servers}
+            if not options.only or "reload" in options.only:
+                report.extra["reload_every_second"] = {
+                    name: reload_under_load(running[name], max(options.seconds, 5), base)
+                    for name in servers}
+        finally:
+            for server in running.values():
+                server.stop()
+    summary = summarise(report)
+    print_table(summary, report.extra)
+    if options.json:
+        Path(options.json).write_text(json.dumps(
+            {"summary": summary, "extra": report.extra,
+             "rounds": [asdict(m) for m in report.rounds]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
