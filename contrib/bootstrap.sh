@@ -2,6 +2,7 @@
 # Set up (once; safe to run again) and then run pylighttpd or its test suite.
 #   bash contrib/bootstrap.sh serve   -> the server on conf/pylighttpd.conf, in the foreground
 #   bash contrib/bootstrap.sh test    -> the whole test suite
+#   bash contrib/bootstrap.sh bench   -> loadtests/bench.py against lighttpd and nginx
 # Installs what it needs: Debian packages through apt-get when run as root (the
 # reference lighttpd the differential tests compare with, curl, openssl), a virtualenv
 # in .venv, and the Python packages of pyproject.toml.
@@ -9,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="${1:-}"
-case "$mode" in serve|test) ;; *) echo "usage: $0 serve|test" >&2; exit 2 ;; esac
+case "$mode" in serve|test|bench) ;; *) echo "usage: $0 serve|test|bench" >&2; exit 2 ;; esac
 
 debian_packages=(python3-venv)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl)
+[ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk)
 
 missing=()
 for package in "${debian_packages[@]}"; do
@@ -23,8 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # lighttpd's package starts a service; the tests run their own instances.
-    if [ -x /usr/sbin/lighttpd ]; then service lighttpd stop >/dev/null 2>&1 || true; fi
+    # lighttpd's and nginx's packages start services; tests and benchmarks run their own.
+    for service in lighttpd nginx; do service "$service" stop >/dev/null 2>&1 || true; done
   else
     echo "note: not root; Debian packages not installed: ${missing[*]}" >&2
   fi
@@ -45,5 +47,8 @@ fi
 
 if [ "$mode" = serve ]; then
   exec .venv/bin/pylighttpd -D -f conf/pylighttpd.conf
+fi
+if [ "$mode" = bench ]; then
+  exec .venv/bin/python loadtests/bench.py "${@:2}"
 fi
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "${@:2}"
