@@ -157,6 +157,31 @@ class StatsSegment:
     def total_requests(self) -> int:
         return sum(self.total(offset) for offset in range(Field.REQUESTS, Field.DURATION))
 
+    def read_consistent(self, attempts: int = 5) -> tuple[list[int], list[int],
+                                                         dict[int, list[int]]]:
+        """Copies of the header, the retired slot and every live slot ({index: words})
+        that count each worker once.  The master's retire() adds a slot to the retired
+        one and only then frees it; a copy taken in between would count that worker
+        twice, so the copy is retried when the retired slot changed under it or a slot
+        seen live was freed (or freed and claimed again: another pid) meanwhile.
+        Readers only: nothing is locked, the writers are unchanged."""
+        words, base, size = self.words, Header.WORDS, Field.WORDS
+        retired = header = []
+        live: dict[int, list[int]] = {}
+        for _ in range(attempts):
+            retired_before = words[base:base + size].tolist()
+            header = words[:base].tolist()
+            states = words[base + Field.STATE::size].tolist()
+            live = {index: words[base + index * size:base + (index + 1) * size].tolist()
+                    for index in range(1, self.slot_count) if states[index] != State.FREE}
+            retired = words[base:base + size].tolist()
+            if retired == retired_before and all(
+                    words[base + index * size + Field.STATE] != State.FREE
+                    and words[base + index * size + Field.PID] == slot[Field.PID]
+                    for index, slot in live.items()):
+                break
+        return header, retired, live
+
     def record_rate_sample(self) -> None:
         """Master, once a second: totals for the sliding averages of /server-status."""
         cursor = self.words[Header.RATE_CURSOR]

@@ -81,17 +81,20 @@ def _ip_in(network: ipaddress.IPv4Network | ipaddress.IPv6Network, text: str) ->
 def evaluate(condition: Condition, value: str) -> tuple[bool, re.Match[str] | None]:
     """Test one condition against the field's value."""
     op = condition.op
+    host_equality = condition.field == "host" and op in ("==", "!=")
     if condition.field == "host":
-        value = _strip_port(value.lower())
+        # lighttpd normalises the Host to lower case; == and != ignore its :port
+        # unless the pattern names one
+        value = value.lower()
+        if host_equality and _strip_port(condition.pattern) == condition.pattern:
+            value = _strip_port(value)
     if op in ("=~", "!~"):
         match = condition.regex.search(value)  # type: ignore[union-attr]
         return (match is not None, match) if op == "=~" else (match is None, None)
     if condition.network is not None:
         inside = _ip_in(condition.network, value)
         return (inside if op == "==" else not inside), None
-    pattern = condition.pattern
-    if condition.field == "host":
-        pattern = _strip_port(pattern.lower()) if op in ("==", "!=") else pattern.lower()
+    pattern = condition.pattern.lower() if host_equality else condition.pattern
     if op == "==":
         return value == pattern, None
     if op == "!=":
@@ -171,8 +174,10 @@ class CompiledConfig:
                 if values is None:
                     values = dict(self.globals)
                 values.update(block.settings)
-                if block.capture_block is not None:
-                    for key in block.settings:
+                for key in block.settings:  # a later plain block drops old captures
+                    if block.capture_block is None:
+                        origin.pop(key, None)
+                    else:
                         origin[key] = block.capture_block
         if values is None:
             return self._global_settings

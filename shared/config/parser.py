@@ -37,12 +37,19 @@ class _Tokens:
     def __init__(self, text: str, source: str) -> None:
         self._iter = tokenize(text, source)
         self.current: Token = next(self._iter)
+        self._next: Token | None = None
 
     def advance(self) -> Token:
         token = self.current
         if token.kind != EOF:
-            self.current = next(self._iter)
+            self.current, self._next = self._next or next(self._iter), None
         return token
+
+    def peek(self) -> Token:
+        """The token after the current one."""
+        if self._next is None:
+            self._next = self.current if self.current.kind == EOF else next(self._iter)
+        return self._next
 
     def at(self, kind: str, text: str | None = None) -> bool:
         return self.current.kind == kind and (text is None or self.current.text == text)
@@ -65,13 +72,15 @@ class ConfigParser:
         self.blocks: list[Block] = [self.root]
         self.files: list[str] = []
         self._depth = 0
+        self._in_global = 0
         self._conditions: dict[tuple[int, str, str, str], Block] = {}
         here = Position("<builtin>", 0, 0)
         self.root.keys.insert("var.CWD", Entry(os.getcwd(), here))
         self.root.keys.insert("var.PID", Entry(os.getpid(), here))
 
     # ----------------------------------------------------------------- sources
-    def parse_text(self, text: str, source: str, block: Block | None = None) -> None:
+    def parse_text(self, text: str, source: str, block: Block | None = None,
+                   included_at: Position | None = None) -> None:
         """Parse one source (a file's text or a command's output) into `block`.
 
         An included source's statements belong to the block the include stands in.
@@ -80,7 +89,7 @@ class ConfigParser:
         try:
             if self._depth > MAX_INCLUDE_DEPTH:
                 raise ConfigError(f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels "
-                                  f"(an include loop?) at {source}")
+                                  f"(an include loop?) including {source}", included_at)
             tokens = _Tokens(text, source)
             self._statements(tokens, block or self.root, closing=None)
         finally:
@@ -94,21 +103,23 @@ class ConfigParser:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}",
                               included_at) from None
         self.files.append(path)
-        self.parse_text(text, path, block)
+        self.parse_text(text, path, block, included_at)
 
     def tree(self) -> ConfigTree:
         return ConfigTree(root=self.root, blocks=self.blocks, files=self.files)
 
     # -------------------------------------------------------------- statements
-    def _statements(self, tokens: _Tokens, block: Block, closing: str | None) -> None:
+    def _statements(self, tokens: _Tokens, block: Block, closing: str | None,
+                    opened_at: Position | None = None) -> None:
         """Parse statements into `block` until `closing` ('}') or the end of the source."""
         chain_tail: Block | None = None
         while True:
             token = tokens.current
             if token.kind == EOF:
                 if closing:
-                    raise ConfigError(f"expected '{closing}' to close the block, found end of "
-                                      "input", token.position)
+                    raise ConfigError(f"the block opened at {opened_at} is not closed: "
+                                      f"expected '{closing}', found end of input",
+                                      token.position)
                 return
             if closing and tokens.at(PUNCT, closing):
                 tokens.advance()
@@ -144,10 +155,17 @@ class ConfigParser:
             else:
                 self._include_shell(argument, block, token.position)
             return None
-        if word == "global":
+        if word == "global" or (word == "config" and block is self.root
+                                and tokens.peek().text == "{"):
+            # `config { ... }` is how -p prints the global block: reading it back works
             tokens.advance()
-            tokens.expect(PUNCT, "{")
-            self._statements(tokens, self.root, closing="}")
+            brace = tokens.expect(PUNCT, "{")
+            nested = word == "global"     # lighttpd forbids conditions in global { }
+            self._in_global += nested
+            try:
+                self._statements(tokens, self.root, closing="}", opened_at=brace.position)
+            finally:
+                self._in_global -= nested
             return None
         self._assignment(tokens, block)
         return None
@@ -193,23 +211,36 @@ class ConfigParser:
                          needs_condition: bool = False) -> Block:
         """Parse `$X["y"] op "z" { ... }` or an else-branch; return the new block."""
         condition = None
+        start = tokens.current.position
+        if self._in_global:
+            raise ConfigError("conditions cannot be used inside global { ... }", start)
         if tokens.at(PUNCT, "$"):
-            condition = self._condition(tokens)
+            condition = self._condition(tokens, parent)
         elif previous is None or needs_condition:
             raise ConfigError(f"expected a condition such as $HTTP[\"host\"] == \"...\", "
                               f"found {tokens.current.describe()}", tokens.current.position)
-        tokens.expect(PUNCT, "{", what="'{' after the condition")
-        block = self._block_for(parent, condition, previous)
-        self._statements(tokens, block, closing="}")
+        brace = tokens.expect(PUNCT, "{", what="'{' after the condition")
+        block = self._block_for(parent, condition, previous, start)
+        self._statements(tokens, block, closing="}", opened_at=brace.position)
         return block
 
     def _block_for(self, parent: Block, condition: Condition | None,
-                   previous: Block | None) -> Block:
-        """A new block, or the existing one for an identical condition (lighttpd merges)."""
-        dedupe_key = None
-        if previous is None and condition is not None:
-            dedupe_key = (parent.index, *condition.identity())
-            if dedupe_key in self._conditions:
+                   previous: Block | None, position: Position) -> Block:
+        """A new block, or the existing one for an identical condition (lighttpd merges).
+
+        A plain `else` after a two-branch chain's head stands for the negated head
+        condition, so a later block with that condition merges into it, as in lighttpd.
+        """
+        identity = condition.identity() if condition is not None else \
+            _negated_identity(previous)
+        dedupe_key = (parent.index, *identity) if identity else None
+        if dedupe_key in self._conditions:
+            if condition is None:
+                dedupe_key = None           # a plain else is never merged away
+            elif previous is not None:
+                raise ConfigError("unreachable else condition: the same condition is "
+                                  "already tested earlier at this level", position)
+            else:
                 return self._conditions[dedupe_key]
         block = Block(index=len(self.blocks), condition=condition, parent=parent,
                       previous=previous)
@@ -221,7 +252,7 @@ class ConfigParser:
             self._conditions[dedupe_key] = block
         return block
 
-    def _condition(self, tokens: _Tokens) -> Condition:
+    def _condition(self, tokens: _Tokens, block: Block) -> Condition:
         start = tokens.expect(PUNCT, "$")
         kind = tokens.expect(NAME, what="HTTP, REQUEST_HEADER or SERVER after '$'")
         tokens.expect(PUNCT, "[")
@@ -233,13 +264,15 @@ class ConfigParser:
                               f"a condition, found {tokens.current.describe()}",
                               tokens.current.position)
         op = tokens.advance().text
-        pattern = tokens.expect(STRING, what="a quoted string to compare with")
-        text = pattern.text
+        pattern_at = tokens.current.position
+        text = self._expression(tokens, block)
+        if not isinstance(text, str):
+            raise ConfigError("a condition compares with a string", pattern_at)
         if op == "=~":
             op, text = simplify_regex(text) or (op, text)
         condition = Condition(comp_key=f'{kind.text}["{name.text}"]', field=field, op=op,
                               pattern=text, position=start.position)
-        _compile_condition(condition, pattern.position)
+        _compile_condition(condition, pattern_at)
         return condition
 
     # ------------------------------------------------------------- expressions
@@ -346,6 +379,17 @@ class ConfigParser:
         self.parse_text(output, f'include_shell "{command}"', block)
 
 
+_NEGATION = {"==": "!=", "!=": "==", "=~": "!~", "!~": "=~"}
+
+
+def _negated_identity(previous: Block | None) -> tuple[str, str, str] | None:
+    """What a plain `else` after a chain head `previous` means, when it can be said."""
+    if previous is None or previous.previous is not None or previous.condition is None:
+        return None
+    comp_key, op, pattern = previous.condition.identity()
+    return (comp_key, _NEGATION[op], pattern) if op in _NEGATION else None
+
+
 def simplify_regex(pattern: str) -> tuple[str, str] | None:
     """A regex that is only an anchored literal becomes a plain comparison, as lighttpd
     does: `^/cgi-bin/` is `=^ "/cgi-bin/"`, `\\.php$` is `=$ ".php"`, `^/x$` is `== "/x"`.
@@ -399,5 +443,16 @@ def _compile_condition(condition: Condition, position: Position) -> None:
         except ValueError:
             raise ConfigError(f'"{condition.pattern}" is not an IP address or CIDR '
                               "network", position) from None
+    elif condition.field == "remoteip":
+        raise ConfigError('$HTTP["remoteip"] takes == / != with an address or CIDR '
+                          "network, or =~ / !~ with a regex", position)
+    elif condition.field == "host" and condition.pattern.startswith("["):
+        address, bracket, _port = condition.pattern[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            bracket = ""
+        if not bracket:
+            raise ConfigError(f'"{condition.pattern}" is not a valid [IPv6] host', position)
     elif condition.field == "socket" and condition.op not in ("==", "!="):
         raise ConfigError('$SERVER["socket"] supports only == and !=', position)

@@ -1,7 +1,9 @@
 """`-p`: print a parsed config the way `lighttpd -p` does, so the two can be compared.
 
-The output is itself valid config: re-reading it gives the same tree (minus the
-predefined var.CWD / var.PID, which the new parse defines afresh).
+The output reads back as config (the parser takes the `config { ... }` wrapper as the
+global block) and gives the same tree, except where lighttpd's format cannot say it:
+a condition pattern holding a `"` and a string ending in a backslash are printed as
+lighttpd prints them, which no parser can read back.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def _value(value: Value, depth: int, out: list[str]) -> None:
         out.append(str(value))
 
 
+def _width(key: str) -> int:
+    """lighttpd aligns by bytes: a UTF-8 key is as wide as its encoding."""
+    return len(key.encode("utf-8", "surrogateescape"))
+
+
 def _fits_one_line(array: Array) -> bool:
     return len(array) <= ONE_LINE_MAX_ELEMENTS and all(
         key is None and not isinstance(value, Array) for key, value in array
@@ -55,12 +62,12 @@ def _array(array: Array, depth: int, out: list[str]) -> None:
             _value(value, depth + 1, out)
         out.append(")")
         return
-    width = max((len(key) for key, _ in array if key is not None), default=0)
+    width = max((_width(key) for key, _ in array if key is not None), default=0)
     out.append("(\n")
     for key, value in array:
         out.append(INDENT * (depth + 1))
         if key is not None:
-            out.append(_string(key) + " " * (width - len(key)) + " => ")
+            out.append(_string(key) + " " * (width - _width(key)) + " => ")
         _value(value, depth + 1, out)
         out.append(",\n")
     out.append(INDENT * depth + ")")

@@ -128,9 +128,7 @@ CASES: dict[str, Case] = {
         # either include of the cycle is a fair place to report it
         ("loop-b.conf", "include"), r"include.*(loop|nested|deep)",
         also_at=("loop-a.conf", "include"),
-        lighttpd_rejects=False,   # lighttpd 1.4.69 segfaults; not run
-        xfail="the include-depth ConfigError carries no position, so str(err) has no "
-              "file:line (only 'at <file>')"),
+        lighttpd_rejects=False),   # lighttpd 1.4.69 segfaults; not run
     "else_without_condition": main(
         'x = 1\nelse {\n  y = 1\n}\n', 'else', r"'else' without a condition",
         lighttpd_rejects=False),   # lighttpd accepts a stray else
@@ -159,33 +157,24 @@ CASES: dict[str, Case] = {
         r'"?mod_nonexistent_pyl"?.*server\.modules|server\.modules.*mod_nonexistent_pyl',
         via="load", lighttpd_flags="-tt",   # plain -t does not load modules
         lighttpd_says="mod_nonexistent_pyl"),
-    # lighttpd refuses these; we accept them (parity bugs, kept as strict xfails).
+    # lighttpd refuses these, and so do we.
     "condition_inside_global_block": main(
         'x = 1\n$HTTP["url"] =^ "/a" {\n  global {\n    $HTTP["host"] == "b" { y = 1 }\n  }\n}\n',
         '$HTTP["host"] == "b"', r"condition.*global|global.*condition",
-        lighttpd_says="Cannot use conditionals inside a global",
-        xfail="shared.config accepts a conditional inside global { }; lighttpd rejects it"),
+        lighttpd_says="Cannot use conditionals inside a global"),
     "unreachable_else_condition": main(
         'x = 1\n$HTTP["host"] == "a" { y = 1 }\nelse $HTTP["host"] == "a" { z = 2 }\n',
-        'else $HTTP', r"unreachable|same condition|never", lighttpd_says="unreachable else",
-        xfail="shared.config accepts an else-branch that repeats a condition of its chain "
-              "(it can never match); lighttpd rejects it"),
+        'else $HTTP', r"unreachable|same condition|never", lighttpd_says="unreachable else"),
     "unreachable_else_condition_sibling": main(
         '$HTTP["url"] == "/x" { z = 1 }\n'
         '$HTTP["host"] == "a" { x = 1 }\nelse $HTTP["url"] == "/x" { y = 1 }\n',
-        'else $HTTP', r"unreachable|same condition|already", lighttpd_says="unreachable else",
-        xfail="shared.config accepts an else-branch whose condition an earlier sibling "
-              "block already has; lighttpd rejects it ('unreachable else condition')"),
+        'else $HTTP', r"unreachable|same condition|already", lighttpd_says="unreachable else"),
     "host_bad_ipv6_literal": main(
         'x = 1\n$HTTP["host"] == "[not-ipv6" { y = 1 }\n', '[not-ipv6',
-        r"IPv6|IP address|\[", lighttpd_says="invalid IP addr",
-        xfail='shared.config accepts a $HTTP["host"] value starting with "[" that is not '
-              "an IPv6 literal; lighttpd rejects it"),
+        r"IPv6|IP address|\[", lighttpd_says="invalid IP addr"),
     "remoteip_prefix_operator": main(
         'x = 1\n$HTTP["remoteip"] =^ "10." { y = 1 }\n', 'remoteip',
-        r"remoteip|IP|operator", lighttpd_says="invalid IP addr",
-        xfail="shared.config accepts $HTTP[\"remoteip\"] with =^ / =$ (and a regex that "
-              "simplifies to them, like \"^10\"); lighttpd requires an IP address there"),
+        r"remoteip|IP|operator", lighttpd_says="invalid IP addr"),
 }
 
 

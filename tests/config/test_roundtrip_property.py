@@ -318,8 +318,6 @@ def test_same_print_as_lighttpd(text: str) -> None:
 
 
 # ---------------------------------------------------------------- known gaps
-@pytest.mark.xfail(strict=True, reason="printer.py says its output 'is itself valid config', "
-                   "but it starts with 'config {', which the parser rejects")
 def test_printer_output_reparses_directly() -> None:
     printed = parse_print('x = 1\n$HTTP["host"] == "a" { y = 2 }\n')
     without_predefined = "\n".join(line for line in printed.splitlines()
