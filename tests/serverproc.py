@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -85,3 +86,14 @@ class Server:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
                              text=True).stdout.split()
         return sorted(int(pid) for pid in out)
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, extra: str = ""):
+    """A server that answers, stopped at the end whatever happens."""
+    running = Server(tmp_path, extra)
+    try:
+        running.wait_serving()
+        yield running
+    finally:
+        running.stop()

@@ -15,19 +15,15 @@ import time
 import pytest
 
 from load_util import Load
-from serverproc import Server, get, wait_until
+from serverproc import Server, get, serving, wait_until
 
 BODY = b"hello from pylighttpd\n"
 
 
 @pytest.fixture
 def server(tmp_path):
-    running = Server(tmp_path, 'server.tag = "gen-0"\nserver.graceful-shutdown-timeout = 5')
-    try:
-        running.wait_serving()
+    with serving(tmp_path, 'server.tag = "gen-0"\nserver.graceful-shutdown-timeout = 5') as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _assert_clean(load: Load) -> None:

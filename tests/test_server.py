@@ -11,17 +11,13 @@ import sys
 import pytest
 
 from procutil import REPO
-from serverproc import Server, get, wait_until
+from serverproc import Server, get, serving, wait_until
 
 
 @pytest.fixture
 def server(tmp_path):
-    running = Server(tmp_path, 'server.tag = "first"')
-    try:
-        running.wait_serving()
+    with serving(tmp_path, 'server.tag = "first"') as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_serves_the_docroot_with_the_configured_tag(server):

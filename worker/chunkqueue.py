@@ -17,19 +17,46 @@ SEND_BUDGET = 1 << 20         # bytes per call: one busy client must not starve 
 SENDFILE_STEP = 1 << 20
 
 
+class SharedFd:
+    """One open file that several chunks send ranges of (the parts of a
+    multipart/byteranges body): each user calls `release` once, the last closes it."""
+
+    __slots__ = ("fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.users = 0
+
+    def acquire(self) -> "SharedFd":
+        self.users += 1
+        return self
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class FileChunk:
-    """`length` bytes of an open file from `offset`; the queue owns and closes `fd`."""
+    """`length` bytes of an open file from `offset`; the queue owns and closes `fd`
+    (or releases its share of it)."""
 
-    __slots__ = ("fd", "offset", "length")
+    __slots__ = ("fd", "offset", "length", "shared")
 
-    def __init__(self, fd: int, offset: int, length: int) -> None:
+    def __init__(self, fd: int, offset: int, length: int,
+                 shared: SharedFd | None = None) -> None:
         self.fd = fd
         self.offset = offset
         self.length = length
+        self.shared = shared
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            if self.shared is not None:
+                self.shared.release()
+            else:
+                os.close(self.fd)
             self.fd = -1
 
 
@@ -52,12 +79,15 @@ class ChunkQueue:
             self.chunks.append(data)
             self.pending += len(data)
 
-    def append_file(self, fd: int, offset: int, length: int) -> None:
-        """Queue a file range; takes ownership of `fd` (closed when sent or dropped)."""
+    def append_file(self, fd: int, offset: int, length: int,
+                    shared: SharedFd | None = None) -> None:
+        """Queue a file range; takes ownership of `fd` (closed when sent or dropped), or
+        of one share of it when `shared` is given."""
+        chunk = FileChunk(fd, offset, length, shared)
         if length <= 0:
-            os.close(fd)
+            chunk.close()
             return
-        self.chunks.append(FileChunk(fd, offset, length))
+        self.chunks.append(chunk)
         self.pending += length
 
     def file_chunks(self) -> int:
@@ -122,6 +152,8 @@ class ChunkQueue:
         wanted = min(chunk.length, SENDFILE_STEP)
         written = os.sendfile(sock.fileno(), chunk.fd, chunk.offset, wanted)
         if written == 0:
+            # The file got shorter than the Content-Length already sent: no correct
+            # answer is possible any more, the caller closes the connection.
             raise FileShrunk("file shrank while being sent")
         chunk.offset += written
         chunk.length -= written

@@ -9,19 +9,27 @@ module; which hooks exist is decided once, when the pipeline is built.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable
 
 from .http import DATE, error_body, reason
 from .module import HOOKS, Module
-from .request import Request
-from .static import errno_status, is_directory, is_regular
+from .request import Request, clean_path
+from .static import error_document, errno_status, is_directory, is_regular
+from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
 _NO_BODY = frozenset({204, 304})
 _ERROR_DROPS = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
                           "content-encoding", "vary"})
 ALLOW = "OPTIONS, GET, HEAD, POST"
+# Methods HTTP defines that no loaded handler took: 405 with Allow (RFC 9110 §15.5.6)
+# where lighttpd 1.4.69 sends 501.  TRACE is among them: it stays off.  A method we
+# do not know at all is still 501 (§15.6.2).
+KNOWN_METHODS = frozenset({
+    "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "PROPFIND", "PROPPATCH", "MKCOL",
+    "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR", "ACL",
+    "QUERY"})
+_NO_ERROR_HANDLER = frozenset({416})   # lighttpd decides 416 after its error handlers
 
 
 class Pipeline:
@@ -41,14 +49,21 @@ class Pipeline:
         self.response_start = phases["handle_response_start"]
         self.request_done = phases["handle_request_done"]
         base = Module.handle_trigger
-        self.triggers = [m.handle_trigger for m in self.modules
-                         if type(m).handle_trigger is not base]
+        self.triggers = [CACHE.tick]
+        self.triggers += [m.handle_trigger for m in self.modules
+                          if type(m).handle_trigger is not base]
+        if self.modules:
+            CACHE.configure(self.modules[0].config.globals["server.stat-cache-engine"])
 
     # ------------------------------------------------------------------ run
     def handle(self, request: Request) -> None:
         """Run every phase; leaves the finished status in request.response.status."""
         response = request.response
-        status = response.status or self._prepare(request)
+        status = response.status
+        if not status:
+            status = self._prepare(request)
+            if status >= 400 and not response.body and status not in _NO_ERROR_HANDLER:
+                status = self._error_handler(request, status)
         response.status = status
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             _error_response(request, status)
@@ -62,6 +77,41 @@ class Pipeline:
     def trigger(self, now: float) -> None:
         for hook in self.triggers:
             hook(now)
+
+    def _error_handler(self, request: Request, status: int) -> int:
+        """server.error-handler-404 / server.error-handler: answer an error with a local
+        URL, as an internal redirect (method GET, or HEAD).  Statuses as lighttpd
+        1.4.69 gives them: the 404 handler's own status stands (a soft 404, usually
+        200); the general handler's page keeps the original error status."""
+        values = request.settings.values
+        target = values["server.error-handler-404"] if status == 404 else ""
+        keep_status = not target
+        if keep_status:
+            target = values["server.error-handler"]
+        if not target:
+            return status
+        response = request.response
+        response.headers = []
+        response.reset_body()
+        if request.method != "HEAD":
+            request.method = "GET"
+        if keep_status:            # the error page is sent whole, under the error status
+            for name in ("range", "if-range"):
+                request.headers.pop(name, None)
+        request.target = target
+        path, _, request.uri_query = target.partition("?")
+        request.uri_path_raw = path
+        request.uri_path = clean_path(path)
+        request.configure()
+        handled = self._prepare(request)
+        if handled >= 400:              # the handler failed too: the plain error page
+            response.headers = []
+            response.reset_body()
+            return status
+        if keep_status and handled == 200:
+            response.remove_header("Accept-Ranges")   # lighttpd offers ranges on 200s only
+            return status
+        return handled
 
     def _prepare(self, request: Request) -> int:
         status = _run(self.uri_raw, request) or _run(self.uri_clean, request)
@@ -80,9 +130,13 @@ class Pipeline:
         status = _run(self.subrequest_start, request)
         if status:
             return status
-        if request.method == "OPTIONS":
+        method = request.method
+        if method == "OPTIONS":
             return _options(request)
-        return 403 if request.method in ("GET", "HEAD", "POST") else 501
+        if method in KNOWN_METHODS:
+            request.response.add_header("Allow", ALLOW)
+            return 405
+        return 403 if method in ("GET", "HEAD", "POST") else 501
 
 
 def _run(hooks: list[Hook], request: Request) -> int:
@@ -102,6 +156,8 @@ def set_physical(request: Request, basedir: str, rel_path: str) -> None:
     """Map a URL path below `basedir` (docroot or an alias target) to the file system."""
     if basedir.endswith("/") and rel_path.startswith("/"):
         rel_path = rel_path[1:]
+    if request.settings.values["server.force-lowercase-filenames"]:
+        rel_path = rel_path.lower()      # the docroot keeps its case, as in lighttpd
     request.physical_basedir = basedir
     request.physical_rel = rel_path
     request.physical_path = basedir + rel_path
@@ -111,15 +167,21 @@ def set_physical(request: Request, basedir: str, rel_path: str) -> None:
 
 def physical_path_check(request: Request) -> int:
     """Stat the file: 301 for a directory without a slash, PATH_INFO for a path that
-    runs past a regular file, 403 / 404 for what cannot be served."""
+    runs past a regular file, 403 / 404 for what cannot be served, and 403 for a path
+    through a symlink when server.follow-symlink is off."""
+    st = None
     try:
         st = request.physical_stat()
     except OSError as err:
         status = errno_status(err)
         if status == 404:
-            return _find_pathinfo(request)
-        return status
-    if is_directory(st):
+            status = _find_pathinfo(request)
+        if status:
+            return status
+    if not request.settings.values["server.follow-symlink"] and \
+            CACHE.contains_symlink(request.physical_path):
+        return 403
+    if st is not None and is_directory(st):
         if not request.uri_path.endswith("/"):
             return redirect_to_slash(request)
     return 0
@@ -136,13 +198,15 @@ def _find_pathinfo(request: Request) -> int:
         if end <= base_len:
             return 404
         try:
-            st = os.stat(path[:end])
+            st = CACHE.stat(path[:end])
         except OSError:
             continue
         if is_regular(st):
             rest = path[end:]
             request.pathinfo = rest
-            request.physical_path = path[:end]
+            if request.uri_path.endswith(rest):    # lighttpd shortens uri.path too, so
+                request.uri_path = request.uri_path[: len(request.uri_path) - len(rest)]
+            request.physical_path = path[:end]     # later checks see /a.inc of /a.inc/x
             request.physical_rel = request.physical_rel[: len(request.physical_rel)
                                                         - len(rest)]
             request.remember_stat(path[:end], st)
@@ -179,9 +243,11 @@ def _error_response(request: Request, status: int) -> None:
         response.length = 0
         return
     response.headers = [h for h in response.headers if h[0].lower() not in _ERROR_DROPS]
+    response.head_only = request.method == "HEAD"
+    if error_document(request, status):     # server.errorfile-prefix
+        return
     response.headers.insert(0, ("Content-Type", "text/html"))
     response.write(error_body(status))
-    response.head_only = request.method == "HEAD"
 
 
 def render_head(request: Request, keep_alive: bool, server_tag: str) -> bytes:

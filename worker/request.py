@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config.compiled import RequestSettings
 
+from .statcache import CACHE
+
 if TYPE_CHECKING:
     from .connection import Connection
 
@@ -94,8 +96,10 @@ def normalize_host(value: str) -> str:
 class Response:
     """What the request answers: status, headers in order, and the body parts.
 
-    A body part is bytes or an open file range `(fd, offset, length)`; the response
-    owns the fds until they move into the connection's chunk queue.
+    A body part is bytes or an open file range `(fd, offset, length)`, or
+    `(fd, offset, length, shared)` when several ranges of one file share the fd (a
+    multipart/byteranges body; `shared` counts the users and closes the fd after the
+    last); the response owns the fds until they move into the connection's chunk queue.
     """
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only")
@@ -139,12 +143,22 @@ class Response:
         self.files += 1
         self.length += length
 
+    def send_shared_range(self, shared: Any, offset: int, length: int) -> None:
+        """Add a range of a file whose fd several parts share (chunkqueue.SharedFd:
+        the caller counted this part in it)."""
+        self.body.append((shared.fd, offset, length, shared))
+        self.files += 1
+        self.length += length
+
     def reset_body(self) -> None:
         """Drop the body (an error replaces it), closing files it owned."""
         if self.files:
             for part in self.body:
                 if type(part) is tuple:
-                    os.close(part[0])
+                    if len(part) == 4:
+                        part[3].release()
+                    else:
+                        os.close(part[0])
         self.body = []
         self.files = 0
         self.length = 0
@@ -246,11 +260,12 @@ class Request:
 
     # ------------------------------------------------------------- stat cache
     def physical_stat(self) -> os.stat_result:
-        """stat() of physical_path, once per request and path; raises OSError."""
+        """stat() of physical_path (through the worker's stat cache), once per request
+        and path; raises OSError."""
         path = self.physical_path
         if self._stat_path != path or self._stat is None:
             try:
-                self._stat = os.stat(path)
+                self._stat = CACHE.stat(path)
             except OSError as err:
                 self._stat = err
             self._stat_path = path

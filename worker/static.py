@@ -1,9 +1,11 @@
 """Pieces of static file serving the core shares with modules (staticfile, dirlisting).
 
-Content-Type by `mimetype.assign`, lighttpd-compatible ETags, Last-Modified,
-conditional requests (304 / 412) and single byte ranges (206 / 416).  A file body is a
-file range in the chunk queue (sendfile), except small files: those are read at once
-so headers and body leave in a single system call.
+Content-Type by `mimetype.assign` (or an xattr), lighttpd-compatible ETags,
+Last-Modified, the preconditions of RFC 9110 §13.2.2 (304 / 412) and byte ranges
+(206, multipart/byteranges, 416).  A file body is a file range in the chunk queue
+(sendfile), except small files: those are read at once so headers and body leave in a
+single system call.  Headers are built from fstat() of the opened fd, and a file that
+shrinks after that makes the connection close rather than break its Content-Length.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import stat as stat_module
 import struct
 from typing import TYPE_CHECKING
 
+from .chunkqueue import SharedFd
 from .http import http_date, parse_http_date
+from .statcache import CACHE
 
 if TYPE_CHECKING:
     from .request import Request
@@ -106,9 +110,21 @@ def etag_matches(etag: str, header: str, weak_ok: bool = True) -> bool:
     return False
 
 
-def not_modified(request: "Request", etag: str, modified: str, mtime: float) -> int:
-    """0, or 304 / 412 for a conditional request that the validators answer."""
+def check_preconditions(request: "Request", etag: str, mtime: float) -> int:
+    """RFC 9110 §13.2.2, in its order: If-Match, else If-Unmodified-Since (412);
+    If-None-Match (304 for GET/HEAD, else 412), else If-Modified-Since (304).
+    0 when the request goes on.  lighttpd 1.4.69 reads only the last two."""
     headers = request.headers
+    if_match = headers.get("if-match")
+    if if_match is not None:
+        if not etag_matches(etag, if_match, weak_ok=False):
+            return 412
+    else:
+        since_text = headers.get("if-unmodified-since")
+        if since_text is not None:
+            since = parse_http_date(since_text)
+            if since is not None and int(mtime) > since:
+                return 412
     inm = headers.get("if-none-match")
     if inm is not None:
         if etag_matches(etag, inm):
@@ -116,7 +132,7 @@ def not_modified(request: "Request", etag: str, modified: str, mtime: float) -> 
         return 0
     ims = headers.get("if-modified-since")
     if ims is not None and request.method in _GET_HEAD:
-        if ims == modified:
+        if ims == last_modified(mtime):
             return 304
         since = parse_http_date(ims)
         if since is not None and int(mtime) <= since:
@@ -124,106 +140,270 @@ def not_modified(request: "Request", etag: str, modified: str, mtime: float) -> 
     return 0
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None | bool:
-    """One `bytes=` range as (first, last); None to ignore the header (send it all);
-    False if it cannot be satisfied (416)."""
-    if not header.startswith("bytes="):
+# lighttpd's limits on a Range set (http_range.c): at most RANGE_MAX ranges, or
+# UNSORTED_MAX once they stop ascending; ranges less than RANGE_GAP bytes apart are
+# merged (a part header costs about that much), so overlapping and tiny-range abuse
+# (RFC 9110 §14.2, "a set of many small ranges") shrinks to a few parts.
+RANGE_MAX = 128
+UNSORTED_MAX = 10
+RANGE_GAP = 80
+BOUNDARY = "fkj49sn38dcn3"     # lighttpd's, so multipart bodies are byte-identical
+
+
+def _one_range(text: str, size: int) -> tuple[int, int] | None:
+    """One byte-range-spec as (first, last) within `size`, or None if invalid or not
+    satisfiable (a first byte at or past the end)."""
+    first_text, dash, last_text = text.partition("-")
+    first_text, last_text = first_text.strip(" \t"), last_text.strip(" \t")
+    if not dash or not (last_text.isdecimal() or (first_text and not last_text)):
         return None
-    spec = header[6:].strip()
-    if "," in spec:
-        return None           # several ranges: answer with the whole file (RFC 9110)
-    first_text, dash, last_text = spec.partition("-")
-    first_text, last_text = first_text.strip(), last_text.strip()
-    if not dash or not (first_text.isdigit() or first_text == "") or \
-            not (last_text.isdigit() or last_text == ""):
-        return None
-    if first_text == "":
-        if not last_text:
-            return None
+    if not first_text:                         # suffix: the last N bytes
         suffix = int(last_text)
-        if suffix == 0:
-            return False
-        return max(0, size - suffix), size - 1
+        return (max(0, size - suffix), size - 1) if suffix else None
+    if not first_text.isdecimal():
+        return None
     first = int(first_text)
     last = int(last_text) if last_text else size - 1
-    if last < first:
+    if first >= size or last < first:
         return None
-    if first >= size:
-        return False
     return first, min(last, size - 1)
 
 
-def _range_applies(request: "Request", etag: str, modified: str) -> bool:
+def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
+    """The satisfiable ranges of a `Range:` value, coalesced; None to ignore the header
+    (not `bytes=`); an empty list means 416."""
+    if header[:6].lower() != "bytes=":
+        return None
+    ranges: list[tuple[int, int]] = []
+    limit = RANGE_MAX
+    for item in header[6:].split(","):
+        chosen = _one_range(item, size)
+        if chosen is None:
+            continue
+        if ranges:
+            first, last = ranges[-1]
+            if first <= chosen[0]:
+                if last >= chosen[0] - RANGE_GAP:     # close or overlapping: merge
+                    ranges[-1] = (first, max(last, chosen[1]))
+                    continue
+            else:
+                if len(ranges) >= UNSORTED_MAX:
+                    break
+                limit = UNSORTED_MAX
+        ranges.append(chosen)
+        if len(ranges) >= limit:
+            break
+    if limit == UNSORTED_MAX:
+        ranges = _coalesce_unsorted(ranges)
+    return ranges
+
+
+def _coalesce_unsorted(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge any two ranges that overlap or nearly touch, keeping the request's order
+    for the rest (RFC 9110 §14.6); quadratic, so only for UNSORTED_MAX ranges."""
+    i = 0
+    while i < len(ranges):
+        first, last = ranges[i]
+        for j in range(i + 1, len(ranges)):
+            other_first, other_last = ranges[j]
+            if (last < other_first - RANGE_GAP) if first <= other_first else \
+                    (other_last < first - RANGE_GAP):
+                continue
+            ranges[i] = (min(first, other_first), max(last, other_last))
+            del ranges[j]
+            i = -1
+            break
+        i += 1
+    return ranges
+
+
+def _range_applies(request: "Request", etag: str, mtime: float) -> bool:
+    """If-Range: an entity tag must equal ours (a weak one never does), a date must
+    equal Last-Modified exactly (RFC 9110 §13.1.5)."""
     if_range = request.headers.get("if-range")
     if if_range is None:
         return True
-    if if_range.startswith('"') or if_range.startswith("W/"):
-        return if_range == etag
-    return if_range == modified
+    if if_range.startswith('"'):
+        return bool(etag) and if_range == etag
+    return if_range == last_modified(mtime)
+
+
+_etags: dict[tuple, str] = {}
+
+
+def cached_etag(st: os.stat_result, values: dict) -> str:
+    """etag_for, memoised by what it hashes (the dekhash costs microseconds)."""
+    use = (values["etag.use-inode"], values["etag.use-size"], values["etag.use-mtime"])
+    key = (st.st_ino, st.st_size, st.st_mtime_ns, use)
+    etag = _etags.get(key)
+    if etag is None:
+        if len(_etags) > 4096:
+            _etags.clear()
+        etag = _etags[key] = etag_for(st, *use)
+    return etag
+
+
+def content_type_for(values: dict, path: str) -> str:
+    """The `user.Content-Type` extended attribute when mimetype.use-xattr is on,
+    otherwise mimetype.assign."""
+    if values["mimetype.use-xattr"]:
+        try:
+            return os.getxattr(path, "user." + values["mimetype.xattr-name"]).decode(
+                "latin-1")
+        except OSError:
+            pass
+    return mime_type(values["mimetype.assign"], path)
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
+    """Open `path` and fstat it.  The headers are built from this fstat, not from the
+    (up to a second old) stat cache, so what we announce is what the fd holds; a
+    changed file refreshes the cache.  Raises OSError (IsADirectoryError when the
+    path no longer names a regular file)."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        fresh = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+    if fresh.st_mtime_ns != st.st_mtime_ns or fresh.st_size != st.st_size or \
+            fresh.st_ino != st.st_ino:
+        CACHE.refresh(path, fresh)
+        if not is_regular(fresh):
+            os.close(fd)
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+    return fd, fresh
 
 
 def serve_file(request: "Request", path: str, st: os.stat_result,
                content_type: str | None = None) -> int:
     """Answer with the regular file at `path` (stat `st`); returns the status."""
-    settings = request.settings.values
+    values = request.settings.values
+    if not values["server.follow-symlink"] and CACHE.contains_symlink(path):
+        return 403
+    fd = -1
+    if request.method != "HEAD":
+        try:
+            fd, st = open_checked(path, st)
+        except OSError as err:
+            CACHE.invalidate(path)
+            return 403 if err.errno == errno.EISDIR else errno_status(err)
+    response = request.response
+    files = response.files
+    try:
+        return _respond(request, path, st, fd, content_type, values)
+    finally:
+        if fd >= 0 and response.files == files:    # not handed over to the response
+            os.close(fd)
+
+
+def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
+             content_type: str | None, values: dict) -> int:
     response = request.response
     mtime = st.st_mtime
-    modified = last_modified(mtime)
-    etag = ""
-    if settings.get("static-file.etags", True):
-        etag = etag_for(st, settings["etag.use-inode"], settings["etag.use-size"],
-                        settings["etag.use-mtime"])
-    response.add_header("Content-Type", content_type or mime_type(
-        settings["mimetype.assign"], path))
+    etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
+    content_type = content_type or content_type_for(values, path)
+    response.add_header("Content-Type", content_type)
     if etag:
         response.add_header("ETag", etag)
-    response.add_header("Last-Modified", modified)
-    status = not_modified(request, etag, modified, mtime)
+    response.add_header("Last-Modified", last_modified(mtime))
+    status = check_preconditions(request, etag, mtime)
     if status:
         return status
     size = st.st_size
-    first, last = 0, size - 1
-    status = 200
+    method = request.method
+    if request.version == "1.0" or not values["server.range-requests"] or \
+            method not in _GET_HEAD:
+        return _attach_body(request, fd, 0, size, 200)
+    response.add_header("Accept-Ranges", "bytes")
     range_header = request.headers.get("range")
-    if range_header is not None and settings["server.range-requests"] and \
-            request.method == "GET" and _range_applies(request, etag, modified):
-        chosen = parse_range(range_header, size)
-        if chosen is False:
-            response.reset_body()
-            response.add_header("Content-Range", f"bytes */{size}")
-            return 416
-        if chosen:
-            first, last = chosen
-            status = 206
-    if settings["server.range-requests"]:
-        response.add_header("Accept-Ranges", "bytes")
-    if status == 206:
+    if range_header is None or method != "GET" or size == 0 or \
+            not _range_applies(request, etag, mtime):
+        return _attach_body(request, fd, 0, size, 200)
+    ranges = parse_ranges(range_header, size)
+    if ranges is None:
+        return _attach_body(request, fd, 0, size, 200)
+    if not ranges:
+        response.add_header("Content-Range", f"bytes */{size}")
+        return 416
+    if len(ranges) == 1:
+        first, last = ranges[0]
         response.add_header("Content-Range", f"bytes {first}-{last}/{size}")
-    return _attach_body(request, path, first, last - first + 1, status)
+        return _attach_body(request, fd, first, last - first + 1, 206)
+    return _multipart(request, fd, ranges, size, content_type)
 
 
-def _attach_body(request: "Request", path: str, offset: int, length: int,
+def _multipart(request: "Request", fd: int, ranges: list[tuple[int, int]], size: int,
+               content_type: str) -> int:
+    """206 multipart/byteranges: each part's bytes go out of the file itself (one
+    shared fd, a sendfile per part); only a small file is read, once."""
+    response = request.response
+    response.set_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
+    data = os.pread(fd, size, 0) if size <= SMALL_FILE else None
+    if data is not None and len(data) != size:
+        return 500
+    shared = None if data is not None else SharedFd(fd)
+    separator = ""
+    for first, last in ranges:
+        response.write(f"{separator}--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
+                       f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode(
+                           "latin-1", "replace"))
+        separator = "\r\n"
+        if data is not None:
+            response.write(data[first:last + 1])
+        else:
+            response.send_shared_range(shared.acquire(), first, last - first + 1)
+    response.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+    return 206
+
+
+def _attach_body(request: "Request", fd: int, offset: int, length: int,
                  status: int) -> int:
     response = request.response
-    if request.method == "HEAD" or length <= 0:
+    if fd < 0 or length <= 0:        # HEAD, or an empty file
         response.length = max(length, 0)
         response.head_only = request.method == "HEAD"
         return status
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError as err:
-        return errno_status(err)
     if length <= SMALL_FILE:
-        try:
-            data = os.pread(fd, length, offset)
-        finally:
-            os.close(fd)
-        if len(data) != length:
-            return 500
+        data = os.pread(fd, length, offset)
+        if len(data) != length:      # shrank since fstat: nothing is sent yet, so
+            return 500               # an error page still has a correct length
         response.write(data)
     else:
         response.send_file_range(fd, offset, length)
     return status
+
+
+def error_document(request: "Request", status: int) -> bool:
+    """server.errorfile-prefix: the body of an error answer from PREFIX + "404.html"
+    (lighttpd's static error pages); False when there is no such file."""
+    prefix = request.settings.values["server.errorfile-prefix"]
+    if not prefix:
+        return False
+    path = f"{prefix}{status}.html"
+    try:
+        st = CACHE.stat(path)
+        if not is_regular(st):
+            return False
+        fd, st = open_checked(path, st)
+    except OSError:
+        return False
+    response = request.response
+    response.add_header("Content-Type", mime_type(request.settings.values["mimetype.assign"],
+                                                  path))
+    try:
+        if st.st_size <= SMALL_FILE:
+            response.write(os.pread(fd, st.st_size, 0))
+        else:
+            response.send_file_range(fd, 0, st.st_size)
+            fd = -1
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
 
 
 def errno_status(err: OSError) -> int:

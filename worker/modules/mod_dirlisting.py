@@ -19,6 +19,7 @@ from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..static import is_directory, mime_type
+from ..statcache import CACHE
 
 INCLUDE_LIMIT = 1 << 20      # header / readme files bigger than this are cut
 
@@ -194,7 +195,7 @@ class Listing:
                         any(p.search(name) for p in excludes):
                     continue
                 try:
-                    st = entry.stat()
+                    st = CACHE.stat(entry.path)
                 except OSError:
                     continue
                 if is_directory(st):

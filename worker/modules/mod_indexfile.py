@@ -8,13 +8,12 @@ directory.
 
 from __future__ import annotations
 
-import os
-
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..static import is_regular
+from ..statcache import CACHE
 
 DIRECTIVES = (
     Directive("index-file.names", Type.ARRAY_VLIST, ()),
@@ -39,7 +38,7 @@ class Module(BaseModule):
             else:
                 candidate = request.physical_path + name
             try:
-                st = os.stat(candidate)
+                st = CACHE.stat(candidate)
             except OSError:
                 continue
             if is_regular(st):

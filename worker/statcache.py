@@ -1,0 +1,97 @@
+"""The worker's stat cache: lighttpd's `server.stat-cache-engine`.
+
+"simple" (the default, and what "inotify" / "fam" fall back to here) keeps the
+`stat()` of every path asked for until the next once-a-second tick clears them all, so
+an entry lives at most about a second; "disable" stats every time.  Only successful
+stats are kept: a file created after a 404 is served at once.
+
+The cache decides which file a request names and what kind it is; the headers of a
+response come from `fstat()` of the descriptor actually sent (see static.serve_file),
+so a file replaced within that second can never make the headers disagree with the
+body.  One cache per worker process (`CACHE`); the request pipeline configures it and
+drives its tick, so no module needs to know about the others.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+
+MAX_ENTRIES = 65536           # a flood of distinct paths clears the cache, never grows it
+
+
+class StatCache:
+    __slots__ = ("enabled", "entries", "links", "second")
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.entries: dict[str, os.stat_result] = {}
+        self.links: dict[str, bool] = {}   # path -> "is a symlink" (lstat), for follow-symlink
+        self.second = -1
+
+    def configure(self, engine: str) -> None:
+        self.enabled = engine != "disable"
+        self.clear()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.links.clear()
+
+    def tick(self, now: float) -> None:
+        """Called once a second: every entry is dropped, so none outlives ~1 s."""
+        second = int(now)
+        if second != self.second:
+            self.second = second
+            if self.entries or self.links:
+                self.clear()
+
+    def stat(self, path: str) -> os.stat_result:
+        """`os.stat(path)`, from the cache when it is on; raises OSError."""
+        st = self.entries.get(path)
+        if st is not None:
+            return st
+        st = os.stat(path)
+        if self.enabled:
+            entries = self.entries
+            if len(entries) >= MAX_ENTRIES:
+                entries.clear()
+            entries[path] = st
+        return st
+
+    def invalidate(self, path: str) -> None:
+        self.entries.pop(path, None)
+
+    def refresh(self, path: str, st: os.stat_result) -> None:
+        """A fresher stat (fstat of an opened file) replaces the cached one."""
+        if self.enabled and path in self.entries:
+            self.entries[path] = st
+
+    def _is_link(self, path: str) -> bool:
+        found = self.links.get(path)
+        if found is None:
+            try:
+                found = stat_module.S_ISLNK(os.lstat(path).st_mode)
+            except OSError:
+                found = False
+            if self.enabled:
+                if len(self.links) >= MAX_ENTRIES:
+                    self.links.clear()
+                self.links[path] = found
+        return found
+
+    def contains_symlink(self, path: str) -> bool:
+        """True if any component of the absolute `path` is a symlink.  Like lighttpd's
+        stat_cache_path_contains_symlink, this walks every component up to "/", so a
+        document root reached through a symlink is refused too."""
+        path = path.rstrip("/")
+        while path:
+            if self._is_link(path):
+                return True
+            cut = path.rfind("/")
+            if cut < 0:
+                break
+            path = path[:cut]
+        return False
+
+
+CACHE = StatCache()
