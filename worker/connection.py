@@ -8,6 +8,12 @@ the output queue is above HIGH_WATER the connection neither handles more of them
 reads, so a client that pipelines without reading cannot make us buffer without bound.
 Errors found while parsing become a queued error response followed by a close, after
 the answers to the requests that came before it.
+
+Request done: the handle_request_done hooks (access log) run when the last byte of an
+answer has left, or when the connection is lost before that.  Each answered request
+gets an `Answer` (in `request.plugin_ctx["answer"]`) that marks where its bytes end in
+the connection's output stream; `flush` counts the bytes sent and finishes the answers
+they complete.  Only done when some module has that hook.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .handler import render_head
@@ -42,13 +49,47 @@ class _Abort(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the connection."""
 
 
+class Answer:
+    """What the request-done hooks learn about how an answer went out.  `start_mark` and
+    `end_mark` delimit its bytes in the connection's output stream."""
+
+    __slots__ = ("request", "connection", "start_mark", "end_mark", "head_len", "length",
+                 "bytes_in", "keep_alive", "count", "bytes_out", "aborted", "end_time",
+                 "end_monotonic")
+
+    def __init__(self, request: Request, connection: "Connection", start_mark: int,
+                 end_mark: int, head_len: int, length: int, bytes_in: int,
+                 keep_alive: bool, count: int) -> None:
+        self.request = request
+        self.connection = connection
+        self.start_mark = start_mark
+        self.end_mark = end_mark
+        self.head_len = head_len
+        self.length = length            # Content-Length as announced
+        self.bytes_in = bytes_in        # bytes read since the previous request
+        self.keep_alive = keep_alive
+        self.count = count              # requests on this connection, this one included
+        self.bytes_out = 0
+        self.aborted = False
+        self.end_time = 0.0
+        self.end_monotonic = 0.0
+
+    @property
+    def remote_port(self) -> int:
+        try:
+            return self.connection.sock.getpeername()[1]
+        except (OSError, IndexError, TypeError):
+            return 0
+
+
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "remote_ip", "socket_spec", "scheme", "condition_cache",
         "parser", "out", "ready", "current", "url_parts", "requests_done", "closing",
         "peer_eof", "events", "last_read", "last_write", "error_status", "lingering",
         "linger_deadline", "header_phase", "raw_header_bytes", "closed", "keep_alive_idle",
-        "read_idle", "write_idle", "body_limit",
+        "read_idle", "write_idle", "body_limit", "answers", "sent_total", "queued_total",
+        "bytes_read", "read_mark", "error_reason",
     )
 
     def __init__(self, server: "Server", sock: socket.socket, remote_ip: str,
@@ -77,6 +118,12 @@ class Connection:
         self.raw_header_bytes = 0
         self.closed = False
         self.body_limit = 0
+        self.answers: deque[Answer] = deque()   # answered, not yet completely sent
+        self.sent_total = 0
+        self.queued_total = 0
+        self.bytes_read = 0
+        self.read_mark = 0
+        self.error_reason = ""
         self._timeouts_from(server.config.settings)
 
     def _timeouts_from(self, values: dict) -> None:
@@ -127,6 +174,7 @@ class Connection:
         try:
             self._start_request(request)
         except BadRequest as err:
+            self.error_reason = err.args[0] if err.args else ""
             self._abort(err.status)
 
     def on_body(self, data: bytes) -> None:
@@ -226,6 +274,7 @@ class Connection:
             self._peer_closed()
             return
         self.last_read = server.loop.now
+        self.bytes_read += len(data)
         server.counters.bytes_in(len(data))
         if self.current is None and not self.ready and self.requests_done:
             server.counters.keepalive_reuse()
@@ -285,6 +334,7 @@ class Connection:
                 not self.closing:
             current.expect_continue = False
             out.append(CONTINUE)
+            self.queued_total += len(CONTINUE)
         if out:
             self.flush()
         elif self.closing and not ready:
@@ -296,6 +346,9 @@ class Connection:
         server = self.server
         if request.expect_continue or request is self.current:
             request.keep_alive = False   # its body was never read: cannot continue
+        preset = request.response.status      # an error found while parsing
+        if server.debug:
+            self._debug_request(request, preset)
         server.pipeline.handle(request)
         response = request.response
         values = request.settings.values
@@ -303,7 +356,11 @@ class Connection:
         keep = (request.keep_alive and not self.closing and not server.draining
                 and self.requests_done < values["server.max-keep-alive-requests"])
         head = render_head(request, keep, values["server.tag"])
+        if server.debug:
+            self._debug_response(request, head, preset)
         out = self.out
+        queued_before = out.pending
+        length = response.length
         if response.head_only or not response.body:
             response.reset_body()
             out.append(head)
@@ -320,7 +377,14 @@ class Connection:
             response.files = 0
         server.counters.request(request.method, response.status,
                                 time.monotonic() - request.start)
-        server.pipeline.done(request)
+        size = out.pending - queued_before
+        self.queued_total += size
+        if server.pipeline.request_done:
+            answer = Answer(request, self, self.queued_total - size, self.queued_total,
+                            len(head), length, self._bytes_in(request), keep,
+                            self.requests_done)
+            request.plugin_ctx["answer"] = answer
+            self.answers.append(answer)
         if request.body is not None:
             request.body.close()
         if not keep:
@@ -339,8 +403,61 @@ class Connection:
         if sent:
             self.last_write = self.server.loop.now
             self.server.counters.bytes_out(sent)
+            self.sent_total += sent
+            answers = self.answers
+            if answers and answers[0].end_mark <= self.sent_total:
+                self.finish_answers()
         if not out and self.closing and not self.ready:
             self.shutdown()
+
+    def _bytes_in(self, request: Request) -> int:
+        """Bytes this request took on the wire: all that was read since the previous
+        one, unless more requests came in the same reads (pipelining); then its own
+        request line, headers and body, counted as the client wrote them."""
+        if self.ready or self.current is not None:
+            own = (len(request.method) + len(request.target) + 14
+                   + sum(len(name) + len(value) + 4 for name, value in request.header_list)
+                   + (request.body.size if request.body is not None else 0))
+            count = min(own, self.bytes_read - self.read_mark)
+        else:
+            count = self.bytes_read - self.read_mark
+        self.read_mark += count
+        return count
+
+    def finish_answers(self, lost: bool = False) -> None:
+        """Run the request-done hooks of the answers sent in full; with `lost` (the
+        connection is going away) of all the others too, as aborted."""
+        answers = self.answers
+        sent = self.sent_total
+        done = self.server.pipeline.done
+        now, mono = time.time(), time.monotonic()
+        while answers and (lost or answers[0].end_mark <= sent):
+            answer = answers.popleft()
+            answer.bytes_out = max(min(sent, answer.end_mark) - answer.start_mark, 0)
+            answer.aborted = answer.end_mark > sent
+            answer.end_time = now
+            answer.end_monotonic = mono
+            done(answer.request)
+
+    # ------------------------------------------------------------ debug log
+    def _debug_request(self, request: Request, preset: int) -> None:
+        values = self.server.global_settings.values
+        if request.target and values["debug.log-request-header"]:
+            debuglog.request_header(request, self.fd)
+        if preset and values["debug.log-request-header-on-error"]:
+            debuglog.request_header_on_error(request, preset, self.error_reason)
+
+    def _debug_response(self, request: Request, head: bytes, preset: int) -> None:
+        values = request.settings.values
+        if not preset:
+            status = request.response.status
+            handling = values["debug.log-request-handling"]
+            if handling:
+                debuglog.request_handling(request, status)
+            if values["debug.log-file-not-found"]:
+                debuglog.file_not_found(request, status, handling)
+        if values["debug.log-response-header"]:
+            debuglog.response_header(head, self.fd)
 
     def update_events(self) -> None:
         want = 0
@@ -398,6 +515,10 @@ class Connection:
         if self.closed:
             return False
         self.closed = True
+        if self.answers:
+            if not self.out:      # all of it went out (a blocking writer counts none)
+                self.sent_total = self.queued_total
+            self.finish_answers(lost=True)
         self.out.clear()
         for request in self.ready:
             request.response.reset_body()
@@ -412,12 +533,28 @@ class Connection:
                 self.close()
         elif self.out:
             if now - self.last_write > self.write_idle:
-                self.close()
+                self._timed_out("write")
         elif self.current is not None or self.ready:
             if now - self.last_read > self.read_idle:
-                self.close()
+                self._timed_out("read")
         elif now - max(self.last_read, self.last_write) > self.keep_alive_idle:
-            self.close()
+            self._timed_out("keep-alive")
+
+    def _timed_out(self, what: str) -> None:
+        if self.server.debug:
+            values = self.server.global_settings.values
+            if what == "write":
+                if values["debug.log-timeouts"] and self.answers:
+                    answer = self.answers[0]
+                    debuglog.write_timeout(self.remote_ip, answer.request.target,
+                                           self.sent_total - answer.start_mark,
+                                           self.write_idle)
+            elif what == "read" and self.current is not None and \
+                    not self.header_phase and values["debug.log-timeouts"]:
+                debuglog.read_timeout(self.fd)
+            elif values["debug.log-request-handling"]:
+                debuglog.timeout(what, self.fd)
+        self.close()
 
     def is_idle(self) -> bool:
         """Between two requests of a keep-alive connection, with nothing to send: may be

@@ -20,6 +20,7 @@ from shared import log
 from shared.config.compiled import RequestSettings
 from shared.stats import State
 
+from . import debuglog
 from .connection import Connection
 from .counters import WorkerCounters
 from .handler import Pipeline
@@ -68,6 +69,11 @@ class Server:
                  stats_slot: int = 0) -> None:
         self.config = config
         settings = config.settings
+        # a worker forked by the master writes to the error log it inherited; one
+        # started alone (tests, -1) opens server.errorlog itself
+        log.ensure_default(settings["server.errorlog"], settings["server.errorlog-use-syslog"],
+                           settings["server.syslog-facility"])
+        self.debug = debuglog.any_flag(config.compiled)   # the one check per request
         self.loop = EventLoop()
         DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
         # what a request sees before its headers are in (and error answers use)
@@ -160,7 +166,7 @@ class Server:
             elif signum == signal.SIGQUIT:
                 self.begin_drain()
             elif signum == signal.SIGUSR1:
-                log._default.reopen()
+                log.reopen_all()       # error log and access logs (logrotate)
 
     # ------------------------------------------------------------------ running
     def run(self) -> int:
@@ -173,6 +179,7 @@ class Server:
             if self.draining and not self.connections:
                 self.stop_status = 0
         self.close_all()
+        log.close_all()            # piped loggers see EOF and finish their lines
         return self.stop_status
 
     def begin_drain(self) -> None:
