@@ -13,6 +13,7 @@ about 0.1 µs per update, which is why this beats prometheus_client's multiproce
 from __future__ import annotations
 
 import mmap
+import os
 import time
 from enum import IntEnum
 
@@ -157,29 +158,36 @@ class StatsSegment:
     def total_requests(self) -> int:
         return sum(self.total(offset) for offset in range(Field.REQUESTS, Field.DURATION))
 
-    def read_consistent(self, attempts: int = 5) -> tuple[list[int], list[int],
-                                                         dict[int, list[int]]]:
+    def read_consistent(self, attempts: int = 200) -> tuple[list[int], list[int],
+                                                           dict[int, list[int]]]:
         """Copies of the header, the retired slot and every live slot ({index: words})
-        that count each worker once.  The master's retire() adds a slot to the retired
-        one and only then frees it; a copy taken in between would count that worker
-        twice, so the copy is retried when the retired slot changed under it or a slot
-        seen live was freed (or freed and claimed again: another pid) meanwhile.
-        Readers only: nothing is locked, the writers are unchanged."""
-        words, base, size = self.words, Header.WORDS, Field.WORDS
+        that count each worker once, for readers (nothing is locked; the writers are
+        unchanged).
+
+        The master reaps a worker, adds its slot to the retired one, then frees the
+        slot; a copy taken in between would count that worker twice.  So the copy is
+        taken again when the retired slot changed under it, when a slot seen live was
+        freed (or freed and claimed again: another pid) meanwhile, or when a slot seen
+        live belongs to a process that is gone (reaped: its retirement is under way,
+        if the master was descheduled in the middle of it, wait for it to finish)."""
+        words, base, size = self.words, int(Header.WORDS), int(Field.WORDS)
+        state, pid, free = int(Field.STATE), int(Field.PID), int(State.FREE)
         retired = header = []
         live: dict[int, list[int]] = {}
         for _ in range(attempts):
             retired_before = words[base:base + size].tolist()
             header = words[:base].tolist()
-            states = words[base + Field.STATE::size].tolist()
+            states = words[base + state::size].tolist()
             live = {index: words[base + index * size:base + (index + 1) * size].tolist()
-                    for index in range(1, self.slot_count) if states[index] != State.FREE}
+                    for index, value in enumerate(states) if value != free and index}
             retired = words[base:base + size].tolist()
             if retired == retired_before and all(
-                    words[base + index * size + Field.STATE] != State.FREE
-                    and words[base + index * size + Field.PID] == slot[Field.PID]
+                    words[base + index * size + state] != free
+                    and words[base + index * size + pid] == slot[pid]
                     for index, slot in live.items()):
-                break
+                if all(_process_exists(slot[pid]) for slot in live.values()):
+                    break
+                time.sleep(0.0005)
         return header, retired, live
 
     def record_rate_sample(self) -> None:
@@ -203,6 +211,19 @@ class StatsSegment:
             return 0.0, 0.0
         return ((self.words[newest + 1] - self.words[oldest + 1]) / elapsed,
                 (self.words[newest + 2] - self.words[oldest + 2]) / elapsed)
+
+
+def _process_exists(pid: int) -> bool:
+    """False once a worker has been reaped (pid 0: forked, pid not yet recorded)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:             # EPERM: it exists, under another user
+        pass
+    return True
 
 
 def monotonic_ms() -> int:

@@ -18,13 +18,17 @@ they complete.  Only done when some module has that hook.
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
+import traceback
 from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
+
+from shared import log
 
 from . import debuglog
 from .body import RequestBody
@@ -44,6 +48,8 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT"})
 _JOIN_SEMICOLON = frozenset({"cookie"})
 
+
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d")
 
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the connection."""
@@ -140,6 +146,8 @@ class Connection:
 
     def on_url(self, url: bytes) -> None:
         self.url_parts.append(url)
+        if sum(map(len, self.url_parts)) > self.server.header_limit:
+            self._abort(414)      # the target alone is too long: RFC 9110 15.5.15
         self._count_header_bytes(len(url) + 16)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -226,6 +234,8 @@ class Connection:
         self.body_limit = limit
         length_text = headers.get("content-length")
         chunked = "transfer-encoding" in headers
+        if chunked and headers["transfer-encoding"].lower().replace(" ", "") != "chunked":
+            raise BadRequest(501, "unsupported transfer coding")
         if length_text is not None:
             length = int(length_text)
             request.content_length = length
@@ -242,7 +252,19 @@ class Connection:
 
     # ------------------------------------------------------------------ events
     def on_event(self, events: int) -> None:
-        """The loop's callback for this socket."""
+        """The loop's callback for this socket.
+
+        A fault barrier: a bug met while handling one connection is logged with its
+        traceback and costs that connection only, never the worker and its others.
+        """
+        try:
+            self._on_event(events)
+        except Exception:  # noqa: BLE001 - anything at all: the worker must go on
+            log.error("connections.c", f"internal error on a connection from "
+                      f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
+            self.close()
+
+    def _on_event(self, events: int) -> None:
         if self.lingering:
             self._linger_read()
             return
@@ -303,6 +325,11 @@ class Connection:
             self.closing = True       # no upgrades (h2c, websocket) yet: answer, then close
             if self.current is not None:
                 self.on_message_complete()
+        except httptools.HttpParserInvalidMethodError:
+            # a well-formed request line with a method we do not know is 501 (RFC 9110
+            # 15.6.2); a line that is not a request line at all is 400, as lighttpd says
+            line = data.split(b"\r\n", 1)[0]
+            self.fail(self.error_status or (501 if _REQUEST_LINE.fullmatch(line) else 400))
         except httptools.HttpParserError:
             self.fail(self.error_status or 400)
 

@@ -61,9 +61,6 @@ KNOWN_DIFFERENCES = {
     "unicode-raw": "RFC 9112 §3.2 with RFC 3986 §2: a request-target is ASCII; raw "
                    "UTF-8 octets make an invalid request-line, answered 400 (§3: SHOULD "
                    "respond 400); lighttpd accepts them.  %-encoded names work the same",
-    "unknown-method": "not an RFC choice: httptools (in connection.py) rejects a method it "
-                      "does not know with 400 before a request exists; RFC 9110 §15.6.2 "
-                      "prefers lighttpd's 501.  To fix in the connection layer",
 }
 
 
