@@ -13,7 +13,9 @@ mode="${1:-}"
 case "$mode" in serve|test|bench) ;; *) echo "usage: $0 serve|test|bench" >&2; exit 2 ;; esac
 
 debian_packages=(python3-venv)
-[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl)
+# the tests compare with the real lighttpd, scrape with a real Prometheus, render the
+# status page in Chromium and check the unit files with systemd-analyze
+[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk)
 
 missing=()
@@ -26,7 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # lighttpd's and nginx's packages start services; tests and benchmarks run their own.
-    for service in lighttpd nginx; do service "$service" stop >/dev/null 2>&1 || true; done
+    for service in lighttpd nginx prometheus; do
+      service "$service" stop >/dev/null 2>&1 || true
+    done
   else
     echo "note: not root; Debian packages not installed: ${missing[*]}" >&2
   fi
