@@ -11,10 +11,14 @@ from bisect import bisect_left
 from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
                           monotonic_ms, request_offset)
 
-# requests counter word of (method, status class 1..5), one dict lookup per request
-_REQUEST_WORD = {(name, status_class): request_offset(index, status_class)
-                 for index, name in enumerate(METHODS) for status_class in range(1, 6)}
-_OTHER = "OTHER"
+# Word offsets as plain ints (an IntEnum member costs an attribute lookup per use).
+# _METHOD_ROW[method] + status // 100 is the requests word for that method and class.
+_METHOD_ROW = {name: request_offset(index, 1) - 1 for index, name in enumerate(METHODS)}
+_OTHER_ROW = _METHOD_ROW["OTHER"]
+_DURATION = int(Field.DURATION)
+_DURATION_SUM_US = int(Field.DURATION_SUM_US)
+_BYTES_IN, _BYTES_OUT = int(Field.BYTES_IN), int(Field.BYTES_OUT)
+_ACCEPTED, _KEEPALIVE_REUSES = int(Field.ACCEPTED), int(Field.KEEPALIVE_REUSES)
 
 
 class WorkerCounters:
@@ -38,22 +42,21 @@ class WorkerCounters:
         words[Field.WAITING] = waiting
 
     def accepted(self) -> None:
-        self.words[Field.ACCEPTED] += 1
+        self.words[_ACCEPTED] += 1
 
     def keepalive_reuse(self) -> None:
-        self.words[Field.KEEPALIVE_REUSES] += 1
+        self.words[_KEEPALIVE_REUSES] += 1
 
     def bytes_in(self, count: int) -> None:
-        self.words[Field.BYTES_IN] += count
+        self.words[_BYTES_IN] += count
 
     def bytes_out(self, count: int) -> None:
-        self.words[Field.BYTES_OUT] += count
+        self.words[_BYTES_OUT] += count
 
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
         words = self.words
-        status_class = min(max(status // 100, 1), 5)
-        word = _REQUEST_WORD.get((method, status_class))
-        words[_REQUEST_WORD[_OTHER, status_class] if word is None else word] += 1
-        words[Field.DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
-        words[Field.DURATION_SUM_US] += int(seconds * 1_000_000)
+        status_class = status // 100 if 100 <= status < 600 else 5
+        words[_METHOD_ROW.get(method, _OTHER_ROW) + status_class] += 1
+        words[_DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
+        words[_DURATION_SUM_US] += int(seconds * 1_000_000)
