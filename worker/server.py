@@ -194,10 +194,13 @@ class Server:
             self.loop.unregister(lsock.fileno())
             lsock.close()
         self.listeners = []
+        # Idle keep-alive connections are not closed here: a client may be sending its
+        # next request right now, and closing would reset it.  Their next answer says
+        # `Connection: close`; a connection that stays idle ends at its keep-alive
+        # timeout as always, and every one at the graceful deadline.
         for connection in list(self.connections.values()):
-            if connection.is_idle():
-                connection.close()
-            elif connection.current is None and not connection.ready:
+            if not connection.is_idle() and connection.current is None and \
+                    not connection.ready:
                 connection.closing = True     # answer already queued: close after it
         self.accepting = False
 
