@@ -11,8 +11,10 @@ import sys
 from dataclasses import dataclass
 
 from shared.config import ConfigError, format_config, load_config
+from worker.oneshot import serve_stdin
 
 from . import __version__, features
+from .arbiter import Arbiter
 from .configload import load
 
 USAGE = f"""pylighttpd/{__version__} - a light and fast webserver
@@ -125,9 +127,7 @@ def _run(options: Options, argv: list[str]) -> int:
             print(warning, file=sys.stderr)
         return 0
     if options.one_shot:
-        from worker.oneshot import serve_stdin
         return serve_stdin(loaded)
-    from .arbiter import Arbiter
     return Arbiter(loaded, foreground=options.foreground, idle_exit=options.idle_exit,
                    argv=argv).run()
 

@@ -205,7 +205,7 @@ def _params():
         yield pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", list(_params()))
 def test_broken_config_error(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = CASES[name]
     monkeypatch.delenv("PYLIGHTTPD_SURELY_UNSET_VAR", raising=False)

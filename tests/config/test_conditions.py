@@ -549,7 +549,7 @@ def _live_params():
                            id=f"{method} {host}{target} {headers or ''}".strip())
 
 
-@pytest.mark.parametrize("method,host,target,headers", _live_params())
+@pytest.mark.parametrize("method,host,target,headers", list(_live_params()))
 def test_same_block_as_lighttpd(live, method: str, host: str, target: str, headers: dict
                                 ) -> None:
     port, compiled = live
