@@ -278,30 +278,88 @@ def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
     return fd, fresh
 
 
+class SmallFiles:
+    """Contents of small files, valid while the stat cache reports the same inode, size
+    and mtime: a hot small file costs no open/fstat/pread/close per request.  Staleness
+    is the stat cache's (at most a second with "simple", as in lighttpd), and body and
+    headers always come from the same snapshot, so lengths always agree."""
+
+    MAX_BYTES = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[os.stat_result, bytes]] = {}
+        self.size = 0
+
+    def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, bytes] | None:
+        entry = self.entries.get(path)
+        if entry is None:
+            return None
+        cached = entry[0]
+        if cached.st_mtime_ns != st.st_mtime_ns or cached.st_size != st.st_size or \
+                cached.st_ino != st.st_ino:
+            return None
+        return entry
+
+    def put(self, path: str, st: os.stat_result, data: bytes) -> None:
+        if self.size + len(data) > self.MAX_BYTES:
+            self.entries.clear()
+            self.size = 0
+        old = self.entries.get(path)
+        self.size += len(data) - (len(old[1]) if old else 0)
+        self.entries[path] = (st, data)
+
+
+SMALL_FILES = SmallFiles()
+
+
+def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, bytes | None]:
+    """(fd, fresh stat, None) for a large file; (-1, stat, contents) for a small one."""
+    cached = SMALL_FILES.get(path, st) if st.st_size <= SMALL_FILE else None
+    if cached is not None:
+        return -1, cached[0], cached[1]
+    fd, st = open_checked(path, st)
+    if st.st_size > SMALL_FILE:
+        return fd, st, None
+    try:
+        data = os.pread(fd, st.st_size, 0)
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size:        # shrank since fstat: nothing is sent yet, so
+        raise _ShortRead(path)         # an error page still has a correct length
+    SMALL_FILES.put(path, st, data)
+    return -1, st, data
+
+
+class _ShortRead(OSError):
+    """A file shorter than its fstat said: answered 500, never a wrong length."""
+
+
 def serve_file(request: "Request", path: str, st: os.stat_result,
                content_type: str | None = None) -> int:
     """Answer with the regular file at `path` (stat `st`); returns the status."""
     values = request.settings.values
     if not values["server.follow-symlink"] and CACHE.contains_symlink(path):
         return 403
-    fd = -1
+    fd, data = -1, None
     if request.method != "HEAD":
         try:
-            fd, st = open_checked(path, st)
+            fd, st, data = _open_body(path, st)
+        except _ShortRead:
+            return 500
         except OSError as err:
             CACHE.invalidate(path)
             return 403 if err.errno == errno.EISDIR else errno_status(err)
     response = request.response
     files = response.files
     try:
-        return _respond(request, path, st, fd, content_type, values)
+        return _respond(request, path, st, fd, data, content_type, values)
     finally:
         if fd >= 0 and response.files == files:    # not handed over to the response
             os.close(fd)
 
 
 def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
-             content_type: str | None, values: dict) -> int:
+             data: bytes | None, content_type: str | None, values: dict) -> int:
     response = request.response
     mtime = st.st_mtime
     etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
@@ -317,34 +375,31 @@ def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
     method = request.method
     if request.version == "1.0" or not values["server.range-requests"] or \
             method not in _GET_HEAD:
-        return _attach_body(request, fd, 0, size, 200)
+        return _attach_body(request, fd, data, 0, size, 200)
     response.add_header("Accept-Ranges", "bytes")
     range_header = request.headers.get("range")
     if range_header is None or method != "GET" or size == 0 or \
             not _range_applies(request, etag, mtime):
-        return _attach_body(request, fd, 0, size, 200)
+        return _attach_body(request, fd, data, 0, size, 200)
     ranges = parse_ranges(range_header, size)
     if ranges is None:
-        return _attach_body(request, fd, 0, size, 200)
+        return _attach_body(request, fd, data, 0, size, 200)
     if not ranges:
         response.add_header("Content-Range", f"bytes */{size}")
         return 416
     if len(ranges) == 1:
         first, last = ranges[0]
         response.add_header("Content-Range", f"bytes {first}-{last}/{size}")
-        return _attach_body(request, fd, first, last - first + 1, 206)
-    return _multipart(request, fd, ranges, size, content_type)
+        return _attach_body(request, fd, data, first, last - first + 1, 206)
+    return _multipart(request, fd, data, ranges, size, content_type)
 
 
-def _multipart(request: "Request", fd: int, ranges: list[tuple[int, int]], size: int,
-               content_type: str) -> int:
+def _multipart(request: "Request", fd: int, data: bytes | None,
+               ranges: list[tuple[int, int]], size: int, content_type: str) -> int:
     """206 multipart/byteranges: each part's bytes go out of the file itself (one
     shared fd, a sendfile per part); only a small file is read, once."""
     response = request.response
     response.set_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
-    data = os.pread(fd, size, 0) if size <= SMALL_FILE else None
-    if data is not None and len(data) != size:
-        return 500
     shared = None if data is not None else SharedFd(fd)
     separator = ""
     for first, last in ranges:
@@ -360,18 +415,15 @@ def _multipart(request: "Request", fd: int, ranges: list[tuple[int, int]], size:
     return 206
 
 
-def _attach_body(request: "Request", fd: int, offset: int, length: int,
-                 status: int) -> int:
+def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
+                 length: int, status: int) -> int:
+    """The body: a small file's bytes from memory, a large one's range by sendfile."""
     response = request.response
-    if fd < 0 or length <= 0:        # HEAD, or an empty file
+    if data is not None and length > 0:
+        response.write(data if length == len(data) else data[offset:offset + length])
+    elif fd < 0 or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
         response.head_only = request.method == "HEAD"
-        return status
-    if length <= SMALL_FILE:
-        data = os.pread(fd, length, offset)
-        if len(data) != length:      # shrank since fstat: nothing is sent yet, so
-            return 500               # an error page still has a correct length
-        response.write(data)
     else:
         response.send_file_range(fd, offset, length)
     return status
