@@ -250,19 +250,26 @@ def _error_response(request: Request, status: int) -> None:
     response.write(error_body(status))
 
 
+_STATUS_LINES: dict[tuple[bool, int], str] = {}   # (HTTP/1.0?, status) -> status line
+
+
 def render_head(request: Request, keep_alive: bool, server_tag: str) -> bytes:
     """The status line and headers, in lighttpd's order (handler's own headers first,
     then Content-Length, Connection, Date, Server)."""
     response = request.response
     status = response.status
-    version = "HTTP/1.0" if request.version == "1.0" else "HTTP/1.1"
-    lines = [f"{version} {status} {reason(status)}"]
-    lines.extend(f"{name}: {value}" for name, value in response.headers)
+    http10 = request.version == "1.0"
+    line = _STATUS_LINES.get((http10, status))
+    if line is None:
+        line = _STATUS_LINES[http10, status] = \
+            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}"
+    lines = [line]
+    lines += [f"{name}: {value}" for name, value in response.headers]
     if status not in _NO_BODY and status >= 200:
         lines.append(f"Content-Length: {response.length}")
     if not keep_alive:
         lines.append("Connection: close")
-    elif request.version == "1.0":
+    elif http10:
         lines.append("Connection: keep-alive")
     lines.append("Date: " + DATE.value)
     if server_tag:

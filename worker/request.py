@@ -69,9 +69,23 @@ def clean_path(raw_path: str) -> str:
     return simplify_path(decoded)
 
 
+_good_hosts: dict[str, str] = {}   # Host values seen, checked: clients repeat them
+
+
 def normalize_host(value: str) -> str:
     """Lowercase the Host value and check it (host-strict): 400 if it is not a name,
     an IPv4 address or a bracketed IPv6 address, with an optional port."""
+    known = _good_hosts.get(value)
+    if known is not None:
+        return known
+    host = _checked_host(value)
+    if len(_good_hosts) >= 1024:
+        _good_hosts.clear()
+    _good_hosts[value] = host
+    return host
+
+
+def _checked_host(value: str) -> str:
     host = value.strip().lower()
     if not host:
         return host

@@ -43,9 +43,23 @@ def _mime_table(assign: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return entry[1]
 
 
+_mime_memo: dict[tuple[int, str], str] = {}   # (id(assign), name) -> type: hot files
+
+
 def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
     """Content type of file `name`: the whole base name, then the longest `.ext2.ext1`
     suffix down to `.ext1` (each also without its dot), then the "" default."""
+    key = (id(assign), name)
+    found = _mime_memo.get(key)
+    if found is None:
+        if len(_mime_memo) >= 4096:
+            _mime_memo.clear()
+        _mime_table(assign)       # keeps `assign` alive in _mime_tables: ids stay unique
+        found = _mime_memo[key] = _lookup_mime_type(assign, name)
+    return found
+
+
+def _lookup_mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
     table = _mime_table(assign)
     base = name[name.rfind("/") + 1:].lower()
     found = table.get(base)
