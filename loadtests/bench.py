@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         running = {name: RunningServer(name, docroot, base, options.accesslog)
                    for name in servers}
         try:
+            if not options.only or "footprint" in options.only:
+                time.sleep(1)   # fresh and idle: before any scenario grows the processes
+                report.extra["idle_pss_bytes"] = {name: running[name].memory("pss")
+                                                  for name in servers}
             for round_number in range(options.rounds):
                 order = servers[round_number % len(servers):] + \
                     servers[:round_number % len(servers)]
@@ -388,10 +392,6 @@ def main(argv: list[str] | None = None) -> int:
                 report.extra["idle_keepalive"] = {
                     name: idle_connections(running[name], options.idle_connections)
                     for name in servers}
-            if not options.only or "footprint" in options.only:
-                time.sleep(1)
-                report.extra["idle_pss_bytes"] = {name: running[name].memory("pss")
-                                                  for name in servers}
             if not options.only or "reload" in options.only:
                 report.extra["reload_every_second"] = {
                     name: reload_under_load(running[name], max(options.seconds, 5), base)

@@ -9,6 +9,7 @@ request and starts no threads.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import select
@@ -132,6 +133,9 @@ class Arbiter:
         log.error("server.c", f"server started (pylighttpd), {self.target} workers; "
                   "net.ipv4.tcp_migrate_req is "
                   + {True: "on", False: "off", None: "unknown"}[migrate])
+        # Everything imported so far is shared with the workers copy-on-write; keep the
+        # cyclic GC from touching (and so copying) those pages in every worker.
+        gc.freeze()
         self._manage_workers()
         notify(f"READY=1\nMAINPID={os.getpid()}")
         try:
