@@ -298,3 +298,19 @@ def free_port_v6() -> int:
     with socket.socket(socket.AF_INET6) as sock:
         sock.bind(("::1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_worker_that_keeps_dying_is_respawned_with_back_off(server):
+    """Three quick deaths are replaced at once; the fourth within a minute waits."""
+    for _ in range(4):
+        before = set(server.children())
+        victim = next(pid for pid in before if b"worker 0 " in _cmdline(pid))
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in server.children(), timeout=5)
+        if "respawning in" not in server.errorlog.read_text():
+            wait_until(lambda: len(set(server.children()) - before) == 1, timeout=5)
+    log = server.errorlog.read_text()
+    assert "respawning in 2s" in log
+    assert log.count("died: signal 9") == 4
+    wait_until(lambda: len(server.children()) == 2, timeout=10)   # after the back-off
+    assert get(server.port)[0] == 200
