@@ -105,7 +105,8 @@ class Arbiter:
                                      settings["server.errorlog-use-syslog"])
         log.set_default(self.errorlog)
         _raise_fd_limit(settings["server.max-fds"])
-        self.target = max(1, settings["server.max-worker"])
+        self.target = max(1, settings["server.max-worker"])   # slots with listeners
+        self.wanted = self.target      # TTIN/TTOU and reloads move this; the loop follows
         self.stats = StatsSegment(worker_slots=2 * MAX_SLOTS)
         self.listeners = ListenerSet(settings["server.listen-backlog"],
                                      inherited_sockets(os.environ))
@@ -162,6 +163,7 @@ class Arbiter:
                     self._signal_all(signal.SIGKILL)
                 continue
             self._advance_reload()
+            self._converge_worker_count()
             self._advance_retirements()
             self._check_heartbeats()
             self._manage_workers()
@@ -195,9 +197,9 @@ class Arbiter:
         elif signum == signal.SIGUSR2:
             self._upgrade_binary()
         elif signum == signal.SIGTTIN:
-            self._resize(+1)
+            self.wanted = min(self.wanted + 1, MAX_SLOTS)
         elif signum == signal.SIGTTOU:
-            self._resize(-1)
+            self.wanted = max(self.wanted - 1, 1)
 
     def _stop(self, how: int) -> None:
         """TERM: workers exit now.  QUIT: they drain; hard kill at the graceful timeout."""
@@ -367,6 +369,8 @@ class Arbiter:
             self.stats.words[Header.RELOADS_OK] += 1
             self.stats.words[Header.LAST_RELOAD] = int(time.time())
             self.stats.words[Header.RESPAWN_RELOAD] += len(pending.new_pids)
+            self.wanted = max(1, min(self.generation.config.settings["server.max-worker"],
+                                     MAX_SLOTS))
             log.error("server.c", f"reloaded {self.generation.config.path} "
                       f"(generation {self.generation.number})")
         elif None in states or time.monotonic() > pending.deadline:
@@ -395,17 +399,21 @@ class Arbiter:
                 del self.orphaned_specs[spec]
 
     # ------------------------------------------------------------ TTIN/TTOU
-    def _resize(self, delta: int) -> None:
-        if delta > 0:
-            if self.target >= MAX_SLOTS:
-                return
+    def _converge_worker_count(self) -> None:
+        """One step towards `wanted` workers (TTIN/TTOU, server.max-worker on reload):
+        a slot more, or the last slot retired without losing what waits in its queue."""
+        if self.pending_reload is not None or self.target == self.wanted or \
+                (self.target > self.wanted and self.retirements):
+            return
+        if self.target < self.wanted:
             try:
                 self.listeners.ensure(self._addresses(self.generation.config), self.target + 1)
             except ConfigError as err:
-                log.error("server.c", f"TTIN refused: {err}")
+                log.error("server.c", f"cannot add a worker: {err}")
+                self.wanted = self.target
                 return
             self.target += 1
-        elif self.target > 1 and not self.retirements:
+        else:
             self.target -= 1
             slot = self.target
             self.listeners.steer_away_from(slot)
