@@ -138,7 +138,7 @@ def close_all() -> None:
 class ErrorLog:
     """`YYYY-MM-DD HH:MM:SS: (source) message` lines, one write() each (atomic append)."""
 
-    def __init__(self, path: str = "", use_syslog: bool = False, ident: str = IDENT,
+    def __init__(self, path: str = "", use_syslog: bool = False,
                  facility: str = "daemon") -> None:
         self.path = path
         self.use_syslog = use_syslog

@@ -90,9 +90,6 @@ class ChunkQueue:
         self.chunks.append(chunk)
         self.pending += length
 
-    def file_chunks(self) -> int:
-        return sum(1 for chunk in self.chunks if type(chunk) is FileChunk)
-
     def clear(self) -> None:
         """Drop everything (connection closed): close the files we own."""
         for chunk in self.chunks:

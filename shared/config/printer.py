@@ -23,12 +23,6 @@ def format_config(tree: ConfigTree) -> str:
     return "".join(out)
 
 
-def format_value(value: Value, depth: int = 0) -> str:
-    out: list[str] = []
-    _value(value, depth, out)
-    return "".join(out)
-
-
 def _string(text: str) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 

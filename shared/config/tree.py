@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from .errors import Position
 from .values import Value
 
-OPERATORS = ("==", "!=", "=~", "!~", "=^", "=$")
-
 # $HTTP["..."] fields: the request attribute each one reads.  Header-backed fields name
 # the header; a missing header compares as "".
 HTTP_FIELDS = {
@@ -115,10 +113,6 @@ class Block:
     following: Block | None = None
     keys: KeyStore = field(default_factory=KeyStore)
     children: list[Block] = field(default_factory=list)  # every child, else-branches too
-
-    @property
-    def is_else(self) -> bool:
-        return self.previous is not None
 
     def description(self) -> str:
         """`global / $HTTP["host"] == "a"`: how lighttpd names a block in messages."""
