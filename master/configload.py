@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from shared.config import ConfigError, ConfigTree, load_config
 from shared.config.compiled import CompiledConfig
 from shared.config.core_directives import CORE_DIRECTIVES
-from shared.config.directives import Directive, check_config, convert_value, directive_table
+from shared.config.directives import (Directive, DirectiveValueError, check_config,
+                                      convert_value, directive_table)
 from worker.module import Module
 from worker.modules import ModuleNotAvailable, load_modules
 
@@ -38,7 +39,7 @@ def _global_setting(tree: ConfigTree, directives: dict[str, Directive], key: str
         return directives[key].default
     try:
         return convert_value(directives[key], entry.value)
-    except Exception as err:  # the converter's message says what is wrong
+    except DirectiveValueError as err:
         raise ConfigError(f"{key}: {err}", entry.position) from None
 
 

@@ -47,9 +47,8 @@ EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT"})
 _JOIN_SEMICOLON = frozenset({"cookie"})
-
-
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d")
+
 
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the connection."""

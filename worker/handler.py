@@ -52,8 +52,6 @@ class Pipeline:
         self.triggers = [CACHE.tick]
         self.triggers += [m.handle_trigger for m in self.modules
                           if type(m).handle_trigger is not base]
-        if self.modules:
-            CACHE.configure(self.modules[0].config.globals["server.stat-cache-engine"])
 
     # ------------------------------------------------------------------ run
     def handle(self, request: Request) -> None:
@@ -278,16 +276,5 @@ def render_head(request: Request, keep_alive: bool, server_tag: str) -> bytes:
     return "\r\n".join(lines).encode("latin-1", "replace")
 
 
-def render_error(status: int, server_tag: str, version: str = "1.0") -> bytes:
-    """A complete error response for a request that never became a Request object
-    (parse errors): always `Connection: close`."""
-    body = error_body(status)
-    head = (f"HTTP/{version} {status} {reason(status)}\r\nContent-Type: text/html\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\nDate: {DATE.value}\r\n")
-    if server_tag:
-        head += f"Server: {server_tag}\r\n"
-    return head.encode("latin-1", "replace") + b"\r\n" + body
-
-
-__all__ = ["Pipeline", "render_head", "render_error", "set_physical", "redirect_to_slash",
+__all__ = ["Pipeline", "render_head", "set_physical", "redirect_to_slash",
            "physical_path_check", "ALLOW"]

@@ -27,6 +27,7 @@ from .handler import Pipeline
 from .http import DATE
 from .loop import EventLoop
 from .module import Module
+from .statcache import CACHE
 
 if TYPE_CHECKING:
     from master.configload import LoadedConfig
@@ -78,6 +79,7 @@ class Server:
         DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
         # what a request sees before its headers are in (and error answers use)
         self.global_settings = RequestSettings(settings)
+        CACHE.configure(settings["server.stat-cache-engine"])
         self.pipeline = Pipeline(instantiate_modules(config))
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192

@@ -5,11 +5,12 @@
 an entry lives at most about a second; "disable" stats every time.  Only successful
 stats are kept: a file created after a 404 is served at once.
 
-The cache decides which file a request names and what kind it is; the headers of a
-response come from `fstat()` of the descriptor actually sent (see static.serve_file),
-so a file replaced within that second can never make the headers disagree with the
-body.  One cache per worker process (`CACHE`); the request pipeline configures it and
-drives its tick, so no module needs to know about the others.
+The cache decides which file a request names and what kind it is; headers and body of
+a response always come from one snapshot of the file (see static.serve_file), so a file
+replaced within that second can serve its old contents for that second but never make
+the headers disagree with the body.  One cache per worker process (`CACHE`); the
+worker's Server configures it and the request pipeline drives its tick, so no module
+needs to know about the others.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Content-Type by `mimetype.assign` (or an xattr), lighttpd-compatible ETags,
 Last-Modified, the preconditions of RFC 9110 §13.2.2 (304 / 412) and byte ranges
 (206, multipart/byteranges, 416).  A file body is a file range in the chunk queue
 (sendfile), except small files: those are read at once so headers and body leave in a
-single system call.  Headers are built from fstat() of the opened fd, and a file that
-shrinks after that makes the connection close rather than break its Content-Length.
+single system call, and kept (`SmallFiles`) while the stat cache reports the same file.
+Headers and body always come from one snapshot: fstat() of the opened fd, or the kept
+stat with the kept bytes; a large file that shrinks while it is sent makes the
+connection close rather than break its Content-Length.
 """
 
 from __future__ import annotations
@@ -454,21 +456,16 @@ def error_document(request: "Request", status: int) -> bool:
         st = CACHE.stat(path)
         if not is_regular(st):
             return False
-        fd, st = open_checked(path, st)
+        fd, st, data = _open_body(path, st)
     except OSError:
         return False
     response = request.response
     response.add_header("Content-Type", mime_type(request.settings.values["mimetype.assign"],
                                                   path))
-    try:
-        if st.st_size <= SMALL_FILE:
-            response.write(os.pread(fd, st.st_size, 0))
-        else:
-            response.send_file_range(fd, 0, st.st_size)
-            fd = -1
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    if data is not None:
+        response.write(data)
+    else:
+        response.send_file_range(fd, 0, st.st_size)   # the response owns fd now
     return True
 
 

@@ -81,6 +81,9 @@ def _ip_in(network: ipaddress.IPv4Network | ipaddress.IPv6Network, text: str) ->
 def evaluate(condition: Condition, value: str) -> tuple[bool, re.Match[str] | None]:
     """Test one condition against the field's value."""
     op = condition.op
+    if condition.field == "socket":   # only == and != (the parser checks)
+        same = _socket_key(value) == _socket_key(condition.pattern)
+        return (same if op == "==" else not same), None
     host_equality = condition.field == "host" and op in ("==", "!=")
     if condition.field == "host":
         # lighttpd normalises the Host to lower case; == and != ignore its :port
@@ -192,13 +195,7 @@ class CompiledConfig:
         cache = connection_cache if condition.per_connection and connection_cache is not None \
             else results
         if condition_id not in cache:
-            value = subject.condition_value(condition.field)
-            if condition.field == "socket":
-                value, condition_pattern = _socket_key(value), _socket_key(condition.pattern)
-                same = value == condition_pattern
-                cache[condition_id] = ((same if condition.op == "==" else not same), None)
-            else:
-                cache[condition_id] = evaluate(condition, value)
+            cache[condition_id] = evaluate(condition, subject.condition_value(condition.field))
         results[condition_id] = cache[condition_id]
         return results[condition_id]
 
