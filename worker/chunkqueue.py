@@ -104,8 +104,10 @@ class ChunkQueue:
         Raises BlockingIOError only when nothing at all could be sent; other OSErrors
         (peer reset, broken pipe) go to the caller, which closes the connection.
         """
-        sent = 0
         chunks = self.chunks
+        if len(chunks) == 1 and type(chunks[0]) is bytes:   # one answer: the usual case
+            return self._send_one(sock, chunks[0])
+        sent = 0
         while chunks and sent < SEND_BUDGET:
             head = chunks[0]
             try:
@@ -121,6 +123,15 @@ class ChunkQueue:
             if not complete:
                 break   # a short write: the socket buffer is full
         return sent
+
+    def _send_one(self, sock: socket.socket, data: bytes) -> int:
+        written = sock.send(data)
+        self.pending -= written
+        if written == len(data):
+            self.chunks.clear()
+        else:
+            self.chunks[0] = memoryview(data)[written:]
+        return written
 
     def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
         chunks = self.chunks

@@ -33,8 +33,9 @@ from shared import log
 from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
-from .handler import render_head
-from .request import BadRequest, Request, normalize_host
+from .handler import connection_line, render_start, server_line
+from .http import DATE
+from .request import BadRequest, Request, Response, normalize_host
 
 if TYPE_CHECKING:
     from .server import Server
@@ -46,6 +47,7 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT"})
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
 _JOIN_SEMICOLON = frozenset({"cookie"})
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d")
 
@@ -90,10 +92,10 @@ class Answer:
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "remote_ip", "socket_spec", "scheme", "condition_cache",
-        "parser", "out", "ready", "current", "url_parts", "requests_done", "closing",
+        "parser", "out", "ready", "current", "url", "header_limit", "requests_done", "closing",
         "peer_eof", "events", "last_read", "last_write", "error_status", "lingering",
         "linger_deadline", "header_phase", "raw_header_bytes", "closed", "keep_alive_idle",
-        "read_idle", "write_idle", "body_limit", "answers", "sent_total", "queued_total",
+        "read_idle", "write_idle", "timeouts_from", "body_limit", "answers", "sent_total", "queued_total",
         "bytes_read", "read_mark", "error_reason",
     )
 
@@ -110,7 +112,8 @@ class Connection:
         self.out = ChunkQueue()
         self.ready: deque[Request] = deque()
         self.current: Request | None = None
-        self.url_parts: list[bytes] = []
+        self.url = b""
+        self.header_limit = server.header_limit
         self.requests_done = 0
         self.closing = False        # answer what is queued, then close
         self.peer_eof = False
@@ -132,43 +135,44 @@ class Connection:
         self._timeouts_from(server.config.settings)
 
     def _timeouts_from(self, values: dict) -> None:
+        self.timeouts_from = values
         self.keep_alive_idle = values["server.max-keep-alive-idle"]
         self.read_idle = values["server.max-read-idle"]
         self.write_idle = values["server.max-write-idle"]
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
-        self.current = Request(self, time.monotonic())
-        self.url_parts = []
+        self.current = Request(self, self.server.loop.now)
+        self.url = b""
         self.header_phase = True
         self.raw_header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        self.url_parts.append(url)
-        if sum(map(len, self.url_parts)) > self.server.header_limit:
+        self.url += url
+        request = self.current
+        assert request is not None
+        if len(self.url) > self.header_limit:
             self._abort(414)      # the target alone is too long: RFC 9110 15.5.15
-        self._count_header_bytes(len(url) + 16)
+        request.header_bytes += len(url) + 16
+        if request.header_bytes > self.header_limit:
+            self._abort(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.current
         assert request is not None
-        self._count_header_bytes(len(name) + len(value) + 4)
-        key = name.decode("latin-1").lower()
+        request.header_bytes += len(name) + len(value) + 4
+        if request.header_bytes > self.header_limit:
+            self._abort(431)
+        raw_name = name.decode("latin-1")
         text = value.decode("latin-1")
-        request.header_list.append((name.decode("latin-1"), text))
+        request.header_list.append((raw_name, text))
+        key = raw_name.lower()
         headers = request.headers
         if key in headers:
             if key == "host" or key == "content-length":
                 self._abort(400)
             text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
         headers[key] = text
-
-    def _count_header_bytes(self, count: int) -> None:
-        request = self.current
-        assert request is not None
-        request.header_bytes += count
-        if request.header_bytes > self.server.header_limit:
-            self._abort(431)
 
     def _abort(self, status: int) -> None:
         self.error_status = status
@@ -213,7 +217,7 @@ class Connection:
         request.method = parser.get_method().decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
         headers = request.headers
-        target = b"".join(self.url_parts).decode("utf-8", "surrogateescape")
+        target = self.url.decode("utf-8", "surrogateescape")
         request.set_target(target)
         host = headers.get("host")
         if host is not None:
@@ -224,10 +228,14 @@ class Connection:
         elif version == "1.1" and not request.host:
             raise BadRequest(400, "HTTP/1.1 without Host")
         values = request.configure().values
-        self._timeouts_from(values)
-        self._check_body(request, values)
+        if values is not self.timeouts_from:
+            self._timeouts_from(values)
+        if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
+            self._check_body(request, values)
 
     def _check_body(self, request: Request, values: dict) -> None:
+        """Content-Length, Transfer-Encoding and Expect (for a request that has one, or
+        whose method needs a body)."""
         headers = request.headers
         limit = values["server.max-request-size"] * 1024
         self.body_limit = limit
@@ -275,11 +283,10 @@ class Connection:
                 self.process()
                 return
         if events & EPOLLIN:
-            self.on_readable()
+            self.on_readable()      # ends in update_events, or a close
         elif events & EPOLLERR_HUP:
             self.close()
-            return
-        if not self.closed:
+        elif not self.closed:
             self.update_events()
 
     def on_readable(self) -> None:
@@ -315,7 +322,7 @@ class Connection:
     def feed(self, data: bytes) -> None:
         if self.header_phase:
             self.raw_header_bytes += len(data)
-            if self.raw_header_bytes > self.server.header_limit + READ_SIZE:
+            if self.raw_header_bytes > self.header_limit + READ_SIZE:
                 self.fail(431)
                 return
         try:
@@ -375,18 +382,52 @@ class Connection:
         preset = request.response.status      # an error found while parsing
         if server.debug:
             self._debug_request(request, preset)
-        server.pipeline.handle(request)
-        response = request.response
+        answers = server.pipeline.answers
+        key = None if preset else answers.key_for(request)
+        kept = answers.get(key) if key is not None else None
+        if kept is not None:
+            kept.restore(request)
+        else:
+            server.pipeline.handle(request)
         values = request.settings.values
         self.requests_done += 1
         keep = (request.keep_alive and not self.closing and not server.draining
                 and self.requests_done < values["server.max-keep-alive-requests"])
-        head = render_head(request, keep, values["server.tag"])
-        if server.debug:
-            self._debug_response(request, head, preset)
+        between = connection_line(request, keep) + DATE.line
+        response = request.response
+        length = response.length       # as announced: queueing a HEAD answer drops it
+        queued_before = self.out.pending
+        if kept is not None:
+            self.out.append(kept.start + between + kept.tail)
+            head_len = kept.head_len + len(between)
+        else:
+            start, tail = render_start(request), server_line(values["server.tag"])
+            if key is not None:
+                answers.keep(key, request, start, tail)
+            head = start + between + tail
+            if server.debug:
+                self._debug_response(request, head, preset)
+            self._queue(response, head)
+            head_len = len(head)
+        server.counters.request(request.method, response.status,
+                                time.monotonic() - request.start)
+        size = self.out.pending - queued_before
+        self.queued_total += size
+        if server.pipeline.request_done:
+            answer = Answer(request, self, self.queued_total - size, self.queued_total,
+                            head_len, length, self._bytes_in(request), keep,
+                            self.requests_done)
+            request.plugin_ctx["answer"] = answer
+            self.answers.append(answer)
+        if request.body is not None:
+            request.body.close()
+        if not keep:
+            self.closing = True
+            self.ready.clear()
+
+    def _queue(self, response: Response, head: bytes) -> None:
+        """Move the head and the response's body into the output queue."""
         out = self.out
-        queued_before = out.pending
-        length = response.length
         if response.head_only or not response.body:
             response.reset_body()
             out.append(head)
@@ -401,21 +442,6 @@ class Connection:
                     out.append(part)              # type: ignore[arg-type]
             response.body = []
             response.files = 0
-        server.counters.request(request.method, response.status,
-                                time.monotonic() - request.start)
-        size = out.pending - queued_before
-        self.queued_total += size
-        if server.pipeline.request_done:
-            answer = Answer(request, self, self.queued_total - size, self.queued_total,
-                            len(head), length, self._bytes_in(request), keep,
-                            self.requests_done)
-            request.plugin_ctx["answer"] = answer
-            self.answers.append(answer)
-        if request.body is not None:
-            request.body.close()
-        if not keep:
-            self.closing = True
-            self.ready.clear()
 
     def flush(self) -> None:
         out = self.out

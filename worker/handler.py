@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from .http import DATE, error_body, reason
+from .answercache import CORE_READS, AnswerCache
+from .http import error_body, reason
 from .module import HOOKS, Module
 from .request import Request, clean_path
 from .static import error_document, errno_status, is_directory, is_regular
@@ -35,12 +36,15 @@ _NO_ERROR_HANDLER = frozenset({416})   # lighttpd decides 416 after its error ha
 class Pipeline:
     """The modules' hooks, resolved once per worker into plain lists of callables."""
 
-    def __init__(self, modules: Iterable[Module]) -> None:
+    def __init__(self, modules: Iterable[Module], replay: bool = True) -> None:
+        """`replay`: whether kept answers may be replayed at all (the Server turns it
+        off for debug logging and with the stat cache disabled)."""
         self.modules = list(modules)
         phases: dict[str, list[Hook]] = {name: [] for name in HOOKS}
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
+        self.answers = AnswerCache(self._replay_reads() if replay else None)
         self.uri_raw = phases["handle_uri_raw"]
         self.uri_clean = phases["handle_uri_clean"]
         self.docroot = phases["handle_docroot"]
@@ -49,9 +53,22 @@ class Pipeline:
         self.response_start = phases["handle_response_start"]
         self.request_done = phases["handle_request_done"]
         base = Module.handle_trigger
-        self.triggers = [CACHE.tick]
+        self.triggers = [CACHE.tick, self.answers.tick]
         self.triggers += [m.handle_trigger for m in self.modules
                           if type(m).handle_trigger is not base]
+
+    def _replay_reads(self) -> frozenset[str] | None:
+        """The request headers that rule out a replay; None if a module that takes
+        part in answering is not replay-safe."""
+        reads = set(CORE_READS)
+        for module in self.modules:
+            answering = [h for h in type(module).hooks() if h != "handle_request_done"]
+            if not answering:
+                continue
+            if not module.replay_safe:
+                return None
+            reads |= module.reads_headers
+        return frozenset(reads)
 
     # ------------------------------------------------------------------ run
     def handle(self, request: Request) -> None:
@@ -102,6 +119,7 @@ class Pipeline:
         request.uri_path = clean_path(path)
         request.configure()
         handled = self._prepare(request)
+        response.replayable = False    # chosen by a file's absence, which no cache sees
         if handled >= 400:              # the handler failed too: the plain error page
             response.headers = []
             response.reset_body()
@@ -249,32 +267,45 @@ def _error_response(request: Request, status: int) -> None:
 
 
 _STATUS_LINES: dict[tuple[bool, int], str] = {}   # (HTTP/1.0?, status) -> status line
+CONNECTION_CLOSE = b"Connection: close\r\n"
+CONNECTION_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_server_lines: dict[str, bytes] = {}              # server.tag -> its line and the blank line
 
 
-def render_head(request: Request, keep_alive: bool, server_tag: str) -> bytes:
-    """The status line and headers, in lighttpd's order (handler's own headers first,
-    then Content-Length, Connection, Date, Server)."""
+def render_start(request: Request) -> bytes:
+    """Status line, the handler's headers and Content-Length."""
     response = request.response
     status = response.status
     http10 = request.version == "1.0"
     line = _STATUS_LINES.get((http10, status))
     if line is None:
         line = _STATUS_LINES[http10, status] = \
-            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}"
+            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n"
     lines = [line]
-    lines += [f"{name}: {value}" for name, value in response.headers]
+    lines += [f"{name}: {value}\r\n" for name, value in response.headers]
     if status not in _NO_BODY and status >= 200:
-        lines.append(f"Content-Length: {response.length}")
+        lines.append(f"Content-Length: {response.length}\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def connection_line(request: Request, keep_alive: bool) -> bytes:
     if not keep_alive:
-        lines.append("Connection: close")
-    elif http10:
-        lines.append("Connection: keep-alive")
-    lines.append("Date: " + DATE.value)
-    if server_tag:
-        lines.append("Server: " + server_tag)
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1", "replace")
+        return CONNECTION_CLOSE
+    return CONNECTION_KEEP_ALIVE if request.version == "1.0" else b""
 
 
-__all__ = ["Pipeline", "render_head", "set_physical", "redirect_to_slash",
+def server_line(server_tag: str) -> bytes:
+    """`Server: tag` and the blank line that ends the head (just the blank line
+    without a tag)."""
+    line = _server_lines.get(server_tag)
+    if line is None:
+        if len(_server_lines) >= 64:
+            _server_lines.clear()
+        line = _server_lines[server_tag] = (
+            f"Server: {server_tag}\r\n\r\n" if server_tag else "\r\n").encode(
+                "latin-1", "replace")
+    return line
+
+
+__all__ = ["Pipeline", "render_start", "connection_line", "server_line", "set_physical", "redirect_to_slash",
            "physical_path_check", "ALLOW"]

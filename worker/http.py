@@ -66,11 +66,12 @@ def parse_http_date(text: str) -> float | None:
 class DateCache:
     """The `Date:` header value, recomputed only when the second changes."""
 
-    __slots__ = ("second", "value")
+    __slots__ = ("second", "value", "line")
 
     def __init__(self) -> None:
         self.second = -1
         self.value = ""
+        self.line = b""         # the whole header line, as a response carries it
         self.refresh(time.time())
 
     def refresh(self, now: float) -> str:
@@ -78,6 +79,7 @@ class DateCache:
         if second != self.second:
             self.second = second
             self.value = http_date(second)
+            self.line = f"Date: {self.value}\r\n".encode()
         return self.value
 
 

@@ -37,6 +37,15 @@ class Module:
 
     name: ClassVar[str] = ""
     directives: ClassVar[tuple[Directive, ...]] = ()
+    # The answer cache (worker/answercache.py) replays a kept static-file answer without
+    # running the hooks.  A module allows that by setting `replay_safe`: what its hooks
+    # do to a request that ends in such an answer depends only on the request's
+    # settings, method, Host and target, on files, and on the request headers it names
+    # in `reads_headers` (a request with one of those is never replayed).  A module
+    # that answers from other state (a clock, a backend, a random draw) leaves it off,
+    # and the cache stays off while it is loaded.
+    replay_safe: ClassVar[bool] = False
+    reads_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any) -> None:
         self.config = config

@@ -116,7 +116,7 @@ class Response:
     last); the response owns the fds until they move into the connection's chunk queue.
     """
 
-    __slots__ = ("status", "headers", "body", "files", "length", "head_only")
+    __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable")
 
     def __init__(self) -> None:
         self.status = 0
@@ -125,6 +125,7 @@ class Response:
         self.files = 0
         self.length = 0
         self.head_only = False
+        self.replayable = False     # a whole small file: the answer cache may keep it
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every header `name` (case-insensitive) by one with `value`."""
@@ -176,6 +177,7 @@ class Response:
         self.body = []
         self.files = 0
         self.length = 0
+        self.replayable = False
 
 
 class Request:

@@ -80,7 +80,8 @@ class Server:
         # what a request sees before its headers are in (and error answers use)
         self.global_settings = RequestSettings(settings)
         CACHE.configure(settings["server.stat-cache-engine"])
-        self.pipeline = Pipeline(instantiate_modules(config))
+        self.pipeline = Pipeline(instantiate_modules(config),
+                                 replay=CACHE.enabled and not self.debug)
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])

@@ -436,7 +436,9 @@ def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
     """The body: a small file's bytes from memory, a large one's range by sendfile."""
     response = request.response
     if data is not None and length > 0:
-        response.write(data if length == len(data) else data[offset:offset + length])
+        whole = length == len(data)
+        response.write(data if whole else data[offset:offset + length])
+        response.replayable = whole and status == 200
     elif fd < 0 or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
         response.head_only = request.method == "HEAD"

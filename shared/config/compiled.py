@@ -4,6 +4,8 @@ Per request only the conditions that exist are evaluated, each at most once; tho
 depend only on the connection (`remoteip`, `socket`) are evaluated once per connection.
 The effective settings are the global ones updated by every matching block in file
 order.  With no conditional blocks, the global dict itself is returned: zero cost.
+Requests that match the same blocks, none of them with regex captures, share one
+merged settings object, built once: its identity is a cache key (worker/answercache.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .directives import CheckResult, Directive, Scope
 from .tree import Block, Condition, ConfigTree
 
 NO_CAPTURES: tuple[str, ...] = ()
+MAX_SHARED_SETTINGS = 1024     # distinct sets of matching blocks kept per worker
 
 
 class ConditionSubject(Protocol):
@@ -38,14 +41,17 @@ class CompiledBlock:
 class RequestSettings:
     """The effective settings of one request, and the regex captures behind them."""
 
-    __slots__ = ("values", "_matches", "_origin")
+    __slots__ = ("values", "_matches", "_origin", "shared")
 
     def __init__(self, values: Mapping[str, Any],
                  matches: dict[int, re.Match[str]] | None = None,
-                 origin: dict[str, int] | None = None) -> None:
+                 origin: dict[str, int] | None = None, shared: bool = True) -> None:
         self.values = values
         self._matches = matches
         self._origin = origin
+        # True when this object stands for every request that matched the same blocks
+        # (no regex captures involved): its identity can key a cache
+        self.shared = shared
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -125,6 +131,7 @@ class CompiledConfig:
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []
         self._global_settings = RequestSettings(self.globals)
+        self._shared: dict[tuple[int, ...], RequestSettings] = {}
         ids: dict[tuple[str, str, str], int] = {}
         for block in tree.blocks[1:]:
             condition_id = None
@@ -157,8 +164,8 @@ class CompiledConfig:
         matched[0] = True
         results: dict[int, tuple[bool, re.Match[str] | None]] = {}
         matches: dict[int, re.Match[str]] = {}
-        values: dict[str, Any] | None = None
-        origin: dict[str, int] = {}
+        contributing: list[CompiledBlock] = []
+        with_captures = False
         for block in self.blocks:
             if not matched[block.parent]:
                 continue
@@ -174,17 +181,38 @@ class CompiledConfig:
             if match is not None:
                 matches[block.index] = match
             if block.settings:
-                if values is None:
-                    values = dict(self.globals)
-                values.update(block.settings)
-                for key in block.settings:  # a later plain block drops old captures
-                    if block.capture_block is None:
-                        origin.pop(key, None)
-                    else:
-                        origin[key] = block.capture_block
-        if values is None:
+                contributing.append(block)
+                with_captures = with_captures or block.capture_block is not None
+        if not contributing:
             return self._global_settings
-        return RequestSettings(values, matches, origin)
+        if with_captures:
+            return self._merge(contributing, matches)
+        key = tuple(block.index for block in contributing)
+        settings = self._shared.get(key)
+        if settings is None:
+            if len(self._shared) >= MAX_SHARED_SETTINGS:
+                self._shared.clear()
+            settings = self._shared[key] = self._merge(contributing, None)
+        return settings
+
+    def _merge(self, contributing: list[CompiledBlock],
+               matches: dict[int, re.Match[str]] | None) -> RequestSettings:
+        """The global settings updated by each matching block, in file order; with
+        `matches`, each directive remembers the regex condition its %n come from."""
+        values = dict(self.globals)
+        origin: dict[str, int] = {}
+        for block in contributing:
+            values.update(block.settings)
+            if matches is None:
+                continue
+            for key in block.settings:  # a later plain block drops old captures
+                if block.capture_block is None:
+                    origin.pop(key, None)
+                else:
+                    origin[key] = block.capture_block
+        if matches is None:
+            return RequestSettings(values)
+        return RequestSettings(values, matches, origin, shared=False)
 
     def _test(self, condition_id: int, subject: ConditionSubject,
               results: dict[int, tuple[bool, Any]],

@@ -34,6 +34,7 @@ def allowed(path: str, allow: tuple[str, ...], deny: tuple[str, ...],
 
 class Module(BaseModule):
     name = "access"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:

@@ -39,6 +39,7 @@ def _escapes(prefix: str, target: str, rest: str) -> bool:
 
 class Module(BaseModule):
     name = "alias"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_physical(self, request: Request) -> HandlerResult:

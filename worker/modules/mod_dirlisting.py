@@ -216,6 +216,7 @@ def _modified(mtime: float) -> str:
 
 class Module(BaseModule):
     name = "dirlisting"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:

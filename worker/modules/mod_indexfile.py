@@ -23,6 +23,7 @@ DIRECTIVES = (
 
 class Module(BaseModule):
     name = "indexfile"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:

@@ -87,6 +87,7 @@ def substitute(request: Request, template: Template, groups: tuple[str, ...],
 
 class Module(BaseModule):
     name = "redirect"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:

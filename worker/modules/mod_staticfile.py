@@ -23,6 +23,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST"})
 
 class Module(BaseModule):
     name = "staticfile"
+    replay_safe = True
     directives = DIRECTIVES
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:

@@ -187,6 +187,7 @@ class Board:
 
 class Module(BaseModule):
     name = "status"
+    replay_safe = True
     directives = DIRECTIVES
 
     def __init__(self, config) -> None:

@@ -1,0 +1,180 @@
+"""The answer cache: a repeated request is answered exactly as the pipeline answers it.
+
+Each test sends a request several times on one keep-alive connection (so the later
+ones are replayed from the cache) and checks the replays against the first answer, or
+checks that what must not be replayed (conditional requests, ranges, other settings,
+a changed file, a soft 404) goes through the pipeline again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from server_util import split_responses
+from sites import site, start_worker  # noqa: F401 (fixture)
+from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd
+from worker.answercache import CORE_READS
+from worker.handler import Pipeline
+from worker.module import Module
+
+GET = "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
+
+
+def exchange(worker, *requests: str, count: int | None = None) -> list:
+    """Send the requests on one connection and read their answers."""
+    count = count or len(requests)
+    with worker.socket() as sock:
+        sock.sendall("".join(requests).encode("latin-1"))
+        data = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            data += sock.recv(65536)
+            answers = _complete(data)
+            if answers is not None and len(answers) >= count:
+                return answers
+    raise AssertionError(f"fewer than {count} answers: {data!r}")
+
+
+def _complete(data: bytes) -> list | None:
+    try:
+        return split_responses(data)
+    except (ValueError, IndexError):
+        return None
+
+
+def get(path: str, host: str = "t", extra: str = "") -> str:
+    return GET.format(path=path, host=host, extra=extra)
+
+
+def without_date(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k != "date"}
+
+
+def test_replays_equal_the_first_answer(site):
+    answers = exchange(site, *[get("/index.html")] * 4)
+    first = answers[0]
+    assert first[0] == 200 and first[2] == b"hello from pylighttpd\n"
+    for status, headers, body in answers[1:]:
+        assert (status, without_date(headers), body) == \
+            (first[0], without_date(first[1]), first[2])
+
+
+def test_replay_says_connection_close_when_the_client_asks(site):
+    answers = exchange(site, get("/index.html"), get("/index.html"),
+                       get("/index.html", extra="Connection: close\r\n"))
+    assert "connection" not in answers[1][1]
+    assert answers[2][1]["connection"] == "close"
+    assert answers[2][2] == answers[0][2]
+
+
+def test_http10_replay_has_its_own_status_line(site):
+    request = "GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    with site.socket() as sock:
+        for _ in range(3):
+            sock.sendall(request.encode())
+            data = b""
+            while b"hello from pylighttpd\n" not in data:
+                data += sock.recv(65536)
+            assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+            assert b"Connection: keep-alive\r\n" in data
+
+
+def test_conditional_and_range_requests_are_not_replayed(site):
+    first = exchange(site, get("/index.html"), get("/index.html"))[0]
+    etag = first[1]["etag"]
+    answers = exchange(site, get("/index.html", extra=f"If-None-Match: {etag}\r\n"),
+                       get("/index.html", extra="Range: bytes=0-4\r\n"),
+                       get("/index.html"))
+    assert [a[0] for a in answers] == [304, 206, 200]
+    assert answers[1][2] == b"hello"
+
+
+def test_other_settings_are_not_served_a_kept_answer(tmp_path):
+    extra = ('$HTTP["useragent"] =~ "bad" { url.access-deny = (".html") }\n'
+             '$HTTP["useragent"] =~ "^tag$" { server.tag = "other-tag" }\n'
+             'server.tag = "base-tag"\n')
+    with start_worker(tmp_path, extra) as worker:
+        answers = exchange(worker, get("/index.html"), get("/index.html"),
+                           get("/index.html", extra="User-Agent: bad\r\n"),
+                           get("/index.html", extra="User-Agent: tag\r\n"),
+                           get("/index.html", extra="User-Agent: tag\r\n"),
+                           get("/index.html"))
+    assert [a[0] for a in answers] == [200, 200, 403, 200, 200, 200]
+    assert [a[1]["server"] for a in answers] == ["base-tag"] * 3 + ["other-tag"] * 2 + \
+        ["base-tag"]
+
+
+def test_hosts_are_kept_apart(tmp_path):
+    extra = ('$HTTP["host"] == "b.example" { server.document-root = "%s" }\n')
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "index.html").write_text("the other site\n")
+    with start_worker(tmp_path, extra % other) as worker:
+        answers = exchange(worker, get("/index.html", "a.example"),
+                           get("/index.html", "a.example"), get("/index.html", "b.example"),
+                           get("/index.html", "b.example"), get("/index.html", "a.example"))
+    assert [a[2] for a in answers] == [b"hello from pylighttpd\n"] * 2 + \
+        [b"the other site\n"] * 2 + [b"hello from pylighttpd\n"]
+
+
+def test_a_changed_file_is_served_within_two_seconds(tmp_path):
+    with start_worker(tmp_path) as worker:
+        path = worker.docroot / "index.html"
+        assert exchange(worker, get("/index.html"), get("/index.html"))[1][2] == \
+            b"hello from pylighttpd\n"
+        path.write_text("changed\n")
+        os.utime(path, (time.time() + 5, time.time() + 5))
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            if exchange(worker, get("/index.html"))[0][2] == b"changed\n":
+                return
+            time.sleep(0.1)
+    pytest.fail("the old contents were still served after 2.5 s")
+
+
+def test_soft_404_is_not_kept(tmp_path):
+    extra = 'server.error-handler-404 = "/index.html"\n'
+    with start_worker(tmp_path, extra) as worker:
+        answers = exchange(worker, get("/later.html"), get("/later.html"))
+        assert [a[2] for a in answers] == [b"hello from pylighttpd\n"] * 2
+        (worker.docroot / "later.html").write_text("now it exists\n")
+        assert exchange(worker, get("/later.html"))[0][2] == b"now it exists\n"
+
+
+@needs_lighttpd
+def test_replayed_requests_log_as_lighttpd_logs_them(tmp_path):
+    request = b"GET /index.html?q=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: UA\r\n\r\n"
+    last = b"GET /index.html?q=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    got, expected = both_logs(tmp_path, FULL_FORMAT.replace("|%P", ""),
+                              [request * 3 + last, request + last])
+    assert len(got) == len(expected) == 6
+    for ours, theirs in zip(got, expected):
+        assert ours == theirs
+
+
+class _Unsafe(Module):
+    def handle_uri_clean(self, request):
+        return None
+
+
+class _Safe(Module):
+    replay_safe = True
+    reads_headers = frozenset({"authorization"})
+
+    def handle_uri_clean(self, request):
+        return None
+
+
+class _LogsOnly(Module):
+    def handle_request_done(self, request):
+        return None
+
+
+def test_a_module_that_is_not_replay_safe_turns_the_cache_off():
+    assert Pipeline([_Safe(None), _LogsOnly(None)]).answers.reads == \
+        CORE_READS | {"authorization"}
+    assert Pipeline([_Safe(None), _Unsafe(None)]).answers.reads is None
+    assert Pipeline([_Safe(None)], replay=False).answers.reads is None
