@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import deque
 
 MAX_IOV = 64                  # buffers per sendmsg
 SEND_BUDGET = 1 << 20         # bytes per call: one busy client must not starve the others
@@ -68,7 +67,7 @@ class ChunkQueue:
     __slots__ = ("chunks", "pending")
 
     def __init__(self) -> None:
-        self.chunks: deque[bytes | memoryview | FileChunk] = deque()
+        self.chunks: list[bytes | memoryview | FileChunk] = []   # a list: 56 bytes empty
         self.pending = 0   # bytes still queued (memory and file)
 
     def __bool__(self) -> bool:
@@ -145,15 +144,16 @@ class ChunkQueue:
         written = sock.sendmsg(buffers) if len(buffers) > 1 else sock.send(buffers[0])
         self.pending -= written
         left = written
-        while left:
-            head = chunks[0]
-            size = len(head)  # type: ignore[arg-type]
-            if left >= size:
-                chunks.popleft()
-                left -= size
-            else:
-                chunks[0] = memoryview(head)[left:]  # type: ignore[arg-type]
-                left = 0
+        done = 0
+        for chunk in buffers:
+            chunk_size = len(chunk)  # type: ignore[arg-type]
+            if left < chunk_size:
+                if left:
+                    chunks[done] = memoryview(chunk)[left:]  # type: ignore[arg-type]
+                break
+            left -= chunk_size
+            done += 1
+        del chunks[:done]
         return written, written == size
 
     def _send_file(self, sock: socket.socket, chunk: FileChunk) -> tuple[int, bool]:
@@ -168,14 +168,14 @@ class ChunkQueue:
         self.pending -= written
         if chunk.length == 0:
             chunk.close()
-            self.chunks.popleft()
+            del self.chunks[0]
         return written, written == wanted
 
     def write_blocking(self, fd: int) -> int:
         """Write everything to a blocking fd (a pipe: the -1 mode on stdout)."""
         total = 0
         while self.chunks:
-            head = self.chunks.popleft()
+            head = self.chunks.pop(0)
             if type(head) is FileChunk:
                 while head.length:
                     data = os.pread(head.fd, min(head.length, 1 << 16), head.offset)

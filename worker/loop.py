@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import select
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 MAX_EVENTS = 512
+
+
+class EventHandler(Protocol):
+    """What owns a registered fd.  The loop keeps the object itself, not a bound
+    method: one allocation less per connection, and ten thousand idle keep-alive
+    connections are what this layer is for."""
+
+    def on_event(self, mask: int) -> None: ...
 
 
 class EventLoop:
@@ -21,12 +29,12 @@ class EventLoop:
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
-        self.handlers: dict[int, Callable[[int], None]] = {}
+        self.handlers: dict[int, EventHandler] = {}
         self.ticks: list[Callable[[float], None]] = []
         self.now = time.monotonic()
         self.next_tick = self.now + 1.0
 
-    def register(self, fd: int, events: int, handler: Callable[[int], None]) -> None:
+    def register(self, fd: int, events: int, handler: EventHandler) -> None:
         self.epoll.register(fd, events)
         self.handlers[fd] = handler
 
@@ -53,7 +61,7 @@ class EventLoop:
         for fd, mask in events:
             handler = handlers.get(fd)
             if handler is not None:
-                handler(mask)
+                handler.on_event(mask)
         if now >= self.next_tick:
             self.next_tick = now + 1.0
             for callback in self.ticks:

@@ -101,8 +101,7 @@ class Server:
     def start_accepting(self) -> None:
         for lsock, spec in self.listeners:
             lsock.setblocking(False)
-            self.loop.register(lsock.fileno(), EPOLLIN,
-                               lambda _mask, s=lsock, p=spec: self._accept(s, p))
+            self.loop.register(lsock.fileno(), EPOLLIN, _Listener(self, lsock, spec))
         self.accepting = True
 
     def _pause_accepting(self, paused: bool) -> None:
@@ -113,7 +112,7 @@ class Server:
             self.loop.modify(lsock.fileno(), 0 if paused else EPOLLIN)
         self.accepting = not paused
 
-    def _accept(self, lsock: socket.socket, spec: str) -> None:
+    def accept_from(self, lsock: socket.socket, spec: str) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, address = lsock.accept()
@@ -133,7 +132,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = Connection(self, sock, remote_ip, spec)
         self.connections[connection.fd] = connection
-        self.loop.register(connection.fd, EPOLLIN, connection.on_event)
+        self.loop.register(connection.fd, EPOLLIN, connection)
         connection.events = EPOLLIN
         self.counters.accepted()
         self.last_request = self.loop.now
@@ -155,7 +154,7 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1):
             signal.signal(signum, self._queue_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)       # reloads are the master's
-        self.loop.register(read_fd, EPOLLIN, lambda _mask: _drain(read_fd))
+        self.loop.register(read_fd, EPOLLIN, _WakeupPipe(read_fd))
         return read_fd
 
     def _queue_signal(self, signum: int, _frame: object) -> None:
@@ -239,9 +238,29 @@ class Server:
         self.listeners = []
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
+class _Listener:
+    """A listening socket in the loop: readable means connections to accept."""
+
+    __slots__ = ("server", "sock", "spec")
+
+    def __init__(self, server: Server, sock: socket.socket, spec: str) -> None:
+        self.server, self.sock, self.spec = server, sock, spec
+
+    def on_event(self, _mask: int) -> None:
+        self.server.accept_from(self.sock, self.spec)
+
+
+class _WakeupPipe:
+    """The signal wakeup fd: emptied, so that it wakes the loop again next time."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def on_event(self, _mask: int) -> None:
+        try:
+            while os.read(self.fd, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
             pass
-    except (BlockingIOError, InterruptedError):
-        pass

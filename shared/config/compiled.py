@@ -148,6 +148,9 @@ class CompiledConfig:
                 capture_block=_capture_block(block),
                 settings=_conditional_settings(block, checked, directives)))
         self._block_count = len(tree.blocks)
+        # whether any condition depends on the connection alone (remoteip, socket):
+        # only then does a connection keep a cache of their results
+        self.connection_conditions = any(c.per_connection for c in self.conditions)
 
     def socket_specs(self) -> list[str]:
         """Every `$SERVER["socket"] == "..."` address: each is a listener."""
