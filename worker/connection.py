@@ -505,6 +505,8 @@ class Connection:
             debuglog.response_header(head, self.fd)
 
     def update_events(self) -> None:
+        if self.lingering:
+            return          # shutdown() chose EPOLLIN: only the client's EOF matters now
         want = 0
         if self.out:
             want |= EPOLLOUT

@@ -48,6 +48,12 @@ class EventLoop:
             except (OSError, ValueError):
                 pass   # already closed: the kernel dropped it from the set
 
+    def discard(self, fd: int) -> None:
+        """Forget an fd its owner closes right after: closing removes it from the epoll
+        set (no other process or dup shares a connection's socket), so the
+        EPOLL_CTL_DEL system call unregister() makes is saved."""
+        self.handlers.pop(fd, None)
+
     def every_second(self, callback: Callable[[float], None]) -> None:
         """Run `callback(monotonic_now)` about once a second."""
         self.ticks.append(callback)

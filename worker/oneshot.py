@@ -39,6 +39,8 @@ def socket_spec(address: object) -> str:
 
 def _serve_socket(server: Server) -> int:
     sock = socket.socket(fileno=os.dup(STDIN))
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         remote = remote_address(sock.getpeername())
     except OSError:

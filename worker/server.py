@@ -101,6 +101,9 @@ class Server:
     def start_accepting(self) -> None:
         for lsock, spec in self.listeners:
             lsock.setblocking(False)
+            if lsock.family in (socket.AF_INET, socket.AF_INET6):
+                # accepted sockets inherit it: no setsockopt per connection
+                lsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.loop.register(lsock.fileno(), EPOLLIN, _Listener(self, lsock, spec))
         self.accepting = True
 
@@ -128,8 +131,6 @@ class Server:
 
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = Connection(self, sock, remote_ip, spec)
         self.connections[connection.fd] = connection
         self.loop.register(connection.fd, EPOLLIN, connection)
@@ -139,8 +140,8 @@ class Server:
         return connection
 
     def forget(self, connection: Connection) -> None:
-        """A connection closed itself: drop it from the loop and the table."""
-        self.loop.unregister(connection.fd)
+        """A connection is closing its socket: drop it from the loop and the table."""
+        self.loop.discard(connection.fd)
         self.connections.pop(connection.fd, None)
         if not self.accepting and self.max_connections and \
                 len(self.connections) < self.max_connections:

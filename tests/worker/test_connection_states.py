@@ -1,0 +1,69 @@
+"""Connection state transitions, driven in this process over a socketpair.
+
+A real Server (real config, real modules) gets one end of a socketpair; the test writes
+requests to the other end and runs the worker's loop step by step, so each state the
+connection passes through (reading, answering, lingering, closed) can be checked, and
+the epoll interest it registers in each.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import pytest
+
+from master.configload import load
+from server_util import config_text
+from sites import make_docroot
+from worker.server import Server
+
+
+@pytest.fixture
+def server(tmp_path):
+    docroot = make_docroot(tmp_path)
+    conf = tmp_path / "states.conf"
+    conf.write_text(config_text(docroot, 'index-file.names = ("index.html")',
+                                ("mod_indexfile", "mod_staticfile")))
+    server = Server(load(str(conf)), [])
+    yield server
+    server.close_all()
+
+
+def connect(server: Server):
+    client, end = socket.socketpair()
+    client.settimeout(2)
+    return client, server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+
+
+def run_until(server: Server, done, seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "the loop never got there"
+        server.loop.run_once(0.05)
+
+
+def test_keep_alive_answer_goes_back_to_reading(server):
+    client, connection = connect(server)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out)
+    assert connection.events == select.EPOLLIN
+    assert not connection.lingering and not connection.closed
+    assert client.recv(65536).endswith(b"hello from pylighttpd\n")
+
+
+def test_close_answer_lingers_reading_until_the_client_eof(server):
+    client, connection = connect(server)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    run_until(server, lambda: connection.lingering)
+    assert connection.events == select.EPOLLIN      # late bytes are still drained
+    client.sendall(b"late bytes")
+    server.loop.run_once(0.05)
+    assert not connection.closed
+    assert client.recv(65536).endswith(b"hello from pylighttpd\n")
+    assert client.recv(65536) == b""                 # the server half-closed
+    client.close()
+    run_until(server, lambda: connection.closed)
+    assert connection.fd not in server.loop.handlers
+    assert connection.fd not in server.connections
