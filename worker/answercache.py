@@ -1,11 +1,13 @@
 """Answers kept for requests that repeat: the keep-alive fast path for small files.
 
 Most traffic asks for the same few small files again and again.  Once the request
-pipeline has answered such a request, the finished answer (status line, headers and
-body bytes) is kept under everything that decided it: the effective settings (which
-already reflect every condition the request matched), method, HTTP version, Host and
-target.  The next identical request skips the module phases and header rendering; only
-the parts that change per request (`Connection`, `Date`) are put in.
+pipeline has answered such a GET, the finished answer (status line, headers and body
+bytes) is kept under everything that decided it, taken from the request as it arrived:
+the raw target, HTTP version, raw Host, scheme, and the value of every other field a
+config condition reads (a header, the remote address, the socket).  The settings, the
+cleaned URL and the answer all follow from those, so the next identical request skips
+URL cleaning, condition evaluation, the module phases and header rendering; only the
+parts that change per answer (`Connection`, `Date`) are put in.
 
 What may be kept is narrow on purpose:
 - only an answer the static file path marked as a whole small file from memory
@@ -17,14 +19,17 @@ What may be kept is narrow on purpose:
 
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,
 together with the stat cache, so a changed file is seen within the same second it
-would be without this table.
+would be without this table.  A request matched to an answer before a tick but
+answered after it (it waited behind others in a pipeline) goes through the pipeline.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from shared.config.tree import Condition
+
     from .request import Request
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
@@ -35,52 +40,80 @@ CORE_READS = frozenset({
     "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
     "range", "if-range", "content-length", "transfer-encoding", "expect",
 })
+# Condition fields that follow from what every key holds (target, Host, scheme, GET)
+_IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-method"})
 
-Key = tuple[Any, str, str, str, str]     # settings, method, version, host, target
+Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
+
+
+def key_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
+    """The condition fields a key must hold besides the request line and Host."""
+    return tuple(sorted({c.field for c in conditions} - _IN_EVERY_KEY))
 
 
 class Answer:
-    """A finished answer and the request fields the request-done hooks read."""
+    """A finished answer, with the request's state before and after the pipeline."""
 
-    __slots__ = ("start", "tail", "head_len", "response_fields", "request_fields")
+    __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final")
 
-    def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes) -> None:
+    def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes,
+                 generation: int) -> None:
         response = request.response
         self.start = start              # status line, headers, Content-Length
         self.tail = tail + body         # Server line and blank line, then the body
         self.head_len = len(start) + len(tail)  # plus Connection and Date, per request
-        self.response_fields = (response.status, response.headers, response.length)
-        self.request_fields = (request.uri_path, request.docroot, request.physical_path,
-                               request.physical_rel, request.physical_basedir)
+        self.generation = generation
+        self.parsed = request.replay_parsed
+        self.final = (response.status, response.headers, response.length, request.uri_path,
+                      request.docroot, request.physical_path, request.physical_rel,
+                      request.physical_basedir)
 
-    def restore(self, request: "Request") -> None:
-        """Put the request in the state the pipeline left its first twin in."""
+    def restore_parsed(self, request: "Request") -> None:
+        """The state the request-start code leaves (target split and cleaned, Host,
+        settings), as it left it for the first twin of this request."""
+        (request.target, request.uri_path_raw, request.uri_query, request.uri_path,
+         request.host, request.settings) = self.parsed   # type: ignore[misc]
+
+    def restore_final(self, request: "Request") -> None:
+        """The state the pipeline left: what the request-done hooks read."""
         response = request.response
-        response.status, response.headers, response.length = self.response_fields
-        (request.uri_path, request.docroot, request.physical_path, request.physical_rel,
-         request.physical_basedir) = self.request_fields
+        (response.status, response.headers, response.length, request.uri_path,
+         request.docroot, request.physical_path, request.physical_rel,
+         request.physical_basedir) = self.final
+
+
+def parsed_state(request: "Request") -> tuple[Any, ...]:
+    """What Answer.restore_parsed puts back, taken once the request has started."""
+    return (request.target, request.uri_path_raw, request.uri_query, request.uri_path,
+            request.host, request.settings)
 
 
 class AnswerCache:
     """The worker's table of kept answers; `reads` is None when it is off."""
 
-    __slots__ = ("entries", "reads")
+    __slots__ = ("entries", "reads", "fields", "generation")
 
-    def __init__(self, reads: frozenset[str] | None) -> None:
+    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = ()) -> None:
         self.entries: dict[Key, Answer] = {}
         self.reads = reads
+        self.fields = fields
+        self.generation = 0
 
-    def key_for(self, request: "Request") -> Key | None:
-        """The key of a request whose answer may be kept or replayed, else None."""
+    def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
+        """The key of a GET whose answer may be kept or replayed, else None."""
         reads = self.reads
-        if reads is None or not reads.isdisjoint(request.headers) or \
-                request.method != "GET" or not request.settings.shared:
+        if reads is None or request.method != "GET" or not reads.isdisjoint(request.headers):
             return None
-        return (request.settings, request.method, request.version, request.host,
-                request.target)
+        key: Key = (raw_target, request.version, request.headers.get("host"), request.scheme)
+        if self.fields:
+            key += tuple(request.condition_value(field) for field in self.fields)
+        return key
 
-    def get(self, key: Key) -> Answer | None:
+    def find(self, key: Key) -> Answer | None:
         return self.entries.get(key)
+
+    def is_current(self, answer: Answer) -> bool:
+        return answer.generation == self.generation
 
     def keep(self, key: Key, request: "Request", start: bytes, tail: bytes) -> None:
         """Keep the answer just rendered for `request`, if it qualifies."""
@@ -91,8 +124,10 @@ class AnswerCache:
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:
             entries.clear()
-        entries[key] = Answer(request, start, tail, response.body[0])  # type: ignore[arg-type]
+        entries[key] = Answer(request, start, tail, response.body[0],  # type: ignore[arg-type]
+                              self.generation)
 
     def tick(self, _now: float) -> None:
         """Drop everything once a second, as the stat cache does."""
         self.entries.clear()
+        self.generation += 1

@@ -30,6 +30,7 @@ import httptools
 from shared import log
 
 from . import debuglog
+from .answercache import parsed_state
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .handler import connection_line, render_start, server_line
@@ -210,6 +211,15 @@ class Connection:
         request.version = version
         request.method = parser.get_method().decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
+        answers = self.server.pipeline.answers
+        key = answers.key_for(request, self.url)
+        if key is not None:
+            kept = answers.find(key)
+            if kept is not None:        # a repeat: all that follows is known
+                kept.restore_parsed(request)
+                request.replay = kept
+                self.limits = request.settings.values
+                return
         headers = request.headers
         target = self.url.decode("utf-8", "surrogateescape")
         request.set_target(target)
@@ -223,6 +233,9 @@ class Connection:
             raise BadRequest(400, "HTTP/1.1 without Host")
         values = request.configure().values
         self.limits = values
+        if key is not None:
+            request.replay_key = key
+            request.replay_parsed = parsed_state(request)
         if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
             self._check_body(request, values)
 
@@ -376,11 +389,11 @@ class Connection:
         if server.debug:
             self._debug_request(request, preset)
         answers = server.pipeline.answers
-        key = None if preset else answers.key_for(request)
-        kept = answers.get(key) if key is not None else None
-        if kept is not None:
-            kept.restore(request)
+        kept = request.replay
+        if kept is not None and not preset and answers.is_current(kept):
+            kept.restore_final(request)
         else:
+            kept = None
             server.pipeline.handle(request)
         values = request.settings.values
         self.requests_done += 1
@@ -395,8 +408,8 @@ class Connection:
             head_len = kept.head_len + len(between)
         else:
             start, tail = render_start(request), server_line(values["server.tag"])
-            if key is not None:
-                answers.keep(key, request, start, tail)
+            if request.replay_key is not None:
+                answers.keep(request.replay_key, request, start, tail)
             head = start + between + tail
             if server.debug:
                 self._debug_response(request, head, preset)

@@ -188,7 +188,7 @@ class Request:
         "scheme", "uri_path_raw", "uri_path", "uri_query", "settings", "docroot",
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
-        "content_length", "_stat_path", "_stat",
+        "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -219,6 +219,9 @@ class Request:
         self.content_length = -1
         self._stat_path = ""
         self._stat: os.stat_result | OSError | None = None
+        self.replay: Any = None          # answercache.Answer this request repeats
+        self.replay_key: Any = None      # the key its own answer may be kept under
+        self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
 
     # ----------------------------------------------------------- conditions
     def condition_value(self, field: str) -> str:

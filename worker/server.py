@@ -21,6 +21,7 @@ from shared.config.compiled import RequestSettings
 from shared.stats import State
 
 from . import debuglog
+from .answercache import key_fields
 from .connection import Connection
 from .counters import WorkerCounters
 from .handler import Pipeline
@@ -81,7 +82,8 @@ class Server:
         self.global_settings = RequestSettings(settings)
         CACHE.configure(settings["server.stat-cache-engine"])
         self.pipeline = Pipeline(instantiate_modules(config),
-                                 replay=CACHE.enabled and not self.debug)
+                                 replay=CACHE.enabled and not self.debug,
+                                 key_fields=key_fields(config.compiled.conditions))
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])

@@ -5,7 +5,7 @@ depend only on the connection (`remoteip`, `socket`) are evaluated once per conn
 The effective settings are the global ones updated by every matching block in file
 order.  With no conditional blocks, the global dict itself is returned: zero cost.
 Requests that match the same blocks, none of them with regex captures, share one
-merged settings object, built once: its identity is a cache key (worker/answercache.py).
+merged settings object, built once.
 """
 
 from __future__ import annotations
@@ -41,17 +41,14 @@ class CompiledBlock:
 class RequestSettings:
     """The effective settings of one request, and the regex captures behind them."""
 
-    __slots__ = ("values", "_matches", "_origin", "shared")
+    __slots__ = ("values", "_matches", "_origin")
 
     def __init__(self, values: Mapping[str, Any],
                  matches: dict[int, re.Match[str]] | None = None,
-                 origin: dict[str, int] | None = None, shared: bool = True) -> None:
+                 origin: dict[str, int] | None = None) -> None:
         self.values = values
         self._matches = matches
         self._origin = origin
-        # True when this object stands for every request that matched the same blocks
-        # (no regex captures involved): its identity can key a cache
-        self.shared = shared
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -215,7 +212,7 @@ class CompiledConfig:
                     origin[key] = block.capture_block
         if matches is None:
             return RequestSettings(values)
-        return RequestSettings(values, matches, origin, shared=False)
+        return RequestSettings(values, matches, origin)
 
     def _test(self, condition_id: int, subject: ConditionSubject,
               results: dict[int, tuple[bool, Any]],

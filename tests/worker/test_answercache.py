@@ -9,6 +9,7 @@ a changed file, a soft 404) goes through the pipeline again.
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import pytest
@@ -23,26 +24,34 @@ from worker.module import Module
 GET = "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
 
 
-def exchange(worker, *requests: str, count: int | None = None) -> list:
-    """Send the requests on one connection and read their answers."""
-    count = count or len(requests)
+def exchange(worker, *requests: str) -> list:
+    """Send the requests on one connection, each after the answer to the one before
+    (so that a repeat finds the answer kept), and read their answers."""
+    answers: list = []
     with worker.socket() as sock:
-        sock.sendall("".join(requests).encode("latin-1"))
         data = b""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            data += sock.recv(65536)
-            answers = _complete(data)
-            if answers is not None and len(answers) >= count:
-                return answers
-    raise AssertionError(f"fewer than {count} answers: {data!r}")
+        for request in requests:
+            sock.sendall(request.encode("latin-1"))
+            deadline = time.monotonic() + 5
+            while True:
+                assert time.monotonic() < deadline, f"no answer to {request!r}: {data!r}"
+                chunk = sock.recv(65536)
+                assert chunk, f"closed before answering {request!r}"
+                data += chunk
+                complete = _complete(data)
+                if complete is not None and len(complete) > len(answers):
+                    answers = complete
+                    break
+    return answers
 
 
 def _complete(data: bytes) -> list | None:
-    try:
-        return split_responses(data)
-    except (ValueError, IndexError):
+    """The answers in `data` if the last one is whole, else None."""
+    if b"\r\n\r\n" not in data:
         return None
+    answers = split_responses(data)
+    status, headers, body = answers[-1]
+    return answers if len(body) == int(headers.get("content-length", "0")) else None
 
 
 def get(path: str, host: str = "t", extra: str = "") -> str:
@@ -178,3 +187,20 @@ def test_a_module_that_is_not_replay_safe_turns_the_cache_off():
         CORE_READS | {"authorization"}
     assert Pipeline([_Safe(None), _Unsafe(None)]).answers.reads is None
     assert Pipeline([_Safe(None)], replay=False).answers.reads is None
+
+
+def test_remote_address_conditions_key_the_answers(tmp_path):
+    extra = '$HTTP["remoteip"] == "127.0.0.2" { url.access-deny = (".html") }\n'
+    request = get("/index.html").encode()
+    with start_worker(tmp_path, extra) as worker:
+        assert [a[0] for a in exchange(worker, get("/index.html"), get("/index.html"))] \
+            == [200, 200]
+        with socket.socket() as sock:
+            sock.settimeout(5)
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", worker.port))
+            sock.sendall(request + request)
+            data = b""
+            while data.count(b"HTTP/1.1 ") < 2:
+                data += sock.recv(65536)
+        assert [a[0] for a in split_responses(data)] == [403, 403]

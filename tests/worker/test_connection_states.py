@@ -8,6 +8,7 @@ the epoll interest it registers in each.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import time
@@ -67,3 +68,20 @@ def test_close_answer_lingers_reading_until_the_client_eof(server):
     run_until(server, lambda: connection.closed)
     assert connection.fd not in server.loop.handlers
     assert connection.fd not in server.connections
+
+
+def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(server, tmp_path):
+    client, connection = connect(server)
+    request = b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"
+    client.sendall(request)
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out)
+    assert client.recv(65536).endswith(b"hello from pylighttpd\n")
+    connection.feed(request)                 # parsed and matched to the kept answer ...
+    assert connection.ready and connection.ready[0].replay is not None
+    page = tmp_path / "www" / "index.html"
+    page.write_text("rewritten\n")
+    os.utime(page, (time.time() + 5, time.time() + 5))
+    server.pipeline.trigger(time.monotonic() + 5)   # ... then a tick drops it
+    connection.process()
+    run_until(server, lambda: not connection.out)
+    assert client.recv(65536).endswith(b"\r\n\r\nrewritten\n")
