@@ -58,7 +58,7 @@ def one_round(server: Server, clients: list[socket.socket], request: bytes) -> f
         start = time.perf_counter()
         server.loop.run_once(0.0)
         spent += time.perf_counter() - start
-        if all(c.requests_done == done and not c.out for c, done in expected.items()):
+        if all(c.requests_done == done and not c.out.chunks for c, done in expected.items()):
             break
     for client in clients:
         client.recv(1 << 20)

@@ -70,9 +70,6 @@ class ChunkQueue:
         self.chunks: list[bytes | memoryview | FileChunk] = []   # a list: 56 bytes empty
         self.pending = 0   # bytes still queued (memory and file)
 
-    def __bool__(self) -> bool:
-        return bool(self.chunks)
-
     def append(self, data: bytes) -> None:
         if data:
             self.chunks.append(data)
@@ -105,7 +102,14 @@ class ChunkQueue:
         """
         chunks = self.chunks
         if len(chunks) == 1 and type(chunks[0]) is bytes:   # one answer: the usual case
-            return self._send_one(sock, chunks[0])
+            data = chunks[0]
+            written = sock.send(data)
+            self.pending -= written
+            if written == len(data):
+                chunks.clear()
+            else:
+                chunks[0] = memoryview(data)[written:]
+            return written
         sent = 0
         while chunks and sent < SEND_BUDGET:
             head = chunks[0]
@@ -122,15 +126,6 @@ class ChunkQueue:
             if not complete:
                 break   # a short write: the socket buffer is full
         return sent
-
-    def _send_one(self, sock: socket.socket, data: bytes) -> int:
-        written = sock.send(data)
-        self.pending -= written
-        if written == len(data):
-            self.chunks.clear()
-        else:
-            self.chunks[0] = memoryview(data)[written:]
-        return written
 
     def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
         chunks = self.chunks

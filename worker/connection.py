@@ -52,6 +52,19 @@ _JOIN_SEMICOLON = frozenset({"cookie"})
 _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d")
 
 
+_header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
+
+
+def _header_name(name: bytes) -> tuple[str, str]:
+    """A header name as text and as the key of Request.headers, remembered: clients
+    send the same few names again and again."""
+    text = name.decode("latin-1")
+    if len(_header_names) >= 1024:
+        _header_names.clear()
+    names = _header_names[name] = (text, text.lower())
+    return names
+
+
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing; the status is on the connection."""
 
@@ -158,10 +171,12 @@ class Connection:
         request.header_bytes += len(name) + len(value) + 4
         if request.header_bytes > self.server.header_limit:
             self._abort(431)
-        raw_name = name.decode("latin-1")
+        names = _header_names.get(name)
+        if names is None:
+            names = _header_name(name)
+        raw_name, key = names
         text = value.decode("latin-1")
         request.header_list.append((raw_name, text))
-        key = raw_name.lower()
         headers = request.headers
         if key in headers:
             if key == "host" or key == "content-length":
@@ -271,29 +286,26 @@ class Connection:
         traceback and costs that connection only, never the worker and its others.
         """
         try:
-            self._on_event(events)
+            if self.lingering:
+                self._linger_read()
+                return
+            if events & EPOLLOUT:
+                self.flush()
+                if self.closed:
+                    return
+                if self.ready:
+                    self.process()
+                    return
+            if events & EPOLLIN:
+                self.on_readable()      # ends in update_events, or a close
+            elif events & EPOLLERR_HUP:
+                self.close()
+            elif not self.closed:
+                self.update_events()
         except Exception:  # noqa: BLE001 - anything at all: the worker must go on
             log.error("connections.c", f"internal error on a connection from "
                       f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
             self.close()
-
-    def _on_event(self, events: int) -> None:
-        if self.lingering:
-            self._linger_read()
-            return
-        if events & EPOLLOUT:
-            self.flush()
-            if self.closed:
-                return
-            if self.ready:
-                self.process()
-                return
-        if events & EPOLLIN:
-            self.on_readable()      # ends in update_events, or a close
-        elif events & EPOLLERR_HUP:
-            self.close()
-        elif not self.closed:
-            self.update_events()
 
     def on_readable(self) -> None:
         try:
@@ -319,7 +331,7 @@ class Connection:
         """The client will send no more: answer what is complete, then close."""
         self.peer_eof = True
         self.current = None
-        if not self.ready and not self.out:
+        if not self.ready and not self.out.chunks:
             self.close()
             return
         self.closing = True
@@ -374,7 +386,7 @@ class Connection:
             current.expect_continue = False
             out.append(CONTINUE)
             self.queued_total += len(CONTINUE)
-        if out:
+        if out.chunks:
             self.flush()
         elif self.closing and not ready:
             self.shutdown()
@@ -465,7 +477,7 @@ class Connection:
             answers = self.answers
             if answers and answers[0].end_mark <= self.sent_total:
                 self.finish_answers()
-        if not out and self.closing and not self.ready:
+        if not out.chunks and self.closing and not self.ready:
             self.shutdown()
 
     def _bytes_in(self, request: Request) -> int:
@@ -521,7 +533,7 @@ class Connection:
         if self.lingering:
             return          # shutdown() chose EPOLLIN: only the client's EOF matters now
         want = 0
-        if self.out:
+        if self.out.chunks:
             want |= EPOLLOUT
         if not self.closing and not self.peer_eof and not self.ready:
             want |= EPOLLIN
@@ -576,7 +588,7 @@ class Connection:
             return False
         self.closed = True
         if self.answers:
-            if not self.out:      # all of it went out (a blocking writer counts none)
+            if not self.out.chunks:   # all of it went out (a blocking writer counts none)
                 self.sent_total = self.queued_total
             self.finish_answers(lost=True)
         self.out.clear()
@@ -591,7 +603,7 @@ class Connection:
         if self.lingering:
             if now > self.linger_deadline:
                 self.close()
-        elif self.out:
+        elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
         elif self.current is not None or self.ready:
@@ -622,4 +634,4 @@ class Connection:
         closed at once when draining.  A new connection is not idle: its first request
         is on the way, and closing it would reset a client that did nothing wrong."""
         return (self.requests_done > 0 and self.current is None and not self.ready
-                and not self.out and not self.lingering)
+                and not self.out.chunks and not self.lingering)

@@ -217,7 +217,7 @@ class Server:
             connection.check_timeout(now)
             if connection.closed:
                 continue
-            if connection.out:
+            if connection.out.chunks:
                 writing += 1
             elif connection.current is not None:
                 reading += 1

@@ -48,7 +48,7 @@ def run_until(server: Server, done, seconds: float = 2.0) -> None:
 def test_keep_alive_answer_goes_back_to_reading(server):
     client, connection = connect(server)
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
-    run_until(server, lambda: connection.requests_done == 1 and not connection.out)
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
     assert connection.events == select.EPOLLIN
     assert not connection.lingering and not connection.closed
     assert client.recv(65536).endswith(b"hello from pylighttpd\n")
@@ -74,7 +74,7 @@ def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(serve
     client, connection = connect(server)
     request = b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"
     client.sendall(request)
-    run_until(server, lambda: connection.requests_done == 1 and not connection.out)
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
     assert client.recv(65536).endswith(b"hello from pylighttpd\n")
     connection.feed(request)                 # parsed and matched to the kept answer ...
     assert connection.ready and connection.ready[0].replay is not None
@@ -83,5 +83,5 @@ def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(serve
     os.utime(page, (time.time() + 5, time.time() + 5))
     server.pipeline.trigger(time.monotonic() + 5)   # ... then a tick drops it
     connection.process()
-    run_until(server, lambda: not connection.out)
+    run_until(server, lambda: not connection.out.chunks)
     assert client.recv(65536).endswith(b"\r\n\r\nrewritten\n")
