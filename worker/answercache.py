@@ -17,6 +17,12 @@ What may be kept is narrow on purpose:
   answer (preconditions, ranges, body framing, credentials ...);
 - never with a debug log on, nor with `server.stat-cache-engine = "disable"`.
 
+A second table goes one step further for the commonest case, a client that repeats a
+request byte for byte in a read of its own (a keep-alive client fetching the same file):
+it is keyed on those bytes (with the connection's address and socket when a condition
+reads them), so the repeat is answered without parsing it at all.  It is used only
+when no module has request-done hooks (an access log needs the parsed request).
+
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,
 together with the stat cache, so a changed file is seen within the same second it
 would be without this table.  A request matched to an answer before a tick but
@@ -27,9 +33,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from shared.config.tree import CONNECTION_FIELDS
+
+from .http import connection_line
+
 if TYPE_CHECKING:
     from shared.config.tree import Condition
 
+    from .connection import Connection
     from .request import Request
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
@@ -54,7 +65,8 @@ def key_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
 class Answer:
     """A finished answer, with the request's state before and after the pipeline."""
 
-    __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final")
+    __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final",
+                 "keep_alive", "keep_alive_line", "values")
 
     def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes,
                  generation: int) -> None:
@@ -63,6 +75,9 @@ class Answer:
         self.tail = tail + body         # Server line and blank line, then the body
         self.head_len = len(start) + len(tail)  # plus Connection and Date, per request
         self.generation = generation
+        self.keep_alive = request.keep_alive            # what the client asked for
+        self.keep_alive_line = connection_line(request, True)
+        self.values = request.settings.values
         self.parsed = request.replay_parsed
         self.final = (response.status, response.headers, response.length, request.uri_path,
                       request.docroot, request.physical_path, request.physical_rel,
@@ -89,15 +104,21 @@ def parsed_state(request: "Request") -> tuple[Any, ...]:
 
 
 class AnswerCache:
-    """The worker's table of kept answers; `reads` is None when it is off."""
+    """The worker's tables of kept answers; `reads` is None when they are off, and
+    `by_bytes` is False when the byte-identical table is."""
 
-    __slots__ = ("entries", "reads", "fields", "generation")
+    __slots__ = ("entries", "reads", "fields", "generation", "by_bytes", "raw_entries",
+                 "connection_fields")
 
-    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = ()) -> None:
+    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
+                 by_bytes: bool = False) -> None:
         self.entries: dict[Key, Answer] = {}
         self.reads = reads
         self.fields = fields
         self.generation = 0
+        self.by_bytes = by_bytes and reads is not None
+        self.raw_entries: dict[Any, Answer] = {}
+        self.connection_fields = tuple(f for f in fields if f in CONNECTION_FIELDS)
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
@@ -112,6 +133,18 @@ class AnswerCache:
     def find(self, key: Key) -> Answer | None:
         return self.entries.get(key)
 
+    def find_bytes(self, data: bytes, connection: "Connection") -> Answer | None:
+        """The current answer to a request that arrived as exactly `data`, if any."""
+        kept = self.raw_entries.get(self._bytes_key(data, connection))
+        if kept is None or kept.generation != self.generation:
+            return None
+        return kept
+
+    def _bytes_key(self, data: bytes, connection: "Connection") -> Any:
+        if not self.connection_fields:
+            return data
+        return (data, *(connection.condition_value(f) for f in self.connection_fields))
+
     def is_current(self, answer: Answer) -> bool:
         return answer.generation == self.generation
 
@@ -124,10 +157,16 @@ class AnswerCache:
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:
             entries.clear()
-        entries[key] = Answer(request, start, tail, response.body[0],  # type: ignore[arg-type]
-                              self.generation)
+        answer = entries[key] = Answer(request, start, tail, response.body[0],  # type: ignore[arg-type]
+                                       self.generation)
+        if self.by_bytes and request.arrived_as is not None:
+            raw = self.raw_entries
+            if len(raw) >= MAX_ENTRIES:
+                raw.clear()
+            raw[self._bytes_key(request.arrived_as, request.connection)] = answer
 
     def tick(self, _now: float) -> None:
         """Drop everything once a second, as the stat cache does."""
         self.entries.clear()
+        self.raw_entries.clear()
         self.generation += 1

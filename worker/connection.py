@@ -30,11 +30,10 @@ import httptools
 from shared import log
 
 from . import debuglog
-from .answercache import parsed_state
+from .answercache import Answer as KeptAnswer, parsed_state
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
-from .handler import connection_line, render_start, server_line
-from .http import DATE
+from .http import CONNECTION_CLOSE, DATE, connection_line, render_start, server_line
 from .request import BadRequest, Request, Response, normalize_host
 
 if TYPE_CHECKING:
@@ -322,10 +321,46 @@ class Connection:
         self.last_read = server.loop.now
         self.bytes_read += len(data)
         server.counters.bytes_in(len(data))
-        if self.current is None and not self.ready and self.requests_done:
-            server.counters.keepalive_reuse()
-        self.feed(data)
+        if self.current is not None or self.ready:
+            self.feed(data)
+        else:                         # between requests
+            if self.requests_done:
+                server.counters.keepalive_reuse()
+            answers = server.pipeline.answers
+            if answers.by_bytes and not self.out.chunks:
+                kept = answers.find_bytes(data, self)
+                if kept is not None:
+                    self.replay(kept)
+                    return
+            self.feed(data)
+            ready = self.ready
+            if len(ready) == 1 and self.current is None and data.endswith(b"\r\n\r\n"):
+                ready[0].arrived_as = data      # this read held that request alone
         self.process()
+
+    def replay(self, kept: KeptAnswer) -> None:
+        """Answer a byte-for-byte repeat of a kept request without parsing it."""
+        server = self.server
+        values = self.limits = kept.values
+        self.requests_done += 1
+        keep = (kept.keep_alive and not server.draining
+                and self.requests_done < values["server.max-keep-alive-requests"])
+        data = b"".join((kept.start, kept.keep_alive_line if keep else CONNECTION_CLOSE,
+                         DATE.line, kept.tail))
+        self.out.append(data)
+        self.queued_total += len(data)
+        server.counters.request("GET", 200, time.monotonic() - server.loop.now)
+        if not keep:
+            self.closing = True
+        self.flush()
+        if not self.closed:
+            self.update_events()
+
+    def condition_value(self, field: str) -> str:
+        """The connection's own condition fields: remote address and socket."""
+        if field == "remoteip":
+            return self.remote_ip
+        return self.socket_spec if field == "socket" else ""
 
     def _peer_closed(self) -> None:
         """The client will send no more: answer what is complete, then close."""

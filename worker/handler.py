@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from .answercache import CORE_READS, AnswerCache
-from .http import error_body, reason
+from .http import NO_BODY, error_body
 from .module import HOOKS, Module
 from .request import Request, clean_path
 from .static import error_document, errno_status, is_directory, is_regular
 from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
-_NO_BODY = frozenset({204, 304})
 _ERROR_DROPS = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
                           "content-encoding", "vary"})
 ALLOW = "OPTIONS, GET, HEAD, POST"
@@ -46,7 +45,8 @@ class Pipeline:
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
-        self.answers = AnswerCache(self._replay_reads() if replay else None, key_fields)
+        self.answers = AnswerCache(self._replay_reads() if replay else None, key_fields,
+                                   by_bytes=not phases["handle_request_done"])
         self.uri_raw = phases["handle_uri_raw"]
         self.uri_clean = phases["handle_uri_clean"]
         self.docroot = phases["handle_docroot"]
@@ -255,7 +255,7 @@ def _quote_path(path: str) -> str:
 def _error_response(request: Request, status: int) -> None:
     """Fill in lighttpd's HTML error page unless the handler wrote a body."""
     response = request.response
-    if response.body or status in _NO_BODY or status < 200:
+    if response.body or status in NO_BODY or status < 200:
         return
     if status < 400:
         response.length = 0
@@ -268,46 +268,5 @@ def _error_response(request: Request, status: int) -> None:
     response.write(error_body(status))
 
 
-_STATUS_LINES: dict[tuple[bool, int], str] = {}   # (HTTP/1.0?, status) -> status line
-CONNECTION_CLOSE = b"Connection: close\r\n"
-CONNECTION_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_server_lines: dict[str, bytes] = {}              # server.tag -> its line and the blank line
-
-
-def render_start(request: Request) -> bytes:
-    """Status line, the handler's headers and Content-Length."""
-    response = request.response
-    status = response.status
-    http10 = request.version == "1.0"
-    line = _STATUS_LINES.get((http10, status))
-    if line is None:
-        line = _STATUS_LINES[http10, status] = \
-            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n"
-    lines = [line]
-    lines += [f"{name}: {value}\r\n" for name, value in response.headers]
-    if status not in _NO_BODY and status >= 200:
-        lines.append(f"Content-Length: {response.length}\r\n")
-    return "".join(lines).encode("latin-1", "replace")
-
-
-def connection_line(request: Request, keep_alive: bool) -> bytes:
-    if not keep_alive:
-        return CONNECTION_CLOSE
-    return CONNECTION_KEEP_ALIVE if request.version == "1.0" else b""
-
-
-def server_line(server_tag: str) -> bytes:
-    """`Server: tag` and the blank line that ends the head (just the blank line
-    without a tag)."""
-    line = _server_lines.get(server_tag)
-    if line is None:
-        if len(_server_lines) >= 64:
-            _server_lines.clear()
-        line = _server_lines[server_tag] = (
-            f"Server: {server_tag}\r\n\r\n" if server_tag else "\r\n").encode(
-                "latin-1", "replace")
-    return line
-
-
-__all__ = ["Pipeline", "render_start", "connection_line", "server_line", "set_physical", "redirect_to_slash",
+__all__ = ["Pipeline", "set_physical", "redirect_to_slash",
            "physical_path_check", "ALLOW"]

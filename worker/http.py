@@ -1,7 +1,11 @@
-"""HTTP/1.x vocabulary shared by the core and modules: reasons, dates, error pages.
+"""HTTP/1.x vocabulary shared by the core and modules: reasons, dates, error pages,
+and the rendering of a response head.
 
-Everything here is computed once (status lines, error bodies) or once a second (the
-`Date:` value), so building a response costs a few dict lookups and one join.
+Everything here is computed once (status lines, error bodies, Server lines) or once a
+second (the `Date:` line), so building a response head costs a few dict lookups and
+one join.  A head is rendered in parts around what changes per answer: the status
+line, headers and Content-Length (`render_start`), then the Connection line and the
+Date line, then the Server line and the blank line (`server_line`).
 """
 
 from __future__ import annotations
@@ -9,7 +13,12 @@ from __future__ import annotations
 import email.utils
 import time
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from .request import Request
+
+NO_BODY = frozenset({204, 304})       # statuses whose answers have no Content-Length
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 REASONS[413] = "Payload Too Large"
 REASONS[416] = "Range Not Satisfiable"
@@ -84,3 +93,44 @@ class DateCache:
 
 
 DATE = DateCache()   # one per process; the loop's timer refreshes it
+
+
+_STATUS_LINES: dict[tuple[bool, int], str] = {}   # (HTTP/1.0?, status) -> status line
+CONNECTION_CLOSE = b"Connection: close\r\n"
+CONNECTION_KEEP_ALIVE = b"Connection: keep-alive\r\n"
+_server_lines: dict[str, bytes] = {}              # server.tag -> its line and the blank line
+
+
+def render_start(request: "Request") -> bytes:
+    """Status line, the handler's headers and Content-Length."""
+    response = request.response
+    status = response.status
+    http10 = request.version == "1.0"
+    line = _STATUS_LINES.get((http10, status))
+    if line is None:
+        line = _STATUS_LINES[http10, status] = \
+            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n"
+    lines = [line]
+    lines += [f"{name}: {value}\r\n" for name, value in response.headers]
+    if status not in NO_BODY and status >= 200:
+        lines.append(f"Content-Length: {response.length}\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def connection_line(request: "Request", keep_alive: bool) -> bytes:
+    if not keep_alive:
+        return CONNECTION_CLOSE
+    return CONNECTION_KEEP_ALIVE if request.version == "1.0" else b""
+
+
+def server_line(server_tag: str) -> bytes:
+    """`Server: tag` and the blank line that ends the head (just the blank line
+    without a tag)."""
+    line = _server_lines.get(server_tag)
+    if line is None:
+        if len(_server_lines) >= 64:
+            _server_lines.clear()
+        line = _server_lines[server_tag] = (
+            f"Server: {server_tag}\r\n\r\n" if server_tag else "\r\n").encode(
+                "latin-1", "replace")
+    return line

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from shared.config.compiled import RequestSettings
+from shared.config.tree import CONNECTION_FIELDS
 
 from .statcache import CACHE
 
@@ -189,6 +190,7 @@ class Request:
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
+        "arrived_as",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -222,6 +224,7 @@ class Request:
         self.replay: Any = None          # answercache.Answer this request repeats
         self.replay_key: Any = None      # the key its own answer may be kept under
         self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
+        self.arrived_as: bytes | None = None   # the read that held it and nothing else
 
     # ----------------------------------------------------------- conditions
     def condition_value(self, field: str) -> str:
@@ -234,10 +237,8 @@ class Request:
             return self.headers.get(field[7:], "")
         if field == "querystring":
             return self.uri_query
-        if field == "remoteip":
-            return self.connection.remote_ip
-        if field == "socket":
-            return self.connection.socket_spec
+        if field in CONNECTION_FIELDS:
+            return self.connection.condition_value(field)
         if field == "scheme":
             return self.scheme
         if field == "request-method":

@@ -186,6 +186,8 @@ def test_a_module_that_is_not_replay_safe_turns_the_cache_off():
     assert Pipeline([_Safe(None), _LogsOnly(None)]).answers.reads == \
         CORE_READS | {"authorization"}
     assert Pipeline([_Safe(None), _Unsafe(None)]).answers.reads is None
+    assert Pipeline([_Safe(None)]).answers.by_bytes
+    assert not Pipeline([_Safe(None), _LogsOnly(None)]).answers.by_bytes
     assert Pipeline([_Safe(None)], replay=False).answers.reads is None
 
 
@@ -199,8 +201,28 @@ def test_remote_address_conditions_key_the_answers(tmp_path):
             sock.settimeout(5)
             sock.bind(("127.0.0.2", 0))
             sock.connect(("127.0.0.1", worker.port))
-            sock.sendall(request + request)
             data = b""
-            while data.count(b"HTTP/1.1 ") < 2:
-                data += sock.recv(65536)
+            for count in (1, 2):                 # the same bytes, one after the other
+                sock.sendall(request)
+                while data.count(b"HTTP/1.1 ") < count or not data.endswith(b"</html>\n"):
+                    data += sock.recv(65536)
         assert [a[0] for a in split_responses(data)] == [403, 403]
+
+
+def test_max_keep_alive_requests_holds_for_repeats(tmp_path):
+    with start_worker(tmp_path, "server.max-keep-alive-requests = 3\n") as worker:
+        answers = exchange(worker, *[get("/index.html")] * 3)
+    assert ["connection" in a[1] for a in answers] == [False, False, True]
+    assert answers[2][1]["connection"] == "close"
+
+
+def test_pipelined_repeats_are_answered_in_order(site):
+    page = get("/index.html")
+    with site.socket() as sock:
+        sock.sendall((page + get("/sub/") + page + page).encode())
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 4:
+            data += sock.recv(65536)
+    bodies = [a[2] for a in split_responses(data)]
+    assert bodies == [b"hello from pylighttpd\n", b"sub index\n"] + \
+        [b"hello from pylighttpd\n"] * 2

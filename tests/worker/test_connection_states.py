@@ -18,6 +18,7 @@ import pytest
 from master.configload import load
 from server_util import config_text
 from sites import make_docroot
+from shared.stats import METHODS, Field, request_offset
 from worker.server import Server
 
 
@@ -85,3 +86,40 @@ def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(serve
     connection.process()
     run_until(server, lambda: not connection.out.chunks)
     assert client.recv(65536).endswith(b"\r\n\r\nrewritten\n")
+
+
+def answer_twice(server, client, connection, request: bytes) -> bytes:
+    """Send `request`, answered through the pipeline, then the same bytes again."""
+    client.sendall(request)
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
+    client.recv(65536)
+    assert request in server.pipeline.answers.raw_entries    # the repeat skips parsing
+    client.sendall(request)
+    run_until(server, lambda: connection.requests_done == 2 and not connection.out.chunks)
+    return client.recv(65536)
+
+
+def test_a_byte_identical_repeat_is_counted_like_any_request(server):
+    client, connection = connect(server)
+    words = server.counters.words
+    before = list(words)
+    again = answer_twice(server, client, connection,
+                         b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert again.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert again.endswith(b"hello from pylighttpd\n")
+    changed = {i: words[i] - before[i] for i in range(len(before)) if words[i] != before[i]}
+    assert changed[request_offset(METHODS.index("GET"), 2)] == 2
+    assert changed[Field.KEEPALIVE_REUSES] == 1
+    assert changed[Field.BYTES_OUT] == 2 * len(again)
+
+
+def test_a_repeat_while_draining_is_answered_with_close(server):
+    client, connection = connect(server)
+    request = b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"
+    client.sendall(request)
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
+    client.recv(65536)
+    server.begin_drain()
+    client.sendall(request)
+    run_until(server, lambda: connection.lingering or connection.closed)
+    assert b"\r\nConnection: close\r\n" in client.recv(65536)
