@@ -15,7 +15,7 @@ case "$mode" in serve|test|bench) ;; *) echo "usage: $0 serve|test|bench" >&2; e
 debian_packages=(python3-venv)
 # the tests compare with the real lighttpd, scrape with a real Prometheus, render the
 # status page in Chromium and check the unit files with systemd-analyze
-[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd)
+[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk)
 
 missing=()

@@ -391,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.quick:
         options.rounds, options.seconds, options.idle_connections = 1, 2.0, 1000
-    missing = [tool for tool in ("wrk", "lighttpd", "nginx") if not shutil.which(tool)]
+    servers = options.servers.split(",")
+    tools = ["wrk"] + [name for name in servers if name != "pylighttpd"]
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         print(f"missing tools: {', '.join(missing)} (apt-get install wrk lighttpd nginx)",
               file=sys.stderr)
@@ -399,7 +401,6 @@ def main(argv: list[str] | None = None) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the idle scenario needs fds
     wanted = [s for s in SCENARIOS if not options.only or s.name in options.only.split(",")]
-    servers = options.servers.split(",")
     report = Report()
     with tempfile.TemporaryDirectory(prefix="pylighttpd-bench-") as tmp:
         base = Path(tmp)
