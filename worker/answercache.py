@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from shared.config.tree import CONNECTION_FIELDS
-
 from .http import connection_line
 
 if TYPE_CHECKING:
@@ -53,13 +51,15 @@ CORE_READS = frozenset({
 })
 # Condition fields that follow from what every key holds (target, Host, scheme, GET)
 _IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-method"})
+# Condition fields the bytes of a request do not hold: they belong to its connection
+_OF_THE_CONNECTION = frozenset({"remoteip", "socket", "scheme"})
 
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
 
 
-def key_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
-    """The condition fields a key must hold besides the request line and Host."""
-    return tuple(sorted({c.field for c in conditions} - _IN_EVERY_KEY))
+def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
+    """Every field the config's conditions read."""
+    return tuple(sorted({c.field for c in conditions}))
 
 
 class Answer:
@@ -112,13 +112,14 @@ class AnswerCache:
 
     def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
                  by_bytes: bool = False) -> None:
+        """`fields`: what the config's conditions read (condition_fields)."""
         self.entries: dict[Key, Answer] = {}
         self.reads = reads
-        self.fields = fields
+        self.fields = tuple(f for f in fields if f not in _IN_EVERY_KEY)
         self.generation = 0
         self.by_bytes = by_bytes and reads is not None
         self.raw_entries: dict[Any, Answer] = {}
-        self.connection_fields = tuple(f for f in fields if f in CONNECTION_FIELDS)
+        self.connection_fields = tuple(f for f in fields if f in _OF_THE_CONNECTION)
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""

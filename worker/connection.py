@@ -357,10 +357,12 @@ class Connection:
             self.update_events()
 
     def condition_value(self, field: str) -> str:
-        """The connection's own condition fields: remote address and socket."""
+        """The connection's own condition fields: remote address, socket, scheme."""
         if field == "remoteip":
             return self.remote_ip
-        return self.socket_spec if field == "socket" else ""
+        if field == "socket":
+            return self.socket_spec
+        return self.scheme if field == "scheme" else ""
 
     def _peer_closed(self) -> None:
         """The client will send no more: answer what is complete, then close."""

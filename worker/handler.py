@@ -36,16 +36,17 @@ class Pipeline:
     """The modules' hooks, resolved once per worker into plain lists of callables."""
 
     def __init__(self, modules: Iterable[Module], replay: bool = True,
-                 key_fields: tuple[str, ...] = ()) -> None:
+                 condition_fields: tuple[str, ...] = ()) -> None:
         """`replay`: whether kept answers may be replayed at all (the Server turns it
-        off for debug logging and with the stat cache disabled); `key_fields`: the
-        condition fields their keys hold (answercache.key_fields)."""
+        off for debug logging and with the stat cache disabled); `condition_fields`:
+        what the config's conditions read (answercache.condition_fields)."""
         self.modules = list(modules)
         phases: dict[str, list[Hook]] = {name: [] for name in HOOKS}
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
-        self.answers = AnswerCache(self._replay_reads() if replay else None, key_fields,
+        self.answers = AnswerCache(self._replay_reads() if replay else None,
+                                   condition_fields,
                                    by_bytes=not phases["handle_request_done"])
         self.uri_raw = phases["handle_uri_raw"]
         self.uri_clean = phases["handle_uri_clean"]

@@ -21,7 +21,7 @@ from shared.config.compiled import RequestSettings
 from shared.stats import State
 
 from . import debuglog
-from .answercache import key_fields
+from .answercache import condition_fields
 from .connection import Connection
 from .counters import WorkerCounters
 from .handler import Pipeline
@@ -81,9 +81,10 @@ class Server:
         # what a request sees before its headers are in (and error answers use)
         self.global_settings = RequestSettings(settings)
         CACHE.configure(settings["server.stat-cache-engine"])
+        fields = condition_fields(config.compiled.conditions)
         self.pipeline = Pipeline(instantiate_modules(config),
                                  replay=CACHE.enabled and not self.debug,
-                                 key_fields=key_fields(config.compiled.conditions))
+                                 condition_fields=fields)
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])

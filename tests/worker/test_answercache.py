@@ -17,7 +17,7 @@ import pytest
 from server_util import split_responses
 from sites import site, start_worker  # noqa: F401 (fixture)
 from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd
-from worker.answercache import CORE_READS
+from worker.answercache import CORE_READS, AnswerCache
 from worker.handler import Pipeline
 from worker.module import Module
 
@@ -226,3 +226,10 @@ def test_pipelined_repeats_are_answered_in_order(site):
     bodies = [a[2] for a in split_responses(data)]
     assert bodies == [b"hello from pylighttpd\n", b"sub index\n"] + \
         [b"hello from pylighttpd\n"] * 2
+
+
+def test_keys_hold_what_conditions_read():
+    cache = AnswerCache(frozenset(), ("header:user-agent", "remoteip", "scheme", "url"),
+                        by_bytes=True)
+    assert cache.fields == ("header:user-agent", "remoteip")   # the rest is in every key
+    assert cache.connection_fields == ("remoteip", "scheme")    # not in a request's bytes
