@@ -38,14 +38,22 @@ def open_syslog(facility: str = "daemon") -> None:
     _syslog_open = True
 
 
+BUFFER_BYTES = 8192        # a buffered log writes once it holds this much
+
+
 class LogFile:
     """One log destination: `path` appended to, or `|command` piped to (the command is
     started by the process that opens the LogFile; its children share the pipe)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, buffered: bool = False) -> None:
         self.target = target
         self.piped = target.startswith("|")
         self.fd = -1
+        # buffered (access logs, as lighttpd's): lines wait for BUFFER_BYTES or flush(),
+        # which the owner calls about once a second; reopen and close flush first
+        self.buffered = buffered
+        self.pending: list[bytes] = []
+        self.pending_size = 0
         self.process: subprocess.Popen | None = None
         self.owner = os.getpid()       # a forked child leaves the parent's pipes alone
         self.open()
@@ -68,6 +76,7 @@ class LogFile:
     def reopen(self) -> None:
         """Cycle a file (logrotate); a pipe stays as it is.  On failure the old file
         stays in use and the error is logged."""
+        self.flush()                     # what was logged before goes to the old file
         if self.piped:
             return
         try:
@@ -81,6 +90,23 @@ class LogFile:
             os.close(old)
 
     def write(self, data: bytes) -> None:
+        """Whole lines: written at once, or kept until the buffer is full."""
+        if not self.buffered:
+            self._write_now(data)
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+        if self.pending_size >= BUFFER_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
+            self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
         """One write() of whole lines (atomic with O_APPEND); a dead pipe logger is
         started again once."""
         try:
@@ -107,6 +133,7 @@ class LogFile:
 
     def close(self) -> None:
         if self.fd >= 0:
+            self.flush()
             try:
                 os.close(self.fd)
             except OSError:
@@ -249,17 +276,25 @@ _JSON = _json_table()
 _PLAIN = frozenset(range(0x20, 0x7f)) - {0x22, 0x5c}
 
 
+def _is_plain(text: str) -> bool:
+    """Printable ASCII without `"` or `\\`: what every escaping leaves as it is (the
+    common case, checked in C rather than byte by byte)."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
 def escape_bs(text: str) -> str:
     """lighttpd's buffer_append_bs_escaped: printable ASCII stays, `"` and `\\` get a
     backslash, \\b \\n \\r \\t \\v their C names, every other byte \\xHH."""
-    data = text.encode("utf-8", "surrogateescape")
-    if all(byte in _PLAIN for byte in data):
+    if _is_plain(text):
         return text
+    data = text.encode("utf-8", "surrogateescape")
     return "".join([_BS[byte] for byte in data])
 
 
 def escape_json(text: str) -> str:
     """accesslog.escaping = "json": JSON string escapes; bytes >= 0x80 (UTF-8) stay."""
+    if _is_plain(text):
+        return text
     data = text.encode("utf-8", "surrogateescape")
     if all(byte in _PLAIN or byte >= 0x80 for byte in data):
         return text

@@ -499,12 +499,18 @@ class Module(BaseModule):
             pass
         logfile: log.LogFile | None
         try:
-            logfile = log.LogFile(target)
+            logfile = log.LogFile(target, buffered=True)
         except OSError as err:
             log.error("mod_accesslog.c", f"opening log '{target}' failed: {err.strerror}")
             logfile = None
         self.files[target] = logfile
         return logfile
+
+    def handle_trigger(self, now: float) -> None:
+        """Once a second: write the lines buffered since (lighttpd buffers them too)."""
+        for logfile in self.files.values():
+            if logfile is not None:
+                logfile.flush()
 
     def handle_request_done(self, request: Request) -> None:
         values = request.settings.values
