@@ -429,6 +429,18 @@ def _condition_field(kind: str, name: str, position: Position) -> str:
                       "or $SERVER", position)
 
 
+def _host_port_ok(port: str) -> bool:
+    """What may follow a host in a $HTTP["host"] pattern, as lighttpd checks it:
+    nothing, ":", or ":" and a port number from 1 to 65535 (read as strtol reads it:
+    leading blanks and a "+" allowed; no leading zero)."""
+    if not port or port == ":":
+        return True
+    digits = port[1:].lstrip(" \t\n\v\f\r")
+    digits = digits[1:] if digits.startswith("+") else digits
+    return port[0] == ":" and digits.isdigit() and digits[0] != "0" and \
+        int(digits) <= 65535
+
+
 def _compile_condition(condition: Condition, position: Position) -> None:
     """Check the pattern now so that a bad one is a config error, not a request error."""
     if condition.op in ("=~", "!~"):
@@ -447,12 +459,17 @@ def _compile_condition(condition: Condition, position: Position) -> None:
         raise ConfigError('$HTTP["remoteip"] takes == / != with an address or CIDR '
                           "network, or =~ / !~ with a regex", position)
     elif condition.field == "host" and condition.pattern.startswith("["):
-        address, bracket, _port = condition.pattern[1:].partition("]")
+        address, bracket, port = condition.pattern[1:].partition("]")
         try:
             ipaddress.IPv6Address(address)
         except ValueError:
             bracket = ""
-        if not bracket:
+        if not bracket or not _host_port_ok(port):
             raise ConfigError(f'"{condition.pattern}" is not a valid [IPv6] host', position)
+    elif condition.field == "host" and ":" in condition.pattern:
+        name, _, port = condition.pattern.partition(":")
+        if not name or not _host_port_ok(":" + port):
+            raise ConfigError(f'"{condition.pattern}" is not a valid host[:port] (lighttpd: '
+                              '"invalid IP addr")', position)
     elif condition.field == "socket" and condition.op not in ("==", "!="):
         raise ConfigError('$SERVER["socket"] supports only == and !=', position)

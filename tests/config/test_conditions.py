@@ -20,6 +20,7 @@ import pytest
 
 from cfgtest_helpers import LIGHTTPD
 from master.configload import load
+from shared.config import ConfigError, load_config_text
 from shared.config.captures import expand, match_groups
 from shared.config.compiled import NO_CAPTURES, CompiledConfig
 
@@ -556,3 +557,26 @@ def test_same_block_as_lighttpd(live, method: str, host: str, target: str, heade
     theirs = _lighttpd_tag(port, method, host, target, headers)
     ours = _our_tag(compiled, method, host, target, headers)
     assert ours == theirs, f"lighttpd chose {theirs!r}, we chose {ours!r}"
+
+
+# host patterns lighttpd 1.4.69 accepts or refuses ("invalid IP addr") with ==, !=, =^, =$
+HOST_PATTERNS = [":", "a:", ":80", "a:80", "a:b", "1.2.3.4:", "a:1x", "a:99999", "a:65535",
+                 "a:0", "a::b", "::", "1:2", ":a", "a:080", "a:+1", "a: 1", "[::1]:",
+                 "[::1]80", "[::1]:80", "[::1]:65536", "[::1]:x", ""]
+
+
+@pytest.mark.skipif(LIGHTTPD is None, reason="Debian's lighttpd is not installed")
+@pytest.mark.parametrize("operator", ["==", "=^"])
+def test_host_patterns_are_checked_as_lighttpd_checks_them(operator, tmp_path):
+    for pattern in HOST_PATTERNS:
+        text = f'$HTTP["host"] {operator} "{pattern}" {{ }}\n'
+        conf = tmp_path / "host.conf"
+        conf.write_text(text)
+        theirs = subprocess.run([LIGHTTPD, "-p", "-f", str(conf)], capture_output=True,
+                                timeout=10).returncode == 0
+        try:
+            load_config_text(text, "<test>", str(tmp_path))
+            ours = True
+        except ConfigError:
+            ours = False
+        assert ours == theirs, (pattern, "lighttpd accepts" if theirs else "lighttpd refuses")
