@@ -11,7 +11,10 @@ parts that change per answer (`Connection`, `Date`) are put in.
 
 What may be kept is narrow on purpose:
 - only an answer the static file path marked as a whole small file from memory
-  (`Response.replayable`), with status 200 and no PATH_INFO;
+  (`Response.replayable`), with status 200 and no PATH_INFO; or the core's own 404
+  page for a file that does not exist in an existing directory, replayed only while a
+  stat() still finds it absent and its directory there (so a file created after a 404
+  is served at once, as without this table);
 - only when every loaded module declares itself replay-safe (worker/module.py), and
   the request carries none of the headers the core or a module reads to decide such an
   answer (preconditions, ranges, body framing, credentials ...);
@@ -31,9 +34,12 @@ answered after it (it waited behind others in a pipeline) goes through the pipel
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import TYPE_CHECKING, Any, Iterable
 
 from .http import connection_line
+from .statcache import CACHE
 
 if TYPE_CHECKING:
     from shared.config.tree import Condition
@@ -54,7 +60,25 @@ _IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-meth
 # Condition fields the bytes of a request do not hold: they belong to its connection
 _OF_THE_CONNECTION = frozenset({"remoteip", "socket", "scheme"})
 
+_KEPT_STATUSES = frozenset({200, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
+
+
+def still_missing(path: str) -> bool:
+    """`path` does not exist, and its directory does: the request that found it
+    missing would find the same again (no PATH_INFO, no new file)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    else:
+        return False
+    try:
+        return stat.S_ISDIR(CACHE.stat(path.rsplit("/", 1)[0] or "/").st_mode)
+    except OSError:
+        return False
 
 
 def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
@@ -66,7 +90,7 @@ class Answer:
     """A finished answer, with the request's state before and after the pipeline."""
 
     __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final",
-                 "keep_alive", "keep_alive_line", "values")
+                 "keep_alive", "keep_alive_line", "values", "status", "missing")
 
     def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes,
                  generation: int) -> None:
@@ -78,6 +102,8 @@ class Answer:
         self.keep_alive = request.keep_alive            # what the client asked for
         self.keep_alive_line = connection_line(request, True)
         self.values = request.settings.values
+        self.status = response.status
+        self.missing = response.missing if response.status == 404 else ""
         self.parsed = request.replay_parsed
         self.final = (response.status, response.headers, response.length, request.uri_path,
                       request.docroot, request.physical_path, request.physical_rel,
@@ -132,12 +158,16 @@ class AnswerCache:
         return key
 
     def find(self, key: Key) -> Answer | None:
-        return self.entries.get(key)
+        kept = self.entries.get(key)
+        if kept is not None and kept.missing and not still_missing(kept.missing):
+            return None
+        return kept
 
     def find_bytes(self, data: bytes, connection: "Connection") -> Answer | None:
         """The current answer to a request that arrived as exactly `data`, if any."""
         kept = self.raw_entries.get(self._bytes_key(data, connection))
-        if kept is None or kept.generation != self.generation:
+        if kept is None or kept.generation != self.generation or \
+                (kept.missing and not still_missing(kept.missing)):
             return None
         return kept
 
@@ -152,8 +182,8 @@ class AnswerCache:
     def keep(self, key: Key, request: "Request", start: bytes, tail: bytes) -> None:
         """Keep the answer just rendered for `request`, if it qualifies."""
         response = request.response
-        if not response.replayable or response.status != 200 or request.pathinfo or \
-                response.files or len(response.body) != 1:
+        if not response.replayable or response.status not in _KEPT_STATUSES or \
+                request.pathinfo or response.files or len(response.body) != 1:
             return
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:

@@ -349,7 +349,7 @@ class Connection:
                          DATE.line, kept.tail))
         self.out.append(data)
         self.queued_total += len(data)
-        server.counters.request("GET", 200, time.monotonic() - server.loop.now)
+        server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
         if not keep:
             self.closing = True
         self.flush()

@@ -9,6 +9,7 @@ module; which hooks exist is decided once, when the pipeline is built.
 
 from __future__ import annotations
 
+import errno
 from typing import Callable, Iterable
 
 from .answercache import CORE_READS, AnswerCache
@@ -84,7 +85,8 @@ class Pipeline:
                 status = self._error_handler(request, status)
         response.status = status
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
-            _error_response(request, status)
+            if _error_response(request, status) and status == 404 and response.missing:
+                response.replayable = True     # kept while the file stays absent
         for hook in self.response_start:
             hook(request)
 
@@ -195,6 +197,8 @@ def physical_path_check(request: Request) -> int:
         status = errno_status(err)
         if status == 404:
             status = _find_pathinfo(request)
+            if status == 404 and err.errno == errno.ENOENT:
+                request.response.missing = request.physical_path
         if status:
             return status
     if not request.settings.values["server.follow-symlink"] and \
@@ -253,20 +257,22 @@ def _quote_path(path: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in data)
 
 
-def _error_response(request: Request, status: int) -> None:
-    """Fill in lighttpd's HTML error page unless the handler wrote a body."""
+def _error_response(request: Request, status: int) -> bool:
+    """Fill in lighttpd's HTML error page unless the handler wrote a body; True when
+    the page is the core's own (no file behind it)."""
     response = request.response
     if response.body or status in NO_BODY or status < 200:
-        return
+        return False
     if status < 400:
         response.length = 0
-        return
+        return False
     response.headers = [h for h in response.headers if h[0].lower() not in _ERROR_DROPS]
     response.head_only = request.method == "HEAD"
     if error_document(request, status):     # server.errorfile-prefix
-        return
+        return False
     response.headers.insert(0, ("Content-Type", "text/html"))
     response.write(error_body(status))
+    return True
 
 
 __all__ = ["Pipeline", "set_physical", "redirect_to_slash",

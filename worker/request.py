@@ -117,7 +117,8 @@ class Response:
     last); the response owns the fds until they move into the connection's chunk queue.
     """
 
-    __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable")
+    __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
+                 "missing")
 
     def __init__(self) -> None:
         self.status = 0
@@ -126,7 +127,8 @@ class Response:
         self.files = 0
         self.length = 0
         self.head_only = False
-        self.replayable = False     # a whole small file: the answer cache may keep it
+        self.replayable = False     # the answer cache may keep it (answercache.py)
+        self.missing = ""           # the absent file a 404 says is not there
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every header `name` (case-insensitive) by one with `value`."""

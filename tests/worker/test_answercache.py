@@ -233,3 +233,32 @@ def test_keys_hold_what_conditions_read():
                         by_bytes=True)
     assert cache.fields == ("header:user-agent", "remoteip")   # the rest is in every key
     assert cache.connection_fields == ("remoteip", "scheme")    # not in a request's bytes
+
+
+def test_a_file_created_after_a_kept_404_is_served_at_once(tmp_path):
+    with start_worker(tmp_path) as worker:
+        answers = exchange(worker, *[get("/later.html")] * 3)
+        assert [a[0] for a in answers] == [404] * 3
+        assert answers[1][2] == answers[0][2] and b"404 Not Found" in answers[0][2]
+        (worker.docroot / "later.html").write_text("here now\n")
+        assert exchange(worker, get("/later.html"))[0][2] == b"here now\n"
+        (worker.docroot / "later.html").unlink()     # the stat cache may hold it for 1 s
+        deadline = time.monotonic() + 2.5
+        while exchange(worker, get("/later.html"))[0][0] != 404:
+            assert time.monotonic() < deadline, "a deleted file was still served after 2.5 s"
+            time.sleep(0.1)
+
+
+def test_a_404_below_a_missing_directory_is_never_replayed_stale(tmp_path):
+    with start_worker(tmp_path) as worker:
+        assert [a[0] for a in exchange(worker, *[get("/new/page.html")] * 2)] == [404] * 2
+        (worker.docroot / "new").mkdir()
+        (worker.docroot / "new" / "page.html").write_text("new page\n")
+        assert exchange(worker, get("/new/page.html"))[0][2] == b"new page\n"
+
+
+def test_a_file_becoming_a_path_prefix_ends_a_kept_404(tmp_path):
+    with start_worker(tmp_path) as worker:
+        assert [a[0] for a in exchange(worker, *[get("/doc/extra")] * 2)] == [404] * 2
+        (worker.docroot / "doc").write_text("doc with path info\n")
+        assert exchange(worker, get("/doc/extra"))[0][2] == b"doc with path info\n"

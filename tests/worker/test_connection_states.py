@@ -123,3 +123,13 @@ def test_a_repeat_while_draining_is_answered_with_close(server):
     client.sendall(request)
     run_until(server, lambda: connection.lingering or connection.closed)
     assert b"\r\nConnection: close\r\n" in client.recv(65536)
+
+
+def test_a_replayed_404_is_counted_as_a_4xx(server):
+    client, connection = connect(server)
+    words = server.counters.words
+    before = words[request_offset(METHODS.index("GET"), 4)]
+    again = answer_twice(server, client, connection,
+                         b"GET /nothing.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert again.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert words[request_offset(METHODS.index("GET"), 4)] - before == 2
