@@ -22,8 +22,8 @@ What may be kept is narrow on purpose:
 
 A second table goes one step further for the commonest case, a client that repeats a
 request byte for byte in a read of its own (a keep-alive client fetching the same file):
-it is keyed on those bytes (with the connection's address and socket when a condition
-reads them), so the repeat is answered without parsing it at all.  It is used only
+it is keyed on those bytes (with the connection's address, socket or scheme when a
+condition reads them), so the repeat is answered without parsing it at all.  It is used only
 when no module has request-done hooks (an access log needs the parsed request).
 
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,

@@ -125,6 +125,7 @@ class Pipeline:
         request.configure()
         handled = self._prepare(request)
         response.replayable = False    # chosen by a file's absence, which no cache sees
+        response.missing = ""          # ... and by the handler's files: never kept
         if handled >= 400:              # the handler failed too: the plain error page
             response.headers = []
             response.reset_body()

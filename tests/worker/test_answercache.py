@@ -262,3 +262,11 @@ def test_a_file_becoming_a_path_prefix_ends_a_kept_404(tmp_path):
         assert [a[0] for a in exchange(worker, *[get("/doc/extra")] * 2)] == [404] * 2
         (worker.docroot / "doc").write_text("doc with path info\n")
         assert exchange(worker, get("/doc/extra"))[0][2] == b"doc with path info\n"
+
+
+def test_a_404_whose_error_handler_is_missing_is_not_kept(tmp_path):
+    extra = 'server.error-handler-404 = "/handler.html"\n'
+    with start_worker(tmp_path, extra) as worker:
+        assert [a[0] for a in exchange(worker, *[get("/gone.html")] * 2)] == [404] * 2
+        (worker.docroot / "gone.html").write_text("back again\n")
+        assert exchange(worker, get("/gone.html"))[0][2] == b"back again\n"
