@@ -10,14 +10,15 @@ URL cleaning, condition evaluation, the module phases and header rendering; only
 parts that change per answer (`Connection`, `Date`) are put in.
 
 What may be kept is narrow on purpose:
-- only an answer the static file path marked as a whole small file from memory
-  (`Response.replayable`), with status 200 and no PATH_INFO; or the core's own 404
+- only an answer the static file path marked (`Response.replayable`): a small file or
+  one range of it from memory (200, 206) or a 304, with no PATH_INFO, the values of
+  the precondition and range headers being part of the key; or the core's own 404
   page for a file that does not exist in an existing directory, replayed only while a
   stat() still finds it absent and its directory there (so a file created after a 404
   is served at once, as without this table);
 - only when every loaded module declares itself replay-safe (worker/module.py), and
-  the request carries none of the headers the core or a module reads to decide such an
-  answer (preconditions, ranges, body framing, credentials ...);
+  the request carries none of the other headers the core or a module reads to decide
+  such an answer (body framing, credentials ...);
 - never with a debug log on, nor with `server.stat-cache-engine = "disable"`.
 
 A second table goes one step further for the commonest case, a client that repeats a
@@ -49,18 +50,19 @@ if TYPE_CHECKING:
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
 
-# Headers the core itself reads while answering a static request: a request that has
-# one is answered through the full pipeline every time.
-CORE_READS = frozenset({
-    "if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
-    "range", "if-range", "content-length", "transfer-encoding", "expect",
-})
+# Headers the core itself reads while answering a static request.  A request with one
+# of CORE_READS is answered through the full pipeline every time; the values of
+# KEYED_READS (what the static path decides 304, 412, 206 by) are part of the key.
+CORE_READS = frozenset({"content-length", "transfer-encoding", "expect"})
+KEYED_READS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+               "range", "if-range")
+_KEYED = frozenset(KEYED_READS)
 # Condition fields that follow from what every key holds (target, Host, scheme, GET)
 _IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-method"})
 # Condition fields the bytes of a request do not hold: they belong to its connection
 _OF_THE_CONNECTION = frozenset({"remoteip", "socket", "scheme"})
 
-_KEPT_STATUSES = frozenset({200, 404})
+_KEPT_STATUSES = frozenset({200, 206, 304, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
 
 
@@ -152,9 +154,12 @@ class AnswerCache:
         reads = self.reads
         if reads is None or request.method != "GET" or not reads.isdisjoint(request.headers):
             return None
-        key: Key = (raw_target, request.version, request.headers.get("host"), request.scheme)
+        headers = request.headers
+        key: Key = (raw_target, request.version, headers.get("host"), request.scheme)
         if self.fields:
             key += tuple(request.condition_value(field) for field in self.fields)
+        if not _KEYED.isdisjoint(headers):
+            key += tuple(headers.get(name) for name in KEYED_READS)
         return key
 
     def find(self, key: Key) -> Answer | None:
@@ -182,13 +187,15 @@ class AnswerCache:
     def keep(self, key: Key, request: "Request", start: bytes, tail: bytes) -> None:
         """Keep the answer just rendered for `request`, if it qualifies."""
         response = request.response
+        body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
-                request.pathinfo or response.files or len(response.body) != 1:
+                request.pathinfo or response.files or len(body) > 1:
             return
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:
             entries.clear()
-        answer = entries[key] = Answer(request, start, tail, response.body[0],  # type: ignore[arg-type]
+        answer = entries[key] = Answer(request, start, tail,
+                                       body[0] if body else b"",  # type: ignore[arg-type]
                                        self.generation)
         if self.by_bytes and request.arrived_as is not None:
             raw = self.raw_entries

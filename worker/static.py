@@ -386,6 +386,7 @@ def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
     response.add_header("Last-Modified", last_modified(mtime))
     status = check_preconditions(request, etag, mtime)
     if status:
+        response.replayable = status == 304     # the validators are part of the key
         return status
     size = st.st_size
     method = request.method
@@ -436,9 +437,8 @@ def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
     """The body: a small file's bytes from memory, a large one's range by sendfile."""
     response = request.response
     if data is not None and length > 0:
-        whole = length == len(data)
-        response.write(data if whole else data[offset:offset + length])
-        response.replayable = whole and status == 200
+        response.write(data if length == len(data) else data[offset:offset + length])
+        response.replayable = True       # from memory: a snapshot the tick bounds
     elif fd < 0 or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
         response.head_only = request.method == "HEAD"

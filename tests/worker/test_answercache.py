@@ -91,14 +91,30 @@ def test_http10_replay_has_its_own_status_line(site):
             assert b"Connection: keep-alive\r\n" in data
 
 
-def test_conditional_and_range_requests_are_not_replayed(site):
-    first = exchange(site, get("/index.html"), get("/index.html"))[0]
-    etag = first[1]["etag"]
-    answers = exchange(site, get("/index.html", extra=f"If-None-Match: {etag}\r\n"),
-                       get("/index.html", extra="Range: bytes=0-4\r\n"),
-                       get("/index.html"))
-    assert [a[0] for a in answers] == [304, 206, 200]
-    assert answers[1][2] == b"hello"
+def test_conditional_and_range_answers_are_kept_by_their_header_values(site):
+    etag = exchange(site, get("/index.html"))[0][1]["etag"]
+    match = get("/index.html", extra=f"If-None-Match: {etag}\r\n")
+    other = get("/index.html", extra='If-None-Match: "other"\r\n')
+    head = get("/index.html", extra="Range: bytes=0-4\r\n")
+    tail = get("/index.html", extra="Range: bytes=-3\r\n")
+    answers = exchange(site, match, match, other, other, head, head, tail, tail, match)
+    assert [a[0] for a in answers] == [304, 304, 200, 200, 206, 206, 206, 206, 304]
+    assert [a[2] for a in answers[4:8]] == [b"hello", b"hello", b"pd\n", b"pd\n"]
+    assert answers[1][1]["etag"] == etag and answers[1][2] == b""
+
+
+def test_a_kept_304_ends_when_the_file_changes(tmp_path):
+    with start_worker(tmp_path) as worker:
+        etag = exchange(worker, get("/index.html"))[0][1]["etag"]
+        match = get("/index.html", extra=f"If-None-Match: {etag}\r\n")
+        assert [a[0] for a in exchange(worker, match, match)] == [304, 304]
+        page = worker.docroot / "index.html"
+        page.write_text("changed\n")
+        os.utime(page, (time.time() + 5, time.time() + 5))
+        deadline = time.monotonic() + 2.5
+        while exchange(worker, match)[0][0] != 200:
+            assert time.monotonic() < deadline, "still 304 for a changed file after 2.5 s"
+            time.sleep(0.1)
 
 
 def test_other_settings_are_not_served_a_kept_answer(tmp_path):
