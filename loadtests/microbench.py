@@ -54,7 +54,10 @@ def one_round(server: Server, clients: list[socket.socket], request: bytes) -> f
         client.send(request)
     expected = {c: c.requests_done + 1 for c in server.connections.values()}
     spent = 0.0
+    deadline = time.monotonic() + 10
     while True:
+        if time.monotonic() > deadline or any(c.closed for c in expected):
+            raise RuntimeError("the worker stopped answering: see its error log above")
         start = time.perf_counter()
         server.loop.run_once(0.0)
         spent += time.perf_counter() - start

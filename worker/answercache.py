@@ -24,8 +24,9 @@ What may be kept is narrow on purpose:
 A second table goes one step further for the commonest case, a client that repeats a
 request byte for byte in a read of its own (a keep-alive client fetching the same file):
 it is keyed on those bytes (with the connection's address, socket or scheme when a
-condition reads them), so the repeat is answered without parsing it at all.  It is used only
-when no module has request-done hooks (an access log needs the parsed request).
+condition reads them), so the repeat is answered without parsing it at all.  When a
+module has request-done hooks (an access log), the repeat still gets its Request, made
+from the one the answer was kept for (same headers, same everything).
 
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,
 together with the stat cache, so a changed file is seen within the same second it
@@ -42,11 +43,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .http import connection_line
 from .statcache import CACHE
 
+from .request import Request
+
 if TYPE_CHECKING:
     from shared.config.tree import Condition
 
     from .connection import Connection
-    from .request import Request
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
 
@@ -92,7 +94,8 @@ class Answer:
     """A finished answer, with the request's state before and after the pipeline."""
 
     __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final",
-                 "keep_alive", "keep_alive_line", "values", "status", "missing")
+                 "keep_alive", "keep_alive_line", "values", "status", "missing", "version",
+                 "headers", "header_list")
 
     def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes,
                  generation: int) -> None:
@@ -106,10 +109,25 @@ class Answer:
         self.values = request.settings.values
         self.status = response.status
         self.missing = response.missing if response.status == 404 else ""
+        self.version = request.version
+        self.headers = dict(request.headers)
+        self.header_list = list(request.header_list)
         self.parsed = request.replay_parsed
         self.final = (response.status, response.headers, response.length, request.uri_path,
                       request.docroot, request.physical_path, request.physical_rel,
                       request.physical_basedir)
+
+    def repeat_request(self, connection: "Connection") -> "Request":
+        """The Request a byte-for-byte repeat would have parsed into, matched to this
+        answer (for the request-done hooks)."""
+        request = Request(connection, connection.server.loop.now)
+        request.version = self.version
+        request.keep_alive = self.keep_alive
+        request.headers = dict(self.headers)          # a hook may change its own copy
+        request.header_list = list(self.header_list)
+        self.restore_parsed(request)
+        request.replay = self
+        return request
 
     def restore_parsed(self, request: "Request") -> None:
         """The state the request-start code leaves (target split and cleaned, Host,
@@ -132,20 +150,17 @@ def parsed_state(request: "Request") -> tuple[Any, ...]:
 
 
 class AnswerCache:
-    """The worker's tables of kept answers; `reads` is None when they are off, and
-    `by_bytes` is False when the byte-identical table is."""
+    """The worker's tables of kept answers; `reads` is None when they are off."""
 
-    __slots__ = ("entries", "reads", "fields", "generation", "by_bytes", "raw_entries",
+    __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
                  "connection_fields")
 
-    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
-                 by_bytes: bool = False) -> None:
+    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = ()) -> None:
         """`fields`: what the config's conditions read (condition_fields)."""
         self.entries: dict[Key, Answer] = {}
         self.reads = reads
         self.fields = tuple(f for f in fields if f not in _IN_EVERY_KEY)
         self.generation = 0
-        self.by_bytes = by_bytes and reads is not None
         self.raw_entries: dict[Any, Answer] = {}
         self.connection_fields = tuple(f for f in fields if f in _OF_THE_CONNECTION)
 
@@ -197,7 +212,7 @@ class AnswerCache:
         answer = entries[key] = Answer(request, start, tail,
                                        body[0] if body else b"",  # type: ignore[arg-type]
                                        self.generation)
-        if self.by_bytes and request.arrived_as is not None:
+        if request.arrived_as is not None:
             raw = self.raw_entries
             if len(raw) >= MAX_ENTRIES:
                 raw.clear()

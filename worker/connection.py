@@ -327,10 +327,14 @@ class Connection:
             if self.requests_done:
                 server.counters.keepalive_reuse()
             answers = server.pipeline.answers
-            if answers.by_bytes and not self.out.chunks:
+            if answers.reads is not None and not self.out.chunks:
                 kept = answers.find_bytes(data, self)
                 if kept is not None:
-                    self.replay(kept)
+                    if server.pipeline.request_done:     # the hooks need a Request
+                        self.ready.append(kept.repeat_request(self))
+                        self.process()
+                    else:
+                        self.replay(kept)
                     return
             self.feed(data)
             ready = self.ready
@@ -391,8 +395,20 @@ class Connection:
             # 15.6.2); a line that is not a request line at all is 400, as lighttpd says
             line = data.split(b"\r\n", 1)[0]
             self.fail(self.error_status or (501 if _REQUEST_LINE.fullmatch(line) else 400))
+        except httptools.HttpParserCallbackError as err:
+            self._callback_failed(err.__context__)
         except httptools.HttpParserError:
             self.fail(self.error_status or 400)
+
+    def _callback_failed(self, cause: BaseException | None) -> None:
+        """httptools wraps what a callback raises: our own _Abort carries the status;
+        anything else is a bug of ours, logged with its traceback and answered 500."""
+        if not isinstance(cause, _Abort) and cause is not None:
+            trace = "".join(traceback.format_exception(cause)).rstrip()
+            log.error("connections.c", f"internal error reading a request from "
+                      f"{self.remote_ip}:\n{trace}")
+            self.error_status = 500
+        self.fail(self.error_status or 400)
 
     def fail(self, status: int) -> None:
         """Queue an error answer after the requests that came before; then close."""

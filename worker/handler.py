@@ -47,8 +47,7 @@ class Pipeline:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
         self.answers = AnswerCache(self._replay_reads() if replay else None,
-                                   condition_fields,
-                                   by_bytes=not phases["handle_request_done"])
+                                   condition_fields)
         self.uri_raw = phases["handle_uri_raw"]
         self.uri_clean = phases["handle_uri_clean"]
         self.docroot = phases["handle_docroot"]

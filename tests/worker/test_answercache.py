@@ -16,7 +16,7 @@ import pytest
 
 from server_util import split_responses
 from sites import site, start_worker  # noqa: F401 (fixture)
-from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd
+from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd, wait_lines
 from worker.answercache import CORE_READS, AnswerCache
 from worker.handler import Pipeline
 from worker.module import Module
@@ -202,8 +202,6 @@ def test_a_module_that_is_not_replay_safe_turns_the_cache_off():
     assert Pipeline([_Safe(None), _LogsOnly(None)]).answers.reads == \
         CORE_READS | {"authorization"}
     assert Pipeline([_Safe(None), _Unsafe(None)]).answers.reads is None
-    assert Pipeline([_Safe(None)]).answers.by_bytes
-    assert not Pipeline([_Safe(None), _LogsOnly(None)]).answers.by_bytes
     assert Pipeline([_Safe(None)], replay=False).answers.reads is None
 
 
@@ -245,8 +243,7 @@ def test_pipelined_repeats_are_answered_in_order(site):
 
 
 def test_keys_hold_what_conditions_read():
-    cache = AnswerCache(frozenset(), ("header:user-agent", "remoteip", "scheme", "url"),
-                        by_bytes=True)
+    cache = AnswerCache(frozenset(), ("header:user-agent", "remoteip", "scheme", "url"))
     assert cache.fields == ("header:user-agent", "remoteip")   # the rest is in every key
     assert cache.connection_fields == ("remoteip", "scheme")    # not in a request's bytes
 
@@ -286,3 +283,23 @@ def test_a_404_whose_error_handler_is_missing_is_not_kept(tmp_path):
         assert [a[0] for a in exchange(worker, *[get("/gone.html")] * 2)] == [404] * 2
         (worker.docroot / "gone.html").write_text("back again\n")
         assert exchange(worker, get("/gone.html"))[0][2] == b"back again\n"
+
+
+def test_byte_identical_repeats_are_logged_like_the_first(tmp_path):
+    logfile = tmp_path / "access.log"
+    extra = (f'accesslog.filename = "{logfile}"\n'
+             'accesslog.format = "%h|%r|%s|%b|%O|%I|%{User-Agent}i|%U|%f|%k|%X"\n')
+    with start_worker(tmp_path, extra,
+                      modules=("mod_indexfile", "mod_staticfile", "mod_accesslog")) as worker:
+        request = get("/index.html?x=1", extra="User-Agent: UA/1\r\n")
+        answers = exchange(worker, request, request, request)
+        lines = wait_lines(logfile, 3)
+    assert [a[0] for a in answers] == [200] * 3
+    size, total = len(answers[0][2]), len(request)
+    fields = [line.split("|") for line in lines]
+    for number, line in enumerate(fields):
+        assert line[:9] == ["127.0.0.1", "GET /index.html?x=1 HTTP/1.1", "200", str(size),
+                            line[4], str(total), "UA/1", "/index.html",
+                            str(worker.docroot / "index.html")]
+        assert line[9:] == [str(number), "+"]
+    assert fields[1][4] == fields[2][4]              # same answer size on the wire

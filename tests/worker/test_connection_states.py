@@ -19,6 +19,7 @@ from master.configload import load
 from server_util import config_text
 from sites import make_docroot
 from shared.stats import METHODS, Field, request_offset
+from worker.answercache import AnswerCache
 from worker.server import Server
 
 
@@ -133,3 +134,16 @@ def test_a_replayed_404_is_counted_as_a_4xx(server):
                          b"GET /nothing.html HTTP/1.1\r\nHost: t\r\n\r\n")
     assert again.startswith(b"HTTP/1.1 404 Not Found\r\n")
     assert words[request_offset(METHODS.index("GET"), 4)] - before == 2
+
+
+def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("a bug in request start")
+    monkeypatch.setattr(AnswerCache, "key_for", broken)
+    client, connection = connect(server)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    run_until(server, lambda: connection.lingering or connection.closed)
+    assert client.recv(65536).startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    err = capfd.readouterr().err
+    assert "internal error reading a request from 127.0.0.1" in err
+    assert "RuntimeError: a bug in request start" in err
