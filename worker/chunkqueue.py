@@ -12,8 +12,8 @@ import os
 import socket
 
 MAX_IOV = 64                  # buffers per sendmsg
-SEND_BUDGET = 1 << 20         # bytes per call: one busy client must not starve the others
-SENDFILE_STEP = 1 << 20
+SEND_BUDGET = 1 << 22         # bytes per call: one busy client must not starve the others
+SENDFILE_STEP = 1 << 22
 
 
 class SharedFd:
