@@ -235,6 +235,15 @@ def wrk_script(base: Path, scenario: Scenario) -> Path | None:
     return script
 
 
+def wrk_counts(output: str) -> tuple[int, int, int]:
+    """From wrk's report: (requests, socket errors, non-2xx/3xx answers)."""
+    requests = int(_WRK_REQUESTS.search(output).group(1))
+    errors = _WRK_ERRORS.search(output)
+    non2xx = _WRK_NON2XX.search(output)
+    return (requests, sum(int(n) for n in errors.groups()) if errors else 0,
+            int(non2xx.group(1)) if non2xx else 0)
+
+
 def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Path
             ) -> Measurement:
     command = ["wrk", f"-t{scenario.threads}", f"-c{scenario.connections}",
@@ -249,10 +258,7 @@ def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Pat
     output = subprocess.run(command, capture_output=True, text=True,
                             timeout=seconds + 60).stdout
     cpu = server.cpu_seconds() - cpu_before
-    requests = int(_WRK_REQUESTS.search(output).group(1))
-    errors = sum(int(n) for n in _WRK_ERRORS.search(output).groups()) \
-        if _WRK_ERRORS.search(output) else 0
-    non2xx = int(_WRK_NON2XX.search(output).group(1)) if _WRK_NON2XX.search(output) else 0
+    requests, errors, non2xx = wrk_counts(output)
     bad_status = non2xx if scenario.expect_status < 400 else 0
     p99 = _WRK_P99.search(output)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else 0
@@ -326,11 +332,7 @@ def _wrk_with_reloads(server: RunningServer, scenario: Scenario, seconds: float
         time.sleep(1.0)
         server.reload()
         reloads += 1
-    output = wrk.communicate(timeout=seconds + 60)[0]
-    requests = int(_WRK_REQUESTS.search(output).group(1))
-    errors = sum(int(n) for n in _WRK_ERRORS.search(output).groups()) \
-        if _WRK_ERRORS.search(output) else 0
-    non2xx = int(_WRK_NON2XX.search(output).group(1)) if _WRK_NON2XX.search(output) else 0
+    requests, errors, non2xx = wrk_counts(wrk.communicate(timeout=seconds + 60)[0])
     return requests, errors + non2xx, reloads
 
 

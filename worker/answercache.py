@@ -40,7 +40,7 @@ import os
 import stat
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .http import connection_line
+from .http import CONNECTION_CLOSE, DATE, connection_line
 from .statcache import CACHE
 
 from .request import Request
@@ -85,6 +85,14 @@ def still_missing(path: str) -> bool:
         return False
 
 
+def _valid(kept: Answer | None) -> Answer | None:
+    """`kept` unless it is a 404 whose file has appeared since.  (The tables hold only
+    answers of the current second: the tick empties them.)"""
+    if kept is not None and kept.missing and not still_missing(kept.missing):
+        return None
+    return kept
+
+
 def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
     """Every field the config's conditions read."""
     return tuple(sorted({c.field for c in conditions}))
@@ -93,7 +101,7 @@ def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
 class Answer:
     """A finished answer, with the request's state before and after the pipeline."""
 
-    __slots__ = ("start", "tail", "head_len", "generation", "parsed", "final",
+    __slots__ = ("start", "tail", "body_len", "generation", "parsed", "final",
                  "keep_alive", "keep_alive_line", "values", "status", "missing", "version",
                  "headers", "header_list")
 
@@ -102,7 +110,7 @@ class Answer:
         response = request.response
         self.start = start              # status line, headers, Content-Length
         self.tail = tail + body         # Server line and blank line, then the body
-        self.head_len = len(start) + len(tail)  # plus Connection and Date, per request
+        self.body_len = len(body)
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
         self.keep_alive_line = connection_line(request, True)
@@ -116,6 +124,11 @@ class Answer:
         self.final = (response.status, response.headers, response.length, request.uri_path,
                       request.docroot, request.physical_path, request.physical_rel,
                       request.physical_basedir)
+
+    def wire(self, keep_alive: bool) -> bytes:
+        """The answer as it goes out, with this answer's Connection and Date lines."""
+        return b"".join((self.start, self.keep_alive_line if keep_alive else CONNECTION_CLOSE,
+                         DATE.line, self.tail))
 
     def repeat_request(self, connection: "Connection") -> "Request":
         """The Request a byte-for-byte repeat would have parsed into, matched to this
@@ -178,26 +191,16 @@ class AnswerCache:
         return key
 
     def find(self, key: Key) -> Answer | None:
-        kept = self.entries.get(key)
-        if kept is not None and kept.missing and not still_missing(kept.missing):
-            return None
-        return kept
+        return _valid(self.entries.get(key))
 
     def find_bytes(self, data: bytes, connection: "Connection") -> Answer | None:
-        """The current answer to a request that arrived as exactly `data`, if any."""
-        kept = self.raw_entries.get(self._bytes_key(data, connection))
-        if kept is None or kept.generation != self.generation or \
-                (kept.missing and not still_missing(kept.missing)):
-            return None
-        return kept
+        """The answer to a request that arrived as exactly `data`, if any."""
+        return _valid(self.raw_entries.get(self._bytes_key(data, connection)))
 
     def _bytes_key(self, data: bytes, connection: "Connection") -> Any:
         if not self.connection_fields:
             return data
         return (data, *(connection.condition_value(f) for f in self.connection_fields))
-
-    def is_current(self, answer: Answer) -> bool:
-        return answer.generation == self.generation
 
     def keep(self, key: Key, request: "Request", start: bytes, tail: bytes) -> None:
         """Keep the answer just rendered for `request`, if it qualifies."""

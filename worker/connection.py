@@ -30,10 +30,10 @@ import httptools
 from shared import log
 
 from . import debuglog
-from .answercache import Answer as KeptAnswer, parsed_state
+from .answercache import parsed_state
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
-from .http import CONNECTION_CLOSE, DATE, connection_line, render_start, server_line
+from .http import DATE, connection_line, render_start, server_line
 from .request import BadRequest, Request, Response, normalize_host
 
 if TYPE_CHECKING:
@@ -326,39 +326,47 @@ class Connection:
         else:                         # between requests
             if self.requests_done:
                 server.counters.keepalive_reuse()
-            answers = server.pipeline.answers
-            if answers.reads is not None and not self.out.chunks:
-                kept = answers.find_bytes(data, self)
-                if kept is not None:
-                    if server.pipeline.request_done:     # the hooks need a Request
-                        self.ready.append(kept.repeat_request(self))
-                        self.process()
-                    else:
-                        self.replay(kept)
-                    return
+            if self._answer_repeat(data):
+                return
             self.feed(data)
             ready = self.ready
             if len(ready) == 1 and self.current is None and data.endswith(b"\r\n\r\n"):
                 ready[0].arrived_as = data      # this read held that request alone
         self.process()
 
-    def replay(self, kept: KeptAnswer) -> None:
-        """Answer a byte-for-byte repeat of a kept request without parsing it."""
+    def _answer_repeat(self, data: bytes) -> bool:
+        """Answer a byte-for-byte repeat of a kept request without parsing it; False
+        when `data` is no such repeat."""
         server = self.server
+        answers = server.pipeline.answers
+        if answers.reads is None or self.out.chunks:
+            return False
+        kept = answers.find_bytes(data, self)
+        if kept is None:
+            return False
+        if server.pipeline.request_done:     # the hooks need a Request: make it
+            self.ready.append(kept.repeat_request(self))
+            self.process()
+            return True
         values = self.limits = kept.values
         self.requests_done += 1
-        keep = (kept.keep_alive and not server.draining
-                and self.requests_done < values["server.max-keep-alive-requests"])
-        data = b"".join((kept.start, kept.keep_alive_line if keep else CONNECTION_CLOSE,
-                         DATE.line, kept.tail))
-        self.out.append(data)
-        self.queued_total += len(data)
+        wire = kept.wire(self._keeps_alive(kept.keep_alive, values))
+        self.out.append(wire)
+        self.queued_total += len(wire)
         server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
-        if not keep:
-            self.closing = True
         self.flush()
         if not self.closed:
             self.update_events()
+        return True
+
+    def _keeps_alive(self, asked: bool, values: dict) -> bool:
+        """Whether the answer just counted in requests_done leaves the connection open
+        (and if not, mark it closing)."""
+        keep = (asked and not self.closing and not self.server.draining
+                and self.requests_done < values["server.max-keep-alive-requests"])
+        if not keep:
+            self.closing = True
+        return keep
 
     def condition_value(self, field: str) -> str:
         """The connection's own condition fields: remote address, socket, scheme."""
@@ -455,27 +463,26 @@ class Connection:
             self._debug_request(request, preset)
         answers = server.pipeline.answers
         kept = request.replay
-        if kept is not None and not preset and answers.is_current(kept):
+        if kept is not None and not preset and kept.generation == answers.generation:
             kept.restore_final(request)
         else:
             kept = None
             server.pipeline.handle(request)
         values = request.settings.values
         self.requests_done += 1
-        keep = (request.keep_alive and not self.closing and not server.draining
-                and self.requests_done < values["server.max-keep-alive-requests"])
-        between = connection_line(request, keep) + DATE.line
+        keep = self._keeps_alive(request.keep_alive, values)
         response = request.response
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
         if kept is not None:
-            self.out.append(kept.start + between + kept.tail)
-            head_len = kept.head_len + len(between)
+            wire = kept.wire(keep)
+            self.out.append(wire)
+            head_len = len(wire) - kept.body_len
         else:
             start, tail = render_start(request), server_line(values["server.tag"])
             if request.replay_key is not None:
                 answers.keep(request.replay_key, request, start, tail)
-            head = start + between + tail
+            head = start + connection_line(request, keep) + DATE.line + tail
             if server.debug:
                 self._debug_response(request, head, preset)
             self._queue(response, head)
@@ -493,7 +500,6 @@ class Connection:
         if request.body is not None:
             request.body.close()
         if not keep:
-            self.closing = True
             self.ready.clear()
 
     def _queue(self, response: Response, head: bytes) -> None:
