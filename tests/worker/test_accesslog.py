@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -238,7 +239,7 @@ def test_bad_format_is_refused_like_lighttpd(tmp_path):
                                   'accesslog.format = "%j"'))
     theirs = subprocess.run([LIGHTTPD, "-tt", "-f", str(conf)], capture_output=True,
                             text=True, timeout=10)
-    ours = subprocess.run(["python3", "-m", "master.cli", "-tt", "-f", str(conf)],
+    ours = subprocess.run([sys.executable, "-m", "master.cli", "-tt", "-f", str(conf)],
                           capture_output=True, text=True, timeout=30,
                           cwd=Path(__file__).resolve().parents[2])
     assert theirs.returncode != 0 and ours.returncode != 0
