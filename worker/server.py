@@ -9,7 +9,9 @@ is gone or server.graceful-shutdown-timeout runs out.
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -37,6 +39,13 @@ if TYPE_CHECKING:
 ACCEPT_BATCH = 64
 EPOLLIN = select.EPOLLIN
 FAST_STOP = (signal.SIGTERM, signal.SIGINT)
+UNLIMITED_FDS = 4096     # what a worker plans with when RLIMIT_NOFILE is unlimited
+# accept() errors about the one connection being taken (Linux passes pending network
+# errors of a new connection on through accept): skip it, the next may be fine
+CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
+                           errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
+                           errno.EHOSTUNREACH, errno.ENONET, errno.ENOPROTOOPT,
+                           errno.EOPNOTSUPP, errno.ETIMEDOUT})
 
 
 def instantiate_modules(config: "LoadedConfig") -> list[Module]:
@@ -54,6 +63,27 @@ def graceful_timeout(settings: dict) -> float:
         if isinstance(flagged, int) or (isinstance(flagged, str) and flagged.isdigit()):
             value = int(flagged)
     return float(value)
+
+
+def fd_limit(settings: dict) -> int:
+    """The open files a worker may have: RLIMIT_NOFILE, or server.max-fds when that is
+    lower (lighttpd lowers the rlimit to it; the master only ever raises it)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    limits = [fds for fds in (soft, settings["server.max-fds"]) if fds > 0]
+    return min(limits) if limits else UNLIMITED_FDS
+
+
+def connection_limit(settings: dict) -> int:
+    """Connections one worker takes at once, as lighttpd's server.c sets max_conns:
+    server.max-connections but at most half the fd limit, by default a third of it.
+    A connection may hold its socket and an open file, so at this limit a worker stops
+    accepting before accept() itself runs out of fds."""
+    fds = fd_limit(settings)
+    wanted = settings["server.max-connections"]
+    if wanted > fds // 2:
+        log.error("server.c", f"can't have more connections than fds/2: {wanted} {fds}")
+        return max(fds // 2, 1)
+    return wanted or max(fds // 3, 1)
 
 
 def remote_address(address: object) -> str:
@@ -88,10 +118,11 @@ class Server:
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])
-        self.max_connections = settings["server.max-connections"]
+        self.max_connections = connection_limit(settings)
         self.connections: dict[int, Connection] = {}
         self.listeners = list(listeners)
         self.accepting = False
+        self.accept_failing = False     # accept() failing (EMFILE...); a success ends it
         self.draining = False
         self.drain_deadline = 0.0
         self.stop_status: int | None = None
@@ -111,12 +142,19 @@ class Server:
         self.accepting = True
 
     def _pause_accepting(self, paused: bool) -> None:
-        """At server.max-connections stop listening for new clients, resume below it."""
+        """Stop listening for new clients (at server.max-connections, or out of fds),
+        or listen again."""
         if paused == (not self.accepting) or self.draining:
             return
         for lsock, _spec in self.listeners:
             self.loop.modify(lsock.fileno(), 0 if paused else EPOLLIN)
         self.accepting = not paused
+
+    def _resume_below_limit(self) -> None:
+        """Listen again once below server.max-connections: after a close, and on the
+        tick (retrying an accept that ran out of fds at most once a second)."""
+        if not self.accepting and len(self.connections) < self.max_connections:
+            self._pause_accepting(False)
 
     def accept_from(self, lsock: socket.socket, spec: str) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -124,13 +162,32 @@ class Server:
                 sock, address = lsock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as err:   # EMFILE, ECONNABORTED: try again on the next wakeup
-                log.error("server.c", f"accept failed: {err.strerror}")
+            except OSError as err:
+                if err.errno in CLIENT_ERRORS:
+                    continue
+                self._accept_failed(err)
                 return
+            if self.accept_failing:
+                self._accept_recovered()
             self.add_connection(sock, remote_address(address), spec)
-            if self.max_connections and len(self.connections) >= self.max_connections:
+            if len(self.connections) >= self.max_connections:
                 self._pause_accepting(True)
                 return
+
+    def _accept_failed(self, err: OSError) -> None:
+        """EMFILE, ENFILE, ENOBUFS...: the listener stays readable, so polling it would
+        spin.  Stop polling until a connection closes or the next tick, and log the
+        episode once, not each retry."""
+        self._pause_accepting(True)
+        if not self.accept_failing:
+            self.accept_failing = True
+            log.error("server.c", f"accept failed: {err.strerror}; not accepting until a "
+                      f"connection closes (retried once a second), "
+                      f"{len(self.connections)} connections open")
+
+    def _accept_recovered(self) -> None:
+        self.accept_failing = False
+        log.error("server.c", "accepting connections again")
 
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
@@ -146,9 +203,8 @@ class Server:
         """A connection is closing its socket: drop it from the loop and the table."""
         self.loop.discard(connection.fd)
         self.connections.pop(connection.fd, None)
-        if not self.accepting and self.max_connections and \
-                len(self.connections) < self.max_connections:
-            self._pause_accepting(False)
+        if not self.accepting:
+            self._resume_below_limit()
 
     # ------------------------------------------------------------------ signals
     def install_signals(self) -> int:
@@ -227,6 +283,7 @@ class Server:
             if connection.current is not None or connection.ready:
                 self.last_request = now
         self.counters.heartbeat(len(self.connections), reading, writing, waiting)
+        self._resume_below_limit()
         if self.draining and now > self.drain_deadline:
             self.stop_status = 0
         if self.idle_exit is not None and not self.connections and \

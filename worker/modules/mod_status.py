@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import platform
 import re
-import resource
 import time
 
 from shared.config.directives import Directive, Type
@@ -40,7 +39,6 @@ DIRECTIVES = (
 
 _JSONP = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _FORMAT_PROMETHEUS = re.compile(r"(?:^|&)format=(?:prometheus|openmetrics)(?:&|$)")
-_DEFAULT_MAX_FDS = 4096
 
 # lighttpd's XHTML preamble (as 1.4.69 sends it) and the styles of its status page
 _XHTML_HEAD = (
@@ -152,17 +150,6 @@ def uptime_text(seconds: int) -> str:
     return f"{text}{seconds} s"
 
 
-def worker_capacity(settings: dict) -> int:
-    """Connections one worker takes: server.max-connections, else lighttpd's default
-    of a third of the fd limit."""
-    if settings["server.max-connections"]:
-        return settings["server.max-connections"]
-    fds = settings["server.max-fds"] or resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if fds <= 0:
-        fds = _DEFAULT_MAX_FDS
-    return max(fds // 3, 1)
-
-
 class Board:
     """The scoreboard: one letter per open connection, worker after worker, then `_`
     for each connection the workers could still take."""
@@ -227,7 +214,8 @@ class Module(BaseModule):
             request.response.add_header("Vary", "Accept")
             return self._answer(request, content_type, body)
         snap = Snapshot(StatsSegment.current)
-        board = Board(snap, worker_capacity(request.connection.server.config.settings))
+        # each worker's limit, as worker.server.connection_limit derives it
+        board = Board(snap, request.connection.server.max_connections)
         if query == "auto":
             return self._answer(request, "text/plain", auto_text(snap, board).encode())
         if query.startswith("json"):
