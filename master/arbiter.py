@@ -81,8 +81,19 @@ class Retirement:
 
 @dataclass
 class SlotHealth:
+    """A slot's recent crashes and when its next worker may start.
+
+    While a slot waits out its back-off, new connections are steered to the other
+    slots.  What already waits in its accept queue (connections routed to it before
+    its worker's death was noticed) would otherwise wait for the whole back-off, so
+    one worker may be started early to serve them (`may_start_early`); it gets no new
+    connections before the back-off is over, so a slot that crashes under load still
+    backs off.
+    """
+
     deaths: list[float] = field(default_factory=list)
     next_spawn: float = 0.0
+    may_start_early: bool = False
 
 
 class Arbiter:
@@ -167,6 +178,7 @@ class Arbiter:
             self._advance_retirements()
             self._check_heartbeats()
             self._manage_workers()
+            self.listeners.steer(self._slots_taking_connections())
             if time.monotonic() - last_sample >= 1.0:
                 last_sample = time.monotonic()
                 self._sample_processes()
@@ -216,13 +228,45 @@ class Arbiter:
 
     # -------------------------------------------------------------- workers
     def _manage_workers(self) -> None:
-        """Start a worker for every slot of the current generation that has none."""
-        busy = {w.slot for w in self.workers.values()
-                if w.generation == self.generation.number and not w.retiring}
+        """Start a worker for every slot that has none: at once, after its back-off, or
+        early for the connections that wait in its queue.
+
+        A slot counts as filled by any worker not told to stop: during a reload both
+        generations serve it, and a new worker that dies aborts the reload instead of
+        being replaced."""
+        busy = {w.slot for w in self.workers.values() if not w.retiring}
         now = time.monotonic()
         for slot in range(self.target):
-            if slot not in busy and now >= self._health(slot).next_spawn:
+            if slot in busy:
+                continue
+            health = self._health(slot)
+            if now >= health.next_spawn:
                 self._spawn(slot, self.generation)
+            elif health.may_start_early and (waiting := self.listeners.queued(slot)):
+                health.may_start_early = False
+                log.error("server.c", f"worker {slot}: {waiting} connection(s) wait in its "
+                          f"queue: starting it {health.next_spawn - now:.0f}s before its "
+                          "back-off ends, to serve them")
+                self._spawn(slot, self.generation)
+
+    def _slots_taking_connections(self) -> list[int]:
+        """The slots new connections go to: those whose worker is ready and that are
+        not backing off; failing that, those with a ready worker; then those with a
+        worker starting; with no worker anywhere, the slot that gets one first (its
+        queue keeps the connections, and a queue may get its worker early)."""
+        now = time.monotonic()
+        ready, starting = set(), set()
+        for worker in self.workers.values():
+            if worker.retiring or worker.aborted_at is not None or \
+                    worker.slot >= self.target:
+                continue
+            state = self.stats.slot(worker.stats_slot)[Field.STATE]
+            (ready if state == State.READY else starting).add(worker.slot)
+        settled = {slot for slot in ready if now >= self._health(slot).next_spawn}
+        for choice in (settled, ready, starting):
+            if choice:
+                return sorted(choice)
+        return [min(range(self.target), key=lambda slot: self._health(slot).next_spawn)]
 
     def _health(self, slot: int) -> SlotHealth:
         return self.health.setdefault(slot, SlotHealth())
@@ -255,7 +299,7 @@ class Arbiter:
                 config=generation.config, idle_exit=self.idle_exit,
                 stats=self.stats, stats_slot=stats_slot))
         except BaseException as err:  # a worker must never fall back into the master
-            log.error("server.c", f"worker {slot} failed: {err!r}")
+            log.error("server.c", f"worker {slot} failed: {type(err).__name__}: {err}")
         finally:
             os._exit(status)
 
@@ -269,10 +313,13 @@ class Arbiter:
                 return
             worker = self.workers.pop(pid, None)
             if worker is not None:
+                served = self.stats.slot(worker.stats_slot)[Field.STATE] == State.READY
                 self.stats.retire(worker.stats_slot)
-                self._after_exit(worker, os.waitstatus_to_exitcode(status))
+                self._after_exit(worker, os.waitstatus_to_exitcode(status), served)
 
-    def _after_exit(self, worker: Worker, code: int) -> None:
+    def _after_exit(self, worker: Worker, code: int, served: bool) -> None:
+        """`served`: the worker had got ready (a crash at start-up is never replaced
+        early, or a worker that cannot start would be restarted in a loop)."""
         if self.stopping is not None or worker.retiring:
             self._close_orphaned_addresses()
             return
@@ -282,16 +329,35 @@ class Arbiter:
             return
         reason = "heartbeat timeout" if worker.aborted_at else (
             f"signal {-code}" if code < 0 else f"exit status {code}")
+        log.error("server.c", self._record_death(worker, reason, served))
+
+    def _record_death(self, worker: Worker, reason: str, served: bool) -> str:
+        """Count a death where it counts; the log line that says what becomes of the slot.
+        Only a worker serving the running generation's slot is respawned, so only its
+        death counts towards the slot's back-off."""
+        died = f"worker {worker.slot} (pid {worker.pid}) died: {reason}"
+        if worker.slot >= self.target:
+            return f"{died}; its slot is being retired: not replaced"
+        pending = self.pending_reload
+        if pending is not None and worker.pid in pending.new_pids:
+            return (f"worker {worker.slot} (pid {worker.pid}) of generation "
+                    f"{worker.generation} died before the reload completed: {reason}; "
+                    "the reload is aborted")
+        if pending is not None:
+            return f"{died}; its slot is taken by generation {self.generation.number}"
         counter = Header.RESPAWN_TIMEOUT if worker.aborted_at else Header.RESPAWN_CRASH
         self.stats.words[counter] += 1
-        delay = self._backoff(worker.slot)
-        log.error("server.c", f"worker {worker.slot} (pid {worker.pid}) died: {reason}; "
-                  + (f"respawning in {delay:.0f}s" if delay else "respawning"))
+        delay = self._backoff(worker.slot, served)
+        return f"{died}; respawning in {delay:.0f}s" if delay else f"{died}; respawning"
 
-    def _backoff(self, slot: int) -> float:
-        """0 for an occasional death; doubling delays for a slot that keeps dying."""
+    def _backoff(self, slot: int, served: bool) -> float:
+        """0 for an occasional death; doubling delays for a slot that keeps dying.
+
+        The slot's queue may get a worker early if the dead one served and was not
+        itself serving only the queue of an earlier death (still in its back-off)."""
         health = self._health(slot)
         now = time.monotonic()
+        health.may_start_early = served and now >= health.next_spawn
         health.deaths = [t for t in health.deaths if now - t < 60] + [now]
         delay = 0.0 if len(health.deaths) <= 3 else min(2.0 ** (len(health.deaths) - 3),
                                                         RESPAWN_BACKOFF_MAX)
@@ -369,13 +435,16 @@ class Arbiter:
             self.stats.words[Header.RELOADS_OK] += 1
             self.stats.words[Header.LAST_RELOAD] = int(time.time())
             self.stats.words[Header.RESPAWN_RELOAD] += len(pending.new_pids)
+            self.health.clear()   # back-off is for crashes of the generation now serving
             self.wanted = max(1, min(self.generation.config.settings["server.max-worker"],
                                      MAX_SLOTS))
             log.error("server.c", f"reloaded {self.generation.config.path} "
                       f"(generation {self.generation.number})")
         elif None in states or time.monotonic() > pending.deadline:
-            log.error("server.c", "reload aborted: the new workers did not become ready; "
-                      "the running generation keeps serving")
+            why = "a new worker died" if None in states else \
+                f"the new workers were not ready within {READY_TIMEOUT:g}s"
+            log.error("server.c", f"reload aborted: {why}; the running generation keeps "
+                      "serving")
             for pid in pending.new_pids:
                 if pid in self.workers:
                     self.workers[pid].retiring = True
@@ -415,8 +484,7 @@ class Arbiter:
             self.target += 1
         else:
             self.target -= 1
-            slot = self.target
-            self.listeners.steer_away_from(slot)
+            slot = self.target   # steered away from from now on: it is not below target
             worker = next((w for w in self.workers.values() if w.slot == slot
                            and not w.retiring), None)
             self.retirements.append(Retirement(slot, worker.pid if worker else None,

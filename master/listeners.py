@@ -12,9 +12,10 @@ import os
 import socket
 import stat
 
+from shared import log
 from shared.config import ConfigError
 
-from .steering import accept_queue_length, steer_to_first, stop_steering
+from .steering import accept_queue_length, steer_to, stop_steering
 
 LISTEN_FDS_START = 3  # systemd's convention: passed sockets start at fd 3
 
@@ -145,6 +146,19 @@ def inherited_sockets(environ: dict[str, str]) -> list[tuple[socket.socket, str]
     return found
 
 
+def _one_socket_for_all_slots(sockets: list[socket.socket]) -> bool:
+    """A unix socket, or an inherited one without SO_REUSEPORT: no steering, and no
+    queue of a slot's own."""
+    return sockets[0].family == socket.AF_UNIX or (len(sockets) > 1
+                                                   and sockets[-1] is sockets[0])
+
+
+def _steering(slots: list[int], group_size: int) -> tuple[int, ...] | None:
+    """The slots of a group of `group_size` sockets to steer to; None for all of them."""
+    wanted = tuple(slot for slot in slots if slot < group_size)
+    return None if len(wanted) == group_size else wanted
+
+
 class ListenerSet:
     """Every listening socket, by address spec and worker slot, owned by the master.
 
@@ -157,6 +171,9 @@ class ListenerSet:
         self.backlog = backlog
         self.addresses: dict[str, Address] = {}
         self.sockets: dict[str, list[socket.socket]] = {}
+        # spec -> the slots its group is steered to (None: all); absent: not known, as
+        # for sockets inherited from a previous master that may have steered them
+        self.steering: dict[str, tuple[int, ...] | None] = {}
         self._inherited = list(inherited)
 
     def slot_count(self) -> int:
@@ -215,29 +232,47 @@ class ListenerSet:
                 if id(sock) not in mine and sock.fileno() >= 0:
                     sock.close()
 
-    def steer_away_from(self, slot: int) -> None:
-        """New connections avoid `slot` (which must be the last) on every address."""
-        for sockets in self.sockets.values():
-            if slot == len(sockets) - 1 and slot > 0 and sockets[slot] is not sockets[0]:
-                steer_to_first(sockets[0], slot)
+    def steer(self, slots: list[int]) -> None:
+        """New connections go only to these slots' sockets, on every address; when they
+        are all of an address's slots, the kernel spreads them as it does by default.
+        Only a change reaches the kernel (a failure is logged once, not retried)."""
+        for spec, sockets in self.sockets.items():
+            if not sockets or _one_socket_for_all_slots(sockets):
+                continue
+            wanted = _steering(slots, len(sockets))
+            if spec in self.steering and self.steering[spec] == wanted:
+                continue
+            self.steering[spec] = wanted
+            try:
+                if wanted is None:
+                    stop_steering(sockets[0])
+                else:
+                    steer_to(sockets[0], wanted)
+            except OSError as err:
+                log.error("server.c", f"cannot steer new connections on {spec} to "
+                          f"slots {wanted}: {err.strerror}")
 
     def queued(self, slot: int) -> int:
-        return sum(accept_queue_length(sock) for sock, _ in self.for_slot(slot)
-                   if sock.family != socket.AF_UNIX)
+        """Connections waiting in the queues of the slot's own sockets (a socket that
+        every slot shares is served by the other slots' workers)."""
+        return sum(accept_queue_length(sockets[slot]) for sockets in self.sockets.values()
+                   if slot < len(sockets) and not _one_socket_for_all_slots(sockets))
 
     def close_slot(self, slot: int) -> None:
-        """Close the last slot's own sockets (shared ones stay) and stop steering."""
-        for sockets in self.sockets.values():
+        """Close the last slot's own sockets (shared ones stay); the next `steer` sets
+        the smaller group's steering."""
+        for spec, sockets in self.sockets.items():
             if slot == len(sockets) - 1 and slot > 0:
                 sock = sockets.pop()
                 if sock is not sockets[0]:
                     sock.close()
-                    stop_steering(sockets[0])
+                    self.steering.pop(spec, None)
 
     def close_address(self, spec: str) -> None:
         for sock in {id(s): s for s in self.sockets.pop(spec, [])}.values():
             sock.close()
         self.addresses.pop(spec, None)
+        self.steering.pop(spec, None)
 
     def handover(self) -> tuple[list[int], list[str]]:
         """fds and names (`spec#slot`) for LISTEN_FDS / LISTEN_FDNAMES (USR2)."""

@@ -1,40 +1,50 @@
-"""Steer new connections away from the last socket of a SO_REUSEPORT group.
+"""Steer new connections to chosen sockets of a SO_REUSEPORT group.
 
-Closing a SO_REUSEPORT listener resets the connections waiting in its accept queue
-(unless net.ipv4.tcp_migrate_req is on).  To retire a worker without that loss, the
-master first attaches a classic BPF program to the group that picks a socket among the
-first `keep` only; once the retiring socket's queue is drained it can be closed safely.
+Every worker slot has its own SO_REUSEPORT listener, and the kernel spreads new
+connections over the whole group whether or not a worker accepts on a socket.  A slot
+without a worker (waiting out a respawn back-off, or retired by TTOU) would leave its
+share of connections waiting in its queue; closing its socket instead would reset what
+already waits there (unless net.ipv4.tcp_migrate_req is on).  So the master attaches a
+classic BPF program to the group that returns the index of one of the sockets that are
+served, and detaches it once every socket is served again.
 
-The kernel indexes a group's sockets in the order they were bound (and moves the last
-one into a closed socket's place), so the most recently added slot is always last: the
-one TTOU retires.
+The kernel indexes a group's sockets in the order they started listening (and moves
+the last one into a closed socket's place); the master opens a slot's socket after the
+previous slot's and only ever closes the last one, so a socket's index is its slot.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import socket
 import struct
+from typing import Sequence
 
 SO_ATTACH_REUSEPORT_CBPF = 51
 SO_DETACH_REUSEPORT_BPF = 68
 _SKF_AD_RANDOM = (-0x1000 + 56) & 0xFFFFFFFF   # ancillary load: a random 32-bit number
-_LD_W_ABS, _ALU_MOD_K, _RET_A = 0x20, 0x94, 0x16
+_LD_W_ABS, _ALU_MOD_K, _JEQ_K, _RET_K = 0x20, 0x94, 0x15, 0x06
+_TCPI_UNACKED = 24     # offset in struct tcp_info: a listener's accept queue length
+_TCP_INFO_SIZE = 104
 
 
-def _program(keep: int) -> bytes:
-    """`return random() % keep`: an index into the group's first `keep` sockets."""
-    instructions = [(_LD_W_ABS, 0, 0, _SKF_AD_RANDOM), (_ALU_MOD_K, 0, 0, keep),
-                    (_RET_A, 0, 0, 0)]
+def _program(indices: Sequence[int]) -> bytes:
+    """`return indices[random() % len(indices)]`: classic BPF cannot index a table, so
+    the pick is compared with each position in turn (at most 2 x 256 + 1 instructions,
+    far below the kernel's 4096)."""
+    instructions = [(_LD_W_ABS, 0, 0, _SKF_AD_RANDOM), (_ALU_MOD_K, 0, 0, len(indices))]
+    for position, index in enumerate(indices[:-1]):
+        # equal: fall through to the return; not equal: skip it
+        instructions += [(_JEQ_K, 0, 1, position), (_RET_K, 0, 0, index)]
+    instructions.append((_RET_K, 0, 0, indices[-1]))
     return b"".join(struct.pack("HBBI", *instruction) for instruction in instructions)
 
 
-def steer_to_first(sock: socket.socket, keep: int) -> None:
-    """New connections to `sock`'s group go only to its first `keep` sockets."""
-    if keep < 1:
+def steer_to(sock: socket.socket, indices: Sequence[int]) -> None:
+    """New connections to `sock`'s group go only to the sockets at these indices."""
+    if not indices:
         raise ValueError("at least one socket must keep receiving connections")
-    code = _program(keep)
+    code = _program(indices)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("HxxxxxxQ", len(code) // 8, ctypes.addressof(buffer))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
@@ -49,18 +59,8 @@ def stop_steering(sock: socket.socket) -> None:
 
 
 def accept_queue_length(sock: socket.socket) -> int:
-    """Connections waiting in a listener's accept queue (from /proc/net/tcp*)."""
-    family = "tcp6" if sock.family == socket.AF_INET6 else "tcp"
-    inode = _socket_inode(sock)
-    with open(f"/proc/net/{family}") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if fields[9] == inode and fields[3] == "0A":   # 0A: LISTEN
-                return int(fields[4].split(":")[1], 16)     # rx_queue = accept backlog
-    return 0
-
-
-def _socket_inode(sock: socket.socket) -> str:
-    target = os.readlink(f"/proc/self/fd/{sock.fileno()}")   # "socket:[12345]"
-    return target[target.index("[") + 1:-1]
+    """Connections waiting in a listener's accept queue: for a listening socket the
+    kernel reports its queue length as tcp_info's `unacked` (one system call, where
+    /proc/net/tcp would be a scan of every connection)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    return struct.unpack_from("I", info, _TCPI_UNACKED)[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import signal
 import socket
 import subprocess
@@ -335,3 +336,137 @@ def test_reload_changes_the_worker_count_without_failures(server):
             time.sleep(0.5)
     _assert_clean(load)
     assert "worker count is now 1" in server.errorlog.read_text()
+
+
+# A slot waiting out its respawn back-off has its own SO_REUSEPORT socket, which the
+# kernel would keep routing connections to: they must all be answered all the same.
+# The back-off is made as an operator sees it happen: three deaths of a slot's worker
+# in a minute are replaced at once, the fourth waits 2 s, the fifth 4 s.
+
+PROBES = 40
+REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+# fewer than the 4 s that the fifth death in a minute waits, so that an answer within
+# it can only come from a live worker, never from the slot's next regular worker
+ANSWER_WITHIN = 2.0
+
+
+def test_connections_avoid_a_slot_waiting_out_its_back_off(server):
+    _kill_until_backing_off(server, slot=0)
+    assert _count_answered(_send_probes(server.port, PROBES)) == PROBES
+
+
+def test_connections_queued_on_a_worker_that_dies_are_answered_during_its_back_off(server):
+    """What waits in the dead worker's accept queue is not left there for the back-off:
+    a worker is started for it at once (it gets no new connections before the
+    back-off is over)."""
+    victim = _kill_until_backing_off(server, slot=0, last_kill=signal.SIGSTOP)
+    clients = _send_probes(server.port, PROBES)   # about half wait on the stopped worker
+    os.kill(victim, signal.SIGKILL)
+    assert _count_answered(clients) == PROBES
+    log = server.errorlog.read_text()
+    assert "respawning in 4s" in log and "wait in its queue: starting it" in log
+
+
+def test_a_lone_worker_in_back_off_is_replaced_for_the_connections_that_wait(tmp_path):
+    """Every slot down: connections wait in one slot, whose worker is started for them."""
+    with serving(tmp_path, "server.max-worker := 1") as running:
+        _kill_until_backing_off(running, slot=0)
+        assert _count_answered(_send_probes(running.port, PROBES)) == PROBES
+
+
+def test_aborted_reloads_do_not_count_towards_the_back_off(server):
+    """New workers that die before a reload completes abort it; they are not respawned,
+    the log does not say they are, and the next real crash is replaced at once."""
+    server.write_config('server.errorlog := "/nonexistent/dir/error.log"')
+    for reload in range(1, 5):
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: server.errorlog.read_text().count("reload aborted") == reload)
+    log = server.errorlog.read_text()
+    assert "respawning" not in log
+    assert "FileNotFoundError: [Errno 2] No such file or directory: " \
+           "'/nonexistent/dir/error.log'" in log
+    assert log.count("before the reload completed: exit status 70") >= 4
+    assert all(b"(gen 1)" in _cmdline(pid) for pid in server.children())
+    victim = _worker_of_slot(server, 0)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+    assert f"worker 0 (pid {victim}) died: signal 9; respawning\n" in \
+           server.errorlog.read_text()
+
+
+def _kill_until_backing_off(server: Server, slot: int,
+                            last_kill: int = signal.SIGKILL) -> int:
+    """Kill the slot's worker five times, each once it serves; the fifth death (sent
+    `last_kill`, which only SIGKILL ends) makes the slot wait 4 s.  Its pid."""
+    for _ in range(4):
+        victim = _serving_worker_of_slot(server, slot)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+    victim = _serving_worker_of_slot(server, slot)
+    os.kill(victim, last_kill)
+    if last_kill == signal.SIGKILL:
+        wait_until(lambda: "respawning in 4s" in server.errorlog.read_text())
+    return victim
+
+
+def _serving_worker_of_slot(server: Server, slot: int) -> int:
+    """The slot's worker, once new connections reach it (it is ready then, and the
+    master steers connections to its slot)."""
+    pid = _worker_of_slot(server, slot)
+    wait_until(lambda: _accepts_next_connection(server, pid))
+    return pid
+
+
+def _worker_of_slot(server: Server, slot: int) -> int:
+    title = f"worker {slot} ".encode()
+    return wait_until(lambda: next((pid for pid in server.children()
+                                    if title in _cmdline(pid)), None))
+
+
+def _accepts_next_connection(server: Server, pid: int) -> bool:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+        port = client.getsockname()[1]
+        return wait_until(lambda: _owner_of(port, server.port, server.children())) == pid
+
+
+def _send_probes(port: int, count: int) -> list[socket.socket]:
+    """`count` new connections, each with a request sent (the kernel completes the
+    handshake and keeps the request even while no worker accepts)."""
+    clients = []
+    for _ in range(count):
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        client.sendall(REQUEST)
+        clients.append(client)
+    return clients
+
+
+def _count_answered(clients: list[socket.socket]) -> int:
+    """How many of the clients get a 200 within ANSWER_WITHIN seconds; closes them."""
+    waiting, answered = set(clients), 0
+    deadline = time.monotonic() + ANSWER_WITHIN
+    try:
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select(list(waiting), [], [], left)
+            for client in readable:
+                waiting.discard(client)
+                answered += client.recv(64).startswith(b"HTTP/1.0 200")
+    finally:
+        for client in clients:
+            client.close()
+    return answered
+
+
+def test_a_reload_starts_the_back_off_afresh(server):
+    """Deaths of the previous generation's workers do not delay the new one's."""
+    for _ in range(4):
+        victim = _serving_worker_of_slot(server, 0)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+    assert "respawning in 2s" in server.errorlog.read_text()
+    server.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in server.errorlog.read_text(), timeout=15)
+    victim = _serving_worker_of_slot(server, 0)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+    assert f"worker 0 (pid {victim}) died: signal 9; respawning\n" in \
+           server.errorlog.read_text()
