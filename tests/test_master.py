@@ -387,9 +387,19 @@ def test_aborted_reloads_do_not_count_towards_the_back_off(server):
            "'/nonexistent/dir/error.log'" in log
     assert log.count("before the reload completed: exit status 70") >= 4
     assert all(b"(gen 1)" in _cmdline(pid) for pid in server.children())
-    victim = _worker_of_slot(server, 0)
-    os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+    victim = _kill_serving_worker(server, 0)
+    assert f"worker 0 (pid {victim}) died: signal 9; respawning\n" in \
+           server.errorlog.read_text()
+
+
+def test_a_reload_starts_the_back_off_afresh(server):
+    """Deaths of the previous generation's workers do not delay the new one's."""
+    for _ in range(4):
+        _kill_serving_worker(server, 0)
+    assert "respawning in 2s" in server.errorlog.read_text()
+    server.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in server.errorlog.read_text(), timeout=15)
+    victim = _kill_serving_worker(server, 0)
     assert f"worker 0 (pid {victim}) died: signal 9; respawning\n" in \
            server.errorlog.read_text()
 
@@ -399,13 +409,19 @@ def _kill_until_backing_off(server: Server, slot: int,
     """Kill the slot's worker five times, each once it serves; the fifth death (sent
     `last_kill`, which only SIGKILL ends) makes the slot wait 4 s.  Its pid."""
     for _ in range(4):
-        victim = _serving_worker_of_slot(server, slot)
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
+        _kill_serving_worker(server, slot)
     victim = _serving_worker_of_slot(server, slot)
     os.kill(victim, last_kill)
     if last_kill == signal.SIGKILL:
         wait_until(lambda: "respawning in 4s" in server.errorlog.read_text())
+    return victim
+
+
+def _kill_serving_worker(server: Server, slot: int) -> int:
+    """SIGKILL the slot's worker once it serves; its pid, once the master logged why."""
+    victim = _serving_worker_of_slot(server, slot)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
     return victim
 
 
@@ -455,18 +471,3 @@ def _count_answered(clients: list[socket.socket]) -> int:
             client.close()
     return answered
 
-
-def test_a_reload_starts_the_back_off_afresh(server):
-    """Deaths of the previous generation's workers do not delay the new one's."""
-    for _ in range(4):
-        victim = _serving_worker_of_slot(server, 0)
-        os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
-    assert "respawning in 2s" in server.errorlog.read_text()
-    server.process.send_signal(signal.SIGHUP)
-    wait_until(lambda: "reloaded" in server.errorlog.read_text(), timeout=15)
-    victim = _serving_worker_of_slot(server, 0)
-    os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: f"(pid {victim}) died" in server.errorlog.read_text())
-    assert f"worker 0 (pid {victim}) died: signal 9; respawning\n" in \
-           server.errorlog.read_text()
