@@ -2,19 +2,34 @@
 
 Every failure becomes a `ConfigError` with a place and a reason, so the command line and
 a reload can report it in one line and keep running what they had.
+
+Log files the workers will append to are part of the check (lighttpd opens them at
+start-up and refuses to start without them), although workers open them lazily: a
+module lists them with a `log_files(tree, checked)` classmethod, a config-time hook
+found like the request hooks (by name, only on the modules that define it).  Each file
+must open for append as the workers will run: after server.chroot and as
+server.username when the master is root (checked in a forked child that becomes that
+user), else as the current user; one that does not exist yet needs a writable
+directory.  Nothing is created or written by the check.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from dataclasses import dataclass, field
+from typing import NoReturn
 
-from shared.config import ConfigError, ConfigTree, load_config
+from shared.config import ConfigError, ConfigTree, Position, load_config
 from shared.config.compiled import CompiledConfig
 from shared.config.core_directives import CORE_DIRECTIVES
-from shared.config.directives import (Directive, DirectiveValueError, check_config,
-                                      convert_value, directive_table)
+from shared.config.directives import (CheckResult, Directive, DirectiveValueError,
+                                      check_config, convert_value, directive_table)
 from worker.module import Module
 from worker.modules import ModuleNotAvailable, load_modules
+
+from .privileges import Identity, become, resolve_identity
 
 
 @dataclass
@@ -54,17 +69,96 @@ def resolve_modules(tree: ConfigTree) -> list[type[Module]]:
         raise ConfigError(str(err), entry.position if entry else None) from None
 
 
+def _raise_all(errors: list[ConfigError]) -> None:
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigError("\n".join(map(str, errors)))
+
+
+def _append_error(path: str) -> str:
+    """Why this process could not open `path` for append ("" if it could), without
+    creating it: a missing file needs a directory it may write in."""
+    try:
+        # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead of waiting
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY |
+                         os.O_CLOEXEC))
+    except FileNotFoundError as err:
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            return err.strerror
+        return "" if os.access(directory, os.W_OK | os.X_OK) else os.strerror(errno.EACCES)
+    except OSError as err:
+        return "" if err.errno == errno.ENXIO else err.strerror  # ENXIO: FIFO, no reader yet
+    return ""
+
+
+def _worker_identity(settings: dict) -> Identity | None:
+    """Who the workers will be when that is not who we are: a root master's workers
+    after server.chroot / server.username / server.groupname."""
+    if os.geteuid() != 0:
+        return None
+    identity = resolve_identity(settings)
+    changed = identity.uid is not None or identity.gid is not None or identity.chroot
+    return identity if changed else None
+
+
+def _append_errors(paths: list[str], identity: Identity | None) -> list[str]:
+    """`_append_error` of each path, as a worker of `identity` would see it."""
+    if identity is None:
+        return [_append_error(path) for path in paths]
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _report_as(identity, paths, write_fd)
+    os.close(write_fd)
+    with open(read_fd, "rb") as pipe:
+        report = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not report:
+        raise ConfigError("could not check the log files as the server's user")
+    return json.loads(report)
+
+
+def _report_as(identity: Identity, paths: list[str], write_fd: int) -> NoReturn:
+    """The forked child: become the workers' user, check, write the reasons, exit."""
+    status = 1
+    try:
+        try:
+            become(identity)
+            reasons = [_append_error(path) for path in paths]
+        except OSError as err:
+            reasons = [f"{err.strerror} (becoming the server's user)"] * len(paths)
+        with open(write_fd, "wb") as pipe:
+            pipe.write(json.dumps(reasons).encode())
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def check_log_files(tree: ConfigTree, checked: CheckResult, modules: list[type[Module]],
+                    settings: dict) -> None:
+    """Every log file the modules name opens for append as the workers will run
+    (`settings`: the typed global ones, for the workers' user)."""
+    files: list[tuple[str, Position | None]] = [
+        entry for module in modules if hasattr(module, "log_files")
+        for entry in module.log_files(tree, checked)]
+    if not files:
+        return
+    reasons = _append_errors([path for path, _ in files], _worker_identity(settings))
+    _raise_all([ConfigError(f"opening log '{path}' failed: {reason}", where)
+                for (path, where), reason in zip(files, reasons) if reason])
+
+
 def load(path: str) -> LoadedConfig:
     """Parse, resolve modules, check every value, compile.  Raises ConfigError."""
     tree = load_config(path)
     modules = resolve_modules(tree)
     directives = directive_table([CORE_DIRECTIVES, *(m.directives for m in modules)])
     checked = check_config(tree, directives)
-    if checked.errors:
-        raise checked.errors[0] if len(checked.errors) == 1 else ConfigError(
-            "\n".join(str(e) for e in checked.errors))
+    _raise_all(checked.errors)
     if not tree.global_value("server.document-root"):
         raise ConfigError("server.document-root is not set")
     compiled = CompiledConfig(tree, checked, directives)
+    check_log_files(tree, checked, modules, compiled.globals)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
                         warnings=checked.warnings)

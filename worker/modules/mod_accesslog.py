@@ -16,9 +16,11 @@ it: files with O_APPEND, so the lines of all workers interleave whole (one write
 line is atomic for appends); for `accesslog.filename = "|command"` each worker starts
 its own logger (`/bin/sh -c command`) and writes to its pipe; `|cat >> file` loggers
 append whole lines too.  Files are opened after chroot and with the worker's user, so
-the path must be reachable and writable there.  SIGUSR1 (logrotate) reopens files;
-pipes stay.  Unlike lighttpd, lines are not buffered for up to 4 seconds: every line is
-written at once, so nothing is lost when a worker is killed.
+the path must be reachable and writable there; the master checks that when it loads
+the config (`Module.log_files`, master/configload.py), so a start-up with a log the
+workers could not open fails, as lighttpd's does, and a reload with one is refused.
+SIGUSR1 (logrotate) reopens files; pipes stay.  Lines are buffered, as lighttpd's are,
+and written once the buffer fills, about once a second (handle_trigger) and at exit.
 
 `accesslog.use-syslog` sends lines to syslog at `accesslog.syslog-level` (default 6,
 LOG_INFO).  `accesslog.escaping`: "default" escapes as lighttpd does (`"` and `\\`
@@ -40,7 +42,9 @@ import time
 from typing import Any, Callable
 
 from shared import log
-from shared.config.directives import Directive, DirectiveValueError, Scope, Type
+from shared.config import ConfigTree, Position
+from shared.config.directives import (CheckResult, Directive, DirectiveValueError, Scope,
+                                      Type)
 
 from ..module import Module as BaseModule
 from ..request import Request
@@ -491,6 +495,21 @@ class Module(BaseModule):
         super().__init__(config)
         self.files: dict[str, log.LogFile | None] = {}   # None: could not be opened
         self.facility = config.globals.get("server.syslog-facility", "daemon")
+
+    @classmethod
+    def log_files(cls, tree: ConfigTree, checked: CheckResult) -> list[tuple[str, Position]]:
+        """Every accesslog.filename of the config that names a file, with its place, for
+        the master's check at config load: not a `|command` logger, nor a file beside
+        accesslog.use-syslog in the same block (lighttpd skips that one too)."""
+        files = []
+        for block in tree.blocks:
+            settings = checked.settings.get(block.index, {})
+            target = settings.get("accesslog.filename", "")
+            entry = block.keys.get("accesslog.filename")
+            if entry is not None and target and not target.startswith("|") and \
+                    not settings.get("accesslog.use-syslog", False):
+                files.append((target, entry.position))
+        return files
 
     def _file(self, target: str) -> log.LogFile | None:
         try:
