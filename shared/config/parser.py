@@ -7,6 +7,7 @@ computed, `include` / `include_shell` are expanded in place, so `include_shell
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import ipaddress
 import os
@@ -17,9 +18,13 @@ from pathlib import Path
 from .errors import ConfigError, Position
 from .lexer import ASSIGN, COMPARE, EOF, INTEGER, NAME, PUNCT, STRING, Token, tokenize
 from .tree import HTTP_FIELDS, Block, Condition, ConfigTree, Entry
-from .values import Array, Value, ValueError_, checked_int, plus
+from .values import INT_MAX, INT_MIN, Array, Value, ValueError_, checked_int, plus
 
 MAX_INCLUDE_DEPTH = 32
+# Arrays and blocks inside each other, counted together: the parser recurses for
+# each level, and a fuzzed "((((..." must be a ConfigError, not a RecursionError.
+# lighttpd's own parser has a stack limit too; real configs nest a few levels.
+MAX_NESTING = 100
 INCLUDE_SHELL_TIMEOUT = 60
 ELSE_IF_WORDS = frozenset({"elseif", "elsif", "elif"})
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -72,6 +77,7 @@ class ConfigParser:
         self.blocks: list[Block] = [self.root]
         self.files: list[str] = []
         self._depth = 0
+        self._nesting = 0
         self._in_global = 0
         self._conditions: dict[tuple[int, str, str, str], Block] = {}
         here = Position("<builtin>", 0, 0)
@@ -163,7 +169,8 @@ class ConfigParser:
             nested = word == "global"     # lighttpd forbids conditions in global { }
             self._in_global += nested
             try:
-                self._statements(tokens, self.root, closing="}", opened_at=brace.position)
+                with self._nested(brace.position):
+                    self._statements(tokens, self.root, closing="}", opened_at=brace.position)
             finally:
                 self._in_global -= nested
             return None
@@ -221,8 +228,21 @@ class ConfigParser:
                               f"found {tokens.current.describe()}", tokens.current.position)
         brace = tokens.expect(PUNCT, "{", what="'{' after the condition")
         block = self._block_for(parent, condition, previous, start)
-        self._statements(tokens, block, closing="}", opened_at=brace.position)
+        with self._nested(brace.position):
+            self._statements(tokens, block, closing="}", opened_at=brace.position)
         return block
+
+    @contextlib.contextmanager
+    def _nested(self, position: Position) -> Iterator[None]:
+        """One more level of arrays and blocks, refused past MAX_NESTING."""
+        self._nesting += 1
+        try:
+            if self._nesting > MAX_NESTING:
+                raise ConfigError(f"arrays and blocks nested deeper than {MAX_NESTING} "
+                                  "levels", position)
+            yield
+        finally:
+            self._nesting -= 1
 
     def _block_for(self, parent: Block, condition: Condition | None,
                    previous: Block | None, position: Position) -> Block:
@@ -293,10 +313,7 @@ class ConfigParser:
             return tokens.advance().text
         if token.kind == INTEGER:
             tokens.advance()
-            try:
-                return checked_int(int(token.text))
-            except ValueError_ as err:
-                raise ConfigError(str(err), token.position) from None
+            return _integer(token)
         if tokens.at(PUNCT, "("):
             return self._array(tokens, block)
         if token.kind == NAME:
@@ -306,7 +323,10 @@ class ConfigParser:
                           f"{token.describe()}", token.position)
 
     def _array(self, tokens: _Tokens, block: Block) -> Array:
-        tokens.expect(PUNCT, "(")
+        with self._nested(tokens.expect(PUNCT, "(").position):
+            return self._array_elements(tokens, block)
+
+    def _array_elements(self, tokens: _Tokens, block: Block) -> Array:
         array = Array()
         while not tokens.at(PUNCT, ")"):
             element_start = tokens.current.position
@@ -350,6 +370,9 @@ class ConfigParser:
 
     # ---------------------------------------------------------------- includes
     def _include(self, pattern: str, block: Block, position: Position) -> None:
+        if "\0" in pattern:        # no file has that name; glob() would raise ValueError
+            raise ConfigError(f"include file not found: {pattern!r} has a NUL byte",
+                              position)
         path = pattern if os.path.isabs(pattern) else os.path.join(self.basedir, pattern)
         if _GLOB_CHARS.search(pattern):
             matches = sorted(glob.glob(path))
@@ -367,7 +390,7 @@ class ConfigParser:
             done = subprocess.run(["/bin/sh", "-c", command], cwd=self.basedir,
                                   capture_output=True, timeout=INCLUDE_SHELL_TIMEOUT,
                                   env=self.environ)
-        except (OSError, subprocess.TimeoutExpired) as err:
+        except (OSError, ValueError, subprocess.TimeoutExpired) as err:   # ValueError: NUL
             raise ConfigError(f'include_shell "{command}" could not run: {err}',
                               position) from None
         if done.returncode != 0:
@@ -408,6 +431,19 @@ def simplify_regex(pattern: str) -> tuple[str, str] | None:
     if prefix and suffix:
         return "==", literal
     return ("=^" if prefix else "=$"), literal
+
+
+def _integer(token: Token) -> int:
+    """An integer literal, in lighttpd's 32-bit range.  A literal with more digits than
+    int() converts (4300) is out of range too, and said so without all its digits."""
+    digits = token.text.lstrip("0")
+    if len(digits) > len(str(INT_MAX)):
+        raise ConfigError(f"integer {digits[:12]}... ({len(digits)} digits) is out of "
+                          f"range ({INT_MIN}..{INT_MAX})", token.position)
+    try:
+        return checked_int(int(token.text))
+    except ValueError_ as err:
+        raise ConfigError(str(err), token.position) from None
 
 
 def _condition_field(kind: str, name: str, position: Position) -> str:
