@@ -19,7 +19,11 @@ What may be kept is narrow on purpose:
 - only when every loaded module declares itself replay-safe (worker/module.py), and
   the request carries none of the other headers the core or a module reads to decide
   such an answer (body framing, credentials ...);
-- never with a debug log on, nor with `server.stat-cache-engine = "disable"`.
+- never with a debug log on, nor with `server.stat-cache-engine = "disable"`;
+- never for a request answered with `server.follow-symlink = "disable"`: that answer
+  holds only because the file was opened through no symlink at that moment
+  (static.open_without_symlinks), and a replay opens nothing, so it could give out a
+  path that has since become a symlink.
 
 A second table goes one step further for the commonest case, a client that repeats a
 request byte for byte in a read of its own (a keep-alive client fetching the same file):
@@ -207,7 +211,8 @@ class AnswerCache:
         response = request.response
         body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
-                request.pathinfo or response.files or len(body) > 1:
+                request.pathinfo or response.files or len(body) > 1 or \
+                not request.settings.values["server.follow-symlink"]:
             return
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:

@@ -8,9 +8,12 @@ stats are kept: a file created after a 404 is served at once.
 The cache decides which file a request names and what kind it is; headers and body of
 a response always come from one snapshot of the file (see static.serve_file), so a file
 replaced within that second can serve its old contents for that second but never make
-the headers disagree with the body.  One cache per worker process (`CACHE`); the
-worker's Server configures it and the request pipeline drives its tick, so no module
-needs to know about the others.
+the headers disagree with the body.  Nor does it stand between a check and an open:
+with server.follow-symlink off, what is served is opened through no symlink whatever
+the cache says (static.open_without_symlinks).
+
+One cache per worker process (`CACHE`); the worker's Server configures it and the
+request pipeline drives its tick, so no module needs to know about the others.
 """
 
 from __future__ import annotations
@@ -83,7 +86,12 @@ class StatCache:
     def contains_symlink(self, path: str) -> bool:
         """True if any component of the absolute `path` is a symlink.  Like lighttpd's
         stat_cache_path_contains_symlink, this walks every component up to "/", so a
-        document root reached through a symlink is refused too."""
+        document root reached through a symlink is refused too.
+
+        The answer may be a second old, so it only chooses lighttpd's 403 early and
+        guards nothing by itself: with follow-symlink off, every file or directory
+        that is served is opened by static.open_without_symlinks, which refuses a
+        symlink that appeared since."""
         path = path.rstrip("/")
         while path:
             if self._is_link(path):

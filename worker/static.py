@@ -8,6 +8,11 @@ single system call, and kept (`SmallFiles`) while the stat cache reports the sam
 Headers and body always come from one snapshot: fstat() of the opened fd, or the kept
 stat with the kept bytes; a large file that shrinks while it is sent makes the
 connection close rather than break its Content-Length.
+
+With server.follow-symlink off, a file (and an error document) is opened by a walk that
+follows no symlink at any component (open_without_symlinks), and everything sent comes
+from that fd: no check made earlier, cached or not, stands between a decision and the
+open it relies on.
 """
 
 from __future__ import annotations
@@ -259,19 +264,91 @@ def cached_etag(st: os.stat_result, values: dict) -> str:
     return etag
 
 
-def content_type_for(values: dict, path: str) -> str:
-    """The `user.Content-Type` extended attribute when mimetype.use-xattr is on,
-    otherwise mimetype.assign."""
+def content_type_for(values: dict, path: str, fd: int = -1) -> str:
+    """The `user.Content-Type` extended attribute when mimetype.use-xattr is on (of the
+    open file `fd` when there is one, else of `path`), otherwise mimetype.assign."""
     if values["mimetype.use-xattr"]:
         try:
-            return os.getxattr(path, "user." + values["mimetype.xattr-name"]).decode(
-                "latin-1")
+            return os.getxattr(fd if fd >= 0 else path,
+                               "user." + values["mimetype.xattr-name"]).decode("latin-1")
         except OSError:
             pass
     return mime_type(values["mimetype.assign"], path)
 
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+# One step of a walk down a path: a directory only, never through a symlink.  O_PATH
+# needs search permission alone, as a path lookup does.
+_STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class SymlinkInPath(PermissionError):
+    """A symlink on the path of a file opened with follow-symlink off: 403, as
+    lighttpd answers (its errno is EACCES, so errno_status maps it like one)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.EACCES, "symbolic link on the path", path)
+
+
+def open_without_symlinks(path: str, flags: int, dir_fd: int | None = None) -> int:
+    """Open `path` with `flags` following no symlink at any component: a walk from "/"
+    (or, for a relative path, from `dir_fd` / the working directory) that opens each
+    directory relative to the one before with O_NOFOLLOW, and the last name with
+    O_NOFOLLOW too.  What is opened is what the walk saw, so a file or directory
+    swapped for a symlink at any moment is refused, never followed (a separate
+    check, then an open by path, leaves a window between them).  Raises
+    SymlinkInPath for a symlink, OSError otherwise."""
+    names = [name for name in path.split("/") if name and name != "."]
+    last = names.pop() if names else "."
+    step_fd = os.open("/" if path.startswith("/") else ".", _STEP_FLAGS, dir_fd=dir_fd)
+    try:
+        for name in names:
+            next_fd = _open_step(name, _STEP_FLAGS, step_fd, path)
+            os.close(step_fd)
+            step_fd = next_fd
+        return _open_step(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, step_fd, path)
+    finally:
+        os.close(step_fd)
+
+
+def _open_step(name: str, flags: int, dir_fd: int, path: str) -> int:
+    """`name` opened in `dir_fd`.  O_NOFOLLOW fails on a symlink with ELOOP (the walk
+    follows none, so nothing else gives ELOOP), or with ENOTDIR when a directory is
+    wanted: that one is told apart from a plain file by a look at the name itself."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP or (err.errno == errno.ENOTDIR and
+                                        _is_symlink(name, dir_fd)):
+            raise SymlinkInPath(path) from None
+        raise
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat_module.S_ISLNK(st.st_mode)
+
+
+def open_file_without_symlinks(path: str) -> tuple[int, os.stat_result]:
+    """The regular file at `path` opened through no symlink, and its fstat.  Raises
+    OSError (IsADirectoryError when it is not a regular file)."""
+    fd = open_without_symlinks(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not is_regular(st):
+            raise _not_a_regular_file(path)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _not_a_regular_file(path: str) -> IsADirectoryError:
+    """What an open raises for a path that names no regular file (answered 403)."""
+    return IsADirectoryError(errno.EISDIR, "not a regular file", path)
 
 
 def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
@@ -290,7 +367,7 @@ def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
         CACHE.refresh(path, fresh)
         if not is_regular(fresh):
             os.close(fd)
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+            raise _not_a_regular_file(path)
     return fd, fresh
 
 
@@ -334,16 +411,24 @@ def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, byte
     if cached is not None:
         return -1, cached[0], cached[1]
     fd, st = open_checked(path, st)
+    fd, data = _take_body(fd, st, path)
+    if data is not None:
+        SMALL_FILES.put(path, st, data)
+    return fd, st, data
+
+
+def _take_body(fd: int, st: os.stat_result, path: str) -> tuple[int, bytes | None]:
+    """(fd, None) for a large file; (-1, contents) for a small one, read at once and
+    its fd closed."""
     if st.st_size > SMALL_FILE:
-        return fd, st, None
+        return fd, None
     try:
         data = os.pread(fd, st.st_size, 0)
     finally:
         os.close(fd)
     if len(data) != st.st_size:        # shrank since fstat: nothing is sent yet, so
         raise _ShortRead(path)         # an error page still has a correct length
-    SMALL_FILES.put(path, st, data)
-    return -1, st, data
+    return -1, data
 
 
 class _ShortRead(OSError):
@@ -354,17 +439,51 @@ def serve_file(request: "Request", path: str, st: os.stat_result,
                content_type: str | None = None) -> int:
     """Answer with the regular file at `path` (stat `st`); returns the status."""
     values = request.settings.values
-    if not values["server.follow-symlink"] and CACHE.contains_symlink(path):
-        return 403
+    if not values["server.follow-symlink"]:
+        return _serve_without_symlinks(request, path, content_type, values)
     fd, data = -1, None
     if request.method != "HEAD":
         try:
             fd, st, data = _open_body(path, st)
-        except _ShortRead:
-            return 500
         except OSError as err:
-            CACHE.invalidate(path)
-            return 403 if err.errno == errno.EISDIR else errno_status(err)
+            return _open_failure(err, path)
+    return _respond_owning(request, path, st, fd, data, content_type, values)
+
+
+def _serve_without_symlinks(request: "Request", path: str, content_type: str | None,
+                            values: dict) -> int:
+    """serve_file with server.follow-symlink off.  What decides is the open, which
+    follows no symlink (open_without_symlinks: 403 for one anywhere on the path), not
+    the earlier checks of the path, which the stat cache may answer a second late;
+    everything served, headers and body, xattr type included, comes from that one fd.
+    So the kept small-file contents (SmallFiles) are neither read nor filled here:
+    they are matched by path and by a stat that follows links, and no such match can
+    prove the bytes came through no symlink.  Nor is such an answer kept for replay
+    (answercache).  HEAD opens the file too, for the same headers."""
+    try:
+        fd, st = open_file_without_symlinks(path)
+        content_type = content_type or content_type_for(values, path, fd)
+        if request.method == "HEAD":
+            os.close(fd)
+            fd, data = -1, None
+        else:
+            fd, data = _take_body(fd, st, path)
+    except OSError as err:
+        return _open_failure(err, path)
+    return _respond_owning(request, path, st, fd, data, content_type, values)
+
+
+def _open_failure(err: OSError, path: str) -> int:
+    """The status for a file that could not be opened or read (its stat is dropped):
+    403 for one that is no longer a regular file or is reached through a symlink,
+    500 for one shorter than its stat."""
+    CACHE.invalidate(path)
+    return 403 if err.errno == errno.EISDIR else errno_status(err)
+
+
+def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
+                    data: bytes | None, content_type: str | None, values: dict) -> int:
+    """_respond, closing `fd` unless the response took it."""
     response = request.response
     files = response.files
     try:
@@ -455,10 +574,7 @@ def error_document(request: "Request", status: int) -> bool:
         return False
     path = f"{prefix}{status}.html"
     try:
-        st = CACHE.stat(path)
-        if not is_regular(st):
-            return False
-        fd, st, data = _open_body(path, st)
+        fd, st, data = _open_page(path, request.settings.values["server.follow-symlink"])
     except OSError:
         return False
     response = request.response
@@ -469,6 +585,22 @@ def error_document(request: "Request", status: int) -> bool:
     else:
         response.send_file_range(fd, 0, st.st_size)   # the response owns fd now
     return True
+
+
+def _open_page(path: str,
+               follow_symlinks: bool) -> tuple[int, os.stat_result, bytes | None]:
+    """An error document's (fd, stat, contents) as _open_body gives them; with
+    follow-symlink off, opened through no symlink and read from that fd alone (as
+    _serve_without_symlinks does).  Raises OSError, IsADirectoryError for other than a
+    regular file."""
+    if not follow_symlinks:
+        fd, st = open_file_without_symlinks(path)
+        fd, data = _take_body(fd, st, path)
+        return fd, st, data
+    st = CACHE.stat(path)
+    if not is_regular(st):
+        raise _not_a_regular_file(path)
+    return _open_body(path, st)
 
 
 def errno_status(err: OSError) -> int:

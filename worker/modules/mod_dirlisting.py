@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Iterator
 from urllib.parse import quote
 
 from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
@@ -18,7 +19,7 @@ from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
-from ..static import is_directory, mime_type
+from ..static import is_directory, mime_type, open_without_symlinks
 from ..statcache import CACHE
 
 INCLUDE_LIMIT = 1 << 20      # header / readme files bigger than this are cut
@@ -166,19 +167,55 @@ def size_text(size: int) -> str:
     return f"{size}.{remain}{units[unit]}"
 
 
-def _read_limited(path: str) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(INCLUDE_LIMIT)
-    except OSError:
-        return None
-    return data.decode("utf-8", "surrogateescape")
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class Directory:
+    """The directory to list, by path; or, with server.follow-symlink off, by an fd
+    opened through no symlink (static.open_without_symlinks) that its entries, their
+    stats and its header and readme are all read from, so a directory swapped for a
+    symlink after the path was checked is never the one listed.  A context manager:
+    the fd is closed on leaving."""
+
+    def __init__(self, path: str, follow_symlinks: bool) -> None:
+        self.path = path
+        self.fd = -1 if follow_symlinks else open_without_symlinks(path, _LIST_FLAGS)
+
+    def __enter__(self) -> "Directory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+
+    def entries(self) -> Iterator[os.DirEntry]:
+        """Its entries, read from the fd when there is one."""
+        with os.scandir(self.path if self.fd < 0 else self.fd) as entries:
+            yield from entries
+
+    def stat(self, entry: os.DirEntry) -> os.stat_result:
+        """An entry's stat (for a symlink, its target's); raises OSError."""
+        return CACHE.stat(entry.path) if self.fd < 0 else entry.stat()
+
+    def read_limited(self, name: str) -> str | None:
+        """The start of the file `name` in this directory, None if it cannot be read."""
+        try:
+            if self.fd < 0:
+                fd = os.open(os.path.join(self.path, name), _READ_FLAGS)
+            else:
+                fd = open_without_symlinks(name, _READ_FLAGS, self.fd)
+            with open(fd, "rb") as handle:
+                data = handle.read(INCLUDE_LIMIT)
+        except OSError:
+            return None
+        return data.decode("utf-8", "surrogateescape")
 
 
 class Listing:
     """One directory's entries, split and sorted as lighttpd shows them."""
 
-    def __init__(self, path: str, values: dict) -> None:
+    def __init__(self, directory: Directory, values: dict) -> None:
         self.directories: list[tuple[str, float]] = []
         self.files: list[tuple[str, float, int]] = []
         hide_dot = values["dir-listing.hide-dotfiles"]
@@ -188,20 +225,19 @@ class Listing:
             hidden.add(values["dir-listing.show-readme"])
         if values["dir-listing.hide-header-file"] and values["dir-listing.show-header"]:
             hidden.add(values["dir-listing.show-header"])
-        with os.scandir(path) as entries:
-            for entry in entries:
-                name = entry.name
-                if (hide_dot and name.startswith(".")) or name in hidden or \
-                        any(p.search(name) for p in excludes):
-                    continue
-                try:
-                    st = CACHE.stat(entry.path)
-                except OSError:
-                    continue
-                if is_directory(st):
-                    self.directories.append((name, st.st_mtime))
-                else:
-                    self.files.append((name, st.st_mtime, st.st_size))
+        for entry in directory.entries():
+            name = entry.name
+            if (hide_dot and name.startswith(".")) or name in hidden or \
+                    any(p.search(name) for p in excludes):
+                continue
+            try:
+                st = directory.stat(entry)
+            except OSError:
+                continue
+            if is_directory(st):
+                self.directories.append((name, st.st_mtime))
+            else:
+                self.files.append((name, st.st_mtime, st.st_size))
         self.directories.sort(key=_name_bytes)
         self.files.sort(key=_name_bytes)
 
@@ -228,10 +264,11 @@ class Module(BaseModule):
         try:
             if not is_directory(request.physical_stat()):
                 return None
-            listing = Listing(request.physical_path, values)
+            with Directory(request.physical_path,
+                           values["server.follow-symlink"]) as directory:
+                page = self.render(request, directory, Listing(directory, values), values)
         except OSError:
             return 403
-        page = self.render(request, listing, values)
         response = request.response
         encoding = values["dir-listing.encoding"]
         response.add_header("Content-Type", f"text/html; charset={encoding}"
@@ -239,7 +276,8 @@ class Module(BaseModule):
         response.write(page.encode("utf-8", "surrogateescape"))
         return 200
 
-    def render(self, request: Request, listing: Listing, values: dict) -> str:
+    def render(self, request: Request, directory: Directory, listing: Listing,
+               values: dict) -> str:
         parts: list[str] = []
         auto = values["dir-listing.auto-layout"]
         title = html_escape(request.uri_path)
@@ -255,7 +293,7 @@ class Module(BaseModule):
             else:
                 parts.append(STYLE)
             parts.append("</head>\n<body>\n")
-        self._include(parts, request, values["dir-listing.show-header"],
+        self._include(parts, directory, values["dir-listing.show-header"],
                       values["dir-listing.encode-header"], "header")
         parts.append(f"<h2>Index of {title}</h2>\n")
         parts.append(TABLE_HEAD)
@@ -263,7 +301,7 @@ class Module(BaseModule):
             parts.append(PARENT_ROW)
         self._rows(parts, listing, values["mimetype.assign"])
         parts.append("</tbody>\n</table>\n</div>\n")
-        self._include(parts, request, values["dir-listing.show-readme"],
+        self._include(parts, directory, values["dir-listing.show-readme"],
                       values["dir-listing.encode-readme"], "readme")
         if auto:
             footer = values["dir-listing.set-footer"] or values["server.tag"]
@@ -290,12 +328,12 @@ class Module(BaseModule):
                          f'{html_escape(mime_type(assign, name))}</td></tr>\n')
 
     @staticmethod
-    def _include(parts: list[str], request: Request, name: str, encode: bool,
+    def _include(parts: list[str], directory: Directory, name: str, encode: bool,
                  css_class: str) -> None:
         """HEADER.txt / README.txt of the listed directory, escaped unless told not to."""
         if not name:
             return
-        text = _read_limited(os.path.join(request.physical_path, name))
+        text = directory.read_limited(name)
         if text is None:
             return
         if encode:
