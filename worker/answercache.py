@@ -22,7 +22,7 @@ What may be kept is narrow on purpose:
 - never with a debug log on, nor with `server.stat-cache-engine = "disable"`;
 - never for a request answered with `server.follow-symlink = "disable"`: that answer
   holds only because the file was opened through no symlink at that moment
-  (static.open_without_symlinks), and a replay opens nothing, so it could give out a
+  (static.open_without_symlinks), and a replay opens nothing, so it could answer for a
   path that has since become a symlink.
 
 A second table goes one step further for the commonest case, a client that repeats a
