@@ -51,11 +51,16 @@ def test_fuzzed_requests_keep_every_invariant(request_target, flags, rest):
     request_target.one_input(bytes([flags]) + rest)
 
 
-def test_a_secret_opened_is_a_finding(request_target):
+def test_a_secret_opened_during_an_input_is_a_finding(request_target, monkeypatch):
     """The watch on the file outside the document root works (so its silence means
     something)."""
-    with open(request_target.base / "secret.txt", "rb"):
-        pass
+    exchange = RequestTarget._exchange
+
+    def exchange_and_peek(self, *args, **kwargs):
+        received = exchange(self, *args, **kwargs)
+        with open(self.base / "outside" / "passwd", "rb"):
+            return received
+    monkeypatch.setattr(RequestTarget, "_exchange", exchange_and_peek)
     with pytest.raises(Finding, match="opened"):
         request_target.one_input(b"\x00GET / HTTP/1.0\r\n\r\n")
 
