@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import multiprocessing
 import os
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -52,6 +54,11 @@ BODY = b"hello from pylighttpd\n"          # what serverproc.Server puts in inde
 BIG = "/10m.bin"
 PAGE = "/index.html"
 PROBE_TIMEOUT = 5.0
+HOLDER_TIMEOUT = 60.0
+ANSWER_TIMEOUT = 20.0
+IDLE_PER_PROCESS = 9000
+IDLE_BATCH = 500
+LIGHTTPD_IDLE = 16000
 
 
 @dataclass
@@ -65,9 +72,14 @@ class Row:
 
 # ---------------------------------------------------------------- reloads
 def server_settings(max_fds: int) -> str:
-    """The settings the hostile runs add to serverproc.Server's config."""
-    return (f"server.max-fds = {max_fds}\nserver.max-connections = {max_fds // 2}\n"
+    """The settings the hostile runs add to serverproc.Server's config.  Each worker may
+    take nearly all its descriptors in connections: SO_REUSEPORT does not split them
+    exactly in half."""
+    max_fds = min(max_fds, open_files_limit())
+    return (f"server.max-fds = {max_fds}\nserver.max-connections = {max_fds * 9 // 10}\n"
             "server.graceful-shutdown-timeout = 5\nserver.max-keep-alive-requests = 100000\n"
+            # held idle for as long as bench.py's lighttpd config holds them
+            "server.max-keep-alive-idle = 120\n"
             'server.tag = "good"\n')
 
 
@@ -307,12 +319,16 @@ def probe(port: int, count: int) -> tuple[list[float], list[str]]:
 
 
 # -------------------------------------------------------------- idle ones
+def open_files_limit() -> int:
+    """The hard RLIMIT_NOFILE: what one process may hold (raising it needs
+    CAP_SYS_RESOURCE, which even root may lack in a container)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
 def raise_open_files(wanted: int) -> None:
-    """This process needs a descriptor per held connection (as root, beyond the hard
-    limit too)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def open_many(port: int, count: int, receive_buffer: int = 0) -> list[socket.socket]:
@@ -354,22 +370,20 @@ def is_open(sock: socket.socket) -> bool:
         return False
 
 
-def hold_idle(server_name: str, port: int, count: int, probes: int, batch: int = 500
-              ) -> Row:
-    """`count` keep-alive connections after one answered request each, held at once."""
-    sockets: list[socket.socket] = []
-    answered = 0
+def hold_idle(server_name: str, port: int, count: int, probes: int) -> Row:
+    """`count` keep-alive connections after one answered request each, held at once by
+    as many client processes as the open files limit needs."""
+    share = max(min(IDLE_PER_PROCESS, open_files_limit() - 1024), 1)
+    holders = [IdleHolder(port, min(share, count - start))
+               for start in range(0, count, share)]
     try:
-        for start in range(0, count, batch):
-            group = open_many(port, min(batch, count - start))
-            sockets += group
-            answered += answer_once(group)
+        answered = sum(holder.report() for holder in holders)
         latencies, failures = probe(port, probes)
         time.sleep(1.0)
-        still = sum(is_open(sock) for sock in sockets)
+        still = sum(holder.report(ask=True) for holder in holders)
     finally:
-        for sock in sockets:
-            sock.close()
+        for holder in holders:
+            holder.stop()
     worst = max(latencies, default=0.0)
     return Row(server_name, "idle", answered == count and still == count and not failures,
                f"{count} connections, {answered} answered, {still} still open; "
@@ -378,26 +392,76 @@ def hold_idle(server_name: str, port: int, count: int, probes: int, batch: int =
                 "probe_failures": failures[:5], "slowest_probe_s": worst})
 
 
+class IdleHolder:
+    """A forked client process holding `count` idle keep-alive connections.  It reports
+    how many got their answer, then, when asked, how many are still open, and exits."""
+
+    def __init__(self, port: int, count: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.channel, child_end = context.Pipe()
+        self.process = context.Process(target=_hold_idle, args=(port, count, child_end),
+                                       daemon=True)
+        self.process.start()
+        child_end.close()
+
+    def report(self, ask: bool = False) -> int:
+        if ask:
+            self.channel.send("still open?")
+        if not self.channel.poll(HOLDER_TIMEOUT):
+            raise TimeoutError(f"an idle holder said nothing in {HOLDER_TIMEOUT} s")
+        return self.channel.recv()
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.process.join(timeout=HOLDER_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _hold_idle(port: int, count: int, channel) -> None:
+    """The holder process: connect and ask in batches, report, hold, report, exit."""
+    sockets: list[socket.socket] = []
+    answered = 0
+    try:
+        for start in range(0, count, IDLE_BATCH):
+            group = open_many(port, min(IDLE_BATCH, count - start))
+            sockets += group
+            answered += answer_once(group)
+    except OSError:
+        pass                  # fewer answered than asked for: the row says so
+    channel.send(answered)
+    if channel.poll(HOLDER_TIMEOUT):
+        channel.recv()
+        channel.send(sum(is_open(sock) for sock in sockets))
+
+
 def answer_once(group: list[socket.socket]) -> int:
-    """Send one request on each and read its whole answer; how many got a 200."""
+    """Send one request on each and read its whole answer; how many got a 200 (within
+    ANSWER_TIMEOUT for the whole group)."""
     request = f"GET {PAGE} HTTP/1.1\r\nHost: idle\r\n\r\n".encode()
     for sock in group:
-        sock.setblocking(True)
-        sock.sendall(request)
+        send_quietly(sock, request)         # a few dozen bytes: a fresh socket takes them
+    received = dict.fromkeys(group, b"")
     answered = 0
-    for sock in group:
-        sock.settimeout(10)
-        data = b""
-        try:
-            while not data.endswith(BODY):
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            continue
-        answered += data.startswith(b"HTTP/1.1 200")
-        sock.setblocking(False)
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        for sock in group:
+            selector.register(sock, selectors.EVENT_READ)
+        while received and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=1.0):
+                sock = key.fileobj
+                try:
+                    chunk = sock.recv(4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                received[sock] += chunk
+                if chunk and not received[sock].endswith(BODY):
+                    continue
+                answered += received.pop(sock).startswith(b"HTTP/1.1 200")
+                selector.unregister(sock)
     return answered
 
 
@@ -413,26 +477,51 @@ def pylighttpd_rows(base: Path, args: argparse.Namespace) -> list[Row]:
         rows.append(hups_under_load(server, settings, args.hups, args.interval,
                                     use_wrk=not args.no_wrk))
         rows += broken_reloads(server, settings)
-        rows += hold_rows("pylighttpd", server.port, args)
+        rows += slow_rows("pylighttpd", server.port, args)
+        rows.append(idle_on_enough_workers(server, settings, args))
     finally:
         server.stop()
     return rows
 
 
-def hold_rows(name: str, port: int, args: argparse.Namespace) -> list[Row]:
-    rows = [hold_slow(name, port, kind, args.slow, args.hold, args.probes)
+def slow_rows(name: str, port: int, args: argparse.Namespace) -> list[Row]:
+    return [hold_slow(name, port, kind, args.slow, args.hold, args.probes)
             for kind in SLOW_KINDS]
-    rows.append(hold_idle(name, port, args.idle, args.probes))
-    return rows
+
+
+def idle_on_enough_workers(server: Server, settings: str, args: argparse.Namespace) -> Row:
+    """The idle row, on more than two workers if the open files limit needs them."""
+    workers = workers_for(args.idle)
+    if workers > 2:
+        retag(server, settings + f"server.max-worker := {workers}\n", "idle")
+        server.process.send_signal(signal.SIGHUP)
+        # the new generation serves, and the old one (whose idle connections would
+        # end at its graceful timeout) is gone
+        wait_until(lambda: get(server.port)[1].get("Server") == "idle", timeout=30)
+        wait_until(lambda: len(server.children()) == workers, timeout=30)
+    row = hold_idle("pylighttpd", server.port, args.idle, args.probes)
+    if workers > 2:
+        row.detail += (f" ({workers} workers: with RLIMIT_NOFILE {open_files_limit()} a "
+                       f"worker takes at most {open_files_limit() // 2})")
+    return row
+
+
+def workers_for(connections: int) -> int:
+    """Workers that hold `connections` at once: a worker takes at most half its fd
+    limit (lighttpd's rule), and SO_REUSEPORT splits them only about evenly."""
+    per_worker = open_files_limit() // 2 * 9 // 10
+    return max(2, -(-connections // per_worker))
 
 
 def lighttpd_rows(base: Path, args: argparse.Namespace) -> list[Row]:
-    """The hold scenarios against lighttpd, on bench.py's config (the same file format)."""
+    """The hold scenarios against lighttpd, on bench.py's config: its 9,000 connections
+    per worker cap the idle ones at LIGHTTPD_IDLE."""
     docroot = make_docroot(base)
     (docroot / "index.html").write_bytes(BODY)
     server = RunningServer("lighttpd", docroot, base, accesslog=False)
     try:
-        return hold_rows("lighttpd", server.port, args)
+        return slow_rows("lighttpd", server.port, args) + [
+            hold_idle("lighttpd", server.port, min(args.idle, LIGHTTPD_IDLE), args.probes)]
     finally:
         server.stop()
 
