@@ -449,17 +449,20 @@ def split(stream: bytes, rng: random.Random) -> list[bytes]:
 
 def send_all(client: socket.socket, piece: bytes, make_room: Callable[[], None],
              deadline: float) -> None:
-    """Send all of `piece` on a non-blocking socket, letting the worker read when full."""
+    """Send all of `piece` on a non-blocking socket, letting the worker read when full
+    (outside the except block: the worker must not run with our exception as context)."""
     view = memoryview(piece)
     while view:
         try:
             view = view[client.send(view):]
+            continue
         except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise Finding("the worker stopped reading a client that still sends")
-            make_room()
+            pass
         except (BrokenPipeError, ConnectionResetError):
             return          # the worker closed: the rest is never read
+        if time.monotonic() > deadline:
+            raise Finding("the worker stopped reading a client that still sends")
+        make_room()
 
 
 def read_available(client: socket.socket, received: bytearray) -> int:
@@ -638,7 +641,7 @@ def write_dictionary(path: Path, tokens: list[bytes]) -> None:
                             for token in tokens))
 
 
-def make_target(name: str, base: Path):
+def make_target(name: str, base: Path) -> "RequestTarget | ConfigTarget":
     return RequestTarget(base) if name == "request" else ConfigTarget(base)
 
 
