@@ -34,7 +34,9 @@ from .answercache import parsed_state
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .http import DATE, connection_line, render_start, server_line
-from .request import BadRequest, Request, Response, normalize_host
+from .errors import BadRequest
+from .host import normalize_host
+from .request import Request, Response
 
 if TYPE_CHECKING:
     from .server import Server
@@ -48,7 +50,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT"})
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
 _JOIN_SEMICOLON = frozenset({"cookie"})
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/\d\.\d")
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
 _header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
@@ -64,8 +66,25 @@ def _header_name(name: bytes) -> tuple[str, str]:
     return names
 
 
-class _Abort(Exception):
-    """Raised inside a parser callback to stop parsing; the status is on the connection."""
+def _refusal_status(data: bytes, unknown_method: bool) -> int:
+    """The status for bytes the parser refused, as lighttpd answers them: 505 for a
+    well-formed request line of another HTTP version, 501 for one with a method we do
+    not know (RFC 9110 15.6.2), 400 for anything else."""
+    match = _REQUEST_LINE.fullmatch(data.split(b"\r\n", 1)[0])
+    if match is None:
+        return 400
+    if match.group(1) not in (b"1.0", b"1.1"):
+        return 505
+    return 501 if unknown_method else 400
+
+
+class _StopParsing(Exception):
+    """Raised inside a parser callback to stop parsing what was fed: the request that
+    is complete so far gets its answer, and the connection closes after it."""
+
+
+class _Abort(_StopParsing):
+    """Stop parsing with an error; the status is on the connection."""
 
 
 class Answer:
@@ -192,10 +211,22 @@ class Connection:
         request = self.current
         assert request is not None
         try:
-            self._start_request(request)
+            has_body = self._start_request(request)
         except BadRequest as err:
             self.error_reason = err.args[0] if err.args else ""
             self._abort(err.status)
+        if has_body and not self.server.pipeline.reads_bodies:
+            self._answer_without_body(request)
+
+    def _answer_without_body(self, request: Request) -> None:
+        """No loaded module reads request bodies: answer now and close after the answer,
+        as lighttpd does, instead of storing a body nobody will read.  What the client
+        still sends is read and dropped by the lingering close."""
+        request.keep_alive = False
+        request.expect_continue = False
+        self.ready.append(request)
+        self.current = None
+        raise _StopParsing
 
     def on_body(self, data: bytes) -> None:
         request = self.current
@@ -215,8 +246,9 @@ class Connection:
             self.current = None
 
     # ----------------------------------------------------------- request start
-    def _start_request(self, request: Request) -> None:
-        """Everything known once the headers are in: version, target, Host, limits."""
+    def _start_request(self, request: Request) -> bool:
+        """Everything known once the headers are in: version, target, Host, limits.
+        True when a request body follows."""
         parser = self.parser
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
@@ -233,13 +265,13 @@ class Connection:
                 kept.restore_parsed(request)
                 request.replay = kept
                 self.limits = request.settings.values
-                return
+                return False
         headers = request.headers
         target = self.url.decode("utf-8", "surrogateescape")
         request.set_target(target)
         host = headers.get("host")
         if host is not None:
-            host = normalize_host(host)
+            host = normalize_host(host, request.scheme)
             if request.host and host != request.host:
                 raise BadRequest(400, "Host and absolute URI disagree")
             request.host = host
@@ -251,18 +283,22 @@ class Connection:
             request.replay_key = key
             request.replay_parsed = parsed_state(request)
         if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
-            self._check_body(request, values)
+            return self._check_body(request, values)
+        return False
 
-    def _check_body(self, request: Request, values: dict) -> None:
+    def _check_body(self, request: Request, values: dict) -> bool:
         """Content-Length, Transfer-Encoding and Expect (for a request that has one, or
-        whose method needs a body)."""
+        whose method needs a body); True when a body follows."""
         headers = request.headers
         limit = values["server.max-request-size"] * 1024
         self.body_limit = limit
         length_text = headers.get("content-length")
         chunked = "transfer-encoding" in headers
-        if chunked and headers["transfer-encoding"].lower().replace(" ", "") != "chunked":
-            raise BadRequest(501, "unsupported transfer coding")
+        if chunked:
+            if request.version == "1.0":    # RFC 9112 6.1: faulty framing, close
+                raise BadRequest(400, "HTTP/1.0 with Transfer-Encoding")
+            if headers["transfer-encoding"].lower().replace(" ", "") != "chunked":
+                raise BadRequest(501, "unsupported transfer coding")
         if length_text is not None:
             length = int(length_text)
             request.content_length = length
@@ -276,6 +312,7 @@ class Connection:
                 raise BadRequest(417)
             if request.version == "1.1" and (chunked or request.content_length > 0):
                 request.expect_continue = True
+        return chunked or request.content_length > 0
 
     # ------------------------------------------------------------------ events
     def on_event(self, events: int) -> None:
@@ -392,25 +429,44 @@ class Connection:
             if self.raw_header_bytes > self.server.header_limit + READ_SIZE:
                 self.fail(431)
                 return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.closing = True       # no upgrades (h2c, websocket) yet: answer, then close
-            if self.current is not None:
-                self.on_message_complete()
-        except httptools.HttpParserInvalidMethodError:
-            # a well-formed request line with a method we do not know is 501 (RFC 9110
-            # 15.6.2); a line that is not a request line at all is 400, as lighttpd says
-            line = data.split(b"\r\n", 1)[0]
-            self.fail(self.error_status or (501 if _REQUEST_LINE.fullmatch(line) else 400))
-        except httptools.HttpParserCallbackError as err:
-            self._callback_failed(err.__context__)
-        except httptools.HttpParserError:
-            self.fail(self.error_status or 400)
+        while data:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                data = self._not_upgraded(data[upgrade.args[0]:])
+            except httptools.HttpParserInvalidMethodError:
+                self.fail(self.error_status or _refusal_status(data, unknown_method=True))
+                return
+            except httptools.HttpParserCallbackError as err:
+                self._callback_failed(err.__context__)
+                return
+            except httptools.HttpParserError:
+                self.fail(self.error_status or _refusal_status(data, unknown_method=False))
+                return
+
+    def _not_upgraded(self, rest: bytes) -> bytes:
+        """The parser stops after a request that asks to switch protocols (`Connection:
+        upgrade`, CONNECT).  No module switches protocols, so it is answered as any
+        other request and the bytes after it are the next request, parsed afresh;
+        unless they may be a tunnel's (CONNECT) or the request's own unread body: then
+        the connection closes after the answer.  Returns what is left to parse."""
+        if self.current is not None:
+            self.on_message_complete()
+        request = self.ready[-1] if self.ready else None
+        if request is None or request.method == "CONNECT" or request.content_length > 0 \
+                or "transfer-encoding" in request.headers:
+            self.closing = True
+            return b""
+        self.parser = httptools.HttpRequestParser(self)
+        return rest
 
     def _callback_failed(self, cause: BaseException | None) -> None:
-        """httptools wraps what a callback raises: our own _Abort carries the status;
-        anything else is a bug of ours, logged with its traceback and answered 500."""
+        """httptools wraps what a callback raises: our own _Abort carries the status,
+        a plain _StopParsing only ends parsing; anything else is a bug of ours, logged
+        with its traceback and answered 500."""
+        if type(cause) is _StopParsing:
+            return
         if not isinstance(cause, _Abort) and cause is not None:
             trace = "".join(traceback.format_exception(cause)).rstrip()
             log.error("connections.c", f"internal error reading a request from "
@@ -424,7 +480,7 @@ class Connection:
         if request is None or self.header_phase:
             request = request or Request(self, time.monotonic())
             if self.header_phase:
-                request.version = "1.0"
+                self._take_request_line(request, status)
         request.response.status = status
         request.keep_alive = False
         self.current = None
@@ -432,27 +488,53 @@ class Connection:
         self.ready.append(request)
         self.closing = True
 
+    def _take_request_line(self, request: Request, status: int) -> None:
+        """A request refused among its headers keeps the request line it came with, for
+        the access log and the answer's version, as in lighttpd; one refused within
+        the request line has none (the log shows `"  "`) and is answered HTTP/1.0, and
+        so is a header block refused for its size (lighttpd never parses that one)."""
+        request.version = "1.0"
+        if not self.url or status == 431:
+            return
+        version = self.parser.get_http_version()
+        if version in ("1.0", "1.1"):
+            request.method = self.parser.get_method().decode("latin-1")
+            request.target = self.url.decode("utf-8", "surrogateescape")
+            request.version = version
+
     # ---------------------------------------------------------------- answer
     def process(self) -> None:
-        """Answer the ready requests in order, as far as the output budget allows."""
+        """Answer the ready requests in order, as far as the output budget allows.
+        Sending makes room in the budget, so answering goes on as long as it does: a
+        connection never waits for an event while it holds answerable requests."""
         out = self.out
         ready = self.ready
-        while ready and out.pending < HIGH_WATER:
-            self.respond(ready.pop(0))
-            if self.closed:
-                return
-        current = self.current
-        if current is not None and current.expect_continue and not ready and \
-                not self.closing:
-            current.expect_continue = False
-            out.append(CONTINUE)
-            self.queued_total += len(CONTINUE)
-        if out.chunks:
-            self.flush()
-        elif self.closing and not ready:
-            self.shutdown()
+        while True:
+            while ready and out.pending < HIGH_WATER:
+                self.respond(ready.pop(0))
+                if self.closed:
+                    return
+            if not ready:
+                self._continue_current()
+            if out.chunks:
+                self.flush()
+                if self.closed:
+                    return
+                if ready and out.pending < HIGH_WATER:
+                    continue
+            elif self.closing and not ready:
+                self.shutdown()
+            break
         if not self.closed:
             self.update_events()
+
+    def _continue_current(self) -> None:
+        """Send `100 Continue` to a client waiting for it before it sends its body."""
+        current = self.current
+        if current is not None and current.expect_continue and not self.closing:
+            current.expect_continue = False
+            self.out.append(CONTINUE)
+            self.queued_total += len(CONTINUE)
 
     def respond(self, request: Request) -> None:
         server = self.server
@@ -665,7 +747,8 @@ class Connection:
         elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
-        elif self.current is not None or self.ready:
+        elif self.current is not None or self.ready or not self.requests_done:
+            # a request under way, or a new connection's first one on the way
             if now - self.last_read > self.limits["server.max-read-idle"]:
                 self._timed_out("read")
         elif now - max(self.last_read, self.last_write) > \

@@ -55,6 +55,7 @@ class Pipeline:
         self.subrequest_start = phases["handle_subrequest_start"]
         self.response_start = phases["handle_response_start"]
         self.request_done = phases["handle_request_done"]
+        self.reads_bodies = any(module.reads_request_body for module in self.modules)
         base = Module.handle_trigger
         self.triggers = [CACHE.tick, self.answers.tick]
         self.triggers += [m.handle_trigger for m in self.modules

@@ -46,6 +46,10 @@ class Module:
     # and the cache stays off while it is loaded.
     replay_safe: ClassVar[bool] = False
     reads_headers: ClassVar[frozenset[str]] = frozenset()
+    # A module that reads request bodies (a gateway, an upload handler) says so: while
+    # none is loaded, a request with a body is answered as soon as its headers are in
+    # and the body is dropped, never stored (worker/connection.py).
+    reads_request_body: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

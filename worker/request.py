@@ -15,25 +15,21 @@ from typing import TYPE_CHECKING, Any
 from shared.config.compiled import RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
 
+from .errors import BadRequest
+from .host import normalize_host
 from .statcache import CACHE
 
 if TYPE_CHECKING:
     from .connection import Connection
 
 
-class BadRequest(Exception):
-    """The request cannot be handled: answer `status` and close the connection."""
-
-    def __init__(self, status: int = 400, reason: str = "") -> None:
-        super().__init__(reason or str(status))
-        self.status = status
-
-
-_CTRL = re.compile(r"[\x00-\x20\x7f]")
+# Octets lighttpd refuses in a request-target (400), raw or %-encoded, in the path and
+# the query alike: control characters, and the bytes that never occur in UTF-8 (0xC0,
+# 0xC1, 0xF5-0xFF; the target is decoded with surrogateescape, so a raw one is a lone
+# surrogate).  One character class each: linear in the length of the target.
+_RAW_REFUSED = re.compile("[\x00-\x20\x7f\udcc0\udcc1\udcf5-\udcff]")
+_ESCAPE_REFUSED = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
-_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.?)*[a-z0-9-]*"
-                   r"|\[[0-9a-f:.]+\]|[0-9.]+")
-_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def url_decode(raw: str) -> str:
@@ -68,44 +64,6 @@ def clean_path(raw_path: str) -> str:
     """The decoded, simplified `uri.path` of a request-target path."""
     decoded = url_decode(raw_path)
     return simplify_path(decoded)
-
-
-_good_hosts: dict[str, str] = {}   # Host values seen, checked: clients repeat them
-
-
-def normalize_host(value: str) -> str:
-    """Lowercase the Host value and check it (host-strict): 400 if it is not a name,
-    an IPv4 address or a bracketed IPv6 address, with an optional port."""
-    known = _good_hosts.get(value)
-    if known is not None:
-        return known
-    host = _checked_host(value)
-    if len(_good_hosts) >= 1024:
-        _good_hosts.clear()
-    _good_hosts[value] = host
-    return host
-
-
-def _checked_host(value: str) -> str:
-    host = value.strip().lower()
-    if not host:
-        return host
-    name, port = host, ""
-    if host.startswith("["):
-        end = host.find("]")
-        if end < 0:
-            raise BadRequest(400, "bad Host")
-        name, rest = host[: end + 1], host[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise BadRequest(400, "bad Host")
-            port = rest[1:]
-    elif ":" in host:
-        name, _, port = host.partition(":")
-    if (port and not _PORT.fullmatch(port)) or not _HOST.fullmatch(name) or \
-            name.startswith("."):
-        raise BadRequest(400, "bad Host")
-    return host
 
 
 class Response:
@@ -258,8 +216,8 @@ class Request:
     def set_target(self, target: str) -> None:
         """Split and clean the request-target (origin-form or absolute-form)."""
         self.target = target
-        if _CTRL.search(target):
-            raise BadRequest(400, "control character in the URL")
+        if _RAW_REFUSED.search(target) or ("%" in target and _ESCAPE_REFUSED.search(target)):
+            raise BadRequest(400, "control character or invalid UTF-8 octet in the URL")
         if not target.startswith("/"):
             target = self._absolute_form(target)
         path, _, query = target.partition("?")
@@ -276,7 +234,7 @@ class Request:
                 rest = target[len(scheme):]
                 slash = rest.find("/")
                 authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-                self.host = normalize_host(authority)
+                self.host = normalize_host(authority, self.scheme)
                 return path
         raise BadRequest(400, "request-target is not a path")
 

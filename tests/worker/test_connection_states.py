@@ -147,3 +147,61 @@ def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkey
     err = capfd.readouterr().err
     assert "internal error reading a request from 127.0.0.1" in err
     assert "RuntimeError: a bug in request start" in err
+
+
+@pytest.fixture
+def body_reading_server(tmp_path):
+    """A server whose pipeline says a module reads request bodies (none of today's
+    modules does): bodies are then read, kept, and bounded by server.max-request-size."""
+    docroot = make_docroot(tmp_path)
+    conf = tmp_path / "bodies.conf"
+    conf.write_text(config_text(docroot, "server.max-request-size = 1",
+                                ("mod_indexfile", "mod_staticfile")))
+    server = Server(load(str(conf)), [])
+    server.pipeline.reads_bodies = True
+    yield server
+    server.close_all()
+
+
+def test_kept_bodies_are_read_whole_and_the_connection_stays_open(body_reading_server):
+    server = body_reading_server
+    client, connection = connect(server)
+    client.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n0\r\n\r\n"
+                   b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+    run_until(server, lambda: connection.requests_done == 2 and not connection.out.chunks)
+    assert client.recv(65536).count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert not connection.closing
+
+
+def test_a_kept_chunked_body_over_max_request_size_is_413(body_reading_server):
+    server = body_reading_server
+    client, connection = connect(server)
+    client.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + (b"400\r\n" + b"y" * 1024 + b"\r\n") * 2 + b"0\r\n\r\n")
+    run_until(server, lambda: connection.lingering or connection.closed)
+    assert client.recv(65536).startswith(b"HTTP/1.1 413 Payload Too Large\r\n")
+
+
+def test_a_client_expecting_100_continue_gets_it_when_the_body_is_read(body_reading_server):
+    server = body_reading_server
+    client, connection = connect(server)
+    client.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+                   b"Expect: 100-continue\r\n\r\n")
+    run_until(server, lambda: connection.queued_total > 0)
+    assert client.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    client.sendall(b"data")
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
+    assert client.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_a_new_connection_waits_max_read_idle_not_the_keep_alive_idle(server):
+    """Its first request is on the way: lighttpd gives it server.max-read-idle (60 s),
+    not server.max-keep-alive-idle (5 s), which is for the wait between requests."""
+    _client, connection = connect(server)
+    limits = connection.limits
+    start = connection.last_read
+    connection.check_timeout(start + limits["server.max-keep-alive-idle"] + 1)
+    assert not connection.closed
+    connection.check_timeout(start + limits["server.max-read-idle"] + 1)
+    assert connection.closed

@@ -87,27 +87,23 @@ def test_body_over_max_request_size_is_413(site):
     data = site.raw(b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n"
                     + b"x" * 5000)
     assert data.startswith(b"HTTP/1.1 413 Payload Too Large")
-    chunked = (b"POST /index.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + b"400\r\n" + b"y" * 1024 + b"\r\n" + b"400\r\n" + b"y" * 1024 + b"\r\n0\r\n\r\n")
-    assert site.raw(chunked).startswith(b"HTTP/1.1 413")
 
 
-def test_small_bodies_are_read_and_the_connection_kept(site):
+def test_a_body_nobody_reads_is_answered_at_once_and_the_connection_closed(site):
+    """As lighttpd: the static file answers without waiting for the body (no 100
+    Continue either), and the connection closes after the answer, so the pipelined
+    request behind the body is never mistaken for a part of it."""
     chunked = (b"POST /index.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5\r\nhello\r\n0\r\n\r\n"
                b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
                b"Connection: close\r\n\r\nabc")
     responses = split_responses(site.raw(chunked))
-    assert [r[0] for r in responses] == [200, 200]
-
-
-def test_expect_100_continue(site):
+    assert [r[0] for r in responses] == [200]
+    assert responses[0][1]["connection"] == "close"
     with site.socket() as sock:
         sock.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
-                     b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
-        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(b"data")
-        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 OK")
+                     b"Expect: 100-continue\r\n\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_oversized_header_is_431(site):
