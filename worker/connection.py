@@ -226,6 +226,7 @@ class Connection:
         request.expect_continue = False
         self.ready.append(request)
         self.current = None
+        self.closing = True
         raise _StopParsing
 
     def on_body(self, data: bytes) -> None:
@@ -462,17 +463,18 @@ class Connection:
         return rest
 
     def _callback_failed(self, cause: BaseException | None) -> None:
-        """httptools wraps what a callback raises: our own _Abort carries the status,
-        a plain _StopParsing only ends parsing; anything else is a bug of ours, logged
-        with its traceback and answered 500."""
-        if type(cause) is _StopParsing:
-            return
-        if not isinstance(cause, _Abort) and cause is not None:
-            trace = "".join(traceback.format_exception(cause)).rstrip()
+        """httptools wraps what a callback raises and hands it over as `__context__`,
+        which an `except` block around the caller may replace: so our own stops are
+        known by the state they leave (`_abort` sets the status, `_answer_without_body`
+        closes), and anything else is a bug of ours, logged with its traceback and
+        answered 500."""
+        if self.error_status:
+            self.fail(self.error_status)
+        elif not (isinstance(cause, _StopParsing) or self.closing):
+            trace = "".join(traceback.format_exception(cause)).rstrip() if cause else "?"
             log.error("connections.c", f"internal error reading a request from "
                       f"{self.remote_ip}:\n{trace}")
-            self.error_status = 500
-        self.fail(self.error_status or 400)
+            self.fail(500)
 
     def fail(self, status: int) -> None:
         """Queue an error answer after the requests that came before; then close."""

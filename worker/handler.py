@@ -84,6 +84,7 @@ class Pipeline:
             if status >= 400 and not response.body and status not in _NO_ERROR_HANDLER:
                 status = self._error_handler(request, status)
         response.status = status
+        response.head_only = request.method == "HEAD"     # whichever module wrote a body
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if _error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
@@ -268,7 +269,6 @@ def _error_response(request: Request, status: int) -> bool:
         response.length = 0
         return False
     response.headers = [h for h in response.headers if h[0].lower() not in _ERROR_DROPS]
-    response.head_only = request.method == "HEAD"
     if error_document(request, status):     # server.errorfile-prefix
         return False
     response.headers.insert(0, ("Content-Type", "text/html"))

@@ -560,7 +560,6 @@ def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
         response.replayable = True       # from memory: a snapshot the tick bounds
     elif fd < 0 or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
-        response.head_only = request.method == "HEAD"
     else:
         response.send_file_range(fd, offset, length)
     return status

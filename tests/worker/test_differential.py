@@ -41,6 +41,7 @@ $HTTP["url"] =^ "/nolink/" {{ server.follow-symlink = "disable" }}
 $HTTP["url"] =^ "/errdoc/" {{ server.errorfile-prefix = "{docroot}/errors/status-" }}
 $HTTP["url"] =^ "/eh404/" {{ server.error-handler-404 = "/handler.html" }}
 $HTTP["url"] =^ "/eh/" {{ server.error-handler = "/handler.html" }}
+$HTTP["host"] == "denied.example" {{ url.access-deny = ("") }}
 """
 
 # request name -> why pylighttpd answers differently (RFC 9110 sections)
@@ -176,6 +177,10 @@ def get11(path: str, *headers: str, method: str = "GET") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
+def with_host(host: str, path: str = "/index.html") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+
+
 def get10(path: str, *headers: str, method: str = "GET") -> bytes:
     return ("\r\n".join([f"{method} {path} HTTP/1.0", *headers]) + "\r\n\r\n").encode()
 
@@ -291,6 +296,35 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("two-hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
         ("bad-host", get10("/", "Host: bad/host")),
         ("ctl-in-path", b"GET /ind\x01ex.html HTTP/1.0\r\n\r\n"),
+        ("http10-chunked", b"POST /index.html HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+                           b"\r\n0\r\n\r\n"),
+        ("http-version-3", b"GET /index.html HTTP/3.1\r\nHost: a\r\n\r\n"),
+        ("http-version-1.2", b"GET /index.html HTTP/1.2\r\nHost: a\r\n\r\n"),
+        ("overlong-dot-dot", get11("/%c0%ae%c0%ae/index.html")),
+        ("encoded-ff", get11("/%ff")),
+        ("encoded-ff-query", get11("/index.html?q=%ff")),
+        ("encoded-del", get11("/%7f")),
+        ("raw-ff", get11("/\udcff")),
+        ("body-to-static-file", get11("/index.html", "Content-Length: 5", method="POST")
+         + b"hello"),
+        # the Host, normalised before conditions see it
+        ("host-denied", with_host("denied.example")),
+        ("host-trailing-dot", with_host("denied.example.")),
+        ("host-trailing-dot-port", with_host("denied.example.:80")),
+        ("host-upper-case", with_host("DENIED.Example:80")),
+        ("host-port-leading-zeros", with_host("denied.example:0080")),
+        ("host-empty", with_host("")),
+        ("host-dot-port", with_host("X.:0080")),
+        ("host-port-too-big", with_host("x:65536")),
+        ("host-port-empty", with_host("x:")),
+        ("host-short-ipv4", with_host("1.2.3")),
+        ("host-ipv4", with_host("127.0.0.1:80")),
+        ("host-leading-dash", with_host("-a")),
+        ("host-dash-label-end", with_host("a-.b")),
+        ("host-ipv6", with_host("[::1]:8080")),
+        ("host-ipv6-port-zero", with_host("[::1]:0")),
+        ("host-backtracking", with_host("g" * 30 + "!")),
+        ("host-absolute-form", get11("http://denied.example./index.html")),
     ]
 
 

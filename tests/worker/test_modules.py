@@ -62,3 +62,14 @@ def test_dirlisting_off_elsewhere_is_403(site):
     (site.docroot / "plain").mkdir(exist_ok=True)
     status, _, _ = site.get("/plain/")
     assert status == 403
+
+
+def test_dirlisting_head_has_the_get_headers_and_no_body(site):
+    """A HEAD answer from a module that writes its body carried the HTML page."""
+    _, get_headers, page = site.get("/listed/")
+    data = site.raw(b"HEAD /listed/ HTTP/1.1\r\nHost: t\r\n\r\n"
+                    b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"\r\nContent-Length: {len(page)}\r\n".encode() in head + b"\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n")    # the next answer follows at once

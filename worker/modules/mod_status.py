@@ -200,7 +200,6 @@ class Module(BaseModule):
         response = request.response
         response.set_header("Content-Type", content_type)
         response.write(body)
-        response.head_only = request.method == "HEAD"
         return 200
 
     def server_status(self, request: Request, values: dict) -> int:
