@@ -33,12 +33,13 @@ from . import debuglog
 from .answercache import parsed_state
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
-from .http import DATE, connection_line, render_start, server_line
+from .http import DATE, NO_BODY, connection_line, render_start, server_line
 from .errors import BadRequest
 from .host import normalize_host
 from .request import Request, Response
 
 if TYPE_CHECKING:
+    from .answercache import Answer as KeptAnswer
     from .server import Server
 
 READ_SIZE = 64 * 1024
@@ -46,6 +47,9 @@ HIGH_WATER = 256 * 1024
 LINGER_SECONDS = 2.0
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
+EPOLLRDHUP = select.EPOLLRDHUP
+LOW_WATER = 64 * 1024          # a paused producer is woken below this
+LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT"})
 _BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
@@ -120,13 +124,32 @@ class Answer:
             return 0
 
 
+class _Held:
+    """The request at the head of the connection while a module holds it, and how its
+    answer is going out: `mark` is where it starts in the output stream; once
+    streaming, whether the head is out, whether the body is chunked."""
+
+    __slots__ = ("request", "mark", "head_len", "head_sent", "chunked", "keep_alive",
+                 "queued", "rdhup")
+
+    def __init__(self, request: Request, mark: int) -> None:
+        self.request = request
+        self.mark = mark
+        self.head_len = 0
+        self.head_sent = False
+        self.chunked = False
+        self.keep_alive = False
+        self.queued = False       # a wake is pending in the loop's call_soon list
+        self.rdhup = False        # the client half-closed: stop polling for it
+
+
 class Connection:
     __slots__ = (
         "server", "sock", "fd", "remote_ip", "socket_spec", "scheme", "condition_cache",
         "parser", "out", "ready", "current", "url", "requests_done", "closing",
         "peer_eof", "events", "last_read", "last_write", "error_status", "lingering",
         "linger_deadline", "header_phase", "raw_header_bytes", "closed", "limits", "body_limit", "answers", "sent_total", "queued_total",
-        "bytes_read", "read_mark", "error_reason",
+        "bytes_read", "read_mark", "error_reason", "held",
     )
 
     def __init__(self, server: "Server", sock: socket.socket, remote_ip: str,
@@ -164,6 +187,7 @@ class Connection:
         self.read_mark = 0
         self.error_reason = ""
         self.limits = server.config.settings   # the settings the idle timeouts come from
+        self.held: _Held | None = None     # the request a module holds (module.WAIT)
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -337,6 +361,10 @@ class Connection:
                 self.on_readable()      # ends in update_events, or a close
             elif events & EPOLLERR_HUP:
                 self.close()
+            elif events & EPOLLRDHUP and self.held is not None:
+                self.held.rdhup = True  # a half-close: the answer still goes out
+                self.held.request.keep_alive = False
+                self.update_events()
             elif not self.closed:
                 self.update_events()
         except Exception:  # noqa: BLE001 - anything at all: the worker must go on
@@ -512,19 +540,19 @@ class Connection:
         out = self.out
         ready = self.ready
         while True:
-            while ready and out.pending < HIGH_WATER:
+            while ready and out.pending < HIGH_WATER and self.held is None:
                 self.respond(ready.pop(0))
                 if self.closed:
                     return
-            if not ready:
+            if not ready and self.held is None:
                 self._continue_current()
             if out.chunks:
                 self.flush()
                 if self.closed:
                     return
-                if ready and out.pending < HIGH_WATER:
+                if ready and out.pending < HIGH_WATER and self.held is None:
                     continue
-            elif self.closing and not ready:
+            elif self.closing and not ready and self.held is None:
                 self.shutdown()
             break
         if not self.closed:
@@ -545,15 +573,21 @@ class Connection:
         preset = request.response.status      # an error found while parsing
         if server.debug:
             self._debug_request(request, preset)
-        answers = server.pipeline.answers
-        kept = request.replay
-        if kept is not None and not preset and kept.generation == answers.generation:
-            kept.restore_final(request)
-        else:
-            kept = None
-            server.pipeline.handle(request)
-        values = request.settings.values
         self.requests_done += 1
+        kept = request.replay
+        if kept is not None and not preset and \
+                kept.generation == server.pipeline.answers.generation:
+            kept.restore_final(request)
+            self._queue_answer(request, kept, preset)
+        elif server.pipeline.handle(request):
+            self._queue_answer(request, None, preset)
+        else:
+            self._hold(request)
+
+    def _queue_answer(self, request: Request, kept: "KeptAnswer | None", preset: int) -> None:
+        """Queue a complete answer: head and body, or a kept answer's bytes."""
+        server = self.server
+        values = request.settings.values
         keep = self._keeps_alive(request.keep_alive, values)
         response = request.response
         length = response.length       # as announced: queueing a HEAD answer drops it
@@ -565,26 +599,141 @@ class Connection:
         else:
             start, tail = render_start(request), server_line(values["server.tag"])
             if request.replay_key is not None:
-                answers.keep(request.replay_key, request, start, tail)
+                server.pipeline.answers.keep(request.replay_key, request, start, tail)
             head = start + connection_line(request, keep) + DATE.line + tail
             if server.debug:
                 self._debug_response(request, head, preset)
             self._queue(response, head)
             head_len = len(head)
-        server.counters.request(request.method, response.status,
-                                time.monotonic() - request.start)
         size = self.out.pending - queued_before
         self.queued_total += size
-        if server.pipeline.request_done:
-            answer = Answer(request, self, self.queued_total - size, self.queued_total,
-                            head_len, length, self._bytes_in(request), keep,
-                            self.requests_done)
+        self._end_request(request, self.queued_total - size, head_len, length, keep)
+
+    def _end_request(self, request: Request, start_mark: int, head_len: int, length: int,
+                     keep: bool) -> None:
+        """The answer is queued whole: count it, note it for the request-done hooks,
+        let the modules free what they held for it."""
+        server = self.server
+        pipeline = server.pipeline
+        server.counters.request(request.method, request.response.status,
+                                time.monotonic() - request.start)
+        if pipeline.request_done:
+            answer = Answer(request, self, start_mark, self.queued_total, head_len, length,
+                            self._bytes_in(request), keep, self.requests_done)
             request.plugin_ctx["answer"] = answer
             self.answers.append(answer)
+        if pipeline.request_reset:
+            pipeline.reset(request)
         if request.body is not None:
             request.body.close()
         if not keep:
             self.ready.clear()
+
+    # ---------------------------------------------------------- held requests
+    def _hold(self, request: Request) -> None:
+        """A module holds the request (WAIT): nothing behind it is answered until it is
+        done; what it streams meanwhile goes out as it comes."""
+        self.held = held = _Held(request, self.queued_total)
+        if request.woken:               # woken while its hook still ran
+            self.wake(request)
+        self._stream(held)
+        self.update_events()
+
+    def wake(self, request: Request) -> None:
+        """A module has news for the request it holds: resume it after this round of
+        events (never from inside the module's own callback)."""
+        held = self.held
+        if held is not None and held.request is request and not held.queued:
+            held.queued = True
+            self.server.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        held = self.held
+        if held is None or self.closed:
+            return
+        held.queued = False
+        request = held.request
+        finished = False
+        try:
+            while request.woken and not finished:
+                request.woken = False
+                finished = self.server.pipeline.resume(request)
+        except Exception:  # noqa: BLE001 - a module's bug costs this request only
+            log.error("connections.c", f"internal error in a module answering "
+                      f"{request.target} for {self.remote_ip}:\n"
+                      f"{traceback.format_exc().rstrip()}")
+            self._held_failed(held)
+            return
+        if finished:
+            self._release_held(held)
+        else:
+            self._stream(held)
+        if not self.closed:
+            self.process()
+
+    def _held_failed(self, held: _Held) -> None:
+        """A held request that cannot go on: 500 if nothing of it went out yet, else
+        the connection closes (the client sees a truncated answer, as it must)."""
+        if held.head_sent:
+            self.close()
+            return
+        self.held = None
+        self.server.pipeline.fail(held.request, 500)
+        self._queue_answer(held.request, None, 0)
+        self.process()
+
+    def _release_held(self, held: _Held) -> None:
+        """The holding module is done: queue the rest of the answer."""
+        self.held = None
+        request = held.request
+        if not request.response.streaming:
+            self._queue_answer(request, None, 0)
+            return
+        self._stream(held)
+        if held.chunked:
+            self.out.append(LAST_CHUNK)
+            self.queued_total += len(LAST_CHUNK)
+        self._end_request(request, held.mark, held.head_len, request.response.length,
+                          held.keep_alive)
+
+    def _stream(self, held: _Held) -> None:
+        """Send what a streaming answer has so far: the head once, then the body parts
+        written since, framed as chunks when the length is unknown."""
+        response = held.request.response
+        if not response.streaming:
+            return
+        if not held.head_sent:
+            self._stream_head(held)
+        if response.body:
+            if response.head_only:
+                response.reset_body()
+                return
+            before = self.out.pending
+            self._queue_parts(response, held.chunked)
+            self.queued_total += self.out.pending - before
+
+    def _stream_head(self, held: _Held) -> None:
+        request = held.request
+        response = request.response
+        self.server.pipeline.start_stream(request)
+        values = request.settings.values
+        status = response.status or 200
+        response.status = status
+        delimited = (response.head_only or status in NO_BODY or status < 200
+                     or response.get_header("Content-Length") is not None)
+        if not delimited and request.version == "1.1":
+            held.chunked = True
+            response.add_header("Transfer-Encoding", "chunked")
+        keep = self._keeps_alive(request.keep_alive and (delimited or held.chunked), values)
+        head = render_start(request) + connection_line(request, keep) + DATE.line + \
+            server_line(values["server.tag"])
+        if self.server.debug:
+            self._debug_response(request, head, 0)
+        self.out.append(head)
+        self.queued_total += len(head)
+        held.head_len = len(head)
+        held.head_sent = True
+        held.keep_alive = keep
 
     def _queue(self, response: Response, head: bytes) -> None:
         """Move the head and the response's body into the output queue."""
@@ -596,13 +745,26 @@ class Connection:
             out.append(head + response.body[0])   # type: ignore[operator]
         else:
             out.append(head)
-            for part in response.body:
-                if type(part) is tuple:
+            self._queue_parts(response, False)
+
+    def _queue_parts(self, response: Response, chunked: bool) -> None:
+        """Move the response's body parts into the output queue, each framed as a
+        chunk with `chunked`."""
+        out = self.out
+        for part in response.body:
+            if type(part) is tuple:
+                if chunked and part[2] > 0:
+                    out.append(b"%x\r\n" % part[2])
                     out.append_file(*part)
+                    out.append(b"\r\n")
                 else:
-                    out.append(part)              # type: ignore[arg-type]
-            response.body = []
-            response.files = 0
+                    out.append_file(*part)
+            elif chunked:
+                out.append(b"%x\r\n%s\r\n" % (len(part), part))   # type: ignore[arg-type]
+            else:
+                out.append(part)              # type: ignore[arg-type]
+        response.body = []
+        response.files = 0
 
     def flush(self) -> None:
         out = self.out
@@ -620,7 +782,12 @@ class Connection:
             answers = self.answers
             if answers and answers[0].end_mark <= self.sent_total:
                 self.finish_answers()
-        if not out.chunks and self.closing and not self.ready:
+            held = self.held
+            if held is not None and held.request.response.wants_drain and \
+                    out.pending < LOW_WATER:
+                held.request.response.wants_drain = False
+                held.request.wake()
+        if not out.chunks and self.closing and not self.ready and self.held is None:
             self.shutdown()
 
     def _bytes_in(self, request: Request) -> int:
@@ -647,7 +814,7 @@ class Connection:
         while answers and (lost or answers[0].end_mark <= sent):
             answer = answers.pop(0)
             answer.bytes_out = max(min(sent, answer.end_mark) - answer.start_mark, 0)
-            answer.aborted = answer.end_mark > sent
+            answer.aborted = answer.end_mark > sent or answer.request.aborted
             answer.end_time = now
             answer.end_monotonic = mono
             done(answer.request)
@@ -678,7 +845,11 @@ class Connection:
         want = 0
         if self.out.chunks:
             want |= EPOLLOUT
-        if not self.closing and not self.peer_eof and not self.ready:
+        held = self.held
+        if held is not None:
+            if not held.rdhup:
+                want |= EPOLLRDHUP      # to hear of a client gone while a module works
+        elif not self.closing and not self.peer_eof and not self.ready:
             want |= EPOLLIN
         if want != self.events:
             self.server.loop.modify(self.fd, want)
@@ -730,6 +901,10 @@ class Connection:
         if self.closed:
             return False
         self.closed = True
+        for hook in self.server.pipeline.connection_close:
+            hook(self)
+        if self.held is not None:
+            self._abort_held(self.held)
         if self.answers:
             if not self.out.chunks:   # all of it went out (a blocking writer counts none)
                 self.sent_total = self.queued_total
@@ -740,6 +915,19 @@ class Connection:
         self.ready.clear()
         return True
 
+    def _abort_held(self, held: _Held) -> None:
+        """The connection goes away under a held request: the module ends its backend
+        work (request-reset hooks, with `request.aborted`), and the request is counted
+        and logged as what it was."""
+        self.held = None
+        request = held.request
+        request.aborted = True
+        response = request.response
+        response.status = response.status or 500
+        if not held.head_sent:
+            response.reset_body()
+        self._end_request(request, held.mark, held.head_len, response.length, False)
+
     # ------------------------------------------------------------ timeouts
     def check_timeout(self, now: float) -> None:
         """Called once a second: lighttpd's read / write / keep-alive idle limits."""
@@ -749,6 +937,8 @@ class Connection:
         elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
+        elif self.held is not None:
+            pass                # the holding module keeps its own backend's deadlines
         elif self.current is not None or self.ready or not self.requests_done:
             # a request under way, or a new connection's first one on the way
             if now - self.last_read > self.limits["server.max-read-idle"]:
@@ -778,4 +968,4 @@ class Connection:
         closed at once when draining.  A new connection is not idle: its first request
         is on the way, and closing it would reset a client that did nothing wrong."""
         return (self.requests_done > 0 and self.current is None and not self.ready
-                and not self.out.chunks and not self.lingering)
+                and self.held is None and not self.out.chunks and not self.lingering)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import errno
 from typing import Callable, Iterable
 
+from shared import log
+
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body
-from .module import HOOKS, Module
+from .module import COMEBACK, CONNECTION_HOOKS, HOOKS, WAIT, Module
 from .request import Request, clean_path
 from .static import error_document, errno_status, is_directory, is_regular
 from .statcache import CACHE
@@ -31,6 +33,8 @@ KNOWN_METHODS = frozenset({
     "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR", "ACL",
     "QUERY"})
 _NO_ERROR_HANDLER = frozenset({416})   # lighttpd decides 416 after its error handlers
+_AFTER_ANSWER = frozenset({"handle_request_done", "handle_request_reset"})
+MAX_LOOPS = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
 
 
 class Pipeline:
@@ -42,7 +46,7 @@ class Pipeline:
         off for debug logging and with the stat cache disabled); `condition_fields`:
         what the config's conditions read (answercache.condition_fields)."""
         self.modules = list(modules)
-        phases: dict[str, list[Hook]] = {name: [] for name in HOOKS}
+        phases: dict[str, list[Hook]] = {name: [] for name in HOOKS + CONNECTION_HOOKS}
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
@@ -55,6 +59,9 @@ class Pipeline:
         self.subrequest_start = phases["handle_subrequest_start"]
         self.response_start = phases["handle_response_start"]
         self.request_done = phases["handle_request_done"]
+        self.request_reset = phases["handle_request_reset"]
+        self.connection_accept = phases["handle_connection_accept"]
+        self.connection_close = phases["handle_connection_close"]
         self.reads_bodies = any(module.reads_request_body for module in self.modules)
         base = Module.handle_trigger
         self.triggers = [CACHE.tick, self.answers.tick]
@@ -66,7 +73,7 @@ class Pipeline:
         part in answering is not replay-safe."""
         reads = set(CORE_READS)
         for module in self.modules:
-            answering = [h for h in type(module).hooks() if h != "handle_request_done"]
+            answering = [h for h in type(module).hooks() if h not in _AFTER_ANSWER]
             if not answering:
                 continue
             if not module.replay_safe:
@@ -75,14 +82,77 @@ class Pipeline:
         return frozenset(reads)
 
     # ------------------------------------------------------------------ run
-    def handle(self, request: Request) -> None:
-        """Run every phase; leaves the finished status in request.response.status."""
-        response = request.response
-        status = response.status
+    def handle(self, request: Request) -> bool:
+        """Run the phases; True when the request is answered (the final status is in
+        request.response.status), False when a module holds it (WAIT)."""
+        status = request.response.status      # set already: an error found while parsing
         if not status:
-            status = self._prepare(request)
-            if status >= 400 and not response.body and status not in _NO_ERROR_HANDLER:
-                status = self._error_handler(request, status)
+            status = self._phases(request)
+        return self._settle(request, status)
+
+    def resume(self, request: Request) -> bool:
+        """The holding module was woken: its next result, settled as handle's."""
+        status = request.handler.handle_subrequest(request)
+        if status == COMEBACK:
+            status = self._phases(request)
+        return self._settle(request, status)
+
+    def start_stream(self, request: Request) -> None:
+        """A held request streams its answer: the head goes out now, so the
+        response-start hooks run now."""
+        response = request.response
+        response.head_only = request.method == "HEAD"
+        for hook in self.response_start:
+            hook(request)
+
+    def done(self, request: Request) -> None:
+        for hook in self.request_done:
+            hook(request)
+
+    def reset(self, request: Request) -> None:
+        """The request is over, answered or aborted: modules free what they hold."""
+        for hook in self.request_reset:
+            hook(request)
+
+    def trigger(self, now: float) -> None:
+        for hook in self.triggers:
+            hook(now)
+
+    def _settle(self, request: Request, status: int) -> bool:
+        """After a result: WAIT holds; an error may go to the error handler (whose
+        URL may be held in turn); a final status gets its error page and the
+        response-start hooks."""
+        response = request.response
+        while status != WAIT:
+            if response.streaming:
+                response.status = status
+                return True                  # the head went out at stream()
+            if not request.error_origin:
+                if status < 400 or response.body or status in _NO_ERROR_HANDLER or \
+                        not self._to_error_handler(request, status):
+                    break
+                status = self._phases(request)
+            else:
+                status = _error_handled(request, status)
+                break
+        else:
+            return False
+        self._finish(request, status)
+        return True
+
+    def fail(self, request: Request, status: int) -> None:
+        """Answer a request whose handler failed with a plain error (no error handler:
+        that could fail or hold in turn)."""
+        response = request.response
+        response.streaming = False
+        response.headers = []
+        response.reset_body()
+        self._finish(request, status)
+
+    def _finish(self, request: Request, status: int) -> None:
+        """The final status: lighttpd's error page where no body was written, and the
+        response-start hooks."""
+        response = request.response
         response.status = status
         response.head_only = request.method == "HEAD"     # whichever module wrote a body
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
@@ -91,55 +161,50 @@ class Pipeline:
         for hook in self.response_start:
             hook(request)
 
-    def done(self, request: Request) -> None:
-        for hook in self.request_done:
-            hook(request)
-
-    def trigger(self, now: float) -> None:
-        for hook in self.triggers:
-            hook(now)
-
-    def _error_handler(self, request: Request, status: int) -> int:
+    def _to_error_handler(self, request: Request, status: int) -> bool:
         """server.error-handler-404 / server.error-handler: answer an error with a local
-        URL, as an internal redirect (method GET, or HEAD).  Statuses as lighttpd
-        1.4.69 gives them: the 404 handler's own status stands (a soft 404, usually
-        200); the general handler's page keeps the original error status."""
+        URL, as an internal redirect (method GET, or HEAD); False when none is set."""
         values = request.settings.values
         target = values["server.error-handler-404"] if status == 404 else ""
-        keep_status = not target
-        if keep_status:
+        if not target:
             target = values["server.error-handler"]
         if not target:
-            return status
+            return False
+        keeps_status = not (status == 404 and values["server.error-handler-404"])
+        request.error_origin = (status, keeps_status)
         response = request.response
         response.headers = []
         response.reset_body()
         if request.method != "HEAD":
             request.method = "GET"
-        if keep_status:            # the error page is sent whole, under the error status
+        if keeps_status:                     # the error page is sent whole
             for name in ("range", "if-range"):
                 request.headers.pop(name, None)
-        request.target = target
-        path, _, request.uri_query = target.partition("?")
-        request.uri_path_raw = path
-        request.uri_path = clean_path(path)
-        request.configure()
-        handled = self._prepare(request)
-        response.replayable = False    # chosen by a file's absence, which no cache sees
-        response.missing = ""          # ... and by the handler's files: never kept
-        if handled >= 400:              # the handler failed too: the plain error page
-            response.headers = []
-            response.reset_body()
-            return status
-        if keep_status and handled == 200:
-            response.remove_header("Accept-Ranges")   # lighttpd offers ranges on 200s only
-            return status
-        return handled
+        request.internal_redirect(target)
+        return True
+
+    def _phases(self, request: Request) -> int:
+        """Run the phases until a module answers or holds the request; a COMEBACK runs
+        them again for the new URL, at most MAX_LOOPS times (then 500)."""
+        while True:
+            status = self._prepare(request)
+            if status != COMEBACK:
+                return status
+            request.loops += 1
+            if request.loops > MAX_LOOPS:
+                log.error("response.c", f"ENDLESS LOOP IN rewrite-rule DETECTED ... aborting "
+                          f"request, perhaps you want to use url.rewrite-once instead of "
+                          f"url.rewrite-repeat ({request.target})")
+                return 500
+            request.response.reset_body()
+            request.response.headers = []
 
     def _prepare(self, request: Request) -> int:
         status = _run(self.uri_raw, request) or _run(self.uri_clean, request)
         if status:
             return status
+        if request.handler is not None:     # claimed by URL: no file to look for
+            return request.handler.handle_subrequest(request)
         if request.uri_path == "*":
             return _options(request)
         request.docroot = request.settings.values["server.document-root"]
@@ -162,10 +227,31 @@ class Pipeline:
         return 403 if method in ("GET", "HEAD", "POST") else 501
 
 
+def _error_handled(request: Request, handled: int) -> int:
+    """The status of an error answered by an error handler, as lighttpd 1.4.69 gives
+    it: the 404 handler's own status stands (a soft 404, usually 200); the general
+    handler's page keeps the original error status; a handler that fails too leaves
+    the plain error page of the original status."""
+    status, keeps_status = request.error_origin
+    response = request.response
+    response.replayable = False    # chosen by a file's absence, which no cache sees
+    response.missing = ""          # ... and by the handler's files: never kept
+    if handled >= 400:
+        response.headers = []
+        response.reset_body()
+        return status
+    if keeps_status and handled == 200:
+        response.remove_header("Accept-Ranges")   # lighttpd offers ranges on 200s only
+        return status
+    return handled
+
+
 def _run(hooks: list[Hook], request: Request) -> int:
     for hook in hooks:
         status = hook(request)
         if status:
+            if status == WAIT:
+                request.handler = hook.__self__   # type: ignore[attr-defined]
             return status
     return 0
 

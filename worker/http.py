@@ -112,7 +112,7 @@ def render_start(request: "Request") -> bytes:
             f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n"
     lines = [line]
     lines += [f"{name}: {value}\r\n" for name, value in response.headers]
-    if status not in NO_BODY and status >= 200:
+    if status not in NO_BODY and status >= 200 and not response.streaming:
         lines.append(f"Content-Length: {response.length}\r\n")
     return "".join(lines).encode("latin-1", "replace")
 

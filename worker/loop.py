@@ -1,19 +1,33 @@
-"""The fdevent layer: one epoll, a callback per fd, and a coarse once-a-second timer.
+"""The fdevent layer: one epoll, a callback per fd, a coarse once-a-second tick and
+one-shot timers.
 
 Level-triggered epoll keeps the connection code simple: a connection asks for EPOLLOUT
 only while it has queued output, and for EPOLLIN only while it wants a request, so a
-wakeup always means there is work.  Timeouts need only second precision (lighttpd's
-are in seconds too), so one timer walks the connections once a second instead of a
-heap of per-connection deadlines.
+wakeup always means there is work.  Connection timeouts need only second precision
+(lighttpd's are in seconds too), so the tick walks the connections once a second
+instead of a heap of per-connection deadlines.  Modules waiting on a backend get
+one-shot timers (`call_later`) for their own deadlines; the heap holds only those.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import select
 import time
+import traceback
 from typing import Callable, Protocol
 
+from shared import log
+
 MAX_EVENTS = 512
+
+
+def _report_bug(where: str) -> None:
+    """The fault barrier of the loop: a callback's exception is logged with its
+    traceback and the loop goes on (a connection has its own, finer one)."""
+    log.error("fdevent.c", f"internal error in the callback of {where}:\n"
+                           f"{traceback.format_exc().rstrip()}")
 
 
 class EventHandler(Protocol):
@@ -24,8 +38,23 @@ class EventHandler(Protocol):
     def on_event(self, mask: int) -> None: ...
 
 
+class Timer:
+    """A callback due at a monotonic time; `cancel` keeps it from running."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class EventLoop:
-    __slots__ = ("epoll", "handlers", "ticks", "next_tick", "now")
+    __slots__ = ("epoll", "handlers", "ticks", "next_tick", "now", "timers", "_sequence",
+                 "soon")
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
@@ -33,6 +62,9 @@ class EventLoop:
         self.ticks: list[Callable[[float], None]] = []
         self.now = time.monotonic()
         self.next_tick = self.now + 1.0
+        self.timers: list[tuple[float, int, Timer]] = []
+        self._sequence = itertools.count()      # orders timers due at the same time
+        self.soon: list[Callable[[], None]] = []  # run after this round's events
 
     def register(self, fd: int, events: int, handler: EventHandler) -> None:
         self.epoll.register(fd, events)
@@ -58,20 +90,61 @@ class EventLoop:
         """Run `callback(monotonic_now)` about once a second."""
         self.ticks.append(callback)
 
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run `callback()` once, `delay` seconds from now (a backend's deadline)."""
+        timer = Timer(time.monotonic() + delay, callback)
+        heapq.heappush(self.timers, (timer.when, next(self._sequence), timer))
+        return timer
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback()` after the events of this round (lighttpd's joblist): a
+        module waking a held request never re-enters the connection's own code."""
+        self.soon.append(callback)
+
     def run_once(self, max_wait: float = 1.0) -> None:
-        """Wait for events (at most until the next tick) and dispatch them."""
-        timeout = min(max_wait, max(0.0, self.next_tick - time.monotonic()))
+        """Wait for events (at most until the next tick or timer) and dispatch them."""
+        due = self.next_tick
+        timers = self.timers
+        if timers and timers[0][0] < due:
+            due = timers[0][0]
+        timeout = 0.0 if self.soon else min(max_wait, max(0.0, due - time.monotonic()))
         events = self.epoll.poll(timeout, MAX_EVENTS)
         self.now = now = time.monotonic()
         handlers = self.handlers
         for fd, mask in events:
             handler = handlers.get(fd)
             if handler is not None:
-                handler.on_event(mask)
+                try:
+                    handler.on_event(mask)
+                except Exception:  # noqa: BLE001 - a module's bug must not end the worker
+                    _report_bug(f"fd {fd}")
+        if timers:
+            self._run_timers(now)
+        if self.soon:
+            self._run_soon()
         if now >= self.next_tick:
             self.next_tick = now + 1.0
             for callback in self.ticks:
                 callback(now)
+
+    def _run_timers(self, now: float) -> None:
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if not timer.cancelled:
+                try:
+                    timer.callback()
+                except Exception:  # noqa: BLE001 - as for fd callbacks
+                    _report_bug("a timer")
+
+    def _run_soon(self) -> None:
+        soon = self.soon
+        while soon:
+            callback = soon.pop(0)
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - as for fd callbacks
+                _report_bug("a woken request")
 
     def close(self) -> None:
         self.epoll.close()

@@ -3,22 +3,49 @@
 A module is one file in `worker/modules/` named like lighttpd's (`mod_access.py`). It
 declares `DIRECTIVES` (the config keys it owns) and a `Module` subclass that overrides
 the hooks it needs.  Hooks run in the order of `server.modules`; the core knows no
-module by name.  A hook returns None to let the request go on, or a `HandlerResult`
-(a status, or a finished response) to end that phase.
+module by name.  A hook returns a `HandlerResult`, as lighttpd's handler_t:
+
+- None (or 0): go on, the next module or phase has its turn;
+- an HTTP status: finished; the request is answered with what the module put in
+  `request.response` (the core adds lighttpd's error page to an error without a body);
+- WAIT: the request is held (a backend is working on it).  The module registers its
+  fd or a timer through `self.services`; when that fires it calls `request.wake()`,
+  and the core calls the module's `handle_subrequest(request)`, which returns a result
+  again.  A held request at the head of a connection holds the pipelined ones behind;
+- COMEBACK: the module changed the URL (`request.internal_redirect`); the phases run
+  again from the start for the new URL (lighttpd's HANDLER_COMEBACK).
+
+A module that answers by URL alone (a proxy, a gateway for a URL prefix) claims the
+request in handle_uri_clean by setting `request.handler = self` and going on: the core
+then skips the document root and file phases and calls its handle_subrequest, as
+lighttpd does for a handler_module set early.
+
+A held request may stream its answer: the module sets the status and headers, calls
+`request.response.stream()`, writes body parts with `response.write` whenever it has
+them and returns WAIT; the core sends what was written (chunked when no length is
+known).  Before reading more from its backend it looks at `request.backlog()`; above
+`BACKLOG_HIGH` it stops and sets `response.wants_drain`: the core calls
+handle_subrequest again once the client has taken most of it.  The final status
+ends the stream.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.config.directives import Directive
 
-# What a request hook returns: None (or 0) lets the request go on; an HTTP status ends
-# the phase and answers the request with it.  A handler that produced content has put
-# it (headers, body) in `request.response` first; for an error status without a body
-# the core adds lighttpd's error page.  Hooks are called as `hook(request)` with a
-# `worker.request.Request`; handle_response_start / handle_request_done return None.
+if TYPE_CHECKING:
+    from .request import Request
+    from .services import Services
+
+# What a request hook returns (see above).  Hooks are called as `hook(request)` with a
+# `worker.request.Request`; handle_response_start / handle_request_done /
+# handle_request_reset return None.
 HandlerResult = int | None
+WAIT = -1          # held: handle_subrequest is called after request.wake()
+COMEBACK = -2      # run the phases again for the URL the module set
+BACKLOG_HIGH = 256 * 1024   # bytes queued for the client above which a producer pauses
 
 # The phases of request handling, in order (lighttpd's plugin hooks).
 HOOKS = (
@@ -29,6 +56,13 @@ HOOKS = (
     "handle_subrequest_start", # pick a handler: dirlisting, staticfile, fastcgi ...
     "handle_response_start",   # add or change response headers
     "handle_request_done",     # after the response: logging, stats
+    "handle_request_reset",    # the request is over (answered or aborted): free its state
+)
+
+# Hooks about connections rather than requests (TLS, PROXY protocol, evasive ...).
+CONNECTION_HOOKS = (
+    "handle_connection_accept",   # hook(connection): a new connection, before it reads
+    "handle_connection_close",    # hook(connection): the connection is closing
 )
 
 
@@ -51,8 +85,13 @@ class Module:
     # and the body is dropped, never stored (worker/connection.py).
     reads_request_body: ClassVar[bool] = False
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, services: "Services | None" = None) -> None:
         self.config = config
+        self.services = services
+
+    def handle_subrequest(self, request: "Request") -> HandlerResult:
+        """A request this module held (WAIT) was woken: return its next result."""
+        raise NotImplementedError(f"{type(self).__name__} held a request it cannot resume")
 
     def handle_trigger(self, now: float) -> None:
         """Called about once a second from the event loop (caches, timeouts)."""
@@ -60,4 +99,4 @@ class Module:
     @classmethod
     def hooks(cls) -> tuple[str, ...]:
         """The hooks this module overrides: the core calls only these."""
-        return tuple(h for h in HOOKS if getattr(cls, h, None) is not None)
+        return tuple(h for h in HOOKS + CONNECTION_HOOKS if getattr(cls, h, None) is not None)

@@ -92,9 +92,17 @@ def _serve_pipe(server: Server) -> int:
             connection.peer_eof = True
             connection.closing = True
             connection.current = None
-            connection.process()
+            _answer(server, connection)
             connection.close()
             break
         connection.feed(data)
-        connection.process()
+        _answer(server, connection)
     return 0
+
+
+def _answer(server: Server, connection: PipeConnection) -> None:
+    """Answer what was read; a request a module holds is waited for on the loop (its
+    backend's fds and timers), as nothing else could be served meanwhile."""
+    connection.process()
+    while connection.held is not None and not connection.closed:
+        server.loop.run_once()

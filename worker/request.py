@@ -76,7 +76,7 @@ class Response:
     """
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
-                 "missing")
+                 "missing", "streaming", "wants_drain")
 
     def __init__(self) -> None:
         self.status = 0
@@ -87,6 +87,15 @@ class Response:
         self.head_only = False
         self.replayable = False     # the answer cache may keep it (answercache.py)
         self.missing = ""           # the absent file a 404 says is not there
+        self.streaming = False      # the head goes out before the body is complete
+        self.wants_drain = False    # the producer paused: wake it when the client read
+
+    def stream(self) -> None:
+        """Send the status and headers now and the body as it is written, for a held
+        request whose answer is not complete yet (worker/module.py).  Without a
+        Content-Length header set by the module, the length is unknown: chunked for
+        HTTP/1.1, close-delimited for HTTP/1.0."""
+        self.streaming = True
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every header `name` (case-insensitive) by one with `value`."""
@@ -150,7 +159,8 @@ class Request:
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
-        "arrived_as",
+        "arrived_as", "remote_ip", "socket_spec", "handler", "aborted", "error_origin",
+        "loops", "woken",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -185,6 +195,34 @@ class Request:
         self.replay_key: Any = None      # the key its own answer may be kept under
         self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
         self.arrived_as: bytes | None = None   # the read that held it and nothing else
+        self.remote_ip = connection.remote_ip
+        self.socket_spec = connection.socket_spec
+        self.handler: Any = None         # the module holding it (WAIT), if any
+        self.aborted = False             # the client went away before the answer ended
+        self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled
+        self.loops = 0                   # times the phases ran (COMEBACK, error handler)
+        self.woken = False               # the holding module called wake()
+
+    # ---------------------------------------------------------- held requests
+    def wake(self) -> None:
+        """Called by the module holding this request when its backend has news: the
+        core calls the module's handle_subrequest after this round of events."""
+        self.woken = True
+        self.connection.wake(self)
+
+    def backlog(self) -> int:
+        """Bytes of answers queued for the client and not sent yet: a producer above
+        module.BACKLOG_HIGH stops reading its backend (backpressure)."""
+        return self.connection.out.pending
+
+    def internal_redirect(self, target: str) -> None:
+        """Answer from another local URL (error handlers, a CGI `Location: /path`,
+        rewrites): the caller then returns COMEBACK and the phases run again."""
+        self.target = target
+        path, _, self.uri_query = target.partition("?")
+        self.uri_path_raw = path
+        self.uri_path = clean_path(path)
+        self.configure()
 
     # ----------------------------------------------------------- conditions
     def condition_value(self, field: str) -> str:

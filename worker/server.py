@@ -30,6 +30,7 @@ from .handler import Pipeline
 from .http import DATE
 from .loop import EventLoop
 from .module import Module
+from .services import Services
 from .statcache import CACHE
 
 if TYPE_CHECKING:
@@ -48,9 +49,10 @@ CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, e
                            errno.EOPNOTSUPP, errno.ETIMEDOUT})
 
 
-def instantiate_modules(config: "LoadedConfig") -> list[Module]:
+def instantiate_modules(config: "LoadedConfig", services: Services) -> list[Module]:
     """Each module class once per worker, in server.modules order."""
-    return [cls(config.compiled) for cls in config.modules]
+    services.modules = [cls(config.compiled, services) for cls in config.modules]
+    return services.modules
 
 
 def graceful_timeout(settings: dict) -> float:
@@ -111,14 +113,16 @@ class Server:
         # what a request sees before its headers are in (and error answers use)
         self.global_settings = RequestSettings(settings)
         CACHE.configure(settings["server.stat-cache-engine"])
-        fields = condition_fields(config.compiled.conditions)
-        self.pipeline = Pipeline(instantiate_modules(config),
-                                 replay=CACHE.enabled and not self.debug,
-                                 condition_fields=fields)
         self.counters = WorkerCounters(stats, stats_slot)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])
         self.max_connections = connection_limit(settings)
+        self.services = Services(self.loop, config, self.counters, self.max_connections,
+                                 self.upload_dirs)
+        fields = condition_fields(config.compiled.conditions)
+        self.pipeline = Pipeline(instantiate_modules(config, self.services),
+                                 replay=CACHE.enabled and not self.debug,
+                                 condition_fields=fields)
         self.connections: dict[int, Connection] = {}
         self.listeners = list(listeners)
         self.accepting = False
@@ -192,6 +196,8 @@ class Server:
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
         connection = Connection(self, sock, remote_ip, spec)
+        for hook in self.pipeline.connection_accept:
+            hook(connection)
         self.connections[connection.fd] = connection
         self.loop.register(connection.fd, EPOLLIN, connection)
         connection.events = EPOLLIN
@@ -274,13 +280,14 @@ class Server:
             connection.check_timeout(now)
             if connection.closed:
                 continue
-            if connection.out.chunks:
+            if connection.out.chunks or connection.held is not None:
                 writing += 1
             elif connection.current is not None:
                 reading += 1
             else:
                 waiting += 1
-            if connection.current is not None or connection.ready:
+            if connection.current is not None or connection.ready or \
+                    connection.held is not None:
                 self.last_request = now
         self.counters.heartbeat(len(self.connections), reading, writing, waiting)
         self._resume_below_limit()

@@ -192,12 +192,12 @@ def _or_dash(value: str | None, escape: Escape) -> str:
 
 
 def _remote_addr(argument: str, text: str) -> Field:
-    return lambda request, answer, escape: request.connection.remote_ip or "-"
+    return lambda request, answer, escape: request.remote_ip or "-"
 
 
 def _local_addr(argument: str, text: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
-        spec = request.connection.socket_spec
+        spec = request.socket_spec
         colon = spec.rfind(":")
         return spec[:colon] if colon >= 0 else spec
     return field
@@ -206,7 +206,7 @@ def _local_addr(argument: str, text: str) -> Field:
 def _port(argument: str, text: str) -> Field:
     if argument in ("", "local", "canonical"):
         def local(request: Request, answer: Any, escape: Escape) -> str:
-            spec = request.connection.socket_spec
+            spec = request.socket_spec
             colon = spec.rfind(":")
             return spec[colon + 1:] if colon >= 0 else ""
         return local
@@ -491,8 +491,8 @@ class Module(BaseModule):
     name = "accesslog"
     directives = DIRECTIVES
 
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
         self.files: dict[str, log.LogFile | None] = {}   # None: could not be opened
         self.facility = config.globals.get("server.syslog-facility", "daemon")
 

@@ -177,8 +177,8 @@ class Module(BaseModule):
     replay_safe = True
     directives = DIRECTIVES
 
-    def __init__(self, config) -> None:
-        super().__init__(config)
+    def __init__(self, config, services=None) -> None:
+        super().__init__(config, services)
         self.collector = SegmentCollector()
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
@@ -214,7 +214,7 @@ class Module(BaseModule):
             return self._answer(request, content_type, body)
         snap = Snapshot(StatsSegment.current)
         # each worker's limit, as worker.server.connection_limit derives it
-        board = Board(snap, request.connection.server.max_connections)
+        board = Board(snap, self.services.max_connections)
         if query == "auto":
             return self._answer(request, "text/plain", auto_text(snap, board).encode())
         if query.startswith("json"):
@@ -226,10 +226,10 @@ class Module(BaseModule):
         return self._answer(request, "text/html", page.encode("utf-8", "replace"))
 
     def server_config(self, request: Request, values: dict) -> int:
-        server = request.connection.server
-        settings = server.config.settings
+        services = self.services
+        settings = services.config.settings
         names = "<br />".join(html.escape(type(m).name or type(m).__module__)
-                              for m in server.pipeline.modules)
+                              for m in services.modules)
         live = len(StatsSegment.current.live_slots()) if StatsSegment.current else 1
         rows = [("Server-Features", None), ("RegEx Conditionals", "enabled"),
                 ("Network Engine", None),

@@ -1,0 +1,229 @@
+"""The module contract of worker/module.py, driven in this process: a worker `Server`
+with modules defined here, one real socket pair per exchange, the loop run by the test.
+
+WAIT and handle_subrequest, COMEBACK, streamed answers (chunked, close-delimited,
+HEAD), backpressure, the order of pipelined requests behind a held one, a client gone
+while a module works, and a module's bug while it holds a request.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import pytest
+
+from master.configload import load
+from server_util import split_responses
+from sites import make_docroot
+from worker.module import BACKLOG_HIGH, COMEBACK, WAIT, Module
+from worker.request import Request
+from worker.server import Server
+
+BLOCK = 64 * 1024
+
+
+class Later(Module):
+    """/later/...: held, answered by a timer 20 ms on.  /stream/N: N parts of 1 KiB,
+    one per timer.  /again: COMEBACK to /index.html.  /loop: COMEBACK forever.
+    /broken: a bug in handle_subrequest.  /flood/N: N blocks as fast as the client
+    reads, pausing above BACKLOG_HIGH."""
+
+    resets: list[tuple[str, bool]] = []
+    most_backlog = 0
+
+    def handle_uri_clean(self, request: Request):
+        path = request.uri_path
+        if path == "/again":
+            request.internal_redirect("/index.html")
+            return COMEBACK
+        if path == "/loop":
+            request.internal_redirect("/loop")
+            return COMEBACK
+        if path.startswith(("/later/", "/stream/", "/broken", "/flood/")):
+            request.handler = self       # claimed: no file behind these URLs
+        return None
+
+    def handle_subrequest(self, request: Request):
+        path = request.uri_path
+        response = request.response
+        if "left" not in request.plugin_ctx:       # the first call
+            request.plugin_ctx["left"] = int(path.rsplit("/", 1)[1] or 0) \
+                if path.startswith(("/stream/", "/flood/")) else 0
+            if path.startswith("/flood/"):
+                return self._flood(request)
+            self.services.call_later(0.02, request.wake)
+            return WAIT
+        if path.startswith("/broken"):
+            raise RuntimeError("a module bug")
+        if path.startswith("/later/"):
+            response.write(b"late " + path.encode())
+            return 200
+        if path.startswith("/flood/"):
+            return self._flood(request)
+        left = request.plugin_ctx["left"]
+        if not response.streaming:
+            response.add_header("Content-Type", "text/plain")
+            response.stream()
+        if left == 0:
+            return 200
+        response.write(b"%d" % left + b"." * 1023)
+        request.plugin_ctx["left"] = left - 1
+        self.services.call_later(0.005, request.wake)
+        return WAIT
+
+    def _flood(self, request: Request):
+        response = request.response
+        if not response.streaming:
+            response.stream()
+        while request.plugin_ctx["left"]:
+            backlog = request.backlog()
+            Later.most_backlog = max(Later.most_backlog, backlog)
+            if backlog >= BACKLOG_HIGH:
+                response.wants_drain = True
+                return WAIT
+            response.write(b"f" * BLOCK)
+            request.plugin_ctx["left"] -= 1
+        return 200
+
+    def handle_request_reset(self, request: Request) -> None:
+        Later.resets.append((request.uri_path, request.aborted))
+
+
+@pytest.fixture()
+def server(tmp_path):
+    docroot = make_docroot(tmp_path)
+    conf = tmp_path / "held.conf"
+    conf.write_text(f'server.document-root = "{docroot}"\n'
+                    'server.modules = ("mod_indexfile", "mod_staticfile")\n'
+                    f'server.errorlog = "{tmp_path}/error.log"\n'
+                    'server.error-handler-404 = "/later/handler"\n')
+    config = load(str(conf))
+    config.modules = [Later, *config.modules]
+    worker = Server(config, [])
+    worker.errorlog = tmp_path / "error.log"        # type: ignore[attr-defined]
+    Later.resets = []
+    Later.most_backlog = 0
+    yield worker
+    worker.close_all()
+    worker.loop.close()
+
+
+def exchange(server: Server, data: bytes, read_pause: float = 0.0,
+             seconds: float = 10.0, rst_after: float | None = None) -> bytes:
+    """Send `data` on a new connection and run the loop until the server closes it
+    (or the client resets it after `rst_after` seconds); the answer bytes."""
+    client, end = socket.socketpair()
+    server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    client.sendall(data)
+    client.setblocking(False)
+    received = bytearray()
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        server.loop.run_once(0.005)
+        if rst_after is not None and time.monotonic() - start > rst_after:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            for _ in range(5):
+                server.loop.run_once(0.005)
+            return bytes(received)
+        try:
+            chunk = client.recv(4096 if read_pause else 1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        received += chunk
+        if read_pause:
+            time.sleep(read_pause)
+    client.close()
+    return bytes(received)
+
+
+def get(path: str, version: str = "1.1", method: str = "GET", close: bool = True) -> bytes:
+    connection = "Connection: close\r\n" if close else ""
+    return f"{method} {path} HTTP/{version}\r\nHost: t\r\n{connection}\r\n".encode()
+
+
+def test_a_held_request_is_answered_when_its_module_is_woken(server):
+    answers = split_responses(exchange(server, get("/later/x")))
+    assert answers == [(200, answers[0][1], b"late /later/x")]
+    assert answers[0][1]["content-length"] == "13"
+    assert Later.resets == [("/later/x", False)]
+
+
+def test_pipelined_requests_behind_a_held_one_keep_their_order(server):
+    data = get("/later/1", close=False) + get("/index.html", close=False) + get("/later/2")
+    bodies = [body for _, _, body in split_responses(exchange(server, data))]
+    assert bodies == [b"late /later/1", b"hello from pylighttpd\n", b"late /later/2"]
+
+
+def test_a_streamed_answer_is_chunked_for_http11(server):
+    data = exchange(server, get("/stream/3"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\nTransfer-Encoding: chunked\r\n" in head + b"\r\n"
+    assert b"Content-Length" not in head
+    parts = [b"3" + b"." * 1023, b"2" + b"." * 1023, b"1" + b"." * 1023]
+    assert body == b"".join(b"400\r\n" + part + b"\r\n" for part in parts) + b"0\r\n\r\n"
+
+
+def test_a_streamed_answer_keeps_the_connection_for_the_next_request(server):
+    data = exchange(server, get("/stream/2", close=False) + get("/index.html"))
+    streamed, _, rest = data.partition(b"\r\n0\r\n\r\n")
+    assert b"\r\nConnection: close" not in streamed
+    assert split_responses(rest)[0][2] == b"hello from pylighttpd\n"
+
+
+def test_a_streamed_answer_to_http10_ends_with_the_connection(server):
+    data = exchange(server, get("/stream/2", version="1.0"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"Transfer-Encoding" not in head and b"Content-Length" not in head
+    assert b"\r\nConnection: close" in head
+    assert body == b"2" + b"." * 1023 + b"1" + b"." * 1023
+
+
+def test_a_streamed_answer_to_head_has_no_body(server):
+    data = get("/stream/2", method="HEAD", close=False) + get("/index.html")
+    answers = split_responses(exchange(server, data))
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert answers[1][2] == b"hello from pylighttpd\n"
+
+
+def test_comeback_runs_the_phases_again_for_the_new_url(server):
+    answers = split_responses(exchange(server, get("/again")))
+    assert answers[0][0] == 200 and answers[0][2] == b"hello from pylighttpd\n"
+
+
+def test_an_endless_comeback_is_500(server):
+    assert exchange(server, get("/loop")).startswith(b"HTTP/1.1 500 ")
+    assert "ENDLESS LOOP" in server.errorlog.read_text()
+
+
+def test_an_error_handler_may_be_a_held_request(server):
+    answers = split_responses(exchange(server, get("/missing.html")))
+    assert answers[0][0] == 200          # the 404 handler's own status stands
+    assert answers[0][2] == b"late /later/handler"
+
+
+def test_a_module_bug_while_holding_is_500_and_the_worker_goes_on(server):
+    assert exchange(server, get("/broken")).startswith(b"HTTP/1.1 500 ")
+    assert "a module bug" in server.errorlog.read_text()
+    assert exchange(server, get("/index.html")).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_client_gone_while_a_module_holds_aborts_the_request(server):
+    exchange(server, get("/stream/1000"), rst_after=0.05)
+    assert Later.resets == [("/stream/1000", True)]
+    assert not server.connections
+
+
+def test_a_slow_client_slows_the_producer(server):
+    """4 MiB to a client reading 4 KiB at a time: the queue stays near BACKLOG_HIGH."""
+    count = 64
+    data = exchange(server, get("/flood/%d" % count, version="1.0"), read_pause=0.0001,
+                    seconds=60)
+    assert data.count(b"f") == count * BLOCK
+    assert Later.most_backlog < BACKLOG_HIGH + 2 * BLOCK

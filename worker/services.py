@@ -1,0 +1,72 @@
+"""What the worker lends its modules: the event loop, timers, child processes, the stat
+cache, the error log and the stats slot (lighttpd's `srv` as plugins see it).
+
+A module gets this object at construction (`self.services`) and never reaches through a
+request into the connection or the server: what a module may touch is all here, so the
+core can change behind it (another transport, HTTP/2 streams) without the modules
+noticing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable
+
+from shared import log
+
+from .loop import EventLoop, Timer
+from .statcache import CACHE, StatCache
+
+if TYPE_CHECKING:
+    from master.configload import LoadedConfig
+
+    from .counters import WorkerCounters
+
+
+class _ChildWatch:
+    """A child's pidfd in the loop: readable once the child has exited; then reaped."""
+
+    __slots__ = ("services", "pid", "fd", "callback")
+
+    def __init__(self, services: "Services", pid: int, fd: int,
+                 callback: Callable[[int], None]) -> None:
+        self.services, self.pid, self.fd, self.callback = services, pid, fd, callback
+
+    def on_event(self, _mask: int) -> None:
+        self.services.loop.unregister(self.fd)
+        os.close(self.fd)
+        try:
+            _pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            status = 0
+        self.callback(os.waitstatus_to_exitcode(status) if _pid else 0)
+
+
+class Services:
+    """The worker's context for modules.  `loop.register(fd, events, handler)` puts a
+    backend fd in the worker's epoll (`handler.on_event(mask)` is called when it is
+    ready); `call_later` arms a one-shot timer; `watch_child` reaps a child without
+    blocking and without SIGCHLD."""
+
+    def __init__(self, loop: EventLoop, config: "LoadedConfig", counters: "WorkerCounters",
+                 max_connections: int, upload_dirs: tuple[str, ...]) -> None:
+        self.loop = loop
+        self.config = config
+        self.counters = counters
+        self.max_connections = max_connections
+        self.upload_dirs = upload_dirs
+        self.stat_cache: StatCache = CACHE
+        self.modules: list[Any] = []        # the loaded modules, in server.modules order
+
+    @staticmethod
+    def log_error(source: str, message: str) -> None:
+        log.error(source, message)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return self.loop.call_later(delay, callback)
+
+    def watch_child(self, pid: int, callback: Callable[[int], None]) -> None:
+        """Call `callback(exit_code)` once child `pid` has exited, reaping it (a negative
+        code is the signal that ended it)."""
+        fd = os.pidfd_open(pid)
+        self.loop.register(fd, 1, _ChildWatch(self, pid, fd, callback))  # EPOLLIN
