@@ -483,7 +483,7 @@ def read_available(client: socket.socket, received: bytearray) -> int:
 def state(connection) -> str:
     return (f"closed={connection.closed} lingering={connection.lingering} "
             f"closing={connection.closing} events={connection.events} "
-            f"ready={len(connection.ready)} current={connection.current is not None} "
+            f"ready={len(connection.ready)} current={connection.protocol.current is not None} "
             f"queued={len(connection.out.chunks)} answered={connection.requests_done}")
 
 

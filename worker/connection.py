@@ -1,9 +1,11 @@
-"""One client connection: lighttpd's connection state machine over httptools.
+"""One client connection: lighttpd's connection state machine, between a transport
+(worker/transport.py: the bytes) and the HTTP/1 parser (worker/http1.py: requests).
 
-    read headers -> read body -> handle -> write -> keep-alive (again) or close
+    read headers -> read body -> handle (maybe held) -> write -> keep-alive or close
 
-httptools parses everything it is fed, so several pipelined requests may complete in
-one read.  Completed requests wait in `ready` and are answered strictly in order; while
+The parser may hand over several pipelined requests from one read.  Completed
+requests wait in `ready` and are answered strictly in order; a request a module holds
+(module.WAIT) holds those behind it until its answer is queued.  While
 the output queue is above HIGH_WATER the connection neither handles more of them nor
 reads, so a client that pipelines without reading cannot make us buffer without bound.
 Errors found while parsing become a queued error response followed by a close, after
@@ -18,31 +20,24 @@ they complete.  Only done when some module has that hook.
 
 from __future__ import annotations
 
-import re
 import select
-import socket
 import time
 import traceback
 from typing import TYPE_CHECKING
 
-import httptools
-
 from shared import log
 
 from . import debuglog
-from .answercache import parsed_state
-from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .http import DATE, NO_BODY, connection_line, render_start, server_line
-from .errors import BadRequest
-from .host import normalize_host
+from .http1 import Http1Parser
+from .transport import Transport
 from .request import Request, Response
 
 if TYPE_CHECKING:
     from .answercache import Answer as KeptAnswer
     from .server import Server
 
-READ_SIZE = 64 * 1024
 HIGH_WATER = 256 * 1024
 LINGER_SECONDS = 2.0
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
@@ -51,46 +46,6 @@ EPOLLRDHUP = select.EPOLLRDHUP
 LOW_WATER = 64 * 1024          # a paused producer is woken below this
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_BODY_METHODS = frozenset({"POST", "PUT"})
-_BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
-_JOIN_SEMICOLON = frozenset({"cookie"})
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
-
-
-_header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
-
-
-def _header_name(name: bytes) -> tuple[str, str]:
-    """A header name as text and as the key of Request.headers, remembered: clients
-    send the same few names again and again."""
-    text = name.decode("latin-1")
-    if len(_header_names) >= 1024:
-        _header_names.clear()
-    names = _header_names[name] = (text, text.lower())
-    return names
-
-
-def _refusal_status(data: bytes, unknown_method: bool) -> int:
-    """The status for bytes the parser refused, as lighttpd answers them: 505 for a
-    well-formed request line of another HTTP version, 501 for one with a method we do
-    not know (RFC 9110 15.6.2), 400 for anything else."""
-    match = _REQUEST_LINE.fullmatch(data.split(b"\r\n", 1)[0])
-    if match is None:
-        return 400
-    if match.group(1) not in (b"1.0", b"1.1"):
-        return 505
-    return 501 if unknown_method else 400
-
-
-class _StopParsing(Exception):
-    """Raised inside a parser callback to stop parsing what was fed: the request that
-    is complete so far gets its answer, and the connection closes after it."""
-
-
-class _Abort(_StopParsing):
-    """Stop parsing with an error; the status is on the connection."""
-
-
 class Answer:
     """What the request-done hooks learn about how an answer went out.  `start_mark` and
     `end_mark` delimit its bytes in the connection's output stream."""
@@ -119,7 +74,7 @@ class Answer:
     @property
     def remote_port(self) -> int:
         try:
-            return self.connection.sock.getpeername()[1]
+            return self.connection.transport.peer_port()
         except (OSError, IndexError, TypeError):
             return 0
 
@@ -145,199 +100,55 @@ class _Held:
 
 class Connection:
     __slots__ = (
-        "server", "sock", "fd", "remote_ip", "socket_spec", "scheme", "condition_cache",
-        "parser", "out", "ready", "current", "url", "requests_done", "closing",
-        "peer_eof", "events", "last_read", "last_write", "error_status", "lingering",
-        "linger_deadline", "header_phase", "raw_header_bytes", "closed", "limits", "body_limit", "answers", "sent_total", "queued_total",
-        "bytes_read", "read_mark", "error_reason", "held",
+        "server", "transport", "fd", "remote_ip", "socket_spec", "scheme",
+        "condition_cache", "protocol", "out", "ready", "requests_done", "closing",
+        "peer_eof", "events", "last_read", "last_write", "lingering", "linger_deadline",
+        "closed", "limits", "answers", "sent_total", "queued_total", "bytes_read",
+        "read_mark", "held",
     )
 
-    def __init__(self, server: "Server", sock: socket.socket, remote_ip: str,
+    def __init__(self, server: "Server", transport: Transport, remote_ip: str,
                  socket_spec: str, scheme: str = "http") -> None:
         self.server = server
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.transport = transport
+        self.fd = transport.fileno()
         self.remote_ip = remote_ip
         self.socket_spec = socket_spec
         self.scheme = scheme
         # results of the conditions that depend on the connection alone, if any exist
         self.condition_cache: dict[int, tuple[bool, object]] | None = \
             {} if server.config.compiled.connection_conditions else None
-        self.parser = httptools.HttpRequestParser(self)
         self.out = ChunkQueue()
         self.ready: list[Request] = []     # lists, not deques: 56 bytes empty, not 760
-        self.current: Request | None = None
-        self.url = b""
         self.requests_done = 0
         self.closing = False        # answer what is queued, then close
         self.peer_eof = False
         self.events = 0
         self.last_read = self.last_write = server.loop.now
-        self.error_status = 0
         self.lingering = False
         self.linger_deadline = 0.0
-        self.header_phase = False
-        self.raw_header_bytes = 0
         self.closed = False
-        self.body_limit = 0
         self.answers: list[Answer] = []    # answered, not yet completely sent
         self.sent_total = 0
         self.queued_total = 0
         self.bytes_read = 0
         self.read_mark = 0
-        self.error_reason = ""
         self.limits = server.config.settings   # the settings the idle timeouts come from
         self.held: _Held | None = None     # the request a module holds (module.WAIT)
+        self.protocol = Http1Parser(self, server)
 
-    # ----------------------------------------------------- httptools callbacks
-    def on_message_begin(self) -> None:
-        self.current = Request(self, self.server.loop.now)
-        self.url = b""
-        self.header_phase = True
-        self.raw_header_bytes = 0
+    # ------------------------------------------------- the protocol's sink
+    def new_request(self) -> Request:
+        return Request(self, self.server.loop.now)
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        request = self.current
-        assert request is not None
-        limit = self.server.header_limit
-        if len(self.url) > limit:
-            self._abort(414)      # the target alone is too long: RFC 9110 15.5.15
-        request.header_bytes += len(url) + 16
-        if request.header_bytes > limit:
-            self._abort(431)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        request = self.current
-        assert request is not None
-        request.header_bytes += len(name) + len(value) + 4
-        if request.header_bytes > self.server.header_limit:
-            self._abort(431)
-        names = _header_names.get(name)
-        if names is None:
-            names = _header_name(name)
-        raw_name, key = names
-        text = value.decode("latin-1")
-        request.header_list.append((raw_name, text))
-        headers = request.headers
-        if key in headers:
-            if key == "host" or key == "content-length":
-                self._abort(400)
-            text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
-        headers[key] = text
-
-    def _abort(self, status: int) -> None:
-        self.error_status = status
-        raise _Abort(status)
-
-    def on_headers_complete(self) -> None:
-        self.header_phase = False
-        request = self.current
-        assert request is not None
-        try:
-            has_body = self._start_request(request)
-        except BadRequest as err:
-            self.error_reason = err.args[0] if err.args else ""
-            self._abort(err.status)
-        if has_body and not self.server.pipeline.reads_bodies:
-            self._answer_without_body(request)
-
-    def _answer_without_body(self, request: Request) -> None:
-        """No loaded module reads request bodies: answer now and close after the answer,
-        as lighttpd does, instead of storing a body nobody will read.  What the client
-        still sends is read and dropped by the lingering close."""
-        request.keep_alive = False
-        request.expect_continue = False
+    def request_ready(self, request: Request) -> None:
         self.ready.append(request)
-        self.current = None
+
+    def stop_reading(self) -> None:
         self.closing = True
-        raise _StopParsing
 
-    def on_body(self, data: bytes) -> None:
-        request = self.current
-        assert request is not None
-        body = request.body
-        if body is None:
-            body = request.body = RequestBody(self.server.upload_dirs)
-        if self.body_limit and body.size + len(data) > self.body_limit:
-            self._abort(413)
-        body.append(data)
-
-    def on_message_complete(self) -> None:
-        request = self.current
-        if request is not None:
-            request.expect_continue = False
-            self.ready.append(request)
-            self.current = None
-
-    # ----------------------------------------------------------- request start
-    def _start_request(self, request: Request) -> bool:
-        """Everything known once the headers are in: version, target, Host, limits.
-        True when a request body follows."""
-        parser = self.parser
-        version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
-            request.version = "1.0"
-            raise BadRequest(505 if version[:1].isdigit() else 400)
-        request.version = version
-        request.method = parser.get_method().decode("latin-1")
-        request.keep_alive = parser.should_keep_alive()
-        answers = self.server.pipeline.answers
-        key = answers.key_for(request, self.url)
-        if key is not None:
-            kept = answers.find(key)
-            if kept is not None:        # a repeat: all that follows is known
-                kept.restore_parsed(request)
-                request.replay = kept
-                self.limits = request.settings.values
-                return False
-        headers = request.headers
-        target = self.url.decode("utf-8", "surrogateescape")
-        request.set_target(target)
-        host = headers.get("host")
-        if host is not None:
-            host = normalize_host(host, request.scheme)
-            if request.host and host != request.host:
-                raise BadRequest(400, "Host and absolute URI disagree")
-            request.host = host
-        elif version == "1.1" and not request.host:
-            raise BadRequest(400, "HTTP/1.1 without Host")
-        values = request.configure().values
-        self.limits = values
-        if key is not None:
-            request.replay_key = key
-            request.replay_parsed = parsed_state(request)
-        if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
-            return self._check_body(request, values)
-        return False
-
-    def _check_body(self, request: Request, values: dict) -> bool:
-        """Content-Length, Transfer-Encoding and Expect (for a request that has one, or
-        whose method needs a body); True when a body follows."""
-        headers = request.headers
-        limit = values["server.max-request-size"] * 1024
-        self.body_limit = limit
-        length_text = headers.get("content-length")
-        chunked = "transfer-encoding" in headers
-        if chunked:
-            if request.version == "1.0":    # RFC 9112 6.1: faulty framing, close
-                raise BadRequest(400, "HTTP/1.0 with Transfer-Encoding")
-            if headers["transfer-encoding"].lower().replace(" ", "") != "chunked":
-                raise BadRequest(501, "unsupported transfer coding")
-        if length_text is not None:
-            length = int(length_text)
-            request.content_length = length
-            if limit and length > limit:
-                raise BadRequest(413)
-        elif not chunked and request.method in _BODY_METHODS and request.version == "1.1":
-            raise BadRequest(411)
-        expect = headers.get("expect")
-        if expect is not None:
-            if expect.lower() != "100-continue":
-                raise BadRequest(417)
-            if request.version == "1.1" and (chunked or request.content_length > 0):
-                request.expect_continue = True
-        return chunked or request.content_length > 0
+    def feed(self, data: bytes) -> None:
+        self.protocol.feed(data)
 
     # ------------------------------------------------------------------ events
     def on_event(self, events: int) -> None:
@@ -374,7 +185,7 @@ class Connection:
 
     def on_readable(self) -> None:
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = self.transport.recv()
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -387,7 +198,7 @@ class Connection:
         self.last_read = server.loop.now
         self.bytes_read += len(data)
         server.counters.bytes_in(len(data))
-        if self.current is not None or self.ready:
+        if self.protocol.current is not None or self.ready:
             self.feed(data)
         else:                         # between requests
             if self.requests_done:
@@ -396,7 +207,7 @@ class Connection:
                 return
             self.feed(data)
             ready = self.ready
-            if len(ready) == 1 and self.current is None and data.endswith(b"\r\n\r\n"):
+            if len(ready) == 1 and self.protocol.current is None and data.endswith(b"\r\n\r\n"):
                 ready[0].arrived_as = data      # this read held that request alone
         self.process()
 
@@ -445,92 +256,12 @@ class Connection:
     def _peer_closed(self) -> None:
         """The client will send no more: answer what is complete, then close."""
         self.peer_eof = True
-        self.current = None
+        self.protocol.current = None
         if not self.ready and not self.out.chunks:
             self.close()
             return
         self.closing = True
         self.update_events()
-
-    def feed(self, data: bytes) -> None:
-        if self.header_phase:
-            self.raw_header_bytes += len(data)
-            if self.raw_header_bytes > self.server.header_limit + READ_SIZE:
-                self.fail(431)
-                return
-        while data:
-            try:
-                self.parser.feed_data(data)
-                return
-            except httptools.HttpParserUpgrade as upgrade:
-                data = self._not_upgraded(data[upgrade.args[0]:])
-            except httptools.HttpParserInvalidMethodError:
-                self.fail(self.error_status or _refusal_status(data, unknown_method=True))
-                return
-            except httptools.HttpParserCallbackError as err:
-                self._callback_failed(err.__context__)
-                return
-            except httptools.HttpParserError:
-                self.fail(self.error_status or _refusal_status(data, unknown_method=False))
-                return
-
-    def _not_upgraded(self, rest: bytes) -> bytes:
-        """The parser stops after a request that asks to switch protocols (`Connection:
-        upgrade`, CONNECT).  No module switches protocols, so it is answered as any
-        other request and the bytes after it are the next request, parsed afresh;
-        unless they may be a tunnel's (CONNECT) or the request's own unread body: then
-        the connection closes after the answer.  Returns what is left to parse."""
-        if self.current is not None:
-            self.on_message_complete()
-        request = self.ready[-1] if self.ready else None
-        if request is None or request.method == "CONNECT" or request.content_length > 0 \
-                or "transfer-encoding" in request.headers:
-            self.closing = True
-            return b""
-        self.parser = httptools.HttpRequestParser(self)
-        return rest
-
-    def _callback_failed(self, cause: BaseException | None) -> None:
-        """httptools wraps what a callback raises and hands it over as `__context__`,
-        which an `except` block around the caller may replace: so our own stops are
-        known by the state they leave (`_abort` sets the status, `_answer_without_body`
-        closes), and anything else is a bug of ours, logged with its traceback and
-        answered 500."""
-        if self.error_status:
-            self.fail(self.error_status)
-        elif not (isinstance(cause, _StopParsing) or self.closing):
-            trace = "".join(traceback.format_exception(cause)).rstrip() if cause else "?"
-            log.error("connections.c", f"internal error reading a request from "
-                      f"{self.remote_ip}:\n{trace}")
-            self.fail(500)
-
-    def fail(self, status: int) -> None:
-        """Queue an error answer after the requests that came before; then close."""
-        request = self.current
-        if request is None or self.header_phase:
-            request = request or Request(self, time.monotonic())
-            if self.header_phase:
-                self._take_request_line(request, status)
-        request.response.status = status
-        request.keep_alive = False
-        self.current = None
-        self.header_phase = False
-        self.ready.append(request)
-        self.closing = True
-
-    def _take_request_line(self, request: Request, status: int) -> None:
-        """A request refused among its headers keeps the request line it came with, for
-        the access log and the answer's version, as in lighttpd; one refused within
-        the request line has none (the log shows `"  "`) and is answered HTTP/1.0, and
-        so is a header block refused for its size (lighttpd never parses that one)."""
-        request.version = "1.0"
-        if not self.url or status == 431:
-            return
-        version = self.parser.get_http_version()
-        if version in ("1.0", "1.1"):
-            request.method = self.parser.get_method().decode("latin-1")
-            request.target = self.url.decode("utf-8", "surrogateescape")
-            request.version = version
 
     # ---------------------------------------------------------------- answer
     def process(self) -> None:
@@ -560,7 +291,7 @@ class Connection:
 
     def _continue_current(self) -> None:
         """Send `100 Continue` to a client waiting for it before it sends its body."""
-        current = self.current
+        current = self.protocol.current
         if current is not None and current.expect_continue and not self.closing:
             current.expect_continue = False
             self.out.append(CONTINUE)
@@ -568,7 +299,7 @@ class Connection:
 
     def respond(self, request: Request) -> None:
         server = self.server
-        if request.expect_continue or request is self.current:
+        if request.expect_continue or request is self.protocol.current:
             request.keep_alive = False   # its body was never read: cannot continue
         preset = request.response.status      # an error found while parsing
         if server.debug:
@@ -769,7 +500,7 @@ class Connection:
     def flush(self) -> None:
         out = self.out
         try:
-            sent = out.send(self.sock)
+            sent = self.transport.send(out)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -794,7 +525,7 @@ class Connection:
         """Bytes this request took on the wire: all that was read since the previous
         one, unless more requests came in the same reads (pipelining); then its own
         request line, headers and body, counted as the client wrote them."""
-        if self.ready or self.current is not None:
+        if self.ready or self.protocol.current is not None:
             own = (len(request.method) + len(request.target) + 14
                    + sum(len(name) + len(value) + 4 for name, value in request.header_list)
                    + (request.body.size if request.body is not None else 0))
@@ -825,7 +556,7 @@ class Connection:
         if request.target and values["debug.log-request-header"]:
             debuglog.request_header(request, self.fd)
         if preset and values["debug.log-request-header-on-error"]:
-            debuglog.request_header_on_error(request, preset, self.error_reason)
+            debuglog.request_header_on_error(request, preset, self.protocol.error_reason)
 
     def _debug_response(self, request: Request, head: bytes, preset: int) -> None:
         values = request.settings.values
@@ -840,7 +571,7 @@ class Connection:
             debuglog.response_header(head, self.fd)
 
     def update_events(self) -> None:
-        if self.lingering:
+        if self.lingering or not self.transport.pollable:
             return          # shutdown() chose EPOLLIN: only the client's EOF matters now
         want = 0
         if self.out.chunks:
@@ -861,8 +592,11 @@ class Connection:
         not destroyed by a TCP reset (lighttpd's lingering close)."""
         if self.closed or self.lingering:
             return
+        if not self.transport.pollable:     # nothing to linger on: the caller ends
+            self.close()
+            return
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.transport.shutdown_write()
         except OSError:
             self.close()
             return
@@ -877,7 +611,7 @@ class Connection:
     def _linger_read(self) -> None:
         while True:
             try:
-                data = self.sock.recv(READ_SIZE)
+                data = self.transport.recv()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -890,10 +624,7 @@ class Connection:
         if not self.release():
             return
         self.server.forget(self)
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.transport.close()
 
     def release(self) -> bool:
         """Mark closed and drop queued output and answers (closing the files they hold);
@@ -939,7 +670,7 @@ class Connection:
                 self._timed_out("write")
         elif self.held is not None:
             pass                # the holding module keeps its own backend's deadlines
-        elif self.current is not None or self.ready or not self.requests_done:
+        elif self.protocol.current is not None or self.ready or not self.requests_done:
             # a request under way, or a new connection's first one on the way
             if now - self.last_read > self.limits["server.max-read-idle"]:
                 self._timed_out("read")
@@ -956,8 +687,8 @@ class Connection:
                     debuglog.write_timeout(self.remote_ip, answer.request.target,
                                            self.sent_total - answer.start_mark,
                                            self.limits["server.max-write-idle"])
-            elif what == "read" and self.current is not None and \
-                    not self.header_phase and values["debug.log-timeouts"]:
+            elif what == "read" and self.protocol.current is not None and \
+                    not self.protocol.header_phase and values["debug.log-timeouts"]:
                 debuglog.read_timeout(self.fd)
             elif values["debug.log-request-handling"]:
                 debuglog.timeout(what, self.fd)
@@ -967,5 +698,5 @@ class Connection:
         """Between two requests of a keep-alive connection, with nothing to send: may be
         closed at once when draining.  A new connection is not idle: its first request
         is on the way, and closing it would reset a client that did nothing wrong."""
-        return (self.requests_done > 0 and self.current is None and not self.ready
+        return (self.requests_done > 0 and self.protocol.current is None and not self.ready
                 and self.held is None and not self.out.chunks and not self.lingering)

@@ -2,7 +2,8 @@
 
 On a socket (inetd, systemd Accept=yes) it is an ordinary connection on a private
 loop.  On a pipe the request is read from stdin and the response written to stdout
-with blocking writes: there is nobody else to serve, so nothing is lost by blocking.
+through the pipe transport, with blocking writes: there is nobody else to serve, so
+nothing is lost by blocking.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import socket
 import stat
 from typing import TYPE_CHECKING
 
-from .connection import READ_SIZE, Connection
+from .connection import Connection
 from .server import Server, remote_address
+from .transport import PipeTransport
 
 if TYPE_CHECKING:
     from master.configload import LoadedConfig
 
-STDIN, STDOUT = 0, 1
+STDIN = 0
 
 
 def serve_stdin(config: "LoadedConfig") -> int:
@@ -52,46 +54,15 @@ def _serve_socket(server: Server) -> int:
     return 0
 
 
-class _StdinEnd:
-    """Stands in for the socket: the connection only asks it for a file descriptor."""
-
-    def fileno(self) -> int:
-        return STDIN
-
-
-class PipeConnection(Connection):
-    """A connection whose input is stdin and whose output goes to stdout, blocking."""
-
-    __slots__ = ()
-
-    def flush(self) -> None:
-        try:
-            sent = self.out.write_blocking(STDOUT)
-        except OSError:
-            self.close()
-            return
-        self.server.counters.bytes_out(sent)
-        if self.closing and not self.ready:
-            self.close()
-
-    def update_events(self) -> None:
-        """Nothing is registered with the loop: reads are driven by `_serve_pipe`."""
-
-    def shutdown(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.release()      # stdin and stdout are not ours to close
-
-
 def _serve_pipe(server: Server) -> int:
-    connection = PipeConnection(server, _StdinEnd(), "", "stdin")  # type: ignore[arg-type]
+    transport = PipeTransport()
+    connection = Connection(server, transport, "", "stdin")
     while not connection.closed:
-        data = os.read(STDIN, READ_SIZE)
+        data = transport.recv()
         if not data:
             connection.peer_eof = True
             connection.closing = True
-            connection.current = None
+            connection.protocol.current = None
             _answer(server, connection)
             connection.close()
             break
@@ -100,7 +71,7 @@ def _serve_pipe(server: Server) -> int:
     return 0
 
 
-def _answer(server: Server, connection: PipeConnection) -> None:
+def _answer(server: Server, connection: Connection) -> None:
     """Answer what was read; a request a module holds is waited for on the loop (its
     backend's fds and timers), as nothing else could be served meanwhile."""
     connection.process()

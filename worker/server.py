@@ -32,6 +32,7 @@ from .loop import EventLoop
 from .module import Module
 from .services import Services
 from .statcache import CACHE
+from .transport import SocketTransport
 
 if TYPE_CHECKING:
     from master.configload import LoadedConfig
@@ -195,7 +196,7 @@ class Server:
 
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
-        connection = Connection(self, sock, remote_ip, spec)
+        connection = Connection(self, SocketTransport(sock), remote_ip, spec)
         for hook in self.pipeline.connection_accept:
             hook(connection)
         self.connections[connection.fd] = connection
@@ -267,7 +268,7 @@ class Server:
         # `Connection: close`; a connection that stays idle ends at its keep-alive
         # timeout as always, and every one at the graceful deadline.
         for connection in list(self.connections.values()):
-            if not connection.is_idle() and connection.current is None and \
+            if not connection.is_idle() and connection.protocol.current is None and \
                     not connection.ready:
                 connection.closing = True     # answer already queued: close after it
         self.accepting = False
@@ -282,11 +283,11 @@ class Server:
                 continue
             if connection.out.chunks or connection.held is not None:
                 writing += 1
-            elif connection.current is not None:
+            elif connection.protocol.current is not None:
                 reading += 1
             else:
                 waiting += 1
-            if connection.current is not None or connection.ready or \
+            if connection.protocol.current is not None or connection.ready or \
                     connection.held is not None:
                 self.last_request = now
         self.counters.heartbeat(len(self.connections), reading, writing, waiting)

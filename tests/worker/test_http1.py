@@ -1,0 +1,167 @@
+"""The HTTP/1 protocol layer alone (worker/http1.py): bytes in, requests out, no sockets.
+
+A sink stands where the connection stands; the worker `Server` is built from a config
+(for its limits and settings) but listens on nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from master.configload import load
+from worker.http1 import Http1Parser
+from worker.request import Request
+from worker.server import Server
+
+
+class Sink:
+    """Collects what the parser hands out, as a connection would take it."""
+
+    scheme = "http"
+    remote_ip = "192.0.2.7"
+    socket_spec = "127.0.0.1:80"
+    condition_cache = None
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.requests: list[Request] = []
+        self.stopped = False
+        self.limits = None
+
+    def new_request(self) -> Request:
+        return Request(self, 0.0)     # type: ignore[arg-type]
+
+    def request_ready(self, request: Request) -> None:
+        self.requests.append(request)
+
+    def stop_reading(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("http1")
+    conf = base / "http1.conf"
+    conf.write_text(f'server.document-root = "{base}"\n'
+                    f'server.errorlog = "{base}/error.log"\n'
+                    'server.max-request-size = 1\n'
+                    'server.max-request-field-size = 2048\n')
+    worker = Server(load(str(conf)), [])
+    yield worker
+    worker.loop.close()
+
+
+def parse(server: Server, *pieces: bytes, bodies: bool = True) -> tuple[Sink, Http1Parser]:
+    sink = Sink(server)
+    parser = Http1Parser(sink, server)
+    parser.reads_bodies = bodies
+    for piece in pieces:
+        parser.feed(piece)
+    return sink, parser
+
+
+def statuses(sink: Sink) -> list[int]:
+    return [request.response.status for request in sink.requests]
+
+
+def test_a_request_comes_out_with_its_parts(server):
+    sink, _ = parse(server, b"GET /a%20b/c?x=1 HTTP/1.1\r\nHost: Example.COM.:80\r\n"
+                            b"Accept: */*\r\nAccept: text/html\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n")
+    [request] = sink.requests
+    assert (request.method, request.target, request.version) == ("GET", "/a%20b/c?x=1", "1.1")
+    assert (request.uri_path, request.uri_query, request.host) == ("/a b/c", "x=1", "example.com")
+    assert request.headers["accept"] == "*/*, text/html"
+    assert request.headers["cookie"] == "a=1; b=2"
+    assert request.keep_alive and not sink.stopped and request.response.status == 0
+
+
+def test_pipelined_requests_come_out_in_order_whatever_the_pieces(server):
+    data = b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % n for n in range(3))
+    for pieces in ([data], [bytes([b]) for b in data], [data[:7], data[7:50], data[50:]]):
+        sink, parser = parse(server, *pieces)
+        assert [r.target for r in sink.requests] == ["/0", "/1", "/2"]
+        assert parser.current is None
+
+
+def test_a_body_comes_out_with_its_request_de_chunked(server):
+    sink, _ = parse(server, b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    b"5\r\nhello\r\n", b"6\r\n world\r\n0\r\n\r\n")
+    [request] = sink.requests
+    assert request.body.read() == b"hello world"
+    sink, _ = parse(server, b"PUT /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [r.target for r in sink.requests] == ["/p", "/next"]
+    assert sink.requests[0].body.read() == b"abc"
+
+
+def test_a_body_nobody_reads_stops_the_reading(server):
+    sink, _ = parse(server, b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+                            b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n", bodies=False)
+    assert [r.target for r in sink.requests] == ["/p"]
+    assert sink.stopped and not sink.requests[0].keep_alive
+
+
+def test_expect_100_continue_is_noted_until_the_body_comes(server):
+    sink, parser = parse(server, b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+                                 b"Expect: 100-continue\r\n\r\n")
+    assert sink.requests == [] and parser.current.expect_continue
+    parser.feed(b"ok")
+    assert sink.requests[0].body.read() == b"ok"
+    assert not sink.requests[0].expect_continue
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
+    (b"GET / HTTP/3.0\r\nHost: h\r\n\r\n", 505),
+    (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    (b"GET /%ff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+    (b"GET /" + b"a" * 3000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 3000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"800\r\n" + b"a" * 2048 + b"\r\n0\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nHost: h\r\n\r\n", 411),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nExpect: tea\r\n\r\nx", 417),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"GET http://other/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+])
+def test_a_refused_request_comes_out_with_its_status_and_stops_the_reading(server, data,
+                                                                           status):
+    sink, _ = parse(server, data + b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert statuses(sink) == [status]
+    assert sink.stopped and not sink.requests[0].keep_alive
+
+
+def test_a_refused_request_keeps_its_line_unless_refused_within_it(server):
+    sink, _ = parse(server, b"GET /seen HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert (sink.requests[0].target, sink.requests[0].version) == ("/seen", "1.1")
+    sink, _ = parse(server, b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 3000 + b"\r\n\r\n")
+    assert (sink.requests[0].target, sink.requests[0].version) == ("", "1.0")
+
+
+def test_requests_before_a_refused_one_come_out_first(server):
+    sink, _ = parse(server, b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    assert [(r.target, r.response.status) for r in sink.requests] == [("/ok", 0), ("/", 400)]
+
+
+def test_the_request_after_an_upgrade_request_is_parsed_afresh(server):
+    sink, _ = parse(server, b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+                            b"Upgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert [r.target for r in sink.requests] == ["/ws", "/next"]
+    assert not sink.stopped
+
+
+def test_nothing_is_read_after_a_connect_request(server):
+    sink, _ = parse(server, b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n\x16\x03\x01")
+    assert len(sink.requests) == 1 and sink.stopped
+
+
+def test_http10_is_closed_unless_it_asks_for_keep_alive(server):
+    closed, _ = parse(server, b"GET / HTTP/1.0\r\n\r\n")
+    kept, _ = parse(server, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert (closed.requests[0].keep_alive, kept.requests[0].keep_alive) == (False, True)

@@ -1,0 +1,349 @@
+"""HTTP/1.x requests from bytes: the sans-IO protocol layer of a connection.
+
+httptools parses everything it is fed, so several pipelined requests may complete in
+one feed; each complete request (or one refused while parsing, its error status set
+in `request.response.status`) is handed to the sink with `request_ready`, in order.
+Nothing here touches a socket: a connection feeds what its transport read, and a unit
+test feeds bytes and looks at the requests that come out.
+
+The sink (worker/connection.Connection, or a test's) gives what a request needs of its
+connection: `new_request()` makes a Request bound to it, `request_ready(request)`
+takes a complete one, `stop_reading()` says nothing after the last request may be
+read (answer, then close), `limits` receives the settings that idle timeouts come
+from, `remote_ip` names the client in the error log.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httptools
+
+from shared import log
+
+from .answercache import parsed_state
+from .body import RequestBody
+from .errors import BadRequest
+from .host import normalize_host
+from .request import Request
+
+if TYPE_CHECKING:
+    from .server import Server
+
+HEADER_SLACK = 64 * 1024   # bytes read past the header limit before a head is refused
+_BODY_METHODS = frozenset({"POST", "PUT"})
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
+_JOIN_SEMICOLON = frozenset({"cookie"})
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
+
+
+_header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
+
+
+def _header_name(name: bytes) -> tuple[str, str]:
+    """A header name as text and as the key of Request.headers, remembered: clients
+    send the same few names again and again."""
+    text = name.decode("latin-1")
+    if len(_header_names) >= 1024:
+        _header_names.clear()
+    names = _header_names[name] = (text, text.lower())
+    return names
+
+
+def _refusal_status(data: bytes, unknown_method: bool) -> int:
+    """The status for bytes the parser refused, as lighttpd answers them: 505 for a
+    well-formed request line of another HTTP version, 501 for one with a method we do
+    not know (RFC 9110 15.6.2), 400 for anything else."""
+    match = _REQUEST_LINE.fullmatch(data.split(b"\r\n", 1)[0])
+    if match is None:
+        return 400
+    if match.group(1) not in (b"1.0", b"1.1"):
+        return 505
+    return 501 if unknown_method else 400
+
+
+class _StopParsing(Exception):
+    """Raised inside a parser callback to stop parsing what was fed: the request that
+    is complete so far gets its answer, and the connection closes after it."""
+
+
+class _Abort(_StopParsing):
+    """Stop parsing with an error; the status is on the parser."""
+
+
+class RequestSink(Protocol):
+    remote_ip: str
+    limits: Any
+
+    def new_request(self) -> Request: ...
+
+    def request_ready(self, request: Request) -> None: ...
+
+    def stop_reading(self) -> None: ...
+
+
+class Http1Parser:
+    """One connection's HTTP/1 request parser: httptools and its callbacks, the
+    checks lighttpd makes once a head is in (version, target, Host, body framing,
+    limits), and the answer-cache lookup of a repeat."""
+
+    __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
+                 "error_status", "error_reason", "body_limit", "stopped", "last",
+                 "header_limit", "reads_bodies", "answers", "upload_dirs")
+
+    def __init__(self, sink: RequestSink, server: "Server") -> None:
+        self.sink = sink
+        self.parser = httptools.HttpRequestParser(self)
+        self.current: Request | None = None   # the request being read
+        self.url = b""
+        self.header_phase = False
+        self.raw_header_bytes = 0
+        self.error_status = 0
+        self.error_reason = ""
+        self.body_limit = 0
+        self.stopped = False       # nothing more is read: answer, then close
+        self.last: Request | None = None      # the last request handed to the sink
+        self.header_limit = server.header_limit
+        self.reads_bodies = server.pipeline.reads_bodies
+        self.answers = server.pipeline.answers
+        self.upload_dirs = server.upload_dirs
+
+    def _emit(self, request: Request) -> None:
+        self.last = request
+        self.sink.request_ready(request)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.sink.stop_reading()
+
+    # ----------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.current = self.sink.new_request()
+        self.url = b""
+        self.header_phase = True
+        self.raw_header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        request = self.current
+        assert request is not None
+        limit = self.header_limit
+        if len(self.url) > limit:
+            self._abort(414)      # the target alone is too long: RFC 9110 15.5.15
+        request.header_bytes += len(url) + 16
+        if request.header_bytes > limit:
+            self._abort(431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        request = self.current
+        assert request is not None
+        request.header_bytes += len(name) + len(value) + 4
+        if request.header_bytes > self.header_limit:
+            self._abort(431)
+        names = _header_names.get(name)
+        if names is None:
+            names = _header_name(name)
+        raw_name, key = names
+        text = value.decode("latin-1")
+        request.header_list.append((raw_name, text))
+        headers = request.headers
+        if key in headers:
+            if key == "host" or key == "content-length":
+                self._abort(400)
+            text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
+        headers[key] = text
+
+    def _abort(self, status: int) -> None:
+        self.error_status = status
+        raise _Abort(status)
+
+    def on_headers_complete(self) -> None:
+        self.header_phase = False
+        request = self.current
+        assert request is not None
+        try:
+            has_body = self._start_request(request)
+        except BadRequest as err:
+            self.error_reason = err.args[0] if err.args else ""
+            self._abort(err.status)
+        if has_body and not self.reads_bodies:
+            self._answer_without_body(request)
+
+    def _answer_without_body(self, request: Request) -> None:
+        """No loaded module reads request bodies: answer now and close after the answer,
+        as lighttpd does, instead of storing a body nobody will read.  What the client
+        still sends is read and dropped by the lingering close."""
+        request.keep_alive = False
+        request.expect_continue = False
+        self.current = None
+        self._emit(request)
+        self.stop()
+        raise _StopParsing
+
+    def on_body(self, data: bytes) -> None:
+        request = self.current
+        assert request is not None
+        body = request.body
+        if body is None:
+            body = request.body = RequestBody(self.upload_dirs)
+        if self.body_limit and body.size + len(data) > self.body_limit:
+            self._abort(413)
+        body.append(data)
+
+    def on_message_complete(self) -> None:
+        request = self.current
+        if request is not None:
+            request.expect_continue = False
+            self.current = None
+            self._emit(request)
+
+    # ----------------------------------------------------------- request start
+    def _start_request(self, request: Request) -> bool:
+        """Everything known once the headers are in: version, target, Host, limits.
+        True when a request body follows."""
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            request.version = "1.0"
+            raise BadRequest(505 if version[:1].isdigit() else 400)
+        request.version = version
+        request.method = parser.get_method().decode("latin-1")
+        request.keep_alive = parser.should_keep_alive()
+        answers = self.answers
+        key = answers.key_for(request, self.url)
+        if key is not None:
+            kept = answers.find(key)
+            if kept is not None:        # a repeat: all that follows is known
+                kept.restore_parsed(request)
+                request.replay = kept
+                self.sink.limits = request.settings.values
+                return False
+        headers = request.headers
+        target = self.url.decode("utf-8", "surrogateescape")
+        request.set_target(target)
+        host = headers.get("host")
+        if host is not None:
+            host = normalize_host(host, request.scheme)
+            if request.host and host != request.host:
+                raise BadRequest(400, "Host and absolute URI disagree")
+            request.host = host
+        elif version == "1.1" and not request.host:
+            raise BadRequest(400, "HTTP/1.1 without Host")
+        values = request.configure().values
+        self.sink.limits = values
+        if key is not None:
+            request.replay_key = key
+            request.replay_parsed = parsed_state(request)
+        if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
+            return self._check_body(request, values)
+        return False
+
+    def _check_body(self, request: Request, values: dict) -> bool:
+        """Content-Length, Transfer-Encoding and Expect (for a request that has one, or
+        whose method needs a body); True when a body follows."""
+        headers = request.headers
+        limit = values["server.max-request-size"] * 1024
+        self.body_limit = limit
+        length_text = headers.get("content-length")
+        chunked = "transfer-encoding" in headers
+        if chunked:
+            if request.version == "1.0":    # RFC 9112 6.1: faulty framing, close
+                raise BadRequest(400, "HTTP/1.0 with Transfer-Encoding")
+            if headers["transfer-encoding"].lower().replace(" ", "") != "chunked":
+                raise BadRequest(501, "unsupported transfer coding")
+        if length_text is not None:
+            length = int(length_text)
+            request.content_length = length
+            if limit and length > limit:
+                raise BadRequest(413)
+        elif not chunked and request.method in _BODY_METHODS and request.version == "1.1":
+            raise BadRequest(411)
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                raise BadRequest(417)
+            if request.version == "1.1" and (chunked or request.content_length > 0):
+                request.expect_continue = True
+        return chunked or request.content_length > 0
+
+    def feed(self, data: bytes) -> None:
+        if self.header_phase:
+            self.raw_header_bytes += len(data)
+            if self.raw_header_bytes > self.header_limit + HEADER_SLACK:
+                self.fail(431)
+                return
+        while data:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserUpgrade as upgrade:
+                data = self._not_upgraded(data[upgrade.args[0]:])
+            except httptools.HttpParserInvalidMethodError:
+                self.fail(self.error_status or _refusal_status(data, unknown_method=True))
+                return
+            except httptools.HttpParserCallbackError as err:
+                self._callback_failed(err.__context__)
+                return
+            except httptools.HttpParserError:
+                self.fail(self.error_status or _refusal_status(data, unknown_method=False))
+                return
+
+    def _not_upgraded(self, rest: bytes) -> bytes:
+        """The parser stops after a request that asks to switch protocols (`Connection:
+        upgrade`, CONNECT).  No module switches protocols, so it is answered as any
+        other request and the bytes after it are the next request, parsed afresh;
+        unless they may be a tunnel's (CONNECT) or the request's own unread body: then
+        the connection closes after the answer.  Returns what is left to parse."""
+        if self.current is not None:
+            self.on_message_complete()
+        request = self.last
+        if request is None or request.method == "CONNECT" or request.content_length > 0 \
+                or "transfer-encoding" in request.headers:
+            self.stop()
+            return b""
+        self.parser = httptools.HttpRequestParser(self)
+        return rest
+
+    def _callback_failed(self, cause: BaseException | None) -> None:
+        """httptools wraps what a callback raises and hands it over as `__context__`,
+        which an `except` block around the caller may replace: so our own stops are
+        known by the state they leave (`_abort` sets the status, `_answer_without_body`
+        closes), and anything else is a bug of ours, logged with its traceback and
+        answered 500."""
+        if self.error_status:
+            self.fail(self.error_status)
+        elif not (isinstance(cause, _StopParsing) or self.stopped):
+            trace = "".join(traceback.format_exception(cause)).rstrip() if cause else "?"
+            log.error("connections.c", f"internal error reading a request from "
+                      f"{self.sink.remote_ip}:\n{trace}")
+            self.fail(500)
+
+    def fail(self, status: int) -> None:
+        """Queue an error answer after the requests that came before; then close."""
+        request = self.current
+        if request is None or self.header_phase:
+            request = request or self.sink.new_request()
+            if self.header_phase:
+                self._take_request_line(request, status)
+        request.response.status = status
+        request.keep_alive = False
+        self.current = None
+        self.header_phase = False
+        self._emit(request)
+        self.stop()
+
+    def _take_request_line(self, request: Request, status: int) -> None:
+        """A request refused among its headers keeps the request line it came with, for
+        the access log and the answer's version, as in lighttpd; one refused within
+        the request line has none (the log shows `"  "`) and is answered HTTP/1.0, and
+        so is a header block refused for its size (lighttpd never parses that one)."""
+        request.version = "1.0"
+        if not self.url or status == 431:
+            return
+        version = self.parser.get_http_version()
+        if version in ("1.0", "1.1"):
+            request.method = self.parser.get_method().decode("latin-1")
+            request.target = self.url.decode("utf-8", "surrogateescape")
+            request.version = version

@@ -1,0 +1,96 @@
+"""How a connection's bytes move: the transport layer under the HTTP protocol.
+
+A connection reads what its transport received and hands its output queue to the
+transport to send; it never calls a socket itself.  Two transports exist: a socket in
+the worker's epoll (`SocketTransport`), and the `-1` mode's stdin/stdout pipe pair
+written with blocking writes (`PipeTransport`).  A TLS transport wraps a socket the
+same way.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Protocol
+
+from .chunkqueue import ChunkQueue
+
+READ_SIZE = 64 * 1024
+
+
+class Transport(Protocol):
+    pollable: bool      # registered in the worker's epoll (else the caller drives it)
+
+    def fileno(self) -> int: ...
+
+    def recv(self) -> bytes: ...
+
+    def send(self, out: ChunkQueue) -> int: ...
+
+    def shutdown_write(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def peer_port(self) -> int: ...
+
+
+class SocketTransport:
+    """A connected, non-blocking socket.  recv raises BlockingIOError when nothing is
+    there and OSError when the connection broke; b"" is the peer's EOF."""
+
+    __slots__ = ("sock",)
+    pollable = True
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self) -> bytes:
+        return self.sock.recv(READ_SIZE)
+
+    def send(self, out: ChunkQueue) -> int:
+        return out.send(self.sock)
+
+    def shutdown_write(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def peer_port(self) -> int:
+        try:
+            return self.sock.getpeername()[1]
+        except (OSError, IndexError, TypeError):
+            return 0
+
+
+class PipeTransport:
+    """stdin and stdout of the `-1` mode on pipes: reads block in the caller's loop,
+    writes block until done; both fds stay open (they are not the connection's)."""
+
+    __slots__ = ()
+    pollable = False
+    STDIN, STDOUT = 0, 1
+
+    def fileno(self) -> int:
+        return self.STDIN
+
+    def recv(self) -> bytes:
+        return os.read(self.STDIN, READ_SIZE)
+
+    def send(self, out: ChunkQueue) -> int:
+        return out.write_blocking(self.STDOUT)
+
+    def shutdown_write(self) -> None:
+        """Nothing to half-close: the caller ends the process after the answer."""
+
+    def close(self) -> None:
+        """stdin and stdout are the process's, not the connection's."""
+
+    def peer_port(self) -> int:
+        return 0
