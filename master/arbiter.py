@@ -28,9 +28,9 @@ from worker.context import WorkerContext
 from worker.main import run_worker
 
 from .configload import LoadedConfig, load
-from .listeners import ListenerSet, configured_addresses, inherited_sockets, \
-    tcp_migrate_req_enabled
-from .privileges import Identity, become, resolve_identity
+from .generation import Generation, open_generation, release_exited
+from .listeners import ListenerSet, inherited_sockets, tcp_migrate_req_enabled
+from .privileges import become
 from .sdnotify import notify
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
@@ -52,14 +52,6 @@ class Worker:
     stats_slot: int
     retiring: bool = False
     aborted_at: float | None = None
-
-
-@dataclass
-class Generation:
-    number: int
-    config: LoadedConfig
-    identity: Identity
-    specs: list[str]        # the listen addresses this generation serves
 
 
 @dataclass
@@ -110,7 +102,6 @@ class Arbiter:
         self.reload_requested = False   # a HUP that came while a reload was under way
         self.retirements: list[Retirement] = []
         self.health: dict[int, SlotHealth] = {}
-        self.orphaned_specs: dict[str, int] = {}  # spec -> generation that last used it
         settings = config.settings
         self.errorlog = log.ErrorLog(settings["server.errorlog"],
                                      settings["server.errorlog-use-syslog"])
@@ -121,15 +112,9 @@ class Arbiter:
         self.stats = StatsSegment(worker_slots=2 * MAX_SLOTS)
         self.listeners = ListenerSet(settings["server.listen-backlog"],
                                      inherited_sockets(os.environ))
-        addresses = self._addresses(config)
-        self.listeners.ensure(addresses, self.target)
-        self.generation = Generation(1, config, resolve_identity(settings),
-                                     [a.spec for a in addresses])
+        self.generation = open_generation(1, config, self.listeners, self.target)
+        self.last_generation = 1   # numbers are never reused, not even an aborted one's
         self.pidfile = settings["server.pid-file"]
-
-    @staticmethod
-    def _addresses(config: LoadedConfig):
-        return configured_addresses(config.settings, config.compiled.socket_specs())
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -174,6 +159,7 @@ class Arbiter:
                     self._signal_all(signal.SIGKILL)
                 continue
             self._advance_reload()
+            self._release_exited_generations()
             self._converge_worker_count()
             self._advance_retirements()
             self._check_heartbeats()
@@ -242,7 +228,7 @@ class Arbiter:
             health = self._health(slot)
             if now >= health.next_spawn:
                 self._spawn(slot, self.generation)
-            elif health.may_start_early and (waiting := self.listeners.queued(slot)):
+            elif health.may_start_early and (waiting := self._queued(slot)):
                 health.may_start_early = False
                 log.error("server.c", f"worker {slot}: {waiting} connection(s) wait in its "
                           f"queue: starting it {health.next_spawn - now:.0f}s before its "
@@ -268,12 +254,17 @@ class Arbiter:
                 return sorted(choice)
         return [min(range(self.target), key=lambda slot: self._health(slot).next_spawn)]
 
+    def _queued(self, slot: int) -> int:
+        """Connections waiting in the slot's queues for the running generation's
+        addresses (those of a draining generation only are served by no new worker)."""
+        return self.listeners.queued(slot, self.generation.addresses)
+
     def _health(self, slot: int) -> SlotHealth:
         return self.health.setdefault(slot, SlotHealth())
 
     def _spawn(self, slot: int, generation: Generation) -> int:
         stats_slot = self.stats.claim(0, generation.number)
-        sockets = self.listeners.for_slot(slot, generation.specs)
+        sockets = self.listeners.for_slot(slot, generation.addresses)
         self.stats.words[Header.SPAWNS] += 1
         pid = os.fork()
         if pid == 0:
@@ -321,7 +312,6 @@ class Arbiter:
         """`served`: the worker had got ready (a crash at start-up is never replaced
         early, or a worker that cannot start would be restarted in a loop)."""
         if self.stopping is not None or worker.retiring:
-            self._close_orphaned_addresses()
             return
         if self.idle_exit and code == EXIT_IDLE:
             log.error("server.c", f"no request for {self.idle_exit:g}s: shutting down")
@@ -402,22 +392,17 @@ class Arbiter:
             self.reload_requested = True  # the config may have changed again: reload
             return                        # once more when this one is done
         notify("RELOADING=1")
-        path = self.generation.config.path
+        old = self.generation
         try:
-            config = load(path)
-            identity = resolve_identity(config.settings)
-            addresses = self._addresses(config)
-            removed = self.listeners.ensure(addresses, self.target)
+            self.generation = open_generation(self.last_generation + 1,
+                                              load(old.config.path), self.listeners,
+                                              self.target)
         except ConfigError as err:
             self.stats.words[Header.RELOADS_REFUSED] += 1
             log.error("server.c", f"reload refused, keeping the running config: {err}")
             notify("READY=1")
             return
-        old = self.generation
-        for spec in removed:
-            self.orphaned_specs[spec] = old.number
-        self.generation = Generation(old.number + 1, config, identity,
-                                     [a.spec for a in addresses])
+        self.last_generation = self.generation.number
         new_pids = [self._spawn(slot, self.generation) for slot in range(self.target)]
         self.pending_reload = PendingReload(old, new_pids, time.monotonic() + READY_TIMEOUT)
 
@@ -459,13 +444,19 @@ class Arbiter:
             self.reload_requested = False
             self._reload()
 
-    def _close_orphaned_addresses(self) -> None:
-        """Close addresses a reload removed, once no worker that used them is left."""
-        live = {w.generation for w in self.workers.values()}
-        for spec, generation in list(self.orphaned_specs.items()):
-            if not any(g <= generation for g in live):
-                self.listeners.close_address(spec)
-                del self.orphaned_specs[spec]
+    def _release_exited_generations(self) -> None:
+        """Close the addresses that only generations gone for good held: one replaced
+        by a reload once its last worker has drained, one whose reload aborted once its
+        workers are reaped.  The running generation (and, while a reload is pending,
+        the one it would replace) keeps its addresses even with no worker alive."""
+        in_use = {worker.generation for worker in self.workers.values()}
+        in_use.add(self.generation.number)
+        if self.pending_reload is not None:
+            in_use.add(self.pending_reload.old.number)
+        for number, closed in release_exited(self.listeners, in_use):
+            if closed:
+                log.error("server.c", f"generation {number} has exited: closed "
+                          f"{', '.join(closed)}, which no running config names")
 
     # ------------------------------------------------------------ TTIN/TTOU
     def _converge_worker_count(self) -> None:
@@ -476,7 +467,8 @@ class Arbiter:
             return
         if self.target < self.wanted:
             try:
-                self.listeners.ensure(self._addresses(self.generation.config), self.target + 1)
+                self.listeners.acquire(self.generation.number, self.generation.addresses,
+                                       self.target + 1)
             except ConfigError as err:
                 log.error("server.c", f"cannot add a worker: {err}")
                 self.wanted = self.target
@@ -496,7 +488,7 @@ class Arbiter:
         for retirement in list(self.retirements):
             if not retirement.signalled:
                 settled = time.monotonic() - retirement.since > 0.2
-                if settled and self.listeners.queued(retirement.slot) == 0:
+                if settled and self._queued(retirement.slot) == 0:
                     retirement.signalled = True
                     if retirement.pid in self.workers:
                         self.workers[retirement.pid].retiring = True

@@ -1,8 +1,9 @@
 """Listening sockets: addresses from the config, one SO_REUSEPORT socket per worker slot.
 
-The master owns every listening socket for its whole life; workers inherit them
-through fork and only ever close their own copies.  Unix sockets cannot be shared with
-SO_REUSEPORT, so a unix address has one socket that every slot shares.
+The master owns every listening socket for as long as a generation of workers holds
+its address; workers inherit them through fork and only ever close their own copies.
+Unix sockets cannot be shared with SO_REUSEPORT, so a unix address has one socket that
+every slot shares.
 """
 
 from __future__ import annotations
@@ -159,66 +160,115 @@ def _steering(slots: list[int], group_size: int) -> tuple[int, ...] | None:
     return None if len(wanted) == group_size else wanted
 
 
+def _key(address: Address) -> tuple:
+    """What makes two configured addresses one: a reload that names the same address
+    another way (`:80`, `0.0.0.0:80`) keeps its sockets rather than binding a second
+    group on the port."""
+    return address.family, address.target
+
+
+@dataclasses.dataclass
+class _Group:
+    """One listen address: its sockets by slot, and the generations that hold it."""
+
+    address: Address
+    sockets: list[socket.socket]
+    holders: set[int] = dataclasses.field(default_factory=set)
+    # the slots new connections are steered to (None: all); not known until first set,
+    # as for sockets inherited from a previous master that may have steered them
+    steering: tuple[int, ...] | None = None
+    steering_known: bool = False
+
+    def close(self) -> None:
+        for sock in {id(s): s for s in self.sockets}.values():
+            sock.close()
+
+
 class ListenerSet:
-    """Every listening socket, by address spec and worker slot, owned by the master.
+    """Every listening socket, by address and worker slot, owned by the master and held
+    by the generations that serve it.
 
     A TCP address has one SO_REUSEPORT socket per slot so the kernel spreads
     connections over the workers; a unix address (or an inherited socket that has no
-    siblings) is one socket that every slot shares.
+    siblings) is one socket that every slot shares.  An address stays open, the same
+    sockets, while any generation holds it: a reload that keeps it, or that removes it
+    and adds it back while the generation before still drains, never resets what
+    waits in its queues.
     """
 
     def __init__(self, backlog: int, inherited: list[tuple[socket.socket, str]] = ()) -> None:
         self.backlog = backlog
-        self.addresses: dict[str, Address] = {}
-        self.sockets: dict[str, list[socket.socket]] = {}
-        # spec -> the slots its group is steered to (None: all); absent: not known, as
-        # for sockets inherited from a previous master that may have steered them
-        self.steering: dict[str, tuple[int, ...] | None] = {}
+        self.groups: dict[tuple, _Group] = {}
         self._inherited = list(inherited)
 
-    def slot_count(self) -> int:
-        return max((len(s) for s in self.sockets.values()), default=0)
-
-    def ensure(self, addresses: list[Address], slots: int) -> list[str]:
-        """Open what is missing for `addresses` x `slots`; return the specs no longer
-        configured (their sockets stay open until `close_address`)."""
+    def acquire(self, generation: int, addresses: list[Address], slots: int) -> None:
+        """Let `generation` hold `addresses`, each with a socket for `slots` slots: the
+        sockets of an address already open (held by another generation, or inherited
+        from a previous master), new ones bound for the rest.  All or nothing: if one
+        address cannot be bound (ConfigError), what this call bound is closed and every
+        generation holds what it held."""
         opened: list[socket.socket] = []
         try:
-            for address in addresses:
-                sockets = self.sockets.setdefault(address.spec, [])
-                self.addresses[address.spec] = address
-                if not sockets:
-                    sockets.extend(self._take_inherited(address))
-                while len(sockets) < slots:
-                    if sockets and _shared_by_all_slots(sockets[0]):
-                        sockets.append(sockets[0])
-                        continue
-                    sock = open_socket(address, self.backlog,
-                                       reuse_port=address.family != socket.AF_UNIX)
-                    opened.append(sock)
-                    sockets.append(sock)
+            wanted = [(address, self._slot_sockets(address, slots, opened))
+                      for address in addresses]
         except ConfigError:
             for sock in opened:
-                for sockets in self.sockets.values():
-                    if sock in sockets:
-                        sockets.remove(sock)
                 sock.close()
             raise
-        wanted = {a.spec for a in addresses}
-        return [spec for spec in self.sockets if spec not in wanted]
+        for address, sockets in wanted:
+            group = self.groups.setdefault(_key(address), _Group(address, sockets))
+            group.sockets = sockets
+            group.holders.add(generation)
+            self._inherited = [(s, name) for s, name in self._inherited if s not in sockets]
 
-    def _take_inherited(self, address: Address) -> list[socket.socket]:
+    def _slot_sockets(self, address: Address, slots: int,
+                      opened: list[socket.socket]) -> list[socket.socket]:
+        """The address's sockets for `slots` slots, binding what is missing (appended to
+        `opened` as well)."""
+        group = self.groups.get(_key(address))
+        sockets = list(group.sockets) if group else self._inherited_for(address)
+        while len(sockets) < slots:
+            if sockets and _shared_by_all_slots(sockets[0]):
+                sockets.append(sockets[0])
+                continue
+            sock = open_socket(address, self.backlog,
+                               reuse_port=address.family != socket.AF_UNIX)
+            opened.append(sock)
+            sockets.append(sock)
+        return sockets
+
+    def _inherited_for(self, address: Address) -> list[socket.socket]:
         """Inherited sockets for this address, in slot order (names end in `#slot`)."""
         mine = [(sock, name) for sock, name in self._inherited if _same_address(sock, address)]
-        for pair in mine:
-            self._inherited.remove(pair)
         mine.sort(key=lambda pair: int(pair[1].rpartition("#")[2] or 0)
                   if pair[1].rpartition("#")[2].isdigit() else 0)
         return [sock for sock, _ in mine]
 
-    def for_slot(self, slot: int, specs: list[str] | None = None) -> list[tuple[socket.socket, str]]:
-        return [(sockets[slot], spec) for spec, sockets in self.sockets.items()
-                if slot < len(sockets) and (specs is None or spec in specs)]
+    def release(self, generation: int) -> list[str]:
+        """`generation` has no worker left: close every address no other generation
+        holds (what still waits in their queues was bound for no worker that is left);
+        the specs closed."""
+        closed = []
+        for key, group in list(self.groups.items()):
+            group.holders.discard(generation)
+            if not group.holders:
+                del self.groups[key]
+                group.close()
+                closed.append(group.address.spec)
+        return closed
+
+    def holders(self) -> set[int]:
+        """The generations that hold some address."""
+        return set().union(*(group.holders for group in self.groups.values()))
+
+    def for_slot(self, slot: int, addresses: list[Address]) -> list[tuple[socket.socket, str]]:
+        """A slot's sockets for these (held) addresses, each named as its config names it."""
+        found = []
+        for address in addresses:
+            sockets = self.groups[_key(address)].sockets
+            if slot < len(sockets):
+                found.append((sockets[slot], address.spec))
+        return found
 
     def close_in_child(self, keep: list[tuple[socket.socket, str]]) -> None:
         """In a forked worker: close the copies of every socket that is not its own.
@@ -227,8 +277,8 @@ class ListenerSet:
         (and its accept queue unserved) after the master closed it.
         """
         mine = {id(sock) for sock, _ in keep}
-        for sockets in self.sockets.values():
-            for sock in sockets:
+        for group in self.groups.values():
+            for sock in group.sockets:
                 if id(sock) not in mine and sock.fileno() >= 0:
                     sock.close()
 
@@ -236,51 +286,51 @@ class ListenerSet:
         """New connections go only to these slots' sockets, on every address; when they
         are all of an address's slots, the kernel spreads them as it does by default.
         Only a change reaches the kernel (a failure is logged once, not retried)."""
-        for spec, sockets in self.sockets.items():
+        for group in self.groups.values():
+            sockets = group.sockets
             if not sockets or _one_socket_for_all_slots(sockets):
                 continue
             wanted = _steering(slots, len(sockets))
-            if spec in self.steering and self.steering[spec] == wanted:
+            if group.steering_known and group.steering == wanted:
                 continue
-            self.steering[spec] = wanted
+            group.steering, group.steering_known = wanted, True
             try:
                 if wanted is None:
                     stop_steering(sockets[0])
                 else:
                     steer_to(sockets[0], wanted)
             except OSError as err:
-                log.error("server.c", f"cannot steer new connections on {spec} to "
-                          f"slots {wanted}: {err.strerror}")
+                log.error("server.c", f"cannot steer new connections on "
+                          f"{group.address.spec} to slots {wanted}: {err.strerror}")
 
-    def queued(self, slot: int) -> int:
-        """Connections waiting in the queues of the slot's own sockets (a socket that
-        every slot shares is served by the other slots' workers)."""
-        return sum(accept_queue_length(sockets[slot]) for sockets in self.sockets.values()
-                   if slot < len(sockets) and not _one_socket_for_all_slots(sockets))
+    def queued(self, slot: int, addresses: list[Address]) -> int:
+        """Connections waiting in the queues of the slot's own sockets for these (held)
+        addresses: the running generation's, since an address only a draining one
+        holds gets no worker any more.  A socket that every slot shares is served by
+        the other slots' workers."""
+        groups = [self.groups[_key(address)] for address in addresses]
+        return sum(accept_queue_length(group.sockets[slot]) for group in groups
+                   if slot < len(group.sockets)
+                   and not _one_socket_for_all_slots(group.sockets))
 
     def close_slot(self, slot: int) -> None:
         """Close the last slot's own sockets (shared ones stay); the next `steer` sets
         the smaller group's steering."""
-        for spec, sockets in self.sockets.items():
+        for group in self.groups.values():
+            sockets = group.sockets
             if slot == len(sockets) - 1 and slot > 0:
                 sock = sockets.pop()
                 if sock is not sockets[0]:
                     sock.close()
-                    self.steering.pop(spec, None)
-
-    def close_address(self, spec: str) -> None:
-        for sock in {id(s): s for s in self.sockets.pop(spec, [])}.values():
-            sock.close()
-        self.addresses.pop(spec, None)
-        self.steering.pop(spec, None)
+                    group.steering_known = False
 
     def handover(self) -> tuple[list[int], list[str]]:
         """fds and names (`spec#slot`) for LISTEN_FDS / LISTEN_FDNAMES (USR2)."""
         fds, names = [], []
-        for spec, sockets in self.sockets.items():
-            for slot, sock in enumerate(sockets):
-                if slot and sock is sockets[0]:
+        for group in self.groups.values():
+            for slot, sock in enumerate(group.sockets):
+                if slot and sock is group.sockets[0]:
                     continue
                 fds.append(sock.fileno())
-                names.append(f"{spec}#{slot}")
+                names.append(f"{group.address.spec}#{slot}")
         return fds, names
