@@ -54,6 +54,10 @@ class Directive:
     scope: Scope = Scope.CONNECTION
     convert: Callable[[Any], Any] | None = None
     doc: str = ""
+    # False while the server does not act on the key yet: the config check treats it
+    # as lighttpd treats an unknown key (a warning, the value ignored), so a config
+    # never silently relies on behaviour it does not get
+    implemented: bool = True
 
 
 @dataclass
@@ -153,7 +157,7 @@ def check_config(tree: ConfigTree, directives: dict[str, Directive]) -> CheckRes
             if is_variable(key):
                 continue
             directive = directives.get(key)
-            if directive is None:
+            if directive is None or not directive.implemented:
                 if key not in warned:
                     warned.add(key)
                     result.warnings.append(

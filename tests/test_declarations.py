@@ -1,0 +1,182 @@
+"""What pylighttpd declares matches what it does.
+
+`-V` shows a feature as `+` only when the module that provides it is in worker/modules/
+and its library imports; a core key declared but not acted on yet is reported as
+lighttpd reports an unknown key (by `-tt`, and in the error log when the server
+starts); every snippet in conf/conf-available/ loads without a warning and serves.
+Servers run on 127.0.0.1 free ports and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from master import features
+from procutil import REPO, run_cli, run_lighttpd
+from serverproc import Server, free_port, get, wait_until
+from shared.config.core_directives import CORE_DIRECTIVES, NOT_YET_IMPLEMENTED
+
+WARNING = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")
+SNIPPETS = sorted((REPO / "conf" / "conf-available").glob("*.conf"))
+# Declared keys no code reads that still do what they say: the master always takes
+# sockets passed in systemd's LISTEN_FDS form, which is what "enable" asks for.
+ACTED_ON_WITHOUT_A_READ = frozenset({"server.systemd-socket-activation"})
+
+
+# ------------------------------------------------------------------------------ -V
+def _feature_lines(text: str) -> dict[str, str]:
+    """name -> "+" or "-" for the lines of the Features section."""
+    section = text.split("\nFeatures:\n", 1)[1]
+    return {line[3:]: line[1] for line in section.splitlines() if line.startswith("\t")}
+
+
+def _expected(feature: features.Feature) -> str:
+    module_there = not feature.module or (
+        REPO / "worker" / "modules" / f"{feature.module}.py").is_file()
+    present = feature.platform and module_there and (
+        not feature.libraries
+        or any(importlib.util.find_spec(name) is not None for name in feature.libraries))
+    return "+" if present else "-"
+
+
+def test_feature_lines_follow_the_module_files_and_their_libraries():
+    shown = _feature_lines(run_cli("-V").stdout)
+    assert shown == {feature.name: _expected(feature) for feature in features.FEATURES}
+
+
+def test_an_installed_library_is_not_a_feature_without_its_module():
+    shown = _feature_lines(features.report(frozenset()))
+    for name in ("zlib support", "bzip2 support", "OpenSSL support", "Prometheus metrics"):
+        assert shown[name] == "-", name
+    assert shown["PCRE support"] == "+"
+
+
+def test_a_feature_turns_on_when_its_module_lands():
+    shown = _feature_lines(features.report(frozenset({"mod_deflate", "mod_openssl"})))
+    assert (shown["zlib support"], shown["bzip2 support"]) == ("+", "+")  # stdlib
+    assert shown["OpenSSL support"] == "+"                                 # ssl: stdlib
+
+
+def test_a_module_without_its_library_is_not_a_feature():
+    needs_missing = features.Feature("X support", "mod_x", ("no_such_library_here",))
+    assert not features.is_present(needs_missing, frozenset({"mod_x"}))
+
+
+def test_event_handlers_are_only_the_one_the_worker_uses():
+    text = run_cli("-V").stdout
+    handlers = text.split("Event Handlers:\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line for line in handlers if line.startswith("\t+")] == ["\t+ epoll (Linux)"]
+
+
+# ------------------------------------------------------------- keys not acted on yet
+def _source_reads(key: str) -> list[str]:
+    """Files of master/ and worker/ that name `key` as a string literal."""
+    quoted = (f'"{key}"', f"'{key}'")
+    return [str(path.relative_to(REPO))
+            for folder in ("master", "worker") for path in (REPO / folder).rglob("*.py")
+            if any(text in path.read_text() for text in quoted)]
+
+
+def test_the_not_yet_implemented_keys_are_declared_and_flagged():
+    declared = {directive.name: directive for directive in CORE_DIRECTIVES}
+    assert NOT_YET_IMPLEMENTED <= declared.keys()
+    assert {name for name, d in declared.items() if not d.implemented} == NOT_YET_IMPLEMENTED
+
+
+@pytest.mark.parametrize("key", sorted(NOT_YET_IMPLEMENTED))
+def test_a_key_leaves_the_list_when_the_code_reads_it(key):
+    assert _source_reads(key) == [], f"{key} is read now: remove it from NOT_YET_IMPLEMENTED"
+
+
+def test_every_key_no_code_reads_is_on_the_list():
+    unread = {d.name for d in CORE_DIRECTIVES if not _source_reads(d.name)}
+    assert unread - ACTED_ON_WITHOUT_A_READ == NOT_YET_IMPLEMENTED
+
+
+def _config_with(tmp_path: Path, keys: list[str], name: str = "x.conf") -> Path:
+    conf = tmp_path / name
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    + "".join(f'{key} = "some value"\n' for key in keys))
+    return conf
+
+
+def test_tt_reports_a_key_not_acted_on_as_lighttpd_reports_an_unknown_key(tmp_path):
+    theirs = run_lighttpd("-tt", "-f", str(_config_with(tmp_path, ["bogus.key"])))
+    (lighttpd_line,) = [line for line in theirs.stderr.splitlines() if WARNING.search(line)]
+    wording = lighttpd_line[lighttpd_line.index("WARNING"):]
+    keys = sorted(NOT_YET_IMPLEMENTED)
+    ours = run_cli("-tt", "-f", str(_config_with(tmp_path, keys, "ours.conf")))
+    assert ours.returncode == theirs.returncode == 0
+    for key in keys:    # a value of any type: the key is ignored, not checked
+        assert ours.stderr.count(wording.replace("bogus.key", key)) == 1, key
+    assert "Traceback" not in ours.stderr
+
+
+def test_a_key_not_acted_on_is_warned_in_the_error_log_at_start_up(tmp_path):
+    running = Server(tmp_path, 'server.protocol-http11 = "disable"\nbogus.key = 1')
+    try:
+        running.wait_serving()
+        log = running.errorlog.read_text()
+    finally:
+        running.stop()
+    assert set(WARNING.findall(log)) == {"server.protocol-http11", "bogus.key"}
+    assert f"{running.conf}:7:1: WARNING" in log
+
+
+def test_one_shot_logs_the_warnings_too(tmp_path):
+    errorlog = tmp_path / "error.log"
+    conf = _config_with(tmp_path, ["server.kbytes-per-second"])
+    conf.write_text(conf.read_text() + f'server.errorlog = "{errorlog}"\n')
+    (tmp_path / "index.html").write_text("one\n")
+    done = run_cli("-1", "-f", str(conf), stdin="GET /index.html HTTP/1.0\r\n\r\n")
+    assert done.returncode == 0 and "200" in done.stdout.splitlines()[0]
+    assert WARNING.findall(errorlog.read_text()) == ["server.kbytes-per-second"]
+
+
+# --------------------------------------------------------------------- conf snippets
+def _site_with(tmp_path: Path, snippet: Path) -> tuple[Path, int, Path]:
+    """A copy of conf/ with `snippet` enabled as the README says (a link in
+    conf-enabled/), on a free port, logging errors to a file."""
+    shutil.copytree(REPO / "conf", tmp_path / "conf", symlinks=True)
+    enabled = tmp_path / "conf" / "conf-enabled"
+    (enabled / snippet.name).symlink_to(Path("..") / "conf-available" / snippet.name)
+    port, errorlog = free_port(), tmp_path / "error.log"
+    (enabled / "zz-test.conf").write_text(
+        f'server.port := {port}\nserver.errorlog = "{errorlog}"\n')
+    return tmp_path / "conf" / "pylighttpd.conf", port, errorlog
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+@pytest.mark.parametrize("snippet", SNIPPETS, ids=[path.name for path in SNIPPETS])
+def test_each_available_snippet_loads_cleanly_and_serves(tmp_path, snippet):
+    conf, port, errorlog = _site_with(tmp_path, snippet)
+    checked = run_cli("-tt", "-f", str(conf), cwd=tmp_path)
+    assert (checked.returncode, checked.stderr) == (0, ""), snippet.name
+    with open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "master.cli", "-D", "-f", str(conf)], cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        status, _, body = wait_until(lambda: get(port, "/"))
+        assert (status, b"pylighttpd works" in body) == (200, True)
+    finally:
+        _stop(process)
+    assert "WARNING" not in errorlog.read_text(), snippet.name
