@@ -29,6 +29,8 @@ from shared import log
 
 from . import debuglog
 from .chunkqueue import ChunkQueue
+from .module import BACKLOG_HIGH
+from .spool import SPILL_AT, Spool
 from .http import DATE, NO_BODY, connection_line, render_start, server_line
 from .http1 import Http1Parser
 from .transport import Transport
@@ -85,7 +87,7 @@ class _Held:
     streaming, whether the head is out, whether the body is chunked."""
 
     __slots__ = ("request", "mark", "head_len", "head_sent", "chunked", "keep_alive",
-                 "queued", "rdhup")
+                 "queued", "rdhup", "spool")
 
     def __init__(self, request: Request, mark: int) -> None:
         self.request = request
@@ -96,6 +98,33 @@ class _Held:
         self.keep_alive = False
         self.queued = False       # a wake is pending in the loop's call_soon list
         self.rdhup = False        # the client half-closed: stop polling for it
+        self.spool: Spool | None = None   # the body's bytes parked on disk, if any
+
+    def spill(self, response: Response, upload_dirs: tuple[str, ...]) -> None:
+        """Move the body's bytes parts to the spool file, as file ranges in the same
+        order: memory stays bounded whatever the module writes."""
+        spool = self.spool
+        if spool is None:
+            spool = self.spool = Spool(upload_dirs)
+        parts: list = []
+        run: list[bytes] = []
+        for part in response.body:
+            if type(part) is tuple:
+                if run:
+                    parts.append(spool.write(run))
+                    run = []
+                parts.append(part)
+            else:
+                run.append(part)        # type: ignore[arg-type]
+        if run:
+            parts.append(spool.write(run))
+        response.body = parts
+        response.files = len(parts)
+
+    def close_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 
 
 class Connection:
@@ -409,18 +438,24 @@ class Connection:
             self.close()
             return
         self.held = None
+        held.close_spool()
         self.server.pipeline.fail(held.request, 500)
         self._queue_answer(held.request, None, 0)
         self.process()
 
     def _release_held(self, held: _Held) -> None:
-        """The holding module is done: queue the rest of the answer."""
+        """The holding module is done: queue the rest of the answer (all of it, with a
+        Content-Length, when no head went out yet)."""
         self.held = None
         request = held.request
-        if not request.response.streaming:
+        response = request.response
+        if not response.started:
+            held.close_spool()             # its ranges in the body keep the file
+            response.streaming = False
             self._queue_answer(request, None, 0)
             return
         self._stream(held)
+        held.close_spool()
         if held.chunked:
             self.out.append(LAST_CHUNK)
             self.queued_total += len(LAST_CHUNK)
@@ -429,16 +464,25 @@ class Connection:
 
     def _stream(self, held: _Held) -> None:
         """Send what a streaming answer has so far: the head once, then the body parts
-        written since, framed as chunks when the length is unknown."""
-        response = held.request.response
+        written since, framed as chunks when the length is unknown; or keep them, as
+        `server.stream-response-body` says (Response.stream)."""
+        request = held.request
+        response = request.response
         if not response.streaming:
             return
+        mode = request.settings.values["server.stream-response-body"]
         if not held.head_sent:
+            if mode == 0:               # kept whole, sent at the end with its length
+                if response.memory_bytes() > SPILL_AT:
+                    held.spill(response, self.server.upload_dirs)
+                return
             self._stream_head(held)
         if response.body:
             if response.head_only:
                 response.reset_body()
                 return
+            if mode == 1 and self.out.pending + response.memory_bytes() > BACKLOG_HIGH:
+                held.spill(response, self.server.upload_dirs)
             before = self.out.pending
             self._queue_parts(response, held.chunked)
             self.queued_total += self.out.pending - before
@@ -465,6 +509,7 @@ class Connection:
         held.head_len = len(head)
         held.head_sent = True
         held.keep_alive = keep
+        response.started = True
 
     def _queue(self, response: Response, head: bytes) -> None:
         """Move the head and the response's body into the output queue."""
@@ -651,6 +696,7 @@ class Connection:
         work (request-reset hooks, with `request.aborted`), and the request is counted
         and logged as what it was."""
         self.held = None
+        held.close_spool()
         request = held.request
         request.aborted = True
         response = request.response

@@ -124,9 +124,9 @@ class Pipeline:
         response-start hooks."""
         response = request.response
         while status != WAIT:
-            if response.streaming:
+            if response.started:
                 response.status = status
-                return True                  # the head went out at stream()
+                return True                  # the head went out already
             if not request.error_origin:
                 if status < 400 or response.body or status in _NO_ERROR_HANDLER or \
                         not self._to_error_handler(request, status):

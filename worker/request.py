@@ -76,7 +76,7 @@ class Response:
     """
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
-                 "missing", "streaming", "wants_drain")
+                 "missing", "streaming", "wants_drain", "started")
 
     def __init__(self) -> None:
         self.status = 0
@@ -89,12 +89,16 @@ class Response:
         self.missing = ""           # the absent file a 404 says is not there
         self.streaming = False      # the head goes out before the body is complete
         self.wants_drain = False    # the producer paused: wake it when the client read
+        self.started = False        # a streamed head went out: the status is final
 
     def stream(self) -> None:
-        """Send the status and headers now and the body as it is written, for a held
-        request whose answer is not complete yet (worker/module.py).  Without a
-        Content-Length header set by the module, the length is unknown: chunked for
-        HTTP/1.1, close-delimited for HTTP/1.0."""
+        """Send the body as it is written, for a held request whose answer is not
+        complete yet (worker/module.py), as `server.stream-response-body` says: 0
+        keeps it whole (on disk past a threshold) and sends it with a Content-Length
+        at the end; 1 and 2 send the status and headers now and the body as it
+        comes, 1 parking on disk what the client has not taken, 2 pausing the module
+        instead.  Without a Content-Length header set by the module, the length of a
+        streamed body is unknown: chunked for HTTP/1.1, close-delimited for 1.0."""
         self.streaming = True
 
     def set_header(self, name: str, value: str) -> None:
@@ -134,6 +138,10 @@ class Response:
         self.body.append((shared.fd, offset, length, shared))
         self.files += 1
         self.length += length
+
+    def memory_bytes(self) -> int:
+        """Bytes of the body held in memory (not file ranges)."""
+        return sum(len(part) for part in self.body if type(part) is not tuple)
 
     def reset_body(self) -> None:
         """Drop the body (an error replaces it), closing files it owned."""
@@ -211,9 +219,12 @@ class Request:
         self.connection.wake(self)
 
     def backlog(self) -> int:
-        """Bytes of answers queued for the client and not sent yet: a producer above
-        module.BACKLOG_HIGH stops reading its backend (backpressure)."""
-        return self.connection.out.pending
+        """Bytes of answers queued for the client and not sent yet, when they count: a
+        producer above module.BACKLOG_HIGH stops reading its backend (backpressure,
+        `server.stream-response-body = 2`; otherwise the core parks them on disk)."""
+        if self.settings.values["server.stream-response-body"] != 2:
+            return 0
+        return self.connection.out.pending + self.response.memory_bytes()
 
     def internal_redirect(self, target: str) -> None:
         """Answer from another local URL (error handlers, a CGI `Location: /path`,

@@ -128,7 +128,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     # backends (CGI, FastCGI, proxy) and what only they use
     "server.error-intercept",
     "server.stream-request-body",
-    "server.stream-response-body",
     "server.breakagelog",
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
     "server.protocol-http11",

@@ -8,9 +8,13 @@ while a module works, and a module's bug while it holds a request.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import struct
 import time
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -77,7 +81,9 @@ class Later(Module):
         response = request.response
         if not response.streaming:
             response.stream()
-        while request.plugin_ctx["left"]:
+        for _ in range(4):               # a few blocks per round, as a backend gives them
+            if not request.plugin_ctx["left"]:
+                return 200
             backlog = request.backlog()
             Later.most_backlog = max(Later.most_backlog, backlog)
             if backlog >= BACKLOG_HIGH:
@@ -85,29 +91,43 @@ class Later(Module):
                 return WAIT
             response.write(b"f" * BLOCK)
             request.plugin_ctx["left"] -= 1
-        return 200
+        self.services.call_later(0, request.wake)
+        return WAIT
 
     def handle_request_reset(self, request: Request) -> None:
         Later.resets.append((request.uri_path, request.aborted))
 
 
-@pytest.fixture()
-def server(tmp_path):
-    docroot = make_docroot(tmp_path)
-    conf = tmp_path / "held.conf"
+@contextlib.contextmanager
+def held_server(base: Path, stream_response_body: int) -> Iterator[Server]:
+    docroot = make_docroot(base)
+    conf = base / "held.conf"
     conf.write_text(f'server.document-root = "{docroot}"\n'
                     'server.modules = ("mod_indexfile", "mod_staticfile")\n'
-                    f'server.errorlog = "{tmp_path}/error.log"\n'
-                    'server.error-handler-404 = "/later/handler"\n')
+                    f'server.errorlog = "{base}/error.log"\n'
+                    f'server.upload-dirs = ("{base}/spool")\n'
+                    'server.error-handler-404 = "/later/handler"\n'
+                    f'server.stream-response-body = {stream_response_body}\n')
+    (base / "spool").mkdir()
     config = load(str(conf))
     config.modules = [Later, *config.modules]
     worker = Server(config, [])
-    worker.errorlog = tmp_path / "error.log"        # type: ignore[attr-defined]
+    worker.errorlog = base / "error.log"        # type: ignore[attr-defined]
+    worker.spool = base / "spool"               # type: ignore[attr-defined]
     Later.resets = []
     Later.most_backlog = 0
-    yield worker
-    worker.close_all()
-    worker.loop.close()
+    try:
+        yield worker
+    finally:
+        worker.close_all()
+        worker.loop.close()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    """Answers streamed with backpressure (server.stream-response-body = 2)."""
+    with held_server(tmp_path, 2) as worker:
+        yield worker
 
 
 def exchange(server: Server, data: bytes, read_pause: float = 0.0,
@@ -139,6 +159,8 @@ def exchange(server: Server, data: bytes, read_pause: float = 0.0,
         if read_pause:
             time.sleep(read_pause)
     client.close()
+    while server.connections and time.monotonic() < deadline:
+        server.loop.run_once(0.005)      # the lingering close sees the client's EOF
     return bytes(received)
 
 
@@ -227,3 +249,36 @@ def test_a_slow_client_slows_the_producer(server):
                     seconds=60)
     assert data.count(b"f") == count * BLOCK
     assert Later.most_backlog < BACKLOG_HIGH + 2 * BLOCK
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_stream_response_body_0_sends_the_whole_body_with_its_length(tmp_path):
+    """lighttpd's default: the body is kept (on disk past 64 KiB) and sent whole."""
+    with held_server(tmp_path, 0) as server:
+        fds = open_fds()
+        [(status, headers, body)] = split_responses(exchange(server, get("/stream/100")))
+        assert status == 200 and "transfer-encoding" not in headers
+        assert headers["content-length"] == str(len(body))
+        assert len(body) == sum(len(b"%d" % n) + 1023 for n in range(1, 101))
+        assert body.startswith(b"100.") and body[-1024:].startswith(b"1.")
+        assert open_fds() == fds                    # the spool file is gone
+        assert "internal error" not in server.errorlog.read_text()
+        [(status, headers, body)] = split_responses(
+            exchange(server, get("/stream/2", method="HEAD")))
+        assert headers["content-length"] == "2048" and body == b""
+
+
+def test_stream_response_body_1_parks_what_a_slow_client_has_not_taken(tmp_path):
+    """The producer is never paused; past BACKLOG_HIGH the rest waits on disk."""
+    with held_server(tmp_path, 1) as server:
+        fds = open_fds()
+        data = exchange(server, get("/flood/64", version="1.0"), read_pause=0.0001,
+                        seconds=60)
+        assert data.count(b"f") == 64 * BLOCK
+        assert Later.most_backlog == 0             # request.backlog() never asked it to wait
+        assert open_fds() == fds
+        assert list(server.spool.iterdir()) == []  # unlinked at once
+        assert "internal error" not in server.errorlog.read_text()
