@@ -27,7 +27,7 @@ from shared.stats import Field, Header, State, StatsSegment, monotonic_ms
 from worker.context import WorkerContext
 from worker.main import run_worker
 
-from .configload import LoadedConfig, load
+from .configload import LoadedConfig, load, log_warnings
 from .generation import Generation, open_generation, release_exited
 from .listeners import ListenerSet, inherited_sockets, tcp_migrate_req_enabled
 from .privileges import become
@@ -402,6 +402,7 @@ class Arbiter:
             log.error("server.c", f"reload refused, keeping the running config: {err}")
             notify("READY=1")
             return
+        log_warnings(self.generation.config)
         self.last_generation = self.generation.number
         new_pids = [self._spawn(slot, self.generation) for slot in range(self.target)]
         self.pending_reload = PendingReload(old, new_pids, time.monotonic() + READY_TIMEOUT)

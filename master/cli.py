@@ -16,7 +16,7 @@ from worker.oneshot import serve_stdin
 
 from . import __version__, features
 from .arbiter import Arbiter
-from .configload import LoadedConfig, load
+from .configload import load, log_warnings
 
 USAGE = f"""pylighttpd/{__version__} - a light and fast webserver
 usage:
@@ -131,20 +131,12 @@ def _run(options: Options, argv: list[str]) -> int:
         settings = loaded.settings
         log.ensure_default(settings["server.errorlog"], settings["server.errorlog-use-syslog"],
                            settings["server.syslog-facility"])
-        _log_warnings(loaded)
+        log_warnings(loaded)
         return serve_stdin(loaded)
     arbiter = Arbiter(loaded, foreground=options.foreground, idle_exit=options.idle_exit,
                       argv=argv)
-    _log_warnings(loaded)
+    log_warnings(loaded)
     return arbiter.run()
-
-
-def _log_warnings(loaded: LoadedConfig) -> None:
-    """The config check's warnings (unknown keys, keys not acted on yet) in the error
-    log once it is open, as lighttpd logs them when it starts: a server started
-    without -tt must not drop them silently."""
-    for warning in loaded.warnings:
-        log.error("configfile.c", warning)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from shared import log
 from shared.config import ConfigError, ConfigTree, Position, load_config
 from shared.config.compiled import CompiledConfig
 from shared.config.core_directives import CORE_DIRECTIVES
@@ -162,3 +163,11 @@ def load(path: str) -> LoadedConfig:
     check_log_files(tree, checked, modules, compiled.globals)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
                         warnings=checked.warnings)
+
+
+def log_warnings(loaded: LoadedConfig) -> None:
+    """The config check's warnings (unknown keys, keys not acted on yet) in the error
+    log once it is open, as lighttpd logs them when it starts, and again for the new
+    config of a reload: a server must not drop them silently."""
+    for warning in loaded.warnings:
+        log.error("configfile.c", warning)

@@ -180,3 +180,16 @@ def test_each_available_snippet_loads_cleanly_and_serves(tmp_path, snippet):
     finally:
         _stop(process)
     assert "WARNING" not in errorlog.read_text(), snippet.name
+
+
+def test_a_reload_warns_of_the_keys_its_new_config_sets_in_vain(tmp_path):
+    running = Server(tmp_path)
+    try:
+        running.wait_serving()
+        running.write_config('server.kbytes-per-second = 10\nother.bogus = 1')
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(WARNING.findall(running.errorlog.read_text())) >= 2)
+        log = running.errorlog.read_text()
+    finally:
+        running.stop()
+    assert set(WARNING.findall(log)) == {"server.kbytes-per-second", "other.bogus"}
