@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "a body without a head"

@@ -1,0 +1,307 @@
+"""mod_cgi in a real worker process: real scripts (sh, perl, python), real sockets.
+
+Answers (GET, HEAD, POST with a length or chunked, Status, Location, local redirects,
+X-Sendfile), the CGI environment, scripts that fail or hang, and what a script leaves
+behind: no child process, no fd, no pipe once its request is over, whether it ended,
+timed out or its client went away; and a worker that stays small while a slow client
+takes 50 MiB from a script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import pytest
+
+from cgi_site import cgi_config, make_cgi_site, parse_answer
+from server_util import WorkerProcess, read_until_closed
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def cgi(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cgi")
+    docroot = make_cgi_site(base)
+    conf = base / "worker.conf"
+    conf.write_text(cgi_config(base, docroot, f'server.errorlog = "{base}/error.log"\n'))
+    with WorkerProcess(conf) as worker:
+        worker.base = base            # type: ignore[attr-defined]
+        worker.errorlog = base / "error.log"    # type: ignore[attr-defined]
+        yield worker
+
+
+def request(worker: WorkerProcess, target: str, method: str = "GET",
+            headers: tuple[str, ...] = (), body: bytes = b"",
+            version: str = "1.1") -> tuple[int, dict[str, str], bytes]:
+    """One request on a raw socket (Connection: close), its answer parsed."""
+    lines = [f"{method} {target} HTTP/{version}", "Host: cgi.test", "Connection: close",
+             *headers]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+    return parse_answer(worker.raw(data, timeout=10), method)
+
+
+def children(worker: WorkerProcess) -> list[psutil.Process]:
+    return psutil.Process(worker.process.pid).children(recursive=True)
+
+
+def wait_for(condition, seconds: float = 8.0) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (a bounded wait)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def open_fds(worker: WorkerProcess) -> int:
+    return len(os.listdir(f"/proc/{worker.process.pid}/fd"))
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset: the client is gone, not merely done sending."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def env_of(body: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+
+
+# ------------------------------------------------------------------ answers
+@pytest.mark.parametrize("script, text", [("hello.sh", "sh"), ("hello.pl", "perl"),
+                                          ("hello.py", "python"), ("self.cgi", "python")])
+def test_a_script_answers_a_get(cgi, script, text):
+    status, headers, body = request(cgi, f"/{script}")
+    assert status == 200
+    assert body == f"hello from {text}\n".encode()
+    assert headers["content-type"] == "text/plain"
+    assert headers["content-length"] == str(len(body))
+
+
+def test_head_runs_the_script_and_sends_no_body(cgi):
+    _, got, body = request(cgi, "/hello.sh")
+    status, headers, head_body = request(cgi, "/hello.sh", method="HEAD")
+    assert status == 200 and head_body == b""
+    assert headers["content-length"] == got["content-length"] == str(len(body))
+
+
+@pytest.mark.parametrize("size", [10_000, 300_000])    # a body in memory, in a temp file
+@pytest.mark.parametrize("script", ["sum.py", "sum.pl"])
+def test_post_with_a_length_reaches_stdin(cgi, script, size):
+    data = os.urandom(size)
+    status, _, body = request(cgi, f"/{script}", "POST", (f"Content-Length: {size}",), data)
+    assert status == 200
+    assert body.decode().split() == [
+        "method=POST", f"content-length={size}", f"read={size}",
+        hashlib.sha256(data).hexdigest()]
+
+
+def test_a_chunked_post_reaches_stdin_with_its_length(cgi):
+    data = os.urandom(200_000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                       for part in (data[:70_000], data[70_000:]))
+    status, _, body = request(cgi, "/sum.py", "POST", ("Transfer-Encoding: chunked",),
+                              chunked + b"0\r\n\r\n")
+    assert status == 200
+    assert body.decode().split()[1:] == [
+        "content-length=200000", "read=200000", hashlib.sha256(data).hexdigest()]
+
+
+def test_the_cgi_environment(cgi):
+    status, _, body = request(cgi, "/env.py/extra/path?a=1&b=%20", headers=(
+        "X-Custom-Header: custom", "Proxy: http://evil.example/", "Content-Type: text/x"))
+    assert status == 200
+    env = env_of(body)
+    docroot = str(cgi.base / "www")
+    assert {k: env.get(k) for k in (
+        "SCRIPT_NAME", "PATH_INFO", "PATH_TRANSLATED", "SCRIPT_FILENAME", "DOCUMENT_ROOT",
+        "QUERY_STRING", "REQUEST_URI", "REQUEST_METHOD", "SERVER_PROTOCOL",
+        "GATEWAY_INTERFACE", "REDIRECT_STATUS", "REMOTE_ADDR", "SERVER_ADDR", "SERVER_NAME",
+        "SERVER_PORT", "SERVER_SOFTWARE", "REQUEST_SCHEME", "CONTENT_LENGTH",
+        "CONTENT_TYPE", "HTTP_X_CUSTOM_HEADER", "HTTP_HOST", "cwd")} == {
+        "SCRIPT_NAME": "/env.py", "PATH_INFO": "/extra/path",
+        "PATH_TRANSLATED": docroot + "/extra/path",
+        "SCRIPT_FILENAME": docroot + "/env.py", "DOCUMENT_ROOT": docroot,
+        "QUERY_STRING": "a=1&b=%20", "REQUEST_URI": "/env.py/extra/path?a=1&b=%20",
+        "REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1",
+        "GATEWAY_INTERFACE": "CGI/1.1", "REDIRECT_STATUS": "200",
+        "REMOTE_ADDR": "127.0.0.1", "SERVER_ADDR": "127.0.0.1", "SERVER_NAME": "cgi.test",
+        "SERVER_PORT": str(cgi.port), "SERVER_SOFTWARE": "cgitest",
+        "REQUEST_SCHEME": "http", "CONTENT_LENGTH": "0", "CONTENT_TYPE": "text/x",
+        "HTTP_X_CUSTOM_HEADER": "custom", "HTTP_HOST": "cgi.test", "cwd": docroot}
+    assert int(env["REMOTE_PORT"]) > 0
+    assert "HTTP_PROXY" not in env and "HTTPS" not in env      # httpoxy; plain http
+
+
+def test_status_header_sets_the_status(cgi):
+    status, headers, body = request(cgi, "/status.pl")
+    assert (status, headers["x-extra"], body) == (418, "yes", b"teapot\n")
+    assert "status" not in headers
+
+
+def test_a_location_elsewhere_is_a_302(cgi):
+    status, headers, body = request(cgi, "/location.sh?http://example.com/x")
+    assert (status, headers["location"], body) == (302, "http://example.com/x", b"")
+
+
+def test_a_local_location_is_answered_from_that_url(cgi):
+    status, headers, body = request(cgi, "/location.sh?/target.txt")
+    assert status == 200 and body == b"the target of a local redirect\n"
+    assert "location" not in headers
+
+
+def test_a_local_redirect_to_a_script_keeps_the_first_uri(cgi):
+    status, _, body = request(cgi, "/location.sh?/env.py/more?x=1")
+    env = env_of(body)
+    assert status == 200
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == \
+        ("/env.py", "/more", "x=1")
+    assert env["REQUEST_URI"] == "/location.sh?/env.py/more?x=1"
+    assert env["REDIRECT_URI"] == "/env.py/more?x=1"
+
+
+def test_a_location_back_to_the_script_is_not_followed(cgi):
+    status, headers, _ = request(cgi, "/location.sh?/location.sh")
+    assert (status, headers["location"]) == (302, "/location.sh")
+
+
+def test_x_sendfile_sends_the_file_under_the_docroot(cgi):
+    path = cgi.base / "sendable" / "file.txt"
+    status, headers, body = request(cgi, f"/sendfile.sh?{path}")
+    assert status == 200 and body == path.read_bytes()
+    assert headers["content-type"] == "text/x-sent"
+    assert "x-sendfile" not in headers and "etag" in headers
+
+
+def test_x_sendfile_outside_its_docroot_is_refused(cgi):
+    outside = cgi.base / "www" / "index.html"
+    status, _, body = request(cgi, f"/sendfile.sh?{outside}")
+    assert status == 403 and b"the index" not in body
+    traversal = f"{cgi.base}/sendable/../www/index.html"
+    assert request(cgi, f"/sendfile.sh?{traversal}")[0] == 403
+    assert "not under configured x-sendfile-docroot" in cgi.errorlog.read_text()
+
+
+def test_x_sendfile_of_a_missing_file_is_404(cgi):
+    assert request(cgi, f"/sendfile.sh?{cgi.base}/sendable/missing")[0] == 404
+
+
+def test_x_sendfile2_of_a_cgi_is_an_ordinary_header(cgi):
+    status, headers, body = request(cgi, f"/sendfile2.sh?{cgi.base}/sendable/file.txt")
+    assert (status, body) == (200, b"own body")
+    assert headers["x-sendfile2"].endswith("file.txt 0-3")
+
+
+@pytest.mark.parametrize("script, status, body", [
+    ("nohead.sh", 200, b"a body without a head\n"),
+    ("length.sh", 200, b"hello"),                   # cut at its own Content-Length
+    ("chunked.pl", 200, b"hello world"),            # its chunks decoded
+    ("lf.sh", 201, b"created with bare newlines\n"),
+    ("short.sh", 502, None),                        # shorter than its Content-Length
+    ("silent.sh", 500, None),                       # exits without a word
+])
+def test_what_scripts_send_is_read_as_lighttpd_reads_it(cgi, script, status, body):
+    got_status, _, got_body = request(cgi, f"/{script}")
+    assert got_status == status
+    if body is not None:
+        assert got_body == body
+
+
+def test_execute_x_only_leaves_a_file_without_x_bit_alone(cgi):
+    status, headers, body = request(cgi, "/xonly/plain.sh")
+    assert status == 200 and body.startswith(b"#!/bin/sh")     # the file, not its run
+
+
+def test_stderr_lines_go_to_the_error_log(cgi):
+    assert request(cgi, "/stderr.sh")[2] == b"ok\n"
+    log = cgi.errorlog.read_text()
+    assert "stderr.sh: first line to stderr" in log
+    assert "stderr.sh: second line to stderr" in log
+
+
+# ------------------------------------------------------- ends and leftovers
+def test_a_hanging_script_is_killed_at_the_read_timeout(cgi):
+    start = time.monotonic()
+    status, _, _ = request(cgi, "/hang.sh")
+    assert status == 504
+    assert 1.0 <= time.monotonic() - start < 5.0       # read-timeout 1, checked each second
+    assert "read timeout on CGI" in cgi.errorlog.read_text()
+    assert wait_for(lambda: not children(cgi)), "the script (or its sleep) survived"
+
+
+def test_a_timeout_before_anything_went_out_is_504(cgi):
+    """The script's head was read, but its answer is kept whole (the default
+    server.stream-response-body): nothing went out, so the timeout is a 504."""
+    status, _, body = request(cgi, "/stalls.sh")
+    assert status == 504 and b"504" in body
+    assert wait_for(lambda: not children(cgi))
+
+
+def test_a_timeout_after_the_head_went_out_truncates_the_answer(cgi):
+    with cgi.socket(timeout=10) as sock:
+        sock.sendall(b"GET /paced/stalls.sh HTTP/1.1\r\nHost: cgi.test\r\n\r\n")
+        data = read_until_closed(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
+    assert len(body) > 256 * 1024 and not body.endswith(b"0\r\n\r\n")
+    assert wait_for(lambda: not children(cgi))
+
+
+def test_a_client_gone_mid_answer_kills_the_script(cgi):
+    sock = cgi.socket(timeout=10)
+    sock.sendall(b"GET /paced/stalls.sh HTTP/1.1\r\nHost: cgi.test\r\n\r\n")
+    received = 0
+    while received < 128 * 1024:
+        received += len(sock.recv(65536))
+    assert children(cgi), "the script should still run while its client reads"
+    reset(sock)
+    assert wait_for(lambda: not children(cgi)), "the script outlived its client"
+
+
+def _disconnect_midway(port: int, target: str) -> None:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: cgi.test\r\n\r\n".encode())
+    if target.startswith("/paced/"):
+        sock.recv(65536)                # the answer is under way
+    reset(sock)
+
+
+def test_clients_that_go_away_leave_no_fd_pipe_or_child(cgi):
+    request(cgi, "/hello.sh")           # whatever a first script opens for good
+    before = open_fds(cgi)
+    targets = ["/paced/flood.sh", "/hang.sh"] * 100
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda target: _disconnect_midway(cgi.port, target), targets))
+    assert wait_for(lambda: not children(cgi) and open_fds(cgi) <= before, 15), \
+        f"{len(children(cgi))} children, {open_fds(cgi)} fds (were {before})"
+    assert request(cgi, "/hello.sh")[0] == 200
+
+
+@pytest.mark.parametrize("where", ["/", "/paced/"])    # kept on disk; script paused
+def test_a_slow_client_of_a_big_answer_keeps_the_worker_small(cgi, where):
+    worker = psutil.Process(cgi.process.pid)
+    size = 50 * MIB
+    most_rss = 0
+    received = 0
+    with cgi.socket(timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(f"GET {where}flood.sh?{size} HTTP/1.0\r\n\r\n".encode())
+        time.sleep(0.3)                 # the script runs ahead of its reader
+        while True:
+            data = sock.recv(64 * 1024)
+            if not data:
+                break
+            received += len(data)
+            if received % (4 * MIB) < len(data):
+                most_rss = max(most_rss, worker.memory_info().rss)
+                time.sleep(0.01)
+    assert received > size
+    assert most_rss < 64 * MIB

@@ -1,0 +1,628 @@
+"""What every gateway module shares (CGI now; FastCGI and SCGI later): the CGI/1.1
+environment of a request, the reading of a backend's CGI-style response head
+(`Status:`, `Location:`, `Content-Length`, `Transfer-Encoding`), where its body goes,
+local redirects and X-Sendfile, as lighttpd's http_cgi.c and http-header-glue.c do.
+
+Nothing here knows how the backend is reached (a child's pipes, a socket): a module
+feeds the bytes it reads to a `HeadReader`, then to an `AnswerBody`, and asks the
+functions below what the head means for the request.  A backend's body always
+streams: the core keeps it whole and sends it with its length, as lighttpd does by
+default, or sends it as it comes (`server.stream-response-body`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import TYPE_CHECKING, Iterable
+
+from shared import log
+
+from .errors import BadRequest
+from .module import BACKLOG_HIGH, COMEBACK
+from .request import simplify_path, url_decode
+from .static import is_regular, open_file_without_symlinks, serve_file
+
+if TYPE_CHECKING:
+    from .request import Request
+
+MAX_HEAD = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
+MAX_LOCAL_REDIRECTS = 5     # lighttpd's loops_per_request limit for local redirects
+# request.plugin_ctx keys other modules may fill or read
+ORIGINAL_TARGET = "gateway.original_target"   # the target before a local redirect
+REQUEST_ENV = "gateway.env"   # extra variables (REMOTE_USER, AUTH_TYPE ...) as a dict
+# The X-Sendfile headers each backend kind may use, in lighttpd's order of preference:
+# CGI honours X-Sendfile alone; X-Sendfile2 and X-LIGHTTPD-send-file are FastCGI's.
+XSENDFILE_CGI = ("x-sendfile",)
+XSENDFILE_FASTCGI = ("x-sendfile2", "x-sendfile", "x-lighttpd-send-file")
+_HEAD_END = re.compile(rb"\n\r?\n")
+_RANGE = re.compile(r"(\d+)-(\d*)")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "[::]"})
+# What the core writes itself (Date, Server, the Connection line) or what is not passed
+# on as it came (the body's framing, Status): read here, never copied to the answer.
+_NOT_PASSED = frozenset({"status", "connection", "content-length", "transfer-encoding",
+                         "http2-settings", "date", "server"})
+
+
+class BackendAbort(Exception):
+    """A backend failed after the answer's head went out: the core closes the
+    connection, so the client sees a truncated answer rather than a complete one."""
+
+
+# ------------------------------------------------------------------ environment
+_env_names: dict[str, str] = {}
+
+
+def _env_name(header: str) -> str:
+    """HTTP_ + the header name: letters upper-cased, digits kept, all else `_`."""
+    name = _env_names.get(header)
+    if name is None:
+        if len(_env_names) >= 1024:
+            _env_names.clear()
+        name = _env_names[header] = "HTTP_" + "".join(
+            c.upper() if c.isascii() and c.isalnum() else "_" for c in header)
+    return name
+
+
+def original_target(request: "Request") -> str:
+    """The request-target as the client sent it, before any local redirect."""
+    return request.plugin_ctx.get(ORIGINAL_TARGET, request.target)
+
+
+def cgi_environment(request: "Request", docroot: str = "") -> dict[str, str]:
+    """The CGI/1.1 variables of RFC 3875 with lighttpd's additions, in lighttpd's
+    order (CONTENT_LENGTH first, as SCGI wants).  `docroot`: a document root other
+    than the request's (a remote FastCGI or SCGI server's)."""
+    values = request.settings.values
+    body = request.body
+    env = {"CONTENT_LENGTH": str(body.size if body is not None else 0),
+           "QUERY_STRING": request.uri_query}
+    target = original_target(request)
+    env["REQUEST_URI"] = target
+    if request.target != target:
+        env["REDIRECT_URI"] = request.target
+    env["REDIRECT_STATUS"] = str(request.error_origin[0] if request.error_origin else 200)
+    _add_script_paths(env, request, docroot)
+    env["REQUEST_METHOD"] = request.method
+    env["SERVER_PROTOCOL"] = "HTTP/" + request.version
+    env["SERVER_SOFTWARE"] = values["server.tag"]
+    env["GATEWAY_INTERFACE"] = "CGI/1.1"
+    env["REQUEST_SCHEME"] = request.scheme
+    if request.scheme == "https":
+        env["HTTPS"] = "on"
+    _add_socket_names(env, request, values["server.name"])
+    _add_request_headers(env, request.headers.items())
+    env.update(request.plugin_ctx.get(REQUEST_ENV, ()))
+    return env
+
+
+def _add_script_paths(env: dict[str, str], request: "Request", docroot: str) -> None:
+    """SCRIPT_NAME, PATH_INFO, PATH_TRANSLATED, SCRIPT_FILENAME, DOCUMENT_ROOT."""
+    env["SCRIPT_NAME"] = request.uri_path
+    base = docroot or request.physical_basedir
+    if request.pathinfo:
+        env["PATH_INFO"] = request.pathinfo
+        env["PATH_TRANSLATED"] = _join(base, request.pathinfo)
+    env["SCRIPT_FILENAME"] = _join(docroot, request.uri_path) if docroot \
+        else request.physical_path
+    env["DOCUMENT_ROOT"] = base
+
+
+def _join(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _add_socket_names(env: dict[str, str], request: "Request", server_name: str) -> None:
+    """SERVER_PORT, SERVER_ADDR, SERVER_NAME, REMOTE_ADDR, REMOTE_PORT."""
+    spec = request.socket_spec
+    unix = spec.startswith("/")
+    host, _, port = ("", "", "0") if unix else spec.rpartition(":")
+    env["SERVER_PORT"] = port or "0"
+    address = host
+    if not unix and host in _WILDCARD_HOSTS:
+        address = _local_address(request)
+    env["SERVER_ADDR"] = address
+    env["SERVER_NAME"] = _without_port(server_name or request.host) or address
+    env["REMOTE_ADDR"] = request.remote_ip
+    env["REMOTE_PORT"] = str(_peer_port(request))
+
+
+def _without_port(authority: str) -> str:
+    if authority.startswith("["):
+        end = authority.find("]")
+        return authority[:end + 1] if end > 0 else authority
+    return authority.partition(":")[0]
+
+
+def _local_address(request: "Request") -> str:
+    """The address a client reached on a wildcard listener.  Request carries no local
+    address, so it is asked of the connection's socket, when it has one."""
+    sock = getattr(request.connection.transport, "sock", None)
+    try:
+        return str(sock.getsockname()[0]) if sock is not None else ""
+    except (OSError, IndexError, TypeError):
+        return ""
+
+
+def _peer_port(request: "Request") -> int:
+    """The client's port (Request carries its address only)."""
+    try:
+        return request.connection.transport.peer_port()
+    except (OSError, IndexError, TypeError):
+        return 0
+
+
+def _add_request_headers(env: dict[str, str], headers: Iterable[tuple[str, str]]) -> None:
+    """HTTP_* for each request header with a value; Content-Type is CONTENT_TYPE, and
+    Proxy is never passed (httpoxy: HTTP_PROXY would set the backend's proxy)."""
+    for name, value in headers:
+        if not value:
+            continue
+        lower = name.lower()
+        if lower == "proxy":
+            continue
+        env["CONTENT_TYPE" if lower == "content-type" else _env_name(name)] = value
+
+
+# ---------------------------------------------------------------- response head
+class ResponseHead:
+    """A backend's response head, read as lighttpd reads it.  `status` is 0 when the
+    backend gave none (200 unless a Location makes it 302); `headers` are those passed
+    to the client; `fields` counts the header fields lighttpd would keep (a local
+    redirect is a lone Location); `rest` is what followed the head; `error` a status
+    (502) for a head that cannot be answered, with `reason` for the log."""
+
+    __slots__ = ("status", "status_given", "headers", "fields", "location",
+                 "content_length", "chunked", "close", "rest", "error", "reason")
+
+    def __init__(self, status: int = 0, rest: bytes = b"") -> None:
+        self.status = status
+        self.status_given = False     # by Status: or an NPH status line
+        self.headers: list[tuple[str, str]] = []
+        self.fields = 0
+        self.location: str | None = None
+        self.content_length = -1
+        self.chunked = False
+        self.close = False
+        self.rest = rest
+        self.error = 0
+        self.reason = ""
+
+    def get(self, lower_name: str) -> str | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+    def remove(self, lower_name: str) -> None:
+        self.headers = [h for h in self.headers if h[0].lower() != lower_name]
+
+
+def _failed_head(reason: str) -> ResponseHead:
+    head = ResponseHead()
+    head.error = 502
+    head.reason = reason
+    return head
+
+
+class HeadReader:
+    """Accumulates a backend's output until its head is complete.  `cgi`: a CGI may
+    send a body without any head (lighttpd serves it as 200); other backends may not."""
+
+    __slots__ = ("buffer", "cgi")
+
+    def __init__(self, cgi: bool = True) -> None:
+        self.buffer = bytearray()
+        self.cgi = cgi
+
+    def feed(self, data: bytes) -> ResponseHead | None:
+        """The head once it is complete (interim 1xx heads are dropped), else None."""
+        self.buffer += data
+        while True:
+            head = self._parse()
+            if head is None or not (100 <= head.status < 200 and head.status != 101):
+                return head
+            self.buffer = bytearray(head.rest)
+
+    def at_eof(self) -> ResponseHead | None:
+        """The backend ended before its head did: what it sent is a body (CGI only)."""
+        if not self.buffer or not self.cgi:
+            return None
+        return ResponseHead(200, bytes(self.buffer))
+
+    def _parse(self) -> ResponseHead | None:
+        buffer = self.buffer
+        newline = buffer.find(b"\n")
+        if newline < 0:
+            return _failed_head("response headers too large") \
+                if len(buffer) > MAX_HEAD else None
+        if newline == 0 or (newline == 1 and buffer[0] == 0x0D):
+            return ResponseHead(0, bytes(buffer[newline + 1:]))     # no header at all
+        nph = newline >= 12 and buffer.startswith(b"HTTP/")
+        if not nph and b":" not in buffer[:newline]:
+            return ResponseHead(200, bytes(buffer)) if self.cgi else \
+                _failed_head("invalid response headers")
+        end = _HEAD_END.search(buffer)
+        if end is None or end.end() > MAX_HEAD:
+            return _failed_head("response headers too large") \
+                if len(buffer) > MAX_HEAD else None
+        head = parse_head(bytes(buffer[:end.end()]), nph)
+        head.rest = bytes(buffer[end.end():])
+        return head
+
+
+def parse_head(block: bytes, nph: bool = False) -> ResponseHead:
+    """The fields of a complete head (`block` ends with its blank line)."""
+    lines = block.decode("latin-1").split("\n")
+    head = ResponseHead()
+    if nph and not _nph_status(head, lines.pop(0).rstrip("\r")):
+        return head
+    for line in lines:
+        _head_field(head, line[:-1] if line.endswith("\r") else line)
+    if head.status == 0 and head.location is not None:
+        head.status = 302                 # CGI/1.1: a Location alone redirects
+    return head
+
+
+def _nph_status(head: ResponseHead, line: str) -> bool:
+    """`HTTP/1.x NNN reason` of a non-parsed-header backend; False (502) if invalid."""
+    status = status_code(line[9:]) if line[6:9] in ("1.0 ", "1.1 ") else 0
+    if not status:
+        head.error, head.reason = 502, f"invalid HTTP status line: {line}"
+        return False
+    head.status, head.status_given = status, True
+    return True
+
+
+def status_code(text: str) -> int:
+    """Three digits, alone or before a space (lighttpd's http_header_str_to_code);
+    0 for anything else."""
+    if len(text) >= 3 and text[:3].isdigit() and text[:3].isascii() and \
+            (len(text) == 3 or text[3] in " \t"):
+        status = int(text[:3])
+        return status if status >= 100 else 0
+    return 0
+
+
+def _head_field(head: ResponseHead, line: str) -> None:
+    colon = line.find(":")
+    if colon <= 0 or line[colon - 1] in " \t":
+        return                            # no name, or blanks before the colon
+    name, value = line[:colon], line[colon + 1:].lstrip(" \t")
+    lower = name.lower()
+    if lower in _NOT_PASSED:
+        _framing_field(head, lower, value)
+        return
+    if not value:
+        return
+    head.fields += 1
+    head.headers.append((name, value))
+    if lower == "location":
+        head.location = value
+
+
+def _framing_field(head: ResponseHead, lower: str, value: str) -> None:
+    """The fields read here rather than passed on as they came."""
+    if lower == "status":
+        status = status_code(value)
+        if status:
+            head.status, head.status_given = status, True
+        else:
+            head.error, head.reason = 502, f"invalid Status: {value}"
+        return
+    if lower == "transfer-encoding":
+        head.chunked, head.content_length = True, -1
+        return
+    if lower == "http2-settings" or not value:
+        return
+    head.fields += 1                      # lighttpd keeps these: they count
+    if lower == "connection":
+        head.close = "close" in (token.strip().lower() for token in value.split(","))
+    elif lower == "content-length" and not head.chunked and head.content_length < 0:
+        digits = value.lstrip("+").rstrip(" \t")
+        head.content_length = int(digits) if digits.isdigit() and digits.isascii() else -1
+
+
+class Dechunker:
+    """Decodes a body a backend sent with Transfer-Encoding: chunked; `done` after
+    the last chunk, `failed` on a malformed one."""
+
+    __slots__ = ("buffer", "left", "done", "failed")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.left = -1          # data bytes of the chunk still to come; -1: at a size
+        self.done = False
+        self.failed = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The body bytes in `data` (and what earlier calls left incomplete)."""
+        self.buffer += data
+        out = bytearray()
+        step = True
+        while step and not self.done and not self.failed:
+            if self.left < 0:
+                step = self._size_line()
+            elif self.left > 0:
+                step = self._chunk_data(out)
+            else:
+                step = self._chunk_end()
+        return bytes(out)
+
+    def _size_line(self) -> bool:
+        end = self.buffer.find(b"\n")
+        if end < 0:
+            self.failed = len(self.buffer) > 1024
+            return False
+        text = bytes(self.buffer[:end]).split(b";", 1)[0].strip()
+        del self.buffer[:end + 1]
+        if not _CHUNK_SIZE.fullmatch(text):
+            self.failed = True
+            return False
+        self.left = int(text, 16)
+        self.done = self.left == 0     # trailers, if any, are not passed on
+        return True
+
+    def _chunk_data(self, out: bytearray) -> bool:
+        take = min(self.left, len(self.buffer))
+        out += self.buffer[:take]
+        del self.buffer[:take]
+        self.left -= take
+        return self.left == 0
+
+    def _chunk_end(self) -> bool:
+        """The CRLF after a chunk's data."""
+        buffer = self.buffer
+        if buffer.startswith(b"\r\n"):
+            del buffer[:2]
+        elif buffer.startswith(b"\n"):
+            del buffer[:1]
+        else:
+            self.failed = buffer not in (b"", b"\r")     # else: the rest is on its way
+            return False
+        self.left = -1
+        return True
+
+
+# ---------------------------------------------------------------------- answers
+class AnswerBody:
+    """A backend's answer once its head is read: the head's status and headers become
+    the response's, and its body streams (the core keeps it whole or sends it as it
+    comes, as `server.stream-response-body` says).  Counts against the Content-Length
+    the backend announced (what goes beyond it is dropped) and decodes a chunked body.
+    `complete`: nothing more belongs to the answer."""
+
+    __slots__ = ("request", "status", "remaining", "dechunker", "complete")
+
+    def __init__(self, request: "Request", head: ResponseHead) -> None:
+        self.request = request
+        self.status = head.status or 200
+        self.remaining = head.content_length
+        self.dechunker = Dechunker() if head.chunked else None
+        self.complete = self.remaining == 0
+        request.response.status = self.status
+        _adopt_headers(request, head)
+        request.response.stream()
+
+    def take(self, data: bytes) -> None:
+        dechunker = self.dechunker
+        if dechunker is not None:
+            data = dechunker.feed(data)
+            self.complete = dechunker.done
+        if self.remaining >= 0:
+            if len(data) >= self.remaining:
+                data = data[:self.remaining]
+                self.complete = True
+            self.remaining -= len(data)
+        self.request.response.write(data)
+
+    def must_pause(self) -> bool:
+        """The client has not taken enough of it: stop reading the backend."""
+        return self.request.backlog() >= BACKLOG_HIGH
+
+    def finish(self, backend: str) -> int:
+        """The backend ended: the final status, or (the body shorter than it said, or
+        its chunks cut) a failed answer."""
+        dechunker = self.dechunker
+        if self.remaining <= 0 and (dechunker is None or dechunker.done):
+            return self.status
+        reason = f"{backend} ended before the end of its answer to {self.request.target}"
+        log.error("http-header-glue.c", reason)
+        return abandon_answer(self.request, 502, reason)
+
+
+def _adopt_headers(request: "Request", head: ResponseHead) -> None:
+    """The head's headers go to the client; its `Connection: close` ends the
+    connection after the answer."""
+    request.response.headers.extend(head.headers)
+    if head.close:
+        request.keep_alive = False
+
+
+def abandon_answer(request: "Request", status: int, reason: str) -> int:
+    """A backend failed: its answer is dropped for `status` if none of it went out
+    yet; if the head did, BackendAbort (the connection closes, cutting the answer)."""
+    if request.response.started:
+        raise BackendAbort(reason)
+    discard_answer(request)
+    return status
+
+
+def discard_answer(request: "Request") -> None:
+    """Forget what a backend put in the response (an error replaces it)."""
+    response = request.response
+    response.headers = []
+    response.reset_body()
+
+
+# --------------------------------------------------------------- local redirect
+def local_redirect_target(request: "Request", head: ResponseHead) -> str | None:
+    """RFC 3875 6.2.2: a head that is a lone local Location (a path), with no body and
+    no status of its own, asks the server to answer from that URL instead.  None when
+    it is no such head, or points back at the script itself."""
+    location = head.location
+    if location is None or not location.startswith("/") or head.status_given or \
+            head.fields != 1 or head.rest or not 300 <= head.status < 400:
+        return None
+    path = request.uri_path
+    if location.startswith(path) and location[len(path):len(path) + 1] in ("", "/", "?"):
+        return None
+    return location
+
+
+def redirect_locally(request: "Request", target: str, status: int) -> int:
+    """Restart the request for `target` (COMEBACK): a GET without the body the backend
+    consumed (a 307 or 308 keeps the method); 500 past MAX_LOCAL_REDIRECTS."""
+    request.loops += 1
+    if request.loops > MAX_LOCAL_REDIRECTS:
+        log.error("http_cgi.c", f"too many internal loops while processing request: "
+                                f"{original_target(request)}")
+        discard_answer(request)
+        return 500
+    request.plugin_ctx.setdefault(ORIGINAL_TARGET, request.target)
+    response = request.response
+    discard_answer(request)
+    response.status = 0
+    if request.body is not None:
+        request.body.close()
+        request.body = None
+    if status not in (307, 308):
+        request.method = "GET"
+    request.handler = None          # the phases choose the handler of the new URL
+    request.internal_redirect(target)
+    return COMEBACK
+
+
+# ------------------------------------------------------------------ X-Sendfile
+def sendfile_header(head: ResponseHead, names: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first X-Sendfile header of `names` the head has: (lower name, value)."""
+    for name in names:
+        value = head.get(name)
+        if value is not None:
+            return name, value
+    return None
+
+
+def x_sendfile(request: "Request", head: ResponseHead, header: tuple[str, str],
+               docroots: tuple[str, ...]) -> int:
+    """Answer with the file(s) a backend named instead of its body; the status."""
+    name, value = header
+    head.remove(name)
+    _adopt_headers(request, head)
+    response = request.response
+    send = _send_ranges if name == "x-sendfile2" else _send_file
+    status = send(request, value, docroots)
+    response.replayable = False       # a backend decided it: never replayed
+    if status >= 400 and head.status < 300:
+        return status
+    return head.status if head.status not in (0, 200) else status
+
+
+def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
+                   header: str) -> tuple[str, int]:
+    """The checked path of an X-Sendfile value: ("", status) when it may not be sent."""
+    try:
+        path = url_decode(encoded)
+        path.encode("utf-8")
+    except (BadRequest, UnicodeEncodeError):
+        log.error("http-header-glue.c", f"{header} invalid UTF-8 after url-decode: "
+                                        f"{log.escape_bs(encoded)}")
+        return "", 502
+    if not path.startswith("/"):
+        return "", 502
+    path = simplify_path(path)
+    lower = request.settings.values["server.force-lowercase-filenames"]
+    if lower:
+        path = path.lower()
+    if docroots and not any(path.startswith(root.lower() if lower else root)
+                            for root in docroots):
+        log.error("http-header-glue.c", f"{header} ({log.escape_bs(path)}) not under "
+                                        "configured x-sendfile-docroot(s)")
+        return "", 403
+    return path, 0
+
+
+def _send_file(request: "Request", value: str, docroots: tuple[str, ...]) -> int:
+    """X-Sendfile: the file as the static path serves it (type, ETag, ranges)."""
+    path, status = _sendfile_path(request, value, docroots, "X-Sendfile")
+    if not path:
+        return status
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        log.error("http-header-glue.c", f"not a regular file: {request.uri_path} -> {path}")
+        return 404 if err.errno == errno.ENOENT else 403
+    if not is_regular(st):
+        return 403
+    response = request.response
+    content_type = response.get_header("Content-Type")
+    response.remove_header("Content-Type")
+    validators = [h for h in response.headers if h[0].lower() in ("etag", "last-modified")]
+    status = serve_file(request, path, st, content_type)
+    for name, _ in validators:            # the backend's own validators stand
+        response.remove_header(name)
+    response.headers.extend(validators)
+    return status
+
+
+def _send_ranges(request: "Request", value: str, docroots: tuple[str, ...]) -> int:
+    """X-Sendfile2: `path range, path range ...` (url-encoded paths, `a-b` or `a-`
+    ranges), the parts sent one after the other."""
+    follow = request.settings.values["server.follow-symlink"]
+    for item in value.split(","):
+        item = item.strip(" ")
+        if not item:
+            continue
+        encoded, _, byte_range = item.partition(" ")
+        if not byte_range:
+            log.error("http-header-glue.c", f"Couldn't find range after filename: "
+                                            f"{log.escape_bs(encoded)}")
+            return 502
+        path, status = _sendfile_path(request, encoded, docroots, "X-Sendfile2")
+        if not path:
+            return status
+        status = _send_range(request, path, byte_range.strip(" "), follow)
+        if status:
+            return status
+    return 200
+
+
+def _send_range(request: "Request", path: str, byte_range: str, follow: bool) -> int:
+    """One part of X-Sendfile2; 0 when it is in the body."""
+    try:
+        fd, st = _open_regular(path, follow)
+    except OSError:
+        log.error("http-header-glue.c", f"send-file error: couldn't get stat_cache entry "
+                                        f"for X-Sendfile2: {path}")
+        return 404
+    match = _RANGE.fullmatch(byte_range)
+    first = int(match.group(1)) if match else 0
+    last = int(match.group(2)) if match and match.group(2) else st.st_size - 1
+    if match is None or last < first - 1 or last >= st.st_size:
+        os.close(fd)
+        log.error("http-header-glue.c", f"Couldn't decode range after filename: {path}")
+        return 502
+    if last < first:
+        os.close(fd)
+        return 0
+    request.response.send_file_range(fd, first, last - first + 1)
+    return 0
+
+
+def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
+    """A regular file opened for sending (through no symlink unless `follow`)."""
+    if not follow:
+        return open_file_without_symlinks(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    st = os.fstat(fd)
+    if not is_regular(st):
+        os.close(fd)
+        raise OSError(errno.EISDIR, "not a regular file", path)
+    return fd, st
+
+
+__all__ = ["cgi_environment", "HeadReader", "ResponseHead", "AnswerBody", "Dechunker",
+           "BackendAbort", "abandon_answer", "local_redirect_target", "redirect_locally",
+           "sendfile_header", "x_sendfile", "status_code"]
