@@ -267,8 +267,9 @@ def parse_head(block: bytes, nph: bool = False) -> ResponseHead:
 
 
 def _nph_status(head: ResponseHead, line: str) -> bool:
-    """`HTTP/1.x NNN reason` of a non-parsed-header backend; False (502) if invalid."""
-    status = status_code(line[9:]) if line[6:9] in ("1.0 ", "1.1 ") else 0
+    """`HTTP/n.x NNN reason` of a non-parsed-header backend (x 0 or 1, any n, as
+    lighttpd takes it from a gateway); False (502) if invalid."""
+    status = status_code(line[9:]) if line[6:9] in (".0 ", ".1 ") else 0
     if not status:
         head.error, head.reason = 502, f"invalid HTTP status line: {line}"
         return False

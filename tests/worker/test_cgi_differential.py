@@ -1,0 +1,156 @@
+"""Differential test of mod_cgi: Debian's lighttpd 1.4.69 and a pylighttpd worker run
+the same CGI scripts (sh, perl, python) from the same docroot with the same config;
+each request goes to both (at the same time: a timeout costs its seconds once) and the
+answers must agree on the status, the headers (but those in IGNORED_HEADERS) and the
+body.  Where pylighttpd answers otherwise on purpose, the request is in
+KNOWN_DIFFERENCES with the reason, and the test checks that it still differs.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from cgi_site import cgi_config, make_cgi_site, parse_answer
+from server_util import WorkerProcess
+from test_differential import LIGHTTPD, Lighttpd, exchange
+
+pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
+                                reason="Debian's lighttpd is not installed")
+
+# header -> why it is not compared
+IGNORED_HEADERS = {
+    "date": "the time of the answer",
+    "server": "each server's own tag",
+    "accept-ranges": "lighttpd applies Range to any answer it has whole, a script's "
+                     "too, and says so on each; pylighttpd serves ranges of files only",
+}
+# request name -> why pylighttpd answers otherwise
+KNOWN_DIFFERENCES = {
+    "stalls-then-timeout": "a read timeout after the script's head was read but before "
+                           "anything went out: both answer 504, lighttpd with the "
+                           "script's headers and the part of its body it had, pylighttpd "
+                           "with its error page (a part of a body is no answer)",
+    "error-handler-script": "a script run as server.error-handler-404: lighttpd passes "
+                            "the URI the client asked for as REQUEST_URI; the worker's "
+                            "Request keeps no target from before an error handler's "
+                            "redirect, so pylighttpd passes the handler's",
+}
+# variables that differ by nature (each server has its own port, each client its own)
+_OWN_VARIABLES = ("REMOTE_PORT=", "SERVER_PORT=")
+
+
+def _requests(base) -> list[tuple[str, bytes]]:
+    sendable = base / "sendable"
+    small, large = os.urandom(10_000), os.urandom(300_000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                       for part in (large[:100_000], large[100_000:])) + b"0\r\n\r\n"
+    return [
+        ("hello-sh", get("/hello.sh")),
+        ("hello-perl", get("/hello.pl")),
+        ("hello-python", get("/hello.py")),
+        ("hello-python-shebang", get("/self.cgi")),
+        ("head", get("/hello.sh", method="HEAD")),
+        ("http10", b"GET /hello.sh HTTP/1.0\r\n\r\n"),
+        ("environment", get("/env.py/extra/path?a=1&b=%20", "X-Custom-Header: custom",
+                            "Proxy: http://evil.example/", "Content-Type: text/x")),
+        ("post-memory-python", post("/sum.py", small)),
+        ("post-file-python", post("/sum.py", large)),
+        ("post-file-perl", post("/sum.pl", large)),
+        ("post-chunked", get("/sum.py", "Transfer-Encoding: chunked", method="POST")
+         + chunked),
+        ("status", get("/status.pl")),
+        ("location-external", get("/location.sh?http://example.com/x")),
+        ("location-local-file", get("/location.sh?/target.txt")),
+        ("location-local-script", get("/location.sh?/env.py/more?x=1")),
+        ("location-self", get("/location.sh?/location.sh")),
+        ("sendfile", get(f"/sendfile.sh?{sendable}/file.txt")),
+        ("sendfile-head", get(f"/sendfile.sh?{sendable}/file.txt", method="HEAD")),
+        ("sendfile-outside", get(f"/sendfile.sh?{base}/www/index.html")),
+        ("sendfile-traversal", get(f"/sendfile.sh?{sendable}/../www/index.html")),
+        ("sendfile-missing", get(f"/sendfile.sh?{sendable}/missing")),
+        ("sendfile2-of-a-cgi", get(f"/sendfile2.sh?{sendable}/file.txt")),
+        ("no-head", get("/nohead.sh")),
+        ("own-length", get("/length.sh")),
+        ("chunked-answer", get("/chunked.pl")),
+        ("bare-newlines", get("/lf.sh")),
+        ("silent", get("/silent.sh")),
+        ("not-executable", get("/xonly/plain.sh")),
+        ("hang", get("/hang.sh")),
+        ("stalls-then-timeout", get("/stalls.sh")),
+        ("error-handler-script", get("/eh404/missing?q=1")),
+    ]
+
+
+def get(target: str, *headers: str, method: str = "GET") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: test.example", "Connection: close",
+             *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(target: str, body: bytes) -> bytes:
+    return get(target, f"Content-Length: {len(body)}", method="POST") + body
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cgidiff")
+    docroot = make_cgi_site(base)
+    conf = base / "common.conf"
+    conf.write_text(cgi_config(base, docroot,
+                               '$HTTP["url"] =^ "/eh404/" { '
+                               'server.error-handler-404 = "/env.py" }\n'))
+    lighttpd = Lighttpd(conf)
+    try:
+        with WorkerProcess(conf) as ours:
+            yield lighttpd.port, ours.port, base
+    finally:
+        lighttpd.stop()
+
+
+def summary(raw: bytes, method: str) -> dict:
+    """Status, compared headers and body; a script's environment without the
+    variables that differ by nature (and so without the length of that body)."""
+    status, headers, body = parse_answer(raw, method)
+    found = {"status": status, "body": body}
+    found.update({k: v for k, v in headers.items() if k not in IGNORED_HEADERS})
+    if b"GATEWAY_INTERFACE=" in body:
+        found["body"] = b"\n".join(line for line in body.split(b"\n")
+                                   if not line.startswith(tuple(
+                                       v.encode() for v in _OWN_VARIABLES)))
+        found.pop("content-length", None)
+    return found
+
+
+def _answers(servers) -> dict[str, tuple[dict, dict]]:
+    """Each request to both servers at once, one request after the other (lighttpd
+    misses a CGI read timeout for seconds while it serves certain others)."""
+    lighttpd_port, our_port, base = servers
+    answers = {}
+    with ThreadPoolExecutor(2) as pool:
+        for name, raw in _requests(base):
+            theirs, ours = pool.map(lambda port: exchange(port, raw),
+                                    (lighttpd_port, our_port))
+            method = raw.split(b" ", 1)[0].decode()
+            answers[name] = (summary(theirs, method), summary(ours, method))
+    return answers
+
+
+def test_same_answers_as_lighttpd(servers):
+    differences, known = {}, {}
+    answers = _answers(servers)
+    for name, (theirs, ours) in answers.items():
+        diff = {k: (theirs.get(k), ours.get(k)) for k in theirs.keys() | ours.keys()
+                if theirs.get(k) != ours.get(k)}
+        diff = {k: (a[:200], b[:200]) if isinstance(a, bytes) and isinstance(b, bytes)
+                else (a, b) for k, (a, b) in diff.items()}
+        if name in KNOWN_DIFFERENCES:
+            known[name] = diff
+        elif diff:
+            differences[name] = diff
+    assert len(answers) >= 30
+    assert not differences, "\n".join(f"{name}: {diff}" for name, diff in differences.items())
+    stale = [name for name, diff in known.items() if not diff]
+    assert not stale, f"listed in KNOWN_DIFFERENCES but now the same: {stale}"

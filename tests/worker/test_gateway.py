@@ -1,0 +1,157 @@
+"""worker/gateway.py without a backend: the reading of CGI-style heads, chunked bodies
+from backends, the local-redirect rule and X-Sendfile2 (which CGI leaves to FastCGI,
+so no CGI test reaches it)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from worker.gateway import (XSENDFILE_CGI, XSENDFILE_FASTCGI, Dechunker, HeadReader,
+                            ResponseHead, local_redirect_target, parse_head,
+                            sendfile_header, status_code, x_sendfile)
+from worker.request import Response
+
+
+def read(*pieces: bytes, cgi: bool = True) -> ResponseHead | None:
+    reader = HeadReader(cgi)
+    head = None
+    for piece in pieces:
+        head = reader.feed(piece)
+    return head
+
+
+def test_a_head_in_pieces_with_its_body_after_it():
+    head = read(b"Content-Type: text/pl", b"ain\r\nX-A: 1\r", b"\n\r\nbody")
+    assert head is not None and head.status == 0
+    assert head.headers == [("Content-Type", "text/plain"), ("X-A", "1")]
+    assert head.rest == b"body"
+
+
+def test_an_incomplete_head_waits():
+    assert read(b"Content-Type: text/plain\r\n") is None
+
+
+@pytest.mark.parametrize("data, status, headers", [
+    (b"Status: 404 Not Found\n\n", 404, []),
+    (b"Location: /x\n\n", 302, [("Location", "/x")]),
+    (b"Status: 301\nLocation: /x\n\n", 301, [("Location", "/x")]),
+    (b"HTTP/1.1 203 Whatever\r\nX-A: 1\r\n\r\n", 203, [("X-A", "1")]),
+    (b"X-Empty:\nX-Blank :x\nX-A:\t v\n\n", 0, [("X-A", "v")]),
+    (b"Date: x\nServer: y\nConnection: close\nContent-Length: 3\n\n", 0, []),
+])
+def test_fields_read_as_lighttpd_reads_them(data, status, headers):
+    head = read(data)
+    assert (head.status, head.headers, head.error) == (status, headers, 0)
+
+
+def test_what_the_head_says_about_framing():
+    head = read(b"Content-Length: +12 \nConnection: keep-alive, Close\n\n")
+    assert (head.content_length, head.close, head.fields) == (12, True, 2)
+    head = read(b"Content-Length: 5\nTransfer-Encoding: chunked\n\n")
+    assert (head.content_length, head.chunked) == (-1, True)
+
+
+@pytest.mark.parametrize("data", [b"Status: abc\n\n", b"Status: 20\n\n",
+                                  b"HTTP/1.1 2000 x\r\n\r\n", b"HTTP/1.1 ok  x\n\n"])
+def test_a_bad_status_is_502(data):
+    assert read(data).error == 502
+
+
+def test_interim_heads_are_dropped():
+    head = read(b"Status: 103\nLink: </a>\n\nStatus: 200\nX-B: 2\n\nbody")
+    assert (head.status, head.headers, head.rest) == (200, [("X-B", "2")], b"body")
+
+
+def test_no_head_at_all():
+    assert read(b"\r\nbody").rest == b"body"
+    head = read(b"just text\nmore\n")
+    assert (head.status, head.rest) == (200, b"just text\nmore\n")
+    assert read(b"just text\n", cgi=False).error == 502
+    reader = HeadReader()
+    assert reader.feed(b"no newline yet") is None
+    assert reader.at_eof().rest == b"no newline yet"
+
+
+def test_a_head_too_large_is_502():
+    assert read(b"X-A: " + b"a" * 70_000).error == 502
+    assert read(b"X-A: b\n" * 10_000).error == 502
+
+
+def test_status_code():
+    assert [status_code(t) for t in ("200", "404 Not Found", "2000", "20", "099", "٣٠٠")] \
+        == [200, 404, 0, 0, 0, 0]
+
+
+def test_dechunker_across_pieces():
+    dechunker = Dechunker()
+    wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+    out = b"".join(dechunker.feed(wire[i:i + 3]) for i in range(0, len(wire), 3))
+    assert out == b"hello world" and dechunker.done and not dechunker.failed
+
+
+@pytest.mark.parametrize("wire", [b"x\r\n", b"-5\r\nhello\r\n", b"3\r\nabcXY"])
+def test_dechunker_refuses_bad_chunks(wire):
+    dechunker = Dechunker()
+    dechunker.feed(wire)
+    assert dechunker.failed and not dechunker.done
+
+
+def _request(path: str = "/script.cgi") -> SimpleNamespace:
+    values = {"server.force-lowercase-filenames": False, "server.follow-symlink": True}
+    return SimpleNamespace(uri_path=path, settings=SimpleNamespace(values=values),
+                           response=Response(), keep_alive=True, target=path)
+
+
+@pytest.mark.parametrize("data, target", [
+    (b"Location: /other?x=1\n\n", "/other?x=1"),
+    (b"Location: /script.cgi2\n\n", "/script.cgi2"),
+    (b"Location: /script.cgi?x\n\n", None),          # back to the script itself
+    (b"Location: /script.cgi/more\n\n", None),
+    (b"Location: http://h/x\n\n", None),
+    (b"Status: 302\nLocation: /other\n\n", None),     # a status of its own
+    (b"Location: /other\nX-A: 1\n\n", None),          # more than a Location
+    (b"Location: /other\n\nbody", None),              # a body
+])
+def test_local_redirect_rule(data, target):
+    assert local_redirect_target(_request(), read(data)) == target
+
+
+def test_x_sendfile_names_per_backend():
+    head = parse_head(b"X-Sendfile2: a 0-1\nX-LIGHTTPD-send-file: b\n\n")
+    assert sendfile_header(head, XSENDFILE_CGI) is None
+    assert sendfile_header(head, XSENDFILE_FASTCGI) == ("x-sendfile2", "a 0-1")
+
+
+def test_x_sendfile2_sends_the_ranges_it_names(tmp_path):
+    first, second = tmp_path / "a.bin", tmp_path / "b%20c.bin"
+    first.write_bytes(b"0123456789")
+    second.write_bytes(b"abcdefghij")
+    head = parse_head(f"X-Sendfile2: {first} 2-4, {tmp_path}/b%2520c.bin 7-\n"
+                      "Content-Length: 99\nX-A: 1\n\n".encode())
+    request = _request()
+    status = x_sendfile(request, head, sendfile_header(head, XSENDFILE_FASTCGI),
+                        (f"{tmp_path}/",))
+    body = request.response.body
+    assert status == 200 and request.response.headers == [("X-A", "1")]
+    assert [os.pread(fd, length, offset) for fd, offset, length in body] == [b"234", b"hij"]
+    request.response.reset_body()
+
+
+@pytest.mark.parametrize("value, status", [
+    ("{d}/a.bin", 502),                 # no range
+    ("{d}/a.bin 5-2x", 502),
+    ("{d}/a.bin 0-100", 502),           # past the end of the file
+    ("{d}/missing 0-1", 404),
+    ("/etc/passwd 0-1", 403),           # outside the docroot
+    ("{d}/%00 0-1", 502),
+])
+def test_x_sendfile2_refusals(tmp_path, value, status):
+    (tmp_path / "a.bin").write_bytes(b"0123456789")
+    head = parse_head(f"X-Sendfile2: {value.format(d=tmp_path)}\n\n".encode())
+    request = _request()
+    assert x_sendfile(request, head, sendfile_header(head, XSENDFILE_FASTCGI),
+                      (f"{tmp_path}/",)) == status
+    request.response.reset_body()
