@@ -37,7 +37,7 @@ $HTTP["url"] =^ "/paced/" {{ server.stream-response-body = 2 }}
 def make_cgi_site(base: Path) -> Path:
     """The docroot: every script of tests/cgi/ (executable), again under /paced/ (where
     answers stream, pausing the script while the client lags), a Python script that
-    runs itself, a non-executable one under /xonly/, static files, and the X-Sendfile
+    runs itself, non-executable ones (noexec.sh, /xonly/plain.sh), static files, the X-Sendfile
     directory `base/sendable` beside it."""
     docroot = base / "www"
     (docroot / "xonly").mkdir(parents=True)
@@ -49,9 +49,9 @@ def make_cgi_site(base: Path) -> Path:
     shebang = docroot / "self.cgi"
     shebang.write_text(f"#!{sys.executable}\n" + (SCRIPTS / "hello.py").read_text())
     shebang.chmod(0o755)
-    plain = docroot / "xonly" / "plain.sh"
-    shutil.copyfile(SCRIPTS / "hello.sh", plain)
-    plain.chmod(0o644)
+    for plain in (docroot / "xonly" / "plain.sh", docroot / "noexec.sh"):
+        shutil.copyfile(SCRIPTS / "hello.sh", plain)
+        plain.chmod(0o644)
     (docroot / "index.html").write_text("the index\n")
     (docroot / "target.txt").write_text("the target of a local redirect\n")
     sendable = base / "sendable"

@@ -215,6 +215,14 @@ def test_what_scripts_send_is_read_as_lighttpd_reads_it(cgi, script, status, bod
         assert got_body == body
 
 
+def test_a_script_that_cannot_run_is_500_and_nothing_else_is_hurt(cgi):
+    """The exec fails (no x bit): 500, and no signal goes anywhere (a script that
+    never started has no session to end)."""
+    assert request(cgi, "/noexec.sh")[0] == 500
+    assert "cannot run" in cgi.errorlog.read_text()
+    assert request(cgi, "/hello.sh")[0] == 200
+
+
 def test_execute_x_only_leaves_a_file_without_x_bit_alone(cgi):
     status, headers, body = request(cgi, "/xonly/plain.sh")
     assert status == 200 and body.startswith(b"#!/bin/sh")     # the file, not its run

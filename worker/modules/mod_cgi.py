@@ -195,7 +195,7 @@ class Module(BaseModule):
         argv = [os.path.abspath(request.physical_path)]
         if interpreter:
             try:
-                os.stat(interpreter)
+                self.services.stat_cache.stat(interpreter)
             except OSError as err:
                 self.services.log_error("mod_cgi.c", f"stat for cgi-handler {interpreter}: "
                                                      f"{err.strerror}")
@@ -208,6 +208,7 @@ class Module(BaseModule):
         except (OSError, subprocess.SubprocessError) as err:
             self.services.log_error("mod_cgi.c", f"cannot run {argv[0]} for "
                                                  f"{request.physical_path}: {err}")
+            script.end()
             return 500
         request.plugin_ctx[_STATE] = script
         self.running.add(script)
@@ -502,8 +503,8 @@ class _Script:
         """SIGTERM to the script's session, SIGKILL after KILL_GRACE.  Once the script
         is reaped its session is signalled only while its stdout is open (something
         it started still holds it): an empty session's id could be a new process's."""
-        if self.kill_timer is not None or (self.exited and self.out_fd < 0):
-            return
+        if not self.pid or self.kill_timer is not None or (self.exited and self.out_fd < 0):
+            return                     # never started, already signalled, or gone
         self._signal(signal.SIGTERM)
         self.kill_timer = self.services.call_later(KILL_GRACE, self._kill)
 
