@@ -231,8 +231,9 @@ class _Script:
 
     __slots__ = ("module", "services", "request", "path", "limits", "local_redir",
                  "xsendfile", "docroots", "reader", "body", "process", "pid", "out_fd",
-                 "err_fd", "in_fd", "input", "polling", "output_watch", "writing", "read_ts", "write_ts",
-                 "timed_out", "exited", "signal_sent", "kill_timer", "errors")
+                 "err_fd", "in_fd", "input", "polling", "output_watch", "writing",
+                 "read_ts", "write_ts", "timed_out", "exited", "signal_sent", "kill_timer",
+                 "errors")
 
     def __init__(self, module: Module, request: Request) -> None:
         values = request.settings.values
@@ -279,6 +280,7 @@ class _Script:
         except BaseException:
             for fd in ours:
                 os.close(fd)
+            self.in_fd = -1
             raise
         finally:
             for fd in theirs:
