@@ -296,8 +296,8 @@ def _head_field(head: ResponseHead, line: str) -> None:
     if lower in _NOT_PASSED:
         _framing_field(head, lower, value)
         return
-    if not value:
-        return
+    if not value or "\r" in value or "\0" in value:
+        return                            # empty, or a CR a client could split on
     head.fields += 1
     head.headers.append((name, value))
     if lower == "location":

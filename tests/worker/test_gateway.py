@@ -40,6 +40,7 @@ def test_an_incomplete_head_waits():
     (b"Status: 301\nLocation: /x\n\n", 301, [("Location", "/x")]),
     (b"HTTP/1.1 203 Whatever\r\nX-A: 1\r\n\r\n", 203, [("X-A", "1")]),
     (b"X-Empty:\nX-Blank :x\nX-A:\t v\n\n", 0, [("X-A", "v")]),
+    (b"X-A: a\rInjected: b\r\nX-B: b\0c\n\n", 0, []),      # a CR or NUL inside
     (b"Date: x\nServer: y\nConnection: close\nContent-Length: 3\n\n", 0, []),
 ])
 def test_fields_read_as_lighttpd_reads_them(data, status, headers):
