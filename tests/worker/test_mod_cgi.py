@@ -158,6 +158,15 @@ def test_a_local_location_is_answered_from_that_url(cgi):
     assert "location" not in headers
 
 
+def test_a_script_runs_for_every_request_even_when_it_redirects_to_a_file(cgi):
+    """The file's answer is one the answer cache would keep: never for the script's
+    URL, whose next request must run the script again."""
+    runs = cgi.base / "runs.log"
+    for _ in range(3):
+        assert request(cgi, "/counted.sh")[2] == b"the target of a local redirect\n"
+    assert runs.read_text() == "run\n" * 3
+
+
 def test_a_local_redirect_to_a_script_keeps_the_first_uri(cgi):
     status, _, body = request(cgi, "/location.sh?/env.py/more?x=1")
     env = env_of(body)
