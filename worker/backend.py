@@ -1,0 +1,402 @@
+"""Backends of the gateway modules (mod_proxy now, the FastCGI and SCGI family later):
+the host list of a `*.server` directive, balancing, health, non-blocking connects, and
+the idle connections a worker keeps open to each backend.
+
+This is lighttpd's gw_backend.c without a protocol in it.  A `*.server` value
+
+    ( "/prefix/" => ( "label" => ( "host" => "10.0.0.2", "port" => 8080 ), ( ... ) ),
+      ".ext"     => ( ( "socket" => "/run/app.sock" ) ) )
+
+is parsed once, when the config loads (in the master, so host names are resolved once
+and never per request), into `Extension`s of immutable `HostSpec`s.  What changes while
+a worker runs (requests under way, disabled until when, idle connections) lives in a
+`Backend` per spec, made by the worker's `Backends`, which also balances (lighttpd's
+fair / least-connection, round-robin, hash and sticky) and connects without blocking.
+
+Idle connections go beyond lighttpd, which opens one connection per request: like
+nginx's `upstream keepalive`, a finished exchange whose protocol allows it gives its
+connection back, and the next request to that backend skips the handshake.  An idle
+connection stays in the worker's epoll with EPOLLIN: a backend that closes it (its
+keep-alive timeout) or sends anything unasked is noticed at once and the connection
+dropped.  Requests in flight switch the connection's owner, not its registration, so a
+pooled request costs no epoll_ctl.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+
+from shared.config.directives import DirectiveValueError, to_bool
+from shared.config.values import Array
+
+if TYPE_CHECKING:
+    from .services import Services
+
+EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+DJB_INIT = 5381
+MAX_LABEL = 128
+IDLE_SECONDS = 60.0          # an idle connection unused this long is closed (nginx's default)
+DEFAULT_KEEPALIVE = 16       # idle connections a worker keeps per backend
+UNIX_PATH_MAX = 108 - 2      # sun_path, as lighttpd checks it
+BALANCES = {"fair": "fair", "least-connection": "fair", "round-robin": "round-robin",
+            "hash": "hash", "sticky": "sticky"}
+_CONNECTING = frozenset({errno.EINPROGRESS, errno.EALREADY})
+
+# host keys: name -> (kind, upper bound for integers)
+_INT_KEYS = {"port": 65535, "connect-timeout": 2**31 - 1, "read-timeout": 2**31 - 1,
+             "write-timeout": 2**31 - 1, "disable-time": 65535, "keepalive": 65535}
+_STRING_KEYS = frozenset({"host", "socket"})
+_BOOL_KEYS = frozenset({"upgrade"})
+
+
+@dataclass(frozen=True, eq=False)
+class HostSpec:
+    """One backend as configured.  `eq=False`: each config block has its own hosts, as
+    in lighttpd, and the worker's state is looked up by identity (a cheap hash)."""
+
+    label: str                 # its key in the array ("" when unkeyed)
+    name: str                  # "tcp:10.0.0.2:8080" or "unix:/run/app.sock", for logs
+    family: int
+    address: tuple | str       # what connect() takes
+    host: str                  # the resolved address or the socket path
+    port: int
+    connect_timeout: int = 8   # seconds; lighttpd's defaults
+    read_timeout: int = 0      # 0: no limit
+    write_timeout: int = 0
+    disable_time: int = 1      # seconds a backend that refused stays out of the rotation
+    keepalive: int = DEFAULT_KEEPALIVE
+    upgrade: bool = False
+
+    @cached_property
+    def hash(self) -> int:
+        """lighttpd's gw_hash of the host, for hash and sticky balancing."""
+        return djbhash(self.host) ^ self.port
+
+
+@dataclass(frozen=True, eq=False)
+class Extension:
+    """A URL prefix ("/app/") or file extension (".php") and its backends."""
+
+    key: str
+    hosts: tuple[HostSpec, ...]
+
+    def matches(self, path: str) -> bool:
+        key = self.key
+        return path.startswith(key) if key.startswith("/") else path.endswith(key)
+
+
+def find_extension(extensions: tuple[Extension, ...], path: str) -> Extension | None:
+    """The first extension whose prefix or suffix the URL path has (config order)."""
+    for extension in extensions:
+        if extension.matches(path):
+            return extension
+    return None
+
+
+def djbhash(text: str, value: int = DJB_INIT) -> int:
+    """djb2a over the text's bytes, as lighttpd's algo_md.h (so a hash-balanced URL goes
+    to the same backend behind either server)."""
+    for byte in text.encode("utf-8", "surrogateescape"):
+        value = (((value << 5) + value) ^ byte) & 0xFFFFFFFF
+    return value
+
+
+# ----------------------------------------------------------------- config parsing
+def parse_servers(value: Array, directive: str) -> tuple[Extension, ...]:
+    """A `*.server` array as Extensions; DirectiveValueError says what is wrong."""
+    extensions = []
+    for key, hosts in value:
+        if key is None or not isinstance(hosts, Array):
+            raise DirectiveValueError(
+                f'{directive}: expected ( "ext" => ( "backend-label" => ( "key" => "value" ) ) )')
+        specs = tuple(_host_spec(label or "", entry, directive, key) for label, entry in hosts)
+        extensions.append(Extension(key, specs))
+    return tuple(extensions)
+
+
+def _host_spec(label: str, entry: object, directive: str, ext: str) -> HostSpec:
+    where = f"{directive} = ( \"{ext}\" => ( \"{label}\" ..."
+    if not isinstance(entry, Array) or (len(entry) and not entry.has_keys()) \
+            or len(label) > MAX_LABEL:
+        raise DirectiveValueError(
+            f'{where}: expected ( "backend-label" => ( "key" => "value" ) )')
+    fields = {key: _host_value(key, item, where) for key, item in entry}
+    host, path = fields.pop("host", ""), fields.pop("socket", "")
+    port = fields.pop("port", 0)
+    if path and (host or port):
+        raise DirectiveValueError(f"{where}: either host/port or socket have to be set")
+    if host.startswith("/"):
+        host, path = "", host
+    options = {key.replace("-", "_"): item for key, item in fields.items()}
+    if path:
+        if len(path.encode()) + 1 > UNIX_PATH_MAX:
+            raise DirectiveValueError(f"{where}: unixsocket is too long")
+        return HostSpec(label, f"unix:{path}", socket.AF_UNIX, path, path, port, **options)
+    if not host:
+        raise DirectiveValueError(f"{where}: host or socket has to be set")
+    port = port or 80
+    family, address = _resolve(host, port, where)
+    return HostSpec(label, f"tcp:{address[0]}:{port}", family, address, address[0], port,
+                    **options)
+
+
+def _host_value(key: str | None, item: object, where: str) -> object:
+    if key in _STRING_KEYS:
+        if isinstance(item, str):
+            return item
+    elif key in _INT_KEYS:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, int) and 0 <= item <= _INT_KEYS[key]:
+            return item
+    elif key in _BOOL_KEYS:
+        return to_bool(item)    # type: ignore[arg-type]
+    else:
+        hint = " (a dash, not an underscore)" if key and "_" in key else ""
+        raise DirectiveValueError(f'{where}: unknown key "{key}"{hint}')
+    raise DirectiveValueError(f'{where}: unexpected value for "{key}"')
+
+
+def _resolve(host: str, port: int, where: str) -> tuple[int, tuple]:
+    """The first address of `host` (resolved now, at config load, never per request)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        raise DirectiveValueError(f'{where}: cannot resolve "{host}": {err}') from None
+    family, _type, _proto, _name, address = infos[0]
+    return family, address
+
+
+def parse_balance(value: str) -> str:
+    """A `*.balance` value, as its canonical name."""
+    canonical = BALANCES.get(value or "fair")
+    if canonical is None:
+        raise DirectiveValueError("has to be one of: least-connection, round-robin, hash, "
+                                  f'sticky, but not: "{value}"')
+    return canonical
+
+
+# ------------------------------------------------------------------ runtime state
+class Owner(Protocol):
+    """Who uses a connection: told of its socket's events."""
+
+    def backend_event(self, mask: int) -> None: ...
+
+
+class Backend:
+    """One configured backend as this worker knows it."""
+
+    __slots__ = ("spec", "load", "disabled_until", "idle")
+
+    def __init__(self, spec: HostSpec) -> None:
+        self.spec = spec
+        self.load = 0                  # requests under way (fair balancing)
+        self.disabled_until = 0.0      # out of the rotation until then (monotonic)
+        self.idle: list[Connection] = []
+
+
+class Connection:
+    """A socket to a backend, in the loop from connect to close.  Its events go to its
+    owner; without one it is idle, and any event means the backend is done with it."""
+
+    __slots__ = ("backends", "backend", "sock", "fd", "owner", "events", "served",
+                 "idle_since")
+
+    def __init__(self, backends: "Backends", backend: Backend, sock: socket.socket,
+                 owner: Owner, events: int) -> None:
+        self.backends = backends
+        self.backend = backend
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.owner: Owner | None = owner
+        self.events = events
+        self.served = 0                # exchanges finished on it
+        self.idle_since = 0.0
+        backends.loop.register(self.fd, events, self)
+
+    def on_event(self, mask: int) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.backend_event(mask)
+        else:
+            self.backends.drop_idle(self)
+
+    def want(self, events: int) -> None:
+        """Poll for `events`.  None at all takes the socket out of epoll: a hang-up is
+        reported whatever the mask, and would wake a paused reader again and again."""
+        if events == self.events:
+            return
+        loop = self.backends.loop
+        if not events:
+            loop.unregister(self.fd)
+        elif not self.events:
+            loop.register(self.fd, events, self)
+        else:
+            loop.modify(self.fd, events)
+        self.events = events
+
+    def connect_error(self) -> int:
+        """After a non-blocking connect reported writable: 0 or its errno."""
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    def close(self) -> None:
+        self.owner = None
+        self.backends.loop.unregister(self.fd)
+        self.sock.close()
+
+
+class Backends:
+    """The worker's backends of one module: state per HostSpec, balancing, connects,
+    idle connections."""
+
+    def __init__(self, services: "Services", source: str = "gw_backend.c") -> None:
+        self.services = services
+        self.loop = services.loop
+        self.source = source
+        self.by_spec: dict[HostSpec, Backend] = {}
+        self.last_used: dict[Extension, int] = {}      # round-robin position
+        self.down_noted: set[Extension] = set()        # "all handlers down" said once
+
+    def backend(self, spec: HostSpec) -> Backend:
+        backend = self.by_spec.get(spec)
+        if backend is None:
+            backend = self.by_spec[spec] = Backend(spec)
+        return backend
+
+    def log(self, message: str) -> None:
+        self.services.log_error(self.source, message)
+
+    # ------------------------------------------------------------- balancing
+    def choose(self, extension: Extension, balance: str, path: str, authority: str,
+               client: str) -> Backend | None:
+        """A backend of `extension` that is up, as lighttpd's gw_host_get picks it; None
+        when all are down (the caller answers 503)."""
+        hosts = extension.hosts
+        if len(hosts) == 1:
+            backend = self.backend(hosts[0])
+            chosen = backend if self.available(backend) else None
+        elif balance == "round-robin":
+            chosen = self._round_robin(extension)
+        elif balance == "fair":
+            chosen = self._least_loaded(extension)
+        else:
+            key = djbhash(authority, djbhash(path)) if balance == "hash" else djbhash(client)
+            chosen = self._highest_hash(extension, key)
+        if chosen is None:
+            self._note_down(extension, path)
+        else:
+            self.down_noted.discard(extension)
+        return chosen
+
+    def _least_loaded(self, extension: Extension) -> Backend | None:
+        chosen = None
+        for spec in extension.hosts:
+            backend = self.backend(spec)
+            if self.available(backend) and (chosen is None or backend.load < chosen.load):
+                chosen = backend
+        return chosen
+
+    def _round_robin(self, extension: Extension) -> Backend | None:
+        hosts = extension.hosts
+        start = self.last_used.get(extension, -1) + 1
+        for step in range(len(hosts)):
+            index = (start + step) % len(hosts)
+            backend = self.backend(hosts[index])
+            if self.available(backend):
+                self.last_used[extension] = index
+                return backend
+        self.last_used[extension] = -1
+        return None
+
+    def _highest_hash(self, extension: Extension, key: int) -> Backend | None:
+        chosen, best = None, 0
+        for spec in extension.hosts:
+            backend = self.backend(spec)
+            if self.available(backend) and (key ^ spec.hash) >= best:
+                chosen, best = backend, key ^ spec.hash
+        return chosen
+
+    def _note_down(self, extension: Extension, path: str) -> None:
+        if extension not in self.down_noted:
+            self.down_noted.add(extension)
+            self.log(f"all handlers for {path} on {extension.key} are down.")
+
+    # ---------------------------------------------------------------- health
+    def available(self, backend: Backend) -> bool:
+        """Up, or back after its disable-time (then said so in the log)."""
+        until = backend.disabled_until
+        if not until:
+            return True
+        if self.loop.now < until:
+            return False
+        backend.disabled_until = 0.0
+        spec = backend.spec
+        self.log(f"gw-server re-enabled: {spec.name} {spec.host} {spec.port}")
+        return True
+
+    def disable(self, backend: Backend, err: OSError) -> None:
+        """A backend that refused or did not answer a connect sits out its disable-time."""
+        spec = backend.spec
+        self.log(f"establishing connection failed: socket: {spec.name}: {err.strerror}")
+        backend.disabled_until = self.loop.now + spec.disable_time
+
+    # ----------------------------------------------------------- connections
+    def connect(self, backend: Backend, owner: Owner) -> tuple[Connection, bool]:
+        """A new non-blocking connection and whether it is established already (else
+        it reports EPOLLOUT when it is, or has failed).  Raises OSError when the
+        backend refuses at once (unix sockets, or a port nobody listens on)."""
+        spec = backend.spec
+        sock = socket.socket(spec.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            if spec.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(spec.address)
+        except OSError:
+            sock.close()
+            raise
+        if code and code not in _CONNECTING:
+            sock.close()
+            raise OSError(code, os.strerror(code))
+        return Connection(self, backend, sock, owner, EPOLLOUT if code else EPOLLIN), not code
+
+    def take_idle(self, backend: Backend, owner: Owner) -> Connection | None:
+        """The most recently used idle connection to `backend`, now `owner`'s."""
+        idle = backend.idle
+        if not idle:
+            return None
+        connection = idle.pop()
+        connection.owner = owner
+        return connection
+
+    def give_back(self, connection: Connection) -> None:
+        """An exchange finished cleanly on `connection`: keep it for the next one, up to
+        the backend's keepalive count, else close it."""
+        backend = connection.backend
+        connection.served += 1
+        if len(backend.idle) >= backend.spec.keepalive:
+            connection.close()
+            return
+        connection.owner = None
+        connection.want(EPOLLIN)
+        connection.idle_since = self.loop.now
+        backend.idle.append(connection)
+
+    def drop_idle(self, connection: Connection) -> None:
+        """An idle connection had an event: the backend closed it (or spoke unasked)."""
+        idle = connection.backend.idle
+        if connection in idle:
+            idle.remove(connection)
+        connection.close()
+
+    def tick(self, now: float) -> None:
+        """Once a second: close connections idle for longer than IDLE_SECONDS."""
+        for backend in self.by_spec.values():
+            idle = backend.idle
+            while idle and now - idle[0].idle_since > IDLE_SECONDS:
+                idle.pop(0).close()

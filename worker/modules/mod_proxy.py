@@ -1,0 +1,935 @@
+"""mod_proxy: a reverse proxy as lighttpd 1.4.69's, with keep-alive connections to the
+backends kept per worker.
+
+A request whose URL path has a prefix or extension of `proxy.server` is claimed in
+handle_uri_clean: a backend is chosen (`proxy.balance`, worker/backend.py), or the
+answer is 503 when all are down.  handle_subrequest then runs the `Exchange`: an idle
+connection to that backend or a non-blocking connect, the request sent (its body from
+memory or with sendfile from its temp file, as fast as the backend takes it), the answer
+parsed by httptools and streamed to the client (de-chunked, paused while the client is
+behind by BACKLOG_HIGH).
+
+What the backend gets, as lighttpd's proxy_create_env builds it: the request-target as
+the client sent it (`map-urlpath` applied), HTTP/1.1 (1.0 with `force-http10`, or when
+there is no Host to send), Host (the backend's label with `proxy.replace-http-host`,
+else the client's with `map-host-request`), the client's headers, `Content-Length` for
+a body that came chunked, `Forwarded` with the `proxy.forwarded` parameters, and
+X-Forwarded-For, X-Host, X-Forwarded-Host, X-Forwarded-Proto.
+
+Beyond lighttpd:
+- keep-alive to the backends: lighttpd sends `Connection: close` and connects for every
+  request; here a backend's connections are kept (the host key "keepalive", idle
+  connections per worker, default 16; 0 is lighttpd's way), like nginx's upstream
+  keepalive.  A kept connection the backend closed just as it was reused is retried
+  once on a new one for idempotent methods (RFC 9110 9.2.2), never for the others;
+- hop-by-hop headers (RFC 9110 7.6.1: Connection and the headers it names, Keep-Alive,
+  Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade) are dropped both ways,
+  where lighttpd drops only Connection;
+- a backend that hangs up without an answer is 502 (RFC 9110 15.6.3), not 500.
+
+Upgrade (WebSocket) and CONNECT are not available: the HTTP/1 core refuses CONNECT's
+authority-form target before modules see it, and has no way to hand a connection's
+socket over to a module for a tunnel.  A request asking to upgrade goes to the backend
+without its Upgrade header, so the backend answers it as a plain request.
+
+The backend's Date and Server headers are dropped: the core writes its own on every
+answer (lighttpd keeps the backend's).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
+from shared.config.values import Array
+
+from ..http import NO_BODY
+from ..backend import (EPOLLIN, EPOLLOUT, Backend, Backends, Connection, Extension,
+                       find_extension, parse_balance, parse_servers)
+from ..module import BACKLOG_HIGH, WAIT, HandlerResult, Module as BaseModule
+from ..request import Request, simplify_path
+
+if TYPE_CHECKING:
+    from ..request import Response
+    from ..services import Services
+
+CTX = "proxy"                    # request.plugin_ctx key of a request's Exchange
+READ_SIZE = 64 * 1024
+MAX_HEAD = 64 * 1024             # a response head larger than this is no answer (502)
+MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"})
+# request headers not passed on, as in lighttpd: Host is written first, `Proxy` is
+# httpoxy, Set-Cookie is a response header (no reflection), Expect was answered here
+# (the body is whole)
+REQUEST_DROPS = HOP_BY_HOP | {"host", "proxy", "set-cookie", "expect"}
+# response headers not passed on: the core writes Date and Server itself
+RESPONSE_DROPS = HOP_BY_HOP | {"http2-settings", "date", "server"}
+CANONICAL_NAMES = {"content-length": "Content-Length", "forwarded": "Forwarded",
+                   "x-forwarded-for": "X-Forwarded-For", "x-host": "X-Host",
+                   "x-forwarded-host": "X-Forwarded-Host",
+                   "x-forwarded-proto": "X-Forwarded-Proto"}
+REMAPPED_REQUEST_HEADERS = frozenset({"destination", "content-location"})
+FORWARDED_PARAMS = ("for", "by", "proto", "host", "remote_user")   # in the order sent
+_ESCAPED = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
+# a request-target as lighttpd normalises it (burl.c, the default server.http-parseopts)
+_TARGET_AS_IS = re.compile(rb"[!$&'()*+,\-./0-9:;=?@A-Z_a-z~]*")
+_TARGET_FIX = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DOT_SEGMENT = re.compile(rb"(?:^|/)\.\.?(?:/|$)|//")
+_LIST_SEPARATORS = re.compile(r"[ \t,]+")
+_IPV4 = re.compile(r"[0-9.]+")
+
+# states of an Exchange
+OPENING, CONNECTING, SENDING, READING, DONE = range(5)
+
+
+# ------------------------------------------------------------------ directives
+@dataclass(frozen=True)
+class HeaderOptions:
+    """proxy.header, parsed once at config load."""
+
+    urlpaths: tuple[tuple[str, str], ...] = ()
+    hosts_request: tuple[tuple[str, str], ...] = ()
+    hosts_response: tuple[tuple[str, str], ...] = ()
+    https_remap: bool = False
+    force_http10: bool = False
+    upgrade: bool = False
+    connect: bool = False
+
+
+_HEADER_FLAGS = {"https-remap": "https_remap", "force-http10": "force_http10",
+                 "upgrade": "upgrade", "connect": "connect"}
+_HEADER_MAPS = {"map-urlpath": "urlpaths", "map-host-request": "hosts_request",
+                "map-host-response": "hosts_response"}
+
+
+def parse_header_options(value: Array) -> HeaderOptions:
+    fields: dict[str, Any] = {}
+    for key, item in value:
+        if key in _HEADER_FLAGS:
+            try:
+                fields[_HEADER_FLAGS[key]] = to_bool(item)
+            except DirectiveValueError:
+                raise DirectiveValueError(
+                    f'expected "{key}" => "enable" or "disable"') from None
+        elif key in _HEADER_MAPS and isinstance(item, Array) and all(
+                name is not None and isinstance(text, str) for name, text in item):
+            fields[_HEADER_MAPS[key]] = tuple(item)
+        else:
+            raise DirectiveValueError(
+                f'unexpected key "{key}"; expected ( "param" => ( "key" => "value" ) )')
+    return HeaderOptions(**fields)
+
+
+def parse_forwarded(value: Array) -> frozenset[str]:
+    params = set()
+    for key, item in value:
+        if key not in FORWARDED_PARAMS:
+            raise DirectiveValueError("keys must be one of: by, for, host, proto, "
+                                      f"remote_user, but not: {key}")
+        if to_bool(item):
+            params.add(key)
+    return frozenset(params)
+
+
+DIRECTIVES = (
+    Directive("proxy.server", Type.ARRAY_KVANY, (),
+              convert=lambda value: parse_servers(value, "proxy.server")),
+    Directive("proxy.balance", Type.STRING, "fair", convert=parse_balance),
+    Directive("proxy.debug", Type.INT, 0),
+    Directive("proxy.forwarded", Type.ARRAY_KVANY, frozenset(), convert=parse_forwarded),
+    Directive("proxy.header", Type.ARRAY_KVANY, HeaderOptions(),
+              convert=parse_header_options),
+    Directive("proxy.replace-http-host", Type.BOOL, False),
+)
+
+
+# -------------------------------------------------------------- header remapping
+class Remap:
+    """proxy.header's host and URL-path maps for one request.  The first request host
+    and path it maps are kept, to map the answer's back the same way (lighttpd's
+    http_header_remap_opts)."""
+
+    __slots__ = ("options", "http_host", "https", "forwarded_host", "forwarded_path")
+
+    def __init__(self, options: HeaderOptions, http_host: str | None, https: bool) -> None:
+        self.options = options
+        self.http_host = http_host
+        self.https = https and options.https_remap
+        self.forwarded_host: str | None = None
+        self.forwarded_path: tuple[str, str] | None = None
+
+    @property
+    def maps_request(self) -> bool:
+        return bool(self.options.urlpaths or self.options.hosts_request)
+
+    @property
+    def maps_response(self) -> bool:
+        return bool(self.options.urlpaths or self.options.hosts_response)
+
+    def host_match(self, authority: str, request: bool) -> str | None:
+        """The authority's replacement, or None.  Key "-" is the client's Host (for
+        answers: the host it was mapped to), value "-" the client's Host, an empty
+        value leaves the authority alone."""
+        hosts = self.options.hosts_request if request else self.options.hosts_response
+        lower = authority.lower()
+        for key, value in hosts:
+            if key == "-":
+                key = self.http_host if request or self.forwarded_host is None \
+                    else self.forwarded_host
+                if key is None:
+                    continue
+            if lower == key.lower():
+                if value == "-":
+                    return self.http_host
+                if value and request and self.forwarded_host is None:
+                    self.forwarded_host = value
+                return value or None
+        return None
+
+    def host(self, authority: str, request: bool) -> str:
+        mapped = self.host_match(authority, request)
+        return authority if mapped is None else mapped
+
+    def urlpath(self, path: str, request: bool) -> str:
+        """Map a URL-path prefix: forwards on the way in, backwards on the way out."""
+        if request:
+            for key, value in self.options.urlpaths:
+                if path.startswith(key):
+                    if self.forwarded_path is None:
+                        self.forwarded_path = (key, value)
+                    return value + path[len(key):]
+            return path
+        first = (self.forwarded_path,) if self.forwarded_path else ()
+        for key, value in first + self.options.urlpaths:
+            if path.startswith(value):
+                return key + path[len(value):]
+        return path
+
+    def uri(self, value: str, request: bool) -> str:
+        """A URL-path or absolute URI (Location, Destination ...) mapped: authority,
+        scheme with https-remap, then URL-path."""
+        if value.startswith("/"):
+            return self.urlpath(value, request)
+        colon = value.find(":")
+        if colon < 0 or value[colon + 1:colon + 3] != "//":
+            return value
+        scheme, start = value[:colon], colon + 3
+        slash = value.find("/", start)
+        if slash < 0:
+            if start == len(value):
+                return value
+            value, slash = value + "/", len(value)
+        authority = value[start:slash]
+        if not authority:
+            return value
+        mapped = self.host_match(authority, request)
+        if mapped is not None:
+            if self.https and scheme == ("https" if request else "http"):
+                scheme = "http" if request else "https"
+            authority = mapped
+        return f"{scheme}://{authority}{self.urlpath(value[slash:], request)}"
+
+    def set_cookie(self, value: str) -> str:
+        """The Domain and Path attributes of a Set-Cookie mapped back."""
+        parts = value.split(";")
+        for index in range(1, len(parts)):
+            part = parts[index]
+            stripped = part.lstrip(" \t")
+            name, equals, rest = stripped.partition("=")
+            lower = name.lower()
+            if not equals or lower not in ("path", "domain"):
+                continue
+            lead = part[:len(part) - len(stripped)]
+            quote = '"' if rest.startswith('"') else ""
+            rest = rest[len(quote):]
+            if lower == "path":
+                if rest.startswith("/"):
+                    parts[index] = f"{lead}{name}={quote}{self.urlpath(rest, False)}"
+            else:
+                dot = "." if rest.startswith(".") else ""
+                rest = rest[len(dot):]
+                end = next((i for i, c in enumerate(rest) if c in " \t\r"), len(rest))
+                if end:
+                    parts[index] = (f"{lead}{name}={quote}{dot}"
+                                    f"{self.host(rest[:end], False)}{rest[end:]}")
+        return ";".join(parts)
+
+
+# ------------------------------------------------------------- request to backend
+def _escaped(text: str) -> str:
+    return _ESCAPED.sub(lambda match: "\\" + match.group(), text)
+
+
+def _node(address: str) -> str:
+    """A Forwarded `for=` node: IPv4 bare, IPv6 bracketed and quoted, else quoted."""
+    if _IPV4.fullmatch(address):
+        return address
+    if ":" in address:
+        return f'"[{address}]"'
+    return f'"{_escaped(address)}"'
+
+
+def forwarded_value(request: Request, params: frozenset[str], current: str | None,
+                    forwarded_for: str | None) -> str:
+    """The Forwarded header (RFC 7239): the client's own, or one seeded from its
+    X-Forwarded-For, with this hop's element appended."""
+    if current:
+        seen = current + ", "
+    elif forwarded_for:
+        seen = "".join(f'for="[{_escaped(node)}]", ' if ":" in node
+                       else f'for="{_escaped(node)}", '
+                       for node in _LIST_SEPARATORS.split(forwarded_for) if node)
+    else:
+        seen = ""
+    pairs = []
+    if "for" in params:
+        pairs.append("for=" + _node(request.remote_ip))
+    if "by" in params:
+        pairs.append(f'by="{_escaped(request.socket_spec)}"')
+    if "proto" in params:
+        pairs.append("proto=" + request.scheme)
+    if "host" in params and request.host:
+        pairs.append(f'host="{_escaped(request.host)}"')
+    return seen + ";".join(pairs)
+
+
+def _connection_tokens(value: str | None) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(","))
+
+
+def _origin_target(request: Request) -> str:
+    """The request-target in origin form (lighttpd keeps a path from the absolute form)."""
+    target = request.target
+    if target.startswith("/") or target == "*":
+        return target
+    return request.uri_path_raw + ("?" + request.uri_query if request.uri_query else "")
+
+
+def _fix_escape(match: re.Match[bytes]) -> bytes:
+    text = match.group()
+    if len(text) == 1:
+        return b"%%%02X" % text[0]
+    byte = int(text[1:], 16)
+    return bytes((byte,)) if byte in _UNRESERVED else text.upper()
+
+
+def normalized_target(target: str) -> str:
+    """The target as lighttpd passes it on (it normalises its request-target once, for
+    every module): %-escapes of unreserved characters decoded, the others in upper
+    case, what must be escaped escaped, no fragment, no dot segments or `//` in the
+    path.  The backend sees the path the proxy decided on, not another spelling."""
+    raw = target.encode("utf-8", "surrogateescape").partition(b"#")[0]
+    if not _TARGET_AS_IS.fullmatch(raw):
+        raw = _TARGET_FIX.sub(_fix_escape, raw)
+    path, mark, query = raw.partition(b"?")
+    if _DOT_SEGMENT.search(path):
+        path = simplify_path(path.decode("latin-1")).encode("latin-1")
+    return (path + mark + query).decode("latin-1")
+
+
+def outgoing_headers(request: Request, params: frozenset[str]) -> dict[str, str]:
+    """The client's headers (lowercase name -> value, merged as the core merges them,
+    in order) with the length of the body and the forwarding headers set."""
+    headers = dict(request.headers)
+    body = request.body
+    size = body.size if body is not None else 0
+    if size or request.method not in ("GET", "HEAD"):
+        headers.setdefault("content-length", str(size))    # a chunked body is whole now
+    if params:
+        headers["forwarded"] = forwarded_value(request, params, headers.get("forwarded"),
+                                               headers.get("x-forwarded-for"))
+    forwarded_for = headers.get("x-forwarded-for")
+    headers["x-forwarded-for"] = f"{forwarded_for}, {request.remote_ip}" \
+        if forwarded_for else request.remote_ip
+    if request.host:
+        headers["x-host"] = headers["x-forwarded-host"] = request.host
+    headers["x-forwarded-proto"] = request.scheme
+    return headers
+
+
+def request_head(request: Request, params: frozenset[str], host: str | None,
+                 remap: Remap, keep_alive: bool) -> bytes:
+    """The request line and headers for the backend.  `host`: the Host to send (None:
+    there is none, and the request goes as HTTP/1.0)."""
+    target = normalized_target(_origin_target(request))
+    maps = remap.maps_request
+    if maps:
+        target = remap.uri(target, True)
+    http10 = host is None or remap.options.force_http10
+    lines = [f"Host: {host}"] if host is not None else []
+    headers = outgoing_headers(request, params)
+    tokens = _connection_tokens(headers.get("connection"))
+    drops = REQUEST_DROPS | tokens if tokens else REQUEST_DROPS
+    names = {name.lower(): name for name, _ in reversed(request.header_list)}
+    for key, value in headers.items():
+        if key in drops or not value:
+            continue
+        if maps and key in REMAPPED_REQUEST_HEADERS:
+            value = remap.uri(value, True)
+        name = names.get(key) or CANONICAL_NAMES.get(key) or \
+            "-".join(part.capitalize() for part in key.split("-"))
+        lines.append(f"{name}: {value}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    line = f"{request.method} {target} {'HTTP/1.0' if http10 else 'HTTP/1.1'}\r\n"
+    return line.encode("utf-8", "surrogateescape") + \
+        ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+
+# ------------------------------------------------------------ backend to client
+class BadResponse(Exception):
+    """The backend's bytes are no HTTP response we can pass on."""
+
+
+class BackendFailed(Exception):
+    """The backend failed after the answer's head went to the client: raised so that
+    the core closes the client's connection (a truncated answer must look truncated)."""
+
+
+class ResponseReader:
+    """The backend's answer as httptools parses it, turned into the client's response:
+    head filtered and remapped, body de-chunked and written as it comes.  Past the head
+    of an answer with a Content-Length or none (until the backend closes), the body's
+    bytes bypass the parser."""
+
+    __slots__ = ("response", "remap", "head_request", "parser", "headers", "status",
+                 "head_done", "complete", "keep_alive", "extra", "received", "left",
+                 "until_close", "raw", "announced")
+
+    def __init__(self, response: "Response", head_request: bool, remap: Remap) -> None:
+        self.response = response
+        self.remap = remap
+        self.head_request = head_request
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.status = 0
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.extra = False         # bytes after the answer: the connection is not reused
+        self.received = 0
+        self.left = -1             # body bytes still to come, by Content-Length
+        self.until_close = False   # the body ends when the backend closes
+        self.raw = False
+        self.announced = 0         # the Content-Length the backend gave
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.extra and not self.until_close
+
+    def feed(self, data: bytes) -> bool:
+        """Take bytes from the backend; True when the answer is complete."""
+        self.received += len(data)
+        if self.raw:
+            return self._body(data)
+        if self.received > MAX_HEAD and not self.head_done:
+            raise BadResponse("response header too large")
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+            raise BadResponse(f"invalid HTTP response: {err}") from None
+        if self.head_done:
+            if self.status < 200:
+                raise BadResponse(f"status {self.status} (no tunnel to switch protocols)")
+            self.raw = not self.complete and (self.left >= 0 or self.until_close)
+        return self.complete
+
+    def _body(self, data: bytes) -> bool:
+        if self.until_close:
+            self.response.write(data)
+            return False
+        left = self.left
+        if len(data) >= left:
+            if len(data) > left:
+                self.extra = True
+                data = data[:left]
+            self.response.write(data)
+            self.left = 0
+            self.complete = True
+            return True
+        self.response.write(data)
+        self.left = left - len(data)
+        return False
+
+    def end_of_body(self) -> bool:
+        """The backend closed: True when that ends the body (no length was given)."""
+        if self.until_close:
+            self.complete = True
+        return self.complete
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.head_done:
+            self.extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:    # 100 Continue and such: skipped
+            self.headers = []
+            return
+        self.status = status
+        self.head_done = True
+        self.keep_alive = parser.should_keep_alive()
+        self._take_head()
+
+    def on_body(self, data: bytes) -> None:
+        if self.complete:
+            self.extra = True
+            return
+        self.response.write(data)
+        if self.left > 0:
+            self.left -= len(data)
+
+    def on_message_complete(self) -> None:
+        if self.head_done:
+            self.complete = True
+
+    def _take_head(self) -> None:
+        """Status and headers for the client; how the body is framed."""
+        response = self.response
+        response.status = self.status
+        chunked, length, tokens = False, -1, frozenset[str]()
+        for name, value in self.headers:
+            lower = name.lower()
+            if lower == b"transfer-encoding":
+                chunked = True
+            elif lower == b"content-length":
+                length = self.announced = int(value)
+            elif lower == b"connection":
+                tokens = tokens | _connection_tokens(value.decode("latin-1"))
+        if self.head_request or self.status in NO_BODY:
+            self.complete = True
+        elif not chunked:
+            if length >= 0:
+                self.left = length
+            else:
+                self.until_close = True
+        remap = self.remap if self.remap.maps_response else None
+        add = response.headers.append
+        for name, value in self.headers:
+            text = name.decode("latin-1")
+            lower = text.lower()
+            if lower in RESPONSE_DROPS or lower in tokens or \
+                    (chunked and lower == "content-length"):
+                continue
+            value_text = value.decode("latin-1")
+            if remap is not None:
+                if lower in ("location", "content-location"):
+                    value_text = remap.uri(value_text, False)
+                elif lower == "set-cookie":
+                    value_text = remap.set_cookie(value_text)
+            add((text, value_text))
+
+
+# ----------------------------------------------------------------- the exchange
+class Exchange:
+    """One request's round trip to a backend (lighttpd's gw handler_ctx).  Its states:
+    OPENING (no connection yet), CONNECTING, SENDING, READING, DONE; `step` moves it on
+    and returns the request's next result."""
+
+    __slots__ = ("module", "request", "extension", "backend", "connection", "state",
+                 "events", "outgoing", "body_fd", "body_offset", "body_left", "reader",
+                 "reused", "retried", "reconnects", "timeout", "since", "paused",
+                 "keep_alive", "debug_level")
+
+    def __init__(self, module: "Module", request: Request, extension: Extension,
+                 backend: Backend) -> None:
+        self.module = module
+        self.request = request
+        self.extension = extension
+        self.backend = backend
+        self.connection: Connection | None = None
+        self.state = OPENING
+        self.events = 0                # what the loop reported since the last step
+        self.outgoing = memoryview(b"")
+        self.body_fd = -1
+        self.body_offset = 0
+        self.body_left = 0
+        self.reader: ResponseReader | None = None
+        self.reused = False            # the connection served a request before
+        self.retried = False
+        self.reconnects = 0
+        self.timeout = ""              # "connect", "read" or "write" once one ran out
+        self.since = 0.0               # when the current wait began (for the timeouts)
+        self.paused = False            # the client is behind: not reading the backend
+        self.keep_alive = False
+        self.debug_level: int = request.settings.values["proxy.debug"]
+        backend.load += 1
+        module.active.add(self)
+
+    # ------------------------------------------------------------ loop side
+    def backend_event(self, mask: int) -> None:
+        """The backend's socket is ready: note it and let the core resume the request."""
+        self.events |= mask
+        self.request.wake()
+
+    def check_timeout(self, now: float) -> None:
+        """Once a second: connect-timeout, write-timeout, read-timeout."""
+        if self.connection is None or self.timeout:
+            return
+        spec = self.backend.spec
+        if self.state == CONNECTING:
+            limit, kind = spec.connect_timeout, "connect"
+        elif self.state == SENDING:
+            limit, kind = spec.write_timeout, "write"
+        elif self.state == READING and not self.paused:
+            limit, kind = spec.read_timeout, "read"
+        else:
+            return
+        if limit and now - self.since > limit:
+            self.timeout = kind
+            self.request.wake()
+
+    def release(self) -> None:
+        """The request is over (answered or aborted): close what is still open."""
+        self._drop_connection()
+        self.backend.load -= 1
+        self.module.active.discard(self)
+
+    # ----------------------------------------------------------- core side
+    def step(self) -> HandlerResult:
+        if self.timeout:
+            return self._timed_out()
+        if self.state == OPENING:
+            return self._open()
+        events, self.events = self.events, 0
+        if self.state == CONNECTING:
+            if not events:
+                return WAIT
+            code = self.connection.connect_error()       # type: ignore[union-attr]
+            if code:
+                return self._connect_failed(OSError(code, os.strerror(code)))
+            return self._start_sending()
+        if self.state == SENDING and events & EPOLLOUT and not self._send():
+            return self._receive()
+        if self.paused:
+            if self.request.response.wants_drain:
+                return WAIT
+            self.paused = False
+            self.connection.want(EPOLLIN | (EPOLLOUT if self.state == SENDING else 0))
+            return self._receive()
+        if events & ~EPOLLOUT:
+            return self._receive()
+        return WAIT
+
+    def _open(self) -> HandlerResult:
+        """Take an idle connection to the backend or start connecting."""
+        module = self.module
+        backend = self.backend
+        request = self.request
+        values = request.settings.values
+        remap = Remap(values["proxy.header"], request.host or None, request.scheme == "https")
+        self.reader = ResponseReader(request.response, request.method == "HEAD", remap)
+        self._prepare(values, remap)
+        connection = None if self.retried else module.backends.take_idle(backend, self)
+        if connection is not None:
+            self.connection, self.reused = connection, True
+            if self.debug_level:
+                module.log(f"proxy - reusing a connection to {backend.spec.name}")
+            return self._start_sending()
+        try:
+            connection, established = module.backends.connect(backend, self)
+        except OSError as err:
+            return self._connect_failed(err)
+        self.connection, self.reused = connection, False
+        if self.debug_level:
+            module.log(f"proxy - connecting to {backend.spec.name}")
+        if not established:
+            self.state = CONNECTING
+            self.since = module.services.loop.now
+            return WAIT
+        return self._start_sending()
+
+    def _prepare(self, values: Any, remap: Remap) -> None:
+        """The bytes to send: head and a body in memory, or head and a body file."""
+        request = self.request
+        options: HeaderOptions = values["proxy.header"]
+        spec = self.backend.spec
+        if values["proxy.replace-http-host"] and spec.label:
+            host: str | None = spec.label
+            if self.debug_level > 1:
+                self.module.log(f'proxy - using "{host}" as HTTP Host')
+        elif request.host:
+            host = remap.host(request.host, True) if remap.maps_request else request.host
+        else:
+            host = None
+        self.keep_alive = spec.keepalive > 0 and host is not None and not options.force_http10
+        if (options.upgrade or spec.upgrade) and "upgrade" in request.headers:
+            self.module.note_no_tunnel()
+        head = request_head(request, values["proxy.forwarded"], host, remap, self.keep_alive)
+        body = request.body
+        self.body_left = 0
+        if body is None or not body.size:
+            self.outgoing = memoryview(head)
+        elif body.file is None:
+            self.outgoing = memoryview(head + body.read())
+        else:
+            body.file.flush()
+            self.outgoing = memoryview(head)
+            self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
+
+    def _start_sending(self) -> HandlerResult:
+        self.state = SENDING
+        self.since = self.module.services.loop.now
+        if not self._send():
+            return self._receive()
+        return WAIT
+
+    def _send(self) -> bool:
+        """Send what is left of the request; False when the backend went away (what it
+        answered before may still be read)."""
+        connection = self.connection
+        assert connection is not None
+        loop = self.module.services.loop
+        try:
+            while self.outgoing:
+                sent = connection.sock.send(self.outgoing)
+                self.outgoing = self.outgoing[sent:]
+                self.since = loop.now
+            while self.body_left:
+                sent = os.sendfile(connection.fd, self.body_fd, self.body_offset,
+                                   self.body_left)
+                if not sent:
+                    raise OSError(errno.EIO, "the request body's file ended early")
+                self.body_offset += sent
+                self.body_left -= sent
+                self.since = loop.now
+        except (BlockingIOError, InterruptedError):
+            connection.want(EPOLLIN | EPOLLOUT)
+            return True
+        except OSError as err:
+            if self.debug_level:
+                self.module.log(f"proxy - sending to {self.backend.spec.name} failed: "
+                                f"{err.strerror}")
+            self.state = READING
+            self.keep_alive = False
+            connection.want(EPOLLIN)
+            return False
+        self.state = READING
+        self.since = loop.now
+        connection.want(EPOLLIN)
+        return True
+
+    def _receive(self) -> HandlerResult:
+        """Read what the backend sent: at most BACKLOG_HIGH in one turn, and only while
+        the client's backlog allows (it counts with server.stream-response-body = 2;
+        otherwise the core parks what the client has not taken on disk)."""
+        request = self.request
+        reader = self.reader
+        assert reader is not None and self.connection is not None
+        sock = self.connection.sock
+        budget = BACKLOG_HIGH - request.backlog()
+        while budget > 0:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return self._waiting()
+            except OSError as err:
+                return self._lost(err)
+            if not data:
+                return self._lost(None)
+            self.since = self.module.services.loop.now
+            try:
+                if reader.feed(data):
+                    return self._complete()
+            except BadResponse as err:
+                return self._bad_response(err)
+            budget -= len(data)
+        if request.backlog() >= BACKLOG_HIGH:
+            return self._pause()
+        return self._waiting()       # a turn for the core; the loop brings us back
+
+    def _waiting(self) -> HandlerResult:
+        """Nothing more to read now: the head (if it is in) goes out, the rest follows."""
+        response = self.request.response
+        if self.reader.head_done and not response.streaming:  # type: ignore[union-attr]
+            response.stream()
+        return WAIT
+
+    def _pause(self) -> HandlerResult:
+        """The client is BACKLOG_HIGH behind: stop reading until the core says it caught
+        up (the backend's socket buffer fills and the backend waits in turn)."""
+        self.paused = True
+        self.connection.want(EPOLLOUT if self.state == SENDING else 0)  # type: ignore
+        response = self.request.response
+        response.wants_drain = True
+        if not response.streaming:
+            response.stream()
+        return WAIT
+
+    def _complete(self) -> HandlerResult:
+        """The whole answer is in: the connection goes back to the pool if it can; an
+        answer whose head has not gone out yet is sent whole, with the length the core
+        counts (server.stream-response-body = 0, or it all came in one turn)."""
+        reader = self.reader
+        assert reader is not None and self.connection is not None
+        connection, self.connection = self.connection, None
+        if self.keep_alive and reader.reusable and self.state == READING:
+            self.module.backends.give_back(connection)
+        else:
+            connection.close()
+        self.state = DONE
+        response = self.request.response
+        if not response.started:
+            response.remove_header("Content-Length")
+            if self.request.method == "HEAD":
+                response.length = reader.announced     # what a GET would have had
+            if not response.body:
+                # an empty part: the answer is the backend's, not one for the core to
+                # fill with its error page (an empty 404 passes as it is, as lighttpd's)
+                response.body.append(b"")
+        return reader.status
+
+    # --------------------------------------------------------------- failures
+    def _lost(self, err: OSError | None) -> HandlerResult:
+        """The backend closed (`err` None) or reset the connection."""
+        reader = self.reader
+        assert reader is not None
+        if err is None and reader.end_of_body():
+            return self._complete()
+        if not reader.received and self.reused and not self.retried and \
+                self.request.method in IDEMPOTENT:
+            if self.debug_level:
+                self.module.log("proxy - a kept connection was closed; retrying")
+            self.retried = True
+            self._drop_connection()
+            self.state = OPENING
+            return self._open()
+        reason = err.strerror if err is not None else "connection closed"
+        if not reader.received:
+            return self._error(502, f"response not received ({reason})")
+        return self._error(502, f"response incomplete ({reason})")
+
+    def _bad_response(self, err: BadResponse) -> HandlerResult:
+        return self._error(502, str(err))
+
+    def _connect_failed(self, err: OSError) -> HandlerResult:
+        self.module.backends.disable(self.backend, err)
+        self._drop_connection()
+        return self._elsewhere(MAX_RECONNECTS)
+
+    def _timed_out(self) -> HandlerResult:
+        kind, self.timeout = self.timeout, ""
+        if kind == "connect":
+            return self._connect_failed(OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
+        fd = self.connection.fd if self.connection is not None else -1
+        self.module.log(f"{kind} timeout on socket: {self.backend.spec.name} (fd: {fd})")
+        return self._error(504, "")
+
+    def _elsewhere(self, limit: int) -> HandlerResult:
+        """Another backend of the extension for a request that could not connect
+        (lighttpd's gw_reconnect); 503 when there is none or too many were tried."""
+        self.reconnects += 1
+        request = self.request
+        backend = None
+        if self.reconnects <= limit:
+            backend = self.module.backends.choose(
+                self.extension, request.settings.values["proxy.balance"], request.uri_path,
+                request.host, request.remote_ip)
+        if backend is None:
+            return self._error(503, "")
+        self.backend.load -= 1
+        backend.load += 1
+        self.backend = backend
+        self.state = OPENING
+        return self._open()
+
+    def _error(self, status: int, reason: str) -> HandlerResult:
+        """End the exchange with an error: the status, with lighttpd's page, while the
+        client has seen nothing; a cut-off answer once it has."""
+        request = self.request
+        spec = self.backend.spec
+        self._drop_connection()
+        self.state = DONE
+        if reason:
+            self.module.log(f"{reason} on socket: {spec.name} for {request.host} "
+                            f"{request.uri_path}?{request.uri_query}")
+        response = request.response
+        if response.streaming:
+            raise BackendFailed(f"backend {spec.name} failed while answering "
+                                f"{request.uri_path}: {reason or 'timeout'}")
+        response.headers = []
+        response.reset_body()
+        return status
+
+    def _drop_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+
+# --------------------------------------------------------------------- module
+class Module(BaseModule):
+    name = "proxy"
+    directives = DIRECTIVES
+    reads_request_body = True
+    # Whether a request is claimed depends on its settings and URL path alone, and a
+    # proxied answer is never kept: static answers beside a proxy may be replayed.
+    replay_safe = True
+
+    def __init__(self, config: Any, services: "Services") -> None:
+        super().__init__(config, services)
+        self.services: "Services" = services
+        self.backends = Backends(services)
+        self.active: set[Exchange] = set()
+        self.tunnel_noted = False
+
+    def log(self, message: str) -> None:
+        self.services.log_error("mod_proxy.c", message)
+
+    def note_no_tunnel(self) -> None:
+        """Said once per worker: an Upgrade is asked for and allowed but cannot be done."""
+        if not self.tunnel_noted:
+            self.tunnel_noted = True
+            self.log("proxy.header \"upgrade\" is enabled, but this server cannot tunnel "
+                     "a connection yet: requests go to the backend without Upgrade")
+
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        previous = request.plugin_ctx.pop(CTX, None)
+        if previous is not None:        # the phases run again (an error handler's URL)
+            previous.release()
+            request.handler = None
+        values = request.settings.values
+        extensions = values["proxy.server"]
+        if not extensions or request.handler is not None:
+            return None
+        extension = find_extension(extensions, request.uri_path)
+        if extension is None:
+            return None
+        backend = self.backends.choose(extension, values["proxy.balance"], request.uri_path,
+                                       request.host, request.remote_ip)
+        if backend is None:
+            return 503
+        if values["proxy.debug"]:
+            self.log(f"gw - found a host {backend.spec.host} {backend.spec.port}")
+        request.handler = self
+        request.plugin_ctx[CTX] = Exchange(self, request, extension, backend)
+        return None
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        return request.plugin_ctx[CTX].step()
+
+    def handle_request_reset(self, request: Request) -> None:
+        exchange = request.plugin_ctx.pop(CTX, None)
+        if exchange is not None:
+            exchange.release()
+
+    def handle_trigger(self, now: float) -> None:
+        self.backends.tick(now)
+        for exchange in list(self.active):
+            exchange.check_timeout(now)
