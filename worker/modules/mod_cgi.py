@@ -9,8 +9,8 @@ it.  Its stdout and stderr are non-blocking pipes in the worker's loop: stdout i
 for the CGI head, then its body goes to the client as `server.stream-response-body`
 says (by default kept whole and sent with its length, as lighttpd does; with 2,
 streamed, and the pipe left unread while the client lags: the answer's backlog above
-BACKLOG_HIGH); each stderr line goes to the error log.  The
-script's exit is seen through its pidfd (Services.watch_child), never by blocking.
+BACKLOG_HIGH); each stderr line goes to the error log.  The script's exit is seen
+through its pidfd (Services.watch_child), never by blocking.
 
 When its request is over (answered, redirected, or its client gone) a script still
 running gets SIGTERM, as in lighttpd, and SIGKILL KILL_GRACE seconds later if it is
