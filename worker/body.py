@@ -1,8 +1,15 @@
 """A request body: in memory while small, spilled to a file in server.upload-dirs.
 
-The size limit (server.max-request-size) is enforced by the connection before data
-gets here; this only decides where the accepted bytes live, so a large upload never
-sits in the worker's memory.
+The size limit (server.max-request-size) is enforced by the parser before data gets
+here; this only decides where the accepted bytes live, so a large upload never sits in
+the worker's memory.
+
+A handler reads a body one of two ways.  Whole, once it is `complete` (`read` for small
+ones, `open` for a file object): what `server.stream-request-body = 0` (the default)
+guarantees before the handler runs.  Or as it arrives, in any mode: `read_chunk` hands
+out what came since the last call, and the handler is woken (handle_subrequest) when
+more arrives; `complete` says the last byte is in.  With `spill` off (mode 2) the body
+never goes to disk: the connection stops reading the client while `unread` is high.
 """
 
 from __future__ import annotations
@@ -15,25 +22,48 @@ MEMORY_LIMIT = 64 * 1024
 
 
 class RequestBody:
-    __slots__ = ("buffer", "file", "size", "upload_dirs")
+    __slots__ = ("buffer", "file", "size", "upload_dirs", "complete", "consumed",
+                 "file_start", "spill")
 
-    def __init__(self, upload_dirs: tuple[str, ...] = ()) -> None:
+    def __init__(self, upload_dirs: tuple[str, ...] = (), spill: bool = True) -> None:
         self.buffer = bytearray()
         self.file: BinaryIO | None = None
-        self.size = 0
+        self.size = 0                 # bytes received so far
         self.upload_dirs = upload_dirs
+        self.complete = False         # the last byte is in
+        self.consumed = 0             # bytes handed out by read_chunk
+        self.file_start = 0           # the body offset of the file's first byte
+        self.spill = spill
 
     def append(self, data: bytes) -> None:
         self.size += len(data)
         if self.file is not None:
             self.file.write(data)
-        elif len(self.buffer) + len(data) > MEMORY_LIMIT:
+        elif self.spill and len(self.buffer) + len(data) > MEMORY_LIMIT:
             self.file = self._spill_file()
+            self.file_start = self.consumed
             self.file.write(self.buffer)
             self.file.write(data)
             self.buffer = bytearray()
         else:
             self.buffer += data
+
+    @property
+    def unread(self) -> int:
+        """Bytes received and not yet handed out by read_chunk."""
+        return self.size - self.consumed
+
+    def read_chunk(self, most: int = 1 << 16) -> bytes:
+        """The next bytes not handed out yet (at most `most`), b"" if none are here."""
+        if self.file is None:
+            data = bytes(self.buffer[:most])
+            del self.buffer[:len(data)]
+        else:
+            self.file.flush()
+            data = os.pread(self.file.fileno(), min(most, self.unread),
+                            self.consumed - self.file_start)
+        self.consumed += len(data)
+        return data
 
     def _spill_file(self) -> BinaryIO:
         for directory in self.upload_dirs:

@@ -46,6 +46,7 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
 EPOLLRDHUP = select.EPOLLRDHUP
 LOW_WATER = 64 * 1024          # a paused producer is woken below this
+BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client waits
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class Answer:
@@ -176,6 +177,22 @@ class Connection:
     def stop_reading(self) -> None:
         self.closing = True
 
+    def body_arrived(self, request: Request) -> None:
+        """More of a streamed body (or its end): the module holding it may take it."""
+        held = self.held
+        if held is not None and held.request is request:
+            request.wake()
+
+    def body_failed(self, request: Request, status: int) -> None:
+        """A streamed body broke its limit or its framing: the request fails with that
+        status if its answer has not started, else the connection closes."""
+        held = self.held
+        if held is not None and held.request is request:
+            self._held_failed(held, status)
+        elif request in self.ready:     # not handled yet: answered as refused
+            request.response.status = status
+            request.keep_alive = False
+
     def feed(self, data: bytes) -> None:
         self.protocol.feed(data)
 
@@ -285,6 +302,10 @@ class Connection:
     def _peer_closed(self) -> None:
         """The client will send no more: answer what is complete, then close."""
         self.peer_eof = True
+        held = self.held
+        if held is not None and held.request is self.protocol.current:
+            self.close()          # the body the module reads will never be complete
+            return
         self.protocol.current = None
         if not self.ready and not self.out.chunks:
             self.close()
@@ -328,7 +349,13 @@ class Connection:
 
     def respond(self, request: Request) -> None:
         server = self.server
-        if request.expect_continue or request is self.protocol.current:
+        body = request.body
+        if body is not None and not body.complete and request is self.protocol.current:
+            if request.expect_continue:     # streamed: its handler reads it from now
+                request.expect_continue = False
+                self.out.append(CONTINUE)
+                self.queued_total += len(CONTINUE)
+        elif request.expect_continue or request is self.protocol.current:
             request.keep_alive = False   # its body was never read: cannot continue
         preset = request.response.status      # an error found while parsing
         if server.debug:
@@ -431,15 +458,16 @@ class Connection:
         if not self.closed:
             self.process()
 
-    def _held_failed(self, held: _Held) -> None:
-        """A held request that cannot go on: 500 if nothing of it went out yet, else
-        the connection closes (the client sees a truncated answer, as it must)."""
+    def _held_failed(self, held: _Held, status: int = 500) -> None:
+        """A held request that cannot go on: `status` if nothing of it went out yet,
+        else the connection closes (the client sees a truncated answer, as it must)."""
         if held.head_sent:
             self.close()
             return
         self.held = None
         held.close_spool()
-        self.server.pipeline.fail(held.request, 500)
+        held.request.keep_alive = False
+        self.server.pipeline.fail(held.request, status)
         self._queue_answer(held.request, None, 0)
         self.process()
 
@@ -623,13 +651,25 @@ class Connection:
             want |= EPOLLOUT
         held = self.held
         if held is not None:
-            if not held.rdhup:
+            if self._reads_held_body(held):
+                want |= EPOLLIN
+            elif not held.rdhup:
                 want |= EPOLLRDHUP      # to hear of a client gone while a module works
         elif not self.closing and not self.peer_eof and not self.ready:
             want |= EPOLLIN
         if want != self.events:
             self.server.loop.modify(self.fd, want)
             self.events = want
+
+    def _reads_held_body(self, held: _Held) -> bool:
+        """The held request's body is still coming (streamed): read it, unless its
+        module has left too much unread (server.stream-request-body = 2 keeps it
+        in memory, so that is where the client is slowed down)."""
+        request = held.request
+        if request is not self.protocol.current:
+            return False
+        body = request.body
+        return body.spill or body.unread < BODY_HIGH_WATER
 
     # ------------------------------------------------------------- closing
     def shutdown(self) -> None:
@@ -714,7 +754,7 @@ class Connection:
         elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
-        elif self.held is not None:
+        elif self.held is not None and self.held.request is not self.protocol.current:
             pass                # the holding module keeps its own backend's deadlines
         elif self.protocol.current is not None or self.ready or not self.requests_done:
             # a request under way, or a new connection's first one on the way

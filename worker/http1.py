@@ -10,7 +10,10 @@ The sink (worker/connection.Connection, or a test's) gives what a request needs 
 connection: `new_request()` makes a Request bound to it, `request_ready(request)`
 takes a complete one, `stop_reading()` says nothing after the last request may be
 read (answer, then close), `limits` receives the settings that idle timeouts come
-from, `remote_ip` names the client in the error log.
+from, `remote_ip` names the client in the error log.  With `server.stream-request-body`
+1 or 2 a request with a body is handed over as soon as its head is in: its body then
+grows (`body_arrived` after each piece and once complete), or fails (`body_failed`,
+with the status a complete request would have been refused with).
 """
 
 from __future__ import annotations
@@ -80,6 +83,10 @@ class RequestSink(Protocol):
     def new_request(self) -> Request: ...
 
     def request_ready(self, request: Request) -> None: ...
+
+    def body_arrived(self, request: Request) -> None: ...
+
+    def body_failed(self, request: Request, status: int) -> None: ...
 
     def stop_reading(self) -> None: ...
 
@@ -168,8 +175,13 @@ class Http1Parser:
         except BadRequest as err:
             self.error_reason = err.args[0] if err.args else ""
             self._abort(err.status)
-        if has_body and not self.reads_bodies:
-            self._answer_without_body(request)
+        if has_body:
+            if not self.reads_bodies:
+                self._answer_without_body(request)
+            mode = request.settings.values["server.stream-request-body"]
+            request.body = RequestBody(self.upload_dirs, spill=mode != 2)
+            if mode:                  # the handler starts now and reads as it comes
+                self._emit(request)
 
     def _answer_without_body(self, request: Request) -> None:
         """No loaded module reads request bodies: answer now and close after the answer,
@@ -186,18 +198,24 @@ class Http1Parser:
         request = self.current
         assert request is not None
         body = request.body
-        if body is None:
-            body = request.body = RequestBody(self.upload_dirs)
         if self.body_limit and body.size + len(data) > self.body_limit:
             self._abort(413)
         body.append(data)
+        if request is self.last:        # streamed: its handler may take it now
+            self.sink.body_arrived(request)
 
     def on_message_complete(self) -> None:
         request = self.current
         if request is not None:
             request.expect_continue = False
             self.current = None
-            self._emit(request)
+            body = request.body
+            if body is not None:
+                body.complete = True
+            if request is self.last:
+                self.sink.body_arrived(request)
+            else:
+                self._emit(request)
 
     # ----------------------------------------------------------- request start
     def _start_request(self, request: Request) -> bool:
@@ -321,8 +339,15 @@ class Http1Parser:
             self.fail(500)
 
     def fail(self, status: int) -> None:
-        """Queue an error answer after the requests that came before; then close."""
+        """Queue an error answer after the requests that came before; then close.  A
+        request whose handler already runs (its body streamed) fails in its handler's
+        place (the sink's body_failed)."""
         request = self.current
+        if request is not None and request is self.last:
+            self.current = None
+            self.sink.body_failed(request, status)
+            self.stop()
+            return
         if request is None or self.header_phase:
             request = request or self.sink.new_request()
             if self.header_phase:

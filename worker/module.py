@@ -27,6 +27,11 @@ known).  Before reading more from its backend it looks at `request.backlog()`; a
 `BACKLOG_HIGH` it stops and sets `response.wants_drain`: the core calls
 handle_subrequest again once the client has taken most of it.  The final status
 ends the stream.
+
+A module that reads request bodies says so (`reads_request_body`).  It reads
+`request.body` whole once complete, or piece by piece with `body.read_chunk()` as it
+arrives (`server.stream-request-body` 1 or 2 start the handler when the head is in,
+and the core calls handle_subrequest when more of the body came); see worker/body.py.
 """
 
 from __future__ import annotations

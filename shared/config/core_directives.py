@@ -127,7 +127,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     "connection.kbytes-per-second",
     # backends (CGI, FastCGI, proxy) and what only they use
     "server.error-intercept",
-    "server.stream-request-body",
     "server.breakagelog",
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
     "server.protocol-http11",

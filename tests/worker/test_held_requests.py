@@ -29,6 +29,7 @@ BLOCK = 64 * 1024
 
 
 class Later(Module):
+    reads_request_body = True
     """/later/...: held, answered by a timer 20 ms on.  /stream/N: N parts of 1 KiB,
     one per timer.  /again: COMEBACK to /index.html.  /loop: COMEBACK forever.
     /broken: a bug in handle_subrequest.  /flood/N: N blocks as fast as the client
@@ -36,6 +37,7 @@ class Later(Module):
 
     resets: list[tuple[str, bool]] = []
     most_backlog = 0
+    most_unread = 0
 
     def handle_uri_clean(self, request: Request):
         path = request.uri_path
@@ -45,13 +47,34 @@ class Later(Module):
         if path == "/loop":
             request.internal_redirect("/loop")
             return COMEBACK
-        if path.startswith(("/later/", "/stream/", "/broken", "/flood/")):
+        if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/")):
             request.handler = self       # claimed: no file behind these URLs
         return None
+
+    def _echo(self, request: Request):
+        """/echo/N: takes at most N bytes of the body per call, a call per 2 ms, and
+        answers with what it saw once the body is complete."""
+        ctx = request.plugin_ctx
+        body = request.body
+        ctx.setdefault("calls", 0)
+        ctx["calls"] += 1
+        ctx.setdefault("incomplete", 0)
+        ctx["incomplete"] += not body.complete
+        Later.most_unread = max(Later.most_unread, body.unread)
+        ctx["got"] = ctx.get("got", 0) + len(body.read_chunk(int(request.uri_path[6:])))
+        if body.complete and not body.unread:
+            request.response.write(b"%d bytes, %d calls before the end"
+                                   % (ctx["got"], ctx["incomplete"]))
+            return 200
+        if body.unread:
+            self.services.call_later(0.002, request.wake)
+        return WAIT
 
     def handle_subrequest(self, request: Request):
         path = request.uri_path
         response = request.response
+        if path.startswith("/echo/"):
+            return self._echo(request)
         if "left" not in request.plugin_ctx:       # the first call
             request.plugin_ctx["left"] = int(path.rsplit("/", 1)[1] or 0) \
                 if path.startswith(("/stream/", "/flood/")) else 0
@@ -99,7 +122,8 @@ class Later(Module):
 
 
 @contextlib.contextmanager
-def held_server(base: Path, stream_response_body: int) -> Iterator[Server]:
+def held_server(base: Path, stream_response_body: int,
+                stream_request_body: int = 0, max_request_kib: int = 0) -> Iterator[Server]:
     docroot = make_docroot(base)
     conf = base / "held.conf"
     conf.write_text(f'server.document-root = "{docroot}"\n'
@@ -107,7 +131,9 @@ def held_server(base: Path, stream_response_body: int) -> Iterator[Server]:
                     f'server.errorlog = "{base}/error.log"\n'
                     f'server.upload-dirs = ("{base}/spool")\n'
                     'server.error-handler-404 = "/later/handler"\n'
-                    f'server.stream-response-body = {stream_response_body}\n')
+                    f'server.stream-response-body = {stream_response_body}\n'
+                    f'server.stream-request-body = {stream_request_body}\n'
+                    f'server.max-request-size = {max_request_kib}\n')
     (base / "spool").mkdir()
     config = load(str(conf))
     config.modules = [Later, *config.modules]
@@ -115,7 +141,7 @@ def held_server(base: Path, stream_response_body: int) -> Iterator[Server]:
     worker.errorlog = base / "error.log"        # type: ignore[attr-defined]
     worker.spool = base / "spool"               # type: ignore[attr-defined]
     Later.resets = []
-    Later.most_backlog = 0
+    Later.most_backlog = Later.most_unread = 0
     try:
         yield worker
     finally:
@@ -136,12 +162,15 @@ def exchange(server: Server, data: bytes, read_pause: float = 0.0,
     (or the client resets it after `rst_after` seconds); the answer bytes."""
     client, end = socket.socketpair()
     server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
-    client.sendall(data)
     client.setblocking(False)
+    unsent = memoryview(data)
     received = bytearray()
     start = time.monotonic()
     deadline = start + seconds
     while time.monotonic() < deadline:
+        if unsent:
+            with contextlib.suppress(BlockingIOError):
+                unsent = unsent[client.send(unsent):]
         server.loop.run_once(0.005)
         if rst_after is not None and time.monotonic() - start > rst_after:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -282,3 +311,102 @@ def test_stream_response_body_1_parks_what_a_slow_client_has_not_taken(tmp_path)
         assert open_fds() == fds
         assert list(server.spool.iterdir()) == []  # unlinked at once
         assert "internal error" not in server.errorlog.read_text()
+
+
+def post(path: str, body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in headers)
+    return (f"POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body
+
+
+UPLOAD = bytes(range(256)) * 16 * 1024       # 4 MiB
+
+
+def test_stream_request_body_0_hands_the_body_over_complete(tmp_path):
+    with held_server(tmp_path, 0, stream_request_body=0) as server:
+        answer = exchange(server, post("/echo/100000000", UPLOAD))
+        assert answer.endswith(b"\r\n\r\n4194304 bytes, 0 calls before the end")
+
+
+def test_stream_request_body_1_hands_the_body_over_as_it_comes(tmp_path):
+    with held_server(tmp_path, 0, stream_request_body=1) as server:
+        answer = exchange(server, post("/echo/65536", UPLOAD))
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        count, calls = answer.rsplit(b"\r\n\r\n", 1)[1].split(b" bytes, ")
+        assert int(count) == len(UPLOAD) and int(calls.split()[0]) > 1
+
+
+def test_stream_request_body_2_slows_the_client_to_the_module(tmp_path):
+    """The module takes 4 KiB every 2 ms: the body waits in the socket, not here."""
+    with held_server(tmp_path, 0, stream_request_body=2) as server:
+        answer = exchange(server, post("/echo/4096", UPLOAD[:1 << 20]), seconds=30)
+        assert answer.endswith(b"\r\n\r\n1048576 bytes, " + answer.rsplit(b", ", 1)[1])
+        assert Later.most_unread < 64 * 1024 + 64 * 1024     # BODY_HIGH_WATER + a read
+        assert list(server.spool.iterdir()) == []
+
+
+def test_a_streamed_body_waits_for_100_continue(tmp_path):
+    with held_server(tmp_path, 0, stream_request_body=1) as server:
+        client, end = socket.socketpair()
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+        client.sendall(post("/echo/65536", b"", "Expect: 100-continue")
+                       .replace(b"Content-Length: 0", b"Content-Length: 5"))
+        for _ in range(20):
+            server.loop.run_once(0.005)
+        assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sendall(b"hello")
+        client.setblocking(False)
+        answer = b""
+        for _ in range(200):
+            server.loop.run_once(0.005)
+            try:
+                answer += client.recv(4096)
+            except BlockingIOError:
+                pass
+            if answer.endswith(b"the end"):
+                break
+        client.close()
+        assert answer.endswith(b"5 bytes, 1 calls before the end")
+
+
+def test_a_streamed_body_over_the_limit_is_413(tmp_path):
+    """server.max-request-size = 8 KiB, and no Content-Length to check at the start."""
+    with held_server(tmp_path, 0, stream_request_body=1, max_request_kib=8) as server:
+        chunked = (b"POST /echo/1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + (b"1000\r\n" + b"x" * 4096 + b"\r\n") * 3 + b"0\r\n\r\n")
+        assert exchange(server, chunked).startswith(b"HTTP/1.1 413 ")
+        assert Later.resets == [("/echo/1", False)]
+
+
+def test_a_client_gone_mid_body_aborts_the_streamed_request(tmp_path):
+    with held_server(tmp_path, 0, stream_request_body=1) as server:
+        client, end = socket.socketpair()
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+        client.sendall(post("/echo/65536", b"x" * 1000)[:-500])
+        for _ in range(20):
+            server.loop.run_once(0.005)
+        client.close()
+        for _ in range(20):
+            server.loop.run_once(0.005)
+        assert Later.resets == [("/echo/65536", True)]
+        assert not server.connections
+
+
+def test_a_streamed_body_over_the_limit_while_held_is_413(tmp_path):
+    """The same, the module already holding the request when the limit is crossed."""
+    with held_server(tmp_path, 0, stream_request_body=1, max_request_kib=8) as server:
+        client, end = socket.socketpair()
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+        client.sendall(b"POST /echo/1 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            server.loop.run_once(0.005)
+        client.setblocking(False)
+        client.sendall((b"1000\r\n" + b"x" * 4096 + b"\r\n") * 3)
+        answer = b""
+        for _ in range(100):
+            server.loop.run_once(0.005)
+            with contextlib.suppress(BlockingIOError):
+                answer += client.recv(4096)
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert Later.resets == [("/echo/1", False)]

@@ -27,6 +27,8 @@ class Sink:
         self.requests: list[Request] = []
         self.stopped = False
         self.limits = None
+        self.arrivals: list[tuple[int, bool]] = []
+        self.failures: list[int] = []
 
     def new_request(self) -> Request:
         return Request(self, 0.0)     # type: ignore[arg-type]
@@ -37,16 +39,33 @@ class Sink:
     def stop_reading(self) -> None:
         self.stopped = True
 
+    def body_arrived(self, request: Request) -> None:
+        self.arrivals.append((request.body.size, request.body.complete))
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("http1")
+    def body_failed(self, request: Request, status: int) -> None:
+        self.failures.append(status)
+
+
+def _server(base, extra: str = "") -> Server:
     conf = base / "http1.conf"
     conf.write_text(f'server.document-root = "{base}"\n'
                     f'server.errorlog = "{base}/error.log"\n'
                     'server.max-request-size = 1\n'
-                    'server.max-request-field-size = 2048\n')
-    worker = Server(load(str(conf)), [])
+                    'server.max-request-field-size = 2048\n' + extra)
+    return Server(load(str(conf)), [])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    worker = _server(tmp_path_factory.mktemp("http1"))
+    yield worker
+    worker.loop.close()
+
+
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory):
+    """server.stream-request-body = 1: requests come out when their head is in."""
+    worker = _server(tmp_path_factory.mktemp("http1s"), "server.stream-request-body = 1\n")
     yield worker
     worker.loop.close()
 
@@ -165,3 +184,19 @@ def test_http10_is_closed_unless_it_asks_for_keep_alive(server):
     closed, _ = parse(server, b"GET / HTTP/1.0\r\n\r\n")
     kept, _ = parse(server, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     assert (closed.requests[0].keep_alive, kept.requests[0].keep_alive) == (False, True)
+
+
+def test_a_streamed_body_comes_out_with_its_head_and_grows(streaming):
+    sink, parser = parse(streaming, b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\nab")
+    [request] = sink.requests
+    assert request.body.read_chunk() == b"ab" and not request.body.complete
+    parser.feed(b"cdef")
+    assert sink.arrivals == [(2, False), (6, False), (6, True)]
+    assert request.body.read_chunk() == b"cdef" and request.body.complete
+    assert len(sink.requests) == 1 and parser.current is None
+
+
+def test_a_streamed_body_over_the_limit_fails_in_its_handler(streaming):
+    sink, _ = parse(streaming, b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    b"400\r\n" + b"a" * 1024 + b"\r\n", b"1\r\na\r\n")
+    assert len(sink.requests) == 1 and sink.failures == [413] and sink.stopped
