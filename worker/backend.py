@@ -42,7 +42,7 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 DJB_INIT = 5381
 MAX_LABEL = 128
 IDLE_SECONDS = 60.0          # an idle connection unused this long is closed (nginx's default)
-DEFAULT_KEEPALIVE = 16       # idle connections a worker keeps per backend
+DEFAULT_KEEPALIVE = 64       # idle connections a worker keeps per backend
 UNIX_PATH_MAX = 108 - 2      # sun_path, as lighttpd checks it
 BALANCES = {"fair": "fair", "least-connection": "fair", "round-robin": "round-robin",
             "hash": "hash", "sticky": "sticky"}

@@ -19,7 +19,7 @@ X-Forwarded-For, X-Host, X-Forwarded-Host, X-Forwarded-Proto.
 Beyond lighttpd:
 - keep-alive to the backends: lighttpd sends `Connection: close` and connects for every
   request; here a backend's connections are kept (the host key "keepalive", idle
-  connections per worker, default 16; 0 is lighttpd's way), like nginx's upstream
+  connections per worker, default 64; 0 is lighttpd's way), like nginx's upstream
   keepalive.  A kept connection the backend closed just as it was reused is retried
   once on a new one for idempotent methods (RFC 9110 9.2.2), never for the others;
 - hop-by-hop headers (RFC 9110 7.6.1: Connection and the headers it names, Keep-Alive,
@@ -503,37 +503,57 @@ class ResponseReader:
         """Status and headers for the client; how the body is framed."""
         response = self.response
         response.status = self.status
-        chunked, length, tokens = False, -1, frozenset[str]()
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == b"transfer-encoding":
-                chunked = True
-            elif lower == b"content-length":
-                length = self.announced = int(value)
-            elif lower == b"connection":
-                tokens = tokens | _connection_tokens(value.decode("latin-1"))
-        if self.head_request or self.status in NO_BODY:
-            self.complete = True
-        elif not chunked:
-            if length >= 0:
-                self.left = length
-            else:
-                self.until_close = True
+        chunked, length, tokens = False, -1, ""
         remap = self.remap if self.remap.maps_response else None
-        add = response.headers.append
+        kept = []
         for name, value in self.headers:
-            text = name.decode("latin-1")
-            lower = text.lower()
-            if lower in RESPONSE_DROPS or lower in tokens or \
-                    (chunked and lower == "content-length"):
+            text, lower = _response_names.get(name) or _response_name(name)
+            if lower in RESPONSE_DROPS:
+                if lower == "transfer-encoding":
+                    chunked = True
+                elif lower == "connection":
+                    tokens += "," + value.decode("latin-1")
                 continue
             value_text = value.decode("latin-1")
-            if remap is not None:
-                if lower in ("location", "content-location"):
-                    value_text = remap.uri(value_text, False)
-                elif lower == "set-cookie":
-                    value_text = remap.set_cookie(value_text)
-            add((text, value_text))
+            if lower == "content-length":
+                length = self.announced = int(value)
+            elif remap is not None:
+                value_text = _remapped(remap, lower, value_text)
+            kept.append((text, lower, value_text))
+        if self.head_request or self.status in NO_BODY:
+            self.complete = True
+        elif chunked:
+            kept = [header for header in kept if header[1] != "content-length"]
+        elif length >= 0:
+            self.left = length
+        else:
+            self.until_close = True
+        if tokens:
+            named = _connection_tokens(tokens)
+            kept = [header for header in kept if header[1] not in named]
+        response.headers.extend((text, value) for text, _, value in kept)
+
+
+_response_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
+
+
+def _response_name(name: bytes) -> tuple[str, str]:
+    """A backend's header name as text and lowercase, remembered: backends send the
+    same few names again and again."""
+    text = name.decode("latin-1")
+    if len(_response_names) >= 1024:
+        _response_names.clear()
+    names = _response_names[name] = (text, text.lower())
+    return names
+
+
+def _remapped(remap: Remap, lower: str, value: str) -> str:
+    """An answer's header with proxy.header's maps applied backwards."""
+    if lower == "location" or lower == "content-location":
+        return remap.uri(value, False)
+    if lower == "set-cookie":
+        return remap.set_cookie(value)
+    return value
 
 
 # ----------------------------------------------------------------- the exchange
