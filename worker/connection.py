@@ -32,6 +32,7 @@ from .chunkqueue import ChunkQueue
 from .module import BACKLOG_HIGH
 from .spool import SPILL_AT, Spool
 from .http import DATE, NO_BODY, connection_line, render_start, server_line
+from .handler import AnswerCut
 from .http1 import Http1Parser
 from .transport import Transport
 from .request import Request, Response
@@ -445,6 +446,9 @@ class Connection:
             while request.woken and not finished:
                 request.woken = False
                 finished = self.server.pipeline.resume(request)
+        except AnswerCut:             # the module logged why
+            self._held_failed(held)
+            return
         except Exception:  # noqa: BLE001 - a module's bug costs this request only
             log.error("connections.c", f"internal error in a module answering "
                       f"{request.target} for {self.remote_ip}:\n"
@@ -480,6 +484,7 @@ class Connection:
         if not response.started:
             held.close_spool()             # its ranges in the body keep the file
             response.streaming = False
+            response.remove_header("Content-Length")   # the core counts what it has
             self._queue_answer(request, None, 0)
             return
         self._stream(held)

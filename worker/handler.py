@@ -16,7 +16,7 @@ from shared import log
 
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body
-from .module import COMEBACK, CONNECTION_HOOKS, HOOKS, WAIT, Module
+from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, clean_path
 from .static import error_document, errno_status, is_directory, is_regular
 from .statcache import CACHE
@@ -35,6 +35,11 @@ KNOWN_METHODS = frozenset({
 _NO_ERROR_HANDLER = frozenset({416})   # lighttpd decides 416 after its error handlers
 _AFTER_ANSWER = frozenset({"handle_request_done", "handle_request_reset"})
 MAX_LOOPS = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
+
+
+class AnswerCut(Exception):
+    """A module failed (ERROR) after its answer's head went out: nothing but closing
+    the connection can tell the client the answer is incomplete."""
 
 
 class Pipeline:
@@ -123,6 +128,13 @@ class Pipeline:
         URL may be held in turn); a final status gets its error page and the
         response-start hooks."""
         response = request.response
+        if status == ERROR:
+            if response.started:
+                raise AnswerCut(request.target)
+            response.streaming = False
+            response.headers = []
+            response.reset_body()
+            status = 500
         while status != WAIT:
             if response.started:
                 response.status = status
@@ -362,5 +374,5 @@ def _error_response(request: Request, status: int) -> bool:
     return True
 
 
-__all__ = ["Pipeline", "set_physical", "redirect_to_slash",
+__all__ = ["Pipeline", "AnswerCut", "set_physical", "redirect_to_slash",
            "physical_path_check", "ALLOW"]

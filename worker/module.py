@@ -13,7 +13,9 @@ module by name.  A hook returns a `HandlerResult`, as lighttpd's handler_t:
   and the core calls the module's `handle_subrequest(request)`, which returns a result
   again.  A held request at the head of a connection holds the pipelined ones behind;
 - COMEBACK: the module changed the URL (`request.internal_redirect`); the phases run
-  again from the start for the new URL (lighttpd's HANDLER_COMEBACK).
+  again from the start for the new URL (lighttpd's HANDLER_COMEBACK);
+- ERROR: the module failed (its backend broke) and logged why: 500 if nothing of the
+  answer went out yet, else the connection closes on the cut answer (HANDLER_ERROR).
 
 A module that answers by URL alone (a proxy, a gateway for a URL prefix) claims the
 request in handle_uri_clean by setting `request.handler = self` and going on: the core
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 HandlerResult = int | None
 WAIT = -1          # held: handle_subrequest is called after request.wake()
 COMEBACK = -2      # run the phases again for the URL the module set
+ERROR = -3         # failed: 500, or the connection cut if the answer had started
 BACKLOG_HIGH = 256 * 1024   # bytes queued for the client above which a producer pauses
 
 # The phases of request handling, in order (lighttpd's plugin hooks).

@@ -168,7 +168,7 @@ class Request:
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
         "arrived_as", "remote_ip", "socket_spec", "handler", "aborted", "error_origin",
-        "loops", "woken",
+        "loops", "woken", "target_orig", "env",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -210,6 +210,8 @@ class Request:
         self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled
         self.loops = 0                   # times the phases ran (COMEBACK, error handler)
         self.woken = False               # the holding module called wake()
+        self.target_orig = ""            # the target as received (REQUEST_URI)
+        self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
 
     # ---------------------------------------------------------- held requests
     def wake(self) -> None:
@@ -225,6 +227,22 @@ class Request:
         if self.settings.values["server.stream-response-body"] != 2:
             return 0
         return self.connection.out.pending + self.response.memory_bytes()
+
+    @property
+    def remote_port(self) -> int:
+        return self.connection.transport.peer_port()
+
+    @property
+    def local_address(self) -> str:
+        """The address the client reached (SERVER_ADDR on a wildcard listener)."""
+        return self.connection.transport.local_address()
+
+    def set_env(self, name: str, value: str) -> None:
+        """An environment variable for the backends of this request (CGI, FastCGI,
+        SCGI): REMOTE_USER from authentication, setenv.add-environment ..."""
+        if self.env is None:
+            self.env = {}
+        self.env[name] = value
 
     def internal_redirect(self, target: str) -> None:
         """Answer from another local URL (error handlers, a CGI `Location: /path`,
@@ -264,7 +282,7 @@ class Request:
     # ------------------------------------------------------------------ URL
     def set_target(self, target: str) -> None:
         """Split and clean the request-target (origin-form or absolute-form)."""
-        self.target = target
+        self.target = self.target_orig = target
         if _RAW_REFUSED.search(target) or ("%" in target and _ESCAPE_REFUSED.search(target)):
             raise BadRequest(400, "control character or invalid UTF-8 octet in the URL")
         if not target.startswith("/"):

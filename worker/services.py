@@ -33,13 +33,15 @@ class _ChildWatch:
         self.services, self.pid, self.fd, self.callback = services, pid, fd, callback
 
     def on_event(self, _mask: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:          # reaped by someone else: nothing to report
+            pid, status = self.pid, 0
+        if pid == 0:
+            return       # readable a moment before the kernel lets it be reaped: again
         self.services.loop.unregister(self.fd)
         os.close(self.fd)
-        try:
-            _pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            status = 0
-        self.callback(os.waitstatus_to_exitcode(status) if _pid else 0)
+        self.callback(os.waitstatus_to_exitcode(status))
 
 
 class Services:

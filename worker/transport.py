@@ -33,6 +33,8 @@ class Transport(Protocol):
 
     def peer_port(self) -> int: ...
 
+    def local_address(self) -> str: ...
+
 
 class SocketTransport:
     """A connected, non-blocking socket.  recv raises BlockingIOError when nothing is
@@ -68,6 +70,13 @@ class SocketTransport:
         except (OSError, IndexError, TypeError):
             return 0
 
+    def local_address(self) -> str:
+        """The address the client reached (which one, on a wildcard listener)."""
+        try:
+            return str(self.sock.getsockname()[0])
+        except (OSError, IndexError, TypeError):
+            return ""
+
 
 class PipeTransport:
     """stdin and stdout of the `-1` mode on pipes: reads block in the caller's loop,
@@ -94,3 +103,6 @@ class PipeTransport:
 
     def peer_port(self) -> int:
         return 0
+
+    def local_address(self) -> str:
+        return ""

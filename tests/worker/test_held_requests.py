@@ -21,7 +21,7 @@ import pytest
 from master.configload import load
 from server_util import split_responses
 from sites import make_docroot
-from worker.module import BACKLOG_HIGH, COMEBACK, WAIT, Module
+from worker.module import BACKLOG_HIGH, COMEBACK, ERROR, WAIT, Module
 from worker.request import Request
 from worker.server import Server
 
@@ -47,9 +47,22 @@ class Later(Module):
         if path == "/loop":
             request.internal_redirect("/loop")
             return COMEBACK
-        if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/")):
+        if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/", "/fail/")):
             request.handler = self       # claimed: no file behind these URLs
         return None
+
+    def _fail(self, request: Request):
+        """/fail/N: streams N parts, then its backend breaks (ERROR)."""
+        ctx = request.plugin_ctx
+        left = ctx.setdefault("left", int(request.uri_path[6:]))
+        if not left:
+            return ERROR
+        if not request.response.streaming:
+            request.response.stream()
+        request.response.write(b"part")
+        ctx["left"] = left - 1
+        self.services.call_later(0.002, request.wake)
+        return WAIT
 
     def _echo(self, request: Request):
         """/echo/N: takes at most N bytes of the body per call, a call per 2 ms, and
@@ -75,6 +88,8 @@ class Later(Module):
         response = request.response
         if path.startswith("/echo/"):
             return self._echo(request)
+        if path.startswith("/fail/"):
+            return self._fail(request)
         if "left" not in request.plugin_ctx:       # the first call
             request.plugin_ctx["left"] = int(path.rsplit("/", 1)[1] or 0) \
                 if path.startswith(("/stream/", "/flood/")) else 0
@@ -86,6 +101,8 @@ class Later(Module):
             raise RuntimeError("a module bug")
         if path.startswith("/later/"):
             response.write(b"late " + path.encode())
+            if path == "/later/handler":
+                response.write(b" for " + request.target_orig.encode())
             return 200
         if path.startswith("/flood/"):
             return self._flood(request)
@@ -256,7 +273,7 @@ def test_an_endless_comeback_is_500(server):
 def test_an_error_handler_may_be_a_held_request(server):
     answers = split_responses(exchange(server, get("/missing.html")))
     assert answers[0][0] == 200          # the 404 handler's own status stands
-    assert answers[0][2] == b"late /later/handler"
+    assert answers[0][2] == b"late /later/handler for /missing.html"
 
 
 def test_a_module_bug_while_holding_is_500_and_the_worker_goes_on(server):
@@ -410,3 +427,18 @@ def test_a_streamed_body_over_the_limit_while_held_is_413(tmp_path):
         client.close()
         assert answer.startswith(b"HTTP/1.1 413 ")
         assert Later.resets == [("/echo/1", False)]
+
+
+def test_a_module_failing_before_its_answer_started_is_500(server):
+    data = exchange(server, get("/fail/0", close=False) + get("/index.html"))
+    answers = split_responses(data)
+    assert [status for status, _, _ in answers] == [500, 200]
+    assert "internal error" not in server.errorlog.read_text()
+
+
+def test_a_module_failing_mid_answer_cuts_the_connection(server):
+    """Streamed (mode 2): the head and two parts went out; the end never comes."""
+    data = exchange(server, get("/fail/2", close=False) + get("/index.html"))
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert data.endswith(b"4\r\npart\r\n4\r\npart\r\n")     # no last chunk, no next answer
+    assert "internal error" not in server.errorlog.read_text()
