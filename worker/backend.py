@@ -108,20 +108,21 @@ def djbhash(text: str, value: int = DJB_INIT) -> int:
 
 
 # ----------------------------------------------------------------- config parsing
-def parse_servers(value: Array, directive: str) -> tuple[Extension, ...]:
-    """A `*.server` array as Extensions; DirectiveValueError says what is wrong."""
+def parse_servers(value: Array) -> tuple[Extension, ...]:
+    """A `*.server` array (the directive's convert) as Extensions; DirectiveValueError
+    says what is wrong."""
     extensions = []
     for key, hosts in value:
         if key is None or not isinstance(hosts, Array):
             raise DirectiveValueError(
-                f'{directive}: expected ( "ext" => ( "backend-label" => ( "key" => "value" ) ) )')
-        specs = tuple(_host_spec(label or "", entry, directive, key) for label, entry in hosts)
+                'expected ( "ext" => ( "backend-label" => ( "key" => "value" ) ) )')
+        specs = tuple(_host_spec(label or "", entry, key) for label, entry in hosts)
         extensions.append(Extension(key, specs))
     return tuple(extensions)
 
 
-def _host_spec(label: str, entry: object, directive: str, ext: str) -> HostSpec:
-    where = f"{directive} = ( \"{ext}\" => ( \"{label}\" ..."
+def _host_spec(label: str, entry: object, ext: str) -> HostSpec:
+    where = f'in "{ext}"' + (f' => "{label}"' if label else "")
     if not isinstance(entry, Array) or (len(entry) and not entry.has_keys()) \
             or len(label) > MAX_LABEL:
         raise DirectiveValueError(

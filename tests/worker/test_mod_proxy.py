@@ -39,6 +39,7 @@ server.errorlog = "{errorlog}"
 proxy.server = (
   "/rr/" => ( "a" => ( {one} ), "b" => ( "host" => "127.0.0.1", "port" => {b.port} ) ),
   "/hash/" => ( ( {one} ), ( "host" => "127.0.0.1", "port" => {b.port} ) ),
+  "/sticky/" => ( ( {one} ), ( "host" => "127.0.0.1", "port" => {b.port} ) ),
   "/down/" => ( ( "host" => "127.0.0.1", "port" => {down}, "disable-time" => 1 ) ),
   "/failover/" => ( ( "host" => "127.0.0.1", "port" => {refusing} ), ( {one} ) ),
   "/timeout/" => ( ( {one}, "read-timeout" => 1, "write-timeout" => 1 ) ),
@@ -49,7 +50,9 @@ proxy.server = (
   "/" => ( ( {one} ) ),
 )
 {PROXY_RULES}
-$HTTP["url"] =^ "/ws/" {{ proxy.header = ( "upgrade" => "enable" ) }}
+$HTTP["url"] =^ "/ws/" {{ proxy.header = ( "upgrade" => "enable", "connect" => "enable" ) }}
+$HTTP["url"] =^ "/old/" {{ proxy.header = ( "force-http10" => "enable" ) }}
+$HTTP["url"] =^ "/sticky/" {{ proxy.balance = "sticky" }}
 $HTTP["url"] =^ "/stream/" {{ server.stream-response-body = 2 }}
 """
 
@@ -217,6 +220,11 @@ def test_map_urlpath_and_host_on_the_way_out(proxy):
                                                     "b=2; path=/app"]
 
 
+def test_force_http10_sends_http10_and_closes(proxy):
+    seen = echoed(proxy, "/old/echo")
+    assert (seen["version"], seen["header"]["connection"]) == ("HTTP/1.0", "close")
+
+
 def test_replace_http_host_sends_the_backend_label(proxy):
     seen = echoed(proxy, "/label/echo")
     assert seen["header"]["host"] == "backend.label"
@@ -296,6 +304,10 @@ def test_hash_sends_a_url_to_the_same_backend(proxy):
     first = {path: echoed(proxy, f"/hash/{path}")["server"] for path in range(20)}
     again = {path: echoed(proxy, f"/hash/{path}")["server"] for path in range(20)}
     assert first == again and set(first.values()) == {"A", "B"}
+
+
+def test_sticky_keeps_a_client_on_one_backend(proxy):
+    assert len({echoed(proxy, f"/sticky/{n}/echo")["server"] for n in range(10)}) == 1
 
 
 # ------------------------------------------------------------------- failures

@@ -10,11 +10,12 @@ parsed by httptools and streamed to the client (de-chunked, paused while the cli
 behind by BACKLOG_HIGH).
 
 What the backend gets, as lighttpd's proxy_create_env builds it: the request-target as
-the client sent it (`map-urlpath` applied), HTTP/1.1 (1.0 with `force-http10`, or when
+lighttpd normalises it (`map-urlpath` applied), HTTP/1.1 (1.0 with `force-http10`, or when
 there is no Host to send), Host (the backend's label with `proxy.replace-http-host`,
 else the client's with `map-host-request`), the client's headers, `Content-Length` for
 a body that came chunked, `Forwarded` with the `proxy.forwarded` parameters, and
-X-Forwarded-For, X-Host, X-Forwarded-Host, X-Forwarded-Proto.
+X-Forwarded-For, X-Host, X-Forwarded-Host, X-Forwarded-Proto.  (`remote_user` adds
+nothing yet: no module authenticates users.)
 
 Beyond lighttpd:
 - keep-alive to the backends: lighttpd sends `Connection: close` and connects for every
@@ -49,9 +50,9 @@ import httptools
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 from shared.config.values import Array
 
-from ..http import NO_BODY
 from ..backend import (EPOLLIN, EPOLLOUT, Backend, Backends, Connection, Extension,
                        find_extension, parse_balance, parse_servers)
+from ..http import NO_BODY
 from ..module import BACKLOG_HIGH, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path
 
@@ -102,24 +103,30 @@ class HeaderOptions:
     https_remap: bool = False
     force_http10: bool = False
     upgrade: bool = False
-    connect: bool = False
 
 
+# "connect" is taken as lighttpd takes it and does nothing: CONNECT never reaches a
+# module (see above)
 _HEADER_FLAGS = {"https-remap": "https_remap", "force-http10": "force_http10",
-                 "upgrade": "upgrade", "connect": "connect"}
+                 "upgrade": "upgrade", "connect": ""}
 _HEADER_MAPS = {"map-urlpath": "urlpaths", "map-host-request": "hosts_request",
                 "map-host-response": "hosts_response"}
+
+
+def _flag(key: str, item: object) -> bool:
+    try:
+        return to_bool(item)        # type: ignore[arg-type]
+    except DirectiveValueError:
+        raise DirectiveValueError(f'expected "{key}" => "enable" or "disable"') from None
 
 
 def parse_header_options(value: Array) -> HeaderOptions:
     fields: dict[str, Any] = {}
     for key, item in value:
         if key in _HEADER_FLAGS:
-            try:
-                fields[_HEADER_FLAGS[key]] = to_bool(item)
-            except DirectiveValueError:
-                raise DirectiveValueError(
-                    f'expected "{key}" => "enable" or "disable"') from None
+            flag = _flag(key, item)
+            if _HEADER_FLAGS[key]:
+                fields[_HEADER_FLAGS[key]] = flag
         elif key in _HEADER_MAPS and isinstance(item, Array) and all(
                 name is not None and isinstance(text, str) for name, text in item):
             fields[_HEADER_MAPS[key]] = tuple(item)
@@ -141,8 +148,7 @@ def parse_forwarded(value: Array) -> frozenset[str]:
 
 
 DIRECTIVES = (
-    Directive("proxy.server", Type.ARRAY_KVANY, (),
-              convert=lambda value: parse_servers(value, "proxy.server")),
+    Directive("proxy.server", Type.ARRAY_KVANY, (), convert=parse_servers),
     Directive("proxy.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("proxy.debug", Type.INT, 0),
     Directive("proxy.forwarded", Type.ARRAY_KVANY, frozenset(), convert=parse_forwarded),
