@@ -108,14 +108,15 @@ def start_static(directory: Path) -> Lighttpd:
     (docroot / "static" / "large.bin").write_bytes(bytes(range(256)) * 6000)
     conf = directory / "static.conf"
     conf.write_text(f'server.document-root = "{docroot}"\n'
-                    'mimetype.assign = (".txt" => "text/plain", "" => "application/octet-stream")\n')
+                    'mimetype.assign = (".txt" => "text/plain",\n'
+                    '                   "" => "application/octet-stream")\n')
     return Lighttpd(conf)
 
 
 def request(method: str, path: str, *headers: str, body: bytes = b"",
             version: str = "1.1", host: bool = True) -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", *( [f"Host: {HOST}"] if host else []),
-             "Connection: close", *headers]
+    lines = [f"{method} {path} HTTP/{version}"] + ([f"Host: {HOST}"] if host else [])
+    lines += ["Connection: close", *headers]
     if body and not any(h.lower().startswith("transfer-encoding") for h in headers):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
