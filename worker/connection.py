@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from shared import log
 
 from . import debuglog
+from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .module import BACKLOG_HIGH
 from .spool import SPILL_AT, Spool
@@ -83,13 +84,19 @@ class Answer:
             return 0
 
 
+def _switches_protocols(request: Request) -> bool:
+    """The answer turns the connection into a tunnel (RFC 9110 15.2.2, 9.3.6)."""
+    status = request.response.status
+    return status == 101 or (request.method == "CONNECT" and 200 <= status < 300)
+
+
 class _Held:
     """The request at the head of the connection while a module holds it, and how its
     answer is going out: `mark` is where it starts in the output stream; once
     streaming, whether the head is out, whether the body is chunked."""
 
     __slots__ = ("request", "mark", "head_len", "head_sent", "chunked", "keep_alive",
-                 "queued", "rdhup", "spool")
+                 "queued", "rdhup", "spool", "tunnel")
 
     def __init__(self, request: Request, mark: int) -> None:
         self.request = request
@@ -101,6 +108,7 @@ class _Held:
         self.queued = False       # a wake is pending in the loop's call_soon list
         self.rdhup = False        # the client half-closed: stop polling for it
         self.spool: Spool | None = None   # the body's bytes parked on disk, if any
+        self.tunnel = False       # switched protocols: raw bytes both ways
 
     def spill(self, response: Response, upload_dirs: tuple[str, ...]) -> None:
         """Move the body's bytes parts to the spool file, as file ranges in the same
@@ -245,6 +253,12 @@ class Connection:
         self.last_read = server.loop.now
         self.bytes_read += len(data)
         server.counters.bytes_in(len(data))
+        held = self.held
+        if held is not None and held.tunnel:
+            held.request.body.append(data)
+            held.request.wake()
+            self.update_events()
+            return
         if self.protocol.current is not None or self.ready:
             self.feed(data)
         else:                         # between requests
@@ -304,6 +318,11 @@ class Connection:
         """The client will send no more: answer what is complete, then close."""
         self.peer_eof = True
         held = self.held
+        if held is not None and held.tunnel:
+            held.request.body.complete = True    # the module ends the tunnel
+            held.request.wake()
+            self.update_events()
+            return
         if held is not None and held.request is self.protocol.current:
             self.close()          # the body the module reads will never be complete
             return
@@ -412,6 +431,8 @@ class Connection:
             self.answers.append(answer)
         if pipeline.request_reset:
             pipeline.reset(request)
+        if self.protocol.upgrading is request:
+            self.protocol.upgrade_answered(request, False)
         if request.body is not None:
             request.body.close()
         if not keep:
@@ -505,7 +526,8 @@ class Connection:
             return
         mode = request.settings.values["server.stream-response-body"]
         if not held.head_sent:
-            if mode == 0:               # kept whole, sent at the end with its length
+            if mode == 0 and not _switches_protocols(request):
+                # kept whole, sent at the end with its length
                 if response.memory_bytes() > SPILL_AT:
                     held.spill(response, self.server.upload_dirs)
                 return
@@ -527,22 +549,40 @@ class Connection:
         values = request.settings.values
         status = response.status or 200
         response.status = status
-        delimited = (response.head_only or status in NO_BODY or status < 200
-                     or response.get_header("Content-Length") is not None)
-        if not delimited and request.version == "1.1":
-            held.chunked = True
-            response.add_header("Transfer-Encoding", "chunked")
-        keep = self._keeps_alive(request.keep_alive and (delimited or held.chunked), values)
-        head = render_start(request) + connection_line(request, keep) + DATE.line + \
-            server_line(values["server.tag"])
+        if _switches_protocols(request):
+            head = self._tunnel_head(held)
+        else:
+            delimited = (response.head_only or status in NO_BODY or status < 200
+                         or response.get_header("Content-Length") is not None)
+            if not delimited and request.version == "1.1":
+                held.chunked = True
+                response.add_header("Transfer-Encoding", "chunked")
+            held.keep_alive = self._keeps_alive(
+                request.keep_alive and (delimited or held.chunked), values)
+            head = render_start(request) + connection_line(request, held.keep_alive) + \
+                DATE.line + server_line(values["server.tag"])
         if self.server.debug:
             self._debug_response(request, head, 0)
         self.out.append(head)
         self.queued_total += len(head)
         held.head_len = len(head)
         held.head_sent = True
-        held.keep_alive = keep
         response.started = True
+
+    def _tunnel_head(self, held: _Held) -> bytes:
+        """A module switched protocols (101, or 2xx to CONNECT): its head goes out with
+        its own Connection header, then raw bytes both ways until either side ends.
+        The client's bytes are the request's body from now on (with what it sent
+        before the answer), never spooled: the client waits while the module lags."""
+        request = held.request
+        held.tunnel = True
+        self.closing = True            # nothing HTTP/1 follows a tunnel
+        body = request.body = RequestBody(spill=False)
+        body.append(self.protocol.upgrade_answered(request, True))
+        if self.peer_eof:
+            body.complete = True
+        return render_start(request) + DATE.line + \
+            server_line(request.settings.values["server.tag"])
 
     def _queue(self, response: Response, head: bytes) -> None:
         """Move the head and the response's body into the output queue."""
@@ -671,6 +711,8 @@ class Connection:
         module has left too much unread (server.stream-request-body = 2 keeps it
         in memory, so that is where the client is slowed down)."""
         request = held.request
+        if held.tunnel:
+            return not self.peer_eof and request.body.unread < BODY_HIGH_WATER
         if request is not self.protocol.current:
             return False
         body = request.body

@@ -98,7 +98,8 @@ class Http1Parser:
 
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
-                 "header_limit", "reads_bodies", "answers", "upload_dirs")
+                 "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
+                 "held_back", "tunnelled")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -116,6 +117,9 @@ class Http1Parser:
         self.reads_bodies = server.pipeline.reads_bodies
         self.answers = server.pipeline.answers
         self.upload_dirs = server.upload_dirs
+        self.upgrading: Request | None = None   # asked to switch, not answered yet
+        self.held_back = b""       # what came after it meanwhile
+        self.tunnelled = False     # switched: the bytes are no longer HTTP/1
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -287,6 +291,9 @@ class Http1Parser:
         return chunked or request.content_length > 0
 
     def feed(self, data: bytes) -> None:
+        if self.upgrading is not None:     # not parsed before the upgrade is answered
+            self.held_back += data
+            return
         if self.header_phase:
             self.raw_header_bytes += len(data)
             if self.raw_header_bytes > self.header_limit + HEADER_SLACK:
@@ -297,7 +304,7 @@ class Http1Parser:
                 self.parser.feed_data(data)
                 return
             except httptools.HttpParserUpgrade as upgrade:
-                data = self._not_upgraded(data[upgrade.args[0]:])
+                data = self._upgrade_asked(data[upgrade.args[0]:])
             except httptools.HttpParserInvalidMethodError:
                 self.fail(self.error_status or _refusal_status(data, unknown_method=True))
                 return
@@ -308,21 +315,41 @@ class Http1Parser:
                 self.fail(self.error_status or _refusal_status(data, unknown_method=False))
                 return
 
-    def _not_upgraded(self, rest: bytes) -> bytes:
+    def _upgrade_asked(self, rest: bytes) -> bytes:
         """The parser stops after a request that asks to switch protocols (`Connection:
-        upgrade`, CONNECT).  No module switches protocols, so it is answered as any
-        other request and the bytes after it are the next request, parsed afresh;
-        unless they may be a tunnel's (CONNECT) or the request's own unread body: then
-        the connection closes after the answer.  Returns what is left to parse."""
+        upgrade`, CONNECT).  What follows it is held back until the request is
+        answered (upgrade_answered): the first bytes of a tunnel if a module switches,
+        else the next request.  A request with a body of its own cannot switch: the
+        connection closes after its answer.  Returns what is left to parse now."""
         if self.current is not None:
             self.on_message_complete()
         request = self.last
-        if request is None or request.method == "CONNECT" or request.content_length > 0 \
+        if request is None or request.content_length > 0 \
                 or "transfer-encoding" in request.headers:
             self.stop()
             return b""
         self.parser = httptools.HttpRequestParser(self)
-        return rest
+        self.upgrading = request
+        self.held_back = rest
+        return b""
+
+    def upgrade_answered(self, request: Request, switched: bool) -> bytes:
+        """The request that asked to switch protocols is answered.  Switched: parsing
+        is over, and the bytes held back are the tunnel's first (returned).  Not
+        switched: they are parsed as the next request, unless the request was a
+        CONNECT (they may be a tunnel's all the same): then reading stops."""
+        if request is not self.upgrading:
+            return b""
+        self.upgrading = None
+        rest, self.held_back = self.held_back, b""
+        if switched:
+            self.tunnelled = True
+            return rest
+        if request.method == "CONNECT":
+            self.stop()
+        elif rest:
+            self.feed(rest)
+        return b""
 
     def _callback_failed(self, cause: BaseException | None) -> None:
         """httptools wraps what a callback raises and hands it over as `__context__`,

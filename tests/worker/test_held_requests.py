@@ -47,9 +47,26 @@ class Later(Module):
         if path == "/loop":
             request.internal_redirect("/loop")
             return COMEBACK
-        if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/", "/fail/")):
+        if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/", "/fail/",
+                            "/shout")):
             request.handler = self       # claimed: no file behind these URLs
         return None
+
+    def _shout(self, request: Request):
+        """/shout: switches to the "shout" protocol (101) and echoes in upper case
+        until the client ends its side."""
+        response = request.response
+        if not response.streaming:
+            if request.headers.get("upgrade") != "shout":
+                response.write(b"ask to upgrade")
+                return 200
+            response.status = 101
+            response.add_header("Upgrade", "shout")
+            response.add_header("Connection", "Upgrade")
+            response.stream()
+            return WAIT
+        response.write(request.body.read_chunk().upper())
+        return 200 if request.body.complete and not request.body.unread else WAIT
 
     def _fail(self, request: Request):
         """/fail/N: streams N parts, then its backend breaks (ERROR)."""
@@ -90,6 +107,8 @@ class Later(Module):
             return self._echo(request)
         if path.startswith("/fail/"):
             return self._fail(request)
+        if path == "/shout":
+            return self._shout(request)
         if "left" not in request.plugin_ctx:       # the first call
             request.plugin_ctx["left"] = int(path.rsplit("/", 1)[1] or 0) \
                 if path.startswith(("/stream/", "/flood/")) else 0
@@ -442,3 +461,55 @@ def test_a_module_failing_mid_answer_cuts_the_connection(server):
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert data.endswith(b"4\r\npart\r\n4\r\npart\r\n")     # no last chunk, no next answer
     assert "internal error" not in server.errorlog.read_text()
+
+
+def test_a_module_switching_protocols_gets_the_raw_bytes_both_ways(server):
+    """101: whatever the client sent after its request (at once, and later) reaches
+    the module as body, what it writes goes out as is; the client's EOF ends it."""
+    client, end = socket.socketpair()
+    server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    client.sendall(b"GET /shout HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n"
+                   b"Upgrade: shout\r\n\r\nfirst words ")
+    client.setblocking(False)
+    received = b""
+
+    def run(until: bytes) -> bytes:
+        nonlocal received
+        for _ in range(200):
+            server.loop.run_once(0.005)
+            with contextlib.suppress(BlockingIOError):
+                chunk = client.recv(4096)
+                if not chunk:
+                    return received
+                received += chunk
+            if received.endswith(until):
+                break
+        return received
+
+    head = run(b"FIRST WORDS ")
+    assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert b"\r\nConnection: Upgrade\r\n" in head and b"Connection: close" not in head
+    assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
+    client.sendall(b"and more")
+    assert run(b"AND MORE").endswith(b"\r\n\r\nFIRST WORDS AND MORE")
+    client.shutdown(socket.SHUT_WR)
+    run(b"never")
+    client.close()
+    for _ in range(20):
+        server.loop.run_once(0.005)
+    assert not server.connections
+    assert Later.resets == [("/shout", False)]
+
+
+def test_an_upgrade_not_taken_leaves_the_next_request_to_http(server):
+    data = (b"GET /shout HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n"
+            b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    bodies = [body for _, _, body in split_responses(exchange(server, data))]
+    assert bodies == [b"ask to upgrade", b"hello from pylighttpd\n"]
+
+
+def test_nothing_after_a_connect_nobody_takes_is_read_as_http(server):
+    data = (b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+            b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    answers = split_responses(exchange(server, data))
+    assert [status for status, _, _ in answers] == [400]      # as lighttpd without a proxy

@@ -168,15 +168,29 @@ def test_requests_before_a_refused_one_come_out_first(server):
     assert [(r.target, r.response.status) for r in sink.requests] == [("/ok", 0), ("/", 400)]
 
 
-def test_the_request_after_an_upgrade_request_is_parsed_afresh(server):
-    sink, _ = parse(server, b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
-                            b"Upgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+           b"Upgrade: websocket\r\n\r\n")
+
+
+def test_what_follows_an_upgrade_request_waits_for_its_answer(server):
+    sink, parser = parse(server, UPGRADE + b"GET /next HTTP/1.1\r\n", b"Host: h\r\n\r\n")
+    assert [r.target for r in sink.requests] == ["/ws"]
+    parser.upgrade_answered(sink.requests[0], switched=False)    # answered as any other
     assert [r.target for r in sink.requests] == ["/ws", "/next"]
     assert not sink.stopped
 
 
-def test_nothing_is_read_after_a_connect_request(server):
-    sink, _ = parse(server, b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n\x16\x03\x01")
+def test_what_follows_an_upgrade_that_switched_is_the_tunnel_s(server):
+    sink, parser = parse(server, UPGRADE + b"\x81\x05hello", b"GET / HTTP/1.1\r\n\r\n")
+    assert parser.upgrade_answered(sink.requests[0], switched=True) == \
+        b"\x81\x05helloGET / HTTP/1.1\r\n\r\n"
+    assert [r.target for r in sink.requests] == ["/ws"] and parser.tunnelled
+
+
+def test_nothing_is_read_after_a_connect_request_nobody_took(server):
+    sink, parser = parse(server, b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n\x16\x03\x01")
+    assert len(sink.requests) == 1
+    parser.upgrade_answered(sink.requests[0], switched=False)
     assert len(sink.requests) == 1 and sink.stopped
 
 
