@@ -51,6 +51,8 @@ LOW_WATER = 64 * 1024          # a paused producer is woken below this
 BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client waits
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
 class Answer:
     """What the request-done hooks learn about how an answer went out.  `start_mark` and
     `end_mark` delimit its bytes in the connection's output stream."""
@@ -82,6 +84,15 @@ class Answer:
             return self.connection.transport.peer_port()
         except (OSError, IndexError, TypeError):
             return 0
+
+
+def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
+    """The end of a chunked body, with the trailer fields a module set (RFC 9112
+    7.1.2); they are dropped where the body is not chunked."""
+    if not trailers:
+        return LAST_CHUNK
+    fields = "".join(f"{name}: {value}\r\n" for name, value in trailers)
+    return b"0\r\n" + fields.encode("latin-1", "replace") + b"\r\n"
 
 
 def _switches_protocols(request: Request) -> bool:
@@ -511,8 +522,9 @@ class Connection:
         self._stream(held)
         held.close_spool()
         if held.chunked:
-            self.out.append(LAST_CHUNK)
-            self.queued_total += len(LAST_CHUNK)
+            last = _last_chunk(response.trailers)
+            self.out.append(last)
+            self.queued_total += len(last)
         self._end_request(request, held.mark, held.head_len, request.response.length,
                           held.keep_alive)
 

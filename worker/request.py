@@ -76,7 +76,7 @@ class Response:
     """
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
-                 "missing", "streaming", "wants_drain", "started")
+                 "missing", "streaming", "wants_drain", "started", "trailers")
 
     def __init__(self) -> None:
         self.status = 0
@@ -90,6 +90,7 @@ class Response:
         self.streaming = False      # the head goes out before the body is complete
         self.wants_drain = False    # the producer paused: wake it when the client read
         self.started = False        # a streamed head went out: the status is final
+        self.trailers: list[tuple[str, str]] | None = None   # after a chunked body
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not

@@ -130,6 +130,8 @@ class Later(Module):
             response.add_header("Content-Type", "text/plain")
             response.stream()
         if left == 0:
+            if request.headers.get("te") == "trailers":
+                response.trailers = [("Checksum", "abc"), ("Server-Timing", "db;dur=5")]
             return 200
         response.write(b"%d" % left + b"." * 1023)
         request.plugin_ctx["left"] = left - 1
@@ -513,3 +515,8 @@ def test_nothing_after_a_connect_nobody_takes_is_read_as_http(server):
             b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     answers = split_responses(exchange(server, data))
     assert [status for status, _, _ in answers] == [400]      # as lighttpd without a proxy
+
+
+def test_trailers_follow_a_chunked_body(server):
+    data = exchange(server, get("/stream/1").replace(b"\r\n\r\n", b"\r\nTE: trailers\r\n\r\n"))
+    assert data.endswith(b"\r\n0\r\nChecksum: abc\r\nServer-Timing: db;dur=5\r\n\r\n")
