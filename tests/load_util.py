@@ -22,12 +22,14 @@ class LoadResult:
 
 
 class Load:
-    """`with Load(port, body) as load: ...` runs clients until the block ends."""
+    """`with Load(port, body) as load: ...` runs clients until the block ends, each
+    asking for `path` again and again."""
 
     def __init__(self, port: int, expected_body: bytes, keepalive_clients: int = 2,
-                 fresh_clients: int = 2, max_seconds: float = 120.0) -> None:
+                 fresh_clients: int = 2, max_seconds: float = 120.0, path: str = "/") -> None:
         self.port = port
         self.expected_body = expected_body
+        self.path = path
         self.result = LoadResult()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -58,11 +60,11 @@ class Load:
                 if connection is None:
                     connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                     reused = False
-                connection.request("GET", "/")
+                connection.request("GET", self.path)
                 response = connection.getresponse()
                 body = response.read()
                 if response.status != 200 or body != self.expected_body:
-                    self._record(f"status {response.status}, {len(body)} bytes")
+                    self._record(f"{self.path}: status {response.status}, {len(body)} bytes")
                 else:
                     self._record(None)
                 reused = True
@@ -76,7 +78,7 @@ class Load:
                     with self._lock:
                         self.result.retried_idle += 1
                 else:
-                    self._record(f"{type(err).__name__}: {err}")
+                    self._record(f"{self.path}: {type(err).__name__}: {err}")
                 if connection is not None:
                     connection.close()
                 connection = None
