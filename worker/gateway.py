@@ -7,7 +7,9 @@ Nothing here knows how the backend is reached (a child's pipes, a socket): a mod
 feeds the bytes it reads to a `HeadReader`, then to an `AnswerBody`, and asks the
 functions below what the head means for the request.  A backend's body always
 streams: the core keeps it whole and sends it with its length, as lighttpd does by
-default, or sends it as it comes (`server.stream-response-body`).
+default, or sends it as it comes (`server.stream-response-body`), with the length the
+backend announced, if any.  A backend that fails once its answer has started makes
+the module return ERROR (the core cuts the connection) after one line in the log.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable
 from shared import log
 
 from .errors import BadRequest
-from .module import BACKLOG_HIGH, COMEBACK
+from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .request import simplify_path, url_decode
 from .static import is_regular, open_file_without_symlinks, serve_file
 
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
 
 MAX_HEAD = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
 MAX_LOCAL_REDIRECTS = 5     # lighttpd's loops_per_request limit for local redirects
-# request.plugin_ctx keys other modules may fill or read
-ORIGINAL_TARGET = "gateway.original_target"   # the target before a local redirect
-REQUEST_ENV = "gateway.env"   # extra variables (REMOTE_USER, AUTH_TYPE ...) as a dict
 # The X-Sendfile headers each backend kind may use, in lighttpd's order of preference:
 # CGI honours X-Sendfile alone; X-Sendfile2 and X-LIGHTTPD-send-file are FastCGI's.
 XSENDFILE_CGI = ("x-sendfile",)
@@ -44,11 +43,6 @@ _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "[::]"})
 # on as it came (the body's framing, Status): read here, never copied to the answer.
 _NOT_PASSED = frozenset({"status", "connection", "content-length", "transfer-encoding",
                          "http2-settings", "date", "server"})
-
-
-class BackendAbort(Exception):
-    """A backend failed after the answer's head went out: the core closes the
-    connection, so the client sees a truncated answer rather than a complete one."""
 
 
 # ------------------------------------------------------------------ environment
@@ -66,20 +60,28 @@ def _env_name(header: str) -> str:
     return name
 
 
-def original_target(request: "Request") -> str:
-    """The request-target as the client sent it, before any local redirect."""
-    return request.plugin_ctx.get(ORIGINAL_TARGET, request.target)
+def request_body_length(request: "Request") -> int:
+    """CONTENT_LENGTH: the length the client announced, or that of a body complete
+    without one (chunked); -1 while a chunked body is still arriving (its handler
+    started with its head, `server.stream-request-body`)."""
+    if request.content_length >= 0:
+        return request.content_length
+    body = request.body
+    if body is None:
+        return 0
+    return body.size if body.complete else -1
 
 
 def cgi_environment(request: "Request", docroot: str = "") -> dict[str, str]:
     """The CGI/1.1 variables of RFC 3875 with lighttpd's additions, in lighttpd's
-    order (CONTENT_LENGTH first, as SCGI wants).  `docroot`: a document root other
-    than the request's (a remote FastCGI or SCGI server's)."""
+    order (CONTENT_LENGTH first, as SCGI wants), and the request's own `env` (set by
+    other modules) last.  `docroot`: a document root other than the request's (a
+    remote FastCGI or SCGI server's).  REQUEST_URI is the target the client sent,
+    whatever internal redirect (an error handler, a local Location) led here."""
     values = request.settings.values
-    body = request.body
-    env = {"CONTENT_LENGTH": str(body.size if body is not None else 0),
+    env = {"CONTENT_LENGTH": str(max(request_body_length(request), 0)),
            "QUERY_STRING": request.uri_query}
-    target = original_target(request)
+    target = request.target_orig
     env["REQUEST_URI"] = target
     if request.target != target:
         env["REDIRECT_URI"] = request.target
@@ -94,7 +96,8 @@ def cgi_environment(request: "Request", docroot: str = "") -> dict[str, str]:
         env["HTTPS"] = "on"
     _add_socket_names(env, request, values["server.name"])
     _add_request_headers(env, request.headers.items())
-    env.update(request.plugin_ctx.get(REQUEST_ENV, ()))
+    if request.env:
+        env.update(request.env)
     return env
 
 
@@ -122,11 +125,11 @@ def _add_socket_names(env: dict[str, str], request: "Request", server_name: str)
     env["SERVER_PORT"] = port or "0"
     address = host
     if not unix and host in _WILDCARD_HOSTS:
-        address = _local_address(request)
+        address = request.local_address
     env["SERVER_ADDR"] = address
     env["SERVER_NAME"] = _without_port(server_name or request.host) or address
     env["REMOTE_ADDR"] = request.remote_ip
-    env["REMOTE_PORT"] = str(_peer_port(request))
+    env["REMOTE_PORT"] = str(request.remote_port)
 
 
 def _without_port(authority: str) -> str:
@@ -134,24 +137,6 @@ def _without_port(authority: str) -> str:
         end = authority.find("]")
         return authority[:end + 1] if end > 0 else authority
     return authority.partition(":")[0]
-
-
-def _local_address(request: "Request") -> str:
-    """The address a client reached on a wildcard listener.  Request carries no local
-    address, so it is asked of the connection's socket, when it has one."""
-    sock = getattr(request.connection.transport, "sock", None)
-    try:
-        return str(sock.getsockname()[0]) if sock is not None else ""
-    except (OSError, IndexError, TypeError):
-        return ""
-
-
-def _peer_port(request: "Request") -> int:
-    """The client's port (Request carries its address only)."""
-    try:
-        return request.connection.transport.peer_port()
-    except (OSError, IndexError, TypeError):
-        return 0
 
 
 def _add_request_headers(env: dict[str, str], headers: Iterable[tuple[str, str]]) -> None:
@@ -391,8 +376,9 @@ class Dechunker:
 class AnswerBody:
     """A backend's answer once its head is read: the head's status and headers become
     the response's, and its body streams (the core keeps it whole or sends it as it
-    comes, as `server.stream-response-body` says).  Counts against the Content-Length
-    the backend announced (what goes beyond it is dropped) and decodes a chunked body.
+    comes, as `server.stream-response-body` says).  The Content-Length the backend
+    announced is passed on (a streamed answer is then delimited by it, not chunked)
+    and counted against (what goes beyond it is dropped); a chunked body is decoded.
     `complete`: nothing more belongs to the answer."""
 
     __slots__ = ("request", "status", "remaining", "dechunker", "complete")
@@ -403,9 +389,12 @@ class AnswerBody:
         self.remaining = head.content_length
         self.dechunker = Dechunker() if head.chunked else None
         self.complete = self.remaining == 0
-        request.response.status = self.status
+        response = request.response
+        response.status = self.status
         _adopt_headers(request, head)
-        request.response.stream()
+        if self.remaining >= 0:
+            response.set_header("Content-Length", str(self.remaining))
+        response.stream()
 
     def take(self, data: bytes) -> None:
         dechunker = self.dechunker
@@ -429,9 +418,9 @@ class AnswerBody:
         dechunker = self.dechunker
         if self.remaining <= 0 and (dechunker is None or dechunker.done):
             return self.status
-        reason = f"{backend} ended before the end of its answer to {self.request.target}"
-        log.error("http-header-glue.c", reason)
-        return abandon_answer(self.request, 502, reason)
+        log.error("http-header-glue.c", f"{backend} ended before the end of its answer "
+                                        f"to {self.request.target}")
+        return abandon_answer(self.request, 502)
 
 
 def _adopt_headers(request: "Request", head: ResponseHead) -> None:
@@ -442,11 +431,12 @@ def _adopt_headers(request: "Request", head: ResponseHead) -> None:
         request.keep_alive = False
 
 
-def abandon_answer(request: "Request", status: int, reason: str) -> int:
-    """A backend failed: its answer is dropped for `status` if none of it went out
-    yet; if the head did, BackendAbort (the connection closes, cutting the answer)."""
+def abandon_answer(request: "Request", status: int) -> int:
+    """A backend failed (the caller has logged why): its answer is dropped for
+    `status` if none of it went out yet; if the head did, ERROR (the core closes the
+    connection, cutting the answer, as it must)."""
     if request.response.started:
-        raise BackendAbort(reason)
+        return ERROR
     discard_answer(request)
     return status
 
@@ -462,10 +452,14 @@ def discard_answer(request: "Request") -> None:
 def local_redirect_target(request: "Request", head: ResponseHead) -> str | None:
     """RFC 3875 6.2.2: a head that is a lone local Location (a path), with no body and
     no status of its own, asks the server to answer from that URL instead.  None when
-    it is no such head, or points back at the script itself."""
+    it is no such head, points back at the script itself, or the request's body is
+    still arriving (streamed: it cannot be dropped while the client sends it, so the
+    Location goes to the client)."""
     location = head.location
     if location is None or not location.startswith("/") or head.status_given or \
             head.fields != 1 or head.rest or not 300 <= head.status < 400:
+        return None
+    if request.body is not None and not request.body.complete:
         return None
     path = request.uri_path
     if location.startswith(path) and location[len(path):len(path) + 1] in ("", "/", "?"):
@@ -479,16 +473,16 @@ def redirect_locally(request: "Request", target: str, status: int) -> int:
     request.loops += 1
     if request.loops > MAX_LOCAL_REDIRECTS:
         log.error("http_cgi.c", f"too many internal loops while processing request: "
-                                f"{original_target(request)}")
+                                f"{request.target_orig}")
         discard_answer(request)
         return 500
-    request.plugin_ctx.setdefault(ORIGINAL_TARGET, request.target)
     response = request.response
     discard_answer(request)
     response.status = 0
     if request.body is not None:
         request.body.close()
         request.body = None
+        request.content_length = 0
     if status not in (307, 308):
         request.method = "GET"
     request.handler = None          # the phases choose the handler of the new URL
@@ -624,6 +618,6 @@ def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-__all__ = ["cgi_environment", "HeadReader", "ResponseHead", "AnswerBody", "Dechunker",
-           "BackendAbort", "abandon_answer", "local_redirect_target", "redirect_locally",
-           "sendfile_header", "x_sendfile", "status_code"]
+__all__ = ["cgi_environment", "request_body_length", "HeadReader", "ResponseHead",
+           "AnswerBody", "Dechunker", "abandon_answer", "local_redirect_target",
+           "redirect_locally", "sendfile_header", "x_sendfile", "status_code"]

@@ -31,19 +31,39 @@ mimetype.assign = (".txt" => "text/plain", ".html" => "text/html",
                    "" => "application/octet-stream")
 $HTTP["url"] =^ "/xonly/" {{ cgi.execute-x-only = "enable" }}
 $HTTP["url"] =^ "/paced/" {{ server.stream-response-body = 2 }}
+$HTTP["url"] =^ "/stream1/" {{
+    server.stream-request-body = 1
+    cgi.limits = ("read-timeout" => 20)
+}}
+$HTTP["url"] =^ "/stream2/" {{
+    server.stream-request-body = 2
+    cgi.limits = ("read-timeout" => 20)
+}}
+$HTTP["url"] =^ "/duplex/" {{
+    server.stream-request-body = 2
+    server.stream-response-body = 2
+    cgi.limits = ("read-timeout" => 20)
+}}
+$HTTP["url"] =^ "/eh404/" {{ server.error-handler-404 = "/env.py" }}
 """
+# Directories holding every script again, each with its own way of streaming (above)
+STREAMED = ("paced", "stream1", "stream2", "duplex")
 
 
 def make_cgi_site(base: Path) -> Path:
     """The docroot: every script of tests/cgi/ (executable), again under /paced/ (where
-    answers stream, pausing the script while the client lags), a Python script that
-    runs itself, non-executable ones (noexec.sh, /xonly/plain.sh), static files, the X-Sendfile
-    directory `base/sendable` beside it."""
+    answers stream, pausing the script while the client lags), /stream1/ and /stream2/
+    (where the script starts with the request's head and reads its body as it comes),
+    /duplex/ (both at once), a Python script that runs itself, non-executable
+    ones (noexec.sh, /xonly/plain.sh), static files, the X-Sendfile directory
+    `base/sendable` beside it."""
     docroot = base / "www"
     (docroot / "xonly").mkdir(parents=True)
-    (docroot / "paced").mkdir()
+    for name in STREAMED:
+        (docroot / name).mkdir()
     for script in SCRIPTS.iterdir():
-        for target in (docroot / script.name, docroot / "paced" / script.name):
+        for target in (docroot / script.name, *(docroot / name / script.name
+                                               for name in STREAMED)):
             shutil.copyfile(script, target)
             target.chmod(0o755)
     shebang = docroot / "self.cgi"

@@ -33,10 +33,6 @@ KNOWN_DIFFERENCES = {
                            "anything went out: both answer 504, lighttpd with the "
                            "script's headers and the part of its body it had, pylighttpd "
                            "with its error page (a part of a body is no answer)",
-    "error-handler-script": "a script run as server.error-handler-404: lighttpd passes "
-                            "the URI the client asked for as REQUEST_URI; the worker's "
-                            "Request keeps no target from before an error handler's "
-                            "redirect, so pylighttpd passes the handler's",
 }
 # variables that differ by nature (each server has its own port, each client its own)
 _OWN_VARIABLES = ("REMOTE_PORT=", "SERVER_PORT=")
@@ -61,6 +57,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("post-file-perl", post("/sum.pl", large)),
         ("post-chunked", get("/sum.py", "Transfer-Encoding: chunked", method="POST")
          + chunked),
+        ("post-streamed-1", post("/stream1/sum.py", large)),
+        ("post-streamed-2", post("/stream2/sum.pl", large)),
         ("status", get("/status.pl")),
         ("location-external", get("/location.sh?http://example.com/x")),
         ("location-local-file", get("/location.sh?/target.txt")),
@@ -74,6 +72,7 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("sendfile2-of-a-cgi", get(f"/sendfile2.sh?{sendable}/file.txt")),
         ("no-head", get("/nohead.sh")),
         ("own-length", get("/length.sh")),
+        ("own-length-streamed", get("/paced/length_later.sh")),
         ("chunked-answer", get("/chunked.pl")),
         ("bare-newlines", get("/lf.sh")),
         ("silent", get("/silent.sh")),
@@ -100,9 +99,7 @@ def servers(tmp_path_factory):
     base = tmp_path_factory.mktemp("cgidiff")
     docroot = make_cgi_site(base)
     conf = base / "common.conf"
-    conf.write_text(cgi_config(base, docroot,
-                               '$HTTP["url"] =^ "/eh404/" { '
-                               'server.error-handler-404 = "/env.py" }\n'))
+    conf.write_text(cgi_config(base, docroot))
     lighttpd = Lighttpd(conf)
     try:
         with WorkerProcess(conf) as ours:

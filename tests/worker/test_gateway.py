@@ -1,6 +1,7 @@
-"""worker/gateway.py without a backend: the reading of CGI-style heads, chunked bodies
-from backends, the local-redirect rule and X-Sendfile2 (which CGI leaves to FastCGI,
-so no CGI test reaches it)."""
+"""worker/gateway.py without a backend: the CGI environment from the request's own
+fields, the reading of CGI-style heads, chunked bodies from backends, answers (their
+Content-Length, a failure once they started), the local-redirect rule and X-Sendfile2
+(which CGI leaves to FastCGI, so no CGI test reaches it)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from worker.gateway import (XSENDFILE_CGI, XSENDFILE_FASTCGI, Dechunker, HeadReader,
-                            ResponseHead, local_redirect_target, parse_head,
+from worker.body import RequestBody
+from worker.gateway import (XSENDFILE_CGI, XSENDFILE_FASTCGI, AnswerBody, Dechunker,
+                            HeadReader, ResponseHead, abandon_answer, cgi_environment,
+                            local_redirect_target, parse_head, request_body_length,
                             sendfile_header, status_code, x_sendfile)
+from worker.module import ERROR
 from worker.request import Response
 
 
@@ -100,10 +104,74 @@ def test_dechunker_refuses_bad_chunks(wire):
     assert dechunker.failed and not dechunker.done
 
 
-def _request(path: str = "/script.cgi") -> SimpleNamespace:
-    values = {"server.force-lowercase-filenames": False, "server.follow-symlink": True}
-    return SimpleNamespace(uri_path=path, settings=SimpleNamespace(values=values),
-                           response=Response(), keep_alive=True, target=path)
+def _request(path: str = "/script.cgi", **fields: object) -> SimpleNamespace:
+    """What the gateway functions read of a Request, `fields` replacing any of it."""
+    values = {"server.force-lowercase-filenames": False, "server.follow-symlink": True,
+              "server.tag": "tag", "server.name": ""}
+    request = SimpleNamespace(
+        uri_path=path, settings=SimpleNamespace(values=values), response=Response(),
+        keep_alive=True, target=path, target_orig=path, body=None, content_length=-1,
+        uri_query="", error_origin=None, physical_basedir="/srv", pathinfo="",
+        physical_path="/srv" + path, method="GET", version="1.1", scheme="http",
+        socket_spec="0.0.0.0:8080", host="example.com", remote_ip="192.0.2.7",
+        remote_port=40123, local_address="192.0.2.1", headers={}, env=None)
+    request.__dict__.update(fields)
+    return request
+
+
+def _body(data: bytes, complete: bool) -> RequestBody:
+    body = RequestBody()
+    body.append(data)
+    body.complete = complete
+    return body
+
+
+def test_the_environment_comes_from_the_request_fields():
+    """REQUEST_URI is the target the client sent (an error handler's or a local
+    redirect's URL is REDIRECT_URI); the local address and the client's port are the
+    Request's; variables other modules set (request.env) are added, over any other."""
+    env = cgi_environment(_request("/handler.cgi", target_orig="/missing?q=1",
+                                   error_origin=(404, False),
+                                   env={"REMOTE_USER": "ann", "SERVER_NAME": "set"}))
+    assert {name: env[name] for name in (
+        "REQUEST_URI", "REDIRECT_URI", "REDIRECT_STATUS", "SERVER_ADDR", "SERVER_PORT",
+        "REMOTE_ADDR", "REMOTE_PORT", "REMOTE_USER", "SERVER_NAME")} == {
+        "REQUEST_URI": "/missing?q=1", "REDIRECT_URI": "/handler.cgi",
+        "REDIRECT_STATUS": "404", "SERVER_ADDR": "192.0.2.1", "SERVER_PORT": "8080",
+        "REMOTE_ADDR": "192.0.2.7", "REMOTE_PORT": "40123", "REMOTE_USER": "ann",
+        "SERVER_NAME": "set"}
+
+
+@pytest.mark.parametrize("fields, length", [
+    ({}, 0),                                                      # no body
+    ({"content_length": 10, "body": _body(b"abc", False)}, 10),   # streamed, announced
+    ({"body": _body(b"abcdef", True)}, 6),                        # chunked, complete
+    ({"body": _body(b"abc", False)}, -1),                         # chunked, arriving
+])
+def test_the_body_length_is_the_announced_one(fields, length):
+    request = _request(**fields)
+    assert request_body_length(request) == length
+    assert cgi_environment(request)["CONTENT_LENGTH"] == str(max(length, 0))
+
+
+@pytest.mark.parametrize("head, length", [
+    (b"Content-Length: +12 \r\nX-A: 1\r\n\r\n", "12"),      # passed on, normalised
+    (b"Content-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\n", None),
+    (b"Content-Length: twelve\r\n\r\n", None),
+])
+def test_an_answer_passes_its_backends_length_on(head, length):
+    request = _request()
+    AnswerBody(request, read(head))
+    assert request.response.get_header("Content-Length") == length
+
+
+def test_a_failure_before_the_answer_started_is_its_status_after_it_is_error():
+    request = _request()
+    AnswerBody(request, read(b"X-A: 1\r\n\r\nsome"))
+    assert abandon_answer(request, 504) == 504
+    assert request.response.headers == [] and request.response.body == []
+    request.response.started = True
+    assert abandon_answer(request, 502) == ERROR
 
 
 @pytest.mark.parametrize("data, target", [
@@ -118,6 +186,12 @@ def _request(path: str = "/script.cgi") -> SimpleNamespace:
 ])
 def test_local_redirect_rule(data, target):
     assert local_redirect_target(_request(), read(data)) == target
+
+
+def test_no_local_redirect_while_the_body_still_arrives():
+    head = read(b"Location: /other\n\n")
+    assert local_redirect_target(_request(body=_body(b"ab", True)), head) == "/other"
+    assert local_redirect_target(_request(body=_body(b"ab", False)), head) is None
 
 
 def test_x_sendfile_names_per_backend():

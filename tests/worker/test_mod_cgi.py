@@ -3,8 +3,9 @@
 Answers (GET, HEAD, POST with a length or chunked, Status, Location, local redirects,
 X-Sendfile), the CGI environment, scripts that fail or hang, and what a script leaves
 behind: no child process, no fd, no pipe once its request is over, whether it ended,
-timed out or its client went away; and a worker that stays small while a slow client
-takes 50 MiB from a script.
+timed out or its client went away; a worker that stays small while a slow client
+takes 50 MiB from a script, or while a client sends 8 MiB to a script that reads it as
+it comes (server.stream-request-body 1 and 2).
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def reset(sock: socket.socket) -> None:
 
 def env_of(body: bytes) -> dict[str, str]:
     return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+
+
+def log_during(worker: WorkerProcess, action) -> str:
+    """What the error log gained while `action` ran (the worker's log is shared by
+    all the tests of this module)."""
+    before = worker.errorlog.stat().st_size
+    action()
+    with open(worker.errorlog, encoding="utf-8") as log:
+        log.seek(before)
+        return log.read()
 
 
 # ------------------------------------------------------------------ answers
@@ -167,19 +178,31 @@ def test_a_script_runs_for_every_request_even_when_it_redirects_to_a_file(cgi):
     assert runs.read_text() == "run\n" * 3
 
 
-def test_a_local_redirect_to_a_script_keeps_the_first_uri(cgi):
-    status, _, body = request(cgi, "/location.sh?/env.py/more?x=1")
+@pytest.mark.parametrize("target, redirected", [
+    ("/location.sh?/env.py/more?x=1",                   # a local Location
+     ("/env.py/more?x=1", "200", "/env.py", "/more", "x=1")),
+    ("/eh404/missing?q=1",                              # server.error-handler-404
+     ("/env.py", "404", "/env.py", None, "")),
+])
+def test_a_script_reached_by_an_internal_redirect_sees_the_first_uri(cgi, target,
+                                                                       redirected):
+    status, _, body = request(cgi, target)
     env = env_of(body)
-    assert status == 200
-    assert (env["SCRIPT_NAME"], env["PATH_INFO"], env["QUERY_STRING"]) == \
-        ("/env.py", "/more", "x=1")
-    assert env["REQUEST_URI"] == "/location.sh?/env.py/more?x=1"
-    assert env["REDIRECT_URI"] == "/env.py/more?x=1"
+    assert status == 200 and env["REQUEST_URI"] == target
+    assert (env["REDIRECT_URI"], env["REDIRECT_STATUS"], env["SCRIPT_NAME"],
+            env.get("PATH_INFO"), env["QUERY_STRING"]) == redirected
 
 
 def test_a_location_back_to_the_script_is_not_followed(cgi):
     status, headers, _ = request(cgi, "/location.sh?/location.sh")
     assert (status, headers["location"]) == (302, "/location.sh")
+
+
+def test_a_streamed_answer_keeps_the_length_its_script_gave(cgi):
+    """Its head went out before its body came: delimited by its length, not chunked."""
+    status, headers, body = request(cgi, "/paced/length_later.sh")
+    assert (status, body) == (200, b"hello")
+    assert headers["content-length"] == "5" and "transfer-encoding" not in headers
 
 
 def test_x_sendfile_sends_the_file_under_the_docroot(cgi):
@@ -264,14 +287,35 @@ def test_a_timeout_before_anything_went_out_is_504(cgi):
     assert wait_for(lambda: not children(cgi))
 
 
+def _cut_answer(cgi, target: str) -> tuple[bytes, str]:
+    """The head and body a client got before the connection closed, and the lines
+    the error log gained meanwhile."""
+    answer = []
+
+    def fetch() -> None:
+        with cgi.socket(timeout=10) as sock:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: cgi.test\r\n\r\n".encode())
+            answer.append(read_until_closed(sock))
+    log = log_during(cgi, fetch)
+    return answer[0], log
+
+
 def test_a_timeout_after_the_head_went_out_truncates_the_answer(cgi):
-    with cgi.socket(timeout=10) as sock:
-        sock.sendall(b"GET /paced/stalls.sh HTTP/1.1\r\nHost: cgi.test\r\n\r\n")
-        data = read_until_closed(sock)
+    data, log = _cut_answer(cgi, "/paced/stalls.sh")
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
     assert len(body) > 256 * 1024 and not body.endswith(b"0\r\n\r\n")
+    assert "read timeout on CGI" in log
+    assert "internal error" not in log and "Traceback" not in log     # no module bug
     assert wait_for(lambda: not children(cgi))
+
+
+def test_a_script_ending_short_of_its_length_once_streamed_cuts_the_answer(cgi):
+    data, log = _cut_answer(cgi, "/paced/cut.sh")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: 1000000" in head
+    assert len(body) == 300_000
+    assert log.count("\n") == 1 and "ended before the end of its answer" in log
 
 
 def test_a_client_gone_mid_answer_kills_the_script(cgi):
@@ -324,3 +368,77 @@ def test_a_slow_client_of_a_big_answer_keeps_the_worker_small(cgi, where):
                 time.sleep(0.01)
     assert received > size
     assert most_rss < 64 * MIB
+
+
+# ------------------------------------------------------ streamed request bodies
+def _upload(cgi, target: str, data: bytes) -> tuple[bytes, int]:
+    """POST `data` in pieces once the script runs (started by the request's head
+    alone); the answer, and how much the worker's RSS grew at the most meanwhile."""
+    worker = psutil.Process(cgi.process.pid)
+    assert wait_for(lambda: not children(cgi))
+    before = most = worker.memory_info().rss
+    with cgi.socket(timeout=20) as sock:
+        sock.sendall(f"POST {target} HTTP/1.1\r\nHost: cgi.test\r\nConnection: close\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode())
+        assert wait_for(lambda: children(cgi)), "the script waits for the whole body"
+        piece = 256 * 1024
+        for start in range(0, len(data), piece):
+            sock.sendall(data[start:start + piece])
+            most = max(most, worker.memory_info().rss)
+        return read_until_closed(sock), most - before
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+def test_an_upload_streams_into_the_script_as_it_arrives(cgi, mode):
+    """server.stream-request-body 1 (the body parked on disk) and 2 (the client held
+    back while the script lags): the script has all of it, the worker stays small."""
+    data = os.urandom(8 * MIB)
+    raw, growth = _upload(cgi, f"/stream{mode}/sum.py", data)
+    status, _, body = parse_answer(raw)
+    assert status == 200
+    assert body.decode().split() == [
+        "method=POST", f"content-length={len(data)}", f"read={len(data)}",
+        hashlib.sha256(data).hexdigest()]
+    assert growth < 4 * MIB
+
+
+def test_a_script_answers_while_its_body_still_arrives(cgi):
+    """/duplex/: each piece sent comes back before the next one is sent."""
+    pieces = [os.urandom(1000) for _ in range(5)]
+    got = bytearray()
+    with cgi.socket(timeout=10) as sock:
+        sock.sendall(b"POST /duplex/echo.py HTTP/1.1\r\nHost: cgi.test\r\n"
+                     b"Content-Length: 5000\r\n\r\n")
+        for piece in pieces:
+            sock.sendall(piece)
+            while piece not in got:
+                data = sock.recv(65536)
+                assert data, "closed before the echo came"
+                got += data
+        while not got.endswith(b"0\r\n\r\n"):
+            got += sock.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in got
+
+
+def test_a_chunked_body_still_arriving_is_411(cgi):
+    """A CGI must be told CONTENT_LENGTH: a chunked body streamed in has none yet
+    (lighttpd's answer); the script is not started."""
+    assert wait_for(lambda: not children(cgi))
+    with cgi.socket(timeout=10) as sock:
+        sock.sendall(b"POST /stream1/sum.py HTTP/1.1\r\nHost: cgi.test\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 411 ") and b"Connection: close" in answer
+    assert not children(cgi)
+
+
+def test_a_script_answering_before_its_body_came_ends_the_connection(cgi):
+    """/stream2/hello.sh never reads its stdin: the rest of the body is not read into
+    the worker (server.stream-request-body 2 keeps it in memory) but dropped with the
+    connection after the answer, as lighttpd does."""
+    with cgi.socket(timeout=5) as sock:
+        sock.sendall(b"POST /stream2/hello.sh HTTP/1.1\r\nHost: cgi.test\r\n"
+                     b"Content-Length: 100000000\r\n\r\n" + bytes(100_000))
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
+    assert answer.endswith(b"hello from sh\n")

@@ -3,9 +3,13 @@ lighttpd 1.4.69 does.
 
 A script is a child of the worker in a session of its own (so a signal reaches
 everything it started), working in its own directory, with the request's CGI
-environment (worker/gateway.py).  Its stdin is the request body: a body spilled to a
-temp file is that file itself, a small one is written into a pipe as the script takes
-it.  Its stdout and stderr are non-blocking pipes in the worker's loop: stdout is read
+environment (worker/gateway.py).  Its stdin is the request body: a body complete in a
+temp file is that file itself (`server.stream-request-body` 0, the default, for large
+bodies); any other is written into a non-blocking pipe as the script takes it and as
+the body arrives (with 1 or 2 the script starts when the request's head is in, and
+no more of the body is taken while the pipe is full: with 2 the client then waits).
+A chunked body still arriving has no CONTENT_LENGTH to give: 411, as lighttpd.
+Its stdout and stderr are non-blocking pipes in the worker's loop: stdout is read
 for the CGI head, then its body goes to the client as `server.stream-response-body`
 says (by default kept whole and sent with its length, as lighttpd does; with 2,
 streamed, and the pipe left unread while the client lags: the answer's backlog above
@@ -16,7 +20,7 @@ When its request is over (answered, redirected, or its client gone) a script sti
 running gets SIGTERM, as in lighttpd, and SIGKILL KILL_GRACE seconds later if it is
 still there.  `cgi.limits` read-timeout / write-timeout end a script that sends
 nothing / takes nothing for that long: 504 if no head went out yet (lighttpd's
-answer), else the connection closes on a truncated answer.
+answer), else ERROR: the connection closes on a truncated answer.
 
 Not done: `cgi.upgrade` (the worker cannot hand a connection's byte stream to a module:
 Upgrade requests are passed as ordinary ones, without HTTP_UPGRADE) and the
@@ -38,7 +42,8 @@ from shared.config.values import Array
 
 from ..gateway import (XSENDFILE_CGI, AnswerBody, HeadReader, ResponseHead,
                        abandon_answer, cgi_environment, local_redirect_target,
-                       redirect_locally, sendfile_header, x_sendfile)
+                       redirect_locally, request_body_length, sendfile_header,
+                       x_sendfile)
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path
 from ..static import is_regular
@@ -175,7 +180,12 @@ class Module(BaseModule):
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
         script = request.plugin_ctx.get(_STATE)
-        return script.resume() if script is not None else 500
+        if script is None:
+            return 500
+        result = script.resume()
+        if result != WAIT and request.body is not None and not request.body.complete:
+            request.keep_alive = False     # answered before all of its body came, as
+        return result                      # lighttpd: the rest is dropped, not kept
 
     def handle_request_reset(self, request: Request) -> None:
         self.release(request)
@@ -192,6 +202,9 @@ class Module(BaseModule):
             script.end()
 
     def _run(self, request: Request, interpreter: str) -> HandlerResult:
+        if request_body_length(request) < 0:
+            request.keep_alive = False      # the rest of its body is never read
+            return 411
         argv = [os.path.abspath(request.physical_path)]
         if interpreter:
             try:
@@ -231,9 +244,8 @@ class _Script:
 
     __slots__ = ("module", "services", "request", "path", "limits", "local_redir",
                  "xsendfile", "docroots", "reader", "body", "process", "pid", "out_fd",
-                 "err_fd", "in_fd", "input", "polling", "output_watch", "writing",
-                 "read_ts", "write_ts", "timed_out", "exited", "signal_sent", "kill_timer",
-                 "errors")
+                 "err_fd", "stdin", "polling", "output_watch", "read_ts", "timed_out",
+                 "exited", "signal_sent", "kill_timer", "errors")
 
     def __init__(self, module: Module, request: Request) -> None:
         values = request.settings.values
@@ -249,12 +261,11 @@ class _Script:
         self.body: AnswerBody | None = None
         self.process: subprocess.Popen | None = None
         self.pid = 0
-        self.out_fd = self.err_fd = self.in_fd = -1
-        self.input = memoryview(b"")        # body bytes still to write to stdin
+        self.out_fd = self.err_fd = -1
+        self.stdin: _Stdin | None = None    # while the body is written into a pipe
         self.polling = False                # stdout is in the epoll set
         self.output_watch = _Watch(self._on_output)
-        self.writing = False                # stdin is watched for room
-        self.read_ts = self.write_ts = self.services.loop.now
+        self.read_ts = self.services.loop.now
         self.timed_out = False
         self.exited = False
         self.signal_sent = 0
@@ -280,7 +291,7 @@ class _Script:
         except BaseException:
             for fd in ours:
                 os.close(fd)
-            self.in_fd = -1
+            self.stdin = None
             raise
         finally:
             for fd in theirs:
@@ -289,18 +300,19 @@ class _Script:
         self._watch(out_r, err_r)
 
     def _stdin(self, ours: list[int], theirs: list[int]) -> int:
-        """The script's stdin.  No body: /dev/null; a body in a temp file: that file;
-        a body in memory: a pipe we write it into (`self.in_fd`)."""
+        """The script's stdin.  No body: /dev/null; a complete body in a temp file,
+        none of it handed out yet: that file; any other: a pipe the body is written
+        into as it comes (`self.stdin`)."""
         body = self.request.body
-        if body is None or body.size == 0:
+        if body is None or (body.complete and body.size == 0):
             return subprocess.DEVNULL
-        if body.file is not None:
+        if body.complete and body.file is not None and body.consumed == 0:
             return body.open().fileno()
-        self.input = memoryview(body.read())
-        read_end, self.in_fd = os.pipe2(os.O_CLOEXEC)
-        ours.append(self.in_fd)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        ours.append(write_end)
         theirs.append(read_end)
-        os.set_blocking(self.in_fd, False)
+        os.set_blocking(write_end, False)
+        self.stdin = _Stdin(self, write_end)
         return read_end
 
     def _watch(self, out_fd: int, err_fd: int) -> None:
@@ -310,41 +322,12 @@ class _Script:
         self._poll(True)
         self.services.loop.register(err_fd, select.EPOLLIN, _Watch(self._on_errors))
         self.services.watch_child(self.pid, self._on_exit)
-        if self.in_fd >= 0:
-            self._feed()
+        self._feed()
 
-    # ------------------------------------------------------------------ stdin
-    def _feed(self, _mask: int = 0) -> None:
-        """Write as much of the body as the pipe takes; close it after the last byte
-        (the script then reads EOF)."""
-        while self.input:
-            try:
-                written = os.write(self.in_fd, self.input)
-            except BlockingIOError:
-                self._wait_for_room()
-                return
-            except OSError as err:
-                self.services.log_error("mod_cgi.c", f"failed to send post data to cgi "
-                                                     f"{self.path}: {err.strerror}")
-                break
-            self.input = self.input[written:]
-            self.write_ts = self.services.loop.now
-        self._close_stdin()
-
-    def _wait_for_room(self) -> None:
-        if not self.writing:
-            self.services.loop.register(self.in_fd, select.EPOLLOUT, _Watch(self._feed))
-            self.writing = True
-            self.write_ts = self.services.loop.now
-
-    def _close_stdin(self) -> None:
-        if self.in_fd >= 0:
-            if self.writing:
-                self.services.loop.unregister(self.in_fd)
-                self.writing = False
-            os.close(self.in_fd)
-            self.in_fd = -1
-        self.input = memoryview(b"")
+    def _feed(self) -> None:
+        """Write what the stdin pipe takes of the body; forget the pipe once done."""
+        if self.stdin is not None and self.stdin.pump():
+            self.stdin = None
 
     # ----------------------------------------------------------------- stderr
     def _on_errors(self, _mask: int) -> None:
@@ -394,9 +377,11 @@ class _Script:
         self.request.wake()
 
     def resume(self) -> HandlerResult:
-        """The request's next result, after output, a drained client or a timeout."""
+        """The request's next result, after output, more of the body, room in the
+        stdin pipe, a drained client or a timeout."""
         if self.timed_out:
-            return abandon_answer(self.request, 504, f"timeout on CGI {self.path}")
+            return abandon_answer(self.request, 504)
+        self._feed()
         for _ in range(READS_PER_WAKE):
             if self.body is not None and self.body.must_pause():
                 self._poll(False)
@@ -482,8 +467,8 @@ class _Script:
         limits = self.limits
         if limits.read_timeout and self.polling and now - self.read_ts > limits.read_timeout:
             self._time_out("read")
-        elif limits.write_timeout and self.writing and \
-                now - self.write_ts > limits.write_timeout:
+        elif limits.write_timeout and self.stdin is not None and self.stdin.watching \
+                and now - self.stdin.write_ts > limits.write_timeout:
             self._time_out("write")
 
     def _time_out(self, what: str) -> None:
@@ -499,7 +484,9 @@ class _Script:
         self._terminate()
         self._close_output()
         self._close_errors()
-        self._close_stdin()
+        if self.stdin is not None:
+            self.stdin.close()
+            self.stdin = None
 
     def _terminate(self) -> None:
         """SIGTERM to the script's session, SIGKILL after KILL_GRACE.  Once the script
@@ -522,18 +509,8 @@ class _Script:
             pass
 
     def _on_exit(self, code: int) -> None:
-        """The script's pidfd fired.  A pidfd may be readable an instant before its
-        process can be reaped; Services.watch_child then reaps nothing and reports 0,
-        so the reaping is checked here and the watch renewed until it is done."""
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = -1, 0            # reaped by the watch: `code` is its exit
-        if pid == 0:
-            self.services.watch_child(self.pid, self._on_exit)
-            return
-        if pid > 0:
-            code = os.waitstatus_to_exitcode(status)
+        """The script was reaped (Services.watch_child): `code` is its exit status, or
+        minus the signal that ended it."""
         self.exited = True
         if self.process is not None:
             self.process.returncode = code   # reaped here: Popen must not wait for it
@@ -542,3 +519,80 @@ class _Script:
         if code < 0 and -code != self.signal_sent:
             self.services.log_error("mod_cgi.c", f"CGI pid {self.pid} died with signal "
                                                  f"{-code}")
+
+
+class _Stdin:
+    """The write end of a script's stdin pipe, fed the request body as the script
+    takes it and as the body arrives (`read_chunk`: all of it at once in
+    `server.stream-request-body` 0, piece by piece in 1 and 2).  At most one chunk
+    waits here; while the pipe is full no more is taken from the body (with 2 the
+    core then stops reading the client) and the pipe is watched for room, which wakes
+    the request: its module feeds on in handle_subrequest, after which the core
+    looks again at what it reads.  Closed after the last byte (the script reads EOF).
+    A script that closed its stdin early gets no more: the rest is taken and dropped,
+    as lighttpd does, so that the client is never held up."""
+
+    __slots__ = ("script", "fd", "pending", "watching", "room_watch", "write_ts")
+
+    def __init__(self, script: _Script, fd: int) -> None:
+        self.script = script
+        self.fd = fd
+        self.pending = memoryview(b"")      # taken from the body, not written yet
+        self.watching = False               # the pipe is watched for room
+        self.room_watch = _Watch(self._on_room)
+        self.write_ts = script.services.loop.now
+
+    def pump(self) -> bool:
+        """Write what the pipe takes; True once the whole body went (or was dropped)
+        and the pipe is closed."""
+        body = self.script.request.body
+        while True:
+            if not self.pending:
+                chunk = body.read_chunk(READ_SIZE)
+                if not chunk:
+                    break
+                if self.fd < 0:
+                    continue                # no pipe any more: dropped
+                self.pending = memoryview(chunk)
+            try:
+                written = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                self._watch(True)
+                return False
+            except OSError as err:
+                self.script.services.log_error(
+                    "mod_cgi.c", f"failed to send post data to cgi {self.script.path}: "
+                                 f"{err.strerror}")
+                self.close()
+                continue
+            self.pending = self.pending[written:]
+            self.write_ts = self.script.services.loop.now
+        self._watch(False)
+        if body.complete:
+            self.close()
+            return True
+        return False
+
+    def _watch(self, on: bool) -> None:
+        if on == self.watching:
+            return
+        loop = self.script.services.loop
+        if on:
+            loop.register(self.fd, select.EPOLLOUT, self.room_watch)
+            self.write_ts = loop.now
+        else:
+            loop.unregister(self.fd)
+        self.watching = on
+
+    def _on_room(self, _mask: int) -> None:
+        """The script took some: feed on from the request's turn, not from here (the
+        core must see the body taken, to read more of it from the client)."""
+        self._watch(False)
+        self.script.request.wake()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._watch(False)
+            os.close(self.fd)
+            self.fd = -1
+        self.pending = memoryview(b"")
