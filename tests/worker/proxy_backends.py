@@ -14,6 +14,8 @@ answers depends on the last segment of the path (`/any/prefix/big` is `/big`):
   then hangs up; `/garbage`: bytes that are no HTTP at all;
 - `/hangup`: closes the connection without a word; `/arm`: answers, and hangs up on
   the next request that comes on the same connection;
+- `/upgrade`: asked to upgrade to "shout", switches (101) and sends back in upper case
+  what comes, until the client ends its side; else says it was not asked;
 - `/status/NNN`: status NNN with an empty body;
 - `/headers`: headers the proxy maps back (Location, Set-Cookie ...);
 - `/hop`: hop-by-hop headers among end-to-end ones;
@@ -145,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif path == "/hangup":
             self.close_connection = True
+        elif path == "/upgrade":
+            self._shout()
         elif path == "/arm":
             self.armed = True
             self._answer(200, b"armed\n")
@@ -161,8 +165,19 @@ class Handler(BaseHTTPRequestHandler):
             self._echo(url)
 
     def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+            pass                                  # trailers
+        return b"".join(parts)
 
     def _answer(self, status: int, body: bytes, content_type: str = "text/plain",
                 extra: list[tuple[str, str]] | None = None) -> None:
@@ -212,6 +227,21 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.server.counters.add("cut_off")
             self.close_connection = True
+
+    def _shout(self) -> None:
+        connection = self.headers.get("Connection", "").lower()
+        if self.headers.get("Upgrade") != "shout" or "upgrade" not in connection:
+            self._answer(200, b"not asked to upgrade\n")
+            return
+        self.send_response(101)
+        self.send_header("Upgrade", "shout")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.flush()
+        while data := self.rfile.read1(65536):
+            self.wfile.write(data.upper())
+            self.wfile.flush()
+        self.close_connection = True
 
     def _remappable(self) -> None:
         self._answer(200, b"headers\n", extra=[

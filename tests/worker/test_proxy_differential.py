@@ -59,6 +59,7 @@ proxy.server = (
   ".pxy" => ( ( {a} ) ),
   "/" => ( ( {a} ) ),
 )
+$HTTP["url"] =^ "/ws/" {{ proxy.header = ( "upgrade" => "enable" ) }}
 {rules}"""
 
 
@@ -256,3 +257,28 @@ def expected_pick(path: str, port: int) -> str:
 
 def served_by(port: int, path: str) -> str:
     return summary(exchange(port, request("GET", path)), port)["body"]["server"]
+
+
+def test_a_tunnel_behind_both(servers):
+    """An upgrade to the backend's "shout" protocol: the same 101 head, and the bytes
+    both ways."""
+    transcripts = []
+    for port in servers:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request("GET", "/ws/upgrade", "Connection: Upgrade",
+                                 "Upgrade: shout").replace(b"Connection: close\r\n", b"")
+                         + b"hello ")
+            received = read_until(sock, b"HELLO ")
+            sock.sendall(b"world")
+            transcripts.append(summary(read_until(sock, b"WORLD", received), port))
+    assert transcripts[0] == transcripts[1]
+    assert transcripts[1]["status"] == 101 and transcripts[1]["body"] == b"HELLO WORLD"
+
+
+def read_until(sock: socket.socket, ending: bytes, received: bytes = b"") -> bytes:
+    while not received.endswith(ending):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    return received

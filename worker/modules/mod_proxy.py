@@ -5,13 +5,13 @@ A request whose URL path has a prefix or extension of `proxy.server` is claimed 
 handle_uri_clean: a backend is chosen (`proxy.balance`, worker/backend.py), or the
 answer is 503 when all are down.  handle_subrequest then runs the `Exchange`: an idle
 connection to that backend or a non-blocking connect, the request sent (its body from
-memory or with sendfile from its temp file, as fast as the backend takes it), the answer
-parsed by httptools and streamed to the client (de-chunked, paused while the client is
-behind by BACKLOG_HIGH).
+memory, with sendfile from its temp file, or as it arrives; as fast as the backend
+takes it), the answer parsed by httptools and streamed to the client (de-chunked,
+paused while the client is behind by BACKLOG_HIGH).
 
 What the backend gets, as lighttpd's proxy_create_env builds it: the request-target as
-lighttpd normalises it (`map-urlpath` applied), HTTP/1.1 (1.0 with `force-http10`, or when
-there is no Host to send), Host (the backend's label with `proxy.replace-http-host`,
+lighttpd normalises it (`map-urlpath` applied), HTTP/1.1 (1.0 with `force-http10`, or
+when there is no Host to send), Host (the backend's label with `proxy.replace-http-host`,
 else the client's with `map-host-request`), the client's headers, `Content-Length` for
 a body that came chunked, `Forwarded` with the `proxy.forwarded` parameters, and
 X-Forwarded-For, X-Host, X-Forwarded-Host, X-Forwarded-Proto.  (`remote_user` adds
@@ -28,10 +28,15 @@ Beyond lighttpd:
   where lighttpd drops only Connection;
 - a backend that hangs up without an answer is 502 (RFC 9110 15.6.3), not 500.
 
-Upgrade (WebSocket) and CONNECT are not available: the HTTP/1 core refuses CONNECT's
-authority-form target before modules see it, and has no way to hand a connection's
-socket over to a module for a tunnel.  A request asking to upgrade goes to the backend
-without its Upgrade header, so the backend answers it as a plain request.
+Upgrade (WebSocket): with proxy.header "upgrade" (or the host's "upgrade"), an HTTP/1.1
+request without a body that asks to upgrade goes with its Upgrade header; a 101 from
+the backend turns the exchange into a tunnel (the core's: the client's bytes arrive as
+the request's body), relayed both ways with backpressure, the client's end passed on
+as a half-close.  Otherwise Upgrade stays here, as in lighttpd.  CONNECT is not
+available: the core refuses its authority-form target before a module sees it.
+
+A request body that is still arriving (server.stream-request-body 1 or 2) goes on as
+it comes: with its Content-Length, or chunked when the client sent it chunked.
 
 The backend's Date and Server headers are dropped: the core writes its own on every
 answer (lighttpd keeps the backend's).
@@ -42,6 +47,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +59,8 @@ from shared.config.values import Array
 from ..backend import (EPOLLIN, EPOLLOUT, Backend, Backends, Connection, Extension,
                        find_extension, parse_balance, parse_servers)
 from ..http import NO_BODY
-from ..module import BACKLOG_HIGH, WAIT, HandlerResult, Module as BaseModule
+from ..body import RequestBody
+from ..module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path
 
 if TYPE_CHECKING:
@@ -88,8 +95,9 @@ _DOT_SEGMENT = re.compile(rb"(?:^|/)\.\.?(?:/|$)|//")
 _LIST_SEPARATORS = re.compile(r"[ \t,]+")
 _IPV4 = re.compile(r"[0-9.]+")
 
+LAST_CHUNK = b"0\r\n\r\n"
 # states of an Exchange
-OPENING, CONNECTING, SENDING, READING, DONE = range(5)
+OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
 
 
 # ------------------------------------------------------------------ directives
@@ -300,12 +308,21 @@ def forwarded_value(request: Request, params: frozenset[str], current: str | Non
     if "for" in params:
         pairs.append("for=" + _node(request.remote_ip))
     if "by" in params:
-        pairs.append(f'by="{_escaped(request.socket_spec)}"')
+        pairs.append(f'by="{_escaped(_local_node(request))}"')
     if "proto" in params:
         pairs.append("proto=" + request.scheme)
     if "host" in params and request.host:
         pairs.append(f'host="{_escaped(request.host)}"')
     return seen + ";".join(pairs)
+
+
+def _local_node(request: Request) -> str:
+    """The address and port the client reached, as lighttpd's `by=` (getsockname)."""
+    address, spec = request.local_address, request.socket_spec
+    if not address:
+        return spec
+    port = spec.rpartition(":")[2]
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _connection_tokens(value: str | None) -> frozenset[str]:
@@ -344,14 +361,25 @@ def normalized_target(target: str) -> str:
     return (path + mark + query).decode("latin-1")
 
 
-def outgoing_headers(request: Request, params: frozenset[str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class Framing:
+    """How a request goes to its backend: the Host to send (None: there is none, and
+    the request goes as HTTP/1.0), the body's length (None: not known yet, sent
+    chunked as it arrives), whether the connection is kept, whether it asks to upgrade."""
+
+    host: str | None
+    length: int | None
+    keep_alive: bool
+    upgrade: bool
+
+
+def outgoing_headers(request: Request, params: frozenset[str],
+                     length: int | None) -> dict[str, str]:
     """The client's headers (lowercase name -> value, merged as the core merges them,
     in order) with the length of the body and the forwarding headers set."""
     headers = dict(request.headers)
-    body = request.body
-    size = body.size if body is not None else 0
-    if size or request.method not in ("GET", "HEAD"):
-        headers.setdefault("content-length", str(size))    # a chunked body is whole now
+    if length is not None and (length or request.method not in ("GET", "HEAD")):
+        headers.setdefault("content-length", str(length))   # a chunked body is whole now
     if params:
         headers["forwarded"] = forwarded_value(request, params, headers.get("forwarded"),
                                                headers.get("x-forwarded-for"))
@@ -364,19 +392,20 @@ def outgoing_headers(request: Request, params: frozenset[str]) -> dict[str, str]
     return headers
 
 
-def request_head(request: Request, params: frozenset[str], host: str | None,
-                 remap: Remap, keep_alive: bool) -> bytes:
-    """The request line and headers for the backend.  `host`: the Host to send (None:
-    there is none, and the request goes as HTTP/1.0)."""
+def request_head(request: Request, params: frozenset[str], remap: Remap,
+                 framing: Framing) -> bytes:
+    """The request line and headers for the backend."""
     target = normalized_target(_origin_target(request))
     maps = remap.maps_request
     if maps:
         target = remap.uri(target, True)
-    http10 = host is None or remap.options.force_http10
-    lines = [f"Host: {host}"] if host is not None else []
-    headers = outgoing_headers(request, params)
+    http10 = framing.host is None or remap.options.force_http10
+    lines = [f"Host: {framing.host}"] if framing.host is not None else []
+    headers = outgoing_headers(request, params, framing.length)
     tokens = _connection_tokens(headers.get("connection"))
     drops = REQUEST_DROPS | tokens if tokens else REQUEST_DROPS
+    if framing.upgrade:
+        drops = drops - {"upgrade"}
     names = {name.lower(): name for name, _ in reversed(request.header_list)}
     for key, value in headers.items():
         if key in drops or not value:
@@ -386,8 +415,12 @@ def request_head(request: Request, params: frozenset[str], host: str | None,
         name = names.get(key) or CANONICAL_NAMES.get(key) or \
             "-".join(part.capitalize() for part in key.split("-"))
         lines.append(f"{name}: {value}")
-    if not keep_alive:
-        lines.append("Connection: close")
+    if framing.length is None:
+        lines.append("Transfer-Encoding: chunked")
+    connection = ([] if framing.keep_alive else ["close"]) + \
+        (["upgrade"] if framing.upgrade else [])
+    if connection:
+        lines.append("Connection: " + ", ".join(connection))
     line = f"{request.method} {target} {'HTTP/1.0' if http10 else 'HTTP/1.1'}\r\n"
     return line.encode("utf-8", "surrogateescape") + \
         ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
@@ -398,25 +431,23 @@ class BadResponse(Exception):
     """The backend's bytes are no HTTP response we can pass on."""
 
 
-class BackendFailed(Exception):
-    """The backend failed after the answer's head went to the client: raised so that
-    the core closes the client's connection (a truncated answer must look truncated)."""
-
-
 class ResponseReader:
     """The backend's answer as httptools parses it, turned into the client's response:
     head filtered and remapped, body de-chunked and written as it comes.  Past the head
     of an answer with a Content-Length or none (until the backend closes), the body's
-    bytes bypass the parser."""
+    bytes bypass the parser.  A 101 to a request that asked to upgrade switches: what
+    came after its head is the first of the tunnel's bytes (`tunnel_start`)."""
 
-    __slots__ = ("response", "remap", "head_request", "parser", "headers", "status",
-                 "head_done", "complete", "keep_alive", "extra", "received", "left",
-                 "until_close", "raw", "announced")
+    __slots__ = ("response", "remap", "head_request", "upgrade", "parser", "headers",
+                 "status", "head_done", "complete", "keep_alive", "extra", "received",
+                 "left", "until_close", "raw", "announced", "tunnel_start")
 
-    def __init__(self, response: "Response", head_request: bool, remap: Remap) -> None:
+    def __init__(self, response: "Response", head_request: bool, upgrade: bool,
+                 remap: Remap) -> None:
         self.response = response
         self.remap = remap
         self.head_request = head_request
+        self.upgrade = upgrade
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
@@ -429,6 +460,7 @@ class ResponseReader:
         self.until_close = False   # the body ends when the backend closes
         self.raw = False
         self.announced = 0         # the Content-Length the backend gave
+        self.tunnel_start: bytes | None = None   # switched protocols: what came after
 
     @property
     def reusable(self) -> bool:
@@ -443,7 +475,12 @@ class ResponseReader:
             raise BadResponse("response header too large")
         try:
             self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as err:
+        except httptools.HttpParserUpgrade as upgrade:
+            if not (self.upgrade and self.status == 101):
+                raise BadResponse(f"switching protocols unasked ({self.status})") from None
+            self.tunnel_start = data[upgrade.args[0]:]
+            return True
+        except httptools.HttpParserError as err:
             raise BadResponse(f"invalid HTTP response: {err}") from None
         if self.head_done:
             if self.status < 200:
@@ -512,9 +549,10 @@ class ResponseReader:
         chunked, length, tokens = False, -1, ""
         remap = self.remap if self.remap.maps_response else None
         kept = []
+        switching = self.status == 101
         for name, value in self.headers:
             text, lower = _response_names.get(name) or _response_name(name)
-            if lower in RESPONSE_DROPS:
+            if lower in RESPONSE_DROPS and not (switching and lower == "upgrade"):
                 if lower == "transfer-encoding":
                     chunked = True
                 elif lower == "connection":
@@ -535,8 +573,10 @@ class ResponseReader:
         else:
             self.until_close = True
         if tokens:
-            named = _connection_tokens(tokens)
+            named = _connection_tokens(tokens) - {"upgrade"}
             kept = [header for header in kept if header[1] not in named]
+        if switching:
+            kept.append(("Connection", "connection", "upgrade"))
         response.headers.extend((text, value) for text, _, value in kept)
 
 
@@ -565,13 +605,15 @@ def _remapped(remap: Remap, lower: str, value: str) -> str:
 # ----------------------------------------------------------------- the exchange
 class Exchange:
     """One request's round trip to a backend (lighttpd's gw handler_ctx).  Its states:
-    OPENING (no connection yet), CONNECTING, SENDING, READING, DONE; `step` moves it on
-    and returns the request's next result."""
+    OPENING (no connection yet), CONNECTING, SENDING, READING, TUNNEL (switched
+    protocols: bytes both ways), DONE; `step` moves it on and returns the request's
+    next result."""
 
     __slots__ = ("module", "request", "extension", "backend", "connection", "state",
-                 "events", "outgoing", "body_fd", "body_offset", "body_left", "reader",
-                 "reused", "retried", "reconnects", "timeout", "since", "paused",
-                 "keep_alive", "debug_level")
+                 "events", "outgoing", "body_fd", "body_offset", "body_left",
+                 "body_stream", "chunked_body", "blocked", "reader", "reused", "retried",
+                 "reconnects", "timeout", "since", "paused", "keep_alive", "unacked",
+                 "shut", "debug_level")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend) -> None:
@@ -583,9 +625,12 @@ class Exchange:
         self.state = OPENING
         self.events = 0                # what the loop reported since the last step
         self.outgoing = memoryview(b"")
-        self.body_fd = -1
+        self.body_fd = -1              # a whole body's temp file, sent with sendfile
         self.body_offset = 0
         self.body_left = 0
+        self.body_stream: RequestBody | None = None   # a body still arriving
+        self.chunked_body = False      # ... of unknown length: sent chunked
+        self.blocked = False           # the backend's socket took no more: EPOLLOUT
         self.reader: ResponseReader | None = None
         self.reused = False            # the connection served a request before
         self.retried = False
@@ -594,6 +639,8 @@ class Exchange:
         self.since = 0.0               # when the current wait began (for the timeouts)
         self.paused = False            # the client is behind: not reading the backend
         self.keep_alive = False
+        self.unacked = 0               # tunnel bytes written since the client caught up
+        self.shut = False              # the client ended its side of the tunnel
         self.debug_level: int = request.settings.values["proxy.debug"]
         backend.load += 1
         module.active.add(self)
@@ -611,9 +658,9 @@ class Exchange:
         spec = self.backend.spec
         if self.state == CONNECTING:
             limit, kind = spec.connect_timeout, "connect"
-        elif self.state == SENDING:
+        elif self.state == SENDING and self.blocked:
             limit, kind = spec.write_timeout, "write"
-        elif self.state == READING and not self.paused:
+        elif self.state in (READING, TUNNEL) and not self.paused:
             limit, kind = spec.read_timeout, "read"
         else:
             return
@@ -634,6 +681,8 @@ class Exchange:
         if self.state == OPENING:
             return self._open()
         events, self.events = self.events, 0
+        if self.state == TUNNEL:
+            return self._relay(events)
         if self.state == CONNECTING:
             if not events:
                 return WAIT
@@ -641,17 +690,24 @@ class Exchange:
             if code:
                 return self._connect_failed(OSError(code, os.strerror(code)))
             return self._start_sending()
-        if self.state == SENDING and events & EPOLLOUT and not self._send():
+        if self.state == SENDING and (events & EPOLLOUT or not self.blocked) \
+                and not self._send():
             return self._receive()
         if self.paused:
             if self.request.response.wants_drain:
                 return WAIT
             self.paused = False
-            self.connection.want(EPOLLIN | (EPOLLOUT if self.state == SENDING else 0))
+            self._poll()
             return self._receive()
         if events & ~EPOLLOUT:
             return self._receive()
         return WAIT
+
+    def _poll(self) -> None:
+        """Ask the loop for what the exchange waits on: the backend's bytes unless the
+        client is behind, room to send while a send would block."""
+        self.connection.want((0 if self.paused else EPOLLIN)   # type: ignore[union-attr]
+                             | (EPOLLOUT if self.blocked else 0))
 
     def _open(self) -> HandlerResult:
         """Take an idle connection to the backend or start connecting."""
@@ -660,8 +716,12 @@ class Exchange:
         request = self.request
         values = request.settings.values
         remap = Remap(values["proxy.header"], request.host or None, request.scheme == "https")
-        self.reader = ResponseReader(request.response, request.method == "HEAD", remap)
-        self._prepare(values, remap)
+        framing = self._framing(values, remap)
+        if framing.length is None and (framing.host is None or remap.options.force_http10):
+            return self._error(411, "")       # no chunked body to an HTTP/1.0 backend
+        self.reader = ResponseReader(request.response, request.method == "HEAD",
+                                     framing.upgrade, remap)
+        self._prepare(request_head(request, values["proxy.forwarded"], remap, framing))
         connection = None if self.retried else module.backends.take_idle(backend, self)
         if connection is not None:
             self.connection, self.reused = connection, True
@@ -681,8 +741,7 @@ class Exchange:
             return WAIT
         return self._start_sending()
 
-    def _prepare(self, values: Any, remap: Remap) -> None:
-        """The bytes to send: head and a body in memory, or head and a body file."""
+    def _framing(self, values: Any, remap: Remap) -> Framing:
         request = self.request
         options: HeaderOptions = values["proxy.header"]
         spec = self.backend.spec
@@ -694,19 +753,40 @@ class Exchange:
             host = remap.host(request.host, True) if remap.maps_request else request.host
         else:
             host = None
-        self.keep_alive = spec.keepalive > 0 and host is not None and not options.force_http10
-        if (options.upgrade or spec.upgrade) and "upgrade" in request.headers:
-            self.module.note_no_tunnel()
-        head = request_head(request, values["proxy.forwarded"], host, remap, self.keep_alive)
         body = request.body
+        length: int | None = 0
+        if body is not None:
+            length = body.size if body.complete else \
+                request.content_length if request.content_length >= 0 else None
+        upgrade = self._upgrading(options.upgrade or spec.upgrade)
+        self.keep_alive = spec.keepalive > 0 and host is not None and \
+            not options.force_http10 and not upgrade
+        return Framing(host, length, self.keep_alive, upgrade)
+
+    def _upgrading(self, allowed: bool) -> bool:
+        """lighttpd's gw_upgrade_policy: an upgrade the config allows, asked for by an
+        HTTP/1.1 request without a body (else its Upgrade header stays here)."""
+        request = self.request
+        return allowed and request.version == "1.1" and request.body is None and \
+            "upgrade" in request.headers and \
+            "upgrade" in _connection_tokens(request.headers.get("connection"))
+
+    def _prepare(self, head: bytes) -> None:
+        """What to send after the head: a whole body from memory or from its file, or
+        one still arriving, taken as it comes."""
+        body = self.request.body
         self.body_left = 0
-        if body is None or not body.size:
-            self.outgoing = memoryview(head)
+        self.body_stream = None
+        self.outgoing = memoryview(head)
+        if body is None or (body.complete and not body.size):
+            return
+        if not body.complete:
+            self.body_stream = body
+            self.chunked_body = self.request.content_length < 0
         elif body.file is None:
             self.outgoing = memoryview(head + body.read())
         else:
             body.file.flush()
-            self.outgoing = memoryview(head)
             self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
 
     def _start_sending(self) -> HandlerResult:
@@ -717,38 +797,63 @@ class Exchange:
         return WAIT
 
     def _send(self) -> bool:
-        """Send what is left of the request; False when the backend went away (what it
-        answered before may still be read)."""
+        """Send what is left of the request, and of its body as it arrives; False when
+        the backend went away (what it answered before may still be read)."""
         connection = self.connection
         assert connection is not None
         loop = self.module.services.loop
         try:
-            while self.outgoing:
-                sent = connection.sock.send(self.outgoing)
-                self.outgoing = self.outgoing[sent:]
-                self.since = loop.now
-            while self.body_left:
-                sent = os.sendfile(connection.fd, self.body_fd, self.body_offset,
-                                   self.body_left)
-                if not sent:
-                    raise OSError(errno.EIO, "the request body's file ended early")
-                self.body_offset += sent
-                self.body_left -= sent
-                self.since = loop.now
+            while True:
+                while self.outgoing:
+                    sent = connection.sock.send(self.outgoing)
+                    self.outgoing = self.outgoing[sent:]
+                    self.since = loop.now
+                while self.body_left:
+                    sent = os.sendfile(connection.fd, self.body_fd, self.body_offset,
+                                       self.body_left)
+                    if not sent:
+                        raise OSError(errno.EIO, "the request body's file ended early")
+                    self.body_offset += sent
+                    self.body_left -= sent
+                    self.since = loop.now
+                if not self._next_body_part():
+                    break
         except (BlockingIOError, InterruptedError):
-            connection.want(EPOLLIN | EPOLLOUT)
+            self.blocked = True
+            self._poll()
             return True
         except OSError as err:
             if self.debug_level:
                 self.module.log(f"proxy - sending to {self.backend.spec.name} failed: "
                                 f"{err.strerror}")
             self.state = READING
-            self.keep_alive = False
-            connection.want(EPOLLIN)
+            self.keep_alive = self.blocked = False
+            self._poll()
             return False
-        self.state = READING
-        self.since = loop.now
-        connection.want(EPOLLIN)
+        self.blocked = False
+        if self.body_stream is None:          # all of it is out: the answer is next
+            self.state = READING
+            self.since = loop.now
+        self._poll()
+        return True
+
+    def _next_body_part(self) -> bool:
+        """The next piece of a body that is still arriving (as a chunk when its length
+        is unknown), in `outgoing`; False when none is here yet, or all went."""
+        body = self.body_stream
+        if body is None:
+            return False
+        data = body.read_chunk()
+        if data:
+            self.outgoing = memoryview(b"%x\r\n%s\r\n" % (len(data), data)
+                                       if self.chunked_body else data)
+            return True
+        if not body.complete:
+            return False                      # the core wakes us when more came
+        self.body_stream = None
+        if not self.chunked_body:
+            return False
+        self.outgoing = memoryview(LAST_CHUNK)
         return True
 
     def _receive(self) -> HandlerResult:
@@ -772,7 +877,8 @@ class Exchange:
             self.since = self.module.services.loop.now
             try:
                 if reader.feed(data):
-                    return self._complete()
+                    return self._complete() if reader.tunnel_start is None \
+                        else self._switch()
             except BadResponse as err:
                 return self._bad_response(err)
             budget -= len(data)
@@ -791,7 +897,7 @@ class Exchange:
         """The client is BACKLOG_HIGH behind: stop reading until the core says it caught
         up (the backend's socket buffer fills and the backend waits in turn)."""
         self.paused = True
-        self.connection.want(EPOLLOUT if self.state == SENDING else 0)  # type: ignore
+        self._poll()
         response = self.request.response
         response.wants_drain = True
         if not response.streaming:
@@ -812,7 +918,6 @@ class Exchange:
         self.state = DONE
         response = self.request.response
         if not response.started:
-            response.remove_header("Content-Length")
             if self.request.method == "HEAD":
                 response.length = reader.announced     # what a GET would have had
             if not response.body:
@@ -821,6 +926,80 @@ class Exchange:
                 response.body.append(b"")
         return reader.status
 
+    # ------------------------------------------------------------------ tunnel
+    def _switch(self) -> HandlerResult:
+        """The backend switched protocols (101): its head goes out at once, then bytes
+        go both ways as they come, the client's as the request's body."""
+        self.state = TUNNEL
+        self.since = self.module.services.loop.now
+        response = self.request.response
+        response.stream()
+        first = self.reader.tunnel_start              # type: ignore[union-attr]
+        if first:
+            response.write(first)
+            self.unacked = len(first)
+        # what the client sent after its request becomes the body once the core has
+        # sent the head, after this call, and nothing wakes us for it: a turn of our own
+        self.module.services.loop.call_soon(self.request.wake)
+        return WAIT
+
+    def _relay(self, events: int) -> HandlerResult:
+        """One turn of the tunnel: the backend's bytes to the client (no further ahead
+        of it than BACKLOG_HIGH), the client's to the backend; the backend's end ends
+        it, the client's end is passed on as a half-close."""
+        ended = self._relay_down(events)
+        if ended is not None:
+            return ended
+        return self._relay_up()
+
+    def _relay_down(self, events: int) -> HandlerResult:
+        response = self.request.response
+        if self.paused:
+            if response.wants_drain:
+                return None
+            self.paused, self.unacked = False, 0
+        elif not events & ~EPOLLOUT:
+            return None
+        sock = self.connection.sock                      # type: ignore[union-attr]
+        while self.unacked < BACKLOG_HIGH:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as err:
+                return self._error(502, f"tunnel broken ({err.strerror})")
+            if not data:
+                self._drop_connection()
+                self.state = DONE
+                return response.status
+            response.write(data)
+            self.unacked += len(data)
+            self.since = self.module.services.loop.now
+        self.paused = response.wants_drain = True
+        return None
+
+    def _relay_up(self) -> HandlerResult:
+        body = self.request.body
+        connection = self.connection
+        assert body is not None and connection is not None
+        try:
+            while self.outgoing or body.unread:
+                if not self.outgoing:
+                    self.outgoing = memoryview(body.read_chunk())
+                sent = connection.sock.send(self.outgoing)
+                self.outgoing = self.outgoing[sent:]
+                self.since = self.module.services.loop.now
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as err:
+            return self._error(502, f"tunnel broken ({err.strerror})")
+        self.blocked = bool(self.outgoing)
+        if body.complete and not self.blocked and not self.shut:
+            self.shut = True
+            connection.sock.shutdown(socket.SHUT_WR)
+        self._poll()
+        return WAIT
+
     # --------------------------------------------------------------- failures
     def _lost(self, err: OSError | None) -> HandlerResult:
         """The backend closed (`err` None) or reset the connection."""
@@ -828,8 +1007,7 @@ class Exchange:
         assert reader is not None
         if err is None and reader.end_of_body():
             return self._complete()
-        if not reader.received and self.reused and not self.retried and \
-                self.request.method in IDEMPOTENT:
+        if not reader.received and self._may_retry():
             if self.debug_level:
                 self.module.log("proxy - a kept connection was closed; retrying")
             self.retried = True
@@ -840,6 +1018,13 @@ class Exchange:
         if not reader.received:
             return self._error(502, f"response not received ({reason})")
         return self._error(502, f"response incomplete ({reason})")
+
+    def _may_retry(self) -> bool:
+        """A kept connection the backend closed as it was reused: once more on a new
+        one, for a method that may be repeated and a body we still have whole."""
+        body = self.request.body
+        return self.reused and not self.retried and self.request.method in IDEMPOTENT \
+            and (body is None or (body.complete and not body.consumed))
 
     def _bad_response(self, err: BadResponse) -> HandlerResult:
         return self._error(502, str(err))
@@ -877,7 +1062,7 @@ class Exchange:
 
     def _error(self, status: int, reason: str) -> HandlerResult:
         """End the exchange with an error: the status, with lighttpd's page, while the
-        client has seen nothing; a cut-off answer once it has."""
+        client has seen nothing; ERROR (the connection cut) once it has."""
         request = self.request
         spec = self.backend.spec
         self._drop_connection()
@@ -886,9 +1071,8 @@ class Exchange:
             self.module.log(f"{reason} on socket: {spec.name} for {request.host} "
                             f"{request.uri_path}?{request.uri_query}")
         response = request.response
-        if response.streaming:
-            raise BackendFailed(f"backend {spec.name} failed while answering "
-                                f"{request.uri_path}: {reason or 'timeout'}")
+        if response.started:
+            return ERROR
         response.headers = []
         response.reset_body()
         return status
@@ -913,17 +1097,9 @@ class Module(BaseModule):
         self.services: "Services" = services
         self.backends = Backends(services)
         self.active: set[Exchange] = set()
-        self.tunnel_noted = False
 
     def log(self, message: str) -> None:
         self.services.log_error("mod_proxy.c", message)
-
-    def note_no_tunnel(self) -> None:
-        """Said once per worker: an Upgrade is asked for and allowed but cannot be done."""
-        if not self.tunnel_noted:
-            self.tunnel_noted = True
-            self.log("proxy.header \"upgrade\" is enabled, but this server cannot tunnel "
-                     "a connection yet: requests go to the backend without Upgrade")
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         previous = request.plugin_ctx.pop(CTX, None)
