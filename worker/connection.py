@@ -86,6 +86,14 @@ class Answer:
             return 0
 
 
+def _may_keep_alive(request: Request) -> bool:
+    """The client asked to keep the connection, and nothing of its request is still
+    coming: a streamed body its handler did not wait for is not read into memory
+    after the answer, the connection closes instead (as lighttpd does)."""
+    body = request.body
+    return request.keep_alive and (body is None or body.complete)
+
+
 def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
     """The end of a chunked body, with the trailer fields a module set (RFC 9112
     7.1.2); they are dropped where the body is not chunked."""
@@ -406,7 +414,7 @@ class Connection:
         """Queue a complete answer: head and body, or a kept answer's bytes."""
         server = self.server
         values = request.settings.values
-        keep = self._keeps_alive(request.keep_alive, values)
+        keep = self._keeps_alive(_may_keep_alive(request), values)
         response = request.response
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
@@ -570,7 +578,7 @@ class Connection:
                 held.chunked = True
                 response.add_header("Transfer-Encoding", "chunked")
             held.keep_alive = self._keeps_alive(
-                request.keep_alive and (delimited or held.chunked), values)
+                _may_keep_alive(request) and (delimited or held.chunked), values)
             head = render_start(request) + connection_line(request, held.keep_alive) + \
                 DATE.line + server_line(values["server.tag"])
         if self.server.debug:

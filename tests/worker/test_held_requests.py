@@ -520,3 +520,23 @@ def test_nothing_after_a_connect_nobody_takes_is_read_as_http(server):
 def test_trailers_follow_a_chunked_body(server):
     data = exchange(server, get("/stream/1").replace(b"\r\n\r\n", b"\r\nTE: trailers\r\n\r\n"))
     assert data.endswith(b"\r\n0\r\nChecksum: abc\r\nServer-Timing: db;dur=5\r\n\r\n")
+
+
+def test_an_answer_before_its_streamed_body_is_in_closes_the_connection(tmp_path):
+    """/later/x answers without reading: the rest of the body is not kept."""
+    with held_server(tmp_path, 0, stream_request_body=2) as server:
+        client, end = socket.socketpair()
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+        client.sendall(b"POST /later/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+                       + b"x" * 1000)
+        client.setblocking(False)
+        answer = b""
+        for _ in range(100):
+            server.loop.run_once(0.005)
+            with contextlib.suppress(BlockingIOError):
+                answer += client.recv(4096)
+            if answer.endswith(b"late /later/x"):
+                break
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"\r\nConnection: close\r\n" in answer
