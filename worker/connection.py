@@ -86,6 +86,22 @@ class Answer:
             return 0
 
 
+def _length_kept_whole(response: Response) -> None:
+    """The Content-Length of a module's answer the core sends whole (not streamed, or
+    kept whole by server.stream-response-body = 0): the bytes the core counted, which
+    replace the module's header.  A HEAD answer keeps the module's header (a backend sends no
+    body to HEAD), else the bytes it wrote all the same; with neither, no length is
+    announced (the answer stays "streaming" for render_start)."""
+    declared = response.get_header("Content-Length")
+    response.remove_header("Content-Length")
+    if response.head_only:
+        if declared is not None and declared.isdigit():
+            response.length = int(declared)
+        elif not response.length:
+            return
+    response.streaming = False
+
+
 def _may_keep_alive(request: Request) -> bool:
     """The client asked to keep the connection, and nothing of its request is still
     coming: a streamed body its handler did not wait for is not read into memory
@@ -416,6 +432,8 @@ class Connection:
         values = request.settings.values
         keep = self._keeps_alive(_may_keep_alive(request), values)
         response = request.response
+        if response.streaming:          # asked to stream, but complete before its head
+            _length_kept_whole(response)
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
         if kept is not None:
@@ -523,8 +541,7 @@ class Connection:
         response = request.response
         if not response.started:
             held.close_spool()             # its ranges in the body keep the file
-            response.streaming = False
-            response.remove_header("Content-Length")   # the core counts what it has
+            _length_kept_whole(response)
             self._queue_answer(request, None, 0)
             return
         self._stream(held)
@@ -556,7 +573,8 @@ class Connection:
             if response.head_only:
                 response.reset_body()
                 return
-            if mode == 1 and self.out.pending + response.memory_bytes() > BACKLOG_HIGH:
+            if mode == 1 and not held.tunnel and \
+                    self.out.pending + response.memory_bytes() > BACKLOG_HIGH:
                 held.spill(response, self.server.upload_dirs)
             before = self.out.pending
             self._queue_parts(response, held.chunked)
@@ -601,6 +619,8 @@ class Connection:
         body.append(self.protocol.upgrade_answered(request, True))
         if self.peer_eof:
             body.complete = True
+        if body.unread or body.complete:
+            request.wake()             # what the client sent with its request
         return render_start(request) + DATE.line + \
             server_line(request.settings.values["server.tag"])
 

@@ -140,7 +140,8 @@ class Pipeline:
                 response.status = status
                 return True                  # the head went out already
             if not request.error_origin:
-                if status < 400 or response.body or status in _NO_ERROR_HANDLER or \
+                if status < 400 or response.body or response.passthrough or \
+                        status in _NO_ERROR_HANDLER or \
                         not self._to_error_handler(request, status):
                     break
                 status = self._phases(request)
@@ -361,7 +362,7 @@ def _error_response(request: Request, status: int) -> bool:
     """Fill in lighttpd's HTML error page unless the handler wrote a body; True when
     the page is the core's own (no file behind it)."""
     response = request.response
-    if response.body or status in NO_BODY or status < 200:
+    if response.body or response.passthrough or status in NO_BODY or status < 200:
         return False
     if status < 400:
         response.length = 0

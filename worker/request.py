@@ -76,7 +76,8 @@ class Response:
     """
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
-                 "missing", "streaming", "wants_drain", "started", "trailers")
+                 "missing", "streaming", "wants_drain", "started", "trailers",
+                 "passthrough")
 
     def __init__(self) -> None:
         self.status = 0
@@ -91,6 +92,10 @@ class Response:
         self.wants_drain = False    # the producer paused: wake it when the client read
         self.started = False        # a streamed head went out: the status is final
         self.trailers: list[tuple[str, str]] | None = None   # after a chunked body
+        # the handler's answer stands as it is, even an error without a body (a
+        # backend's own): no error page, no error handler (lighttpd without
+        # server.error-intercept)
+        self.passthrough = False
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not
@@ -225,7 +230,8 @@ class Request:
         """Bytes of answers queued for the client and not sent yet, when they count: a
         producer above module.BACKLOG_HIGH stops reading its backend (backpressure,
         `server.stream-response-body = 2`; otherwise the core parks them on disk)."""
-        if self.settings.values["server.stream-response-body"] != 2:
+        if self.settings.values["server.stream-response-body"] != 2 and \
+                self.response.status != 101:      # a tunnel is never parked on disk
             return 0
         return self.connection.out.pending + self.response.memory_bytes()
 

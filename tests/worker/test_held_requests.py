@@ -48,9 +48,22 @@ class Later(Module):
             request.internal_redirect("/loop")
             return COMEBACK
         if path.startswith(("/later/", "/stream/", "/broken", "/flood/", "/echo/", "/fail/",
-                            "/shout")):
+                            "/shout", "/backend/")):
             request.handler = self       # claimed: no file behind these URLs
         return None
+
+    def _backend(self, request: Request):
+        """/backend/STATUS[/LENGTH]: answers as a backend would, the status as it is
+        (passthrough), streamed, announcing LENGTH and sending no body to HEAD."""
+        parts = request.uri_path.split("/")
+        response = request.response
+        response.passthrough = True
+        response.stream()
+        if len(parts) > 3:
+            response.add_header("Content-Length", parts[3])
+            if request.method != "HEAD":
+                response.write(b"b" * int(parts[3]))
+        return int(parts[2])
 
     def _shout(self, request: Request):
         """/shout: switches to the "shout" protocol (101) and echoes in upper case
@@ -109,6 +122,8 @@ class Later(Module):
             return self._fail(request)
         if path == "/shout":
             return self._shout(request)
+        if path.startswith("/backend/"):
+            return self._backend(request)
         if "left" not in request.plugin_ctx:       # the first call
             request.plugin_ctx["left"] = int(path.rsplit("/", 1)[1] or 0) \
                 if path.startswith(("/stream/", "/flood/")) else 0
@@ -490,6 +505,7 @@ def test_a_module_switching_protocols_gets_the_raw_bytes_both_ways(server):
 
     head = run(b"FIRST WORDS ")
     assert head.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert head.endswith(b"\r\n\r\nFIRST WORDS ")   # sent with the request: woken for it
     assert b"\r\nConnection: Upgrade\r\n" in head and b"Connection: close" not in head
     assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
     client.sendall(b"and more")
@@ -540,3 +556,19 @@ def test_an_answer_before_its_streamed_body_is_in_closes_the_connection(tmp_path
         client.close()
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
         assert b"\r\nConnection: close\r\n" in answer
+
+
+def test_a_backend_s_own_error_passes_as_it_is(server):
+    """No error page, and not the error handler the fixture sets for 404s."""
+    [(status, headers, body)] = split_responses(exchange(server, get("/backend/404")))
+    assert (status, headers["content-length"], body) == (404, "0", b"")
+    [(status, _, body)] = split_responses(exchange(server, get("/backend/503/5")))
+    assert (status, body) == (503, b"bbbbb")
+
+
+def test_head_to_a_backend_keeps_the_length_it_announced(tmp_path):
+    with held_server(tmp_path, 0) as server:
+        data = exchange(server, get("/backend/200/12345", method="HEAD"))
+        assert b"\r\nContent-Length: 12345\r\n" in data and data.endswith(b"\r\n\r\n")
+        data = exchange(server, get("/backend/200", method="HEAD"))
+        assert b"Content-Length" not in data and b"Transfer-Encoding" not in data

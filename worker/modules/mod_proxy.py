@@ -546,6 +546,7 @@ class ResponseReader:
         """Status and headers for the client; how the body is framed."""
         response = self.response
         response.status = self.status
+        response.passthrough = True     # the backend's answer, its errors included
         chunked, length, tokens = False, -1, ""
         remap = self.remap if self.remap.maps_response else None
         kept = []
@@ -916,14 +917,6 @@ class Exchange:
         else:
             connection.close()
         self.state = DONE
-        response = self.request.response
-        if not response.started:
-            if self.request.method == "HEAD":
-                response.length = reader.announced     # what a GET would have had
-            if not response.body:
-                # an empty part: the answer is the backend's, not one for the core to
-                # fill with its error page (an empty 404 passes as it is, as lighttpd's)
-                response.body.append(b"")
         return reader.status
 
     # ------------------------------------------------------------------ tunnel
@@ -938,9 +931,6 @@ class Exchange:
         if first:
             response.write(first)
             self.unacked = len(first)
-        # what the client sent after its request becomes the body once the core has
-        # sent the head, after this call, and nothing wakes us for it: a turn of our own
-        self.module.services.loop.call_soon(self.request.wake)
         return WAIT
 
     def _relay(self, events: int) -> HandlerResult:
