@@ -218,6 +218,9 @@ class Pipeline:
             return status
         if request.handler is not None:     # claimed by URL: no file to look for
             return request.handler.handle_subrequest(request)
+        if request.method == "CONNECT":     # no module took the tunnel: no file either
+            request.response.add_header("Allow", ALLOW)
+            return 405
         if request.uri_path == "*":
             return _options(request)
         request.docroot = request.settings.values["server.document-root"]

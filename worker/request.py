@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 _RAW_REFUSED = re.compile("[\x00-\x20\x7f\udcc0\udcc1\udcf5-\udcff]")
 _ESCAPE_REFUSED = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_CONNECT_START = frozenset(":0123456789")   # lighttpd takes CONNECT to an IP:port only
 
 
 def url_decode(raw: str) -> str:
@@ -302,6 +303,8 @@ class Request:
     def _absolute_form(self, target: str) -> str:
         if target == "*" and self.method == "OPTIONS":
             return "*"
+        if self.method == "CONNECT" and target[:1] in _CONNECT_START:
+            return target       # authority-form: an address, as lighttpd allows it
         lower = target[:8].lower()
         for scheme in ("http://", "https://"):
             if lower.startswith(scheme):

@@ -53,6 +53,8 @@ KNOWN_DIFFERENCES = {
     "delete-file": "§15.5.6: a method the resource does not support is 405 with Allow; "
                    "lighttpd 1.4.69 says 501 Not Implemented",
     "put-file": "§15.5.6, as delete-file",
+    "connect-address": "§15.5.6: a 405 MUST carry Allow; lighttpd 1.4.69 sends none for "
+                       "a CONNECT no module takes",
     "trace-file": "§9.3.8 / §15.5.6: TRACE is off, a known method: 405 with Allow "
                   "rather than lighttpd's 501",
     "if-match-other": "§13.1.1 / §13.2.2: If-Match that does not match is 412; "
@@ -287,6 +289,10 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("put-file", get11("/index.html", "Content-Length: 0", method="PUT")),
         ("trace-file", get11("/index.html", method="TRACE")),
         ("unknown-method", get11("/index.html", method="FOO")),
+        ("connect-address", b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n"
+                            b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
+        ("connect-name", b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+                         b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
         ("delete-missing", get11("/missing", method="DELETE")),
         # bad requests
         ("http11-no-host", b"GET /index.html HTTP/1.1\r\n\r\n"),
@@ -360,7 +366,7 @@ def test_known_differences_are_the_rfc_answers(servers):
     size = (docroot / "index.html").stat().st_size
     assert answers["range-416"][0] == 416
     assert answers["range-416"][1]["content-range"] == f"bytes */{size}"
-    for name in ("delete-file", "put-file", "trace-file"):
+    for name in ("delete-file", "put-file", "trace-file", "connect-address"):
         assert answers[name][0] == 405
         assert answers[name][1]["allow"] == "OPTIONS, GET, HEAD, POST"
     assert answers["if-match-other"][0] == 412

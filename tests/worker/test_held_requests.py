@@ -530,7 +530,10 @@ def test_nothing_after_a_connect_nobody_takes_is_read_as_http(server):
     data = (b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
             b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     answers = split_responses(exchange(server, data))
-    assert [status for status, _, _ in answers] == [400]      # as lighttpd without a proxy
+    assert [status for status, _, _ in answers] == [400]      # a name: refused as lighttpd
+    data = data.replace(b"CONNECT example.org:443", b"CONNECT 192.0.2.1:443")
+    answers = split_responses(exchange(server, data))
+    assert [status for status, _, _ in answers] == [405]      # an address nobody takes
 
 
 def test_trailers_follow_a_chunked_body(server):
