@@ -551,3 +551,55 @@ def test_host_names_are_resolved_when_the_config_loads(tmp_path):
     (extension,) = load(str(conf)).settings["proxy.server"]
     (spec,) = extension.hosts
     assert spec.address[0] in ("127.0.0.1", "::1") and spec.name.startswith("tcp:")
+
+
+@pytest.fixture(scope="module")
+def connect_proxy(tmp_path_factory):
+    """proxy.header "connect": CONNECT tunnels to a TCP backend that shouts back."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def shout() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data.upper())
+    thread = threading.Thread(target=shout, daemon=True)
+    thread.start()
+    base = tmp_path_factory.mktemp("connect")
+    (base / "www").mkdir()
+    port = listener.getsockname()[1]
+    extra = (f'server.errorlog = "{base}/error.log"\n'
+             f'proxy.server = ( "" => ( ( "host" => "127.0.0.1", "port" => {port} ) ) )\n'
+             '$HTTP["remoteip"] == "127.0.0.1" { proxy.header = ( "connect" => "enable" ) }\n')
+    (base / "proxy.conf").write_text(config_text(base / "www", extra, ("mod_proxy",)))
+    try:
+        with WorkerProcess(base / "proxy.conf") as worker:
+            yield worker
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_connect_tunnels_to_the_backend(connect_proxy):
+    with connect_proxy.socket() as sock:
+        sock.sendall(b"CONNECT 192.0.2.1:443 HTTP/1.1\r\nHost: 192.0.2.1:443\r\n\r\nhello ")
+        head = read_until(sock, b"HELLO ")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\nHELLO ")
+        assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
+        sock.sendall(b"tunnel")
+        assert read_until(sock, b"TUNNEL") == b"TUNNEL"
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock) == b""
+
+
+def test_connect_to_a_name_is_400_as_lighttpd(connect_proxy):
+    answer = raw_exchange(connect_proxy, b"CONNECT example.org:443 HTTP/1.1\r\n"
+                                         b"Host: example.org:443\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")

@@ -32,8 +32,10 @@ Upgrade (WebSocket): with proxy.header "upgrade" (or the host's "upgrade"), an H
 request without a body that asks to upgrade goes with its Upgrade header; a 101 from
 the backend turns the exchange into a tunnel (the core's: the client's bytes arrive as
 the request's body), relayed both ways with backpressure, the client's end passed on
-as a half-close.  Otherwise Upgrade stays here, as in lighttpd.  CONNECT is not
-available: the core refuses its authority-form target before a module sees it.
+as a half-close.  Otherwise Upgrade stays here, as in lighttpd.  CONNECT (to an
+address: lighttpd refuses a name) with proxy.header "connect" is answered 200 once
+the backend the URL maps to is reached, and becomes a raw tunnel to it; without
+"connect" it is the core's 405.
 
 A request body that is still arriving (server.stream-request-body 1 or 2) goes on as
 it comes: with its Content-Length, or chunked when the client sent it chunked.
@@ -111,12 +113,11 @@ class HeaderOptions:
     https_remap: bool = False
     force_http10: bool = False
     upgrade: bool = False
+    connect: bool = False
 
 
-# "connect" is taken as lighttpd takes it and does nothing: CONNECT never reaches a
-# module (see above)
 _HEADER_FLAGS = {"https-remap": "https_remap", "force-http10": "force_http10",
-                 "upgrade": "upgrade", "connect": ""}
+                 "upgrade": "upgrade", "connect": "connect"}
 _HEADER_MAPS = {"map-urlpath": "urlpaths", "map-host-request": "hosts_request",
                 "map-host-response": "hosts_response"}
 
@@ -717,13 +718,20 @@ class Exchange:
         request = self.request
         values = request.settings.values
         remap = Remap(values["proxy.header"], request.host or None, request.scheme == "https")
-        framing = self._framing(values, remap)
-        if framing.length is None and (framing.host is None or remap.options.force_http10):
-            return self._error(411, "")       # no chunked body to an HTTP/1.0 backend
-        self.reader = ResponseReader(request.response, request.method == "HEAD",
-                                     framing.upgrade, remap)
-        self._prepare(request_head(request, values["proxy.forwarded"], remap, framing))
-        connection = None if self.retried else module.backends.take_idle(backend, self)
+        tunnel = request.method == "CONNECT"
+        if tunnel:              # a raw tunnel to the backend: nothing of HTTP is sent
+            self.outgoing = memoryview(b"")
+            self.keep_alive = False
+        else:
+            framing = self._framing(values, remap)
+            if framing.length is None and (framing.host is None or
+                                           remap.options.force_http10):
+                return self._error(411, "")   # no chunked body to an HTTP/1.0 backend
+            self.reader = ResponseReader(request.response, request.method == "HEAD",
+                                         framing.upgrade, remap)
+            self._prepare(request_head(request, values["proxy.forwarded"], remap, framing))
+        connection = None if self.retried or tunnel else \
+            module.backends.take_idle(backend, self)
         if connection is not None:
             self.connection, self.reused = connection, True
             if self.debug_level:
@@ -791,6 +799,8 @@ class Exchange:
             self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
 
     def _start_sending(self) -> HandlerResult:
+        if self.request.method == "CONNECT":
+            return self._connected()
         self.state = SENDING
         self.since = self.module.services.loop.now
         if not self._send():
@@ -931,6 +941,17 @@ class Exchange:
         if first:
             response.write(first)
             self.unacked = len(first)
+        return WAIT
+
+    def _connected(self) -> HandlerResult:
+        """CONNECT (proxy.header "connect"): the backend is reached; the client is told
+        so (200) and the connection becomes a tunnel to it, as lighttpd does."""
+        self.state = TUNNEL
+        self.since = self.module.services.loop.now
+        response = self.request.response
+        response.status = 200
+        response.stream()
+        self._poll()
         return WAIT
 
     def _relay(self, events: int) -> HandlerResult:
@@ -1103,6 +1124,8 @@ class Module(BaseModule):
         extension = find_extension(extensions, request.uri_path)
         if extension is None:
             return None
+        if request.method == "CONNECT" and not values["proxy.header"].connect:
+            return None                 # the core's 405, as lighttpd without "connect"
         backend = self.backends.choose(extension, values["proxy.balance"], request.uri_path,
                                        request.host, request.remote_ip)
         if backend is None:
