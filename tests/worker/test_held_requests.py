@@ -575,3 +575,21 @@ def test_head_to_a_backend_keeps_the_length_it_announced(tmp_path):
         assert b"\r\nContent-Length: 12345\r\n" in data and data.endswith(b"\r\n\r\n")
         data = exchange(server, get("/backend/200", method="HEAD"))
         assert b"Content-Length" not in data and b"Transfer-Encoding" not in data
+
+
+def test_a_failing_timer_or_fd_callback_is_logged_and_the_loop_goes_on(server):
+    class Broken:
+        def on_event(self, mask: int) -> None:
+            raise ValueError("fd callback bug")
+    server.loop.call_later(0, lambda: 1 / 0)
+    reader, writer = socket.socketpair()
+    server.loop.register(reader.fileno(), 1, Broken())       # EPOLLIN
+    writer.send(b"x")
+    server.loop.run_once(0.01)
+    server.loop.unregister(reader.fileno())
+    reader.close()
+    writer.close()
+    log = server.errorlog.read_text()
+    assert "internal error in the callback of a timer" in log and "ZeroDivisionError" in log
+    assert "fd callback bug" in log
+    assert exchange(server, get("/index.html")).startswith(b"HTTP/1.1 200 ")
