@@ -423,6 +423,37 @@ class AnswerBody:
         return abandon_answer(self.request, 502)
 
 
+def asks_to_upgrade(request: "Request") -> bool:
+    """An HTTP/1.1 request without a body that asks to switch protocols (Upgrade, and
+    `upgrade` among its Connection tokens): the only kind the core can turn into a
+    tunnel (lighttpd's gw_upgrade_policy)."""
+    headers = request.headers
+    return request.version == "1.1" and request.body is None and \
+        "upgrade" in headers and "upgrade" in (
+            token.strip().lower() for token in headers.get("connection", "").split(","))
+
+
+def switch_protocols(request: "Request", head: ResponseHead) -> AnswerBody:
+    """A backend's 101 with an Upgrade header, to a request allowed to upgrade: its
+    head goes out at once with `Connection: upgrade` (as lighttpd adds it), then what
+    the backend writes goes to the client as it is (no framing: a Content-Length or
+    chunked of its head means nothing in a tunnel)."""
+    head.content_length, head.chunked, head.close = -1, False, False
+    body = AnswerBody(request, head)
+    request.response.add_header("Connection", "upgrade")
+    return body
+
+
+def unswitched_answer(request: "Request", head: ResponseHead) -> int:
+    """A backend's 101 that switches nothing (the request may not upgrade, or the head
+    names no protocol): its head alone is the answer, sent whole as lighttpd sends it
+    (Content-Length: 0, the connection kept); what the backend wrote after it is
+    dropped."""
+    request.response.status = head.status
+    _adopt_headers(request, head)
+    return head.status
+
+
 def _adopt_headers(request: "Request", head: ResponseHead) -> None:
     """The head's headers go to the client; its `Connection: close` ends the
     connection after the answer."""
@@ -619,5 +650,6 @@ def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
 
 
 __all__ = ["cgi_environment", "request_body_length", "HeadReader", "ResponseHead",
-           "AnswerBody", "Dechunker", "abandon_answer", "local_redirect_target",
+           "AnswerBody", "Dechunker", "abandon_answer", "asks_to_upgrade",
+           "switch_protocols", "unswitched_answer", "local_redirect_target",
            "redirect_locally", "sendfile_header", "x_sendfile", "status_code"]

@@ -9,6 +9,7 @@ KNOWN_DIFFERENCES with the reason, and the test checks that it still differs.
 from __future__ import annotations
 
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -33,7 +34,16 @@ KNOWN_DIFFERENCES = {
                            "anything went out: both answer 504, lighttpd with the "
                            "script's headers and the part of its body it had, pylighttpd "
                            "with its error page (a part of a body is no answer)",
+    "upgrade-off": "a 101 that switches nothing: lighttpd sends it with Content-Length: "
+                   "0, pylighttpd without (RFC 9110 8.6: never in a 1xx answer)",
 }
+# cgi.upgrade where the upgrade scripts (and env.py) run at the docroot; off elsewhere
+UPGRADES = """
+$HTTP["url"] =~ "^/(upper|env)\\.py$" {
+    cgi.upgrade = "enable"
+    cgi.limits = ("read-timeout" => 20)
+}
+"""
 # variables that differ by nature (each server has its own port, each client its own)
 _OWN_VARIABLES = ("REMOTE_PORT=", "SERVER_PORT=")
 
@@ -81,7 +91,15 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("hang", get("/hang.sh")),
         ("stalls-then-timeout", get("/stalls.sh")),
         ("error-handler-script", get("/eh404/missing?q=1")),
+        ("upgrade-answered-200", upgrade("/env.py")),
+        ("upgrade-off", upgrade("/stream1/upper.py")),
     ]
+
+
+def upgrade(target: str) -> bytes:
+    """A request asking to switch protocols, its connection closed after the answer."""
+    return (f"GET {target} HTTP/1.1\r\nHost: test.example\r\n"
+            "Connection: close, Upgrade\r\nUpgrade: upper\r\n\r\n").encode()
 
 
 def get(target: str, *headers: str, method: str = "GET") -> bytes:
@@ -99,7 +117,7 @@ def servers(tmp_path_factory):
     base = tmp_path_factory.mktemp("cgidiff")
     docroot = make_cgi_site(base)
     conf = base / "common.conf"
-    conf.write_text(cgi_config(base, docroot))
+    conf.write_text(cgi_config(base, docroot, UPGRADES))
     lighttpd = Lighttpd(conf)
     try:
         with WorkerProcess(conf) as ours:
@@ -152,3 +170,30 @@ def test_same_answers_as_lighttpd(servers):
     assert not differences, "\n".join(f"{name}: {diff}" for name, diff in differences.items())
     stale = [name for name, diff in known.items() if not diff]
     assert not stale, f"listed in KNOWN_DIFFERENCES but now the same: {stale}"
+
+
+def _tunnel(port: int) -> dict:
+    """Upgrade to upper.py with bytes right after the request, then more: the head's
+    status and upgrade headers, and what came back (upper-cased) each time."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(upgrade("/upper.py").replace(b"close, ", b"") + b"early ")
+        data = b""
+        while not data.endswith(b"EARLY "):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+        sock.sendall(b"hello")
+        echo = sock.recv(65536)
+    status, headers, _ = parse_answer(data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
+    return {"status": status, "first": data.partition(b"\r\n\r\n")[2], "echo": echo,
+            **{k: headers.get(k) for k in ("upgrade", "connection", "x-asked",
+                                           "content-length", "transfer-encoding")}}
+
+
+def test_a_tunnel_to_a_script_as_lighttpd_relays_it(servers):
+    lighttpd_port, our_port, _ = servers
+    with ThreadPoolExecutor(2) as pool:
+        theirs, ours = pool.map(_tunnel, (lighttpd_port, our_port))
+    assert theirs["status"] == 101 and theirs["echo"] == b"HELLO"
+    assert ours == theirs

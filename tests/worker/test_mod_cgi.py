@@ -5,7 +5,9 @@ X-Sendfile), the CGI environment, scripts that fail or hang, and what a script l
 behind: no child process, no fd, no pipe once its request is over, whether it ended,
 timed out or its client went away; a worker that stays small while a slow client
 takes 50 MiB from a script, or while a client sends 8 MiB to a script that reads it as
-it comes (server.stream-request-body 1 and 2).
+it comes (server.stream-request-body 1 and 2); cgi.upgrade: a script switching
+protocols relays bytes both ways with backpressure until its client ends, and a 101
+that may not switch is its head alone.
 """
 
 from __future__ import annotations
@@ -21,9 +23,22 @@ import psutil
 import pytest
 
 from cgi_site import cgi_config, make_cgi_site, parse_answer
-from server_util import WorkerProcess, read_until_closed
+from server_util import WorkerProcess, read_until_closed, split_responses
 
 MIB = 1024 * 1024
+# cgi.upgrade for the scripts that switch protocols (and env.py, which tells what it
+# saw); elsewhere (/stream1/) it stays off.  deaf.py passes its client's end on as
+# tcp-fin-propagate's signal.
+UPGRADES = """
+$HTTP["url"] =~ "^/(upper|env)\\.py$" {
+    cgi.upgrade = "enable"
+    cgi.limits = ("read-timeout" => 20)
+}
+$HTTP["url"] == "/deaf.py" {
+    cgi.upgrade = "enable"
+    cgi.limits = ("read-timeout" => 20, "tcp-fin-propagate" => "TERM")
+}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +46,8 @@ def cgi(tmp_path_factory):
     base = tmp_path_factory.mktemp("cgi")
     docroot = make_cgi_site(base)
     conf = base / "worker.conf"
-    conf.write_text(cgi_config(base, docroot, f'server.errorlog = "{base}/error.log"\n'))
+    conf.write_text(cgi_config(base, docroot, f'server.errorlog = "{base}/error.log"\n'
+                                              + UPGRADES))
     with WorkerProcess(conf) as worker:
         worker.base = base            # type: ignore[attr-defined]
         worker.errorlog = base / "error.log"    # type: ignore[attr-defined]
@@ -442,3 +458,123 @@ def test_a_script_answering_before_its_body_came_ends_the_connection(cgi):
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in answer
     assert answer.endswith(b"hello from sh\n")
+
+
+# ------------------------------------------------------------------ cgi.upgrade
+def _upgrade(worker: WorkerProcess, target: str, first: bytes = b"") -> tuple[socket.socket, bytes, bytes]:
+    """Ask `target` to switch protocols (sending `first` right after the request); the
+    socket, the answer's head, and what followed it so far."""
+    sock = worker.socket(timeout=10)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: cgi.test\r\nConnection: Upgrade\r\n"
+                 "Upgrade: upper\r\n\r\n".encode() + first)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = _receive(sock, len(data) + 1, data)
+        assert more != data, f"closed before the head: {data!r}"
+        data = more
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head, rest
+
+
+def _receive(sock: socket.socket, size: int, have: bytes = b"") -> bytes:
+    """`have` and what comes after it, until there are `size` bytes (each wait bounded
+    by the socket's timeout); fewer only if the server closed."""
+    pieces, missing = [have], size - len(have)
+    while missing > 0 and (piece := sock.recv(65536)):
+        pieces.append(piece)
+        missing -= len(piece)
+    return b"".join(pieces)
+
+
+def test_a_script_switching_protocols_relays_both_ways_until_the_client_ends(cgi):
+    sock, head, rest = _upgrade(cgi, "/upper.py", b"early ")
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/1.1 101 Switching Protocols"
+    assert {"Upgrade: upper", "Connection: upgrade", "X-Asked: upper/Upgrade"} <= set(lines)
+    assert not any(line.lower().startswith(("content-length", "transfer-encoding"))
+                   for line in lines)
+    assert _receive(sock, 6, rest) == b"EARLY "
+    sock.sendall(b"hello")
+    assert _receive(sock, 5) == b"HELLO"
+    big = os.urandom(2 * MIB).hex().encode()        # more than any pipe holds
+    sock.sendall(b"x")
+    assert _receive(sock, 1) == b"X"
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(sock.sendall, big)
+        echoed = _receive(sock, len(big))
+        sent.result(timeout=10)
+    assert echoed == big.upper()
+    sock.shutdown(socket.SHUT_WR)
+    assert read_until_closed(sock) == b""
+    sock.close()
+    assert wait_for(lambda: not children(cgi)), "the script outlived its tunnel"
+
+
+def test_tcp_fin_propagate_signals_a_script_whose_client_ended_the_tunnel(cgi):
+    sock, head, rest = _upgrade(cgi, "/deaf.py")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert children(cgi)
+    sock.shutdown(socket.SHUT_WR)       # tcp-fin-propagate: its signal ends the script
+    assert rest + read_until_closed(sock) == b""
+    sock.close()
+    assert wait_for(lambda: not children(cgi), 2.0), "tcp-fin-propagate sent no signal"
+
+
+def test_a_tunnel_whose_client_does_not_read_holds_the_client_back(cgi):
+    """Backpressure both ways: the script's answers fill the client's socket, the
+    worker stops reading the script, the script stops reading its stdin, that pipe
+    fills, and the worker stops reading the client, whose sends then block; the
+    worker stays small meanwhile."""
+    worker = psutil.Process(cgi.process.pid)
+    sock, head, _ = _upgrade(cgi, "/upper.py")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    before = worker.memory_info().rss
+    sock.setblocking(False)
+    sent, stalled_since = 0, None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            sent += sock.send(b"x" * 65536)
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.monotonic()
+            if time.monotonic() - stalled_since > 1.0:
+                break
+            time.sleep(0.02)
+    grown = worker.memory_info().rss - before
+    reset(sock)
+    assert stalled_since is not None, f"the client was never held back ({sent} bytes)"
+    assert sent < 64 * MIB and grown < 16 * MIB, (sent, grown)
+    assert wait_for(lambda: not children(cgi)), "the script outlived its client"
+
+
+def test_an_upgrade_answered_otherwise_is_an_ordinary_answer(cgi):
+    sock, head, rest = _upgrade(cgi, "/env.py")
+    sock.sendall(b"GET /hello.sh HTTP/1.1\r\nHost: cgi.test\r\nConnection: close\r\n\r\n")
+    data = head + b"\r\n\r\n" + rest + read_until_closed(sock)
+    sock.close()
+    answers = split_responses(data)
+    assert [status for status, _, _ in answers] == [200, 200]
+    env = env_of(answers[0][2])
+    assert env["HTTP_UPGRADE"] == "upper" and env["HTTP_CONNECTION"] == "Upgrade"
+    assert env["CONTENT_LENGTH"] == "0"
+    assert wait_for(lambda: not children(cgi))
+
+
+def test_without_cgi_upgrade_a_101_switches_nothing(cgi):
+    """lighttpd drops Upgrade (the script sees no HTTP_UPGRADE) and sends a 101 that
+    switches nothing as its head alone; the connection goes on in HTTP/1."""
+    sock = cgi.socket(timeout=10)
+    sock.sendall(b"GET /stream1/upper.py HTTP/1.1\r\nHost: cgi.test\r\n"
+                 b"Connection: Upgrade, keep-alive\r\nUpgrade: upper\r\n\r\n"
+                 b"GET /hello.sh HTTP/1.1\r\nHost: cgi.test\r\n"
+                 b"Connection: close\r\n\r\n")
+    data = read_until_closed(sock)
+    sock.close()
+    first, _, rest = data.partition(b"\r\n\r\n")
+    lines = first.decode().split("\r\n")
+    assert lines[0].split(" ", 2)[1] == "101"
+    assert "X-Asked: none/Upgrade, keep-alive" in lines
+    assert rest.startswith(b"HTTP/1.1 200 OK"), rest[:200]
+    assert wait_for(lambda: not children(cgi))

@@ -22,10 +22,26 @@ still there.  `cgi.limits` read-timeout / write-timeout end a script that sends
 nothing / takes nothing for that long: 504 if no head went out yet (lighttpd's
 answer), else ERROR: the connection closes on a truncated answer.
 
-Not done: `cgi.upgrade` (the worker cannot hand a connection's byte stream to a module:
-Upgrade requests are passed as ordinary ones, without HTTP_UPGRADE) and the
-`tcp-fin-propagate` limit (a module is not told when its client half-closes); both are
-accepted and checked.
+`cgi.upgrade`: an HTTP/1.1 request without a body asking to switch protocols (Upgrade
+and Connection: upgrade) reaches the script with HTTP_UPGRADE and HTTP_CONNECTION, and
+its stdin is a pipe left open until the script's head.  Any other comes without
+HTTP_UPGRADE: lighttpd drops it with cgi.upgrade off or from HTTP/1.0 (its core even
+refuses those with 400); it keeps it for a request with a body or without Connection:
+upgrade, which the core here cannot switch, so they lose it too.  A head with Status: 101 and an Upgrade header switches:
+it goes out at once with Connection: upgrade, then the script's stdout is relayed to the
+client as it comes and the client's bytes (the request's body from now on, what it
+sent right after its request first) to its stdin, each way with backpressure (stdout
+left unread while the client lags; the client unread while the pipe is full).  The
+client's end closes the script's stdin; the script's end of stdout ends the tunnel.
+Any other head closes the stdin pipe (the request had no body); a 101 that switches
+nothing is its head alone, as lighttpd answers it.  lighttpd's own tunnel ends at the
+client's FIN (the script is signalled, its last output lost); here the half-close is
+passed on, so that the script may still answer.
+
+`cgi.limits` "tcp-fin-propagate": the signal sent to the script when its client ends
+its side of a tunnel.  lighttpd also signals a script whose client half-closes after
+sending an ordinary request; the core does not tell a module of that (it answers
+what is complete, then closes), so there the limit does nothing.
 """
 
 from __future__ import annotations
@@ -41,9 +57,9 @@ from shared.config.directives import Directive, DirectiveValueError, Type
 from shared.config.values import Array
 
 from ..gateway import (XSENDFILE_CGI, AnswerBody, HeadReader, ResponseHead,
-                       abandon_answer, cgi_environment, local_redirect_target,
-                       redirect_locally, request_body_length, sendfile_header,
-                       x_sendfile)
+                       abandon_answer, asks_to_upgrade, cgi_environment,
+                       local_redirect_target, redirect_locally, request_body_length,
+                       sendfile_header, switch_protocols, unswitched_answer, x_sendfile)
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path
 from ..static import is_regular
@@ -160,7 +176,6 @@ class Module(BaseModule):
         self.running: set[_Script] = set()       # scripts answering a request now
         self.inherited = {name: os.environ[name] for name in _INHERITED
                           if name in os.environ}
-        self.upgrade_noted = False
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         values = request.settings.values
@@ -215,9 +230,10 @@ class Module(BaseModule):
                 return 500
             argv.insert(0, os.path.abspath(interpreter))
         request.replay_key = None           # a script's answer is never kept
-        script = _Script(self, request)
+        upgrade = request.settings.values["cgi.upgrade"] and asks_to_upgrade(request)
+        script = _Script(self, request, upgrade)
         try:
-            script.start(argv, self._environment(request))
+            script.start(argv, self._environment(request, upgrade))
         except (OSError, subprocess.SubprocessError) as err:
             self.services.log_error("mod_cgi.c", f"cannot run {argv[0]} for "
                                                  f"{request.physical_path}: {err}")
@@ -227,14 +243,11 @@ class Module(BaseModule):
         self.running.add(script)
         return WAIT
 
-    def _environment(self, request: Request) -> dict[str, str]:
+    def _environment(self, request: Request, upgrade: bool) -> dict[str, str]:
+        """The script's variables; HTTP_UPGRADE only when it may switch protocols."""
         env = cgi_environment(request)
-        if env.pop("HTTP_UPGRADE", None) is not None and \
-                request.settings.values["cgi.upgrade"] and not self.upgrade_noted:
-            self.upgrade_noted = True
-            self.services.log_error("mod_cgi.c", "cgi.upgrade: protocol upgrades are not "
-                                                 "passed to CGI scripts; Upgrade requests "
-                                                 "are answered as ordinary ones")
+        if not upgrade:
+            env.pop("HTTP_UPGRADE", None)
         env.update(self.inherited)
         return env
 
@@ -245,9 +258,9 @@ class _Script:
     __slots__ = ("module", "services", "request", "path", "limits", "local_redir",
                  "xsendfile", "docroots", "reader", "body", "process", "pid", "out_fd",
                  "err_fd", "stdin", "polling", "output_watch", "read_ts", "timed_out",
-                 "exited", "signal_sent", "kill_timer", "errors")
+                 "exited", "signal_sent", "kill_timer", "errors", "upgrade", "tunnel")
 
-    def __init__(self, module: Module, request: Request) -> None:
+    def __init__(self, module: Module, request: Request, upgrade: bool) -> None:
         values = request.settings.values
         self.module = module
         self.services = module.services
@@ -271,6 +284,8 @@ class _Script:
         self.signal_sent = 0
         self.kill_timer = None
         self.errors = bytearray()           # an incomplete stderr line
+        self.upgrade = upgrade              # its head may switch protocols
+        self.tunnel = False                 # it did: bytes both ways
 
     # ------------------------------------------------------------------ start
     def start(self, argv: list[str], env: dict[str, str]) -> None:
@@ -302,12 +317,14 @@ class _Script:
     def _stdin(self, ours: list[int], theirs: list[int]) -> int:
         """The script's stdin.  No body: /dev/null; a complete body in a temp file,
         none of it handed out yet: that file; any other: a pipe the body is written
-        into as it comes (`self.stdin`)."""
+        into as it comes (`self.stdin`), as is a request that may switch protocols
+        (the tunnel's bytes come later)."""
         body = self.request.body
-        if body is None or (body.complete and body.size == 0):
-            return subprocess.DEVNULL
-        if body.complete and body.file is not None and body.consumed == 0:
-            return body.open().fileno()
+        if not self.upgrade:
+            if body is None or (body.complete and body.size == 0):
+                return subprocess.DEVNULL
+            if body.complete and body.file is not None and body.consumed == 0:
+                return body.open().fileno()
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         ours.append(write_end)
         theirs.append(read_end)
@@ -325,9 +342,12 @@ class _Script:
         self._feed()
 
     def _feed(self) -> None:
-        """Write what the stdin pipe takes of the body; forget the pipe once done."""
+        """Write what the stdin pipe takes of the body; forget the pipe once done (in a
+        tunnel: the client ended its side, which tcp-fin-propagate passes on)."""
         if self.stdin is not None and self.stdin.pump():
             self.stdin = None
+            if self.tunnel and self.limits.fin_signal and not self.exited:
+                self._signal(self.limits.fin_signal)
 
     # ----------------------------------------------------------------- stderr
     def _on_errors(self, _mask: int) -> None:
@@ -431,6 +451,9 @@ class _Script:
         if head.error:
             self.services.log_error("http-header-glue.c", f"{head.reason} ({self.path})")
             return head.error
+        if head.status == 101:
+            return self._switch(head)
+        self._no_upgrade()
         if self.local_redir:
             target = local_redirect_target(request, head)
             if target is not None:
@@ -442,6 +465,26 @@ class _Script:
         self.body = body = AnswerBody(request, head)
         body.take(head.rest)
         return body.status if body.complete else 0
+
+    def _switch(self, head: ResponseHead) -> int:
+        """Status 101: a tunnel if the request may upgrade and the head names the
+        protocol (lighttpd's condition), else the head alone is the answer."""
+        if not (self.upgrade and head.get("upgrade")):
+            self._no_upgrade()
+            return unswitched_answer(self.request, head)
+        self.upgrade = False
+        self.tunnel = True
+        self.body = body = switch_protocols(self.request, head)
+        body.take(head.rest)
+        return 0
+
+    def _no_upgrade(self) -> None:
+        """The answer is no tunnel: the stdin pipe kept open for one ends (the request
+        that might have switched had no body)."""
+        if self.upgrade:
+            self.upgrade = False
+            self.stdin.close()
+            self.stdin = None
 
     def _output_ended(self) -> int:
         """EOF on stdout: the answer is complete (or the script sent none: 500)."""
@@ -546,6 +589,8 @@ class _Stdin:
         """Write what the pipe takes; True once the whole body went (or was dropped)
         and the pipe is closed."""
         body = self.script.request.body
+        if body is None:
+            return False                    # a tunnel not open yet: nothing to write
         while True:
             if not self.pending:
                 chunk = body.read_chunk(READ_SIZE)
