@@ -53,6 +53,8 @@ KNOWN_DIFFERENCES = {
     "delete-file": "§15.5.6: a method the resource does not support is 405 with Allow; "
                    "lighttpd 1.4.69 says 501 Not Implemented",
     "put-file": "§15.5.6, as delete-file",
+    "upgrade-http10": "§7.8: a server MUST ignore an Upgrade header field received in an "
+                      "HTTP/1.0 request; lighttpd 1.4.69 refuses the request (400)",
     "connect-address": "§15.5.6: a 405 MUST carry Allow; lighttpd 1.4.69 sends none for "
                        "a CONNECT no module takes",
     "trace-file": "§9.3.8 / §15.5.6: TRACE is off, a known method: 405 with Allow "
@@ -289,6 +291,7 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("put-file", get11("/index.html", "Content-Length: 0", method="PUT")),
         ("trace-file", get11("/index.html", method="TRACE")),
         ("unknown-method", get11("/index.html", method="FOO")),
+        ("upgrade-http10", get10("/index.html", "Upgrade: websocket")),
         ("connect-address", b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n"
                             b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
         ("connect-name", b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
@@ -370,4 +373,5 @@ def test_known_differences_are_the_rfc_answers(servers):
         assert answers[name][0] == 405
         assert answers[name][1]["allow"] == "OPTIONS, GET, HEAD, POST"
     assert answers["if-match-other"][0] == 412
+    assert answers["upgrade-http10"][0] == 200
     assert answers["if-unmodified-since-old"][0] == 412
