@@ -15,14 +15,8 @@ from procutil import REPO
 ROWS = ("cgi upload", "proxy download", "proxy at 1024 KiB/s", "cgi POST cut mid-body",
         "proxy POST cut mid-body", "cgi answer cut", "proxy answer cut")
 
-# Not strict: the files go whenever the worker's cyclic garbage collector runs.
-LEAKS_SPILL_FILES = pytest.mark.xfail(
-    reason="mode 0: the request-body spill file of a POST cut mid-body stays open in the "
-    "worker until a garbage collection ('(deleted)' fds in server.upload-dirs)")
-
-
 @pytest.mark.skipif(not shutil.which("lighttpd"), reason="lighttpd is the proxy's backend")
-@pytest.mark.parametrize("mode", [pytest.param(0, marks=LEAKS_SPILL_FILES), 1, 2])
+@pytest.mark.parametrize("mode", [0, 1, 2])
 def test_gateways_stay_bounded_and_leave_nothing_behind(mode):
     run = subprocess.run([sys.executable, "loadtests/gateway_limits.py", "--modes", str(mode),
                           "--size-mib", "64", "--aborts", "100", "--throttle-seconds", "2",

@@ -815,7 +815,12 @@ class Connection:
         self.out.clear()
         for request in self.ready:
             request.response.reset_body()
+            if request.body is not None:
+                request.body.close()
         self.ready.clear()
+        current = self.protocol.current      # cut mid-body: its spill file goes now,
+        if current is not None and current.body is not None:   # not when collected
+            current.body.close()
         return True
 
     def _abort_held(self, held: _Held) -> None:
