@@ -103,12 +103,13 @@ def log_during(worker: WorkerProcess, action) -> str:
 
 
 # ------------------------------------------------------------------ answers
-@pytest.mark.parametrize("script, text", [("hello.sh", "sh"), ("hello.pl", "perl"),
-                                          ("hello.py", "python"), ("self.cgi", "python")])
-def test_a_script_answers_a_get(cgi, script, text):
+@pytest.mark.parametrize("script, answer", [
+    ("hello.sh", b"hello from sh\n"), ("hello.pl", b"hello from perl\n"),
+    ("hello.py", b"hello from python\n"), ("self.cgi", b"hello from python\n")])
+def test_a_script_answers_a_get(cgi, script, answer):
     status, headers, body = request(cgi, f"/{script}")
     assert status == 200
-    assert body == f"hello from {text}\n".encode()
+    assert body == answer
     assert headers["content-type"] == "text/plain"
     assert headers["content-length"] == str(len(body))
 
