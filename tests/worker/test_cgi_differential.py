@@ -15,8 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from cgi_site import cgi_config, make_cgi_site, parse_answer
-from server_util import WorkerProcess
-from test_differential import LIGHTTPD, Lighttpd, exchange
+from test_differential import LIGHTTPD, beside_lighttpd, exchange
 
 pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
                                 reason="Debian's lighttpd is not installed")
@@ -118,12 +117,8 @@ def servers(tmp_path_factory):
     docroot = make_cgi_site(base)
     conf = base / "common.conf"
     conf.write_text(cgi_config(base, docroot, UPGRADES))
-    lighttpd = Lighttpd(conf)
-    try:
-        with WorkerProcess(conf) as ours:
-            yield lighttpd.port, ours.port, base
-    finally:
-        lighttpd.stop()
+    with beside_lighttpd(conf) as (theirs, ours):
+        yield theirs, ours, base
 
 
 def summary(raw: bytes, method: str) -> dict:

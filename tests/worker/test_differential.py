@@ -9,12 +9,14 @@ the test checks that those still differ, so the table cannot go stale.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -136,18 +138,25 @@ class Lighttpd:
             self.process.stderr.close()
 
 
+@contextlib.contextmanager
+def beside_lighttpd(conf: Path) -> Iterator[tuple[int, int]]:
+    """lighttpd 1.4.69 and a pylighttpd worker on one config: (their port, ours)."""
+    lighttpd = Lighttpd(conf)
+    try:
+        with WorkerProcess(conf) as ours:
+            yield lighttpd.port, ours.port
+    finally:
+        lighttpd.stop()
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     base = tmp_path_factory.mktemp("diff")
     docroot = make_site(base)
     conf = base / "common.conf"
     conf.write_text(CONFIG.format(docroot=docroot))
-    lighttpd = Lighttpd(conf)
-    try:
-        with WorkerProcess(conf) as ours:
-            yield lighttpd.port, ours.port, docroot
-    finally:
-        lighttpd.stop()
+    with beside_lighttpd(conf) as (theirs, ours):
+        yield theirs, ours, docroot
 
 
 def exchange(port: int, data: bytes) -> bytes:
