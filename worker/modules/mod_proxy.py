@@ -441,7 +441,7 @@ class ResponseReader:
 
     __slots__ = ("response", "remap", "head_request", "upgrade", "parser", "headers",
                  "status", "head_done", "complete", "keep_alive", "extra", "received",
-                 "left", "until_close", "raw", "announced", "tunnel_start")
+                 "left", "until_close", "raw", "tunnel_start")
 
     def __init__(self, response: "Response", head_request: bool, upgrade: bool,
                  remap: Remap) -> None:
@@ -460,7 +460,6 @@ class ResponseReader:
         self.left = -1             # body bytes still to come, by Content-Length
         self.until_close = False   # the body ends when the backend closes
         self.raw = False
-        self.announced = 0         # the Content-Length the backend gave
         self.tunnel_start: bytes | None = None   # switched protocols: what came after
 
     @property
@@ -562,7 +561,7 @@ class ResponseReader:
                 continue
             value_text = value.decode("latin-1")
             if lower == "content-length":
-                length = self.announced = int(value)
+                length = int(value)
             elif remap is not None:
                 value_text = _remapped(remap, lower, value_text)
             kept.append((text, lower, value_text))
