@@ -17,7 +17,7 @@ from shared import log
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
-from .request import Request, clean_path
+from .request import Request, Response, clean_path
 from .static import error_document, errno_status, is_directory, is_regular
 from .statcache import CACHE
 
@@ -128,14 +128,12 @@ class Pipeline:
         URL may be held in turn); a final status gets its error page and the
         response-start hooks."""
         response = request.response
-        if status == ERROR:
-            if response.started:
-                raise AnswerCut(request.target)
-            response.streaming = False
-            response.headers = []
-            response.reset_body()
-            status = 500
         while status != WAIT:
+            if status == ERROR:
+                if response.started:
+                    raise AnswerCut(request.target)
+                _discard_answer(response)
+                status = 500
             if response.started:
                 response.status = status
                 return True                  # the head went out already
@@ -156,10 +154,7 @@ class Pipeline:
     def fail(self, request: Request, status: int) -> None:
         """Answer a request whose handler failed with a plain error (no error handler:
         that could fail or hold in turn)."""
-        response = request.response
-        response.streaming = False
-        response.headers = []
-        response.reset_body()
+        _discard_answer(request.response)
         self._finish(request, status)
 
     def _finish(self, request: Request, status: int) -> None:
@@ -241,6 +236,13 @@ class Pipeline:
             request.response.add_header("Allow", ALLOW)
             return 405
         return 403 if method in ("GET", "HEAD", "POST") else 501
+
+
+def _discard_answer(response: Response) -> None:
+    """Drop what a failed handler had put in the answer (an error page replaces it)."""
+    response.streaming = False
+    response.headers = []
+    response.reset_body()
 
 
 def _error_handled(request: Request, handled: int) -> int:

@@ -176,14 +176,15 @@ class Later(Module):
 
 @contextlib.contextmanager
 def held_server(base: Path, stream_response_body: int,
-                stream_request_body: int = 0, max_request_kib: int = 0) -> Iterator[Server]:
+                stream_request_body: int = 0, max_request_kib: int = 0,
+                error_handler: str = "/later/handler") -> Iterator[Server]:
     docroot = make_docroot(base)
     conf = base / "held.conf"
     conf.write_text(f'server.document-root = "{docroot}"\n'
                     'server.modules = ("mod_indexfile", "mod_staticfile")\n'
                     f'server.errorlog = "{base}/error.log"\n'
                     f'server.upload-dirs = ("{base}/spool")\n'
-                    'server.error-handler-404 = "/later/handler"\n'
+                    f'server.error-handler-404 = "{error_handler}"\n'
                     f'server.stream-response-body = {stream_response_body}\n'
                     f'server.stream-request-body = {stream_request_body}\n'
                     f'server.max-request-size = {max_request_kib}\n')
@@ -593,3 +594,11 @@ def test_a_failing_timer_or_fd_callback_is_logged_and_the_loop_goes_on(server):
     assert "internal error in the callback of a timer" in log and "ZeroDivisionError" in log
     assert "fd callback bug" in log
     assert exchange(server, get("/index.html")).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_error_handler_url_whose_module_fails_gives_the_original_error(tmp_path):
+    """The 404 handler's URL is held by a module that then fails (ERROR): the client
+    gets the plain 404, not a 500 nor a negative status."""
+    with held_server(tmp_path, 0, error_handler="/fail/0") as server:
+        [(status, _, body)] = split_responses(exchange(server, get("/missing.html")))
+        assert status == 404 and b"404 Not Found" in body
