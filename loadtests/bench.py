@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -411,12 +412,16 @@ def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Pat
 
 # ---------------------------------------------------------------- uploads
 class PeakRss:
-    """`with PeakRss(server) as rss:` samples the RSS of the server's process tree every
-    RSS_SAMPLE_SECONDS in a thread; `rss.before` and `rss.peak` after the block."""
+    """`with PeakRss(measure) as rss:` calls `measure()` (an RSS in bytes) every
+    `every` seconds in a thread; `rss.before`, `rss.peak` and `rss.samples` after the
+    block."""
 
-    def __init__(self, server: RunningServer) -> None:
-        self.server = server
-        self.before = self.peak = server.memory("rss")
+    def __init__(self, measure: Callable[[], int],
+                 every: float = RSS_SAMPLE_SECONDS) -> None:
+        self.measure = measure
+        self.every = every
+        self.before = self.peak = measure()
+        self.samples = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -429,8 +434,9 @@ class PeakRss:
         self._thread.join(timeout=10)
 
     def _sample(self) -> None:
-        while not self._stop.wait(RSS_SAMPLE_SECONDS):
-            self.peak = max(self.peak, self.server.memory("rss"))
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, self.measure())
+            self.samples += 1
 
 
 def upload_once(port: int, path: str, body: Path) -> tuple[int, bytes]:
@@ -458,7 +464,7 @@ def run_uploads(server: RunningServer, scenario: Scenario, seconds: float, body:
     slowest = 0.0
     cpu_before = server.cpu_seconds()
     start = time.monotonic()
-    with PeakRss(server) as rss:
+    with PeakRss(lambda: server.memory("rss")) as rss:
         while uploads == 0 or time.monotonic() - start < seconds:
             began = time.monotonic()
             uploads += 1

@@ -36,7 +36,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Callable, Iterator
 
 import psutil
 
-from bench import free_port, wait_listening
+from bench import PeakRss, free_port, wait_listening
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -196,32 +195,6 @@ def quiet_count(front: Front) -> Leftovers:
     while front.worker.children(recursive=True) and time.monotonic() < deadline:
         time.sleep(0.05)
     return count_leftovers(front)
-
-
-class PeakRss:
-    """The worker's RSS every 50 ms while the block runs: its peak and the sample count."""
-
-    def __init__(self, process: psutil.Process) -> None:
-        self.process = process
-        self.peak = 0
-        self.samples = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> "PeakRss":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            self.samples += 1
-            if self._done.wait(SAMPLE_SECONDS):
-                return
 
 
 def connect(port: int) -> socket.socket:
@@ -390,7 +363,7 @@ def measured(front: Front, row: Row, run: Callable[[], tuple[int, list[str]]],
     before = quiet_count(front)
     row.start_rss = front.worker.memory_info().rss
     start = time.monotonic()
-    with PeakRss(front.worker) as rss:
+    with PeakRss(lambda: front.worker.memory_info().rss, SAMPLE_SECONDS) as rss:
         try:
             row.transferred, row.problems = run()
         except OSError as error:

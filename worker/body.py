@@ -15,8 +15,9 @@ never goes to disk: the connection stops reading the client while `unread` is hi
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import BinaryIO
+
+from .spool import unlinked_temp_fd
 
 MEMORY_LIMIT = 64 * 1024
 
@@ -66,10 +67,7 @@ class RequestBody:
         return data
 
     def _spill_file(self) -> BinaryIO:
-        for directory in self.upload_dirs:
-            if os.path.isdir(directory) and os.access(directory, os.W_OK):
-                return tempfile.TemporaryFile(dir=directory)  # type: ignore[return-value]
-        return tempfile.TemporaryFile()  # type: ignore[return-value]
+        return os.fdopen(unlinked_temp_fd(self.upload_dirs), "w+b")
 
     def read(self) -> bytes:
         """The whole body (for small bodies; a handler of large ones uses `open`)."""

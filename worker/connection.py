@@ -30,13 +30,13 @@ from shared import log
 from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
-from .module import BACKLOG_HIGH
-from .spool import SPILL_AT, Spool
-from .http import DATE, NO_BODY, connection_line, render_start, server_line
 from .handler import AnswerCut
+from .http import DATE, NO_BODY, connection_line, render_start, server_line
 from .http1 import Http1Parser
-from .transport import Transport
+from .module import BACKLOG_HIGH
 from .request import Request, Response
+from .spool import SPILL_AT, Spool
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .answercache import Answer as KeptAnswer
@@ -80,18 +80,15 @@ class Answer:
 
     @property
     def remote_port(self) -> int:
-        try:
-            return self.connection.transport.peer_port()
-        except (OSError, IndexError, TypeError):
-            return 0
+        return self.request.remote_port
 
 
 def _length_kept_whole(response: Response) -> None:
     """The Content-Length of a module's answer the core sends whole (not streamed, or
     kept whole by server.stream-response-body = 0): the bytes the core counted, which
-    replace the module's header.  A HEAD answer keeps the module's header (a backend sends no
-    body to HEAD), else the bytes it wrote all the same; with neither, no length is
-    announced (the answer stays "streaming" for render_start)."""
+    replace the module's header.  A HEAD answer keeps the module's header (a backend
+    sends no body to HEAD), else the bytes it wrote all the same; with neither, no
+    length is announced (the answer stays "streaming" for render_start)."""
     declared = response.get_header("Content-Length")
     response.remove_header("Content-Length")
     if response.head_only:
@@ -127,17 +124,16 @@ def _switches_protocols(request: Request) -> bool:
 
 class _Held:
     """The request at the head of the connection while a module holds it, and how its
-    answer is going out: `mark` is where it starts in the output stream; once
-    streaming, whether the head is out, whether the body is chunked."""
+    answer is going out: `mark` is where it starts in the output stream; once its
+    head is out (`response.started`), whether the body is chunked."""
 
-    __slots__ = ("request", "mark", "head_len", "head_sent", "chunked", "keep_alive",
-                 "queued", "rdhup", "spool", "tunnel")
+    __slots__ = ("request", "mark", "head_len", "chunked", "keep_alive", "queued",
+                 "rdhup", "spool", "tunnel")
 
     def __init__(self, request: Request, mark: int) -> None:
         self.request = request
         self.mark = mark
         self.head_len = 0
-        self.head_sent = False
         self.chunked = False
         self.keep_alive = False
         self.queued = False       # a wake is pending in the loop's call_soon list
@@ -303,7 +299,8 @@ class Connection:
                 return
             self.feed(data)
             ready = self.ready
-            if len(ready) == 1 and self.protocol.current is None and data.endswith(b"\r\n\r\n"):
+            if len(ready) == 1 and self.protocol.current is None and \
+                    data.endswith(b"\r\n\r\n"):
                 ready[0].arrived_as = data      # this read held that request alone
         self.process()
 
@@ -399,8 +396,13 @@ class Connection:
         current = self.protocol.current
         if current is not None and current.expect_continue and not self.closing:
             current.expect_continue = False
-            self.out.append(CONTINUE)
-            self.queued_total += len(CONTINUE)
+            self._queue_bytes(CONTINUE)
+
+    def _queue_bytes(self, data: bytes) -> None:
+        """Bytes that belong to no answer's body (100 Continue, a streamed head, the
+        last chunk), counted in the output stream like an answer's."""
+        self.out.append(data)
+        self.queued_total += len(data)
 
     def respond(self, request: Request) -> None:
         server = self.server
@@ -408,8 +410,7 @@ class Connection:
         if body is not None and not body.complete and request is self.protocol.current:
             if request.expect_continue:     # streamed: its handler reads it from now
                 request.expect_continue = False
-                self.out.append(CONTINUE)
-                self.queued_total += len(CONTINUE)
+                self._queue_bytes(CONTINUE)
         elif request.expect_continue or request is self.protocol.current:
             request.keep_alive = False   # its body was never read: cannot continue
         preset = request.response.status      # an error found while parsing
@@ -523,7 +524,7 @@ class Connection:
     def _held_failed(self, held: _Held, status: int = 500) -> None:
         """A held request that cannot go on: `status` if nothing of it went out yet,
         else the connection closes (the client sees a truncated answer, as it must)."""
-        if held.head_sent:
+        if held.request.response.started:
             self.close()
             return
         self.held = None
@@ -547,10 +548,8 @@ class Connection:
         self._stream(held)
         held.close_spool()
         if held.chunked:
-            last = _last_chunk(response.trailers)
-            self.out.append(last)
-            self.queued_total += len(last)
-        self._end_request(request, held.mark, held.head_len, request.response.length,
+            self._queue_bytes(_last_chunk(response.trailers))
+        self._end_request(request, held.mark, held.head_len, response.length,
                           held.keep_alive)
 
     def _stream(self, held: _Held) -> None:
@@ -562,7 +561,7 @@ class Connection:
         if not response.streaming:
             return
         mode = request.settings.values["server.stream-response-body"]
-        if not held.head_sent:
+        if not response.started:
             if mode == 0 and not _switches_protocols(request):
                 # kept whole, sent at the end with its length
                 if response.memory_bytes() > SPILL_AT:
@@ -601,10 +600,8 @@ class Connection:
                 DATE.line + server_line(values["server.tag"])
         if self.server.debug:
             self._debug_response(request, head, 0)
-        self.out.append(head)
-        self.queued_total += len(head)
+        self._queue_bytes(head)
         held.head_len = len(head)
-        held.head_sent = True
         response.started = True
 
     def _tunnel_head(self, held: _Held) -> bytes:
@@ -833,7 +830,7 @@ class Connection:
         request.aborted = True
         response = request.response
         response.status = response.status or 500
-        if not held.head_sent:
+        if not response.started:
             response.reset_body()
         self._end_request(request, held.mark, held.head_len, response.length, False)
 

@@ -45,9 +45,13 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 _header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
 
 
-def _header_name(name: bytes) -> tuple[str, str]:
-    """A header name as text and as the key of Request.headers, remembered: clients
-    send the same few names again and again."""
+def header_name(name: bytes) -> tuple[str, str]:
+    """A header name as text and lowercase (the key of Request.headers), remembered:
+    clients and backends send the same few names again and again.  The hot path
+    looks in `_header_names` first and calls this on a miss."""
+    names = _header_names.get(name)
+    if names is not None:
+        return names
     text = name.decode("latin-1")
     if len(_header_names) >= 1024:
         _header_names.clear()
@@ -155,7 +159,7 @@ class Http1Parser:
             self._abort(431)
         names = _header_names.get(name)
         if names is None:
-            names = _header_name(name)
+            names = header_name(name)
         raw_name, key = names
         text = value.decode("latin-1")
         request.header_list.append((raw_name, text))

@@ -30,7 +30,7 @@ class Spool:
         (fd, offset, length, shared) holding one share of the fd."""
         shared = self.shared
         if shared is None:
-            shared = self.shared = SharedFd(self._open()).acquire()   # the spool's own
+            shared = self.shared = SharedFd(unlinked_temp_fd(self.upload_dirs)).acquire()
         offset = self.size
         for part in parts:
             view = memoryview(part)
@@ -46,9 +46,12 @@ class Spool:
             self.shared.release()
             self.shared = None
 
-    def _open(self) -> int:
-        """A new file, unlinked at once: nothing is left behind whatever happens."""
-        writable = [d for d in self.upload_dirs if os.path.isdir(d) and os.access(d, os.W_OK)]
-        fd, path = tempfile.mkstemp(dir=writable[0] if writable else None)
-        os.unlink(path)
-        return fd
+
+def unlinked_temp_fd(upload_dirs: tuple[str, ...]) -> int:
+    """A new file in the first writable server.upload-dirs entry (else the system's
+    temp dir), unlinked at once: nothing is left behind whatever happens.  Spools
+    and request bodies both live in one."""
+    writable = [d for d in upload_dirs if os.path.isdir(d) and os.access(d, os.W_OK)]
+    fd, path = tempfile.mkstemp(dir=writable[0] if writable else None)
+    os.unlink(path)
+    return fd

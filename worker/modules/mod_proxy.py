@@ -61,6 +61,7 @@ from shared.config.values import Array
 from ..backend import (EPOLLIN, EPOLLOUT, Backend, Backends, Connection, Extension,
                        find_extension, parse_balance, parse_servers)
 from ..http import NO_BODY
+from ..http1 import header_name
 from ..body import RequestBody
 from ..module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path
@@ -552,7 +553,7 @@ class ResponseReader:
         kept = []
         switching = self.status == 101
         for name, value in self.headers:
-            text, lower = _response_names.get(name) or _response_name(name)
+            text, lower = header_name(name)
             if lower in RESPONSE_DROPS and not (switching and lower == "upgrade"):
                 if lower == "transfer-encoding":
                     chunked = True
@@ -579,19 +580,6 @@ class ResponseReader:
         if switching:
             kept.append(("Connection", "connection", "upgrade"))
         response.headers.extend((text, value) for text, _, value in kept)
-
-
-_response_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
-
-
-def _response_name(name: bytes) -> tuple[str, str]:
-    """A backend's header name as text and lowercase, remembered: backends send the
-    same few names again and again."""
-    text = name.decode("latin-1")
-    if len(_response_names) >= 1024:
-        _response_names.clear()
-    names = _response_names[name] = (text, text.lower())
-    return names
 
 
 def _remapped(remap: Remap, lower: str, value: str) -> str:
