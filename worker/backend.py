@@ -2,13 +2,9 @@
 the host list of a `*.server` directive, balancing, health, non-blocking connects, and
 the idle connections a worker keeps open to each backend.
 
-This is lighttpd's gw_backend.c without a protocol in it.  A `*.server` value
-
-    ( "/prefix/" => ( "label" => ( "host" => "10.0.0.2", "port" => 8080 ), ( ... ) ),
-      ".ext"     => ( ( "socket" => "/run/app.sock" ) ) )
-
-is parsed once, when the config loads (in the master, so host names are resolved once
-and never per request), into `Extension`s of immutable `HostSpec`s.  What changes while
+This is lighttpd's gw_backend.c without a protocol in it.  A `*.server` value is
+parsed once, when the config loads, into `Extension`s of immutable `HostSpec`s
+(shared/gateway_hosts.py).  What changes while
 a worker runs (requests under way, disabled until when, idle connections) lives in a
 `Backend` per spec, made by the worker's `Backends`, which also balances (lighttpd's
 fair / least-connection, round-robin, hash and sticky) and connects without blocking.
@@ -28,159 +24,16 @@ import errno
 import os
 import select
 import socket
-from dataclasses import dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
-from shared.config.directives import DirectiveValueError, to_bool
-from shared.config.values import Array
+from shared.gateway_hosts import Extension, HostSpec, djbhash
 
 if TYPE_CHECKING:
     from .services import Services
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-DJB_INIT = 5381
-MAX_LABEL = 128
 IDLE_SECONDS = 60.0          # an idle connection unused this long is closed (nginx's default)
-DEFAULT_KEEPALIVE = 64       # idle connections a worker keeps per backend
-UNIX_PATH_MAX = 108 - 2      # sun_path, as lighttpd checks it
-BALANCES = {"fair": "fair", "least-connection": "fair", "round-robin": "round-robin",
-            "hash": "hash", "sticky": "sticky"}
 _CONNECTING = frozenset({errno.EINPROGRESS, errno.EALREADY})
-
-# host keys: name -> (kind, upper bound for integers)
-_INT_KEYS = {"port": 65535, "connect-timeout": 2**31 - 1, "read-timeout": 2**31 - 1,
-             "write-timeout": 2**31 - 1, "disable-time": 65535, "keepalive": 65535}
-_STRING_KEYS = frozenset({"host", "socket"})
-_BOOL_KEYS = frozenset({"upgrade"})
-
-
-@dataclass(frozen=True, eq=False)
-class HostSpec:
-    """One backend as configured.  `eq=False`: each config block has its own hosts, as
-    in lighttpd, and the worker's state is looked up by identity (a cheap hash)."""
-
-    label: str                 # its key in the array ("" when unkeyed)
-    name: str                  # "tcp:10.0.0.2:8080" or "unix:/run/app.sock", for logs
-    family: int
-    address: tuple | str       # what connect() takes
-    host: str                  # the resolved address or the socket path
-    port: int
-    connect_timeout: int = 8   # seconds; lighttpd's defaults
-    read_timeout: int = 0      # 0: no limit
-    write_timeout: int = 0
-    disable_time: int = 1      # seconds a backend that refused stays out of the rotation
-    keepalive: int = DEFAULT_KEEPALIVE
-    upgrade: bool = False
-
-    @cached_property
-    def hash(self) -> int:
-        """lighttpd's gw_hash of the host, for hash and sticky balancing."""
-        return djbhash(self.host) ^ self.port
-
-
-@dataclass(frozen=True, eq=False)
-class Extension:
-    """A URL prefix ("/app/") or file extension (".php") and its backends."""
-
-    key: str
-    hosts: tuple[HostSpec, ...]
-
-    def matches(self, path: str) -> bool:
-        key = self.key
-        return path.startswith(key) if key.startswith("/") else path.endswith(key)
-
-
-def find_extension(extensions: tuple[Extension, ...], path: str) -> Extension | None:
-    """The first extension whose prefix or suffix the URL path has (config order)."""
-    for extension in extensions:
-        if extension.matches(path):
-            return extension
-    return None
-
-
-def djbhash(text: str, value: int = DJB_INIT) -> int:
-    """djb2a over the text's bytes, as lighttpd's algo_md.h (so a hash-balanced URL goes
-    to the same backend behind either server)."""
-    for byte in text.encode("utf-8", "surrogateescape"):
-        value = (((value << 5) + value) ^ byte) & 0xFFFFFFFF
-    return value
-
-
-# ----------------------------------------------------------------- config parsing
-def parse_servers(value: Array) -> tuple[Extension, ...]:
-    """A `*.server` array (the directive's convert) as Extensions; DirectiveValueError
-    says what is wrong."""
-    extensions = []
-    for key, hosts in value:
-        if key is None or not isinstance(hosts, Array):
-            raise DirectiveValueError(
-                'expected ( "ext" => ( "backend-label" => ( "key" => "value" ) ) )')
-        specs = tuple(_host_spec(label or "", entry, key) for label, entry in hosts)
-        extensions.append(Extension(key, specs))
-    return tuple(extensions)
-
-
-def _host_spec(label: str, entry: object, ext: str) -> HostSpec:
-    where = f'in "{ext}"' + (f' => "{label}"' if label else "")
-    if not isinstance(entry, Array) or (len(entry) and not entry.has_keys()) \
-            or len(label) > MAX_LABEL:
-        raise DirectiveValueError(
-            f'{where}: expected ( "backend-label" => ( "key" => "value" ) )')
-    fields = {key: _host_value(key, item, where) for key, item in entry}
-    host, path = fields.pop("host", ""), fields.pop("socket", "")
-    port = fields.pop("port", 0)
-    if path and (host or port):
-        raise DirectiveValueError(f"{where}: either host/port or socket have to be set")
-    if host.startswith("/"):
-        host, path = "", host
-    options = {key.replace("-", "_"): item for key, item in fields.items()}
-    if path:
-        if len(path.encode()) + 1 > UNIX_PATH_MAX:
-            raise DirectiveValueError(f"{where}: unixsocket is too long")
-        return HostSpec(label, f"unix:{path}", socket.AF_UNIX, path, path, port, **options)
-    if not host:
-        raise DirectiveValueError(f"{where}: host or socket has to be set")
-    port = port or 80
-    family, address = _resolve(host, port, where)
-    return HostSpec(label, f"tcp:{address[0]}:{port}", family, address, address[0], port,
-                    **options)
-
-
-def _host_value(key: str | None, item: object, where: str) -> object:
-    if key in _STRING_KEYS:
-        if isinstance(item, str):
-            return item
-    elif key in _INT_KEYS:
-        if isinstance(item, str) and item.strip().isdigit():
-            item = int(item)
-        if isinstance(item, int) and 0 <= item <= _INT_KEYS[key]:
-            return item
-    elif key in _BOOL_KEYS:
-        return to_bool(item)    # type: ignore[arg-type]
-    else:
-        hint = " (a dash, not an underscore)" if key and "_" in key else ""
-        raise DirectiveValueError(f'{where}: unknown key "{key}"{hint}')
-    raise DirectiveValueError(f'{where}: unexpected value for "{key}"')
-
-
-def _resolve(host: str, port: int, where: str) -> tuple[int, tuple]:
-    """The first address of `host` (resolved now, at config load, never per request)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as err:
-        raise DirectiveValueError(f'{where}: cannot resolve "{host}": {err}') from None
-    family, _type, _proto, _name, address = infos[0]
-    return family, address
-
-
-def parse_balance(value: str) -> str:
-    """A `*.balance` value, as its canonical name."""
-    canonical = BALANCES.get(value or "fair")
-    if canonical is None:
-        raise DirectiveValueError("has to be one of: least-connection, round-robin, hash, "
-                                  f'sticky, but not: "{value}"')
-    return canonical
 
 
 # ------------------------------------------------------------------ runtime state

@@ -23,7 +23,7 @@ import pytest
 from proxy_backends import PROXY_RULES, BackendProcess
 from server_util import WorkerProcess, read_until_closed
 from test_differential import LIGHTTPD, Lighttpd, free_port
-from worker.backend import djbhash
+from shared.gateway_hosts import djbhash
 
 pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
                                 reason="Debian's lighttpd is not installed")

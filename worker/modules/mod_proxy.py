@@ -58,8 +58,9 @@ import httptools
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 from shared.config.values import Array
 
-from ..backend import (EPOLLIN, EPOLLOUT, Backend, Backends, Connection, Extension,
-                       find_extension, parse_balance, parse_servers)
+from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
+
+from ..backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
 from ..http import NO_BODY
 from ..http1 import header_name
 from ..body import RequestBody
