@@ -1,13 +1,18 @@
-"""Backends of the gateway modules (mod_proxy now, the FastCGI and SCGI family later):
-the host list of a `*.server` directive, balancing, health, non-blocking connects, and
-the idle connections a worker keeps open to each backend.
+"""Backends of the gateway modules (mod_proxy, mod_fastcgi, mod_scgi): the host list
+of a `*.server` directive, balancing, health, non-blocking connects, and the idle
+connections a worker keeps open to each backend.
 
 This is lighttpd's gw_backend.c without a protocol in it.  A `*.server` value is
 parsed once, when the config loads, into `Extension`s of immutable `HostSpec`s
-(shared/gateway_hosts.py).  What changes while
-a worker runs (requests under way, disabled until when, idle connections) lives in a
-`Backend` per spec, made by the worker's `Backends`, which also balances (lighttpd's
-fair / least-connection, round-robin, hash and sticky) and connects without blocking.
+(shared/gateway_hosts.py).  A host is served at one address, or, spawned with
+`bin-path`, at one per process (`HostSpec.procs`: lighttpd's gw_proc).  What changes
+while a worker runs (requests under way, disabled until when, idle connections) lives
+in a `Backend` per address, made by the worker's `Backends`, which balances over
+every address of every host of an extension (lighttpd's fair / least-connection,
+round-robin, hash and sticky; `max-load-per-proc` requests on an address before
+another with room is preferred) and connects without blocking.  An address that
+refuses a connect, or whose process died, sits out its host's `disable-time`; with
+none left the module answers 503.
 
 Idle connections go beyond lighttpd, which opens one connection per request: like
 nginx's `upstream keepalive`, a finished exchange whose protocol allows it gives its
@@ -26,7 +31,7 @@ import select
 import socket
 from typing import TYPE_CHECKING, Protocol
 
-from shared.gateway_hosts import Extension, HostSpec, djbhash
+from shared.gateway_hosts import Extension, HostSpec, Proc, djbhash
 
 if TYPE_CHECKING:
     from .services import Services
@@ -44,15 +49,27 @@ class Owner(Protocol):
 
 
 class Backend:
-    """One configured backend as this worker knows it."""
+    """One address of a configured host (the host's own, or one spawned process's) as
+    this worker knows it."""
 
-    __slots__ = ("spec", "load", "disabled_until", "idle")
+    __slots__ = ("spec", "proc", "load", "disabled_until", "idle")
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, proc: Proc) -> None:
         self.spec = spec
+        self.proc = proc
         self.load = 0                  # requests under way (fair balancing)
         self.disabled_until = 0.0      # out of the rotation until then (monotonic)
         self.idle: list[Connection] = []
+
+    @property
+    def name(self) -> str:
+        """"tcp:10.0.0.2:8080" or "unix:/run/app.sock-0", for logs."""
+        return self.proc.name
+
+    @property
+    def full(self) -> bool:
+        """As many requests under way as its host lets one process take."""
+        return self.load >= self.spec.max_load_per_proc
 
 
 class Connection:
@@ -113,15 +130,26 @@ class Backends:
         self.services = services
         self.loop = services.loop
         self.source = source
-        self.by_spec: dict[HostSpec, Backend] = {}
+        self.by_spec: dict[HostSpec, tuple[Backend, ...]] = {}
+        self.by_extension: dict[Extension, tuple[Backend, ...]] = {}
         self.last_used: dict[Extension, int] = {}      # round-robin position
         self.down_noted: set[Extension] = set()        # "all handlers down" said once
 
-    def backend(self, spec: HostSpec) -> Backend:
-        backend = self.by_spec.get(spec)
-        if backend is None:
-            backend = self.by_spec[spec] = Backend(spec)
-        return backend
+    def host_backends(self, spec: HostSpec) -> tuple[Backend, ...]:
+        """The addresses of one host, in process order."""
+        backends = self.by_spec.get(spec)
+        if backends is None:
+            backends = self.by_spec[spec] = tuple(Backend(spec, proc)
+                                                  for proc in spec.procs)
+        return backends
+
+    def extension_backends(self, extension: Extension) -> tuple[Backend, ...]:
+        """Every address of every host of `extension`, host by host."""
+        backends = self.by_extension.get(extension)
+        if backends is None:
+            backends = self.by_extension[extension] = tuple(
+                backend for spec in extension.hosts for backend in self.host_backends(spec))
+        return backends
 
     def log(self, message: str) -> None:
         self.services.log_error(self.source, message)
@@ -131,14 +159,10 @@ class Backends:
                client: str) -> Backend | None:
         """A backend of `extension` that is up, as lighttpd's gw_host_get picks it; None
         when all are down (the caller answers 503)."""
-        hosts = extension.hosts
-        if len(hosts) == 1:
-            backend = self.backend(hosts[0])
-            chosen = backend if self.available(backend) else None
-        elif balance == "round-robin":
+        if balance == "round-robin":
             chosen = self._round_robin(extension)
-        elif balance == "fair":
-            chosen = self._least_loaded(extension)
+        elif balance == "fair" or len(extension.hosts) == 1:
+            chosen = self._least_loaded(self.extension_backends(extension))
         else:
             key = djbhash(authority, djbhash(path)) if balance == "hash" else djbhash(client)
             chosen = self._highest_hash(extension, key)
@@ -148,31 +172,41 @@ class Backends:
             self.down_noted.discard(extension)
         return chosen
 
-    def _least_loaded(self, extension: Extension) -> Backend | None:
+    def _least_loaded(self, backends: tuple[Backend, ...]) -> Backend | None:
+        """The first available address with the fewest requests under way, one with
+        room under max-load-per-proc before any that is full."""
         chosen = None
-        for spec in extension.hosts:
-            backend = self.backend(spec)
-            if self.available(backend) and (chosen is None or backend.load < chosen.load):
+        for backend in backends:
+            if self.available(backend) and (
+                    chosen is None or (backend.full, backend.load) < (chosen.full, chosen.load)):
                 chosen = backend
         return chosen
 
     def _round_robin(self, extension: Extension) -> Backend | None:
-        hosts = extension.hosts
+        """The next available address after the last one used, one with room first."""
+        backends = self.extension_backends(extension)
         start = self.last_used.get(extension, -1) + 1
-        for step in range(len(hosts)):
-            index = (start + step) % len(hosts)
-            backend = self.backend(hosts[index])
-            if self.available(backend):
+        fallback = -1
+        for step in range(len(backends)):
+            index = (start + step) % len(backends)
+            backend = backends[index]
+            if not self.available(backend):
+                continue
+            if not backend.full:
                 self.last_used[extension] = index
                 return backend
-        self.last_used[extension] = -1
-        return None
+            if fallback < 0:
+                fallback = index
+        self.last_used[extension] = fallback
+        return backends[fallback] if fallback >= 0 else None
 
     def _highest_hash(self, extension: Extension, key: int) -> Backend | None:
+        """The host whose hash is furthest from the key, among those with an address up
+        (lighttpd's hash and sticky), and its least loaded address."""
         chosen, best = None, 0
         for spec in extension.hosts:
-            backend = self.backend(spec)
-            if self.available(backend) and (key ^ spec.hash) >= best:
+            backend = self._least_loaded(self.host_backends(spec))
+            if backend is not None and (key ^ spec.hash) >= best:
                 chosen, best = backend, key ^ spec.hash
         return chosen
 
@@ -191,26 +225,28 @@ class Backends:
             return False
         backend.disabled_until = 0.0
         spec = backend.spec
-        self.log(f"gw-server re-enabled: {spec.name} {spec.host} {spec.port}")
+        self.log(f"gw-server re-enabled: {backend.name} {spec.host} {spec.port}")
         return True
 
     def disable(self, backend: Backend, err: OSError) -> None:
-        """A backend that refused or did not answer a connect sits out its disable-time."""
-        spec = backend.spec
-        self.log(f"establishing connection failed: socket: {spec.name}: {err.strerror}")
-        backend.disabled_until = self.loop.now + spec.disable_time
+        """A backend that refused or did not answer a connect, or whose process died
+        under a request, sits out its disable-time; its idle connections go too."""
+        self.log(f"establishing connection failed: socket: {backend.name}: {err.strerror}")
+        backend.disabled_until = self.loop.now + backend.spec.disable_time
+        while backend.idle:
+            backend.idle.pop().close()
 
     # ----------------------------------------------------------- connections
     def connect(self, backend: Backend, owner: Owner) -> tuple[Connection, bool]:
         """A new non-blocking connection and whether it is established already (else
         it reports EPOLLOUT when it is, or has failed).  Raises OSError when the
         backend refuses at once (unix sockets, or a port nobody listens on)."""
-        spec = backend.spec
-        sock = socket.socket(spec.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        proc = backend.proc
+        sock = socket.socket(proc.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            if spec.family != socket.AF_UNIX:
+            if proc.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            code = sock.connect_ex(spec.address)
+            code = sock.connect_ex(proc.address)
         except OSError:
             sock.close()
             raise
@@ -250,7 +286,8 @@ class Backends:
 
     def tick(self, now: float) -> None:
         """Once a second: close connections idle for longer than IDLE_SECONDS."""
-        for backend in self.by_spec.values():
-            idle = backend.idle
-            while idle and now - idle[0].idle_since > IDLE_SECONDS:
-                idle.pop(0).close()
+        for backends in self.by_spec.values():
+            for backend in backends:
+                idle = backend.idle
+                while idle and now - idle[0].idle_since > IDLE_SECONDS:
+                    idle.pop(0).close()

@@ -723,7 +723,7 @@ class Exchange:
         if connection is not None:
             self.connection, self.reused = connection, True
             if self.debug_level:
-                module.log(f"proxy - reusing a connection to {backend.spec.name}")
+                module.log(f"proxy - reusing a connection to {backend.name}")
             return self._start_sending()
         try:
             connection, established = module.backends.connect(backend, self)
@@ -731,7 +731,7 @@ class Exchange:
             return self._connect_failed(err)
         self.connection, self.reused = connection, False
         if self.debug_level:
-            module.log(f"proxy - connecting to {backend.spec.name}")
+            module.log(f"proxy - connecting to {backend.name}")
         if not established:
             self.state = CONNECTING
             self.since = module.services.loop.now
@@ -823,7 +823,7 @@ class Exchange:
             return True
         except OSError as err:
             if self.debug_level:
-                self.module.log(f"proxy - sending to {self.backend.spec.name} failed: "
+                self.module.log(f"proxy - sending to {self.backend.name} failed: "
                                 f"{err.strerror}")
             self.state = READING
             self.keep_alive = self.blocked = False
@@ -1038,7 +1038,7 @@ class Exchange:
         if kind == "connect":
             return self._connect_failed(OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
         fd = self.connection.fd if self.connection is not None else -1
-        self.module.log(f"{kind} timeout on socket: {self.backend.spec.name} (fd: {fd})")
+        self.module.log(f"{kind} timeout on socket: {self.backend.name} (fd: {fd})")
         return self._error(504, "")
 
     def _elsewhere(self, limit: int) -> HandlerResult:
