@@ -1,0 +1,176 @@
+"""The FastCGI protocol (version 1, the 1996 Open Market specification), sans I/O:
+records built as bytes and parsed from bytes, never a socket in sight, so that the
+codec is tested alone and mod_fastcgi only moves bytes.
+
+A record is an 8-byte header (version, type, request id, content length, padding
+length), its content (at most 65535 bytes) and padding (here: up to a multiple of 8,
+as lighttpd and the reference library align them).  Name-value pairs (FCGI_PARAMS,
+FCGI_GET_VALUES) give each length in one byte below 128, else in four with the top
+bit set.  A stream (PARAMS, STDIN, STDOUT, STDERR) ends with a record without content.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, NamedTuple
+
+VERSION = 1
+HEADER = struct.Struct(">BBHHBx")
+HEADER_SIZE = HEADER.size
+MAX_CONTENT = 0xFFFF
+STREAM_PART = 0xFFF8        # the largest content a multiple of 8 (no padding needed)
+
+# record types
+BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA, \
+    GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = range(1, 12)
+# roles and flags of BEGIN_REQUEST
+RESPONDER, AUTHORIZER, FILTER = 1, 2, 3
+KEEP_CONN = 1
+# protocol status of END_REQUEST
+REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = range(4)
+_BEGIN = struct.Struct(">HB5x")
+_END = struct.Struct(">IB3x")
+_LONG_LENGTH = 0x80000000
+
+
+class ProtocolError(Exception):
+    """The bytes are no FastCGI: a wrong version, a bad length, a cut pair."""
+
+
+class Record(NamedTuple):
+    type: int
+    request_id: int
+    content: bytes
+
+
+# ---------------------------------------------------------------------- records
+def record(kind: int, request_id: int, content: bytes = b"") -> bytes:
+    """One record (content of at most MAX_CONTENT bytes), padded to 8."""
+    padding = -len(content) % 8
+    return HEADER.pack(VERSION, kind, request_id, len(content), padding) + content + \
+        b"\0" * padding
+
+
+def stream(kind: int, request_id: int, data: bytes) -> bytes:
+    """`data` as records of one stream (no end record: the caller says when it ends)."""
+    if len(data) <= MAX_CONTENT:
+        return record(kind, request_id, data) if data else b""
+    view = memoryview(data)
+    return b"".join(record(kind, request_id, bytes(view[start:start + STREAM_PART]))
+                    for start in range(0, len(data), STREAM_PART))
+
+
+def begin_request(request_id: int, role: int, keep_conn: bool) -> bytes:
+    return record(BEGIN_REQUEST, request_id,
+                  _BEGIN.pack(role, KEEP_CONN if keep_conn else 0))
+
+
+def abort_request(request_id: int) -> bytes:
+    return record(ABORT_REQUEST, request_id)
+
+
+def end_request(request_id: int, app_status: int = 0,
+                protocol_status: int = REQUEST_COMPLETE) -> bytes:
+    return record(END_REQUEST, request_id, _END.pack(app_status & 0xFFFFFFFF,
+                                                     protocol_status))
+
+
+def parse_end_request(content: bytes) -> tuple[int, int]:
+    """(application status, protocol status) of an END_REQUEST's content."""
+    if len(content) < _END.size:
+        raise ProtocolError("END_REQUEST too short")
+    return _END.unpack_from(content)
+
+
+def params(request_id: int, env: dict[str, str]) -> bytes:
+    """The request's environment as PARAMS records, with the end record."""
+    pairs = encode_pairs((name.encode("latin-1", "replace"),
+                          value.encode("utf-8", "surrogateescape"))
+                         for name, value in env.items())
+    return stream(PARAMS, request_id, pairs) + record(PARAMS, request_id)
+
+
+def get_values(names: Iterable[str]) -> bytes:
+    """A GET_VALUES record asking for `names` (FCGI_MAX_CONNS, FCGI_MPXS_CONNS ...)."""
+    return record(GET_VALUES, 0, encode_pairs((name.encode(), b"") for name in names))
+
+
+def get_values_result(values: dict[str, str]) -> bytes:
+    return record(GET_VALUES_RESULT, 0, encode_pairs(
+        (name.encode(), value.encode()) for name, value in values.items()))
+
+
+# ------------------------------------------------------------ name-value pairs
+def _length(size: int) -> bytes:
+    if size < 0x80:
+        return bytes((size,))
+    if size > 0x7FFFFFFF:
+        raise ProtocolError("name or value longer than 2 GiB")
+    return struct.pack(">I", size | _LONG_LENGTH)
+
+
+def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """Name-value pairs: each length in 1 byte (< 128) or 4 (top bit set)."""
+    return b"".join(_length(len(name)) + _length(len(value)) + name + value
+                    for name, value in pairs)
+
+
+def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The pairs of a PARAMS stream or GET_VALUES(_RESULT) content."""
+    pairs = []
+    offset, end = 0, len(data)
+    while offset < end:
+        name_len, offset = _read_length(data, offset)
+        value_len, offset = _read_length(data, offset)
+        if offset + name_len + value_len > end:
+            raise ProtocolError("name-value pair cut short")
+        name = data[offset:offset + name_len]
+        offset += name_len
+        pairs.append((name, data[offset:offset + value_len]))
+        offset += value_len
+    return pairs
+
+
+def _read_length(data: bytes, offset: int) -> tuple[int, int]:
+    if offset >= len(data):
+        raise ProtocolError("name-value pair cut short")
+    first = data[offset]
+    if first < 0x80:
+        return first, offset + 1
+    if offset + 4 > len(data):
+        raise ProtocolError("name-value pair cut short")
+    return struct.unpack_from(">I", data, offset)[0] & ~_LONG_LENGTH, offset + 4
+
+
+# ------------------------------------------------------------------- reading
+class RecordReader:
+    """Splits a byte stream into records, whatever the sizes it arrives in."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Record]:
+        """The records completed by `data`; raises ProtocolError on a bad header."""
+        buffer = self.buffer
+        buffer += data
+        records = []
+        offset = 0
+        while len(buffer) - offset >= HEADER_SIZE:
+            version, kind, request_id, length, padding = HEADER.unpack_from(buffer, offset)
+            if version != VERSION:
+                raise ProtocolError(f"unknown FastCGI version {version}")
+            end = offset + HEADER_SIZE + length
+            if len(buffer) < end + padding:
+                break
+            records.append(Record(kind, request_id, bytes(buffer[offset + HEADER_SIZE:end])))
+            offset = end + padding
+        if offset:
+            del buffer[:offset]
+        return records
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a record not complete yet."""
+        return len(self.buffer)
