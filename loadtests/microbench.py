@@ -9,6 +9,7 @@ functions by own time.
 
     python loadtests/microbench.py                    # 1k.bin, keep-alive
     python loadtests/microbench.py --path /dir/ --profile
+    python loadtests/microbench.py --no-answer-cache  # the general path, every request
 """
 
 from __future__ import annotations
@@ -82,10 +83,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--accesslog", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-answer-cache", action="store_true",
+                        help="answer every request through the pipeline")
     args = parser.parse_args()
     request = REQUEST.format(path=args.path).encode()
     with tempfile.TemporaryDirectory() as tmp:
         server, _ = build(Path(tmp), args.accesslog)
+        if args.no_answer_cache:
+            server.pipeline.answers.reads = None
         clients = connect(server, args.connections)
         run(server, clients, request, 20)            # warm the caches
         if args.profile:

@@ -11,11 +11,12 @@ reads, so a client that pipelines without reading cannot make us buffer without 
 Errors found while parsing become a queued error response followed by a close, after
 the answers to the requests that came before it.
 
-Request done: the handle_request_done hooks (access log) run when the last byte of an
-answer has left, or when the connection is lost before that.  Each answered request
-gets an `Answer` (in `request.plugin_ctx["answer"]`) that marks where its bytes end in
-the connection's output stream; `flush` counts the bytes sent and finishes the answers
-they complete.  Only done when some module has that hook.
+Request done: a request ends when the last byte of its answer has left, or when the
+connection is lost before that.  Then, and only then, it is counted in the worker's
+stats (method, status, duration) and the handle_request_done hooks (access log) run.
+Each answered request gets an `Answer` (in `request.plugin_ctx["answer"]`) that marks
+where its bytes end in the connection's output stream; `flush` counts the bytes sent
+and finishes the answers they complete.
 """
 
 from __future__ import annotations
@@ -198,7 +199,7 @@ class Connection:
         self.lingering = False
         self.linger_deadline = 0.0
         self.closed = False
-        self.answers: list[Answer] = []    # answered, not yet completely sent
+        self.answers: list[Request] = []   # answered, not yet completely sent
         self.sent_total = 0
         self.queued_total = 0
         self.bytes_read = 0
@@ -323,8 +324,13 @@ class Connection:
         wire = kept.wire(self._keeps_alive(kept.keep_alive, values))
         self.out.append(wire)
         self.queued_total += len(wire)
-        server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
         self.flush()
+        if self.sent_total >= self.queued_total:     # the usual case: all of it went out
+            server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
+        else:
+            request = kept.repeat_request(self)
+            request.response.status = kept.status
+            self._note_answer(request, self.queued_total - len(wire), len(wire), 0, True)
         if not self.closed:
             self.update_events()
         return True
@@ -456,17 +462,10 @@ class Connection:
 
     def _end_request(self, request: Request, start_mark: int, head_len: int, length: int,
                      keep: bool) -> None:
-        """The answer is queued whole: count it, note it for the request-done hooks,
-        let the modules free what they held for it."""
-        server = self.server
-        pipeline = server.pipeline
-        server.counters.request(request.method, request.response.status,
-                                time.monotonic() - request.start)
-        if pipeline.request_done:
-            answer = Answer(request, self, start_mark, self.queued_total, head_len, length,
-                            self._bytes_in(request), keep, self.requests_done)
-            request.plugin_ctx["answer"] = answer
-            self.answers.append(answer)
+        """The answer is queued whole: note it (it is counted when it has gone out), let
+        the modules free what they held for it."""
+        pipeline = self.server.pipeline
+        self._note_answer(request, start_mark, head_len, length, keep)
         if pipeline.request_reset:
             pipeline.reset(request)
         if self.protocol.upgrading is request:
@@ -475,6 +474,19 @@ class Connection:
             request.body.close()
         if not keep:
             self.ready.clear()
+
+    def _note_answer(self, request: Request, start_mark: int, head_len: int, length: int,
+                     keep: bool) -> None:
+        """Its answer's bytes end at queued_total: the request ends (counted, logged)
+        once they are sent.  What the request-done hooks learn is kept only when some
+        module has them."""
+        request.start_mark = start_mark
+        request.end_mark = self.queued_total
+        self.answers.append(request)
+        if self.server.pipeline.request_done:
+            request.plugin_ctx["answer"] = Answer(
+                request, self, start_mark, self.queued_total, head_len, length,
+                self._bytes_in(request), keep, self.requests_done)
 
     # ---------------------------------------------------------- held requests
     def _hold(self, request: Request) -> None:
@@ -691,19 +703,26 @@ class Connection:
         return count
 
     def finish_answers(self, lost: bool = False) -> None:
-        """Run the request-done hooks of the answers sent in full; with `lost` (the
-        connection is going away) of all the others too, as aborted."""
+        """End the requests whose answers were sent in full: count them, run their
+        request-done hooks; with `lost` (the connection is going away) all the others
+        too, as aborted."""
         answers = self.answers
         sent = self.sent_total
-        done = self.server.pipeline.done
-        now, mono = time.time(), time.monotonic()
+        server = self.server
+        count = server.counters.request
+        done = server.pipeline.done if server.pipeline.request_done else None
+        mono = time.monotonic()
         while answers and (lost or answers[0].end_mark <= sent):
-            answer = answers.pop(0)
-            answer.bytes_out = max(min(sent, answer.end_mark) - answer.start_mark, 0)
-            answer.aborted = answer.end_mark > sent or answer.request.aborted
-            answer.end_time = now
-            answer.end_monotonic = mono
-            done(answer.request)
+            request = answers.pop(0)
+            count(request.method, request.response.status, mono - request.start)
+            if done is not None:
+                now = time.time()
+                answer = request.plugin_ctx["answer"]
+                answer.bytes_out = max(min(sent, request.end_mark) - request.start_mark, 0)
+                answer.aborted = request.end_mark > sent or request.aborted
+                answer.end_time = now
+                answer.end_monotonic = mono
+                done(request)
 
     # ------------------------------------------------------------ debug log
     def _debug_request(self, request: Request, preset: int) -> None:
@@ -858,9 +877,9 @@ class Connection:
             values = self.server.global_settings.values
             if what == "write":
                 if values["debug.log-timeouts"] and self.answers:
-                    answer = self.answers[0]
-                    debuglog.write_timeout(self.remote_ip, answer.request.target,
-                                           self.sent_total - answer.start_mark,
+                    request = self.answers[0]
+                    debuglog.write_timeout(self.remote_ip, request.target,
+                                           self.sent_total - request.start_mark,
                                            self.limits["server.max-write-idle"])
             elif what == "read" and self.protocol.current is not None and \
                     not self.protocol.header_phase and values["debug.log-timeouts"]:

@@ -175,7 +175,7 @@ class Request:
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
         "arrived_as", "remote_ip", "socket_spec", "handler", "aborted", "error_origin",
-        "loops", "woken", "target_orig", "env",
+        "loops", "woken", "target_orig", "env", "start_mark", "end_mark",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -219,6 +219,7 @@ class Request:
         self.woken = False               # the holding module called wake()
         self.target_orig = ""            # the target as received (REQUEST_URI)
         self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
+        self.start_mark = self.end_mark = 0   # where its answer lies in the output stream
 
     # ---------------------------------------------------------- held requests
     def wake(self) -> None:

@@ -205,3 +205,37 @@ def test_a_new_connection_waits_max_read_idle_not_the_keep_alive_idle(server):
     assert not connection.closed
     connection.check_timeout(start + limits["server.max-read-idle"] + 1)
     assert connection.closed
+
+
+def _get_2xx(server) -> int:
+    return server.counters.words[request_offset(METHODS.index("GET"), 2)]
+
+
+def test_a_request_is_counted_when_its_last_byte_has_left_not_when_queued(server):
+    client, connection = connect(server)
+    before = _get_2xx(server)
+    client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 1)
+    server.loop.run_once(0.05)
+    assert connection.out.chunks, "1 MiB cannot fit in a socketpair's buffers"
+    assert _get_2xx(server) == before
+    received = 0
+    while True:
+        server.loop.run_once(0.01)
+        try:
+            received += len(client.recv(1 << 20, socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            pass
+        if not connection.out.chunks:
+            break
+    assert _get_2xx(server) == before + 1
+
+
+def test_an_answer_cut_by_the_client_going_away_is_counted_once(server):
+    client, connection = connect(server)
+    before = _get_2xx(server)
+    client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 1)
+    client.close()
+    run_until(server, lambda: connection.closed)
+    assert _get_2xx(server) == before + 1
