@@ -9,6 +9,11 @@ cleaned URL and the answer all follow from those, so the next identical request 
 URL cleaning, condition evaluation, the module phases and header rendering; only the
 parts that change per answer (`Connection`, `Date`) are put in.
 
+Which modules have a say (worker/module.py): every answering module is replay-safe,
+or judges per request (`allows_replay`) that it would leave requests like this one
+alone; the headers modules name in `keyed_headers` join the key, those in
+`reads_headers` rule a replay out.
+
 What may be kept is narrow on purpose:
 - only an answer the static file path marked (`Response.replayable`): a small file or
   one range of it from memory (200, 206) or a 304, with no PATH_INFO, the values of
@@ -16,9 +21,8 @@ What may be kept is narrow on purpose:
   page for a file that does not exist in an existing directory, replayed only while a
   stat() still finds it absent and its directory there (so a file created after a 404
   is served at once, as without this table);
-- only when every loaded module declares itself replay-safe (worker/module.py), and
-  the request carries none of the other headers the core or a module reads to decide
-  such an answer (body framing, credentials ...);
+- only when the request carries none of the other headers the core or a module
+  reads to decide such an answer (body framing, credentials ...);
 - never with a debug log on, nor with `server.stat-cache-engine = "disable"`;
 - never for a request answered with `server.follow-symlink = "disable"`: that answer
   holds only because the file was opened through no symlink at that moment
@@ -42,9 +46,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .http import CONNECTION_CLOSE, DATE, connection_line
+from .http import connection_line
 from .statcache import CACHE
 
 from .request import Request
@@ -103,36 +107,36 @@ def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
 
 
 class Answer:
-    """A finished answer, with the request's state before and after the pipeline."""
+    """A finished answer, with the request's state before and after the pipeline.
 
-    __slots__ = ("start", "tail", "body_len", "generation", "parsed", "final",
-                 "keep_alive", "keep_alive_line", "values", "status", "missing", "version",
-                 "headers", "header_list")
+    The answer itself is kept structured (status, headers, length, body), as any
+    protocol renders it; `http1` is its HTTP/1 rendering around the lines that change
+    per answer (worker/http.py: status line to Content-Length, then Server line, blank
+    line and body), made by that protocol layer when the answer was first sent."""
 
-    def __init__(self, request: "Request", start: bytes, tail: bytes, body: bytes,
+    __slots__ = ("status", "headers", "length", "body", "http1", "generation", "parsed",
+                 "final", "keep_alive", "keep_alive_line", "values", "missing", "version",
+                 "request_headers", "header_list")
+
+    def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
                  generation: int) -> None:
         response = request.response
-        self.start = start              # status line, headers, Content-Length
-        self.tail = tail + body         # Server line and blank line, then the body
-        self.body_len = len(body)
+        self.status = response.status
+        self.headers = response.headers
+        self.length = response.length
+        self.body = body
+        self.http1 = http1
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
         self.keep_alive_line = connection_line(request, True)
         self.values = request.settings.values
-        self.status = response.status
         self.missing = response.missing if response.status == 404 else ""
         self.version = request.version
-        self.headers = dict(request.headers)
+        self.request_headers = dict(request.headers)
         self.header_list = list(request.header_list)
         self.parsed = request.replay_parsed
-        self.final = (response.status, response.headers, response.length, request.uri_path,
-                      request.docroot, request.physical_path, request.physical_rel,
-                      request.physical_basedir)
-
-    def wire(self, keep_alive: bool) -> bytes:
-        """The answer as it goes out, with this answer's Connection and Date lines."""
-        return b"".join((self.start, self.keep_alive_line if keep_alive else CONNECTION_CLOSE,
-                         DATE.line, self.tail))
+        self.final = (request.uri_path, request.docroot, request.physical_path,
+                      request.physical_rel, request.physical_basedir)
 
     def repeat_request(self, connection: "Connection") -> "Request":
         """The Request a byte-for-byte repeat would have parsed into, matched to this
@@ -140,7 +144,7 @@ class Answer:
         request = Request(connection, connection.server.loop.now)
         request.version = self.version
         request.keep_alive = self.keep_alive
-        request.headers = dict(self.headers)          # a hook may change its own copy
+        request.headers = dict(self.request_headers)  # a hook may change its own copy
         request.header_list = list(self.header_list)
         self.restore_parsed(request)
         request.replay = self
@@ -155,8 +159,9 @@ class Answer:
     def restore_final(self, request: "Request") -> None:
         """The state the pipeline left: what the request-done hooks read."""
         response = request.response
-        (response.status, response.headers, response.length, request.uri_path,
-         request.docroot, request.physical_path, request.physical_rel,
+        response.status, response.headers, response.length = \
+            self.status, self.headers, self.length
+        (request.uri_path, request.docroot, request.physical_path, request.physical_rel,
          request.physical_basedir) = self.final
 
 
@@ -170,16 +175,24 @@ class AnswerCache:
     """The worker's tables of kept answers; `reads` is None when they are off."""
 
     __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
-                 "connection_fields")
+                 "connection_fields", "keyed", "keyed_set", "judges")
 
-    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = ()) -> None:
-        """`fields`: what the config's conditions read (condition_fields)."""
+    def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
+                 keyed: tuple[str, ...] = (),
+                 judges: Iterable[Callable[["Request"], bool]] = ()) -> None:
+        """`reads`: headers that rule a replay out (None: the cache is off); `fields`:
+        what the config's conditions read (condition_fields); `keyed`: headers the
+        modules add to the key; `judges`: the allows_replay of the modules that decide
+        per request (worker/module.py)."""
         self.entries: dict[Key, Answer] = {}
         self.reads = reads
         self.fields = tuple(f for f in fields if f not in _IN_EVERY_KEY)
         self.generation = 0
         self.raw_entries: dict[Any, Answer] = {}
         self.connection_fields = tuple(f for f in fields if f in _OF_THE_CONNECTION)
+        self.keyed = KEYED_READS + tuple(name for name in keyed if name not in _KEYED)
+        self.keyed_set = frozenset(self.keyed)
+        self.judges = tuple(judges)
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
@@ -190,8 +203,8 @@ class AnswerCache:
         key: Key = (raw_target, request.version, headers.get("host"), request.scheme)
         if self.fields:
             key += tuple(request.condition_value(field) for field in self.fields)
-        if not _KEYED.isdisjoint(headers):
-            key += tuple(headers.get(name) for name in KEYED_READS)
+        if not self.keyed_set.isdisjoint(headers):
+            key += tuple(headers.get(name) for name in self.keyed)
         return key
 
     def find(self, key: Key) -> Answer | None:
@@ -206,18 +219,20 @@ class AnswerCache:
             return data
         return (data, *(connection.condition_value(f) for f in self.connection_fields))
 
-    def keep(self, key: Key, request: "Request", start: bytes, tail: bytes) -> None:
-        """Keep the answer just rendered for `request`, if it qualifies."""
+    def keep(self, key: Key, request: "Request", http1: tuple[bytes, bytes]) -> None:
+        """Keep the answer just rendered for `request` (its HTTP/1 head in two parts,
+        see Answer), if it qualifies."""
         response = request.response
         body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
                 request.pathinfo or response.files or len(body) > 1 or \
-                not request.settings.values["server.follow-symlink"]:
+                not request.settings.values["server.follow-symlink"] or \
+                not all(allows(request) for allows in self.judges):
             return
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:
             entries.clear()
-        answer = entries[key] = Answer(request, start, tail,
+        answer = entries[key] = Answer(request, http1,
                                        body[0] if body else b"",  # type: ignore[arg-type]
                                        self.generation)
         if request.arrived_as is not None:

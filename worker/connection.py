@@ -32,7 +32,7 @@ from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .handler import AnswerCut
-from .http import DATE, NO_BODY, connection_line, render_start, server_line
+from .http import DATE, NO_BODY, connection_line, kept_wire, render_start, server_line
 from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
 from .request import Request, Response
@@ -321,7 +321,7 @@ class Connection:
             return True
         values = self.limits = kept.values
         self.requests_done += 1
-        wire = kept.wire(self._keeps_alive(kept.keep_alive, values))
+        wire = kept_wire(kept, self._keeps_alive(kept.keep_alive, values))
         self.out.append(wire)
         self.queued_total += len(wire)
         self.flush()
@@ -444,13 +444,13 @@ class Connection:
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
         if kept is not None:
-            wire = kept.wire(keep)
+            wire = kept_wire(kept, keep)
             self.out.append(wire)
-            head_len = len(wire) - kept.body_len
+            head_len = len(wire) - len(kept.body)
         else:
             start, tail = render_start(request), server_line(values["server.tag"])
             if request.replay_key is not None:
-                server.pipeline.answers.keep(request.replay_key, request, start, tail)
+                server.pipeline.answers.keep(request.replay_key, request, (start, tail))
             head = start + connection_line(request, keep) + DATE.line + tail
             if server.debug:
                 self._debug_response(request, head, preset)

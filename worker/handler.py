@@ -55,8 +55,7 @@ class Pipeline:
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
-        self.answers = AnswerCache(self._replay_reads() if replay else None,
-                                   condition_fields)
+        self.answers = self._answer_cache(replay, condition_fields)
         self.uri_raw = phases["handle_uri_raw"]
         self.uri_clean = phases["handle_uri_clean"]
         self.docroot = phases["handle_docroot"]
@@ -73,18 +72,26 @@ class Pipeline:
         self.triggers += [m.handle_trigger for m in self.modules
                           if type(m).handle_trigger is not base]
 
-    def _replay_reads(self) -> frozenset[str] | None:
-        """The request headers that rule out a replay; None if a module that takes
-        part in answering is not replay-safe."""
+    def _answer_cache(self, replay: bool, condition_fields: tuple[str, ...]) -> AnswerCache:
+        """The cache, with what the answering modules add to its key and its vetoes
+        (worker/module.py); off when `replay` is."""
+        if not replay:
+            return AnswerCache(None)
         reads = set(CORE_READS)
+        keyed: list[str] = []
+        judges = []
+        base = Module.allows_replay
         for module in self.modules:
-            answering = [h for h in type(module).hooks() if h not in _AFTER_ANSWER]
-            if not answering:
+            if all(h in _AFTER_ANSWER for h in type(module).hooks()):
                 continue
-            if not module.replay_safe:
-                return None
+            overrides = type(module).allows_replay is not base
+            if not module.replay_safe and not overrides:
+                return AnswerCache(None)        # it never allows: no key is worth making
             reads |= module.reads_headers
-        return frozenset(reads)
+            keyed += [name for name in module.keyed_headers if name not in keyed]
+            if overrides:
+                judges.append(module.allows_replay)
+        return AnswerCache(frozenset(reads), condition_fields, tuple(keyed), judges)
 
     # ------------------------------------------------------------------ run
     def handle(self, request: Request) -> bool:

@@ -16,6 +16,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .answercache import Answer
     from .request import Request
 
 NO_BODY = frozenset({204, 304})       # statuses whose answers have no Content-Length
@@ -134,3 +135,11 @@ def server_line(server_tag: str) -> bytes:
             f"Server: {server_tag}\r\n\r\n" if server_tag else "\r\n").encode(
                 "latin-1", "replace")
     return line
+
+
+def kept_wire(kept: "Answer", keep_alive: bool) -> bytes:
+    """A kept answer as it goes out again over HTTP/1, with this answer's Connection
+    and Date lines between the parts rendered when it was first sent."""
+    start, tail = kept.http1
+    return b"".join((start, kept.keep_alive_line if keep_alive else CONNECTION_CLOSE,
+                     DATE.line, tail, kept.body))

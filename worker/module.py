@@ -80,14 +80,22 @@ class Module:
     name: ClassVar[str] = ""
     directives: ClassVar[tuple[Directive, ...]] = ()
     # The answer cache (worker/answercache.py) replays a kept static-file answer without
-    # running the hooks.  A module allows that by setting `replay_safe`: what its hooks
-    # do to a request that ends in such an answer depends only on the request's
-    # settings, method, Host and target, on files, and on the request headers it names
-    # in `reads_headers` (a request with one of those is never replayed).  A module
-    # that answers from other state (a clock, a backend, a random draw) leaves it off,
-    # and the cache stays off while it is loaded.
+    # running the hooks.  Every answering module has a say in what is kept:
+    # - `replay_safe`: what its hooks do to a request that ends in such an answer
+    #   depends only on the request's settings, method, Host and target, on files,
+    #   and on the headers it names below.  A module that answers from other state (a
+    #   clock, a backend, a random draw) leaves it off;
+    # - `allows_replay(request)`: asked after each answer that could be kept; a module
+    #   that is not replay-safe everywhere says here that this request is one it leaves
+    #   alone (a path it does not protect, a host it does not serve), from the same
+    #   inputs only, so that one such module does not switch the cache off for all;
+    # - `reads_headers`: a request with one of these is never replayed (the module
+    #   decides by something the key does not hold);
+    # - `keyed_headers`: these headers' values join the key (an answer that varies
+    #   with them, e.g. Accept-Encoding, is kept once per value).
     replay_safe: ClassVar[bool] = False
     reads_headers: ClassVar[frozenset[str]] = frozenset()
+    keyed_headers: ClassVar[tuple[str, ...]] = ()
     # A module that reads request bodies (a gateway, an upload handler) says so: while
     # none is loaded, a request with a body is answered as soon as its headers are in
     # and the body is dropped, never stored (worker/connection.py).
@@ -96,6 +104,11 @@ class Module:
     def __init__(self, config: Any, services: "Services | None" = None) -> None:
         self.config = config
         self.services = services
+
+    def allows_replay(self, request: "Request") -> bool:
+        """Whether answers kept for requests like this one may be replayed without this
+        module's hooks (see `replay_safe`); decided from what the key holds only."""
+        return self.replay_safe
 
     def handle_subrequest(self, request: "Request") -> HandlerResult:
         """A request this module held (WAIT) was woken: return its next result."""

@@ -20,6 +20,8 @@ from server_util import config_text
 from sites import make_docroot
 from shared.stats import METHODS, Field, request_offset
 from worker.answercache import AnswerCache
+from worker.handler import Pipeline
+from worker.module import Module
 from worker.server import Server
 
 
@@ -239,3 +241,67 @@ def test_an_answer_cut_by_the_client_going_away_is_counted_once(server):
     client.close()
     run_until(server, lambda: connection.closed)
     assert _get_2xx(server) == before + 1
+
+
+class _GuardsPrivate(Module):
+    """Not replay-safe everywhere: it answers /private/ by something the key does not
+    hold (here: a counter), and leaves every other path alone."""
+
+    seen = 0
+
+    def handle_uri_clean(self, request):
+        if request.uri_path.startswith("/private/"):
+            type(self).seen += 1
+            return 403 if type(self).seen % 2 else None
+        return None
+
+    def allows_replay(self, request):
+        return not request.uri_path.startswith("/private/")
+
+
+class _KeysOnLanguage(Module):
+    replay_safe = True
+    keyed_headers = ("accept-language",)
+
+    def handle_response_start(self, request):
+        request.response.add_header("Content-Language",
+                                    request.headers.get("accept-language", "none"))
+
+
+def _with_modules(server, *extra):
+    server.pipeline = Pipeline(server.pipeline.modules + [m(None) for m in extra],
+                               condition_fields=())
+    return server
+
+
+def _status_of_each(server, path: str, times: int, extra: str = "") -> list[bytes]:
+    client, connection = connect(server)
+    heads = []
+    for count in range(1, times + 1):
+        client.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+        run_until(server, lambda: connection.requests_done == count
+                  and not connection.out.chunks)
+        heads.append(client.recv(65536).split(b"\r\n\r\n")[0])
+    return heads
+
+
+def test_a_module_that_judges_per_request_keeps_the_cache_on_elsewhere(server, tmp_path):
+    (tmp_path / "www" / "private").mkdir()
+    (tmp_path / "www" / "private" / "a.html").write_text("private\n")
+    _with_modules(server, _GuardsPrivate)
+    assert server.pipeline.answers.reads is not None
+    statuses = [h.split(b" ")[1] for h in _status_of_each(server, "/private/a.html", 4)]
+    assert statuses == [b"403", b"200", b"403", b"200"]      # never replayed
+    assert len(server.pipeline.answers.entries) == 0
+    _status_of_each(server, "/index.html", 2)
+    assert len(server.pipeline.answers.entries) == 1          # kept for the public path
+
+
+def test_a_keyed_header_keeps_one_answer_per_value(server):
+    _with_modules(server, _KeysOnLanguage)
+    heads = []
+    for language in ("de", "fr", "de", "fr"):
+        heads += _status_of_each(server, "/index.html", 2, f"Accept-Language: {language}\r\n")
+    languages = [h.split(b"Content-Language: ")[1].split(b"\r\n")[0] for h in heads]
+    assert languages == [b"de", b"de", b"fr", b"fr", b"de", b"de", b"fr", b"fr"]
+    assert len(server.pipeline.answers.entries) == 2
