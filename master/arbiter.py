@@ -28,10 +28,11 @@ from worker.context import WorkerContext
 from worker.main import run_worker
 
 from .configload import LoadedConfig, load, log_warnings
-from .generation import Generation, open_generation, release_exited
+from .generation import Generation, open_generation, release_exited, start_backends
 from .listeners import ListenerSet, inherited_sockets, tcp_migrate_req_enabled
 from .privileges import become
 from .sdnotify import notify
+from .spawner import Spawner
 
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                    signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD, signal.SIGTTIN,
@@ -113,6 +114,7 @@ class Arbiter:
         self.listeners = ListenerSet(settings["server.listen-backlog"],
                                      inherited_sockets(os.environ))
         self.generation = open_generation(1, config, self.listeners, self.target)
+        self.spawner = Spawner(self.errorlog)   # the bin-path backends, one set for all
         self.last_generation = 1   # numbers are never reused, not even an aborted one's
         self.pidfile = settings["server.pid-file"]
 
@@ -130,14 +132,17 @@ class Arbiter:
         log.error("server.c", f"server started (pylighttpd), {self.target} workers; "
                   "net.ipv4.tcp_migrate_req is "
                   + {True: "on", False: "off", None: "unknown"}[migrate])
-        # Everything imported so far is shared with the workers copy-on-write; keep the
-        # cyclic GC from touching (and so copying) those pages in every worker.
-        gc.freeze()
-        self._manage_workers()
-        notify(f"READY=1\nMAINPID={os.getpid()}")
         try:
+            # started here, after daemonizing: the backends are the master's children
+            self._start_first_backends()
+            # Everything imported so far is shared with the workers copy-on-write; keep
+            # the cyclic GC from touching (and so copying) those pages in every worker.
+            gc.freeze()
+            self._manage_workers()
+            notify(f"READY=1\nMAINPID={os.getpid()}")
             return self._loop()
         finally:
+            self.spawner.kill_all()   # only what a failure left running
             _remove_pidfile(self.pidfile)
             _remove_pidfile(self.pidfile + ".oldbin")
 
@@ -152,12 +157,18 @@ class Arbiter:
                 self._handle_signal(self.signals.pop(0))
             self._reap()
             if self.stopping is not None:
-                if not self.workers:
+                if self.workers:
+                    if time.monotonic() > self.stop_deadline:
+                        self._signal_all(signal.SIGKILL)
+                    continue
+                # the backends outlive the workers, which drain through them
+                self.spawner.release_all()
+                self.spawner.tick()
+                if self.spawner.idle:
                     log.error("server.c", "server stopped")
                     return 0
-                if time.monotonic() > self.stop_deadline:
-                    self._signal_all(signal.SIGKILL)
                 continue
+            self.spawner.tick()
             self._advance_reload()
             self._release_exited_generations()
             self._converge_worker_count()
@@ -302,6 +313,8 @@ class Arbiter:
                 return
             if pid == 0:
                 return
+            if self.spawner.reaped(pid, status):
+                continue
             worker = self.workers.pop(pid, None)
             if worker is not None:
                 served = self.stats.slot(worker.stats_slot)[Field.STATE] == State.READY
@@ -394,14 +407,15 @@ class Arbiter:
         notify("RELOADING=1")
         old = self.generation
         try:
-            self.generation = open_generation(self.last_generation + 1,
-                                              load(old.config.path), self.listeners,
-                                              self.target)
+            new = open_generation(self.last_generation + 1, load(old.config.path),
+                                  self.listeners, self.target)
+            start_backends(new, self.listeners, self.spawner)   # before its workers serve
         except ConfigError as err:
             self.stats.words[Header.RELOADS_REFUSED] += 1
             log.error("server.c", f"reload refused, keeping the running config: {err}")
             notify("READY=1")
             return
+        self.generation = new
         log_warnings(self.generation.config)
         self.last_generation = self.generation.number
         new_pids = [self._spawn(slot, self.generation) for slot in range(self.target)]
@@ -454,10 +468,19 @@ class Arbiter:
         in_use.add(self.generation.number)
         if self.pending_reload is not None:
             in_use.add(self.pending_reload.old.number)
-        for number, closed in release_exited(self.listeners, in_use):
+        for number, closed in release_exited(self.listeners, self.spawner, in_use):
             if closed:
                 log.error("server.c", f"generation {number} has exited: closed "
                           f"{', '.join(closed)}, which no running config names")
+
+    def _start_first_backends(self) -> None:
+        """The first generation's bin-path backends running (ConfigError if one cannot
+        start: logged too, since a daemon's stderr may go nowhere)."""
+        try:
+            start_backends(self.generation, self.listeners, self.spawner)
+        except ConfigError as err:
+            log.error("server.c", str(err))
+            raise
 
     # ------------------------------------------------------------ TTIN/TTOU
     def _converge_worker_count(self) -> None:

@@ -7,15 +7,23 @@ a config that names an address that cannot be bound is refused with the running
 generation untouched.  A generation lets its addresses go once it serves no longer and
 its last worker has exited (drained, or a reload that aborted); an address closes when
 no generation holds it, so one removed and added back during a drain is never closed.
+
+The `bin-path` backends of its config (master/spawner.py) are held the same way: the
+spawner starts those a new generation needs before its workers start, keeps those an
+older generation already runs with the same launch, and stops a backend once no
+generation holds it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.config import ConfigError
+
 from .configload import LoadedConfig
 from .listeners import Address, ListenerSet, configured_addresses
 from .privileges import Identity, resolve_identity
+from .spawner import Launch, Spawner, plan
 
 
 @dataclass
@@ -24,20 +32,39 @@ class Generation:
     config: LoadedConfig
     identity: Identity
     addresses: list[Address]   # the listen addresses its workers serve
+    backends: list[Launch]     # the bin-path processes its workers connect to
 
 
 def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
                     slots: int) -> Generation:
     """A generation for `config` holding its addresses with `slots` sockets each; a
-    ConfigError (unknown user, an address that cannot be bound) leaves nothing bound."""
+    ConfigError (unknown user, a backend program that is not executable, an address
+    that cannot be bound) leaves nothing bound.  Its backends are not started yet
+    (`start_backends`)."""
     identity = resolve_identity(config.settings)
+    backends = plan(config, identity)
     addresses = configured_addresses(config.settings, config.compiled.socket_specs())
     listeners.acquire(number, addresses, slots)
-    return Generation(number, config, identity, addresses)
+    return Generation(number, config, identity, addresses, backends)
 
 
-def release_exited(listeners: ListenerSet, in_use: set[int]) -> list[tuple[int, list[str]]]:
-    """Let go the addresses of every generation not in `in_use` (serving, or with a
-    worker left): each such generation with the specs that closed because of it."""
-    return [(number, listeners.release(number))
-            for number in sorted(listeners.holders() - in_use)]
+def start_backends(generation: Generation, listeners: ListenerSet, spawner: Spawner) -> None:
+    """Let the generation hold its backends, starting those not running; on a
+    SpawnError it lets its addresses go too, as if it had never been opened."""
+    try:
+        spawner.acquire(generation.number, generation.backends)
+    except ConfigError:
+        listeners.release(generation.number)
+        raise
+
+
+def release_exited(listeners: ListenerSet, spawner: Spawner,
+                   in_use: set[int]) -> list[tuple[int, list[str]]]:
+    """Let go the addresses and backends of every generation not in `in_use` (serving,
+    or with a worker left): each such generation with the specs that closed because of
+    it."""
+    released = []
+    for number in sorted(listeners.holders() - in_use):
+        spawner.release(number)
+        released.append((number, listeners.release(number)))
+    return released
