@@ -46,8 +46,6 @@ answer (lighttpd keeps the backend's).
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import socket
 from dataclasses import dataclass
@@ -60,22 +58,19 @@ from shared.config.values import Array
 
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
-from ..backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
+from ..backend import EPOLLOUT, Backend
+from ..gateway import asks_to_upgrade
+from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
+    GatewayModule
 from ..http import NO_BODY
 from ..http1 import header_name
-from ..body import RequestBody
-from ..module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module as BaseModule
+from ..module import BACKLOG_HIGH, WAIT, HandlerResult
 from ..request import Request, simplify_path
 
 if TYPE_CHECKING:
     from ..request import Response
-    from ..services import Services
 
-CTX = "proxy"                    # request.plugin_ctx key of a request's Exchange
-READ_SIZE = 64 * 1024
 MAX_HEAD = 64 * 1024             # a response head larger than this is no answer (502)
-MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                         "transfer-encoding", "upgrade"})
 # request headers not passed on, as in lighttpd: Host is written first, `Proxy` is
@@ -100,8 +95,6 @@ _LIST_SEPARATORS = re.compile(r"[ \t,]+")
 _IPV4 = re.compile(r"[0-9.]+")
 
 LAST_CHUNK = b"0\r\n\r\n"
-# states of an Exchange
-OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
 
 
 # ------------------------------------------------------------------ directives
@@ -593,150 +586,86 @@ def _remapped(remap: Remap, lower: str, value: str) -> str:
 
 
 # ----------------------------------------------------------------- the exchange
-class Exchange:
-    """One request's round trip to a backend (lighttpd's gw handler_ctx).  Its states:
-    OPENING (no connection yet), CONNECTING, SENDING, READING, TUNNEL (switched
-    protocols: bytes both ways), DONE; `step` moves it on and returns the request's
-    next result."""
+class Exchange(GatewayExchange):
+    """One request's round trip to an HTTP backend (worker/gw_exchange.py drives it):
+    the request head as lighttpd's proxy_create_env writes it, the body chunked when
+    its length is not known yet, the answer parsed by httptools; a 101 or a CONNECT
+    turns it into a TUNNEL, bytes relayed both ways."""
 
-    __slots__ = ("module", "request", "extension", "backend", "connection", "state",
-                 "events", "outgoing", "body_fd", "body_offset", "body_left",
-                 "body_stream", "chunked_body", "blocked", "reader", "reused", "retried",
-                 "reconnects", "timeout", "since", "paused", "keep_alive", "unacked",
-                 "shut", "debug_level")
+    __slots__ = ("reader", "chunked_body", "unacked", "shut")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend) -> None:
-        self.module = module
-        self.request = request
-        self.extension = extension
-        self.backend = backend
-        self.connection: Connection | None = None
-        self.state = OPENING
-        self.events = 0                # what the loop reported since the last step
-        self.outgoing = memoryview(b"")
-        self.body_fd = -1              # a whole body's temp file, sent with sendfile
-        self.body_offset = 0
-        self.body_left = 0
-        self.body_stream: RequestBody | None = None   # a body still arriving
-        self.chunked_body = False      # ... of unknown length: sent chunked
-        self.blocked = False           # the backend's socket took no more: EPOLLOUT
+        super().__init__(module, request, extension, backend)
         self.reader: ResponseReader | None = None
-        self.reused = False            # the connection served a request before
-        self.retried = False
-        self.reconnects = 0
-        self.timeout = ""              # "connect", "read" or "write" once one ran out
-        self.since = 0.0               # when the current wait began (for the timeouts)
-        self.paused = False            # the client is behind: not reading the backend
-        self.keep_alive = False
+        self.chunked_body = False      # a body of unknown length: sent chunked
         self.unacked = 0               # tunnel bytes written since the client caught up
         self.shut = False              # the client ended its side of the tunnel
-        self.debug_level: int = request.settings.values["proxy.debug"]
-        backend.load += 1
-        module.active.add(self)
 
-    # ------------------------------------------------------------ loop side
-    def backend_event(self, mask: int) -> None:
-        """The backend's socket is ready: note it and let the core resume the request."""
-        self.events |= mask
-        self.request.wake()
-
-    def check_timeout(self, now: float) -> None:
-        """Once a second: connect-timeout, write-timeout, read-timeout."""
-        if self.connection is None or self.timeout:
-            return
-        spec = self.backend.spec
-        if self.state == CONNECTING:
-            limit, kind = spec.connect_timeout, "connect"
-        elif self.state == SENDING and self.blocked:
-            limit, kind = spec.write_timeout, "write"
-        elif self.state in (READING, TUNNEL) and not self.paused:
-            limit, kind = spec.read_timeout, "read"
-        else:
-            return
-        if limit and now - self.since > limit:
-            self.timeout = kind
-            self.request.wake()
-
-    def release(self) -> None:
-        """The request is over (answered or aborted): close what is still open."""
-        self._drop_connection()
-        self.backend.load -= 1
-        self.module.active.discard(self)
-
-    # ----------------------------------------------------------- core side
-    def step(self) -> HandlerResult:
-        if self.timeout:
-            return self._timed_out()
-        if self.state == OPENING:
-            return self._open()
-        events, self.events = self.events, 0
-        if self.state == TUNNEL:
-            return self._relay(events)
-        if self.state == CONNECTING:
-            if not events:
-                return WAIT
-            code = self.connection.connect_error()       # type: ignore[union-attr]
-            if code:
-                return self._connect_failed(OSError(code, os.strerror(code)))
-            return self._start_sending()
-        if self.state == SENDING and (events & EPOLLOUT or not self.blocked) \
-                and not self._send():
-            return self._receive()
-        if self.paused:
-            if self.request.response.wants_drain:
-                return WAIT
-            self.paused = False
-            self._poll()
-            return self._receive()
-        if events & ~EPOLLOUT:
-            return self._receive()
-        return WAIT
-
-    def _poll(self) -> None:
-        """Ask the loop for what the exchange waits on: the backend's bytes unless the
-        client is behind, room to send while a send would block."""
-        self.connection.want((0 if self.paused else EPOLLIN)   # type: ignore[union-attr]
-                             | (EPOLLOUT if self.blocked else 0))
-
-    def _open(self) -> HandlerResult:
-        """Take an idle connection to the backend or start connecting."""
-        module = self.module
-        backend = self.backend
+    # ------------------------------------------------------ protocol hooks
+    def prepare(self) -> HandlerResult:
         request = self.request
         values = request.settings.values
         remap = Remap(values["proxy.header"], request.host or None, request.scheme == "https")
-        tunnel = request.method == "CONNECT"
-        if tunnel:              # a raw tunnel to the backend: nothing of HTTP is sent
+        if request.method == "CONNECT":   # a raw tunnel to the backend: no HTTP is sent
             self.outgoing = memoryview(b"")
             self.keep_alive = False
-        else:
-            framing = self._framing(values, remap)
-            if framing.length is None and (framing.host is None or
-                                           remap.options.force_http10):
-                return self._error(411, "")   # no chunked body to an HTTP/1.0 backend
-            self.reader = ResponseReader(request.response, request.method == "HEAD",
-                                         framing.upgrade, remap)
-            self._prepare(request_head(request, values["proxy.forwarded"], remap, framing))
-        connection = None if self.retried or tunnel else \
-            module.backends.take_idle(backend, self)
-        if connection is not None:
-            self.connection, self.reused = connection, True
-            if self.debug_level:
-                module.log(f"proxy - reusing a connection to {backend.name}")
-            return self._start_sending()
+            return None
+        framing = self._framing(values, remap)
+        if framing.length is None and (framing.host is None or remap.options.force_http10):
+            return self.error(411, "")    # no chunked body to an HTTP/1.0 backend
+        self.reader = ResponseReader(request.response, request.method == "HEAD",
+                                     framing.upgrade, remap)
+        body = request.body
+        self.chunked_body = body is not None and not body.complete and \
+            request.content_length < 0
+        self.send_body(request_head(request, values["proxy.forwarded"], remap, framing),
+                       whole_raw=True)
+        return None
+
+    def may_reuse(self) -> bool:
+        return not self.retried and self.request.method != "CONNECT"
+
+    def frame(self, data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked_body else data
+
+    def frame_end(self) -> bytes:
+        return LAST_CHUNK if self.chunked_body else b""
+
+    def take(self, data: bytes) -> HandlerResult:
+        reader = self.reader
+        assert reader is not None
         try:
-            connection, established = module.backends.connect(backend, self)
-        except OSError as err:
-            return self._connect_failed(err)
-        self.connection, self.reused = connection, False
-        if self.debug_level:
-            module.log(f"proxy - connecting to {backend.name}")
-        if not established:
-            self.state = CONNECTING
-            self.since = module.services.loop.now
-            return WAIT
-        return self._start_sending()
+            if not reader.feed(data):
+                return None
+        except BadResponse as err:
+            return self.error(502, str(err))
+        if reader.tunnel_start is not None:
+            return self._switch()
+        return self.finish(reader.status, reader.reusable)
+
+    def closed(self, err: OSError | None) -> HandlerResult:
+        reader = self.reader
+        assert reader is not None
+        if err is None and reader.end_of_body():
+            return self.finish(reader.status, reader.reusable)
+        return None
+
+    def answer_started(self) -> None:
+        response = self.request.response
+        if self.reader.head_done and not response.streaming:  # type: ignore[union-attr]
+            response.stream()
+
+    def step(self) -> HandlerResult:
+        if self.state == TUNNEL and not self.timeout:
+            events, self.events = self.events, 0
+            return self._relay(events)
+        return super().step()
+
+    def _start_sending(self) -> HandlerResult:
+        if self.request.method == "CONNECT":
+            return self._connected()
+        return super()._start_sending()
 
     def _framing(self, values: Any, remap: Remap) -> Framing:
         request = self.request
@@ -763,159 +692,7 @@ class Exchange:
     def _upgrading(self, allowed: bool) -> bool:
         """lighttpd's gw_upgrade_policy: an upgrade the config allows, asked for by an
         HTTP/1.1 request without a body (else its Upgrade header stays here)."""
-        request = self.request
-        return allowed and request.version == "1.1" and request.body is None and \
-            "upgrade" in request.headers and \
-            "upgrade" in _connection_tokens(request.headers.get("connection"))
-
-    def _prepare(self, head: bytes) -> None:
-        """What to send after the head: a whole body from memory or from its file, or
-        one still arriving, taken as it comes."""
-        body = self.request.body
-        self.body_left = 0
-        self.body_stream = None
-        self.outgoing = memoryview(head)
-        if body is None or (body.complete and not body.size):
-            return
-        if not body.complete:
-            self.body_stream = body
-            self.chunked_body = self.request.content_length < 0
-        elif body.file is None:
-            self.outgoing = memoryview(head + body.read())
-        else:
-            body.file.flush()
-            self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
-
-    def _start_sending(self) -> HandlerResult:
-        if self.request.method == "CONNECT":
-            return self._connected()
-        self.state = SENDING
-        self.since = self.module.services.loop.now
-        if not self._send():
-            return self._receive()
-        return WAIT
-
-    def _send(self) -> bool:
-        """Send what is left of the request, and of its body as it arrives; False when
-        the backend went away (what it answered before may still be read)."""
-        connection = self.connection
-        assert connection is not None
-        loop = self.module.services.loop
-        try:
-            while True:
-                while self.outgoing:
-                    sent = connection.sock.send(self.outgoing)
-                    self.outgoing = self.outgoing[sent:]
-                    self.since = loop.now
-                while self.body_left:
-                    sent = os.sendfile(connection.fd, self.body_fd, self.body_offset,
-                                       self.body_left)
-                    if not sent:
-                        raise OSError(errno.EIO, "the request body's file ended early")
-                    self.body_offset += sent
-                    self.body_left -= sent
-                    self.since = loop.now
-                if not self._next_body_part():
-                    break
-        except (BlockingIOError, InterruptedError):
-            self.blocked = True
-            self._poll()
-            return True
-        except OSError as err:
-            if self.debug_level:
-                self.module.log(f"proxy - sending to {self.backend.name} failed: "
-                                f"{err.strerror}")
-            self.state = READING
-            self.keep_alive = self.blocked = False
-            self._poll()
-            return False
-        self.blocked = False
-        if self.body_stream is None:          # all of it is out: the answer is next
-            self.state = READING
-            self.since = loop.now
-        self._poll()
-        return True
-
-    def _next_body_part(self) -> bool:
-        """The next piece of a body that is still arriving (as a chunk when its length
-        is unknown), in `outgoing`; False when none is here yet, or all went."""
-        body = self.body_stream
-        if body is None:
-            return False
-        data = body.read_chunk()
-        if data:
-            self.outgoing = memoryview(b"%x\r\n%s\r\n" % (len(data), data)
-                                       if self.chunked_body else data)
-            return True
-        if not body.complete:
-            return False                      # the core wakes us when more came
-        self.body_stream = None
-        if not self.chunked_body:
-            return False
-        self.outgoing = memoryview(LAST_CHUNK)
-        return True
-
-    def _receive(self) -> HandlerResult:
-        """Read what the backend sent: at most BACKLOG_HIGH in one turn, and only while
-        the client's backlog allows (it counts with server.stream-response-body = 2;
-        otherwise the core parks what the client has not taken on disk)."""
-        request = self.request
-        reader = self.reader
-        assert reader is not None and self.connection is not None
-        sock = self.connection.sock
-        budget = BACKLOG_HIGH - request.backlog()
-        while budget > 0:
-            try:
-                data = sock.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return self._waiting()
-            except OSError as err:
-                return self._lost(err)
-            if not data:
-                return self._lost(None)
-            self.since = self.module.services.loop.now
-            try:
-                if reader.feed(data):
-                    return self._complete() if reader.tunnel_start is None \
-                        else self._switch()
-            except BadResponse as err:
-                return self._bad_response(err)
-            budget -= len(data)
-        if request.backlog() >= BACKLOG_HIGH:
-            return self._pause()
-        return self._waiting()       # a turn for the core; the loop brings us back
-
-    def _waiting(self) -> HandlerResult:
-        """Nothing more to read now: the head (if it is in) goes out, the rest follows."""
-        response = self.request.response
-        if self.reader.head_done and not response.streaming:  # type: ignore[union-attr]
-            response.stream()
-        return WAIT
-
-    def _pause(self) -> HandlerResult:
-        """The client is BACKLOG_HIGH behind: stop reading until the core says it caught
-        up (the backend's socket buffer fills and the backend waits in turn)."""
-        self.paused = True
-        self._poll()
-        response = self.request.response
-        response.wants_drain = True
-        if not response.streaming:
-            response.stream()
-        return WAIT
-
-    def _complete(self) -> HandlerResult:
-        """The whole answer is in: the connection goes back to the pool if it can; an
-        answer whose head has not gone out yet is sent whole, with the length the core
-        counts (server.stream-response-body = 0, or it all came in one turn)."""
-        reader = self.reader
-        assert reader is not None and self.connection is not None
-        connection, self.connection = self.connection, None
-        if self.keep_alive and reader.reusable and self.state == READING:
-            self.module.backends.give_back(connection)
-        else:
-            connection.close()
-        self.state = DONE
-        return reader.status
+        return allowed and asks_to_upgrade(self.request)
 
     # ------------------------------------------------------------------ tunnel
     def _switch(self) -> HandlerResult:
@@ -966,7 +743,7 @@ class Exchange:
             except (BlockingIOError, InterruptedError):
                 return None
             except OSError as err:
-                return self._error(502, f"tunnel broken ({err.strerror})")
+                return self.error(502, f"tunnel broken ({err.strerror})")
             if not data:
                 self._drop_connection()
                 self.state = DONE
@@ -991,7 +768,7 @@ class Exchange:
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as err:
-            return self._error(502, f"tunnel broken ({err.strerror})")
+            return self.error(502, f"tunnel broken ({err.strerror})")
         self.blocked = bool(self.outgoing)
         if body.complete and not self.blocked and not self.shut:
             self.shut = True
@@ -999,111 +776,16 @@ class Exchange:
         self._poll()
         return WAIT
 
-    # --------------------------------------------------------------- failures
-    def _lost(self, err: OSError | None) -> HandlerResult:
-        """The backend closed (`err` None) or reset the connection."""
-        reader = self.reader
-        assert reader is not None
-        if err is None and reader.end_of_body():
-            return self._complete()
-        if not reader.received and self._may_retry():
-            if self.debug_level:
-                self.module.log("proxy - a kept connection was closed; retrying")
-            self.retried = True
-            self._drop_connection()
-            self.state = OPENING
-            return self._open()
-        reason = err.strerror if err is not None else "connection closed"
-        if not reader.received:
-            return self._error(502, f"response not received ({reason})")
-        return self._error(502, f"response incomplete ({reason})")
-
-    def _may_retry(self) -> bool:
-        """A kept connection the backend closed as it was reused: once more on a new
-        one, for a method that may be repeated and a body we still have whole."""
-        body = self.request.body
-        return self.reused and not self.retried and self.request.method in IDEMPOTENT \
-            and (body is None or (body.complete and not body.consumed))
-
-    def _bad_response(self, err: BadResponse) -> HandlerResult:
-        return self._error(502, str(err))
-
-    def _connect_failed(self, err: OSError) -> HandlerResult:
-        self.module.backends.disable(self.backend, err)
-        self._drop_connection()
-        return self._elsewhere(MAX_RECONNECTS)
-
-    def _timed_out(self) -> HandlerResult:
-        kind, self.timeout = self.timeout, ""
-        if kind == "connect":
-            return self._connect_failed(OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT)))
-        fd = self.connection.fd if self.connection is not None else -1
-        self.module.log(f"{kind} timeout on socket: {self.backend.name} (fd: {fd})")
-        return self._error(504, "")
-
-    def _elsewhere(self, limit: int) -> HandlerResult:
-        """Another backend of the extension for a request that could not connect
-        (lighttpd's gw_reconnect); 503 when there is none or too many were tried."""
-        self.reconnects += 1
-        request = self.request
-        backend = None
-        if self.reconnects <= limit:
-            backend = self.module.backends.choose(
-                self.extension, request.settings.values["proxy.balance"], request.uri_path,
-                request.host, request.remote_ip)
-        if backend is None:
-            return self._error(503, "")
-        self.backend.load -= 1
-        backend.load += 1
-        self.backend = backend
-        self.state = OPENING
-        return self._open()
-
-    def _error(self, status: int, reason: str) -> HandlerResult:
-        """End the exchange with an error: the status, with lighttpd's page, while the
-        client has seen nothing; ERROR (the connection cut) once it has."""
-        request = self.request
-        spec = self.backend.spec
-        self._drop_connection()
-        self.state = DONE
-        if reason:
-            self.module.log(f"{reason} on socket: {spec.name} for {request.host} "
-                            f"{request.uri_path}?{request.uri_query}")
-        response = request.response
-        if response.started:
-            return ERROR
-        response.headers = []
-        response.reset_body()
-        return status
-
-    def _drop_connection(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.close()
-
 
 # --------------------------------------------------------------------- module
-class Module(BaseModule):
+class Module(GatewayModule):
     name = "proxy"
+    source = "mod_proxy.c"
     directives = DIRECTIVES
-    reads_request_body = True
-    # Whether a request is claimed depends on its settings and URL path alone, and a
-    # proxied answer is never kept: static answers beside a proxy may be replayed.
-    replay_safe = True
-
-    def __init__(self, config: Any, services: "Services") -> None:
-        super().__init__(config, services)
-        self.services: "Services" = services
-        self.backends = Backends(services)
-        self.active: set[Exchange] = set()
-
-    def log(self, message: str) -> None:
-        self.services.log_error("mod_proxy.c", message)
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        previous = request.plugin_ctx.pop(CTX, None)
-        if previous is not None:        # the phases run again (an error handler's URL)
-            previous.release()
+        if self.name in request.plugin_ctx:   # the phases run again (an error handler's URL)
+            self.release(request)
             request.handler = None
         values = request.settings.values
         extensions = values["proxy.server"]
@@ -1114,25 +796,11 @@ class Module(BaseModule):
             return None
         if request.method == "CONNECT" and not values["proxy.header"].connect:
             return None                 # the core's 405, as lighttpd without "connect"
-        backend = self.backends.choose(extension, values["proxy.balance"], request.uri_path,
-                                       request.host, request.remote_ip)
+        backend = self.choose(request, extension)
         if backend is None:
             return 503
         if values["proxy.debug"]:
             self.log(f"gw - found a host {backend.spec.host} {backend.spec.port}")
         request.handler = self
-        request.plugin_ctx[CTX] = Exchange(self, request, extension, backend)
+        request.plugin_ctx[self.name] = Exchange(self, request, extension, backend)
         return None
-
-    def handle_subrequest(self, request: Request) -> HandlerResult:
-        return request.plugin_ctx[CTX].step()
-
-    def handle_request_reset(self, request: Request) -> None:
-        exchange = request.plugin_ctx.pop(CTX, None)
-        if exchange is not None:
-            exchange.release()
-
-    def handle_trigger(self, now: float) -> None:
-        self.backends.tick(now)
-        for exchange in list(self.active):
-            exchange.check_timeout(now)
