@@ -1,0 +1,684 @@
+"""mod_auth: HTTP authentication for URL prefixes, lighttpd's keys and answers.
+
+`auth.require = ( "/prefix" => ( "method" => "basic" | "digest" | "extern",
+"realm" => "...", "require" => "valid-user" | "user=a|user=b|group=g|host=h",
+"algorithm" => "MD5|SHA-256", "nonce_secret" => "...", "userhash" => "enable" ) )`:
+the first prefix of the URL path, in the order written, decides (lighttpd warns when a
+later prefix can never match).  The user names and passwords come from the backend
+`auth.backend` names (worker/authn.py; mod_authn_file gives plain, htpasswd,
+htdigest).  As with lighttpd's file backends, `group=` and `host=` never match.
+
+- Basic: `401` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; credentials
+  that are not base64 or have no `:` are a 400; more than 1363 characters of them
+  (1023 bytes decoded) are answered as missing.
+- Digest (RFC 7616): one `WWW-Authenticate` per algorithm offered (SHA-256 first), qop
+  `auth`, `userhash` when the rule enables it.  A nonce is `time:random:MAC`, the MAC
+  keyed with the rule's `nonce_secret` or else with a secret drawn when the server
+  starts, so only nonces this server made are taken; one older than 600 s gets
+  `stale=true`, and past 540 s a good answer carries `Authentication-Info: nextnonce`.
+  Replays are refused: each nonce's highest `nc` is kept (a nonce without qop is good
+  once), and a repeat gets a 401 with `stale=true`.  A request whose `uri` is not its
+  own target is a 400, as are missing fields and `qop=auth-int`.
+- extern: `REMOTE_USER` set before (by another module) must satisfy the rule; with
+  `auth.extern-authn` it is taken in place of any method.
+
+A good login sets REMOTE_USER and AUTH_TYPE for the backends and the access log; a bad
+one is logged and ends keep-alive.  `auth.cache = ( "max-age" => "600" )` keeps good
+logins (the password for Basic, H(A1) for Digest) for max-age seconds, so a slow hash is
+not checked on every request.  Secrets are compared in constant time.
+
+The answer cache may replay what this module lets through: a request carrying
+`Authorization` is never replayed nor kept, and a protected URL without it gets a 401,
+which is never kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from shared import log
+from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
+from shared.config.values import Array
+
+from .. import authn
+from ..module import COMEBACK, WAIT, HandlerResult, Module as BaseModule
+from ..request import Request
+
+HASHES: dict[str, Callable[..., Any]] = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+OFFERED_ORDER = ("SHA-256", "MD5")      # lighttpd's order of WWW-Authenticate headers
+NONCE_LIFETIME = 600                    # seconds a nonce is good (lighttpd's)
+NEXTNONCE_AFTER = 540                   # past this age a good answer gets a new nonce
+MAX_BASIC = 1363                        # base64 characters: 1023 bytes decoded
+MAX_DIGEST = 8192                       # characters of Digest credentials
+MAX_USERSTAR = 256                      # bytes of a decoded username*
+MAX_NONCES = 65536                      # nonces whose nc is tracked, per worker
+_LATER = object()                       # the backend answers later: the request waits
+CACHE_SWEEP = 8                         # seconds between sweeps of expired entries
+_SERVER_SECRET = os.urandom(32)         # drawn in the master: the same in every worker
+_HEX = frozenset("0123456789abcdefABCDEF")
+_REQUIRE_HINT = '(expecting "valid-user" or "user=a|user=b|group=g|host=h")'
+_KNOWN_FIELDS = ("method", "realm", "require", "algorithm", "nonce_secret",
+                 "nonce-secret", "userhash")
+
+
+# ------------------------------------------------------------------------- config
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One auth.require entry (compared by identity: a cache key part)."""
+
+    prefix: str
+    method: str
+    realm: str
+    valid_user: bool
+    users: frozenset[str]
+    algorithms: frozenset[str]
+    nonce_secret: bytes | None
+    userhash: bool
+
+    def permits(self, user: str) -> bool:
+        """lighttpd's http_auth_match_rules with a user and no group or host."""
+        return self.valid_user or user in self.users
+
+
+@dataclass(frozen=True, eq=False)
+class CachePolicy:
+    """auth.cache: how long a good login is kept."""
+
+    max_age: int
+
+
+def _parse_require(text: str) -> tuple[bool, frozenset[str]]:
+    """valid-user, or the user= names of user=a|user=b|group=g|host=h (a trailing `|`
+    is allowed, as in lighttpd)."""
+    if text == "valid-user":
+        return True, frozenset()
+    tokens = text.split("|")
+    if len(tokens) > 1 and not tokens[-1]:
+        tokens.pop()
+    users = []
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if not eq:
+            raise DirectiveValueError(
+                f"error parsing auth.require 'require' field: missing '=' {_REQUIRE_HINT}. "
+                f"error value: {text} error near: {token}")
+        if not value:
+            raise DirectiveValueError(
+                f"error parsing auth.require 'require' field: missing token after '=' "
+                f"{_REQUIRE_HINT}. error value: {text} error near: {token}")
+        if name == "valid-user":
+            raise DirectiveValueError(
+                "error parsing auth.require 'require' field: valid user can not be "
+                f"combined with other require rules {_REQUIRE_HINT}. error value: {text}")
+        if name == "user":
+            users.append(value)
+        elif name not in ("group", "host"):
+            raise DirectiveValueError(
+                f"error parsing auth.require 'require' field: invalid/unsupported token "
+                f"{_REQUIRE_HINT}. error value: {text} error near: {token}")
+    return False, frozenset(users)
+
+
+def _parse_algorithms(text: str) -> frozenset[str]:
+    names = set()
+    for part in text.split("|"):
+        name = _algorithm_name(part)[0]
+        if name is None:
+            raise DirectiveValueError('invalid algorithm in: auth.require = ( "..." => '
+                                      '( ..., "algorithm" => "..." ) )')
+        names.add(name)
+    return frozenset(names)
+
+
+def _algorithm_name(text: str) -> tuple[str | None, bool]:
+    """("MD5" or "SHA-256" or None when unknown, whether it is the -sess variant)."""
+    sess = len(text) > 5 and text[-5:].lower() == "-sess"
+    base = text[:-5] if sess else text
+    if not base:
+        return ("MD5" if not text else None), sess
+    upper = base.upper()
+    return (upper if upper in HASHES else None), sess
+
+
+def _rule(prefix: str, fields: Any) -> Rule:
+    if not isinstance(fields, Array) or (len(fields) and not fields.has_keys()):
+        raise DirectiveValueError('unexpected value for auth.require; expected auth.require '
+                                  '= ( "urlpath" => ( "option" => "value" ) )')
+    options: dict[str, str] = {}
+    for key, value in fields:
+        if not isinstance(value, str):
+            raise DirectiveValueError(f'a string was expected for: auth.require = ( "..." => '
+                                      f'( ..., -> "{key}" <- => "..." ) )')
+        if key not in _KNOWN_FIELDS:
+            raise DirectiveValueError(f'the field is unknown in: auth.require = ( "..." => '
+                                      f'( ..., -> "{key}" <- => "..." ) )')
+        options[key] = value
+    method = options.get("method", "").strip()
+    if not method:
+        raise DirectiveValueError('the method field is missing or blank in: auth.require = '
+                                  '( "..." => ( ..., "method" => "..." ) )')
+    if method not in SCHEMES:
+        raise DirectiveValueError(f'unknown method {method} (e.g. "basic", "digest" or '
+                                  f'"extern") in auth.require = ( "..." => ( ..., "method" '
+                                  f'=> "...") )')
+    if "realm" not in options:
+        raise DirectiveValueError('the realm field is missing in: auth.require = ( "..." => '
+                                  '( ..., "realm" => "..." ) )')
+    require = options.get("require", "").strip()
+    if not require:
+        raise DirectiveValueError('the require field is missing or blank in: auth.require = '
+                                  '( "..." => ( ..., "require" => "..." ) )')
+    valid_user, users = _parse_require(options["require"])
+    algorithms = options.get("algorithm", "").strip()
+    secret = options.get("nonce_secret", options.get("nonce-secret"))
+    try:
+        userhash = to_bool(options.get("userhash", "disable"))
+    except DirectiveValueError as err:
+        raise DirectiveValueError(f"auth.require userhash: {err}") from None
+    return Rule(prefix, method, options["realm"], valid_user, users,
+                _parse_algorithms(algorithms) if algorithms else frozenset({"MD5"}),
+                secret.encode("utf-8", "surrogateescape") if secret is not None else None,
+                userhash)
+
+
+def parse_require(value: Array) -> tuple[Rule, ...]:
+    """auth.require, checked as lighttpd checks it at start-up."""
+    return tuple(_rule(prefix or "", fields) for prefix, fields in value)
+
+
+def _known_backend(name: str) -> str:
+    if name.strip() and not authn.is_declared(name):
+        raise DirectiveValueError(f"auth.backend not supported: {name}")
+    return name
+
+
+def _cache_policy(value: Array) -> CachePolicy:
+    """( "max-age" => "600" ); a value that is not a number gives 600, as in lighttpd."""
+    max_age = 600
+    for key, item in value:
+        if key == "max-age":
+            text = str(item).strip()
+            max_age = int(text) if text.lstrip("-").isdigit() else 600
+    return CachePolicy(max_age)
+
+
+DIRECTIVES = (
+    Directive("auth.backend", Type.STRING, "", convert=_known_backend,
+              doc="the backend that checks passwords (plain, htpasswd, htdigest ...)"),
+    Directive("auth.require", Type.ARRAY_KVANY, (), convert=parse_require,
+              doc="URL prefix => (method, realm, require, algorithm, ...)"),
+    Directive("auth.extern-authn", Type.BOOL, False,
+              doc="a REMOTE_USER set by another module satisfies any method"),
+    Directive("auth.cache", Type.ARRAY, None, convert=_cache_policy,
+              doc='keep good logins for ( "max-age" => "600" ) seconds'),
+)
+
+
+def matching_rule(rules: tuple[Rule, ...], path: str, ignore_case: bool) -> Rule | None:
+    """The first rule whose prefix starts the URL path (lighttpd's order)."""
+    if ignore_case:
+        lower = path.lower()
+        return next((r for r in rules if lower.startswith(r.prefix.lower())), None)
+    return next((r for r in rules if path.startswith(r.prefix)), None)
+
+
+# ------------------------------------------------------------------------ nonces
+def _nonce_mac(rule: Rule, algorithm: str, stamp: str) -> str:
+    return hmac.new(rule.nonce_secret or _SERVER_SECRET, stamp.encode(),
+                    HASHES[algorithm]).hexdigest()
+
+
+def new_nonce(rule: Rule, algorithm: str, now: int) -> str:
+    stamp = f"{now:x}:{int.from_bytes(os.urandom(4), 'big'):08x}"
+    return f"{stamp}:{_nonce_mac(rule, algorithm, stamp)}"
+
+
+def nonce_age(rule: Rule, algorithm: str, nonce: str, now: int) -> int | None:
+    """The nonce's age in seconds if this server made it for this rule and algorithm,
+    else None."""
+    stamp_time, _, rest = nonce.partition(":")
+    random_part, _, mac = rest.partition(":")
+    if not (0 < len(stamp_time) <= 16 and _HEX.issuperset(stamp_time)
+            and len(random_part) == 8 and _HEX.issuperset(random_part)):
+        return None
+    expected = _nonce_mac(rule, algorithm, f"{stamp_time}:{random_part}")
+    if not hmac.compare_digest(expected, mac):
+        return None
+    return now - int(stamp_time, 16)
+
+
+class NonceCounts:
+    """The highest nc seen per nonce, for refusing replays (per worker, bounded)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[int, int]] = {}      # nonce -> (nc, made at)
+
+    def fresh(self, nonce: str, nc: int, made: int) -> bool:
+        """Record `nc` for `nonce`; False when it is not above what was seen (a replay).
+        A nonce without qop has nc -1: good once."""
+        last = self.seen.get(nonce)
+        if last is not None and nc <= last[0]:
+            return False
+        if len(self.seen) >= MAX_NONCES:
+            for old in list(self.seen)[: MAX_NONCES // 10]:      # the oldest first
+                del self.seen[old]
+        self.seen[nonce] = (nc, made)
+        return True
+
+    def sweep(self, now: int) -> None:
+        self.seen = {n: v for n, v in self.seen.items() if now - v[1] <= NONCE_LIFETIME}
+
+
+# ----------------------------------------------------------------- digest fields
+def parse_digest_fields(text: str) -> dict[str, str]:
+    """`key=value, key="value"` pairs of Digest credentials; quoted values are kept as
+    sent (lighttpd does not unescape them).  Parsing stops at a broken pair, keeping
+    what came before (its missing fields then make the request a 400)."""
+    fields: dict[str, str] = {}
+    pos, end = 0, len(text)
+    while pos < end:
+        while pos < end and text[pos] in " \t,":
+            pos += 1
+        start = pos
+        while pos < end and text[pos] not in "= \t,":
+            pos += 1
+        key = text[start:pos]
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        if not key or pos >= end or text[pos] != "=":
+            return fields
+        pos += 1
+        while pos < end and text[pos] in " \t":
+            pos += 1
+        if pos < end and text[pos] == '"':
+            close = _closing_quote(text, pos + 1)
+            if close < 0:
+                return fields
+            fields[key] = text[pos + 1:close]
+            pos = close + 1
+        else:
+            start = pos
+            while pos < end and text[pos] not in ", \t":
+                pos += 1
+            fields[key] = text[start:pos]
+    return fields
+
+
+def _closing_quote(text: str, pos: int) -> int:
+    while pos < len(text):
+        char = text[pos]
+        if char == "\\":
+            pos += 2
+            continue
+        if char == '"':
+            return pos
+        pos += 1
+    return -1
+
+
+def _username_star(value: str) -> str | None:
+    """An RFC 8187 `username*` (charset'lang'%XX-encoded), decoded; None if invalid."""
+    charset, quote, rest = value.partition("'")
+    _language, quote2, encoded = rest.partition("'")
+    charset = charset.lower()
+    if not (quote and quote2) or charset not in ("utf-8", "iso-8859-1"):
+        return None
+    try:
+        raw = bytes(_percent_decode(encoded))
+        name = raw.decode("utf-8" if charset == "utf-8" else "latin-1")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if len(raw) > MAX_USERSTAR or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        return None
+    return name
+
+
+def _percent_decode(text: str) -> bytearray:
+    out = bytearray()
+    pos = 0
+    while pos < len(text):
+        escaped = text[pos + 1:pos + 3]
+        if text[pos] == "%" and len(escaped) == 2 and _HEX.issuperset(escaped):
+            out.append(int(escaped, 16))
+            pos += 3
+        else:
+            out += text[pos].encode("utf-8")
+            pos += 1
+    return out
+
+
+@dataclass
+class DigestLogin:
+    """A Digest request's credentials once checked for form."""
+
+    user: str
+    realm: str
+    nonce: str
+    uri: str
+    algorithm: str
+    sess: bool
+    qop: str | None
+    nc: str
+    cnonce: str
+    response: bytes
+    userhash: bool
+
+    def expected(self, ha1: bytes, method: str) -> bytes:
+        """The response a client that knows the password sends (RFC 7616 §3.4.1)."""
+        hash_ = HASHES[self.algorithm]
+        a1 = ha1.hex()
+        if self.sess:
+            a1 = hash_(f"{a1}:{self.nonce}:{self.cnonce}".encode()).hexdigest()
+        a2 = hash_(f"{method}:{self.uri}".encode("utf-8", "surrogateescape")).hexdigest()
+        if self.qop is not None:
+            text = f"{a1}:{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{a2}"
+        else:
+            text = f"{a1}:{self.nonce}:{a2}"
+        return hash_(text.encode("utf-8", "surrogateescape")).digest()
+
+
+class Refused(Exception):
+    """A Digest request refused before its password is looked at: `status` 400, or 401
+    (stale when `stale_algorithm` is set)."""
+
+    def __init__(self, status: int, why: str, stale_algorithm: str | None = None) -> None:
+        super().__init__(why)
+        self.status = status
+        self.stale_algorithm = stale_algorithm
+
+
+def digest_login(text: str, rule: Rule, target: str) -> DigestLogin:
+    """The credentials after `Digest `, checked as lighttpd checks them; raises Refused."""
+    if len(text) > MAX_DIGEST:
+        raise Refused(400, "digest: credentials too long")
+    fields = parse_digest_fields(text)
+    get = fields.get
+    qop, nc, cnonce = get("qop"), get("nc"), get("cnonce")
+    if not ((qop is None or (nc is not None and cnonce is not None))
+            and (("username" in fields) != ("username*" in fields))
+            and all(k in fields for k in ("realm", "nonce", "uri", "response"))):
+        raise Refused(400, "digest: missing field")
+    userhash = get("userhash", "").lower() == "true"
+    user = get("username")
+    if user is None:
+        if userhash:
+            raise Refused(400, 'digest: invalid "username*" with "userhash" = true')
+        user = _username_star(fields["username*"])
+        if user is None:
+            raise Refused(400, 'digest: invalid "username*" ext-value')
+    if fields["realm"] != rule.realm:
+        raise Refused(401, "digest: realm mismatch")
+    algorithm, sess = _algorithm_name(get("algorithm", ""))
+    if algorithm is None or algorithm not in rule.algorithms:
+        raise Refused(401, f"digest: ({get('algorithm', '')}): invalid")
+    if sess and cnonce is None:
+        raise Refused(400, f"digest: ({get('algorithm', '')}): missing field")
+    response = fields["response"]
+    if len(response) != HASHES[algorithm]().digest_size * 2 or not _HEX.issuperset(response):
+        raise Refused(400, f"digest: ({response}): invalid format")
+    if qop is not None and qop.lower() == "auth-int":
+        raise Refused(400, "digest: qop=auth-int not supported")
+    if fields["uri"] != target:
+        raise Refused(400, f"digest: auth failed: uri mismatch ({target} != {fields['uri']})")
+    return DigestLogin(user, fields["realm"], fields["nonce"], fields["uri"], algorithm, sess,
+                       qop, nc or "", cnonce or "", bytes.fromhex(response), userhash)
+
+
+# ------------------------------------------------------------------------ answers
+def ask_basic(request: Request, rule: Rule) -> int:
+    request.response.set_header("WWW-Authenticate",
+                                f'Basic realm="{rule.realm}", charset="UTF-8"')
+    return 401
+
+
+def ask_digest(request: Request, rule: Rule, stale_algorithm: str | None = None) -> int:
+    """401 with a challenge per algorithm (only the client's when its nonce is stale)."""
+    now = int(time.time())
+    offered = (stale_algorithm,) if stale_algorithm else \
+        tuple(a for a in OFFERED_ORDER if a in rule.algorithms)
+    response = request.response
+    response.remove_header("WWW-Authenticate")
+    for algorithm in offered:
+        challenge = (f'Digest realm="{rule.realm}", charset="UTF-8", algorithm={algorithm}, '
+                     f'nonce="{new_nonce(rule, algorithm, now)}", qop="auth"')
+        if rule.userhash:
+            challenge += ", userhash=true"
+        if stale_algorithm:
+            challenge += ", stale=true"
+        response.add_header("WWW-Authenticate", challenge)
+    return 401
+
+
+def _authenticated(request: Request, user: str, auth_type: str) -> None:
+    request.set_env("REMOTE_USER", user)
+    request.set_env("AUTH_TYPE", auth_type)
+
+
+@dataclass
+class _Asked:
+    """A backend question in flight for a held request."""
+
+    rule: Rule
+    credentials: str
+    pending: authn.Pending
+
+
+class Module(BaseModule):
+    name = "auth"
+    directives = DIRECTIVES
+    # Decides by settings, URL and the Authorization header alone; a request carrying
+    # one is never replayed (worker/answercache.py), and a 401 is never kept.
+    replay_safe = True
+    reads_headers = frozenset({"authorization"})
+
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
+        self.logins: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self.nonces = NonceCounts()
+        self.next_sweep = 0.0
+
+    # ---------------------------------------------------------------- hooks
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        values = request.settings.values
+        rules = values["auth.require"]
+        if not rules:
+            return None
+        rule = matching_rule(rules, request.uri_path, values["server.force-lowercase-filenames"])
+        if rule is None:
+            return None
+        if values["auth.extern-authn"] and self._extern_user(request, rule):
+            return None
+        return SCHEMES[rule.method](self, request, rule)
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        """A backend answered: run the phases again, this module now finding the
+        answer in the request (as lighttpd re-enters its hooks after a wait)."""
+        asked = request.plugin_ctx.get("auth")
+        if asked is None or not asked.pending.done:
+            return WAIT
+        request.handler = None
+        return COMEBACK
+
+    def handle_trigger(self, now: float) -> None:
+        if now < self.next_sweep:
+            return
+        self.next_sweep = now + CACHE_SWEEP
+        self.nonces.sweep(int(time.time()))
+        self.logins = {key: entry for key, entry in self.logins.items()
+                       if now - entry[0] <= key[0].max_age}
+
+    # ---------------------------------------------------------------- schemes
+    def _extern_user(self, request: Request, rule: Rule) -> bool:
+        user = (request.env or {}).get("REMOTE_USER")
+        return user is not None and rule.permits(user)
+
+    def _extern(self, request: Request, rule: Rule) -> HandlerResult:
+        return None if self._extern_user(request, rule) else 401
+
+    def _basic(self, request: Request, rule: Rule) -> HandlerResult:
+        backend = self._backend(request, "basic")
+        if backend is None:
+            return 500
+        header = request.headers.get("authorization", "")
+        if header[:6].lower() != "basic ":
+            return ask_basic(request, rule)
+        encoded = header[6:]
+        if len(encoded) > MAX_BASIC:
+            return ask_basic(request, rule)
+        decoded = _base64(encoded)
+        if not decoded:
+            log.error("mod_auth", f"decoding base64-string failed {encoded}")
+            return 400
+        name, colon, password = decoded.partition(b":")
+        if not colon:
+            log.error("mod_auth", f"missing ':' in {decoded!r}")
+            return 400
+        user = name.decode("utf-8", "surrogateescape")
+        good = self._password_verdict(request, rule, backend, header, user, password)
+        if good is _LATER:
+            return WAIT
+        if good and rule.permits(user):
+            _authenticated(request, user, "Basic")
+            return None
+        log.error("mod_auth", f"password doesn't match for {request.uri_path} username: "
+                  f"{user} IP: {request.remote_ip}")
+        request.keep_alive = False
+        return ask_basic(request, rule)
+
+    def _password_verdict(self, request: Request, rule: Rule, backend: authn.Backend,
+                          header: str, user: str, password: bytes) -> Any:
+        """Whether the password is right, or _LATER."""
+        policy = request.settings.values["auth.cache"]
+        key = (policy, rule, "Basic", user)
+        if policy is not None:
+            kept = self.logins.get(key)
+            if kept and time.monotonic() - kept[0] <= policy.max_age and \
+                    hmac.compare_digest(kept[1], password):
+                return True
+        good = self._ask_backend(request, rule, header,
+                                 lambda: backend.check_password(request, rule.realm, user,
+                                                                password))
+        if good is True and policy is not None:
+            self.logins[key] = (time.monotonic(), password)
+        return good
+
+    def _ask_backend(self, request: Request, rule: Rule, header: str,
+                     question: Callable[[], Any]) -> Any:
+        """The backend's answer: now, or as settled once it has come (the request was
+        held meanwhile; _LATER while it has not come)."""
+        asked = request.plugin_ctx.pop("auth", None)
+        if asked is not None and asked.rule is rule and asked.credentials == header:
+            return asked.pending.value
+        answer = question()
+        if isinstance(answer, authn.Pending):
+            request.plugin_ctx["auth"] = _Asked(rule, header, answer)
+            return _LATER
+        return answer
+
+    def _digest(self, request: Request, rule: Rule) -> HandlerResult:
+        backend = self._backend(request, "digest")
+        if backend is None:
+            return 500
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() != "digest ":
+            return ask_digest(request, rule)
+        try:
+            login = digest_login(header[7:], rule, request.target_orig)
+            made = self._check_nonce(rule, login)
+        except Refused as refused:
+            log.error("mod_auth", str(refused))
+            if refused.status == 400:
+                return 400
+            return ask_digest(request, rule, refused.stale_algorithm)
+        found = self._ha1(request, rule, backend, header, login)
+        if found is _LATER:
+            return WAIT
+        if found is None or not hmac.compare_digest(
+                login.expected(found[1], request.method), login.response):
+            log.error("mod_auth", f"digest: auth failed for {login.user}: wrong password, "
+                      f"IP: {request.remote_ip}")
+            request.keep_alive = False
+            return ask_digest(request, rule)
+        user = found[0]
+        if not rule.permits(user):
+            return ask_digest(request, rule)
+        if not self.nonces.fresh(login.nonce, _nc_value(login), made):
+            log.error("mod_auth", f"digest: nonce replayed by {user}, IP: {request.remote_ip}")
+            return ask_digest(request, rule, login.algorithm)
+        if int(time.time()) - made > NEXTNONCE_AFTER:
+            request.response.set_header(
+                "Authentication-Info",
+                f'nextnonce="{new_nonce(rule, login.algorithm, int(time.time()))}"')
+        _authenticated(request, user, "Digest")
+        return None
+
+    @staticmethod
+    def _check_nonce(rule: Rule, login: DigestLogin) -> int:
+        """When the nonce was made; Refused when it is not this server's or too old."""
+        now = int(time.time())
+        age = nonce_age(rule, login.algorithm, login.nonce, now)
+        if age is None:
+            raise Refused(401, "digest: nonce mismatch",
+                          None if rule.nonce_secret else login.algorithm)
+        if age < 0 or age > NONCE_LIFETIME:
+            raise Refused(401, "digest: nonce stale", login.algorithm)
+        if login.qop is not None and (not _HEX.issuperset(login.nc) or len(login.nc) > 16):
+            raise Refused(400, f"digest: invalid nc {login.nc}")
+        return now - age
+
+    def _ha1(self, request: Request, rule: Rule, backend: authn.Backend, header: str,
+             login: DigestLogin) -> Any:
+        """(user, H(A1)) from the cache or the backend; None when unknown; _LATER."""
+        policy = request.settings.values["auth.cache"]
+        lookup = login.user.lower() if login.userhash else login.user
+        key = (policy, rule, login.algorithm, lookup, login.userhash)
+        if policy is not None:
+            kept = self.logins.get(key)
+            if kept and time.monotonic() - kept[0] <= policy.max_age:
+                return kept[1]
+        query = authn.DigestQuery(lookup, rule.realm, login.algorithm, login.userhash)
+        found = self._ask_backend(request, rule, header,
+                                  lambda: backend.digest_ha1(request, query))
+        if isinstance(found, tuple) and policy is not None:
+            self.logins[key] = (time.monotonic(), found)
+        return found
+
+    @staticmethod
+    def _backend(request: Request, method: str) -> authn.Backend | None:
+        """The configured backend able to answer `method`; None (logged) if none is."""
+        name = request.settings.values["auth.backend"]
+        found = authn.backend(name) if name else None
+        if found is None:
+            log.error("mod_auth", f"auth.backend not configured for {request.uri_path}")
+        elif method == "digest" and not found.answers_digest():
+            log.error("mod_auth", f'auth.require "method" => "digest" invalid (try "basic"?) '
+                      f"for {request.uri_path}")
+            return None
+        return found
+
+
+def _base64(encoded: str) -> bytes:
+    """Standard base64, padding optional; b"" when it is not base64."""
+    stripped = encoded.rstrip("=")
+    if len(stripped) % 4 == 1:
+        return b""
+    try:
+        return base64.b64decode(stripped + "=" * (-len(stripped) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _nc_value(login: DigestLogin) -> int:
+    return int(login.nc, 16) if login.qop is not None and login.nc else -1
+
+
+SCHEMES: dict[str, Callable[[Module, Request, Rule], HandlerResult]] = {
+    "basic": Module._basic, "digest": Module._digest, "extern": Module._extern,
+}
