@@ -1,4 +1,4 @@
-"""What every gateway module shares (CGI now; FastCGI and SCGI later): the CGI/1.1
+"""What every gateway module shares (CGI, FastCGI, SCGI and uwsgi): the CGI/1.1
 environment of a request, the reading of a backend's CGI-style response head
 (`Status:`, `Location:`, `Content-Length`, `Transfer-Encoding`), where its body goes,
 local redirects and X-Sendfile, as lighttpd's http_cgi.c and http-header-glue.c do.
@@ -21,12 +21,16 @@ from typing import TYPE_CHECKING, Iterable
 
 from shared import log
 
+from shared.config.directives import DirectiveValueError
+
 from .errors import BadRequest
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .request import simplify_path, url_decode
 from .static import is_regular, open_file_without_symlinks, serve_file
 
 if TYPE_CHECKING:
+    from shared.gateway_hosts import HostSpec
+
     from .request import Request
 
 MAX_HEAD = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
@@ -55,8 +59,7 @@ def _env_name(header: str) -> str:
     if name is None:
         if len(_env_names) >= 1024:
             _env_names.clear()
-        name = _env_names[header] = "HTTP_" + "".join(
-            c.upper() if c.isascii() and c.isalnum() else "_" for c in header)
+        name = _env_names[header] = "HTTP_" + env_variable(header)
     return name
 
 
@@ -72,21 +75,24 @@ def request_body_length(request: "Request") -> int:
     return body.size if body.complete else -1
 
 
-def cgi_environment(request: "Request", docroot: str = "") -> dict[str, str]:
+def cgi_environment(request: "Request", host: "HostSpec | None" = None,
+                    authorizer: bool = False) -> dict[str, str]:
     """The CGI/1.1 variables of RFC 3875 with lighttpd's additions, in lighttpd's
     order (CONTENT_LENGTH first, as SCGI wants), and the request's own `env` (set by
-    other modules) last.  `docroot`: a document root other than the request's (a
-    remote FastCGI or SCGI server's).  REQUEST_URI is the target the client sent,
-    whatever internal redirect (an error handler, a local Location) led here."""
+    other modules, an authorizer's Variable-* headers) last.  REQUEST_URI is the
+    target the client sent, whatever internal redirect (an error handler, a local
+    Location) led here.  `host`: a FastCGI or SCGI backend, whose `docroot` (a remote
+    server's document root), `strip-request-uri` and `broken-scriptfilename` apply;
+    an `authorizer` gets neither CONTENT_LENGTH nor the script's names."""
     values = request.settings.values
-    env = {"CONTENT_LENGTH": str(max(request_body_length(request), 0)),
-           "QUERY_STRING": request.uri_query}
+    env = {} if authorizer else {"CONTENT_LENGTH": str(max(request_body_length(request), 0))}
+    env["QUERY_STRING"] = request.uri_query
     target = request.target_orig
-    env["REQUEST_URI"] = target
+    env["REQUEST_URI"] = _stripped_uri(target, host.strip_request_uri if host else "")
     if request.target != target:
         env["REDIRECT_URI"] = request.target
     env["REDIRECT_STATUS"] = str(request.error_origin[0] if request.error_origin else 200)
-    _add_script_paths(env, request, docroot)
+    _add_script_paths(env, request, host, authorizer)
     env["REQUEST_METHOD"] = request.method
     env["SERVER_PROTOCOL"] = "HTTP/" + request.version
     env["SERVER_SOFTWARE"] = values["server.tag"]
@@ -101,16 +107,37 @@ def cgi_environment(request: "Request", docroot: str = "") -> dict[str, str]:
     return env
 
 
-def _add_script_paths(env: dict[str, str], request: "Request", docroot: str) -> None:
+def _stripped_uri(target: str, strip: str) -> str:
+    """REQUEST_URI without a `strip-request-uri` prefix followed by a slash."""
+    strip = strip.rstrip("/")
+    if strip and target.startswith(strip) and target[len(strip):len(strip) + 1] == "/":
+        return target[len(strip):]
+    return target
+
+
+def _add_script_paths(env: dict[str, str], request: "Request", host: "HostSpec | None",
+                      authorizer: bool) -> None:
     """SCRIPT_NAME, PATH_INFO, PATH_TRANSLATED, SCRIPT_FILENAME, DOCUMENT_ROOT."""
-    env["SCRIPT_NAME"] = request.uri_path
+    docroot = host.docroot if host is not None else ""
     base = docroot or request.physical_basedir
-    if request.pathinfo:
-        env["PATH_INFO"] = request.pathinfo
-        env["PATH_TRANSLATED"] = _join(base, request.pathinfo)
-    env["SCRIPT_FILENAME"] = _join(docroot, request.uri_path) if docroot \
-        else request.physical_path
+    if not authorizer:
+        env["SCRIPT_NAME"] = request.uri_path
+        if request.pathinfo:
+            env["PATH_INFO"] = request.pathinfo
+            env["PATH_TRANSLATED"] = _join(base, request.pathinfo)
+    if docroot:
+        env["SCRIPT_FILENAME"] = _join(docroot, request.uri_path)
+    elif host is not None and host.broken_scriptfilename:
+        env["SCRIPT_FILENAME"] = _join(request.physical_path, request.pathinfo)
+    else:
+        env["SCRIPT_FILENAME"] = request.physical_path
     env["DOCUMENT_ROOT"] = base
+
+
+def env_variable(name: str) -> str:
+    """A name as lighttpd puts it in a backend's environment (an authorizer's
+    Variable-NAME): letters upper-cased, digits kept, all else `_`."""
+    return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in name)
 
 
 def _join(base: str, path: str) -> str:
@@ -522,6 +549,18 @@ def redirect_locally(request: "Request", target: str, status: int) -> int:
 
 
 # ------------------------------------------------------------------ X-Sendfile
+def sendfile_docroots(paths: tuple[str, ...], key: str) -> tuple[str, ...]:
+    """`x-sendfile-docroot` paths: absolute, simplified, each with a trailing slash (a
+    prefix of whole names); DirectiveValueError names `key` for a relative one."""
+    roots = []
+    for path in paths:
+        if not path.startswith("/"):
+            raise DirectiveValueError(f'{key} paths must begin with "/"; invalid: "{path}"')
+        root = simplify_path(path)
+        roots.append(root if root.endswith("/") else root + "/")
+    return tuple(roots)
+
+
 def sendfile_header(head: ResponseHead, names: tuple[str, ...]) -> tuple[str, str] | None:
     """The first X-Sendfile header of `names` the head has: (lower name, value)."""
     for name in names:
@@ -649,7 +688,7 @@ def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-__all__ = ["cgi_environment", "request_body_length", "HeadReader", "ResponseHead",
+__all__ = ["cgi_environment", "env_variable", "sendfile_docroots", "request_body_length", "HeadReader", "ResponseHead",
            "AnswerBody", "Dechunker", "abandon_answer", "asks_to_upgrade",
            "switch_protocols", "unswitched_answer", "local_redirect_target",
            "redirect_locally", "sendfile_header", "x_sendfile", "status_code"]

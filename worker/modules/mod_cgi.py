@@ -59,9 +59,10 @@ from shared.config.values import Array
 from ..gateway import (XSENDFILE_CGI, AnswerBody, HeadReader, ResponseHead,
                        abandon_answer, asks_to_upgrade, cgi_environment,
                        local_redirect_target, redirect_locally, request_body_length,
-                       sendfile_header, switch_protocols, unswitched_answer, x_sendfile)
+                       sendfile_docroots, sendfile_header, switch_protocols,
+                       unswitched_answer, x_sendfile)
 from ..module import WAIT, HandlerResult, Module as BaseModule
-from ..request import Request, simplify_path
+from ..request import Request
 from ..static import is_regular
 
 if TYPE_CHECKING:
@@ -120,15 +121,7 @@ def _limits(value: Array) -> Limits:
 
 
 def _docroots(paths: tuple[str, ...]) -> tuple[str, ...]:
-    """Absolute, simplified, each with a trailing slash (a prefix of whole names)."""
-    roots = []
-    for path in paths:
-        if not path.startswith("/"):
-            raise DirectiveValueError(f'cgi.x-sendfile-docroot paths must begin with '
-                                      f'"/"; invalid: "{path}"')
-        root = simplify_path(path)
-        roots.append(root if root.endswith("/") else root + "/")
-    return tuple(roots)
+    return sendfile_docroots(paths, "cgi.x-sendfile-docroot")
 
 
 DIRECTIVES = (
