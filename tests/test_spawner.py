@@ -9,17 +9,20 @@ Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from master.spawner import backend_environment, program_argv
-from procutil import run_cli
 from serverproc import Server, wait_until
 from shared.gateway_hosts import parse_servers
 from shared.config.values import Array
@@ -116,10 +119,14 @@ def write_backend(directory: Path, name: str = "backend.sh") -> Path:
     return script
 
 
-def gateway(bin_path: Path | str, sock: Path, tag: str = "one", procs: int = 2) -> str:
+def gateway(bin_path: Path | str, sock: Path | None, tag: str = "one", procs: int = 2,
+            port: int = 0, host_keys: str = "") -> str:
+    """The config of one spawned host on unix sockets `sock-N`, or on TCP ports
+    `port+N` when `sock` is None."""
+    where = f'"socket" => "{sock}"' if sock else f'"host" => "127.0.0.1", "port" => {port}'
     return ('server.modules = ("mod_proxy")\n'
             f'proxy.server = ( "/app/" => (( "bin-path" => "{bin_path}",\n'
-            f'    "socket" => "{sock}", "max-procs" => {procs},\n'
+            f'    {where}, {host_keys}"max-procs" => {procs},\n'
             f'    "bin-environment" => ( "TAG" => "{tag}" ),\n'
             '    "bin-copy-environment" => ( "PATH", "SPAWN_KEPT" ) )) )\n')
 
@@ -165,6 +172,38 @@ def spawning(tmp_path, monkeypatch):
         yield running
     finally:
         running.server.stop()
+
+
+@contextlib.contextmanager
+def stopped_at_end(server: Server):
+    """The server, stopped at the end; a clean exit is expected unless the test
+    failed already (its own failure is the one to report)."""
+    try:
+        yield server
+    except BaseException:
+        server.stop()
+        raise
+    assert server.stop() == 0
+
+
+def renewed(addresses: list, tag: str) -> list[dict[str, str]] | None:
+    """The answers at `addresses` once every one comes from a process tagged `tag`."""
+    answers = [answer_of(address) for address in addresses]
+    return answers if all(answer["env:TAG"] == tag for answer in answers) else None
+
+
+def free_port_pair() -> int:
+    """A port P with P+1 free too, below the ephemeral range the server's own port
+    comes from (so the two never collide)."""
+    for port in range(20000 + os.getpid() % 5000 * 2, 32000, 2):
+        with socket.socket() as first, socket.socket() as second:
+            try:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two free ports")
 
 
 def zombies_of(pid: int) -> list[int]:
@@ -223,8 +262,7 @@ def test_a_backend_that_keeps_dying_backs_off(tmp_path):
     dying = directory / "dying.sh"
     dying.write_text("#!/bin/sh\nsleep 0.3\nexit 3\n")
     dying.chmod(0o755)
-    server = Server(tmp_path, gateway(dying, directory / "s", procs=1))
-    try:
+    with stopped_at_end(Server(tmp_path, gateway(dying, directory / "s", procs=1))) as server:
         server.wait_serving()
         wait_until(lambda: server.errorlog.read_text().count("exit status 3") >= 3, 15)
         log = server.errorlog.read_text()
@@ -232,8 +270,6 @@ def test_a_backend_that_keeps_dying_backs_off(tmp_path):
         assert "exit status 3; restarting in 1s" in log
         assert "exit status 3; restarting in 2s" in log
         assert zombies_of(server.process.pid) == []
-    finally:
-        assert server.stop() == 0
 
 
 def test_hup_keeps_unchanged_backends_and_replaces_changed_ones(spawning):
@@ -246,6 +282,15 @@ def test_hup_keeps_unchanged_backends_and_replaces_changed_ones(spawning):
     assert [answer["env:TAG"] for answer in answers] == ["two", "two"]
     assert not set(before) & {int(answer["pid"]) for answer in answers}
     wait_until(lambda: not any(alive(pid) for pid in before))   # once the old drained
+    assert zombies_of(spawning.server.process.pid) == []
+
+
+def test_a_host_removed_by_a_hup_is_stopped_and_its_sockets_removed(spawning):
+    before = spawning.pids()
+    spawning.server.write_config('server.modules = ("mod_proxy")')
+    spawning.hup_and_wait_for_reload(1)
+    wait_until(lambda: not any(alive(pid) for pid in before))
+    assert not any(os.path.exists(path) for path in spawning.sockets())
     assert zombies_of(spawning.server.process.pid) == []
 
 
@@ -274,6 +319,64 @@ def test_term_stops_the_backends_and_removes_their_sockets(spawning):
     assert spawning.server.stop() == 0
     assert not any(alive(pid) for pid in pids)
     assert not any(os.path.exists(path) for path in spawning.sockets())
+
+
+def test_tcp_backends_take_consecutive_ports_and_a_changed_one_is_replaced(tmp_path):
+    directory = tmp_path / "b"
+    directory.mkdir()
+    bin_path = write_backend(directory)
+    port = free_port_pair()
+    with stopped_at_end(Server(tmp_path, gateway(bin_path, None, port=port))) as server:
+        server.wait_serving()
+        addresses = [("127.0.0.1", port), ("127.0.0.1", port + 1)]
+        before = wait_until(lambda: [answer_of(address) for address in addresses])
+        server.write_config(gateway(bin_path, None, tag="two", port=port))
+        server.process.send_signal(signal.SIGHUP)
+        after = wait_until(lambda: renewed(addresses, "two"))
+        assert not {a["pid"] for a in before} & {a["pid"] for a in after}
+        assert "replaced by a changed config on the same address" in \
+            server.errorlog.read_text()
+    assert zombies_of(server.process.pid) == []
+
+
+def test_backends_run_as_the_server_user(tmp_path):
+    """As lighttpd (which spawns after its setuid): the process and its socket file
+    belong to server.username.  In a directory of /tmp that user may reach (the
+    backend is a shell script: the test's Python lives where that user may not go)."""
+    shared = Path(tempfile.mkdtemp(prefix="spawn-"))
+    try:
+        shared.chmod(0o777)
+        script = shared / "idle.sh"
+        script.write_text("#!/bin/sh\nexec sleep 60\n")
+        script.chmod(0o755)
+        with stopped_at_end(Server(tmp_path, gateway(script, shared / "s", procs=1) +
+                                   'server.username = "nobody"')) as server:
+            nobody = pwd.getpwnam("nobody").pw_uid
+            backend = wait_until(lambda: next((
+                pid for pid in server.children()
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep")), None))
+            assert Path(f"/proc/{backend}").stat().st_uid == nobody
+            assert os.stat(shared / "s-0").st_uid == nobody
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_a_backend_that_ignores_its_kill_signal_is_killed(tmp_path):
+    directory = tmp_path / "b"
+    directory.mkdir()
+    write_backend(directory)
+    stubborn = directory / "stubborn.sh"
+    stubborn.write_text(f"#!/bin/sh\ntrap '' USR2\nexec {sys.executable} "
+                        f"{directory / 'backend.py'}\n")
+    stubborn.chmod(0o755)
+    config = gateway(stubborn, directory / "s", procs=1,
+                     host_keys=f'"kill-signal" => {int(signal.SIGUSR2)}, ')
+    with stopped_at_end(Server(tmp_path, config)) as server:
+        server.wait_serving()
+        pid = int(wait_until(lambda: answer_of(str(directory / "s-0")))["pid"])
+    assert not alive(pid)
+    assert f"(pid {pid}) did not stop within 5s: killing it" in server.errorlog.read_text()
+    assert not os.path.exists(directory / "s-0")
 
 
 def test_a_broken_bin_path_is_a_start_up_error(tmp_path):
@@ -305,7 +408,6 @@ def test_config_test_spawns_nothing(tmp_path):
     script.chmod(0o755)
     server = Server(tmp_path, gateway(script, tmp_path / "s"), flags=("-tt",))
     assert server.process.wait(timeout=30) == 0
-    assert run_cli("-tt", "-f", str(server.conf)).returncode == 0
     assert not marker.exists() and not os.path.exists(tmp_path / "s-0")
 
 
@@ -313,16 +415,14 @@ def test_config_test_spawns_nothing(tmp_path):
 def test_php_cgi_is_spawned_and_answers_fastcgi(tmp_path):
     script = tmp_path / "hello.php"
     script.write_text('<?php echo "php says ", getenv("TAG"), " ", php_sapi_name();\n')
-    server = Server(tmp_path, gateway(PHP_CGI, tmp_path / "php", procs=1))
-    try:
+    config = gateway(PHP_CGI, tmp_path / "php", procs=1)
+    with stopped_at_end(Server(tmp_path, config)) as server:
         server.wait_serving()
         params = {"SCRIPT_FILENAME": str(script), "REQUEST_METHOD": "GET",
                   "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1",
                   "REDIRECT_STATUS": "200"}
         answer = wait_until(lambda: fastcgi_get(str(tmp_path / "php-0"), params))
         assert answer.endswith(b"php says one cgi-fcgi")
-    finally:
-        assert server.stop() == 0
     assert not os.path.exists(tmp_path / "php-0")
 
 
