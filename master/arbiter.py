@@ -4,7 +4,9 @@ Signal handlers only queue the signal (and wake the loop through the wakeup fd);
 loop handles them one at a time in `_handle_signal`.  Every step of the loop is
 non-blocking: a reload or a retirement is a state the loop advances on each tick, so
 the master keeps reaping and respawning while it waits.  The master never handles a
-request and starts no threads.
+request and starts no threads.  It also starts and supervises the gateways' `bin-path`
+backends (spawner.py): started before the workers that use them, reaped and
+restarted here, stopped after the last worker has exited.
 """
 
 from __future__ import annotations

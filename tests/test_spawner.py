@@ -61,6 +61,8 @@ def answer(conn):
     reply = b"Content-Type: text/plain\r\n\r\n" + text.encode()
     conn.sendall(record(6, reply) + record(6, b"") + record(3, bytes(8)))
 
+sys.stderr.write(f"backend {os.getpid()} says hello on stderr\n")
+sys.stderr.flush()
 listener = socket.socket(fileno=0)
 while True:
     conn, _ = listener.accept()
@@ -242,7 +244,23 @@ def test_backends_run_as_lighttpd_starts_them(spawning):
         assert answer["env:SPAWN_KEPT"] == "kept"     # bin-copy-environment
         assert answer["env:PHP_FCGI_CHILDREN"] == "1"
         assert "env:SPAWN_DROPPED" not in answer      # not in bin-copy-environment
+        assert f"backend {answer['pid']} says hello on stderr" in \
+            spawning.server.errorlog.read_text()      # stderr: the error log
     assert len(spawning.server.children()) == 4       # 2 workers + 2 backends
+
+
+def test_hosts_of_conditional_blocks_are_spawned_once_per_address(tmp_path):
+    directory = tmp_path / "b"
+    directory.mkdir()
+    bin_path = write_backend(directory)
+    config = gateway(bin_path, directory / "s", procs=1) + (
+        '$HTTP["host"] == "other" { proxy.server += ( "/more/" => (( "bin-path" => '
+        f'"{bin_path}", "socket" => "{directory / "t"}", "max-procs" => 1 ))) }}\n')
+    with stopped_at_end(Server(tmp_path, config)) as server:
+        server.wait_serving()
+        wait_until(lambda: answer_of(str(directory / "s-0")) and
+                   answer_of(str(directory / "t-0")))
+        assert len(server.children()) == 4            # 2 workers + s-0 and t-0
 
 
 def test_a_killed_backend_is_restarted_without_zombies(spawning):
