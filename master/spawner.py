@@ -20,7 +20,9 @@ Each process is started as lighttpd's gw_spawn_connection starts it:
 - that socket is the process's fd 0 (FCGI_LISTENSOCK_FILENO), it runs in the directory
   of its program, in the master's process group, with SIGPIPE, SIGTTIN, SIGTTOU and
   SIGTSTP back to their defaults;
-- `bin-path` is split on spaces and tabs and executed directly (no shell, no PATH);
+- `bin-path` is split on spaces and tabs and executed directly (no shell, no PATH),
+  or run as `/bin/sh -c "exec <bin-path>"` for a module that asks for it
+  (`HostSpec.bin_shell`: lighttpd's mod_scgi);
 - its environment is the `bin-copy-environment` variables of the master's environment
   (the whole environment when that list is empty), then `bin-environment`, with
   PHP_FCGI_CHILDREN=1 unless set; the systemd LISTEN_* variables meant for the master
@@ -145,6 +147,13 @@ def program_argv(bin_path: str) -> tuple[str, ...]:
     return tuple(re.split(r"[ \t]", bin_path))
 
 
+def launch_argv(spec: HostSpec) -> tuple[str, ...]:
+    """What is executed: the split bin-path, or the shell running it."""
+    if spec.bin_shell:
+        return ("/bin/sh", "-c", f"exec {spec.bin_path}")
+    return program_argv(spec.bin_path)
+
+
 def backend_environment(spec: HostSpec, environ: dict[str, str]) -> dict[str, str]:
     """lighttpd's rules: the variables `bin-copy-environment` names (all of them when it
     names none), then `bin-environment`, and PHP_FCGI_CHILDREN=1 unless set."""
@@ -160,7 +169,7 @@ def backend_environment(spec: HostSpec, environ: dict[str, str]) -> dict[str, st
 
 def _launch(spec: HostSpec, proc: Proc, identity: Identity,
             environ: dict[str, str]) -> Launch:
-    argv = program_argv(spec.bin_path)
+    argv = launch_argv(spec)
     program = os.path.abspath(argv[0]) if not identity.chroot else argv[0]
     return Launch(argv=(program, *argv[1:]),
                   environment=tuple(sorted(backend_environment(spec, environ).items())),

@@ -85,6 +85,7 @@ class HostSpec:
     bin_path: str = ""         # spawned by the master when set
     bin_environment: tuple[tuple[str, str], ...] = ()
     bin_copy_environment: tuple[str, ...] = ()
+    bin_shell: bool = False    # bin-path run as `/bin/sh -c "exec <bin-path>"` (SCGI's way)
     kill_signal: int = int(signal.SIGTERM)
     min_procs: int = 4
     max_procs: int = 4
@@ -151,20 +152,21 @@ def spawned_hosts(extensions: tuple[Extension, ...]) -> list[HostSpec]:
 
 
 # ----------------------------------------------------------------- config parsing
-def parse_servers(value: Array) -> tuple[Extension, ...]:
+def parse_servers(value: Array, bin_shell: bool = False) -> tuple[Extension, ...]:
     """A `*.server` array (the directive's convert) as Extensions; DirectiveValueError
-    says what is wrong."""
+    says what is wrong.  `bin_shell`: the module runs a bin-path through the shell, as
+    lighttpd's mod_scgi does (the others split it at spaces and execute it)."""
     extensions = []
     for key, hosts in value:
         if key is None or not isinstance(hosts, Array):
             raise DirectiveValueError(
                 'expected ( "ext" => ( "backend-label" => ( "key" => "value" ) ) )')
-        specs = tuple(_host_spec(label or "", entry, key) for label, entry in hosts)
+        specs = tuple(_host_spec(label or "", entry, key, bin_shell) for label, entry in hosts)
         extensions.append(Extension(key, specs))
     return tuple(extensions)
 
 
-def _host_spec(label: str, entry: object, ext: str) -> HostSpec:
+def _host_spec(label: str, entry: object, ext: str, bin_shell: bool) -> HostSpec:
     where = f'in "{ext}"' + (f' => "{label}"' if label else "")
     if not isinstance(entry, Array) or (len(entry) and not entry.has_keys()) \
             or len(label) > MAX_LABEL:
@@ -178,6 +180,7 @@ def _host_spec(label: str, entry: object, ext: str) -> HostSpec:
     if host.startswith("/"):
         host, path = "", host
     options = {key.replace("-", "_"): item for key, item in fields.items()}
+    options["bin_shell"] = bin_shell
     _check_options(options, where)
     if path:
         spec = _unix_host(label, path, port, options, where)

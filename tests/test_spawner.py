@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from master.spawner import backend_environment, program_argv
+from master.spawner import backend_environment, launch_argv, program_argv
 from serverproc import Server, wait_until
-from shared.gateway_hosts import parse_servers
+from shared.gateway_hosts import HostSpec, parse_servers
 from shared.config.values import Array
 
 PHP_CGI = "/usr/bin/php-cgi"
@@ -450,13 +450,20 @@ def test_bin_path_is_split_at_every_space_and_tab_as_lighttpd_does():
     assert program_argv("/bin/app -c\tx  y") == ("/bin/app", "-c", "x", "", "y")
 
 
-def _spec(keys: dict) -> object:
+def _spec(keys: dict, bin_shell: bool = False) -> HostSpec:
     host = Array([(key, Array([(None if isinstance(value, list) else k, v) for k, v in
                                (enumerate(value) if isinstance(value, list) else
                                 value.items())]) if isinstance(value, (dict, list))
                    else value) for key, value in keys.items()])
-    (extension,) = parse_servers(Array([(".php", Array([(None, host)]))]))
+    (extension,) = parse_servers(Array([(".php", Array([(None, host)]))]), bin_shell)
     return extension.hosts[0]
+
+
+def test_a_module_may_have_bin_path_run_by_the_shell_as_lighttpds_scgi():
+    keys = {"bin-path": "/usr/bin/app --port 1", "socket": "/tmp/x"}
+    assert launch_argv(_spec(keys)) == ("/usr/bin/app", "--port", "1")
+    assert launch_argv(_spec(keys, bin_shell=True)) == (
+        "/bin/sh", "-c", "exec /usr/bin/app --port 1")
 
 
 def test_environment_follows_lighttpds_rules():
