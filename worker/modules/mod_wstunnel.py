@@ -1,0 +1,575 @@
+"""mod_wstunnel: WebSocket clients tunnelled to a plain TCP or unix-socket backend, as
+lighttpd 1.4.69's mod_wstunnel does it.
+
+A GET over HTTP/1.1 with `Upgrade: websocket` and `Connection: upgrade` whose URL path
+has a prefix or extension of `wstunnel.server` (or one `wstunnel.map-extensions` maps
+to) is claimed in handle_uri_clean: a backend is chosen (`wstunnel.balance`; none up:
+503), the Origin checked against `wstunnel.origins` (a suffix at a dot boundary; no
+Origin: 400, another: 403), the Sec-WebSocket-Version read (a negative one: 400).
+Once the backend is connected the server answers the handshake itself: 101 with
+Sec-WebSocket-Accept for versions 8 to 13, hybi-00's (version 0, or none) with the
+MD5 answer after the client's 8 key bytes, 503 for versions 1 to 7, 400 without a
+key.  Then the tunnel: the client's frames are unmasked and their payloads go to the
+backend as bytes (worker/websocket.py); the backend's bytes go to the client as frames
+of `wstunnel.frame-type` ("text", or "binary", also chosen by a client asking for the
+"binary" subprotocol).  Pings are answered, `wstunnel.ping-interval` pings the client
+every so many seconds.  Either side's end ends both: the client's close frame is
+answered with its code, a backend that closes gives the client a close frame.
+Memory stays bounded both ways: the backend is not read while the client is
+BACKLOG_HIGH behind, the client's bytes are not taken while the backend has not
+taken the previous ones.
+
+Where this differs from lighttpd, on purpose:
+- close frames carry their code as two bytes (RFC 6455 5.5.1); lighttpd sends the four
+  characters "1000", which a client reads as code 12592 and refuses;
+- a protocol error (an unmasked frame, reserved bits, a fragmented control frame, text
+  that is not UTF-8) is answered with 1002 or 1007, where lighttpd sends its "1000";
+- a backend that ends the connection gets the client a close frame (1000; 1001 when it
+  broke), where lighttpd closes without one;
+- a text frame never splits a UTF-8 character across two backend reads;
+- hybi-00's MD5 answer is the draft's (the key numbers big-endian), which lighttpd
+  computes little-endian on x86;
+- hybi-00's 101 head goes out at once and the MD5 answer once the client's 8 key
+  bytes are in; lighttpd waits for them before answering at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from shared.config.directives import Directive, DirectiveValueError, Type
+from shared.config.values import Array
+from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
+
+from .. import websocket as ws
+from ..backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
+from ..module import BACKLOG_HIGH, WAIT, HandlerResult, Module as BaseModule
+from ..request import Request
+
+if TYPE_CHECKING:
+    from ..services import Services
+
+CTX = "wstunnel"                 # request.plugin_ctx key of a request's Tunnel
+SOURCE = "mod_wstunnel.c"
+READ_SIZE = 64 * 1024
+MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
+HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
+LOG_ERR, LOG_INFO = 1, 3         # wstunnel.debug levels (lighttpd's MOD_WEBSOCKET_LOG_*)
+_VERSION = re.compile(r"\s*([+-]?\d+)")
+# states of a Tunnel
+CONNECTING, KEY3, OPEN, DONE = range(4)
+
+
+# ------------------------------------------------------------------ directives
+def parse_wstunnel_servers(value: Array) -> tuple[Extension, ...]:
+    """wstunnel.server: lighttpd's host arrays; a WebSocket tunnel cannot authorize."""
+    extensions = parse_servers(value)
+    if any(spec.mode == "authorizer" for ext in extensions for spec in ext.hosts):
+        raise DirectiveValueError('must not define any hosts with attribute "mode" = '
+                                  '"authorizer"')
+    return extensions
+
+
+def parse_frame_type(value: str) -> bool:
+    """wstunnel.frame-type: True for "binary" (any case), text for anything else."""
+    return value.lower() == "binary"
+
+
+def parse_origins(value: tuple[str, ...]) -> tuple[str, ...]:
+    if any(not origin for origin in value):
+        raise DirectiveValueError("unexpected empty string in wstunnel.origins")
+    return value
+
+
+DIRECTIVES = (
+    Directive("wstunnel.server", Type.ARRAY_KVANY, (), convert=parse_wstunnel_servers),
+    Directive("wstunnel.balance", Type.STRING, "fair", convert=parse_balance),
+    Directive("wstunnel.debug", Type.INT, 0),
+    Directive("wstunnel.map-extensions", Type.ARRAY_KVSTRING, ()),
+    Directive("wstunnel.frame-type", Type.STRING, False, convert=parse_frame_type),
+    Directive("wstunnel.origins", Type.ARRAY_VLIST, (), convert=parse_origins),
+    Directive("wstunnel.ping-interval", Type.SHORT, 0),
+)
+
+
+# ------------------------------------------------------------------ the request
+def _has_token(value: str | None, token: str) -> bool:
+    return value is not None and token in (part.strip().lower() for part in value.split(","))
+
+
+def asks_for_websocket(request: Request) -> bool:
+    """A GET over HTTP/1.1 with Upgrade: websocket and Connection: upgrade (lighttpd
+    leaves anything else to the other modules)."""
+    headers = request.headers
+    return request.method == "GET" and request.version == "1.1" and \
+        _has_token(headers.get("upgrade"), "websocket") and \
+        _has_token(headers.get("connection"), "upgrade")
+
+
+def matching_extension(values: dict, path: str) -> Extension | None:
+    """The extension of wstunnel.server the path has, else the one a
+    wstunnel.map-extensions suffix of the path names (lighttpd's gw_check_extension)."""
+    extensions = values["wstunnel.server"]
+    extension = find_extension(extensions, path)
+    if extension is not None:
+        return extension
+    for suffix, target in values["wstunnel.map-extensions"]:
+        if path.endswith(suffix):
+            return next((ext for ext in extensions if ext.key == target), None)
+    return None
+
+
+def websocket_version(request: Request) -> int:
+    """Sec-WebSocket-Version as lighttpd reads it (strtol): 0 when absent or not a
+    number (hybi-00), negative when out of range."""
+    match = _VERSION.match(request.headers.get("sec-websocket-version", ""))
+    if match is None:
+        return 0
+    number = int(match.group(1))
+    return number if 0 <= number <= 0x7FFFFFFF else -1
+
+
+def origin_refusal(request: Request, allowed: tuple[str, ...]) -> int:
+    """0 when wstunnel.origins lets the request's Origin (or Sec-WebSocket-Origin) in:
+    a listed origin is a suffix of it at a dot (or all of it).  400 without one, 403
+    for another."""
+    if not allowed:
+        return 0
+    headers = request.headers
+    origin = headers.get("origin")
+    if origin is None:
+        origin = headers.get("sec-websocket-origin")
+    if not origin:
+        return 400
+    for suffix in allowed:
+        if origin == suffix or (origin.endswith(suffix) and
+                                origin[len(origin) - len(suffix) - 1] == "."):
+            return 0
+    return 403
+
+
+def script_path(key: str, path: str) -> str:
+    """The URL path without its path-info, as lighttpd's gw core leaves it for a prefix
+    (hybi-00's Sec-WebSocket-Location names it): cut at the first slash after it."""
+    if not key.startswith("/") or key == "/":
+        return path
+    slash = path.find("/", len(key))
+    return path if slash < 0 else path[:slash]
+
+
+def wants_binary(request: Request, configured: bool) -> tuple[bool, str]:
+    """Whether backend bytes go out as binary frames, and the subprotocol to answer:
+    "binary" for binary frames, "base64" when a text client asked for it (as lighttpd,
+    which only names it)."""
+    if configured:
+        return True, "binary"
+    offered = request.headers.get("sec-websocket-protocol")
+    for name in (offered or "").split(","):
+        name = name.strip().lower()
+        if name == "binary":
+            return True, "binary"
+        if name == "base64":
+            return False, "base64"
+    return False, ""
+
+
+# ------------------------------------------------------------------ the tunnel
+class Tunnel:
+    """One WebSocket connection relayed to its backend (lighttpd's handler_ctx).  Its
+    states: CONNECTING to the backend, KEY3 (a hybi-00 client's key bytes awaited),
+    OPEN (frames both ways), DONE; `step` moves it on and returns the request's next
+    result."""
+
+    __slots__ = ("module", "request", "extension", "backend", "connection", "state",
+                 "events", "version", "binary", "subprotocol", "decoder", "outgoing",
+                 "text_tail", "key3", "paused", "ping_due", "last_ping", "since",
+                 "reconnects", "timed_out", "debug_level")
+
+    def __init__(self, module: "Module", request: Request, extension: Extension,
+                 backend: Backend, version: int) -> None:
+        self.module = module
+        self.request = request
+        self.extension = extension
+        self.backend = backend
+        self.connection: Connection | None = None
+        self.state = CONNECTING
+        self.events = 0                  # what the loop reported since the last step
+        self.version = version
+        values = request.settings.values
+        self.binary, self.subprotocol = wants_binary(request, values["wstunnel.frame-type"])
+        self.decoder: ws.FrameDecoder | ws.Hybi00Decoder = \
+            ws.FrameDecoder() if version else ws.Hybi00Decoder(self.binary)
+        self.outgoing = bytearray()      # payload bytes the backend has not taken yet
+        self.text_tail = b""             # the start of a UTF-8 character cut by a read
+        self.key3 = b""
+        self.paused = False              # the client is behind: not reading the backend
+        self.ping_due = False
+        self.last_ping = 0.0
+        self.since = module.services.loop.now
+        self.reconnects = 0
+        self.timed_out = False
+        self.debug_level: int = values["wstunnel.debug"]
+        backend.load += 1
+        module.active.add(self)
+
+    def log(self, level: int, message: str) -> None:
+        if self.debug_level >= level:
+            self.module.log(message)
+
+    # ------------------------------------------------------------ loop side
+    def backend_event(self, mask: int) -> None:
+        self.events |= mask
+        self.request.wake()
+
+    def tick(self, now: float) -> None:
+        """Once a second: the connect timeout, and the pings of wstunnel.ping-interval."""
+        if self.state == CONNECTING:
+            limit = self.backend.spec.connect_timeout
+            if limit and now - self.since > limit:
+                self.timed_out = True
+                self.request.wake()
+            return
+        interval = self.request.settings.values["wstunnel.ping-interval"]
+        if self.state == OPEN and self.version and interval and \
+                now - self.last_ping >= interval:
+            self.last_ping = now
+            self.ping_due = True
+            self.request.wake()
+
+    def release(self) -> None:
+        """The request is over (answered or aborted): the backend's socket closes."""
+        self._drop_connection()
+        self.state = DONE
+        self.backend.load -= 1
+        self.module.active.discard(self)
+
+    # ----------------------------------------------------------- core side
+    def step(self) -> HandlerResult:
+        events, self.events = self.events, 0
+        if self.state == CONNECTING:
+            return self._connecting(events)
+        if self.state == DONE:
+            return self.request.response.status
+        if self.ping_due:
+            self.ping_due = False
+            self.request.response.write(ws.encode_frame(ws.OP_PING, b"ping"))
+        return self._relay()
+
+    def _connecting(self, events: int) -> HandlerResult:
+        if self.timed_out:
+            self.timed_out = False
+            return self._connect_failed(OSError(errno.ETIMEDOUT,
+                                                os.strerror(errno.ETIMEDOUT)))
+        if self.connection is None:
+            return self._open()
+        if not events:
+            return WAIT
+        code = self.connection.connect_error()
+        if code:
+            return self._connect_failed(OSError(code, os.strerror(code)))
+        return self._handshake()
+
+    def _open(self) -> HandlerResult:
+        try:
+            connection, established = self.module.backends.connect(self.backend, self)
+        except OSError as err:
+            return self._connect_failed(err)
+        self.connection = connection
+        self.since = self.module.services.loop.now
+        self.log(LOG_INFO, f"wstunnel - connecting to {self.backend.name}")
+        return self._handshake() if established else WAIT
+
+    def _connect_failed(self, err: OSError) -> HandlerResult:
+        """The backend refused or did not answer: it sits out its disable-time and
+        another is tried (lighttpd's gw_reconnect); 503 when none is left."""
+        module = self.module
+        module.backends.disable(self.backend, err)
+        self._drop_connection()
+        self.reconnects += 1
+        request = self.request
+        backend = None
+        if self.reconnects <= MAX_RECONNECTS:
+            backend = module.backends.choose(
+                self.extension, request.settings.values["wstunnel.balance"],
+                request.uri_path, request.host, request.remote_ip)
+        if backend is None:
+            return 503
+        self.backend.load -= 1
+        backend.load += 1
+        self.backend = backend
+        return self._open()
+
+    # ------------------------------------------------------------ handshake
+    def _handshake(self) -> HandlerResult:
+        """The backend is reached: answer the client's handshake (lighttpd answers only
+        now, so a bad handshake to a backend that is down is a 503 there too)."""
+        request = self.request
+        response = request.response
+        response.headers = [("Upgrade", "websocket")]
+        if self.version >= 8:
+            key = request.headers.get("sec-websocket-key")
+            if key is None:
+                return self._refuse(400, "Sec-WebSocket-Key is invalid")
+            response.add_header("Sec-WebSocket-Accept", ws.accept_key(key))
+            if self.subprotocol:
+                response.add_header("Sec-WebSocket-Protocol", self.subprotocol)
+            self.state = OPEN
+        elif self.version == 0:
+            if not self._hybi00_acceptable():
+                return self._refuse(400, "hybi-00 handshake is invalid")
+            scheme = "wss" if request.scheme == "https" else "ws"
+            path = script_path(self.extension.key, request.uri_path)
+            response.add_header("Sec-WebSocket-Location", f"{scheme}://{request.host}{path}")
+            self.state = KEY3
+        else:
+            return self._refuse(503, "not supported WebSocket Version")
+        response.add_header("Connection", "upgrade")
+        response.status = 101
+        response.stream()
+        self.last_ping = self.module.services.loop.now
+        self.connection.want(EPOLLIN)                    # type: ignore[union-attr]
+        self.log(LOG_INFO, f"WebSocket Version = {self.version or 'hybi-00'}")
+        return WAIT
+
+    def _hybi00_acceptable(self) -> bool:
+        headers = self.request.headers
+        return bool(headers.get("origin") or headers.get("sec-websocket-origin")) and \
+            self._key_numbers() is not None
+
+    def _key_numbers(self) -> tuple[int, int] | None:
+        headers = self.request.headers
+        numbers = [ws.hybi00_key_number(headers.get(name, ""))
+                   for name in ("sec-websocket-key1", "sec-websocket-key2")]
+        if None in numbers:
+            return None
+        return numbers[0], numbers[1]                   # type: ignore[return-value]
+
+    def _refuse(self, status: int, reason: str) -> HandlerResult:
+        """A handshake lighttpd refuses after connecting: the status, and the
+        connection closes (HANDLER_ERROR there)."""
+        self.log(LOG_ERR, reason)
+        self._drop_connection()
+        self.state = DONE
+        self.request.response.headers = []
+        self.request.keep_alive = False
+        return status
+
+    def _take_key3(self) -> bool:
+        """Collect the 8 bytes a hybi-00 client sends after its head; once they are in,
+        the MD5 answer goes out and the tunnel opens."""
+        body = self.request.body
+        self.key3 += body.read_chunk(HYBI00_KEY3 - len(self.key3))
+        if len(self.key3) < HYBI00_KEY3:
+            return False
+        number1, number2 = self._key_numbers()          # type: ignore[misc]
+        self.request.response.write(ws.hybi00_answer(number1, number2, self.key3))
+        self.state = OPEN
+        return True
+
+    # ------------------------------------------------------------------ relay
+    def _relay(self) -> HandlerResult:
+        """One turn of the tunnel: the backend's bytes to the client as frames, the
+        client's frames to the backend as bytes; either side's end ends it."""
+        if self.request.body is None:          # the 101 head is not out yet
+            return WAIT
+        if self.state == KEY3 and not self._take_key3():
+            return self._client_gone() if self.request.body.complete else WAIT
+        ended = self._relay_down()
+        if ended is None:
+            ended = self._relay_up()
+        if ended is not None:
+            return ended
+        self.connection.want((0 if self.paused else EPOLLIN)      # type: ignore[union-attr]
+                             | (EPOLLOUT if self.outgoing else 0))
+        return WAIT
+
+    def _relay_down(self) -> HandlerResult:
+        request = self.request
+        response = request.response
+        if self.paused:
+            if response.wants_drain:
+                return None
+            self.paused = False
+        sock = self.connection.sock                    # type: ignore[union-attr]
+        while request.backlog() < BACKLOG_HIGH:
+            try:
+                data = sock.recv(READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as err:
+                self.log(LOG_ERR, f"wstunnel - backend {self.backend.name}: {err.strerror}")
+                return self._end(ws.CLOSE_GOING_AWAY)
+            if not data:
+                self.log(LOG_INFO, "wstunnel - the backend closed")
+                return self._end(ws.CLOSE_NORMAL)
+            response.write(self._frame(data))
+        self.paused = response.wants_drain = True
+        return None
+
+    def _frame(self, data: bytes) -> bytes:
+        """The backend's bytes as a frame of the tunnel's type (a text frame holds back
+        the start of a character the read cut)."""
+        if not self.version:
+            return ws.hybi00_frame(data, self.binary)
+        if self.binary:
+            return ws.encode_frame(ws.OP_BINARY, data)
+        if self.text_tail:
+            data = self.text_tail + data
+        whole = ws.utf8_complete(data)
+        self.text_tail = data[whole:]
+        return ws.encode_frame(ws.OP_TEXT, data[:whole]) if whole else b""
+
+    def _relay_up(self) -> HandlerResult:
+        """Send what the backend has not taken; decode more of the client's bytes only
+        once it took all (the core stops reading a client whose bytes wait here)."""
+        body = self.request.body
+        while True:
+            if self.outgoing and not self._send_outgoing():
+                return self._end(ws.CLOSE_GOING_AWAY)
+            if self.outgoing or not body.unread:
+                break
+            try:
+                events = self.decoder.feed(body.read_chunk(READ_SIZE))
+            except ws.ProtocolError as err:
+                self.log(LOG_ERR, f"wstunnel - client: {err}")
+                return self._end(err.code)
+            ended = self._client_events(events)
+            if ended is not None:
+                return ended
+        if body.complete and not body.unread and not self.outgoing:
+            return self._client_gone()
+        return None
+
+    def _send_outgoing(self) -> bool:
+        """False when the backend's socket broke."""
+        sock = self.connection.sock                    # type: ignore[union-attr]
+        try:
+            sent = sock.send(self.outgoing)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as err:
+            self.log(LOG_ERR, f"wstunnel - backend {self.backend.name}: {err.strerror}")
+            return False
+        del self.outgoing[:sent]
+        return True
+
+    def _client_events(self, events: list) -> HandlerResult:
+        response = self.request.response
+        for event in events:
+            if type(event) is ws.Data:
+                self.outgoing += event.payload
+            elif event.opcode == ws.OP_PING:
+                response.write(ws.encode_frame(ws.OP_PONG, event.payload))
+            elif event.opcode == ws.OP_CLOSE:
+                return self._client_closed(event.payload)
+        return None
+
+    def _client_closed(self, payload: bytes) -> HandlerResult:
+        """The client's close frame: answered with its code (RFC 6455 5.5.1)."""
+        if not self.version:
+            return self._end(None)
+        try:
+            code = ws.close_code(payload)
+        except ws.ProtocolError as err:
+            return self._end(err.code)
+        self.log(LOG_INFO, "wstunnel - the client closed")
+        return self._end(code if code is not None else ws.CLOSE_NORMAL)
+
+    def _client_gone(self) -> HandlerResult:
+        """The client ended its side without a close frame: nothing more to say to it."""
+        self.log(LOG_INFO, "wstunnel - disconnected from client")
+        self._drop_connection()
+        self.state = DONE
+        return self.request.response.status
+
+    def _end(self, code: int | None) -> HandlerResult:
+        """Close the tunnel: a close frame with `code` to the client, the backend's
+        socket closed, the answer over (the connection closes after it)."""
+        response = self.request.response
+        if not self.version:
+            response.write(ws.HYBI00_CLOSE)
+        elif code is not None:
+            response.write(ws.encode_frame(ws.OP_CLOSE, ws.close_payload(code)))
+        self._drop_connection()
+        self.state = DONE
+        return response.status
+
+    def _drop_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+
+# --------------------------------------------------------------------- module
+class Module(BaseModule):
+    name = "wstunnel"
+    directives = DIRECTIVES
+    reads_request_body = True
+    # Whether a request is claimed depends on its settings and headers alone, and a
+    # tunnel is never kept: static answers beside it may be replayed.
+    replay_safe = True
+    reads_headers = frozenset({"upgrade"})
+
+    def __init__(self, config: Any, services: "Services") -> None:
+        super().__init__(config, services)
+        self.services: "Services" = services
+        self.backends = Backends(services, SOURCE)
+        self.active: set[Tunnel] = set()
+
+    def log(self, message: str) -> None:
+        self.services.log_error(SOURCE, message)
+
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        previous = request.plugin_ctx.pop(CTX, None)
+        if previous is not None:        # the phases run again (an error handler's URL)
+            previous.release()
+            request.handler = None
+        values = request.settings.values
+        if not values["wstunnel.server"] or request.handler is not None or \
+                not asks_for_websocket(request):
+            return None
+        extension = matching_extension(values, request.uri_path)
+        if extension is None:
+            return None
+        backend = self.backends.choose(extension, values["wstunnel.balance"],
+                                       request.uri_path, request.host, request.remote_ip)
+        if backend is None:
+            return 503
+        refusal = self._refusal(request, values)
+        if refusal:
+            return refusal
+        request.handler = self
+        request.plugin_ctx[CTX] = Tunnel(self, request, extension, backend,
+                                         websocket_version(request))
+        return None
+
+    def _refusal(self, request: Request, values: dict) -> int:
+        """lighttpd's wstunnel_check_request: the status refusing the handshake, or 0."""
+        debug = values["wstunnel.debug"]
+        if websocket_version(request) < 0:
+            reason, status = "invalid Sec-WebSocket-Version", 400
+        elif not request.host:
+            reason, status = "Host header does not exist", 400
+        else:
+            status = origin_refusal(request, values["wstunnel.origins"])
+            reason = "Origin header is invalid" if status == 400 else \
+                "the Origin matches no allowed origin"
+        if status and debug >= LOG_ERR:
+            self.log(reason)
+        return status
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        return request.plugin_ctx[CTX].step()
+
+    def handle_request_reset(self, request: Request) -> None:
+        tunnel = request.plugin_ctx.pop(CTX, None)
+        if tunnel is not None:
+            tunnel.release()
+
+    def handle_trigger(self, now: float) -> None:
+        self.backends.tick(now)
+        for tunnel in list(self.active):
+            tunnel.tick(now)
