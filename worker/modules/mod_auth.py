@@ -526,7 +526,7 @@ class Module(BaseModule):
         backend = self._backend(request, "basic")
         if backend is None:
             return 500
-        header = request.headers.get("authorization", "")
+        header = _authorization(request)
         if header[:6].lower() != "basic ":
             return ask_basic(request, rule)
         encoded = header[6:]
@@ -586,7 +586,7 @@ class Module(BaseModule):
         backend = self._backend(request, "digest")
         if backend is None:
             return 500
-        header = request.headers.get("authorization", "")
+        header = _authorization(request)
         if header[:7].lower() != "digest ":
             return ask_digest(request, rule)
         try:
@@ -662,6 +662,12 @@ class Module(BaseModule):
                       f"for {request.uri_path}")
             return None
         return found
+
+
+def _authorization(request: Request) -> str:
+    """The Authorization field without trailing whitespace (the parser keeps it; lighttpd
+    reads `Basic ` alone as no credentials, not as empty ones)."""
+    return request.headers.get("authorization", "").rstrip(" \t")
 
 
 def _base64(encoded: str) -> bytes:
