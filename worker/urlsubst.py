@@ -1,0 +1,408 @@
+"""URL rules as lighttpd 1.4.69 runs them (keyvalue.c, burl.c): for mod_rewrite and
+mod_redirect.
+
+A rule is a PCRE pattern matched against the request-target as lighttpd normalises it
+(`lighttpd_target`: still %-encoded, unreserved escapes decoded, `%2F` decoded in the
+path, dot segments removed) and a replacement compiled once into parts:
+
+- `$0`..`$9`: the rule's groups, `%0`..`%9`: the enclosing condition's, both as they
+  are; `$$` and `%%` are a literal `$` / `%`, any other `$x` / `%x` stays as written;
+- `${n}` / `%{n}` (n up to 99): the same groups, %-encoded (`escpsnde` unless an
+  encoder is named: `${esc:n}`, `${escape:n}`, `${escnde:n}`, `${escpsnde:n}`,
+  `${noesc:n}`, `${noescape:n}`, `${encb64u:n}`, `${decb64u:n}`, each optionally
+  with `tolower:` / `toupper:`).  As in lighttpd 1.4.69, `toupper:` lowercases and a
+  case prefix alone (no encoder) yields nothing;
+- `${url.scheme}`, `${url.authority}`, `${url.port}` (the listening port),
+  `${url.path}`, `${url.query}`, and `${qsa}` (the query appended with `?` or `&`).
+
+Keys and replacements are normalised at load as lighttpd does (upper-case hex in
+escapes, raw UTF-8 octets %-encoded), so `é` in a config matches `%C3%A9` in a URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from shared.config.captures import match_groups
+from shared.config.directives import DirectiveValueError
+
+from .request import Request, simplify_path
+
+# burl_append flags
+ENCODE_ALL, ENCODE_NDE, ENCODE_PSNDE, ENCODE_NONE = 1, 2, 4, 8
+ENCODE_B64U, DECODE_B64U, TOLOWER = 16, 32, 64
+_APPENDS = ENCODE_ALL | ENCODE_NDE | ENCODE_PSNDE | ENCODE_NONE | ENCODE_B64U | DECODE_B64U
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                        b"-._~")
+_DIGITS = frozenset("0123456789")
+_HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
+# what a request-target may hold unescaped (burl.c: encoded_chars_http_uri_reqd)
+_TARGET_AS_IS = re.compile(r"[!$&'()*+,\-./0-9:;=?@A-Z_a-z~]*")
+_TARGET_FIX = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)|//")
+
+# one part of a compiled replacement: literal text, or (kind, argument, flags)
+RULE_GROUP, CONDITION_GROUP, URL_PART, QSA, PORT = range(5)
+Part = str | tuple[int, int | str, int]
+
+
+# ------------------------------------------------------------------ the target
+def _fix_escape(match: re.Match[bytes]) -> bytes:
+    text = match.group()
+    if len(text) == 1:
+        return b"%%%02X" % text[0]
+    byte = int(text[1:], 16)
+    return bytes((byte,)) if byte in _UNRESERVED else text.upper()
+
+
+def lighttpd_target(target: str) -> str:
+    """The request-target as lighttpd 1.4.69 keeps it after parsing (default
+    server.http-parseopts): what rules match and `${url.path}` / `${url.query}` show."""
+    if "#" in target:
+        target = target.partition("#")[0]
+    if "%" in target or not _TARGET_AS_IS.fullmatch(target):
+        data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
+        target = data.decode("latin-1")
+    path, mark, query = target.partition("?")
+    if "%2F" in path:
+        path = path.replace("%2F", "/")
+    if _DOT_SEGMENT.search(path):
+        path = simplify_path(path)
+    return path + mark + query
+
+
+# --------------------------------------------------------------- normalising
+def _high_bytes_escaped(text: str, escape: bytes) -> str:
+    data = text.encode("utf-8", "surrogateescape")
+    if all(byte < 0x80 for byte in data):
+        return text
+    return "".join(chr(byte) if byte < 0x80 else (escape + b"%02X" % byte).decode()
+                   for byte in data)
+
+
+def normalize_key(pattern: str) -> str:
+    """A rule's pattern as lighttpd compiles it: hex of `%xx` in upper case, raw
+    UTF-8 octets as `%XX` (the form they take in a normalised target)."""
+    pattern = re.sub(r"%[0-9a-fA-F]{2}", lambda m: m.group().upper(), pattern)
+    return _high_bytes_escaped(pattern, b"%")
+
+
+def normalize_value(replacement: str) -> str:
+    """A replacement as lighttpd keeps it: `%%xx` in upper case, raw UTF-8 as `%%XX`."""
+    replacement = re.sub(r"%%[0-9a-fA-F]{2}", lambda m: m.group().upper(), replacement)
+    return _high_bytes_escaped(replacement, b"%%")
+
+
+# ---------------------------------------------------------------- compiling
+_ENCODERS = (("esc:", ENCODE_ALL), ("escape:", ENCODE_ALL), ("escnde:", ENCODE_NDE),
+             ("escpsnde:", ENCODE_PSNDE), ("noesc:", ENCODE_NONE),
+             ("noescape:", ENCODE_NONE), ("tolower:", TOLOWER),
+             ("toupper:", TOLOWER),   # sic: lighttpd 1.4.69 lowercases here too
+             ("encb64u:", ENCODE_B64U), ("decb64u:", DECODE_B64U))
+_URL_PARTS = ("scheme", "authority", "port", "path", "query")
+
+
+class _Truncated(Exception):
+    """A `${...}` lighttpd cannot read: the replacement ends there."""
+
+
+def _skip_to(text: str, position: int, char: str) -> int:
+    found = text.find(char, position)
+    if found < 0:
+        raise _Truncated
+    return found
+
+
+def _extension(text: str, start: int, sigil: str) -> tuple[Part | None, int]:
+    """One `${...}` / `%{...}` from `start` (at the `{`): its part and the position
+    after its `}` (pcre_keyvalue_buffer_subst_ext)."""
+    position, flags, end = start + 1, 0, len(text)
+    while position < end and text[position] not in _DIGITS and text[position] != "}":
+        rest = text[position:position + 10]
+        for prefix, flag in _ENCODERS:
+            if rest.startswith(prefix):
+                flags |= flag
+                position += len(prefix)
+                break
+        else:
+            if rest.startswith(("esc", "no", "to")):       # an unknown encoder
+                position = _skip_to(text, position, ":") + 1
+            elif rest.startswith("url."):
+                close = _skip_to(text, position, "}")
+                name = text[position + 4:close]
+                if name == "port":
+                    return (PORT, 0, 0), close + 1
+                return ((URL_PART, name, flags) if name in _URL_PARTS else None), close + 1
+            elif rest.startswith("qsa}"):
+                return (QSA, 0, flags), position + 4
+            else:
+                position += 1                               # an unknown character
+    if position >= end:
+        raise _Truncated
+    if text[position] == "}":
+        return None, position + 1
+    number = int(text[position])
+    position += 1
+    if position < end and text[position] in _DIGITS:
+        number = number * 10 + int(text[position])
+        position += 1
+    if position >= end or text[position] != "}":
+        position = _skip_to(text, position, "}")
+    kind = RULE_GROUP if sigil == "$" else CONDITION_GROUP
+    return (kind, number, flags or ENCODE_PSNDE), position + 1
+
+
+def compile_replacement(text: str) -> tuple[Part, ...]:
+    """The replacement's parts (pcre_keyvalue_buffer_subst, done once at load)."""
+    text = normalize_value(text)
+    parts: list[Part] = []
+    literal: list[str] = []
+    position, end = 0, len(text)
+
+    def add(part: Part | None) -> None:
+        if part is not None:
+            if literal:
+                parts.append("".join(literal))
+                literal.clear()
+            parts.append(part)
+
+    while position < end:
+        char = text[position]
+        if char not in "$%" or position + 1 >= end:
+            literal.append(char)
+            position += 1
+            continue
+        following = text[position + 1]
+        if following == "{":
+            try:
+                part, position = _extension(text, position + 1, char)
+            except _Truncated:
+                break
+            add(part)
+        elif following in _DIGITS:
+            add((RULE_GROUP if char == "$" else CONDITION_GROUP, int(following), 0))
+            position += 2
+        else:
+            literal.append(char if following == char else char + following)
+            position += 2
+    if literal:
+        parts.append("".join(literal))
+    return tuple(parts)
+
+
+# ----------------------------------------------------------------- encoders
+def _encode(data: bytes, keep: frozenset[int], double: bool) -> bytes:
+    """%-encode all but `keep`; unless `double`, an escape stays one (decoded when it
+    names an unreserved character)."""
+    out = bytearray()
+    index, end = 0, len(data)
+    while index < end:
+        byte = data[index]
+        if not double and byte == 0x25 and index + 2 < end and \
+                data[index + 1] in _HEXDIGITS and data[index + 2] in _HEXDIGITS:
+            value = int(data[index + 1:index + 3], 16)
+            out += bytes((value,)) if value in _UNRESERVED else data[index:index + 3]
+            index += 3
+            continue
+        out += bytes((byte,)) if byte in keep else b"%%%02X" % byte
+        index += 1
+    return bytes(out)
+
+
+_PATH_SAFE = _UNRESERVED | frozenset(b"/")
+_B64U = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+def _b64u_decoded(data: bytes) -> bytes:
+    data = data.rstrip(b"=")
+    if not _B64U.fullmatch(data) or len(data) % 4 == 1:
+        return b""
+    try:
+        return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _lowercase(data: bytes) -> bytes:
+    """ASCII letters to lower case, escapes left as they are (burl_offset_tolower)."""
+    return re.sub(rb"%[0-9A-Fa-f]{2}|[A-Z]+", lambda m: m.group() if m.group()[:1] == b"%"
+                  else m.group().lower(), data)
+
+
+def burl_append(text: str, flags: int) -> str:
+    """`text` as lighttpd's burl_append writes it with `flags`."""
+    if not text or flags == 0:
+        return text
+    data = text.encode("utf-8", "surrogateescape")
+    if flags & ENCODE_NONE:
+        result = data
+    elif flags & ENCODE_ALL:
+        result = _encode(data, _UNRESERVED, True)
+    elif flags & ENCODE_NDE:
+        result = _encode(data, _UNRESERVED, False)
+    elif flags & ENCODE_PSNDE:
+        result = _encode(data, _PATH_SAFE, False)
+    elif flags & ENCODE_B64U:
+        result = base64.urlsafe_b64encode(data).rstrip(b"=")
+    elif flags & DECODE_B64U:
+        result = _b64u_decoded(data)
+    else:
+        return ""                           # a case change alone writes nothing
+    if flags & TOLOWER:
+        result = _lowercase(result)
+    return result.decode("utf-8", "surrogateescape")
+
+
+# ---------------------------------------------------------------- expanding
+@dataclass(slots=True)
+class UrlParts:
+    """What `${url.*}` and `${qsa}` read: lighttpd's r->uri of the request."""
+
+    scheme: str
+    authority: str
+    port: int
+    path: str
+    query: str | None          # None: the target has no `?`
+
+
+def url_parts(request: Request, target: str) -> UrlParts:
+    """The URL of `request` whose normalised target is `target`."""
+    path, mark, query = target.partition("?")
+    authority = request.host or request.settings.values["server.name"]
+    port = request.socket_spec.rpartition(":")[2]
+    return UrlParts(request.scheme, authority, int(port) if port.isdigit() else 0, path,
+                    query if mark else None)
+
+
+def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Sequence[str],
+           url: UrlParts) -> str:
+    """The replacement with its references filled in."""
+    out: list[str] = []
+    for part in parts:
+        if type(part) is str:
+            out.append(part)
+            continue
+        kind, argument, flags = part        # type: ignore[misc]
+        if kind == RULE_GROUP or kind == CONDITION_GROUP:
+            chosen = groups if kind == RULE_GROUP else condition_groups
+            if argument < len(chosen):      # type: ignore[operator]
+                out.append(burl_append(chosen[argument], flags))   # type: ignore[index]
+        elif kind == URL_PART:
+            out.append(burl_append(getattr(url, argument) or "", flags))  # type: ignore[arg-type]
+        elif kind == PORT:
+            out.append(str(url.port))
+        elif url.query is not None:         # QSA
+            if any("?" in piece for piece in out):
+                if url.query:
+                    out.append("&")
+            else:
+                out.append("?")
+            out.append(burl_append(url.query, flags))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------ patterns
+# PCRE syntax that Python's `re` reads otherwise or not at all
+_PCRE_TOKEN = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\(?P<escape>.)|(?P<class>\[)"
+                         r"|\(\?<(?P<name>[A-Za-z_]\w*)>|(?P<verb>\(\*|\(\?R\)|\(\?\||"
+                         r"\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)", re.S)
+_REFUSED_ESCAPES = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
+                    "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
+                    "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
+                    "V": r"\V", "H": r"\H"}
+_TRANSLATED_ESCAPES = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "v": r"[\n\v\f\r]",
+                       "e": r"\x1b"}
+_CLASS_END = re.compile(r"\[\^?\]?(?:\\.|\[:\^?\w+:\]|[^\]\\])*\]", re.S)
+_POSIX_CLASS = re.compile(r"\[:(\^?)(\w+):\]")
+_POSIX_CLASSES = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
+                  "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
+                  "blank": r" \t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+                  "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
+                  "ascii": r"\x00-\x7f"}
+
+
+def _posix_classes(pattern: str, bracket: str) -> str:
+    """`[[:alpha:]]` and friends, spelt out (`re` reads them as plain characters)."""
+    def spelt(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if match.group(1) or name not in _POSIX_CLASSES:
+            raise DirectiveValueError(f'regex "{pattern}": [:{match.group(1)}{name}:] '
+                                      "is not supported")
+        return _POSIX_CLASSES[name]
+    return _POSIX_CLASS.sub(spelt, bracket)
+
+
+def translate_pcre(pattern: str) -> str:
+    """A PCRE2 pattern as Python's `re` reads it, or DirectiveValueError naming what
+    `re` cannot do."""
+    out: list[str] = []
+    position = 0
+    while True:
+        match = _PCRE_TOKEN.search(pattern, position)
+        if match is None:
+            out.append(pattern[position:])
+            return "".join(out)
+        out.append(pattern[position:match.start()])
+        position = match.end()
+        if match.group("quoted") is not None:
+            out.append(re.escape(match.group("quoted")))
+        elif match.group("escape") is not None:
+            letter = match.group("escape")
+            if letter in _REFUSED_ESCAPES:
+                raise DirectiveValueError(
+                    f'regex "{pattern}": {_REFUSED_ESCAPES[letter]} is not supported')
+            out.append(_TRANSLATED_ESCAPES.get(letter, match.group()))
+        elif match.group("class") is not None:
+            whole = _CLASS_END.match(pattern, match.start())
+            if whole is None:
+                raise DirectiveValueError(f'regex "{pattern}": missing ]')
+            out.append(_posix_classes(pattern, whole.group()))
+            position = whole.end()
+        elif match.group("name") is not None:
+            out.append(f"(?P<{match.group('name')}>")
+        else:
+            raise DirectiveValueError(f'regex "{pattern}": "{match.group("verb")}" '
+                                      "(verbs, recursion, branch reset, callouts) is "
+                                      "not supported")
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """A rule's key, normalised and compiled; DirectiveValueError when it cannot be."""
+    try:
+        return re.compile(translate_pcre(normalize_key(pattern)))
+    except re.error as err:
+        raise DirectiveValueError(f'pcre2_compile failed for "{pattern}": {err}') from None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    pattern: re.Pattern[str]
+    parts: tuple[Part, ...]
+    blank: bool                 # an empty replacement: stop looking, change nothing
+    once: bool = True           # mod_rewrite: no more rewriting after this one
+
+
+def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
+    return tuple(Rule(compile_pattern(key), compile_replacement(value), not value, once)
+                 for key, value in pairs)
+
+
+def substitute(rules: Sequence[Rule], request: Request,
+               condition_groups: Sequence[str]) -> tuple[Rule, str] | None:
+    """The first rule that matches the request's target and its filled-in replacement
+    (pcre_keyvalue_buffer_process); None when none matches or that rule is blank."""
+    target = lighttpd_target(request.target)
+    for rule in rules:
+        match = rule.pattern.search(target)
+        if match is None:
+            continue
+        if rule.blank:
+            return None
+        return rule, expand(rule.parts, match_groups(match), condition_groups,
+                            url_parts(request, target))
+    return None
