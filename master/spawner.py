@@ -99,6 +99,8 @@ class Launch:
 
 @dataclass
 class Backend:
+    """One process slot: its launch, who holds it, its pid while it runs."""
+
     launch: Launch
     holders: set[int] = field(default_factory=set)   # generation numbers
     pid: int | None = None
@@ -292,9 +294,6 @@ class Spawner:
                     self._start(backend, check=False)
                 except SpawnError as err:
                     self._record_death(backend, err.detail)
-
-    def pids(self) -> list[int]:
-        return [b.pid for b in self.backends.values() if b.pid is not None]
 
     def _record_death(self, backend: Backend, reason: str) -> None:
         """Log the death (or failed restart) once, with its reason, and when it restarts
