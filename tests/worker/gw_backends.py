@@ -1,0 +1,139 @@
+"""Real FastCGI, SCGI and uwsgi backends for the gateway tests, each on a unix socket in
+a temp directory, started by the tests and stopped after them: php-cgi (`php-cgi -b`),
+php-fpm (a pool config of its own), the WSGI app of gw_app.py under flup (FastCGI,
+SCGI) or uwsgi (uwsgi protocol, SCGI), and a backend that answers garbage.  Each is
+bounded in time: a backend that is not listening after START_TIMEOUT fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APP = Path(__file__).with_name("gw_app.py")
+START_TIMEOUT = 15.0
+PHP_SCRIPTS = {
+    "hello.php": "<?php echo 'Hello, world!';\n",
+    "info.php": """<?php
+header("X-Php: yes");
+foreach (["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "PATH_TRANSLATED", "REQUEST_URI",
+          "QUERY_STRING", "CONTENT_LENGTH", "SCRIPT_FILENAME", "DOCUMENT_ROOT", "USER"]
+         as $k) echo "$k=" . ($_SERVER[$k] ?? "-") . "\\n";
+$body = file_get_contents("php://input");
+echo "BODY=" . strlen($body) . " " . md5($body) . "\\n";
+""",
+    "status.php": "<?php http_response_code(418); echo 'teapot';\n",
+    "redirect.php": "<?php header('Location: http://example.com/elsewhere');\n",
+    "stderr.php": "<?php error_log('a line for the error log'); echo 'logged';\n",
+    "sendfile.php": "<?php header('X-Sendfile: ' . $_GET['f']);\n",
+}
+
+
+def which_or_skip(program: str) -> str:
+    import pytest
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed")
+    return path
+
+
+def write_php_site(docroot: Path) -> None:
+    docroot.mkdir(parents=True, exist_ok=True)
+    for name, text in PHP_SCRIPTS.items():
+        (docroot / name).write_text(text)
+
+
+class BackendProcess:
+    """A backend listening on `path` (a unix socket); stop() ends it and its children."""
+
+    def __init__(self, argv: list[str], path: str, env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
+        self.path = path
+        self.log = open(path + ".log", "wb")
+        self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})}, cwd=cwd,
+                                        start_new_session=True)
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(self.path)
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"backend {self.path} did not listen: "
+                           f"{Path(self.path + '.log').read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self.log.close()
+
+    def __enter__(self) -> "BackendProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def php_cgi(path: str, children: int = 0) -> BackendProcess:
+    """php-cgi -b on a unix socket (children: PHP_FCGI_CHILDREN)."""
+    program = which_or_skip("php-cgi")
+    return BackendProcess([program, "-b", path], path,
+                          {"PHP_FCGI_CHILDREN": str(children),
+                           "PHP_FCGI_MAX_REQUESTS": "0"})
+
+
+def php_fpm(base: Path, path: str, children: int = 2) -> BackendProcess:
+    """php-fpm in the foreground with a pool of its own on a unix socket."""
+    program = shutil.which("php-fpm8.2") or which_or_skip("php-fpm")
+    conf = base / "php-fpm.conf"
+    user = "" if os.geteuid() else "user = root\ngroup = root\n"   # with -R
+    conf.write_text(f"""[global]
+pid = {base}/php-fpm.pid
+error_log = {base}/php-fpm.log
+daemonize = no
+[test]
+{user}listen = {path}
+listen.mode = 0666
+pm = static
+pm.max_children = {children}
+catch_workers_output = yes
+""")
+    argv = [program, "-F", "-y", str(conf)] + (["-R"] if os.geteuid() == 0 else [])
+    return BackendProcess(argv, path)
+
+
+def flup(kind: str, path: str) -> BackendProcess:
+    """gw_app.py under flup: kind "fcgi" or "scgi"; or "garbage"."""
+    return BackendProcess([sys.executable, str(APP), kind, path], path)
+
+
+def uwsgi(path: str, protocol: str) -> BackendProcess:
+    """gw_app.py under uwsgi, speaking "uwsgi" or "scgi" on `path`."""
+    program = which_or_skip("uwsgi")
+    option = "--socket" if protocol == "uwsgi" else "--scgi-socket"
+    return BackendProcess([program, "--plugin", "python3", option, path,
+                           "--wsgi-file", str(APP), "--processes", "1", "--threads", "4",
+                           "--disable-logging", "--die-on-term", "--master"], path,
+                          cwd=str(APP.parent))

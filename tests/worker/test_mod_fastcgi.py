@@ -1,0 +1,289 @@
+"""mod_fastcgi through a real worker in front of real FastCGI backends (gw_backends.py):
+php-cgi and php-fpm on unix sockets, the WSGI app of gw_app.py under flup, a backend
+that answers garbage, and a socket nobody listens on.
+
+Extension and prefix layouts (SCRIPT_NAME, PATH_INFO, fix-root-scriptname,
+strip-request-uri, docroot), check-local, bodies with a length and chunked, HEAD,
+the error log's STDERR lines, X-Sendfile inside and outside x-sendfile-docroot,
+authorizer and responder, 502 / 503 / 504, a backend dying mid-answer, the processes
+of a spawned host (started here as php-cgi -b on socket-N), kept connections with
+fastcgi.keep-conn, a client gone mid-answer.  Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gw_backends import BackendProcess, flup, php_cgi, php_fpm, write_php_site
+from server_util import WorkerProcess, config_text, read_until_closed
+
+MODULES = ("mod_fastcgi", "mod_staticfile")
+
+
+def fastcgi_config(sockets: Path, sendable: Path, errorlog: Path) -> str:
+    app = f'"socket" => "{sockets}/app.sock", "check-local" => "disable"'
+    return f"""
+server.errorlog = "{errorlog}"
+fastcgi.server = (
+  "/auth/" => ( ( {app}, "mode" => "authorizer" ), ( {app} ) ),
+  "/app" => ( ( {app} ) ),
+  "/pre/" => ( ( {app} ) ),
+  "/strip/" => ( ( {app}, "strip-request-uri" => "/strip/" ) ),
+  "/remote/" => ( ( {app}, "docroot" => "/srv/remote" ) ),
+  "/send/" => ( ( {app}, "x-sendfile" => "enable", "x-sendfile-docroot" => ( "{sendable}" ) ) ),
+  "/slow/" => ( ( {app}, "read-timeout" => 1 ) ),
+  "/down/" => ( ( "socket" => "{sockets}/nobody.sock", "check-local" => "disable" ) ),
+  "/garbage/" => ( ( "socket" => "{sockets}/garbage.sock", "check-local" => "disable" ) ),
+  ".php" => ( ( "socket" => "{sockets}/php.sock" ) ),
+)
+fastcgi.map-extensions = ( ".php5" => ".php" )
+$HTTP["host"] == "root.test" {{
+  fastcgi.server = ( "/" => ( ( {app}, "fix-root-scriptname" => "enable" ) ) )
+}}
+$HTTP["host"] == "spawned.test" {{
+  fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/spawn.sock",
+                                   "bin-path" => "/usr/bin/php-cgi", "max-procs" => 2 ) ) )
+}}
+$HTTP["host"] == "fpm.test" {{
+  fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/fpm.sock" ) ) )
+  fastcgi.keep-conn = "enable"
+  fastcgi.debug = 1
+}}
+$HTTP["url"] =^ "/upload/" {{ server.stream-request-body = 2 }}
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fcgi")
+    sockets = Path(f"/tmp/fcgi-test-{os.getpid()}")
+    sockets.mkdir(exist_ok=True)
+    docroot = base / "www"
+    write_php_site(docroot)
+    (docroot / "auth").mkdir()
+    sendable = base / "sendable"
+    sendable.mkdir()
+    (sendable / "file.txt").write_text("sent by X-Sendfile\n")
+    errorlog = base / "error.log"
+    conf = base / "fcgi.conf"
+    conf.write_text(config_text(docroot, fastcgi_config(sockets, sendable, errorlog),
+                                MODULES))
+    backends: list[BackendProcess] = []
+    try:
+        backends.append(flup("fcgi", f"{sockets}/app.sock"))
+        backends.append(flup("garbage", f"{sockets}/garbage.sock"))
+        backends.append(php_cgi(f"{sockets}/php.sock"))
+        backends.append(php_cgi(f"{sockets}/spawn.sock-0"))
+        backends.append(php_cgi(f"{sockets}/spawn.sock-1"))
+        backends.append(php_fpm(base, f"{sockets}/fpm.sock"))
+        with WorkerProcess(conf) as worker:
+            yield {"worker": worker, "docroot": docroot, "sendable": sendable,
+                   "errorlog": errorlog, "backends": backends}
+    finally:
+        for backend in backends:
+            backend.stop()
+        for path in sockets.iterdir():
+            path.unlink()
+        sockets.rmdir()
+
+
+def variables(body: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+
+
+def wait_for_log(errorlog: Path, text: str, seconds: float = 5.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        content = errorlog.read_text(errors="replace") if errorlog.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the error log")
+
+
+# ------------------------------------------------------------------- php-cgi
+def test_php_by_extension_with_path_info(site) -> None:
+    status, headers, body = site["worker"].get("/info.php/extra/path?a=1")
+    assert status == 200 and headers["X-Php"] == "yes"
+    env = variables(body)
+    docroot = str(site["docroot"])
+    assert env["SCRIPT_NAME"] == "/info.php" and env["PATH_INFO"] == "/extra/path"
+    assert env["SCRIPT_FILENAME"] == f"{docroot}/info.php"
+    assert env["PATH_TRANSLATED"] == f"{docroot}/extra/path"
+    assert env["REQUEST_URI"] == "/info.php/extra/path?a=1"
+    assert env["QUERY_STRING"] == "a=1" and env["DOCUMENT_ROOT"] == docroot
+
+
+def test_php_hello_and_own_status(site) -> None:
+    worker = site["worker"]
+    assert worker.get("/hello.php")[::2] == (200, b"Hello, world!")
+    assert worker.get("/status.php")[::2] == (418, b"teapot")
+    status, headers, _ = worker.get("/redirect.php")
+    assert status == 302 and headers["Location"] == "http://example.com/elsewhere"
+
+
+def test_missing_script_is_404_with_check_local(site) -> None:
+    assert site["worker"].get("/missing.php")[0] == 404
+
+
+def test_map_extensions_send_another_suffix_to_a_backend(site) -> None:
+    (site["docroot"] / "mapped.php5").write_text("<?php echo 'mapped';\n")
+    assert site["worker"].get("/mapped.php5")[::2] == (200, b"mapped")
+
+
+def test_post_bodies_reach_php_whole(site) -> None:
+    worker = site["worker"]
+    for size in (11, 300_000):
+        body = os.urandom(size)
+        status, _, answer = worker.request("POST", "/info.php", body=body)
+        env = variables(answer)
+        assert status == 200 and env["CONTENT_LENGTH"] == str(size)
+        assert env["BODY"] == f"{size} {hashlib.md5(body).hexdigest()}"
+
+
+def test_chunked_post_gets_its_length(site) -> None:
+    body = os.urandom(150_000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part)
+                       for part in (body[:70_000], body[70_000:])) + b"0\r\n\r\n"
+    raw = site["worker"].raw(b"POST /info.php HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    env = variables(raw.partition(b"\r\n\r\n")[2])
+    assert raw.startswith(b"HTTP/1.1 200") and env["CONTENT_LENGTH"] == "150000"
+    assert env["BODY"] == f"150000 {hashlib.md5(body).hexdigest()}"
+
+
+def test_head_has_no_body(site) -> None:
+    raw = site["worker"].raw(b"HEAD /hello.php HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"\r\n\r\n")
+
+
+def test_stderr_goes_to_the_error_log(site) -> None:
+    assert site["worker"].get("/stderr.php")[::2] == (200, b"logged")
+    wait_for_log(site["errorlog"], "FastCGI-stderr:")
+    assert "a line for the error log" in site["errorlog"].read_text()
+
+
+# ---------------------------------------------------------- prefix layouts
+@pytest.mark.parametrize("path, script, info", [
+    ("/app/x/y?q=1", "/app", "/x/y"),
+    ("/pre/x/y", "/pre/x", "/y"),
+    ("/pre/", "/pre/", ""),      # flup sets an absent PATH_INFO empty
+])
+def test_prefix_splits_script_name_and_path_info(site, path, script, info) -> None:
+    status, _, body = site["worker"].get(path)
+    env = variables(body)
+    assert status == 200 and (env["SCRIPT_NAME"], env["PATH_INFO"]) == (script, info)
+    assert env["REQUEST_URI"] == path
+
+
+def test_fix_root_scriptname(site) -> None:
+    env = variables(site["worker"].get("/a/b", host="root.test")[2])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/a/b")
+
+
+def test_strip_request_uri_and_remote_docroot(site) -> None:
+    worker = site["worker"]
+    assert variables(worker.get("/strip/x?q")[2])["REQUEST_URI"] == "/x?q"
+    env = variables(worker.get("/remote/page")[2])
+    assert env["SCRIPT_FILENAME"] == "/srv/remote/remote/page"
+    assert env["DOCUMENT_ROOT"] == "/srv/remote"
+
+
+# ------------------------------------------------------------- X-Sendfile
+def test_x_sendfile_inside_and_outside_its_docroot(site) -> None:
+    worker = site["worker"]
+    inside = site["sendable"] / "file.txt"
+    status, headers, body = worker.get(f"/send/?sendfile={inside}")
+    assert (status, body) == (200, b"sent by X-Sendfile\n")
+    assert "X-Sendfile" not in headers
+    outside = site["docroot"] / "hello.php"
+    assert worker.get(f"/send/?sendfile={outside}")[0] == 403
+
+
+# -------------------------------------------------------------- authorizer
+def test_authorizer_approves_and_its_variables_reach_the_responder(site) -> None:
+    status, _, body = site["worker"].get("/auth/page")
+    env = variables(body)
+    assert status == 200 and env["USER"] == "alice"
+    assert env["SCRIPT_NAME"] == "/auth/page"
+
+
+def test_authorizer_denial_is_the_answer(site) -> None:
+    status, _, body = site["worker"].get("/auth/page?deny")
+    assert (status, body) == (403, b"denied by the authorizer\n")
+
+
+# ----------------------------------------------------------------- failures
+def test_backend_down_is_503(site) -> None:
+    assert site["worker"].get("/down/x")[0] == 503
+
+
+def test_garbage_is_502(site) -> None:
+    assert site["worker"].get("/garbage/x")[0] == 502
+
+
+def test_read_timeout_is_504(site) -> None:
+    started = time.monotonic()
+    assert site["worker"].get("/slow/?sleep=4")[0] == 504
+    assert time.monotonic() - started < 3.9
+
+
+def test_backend_dying_mid_answer_is_502(site) -> None:
+    assert site["worker"].get("/app/?cut=1")[0] == 502
+    site["backends"][0].stop()
+    site["backends"][0] = flup("fcgi", site["backends"][0].path)
+    assert site["worker"].get("/app/")[0] == 200
+
+
+def test_client_gone_mid_answer_leaves_the_worker_serving(site) -> None:
+    worker = site["worker"]
+    with worker.socket() as sock:
+        sock.sendall(b"GET /slow/?sleep=0.5 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert worker.get("/app/")[0] == 200
+
+
+# ------------------------------------------------------------ spawned hosts
+def test_spawned_host_balances_over_its_processes(site) -> None:
+    worker = site["worker"]
+    for _ in range(4):
+        assert worker.get("/hello.php", host="spawned.test")[::2] == (200, b"Hello, world!")
+    first = site["backends"][3]
+    first.stop()                          # socket-0 dies: socket-1 serves alone
+    for _ in range(3):
+        assert worker.get("/hello.php", host="spawned.test")[::2] == (200, b"Hello, world!")
+
+
+# ------------------------------------------------------------------ php-fpm
+def test_php_fpm_with_kept_connections(site) -> None:
+    worker = site["worker"]
+    client = worker.connection()
+    try:
+        for _ in range(3):
+            client.request("GET", "/hello.php", headers={"Host": "fpm.test"})
+            response = client.getresponse()
+            assert (response.status, response.read()) == (200, b"Hello, world!")
+    finally:
+        client.close()
+    wait_for_log(site["errorlog"], "fastcgi - reusing a connection to unix:")
+
+
+def test_big_answers_stream_in_order(site) -> None:
+    (site["docroot"] / "big.php").write_text(
+        "<?php for ($i = 0; $i < 20000; $i++) echo str_pad($i, 99, '.') . \"\\n\";\n")
+    status, _, body = site["worker"].get("/big.php")
+    lines = body.split(b"\n")
+    assert status == 200 and len(body) == 2_000_000
+    assert lines[12345] == b"12345".ljust(99, b".")
+
+
+def test_raw_client_reads_whole_answer(site) -> None:
+    with site["worker"].socket() as sock:
+        sock.sendall(b"GET /hello.php HTTP/1.0\r\n\r\n")
+        raw = read_until_closed(sock)
+    assert raw.startswith(b"HTTP/1.0 200") and raw.endswith(b"Hello, world!")
+
