@@ -109,6 +109,9 @@ $HTTP["host"] == "code.example" {{
 $HTTP["host"] == "h.example" {{
   alias.url = ( "/h/" => "{base}/al/%1/" )
 }}
+$HTTP["host"] == "all.example" {{
+  alias.url = ( "/longer/" => "{base}/al/one/", "" => "{base}/al/two/" )
+}}
 """
 
 # name -> (target, Host)
@@ -182,6 +185,9 @@ CASES = {
     "alias-both": ("/both/f.txt", "test.example"),
     "alias-dotdot-cleaned": ("/both/../index.html", "test.example"),
     "alias-percent-literal": ("/h/f.txt", "h.example"),
+    "alias-empty-prefix": ("/f.txt", "all.example"),
+    "alias-empty-prefix-miss": ("/index.html", "all.example"),
+    "alias-longer-first": ("/longer/f.txt", "all.example"),
 }
 
 

@@ -1,8 +1,12 @@
 """mod_alias: map a URL prefix to a directory outside the document root.
 
-The longest matching prefix wins.  The URL path is already cleaned, so only one
-escape remains, and it is refused with 403 as in lighttpd: a prefix without a
-trailing slash followed by ".."/"." ("/icons../x" with "/icons" => "/usr/share/icons/").
+The first prefix in config order that the path starts with wins; as in lighttpd a
+prefix listed after a shorter one it starts with could never match, and the config is
+refused, so the longest matching prefix always wins.  The rest of the path is appended
+to the target as it is: "/icons" => "/usr/share/icons" maps "/icons.txt" too.  The URL
+path is already cleaned, so only one escape remains, and it is refused with 403 as in
+lighttpd: a prefix without a trailing slash followed by ".."/"." ("/icons../x" with
+"/icons" => "/usr/share/icons/").  Targets are taken literally (no `%n`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,21 @@ from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 
 
-def _longest_first(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    for prefix, target in pairs:
-        if not prefix:
-            raise DirectiveValueError("alias.url: an empty URL prefix is not allowed")
+def _reachable(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The aliases in config order; each must be able to match (lighttpd's check).
+    An empty target is refused (lighttpd 1.4.69 aborts on the first request to it)."""
+    for index, (prefix, target) in enumerate(pairs):
         if not target:
             raise DirectiveValueError(f'alias.url: "{prefix}" has an empty target')
-    return tuple(sorted(pairs, key=lambda pair: len(pair[0]), reverse=True))
+        for earlier, _ in pairs[:index]:
+            if prefix.startswith(earlier):
+                raise DirectiveValueError(f"alias.url: `{prefix}' will never match as "
+                                          f"`{earlier}' matched first")
+    return pairs
 
 
 DIRECTIVES = (
-    Directive("alias.url", Type.ARRAY_KVSTRING, (), convert=_longest_first),
+    Directive("alias.url", Type.ARRAY_KVSTRING, (), convert=_reachable),
 )
 
 
