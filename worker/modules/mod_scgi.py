@@ -1,0 +1,111 @@
+"""mod_scgi: SCGI and uwsgi backends as lighttpd 1.4.69's mod_scgi: `scgi.server`,
+`scgi.balance`, `scgi.debug`, `scgi.protocol` ("scgi", the default, or "uwsgi").
+
+Which requests go to which backend, authorizers, SCRIPT_NAME and PATH_INFO,
+X-Sendfile: worker/gw_cgi.py; connecting, sending, timeouts and errors:
+worker/gw_exchange.py.  A request is its CGI environment, framed as the protocol
+says, then its body as it is (from memory, with sendfile from its temp file, or as
+it arrives):
+
+- SCGI: a netstring (`LENGTH:` NAME NUL VALUE NUL ... `,`), CONTENT_LENGTH first and
+  `SCGI` = 1 with the rest;
+- uwsgi: a 4-byte header (modifier 0, the size of the variables as 16 bits little
+  endian, modifier 0), then each name and value after its 16-bit length.  Variables
+  of more than 64 KiB cannot be framed: 431, as lighttpd.
+
+The answer is read as a CGI head (Status:, or an `HTTP/1.x NNN` status line as uwsgi
+writes it) and its body, until the backend closes the connection: one connection
+per request, as both protocols have it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from shared.config.directives import Directive, DirectiveValueError, Type
+from shared.gateway_hosts import parse_balance, parse_servers
+
+from ..gw_cgi import CgiExchange, CgiGatewayModule
+from ..module import HandlerResult
+
+PROTOCOLS = ("scgi", "uwsgi")
+UWSGI_MAX = 0xFFFF
+_UWSGI_LENGTH = struct.Struct("<H")
+
+
+def _protocol(value: str) -> str:
+    if value not in PROTOCOLS:
+        raise DirectiveValueError(f'unexpected value for scgi.protocol: "{value}"; '
+                                  'expected "scgi" or "uwsgi"')
+    return value
+
+
+DIRECTIVES = (
+    Directive("scgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),
+    Directive("scgi.balance", Type.STRING, "fair", convert=parse_balance),
+    Directive("scgi.debug", Type.INT, 0),
+    Directive("scgi.protocol", Type.STRING, "scgi", convert=_protocol),
+)
+
+
+def _encoded(env: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1", "replace"), value.encode("utf-8", "surrogateescape"))
+            for name, value in env.items()]
+
+
+def scgi_request(env: dict[str, str]) -> bytes:
+    """The SCGI header netstring (CONTENT_LENGTH is first in `env`)."""
+    pairs = _encoded(env) + [(b"SCGI", b"1")]
+    block = b"".join(name + b"\0" + value + b"\0" for name, value in pairs)
+    return b"%d:%s," % (len(block), block)
+
+
+def uwsgi_request(env: dict[str, str]) -> bytes | None:
+    """The uwsgi packet header and variables; None when they exceed 64 KiB."""
+    parts = []
+    for name, value in _encoded(env):
+        if len(name) > UWSGI_MAX or len(value) > UWSGI_MAX:
+            return None
+        parts += (_UWSGI_LENGTH.pack(len(name)), name, _UWSGI_LENGTH.pack(len(value)), value)
+    block = b"".join(parts)
+    if len(block) > UWSGI_MAX:
+        return None
+    return b"\0" + _UWSGI_LENGTH.pack(len(block)) + b"\0" + block
+
+
+class ScgiExchange(CgiExchange):
+    """One request to an SCGI or uwsgi backend."""
+
+    __slots__ = ()
+
+    def prepare(self) -> HandlerResult:
+        env = self.environment()
+        if env is None:
+            return self.error(411, "")
+        if self.request.settings.values["scgi.protocol"] == "uwsgi":
+            head = uwsgi_request(env)
+            if head is None:
+                self.module.log(f"uwsgi request variables too long for {self.request.uri_path}")
+                return self.error(431, "")
+        else:
+            head = scgi_request(env)
+        if self.authorizer:
+            self.outgoing = memoryview(head)   # the body stays for the responder
+        else:
+            self.send_body(head, whole_raw=True)
+        return None
+
+    def take(self, data: bytes) -> HandlerResult:
+        return self.output(data)
+
+    def closed(self, err: OSError | None) -> HandlerResult:
+        if err is not None or not self.received:
+            return None                       # a failure: 502
+        return self.output_ended(False)
+
+
+class Module(CgiGatewayModule):
+    name = "scgi"
+    source = "mod_scgi.c"
+    directives = DIRECTIVES
+    exchange_class = ScgiExchange
