@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 from master.configload import load  # noqa: E402
 from shared.config import ConfigError, format_config  # noqa: E402
 from shared.config import parser as config_parser  # noqa: E402
+from worker.connection import ConnState  # noqa: E402
 from worker.counters import WorkerCounters  # noqa: E402
 from worker.server import Server  # noqa: E402
 
@@ -411,7 +412,7 @@ class RequestTarget:
     @staticmethod
     def _check_idle(connection) -> None:
         """Open and quiet: it must be waiting for the client, nothing else."""
-        if connection.closed or connection.lingering:
+        if connection.state >= ConnState.LINGER:
             return
         if connection.out.chunks or not connection.events & select.EPOLLIN:
             raise Finding(f"stuck: neither reading nor writing: {state(connection)}")
@@ -481,7 +482,7 @@ def read_available(client: socket.socket, received: bytearray) -> int:
 
 
 def state(connection) -> str:
-    return (f"closed={connection.closed} lingering={connection.lingering} "
+    return (f"state={connection.state.name} "
             f"closing={connection.closing} events={connection.events} "
             f"ready={len(connection.ready)} current={connection.protocol.current is not None} "
             f"queued={len(connection.out.chunks)} answered={connection.requests_done}")

@@ -1,7 +1,15 @@
 """One client connection: lighttpd's connection state machine, between a transport
 (worker/transport.py: the bytes) and the HTTP/1 parser (worker/http1.py: requests).
 
-    read headers -> read body -> handle (maybe held) -> write -> keep-alive or close
+    REQUEST_START -> READ -> (HANDLE) -> WRITE -> REQUEST_START (keep-alive)
+                                 |          `-> LINGER -> CLOSED
+                                 `-> TUNNEL (101, CONNECT) -> CLOSED
+
+`Connection.state` is lighttpd's con->state: set where a transition happens (a module
+holds the request, a protocol switch, the lingering close, the close), and settled
+in `update_events` for the rest, from what the connection then has to do: write
+queued answers, read a request under way, or wait for the next one.  The epoll
+interest follows from the state there, as lighttpd sets it after its state machine.
 
 The parser may hand over several pipelined requests from one read.  Completed
 requests wait in `ready` and are answered strictly in order; a request a module holds
@@ -24,6 +32,7 @@ from __future__ import annotations
 import select
 import time
 import traceback
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from shared import log
@@ -52,6 +61,21 @@ LOW_WATER = 64 * 1024          # a paused producer is woken below this
 BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client waits
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ConnState(IntEnum):
+    """What a connection is doing (lighttpd's con->state)."""
+
+    REQUEST_START = 0   # waiting for a request: new, or kept alive between two
+    READ = 1            # a request's head or body is arriving
+    HANDLE = 2          # a module holds the request at the head of the connection
+    WRITE = 3           # answers are queued for a client that has not taken them
+    TUNNEL = 4          # switched protocols: raw bytes both ways
+    LINGER = 5          # half-closed after the last answer: draining the client
+    CLOSED = 6
+
+
+REQUEST_START, READ, HANDLE, WRITE, TUNNEL, LINGER, CLOSED = ConnState
 
 
 class Answer:
@@ -173,8 +197,8 @@ class Connection:
     __slots__ = (
         "server", "transport", "fd", "remote_ip", "socket_spec", "scheme",
         "condition_cache", "protocol", "out", "ready", "requests_done", "closing",
-        "peer_eof", "events", "last_read", "last_write", "lingering", "linger_deadline",
-        "closed", "limits", "answers", "sent_total", "queued_total", "bytes_read",
+        "peer_eof", "events", "last_read", "last_write", "state", "linger_deadline",
+        "limits", "answers", "sent_total", "queued_total", "bytes_read",
         "read_mark", "held",
     )
 
@@ -196,9 +220,8 @@ class Connection:
         self.peer_eof = False
         self.events = 0
         self.last_read = self.last_write = server.loop.now
-        self.lingering = False
+        self.state = REQUEST_START
         self.linger_deadline = 0.0
-        self.closed = False
         self.answers: list[Request] = []   # answered, not yet completely sent
         self.sent_total = 0
         self.queued_total = 0
@@ -207,6 +230,10 @@ class Connection:
         self.limits = server.config.settings   # the settings the idle timeouts come from
         self.held: _Held | None = None     # the request a module holds (module.WAIT)
         self.protocol = Http1Parser(self, server)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is CLOSED
 
     # ------------------------------------------------- the protocol's sink
     def new_request(self) -> Request:
@@ -245,12 +272,12 @@ class Connection:
         traceback and costs that connection only, never the worker and its others.
         """
         try:
-            if self.lingering:
+            if self.state is LINGER:
                 self._linger_read()
                 return
             if events & EPOLLOUT:
                 self.flush()
-                if self.closed:
+                if self.state is CLOSED:
                     return
                 if self.ready:
                     self.process()
@@ -263,7 +290,7 @@ class Connection:
                 self.held.rdhup = True  # a half-close: the answer still goes out
                 self.held.request.keep_alive = False
                 self.update_events()
-            elif not self.closed:
+            elif self.state is not CLOSED:
                 self.update_events()
         except Exception:  # noqa: BLE001 - anything at all: the worker must go on
             log.error("connections.c", f"internal error on a connection from "
@@ -331,7 +358,7 @@ class Connection:
             request = kept.repeat_request(self)
             request.response.status = kept.status
             self._note_answer(request, self.queued_total - len(wire), len(wire), 0, True)
-        if not self.closed:
+        if self.state is not CLOSED:
             self.update_events()
         return True
 
@@ -381,20 +408,20 @@ class Connection:
         while True:
             while ready and out.pending < HIGH_WATER and self.held is None:
                 self.respond(ready.pop(0))
-                if self.closed:
+                if self.state is CLOSED:
                     return
             if not ready and self.held is None:
                 self._continue_current()
             if out.chunks:
                 self.flush()
-                if self.closed:
+                if self.state is CLOSED:
                     return
                 if ready and out.pending < HIGH_WATER and self.held is None:
                     continue
             elif self.closing and not ready and self.held is None:
                 self.shutdown()
             break
-        if not self.closed:
+        if self.state is not CLOSED:
             self.update_events()
 
     def _continue_current(self) -> None:
@@ -493,6 +520,7 @@ class Connection:
         """A module holds the request (WAIT): nothing behind it is answered until it is
         done; what it streams meanwhile goes out as it comes."""
         self.held = held = _Held(request, self.queued_total)
+        self.state = HANDLE
         if request.woken:               # woken while its hook still ran
             self.wake(request)
         self._stream(held)
@@ -508,7 +536,7 @@ class Connection:
 
     def _resume(self) -> None:
         held = self.held
-        if held is None or self.closed:
+        if held is None or self.state is CLOSED:
             return
         held.queued = False
         request = held.request
@@ -530,7 +558,7 @@ class Connection:
             self._release_held(held)
         else:
             self._stream(held)
-        if not self.closed:
+        if self.state is not CLOSED:
             self.process()
 
     def _held_failed(self, held: _Held, status: int = 500) -> None:
@@ -540,6 +568,7 @@ class Connection:
             self.close()
             return
         self.held = None
+        self.state = WRITE
         held.close_spool()
         held.request.keep_alive = False
         self.server.pipeline.fail(held.request, status)
@@ -550,6 +579,7 @@ class Connection:
         """The holding module is done: queue the rest of the answer (all of it, with a
         Content-Length, when no head went out yet)."""
         self.held = None
+        self.state = WRITE
         request = held.request
         response = request.response
         if not response.started:
@@ -623,6 +653,7 @@ class Connection:
         before the answer), never spooled: the client waits while the module lags."""
         request = held.request
         held.tunnel = True
+        self.state = TUNNEL
         self.closing = True            # nothing HTTP/1 follows a tunnel
         body = request.body = RequestBody(spill=False)
         body.append(self.protocol.upgrade_answered(request, True))
@@ -745,12 +776,23 @@ class Connection:
             debuglog.response_header(head, self.fd)
 
     def update_events(self) -> None:
-        if self.lingering or not self.transport.pollable:
+        """Settle the state after a round of work, and poll for what it needs."""
+        state = self.state
+        if state is LINGER or state is CLOSED:
             return          # shutdown() chose EPOLLIN: only the client's EOF matters now
+        held = self.held
+        if held is None:            # else HANDLE or TUNNEL, set when the module took it
+            if self.out.chunks:
+                self.state = WRITE
+            elif self.protocol.current is not None or self.ready:
+                self.state = READ
+            else:
+                self.state = REQUEST_START
+        if not self.transport.pollable:
+            return
         want = 0
         if self.out.chunks:
             want |= EPOLLOUT
-        held = self.held
         if held is not None:
             if self._reads_held_body(held):
                 want |= EPOLLIN
@@ -778,7 +820,7 @@ class Connection:
     def shutdown(self) -> None:
         """Half-close and drain what the client still sends, so that our last answer is
         not destroyed by a TCP reset (lighttpd's lingering close)."""
-        if self.closed or self.lingering:
+        if self.state is CLOSED or self.state is LINGER:
             return
         if not self.transport.pollable:     # nothing to linger on: the caller ends
             self.close()
@@ -788,7 +830,7 @@ class Connection:
         except OSError:
             self.close()
             return
-        self.lingering = True
+        self.state = LINGER
         self.linger_deadline = self.server.loop.now + LINGER_SECONDS
         self.ready.clear()
         if self.events != EPOLLIN:
@@ -817,9 +859,9 @@ class Connection:
     def release(self) -> bool:
         """Mark closed and drop queued output and answers (closing the files they hold);
         False if that already happened."""
-        if self.closed:
+        if self.state is CLOSED:
             return False
-        self.closed = True
+        self.state = CLOSED
         for hook in self.server.pipeline.connection_close:
             hook(self)
         if self.held is not None:
@@ -856,16 +898,19 @@ class Connection:
     # ------------------------------------------------------------ timeouts
     def check_timeout(self, now: float) -> None:
         """Called once a second: lighttpd's read / write / keep-alive idle limits."""
-        if self.lingering:
+        state = self.state
+        if state is LINGER:
             if now > self.linger_deadline:
                 self.close()
         elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
-        elif self.held is not None and self.held.request is not self.protocol.current:
+        elif (state is HANDLE or state is TUNNEL) and \
+                self.held.request is not self.protocol.current:
             pass                # the holding module keeps its own backend's deadlines
-        elif self.protocol.current is not None or self.ready or not self.requests_done:
-            # a request under way, or a new connection's first one on the way
+        elif state is not REQUEST_START or not self.requests_done:
+            # a request under way (its head, or a body a module reads as it comes), or
+            # a new connection's first one on the way
             if now - self.last_read > self.limits["server.max-read-idle"]:
                 self._timed_out("read")
         elif now - max(self.last_read, self.last_write) > \
@@ -892,5 +937,4 @@ class Connection:
         """Between two requests of a keep-alive connection, with nothing to send: may be
         closed at once when draining.  A new connection is not idle: its first request
         is on the way, and closing it would reset a client that did nothing wrong."""
-        return (self.requests_done > 0 and self.protocol.current is None and not self.ready
-                and self.held is None and not self.out.chunks and not self.lingering)
+        return self.state is REQUEST_START and self.requests_done > 0

@@ -24,7 +24,7 @@ from shared.stats import State
 
 from . import debuglog
 from .answercache import condition_fields
-from .connection import Connection
+from .connection import CLOSED, LINGER, READ, REQUEST_START, WRITE, Connection
 from .counters import WorkerCounters
 from .handler import Pipeline
 from .http import DATE
@@ -279,17 +279,18 @@ class Server:
         reading = writing = waiting = 0
         for connection in list(self.connections.values()):
             connection.check_timeout(now)
-            if connection.closed:
+            state = connection.state
+            if state is CLOSED:
                 continue
-            if connection.out.chunks or connection.held is not None:
-                writing += 1
-            elif connection.protocol.current is not None:
+            if state is READ:
                 reading += 1
-            else:
-                waiting += 1
-            if connection.protocol.current is not None or connection.ready or \
-                    connection.held is not None:
                 self.last_request = now
+            elif state is REQUEST_START or state is LINGER:
+                waiting += 1
+            else:
+                writing += 1
+                if state is not WRITE:
+                    self.last_request = now
         self.counters.heartbeat(len(self.connections), reading, writing, waiting)
         self._resume_below_limit()
         if self.draining and now > self.drain_deadline:

@@ -20,6 +20,7 @@ from server_util import config_text
 from sites import make_docroot
 from shared.stats import METHODS, Field, request_offset
 from worker.answercache import AnswerCache
+from worker.connection import ConnState
 from worker.handler import Pipeline
 from worker.module import Module
 from worker.server import Server
@@ -54,14 +55,14 @@ def test_keep_alive_answer_goes_back_to_reading(server):
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
     assert connection.events == select.EPOLLIN
-    assert not connection.lingering and not connection.closed
+    assert connection.state is ConnState.REQUEST_START
     assert client.recv(65536).endswith(b"hello from pylighttpd\n")
 
 
 def test_close_answer_lingers_reading_until_the_client_eof(server):
     client, connection = connect(server)
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-    run_until(server, lambda: connection.lingering)
+    run_until(server, lambda: connection.state is ConnState.LINGER)
     assert connection.events == select.EPOLLIN      # late bytes are still drained
     client.sendall(b"late bytes")
     server.loop.run_once(0.05)
@@ -124,7 +125,7 @@ def test_a_repeat_while_draining_is_answered_with_close(server):
     client.recv(65536)
     server.begin_drain()
     client.sendall(request)
-    run_until(server, lambda: connection.lingering or connection.closed)
+    run_until(server, lambda: connection.state >= ConnState.LINGER)
     assert b"\r\nConnection: close\r\n" in client.recv(65536)
 
 
@@ -144,7 +145,7 @@ def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkey
     monkeypatch.setattr(AnswerCache, "key_for", broken)
     client, connection = connect(server)
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
-    run_until(server, lambda: connection.lingering or connection.closed)
+    run_until(server, lambda: connection.state >= ConnState.LINGER)
     assert client.recv(65536).startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
     err = capfd.readouterr().err
     assert "internal error reading a request from 127.0.0.1" in err
@@ -181,7 +182,7 @@ def test_a_kept_chunked_body_over_max_request_size_is_413(body_reading_server):
     client, connection = connect(server)
     client.sendall(b"POST /index.html HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
                    + (b"400\r\n" + b"y" * 1024 + b"\r\n") * 2 + b"0\r\n\r\n")
-    run_until(server, lambda: connection.lingering or connection.closed)
+    run_until(server, lambda: connection.state >= ConnState.LINGER)
     assert client.recv(65536).startswith(b"HTTP/1.1 413 Payload Too Large\r\n")
 
 
@@ -305,3 +306,42 @@ def test_a_keyed_header_keeps_one_answer_per_value(server):
     languages = [h.split(b"Content-Language: ")[1].split(b"\r\n")[0] for h in heads]
     assert languages == [b"de", b"de", b"fr", b"fr", b"de", b"de", b"fr", b"fr"]
     assert len(server.pipeline.answers.entries) == 2
+
+
+def test_a_request_arriving_in_pieces_is_read_then_answered_then_awaited(server):
+    client, connection = connect(server)
+    assert connection.state is ConnState.REQUEST_START
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHo")
+    run_until(server, lambda: connection.state is ConnState.READ)
+    client.sendall(b"st: t\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 1
+              and connection.state is ConnState.REQUEST_START)
+    assert connection.is_idle()
+
+
+def test_an_answer_the_client_does_not_take_is_written_until_it_does(server):
+    client, connection = connect(server)
+    client.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    run_until(server, lambda: connection.state is ConnState.WRITE)
+    assert connection.events & select.EPOLLOUT and not connection.is_idle()
+    while connection.state is ConnState.WRITE:
+        server.loop.run_once(0.01)
+        try:
+            client.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+    assert connection.state is ConnState.REQUEST_START
+
+
+def test_a_half_request_times_out_by_the_read_idle_not_the_keep_alive_idle(server):
+    client, connection = connect(server)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\nGET /ind")
+    run_until(server, lambda: connection.requests_done == 1
+              and connection.state is ConnState.READ)
+    read_idle = connection.limits["server.max-read-idle"]
+    keep_alive_idle = connection.limits["server.max-keep-alive-idle"]
+    assert read_idle > keep_alive_idle
+    connection.check_timeout(connection.last_read + keep_alive_idle + 1)
+    assert connection.state is ConnState.READ
+    connection.check_timeout(connection.last_read + read_idle + 1)
+    assert connection.state is ConnState.CLOSED

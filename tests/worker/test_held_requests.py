@@ -22,6 +22,7 @@ from master.configload import load
 from server_util import split_responses
 from sites import make_docroot
 from worker.module import BACKLOG_HIGH, COMEBACK, ERROR, WAIT, Module
+from worker.connection import ConnState
 from worker.request import Request
 from worker.server import Server
 
@@ -602,3 +603,38 @@ def test_an_error_handler_url_whose_module_fails_gives_the_original_error(tmp_pa
     with held_server(tmp_path, 0, error_handler="/fail/0") as server:
         [(status, _, body)] = split_responses(exchange(server, get("/missing.html")))
         assert status == 404 and b"404 Not Found" in body
+
+
+def state_trail(server: Server, data: bytes, then: bytes = b"") -> list[ConnState]:
+    """The states a new connection passes through while it is sent `data` (and `then`
+    once the first answer bytes are back, then its end), until it is closed."""
+    client, end = socket.socketpair()
+    connection = server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    client.setblocking(False)
+    client.sendall(data)
+    trail = [connection.state]
+    deadline = time.monotonic() + 5
+    while connection.state is not ConnState.CLOSED:
+        assert time.monotonic() < deadline, f"stuck in {trail}"
+        server.loop.run_once(0.005)
+        if connection.state is not trail[-1]:
+            trail.append(connection.state)
+        with contextlib.suppress(BlockingIOError):
+            if client.recv(1 << 20) and then:
+                client.sendall(then)
+                client.shutdown(socket.SHUT_WR)
+                then = b""
+    client.close()
+    return [state for n, state in enumerate(trail) if state is not ConnState.WRITE
+            or trail[n - 1] is not ConnState.HANDLE]     # the answer may go out at once
+
+
+def test_a_held_request_passes_through_handle(server):
+    assert state_trail(server, get("/later/x")) == [
+        ConnState.REQUEST_START, ConnState.HANDLE, ConnState.LINGER, ConnState.CLOSED]
+
+
+def test_a_protocol_switch_passes_through_tunnel(server):
+    request = b"GET /shout HTTP/1.1\r\nHost: t\r\nUpgrade: shout\r\nConnection: Upgrade\r\n\r\n"
+    assert state_trail(server, request, then=b"hello") == [    # the client ended first:
+        ConnState.REQUEST_START, ConnState.TUNNEL, ConnState.CLOSED]  # nothing to linger on
