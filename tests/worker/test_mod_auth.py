@@ -24,7 +24,7 @@ import pytest
 
 from auth_site import (HASH_USERS, NONCE_SECRET, REALM, basic, challenges, digest, htpasswd,
                        make_auth_site, needs_apache_utils)
-from server_util import WorkerProcess, read_until_closed, split_responses
+from server_util import WorkerProcess, read_until_closed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: serverproc, procutil
 from procutil import run_cli  # noqa: E402
 from serverproc import wait_until  # noqa: E402

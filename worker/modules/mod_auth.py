@@ -34,7 +34,6 @@ which is never kept.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -676,8 +675,8 @@ def _base64(encoded: str) -> bytes:
     if len(stripped) % 4 == 1:
         return b""
     try:
-        return base64.b64decode(stripped + "=" * (-len(stripped) % 4), validate=True)
-    except (binascii.Error, ValueError):
+        return binascii.a2b_base64(stripped + "=" * (-len(stripped) % 4), strict_mode=True)
+    except (binascii.Error, ValueError):      # ValueError: not ASCII
         return b""
 
 
