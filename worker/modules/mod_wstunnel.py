@@ -26,6 +26,9 @@ Where this differs from lighttpd, on purpose:
   that is not UTF-8) is answered with 1002 or 1007, where lighttpd sends its "1000";
 - a backend that ends the connection gets the client a close frame (1000; 1001 when it
   broke), where lighttpd closes without one;
+- "Sec-WebSocket-Protocol: binary" is answered only to a client that offered it
+  (RFC 6455 4.1: a client fails a connection whose subprotocol it did not ask for);
+  lighttpd sends it with every binary tunnel;
 - a text frame never splits a UTF-8 character across two backend reads;
 - hybi-00's MD5 answer is the draft's (the key numbers big-endian), which lighttpd
   computes little-endian on x86;
@@ -162,18 +165,15 @@ def script_path(key: str, path: str) -> str:
 
 def wants_binary(request: Request, configured: bool) -> tuple[bool, str]:
     """Whether backend bytes go out as binary frames, and the subprotocol to answer:
-    "binary" for binary frames, "base64" when a text client asked for it (as lighttpd,
-    which only names it)."""
-    if configured:
-        return True, "binary"
+    "binary" when the client offered it (it also chooses binary frames), "base64"
+    when a text client offered that (named only, as lighttpd does)."""
     offered = request.headers.get("sec-websocket-protocol")
-    for name in (offered or "").split(","):
-        name = name.strip().lower()
-        if name == "binary":
-            return True, "binary"
-        if name == "base64":
-            return False, "base64"
-    return False, ""
+    names = [name.strip().lower() for name in (offered or "").split(",")]
+    if "binary" in names:
+        return True, "binary"
+    if not configured and "base64" in names:
+        return False, "base64"
+    return configured, ""
 
 
 # ------------------------------------------------------------------ the tunnel
