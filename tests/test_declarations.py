@@ -148,11 +148,21 @@ def _site_with(tmp_path: Path, snippet: Path) -> tuple[Path, int, Path]:
     conf-enabled/), on a free port, logging errors to a file."""
     shutil.copytree(REPO / "conf", tmp_path / "conf", symlinks=True)
     enabled = tmp_path / "conf" / "conf-enabled"
-    (enabled / snippet.name).symlink_to(Path("..") / "conf-available" / snippet.name)
+    for needed in _with_dependencies(snippet):
+        (enabled / needed.name).symlink_to(Path("..") / "conf-available" / needed.name)
     port, errorlog = free_port(), tmp_path / "error.log"
     (enabled / "zz-test.conf").write_text(
         f'server.port := {port}\nserver.errorlog = "{errorlog}"\n')
     return tmp_path / "conf" / "pylighttpd.conf", port, errorlog
+
+
+def _with_dependencies(snippet: Path) -> list[Path]:
+    """The snippet and those its `# -*- depends: NAME -*-` lines name (Debian's
+    lighty-enable-mod enables them together)."""
+    needed = [snippet]
+    for name in re.findall(r"^# -\*- depends: (\S+) -\*-$", snippet.read_text(), re.M):
+        needed += snippet.parent.glob(f"??-{name}.conf")
+    return needed
 
 
 def _stop(process: subprocess.Popen) -> None:
