@@ -76,6 +76,16 @@ def lighttpd_target(target: str) -> str:
     return path + mark + query
 
 
+# escapes lighttpd refuses in a target (url-ctrls-reject, and octets never in UTF-8)
+_REFUSED_ESCAPE = re.compile(r"%(?:[01][0-9A-F]|7F|C[01]|F[5-9A-F])")
+
+
+def refused_target(normalised: str) -> bool:
+    """Whether lighttpd answers 400 to a target (normalised by lighttpd_target): a
+    control character or an octet that never occurs in UTF-8."""
+    return "%" in normalised and _REFUSED_ESCAPE.search(normalised) is not None
+
+
 # --------------------------------------------------------------- normalising
 def _high_bytes_escaped(text: str, escape: bytes) -> str:
     data = text.encode("utf-8", "surrogateescape")

@@ -6,15 +6,28 @@ that matches answers with `url.redirect-code` (301 unless set) and its target in
 Location.  A rule with an empty target matches and stops the search without
 redirecting.  The target takes lighttpd's substitutions, `$n`, `%n`, `${url.*}`,
 `${qsa}` and the encoders (worker/urlsubst.py), compiled once when the config loads.
+Control characters a substitution brings in (`${decb64u:n}` can decode CR LF) are
+%-encoded: the Location never carries a second header.
 """
 
 from __future__ import annotations
+
+import re
 
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..urlsubst import Rule, compile_rules, substitute
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escaped_controls(location: str) -> str:
+    if _CONTROL.search(location) is None:
+        return location
+    return _CONTROL.sub(lambda match: f"%{ord(match.group()):02X}", location)
+
 
 def _redirect_code(code: int) -> int:
     """lighttpd sends whatever status is set (usually 301, 302, 303, 307 or 308)."""
@@ -45,5 +58,5 @@ class Module(BaseModule):
         found = substitute(rules, request, request.settings.captures("url.redirect"))
         if found is None:
             return None
-        request.response.set_header("Location", found[1])
+        request.response.set_header("Location", _escaped_controls(found[1]))
         return request.settings.values["url.redirect-code"]

@@ -15,7 +15,9 @@ As in lighttpd, the keys of one group (the four URL ones; the two file ones) go
 together: the last matching config block that sets any of them supplies the whole
 list, once-rules before repeat-rules.  A rule with an empty replacement stops the
 search; a replacement that does not start with `/`, or more than 100 rewrites of one
-request, fail the request (500; lighttpd drops the connection).
+request, fail the request (500; lighttpd drops the connection).  The new target is
+parsed as a client's would be: control characters or octets that never occur in
+UTF-8 (from `${decb64u:n}`, say) make it a bad request (400).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from shared.config.directives import Directive, Type
 
 from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
-from ..urlsubst import Rule, compile_rules, substitute
+from ..urlsubst import Rule, compile_rules, lighttpd_target, refused_target, substitute
 
 MAX_REWRITES = 100     # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
 
@@ -140,5 +142,8 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
         state = request.plugin_ctx["rewrite"] = _State()
     if rule.once:
         state.finished = True
+    target = lighttpd_target(target)
+    if refused_target(target):      # as a client's target with these octets
+        return 400
     request.internal_redirect(target)
     return COMEBACK
