@@ -108,6 +108,7 @@ def make_auth_site(base: Path) -> Path:
     for option, user in HASH_USERS.items():
         htpasswd(base / "htpasswd", option, user, "pw-" + user)
     htpasswd(base / "htpasswd", "-m", "amy", "pw-amy")
+    htpasswd(base / "htpasswd", "-p", "plaintext", "pw-plaintext")   # no hash: never good
     subprocess.run([HTPASSWD, "-b", "-B", "-C", "12", str(base / "htpasswd"), "slow",
                     "pw-slow"], check=True, capture_output=True, timeout=60)
     htpasswd(base / "htpasswd-cached", "-B", "kept", "pw-kept")

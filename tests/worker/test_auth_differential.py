@@ -99,6 +99,7 @@ def _exchanges() -> list[tuple[str, Ask]]:
         found.append((f"basic-{user}", _plain("/basic/f.txt", basic(user, "pw-" + user))))
         found.append((f"basic-{user}-wrong", _plain("/basic/f.txt", basic(user, "pw-x"))))
     found += [
+        ("htpasswd-plaintext", _plain("/basic/f.txt", basic("plaintext", "pw-plaintext"))),
         ("only-amy-amy", _plain("/only-amy/f.txt", basic("amy", "pw-amy"))),
         ("only-amy-other", _plain("/only-amy/f.txt", basic("sha1", "pw-sha1"))),
         ("plain-carol", _plain("/plain/f.txt", basic("carol", "pw-carol"))),

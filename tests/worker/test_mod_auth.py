@@ -368,6 +368,15 @@ def test_an_unknown_backend_is_refused_at_start(tmp_path):
     assert checked.returncode != 0 and "auth.backend not supported: kerberos" in checked.stderr
 
 
+def test_auth_debug_is_an_unknown_key_as_in_lighttpd_1_4_69(tmp_path):
+    conf = tmp_path / "x.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.modules = ("mod_auth")\n'
+                    f'auth.debug = 1\n')
+    checked = run_cli("-tt", "-f", str(conf))
+    assert checked.returncode == 0
+    assert "WARNING: unknown config-key: auth.debug (ignored)" in checked.stderr
+
+
 def test_replayed_nonce_table_stays_bounded():
     counts = mod_auth.NonceCounts()
     for number in range(mod_auth.MAX_NONCES + 10):
@@ -375,3 +384,27 @@ def test_replayed_nonce_table_stays_bounded():
     assert len(counts.seen) <= mod_auth.MAX_NONCES
     counts.sweep(mod_auth.NONCE_LIFETIME + 1)
     assert not counts.seen
+
+
+class _Request:
+    """What mod_auth reads of a request, for the rules no module here can drive: a
+    REMOTE_USER set before mod_auth runs (by a TLS client certificate, say)."""
+
+    def __init__(self, rules, extern_authn: bool, remote_user: str | None) -> None:
+        self.settings = type("Settings", (), {"values": {
+            "auth.require": rules, "auth.extern-authn": extern_authn, "auth.cache": None,
+            "server.force-lowercase-filenames": False, "auth.backend": ""}})()
+        self.uri_path, self.headers, self.plugin_ctx = "/p/x", {}, {}
+        self.env = {"REMOTE_USER": remote_user} if remote_user else None
+
+
+@pytest.mark.parametrize("method, extern_authn, remote_user, result", [
+    ("extern", False, "amy", None), ("extern", False, "bob", 401),
+    ("extern", False, None, 401),
+    ("basic", True, "amy", None),                    # taken in place of a login
+])
+def test_extern_and_extern_authn_take_a_remote_user_set_before(method, extern_authn,
+                                                               remote_user, result):
+    rules = mod_auth.parse_require(_require(method=method, realm="r", require="user=amy"))
+    request = _Request(rules, extern_authn, remote_user)
+    assert mod_auth.Module(None).handle_uri_clean(request) == result
