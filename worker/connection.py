@@ -354,6 +354,8 @@ class Connection:
         self.flush()
         if self.sent_total >= self.queued_total:     # the usual case: all of it went out
             server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
+            if self.events == EPOLLIN and not self.closing:
+                return True          # as it was: waiting for the next request
         else:
             request = kept.repeat_request(self)
             request.response.status = kept.status
