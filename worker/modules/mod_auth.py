@@ -38,6 +38,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -276,50 +277,21 @@ class NonceCounts:
 
 
 # ----------------------------------------------------------------- digest fields
+_DIGEST_PAIR = re.compile(r'[ \t,]*([^= \t,]+)[ \t]*=[ \t]*'
+                          r'(?:"((?:[^"\\]|\\.)*)"|((?!")[^, \t]*))')
+
+
 def parse_digest_fields(text: str) -> dict[str, str]:
     """`key=value, key="value"` pairs of Digest credentials; quoted values are kept as
     sent (lighttpd does not unescape them).  Parsing stops at a broken pair, keeping
     what came before (its missing fields then make the request a 400)."""
     fields: dict[str, str] = {}
-    pos, end = 0, len(text)
-    while pos < end:
-        while pos < end and text[pos] in " \t,":
-            pos += 1
-        start = pos
-        while pos < end and text[pos] not in "= \t,":
-            pos += 1
-        key = text[start:pos]
-        while pos < end and text[pos] in " \t":
-            pos += 1
-        if not key or pos >= end or text[pos] != "=":
-            return fields
-        pos += 1
-        while pos < end and text[pos] in " \t":
-            pos += 1
-        if pos < end and text[pos] == '"':
-            close = _closing_quote(text, pos + 1)
-            if close < 0:
-                return fields
-            fields[key] = text[pos + 1:close]
-            pos = close + 1
-        else:
-            start = pos
-            while pos < end and text[pos] not in ", \t":
-                pos += 1
-            fields[key] = text[start:pos]
+    pos = 0
+    while (pair := _DIGEST_PAIR.match(text, pos)) is not None:
+        key, quoted, bare = pair.groups()
+        fields[key] = quoted if quoted is not None else bare
+        pos = pair.end()
     return fields
-
-
-def _closing_quote(text: str, pos: int) -> int:
-    while pos < len(text):
-        char = text[pos]
-        if char == "\\":
-            pos += 2
-            continue
-        if char == '"':
-            return pos
-        pos += 1
-    return -1
 
 
 def _username_star(value: str) -> str | None:
