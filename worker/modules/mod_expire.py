@@ -16,9 +16,10 @@ The grammar is read once, at config load: a bad value is a config error at its l
 lighttpd 1.4.69's parser is followed step for step, including its 32-bit arithmetic
 (an offset that overflows wraps, as in C), so a config means the same on both servers.
 
-The answer cache may keep an answer whose header does not depend on the clock (an
-`access` offset as max-age); others (an Expires date, a max-age counted from a file's
-mtime) are marked not replayable.
+"Now" is the second the answer's Date header gives (http.DATE), as lighttpd counts
+from its own Date second.  That second moves only on the worker's tick, the tick that
+empties the answer cache, so a kept answer (Expires date or max-age alike) agrees
+with the Date of every replay of it.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def expiry_for(request: Request) -> Expiry | None:
 
 class Module(BaseModule):
     name = "expire"
-    replay_safe = True      # a header that follows the clock marks its answer itself
+    replay_safe = True      # its clock is the Date header's: see above
     directives = DIRECTIVES
 
     def handle_response_start(self, request: Request) -> None:
@@ -170,12 +171,10 @@ class Module(BaseModule):
                 expires += int(request.physical_stat().st_mtime)
             except OSError:
                 return            # no file, no mtime: no header (as lighttpd)
-            response.replayable = False
         else:
             expires += now
         expires = max(now, min(expires, _LAST_DATE))
         if request.version == "1.0":
             response.set_header("Expires", http_date(expires))
-            response.replayable = False
         else:
             response.set_header("Cache-Control", f"max-age={expires - now}")
