@@ -38,8 +38,6 @@ Where this differs from lighttpd, on purpose:
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -48,22 +46,19 @@ from shared.config.values import Array
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
 from .. import websocket as ws
-from ..backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
-from ..module import BACKLOG_HIGH, WAIT, HandlerResult, Module as BaseModule
+from ..backend import Backend, Backends
+from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
+from ..tunnel import DONE, OPEN, BackendTunnel
 
 if TYPE_CHECKING:
     from ..services import Services
 
 CTX = "wstunnel"                 # request.plugin_ctx key of a request's Tunnel
 SOURCE = "mod_wstunnel.c"
-READ_SIZE = 64 * 1024
-MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
 HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
 LOG_ERR, LOG_INFO = 1, 3         # wstunnel.debug levels (lighttpd's MOD_WEBSOCKET_LOG_*)
 _VERSION = re.compile(r"\s*([+-]?\d+)")
-# states of a Tunnel
-CONNECTING, KEY3, OPEN, DONE = range(4)
 
 
 # ------------------------------------------------------------------ directives
@@ -177,61 +172,36 @@ def wants_binary(request: Request, configured: bool) -> tuple[bool, str]:
 
 
 # ------------------------------------------------------------------ the tunnel
-class Tunnel:
-    """One WebSocket connection relayed to its backend (lighttpd's handler_ctx).  Its
-    states: CONNECTING to the backend, KEY3 (a hybi-00 client's key bytes awaited),
-    OPEN (frames both ways), DONE; `step` moves it on and returns the request's next
-    result."""
+class Tunnel(BackendTunnel):
+    """One WebSocket connection relayed to its backend (lighttpd's handler_ctx): the
+    handshake answered once the backend is reached, then frames both ways."""
 
-    __slots__ = ("module", "request", "extension", "backend", "connection", "state",
-                 "events", "version", "binary", "subprotocol", "decoder", "outgoing",
-                 "text_tail", "key3", "paused", "ping_due", "last_ping", "since",
-                 "reconnects", "timed_out", "debug_level")
+    __slots__ = ("version", "binary", "subprotocol", "decoder", "text_tail", "key3",
+                 "ping_due", "last_ping", "debug_level")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, version: int) -> None:
-        self.module = module
-        self.request = request
-        self.extension = extension
-        self.backend = backend
-        self.connection: Connection | None = None
-        self.state = CONNECTING
-        self.events = 0                  # what the loop reported since the last step
-        self.version = version
         values = request.settings.values
+        super().__init__(module, request, extension, backend, values["wstunnel.balance"])
+        self.version = version
         self.binary, self.subprotocol = wants_binary(request, values["wstunnel.frame-type"])
         self.decoder: ws.FrameDecoder | ws.Hybi00Decoder = \
             ws.FrameDecoder() if version else ws.Hybi00Decoder(self.binary)
-        self.outgoing = bytearray()      # payload bytes the backend has not taken yet
         self.text_tail = b""             # the start of a UTF-8 character cut by a read
-        self.key3 = b""
-        self.paused = False              # the client is behind: not reading the backend
+        # hybi-00: the key bytes after the client's head, None once answered
+        self.key3: bytes | None = None if version else b""
         self.ping_due = False
         self.last_ping = 0.0
-        self.since = module.services.loop.now
-        self.reconnects = 0
-        self.timed_out = False
         self.debug_level: int = values["wstunnel.debug"]
-        backend.load += 1
-        module.active.add(self)
 
     def log(self, level: int, message: str) -> None:
         if self.debug_level >= level:
             self.module.log(message)
 
-    # ------------------------------------------------------------ loop side
-    def backend_event(self, mask: int) -> None:
-        self.events |= mask
-        self.request.wake()
-
     def tick(self, now: float) -> None:
-        """Once a second: the connect timeout, and the pings of wstunnel.ping-interval."""
-        if self.state == CONNECTING:
-            limit = self.backend.spec.connect_timeout
-            if limit and now - self.since > limit:
-                self.timed_out = True
-                self.request.wake()
-            return
+        """Once a second: the connect timeout, and the pings of wstunnel.ping-interval
+        (RFC 6455 only, as lighttpd)."""
+        super().tick(now)
         interval = self.request.settings.values["wstunnel.ping-interval"]
         if self.state == OPEN and self.version and interval and \
                 now - self.last_ping >= interval:
@@ -239,71 +209,17 @@ class Tunnel:
             self.ping_due = True
             self.request.wake()
 
-    def release(self) -> None:
-        """The request is over (answered or aborted): the backend's socket closes."""
-        self._drop_connection()
-        self.state = DONE
-        self.backend.load -= 1
-        self.module.active.discard(self)
-
-    # ----------------------------------------------------------- core side
-    def step(self) -> HandlerResult:
-        events, self.events = self.events, 0
-        if self.state == CONNECTING:
-            return self._connecting(events)
-        if self.state == DONE:
-            return self.request.response.status
+    def relay(self) -> HandlerResult:
         if self.ping_due:
             self.ping_due = False
             self.request.response.write(ws.encode_frame(ws.OP_PING, b"ping"))
-        return self._relay()
-
-    def _connecting(self, events: int) -> HandlerResult:
-        if self.timed_out:
-            self.timed_out = False
-            return self._connect_failed(OSError(errno.ETIMEDOUT,
-                                                os.strerror(errno.ETIMEDOUT)))
-        if self.connection is None:
-            return self._open()
-        if not events:
-            return WAIT
-        code = self.connection.connect_error()
-        if code:
-            return self._connect_failed(OSError(code, os.strerror(code)))
-        return self._handshake()
-
-    def _open(self) -> HandlerResult:
-        try:
-            connection, established = self.module.backends.connect(self.backend, self)
-        except OSError as err:
-            return self._connect_failed(err)
-        self.connection = connection
-        self.since = self.module.services.loop.now
-        self.log(LOG_INFO, f"wstunnel - connecting to {self.backend.name}")
-        return self._handshake() if established else WAIT
-
-    def _connect_failed(self, err: OSError) -> HandlerResult:
-        """The backend refused or did not answer: it sits out its disable-time and
-        another is tried (lighttpd's gw_reconnect); 503 when none is left."""
-        module = self.module
-        module.backends.disable(self.backend, err)
-        self._drop_connection()
-        self.reconnects += 1
-        request = self.request
-        backend = None
-        if self.reconnects <= MAX_RECONNECTS:
-            backend = module.backends.choose(
-                self.extension, request.settings.values["wstunnel.balance"],
-                request.uri_path, request.host, request.remote_ip)
-        if backend is None:
-            return 503
-        self.backend.load -= 1
-        backend.load += 1
-        self.backend = backend
-        return self._open()
+        if self.key3 is not None and self.request.body is not None:
+            if not self._take_key3():
+                return self.finish() if self.request.body.complete else WAIT
+        return super().relay()
 
     # ------------------------------------------------------------ handshake
-    def _handshake(self) -> HandlerResult:
+    def connected(self) -> HandlerResult:
         """The backend is reached: answer the client's handshake (lighttpd answers only
         now, so a bad handshake to a backend that is down is a 503 there too)."""
         request = self.request
@@ -316,21 +232,19 @@ class Tunnel:
             response.add_header("Sec-WebSocket-Accept", ws.accept_key(key))
             if self.subprotocol:
                 response.add_header("Sec-WebSocket-Protocol", self.subprotocol)
-            self.state = OPEN
         elif self.version == 0:
             if not self._hybi00_acceptable():
                 return self._refuse(400, "hybi-00 handshake is invalid")
             scheme = "wss" if request.scheme == "https" else "ws"
             path = script_path(self.extension.key, request.uri_path)
             response.add_header("Sec-WebSocket-Location", f"{scheme}://{request.host}{path}")
-            self.state = KEY3
         else:
             return self._refuse(503, "not supported WebSocket Version")
         response.add_header("Connection", "upgrade")
         response.status = 101
         response.stream()
+        self.state = OPEN
         self.last_ping = self.module.services.loop.now
-        self.connection.want(EPOLLIN)                    # type: ignore[union-attr]
         self.log(LOG_INFO, f"WebSocket Version = {self.version or 'hybi-00'}")
         return WAIT
 
@@ -351,7 +265,7 @@ class Tunnel:
         """A handshake lighttpd refuses after connecting: the status, and the
         connection closes (HANDLER_ERROR there)."""
         self.log(LOG_ERR, reason)
-        self._drop_connection()
+        self.drop_connection()
         self.state = DONE
         self.request.response.headers = []
         self.request.keep_alive = False
@@ -359,57 +273,18 @@ class Tunnel:
 
     def _take_key3(self) -> bool:
         """Collect the 8 bytes a hybi-00 client sends after its head; once they are in,
-        the MD5 answer goes out and the tunnel opens."""
-        body = self.request.body
-        self.key3 += body.read_chunk(HYBI00_KEY3 - len(self.key3))
-        if len(self.key3) < HYBI00_KEY3:
+        the MD5 answer goes out and frames follow."""
+        key3 = self.key3 + self.request.body.read_chunk(HYBI00_KEY3 - len(self.key3))
+        self.key3 = key3
+        if len(key3) < HYBI00_KEY3:
             return False
         number1, number2 = self._key_numbers()          # type: ignore[misc]
-        self.request.response.write(ws.hybi00_answer(number1, number2, self.key3))
-        self.state = OPEN
+        self.request.response.write(ws.hybi00_answer(number1, number2, key3))
+        self.key3 = None
         return True
 
-    # ------------------------------------------------------------------ relay
-    def _relay(self) -> HandlerResult:
-        """One turn of the tunnel: the backend's bytes to the client as frames, the
-        client's frames to the backend as bytes; either side's end ends it."""
-        if self.request.body is None:          # the 101 head is not out yet
-            return WAIT
-        if self.state == KEY3 and not self._take_key3():
-            return self._client_gone() if self.request.body.complete else WAIT
-        ended = self._relay_down()
-        if ended is None:
-            ended = self._relay_up()
-        if ended is not None:
-            return ended
-        self.connection.want((0 if self.paused else EPOLLIN)      # type: ignore[union-attr]
-                             | (EPOLLOUT if self.outgoing else 0))
-        return WAIT
-
-    def _relay_down(self) -> HandlerResult:
-        request = self.request
-        response = request.response
-        if self.paused:
-            if response.wants_drain:
-                return None
-            self.paused = False
-        sock = self.connection.sock                    # type: ignore[union-attr]
-        while request.backlog() < BACKLOG_HIGH:
-            try:
-                data = sock.recv(READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return None
-            except OSError as err:
-                self.log(LOG_ERR, f"wstunnel - backend {self.backend.name}: {err.strerror}")
-                return self._end(ws.CLOSE_GOING_AWAY)
-            if not data:
-                self.log(LOG_INFO, "wstunnel - the backend closed")
-                return self._end(ws.CLOSE_NORMAL)
-            response.write(self._frame(data))
-        self.paused = response.wants_drain = True
-        return None
-
-    def _frame(self, data: bytes) -> bytes:
+    # ------------------------------------------------------------------ frames
+    def downstream(self, data: bytes) -> bytes:
         """The backend's bytes as a frame of the tunnel's type (a text frame holds back
         the start of a character the read cut)."""
         if not self.version:
@@ -422,41 +297,14 @@ class Tunnel:
         self.text_tail = data[whole:]
         return ws.encode_frame(ws.OP_TEXT, data[:whole]) if whole else b""
 
-    def _relay_up(self) -> HandlerResult:
-        """Send what the backend has not taken; decode more of the client's bytes only
-        once it took all (the core stops reading a client whose bytes wait here)."""
-        body = self.request.body
-        while True:
-            if self.outgoing and not self._send_outgoing():
-                return self._end(ws.CLOSE_GOING_AWAY)
-            if self.outgoing or not body.unread:
-                break
-            try:
-                events = self.decoder.feed(body.read_chunk(READ_SIZE))
-            except ws.ProtocolError as err:
-                self.log(LOG_ERR, f"wstunnel - client: {err}")
-                return self._end(err.code)
-            ended = self._client_events(events)
-            if ended is not None:
-                return ended
-        if body.complete and not body.unread and not self.outgoing:
-            return self._client_gone()
-        return None
-
-    def _send_outgoing(self) -> bool:
-        """False when the backend's socket broke."""
-        sock = self.connection.sock                    # type: ignore[union-attr]
+    def upstream(self, data: bytes) -> HandlerResult:
+        """The client's frames: payloads to the backend, pings answered, a close
+        answered and the end of the tunnel."""
         try:
-            sent = sock.send(self.outgoing)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError as err:
-            self.log(LOG_ERR, f"wstunnel - backend {self.backend.name}: {err.strerror}")
-            return False
-        del self.outgoing[:sent]
-        return True
-
-    def _client_events(self, events: list) -> HandlerResult:
+            events = self.decoder.feed(data)
+        except ws.ProtocolError as err:
+            self.log(LOG_ERR, f"wstunnel - client: {err}")
+            return self._close(err.code)
         response = self.request.response
         for event in events:
             if type(event) is ws.Data:
@@ -469,38 +317,35 @@ class Tunnel:
 
     def _client_closed(self, payload: bytes) -> HandlerResult:
         """The client's close frame: answered with its code (RFC 6455 5.5.1)."""
+        self.log(LOG_INFO, "wstunnel - the client closed")
         if not self.version:
-            return self._end(None)
+            return self._close(None)
         try:
             code = ws.close_code(payload)
         except ws.ProtocolError as err:
-            return self._end(err.code)
-        self.log(LOG_INFO, "wstunnel - the client closed")
-        return self._end(code if code is not None else ws.CLOSE_NORMAL)
+            return self._close(err.code)
+        return self._close(code if code is not None else ws.CLOSE_NORMAL)
 
-    def _client_gone(self) -> HandlerResult:
+    def backend_ended(self, err: OSError | None) -> HandlerResult:
+        if err is not None:
+            self.log(LOG_ERR, f"wstunnel - backend {self.backend.name}: {err.strerror}")
+            return self._close(ws.CLOSE_GOING_AWAY)
+        self.log(LOG_INFO, "wstunnel - the backend closed")
+        return self._close(ws.CLOSE_NORMAL)
+
+    def client_ended(self) -> HandlerResult:
         """The client ended its side without a close frame: nothing more to say to it."""
         self.log(LOG_INFO, "wstunnel - disconnected from client")
-        self._drop_connection()
-        self.state = DONE
-        return self.request.response.status
+        return self.finish()
 
-    def _end(self, code: int | None) -> HandlerResult:
-        """Close the tunnel: a close frame with `code` to the client, the backend's
-        socket closed, the answer over (the connection closes after it)."""
+    def _close(self, code: int | None) -> HandlerResult:
+        """A close frame with `code` (hybi-00's own) to the client, then the end."""
         response = self.request.response
         if not self.version:
             response.write(ws.HYBI00_CLOSE)
         elif code is not None:
             response.write(ws.encode_frame(ws.OP_CLOSE, ws.close_payload(code)))
-        self._drop_connection()
-        self.state = DONE
-        return response.status
-
-    def _drop_connection(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.close()
+        return self.finish()
 
 
 # --------------------------------------------------------------------- module
