@@ -18,7 +18,9 @@ Hosts with `"mode" => "authorizer"` are asked first: their 200 lets the request 
 it later; any other answer of theirs is the client's.  The backend's answer is read as
 a CGI head (worker/gateway.py: Status:, Location:, an NPH status line), then its body
 streams; `x-sendfile` lets it name a file to send instead (X-Sendfile2, X-Sendfile,
-X-LIGHTTPD-send-file), confined to `x-sendfile-docroot`.
+X-LIGHTTPD-send-file), confined to `x-sendfile-docroot`; without it those headers are
+dropped.  A request claimed by URL still gets the file its URL path would be below
+the document root as SCRIPT_FILENAME, as lighttpd gives it.
 """
 
 from __future__ import annotations
@@ -85,11 +87,13 @@ class CgiExchange(Exchange):
             self._approve(head)
             return None
         spec = self.backend.spec
-        header = sendfile_header(head, XSENDFILE_FASTCGI) \
-            if spec.sends_files and not self.authorizer else None
+        header = sendfile_header(head, XSENDFILE_FASTCGI)
         if header is not None:
-            self.decided = self._send_file(head, header, spec)
-            return None
+            if spec.sends_files and not self.authorizer:
+                self.decided = self._send_file(head, header, spec)
+                return None
+            for name in XSENDFILE_FASTCGI:    # not allowed: never passed on, as lighttpd
+                head.remove(name)
         self.answer = AnswerBody(self.request, head)
         self.answer.take(head.rest)
         return None
@@ -173,8 +177,10 @@ class CgiGatewayModule(GatewayModule):
         spec = backend.spec
         if by_url and spec.check_local:
             return None                       # matched again once its file is found
-        if by_url and not authorizer:
-            split_path_info(request, extension.key, spec.fix_root_scriptname)
+        if by_url:
+            if not authorizer:
+                split_path_info(request, extension.key, spec.fix_root_scriptname)
+            url_physical_path(request)
         if request.settings.values[self.name + ".debug"]:
             self.log(f"gw - found a host {spec.host} {spec.port}")
         request.replay_key = None             # a backend's answer is never kept
@@ -239,6 +245,15 @@ def _matching(extensions: tuple[Extension, ...], uri_path: str,
         if uri_path.startswith(key) if key.startswith("/") else path.endswith(key):
             return extension
     return None
+
+
+def url_physical_path(request: Request) -> None:
+    """The file a request claimed by URL would be (SCRIPT_FILENAME, DOCUMENT_ROOT):
+    lighttpd maps the URL path, as the prefix left it, below the document root even
+    for a handler that looks for no file."""
+    docroot = request.settings.values["server.document-root"]
+    request.docroot = request.physical_basedir = docroot
+    request.physical_path = docroot.rstrip("/") + "/" + request.uri_path.lstrip("/")
 
 
 def split_path_info(request: Request, key: str, fix_root: bool) -> None:

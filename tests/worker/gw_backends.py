@@ -7,6 +7,7 @@ bounded in time: a backend that is not listening after START_TIMEOUT fails the t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 APP = Path(__file__).with_name("gw_app.py")
 START_TIMEOUT = 15.0
@@ -137,3 +139,48 @@ def uwsgi(path: str, protocol: str) -> BackendProcess:
                            "--wsgi-file", str(APP), "--processes", "1", "--threads", "4",
                            "--disable-logging", "--die-on-term", "--master"], path,
                           cwd=str(APP.parent))
+
+
+@contextlib.contextmanager
+def backends_in(prefix: str) -> Iterator[tuple[Path, list[BackendProcess]]]:
+    """A short directory for unix sockets (sun_path holds 108 bytes) and a list for the
+    backends started there: all stopped, their sockets and the directory removed after."""
+    sockets = Path(f"/tmp/{prefix}-{os.getpid()}")
+    sockets.mkdir(exist_ok=True)
+    started: list[BackendProcess] = []
+    try:
+        yield sockets, started
+    finally:
+        for backend in started:
+            backend.stop()
+        for path in sockets.iterdir():
+            path.unlink()
+        sockets.rmdir()
+
+
+def variables(body: bytes) -> dict[str, str]:
+    """The NAME=value lines of gw_app.py's or info.php's answer."""
+    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
+
+
+def fastcgi_server(sockets: Path, sendable: Path) -> str:
+    """fastcgi.server for gw_app.py (app.sock), php-cgi (php.sock) and garbage.sock in
+    the usual layouts, and a fix-root-scriptname host root.test."""
+    app = f'"socket" => "{sockets}/app.sock", "check-local" => "disable"'
+    return f"""
+fastcgi.server = (
+  "/auth/" => ( ( {app}, "mode" => "authorizer" ), ( {app} ) ),
+  "/app" => ( ( {app} ) ),
+  "/pre/" => ( ( {app} ) ),
+  "/strip/" => ( ( {app}, "strip-request-uri" => "/strip/" ) ),
+  "/remote/" => ( ( {app}, "docroot" => "/srv/remote" ) ),
+  "/send/" => ( ( {app}, "x-sendfile" => "enable", "x-sendfile-docroot" => ( "{sendable}" ) ) ),
+  "/slow/" => ( ( {app}, "read-timeout" => 1 ) ),
+  "/down/" => ( ( "socket" => "{sockets}/nobody.sock", "check-local" => "disable" ) ),
+  "/garbage/" => ( ( "socket" => "{sockets}/garbage.sock", "check-local" => "disable" ) ),
+  ".php" => ( ( "socket" => "{sockets}/php.sock" ) ),
+)
+$HTTP["host"] == "root.test" {{
+  fastcgi.server = ( "/" => ( ( {app}, "fix-root-scriptname" => "enable" ) ) )
+}}
+"""

@@ -19,32 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from gw_backends import BackendProcess, flup, php_cgi, php_fpm, write_php_site
+from gw_backends import (backends_in, fastcgi_server, flup, php_cgi, php_fpm, variables,
+                         write_php_site)
 from server_util import WorkerProcess, config_text, read_until_closed
 
 MODULES = ("mod_fastcgi", "mod_staticfile")
 
 
 def fastcgi_config(sockets: Path, sendable: Path, errorlog: Path) -> str:
-    app = f'"socket" => "{sockets}/app.sock", "check-local" => "disable"'
     return f"""
 server.errorlog = "{errorlog}"
-fastcgi.server = (
-  "/auth/" => ( ( {app}, "mode" => "authorizer" ), ( {app} ) ),
-  "/app" => ( ( {app} ) ),
-  "/pre/" => ( ( {app} ) ),
-  "/strip/" => ( ( {app}, "strip-request-uri" => "/strip/" ) ),
-  "/remote/" => ( ( {app}, "docroot" => "/srv/remote" ) ),
-  "/send/" => ( ( {app}, "x-sendfile" => "enable", "x-sendfile-docroot" => ( "{sendable}" ) ) ),
-  "/slow/" => ( ( {app}, "read-timeout" => 1 ) ),
-  "/down/" => ( ( "socket" => "{sockets}/nobody.sock", "check-local" => "disable" ) ),
-  "/garbage/" => ( ( "socket" => "{sockets}/garbage.sock", "check-local" => "disable" ) ),
-  ".php" => ( ( "socket" => "{sockets}/php.sock" ) ),
-)
+{fastcgi_server(sockets, sendable)}
 fastcgi.map-extensions = ( ".php5" => ".php" )
-$HTTP["host"] == "root.test" {{
-  fastcgi.server = ( "/" => ( ( {app}, "fix-root-scriptname" => "enable" ) ) )
-}}
 $HTTP["host"] == "spawned.test" {{
   fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/spawn.sock",
                                    "bin-path" => "/usr/bin/php-cgi", "max-procs" => 2 ) ) )
@@ -61,8 +47,6 @@ $HTTP["url"] =^ "/upload/" {{ server.stream-request-body = 2 }}
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("fcgi")
-    sockets = Path(f"/tmp/fcgi-test-{os.getpid()}")
-    sockets.mkdir(exist_ok=True)
     docroot = base / "www"
     write_php_site(docroot)
     (docroot / "auth").mkdir()
@@ -71,10 +55,9 @@ def site(tmp_path_factory):
     (sendable / "file.txt").write_text("sent by X-Sendfile\n")
     errorlog = base / "error.log"
     conf = base / "fcgi.conf"
-    conf.write_text(config_text(docroot, fastcgi_config(sockets, sendable, errorlog),
-                                MODULES))
-    backends: list[BackendProcess] = []
-    try:
+    with backends_in("fcgi-test") as (sockets, backends):
+        conf.write_text(config_text(docroot, fastcgi_config(sockets, sendable, errorlog),
+                                    MODULES))
         backends.append(flup("fcgi", f"{sockets}/app.sock"))
         backends.append(flup("garbage", f"{sockets}/garbage.sock"))
         backends.append(php_cgi(f"{sockets}/php.sock"))
@@ -84,16 +67,6 @@ def site(tmp_path_factory):
         with WorkerProcess(conf) as worker:
             yield {"worker": worker, "docroot": docroot, "sendable": sendable,
                    "errorlog": errorlog, "backends": backends}
-    finally:
-        for backend in backends:
-            backend.stop()
-        for path in sockets.iterdir():
-            path.unlink()
-        sockets.rmdir()
-
-
-def variables(body: bytes) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
 
 
 def wait_for_log(errorlog: Path, text: str, seconds: float = 5.0) -> str:

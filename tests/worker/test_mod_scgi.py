@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gw_backends import BackendProcess, flup, uwsgi
+from gw_backends import backends_in, flup, uwsgi, variables
 from server_util import WorkerProcess, config_text
 from worker.modules.mod_scgi import scgi_request, uwsgi_request
 
@@ -42,33 +42,20 @@ $HTTP["url"] =^ "/uwsgi-uwsgi/" {{
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("scgi")
-    sockets = Path(f"/tmp/scgi-test-{os.getpid()}")
-    sockets.mkdir(exist_ok=True)
     sendable = base / "sendable"
     sendable.mkdir()
     (sendable / "file.txt").write_text("sent by X-Sendfile\n")
     docroot = base / "www"
     docroot.mkdir()
     conf = base / "scgi.conf"
-    conf.write_text(config_text(docroot, scgi_config(sockets, sendable), ("mod_scgi",)))
-    backends: list[BackendProcess] = []
-    try:
+    with backends_in("scgi-test") as (sockets, backends):
+        conf.write_text(config_text(docroot, scgi_config(sockets, sendable), ("mod_scgi",)))
         backends.append(flup("scgi", f"{sockets}/flup.sock"))
         backends.append(flup("garbage", f"{sockets}/garbage.sock"))
         backends.append(uwsgi(f"{sockets}/uwsgi-uwsgi.sock", "uwsgi"))
         backends.append(uwsgi(f"{sockets}/uwsgi-scgi.sock", "scgi"))
         with WorkerProcess(conf) as worker:
             yield {"worker": worker, "sendable": sendable}
-    finally:
-        for backend in backends:
-            backend.stop()
-        for path in sockets.iterdir():
-            path.unlink()
-        sockets.rmdir()
-
-
-def variables(body: bytes) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in body.decode().splitlines() if "=" in line)
 
 
 def test_the_scgi_netstring_has_content_length_first() -> None:
