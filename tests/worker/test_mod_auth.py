@@ -408,3 +408,21 @@ def test_extern_and_extern_authn_take_a_remote_user_set_before(method, extern_au
     rules = mod_auth.parse_require(_require(method=method, realm="r", require="user=amy"))
     request = _Request(rules, extern_authn, remote_user)
     assert mod_auth.Module(None).handle_uri_clean(request) == result
+
+
+def test_the_access_log_names_the_user(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "f.txt").write_text("x\n")
+    (tmp_path / "users").write_text("amy:pw-amy\n")
+    log = tmp_path / "access.log"
+    conf = tmp_path / "log.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    'server.modules = ("mod_auth", "mod_authn_file", "mod_accesslog")\n'
+                    f'accesslog.filename = "{log}"\naccesslog.format = "%u %s %U"\n'
+                    f'auth.backend = "plain"\nauth.backend.plain.userfile = "{tmp_path}/users"\n'
+                    'auth.require = ("/p/" => ("method" => "basic", "realm" => "r", '
+                    '"require" => "valid-user"))\n')
+    with WorkerProcess(conf) as worker:
+        assert ask(worker.port, "/p/f.txt", basic("amy", "pw-amy"))[0] == 200
+        assert ask(worker.port, "/p/f.txt")[0] == 401
+    assert log.read_text().splitlines() == ["amy 200 /p/f.txt", "- 401 /p/f.txt"]

@@ -30,8 +30,8 @@ backslashed, \\t \\n ..., other non-printable bytes and bytes >= 0x80 as \\xHH);
 Codes (lighttpd 1.4.69): %% %a %A %b %B %{name}C %D %{name}e %f %h %H %{name}i %I %k %l
 %m %{name}n %{name}o %O %p %{local|remote|canonical}p %P %q %r %s %>s %<s %t
 %{strftime}t %{[begin:|end:]sec|msec|usec|nsec|msec_frac|usec_frac|nsec_frac}t %T
-%{s|ms|us|ns}T %u %U %v %V %X.  %u, %e and %n read `request.plugin_ctx["env"]` (a dict
-that auth / setenv modules fill); without it they log "-".
+%{s|ms|us|ns}T %u %U %v %V %X.  %u, %e and %n read `request.env` (what auth / setenv
+modules set for the backends); without it they log "-".
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _port(argument: str, text: str) -> Field:
 
 def _env(name: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
-        env = request.plugin_ctx.get("env")
+        env = request.env
         return _or_dash(env.get(name) if env else None, escape)
     return field
 
