@@ -395,11 +395,20 @@ class Rule:
     parts: tuple[Part, ...]
     blank: bool                 # an empty replacement: stop looking, change nothing
     once: bool = True           # mod_rewrite: no more rewriting after this one
+    reads_url: bool = False     # it has ${url.*} or ${qsa}
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
-    return tuple(Rule(compile_pattern(key), compile_replacement(value), not value, once)
-                 for key, value in pairs)
+    rules = []
+    for key, value in pairs:
+        parts = compile_replacement(value)
+        reads_url = any(type(part) is tuple and part[0] in (URL_PART, QSA, PORT)
+                        for part in parts)
+        rules.append(Rule(compile_pattern(key), parts, not value, once, reads_url))
+    return tuple(rules)
+
+
+_NO_URL = UrlParts("", "", 0, "", None)
 
 
 def substitute(rules: Sequence[Rule], request: Request,
@@ -413,6 +422,6 @@ def substitute(rules: Sequence[Rule], request: Request,
             continue
         if rule.blank:
             return None
-        return rule, expand(rule.parts, match_groups(match), condition_groups,
-                            url_parts(request, target))
+        url = url_parts(request, target) if rule.reads_url else _NO_URL
+        return rule, expand(rule.parts, match_groups(match), condition_groups, url)
     return None
