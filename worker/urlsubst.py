@@ -35,7 +35,6 @@ from .request import Request, simplify_path
 # burl_append flags
 ENCODE_ALL, ENCODE_NDE, ENCODE_PSNDE, ENCODE_NONE = 1, 2, 4, 8
 ENCODE_B64U, DECODE_B64U, TOLOWER = 16, 32, 64
-_APPENDS = ENCODE_ALL | ENCODE_NDE | ENCODE_PSNDE | ENCODE_NONE | ENCODE_B64U | DECODE_B64U
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                         b"-._~")
@@ -74,6 +73,16 @@ def lighttpd_target(target: str) -> str:
     if _DOT_SEGMENT.search(path):
         path = simplify_path(path)
     return path + mark + query
+
+
+def rule_target(request: Request) -> str:
+    """What rules match: the request's target in origin form (the path of an
+    absolute-form target), normalised (lighttpd_target)."""
+    target = request.target
+    if not target.startswith("/") and target != "*":
+        path, mark, query = target.partition("?")
+        target = request.uri_path_raw + mark + query
+    return lighttpd_target(target)
 
 
 # escapes lighttpd refuses in a target (url-ctrls-reject, and octets never in UTF-8)
@@ -415,7 +424,7 @@ def substitute(rules: Sequence[Rule], request: Request,
                condition_groups: Sequence[str]) -> tuple[Rule, str] | None:
     """The first rule that matches the request's target and its filled-in replacement
     (pcre_keyvalue_buffer_process); None when none matches or that rule is blank."""
-    target = lighttpd_target(request.target)
+    target = rule_target(request)
     for rule in rules:
         match = rule.pattern.search(target)
         if match is None:

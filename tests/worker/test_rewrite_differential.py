@@ -218,6 +218,8 @@ CASES = {
     "nested-regex-condition": ("/regex/x", "nest.example"),
     "querystring-condition-after-rewrite": ("/qs/x=1", "test.example"),
     "no-host": ("/r/abs/x", None),
+    "absolute-form": ("http://test.example/r/raw/a%20b?c", "test.example"),
+    "absolute-form-rewrite": ("http://test.example/rep/ax", "test.example"),
     "alias-empty-prefix": ("/f.txt", "all.example"),
     "alias-empty-prefix-miss": ("/index.html", "all.example"),
     "alias-longer-first": ("/longer/f.txt", "all.example"),

@@ -23,7 +23,7 @@ UTF-8 (from `${decb64u:n}`, say) make it a bad request (400).
 from __future__ import annotations
 
 import stat
-from typing import Any
+from typing import Any, Callable
 
 from shared import log
 from shared.config.directives import Directive, Type
@@ -45,7 +45,8 @@ class RuleList:
         self.rules = rules
 
 
-def _rules_of(once: bool):
+def _rules_of(once: bool) -> Callable[[tuple[tuple[str, str], ...]], RuleList]:
+    """The directive's converter: its rules, compiled, marked once or repeat."""
     def convert(pairs: tuple[tuple[str, str], ...]) -> RuleList:
         return RuleList(compile_rules(pairs, once))
     return convert
