@@ -13,7 +13,10 @@ fastcgi.keep-conn, a client gone mid-answer.  Every wait has a deadline.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import socket
+import struct
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pytest
 
 from gw_backends import (backends_in, fastcgi_server, flup, php_cgi, php_fpm, variables,
                          write_php_site)
+from loadtests.bench import PeakRss
 from server_util import WorkerProcess, config_text, read_until_closed
 
 MODULES = ("mod_fastcgi", "mod_staticfile")
@@ -260,3 +264,74 @@ def test_raw_client_reads_whole_answer(site) -> None:
         raw = read_until_closed(sock)
     assert raw.startswith(b"HTTP/1.0 200") and raw.endswith(b"Hello, world!")
 
+
+
+# ------------------------------------------------------------ resources
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _settled_fds(pid: int, seconds: float = 5.0) -> int:
+    """The worker's fd count once it stayed the same for a quarter of a second."""
+    value = _fds(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        again = _fds(pid)
+        if again == value:
+            break
+        value = again
+    return value
+
+
+def test_clients_gone_mid_request_leave_no_fd_behind(site) -> None:
+    worker = site["worker"]
+    pid = worker.process.pid
+    assert worker.get("/app/")[0] == 200
+    before = _settled_fds(pid)
+    clients = [worker.socket() for _ in range(30)]
+    for sock in clients:
+        sock.sendall(b"GET /slow/?sleep=0.3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    time.sleep(0.2)
+    for sock in clients:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    assert worker.get("/app/")[0] == 200
+    deadline = time.monotonic() + 10
+    while _fds(pid) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _fds(pid) <= before
+
+
+def test_a_100_mib_upload_streams_through_with_little_memory(site, tmp_path) -> None:
+    """The body is spooled to a file by the core, then sent as STDIN records one read
+    at a time: the worker's memory does not grow with it."""
+    size = 100 * 1024 * 1024
+    upload = tmp_path / "upload.bin"
+    digest = hashlib.md5()
+    with open(upload, "wb") as out:
+        block = os.urandom(1024 * 1024)
+        for _ in range(size // len(block)):
+            out.write(block)
+            digest.update(block)
+    pid = site["worker"].process.pid
+    with PeakRss(lambda: _resident(pid), every=0.05) as rss:
+        client = http.client.HTTPConnection("127.0.0.1", site["worker"].port, timeout=60)
+        try:
+            with open(upload, "rb") as body:
+                client.request("POST", "/app/upload", body=body,
+                               headers={"Content-Length": str(size)})
+            response = client.getresponse()
+            status, answer = response.status, response.read()
+        finally:
+            client.close()
+    assert status == 200
+    assert variables(answer)["BODY"] == f"{size} {digest.hexdigest()}"
+    assert rss.peak - rss.before < 24 * 1024 * 1024
+
+
+def _resident(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
