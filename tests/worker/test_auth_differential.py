@@ -19,6 +19,9 @@ from typing import Callable
 
 import pytest
 
+pytest.importorskip("bcrypt", reason="mod_authn_file needs the bcrypt package")
+pytest.importorskip("passlib", reason="mod_authn_file needs libpass (passlib)")
+
 from auth_site import HASH_USERS, basic, challenges, digest, make_auth_site, needs_apache_utils
 from test_differential import LIGHTTPD, beside_lighttpd
 

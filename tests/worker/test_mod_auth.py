@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("bcrypt", reason="mod_authn_file needs the bcrypt package")
+pytest.importorskip("passlib", reason="mod_authn_file needs libpass (passlib)")
+
 from auth_site import (HASH_USERS, NONCE_SECRET, REALM, basic, challenges, digest, htpasswd,
                        make_auth_site, needs_apache_utils)
 from server_util import WorkerProcess, read_until_closed
@@ -426,3 +429,23 @@ def test_the_access_log_names_the_user(tmp_path):
         assert ask(worker.port, "/p/f.txt", basic("amy", "pw-amy"))[0] == 200
         assert ask(worker.port, "/p/f.txt")[0] == 401
     assert log.read_text().splitlines() == ["amy 200 /p/f.txt", "- 401 /p/f.txt"]
+
+
+@pytest.mark.xfail(strict=True, reason="worker/handler.py drops every header when an "
+                   "error handler takes the error; lighttpd keeps WWW-Authenticate on a "
+                   "401 answered by server.error-handler")
+def test_an_error_handler_page_keeps_the_challenge(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "err.txt").write_text("custom error\n")
+    (tmp_path / "users").write_text("amy:pw-amy\n")
+    conf = tmp_path / "eh.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    'server.modules = ("mod_auth", "mod_authn_file")\n'
+                    'server.error-handler = "/err.txt"\nmimetype.assign = (".txt" => "text/plain")\n'
+                    f'auth.backend = "plain"\nauth.backend.plain.userfile = "{tmp_path}/users"\n'
+                    'auth.require = ("/p/" => ("method" => "basic", "realm" => "r", '
+                    '"require" => "valid-user"))\n')
+    with WorkerProcess(conf) as worker:
+        status, headers, body = ask(worker.port, "/p/f.txt")
+    assert (status, body) == (401, b"custom error\n")
+    assert header(headers, "WWW-Authenticate") == 'Basic realm="r", charset="UTF-8"'
