@@ -130,8 +130,13 @@ def _shared_by_all_slots(sock: socket.socket) -> bool:
 
 
 def inherited_sockets(environ: dict[str, str]) -> list[tuple[socket.socket, str]]:
-    """Sockets passed in systemd's LISTEN_FDS form (by systemd, or by our USR2)."""
-    if environ.get("LISTEN_PID") != str(os.getpid()):
+    """Sockets passed in systemd's LISTEN_FDS form (by systemd, or by our USR2).
+    LISTEN_PID names this process, or, in lighttpd's `parent:PID` form, its parent:
+    a process manager that cannot know the server's pid before it starts it (it
+    passes its own sockets to a child) names itself that way."""
+    listen_pid = environ.get("LISTEN_PID", "")
+    owner = os.getppid() if listen_pid.startswith("parent:") else os.getpid()
+    if listen_pid.removeprefix("parent:") != str(owner):
         return []
     count = int(environ.get("LISTEN_FDS", "0") or 0)
     names = environ.get("LISTEN_FDNAMES", "").split(":")
