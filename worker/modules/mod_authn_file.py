@@ -67,8 +67,9 @@ def digest_ha1(algorithm: str, user: str, realm: str, password: bytes) -> bytes:
 # ------------------------------------------------------------------- user files
 @dataclass
 class UserFile:
-    """One user file, parsed into `entries` (user -> the rest of the user's line, the
-    first line of each user) and, for htdigest, (user, realm) lines."""
+    """One user file, parsed into `entries`: user -> the fields after the name on the
+    user's lines (password or hash; realm, digest and the optional userhash for
+    htdigest, whose users may have a line per realm and algorithm)."""
 
     path: str
     kind: str
@@ -76,13 +77,13 @@ class UserFile:
     checked: float = float("-inf")
     entries: dict[str, list[list[str]]] = field(default_factory=dict)
 
-    def lines_of(self, user: str, now: float) -> list[list[str]]:
-        """The fields after the user name on each line of `user` (htpasswd and plain
-        keep the first only), as of at most RECHECK_SECONDS ago."""
+    def current(self, now: float) -> dict[str, list[list[str]]]:
+        """user -> the fields after the user name on each line of that user (htpasswd
+        and plain keep the first only), as the file was at most RECHECK_SECONDS ago."""
         if now - self.checked >= RECHECK_SECONDS:
             self.checked = now
             self._reload_if_changed()
-        return self.entries.get(user, [])
+        return self.entries
 
     def _reload_if_changed(self) -> None:
         try:
@@ -100,21 +101,22 @@ class UserFile:
     def _parse(self, data: bytes) -> dict[str, list[list[str]]]:
         entries: dict[str, list[list[str]]] = {}
         bad = 0
-        wanted = 3 if self.kind == "htdigest" else 2
+        digest_lines = self.kind == "htdigest"
+        wanted, splits = (3, 3) if digest_lines else (2, 1)
         for raw in data.split(b"\n"):
             if not raw or raw[:1] in b"#\r" or len(raw) > MAX_LINE:
                 continue
             line = raw.decode("utf-8", "surrogateescape").removesuffix("\r")
-            fields = line.split(":", wanted - 1 if wanted == 2 else 3)
+            fields = line.split(":", splits)
             if len(fields) < wanted:
                 bad += 1
                 continue
             lines = entries.setdefault(fields[0], [])
-            if wanted == 3 or not lines:
+            if digest_lines or not lines:
                 lines.append(fields[1:])
         if bad:
             log.error("mod_authn_file", f"parse error in {self.path}: {bad} line(s) not "
-                      + ("'username:realm:digest[:userhash]'" if wanted == 3
+                      + ("'username:realm:digest[:userhash]'" if digest_lines
                          else "'username:password'"))
         return entries
 
@@ -205,7 +207,7 @@ class _FileBackend:
 
     def lines(self, request: Request, user: str) -> list[list[str]]:
         user_file = self.user_file(request)
-        return user_file.lines_of(user, time.monotonic()) if user_file else []
+        return user_file.current(time.monotonic()).get(user, []) if user_file else []
 
     def answers_digest(self) -> bool:
         return True
@@ -283,9 +285,8 @@ class HtdigestBackend(_FileBackend):
         user_file = self.user_file(request)
         if user_file is None:
             return None
-        user_file.lines_of("", time.monotonic())        # reloaded if it changed
         wanted = query.user.lower()
-        for user, lines in user_file.entries.items():
+        for user, lines in user_file.current(time.monotonic()).items():
             for fields in lines:
                 if len(fields) == 3 and fields[0] == query.realm and \
                         len(fields[1]) == size and hmac.compare_digest(fields[2], wanted):
