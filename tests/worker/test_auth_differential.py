@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from typing import Callable
 
 import pytest
@@ -81,12 +82,16 @@ def _plain(path: str, authorization: str | None = None) -> Ask:
 
 def _digest_login(path: str, user: str, password: str, algorithm: str = "MD5",
                   offered: str | None = None, replay: bool = False,
-                  userhash: bool = False, **override: str | None) -> Ask:
-    """Ask for a challenge, answer it; `replay`: send the same answer twice."""
+                  userhash: bool = False, foreign_nonce: bool = False,
+                  **override: str | None) -> Ask:
+    """Ask for a challenge, answer it; `replay`: send the same answer twice;
+    `foreign_nonce`: answer a nonce of the current time that the server never made."""
     def run(port: int):
         status, headers, _ = fetch(port, path)
         assert status == 401
         challenge = challenges(headers)[offered or algorithm.removesuffix("-sess")]
+        if foreign_nonce:
+            challenge["nonce"] = f"{int(time.time()):x}:{'0' * 32}"
         credentials = digest(challenge, user, password, path, algorithm=algorithm,
                              userhash=userhash, override=override)
         answer = fetch(port, path, credentials)
@@ -138,7 +143,7 @@ def _exchanges() -> list[tuple[str, Ask]]:
                                               response="zz")),
         ("digest-replayed", _digest_login("/both/f.txt", "carol", "pw-carol", replay=True)),
         ("digest-foreign-nonce", _digest_login("/both/f.txt", "carol", "pw-carol",
-                                               nonce="6b0e2ece:0")),
+                                               foreign_nonce=True)),
     ]
     return found
 
