@@ -5,7 +5,6 @@ lighttpd's path joining and its directory check, through the worker's stat cache
 from __future__ import annotations
 
 import errno
-import os
 
 from .static import is_directory
 from .statcache import CACHE
@@ -18,13 +17,14 @@ def append_path(base: str, part: str) -> str:
     return base + (part if part.startswith("/") else "/" + part)
 
 
-def not_a_directory(path: str) -> str:
-    """"" when `path` is a directory, else why not (as strerror words it)."""
+def directory_errno(path: str) -> int:
+    """0 when `path` is a directory, else the errno that says why not (ENOTDIR for
+    a file): the reason is only worded when it is logged."""
     try:
         st = CACHE.stat(path)
     except OSError as err:
-        return os.strerror(err.errno) if err.errno else str(err)
-    return "" if is_directory(st) else os.strerror(errno.ENOTDIR)
+        return err.errno or errno.ENOENT
+    return 0 if is_directory(st) else errno.ENOTDIR
 
 
 def without_port(authority: str) -> str:

@@ -11,12 +11,14 @@ its document root.
 
 from __future__ import annotations
 
+import os
+
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
-from ..vhost import not_a_directory, without_port
+from ..vhost import directory_errno, without_port
 
 # a pattern: literal text, or ("%", part, character) for a sequence: part "%" or "_"
 # or a digit, character 0 for the whole part
@@ -110,9 +112,9 @@ class Module(BaseModule):
         if pieces is None or not request.host:
             return None
         path = build_path(pieces, request.host)
-        why = not_a_directory(path)
-        if why:
-            log.error("mod_evhost.c.340", f"{path}: {why}")
+        missing = directory_errno(path)
+        if missing:
+            log.error("mod_evhost.c.340", f"{path}: {os.strerror(missing)}")
         else:
             request.docroot = path
         return None

@@ -138,11 +138,9 @@ def expiry_for(request: Request) -> Expiry | None:
     Content-Type, else the mimetypes catch-all."""
     values = request.settings.values
     found = first_prefix(values["expire.url"], request.uri_path)
-    if found is not None:
-        return found
     types = values["expire.mimetypes"]
-    if not types:
-        return None
+    if found is not None or not types:
+        return found
     content_type = request.response.get_header("Content-Type")
     if content_type is not None:
         found = first_prefix(types, content_type)
@@ -157,6 +155,9 @@ class Module(BaseModule):
     directives = DIRECTIVES
 
     def handle_response_start(self, request: Request) -> None:
+        values = request.settings.values
+        if not (values["expire.url"] or values["expire.mimetypes"]):
+            return
         response = request.response
         if response.status not in (200, 206) or request.method not in ("GET", "HEAD") \
                 or response.get_header("Cache-Control") is not None:

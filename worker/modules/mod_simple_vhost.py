@@ -10,12 +10,14 @@ SERVER_NAME.  An empty `simple-vhost.server-root` turns the module off.
 
 from __future__ import annotations
 
+import os
+
 from shared import log
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
-from ..vhost import append_path, not_a_directory, without_port
+from ..vhost import append_path, directory_errno, without_port
 
 
 def _with_slash(path: str) -> str:
@@ -51,12 +53,12 @@ class Module(BaseModule):
         hosts.append(values["simple-vhost.default-host"])     # "": no host at all
         for host in hosts:
             path = docroot_path(server_root, host, document_root)
-            why = not_a_directory(path)
-            if not why:
+            missing = directory_errno(path)
+            if not missing:
                 request.docroot = path
                 if host and not (request.env and "SERVER_NAME" in request.env):
                     request.set_env("SERVER_NAME", without_port(host))
                 return None
             if debug:
-                log.error("mod_simple_vhost.c.164", f"{path}: {why}")
+                log.error("mod_simple_vhost.c.164", f"{path}: {os.strerror(missing)}")
         return None

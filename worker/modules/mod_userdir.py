@@ -26,7 +26,7 @@ from shared.config.directives import Directive, Type
 from ..handler import redirect_to_slash, set_physical
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
-from ..vhost import append_path, not_a_directory
+from ..vhost import append_path, directory_errno
 
 DIRECTIVES = (
     Directive("userdir.path", Type.STRING, None,
@@ -79,7 +79,7 @@ def _user_directory(values: dict, name: str, homes: HomeDirectories) -> str:
         if not home:
             return ""
         directory = append_path(home, path)
-        return "" if not_a_directory(directory) else directory
+        return "" if directory_errno(directory) else directory
     if name in (".", "..") or not _NAME_CHARS.issuperset(name):
         return ""
     if values["server.force-lowercase-filenames"]:
