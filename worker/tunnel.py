@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.gateway_hosts import Extension
 
 from .backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
-from .module import BACKLOG_HIGH, WAIT, HandlerResult
+from .module import BACKLOG_HIGH, WAIT, HandlerResult, Module
 from .request import Request
 
 if TYPE_CHECKING:
@@ -35,14 +35,35 @@ MAX_RECONNECTS = 5               # other backends tried after failed connects (l
 CONNECTING, OPEN, DONE = range(3)
 
 
-class TunnelModule(Protocol):
-    """What a tunnel needs of its module (mod_wstunnel's and mod_sockproxy's Module)."""
+class TunnelModule(Module):
+    """Base of the modules whose requests are tunnels (mod_wstunnel, mod_sockproxy): the
+    worker's backends of the module, its tunnels under way (in request.plugin_ctx
+    under the module's name), their steps, timers and ends."""
 
-    services: "Services"
-    backends: Backends
-    active: set[Any]
+    source: ClassVar[str] = ""       # the file name its log lines carry (lighttpd's)
+    reads_request_body = True
 
-    def log(self, message: str) -> None: ...
+    def __init__(self, config: Any, services: "Services") -> None:
+        super().__init__(config, services)
+        self.services: "Services" = services
+        self.backends = Backends(services, self.source)
+        self.active: set[BackendTunnel] = set()
+
+    def log(self, message: str) -> None:
+        self.services.log_error(self.source, message)
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        return request.plugin_ctx[self.name].step()
+
+    def handle_request_reset(self, request: Request) -> None:
+        tunnel = request.plugin_ctx.pop(self.name, None)
+        if tunnel is not None:
+            tunnel.release()
+
+    def handle_trigger(self, now: float) -> None:
+        self.backends.tick(now)
+        for tunnel in list(self.active):
+            tunnel.tick(now)
 
 
 class BackendTunnel:

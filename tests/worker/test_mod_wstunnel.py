@@ -1,5 +1,6 @@
 """mod_wstunnel against real clients and backends: the `websockets` client, plain TCP
-backends in threads (an echo, one that floods, one that hangs up), a worker process;
+backends in threads (tcp_backends.py: an echo, one that floods, one that hangs up), a
+worker process;
 and the same config run by lighttpd 1.4.69 beside it (handshake answers, echoed
 frames, refusals), its differences from lighttpd named."""
 
@@ -9,13 +10,13 @@ import base64
 import os
 import re
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from server_util import WorkerProcess
+from tcp_backends import TcpBackend
 from test_differential import LIGHTTPD, Lighttpd, free_port
 from worker import websocket as ws
 
@@ -26,57 +27,6 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MASK = b"\x0a\x0b\x0c\x0d"
 FLOOD_BYTES = 32 << 20
 TIMEOUT = 5.0
-
-
-# ------------------------------------------------------------------ backends
-class Backend:
-    """A TCP backend in threads: `echo` returns what it reads, `flood` sends
-    FLOOD_BYTES as fast as the peer takes them, `hangup` closes at once.  It counts the
-    connections it saw end."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.opened = self.ended = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.opened += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                if self.mode == "flood":
-                    block = b"f" * 65536
-                    for _ in range(FLOOD_BYTES // len(block)):
-                        conn.sendall(block)
-                if self.mode in ("echo", "flood"):
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
-            except OSError:
-                pass
-        with self.lock:
-            self.ended += 1
-
-    def wait_ended(self, count: int) -> bool:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if self.ended >= count:
-                return True
-            time.sleep(0.02)
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 WSTUNNEL = """
@@ -95,13 +45,13 @@ $HTTP["url"] =~ "^/ws/ping" {{ wstunnel.ping-interval = 1 }}
 
 @pytest.fixture(scope="module")
 def backends():
-    made = {mode: Backend(mode) for mode in ("echo", "flood", "hangup")}
+    made = {mode: TcpBackend(mode, FLOOD_BYTES) for mode in ("echo", "flood", "hangup")}
     yield made
     for backend in made.values():
         backend.close()
 
 
-def write_config(base: Path, backends: dict, extra: str = "") -> Path:
+def write_config(base: Path, backends: dict[str, TcpBackend], extra: str = "") -> Path:
     docroot = base / "htdocs"
     docroot.mkdir(exist_ok=True)
     conf = base / "wstunnel.conf"

@@ -39,23 +39,17 @@ Where this differs from lighttpd, on purpose:
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
 
 from shared.config.directives import Directive, DirectiveValueError, Type
 from shared.config.values import Array
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
 from .. import websocket as ws
-from ..backend import Backend, Backends
-from ..module import WAIT, HandlerResult, Module as BaseModule
+from ..backend import Backend
+from ..module import WAIT, HandlerResult
 from ..request import Request
-from ..tunnel import DONE, OPEN, BackendTunnel
+from ..tunnel import DONE, OPEN, BackendTunnel, TunnelModule
 
-if TYPE_CHECKING:
-    from ..services import Services
-
-CTX = "wstunnel"                 # request.plugin_ctx key of a request's Tunnel
-SOURCE = "mod_wstunnel.c"
 HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
 LOG_ERR, LOG_INFO = 1, 3         # wstunnel.debug levels (lighttpd's MOD_WEBSOCKET_LOG_*)
 _VERSION = re.compile(r"\s*([+-]?\d+)")
@@ -349,26 +343,17 @@ class Tunnel(BackendTunnel):
 
 
 # --------------------------------------------------------------------- module
-class Module(BaseModule):
+class Module(TunnelModule):
     name = "wstunnel"
+    source = "mod_wstunnel.c"
     directives = DIRECTIVES
-    reads_request_body = True
     # Whether a request is claimed depends on its settings and headers alone, and a
     # tunnel is never kept: static answers beside it may be replayed.
     replay_safe = True
     reads_headers = frozenset({"upgrade"})
 
-    def __init__(self, config: Any, services: "Services") -> None:
-        super().__init__(config, services)
-        self.services: "Services" = services
-        self.backends = Backends(services, SOURCE)
-        self.active: set[Tunnel] = set()
-
-    def log(self, message: str) -> None:
-        self.services.log_error(SOURCE, message)
-
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        previous = request.plugin_ctx.pop(CTX, None)
+        previous = request.plugin_ctx.pop(self.name, None)
         if previous is not None:        # the phases run again (an error handler's URL)
             previous.release()
             request.handler = None
@@ -387,8 +372,8 @@ class Module(BaseModule):
         if refusal:
             return refusal
         request.handler = self
-        request.plugin_ctx[CTX] = Tunnel(self, request, extension, backend,
-                                         websocket_version(request))
+        request.plugin_ctx[self.name] = Tunnel(self, request, extension, backend,
+                                               websocket_version(request))
         return None
 
     def _refusal(self, request: Request, values: dict) -> int:
@@ -405,16 +390,3 @@ class Module(BaseModule):
         if status and debug >= LOG_ERR:
             self.log(reason)
         return status
-
-    def handle_subrequest(self, request: Request) -> HandlerResult:
-        return request.plugin_ctx[CTX].step()
-
-    def handle_request_reset(self, request: Request) -> None:
-        tunnel = request.plugin_ctx.pop(CTX, None)
-        if tunnel is not None:
-            tunnel.release()
-
-    def handle_trigger(self, now: float) -> None:
-        self.backends.tick(now)
-        for tunnel in list(self.active):
-            tunnel.tick(now)

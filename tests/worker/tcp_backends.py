@@ -1,0 +1,71 @@
+"""Plain TCP backends in threads for the tunnelling modules' tests (mod_wstunnel,
+mod_sockproxy): each connection is served in a thread by the backend's mode, and the
+backend counts the connections it saw end (to check that every tunnel closed its
+backend socket)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+BLOCK = 64 * 1024
+TIMEOUT = 5.0
+
+
+class TcpBackend:
+    """Modes: `echo` returns what it reads; `flood` first sends `flood_bytes` as fast
+    as the peer takes them, then echoes; `hangup` closes at once; `upper` answers what
+    it reads upper-cased (after `flood_bytes` of b"f" when what it read starts with
+    b"flood") and says b"bye" once the peer half-closed."""
+
+    def __init__(self, mode: str, flood_bytes: int = 0) -> None:
+        self.mode = mode
+        self.flood_bytes = flood_bytes
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.ended = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            if self.mode == "flood":
+                self._flood(conn)
+            if self.mode in ("echo", "flood"):
+                while data := conn.recv(BLOCK):
+                    conn.sendall(data)
+            elif self.mode == "upper":
+                while data := conn.recv(BLOCK):
+                    if data.startswith(b"flood"):
+                        self._flood(conn)
+                    conn.sendall(data.upper())
+                conn.sendall(b"bye")
+        with self.lock:
+            self.ended += 1
+
+    def _flood(self, conn: socket.socket) -> None:
+        block = b"f" * BLOCK
+        for _ in range(self.flood_bytes // BLOCK):
+            conn.sendall(block)
+
+    def wait_ended(self, count: int) -> bool:
+        """Whether `count` connections have ended, waiting a bounded time for them."""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if self.ended >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
