@@ -3,8 +3,9 @@
 `auth.require = ( "/prefix" => ( "method" => "basic" | "digest" | "extern",
 "realm" => "...", "require" => "valid-user" | "user=a|user=b|group=g|host=h",
 "algorithm" => "MD5|SHA-256", "nonce_secret" => "...", "userhash" => "enable" ) )`:
-the first prefix of the URL path, in the order written, decides (lighttpd warns when a
-later prefix can never match).  The user names and passwords come from the backend
+the first prefix of the URL path, in the order written, decides (lighttpd also warns at
+start-up of a prefix an earlier one hides, and of `host=`; these warnings are not given
+here: a directive's check has no way to warn yet).  The user names and passwords come from the backend
 `auth.backend` names (worker/authn.py; mod_authn_file gives plain, htpasswd,
 htdigest).  As with lighttpd's file backends, `group=` and `host=` never match.
 
