@@ -336,6 +336,8 @@ KNOWN_DIFFERENCES = {
     "unoffered-subprotocol": "lighttpd answers Sec-WebSocket-Protocol: binary to a "
                              "client that did not offer it, which RFC 6455 4.1 clients "
                              "must fail; ours only to one that did",
+    "backend-close": "a backend that closes gets the client a close frame (1000) here; "
+                     "lighttpd closes the connection without one",
     "hybi00-wait": "lighttpd waits for hybi-00's 8 key bytes before it checks the "
                    "handshake: a request without a version and keys hangs there; ours "
                    "is refused at once (400)",
@@ -422,3 +424,11 @@ def test_hybi00_without_keys_differs_from_lighttpd_as_listed(both):
     theirs, ours = (exchange(port, request, wait=1.0) for port in both)
     assert theirs == b"", KNOWN_DIFFERENCES["hybi00-wait"]
     assert head_and_rest(ours)[0] == 400
+
+
+@pytest_lighttpd
+def test_backend_close_differs_from_lighttpd_as_listed(both):
+    theirs, ours = (server_frames(head_and_rest(exchange(port, handshake("/hangup")))[2])
+                    for port in both)
+    assert theirs == [], KNOWN_DIFFERENCES["backend-close"]
+    assert [(e.opcode, e.payload) for e in ours] == [(ws.OP_CLOSE, b"\x03\xe8")]
