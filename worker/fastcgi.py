@@ -84,9 +84,9 @@ def parse_end_request(content: bytes) -> tuple[int, int]:
 
 def params(request_id: int, env: dict[str, str]) -> bytes:
     """The request's environment as PARAMS records, with the end record."""
-    pairs = encode_pairs((name.encode("latin-1", "replace"),
-                          value.encode("utf-8", "surrogateescape"))
-                         for name, value in env.items())
+    pairs = encode_pairs([(name.encode("latin-1", "replace"),
+                           value.encode("utf-8", "surrogateescape"))
+                          for name, value in env.items()])
     return stream(PARAMS, request_id, pairs) + record(PARAMS, request_id)
 
 
@@ -110,9 +110,20 @@ def _length(size: int) -> bytes:
 
 
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Name-value pairs: each length in 1 byte (< 128) or 4 (top bit set)."""
-    return b"".join(_length(len(name)) + _length(len(value)) + name + value
-                    for name, value in pairs)
+    """Name-value pairs: each length in 1 byte (< 128) or 4 (top bit set).  A plain
+    loop: this runs for every variable of every request."""
+    out = bytearray()
+    for name, value in pairs:
+        name_len, value_len = len(name), len(value)
+        if name_len < 0x80 and value_len < 0x80:
+            out.append(name_len)
+            out.append(value_len)
+        else:
+            out += _length(name_len)
+            out += _length(value_len)
+        out += name
+        out += value
+    return bytes(out)
 
 
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
