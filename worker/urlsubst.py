@@ -24,8 +24,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import signal
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from shared.config.captures import match_groups
 from shared.config.directives import DirectiveValueError
@@ -312,7 +313,8 @@ def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Seque
             if argument < len(chosen):      # type: ignore[operator]
                 out.append(burl_append(chosen[argument], flags))   # type: ignore[index]
         elif kind == URL_PART:
-            out.append(burl_append(getattr(url, argument) or "", flags))  # type: ignore[arg-type]
+            value = getattr(url, argument)          # type: ignore[arg-type]
+            out.append(burl_append(value or "", flags))
         elif kind == PORT:
             out.append(str(url.port))
         elif url.query is not None:         # QSA
@@ -398,6 +400,80 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         raise DirectiveValueError(f'pcre2_compile failed for "{pattern}": {err}') from None
 
 
+# ------------------------------------------------------------ match limits
+MATCH_SECONDS = 0.25     # a rule that backtracks longer fails the request (lighttpd:
+                         # PCRE2's match limit, an error from pcre2_match)
+
+
+class MatchTooLong(Exception):
+    """A rule's pattern ran past MATCH_SECONDS on this target."""
+
+
+def _subpatterns(node: Any) -> Any:
+    """The parsed sub-patterns directly inside one node of `re`'s parse tree."""
+    if hasattr(node, "data"):
+        yield node
+    elif isinstance(node, (tuple, list)):
+        for item in node:
+            yield from _subpatterns(item)
+
+
+def _nested(sub: Any, repeated: bool) -> bool:
+    """Whether an unbounded repeat or an alternation sits inside an unbounded repeat:
+    the shapes whose backtracking can grow exponentially with the URL."""
+    for op, argument in sub.data:
+        if op in _REPEAT_OPS:
+            _, high, item = argument
+            unbounded = high == _MAXREPEAT
+            if (unbounded and repeated) or _nested(item, repeated or unbounded):
+                return True
+        elif op is _BRANCH and repeated:
+            return True
+        elif any(_nested(child, repeated) for child in _subpatterns(argument)):
+            return True
+    return False
+
+
+try:                                               # CPython's own parser
+    from re import _parser as _sre_parse
+    from re._constants import (BRANCH as _BRANCH, MAXREPEAT as _MAXREPEAT,
+                               MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
+    _REPEAT_OPS = (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
+except ImportError:                                # another Python: guard every rule
+    _sre_parse = None
+
+
+def may_backtrack(pattern: re.Pattern[str]) -> bool:
+    """Whether matching `pattern` needs a time limit (conservatively yes when the
+    pattern cannot be inspected)."""
+    if _sre_parse is None:
+        return True
+    try:
+        return _nested(_sre_parse.parse(pattern.pattern, pattern.flags), False)
+    except Exception:          # noqa: BLE001 - a parser this code does not know
+        return True
+
+
+def _stop_match(signum: int, frame: Any) -> None:
+    raise MatchTooLong
+
+
+def guarded_search(pattern: re.Pattern[str], target: str) -> re.Match[str] | None:
+    """`pattern.search(target)`, stopped by a timer signal after MATCH_SECONDS (the
+    regex engine checks for signals while it backtracks).  Outside the main thread,
+    where no handler can be set, the search runs unguarded."""
+    try:
+        previous = signal.signal(signal.SIGALRM, _stop_match)
+    except ValueError:
+        return pattern.search(target)
+    signal.setitimer(signal.ITIMER_REAL, MATCH_SECONDS)
+    try:
+        return pattern.search(target)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     pattern: re.Pattern[str]
@@ -405,6 +481,7 @@ class Rule:
     blank: bool                 # an empty replacement: stop looking, change nothing
     once: bool = True           # mod_rewrite: no more rewriting after this one
     reads_url: bool = False     # it has ${url.*} or ${qsa}
+    guarded: bool = False       # its pattern may backtrack for long: time-limited
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -413,7 +490,9 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         parts = compile_replacement(value)
         reads_url = any(type(part) is tuple and part[0] in (URL_PART, QSA, PORT)
                         for part in parts)
-        rules.append(Rule(compile_pattern(key), parts, not value, once, reads_url))
+        pattern = compile_pattern(key)
+        rules.append(Rule(pattern, parts, not value, once, reads_url,
+                          may_backtrack(pattern)))
     return tuple(rules)
 
 
@@ -423,10 +502,17 @@ _NO_URL = UrlParts("", "", 0, "", None)
 def substitute(rules: Sequence[Rule], request: Request,
                condition_groups: Sequence[str]) -> tuple[Rule, str] | None:
     """The first rule that matches the request's target and its filled-in replacement
-    (pcre_keyvalue_buffer_process); None when none matches or that rule is blank."""
+    (pcre_keyvalue_buffer_process); None when none matches or that rule is blank.
+    Raises MatchTooLong for a rule that backtracks past its time limit."""
     target = rule_target(request)
     for rule in rules:
-        match = rule.pattern.search(target)
+        try:
+            match = guarded_search(rule.pattern, target) if rule.guarded \
+                else rule.pattern.search(target)
+        except MatchTooLong:
+            raise MatchTooLong(f'matching "{rule.pattern.pattern}" stopped after '
+                               f"{MATCH_SECONDS} s while processing uri: {target}"
+                               ) from None
         if match is None:
             continue
         if rule.blank:

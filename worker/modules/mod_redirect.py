@@ -6,19 +6,22 @@ that matches answers with `url.redirect-code` (301 unless set) and its target in
 Location.  A rule with an empty target matches and stops the search without
 redirecting.  The target takes lighttpd's substitutions, `$n`, `%n`, `${url.*}`,
 `${qsa}` and the encoders (worker/urlsubst.py), compiled once when the config loads.
-Control characters a substitution brings in (`${decb64u:n}` can decode CR LF) are
-%-encoded: the Location never carries a second header.
+A rule whose pattern backtracks past its time limit fails the request (500), as a
+PCRE2 match-limit error does in lighttpd.  Control characters a substitution brings
+in (`${decb64u:n}` can decode CR LF) are %-encoded: the Location never carries a
+second header.
 """
 
 from __future__ import annotations
 
 import re
 
+from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type
 
-from ..module import HandlerResult, Module as BaseModule
+from ..module import ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
-from ..urlsubst import Rule, compile_rules, substitute
+from ..urlsubst import MatchTooLong, Rule, compile_rules, substitute
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -55,7 +58,11 @@ class Module(BaseModule):
         rules = request.settings.values["url.redirect"]
         if not rules:
             return None
-        found = substitute(rules, request, request.settings.captures("url.redirect"))
+        try:
+            found = substitute(rules, request, request.settings.captures("url.redirect"))
+        except MatchTooLong as err:
+            log.error("mod_redirect.c", str(err))
+            return ERROR
         if found is None:
             return None
         request.response.set_header("Location", _escaped_controls(found[1]))

@@ -17,7 +17,9 @@ list, once-rules before repeat-rules.  A rule with an empty replacement stops th
 search; a replacement that does not start with `/`, or more than 100 rewrites of one
 request, fail the request (500; lighttpd drops the connection).  The new target is
 parsed as a client's would be: control characters or octets that never occur in
-UTF-8 (from `${decb64u:n}`, say) make it a bad request (400).
+UTF-8 (from `${decb64u:n}`, say) make it a bad request (400).  A rule whose pattern
+backtracks past its time limit fails the request (500), as a PCRE2 match-limit error
+does in lighttpd.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from shared.config.directives import Directive, Type
 
 from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
-from ..urlsubst import Rule, compile_rules, lighttpd_target, refused_target, substitute
+from ..urlsubst import (MatchTooLong, Rule, compile_rules, lighttpd_target, refused_target,
+                        substitute)
 
 MAX_REWRITES = 100     # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
 
@@ -57,9 +60,9 @@ URL_KEYS = ("url.rewrite-once", "url.rewrite-final", "url.rewrite", "url.rewrite
 FILE_KEYS = ("url.rewrite-if-not-file", "url.rewrite-repeat-if-not-file")
 _REPEATING = frozenset({"url.rewrite-repeat", "url.rewrite-repeat-if-not-file"})
 
-DIRECTIVES = tuple(
-    Directive(key, Type.ARRAY_KVSTRING, RuleList(()), convert=_rules_of(key not in _REPEATING))
-    for key in URL_KEYS + FILE_KEYS)
+DIRECTIVES = tuple(Directive(key, Type.ARRAY_KVSTRING, RuleList(()),
+                             convert=_rules_of(key not in _REPEATING))
+                   for key in URL_KEYS + FILE_KEYS)
 
 
 class _State:
@@ -88,7 +91,8 @@ class Module(BaseModule):
                     self._origin[id(block.settings[key])] = block.index
         self._chosen: dict[tuple[int, ...], tuple[tuple[Rule, ...], str]] = {}
 
-    def _rules(self, request: Request, keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
+    def _rules(self, request: Request,
+               keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
         """The rules in force for one group of keys, and the key whose condition
         gives `%n`: those set by the latest matching block that sets any of them."""
         values = request.settings.values
@@ -131,7 +135,11 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
             return ERROR
         if state.finished:
             return None
-    found = substitute(rules, request, request.settings.captures(key))
+    try:
+        found = substitute(rules, request, request.settings.captures(key))
+    except MatchTooLong as err:
+        log.error("mod_rewrite.c", str(err))
+        return ERROR
     if found is None:
         return None
     rule, target = found

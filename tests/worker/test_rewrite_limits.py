@@ -1,0 +1,52 @@
+"""URL rules that cannot take a worker down: a pattern that backtracks without end is
+stopped (500, logged) and the worker goes on serving; a rewrite loop ends in 500;
+substitutions that decode control characters never reach a header or a path.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from server_util import WorkerProcess, config_text, read_until_closed
+from worker.urlsubst import compile_pattern, may_backtrack
+
+RULES = """
+url.rewrite-repeat = ( "^/slow/(a+)+$" => "/never", "^/loop/(.*)" => "/loop/$1" )
+url.redirect = ( "^/redirect/(x|xx)+$" => "/never", "^/b64/(.*)" => "/to/${decb64u:1}" )
+"""
+
+
+def ask(port: int, target: str) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        raw = read_until_closed(sock)
+    head = raw.partition(b"\r\n\r\n")[0]
+    return int(head.split(b" ", 2)[1]), head
+
+
+def test_rules_that_could_hang_or_split_fail_alone(tmp_path):
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "index.html").write_text("index\n")
+    errorlog = tmp_path / "error.log"
+    conf = tmp_path / "limits.conf"
+    conf.write_text(config_text(docroot, RULES + f'server.errorlog = "{errorlog}"\n',
+                                ("mod_rewrite", "mod_redirect", "mod_staticfile")))
+    with WorkerProcess(conf) as worker:
+        assert ask(worker.port, "/slow/" + "a" * 64 + "b")[0] == 500
+        assert ask(worker.port, "/redirect/" + "x" * 64 + "y")[0] == 500
+        assert ask(worker.port, "/loop/x")[0] == 500
+        status, head = ask(worker.port, "/b64/DQpTZXQtQ29va2llOiB4PTE")   # "\r\nSet-Cookie: x=1"
+        assert status == 301 and b"Location: /to/%0D%0ASet-Cookie: x=1\r\n" in head
+        assert b"\r\nSet-Cookie" not in head
+        assert ask(worker.port, "/index.html")[0] == 200
+    log = errorlog.read_text()
+    assert "stopped after" in log and "ENDLESS LOOP IN rewrite-rule" in log
+
+
+def test_only_patterns_that_can_backtrack_long_are_timed():
+    timed = [r"^/(a+)+$", r"^/(([^/]+)/)*$", r"^/(?:a|ab)*c", r"(?>(a+))+"]
+    plain = [r"^/(.*)$", r"^/([^?]*)(?:\?(.*))?$", r"^/(a|b)*x", r"(?:a{1,3}){1,3}",
+             r"^/blog/([0-9]+)$"]
+    assert [may_backtrack(compile_pattern(p)) for p in timed] == [True] * len(timed)
+    assert [may_backtrack(compile_pattern(p)) for p in plain] == [False] * len(plain)
