@@ -17,6 +17,7 @@ connections of the worker.
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     from .request import Request
     from .services import Services
 
+# RFC 7616 algorithm names -> hashlib's, in lighttpd's order of preference (SHA-512-256
+# where the OpenSSL under hashlib has it, as lighttpd has it with OpenSSL)
+DIGEST_ALGORITHMS = {name: hashed for name, hashed in (
+    ("SHA-512-256", "sha512_256"), ("SHA-256", "sha256"), ("MD5", "md5"))
+    if hashed in hashlib.algorithms_available}
 _DECLARED: set[str] = set()
 _REGISTERED: dict[str, "Backend"] = {}
 _EPOLLIN = 1
@@ -58,8 +64,13 @@ class DigestQuery:
 
     user: str
     realm: str
-    algorithm: str          # "MD5" or "SHA-256"
+    algorithm: str          # a key of DIGEST_ALGORITHMS
     userhash: bool
+
+
+def digest_hash(algorithm: str, data: bytes = b"") -> Any:
+    """A hashlib object of a Digest algorithm (a key of DIGEST_ALGORITHMS)."""
+    return hashlib.new(DIGEST_ALGORITHMS[algorithm], data)
 
 
 # Basic: True (the password is right), False, or a Pending of either.

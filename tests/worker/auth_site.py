@@ -44,7 +44,7 @@ auth.require = (
   "/digest256/" => ("method" => "digest", "realm" => "{realm}", "require" => "valid-user",
                     "algorithm" => "SHA-256", "userhash" => "enable"),
   "/both/" => ("method" => "digest", "realm" => "{realm}", "require" => "user=carol",
-               "algorithm" => "MD5|SHA-256"),
+               "algorithm" => "MD5|SHA-256|SHA-512-256"),
   "/secret/" => ("method" => "digest", "realm" => "{realm}", "require" => "valid-user",
                  "nonce_secret" => "{secret}"),
   "/cached/" => ("method" => "basic", "realm" => "{realm}", "require" => "valid-user"),
@@ -147,7 +147,11 @@ def digest(challenge: dict[str, str], user: str, password: str, uri: str,
     """The Authorization a Digest client sends for `challenge` (RFC 7616 §3.4); the
     fields in `override` are sent instead (None: left out)."""
     algorithm = algorithm or challenge.get("algorithm", "MD5")
-    hash_ = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm.removesuffix("-sess")]
+    name = {"MD5": "md5", "SHA-256": "sha256",
+            "SHA-512-256": "sha512_256"}[algorithm.removesuffix("-sess")]
+
+    def hash_(data: bytes):
+        return hashlib.new(name, data)
     realm, nonce = challenge["realm"], challenge["nonce"]
     ha1 = hash_(f"{user}:{realm}:{password}".encode()).hexdigest()
     if algorithm.endswith("-sess"):

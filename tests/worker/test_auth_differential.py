@@ -123,6 +123,8 @@ def _exchanges() -> list[tuple[str, Ask]]:
         ("cgi-env", _plain("/cgi/env.sh", basic("sha1", "pw-sha1"))),
         ("digest-md5", _digest_login("/both/f.txt", "carol", "pw-carol")),
         ("digest-sha256", _digest_login("/both/f.txt", "carol", "pw-carol", "SHA-256")),
+        ("digest-sha512-256", _digest_login("/both/f.txt", "carol", "pw-carol",
+                                            "SHA-512-256")),
         ("digest-md5-sess", _digest_login("/both/f.txt", "carol", "pw-carol", "MD5-sess")),
         ("digest-wrong", _digest_login("/both/f.txt", "carol", "pw-x")),
         ("digest-not-required-user", _digest_login("/both/f.txt", "bob", "pw:with:colons")),

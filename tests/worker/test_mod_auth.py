@@ -141,19 +141,21 @@ def test_digest_with_a_backend_that_has_no_digests_is_a_server_error(site):
 
 
 # -------------------------------------------------------------------------- Digest
-def test_digest_challenge_per_algorithm_sha256_first(site):
+def test_digest_challenge_per_algorithm_strongest_first(site):
     port, _ = site
     status, headers, _ = ask(port, "/both/f.txt")
     offered = [v for k, v in headers if k.lower() == "www-authenticate"]
-    assert status == 401 and len(offered) == 2
-    assert offered[0].startswith(f'Digest realm="{REALM}", charset="UTF-8", algorithm=SHA-256, '
-                                 'nonce="')
-    assert offered[1].startswith(f'Digest realm="{REALM}", charset="UTF-8", algorithm=MD5, ')
+    assert status == 401 and len(offered) == 3
+    assert offered[0].startswith(f'Digest realm="{REALM}", charset="UTF-8", '
+                                 'algorithm=SHA-512-256, nonce="')
+    assert offered[1].startswith(f'Digest realm="{REALM}", charset="UTF-8", algorithm=SHA-256, ')
+    assert offered[2].startswith(f'Digest realm="{REALM}", charset="UTF-8", algorithm=MD5, ')
     assert all(v.endswith('", qop="auth"') for v in offered)
     assert challenges(headers)["MD5"]["nonce"] != challenges(headers)["SHA-256"]["nonce"]
 
 
-@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256", "MD5-sess", "SHA-256-sess"])
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256", "SHA-512-256", "MD5-sess",
+                                       "SHA-256-sess"])
 def test_digest_login_in_each_algorithm(site, algorithm):
     port, _ = site
     challenge = challenge_of(port, "/both/f.txt", algorithm.removesuffix("-sess"))

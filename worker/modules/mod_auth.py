@@ -2,7 +2,7 @@
 
 `auth.require = ( "/prefix" => ( "method" => "basic" | "digest" | "extern",
 "realm" => "...", "require" => "valid-user" | "user=a|user=b|group=g|host=h",
-"algorithm" => "MD5|SHA-256", "nonce_secret" => "...", "userhash" => "enable" ) )`:
+"algorithm" => "MD5|SHA-256|SHA-512-256", "nonce_secret" => "...", "userhash" => "enable" ) )`:
 the first prefix of the URL path, in the order written, decides (lighttpd also warns at
 start-up of a prefix an earlier one hides, and of `host=`; these warnings are not given
 here: a directive's check has no way to warn yet).  The user names and passwords come from the backend
@@ -12,8 +12,8 @@ htdigest).  As with lighttpd's file backends, `group=` and `host=` never match.
 - Basic: `401` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; credentials
   that are not base64 or have no `:` are a 400; more than 1363 characters of them
   (1023 bytes decoded) are answered as missing.
-- Digest (RFC 7616): one `WWW-Authenticate` per algorithm offered (SHA-256 first), qop
-  `auth`, `userhash` when the rule enables it.  A nonce is `time:random:MAC`, the MAC
+- Digest (RFC 7616): one `WWW-Authenticate` per algorithm offered (SHA-512-256, SHA-256,
+  MD5 in that order; each also as -sess), qop `auth`, `userhash` when the rule enables it.  A nonce is `time:random:MAC`, the MAC
   keyed with the rule's `nonce_secret` or else with a secret drawn when the server
   starts, so only nonces this server made are taken; one older than 600 s gets
   `stale=true`, and past 540 s a good answer carries `Authentication-Info: nextnonce`.
@@ -36,7 +36,6 @@ which is never kept.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 import os
 import re
@@ -52,8 +51,7 @@ from .. import authn
 from ..module import COMEBACK, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 
-HASHES: dict[str, Callable[..., Any]] = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-OFFERED_ORDER = ("SHA-256", "MD5")      # lighttpd's order of WWW-Authenticate headers
+ALGORITHMS = authn.DIGEST_ALGORITHMS    # offered in this order, as lighttpd does
 NONCE_LIFETIME = 600                    # seconds a nonce is good (lighttpd's)
 NEXTNONCE_AFTER = 540                   # past this age a good answer gets a new nonce
 MAX_BASIC = 1363                        # base64 characters: 1023 bytes decoded
@@ -145,7 +143,7 @@ def _algorithm_name(text: str) -> tuple[str | None, bool]:
     if not base:
         return ("MD5" if not text else None), sess
     upper = base.upper()
-    return (upper if upper in HASHES else None), sess
+    return (upper if upper in ALGORITHMS else None), sess
 
 
 def _rule(prefix: str, fields: Any) -> Rule:
@@ -233,7 +231,7 @@ def matching_rule(rules: tuple[Rule, ...], path: str, ignore_case: bool) -> Rule
 # ------------------------------------------------------------------------ nonces
 def _nonce_mac(rule: Rule, algorithm: str, stamp: str) -> str:
     return hmac.new(rule.nonce_secret or _SERVER_SECRET, stamp.encode(),
-                    HASHES[algorithm]).hexdigest()
+                    ALGORITHMS[algorithm]).hexdigest()
 
 
 def new_nonce(rule: Rule, algorithm: str, now: int) -> str:
@@ -344,16 +342,17 @@ class DigestLogin:
 
     def expected(self, ha1: bytes, method: str) -> bytes:
         """The response a client that knows the password sends (RFC 7616 §3.4.1)."""
-        hash_ = HASHES[self.algorithm]
+        def hash_(text: str) -> Any:
+            return authn.digest_hash(self.algorithm, text.encode("utf-8", "surrogateescape"))
         a1 = ha1.hex()
         if self.sess:
-            a1 = hash_(f"{a1}:{self.nonce}:{self.cnonce}".encode()).hexdigest()
-        a2 = hash_(f"{method}:{self.uri}".encode("utf-8", "surrogateescape")).hexdigest()
+            a1 = hash_(f"{a1}:{self.nonce}:{self.cnonce}").hexdigest()
+        a2 = hash_(f"{method}:{self.uri}").hexdigest()
         if self.qop is not None:
             text = f"{a1}:{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{a2}"
         else:
             text = f"{a1}:{self.nonce}:{a2}"
-        return hash_(text.encode("utf-8", "surrogateescape")).digest()
+        return hash_(text).digest()
 
 
 class Refused(Exception):
@@ -393,7 +392,8 @@ def digest_login(text: str, rule: Rule, target: str) -> DigestLogin:
     if sess and cnonce is None:
         raise Refused(400, f"digest: ({get('algorithm', '')}): missing field")
     response = fields["response"]
-    if len(response) != HASHES[algorithm]().digest_size * 2 or not _HEX.issuperset(response):
+    if len(response) != authn.digest_hash(algorithm).digest_size * 2 or \
+            not _HEX.issuperset(response):
         raise Refused(400, f"digest: ({response}): invalid format")
     if qop is not None and qop.lower() == "auth-int":
         raise Refused(400, "digest: qop=auth-int not supported")
@@ -414,7 +414,7 @@ def ask_digest(request: Request, rule: Rule, stale_algorithm: str | None = None)
     """401 with a challenge per algorithm (only the client's when its nonce is stale)."""
     now = int(time.time())
     offered = (stale_algorithm,) if stale_algorithm else \
-        tuple(a for a in OFFERED_ORDER if a in rule.algorithms)
+        tuple(a for a in ALGORITHMS if a in rule.algorithms)
     response = request.response
     response.remove_header("WWW-Authenticate")
     for algorithm in offered:

@@ -5,8 +5,9 @@
 - htpasswd: `user:hash` lines in every hash Apache's htpasswd writes: bcrypt (`$2y$`,
   `$2a$`, `$2b$`), `$apr1$`, `{SHA}`, SHA-crypt (`$5$`, `$6$`), MD5-crypt (`$1$`) and
   DES crypt; answers Basic only (a hash gives no Digest), as in lighttpd;
-- htdigest: `user:realm:H(user:realm:password)[:H(user:realm)]` lines (MD5 or SHA-256
-  by the length of the digest, the fourth field for RFC 7616 `userhash`).
+- htdigest: `user:realm:H(user:realm:password)[:H(user:realm)]` lines (MD5, SHA-256 or
+  SHA-512-256, told by the length of the digest; the fourth field for RFC 7616
+  `userhash`).
 
 As in lighttpd, blank lines, lines starting with `#` and lines over 1024 bytes are
 skipped, and the first line for a user decides.  lighttpd reads the file on every
@@ -53,15 +54,27 @@ MAX_FILE = 64 * 1024 * 1024     # lighttpd's limit on a user file
 MAX_LINE = 1024                 # longer lines are skipped, as lighttpd does
 RECHECK_SECONDS = 1.0           # a user file is stat()ed at most this often
 BCRYPT_MAX = 72                 # bcrypt reads no further (Apache's htpasswd neither)
-HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 _MISSING = (-1, -1, -1)         # the signature of a user file that cannot be opened
 _DES_CHARS = frozenset("./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _algorithms_by_size() -> dict[int, tuple[str, ...]]:
+    """Digest size in bytes -> the algorithms giving it (SHA-256 and SHA-512-256 share
+    32: an htdigest line does not say which)."""
+    sizes: dict[int, tuple[str, ...]] = {}
+    for name in authn.DIGEST_ALGORITHMS:
+        size = authn.digest_hash(name).digest_size
+        sizes[size] = sizes.get(size, ()) + (name,)
+    return sizes
+
+
+_ALGORITHMS_OF_SIZE = _algorithms_by_size()
 
 
 def digest_ha1(algorithm: str, user: str, realm: str, password: bytes) -> bytes:
     """H(user:realm:password), RFC 7616's H(A1)."""
     text = f"{user}:{realm}:".encode("utf-8", "surrogateescape") + password
-    return HASHES[algorithm](text).digest()
+    return authn.digest_hash(algorithm, text).digest()
 
 
 # ------------------------------------------------------------------- user files
@@ -256,20 +269,18 @@ class HtdigestBackend(_FileBackend):
 
     def check_password(self, request: Request, realm: str, user: str,
                        password: bytes) -> bool:
-        """The digest of the password against the user's line for this realm, in the
-        algorithm the line's digest length tells."""
+        """The digest of the password against the user's line for this realm, in each
+        algorithm of the line's digest length (lighttpd takes the rule's algorithm)."""
         for line_realm, stored, *_ in self.lines(request, user):
-            if line_realm != realm:
-                continue
-            algorithm = "SHA-256" if len(stored) == 64 else "MD5"
-            expected = _unhex(stored)
+            expected = _unhex(stored) if line_realm == realm else None
             if expected is not None:
-                return hmac.compare_digest(
-                    expected, digest_ha1(algorithm, user, realm, password))
+                return any(hmac.compare_digest(expected,
+                                               digest_ha1(algorithm, user, realm, password))
+                           for algorithm in _ALGORITHMS_OF_SIZE.get(len(expected), ()))
         return False
 
     def digest_ha1(self, request: Request, query: authn.DigestQuery) -> tuple[str, bytes] | None:
-        size = HASHES[query.algorithm]().digest_size * 2
+        size = authn.digest_hash(query.algorithm).digest_size * 2
         if query.userhash:
             return self._by_userhash(request, query, size)
         for line_realm, stored, *_ in self.lines(request, query.user):
