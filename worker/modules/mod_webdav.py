@@ -1,0 +1,908 @@
+"""mod_webdav: a file share over WebDAV (RFC 4918), with lighttpd 1.4.69's keys.
+
+`webdav.activate` turns a URL space into a share; `webdav.is-readonly` leaves only the
+methods that change nothing; `webdav.sqlite-db-name` keeps dead properties and locks
+(worker/webdav_store.py: lighttpd's tables); `webdav.log-xml` logs the XML of requests
+and answers; `webdav.opts` enables `propfind-depth-infinity`,
+`unsafe-propfind-follow-symlink` and `deprecated-unsafe-partial-put-compat`.
+
+The module takes the WebDAV methods in the physical phase, once mod_alias has mapped
+the URL (lighttpd's mod_webdav_physical_handler), so no 404 or trailing-slash redirect
+of the core's file checks comes first; GET, HEAD and POST stay with mod_staticfile.
+Each method runs as a generator (`_Job`) that yields after each unit of file-system
+work: `_drive` runs it for a slice of at most SLICE seconds, then holds the request
+(WAIT) and resumes it on the next round of the loop, or when more of a request body
+came.  So a COPY or DELETE of a big tree, a Depth: infinity PROPFIND or a large PUT
+never stall the worker's other connections.
+
+A PUT is written into a hidden temporary file in the target's directory as the body
+arrives and renamed over the target once it is complete: an upload that fails or is
+cut off leaves the old file as it was and the temporary file removed
+(handle_request_reset closes the generator, whose cleanup runs).
+
+Paths: the request's own path is the core's cleaned one; a Destination is decoded and
+cleaned the same way and must lie below the same URL prefix as the request (mapped to
+the same document root or alias target), else 502; with server.follow-symlink off a
+path through a symlink is refused (403), and walks never follow a symlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import time
+from typing import Any, Callable, Generator
+from urllib.parse import quote, urlsplit
+
+from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
+
+from ..http import http_date
+from ..module import WAIT, HandlerResult, Module as BaseModule
+from ..errors import BadRequest
+from ..request import Request, clean_path
+from ..static import cached_etag, content_type_for, errno_status, is_directory
+from ..statcache import CACHE
+from ..webdav_fs import (COPY_STEP, DIR_MODE, STEP, copy_file, copy_link, copy_tree,
+                         create_temp, lstat_or_none, remove, remove_quietly, split_path)
+from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
+from ..webdav_store import INFINITY, Lock, Store, new_lock_token
+from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
+                          XMLError, dav_element, error_body, escape_text, parse,
+                          property_xml, response_with_propstats, response_with_status)
+
+OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
+                     "deprecated-unsafe-partial-put-compat"})
+
+
+def _parse_opts(value: Any) -> frozenset[str]:
+    enabled = set()
+    for key, item in value or ():
+        if key not in OPTIONS:
+            raise DirectiveValueError(f"webdav.opts: unknown option {key!r} (known: "
+                                      f"{', '.join(sorted(OPTIONS))})")
+        if to_bool(item):
+            enabled.add(key)
+    return frozenset(enabled)
+
+
+DIRECTIVES = (
+    Directive("webdav.activate", Type.BOOL, False),
+    Directive("webdav.is-readonly", Type.BOOL, False),
+    Directive("webdav.sqlite-db-name", Type.STRING, ""),
+    Directive("webdav.log-xml", Type.BOOL, False),
+    Directive("webdav.opts", Type.ARRAY_KVANY, frozenset(), convert=_parse_opts),
+)
+
+READ_METHODS = frozenset({"PROPFIND", "OPTIONS"})
+WRITE_METHODS = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
+                           "UNLOCK"})
+ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " \
+        "OPTIONS, GET, HEAD, POST"
+ALLOW_READONLY = "PROPFIND, OPTIONS, GET, HEAD, POST"
+XML_TYPE = "application/xml;charset=utf-8"
+SLICE = 0.01               # seconds of file-system work per round of the loop
+MAX_XML_BODY = 1 << 20     # bytes of XML a request may send
+DEFAULT_LOCK_TIMEOUT = 600
+MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
+NEED_BODY = "body"         # yielded by a job: wait until more of the body came
+_STATE = "webdav"
+_HREF_SAFE = "/-_.~!$&'()*+,;=:@"
+LIVE_PROPERTIES = ("creationdate", "displayname", "getcontentlength", "getcontenttype",
+                   "getetag", "getlastmodified", "resourcetype", "supportedlock",
+                   "lockdiscovery")
+SUPPORTED_LOCK = "".join(
+    dav_element("lockentry", dav_element("lockscope", dav_element(scope))
+                + dav_element("locktype", dav_element("write")))
+    for scope in ("exclusive", "shared"))
+
+Job = Generator[str, None, int]
+
+
+class DavError(Exception):
+    """Ends a method with `status` (and an RFC 4918 error body naming `condition`)."""
+
+    def __init__(self, status: int, condition: str = "") -> None:
+        super().__init__(status, condition)
+        self.status = status
+        self.condition = condition
+
+
+class Resource:
+    """A resource named by a URL path: where it is on disk and what is there."""
+
+    __slots__ = ("url", "path", "st")
+
+    def __init__(self, url: str, path: str) -> None:
+        self.path = path.rstrip("/") or "/"
+        try:
+            self.st: os.stat_result | None = os.stat(self.path)
+        except FileNotFoundError:
+            self.st = None
+        except NotADirectoryError:
+            self.st = None
+        if self.is_collection and not url.endswith("/"):
+            url += "/"
+        self.url = url
+
+    @property
+    def exists(self) -> bool:
+        return self.st is not None
+
+    @property
+    def is_collection(self) -> bool:
+        return self.st is not None and is_directory(self.st)
+
+    @property
+    def parent_url(self) -> str:
+        return self.url.rstrip("/").rpartition("/")[0] + "/"
+
+
+def href(url: str) -> str:
+    return quote(url.encode("utf-8", "surrogateescape"), safe=_HREF_SAFE)
+
+
+def _depth(request: Request, default: str, allowed: tuple[str, ...]) -> str:
+    depth = (request.headers.get("depth") or default).strip().lower()
+    if depth not in allowed:
+        raise DavError(400)
+    return depth
+
+
+class _Job:
+    """A method in progress: its generator and the timer that resumes it."""
+
+    __slots__ = ("steps", "timer")
+
+    def __init__(self, steps: Job) -> None:
+        self.steps = steps
+        self.timer: Any = None
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.steps.close()
+
+
+class Module(BaseModule):
+    name = "webdav"
+    directives = DIRECTIVES
+    reads_request_body = True
+
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
+        self.stores: dict[str, Store] = {}
+        self.last_purge = 0.0
+        self.methods: dict[str, Callable[["_Dav"], Job | int]] = {
+            "PROPFIND": _Dav.propfind, "PROPPATCH": _Dav.proppatch, "MKCOL": _Dav.mkcol,
+            "PUT": _Dav.put, "DELETE": _Dav.delete, "COPY": _Dav.copy_or_move,
+            "MOVE": _Dav.copy_or_move, "LOCK": _Dav.lock, "UNLOCK": _Dav.unlock}
+
+    def allows_replay(self, request: Request) -> bool:
+        """Files of a share that can be written change faster than the one-second
+        staleness of kept answers allows: those are never replayed."""
+        values = request.settings.values
+        return not values["webdav.activate"] or values["webdav.is-readonly"]
+
+    def store(self, values: dict) -> Store | None:
+        name = values["webdav.sqlite-db-name"]
+        if not name:
+            return None
+        store = self.stores.get(name)
+        if store is None:
+            store = self.stores[name] = Store(name)
+        return store
+
+    # ---------------------------------------------------------------- hooks
+    def handle_physical(self, request: Request) -> HandlerResult:
+        values = request.settings.values
+        method = request.method
+        if not values["webdav.activate"] or method not in self.methods and \
+                method != "OPTIONS":
+            return None
+        response = request.response
+        if method == "OPTIONS":
+            response.add_header("DAV", "1,2,3")
+            response.add_header("MS-Author-Via", "DAV")
+            readonly = values["webdav.is-readonly"]
+            response.add_header("Allow", ALLOW_READONLY if readonly else ALLOW)
+            return 200
+        if values["webdav.is-readonly"] and method in WRITE_METHODS:
+            return 403
+        if not values["server.follow-symlink"] and \
+                CACHE.contains_symlink(request.physical_path):
+            return 403
+        dav = _Dav(self, request)
+        return self._guarded(request, lambda: self._begin(request, dav))
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        job = request.plugin_ctx[_STATE]
+        job.timer = None
+        return self._guarded(request, lambda: self._drive(request, job))
+
+    def handle_request_reset(self, request: Request) -> None:
+        job = request.plugin_ctx.pop(_STATE, None)
+        if job is not None:
+            job.close()
+
+    def handle_trigger(self, now: float) -> None:
+        if now - self.last_purge < 60 or not self.stores:
+            return
+        self.last_purge = now
+        for name, store in self.stores.items():
+            try:
+                store.purge_expired()
+            except sqlite3.Error as err:
+                self.services.log_error("mod_webdav.c", f"{name}: purging locks: {err}")
+
+    def _begin(self, request: Request, dav: "_Dav") -> HandlerResult:
+        """Run the method: at once when it is a plain one, in slices when it is a
+        generator (_Job)."""
+        started = self.methods[request.method](dav)
+        if isinstance(started, int):
+            return started
+        job = request.plugin_ctx[_STATE] = _Job(started)
+        return self._drive(request, job)
+
+    def _drive(self, request: Request, job: _Job) -> HandlerResult:
+        """Run the job for one slice; WAIT while it is not done."""
+        deadline = time.monotonic() + SLICE
+        try:
+            while True:
+                reason = next(job.steps)
+                if reason == NEED_BODY:
+                    return WAIT          # the core wakes us when more of it came
+                if time.monotonic() > deadline:
+                    job.timer = self.services.call_later(0, request.wake)
+                    return WAIT
+        except StopIteration as done:
+            return done.value
+
+    def _guarded(self, request: Request, step: Callable[[], HandlerResult]) -> HandlerResult:
+        """`step()`, with the exceptions a method ends with turned into statuses."""
+        try:
+            return step()
+        except DavError as err:
+            if err.condition:
+                request.response.add_header("Content-Type", XML_TYPE)
+                request.response.write(error_body(err.condition))
+            return err.status
+        except OSError as err:
+            return _os_status(err)
+        except sqlite3.Error as err:
+            self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
+            return 500
+
+    def log_xml(self, request: Request, what: str, data: bytes) -> None:
+        if request.settings.values["webdav.log-xml"]:
+            self.services.log_error("mod_webdav.c", f"XML-{what}-body: "
+                                    f"{data.decode('utf-8', 'replace')}")
+
+
+def _os_status(err: OSError) -> int:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507
+    if err.errno == errno.EEXIST:
+        return 405
+    if err.errno in (errno.EXDEV, errno.ENOTEMPTY):
+        return 409
+    return errno_status(err)
+
+
+class _Dav:
+    """One WebDAV request: the module, the request and what its methods share."""
+
+    def __init__(self, module: Module, request: Request) -> None:
+        self.module = module
+        self.request = request
+        self.values = request.settings.values
+        self.store = module.store(self.values)
+        # the URL prefix that maps to physical_basedir (the docroot or an alias target)
+        rel = request.physical_rel
+        uri = request.uri_path
+        if request.physical_basedir.endswith("/") and not rel.startswith("/"):
+            rel = "/" + rel
+        self.url_prefix = uri[:len(uri) - len(rel)] if uri.endswith(rel) else None
+        self.target = Resource(uri, request.physical_path)
+        self.tokens: set[str] = set()
+        self.user = (request.env or {}).get("REMOTE_USER", "")
+
+    # ------------------------------------------------------------ helpers
+    def answer_xml(self, status: int, text: str) -> int:
+        data = text.encode("utf-8", "surrogateescape")
+        response = self.request.response
+        response.add_header("Content-Type", XML_TYPE)
+        response.write(data)
+        self.module.log_xml(self.request, "response", data)
+        return status
+
+    def read_body(self) -> Generator[str, None, bytes]:
+        """The whole request body (b"" without one), at most MAX_XML_BODY bytes."""
+        body = self.request.body
+        if body is None:
+            return b""
+        while not body.complete:
+            if body.size > MAX_XML_BODY:
+                raise DavError(413)
+            yield NEED_BODY
+        if body.size > MAX_XML_BODY:
+            raise DavError(413)
+        data = body.read()
+        return data
+
+    def read_xml(self, root: str, required: bool) -> Generator[str, None, Element | None]:
+        """The request's XML body, whose root must be DAV:`root`: None when there
+        is none and none is required; a malformed one is 400."""
+        data = yield from self.read_body()
+        if not data.strip():
+            if required:
+                raise DavError(400)
+            return None
+        self.module.log_xml(self.request, "request", data)
+        try:
+            element = parse(data)
+        except XMLError:
+            raise DavError(400) from None
+        if element.name != (DAV, root):
+            raise DavError(400)
+        return element
+
+    def resource(self, url: str) -> Resource | None:
+        """The resource at a URL path of this share, or None when the path lies
+        outside the URL prefix this request's docroot serves."""
+        if self.url_prefix is None or not url.startswith(self.url_prefix):
+            return None
+        rel = url[len(self.url_prefix):]
+        basedir = self.request.physical_basedir
+        if basedir.endswith("/"):
+            rel = rel.lstrip("/")
+        path = basedir + rel
+        if not self.values["server.follow-symlink"] and CACHE.contains_symlink(path):
+            raise DavError(403)
+        return Resource(url, path)
+
+    def etag(self, st: os.stat_result | None) -> str:
+        return cached_etag(st, self.values) if st is not None else ""
+
+    # -------------------------------------------------------- If and locks
+    def check_if(self) -> None:
+        """Evaluate the If header (412 when false) and note the tokens it submits."""
+        header = self.request.headers.get("if")
+        if header is None:
+            return
+        try:
+            groups = parse_if(header)
+        except IfHeaderError:
+            raise DavError(400) from None
+        self.tokens = submitted_tokens(groups)
+        if not evaluate(groups, self.state_of):
+            raise DavError(412)
+
+    def state_of(self, tag: str | None) -> tuple[set[str], str]:
+        """(tokens of the locks covering it, its ETag) of the request's resource or
+        of the one a tagged list names."""
+        resource: Resource | None = self.target
+        if tag is not None:
+            parsed = urlsplit(tag)
+            resource = self.resource(clean_path(parsed.path)) if parsed.path else None
+        if resource is None:
+            return set(), ""
+        tokens = set()
+        if self.store is not None:
+            tokens = {lock.token for lock in self.store.locks_covering(resource.url)}
+        return tokens, self.etag(resource.st)
+
+    def check_unlocked(self, resource: Resource, members: bool = False,
+                       parent: bool = False) -> None:
+        """423 unless each lock on `resource` (on its members too with `members`; on
+        its parent collection's membership with `parent`) had its token submitted
+        by its owner."""
+        if self.store is None:
+            return
+        locks = self.store.locks_covering(resource.url)
+        if members:
+            locks += self.store.locks_below(resource.url)
+        if parent:
+            parent_url = resource.parent_url
+            locks += [lock for lock in self.store.locks_covering(parent_url)
+                      if lock.root == parent_url]
+        if locks and not self._unlocks(locks):
+            raise DavError(423, "lock-token-submitted")
+
+    def _unlocks(self, locks: list[Lock]) -> bool:
+        mine = {lock.token for lock in locks
+                if lock.token in self.tokens and lock.owner in ("", self.user)}
+        shared = [lock for lock in locks if lock.scope == "shared"]
+        if shared and not any(lock.token in mine for lock in shared):
+            return False
+        return all(lock.token in mine for lock in locks if lock.scope != "shared")
+
+    # ------------------------------------------------------------ PROPFIND
+    def propfind(self) -> Job:
+        opts = self.values["webdav.opts"]
+        depth = _depth(self.request, "infinity", ("0", "1", "infinity"))
+        if depth == "infinity" and "propfind-depth-infinity" not in opts:
+            raise DavError(403, "propfind-finite-depth")
+        body = yield from self.read_xml("propfind", required=False)
+        self.check_if()
+        selection = _selection(body)
+        if not self.target.exists:
+            return 404
+        response = self.request.response
+        response.add_header("Content-Type", XML_TYPE)
+        response.write(MULTISTATUS_OPEN.encode())
+        for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
+            response.write(self._propfind_response(resource, selection).encode(
+                "utf-8", "surrogateescape"))
+            yield STEP
+        response.write(MULTISTATUS_CLOSE.encode())
+        if self.values["webdav.log-xml"]:
+            self.module.log_xml(self.request, "response", b"".join(
+                part for part in response.body if isinstance(part, bytes)))
+        return 207
+
+    def _walk(self, depth: str, follow: bool) -> Generator[Resource, None, None]:
+        """The target and, by depth, its members (symlinks only with `follow` and
+        server.follow-symlink; never into a directory twice through one)."""
+        yield self.target
+        if depth == "0" or not self.target.is_collection:
+            return
+        follow = follow and self.values["server.follow-symlink"]
+        pending = [self.target]
+        while pending:
+            collection = pending.pop()
+            try:
+                with os.scandir(collection.path) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_symlink() and not follow:
+                    continue
+                member = Resource(collection.url + entry.name, entry.path)
+                if not member.exists:
+                    continue
+                yield member
+                if depth == "infinity" and member.is_collection and not entry.is_symlink():
+                    pending.append(member)
+
+    def _propfind_response(self, resource: Resource,
+                           selection: tuple[str, list[tuple[str, str]]]) -> str:
+        mode, names = selection
+        found: dict[int, list[str]] = {}
+        if mode == "propname":
+            names = [(DAV, name) for name in LIVE_PROPERTIES] + \
+                [(ns, name) for ns, name, _ in self._dead(resource)]
+            found[200] = [property_xml(name) for name in names]
+        elif mode == "allprop":
+            live = [self.live_property(resource, name) for name in LIVE_PROPERTIES]
+            dead = [property_xml((ns, name), value)
+                    for ns, name, value in self._dead(resource)]
+            found[200] = [prop for prop in live if prop is not None] + dead
+        else:
+            for name in names:
+                prop = self.one_property(resource, name)
+                found.setdefault(200 if prop is not None else 404, []).append(
+                    prop if prop is not None else property_xml(name))
+        return response_with_propstats(href(resource.url), found)
+
+    def _dead(self, resource: Resource) -> list[tuple[str, str, str]]:
+        return self.store.properties(resource.url) if self.store is not None else []
+
+    def one_property(self, resource: Resource, name: tuple[str, str]) -> str | None:
+        if name[0] == DAV and name[1] in LIVE_PROPERTIES:
+            return self.live_property(resource, name[1])
+        if self.store is None:
+            return None
+        value = self.store.property_value(resource.url, *name)
+        return None if value is None else property_xml(name, value)
+
+    def live_property(self, resource: Resource, name: str) -> str | None:
+        st = resource.st
+        assert st is not None
+        if name == "resourcetype":
+            return dav_element(name, dav_element("collection")
+                               if resource.is_collection else "")
+        if name == "getcontentlength":
+            return dav_element(name, str(st.st_size))
+        if name == "getlastmodified":
+            return dav_element(name, http_date(st.st_mtime))
+        if name == "creationdate":
+            return dav_element(name, time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                   time.gmtime(st.st_ctime)))
+        if name == "displayname":
+            return dav_element(name, escape_text(resource.url.rstrip("/").rpartition("/")[2]))
+        if name == "getetag":
+            return dav_element(name, escape_text(self.etag(st)))
+        if name == "getcontenttype":
+            kind = "httpd/unix-directory" if resource.is_collection else \
+                content_type_for(self.values, resource.path)
+            return dav_element(name, escape_text(kind))
+        if name == "supportedlock":
+            return dav_element(name, SUPPORTED_LOCK)
+        return dav_element(name, self.lock_discovery(resource.url))
+
+    def lock_discovery(self, url: str) -> str:
+        if self.store is None:
+            return ""
+        return "".join(_active_lock(lock) for lock in self.store.locks_covering(url))
+
+    # ----------------------------------------------------------- PROPPATCH
+    def proppatch(self) -> Job:
+        update = yield from self.read_xml("propertyupdate", required=True)
+        assert update is not None
+        self.check_if()
+        if not self.target.exists:
+            return 404
+        self.check_unlocked(self.target)
+        changes = _property_changes(update)
+        if self.store is None:
+            results = {name: 403 for _, name, _ in changes}
+        else:
+            results = self._apply_changes(changes)
+        by_status: dict[int, list[str]] = {}
+        for name, status in results.items():
+            by_status.setdefault(status, []).append(property_xml(name))
+        return self.answer_xml(207, MULTISTATUS_OPEN + response_with_propstats(
+            href(self.target.url), by_status) + MULTISTATUS_CLOSE)
+
+    def _apply_changes(self, changes: list[tuple[str, tuple[str, str], str | None]]
+                       ) -> dict[tuple[str, str], int]:
+        """All the changes, in order, or none: live properties cannot be changed
+        (403), and then every other one fails too (424)."""
+        assert self.store is not None
+        refused = {name for _, name, _ in changes
+                   if name[0] == DAV and name[1] in LIVE_PROPERTIES}
+        if refused:
+            return {name: 403 if name in refused else 424 for _, name, _ in changes}
+        url = self.target.url
+        with self.store.transaction():
+            for action, (namespace, local), value in changes:
+                if action == "set":
+                    self.store.set_property(url, namespace, local, value or "")
+                else:
+                    self.store.remove_property(url, namespace, local)
+        return {name: 200 for _, name, _ in changes}
+
+    # --------------------------------------------------------------- MKCOL
+    def mkcol(self) -> int:
+        body = self.request.body
+        if body is not None and (body.size or not body.complete):
+            return 415
+        self.check_if()
+        target = self.target
+        if target.exists:
+            return 405
+        self.check_unlocked(target, parent=True)
+        try:
+            os.mkdir(target.path, DIR_MODE)
+        except (FileNotFoundError, NotADirectoryError):
+            return 409                   # no collection to make it in
+        CACHE.invalidate(target.path)
+        return 201
+
+    # ----------------------------------------------------------------- PUT
+    def put(self) -> Job:
+        self.check_if()
+        target = self.target
+        if target.is_collection:
+            return 405
+        self.check_unlocked(target, parent=not target.exists)
+        if "content-range" in self.request.headers:
+            if "deprecated-unsafe-partial-put-compat" not in self.values["webdav.opts"]:
+                return 501
+            return (yield from self._put_range(target))
+        parent, name = split_path(target.path)
+        try:
+            dir_fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else _os_status(err)
+        try:
+            fd, tmp = create_temp(dir_fd, name)
+            renamed = False
+            try:
+                yield from self._write_body(fd, 0)
+                st = os.fstat(fd)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                renamed = True
+            finally:
+                os.close(fd)
+                if not renamed:
+                    remove_quietly(tmp, dir_fd)
+        finally:
+            os.close(dir_fd)
+        CACHE.invalidate(target.path)
+        self.request.response.add_header("ETag", self.etag(st))
+        return 204 if target.exists else 201
+
+    def _write_body(self, fd: int, offset: int) -> Generator[str, None, None]:
+        """Write the request body into `fd` from `offset` as it arrives."""
+        body = self.request.body
+        if body is None:
+            return
+        while True:
+            data = body.read_chunk(COPY_STEP)
+            if data:
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
+                yield STEP
+            elif body.complete:
+                return
+            else:
+                yield NEED_BODY
+
+    def _put_range(self, target: Resource) -> Job:
+        """lighttpd's deprecated partial PUT: the bytes written in place, at the
+        offset `Content-Range: bytes N-M/*` names, into an existing file."""
+        spec = self.request.headers["content-range"].strip()
+        first = spec[6:].partition("-")[0] if spec.startswith("bytes ") else ""
+        if not first.isdigit() or not target.exists:
+            return 416 if target.exists else 409
+        fd = os.open(target.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            yield from self._write_body(fd, int(first))
+        finally:
+            os.close(fd)
+        CACHE.invalidate(target.path)
+        return 204
+
+    # -------------------------------------------------------------- DELETE
+    def delete(self) -> Job:
+        self.check_if()
+        target = self.target
+        st = lstat_or_none(target.path)
+        if st is None or not target.exists and not os.path.islink(target.path):
+            return 404
+        if target.is_collection:
+            _depth(self.request, "infinity", ("infinity",))
+        self.check_unlocked(target, members=True, parent=True)
+        failed = yield from remove(target.path, st)
+        CACHE.invalidate(target.path)
+        if self.store is not None:
+            if failed:
+                self.store.forget(target.url, ("locks",))
+            else:
+                self.store.forget(target.url)
+        return self.members_failed(failed, target) or 204
+
+    def members_failed(self, failed: list[tuple[str, OSError]], top: Resource) -> int:
+        """A 207 naming the members that failed, or 0 when none did."""
+        if not failed:
+            return 0
+        parts = [MULTISTATUS_OPEN]
+        for path, err in failed:
+            url = top.url.rstrip("/") + path[len(top.path):]
+            parts.append(response_with_status(href(url), _os_status(err)))
+        parts.append(MULTISTATUS_CLOSE)
+        return self.answer_xml(207, "".join(parts))
+
+    # --------------------------------------------------------- COPY / MOVE
+    def copy_or_move(self) -> Job:
+        move = self.request.method == "MOVE"
+        source = self.target
+        destination = self._destination()
+        overwrite = (self.request.headers.get("overwrite") or "T").strip().upper()
+        if overwrite not in ("T", "F"):
+            return 400
+        if move:
+            _depth(self.request, "infinity", ("infinity",))
+            members = True
+        else:
+            members = _depth(self.request, "infinity", ("0", "infinity")) == "infinity"
+        self.check_if()
+        if not source.exists:
+            return 404
+        if source.is_collection and not destination.url.endswith("/"):
+            destination.url += "/"
+        if destination.url == source.url:
+            return 403
+        if source.is_collection and destination.url.startswith(source.url):
+            return 409
+        parent = Resource(destination.parent_url, split_path(destination.path)[0])
+        if not parent.is_collection:
+            return 409
+        existed = lstat_or_none(destination.path)
+        if existed is not None and overwrite == "F":
+            return 412
+        if move:
+            self.check_unlocked(source, members=True, parent=True)
+        self.check_unlocked(destination, members=True, parent=existed is None)
+        if existed is not None:
+            failed = yield from remove(destination.path, existed)
+            if failed:
+                return self.members_failed(failed, destination)
+            if self.store is not None:
+                self.store.forget(destination.url)
+        status = yield from (self._move(source, destination) if move
+                             else self._copy(source, destination, members))
+        CACHE.invalidate(source.path)
+        CACHE.invalidate(destination.path)
+        return status or (204 if existed is not None else 201)
+
+    def _destination(self) -> Resource:
+        """The Destination header's resource: 400 without one, 502 for another host
+        or a path outside the URL space of this share's document root."""
+        header = self.request.headers.get("destination")
+        if not header:
+            raise DavError(400)
+        parsed = urlsplit(header.strip())
+        if parsed.netloc and parsed.netloc.lower() != self.request.host.lower():
+            raise DavError(502)
+        if not parsed.path.startswith("/"):
+            raise DavError(400)
+        try:
+            url = clean_path(parsed.path)
+        except BadRequest:
+            raise DavError(400) from None
+        resource = self.resource(url)
+        if resource is None:
+            raise DavError(502)
+        return resource
+
+    def _move(self, source: Resource, destination: Resource) -> Job:
+        try:
+            os.rename(source.path, destination.path)
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            status = yield from self._copy(source, destination, True)
+            if status:
+                return status
+            st = os.lstat(source.path)
+            failed = yield from remove(source.path, st)
+            if failed:
+                return self.members_failed(failed, source)
+        if self.store is not None:
+            self.store.move_properties(source.url, destination.url)
+        return 0
+
+    def _copy(self, source: Resource, destination: Resource, members: bool) -> Job:
+        st = os.lstat(source.path)
+        if is_directory(st):
+            failed = yield from copy_tree(source.path, destination.path, members)
+        elif os.path.islink(source.path):
+            copy_link(source.path, destination.path)
+            failed = []
+        else:
+            yield from copy_file(source.path, destination.path)
+            failed = []
+        if self.store is not None:
+            self.store.copy_properties(source.url, destination.url, members)
+        return self.members_failed(failed, destination)
+
+    # ---------------------------------------------------------- LOCK / UNLOCK
+    def lock(self) -> Job:
+        info = yield from self.read_xml("lockinfo", required=False)
+        self.check_if()
+        if self.store is None:
+            return 405
+        if info is None:
+            return self._refresh()
+        depth = _depth(self.request, "infinity", ("0", "infinity"))
+        scope, owner_xml = _lock_request(info)
+        target = self.target
+        self._check_conflicts(target.url, scope, depth == "infinity")
+        created = not target.exists
+        if created:
+            self.check_unlocked(target, parent=True)
+            fd = os.open(target.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                         0o666)
+            os.close(fd)
+            CACHE.invalidate(target.path)
+        lock = Lock(new_lock_token(), target.url, scope, "write", self.user, owner_xml,
+                    INFINITY if depth == "infinity" else 0, self._expiry())
+        self.store.add_lock(lock)
+        self.request.response.add_header("Lock-Token", f"<{lock.token}>")
+        return self.answer_xml(201 if created else 200, _lock_answer([lock]))
+
+    def _check_conflicts(self, url: str, scope: str, deep: bool) -> None:
+        assert self.store is not None
+        locks = self.store.locks_covering(url)
+        if deep:
+            locks += self.store.locks_below(url)
+        if any(lock.scope == "exclusive" or scope == "exclusive" for lock in locks):
+            raise DavError(423, "no-conflicting-lock")
+
+    def _refresh(self) -> int:
+        assert self.store is not None
+        locks = [lock for lock in self.store.locks_covering(self.target.url)
+                 if lock.token in self.tokens and lock.owner in ("", self.user)]
+        if not locks:
+            raise DavError(412, "lock-token-submitted")
+        expires = self._expiry()
+        for lock in locks:
+            self.store.refresh_lock(lock.token, expires)
+            lock.expires = expires
+        return self.answer_xml(200, _lock_answer(locks))
+
+    def _expiry(self) -> int:
+        """When a lock taken now expires, by the Timeout header's first choice."""
+        seconds = DEFAULT_LOCK_TIMEOUT
+        header = self.request.headers.get("timeout", "")
+        choice = header.split(",")[0].strip().lower()
+        if choice == "infinite":
+            seconds = MAX_LOCK_TIMEOUT
+        elif choice.startswith("second-") and choice[7:].isdigit():
+            seconds = min(int(choice[7:]), MAX_LOCK_TIMEOUT)
+        return int(time.time()) + seconds
+
+    def unlock(self) -> int:
+        header = self.request.headers.get("lock-token", "").strip()
+        if not (header.startswith("<") and header.endswith(">")):
+            return 400
+        self.check_if()
+        if self.store is None:
+            return 405
+        lock = self.store.lock(header[1:-1])
+        if lock is None or not lock.covers(self.target.url):
+            raise DavError(409, "lock-token-matches-request-uri")
+        if lock.owner not in ("", self.user):
+            return 403
+        self.store.remove_lock(lock.token)
+        return 204
+
+
+def _selection(body: Element | None) -> tuple[str, list[tuple[str, str]]]:
+    """What a PROPFIND asks for: ("allprop" | "propname" | "prop", names)."""
+    if body is None:
+        return "allprop", []
+    for child in body.children:
+        if child.name == (DAV, "propname"):
+            return "propname", []
+        if child.name == (DAV, "prop"):
+            return "prop", [prop.name for prop in child.children]
+        if child.name == (DAV, "allprop"):
+            return "allprop", []
+    raise DavError(400)
+
+
+def _property_changes(update: Element) -> list[tuple[str, tuple[str, str], str | None]]:
+    """The set / remove instructions of a PROPPATCH, in order: (action, name, value)."""
+    changes: list[tuple[str, tuple[str, str], str | None]] = []
+    for action in update.children:
+        if action.name not in ((DAV, "set"), (DAV, "remove")):
+            raise DavError(400)
+        prop = action.child((DAV, "prop"))
+        if prop is None:
+            raise DavError(400)
+        for item in prop.children:
+            value = item.inner_xml() if action.name[1] == "set" else None
+            changes.append((action.name[1], item.name, value))
+    if not changes:
+        raise DavError(400)
+    return changes
+
+
+def _lock_request(info: Element) -> tuple[str, str]:
+    """(scope, owner XML) of a lockinfo body; 400 when it asks for what is not
+    supported."""
+    scope_element = info.child((DAV, "lockscope"))
+    kind = info.child((DAV, "locktype"))
+    if scope_element is None or kind is None or kind.child((DAV, "write")) is None:
+        raise DavError(400)
+    scopes = [child.name for child in scope_element.children]
+    if scopes not in ([(DAV, "exclusive")], [(DAV, "shared")]):
+        raise DavError(400)
+    owner = info.child((DAV, "owner"))
+    return scopes[0][1], owner.inner_xml() if owner is not None else ""
+
+
+def _active_lock(lock: Lock) -> str:
+    remaining = max(lock.expires - int(time.time()), 0)
+    depth = "infinity" if lock.depth == INFINITY else "0"
+    owner = dav_element("owner", lock.owner_xml) if lock.owner_xml else ""
+    return dav_element("activelock", "".join((
+        dav_element("locktype", dav_element(lock.kind)),
+        dav_element("lockscope", dav_element(lock.scope)),
+        dav_element("depth", depth), owner,
+        dav_element("timeout", f"Second-{remaining}"),
+        dav_element("locktoken", dav_element("href", escape_text(lock.token))),
+        dav_element("lockroot", dav_element("href", escape_text(href(lock.root)))))))
+
+
+def _lock_answer(locks: list[Lock]) -> str:
+    discovery = "".join(_active_lock(lock) for lock in locks)
+    return (XML_HEAD + '<D:prop xmlns:D="DAV:">'
+            + dav_element("lockdiscovery", discovery) + "</D:prop>\n")

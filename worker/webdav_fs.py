@@ -1,0 +1,171 @@
+"""File system work of WebDAV methods, in steps.
+
+A COPY, MOVE or DELETE of a collection, or a PROPFIND of a deep tree, may touch any
+number of files.  Each operation here is a generator that yields after every file or
+directory (and every MiB copied), so mod_webdav runs it in slices of a few
+milliseconds between the event loop's rounds: a large tree delays no other client by
+more than a slice.  Walks never follow a symlink into another directory: a symlink is
+copied, deleted or moved as a link; and every file that is written is written to a
+temporary name in its own directory first and renamed into place, so no reader (nor
+a failure half-way) ever sees a truncated file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_module
+from typing import Generator, Iterator
+
+STEP = "step"                 # yielded: a unit of work done, the slice may end here
+COPY_STEP = 1 << 20           # bytes copied between two yields
+FILE_MODE = 0o666             # lighttpd's WEBDAV_FILE_MODE (less the umask)
+DIR_MODE = 0o777
+
+Steps = Generator[str, None, list[tuple[str, OSError]]]
+
+
+def temp_name(name: str) -> str:
+    """A hidden name beside `name` for a file being written."""
+    return f".{name}.{secrets.token_hex(6)}.webdav-tmp"
+
+
+def create_temp(dir_fd: int, name: str) -> tuple[int, str]:
+    """A new empty file in the directory `dir_fd`, for `name`: (fd, its name)."""
+    while True:
+        tmp = temp_name(name)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                         | os.O_NOFOLLOW, FILE_MODE, dir_fd=dir_fd)
+            return fd, tmp
+        except FileExistsError:
+            continue
+
+
+def remove_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """(parent directory, last name) of an absolute path without a trailing slash."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return parent or "/", name
+
+
+def copy_file(source: str, target: str) -> Generator[str, None, None]:
+    """Copy the regular file `source` to `target` (replaced whole when it exists)."""
+    parent, name = split_path(target)
+    dir_fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            fd, tmp = create_temp(dir_fd, name)
+            try:
+                try:
+                    while os.copy_file_range(src, fd, COPY_STEP):
+                        yield STEP
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                remove_quietly(tmp, dir_fd)
+                raise
+        finally:
+            os.close(src)
+    finally:
+        os.close(dir_fd)
+
+
+def copy_link(source: str, target: str) -> None:
+    os.symlink(os.readlink(source), target)
+
+
+def copy_tree(source: str, target: str, members: bool = True) -> Steps:
+    """Copy the directory `source` to the new `target` (only the directory itself
+    when `members` is off: COPY with Depth 0).  Returns the members that failed, as
+    (target path, error); a failed directory's members are not tried."""
+    failed: list[tuple[str, OSError]] = []
+    os.mkdir(target, DIR_MODE)
+    if not members:
+        return failed
+    pending = [(source, target)]
+    while pending:
+        src_dir, dst_dir = pending.pop()
+        for entry, src, dst in _entries(src_dir, dst_dir, failed):
+            try:
+                if entry.is_symlink():
+                    copy_link(src, dst)
+                elif entry.is_dir(follow_symlinks=False):
+                    os.mkdir(dst, DIR_MODE)
+                    pending.append((src, dst))
+                else:
+                    yield from copy_file(src, dst)
+            except OSError as err:
+                failed.append((dst, err))
+            yield STEP
+    return failed
+
+
+def _entries(src_dir: str, dst_dir: str,
+             failed: list[tuple[str, OSError]]) -> Iterator[tuple[os.DirEntry, str, str]]:
+    try:
+        with os.scandir(src_dir) as listing:
+            entries = list(listing)
+    except OSError as err:
+        failed.append((dst_dir, err))
+        return
+    for entry in entries:
+        yield entry, entry.path, f"{dst_dir}/{entry.name}"
+
+
+def delete_tree(top: str) -> Steps:
+    """Delete the directory `top` and everything below it, depth first.  Returns the
+    paths that could not be removed (a directory above one of them stays too)."""
+    failed: list[tuple[str, OSError]] = []
+    pending: list[tuple[str, bool]] = [(top, False)]   # (directory, members done)
+    while pending:
+        path, emptied = pending.pop()
+        if emptied:
+            try:
+                os.rmdir(path)
+            except OSError as err:
+                if err.errno != errno.ENOTEMPTY:    # a member failed: reported already
+                    failed.append((path, err))
+            yield STEP
+            continue
+        pending.append((path, True))
+        try:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError as err:
+            failed.append((path, err))
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, False))
+                continue
+            try:
+                os.unlink(entry.path)
+            except OSError as err:
+                failed.append((entry.path, err))
+            yield STEP
+    return failed
+
+
+def remove(path: str, st: os.stat_result) -> Steps:
+    """Delete a file, a symlink or a whole directory tree (`st` from lstat)."""
+    if stat_module.S_ISDIR(st.st_mode):
+        return (yield from delete_tree(path))
+    os.unlink(path)
+    return []
+
+
+def lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
