@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from master.configload import load
 from shared.config import ConfigError
@@ -188,3 +190,26 @@ def test_patterns_match_the_normalised_target():
     pattern = compile_pattern("^/caf\u00e9$")
     assert pattern.search(lighttpd_target("/caf%c3%a9"))
     assert not pattern.search("/caf\u00e9")
+
+
+# ------------------------------------------------------------- any input
+_PIECES = st.sampled_from(["$", "%", "{", "}", ":", "1", "9", "esc", "noesc:", "url.",
+                           "path", "qsa", "tolower:", "decb64u:", "?", "&", "/", "a",
+                           "\u00e9", "%%", "$$", "${", "%{", "\x00", "\r\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=24).map("".join),
+       st.text(max_size=40), st.text(max_size=20))
+def test_any_replacement_and_input_expand_without_error(replacement, group, query):
+    url = UrlParts("http", "h", 80, "/p", query)
+    assert isinstance(filled(replacement, groups=("/all", group), condition=(group,),
+                             url=url), str)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_target_normalises_to_ascii_that_normalises_to_itself(target):
+    target = "/" + target.replace("?", "").replace("#", "")
+    normalised = lighttpd_target(target)
+    assert normalised.isascii() and lighttpd_target(normalised) == normalised
