@@ -11,23 +11,22 @@ Memory stays bounded: the backend is not read while the client is BACKLOG_HIGH
 behind (the core wakes the tunnel when it caught up), and the client's bytes are not
 taken while the backend has not taken the previous ones (the core stops reading a
 client whose bytes wait).  A subclass says what happens once connected
-(`connected`), how bytes are framed each way, and what either side's end means.
+(`connected`), how bytes are framed each way, and what either side's end means.  Its
+module is a GatewayModule (worker/gw_exchange.py), which keeps it under its name in
+the request's plugin_ctx, steps it and ticks it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.gateway_hosts import Extension
 
-from .backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
-from .module import BACKLOG_HIGH, WAIT, HandlerResult, Module
+from .backend import EPOLLIN, EPOLLOUT, Backend, Connection
+from .gw_exchange import GatewayModule
+from .module import BACKLOG_HIGH, WAIT, HandlerResult
 from .request import Request
-
-if TYPE_CHECKING:
-    from .services import Services
 
 READ_SIZE = 64 * 1024
 MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
@@ -35,52 +34,20 @@ MAX_RECONNECTS = 5               # other backends tried after failed connects (l
 CONNECTING, OPEN, DONE = range(3)
 
 
-class TunnelModule(Module):
-    """Base of the modules whose requests are tunnels (mod_wstunnel, mod_sockproxy): the
-    worker's backends of the module, its tunnels under way (in request.plugin_ctx
-    under the module's name), their steps, timers and ends."""
-
-    source: ClassVar[str] = ""       # the file name its log lines carry (lighttpd's)
-    reads_request_body = True
-
-    def __init__(self, config: Any, services: "Services") -> None:
-        super().__init__(config, services)
-        self.services: "Services" = services
-        self.backends = Backends(services, self.source)
-        self.active: set[BackendTunnel] = set()
-
-    def log(self, message: str) -> None:
-        self.services.log_error(self.source, message)
-
-    def handle_subrequest(self, request: Request) -> HandlerResult:
-        return request.plugin_ctx[self.name].step()
-
-    def handle_request_reset(self, request: Request) -> None:
-        tunnel = request.plugin_ctx.pop(self.name, None)
-        if tunnel is not None:
-            tunnel.release()
-
-    def handle_trigger(self, now: float) -> None:
-        self.backends.tick(now)
-        for tunnel in list(self.active):
-            tunnel.tick(now)
-
-
 class BackendTunnel:
     """One client relayed to one backend; `step` moves it on and returns the request's
     next result (see the module docstring)."""
 
-    __slots__ = ("module", "request", "extension", "backend", "balance", "connection",
+    __slots__ = ("module", "request", "extension", "backend", "connection",
                  "state", "events", "outgoing", "paused", "since", "reconnects",
                  "timed_out", "shut")
 
-    def __init__(self, module: TunnelModule, request: Request, extension: Extension,
-                 backend: Backend, balance: str) -> None:
+    def __init__(self, module: GatewayModule, request: Request, extension: Extension,
+                 backend: Backend) -> None:
         self.module = module
         self.request = request
         self.extension = extension
         self.backend = backend
-        self.balance = balance
         self.connection: Connection | None = None
         self.state = CONNECTING
         self.events = 0                  # what the loop reported since the last step
@@ -98,7 +65,7 @@ class BackendTunnel:
         self.events |= mask
         self.request.wake()
 
-    def tick(self, now: float) -> None:
+    def check_timeout(self, now: float) -> None:
         """Once a second: the backend's connect-timeout."""
         if self.state == CONNECTING:
             limit = self.backend.spec.connect_timeout
@@ -161,8 +128,7 @@ class BackendTunnel:
         request = self.request
         backend = None
         if self.reconnects <= MAX_RECONNECTS:
-            backend = module.backends.choose(self.extension, self.balance, request.uri_path,
-                                             request.host, request.remote_ip)
+            backend = module.choose(request, self.extension)
         if backend is None:
             return 503
         self.backend.load -= 1

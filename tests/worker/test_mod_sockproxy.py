@@ -59,7 +59,7 @@ class RawUpgrade(mod_sockproxy.Module):
         if backend is None:
             return 503
         request.handler = self
-        request.plugin_ctx[self.name] = Upgraded(self, request, extension, backend, "fair")
+        request.plugin_ctx[self.name] = Upgraded(self, request, extension, backend)
         return None
 
 
@@ -74,11 +74,12 @@ def backend():
 def server(tmp_path, backend):
     conf = tmp_path / "sockproxy.conf"
     conf.write_text(f'server.document-root = "{tmp_path}"\n'
-                    'server.modules = ()\nserver.stream-response-body = 2\n'
+                    'server.modules = ("mod_sockproxy")\nserver.stream-response-body = 2\n'
                     f'server.errorlog = "{tmp_path}/error.log"\n')
     config = load(str(conf))
     RawUpgrade.backend_ports = (backend.port,)
-    config.modules = [RawUpgrade, *config.modules]
+    config.modules = [RawUpgrade if module is mod_sockproxy.Module else module
+                      for module in config.modules]
     worker = Server(config, [])
     try:
         yield worker

@@ -31,7 +31,8 @@ from shared.gateway_hosts import Extension, find_extension, parse_balance, parse
 
 from ..backend import Backend, Backends
 from ..module import WAIT, HandlerResult
-from ..tunnel import OPEN, BackendTunnel, TunnelModule
+from ..gw_exchange import GatewayModule
+from ..tunnel import OPEN, BackendTunnel
 
 MATCHED_PATH = "/"               # the URL path lighttpd matches sockproxy.server with
 
@@ -73,7 +74,7 @@ def connection_backend(backends: Backends, settings: Any, remote_ip: str
                                       MATCHED_PATH, "", remote_ip)
 
 
-class Module(TunnelModule):
+class Module(GatewayModule):
     name = "sockproxy"
     source = "mod_sockproxy.c"
     directives = DIRECTIVES

@@ -48,7 +48,8 @@ from .. import websocket as ws
 from ..backend import Backend
 from ..module import WAIT, HandlerResult
 from ..request import Request
-from ..tunnel import DONE, OPEN, BackendTunnel, TunnelModule
+from ..gw_exchange import GatewayModule
+from ..tunnel import DONE, OPEN, BackendTunnel
 
 HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
 LOG_ERR, LOG_INFO = 1, 3         # wstunnel.debug levels (lighttpd's MOD_WEBSOCKET_LOG_*)
@@ -176,7 +177,7 @@ class Tunnel(BackendTunnel):
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, version: int) -> None:
         values = request.settings.values
-        super().__init__(module, request, extension, backend, values["wstunnel.balance"])
+        super().__init__(module, request, extension, backend)
         self.version = version
         self.binary, self.subprotocol = wants_binary(request, values["wstunnel.frame-type"])
         self.decoder: ws.FrameDecoder | ws.Hybi00Decoder = \
@@ -192,10 +193,10 @@ class Tunnel(BackendTunnel):
         if self.debug_level >= level:
             self.module.log(message)
 
-    def tick(self, now: float) -> None:
+    def check_timeout(self, now: float) -> None:
         """Once a second: the connect timeout, and the pings of wstunnel.ping-interval
         (RFC 6455 only, as lighttpd)."""
-        super().tick(now)
+        super().check_timeout(now)
         interval = self.request.settings.values["wstunnel.ping-interval"]
         if self.state == OPEN and self.version and interval and \
                 now - self.last_ping >= interval:
@@ -343,7 +344,7 @@ class Tunnel(BackendTunnel):
 
 
 # --------------------------------------------------------------------- module
-class Module(TunnelModule):
+class Module(GatewayModule):
     name = "wstunnel"
     source = "mod_wstunnel.c"
     directives = DIRECTIVES
@@ -353,9 +354,8 @@ class Module(TunnelModule):
     reads_headers = frozenset({"upgrade"})
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        previous = request.plugin_ctx.pop(self.name, None)
-        if previous is not None:        # the phases run again (an error handler's URL)
-            previous.release()
+        if self.name in request.plugin_ctx:   # the phases run again (an error handler's URL)
+            self.release(request)
             request.handler = None
         values = request.settings.values
         if not values["wstunnel.server"] or request.handler is not None or \
@@ -364,8 +364,7 @@ class Module(TunnelModule):
         extension = matching_extension(values, request.uri_path)
         if extension is None:
             return None
-        backend = self.backends.choose(extension, values["wstunnel.balance"],
-                                       request.uri_path, request.host, request.remote_ip)
+        backend = self.choose(request, extension)
         if backend is None:
             return 503
         refusal = self._refusal(request, values)
