@@ -31,7 +31,7 @@ url.access-deny = ("~", ".inc")
 
 $HTTP["url"] =^ "/env/" {{
   setenv.add-request-header = ("X-Req" => "added", "User-Agent" => "ua-added",
-                               "X-Empty" => "")
+                               "X-Empty" => "", "Cookie" => "b=2")
   setenv.set-request-header = ("X-Set" => "set", "Accept" => "")
   setenv.add-response-header = ("X-Resp" => "r-added", "X-Other" => "o1", "X-E" => "")
   setenv.set-response-header = ("X-Gone" => "", "X-Powered" => "setenv")
@@ -106,7 +106,7 @@ def servers(tmp_path_factory):
 
 SETENV = [
     ("setenv-cgi", get("/env/env.sh", "User-Agent: client", "X-Req: orig", "Accept: a/b",
-                       "X-Set: old")),
+                       "X-Set: old", "Cookie: a=1")),
     ("setenv-cgi-head", get("/env/env.sh", method="HEAD")),
     ("setenv-conditional-environment", get("/other/env.sh")),
     ("setenv-static-file", get("/env/a.txt")),
@@ -158,6 +158,7 @@ def test_the_answers_compared_carry_what_the_modules_do(servers):
     answers = {name: summary(exchange(ours, raw)) for name, raw in SETENV + EXPIRE + ACCESS}
     cgi = answers["setenv-cgi"]
     assert b"HTTP_USER_AGENT=client, ua-added\n" in cgi["body"]
+    assert b"HTTP_COOKIE=a=1; b=2\n" in cgi["body"]
     assert b"FOO=foo-set\n" in cgi["body"] and b"REMOTE_ADDR=9.9.9.9\n" in cgi["body"]
     assert b"HTTP_ACCEPT" not in cgi["body"] and b"EMPTYADD=\n" in cgi["body"]
     assert (cgi["x-resp"], cgi["x-powered"], "x-gone" in cgi) == \

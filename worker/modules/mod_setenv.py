@@ -1,12 +1,13 @@
 """mod_setenv: add or set request headers, response headers and backend environment.
 
 As lighttpd 1.4.69 does it:
-- the settings are taken once per request, when its URL is first clean (a rewrite or
-  an error handler later does not take them again), so a request a module answered
-  before this one's turn (mod_access's 403 when it comes first) gets none of them;
+- the settings are taken once per request, when its URL is first clean (the phases
+  running again for another URL, an error handler's, do not take them again), so a
+  request a module answered before this one's turn (mod_access's 403 when it comes
+  first) gets none of them;
 - request headers change at that moment: `add` appends `, value` to a header the
-  client sent (or adds it), `set` replaces it, and `set` with an empty value removes
-  it; an empty value is never added;
+  client sent (`; value` to Cookie) or adds it, `set` replaces it, and `set` with an
+  empty value removes it; an empty value is never added;
 - the environment reaches the backends (CGI, FastCGI, SCGI) and wins over the
   variables the server sets itself: `add` appends `, value` to a variable set before
   (an empty value still creates it), `set` replaces it (empty included);
@@ -36,7 +37,8 @@ def add_request_headers(request: Request, pairs: Pairs) -> None:
             continue
         key = name.lower()
         old = headers.get(key)
-        headers[key] = f"{old}, {value}" if old else value
+        separator = "; " if key == "cookie" else ", "     # cookies join as one header
+        headers[key] = f"{old}{separator}{value}" if old else value
 
 
 def set_request_headers(request: Request, pairs: Pairs) -> None:
