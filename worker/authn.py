@@ -42,19 +42,24 @@ OFF_LOOP_THREADS = 2     # hashes checked at once per worker; more wait their tu
 
 class Pending:
     """An answer a backend gives later: `settle(value)` (from the event loop) records it
-    and wakes the request held for it."""
+    and wakes the requests held for it (the one that asked, and those that `join` it
+    because they ask the same)."""
 
-    __slots__ = ("request", "value", "done")
+    __slots__ = ("requests", "value", "done")
 
     def __init__(self, request: "Request") -> None:
-        self.request = request
+        self.requests = [request]
         self.value: Any = None
         self.done = False
 
+    def join(self, request: "Request") -> None:
+        self.requests.append(request)
+
     def settle(self, value: Any) -> None:
         self.value, self.done = value, True
-        if not self.request.aborted:
-            self.request.wake()
+        for request in self.requests:
+            if not request.aborted:
+                request.wake()
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,6 @@ class OffLoop:
             pending, result = self.finished.popleft()
             if isinstance(result, Exception):
                 log.error("mod_auth", f"password check failed for "
-                          f"{pending.request.target}: {result!r}")
+                          f"{pending.requests[0].target}: {result!r}")
                 result = False
             pending.settle(result)

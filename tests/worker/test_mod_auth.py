@@ -33,6 +33,8 @@ from procutil import run_cli  # noqa: E402
 from serverproc import wait_until  # noqa: E402
 from shared.config.directives import DirectiveValueError
 from shared.config.values import Array
+from worker import authn
+from worker.module import COMEBACK, WAIT
 from worker.modules import mod_auth
 
 pytestmark = needs_apache_utils
@@ -451,3 +453,49 @@ def test_an_error_handler_page_keeps_the_challenge(tmp_path):
         status, headers, body = ask(worker.port, "/p/f.txt")
     assert (status, body) == (401, b"custom error\n")
     assert header(headers, "WWW-Authenticate") == 'Basic realm="r", charset="UTF-8"'
+
+
+class _SlowBackend:
+    """A backend whose every answer comes later; counts the questions."""
+
+    def __init__(self) -> None:
+        self.asked: list[authn.Pending] = []
+
+    def check_password(self, request, realm, user, password):
+        pending = authn.Pending(request)
+        self.asked.append(pending)
+        return pending
+
+    def answers_digest(self) -> bool:
+        return False
+
+
+class _HeldRequest(_Request):
+    def __init__(self, rules, credentials: str) -> None:
+        super().__init__(rules, False, None)
+        self.settings.values["auth.backend"] = "slow-for-test"
+        self.headers = {"authorization": credentials}
+        self.remote_ip, self.woken, self.aborted, self.handler = "127.0.0.1", 0, False, None
+
+    def wake(self) -> None:
+        self.woken += 1
+
+    def set_env(self, name: str, value: str) -> None:
+        self.env = {**(self.env or {}), name: value}
+
+
+def test_logins_asked_at_once_share_one_slow_check():
+    backend = _SlowBackend()
+    authn.register("slow-for-test", backend)
+    rules = mod_auth.parse_require(_require(method="basic", realm="r", require="valid-user"))
+    module = mod_auth.Module(None)
+    same = [_HeldRequest(rules, basic("amy", "pw")) for _ in range(3)]
+    other = _HeldRequest(rules, basic("amy", "other password"))
+    assert [module.handle_uri_clean(r) for r in (*same, other)] == [WAIT] * 4
+    assert len(backend.asked) == 2                 # one check per distinct password
+    backend.asked[0].settle(True)
+    assert [r.woken for r in same] == [1, 1, 1] and other.woken == 0
+    for request in same:
+        assert module.handle_subrequest(request) == COMEBACK
+        assert module.handle_uri_clean(request) is None
+        assert request.env == {"REMOTE_USER": "amy", "AUTH_TYPE": "Basic"}

@@ -453,6 +453,9 @@ class Module(BaseModule):
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
         self.logins: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        # (rule, user) -> (password, its check under way): the same login asked again
+        # meanwhile waits for that check instead of starting another slow hash
+        self.checking: dict[tuple[Rule, str], tuple[bytes, authn.Pending]] = {}
         self.nonces = NonceCounts()
         self.next_sweep = 0.0
 
@@ -485,6 +488,8 @@ class Module(BaseModule):
         self.nonces.sweep(int(time.time()))
         self.logins = {key: entry for key, entry in self.logins.items()
                        if now - entry[0] <= key[0].max_age}
+        self.checking = {key: entry for key, entry in self.checking.items()
+                         if not entry[1].done}
 
     # ---------------------------------------------------------------- schemes
     def _extern_user(self, request: Request, rule: Rule) -> bool:
@@ -535,11 +540,26 @@ class Module(BaseModule):
                     hmac.compare_digest(kept[1], password):
                 return True
         good = self._ask_backend(request, rule, header,
-                                 lambda: backend.check_password(request, rule.realm, user,
-                                                                password))
+                                 lambda: self._check_once(request, rule, backend, user,
+                                                          password))
         if good is True and policy is not None:
             self.logins[key] = (time.monotonic(), password)
         return good
+
+    def _check_once(self, request: Request, rule: Rule, backend: authn.Backend, user: str,
+                    password: bytes) -> "bool | authn.Pending":
+        """The backend's check of a password, or the one under way for the same login
+        (many connections of one client log in at once on a cold cache)."""
+        key = (rule, user)
+        checking = self.checking.get(key)
+        if checking is not None and not checking[1].done and \
+                hmac.compare_digest(checking[0], password):
+            checking[1].join(request)
+            return checking[1]
+        answer = backend.check_password(request, rule.realm, user, password)
+        if isinstance(answer, authn.Pending):
+            self.checking[key] = (password, answer)
+        return answer
 
     def _ask_backend(self, request: Request, rule: Rule, header: str,
                      question: Callable[[], Any]) -> Any:
