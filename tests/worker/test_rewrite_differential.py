@@ -57,6 +57,8 @@ url.rewrite-once = (
   "^/cond/(.*)" => "/cond2/$1",
   "^/d64/(.*)" => "/x/${{decb64u:1}}",
   "^/qs/(.*)" => "/show/x?$1",
+  "^/ehtarget$" => "/file.txt",
+  "^/ehonce/(.*)" => "/eh/$1",
 )
 url.rewrite-repeat = (
   "^/rep/a(.*)" => "/rep/b$1",
@@ -99,6 +101,9 @@ $HTTP["url"] =~ "^/show/(.*)" {{
 $HTTP["url"] =^ "/cond2/" {{
   url.rewrite-once = ( "^/cond2/(.*)" => "/file.txt" )
   url.redirect = ( "^/cond2/(.*)" => "/seen-cond2/$1" )
+}}
+$HTTP["url"] =^ "/eh/" {{
+  server.error-handler-404 = "/ehtarget"
 }}
 $HTTP["url"] =^ "/blk/" {{
   url.rewrite-repeat = ( "^/blk/(.*)" => "/real/r.txt" )
@@ -218,6 +223,8 @@ CASES = {
     "nested-regex-condition": ("/regex/x", "nest.example"),
     "querystring-condition-after-rewrite": ("/qs/x=1", "test.example"),
     "no-host": ("/r/abs/x", None),
+    "error-handler-rewritten": ("/eh/missing", "test.example"),
+    "error-handler-after-once": ("/ehonce/missing", "test.example"),
     "absolute-form": ("http://test.example/r/raw/a%20b?c", "test.example"),
     "absolute-form-rewrite": ("http://test.example/rep/ax", "test.example"),
     "alias-empty-prefix": ("/f.txt", "all.example"),
