@@ -6,6 +6,7 @@ because mod_indexfile may have appended an index name ("/" -> "/index.inc").
 
 from __future__ import annotations
 
+from shared import log
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
@@ -32,6 +33,14 @@ def allowed(path: str, allow: tuple[str, ...], deny: tuple[str, ...],
     return True
 
 
+def _log_denial(path: str, by_allow_list: bool) -> None:
+    """lighttpd's debug.log-request-handling line for a denied URL."""
+    if by_allow_list:
+        log.error("mod_access.c.84", f"url denied as failed to match any from access_allow {path}")
+    else:
+        log.error("mod_access.c.88", f"url denied as we match access_deny {path}")
+
+
 class Module(BaseModule):
     name = "access"
     replay_safe = True
@@ -45,6 +54,8 @@ class Module(BaseModule):
         if allowed(request.uri_path, allow, deny,
                    values["server.force-lowercase-filenames"]):
             return None
+        if values["debug.log-request-handling"]:
+            _log_denial(request.uri_path, bool(allow))
         return 403
 
     handle_subrequest_start = handle_uri_clean
