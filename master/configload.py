@@ -161,6 +161,8 @@ def load(path: str) -> LoadedConfig:
         raise ConfigError("server.document-root is not set")
     compiled = CompiledConfig(tree, checked, directives)
     check_log_files(tree, checked, modules, compiled.globals)
+    for module in modules:
+        compiled.prepared[module.name] = module.prepare(tree, checked, compiled)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
                         warnings=checked.warnings)
 

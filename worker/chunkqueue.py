@@ -166,6 +166,49 @@ class ChunkQueue:
             del self.chunks[0]
         return written, written == wanted
 
+    def peek(self, limit: int) -> bytes:
+        """Up to `limit` bytes from the head of the queue, files read from the page
+        cache, nothing consumed: for a writer that is not a socket (TLS), which takes
+        bytes and may take fewer.  Raises FileShrunk as sending would."""
+        parts: list[bytes] = []
+        size = 0
+        for chunk in self.chunks:
+            if size >= limit:
+                break
+            if type(chunk) is FileChunk:
+                data = os.pread(chunk.fd, min(chunk.length, limit - size), chunk.offset)
+                if not data:
+                    raise FileShrunk("file shrank while being sent")
+                parts.append(data)
+                size += len(data)
+                break              # one read per call: the next file may be elsewhere
+            part = bytes(chunk[:limit - size])     # type: ignore[index]
+            parts.append(part)
+            size += len(part)
+        return b"".join(parts)
+
+    def consume(self, count: int) -> None:
+        """Drop `count` bytes from the head: what a writer took of `peek`."""
+        self.pending -= count
+        chunks = self.chunks
+        while count:
+            head = chunks[0]
+            if type(head) is FileChunk:
+                step = min(count, head.length)
+                head.offset += step
+                head.length -= step
+                done = head.length == 0
+                if done:
+                    head.close()
+            else:
+                step = min(count, len(head))       # type: ignore[arg-type]
+                done = step == len(head)           # type: ignore[arg-type]
+                if not done:
+                    chunks[0] = memoryview(head)[step:]  # type: ignore[arg-type]
+            if done:
+                del chunks[0]
+            count -= step
+
     def write_blocking(self, fd: int) -> int:
         """Write everything to a blocking fd (a pipe: the -1 mode on stdout)."""
         total = 0

@@ -275,6 +275,8 @@ class Connection:
             if self.state is LINGER:
                 self._linger_read()
                 return
+            if events & EPOLLOUT and self.transport.read_wants_write:
+                events |= EPOLLIN          # the read that waited for it goes on
             if events & EPOLLOUT:
                 self.flush()
                 if self.state is CLOSED:
@@ -793,7 +795,7 @@ class Connection:
         if not self.transport.pollable:
             return
         want = 0
-        if self.out.chunks:
+        if self.out.chunks or self.transport.read_wants_write:
             want |= EPOLLOUT
         if held is not None:
             if self._reads_held_body(held):

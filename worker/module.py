@@ -43,6 +43,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shared.config.directives import Directive
 
 if TYPE_CHECKING:
+    from shared.config.compiled import CompiledConfig
+    from shared.config.directives import CheckResult
+    from shared.config.tree import ConfigTree
+
     from .request import Request
     from .services import Services
 
@@ -104,6 +108,15 @@ class Module:
     def __init__(self, config: Any, services: "Services | None" = None) -> None:
         self.config = config
         self.services = services
+
+    @classmethod
+    def prepare(cls, tree: "ConfigTree", checked: "CheckResult",
+                compiled: "CompiledConfig") -> Any:
+        """Config time, in the master: build what the workers must share and inherit
+        through fork (TLS contexts: the same session-ticket keys in every worker), or
+        refuse the config with a ConfigError.  The workers find the result in
+        `self.config.prepared[name]`."""
+        return None
 
     def allows_replay(self, request: "Request") -> bool:
         """Whether answers kept for requests like this one may be replayed without this

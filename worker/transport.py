@@ -3,8 +3,8 @@
 A connection reads what its transport received and hands its output queue to the
 transport to send; it never calls a socket itself.  Two transports exist: a socket in
 the worker's epoll (`SocketTransport`), and the `-1` mode's stdin/stdout pipe pair
-written with blocking writes (`PipeTransport`).  A TLS transport wraps a socket the
-same way.
+written with blocking writes (`PipeTransport`); and TLS over a socket
+(worker/tls.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ READ_SIZE = 64 * 1024
 
 class Transport(Protocol):
     pollable: bool      # registered in the worker's epoll (else the caller drives it)
+    # a read could not go on before the socket takes a write (a TLS handshake's
+    # flight): the connection polls for EPOLLOUT and reads again then
+    read_wants_write: bool
 
     def fileno(self) -> int: ...
 
@@ -42,6 +45,7 @@ class SocketTransport:
 
     __slots__ = ("sock",)
     pollable = True
+    read_wants_write = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -84,6 +88,7 @@ class PipeTransport:
 
     __slots__ = ()
     pollable = False
+    read_wants_write = False
     STDIN, STDOUT = 0, 1
 
     def fileno(self) -> int:

@@ -148,6 +148,8 @@ class CompiledConfig:
         # whether any condition depends on the connection alone (remoteip, socket):
         # only then does a connection keep a cache of their results
         self.connection_conditions = any(c.per_connection for c in self.conditions)
+        # what modules built at config time (Module.prepare), by module name
+        self.prepared: dict[str, Any] = {}
 
     def socket_specs(self) -> list[str]:
         """Every `$SERVER["socket"] == "..."` address: each is a listener."""

@@ -1,0 +1,250 @@
+"""TLS (mod_openssl): the real server with certificates made by `openssl`, spoken to by
+curl, `openssl s_client` and Python's ssl module, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from serverproc import Server, free_port, serving, wait_until
+
+pytestmark = pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("curl"),
+                                reason="needs the openssl and curl programs")
+
+CGI_ENV = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+env | grep -E '^(HTTPS|REQUEST_SCHEME|SSL_[A-Z_]+|REMOTE_USER|AUTH_TYPE)=' | sort
+"""
+
+
+def make_certificate(base: Path, name: str, issuer: tuple[Path, Path] | None = None,
+                     days: int = 30) -> tuple[Path, Path]:
+    """A certificate and key for `name` (self-signed, or signed by `issuer`)."""
+    crt, key = base / f"{name}.crt", base / f"{name}.key"
+    subject = ["-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"]
+    if issuer is None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", key, "-out", crt, "-days", str(days), *subject],
+                       check=True, capture_output=True)
+    else:
+        csr = base / f"{name}.csr"
+        subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", key, "-out", csr, "-subj", f"/CN={name}"],
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", issuer[0],
+                        "-CAkey", issuer[1], "-CAcreateserial", "-out", crt,
+                        "-days", str(days)], check=True, capture_output=True)
+    return crt, key
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("certs")
+    for name in ("a.example", "b.example"):
+        crt, key = make_certificate(base, name)
+        (base / f"{name}.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    ca = make_certificate(base, "Test CA")
+    make_certificate(base, "alice", issuer=ca)
+    return base
+
+
+def tls_config(certs: Path, port: int, extra: str = "") -> str:
+    return (f'server.modules = ("mod_openssl", "mod_cgi", "mod_access", "mod_indexfile",'
+            f' "mod_staticfile")\n'
+            f'$SERVER["socket"] == "127.0.0.1:{port}" {{\n'
+            f'  ssl.engine = "enable"\n  ssl.pemfile = "{certs}/a.example.pem"\n{extra}}}\n'
+            f'$HTTP["host"] == "b.example" {{ ssl.pemfile = "{certs}/b.example.pem" }}\n'
+            f'$HTTP["scheme"] == "http" {{ url.access-deny = ("secret.txt") }}\n'
+            f'cgi.assign = (".sh" => "")\n')
+
+
+def curl(port: int, path: str = "/", host: str = "a.example", *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["curl", "-sk", "--max-time", "10", "--resolve", f"{host}:{port}:127.0.0.1",
+         *args, f"https://{host}:{port}{path}"], capture_output=True, text=True, timeout=20)
+
+
+def served_name(port: int, servername: str, *args: str) -> str:
+    """The CN of the certificate the server presents for `servername`."""
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                          "-servername", servername, *args], input="", capture_output=True,
+                         text=True, timeout=20).stdout
+    for line in out.splitlines():
+        if line.startswith("subject="):
+            return line.split("CN", 1)[1].strip(" =")
+    return ""
+
+
+@pytest.fixture
+def tls_server(tmp_path, certs):
+    port = free_port()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "secret.txt").write_text("only over https\n")
+    (tmp_path / "www" / "big.bin").write_bytes(os.urandom(1 << 20) * 8)
+    env_script = tmp_path / "www" / "env.sh"
+    env_script.write_text(CGI_ENV)
+    env_script.chmod(0o755)
+    with serving(tmp_path, tls_config(certs, port)) as running:
+        running.tls_port = port
+        yield running
+
+
+def test_https_serves_and_plain_http_on_the_tls_port_is_refused(tls_server):
+    result = curl(tls_server.tls_port, "/", "a.example", "-w", " %{http_code}")
+    assert result.stdout == "hello from pylighttpd\n 200"
+    with socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        try:
+            assert b"HTTP/" not in sock.recv(4096)   # no HTTP answer over a TLS socket
+        except ConnectionResetError:
+            pass                                      # closed with the request unread
+    assert curl(tls_server.tls_port).stdout == "hello from pylighttpd\n"   # still serving
+
+
+def test_sni_picks_the_certificate_of_the_host_block(tls_server):
+    assert served_name(tls_server.tls_port, "b.example") == "b.example"
+    assert served_name(tls_server.tls_port, "a.example") == "a.example"
+    assert served_name(tls_server.tls_port, "unknown.example") == "a.example"
+
+
+def test_the_scheme_condition_and_backends_see_https(tls_server):
+    assert curl(tls_server.tls_port, "/secret.txt").stdout == "only over https\n"
+    status = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                             f"http://127.0.0.1:{tls_server.port}/secret.txt"],
+                            capture_output=True, text=True, timeout=20).stdout
+    assert status == "403"
+    env = dict(line.split("=", 1) for line in
+               curl(tls_server.tls_port, "/env.sh").stdout.splitlines())
+    assert env["HTTPS"] == "on" and env["REQUEST_SCHEME"] == "https"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_CIPHER"]
+    assert "SSL_CLIENT_VERIFY" not in env
+
+
+def test_alpn_is_http11_and_tls_below_12_is_refused(tls_server):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="a.example") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+    old = subprocess.run(["openssl", "s_client", "-connect",
+                          f"127.0.0.1:{tls_server.tls_port}", "-tls1_1"], input="",
+                         capture_output=True, text=True, timeout=20)
+    assert "Cipher is (NONE)" in old.stdout or old.returncode != 0
+
+
+def test_a_large_file_arrives_whole_over_tls(tls_server, tmp_path):
+    out = tmp_path / "got.bin"
+    result = curl(tls_server.tls_port, "/big.bin", "a.example", "-o", str(out),
+                  "-w", "%{http_code}")
+    assert result.stdout == "200"
+    assert out.read_bytes() == (tls_server.docroot / "big.bin").read_bytes()
+
+
+def test_a_session_resumes_on_whichever_worker_takes_it(tls_server, tmp_path):
+    session = tmp_path / "session.pem"
+    first = subprocess.run(["openssl", "s_client", "-connect",
+                            f"127.0.0.1:{tls_server.tls_port}", "-tls1_2",
+                            "-sess_out", str(session)], input="", capture_output=True,
+                           text=True, timeout=20).stdout
+    assert "New, TLSv1.2" in first
+    reused = [subprocess.run(["openssl", "s_client", "-connect",
+                              f"127.0.0.1:{tls_server.tls_port}", "-tls1_2",
+                              "-sess_in", str(session)], input="", capture_output=True,
+                             text=True, timeout=20).stdout for _ in range(8)]
+    assert all("Reused, TLSv1.2" in out for out in reused)   # 2 workers: both took some
+
+
+def test_a_reload_serves_a_renewed_certificate(tmp_path, certs):
+    port = free_port()
+    pem = tmp_path / "site.pem"
+    pem.write_bytes((certs / "a.example.pem").read_bytes())
+    config = tls_config(certs, port).replace(f"{certs}/a.example.pem", str(pem))
+    with serving(tmp_path, config) as running:
+        assert served_name(port, "a.example") == "a.example"
+        pem.write_bytes((certs / "a.example.crt").read_bytes()          # a broken renewal:
+                        + (certs / "b.example.key").read_bytes())       # refused, old serves
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "does not match" in running.errorlog.read_text(), timeout=20)
+        assert served_name(port, "a.example") == "a.example"
+        pem.write_bytes((certs / "b.example.pem").read_bytes())
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: served_name(port, "a.example") == "b.example", timeout=20)
+
+
+def test_a_key_that_does_not_match_is_a_config_error_with_its_place(tmp_path, certs):
+    port = free_port()
+    mismatched = tmp_path / "mismatched.pem"
+    mismatched.write_bytes((certs / "a.example.crt").read_bytes()
+                           + (certs / "b.example.key").read_bytes())
+    server = Server(tmp_path, tls_config(certs, port).replace(
+        f"{certs}/a.example.pem", str(mismatched)), flags=("-tt",))
+    assert server.process.wait(timeout=30) != 0
+    said = server.process.stderr.read()
+    assert "does not match the certificate" in said and "server.conf:9:" in said
+
+
+def test_an_unsupported_ssl_conf_command_is_refused(tmp_path, certs):
+    port = free_port()
+    extra = '  ssl.openssl.ssl-conf-cmd = ("NoSuchCommand" => "x")\n'
+    server = Server(tmp_path, tls_config(certs, port, extra), flags=("-tt",))
+    assert server.process.wait(timeout=30) != 0
+    assert '"NoSuchCommand" is not supported' in server.process.stderr.read()
+
+
+def test_min_protocol_from_ssl_conf_cmd(tmp_path, certs):
+    port = free_port()
+    extra = '  ssl.openssl.ssl-conf-cmd = ("MinProtocol" => "TLSv1.3")\n'
+    with serving(tmp_path, tls_config(certs, port, extra)):
+        assert curl(port, "/", "a.example", "--tls-max", "1.2").returncode != 0
+        assert curl(port).stdout == "hello from pylighttpd\n"
+
+
+def test_client_certificates_are_verified_and_reach_backends(tmp_path, certs):
+    port = free_port()
+    extra = (f'  ssl.ca-file = "{certs}/Test CA.crt"\n'
+             '  ssl.verifyclient.activate = "enable"\n'
+             '  ssl.verifyclient.username = "SSL_CLIENT_S_DN_CN"\n')
+    (tmp_path / "www").mkdir()
+    script = tmp_path / "www" / "env.sh"
+    script.write_text(CGI_ENV)
+    script.chmod(0o755)
+    with serving(tmp_path, tls_config(certs, port, extra)):
+        assert curl(port).returncode != 0                 # enforced: no certificate, no TLS
+        with_cert = curl(port, "/env.sh", "a.example", "--cert", str(certs / "alice.crt"),
+                         "--key", str(certs / "alice.key"))
+        env = dict(line.split("=", 1) for line in with_cert.stdout.splitlines())
+        assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+        assert env["SSL_CLIENT_S_DN_CN"] == "alice"
+        assert env["REMOTE_USER"] == "alice" and env["AUTH_TYPE"] == "SSL_CLIENT_VERIFY"
+        stranger = curl(port, "/env.sh", "a.example", "--cert", str(certs / "b.example.crt"),
+                        "--key", str(certs / "b.example.key"))
+        assert stranger.returncode != 0                   # not signed by the CA
+
+
+def test_garbage_and_abandoned_handshakes_do_not_hurt_the_worker(tls_server):
+    for payload in (b"\x16\x03\x01\x00\x05hello", os.urandom(300), b"\x16\x03\x03" * 200):
+        with socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5) as sock:
+            sock.sendall(payload)
+            sock.settimeout(5)
+            try:
+                while sock.recv(4096):
+                    pass
+            except (ConnectionResetError, socket.timeout):
+                pass
+    half = [socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5)
+            for _ in range(20)]
+    time.sleep(0.2)
+    assert curl(tls_server.tls_port).stdout == "hello from pylighttpd\n"
+    for sock in half:
+        sock.close()
+    assert "Traceback" not in tls_server.errorlog.read_text()
+

@@ -1,0 +1,502 @@
+"""mod_openssl: TLS as lighttpd 1.4.69 configures it, with pyOpenSSL.
+
+    server.modules += ( "mod_openssl" )
+    $SERVER["socket"] == ":443" {
+        ssl.engine  = "enable"
+        ssl.pemfile = "/etc/ssl/example.pem"        # certificate chain (and key)
+        ssl.privkey = "/etc/ssl/example.key"        # or the key apart
+    }
+    $HTTP["host"] == "other.example" { ssl.pemfile = "/etc/ssl/other.pem" }   # SNI
+
+A connection accepted on a socket whose settings enable `ssl.engine` gets the TLS
+transport (worker/tls.py) and the scheme "https" (`$HTTP["scheme"]`, the answer
+cache's key, REQUEST_SCHEME / HTTPS=on for backends).  The certificate is chosen by
+SNI as lighttpd chooses it: the config's conditions evaluated with the name the
+client sent as the host, so `ssl.pemfile` in a `$HTTP["host"]` block serves that name.
+
+Contexts are built at config time in the master (`prepare`), one per distinct set of
+ssl.* values a block of the config yields, and inherited by every worker through fork:
+OpenSSL's session-ticket keys are made with the context, so a ticket issued by one
+worker resumes on any other.  The session-ID cache is off (it would be per worker);
+tickets carry resumption, TLS 1.2 and 1.3 alike.  The keys rotate with every reload
+(`kill -HUP`), which also serves renewed certificate files to new connections.  A
+certificate that does not load, or a key that does not match it, is a config error at
+load, so a bad reload leaves the old config serving.  A combination of ssl.* values
+met only at run time (settings merged from sibling blocks) gets its context then, in
+the worker (its tickets resume on that worker only).
+
+Defaults are lighttpd's: TLS 1.2 and later, the server's cipher order, no TLS
+compression, no client-initiated renegotiation.  `ssl.openssl.ssl-conf-cmd` takes the
+commands pyOpenSSL can apply: MinProtocol, MaxProtocol, Protocol, CipherString,
+Ciphersuites, Curves / Groups (one curve), Options ([-]ServerPreference,
+[-]SessionTicket, [-]PrioritizeChaCha, -Compression); another command is a config
+error rather than silently ignored.  OCSP stapling serves `ssl.stapling-file` as it
+is (re-read on reload).  Backends see the SSL_* variables lighttpd exports
+(SSL_PROTOCOL, SSL_CIPHER, SSL_CIPHER_USEKEYSIZE, SSL_CIPHER_ALGKEYSIZE, and with a
+client certificate SSL_CLIENT_VERIFY, SSL_CLIENT_S_DN, SSL_CLIENT_S_DN_*,
+SSL_CLIENT_I_DN, SSL_CLIENT_M_SERIAL, SSL_CLIENT_CERT with exportcert; REMOTE_USER
+from `ssl.verifyclient.username`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as openssl_ffi, lib as openssl_lib
+
+from shared.config.directives import Directive, Scope, Type
+from shared.config.errors import ConfigError
+
+from ..module import HandlerResult, Module as BaseModule
+from ..request import Request
+from ..tls import TLSTransport
+
+if TYPE_CHECKING:
+    from shared.config.compiled import CompiledConfig
+    from shared.config.directives import CheckResult
+    from shared.config.tree import ConfigTree
+
+    from ..connection import Connection
+    from ..services import Services
+
+DIRECTIVES = (
+    Directive("ssl.engine", Type.BOOL, False, Scope.SOCKET, doc="TLS on this socket"),
+    Directive("ssl.pemfile", Type.STRING, "", doc="certificate chain, PEM (and key)"),
+    Directive("ssl.privkey", Type.STRING, "", doc="private key, PEM"),
+    Directive("ssl.ca-file", Type.STRING, "", doc="CAs for client certificates"),
+    Directive("ssl.ca-dn-file", Type.STRING, "", doc="CA names sent to clients"),
+    Directive("ssl.ca-crl-file", Type.STRING, "", doc="CRLs for client certificates"),
+    Directive("ssl.verifyclient.ca-file", Type.STRING, ""),
+    Directive("ssl.verifyclient.ca-dn-file", Type.STRING, ""),
+    Directive("ssl.verifyclient.ca-crl-file", Type.STRING, ""),
+    Directive("ssl.verifyclient.activate", Type.BOOL, False),
+    Directive("ssl.verifyclient.enforce", Type.BOOL, True),
+    Directive("ssl.verifyclient.depth", Type.SHORT, 9),
+    Directive("ssl.verifyclient.username", Type.STRING, ""),
+    Directive("ssl.verifyclient.exportcert", Type.BOOL, False),
+    Directive("ssl.cipher-list", Type.STRING, ""),
+    Directive("ssl.honor-cipher-order", Type.BOOL, True),
+    Directive("ssl.openssl.ssl-conf-cmd", Type.ARRAY_KVSTRING, ()),
+    Directive("ssl.dh-file", Type.STRING, ""),
+    Directive("ssl.ec-curve", Type.STRING, ""),
+    Directive("ssl.stapling-file", Type.STRING, ""),
+    Directive("ssl.read-ahead", Type.BOOL, False),
+    Directive("ssl.disable-client-renegotiation", Type.BOOL, True),
+)
+# the values a context is made of, in the order of its key
+CONTEXT_KEYS = tuple(d.name for d in DIRECTIVES
+                     if d.name not in ("ssl.engine", "ssl.verifyclient.username",
+                                       "ssl.verifyclient.exportcert"))
+PROTOCOLS = {"none": 0, "tlsv1.2": SSL.TLS1_2_VERSION, "tlsv1.3": SSL.TLS1_3_VERSION,
+             "tlsv1": SSL.TLS1_VERSION, "tlsv1.1": SSL.TLS1_1_VERSION}
+OPTIONS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
+           "sessionticket": -SSL.OP_NO_TICKET,      # negative: the option turns it off
+           "prioritizechacha": getattr(SSL, "OP_PRIORITIZE_CHACHA", 0x00200000),
+           "compression": -SSL.OP_NO_COMPRESSION}
+ALPN_HTTP11 = b"http/1.1"
+MAX_SNI_CHOICES = 1024
+Key = tuple[Any, ...]
+
+
+class TLSConfigError(ValueError):
+    """An ssl.* value pyOpenSSL or OpenSSL cannot use."""
+
+
+# ----------------------------------------------------------------- contexts
+def context_key(values: dict) -> Key:
+    return tuple(_hashable(values[name]) for name in CONTEXT_KEYS)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value.items()) if hasattr(value, "items") else \
+        tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def build_context(values: dict) -> SSL.Context:
+    """An SSL.Context from a block's effective ssl.* values; TLSConfigError says why
+    it cannot be made."""
+    try:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
+        if values["ssl.honor-cipher-order"]:
+            options |= SSL.OP_CIPHER_SERVER_PREFERENCE
+        on, off = _conf_options(values["ssl.openssl.ssl-conf-cmd"])
+        context.set_options((options | on) & ~off)
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        _load_certificate(context, values)
+        if values["ssl.cipher-list"]:
+            context.set_cipher_list(values["ssl.cipher-list"].encode())
+        if values["ssl.dh-file"]:
+            context.load_tmp_dh(values["ssl.dh-file"].encode())
+        if values["ssl.ec-curve"]:
+            context.set_tmp_ecdh(crypto.get_elliptic_curve(values["ssl.ec-curve"]))
+        _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
+        _client_verification(context, values)
+        _stapling(context, values["ssl.stapling-file"])
+        context.set_alpn_select_callback(_select_alpn)
+    except (SSL.Error, crypto.Error, OSError, ValueError) as err:
+        raise TLSConfigError(_reason(err)) from None
+    return context
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, SSL.Error) and err.args and isinstance(err.args[0], list):
+        return "; ".join(str(entry[-1]) for entry in err.args[0]) or "OpenSSL error"
+    return str(err)
+
+
+def _load_certificate(context: SSL.Context, values: dict) -> None:
+    pemfile = values["ssl.pemfile"]
+    if not pemfile:
+        raise TLSConfigError("ssl.pemfile has to be set when ssl.engine is enabled")
+    context.use_certificate_chain_file(pemfile)
+    keyfile = values["ssl.privkey"] or pemfile
+    try:
+        context.use_privatekey_file(keyfile)
+        context.check_privatekey()
+    except SSL.Error as err:
+        raise TLSConfigError(f"private key {keyfile} does not match the certificate in "
+                             f"{pemfile} ({_reason(err)})") from None
+
+
+def _commands(commands: Any) -> list[tuple[str, str]]:
+    return list(commands.items() if hasattr(commands, "items") else commands)
+
+
+def _conf_options(commands: Any) -> tuple[int, int]:
+    """The OpenSSL options `Options` commands set and clear (`-Name` clears; a name
+    that disables a feature works the other way round)."""
+    on = off = 0
+    for name, value in _commands(commands):
+        if name.lower() != "options":
+            continue
+        for item in (part.strip() for part in value.split(",")):
+            clear = item.startswith("-")
+            flag = OPTIONS.get(item.lstrip("-").lower())
+            if flag is None:
+                raise TLSConfigError(f'ssl-conf-cmd Options: unsupported "{item}"')
+            if flag < 0:
+                flag, clear = -flag, not clear
+            if clear:
+                off |= flag
+            else:
+                on |= flag
+    return on, off
+
+
+def _apply_conf_commands(context: SSL.Context, commands: Any) -> None:
+    for name, value in _commands(commands):
+        command = name.lower()
+        if command in ("minprotocol", "maxprotocol"):
+            version = PROTOCOLS.get(value.lower())
+            if version is None:
+                raise TLSConfigError(f'ssl-conf-cmd {name}: unknown protocol "{value}"')
+            (context.set_min_proto_version if command == "minprotocol"
+             else context.set_max_proto_version)(version)
+        elif command == "protocol":
+            _protocol_list(context, value)
+        elif command == "cipherstring":
+            context.set_cipher_list(value.encode())
+        elif command == "ciphersuites":
+            context.set_tls13_ciphersuites(value.encode())
+        elif command in ("curves", "groups"):
+            curves = [c for c in value.replace(",", ":").split(":") if c]
+            if len(curves) != 1:
+                raise TLSConfigError(f"ssl-conf-cmd {name}: one curve only, not {value}")
+            context.set_tmp_ecdh(crypto.get_elliptic_curve(_curve_name(curves[0])))
+        elif command != "options":       # options: set with the others, before
+            raise TLSConfigError(f'ssl-conf-cmd "{name}" is not supported')
+
+
+def _curve_name(name: str) -> str:
+    return {"P-256": "prime256v1", "P-384": "secp384r1", "P-521": "secp521r1"}.get(name, name)
+
+
+def _protocol_list(context: SSL.Context, value: str) -> None:
+    """`Protocol = "-ALL, TLSv1.2, TLSv1.3"`: the lowest and highest enabled."""
+    enabled = set()
+    for item in (part.strip().lower() for part in value.split(",")):
+        if item in ("-all", "all"):
+            enabled = set() if item == "-all" else {SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION}
+        elif item.lstrip("-") in PROTOCOLS and item.lstrip("-") != "none":
+            version = PROTOCOLS[item.lstrip("-")]
+            (enabled.discard if item.startswith("-") else enabled.add)(version)
+        else:
+            raise TLSConfigError(f'ssl-conf-cmd Protocol: unknown "{item}"')
+    if not enabled:
+        raise TLSConfigError("ssl-conf-cmd Protocol enables no protocol")
+    context.set_min_proto_version(min(enabled))
+    context.set_max_proto_version(max(enabled))
+
+
+def _client_verification(context: SSL.Context, values: dict) -> None:
+    ca_file = values["ssl.verifyclient.ca-file"] or values["ssl.ca-file"]
+    if ca_file:
+        context.load_verify_locations(ca_file.encode())
+    if not values["ssl.verifyclient.activate"]:
+        return
+    if not ca_file:
+        raise TLSConfigError("ssl.verifyclient.activate needs ssl.ca-file")
+    names = values["ssl.verifyclient.ca-dn-file"] or values["ssl.ca-dn-file"] or ca_file
+    context.set_client_ca_list(_certificate_names(names))
+    crl_file = values["ssl.verifyclient.ca-crl-file"] or values["ssl.ca-crl-file"]
+    if crl_file:
+        _load_crls(context, crl_file)
+    mode = SSL.VERIFY_PEER
+    if values["ssl.verifyclient.enforce"]:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+        context.set_verify(mode, _verified_strictly)
+    else:
+        context.set_verify(mode, _verified_leniently)
+    context.set_verify_depth(values["ssl.verifyclient.depth"])
+
+
+def _certificate_names(path: str) -> list[crypto.X509Name]:
+    with open(path, "rb") as file:
+        data = file.read()
+    names = []
+    marker = b"-----END CERTIFICATE-----"
+    for block in data.split(marker)[:-1]:
+        certificate = crypto.load_certificate(crypto.FILETYPE_PEM, block + marker)
+        names.append(certificate.get_subject())
+    return names
+
+
+def _load_crls(context: SSL.Context, path: str) -> None:
+    with open(path, "rb") as file:
+        data = file.read()
+    store = context.get_cert_store()
+    marker = b"-----END X509 CRL-----"
+    for block in data.split(marker)[:-1]:
+        store.add_crl(crypto.load_crl(crypto.FILETYPE_PEM, block + marker))
+    store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+
+
+def _verified_strictly(connection: SSL.Connection, _cert: crypto.X509, error: int,
+                       _depth: int, ok: int) -> bool:
+    if not ok:
+        _note_verify_error(connection, error)
+    return bool(ok)
+
+
+def _verified_leniently(connection: SSL.Connection, _cert: crypto.X509, error: int,
+                        _depth: int, ok: int) -> bool:
+    """ssl.verifyclient.enforce = disable: the handshake goes on; the backends learn
+    the verdict from SSL_CLIENT_VERIFY."""
+    if not ok:
+        _note_verify_error(connection, error)
+    return True
+
+
+def _note_verify_error(connection: SSL.Connection, error: int) -> None:
+    """The first reason the client's chain failed, as OpenSSL words it."""
+    state = connection.get_app_data()
+    if isinstance(state, _TLSState) and not state.verify_error:
+        state.verify_error = openssl_ffi.string(
+            openssl_lib.X509_verify_cert_error_string(error)).decode()
+
+
+def _stapling(context: SSL.Context, path: str) -> None:
+    if not path:
+        return
+    with open(path, "rb") as file:
+        response = file.read()
+    context.set_ocsp_server_callback(lambda _connection, _data: response)
+
+
+def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    return ALPN_HTTP11 if ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+# ------------------------------------------------------------ config time
+@dataclass
+class Prepared:
+    """The contexts built in the master, by context_key."""
+
+    contexts: dict[Key, SSL.Context]
+
+
+def _blocks_with_tls(tree: "ConfigTree", checked: "CheckResult") -> list[tuple[dict, Any]]:
+    """Each block that sets an ssl.* key, with the effective values of its chain
+    (global, then each enclosing block) and the place to blame."""
+    found = []
+    for block in tree.blocks:
+        own = checked.settings.get(block.index, {})
+        ssl_keys = [key for key in own if key.startswith("ssl.")]
+        if not ssl_keys:
+            continue
+        chain, node = [], block
+        while node is not None:
+            chain.append(checked.settings.get(node.index, {}))
+            node = node.parent
+        values: dict[str, Any] = {}
+        for settings in reversed(chain):
+            values.update(settings)
+        found.append((values, block.keys.get(ssl_keys[0]).position))
+    return found
+
+
+def prepare_contexts(tree: "ConfigTree", checked: "CheckResult",
+                     compiled: "CompiledConfig") -> Prepared:
+    contexts: dict[Key, SSL.Context] = {}
+    defaults = compiled.globals
+    for own, position in _blocks_with_tls(tree, checked):
+        values = {**defaults, **own}
+        if not values["ssl.pemfile"] and not values["ssl.engine"]:
+            continue            # e.g. ssl.cipher-list alone, for blocks set elsewhere
+        key = context_key(values)
+        if key not in contexts:
+            try:
+                contexts[key] = build_context(values)
+            except TLSConfigError as err:
+                raise ConfigError(f"mod_openssl: {err}", position) from None
+    return Prepared(contexts)
+
+
+# -------------------------------------------------------------------- run time
+class _TLSState:
+    """What a connection's TLS learned during its handshake (its SSL app data)."""
+
+    __slots__ = ("socket_spec", "remote_ip", "verify_error")
+
+    def __init__(self, socket_spec: str, remote_ip: str) -> None:
+        self.socket_spec = socket_spec
+        self.remote_ip = remote_ip
+        self.verify_error = ""
+
+    def condition_value(self, field: str) -> str:
+        if field == "socket":
+            return self.socket_spec
+        if field == "remoteip":
+            return self.remote_ip
+        if field == "scheme":
+            return "https"
+        return ""
+
+
+class _SNISubject:
+    """The conditions' view of a handshake: the SNI name as the host."""
+
+    __slots__ = ("state", "host")
+
+    def __init__(self, state: _TLSState, host: str) -> None:
+        self.state = state
+        self.host = host
+
+    def condition_value(self, field: str) -> str:
+        return self.host if field == "host" else self.state.condition_value(field)
+
+
+class Module(BaseModule):
+    name = "openssl"
+    directives = DIRECTIVES
+    replay_safe = True            # acts on connections; answers are the others'
+
+    @classmethod
+    def prepare(cls, tree: "ConfigTree", checked: "CheckResult",
+                compiled: "CompiledConfig") -> Prepared:
+        return prepare_contexts(tree, checked, compiled)
+
+    def __init__(self, config: Any, services: "Services | None" = None) -> None:
+        super().__init__(config, services)
+        prepared = config.prepared.get(self.name)
+        self.contexts: dict[Key, SSL.Context] = dict(prepared.contexts) if prepared else {}
+        self.by_socket: dict[str, SSL.Context | None] = {}
+        self.by_name: dict[tuple[str, str], SSL.Context] = {}
+        for context in set(self.contexts.values()):
+            context.set_tlsext_servername_callback(self._servername)
+
+    def _context(self, values: dict) -> SSL.Context:
+        key = context_key(values)
+        context = self.contexts.get(key)
+        if context is None:
+            context = self.contexts[key] = build_context(values)
+            context.set_tlsext_servername_callback(self._servername)
+        return context
+
+    def handle_connection_accept(self, connection: "Connection") -> None:
+        spec = connection.socket_spec
+        try:
+            context = self.by_socket[spec]
+        except KeyError:
+            values = self.config.settings_for(connection).values
+            context = self.by_socket[spec] = \
+                self._context(values) if values["ssl.engine"] else None
+        if context is None:
+            return
+        transport = TLSTransport(connection.transport.sock, context)
+        transport.tls.set_app_data(_TLSState(spec, connection.remote_ip))
+        connection.transport = transport
+        connection.scheme = "https"
+
+    def _servername(self, tls: SSL.Connection) -> None:
+        """SNI: the certificate the config gives this name on this socket."""
+        name = tls.get_servername()
+        state = tls.get_app_data()
+        if not name or not isinstance(state, _TLSState):
+            return
+        host = name.decode("ascii", "replace").lower().rstrip(".")
+        choice = (state.socket_spec, host)
+        context = self.by_name.get(choice)
+        if context is None:
+            values = self.config.settings_for(_SNISubject(state, host)).values
+            if not values["ssl.pemfile"]:
+                return
+            try:
+                context = self._context(values)
+            except TLSConfigError as err:
+                self.services.log_error("mod_openssl.c", f"SNI {host}: {err}")
+                return
+            if len(self.by_name) >= MAX_SNI_CHOICES:
+                self.by_name.clear()
+            self.by_name[choice] = context
+        tls.set_context(context)
+
+    def handle_uri_raw(self, request: Request) -> HandlerResult:
+        """The TLS facts backends see (lighttpd's https_add_ssl_client_entries)."""
+        transport = request.connection.transport
+        if type(transport) is TLSTransport:
+            env = request.env
+            if env is None:
+                env = request.env = {}
+            env.update(ssl_environment(transport.tls, request.settings.values))
+        return None
+
+
+def ssl_environment(tls: SSL.Connection, values: dict) -> dict[str, str]:
+    env = {"SSL_PROTOCOL": tls.get_protocol_version_name() or "",
+           "SSL_CIPHER": tls.get_cipher_name() or ""}
+    bits = tls.get_cipher_bits()
+    if bits:
+        env["SSL_CIPHER_USEKEYSIZE"] = env["SSL_CIPHER_ALGKEYSIZE"] = str(bits)
+    certificate = tls.get_peer_certificate()
+    state = tls.get_app_data()
+    if certificate is None:
+        if values["ssl.verifyclient.activate"]:
+            env["SSL_CLIENT_VERIFY"] = "NONE"
+        return env
+    error = state.verify_error if isinstance(state, _TLSState) else ""
+    env["SSL_CLIENT_VERIFY"] = f"FAILED:{error}" if error else "SUCCESS"
+    _add_names(env, "SSL_CLIENT_S_DN", certificate.get_subject())
+    _add_names(env, "SSL_CLIENT_I_DN", certificate.get_issuer())
+    env["SSL_CLIENT_M_SERIAL"] = format(certificate.get_serial_number(), "X")
+    if values["ssl.verifyclient.exportcert"]:
+        env["SSL_CLIENT_CERT"] = crypto.dump_certificate(
+            crypto.FILETYPE_PEM, certificate).decode()
+    username = values["ssl.verifyclient.username"]
+    if username and not error and env.get(username):
+        env["REMOTE_USER"] = env[username]
+        env["AUTH_TYPE"] = "SSL_CLIENT_VERIFY"
+    return env
+
+
+def _add_names(env: dict[str, str], prefix: str, name: crypto.X509Name) -> None:
+    parts = [(key.decode(), value.decode("utf-8", "replace"))
+             for key, value in name.get_components()]
+    env[prefix] = "/" + "/".join(f"{key}={value}" for key, value in parts)
+    for key, value in parts:
+        env[f"{prefix}_{key}"] = value
+
