@@ -329,7 +329,8 @@ def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Seque
 
 # ------------------------------------------------------------------ patterns
 # PCRE syntax that Python's `re` reads otherwise or not at all
-_PCRE_TOKEN = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\(?P<escape>.)|(?P<class>\[)"
+_PCRE_TOKEN = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9A-Fa-f]{1,6})\}"
+                         r"|\\(?P<escape>.)|(?P<class>\[)"
                          r"|\(\?<(?P<name>[A-Za-z_]\w*)>|(?P<verb>\(\*|\(\?R\)|\(\?\||"
                          r"\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)", re.S)
 _REFUSED_ESCAPES = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
@@ -372,6 +373,8 @@ def translate_pcre(pattern: str) -> str:
         position = match.end()
         if match.group("quoted") is not None:
             out.append(re.escape(match.group("quoted")))
+        elif match.group("code") is not None:
+            out.append(re.escape(chr(min(int(match.group("code"), 16), 0x10FFFF))))
         elif match.group("escape") is not None:
             letter = match.group("escape")
             if letter in _REFUSED_ESCAPES:

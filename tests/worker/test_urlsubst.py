@@ -154,6 +154,7 @@ def test_an_empty_value_is_empty_with_any_encoder():
     (r"(?<name>x)", r"(?P<name>x)"),
     (r"\Qa.b*\E+", r"a\.b\*+"),
     (r"\h+", r"[ \t]+"),
+    (r"^/\x{41}\x{2e}", r"^/A\."),
     (r"[[:alpha:][:digit:]_]", r"[a-zA-Z0-9_]"),
     (r"[\]\z(]", r"[\]\z(]"),                   # a class is not read for escapes
     (r"(?>a+)b++", r"(?>a+)b++"),               # atomic, possessive: re has them
