@@ -184,3 +184,61 @@ $HTTP["host"] == "root.test" {{
   fastcgi.server = ( "/" => ( ( {app}, "fix-root-scriptname" => "enable" ) ) )
 }}
 """
+
+
+class ScriptedFastCgi:
+    """A FastCGI backend in a thread of the test: it reads each request (BEGIN_REQUEST,
+    PARAMS, STDIN up to its empty record), keeps what it saw in `seen`, answers the
+    bytes of `answer` in pieces of `piece` bytes and closes."""
+
+    def __init__(self, path: str) -> None:
+        import threading
+        self.path = path
+        self.answer = b""
+        self.piece = 1 << 16
+        self.seen: list[dict] = []
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with sock:
+                sock.settimeout(5)
+                try:
+                    self.seen.append(self._read_request(sock))
+                    for start in range(0, len(self.answer), self.piece):
+                        sock.sendall(self.answer[start:start + self.piece])
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _read_request(sock: socket.socket) -> dict:
+        from worker import fastcgi
+        reader = fastcgi.RecordReader()
+        request: dict = {"params": b"", "stdin": b"", "stdin_records": 0}
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return request
+            for kind, request_id, content in reader.feed(data):
+                request["id"] = request_id
+                if kind == fastcgi.BEGIN_REQUEST:
+                    request["role"], request["flags"] = content[1], content[2]
+                elif kind == fastcgi.PARAMS:
+                    request["params"] += content
+                elif kind == fastcgi.STDIN:
+                    if not content:
+                        request["env"] = dict(fastcgi.decode_pairs(request["params"]))
+                        return request
+                    request["stdin"] += content
+                    request["stdin_records"] += 1
+
+    def stop(self) -> None:
+        self.listener.close()

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from gw_backends import (backends_in, fastcgi_server, flup, php_cgi, php_fpm, variables,
-                         write_php_site)
+from gw_backends import (ScriptedFastCgi, backends_in, fastcgi_server, flup, php_cgi, php_fpm,
+                         variables, write_php_site)
 from loadtests.bench import PeakRss
 from server_util import WorkerProcess, config_text, read_until_closed
+from worker import fastcgi
 
 MODULES = ("mod_fastcgi", "mod_staticfile")
 
@@ -350,3 +351,58 @@ def _resident(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+# ------------------------------------------------------- the protocol itself
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("scripted")
+    with backends_in("fcgi-scripted") as (sockets, _):
+        backend = ScriptedFastCgi(f"{sockets}/s.sock")
+        conf = base / "s.conf"
+        conf.write_text(config_text(base, f"""
+server.errorlog = "{base}/error.log"
+fastcgi.server = ( "/s/" => ( ( "socket" => "{backend.path}", "check-local" => "disable" ) ) )
+""", MODULES))
+        try:
+            with WorkerProcess(conf) as worker:
+                yield backend, worker, base / "error.log"
+        finally:
+            backend.stop()
+
+
+def test_records_in_any_pieces_with_stderr_and_other_ids_between(scripted) -> None:
+    backend, worker, errorlog = scripted
+    backend.answer = (fastcgi.record(fastcgi.STDOUT, 1, b"Status: 203\r\nX-A: 1\r\n")
+                      + fastcgi.record(fastcgi.STDERR, 1, b"careful\n")
+                      + fastcgi.record(fastcgi.STDOUT, 2, b"not ours")
+                      + fastcgi.get_values_result({"FCGI_MPXS_CONNS": "0"})
+                      + fastcgi.record(fastcgi.STDOUT, 1, b"\r\nbody ")
+                      + fastcgi.stream(fastcgi.STDOUT, 1, b"x" * 70_000)
+                      + fastcgi.end_request(1))
+    backend.piece = 7
+    status, headers, body = worker.get("/s/pieces")
+    assert (status, headers["X-A"], body) == (203, "1", b"body " + b"x" * 70_000)
+    wait_for_log(errorlog, "FastCGI-stderr:careful")
+
+
+def test_the_request_as_the_backend_reads_it(scripted) -> None:
+    backend, worker, _ = scripted
+    backend.answer = fastcgi.record(fastcgi.STDOUT, 1, b"\r\n") + fastcgi.end_request(1)
+    body = os.urandom(150_000)
+    long_value = "v" * 300
+    assert worker.request("POST", "/s/req?q=1", {"X-Long": long_value}, body)[0] == 200
+    seen = backend.seen[-1]
+    assert (seen["id"], seen["role"], seen["flags"]) == (1, fastcgi.RESPONDER, 0)
+    assert seen["stdin"] == body and seen["stdin_records"] >= 3
+    env = seen["env"]
+    assert env[b"HTTP_X_LONG"] == long_value.encode() and env[b"CONTENT_LENGTH"] == b"150000"
+    assert env[b"SCRIPT_NAME"] == b"/s/req" and env[b"QUERY_STRING"] == b"q=1"
+
+
+def test_no_end_request_is_502_and_a_head_too_large_too(scripted) -> None:
+    backend, worker, _ = scripted
+    backend.answer = fastcgi.record(fastcgi.STDOUT, 1, b"Status: 200\r\n\r\npartial")
+    assert worker.get("/s/cut")[0] == 502
+    backend.answer = fastcgi.stream(fastcgi.STDOUT, 1, b"X-Big: " + b"y" * 70_000)
+    assert worker.get("/s/big")[0] == 502
