@@ -90,21 +90,25 @@ class Module(BaseModule):
                 if key in block.settings:
                     self._origin[id(block.settings[key])] = block.index
         self._chosen: dict[tuple[int, ...], tuple[tuple[Rule, ...], str]] = {}
+        # a group no config block sets has the same rules for every request
+        self._fixed = {keys: _combined(config.globals, keys, [0] * len(keys))
+                       for keys in (URL_KEYS, FILE_KEYS)
+                       if not any(key in block.settings
+                                  for block in config.blocks for key in keys)}
 
     def _rules(self, request: Request,
                keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
         """The rules in force for one group of keys, and the key whose condition
         gives `%n`: those set by the latest matching block that sets any of them."""
+        fixed = self._fixed.get(keys)
+        if fixed is not None:
+            return fixed
         values = request.settings.values
-        lists = [values[key] for key in keys]
-        identity = tuple(id(rule_list) for rule_list in lists)
+        identity = tuple(id(values[key]) for key in keys)
         chosen = self._chosen.get(identity)
         if chosen is None:
             origins = [self._origin.get(number, 0) for number in identity]
-            newest = max(origins)
-            taken = [key for key, origin in zip(keys, origins) if origin == newest]
-            rules = tuple(rule for key in taken for rule in values[key].rules)
-            chosen = self._chosen[identity] = (rules, taken[0])
+            chosen = self._chosen[identity] = _combined(values, keys, origins)
         return chosen
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
@@ -121,6 +125,15 @@ class Module(BaseModule):
         except OSError:
             pass
         return _rewrite(request, rules, key)
+
+
+def _combined(values: Any, keys: tuple[str, ...],
+              origins: list[int]) -> tuple[tuple[Rule, ...], str]:
+    """The rules of the keys set by the newest block among `origins` (one per key), in
+    key order, and the first of those keys."""
+    newest = max(origins)
+    taken = [key for key, origin in zip(keys, origins) if origin == newest]
+    return tuple(rule for key in taken for rule in values[key].rules), taken[0]
 
 
 def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResult:
