@@ -591,6 +591,7 @@ class Connection:
             _length_kept_whole(response)
             self._queue_answer(request, None, 0)
             return
+        response.end_encoding()
         self._stream(held)
         held.close_spool()
         if held.chunked:

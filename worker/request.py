@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.config.compiled import RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
@@ -67,6 +67,14 @@ def clean_path(raw_path: str) -> str:
     return simplify_path(decoded)
 
 
+class Encoder(Protocol):
+    """A content coding over a body written in parts (gzip, brotli, zstd ...)."""
+
+    def encode(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
 class Response:
     """What the request answers: status, headers in order, and the body parts.
 
@@ -78,7 +86,7 @@ class Response:
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
                  "missing", "streaming", "wants_drain", "started", "trailers",
-                 "passthrough")
+                 "passthrough", "encoder")
 
     def __init__(self) -> None:
         self.status = 0
@@ -97,6 +105,9 @@ class Response:
         # backend's own): no error page, no error handler (lighttpd without
         # server.error-intercept)
         self.passthrough = False
+        # a content coding applied to what is written from now on (mod_deflate sets
+        # it when a streamed answer starts); the core ends it with the answer
+        self.encoder: Encoder | None = None
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not
@@ -129,9 +140,18 @@ class Response:
         self.headers = [h for h in self.headers if h[0].lower() != lower]
 
     def write(self, data: bytes) -> None:
+        if self.encoder is not None:
+            data = self.encoder.encode(data)
         if data:
             self.body.append(data)
             self.length += len(data)
+
+    def end_encoding(self) -> None:
+        """The body is complete: what the encoder still holds goes last."""
+        encoder = self.encoder
+        if encoder is not None:
+            self.encoder = None
+            self.write(encoder.finish())
 
     def send_file_range(self, fd: int, offset: int, length: int) -> None:
         """Add a file range to the body; the response now owns `fd`."""

@@ -23,6 +23,7 @@ from server_util import split_responses
 from sites import make_docroot
 from worker.module import BACKLOG_HIGH, COMEBACK, ERROR, WAIT, Module
 from worker.connection import ConnState
+from worker.gateway import Dechunker
 from worker.request import Request
 from worker.server import Server
 
@@ -175,10 +176,32 @@ class Later(Module):
         Later.resets.append((request.uri_path, request.aborted))
 
 
+class _Starring:
+    """A content coding for the test: dots become stars, and a mark at the end."""
+
+    def encode(self, data: bytes) -> bytes:
+        return data.replace(b".", b"*")
+
+    def finish(self) -> bytes:
+        return b"<END>"
+
+
+class Encodes(Module):
+    """Sets an encoder on streamed answers when they start (as mod_deflate does)."""
+
+    def handle_response_start(self, request: Request):
+        response = request.response
+        if response.streaming and request.uri_path.startswith("/stream/"):
+            response.encoder = _Starring()
+            response.body = [part.replace(b".", b"*") for part in response.body]
+            response.set_header("Content-Encoding", "starring")
+
+
 @contextlib.contextmanager
 def held_server(base: Path, stream_response_body: int,
                 stream_request_body: int = 0, max_request_kib: int = 0,
-                error_handler: str = "/later/handler") -> Iterator[Server]:
+                error_handler: str = "/later/handler",
+                extra_modules: tuple[type[Module], ...] = ()) -> Iterator[Server]:
     docroot = make_docroot(base)
     conf = base / "held.conf"
     conf.write_text(f'server.document-root = "{docroot}"\n'
@@ -191,7 +214,7 @@ def held_server(base: Path, stream_response_body: int,
                     f'server.max-request-size = {max_request_kib}\n')
     (base / "spool").mkdir()
     config = load(str(conf))
-    config.modules = [Later, *config.modules]
+    config.modules = [Later, *extra_modules, *config.modules]
     worker = Server(config, [])
     worker.errorlog = base / "error.log"        # type: ignore[attr-defined]
     worker.spool = base / "spool"               # type: ignore[attr-defined]
@@ -638,3 +661,13 @@ def test_a_protocol_switch_passes_through_tunnel(server):
     request = b"GET /shout HTTP/1.1\r\nHost: t\r\nUpgrade: shout\r\nConnection: Upgrade\r\n\r\n"
     assert state_trail(server, request, then=b"hello") == [    # the client ended first:
         ConnState.REQUEST_START, ConnState.TUNNEL, ConnState.CLOSED]  # nothing to linger on
+
+
+def test_an_encoder_set_when_a_stream_starts_codes_the_rest_and_ends_it(tmp_path):
+    with held_server(tmp_path, 1, extra_modules=(Encodes,)) as worker:
+        data = exchange(worker, get("/stream/3"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Encoding: starring\r\n" in head
+    assert b"Transfer-Encoding: chunked" in head
+    parts = [b"3" + b"*" * 1023, b"2" + b"*" * 1023, b"1" + b"*" * 1023, b"<END>"]
+    assert Dechunker().feed(body) == b"".join(parts)
