@@ -590,7 +590,7 @@ class _Dav:
         self.check_unlocked(target, parent=not target.exists)
         if "content-range" in self.request.headers:
             if "deprecated-unsafe-partial-put-compat" not in self.values["webdav.opts"]:
-                return 501
+                return 400               # RFC 9110 §14.5: never a whole-file PUT
             return (yield from self._put_range(target))
         parent, name = split_path(target.path)
         try:
@@ -779,6 +779,8 @@ class _Dav:
         if self.store is None:
             return 405
         if info is None:
+            if "if" not in self.request.headers:
+                return 400               # a refresh names its lock in the If header
             return self._refresh()
         depth = _depth(self.request, "infinity", ("0", "infinity"))
         scope, owner_xml = _lock_request(info)
