@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pwd
 import time
+from typing import TYPE_CHECKING, Any
 
 from shared.config.directives import Directive, Type
 
@@ -27,6 +28,9 @@ from ..handler import redirect_to_slash, set_physical
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..vhost import append_path, directory_errno
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 DIRECTIVES = (
     Directive("userdir.path", Type.STRING, None,
@@ -71,7 +75,7 @@ def _listed(names: tuple[str, ...], name: str, ignore_case: bool) -> bool:
     return name in names
 
 
-def _user_directory(values: dict, name: str, homes: HomeDirectories) -> str:
+def _user_directory(values: dict[str, Any], name: str, homes: HomeDirectories) -> str:
     """The directory that /~name/ maps to, or "" when it maps to none."""
     path, basepath = values["userdir.path"], values["userdir.basepath"]
     if not basepath:
@@ -97,7 +101,7 @@ class Module(BaseModule):
     replay_safe = True      # follows from the URL, the password database and files
     directives = DIRECTIVES
 
-    def __init__(self, config, services=None) -> None:
+    def __init__(self, config: Any, services: "Services | None" = None) -> None:
         super().__init__(config, services)
         self.homes = HomeDirectories()
 
@@ -119,7 +123,7 @@ class Module(BaseModule):
         return None
 
     @staticmethod
-    def _admits(values: dict, name: str) -> bool:
+    def _admits(values: dict[str, Any], name: str) -> bool:
         """The name fits lighttpd's buffer and the exclude and include lists."""
         if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
             return False
