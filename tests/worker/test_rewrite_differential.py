@@ -72,6 +72,7 @@ url.rewrite-if-not-file = (
   "^/dir" => "/file.txt",
   "^/real/(.*)" => "/file.txt",
   "^/missing/(.*)" => "/file.txt",
+  "^/al2/(.*)" => "/file.txt",
 )
 url.redirect = (
   "^/r/num/(.*)$" => "/n/$1/$0/$9/$$/$a/%1/%%/%a/end$",
@@ -94,7 +95,8 @@ url.redirect = (
   "^/r/d64/(.*)$" => "/d/${{decb64u:1}}",
 )
 alias.url = ( "/ns" => "{base}/al/one", "/ks/" => "{base}/al/one",
-              "/ts" => "{base}/al/one/", "/both/" => "{base}/al/two/" )
+              "/ts" => "{base}/al/one/", "/both/" => "{base}/al/two/",
+              "/al2/" => "{base}/al/two/" )
 $HTTP["url"] =~ "^/show/(.*)" {{
   url.redirect = ( "^(.*)$" => "/shown$1|%1" )
 }}
@@ -142,7 +144,7 @@ $HTTP["host"] == "all.example" {{
 }}
 """
 
-# name -> (target, Host; None: an HTTP/1.0 request without one)
+# name -> (target, Host; None: an HTTP/1.0 request without one[, method])
 CASES = {
     "once": ("/once/ax", "test.example"),
     "repeat": ("/rep/ax", "test.example"),
@@ -213,6 +215,9 @@ CASES = {
     "alias-both": ("/both/f.txt", "test.example"),
     "alias-dotdot-cleaned": ("/both/../index.html", "test.example"),
     "alias-percent-literal": ("/h/f.txt", "h.example"),
+    "not-file-before-alias": ("/al2/f.txt", "test.example"),
+    "head-rewritten": ("/rep/ax", "test.example", "HEAD"),
+    "post-rewritten": ("/rep/ax", "test.example", "POST"),
     "decoded-nul": ("/d64/AA", "test.example"),
     "decoded-space": ("/d64/IA", "test.example"),
     "decoded-utf8": ("/d64/w6k", "test.example"),
@@ -259,9 +264,11 @@ def answers(tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     conf.write_text(CONFIG.format(docroot=docroot, base=base))
     found = {}
     with beside_lighttpd(conf) as (theirs, ours):
-        for name, (target, host) in CASES.items():
-            request = (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                       if host else f"GET {target} HTTP/1.0\r\n\r\n").encode()
+        for name, (target, host, *method) in CASES.items():
+            verb = method[0] if method else "GET"
+            request = (f"{verb} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+                       "Content-Length: 0\r\n\r\n" if host
+                       else f"{verb} {target} HTTP/1.0\r\n\r\n").encode()
             found[name] = (summary(exchange(theirs, request), theirs),
                            summary(exchange(ours, request), ours))
     return found
