@@ -499,3 +499,15 @@ def test_logins_asked_at_once_share_one_slow_check():
         assert module.handle_subrequest(request) == COMEBACK
         assert module.handle_uri_clean(request) is None
         assert request.env == {"REMOTE_USER": "amy", "AUTH_TYPE": "Basic"}
+
+
+def test_host_in_require_is_warned_of_as_lighttpd_does(tmp_path):
+    conf = tmp_path / "x.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.modules = ("mod_auth")\n'
+                    'auth.require = ("/p" => ("method" => "basic", "realm" => "r", '
+                    '"require" => "host=a|user=u"))\n')
+    checked = run_cli("-tt", "-f", str(conf))
+    assert checked.returncode == 0
+    assert checked.stderr.splitlines() == [
+        f"{conf}:3:1: WARNING: warning parsing auth.require 'require' field: 'host' not "
+        "implemented; field value: host=a|user=u"]

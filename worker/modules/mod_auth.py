@@ -3,9 +3,8 @@
 `auth.require = ( "/prefix" => ( "method" => "basic" | "digest" | "extern",
 "realm" => "...", "require" => "valid-user" | "user=a|user=b|group=g|host=h",
 "algorithm" => "MD5|SHA-256|SHA-512-256", "nonce_secret" => "...", "userhash" => "enable" ) )`:
-the first prefix of the URL path, in the order written, decides (lighttpd also warns at
-start-up of a prefix an earlier one hides, and of `host=`; these warnings are not given
-here: a directive's check has no way to warn yet).  The user names and passwords come from the backend
+the first prefix of the URL path, in the order written, decides; a `host=` is warned of at
+start-up, as lighttpd does.  The user names and passwords come from the backend
 `auth.backend` names (worker/authn.py; mod_authn_file gives plain, htpasswd,
 htdigest).  As with lighttpd's file backends, `group=` and `host=` never match.
 
@@ -41,7 +40,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
@@ -50,6 +49,10 @@ from shared.config.values import Array
 from .. import authn
 from ..module import COMEBACK, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
+
+if TYPE_CHECKING:
+    from shared.config.directives import CheckResult
+    from shared.config.tree import ConfigTree
 
 ALGORITHMS = authn.DIGEST_ALGORITHMS    # offered in this order, as lighttpd does
 NONCE_LIFETIME = 600                    # seconds a nonce is good (lighttpd's)
@@ -75,6 +78,7 @@ class Rule:
     prefix: str
     method: str
     realm: str
+    require: str                # as written (for start-up warnings)
     valid_user: bool
     users: frozenset[str]
     algorithms: frozenset[str]
@@ -181,7 +185,7 @@ def _rule(prefix: str, fields: Any) -> Rule:
         userhash = to_bool(options.get("userhash", "disable"))
     except DirectiveValueError as err:
         raise DirectiveValueError(f"auth.require userhash: {err}") from None
-    return Rule(prefix, method, options["realm"], valid_user, users,
+    return Rule(prefix, method, options["realm"], options["require"], valid_user, users,
                 _parse_algorithms(algorithms) if algorithms else frozenset({"MD5"}),
                 secret.encode("utf-8", "surrogateescape") if secret is not None else None,
                 userhash)
@@ -218,6 +222,14 @@ DIRECTIVES = (
     Directive("auth.cache", Type.ARRAY, None, convert=_cache_policy,
               doc='keep good logins for ( "max-age" => "600" ) seconds'),
 )
+
+
+def rule_warnings(rules: tuple[Rule, ...]) -> list[str]:
+    """What lighttpd 1.4.69 warns of at start-up in an auth.require: a `host=`, which
+    never matches."""
+    return ["warning parsing auth.require 'require' field: 'host' not implemented; "
+            f"field value: {rule.require}" for rule in rules
+            if any(token.startswith("host=") for token in rule.require.split("|"))]
 
 
 def matching_rule(rules: tuple[Rule, ...], path: str, ignore_case: bool) -> Rule | None:
@@ -449,6 +461,17 @@ class Module(BaseModule):
     # one is never replayed (worker/answercache.py), and a 401 is never kept.
     replay_safe = True
     reads_headers = frozenset({"authorization"})
+
+    @classmethod
+    def prepare(cls, tree: "ConfigTree", checked: "CheckResult", compiled: Any) -> None:
+        """lighttpd's start-up warnings about auth.require, with the config's others
+        (logged when the server starts or reloads, and shown by -tt)."""
+        for block in tree.blocks:
+            rules = checked.settings.get(block.index, {}).get("auth.require")
+            entry = block.keys.get("auth.require")
+            if rules and entry is not None:
+                checked.warnings += [f"{entry.position}: WARNING: {warning}"
+                                     for warning in rule_warnings(rules)]
 
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
