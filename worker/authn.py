@@ -9,7 +9,7 @@ when the worker builds it; the core never names either.
 
 A backend may answer at once or later: it returns a `Pending` when the answer needs a
 slow step (a bcrypt hash, a directory server), settles it from the event loop, and the
-request held for it is woken.  `OffLoop` runs such a blocking step in a thread and
+requests held for it are woken.  `OffLoop` runs such a blocking step in a thread and
 settles its Pending back in the loop, so a costly hash never stalls the other
 connections of the worker.
 """
@@ -78,9 +78,12 @@ def digest_hash(algorithm: str, data: bytes = b"") -> Any:
     return hashlib.new(DIGEST_ALGORITHMS[algorithm], data)
 
 
-# Basic: True (the password is right), False, or a Pending of either.
-# Digest: (user name, H(A1) bytes) when known, None, or a Pending of either.
 class Backend(Protocol):
+    """Basic: True (the password is right), False, or a Pending of either.  Digest:
+    (user name, H(A1) bytes) when known, None, or a Pending of either; a backend that
+    cannot tell H(A1) (htpasswd: hashes only) says so by answers_digest, and a Digest
+    rule over it is a 500, as in lighttpd."""
+
     def check_password(self, request: "Request", realm: str, user: str,
                        password: bytes) -> "bool | Pending": ...
 
