@@ -331,8 +331,10 @@ def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Seque
 # PCRE syntax that Python's `re` reads otherwise or not at all
 _PCRE_TOKEN = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9A-Fa-f]{1,6})\}"
                          r"|\\(?P<escape>.)|(?P<class>\[)"
-                         r"|\(\?<(?P<name>[A-Za-z_]\w*)>|(?P<verb>\(\*|\(\?R\)|\(\?\||"
-                         r"\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)", re.S)
+                         r"|\(\?<(?P<name>[A-Za-z_]\w*)>"
+                         r"|(?P<flags>\(\?[a-zA-Z]*(?:-[a-zA-Z]*)?\))"
+                         r"|(?P<verb>\(\*|\(\?R\)|\(\?\||\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)"
+                         r"|(?P<open>\()|(?P<close>\))", re.S)
 _REFUSED_ESCAPES = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
                     "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
                     "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
@@ -359,40 +361,82 @@ def _posix_classes(pattern: str, bracket: str) -> str:
     return _POSIX_CLASS.sub(spelt, bracket)
 
 
+class _Translation:
+    """One PCRE2 pattern spelt for `re`, token by token (_PCRE_TOKEN)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.out: list[str] = []
+        # per open group: the flag groups opened inside it, closed with it (PCRE's
+        # "(?i)" holds to the end of its group; `re` takes it only at the start)
+        self.scopes = [0]
+
+    def refuse(self, what: str) -> DirectiveValueError:
+        return DirectiveValueError(f'regex "{self.pattern}": {what} is not supported')
+
+    def run(self) -> str:
+        position = 0
+        while (match := _PCRE_TOKEN.search(self.pattern, position)) is not None:
+            self.out.append(self.pattern[position:match.start()])
+            position = getattr(self, "_" + match.lastgroup)(match)  # type: ignore[operator]
+        self.out.append(self.pattern[position:])
+        self.out.extend(")" * count for count in reversed(self.scopes))
+        return "".join(self.out)
+
+    def _quoted(self, match: re.Match[str]) -> int:
+        self.out.append(re.escape(match.group("quoted")))
+        return match.end()
+
+    def _code(self, match: re.Match[str]) -> int:
+        self.out.append(re.escape(chr(min(int(match.group("code"), 16), 0x10FFFF))))
+        return match.end()
+
+    def _escape(self, match: re.Match[str]) -> int:
+        letter = match.group("escape")
+        if letter in _REFUSED_ESCAPES:
+            raise self.refuse(_REFUSED_ESCAPES[letter])
+        self.out.append(_TRANSLATED_ESCAPES.get(letter, match.group()))
+        return match.end()
+
+    def _class(self, match: re.Match[str]) -> int:
+        whole = _CLASS_END.match(self.pattern, match.start())
+        if whole is None:
+            raise DirectiveValueError(f'regex "{self.pattern}": missing ]')
+        self.out.append(_posix_classes(self.pattern, whole.group()))
+        return whole.end()
+
+    def _name(self, match: re.Match[str]) -> int:
+        self.out.append(f"(?P<{match.group('name')}>")
+        self.scopes.append(0)
+        return match.end()
+
+    def _flags(self, match: re.Match[str]) -> int:
+        if match.start() == 0:
+            self.out.append(match.group())
+        else:
+            self.out.append(match.group()[:-1] + ":")
+            self.scopes[-1] += 1
+        return match.end()
+
+    def _verb(self, match: re.Match[str]) -> int:
+        raise self.refuse(f'"{match.group("verb")}" (verbs, recursion, branch reset, '
+                          "callouts)")
+
+    def _open(self, match: re.Match[str]) -> int:
+        self.out.append("(")
+        self.scopes.append(0)
+        return match.end()
+
+    def _close(self, match: re.Match[str]) -> int:
+        count = self.scopes.pop() if len(self.scopes) > 1 else 0
+        self.out.append(")" * count + ")")
+        return match.end()
+
+
 def translate_pcre(pattern: str) -> str:
     """A PCRE2 pattern as Python's `re` reads it, or DirectiveValueError naming what
     `re` cannot do."""
-    out: list[str] = []
-    position = 0
-    while True:
-        match = _PCRE_TOKEN.search(pattern, position)
-        if match is None:
-            out.append(pattern[position:])
-            return "".join(out)
-        out.append(pattern[position:match.start()])
-        position = match.end()
-        if match.group("quoted") is not None:
-            out.append(re.escape(match.group("quoted")))
-        elif match.group("code") is not None:
-            out.append(re.escape(chr(min(int(match.group("code"), 16), 0x10FFFF))))
-        elif match.group("escape") is not None:
-            letter = match.group("escape")
-            if letter in _REFUSED_ESCAPES:
-                raise DirectiveValueError(
-                    f'regex "{pattern}": {_REFUSED_ESCAPES[letter]} is not supported')
-            out.append(_TRANSLATED_ESCAPES.get(letter, match.group()))
-        elif match.group("class") is not None:
-            whole = _CLASS_END.match(pattern, match.start())
-            if whole is None:
-                raise DirectiveValueError(f'regex "{pattern}": missing ]')
-            out.append(_posix_classes(pattern, whole.group()))
-            position = whole.end()
-        elif match.group("name") is not None:
-            out.append(f"(?P<{match.group('name')}>")
-        else:
-            raise DirectiveValueError(f'regex "{pattern}": "{match.group("verb")}" '
-                                      "(verbs, recursion, branch reset, callouts) is "
-                                      "not supported")
+    return _Translation(pattern).run()
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:

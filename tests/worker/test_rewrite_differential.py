@@ -93,6 +93,7 @@ url.redirect = (
   "^/r/raw/(.*)$" => "/raw/$1",
   "^/r/abs/(.*)$" => "${{url.scheme}}://${{url.authority}}/${{1}}",
   "^/r/d64/(.*)$" => "/d/${{decb64u:1}}",
+  "^/r/(?i)CASE/(.*)$" => "/case/$1",
 )
 alias.url = ( "/ns" => "{base}/al/one", "/ks/" => "{base}/al/one",
               "/ts" => "{base}/al/one/", "/both/" => "{base}/al/two/",
@@ -198,6 +199,7 @@ CASES = {
     "odd-references": ("/r/odd/x", "test.example"),
     "value-normalised": ("/r/value/x", "test.example"),
     "redirect-blank": ("/r/empty/x", "test.example"),
+    "inline-flag-mid-pattern": ("/r/cAsE/x", "test.example"),
     "normalised-target": ("/r/raw/%41%2f%7e%20%3d%C3%a9/./x/../y//z?a=%41%2f%20+%3d/./..//",
                           "test.example"),
     "dot-dot-escaped": ("/r/raw/a/%2e%2e/b", "test.example"),

@@ -155,6 +155,8 @@ def test_an_empty_value_is_empty_with_any_encoder():
     (r"\Qa.b*\E+", r"a\.b\*+"),
     (r"\h+", r"[ \t]+"),
     (r"^/\x{41}\x{2e}", r"^/A\."),
+    (r"(?i)^/a", r"(?i)^/a"),                   # flags at the start: as they are
+    (r"^/(?i)img(/(?-i)X)?$", r"^/(?i:img(/(?-i:X))?$)"),   # to the end of the group
     (r"[[:alpha:][:digit:]_]", r"[a-zA-Z0-9_]"),
     (r"[\]\z(]", r"[\]\z(]"),                   # a class is not read for escapes
     (r"(?>a+)b++", r"(?>a+)b++"),               # atomic, possessive: re has them
