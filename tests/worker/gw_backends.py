@@ -55,8 +55,9 @@ class BackendProcess:
     """A backend listening on `path` (a unix socket); stop() ends it and its children."""
 
     def __init__(self, argv: list[str], path: str, env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+                 cwd: str | None = None, stop_signal: int = signal.SIGTERM) -> None:
         self.path = path
+        self.stop_signal = stop_signal
         self.log = open(path + ".log", "wb")
         self.process = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})}, cwd=cwd,
@@ -81,7 +82,7 @@ class BackendProcess:
     def stop(self) -> None:
         if self.process.poll() is None:
             try:
-                os.killpg(self.process.pid, signal.SIGTERM)
+                os.killpg(self.process.pid, self.stop_signal)
             except ProcessLookupError:
                 pass
             try:
@@ -137,8 +138,8 @@ def uwsgi(path: str, protocol: str) -> BackendProcess:
     option = "--socket" if protocol == "uwsgi" else "--scgi-socket"
     return BackendProcess([program, "--plugin", "python3", option, path,
                            "--wsgi-file", str(APP), "--processes", "1", "--threads", "4",
-                           "--disable-logging", "--die-on-term", "--master"], path,
-                          cwd=str(APP.parent))
+                           "--disable-logging", "--master"], path,
+                          cwd=str(APP.parent), stop_signal=signal.SIGKILL)  # it lingers 1 s
 
 
 @contextlib.contextmanager
