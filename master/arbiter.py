@@ -276,7 +276,7 @@ class Arbiter:
         return self.health.setdefault(slot, SlotHealth())
 
     def _spawn(self, slot: int, generation: Generation) -> int:
-        stats_slot = self.stats.claim(0, generation.number)
+        stats_slot = self.stats.claim(0, generation.number, generation.config)
         sockets = self.listeners.for_slot(slot, generation.addresses)
         self.stats.words[Header.SPAWNS] += 1
         pid = os.fork()

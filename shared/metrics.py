@@ -10,7 +10,8 @@ slot as it frees the slot.  Master and workers may both use this module (it impo
 neither).
 
 `STATISTICS` is lighttpd's `plugin_stats`: integer `key: value` pairs that modules set
-in their own process, shown by `status.statistics-url`.
+in their own process, shown by `status.statistics-url` with the gateway backends'
+counters under lighttpd's names (`gateway_statistics`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFami
                                             HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector
 
+from .backend_stats import BackendRow, Counter
 from .stats import (DURATION_BUCKETS, METHODS, STATUS_CLASSES, Field, Header, State,
                     StatsSegment, monotonic_ms)
 
@@ -32,6 +34,24 @@ PREFIX = "pylighttpd_"
 _REQUEST_WORDS = [(method, code, Field.REQUESTS + m * len(STATUS_CLASSES) + c)
                   for m, method in enumerate(METHODS)
                   for c, code in enumerate(STATUS_CLASSES)]
+BACKEND_LABELS = ("module", "extension", "backend", "proc", "address")
+# the backend families: (name, what it counts, word); counters first, then the gauge
+_BACKEND_COUNTERS = (
+    ("backend_requests", "Requests that got a connection to the backend (a new one or "
+                         "a kept one)", Counter.REQUESTS),
+    ("backend_connections", "Connections established to the backend", Counter.CONNECTED),
+    ("backend_died", "Connects to the backend refused or failed", Counter.DIED),
+    ("backend_overloaded", "Connects to the backend that failed with EAGAIN",
+     Counter.OVERLOADED),
+    ("backend_disabled", "Times the backend was taken out of the rotation for its "
+                         "disable-time", Counter.DISABLED),
+)
+# lighttpd's per-proc keys, gw.backend.<label>.<proc><suffix>
+_LIGHTTPD_PROC_KEYS = ((".connected", Counter.CONNECTED), (".died", Counter.DIED),
+                       (".disabled", Counter.DISABLED), (".overloaded", Counter.OVERLOADED),
+                       (".load", Counter.ACTIVE))
+# the modules lighttpd 1.4.69 counts `<name>.requests` for (mod_wstunnel does not)
+_LIGHTTPD_REQUEST_COUNTERS = frozenset({"proxy", "fastcgi", "scgi", "sockproxy", "ajp13"})
 STATE_NAMES = {State.FREE: "free", State.STARTING: "starting", State.READY: "ready",
                State.DRAINING: "draining"}
 
@@ -46,10 +66,10 @@ def package_version() -> str:
 class Snapshot:
     """One copy of the segment: header words, the retired slot, live slots by index."""
 
-    __slots__ = ("header", "retired", "workers", "now_ms", "now")
+    __slots__ = ("header", "retired", "workers", "backends", "now_ms", "now")
 
     def __init__(self, segment: StatsSegment) -> None:
-        self.header, self.retired, self.workers = segment.read_consistent()
+        self.header, self.retired, self.workers, self.backends = segment.read_consistent()
         self.now_ms = monotonic_ms()
         self.now = time.time()
 
@@ -105,6 +125,7 @@ class SegmentCollector(Collector):
         yield from self._connections(snap)
         yield from self._requests(snap)
         yield from self._workers(snap)
+        yield from self._backends(snap)
         yield from self._supervisor(snap)
 
     # ------------------------------------------------------------- families
@@ -197,6 +218,27 @@ class SegmentCollector(Collector):
                                   "CPU time of all workers, exited ones included",
                                   value=snap.total(Field.CPU_MS) / 1000)
 
+    def _backends(self, snap: Snapshot) -> Iterator[Metric]:
+        """Per backend address of the gateway modules, over every worker."""
+        counters = [(CounterMetricFamily(PREFIX + name, doc, labels=BACKEND_LABELS), word)
+                    for name, doc, word in _BACKEND_COUNTERS]
+        active = GaugeMetricFamily(PREFIX + "backend_active",
+                                   "Requests under way on the backend (as of each "
+                                   "worker's last second)", labels=BACKEND_LABELS)
+        for row in snap.backends:
+            name = row.name
+            labels = (name.module, name.extension, name.label, str(name.proc), name.address)
+            for family, word in counters:
+                family.add_metric(labels, row.counts[word])
+            active.add_metric(labels, row.counts[Counter.ACTIVE])
+        for family, _ in counters:
+            yield family
+        yield active
+        yield GaugeMetricFamily(PREFIX + "backends_untracked",
+                                "Backend addresses of the running configs that have no "
+                                "counters (the backend table is full)",
+                                value=self.segment.backends.untracked)
+
     def _supervisor(self, snap: Snapshot) -> Iterator[Metric]:
         header = snap.header
         yield CounterMetricFamily(PREFIX + "workers_spawned", "Worker processes started",
@@ -279,3 +321,25 @@ class Statistics:
 
 
 STATISTICS = Statistics()
+
+
+def gateway_statistics(rows: list[BackendRow]) -> dict[str, int]:
+    """The backends' counters under lighttpd 1.4.69's plugin_stats names:
+    `gw.backend.<label>.<proc>.{connected,died,disabled,overloaded,load}`,
+    `gw.backend.<label>.load`, `gw.active-requests`, and `<module>.requests` once it
+    counted one.  Backends that share a label (unlabelled ones, or one label in two
+    extensions) share the keys, as in lighttpd: their values add up."""
+    values: dict[str, int] = {}
+    for row in rows:
+        name, counts = row.name, row.counts
+        proc_key = f"gw.backend.{name.label}.{name.proc}"
+        for suffix, word in _LIGHTTPD_PROC_KEYS:
+            values[proc_key + suffix] = values.get(proc_key + suffix, 0) + counts[word]
+        active = counts[Counter.ACTIVE]
+        host_key = f"gw.backend.{name.label}.load"
+        values[host_key] = values.get(host_key, 0) + active
+        values["gw.active-requests"] = values.get("gw.active-requests", 0) + active
+        if name.module in _LIGHTTPD_REQUEST_COUNTERS and counts[Counter.REQUESTS]:
+            requests_key = name.module + ".requests"
+            values[requests_key] = values.get(requests_key, 0) + counts[Counter.REQUESTS]
+    return values

@@ -8,6 +8,9 @@ over all slots never go backwards across reloads and crashes.
 
 Everything is an unsigned 64-bit integer addressed through `memoryview.cast("Q")`:
 about 0.1 µs per update, which is why this beats prometheus_client's multiprocess mode.
+The gateway modules' per-backend counters live beside it, in a table of backend names
+with counters per slot (shared/backend_stats.py), claimed, folded and read with the
+slots.
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ import mmap
 import os
 import time
 from enum import IntEnum
+from typing import TYPE_CHECKING, NamedTuple
+
+from .backend_stats import BackendRow, BackendTable
+
+if TYPE_CHECKING:
+    from master.configload import LoadedConfig
 
 MAGIC = 0x504C4954_53544154  # "PLITSTAT"
 LAYOUT_VERSION = 1
@@ -90,6 +99,16 @@ COUNTERS = (
 )
 
 
+class SegmentCopy(NamedTuple):
+    """What a reader copies at once: header words, the retired slot, the live slots by
+    index, and the backends of the live generations."""
+
+    header: list[int]
+    retired: list[int]
+    live: dict[int, list[int]]
+    backends: list[BackendRow]
+
+
 def request_offset(method_index: int, status_class: int) -> int:
     """Word of the requests counter for METHODS[method_index] and class 1..5."""
     return Field.REQUESTS + method_index * len(STATUS_CLASSES) + status_class - 1
@@ -117,6 +136,7 @@ class StatsSegment:
         header[Header.SLOTS] = self.slot_count
         header[Header.SLOT_WORDS] = Field.WORDS
         header[Header.START_TIME] = int(time.time())
+        self.backends = BackendTable(self.slot_count)
         StatsSegment.current = self
 
     def slot(self, index: int) -> memoryview:
@@ -124,8 +144,10 @@ class StatsSegment:
         start = Header.WORDS + index * Field.WORDS
         return self.words[start:start + Field.WORDS]
 
-    def claim(self, pid: int, generation: int) -> int:
-        """A free worker slot for a new process (master only)."""
+    def claim(self, pid: int, generation: int,
+              config: "LoadedConfig | None" = None) -> int:
+        """A free worker slot for a new process (master only), with entries in the
+        backend table for the gateway backends of its `config`."""
         for index in range(1, self.slot_count):
             words = self.slot(index)
             if words[Field.STATE] == State.FREE:
@@ -136,6 +158,9 @@ class StatsSegment:
                 words[Field.STATE] = State.STARTING
                 words[Field.STARTED] = int(time.time())
                 words[Field.HEARTBEAT] = monotonic_ms()
+                if config is not None:
+                    self.backends.register(generation, config, self.live_generations())
+                self.backends.clear_slot(index)
                 return index
         raise RuntimeError("no free stats slot")
 
@@ -144,12 +169,16 @@ class StatsSegment:
         words, retired = self.slot(index), self.slot(self.RETIRED)
         for offset in COUNTERS:
             retired[offset] += words[offset]
+        self.backends.fold(index)
         words[Field.STATE] = State.FREE
         words[Field.PID] = 0
 
     def live_slots(self) -> list[int]:
         return [i for i in range(1, self.slot_count)
                 if self.slot(i)[Field.STATE] != State.FREE]
+
+    def live_generations(self) -> set[int]:
+        return {self.slot(i)[Field.GENERATION] for i in self.live_slots()}
 
     def total(self, offset: int) -> int:
         """A counter summed over the retired slot and every live worker."""
@@ -158,37 +187,41 @@ class StatsSegment:
     def total_requests(self) -> int:
         return sum(self.total(offset) for offset in range(Field.REQUESTS, Field.DURATION))
 
-    def read_consistent(self, attempts: int = 200) -> tuple[list[int], list[int],
-                                                           dict[int, list[int]]]:
-        """Copies of the header, the retired slot and every live slot ({index: words})
-        that count each worker once, for readers (nothing is locked; the writers are
-        unchanged).
+    def read_consistent(self, attempts: int = 200) -> SegmentCopy:
+        """Copies of the header, the retired slot, every live slot and the backends of
+        the live generations that count each worker once, for readers (nothing is
+        locked; the writers are unchanged).
 
         The master reaps a worker, adds its slot to the retired one, then frees the
         slot; a copy taken in between would count that worker twice.  So the copy is
-        taken again when the retired slot changed under it, when a slot seen live was
-        freed (or freed and claimed again: another pid) meanwhile, or when a slot seen
-        live belongs to a process that is gone (reaped: its retirement is under way,
-        if the master was descheduled in the middle of it, wait for it to finish)."""
+        taken again when the retired slot (or the backends' retired counters, or their
+        table) changed under it, when a slot seen live was freed (or freed and claimed
+        again: another pid) meanwhile, or when a slot seen live belongs to a process
+        that is gone (reaped: its retirement is under way, if the master was
+        descheduled in the middle of it, wait for it to finish)."""
         words, base, size = self.words, int(Header.WORDS), int(Field.WORDS)
         state, pid, free = int(Field.STATE), int(Field.PID), int(State.FREE)
-        retired = header = []
-        live: dict[int, list[int]] = {}
+        generation = int(Field.GENERATION)
+        copy = SegmentCopy([], [], {}, [])
         for _ in range(attempts):
             retired_before = words[base:base + size].tolist()
+            backends_before = self.backends.stamp()
             header = words[:base].tolist()
             states = words[base + state::size].tolist()
             live = {index: words[base + index * size:base + (index + 1) * size].tolist()
                     for index, value in enumerate(states) if value != free and index}
-            retired = words[base:base + size].tolist()
-            if retired == retired_before and all(
+            rows = self.backends.rows({index: slot[generation]
+                                       for index, slot in live.items()})
+            copy = SegmentCopy(header, words[base:base + size].tolist(), live, rows or [])
+            if rows is not None and copy.retired == retired_before \
+                    and self.backends.stamp() == backends_before and all(
                     words[base + index * size + state] != free
                     and words[base + index * size + pid] == slot[pid]
                     for index, slot in live.items()):
                 if all(_process_exists(slot[pid]) for slot in live.values()):
                     break
                 time.sleep(0.0005)
-        return header, retired, live
+        return copy
 
     def record_rate_sample(self) -> None:
         """Master, once a second: totals for the sliding averages of /server-status."""

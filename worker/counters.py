@@ -1,13 +1,17 @@
 """The worker's counters in its slot of the master's stats segment.
 
 Without a segment (tests, the -1 mode) the same code writes to a private array, so the
-hot path has no "is there a segment?" branch: one indexed add per counter.
+hot path has no "is there a segment?" branch: one indexed add per counter.  The same
+holds for a gateway backend's counters (`backend_counters`, in the segment's backend
+table when the master registered the worker's config, else scratch words).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 
+from shared.backend_stats import BackendCounters, scratch_counters
+from shared.gateway_hosts import HostSpec, Proc
 from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
                           monotonic_ms, request_offset)
 
@@ -27,6 +31,7 @@ class WorkerCounters:
     def __init__(self, segment: StatsSegment | None = None, slot: int = 0) -> None:
         if segment is not None and slot:
             self.words = segment.slot(slot)
+            segment.backends.bind(slot)
         else:
             self.words = memoryview(bytearray(Field.WORDS * 8)).cast("Q")
 
@@ -60,3 +65,12 @@ class WorkerCounters:
         words[_METHOD_ROW.get(method, _OTHER_ROW) + status_class] += 1
         words[_DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
         words[_DURATION_SUM_US] += int(seconds * 1_000_000)
+
+
+def backend_counters(spec: HostSpec, proc: Proc) -> BackendCounters:
+    """The counters of one backend address for this worker: found once, when its
+    `Backend` is made, then bumped with no lookup."""
+    segment = StatsSegment.current
+    if segment is None:
+        return scratch_counters()
+    return segment.backends.counters(spec, proc.number)

@@ -6,7 +6,9 @@ same answer.  `status.status-url` answers in lighttpd's forms: the HTML page, `?
 (Apache's `Key: value` lines), `?json` / `?jsonp=NAME`; and in the Prometheus /
 OpenMetrics text format when asked with `?format=prometheus` or by an Accept header
 such as Prometheus sends.  `status.config-url` lists the loaded modules,
-`status.statistics-url` the `key: value` pairs modules put in `shared.metrics.STATISTICS`.
+`status.statistics-url` the `key: value` pairs modules put in `shared.metrics.STATISTICS`
+and the gateway backends' counters of the whole server under lighttpd's names
+(`gw.backend.<label>.<proc>.load` ...), in lighttpd's order (shorter keys first).
 
 Where lighttpd's page lists connections, this one lists workers (one row per process),
 and the scoreboard is built from each worker's reading / writing / waiting counts as of
@@ -22,7 +24,7 @@ import time
 
 from shared.config.directives import Directive, Type
 from shared.metrics import (STATE_NAMES, STATISTICS, SegmentCollector, Snapshot,
-                            accepts_metrics, exposition)
+                            accepts_metrics, exposition, gateway_statistics)
 from shared.stats import Field, StatsSegment
 
 from ..module import HandlerResult, Module as BaseModule
@@ -252,7 +254,7 @@ class Module(BaseModule):
         return self._answer(request, "text/html", "".join(parts).encode())
 
     def server_statistics(self, request: Request) -> int:
-        items = STATISTICS.items()
+        items = statistics_items()
         request.response.set_header("Content-Type", "text/plain")
         if not items:
             return 204                 # lighttpd: nothing to send
@@ -261,6 +263,16 @@ class Module(BaseModule):
 
 
 # ------------------------------------------------------------------ renderers
+def statistics_items() -> list[tuple[str, int]]:
+    """This process's module statistics and the whole server's backend counters, in
+    the order of lighttpd's plugin_stats array (by key length, then bytes)."""
+    values = dict(STATISTICS.items())
+    if StatsSegment.current is not None:
+        for key, value in gateway_statistics(Snapshot(StatsSegment.current).backends).items():
+            values[key] = values.get(key, 0) + value
+    return sorted(values.items(), key=lambda item: (len(item[0]), item[0]))
+
+
 def auto_text(snap: Snapshot, board: Board) -> str:
     """`?auto`, as lighttpd writes it (Apache's machine-readable form)."""
     return (f"Total Accesses: {snap.requests()}\n"
