@@ -33,7 +33,7 @@ _LOCK_COLUMNS = "locktoken, resource, lockscope, locktype, owner, ownerinfo, dep
 
 @dataclass
 class Lock:
-    token: str            # opaquelocktoken:<uuid>
+    token: str            # urn:uuid:<uuid>, as lighttpd makes them
     root: str             # the URL path that was locked
     scope: str            # "exclusive" or "shared"
     kind: str             # "write"
@@ -51,7 +51,7 @@ class Lock:
 
 
 def new_lock_token() -> str:
-    return f"opaquelocktoken:{uuid.uuid4()}"
+    return f"urn:uuid:{uuid.uuid4()}"
 
 
 def ancestors(path: str) -> list[str]:

@@ -27,7 +27,7 @@ LOCKINFO = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:{sc
             '</D:lockinfo>')
 PROPSET = ('<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>'
            '{props}</D:prop></D:set></D:propertyupdate>')
-TOKEN = re.compile(r"<(opaquelocktoken:[^>]+)>")
+TOKEN = re.compile(r"<(urn:uuid:[^>]+)>")
 
 
 # ------------------------------------------------------------- the If header

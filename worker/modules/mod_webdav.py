@@ -212,8 +212,7 @@ class Module(BaseModule):
         if not values["server.follow-symlink"] and \
                 CACHE.contains_symlink(request.physical_path):
             return 403
-        dav = _Dav(self, request)
-        return self._guarded(request, lambda: self._begin(request, dav))
+        return self._guarded(request, lambda: self._begin(request))
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
         job = request.plugin_ctx[_STATE]
@@ -235,10 +234,10 @@ class Module(BaseModule):
             except sqlite3.Error as err:
                 self.services.log_error("mod_webdav.c", f"{name}: purging locks: {err}")
 
-    def _begin(self, request: Request, dav: "_Dav") -> HandlerResult:
+    def _begin(self, request: Request) -> HandlerResult:
         """Run the method: at once when it is a plain one, in slices when it is a
         generator (_Job)."""
-        started = self.methods[request.method](dav)
+        started = self.methods[request.method](_Dav(self, request))
         if isinstance(started, int):
             return started
         job = request.plugin_ctx[_STATE] = _Job(started)
@@ -796,7 +795,10 @@ class _Dav:
         lock = Lock(new_lock_token(), target.url, scope, "write", self.user, owner_xml,
                     INFINITY if depth == "infinity" else 0, self._expiry())
         self.store.add_lock(lock)
-        self.request.response.add_header("Lock-Token", f"<{lock.token}>")
+        response = self.request.response
+        response.add_header("Lock-Token", f"<{lock.token}>")
+        if not target.is_collection:                       # as lighttpd
+            response.add_header("ETag", self.etag(os.stat(target.path)))
         return self.answer_xml(201 if created else 200, _lock_answer([lock]))
 
     def _check_conflicts(self, url: str, scope: str, deep: bool) -> None:
