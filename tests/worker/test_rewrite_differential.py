@@ -55,6 +55,7 @@ url.rewrite-once = (
   "^/qsa/([^?]*)" => "/show/$1${{qsa}}",
   "^/qsa2/([^?]*)" => "/show/$1?x=1${{qsa}}",
   "^/tofile/(.*)" => "/$1",
+  "^/enc2/(.*)" => "/${{1}}",
   "^/utf/caf%c3%a9$" => "/file.txt",
   "^/utf/raw/é$" => "/sub/x.txt",
   "^/nfonce/(.*)" => "/missing/$1",
@@ -168,6 +169,10 @@ CASES = {
     "qsa-after-query": ("/qsa2/x?y=1", "test.example"),
     "to-file": ("/tofile/file.txt", "test.example"),
     "to-dir": ("/tofile/sub", "test.example"),
+    "to-file-space": ("/tofile/space%20name.txt", "test.example"),
+    "to-file-utf8": ("/tofile/%c3%bcn%C3%AF.txt", "test.example"),
+    "to-file-2f": ("/tofile/sub%2fx.txt", "test.example"),
+    "to-file-encoded-default": ("/enc2/space%20name.txt", "test.example"),
     "utf8-escaped-key": ("/utf/caf%C3%A9", "test.example"),
     "utf8-lower-hex": ("/utf/caf%c3%a9", "test.example"),
     "utf8-raw-key": ("/utf/raw/%c3%a9", "test.example"),
@@ -254,6 +259,8 @@ def make_site(base: Path) -> Path:
     (docroot / "dir" / "index.html").write_text("dir index\n")
     (docroot / "real" / "r.txt").write_text("real\n")
     (docroot / "docs" / "page").write_text("docs page\n")
+    (docroot / "space name.txt").write_text("space\n")
+    (docroot / "\u00fcn\u00ef.txt").write_text("unicode\n")
     for name in ("one", "two", "%1"):
         (base / "al" / name).mkdir(parents=True)
         (base / "al" / name / "f.txt").write_text(f"alias {name}\n")
