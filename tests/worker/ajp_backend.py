@@ -11,12 +11,12 @@ not AJP13.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import socket
 import struct
-import threading
+
+from tcp_backends import ThreadedServer
 
 U16 = struct.Struct("!H")
 HEADER_NAMES = {0xA000 | code: name for code, name in enumerate((
@@ -127,50 +127,37 @@ def read_body(conn: socket.socket, length: int) -> tuple[bytes, list[int]]:
 
 
 def serve(conn: socket.socket) -> None:
-    with conn, contextlib.suppress(OSError, ConnectionError):
-        seen = forward_request(read_packet(conn))
-        length = int(dict((k.lower(), v) for k, v in seen["headers"]).get("content-length")
-                     or 0)
-        body, sizes = read_body(conn, length)
-        seen.update(body_sha1=hashlib.sha1(body).hexdigest(), body_size=len(body),
-                    packet_sizes=sizes[:4])
-        want = dict((k.lower(), v) for k, v in seen["headers"]).get("x-want") or ""
-        if want == "hangup":
-            return
-        if want == "garbage":
-            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
-            return
-        if want.startswith("status/"):
-            status = int(want.split("/")[1])
-            conn.sendall(send_headers(status, "Custom", [(0xA006, "/elsewhere"),
-                                                        ("X-Ajp", "yes")]) + END)
-            return
-        if want.startswith("big/"):
-            conn.sendall(send_headers(200, "OK", [(0xA001, "application/octet-stream")]))
-            block = b"b" * 8000
-            for _ in range(int(want.split("/")[1]) * 1024 // len(block)):
-                conn.sendall(body_chunk(block))
-            conn.sendall(END)
-            return
-        answer = json.dumps(seen, sort_keys=True).encode()
-        conn.sendall(send_headers(200, "OK", [(0xA001, "application/json"),
-                                              ("X-Ajp", "yes")])
-                     + body_chunk(answer) + END)
+    """One request, answered as its X-Want header asks."""
+    seen = forward_request(read_packet(conn))
+    length = int(dict((k.lower(), v) for k, v in seen["headers"]).get("content-length")
+                 or 0)
+    body, sizes = read_body(conn, length)
+    seen.update(body_sha1=hashlib.sha1(body).hexdigest(), body_size=len(body),
+                packet_sizes=sizes[:4])
+    want = dict((k.lower(), v) for k, v in seen["headers"]).get("x-want") or ""
+    if want == "hangup":
+        return
+    if want == "garbage":
+        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+        return
+    if want.startswith("status/"):
+        status = int(want.split("/")[1])
+        conn.sendall(send_headers(status, "Custom", [(0xA006, "/elsewhere"),
+                                                    ("X-Ajp", "yes")]) + END)
+        return
+    if want.startswith("big/"):
+        conn.sendall(send_headers(200, "OK", [(0xA001, "application/octet-stream")]))
+        block = b"b" * 8000
+        for _ in range(int(want.split("/")[1]) * 1024 // len(block)):
+            conn.sendall(body_chunk(block))
+        conn.sendall(END)
+        return
+    answer = json.dumps(seen, sort_keys=True).encode()
+    conn.sendall(send_headers(200, "OK", [(0xA001, "application/json"),
+                                          ("X-Ajp", "yes")])
+                 + body_chunk(answer) + END)
 
 
-class AjpBackend:
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    def close(self) -> None:
-        self.sock.close()
+class AjpBackend(ThreadedServer):
+    def handle(self, conn: socket.socket) -> None:
+        serve(conn)

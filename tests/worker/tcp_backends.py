@@ -1,7 +1,7 @@
-"""Plain TCP backends in threads for the tunnelling modules' tests (mod_wstunnel,
-mod_sockproxy): each connection is served in a thread by the backend's mode, and the
-backend counts the connections it saw end (to check that every tunnel closed its
-backend socket)."""
+"""Backends in threads for the gateway modules' tests: `ThreadedServer` serves each
+connection in a thread with its `handle` and counts the connections it saw end (to
+check that every tunnel closed its backend socket); `TcpBackend` is a plain TCP
+backend for the tunnelling modules (mod_wstunnel, mod_sockproxy)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,10 @@ BLOCK = 64 * 1024
 TIMEOUT = 5.0
 
 
-class TcpBackend:
-    """Modes: `echo` returns what it reads; `flood` first sends `flood_bytes` as fast
-    as the peer takes them, then echoes; `hangup` closes at once; `upper` answers what
-    it reads upper-cased (after `flood_bytes` of b"f" when what it read starts with
-    b"flood") and says b"bye" once the peer half-closed."""
+class ThreadedServer:
+    """A loopback listener whose connections are each served by `handle` in a thread."""
 
-    def __init__(self, mode: str, flood_bytes: int = 0) -> None:
-        self.mode = mode
-        self.flood_bytes = flood_bytes
+    def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.ended = 0
@@ -38,25 +33,13 @@ class TcpBackend:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            if self.mode == "flood":
-                self._flood(conn)
-            if self.mode in ("echo", "flood"):
-                while data := conn.recv(BLOCK):
-                    conn.sendall(data)
-            elif self.mode == "upper":
-                while data := conn.recv(BLOCK):
-                    if data.startswith(b"flood"):
-                        self._flood(conn)
-                    conn.sendall(data.upper())
-                conn.sendall(b"bye")
+        with conn, contextlib.suppress(OSError, ConnectionError):
+            self.handle(conn)
         with self.lock:
             self.ended += 1
 
-    def _flood(self, conn: socket.socket) -> None:
-        block = b"f" * BLOCK
-        for _ in range(self.flood_bytes // BLOCK):
-            conn.sendall(block)
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def wait_ended(self, count: int) -> bool:
         """Whether `count` connections have ended, waiting a bounded time for them."""
@@ -69,3 +52,33 @@ class TcpBackend:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class TcpBackend(ThreadedServer):
+    """Modes: `echo` returns what it reads; `flood` first sends `flood_bytes` as fast
+    as the peer takes them, then echoes; `hangup` closes at once; `upper` answers what
+    it reads upper-cased (after `flood_bytes` of b"f" when what it read starts with
+    b"flood") and says b"bye" once the peer half-closed."""
+
+    def __init__(self, mode: str, flood_bytes: int = 0) -> None:
+        self.mode = mode
+        self.flood_bytes = flood_bytes
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        if self.mode == "flood":
+            self._flood(conn)
+        if self.mode in ("echo", "flood"):
+            while data := conn.recv(BLOCK):
+                conn.sendall(data)
+        elif self.mode == "upper":
+            while data := conn.recv(BLOCK):
+                if data.startswith(b"flood"):
+                    self._flood(conn)
+                conn.sendall(data.upper())
+            conn.sendall(b"bye")
+
+    def _flood(self, conn: socket.socket) -> None:
+        block = b"f" * BLOCK
+        for _ in range(self.flood_bytes // BLOCK):
+            conn.sendall(block)

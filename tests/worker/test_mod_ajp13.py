@@ -15,7 +15,7 @@ import pytest
 
 from ajp_backend import AjpBackend, body_chunk, send_headers
 from server_util import WorkerProcess
-from test_differential import LIGHTTPD, Lighttpd, free_port
+from test_differential import LIGHTTPD, beside_lighttpd, free_port
 from worker import ajp13
 
 TIMEOUT = 5.0
@@ -54,16 +54,12 @@ def both(tmp_path_factory, backend):
     base = tmp_path_factory.mktemp("ajp13")
     conf = base / "ajp13.conf"
     conf.write_text(CONFIG.format(docroot=base, port=backend.port, dead=free_port()))
-    if not os.access(LIGHTTPD, os.X_OK):
+    if not os.access(LIGHTTPD, os.X_OK):         # our own tests run all the same
         with WorkerProcess(conf) as ours:
             yield None, ours.port
         return
-    lighttpd = Lighttpd(conf)
-    try:
-        with WorkerProcess(conf) as ours:
-            yield lighttpd.port, ours.port
-    finally:
-        lighttpd.stop()
+    with beside_lighttpd(conf) as ports:
+        yield ports
 
 
 def exchange(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

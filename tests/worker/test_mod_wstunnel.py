@@ -17,7 +17,7 @@ import pytest
 
 from server_util import WorkerProcess
 from tcp_backends import TcpBackend
-from test_differential import LIGHTTPD, Lighttpd, free_port
+from test_differential import LIGHTTPD, beside_lighttpd, free_port
 from worker import websocket as ws
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
@@ -348,12 +348,8 @@ KNOWN_DIFFERENCES = {
 def both(tmp_path_factory, backends):
     base = tmp_path_factory.mktemp("wstunnel-diff")
     conf = write_config(base, backends, 'server.tag = "difftest"\n')
-    lighttpd = Lighttpd(conf)
-    try:
-        with WorkerProcess(conf) as ours:
-            yield lighttpd.port, ours.port
-    finally:
-        lighttpd.stop()
+    with beside_lighttpd(conf) as ports:
+        yield ports
 
 
 def compared(raw: bytes) -> tuple[int, dict[str, str], list]:
