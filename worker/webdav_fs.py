@@ -20,6 +20,7 @@ from typing import Generator, Iterator
 
 STEP = "step"                 # yielded: a unit of work done, the slice may end here
 COPY_STEP = 1 << 20           # bytes copied between two yields
+TEMP_SUFFIX = ".webdav-tmp"   # a file being written (hidden from PROPFIND)
 FILE_MODE = 0o666             # lighttpd's WEBDAV_FILE_MODE (less the umask)
 DIR_MODE = 0o777
 
@@ -28,7 +29,7 @@ Steps = Generator[str, None, list[tuple[str, OSError]]]
 
 def temp_name(name: str) -> str:
     """A hidden name beside `name` for a file being written."""
-    return f".{name}.{secrets.token_hex(6)}.webdav-tmp"
+    return f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
 
 
 def create_temp(dir_fd: int, name: str) -> tuple[int, str]:

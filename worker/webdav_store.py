@@ -115,7 +115,7 @@ class Store:
 
     def move_properties(self, source: str, target: str) -> None:
         with self.transaction():
-            self.forget(target)
+            self.forget(target, ("properties",))
             self.db.execute("UPDATE properties SET resource = ? WHERE resource = ?",
                             (target, source))
             if source.endswith("/"):

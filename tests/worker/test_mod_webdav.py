@@ -131,6 +131,11 @@ $HTTP["url"] =^ "/stream/" {{
     webdav.activate = "enable"
     server.stream-request-body = 2
 }}
+$HTTP["url"] =^ "/logxml/" {{
+    webdav.activate = "enable"
+    webdav.log-xml = "enable"
+}}
+server.errorlog = "{base}/error.log"
 $HTTP["url"] =^ "/partial/" {{
     webdav.activate = "enable"
     webdav.opts = ("deprecated-unsafe-partial-put-compat" => "enable")
@@ -143,7 +148,7 @@ alias.url = ("/aliased/" => "{base}/aliased/")
 def share(tmp_path_factory):
     base = tmp_path_factory.mktemp("webdav")
     docroot = base / "www"
-    for name in ("dav", "deep/a/b", "ro", "nolink", "stream", "partial"):
+    for name in ("dav", "deep/a/b", "ro", "nolink", "stream", "partial", "logxml"):
         (docroot / name).mkdir(parents=True)
     (base / "aliased").mkdir()
     (base / "outside").mkdir()
@@ -199,6 +204,8 @@ def test_put_get_and_etag(share):
     assert dav(worker, "PUT", "/dav/none/x.txt", "x")[0] == 409
     assert dav(worker, "PUT", "/dav/", "x")[0] == 405
     assert dav(worker, "PUT", "/dav/new.txt", "x", Content_Range="bytes 0-0/*")[0] == 400
+    assert dav(worker, "PUT", "/dav/new.txt/", "x")[0] == 400
+    assert (docroot / "dav" / "new.txt").read_text() == "second!"
     assert [p.name for p in (docroot / "dav").iterdir() if "webdav-tmp" in p.name] == []
 
 
@@ -417,6 +424,18 @@ def test_locks(share):
     assert dav(worker, "PUT", "/dav/locked.txt", "v4")[0] == 204
 
 
+def test_move_takes_the_lock_away(share):
+    worker, docroot, _ = share
+    (docroot / "dav" / "mover.txt").write_text("m")
+    _, token, _ = lock(worker, "/dav/mover.txt")
+    assert dav(worker, "MOVE", "/dav/mover.txt", Destination="/dav/moved.txt",
+               If=f"(<{token}>)")[0] == 201
+    _, _, body = propfind(worker, "/dav/moved.txt", "0")
+    assert token.encode() not in body
+    (docroot / "dav" / "mover.txt").write_text("again")
+    assert lock(worker, "/dav/mover.txt")[0] == 200      # the old lock went with it
+
+
 def test_shared_and_collection_locks(share):
     worker, docroot, _ = share
     (docroot / "dav" / "lockcol").mkdir()
@@ -473,6 +492,23 @@ def test_streamed_put_and_aborted_put(share):
 
 def temp_files(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.endswith(".webdav-tmp")]
+
+
+def test_log_xml(share):
+    worker, _, base = share
+    ask = '<D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>'
+    assert propfind(worker, "/logxml/", "0", ask)[0] == 207
+    deadline = time.monotonic() + 5
+    while "XML-response-body" not in (base / "error.log").read_text() and \
+            time.monotonic() < deadline:
+        time.sleep(0.02)
+    log = (base / "error.log").read_text()
+    assert f"XML-request-body: {ask}" in log
+    assert "XML-response-body: <?xml" in log and "<D:href>/logxml/</D:href>" in log
+    before = log.count("XML-")
+    propfind(worker, "/dav/", "0", ask)
+    worker.get("/logxml/")
+    assert (base / "error.log").read_text().count("XML-") == before
 
 
 def test_get_after_put_is_fresh(share):

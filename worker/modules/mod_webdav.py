@@ -41,10 +41,12 @@ from ..http import http_date
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..errors import BadRequest
 from ..request import Request, clean_path
-from ..static import cached_etag, content_type_for, errno_status, is_directory
+from ..static import (cached_etag, content_type_for, errno_status, is_directory,
+                      open_without_symlinks)
 from ..statcache import CACHE
-from ..webdav_fs import (COPY_STEP, DIR_MODE, STEP, copy_file, copy_link, copy_tree,
-                         create_temp, lstat_or_none, remove, remove_quietly, split_path)
+from ..webdav_fs import (COPY_STEP, DIR_MODE, STEP, TEMP_SUFFIX, copy_file, copy_link,
+                         copy_tree, create_temp, lstat_or_none, remove, remove_quietly,
+                         split_path)
 from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
 from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
@@ -116,10 +118,8 @@ class Resource:
     def __init__(self, url: str, path: str) -> None:
         self.path = path.rstrip("/") or "/"
         try:
-            self.st: os.stat_result | None = os.stat(self.path)
-        except FileNotFoundError:
-            self.st = None
-        except NotADirectoryError:
+            self.st: os.stat_result | None = os.stat(path)   # a slash: a directory only
+        except (FileNotFoundError, NotADirectoryError):
             self.st = None
         if self.is_collection and not url.endswith("/"):
             url += "/"
@@ -360,6 +360,14 @@ class _Dav:
             raise DavError(403)
         return Resource(url, path)
 
+    def open_directory(self, path: str) -> int:
+        """An O_PATH fd of the directory `path`, opened through no symlink when
+        server.follow-symlink is off (the earlier check may be a second old)."""
+        flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+        if self.values["server.follow-symlink"]:
+            return os.open(path, flags)
+        return open_without_symlinks(path, flags)
+
     def etag(self, st: os.stat_result | None) -> str:
         return cached_etag(st, self.values) if st is not None else ""
 
@@ -456,7 +464,7 @@ class _Dav:
             except OSError:
                 continue
             for entry in entries:
-                if entry.is_symlink() and not follow:
+                if entry.is_symlink() and not follow or entry.name.endswith(TEMP_SUFFIX):
                     continue
                 member = Resource(collection.url + entry.name, entry.path)
                 if not member.exists:
@@ -586,6 +594,8 @@ class _Dav:
         target = self.target
         if target.is_collection:
             return 405
+        if self.request.uri_path.endswith("/"):
+            return 400                   # a file's URL has no trailing slash
         self.check_unlocked(target, parent=not target.exists)
         if "content-range" in self.request.headers:
             if "deprecated-unsafe-partial-put-compat" not in self.values["webdav.opts"]:
@@ -593,7 +603,7 @@ class _Dav:
             return (yield from self._put_range(target))
         parent, name = split_path(target.path)
         try:
-            dir_fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            dir_fd = self.open_directory(parent)
         except OSError as err:
             return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else _os_status(err)
         try:
@@ -652,7 +662,7 @@ class _Dav:
         self.check_if()
         target = self.target
         st = lstat_or_none(target.path)
-        if st is None or not target.exists and not os.path.islink(target.path):
+        if st is None:
             return 404
         if target.is_collection:
             _depth(self.request, "infinity", ("infinity",))
@@ -712,8 +722,8 @@ class _Dav:
             failed = yield from remove(destination.path, existed)
             if failed:
                 return self.members_failed(failed, destination)
-            if self.store is not None:
-                self.store.forget(destination.url)
+            if self.store is not None:        # its locks stay: they lock the URL
+                self.store.forget(destination.url, ("properties",))
         status = yield from (self._move(source, destination) if move
                              else self._copy(source, destination, members))
         CACHE.invalidate(source.path)
@@ -755,6 +765,7 @@ class _Dav:
                 return self.members_failed(failed, source)
         if self.store is not None:
             self.store.move_properties(source.url, destination.url)
+            self.store.forget(source.url, ("locks",))
         return 0
 
     def _copy(self, source: Resource, destination: Resource, members: bool) -> Job:
@@ -787,6 +798,8 @@ class _Dav:
         self._check_conflicts(target.url, scope, depth == "infinity")
         created = not target.exists
         if created:
+            if self.request.uri_path.endswith("/"):
+                return 400               # an empty file is made: no collection URL
             self.check_unlocked(target, parent=True)
             fd = os.open(target.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                          0o666)
