@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 MAX_BACKENDS = 512           # entries of the table (backend addresses, all generations)
 NAME_BYTES = 512             # the longest name (JSON) an entry holds
 MISSING = -1                 # an address without an entry (over the cap)
+STABLE_TRIES = 50            # 0.2 ms waits for the master to finish writing the table
 
 
 class Counter(IntEnum):
@@ -128,37 +129,37 @@ class BackendCounters:
     """What a worker's `Backend` bumps: word offsets into its own slot, computed once,
     so an event costs one indexed add (no lookup)."""
 
-    __slots__ = ("words", "requests", "connected_", "died", "overloaded", "disabled",
+    __slots__ = ("words", "requests", "connected", "died", "overloaded", "disabled",
                  "active")
 
     def __init__(self, words: memoryview, index: int) -> None:
         base = index * Counter.WORDS
         self.words = words
         self.requests = base + Counter.REQUESTS
-        self.connected_ = base + Counter.CONNECTED
+        self.connected = base + Counter.CONNECTED
         self.died = base + Counter.DIED
         self.overloaded = base + Counter.OVERLOADED
         self.disabled = base + Counter.DISABLED
         self.active = base + Counter.ACTIVE
 
-    def connected(self) -> None:
+    def on_connected(self) -> None:
         """A new connection is established, for a request."""
         words = self.words
-        words[self.connected_] += 1
+        words[self.connected] += 1
         words[self.requests] += 1
 
-    def reused(self) -> None:
+    def on_reused(self) -> None:
         """A request took a kept connection."""
         self.words[self.requests] += 1
 
-    def failed(self, overloaded: bool) -> None:
+    def on_failed(self, overloaded: bool) -> None:
         """A connect failed (EAGAIN: `overloaded`) and the backend sits out its
         disable-time."""
         words = self.words
         words[self.overloaded if overloaded else self.died] += 1
         words[self.disabled] += 1
 
-    def load(self, requests: int) -> None:
+    def set_load(self, requests: int) -> None:
         """Requests under way on it in this worker (once a second)."""
         self.words[self.active] = requests
 
@@ -221,11 +222,16 @@ class BackendTable:
         words[_Head.SEQ] += 1
         try:
             self._free_unused(live)
-            known = {self._name(i): i for i in range(self.count)
-                     if words[self._meta(i, _Meta.USED)]}
+            known, free = {}, []
+            for index in range(self.count):
+                if words[self._meta(index, _Meta.USED)]:
+                    known[self._name(index)] = index
+                else:
+                    free.append(index)
+            free.reverse()                     # the lowest first, by pop()
             untracked = 0
             for spec, names in configured_backends(config):
-                indexes = tuple(self._entry(name.encode(), generation, known)
+                indexes = tuple(self._entry(name.encode(), generation, known, free)
                                 for name in names)
                 untracked += indexes.count(MISSING)
                 self.entries[spec] = indexes
@@ -238,11 +244,12 @@ class BackendTable:
                       "order and keeps the names of draining generations)")
         self._untracked_logged = untracked
 
-    def _entry(self, name: bytes, generation: int, known: dict[bytes, int]) -> int:
+    def _entry(self, name: bytes, generation: int, known: dict[bytes, int],
+               free: list[int]) -> int:
         words = self.words
         index = known.get(name)
         if index is None:
-            index = self._allocate(name)
+            index = self._allocate(name, free)
             if index == MISSING:
                 return MISSING
             known[name] = index
@@ -253,15 +260,14 @@ class BackendTable:
         words[last] = max(words[last], generation)
         return index
 
-    def _allocate(self, name: bytes) -> int:
+    def _allocate(self, name: bytes, free: list[int]) -> int:
         """A free entry (a freed one first) with `name` written in; MISSING when none
         is left or the name is too long."""
         if len(name) > NAME_BYTES:
             return MISSING
         words = self.words
-        free = [i for i in range(self.count) if not words[self._meta(i, _Meta.USED)]]
         if free:
-            index = free[0]
+            index = free.pop()
         elif self.count < self.capacity:
             index = self.count
             words[_Head.COUNT] = index + 1
@@ -323,8 +329,11 @@ class BackendTable:
     def stamp(self) -> tuple[int, list[int]]:
         """What changes when the master writes the table or folds a worker: the
         sequence word (once even: the master writes for microseconds, at a worker's
-        spawn) and the retired counters."""
-        while self.words[_Head.SEQ] & 1:
+        spawn; a master killed in the middle would leave it odd: then the copy is
+        taken as it is) and the retired counters."""
+        for _ in range(STABLE_TRIES):
+            if not self.words[_Head.SEQ] & 1:
+                break
             time.sleep(0.0002)
         return self.words[_Head.SEQ], self.slot(0)[:self.count * Counter.WORDS].tolist()
 
@@ -336,6 +345,7 @@ class BackendTable:
         size = count * Counter.WORDS
         retired = self.slot(0)[:size].tolist()
         slots = [self.slot(index)[:size].tolist() for index in live]
+        workers = [sum(words) for words in zip(*slots)] if slots else [0] * size
         generations = set(live.values())
         rows = []
         for index in range(count):
@@ -343,9 +353,9 @@ class BackendTable:
                     not self._in_use(index, generations):
                 continue
             base = index * Counter.WORDS
-            counts = {field: retired[base + field] + sum(s[base + field] for s in slots)
+            counts = {field: retired[base + field] + workers[base + field]
                       for field in FOLDED}
-            counts[Counter.ACTIVE] = sum(s[base + Counter.ACTIVE] for s in slots)
+            counts[Counter.ACTIVE] = workers[base + Counter.ACTIVE]
             try:
                 name = BackendName.decode(self._name(index))
             except (ValueError, TypeError):
