@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.gateway_hosts import Extension, HostSpec, Proc, djbhash
 
+from .counters import backend_counters
+
 if TYPE_CHECKING:
     from .services import Services
 
@@ -52,7 +54,7 @@ class Backend:
     """One address of a configured host (the host's own, or one spawned process's) as
     this worker knows it."""
 
-    __slots__ = ("spec", "proc", "load", "disabled_until", "idle")
+    __slots__ = ("spec", "proc", "load", "disabled_until", "idle", "counters")
 
     def __init__(self, spec: HostSpec, proc: Proc) -> None:
         self.spec = spec
@@ -60,6 +62,7 @@ class Backend:
         self.load = 0                  # requests under way (fair balancing)
         self.disabled_until = 0.0      # out of the rotation until then (monotonic)
         self.idle: list[Connection] = []
+        self.counters = backend_counters(spec, proc)   # in the stats segment
 
     @property
     def name(self) -> str:
@@ -232,6 +235,7 @@ class Backends:
         """A backend that refused or did not answer a connect, or whose process died
         under a request, sits out its disable-time; its idle connections go too."""
         self.log(f"establishing connection failed: socket: {backend.name}: {err.strerror}")
+        backend.counters.on_failed(err.errno == errno.EAGAIN)
         backend.disabled_until = self.loop.now + backend.spec.disable_time
         while backend.idle:
             backend.idle.pop().close()
@@ -285,9 +289,11 @@ class Backends:
         connection.close()
 
     def tick(self, now: float) -> None:
-        """Once a second: close connections idle for longer than IDLE_SECONDS."""
+        """Once a second: close connections idle for longer than IDLE_SECONDS; the
+        requests under way on each backend to the stats segment."""
         for backends in self.by_spec.values():
             for backend in backends:
+                backend.counters.set_load(backend.load)
                 idle = backend.idle
                 while idle and now - idle[0].idle_since > IDLE_SECONDS:
                     idle.pop(0).close()

@@ -199,6 +199,7 @@ class Exchange:
             code = self.connection.connect_error()       # type: ignore[union-attr]
             if code:
                 return self._connect_failed(OSError(code, os.strerror(code)))
+            self.backend.counters.on_connected()
             return self._start_sending()
         if self.state == SENDING and (events & EPOLLOUT or not self.blocked) \
                 and not self._send():
@@ -229,6 +230,7 @@ class Exchange:
         connection = module.backends.take_idle(backend, self) if self.may_reuse() else None
         if connection is not None:
             self.connection, self.reused = connection, True
+            backend.counters.on_reused()
             if self.debug_level:
                 module.log(f"{module.name} - reusing a connection to {backend.name}")
             return self._start_sending()
@@ -243,6 +245,7 @@ class Exchange:
             self.state = CONNECTING
             self.since = module.services.loop.now
             return WAIT
+        backend.counters.on_connected()
         return self._start_sending()
 
     def send_body(self, head: bytes, whole_raw: bool) -> None:
