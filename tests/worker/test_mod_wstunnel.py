@@ -40,6 +40,7 @@ wstunnel.server = ( "/ws" => (( "host" => "127.0.0.1", "port" => {echo} )),
 $HTTP["url"] =~ "^/ws/bin" {{ wstunnel.frame-type = "binary" }}
 $HTTP["url"] =~ "^/ws/origin" {{ wstunnel.origins = ("example.com") }}
 $HTTP["url"] =~ "^/ws/ping" {{ wstunnel.ping-interval = 1 }}
+$HTTP["url"] =~ "^/ws/idle" {{ server.max-read-idle = 1 }}
 """
 
 
@@ -217,6 +218,11 @@ def test_server_pings_every_ping_interval(worker):
     assert b"\x89\x04ping" in head_and_rest(raw)[2]
 
 
+def test_a_silent_client_is_closed_at_max_read_idle(worker):
+    raw = exchange(worker.port, handshake("/ws/idle"), wait=4)
+    assert head_and_rest(raw)[2] == b"\x88\x00"
+
+
 def test_hybi00_handshake_and_frames(worker):
     request = (b"GET /ws/old HTTP/1.1\r\nHost: ws.test\r\nUpgrade: WebSocket\r\n"
                b"Connection: Upgrade\r\nOrigin: http://ws.test\r\n"
@@ -370,6 +376,7 @@ def compared(raw: bytes) -> tuple[int, dict[str, str], list]:
      + frame(ws.OP_CONTINUATION, b"cd")),
     ("origin-ok", handshake("/ws/origin", "Origin: http://www.example.com")
      + frame(ws.OP_TEXT, b"o")),
+    ("idle", handshake("/ws/idle")),
 ])
 def test_same_tunnel_as_lighttpd(both, name, request_bytes):
     theirs, ours = (compared(exchange(port, request_bytes, frames=1, wait=2))

@@ -172,7 +172,7 @@ class Tunnel(BackendTunnel):
     handshake answered once the backend is reached, then frames both ways."""
 
     __slots__ = ("version", "binary", "subprotocol", "decoder", "text_tail", "key3",
-                 "ping_due", "last_ping", "debug_level")
+                 "ping_due", "last_ping", "last_heard", "idle", "debug_level")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, version: int) -> None:
@@ -187,6 +187,8 @@ class Tunnel(BackendTunnel):
         self.key3: bytes | None = None if version else b""
         self.ping_due = False
         self.last_ping = 0.0
+        self.last_heard = 0.0            # when the client last sent anything
+        self.idle = False                # silent past server.max-read-idle
         self.debug_level: int = values["wstunnel.debug"]
 
     def log(self, level: int, message: str) -> None:
@@ -194,17 +196,27 @@ class Tunnel(BackendTunnel):
             self.module.log(message)
 
     def check_timeout(self, now: float) -> None:
-        """Once a second: the connect timeout, and the pings of wstunnel.ping-interval
-        (RFC 6455 only, as lighttpd)."""
+        """Once a second: the connect timeout, a client silent for server.max-read-idle
+        (closed, as lighttpd: the core leaves a tunnel's deadlines to its module), and
+        the pings of wstunnel.ping-interval (RFC 6455 only, as lighttpd)."""
         super().check_timeout(now)
-        interval = self.request.settings.values["wstunnel.ping-interval"]
-        if self.state == OPEN and self.version and interval and \
-                now - self.last_ping >= interval:
+        if self.state != OPEN:
+            return
+        values = self.request.settings.values
+        if now - self.last_heard > values["server.max-read-idle"]:
+            self.idle = True
+            self.request.wake()
+            return
+        interval = values["wstunnel.ping-interval"]
+        if self.version and interval and now - self.last_ping >= interval:
             self.last_ping = now
             self.ping_due = True
             self.request.wake()
 
     def relay(self) -> HandlerResult:
+        if self.idle:
+            self.log(LOG_INFO, "wstunnel - timeout client")
+            return self._close(0)
         if self.ping_due:
             self.ping_due = False
             self.request.response.write(ws.encode_frame(ws.OP_PING, b"ping"))
@@ -239,7 +251,7 @@ class Tunnel(BackendTunnel):
         response.status = 101
         response.stream()
         self.state = OPEN
-        self.last_ping = self.module.services.loop.now
+        self.last_ping = self.last_heard = self.module.services.loop.now
         self.log(LOG_INFO, f"WebSocket Version = {self.version or 'hybi-00'}")
         return WAIT
 
@@ -295,6 +307,7 @@ class Tunnel(BackendTunnel):
     def upstream(self, data: bytes) -> HandlerResult:
         """The client's frames: payloads to the backend, pings answered, a close
         answered and the end of the tunnel."""
+        self.last_heard = self.module.services.loop.now
         try:
             events = self.decoder.feed(data)
         except ws.ProtocolError as err:
@@ -334,10 +347,13 @@ class Tunnel(BackendTunnel):
         return self.finish()
 
     def _close(self, code: int | None) -> HandlerResult:
-        """A close frame with `code` (hybi-00's own) to the client, then the end."""
+        """A close frame with `code` (hybi-00's own; 0: one without a code) to the
+        client, then the end."""
         response = self.request.response
         if not self.version:
             response.write(ws.HYBI00_CLOSE)
+        elif code == 0:
+            response.write(ws.encode_frame(ws.OP_CLOSE))
         elif code is not None:
             response.write(ws.encode_frame(ws.OP_CLOSE, ws.close_payload(code)))
         return self.finish()
