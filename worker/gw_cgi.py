@@ -195,7 +195,7 @@ class CgiGatewayModule(GatewayModule):
         approved it already), then a responder's."""
         authorizers, responders = self._split(extensions)
         values = request.settings.values
-        mapping = values.get(self.name + ".map-extensions") or ()
+        mapping = values[self.name + ".map-extensions"]
         path = request.uri_path if by_url else request.physical_path
         approved = request.plugin_ctx.get(self.name + ".authorized", False)
         for candidates, authorizer in ((authorizers, True), (responders, False)):

@@ -30,7 +30,9 @@ scgi.server = (
   "/send/" => {hosts("flup", f', "x-sendfile" => "enable", "x-sendfile-docroot" => ( "{sendable}" )')},
   "/down/" => {hosts("nobody")},
   "/garbage/" => {hosts("garbage")},
+  ".scgi" => {hosts("flup")},
 )
+scgi.map-extensions = ( ".sc" => ".scgi" )
 $HTTP["url"] =^ "/uwsgi-uwsgi/" {{
   scgi.server = ( "/uwsgi-uwsgi/" => {hosts("uwsgi-uwsgi")} )
   scgi.protocol = "uwsgi"
@@ -114,3 +116,8 @@ def test_failures(site) -> None:
     assert worker.get("/down/x")[0] == 503
     assert worker.get("/garbage/x")[0] == 502
     assert worker.get("/slow/?sleep=2.5")[0] == 504
+
+
+def test_map_extensions(site) -> None:
+    env = variables(site["worker"].get("/page.sc")[2])
+    assert env["SCRIPT_NAME"] == "/page.sc"

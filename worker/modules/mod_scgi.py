@@ -1,5 +1,6 @@
 """mod_scgi: SCGI and uwsgi backends as lighttpd 1.4.69's mod_scgi: `scgi.server`,
-`scgi.balance`, `scgi.debug`, `scgi.protocol` ("scgi", the default, or "uwsgi").
+`scgi.balance`, `scgi.debug`, `scgi.map-extensions`, `scgi.protocol` ("scgi", the
+default, or "uwsgi").
 
 Which requests go to which backend, authorizers, SCRIPT_NAME and PATH_INFO,
 X-Sendfile: worker/gw_cgi.py; connecting, sending, timeouts and errors:
@@ -45,6 +46,7 @@ DIRECTIVES = (
     Directive("scgi.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("scgi.debug", Type.INT, 0),
     Directive("scgi.protocol", Type.STRING, "scgi", convert=_protocol),
+    Directive("scgi.map-extensions", Type.ARRAY_KVSTRING, ()),
 )
 
 
