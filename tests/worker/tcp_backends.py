@@ -6,12 +6,14 @@ backend for the tunnelling modules (mod_wstunnel, mod_sockproxy)."""
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
 
 BLOCK = 64 * 1024
 TIMEOUT = 5.0
+STALL_SECONDS = 30.0            # a stalled backend's longest wait for its peer to go
 
 
 class ThreadedServer:
@@ -56,7 +58,8 @@ class ThreadedServer:
 
 class TcpBackend(ThreadedServer):
     """Modes: `echo` returns what it reads; `flood` first sends `flood_bytes` as fast
-    as the peer takes them, then echoes; `hangup` closes at once; `upper` answers what
+    as the peer takes them, then echoes; `hangup` closes at once; `stall` reads nothing
+    until the peer goes away; `upper` answers what
     it reads upper-cased (after `flood_bytes` of b"f" when what it read starts with
     b"flood") and says b"bye" once the peer half-closed."""
 
@@ -71,6 +74,12 @@ class TcpBackend(ThreadedServer):
         if self.mode in ("echo", "flood"):
             while data := conn.recv(BLOCK):
                 conn.sendall(data)
+        elif self.mode == "stall":
+            poller = select.poll()
+            poller.register(conn, select.POLLRDHUP)
+            deadline = time.monotonic() + STALL_SECONDS
+            while time.monotonic() < deadline and not poller.poll(50):
+                pass                             # until the peer hangs up
         elif self.mode == "upper":
             while data := conn.recv(BLOCK):
                 if data.startswith(b"flood"):

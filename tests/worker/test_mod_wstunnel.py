@@ -35,6 +35,7 @@ server.stream-response-body = 2
 wstunnel.server = ( "/ws" => (( "host" => "127.0.0.1", "port" => {echo} )),
                     "/flood" => (( "host" => "127.0.0.1", "port" => {flood} )),
                     "/hangup" => (( "host" => "127.0.0.1", "port" => {hangup} )),
+                    "/stall" => (( "host" => "127.0.0.1", "port" => {stall} )),
                     "/down" => (( "host" => "127.0.0.1", "port" => {dead} )),
                     ".wsx" => (( "host" => "127.0.0.1", "port" => {echo} )) )
 $HTTP["url"] =~ "^/ws/bin" {{ wstunnel.frame-type = "binary" }}
@@ -46,7 +47,7 @@ $HTTP["url"] =~ "^/ws/idle" {{ server.max-read-idle = 1 }}
 
 @pytest.fixture(scope="module")
 def backends():
-    made = {mode: TcpBackend(mode, FLOOD_BYTES) for mode in ("echo", "flood", "hangup")}
+    made = {mode: TcpBackend(mode, FLOOD_BYTES) for mode in ("echo", "flood", "hangup", "stall")}
     yield made
     for backend in made.values():
         backend.close()
@@ -59,7 +60,8 @@ def write_config(base: Path, backends: dict[str, TcpBackend], extra: str = "") -
     conf.write_text(f'server.document-root = "{docroot}"\nserver.modules = ()\n'
                     + WSTUNNEL.format(echo=backends["echo"].port,
                                       flood=backends["flood"].port,
-                                      hangup=backends["hangup"].port, dead=free_port())
+                                      hangup=backends["hangup"].port,
+                                      stall=backends["stall"].port, dead=free_port())
                     + extra)
     return conf
 
@@ -291,6 +293,27 @@ def test_backend_flood_is_held_back_while_the_client_does_not_read(worker):
         while received < FLOOD_BYTES:
             received += len(client.recv(timeout=TIMEOUT))
     assert received == FLOOD_BYTES
+    assert held < 12 * 1024, f"the worker grew by {held} KiB"
+
+
+def test_a_client_is_held_back_while_the_backend_does_not_read(worker):
+    """A client sending as fast as it can to a backend that reads nothing: it is soon
+    blocked, and the worker holds a bounded part of what it sent."""
+    before = rss_kib(worker.process.pid)
+    message = frame(ws.OP_BINARY, b"u" * 60_000)
+    pushed = 0
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=TIMEOUT) as sock:
+        sock.sendall(handshake("/stall"))
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 ")
+        sock.setblocking(False)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and pushed < 256 << 20:
+            try:
+                pushed += sock.send(message)
+            except BlockingIOError:
+                time.sleep(0.01)
+        held = rss_kib(worker.process.pid) - before
+    assert pushed < 64 << 20, "the client was never slowed down"
     assert held < 12 * 1024, f"the worker grew by {held} KiB"
 
 
