@@ -24,7 +24,8 @@ from __future__ import annotations
 import struct
 
 from shared.config.directives import Directive, DirectiveValueError, Type
-from shared.gateway_hosts import parse_balance, parse_servers
+from shared.config.values import Array
+from shared.gateway_hosts import Extension, parse_balance, parse_servers
 
 from ..gw_cgi import CgiExchange, CgiGatewayModule
 from ..module import HandlerResult
@@ -41,8 +42,13 @@ def _protocol(value: str) -> str:
     return value
 
 
+def _servers(value: Array) -> tuple[Extension, ...]:
+    """scgi.server: a bin-path runs through the shell, as lighttpd's mod_scgi runs it."""
+    return parse_servers(value, bin_shell=True)
+
+
 DIRECTIVES = (
-    Directive("scgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),
+    Directive("scgi.server", Type.ARRAY_KVANY, (), convert=_servers),
     Directive("scgi.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("scgi.debug", Type.INT, 0),
     Directive("scgi.protocol", Type.STRING, "scgi", convert=_protocol),
