@@ -80,16 +80,16 @@ class Store:
         return _Transaction(self.db)
 
     # ------------------------------------------------------------ properties
-    def properties(self, path: str) -> list[tuple[str, str, str]]:
-        """(namespace, name, value) of every dead property of `path`."""
-        rows = self.db.execute("SELECT ns, prop, value FROM properties WHERE resource = ?",
-                               (path,))
+    def properties_from(self, path: str, members: bool) -> list[tuple[str, str, str, str]]:
+        """(resource, namespace, name, value) of the dead properties of `path` and,
+        with `members`, of every resource below it."""
+        if members and path.endswith("/"):
+            rows = self.db.execute("SELECT resource, ns, prop, value FROM properties "
+                                   f"WHERE {_MEMBERS}", (len(path), path))
+        else:
+            rows = self.db.execute("SELECT resource, ns, prop, value FROM properties "
+                                   "WHERE resource = ?", (path,))
         return list(rows)
-
-    def property_value(self, path: str, namespace: str, name: str) -> str | None:
-        row = self.db.execute("SELECT value FROM properties WHERE resource = ? AND "
-                              "prop = ? AND ns = ?", (path, name, namespace)).fetchone()
-        return None if row is None else row[0]
 
     def set_property(self, path: str, namespace: str, name: str, value: str) -> None:
         self.db.execute("REPLACE INTO properties (resource, prop, ns, value) "

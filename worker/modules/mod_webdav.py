@@ -33,25 +33,24 @@ import os
 import sqlite3
 import time
 from typing import Any, Callable, Generator
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
-from ..http import http_date
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..errors import BadRequest
 from ..request import Request, clean_path
-from ..static import (cached_etag, content_type_for, errno_status, is_directory,
-                      open_without_symlinks)
+from ..static import cached_etag, errno_status, is_directory, open_without_symlinks
 from ..statcache import CACHE
 from ..webdav_fs import (COPY_STEP, DIR_MODE, STEP, TEMP_SUFFIX, copy_file, copy_link,
                          copy_tree, create_temp, lstat_or_none, remove, remove_quietly,
                          split_path)
 from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
+from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
 from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
-                          XMLError, dav_element, error_body, escape_text, parse,
-                          property_xml, response_with_propstats, response_with_status)
+                          Name, XMLError, dav_element, error_body, parse, property_xml,
+                          response_with_propstats, response_with_status)
 
 OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
                      "deprecated-unsafe-partial-put-compat"})
@@ -89,14 +88,6 @@ DEFAULT_LOCK_TIMEOUT = 600
 MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
 NEED_BODY = "body"         # yielded by a job: wait until more of the body came
 _STATE = "webdav"
-_HREF_SAFE = "/-_.~!$&'()*+,;=:@"
-LIVE_PROPERTIES = ("creationdate", "displayname", "getcontentlength", "getcontenttype",
-                   "getetag", "getlastmodified", "resourcetype", "supportedlock",
-                   "lockdiscovery")
-SUPPORTED_LOCK = "".join(
-    dav_element("lockentry", dav_element("lockscope", dav_element(scope))
-                + dav_element("locktype", dav_element("write")))
-    for scope in ("exclusive", "shared"))
 
 Job = Generator[str, None, int]
 
@@ -108,38 +99,6 @@ class DavError(Exception):
         super().__init__(status, condition)
         self.status = status
         self.condition = condition
-
-
-class Resource:
-    """A resource named by a URL path: where it is on disk and what is there."""
-
-    __slots__ = ("url", "path", "st")
-
-    def __init__(self, url: str, path: str) -> None:
-        self.path = path.rstrip("/") or "/"
-        try:
-            self.st: os.stat_result | None = os.stat(path)   # a slash: a directory only
-        except (FileNotFoundError, NotADirectoryError):
-            self.st = None
-        if self.is_collection and not url.endswith("/"):
-            url += "/"
-        self.url = url
-
-    @property
-    def exists(self) -> bool:
-        return self.st is not None
-
-    @property
-    def is_collection(self) -> bool:
-        return self.st is not None and is_directory(self.st)
-
-    @property
-    def parent_url(self) -> str:
-        return self.url.rstrip("/").rpartition("/")[0] + "/"
-
-
-def href(url: str) -> str:
-    return quote(url.encode("utf-8", "surrogateescape"), safe=_HREF_SAFE)
 
 
 def _depth(request: Request, default: str, allowed: tuple[str, ...]) -> str:
@@ -438,8 +397,9 @@ class _Dav:
         response = self.request.response
         response.add_header("Content-Type", XML_TYPE)
         response.write(MULTISTATUS_OPEN.encode())
+        view = PropertyView(self.store, self.values, self.target.url, depth != "0")
         for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
-            response.write(self._propfind_response(resource, selection).encode(
+            response.write(_propfind_response(view, resource, selection).encode(
                 "utf-8", "surrogateescape"))
             yield STEP
         response.write(MULTISTATUS_CLOSE.encode())
@@ -473,67 +433,6 @@ class _Dav:
                 if depth == "infinity" and member.is_collection and not entry.is_symlink():
                     pending.append(member)
 
-    def _propfind_response(self, resource: Resource,
-                           selection: tuple[str, list[tuple[str, str]]]) -> str:
-        mode, names = selection
-        found: dict[int, list[str]] = {}
-        if mode == "propname":
-            names = [(DAV, name) for name in LIVE_PROPERTIES] + \
-                [(ns, name) for ns, name, _ in self._dead(resource)]
-            found[200] = [property_xml(name) for name in names]
-        elif mode == "allprop":
-            live = [self.live_property(resource, name) for name in LIVE_PROPERTIES]
-            dead = [property_xml((ns, name), value)
-                    for ns, name, value in self._dead(resource)]
-            found[200] = [prop for prop in live if prop is not None] + dead
-        else:
-            for name in names:
-                prop = self.one_property(resource, name)
-                found.setdefault(200 if prop is not None else 404, []).append(
-                    prop if prop is not None else property_xml(name))
-        return response_with_propstats(href(resource.url), found)
-
-    def _dead(self, resource: Resource) -> list[tuple[str, str, str]]:
-        return self.store.properties(resource.url) if self.store is not None else []
-
-    def one_property(self, resource: Resource, name: tuple[str, str]) -> str | None:
-        if name[0] == DAV and name[1] in LIVE_PROPERTIES:
-            return self.live_property(resource, name[1])
-        if self.store is None:
-            return None
-        value = self.store.property_value(resource.url, *name)
-        return None if value is None else property_xml(name, value)
-
-    def live_property(self, resource: Resource, name: str) -> str | None:
-        st = resource.st
-        assert st is not None
-        if name == "resourcetype":
-            return dav_element(name, dav_element("collection")
-                               if resource.is_collection else "")
-        if name == "getcontentlength":
-            return dav_element(name, str(st.st_size))
-        if name == "getlastmodified":
-            return dav_element(name, http_date(st.st_mtime))
-        if name == "creationdate":
-            return dav_element(name, time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                   time.gmtime(st.st_ctime)))
-        if name == "displayname":
-            return dav_element(name, escape_text(resource.url.rstrip("/").rpartition("/")[2]))
-        if name == "getetag":
-            return dav_element(name, escape_text(self.etag(st)))
-        if name == "getcontenttype":
-            kind = "httpd/unix-directory" if resource.is_collection else \
-                content_type_for(self.values, resource.path)
-            return dav_element(name, escape_text(kind))
-        if name == "supportedlock":
-            return dav_element(name, SUPPORTED_LOCK)
-        return dav_element(name, self.lock_discovery(resource.url))
-
-    def lock_discovery(self, url: str) -> str:
-        if self.store is None:
-            return ""
-        return "".join(_active_lock(lock) for lock in self.store.locks_covering(url))
-
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
         update = yield from self.read_xml("propertyupdate", required=True)
@@ -558,8 +457,7 @@ class _Dav:
         """All the changes, in order, or none: live properties cannot be changed
         (403), and then every other one fails too (424)."""
         assert self.store is not None
-        refused = {name for _, name, _ in changes
-                   if name[0] == DAV and name[1] in LIVE_PROPERTIES}
+        refused = {name for _, name, _ in changes if is_live(name)}
         if refused:
             return {name: 403 if name in refused else 424 for _, name, _ in changes}
         url = self.target.url
@@ -861,7 +759,7 @@ class _Dav:
         return 204
 
 
-def _selection(body: Element | None) -> tuple[str, list[tuple[str, str]]]:
+def _selection(body: Element | None) -> tuple[str, list[Name]]:
     """What a PROPFIND asks for: ("allprop" | "propname" | "prop", names)."""
     if body is None:
         return "allprop", []
@@ -873,6 +771,24 @@ def _selection(body: Element | None) -> tuple[str, list[tuple[str, str]]]:
         if child.name == (DAV, "allprop"):
             return "allprop", []
     raise DavError(400)
+
+
+def _propfind_response(view: PropertyView, resource: Resource,
+                       selection: tuple[str, list[Name]]) -> str:
+    """One resource's `<D:response>`: what was asked for, by status."""
+    mode, names = selection
+    if mode == "propname":
+        return response_with_propstats(href(resource.url), {200: view.names(resource)})
+    if mode == "allprop":
+        return response_with_propstats(href(resource.url), {200: view.all(resource)})
+    found: dict[int, list[str]] = {}
+    for name in names:
+        prop = view.one(resource, name)
+        if prop is None:
+            found.setdefault(404, []).append(property_xml(name))
+        else:
+            found.setdefault(200, []).append(prop)
+    return response_with_propstats(href(resource.url), found)
 
 
 def _property_changes(update: Element) -> list[tuple[str, tuple[str, str], str | None]]:
@@ -906,20 +822,7 @@ def _lock_request(info: Element) -> tuple[str, str]:
     return scopes[0][1], owner.inner_xml() if owner is not None else ""
 
 
-def _active_lock(lock: Lock) -> str:
-    remaining = max(lock.expires - int(time.time()), 0)
-    depth = "infinity" if lock.depth == INFINITY else "0"
-    owner = dav_element("owner", lock.owner_xml) if lock.owner_xml else ""
-    return dav_element("activelock", "".join((
-        dav_element("locktype", dav_element(lock.kind)),
-        dav_element("lockscope", dav_element(lock.scope)),
-        dav_element("depth", depth), owner,
-        dav_element("timeout", f"Second-{remaining}"),
-        dav_element("locktoken", dav_element("href", escape_text(lock.token))),
-        dav_element("lockroot", dav_element("href", escape_text(href(lock.root)))))))
-
-
 def _lock_answer(locks: list[Lock]) -> str:
-    discovery = "".join(_active_lock(lock) for lock in locks)
+    discovery = "".join(active_lock(lock) for lock in locks)
     return (XML_HEAD + '<D:prop xmlns:D="DAV:">'
             + dav_element("lockdiscovery", discovery) + "</D:prop>\n")

@@ -1,0 +1,153 @@
+"""WebDAV resources and their properties, as PROPFIND shows them.
+
+A `Resource` is a URL path of a share with its file and a fresh stat() (lighttpd's
+mod_webdav does not trust the stat cache either: the files change under it).  The
+live properties (RFC 4918 §15) come from that stat; dead properties and locks from
+the share's store, read once for all the resources one PROPFIND walks
+(`PropertyView`), not once per resource, so a Depth: 1 answer of a big collection
+costs two queries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+from urllib.parse import quote
+
+from .static import cached_etag, content_type_for, is_directory, last_modified
+from .webdav_store import INFINITY, Lock, Store
+from .webdav_xml import DAV, Name, dav_element, escape_text, property_xml
+
+SUPPORTED_LOCK = dav_element("supportedlock", "".join(
+    dav_element("lockentry", dav_element("lockscope", dav_element(scope))
+                + dav_element("locktype", dav_element("write")))
+    for scope in ("exclusive", "shared")))
+COLLECTION_TYPE = dav_element("resourcetype", dav_element("collection"))
+FILE_TYPE = dav_element("resourcetype")
+DIRECTORY_MIME = dav_element("getcontenttype", "httpd/unix-directory")
+_HREF_SAFE = "/-_.~!$&'()*+,;=:@"
+
+
+def href(url: str) -> str:
+    return quote(url.encode("utf-8", "surrogateescape"), safe=_HREF_SAFE)
+
+
+def is_live(name: Name) -> bool:
+    return name[0] == DAV and name[1] in LIVE_PROPERTIES
+
+
+class Resource:
+    """A resource named by a URL path: where it is on disk and what is there."""
+
+    __slots__ = ("url", "path", "st", "is_collection")
+
+    def __init__(self, url: str, path: str) -> None:
+        self.path = path.rstrip("/") or "/"
+        try:
+            self.st: os.stat_result | None = os.stat(path)   # a slash: a directory only
+        except (FileNotFoundError, NotADirectoryError):
+            self.st = None
+        self.is_collection = self.st is not None and is_directory(self.st)
+        if self.is_collection and not url.endswith("/"):
+            url += "/"
+        self.url = url
+
+    @property
+    def exists(self) -> bool:
+        return self.st is not None
+
+    @property
+    def parent_url(self) -> str:
+        return self.url.rstrip("/").rpartition("/")[0] + "/"
+
+
+def active_lock(lock: Lock) -> str:
+    """A lock as lockdiscovery shows it."""
+    remaining = max(lock.expires - int(time.time()), 0)
+    depth = "infinity" if lock.depth == INFINITY else "0"
+    owner = dav_element("owner", lock.owner_xml) if lock.owner_xml else ""
+    return dav_element("activelock", "".join((
+        dav_element("locktype", dav_element(lock.kind)),
+        dav_element("lockscope", dav_element(lock.scope)),
+        dav_element("depth", depth), owner,
+        dav_element("timeout", f"Second-{remaining}"),
+        dav_element("locktoken", dav_element("href", escape_text(lock.token))),
+        dav_element("lockroot", dav_element("href", escape_text(href(lock.root)))))))
+
+
+class PropertyView:
+    """The properties of the resources at and below `top` (with `members`), dead
+    ones and locks read from `store` at once."""
+
+    def __init__(self, store: Store | None, values: dict, top: str, members: bool) -> None:
+        self.values = values
+        self.locks: list[Lock] = []
+        self.dead: dict[str, list[tuple[str, str, str]]] = {}
+        if store is not None:
+            self.locks = store.locks_covering(top)
+            if members:
+                self.locks += store.locks_below(top)
+            for resource, namespace, name, value in store.properties_from(top, members):
+                self.dead.setdefault(resource, []).append((namespace, name, value))
+
+    def names(self, resource: Resource) -> list[str]:
+        """propname: every property's name, empty."""
+        dead = [(ns, name) for ns, name, _ in self.dead.get(resource.url, ())]
+        return [property_xml(name) for name in [(DAV, n) for n in LIVE_PROPERTIES] + dead]
+
+    def all(self, resource: Resource) -> list[str]:
+        """allprop: every property with its value."""
+        found = [show(self, resource) for show in _LIVE.values()]
+        found += [property_xml((ns, name), value)
+                  for ns, name, value in self.dead.get(resource.url, ())]
+        return found
+
+    def one(self, resource: Resource, name: Name) -> str | None:
+        """A named property with its value, None when the resource has none."""
+        if is_live(name):
+            return _LIVE[name[1]](self, resource)
+        for namespace, local, value in self.dead.get(resource.url, ()):
+            if (namespace, local) == name:
+                return property_xml(name, value)
+        return None
+
+    def lock_discovery(self, resource: Resource) -> str:
+        return dav_element("lockdiscovery", "".join(
+            active_lock(lock) for lock in self.locks if lock.covers(resource.url)))
+
+    def content_type(self, resource: Resource) -> str:
+        if resource.is_collection:
+            return DIRECTORY_MIME
+        kind = content_type_for(self.values, resource.path)
+        return dav_element("getcontenttype", escape_text(kind))
+
+    def etag(self, resource: Resource) -> str:
+        return dav_element("getetag", cached_etag(resource.st, self.values))
+
+
+def _creation_date(st: os.stat_result) -> str:
+    return dav_element("creationdate", time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                     time.gmtime(st.st_ctime)))
+
+
+def _display_name(url: str) -> str:
+    return dav_element("displayname", escape_text(url.rstrip("/").rpartition("/")[2]))
+
+
+# live property -> its element for (view, resource); the order of allprop answers
+_LIVE: dict[str, Callable[[PropertyView, Resource], str]] = {
+    "creationdate": lambda view, resource: _creation_date(resource.st),
+    "displayname": lambda view, resource: _display_name(resource.url),
+    "getcontentlength": lambda view, resource: dav_element(
+        "getcontentlength", str(resource.st.st_size)),
+    "getcontenttype": PropertyView.content_type,
+    "getetag": PropertyView.etag,
+    "getlastmodified": lambda view, resource: dav_element(
+        "getlastmodified", last_modified(resource.st.st_mtime)),
+    "resourcetype": lambda view, resource: COLLECTION_TYPE if resource.is_collection
+    else FILE_TYPE,
+    "supportedlock": lambda view, resource: SUPPORTED_LOCK,
+    "lockdiscovery": PropertyView.lock_discovery,
+}
+LIVE_PROPERTIES = tuple(_LIVE)
