@@ -25,7 +25,7 @@ the document root as SCRIPT_FILENAME, as lighttpd gives it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.config.directives import DirectiveValueError
 from shared.gateway_hosts import Extension
@@ -40,6 +40,8 @@ from .request import Request
 
 if TYPE_CHECKING:
     from shared.gateway_hosts import HostSpec
+
+    from .services import Services
 
 VARIABLE = "variable-"
 
@@ -146,8 +148,8 @@ class CgiGatewayModule(GatewayModule):
 
     exchange_class: ClassVar[type[CgiExchange]]
 
-    def __init__(self, config: object, services: object) -> None:
-        super().__init__(config, services)       # type: ignore[arg-type]
+    def __init__(self, config: Any, services: "Services") -> None:
+        super().__init__(config, services)
         self.by_mode: dict[tuple[Extension, ...],
                            tuple[tuple[Extension, ...], tuple[Extension, ...]]] = {}
 
