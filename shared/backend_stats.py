@@ -239,9 +239,10 @@ class BackendTable:
         finally:
             words[_Head.SEQ] += 1
         if untracked and untracked != self._untracked_logged:
-            log.error("stats", f"backend counters: {untracked} backend addresses are not "
-                      f"counted (the table holds {self.capacity}; it fills in config "
-                      "order and keeps the names of draining generations)")
+            log.error("stats", f"backend counters: the table is full ({self.capacity} "
+                      f"entries): {untracked} backend addresses of generation "
+                      f"{generation} are not counted (it fills in config order and "
+                      "keeps the names of draining generations)")
         self._untracked_logged = untracked
 
     def _entry(self, name: bytes, generation: int, known: dict[bytes, int],

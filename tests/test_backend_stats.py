@@ -167,7 +167,8 @@ def test_a_full_table_counts_what_fits_and_says_so(tmp_path, capfd):
     scratch = table.counters(spec, 0)
     scratch.on_connected()                     # counted nowhere, and no error
     assert [row.name.label for row in table.rows({1: 1})] == ["h0", "h1"]
-    assert "1 backend addresses are not counted" in capfd.readouterr().err
+    assert "the table is full (2 entries): 1 backend addresses of generation 1 are not " \
+        "counted" in capfd.readouterr().err
 
 
 def test_lighttpd_keys_share_a_label_and_count_requests_per_module():
