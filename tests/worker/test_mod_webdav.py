@@ -518,8 +518,47 @@ def test_get_after_put_is_fresh(share):
         assert worker.get("/dav/fresh.txt")[2] == f"version {index}".encode()
 
 
-# --------------------------------------------------------------------- litmus
+def peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
+
+
+def test_large_streamed_put_keeps_memory_flat(share):
+    worker, docroot, _ = share
+    size, piece = 96 << 20, b"\x5a" * (1 << 20)
+    with worker.socket(timeout=30) as sock:
+        sock.sendall(b"PUT /stream/large.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(piece)):
+            sock.sendall(piece)
+        assert read_answer(sock).startswith(b"HTTP/1.1 201")
+    assert (docroot / "stream" / "large.bin").stat().st_size == size
+    assert peak_rss_kib(worker.process.pid) < 64 * 1024
+
+
+# ------------------------------------------------------------- real clients
 LITMUS = shutil.which("litmus")
+CADAVER = shutil.which("cadaver")
+
+
+@pytest.mark.skipif(CADAVER is None, reason="Debian's cadaver is not installed")
+def test_cadaver_session(share, tmp_path):
+    worker, docroot, _ = share
+    (tmp_path / "up.txt").write_text("uploaded by cadaver\n")
+    (docroot / "dav" / "cad").mkdir()
+    commands = ("put up.txt\nmove up.txt moved.txt\nlock moved.txt\ndiscover moved.txt\n"
+                "unlock moved.txt\nmkcol sub\ncopy moved.txt sub/\nls sub\n"
+                "delete moved.txt\nls\nquit\n")
+    done = subprocess.run([CADAVER, f"http://127.0.0.1:{worker.port}/dav/cad/"],
+                          input=commands, capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path)
+    out = done.stdout
+    assert out.count("succeeded") == 9 and "failed" not in out, out
+    assert re.search(r"Lock token <urn:uuid:[-0-9a-f]+>", out), out
+    assert "Scope: exclusive" in out
+    assert sorted(p.name for p in (docroot / "dav" / "cad").rglob("*")) == ["moved.txt", "sub"]
+    assert (docroot / "dav" / "cad" / "sub" / "moved.txt").read_text() == \
+        "uploaded by cadaver\n"
 
 
 @pytest.mark.skipif(LITMUS is None, reason="Debian's litmus is not installed")
