@@ -360,17 +360,20 @@ def scripted(tmp_path_factory):
         conf = base / "s.conf"
         conf.write_text(config_text(base, f"""
 server.errorlog = "{base}/error.log"
-fastcgi.server = ( "/s/" => ( ( "socket" => "{backend.path}", "check-local" => "disable" ) ) )
+fastcgi.server = ( "/s/" => ( ( "socket" => "{backend.path}", "check-local" => "disable" ) ),
+                   "/sx/" => ( ( "socket" => "{backend.path}", "check-local" => "disable",
+                                 "x-sendfile" => "enable" ) ) )
 """, MODULES))
+        (base / "parts.txt").write_text("0123456789abcdef")
         try:
             with WorkerProcess(conf) as worker:
-                yield backend, worker, base / "error.log"
+                yield backend, worker, base / "error.log", base
         finally:
             backend.stop()
 
 
 def test_records_in_any_pieces_with_stderr_and_other_ids_between(scripted) -> None:
-    backend, worker, errorlog = scripted
+    backend, worker, errorlog, _ = scripted
     backend.answer = (fastcgi.record(fastcgi.STDOUT, 1, b"Status: 203\r\nX-A: 1\r\n")
                       + fastcgi.record(fastcgi.STDERR, 1, b"careful\n")
                       + fastcgi.record(fastcgi.STDOUT, 2, b"not ours")
@@ -385,7 +388,7 @@ def test_records_in_any_pieces_with_stderr_and_other_ids_between(scripted) -> No
 
 
 def test_the_request_as_the_backend_reads_it(scripted) -> None:
-    backend, worker, _ = scripted
+    backend, worker, _, _ = scripted
     backend.answer = fastcgi.record(fastcgi.STDOUT, 1, b"\r\n") + fastcgi.end_request(1)
     body = os.urandom(150_000)
     long_value = "v" * 300
@@ -399,8 +402,22 @@ def test_the_request_as_the_backend_reads_it(scripted) -> None:
 
 
 def test_no_end_request_is_502_and_a_head_too_large_too(scripted) -> None:
-    backend, worker, _ = scripted
+    backend, worker, _, _ = scripted
     backend.answer = fastcgi.record(fastcgi.STDOUT, 1, b"Status: 200\r\n\r\npartial")
     assert worker.get("/s/cut")[0] == 502
     backend.answer = fastcgi.stream(fastcgi.STDOUT, 1, b"X-Big: " + b"y" * 70_000)
     assert worker.get("/s/big")[0] == 502
+
+
+@pytest.mark.parametrize("header, value, expected", [
+    ("X-Sendfile2", "{base}/parts.txt 2-4, {base}/parts.txt 10-", b"234abcdef"),
+    ("X-LIGHTTPD-send-file", "{base}/parts.txt", b"0123456789abcdef"),
+])
+def test_other_x_sendfile_headers(scripted, header, value, expected) -> None:
+    backend, worker, _, base = scripted
+    line = f"{header}: {value.format(base=base)}\r\n\r\n".encode()
+    backend.answer = fastcgi.record(fastcgi.STDOUT, 1, line) + fastcgi.end_request(1)
+    status, headers, body = worker.get("/sx/f")
+    assert (status, body) == (200, expected) and header not in headers
+    status, headers, body = worker.get("/s/f")          # x-sendfile off: header dropped
+    assert (status, body) == (200, b"") and header not in headers
