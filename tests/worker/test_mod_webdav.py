@@ -436,6 +436,18 @@ def test_move_takes_the_lock_away(share):
     assert lock(worker, "/dav/mover.txt")[0] == 200      # the old lock went with it
 
 
+def test_lock_expires(share):
+    worker, docroot, _ = share
+    (docroot / "dav" / "brief.txt").write_text("b")
+    assert lock(worker, "/dav/brief.txt", Timeout="Second-1")[0] == 200
+    assert dav(worker, "PUT", "/dav/brief.txt", "x")[0] == 423
+    deadline = time.monotonic() + 5
+    while dav(worker, "PUT", "/dav/brief.txt", "x")[0] == 423 and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dav(worker, "PUT", "/dav/brief.txt", "y")[0] == 204
+
+
 def test_shared_and_collection_locks(share):
     worker, docroot, _ = share
     (docroot / "dav" / "lockcol").mkdir()
@@ -492,6 +504,31 @@ def test_streamed_put_and_aborted_put(share):
 
 def temp_files(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.endswith(".webdav-tmp")]
+
+
+def test_big_delete_leaves_the_loop_free(share):
+    """A DELETE of 20,000 files runs in slices: a GET on another connection is
+    answered while it is still going."""
+    worker, docroot, _ = share
+    tree = docroot / "dav" / "many"
+    tree.mkdir()
+    for index in range(20_000):
+        (tree / f"{index}").touch()
+    with worker.socket(timeout=30) as deleting:
+        deleting.sendall(b"DELETE /dav/many/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while len(os.listdir(tree)) == 20_000 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        status, _, body = worker.get("/ro/file.txt")
+        deleting.setblocking(False)
+        try:
+            early = deleting.recv(100)
+        except BlockingIOError:
+            early = b""
+        deleting.settimeout(30)
+        assert (status, body, early) == (200, b"read only", b"")
+        assert read_answer(deleting).startswith(b"HTTP/1.1 204")
+    assert not tree.exists()
 
 
 def test_log_xml(share):
