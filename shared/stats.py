@@ -147,10 +147,14 @@ class StatsSegment:
     def claim(self, pid: int, generation: int,
               config: "LoadedConfig | None" = None) -> int:
         """A free worker slot for a new process (master only), with entries in the
-        backend table for the gateway backends of its `config`."""
+        backend table for the gateway backends of its `config`.  Everything is zeroed
+        while the slot is still free: a reader counts a slot once it is not."""
         for index in range(1, self.slot_count):
             words = self.slot(index)
             if words[Field.STATE] == State.FREE:
+                if config is not None:
+                    self.backends.register(generation, config, self.live_generations())
+                self.backends.clear_slot(index)
                 for offset in range(Field.WORDS):
                     words[offset] = 0
                 words[Field.PID] = pid
@@ -158,9 +162,6 @@ class StatsSegment:
                 words[Field.STATE] = State.STARTING
                 words[Field.STARTED] = int(time.time())
                 words[Field.HEARTBEAT] = monotonic_ms()
-                if config is not None:
-                    self.backends.register(generation, config, self.live_generations())
-                self.backends.clear_slot(index)
                 return index
         raise RuntimeError("no free stats slot")
 

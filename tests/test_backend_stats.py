@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from serverproc import Server, free_port, wait_until
 from shared.backend_stats import (BackendName, BackendRow, BackendTable, Counter,
                                   configured_backends)
 from shared.metrics import gateway_statistics
-from shared.stats import StatsSegment
+from shared.stats import Field, StatsSegment
 
 sys.path.insert(0, str(REPO / "tests" / "worker"))
 
@@ -142,6 +143,47 @@ def test_a_name_keeps_its_entry_across_generations_and_a_removed_one_is_freed(tm
     rows = {row.name.label: row.counts for row in segment.read_consistent().backends}
     assert all(value == 0 for value in rows["d"].values())
     assert table.count == 3
+
+
+def test_concurrent_retirements_never_make_backend_counts_go_back(tmp_path):
+    """A child plays the master (claim a slot with the config, fork a worker that
+    counts on a backend and exits, reap, retire) as fast as it can while this process,
+    a live worker of the same generation, reads: no read may see less than the one
+    before."""
+    config = _config(tmp_path, {"/a/": ("a", "127.0.0.1", 8001)})
+    spec = _spec(config, "/a/")
+    segment = StatsSegment(worker_slots=8)
+    segment.claim(os.getpid(), 1, config)
+    master = os.fork()
+    if master == 0:
+        try:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                slot = segment.claim(0, 1, config)
+                worker = os.fork()
+                if worker == 0:
+                    segment.backends.bind(slot)
+                    counters = segment.backends.counters(spec, 0)
+                    counters.on_connected()
+                    counters.on_failed(overloaded=False)
+                    os._exit(0)
+                segment.slot(slot)[Field.PID] = worker
+                os.waitpid(worker, 0)
+                segment.retire(slot)
+        finally:
+            os._exit(0)
+    try:
+        previous, reads = (0, 0), 0
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            (row,) = segment.read_consistent().backends
+            totals = (row.counts[Counter.REQUESTS], row.counts[Counter.DIED])
+            assert all(now >= before for now, before in zip(totals, previous)), \
+                (previous, totals)
+            previous, reads = totals, reads + 1
+        assert previous[0] > 0 and reads > 100
+    finally:
+        os.waitpid(master, 0)
 
 
 def test_a_spawned_host_has_one_backend_per_process(tmp_path):
