@@ -411,6 +411,8 @@ def test_locks(share):
     assert dav(worker, "PUT", "/dav/locked.txt", "v2", If=f"(<{token}>)")[0] == 204
     assert dav(worker, "PUT", "/dav/locked.txt", "v3", If="(<opaquelocktoken:nope>)")[0] \
         == 412
+    assert dav(worker, "PUT", "/dav/locked.txt", "v3",
+               If=f"<http://x/dav/%00> (<{token}>)")[0] == 412      # names no resource
     _, _, body = propfind(worker, "/dav/locked.txt", "0")
     assert token.encode() in body and b"<D:lockdiscovery><D:activelock>" in body
     status, _, body = dav(worker, "LOCK", "/dav/locked.txt", If=f"(<{token}>)",

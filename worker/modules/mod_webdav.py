@@ -37,8 +37,9 @@ from urllib.parse import urlsplit
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
-from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..errors import BadRequest
+from ..host import normalize_host
+from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, clean_path
 from ..static import cached_etag, errno_status, is_directory, open_without_symlinks
 from ..statcache import CACHE
@@ -75,7 +76,6 @@ DIRECTIVES = (
     Directive("webdav.opts", Type.ARRAY_KVANY, frozenset(), convert=_parse_opts),
 )
 
-READ_METHODS = frozenset({"PROPFIND", "OPTIONS"})
 WRITE_METHODS = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
                            "UNLOCK"})
 ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " \
@@ -221,13 +221,16 @@ class Module(BaseModule):
         try:
             return step()
         except DavError as err:
+            _discard_answer(request)
             if err.condition:
                 request.response.add_header("Content-Type", XML_TYPE)
                 request.response.write(error_body(err.condition))
             return err.status
         except OSError as err:
+            _discard_answer(request)
             return _os_status(err)
         except sqlite3.Error as err:
+            _discard_answer(request)
             self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
             return 500
 
@@ -235,6 +238,13 @@ class Module(BaseModule):
         if request.settings.values["webdav.log-xml"]:
             self.services.log_error("mod_webdav.c", f"XML-{what}-body: "
                                     f"{data.decode('utf-8', 'replace')}")
+
+
+def _discard_answer(request: Request) -> None:
+    """Drop what a method that failed half-way had written of its answer (a part
+    of a Multi-Status body): its error status goes out alone."""
+    request.response.reset_body()
+    request.response.remove_header("Content-Type")
 
 
 def _os_status(err: OSError) -> int:
@@ -349,8 +359,10 @@ class _Dav:
         of the one a tagged list names."""
         resource: Resource | None = self.target
         if tag is not None:
-            parsed = urlsplit(tag)
-            resource = self.resource(clean_path(parsed.path)) if parsed.path else None
+            try:
+                resource = self.resource(clean_path(urlsplit(tag).path or "/"))
+            except BadRequest:
+                resource = None
         if resource is None:
             return set(), ""
         tokens = set()
@@ -426,7 +438,10 @@ class _Dav:
             for entry in entries:
                 if entry.is_symlink() and not follow or entry.name.endswith(TEMP_SUFFIX):
                     continue
-                member = Resource(collection.url + entry.name, entry.path)
+                try:
+                    member = Resource(collection.url + entry.name, entry.path)
+                except OSError:
+                    continue                 # unreadable: not listed
                 if not member.exists:
                     continue
                 yield member
@@ -617,9 +632,10 @@ class _Dav:
             self.check_unlocked(source, members=True, parent=True)
         self.check_unlocked(destination, members=True, parent=existed is None)
         if existed is not None:
-            failed = yield from remove(destination.path, existed)
-            if failed:
-                return self.members_failed(failed, destination)
+            if source.is_collection or is_directory(existed):   # a file replaces a file
+                failed = yield from remove(destination.path, existed)     # at once
+                if failed:
+                    return self.members_failed(failed, destination)
             if self.store is not None:        # its locks stay: they lock the URL
                 self.store.forget(destination.url, ("properties",))
         status = yield from (self._move(source, destination) if move
@@ -635,14 +651,15 @@ class _Dav:
         if not header:
             raise DavError(400)
         parsed = urlsplit(header.strip())
-        if parsed.netloc and parsed.netloc.lower() != self.request.host.lower():
-            raise DavError(502)
         if not parsed.path.startswith("/"):
             raise DavError(400)
         try:
             url = clean_path(parsed.path)
+            host = normalize_host(parsed.netloc, parsed.scheme) if parsed.netloc else ""
         except BadRequest:
             raise DavError(400) from None
+        if host and host != self.request.host:
+            raise DavError(502)
         resource = self.resource(url)
         if resource is None:
             raise DavError(502)
