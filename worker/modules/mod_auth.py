@@ -6,7 +6,8 @@
 the first prefix of the URL path, in the order written, decides; a `host=` is warned of at
 start-up, as lighttpd does.  The user names and passwords come from the backend
 `auth.backend` names (worker/authn.py; mod_authn_file gives plain, htpasswd,
-htdigest).  As with lighttpd's file backends, `group=` and `host=` never match.
+htdigest).  As with lighttpd's file backends, `group=` and `host=` never match, but a
+backend that knows groups (LDAP: `check_login`) is given the whole rule and decides.
 
 - Basic: `401` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; credentials
   that are not base64 or have no `:` are a 400; more than 1363 characters of them
@@ -84,6 +85,7 @@ class Rule:
     algorithms: frozenset[str]
     nonce_secret: bytes | None
     userhash: bool
+    groups: frozenset[str] = frozenset()
 
     def permits(self, user: str) -> bool:
         """lighttpd's http_auth_match_rules with a user and no group or host."""
@@ -97,15 +99,15 @@ class CachePolicy:
     max_age: int
 
 
-def _parse_require(text: str) -> tuple[bool, frozenset[str]]:
-    """valid-user, or the user= names of user=a|user=b|group=g|host=h (a trailing `|`
-    is allowed, as in lighttpd)."""
+def _parse_require(text: str) -> tuple[bool, frozenset[str], frozenset[str]]:
+    """valid-user, or the user= and group= names of user=a|user=b|group=g|host=h (a
+    trailing `|` is allowed, as in lighttpd)."""
     if text == "valid-user":
-        return True, frozenset()
+        return True, frozenset(), frozenset()
     tokens = text.split("|")
     if len(tokens) > 1 and not tokens[-1]:
         tokens.pop()
-    users = []
+    users, groups = [], []
     for token in tokens:
         name, eq, value = token.partition("=")
         if not eq:
@@ -122,11 +124,13 @@ def _parse_require(text: str) -> tuple[bool, frozenset[str]]:
                 f"combined with other require rules {_REQUIRE_HINT}. error value: {text}")
         if name == "user":
             users.append(value)
-        elif name not in ("group", "host"):
+        elif name == "group":
+            groups.append(value)
+        elif name != "host":
             raise DirectiveValueError(
                 f"error parsing auth.require 'require' field: invalid/unsupported token "
                 f"{_REQUIRE_HINT}. error value: {text} error near: {token}")
-    return False, frozenset(users)
+    return False, frozenset(users), frozenset(groups)
 
 
 def _parse_algorithms(text: str) -> frozenset[str]:
@@ -178,7 +182,7 @@ def _rule(prefix: str, fields: Any) -> Rule:
     if not require:
         raise DirectiveValueError('the require field is missing or blank in: auth.require = '
                                   '( "..." => ( ..., "require" => "..." ) )')
-    valid_user, users = _parse_require(options["require"])
+    valid_user, users, groups = _parse_require(options["require"])
     algorithms = options.get("algorithm", "").strip()
     secret = options.get("nonce_secret", options.get("nonce-secret"))
     try:
@@ -188,7 +192,7 @@ def _rule(prefix: str, fields: Any) -> Rule:
     return Rule(prefix, method, options["realm"], options["require"], valid_user, users,
                 _parse_algorithms(algorithms) if algorithms else frozenset({"MD5"}),
                 secret.encode("utf-8", "surrogateescape") if secret is not None else None,
-                userhash)
+                userhash, groups)
 
 
 def parse_require(value: Array) -> tuple[Rule, ...]:
@@ -544,7 +548,7 @@ class Module(BaseModule):
         good = self._password_verdict(request, rule, backend, header, user, password)
         if good is _LATER:
             return WAIT
-        if good and rule.permits(user):
+        if good and (rule.permits(user) or _checks_groups(backend, rule)):
             _authenticated(request, user, "Basic")
             return None
         log.error("mod_auth", f"password doesn't match for {request.uri_path} username: "
@@ -579,7 +583,10 @@ class Module(BaseModule):
                 hmac.compare_digest(checking[0], password):
             checking[1].join(request)
             return checking[1]
-        answer = backend.check_password(request, rule.realm, user, password)
+        if _checks_groups(backend, rule):
+            answer = backend.check_login(request, rule, user, password)  # type: ignore[attr-defined]
+        else:
+            answer = backend.check_password(request, rule.realm, user, password)
         if isinstance(answer, authn.Pending):
             self.checking[key] = (password, answer)
         return answer
@@ -677,6 +684,12 @@ class Module(BaseModule):
                       f"for {request.uri_path}")
             return None
         return found
+
+
+def _checks_groups(backend: authn.Backend, rule: Rule) -> bool:
+    """Whether the backend decides the rule's group= itself (LDAP's `check_login`: the
+    password and the rule's users or groups at once, as lighttpd's backends do)."""
+    return bool(rule.groups) and hasattr(backend, "check_login")
 
 
 def _authorization(request: Request) -> str:

@@ -1,0 +1,113 @@
+"""A real OpenLDAP slapd for tests, started in a temporary directory on a loopback port
+(never the system's service): an mdb database under `dc=example,dc=org`, loaded with
+slapadd before slapd starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
+SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
+needs_slapd = pytest.mark.skipif(
+    not (os.access(SLAPD, os.X_OK) and os.access(SLAPADD, os.X_OK)),
+    reason="OpenLDAP's slapd is not installed (Debian: slapd ldap-utils)")
+BASE_DN = "dc=example,dc=org"
+ROOT_DN = f"cn=admin,{BASE_DN}"
+ROOT_PW = "adminpw"
+START_TIMEOUT = 10.0
+
+_CONF = """include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/nis.schema
+include /etc/ldap/schema/inetorgperson.schema
+pidfile {base}/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+suffix "{suffix}"
+rootdn "{rootdn}"
+rootpw {rootpw}
+directory {base}/db
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Slapd:
+    """slapd serving `ldif` on 127.0.0.1:port until stop()."""
+
+    def __init__(self, base: Path, ldif: str) -> None:
+        (base / "db").mkdir(parents=True)
+        self.conf = base / "slapd.conf"
+        self.conf.write_text(_CONF.format(base=base, suffix=BASE_DN, rootdn=ROOT_DN,
+                                          rootpw=ROOT_PW))
+        (base / "data.ldif").write_text(ldif)
+        subprocess.run([SLAPADD, "-f", str(self.conf), "-l", str(base / "data.ldif")],
+                       check=True, capture_output=True, timeout=30)
+        self.port = free_port()
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [SLAPD, "-d", "0", "-f", str(self.conf), "-h", self.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_listening()
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"slapd exited: {self.process.stderr.read()!r}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("slapd did not listen in time")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def entries_ldif(*entries: dict[str, list[str] | str]) -> str:
+    """LDIF text of the base entry followed by `entries` (each with its "dn")."""
+    blocks = [f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\n"
+              "o: Example\ndc: example\n"]
+    for entry in entries:
+        lines = []
+        for key, value in entry.items():
+            for item in [value] if isinstance(value, str) else value:
+                lines.append(f"{key}: {item}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+class Blackhole:
+    """A listening socket that accepts and never answers: a server that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
