@@ -87,7 +87,7 @@ class BackendTunnel:
             return self._connecting(events)
         if self.state == DONE:
             return self.request.response.status
-        return self.relay()
+        return self.relay(events)
 
     def _connecting(self, events: int) -> HandlerResult:
         if self.timed_out:
@@ -137,12 +137,13 @@ class BackendTunnel:
         return self._open()
 
     # ------------------------------------------------------------------ relay
-    def relay(self) -> HandlerResult:
-        """One turn: the backend's bytes to the client, the client's to the backend;
-        either side's end is the subclass's to judge."""
+    def relay(self, events: int) -> HandlerResult:
+        """One turn: the backend's bytes to the client (when the loop said there are
+        some, or the client caught up), the client's to the backend; either side's
+        end is the subclass's to judge."""
         if self.request.body is None:          # the answer's head is not out yet
             return WAIT
-        ended = self._relay_down()
+        ended = self._relay_down(events)
         if ended is None:
             ended = self._relay_up()
         if ended is not None:
@@ -151,13 +152,17 @@ class BackendTunnel:
                              | (EPOLLOUT if self.outgoing else 0))
         return WAIT
 
-    def _relay_down(self) -> HandlerResult:
+    def _relay_down(self, events: int) -> HandlerResult:
+        """Read the backend while the client keeps up; a read shorter than asked took
+        all there was (the loop is level-triggered: it says when more came)."""
         request = self.request
         response = request.response
         if self.paused:
             if response.wants_drain:
                 return None
             self.paused = False
+        elif not events & ~EPOLLOUT:
+            return None
         sock = self.connection.sock                    # type: ignore[union-attr]
         while request.backlog() < BACKLOG_HIGH:
             try:
@@ -169,6 +174,8 @@ class BackendTunnel:
             if not data:
                 return self.backend_ended(None)
             response.write(self.downstream(data))
+            if len(data) < READ_SIZE:
+                return None
         self.paused = response.wants_drain = True
         return None
 

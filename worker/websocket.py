@@ -158,7 +158,8 @@ class FrameDecoder:
         self.mask = b""
         self.offset = 0             # payload bytes of the current frame already seen
         self.message = -1           # the opcode of a fragmented message under way
-        self.utf8: codecs.IncrementalDecoder | None = None   # checks a text message
+        # checks a text message that comes in pieces
+        self.utf8: codecs.IncrementalDecoder | None = None
         self.control = b""          # a control frame's payload so far
 
     def feed(self, data: bytes) -> list[Data | Control]:
@@ -230,8 +231,7 @@ class FrameDecoder:
             if self.message >= 0:
                 raise ProtocolError(CLOSE_PROTOCOL_ERROR, "new message inside another")
             self.message = opcode
-            self.utf8 = codecs.getincrementaldecoder("utf-8")() if opcode == OP_TEXT \
-                else None
+            self.utf8 = None
         else:
             raise ProtocolError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode}")
 
@@ -253,7 +253,7 @@ class FrameDecoder:
             return Control(opcode, payload)
         last = done and self.fin
         message = self.message
-        if self.utf8 is not None:
+        if message == OP_TEXT:
             self._check_text(piece, last)
         if last:
             self.message = -1
@@ -262,8 +262,15 @@ class FrameDecoder:
         return Data(message, piece, last)
 
     def _check_text(self, piece: bytes, last: bool) -> None:
+        """A text message must be UTF-8: one that comes whole is checked at once, one
+        in pieces by an incremental decoder (a character may straddle two)."""
         try:
-            self.utf8.decode(piece, last)                    # type: ignore[union-attr]
+            if last and self.utf8 is None:
+                piece.decode("utf-8")
+                return
+            if self.utf8 is None:
+                self.utf8 = codecs.getincrementaldecoder("utf-8")()
+            self.utf8.decode(piece, last)
         except UnicodeDecodeError:
             raise ProtocolError(CLOSE_INVALID_DATA, "text message is not UTF-8") from None
 

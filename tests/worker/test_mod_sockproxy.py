@@ -201,7 +201,7 @@ def test_aborted_connections_leave_no_fd(server, backend):
         client.sock.close()
         for _ in range(5):
             server.loop.run_once(0.002)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while (server.connections or backend.ended < ended + 100) and time.monotonic() < deadline:
         server.loop.run_once(0.01)
     assert not server.connections

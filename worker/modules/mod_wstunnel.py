@@ -213,7 +213,7 @@ class Tunnel(BackendTunnel):
             self.ping_due = True
             self.request.wake()
 
-    def relay(self) -> HandlerResult:
+    def relay(self, events: int) -> HandlerResult:
         if self.idle:
             self.log(LOG_INFO, "wstunnel - timeout client")
             return self._close(0)
@@ -223,7 +223,7 @@ class Tunnel(BackendTunnel):
         if self.key3 is not None and self.request.body is not None:
             if not self._take_key3():
                 return self.finish() if self.request.body.complete else WAIT
-        return super().relay()
+        return super().relay(events)
 
     # ------------------------------------------------------------ handshake
     def connected(self) -> HandlerResult:
