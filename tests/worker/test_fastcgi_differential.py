@@ -38,6 +38,11 @@ def gateway_config(sockets: Path, sendable: Path) -> str:
 scgi.server = (
   "/scgi/" => ( ( "socket" => "{sockets}/scgi.sock", "check-local" => "disable" ) ),
 )
+$HTTP["host"] == "authphp.test" {{
+  fastcgi.server = ( "/" => ( ( "socket" => "{sockets}/app.sock", "check-local" => "disable",
+                                "mode" => "authorizer" ) ),
+                     ".php" => ( ( "socket" => "{sockets}/php.sock" ) ) )
+}}
 $HTTP["host"] == "broken.test" {{
   fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/php.sock",
                                    "broken-scriptfilename" => "enable" ) ) )
@@ -78,6 +83,9 @@ def _requests(sendable: Path) -> list[tuple[str, bytes]]:
         ("php-redirect", get("/redirect.php")),
         ("php-broken-scriptfilename", get("/info.php/more", host="broken.test")),
         ("php-sendfile-not-allowed", get(f"/sendfile.php?f={sendable}/file.txt")),
+        ("authorizer-then-php", get("/info.php/p?x=1", host="authphp.test")),
+        ("authorizer-denies-php", get("/info.php?deny", host="authphp.test")),
+        ("authorizer-then-missing-php", get("/missing.php", host="authphp.test")),
         ("prefix-no-slash", get("/app/x/y?q=1")),
         ("prefix-slash", get("/pre/x/y")),
         ("prefix-itself", get("/pre/")),
