@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +38,7 @@ from proxy_backends import BackendProcess  # noqa: E402
 
 METRICS = "/server-status?format=prometheus"
 STATISTICS = "/server-statistics"
+PROMTOOL = shutil.which("promtool")
 STATUS = ('server.modules = ("mod_proxy", "mod_status")\n'
           'status.status-url = "/server-status"\n'
           f'status.statistics-url = "{STATISTICS}"\n')
@@ -256,6 +259,10 @@ def test_live_and_dead_backends_in_prometheus_and_lighttpds_statistics(tmp_path,
         assert samples[("pylighttpd_backend_died_total", "gone")] == 1
         assert samples[("pylighttpd_backend_disabled_total", "gone")] == 1
         assert samples[("pylighttpd_backends_untracked", "")] == 0
+        if PROMTOOL:
+            check = subprocess.run([PROMTOOL, "check", "metrics"], capture_output=True,
+                                   input=fetch(server.port, METRICS)[1], timeout=30)
+            assert (check.returncode, check.stdout + check.stderr) == (0, b"")
         slow = threading.Thread(target=fetch, args=(server.port, "/live/slow?s=3"))
         slow.start()
         try:
