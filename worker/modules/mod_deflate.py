@@ -1,0 +1,571 @@
+"""mod_deflate: answers compressed with the coding the client accepts (lighttpd 1.4.69).
+
+An answer is compressed when its Content-Type starts with one of `deflate.mimetypes`
+(a trailing `*` is dropped; `""` matches every type, and an answer without a type
+only then), its status has a body, it carries no Content-Encoding yet, its body is
+larger than `deflate.min-compress-size` bytes and at most `deflate.max-compress-size`
+KiB (0: no limit), the client accepts one of `deflate.allowed-encodings`, and the
+load average is at most `deflate.max-loadavg` (0: no limit).  The coding is the one
+the client gives the highest q-value, lighttpd's order breaking ties (the order of
+`deflate.allowed-encodings`; by default zstd, br, then gzip, x-gzip, deflate).
+
+What goes out, as lighttpd sends it:
+- `Content-Encoding`, the ETag with the coding appended inside its quotes
+  (`"123-gzip"`), no Accept-Ranges: a Range request on a compressed answer gets the
+  whole compressed body (200), as lighttpd applies ranges to the identity body only;
+- an If-None-Match naming the compressed ETag is answered 304 (with that ETag);
+- `Vary: Accept-Encoding` (appended to a Vary there is).  Unlike lighttpd, Vary is
+  sent on every answer the coding could have applied to (the identity one, a HEAD, a
+  304), so a shared cache never serves one client's variant to another;
+- HEAD is never compressed, nor an answer with `Cache-Control: no-transform`
+  (RFC 9110 7.7; lighttpd ignores it), and `q=0` refuses a coding (lighttpd reads
+  any coding named as accepted).
+
+lighttpd 1.4.69 compresses nothing unless `deflate.allowed-encodings` is set (its
+default list is lost); pylighttpd uses the default that list is documented to have.
+
+Static files with `deflate.cache-dir`: the compressed file is kept at
+`<cache-dir><physical path>-<etag>-<coding>` (lighttpd's name), written to a temp file
+beside it and renamed, so a reader never sees half a file; a changed file has another
+ETag, hence another name, and is compressed again.  It is then sent with sendfile.
+
+A body is compressed in `deflate.work-block-size` KiB steps, never read whole: the
+output stays in memory up to SPILL_AT, then goes to an unlinked file in
+server.upload-dirs.  A streamed answer (`server.stream-response-body` 1 or 2: CGI,
+proxy, FastCGI) is compressed as it streams, chunked, through Response.encoder.
+`deflate.output-buffer-size` is accepted as lighttpd's but has nothing to size here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import Any, Iterator
+
+from shared.config.directives import Directive, DirectiveValueError, Type
+
+from .. import static
+from ..compress import ENCODERS, Params, make_encoder, parse_params
+from ..module import Module as BaseModule
+from ..request import Encoder, Request, Response
+from ..spool import SPILL_AT, Spool
+
+# lighttpd's labels in its order of preference within a group it allows
+_GROUPS = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
+           ("bzip2", ("bzip2", "x-bzip2")), ("br", ("br",)), ("zstd", ("zstd",)))
+_DEFAULT_GROUPS = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
+_NO_ENTITY = frozenset({100, 101, 204, 205})
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
+def _available(groups: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    kept = (tuple(label for label in group if label in ENCODERS) for group in groups)
+    return tuple(group for group in kept if group)
+
+
+def parse_allowed(entries: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """deflate.allowed-encodings as lighttpd reads it: each entry names the codings
+    whose name it contains ("x-gzip" allows gzip too, "brotli" allows br), in the
+    order given; an empty list is the default.  Codings without a library are left
+    out."""
+    if not entries:
+        return _available(_DEFAULT_GROUPS)
+    groups = [labels for entry in entries for word, labels in _GROUPS if word in entry]
+    return _available(tuple(groups))
+
+
+def parse_mimetypes(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """Content-Type prefixes; a trailing `*` is dropped (`text/*` is `text/`)."""
+    return tuple(e[:-1] if len(e) > 2 and e.endswith("*") else e for e in entries)
+
+
+def parse_level(value: Any) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            (value != -1 and not 1 <= value <= 9):
+        raise DirectiveValueError(f"compression-level must be between 1 and 9: {value}")
+    return value
+
+
+def parse_loadavg(value: str) -> float:
+    """strtod's reading: the leading number, 0 when there is none."""
+    text = value.strip()
+    for end in range(len(text), 0, -1):
+        try:
+            return float(text[:end])
+        except ValueError:
+            continue
+    return 0.0
+
+
+DIRECTIVES = (
+    Directive("deflate.mimetypes", Type.ARRAY_VLIST, (), convert=parse_mimetypes,
+              doc="Content-Type prefixes to compress; empty: none"),
+    Directive("deflate.allowed-encodings", Type.ARRAY_VLIST, parse_allowed(()),
+              convert=parse_allowed,
+              doc="codings offered, in order of preference (br, zstd, gzip, x-gzip, "
+                  "deflate, bzip2, x-bzip2)"),
+    Directive("deflate.max-compress-size", Type.INT, 128 * 1024,
+              doc="largest body compressed, in KiB (0: no limit)"),
+    Directive("deflate.min-compress-size", Type.SHORT, 256,
+              doc="bodies of at most this many bytes are sent as they are"),
+    Directive("deflate.compression-level", Type.ANY, -1, convert=parse_level,
+              doc="gzip/deflate level and bzip2 block size, 1-9 (-1: the default)"),
+    Directive("deflate.output-buffer-size", Type.SHORT, 0,
+              doc="accepted as lighttpd's; unused"),
+    Directive("deflate.work-block-size", Type.SHORT, 2048,
+              doc="KiB of a file read per compression step"),
+    Directive("deflate.max-loadavg", Type.STRING, 0.0, convert=parse_loadavg,
+              doc="no compression while the 1-minute load average is above this"),
+    Directive("deflate.cache-dir", Type.STRING, "",
+              doc="where compressed static files are kept, by ETag"),
+    Directive("deflate.params", Type.ARRAY_KVANY, Params(), convert=parse_params,
+              doc="encoder parameters: BROTLI_PARAM_QUALITY, BROTLI_PARAM_LGWIN, "
+                  "BROTLI_PARAM_MODE, ZSTD_c_compressionLevel, ZSTD_c_strategy, "
+                  "ZSTD_c_windowLog, BZ2_bzCompressInit.blockSize100k, gzip.level, "
+                  "gzip.windowBits, gzip.memLevel, gzip.strategy"),
+)
+
+
+# ------------------------------------------------------------------ negotiation
+def accepted_codings(header: str) -> dict[str, float]:
+    """Accept-Encoding as coding -> q-value (a q that does not parse counts as 1)."""
+    found: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, rest = item.partition(";")
+        name = name.strip().lower()
+        if not name:
+            continue
+        quality = 1.0
+        for param in rest.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    pass
+        found[name] = quality
+    return found
+
+
+def choose_coding(header: str, allowed: tuple[tuple[str, ...], ...]) -> str | None:
+    """The coding to answer with: of those allowed that the client accepts (q > 0),
+    the highest q, then the first in the server's order; None for identity.  `*` is
+    not read, as lighttpd does not."""
+    accepted = accepted_codings(header)
+    best, best_q = None, 0.0
+    for group in allowed:
+        for label in group:
+            quality = accepted.get(label, 0.0)
+            if quality > best_q:
+                best, best_q = label, quality
+    return best
+
+
+def type_matches(prefixes: tuple[str, ...], content_type: str | None) -> bool:
+    """An answer without a Content-Type matches only when the first prefix is ""."""
+    if content_type is None:
+        return prefixes[0] == ""
+    return content_type.startswith(prefixes)
+
+
+def add_vary(response: Response) -> None:
+    vary = response.get_header("Vary")
+    if vary is None:
+        response.add_header("Vary", "Accept-Encoding")
+    elif "accept-encoding" not in vary.lower():
+        response.set_header("Vary", vary + ",Accept-Encoding")
+
+
+def no_transform(response: Response) -> bool:
+    control = response.get_header("Cache-Control")
+    return control is not None and "no-transform" in control.lower()
+
+
+def coded_etag(etag: str, label: str) -> str:
+    return f"{etag[:-1]}-{label}\""
+
+
+# ------------------------------------------------------------------ bodies
+def read_parts(parts: list, step: int) -> Iterator[bytes]:
+    """The bytes of body parts (bytes, or file ranges read `step` bytes at a time)."""
+    for part in parts:
+        if type(part) is not tuple:
+            yield part
+            continue
+        fd, offset, length = part[0], part[1], part[2]
+        end = offset + length
+        while offset < end:
+            data = os.pread(fd, min(step, end - offset), offset)
+            if not data:
+                raise OSError(errno.EIO, "the file shrank while it was compressed")
+            offset += len(data)
+            yield data
+
+
+class _Output:
+    """Compressed bytes: in memory up to SPILL_AT, then in a spool file."""
+
+    __slots__ = ("upload_dirs", "run", "run_size", "spool", "parts")
+
+    def __init__(self, upload_dirs: tuple[str, ...]) -> None:
+        self.upload_dirs = upload_dirs
+        self.run: list[bytes] = []
+        self.run_size = 0
+        self.spool: Spool | None = None
+        self.parts: list = []
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self.run.append(data)
+            self.run_size += len(data)
+            if self.run_size > SPILL_AT:
+                self._spill()
+
+    def _spill(self) -> None:
+        if self.spool is None:
+            self.spool = Spool(self.upload_dirs)
+        self.parts.append(self.spool.write(self.run))
+        self.run, self.run_size = [], 0
+
+    def finish(self) -> list:
+        """The output as body parts; the spool keeps no share of its own."""
+        if self.spool is not None:
+            if self.run:
+                self._spill()
+            self.spool.close()
+        elif self.run:
+            self.parts.append(b"".join(self.run))
+        return self.parts
+
+    def discard(self) -> None:
+        for part in self.finish():
+            if type(part) is tuple:
+                part[3].release()
+
+
+def compress_into(encoder: Encoder, chunks: Iterator[bytes], sink: Any) -> None:
+    """Everything `chunks` yields, coded, into `sink.add`."""
+    for chunk in chunks:
+        sink.add(encoder.encode(chunk))
+    sink.add(encoder.finish())
+
+
+class _FileSink:
+    """Compressed bytes written to an open file."""
+
+    __slots__ = ("fd", "size")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.size = fd, 0
+
+    def add(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            self.size += written
+            view = view[written:]
+
+
+def set_body(response: Response, parts: list, replayable: bool) -> None:
+    """Replace the body (its files closed) by `parts`, which it now owns."""
+    response.reset_body()
+    for part in parts:
+        if type(part) is not tuple:
+            response.write(part)
+        elif len(part) == 4:
+            response.send_shared_range(part[3], part[1], part[2])
+        else:
+            response.send_file_range(*part)
+    response.replayable = replayable and not response.files and len(response.body) <= 1
+
+
+class _Source:
+    """What is compressed: the answer's own body, or for a static 206 the whole file
+    reopened (lighttpd compresses the whole entity and ignores Range)."""
+
+    __slots__ = ("parts", "size", "fd")
+
+    def __init__(self, parts: list, size: int, fd: int = -1) -> None:
+        self.parts, self.size, self.fd = parts, size, fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _whole_file(request: Request, etag: str | None) -> _Source | None:
+    """The file a static 206 answered from, whole, if it still has the same ETag."""
+    if request.handler is not None or not etag:
+        return None
+    values = request.settings.values
+    try:
+        if values["server.follow-symlink"]:
+            fd, st = static.open_checked(request.physical_path, request.physical_stat())
+        else:
+            fd, st = static.open_file_without_symlinks(request.physical_path)
+    except OSError:
+        return None
+    if static.cached_etag(st, values) != etag:
+        os.close(fd)
+        return None
+    return _Source([(fd, 0, st.st_size)], st.st_size, fd)
+
+
+class Module(BaseModule):
+    name = "deflate"
+    directives = DIRECTIVES
+    replay_safe = True        # decided by the settings, the file, and Accept-Encoding
+    keyed_headers = ("accept-encoding",)
+
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
+        self.loadavg = 0.0
+        self.reported: set[str] = set()
+
+    def allows_replay(self, request: Request) -> bool:
+        """Not where a load limit may switch compression off from one second to the
+        next."""
+        return not request.settings.values["deflate.max-loadavg"]
+
+    def handle_trigger(self, now: float) -> None:
+        self.loadavg = os.getloadavg()[0]
+
+    def _report_params(self, params: Params) -> None:
+        for problem in params.problems:
+            if problem not in self.reported:
+                self.reported.add(problem)
+                self._log(problem)
+
+    def _log(self, message: str) -> None:
+        if self.services is not None:
+            self.services.log_error("mod_deflate.c", message)
+
+    # ------------------------------------------------------------ the hook
+    def handle_response_start(self, request: Request) -> None:
+        values = request.settings.values
+        prefixes = values["deflate.mimetypes"]
+        response = request.response
+        if not prefixes or response.encoder is not None or response.started or \
+                response.status in _NO_ENTITY or response.status < 200 or \
+                response.get_header("Content-Encoding") is not None or \
+                no_transform(response):
+            return
+        if response.status == 206:
+            self._partial(request, prefixes)
+            return
+        if not type_matches(prefixes, response.get_header("Content-Type")):
+            return
+        streams = response.streaming and values["server.stream-response-body"] != 0
+        if not streams and response.status != 304 and \
+                not self._size_fits(response.length, values):
+            return
+        add_vary(response)
+        label = self._coding(request)
+        if label is None or request.method == "HEAD" or response.status == 304:
+            return
+        if streams:
+            self._start_stream(request, label)
+            return
+        etag = response.get_header("ETag")
+        if self._not_modified(request, etag, label):
+            return
+        source = _Source(list(response.body), response.length)
+        self._compress_whole(request, label, etag, source)
+
+    def _coding(self, request: Request) -> str | None:
+        accept = request.headers.get("accept-encoding")
+        if accept is None:
+            return None
+        values = request.settings.values
+        label = choose_coding(accept, values["deflate.allowed-encodings"])
+        limit = values["deflate.max-loadavg"]
+        if label is None or (limit and limit < self.loadavg):
+            return None
+        return label
+
+    @staticmethod
+    def _size_fits(size: int, values: dict) -> bool:
+        most = values["deflate.max-compress-size"]
+        return size > values["deflate.min-compress-size"] and \
+            (not most or size <= most << 10)
+
+    def _partial(self, request: Request, prefixes: tuple[str, ...]) -> None:
+        """A static 206: the whole file compressed as a 200, as lighttpd answers a
+        Range request it compresses; any other 206 is left as it is."""
+        response = request.response
+        values = request.settings.values
+        content_type = static.content_type_for(values, request.physical_path)
+        if response.streaming or not type_matches(prefixes, content_type):
+            return
+        label = self._coding(request)
+        if label is None or request.method == "HEAD":
+            return
+        etag = response.get_header("ETag")
+        source = _whole_file(request, etag)
+        if source is None:
+            return
+        if not self._size_fits(source.size, values):
+            source.close()
+            return
+        add_vary(response)
+        response.set_header("Content-Type", content_type)
+        response.remove_header("Content-Range")
+        response.status = 200
+        if self._not_modified(request, etag, label):
+            source.close()
+            return
+        self._compress_whole(request, label, etag, source)
+
+    def _not_modified(self, request: Request, etag: str | None, label: str) -> bool:
+        """If-None-Match names the compressed variant's ETag: 304 with it."""
+        response = request.response
+        inm = request.headers.get("if-none-match")
+        if not etag or not etag.endswith('"') or inm is None or response.status >= 300:
+            return False
+        coded = coded_etag(etag, label)
+        if not static.etag_matches(coded, inm):
+            return False
+        replayable = response.replayable
+        response.reset_body()
+        response.replayable = replayable
+        response.status = 304
+        response.set_header("ETag", coded)
+        response.remove_header("Accept-Ranges")
+        return True
+
+    def _start_stream(self, request: Request, label: str) -> None:
+        """A streamed answer: what was written so far is coded now, the rest as it is
+        written (Response.encoder); its length is unknown from here on."""
+        response = request.response
+        values = request.settings.values
+        params = values["deflate.params"]
+        self._report_params(params)
+        encoder = make_encoder(label, values["deflate.compression-level"], params,
+                               _is_text(response))
+        written = list(response.body)
+        output = _Output(self._upload_dirs(request))
+        for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
+            output.add(encoder.encode(chunk))
+        set_body(response, output.finish(), False)
+        self._label_answer(response, label, response.get_header("ETag"))
+        response.remove_header("Content-Length")
+        response.encoder = encoder
+
+    def _compress_whole(self, request: Request, label: str, etag: str | None,
+                        source: _Source) -> None:
+        response = request.response
+        values = request.settings.values
+        params = values["deflate.params"]
+        self._report_params(params)
+        try:
+            parts = None
+            if values["deflate.cache-dir"] and etag and etag.startswith('"') and \
+                    request.handler is None and self._is_whole_file(request, etag, source):
+                parts = self._from_cache(request, label, coded_etag(etag, label), source)
+            if parts is None:
+                parts = self._compressed(request, label, source)
+        except OSError as err:
+            self._log(f"compressing {request.physical_path or request.uri_path} "
+                      f"failed: {err}")
+            return
+        finally:
+            source.close()
+        set_body(response, parts, response.replayable)
+        self._label_answer(response, label, etag)
+
+    @staticmethod
+    def _label_answer(response: Response, label: str, etag: str | None) -> None:
+        if etag and etag.endswith('"'):
+            response.set_header("ETag", coded_etag(etag, label))
+        response.set_header("Content-Encoding", label)
+        response.remove_header("Accept-Ranges")
+
+    def _compressed(self, request: Request, label: str, source: _Source) -> list:
+        values = request.settings.values
+        encoder = make_encoder(label, values["deflate.compression-level"],
+                               values["deflate.params"], _is_text(request.response))
+        output = _Output(self._upload_dirs(request))
+        try:
+            compress_into(encoder, read_parts(source.parts,
+                                              values["deflate.work-block-size"] << 10),
+                          output)
+        except OSError:
+            output.discard()
+            raise
+        return output.finish()
+
+    def _upload_dirs(self, request: Request) -> tuple[str, ...]:
+        if self.services is not None:
+            return self.services.upload_dirs
+        return tuple(request.settings.values["server.upload-dirs"])
+
+    @staticmethod
+    def _is_whole_file(request: Request, etag: str, source: _Source) -> bool:
+        """The body is the whole static file the ETag was made for."""
+        try:
+            st = request.physical_stat()
+        except OSError:
+            return False
+        return source.size == st.st_size and \
+            static.cached_etag(st, request.settings.values) == etag
+
+    def _from_cache(self, request: Request, label: str, coded: str,
+                    source: _Source) -> list:
+        """The compressed file from deflate.cache-dir, made first if it is not there."""
+        values = request.settings.values
+        path = cache_path(values["deflate.cache-dir"], request.physical_path, coded)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            fd = self._make_cache_file(request, label, path, source)
+        return _file_part(fd)
+
+    def _make_cache_file(self, request: Request, label: str, path: str,
+                         source: _Source) -> int:
+        """Compress into a temp file beside `path`, then rename it there: the open fd
+        of what was written."""
+        values = request.settings.values
+        directory, name = os.path.split(path)
+        os.makedirs(directory, 0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=name + ".", dir=directory)
+        try:
+            encoder = make_encoder(label, values["deflate.compression-level"],
+                                   values["deflate.params"], _is_text(request.response))
+            compress_into(encoder, read_parts(source.parts,
+                                              values["deflate.work-block-size"] << 10),
+                          _FileSink(fd))
+            os.rename(temp, path)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        return fd
+
+
+def cache_path(cache_dir: str, physical_path: str, coded_etag_value: str) -> str:
+    """lighttpd's name: the cache dir, the file's path, `-`, the ETag without quotes."""
+    return f"{cache_dir.rstrip('/')}/{physical_path.lstrip('/')}-{coded_etag_value[1:-1]}"
+
+
+def _file_part(fd: int) -> list:
+    """A compressed file as a body part: read into memory when small (such an answer
+    may be kept by the answer cache), else a file range for sendfile."""
+    try:
+        size = os.fstat(fd).st_size
+        if size > static.SMALL_FILE:
+            return [(fd, 0, size)]
+        data = os.pread(fd, size, 0)
+    except OSError:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return [data]
+
+
+def _is_text(response: Response) -> bool:
+    content_type = response.get_header("Content-Type")
+    return content_type is not None and content_type.startswith("text/")
