@@ -466,6 +466,7 @@ def test_shared_and_collection_locks(share):
         dav(worker, "UNLOCK", "/dav/lockcol/", Lock_Token=f"<{token}>")
     status, token, _ = lock(worker, "/dav/lockcol/null.txt")
     assert status == 201 and (docroot / "dav" / "lockcol" / "null.txt").read_bytes() == b""
+    assert lock(worker, "/dav/lockcol/none/null.txt")[0] == 409
     assert dav(worker, "DELETE", "/dav/lockcol/")[0] == 423     # a member is locked
     assert dav(worker, "DELETE", "/dav/lockcol/", If=f"(<{token}>)")[0] == 412   # not here
     tagged = f"<http://127.0.0.1/dav/lockcol/null.txt> (<{token}>)"

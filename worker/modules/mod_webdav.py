@@ -43,9 +43,9 @@ from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, clean_path
 from ..static import cached_etag, errno_status, is_directory, open_without_symlinks
 from ..statcache import CACHE
-from ..webdav_fs import (COPY_STEP, DIR_MODE, STEP, TEMP_SUFFIX, copy_file, copy_link,
-                         copy_tree, create_temp, lstat_or_none, remove, remove_quietly,
-                         split_path)
+from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_file,
+                         copy_link, copy_tree, create_temp, lstat_or_none, remove,
+                         remove_quietly, split_path)
 from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
@@ -710,24 +710,36 @@ class _Dav:
         depth = _depth(self.request, "infinity", ("0", "infinity"))
         scope, owner_xml = _lock_request(info)
         target = self.target
-        self._check_conflicts(target.url, scope, depth == "infinity")
         created = not target.exists
-        if created:
-            if self.request.uri_path.endswith("/"):
-                return 400               # an empty file is made: no collection URL
-            self.check_unlocked(target, parent=True)
-            fd = os.open(target.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                         0o666)
-            os.close(fd)
-            CACHE.invalidate(target.path)
+        if created and self.request.uri_path.endswith("/"):
+            return 400                   # an empty file is made: no collection URL
         lock = Lock(new_lock_token(), target.url, scope, "write", self.user, owner_xml,
                     INFINITY if depth == "infinity" else 0, self._expiry())
-        self.store.add_lock(lock)
+        with self.store.transaction():   # no other worker locks it in between
+            self._check_conflicts(target.url, scope, depth == "infinity")
+            if created:
+                self.check_unlocked(target, parent=True)
+                self._create_empty(target)
+            self.store.add_lock(lock)
         response = self.request.response
         response.add_header("Lock-Token", f"<{lock.token}>")
         if not target.is_collection:                       # as lighttpd
             response.add_header("ETag", self.etag(os.stat(target.path)))
         return self.answer_xml(201 if created else 200, _lock_answer([lock]))
+
+    def _create_empty(self, target: Resource) -> None:
+        """LOCK of an unmapped URL: an empty file there (RFC 4918 §7.3)."""
+        parent, name = split_path(target.path)
+        try:
+            dir_fd = self.open_directory(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            raise DavError(409) from None        # no collection to make it in
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+                             | os.O_NOFOLLOW, FILE_MODE, dir_fd=dir_fd))
+        finally:
+            os.close(dir_fd)
+        CACHE.invalidate(target.path)
 
     def _check_conflicts(self, url: str, scope: str, deep: bool) -> None:
         assert self.store is not None
