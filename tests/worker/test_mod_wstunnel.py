@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from master.configload import load
 from server_util import WorkerProcess
+from shared.config import ConfigError
 from tcp_backends import TcpBackend
 from test_differential import LIGHTTPD, beside_lighttpd, free_port
 from worker import websocket as ws
@@ -42,6 +44,7 @@ $HTTP["url"] =~ "^/ws/bin" {{ wstunnel.frame-type = "binary" }}
 $HTTP["url"] =~ "^/ws/origin" {{ wstunnel.origins = ("example.com") }}
 $HTTP["url"] =~ "^/ws/ping" {{ wstunnel.ping-interval = 1 }}
 $HTTP["url"] =~ "^/ws/idle" {{ server.max-read-idle = 1 }}
+wstunnel.map-extensions = ( ".wsy" => ".wsx" )
 """
 
 
@@ -169,10 +172,32 @@ def test_binary_subprotocol_asked_by_the_client(worker):
         assert client.recv(timeout=TIMEOUT) == b"\x00\x01"
 
 
-def test_extension_match(worker):
-    with connect(worker, "/app/chat.wsx") as client:
+@pytest.mark.parametrize("path", ["/app/chat.wsx", "/app/mapped.wsy"])
+def test_extension_and_mapped_extension(worker, path):
+    with connect(worker, path) as client:
         client.send("by extension")
         assert client.recv(timeout=TIMEOUT) == "by extension"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ('wstunnel.server = ( "/ws" => (( "host" => "127.0.0.1", "port" => 1, '
+     '"mode" => "authorizer" )))', "authorizer"),
+    ('wstunnel.origins = ( "" )', "empty string"),
+    ('wstunnel.balance = "random"', "round-robin"),
+])
+def test_config_errors(tmp_path, setting, message):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    f'server.modules = ("mod_wstunnel")\n{setting}\n')
+    with pytest.raises(ConfigError, match=message):
+        load(str(conf))
+
+
+def test_frame_type_is_binary_in_any_case(tmp_path):
+    conf = tmp_path / "ok.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.modules = ("mod_wstunnel")\n'
+                    'wstunnel.frame-type = "BINARY"\n')
+    assert load(str(conf)).compiled.globals["wstunnel.frame-type"] is True
 
 
 def test_fragmented_message_reaches_the_backend_whole(worker):
