@@ -129,6 +129,9 @@ catch_workers_output = yes
 
 def flup(kind: str, path: str) -> BackendProcess:
     """gw_app.py under flup: kind "fcgi" or "scgi"; or "garbage"."""
+    if kind != "garbage":
+        import pytest
+        pytest.importorskip("flup", reason="the flup package is not installed")
     return BackendProcess([sys.executable, str(APP), kind, path], path)
 
 
