@@ -14,8 +14,9 @@ backend as bytes (worker/websocket.py); the backend's bytes go to the client as 
 of `wstunnel.frame-type` ("text", or "binary", also chosen by a client asking for the
 "binary" subprotocol).  Pings are answered, `wstunnel.ping-interval` pings the client
 every so many seconds.  Either side's end ends both: the client's close frame is
-answered with its code, a backend that closes gives the client a close frame.
-Memory stays bounded both ways: the backend is not read while the client is
+answered with its code, a backend that closes gives the client a close frame, a
+client silent for `server.max-read-idle` gets an empty close frame (as lighttpd: the
+core leaves a tunnel's deadlines to its module).  Memory stays bounded both ways: the backend is not read while the client is
 BACKLOG_HIGH behind, the client's bytes are not taken while the backend has not
 taken the previous ones.
 
@@ -46,9 +47,9 @@ from shared.gateway_hosts import Extension, find_extension, parse_balance, parse
 
 from .. import websocket as ws
 from ..backend import Backend
+from ..gw_exchange import GatewayModule
 from ..module import WAIT, HandlerResult
 from ..request import Request
-from ..gw_exchange import GatewayModule
 from ..tunnel import DONE, OPEN, BackendTunnel
 
 HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
@@ -172,7 +173,7 @@ class Tunnel(BackendTunnel):
     handshake answered once the backend is reached, then frames both ways."""
 
     __slots__ = ("version", "binary", "subprotocol", "decoder", "text_tail", "key3",
-                 "ping_due", "last_ping", "last_heard", "idle", "debug_level")
+                 "ping_due", "last_ping", "last_heard", "heard", "idle", "debug_level")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, version: int) -> None:
@@ -188,6 +189,7 @@ class Tunnel(BackendTunnel):
         self.ping_due = False
         self.last_ping = 0.0
         self.last_heard = 0.0            # when the client last sent anything
+        self.heard = 0                   # bytes it had sent then
         self.idle = False                # silent past server.max-read-idle
         self.debug_level: int = values["wstunnel.debug"]
 
@@ -203,7 +205,10 @@ class Tunnel(BackendTunnel):
         if self.state != OPEN:
             return
         values = self.request.settings.values
-        if now - self.last_heard > values["server.max-read-idle"]:
+        body = self.request.body
+        if body is not None and body.size != self.heard:
+            self.heard, self.last_heard = body.size, now
+        elif now - self.last_heard > values["server.max-read-idle"]:
             self.idle = True
             self.request.wake()
             return
@@ -307,7 +312,6 @@ class Tunnel(BackendTunnel):
     def upstream(self, data: bytes) -> HandlerResult:
         """The client's frames: payloads to the backend, pings answered, a close
         answered and the end of the tunnel."""
-        self.last_heard = self.module.services.loop.now
         try:
             events = self.decoder.feed(data)
         except ws.ProtocolError as err:
