@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import stat as stat_module
-from typing import Generator, Iterator
+from typing import Callable, Generator, Iterator
 
 STEP = "step"                 # yielded: a unit of work done, the slice may end here
 COPY_STEP = 1 << 20           # bytes copied between two yields
@@ -57,6 +57,31 @@ def split_path(path: str) -> tuple[str, str]:
     return parent or "/", name
 
 
+def write_replacement(dir_fd: int, name: str, fill: Callable[[int], Generator[str, None, None]]
+                      ) -> Generator[str, None, os.stat_result]:
+    """A new version of the file `name` in the directory `dir_fd`: a temporary file
+    that `fill(fd)` writes, renamed over `name` once complete, removed if anything
+    fails or the work is abandoned (the generator closed).  Returns its fstat."""
+    fd, tmp = create_temp(dir_fd, name)
+    try:
+        try:
+            yield from fill(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        remove_quietly(tmp, dir_fd)
+        raise
+    return st
+
+
+def copy_contents(src: int, fd: int) -> Generator[str, None, None]:
+    """The bytes of the open file `src` from its position on, appended to `fd`."""
+    while os.copy_file_range(src, fd, COPY_STEP):
+        yield STEP
+
+
 def copy_file(source: str, target: str) -> Generator[str, None, None]:
     """Copy the regular file `source` to `target` (replaced whole when it exists)."""
     parent, name = split_path(target)
@@ -64,17 +89,7 @@ def copy_file(source: str, target: str) -> Generator[str, None, None]:
     try:
         src = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
-            fd, tmp = create_temp(dir_fd, name)
-            try:
-                try:
-                    while os.copy_file_range(src, fd, COPY_STEP):
-                        yield STEP
-                finally:
-                    os.close(fd)
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                remove_quietly(tmp, dir_fd)
-                raise
+            yield from write_replacement(dir_fd, name, lambda fd: copy_contents(src, fd))
         finally:
             os.close(src)
     finally:

@@ -138,7 +138,11 @@ $HTTP["url"] =^ "/logxml/" {{
 server.errorlog = "{base}/error.log"
 $HTTP["url"] =^ "/partial/" {{
     webdav.activate = "enable"
-    webdav.opts = ("deprecated-unsafe-partial-put-compat" => "enable")
+    webdav.opts = ("deprecated-unsafe-partial-put" => "enable")
+}}
+$HTTP["url"] =^ "/copymodify/" {{
+    webdav.activate = "enable"
+    webdav.opts = ("partial-put-copy-modify" => "enable")
 }}
 alias.url = ("/aliased/" => "{base}/aliased/")
 """
@@ -148,7 +152,8 @@ alias.url = ("/aliased/" => "{base}/aliased/")
 def share(tmp_path_factory):
     base = tmp_path_factory.mktemp("webdav")
     docroot = base / "www"
-    for name in ("dav", "deep/a/b", "ro", "nolink", "stream", "partial", "logxml"):
+    for name in ("dav", "deep/a/b", "ro", "nolink", "stream", "partial", "logxml",
+                 "copymodify"):
         (docroot / name).mkdir(parents=True)
     (base / "aliased").mkdir()
     (base / "outside").mkdir()
@@ -173,9 +178,14 @@ def test_options(share):
     status, headers, _ = dav(worker, "OPTIONS", "/dav/")
     assert status == 200
     assert headers["DAV"] == "1,2,3" and headers["MS-Author-Via"] == "DAV"
-    assert "PROPFIND" in headers["Allow"] and "LOCK" in headers["Allow"]
+    assert headers["Allow"] == ("PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, "
+                                "UNLOCK, OPTIONS, GET, HEAD, POST")
     status, headers, _ = dav(worker, "OPTIONS", "/ro/")
     assert headers["Allow"] == "PROPFIND, OPTIONS, GET, HEAD, POST"
+    status, headers, _ = dav(worker, "OPTIONS", "/deep/")      # no database: no locks
+    assert headers["DAV"] == "1,3"
+    assert headers["Allow"] == "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, OPTIONS, GET, " \
+                               "HEAD, POST"
 
 
 def test_not_activated_elsewhere(share):
@@ -209,12 +219,23 @@ def test_put_get_and_etag(share):
     assert [p.name for p in (docroot / "dav").iterdir() if "webdav-tmp" in p.name] == []
 
 
-def test_partial_put_compat(share):
+@pytest.mark.parametrize("share_dir, same_inode", [("partial", True),
+                                                   ("copymodify", False)])
+def test_partial_put(share, share_dir, same_inode):
     worker, docroot, _ = share
-    (docroot / "partial" / "p.txt").write_text("abcdef")
-    status, _, _ = dav(worker, "PUT", "/partial/p.txt", "XY", Content_Range="bytes 2-3/6")
-    assert status == 204
-    assert (docroot / "partial" / "p.txt").read_text() == "abXYef"
+    path = docroot / share_dir / "p.txt"
+    path.write_text("abcdef")
+    inode = path.stat().st_ino
+    status, headers, _ = dav(worker, "PUT", f"/{share_dir}/p.txt", "XY",
+                             Content_Range="bytes 2-3/6")
+    assert status == 204 and headers["ETag"]
+    assert path.read_text() == "abXYef"
+    assert (path.stat().st_ino == inode) == same_inode
+    assert dav(worker, "PUT", f"/{share_dir}/p.txt", "Z", Content_Range="items 1-1/*")[0] \
+        == 501
+    assert dav(worker, "PUT", f"/{share_dir}/none.txt", "Z",
+               Content_Range="bytes 0-0/*")[0] == 404
+    assert temp_files(docroot / share_dir) == []
 
 
 def test_mkcol(share):
@@ -338,7 +359,7 @@ def test_copy_move_delete_collections(share):
     assert not (docroot / "dav" / "copy").exists()
     assert b">one</tag>" in propfind(worker, "/dav/moved/d1/f1.txt", "0", ask)[2]
     assert dav(worker, "MOVE", "/dav/tree/", Destination="/dav/moved/")[0] == 204
-    assert dav(worker, "COPY", "/dav/moved/", Destination="/dav/moved/d1/")[0] == 409
+    assert dav(worker, "COPY", "/dav/moved/", Destination="/dav/moved/d1/")[0] == 403
     assert dav(worker, "COPY", "/dav/moved/", Destination="/dav/moved/")[0] == 403
     assert dav(worker, "COPY", "/dav/moved/", Destination="/dav/no/where/")[0] == 409
     assert dav(worker, "DELETE", "/dav/moved/")[0] == 204

@@ -4,7 +4,9 @@
 methods that change nothing; `webdav.sqlite-db-name` keeps dead properties and locks
 (worker/webdav_store.py: lighttpd's tables); `webdav.log-xml` logs the XML of requests
 and answers; `webdav.opts` enables `propfind-depth-infinity`,
-`unsafe-propfind-follow-symlink` and `deprecated-unsafe-partial-put-compat`.
+`unsafe-propfind-follow-symlink` and the partial PUT (`Content-Range`) of
+`partial-put-copy-modify` (a copy modified, then renamed over the file) or
+`deprecated-unsafe-partial-put` (written in place).
 
 The module takes the WebDAV methods in the physical phase, once mod_alias has mapped
 the URL (lighttpd's mod_webdav_physical_handler), so no 404 or trailing-slash redirect
@@ -43,9 +45,9 @@ from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, clean_path
 from ..static import cached_etag, errno_status, is_directory, open_without_symlinks
 from ..statcache import CACHE
-from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_file,
-                         copy_link, copy_tree, create_temp, lstat_or_none, remove,
-                         remove_quietly, split_path)
+from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_contents,
+                         copy_file, copy_link, copy_tree, lstat_or_none, remove,
+                         split_path, write_replacement)
 from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
@@ -54,7 +56,7 @@ from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, El
                           response_with_propstats, response_with_status)
 
 OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
-                     "deprecated-unsafe-partial-put-compat"})
+                     "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
 
 
 def _parse_opts(value: Any) -> frozenset[str]:
@@ -78,15 +80,17 @@ DIRECTIVES = (
 
 WRITE_METHODS = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
                            "UNLOCK"})
-ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " \
-        "OPTIONS, GET, HEAD, POST"
-ALLOW_READONLY = "PROPFIND, OPTIONS, GET, HEAD, POST"
+CORE_ALLOW = "OPTIONS, GET, HEAD, POST"
+ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
+ALLOW_WITHOUT_DB = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
+ALLOW_READONLY = "PROPFIND, " + CORE_ALLOW
 XML_TYPE = "application/xml;charset=utf-8"
 SLICE = 0.01               # seconds of file-system work per round of the loop
 MAX_XML_BODY = 1 << 20     # bytes of XML a request may send
 DEFAULT_LOCK_TIMEOUT = 600
 MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
 NEED_BODY = "body"         # yielded by a job: wait until more of the body came
+PARTIAL_PUT = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
 _STATE = "webdav"
 
 Job = Generator[str, None, int]
@@ -161,11 +165,7 @@ class Module(BaseModule):
             return None
         response = request.response
         if method == "OPTIONS":
-            response.add_header("DAV", "1,2,3")
-            response.add_header("MS-Author-Via", "DAV")
-            readonly = values["webdav.is-readonly"]
-            response.add_header("Allow", ALLOW_READONLY if readonly else ALLOW)
-            return 200
+            return _options(request)
         if values["webdav.is-readonly"] and method in WRITE_METHODS:
             return 403
         if not values["server.follow-symlink"] and \
@@ -238,6 +238,21 @@ class Module(BaseModule):
         if request.settings.values["webdav.log-xml"]:
             self.services.log_error("mod_webdav.c", f"XML-{what}-body: "
                                     f"{data.decode('utf-8', 'replace')}")
+
+
+def _options(request: Request) -> int:
+    """The DAV compliance classes (RFC 4918 §18: 2 with locks, which need the
+    database) and the methods, as lighttpd says them."""
+    values = request.settings.values
+    with_db = bool(values["webdav.sqlite-db-name"])
+    response = request.response
+    response.add_header("DAV", "1,2,3" if with_db else "1,3")
+    response.add_header("MS-Author-Via", "DAV")    # MS Office: DAV, not FrontPage
+    if values["webdav.is-readonly"]:
+        response.add_header("Allow", ALLOW_READONLY)
+    else:
+        response.add_header("Allow", ALLOW if with_db else ALLOW_WITHOUT_DB)
+    return 200
 
 
 def _discard_answer(request: Request) -> None:
@@ -511,7 +526,7 @@ class _Dav:
             return 400                   # a file's URL has no trailing slash
         self.check_unlocked(target, parent=not target.exists)
         if "content-range" in self.request.headers:
-            if "deprecated-unsafe-partial-put-compat" not in self.values["webdav.opts"]:
+            if not PARTIAL_PUT & self.values["webdav.opts"]:
                 return 400               # RFC 9110 §14.5: never a whole-file PUT
             return (yield from self._put_range(target))
         parent, name = split_path(target.path)
@@ -520,17 +535,8 @@ class _Dav:
         except OSError as err:
             return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else _os_status(err)
         try:
-            fd, tmp = create_temp(dir_fd, name)
-            renamed = False
-            try:
-                yield from self._write_body(fd, 0)
-                st = os.fstat(fd)
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                renamed = True
-            finally:
-                os.close(fd)
-                if not renamed:
-                    remove_quietly(tmp, dir_fd)
+            st = yield from write_replacement(dir_fd, name,
+                                              lambda fd: self._write_body(fd, 0))
         finally:
             os.close(dir_fd)
         CACHE.invalidate(target.path)
@@ -556,19 +562,49 @@ class _Dav:
                 yield NEED_BODY
 
     def _put_range(self, target: Resource) -> Job:
-        """lighttpd's deprecated partial PUT: the bytes written in place, at the
-        offset `Content-Range: bytes N-M/*` names, into an existing file."""
-        spec = self.request.headers["content-range"].strip()
-        first = spec[6:].partition("-")[0] if spec.startswith("bytes ") else ""
-        if not first.isdigit() or not target.exists:
-            return 416 if target.exists else 409
-        fd = os.open(target.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            yield from self._write_body(fd, int(first))
-        finally:
-            os.close(fd)
+        """lighttpd's partial PUT: the body written at the offset `Content-Range:
+        bytes N-...` names, into a copy of the existing file renamed over it
+        (partial-put-copy-modify), or in place (deprecated-unsafe-partial-put, and
+        with both an append to a file with one link)."""
+        spec = self.request.headers["content-range"]
+        first, dash, _ = spec[6:].strip().partition("-")
+        if not spec.startswith("bytes ") or not first.isdigit() or not dash:
+            return 501
+        offset = int(first)
+        if not target.exists:
+            return 404
+        opts = self.values["webdav.opts"]
+        st = target.st
+        if "deprecated-unsafe-partial-put" in opts and (
+                "partial-put-copy-modify" not in opts
+                or (st.st_size == offset and st.st_nlink == 1)):
+            fd = os.open(target.path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                yield from self._write_body(fd, offset)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        else:
+            st = yield from self._copy_modify(target, offset)
         CACHE.invalidate(target.path)
+        self.request.response.add_header("ETag", self.etag(st))
         return 204
+
+    def _copy_modify(self, target: Resource, offset: int) -> Generator[str, None,
+                                                                         os.stat_result]:
+        parent, name = split_path(target.path)
+        dir_fd = self.open_directory(parent)
+        try:
+            src = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                def fill(fd: int) -> Generator[str, None, None]:
+                    yield from copy_contents(src, fd)
+                    yield from self._write_body(fd, offset)
+                return (yield from write_replacement(dir_fd, name, fill))
+            finally:
+                os.close(src)
+        finally:
+            os.close(dir_fd)
 
     # -------------------------------------------------------------- DELETE
     def delete(self) -> Job:
@@ -621,7 +657,7 @@ class _Dav:
         if destination.url == source.url:
             return 403
         if source.is_collection and destination.url.startswith(source.url):
-            return 409
+            return 403                   # into itself, as lighttpd answers
         parent = Resource(destination.parent_url, split_path(destination.path)[0])
         if not parent.is_collection:
             return 409
