@@ -219,6 +219,22 @@ def test_put_get_and_etag(share):
     assert [p.name for p in (docroot / "dav").iterdir() if "webdav-tmp" in p.name] == []
 
 
+def test_preconditions(share):
+    worker, docroot, _ = share
+    _, headers, _ = dav(worker, "PUT", "/dav/cond.txt", "one")
+    etag = headers["ETag"]
+    assert dav(worker, "PUT", "/dav/cond.txt", "two", If_Match='"other"')[0] == 412
+    assert dav(worker, "PUT", "/dav/cond.txt", "two", If_None_Match="*")[0] == 412
+    assert dav(worker, "PUT", "/dav/cond-new.txt", "x", If_Match="*")[0] == 412
+    assert dav(worker, "PUT", "/dav/cond-new.txt", "x", If_None_Match="*")[0] == 201
+    assert dav(worker, "DELETE", "/dav/cond.txt",
+               If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT")[0] == 412
+    assert dav(worker, "MOVE", "/dav/cond.txt", Destination="/dav/cond2.txt",
+               If_Match='"other"')[0] == 412
+    assert (docroot / "dav" / "cond.txt").read_text() == "one"
+    assert dav(worker, "PUT", "/dav/cond.txt", "two", If_Match=etag)[0] == 204
+
+
 @pytest.mark.parametrize("share_dir, same_inode", [("partial", True),
                                                    ("copymodify", False)])
 def test_partial_put(share, share_dir, same_inode):

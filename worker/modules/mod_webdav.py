@@ -43,7 +43,8 @@ from ..errors import BadRequest
 from ..host import normalize_host
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, clean_path
-from ..static import cached_etag, errno_status, is_directory, open_without_symlinks
+from ..static import (cached_etag, check_preconditions, errno_status, is_directory,
+                      open_without_symlinks)
 from ..statcache import CACHE
 from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_contents,
                          copy_file, copy_link, copy_tree, lstat_or_none, remove,
@@ -357,7 +358,17 @@ class _Dav:
 
     # -------------------------------------------------------- If and locks
     def check_if(self) -> None:
-        """Evaluate the If header (412 when false) and note the tokens it submits."""
+        """Evaluate the If header (412 when false) and note the tokens it submits;
+        and the conditions of RFC 9110 §13 (If-Match, If-None-Match,
+        If-Unmodified-Since: 412), which lighttpd checks for PUT, COPY and MOVE."""
+        target = self.target
+        if target.st is not None:
+            status = check_preconditions(self.request, self.etag(target.st),
+                                         target.st.st_mtime)
+            if status:
+                raise DavError(status)
+        elif "if-match" in self.request.headers:
+            raise DavError(412)          # no current representation matches
         header = self.request.headers.get("if")
         if header is None:
             return
