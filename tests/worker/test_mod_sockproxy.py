@@ -29,8 +29,10 @@ from worker.services import Services
 FLOOD_BLOCKS = 256                       # 16 MiB from the backend
 
 
-def servers(*ports: int) -> Array:
-    hosts = [(None, Array([("host", "127.0.0.1"), ("port", port)])) for port in ports]
+def servers(*ports: int, fin: bool = False) -> Array:
+    hosts = [(None, Array([("host", "127.0.0.1"), ("port", port),
+                           ("tcp-fin-propagate", "enable" if fin else "disable")]))
+             for port in ports]
     return Array([("", Array(hosts))])
 
 
@@ -54,7 +56,8 @@ class RawUpgrade(mod_sockproxy.Module):
     def handle_uri_clean(self, request: Request):
         if request.headers.get("upgrade") != "raw":
             return None
-        extension = parse_servers(servers(*self.backend_ports))[0]
+        fin = request.headers.get("x-fin") == "propagate"
+        extension = parse_servers(servers(*self.backend_ports, fin=fin))[0]
         backend = self.backends.choose(extension, "fair", "/", "", request.remote_ip)
         if backend is None:
             return 503
@@ -145,9 +148,10 @@ def test_connection_backend_matches_the_empty_and_root_keys(backend):
     assert mod_sockproxy.connection_backend(Backends(FakeServices()), Settings(), "x") is None
 
 
-def test_raw_bytes_both_ways_and_the_clients_half_close(server, backend):
+def test_raw_bytes_both_ways_and_the_clients_half_close_propagated(server, backend):
     client = Client(server)
-    client.sock.sendall(UPGRADE + b"first ")
+    client.sock.sendall(UPGRADE.replace(b"\r\n\r\n", b"\r\nX-Fin: propagate\r\n\r\n")
+                        + b"first ")
     assert client.run(until=b"FIRST ").startswith(b"HTTP/1.1 101 ")
     client.sock.sendall(b"\x00\xffbinary\r\n\r\nGET / HTTP/1.1\r\n")
     assert client.run(until=b"GET / HTTP/1.1\r\n").endswith(
@@ -155,6 +159,21 @@ def test_raw_bytes_both_ways_and_the_clients_half_close(server, backend):
     ended = backend.ended
     client.sock.shutdown(socket.SHUT_WR)        # the backend still answers after it
     assert client.run().endswith(b"bye") and client.closed
+    assert backend.wait_ended(ended + 1)
+
+
+def test_the_clients_half_close_is_kept_from_the_backend_by_default(server, backend):
+    """lighttpd's default: the backend is left to end the tunnel; the client's full
+    close ends it."""
+    client = Client(server)
+    client.sock.sendall(UPGRADE + b"ping")
+    assert client.run(until=b"PING").endswith(b"\r\n\r\nPING")
+    ended = backend.ended
+    client.sock.shutdown(socket.SHUT_WR)
+    assert not client.run(seconds=0.5).endswith(b"bye") and not client.closed
+    client.sock.close()
+    for _ in range(50):
+        server.loop.run_once(0.01)
     assert backend.wait_ended(ended + 1)
 
 

@@ -7,7 +7,8 @@ with the URL path "/", and when `sockproxy.server` has an extension matching it 
 "/", as Debian's 10-sockproxy.conf writes it) a backend is chosen
 (`sockproxy.balance`) and the connection becomes a tunnel to it: the client's bytes go
 to the backend as they come, the backend's to the client; the client's end is passed
-on as a half-close and the backend's end closes the connection.  No backend up: the
+on as a half-close with the host's `tcp-fin-propagate` (else the backend is left to
+end it), and the backend's end closes the connection.  No backend up: the
 connection is closed.
 
 Not acted on yet: the worker core has no way for a module to take a connection's
@@ -44,8 +45,9 @@ DIRECTIVES = tuple(dataclasses.replace(directive, implemented=False) for directi
 
 
 class SockTunnel(BackendTunnel):
-    """A connection's bytes relayed as they are: the client's end is passed on as a
-    half-close (the backend may still answer), the backend's end ends the tunnel."""
+    """A connection's bytes relayed as they are; the backend's end ends the tunnel.
+    The client's end reaches the backend as a half-close with the host's
+    `tcp-fin-propagate`; without it the backend is left to finish (lighttpd's way)."""
 
     __slots__ = ()
 
@@ -55,6 +57,8 @@ class SockTunnel(BackendTunnel):
 
     def client_ended(self) -> HandlerResult:
         self.shut = True
+        if not self.backend.spec.tcp_fin_propagate:
+            return None
         try:
             self.connection.sock.shutdown(socket.SHUT_WR)   # type: ignore[union-attr]
         except OSError:
