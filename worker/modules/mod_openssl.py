@@ -457,12 +457,12 @@ class Module(BaseModule):
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
         """The TLS facts backends see (lighttpd's https_add_ssl_client_entries)."""
-        transport = request.connection.transport
-        if type(transport) is TLSTransport:
+        tls = getattr(request.connection.transport, "tls", None)   # also under a wrapper
+        if tls is not None:
             env = request.env
             if env is None:
                 env = request.env = {}
-            env.update(ssl_environment(transport.tls, request.settings.values))
+            env.update(ssl_environment(tls, request.settings.values))
         return None
 
 
