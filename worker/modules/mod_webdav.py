@@ -22,6 +22,10 @@ arrives and renamed over the target once it is complete: an upload that fails or
 cut off leaves the old file as it was and the temporary file removed
 (handle_request_reset closes the generator, whose cleanup runs).
 
+What every method shares (its body, its Destination, the If header and the lock
+checks) is worker/webdav_request.py; properties worker/webdav_props.py; the tables
+worker/webdav_store.py; the XML worker/webdav_xml.py; tree walks worker/webdav_fs.py.
+
 Paths: the request's own path is the core's cleaned one; a Destination is decoded and
 cleaned the same way and must lie below the same URL prefix as the request (mapped to
 the same document root or alias target), else 502; with server.follow-symlink off a
@@ -35,26 +39,22 @@ import os
 import sqlite3
 import time
 from typing import Any, Callable, Generator
-from urllib.parse import urlsplit
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
-from ..errors import BadRequest
-from ..host import normalize_host
 from ..module import WAIT, HandlerResult, Module as BaseModule
-from ..request import Request, clean_path
-from ..static import (cached_etag, check_preconditions, errno_status, is_directory,
-                      open_without_symlinks)
+from ..request import Request
+from ..static import is_directory
 from ..statcache import CACHE
 from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_contents,
                          copy_file, copy_link, copy_tree, lstat_or_none, remove,
                          split_path, write_replacement)
-from ..webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
+from ..webdav_request import (NEED_BODY, XML_TYPE, DavError, DavRequest, depth_header,
+                              os_status)
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
-from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
-                          Name, XMLError, dav_element, error_body, parse, property_xml,
-                          response_with_propstats, response_with_status)
+from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element, Name,
+                          dav_element, error_body, property_xml, response_with_propstats)
 
 OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
                      "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
@@ -85,32 +85,13 @@ CORE_ALLOW = "OPTIONS, GET, HEAD, POST"
 ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
 ALLOW_WITHOUT_DB = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
 ALLOW_READONLY = "PROPFIND, " + CORE_ALLOW
-XML_TYPE = "application/xml;charset=utf-8"
 SLICE = 0.01               # seconds of file-system work per round of the loop
-MAX_XML_BODY = 1 << 20     # bytes of XML a request may send
 DEFAULT_LOCK_TIMEOUT = 600
 MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
-NEED_BODY = "body"         # yielded by a job: wait until more of the body came
 PARTIAL_PUT = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
 _STATE = "webdav"
 
 Job = Generator[str, None, int]
-
-
-class DavError(Exception):
-    """Ends a method with `status` (and an RFC 4918 error body naming `condition`)."""
-
-    def __init__(self, status: int, condition: str = "") -> None:
-        super().__init__(status, condition)
-        self.status = status
-        self.condition = condition
-
-
-def _depth(request: Request, default: str, allowed: tuple[str, ...]) -> str:
-    depth = (request.headers.get("depth") or default).strip().lower()
-    if depth not in allowed:
-        raise DavError(400)
-    return depth
 
 
 class _Job:
@@ -197,7 +178,8 @@ class Module(BaseModule):
     def _begin(self, request: Request) -> HandlerResult:
         """Run the method: at once when it is a plain one, in slices when it is a
         generator (_Job)."""
-        started = self.methods[request.method](_Dav(self, request))
+        dav = _Dav(request, self.store(request.settings.values), self.log_xml)
+        started = self.methods[request.method](dav)
         if isinstance(started, int):
             return started
         job = request.plugin_ctx[_STATE] = _Job(started)
@@ -229,7 +211,7 @@ class Module(BaseModule):
             return err.status
         except OSError as err:
             _discard_answer(request)
-            return _os_status(err)
+            return os_status(err)
         except sqlite3.Error as err:
             _discard_answer(request)
             self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
@@ -263,168 +245,13 @@ def _discard_answer(request: Request) -> None:
     request.response.remove_header("Content-Type")
 
 
-def _os_status(err: OSError) -> int:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return 507
-    if err.errno == errno.EEXIST:
-        return 405
-    if err.errno in (errno.EXDEV, errno.ENOTEMPTY):
-        return 409
-    return errno_status(err)
-
-
-class _Dav:
-    """One WebDAV request: the module, the request and what its methods share."""
-
-    def __init__(self, module: Module, request: Request) -> None:
-        self.module = module
-        self.request = request
-        self.values = request.settings.values
-        self.store = module.store(self.values)
-        # the URL prefix that maps to physical_basedir (the docroot or an alias target)
-        rel = request.physical_rel
-        uri = request.uri_path
-        if request.physical_basedir.endswith("/") and not rel.startswith("/"):
-            rel = "/" + rel
-        self.url_prefix = uri[:len(uri) - len(rel)] if uri.endswith(rel) else None
-        self.target = Resource(uri, request.physical_path)
-        self.tokens: set[str] = set()
-        self.user = (request.env or {}).get("REMOTE_USER", "")
-
-    # ------------------------------------------------------------ helpers
-    def answer_xml(self, status: int, text: str) -> int:
-        data = text.encode("utf-8", "surrogateescape")
-        response = self.request.response
-        response.add_header("Content-Type", XML_TYPE)
-        response.write(data)
-        self.module.log_xml(self.request, "response", data)
-        return status
-
-    def read_body(self) -> Generator[str, None, bytes]:
-        """The whole request body (b"" without one), at most MAX_XML_BODY bytes."""
-        body = self.request.body
-        if body is None:
-            return b""
-        while not body.complete:
-            if body.size > MAX_XML_BODY:
-                raise DavError(413)
-            yield NEED_BODY
-        if body.size > MAX_XML_BODY:
-            raise DavError(413)
-        data = body.read()
-        return data
-
-    def read_xml(self, root: str, required: bool) -> Generator[str, None, Element | None]:
-        """The request's XML body, whose root must be DAV:`root`: None when there
-        is none and none is required; a malformed one is 400."""
-        data = yield from self.read_body()
-        if not data.strip():
-            if required:
-                raise DavError(400)
-            return None
-        self.module.log_xml(self.request, "request", data)
-        try:
-            element = parse(data)
-        except XMLError:
-            raise DavError(400) from None
-        if element.name != (DAV, root):
-            raise DavError(400)
-        return element
-
-    def resource(self, url: str) -> Resource | None:
-        """The resource at a URL path of this share, or None when the path lies
-        outside the URL prefix this request's docroot serves."""
-        if self.url_prefix is None or not url.startswith(self.url_prefix):
-            return None
-        rel = url[len(self.url_prefix):]
-        basedir = self.request.physical_basedir
-        if basedir.endswith("/"):
-            rel = rel.lstrip("/")
-        path = basedir + rel
-        if not self.values["server.follow-symlink"] and CACHE.contains_symlink(path):
-            raise DavError(403)
-        return Resource(url, path)
-
-    def open_directory(self, path: str) -> int:
-        """An O_PATH fd of the directory `path`, opened through no symlink when
-        server.follow-symlink is off (the earlier check may be a second old)."""
-        flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-        if self.values["server.follow-symlink"]:
-            return os.open(path, flags)
-        return open_without_symlinks(path, flags)
-
-    def etag(self, st: os.stat_result | None) -> str:
-        return cached_etag(st, self.values) if st is not None else ""
-
-    # -------------------------------------------------------- If and locks
-    def check_if(self) -> None:
-        """Evaluate the If header (412 when false) and note the tokens it submits;
-        and the conditions of RFC 9110 §13 (If-Match, If-None-Match,
-        If-Unmodified-Since: 412), which lighttpd checks for PUT, COPY and MOVE."""
-        target = self.target
-        if target.st is not None:
-            status = check_preconditions(self.request, self.etag(target.st),
-                                         target.st.st_mtime)
-            if status:
-                raise DavError(status)
-        elif "if-match" in self.request.headers:
-            raise DavError(412)          # no current representation matches
-        header = self.request.headers.get("if")
-        if header is None:
-            return
-        try:
-            groups = parse_if(header)
-        except IfHeaderError:
-            raise DavError(400) from None
-        self.tokens = submitted_tokens(groups)
-        if not evaluate(groups, self.state_of):
-            raise DavError(412)
-
-    def state_of(self, tag: str | None) -> tuple[set[str], str]:
-        """(tokens of the locks covering it, its ETag) of the request's resource or
-        of the one a tagged list names."""
-        resource: Resource | None = self.target
-        if tag is not None:
-            try:
-                resource = self.resource(clean_path(urlsplit(tag).path or "/"))
-            except BadRequest:
-                resource = None
-        if resource is None:
-            return set(), ""
-        tokens = set()
-        if self.store is not None:
-            tokens = {lock.token for lock in self.store.locks_covering(resource.url)}
-        return tokens, self.etag(resource.st)
-
-    def check_unlocked(self, resource: Resource, members: bool = False,
-                       parent: bool = False) -> None:
-        """423 unless each lock on `resource` (on its members too with `members`; on
-        its parent collection's membership with `parent`) had its token submitted
-        by its owner."""
-        if self.store is None:
-            return
-        locks = self.store.locks_covering(resource.url)
-        if members:
-            locks += self.store.locks_below(resource.url)
-        if parent:
-            parent_url = resource.parent_url
-            locks += [lock for lock in self.store.locks_covering(parent_url)
-                      if lock.root == parent_url]
-        if locks and not self._unlocks(locks):
-            raise DavError(423, "lock-token-submitted")
-
-    def _unlocks(self, locks: list[Lock]) -> bool:
-        mine = {lock.token for lock in locks
-                if lock.token in self.tokens and lock.owner in ("", self.user)}
-        shared = [lock for lock in locks if lock.scope == "shared"]
-        if shared and not any(lock.token in mine for lock in shared):
-            return False
-        return all(lock.token in mine for lock in locks if lock.scope != "shared")
+class _Dav(DavRequest):
+    """One WebDAV request and its methods."""
 
     # ------------------------------------------------------------ PROPFIND
     def propfind(self) -> Job:
         opts = self.values["webdav.opts"]
-        depth = _depth(self.request, "infinity", ("0", "1", "infinity"))
+        depth = depth_header(self.request, "infinity", ("0", "1", "infinity"))
         if depth == "infinity" and "propfind-depth-infinity" not in opts:
             raise DavError(403, "propfind-finite-depth")
         body = yield from self.read_xml("propfind", required=False)
@@ -442,7 +269,7 @@ class _Dav:
             yield STEP
         response.write(MULTISTATUS_CLOSE.encode())
         if self.values["webdav.log-xml"]:
-            self.module.log_xml(self.request, "response", b"".join(
+            self.log_xml(self.request, "response", b"".join(
                 part for part in response.body if isinstance(part, bytes)))
         return 207
 
@@ -544,7 +371,7 @@ class _Dav:
         try:
             dir_fd = self.open_directory(parent)
         except OSError as err:
-            return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else _os_status(err)
+            return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else os_status(err)
         try:
             st = yield from write_replacement(dir_fd, name,
                                               lambda fd: self._write_body(fd, 0))
@@ -625,7 +452,7 @@ class _Dav:
         if st is None:
             return 404
         if target.is_collection:
-            _depth(self.request, "infinity", ("infinity",))
+            depth_header(self.request, "infinity", ("infinity",))
         self.check_unlocked(target, members=True, parent=True)
         failed = yield from remove(target.path, st)
         CACHE.invalidate(target.path)
@@ -636,30 +463,19 @@ class _Dav:
                 self.store.forget(target.url)
         return self.members_failed(failed, target) or 204
 
-    def members_failed(self, failed: list[tuple[str, OSError]], top: Resource) -> int:
-        """A 207 naming the members that failed, or 0 when none did."""
-        if not failed:
-            return 0
-        parts = [MULTISTATUS_OPEN]
-        for path, err in failed:
-            url = top.url.rstrip("/") + path[len(top.path):]
-            parts.append(response_with_status(href(url), _os_status(err)))
-        parts.append(MULTISTATUS_CLOSE)
-        return self.answer_xml(207, "".join(parts))
-
     # --------------------------------------------------------- COPY / MOVE
     def copy_or_move(self) -> Job:
         move = self.request.method == "MOVE"
         source = self.target
-        destination = self._destination()
+        destination = self.destination()
         overwrite = (self.request.headers.get("overwrite") or "T").strip().upper()
         if overwrite not in ("T", "F"):
             return 400
         if move:
-            _depth(self.request, "infinity", ("infinity",))
+            depth_header(self.request, "infinity", ("infinity",))
             members = True
         else:
-            members = _depth(self.request, "infinity", ("0", "infinity")) == "infinity"
+            members = depth_header(self.request, "infinity", ("0", "infinity")) == "infinity"
         self.check_if()
         if not source.exists:
             return 404
@@ -690,27 +506,6 @@ class _Dav:
         CACHE.invalidate(source.path)
         CACHE.invalidate(destination.path)
         return status or (204 if existed is not None else 201)
-
-    def _destination(self) -> Resource:
-        """The Destination header's resource: 400 without one, 502 for another host
-        or a path outside the URL space of this share's document root."""
-        header = self.request.headers.get("destination")
-        if not header:
-            raise DavError(400)
-        parsed = urlsplit(header.strip())
-        if not parsed.path.startswith("/"):
-            raise DavError(400)
-        try:
-            url = clean_path(parsed.path)
-            host = normalize_host(parsed.netloc, parsed.scheme) if parsed.netloc else ""
-        except BadRequest:
-            raise DavError(400) from None
-        if host and host != self.request.host:
-            raise DavError(502)
-        resource = self.resource(url)
-        if resource is None:
-            raise DavError(502)
-        return resource
 
     def _move(self, source: Resource, destination: Resource) -> Job:
         try:
@@ -754,7 +549,7 @@ class _Dav:
             if "if" not in self.request.headers:
                 return 400               # a refresh names its lock in the If header
             return self._refresh()
-        depth = _depth(self.request, "infinity", ("0", "infinity"))
+        depth = depth_header(self.request, "infinity", ("0", "infinity"))
         scope, owner_xml = _lock_request(info)
         target = self.target
         created = not target.exists
