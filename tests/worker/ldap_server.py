@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from held_backend import free_port
+
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
 needs_slapd = pytest.mark.skipif(
@@ -38,12 +40,6 @@ rootdn "{rootdn}"
 rootpw {rootpw}
 directory {base}/db
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Slapd:
@@ -98,16 +94,3 @@ def entries_ldif(*entries: dict[str, list[str] | str]) -> str:
                 lines.append(f"{key}: {item}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
-
-
-class Blackhole:
-    """A listening socket that accepts and never answers: a server that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-
-    def close(self) -> None:
-        self.sock.close()

@@ -5,14 +5,14 @@ membership, LDAP injection attempts in user names, a directory that is down or h
 from __future__ import annotations
 
 import base64
-import threading
 import time
 
 import pytest
 
 pytest.importorskip("ldap3", reason="mod_authn_ldap needs the ldap3 package")
 
-from ldap_server import BASE_DN, Blackhole, Slapd, entries_ldif, free_port, needs_slapd
+from held_backend import Blackhole, free_port, served_meanwhile
+from ldap_server import BASE_DN, Slapd, entries_ldif, needs_slapd
 from server_util import WorkerProcess, config_text
 
 from worker.ldap_directory import dn_escape, filter_escape, ldap_uris, timeout_seconds
@@ -154,21 +154,10 @@ def test_directory_down_fails_the_login(worker):
 def test_hanging_directory_times_out_while_others_are_served(worker):
     """The hung login waits in a thread: a request for a plain file, sent meanwhile,
     is answered before the login gives up."""
-    outcome: dict[str, float | int] = {}
-
-    def slow_login() -> None:
-        outcome["status"] = status(worker, "/slow/index.txt", login("alice", "alice-pw"))
-        outcome["done"] = time.monotonic()
-
-    thread = threading.Thread(target=slow_login)
-    thread.start()
-    time.sleep(0.2)
-    answer = worker.request("GET", "/index.txt")
-    served = time.monotonic()
-    thread.join(timeout=10)
-    assert answer[0] == 200
-    assert outcome["status"] == 401
-    assert served < outcome["done"]
+    held, other, first = served_meanwhile(
+        lambda: status(worker, "/slow/index.txt", login("alice", "alice-pw")),
+        lambda: status(worker, "/index.txt"))
+    assert (held, other, first) == (401, 200, True)
 
 
 def test_escaping_functions():
