@@ -613,6 +613,28 @@ def test_large_streamed_put_keeps_memory_flat(share):
     assert peak_rss_kib(worker.process.pid) < 64 * 1024
 
 
+SNIPPET = Path(__file__).resolve().parents[2] / "conf" / "conf-available" / "30-webdav.conf"
+
+
+def test_conf_available_snippet_serves_a_share(tmp_path):
+    """30-webdav.conf as shipped, its database moved to a writable place."""
+    text = SNIPPET.read_text()
+    assert '"/var/cache/lighttpd/lighttpd.webdav.db"' in text
+    (tmp_path / "dav").mkdir()
+    conf = tmp_path / "snippet.conf"
+    conf.write_text(config_text(tmp_path, text.replace(
+        "/var/cache/lighttpd/lighttpd.webdav.db", str(tmp_path / "snippet.db")),
+        ("mod_staticfile",)))
+    with WorkerProcess(conf) as worker:
+        status, headers, _ = dav(worker, "OPTIONS", "/dav/")
+        assert (status, headers["DAV"]) == (200, "1,2,3")
+        assert dav(worker, "PUT", "/dav/a.txt", "a")[0] == 201
+        status, token, _ = lock(worker, "/dav/a.txt")
+        assert status == 200 and token
+        assert propfind(worker, "/dav/", "1")[0] == 207
+        assert propfind(worker, "/", "0")[0] == 405          # only /dav/ is a share
+
+
 # ------------------------------------------------------------- real clients
 LITMUS = shutil.which("litmus")
 CADAVER = shutil.which("cadaver")
