@@ -505,9 +505,10 @@ class Module(BaseModule):
 
     @staticmethod
     def _is_whole_file(request: Request, etag: str, source: _Source) -> bool:
-        """The body is the whole static file the ETag was made for."""
+        """The body is the whole static file the ETag was made for (a fresh stat: the
+        stat cache may be a second behind the file the handler opened)."""
         try:
-            st = request.physical_stat()
+            st = os.stat(request.physical_path)
         except OSError:
             return False
         return source.size == st.st_size and \
