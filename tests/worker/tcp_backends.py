@@ -17,11 +17,18 @@ STALL_SECONDS = 30.0            # a stalled backend's longest wait for its peer 
 
 
 class ThreadedServer:
-    """A loopback listener whose connections are each served by `handle` in a thread."""
+    """A loopback listener (or one on the unix socket `path`) whose connections are
+    each served by `handle` in a thread."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, path: str = "") -> None:
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(path)
+            self.sock.listen(64)
+            self.port = 0
+        else:
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
         self.ended = 0
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -63,10 +70,10 @@ class TcpBackend(ThreadedServer):
     it reads upper-cased (after `flood_bytes` of b"f" when what it read starts with
     b"flood") and says b"bye" once the peer half-closed."""
 
-    def __init__(self, mode: str, flood_bytes: int = 0) -> None:
+    def __init__(self, mode: str, flood_bytes: int = 0, path: str = "") -> None:
         self.mode = mode
         self.flood_bytes = flood_bytes
-        super().__init__()
+        super().__init__(path)
 
     def handle(self, conn: socket.socket) -> None:
         if self.mode == "flood":

@@ -38,6 +38,7 @@ wstunnel.server = ( "/ws" => (( "host" => "127.0.0.1", "port" => {echo} )),
                     "/flood" => (( "host" => "127.0.0.1", "port" => {flood} )),
                     "/hangup" => (( "host" => "127.0.0.1", "port" => {hangup} )),
                     "/stall" => (( "host" => "127.0.0.1", "port" => {stall} )),
+                    "/unix" => (( "socket" => "{unix}" )),
                     "/down" => (( "host" => "127.0.0.1", "port" => {dead} )),
                     ".wsx" => (( "host" => "127.0.0.1", "port" => {echo} )) )
 $HTTP["url"] =~ "^/ws/bin" {{ wstunnel.frame-type = "binary" }}
@@ -49,8 +50,9 @@ wstunnel.map-extensions = ( ".wsy" => ".wsx" )
 
 
 @pytest.fixture(scope="module")
-def backends():
+def backends(tmp_path_factory):
     made = {mode: TcpBackend(mode, FLOOD_BYTES) for mode in ("echo", "flood", "hangup", "stall")}
+    made["unix"] = TcpBackend("echo", path=str(tmp_path_factory.mktemp("unix") / "echo.sock"))
     yield made
     for backend in made.values():
         backend.close()
@@ -64,7 +66,9 @@ def write_config(base: Path, backends: dict[str, TcpBackend], extra: str = "") -
                     + WSTUNNEL.format(echo=backends["echo"].port,
                                       flood=backends["flood"].port,
                                       hangup=backends["hangup"].port,
-                                      stall=backends["stall"].port, dead=free_port())
+                                      stall=backends["stall"].port,
+                                      unix=backends["unix"].sock.getsockname(),
+                                      dead=free_port())
                     + extra)
     return conf
 
@@ -172,8 +176,8 @@ def test_binary_subprotocol_asked_by_the_client(worker):
         assert client.recv(timeout=TIMEOUT) == b"\x00\x01"
 
 
-@pytest.mark.parametrize("path", ["/app/chat.wsx", "/app/mapped.wsy"])
-def test_extension_and_mapped_extension(worker, path):
+@pytest.mark.parametrize("path", ["/app/chat.wsx", "/app/mapped.wsy", "/unix/"])
+def test_extension_mapped_extension_and_unix_socket(worker, path):
     with connect(worker, path) as client:
         client.send("by extension")
         assert client.recv(timeout=TIMEOUT) == "by extension"
