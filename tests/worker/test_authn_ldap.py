@@ -65,6 +65,7 @@ def worker(tmp_path_factory, slapd):
   "/down/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
   "/slow/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
   "/bound/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
+  "/dig/" => ("method" => "digest", "realm" => "r", "require" => "valid-user"),
 )
 auth.backend = "ldap"
 auth.backend.ldap.hostname = "%(host)s"
@@ -143,6 +144,11 @@ def test_dn_template_and_bind_dn(worker):
     assert status(worker, "/dn/index.txt", login("bob", "nope")) == 401
     assert status(worker, "/dn/index.txt", login("bob,ou=x", "bob-pw")) == 401
     assert status(worker, "/bound/index.txt", login("carol", "carol-pw")) == 200
+
+
+def test_digest_over_ldap_is_a_server_error(worker):
+    """A directory gives no H(A1): a Digest rule over it is a 500, as in lighttpd."""
+    assert status(worker, "/dig/index.txt") == 500
 
 
 def test_directory_down_fails_the_login(worker):

@@ -26,6 +26,7 @@ from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from .. import authn
+from ..authn_basic import BasicOnly
 from ..ldap_directory import (Directory, DirectoryError, Settings, dn_escape, filter_escape,
                               fill, ldap_uris, timeout_seconds)
 from ..module import Module as BaseModule
@@ -76,18 +77,12 @@ def settings_of(values: dict[str, Any]) -> Settings | None:
                     timeout_seconds(values["auth.backend.ldap.timeout"]))
 
 
-class LdapBackend:
+class LdapBackend(BasicOnly):
     """Answers mod_auth's Basic questions from a directory (in a thread)."""
 
     def __init__(self, offloop: authn.OffLoop | None) -> None:
         self.offloop = offloop
         self.directories: dict[Settings, Directory] = {}
-
-    def answers_digest(self) -> bool:
-        return False
-
-    def digest_ha1(self, request: Request, query: authn.DigestQuery) -> None:
-        return None
 
     def check_password(self, request: Request, realm: str, user: str,
                        password: bytes) -> "bool | authn.Pending":
