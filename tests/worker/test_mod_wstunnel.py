@@ -400,6 +400,8 @@ KNOWN_DIFFERENCES = {
                              "must fail; ours only to one that did",
     "backend-close": "a backend that closes gets the client a close frame (1000) here; "
                      "lighttpd closes the connection without one",
+    "hybi00-md5": "hybi-00's answer is the draft's MD5 (key numbers big-endian); lighttpd "
+                  "lays the numbers out little-endian on x86, which no client accepts",
     "hybi00-wait": "lighttpd waits for hybi-00's 8 key bytes before it checks the "
                    "handshake: a request without a version and keys hangs there; ours "
                    "is refused at once (400)",
@@ -491,3 +493,20 @@ def test_backend_close_differs_from_lighttpd_as_listed(both):
                     for port in both)
     assert theirs == [], KNOWN_DIFFERENCES["backend-close"]
     assert [(e.opcode, e.payload) for e in ours] == [(ws.OP_CLOSE, b"\x03\xe8")]
+
+
+HYBI00 = (b"GET /ws/old HTTP/1.1\r\nHost: ws.test\r\nUpgrade: WebSocket\r\n"
+          b"Connection: Upgrade\r\nOrigin: http://ws.test\r\n"
+          b"Sec-WebSocket-Key1: 4 @1  46546xW%0l 1 5\r\n"
+          b"Sec-WebSocket-Key2: 12998 5 Y3 1  .P00\r\n\r\n^n:ds[4U")
+
+
+@pytest_lighttpd
+def test_hybi00_head_as_lighttpds_and_md5_as_listed(both):
+    theirs, ours = (head_and_rest(exchange(port, HYBI00, wait=1.0))
+                    for port in both)
+    assert ours[0] == theirs[0] == 101
+    assert {k: v for k, v in ours[1].items() if k not in NOT_COMPARED} == \
+        {k: v for k, v in theirs[1].items() if k not in NOT_COMPARED}
+    assert ours[2][:16] == b"8jKS'y:G*Co,Wxa-"
+    assert theirs[2][:16] != ours[2][:16], KNOWN_DIFFERENCES["hybi00-md5"]
