@@ -297,7 +297,7 @@ class _Source:
             self.fd = -1
 
 
-def _whole_file(request: Request, etag: str | None) -> _Source | None:
+def _whole_file(request: Request, etag: str) -> _Source | None:
     """The file a static 206 answered from, whole, if it still has the same ETag."""
     if request.handler is not None or not etag:
         return None
@@ -370,7 +370,7 @@ class Module(BaseModule):
         if streams:
             self._start_stream(request, label)
             return
-        etag = response.get_header("ETag")
+        etag = response.get_header("ETag") or ""
         if self._not_modified(request, etag, label):
             return
         source = _Source(list(response.body), response.length)
@@ -404,7 +404,7 @@ class Module(BaseModule):
         label = self._coding(request)
         if label is None or request.method == "HEAD":
             return
-        etag = response.get_header("ETag")
+        etag = response.get_header("ETag") or ""
         source = _whole_file(request, etag)
         if source is None:
             return
@@ -420,7 +420,7 @@ class Module(BaseModule):
             return
         self._compress_whole(request, label, etag, source)
 
-    def _not_modified(self, request: Request, etag: str | None, label: str) -> bool:
+    def _not_modified(self, request: Request, etag: str, label: str) -> bool:
         """If-None-Match names the compressed variant's ETag: 304 with it."""
         response = request.response
         inm = request.headers.get("if-none-match")
@@ -455,18 +455,18 @@ class Module(BaseModule):
         response.remove_header("Content-Length")
         response.encoder = encoder
 
-    def _compress_whole(self, request: Request, label: str, etag: str | None,
+    def _compress_whole(self, request: Request, label: str, etag: str,
                         source: _Source) -> None:
         response = request.response
         values = request.settings.values
         params = values["deflate.params"]
         self._report_params(params)
+        whole_file = request.handler is None and bool(etag) and \
+            self._is_whole_file(request, etag, source)
         try:
-            parts = None
-            if values["deflate.cache-dir"] and etag and etag.startswith('"') and \
-                    request.handler is None and self._is_whole_file(request, etag, source):
+            if whole_file and values["deflate.cache-dir"] and etag.startswith('"'):
                 parts = self._from_cache(request, label, coded_etag(etag, label), source)
-            if parts is None:
+            else:
                 parts = self._compressed(request, label, source)
         except OSError as err:
             self._log(f"compressing {request.physical_path or request.uri_path} "
@@ -474,7 +474,9 @@ class Module(BaseModule):
             return
         finally:
             source.close()
-        set_body(response, parts, response.replayable)
+        # a static file's compressed snapshot held in memory may be replayed for the
+        # rest of the second, as a small file's own bytes are (worker/answercache.py)
+        set_body(response, parts, response.replayable or whole_file)
         self._label_answer(response, label, etag)
 
     @staticmethod
