@@ -29,6 +29,7 @@ from .webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, Element, XMLE
 XML_TYPE = "application/xml;charset=utf-8"
 MAX_XML_BODY = 1 << 20     # bytes of XML a request may send
 NEED_BODY = "body"         # yielded by a method: wait until more of the body came
+NEED_DRAIN = "drain"       # yielded: wait until the client took what was written
 
 
 class DavError(Exception):

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from server_util import WorkerProcess, config_text
+from master.configload import load
+from server_util import WorkerProcess, config_text, read_until_closed
+from worker.module import BACKLOG_HIGH
+from worker.modules.mod_webdav import _Dav
+from worker.request import Response
+from worker.webdav_request import NEED_DRAIN
 from worker.webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from worker.webdav_store import ancestors
 from worker.webdav_xml import (DAV, XMLError, parse, property_xml,
@@ -140,6 +145,10 @@ $HTTP["url"] =^ "/partial/" {{
     webdav.activate = "enable"
     webdav.opts = ("deprecated-unsafe-partial-put" => "enable")
 }}
+$HTTP["url"] =^ "/streamout/" {{
+    webdav.activate = "enable"
+    server.stream-response-body = 2
+}}
 $HTTP["url"] =^ "/copymodify/" {{
     webdav.activate = "enable"
     webdav.opts = ("partial-put-copy-modify" => "enable")
@@ -153,7 +162,7 @@ def share(tmp_path_factory):
     base = tmp_path_factory.mktemp("webdav")
     docroot = base / "www"
     for name in ("dav", "deep/a/b", "ro", "nolink", "stream", "partial", "logxml",
-                 "copymodify"):
+                 "copymodify", "streamout"):
         (docroot / name).mkdir(parents=True)
     (base / "aliased").mkdir()
     (base / "outside").mkdir()
@@ -291,6 +300,70 @@ def test_propfind_infinity_only_where_enabled(share):
     assert status == 403 and b"propfind-finite-depth" in body
     status, _, body = propfind(worker, "/deep/", "infinity")
     assert status == 207 and b"<D:href>/deep/a/b/leaf.txt</D:href>" in body
+
+
+def test_propfind_streams_a_big_answer(share):
+    """A listing goes out as it is made (server.stream-response-body = 2: chunked),
+    whole and well-formed."""
+    worker, docroot, _ = share
+    for index in range(1500):
+        (docroot / "streamout" / f"file-{index:04}.txt").write_text("x")
+    with worker.socket(timeout=30) as sock:
+        sock.sendall(b"PROPFIND /streamout/ HTTP/1.1\r\nHost: x\r\nDepth: 1\r\n"
+                     b"Connection: close\r\n\r\n")
+        raw = read_until_closed(sock)
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 207") and b"Transfer-Encoding: chunked" in head
+    body = dechunk(chunked)
+    assert len(parse(body).children) == 1501
+    assert b"<D:href>/streamout/file-1499.txt</D:href>" in body
+
+
+class HeldRequest:
+    """What a WebDAV method reads of a request, with a client that takes nothing:
+    its backlog is whatever was written."""
+
+    def __init__(self, values: dict, docroot: Path, path: str) -> None:
+        self.settings = type("Settings", (), {"values": values})()
+        self.method, self.headers, self.body, self.env = "PROPFIND", {"depth": "1"}, None, None
+        self.uri_path = self.physical_rel = path
+        self.physical_basedir = str(docroot)
+        self.physical_path = f"{docroot}{path}"
+        self.response = Response()
+
+    def backlog(self) -> int:
+        return self.response.memory_bytes()
+
+
+def test_propfind_pauses_while_the_client_does_not_read(tmp_path):
+    """Past BACKLOG_HIGH unread, a PROPFIND stops (NEED_DRAIN, wants_drain) until
+    the core wakes it; then it goes on where it was."""
+    (tmp_path / "big").mkdir()
+    for index in range(600):
+        (tmp_path / "big" / f"{index:03}-{'n' * 200}").touch()
+    conf = tmp_path / "held.conf"
+    conf.write_text(config_text(tmp_path, "", ("mod_webdav",)))
+    request = HeldRequest(load(str(conf)).compiled.globals, tmp_path, "/big/")
+    steps = _Dav(request, None, lambda *_: None).propfind()
+    pauses = 0
+    for reason in steps:
+        if reason == NEED_DRAIN:
+            assert request.response.wants_drain and request.backlog() >= BACKLOG_HIGH
+            pauses += 1
+            request.response.body.clear()      # the client took it
+            request.response.wants_drain = False
+    assert pauses >= 1 and request.response.streaming
+
+
+def dechunk(data: bytes) -> bytes:
+    parts = []
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return b"".join(parts)
+        parts.append(data[:size])
+        data = data[size + 2:]
 
 
 def test_propfind_named_and_propname(share):

@@ -42,7 +42,7 @@ from typing import Any, Callable, Generator
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
-from ..module import WAIT, HandlerResult, Module as BaseModule
+from ..module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..static import is_directory
 from ..statcache import CACHE
@@ -50,8 +50,8 @@ from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy
                          copy_file, copy_link, copy_tree, lstat_or_none, remove,
                          split_path, write_replacement)
 from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
-from ..webdav_request import (NEED_BODY, XML_TYPE, DavError, DavRequest, depth_header,
-                              os_status)
+from ..webdav_request import (NEED_BODY, NEED_DRAIN, XML_TYPE, DavError, DavRequest,
+                              depth_header, os_status)
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
 from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element, Name,
                           dav_element, error_body, property_xml, response_with_propstats)
@@ -191,8 +191,8 @@ class Module(BaseModule):
         try:
             while True:
                 reason = next(job.steps)
-                if reason == NEED_BODY:
-                    return WAIT          # the core wakes us when more of it came
+                if reason in (NEED_BODY, NEED_DRAIN):
+                    return WAIT          # the core wakes us when more came, or went
                 if time.monotonic() > deadline:
                     job.timer = self.services.call_later(0, request.wake)
                     return WAIT
@@ -203,19 +203,27 @@ class Module(BaseModule):
         """`step()`, with the exceptions a method ends with turned into statuses."""
         try:
             return step()
-        except DavError as err:
-            _discard_answer(request)
+        except (DavError, OSError, sqlite3.Error) as err:
+            if request.response.started:     # a streamed Multi-Status is cut: the
+                self.services.log_error(     # connection closes on it
+                    "mod_webdav.c", f"{request.target}: answer cut: {err!r}")
+                return ERROR
+            return self._failed(request, err)
+
+    def _failed(self, request: Request, err: Exception) -> int:
+        """The status of a method that raised `err`, alone (what it had written of
+        its answer dropped), with an error body for a DavError that names a
+        precondition."""
+        _discard_answer(request)
+        if isinstance(err, DavError):
             if err.condition:
                 request.response.add_header("Content-Type", XML_TYPE)
                 request.response.write(error_body(err.condition))
             return err.status
-        except OSError as err:
-            _discard_answer(request)
+        if isinstance(err, OSError):
             return os_status(err)
-        except sqlite3.Error as err:
-            _discard_answer(request)
-            self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
-            return 500
+        self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
+        return 500
 
     def log_xml(self, request: Request, what: str, data: bytes) -> None:
         if request.settings.values["webdav.log-xml"]:
@@ -259,14 +267,20 @@ class _Dav(DavRequest):
         selection = _selection(body)
         if not self.target.exists:
             return 404
-        response = self.request.response
-        response.add_header("Content-Type", XML_TYPE)
-        response.write(MULTISTATUS_OPEN.encode())
         view = PropertyView(self.store, self.values, self.target.url, depth != "0")
+        response = self.request.response
+        response.status = 207
+        response.add_header("Content-Type", XML_TYPE)
+        if depth != "0" and not self.values["webdav.log-xml"]:
+            response.stream()            # a big tree's answer is not kept in memory
+        response.write(MULTISTATUS_OPEN.encode())
         for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
             response.write(_propfind_response(view, resource, selection).encode(
                 "utf-8", "surrogateescape"))
             yield STEP
+            if self.request.backlog() >= BACKLOG_HIGH:
+                response.wants_drain = True
+                yield NEED_DRAIN
         response.write(MULTISTATUS_CLOSE.encode())
         if self.values["webdav.log-xml"]:
             self.log_xml(self.request, "response", b"".join(
