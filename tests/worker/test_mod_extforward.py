@@ -7,6 +7,7 @@ send-proxy-v2-ssl."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from held_backend import free_port
+from proxy_backends import BackendProcess
 from server_util import WorkerProcess, read_until_closed
 from test_proxyproto import tcp4, tlv, v2
 
@@ -366,3 +368,20 @@ def test_haproxy_terminating_tls(haproxy):
             seen = environment(read_until_closed(tls))
     assert (seen["REMOTE_ADDR"], seen["HTTPS"]) == ("127.0.0.2", "on")
     assert seen["SSL_PROTOCOL"].startswith("TLSv1")
+
+
+# ---------------------------------------------------------------- mod_proxy behind
+def test_mod_proxy_forwards_the_client(tmp_path):
+    backend = BackendProcess("xf", tmp_path)
+    try:
+        conf = make_site(tmp_path, '$HTTP["url"] =^ "/app/" { proxy.server = ("" => '
+                                   f'(("host" => "127.0.0.1", "port" => {backend.port}))) }}\n')
+        conf.write_text(conf.read_text().replace('"mod_extforward")',
+                                                 '"mod_extforward", "mod_proxy")'))
+        with WorkerProcess(conf) as worker:
+            status, _, body = worker.get("/app/echo", X_Forwarded_For="203.0.113.9")
+    finally:
+        backend.stop()
+    headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
+    assert status == 200
+    assert headers["x-forwarded-for"].rpartition(", ")[2] == "203.0.113.9"
