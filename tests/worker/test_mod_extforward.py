@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 from held_backend import free_port
 from proxy_backends import BackendProcess
-from server_util import WorkerProcess, read_until_closed
+from server_util import REPO, WorkerProcess, read_until_closed
 from test_proxyproto import tcp4, tlv, v2
 
 ENV_SCRIPT = """#!/bin/sh
@@ -385,3 +386,15 @@ def test_mod_proxy_forwards_the_client(tmp_path):
     headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
     assert status == 200
     assert headers["x-forwarded-for"].rpartition(", ")[2] == "203.0.113.9"
+
+
+def test_tls_module_after_it_is_warned_of(tmp_path):
+    conf = tmp_path / "order.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.port = 8080\n'
+                    'server.modules = ("mod_extforward", "mod_openssl")\n'
+                    'extforward.forwarder = ("127.0.0.1" => "trust")\n'
+                    '$SERVER["socket"] == ":8443" { extforward.hap-PROXY = "enable" }\n')
+    checked = subprocess.run([sys.executable, "-m", "master.cli", "-tt", "-f", str(conf)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "mod_extforward must be loaded after mod_openssl in server.modules when " \
+        'extforward.hap-PROXY = "enable"' in checked.stdout + checked.stderr
