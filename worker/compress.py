@@ -18,7 +18,7 @@ from __future__ import annotations
 import bz2
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 try:
     import brotli
@@ -30,6 +30,12 @@ except ImportError:      # the coding is not offered
     zstandard = None     # type: ignore[assignment]
 
 from .request import Encoder
+
+
+class _Coder(Encoder, Protocol):
+    """An encoder that can also hand out what it holds without ending its stream."""
+
+    def flush(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,25 @@ def parse_params(pairs: Any) -> Params:
     return replace(Params(), given=frozenset(values), problems=tuple(problems), **values)
 
 
+class _Flushing:
+    """An encoder whose every part is sent as soon as it is coded: a streamed answer's
+    bytes reach the client as the backend produces them (at some cost in ratio),
+    rather than when the coder's window fills."""
+
+    __slots__ = ("coder",)
+
+    def __init__(self, coder: _Coder) -> None:
+        self.coder = coder
+
+    def encode(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return self.coder.encode(data) + self.coder.flush()
+
+    def finish(self) -> bytes:
+        return self.coder.finish()
+
+
 class _Zlib:
     """gzip (`wbits` 16+) or the zlib format (`deflate`)."""
 
@@ -114,6 +139,10 @@ class _Zlib:
         return self.stream.flush()
 
 
+    def flush(self) -> bytes:
+        return self.stream.flush(zlib.Z_SYNC_FLUSH)
+
+
 class _Bzip2:
     __slots__ = ("stream",)
 
@@ -125,6 +154,10 @@ class _Bzip2:
 
     def finish(self) -> bytes:
         return self.stream.flush()
+
+
+    def flush(self) -> bytes:
+        return b""          # bzip2 cannot end a block early: its output waits
 
 
 class _Brotli:
@@ -142,6 +175,10 @@ class _Brotli:
 
     def finish(self) -> bytes:
         return self.stream.finish()
+
+
+    def flush(self) -> bytes:
+        return self.stream.flush()
 
 
 class _Zstd:
@@ -166,20 +203,24 @@ class _Zstd:
         return self.stream.flush()
 
 
-def _gzip(level: int, params: Params, _text: bool) -> Encoder:
+    def flush(self) -> bytes:
+        return self.stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+def _gzip(level: int, params: Params, _text: bool) -> _Coder:
     """deflate.compression-level (1-9, -1: zlib's default), unless gzip.level is set."""
     if "gzip_level" in params.given:
         level = params.gzip_level
     return _Zlib(level, 16 + params.gzip_window_bits, params)
 
 
-def _deflate(level: int, params: Params, _text: bool) -> Encoder:
+def _deflate(level: int, params: Params, _text: bool) -> _Coder:
     if "gzip_level" in params.given:
         level = params.gzip_level
     return _Zlib(level, params.gzip_window_bits, params)
 
 
-def _bzip2(level: int, params: Params, _text: bool) -> Encoder:
+def _bzip2(level: int, params: Params, _text: bool) -> _Coder:
     """deflate.compression-level is the block size (in 100 KiB) unless the params set it."""
     if "bzip2_block_size" in params.given or level < 1:
         return _Bzip2(params.bzip2_block_size)
@@ -187,7 +228,7 @@ def _bzip2(level: int, params: Params, _text: bool) -> Encoder:
 
 
 # label -> how to make its encoder from (deflate.compression-level, params, text body)
-ENCODERS: dict[str, Callable[[int, Params, bool], Encoder]] = {
+ENCODERS: dict[str, Callable[[int, Params, bool], _Coder]] = {
     "gzip": _gzip, "x-gzip": _gzip, "deflate": _deflate, "bzip2": _bzip2, "x-bzip2": _bzip2,
 }
 if brotli is not None:
@@ -196,6 +237,9 @@ if zstandard is not None:
     ENCODERS["zstd"] = lambda _level, p, _text: _Zstd(p)
 
 
-def make_encoder(label: str, level: int, params: Params, text: bool) -> Encoder:
-    """A fresh encoder for the coding `label` (one of ENCODERS)."""
-    return ENCODERS[label](level, params, text)
+def make_encoder(label: str, level: int, params: Params, text: bool,
+                 flushing: bool = False) -> Encoder:
+    """A fresh encoder for the coding `label` (one of ENCODERS); `flushing`: each
+    part's bytes come out of encode at once (a streamed answer)."""
+    coder = ENCODERS[label](level, params, text)
+    return _Flushing(coder) if flushing else coder

@@ -119,6 +119,9 @@ def site(tmp_path_factory):
     _script(docroot / "stream" / "slow.cgi", r"Content-Type: text/plain\r\n",
             "sleep 0.3\necho the end\n")
     _script(docroot / "stream" / "fast.cgi", r"Content-Type: text/plain\r\n")
+    _script(docroot / "stream" / "waits.cgi", r"Content-Type: text/plain\r\n",
+            f"n=0\nwhile [ ! -e {base}/go ] && [ $n -lt 100 ]; do sleep 0.1; "
+            "n=$((n+1)); done\necho the end\n")
     (base / "spool").mkdir()
     conf = base / "deflate.conf"
     conf.write_text(config_text(docroot, f"""
@@ -301,6 +304,26 @@ def test_a_streamed_answer_is_compressed_as_it_streams(site):
     assert (headers["Content-Encoding"], headers["Transfer-Encoding"]) == ("br", "chunked")
     text = brotli.decompress(body)
     assert text.startswith(b"cgi line 0\n") and text.endswith(b"cgi line 149\nthe end\n")
+
+
+def test_a_streamed_answer_s_coded_parts_go_out_as_they_come(site):
+    """The script waits (at most 10 s) for the client to have decoded its first lines
+    before it ends: the coder must have sent them without waiting for more."""
+    worker, _, base = site
+    connection = worker.connection(timeout=5)
+    try:
+        connection.request("GET", "/stream/waits.cgi", headers={"Accept-Encoding": "gzip"})
+        answer = connection.getresponse()
+        decoder, text = zlib.decompressobj(31), b""
+        while b"cgi line 149\n" not in text:
+            part = answer.read1(65536)
+            assert part, text[-100:]
+            text += decoder.decompress(part)
+        (base / "go").touch()
+        text += decoder.decompress(answer.read()) + decoder.flush()
+    finally:
+        connection.close()
+    assert text.endswith(b"cgi line 149\nthe end\n") and decoder.eof
 
 
 @pytest.mark.xfail(strict=False, reason="the core does not end the encoder of a streamed "

@@ -360,8 +360,7 @@ class Module(BaseModule):
         if not type_matches(prefixes, response.get_header("Content-Type")):
             return
         streams = response.streaming and values["server.stream-response-body"] != 0
-        if not streams and response.status != 304 and \
-                not self._size_fits(response.length, values):
+        if not streams and not self._size_fits(_entity_size(request), values):
             return
         add_vary(response)
         label = self._coding(request)
@@ -445,7 +444,7 @@ class Module(BaseModule):
         params = values["deflate.params"]
         self._report_params(params)
         encoder = make_encoder(label, values["deflate.compression-level"], params,
-                               _is_text(response))
+                               _is_text(response), flushing=True)
         written = list(response.body)
         output = _Output(self._upload_dirs(request))
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
@@ -567,6 +566,17 @@ def _file_part(fd: int) -> list:
         raise
     os.close(fd)
     return [data]
+
+
+def _entity_size(request: Request) -> int:
+    """The size of the body the answer stands for: a static 304's file's size."""
+    response = request.response
+    if response.status != 304 or request.handler is not None:
+        return response.length
+    try:
+        return request.physical_stat().st_size
+    except OSError:
+        return 0
 
 
 def _is_text(response: Response) -> bool:
