@@ -45,6 +45,8 @@ KNOWN_DIFFERENCES = {
     "star": "as identity-page: `*` is not read, by either server",
     "head-gzip": "as identity-page: a HEAD is not compressed but says it varies",
     "inm-plain-gzip": "as identity-page, on the 304 for the identity variant's ETag",
+    "range-identity": "as identity-page, on a 206 (a gzip client gets the whole file "
+                      "compressed)",
     "q0-gzip": "RFC 9110 12.5.3: q=0 means not acceptable; lighttpd 1.4.69 reads the "
                "name and compresses",
     "cgi-no-transform": "RFC 9110 7.7 / RFC 9111 5.2.2.6: no-transform; lighttpd 1.4.69 "

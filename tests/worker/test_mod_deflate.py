@@ -210,7 +210,10 @@ def test_a_range_on_a_compressed_answer_gets_the_whole_body_as_lighttpd(site):
             (200, "text/html", False), ranges
         assert gzip.decompress(body) == PAGE
     status, headers, body = worker.get("/page.html", Range="bytes=0-99")
-    assert (status, body) == (206, PAGE[:100])
+    assert (status, body, headers["Vary"]) == (206, PAGE[:100], "Accept-Encoding")
+    status, headers, body = worker.get("/photo.png", Accept_Encoding="gzip",
+                                       Range="bytes=0-99")
+    assert (status, len(body), "Vary" in headers) == (206, 100, False)
 
 
 def test_if_none_match_with_the_coded_etag_is_304(site):

@@ -299,7 +299,7 @@ class _Source:
 
 def _whole_file(request: Request, etag: str) -> _Source | None:
     """The file a static 206 answered from, whole, if it still has the same ETag."""
-    if request.handler is not None or not etag:
+    if not etag:
         return None
     values = request.settings.values
     try:
@@ -398,8 +398,11 @@ class Module(BaseModule):
         response = request.response
         values = request.settings.values
         content_type = static.content_type_for(values, request.physical_path)
-        if response.streaming or not type_matches(prefixes, content_type):
+        if response.streaming or request.handler is not None or \
+                not type_matches(prefixes, content_type) or \
+                not self._size_fits(_entity_size(request), values):
             return
+        add_vary(response)
         label = self._coding(request)
         if label is None or request.method == "HEAD":
             return
@@ -407,10 +410,6 @@ class Module(BaseModule):
         source = _whole_file(request, etag)
         if source is None:
             return
-        if not self._size_fits(source.size, values):
-            source.close()
-            return
-        add_vary(response)
         response.set_header("Content-Type", content_type)
         response.remove_header("Content-Range")
         response.status = 200
@@ -569,9 +568,10 @@ def _file_part(fd: int) -> list:
 
 
 def _entity_size(request: Request) -> int:
-    """The size of the body the answer stands for: a static 304's file's size."""
+    """The size of the body the answer stands for: for a static 304 or 206, the
+    file's."""
     response = request.response
-    if response.status != 304 or request.handler is not None:
+    if response.status not in (206, 304) or request.handler is not None:
         return response.length
     try:
         return request.physical_stat().st_size
