@@ -21,7 +21,7 @@ import pytest
 
 from held_backend import free_port
 from proxy_backends import BackendProcess
-from server_util import REPO, WorkerProcess, read_until_closed
+from server_util import REPO, WorkerProcess, config_text, read_until_closed
 from test_proxyproto import tcp4, tlv, v2
 
 ENV_SCRIPT = """#!/bin/sh
@@ -398,3 +398,23 @@ def test_tls_module_after_it_is_warned_of(tmp_path):
                              cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "mod_extforward must be loaded after mod_openssl in server.modules when " \
         'extforward.hap-PROXY = "enable"' in checked.stdout + checked.stderr
+
+
+def test_kept_answers_are_not_replayed_to_a_forwarded_client(tmp_path):
+    (tmp_path / "index.html").write_text("hello\n")
+    conf = tmp_path / "cache.conf"
+    conf.write_text(config_text(tmp_path, 'extforward.forwarder = ("127.0.0.1" => "trust")\n'
+                                '$HTTP["remoteip"] == "203.0.113.0/24" '
+                                '{ url.access-deny = (".html") }\n',
+                                ("mod_access", "mod_extforward", "mod_staticfile")))
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    with WorkerProcess(conf) as worker:
+        connection = worker.connection(10)
+        statuses = []
+        for headers in ({}, {}, {}, forwarded, forwarded, {}):
+            connection.request("GET", "/index.html", headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            statuses.append(answer.status)
+        connection.close()
+    assert statuses == [200, 200, 200, 403, 403, 200]
