@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from shared import log
 
+from .module import COMEBACK, WAIT
+
 if TYPE_CHECKING:
     from .request import Request
     from .services import Services
@@ -60,6 +62,17 @@ class Pending:
         for request in self.requests:
             if not request.aborted:
                 request.wake()
+
+
+def comeback_when_settled(request: "Request", key: str) -> int:
+    """handle_subrequest of a module whose request waits for the Pending kept (as
+    `.pending`) in request.plugin_ctx[key]: once it is settled the phases run again and
+    the module finds the answer (as lighttpd re-enters its hooks); until then, WAIT."""
+    asked = request.plugin_ctx.get(key)
+    if asked is None or not asked.pending.done:
+        return WAIT
+    request.handler = None
+    return COMEBACK
 
 
 @dataclass(frozen=True)

@@ -105,9 +105,9 @@ class Directory:
     connection: ldap3.Connection | None = None
 
     def search(self, base: str, search_filter: str,
-               attributes: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
-        """(dn, attributes) of the entries under `base` matching the filter; the
-        connection is reopened once if the server dropped it."""
+               attributes: tuple[str, ...] = ()) -> list[tuple[str, dict[str, list[bytes]]]]:
+        """(dn, the asked attributes' raw values) of the entries under `base` matching
+        the filter; the connection is reopened once if the server dropped it."""
         with self.lock:
             for attempt in (1, 2):
                 try:
@@ -123,8 +123,9 @@ class Directory:
                 if result.get("result", 0) not in (0, 32):    # 32: no such object
                     raise DirectoryError(f"ldap: {result.get('description')}; "
                                          f"filter: {search_filter}")
-                return [(entry["dn"], dict(entry.get("attributes", {})))
-                        for entry in connection.response or () if entry.get("type") == "searchResEntry"]
+                return [(entry["dn"], dict(entry.get("raw_attributes", {})))
+                        for entry in connection.response or ()
+                        if entry.get("type") == "searchResEntry"]
         return []
 
     def bind_as(self, dn: str, password: str) -> bool:
@@ -168,7 +169,8 @@ class Directory:
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_file) \
             if settings.starttls or any(u.startswith("ldaps://") for u in settings.uris) \
             else None
-        servers = [ldap3.Server(uri, connect_timeout=settings.timeout, tls=tls)
+        servers = [ldap3.Server(uri, connect_timeout=settings.timeout, tls=tls,
+                                get_info=ldap3.NONE)        # no schema: names as given
                    for uri in settings.uris]
         pool = ldap3.ServerPool(servers, ldap3.FIRST, active=1, exhaust=True) \
             if len(servers) > 1 else servers[0]

@@ -23,6 +23,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from shared.config.directives import DirectiveValueError
+from shared.config.values import Array
+
 DEFAULT_TIMEOUT = 5.0
 SQLITE_DIR = "/var/lib/libdbi/sqlite3"     # libdbi's default sqlite3_dbdir
 DBTYPES = ("sqlite3", "pgsql", "mysql")
@@ -55,10 +58,35 @@ class Settings:
             else DEFAULT_TIMEOUT
 
 
-def settings_from(dbtype: str, options: dict[str, Any]) -> Settings:
-    """Settings from a config array's other keys (values as text, keys lowercased)."""
-    return Settings(dbtype, tuple(sorted((key.lower(), str(value))
-                                         for key, value in options.items())))
+def sql_options(value: Any, key: str, dbtype: str = "") -> tuple[str, Settings] | None:
+    """(query, database) from a lighttpd SQL options array (its "dbtype" unless the key
+    is of one type, as vhostdb.pgsql); None when "sql", the type or "dbname" is missing
+    (the key is then left unconfigured, as lighttpd does)."""
+    if not isinstance(value, Array) or (len(value) and not value.has_keys()):
+        raise DirectiveValueError(f'unexpected value for {key}; expected list of '
+                                  f'"option" => "value"')
+    options = {str(k).lower(): item for k, item in value}
+    sql = str(options.pop("sql", ""))
+    dbtype = dbtype or str(options.pop("dbtype", ""))
+    if not sql.strip() or not dbtype or "dbname" not in options:
+        return None
+    return sql, _database_settings(dbtype, options, key)
+
+
+def _database_settings(dbtype: str, options: dict[str, Any], key: str) -> Settings:
+    """Settings for a known database type whose client library is installed (values
+    as text, as the drivers take them)."""
+    if dbtype not in DBTYPES:
+        raise DirectiveValueError(f"{key}: dbtype {dbtype!r} not supported "
+                                  f"(one of {', '.join(DBTYPES)})")
+    library = {"pgsql": "psycopg", "mysql": "pymysql"}.get(dbtype)
+    if library is not None:
+        try:
+            __import__(library)
+        except ImportError:
+            raise DirectiveValueError(f"{key}: dbtype {dbtype} needs the Python package "
+                                      f"{library}") from None
+    return Settings(dbtype, tuple(sorted((name, str(item)) for name, item in options.items())))
 
 
 def build_query(template: str, values: list[str], escape: Callable[[str], str]) -> str | None:

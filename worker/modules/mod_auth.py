@@ -48,7 +48,7 @@ from shared.config.directives import Directive, DirectiveValueError, Type, to_bo
 from shared.config.values import Array
 
 from .. import authn
-from ..module import COMEBACK, WAIT, HandlerResult, Module as BaseModule
+from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 
 if TYPE_CHECKING:
@@ -502,11 +502,7 @@ class Module(BaseModule):
     def handle_subrequest(self, request: Request) -> HandlerResult:
         """A backend answered: run the phases again, this module now finding the
         answer in the request (as lighttpd re-enters its hooks after a wait)."""
-        asked = request.plugin_ctx.get("auth")
-        if asked is None or not asked.pending.done:
-            return WAIT
-        request.handler = None
-        return COMEBACK
+        return authn.comeback_when_settled(request, "auth")
 
     def handle_trigger(self, now: float) -> None:
         if now < self.next_sweep:

@@ -25,49 +25,18 @@ import hmac
 from typing import TYPE_CHECKING, Any, Callable
 
 from shared import log
-from shared.config.directives import Directive, DirectiveValueError, Type
-from shared.config.values import Array
+from shared.config.directives import Directive, Type
 
 from .. import authn
 from ..module import Module as BaseModule
 from ..request import Request
-from ..sql_database import DBTYPES, Database, DatabaseError, Settings, settings_from
+from ..sql_database import Database, DatabaseError, Settings, sql_options
 from .mod_authn_file import htpasswd_check
 
 if TYPE_CHECKING:
     from ..services import Services
 
 _HASH_OF_HEX_LENGTH = {32: "md5", 64: "sha256"}
-
-
-def sql_options(value: Array, key: str) -> tuple[str, Settings] | None:
-    """(query, database) from a lighttpd SQL options array; None when "sql", "dbtype"
-    or "dbname" is missing (the key is then left unconfigured, as lighttpd does)."""
-    if not isinstance(value, Array) or not value.has_keys():
-        if isinstance(value, Array) and not len(value):
-            return None
-        raise DirectiveValueError(f'unexpected value for {key}; expected list of '
-                                  f'"option" => "value"')
-    options = {str(k).lower(): item for k, item in value}
-    sql, dbtype = str(options.pop("sql", "")), str(options.pop("dbtype", ""))
-    if not sql.strip() or not dbtype or "dbname" not in options:
-        return None
-    return sql, database_settings(dbtype, options, key)
-
-
-def database_settings(dbtype: str, options: dict[str, Any], key: str) -> Settings:
-    """Settings for a known database type whose client library is installed."""
-    if dbtype not in DBTYPES:
-        raise DirectiveValueError(f"{key}: dbtype {dbtype!r} not supported "
-                                  f"(one of {', '.join(DBTYPES)})")
-    library = {"pgsql": "psycopg", "mysql": "pymysql"}.get(dbtype)
-    if library is not None:
-        try:
-            __import__(library)
-        except ImportError:
-            raise DirectiveValueError(f"{key}: dbtype {dbtype} needs the Python package "
-                                      f"{library}") from None
-    return settings_from(dbtype, options)
 
 
 DIRECTIVES = (
