@@ -408,15 +408,16 @@ class Module(BaseModule):
         self.proxied.pop(connection, None)
 
     def _proxy_environment(self, request: Request, values: dict) -> None:
-        """What the PROXY header told of the client's TLS, for backends."""
+        """What the PROXY header told of the client's TLS, for backends (over what
+        mod_openssl put there, as in lighttpd)."""
         header = self.proxied.get(request.connection)
-        if header is not None:
-            for name, value in header.env.items():
-                request.set_env(name, value)
+        env = header.env if header is not None else {}
+        for name, value in env.items():
+            request.set_env(name, value)
         if not values["extforward.hap-PROXY-ssl-client-verify"]:
             return
-        common_name = header.env.get("SSL_CLIENT_S_DN_CN") if header is not None else None
-        if header is not None and header.ssl_client_verified and common_name is not None:
+        common_name = env.get("SSL_CLIENT_S_DN_CN")
+        if common_name is not None and header is not None and header.ssl_client_verified:
             request.set_env("SSL_CLIENT_VERIFY", "SUCCESS")
             request.set_env("REMOTE_USER", common_name)
             request.set_env("AUTH_TYPE", "SSL_CLIENT_VERIFY")
@@ -443,9 +444,9 @@ class Module(BaseModule):
                                   f"proxy, skipping")
             return None
         try:
-            changed = self._forwarded(request, value, forwarders, values) \
+            changed = take_forwarded(request, value, forwarders, values["extforward.params"]) \
                 if name.lower() == "forwarded" else \
-                self._forwarded_for(request, value, forwarders)
+                take_forwarded_for(request, value, forwarders)
         except ForwardedError as err:
             log.error(SOURCE, str(err))
             return 400
@@ -459,38 +460,6 @@ class Module(BaseModule):
         (lighttpd resets its condition cache for them); the core's own evaluation
         (Request.configure, after a rewrite too) reads the connection's address."""
         request.settings = self.config.settings_for(_ForwardedSubject(request))
-
-    def _forwarded_for(self, request: Request, value: str, forwarders: Forwarders) -> bool:
-        """X-Forwarded-For and its likes (X-Real-IP ...), with X-Forwarded-Proto."""
-        address = client_of_list(value, forwarders)
-        if address is None or not _set_address(request, address):
-            return False
-        proto = request.headers.get("x-forwarded-proto")
-        if proto is not None:
-            _set_scheme(request, proto)
-        return True
-
-    def _forwarded(self, request: Request, value: str, forwarders: Forwarders,
-                   values: dict) -> bool:
-        """RFC 7239 Forwarded: for=, proto=, and with extforward.params host= and
-        remote_user=."""
-        found = read_forwarded(value, forwarders)
-        if found is None or not _set_address(request, found.address):
-            return False
-        if found.proto is not None:
-            _set_scheme(request, found.proto)
-        params = values["extforward.params"]
-        if "host" in params and found.host is not None:
-            host = _param(found.host, "host").lower()
-            try:
-                request.host = normalize_host(host, request.scheme)
-            except BadRequest:
-                raise ForwardedError("invalid host= value in Forwarded header") from None
-            request.headers["host"] = host
-        if "remote_user" in params and found.remote_user is not None:
-            request.set_env("REMOTE_USER", _param(found.remote_user, "remote_user"))
-        return True
-
 
 def _set_address(request: Request, address: str) -> bool:
     """The request's own remote address; False (no change) unless it is one."""
@@ -533,3 +502,35 @@ def _all_headers(config: "CompiledConfig") -> set[str]:
     for block in config.blocks:
         names.update(block.settings.get("extforward.headers") or ())
     return names
+
+
+def take_forwarded_for(request: Request, value: str, forwarders: Forwarders) -> bool:
+    """X-Forwarded-For and its likes (X-Real-IP ...), with X-Forwarded-Proto."""
+    address = client_of_list(value, forwarders)
+    if address is None or not _set_address(request, address):
+        return False
+    proto = request.headers.get("x-forwarded-proto")
+    if proto is not None:
+        _set_scheme(request, proto)
+    return True
+
+
+def take_forwarded(request: Request, value: str, forwarders: Forwarders,
+                   params: frozenset[str]) -> bool:
+    """RFC 7239 Forwarded: for=, proto=, and with extforward.params host= and
+    remote_user=."""
+    found = read_forwarded(value, forwarders)
+    if found is None or not _set_address(request, found.address):
+        return False
+    if found.proto is not None:
+        _set_scheme(request, found.proto)
+    if "host" in params and found.host is not None:
+        host = _param(found.host, "host").lower()
+        try:
+            request.host = normalize_host(host, request.scheme)
+        except BadRequest:
+            raise ForwardedError("invalid host= value in Forwarded header") from None
+        request.headers["host"] = host
+    if "remote_user" in params and found.remote_user is not None:
+        request.set_env("REMOTE_USER", _param(found.remote_user, "remote_user"))
+    return True
