@@ -102,13 +102,15 @@ def _script(path: Path, head: str, after: str = "") -> None:
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("deflate")
     docroot = base / "www"
-    for sub in ("cached", "limited", "steps", "stream", "cgi"):
+    for sub in ("cached", "badcache", "limited", "steps", "stream", "cgi"):
         (docroot / sub).mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
     (docroot / "small.txt").write_bytes(SMALL)
     (docroot / "tiny.txt").write_bytes(b"x" * 256)
     (docroot / "photo.png").write_bytes(os.urandom(5000))
     (docroot / "cached" / "page.html").write_bytes(PAGE)
+    (docroot / "badcache" / "page.html").write_bytes(PAGE)
+    (base / "a-file").write_text("not a directory\n")
     (docroot / "limited" / "page.txt").write_bytes(SMALL * 5)
     (docroot / "steps" / "big.txt").write_bytes(BIG)
     _script(docroot / "cgi" / "notransform.cgi",
@@ -128,9 +130,11 @@ def site(tmp_path_factory):
 mimetype.assign += (".png" => "image/png")
 cgi.assign = (".cgi" => "")
 server.upload-dirs = ("{base}/spool")
+server.errorlog = "{base}/error.log"
 deflate.mimetypes = ("text/")
 deflate.allowed-encodings = ("zstd", "br", "gzip", "deflate", "bzip2")
 $HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{base}/cache/" }}
+$HTTP["url"] =^ "/badcache/" {{ deflate.cache-dir = "{base}/a-file/cache/" }}
 $HTTP["url"] =^ "/limited/" {{ deflate.max-compress-size = 4 }}
 $HTTP["url"] =^ "/steps/" {{ deflate.work-block-size = 64 }}
 $HTTP["url"] =^ "/stream/" {{ server.stream-response-body = 2 }}
@@ -259,6 +263,16 @@ def test_cache_dir_keeps_the_compressed_file_by_etag(site):
         _, headers, body = worker.get("/cached/page.html", Accept_Encoding="gzip")
     assert headers["ETag"] != etag and gzip.decompress(body) == changed
     assert len(_cache_files(base)) == 2          # no temp file left beside them
+
+
+def test_a_cache_dir_that_refuses_files_is_logged_once_and_compression_goes_on(site):
+    worker, _, base = site
+    for _ in range(3):
+        _, headers, body = worker.get("/badcache/page.html?" + os.urandom(4).hex(),
+                                      Accept_Encoding="gzip")
+        assert gzip.decompress(body) == PAGE
+    log = (base / "error.log").read_text()
+    assert log.count("deflate.cache-dir") == 1 and "Not a directory" in log
 
 
 def _read_answer(sock: socket.socket, pending: bytes) -> tuple[dict[str, str], bytes, bytes]:

@@ -253,8 +253,12 @@ def compress_into(encoder: Encoder, chunks: Iterator[bytes], sink: Any) -> None:
     sink.add(encoder.finish())
 
 
+class _CacheDirError(OSError):
+    """The cache dir refused a file (permissions, space): compress in memory."""
+
+
 class _FileSink:
-    """Compressed bytes written to an open file."""
+    """Compressed bytes written to a cache file."""
 
     __slots__ = ("fd", "size")
 
@@ -264,7 +268,10 @@ class _FileSink:
     def add(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self.fd, view)
+            try:
+                written = os.write(self.fd, view)
+            except OSError as err:
+                raise _CacheDirError(err.errno, err.strerror) from None
             self.size += written
             view = view[written:]
 
@@ -336,9 +343,14 @@ class Module(BaseModule):
 
     def _report_params(self, params: Params) -> None:
         for problem in params.problems:
-            if problem not in self.reported:
-                self.reported.add(problem)
-                self._log(problem)
+            self._log_once(problem, problem)
+
+    def _log_once(self, key: str, message: str) -> None:
+        """A problem of the config or the disk is logged once by each worker, not
+        with every answer it touches."""
+        if key not in self.reported:
+            self.reported.add(key)
+            self._log(message)
 
     def _log(self, message: str) -> None:
         if self.services is not None:
@@ -462,9 +474,10 @@ class Module(BaseModule):
         whole_file = request.handler is None and bool(etag) and \
             self._is_whole_file(request, etag, source)
         try:
+            parts = None
             if whole_file and values["deflate.cache-dir"] and etag.startswith('"'):
                 parts = self._from_cache(request, label, coded_etag(etag, label), source)
-            else:
+            if parts is None:
                 parts = self._compressed(request, label, source)
         except OSError as err:
             self._log(f"compressing {request.physical_path or request.uri_path} "
@@ -485,14 +498,9 @@ class Module(BaseModule):
         response.remove_header("Accept-Ranges")
 
     def _compressed(self, request: Request, label: str, source: _Source) -> list:
-        values = request.settings.values
-        encoder = make_encoder(label, values["deflate.compression-level"],
-                               values["deflate.params"], _is_text(request.response))
         output = _Output(self._upload_dirs(request))
         try:
-            compress_into(encoder, read_parts(source.parts,
-                                              values["deflate.work-block-size"] << 10),
-                          output)
+            compress_source(request, label, source, output)
         except OSError:
             output.discard()
             raise
@@ -515,36 +523,59 @@ class Module(BaseModule):
             static.cached_etag(st, request.settings.values) == etag
 
     def _from_cache(self, request: Request, label: str, coded: str,
-                    source: _Source) -> list:
-        """The compressed file from deflate.cache-dir, made first if it is not there."""
-        values = request.settings.values
-        path = cache_path(values["deflate.cache-dir"], request.physical_path, coded)
+                    source: _Source) -> list | None:
+        """The compressed file from deflate.cache-dir, made first if it is not there;
+        None when the cache dir cannot take it (the answer is compressed in memory)."""
+        cache_dir = request.settings.values["deflate.cache-dir"]
+        path = cache_path(cache_dir, request.physical_path, coded)
         try:
-            fd = os.open(path, _READ_FLAGS)
-        except FileNotFoundError:
-            fd = self._make_cache_file(request, label, path, source)
+            fd = _open_cache_file(path)
+            if fd < 0:
+                fd = _make_cache_file(request, label, path, source)
+        except _CacheDirError as err:
+            self._log_once(f"cache {cache_dir} {err.errno}",
+                           f"deflate.cache-dir {cache_dir}: {err}")
+            return None
         return _file_part(fd)
 
-    def _make_cache_file(self, request: Request, label: str, path: str,
-                         source: _Source) -> int:
-        """Compress into a temp file beside `path`, then rename it there: the open fd
-        of what was written."""
-        values = request.settings.values
-        directory, name = os.path.split(path)
+
+def compress_source(request: Request, label: str, source: _Source, sink: Any) -> None:
+    """Code what `source` holds into `sink.add`, in deflate.work-block-size steps."""
+    values = request.settings.values
+    encoder = make_encoder(label, values["deflate.compression-level"],
+                           values["deflate.params"], _is_text(request.response))
+    compress_into(encoder, read_parts(source.parts, values["deflate.work-block-size"] << 10),
+                  sink)
+
+
+def _open_cache_file(path: str) -> int:
+    """The kept compressed file, -1 when there is none yet; _CacheDirError when the
+    cache dir cannot be read."""
+    try:
+        return os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return -1
+    except OSError as err:
+        raise _CacheDirError(err.errno, err.strerror, path) from None
+
+
+def _make_cache_file(request: Request, label: str, path: str, source: _Source) -> int:
+    """Compress into a temp file beside `path`, then rename it there: the open fd of
+    what was written.  _CacheDirError when the cache dir refuses it."""
+    directory, name = os.path.split(path)
+    try:
         os.makedirs(directory, 0o700, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=name + ".", dir=directory)
-        try:
-            encoder = make_encoder(label, values["deflate.compression-level"],
-                                   values["deflate.params"], _is_text(request.response))
-            compress_into(encoder, read_parts(source.parts,
-                                              values["deflate.work-block-size"] << 10),
-                          _FileSink(fd))
-            os.rename(temp, path)
-        except BaseException:
-            os.close(fd)
-            os.unlink(temp)
-            raise
-        return fd
+    except OSError as err:
+        raise _CacheDirError(err.errno, err.strerror, directory) from None
+    try:
+        compress_source(request, label, source, _FileSink(fd))
+        os.rename(temp, path)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    return fd
 
 
 def cache_path(cache_dir: str, physical_path: str, coded_etag_value: str) -> str:
