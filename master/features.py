@@ -33,8 +33,8 @@ class Feature:
     platform: bool = True      # what this Python offers, e.g. socket.has_ipv6
 
 
-# Modules are named as lighttpd names the ones that provide the feature there (HTTP/2:
-# mod_h2, as from lighttpd 1.4.70; 1.4.69 has it in the core).
+# Modules are named as lighttpd names the ones that provide the feature there; HTTP/2
+# is in the core, as in lighttpd 1.4.69 (worker/h2.py).
 FEATURES: tuple[Feature, ...] = (
     Feature("IPv6 support", platform=socket.has_ipv6),
     Feature("zlib support", "mod_deflate", ("zlib",)),
@@ -45,7 +45,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("OpenSSL support", "mod_openssl", ("OpenSSL", "ssl")),
     Feature("PCRE support"),           # Python's re: regex conditionals always work
     Feature("LDAP support", "mod_authn_ldap", ("ldap3", "ldap")),
-    Feature("HTTP/2 support", "mod_h2", ("h2",)),
+    Feature("HTTP/2 support", CORE, ("h2",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
 )

@@ -200,6 +200,7 @@ def test_counters_never_go_back_across_reloads_and_kills(tmp_path):
                     wait_until(lambda: victim not in server.children()
                                and len(server.children()) == 2, timeout=10)
                     time.sleep(0.3)
+        time.sleep(0.1)     # a request is counted once sent: the last ones, by now
         final_text = fresh_get(server.port, METRICS)[2].decode()
     bodies = [baseline_text, *scraper.bodies, final_text]
     assert len(bodies) > 20
@@ -215,8 +216,9 @@ def test_counters_never_go_back_across_reloads_and_kills(tmp_path):
     assert respawns["crash"] == 2 and respawns["reload"] == 10
     reloads = {s.labels["result"]: s.value for s in found["pylighttpd_reloads"].samples}
     assert reloads == {"ok": 5.0, "refused": 0.0}
-    # every request sent after the baseline scrape is counted once (the final scrape
-    # counts after its own page is built); one lost in a kill may or may not have been
+    # every request sent from the baseline scrape on is counted once (a page counts
+    # the requests that ended before it: the baseline's own, not the final one's); one
+    # lost in a kill may or may not have been
     sent = load.result.ok + scraper.sent - scraper.failed + own["ok"] + 1
     maybe = len(load.result.failures) + scraper.failed + own["failed"]
     counted = total_requests(final_text) - total_requests(baseline_text)

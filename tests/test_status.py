@@ -129,8 +129,10 @@ def test_json_and_jsonp_follow_lighttpd(status_server):
     assert status == 200 and headers["Content-Type"] == "application/javascript"
     data = json.loads(body)
     assert list(data) == JSON_KEYS and all(isinstance(v, int) for v in data.values())
+    time.sleep(0.05)        # counted once sent: let the other worker see it (see above)
     second = json.loads(fresh_get(port, "/server-status?json")[2])
     assert second["RequestsTotal"] == data["RequestsTotal"] + 1
+    time.sleep(0.05)
     wrapped = fresh_get(port, "/server-status?jsonp=callback_1")[2].decode()
     assert wrapped.startswith("callback_1({\n") and wrapped.endswith("});")
     assert json.loads(wrapped[len("callback_1("):-2])["RequestsTotal"] == \

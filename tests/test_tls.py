@@ -128,13 +128,19 @@ def test_the_scheme_condition_and_backends_see_https(tls_server):
     assert "SSL_CLIENT_VERIFY" not in env
 
 
-def test_alpn_is_http11_and_tls_below_12_is_refused(tls_server):
+def _alpn(port: int, offered: list[str]) -> str | None:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    context.set_alpn_protocols(["h2", "http/1.1"])
-    with socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=5) as raw:
+    context.set_alpn_protocols(offered)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname="a.example") as tls:
-            assert tls.selected_alpn_protocol() == "http/1.1"
+            return tls.selected_alpn_protocol()
+
+
+def test_alpn_prefers_h2_and_tls_below_12_is_refused(tls_server):
+    assert _alpn(tls_server.tls_port, ["h2", "http/1.1"]) == "h2"
+    assert _alpn(tls_server.tls_port, ["http/1.1"]) == "http/1.1"
+    assert _alpn(tls_server.tls_port, ["spdy/3"]) is None
     old = subprocess.run(["openssl", "s_client", "-connect",
                           f"127.0.0.1:{tls_server.tls_port}", "-tls1_1"], input="",
                          capture_output=True, text=True, timeout=20)

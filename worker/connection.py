@@ -50,6 +50,7 @@ from .transport import Transport
 
 if TYPE_CHECKING:
     from .answercache import Answer as KeptAnswer
+    from .h2 import H2Session
     from .server import Server
 
 HIGH_WATER = 256 * 1024
@@ -139,6 +140,58 @@ def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
         return LAST_CHUNK
     fields = "".join(f"{name}: {value}\r\n" for name, value in trailers)
     return b"0\r\n" + fields.encode("latin-1", "replace") + b"\r\n"
+
+
+def receive(connection: "Connection | H2Session") -> bytes | None:
+    """What the connection's transport has, counted in: bytes, b"" at the client's
+    end, or None when nothing is there yet or the connection broke (then closed)."""
+    try:
+        data = connection.transport.recv()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        connection.close()
+        return None
+    if data:
+        connection.last_read = connection.server.loop.now
+        connection.bytes_read += len(data)
+        connection.server.counters.bytes_in(len(data))
+    return data
+
+
+def transmit(connection: "Connection | H2Session") -> int:
+    """Send what the transport takes of the connection's output queue, counted out;
+    0 when it took nothing (or the connection broke: then closed)."""
+    try:
+        sent = connection.transport.send(connection.out)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        connection.close()
+        return 0
+    if sent:
+        connection.last_write = connection.server.loop.now
+        connection.server.counters.bytes_out(sent)
+    return sent
+
+
+def resume_woken(connection: "Connection | H2Session", request: Request) -> bool | None:
+    """Call the holding module while it has news: True when the answer is finished,
+    False while it is still held, None when it failed (the module logged why, or its
+    bug is logged here: it costs this request only)."""
+    try:
+        finished = False
+        while request.woken and not finished:
+            request.woken = False
+            finished = connection.server.pipeline.resume(request)
+        return finished
+    except AnswerCut:
+        return None
+    except Exception:  # noqa: BLE001 - a module's bug
+        log.error("connections.c", f"internal error in a module answering "
+                  f"{request.target} for {connection.remote_ip}:\n"
+                  f"{traceback.format_exc().rstrip()}")
+        return None
 
 
 def _switches_protocols(request: Request) -> bool:
@@ -245,6 +298,11 @@ class Connection:
     def stop_reading(self) -> None:
         self.closing = True
 
+    def backlog_of(self, _request: Request) -> int:
+        """Bytes queued for the client and not sent (answers go out in order: all of
+        them are ahead of the request's next bytes)."""
+        return self.out.pending
+
     def body_arrived(self, request: Request) -> None:
         """More of a streamed body (or its end): the module holding it may take it."""
         held = self.held
@@ -300,20 +358,13 @@ class Connection:
             self.close()
 
     def on_readable(self) -> None:
-        try:
-            data = self.transport.recv()
-        except (BlockingIOError, InterruptedError):
+        data = receive(self)
+        if data is None:
             return
-        except OSError:
-            self.close()
-            return
-        server = self.server
         if not data:
             self._peer_closed()
             return
-        self.last_read = server.loop.now
-        self.bytes_read += len(data)
-        server.counters.bytes_in(len(data))
+        server = self.server
         held = self.held
         if held is not None and held.tunnel:
             held.request.body.append(data)
@@ -323,6 +374,9 @@ class Connection:
         if self.protocol.current is not None or self.ready:
             self.feed(data)
         else:                         # between requests
+            if self.bytes_read == len(data) and data[:3] == b"PRI" and \
+                    server.take_over_h2(self, data):
+                return                  # HTTP/2 from the first byte: a session took over
             if self.requests_done:
                 server.counters.keepalive_reuse()
             if self._answer_repeat(data):
@@ -543,19 +597,8 @@ class Connection:
         if held is None or self.state is CLOSED:
             return
         held.queued = False
-        request = held.request
-        finished = False
-        try:
-            while request.woken and not finished:
-                request.woken = False
-                finished = self.server.pipeline.resume(request)
-        except AnswerCut:             # the module logged why
-            self._held_failed(held)
-            return
-        except Exception:  # noqa: BLE001 - a module's bug costs this request only
-            log.error("connections.c", f"internal error in a module answering "
-                      f"{request.target} for {self.remote_ip}:\n"
-                      f"{traceback.format_exc().rstrip()}")
+        finished = resume_woken(self, held.request)
+        if finished is None:
             self._held_failed(held)
             return
         if finished:
@@ -702,16 +745,10 @@ class Connection:
 
     def flush(self) -> None:
         out = self.out
-        try:
-            sent = self.transport.send(out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close()
+        sent = transmit(self)
+        if self.state is CLOSED:
             return
         if sent:
-            self.last_write = self.server.loop.now
-            self.server.counters.bytes_out(sent)
             self.sent_total += sent
             answers = self.answers
             if answers and answers[0].end_mark <= self.sent_total:
@@ -937,6 +974,13 @@ class Connection:
             elif values["debug.log-request-handling"]:
                 debuglog.timeout(what, self.fd)
         self.close()
+
+    def begin_drain(self) -> None:
+        """A reload: an answer already queued is the last (`Connection: close`); an
+        idle connection's next answer says so (closing it could reset a client that is
+        sending its next request right now)."""
+        if not self.is_idle() and self.protocol.current is None and not self.ready:
+            self.closing = True
 
     def is_idle(self) -> bool:
         """Between two requests of a keep-alive connection, with nothing to send: may be

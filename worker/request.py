@@ -255,7 +255,7 @@ class Request:
         if self.settings.values["server.stream-response-body"] != 2 and \
                 self.response.status != 101:      # a tunnel is never parked on disk
             return 0
-        return self.connection.out.pending + self.response.memory_bytes()
+        return self.connection.backlog_of(self) + self.response.memory_bytes()
 
     @property
     def remote_port(self) -> int:

@@ -26,6 +26,7 @@ from . import debuglog
 from .answercache import condition_fields
 from .connection import CLOSED, LINGER, READ, REQUEST_START, WRITE, Connection
 from .counters import WorkerCounters
+from .h2 import H2Session, enabled as h2_enabled
 from .handler import Pipeline
 from .http import DATE
 from .loop import EventLoop
@@ -121,6 +122,7 @@ class Server:
         self.services = Services(self.loop, config, self.counters, self.max_connections,
                                  self.upload_dirs)
         fields = condition_fields(config.compiled.conditions)
+        self.h2c = h2_enabled(settings, cleartext=True)
         self.pipeline = Pipeline(instantiate_modules(config, self.services),
                                  replay=CACHE.enabled and not self.debug,
                                  condition_fields=fields)
@@ -206,6 +208,18 @@ class Server:
         self.last_request = self.loop.now
         return connection
 
+    def take_over_h2(self, connection: Connection, first: bytes) -> bool:
+        """The connection's first bytes start the HTTP/2 preface: if this connection
+        may speak HTTP/2 (ALPN "h2" over TLS; h2c by prior knowledge in cleartext, as
+        server.feature-flags allow), an H2Session takes its place."""
+        if connection.scheme == "https":
+            if connection.transport.negotiated() != b"h2":
+                return False
+        elif not self.h2c:
+            return False
+        H2Session(connection, first)
+        return True
+
     def forget(self, connection: Connection) -> None:
         """A connection is closing its socket: drop it from the loop and the table."""
         self.loop.discard(connection.fd)
@@ -265,12 +279,10 @@ class Server:
         self.listeners = []
         # Idle keep-alive connections are not closed here: a client may be sending its
         # next request right now, and closing would reset it.  Their next answer says
-        # `Connection: close`; a connection that stays idle ends at its keep-alive
-        # timeout as always, and every one at the graceful deadline.
+        # `Connection: close` (HTTP/2: GOAWAY); a connection that stays idle ends at its
+        # keep-alive timeout as always, and every one at the graceful deadline.
         for connection in list(self.connections.values()):
-            if not connection.is_idle() and connection.protocol.current is None and \
-                    not connection.ready:
-                connection.closing = True     # answer already queued: close after it
+            connection.begin_drain()
         self.accepting = False
 
     def _tick(self, now: float) -> None:

@@ -97,3 +97,7 @@ class TLSTransport(SocketTransport):
         except SSL.Error:
             pass                 # the client may be gone already: the close follows
         self.sock.shutdown(socket.SHUT_WR)
+
+    def negotiated(self) -> bytes:
+        """The protocol ALPN chose ("h2", "http/1.1"), or b"" without ALPN."""
+        return self.tls.get_alpn_proto_negotiated() or b""

@@ -32,6 +32,8 @@ class Transport(Protocol):
 
     def shutdown_write(self) -> None: ...
 
+    def negotiated(self) -> bytes: ...
+
     def close(self) -> None: ...
 
     def peer_port(self) -> int: ...
@@ -61,6 +63,10 @@ class SocketTransport:
 
     def shutdown_write(self) -> None:
         self.sock.shutdown(socket.SHUT_WR)
+
+    def negotiated(self) -> bytes:
+        """The application protocol agreed in a handshake (ALPN): none here."""
+        return b""
 
     def close(self) -> None:
         try:
@@ -102,6 +108,9 @@ class PipeTransport:
 
     def shutdown_write(self) -> None:
         """Nothing to half-close: the caller ends the process after the answer."""
+
+    def negotiated(self) -> bytes:
+        return b""
 
     def close(self) -> None:
         """stdin and stdout are the process's, not the connection's."""

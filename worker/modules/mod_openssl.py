@@ -49,6 +49,7 @@ from OpenSSL._util import ffi as openssl_ffi, lib as openssl_lib
 from shared.config.directives import Directive, Scope, Type
 from shared.config.errors import ConfigError
 
+from ..h2 import enabled as h2_enabled
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..tls import TLSTransport
@@ -96,6 +97,7 @@ OPTIONS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
            "prioritizechacha": getattr(SSL, "OP_PRIORITIZE_CHACHA", 0x00200000),
            "compression": -SSL.OP_NO_COMPRESSION}
 ALPN_HTTP11 = b"http/1.1"
+ALPN_H2 = b"h2"
 MAX_SNI_CHOICES = 1024
 Key = tuple[Any, ...]
 
@@ -136,7 +138,7 @@ def build_context(values: dict) -> SSL.Context:
         _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
         _client_verification(context, values)
         _stapling(context, values["ssl.stapling-file"])
-        context.set_alpn_select_callback(_select_alpn)
+        context.set_alpn_select_callback(_alpn_selector(h2_enabled(values, cleartext=False)))
     except (SSL.Error, crypto.Error, OSError, ValueError) as err:
         raise TLSConfigError(_reason(err)) from None
     return context
@@ -307,8 +309,16 @@ def _stapling(context: SSL.Context, path: str) -> None:
     context.set_ocsp_server_callback(lambda _connection, _data: response)
 
 
-def _select_alpn(_connection: SSL.Connection, offered: list[bytes]) -> bytes:
-    return ALPN_HTTP11 if ALPN_HTTP11 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+def _alpn_selector(h2: bool) -> Any:
+    """ALPN as lighttpd answers it: "h2" first when server.h2proto allows it."""
+    preferred = (ALPN_H2, ALPN_HTTP11) if h2 else (ALPN_HTTP11,)
+
+    def select(_connection: SSL.Connection, offered: list[bytes]) -> Any:
+        for protocol in preferred:
+            if protocol in offered:
+                return protocol
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+    return select
 
 
 # ------------------------------------------------------------ config time

@@ -1,0 +1,224 @@
+"""HTTP/2: the real server spoken to by curl (nghttp2) and by a client made of the h2
+library over real sockets, in cleartext (prior knowledge) and over TLS (ALPN)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
+import pytest
+
+from serverproc import free_port, serving
+from test_tls import make_certificate
+
+SLEEPY_CGI = "#!/bin/sh\nsleep 1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslept\\n'\n"
+ECHO_CGI = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nwc -c\n"
+
+
+class Client:
+    """A minimal HTTP/2 client: opens streams, reads events until told to stop."""
+
+    def __init__(self, port: int, tls: bool = False, window: int | None = None) -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            raw = context.wrap_socket(raw, server_hostname="a.example")
+            assert raw.selected_alpn_protocol() == "h2"
+        self.sock = raw
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        if window is not None:
+            self.h2.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE:
+                                             window})
+        self.h2.initiate_connection()
+        self.bodies: dict[int, bytes] = {}
+        self.statuses: dict[int, str] = {}
+        self.ended: list[int] = []           # stream ids in the order they ended
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.auto_window = window is None
+        self.settings_seen = False
+        self.send()
+        self.run(lambda: self.settings_seen)            # the server's windows are known
+
+    def send(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def get(self, path: str, method: str = "GET", body: bytes = b"") -> int:
+        stream = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream, [(":method", method), (":path", path),
+                                      (":scheme", "http"), (":authority", "127.0.0.1")],
+                             end_stream=not body)
+        for start in range(0, len(body), 16384):         # the default frame size
+            self.h2.send_data(stream, body[start:start + 16384],
+                              end_stream=start + 16384 >= len(body))
+        self.send()
+        return stream
+
+    def run(self, done, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            assert time.monotonic() < deadline, f"ended so far: {self.ended}"
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            data = self.sock.recv(1 << 16)
+            if not data:
+                break
+            for event in self.h2.receive_data(data):
+                self._event(event)
+            self.send()
+
+    def _event(self, event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            self.statuses[event.stream_id] = dict(event.headers)[b":status"].decode()
+        elif isinstance(event, h2.events.DataReceived):
+            self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
+            if self.auto_window:
+                self.h2.acknowledge_received_data(event.flow_controlled_length,
+                                                  event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            self.ended.append(event.stream_id)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self.settings_seen = True
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("h2certs")
+    crt, key = make_certificate(base, "a.example")
+    (base / "a.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    return base
+
+
+@pytest.fixture
+def h2_server(tmp_path, certs):
+    port = free_port()
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "big.bin").write_bytes(bytes(range(256)) * 16384)       # 4 MiB
+    for n in range(20):
+        (docroot / f"small{n}.txt").write_text(f"small {n}\n")
+    for name, text in (("sleepy.sh", SLEEPY_CGI), ("echo.sh", ECHO_CGI)):
+        (docroot / name).write_text(text)
+        (docroot / name).chmod(0o755)
+    config = (f'server.modules = ("mod_openssl", "mod_cgi", "mod_indexfile", '
+              f'"mod_staticfile")\ncgi.assign = (".sh" => "")\n'
+              f'server.max-request-size = 64\n'
+              f'$SERVER["socket"] == "127.0.0.1:{port}" {{ ssl.engine = "enable"\n'
+              f'  ssl.pemfile = "{certs}/a.pem" }}\n')
+    with serving(tmp_path, config) as running:
+        running.tls_port = port
+        yield running
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_curl_speaks_http2_in_cleartext_and_over_tls(h2_server):
+    for args in (["--http2-prior-knowledge", f"http://127.0.0.1:{h2_server.port}/"],
+                 ["-k", "--http2", f"https://127.0.0.1:{h2_server.tls_port}/"]):
+        out = subprocess.run(["curl", "-s", "--max-time", "10", "-w", " %{http_version}",
+                              *args], capture_output=True, text=True, timeout=20).stdout
+        assert out == "hello from pylighttpd\n 2"
+
+
+def test_streams_are_answered_as_they_are_ready_not_in_order(h2_server):
+    client = Client(h2_server.port)
+    sleepy = client.get("/sleepy.sh")
+    big = client.get("/big.bin")
+    smalls = [client.get(f"/small{n}.txt") for n in range(20)]
+    client.run(lambda: len(client.ended) == 22)
+    assert client.ended[-1] == sleepy                 # the held stream held nothing else
+    assert client.ended.index(big) > client.ended.index(smalls[0])
+    assert client.bodies[big] == bytes(range(256)) * 16384
+    assert [client.bodies[s] for s in smalls] == [f"small {n}\n".encode() for n in range(20)]
+    assert client.bodies[sleepy] == b"slept\n"
+
+
+def test_a_stream_without_window_does_not_stall_the_others(h2_server):
+    client = Client(h2_server.tls_port, tls=True, window=16384)
+    big = client.get("/big.bin")
+    small = client.get("/small1.txt")
+    client.run(lambda: small in client.ended)
+    assert len(client.bodies.get(big, b"")) <= 65535    # the connection window at most
+    assert big not in client.ended
+    client.auto_window = True
+    client.h2.increment_flow_control_window(1 << 24)
+    client.h2.increment_flow_control_window(1 << 24, stream_id=big)
+    client.send()
+    client.run(lambda: big in client.ended)
+    assert len(client.bodies[big]) == 4 << 20
+
+
+def test_request_bodies_reach_backends_and_the_size_limit_holds(h2_server):
+    client = Client(h2_server.port)
+    small = client.get("/echo.sh", "POST", b"x" * 50000)
+    huge = client.get("/echo.sh", "POST", b"x" * 60000 + b"y" * 60000)
+    client.run(lambda: small in client.ended and huge in client.statuses)
+    assert client.bodies[small].strip() == b"50000"
+    assert client.statuses[huge] == "413"
+
+
+def test_rapid_reset_is_answered_with_goaway(h2_server):
+    client = Client(h2_server.port)
+    for _ in range(400):
+        stream = client.get("/small1.txt")
+        client.h2.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
+    client.send()
+    client.run(lambda: client.goaway is not None)
+    assert client.goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    again = Client(h2_server.port)
+    stream = again.get("/small2.txt")
+    again.run(lambda: stream in again.ended)
+    assert again.bodies[stream] == b"small 2\n"
+
+
+def test_a_continuation_flood_is_cut_off(h2_server):
+    """HEADERS without END_HEADERS, then CONTINUATION frames without end: the server
+    gives up long before memory is at risk."""
+    client = Client(h2_server.port)
+    sent = 0
+    with pytest.raises(OSError):
+        client.sock.sendall(struct.pack(">I", 10)[1:] + bytes([1, 0]) + struct.pack(">I", 1)
+                            + b"\x82\x86\x84\x41\x05hello")
+        for _ in range(100_000):                    # 100 MB if nobody stops it
+            client.sock.sendall(struct.pack(">I", 1000)[1:] + bytes([9, 0])
+                                + struct.pack(">I", 1) + b"a" * 1000)
+            sent += 1
+        client.sock.settimeout(5)
+        if not client.sock.recv(1 << 16):
+            raise ConnectionResetError("closed")
+    assert sent < 20_000
+
+
+@pytest.mark.skipif(not shutil.which("nghttp"), reason="needs nghttp (nghttp2-client)")
+def test_a_reload_sends_goaway_and_finishes_the_held_stream(h2_server):
+    """nghttp, as the h2 library's client side stops at a GOAWAY."""
+    client = subprocess.Popen(["nghttp", "-nv", f"http://127.0.0.1:{h2_server.port}/sleepy.sh"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.4)                                 # the CGI script is running
+    h2_server.process.send_signal(signal.SIGHUP)
+    out, _ = client.communicate(timeout=15)
+    assert "recv GOAWAY frame" in out and "error_code=NO_ERROR" in out
+    assert ":status: 200" in out and "recv DATA frame <length=6, flags=0x01" in out
+
+
+def test_h2c_can_be_switched_off(tmp_path):
+    flags = 'server.feature-flags = ("server.h2c" => "disable")\n'
+    with serving(tmp_path, flags) as running:
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.0 505 ")    # as an HTTP/1 request

@@ -1,0 +1,656 @@
+"""HTTP/2: the second protocol on a connection's transport, with the h2 library.
+
+A connection becomes an `H2Session` when its first bytes are the HTTP/2 preface: after
+ALPN chose "h2" in the TLS handshake, or over cleartext by prior knowledge (h2c), as
+`server.feature-flags` allow (`server.h2proto`, `server.h2c`, both on by default as in
+lighttpd).  The session takes the connection's place in the worker's loop and its
+table; the transport (plain or TLS) is the same.
+
+Each stream carries one `Request`, made as HTTP/1 makes them (target, Host from
+:authority, the config's conditions, the same modules and phases), with the session
+standing in as its connection: `request.wake()` resumes that stream, `backlog()`
+counts that stream's unsent answer.  Streams are answered as they become ready, not
+in order, and a held stream (a backend working) holds nothing else.
+
+Output: answers are HEADERS and DATA frames.  Bodies leave as the peer's flow-control
+windows allow, one frame per stream per turn so that a large answer does not starve
+the others; file ranges are read from the page cache a frame at a time.  The wire
+queue stays under HIGH_WATER: what does not fit waits in its stream.  Streamed answers
+(CGI, proxy: `server.stream-response-body` 1 and 2) send their head when they start;
+mode 1 parks on disk what the client has not taken (as HTTP/1 does).
+
+Limits and defences: SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS; more is refused by
+the h2 library), header list size (server.max-request-field-size), request bodies
+(server.max-request-size → 413), request bodies acknowledged to the peer as they are
+stored, a peer that resets streams faster than RESETS_PER_SECOND (CVE-2023-44487,
+"rapid reset") gets GOAWAY ENHANCE_YOUR_CALM; a protocol error GOAWAY PROTOCOL_ERROR.
+A worker draining for a reload sends GOAWAY and finishes the streams it has.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import GoAwayFrame
+
+from shared import log
+
+from .body import RequestBody
+from .chunkqueue import ChunkQueue
+from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
+                         _Held, _length_kept_whole, receive, resume_woken, transmit)
+from .errors import BadRequest
+from .host import normalize_host
+from .http import DATE, NO_BODY
+from .module import BACKLOG_HIGH
+from .request import Request
+from .spool import SPILL_AT
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_STREAMS = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
+WINDOW = 1 << 20                 # our receive window per stream (and connection)
+HIGH_WATER = 256 * 1024          # wire bytes queued before streams wait
+LOW_WATER = 64 * 1024
+FRAME_READ = 1 << 16             # bytes read from a file per DATA step
+RESETS_PER_SECOND = 200
+EPOLLIN, EPOLLOUT = 0x001, 0x004
+# headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
+_CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection",
+                                  "transfer-encoding", "upgrade"})
+_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority"})
+
+
+def enabled(settings: dict, cleartext: bool) -> bool:
+    """Whether server.feature-flags allow HTTP/2 here (TLS: h2proto; cleartext: h2c
+    as well)."""
+    flags = settings.get("server.feature-flags")
+    get = flags.get if flags is not None else (lambda _key, default=None: default)
+
+    def on(key: str) -> bool:
+        value = get(key, "enable")
+        return str(value).lower() not in ("disable", "disabled", "false", "off", "0")
+    return on("server.h2proto") and (not cleartext or on("server.h2c"))
+
+
+class _Stream:
+    """One request/response exchange of the session."""
+
+    __slots__ = ("id", "request", "held", "parts", "ending", "head_sent", "handled",
+                 "sent", "trailers")
+
+    def __init__(self, stream_id: int, request: Request) -> None:
+        self.id = stream_id
+        self.request = request
+        self.held: _Held | None = None
+        self.parts: list[Any] = []       # body parts waiting for the flow window
+        self.ending = False              # END_STREAM after the parts
+        self.head_sent = False
+        self.handled = False
+        self.sent = 0                    # body bytes sent
+        self.trailers: list[tuple[str, str]] | None = None
+
+    def pending_bytes(self) -> int:
+        return sum(len(p) if type(p) is not tuple else p[2] for p in self.parts)
+
+
+class H2Session:
+    """The HTTP/2 side of a connection: what the loop, the server's table and each
+    stream's Request see as their connection."""
+
+    def __init__(self, connection: "Connection", first: bytes) -> None:
+        server = self.server = connection.server
+        self.transport = connection.transport
+        self.fd = connection.fd
+        self.remote_ip = connection.remote_ip
+        self.socket_spec = connection.socket_spec
+        self.scheme = connection.scheme
+        self.condition_cache = connection.condition_cache
+        self.limits = server.config.settings
+        self.out = ChunkQueue()
+        self.streams: dict[int, _Stream] = {}
+        self.ready: list[_Stream] = []    # complete requests of the read being taken in
+        self.state = REQUEST_START
+        self.closing = False             # GOAWAY sent: close once the streams are done
+        self.last_stream = 0             # the last stream that GOAWAY lets finish
+        self.events = connection.events
+        self.last_read = self.last_write = server.loop.now
+        self.requests_done = connection.requests_done
+        self.bytes_read = len(first)
+        self.resets: list[float] = []
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_inbound_headers=True)
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: server.header_limit,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(WINDOW)
+        server.loop.unregister(self.fd)
+        server.loop.register(self.fd, EPOLLIN, self)
+        self.events = EPOLLIN
+        server.connections[self.fd] = self
+        self._receive(first)
+        self._after()
+
+    # ------------------------------------------------------ what requests see
+    closed = Connection.closed                    # the same fields, the same answers
+    condition_value = Connection.condition_value
+
+    def wake(self, request: Request) -> None:
+        stream = request.plugin_ctx.get("_h2")
+        if stream is not None and stream.held is not None and not stream.held.queued:
+            stream.held.queued = True
+            self.server.loop.call_soon(lambda: self._resume(stream))
+
+    def backlog_of(self, request: Request) -> int:
+        stream = request.plugin_ctx.get("_h2")
+        return stream.pending_bytes() if stream is not None else 0
+
+    # ------------------------------------------------------------ events
+    def on_event(self, events: int) -> None:
+        try:
+            if events & EPOLLOUT or self.transport.read_wants_write:
+                self.flush()
+            if self.state is not CLOSED and events & EPOLLIN:
+                self._read()
+            if self.state is not CLOSED:
+                self._after()
+        except Exception:  # noqa: BLE001 - a bug costs this connection only
+            log.error("h2.c", f"internal error on an HTTP/2 connection from "
+                      f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
+            self.close()
+
+    def _read(self) -> None:
+        data = receive(self)
+        if data:
+            self._receive(data)
+        elif data is not None:          # the client's end
+            self.close()
+
+    def _receive(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as err:
+            self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR, str(err))
+            return
+        for event in events:
+            handler = _EVENT_HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+            if self.state is CLOSED:
+                return
+        # answered once the whole read is taken in: a stream the same read reset
+        # (or a GOAWAY) is not answered at all
+        ready, self.ready = self.ready, []
+        for stream in ready:
+            if self.streams.get(stream.id) is stream and self.state is not CLOSED:
+                self._respond(stream)
+
+    def _after(self) -> None:
+        """After a round: frames out, epoll interest, state."""
+        self._pump()
+        self.flush()
+        if self.state is CLOSED:
+            return
+        if self.closing and not self.streams and not self.out.chunks:
+            self.close()
+            return
+        self.state = WRITE if self.out.chunks else HANDLE if self.streams else REQUEST_START
+        want = EPOLLIN
+        if self.out.chunks or self.transport.read_wants_write:
+            want |= EPOLLOUT
+        if want != self.events:
+            self.server.loop.modify(self.fd, want)
+            self.events = want
+
+    # ------------------------------------------------------- h2 events
+    def _request_received(self, event: h2.events.RequestReceived) -> None:
+        if self.closing and event.stream_id > self.last_stream:
+            self._reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return                           # after our GOAWAY: the client retries
+        request = Request(self, self.server.loop.now)
+        request.version = "2.0"
+        stream = _Stream(event.stream_id, request)
+        request.plugin_ctx["_h2"] = stream
+        self.streams[event.stream_id] = stream
+        self.requests_done += 1
+        try:
+            self._start_request(request, event.headers)
+        except BadRequest as err:
+            request.response.status = err.status
+            self.ready.append(stream)
+            return
+        except (ValueError, UnicodeDecodeError):
+            request.response.status = 400
+            self.ready.append(stream)
+            return
+        if event.stream_ended is not None:
+            return                           # StreamEnded follows: handled there
+        values = request.settings.values
+        request.body = RequestBody(self.server.upload_dirs,
+                                   spill=values["server.stream-request-body"] != 2)
+        if values["server.stream-request-body"]:
+            self.ready.append(stream)        # the handler reads the body as it comes
+
+    def _start_request(self, request: Request, headers: list[tuple[bytes, bytes]]) -> None:
+        pseudo: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in _PSEUDO:
+                pseudo[name] = value
+                continue
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            request.header_list.append((key, text))
+            if key in request.headers:
+                text = request.headers[key] + ("; " if key == "cookie" else ", ") + text
+            request.headers[key] = text
+        request.method = pseudo.get(b":method", b"GET").decode("latin-1")
+        request.keep_alive = True
+        authority = pseudo.get(b":authority") or request.headers.get("host", "").encode()
+        if authority:
+            request.host = normalize_host(authority.decode("latin-1"), request.scheme)
+            request.headers.setdefault("host", authority.decode("latin-1"))
+        target = pseudo.get(b":path", b"")
+        if request.method == "CONNECT" or not target:
+            raise ValueError("no :path")
+        request.set_target(target.decode("utf-8", "surrogateescape"))
+        length = request.headers.get("content-length")
+        if length is not None:
+            request.content_length = int(length)
+        request.configure()
+
+    def _data_received(self, event: h2.events.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if event.flow_controlled_length:
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if stream is None or stream.request.body is None:
+            return
+        body = stream.request.body
+        limit = stream.request.settings.values["server.max-request-size"] * 1024
+        if limit and body.size + len(event.data) > limit:
+            self._refuse(stream, 413)
+            return
+        body.append(event.data)
+        if stream.held is not None:
+            stream.request.wake()
+
+    def _stream_ended(self, event: h2.events.StreamEnded) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        body = stream.request.body
+        if body is not None:
+            body.complete = True
+        if not stream.handled and stream not in self.ready:
+            self.ready.append(stream)
+        elif stream.held is not None:
+            stream.request.wake()
+
+    def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        now = self.server.loop.now
+        resets = self.resets
+        resets.append(now)
+        while resets and now - resets[0] > 1.0:
+            resets.pop(0)
+        stream = self.streams.pop(event.stream_id, None)
+        if stream is not None:
+            self._abort(stream)
+        if len(resets) > RESETS_PER_SECOND:
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset")
+
+    def _terminated(self, _event: h2.events.ConnectionTerminated) -> None:
+        self.closing = True
+        for stream in list(self.streams.values()):
+            if not stream.handled:
+                self.streams.pop(stream.id)
+
+    # ---------------------------------------------------------- answering
+    def _respond(self, stream: _Stream) -> None:
+        if stream.handled:
+            return
+        stream.handled = True
+        request = stream.request
+        pipeline = self.server.pipeline
+        if request.response.status or pipeline.handle(request):
+            if request.response.status and not request.response.body and \
+                    request.response.status >= 400:
+                pipeline.fail(request, request.response.status)
+            self._answer(stream)
+        else:
+            stream.held = _Held(request, 0)
+            if request.woken:
+                self.wake(request)
+            self._stream_out(stream)
+
+    def _resume(self, stream: _Stream) -> None:
+        held = stream.held
+        if held is None or self.state is CLOSED or self.streams.get(stream.id) is not stream:
+            return
+        held.queued = False
+        request = stream.request
+        finished = resume_woken(self, request)
+        if finished is None:
+            self._cut(stream)
+            return
+        if finished:
+            stream.held = None
+            held.close_spool()
+            if request.response.started:
+                request.response.end_encoding()
+                self._stream_out(stream)
+                self._end_body(stream)
+            else:
+                _length_kept_whole(request.response)
+                self._answer(stream)
+        else:
+            self._stream_out(stream)
+        self._after()
+
+    def _answer(self, stream: _Stream) -> None:
+        """A complete answer: its head, and its body for the flow windows."""
+        request = stream.request
+        response = request.response
+        if response.streaming and not response.started:
+            _length_kept_whole(response)
+        response.head_only = response.head_only or request.method == "HEAD"
+        self._send_head(stream, with_length=True)
+        self._end_body(stream)
+
+    def _send_head(self, stream: _Stream, with_length: bool) -> None:
+        request = stream.request
+        response = request.response
+        status = response.status or 200
+        response.status = status
+        headers = [(":status", str(status))]
+        headers += [(name.lower(), value) for name, value in response.headers
+                    if name.lower() not in _CONNECTION_SPECIFIC]
+        if with_length and status not in NO_BODY and status >= 200 and \
+                response.get_header("Content-Length") is None:
+            headers.append(("content-length", str(response.length)))
+        headers.append(("date", DATE.value))
+        tag = request.settings.values["server.tag"]
+        if tag:
+            headers.append(("server", tag))
+        no_body = response.head_only or status in NO_BODY
+        if no_body:
+            response.reset_body()
+        ends = no_body and not response.streaming
+        self.h2.send_headers(stream.id, [(k.encode("latin-1"), v.encode("latin-1", "replace"))
+                                         for k, v in headers], end_stream=ends)
+        stream.head_sent = True
+        stream.ending = ends
+        response.started = True
+
+    def _stream_out(self, stream: _Stream) -> None:
+        """A held request's answer so far: the head once streaming has begun (unless
+        server.stream-response-body = 0 keeps it whole), then what was written."""
+        request = stream.request
+        response = request.response
+        if not response.streaming:
+            return
+        mode = request.settings.values["server.stream-response-body"]
+        held = stream.held
+        if not response.started:
+            if mode == 0:
+                if held is not None and response.memory_bytes() > SPILL_AT:
+                    held.spill(response, self.server.upload_dirs)
+                return
+            self.server.pipeline.start_stream(request)
+            self._send_head(stream, with_length=False)
+        if response.head_only:
+            response.reset_body()
+            return
+        if mode == 1 and held is not None and \
+                stream.pending_bytes() + response.memory_bytes() > BACKLOG_HIGH:
+            held.spill(response, self.server.upload_dirs)
+        self._take_parts(stream)
+
+    def _take_parts(self, stream: _Stream) -> None:
+        response = stream.request.response
+        stream.parts += response.body
+        response.body = []
+        response.files = 0
+
+    def _end_body(self, stream: _Stream) -> None:
+        """The answer is complete: its last parts (and trailers) close the stream; the
+        request ends for the modules, and is counted once the last frame is out."""
+        request = stream.request
+        if not stream.ending:
+            self._take_parts(stream)
+            stream.trailers = request.response.trailers
+            stream.ending = True
+        if self.server.pipeline.request_reset:
+            self.server.pipeline.reset(request)
+        if request.body is not None:
+            request.body.close()
+
+    def _refuse(self, stream: _Stream, status: int) -> None:
+        """An error before the handler answered (a body over the limit)."""
+        if stream.head_sent:
+            self._cut(stream)
+            return
+        self._abort(stream, counted=False)
+        request = stream.request
+        request.response.reset_body()
+        request.response.status = status
+        stream.held = None
+        stream.handled = True
+        self.server.pipeline.fail(request, status)
+        self._answer(stream)
+        self._reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+
+    def _cut(self, stream: _Stream) -> None:
+        """A stream that cannot be answered properly any more: reset it."""
+        self.streams.pop(stream.id, None)
+        self._abort(stream)
+        self._reset_stream(stream.id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def _reset_stream(self, stream_id: int, code: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def _abort(self, stream: _Stream, counted: bool = True) -> None:
+        """The stream ends before its answer did (reset, connection lost)."""
+        request = stream.request
+        for part in stream.parts:
+            _close_part(part)
+        stream.parts = []
+        held, stream.held = stream.held, None
+        if held is not None:
+            held.close_spool()
+            request.aborted = True
+            request.response.reset_body()
+            if self.server.pipeline.request_reset:
+                self.server.pipeline.reset(request)
+        if request.body is not None:
+            request.body.close()
+        if counted and stream.handled:
+            request.response.status = request.response.status or 500
+            self._ended(stream, aborted=True)
+
+    # ------------------------------------------------------------- output
+    def _pump(self) -> None:
+        """Move body frames into the wire queue as the windows allow, a frame per
+        stream per turn; close the streams whose answers are out."""
+        h2conn = self.h2
+        moved = True
+        while moved and self.out.pending < HIGH_WATER:
+            moved = False
+            for stream in list(self.streams.values()):
+                if not stream.head_sent:
+                    continue
+                if stream.parts and self._send_frame(stream):
+                    moved = True
+                if not stream.parts and stream.ending:
+                    self._finish(stream)
+            data = h2conn.data_to_send()
+            if data:
+                self.out.append(data)
+        data = h2conn.data_to_send()
+        if data:
+            self.out.append(data)
+
+    def _send_frame(self, stream: _Stream) -> bool:
+        h2conn = self.h2
+        try:
+            window = min(h2conn.local_flow_control_window(stream.id),
+                         h2conn.max_outbound_frame_size)
+        except h2.exceptions.StreamClosedError:
+            stream.parts = []
+            return False
+        if window <= 0:
+            return False
+        part = stream.parts[0]
+        if type(part) is tuple:
+            fd, offset, length = part[0], part[1], part[2]
+            data = os.pread(fd, min(window, length, FRAME_READ), offset)
+            if not data:
+                self._cut(stream)             # the file shrank under us
+                return False
+            rest = length - len(data)
+            if rest:
+                stream.parts[0] = (fd, offset + len(data), rest) + tuple(part[3:])
+            else:
+                _close_part(stream.parts.pop(0))
+        else:
+            data = part[:window]
+            if len(data) < len(part):
+                stream.parts[0] = part[window:]
+            else:
+                stream.parts.pop(0)
+        last = not stream.parts and stream.ending and not stream.trailers
+        h2conn.send_data(stream.id, bytes(data), end_stream=last)
+        stream.sent += len(data)
+        request = stream.request
+        if request.response.wants_drain and stream.pending_bytes() < LOW_WATER:
+            request.response.wants_drain = False
+            request.wake()
+        return True
+
+    def _finish(self, stream: _Stream) -> None:
+        """The answer's last frame is queued: END_STREAM (with trailers if any)."""
+        self.streams.pop(stream.id, None)
+        if stream.trailers:
+            self.h2.send_headers(stream.id, [(k.lower().encode("latin-1"),
+                                              v.encode("latin-1", "replace"))
+                                             for k, v in stream.trailers], end_stream=True)
+        elif stream.sent == 0 and stream.head_sent and not self._ended_by_head(stream):
+            self.h2.end_stream(stream.id)
+        self._ended(stream, aborted=False)
+
+    def _ended_by_head(self, stream: _Stream) -> bool:
+        response = stream.request.response
+        return response.head_only or response.status in NO_BODY
+
+    def _ended(self, stream: _Stream, aborted: bool) -> None:
+        """Count the request; run the request-done hooks (access log)."""
+        request = stream.request
+        server = self.server
+        server.counters.request(request.method, request.response.status,
+                                time.monotonic() - request.start)
+        if server.pipeline.request_done:
+            answer = Answer(request, self, 0, stream.sent, 0, request.response.length,
+                            0, True, self.requests_done)
+            answer.bytes_out = stream.sent
+            answer.aborted = aborted or request.aborted
+            answer.end_time = time.time()
+            answer.end_monotonic = time.monotonic()
+            request.plugin_ctx["answer"] = answer
+            server.pipeline.done(request)
+
+    def flush(self) -> None:
+        out = self.out
+        if not out.chunks:
+            return
+        transmit(self)
+        if self.state is not CLOSED and out.pending < LOW_WATER:
+            self._pump()
+            if out.chunks:
+                self.flush()
+
+    # ------------------------------------------------------- closing
+    def _goaway(self, code: int, why: str) -> None:
+        if self.server.debug:
+            log.error("h2.c", f"GOAWAY to {self.remote_ip}: {why}")
+        try:
+            self.h2.close_connection(code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.out.append(self.h2.data_to_send())
+        self.closing = True
+        for stream in list(self.streams.values()):
+            self.streams.pop(stream.id)
+            self._abort(stream)
+        self.flush()
+        if self.state is not CLOSED:
+            self.close()
+
+    def begin_drain(self) -> None:
+        """A reload: no new streams; the ones under way finish.  The GOAWAY is written
+        here, not through h2's close_connection, after which h2 sends nothing more."""
+        if self.closing or self.state is CLOSED:
+            return
+        self.closing = True
+        self.last_stream = self.h2.highest_inbound_stream_id
+        self.out.append(GoAwayFrame(0, last_stream_id=self.last_stream,
+                                    error_code=h2.errors.ErrorCodes.NO_ERROR).serialize())
+        self._after()
+
+    def is_idle(self) -> bool:
+        return not self.streams and not self.out.chunks
+
+    def check_timeout(self, now: float) -> None:
+        values = self.limits
+        if self.out.chunks and now - self.last_write > values["server.max-write-idle"]:
+            self.close()
+        elif not self.streams and \
+                now - max(self.last_read, self.last_write) > values["server.max-keep-alive-idle"]:
+            self.begin_drain()
+            if self.state is not CLOSED and not self.out.chunks:
+                self.close()
+        elif self.streams and all(not s.handled for s in self.streams.values()) and \
+                now - self.last_read > values["server.max-read-idle"]:
+            self.close()
+
+    def close(self) -> None:
+        if self.state is CLOSED:
+            return
+        self.state = CLOSED
+        for hook in self.server.pipeline.connection_close:
+            hook(self)
+        for stream in list(self.streams.values()):
+            self._abort(stream)
+        self.streams.clear()
+        self.out.clear()
+        self.server.forget(self)
+        self.transport.close()
+
+
+def _close_part(part: Any) -> None:
+    if type(part) is tuple:
+        if len(part) == 4:
+            part[3].release()
+        else:
+            os.close(part[0])
+
+
+_EVENT_HANDLERS = {
+    h2.events.RequestReceived: H2Session._request_received,
+    h2.events.DataReceived: H2Session._data_received,
+    h2.events.StreamEnded: H2Session._stream_ended,
+    h2.events.StreamReset: H2Session._stream_reset,
+    h2.events.ConnectionTerminated: H2Session._terminated,
+}
