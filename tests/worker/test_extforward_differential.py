@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -28,6 +29,9 @@ KNOWN_DIFFERENCES = {
     "forwarded-params": "lighttpd 1.4.69 parses extforward.params but never applies the "
                         "result (host= and remote_user= are ignored); pylighttpd takes "
                         "them as the key documents (and later lighttpd does)",
+    "v2-in-pieces": "lighttpd takes a PROXY header from one read only and closes the "
+                    "connection when it came in pieces; pylighttpd waits for the rest "
+                    "(bounded by server.max-read-idle)",
 }
 # lighttpd reports port 0 for an address taken from a header; pylighttpd the port of
 # the proxy's connection (Request.remote_port follows the transport)
@@ -86,12 +90,19 @@ PROXY_CASES = [
     ("v2-then-xff", tcp4("10.0.0.3", 1000) + get("/env.sh", "X-Forwarded-For: 203.0.113.8")),
     ("v1-bad-address", b"PROXY TCP4 203.0.113.300 127.0.0.1 1 80\r\n" + _REQUEST),
     ("no-header", _REQUEST),
+    ("v2-in-pieces", (tcp4("203.0.113.4", 6666)[:10], tcp4("203.0.113.4", 6666)[10:]
+                      + _REQUEST)),
 ]
 
 
-def seen(port: int, data: bytes) -> dict[str, str]:
+def seen(port: int, data: bytes | tuple[bytes, ...]) -> dict[str, str]:
+    """What the script saw, for bytes sent at once or as pieces a moment apart."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
+        pieces = (data,) if isinstance(data, bytes) else data
+        for index, piece in enumerate(pieces):
+            if index:
+                time.sleep(0.1)      # the first piece read on its own
+            sock.sendall(piece)
         return environment(read_until_closed(sock))
 
 
