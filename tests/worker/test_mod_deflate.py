@@ -121,6 +121,8 @@ def site(tmp_path_factory):
     _script(docroot / "stream" / "slow.cgi", r"Content-Type: text/plain\r\n",
             "sleep 0.3\necho the end\n")
     _script(docroot / "stream" / "fast.cgi", r"Content-Type: text/plain\r\n")
+    _script(docroot / "stream" / "declared.cgi",
+            r"Content-Type: text/plain\r\nContent-Length: 1840\r\n")
     _script(docroot / "stream" / "waits.cgi", r"Content-Type: text/plain\r\n",
             f"n=0\nwhile [ ! -e {base}/go ] && [ $n -lt 100 ]; do sleep 0.1; "
             "n=$((n+1)); done\necho the end\n")
@@ -137,7 +139,10 @@ $HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{base}/cache/" }}
 $HTTP["url"] =^ "/badcache/" {{ deflate.cache-dir = "{base}/a-file/cache/" }}
 $HTTP["url"] =^ "/limited/" {{ deflate.max-compress-size = 4 }}
 $HTTP["url"] =^ "/steps/" {{ deflate.work-block-size = 64 }}
-$HTTP["url"] =^ "/stream/" {{ server.stream-response-body = 2 }}
+$HTTP["url"] =^ "/stream/" {{
+    server.stream-response-body = 2
+    deflate.max-compress-size = 1
+}}
 """, modules=("mod_deflate", "mod_cgi", "mod_staticfile")))
     with WorkerProcess(conf) as worker:
         yield worker, docroot, base
@@ -321,6 +326,13 @@ def test_a_streamed_answer_is_compressed_as_it_streams(site):
     assert (headers["Content-Encoding"], headers["Transfer-Encoding"]) == ("br", "chunked")
     text = brotli.decompress(body)
     assert text.startswith(b"cgi line 0\n") and text.endswith(b"cgi line 149\nthe end\n")
+
+
+def test_a_stream_announcing_a_length_above_the_limit_is_left_alone(site):
+    worker, _, _ = site
+    _, headers, body = worker.get("/stream/declared.cgi", Accept_Encoding="gzip")
+    assert ("Content-Encoding" in headers, "Vary" in headers, len(body)) == \
+        (False, False, 1840)
 
 
 def test_a_streamed_answer_s_coded_parts_go_out_as_they_come(site):

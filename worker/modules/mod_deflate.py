@@ -260,10 +260,10 @@ class _CacheDirError(OSError):
 class _FileSink:
     """Compressed bytes written to a cache file."""
 
-    __slots__ = ("fd", "size")
+    __slots__ = ("fd",)
 
     def __init__(self, fd: int) -> None:
-        self.fd, self.size = fd, 0
+        self.fd = fd
 
     def add(self, data: bytes) -> None:
         view = memoryview(data)
@@ -272,7 +272,6 @@ class _FileSink:
                 written = os.write(self.fd, view)
             except OSError as err:
                 raise _CacheDirError(err.errno, err.strerror) from None
-            self.size += written
             view = view[written:]
 
 
@@ -372,7 +371,7 @@ class Module(BaseModule):
         if not type_matches(prefixes, response.get_header("Content-Type")):
             return
         streams = response.streaming and values["server.stream-response-body"] != 0
-        if not streams and not self._size_fits(_entity_size(request), values):
+        if not self._size_fits(_entity_size(request, streams), values):
             return
         add_vary(response)
         label = self._coding(request)
@@ -399,7 +398,11 @@ class Module(BaseModule):
         return label
 
     @staticmethod
-    def _size_fits(size: int, values: dict) -> bool:
+    def _size_fits(size: int | None, values: dict) -> bool:
+        """Within deflate.min-compress-size and max-compress-size (a size not known
+        yet, a stream's, fits)."""
+        if size is None:
+            return True
         most = values["deflate.max-compress-size"]
         return size > values["deflate.min-compress-size"] and \
             (not most or size <= most << 10)
@@ -412,7 +415,7 @@ class Module(BaseModule):
         content_type = static.content_type_for(values, request.physical_path)
         if response.streaming or request.handler is not None or \
                 not type_matches(prefixes, content_type) or \
-                not self._size_fits(_entity_size(request), values):
+                not self._size_fits(_entity_size(request, False), values):
             return
         add_vary(response)
         label = self._coding(request)
@@ -598,10 +601,13 @@ def _file_part(fd: int) -> list:
     return [data]
 
 
-def _entity_size(request: Request) -> int:
+def _entity_size(request: Request, streams: bool) -> int | None:
     """The size of the body the answer stands for: for a static 304 or 206, the
-    file's."""
+    file's; for a stream, the length its producer announced, if any."""
     response = request.response
+    if streams:
+        declared = response.get_header("Content-Length")
+        return int(declared) if declared is not None and declared.isdigit() else None
     if response.status not in (206, 304) or request.handler is not None:
         return response.length
     try:
