@@ -22,8 +22,9 @@ import pytest
 
 from server_util import WorkerProcess, config_text
 from worker.compress import ENCODERS, make_encoder, parse_params
-from worker.modules.mod_deflate import (accepted_codings, cache_path, choose_coding,
-                                        parse_allowed, parse_mimetypes)
+from worker.modules.mod_deflate import (CodedOutput, accepted_codings, cache_path,
+                                        choose_coding, parse_allowed, parse_mimetypes,
+                                        read_parts)
 
 brotli = pytest.importorskip("brotli")
 zstandard = pytest.importorskip("zstandard")
@@ -73,6 +74,25 @@ def test_params_out_of_range_or_unknown_are_reported_and_ignored():
 def test_the_cache_file_is_named_as_lighttpd_names_it():
     assert cache_path("/var/cache/c/", "/srv/www/a.html", '"123-gzip"') == \
         "/var/cache/c/srv/www/a.html-123-gzip"
+
+
+def test_a_file_is_read_in_steps_and_the_output_spills_to_disk(tmp_path):
+    data = os.urandom(300_000)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        chunks = list(read_parts([b"head", (fd, 10, 200_000)], 4096))
+    finally:
+        os.close(fd)
+    assert max(map(len, chunks)) == 4096 and b"".join(chunks) == b"head" + data[10:200_010]
+    output = CodedOutput((str(tmp_path),))
+    for start in range(0, len(data), 50_000):
+        output.add(data[start:start + 50_000])
+    parts = output.finish()
+    assert all(type(part) is tuple for part in parts)          # a spool file's ranges
+    assert b"".join(os.pread(p[0], p[2], p[1]) for p in parts) == data
+    for part in parts:
+        part[3].release()
 
 
 @pytest.mark.parametrize("label", sorted(ENCODERS))

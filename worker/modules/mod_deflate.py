@@ -205,7 +205,7 @@ def read_parts(parts: list, step: int) -> Iterator[bytes]:
             yield data
 
 
-class _Output:
+class CodedOutput:
     """Compressed bytes: in memory up to SPILL_AT, then in a spool file."""
 
     __slots__ = ("upload_dirs", "run", "run_size", "spool", "parts")
@@ -460,7 +460,7 @@ class Module(BaseModule):
         encoder = make_encoder(label, values["deflate.compression-level"], params,
                                _is_text(response), flushing=True)
         written = list(response.body)
-        output = _Output(self._upload_dirs(request))
+        output = CodedOutput(self._upload_dirs(request))
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
             output.add(encoder.encode(chunk))
         set_body(response, output.finish(), False)
@@ -501,7 +501,7 @@ class Module(BaseModule):
         response.remove_header("Accept-Ranges")
 
     def _compressed(self, request: Request, label: str, source: _Source) -> list:
-        output = _Output(self._upload_dirs(request))
+        output = CodedOutput(self._upload_dirs(request))
         try:
             compress_source(request, label, source, output)
         except OSError:
