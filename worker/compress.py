@@ -84,6 +84,10 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+def _within(number: int, low: int | None, high: int | None) -> bool:
+    return (low is None or low <= number) and (high is None or number <= high)
+
+
 def parse_params(pairs: Any) -> Params:
     """`deflate.params` (key => value) as Params.  As lighttpd, an unknown key or a
     value out of range is reported (Params.problems) and ignored, never fatal."""
@@ -97,7 +101,7 @@ def parse_params(pairs: Any) -> Params:
             continue
         attribute, low, high = known
         number = _as_int(value)
-        if number is None or (low is not None and not low <= number <= high):  # type: ignore[operator]
+        if number is None or not _within(number, low, high):
             problems.append(f"invalid value for {name}")
             continue
         values[attribute] = number

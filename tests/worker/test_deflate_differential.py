@@ -24,8 +24,10 @@ import pytest
 
 from test_differential import LIGHTTPD, beside_lighttpd, exchange, parse
 
-brotli = pytest.importorskip("brotli")
-zstandard = pytest.importorskip("zstandard")
+brotli = pytest.importorskip("brotli",
+                             reason="Brotli (a dependency of mod_deflate) is not installed")
+zstandard = pytest.importorskip("zstandard",
+                                reason="zstandard (a dependency of mod_deflate) is not installed")
 MOD_DEFLATE = Path("/usr/lib/lighttpd/mod_deflate.so")
 pytestmark = pytest.mark.skipif(
     not os.access(LIGHTTPD, os.X_OK) or not MOD_DEFLATE.exists(),

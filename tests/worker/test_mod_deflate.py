@@ -26,8 +26,10 @@ from worker.modules.mod_deflate import (CodedOutput, accepted_codings, cache_pat
                                         choose_coding, parse_allowed, parse_mimetypes,
                                         read_parts)
 
-brotli = pytest.importorskip("brotli")
-zstandard = pytest.importorskip("zstandard")
+brotli = pytest.importorskip("brotli",
+                             reason="Brotli (a dependency of mod_deflate) is not installed")
+zstandard = pytest.importorskip("zstandard",
+                                reason="zstandard (a dependency of mod_deflate) is not installed")
 
 DECODERS = {
     "gzip": gzip.decompress, "x-gzip": gzip.decompress, "deflate": zlib.decompress,
