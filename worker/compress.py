@@ -211,17 +211,17 @@ class _Zstd:
         return self.stream.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
 
-def _gzip(level: int, params: Params, _text: bool) -> _Coder:
+def _zlib_level(level: int, params: Params) -> int:
     """deflate.compression-level (1-9, -1: zlib's default), unless gzip.level is set."""
-    if "gzip_level" in params.given:
-        level = params.gzip_level
-    return _Zlib(level, 16 + params.gzip_window_bits, params)
+    return params.gzip_level if "gzip_level" in params.given else level
+
+
+def _gzip(level: int, params: Params, _text: bool) -> _Coder:
+    return _Zlib(_zlib_level(level, params), 16 + params.gzip_window_bits, params)
 
 
 def _deflate(level: int, params: Params, _text: bool) -> _Coder:
-    if "gzip_level" in params.given:
-        level = params.gzip_level
-    return _Zlib(level, params.gzip_window_bits, params)
+    return _Zlib(_zlib_level(level, params), params.gzip_window_bits, params)
 
 
 def _bzip2(level: int, params: Params, _text: bool) -> _Coder:
