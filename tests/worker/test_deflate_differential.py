@@ -66,6 +66,10 @@ cgi.assign = (".cgi" => "")
 deflate.mimetypes = ("text/", "application/json")
 deflate.allowed-encodings = ("br", "zstd", "gzip", "deflate")
 $HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{base}/cache/" }}
+$HTTP["url"] =^ "/tuned/" {{
+    deflate.params = ("gzip.level" => 9, "BROTLI_PARAM_QUALITY" => 9,
+                      "ZSTD_c_compressionLevel" => 12)
+}}
 """
 PAGE = b"".join(b"<p>paragraph %d of the page</p>\n" % i for i in range(1700))
 CSS = b"".join(b".c%d { margin: %dpx; }\n" % (i, i % 40) for i in range(1000))
@@ -78,8 +82,9 @@ SCRIPT = "#!/bin/sh\nprintf '{head}\\r\\n'\ni=0\nwhile [ $i -lt 150 ]; do " \
 def _site(base: Path) -> Path:
     docroot = base / "www"
     (docroot / "cached").mkdir(parents=True)
+    (docroot / "tuned").mkdir()
     for name, data in (("page.html", PAGE), ("style.css", CSS), ("data.json", JSON),
-                       ("big.txt", BIG), ("cached/page.html", PAGE),
+                       ("big.txt", BIG), ("cached/page.html", PAGE), ("tuned/page.html", PAGE),
                        ("small.txt", PAGE[:1000]), ("tiny.txt", PAGE[:200]),
                        ("photo.png", os.urandom(5000))):
         (docroot / name).write_bytes(data)
@@ -133,6 +138,9 @@ def _requests(etags: dict[str, str]) -> list[tuple[str, bytes, bool]]:
         ("cgi-br", _get("/hello.cgi", br), False),
         ("cgi-no-transform", _get("/notransform.cgi", gz), False),
         ("missing-gzip", _get("/nothing.html", gz), False),
+        ("tuned-gzip", _get("/tuned/page.html", gz), True),
+        ("tuned-br", _get("/tuned/page.html", br), True),
+        ("tuned-zstd", _get("/tuned/page.html", "Accept-Encoding: zstd"), True),
         ("cached-gzip", _get("/cached/page.html", gz), True),
         ("cached-br", _get("/cached/page.html", br), True),
         ("cached-again", _get("/cached/page.html", gz), True),
