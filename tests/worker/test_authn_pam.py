@@ -6,7 +6,6 @@ delay after a failure shows that a login waits off the worker's loop."""
 from __future__ import annotations
 
 import base64
-import http.client
 import os
 import secrets
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from held_backend import served_meanwhile
+from held_backend import answer_of, answers_at, served_meanwhile
 from server_util import WorkerProcess
 from test_differential import LIGHTTPD, beside_lighttpd
 
@@ -94,16 +93,6 @@ def exchanges(user: str) -> dict[str, tuple[str, dict[str, str]]]:
     }
 
 
-def fetch(worker_port: int, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", worker_port, timeout=15)
-    try:
-        connection.request("GET", path, headers=headers)
-        response = connection.getresponse()
-        return response.status, response.getheader("WWW-Authenticate", ""), response.read()
-    finally:
-        connection.close()
-
-
 EXPECTED = {"right": 200, "wrong": 401, "unknown-user": 401, "empty-password": 401,
             "none": 401, "not-the-user-required": 401, "open": 200}
 
@@ -111,7 +100,7 @@ EXPECTED = {"right": 200, "wrong": 401, "unknown-user": 401, "empty-password": 4
 def test_logins_through_pam(site, pam_user):
     with WorkerProcess(site) as worker:
         for name, (path, headers) in exchanges(pam_user[0]).items():
-            status, challenge, body = fetch(worker.port, path, headers)
+            status, challenge, body = answer_of(worker.port, path, headers)
             assert status == EXPECTED[name], name
             if status == 401:
                 assert challenge == 'Basic realm="pam", charset="UTF-8"'
@@ -123,15 +112,15 @@ def test_logins_through_pam(site, pam_user):
                     reason="Debian's lighttpd with mod_authn_pam is not installed "
                            "(lighttpd-mod-authn-pam)")
 def test_same_answers_as_lighttpd(site, pam_user):
+    exchanged = list(exchanges(pam_user[0]).values())
     with beside_lighttpd(site) as (theirs, ours):
-        for name, (path, headers) in exchanges(pam_user[0]).items():
-            assert fetch(ours, path, headers) == fetch(theirs, path, headers), name
+        assert answers_at(ours, exchanged) == answers_at(theirs, exchanged)
 
 
 def test_a_delayed_pam_failure_holds_no_other_request(site, pam_user):
     with WorkerProcess(site) as worker:
         held, other, first = served_meanwhile(
-            lambda: fetch(worker.port, "/delayed/f.txt", basic(pam_user[0], "wrong"))[0],
-            lambda: fetch(worker.port, "/f.txt", {})[0])
+            lambda: answer_of(worker.port, "/delayed/f.txt", basic(pam_user[0], "wrong"))[0],
+            lambda: answer_of(worker.port, "/f.txt", {})[0])
         assert (held, other, first) == (401, 200, True)
-        assert fetch(worker.port, "/delayed/f.txt", basic(pam_user[0], PASSWORD))[0] == 200
+        assert answer_of(worker.port, "/delayed/f.txt", basic(pam_user[0], PASSWORD))[0] == 200
