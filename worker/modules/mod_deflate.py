@@ -16,7 +16,7 @@ What goes out, as lighttpd sends it:
 - an If-None-Match naming the compressed ETag is answered 304 (with that ETag);
 - `Vary: Accept-Encoding` (appended to a Vary there is).  Unlike lighttpd, Vary is
   sent on every answer the coding could have applied to (the identity one, a HEAD, a
-  304), so a shared cache never serves one client's variant to another;
+  304, a 206), so a shared cache never serves one client's variant to another;
 - HEAD is never compressed, nor an answer with `Cache-Control: no-transform`
   (RFC 9110 7.7; lighttpd ignores it), and `q=0` refuses a coding (lighttpd reads
   any coding named as accepted).
@@ -27,12 +27,20 @@ default list is lost); pylighttpd uses the default that list is documented to ha
 Static files with `deflate.cache-dir`: the compressed file is kept at
 `<cache-dir><physical path>-<etag>-<coding>` (lighttpd's name), written to a temp file
 beside it and renamed, so a reader never sees half a file; a changed file has another
-ETag, hence another name, and is compressed again.  It is then sent with sendfile.
+ETag, hence another name, and is compressed again.  It is then sent with sendfile, or
+from memory when small.  A cache dir that refuses files is logged once per worker and
+the answers are compressed in memory.  A static file's compressed answer held in
+memory is a snapshot like a small file's own bytes: the answer cache may replay it
+for the rest of the second (Accept-Encoding is part of its key).
 
 A body is compressed in `deflate.work-block-size` KiB steps, never read whole: the
 output stays in memory up to SPILL_AT, then goes to an unlinked file in
-server.upload-dirs.  A streamed answer (`server.stream-response-body` 1 or 2: CGI,
-proxy, FastCGI) is compressed as it streams, chunked, through Response.encoder.
+server.upload-dirs.  The work is done in the event loop, as lighttpd does it in its
+own: `deflate.max-compress-size` bounds it, and with a cache dir each version of a
+file is compressed once.  A streamed answer (`server.stream-response-body` 1 or 2:
+CGI, proxy, FastCGI) is compressed as it streams, chunked, through Response.encoder,
+each part flushed as it is written so a slow backend's bytes are not held back (a
+length its producer announces is checked against the limits).
 `deflate.output-buffer-size` is accepted as lighttpd's but has nothing to size here.
 """
 
