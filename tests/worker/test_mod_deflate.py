@@ -124,7 +124,7 @@ def _script(path: Path, head: str, after: str = "") -> None:
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("deflate")
     docroot = base / "www"
-    for sub in ("cached", "badcache", "limited", "steps", "stream", "cgi"):
+    for sub in ("cached", "badcache", "limited", "loaded", "steps", "stream", "cgi"):
         (docroot / sub).mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
     (docroot / "small.txt").write_bytes(SMALL)
@@ -132,6 +132,7 @@ def site(tmp_path_factory):
     (docroot / "photo.png").write_bytes(os.urandom(5000))
     (docroot / "cached" / "page.html").write_bytes(PAGE)
     (docroot / "badcache" / "page.html").write_bytes(PAGE)
+    (docroot / "loaded" / "page.html").write_bytes(PAGE)
     (base / "a-file").write_text("not a directory\n")
     (docroot / "limited" / "page.txt").write_bytes(SMALL * 5)
     (docroot / "steps" / "big.txt").write_bytes(BIG)
@@ -160,6 +161,7 @@ deflate.allowed-encodings = ("zstd", "br", "gzip", "deflate", "bzip2")
 $HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{base}/cache/" }}
 $HTTP["url"] =^ "/badcache/" {{ deflate.cache-dir = "{base}/a-file/cache/" }}
 $HTTP["url"] =^ "/limited/" {{ deflate.max-compress-size = 4 }}
+$HTTP["url"] =^ "/loaded/" {{ deflate.max-loadavg = "0.001" }}
 $HTTP["url"] =^ "/steps/" {{ deflate.work-block-size = 64 }}
 $HTTP["url"] =^ "/stream/" {{
     server.stream-response-body = 2
@@ -215,6 +217,21 @@ def test_answers_left_as_they_are(site):
         _, headers, _ = worker.get(path, Accept_Encoding="gzip")
         assert "Content-Encoding" not in headers and "Vary" not in headers, path
         assert headers["ETag"].count("-") == 0, path
+
+
+def test_above_max_loadavg_answers_go_out_as_they_are(site):
+    if os.getloadavg()[0] <= 0.001:
+        pytest.skip("the machine is idle: no load to stay under")
+    worker, _, _ = site
+    deadline = time.monotonic() + 5        # the load is read once a second
+    while True:
+        _, headers, body = worker.get("/loaded/page.html?" + os.urandom(4).hex(),
+                                      Accept_Encoding="gzip")
+        if "Content-Encoding" not in headers or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (headers.get("Content-Encoding"), headers["Vary"], body) == \
+        (None, "Accept-Encoding", PAGE)
 
 
 def test_head_is_not_compressed_but_says_the_answer_varies(site):
