@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from server_util import WorkerProcess, config_text
+from server_util import REPO, WorkerProcess, config_text
 from worker.compress import ENCODERS, make_encoder, parse_params
 from worker.modules.mod_deflate import (CodedOutput, accepted_codings, cache_path,
                                         choose_coding, parse_allowed, parse_mimetypes,
@@ -401,3 +401,20 @@ def test_a_stream_complete_before_its_head_is_coded_whole(site):
     worker, _, _ = site
     _, headers, body = worker.get("/stream/fast.cgi", Accept_Encoding="gzip")
     assert gzip.decompress(body).endswith(b"cgi line 149\n")
+
+
+def test_the_conf_snippet_compresses_and_keeps_static_files(tmp_path):
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "index.html").write_bytes(PAGE)
+    conf = tmp_path / "snippet.conf"
+    conf.write_text(config_text(docroot, f"""
+include "{REPO}/conf/conf-available/10-deflate.conf"
+deflate.cache-dir := "{tmp_path}/cache/"
+""", modules=("mod_staticfile",)))
+    with WorkerProcess(conf) as worker:
+        _, headers, body = worker.get("/index.html",
+                                      Accept_Encoding="gzip, deflate, br, zstd")
+    assert headers["Content-Encoding"] == "zstd" and decoded(headers, body) == PAGE
+    assert [p.name.endswith("-zstd") for p in (tmp_path / "cache").rglob("*.html-*")] == \
+        [True]
