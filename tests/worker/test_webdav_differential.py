@@ -45,6 +45,7 @@ PROPGET = ('<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>'
 # name, method, path ({r}: the server's own root), headers, body
 STEPS: list[tuple[str, str, str, dict[str, str], str | None]] = [
     ("options", "OPTIONS", "{r}/", {}, None),
+    ("options-asterisk", "OPTIONS", "*", {}, None),
     ("mkcol", "MKCOL", "{r}/col/", {}, None),
     ("mkcol-again", "MKCOL", "{r}/col/", {}, None),
     ("mkcol-no-parent", "MKCOL", "{r}/none/col/", {}, None),

@@ -139,6 +139,14 @@ class Module(BaseModule):
         return store
 
     # ---------------------------------------------------------------- hooks
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        """`OPTIONS *` names no file, so no physical phase: the server's WebDAV
+        classes are told here (lighttpd tells them for every OPTIONS in this phase)."""
+        if request.uri_path == "*" and request.method == "OPTIONS" and \
+                request.settings.values["webdav.activate"]:
+            return _options(request)
+        return None
+
     def handle_physical(self, request: Request) -> HandlerResult:
         values = request.settings.values
         method = request.method
