@@ -368,12 +368,13 @@ class Module(BaseModule):
         values = request.settings.values
         prefixes = values["deflate.mimetypes"]
         response = request.response
+        status = response.status or 200       # a stream may start before its status
         if not prefixes or response.encoder is not None or response.started or \
-                response.status in _NO_ENTITY or response.status < 200 or \
+                status in _NO_ENTITY or status < 200 or \
                 response.get_header("Content-Encoding") is not None or \
                 no_transform(response):
             return
-        if response.status == 206:
+        if status == 206:
             self._partial(request, prefixes)
             return
         if not type_matches(prefixes, response.get_header("Content-Type")):
@@ -383,7 +384,7 @@ class Module(BaseModule):
             return
         add_vary(response)
         label = self._coding(request)
-        if label is None or request.method == "HEAD" or response.status == 304:
+        if label is None or request.method == "HEAD" or status == 304:
             return
         if streams:
             self._start_stream(request, label)
