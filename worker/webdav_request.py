@@ -122,9 +122,12 @@ class DavRequest:
     def resource(self, url: str) -> Resource | None:
         """The resource at a URL path of this share, or None when the path lies
         outside the URL prefix this request's docroot serves."""
-        if self.url_prefix is None or not url.startswith(self.url_prefix):
+        prefix = self.url_prefix
+        if prefix is None or not url.startswith(prefix):
             return None
-        rel = url[len(self.url_prefix):]
+        rel = url[len(prefix):]
+        if rel and not rel.startswith("/"):
+            return None                  # /dav2 is not below /dav
         basedir = self.request.physical_basedir
         if basedir.endswith("/"):
             rel = rel.lstrip("/")

@@ -153,7 +153,8 @@ $HTTP["url"] =^ "/copymodify/" {{
     webdav.activate = "enable"
     webdav.opts = ("partial-put-copy-modify" => "enable")
 }}
-alias.url = ("/aliased/" => "{base}/aliased/")
+$HTTP["url"] =^ "/short" {{ webdav.activate = "enable" }}
+alias.url = ("/aliased/" => "{base}/aliased/", "/short" => "{base}/short")
 """
 
 
@@ -473,6 +474,12 @@ def test_hostile_destinations(share):
     assert dav(worker, "COPY", "/aliased/a.txt", Destination="/aliased/b.txt")[0] == 201
     assert (base / "aliased" / "b.txt").read_text() == "a"
     assert dav(worker, "COPY", "/dav/src.txt", Destination="/dav/%00x")[0] == 400
+    (base / "short").mkdir()
+    (base / "shortcut").mkdir()
+    (base / "short" / "s.txt").write_text("s")
+    assert dav(worker, "COPY", "/short/s.txt", Destination="/shortcut/s.txt")[0] == 502
+    assert not (base / "shortcut" / "s.txt").exists()      # beside the alias: refused
+    assert dav(worker, "COPY", "/short/s.txt", Destination="/short/t.txt")[0] == 201
 
 
 def test_symlinks_refused_with_follow_symlink_off(share):
