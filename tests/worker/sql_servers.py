@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -35,9 +36,11 @@ START_TIMEOUT = 30.0
 USER, PASSWORD, DBNAME = "web", "webpw", "site"
 
 
-def _as_user(user: str) -> list[str]:
-    """Run as `user` when root (both servers refuse to run as root or want to know)."""
-    return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+def _as_user(user: str) -> dict[str, str]:
+    """Popen arguments running the server as `user` when we are root (both refuse to
+    run as root, or want to be told): the process started is the server itself, so
+    signals reach it."""
+    return {"user": user, "group": user} if os.geteuid() == 0 else {}
 
 
 def _wait_port(process: subprocess.Popen, port: int, name: str) -> None:
@@ -55,15 +58,25 @@ def _wait_port(process: subprocess.Popen, port: int, name: str) -> None:
     raise RuntimeError(f"{name} did not listen in time")
 
 
-def _stop(process: subprocess.Popen, base: Path) -> None:
+def _stop(process: subprocess.Popen, base: Path, signum: int) -> None:
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def _started(server: "Postgres | MariaDB", setup: Callable[[], object]) -> None:
+    """Wait for the server to listen, then set it up; stopped if either fails."""
+    try:
+        _wait_port(server.process, server.port, type(server).__name__)
+        setup()
+    except BaseException:
+        server.stop()
+        raise
 
 
 def _server_dir(prefix: str, owner: str) -> Path:
@@ -80,19 +93,17 @@ class Postgres:
     def __init__(self) -> None:
         self.base = base = _server_dir("pylighttpd-pg-", "postgres")
         self.data = base / "data"
-        subprocess.run(_as_user("postgres") + [f"{PG_BIN}/initdb", "-D", str(self.data),
-                                               "-U", "postgres", "--auth=trust",
-                                               "--no-sync"],
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run([f"{PG_BIN}/initdb", "-D", str(self.data), "-U", "postgres",
+                        "--auth=trust", "--no-sync"],
+                       check=True, capture_output=True, timeout=60, **_as_user("postgres"))
         self.port = free_port()
         self.process = subprocess.Popen(
-            _as_user("postgres") + [f"{PG_BIN}/postgres", "-D", str(self.data),
-                                    "-k", str(base), "-p", str(self.port),
-                                    "-h", "127.0.0.1", "-c", "fsync=off"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.process, self.port, "postgres")
-        self.run_sql(f"CREATE USER {USER} PASSWORD '{PASSWORD}'", "postgres")
-        self.run_sql(f"CREATE DATABASE {DBNAME} OWNER {USER}", "postgres")
+            [f"{PG_BIN}/postgres", "-D", str(self.data), "-k", str(base),
+             "-p", str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_as_user("postgres"))
+        _started(self, lambda: (
+            self.run_sql(f"CREATE USER {USER} PASSWORD '{PASSWORD}'", "postgres"),
+            self.run_sql(f"CREATE DATABASE {DBNAME} OWNER {USER}", "postgres")))
 
     def run_sql(self, sql: str, dbname: str = DBNAME) -> str:
         """Statements run as the superuser through psql."""
@@ -103,7 +114,8 @@ class Postgres:
         return done.stdout
 
     def stop(self) -> None:
-        _stop(self.process, self.base)
+        """SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for its clients)."""
+        _stop(self.process, self.base, signal.SIGINT)
 
 
 class MariaDB:
@@ -112,22 +124,19 @@ class MariaDB:
     def __init__(self) -> None:
         self.base = base = _server_dir("pylighttpd-mariadb-", "mysql")
         self.socket = base / "mysqld.sock"
-        subprocess.run(_as_user("mysql") + [MARIADB_INSTALL, "--no-defaults",
-                                            f"--datadir={base / 'data'}",
-                                            "--auth-root-authentication-method=normal",
-                                            "--skip-test-db"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([MARIADB_INSTALL, "--no-defaults", f"--datadir={base / 'data'}",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120, **_as_user("mysql"))
         self.port = free_port()
         self.process = subprocess.Popen(
-            _as_user("mysql") + [MARIADBD, "--no-defaults", f"--datadir={base / 'data'}",
-                                 f"--socket={self.socket}", f"--port={self.port}",
-                                 "--bind-address=127.0.0.1", "--skip-log-bin",
-                                 f"--pid-file={base / 'mysqld.pid'}",
-                                 "--innodb-buffer-pool-size=16M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.process, self.port, "mariadbd")
-        self.run_sql(f"CREATE DATABASE {DBNAME}; CREATE USER '{USER}'@'%' IDENTIFIED BY "
-                     f"'{PASSWORD}'; GRANT ALL ON {DBNAME}.* TO '{USER}'@'%'", "")
+            [MARIADBD, "--no-defaults", f"--datadir={base / 'data'}",
+             f"--socket={self.socket}", f"--port={self.port}", "--bind-address=127.0.0.1",
+             "--skip-log-bin", f"--pid-file={base / 'mysqld.pid'}",
+             "--innodb-buffer-pool-size=16M"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_as_user("mysql"))
+        _started(self, lambda: self.run_sql(
+            f"CREATE DATABASE {DBNAME}; CREATE USER '{USER}'@'%' IDENTIFIED BY "
+            f"'{PASSWORD}'; GRANT ALL ON {DBNAME}.* TO '{USER}'@'%'", ""))
 
     def run_sql(self, sql: str, dbname: str = DBNAME) -> str:
         """Statements run as root through the unix socket."""
@@ -137,4 +146,5 @@ class MariaDB:
         return done.stdout
 
     def stop(self) -> None:
-        _stop(self.process, self.base)
+        """Killed: a clean InnoDB shutdown takes seconds, and its files go anyway."""
+        _stop(self.process, self.base, signal.SIGKILL)

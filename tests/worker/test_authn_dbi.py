@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from held_backend import Blackhole, free_port, served_meanwhile
+from held_backend import Blackhole, answers_at, free_port, lighttpd_beside, served_meanwhile
 from server_util import WorkerProcess, config_text
 from sql_servers import DBNAME, PASSWORD, USER, MariaDB, Postgres, needs_mariadb, needs_postgres
 
@@ -38,6 +38,8 @@ ROWS = [("alice", SHA512_CRYPT_ALICE), ("bob", _ha1("md5", "bob", "bob-pw")),
 CREATE = "CREATE TABLE users (name VARCHAR(64), realm VARCHAR(64), passwd VARCHAR(200))"
 SQL = "SELECT passwd FROM users WHERE name='?' AND realm='?'"
 KINDS = ("sqlite", "pg", "my")
+UNREACHABLE = ("down", "slow")
+INJECTIONS = ["x' OR '1'='1", "x' OR 1=1 -- ", "x\\' OR 1=1 -- ", "alice' -- ", "alice'#", "x\\"]
 
 
 def _inserts() -> str:
@@ -62,7 +64,9 @@ def databases(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def worker(tmp_path_factory, databases):
+def site_confs(tmp_path_factory, databases):
+    """The config with every backend, and the same without those that cannot be
+    reached (lighttpd connects at start-up and refuses to start without them)."""
     sqlite_dir, pg, my = databases
     base = tmp_path_factory.mktemp("dbisite")
     docroot = base / "www"
@@ -85,18 +89,30 @@ def worker(tmp_path_factory, databases):
         "digest": f'"dbtype" => "sqlite3", "dbname" => "users.db", '
                   f'"sqlite3_dbdir" => "{sqlite_dir}"',
     }
+    confs = []
+    for conf_name, names in (("dbi.conf", list(backends)),
+                             ("reachable.conf", [n for n in backends if n not in UNREACHABLE])):
+        conf = base / conf_name
+        conf.write_text(config_text(docroot, _auth_config({n: backends[n] for n in names}),
+                                    ("mod_auth", "mod_authn_dbi", "mod_staticfile")))
+        confs.append(conf)
+    yield confs
+    hole.close()
+
+
+def _auth_config(backends: dict[str, str]) -> str:
     rules = ",\n".join(
         f'"/{name}/" => ("method" => "{"digest" if name == "digest" else "basic"}", '
         f'"realm" => "{REALM}", "require" => "valid-user")' for name in backends)
     blocks = "\n".join(f'$HTTP["url"] =~ "^/{name}/" {{ auth.backend.dbi = ("sql" => "{SQL}", '
                        f'{options}) }}' for name, options in backends.items())
-    extra = f'auth.backend = "dbi"\nauth.require = ({rules})\n{blocks}\n'
-    conf = base / "dbi.conf"
-    conf.write_text(config_text(docroot, extra,
-                                ("mod_auth", "mod_authn_dbi", "mod_staticfile")))
-    with WorkerProcess(conf) as process:
+    return f'auth.backend = "dbi"\nauth.require = ({rules})\n{blocks}\n'
+
+
+@pytest.fixture(scope="module")
+def worker(site_confs):
+    with WorkerProcess(site_confs[0]) as process:
         yield process
-    hole.close()
 
 
 def login(user: str, password: str) -> dict[str, str]:
@@ -128,8 +144,7 @@ def test_wrong_passwords_and_refused_values(worker, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("user", ["x' OR '1'='1", "x' OR 1=1 -- ", "x\\' OR 1=1 -- ",
-                                  "alice' -- ", "alice'#", "x\\", "alice\0"])
+@pytest.mark.parametrize("user", INJECTIONS + ["alice\0"])
 def test_sql_injection_in_user_name_finds_nobody(worker, kind, user):
     """Unescaped, each would select alice's row (or the first row): her password would
     then log in."""
@@ -147,6 +162,20 @@ def test_digest_from_the_stored_ha1(worker):
     assert curl("bob", "bob-pw") == "200"
     assert curl("bob", "wrong") == "401"
     assert curl("alice", "alice-pw") == "401"     # a crypt hash gives no H(A1)
+
+
+def test_same_answers_as_lighttpd(site_confs, worker):
+    """Every kind of stored password and the injection attempts, on each database, as
+    lighttpd's mod_authn_dbi (through libdbi) answers them."""
+    logins = [(user, password) for user, password in (
+        ("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw"), ("o'neil", "quote-pw"),
+        ("alice", "bob-pw"), ("nobody", "x"), ("dave", "ERROR"), ("plain", "plain-pw"))]
+    logins += [(user, "alice-pw") for user in INJECTIONS]
+    exchanges = [(f"/{kind}/index.txt", login(*credentials))
+                 for kind in KINDS for credentials in logins]
+    with lighttpd_beside(site_confs[1], "mod_auth", "mod_authn_dbi") as theirs:
+        theirs_answers = answers_at(theirs, exchanges)
+    assert answers_at(worker.port, exchanges) == theirs_answers
 
 
 def test_database_down_fails_the_login(worker):
