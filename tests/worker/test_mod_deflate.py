@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from master.configload import load
 from server_util import REPO, WorkerProcess, config_text
+from test_held_requests import Later
+from test_held_requests import exchange as held_exchange
+from worker.gateway import Dechunker
+from worker.server import Server
 from worker.compress import ENCODERS, make_encoder, parse_params
 from worker.modules.mod_deflate import (CodedOutput, accepted_codings, cache_path,
                                         choose_coding, parse_allowed, parse_mimetypes,
@@ -418,3 +423,27 @@ deflate.cache-dir := "{tmp_path}/cache/"
     assert headers["Content-Encoding"] == "zstd" and decoded(headers, body) == PAGE
     assert [p.name.endswith("-zstd") for p in (tmp_path / "cache").rglob("*.html-*")] == \
         [True]
+
+
+def test_a_stream_started_before_its_module_set_a_status_is_compressed(tmp_path):
+    """Driven in this process with the held-request test's module, which streams
+    /stream/N (N parts of 1 KiB) leaving the status to the core."""
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    conf = tmp_path / "held.conf"
+    conf.write_text(config_text(docroot, 'deflate.mimetypes = ("")\n'
+                                'server.stream-response-body = 1\n',
+                                modules=("mod_deflate", "mod_staticfile")))
+    config = load(str(conf))
+    config.modules = [Later, *config.modules]
+    worker = Server(config, [])
+    try:
+        data = held_exchange(worker, b"GET /stream/3 HTTP/1.1\r\nHost: t\r\n"
+                                     b"Accept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+    finally:
+        worker.close_all()
+        worker.loop.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"\r\nContent-Encoding: gzip\r\n" in head and b"chunked" in head
+    assert gzip.decompress(Dechunker().feed(body)) == \
+        b"".join(bytes([c]) + b"." * 1023 for c in b"321")
