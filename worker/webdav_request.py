@@ -11,6 +11,7 @@ body yields NEED_BODY.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Callable, Generator
 from urllib.parse import urlsplit
@@ -168,12 +169,13 @@ class DavRequest:
         except IfHeaderError:
             raise DavError(400) from None
         self.tokens = submitted_tokens(groups)
-        if not evaluate(groups, self.state_of):
+        if not evaluate(groups, functools.lru_cache(maxsize=None)(self.state_of)):
             raise DavError(412)
 
     def state_of(self, tag: str | None) -> tuple[set[str], str]:
         """(tokens of the locks covering it, its ETag) of the request's resource or
-        of the one a tagged list names."""
+        of the one a tagged list names (asked once per resource a header names,
+        however many lists name it)."""
         resource: Resource | None = self.target
         if tag is not None:
             try:
