@@ -132,7 +132,11 @@ def _creation_date(st: os.stat_result) -> str:
 
 
 def _display_name(url: str) -> str:
-    return dav_element("displayname", escape_text(url.rstrip("/").rpartition("/")[2]))
+    """The last segment as text: a name that is not UTF-8 shows U+FFFD where its
+    bytes are not (the document stays UTF-8; the href keeps the exact bytes)."""
+    name = url.rstrip("/").rpartition("/")[2]
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return dav_element("displayname", escape_text(name))
 
 
 # live property -> its element for (view, resource); the order of allprop answers

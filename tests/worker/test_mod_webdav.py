@@ -295,6 +295,17 @@ def test_propfind_depths(share):
     assert propfind(worker, "/dav/list/", "2")[0] == 400
 
 
+def test_propfind_of_a_name_that_is_not_utf8(share):
+    worker, docroot, _ = share
+    (docroot / "dav" / "latin").mkdir()
+    (docroot / "dav" / "latin").joinpath(os.fsdecode(b"caf\xe9.txt")).write_text("x")
+    status, _, body = propfind(worker, "/dav/latin/", "1")
+    assert status == 207
+    assert b"<D:href>/dav/latin/caf%E9.txt</D:href>" in body
+    assert "<D:displayname>caf\ufffd.txt</D:displayname>" in body.decode("utf-8")
+    assert worker.get("/dav/latin/caf%E9.txt")[2] == b"x"
+
+
 def test_propfind_infinity_only_where_enabled(share):
     worker, _, _ = share
     status, _, body = propfind(worker, "/dav/", "infinity")

@@ -229,7 +229,11 @@ class Module(BaseModule):
                 request.response.write(error_body(err.condition))
             return err.status
         if isinstance(err, OSError):
-            return os_status(err)
+            status = os_status(err)
+            if status >= 500:
+                self.services.log_error("mod_webdav.c", f"{request.method} "
+                                        f"{request.target}: {err}")
+            return status
         self.services.log_error("mod_webdav.c", f"sqlite: {err} ({request.target})")
         return 500
 
