@@ -4,6 +4,7 @@ uploads cut off half-way, and the litmus suite (Debian's `litmus`) passing whole
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -599,6 +600,44 @@ def test_shared_and_collection_locks(share):
     assert dav(worker, "DELETE", "/dav/lockcol/", If=f"(<{token}>)")[0] == 412   # not here
     tagged = f"<http://127.0.0.1/dav/lockcol/null.txt> (<{token}>)"
     assert dav(worker, "DELETE", "/dav/lockcol/", If=tagged)[0] == 204
+
+
+AUTH_CONFIG = """
+auth.backend = "plain"
+auth.backend.plain.userfile = "{users}"
+auth.require = ("/" => ("method" => "basic", "realm" => "dav", "require" => "valid-user"))
+webdav.activate = "enable"
+webdav.sqlite-db-name = "{db}"
+"""
+
+
+def basic(user: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:secret".encode()).decode()
+
+
+def test_locks_belong_to_the_user_who_took_them(tmp_path):
+    """Behind mod_auth a lock is its user's: another user who knows its token can
+    neither write through it nor unlock it."""
+    (tmp_path / "users").write_text("alice:secret\nbob:secret\n")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "shared.txt").write_text("s")
+    conf = tmp_path / "auth.conf"
+    conf.write_text(config_text(tmp_path / "www", AUTH_CONFIG.format(
+        users=tmp_path / "users", db=tmp_path / "auth.db"),
+        ("mod_auth", "mod_authn_file", "mod_webdav", "mod_staticfile")))
+    with WorkerProcess(conf) as worker:
+        status, token, _ = lock(worker, "/shared.txt", Authorization=basic("alice"))
+        assert status == 200 and token
+        as_bob = {"Authorization": basic("bob"), "If": f"(<{token}>)"}
+        assert dav(worker, "PUT", "/shared.txt", "bob", **as_bob)[0] == 423
+        assert dav(worker, "UNLOCK", "/shared.txt", Authorization=basic("bob"),
+                   Lock_Token=f"<{token}>")[0] == 403
+        assert dav(worker, "PUT", "/shared.txt", "alice", Authorization=basic("alice"),
+                   If=f"(<{token}>)")[0] == 204
+        assert dav(worker, "UNLOCK", "/shared.txt", Authorization=basic("alice"),
+                   Lock_Token=f"<{token}>")[0] == 204
+    with sqlite3.connect(tmp_path / "auth.db") as db:
+        assert list(db.execute("SELECT count(*) FROM locks")) == [(0,)]
 
 
 def read_answer(sock: socket.socket) -> bytes:
