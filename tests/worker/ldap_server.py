@@ -20,8 +20,8 @@ from held_backend import free_port
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
 needs_slapd = pytest.mark.skipif(
-    not (os.access(SLAPD, os.X_OK) and os.access(SLAPADD, os.X_OK)),
-    reason="OpenLDAP's slapd is not installed (Debian: slapd ldap-utils)")
+    not (os.access(SLAPD, os.X_OK) and os.access(SLAPADD, os.X_OK) and shutil.which("openssl")),
+    reason="OpenLDAP's slapd (Debian: slapd ldap-utils) or openssl is not installed")
 BASE_DN = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{BASE_DN}"
 ROOT_PW = "adminpw"
@@ -42,14 +42,30 @@ directory {base}/db
 """
 
 
+def _with_tls(conf: str, base: Path, certificate: Path) -> str:
+    """slapd.conf offering StartTLS with a self-signed certificate for `localhost` (and
+    for this machine's name: OpenLDAP's client checks that one when told localhost)."""
+    key = base / "localhost.key"
+    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-keyout", str(key), "-out", str(certificate), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=" + ",".join(f"DNS:{n}" for n in sorted(names))],
+                   check=True, capture_output=True, timeout=60)
+    tls = f"TLSCertificateFile {certificate}\nTLSCertificateKeyFile {key}\n"
+    return conf.replace("database mdb", tls + "database mdb", 1)
+
+
 class Slapd:
     """slapd serving `ldif` on 127.0.0.1:port until stop()."""
 
-    def __init__(self, base: Path, ldif: str) -> None:
+    def __init__(self, base: Path, ldif: str, tls: bool = False) -> None:
         (base / "db").mkdir(parents=True)
         self.conf = base / "slapd.conf"
-        self.conf.write_text(_CONF.format(base=base, suffix=BASE_DN, rootdn=ROOT_DN,
-                                          rootpw=ROOT_PW))
+        conf = _CONF.format(base=base, suffix=BASE_DN, rootdn=ROOT_DN, rootpw=ROOT_PW)
+        self.certificate = base / "localhost.crt"
+        if tls:
+            conf = _with_tls(conf, base, self.certificate)
+        self.conf.write_text(conf)
         (base / "data.ldif").write_text(ldif)
         subprocess.run([SLAPADD, "-f", str(self.conf), "-l", str(base / "data.ldif")],
                        check=True, capture_output=True, timeout=30)
