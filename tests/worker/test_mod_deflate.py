@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -454,3 +455,17 @@ def test_a_stream_complete_before_its_head_is_coded_whole(tmp_path):
     head, _, body = data.partition(b"\r\n\r\n")
     assert b"\r\nContent-Encoding: gzip\r\n" in head
     assert gzip.decompress(body) == b"b" * 2000
+
+
+def test_ignored_params_are_reported_when_the_config_loads(tmp_path):
+    conf = tmp_path / "params.conf"
+    conf.write_text(config_text(tmp_path, 'deflate.params = ("foo" => 1, "gzip.level" => 12,'
+                                          ' "BROTLI_PARAM_QUALITY" => 9)',
+                                modules=("mod_deflate",)))
+    checked = subprocess.run([sys.executable, "-m", "master.cli", "-tt", "-f", str(conf)],
+                             capture_output=True, text=True, timeout=60, cwd=REPO,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert checked.returncode == 0
+    assert checked.stderr.splitlines() == [
+        f"{conf}:5:1: mod_deflate: unrecognized param: foo",
+        f"{conf}:5:1: mod_deflate: invalid value for gzip.level"]

@@ -340,6 +340,18 @@ class Module(BaseModule):
         self.loadavg = 0.0
         self.reported: set[str] = set()
 
+    @classmethod
+    def prepare(cls, tree: Any, checked: Any, compiled: Any) -> None:
+        """The deflate.params entries that are ignored join the config's warnings
+        (printed by -tt, logged when the server starts), as lighttpd reports them
+        when it loads the config."""
+        for block in tree.blocks:
+            params = checked.settings.get(block.index, {}).get("deflate.params")
+            entry = block.keys.get("deflate.params")
+            if params is not None and entry is not None:
+                checked.warnings.extend(f"{entry.position}: mod_deflate: {problem}"
+                                        for problem in params.problems)
+
     def allows_replay(self, request: Request) -> bool:
         """Not where a load limit may switch compression off from one second to the
         next."""
@@ -348,13 +360,9 @@ class Module(BaseModule):
     def handle_trigger(self, now: float) -> None:
         self.loadavg = os.getloadavg()[0]
 
-    def _report_params(self, params: Params) -> None:
-        for problem in params.problems:
-            self._log_once(problem, problem)
-
     def _log_once(self, key: str, message: str) -> None:
-        """A problem of the config or the disk is logged once by each worker, not
-        with every answer it touches."""
+        """A problem of the disk is logged once by each worker, not with every answer
+        it touches."""
         if key not in self.reported:
             self.reported.add(key)
             self._log(message)
@@ -464,10 +472,8 @@ class Module(BaseModule):
         written (Response.encoder); its length is unknown from here on."""
         response = request.response
         values = request.settings.values
-        params = values["deflate.params"]
-        self._report_params(params)
-        encoder = make_encoder(label, values["deflate.compression-level"], params,
-                               _is_text(response), flushing=True)
+        encoder = make_encoder(label, values["deflate.compression-level"],
+                               values["deflate.params"], _is_text(response), flushing=True)
         written = list(response.body)
         output = CodedOutput(self._upload_dirs(request))
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
@@ -481,8 +487,6 @@ class Module(BaseModule):
                         source: _Source) -> None:
         response = request.response
         values = request.settings.values
-        params = values["deflate.params"]
-        self._report_params(params)
         whole_file = request.handler is None and bool(etag) and \
             self._is_whole_file(request, etag, source)
         try:
