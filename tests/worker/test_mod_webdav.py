@@ -222,6 +222,9 @@ def test_put_get_and_etag(share):
     etag = headers["ETag"]
     status, got, body = worker.get("/dav/new.txt")
     assert (status, body, got["ETag"]) == (200, b"second!", etag)
+    spooled = os.urandom(3 << 20)                 # whole in its spool file first
+    assert dav(worker, "PUT", "/dav/spooled.bin", spooled)[0] == 201
+    assert (docroot / "dav" / "spooled.bin").read_bytes() == spooled
     assert dav(worker, "PUT", "/dav/none/x.txt", "x")[0] == 409
     assert dav(worker, "PUT", "/dav/", "x")[0] == 405
     assert dav(worker, "PUT", "/dav/new.txt", "x", Content_Range="bytes 0-0/*")[0] == 400

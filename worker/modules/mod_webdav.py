@@ -408,9 +408,14 @@ class _Dav(DavRequest):
         return 204 if target.exists else 201
 
     def _write_body(self, fd: int, offset: int) -> Generator[str, None, None]:
-        """Write the request body into `fd` from `offset` as it arrives."""
+        """Write the request body into `fd` from `offset` as it arrives; a body
+        already whole in its spool file is copied by the kernel (copy_file_range)."""
         body = self.request.body
         if body is None:
+            return
+        if body.complete and body.file is not None and body.consumed == 0:
+            os.lseek(fd, offset, os.SEEK_SET)
+            yield from copy_contents(body.open().fileno(), fd)
             return
         while True:
             data = body.read_chunk(COPY_STEP)
