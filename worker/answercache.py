@@ -116,7 +116,7 @@ class Answer:
 
     __slots__ = ("status", "headers", "length", "body", "http1", "generation", "parsed",
                  "final", "keep_alive", "keep_alive_line", "values", "missing", "version",
-                 "request_headers", "header_list")
+                 "request_headers", "header_list", "env")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
                  generation: int) -> None:
@@ -137,6 +137,7 @@ class Answer:
         self.parsed = request.replay_parsed
         self.final = (request.uri_path, request.docroot, request.physical_path,
                       request.physical_rel, request.physical_basedir)
+        self.env = dict(request.env) if request.env else None   # REMOTE_USER ... (logs)
 
     def repeat_request(self, connection: "Connection") -> "Request":
         """The Request a byte-for-byte repeat would have parsed into, matched to this
@@ -161,6 +162,8 @@ class Answer:
         response = request.response
         response.status, response.headers, response.length = \
             self.status, self.headers, self.length
+        if self.env is not None:
+            request.env = dict(self.env)
         (request.uri_path, request.docroot, request.physical_path, request.physical_rel,
          request.physical_basedir) = self.final
 

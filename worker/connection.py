@@ -41,7 +41,8 @@ from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .handler import AnswerCut
-from .http import DATE, NO_BODY, connection_line, kept_wire, render_start, server_line
+from .http import (DATE, NO_BODY, connection_line, core_fields, kept_wire, render_start,
+                   server_line)
 from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
 from .request import Request, Response
@@ -524,6 +525,7 @@ class Connection:
         values = request.settings.values
         keep = self._keeps_alive(_may_keep_alive(request), values)
         response = request.response
+        response.end_encoding()         # a coding set when the answer started ends here
         if response.streaming:          # asked to stream, but complete before its head
             _length_kept_whole(response)
         length = response.length       # as announced: queueing a HEAD answer drops it
@@ -533,10 +535,15 @@ class Connection:
             self.out.append(wire)
             head_len = len(wire) - len(kept.body)
         else:
-            start, tail = render_start(request), server_line(values["server.tag"])
-            if request.replay_key is not None:
-                server.pipeline.answers.keep(request.replay_key, request, (start, tail))
-            head = start + connection_line(request, keep) + DATE.line + tail
+            start = render_start(request)
+            if response.own_fields:
+                head = start + connection_line(request, keep) + \
+                    core_fields(response, values["server.tag"])
+            else:
+                tail = server_line(values["server.tag"])
+                if request.replay_key is not None:
+                    server.pipeline.answers.keep(request.replay_key, request, (start, tail))
+                head = start + connection_line(request, keep) + DATE.line + tail
             if server.debug:
                 self._debug_response(request, head, preset)
             self._queue(response, head)
@@ -631,6 +638,7 @@ class Connection:
         response = request.response
         if not response.started:
             held.close_spool()             # its ranges in the body keep the file
+            response.end_encoding()
             _length_kept_whole(response)
             self._queue_answer(request, None, 0)
             return
@@ -687,7 +695,7 @@ class Connection:
             held.keep_alive = self._keeps_alive(
                 _may_keep_alive(request) and (delimited or held.chunked), values)
             head = render_start(request) + connection_line(request, held.keep_alive) + \
-                DATE.line + server_line(values["server.tag"])
+                core_fields(response, values["server.tag"])
         if self.server.debug:
             self._debug_response(request, head, 0)
         self._queue_bytes(head)
@@ -709,8 +717,8 @@ class Connection:
             body.complete = True
         if body.unread or body.complete:
             request.wake()             # what the client sent with its request
-        return render_start(request) + DATE.line + \
-            server_line(request.settings.values["server.tag"])
+        return render_start(request) + \
+            core_fields(request.response, request.settings.values["server.tag"])
 
     def _queue(self, response: Response, head: bytes) -> None:
         """Move the head and the response's body into the output queue."""

@@ -351,7 +351,6 @@ class H2Session:
                 self._stream_out(stream)
                 self._end_body(stream)
             else:
-                _length_kept_whole(request.response)
                 self._answer(stream)
         else:
             self._stream_out(stream)
@@ -361,6 +360,7 @@ class H2Session:
         """A complete answer: its head, and its body for the flow windows."""
         request = stream.request
         response = request.response
+        response.end_encoding()
         if response.streaming and not response.started:
             _length_kept_whole(response)
         response.head_only = response.head_only or request.method == "HEAD"
@@ -378,9 +378,11 @@ class H2Session:
         if with_length and status not in NO_BODY and status >= 200 and \
                 response.get_header("Content-Length") is None:
             headers.append(("content-length", str(response.length)))
-        headers.append(("date", DATE.value))
+        own = {name for name, _ in headers} if response.own_fields else ()
+        if "date" not in own:
+            headers.append(("date", DATE.value))
         tag = request.settings.values["server.tag"]
-        if tag:
+        if tag and "server" not in own:
             headers.append(("server", tag))
         no_body = response.head_only or status in NO_BODY
         if no_body:

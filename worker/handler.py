@@ -177,18 +177,20 @@ class Pipeline:
             hook(request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
-        """server.error-handler-404 / server.error-handler: answer an error with a local
-        URL, as an internal redirect (method GET, or HEAD); False when none is set."""
+        """server.error-handler-404 (for 404 and 403, as lighttpd) / server.error-handler:
+        answer an error with a local URL, as an internal redirect (method GET, or HEAD);
+        False when none is set."""
         values = request.settings.values
-        target = values["server.error-handler-404"] if status == 404 else ""
+        target = values["server.error-handler-404"] if status in (403, 404) else ""
         if not target:
             target = values["server.error-handler"]
         if not target:
             return False
-        keeps_status = not (status == 404 and values["server.error-handler-404"])
+        keeps_status = not (status in (403, 404) and values["server.error-handler-404"])
         request.error_origin = (status, keeps_status)
         response = request.response
-        response.headers = []
+        # the challenge of a 401 stays with whatever page answers it (as lighttpd)
+        response.headers = [h for h in response.headers if h[0].lower() == "www-authenticate"]
         response.reset_body()
         if request.method != "HEAD":
             request.method = "GET"

@@ -15,9 +15,11 @@ import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
+from shared import log
+
 if TYPE_CHECKING:
     from .answercache import Answer
-    from .request import Request
+    from .request import Request, Response
 
 NO_BODY = frozenset({204, 304})       # statuses whose answers have no Content-Length
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
@@ -115,7 +117,34 @@ def render_start(request: "Request") -> bytes:
     lines += [f"{name}: {value}\r\n" for name, value in response.headers]
     if status not in NO_BODY and status >= 200 and not response.streaming:
         lines.append(f"Content-Length: {response.length}\r\n")
-    return "".join(lines).encode("latin-1", "replace")
+    text = "".join(lines)
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        return _without_line_breaks(request)     # a value would forge header lines
+    return text.encode("latin-1", "replace")
+
+
+def _without_line_breaks(request: "Request") -> bytes:
+    """The head without the header fields whose name or value holds CR or LF (a
+    module passing on what a client or backend sent); logged, never sent."""
+    response = request.response
+    broken = [name for name, value in response.headers
+              if "\r" in name or "\n" in name or "\r" in value or "\n" in value]
+    log.error("response.c", f"dropped response header(s) with a line break in "
+              f"{', '.join(repr(name) for name in broken)} for {request.target}")
+    response.headers = [h for h in response.headers
+                        if not any(c in h[0] or c in h[1] for c in "\r\n")]
+    return render_start(request)
+
+
+def core_fields(response: "Response", server_tag: str) -> bytes:
+    """The Date line, then the Server line and the blank line that end a head.  A
+    Date or Server header a module set (setenv.set-response-header ...) stands
+    instead of the core's, as in lighttpd."""
+    if not response.own_fields:
+        return DATE.line + server_line(server_tag)
+    names = {name.lower() for name, _ in response.headers}
+    return (b"" if "date" in names else DATE.line) + \
+        server_line("" if "server" in names else server_tag)
 
 
 def connection_line(request: "Request", keep_alive: bool) -> bytes:

@@ -43,6 +43,7 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
 _header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
+_OWS = (b" ", b"\t")              # RFC 9110 5.6.3: optional whitespace
 
 
 def header_name(name: bytes) -> tuple[str, str]:
@@ -161,6 +162,8 @@ class Http1Parser:
         if names is None:
             names = header_name(name)
         raw_name, key = names
+        if value[-1:] in _OWS:          # the field value ends before trailing OWS
+            value = value.rstrip(b" \t")
         text = value.decode("latin-1")
         request.header_list.append((raw_name, text))
         headers = request.headers

@@ -67,6 +67,9 @@ def clean_path(raw_path: str) -> str:
     return simplify_path(decoded)
 
 
+_CORE_FIELDS = frozenset({"date", "server"})     # what the core writes on every answer
+
+
 class Encoder(Protocol):
     """A content coding over a body written in parts (gzip, brotli, zstd ...)."""
 
@@ -86,7 +89,7 @@ class Response:
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
                  "missing", "streaming", "wants_drain", "started", "trailers",
-                 "passthrough", "encoder")
+                 "passthrough", "encoder", "own_fields")
 
     def __init__(self) -> None:
         self.status = 0
@@ -108,6 +111,7 @@ class Response:
         # a content coding applied to what is written from now on (mod_deflate sets
         # it when a streamed answer starts); the core ends it with the answer
         self.encoder: Encoder | None = None
+        self.own_fields = False     # a module set Date or Server (http.core_fields)
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not
@@ -123,9 +127,11 @@ class Response:
         """Replace every header `name` (case-insensitive) by one with `value`."""
         lower = name.lower()
         self.headers = [h for h in self.headers if h[0].lower() != lower]
-        self.headers.append((name, value))
+        self.add_header(name, value)
 
     def add_header(self, name: str, value: str) -> None:
+        if len(name) in (4, 6) and name.lower() in _CORE_FIELDS:
+            self.own_fields = True
         self.headers.append((name, value))
 
     def get_header(self, name: str) -> str | None:
@@ -195,7 +201,7 @@ class Request:
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
         "arrived_as", "remote_ip", "socket_spec", "handler", "aborted", "error_origin",
-        "loops", "woken", "target_orig", "env", "start_mark", "end_mark",
+        "loops", "woken", "target_orig", "env", "start_mark", "end_mark", "_remote_port",
     )
 
     def __init__(self, connection: "Connection", start: float) -> None:
@@ -240,6 +246,7 @@ class Request:
         self.target_orig = ""            # the target as received (REQUEST_URI)
         self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
         self.start_mark = self.end_mark = 0   # where its answer lies in the output stream
+        self._remote_port = -1                # not asked yet (see remote_port)
 
     # ---------------------------------------------------------- held requests
     def wake(self) -> None:
@@ -259,7 +266,15 @@ class Request:
 
     @property
     def remote_port(self) -> int:
-        return self.connection.transport.peer_port()
+        """The client's port: the connection's (asked once), or what a module set
+        (mod_extforward: 0 for an address taken from a header, as lighttpd)."""
+        if self._remote_port < 0:
+            self._remote_port = self.connection.transport.peer_port()
+        return self._remote_port
+
+    @remote_port.setter
+    def remote_port(self, port: int) -> None:
+        self._remote_port = port
 
     @property
     def local_address(self) -> str:
@@ -293,6 +308,8 @@ class Request:
             return self.headers.get(field[7:], "")
         if field == "querystring":
             return self.uri_query
+        if field == "remoteip":
+            return self.remote_ip       # the request's own (mod_extforward may set it)
         if field in CONNECTION_FIELDS:
             return self.connection.condition_value(field)
         if field == "scheme":
@@ -304,8 +321,11 @@ class Request:
     def configure(self) -> RequestSettings:
         """(Re)compute the effective settings: after the headers, and again whenever a
         module changes what conditions read (a rewritten URL)."""
-        compiled = self.connection.server.config.compiled
-        self.settings = compiled.settings_for(self, self.connection.condition_cache)
+        connection = self.connection
+        compiled = connection.server.config.compiled
+        cache = connection.condition_cache if self.remote_ip == connection.remote_ip \
+            else None        # another client than the connection's: its own results
+        self.settings = compiled.settings_for(self, cache)
         return self.settings
 
     # ------------------------------------------------------------------ URL

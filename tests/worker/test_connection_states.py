@@ -345,3 +345,53 @@ def test_a_half_request_times_out_by_the_read_idle_not_the_keep_alive_idle(serve
     assert connection.state is ConnState.READ
     connection.check_timeout(connection.last_read + read_idle + 1)
     assert connection.state is ConnState.CLOSED
+
+
+class _SetsHeaders(Module):
+    replay_safe = True
+
+    def handle_response_start(self, request):
+        request.response.set_header("Server", "their-own")
+
+
+class _ForgesHeaders(Module):
+    """Passes on a value with a line break, as a careless module could."""
+
+    def handle_response_start(self, request):
+        request.response.add_header("X-Echo", "a\r\nSet-Cookie: forged=1")
+
+
+def test_a_module_s_server_header_stands(server):
+    _with_modules(server, _SetsHeaders)
+    [head] = _status_of_each(server, "/index.html", 1)
+    assert head.count(b"\r\nServer: ") == 1 and b"\r\nServer: their-own" in head
+    assert head.count(b"\r\nDate: ") == 1
+
+
+def test_no_header_line_is_forged_through_a_value(server, capfd):
+    _with_modules(server, _ForgesHeaders)
+    [head] = _status_of_each(server, "/index.html", 1)
+    assert b"forged" not in head and head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert "line break" in capfd.readouterr().err
+
+
+class _NamesTheUser(Module):
+    """Sets the environment of a request (as mod_auth sets REMOTE_USER) and records what
+    each finished request carried (as the access log's %u reads it)."""
+
+    replay_safe = True
+    seen: list = []
+
+    def handle_uri_clean(self, request):
+        request.set_env("REMOTE_USER", "amy")
+
+    def handle_request_done(self, request):
+        type(self).seen.append((request.env or {}).get("REMOTE_USER"))
+
+
+def test_replayed_answers_keep_the_environment_the_hooks_set(server):
+    _NamesTheUser.seen = []
+    _with_modules(server, _NamesTheUser)
+    _status_of_each(server, "/index.html", 3)
+    assert len(server.pipeline.answers.entries) == 1          # the later two replayed
+    assert _NamesTheUser.seen == ["amy", "amy", "amy"]

@@ -253,6 +253,7 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("errorfile-prefix", get11("/errdoc/missing")),
         ("error-handler-404", get11("/eh404/missing")),
         ("error-handler-404-head", get11("/eh404/missing", method="HEAD")),
+        ("error-handler-404-on-403", get11("/eh404/secret.inc")),
         ("error-handler", get11("/eh/missing")),
         # absolute form, asterisk
         ("absolute-form", get11("http://test.example/index.html")),

@@ -94,6 +94,15 @@ def test_a_request_comes_out_with_its_parts(server):
     assert request.keep_alive and not sink.stopped and request.response.status == 0
 
 
+def test_field_values_lose_their_trailing_whitespace(server):
+    sink, _ = parse(server, b"GET / HTTP/1.1\r\nHost: h \t\r\nAuthorization: Basic \r\n"
+                            b"X-A:  a b \r\n\r\n")
+    [request] = sink.requests
+    assert request.headers["authorization"] == "Basic"
+    assert request.headers["x-a"] == "a b"
+    assert request.host == "h"
+
+
 def test_pipelined_requests_come_out_in_order_whatever_the_pieces(server):
     data = b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % n for n in range(3))
     for pieces in ([data], [bytes([b]) for b in data], [data[:7], data[7:50], data[50:]]):

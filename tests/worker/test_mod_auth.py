@@ -435,10 +435,8 @@ def test_the_access_log_names_the_user(tmp_path):
     assert log.read_text().splitlines() == ["amy 200 /p/f.txt", "- 401 /p/f.txt"]
 
 
-@pytest.mark.xfail(strict=True, reason="worker/handler.py drops every header when an "
-                   "error handler takes the error; lighttpd keeps WWW-Authenticate on a "
-                   "401 answered by server.error-handler")
 def test_an_error_handler_page_keeps_the_challenge(tmp_path):
+    """lighttpd keeps WWW-Authenticate on a 401 answered by server.error-handler."""
     (tmp_path / "p").mkdir()
     (tmp_path / "err.txt").write_text("custom error\n")
     (tmp_path / "users").write_text("amy:pw-amy\n")
