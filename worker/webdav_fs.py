@@ -25,6 +25,9 @@ FILE_MODE = 0o666             # lighttpd's WEBDAV_FILE_MODE (less the umask)
 DIR_MODE = 0o777
 
 Steps = Generator[str, None, list[tuple[str, OSError]]]
+# copy_file_range cannot copy between these two files (another file system, an old
+# kernel): sendfile can
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 def temp_name(name: str) -> str:
@@ -77,9 +80,25 @@ def write_replacement(dir_fd: int, name: str, fill: Callable[[int], Generator[st
 
 
 def copy_contents(src: int, fd: int) -> Generator[str, None, None]:
-    """The bytes of the open file `src` from its position on, appended to `fd`."""
-    while os.copy_file_range(src, fd, COPY_STEP):
+    """The bytes of the open file `src` from its position on, written to `fd` at its
+    position: copy_file_range (shared extents where the file system can), or
+    sendfile where the two files lie on file systems it cannot cross."""
+    copy = os.copy_file_range
+    while True:
+        try:
+            copied = copy(src, fd, COPY_STEP)
+        except OSError as err:
+            if copy is _sendfile or err.errno not in _NO_COPY_RANGE:
+                raise
+            copy = _sendfile                 # nothing was copied by the failed call
+            continue
+        if not copied:
+            return
         yield STEP
+
+
+def _sendfile(src: int, fd: int, count: int) -> int:
+    return os.sendfile(fd, src, None, count)
 
 
 def copy_file(source: str, target: str) -> Generator[str, None, None]:

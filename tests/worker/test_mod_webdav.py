@@ -5,6 +5,7 @@ uploads cut off half-way, and the litmus suite (Debian's `litmus`) passing whole
 from __future__ import annotations
 
 import base64
+import errno
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from worker.module import BACKLOG_HIGH
 from worker.modules.mod_webdav import _Dav
 from worker.request import Response
 from worker.webdav_request import NEED_DRAIN
+from worker.webdav_fs import copy_contents
 from worker.webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from worker.webdav_store import ancestors
 from worker.webdav_xml import (DAV, XMLError, parse, property_xml,
@@ -75,6 +77,24 @@ def test_if_header_evaluation():
 def test_ancestors():
     assert ancestors("/a/b/c") == ["/a/b/c", "/a/b/", "/a/", "/"]
     assert ancestors("/a/") == ["/a/", "/"]
+
+
+def test_copy_contents_across_file_systems(tmp_path, monkeypatch):
+    """Where copy_file_range cannot cross (EXDEV), the copy goes on with sendfile."""
+    data = os.urandom(3 << 20)
+    (tmp_path / "src").write_bytes(data)
+
+    def refuse(*_args):
+        raise OSError(errno.EXDEV, "cross-device")
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    src = os.open(tmp_path / "src", os.O_RDONLY)
+    dst = os.open(tmp_path / "dst", os.O_WRONLY | os.O_CREAT)
+    try:
+        steps = list(copy_contents(src, dst))
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert len(steps) == 3 and (tmp_path / "dst").read_bytes() == data
 
 
 # ------------------------------------------------------------------- the XML
