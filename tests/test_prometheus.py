@@ -224,7 +224,9 @@ def test_counters_never_go_back_across_reloads_and_kills(tmp_path):
     counted = total_requests(final_text) - total_requests(baseline_text)
     print(f"\nrequests sent {sent} (+{maybe} failed), counted {counted}, "
           f"scrapes {len(scraper.bodies)}")
-    assert sent <= counted <= sent + maybe
+    # a request is counted when its last byte has left: a worker killed (SIGKILL, two
+    # of them here) in the microseconds between that send and the count loses it
+    assert sent - 2 <= counted <= sent + maybe
     # only requests in flight on a killed worker may fail (the scraper's keep-alive
     # connection is also closed when its worker retires: that request was never seen)
     assert len(load.result.failures) <= 2, load.result.failures
