@@ -109,26 +109,31 @@ class Directory:
         """(dn, the asked attributes' raw values) of the entries under `base` matching
         the filter; the connection is reopened once if the server dropped it."""
         with self.lock:
-            for attempt in (1, 2):
+            try:
+                connection = self._search_once(base, search_filter, attributes)
+            except LDAPException:           # dropped by the server: once more, anew
+                self._drop()
                 try:
-                    connection = self._search_connection()
-                    connection.search(base, search_filter, ldap3.SUBTREE,
-                                      attributes=list(attributes) or ldap3.NO_ATTRIBUTES)
+                    connection = self._search_once(base, search_filter, attributes)
                 except LDAPException as err:
                     self._drop()
-                    if attempt == 2:
-                        raise DirectoryError(f"ldap: {err}; filter: {search_filter}") from None
-                    continue
-                result = connection.result or {}
-                if result.get("result", 0) not in (0, 32):    # 32: no such object
-                    raise DirectoryError(f"ldap: {result.get('description')}; "
-                                         f"filter: {search_filter}")
-                return [(entry["dn"], dict(entry.get("raw_attributes", {})))
-                        for entry in connection.response or ()
-                        if entry.get("type") == "searchResEntry"]
-        return []
+                    raise DirectoryError(f"ldap: {err}; filter: {search_filter}") from None
+            result = connection.result or {}
+            if result.get("result", 0) not in (0, 32):    # 32: no such object
+                raise DirectoryError(f"ldap: {result.get('description')}; "
+                                     f"filter: {search_filter}")
+            return [(entry["dn"], dict(entry.get("raw_attributes", {})))
+                    for entry in connection.response or ()
+                    if entry.get("type") == "searchResEntry"]
 
-    def bind_as(self, dn: str, password: str) -> bool:
+    def _search_once(self, base: str, search_filter: str,
+                     attributes: tuple[str, ...]) -> ldap3.Connection:
+        connection = self._search_connection()
+        connection.search(base, search_filter, ldap3.SUBTREE,
+                          attributes=list(attributes) or ldap3.NO_ATTRIBUTES)
+        return connection
+
+    def bind_as(self, dn: str, password: bytes) -> bool:
         """Whether `dn` binds with `password` (a connection of its own, closed at once);
         DirectoryError when the server cannot be reached.  An empty password is an
         unauthenticated bind, which directories refuse (RFC 4513 5.1.2)."""
@@ -162,7 +167,7 @@ class Directory:
                 pass            # already gone: nothing to tell the server
         self.connection = None
 
-    def _open(self, user: str | None, password: str | None) -> ldap3.Connection:
+    def _open(self, user: str | None, password: str | bytes | None) -> ldap3.Connection:
         """A connected (not yet bound) connection for `user` (anonymous without one),
         TLS started when asked."""
         settings = self.settings
@@ -181,10 +186,13 @@ class Directory:
         try:
             connection.open()
             _bound_reads(connection, settings.timeout)
-            if settings.starttls and not connection.start_tls():
-                raise DirectoryError(f"ldap: StartTLS: {connection.result}")
+            started = not settings.starttls or connection.start_tls()
         except LDAPException as err:
+            connection.unbind()
             raise DirectoryError(f"ldap: {settings.uris[0]}: {err}") from None
+        if not started:
+            connection.unbind()
+            raise DirectoryError(f"ldap: {settings.uris[0]}: StartTLS: {connection.result}")
         return connection
 
 

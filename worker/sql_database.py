@@ -116,25 +116,33 @@ class Database:
         if any("\0" in value for value in values):
             return None
         with self.lock:
-            for attempt in (1, 2):
+            try:
+                rows = self._query_once(template, values)
+            except _ERRORS:                 # the connection broke: once more, anew
+                self._drop()
                 try:
-                    connection = self._connection()
-                    query = build_query(template, values, _ESCAPES[self.settings.dbtype](
-                        connection))
-                    if query is None:
-                        raise DatabaseError(f"too many '?' in: {template}")
-                    rows = _fetch(connection, query)
+                    rows = self._query_once(template, values)
                 except _ERRORS as err:
                     self._drop()
-                    if attempt == 2:
-                        raise DatabaseError(f"{self.settings.dbtype}: {err}") from None
-                    continue
-                if not rows or (single and len(rows) != 1) or rows[0][0] is None:
-                    return None
-                value = rows[0][0]
-                return value.decode("utf-8", "surrogateescape") \
-                    if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
-        return None
+                    raise DatabaseError(f"{self.settings.dbtype}: {err}") from None
+        if not rows or (single and len(rows) != 1) or rows[0][0] is None:
+            return None
+        value = rows[0][0]
+        return value.decode("utf-8", "surrogateescape") \
+            if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+
+    def _query_once(self, template: str, values: list[str]) -> list[tuple]:
+        """Up to two rows of the query (two tell whether it had a single one)."""
+        connection = self._connection()
+        query = build_query(template, values, _ESCAPES[self.settings.dbtype](connection))
+        if query is None:
+            raise DatabaseError(f"too many '?' in: {template}")
+        cursor = connection.cursor()
+        try:
+            cursor.execute(query)
+            return list(cursor.fetchmany(2))
+        finally:
+            cursor.close()
 
     def _connection(self) -> Any:
         if self.connection is None:
@@ -148,15 +156,6 @@ class Database:
             except Exception:  # noqa: BLE001 - a broken connection may fail to close; dropped anyway
                 pass
         self.connection = None
-
-
-def _fetch(connection: Any, query: str) -> list[tuple]:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(query)
-        return list(cursor.fetchmany(2))
-    finally:
-        cursor.close()
 
 
 # ------------------------------------------------------------------------ drivers

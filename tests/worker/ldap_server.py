@@ -5,6 +5,7 @@ slapadd before slapd starts.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -100,13 +101,15 @@ class Slapd:
 
 
 def entries_ldif(*entries: dict[str, list[str] | str]) -> str:
-    """LDIF text of the base entry followed by `entries` (each with its "dn")."""
+    """LDIF text of the base entry followed by `entries` (each with its "dn"; values
+    beyond ASCII base64-encoded, as LDIF wants them)."""
     blocks = [f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\n"
               "o: Example\ndc: example\n"]
     for entry in entries:
         lines = []
         for key, value in entry.items():
             for item in [value] if isinstance(value, str) else value:
-                lines.append(f"{key}: {item}")
+                lines.append(f"{key}: {item}" if item.isascii() else
+                             f"{key}:: {base64.b64encode(item.encode()).decode()}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)

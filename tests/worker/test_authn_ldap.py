@@ -33,7 +33,7 @@ LDIF = entries_ldif(
     {"dn": PEOPLE, "objectClass": "organizationalUnit", "ou": "people"},
     {"dn": GROUPS, "objectClass": "organizationalUnit", "ou": "groups"},
     _person("alice", "alice-pw"), _person("bob", "bob-pw"), _person("carol", "carol-pw"),
-    _person("é", "accent-pw"),
+    _person("é", "accent-pw"), _person("dora", "pä-ß"),
     {"dn": STAFF, "objectClass": "posixGroup", "cn": "staff", "gidNumber": "100",
      "memberUid": ["bob"]},
     {"dn": ADMINS, "objectClass": "groupOfNames", "cn": "admins",
@@ -123,6 +123,12 @@ def test_right_password_logs_in(worker):
     answer = worker.request("GET", "/users/index.txt", login("alice", "alice-pw"))
     assert answer[0] == 200 and answer[2] == b"in users\n"
     assert status(worker, "/users/index.txt", login("é", "accent-pw")) == 200
+
+
+def test_passwords_beyond_ascii(worker):
+    assert status(worker, "/users/index.txt", login("dora", "pä-ß")) == 200
+    assert status(worker, "/users/index.txt", login("dora", "pa-ß")) == 401
+    assert status(worker, "/users/index.txt", login("dora", b"p\xe4-\xdf")) == 401  # Latin-1
 
 
 def test_wrong_password_unknown_user_and_no_credentials(worker):

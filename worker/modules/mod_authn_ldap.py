@@ -107,8 +107,8 @@ class LdapBackend(BasicOnly):
         directory = self.directories.get(settings)
         if directory is None:
             directory = self.directories[settings] = Directory(settings)
-        login = _Login(directory, values, user.encode("utf-8", "surrogateescape"),
-                       password.decode("utf-8", "surrogateescape"), rule)
+        login = _Login(directory, values, user.encode("utf-8", "surrogateescape"), password,
+                       rule)
         if self.offloop is None:
             return login.run()
         return self.offloop.run(request, login.run)
@@ -118,7 +118,7 @@ class _Login:
     """One login's blocking steps (run in an OffLoop thread)."""
 
     def __init__(self, directory: Directory, values: dict[str, Any], user: bytes,
-                 password: str, rule: "Rule | None") -> None:
+                 password: bytes, rule: "Rule | None") -> None:
         self.directory = directory
         self.base_dn = values["auth.backend.ldap.base-dn"]
         self.template = values["auth.backend.ldap.filter"]
