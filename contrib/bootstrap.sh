@@ -14,9 +14,13 @@ case "$mode" in serve|test|bench) ;; *) echo "usage: $0 serve|test|bench" >&2; e
 
 debian_packages=(python3-venv)
 # the tests compare with the real lighttpd, scrape with a real Prometheus, render the
-# status page in Chromium and check the unit files with systemd-analyze
-[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk)
-[ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk)
+# status page in Chromium and check the unit files with systemd-analyze; they run real
+# backends (php-cgi, php-fpm, uwsgi), real clients (nghttp, Apache's htpasswd) and a
+# real HAProxy in front
+gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
+[ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
+  "${gateway_packages[@]}" apache2-utils nghttp2-client haproxy)
+[ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}")
 
 missing=()
 for package in "${debian_packages[@]}"; do
@@ -27,8 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # lighttpd's and nginx's packages start services; tests and benchmarks run their own.
-    for service in lighttpd nginx prometheus; do
+    # these packages start services; tests and benchmarks run their own instances.
+    for service in lighttpd nginx prometheus php8.2-fpm haproxy; do
       service "$service" stop >/dev/null 2>&1 || true
     done
   else
