@@ -19,7 +19,7 @@ debian_packages=(python3-venv)
 # real HAProxy in front
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
-  "${gateway_packages[@]}" apache2-utils nghttp2-client haproxy)
+  "${gateway_packages[@]}" lighttpd-mod-deflate apache2-utils nghttp2-client haproxy)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}")
 
 missing=()
