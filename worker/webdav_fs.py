@@ -31,8 +31,13 @@ _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNO
 
 
 def temp_name(name: str) -> str:
-    """A hidden name beside `name` for a file being written."""
-    return f".{name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    """A hidden name beside `name` for a file being written (its start only: a
+    name near NAME_MAX still leaves room for the rest)."""
+    return f".{name[:128]}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 def create_temp(dir_fd: int, name: str) -> tuple[int, str]:

@@ -137,6 +137,11 @@ class DavRequest:
             raise DavError(403)
         return Resource(url, path)
 
+    def is_root(self, resource: Resource) -> bool:
+        """Whether `resource` is the share's root directory itself (the document
+        root or alias target), which no method deletes or replaces."""
+        return resource.path == (self.request.physical_basedir.rstrip("/") or "/")
+
     def open_directory(self, path: str) -> int:
         """An O_PATH fd of the directory `path`, opened through no symlink when
         server.follow-symlink is off (the earlier check may be a second old)."""

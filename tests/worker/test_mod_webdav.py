@@ -492,6 +492,21 @@ def test_copy_move_delete_collections(share):
     assert dav(worker, "DELETE", "/dav/moved/")[0] == 404
 
 
+def test_the_share_root_is_never_deleted_or_replaced(share):
+    worker, docroot, base = share
+    (base / "aliased" / "keep.txt").write_text("k")
+    assert dav(worker, "DELETE", "/aliased/")[0] == 403
+    assert dav(worker, "COPY", "/aliased/keep.txt", Destination="/aliased/")[0] == 403
+    assert (base / "aliased" / "keep.txt").read_text() == "k"
+
+
+def test_long_names(share):
+    worker, docroot, _ = share
+    name = "n" * 250 + ".txt"
+    assert dav(worker, "PUT", f"/dav/{name}", "long")[0] == 201
+    assert (docroot / "dav" / name).read_text() == "long"
+
+
 def test_hostile_destinations(share):
     worker, docroot, base = share
     (docroot / "dav" / "src.txt").write_text("s")

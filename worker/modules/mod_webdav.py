@@ -46,8 +46,8 @@ from ..module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module as BaseMod
 from ..request import Request
 from ..static import is_directory
 from ..statcache import CACHE
-from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, TEMP_SUFFIX, copy_contents,
-                         copy_file, copy_link, copy_tree, lstat_or_none, remove,
+from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, copy_contents, copy_file,
+                         copy_link, copy_tree, is_temp_name, lstat_or_none, remove,
                          split_path, write_replacement)
 from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
 from ..webdav_request import (NEED_BODY, NEED_DRAIN, XML_TYPE, DavError, DavRequest,
@@ -315,7 +315,7 @@ class _Dav(DavRequest):
             except OSError:
                 continue
             for entry in entries:
-                if entry.is_symlink() and not follow or entry.name.endswith(TEMP_SUFFIX):
+                if entry.is_symlink() and not follow or is_temp_name(entry.name):
                     continue
                 try:
                     member = Resource(collection.url + entry.name, entry.path)
@@ -482,6 +482,8 @@ class _Dav(DavRequest):
         st = lstat_or_none(target.path)
         if st is None:
             return 404
+        if self.is_root(target):
+            return 403
         if target.is_collection:
             depth_header(self.request, "infinity", ("infinity",))
         self.check_unlocked(target, members=True, parent=True)
@@ -512,7 +514,7 @@ class _Dav(DavRequest):
             return 404
         if source.is_collection and not destination.url.endswith("/"):
             destination.url += "/"
-        if destination.url == source.url:
+        if destination.url == source.url or self.is_root(destination):
             return 403
         if source.is_collection and destination.url.startswith(source.url):
             return 403                   # into itself, as lighttpd answers
