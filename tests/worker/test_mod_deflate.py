@@ -449,9 +449,6 @@ def test_a_stream_started_before_its_module_set_a_status_is_compressed(tmp_path,
     assert gzip.decompress(body) == b"".join(bytes([c]) + b"." * 1023 for c in b"321")
 
 
-@pytest.mark.xfail(strict=True, reason="seam: a streamed answer complete before its head "
-                   "went out is sent whole (connection._queue_answer), and nothing ends "
-                   "the encoder its response-start hook set (Response.end_encoding)")
 def test_a_stream_complete_before_its_head_is_coded_whole(tmp_path):
     """/backend/200/2000: streams, writes its 2000 bytes and ends in one call."""
     data = _in_process(tmp_path, b"GET /backend/200/2000 HTTP/1.1\r\nHost: t\r\n"
