@@ -19,7 +19,8 @@ debian_packages=(python3-venv)
 # real HAProxy in front
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
-  "${gateway_packages[@]}" lighttpd-mod-deflate apache2-utils nghttp2-client haproxy)
+  "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav litmus cadaver
+  apache2-utils nghttp2-client haproxy)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}")
 
 missing=()
