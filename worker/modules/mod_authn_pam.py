@@ -131,7 +131,11 @@ class PamBackend(BasicOnly):
         if b"\0" in name or b"\0" in password:
             return False
         if self.pam is None:
-            self.pam = Pam()
+            try:
+                self.pam = Pam()
+            except OSError as err:              # no libpam: every login fails
+                log.error("mod_authn_pam", f"pam: loading libpam failed: {err}")
+                return False
         service = (request.settings.values["auth.backend.pam.opts"] or DEFAULT_SERVICE)
         pam, rhost = self.pam, request.remote_ip.encode()
 
