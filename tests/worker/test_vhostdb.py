@@ -7,6 +7,7 @@ keeps roots found."""
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,8 @@ def site_confs(site, servers):
     base, _ = site
     slapd, pg, my = servers
     hole = Blackhole()
-    extra = f"""vhostdb.backend = "dbi"
+    extra = f"""server.errorlog = "{base / 'error.log'}"
+vhostdb.backend = "dbi"
 vhostdb.dbi = ("sql" => "{SQL}", "dbtype" => "sqlite3", "dbname" => "vhosts.db",
                "sqlite3_dbdir" => "{base}")
 vhostdb.pgsql = ("sql" => "{SQL}", "dbname" => "{DBNAME}", "host" => "127.0.0.1",
@@ -182,6 +184,16 @@ def test_same_answers_as_lighttpd(site_confs, worker):
                 (200, b"site ldap\n", 200, b"default site\n"), host
         else:
             assert ours == their, host
+
+
+def test_requests_for_one_host_share_its_lookup(worker, site):
+    """Three requests for a host on a hanging directory, sent together, wait for one
+    lookup: its failure is logged once."""
+    with ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(lambda _: fetch(worker, "c.slow")[0], range(3)))
+    assert statuses == [500, 500, 500]
+    log = (site[0] / "error.log").read_text()
+    assert log.count("(host c.slow)") == 1
 
 
 def test_cache_keeps_roots_found(worker, site):
