@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -57,7 +58,7 @@ def _with_tls(conf: str, base: Path, certificate: Path) -> str:
 
 
 class Slapd:
-    """slapd serving `ldif` on 127.0.0.1:port until stop()."""
+    """slapd serving `ldif` on 127.0.0.1:port and a unix socket (`ldapi`) until stop()."""
 
     def __init__(self, base: Path, ldif: str, tls: bool = False) -> None:
         (base / "db").mkdir(parents=True)
@@ -72,8 +73,9 @@ class Slapd:
                        check=True, capture_output=True, timeout=30)
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldapi = "ldapi://" + quote(str(base / "ldapi"), safe="")     # a unix socket
         self.process = subprocess.Popen(
-            [SLAPD, "-d", "0", "-f", str(self.conf), "-h", self.url],
+            [SLAPD, "-d", "0", "-f", str(self.conf), "-h", f"{self.url} {self.ldapi}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self._wait_listening()
 

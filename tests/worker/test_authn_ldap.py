@@ -53,7 +53,7 @@ def site_conf(tmp_path_factory, slapd):
     base = tmp_path_factory.mktemp("ldapsite")
     docroot = base / "www"
     for folder in ("", "users", "staff", "admins", "dn", "down", "slow", "bound", "tls",
-                   "tls-untrusted"):
+                   "tls-untrusted", "ipc"):
         (docroot / folder).mkdir(parents=True, exist_ok=True)
         (docroot / folder / "index.txt").write_text(f"in {folder or 'root'}\n")
     hole = Blackhole()
@@ -69,6 +69,7 @@ def site_conf(tmp_path_factory, slapd):
   "/dig/" => ("method" => "digest", "realm" => "r", "require" => "valid-user"),
   "/tls/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
   "/tls-untrusted/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
+  "/ipc/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"),
 )
 auth.backend = "ldap"
 auth.backend.ldap.hostname = "%(host)s"
@@ -89,6 +90,7 @@ $HTTP["url"] =~ "^/tls-untrusted/" {
   auth.backend.ldap.hostname = "localhost:%(port)d"
   auth.backend.ldap.starttls = "enable"
 }
+$HTTP["url"] =~ "^/ipc/" { auth.backend.ldap.hostname = "%(ldapi)s" }
 $HTTP["url"] =~ "^/down/" { auth.backend.ldap.hostname = "127.0.0.1:%(closed)d" }
 $HTTP["url"] =~ "^/slow/" {
   auth.backend.ldap.hostname = "ldap://127.0.0.1:%(hole)d"
@@ -96,7 +98,7 @@ $HTTP["url"] =~ "^/slow/" {
 }
 """ % {"staff": STAFF, "admins": ADMINS, "host": slapd.url.removeprefix("ldap://"),
        "people": PEOPLE, "base": BASE_DN, "closed": closed_port, "hole": hole.port,
-       "port": slapd.port, "ca": slapd.certificate}
+       "port": slapd.port, "ca": slapd.certificate, "ldapi": slapd.ldapi}
     conf = base / "ldap.conf"
     conf.write_text(config_text(docroot, auth, ("mod_auth", "mod_authn_ldap", "mod_staticfile")))
     yield conf
@@ -177,6 +179,11 @@ def test_starttls_with_the_ca_file(worker):
     assert status(worker, "/tls-untrusted/index.txt", login("alice", "alice-pw")) == 401
 
 
+def test_directory_on_a_unix_socket(worker):
+    assert status(worker, "/ipc/index.txt", login("bob", "bob-pw")) == 200
+    assert status(worker, "/ipc/index.txt", login("bob", "alice-pw")) == 401
+
+
 def test_digest_over_ldap_is_a_server_error(worker):
     """A directory gives no H(A1): a Digest rule over it is a 500, as in lighttpd."""
     assert status(worker, "/dig/index.txt") == 500
@@ -210,7 +217,7 @@ DIFFERENTIAL = [
     ("/bound/index.txt", ("carol", "carol-pw")), ("/down/index.txt", ("alice", "alice-pw")),
     ("/dig/index.txt", None), ("/index.txt", None), ("/tls/index.txt", ("alice", "alice-pw")),
     ("/tls/index.txt", ("alice", "bob-pw")),
-    ("/tls-untrusted/index.txt", ("alice", "alice-pw")),
+    ("/tls-untrusted/index.txt", ("alice", "alice-pw")), ("/ipc/index.txt", ("bob", "bob-pw")),
 ]
 
 
