@@ -61,6 +61,8 @@ def servers(site):
     rows = _sql_rows(roots)
     with sqlite3.connect(base / "vhosts.db") as connection:
         connection.executescript(_create_sql(rows))
+        connection.execute("INSERT INTO vhosts VALUES ('nul.lite', ?)",
+                           (f"{roots['lite']}\0/etc",))
     ldif = entries_ldif(
         {"dn": HOSTS_OU, "objectClass": "organizationalUnit", "ou": "hosts"},
         {"dn": f"cn=a.ldap,{HOSTS_OU}", "objectClass": "device", "cn": "a.ldap",
@@ -144,9 +146,16 @@ def test_unknown_hosts_keep_the_default_root(worker, host):
     assert fetch(worker, host) == (200, b"default site\n")
 
 
-@pytest.mark.parametrize("host", ["file.lite", "gone.lite"])
+@pytest.mark.parametrize("host", ["file.lite", "gone.lite", "nul.lite"])
 def test_a_root_that_is_no_directory_is_an_error(worker, host):
     assert fetch(worker, host)[0] == 500
+
+
+def test_a_root_with_a_nul_byte_is_refused_as_such(worker, site):
+    """Not handed to the file system (which would raise on it): said plainly."""
+    assert fetch(worker, "nul.lite")[0] == 500
+    lines = (site[0] / "error.log").read_text().splitlines()
+    assert any("lite\\x00/etc/: Invalid argument" in line for line in lines), lines[-3:]
 
 
 def test_a_database_down_is_an_error(worker):

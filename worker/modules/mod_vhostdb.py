@@ -157,10 +157,11 @@ class Module(BaseModule):
         if not answer:
             return None
         root = answer if answer.endswith("/") else answer + "/"
-        missing = directory_errno(root)
+        missing = directory_errno(root) if "\0" not in root else errno.EINVAL
         if missing:
-            log.error("mod_vhostdb", f"{root}: {os.strerror(missing)}"
-                      if missing != errno.ENOTDIR else f"Not a directory: {root}")
+            shown = root.replace("\0", "\\x00")
+            log.error("mod_vhostdb", f"{shown}: {os.strerror(missing)}"
+                      if missing != errno.ENOTDIR else f"Not a directory: {shown}")
             return 500
         policy = request.settings.values["vhostdb.cache"]
         if policy is not None:
