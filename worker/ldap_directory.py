@@ -143,7 +143,7 @@ class Directory:
         try:
             return bool(connection.bind())
         except LDAPException as err:
-            raise DirectoryError(f"ldap: bind as {dn}: {err}") from None
+            raise DirectoryError(f"ldap: bind as {dn!r}: {err}") from None
         finally:
             connection.unbind()
 

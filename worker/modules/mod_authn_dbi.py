@@ -119,7 +119,7 @@ class DbiBackend:
             try:
                 found = database.first_value(sql, values)
             except DatabaseError as err:
-                log.error("mod_authn_dbi", f"{err} (user {values[0]})")
+                log.error("mod_authn_dbi", f"{err} (user {values[0]!r})")
                 return None
             return None if found == "ERROR" else found
         return stored
