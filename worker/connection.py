@@ -52,6 +52,7 @@ from .transport import Transport
 if TYPE_CHECKING:
     from .answercache import Answer as KeptAnswer
     from .h2 import H2Session
+    from .module import Module
     from .server import Server
 
 HIGH_WATER = 256 * 1024
@@ -62,6 +63,7 @@ EPOLLRDHUP = select.EPOLLRDHUP
 LOW_WATER = 64 * 1024          # a paused producer is woken below this
 BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client waits
 LAST_CHUNK = b"0\r\n\r\n"
+RAW = "_raw"                   # plugin_ctx mark of a connection handed over whole
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -581,6 +583,28 @@ class Connection:
                 self._bytes_in(request), keep, self.requests_done)
 
     # ---------------------------------------------------------- held requests
+    def hand_over(self, module: "Module") -> Request:
+        """The whole connection goes to `module` before anything is parsed as HTTP
+        (mod_sockproxy, from its handle_connection_accept): a request it holds as an
+        already switched tunnel, with no head; the client's bytes arrive as its body,
+        what the module writes goes out raw, and its final status ends the
+        connection.  Nothing of it is logged as a request."""
+        request = self.new_request()
+        request.method = ""
+        request.handler = module
+        request.body = RequestBody(spill=False)
+        request.plugin_ctx[RAW] = True
+        response = request.response
+        response.status = 101
+        response.streaming = response.started = True
+        self.requests_done += 1
+        self.closing = True
+        self.held = held = _Held(request, self.queued_total)
+        held.tunnel = True
+        self.state = TUNNEL
+        self.protocol.stop()
+        return request
+
     def _hold(self, request: Request) -> None:
         """A module holds the request (WAIT): nothing behind it is answered until it is
         done; what it streams meanwhile goes out as it comes."""
@@ -796,7 +820,7 @@ class Connection:
         while answers and (lost or answers[0].end_mark <= sent):
             request = answers.pop(0)
             count(request.method, request.response.status, mono - request.start)
-            if done is not None:
+            if done is not None and RAW not in request.plugin_ctx:
                 now = time.time()
                 answer = request.plugin_ctx["answer"]
                 answer.bytes_out = max(min(sent, request.end_mark) - request.start_mark, 0)

@@ -199,11 +199,13 @@ class Server:
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
         connection = Connection(self, SocketTransport(sock), remote_ip, spec)
-        for hook in self.pipeline.connection_accept:
-            hook(connection)
         self.connections[connection.fd] = connection
         self.loop.register(connection.fd, EPOLLIN, connection)
         connection.events = EPOLLIN
+        for hook in self.pipeline.connection_accept:   # TLS, PROXY, a hand-over ...
+            hook(connection)
+            if connection.closed:
+                break
         self.counters.accepted()
         self.last_request = self.loop.now
         return connection

@@ -11,19 +11,13 @@ on as a half-close with the host's `tcp-fin-propagate` (else the backend is left
 end it), and the backend's end closes the connection.  No backend up: the
 connection is closed.
 
-Not acted on yet: the worker core has no way for a module to take a connection's
-bytes before they are parsed as HTTP (handle_connection_accept cannot claim the
-connection).  Until it has, the three keys are accepted the way lighttpd treats keys
-it does not know (a warning, the value ignored), so a config that uses them never
-relies silently on a relay it does not get.  What is here is the relay (`SockTunnel`,
-on worker/tunnel.py, exercised by tests/worker/test_mod_sockproxy.py through the
-core's protocol switch) and the choice of the backend for a connection
-(`connection_backend`), ready for that seam.
+The connection is handed over whole in handle_connection_accept
+(Connection.hand_over): the relay (`SockTunnel`, on worker/tunnel.py) holds it as a
+tunnel that wrote no head, and nothing of it is logged as an HTTP request.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 from typing import Any
 
@@ -31,17 +25,17 @@ from shared.config.directives import Directive, Type
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
 from ..backend import Backend, Backends
-from ..module import WAIT, HandlerResult
+from ..module import HandlerResult
 from ..gw_exchange import GatewayModule
 from ..tunnel import OPEN, BackendTunnel
 
 MATCHED_PATH = "/"               # the URL path lighttpd matches sockproxy.server with
 
-DIRECTIVES = tuple(dataclasses.replace(directive, implemented=False) for directive in (
+DIRECTIVES = (
     Directive("sockproxy.server", Type.ARRAY_KVANY, (), convert=parse_servers),
     Directive("sockproxy.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("sockproxy.debug", Type.INT, 0),
-))
+)
 
 
 class SockTunnel(BackendTunnel):
@@ -53,7 +47,7 @@ class SockTunnel(BackendTunnel):
 
     def connected(self) -> HandlerResult:
         self.state = OPEN
-        return WAIT
+        return self.relay(0)     # what the client sent while the backend was reached
 
     def client_ended(self) -> HandlerResult:
         self.shut = True
@@ -82,3 +76,32 @@ class Module(GatewayModule):
     name = "sockproxy"
     source = "mod_sockproxy.c"
     directives = DIRECTIVES
+
+    def handle_connection_accept(self, connection: Any) -> None:
+        """A connection whose settings (its socket's, with the URL path "/") relay it
+        is handed over at once; no backend up: it is closed."""
+        settings = self.config.settings_for(_AtRoot(connection))
+        found = connection_backend(self.backends, settings, connection.remote_ip)
+        if found is None:
+            return
+        extension, backend = found
+        if backend is None:
+            connection.close()
+            return
+        request = connection.hand_over(self)
+        request.settings = settings
+        request.plugin_ctx[self.name] = SockTunnel(self, request, extension, backend)
+        request.wake()                   # the tunnel's first step connects
+
+
+class _AtRoot:
+    """What the conditions see of a connection before any request: its own fields,
+    and "/" as the URL path (as lighttpd matches sockproxy.server)."""
+
+    __slots__ = ("connection",)
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def condition_value(self, field: str) -> str:
+        return MATCHED_PATH if field == "url" else self.connection.condition_value(field)
