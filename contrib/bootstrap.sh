@@ -20,7 +20,9 @@ debian_packages=(python3-venv)
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
   "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav litmus cadaver
-  apache2-utils nghttp2-client haproxy)
+  apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql
+  lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
+  lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}")
 
 missing=()
@@ -30,10 +32,11 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections 2>/dev/null || true
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # these packages start services; tests and benchmarks run their own instances.
-    for service in lighttpd nginx prometheus php8.2-fpm haproxy; do
+    for service in lighttpd nginx prometheus php8.2-fpm haproxy slapd mariadb postgresql; do
       service "$service" stop >/dev/null 2>&1 || true
     done
   else
