@@ -59,15 +59,42 @@ def _global_setting(tree: ConfigTree, directives: dict[str, Directive], key: str
         raise ConfigError(f"{key}: {err}", entry.position) from None
 
 
-def resolve_modules(tree: ConfigTree) -> list[type[Module]]:
+def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
+    """The module classes of server.modules (with the ones compat loading adds), and
+    the warnings about modules added because a key names them."""
     core = directive_table([CORE_DIRECTIVES])
-    names = _global_setting(tree, core, "server.modules")
+    names = list(dict.fromkeys(_global_setting(tree, core, "server.modules")))
     compat = _global_setting(tree, core, "server.compat-module-load")
+    warnings: list[str] = []
     try:
-        return load_modules(tuple(names), compat)
+        modules = load_modules(tuple(names), compat)
+        while compat and (added := _companion(tree, modules, names)):
+            after, companion = added
+            warnings.append(f'Warning: please add "{companion}" to server.modules list in '
+                            f"lighttpd.conf.  A future release of lighttpd 1.4.x will not "
+                            f"automatically load {companion} and lighttpd will fail to "
+                            f"start up since your lighttpd.conf uses {after}.")
+            names.insert(names.index(after) + 1, companion)
+            modules = load_modules(tuple(names), compat)
     except ModuleNotAvailable as err:
         entry = tree.root.keys.get("server.modules")
         raise ConfigError(str(err), entry.position if entry else None) from None
+    return modules, warnings
+
+
+def _companion(tree: ConfigTree, modules: list[type[Module]],
+               names: list[str]) -> tuple[str, str] | None:
+    """A module the config needs beside a loaded one (Module.companions) that
+    server.modules lacks: (the loaded one, the companion), or None."""
+    for module in modules:
+        for key, by_value in module.companions.items():
+            for block in tree.blocks:
+                entry = block.keys.get(key)
+                companion = by_value.get(entry.value) if entry is not None and \
+                    isinstance(entry.value, str) else None
+                if companion is not None and companion not in names:
+                    return module.__module__.rsplit(".", 1)[1], companion
+    return None
 
 
 def _raise_all(errors: list[ConfigError]) -> None:
@@ -153,7 +180,7 @@ def check_log_files(tree: ConfigTree, checked: CheckResult, modules: list[type[M
 def load(path: str) -> LoadedConfig:
     """Parse, resolve modules, check every value, compile.  Raises ConfigError."""
     tree = load_config(path)
-    modules = resolve_modules(tree)
+    modules, module_warnings = resolve_modules(tree)
     directives = directive_table([CORE_DIRECTIVES, *(m.directives for m in modules)])
     checked = check_config(tree, directives)
     _raise_all(checked.errors)
@@ -164,7 +191,7 @@ def load(path: str) -> LoadedConfig:
     for module in modules:
         compiled.prepared[module.name] = module.prepare(tree, checked, compiled)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
-                        warnings=checked.warnings)
+                        warnings=module_warnings + checked.warnings)
 
 
 def log_warnings(loaded: LoadedConfig) -> None:

@@ -203,3 +203,20 @@ def test_a_reload_warns_of_the_keys_its_new_config_sets_in_vain(tmp_path):
     finally:
         running.stop()
     assert set(WARNING.findall(log)) == {"server.kbytes-per-second", "other.bogus"}
+
+
+def test_an_auth_backend_brings_its_module_with_lighttpds_warning(tmp_path):
+    """lighttpd 1.4.69 loads mod_authn_file for auth.backend = "htpasswd" when only
+    mod_auth is listed (server.compat-module-load), and says so."""
+    (tmp_path / "users").write_text("")
+    conf = tmp_path / "auth.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.modules = ("mod_auth")\n'
+                    f'auth.backend = "htpasswd"\n'
+                    f'auth.backend.htpasswd.userfile = "{tmp_path}/users"\n')
+    checked = run_cli("-tt", "-f", str(conf))
+    assert checked.returncode == 0, checked.stderr
+    assert 'please add "mod_authn_file" to server.modules' in checked.stderr + checked.stdout
+    conf.write_text(conf.read_text() + 'server.compat-module-load = "disable"\n')
+    refused = run_cli("-tt", "-f", str(conf))
+    assert refused.returncode != 0
+    assert "auth.backend not supported: htpasswd" in refused.stderr

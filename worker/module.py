@@ -104,6 +104,10 @@ class Module:
     # none is loaded, a request with a body is answered as soon as its headers are in
     # and the body is dropped, never stored (worker/connection.py).
     reads_request_body: ClassVar[bool] = False
+    # Modules lighttpd loads along with this one when one of its keys names them
+    # (auth.backend = "htpasswd" -> mod_authn_file), with a warning, as long as
+    # server.compat-module-load is on: key -> value -> module.
+    companions: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, config: Any, services: "Services | None" = None) -> None:
         self.config = config

@@ -460,6 +460,10 @@ class _Asked:
 
 class Module(BaseModule):
     name = "auth"
+    # lighttpd 1.4.69 loads the backend module an auth.backend names (with a warning)
+    companions = {"auth.backend": {"plain": "mod_authn_file", "htpasswd": "mod_authn_file",
+                                   "htdigest": "mod_authn_file", "ldap": "mod_authn_ldap",
+                                   "dbi": "mod_authn_dbi", "pam": "mod_authn_pam"}}
     directives = DIRECTIVES
     # Decides by settings, URL and the Authorization header alone; a request carrying
     # one is never replayed (worker/answercache.py), and a 401 is never kept.
