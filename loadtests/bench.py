@@ -6,24 +6,32 @@ median req/s (with min and max), p99 latency, and server CPU microseconds per re
 (the CPU time of the server's whole process tree over the requests served, steadier
 than req/s on a small machine that wrk shares), each also as a ratio to lighttpd.
 
-The gateway scenarios run on a second set of servers whose config also loads mod_proxy
-and mod_cgi: they proxy to a lighttpd serving the same 1 KiB file (pooled backend
-connections and none) and to discard_backend.py (uploads), and run a sh CGI script
-(not nginx, which has no CGI).
+Scenarios run on sets of the three servers ("setups"), each started only when one of
+its scenarios is selected: the static one; the gateway one, whose config also loads
+mod_proxy and mod_cgi (proxied to a lighttpd serving the same 1 KiB file, with pooled
+backend connections and without, uploads to discard_backend.py, a sh CGI script); and
+one for each of FastCGI and SCGI (php-cgi and a WSGI app under uwsgi), mod_rewrite,
+mod_auth, mod_deflate and TLS (HTTP/1.1 with wrk, HTTP/2 with h2load).  A row whose name
+ends in "-nocache" sends a new query string with every request, which pylighttpd's
+answer cache never has an answer for.
 
     python3 loadtests/bench.py                 # everything, 3 rounds of 5 s
     python3 loadtests/bench.py --quick         # 1 round of 2 s, for a smoke test
     python3 loadtests/bench.py --only 1k-keepalive,10m --json out.json
     python3 loadtests/bench.py --only proxy-1k,proxy-1k-nopool,cgi-hello,upload
+    python3 loadtests/bench.py --only https-1k,https-1k-nocache,h2-1k
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import http.client
 import json
+import math
 import os
+import random
 import re
 import resource
 import shutil
@@ -35,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +52,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("pylighttpd", "lighttpd", "nginx")
 WORKERS = 2
-STATIC, GATEWAYS = "static", "gateways"     # the two sets of servers (configs)
+# the sets of servers (setups: see SETUPS)
+STATIC, GATEWAYS, APPS, REWRITE, AUTH, DEFLATE, TLS = (
+    "static", "gateways", "apps", "rewrite", "auth", "deflate", "tls")
+# the clients a scenario is run with
+WRK, UPLOAD, H2LOAD = "wrk", "upload", "h2load"
 CGI_SCRIPT = "/cgi/hello.sh"
 CGI_BODY = "hello world"
 UPLOAD_FILE = "upload.bin"
@@ -52,6 +64,18 @@ UPLOAD_TIMEOUT = 120.0
 RSS_SAMPLE_SECONDS = 0.01
 # the special rows, run once after the rounds (footprint: before them)
 SPECIALS = ("footprint", "idle", "reload")
+PHP_CHILDREN = 4                  # php-cgi's PHP_FCGI_CHILDREN, uwsgi's --processes too
+AUTH_USER, AUTH_PASSWORD = "bench", "bench-password"
+AUTH_HEADER = "Authorization: Basic " + base64.b64encode(
+    f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+GZIP_HEADER = "Accept-Encoding: gzip"
+H2_REQUESTS_PER_SECOND = 4000     # h2load -n: 20,000 at the default 5 s
+LIGHTTPD_MODULES = Path("/usr/lib/lighttpd")
+WSGI_APP = """\
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello world\\n"]
+"""
 
 
 @dataclass
@@ -65,7 +89,10 @@ class Scenario:
     expect_status: int = 200
     setup: str = STATIC               # which set of servers answers it
     servers: tuple[str, ...] = SERVERS   # the servers that do this at all
-    upload: bool = False              # POSTs of --upload-mib each instead of wrk
+    client: str = WRK                 # UPLOAD: POSTs of --upload-mib each
+    tls: bool = False                 # to the servers' TLS port
+    vary_query: bool = False          # a new query string per request: no cached answer
+    share: float = 1.0                # of --seconds a round lasts (rounded up to a second)
 
 
 SCENARIOS = [
@@ -79,8 +106,29 @@ SCENARIOS = [
     Scenario("proxy-1k", "/proxy/1k.bin", setup=GATEWAYS),
     Scenario("proxy-1k-nopool", "/nopool/1k.bin", setup=GATEWAYS),
     Scenario("cgi-hello", CGI_SCRIPT, setup=GATEWAYS, servers=("pylighttpd", "lighttpd")),
-    Scenario("upload", "/upload/", setup=GATEWAYS, upload=True),
+    Scenario("upload", "/upload/", setup=GATEWAYS, client=UPLOAD),
     Scenario("1k-keepalive-gateways", "/1k.bin", setup=GATEWAYS),
+    # the modules' rows: 2 s a round at the default 5 s, to keep the whole run short
+    Scenario("fastcgi-php-hello", "/hello.php", setup=APPS, share=0.4),
+    Scenario("scgi-wsgi-hello", "/wsgi/hello", setup=APPS, share=0.4),
+    Scenario("rewrite-1k", "/rw/1k.bin", setup=REWRITE, share=0.4),
+    Scenario("rewrite-1k-nocache", "/rw/1k.bin", setup=REWRITE, vary_query=True, share=0.4),
+    Scenario("auth-basic-1k", "/auth/1k.bin", setup=AUTH, headers=(AUTH_HEADER,), share=0.4),
+    Scenario("gzip-1k", "/gz/1k.txt", setup=DEFLATE, headers=(GZIP_HEADER,), share=0.4),
+    Scenario("gzip-1k-nocache", "/gz/1k.txt", setup=DEFLATE, headers=(GZIP_HEADER,),
+             vary_query=True, share=0.4),
+    Scenario("gzip-50k", "/gz/50k.txt", setup=DEFLATE, headers=(GZIP_HEADER,), share=0.4),
+    Scenario("gzip-50k-nocache", "/gz/50k.txt", setup=DEFLATE, headers=(GZIP_HEADER,),
+             vary_query=True, share=0.4),
+    Scenario("gzip-100k-cachedir", "/cached/100k.html", setup=DEFLATE,
+             headers=(GZIP_HEADER,), servers=("pylighttpd", "lighttpd"), share=0.4),
+    Scenario("https-1k", "/1k.bin", setup=TLS, tls=True, share=0.4),
+    Scenario("https-1k-nocache", "/1k.bin", setup=TLS, tls=True, vary_query=True, share=0.4),
+    Scenario("https-1k-close", "/1k.bin", setup=TLS, tls=True,
+             headers=("Connection: close",), share=0.4),
+    Scenario("https-1k-close-nocache", "/1k.bin", setup=TLS, tls=True,
+             headers=("Connection: close",), vary_query=True, share=0.4),
+    Scenario("h2-1k", "/1k.bin", setup=TLS, tls=True, client=H2LOAD, connections=20),
 ]
 
 
@@ -126,50 +174,73 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True)
-class GatewayPorts:
-    """Where the gateway configs send requests: the static lighttpd backend (/proxy/,
-    /nopool/) and discard_backend.py (/upload/)."""
+class Site:
+    """What one server's config is made of: its ports, the docroot, its setup's
+    directory (configs, logs, caches) and what that setup's backends listen on."""
 
-    static: int
-    discard: int
+    name: str
+    port: int
+    tls_port: int
+    docroot: Path
+    base: Path
+    accesslog: bool
+    backends: dict[str, Any]
+
+
+def no_text(_site: Site) -> str:
+    return ""
+
+
+def no_backends(_base: Path, _docroot: Path, _stack: contextlib.ExitStack) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One set of the three servers: the modules and settings its config adds to the
+    static one (the same text for pylighttpd and lighttpd), what nginx gets for them,
+    and `prepare`, which makes its files and starts its backends (stopped when the
+    stack closes, after the servers) and says where they listen."""
+
+    modules: tuple[str, ...] = ()
+    settings: Callable[[Site], str] = no_text
+    nginx_http: Callable[[Site], str] = no_text
+    nginx_server: Callable[[Site], str] = no_text
+    prepare: Callable[[Path, Path, contextlib.ExitStack], dict[str, Any]] = no_backends
+    requires: tuple[str, ...] = ()    # programs, or files (absolute paths), it needs
+    lighttpd_plugin: str = ""         # a lighttpd module Debian packages apart
 
 
 def lighttpd_style_config(docroot: Path, port: int, base: Path, accesslog: bool,
-                          name: str, gateways: GatewayPorts | None = None) -> Path:
+                          name: str) -> Path:
+    """The static setup's config for a server listening on `port` (microbench.py)."""
+    return write_lighttpd_config(Site(name, port, free_port(), docroot, base, accesslog, {}),
+                                 SETUPS[STATIC])
+
+
+def write_lighttpd_config(site: Site, setup: Setup) -> Path:
     """One config both pylighttpd and lighttpd read: that is the point of the project."""
-    log = f'accesslog.filename = "{base}/{name}-access.log"\n' if accesslog else ""
-    modules = '"mod_accesslog", ' if accesslog else ""
-    if gateways:
-        modules += '"mod_proxy", "mod_cgi", '
+    base, name = site.base, site.name
+    log = f'accesslog.filename = "{base}/{name}-access.log"\n' if site.accesslog else ""
+    modules = '"mod_accesslog", ' if site.accesslog else ""
+    modules += "".join(f'"{module}", ' for module in setup.modules)
     path = base / f"{name}.conf"
     path.write_text(
-        f'server.document-root = "{docroot}"\nserver.bind = "127.0.0.1"\n'
-        f"server.port = {port}\nserver.max-worker = {WORKERS}\n"
+        f'server.document-root = "{site.docroot}"\nserver.bind = "127.0.0.1"\n'
+        f"server.port = {site.port}\nserver.max-worker = {WORKERS}\n"
         f"server.modules = ({modules}\"mod_dirlisting\", \"mod_staticfile\")\n"
         'dir-listing.activate = "enable"\nserver.max-fds = 19000\n'
         "server.max-connections = 9000\nserver.max-keep-alive-requests = 1000000\n"
         "server.max-keep-alive-idle = 120\nserver.max-read-idle = 120\n"
         f'mimetype.assign = (".bin" => "application/octet-stream", ".html" => "text/html")\n'
-        f'server.errorlog = "{base}/{name}-error.log"\n{log}'
-        f'{gateway_settings(base, gateways) if gateways else ""}')
+        f'server.errorlog = "{base}/{name}-error.log"\n{log}{setup.settings(site)}')
     return path
 
 
-def gateway_settings(base: Path, gateways: GatewayPorts) -> str:
-    """mod_proxy and mod_cgi, the same for pylighttpd and lighttpd.  /nopool/ sets
-    pylighttpd's "keepalive" to 0: a new backend connection for every request, as
-    lighttpd always does (it takes the key and ignores it)."""
-    backend = f'"host" => "127.0.0.1", "port" => {gateways.static}'
-    return (f'server.upload-dirs = ("{base}")\ncgi.assign = (".sh" => "/bin/sh")\n'
-            f'proxy.server = ( "/proxy/" => (( {backend} )),\n'
-            f'  "/nopool/" => (( {backend}, "keepalive" => 0 )),\n'
-            f'  "/upload/" => (( "host" => "127.0.0.1", "port" => {gateways.discard} )) )\n')
-
-
-def nginx_config(docroot: Path, port: int, base: Path, accesslog: bool,
-                 gateways: GatewayPorts | None = None) -> Path:
+def nginx_config(site: Site, setup: Setup) -> Path:
+    base = site.base
     path = base / "nginx.conf"
-    log = f"access_log {base}/nginx-access.log;" if accesslog else "access_log off;"
+    log = f"access_log {base}/nginx-access.log;" if site.accesslog else "access_log off;"
     path.write_text(f"""
 user root;
 worker_processes {WORKERS};
@@ -187,46 +258,297 @@ http {{
     fastcgi_temp_path {base}/nginx-fastcgi;
     uwsgi_temp_path {base}/nginx-uwsgi;
     scgi_temp_path {base}/nginx-scgi;
-    {nginx_upstreams(gateways) if gateways else ""}
+    {setup.nginx_http(site)}
     server {{
-        listen 127.0.0.1:{port} reuseport;
-        root {docroot};
+        listen 127.0.0.1:{site.port} reuseport;
+        root {site.docroot};
         location /dir/ {{ autoindex on; }}
-        {nginx_proxy_locations(gateways) if gateways else ""}
+        {setup.nginx_server(site)}
     }}
 }}
 """)
     return path
 
 
-def nginx_upstreams(gateways: GatewayPorts) -> str:
+# ------------------------------------------------------------ backends
+class Backend:
+    """A process the servers of a setup talk to (its CPU time is not counted: the same
+    backend does the same work behind every server), in a session of its own so that
+    it is stopped with its children; `address` is a 127.0.0.1 port or a unix socket."""
+
+    def __init__(self, argv: list[str], address: int | Path, stop_signal: int = signal.SIGTERM,
+                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        self.address = address
+        self.stop_signal = stop_signal
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        env={**os.environ, **(env or {})}, cwd=cwd)
+        try:
+            wait_listening(address, self.process)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, self.stop_signal)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
+
+
+def wait_listening(address: int | Path, process: subprocess.Popen,
+                   timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if isinstance(address, Path):
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(address))
+            else:
+                socket.create_connection(("127.0.0.1", address), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {address} (exit status {process.poll()})")
+
+
+def start_backend(stack: contextlib.ExitStack, argv: list[str], address: int | Path,
+                  **options: Any) -> Backend:
+    backend = Backend(argv, address, **options)
+    stack.callback(backend.stop)
+    return backend
+
+
+# ------------------------------------------------------------- gateways
+def start_gateway_backends(base: Path, docroot: Path, stack: contextlib.ExitStack
+                           ) -> dict[str, Any]:
+    """What the gateway scenarios' front servers proxy to: a lighttpd (two workers, as
+    the fronts) serving the 1 KiB file under /proxy/ and /nopool/, and
+    discard_backend.py for uploads; and the sh CGI script."""
+    add_cgi_script(docroot)
+    backend_root = base / "backend"
+    for prefix in ("", "proxy", "nopool"):
+        (backend_root / "www" / prefix).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(docroot / "1k.bin", backend_root / "www" / prefix / "1k.bin")
+    static = RunningServer("lighttpd", backend_root / "www", backend_root, accesslog=False)
+    stack.callback(static.stop)
+    discard_port = free_port()
+    start_backend(stack, [sys.executable, str(REPO / "loadtests" / "discard_backend.py"),
+                          str(discard_port)], discard_port)
+    return {"static": static.port, "discard": discard_port}
+
+
+def add_cgi_script(docroot: Path) -> None:
+    """The CGI hello world, run by /bin/sh (cgi.assign) in both servers."""
+    script = docroot / CGI_SCRIPT.lstrip("/")
+    script.parent.mkdir(exist_ok=True)
+    script.write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n"
+                      f"{CGI_BODY}\\n'\n")
+
+
+def gateway_settings(site: Site) -> str:
+    """mod_proxy and mod_cgi, the same for pylighttpd and lighttpd.  /nopool/ sets
+    pylighttpd's "keepalive" to 0: a new backend connection for every request, as
+    lighttpd always does (it takes the key and ignores it)."""
+    backend = f'"host" => "127.0.0.1", "port" => {site.backends["static"]}'
+    return (f'server.upload-dirs = ("{site.base}")\ncgi.assign = (".sh" => "/bin/sh")\n'
+            f'proxy.server = ( "/proxy/" => (( {backend} )),\n'
+            f'  "/nopool/" => (( {backend}, "keepalive" => 0 )),\n'
+            f'  "/upload/" => (( "host" => "127.0.0.1", "port" => {site.backends["discard"]} )) )\n')
+
+
+def nginx_upstreams(site: Site) -> str:
     """Backends with idle connections kept per worker, as pylighttpd's default (64)."""
-    return (f"upstream static-backend {{ server 127.0.0.1:{gateways.static}; keepalive 64; }}\n"
-            f"    upstream discard-backend {{ server 127.0.0.1:{gateways.discard}; "
+    return (f"upstream static-backend {{ server 127.0.0.1:{site.backends['static']}; "
+            "keepalive 64; }\n"
+            f"    upstream discard-backend {{ server 127.0.0.1:{site.backends['discard']}; "
             "keepalive 64; }")
 
 
-def nginx_proxy_locations(gateways: GatewayPorts) -> str:
+def nginx_proxy_locations(site: Site) -> str:
     """/proxy/ and /upload/ pooled (HTTP/1.1 to the backend, no Connection: close),
     /nopool/ nginx's default (HTTP/1.0, a connection per request).  The upload's body
     is spooled to disk before it goes on, as pylighttpd and lighttpd do by default."""
     pooled = 'proxy_http_version 1.1; proxy_set_header Connection "";'
     return (f"location /proxy/ {{ proxy_pass http://static-backend; {pooled} }}\n"
-            f"        location /nopool/ {{ proxy_pass http://127.0.0.1:{gateways.static}; }}\n"
+            f"        location /nopool/ {{ proxy_pass http://127.0.0.1:{site.backends['static']}; }}\n"
             f"        location /upload/ {{ proxy_pass http://discard-backend; {pooled} "
             "client_max_body_size 0; }")
 
 
+# --------------------------------------------------- FastCGI and SCGI apps
+def start_app_backends(base: Path, docroot: Path, stack: contextlib.ExitStack
+                       ) -> dict[str, Any]:
+    """One php-cgi (`-b` on a unix socket, PHP_FCGI_CHILDREN=4, its children never
+    recycled) and one uwsgi (4 processes speaking SCGI on a unix socket, running
+    WSGI_APP) shared by the three servers, which connect to them for every request."""
+    (docroot / "hello.php").write_text('<?php echo "hello world\\n";\n')
+    app = base / "hello_wsgi.py"
+    app.write_text(WSGI_APP)
+    php, wsgi = base / "php.sock", base / "wsgi.sock"
+    start_backend(stack, ["php-cgi", "-b", str(php)], php,
+                  env={"PHP_FCGI_CHILDREN": str(PHP_CHILDREN), "PHP_FCGI_MAX_REQUESTS": "0"})
+    # uwsgi's master takes seconds to stop on SIGTERM; nothing of it is worth keeping
+    start_backend(stack, ["uwsgi", "--plugin", "python3", "--scgi-socket", str(wsgi),
+                          "--wsgi-file", str(app), "--processes", str(PHP_CHILDREN),
+                          "--master", "--disable-logging"], wsgi,
+                  stop_signal=signal.SIGKILL, cwd=base)
+    return {"php": php, "wsgi": wsgi}
+
+
+def app_settings(site: Site) -> str:
+    return (f'fastcgi.server = ( ".php" => (( "socket" => "{site.backends["php"]}" )) )\n'
+            f'scgi.server = ( "/wsgi/" => (( "socket" => "{site.backends["wsgi"]}",\n'
+            '                                 "check-local" => "disable" )) )\n')
+
+
+def nginx_app_locations(site: Site) -> str:
+    return ("location ~ \\.php$ { include /etc/nginx/fastcgi_params; "
+            "fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name; "
+            f"fastcgi_pass unix:{site.backends['php']}; }}\n"
+            f"        location /wsgi/ {{ include /etc/nginx/scgi_params; "
+            f"scgi_pass unix:{site.backends['wsgi']}; }}")
+
+
+# ------------------------------------------------------------ mod_rewrite
+REWRITE_RULES = ('url.rewrite-once = ( "^/old/(.*)$" => "/$1",\n'
+                 '                     "^/rw/([^?]*)(\\?.*)?$" => "/$1$2" )\n')
+
+
+def rewrite_settings(_site: Site) -> str:
+    return REWRITE_RULES
+
+
+def nginx_rewrites(_site: Site) -> str:
+    """The same two rules; nginx matches the path alone and keeps the query string."""
+    return "rewrite ^/old/(.*)$ /$1 last;\n        rewrite ^/rw/(.*)$ /$1 last;"
+
+
+# --------------------------------------------------------------- mod_auth
+def make_auth_files(base: Path, docroot: Path, _stack: contextlib.ExitStack
+                    ) -> dict[str, Any]:
+    """The 1 KiB file under /auth/ and a bcrypt htpasswd file (Apache's htpasswd -B)."""
+    (docroot / "auth").mkdir(exist_ok=True)
+    shutil.copyfile(docroot / "1k.bin", docroot / "auth" / "1k.bin")
+    userfile = base / "htpasswd"
+    subprocess.run(["htpasswd", "-cbB", str(userfile), AUTH_USER, AUTH_PASSWORD],
+                   check=True, capture_output=True, timeout=30)
+    return {"userfile": userfile}
+
+
+def auth_settings(site: Site) -> str:
+    """Basic auth on /auth/, a good login kept 10 minutes (auth.cache): the bcrypt
+    check runs once, not with every request."""
+    return ('auth.backend = "htpasswd"\n'
+            f'auth.backend.htpasswd.userfile = "{site.backends["userfile"]}"\n'
+            'auth.cache = ( "max-age" => "600" )\n'
+            'auth.require = ( "/auth/" => ( "method" => "basic", "realm" => "bench",\n'
+            '                               "require" => "valid-user" ) )\n')
+
+
+def nginx_auth_location(site: Site) -> str:
+    """nginx keeps no login: it checks the bcrypt hash with every request."""
+    return (f'location /auth/ {{ auth_basic "bench"; '
+            f'auth_basic_user_file {site.backends["userfile"]}; }}')
+
+
+# ------------------------------------------------------------ mod_deflate
+def make_text_files(_base: Path, docroot: Path, _stack: contextlib.ExitStack
+                    ) -> dict[str, Any]:
+    """Text that compresses as prose does (about 3:1): 1 KiB and 50 KiB under /gz/,
+    100 KiB of html under /cached/ (where a compressed copy is kept on disk)."""
+    words = random.Random(1).choices(
+        "the of and to in is that it for on was with as by at from this be".split()
+        + [f"w{n}" for n in range(400)], k=30000)
+    text = " ".join(words)
+    for directory, name, size in (("gz", "1k.txt", 1024), ("gz", "50k.txt", 50 * 1024),
+                                  ("cached", "100k.html", 100 * 1024)):
+        (docroot / directory).mkdir(exist_ok=True)
+        (docroot / directory / name).write_text(text[:size])
+    return {}
+
+
+def deflate_settings(site: Site) -> str:
+    cache = site.base / f"{site.name}-deflate-cache"
+    cache.mkdir(exist_ok=True)
+    return ('mimetype.assign += ( ".txt" => "text/plain" )\n'
+            'deflate.mimetypes = ( "text/" )\ndeflate.allowed-encodings = ( "gzip" )\n'
+            f'$HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{cache}" }}\n')
+
+
+def nginx_gzip(_site: Site) -> str:
+    """gzip at zlib's default level, as mod_deflate's default (nginx's own is 1), with
+    `Vary: Accept-Encoding` as mod_deflate sends it."""
+    return "gzip on; gzip_types text/plain; gzip_comp_level 6; gzip_vary on;"
+
+
+def nginx_text_types(_site: Site) -> str:
+    return "location /gz/ { types { text/plain txt; } }"
+
+
+# ------------------------------------------------------------ mod_openssl
+def make_certificate(base: Path, _docroot: Path, _stack: contextlib.ExitStack
+                     ) -> dict[str, Any]:
+    """A self-signed RSA 2048 certificate, the key and both in one PEM file."""
+    crt, key = base / "cert.pem", base / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(crt), "-days", "2",
+                    "-subj", "/CN=localhost"], check=True, capture_output=True, timeout=60)
+    pem = base / "server.pem"
+    pem.write_bytes(crt.read_bytes() + key.read_bytes())
+    return {"crt": crt, "key": key, "pem": pem}
+
+
+def tls_settings(site: Site) -> str:
+    """TLS on a second socket (HTTP/2 offered by ALPN, both servers' default); the
+    plain port stays for the readiness check."""
+    return (f'$SERVER["socket"] == "127.0.0.1:{site.tls_port}" {{\n'
+            f'  ssl.engine = "enable"\n  ssl.pemfile = "{site.backends["pem"]}"\n}}\n')
+
+
+def nginx_tls_listener(site: Site) -> str:
+    """TLS 1.2 and 1.3, lighttpd's default (nginx 1.22's own stops at 1.2)."""
+    return (f"listen 127.0.0.1:{site.tls_port} ssl http2 reuseport;\n"
+            f"        ssl_certificate {site.backends['crt']}; "
+            f"ssl_certificate_key {site.backends['key']}; ssl_protocols TLSv1.2 TLSv1.3;")
+
+
+SETUPS = {
+    STATIC: Setup(),
+    GATEWAYS: Setup(("mod_proxy", "mod_cgi"), gateway_settings, nginx_upstreams,
+                    nginx_proxy_locations, start_gateway_backends, ("lighttpd",)),
+    APPS: Setup(("mod_fastcgi", "mod_scgi"), app_settings,
+                nginx_server=nginx_app_locations, prepare=start_app_backends,
+                requires=("php-cgi", "uwsgi", "/usr/lib/uwsgi/plugins/python3_plugin.so")),
+    REWRITE: Setup(("mod_rewrite",), rewrite_settings, nginx_server=nginx_rewrites),
+    AUTH: Setup(("mod_auth", "mod_authn_file"), auth_settings,
+                nginx_server=nginx_auth_location, prepare=make_auth_files,
+                requires=("htpasswd",)),
+    DEFLATE: Setup(("mod_deflate",), deflate_settings, nginx_http=nginx_gzip,
+                   nginx_server=nginx_text_types, prepare=make_text_files,
+                   lighttpd_plugin="mod_deflate.so"),
+    TLS: Setup(("mod_openssl",), tls_settings, nginx_server=nginx_tls_listener,
+               prepare=make_certificate, requires=("openssl",),
+               lighttpd_plugin="mod_openssl.so"),
+}
+
+
+# --------------------------------------------------------------- servers
 class RunningServer:
     def __init__(self, name: str, docroot: Path, base: Path, accesslog: bool,
-                 gateways: GatewayPorts | None = None) -> None:
+                 setup: Setup | None = None, backends: dict[str, Any] | None = None) -> None:
         self.name = name
-        self.port = free_port()
+        self.port, self.tls_port = free_port(), free_port()
+        site = Site(name, self.port, self.tls_port, docroot, base, accesslog, backends or {})
+        setup = setup or SETUPS[STATIC]
         if name == "nginx":
-            conf = nginx_config(docroot, self.port, base, accesslog, gateways)
+            conf = nginx_config(site, setup)
             command = ["nginx", "-c", str(conf), "-g", "daemon off;"]
         else:
-            conf = lighttpd_style_config(docroot, self.port, base, accesslog, name, gateways)
+            conf = write_lighttpd_config(site, setup)
             command = ([sys.executable, "-m", "master.cli", "-D", "-f", str(conf)]
                        if name == "pylighttpd" else ["lighttpd", "-D", "-f", str(conf)])
         self.config = conf
@@ -293,72 +615,34 @@ class RunningServer:
                 process.kill()
 
 
-class GatewayBackends:
-    """What the gateway scenarios' front servers proxy to: a lighttpd (two workers, as
-    the fronts) serving the 1 KiB file under /proxy/ and /nopool/, and
-    discard_backend.py for uploads.  Their CPU time is not counted: the same backend
-    does the same work behind every front server."""
-
-    def __init__(self, base: Path, docroot: Path) -> None:
-        backend_root = base / "backend"
-        for prefix in ("", "proxy", "nopool"):
-            (backend_root / "www" / prefix).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(docroot / "1k.bin", backend_root / "www" / prefix / "1k.bin")
-        self.static = RunningServer("lighttpd", backend_root / "www", backend_root,
-                                    accesslog=False)
-        discard_port = free_port()
-        self.discard = subprocess.Popen(
-            [sys.executable, str(REPO / "loadtests" / "discard_backend.py"),
-             str(discard_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ports = GatewayPorts(self.static.port, discard_port)
-        try:
-            wait_listening(discard_port, self.discard)
-        except RuntimeError:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        self.static.stop()
-        self.discard.terminate()
-        self.discard.wait(timeout=15)
-
-
-def wait_listening(port: int, process: subprocess.Popen, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} (exit status {process.poll()})")
-
-
-def add_cgi_script(docroot: Path) -> None:
-    """The CGI hello world, run by /bin/sh (cgi.assign) in both servers."""
-    script = docroot / CGI_SCRIPT.lstrip("/")
-    script.parent.mkdir(exist_ok=True)
-    script.write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n"
-                      f"{CGI_BODY}\\n'\n")
-
-
 def start_servers(setup: str, names: list[str], docroot: Path, base: Path,
                   accesslog: bool, stack: contextlib.ExitStack) -> dict[str, RunningServer]:
-    """The servers of one setup, each stopped when `stack` closes (the gateway setup's
-    backends too, after its fronts)."""
-    gateways = None
-    if setup == GATEWAYS:
-        base = base / GATEWAYS
+    """The servers of one setup (in a directory of its own but the static one's), each
+    stopped when `stack` closes, the setup's backends after them."""
+    if setup != STATIC:
+        base = base / setup
         base.mkdir()
-        add_cgi_script(docroot)
-        backends = GatewayBackends(base, docroot)
-        stack.callback(backends.stop)
-        gateways = backends.ports
+    backends = SETUPS[setup].prepare(base, docroot, stack)
     started = {}
     for name in names:
-        started[name] = RunningServer(name, docroot, base, accesslog, gateways)
+        started[name] = RunningServer(name, docroot, base, accesslog, SETUPS[setup],
+                                      backends)
         stack.callback(started[name].stop)
     return started
+
+
+def missing_programs(scenario: Scenario, servers: list[str]) -> list[str]:
+    """What a scenario needs on this machine and does not find: its client, the
+    servers but pylighttpd, its setup's programs and lighttpd plugin."""
+    setup = SETUPS[scenario.setup]
+    needed = [name for name in servers if name in scenario.servers and name != "pylighttpd"]
+    needed += list(setup.requires)
+    needed.append(H2LOAD if scenario.client == H2LOAD else WRK if scenario.client == WRK
+                  else "")
+    if setup.lighttpd_plugin and "lighttpd" in servers:
+        needed.append(str(LIGHTTPD_MODULES / setup.lighttpd_plugin))
+    return [need for need in needed if need and not
+            (Path(need).exists() if need.startswith("/") else shutil.which(need))]
 
 
 # ------------------------------------------------------------------- wrk
@@ -368,7 +652,28 @@ _WRK_NON2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _WRK_P99 = re.compile(r"\s99%\s+([\d.]+)(us|ms|s)\b")
 
 
+# A new query string with every request ("?THREAD.N"), so that no two requests of a
+# run are alike: pylighttpd's answer cache (worker/answercache.py) keys answers on the
+# raw target, so it never has one to replay.  wrk.format adds the -H headers.
+VARYING_QUERY = """\
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+local sent = 0
+function request()
+  sent = sent + 1
+  return wrk.format(nil, wrk.path .. "?" .. id .. "." .. sent)
+end
+"""
+
+
 def wrk_script(base: Path, scenario: Scenario) -> Path | None:
+    if scenario.vary_query:
+        script = base / "varying-query.lua"
+        script.write_text(VARYING_QUERY)
+        return script
     if not scenario.pipeline:
         return None
     script = base / f"pipeline-{scenario.pipeline}.lua"
@@ -377,6 +682,18 @@ def wrk_script(base: Path, scenario: Scenario) -> Path | None:
         f"  for i = 1, {scenario.pipeline} do r[i] = wrk.format(nil, \"{scenario.path}\") end\n"
         "  req = table.concat(r)\nend\nrequest = function() return req end\n")
     return script
+
+
+def url(server: RunningServer, scenario: Scenario) -> str:
+    if scenario.tls:
+        return f"https://127.0.0.1:{server.tls_port}{scenario.path}"
+    return f"http://127.0.0.1:{server.port}{scenario.path}"
+
+
+def round_seconds(scenario: Scenario, seconds: float) -> int:
+    """How long a round of `scenario` lasts: its share of --seconds, in whole seconds
+    (what wrk takes), at least one."""
+    return max(1, math.ceil(seconds * scenario.share - 1e-9))
 
 
 def wrk_counts(output: str) -> tuple[int, int, int]:
@@ -390,14 +707,15 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
 
 def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Path
             ) -> Measurement:
+    seconds = round_seconds(scenario, seconds)
     command = ["wrk", f"-t{scenario.threads}", f"-c{scenario.connections}",
-               f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+               f"-d{seconds}s", "--latency", "--timeout", "10s"]
     for header in scenario.headers:
         command += ["-H", header]
     script = wrk_script(base, scenario)
     if script:
         command += ["-s", str(script)]
-    command.append(f"http://127.0.0.1:{server.port}{scenario.path}")
+    command.append(url(server, scenario))
     cpu_before = server.cpu_seconds()
     output = subprocess.run(command, capture_output=True, text=True,
                             timeout=seconds + 60).stdout
@@ -408,6 +726,37 @@ def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Pat
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else 0
     return Measurement(server.name, scenario.name, requests / seconds, p99_ms,
                        cpu * 1e6 / max(requests, 1), errors, bad_status)
+
+
+# ---------------------------------------------------------------- h2load
+_H2_FINISHED = re.compile(r"finished in ([\d.]+)(us|ms|s), ([\d.]+) req/s")
+_H2_REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, "
+                          r"(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout")
+_H2_STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+
+
+def run_h2load(server: RunningServer, scenario: Scenario, seconds: float) -> Measurement:
+    """HTTP/2 over TLS (h2 by ALPN): `scenario.connections` connections, 10 streams at
+    once on each, a fixed count of requests (H2_REQUESTS_PER_SECOND x --seconds).
+    h2load reports no percentiles: p99 is left at 0."""
+    requests = max(1000, int(H2_REQUESTS_PER_SECOND * seconds))
+    command = ["h2load", f"-n{requests}", f"-c{scenario.connections}", "-m10",
+               f"-t{scenario.threads}", *[f"-H{header}" for header in scenario.headers],
+               url(server, scenario)]
+    cpu_before = server.cpu_seconds()
+    output = subprocess.run(command, capture_output=True, text=True,
+                            timeout=seconds * 20 + 60).stdout
+    cpu = server.cpu_seconds() - cpu_before
+    finished = _H2_FINISHED.search(output)
+    counts = _H2_REQUESTS.search(output)
+    statuses = _H2_STATUS.search(output)
+    if not (finished and counts and statuses):
+        raise RuntimeError(f"h2load against {server.name}: {output[-2000:]}")
+    total, _started, done, succeeded, failed, errored, timeout = map(int, counts.groups())
+    good = int(statuses.group(1)) + int(statuses.group(2))
+    return Measurement(server.name, scenario.name, float(finished.group(3)), 0.0,
+                       cpu * 1e6 / max(done, 1), failed + errored + timeout + total - done,
+                       succeeded - good if scenario.expect_status < 400 else 0)
 
 
 # ---------------------------------------------------------------- uploads
@@ -656,7 +1005,7 @@ def run_rounds(options: argparse.Namespace, wanted: list[Scenario], servers: lis
                report: Report) -> None:
     """Every scenario against each of its servers in turn, the order rotating."""
     upload_body = None
-    if any(scenario.upload for scenario in wanted):
+    if any(scenario.client == UPLOAD for scenario in wanted):
         upload_body = make_upload_body(base, options.upload_mib)
         report.extra["upload_mib"] = options.upload_mib
     for round_number in range(options.rounds):
@@ -665,9 +1014,11 @@ def run_rounds(options: argparse.Namespace, wanted: list[Scenario], servers: lis
             shift = round_number % len(names) if names else 0
             for name in names[shift:] + names[:shift]:
                 server = running[scenario.setup][name]
-                if scenario.upload:
+                if scenario.client == UPLOAD:
                     assert upload_body is not None
                     measurement = run_uploads(server, scenario, options.seconds, upload_body)
+                elif scenario.client == H2LOAD:
+                    measurement = run_h2load(server, scenario, options.seconds)
                 else:
                     measurement = run_wrk(server, scenario, options.seconds, base)
                 report.rounds.append(measurement)
@@ -688,16 +1039,17 @@ def run_specials(options: argparse.Namespace, static: dict[str, RunningServer],
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     servers = options.servers.split(",")
-    tools = ["wrk"] + [name for name in servers if name != "pylighttpd"]
-    missing = [tool for tool in tools if not shutil.which(tool)]
+    wanted = [s for s in SCENARIOS if s.name in options.only]
+    specials = [Scenario(name, "/1k.bin") for name in options.only & set(SPECIALS)]
+    missing = sorted({need for scenario in wanted + specials
+                      for need in missing_programs(scenario, servers)})
     if missing:
-        print(f"missing tools: {', '.join(missing)} (apt-get install wrk lighttpd nginx)",
+        print(f"missing tools: {', '.join(missing)} (see loadtests/README.md)",
               file=sys.stderr)
         return 2
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the idle scenario needs fds
-    wanted = [s for s in SCENARIOS if s.name in options.only]
-    setups = {s.setup for s in wanted} | ({STATIC} if options.only & set(SPECIALS) else set())
+    setups = {s.setup for s in wanted} | ({STATIC} if specials else set())
     report = Report()
     with tempfile.TemporaryDirectory(prefix="pylighttpd-bench-") as tmp, \
             contextlib.ExitStack() as stack:
@@ -705,7 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
         docroot = make_docroot(base)
         running = {setup: start_servers(setup, servers, docroot, base, options.accesslog,
                                         stack)
-                   for setup in (STATIC, GATEWAYS) if setup in setups}
+                   for setup in SETUPS if setup in setups}
         if "footprint" in options.only:
             time.sleep(1)   # fresh and idle: before any scenario grows the processes
             report.extra["idle_pss_bytes"] = {name: server.memory("pss")
