@@ -1,0 +1,250 @@
+"""The expression language of SSI `<!--#if expr="..." -->`, evaluated as lighttpd
+1.4.69's mod_ssi evaluates it, quirks included, so that a page takes the same branch
+under both servers.
+
+- Values: bare words (a run of printable characters up to a space, tab or one of
+  `()'=!<>&|`), 'quoted strings' (no escapes) and `$NAME` / `${NAME}` (a variable: the
+  CGI environment first, then `<!--#set` variables; unknown is empty).  Adjacent values
+  join with one space, an empty one adding nothing: `a 'b'` is "a b".
+- Comparisons `= != < <= > >=` compare two strings byte-wise (`10 < 9` is true); when
+  either side is a truth value (a parenthesised or negated expression) they compare
+  truth values.  A comparison may not follow another: `a = b = c` fails.
+- `&&` and `||` have the same precedence and apply left to right, every operand
+  evaluated; `!` applies to the value or group right after it; a group in parentheses
+  becomes a truth value and may be followed only by `&&`, `||`, `)` or the end.
+- A string is true when not empty.  Any error (an unpaired quote, brace or
+  parenthesis, a single `&` or `|`) makes the whole expression false, as in lighttpd,
+  and is reported through `log`.
+
+Where lighttpd loops forever (a character that is neither printable nor a space or a
+tab, such as a newline, inside an expression) this evaluator reports an error instead.
+Groups and negations nest at most MAX_NESTING deep, as in lighttpd.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+MAX_NESTING = 16
+
+# token kinds
+END, VALUE, LPAREN, RPAREN, NOT, AND, OR = "end", "value", "(", ")", "!", "&&", "||"
+EQ, NE, LT, LE, GT, GE = "=", "!=", "<", "<=", ">", ">="
+COMPARISONS = frozenset({EQ, NE, LT, LE, GT, GE})
+ERROR = "error"
+_WORD_STOPS = frozenset(" \t()'=!<>&|")
+
+
+class _Value:
+    """A string, or a truth value once an operator made it one."""
+
+    __slots__ = ("text", "truth")
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.truth: bool | None = None
+
+    def reset(self) -> None:
+        self.text = ""
+        self.truth = None
+
+    def true(self) -> bool:
+        return self.truth if self.truth is not None else self.text != ""
+
+    def set_truth(self, truth: bool) -> None:
+        self.truth = truth
+
+    def append(self, text: str) -> None:
+        """Join a value on with one space (an empty one adds nothing)."""
+        if not self.text:
+            self.text = text
+        elif text:
+            self.text += " " + text
+
+
+def _compare(left: _Value, right: _Value, op: str) -> bool:
+    if left.truth is None and right.truth is None:
+        a, b = left.text.encode("utf-8", "surrogateescape"), \
+            right.text.encode("utf-8", "surrogateescape")
+        cmp = (a > b) - (a < b)
+    else:
+        cmp = int(left.true()) - int(right.true())
+    return {EQ: cmp == 0, NE: cmp != 0, LT: cmp < 0, LE: cmp <= 0,
+            GT: cmp > 0, GE: cmp >= 0}[op]
+
+
+class _Evaluator:
+    """One evaluation: the tokenizer's position and nesting, and the variables."""
+
+    def __init__(self, expr: str, lookup: Callable[[str], str | None],
+                 log: Callable[[str], None]) -> None:
+        self.text = expr.split("\0", 1)[0]       # lighttpd reads it as a C string
+        self.pos = 0
+        self.braces = 0
+        self.depth = 0
+        self.lookup = lookup
+        self.log = log
+
+    # ---------------------------------------------------------------- tokens
+    def _token(self, value: _Value) -> str:
+        """The next token; a value's text is appended to `value`."""
+        text, size = self.text, len(self.text)
+        while self.pos < size and text[self.pos] in " \t":
+            self.pos += 1
+        if self.pos >= size:
+            return END
+        char = text[self.pos]
+        two = text[self.pos:self.pos + 2]
+        if char in "<>!" and two in (LE, GE, NE):
+            self.pos += 2
+            return two
+        if char in "=<>!()":
+            self.pos += 1
+            if char == "(":
+                self.braces += 1
+            elif char == ")":
+                self.braces -= 1
+            return char
+        if char in "&|":
+            if two in (AND, OR):
+                self.pos += 2
+                return two
+            return self._fail(f"missing second {char}")
+        if char == "'":
+            return self._quoted(value)
+        if char == "$":
+            return self._variable(value)
+        return self._word(value)
+
+    def _fail(self, why: str) -> str:
+        self.log(f"pos: {self.pos + 1} {why}")
+        return ERROR
+
+    def _quoted(self, value: _Value) -> str:
+        end = self.text.find("'", self.pos + 1)
+        if end < 0:
+            return self._fail("missing closing quote")
+        value.append(self.text[self.pos + 1:end])
+        self.pos = end + 1
+        return VALUE
+
+    def _variable(self, value: _Value) -> str:
+        text, start = self.text, self.pos
+        if text[start + 1:start + 2] == "{":
+            end = text.find("}", start + 2)
+            if end < 0:
+                return self._fail("missing closing curly-brace")
+            name, self.pos = text[start + 2:end], end + 1
+        else:
+            end = start + 1
+            while end < len(text) and (_is_alpha(text[end]) or text[end] == "_" or
+                                       (end > start + 1 and text[end].isdigit()
+                                        and text[end].isascii())):
+                end += 1
+            name, self.pos = text[start + 1:end], end
+        found = self.lookup(name)
+        if found is not None:
+            value.append(found)
+        return VALUE
+
+    def _word(self, value: _Value) -> str:
+        text, end = self.text, self.pos
+        while end < len(text) and _is_graph(text[end]) and text[end] not in _WORD_STOPS:
+            end += 1
+        if end == self.pos:               # lighttpd would spin here for ever
+            return self._fail("unexpected character")
+        value.append(text[self.pos:end])
+        self.pos = end
+        return VALUE
+
+    # ---------------------------------------------------------------- grammar
+    def step(self, value: _Value) -> str:
+        """One operand (values, a group, a negation); returns the token after it."""
+        value.reset()
+        level = self.braces
+        token = self._token(value)
+        if token == VALUE:
+            while token == VALUE:
+                token = self._token(value)
+            return token
+        if token == LPAREN:
+            return self._group(value, level)
+        if token == RPAREN:
+            return RPAREN if self.braces >= 0 else ERROR
+        if token == NOT:
+            return self._negation(value)
+        return token
+
+    def _group(self, value: _Value, level: int) -> str:
+        if self.braces > MAX_NESTING:
+            return ERROR
+        token = self.loop(value)
+        if token != RPAREN or level != self.braces:
+            return ERROR
+        result = value.true()
+        token = self.step(value)
+        value.set_truth(result)
+        return token if token in (AND, OR, RPAREN, END) else ERROR
+
+    def _negation(self, value: _Value) -> str:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            return ERROR
+        token = self.step(value)
+        self.depth -= 1
+        if token == ERROR:
+            return token
+        value.set_truth(not value.true())
+        return token
+
+    def _comparison(self, left: _Value, op: str) -> str:
+        right = _Value()
+        token = self.step(right)
+        if token != ERROR:
+            left.set_truth(_compare(left, right, op))
+        return token
+
+    def loop(self, left: _Value) -> str:
+        """Operands joined by comparisons, `&&` and `||`, up to `)` or the end."""
+        token = self.step(left)
+        if token in COMPARISONS:
+            token = self._comparison(left, token)
+            if token in (RPAREN, END):
+                return token
+            if token not in (AND, OR):
+                if token != ERROR:
+                    self.log(f"pos: {self.pos + 1} parser failed somehow near here")
+                return ERROR
+        elif token not in (AND, OR):
+            return token
+        right = _Value()
+        while token in (AND, OR):
+            op = token
+            token = self.step(right)
+            if token in COMPARISONS:
+                token = self._comparison(right, token)
+                if token == ERROR:
+                    break
+            elif token not in (AND, OR, END, RPAREN):
+                break
+            both = (left.true() and right.true()) if op == AND else \
+                (left.true() or right.true())
+            left.set_truth(both)
+        return token
+
+
+def _is_alpha(char: str) -> bool:
+    return char.isascii() and char.isalpha()
+
+
+def _is_graph(char: str) -> bool:
+    return "!" <= char <= "~"
+
+
+def evaluate(expr: str, lookup: Callable[[str], str | None],
+             log: Callable[[str], None] = lambda _message: None) -> bool:
+    """Whether `expr` is true; `lookup(name)` gives a variable's value or None."""
+    evaluator = _Evaluator(expr, lookup, log)
+    value = _Value()
+    token = evaluator.loop(value)
+    return token == END and evaluator.braces == 0 and evaluator.depth == 0 and value.true()
