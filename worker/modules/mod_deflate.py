@@ -42,6 +42,20 @@ CGI, proxy, FastCGI) is compressed as it streams, chunked, through Response.enco
 each part flushed as it is written so a slow backend's bytes are not held back (a
 length its producer announces is checked against the limits).
 `deflate.output-buffer-size` is accepted as lighttpd's but has nothing to size here.
+
+Precompressed siblings (`deflate.precompressed = "enable"`, a pylighttpd key; off by
+default, as nginx's gzip_static): a static file's `file.br`, `file.zst` or `file.gz`
+answers in its place when the client accepts that coding (its q-values, then the
+order of `deflate.allowed-encodings`, choose among the siblings there are) and the
+sibling is a regular file not older than the file (an older one is ignored: it may
+predate an edit).  The sibling goes out as it is, whatever `deflate.mimetypes` and the
+size limits say (no CPU is spent), with Content-Encoding, its own ETag with the coding
+appended (its bytes are not what on-the-fly compression would make), its length,
+Vary, and no Accept-Ranges: a Range gets the whole sibling (200), as for any
+compressed variant; If-None-Match naming its ETag is a 304.  A coding the client
+prefers that has no sibling is compressed on the fly as usual.  The identity answer
+of a file with siblings says Vary as well; HEAD is answered as the identity, as for
+compressed variants.
 """
 
 from __future__ import annotations
@@ -65,6 +79,8 @@ _GROUPS = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
 _DEFAULT_GROUPS = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
 _NO_ENTITY = frozenset({100, 101, 204, 205})
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+# the file names nginx's gzip_static and brotli_static look for, by coding
+SIBLING_SUFFIXES = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip": ".gz"}
 
 
 def _available(groups: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
@@ -129,6 +145,8 @@ DIRECTIVES = (
               doc="no compression while the 1-minute load average is above this"),
     Directive("deflate.cache-dir", Type.STRING, "",
               doc="where compressed static files are kept, by ETag"),
+    Directive("deflate.precompressed", Type.BOOL, False,
+              doc="serve file.br, file.zst, file.gz beside a static file when fresh"),
     Directive("deflate.params", Type.ARRAY_KVANY, Params(), convert=parse_params,
               doc="encoder parameters: BROTLI_PARAM_QUALITY, BROTLI_PARAM_LGWIN, "
                   "BROTLI_PARAM_MODE, ZSTD_c_compressionLevel, ZSTD_c_strategy, "
@@ -377,10 +395,14 @@ class Module(BaseModule):
         prefixes = values["deflate.mimetypes"]
         response = request.response
         status = response.status or 200       # a stream may start before its status
-        if not prefixes or response.encoder is not None or response.started or \
+        if response.encoder is not None or response.started or \
                 status in _NO_ENTITY or status < 200 or \
                 response.get_header("Content-Encoding") is not None or \
                 no_transform(response):
+            return
+        if values["deflate.precompressed"] and serve_sibling(request):
+            return
+        if not prefixes:
             return
         if status == 206:
             self._partial(request, prefixes)
@@ -562,6 +584,95 @@ def compress_source(request: Request, label: str, source: _Source, sink: Any) ->
                            values["deflate.params"], _is_text(request.response))
     compress_into(encoder, read_parts(source.parts, values["deflate.work-block-size"] << 10),
                   sink)
+
+
+# ------------------------------------------------------------ precompressed siblings
+def serve_sibling(request: Request) -> bool:
+    """deflate.precompressed: a static file's fresh sibling answers in its place; True
+    when the answer is settled (a sibling sent or a 304 for its ETag), False when
+    compression goes on as without siblings (Vary already added when one exists)."""
+    response = request.response
+    if request.handler is not None or response.streaming or not request.physical_path \
+            or response.status not in (200, 206, 304):
+        return False
+    values = request.settings.values
+    siblings = fresh_siblings(request.physical_path, values["deflate.allowed-encodings"])
+    if not siblings:
+        return False
+    add_vary(response)
+    accept = request.headers.get("accept-encoding")
+    if accept is None or request.method == "HEAD" or response.status == 304:
+        return False
+    label = choose_coding(accept, tuple((name,) for name in siblings))
+    if label is None:
+        return False
+    return _send_sibling(request, label, siblings[label])
+
+
+def fresh_siblings(path: str, allowed: tuple[tuple[str, ...], ...]) -> dict[str, str]:
+    """coding -> sibling path, in the server's order, for the allowed codings whose
+    sibling is a regular file not older than `path` itself."""
+    try:
+        modified = os.stat(path).st_mtime_ns
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for label in (name for group in allowed for name in group if name in SIBLING_SUFFIXES):
+        sibling = path + SIBLING_SUFFIXES[label]
+        try:
+            st = os.stat(sibling)
+        except OSError:
+            continue
+        if static.is_regular(st) and st.st_mtime_ns >= modified:
+            found[label] = sibling
+    return found
+
+
+def _send_sibling(request: Request, label: str, path: str) -> bool:
+    """The sibling as the whole answer (a Range is answered 200 whole, as for any
+    compressed variant); its ETag is its own, with the coding appended."""
+    response = request.response
+    values = request.settings.values
+    try:
+        fd, st = _open_sibling(path, values["server.follow-symlink"])
+    except OSError:
+        return False
+    etag = coded_etag(static.cached_etag(st, values), label) \
+        if values.get("static-file.etags", True) else ""
+    content_type = static.content_type_for(values, request.physical_path)
+    response.remove_header("Content-Range")
+    response.status = 200
+    response.set_header("Content-Type", content_type)
+    inm = request.headers.get("if-none-match")
+    if etag and inm is not None and static.etag_matches(etag, inm):
+        os.close(fd)
+        response.reset_body()
+        response.status = 304
+    else:
+        try:
+            set_body(response, _file_part(fd), True)
+        except OSError:
+            return False
+    if etag:
+        response.set_header("ETag", etag)
+    else:
+        response.remove_header("ETag")
+    response.set_header("Content-Encoding", label)
+    response.remove_header("Accept-Ranges")
+    return True
+
+
+def _open_sibling(path: str, follow_symlinks: bool) -> tuple[int, os.stat_result]:
+    """The sibling opened as the file itself would be (through no symlink unless
+    server.follow-symlink), and its fstat; OSError when it is no regular file."""
+    if not follow_symlinks:
+        return static.open_file_without_symlinks(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not static.is_regular(st):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", path)
+    return fd, st
 
 
 def _open_cache_file(path: str) -> int:
