@@ -191,7 +191,7 @@ def load(path: str) -> LoadedConfig:
     for module in modules:
         compiled.prepared[module.name] = module.prepare(tree, checked, compiled)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
-                        warnings=module_warnings + checked.warnings)
+                        warnings=tree.warnings + module_warnings + checked.warnings)
 
 
 def log_warnings(loaded: LoadedConfig) -> None:

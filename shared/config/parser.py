@@ -76,6 +76,7 @@ class ConfigParser:
         self.root = Block(index=0, condition=None, parent=None)
         self.blocks: list[Block] = [self.root]
         self.files: list[str] = []
+        self.warnings: list[str] = []       # lighttpd's parse-time warnings
         self._depth = 0
         self._nesting = 0
         self._in_global = 0
@@ -112,7 +113,8 @@ class ConfigParser:
         self.parse_text(text, path, block, included_at)
 
     def tree(self) -> ConfigTree:
-        return ConfigTree(root=self.root, blocks=self.blocks, files=self.files)
+        return ConfigTree(root=self.root, blocks=self.blocks, files=self.files,
+                          warnings=self.warnings)
 
     # -------------------------------------------------------------- statements
     def _statements(self, tokens: _Tokens, block: Block, closing: str | None,
@@ -207,10 +209,13 @@ class ConfigParser:
             old = self._lookup(block, key)
             old = old.copy() if isinstance(old, Array) else old
         if old is not None:
+            repeated: list[str] = []
             try:
-                entry = Entry(plus(old, entry.value), entry.position)
+                entry = Entry(plus(old, entry.value, repeated), entry.position)
             except ValueError_ as err:
                 raise ConfigError(f"{key} += : {err}", entry.position) from None
+            self.warnings += [f"{entry.position}: Duplicate array-key '{name}'"
+                              for name in repeated]
         block.keys.insert(key, entry)
 
     # -------------------------------------------------------------- conditions

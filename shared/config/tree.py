@@ -134,6 +134,7 @@ class ConfigTree:
     root: Block
     blocks: list[Block]
     files: list[str]
+    warnings: list[str] = field(default_factory=list)   # what lighttpd warns about
 
     def global_value(self, key: str) -> Value | None:
         entry = self.root.keys.get(key)

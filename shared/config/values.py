@@ -83,16 +83,21 @@ def checked_int(number: int) -> int:
     return number
 
 
-def plus(left: Value, right: Value) -> Value:
+def plus(left: Value, right: Value, repeated: list[str] | None = None) -> Value:
     """`left + right` as lighttpd evaluates it.
 
     int + int adds; string + string and string/int mixes concatenate; array + array
-    merges (a duplicate key is an error); anything else is a type mismatch.
+    merges: a key already there with the same value is skipped (lighttpd warns
+    "Duplicate array-key": its name goes to `repeated`), with another value it is an
+    error; anything else is a type mismatch.
     """
     if isinstance(left, Array) or isinstance(right, Array):
         if isinstance(left, Array) and isinstance(right, Array):
             merged = left.copy()
             for key, value in right:
+                if key is not None and repeated is not None and merged.get(key) == value:
+                    repeated.append(key)
+                    continue
                 merged.append(key, value)
             return merged
         raise ValueError_(
