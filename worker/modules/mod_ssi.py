@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import select
 import signal
 import subprocess
@@ -79,6 +80,7 @@ TOO_DEEP = b"(error: include directives recurse deeper than pre-defined ssi.recu
 LOOP = b"(error: include directives create an infinite loop)"
 _STATE = "mod_ssi"
 _SPACE = b" \t\n\v\f\r"
+_DIRECTIVE_SPECIALS = re.compile(rb"[-\"'\\]")
 _XML_ESCAPED = frozenset(b"<>&'\"") | frozenset(range(0x20)) | {0x7F}
 _ABBREVIATIONS = (" B", " kB", " MB", " GB", " TB")
 _PAUSE = object()             # what the page yields to let the loop turn
@@ -98,21 +100,20 @@ def directive_length(buf: bytes | bytearray, start: int, end: int) -> int:
     quotes), or 0 when `buf[start:end]` holds no end yet.  As in lighttpd, a backslash
     inside quotes stays in force to the end (a quote after it never closes)."""
     single = double = backslash = False
-    n = start + 5
-    while n < end:
-        char = buf[n]
-        if char == 0x2D:                                       # -
-            if not single and not double and buf[n + 1:n + 3] == b"->":
+    for match in _DIRECTIVE_SPECIALS.finditer(buf, start + 5, end):
+        char = match.group()
+        if char == b"-":
+            n = match.start()
+            if not single and not double and n + 2 < end and buf[n + 1:n + 3] == b"->":
                 return n + 3 - start
-        elif char == 0x22:                                     # "
+        elif char == b'"':
             if not single and (not double or not backslash):
                 double = not double
-        elif char == 0x27:                                     # '
+        elif char == b"'":
             if not double and (not single or not backslash):
                 single = not single
-        elif char == 0x5C and (single or double):              # backslash
+        elif single or double:                                 # a backslash
             backslash = not backslash
-        n += 1
     return 0
 
 
@@ -347,7 +348,7 @@ class _Page:
         self.request = request
         self.exec_allowed = values["ssi.exec"]
         self.recursion_max = values["ssi.recursion-max"]
-        self.env = _environment(request)
+        self._env: dict[str, str] | None = None
         self.variables: dict[str, str] = {}
         self.timefmt = ""
         self.abbrev = False
@@ -538,6 +539,13 @@ class _Page:
             else:
                 self._log(f"unknown attribute for {command} {name}")
         return found
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The CGI variables, made when a directive first asks for one."""
+        if self._env is None:
+            self._env = _environment(self.request)
+        return self._env
 
     def lookup(self, name: str) -> str | None:
         """A variable: the CGI environment's first, then those `set` made."""
