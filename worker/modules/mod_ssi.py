@@ -146,6 +146,11 @@ def _skip_space(s: bytes, n: int) -> int:
     return n
 
 
+def _words(words: list[bytes]) -> list[str]:
+    """As lighttpd reads them, each a C string: up to a NUL byte."""
+    return [_text(word.split(b"\0", 1)[0]) for word in words]
+
+
 def parse_directive(s: bytes) -> list[str] | None:
     """`<!--#cmd a="x" b=y -->` as ["cmd", "a", "x", "b", "y"]; None when it is not a
     directive lighttpd reads (no command, a third attribute, a bad value)."""
@@ -156,12 +161,12 @@ def parse_directive(s: bytes) -> list[str] | None:
     words = [s[5:n]]
     for _ in range(2):
         if n == end:
-            return [_text(word) for word in words]
+            return _words(words)
         if s[n] not in _SPACE:
             return None
         n = _skip_space(s, n)
         if n == end:
-            return [_text(word) for word in words]
+            return _words(words)
         name_end = _alpha_run(s, n)
         if name_end == n or s[name_end] != 0x3D:                # =
             return None
@@ -175,7 +180,7 @@ def parse_directive(s: bytes) -> list[str] | None:
         n = name_end + 1 + size
     if n != end and (s[n] not in _SPACE or _skip_space(s, n) != end):
         return None
-    return [_text(word) for word in words]
+    return _words(words)
 
 
 def _is_comment(s: bytes) -> bool:
@@ -583,12 +588,13 @@ class _Page:
         return _bytes(value) if value is not None else b"(none)"
 
     def _time(self, when: int, local: bool) -> bytes:
-        fmt = self.timefmt or DEFAULT_TIMEFMT
+        # the format's own bytes pass through strftime as Latin-1 characters
+        fmt = _bytes(self.timefmt or DEFAULT_TIMEFMT).decode("latin-1")
         try:
             text = time.strftime(fmt, time.localtime(when) if local else time.gmtime(when))
-        except (ValueError, UnicodeEncodeError):
+        except ValueError:
             text = ""
-        return _bytes(text) if text else b"(none)"
+        return text.encode("latin-1", "replace") if text else b"(none)"
 
     def _config(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
         if self.if_false:
