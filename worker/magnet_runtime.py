@@ -1,0 +1,390 @@
+"""The Lua side of mod_magnet: one Lua state per script file, as lighttpd keeps them.
+
+A state is made by lupa (Lua 5.4, the version Debian's lighttpd links) with the
+standard libraries lighttpd opens, a memory cap, and the `lighty` table of
+worker/magnet_prelude.lua over a `Bridge` to the running request.  A script runs
+under an instruction budget: a count hook (also set in every coroutine the script
+makes; the script cannot remove it, `debug.sethook` is withheld) fails the run once
+the budget is spent, and from then on fails every instruction, so a `pcall` loop
+cannot hold the worker.  What the budget does not reach is a single C call running
+long (a pathological `string.find`); the memory cap bounds what one can allocate.
+
+Lua strings are bytes on this side: request fields go in as UTF-8 (paths, with the
+file system's surrogate escapes) or Latin-1 (header values), and come back the same.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lupa.lua54 as lua
+
+from shared import log
+
+from . import magnet_clib
+
+if TYPE_CHECKING:
+    from .request import Request
+
+PRELUDE = Path(__file__).with_name("magnet_prelude.lua").read_bytes()
+MAX_MEMORY = 64 * 1024 * 1024      # bytes one script's Lua state may hold
+INSTRUCTION_BUDGET = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
+HOOK_EVERY = 1000                  # instructions between two budget checks
+LOG_SOURCE = "mod_magnet.c"
+
+
+def _deny_attributes(_obj: Any, name: Any, _is_setting: bool) -> Any:
+    """Scripts never reach into the Python objects behind the bridge."""
+    raise AttributeError(name)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return "" if value is None else str(value)
+
+
+def _latin(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else str(value)
+
+
+def _out(value: str | None) -> bytes | None:
+    return None if value is None else value.encode("utf-8", "surrogateescape")
+
+
+def _or_nil(value: str) -> bytes | None:
+    return _out(value) if value else None
+
+
+class Bridge:
+    """What the `lighty.r` tables read and change: the request being run."""
+
+    def __init__(self) -> None:
+        self.request: "Request | None" = None
+        self.table: Any = list        # the Lua state's table_from, once it is made
+
+    @property
+    def r(self) -> "Request":
+        request = self.request
+        assert request is not None, "a script ran outside a request"
+        return request
+
+    # ------------------------------------------------------------ lighty.r.req_header
+    def header_get(self, name: bytes) -> bytes | None:
+        value = self.r.headers.get(_latin(name).lower())
+        return None if value is None else value.encode("latin-1", "replace")
+
+    def header_set(self, name: bytes, value: Any) -> None:
+        key = _latin(name).lower()
+        text = _latin(value)
+        if text:
+            self.r.headers[key] = text
+        else:
+            self.r.headers.pop(key, None)
+
+    def header_list(self) -> Any:
+        return self.table([item.encode("latin-1", "replace")
+                           for pair in self.r.headers.items() for item in pair])
+
+    # -------------------------------------------------------------- lighty.r.req_attr
+    def attr_get(self, key: bytes) -> bytes | None:
+        getter = _ATTR_GET.get(key)
+        return None if getter is None else getter(self.r)
+
+    def attr_set(self, key: bytes, value: Any) -> bytes | None:
+        setter = _ATTR_SET.get(key)
+        if setter is None:
+            if key in _ATTR_GET:
+                return None          # read-only: lighttpd ignores the change
+            return b"couldn't store '" + key + b"' in r.req_attr[]"
+        setter(self.r, _text(value))
+        return None
+
+    def attr_list(self) -> Any:
+        request = self.r
+        return self.table([item for key, getter in _ATTR_GET.items()
+                           for item in (key, getter(request))])
+
+    # --------------------------------------------------------------- lighty.r.req_env
+    def env_get(self, name: bytes) -> bytes | None:
+        env = self.r.env
+        return None if env is None else _out(env.get(_text(name)))
+
+    def env_set(self, name: bytes, value: Any) -> None:
+        if value is None:
+            if self.r.env:
+                self.r.env.pop(_text(name), None)
+            return
+        self.r.set_env(_text(name), _text(value))
+
+    def env_list(self) -> Any:
+        env = self.r.env or {}
+        return self.table([_out(item) for pair in env.items() for item in pair])
+
+    # -------------------------------------------------------------- lighty.r.req_item
+    def item_get(self, key: bytes) -> Any:
+        request = self.r
+        name = _text(key)
+        if name == "start_time":
+            return self._start_time()
+        getter = _ITEMS.get(name)
+        if getter is None:
+            return None, b"r.req_item['" + key + b"'] invalid"
+        return getter(request)
+
+    def item_set(self, key: bytes, value: Any) -> bytes | None:
+        if key == b"keep_alive" and value in (0, -1):
+            if value == 0:
+                self.r.keep_alive = False
+            return None
+        return b"r.req_item['" + key + b"'] invalid or read-only"
+
+    def _start_time(self) -> Any:
+        start = self.r.start
+        seconds = int(start)
+        nanoseconds = int((start - seconds) * 1e9)
+        return lambda: (seconds, nanoseconds)
+
+    # ----------------------------------------------------------- lighty.r.resp_header
+    def resp_header_get(self, name: bytes) -> bytes | None:
+        value = self.r.response.get_header(_latin(name))
+        return None if value is None else value.encode("latin-1", "replace")
+
+    def resp_header_set(self, name: Any, value: Any) -> None:
+        response = self.r.response
+        text = _latin(value)
+        if text:
+            response.set_header(_latin(name), text)
+        else:
+            response.remove_header(_latin(name))
+
+    def resp_header_list(self) -> Any:
+        return self.table([item.encode("latin-1", "replace")
+                           for pair in self.r.response.headers for item in pair])
+
+    # ------------------------------------------------------------- lighty.r.resp_body
+    def body_clear(self) -> None:
+        self.r.response.reset_body()
+
+    def body_add(self, data: bytes) -> None:
+        self.r.response.write(data)
+
+    def body_add_file(self, name: bytes, offset: int, length: int) -> bytes | None:
+        path = os.fsdecode(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as err:
+            return f"r.resp_body: {path}: {err.strerror}".encode()
+        size = os.fstat(fd).st_size
+        offset = max(0, min(int(offset), size))
+        length = size - offset if length < 0 else min(int(length), size - offset)
+        self.r.response.send_file_range(fd, offset, length)
+        return None
+
+    def reqbody_len(self) -> int:
+        return max(self.r.content_length, 0)
+
+    # ----------------------------------------------------------------------- logging
+    def print(self, message: bytes) -> None:
+        log.error(LOG_SOURCE, "(lua-print) " + _latin(message))
+
+    def print_error(self, message: bytes) -> None:
+        log.error(LOG_SOURCE, _latin(message))
+
+    def functions(self) -> dict[bytes, Any]:
+        names = ("header_get", "header_set", "header_list", "attr_get", "attr_set",
+                 "attr_list", "env_get", "env_set", "env_list", "item_get", "item_set",
+                 "resp_header_get", "resp_header_set", "resp_header_list", "body_clear",
+                 "body_add", "body_add_file", "reqbody_len", "print", "print_error")
+        return {name.encode(): getattr(self, name) for name in names}
+
+
+def _target_path(request: "Request") -> str:
+    return request.target.partition("?")[0]
+
+
+def _server_port(request: "Request") -> str:
+    spec = request.socket_spec or ""
+    return spec.rpartition(":")[2] if ":" in spec else ""
+
+
+_ATTR_GET: dict[bytes, Any] = {
+    b"physical.path": lambda r: _or_nil(r.physical_path),
+    b"physical.rel-path": lambda r: _or_nil(r.physical_rel),
+    b"physical.doc-root": lambda r: _or_nil(r.docroot),
+    b"physical.basedir": lambda r: _or_nil(r.physical_basedir),
+    b"uri.path": lambda r: _out(r.uri_path),
+    b"uri.path-raw": lambda r: _out(_target_path(r)),
+    b"uri.scheme": lambda r: _out(r.scheme),
+    b"uri.authority": lambda r: _out(r.host),
+    b"uri.query": lambda r: _out(r.uri_query) if "?" in r.target else None,
+    b"request.method": lambda r: _out(r.method),
+    b"request.uri": lambda r: _out(r.target),
+    b"request.orig-uri": lambda r: _out(r.target_orig),
+    b"request.path-info": lambda r: _or_nil(r.pathinfo),
+    b"request.remote-ip": lambda r: _out(r.remote_ip),
+    b"request.remote-addr": lambda r: _out(r.remote_ip),
+    b"request.remote-port": lambda r: _out(str(r.remote_port)),
+    b"request.server-addr": lambda r: _out(r.local_address),
+    b"request.server-port": lambda r: _out(_server_port(r)),
+    b"request.protocol": lambda r: _out(f"HTTP/{r.version}"),
+    b"request.server-name": lambda r: _out(r.host),
+    b"request.stage": lambda r: b"handle-req",
+}
+
+
+def _set_physical_path(request: "Request", value: str) -> None:
+    request.physical_path = value
+    request.forget_stat()
+
+
+def _set_uri_path(request: "Request", value: str) -> None:
+    request.uri_path = value
+    request.configure()
+
+
+def _set_path_raw(request: "Request", value: str) -> None:
+    _, mark, query = request.target.partition("?")
+    request.target = value + mark + query
+
+
+def _set_query(request: "Request", value: str) -> None:
+    request.uri_query = value
+    request.configure()
+
+
+def _set_scheme(request: "Request", value: str) -> None:
+    request.scheme = value.lower()
+    request.configure()
+
+
+def _set_authority(request: "Request", value: str) -> None:
+    request.host = value.lower()
+    request.configure()
+
+
+def _set_remote(request: "Request", value: str) -> None:
+    request.remote_ip = value
+    request.configure()
+
+
+def _set_target(request: "Request", value: str) -> None:
+    request.target = value
+
+
+_ATTR_SET: dict[bytes, Any] = {
+    b"physical.path": _set_physical_path,
+    b"physical.rel-path": lambda r, v: setattr(r, "physical_rel", v),
+    b"physical.doc-root": lambda r, v: setattr(r, "docroot", v),
+    b"physical.basedir": lambda r, v: setattr(r, "physical_basedir", v),
+    b"uri.path": _set_uri_path,
+    b"uri.path-raw": _set_path_raw,
+    b"uri.query": _set_query,
+    b"uri.scheme": _set_scheme,
+    b"uri.authority": _set_authority,
+    b"request.uri": _set_target,
+    b"request.path-info": lambda r, v: setattr(r, "pathinfo", v),
+    b"request.remote-ip": _set_remote,
+    b"request.remote-addr": _set_remote,
+}
+
+_ITEMS: dict[str, Any] = {
+    "bytes_in": lambda r: r.header_bytes + max(r.content_length, 0),
+    "bytes_out": lambda r: 0,
+    "req_count": lambda r: 1,
+    "keep_alive": lambda r: 1 if r.keep_alive else 0,
+    "http_status": lambda r: r.response.status,
+    "req_header_len": lambda r: r.header_bytes,
+    "resp_header_len": lambda r: 0,
+    "stream_id": lambda r: 0,
+}
+
+
+class ScriptFailed(Exception):
+    """A script did not load or raised an error: the message is Lua's (with its
+    traceback)."""
+
+
+class Script:
+    """One script file in its own Lua state, compiled once per version of the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.version: tuple[int, int, int] | None = None
+        self.bridge = Bridge()
+        self._run: Any = None
+        self._fn: Any = None
+        self._env: Any = None
+
+    def load(self, version: tuple[int, int, int]) -> None:
+        """(Re)load the file: a new Lua state, as lighttpd closes the old one."""
+        self.version = version
+        self._fn = None
+        source = Path(self.path).read_bytes()
+        runtime = lua.LuaRuntime(encoding=None, register_eval=False,
+                                 register_builtins=False, unpack_returned_tuples=True,
+                                 max_memory=MAX_MEMORY, attribute_filter=_deny_attributes)
+        bridge = self.bridge
+        bridge.table = runtime.table_from
+        clib = magnet_clib.functions(runtime.table_from,
+                                     lambda: bridge.r.settings.values)
+        prelude = runtime.globals().load(PRELUDE, b"=magnet_prelude")(
+            runtime.table_from(bridge.functions()), runtime.table_from(clib),
+            INSTRUCTION_BUDGET, HOOK_EVERY)
+        compile_script, self._run = prelude
+        fn, env = compile_script(source, self.path.encode("utf-8", "surrogateescape"))
+        if fn is None:
+            raise ScriptFailed(f"loading script {self.path} failed: {_latin(env)}")
+        self._fn, self._env = fn, env
+
+    def run(self, request: "Request") -> int:
+        """Run the script for `request`: its status (0 for none)."""
+        if self._fn is None:
+            raise ScriptFailed(f"loading script {self.path} failed")
+        bridge = self.bridge
+        bridge.request = request
+        try:
+            ok, result = self._run(self._fn, self._env)
+        except lua.LuaError as err:          # the memory cap hit outside the pcall
+            raise ScriptFailed(str(err) or "not enough memory") from None
+        finally:
+            bridge.request = None
+        if not ok:
+            raise ScriptFailed(_latin(result) if isinstance(result, bytes) else str(result))
+        return int(result)
+
+
+class ScriptCache:
+    """The scripts by path, each reloaded when its file's mtime, size or inode change
+    (checked through the worker's stat cache, so at most once a second)."""
+
+    def __init__(self, stat: Any) -> None:
+        self.stat = stat
+        self.scripts: dict[str, Script] = {}
+
+    def get(self, path: str) -> Script:
+        script = self.scripts.get(path)
+        if script is None:
+            script = self.scripts[path] = Script(path)
+        try:
+            st = self.stat(path)
+        except OSError as err:
+            script.version = None
+            raise ScriptFailed(f"loading script {path} failed: {err.strerror}") from None
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if version != script.version:
+            try:
+                script.load(version)
+            except OSError as err:
+                script.version = None
+                raise ScriptFailed(f"loading script {path} failed: {err.strerror}") from None
+        return script
+
+
+def log_failure(err: ScriptFailed) -> None:
+    """lighttpd's log of a failed script: each line of Lua's message and traceback."""
+    log.lines(LOG_SOURCE, ["lua: " + line for line in str(err).splitlines() or [""]])

@@ -1,0 +1,101 @@
+"""mod_magnet: Lua scripts run for each request, as lighttpd 1.4.69 runs them.
+
+- `magnet.attract-raw-url-to` runs its scripts when the URL is clean (lighttpd's
+  uri_clean hook, despite the name), `magnet.attract-physical-path-to` once the
+  physical path is known, `magnet.attract-response-start-to` when the answer's head
+  is about to go (headers and status may still change there);
+- the scripts of one key run in order while each returns nothing (or a status below
+  100); a status of 200 or more answers the request with what the script put in
+  `lighty.r.resp_header` / `resp_body` (or the older `lighty.header` /
+  `lighty.content`), and `lighty.RESTART_REQUEST` (99) runs the phases again for
+  `request.uri` as it stands (at most 10 times, then 500);
+- a script that fails to load, raises an error or spends its instruction budget is
+  answered 500 (before response start) and logged with Lua's traceback;
+- each script has its own Lua state, kept while its file is unchanged (mtime, size,
+  inode) and made anew when it changes (worker/magnet_runtime.py).
+
+`magnet.cache-size` is not a key of lighttpd 1.4.69 and is not one here either.
+An answer decided by a script is never replayed by the answer cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import log
+from shared.config.directives import Directive, Type
+
+from ..magnet_runtime import ScriptCache, ScriptFailed, log_failure
+from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
+from ..request import Request
+from ..statcache import CACHE
+
+RAW_URL = "magnet.attract-raw-url-to"
+PHYSICAL_PATH = "magnet.attract-physical-path-to"
+RESPONSE_START = "magnet.attract-response-start-to"
+DIRECTIVES = tuple(Directive(key, Type.ARRAY_VLIST, ())
+                   for key in (RAW_URL, PHYSICAL_PATH, RESPONSE_START))
+RESTART_REQUEST = 99
+MAX_RESTARTS = 10
+RESTARTS = "magnet.restarts"     # request.plugin_ctx: how often the scripts restarted it
+
+
+class Module(BaseModule):
+    name = "magnet"
+    directives = DIRECTIVES
+
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
+        stat_cache = services.stat_cache if services is not None else CACHE
+        self.cache = ScriptCache(stat_cache.stat)
+
+    def allows_replay(self, request: Request) -> bool:
+        """Answers are kept only where no script runs: a script may answer from
+        anything (a clock, a header, a file it reads)."""
+        values = request.settings.values
+        return not (values[RAW_URL] or values[PHYSICAL_PATH] or values[RESPONSE_START])
+
+    def handle_uri_clean(self, request: Request) -> HandlerResult:
+        return self._attract(request, RAW_URL)
+
+    def handle_physical(self, request: Request) -> HandlerResult:
+        return self._attract(request, PHYSICAL_PATH)
+
+    def handle_response_start(self, request: Request) -> None:
+        scripts = request.settings.values[RESPONSE_START]
+        for path in scripts:
+            try:
+                status = self.cache.get(path).run(request)
+            except ScriptFailed as err:
+                log_failure(err)
+                return
+            if status >= 200:
+                request.response.status = status
+                return
+            if status:
+                return
+
+    def _attract(self, request: Request, key: str) -> HandlerResult:
+        for path in request.settings.values[key]:
+            try:
+                status = self.cache.get(path).run(request)
+            except ScriptFailed as err:
+                log_failure(err)
+                request.response.reset_body()
+                return 500
+            if status >= 200:
+                return status
+            if status == RESTART_REQUEST:
+                return _restart(request, path)
+        return None
+
+
+def _restart(request: Request, path: str) -> HandlerResult:
+    """Run the phases again for the request's target as the script left it."""
+    restarts = request.plugin_ctx.get(RESTARTS, 0) + 1
+    request.plugin_ctx[RESTARTS] = restarts
+    if restarts >= MAX_RESTARTS:
+        log.error("mod_magnet.c", f"too many request restarts (infinite loop?) for {path}")
+        return ERROR
+    request.internal_redirect(request.target)
+    return COMEBACK
