@@ -64,8 +64,10 @@ def test_tt_reports_unknown_keys_as_lighttpd_or_names_the_missing_module(variant
             assert ours.returncode == 1, name
             assert missing.group(1) not in available, name
             continue
-        assert ours.returncode == 0, (name, ours.stderr)
         theirs = run_lighttpd("-tt", "-f", str(path))
+        if ours.returncode != 0 and theirs.returncode != 0:
+            continue  # both refuse it (10-ssl.conf without its certificate, ...)
+        assert ours.returncode == 0, (name, ours.stderr)
         if theirs.returncode != 0:
             continue  # lighttpd failed for a reason of its own (certificates, ...)
         # keys lighttpd knows but pylighttpd does not act on yet are warned about on

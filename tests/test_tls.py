@@ -4,6 +4,7 @@ curl, `openssl s_client` and Python's ssl module, on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -254,3 +255,175 @@ def test_garbage_and_abandoned_handshakes_do_not_hurt_the_worker(tls_server):
         sock.close()
     assert "Traceback" not in tls_server.errorlog.read_text()
 
+
+
+# ------------------------------------------------------------- shipped snippet
+DEBIAN_SSL = Path("/etc/lighttpd/conf-available/10-ssl.conf")
+
+
+@pytest.mark.skipif(not DEBIAN_SSL.exists(), reason="Debian's lighttpd-mod-openssl "
+                    "(its 10-ssl.conf) is not installed")
+def test_debian_s_snippet_runs_unchanged_with_a_certificate_in_place(tmp_path, certs):
+    """Its own text, with only its port (443, taken by root's servers) made free;
+    ssl.pemfile pointed at a certificate by `:=` after it, as a site would."""
+    port = free_port()
+    snippet = tmp_path / "10-ssl.conf"
+    snippet.write_text(DEBIAN_SSL.read_text().replace("443", str(port)))
+    extra = (f'include "{snippet}"\n'
+             f'ssl.pemfile := "{certs}/a.example.pem"\n')
+    checked = Server(tmp_path, extra, flags=("-tt",))
+    assert (checked.process.wait(timeout=30), checked.process.stderr.read()) == (0, "")
+    with serving(tmp_path, extra):
+        assert curl(port).stdout == "hello from pylighttpd\n"
+
+
+# ------------------------------------------------------- protocol defaults
+def _handshake(port: int, *args: str) -> str:
+    return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                           "-servername", "a.example", *args], input="",
+                          capture_output=True, text=True, timeout=20).stdout
+
+
+def _negotiated(port: int, *args: str) -> bool:
+    out = _handshake(port, *args)
+    return "Cipher is (NONE)" not in out and "Server certificate" in out
+
+
+def test_defaults_are_mozilla_intermediate_ciphers_and_curves(tls_server):
+    port = tls_server.tls_port
+    assert _negotiated(port, "-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256")
+    for weak in ("ECDHE-RSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-RSA-AES256-SHA384"):
+        assert not _negotiated(port, "-tls1_2", "-cipher", weak), weak
+    for group in ("X25519", "P-256", "P-384"):
+        assert _negotiated(port, "-groups", group), group
+    for group in ("P-521", "X448", "ffdhe2048"):
+        assert not _negotiated(port, "-groups", group), group
+
+
+def test_curves_from_ssl_conf_cmd_take_a_list(tmp_path, certs):
+    port = free_port()
+    extra = '  ssl.openssl.ssl-conf-cmd = ("Curves" => "P-521:X448")\n'
+    with serving(tmp_path, tls_config(certs, port, extra)):
+        assert _negotiated(port, "-groups", "P-521")
+        assert _negotiated(port, "-groups", "X448")
+        assert not _negotiated(port, "-groups", "X25519")
+
+
+def test_a_missing_certificate_file_is_named(tmp_path, certs):
+    port = free_port()
+    server = Server(tmp_path, tls_config(certs, port).replace(
+        f"{certs}/a.example.pem", f"{tmp_path}/none.pem"), flags=("-tt",))
+    assert server.process.wait(timeout=30) != 0
+    assert f"No such file or directory: '{tmp_path}/none.pem'" in server.process.stderr.read()
+
+
+# ----------------------------------------------------------------- OCSP stapling
+def _ocsp_response(base: Path, ca: tuple[Path, Path], leaf: Path, status: str) -> bytes:
+    """What `openssl ocsp` answers for `leaf` when the CA's index says `status`
+    ("V" valid, "R" revoked)."""
+    serial = subprocess.run(["openssl", "x509", "-in", leaf, "-noout", "-serial"],
+                            capture_output=True, text=True, check=True).stdout
+    serial = serial.strip().split("=", 1)[1]
+    revoked = "240101000000Z" if status == "R" else ""
+    (base / "index.txt").write_text(
+        f"{status}\t351231000000Z\t{revoked}\t{serial}\tunknown\t/CN=ocsp.example\n")
+    request, response = base / "request.der", base / "response.der"
+    subprocess.run(["openssl", "ocsp", "-issuer", ca[0], "-cert", leaf, "-no_nonce",
+                    "-reqout", request], check=True, capture_output=True)
+    subprocess.run(["openssl", "ocsp", "-index", base / "index.txt", "-rsigner", ca[0],
+                    "-rkey", ca[1], "-CA", ca[0], "-reqin", request, "-respout", response,
+                    "-ndays", "1"], check=True, capture_output=True)
+    return response.read_bytes()
+
+
+def _stapled_status(port: int) -> str:
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                          "-servername", "ocsp.example", "-status"], input="",
+                         capture_output=True, text=True, timeout=20).stdout
+    if "OCSP response: no response sent" in out:
+        return "none"
+    for line in out.splitlines():
+        if "Cert Status:" in line:
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def test_an_ocsp_response_is_stapled_and_renewed_without_a_reload(tmp_path, certs):
+    ca = (certs / "Test CA.crt", certs / "Test CA.key")
+    base = tmp_path / "ocsp"
+    base.mkdir()
+    leaf, key = make_certificate(base, "ocsp.example", issuer=ca)
+    (base / "site.pem").write_bytes(leaf.read_bytes() + key.read_bytes())
+    stapled = base / "stapling.der"
+    stapled.write_bytes(_ocsp_response(base, ca, leaf, "V"))
+    port = free_port()
+    config = tls_config(certs, port).replace(f"{certs}/a.example.pem", f"{base}/site.pem")
+    extra = f'ssl.stapling-file = "{stapled}"\n'
+    with serving(tmp_path, config.replace("}\n", extra + "}\n", 1)):
+        assert _stapled_status(port) == "good"
+        revoked = _ocsp_response(base, ca, leaf, "R")
+        (base / "next.der").write_bytes(revoked)
+        os.replace(base / "next.der", stapled)          # renewed as certbot renews
+        wait_until(lambda: _stapled_status(port) == "revoked", timeout=10)
+        stapled.write_bytes(b"not an OCSP response")
+        wait_until(lambda: "ssl.stapling-file" in tls_error_log(tmp_path), timeout=10)
+        assert _stapled_status(port) == "revoked"      # the last good one stays
+
+
+def tls_error_log(tmp_path: Path) -> str:
+    return (tmp_path / "error.log").read_text()
+
+
+def test_a_stapling_file_that_is_no_ocsp_response_is_a_config_error(tmp_path, certs):
+    port = free_port()
+    bad = tmp_path / "bad.der"
+    bad.write_bytes(b"nonsense")
+    extra = f'  ssl.stapling-file = "{bad}"\n'
+    server = Server(tmp_path, tls_config(certs, port, extra), flags=("-tt",))
+    assert server.process.wait(timeout=30) != 0
+    assert "mod_openssl" in server.process.stderr.read()
+
+
+# --------------------------------------------------------------- acme-tls/1
+def test_acme_tls_1_answers_with_the_challenge_certificate_of_the_name(tmp_path, certs):
+    acme = tmp_path / "acme"
+    acme.mkdir()
+    crt, key = make_certificate(acme, "challenge.example")
+    crt.rename(acme / "challenge.example.crt.pem")
+    key.rename(acme / "challenge.example.key.pem")
+    port = free_port()
+    with serving(tmp_path, tls_config(certs, port, f'  ssl.acme-tls-1 = "{acme}"\n')):
+        out = _acme_handshake(port, "challenge.example")
+        assert "ALPN protocol: acme-tls/1" in out and "CN = challenge.example" in out
+        assert "(still open)" not in out
+        assert served_name(port, "challenge.example") == "a.example"   # no ALPN: the site
+        refused = _acme_handshake(port, "other.example")     # no challenge for that name
+        assert "alert" in refused and "(still open)" not in refused
+        assert curl(port).stdout == "hello from pylighttpd\n"
+    assert "Traceback" not in tls_error_log(tmp_path)
+
+
+def _acme_handshake(port: int, name: str) -> str:
+    """s_client offering acme-tls/1, its stdin left open: it ends only when the server
+    closes the connection (the challenge carries no HTTP)."""
+    with subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                           "-servername", name, "-alpn", "acme-tls/1"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as client:
+        try:
+            return _read_to_end(client.stdout, time.monotonic() + 10).decode()
+        finally:
+            client.kill()
+
+
+def _read_to_end(stream, deadline: float) -> bytes:
+    out = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        data = os.read(stream.fileno(), 65536)
+        if not data:
+            return out
+        out += data
+    return out + b"\n(still open)"

@@ -13,6 +13,9 @@ What differs:
 - output goes through SSL_write, so files are read from the page cache in steps of
   WRITE_SIZE (ChunkQueue.peek / consume), never whole into memory; a write OpenSSL
   could not finish is retried with the very same bytes, as it requires.
+A handshake that chose ALPN "acme-tls/1" (RFC 8737: a CA checking a challenge
+certificate, mod_openssl's ssl.acme-tls-1) carries no HTTP: once the client's Finished
+is in, the transport reads as ended and the connection closes.
 Failures of the TLS layer (a client speaking plain HTTP, a bad record, an unexpected
 EOF) are OSErrors to the connection, which closes: nothing of a request was read.
 """
@@ -27,6 +30,7 @@ from .chunkqueue import ChunkQueue
 from .transport import SocketTransport
 
 READ_SIZE = 64 * 1024
+ALPN_ACME = b"acme-tls/1"
 WRITE_SIZE = 64 * 1024          # plaintext per SSL_write: four full TLS records
 SEND_BUDGET = 1 << 22           # bytes per send call, as for plain sockets
 
@@ -54,6 +58,8 @@ class TLSTransport(SocketTransport):
                 data += tls.recv(tls.pending())
             return data
         except SSL.WantReadError:
+            if self._acme_challenge_done():
+                return b""
             raise BlockingIOError from None
         except SSL.WantWriteError:
             self.read_wants_write = True
@@ -66,6 +72,10 @@ class TLSTransport(SocketTransport):
             raise OSError(err.args[0], str(err.args[1])) from None
         except SSL.Error as err:
             raise OSError(f"TLS: {err}") from None
+
+    def _acme_challenge_done(self) -> bool:
+        return self.tls.get_alpn_proto_negotiated() == ALPN_ACME and \
+            self.tls.get_peer_finished() is not None
 
     def send(self, out: ChunkQueue) -> int:
         """Send what OpenSSL takes now of the queue, up to SEND_BUDGET."""

@@ -18,20 +18,47 @@ Contexts are built at config time in the master (`prepare`), one per distinct se
 ssl.* values a block of the config yields, and inherited by every worker through fork:
 OpenSSL's session-ticket keys are made with the context, so a ticket issued by one
 worker resumes on any other.  The session-ID cache is off (it would be per worker);
-tickets carry resumption, TLS 1.2 and 1.3 alike.  The keys rotate with every reload
-(`kill -HUP`), which also serves renewed certificate files to new connections.  A
-certificate that does not load, or a key that does not match it, is a config error at
-load, so a bad reload leaves the old config serving.  A combination of ssl.* values
-met only at run time (settings merged from sibling blocks) gets its context then, in
-the worker (its tickets resume on that worker only).
+tickets carry resumption, TLS 1.2 and 1.3 alike.  A certificate that does not load, or
+a key that does not match it, is a config error at load, so a bad reload leaves the
+old config serving.  A combination of ssl.* values met only at run time (settings
+merged from sibling blocks) gets its context then, in the worker (its tickets resume
+on that worker only).
 
-Defaults are lighttpd's: TLS 1.2 and later, the server's cipher order, no TLS
-compression, no client-initiated renegotiation.  `ssl.openssl.ssl-conf-cmd` takes the
-commands pyOpenSSL can apply: MinProtocol, MaxProtocol, Protocol, CipherString,
-Ciphersuites, Curves / Groups (one curve), Options ([-]ServerPreference,
-[-]SessionTicket, [-]PrioritizeChaCha, -Compression); another command is a config
-error rather than silently ignored.  OCSP stapling serves `ssl.stapling-file` as it
-is (re-read on reload).  Backends see the SSL_* variables lighttpd exports
+Ticket keys (STEKs) rotate with every reload (`kill -HUP`), which also serves renewed
+certificate files to new connections; between reloads they stay.  lighttpd rotates
+its keys by itself (and reads them from `ssl.stek-file`); pyOpenSSL offers no way to
+set or rotate them (no SSL_CTX_set_tlsext_ticket_keys nor its key callback, and the
+OpenSSL it binds is its own, out of reach of ctypes), and contexts rebuilt in a worker
+would hold keys the other workers do not know.  So a site wanting lighttpd's rotation
+reloads periodically (a daily `systemctl reload` timer rotates them as lighttpd's
+default would); `ssl.stek-file` is not declared, hence warned about as unknown.
+
+Defaults are Mozilla's "intermediate" profile (what testssl.sh and `sslyze
+--mozilla_config intermediate` check): TLS 1.2 and later; TLS 1.2 ciphers ECDHE/DHE
+with AES-GCM or ChaCha20-Poly1305 only (INTERMEDIATE_CIPHERS, replaced by
+`ssl.cipher-list` or CipherString), TLS 1.3's three suites; key exchange over X25519,
+P-256 and P-384 only (`ssl.ec-curve` or Curves / Groups replace the list; pyOpenSSL
+has no public setter: OpenSSL's SSL_CTX_set1_groups_list is reached through the
+binding pyOpenSSL carries); the server's cipher order, no TLS compression, no
+client-initiated renegotiation.  `ssl.openssl.ssl-conf-cmd` takes the commands
+pyOpenSSL can apply: MinProtocol, MaxProtocol, Protocol, CipherString, Ciphersuites,
+Curves / Groups, Options ([-]ServerPreference, [-]SessionTicket, [-]PrioritizeChaCha,
+-Compression); another command is a config error rather than silently ignored.
+
+OCSP stapling: `ssl.stapling-file` (a DER response, as `openssl ocsp -respout` writes
+it) is stapled to handshakes asking for it (status_request).  A file that is no OCSP
+response is a config error; each worker stats it once a second and re-reads it when
+it changed (lighttpd refreshes its stapling files on its own too), keeping the last
+good response when the new file does not parse; a response past its nextUpdate is no
+longer stapled.
+
+`ssl.acme-tls-1` (RFC 8737, as lighttpd): a client offering ALPN "acme-tls/1" gets the
+certificate `<dir>/<SNI name>.crt.pem` with its key `<dir>/<SNI name>.key.pem`, and the
+connection closes once the handshake is done (no HTTP); no such file, or no SNI name,
+ends the handshake with a fatal alert.  Without the key, "acme-tls/1" is just a
+protocol not spoken.
+
+Backends see the SSL_* variables lighttpd exports
 (SSL_PROTOCOL, SSL_CIPHER, SSL_CIPHER_USEKEYSIZE, SSL_CIPHER_ALGKEYSIZE, and with a
 client certificate SSL_CLIENT_VERIFY, SSL_CLIENT_S_DN, SSL_CLIENT_S_DN_*,
 SSL_CLIENT_I_DN, SSL_CLIENT_M_SERIAL, SSL_CLIENT_CERT with exportcert; REMOTE_USER
@@ -40,9 +67,12 @@ from `ssl.verifyclient.username`).
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryptography.x509 import ocsp
 from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as openssl_ffi, lib as openssl_lib
 
@@ -82,14 +112,16 @@ DIRECTIVES = (
     Directive("ssl.openssl.ssl-conf-cmd", Type.ARRAY_KVSTRING, ()),
     Directive("ssl.dh-file", Type.STRING, ""),
     Directive("ssl.ec-curve", Type.STRING, ""),
-    Directive("ssl.stapling-file", Type.STRING, ""),
+    Directive("ssl.stapling-file", Type.STRING, "", doc="OCSP response (DER) to staple"),
+    Directive("ssl.acme-tls-1", Type.STRING, "",
+              doc="directory of <name>.crt.pem / <name>.key.pem for ALPN acme-tls/1"),
     Directive("ssl.read-ahead", Type.BOOL, False),
     Directive("ssl.disable-client-renegotiation", Type.BOOL, True),
 )
 # the values a context is made of, in the order of its key
 CONTEXT_KEYS = tuple(d.name for d in DIRECTIVES
                      if d.name not in ("ssl.engine", "ssl.verifyclient.username",
-                                       "ssl.verifyclient.exportcert"))
+                                       "ssl.verifyclient.exportcert", "ssl.acme-tls-1"))
 PROTOCOLS = {"none": 0, "tlsv1.2": SSL.TLS1_2_VERSION, "tlsv1.3": SSL.TLS1_3_VERSION,
              "tlsv1": SSL.TLS1_VERSION, "tlsv1.1": SSL.TLS1_1_VERSION}
 OPTIONS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
@@ -98,6 +130,15 @@ OPTIONS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
            "compression": -SSL.OP_NO_COMPRESSION}
 ALPN_HTTP11 = b"http/1.1"
 ALPN_H2 = b"h2"
+ALPN_ACME = b"acme-tls/1"
+# Mozilla's "intermediate" TLS 1.2 suites (TLS 1.3 keeps OpenSSL's three, all allowed):
+# forward secrecy and AEAD only, no CBC, no RSA key exchange
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+DEFAULT_GROUPS = "X25519:P-256:P-384"        # Mozilla's intermediate curves
 MAX_SNI_CHOICES = 1024
 Key = tuple[Any, ...]
 
@@ -116,9 +157,9 @@ def _hashable(value: Any) -> Any:
         tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def build_context(values: dict) -> SSL.Context:
+def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context:
     """An SSL.Context from a block's effective ssl.* values; TLSConfigError says why
-    it cannot be made."""
+    it cannot be made.  Its OCSP response joins `staplings` (refreshed by path)."""
     try:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
@@ -129,15 +170,13 @@ def build_context(values: dict) -> SSL.Context:
         context.set_options((options | on) & ~off)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         _load_certificate(context, values)
-        if values["ssl.cipher-list"]:
-            context.set_cipher_list(values["ssl.cipher-list"].encode())
+        context.set_cipher_list((values["ssl.cipher-list"] or INTERMEDIATE_CIPHERS).encode())
         if values["ssl.dh-file"]:
             context.load_tmp_dh(values["ssl.dh-file"].encode())
-        if values["ssl.ec-curve"]:
-            context.set_tmp_ecdh(crypto.get_elliptic_curve(values["ssl.ec-curve"]))
+        set_groups(context, values["ssl.ec-curve"] or DEFAULT_GROUPS)
         _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
         _client_verification(context, values)
-        _stapling(context, values["ssl.stapling-file"])
+        _stapling(context, values["ssl.stapling-file"], staplings)
         context.set_alpn_select_callback(_alpn_selector(h2_enabled(values, cleartext=False)))
     except (SSL.Error, crypto.Error, OSError, ValueError) as err:
         raise TLSConfigError(_reason(err)) from None
@@ -154,14 +193,34 @@ def _load_certificate(context: SSL.Context, values: dict) -> None:
     pemfile = values["ssl.pemfile"]
     if not pemfile:
         raise TLSConfigError("ssl.pemfile has to be set when ssl.engine is enabled")
-    context.use_certificate_chain_file(pemfile)
     keyfile = values["ssl.privkey"] or pemfile
+    for path in {pemfile, keyfile}:
+        _readable(path)
+    context.use_certificate_chain_file(pemfile)
     try:
         context.use_privatekey_file(keyfile)
         context.check_privatekey()
     except SSL.Error as err:
         raise TLSConfigError(f"private key {keyfile} does not match the certificate in "
                              f"{pemfile} ({_reason(err)})") from None
+
+
+def _readable(path: str) -> None:
+    """OSError naming the file when it cannot be read (OpenSSL's own error says only
+    "system lib")."""
+    with open(path, "rb"):
+        pass
+
+
+def set_groups(context: SSL.Context, names: str) -> None:
+    """The key-exchange groups offered, e.g. "X25519:P-256:P-384" (OpenSSL's
+    SSL_CTX_set1_groups_list, which pyOpenSSL's bindings carry as set1_curves_list;
+    set_tmp_ecdh takes one curve only)."""
+    listed = ":".join(_curve_name(name) for name in names.replace(",", ":").split(":")
+                      if name.strip())
+    if not listed or not openssl_lib.SSL_CTX_set1_curves_list(
+            context._context, listed.encode()):      # noqa: SLF001 (no public setter)
+        raise TLSConfigError(f'unknown curve in "{names}"')
 
 
 def _commands(commands: Any) -> list[tuple[str, str]]:
@@ -205,16 +264,15 @@ def _apply_conf_commands(context: SSL.Context, commands: Any) -> None:
         elif command == "ciphersuites":
             context.set_tls13_ciphersuites(value.encode())
         elif command in ("curves", "groups"):
-            curves = [c for c in value.replace(",", ":").split(":") if c]
-            if len(curves) != 1:
-                raise TLSConfigError(f"ssl-conf-cmd {name}: one curve only, not {value}")
-            context.set_tmp_ecdh(crypto.get_elliptic_curve(_curve_name(curves[0])))
+            set_groups(context, value)
         elif command != "options":       # options: set with the others, before
             raise TLSConfigError(f'ssl-conf-cmd "{name}" is not supported')
 
 
 def _curve_name(name: str) -> str:
-    return {"P-256": "prime256v1", "P-384": "secp384r1", "P-521": "secp521r1"}.get(name, name)
+    name = name.strip()
+    return {"p-256": "prime256v1", "p-384": "secp384r1", "p-521": "secp521r1",
+            "x25519": "X25519", "x448": "X448"}.get(name.lower(), name)
 
 
 def _protocol_list(context: SSL.Context, value: str) -> None:
@@ -301,19 +359,68 @@ def _note_verify_error(connection: SSL.Connection, error: int) -> None:
             openssl_lib.X509_verify_cert_error_string(error)).decode()
 
 
-def _stapling(context: SSL.Context, path: str) -> None:
+class Stapling:
+    """An OCSP response file (DER) stapled to handshakes that ask for one; re-read when
+    its modification time changes (checked by the workers once a second, one stat),
+    as lighttpd refreshes its stapling files without a reload.  A response past its
+    nextUpdate is no longer stapled (a client would reject it)."""
+
+    __slots__ = ("path", "response", "expires", "mtime_ns")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.response = b""
+        self.expires: float | None = None
+        self.mtime_ns = 0
+        self.load(os.stat(path).st_mtime_ns)
+
+    def load(self, mtime_ns: int) -> None:
+        """Read the file; ValueError when it holds no OCSP response."""
+        with open(self.path, "rb") as file:
+            data = file.read()
+        parsed = ocsp.load_der_ocsp_response(data)
+        expires = None
+        if parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL and \
+                parsed.next_update_utc is not None:
+            expires = parsed.next_update_utc.timestamp()
+        self.response, self.expires, self.mtime_ns = data, expires, mtime_ns
+
+    def refresh(self) -> str:
+        """Re-read a changed file; what went wrong, or "" (the old response stays)."""
+        try:
+            mtime_ns = os.stat(self.path).st_mtime_ns
+            if mtime_ns != self.mtime_ns:
+                self.load(mtime_ns)
+        except (OSError, ValueError) as err:
+            self.mtime_ns = -1            # tried: said once, retried when it changes
+            return f"ssl.stapling-file {self.path}: {err}"
+        return ""
+
+    def staple(self, _connection: SSL.Connection, _data: Any) -> bytes:
+        if self.expires is not None and self.expires < time.time():
+            return b""
+        return self.response
+
+
+def _stapling(context: SSL.Context, path: str, staplings: dict[str, Stapling]) -> None:
     if not path:
         return
-    with open(path, "rb") as file:
-        response = file.read()
-    context.set_ocsp_server_callback(lambda _connection, _data: response)
+    stapling = staplings.get(path)
+    if stapling is None:
+        stapling = staplings[path] = Stapling(path)
+    context.set_ocsp_server_callback(stapling.staple)
 
 
 def _alpn_selector(h2: bool) -> Any:
-    """ALPN as lighttpd answers it: "h2" first when server.h2proto allows it."""
+    """ALPN as lighttpd answers it: "acme-tls/1" when the socket or name has
+    ssl.acme-tls-1, else "h2" first when server.h2proto allows it."""
     preferred = (ALPN_H2, ALPN_HTTP11) if h2 else (ALPN_HTTP11,)
 
-    def select(_connection: SSL.Connection, offered: list[bytes]) -> Any:
+    def select(connection: SSL.Connection, offered: list[bytes]) -> Any:
+        state = connection.get_app_data()
+        if ALPN_ACME in offered and isinstance(state, _TLSState) and state.acme_dir:
+            _use_acme_certificate(connection, state.acme_dir)
+            return ALPN_ACME
         for protocol in preferred:
             if protocol in offered:
                 return protocol
@@ -321,12 +428,38 @@ def _alpn_selector(h2: bool) -> Any:
     return select
 
 
+class AcmeChallengeError(SSL.Error):
+    """No challenge certificate for the name: the handshake ends with a fatal alert
+    (the transport sees an SSL.Error, the connection closes)."""
+
+
+def _use_acme_certificate(connection: SSL.Connection, directory: str) -> None:
+    """RFC 8737's challenge: the certificate `<ssl.acme-tls-1>/<SNI name>.crt.pem`
+    (key `.key.pem`) replaces the site's for this handshake, which carries no HTTP
+    (the transport closes once it is done)."""
+    name = (connection.get_servername() or b"").decode("ascii", "replace").lower()
+    name = name.rstrip(".")
+    if not name or "/" in name or name.startswith("."):
+        raise AcmeChallengeError(f"acme-tls/1 without a usable server name: {name!r}")
+    base = os.path.join(directory, name)
+    try:
+        with open(base + ".crt.pem", "rb") as file:
+            certificate = crypto.load_certificate(crypto.FILETYPE_PEM, file.read())
+        with open(base + ".key.pem", "rb") as file:
+            key = crypto.load_privatekey(crypto.FILETYPE_PEM, file.read())
+        connection.use_certificate(certificate)
+        connection.use_privatekey(key)
+    except (OSError, crypto.Error, SSL.Error) as err:
+        raise AcmeChallengeError(f"acme-tls/1 {base}.crt.pem: {_reason(err)}") from None
+
+
 # ------------------------------------------------------------ config time
 @dataclass
 class Prepared:
-    """The contexts built in the master, by context_key."""
+    """The contexts built in the master, by context_key, and their OCSP responses."""
 
     contexts: dict[Key, SSL.Context]
+    staplings: dict[str, Stapling]
 
 
 def _blocks_with_tls(tree: "ConfigTree", checked: "CheckResult") -> list[tuple[dict, Any]]:
@@ -352,6 +485,7 @@ def _blocks_with_tls(tree: "ConfigTree", checked: "CheckResult") -> list[tuple[d
 def prepare_contexts(tree: "ConfigTree", checked: "CheckResult",
                      compiled: "CompiledConfig") -> Prepared:
     contexts: dict[Key, SSL.Context] = {}
+    staplings: dict[str, Stapling] = {}
     defaults = compiled.globals
     for own, position in _blocks_with_tls(tree, checked):
         values = {**defaults, **own}
@@ -360,22 +494,23 @@ def prepare_contexts(tree: "ConfigTree", checked: "CheckResult",
         key = context_key(values)
         if key not in contexts:
             try:
-                contexts[key] = build_context(values)
+                contexts[key] = build_context(values, staplings)
             except TLSConfigError as err:
                 raise ConfigError(f"mod_openssl: {err}", position) from None
-    return Prepared(contexts)
+    return Prepared(contexts, staplings)
 
 
 # -------------------------------------------------------------------- run time
 class _TLSState:
     """What a connection's TLS learned during its handshake (its SSL app data)."""
 
-    __slots__ = ("socket_spec", "remote_ip", "verify_error")
+    __slots__ = ("socket_spec", "remote_ip", "verify_error", "acme_dir")
 
-    def __init__(self, socket_spec: str, remote_ip: str) -> None:
+    def __init__(self, socket_spec: str, remote_ip: str, acme_dir: str) -> None:
         self.socket_spec = socket_spec
         self.remote_ip = remote_ip
         self.verify_error = ""
+        self.acme_dir = acme_dir       # the socket's ssl.acme-tls-1 (SNI may change it)
 
     def condition_value(self, field: str) -> str:
         if field == "socket":
@@ -414,8 +549,9 @@ class Module(BaseModule):
         super().__init__(config, services)
         prepared = config.prepared.get(self.name)
         self.contexts: dict[Key, SSL.Context] = dict(prepared.contexts) if prepared else {}
-        self.by_socket: dict[str, SSL.Context | None] = {}
-        self.by_name: dict[tuple[str, str], SSL.Context] = {}
+        self.staplings: dict[str, Stapling] = prepared.staplings if prepared else {}
+        self.by_socket: dict[str, tuple[SSL.Context, str] | None] = {}
+        self.by_name: dict[tuple[str, str], tuple[SSL.Context | None, str]] = {}
         for context in set(self.contexts.values()):
             context.set_tlsext_servername_callback(self._servername)
 
@@ -423,22 +559,30 @@ class Module(BaseModule):
         key = context_key(values)
         context = self.contexts.get(key)
         if context is None:
-            context = self.contexts[key] = build_context(values)
+            context = self.contexts[key] = build_context(values, self.staplings)
             context.set_tlsext_servername_callback(self._servername)
         return context
+
+    def handle_trigger(self, now: float) -> None:
+        """Stapling files renewed on disk are served without a reload."""
+        for stapling in self.staplings.values():
+            problem = stapling.refresh()
+            if problem:
+                self.services.log_error("mod_openssl.c", problem)
 
     def handle_connection_accept(self, connection: "Connection") -> None:
         spec = connection.socket_spec
         try:
-            context = self.by_socket[spec]
+            chosen = self.by_socket[spec]
         except KeyError:
             values = self.config.settings_for(connection).values
-            context = self.by_socket[spec] = \
-                self._context(values) if values["ssl.engine"] else None
-        if context is None:
+            chosen = self.by_socket[spec] = (self._context(values), values["ssl.acme-tls-1"]) \
+                if values["ssl.engine"] else None
+        if chosen is None:
             return
+        context, acme_dir = chosen
         transport = TLSTransport(connection.transport.sock, context)
-        transport.tls.set_app_data(_TLSState(spec, connection.remote_ip))
+        transport.tls.set_app_data(_TLSState(spec, connection.remote_ip, acme_dir))
         connection.transport = transport
         connection.scheme = "https"
 
@@ -450,20 +594,26 @@ class Module(BaseModule):
             return
         host = name.decode("ascii", "replace").lower().rstrip(".")
         choice = (state.socket_spec, host)
-        context = self.by_name.get(choice)
-        if context is None:
-            values = self.config.settings_for(_SNISubject(state, host)).values
-            if not values["ssl.pemfile"]:
-                return
-            try:
-                context = self._context(values)
-            except TLSConfigError as err:
-                self.services.log_error("mod_openssl.c", f"SNI {host}: {err}")
-                return
+        chosen = self.by_name.get(choice)
+        if chosen is None:
+            chosen = self._by_name(state, host)
             if len(self.by_name) >= MAX_SNI_CHOICES:
                 self.by_name.clear()
-            self.by_name[choice] = context
-        tls.set_context(context)
+            self.by_name[choice] = chosen
+        context, state.acme_dir = chosen
+        if context is not None:
+            tls.set_context(context)
+
+    def _by_name(self, state: _TLSState, host: str) -> tuple[SSL.Context | None, str]:
+        """The context (None: the socket's stays) and ssl.acme-tls-1 of an SNI name."""
+        values = self.config.settings_for(_SNISubject(state, host)).values
+        if not values["ssl.pemfile"]:
+            return None, values["ssl.acme-tls-1"]
+        try:
+            return self._context(values), values["ssl.acme-tls-1"]
+        except TLSConfigError as err:
+            self.services.log_error("mod_openssl.c", f"SNI {host}: {err}")
+            return None, values["ssl.acme-tls-1"]
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
         """The TLS facts backends see (lighttpd's https_add_ssl_client_entries)."""
