@@ -19,11 +19,27 @@ queue stays under HIGH_WATER: what does not fit waits in its stream.  Streamed a
 (CGI, proxy: `server.stream-response-body` 1 and 2) send their head when they start;
 mode 1 parks on disk what the client has not taken (as HTTP/1 does).
 
-Limits and defences: SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS; more is refused by
-the h2 library), header list size (server.max-request-field-size), request bodies
-(server.max-request-size → 413), request bodies acknowledged to the peer as they are
-stored, a peer that resets streams faster than RESETS_PER_SECOND (CVE-2023-44487,
-"rapid reset") gets GOAWAY ENHANCE_YOUR_CALM; a protocol error GOAWAY PROTOCOL_ERROR.
+Limits and defences:
+- SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS): a stream beyond it is refused alone
+  (RST_STREAM REFUSED_STREAM, as RFC 9113 5.1.2 allows; the client retries it), and
+  counts as a reset; the h2 library ends a connection that goes past STREAM_WALL.
+- Header lists: SETTINGS_MAX_HEADER_LIST_SIZE is server.max-request-field-size, and
+  the h2 library's HPACK decoder stops decoding at it (64 KiB before the peer has
+  acknowledged our SETTINGS), so an HPACK bomb (a small block naming a large table
+  entry again and again) costs a bounded amount: GOAWAY ENHANCE_YOUR_CALM.  A
+  CONTINUATION flood (CVE-2024-27316) is cut off by the library's frame buffer.
+- Request bodies: server.max-request-size → 413; acknowledged as they are stored.
+- Resets: a peer that resets (or has refused) streams faster than RESETS_PER_SECOND
+  (CVE-2023-44487, "rapid reset") gets GOAWAY ENHANCE_YOUR_CALM.
+- Frames that ask work and carry none (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, empty
+  DATA, unknown types) draw on a budget of IDLE_FRAMES_BURST refilled at
+  IDLE_FRAMES_PER_SECOND: a flood of them gets GOAWAY ENHANCE_YOUR_CALM.
+- Output: the wire queue is filled to HIGH_WATER at most; while it holds more than
+  READ_STOP (answers to PINGs and SETTINGS from a peer that never reads) the session
+  stops reading, so its memory stays bounded; server.max-write-idle closes it, as it
+  closes a stream stalled by a zero flow-control window (whose body waits as file
+  ranges or spooled, never read into memory ahead of the window).
+- A protocol error gets GOAWAY with its code.
 A worker draining for a reload sends GOAWAY and finishes the streams it has.
 """
 
@@ -57,11 +73,17 @@ from .spool import SPILL_AT
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_STREAMS = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
+STREAM_WALL = 2 * MAX_STREAMS    # open streams beyond which h2 ends the connection
 WINDOW = 1 << 20                 # our receive window per stream (and connection)
 HIGH_WATER = 256 * 1024          # wire bytes queued before streams wait
 LOW_WATER = 64 * 1024
+READ_STOP = 2 * HIGH_WATER       # wire bytes queued before the session stops reading
 FRAME_READ = 1 << 16             # bytes read from a file per DATA step
 RESETS_PER_SECOND = 200
+IDLE_FRAMES_BURST = 1000         # frames that carry no work, in a burst ...
+IDLE_FRAMES_PER_SECOND = 200     # ... and in the long run
+SMALL_WINDOW_UPDATE = 1024       # a WINDOW_UPDATE below this is counted as idle
+HEADER_WALL = 4                  # × header_limit: where HPACK decoding stops
 EPOLLIN, EPOLLOUT = 0x001, 0x004
 # headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection",
@@ -79,6 +101,32 @@ def enabled(settings: dict, cleartext: bool) -> bool:
         value = get(key, "enable")
         return str(value).lower() not in ("disable", "disabled", "false", "off", "0")
     return on("server.h2proto") and (not cleartext or on("server.h2c"))
+
+
+class _Budget:
+    """A token bucket: `burst` at once, `rate` a second in the long run."""
+
+    __slots__ = ("burst", "rate", "left", "at")
+
+    def __init__(self, burst: float, rate: float, now: float) -> None:
+        self.burst, self.rate = burst, rate
+        self.left, self.at = burst, now
+
+    def spend(self, now: float, cost: float = 1.0) -> bool:
+        """False once the peer has spent more than the bucket holds."""
+        self.left = min(self.burst, self.left + (now - self.at) * self.rate) - cost
+        self.at = now
+        return self.left >= 0
+
+
+class _LocalSettings(h2.settings.Settings):
+    """Our SETTINGS as sent (MAX_CONCURRENT_STREAMS is MAX_STREAMS), but the h2 library
+    lets streams open up to STREAM_WALL: the session refuses those beyond MAX_STREAMS one
+    by one, where the library would end the whole connection."""
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return STREAM_WALL
 
 
 class _Stream:
@@ -126,14 +174,20 @@ class H2Session:
         self.requests_done = connection.requests_done
         self.bytes_read = len(first)
         self.resets: list[float] = []
+        self.idle_frames = _Budget(IDLE_FRAMES_BURST, IDLE_FRAMES_PER_SECOND, server.loop.now)
+        self.last_data = server.loop.now  # when a body frame last left
+        self.stalled_since: float | None = None
         config = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                            validate_inbound_headers=True)
         self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+        self.h2.local_settings = _LocalSettings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: server.header_limit,
             h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        # the HPACK decoder's own wall, an HPACK bomb's bound; a request whose fields
+        # pass header_limit (but not this) is answered 431, as HTTP/1 answers it
+        self.h2.decoder.max_header_list_size = HEADER_WALL * server.header_limit
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(WINDOW)
         server.loop.unregister(self.fd)
@@ -207,7 +261,8 @@ class H2Session:
             self.close()
             return
         self.state = WRITE if self.out.chunks else HANDLE if self.streams else REQUEST_START
-        want = EPOLLIN
+        # a peer that does not read what it asked for is not read either
+        want = EPOLLIN if self.out.pending < READ_STOP else 0
         if self.out.chunks or self.transport.read_wants_write:
             want |= EPOLLOUT
         if want != self.events:
@@ -219,6 +274,10 @@ class H2Session:
         if self.closing and event.stream_id > self.last_stream:
             self._reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return                           # after our GOAWAY: the client retries
+        if len(self.streams) >= MAX_STREAMS:
+            self._reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._count_reset(event.stream_id)
+            return
         request = Request(self, self.server.loop.now)
         request.version = "2.0"
         stream = _Stream(event.stream_id, request)
@@ -245,7 +304,9 @@ class H2Session:
 
     def _start_request(self, request: Request, headers: list[tuple[bytes, bytes]]) -> None:
         pseudo: dict[bytes, bytes] = {}
+        size = 0
         for name, value in headers:
+            size += len(name) + len(value) + 4
             if name in _PSEUDO:
                 pseudo[name] = value
                 continue
@@ -255,6 +316,8 @@ class H2Session:
             if key in request.headers:
                 text = request.headers[key] + ("; " if key == "cookie" else ", ") + text
             request.headers[key] = text
+        if size > self.server.header_limit:
+            raise BadRequest(431)
         request.method = pseudo.get(b":method", b"GET").decode("latin-1")
         request.keep_alive = True
         authority = pseudo.get(b":authority") or request.headers.get("host", "").encode()
@@ -271,6 +334,10 @@ class H2Session:
         request.configure()
 
     def _data_received(self, event: h2.events.DataReceived) -> None:
+        if not event.data and event.stream_ended is None:
+            self._idle_frame(event)
+            if self.state is CLOSED:
+                return
         stream = self.streams.get(event.stream_id)
         if event.flow_controlled_length:
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -297,13 +364,30 @@ class H2Session:
         elif stream.held is not None:
             stream.request.wake()
 
+    def _idle_frame(self, _event: h2.events.Event) -> None:
+        """A frame that asks work and brings none: from the peer's budget."""
+        if not self.idle_frames.spend(self.server.loop.now):
+            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "flood of idle frames")
+
+    def _window_updated(self, event: h2.events.WindowUpdated) -> None:
+        if event.delta < SMALL_WINDOW_UPDATE:
+            self._idle_frame(event)
+
+    def _priority_updated(self, event: h2.events.PriorityUpdated) -> None:
+        if event.stream_id not in self.streams:      # not a request's own priority
+            self._idle_frame(event)
+
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        self._count_reset(event.stream_id)
+
+    def _count_reset(self, stream_id: int) -> None:
+        """A stream reset by the peer, or refused by us: counted against rapid reset."""
         now = self.server.loop.now
         resets = self.resets
         resets.append(now)
         while resets and now - resets[0] > 1.0:
             resets.pop(0)
-        stream = self.streams.pop(event.stream_id, None)
+        stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._abort(stream)
         if len(resets) > RESETS_PER_SECOND:
@@ -488,40 +572,43 @@ class H2Session:
         """Move body frames into the wire queue as the windows allow, a frame per
         stream per turn; close the streams whose answers are out."""
         h2conn = self.h2
+        out = self.out
+        room = HIGH_WATER - out.pending
         moved = True
-        while moved and self.out.pending < HIGH_WATER:
+        while moved and room > 0:
             moved = False
             for stream in list(self.streams.values()):
                 if not stream.head_sent:
                     continue
-                if stream.parts and self._send_frame(stream):
-                    moved = True
+                if stream.parts and room > 0:
+                    sent = self._send_frame(stream)
+                    if sent:
+                        moved = True
+                        room -= sent
                 if not stream.parts and stream.ending:
                     self._finish(stream)
-            data = h2conn.data_to_send()
-            if data:
-                self.out.append(data)
         data = h2conn.data_to_send()
         if data:
-            self.out.append(data)
+            out.append(data)
 
-    def _send_frame(self, stream: _Stream) -> bool:
+    def _send_frame(self, stream: _Stream) -> int:
+        """One DATA frame of the stream as its window allows; the bytes it took."""
         h2conn = self.h2
         try:
             window = min(h2conn.local_flow_control_window(stream.id),
                          h2conn.max_outbound_frame_size)
         except h2.exceptions.StreamClosedError:
             stream.parts = []
-            return False
+            return 0
         if window <= 0:
-            return False
+            return 0
         part = stream.parts[0]
         if type(part) is tuple:
             fd, offset, length = part[0], part[1], part[2]
             data = os.pread(fd, min(window, length, FRAME_READ), offset)
             if not data:
                 self._cut(stream)             # the file shrank under us
-                return False
+                return 0
             rest = length - len(data)
             if rest:
                 stream.parts[0] = (fd, offset + len(data), rest) + tuple(part[3:])
@@ -536,11 +623,12 @@ class H2Session:
         last = not stream.parts and stream.ending and not stream.trailers
         h2conn.send_data(stream.id, bytes(data), end_stream=last)
         stream.sent += len(data)
+        self.last_data = self.server.loop.now
         request = stream.request
         if request.response.wants_drain and stream.pending_bytes() < LOW_WATER:
             request.response.wants_drain = False
             request.wake()
-        return True
+        return len(data) + 9
 
     def _finish(self, stream: _Stream) -> None:
         """The answer's last frame is queued: END_STREAM (with trailers if any)."""
@@ -614,9 +702,21 @@ class H2Session:
     def is_idle(self) -> bool:
         return not self.streams and not self.out.chunks
 
+    def _stalled_for(self, now: float) -> float:
+        """How long answers have waited for the peer's flow-control windows without a
+        body frame leaving (0 when none waits)."""
+        if not any(s.parts and s.head_sent for s in self.streams.values()):
+            self.stalled_since = None
+            return 0.0
+        if self.stalled_since is None or self.last_data > self.stalled_since:
+            self.stalled_since = now
+        return now - self.stalled_since
+
     def check_timeout(self, now: float) -> None:
         values = self.limits
-        if self.out.chunks and now - self.last_write > values["server.max-write-idle"]:
+        write_idle = values["server.max-write-idle"]
+        if self.out.chunks and now - self.last_write > write_idle or \
+                self._stalled_for(now) > write_idle:
             self.close()
         elif not self.streams and \
                 now - max(self.last_read, self.last_write) > values["server.max-keep-alive-idle"]:
@@ -655,4 +755,9 @@ _EVENT_HANDLERS = {
     h2.events.StreamEnded: H2Session._stream_ended,
     h2.events.StreamReset: H2Session._stream_reset,
     h2.events.ConnectionTerminated: H2Session._terminated,
+    h2.events.PingReceived: H2Session._idle_frame,
+    h2.events.RemoteSettingsChanged: H2Session._idle_frame,
+    h2.events.UnknownFrameReceived: H2Session._idle_frame,
+    h2.events.WindowUpdated: H2Session._window_updated,
+    h2.events.PriorityUpdated: H2Session._priority_updated,
 }
