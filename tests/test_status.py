@@ -125,6 +125,7 @@ def _worker_rows(page: str) -> list[list[str]]:
 
 def test_json_and_jsonp_follow_lighttpd(status_server):
     port = status_server.port
+    time.sleep(0.05)        # the fixture's own probe is counted once sent (see above)
     status, headers, body = fresh_get(port, "/server-status?json")
     assert status == 200 and headers["Content-Type"] == "application/javascript"
     data = json.loads(body)
@@ -174,8 +175,14 @@ def _shape(body: bytes) -> str:
 
 def test_html_page_lists_every_worker(status_server):
     port = status_server.port
-    status, headers, body = fresh_get(port, "/server-status",
-                                      {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+
+    def html() -> tuple[int, dict[str, str], bytes]:
+        return fresh_get(port, "/server-status",
+                         {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+
+    # the fixture waits for one worker to answer; the other may still be starting
+    wait_until(lambda: {row[3] for row in _worker_rows(html()[2].decode())} == {"ready"})
+    status, headers, body = html()
     assert status == 200 and headers["Content-Type"] == "text/html"
     page = body.decode()
     for text in ("<h1>Server-Status (pylighttpd)</h1>", "<td>Uptime</td>", "Started at",
