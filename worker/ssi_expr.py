@@ -23,6 +23,7 @@ Groups and negations nest at most MAX_NESTING deep, as in lighttpd.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 MAX_NESTING = 16
@@ -32,7 +33,9 @@ END, VALUE, LPAREN, RPAREN, NOT, AND, OR = "end", "value", "(", ")", "!", "&&", 
 EQ, NE, LT, LE, GT, GE = "=", "!=", "<", "<=", ">", ">="
 COMPARISONS = frozenset({EQ, NE, LT, LE, GT, GE})
 ERROR = "error"
-_WORD_STOPS = frozenset(" \t()'=!<>&|")
+_BLANKS = re.compile(r"[ \t]*")
+_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z_0-9]*)?")            # after a $
+_WORD = re.compile(r"(?:(?![()'=!<>&|])[\x21-\x7e])*")        # printable, no operator
 
 
 class _Value:
@@ -89,8 +92,7 @@ class _Evaluator:
     def _token(self, value: _Value) -> str:
         """The next token; a value's text is appended to `value`."""
         text, size = self.text, len(self.text)
-        while self.pos < size and text[self.pos] in " \t":
-            self.pos += 1
+        self.pos = _BLANKS.match(text, self.pos).end()
         if self.pos >= size:
             return END
         char = text[self.pos]
@@ -136,25 +138,19 @@ class _Evaluator:
                 return self._fail("missing closing curly-brace")
             name, self.pos = text[start + 2:end], end + 1
         else:
-            end = start + 1
-            while end < len(text) and (_is_alpha(text[end]) or text[end] == "_" or
-                                       (end > start + 1 and text[end].isdigit()
-                                        and text[end].isascii())):
-                end += 1
-            name, self.pos = text[start + 1:end], end
+            name = _NAME.match(text, start + 1).group()
+            self.pos = start + 1 + len(name)
         found = self.lookup(name)
         if found is not None:
             value.append(found)
         return VALUE
 
     def _word(self, value: _Value) -> str:
-        text, end = self.text, self.pos
-        while end < len(text) and _is_graph(text[end]) and text[end] not in _WORD_STOPS:
-            end += 1
-        if end == self.pos:               # lighttpd would spin here for ever
+        word = _WORD.match(self.text, self.pos).group()
+        if not word:                      # lighttpd would spin here for ever
             return self._fail("unexpected character")
-        value.append(text[self.pos:end])
-        self.pos = end
+        value.append(word)
+        self.pos += len(word)
         return VALUE
 
     # ---------------------------------------------------------------- grammar
@@ -231,14 +227,6 @@ class _Evaluator:
                 (left.true() or right.true())
             left.set_truth(both)
         return token
-
-
-def _is_alpha(char: str) -> bool:
-    return char.isascii() and char.isalpha()
-
-
-def _is_graph(char: str) -> bool:
-    return "!" <= char <= "~"
 
 
 def evaluate(expr: str, lookup: Callable[[str], str | None],

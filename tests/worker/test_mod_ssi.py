@@ -18,8 +18,8 @@ import pytest
 from module_diff import compare, get
 from server_util import WorkerProcess, read_until_closed
 from test_differential import LIGHTTPD, beside_lighttpd, exchange, parse
-from worker.modules.mod_ssi import (MAX_INCLUDES, directive_length, join_path, minimal_xml,
-                                    parse_directive)
+from worker.modules.mod_ssi import MAX_INCLUDES, join_path, minimal_xml
+from worker.ssi_parse import directive_length, parse_directive
 from worker.ssi_expr import evaluate
 
 # ------------------------------------------------------------------ the grammar
@@ -378,6 +378,16 @@ def test_hostile_bytes_in_directives(worker):
     assert status == 200
     assert body.startswith(b"x2\n|a\n|||")
     assert body.endswith(b"|\xff%d|F|(none)\n" % time.gmtime().tm_year)
+
+
+def test_a_changed_page_is_read_again(worker):
+    """Small pages are kept parsed: a new version of the same size is seen at once."""
+    port, docroot = worker
+    page = docroot / "changing.shtml"
+    page.write_text('one<!--#echo var="DOCUMENT_NAME" -->')
+    assert _fetch(port, "/changing.shtml")[2] == b"onechanging.shtml"
+    page.write_text('two<!--#echo var="DOCUMENT_URI" -->')
+    assert _fetch(port, "/changing.shtml")[2] == b"two/changing.shtml"
 
 
 def test_answers_are_never_replayed(worker):

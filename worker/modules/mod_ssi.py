@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import select
 import signal
 import subprocess
@@ -54,6 +53,7 @@ from ..gateway import cgi_environment
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path, url_decode
 from ..ssi_expr import evaluate
+from ..ssi_parse import DIRECTIVE, RAW, PageCache, text_of
 from ..static import check_preconditions, etag_for, last_modified
 
 if TYPE_CHECKING:
@@ -67,124 +67,25 @@ DIRECTIVES = (
     Directive("ssi.recursion-max", Type.SHORT, 0),
 )
 
-BUFFER_SIZE = 8192            # lighttpd's read buffer: a longer directive is refused
 STEP_BYTES = 512 * 1024       # page bytes read in one turn of the event loop
 SPOOL_AT = 1024 * 1024        # output kept in memory up to this, then in a file
 COPY_SIZE = 64 * 1024
+CACHED_PAGE_MAX = 64 * 1024   # pages up to this size are kept parsed ...
+CACHE_BUDGET = 8 * 1024 * 1024   # ... up to this much of them per worker
 MAX_DEPTH = 32                # nested includes processed as pages, whatever the config
 MAX_INCLUDES = 4096           # includes in one answer
 KILL_GRACE = 3.0
 DEFAULT_TIMEFMT = "%a, %d %b %Y %T %Z"
-TOO_LONG = b"<!-- [an error occurred: directive too long] "
 TOO_DEEP = b"(error: include directives recurse deeper than pre-defined ssi.recursion-max)"
 LOOP = b"(error: include directives create an infinite loop)"
 _STATE = "mod_ssi"
-_SPACE = b" \t\n\v\f\r"
-_DIRECTIVE_SPECIALS = re.compile(rb"[-\"'\\]")
 _XML_ESCAPED = frozenset(b"<>&'\"") | frozenset(range(0x20)) | {0x7F}
 _ABBREVIATIONS = (" B", " kB", " MB", " GB", " TB")
 _PAUSE = object()             # what the page yields to let the loop turn
 
 
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
-
-
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
-
-
-# ------------------------------------------------------------------ directive parsing
-def directive_length(buf: bytes | bytearray, start: int, end: int) -> int:
-    """The length of the directive at `start` ("<!--#..." up to its "-->" outside
-    quotes), or 0 when `buf[start:end]` holds no end yet.  As in lighttpd, a backslash
-    inside quotes stays in force to the end (a quote after it never closes)."""
-    single = double = backslash = False
-    for match in _DIRECTIVE_SPECIALS.finditer(buf, start + 5, end):
-        char = match.group()
-        if char == b"-":
-            n = match.start()
-            if not single and not double and n + 2 < end and buf[n + 1:n + 3] == b"->":
-                return n + 3 - start
-        elif char == b'"':
-            if not single and (not double or not backslash):
-                double = not double
-        elif char == b"'":
-            if not double and (not single or not backslash):
-                single = not single
-        elif single or double:                                 # a backslash
-            backslash = not backslash
-    return 0
-
-
-def _value_length(s: bytes, start: int, end: int) -> int:
-    """The length of an attribute value at `start` (quoted or bare), 0 if invalid."""
-    quote = s[start] if s[start] in b"\"'" else 0
-    n = start + 1 if quote else start
-    while n < end:
-        if quote and s[n] == quote:
-            return n + 1 - start
-        if not quote and s[n] in _SPACE:
-            return n - start
-        if s[n] == 0x5C:
-            if n + 1 == end:
-                return 0
-            n += 1
-        n += 1
-    return 0 if quote else n - start
-
-
-def _alpha_run(s: bytes, n: int) -> int:
-    while n < len(s) and (0x41 <= s[n] <= 0x5A or 0x61 <= s[n] <= 0x7A):
-        n += 1
-    return n
-
-
-def _skip_space(s: bytes, n: int) -> int:
-    while s[n] in _SPACE:
-        n += 1
-    return n
-
-
-def _words(words: list[bytes]) -> list[str]:
-    """As lighttpd reads them, each a C string: up to a NUL byte."""
-    return [_text(word.split(b"\0", 1)[0]) for word in words]
-
-
-def parse_directive(s: bytes) -> list[str] | None:
-    """`<!--#cmd a="x" b=y -->` as ["cmd", "a", "x", "b", "y"]; None when it is not a
-    directive lighttpd reads (no command, a third attribute, a bad value)."""
-    end = len(s) - 3                      # where "-->" starts
-    n = _alpha_run(s, 5)
-    if n == 5:
-        return None
-    words = [s[5:n]]
-    for _ in range(2):
-        if n == end:
-            return _words(words)
-        if s[n] not in _SPACE:
-            return None
-        n = _skip_space(s, n)
-        if n == end:
-            return _words(words)
-        name_end = _alpha_run(s, n)
-        if name_end == n or s[name_end] != 0x3D:                # =
-            return None
-        size = _value_length(s, name_end + 1, end)
-        if size == 0:
-            return None
-        value = s[name_end + 1:name_end + 1 + size]
-        if value[:1] in (b'"', b"'"):
-            value = value[1:-1]
-        words += [s[n:name_end], value]
-        n = name_end + 1 + size
-    if n != end and (s[n] not in _SPACE or _skip_space(s, n) != end):
-        return None
-    return _words(words)
-
-
-def _is_comment(s: bytes) -> bool:
-    return len(s) >= 16 and s[5:12] == b"comment" and s[12:13] in (b" ", b"\t")
 
 
 def minimal_xml(text: str) -> bytes:
@@ -202,7 +103,7 @@ def _environment(request: Request) -> dict[str, str]:
     for name, value in env.items():
         if name.startswith("HTTP_") or name == "CONTENT_TYPE":
             try:
-                env[name] = _text(value.encode("latin-1"))
+                env[name] = text_of(value.encode("latin-1"))
             except UnicodeEncodeError:
                 pass
     return env
@@ -310,6 +211,7 @@ class Module(BaseModule):
     def __init__(self, config: Any, services: "Services | None" = None) -> None:
         super().__init__(config, services)
         self.user_names: dict[int, str] = {}
+        self.pages = PageCache(CACHED_PAGE_MAX, CACHE_BUDGET)
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         extensions = request.settings.values["ssi.extension"]
@@ -367,7 +269,7 @@ class _Page:
         self.top: _Document | None = None
         self.steps: Iterator[Any] = self._top_document()
         self.command: _Command | None = None
-        self.read_since_pause = 0
+        self.since_pause = 0
 
     # ------------------------------------------------------------------ driving
     def run(self) -> HandlerResult:
@@ -448,74 +350,21 @@ class _Page:
             os.close(fd)
             raise
 
-    def _emit(self, data: bytes | bytearray) -> None:
-        if data and not self.if_false:
-            self.out.write(data)
-
     def _read(self, doc: _Document, fd: int) -> Generator[Any, None, None]:
-        """The page in BUFFER_SIZE pieces, as lighttpd's mod_ssi_read_fd: text goes
-        out as it is, directives are run, an unfinished one waits for more."""
-        buf = bytearray()
-        pretag = 0
-        while True:
-            data = os.read(fd, BUFFER_SIZE - len(buf))
-            if not data:
-                break
-            buf += data
-            self.read_since_pause += len(data)
-            pretag = yield from self._scan(doc, buf, pretag)
-            if len(buf) == BUFFER_SIZE:
-                self._emit(buf[pretag:])
-                buf.clear()
-                pretag = 0
-            if self.read_since_pause >= STEP_BYTES:
-                self.read_since_pause = 0
+        """The page's pieces (worker/ssi_parse.py): text goes out unless a condition
+        hides it, directives are run; a turn of the loop after each STEP_BYTES."""
+        for kind, data in self.module.pages.pieces_of(doc.path, fd, doc.st):
+            if kind == DIRECTIVE:
+                yield from self._directive(doc, data)
+                continue
+            if kind == RAW or not self.if_false:
+                self.out.write(data)
+            self.since_pause += len(data)
+            if self.since_pause >= STEP_BYTES:
+                self.since_pause = 0
                 yield _PAUSE
-        self._emit(buf[pretag:])
 
-    def _scan(self, doc: _Document, buf: bytearray, pretag: int
-              ) -> Generator[Any, None, int]:
-        """Run the complete directives in `buf`; keep an unfinished one at its start.
-        Returns where the text not sent yet begins."""
-        prelen = 0
-        while True:
-            start = buf.find(b"<", prelen)
-            if start < 0:
-                return pretag
-            offset = len(buf)
-            if start + 5 <= offset:
-                if buf[start + 1:start + 5] != b"!--#":
-                    prelen = start + 1
-                    continue
-                self._emit(buf[pretag:start])
-                size = directive_length(buf, start, offset)
-                if size:
-                    yield from self._directive(doc, bytes(buf[start:start + size]))
-                    prelen = pretag = start + size
-                    if pretag == offset:
-                        buf.clear()
-                        return 0
-                    continue
-                if start == 0 and offset == BUFFER_SIZE:
-                    self.out.write(TOO_LONG + (b"--" if buf.endswith(b"--") else
-                                               b"-" if buf.endswith(b"-") else b""))
-                    buf.clear()
-                    return 0
-                del buf[:start]
-                return 0
-            if b"<!--"[:offset - start] == buf[start:]:
-                self._emit(buf[pretag:start])
-                del buf[:start]
-                return 0
-            prelen = start + 1
-
-    # ------------------------------------------------------------------ directives
-    def _directive(self, doc: _Document, text: bytes) -> Generator[Any, None, None]:
-        words = parse_directive(text)
-        if words is None:
-            if not _is_comment(text):
-                self.out.write(text)
-            return
+    def _directive(self, doc: _Document, words: list[str]) -> Generator[Any, None, None]:
         command, attrs = words[0], list(zip(words[1::2], words[2::2]))
         if command in ("include", "fsize", "flastmod"):
             yield from self._file_directive(doc, command, attrs)
