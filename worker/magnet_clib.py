@@ -25,8 +25,8 @@ from urllib.parse import quote_from_bytes
 from .request import simplify_path
 from .static import cached_etag, content_type_for
 
-_URLENC_SAFE = b"!'()*-._~/"
-_QUERY_SAFE = b"!'()*-._~/"
+_URLENC_SAFE = b"!()*-._~/"
+_QUERY_SAFE = b"!()*-._~/="
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _XML_ESCAPED = frozenset(b"<>&'\"`") | frozenset(range(32)) | {127}
 _BS_NAMED = {ord("\t"): b"\\t", ord("\n"): b"\\n", ord("\r"): b"\\r", ord('"'): b'\\"',
@@ -188,13 +188,17 @@ def header_tokens(data: bytes) -> list[bytes]:
     return _TOKEN_SPLIT.findall(data)
 
 
+_COOKIE = re.compile(rb'\s*([^=;]*?)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*?))?\s*(?:;|$)')
+
+
 def cookie_pairs(data: bytes) -> dict[bytes, bytes]:
+    """name => value of a Cookie header; a quoted value keeps its quotes (and the
+    semicolons in it)."""
     pairs: dict[bytes, bytes] = {}
-    for piece in data.split(b";"):
-        name, _, value = piece.partition(b"=")
-        name = name.strip()
-        if name or value.strip():
-            pairs[name] = value.strip()
+    for match in _COOKIE.finditer(data):
+        name, value = match.group(1), match.group(2) or b""
+        if name or value:
+            pairs[name] = value
     return pairs
 
 

@@ -148,7 +148,14 @@ local lighty = setmetatable({
     stat = c.stat,
     RESTART_REQUEST = 99,
 }, {
-    __index = function(_, key) return result[key] end,
+    __index = function(_, key)
+        local value = result[key]
+        if value == nil and (key == "header" or key == "content") then
+            value = {}
+            result[key] = value
+        end
+        return value
+    end,
     __newindex = function(_, key, value) result[key] = value end,
     __metatable = false,
 })

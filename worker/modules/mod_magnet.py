@@ -8,7 +8,7 @@
   100); a status of 200 or more answers the request with what the script put in
   `lighty.r.resp_header` / `resp_body` (or the older `lighty.header` /
   `lighty.content`), and `lighty.RESTART_REQUEST` (99) runs the phases again for
-  `request.uri` as it stands (at most 10 times, then 500);
+  `uri.path` as the script left it (at most 10 times, then 500);
 - a script that fails to load, raises an error or spends its instruction budget is
   answered 500 (before response start) and logged with Lua's traceback;
 - each script has its own Lua state, kept while its file is unchanged (mtime, size,
@@ -91,11 +91,11 @@ class Module(BaseModule):
 
 
 def _restart(request: Request, path: str) -> HandlerResult:
-    """Run the phases again for the request's target as the script left it."""
+    """Run the phases again for the URL path as the script left it (lighttpd 1.4.69
+    does not parse `request.uri` again: a script rewrites through `uri.path`)."""
     restarts = request.plugin_ctx.get(RESTARTS, 0) + 1
     request.plugin_ctx[RESTARTS] = restarts
     if restarts >= MAX_RESTARTS:
         log.error("mod_magnet.c", f"too many request restarts (infinite loop?) for {path}")
         return ERROR
-    request.internal_redirect(request.target)
     return COMEBACK
