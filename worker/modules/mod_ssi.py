@@ -355,7 +355,11 @@ class _Page:
         hides it, directives are run; a turn of the loop after each STEP_BYTES."""
         for kind, data in self.module.pages.pieces_of(doc.path, fd, doc.st):
             if kind == DIRECTIVE:
-                yield from self._directive(doc, data)
+                handler = _SIMPLE.get(data[0])
+                if handler is not None:          # most: no generator needed
+                    handler(self, doc, data[0], list(zip(data[1::2], data[2::2])))
+                else:
+                    yield from self._directive(doc, data)
                 continue
             if kind == RAW or not self.if_false:
                 self.out.write(data)
@@ -365,6 +369,8 @@ class _Page:
                 yield _PAUSE
 
     def _directive(self, doc: _Document, words: list[str]) -> Generator[Any, None, None]:
+        """The directives that may wait (include: a page read in turn; exec) and the
+        unknown ones."""
         command, attrs = words[0], list(zip(words[1::2], words[2::2]))
         if command in ("include", "fsize", "flastmod"):
             yield from self._file_directive(doc, command, attrs)
@@ -373,11 +379,7 @@ class _Page:
             if cmd is not None:
                 yield _Command(self, cmd)
         else:
-            handler = _SIMPLE.get(command)
-            if handler is None:
-                self._log(f"unknown ssi-command: {command}")
-            else:
-                handler(self, doc, command, attrs)
+            self._log(f"unknown ssi-command: {command}")
 
     def _log(self, message: str) -> None:
         self.services.log_error("mod_ssi.c", f"ssi: {message}")

@@ -1,0 +1,279 @@
+"""mod_maxminddb: GeoIP2 variables for the backends, beside lighttpd 1.4.69.
+
+Small MaxMind DB files are written by the tests (mmdb-writer) with IPv4 and IPv6
+networks and nested records.  A /bin/sh CGI script prints the GEOIP_* environment;
+mod_extforward trusts 127.0.0.1, so X-Forwarded-For picks the client address looked
+up.  Debian's lighttpd with lighttpd-mod-maxminddb serves the same config and must
+give the same bodies.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+mmdb_writer = pytest.importorskip("mmdb_writer")
+pytest.importorskip("maxminddb")
+
+from netaddr import IPSet  # noqa: E402  (installed with mmdb-writer)
+
+from master.configload import load  # noqa: E402
+from server_util import WorkerProcess, config_text, read_until_closed  # noqa: E402
+from shared.config.errors import ConfigError  # noqa: E402
+from test_differential import LIGHTTPD, beside_lighttpd, exchange  # noqa: E402
+from worker.modules.mod_maxminddb import (  # noqa: E402
+    env_paths, env_text, value_at)
+
+MODULE_SO = Path("/usr/lib/lighttpd/mod_maxminddb.so")
+
+CITY = {
+    "country": {"iso_code": "NL", "names": {"en": "Netherlands", "de": "Niederlande"}},
+    "city": {"names": {"en": "Amsterdam"}},
+    "location": {"latitude": 52.3676, "longitude": 4.9041,
+                 "accuracy_radius": mmdb_writer.MmdbU16(20)},
+    "subdivisions": [{"iso_code": "NH"}, {"iso_code": "XX"}],
+    "flags": {"anycast": True, "proxy": False},
+    "signed": mmdb_writer.MmdbI32(-7),
+}
+V6 = {"country": {"iso_code": "DE", "names": {"en": "Germany"}},
+      "location": {"latitude": mmdb_writer.MmdbF32(48.5)}}
+SMALL = {"country": {"iso_code": "FR"}}
+
+ENV = """maxminddb.env = (
+    "GEOIP_COUNTRY_CODE"   => "country/iso_code",
+    "GEOIP_COUNTRY_NAME"   => "country/names/en",
+    "GEOIP_CITY_NAME"      => "city/names/en",
+    "GEOIP_CITY_LATITUDE"  => "location/latitude",
+    "GEOIP_CITY_LONGITUDE" => "location/longitude",
+    "GEOIP_RADIUS"         => "location/accuracy_radius",
+    "GEOIP_SUBDIVISION"    => "subdivisions/1/iso_code",
+    "GEOIP_ANYCAST"        => "flags/anycast",
+    "GEOIP_PROXY"          => "flags/proxy",
+    "GEOIP_SIGNED"         => "signed",
+    "GEOIP_MAP"            => "country/names",
+    "GEOIP_NOWHERE"        => "country/names/xx",
+)"""
+
+CONFIG = """
+server.document-root = "{docroot}"
+server.modules = ("mod_extforward", "mod_maxminddb", "mod_cgi", "mod_staticfile",
+                  "mod_accesslog")
+server.tag = "difftest"
+cgi.assign = (".sh" => "")
+mimetype.assign = (".txt" => "text/plain", "" => "application/octet-stream")
+extforward.forwarder = ("127.0.0.1" => "trust")
+accesslog.filename = "{log}"
+accesslog.format = "%h %U %{{GEOIP_COUNTRY_CODE}}e %{{GEOIP_CITY_NAME}}e"
+maxminddb.activate = "enable"
+maxminddb.db = "{db}"
+{env}
+$HTTP["url"] =^ "/off/" {{ maxminddb.activate = "disable" }}
+$HTTP["url"] =^ "/small/" {{ maxminddb.db = "{small}" }}
+$HTTP["url"] =^ "/noenv/" {{ maxminddb.env = () maxminddb.db = "" }}
+"""
+
+SCRIPT = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+echo "REMOTE_ADDR=$REMOTE_ADDR"
+env | grep '^GEOIP_' | sort
+"""
+
+
+def write_db(path: Path, networks: dict[str, dict]) -> Path:
+    writer = mmdb_writer.MMDBWriter(ip_version=6, ipv4_compatible=True,
+                                    database_type="GeoIP2-City")
+    for network, record in networks.items():
+        writer.insert_network(IPSet([network]), record)
+    writer.to_db_file(str(path))
+    return path
+
+
+def make_site(base: Path) -> tuple[Path, Path]:
+    docroot = base / "www"
+    for sub in ("", "off", "small", "noenv"):
+        (docroot / sub).mkdir(parents=True, exist_ok=True)
+        script = docroot / sub / "env.sh"
+        script.write_text(SCRIPT)
+        script.chmod(0o755)
+    (docroot / "file.txt").write_text("static\n")
+    db = write_db(base / "city.mmdb", {"203.0.113.0/24": CITY, "2001:db8::/32": V6,
+                                       "198.51.100.0/25": SMALL})
+    small = write_db(base / "small.mmdb", {"203.0.113.0/24": SMALL})
+    conf = base / "geo.conf"
+    conf.write_text(CONFIG.format(docroot=docroot, db=db, small=small, env=ENV,
+                                  log=base / "access.log"))
+    return conf, base / "access.log"
+
+
+def request(path: str, client: str | None = None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: geo.example", "Connection: close"]
+    if client is not None:
+        lines.append(f"X-Forwarded-For: {client}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def body(raw: bytes) -> str:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"200", head
+    return rest.decode()
+
+
+REQUESTS = [
+    ("/env.sh", "203.0.113.9"), ("/env.sh", "2001:db8:1::5"), ("/env.sh", "192.0.2.1"),
+    ("/env.sh", None), ("/env.sh", "198.51.100.7"), ("/env.sh", "198.51.100.200"),
+    ("/env.sh", "::ffff:203.0.113.9"), ("/off/env.sh", "203.0.113.9"),
+    ("/small/env.sh", "203.0.113.9"), ("/small/env.sh", "2001:db8::1"),
+    ("/noenv/env.sh", "203.0.113.9"),
+]
+
+EXPECTED_CITY = """REMOTE_ADDR=203.0.113.9
+GEOIP_ANYCAST=1
+GEOIP_CITY_LATITUDE=52.36760
+GEOIP_CITY_LONGITUDE=4.90410
+GEOIP_CITY_NAME=Amsterdam
+GEOIP_COUNTRY_CODE=NL
+GEOIP_COUNTRY_NAME=Netherlands
+GEOIP_PROXY=0
+GEOIP_RADIUS=20
+GEOIP_SIGNED=-7
+GEOIP_SUBDIVISION=XX
+"""
+
+
+def logged(log: Path, path: str, count: int, timeout: float = 5.0) -> list[str]:
+    """The access log's lines for `path`, once `count` are written (buffered: about
+    once a second)."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        lines = [line for line in text.splitlines() if f" {path} " in line]
+        if len(lines) >= count:
+            break
+        time.sleep(0.05)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    return make_site(tmp_path_factory.mktemp("geo"))
+
+
+@pytest.fixture(scope="module")
+def worker(site):
+    conf, _ = site
+    with WorkerProcess(conf) as process:
+        yield process
+
+
+def test_backends_see_the_client_geoip_record(worker):
+    seen = {client: body(exchange(worker.port, request("/env.sh", client)))
+            for client in ("203.0.113.9", "2001:db8:1::5", "192.0.2.1", None)}
+    assert seen["203.0.113.9"] == EXPECTED_CITY
+    assert seen["2001:db8:1::5"] == ("REMOTE_ADDR=2001:db8:1::5\nGEOIP_CITY_LATITUDE="
+                                     "48.50000\nGEOIP_COUNTRY_CODE=DE\n"
+                                     "GEOIP_COUNTRY_NAME=Germany\n")
+    assert seen["192.0.2.1"] == "REMOTE_ADDR=192.0.2.1\n"          # in no network
+    assert seen[None] == "REMOTE_ADDR=127.0.0.1\n"
+
+
+def test_settings_per_condition(worker):
+    off = body(exchange(worker.port, request("/off/env.sh", "203.0.113.9")))
+    assert off == "REMOTE_ADDR=203.0.113.9\n"
+    small = body(exchange(worker.port, request("/small/env.sh", "203.0.113.9")))
+    assert small == "REMOTE_ADDR=203.0.113.9\nGEOIP_COUNTRY_CODE=FR\n"
+    noenv = body(exchange(worker.port, request("/noenv/env.sh", "203.0.113.9")))
+    assert noenv == EXPECTED_CITY           # an empty env keeps the enclosing one
+
+
+def test_access_log_shows_the_forwarded_client_country(worker, site):
+    _, log = site
+    for client in ("203.0.113.9", "203.0.113.9", "2001:db8::2", "203.0.113.9"):
+        assert body(exchange(worker.port, request("/file.txt", client))) == "static\n"
+    assert logged(log, "/file.txt", 4) == ["203.0.113.9 /file.txt NL Amsterdam"] * 2 + \
+        ["2001:db8::2 /file.txt DE -", "203.0.113.9 /file.txt NL Amsterdam"]
+
+
+def fetch_from(source: str, port: int, path: str) -> bytes:
+    """One request on a connection made from a loopback address of our choosing."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(request(path))
+        return read_until_closed(sock)
+
+
+def test_kept_static_answers_are_not_replayed_for_other_clients(tmp_path):
+    """A static answer kept for one client and replayed for another would carry the
+    first one's environment into the access log."""
+    db = write_db(tmp_path / "local.mmdb", {"127.0.0.1/32": SMALL, "127.0.0.2/32": V6})
+    log = tmp_path / "access.log"
+    (tmp_path / "file.txt").write_text("static\n")
+    conf = tmp_path / "direct.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb", "mod_staticfile",
+                                                   "mod_accesslog"), extra=f"""
+accesslog.filename = "{log}"
+accesslog.format = "%h %U %{{GEOIP_COUNTRY_CODE}}e"
+maxminddb.activate = "enable"
+maxminddb.db = "{db}"
+maxminddb.env = ("GEOIP_COUNTRY_CODE" => "country/iso_code")
+"""))
+    sources = ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"]
+    with WorkerProcess(conf) as process:
+        for source in sources:
+            assert body(fetch_from(source, process.port, "/file.txt")) == "static\n"
+        expected = [f"{source} /file.txt {'FR' if source == '127.0.0.1' else 'DE'}"
+                    for source in sources]
+        assert logged(log, "/file.txt", len(sources)) == expected
+
+
+@pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK) or not MODULE_SO.exists(),
+                    reason="Debian's lighttpd with lighttpd-mod-maxminddb is not installed")
+def test_same_environment_as_lighttpd(tmp_path):
+    conf, _ = make_site(tmp_path)
+    with beside_lighttpd(conf) as (theirs, ours):
+        for path, client in REQUESTS:
+            raw = request(path, client)
+            assert body(exchange(ours, raw)) == body(exchange(theirs, raw)), (path, client)
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "suffix"])
+def test_unusable_database_refuses_the_config(tmp_path, problem):
+    db = tmp_path / ("geo.dat" if problem == "suffix" else "geo.mmdb")
+    if problem != "missing":
+        db.write_bytes(b"not a maxmind database\n" * 10)
+    conf = tmp_path / "bad.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb",),
+                                extra=f'maxminddb.db = "{db}"\n'))
+    with pytest.raises(ConfigError) as caught:
+        load(str(conf))
+    assert str(caught.value).startswith(f"{conf}:5:")
+    assert ("unsupported type" if problem == "suffix" else "failed to open GeoIP2") \
+        in str(caught.value)
+    if os.access(LIGHTTPD, os.X_OK) and MODULE_SO.exists():
+        checked = subprocess.run([LIGHTTPD, "-tt", "-f", str(conf)], capture_output=True,
+                                 timeout=20)
+        assert checked.returncode != 0
+
+
+@pytest.mark.parametrize("path", ["", "/country", "country/", " "])
+def test_env_paths_are_checked(tmp_path, path):
+    conf = tmp_path / "env.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb",),
+                                extra=f'maxminddb.env = ("X" => "{path}")\n'))
+    with pytest.raises(ConfigError, match="must not begin or end with '/'"):
+        load(str(conf))
+
+
+def test_values_as_lighttpd_writes_them():
+    assert env_paths((("A", "x/0/y"),)) == (("A", ("x", "0", "y")),)
+    assert [env_text(v) for v in (True, False, "é", b"\x01b", 1.5, -3, 2**64 + 1)] == \
+        ["1", "0", "é", "\x01b", "1.50000", "-3", "0x00000000000000010000000000000001"]
+    assert env_text({"a": 1}) is None and env_text([1]) is None and env_text(None) is None
+    assert value_at({"a": [{"b": 2}]}, ("a", "-1", "b")) == 2
+    assert value_at({"a": [1]}, ("a", "5")) is None
+    assert value_at({"a": "s"}, ("a", "b")) is None
