@@ -1,7 +1,8 @@
 """mod_ssi: Server Side Includes in pages named by `ssi.extension`, as lighttpd 1.4.69
 answers them.
 
-A page is read in 8 KiB pieces, as lighttpd reads it, and each `<!--#cmd attr="v" -->`
+A page is read in 8 KiB pieces, as lighttpd reads it (worker/ssi_parse.py; a small
+page is kept parsed until its file changes), and each `<!--#cmd attr="v" -->`
 directive (at most two attributes; anything else is sent as it stands, a
 `<!--#comment ...-->` dropped) is replaced by its output:
 
