@@ -359,13 +359,15 @@ def test_huge_page_goes_out_whole(worker):
     """A page far beyond the spool threshold comes whole, its directives done."""
     port, docroot = worker
     line = '<!--#echo var="DOCUMENT_NAME" -->' + "p" * 200 + "\n"
-    (docroot / "huge.shtml").write_text(line * 20_000)
+    (docroot / "huge.shtml").write_text(line * 10_000 + '<!--#include file="big.bin" -->'
+                                         + line * 10_000)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(get("/huge.shtml"))
         raw = read_until_closed(sock)
     status, headers, body = parse(raw)
     assert status == 200
-    assert body == (b"huge.shtml" + b"p" * 200 + b"\n") * 20_000
+    line = b"huge.shtml" + b"p" * 200 + b"\n"
+    assert body == line * 10_000 + b"\0" * 3_000_000 + line * 10_000
     assert int(headers["content-length"]) == len(body)
 
 

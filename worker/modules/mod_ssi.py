@@ -158,15 +158,6 @@ class _Output:
             self.file.write(b"".join(self.parts))
             self.parts = []
 
-    def copy(self, fd: int, size: int) -> None:
-        """A file's bytes (an include), read in bounded pieces."""
-        while size > 0:
-            data = os.read(fd, min(COPY_SIZE, size))
-            if not data:
-                break
-            self.write(data)
-            size -= len(data)
-
     def deliver(self, request: Request) -> None:
         response = request.response
         if self.file is None:
@@ -364,10 +355,7 @@ class _Page:
                 continue
             if kind == RAW or not self.if_false:
                 self.out.write(data)
-            self.since_pause += len(data)
-            if self.since_pause >= STEP_BYTES:
-                self.since_pause = 0
-                yield _PAUSE
+            yield from self._count(len(data))
 
     def _directive(self, doc: _Document, words: list[str]) -> Generator[Any, None, None]:
         """The directives that may wait (include: a page read in turn; exec) and the
@@ -626,7 +614,7 @@ class _Page:
             if self.includes > MAX_INCLUDES:
                 self.out.write(TOO_DEEP)
             else:
-                self.out.copy(fd, st.st_size)
+                yield from self._copy(fd, st.st_size)
             return fd
         if self.depth >= min(self.recursion_max, MAX_DEPTH) or self.includes > MAX_INCLUDES:
             self.out.write(TOO_DEEP)
@@ -640,6 +628,24 @@ class _Page:
         finally:
             self.depth -= 1
         return fd
+
+    def _copy(self, fd: int, size: int) -> Generator[Any, None, None]:
+        """A file's bytes (an include), read in bounded pieces, the loop turning
+        after each STEP_BYTES."""
+        while size > 0:
+            data = os.read(fd, min(COPY_SIZE, size))
+            if not data:
+                break
+            self.out.write(data)
+            size -= len(data)
+            yield from self._count(len(data))
+
+    def _count(self, size: int) -> Generator[Any, None, None]:
+        """Bytes done; a pause for the loop's other work after each STEP_BYTES."""
+        self.since_pause += size
+        if self.since_pause >= STEP_BYTES:
+            self.since_pause = 0
+            yield _PAUSE
 
     # ------------------------------------------------------------------ exec
     def _exec_command(self, attrs: list[tuple[str, str]]) -> str | None:
