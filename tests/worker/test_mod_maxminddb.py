@@ -10,8 +10,10 @@ give the same bodies.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +24,12 @@ pytest.importorskip("maxminddb")
 
 from netaddr import IPSet  # noqa: E402  (installed with mmdb-writer)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: serverproc, procutil
+
 from master.configload import load  # noqa: E402
 from server_util import WorkerProcess, config_text, read_until_closed  # noqa: E402
+from procutil import run_cli  # noqa: E402
+from serverproc import get, serving, wait_until  # noqa: E402
 from shared.config.errors import ConfigError  # noqa: E402
 from test_differential import LIGHTTPD, beside_lighttpd, exchange  # noqa: E402
 from worker.modules.mod_maxminddb import (  # noqa: E402
@@ -277,3 +283,44 @@ def test_values_as_lighttpd_writes_them():
     assert value_at({"a": [{"b": 2}]}, ("a", "-1", "b")) == 2
     assert value_at({"a": [1]}, ("a", "5")) is None
     assert value_at({"a": "s"}, ("a", "b")) is None
+
+
+def served_country(port: int) -> bytes:
+    return get(port, "/env.sh")[2]
+
+
+def test_reload_reopens_the_database_and_refuses_a_broken_one(tmp_path):
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "env.sh").write_text(SCRIPT)
+    (docroot / "env.sh").chmod(0o755)
+    db = write_db(tmp_path / "geo.mmdb", {"127.0.0.0/8": SMALL})
+    extra = f"""server.modules = ("mod_maxminddb", "mod_cgi", "mod_indexfile", "mod_staticfile")
+cgi.assign = (".sh" => "")
+maxminddb.activate = "enable"
+maxminddb.db = "{db}"
+maxminddb.env = ("GEOIP_COUNTRY_CODE" => "country/iso_code")"""
+    with serving(tmp_path, extra) as server:
+        assert served_country(server.port).endswith(b"GEOIP_COUNTRY_CODE=FR\n")
+        fresh = write_db(tmp_path / "fresh.mmdb", {"127.0.0.0/8": V6})
+        os.replace(fresh, db)
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: served_country(server.port).endswith(b"GEOIP_COUNTRY_CODE=DE\n"))
+        broken = tmp_path / "broken.mmdb"
+        broken.write_bytes(b"garbage" * 100)
+        server.write_config(extra.replace(str(db), str(broken)))
+        server.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in server.errorlog.read_text())
+        assert f"failed to open GeoIP2 database ({broken})" in server.errorlog.read_text()
+        assert served_country(server.port).endswith(b"GEOIP_COUNTRY_CODE=DE\n")
+
+
+def test_start_up_with_a_missing_database_fails_with_its_place(tmp_path):
+    conf = tmp_path / "missing.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb",),
+                                extra=f'maxminddb.db = "{tmp_path}/none.mmdb"\n'))
+    result = run_cli("-D", "-f", str(conf), timeout=20)
+    assert result.returncode == 1
+    assert f"{conf}:5:1: failed to open GeoIP2 database ({tmp_path}/none.mmdb): " \
+           "No such file or directory" in result.stderr
+    assert "Traceback" not in result.stderr
