@@ -382,6 +382,17 @@ def test_hostile_bytes_in_directives(worker):
     assert body.endswith(b"|\xff%d|F|(none)\n" % time.gmtime().tm_year)
 
 
+def test_a_directory_is_not_included(worker):
+    """lighttpd 1.4.69 cuts its answer on an include of a directory; here the include
+    gives nothing, the rest of the page stands."""
+    port, docroot = worker
+    (docroot / "deep" / "dirs.shtml").write_text(
+        'a<!--#include virtual="/sub" -->b<!--#include virtual="/sub/" -->c'
+        '<!--#fsize virtual="/sub" -->\n')
+    status, _, body = _fetch(port, "/deep/dirs.shtml")
+    assert (status, body) == (200, b"abc%d\n" % (docroot / "sub").stat().st_size)
+
+
 def test_a_changed_page_is_read_again(worker):
     """Small pages are kept parsed: a new version of the same size is seen at once."""
     port, docroot = worker

@@ -55,7 +55,7 @@ from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path, url_decode
 from ..ssi_expr import evaluate
 from ..ssi_parse import DIRECTIVE, RAW, PageCache, text_of
-from ..static import check_preconditions, etag_for, last_modified
+from ..static import check_preconditions, etag_for, is_regular, last_modified
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -551,6 +551,8 @@ class _Page:
                 self.out.write(self._size(st.st_size))
             elif command == "flastmod":
                 self.out.write(self._time(int(st.st_mtime), local=True))
+            elif not is_regular(st):       # lighttpd breaks its answer on a directory
+                self._log(f"include of {path}: not a regular file")
             else:
                 fd = yield from self._include(doc, path, uri_path, fd, st,
                                               processed=virtual is not None)
