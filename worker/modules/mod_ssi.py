@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generator
 
 from shared.config.directives import Directive, Type
 
@@ -259,7 +259,7 @@ class _Page:
         dirs = module.services.upload_dirs
         self.out = _Output(dirs[0] if dirs else None)
         self.top: _Document | None = None
-        self.steps: Iterator[Any] = self._top_document()
+        self.steps: Generator[Any, None, None] = self._top_document()
         self.command: _Command | None = None
         self.since_pause = 0
 
@@ -275,9 +275,8 @@ class _Page:
             step = next(self.steps)
         except StopIteration:
             return self._answer()
-        except OSError as err:
-            self.services.log_error("mod_ssi.c", f"open(): {err.strerror}: "
-                                                 f"{self.request.physical_path}")
+        except OSError as err:         # the page cannot be read, or the spool written
+            self.services.log_error("mod_ssi.c", f"{self.request.physical_path}: {err}")
             return 500
         if step is _PAUSE:
             self.services.call_later(0, self.request.wake)
@@ -289,9 +288,7 @@ class _Page:
         if self.command is not None:
             self.command.end()
             self.command = None
-        close = getattr(self.steps, "close", None)
-        if close is not None:
-            close()
+        self.steps.close()
         self.out.close()
 
     def _answer(self) -> int:
