@@ -57,6 +57,7 @@ STATIC, GATEWAYS, APPS, REWRITE, AUTH, DEFLATE, TLS = (
     "static", "gateways", "apps", "rewrite", "auth", "deflate", "tls")
 # the clients a scenario is run with
 WRK, UPLOAD, H2LOAD = "wrk", "upload", "h2load"
+CLIENT_PROGRAMS = {WRK: ("wrk",), UPLOAD: (), H2LOAD: ("h2load",)}   # UPLOAD: http.client
 CGI_SCRIPT = "/cgi/hello.sh"
 CGI_BODY = "hello world"
 UPLOAD_FILE = "upload.bin"
@@ -636,13 +637,11 @@ def missing_programs(scenario: Scenario, servers: list[str]) -> list[str]:
     servers but pylighttpd, its setup's programs and lighttpd plugin."""
     setup = SETUPS[scenario.setup]
     needed = [name for name in servers if name in scenario.servers and name != "pylighttpd"]
-    needed += list(setup.requires)
-    needed.append(H2LOAD if scenario.client == H2LOAD else WRK if scenario.client == WRK
-                  else "")
+    needed += [*setup.requires, *CLIENT_PROGRAMS[scenario.client]]
     if setup.lighttpd_plugin and "lighttpd" in servers:
         needed.append(str(LIGHTTPD_MODULES / setup.lighttpd_plugin))
-    return [need for need in needed if need and not
-            (Path(need).exists() if need.startswith("/") else shutil.which(need))]
+    return [need for need in needed
+            if not (Path(need).exists() if need.startswith("/") else shutil.which(need))]
 
 
 # ------------------------------------------------------------------- wrk
