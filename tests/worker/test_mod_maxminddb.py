@@ -33,7 +33,7 @@ from serverproc import get, serving, wait_until  # noqa: E402
 from shared.config.errors import ConfigError  # noqa: E402
 from test_differential import LIGHTTPD, beside_lighttpd, exchange  # noqa: E402
 from worker.modules.mod_maxminddb import (  # noqa: E402
-    env_paths, env_text, value_at)
+    env_paths, env_text, logs_env, value_at)
 
 MODULE_SO = Path("/usr/lib/lighttpd/mod_maxminddb.so")
 
@@ -283,6 +283,17 @@ def test_values_as_lighttpd_writes_them():
     assert value_at({"a": [{"b": 2}]}, ("a", "-1", "b")) == 2
     assert value_at({"a": [1]}, ("a", "5")) is None
     assert value_at({"a": "s"}, ("a", "b")) is None
+
+
+def test_replays_stay_on_unless_the_access_log_writes_the_variables():
+    class Format:
+        text = "%h %{GEOIP_COUNTRY_CODE}e %{User-Agent}i"
+
+    env = env_paths((("GEOIP_COUNTRY_CODE", "country/iso_code"),))
+    assert logs_env({"accesslog.format": Format, "maxminddb.env": env})
+    assert not logs_env({"accesslog.format": Format,
+                         "maxminddb.env": env_paths((("GEOIP_CITY", "city"),))})
+    assert not logs_env({"maxminddb.env": env})          # no mod_accesslog
 
 
 def served_country(port: int) -> bytes:

@@ -22,8 +22,9 @@ As lighttpd 1.4.69 does it:
 The variables are not seen by conditions (lighttpd has none on the environment).
 lighttpd sets them only when a backend asks for the environment; here they are set
 once the URL is clean, so the access log's %{GEOIP_...}e shows them for every request
-this module serves (lighttpd shows "-" where no backend ran), and such answers are
-not replayed from the answer cache without it.
+this module serves (lighttpd shows "-" where no backend ran).  Static answers stay
+replayable from the answer cache unless the access log writes one of the variables
+(a replay would log the client the answer was kept for).
 
 Lookups are cached per worker by address, database and env (a small table emptied
 when full), so a busy client costs one dictionary look-up per request.
@@ -154,6 +155,14 @@ def geoip_values(reader: maxminddb.Reader, address: str, paths: EnvPaths) -> Fou
     return tuple(found)
 
 
+def logs_env(values: dict[str, Any]) -> bool:
+    """Whether the access log of these settings writes one of the variables: it is the
+    only reader of a static answer's environment, which a replay takes from the
+    request the answer was kept for."""
+    log_format = getattr(values.get("accesslog.format"), "text", "")
+    return any(f"{{{name}}}" in log_format for name, _ in values["maxminddb.env"])
+
+
 class Module(BaseModule):
     name = "maxminddb"
     directives = DIRECTIVES
@@ -176,9 +185,10 @@ class Module(BaseModule):
         return self.readers.get(values["maxminddb.db"])
 
     def allows_replay(self, request: Request) -> bool:
-        """A kept answer replayed skips the environment (and the access log's view of
-        it) where this module acts."""
-        return self._active(request.settings.values) is None
+        """A kept static answer replayed for another client would log the first one's
+        variables: not kept where this module acts and the access log writes them."""
+        values = request.settings.values
+        return self._active(values) is None or not logs_env(values)
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         values = request.settings.values
