@@ -70,7 +70,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.x509 import ocsp
 from OpenSSL import SSL, crypto
@@ -140,6 +140,7 @@ INTERMEDIATE_CIPHERS = (
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
 DEFAULT_GROUPS = "X25519:P-256:P-384"        # Mozilla's intermediate curves
 MAX_SNI_CHOICES = 1024
+X509_V_ERR_CERT_CHAIN_TOO_LONG = 22
 Key = tuple[Any, ...]
 
 
@@ -305,13 +306,32 @@ def _client_verification(context: SSL.Context, values: dict) -> None:
     crl_file = values["ssl.verifyclient.ca-crl-file"] or values["ssl.ca-crl-file"]
     if crl_file:
         _load_crls(context, crl_file)
-    mode = SSL.VERIFY_PEER
-    if values["ssl.verifyclient.enforce"]:
-        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-        context.set_verify(mode, _verified_strictly)
-    else:
-        context.set_verify(mode, _verified_leniently)
-    context.set_verify_depth(values["ssl.verifyclient.depth"])
+    context.set_verify(*verification(values))
+    context.set_verify_depth(values["ssl.verifyclient.depth"] + 1)
+
+
+def verification(values: dict) -> tuple[int, Any]:
+    """The verify mode and callback of a block's ssl.verifyclient.* values.  A
+    connection whose context SNI replaces keeps the first context's (OpenSSL copies
+    neither with SSL_set_SSL_CTX), so the SNI choice sets them again, as lighttpd
+    does."""
+    if not values["ssl.verifyclient.activate"]:
+        return SSL.VERIFY_NONE, None
+    enforce = values["ssl.verifyclient.enforce"]
+    most = values["ssl.verifyclient.depth"]
+
+    def verified(connection: SSL.Connection, _cert: crypto.X509, error: int,
+                 depth: int, ok: int) -> bool:
+        """With enforce disabled the handshake goes on whatever the verdict: the
+        backends learn it from SSL_CLIENT_VERIFY."""
+        if depth > most:
+            ok, error = 0, X509_V_ERR_CERT_CHAIN_TOO_LONG
+        if not ok:
+            _note_verify_error(connection, error)
+        return bool(ok) or not enforce
+
+    mode = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if enforce else 0)
+    return mode, verified
 
 
 def _certificate_names(path: str) -> list[crypto.X509Name]:
@@ -333,22 +353,6 @@ def _load_crls(context: SSL.Context, path: str) -> None:
     for block in data.split(marker)[:-1]:
         store.add_crl(crypto.load_crl(crypto.FILETYPE_PEM, block + marker))
     store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
-
-
-def _verified_strictly(connection: SSL.Connection, _cert: crypto.X509, error: int,
-                       _depth: int, ok: int) -> bool:
-    if not ok:
-        _note_verify_error(connection, error)
-    return bool(ok)
-
-
-def _verified_leniently(connection: SSL.Connection, _cert: crypto.X509, error: int,
-                        _depth: int, ok: int) -> bool:
-    """ssl.verifyclient.enforce = disable: the handshake goes on; the backends learn
-    the verdict from SSL_CLIENT_VERIFY."""
-    if not ok:
-        _note_verify_error(connection, error)
-    return True
 
 
 def _note_verify_error(connection: SSL.Connection, error: int) -> None:
@@ -522,6 +526,15 @@ class _TLSState:
         return ""
 
 
+class _NameChoice(NamedTuple):
+    """What an SNI name chooses: its context (None: the socket's stays), its
+    ssl.acme-tls-1 directory, its verify mode and callback."""
+
+    context: SSL.Context | None
+    acme_dir: str
+    verification: tuple[int, Any]
+
+
 class _SNISubject:
     """The conditions' view of a handshake: the SNI name as the host."""
 
@@ -551,7 +564,7 @@ class Module(BaseModule):
         self.contexts: dict[Key, SSL.Context] = dict(prepared.contexts) if prepared else {}
         self.staplings: dict[str, Stapling] = prepared.staplings if prepared else {}
         self.by_socket: dict[str, tuple[SSL.Context, str] | None] = {}
-        self.by_name: dict[tuple[str, str], tuple[SSL.Context | None, str]] = {}
+        self.by_name: dict[tuple[str, str], _NameChoice] = {}
         for context in set(self.contexts.values()):
             context.set_tlsext_servername_callback(self._servername)
 
@@ -587,7 +600,8 @@ class Module(BaseModule):
         connection.scheme = "https"
 
     def _servername(self, tls: SSL.Connection) -> None:
-        """SNI: the certificate the config gives this name on this socket."""
+        """SNI: the certificate and client verification the config gives this name on
+        this socket."""
         name = tls.get_servername()
         state = tls.get_app_data()
         if not name or not isinstance(state, _TLSState):
@@ -600,20 +614,20 @@ class Module(BaseModule):
             if len(self.by_name) >= MAX_SNI_CHOICES:
                 self.by_name.clear()
             self.by_name[choice] = chosen
-        context, state.acme_dir = chosen
-        if context is not None:
-            tls.set_context(context)
+        state.acme_dir = chosen.acme_dir
+        if chosen.context is not None:
+            tls.set_context(chosen.context)
+            tls.set_verify(*chosen.verification)
 
-    def _by_name(self, state: _TLSState, host: str) -> tuple[SSL.Context | None, str]:
-        """The context (None: the socket's stays) and ssl.acme-tls-1 of an SNI name."""
+    def _by_name(self, state: _TLSState, host: str) -> "_NameChoice":
         values = self.config.settings_for(_SNISubject(state, host)).values
-        if not values["ssl.pemfile"]:
-            return None, values["ssl.acme-tls-1"]
-        try:
-            return self._context(values), values["ssl.acme-tls-1"]
-        except TLSConfigError as err:
-            self.services.log_error("mod_openssl.c", f"SNI {host}: {err}")
-            return None, values["ssl.acme-tls-1"]
+        context = None
+        if values["ssl.pemfile"]:
+            try:
+                context = self._context(values)
+            except TLSConfigError as err:
+                self.services.log_error("mod_openssl.c", f"SNI {host}: {err}")
+        return _NameChoice(context, values["ssl.acme-tls-1"], verification(values))
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
         """The TLS facts backends see (lighttpd's https_add_ssl_client_entries)."""
@@ -627,27 +641,34 @@ class Module(BaseModule):
 
 
 def ssl_environment(tls: SSL.Connection, values: dict) -> dict[str, str]:
+    """As lighttpd 1.4.69 sets them: a client certificate that failed verification
+    gives SSL_CLIENT_VERIFY=FAILED:<reason> alone (lighttpd words the reason as an
+    undecoded OpenSSL error code; OpenSSL's verify text is said here); the DNs in
+    OpenSSL's one-line form ("C = DE, CN = alice"); SSL_CLIENT_I_DN* are added, as
+    Apache's mod_ssl sets them."""
     env = {"SSL_PROTOCOL": tls.get_protocol_version_name() or "",
            "SSL_CIPHER": tls.get_cipher_name() or ""}
     bits = tls.get_cipher_bits()
     if bits:
         env["SSL_CIPHER_USEKEYSIZE"] = env["SSL_CIPHER_ALGKEYSIZE"] = str(bits)
-    certificate = tls.get_peer_certificate()
-    state = tls.get_app_data()
-    if certificate is None:
-        if values["ssl.verifyclient.activate"]:
-            env["SSL_CLIENT_VERIFY"] = "NONE"
+    if not values["ssl.verifyclient.activate"]:
         return env
+    state = tls.get_app_data()
     error = state.verify_error if isinstance(state, _TLSState) else ""
-    env["SSL_CLIENT_VERIFY"] = f"FAILED:{error}" if error else "SUCCESS"
+    certificate = tls.get_peer_certificate()
+    if error or certificate is None:
+        env["SSL_CLIENT_VERIFY"] = f"FAILED:{error}" if error else "NONE"
+        return env
+    env["SSL_CLIENT_VERIFY"] = "SUCCESS"
     _add_names(env, "SSL_CLIENT_S_DN", certificate.get_subject())
     _add_names(env, "SSL_CLIENT_I_DN", certificate.get_issuer())
-    env["SSL_CLIENT_M_SERIAL"] = format(certificate.get_serial_number(), "X")
+    serial = format(certificate.get_serial_number(), "X")
+    env["SSL_CLIENT_M_SERIAL"] = serial.zfill(len(serial) + len(serial) % 2)
     if values["ssl.verifyclient.exportcert"]:
         env["SSL_CLIENT_CERT"] = crypto.dump_certificate(
             crypto.FILETYPE_PEM, certificate).decode()
     username = values["ssl.verifyclient.username"]
-    if username and not error and env.get(username):
+    if username and env.get(username):
         env["REMOTE_USER"] = env[username]
         env["AUTH_TYPE"] = "SSL_CLIENT_VERIFY"
     return env
@@ -656,7 +677,15 @@ def ssl_environment(tls: SSL.Connection, values: dict) -> dict[str, str]:
 def _add_names(env: dict[str, str], prefix: str, name: crypto.X509Name) -> None:
     parts = [(key.decode(), value.decode("utf-8", "replace"))
              for key, value in name.get_components()]
-    env[prefix] = "/" + "/".join(f"{key}={value}" for key, value in parts)
+    env[prefix] = ", ".join(f"{key} = {_oneline_value(value)}" for key, value in parts)
     for key, value in parts:
         env[f"{prefix}_{key}"] = value
 
+
+def _oneline_value(value: str) -> str:
+    """A DN value as XN_FLAG_ONELINE prints it: quoted when it holds a separator,
+    control characters escaped."""
+    value = "".join(ch if ch.isprintable() else f"\\{ord(ch):02X}" for ch in value)
+    if any(ch in value for ch in ',+;<>"=#') or value != value.strip():
+        return '"' + value.replace('"', '\\"') + '"'
+    return value

@@ -1,0 +1,103 @@
+"""mod_openssl beside lighttpd 1.4.69's on one config and the same certificates: the
+certificate SNI chooses, client certificates verified (enforced or not), and the
+SSL_* variables a CGI script sees."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from procutil import REPO
+from test_tls import CGI_ENV, make_certificate, served_name
+
+sys.path.insert(0, str(REPO / "tests" / "worker"))
+
+from test_differential import beside_lighttpd  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("openssl") or not shutil.which("curl")
+    or not Path("/usr/lib/lighttpd/mod_openssl.so").exists(),
+    reason="needs openssl, curl and lighttpd's mod_openssl (lighttpd-mod-openssl)")
+
+# what differs by nature between two servers and two handshakes, and pylighttpd's
+# additions (the issuer's DN, as Apache's mod_ssl exports it)
+UNCOMPARED = ("SERVER_SOFTWARE", "REMOTE_PORT", "SERVER_PORT", "SSL_CLIENT_CERT",
+              "SSL_CLIENT_I_DN", "SSL_CLIENT_I_DN_CN")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tlsdiff")
+    for name in ("a.example", "b.example", "strict.example"):
+        crt, key = make_certificate(base, name)
+        (base / f"{name}.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    ca = make_certificate(base, "Diff CA")
+    make_certificate(base, "alice", issuer=ca)
+    make_certificate(base, "mallory")                 # signed by no CA the server knows
+    docroot = base / "www"
+    docroot.mkdir()
+    script = docroot / "env.sh"
+    script.write_text(CGI_ENV.replace("HTTPS|", "HTTPS|SERVER_NAME|"))
+    script.chmod(0o755)
+    conf = base / "common.conf"
+    conf.write_text(f"""
+server.document-root = "{docroot}"
+server.modules = ("mod_openssl", "mod_cgi", "mod_staticfile")
+cgi.assign = (".sh" => "")
+ssl.engine = "enable"
+ssl.pemfile = "{base}/a.example.pem"
+ssl.ca-file = "{base}/Diff CA.crt"
+ssl.verifyclient.activate = "enable"
+ssl.verifyclient.enforce = "disable"
+ssl.verifyclient.username = "SSL_CLIENT_S_DN_CN"
+$HTTP["host"] == "b.example" {{ ssl.pemfile = "{base}/b.example.pem" }}
+$HTTP["host"] == "strict.example" {{
+    ssl.pemfile = "{base}/strict.example.pem"
+    ssl.verifyclient.enforce = "enable"
+}}
+""")
+    with beside_lighttpd(conf) as (theirs, ours):
+        yield theirs, ours, base
+
+
+def cgi_env(port: int, host: str, base: Path, client: str | None) -> dict[str, str] | None:
+    """The SSL_* environment of the CGI over TLS, None when the handshake failed."""
+    cert = ["--cert", str(base / f"{client}.crt"), "--key", str(base / f"{client}.key")] \
+        if client else []
+    done = subprocess.run(["curl", "-sk", "--max-time", "10", "--tlsv1.3", *cert,
+                           "--resolve", f"{host}:{port}:127.0.0.1",
+                           f"https://{host}:{port}/env.sh"],
+                          capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        return None
+    env = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    if env.get("SSL_CLIENT_VERIFY", "").startswith("FAILED:"):
+        # lighttpd words the reason as an undecoded OpenSSL error code
+        # ("error:00000012:lib(0)::reason(18)"), pylighttpd as OpenSSL's verify text
+        env["SSL_CLIENT_VERIFY"] = "FAILED:"
+    return {key: value for key, value in env.items() if key not in UNCOMPARED}
+
+
+def test_sni_chooses_the_same_certificate(servers):
+    theirs, ours, _ = servers
+    for name in ("a.example", "b.example", "strict.example", "unknown.example"):
+        assert served_name(ours, name) == served_name(theirs, name), name
+
+
+@pytest.mark.parametrize("client", [None, "alice", "mallory"])
+def test_a_cgi_sees_the_same_ssl_variables_when_verification_is_not_enforced(servers,
+                                                                             client):
+    theirs, ours, base = servers
+    ours_env = cgi_env(ours, "a.example", base, client)
+    assert ours_env is not None and ours_env == cgi_env(theirs, "a.example", base, client)
+
+
+@pytest.mark.parametrize("client", [None, "alice", "mallory"])
+def test_enforced_verification_admits_the_same_clients(servers, client):
+    theirs, ours, base = servers
+    assert cgi_env(ours, "strict.example", base, client) == \
+        cgi_env(theirs, "strict.example", base, client)
