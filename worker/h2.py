@@ -56,7 +56,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, PingFrame
 
 from shared import log
 
@@ -80,6 +80,9 @@ LOW_WATER = 64 * 1024
 READ_STOP = 2 * HIGH_WATER       # wire bytes queued before the session stops reading
 FRAME_READ = 1 << 16             # bytes read from a file per DATA step
 RESETS_PER_SECOND = 200
+LAST_STREAM_ID = (1 << 31) - 1   # the first drain GOAWAY's: every stream still let in
+DRAIN_PING = b"drain\0\0\0"
+DRAIN_ROUND_TRIP = 1.0           # seconds the drain PING's ACK is waited for at most
 IDLE_FRAMES_BURST = 1000         # frames that carry no work, in a burst ...
 IDLE_FRAMES_PER_SECOND = 200     # ... and in the long run
 SMALL_WINDOW_UPDATE = 1024       # a WINDOW_UPDATE below this is counted as idle
@@ -195,6 +198,8 @@ class H2Session:
         self.events = EPOLLIN
         server.connections[self.fd] = self
         self._receive(first)
+        if server.draining:              # taken over while the worker drains
+            self.begin_drain()
         self._after()
 
     # ------------------------------------------------------ what requests see
@@ -257,7 +262,8 @@ class H2Session:
         self.flush()
         if self.state is CLOSED:
             return
-        if self.closing and not self.streams and not self.out.chunks:
+        if self.closing and not self.streams and not self.out.chunks and \
+                self.last_stream != LAST_STREAM_ID:
             self.close()
             return
         self.state = WRITE if self.out.chunks else HANDLE if self.streams else REQUEST_START
@@ -689,14 +695,34 @@ class H2Session:
             self.close()
 
     def begin_drain(self) -> None:
-        """A reload: no new streams; the ones under way finish.  The GOAWAY is written
-        here, not through h2's close_connection, after which h2 sends nothing more."""
+        """A reload: no new streams; the ones under way finish.  In two steps (RFC 9113
+        6.8): a GOAWAY that still lets every stream in, with a PING; once its ACK is
+        back (or after DRAIN_ROUND_TRIP), a stream the client opened has reached us,
+        and the last GOAWAY names the last one.  The client retries nothing it sent.
+        The GOAWAYs are written here, not through h2's close_connection, after which
+        h2 sends nothing more."""
         if self.closing or self.state is CLOSED:
             return
         self.closing = True
-        self.last_stream = self.h2.highest_inbound_stream_id
+        self.last_stream = LAST_STREAM_ID
+        self._send_goaway()
+        self.out.append(PingFrame(0, opaque_data=DRAIN_PING).serialize())
+        self.server.loop.call_later(DRAIN_ROUND_TRIP, self._last_goaway)
+        self._after()
+
+    def _send_goaway(self) -> None:
         self.out.append(GoAwayFrame(0, last_stream_id=self.last_stream,
                                     error_code=h2.errors.ErrorCodes.NO_ERROR).serialize())
+
+    def _ping_acknowledged(self, event: h2.events.PingAckReceived) -> None:
+        if event.ping_data == DRAIN_PING:
+            self._last_goaway()
+
+    def _last_goaway(self) -> None:
+        if self.last_stream != LAST_STREAM_ID or self.state is CLOSED:
+            return
+        self.last_stream = self.h2.highest_inbound_stream_id
+        self._send_goaway()
         self._after()
 
     def is_idle(self) -> bool:
@@ -756,6 +782,7 @@ _EVENT_HANDLERS = {
     h2.events.StreamReset: H2Session._stream_reset,
     h2.events.ConnectionTerminated: H2Session._terminated,
     h2.events.PingReceived: H2Session._idle_frame,
+    h2.events.PingAckReceived: H2Session._ping_acknowledged,
     h2.events.RemoteSettingsChanged: H2Session._idle_frame,
     h2.events.UnknownFrameReceived: H2Session._idle_frame,
     h2.events.WindowUpdated: H2Session._window_updated,
