@@ -31,7 +31,7 @@ from server_util import WorkerProcess, config_text, read_until_closed  # noqa: E
 from procutil import run_cli  # noqa: E402
 from serverproc import get, serving, wait_until  # noqa: E402
 from shared.config.errors import ConfigError  # noqa: E402
-from test_differential import LIGHTTPD, beside_lighttpd, exchange  # noqa: E402
+from test_differential import LIGHTTPD, Lighttpd, beside_lighttpd, exchange  # noqa: E402
 from worker.modules.mod_maxminddb import (  # noqa: E402
     env_paths, env_text, logs_env, value_at)
 
@@ -67,8 +67,10 @@ ENV = """maxminddb.env = (
 
 CONFIG = """
 server.document-root = "{docroot}"
-server.modules = ("mod_extforward", "mod_maxminddb", "mod_cgi", "mod_staticfile",
-                  "mod_accesslog")
+server.modules = ("mod_extforward", "mod_maxminddb", "mod_rewrite", "mod_cgi",
+                  "mod_staticfile", "mod_accesslog")
+url.rewrite-once = ("^/to-off/(.*)" => "/off/$1", "^/to-small/(.*)" => "/small/$1")
+url.rewrite-if-not-file = ("^/missing/(.*)" => "/off/$1")
 server.tag = "difftest"
 cgi.assign = (".sh" => "")
 mimetype.assign = (".txt" => "text/plain", "" => "application/octet-stream")
@@ -134,7 +136,8 @@ REQUESTS = [
     ("/env.sh", None), ("/env.sh", "198.51.100.7"), ("/env.sh", "198.51.100.200"),
     ("/env.sh", "::ffff:203.0.113.9"), ("/off/env.sh", "203.0.113.9"),
     ("/small/env.sh", "203.0.113.9"), ("/small/env.sh", "2001:db8::1"),
-    ("/noenv/env.sh", "203.0.113.9"),
+    ("/noenv/env.sh", "203.0.113.9"), ("/to-off/env.sh", "203.0.113.9"),
+    ("/to-small/env.sh", "203.0.113.9"), ("/missing/env.sh", "203.0.113.9"),
 ]
 
 EXPECTED_CITY = """REMOTE_ADDR=203.0.113.9
@@ -193,6 +196,10 @@ def test_settings_per_condition(worker):
     assert off == "REMOTE_ADDR=203.0.113.9\n"
     small = body(exchange(worker.port, request("/small/env.sh", "203.0.113.9")))
     assert small == "REMOTE_ADDR=203.0.113.9\nGEOIP_COUNTRY_CODE=FR\n"
+    rewritten = body(exchange(worker.port, request("/to-off/env.sh", "203.0.113.9")))
+    assert rewritten == off                 # the settings of the URL rewritten to
+    late = body(exchange(worker.port, request("/missing/env.sh", "203.0.113.9")))
+    assert late == off                      # rewritten once the file was looked for
     noenv = body(exchange(worker.port, request("/noenv/env.sh", "203.0.113.9")))
     assert noenv == EXPECTED_CITY           # an empty env keeps the enclosing one
 
@@ -245,6 +252,23 @@ def test_same_environment_as_lighttpd(tmp_path):
         for path, client in REQUESTS:
             raw = request(path, client)
             assert body(exchange(ours, raw)) == body(exchange(theirs, raw)), (path, client)
+
+
+@pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK) or not MODULE_SO.exists(),
+                    reason="Debian's lighttpd with lighttpd-mod-maxminddb is not installed")
+def test_known_difference_lighttpd_logs_the_variables_only_after_a_backend(tmp_path):
+    """lighttpd sets the variables when a backend asks for its environment, so its
+    access log shows "-" for a static file; pylighttpd sets them for every request
+    (test_access_log_shows_the_forwarded_client_country)."""
+    conf, log = make_site(tmp_path)
+    lighttpd = Lighttpd(conf)
+    try:
+        for path in ("/file.txt", "/env.sh"):
+            exchange(lighttpd.port, request(path, "203.0.113.9"))
+    finally:
+        lighttpd.stop()
+    assert log.read_text().splitlines() == ["203.0.113.9 /file.txt - -",
+                                            "203.0.113.9 /env.sh NL Amsterdam"]
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "suffix"])

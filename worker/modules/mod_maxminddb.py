@@ -12,8 +12,9 @@ As lighttpd 1.4.69 does it:
 - with `maxminddb.activate`, a database and an env set for the request, the values
   found become the request's environment (CGI, FastCGI, SCGI, SSI see them): strings
   and bytes as they are, booleans "1"/"0", floating point numbers with five decimals,
-  integers in decimal (above 64 bits in upper-case hex with "0x", as lighttpd's
-  uint128).  A path that leads nowhere, or to a map or an array, sets nothing;
+  integers in decimal; one beyond 64 bits (a uint128) in upper-case hex with "0x" as
+  lighttpd writes a uint128 (a uint128 value that fits in 64 bits comes out decimal:
+  the reader does not tell the integer types apart).  A path that leads nowhere, or to a map or an array, sets nothing;
 - the address looked up is the request's own: the real client mod_extforward found
   behind a trusted proxy.  It is looked up as it is: an IPv4-mapped IPv6 address finds
   the IPv4 record in a database that maps ::ffff:0:0/96 onto its IPv4 tree (MaxMind's
@@ -21,7 +22,8 @@ As lighttpd 1.4.69 does it:
 
 The variables are not seen by conditions (lighttpd has none on the environment).
 lighttpd sets them only when a backend asks for the environment; here they are set
-once the URL is clean, so the access log's %{GEOIP_...}e shows them for every request
+once the URL is clean (anew, with the settings of the new URL, when the phases run
+again for a rewrite or an error handler), so the access log's %{GEOIP_...}e shows them for every request
 this module serves (lighttpd shows "-" where no backend ran).  Static answers stay
 replayable from the answer cache unless the access log writes one of the variables
 (a replay would log the client the answer was kept for).
@@ -191,6 +193,7 @@ class Module(BaseModule):
         return self._active(values) is None or not logs_env(values)
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
+        self._forget_earlier(request)
         values = request.settings.values
         reader = self._active(values)
         if reader is None:
@@ -204,4 +207,14 @@ class Module(BaseModule):
                                                    values["maxminddb.env"])
         for name, text in found:
             request.set_env(name, text)
+        request.plugin_ctx[self.name] = found
         return None
+
+    def _forget_earlier(self, request: Request) -> None:
+        """The phases run again for another URL (a rewrite once the file was looked
+        for, an error handler): what was set for the first URL's settings goes, as
+        lighttpd takes the settings of the URL the backend runs for."""
+        earlier = request.plugin_ctx.pop(self.name, None)
+        if earlier and request.env:
+            for name, _ in earlier:
+                request.env.pop(name, None)
