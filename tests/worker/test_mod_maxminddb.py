@@ -48,6 +48,7 @@ CITY = {
 }
 V6 = {"country": {"iso_code": "DE", "names": {"en": "Germany"}},
       "location": {"latitude": mmdb_writer.MmdbF32(48.5)}}
+RAW = {"city": {"names": {"en": "München"}}, "signed": b"\xff\x00raw"}
 SMALL = {"country": {"iso_code": "FR"}}
 
 ENV = """maxminddb.env = (
@@ -110,7 +111,7 @@ def make_site(base: Path) -> tuple[Path, Path]:
         script.chmod(0o755)
     (docroot / "file.txt").write_text("static\n")
     db = write_db(base / "city.mmdb", {"203.0.113.0/24": CITY, "2001:db8::/32": V6,
-                                       "198.51.100.0/25": SMALL})
+                                       "198.51.100.0/25": SMALL, "192.0.2.128/25": RAW})
     small = write_db(base / "small.mmdb", {"203.0.113.0/24": SMALL})
     conf = base / "geo.conf"
     conf.write_text(CONFIG.format(docroot=docroot, db=db, small=small, env=ENV,
@@ -128,11 +129,12 @@ def request(path: str, client: str | None = None) -> bytes:
 def body(raw: bytes) -> str:
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.split()[1] == b"200", head
-    return rest.decode()
+    return rest.decode("utf-8", "surrogateescape")
 
 
 REQUESTS = [
     ("/env.sh", "203.0.113.9"), ("/env.sh", "2001:db8:1::5"), ("/env.sh", "192.0.2.1"),
+    ("/env.sh", "192.0.2.200"),
     ("/env.sh", None), ("/env.sh", "198.51.100.7"), ("/env.sh", "198.51.100.200"),
     ("/env.sh", "::ffff:203.0.113.9"), ("/off/env.sh", "203.0.113.9"),
     ("/small/env.sh", "203.0.113.9"), ("/small/env.sh", "2001:db8::1"),
@@ -188,6 +190,8 @@ def test_backends_see_the_client_geoip_record(worker):
                                      "48.50000\nGEOIP_COUNTRY_CODE=DE\n"
                                      "GEOIP_COUNTRY_NAME=Germany\n")
     assert seen["192.0.2.1"] == "REMOTE_ADDR=192.0.2.1\n"          # in no network
+    raw = body(exchange(worker.port, request("/env.sh", "192.0.2.200")))
+    assert raw == "REMOTE_ADDR=192.0.2.200\nGEOIP_CITY_NAME=München\nGEOIP_SIGNED=\udcff\n"
     assert seen[None] == "REMOTE_ADDR=127.0.0.1\n"
 
 
@@ -301,8 +305,9 @@ def test_env_paths_are_checked(tmp_path, path):
 
 def test_values_as_lighttpd_writes_them():
     assert env_paths((("A", "x/0/y"),)) == (("A", ("x", "0", "y")),)
-    assert [env_text(v) for v in (True, False, "é", b"\x01b", 1.5, -3, 2**64 + 1)] == \
-        ["1", "0", "é", "\x01b", "1.50000", "-3", "0x00000000000000010000000000000001"]
+    assert [env_text(v) for v in (True, False, "é", b"\xffb", 1.5, -3, 2**64 + 1)] == \
+        ["1", "0", "é", "\udcffb", "1.50000", "-3", "0x00000000000000010000000000000001"]
+    assert env_text("a\0b") == "a" and env_text(b"a\0b") == "a"
     assert env_text({"a": 1}) is None and env_text([1]) is None and env_text(None) is None
     assert value_at({"a": [{"b": 2}]}, ("a", "-1", "b")) == 2
     assert value_at({"a": [1]}, ("a", "5")) is None

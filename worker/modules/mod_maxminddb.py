@@ -127,13 +127,14 @@ def value_at(record: Any, steps: tuple[str, ...]) -> Any:
 
 def env_text(value: Any) -> str | None:
     """A record's value as lighttpd writes it into the environment; None for maps,
-    arrays and what leads nowhere."""
+    arrays and what leads nowhere.  Text ends at a NUL byte, where a CGI script's
+    environment ends it (and a process environment cannot hold one)."""
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, str):
-        return value
     if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("latin-1")
+        value = bytes(value).decode("utf-8", "surrogateescape")   # the raw bytes go out
+    if isinstance(value, str):
+        return value.partition("\0")[0]
     if isinstance(value, float):
         return f"{value:.5f}"
     if isinstance(value, int):
