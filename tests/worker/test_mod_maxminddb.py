@@ -69,7 +69,8 @@ ENV = """maxminddb.env = (
 CONFIG = """
 server.document-root = "{docroot}"
 server.modules = ("mod_extforward", "mod_maxminddb", "mod_rewrite", "mod_cgi",
-                  "mod_staticfile", "mod_accesslog")
+                  "mod_ssi", "mod_staticfile", "mod_accesslog")
+ssi.extension = (".shtml")
 url.rewrite-once = ("^/to-off/(.*)" => "/off/$1", "^/to-small/(.*)" => "/small/$1")
 url.rewrite-if-not-file = ("^/missing/(.*)" => "/off/$1")
 server.tag = "difftest"
@@ -92,6 +93,8 @@ echo "REMOTE_ADDR=$REMOTE_ADDR"
 env | grep '^GEOIP_' | sort
 """
 
+SSI_PAGE = '<!--#echo var="GEOIP_COUNTRY_CODE" --> <!--#echo var="GEOIP_CITY_NAME" -->\n'
+
 
 def write_db(path: Path, networks: dict[str, dict]) -> Path:
     writer = mmdb_writer.MMDBWriter(ip_version=6, ipv4_compatible=True,
@@ -110,6 +113,7 @@ def make_site(base: Path) -> tuple[Path, Path]:
         script.write_text(SCRIPT)
         script.chmod(0o755)
     (docroot / "file.txt").write_text("static\n")
+    (docroot / "page.shtml").write_text(SSI_PAGE)
     db = write_db(base / "city.mmdb", {"203.0.113.0/24": CITY, "2001:db8::/32": V6,
                                        "198.51.100.0/25": SMALL, "192.0.2.128/25": RAW})
     small = write_db(base / "small.mmdb", {"203.0.113.0/24": SMALL})
@@ -134,7 +138,7 @@ def body(raw: bytes) -> str:
 
 REQUESTS = [
     ("/env.sh", "203.0.113.9"), ("/env.sh", "2001:db8:1::5"), ("/env.sh", "192.0.2.1"),
-    ("/env.sh", "192.0.2.200"),
+    ("/env.sh", "192.0.2.200"), ("/page.shtml", "203.0.113.9"), ("/page.shtml", "192.0.2.1"),
     ("/env.sh", None), ("/env.sh", "198.51.100.7"), ("/env.sh", "198.51.100.200"),
     ("/env.sh", "::ffff:203.0.113.9"), ("/off/env.sh", "203.0.113.9"),
     ("/small/env.sh", "203.0.113.9"), ("/small/env.sh", "2001:db8::1"),
@@ -193,6 +197,8 @@ def test_backends_see_the_client_geoip_record(worker):
     raw = body(exchange(worker.port, request("/env.sh", "192.0.2.200")))
     assert raw == "REMOTE_ADDR=192.0.2.200\nGEOIP_CITY_NAME=München\nGEOIP_SIGNED=\udcff\n"
     assert seen[None] == "REMOTE_ADDR=127.0.0.1\n"
+    ssi = body(exchange(worker.port, request("/page.shtml", "203.0.113.9")))
+    assert ssi == "NL Amsterdam\n"
 
 
 def test_settings_per_condition(worker):
