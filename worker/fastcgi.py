@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from typing import Iterable, NamedTuple
 
+from .gateway import PairEncoder
+
 VERSION = 1
 HEADER = struct.Struct(">BBHHBx")
 HEADER_SIZE = HEADER.size
@@ -84,10 +86,7 @@ def parse_end_request(content: bytes) -> tuple[int, int]:
 
 def params(request_id: int, env: dict[str, str]) -> bytes:
     """The request's environment as PARAMS records, with the end record."""
-    pairs = encode_pairs([(name.encode("latin-1", "replace"),
-                           value.encode("utf-8", "surrogateescape"))
-                          for name, value in env.items()])
-    return stream(PARAMS, request_id, pairs) + record(PARAMS, request_id)
+    return stream(PARAMS, request_id, _PARAMS.block(env)) + record(PARAMS, request_id)
 
 
 def get_values(names: Iterable[str]) -> bytes:
@@ -109,21 +108,20 @@ def _length(size: int) -> bytes:
     return struct.pack(">I", size | _LONG_LENGTH)
 
 
+def encode_pair(name: bytes, value: bytes) -> bytes:
+    """One name-value pair."""
+    name_len, value_len = len(name), len(value)
+    if name_len < 0x80 and value_len < 0x80:
+        return bytes((name_len, value_len)) + name + value
+    return _length(name_len) + _length(value_len) + name + value
+
+
+_PARAMS = PairEncoder(encode_pair)
+
+
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """Name-value pairs: each length in 1 byte (< 128) or 4 (top bit set).  A plain
-    loop: this runs for every variable of every request."""
-    out = bytearray()
-    for name, value in pairs:
-        name_len, value_len = len(name), len(value)
-        if name_len < 0x80 and value_len < 0x80:
-            out.append(name_len)
-            out.append(value_len)
-        else:
-            out += _length(name_len)
-            out += _length(value_len)
-        out += name
-        out += value
-    return bytes(out)
+    """Name-value pairs: each length in 1 byte (< 128) or 4 (top bit set)."""
+    return b"".join([encode_pair(name, value) for name, value in pairs])
 
 
 def decode_pairs(data: bytes) -> list[tuple[bytes, bytes]]:

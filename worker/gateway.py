@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from shared import log
 
@@ -61,6 +61,39 @@ def _env_name(header: str) -> str:
             _env_names.clear()
         name = _env_names[header] = "HTTP_" + env_variable(header)
     return name
+
+
+class PairEncoder:
+    """A protocol's encoding of environment variables (FastCGI's name-value pairs,
+    SCGI's NUL-separated strings, uwsgi's lengths), remembered per (name, value):
+    most variables are the same from one request to the next (the server's, the
+    script's, the client's headers), so a request's block is mostly dictionary look-ups
+    and one join.  Bounded: forgotten whole past LIMIT pairs."""
+
+    LIMIT = 4096
+    __slots__ = ("encode", "known")
+
+    def __init__(self, encode: Callable[[bytes, bytes], bytes]) -> None:
+        self.encode = encode                  # (name, value) as bytes -> the pair's bytes
+        self.known: dict[tuple[str, str], bytes] = {}
+
+    def block(self, env: dict[str, str]) -> bytes:
+        """Every variable of `env` encoded, in order; ValueError (from `encode`) for a
+        pair the protocol cannot carry."""
+        known = self.known
+        get = known.get
+        parts = []
+        for item in env.items():
+            encoded = get(item)
+            if encoded is None:
+                name, value = item
+                encoded = self.encode(name.encode("latin-1", "replace"),
+                                      value.encode("utf-8", "surrogateescape"))
+                if len(known) >= self.LIMIT:
+                    known.clear()
+                known[item] = encoded
+            parts.append(encoded)
+        return b"".join(parts)
 
 
 def request_body_length(request: "Request") -> int:
@@ -688,7 +721,7 @@ def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-__all__ = ["cgi_environment", "env_variable", "sendfile_docroots", "request_body_length", "HeadReader", "ResponseHead",
+__all__ = ["cgi_environment", "PairEncoder", "env_variable", "sendfile_docroots", "request_body_length", "HeadReader", "ResponseHead",
            "AnswerBody", "Dechunker", "abandon_answer", "asks_to_upgrade",
            "switch_protocols", "unswitched_answer", "local_redirect_target",
            "redirect_locally", "sendfile_header", "x_sendfile", "status_code"]

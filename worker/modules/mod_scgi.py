@@ -27,6 +27,7 @@ from shared.config.directives import Directive, DirectiveValueError, Type
 from shared.config.values import Array
 from shared.gateway_hosts import Extension, parse_balance, parse_servers
 
+from ..gateway import PairEncoder
 from ..gw_cgi import CgiExchange, CgiGatewayModule
 from ..module import HandlerResult
 
@@ -56,26 +57,33 @@ DIRECTIVES = (
 )
 
 
-def _encoded(env: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1", "replace"), value.encode("utf-8", "surrogateescape"))
-            for name, value in env.items()]
+def _scgi_pair(name: bytes, value: bytes) -> bytes:
+    return name + b"\0" + value + b"\0"
+
+
+def _uwsgi_pair(name: bytes, value: bytes) -> bytes:
+    if len(name) > UWSGI_MAX or len(value) > UWSGI_MAX:
+        raise ValueError("a uwsgi variable longer than 64 KiB")
+    return _UWSGI_LENGTH.pack(len(name)) + name + _UWSGI_LENGTH.pack(len(value)) + value
+
+
+_SCGI_PAIRS = PairEncoder(_scgi_pair)
+_UWSGI_PAIRS = PairEncoder(_uwsgi_pair)
+_SCGI_MARK = _scgi_pair(b"SCGI", b"1")
 
 
 def scgi_request(env: dict[str, str]) -> bytes:
     """The SCGI header netstring (CONTENT_LENGTH is first in `env`)."""
-    pairs = _encoded(env) + [(b"SCGI", b"1")]
-    block = b"".join(name + b"\0" + value + b"\0" for name, value in pairs)
+    block = _SCGI_PAIRS.block(env) + _SCGI_MARK
     return b"%d:%s," % (len(block), block)
 
 
 def uwsgi_request(env: dict[str, str]) -> bytes | None:
     """The uwsgi packet header and variables; None when they exceed 64 KiB."""
-    parts = []
-    for name, value in _encoded(env):
-        if len(name) > UWSGI_MAX or len(value) > UWSGI_MAX:
-            return None
-        parts += (_UWSGI_LENGTH.pack(len(name)), name, _UWSGI_LENGTH.pack(len(value)), value)
-    block = b"".join(parts)
+    try:
+        block = _UWSGI_PAIRS.block(env)
+    except ValueError:
+        return None
     if len(block) > UWSGI_MAX:
         return None
     return b"\0" + _UWSGI_LENGTH.pack(len(block)) + b"\0" + block
