@@ -10,10 +10,12 @@ give the same bodies.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -370,3 +372,31 @@ def test_start_up_with_a_missing_database_fails_with_its_place(tmp_path):
     assert f"{conf}:5:1: failed to open GeoIP2 database ({tmp_path}/none.mmdb): " \
            "No such file or directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fastcgi_and_scgi_backends_see_the_variables(tmp_path):
+    pytest.importorskip("flup", reason="flup (FastCGI and SCGI for WSGI) is not installed")
+    from gw_backends import flup
+    sockets = Path(tempfile.mkdtemp(prefix="geo-", dir="/tmp"))     # short socket paths
+    db = write_db(tmp_path / "local.mmdb", {"127.0.0.0/8": SMALL})
+    conf = tmp_path / "gw.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb", "mod_fastcgi",
+                                                   "mod_scgi"), extra=f"""
+fastcgi.server = ("/f/" => (("socket" => "{sockets}/f.sock", "check-local" => "disable")))
+scgi.server = ("/s/" => (("socket" => "{sockets}/s.sock", "check-local" => "disable")))
+maxminddb.activate = "enable"
+maxminddb.db = "{db}"
+maxminddb.env = ("USER" => "country/iso_code")
+"""))       # USER: one of the variables gw_app.py echoes
+    backends = []
+    try:
+        backends += [flup("fcgi", f"{sockets}/f.sock"), flup("scgi", f"{sockets}/s.sock")]
+        with WorkerProcess(conf) as process:
+            for prefix in ("/f/", "/s/"):
+                status, _, answer = process.get(prefix + "app")
+                assert status == 200
+                assert "USER=FR" in answer.decode().splitlines(), prefix
+    finally:
+        for backend in backends:
+            backend.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
