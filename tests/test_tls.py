@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from serverproc import Server, free_port, serving, wait_until
+from worker.modules.mod_openssl import Stapling
 
 pytestmark = pytest.mark.skipif(not shutil.which("openssl") or not shutil.which("curl"),
                                 reason="needs the openssl and curl programs")
@@ -368,6 +369,18 @@ def test_an_ocsp_response_is_stapled_and_renewed_without_a_reload(tmp_path, cert
         stapled.write_bytes(b"not an OCSP response")
         wait_until(lambda: "ssl.stapling-file" in tls_error_log(tmp_path), timeout=10)
         assert _stapled_status(port) == "revoked"      # the last good one stays
+
+
+def test_an_ocsp_response_past_its_next_update_is_not_stapled(tmp_path, certs):
+    ca = (certs / "Test CA.crt", certs / "Test CA.key")
+    leaf, _ = make_certificate(tmp_path, "expiring.example", issuer=ca)
+    path = tmp_path / "stapling.der"
+    path.write_bytes(_ocsp_response(tmp_path, ca, leaf, "V"))
+    stapling = Stapling(str(path))
+    assert stapling.staple(None, None) == path.read_bytes()
+    assert stapling.expires is not None and stapling.expires > time.time() + 3600
+    stapling.expires = time.time() - 1
+    assert stapling.staple(None, None) == b""
 
 
 def tls_error_log(tmp_path: Path) -> str:

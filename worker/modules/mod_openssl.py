@@ -383,10 +383,9 @@ class Stapling:
         with open(self.path, "rb") as file:
             data = file.read()
         parsed = ocsp.load_der_ocsp_response(data)
-        expires = None
-        if parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL and \
-                parsed.next_update_utc is not None:
-            expires = parsed.next_update_utc.timestamp()
+        if parsed.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            raise ValueError(f"OCSP response status {parsed.response_status.name}")
+        expires = parsed.next_update_utc.timestamp() if parsed.next_update_utc else None
         self.response, self.expires, self.mtime_ns = data, expires, mtime_ns
 
     def refresh(self) -> str:
