@@ -136,6 +136,33 @@ def test_curl_speaks_http2_in_cleartext_and_over_tls(h2_server):
         assert out == "hello from pylighttpd\n 2"
 
 
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_curl_upgrades_to_h2c_from_http1(h2_server):
+    """`curl --http2` on http:// asks `Upgrade: h2c`: 101, then the request's answer
+    as stream 1, and the next requests on the same connection as new streams."""
+    base = f"http://127.0.0.1:{h2_server.port}"
+    out = subprocess.run(["curl", "-sv", "--http2", "--max-time", "10", "-w",
+                          " %{http_version}\n", f"{base}/", f"{base}/small3.txt"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.stdout == "hello from pylighttpd\n 2\nsmall 3\n 2\n"
+    assert "HTTP/1.1 101 Switching Protocols" in out.stderr
+    assert "Re-using existing connection" in out.stderr
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_an_upgrade_with_bad_settings_or_over_tls_stays_http1(h2_server):
+    over_tls = subprocess.run(["curl", "-sk", "--http1.1", "-H", "Upgrade: h2c", "-H",
+                               "HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA", "-H",
+                               "Connection: Upgrade, HTTP2-Settings", "-w", " %{http_version}",
+                               f"https://127.0.0.1:{h2_server.tls_port}/"],
+                              capture_output=True, text=True, timeout=20).stdout
+    assert over_tls == "hello from pylighttpd\n 1.1"
+    with socket.create_connection(("127.0.0.1", h2_server.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: !!not base64!!\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def test_streams_are_answered_as_they_are_ready_not_in_order(h2_server):
     client = Client(h2_server.port)
     sleepy = client.get("/sleepy.sh")
@@ -223,6 +250,11 @@ def test_h2c_can_be_switched_off(tmp_path):
         with socket.create_connection(("127.0.0.1", running.port), timeout=5) as sock:
             sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             assert sock.recv(4096).startswith(b"HTTP/1.0 505 ")    # as an HTTP/1 request
+        if shutil.which("curl"):
+            out = subprocess.run(["curl", "-s", "--http2", "--max-time", "10", "-w",
+                                  " %{http_version}", f"http://127.0.0.1:{running.port}/"],
+                                 capture_output=True, text=True, timeout=20).stdout
+            assert out == "hello from pylighttpd\n 1.1"          # no Upgrade
 
 
 @pytest.mark.skipif(not shutil.which("h2load"), reason="needs h2load (nghttp2-client)")

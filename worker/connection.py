@@ -500,6 +500,9 @@ class Connection:
 
     def respond(self, request: Request) -> None:
         server = self.server
+        if self.protocol.upgrading is request and server.take_over_h2c(self, request):
+            self.state = CLOSED          # the connection is an H2Session's now
+            return
         body = request.body
         if body is not None and not body.complete and request is self.protocol.current:
             if request.expect_continue:     # streamed: its handler reads it from now

@@ -45,6 +45,8 @@ A worker draining for a reload sends GOAWAY and finishes the streams it has.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import time
 import traceback
@@ -72,6 +74,7 @@ from .request import Request
 from .spool import SPILL_AT
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 MAX_STREAMS = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
 STREAM_WALL = 2 * MAX_STREAMS    # open streams beyond which h2 ends the connection
 WINDOW = 1 << 20                 # our receive window per stream (and connection)
@@ -92,6 +95,21 @@ EPOLLIN, EPOLLOUT = 0x001, 0x004
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection",
                                   "transfer-encoding", "upgrade"})
 _PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority"})
+
+
+def h2c_upgrade_asked(request: Request) -> bool:
+    """`Upgrade: h2c` with a well-formed HTTP2-Settings and no body (RFC 7540 3.2: a
+    request with a body is answered over HTTP/1.1, as lighttpd does)."""
+    tokens = {t.strip().lower() for t in request.headers.get("upgrade", "").split(",")}
+    settings = request.headers.get("http2-settings")
+    if "h2c" not in tokens or settings is None or request.content_length > 0 or \
+            "transfer-encoding" in request.headers:
+        return False
+    try:
+        base64.urlsafe_b64decode(settings + "=" * (-len(settings) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def enabled(settings: dict, cleartext: bool) -> bool:
@@ -157,7 +175,10 @@ class H2Session:
     """The HTTP/2 side of a connection: what the loop, the server's table and each
     stream's Request see as their connection."""
 
-    def __init__(self, connection: "Connection", first: bytes) -> None:
+    def __init__(self, connection: "Connection", first: bytes,
+                 upgraded: Request | None = None) -> None:
+        """`first`: the bytes read so far (from the preface on); `upgraded`: the HTTP/1
+        request that asked `Upgrade: h2c`, answered 101 here and as stream 1."""
         server = self.server = connection.server
         self.transport = connection.transport
         self.fd = connection.fd
@@ -191,12 +212,18 @@ class H2Session:
         # the HPACK decoder's own wall, an HPACK bomb's bound; a request whose fields
         # pass header_limit (but not this) is answered 431, as HTTP/1 answers it
         self.h2.decoder.max_header_list_size = HEADER_WALL * server.header_limit
-        self.h2.initiate_connection()
+        if upgraded is None:
+            self.h2.initiate_connection()
+        else:
+            self.out.append(SWITCHING_TO_H2C)
+            self.h2.initiate_upgrade_connection(upgraded.headers["http2-settings"].encode())
         self.h2.increment_flow_control_window(WINDOW)
         server.loop.unregister(self.fd)
         server.loop.register(self.fd, EPOLLIN, self)
         self.events = EPOLLIN
         server.connections[self.fd] = self
+        if upgraded is not None:
+            self._adopt(upgraded)
         self._receive(first)
         if server.draining:              # taken over while the worker drains
             self.begin_drain()
@@ -307,6 +334,17 @@ class H2Session:
                                    spill=values["server.stream-request-body"] != 2)
         if values["server.stream-request-body"]:
             self.ready.append(stream)        # the handler reads the body as it comes
+
+    def _adopt(self, request: Request) -> None:
+        """The request that upgraded the connection: stream 1, answered over HTTP/2."""
+        request.connection = self
+        request.version = "2.0"
+        request.keep_alive = True
+        stream = _Stream(1, request)
+        request.plugin_ctx["_h2"] = stream
+        self.streams[1] = stream
+        self.requests_done += 1
+        self.ready.append(stream)
 
     def _start_request(self, request: Request, headers: list[tuple[bytes, bytes]]) -> None:
         pseudo: dict[bytes, bytes] = {}

@@ -26,7 +26,7 @@ from . import debuglog
 from .answercache import condition_fields
 from .connection import CLOSED, LINGER, READ, REQUEST_START, WRITE, Connection
 from .counters import WorkerCounters
-from .h2 import H2Session, enabled as h2_enabled
+from .h2 import H2Session, enabled as h2_enabled, h2c_upgrade_asked
 from .handler import Pipeline
 from .http import DATE
 from .loop import EventLoop
@@ -38,6 +38,8 @@ from .transport import SocketTransport
 if TYPE_CHECKING:
     from master.configload import LoadedConfig
     from shared.stats import StatsSegment
+
+    from .request import Request
 
 ACCEPT_BATCH = 64
 EPOLLIN = select.EPOLLIN
@@ -220,6 +222,15 @@ class Server:
         elif not self.h2c:
             return False
         H2Session(connection, first)
+        return True
+
+    def take_over_h2c(self, connection: Connection, request: Request) -> bool:
+        """`request` asked `Upgrade: h2c` (RFC 7540 3.2): in cleartext, as server.h2c
+        allows, an H2Session answers 101, takes the connection's place and answers the
+        request as its stream 1; what the client sent after it is the session's."""
+        if connection.scheme != "http" or not self.h2c or not h2c_upgrade_asked(request):
+            return False
+        H2Session(connection, connection.protocol.upgrade_answered(request, True), request)
         return True
 
     def forget(self, connection: Connection) -> None:
