@@ -400,3 +400,28 @@ maxminddb.env = ("USER" => "country/iso_code")
         for backend in backends:
             backend.stop()
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_a_record_damaged_in_the_database_sets_nothing_and_is_logged_once(tmp_path):
+    db = write_db(tmp_path / "damaged.mmdb", {"127.0.0.0/8": SMALL})
+    data = bytearray(db.read_bytes())
+    start = data.index(bytes(16)) + 16          # the data section follows the tree
+    data[start:start + 2] = b"\xff\xff"
+    db.write_bytes(data)
+    (tmp_path / "env.sh").write_text(SCRIPT)
+    (tmp_path / "env.sh").chmod(0o755)
+    errors = tmp_path / "error.log"
+    conf = tmp_path / "damaged.conf"
+    conf.write_text(config_text(tmp_path, modules=("mod_maxminddb", "mod_cgi"), extra=f"""
+server.errorlog = "{errors}"
+cgi.assign = (".sh" => "")
+maxminddb.activate = "enable"
+maxminddb.db = "{db}"
+maxminddb.env = ("GEOIP_COUNTRY_CODE" => "country/iso_code")
+"""))
+    with WorkerProcess(conf) as process:
+        for _ in range(2):
+            assert body(exchange(process.port, request("/env.sh"))) == "REMOTE_ADDR=127.0.0.1\n"
+    logged_errors = [line for line in errors.read_text().splitlines()
+                     if f"GeoIP2 lookup of 127.0.0.1 in {db} failed" in line]
+    assert len(logged_errors) == 1

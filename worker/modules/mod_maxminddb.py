@@ -204,12 +204,23 @@ class Module(BaseModule):
         if found is None:
             if len(self.found) >= CACHE_SIZE:
                 self.found.clear()
-            found = self.found[key] = geoip_values(reader, request.remote_ip,
-                                                   values["maxminddb.env"])
+            found = self.found[key] = self._lookup(reader, request.remote_ip, values)
         for name, text in found:
             request.set_env(name, text)
         request.plugin_ctx[self.name] = found
         return None
+
+    def _lookup(self, reader: maxminddb.Reader, address: str,
+                values: dict[str, Any]) -> Found:
+        """geoip_values, with a database damaged since it was opened logged (once per
+        address: the empty result is cached) and setting nothing."""
+        try:
+            return geoip_values(reader, address, values["maxminddb.env"])
+        except InvalidDatabaseError as err:
+            if self.services is not None:
+                self.services.log_error(SOURCE, f"GeoIP2 lookup of {address} in "
+                                                f"{values['maxminddb.db']} failed: {err}")
+            return ()
 
     def _forget_earlier(self, request: Request) -> None:
         """The phases run again for another URL (a rewrite once the file was looked
