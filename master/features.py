@@ -45,6 +45,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("OpenSSL support", "mod_openssl", ("OpenSSL", "ssl")),
     Feature("PCRE support"),           # Python's re: regex conditionals always work
     Feature("LDAP support", "mod_authn_ldap", ("ldap3", "ldap")),
+    Feature("LUA support", "mod_magnet", ("lupa",)),
     Feature("HTTP/2 support", CORE, ("h2",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
