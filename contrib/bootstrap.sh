@@ -19,11 +19,13 @@ debian_packages=(python3-venv)
 # real HAProxy in front
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
-  "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav litmus cadaver
+  "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-mod-openssl
+  lighttpd-mod-maxminddb litmus cadaver
   apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql
   lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
   lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
-[ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}")
+[ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}"
+  lighttpd-mod-openssl lighttpd-mod-deflate apache2-utils nghttp2-client openssl)
 
 missing=()
 for package in "${debian_packages[@]}"; do
