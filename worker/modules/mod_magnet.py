@@ -62,16 +62,16 @@ class Module(BaseModule):
         return self._attract(request, PHYSICAL_PATH)
 
     def handle_response_start(self, request: Request) -> None:
-        scripts = request.settings.values[RESPONSE_START]
-        for path in scripts:
+        """The head is about to go: scripts may change its headers, and its status
+        unless a streamed head went out already; a failure is only logged."""
+        for path in request.settings.values[RESPONSE_START]:
             try:
                 status = self.cache.get(path).run(request)
             except ScriptFailed as err:
                 log_failure(err)
                 return
-            if status >= 200:
+            if status >= 200 and not request.response.started:
                 request.response.status = status
-                return
             if status:
                 return
 

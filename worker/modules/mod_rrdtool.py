@@ -83,6 +83,7 @@ class RRDTool:
         self.services = services
         self.binary = binary
         self.process: subprocess.Popen | None = None
+        self.reading = False       # its stdout is in the loop
         self.replies = b""
 
     def send(self, command: bytes) -> bool:
@@ -116,6 +117,7 @@ class RRDTool:
         os.set_blocking(process.stdout.fileno(), False)
         self.process = process
         self.services.loop.register(process.stdout.fileno(), 1, self)   # EPOLLIN
+        self.reading = True
         self.services.watch_child(process.pid, lambda code: self._exited(process, code))
         return True
 
@@ -130,8 +132,8 @@ class RRDTool:
             return
         except OSError:
             data = b""
-        if not data:
-            self.services.loop.unregister(process.stdout.fileno())
+        if not data:              # rrdtool closed its output: its exit is on the way
+            self._unregister(process)
             return
         self.replies += data
         *lines, self.replies = self.replies.split(b"\n")
@@ -146,22 +148,24 @@ class RRDTool:
             self._close(process)
             self.process = None
 
+    def _unregister(self, process: subprocess.Popen) -> None:
+        if self.reading and process.stdout is not None:
+            self.reading = False
+            self.services.loop.unregister(process.stdout.fileno())
+
     def _close(self, process: subprocess.Popen) -> None:
+        self._unregister(process)
         for pipe in (process.stdin, process.stdout):
-            if pipe is not None and not pipe.closed:
-                if pipe is process.stdout:
-                    try:
-                        self.services.loop.unregister(pipe.fileno())
-                    except (KeyError, ValueError, OSError):
-                        pass
+            if pipe is not None:
                 pipe.close()
 
     def stop(self) -> None:
+        """Close the pipes: rrdtool ends at the end of its input, and the watch set
+        when it started reaps it."""
         process = self.process
         if process is not None:
             self.process = None
-            self._close(process)      # rrdtool ends at the end of its input
-            self.services.watch_child(process.pid, lambda code: None)
+            self._close(process)
 
 
 class Module(BaseModule):
