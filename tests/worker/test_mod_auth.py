@@ -33,9 +33,11 @@ from procutil import run_cli  # noqa: E402
 from serverproc import wait_until  # noqa: E402
 from shared.config.directives import DirectiveValueError
 from shared.config.values import Array
+from master.configload import load
 from worker import authn
 from worker.module import COMEBACK, WAIT
 from worker.modules import mod_auth
+from worker.server import Server
 
 pytestmark = needs_apache_utils
 CURL = shutil.which("curl")
@@ -509,3 +511,37 @@ def test_host_in_require_is_warned_of_as_lighttpd_does(tmp_path):
     assert checked.stderr.splitlines() == [
         f"{conf}:3:1: WARNING: warning parsing auth.require 'require' field: 'host' not "
         "implemented; field value: host=a|user=u"]
+
+
+def _kept_after_two_gets(tmp_path, cache: str, method: str = "basic") -> int:
+    """How many answers the worker's answer cache holds after the same authorized GET
+    twice on one connection."""
+    (tmp_path / "p").mkdir(exist_ok=True)
+    (tmp_path / "p" / "f.txt").write_text("protected\n")
+    (tmp_path / "users").write_text("amy:pw-amy\n")
+    conf = tmp_path / "replay.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    'server.modules = ("mod_auth", "mod_authn_file", "mod_staticfile")\n'
+                    f'auth.backend = "plain"\nauth.backend.plain.userfile = "{tmp_path}/users"\n'
+                    f'{cache}auth.require = ("/p/" => ("method" => "{method}", '
+                    '"realm" => "r", "require" => "valid-user"))\n')
+    server = Server(load(str(conf)), [])
+    client, end = socket.socketpair()
+    connection = server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    try:
+        for count in (1, 2):
+            client.sendall(b"GET /p/f.txt HTTP/1.1\r\nHost: t\r\n"
+                           b"Authorization: Basic YW15OnB3LWFteQ==\r\n\r\n")
+            deadline = time.monotonic() + 5
+            while connection.requests_done < count or connection.out.chunks:
+                assert time.monotonic() < deadline
+                server.loop.run_once(0.01)
+            assert client.recv(65536).endswith(b"protected\n")
+        return len(server.pipeline.answers.entries)
+    finally:
+        server.close_all()
+
+
+def test_basic_logins_kept_by_auth_cache_let_the_answer_be_replayed(tmp_path):
+    assert _kept_after_two_gets(tmp_path, 'auth.cache = ("max-age" => "600")\n') == 1
+    assert _kept_after_two_gets(tmp_path, "") == 0        # every login checked

@@ -28,9 +28,11 @@ one is logged and ends keep-alive.  `auth.cache = ( "max-age" => "600" )` keeps 
 logins (the password for Basic, H(A1) for Digest) for max-age seconds, so a slow hash is
 not checked on every request.  Secrets are compared in constant time.
 
-The answer cache may replay what this module lets through: a request carrying
-`Authorization` is never replayed nor kept, and a protected URL without it gets a 401,
-which is never kept.
+The answer cache may replay what this module lets through.  `Authorization` joins the
+key of a kept answer; an answer behind a Basic rule is kept only with `auth.cache` on
+(a login that is trusted for max-age seconds anyway: the replay trusts it for the rest
+of the second); behind a Digest rule never (each nonce count is checked once).  A 401
+is never kept.
 """
 
 from __future__ import annotations
@@ -465,10 +467,10 @@ class Module(BaseModule):
                                    "htdigest": "mod_authn_file", "ldap": "mod_authn_ldap",
                                    "dbi": "mod_authn_dbi", "pam": "mod_authn_pam"}}
     directives = DIRECTIVES
-    # Decides by settings, URL and the Authorization header alone; a request carrying
-    # one is never replayed (worker/answercache.py), and a 401 is never kept.
+    # Decides by settings, URL and the Authorization header alone: the header joins
+    # the answer cache's key, and allows_replay judges the protected URLs.
     replay_safe = True
-    reads_headers = frozenset({"authorization"})
+    keyed_headers = ("authorization",)
 
     @classmethod
     def prepare(cls, tree: "ConfigTree", checked: "CheckResult", compiled: Any) -> None:
@@ -502,6 +504,18 @@ class Module(BaseModule):
         if values["auth.extern-authn"] and self._extern_user(request, rule):
             return None
         return SCHEMES[rule.method](self, request, rule)
+
+    def allows_replay(self, request: Request) -> bool:
+        """A URL no rule protects: yes; behind Basic with auth.cache: yes (the key
+        holds the credentials); behind Digest or Basic without the cache: no."""
+        values = request.settings.values
+        rules = values["auth.require"]
+        if not rules:
+            return True
+        rule = matching_rule(rules, request.uri_path, values["server.force-lowercase-filenames"])
+        if rule is None:
+            return True
+        return rule.method == "basic" and values["auth.cache"] is not None
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
         """A backend answered: run the phases again, this module now finding the
