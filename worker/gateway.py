@@ -42,6 +42,7 @@ XSENDFILE_FASTCGI = ("x-sendfile2", "x-sendfile", "x-lighttpd-send-file")
 _HEAD_END = re.compile(rb"\n\r?\n")
 _RANGE = re.compile(r"(\d+)-(\d*)")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_SENDFILE_NAMES = frozenset(XSENDFILE_FASTCGI + XSENDFILE_CGI)
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "[::]"})
 # What the core writes itself (Date, Server, the Connection line) or what is not passed
 # on as it came (the body's framing, Status): read here, never copied to the answer.
@@ -220,7 +221,8 @@ class ResponseHead:
     (502) for a head that cannot be answered, with `reason` for the log."""
 
     __slots__ = ("status", "status_given", "headers", "fields", "location",
-                 "content_length", "chunked", "close", "rest", "error", "reason")
+                 "content_length", "chunked", "close", "rest", "error", "reason",
+                 "sendfile")
 
     def __init__(self, status: int = 0, rest: bytes = b"") -> None:
         self.status = status
@@ -234,6 +236,7 @@ class ResponseHead:
         self.rest = rest
         self.error = 0
         self.reason = ""
+        self.sendfile = False         # an X-Sendfile header was read (worth looking for)
 
     def get(self, lower_name: str) -> str | None:
         for name, value in self.headers:
@@ -254,28 +257,29 @@ def _failed_head(reason: str) -> ResponseHead:
 
 class HeadReader:
     """Accumulates a backend's output until its head is complete.  `cgi`: a CGI may
-    send a body without any head (lighttpd serves it as 200); other backends may not."""
+    send a body without any head (lighttpd serves it as 200); other backends may not.
+    The buffer is bytes: a head mostly comes in one read, parsed where it lies."""
 
     __slots__ = ("buffer", "cgi")
 
     def __init__(self, cgi: bool = True) -> None:
-        self.buffer = bytearray()
+        self.buffer = b""
         self.cgi = cgi
 
     def feed(self, data: bytes) -> ResponseHead | None:
         """The head once it is complete (interim 1xx heads are dropped), else None."""
-        self.buffer += data
+        self.buffer = self.buffer + data if self.buffer else bytes(data)
         while True:
             head = self._parse()
             if head is None or not (100 <= head.status < 200 and head.status != 101):
                 return head
-            self.buffer = bytearray(head.rest)
+            self.buffer = head.rest
 
     def at_eof(self) -> ResponseHead | None:
         """The backend ended before its head did: what it sent is a body (CGI only)."""
         if not self.buffer or not self.cgi:
             return None
-        return ResponseHead(200, bytes(self.buffer))
+        return ResponseHead(200, self.buffer)
 
     def _parse(self) -> ResponseHead | None:
         buffer = self.buffer
@@ -284,17 +288,17 @@ class HeadReader:
             return _failed_head("response headers too large") \
                 if len(buffer) > MAX_HEAD else None
         if newline == 0 or (newline == 1 and buffer[0] == 0x0D):
-            return ResponseHead(0, bytes(buffer[newline + 1:]))     # no header at all
+            return ResponseHead(0, buffer[newline + 1:])     # no header at all
         nph = newline >= 12 and buffer.startswith(b"HTTP/")
-        if not nph and b":" not in buffer[:newline]:
-            return ResponseHead(200, bytes(buffer)) if self.cgi else \
+        if not nph and buffer.find(b":", 0, newline) < 0:
+            return ResponseHead(200, buffer) if self.cgi else \
                 _failed_head("invalid response headers")
         end = _HEAD_END.search(buffer)
         if end is None or end.end() > MAX_HEAD:
             return _failed_head("response headers too large") \
                 if len(buffer) > MAX_HEAD else None
-        head = parse_head(bytes(buffer[:end.end()]), nph)
-        head.rest = bytes(buffer[end.end():])
+        head = parse_head(buffer[:end.end()], nph)
+        head.rest = buffer[end.end():]
         return head
 
 
@@ -347,6 +351,8 @@ def _head_field(head: ResponseHead, line: str) -> None:
     head.headers.append((name, value))
     if lower == "location":
         head.location = value
+    elif lower in _SENDFILE_NAMES:
+        head.sendfile = True
 
 
 def _framing_field(head: ResponseHead, lower: str, value: str) -> None:
@@ -596,6 +602,8 @@ def sendfile_docroots(paths: tuple[str, ...], key: str) -> tuple[str, ...]:
 
 def sendfile_header(head: ResponseHead, names: tuple[str, ...]) -> tuple[str, str] | None:
     """The first X-Sendfile header of `names` the head has: (lower name, value)."""
+    if not head.sendfile:
+        return None
     for name in names:
         value = head.get(name)
         if value is not None:

@@ -34,6 +34,10 @@ from ..module import HandlerResult
 
 REQUEST_ID = 1                   # one request per connection at a time, as lighttpd
 END_STDIN = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
+# BEGIN_REQUEST by (authorizer, keep_conn)
+BEGIN = {(authorizer, keep): fastcgi.begin_request(
+    REQUEST_ID, fastcgi.AUTHORIZER if authorizer else fastcgi.RESPONDER, keep)
+    for authorizer in (False, True) for keep in (False, True)}
 
 DIRECTIVES = (
     Directive("fastcgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),
@@ -58,9 +62,7 @@ class FastCgiExchange(CgiExchange):
             self.backend.spec.keepalive > 0
         self.keep_alive = keep_conn
         self.records = fastcgi.RecordReader()
-        role = fastcgi.AUTHORIZER if self.authorizer else fastcgi.RESPONDER
-        head = fastcgi.begin_request(REQUEST_ID, role, keep_conn) + \
-            fastcgi.params(REQUEST_ID, env)
+        head = BEGIN[self.authorizer, keep_conn] + fastcgi.params(REQUEST_ID, env)
         if self.authorizer:
             self.outgoing = memoryview(head + END_STDIN)
         else:
