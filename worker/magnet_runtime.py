@@ -319,11 +319,13 @@ class Script:
         self._run: Any = None
         self._fn: Any = None
         self._env: Any = None
+        self.load_error = ""
 
     def load(self, version: tuple[int, int, int]) -> None:
         """(Re)load the file: a new Lua state, as lighttpd closes the old one."""
         self.version = version
         self._fn = None
+        self.load_error = f"loading script {self.path} failed"
         source = Path(self.path).read_bytes()
         runtime = lua.LuaRuntime(encoding=None, register_eval=False,
                                  register_builtins=False, unpack_returned_tuples=True,
@@ -338,13 +340,14 @@ class Script:
         compile_script, self._run = prelude
         fn, env = compile_script(source, self.path.encode("utf-8", "surrogateescape"))
         if fn is None:
-            raise ScriptFailed(f"loading script {self.path} failed: {_latin(env)}")
+            self.load_error += ": " + _latin(env)
+            raise ScriptFailed(self.load_error)
         self._fn, self._env = fn, env
 
     def run(self, request: "Request") -> int:
         """Run the script for `request`: its status (0 for none)."""
         if self._fn is None:
-            raise ScriptFailed(f"loading script {self.path} failed")
+            raise ScriptFailed(self.load_error)
         bridge = self.bridge
         bridge.request = request
         try:

@@ -54,6 +54,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (docroot / "teapot.html").write_text("tea\n")
     (tmp_path / "hostile.lua").write_text(HOSTILE)
     (tmp_path / "start.lua").write_text(RESPONSE_START)
+    (tmp_path / "syntax.lua").write_text("if then\n")
+    (tmp_path / "print.lua").write_text('print("printed", 1, nil) return 204\n')
     (tmp_path / "version.lua").write_text('lighty.r.resp_body.set({"one\\n"}) return 200\n')
     conf = tmp_path / "magnet.conf"
     conf.write_text(config_text(docroot, f"""
@@ -63,6 +65,9 @@ $HTTP["url"] =~ "^/v/" {{
     magnet.attract-physical-path-to = ("{tmp_path}/hostile.lua")
     magnet.attract-response-start-to = ("{tmp_path}/start.lua")
 }}
+$HTTP["url"] == "/syntax" {{ magnet.attract-raw-url-to = ("{tmp_path}/syntax.lua") }}
+$HTTP["url"] == "/print" {{ magnet.attract-raw-url-to = ("{tmp_path}/print.lua") }}
+$HTTP["url"] == "/absent" {{ magnet.attract-raw-url-to = ("{tmp_path}/absent.lua") }}
 """, modules=("mod_magnet",)))
     return conf
 
@@ -88,12 +93,19 @@ def test_script_error_is_500_and_logged_with_the_traceback(site: Path) -> None:
     try:
         assert worker.get("/error")[0] == 500
         assert worker.get("/nonint")[0] == 404     # a non-integer result goes on
+        assert worker.get("/syntax")[0] == 500
+        assert worker.get("/syntax")[0] == 500     # still broken: the same reason
+        assert worker.get("/absent")[0] == 500
+        assert worker.get("/print")[0] == 204
     finally:
         worker.process.send_signal(15)
         _, err = worker.process.communicate(timeout=10)
     assert "\"]:19: raised on purpose" in err     # the script's line, as Lua says it
     assert "lua: stack traceback:" in err
     assert "unexpected non-integer return type: table" in err
+    assert err.count("\"]:1: unexpected symbol near 'then'") == 2
+    assert "absent.lua failed: No such file or directory" in err
+    assert "(lua-print) printed\t1\tnil" in err
 
 
 def test_restart_loop_ends_in_500(worker: WorkerProcess) -> None:
