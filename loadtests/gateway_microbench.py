@@ -139,7 +139,7 @@ def main() -> int:
                 clients.append(client)
             run(server, clients, request, 50)          # warm up
             if args.profile:
-                profiler = cProfile.Profile(time.process_time)
+                profiler = cProfile.Profile()
                 profiler.enable()
                 run(server, clients, request, args.rounds)
                 profiler.disable()
