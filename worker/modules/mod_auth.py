@@ -460,6 +460,15 @@ class _Asked:
     pending: authn.Pending
 
 
+def _rule_of(request: Request) -> Rule | None:
+    """The auth.require rule that protects the request's URL, if any."""
+    values = request.settings.values
+    rules = values["auth.require"]
+    if not rules:
+        return None
+    return matching_rule(rules, request.uri_path, values["server.force-lowercase-filenames"])
+
+
 class Module(BaseModule):
     name = "auth"
     # lighttpd 1.4.69 loads the backend module an auth.backend names (with a warning)
@@ -494,28 +503,19 @@ class Module(BaseModule):
 
     # ---------------------------------------------------------------- hooks
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        values = request.settings.values
-        rules = values["auth.require"]
-        if not rules:
-            return None
-        rule = matching_rule(rules, request.uri_path, values["server.force-lowercase-filenames"])
+        rule = _rule_of(request)
         if rule is None:
             return None
-        if values["auth.extern-authn"] and self._extern_user(request, rule):
+        if request.settings.values["auth.extern-authn"] and self._extern_user(request, rule):
             return None
         return SCHEMES[rule.method](self, request, rule)
 
     def allows_replay(self, request: Request) -> bool:
         """A URL no rule protects: yes; behind Basic with auth.cache: yes (the key
         holds the credentials); behind Digest or Basic without the cache: no."""
-        values = request.settings.values
-        rules = values["auth.require"]
-        if not rules:
-            return True
-        rule = matching_rule(rules, request.uri_path, values["server.force-lowercase-filenames"])
-        if rule is None:
-            return True
-        return rule.method == "basic" and values["auth.cache"] is not None
+        rule = _rule_of(request)
+        return rule is None or (rule.method == "basic"
+                                and request.settings.values["auth.cache"] is not None)
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
         """A backend answered: run the phases again, this module now finding the
