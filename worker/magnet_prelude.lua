@@ -105,7 +105,18 @@ local body_methods = {
     set = function(parts) B.body_clear() add_parts(parts) end,
     add = function(parts) add_parts(parts) end,
 }
-local reqbody_methods = { len = B.reqbody_len }
+local resp_body_values = { bytes_in = B.resp_body_length, bytes_out = function() return 0 end }
+-- The request body is never collected here (lighttpd 1.4.69 collects it with
+-- `collect` and restarts the request): `get` is nil and `collect` false.
+local req_body_values = {
+    len = B.reqbody_len,
+    get = function() return nil end,
+    collect = function() return false end,
+    add = function() return nil end,
+    set = function() return nil end,
+    bytes_in = function() return 0 end,
+    bytes_out = function() return 0 end,
+}
 
 local r = {
     req_header = proxy(B.header_get, B.header_set, B.header_list),
@@ -113,12 +124,18 @@ local r = {
     req_env = proxy(B.env_get, B.env_set, B.env_list),
     req_item = proxy(B.item_get, B.item_set, nil),
     resp_header = proxy(B.resp_header_get, B.resp_header_set, B.resp_header_list),
-    resp_body = setmetatable({}, {__index = function(_, key) return body_methods[key] end,
-                                  __newindex = readonly, __metatable = false}),
+    resp_body = setmetatable({}, {
+        __index = function(_, key)
+            local value = resp_body_values[key]
+            if value then return value() end
+            return body_methods[key]
+        end,
+        __newindex = readonly, __metatable = false}),
     req_body = setmetatable({}, {
         __index = function(_, key)
-            local method = reqbody_methods[key]
-            if method then return method() end
+            local value = req_body_values[key]
+            if value == nil then error("r.req_body invalid method or param", 2) end
+            return value()
         end,
         __newindex = readonly, __metatable = false}),
 }

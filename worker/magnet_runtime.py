@@ -185,6 +185,9 @@ class Bridge:
         self.r.response.send_file_range(fd, offset, length)
         return None
 
+    def resp_body_length(self) -> int:
+        return self.r.response.length
+
     def reqbody_len(self) -> int:
         return max(self.r.content_length, 0)
 
@@ -199,7 +202,8 @@ class Bridge:
         names = ("header_get", "header_set", "header_list", "attr_get", "attr_set",
                  "attr_list", "env_get", "env_set", "env_list", "item_get", "item_set",
                  "resp_header_get", "resp_header_set", "resp_header_list", "body_clear",
-                 "body_add", "body_add_file", "reqbody_len", "print", "print_error")
+                 "body_add", "body_add_file", "resp_body_length", "reqbody_len", "print",
+                 "print_error")
         return {name.encode(): getattr(self, name) for name in names}
 
 

@@ -38,6 +38,7 @@ REQUESTS = {
     "attrs": get11("/attrs?a=1&b=%20", "X-Test: hello"),
     "files": get11("/files"),
     "legacy": get11("/legacy"),
+    "request-body": get11("/body", "Content-Length: 3", method="POST") + b"abc",
     "status-string": get11("/status"),
     "restart": get11("/rewrite"),
     "restart-loop": get11("/restart-loop"),

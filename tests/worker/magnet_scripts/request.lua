@@ -30,6 +30,15 @@ elseif path == "/files" then
   r.resp_body.add("more\n")
   r.resp_header["Content-Type"] = "text/plain"
   return 200
+elseif path == "/body" then
+  local out = {}
+  for _, key in ipairs({"len", "get", "collect", "add", "bytes_out"}) do
+    out[#out + 1] = key .. "=" .. tostring(r.req_body[key])
+  end
+  out[#out + 1] = "bad=" .. tostring(pcall(function() return r.req_body.nope end))
+  out[#out + 1] = "resp=" .. tostring(r.resp_body.len) .. " " .. tostring(r.resp_body.bytes_out)
+  r.resp_body.set({table.concat(out, "\n"), "\n"})
+  return 200
 elseif path == "/legacy" then
   lighty.header["X-Legacy"] = "old"
   lighty.content = {"legacy ", "body\n"}
