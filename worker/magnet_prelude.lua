@@ -14,8 +14,14 @@ local tointeger, cocreate, coresume = math.tointeger, coroutine.create, coroutin
 local sethook, traceback, getinfo = debug.sethook, debug.traceback, debug.getinfo
 local pack, unpack = table.pack, table.unpack
 
--- A script cannot take the budget hook away, and a coroutine carries the hook too.
-debug.sethook = nil
+-- A script can neither take the budget hook away nor reach the budget through the
+-- runner's upvalues or locals, and a coroutine carries the hook too; os.exit would
+-- end the worker with every connection it serves.
+for _, name in ipairs({"sethook", "gethook", "getregistry", "setupvalue", "upvaluejoin",
+                       "setlocal", "setuservalue"}) do
+    debug[name] = nil
+end
+os.exit = nil
 python = nil
 
 -- Past the budget every instruction of the script fails, so a pcall cannot swallow

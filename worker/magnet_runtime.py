@@ -4,9 +4,11 @@ A state is made by lupa (Lua 5.4, the version Debian's lighttpd links) with the
 standard libraries lighttpd opens, a memory cap, and the `lighty` table of
 worker/magnet_prelude.lua over a `Bridge` to the running request.  A script runs
 under an instruction budget: a count hook (also set in every coroutine the script
-makes; the script cannot remove it, `debug.sethook` is withheld) fails the run once
-the budget is spent, and from then on fails every instruction, so a `pcall` loop
-cannot hold the worker.  What the budget does not reach is a single C call running
+makes) fails the run once the budget is spent, and from then on fails every
+instruction, so a `pcall` loop cannot hold the worker.  Unlike lighttpd's, the
+`debug` functions that reach the hook or another function's upvalues and locals
+(sethook, gethook, getregistry, setupvalue, upvaluejoin, setlocal, setuservalue) and
+`os.exit` are withheld: a script cannot lift its budget nor end the worker.  What the budget does not reach is a single C call running
 long (a pathological `string.find`); the memory cap bounds what one can allocate.
 
 Lua strings are bytes on this side: request fields go in as UTF-8 (paths, with the

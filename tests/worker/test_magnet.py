@@ -37,6 +37,13 @@ if path == "/error" then error("raised on purpose") end
 if path == "/restart-loop" then return lighty.RESTART_REQUEST end
 if path == "/nonint" then return {} end
 if path == "/python" then return python == nil and 204 or 200 end
+if path == "/withheld" then
+  for _, name in ipairs({"sethook", "gethook", "getregistry", "setupvalue", "upvaluejoin",
+                         "setlocal"}) do
+    if debug[name] then return 200 end
+  end
+  return os.exit == nil and 204 or 200
+end
 lighty.r.resp_header["X-Seen"] = lighty.r.req_header["X-Value"] or "none"
 """
 RESPONSE_START = """
@@ -114,6 +121,10 @@ def test_restart_loop_ends_in_500(worker: WorkerProcess) -> None:
 
 def test_scripts_see_no_python_bridge(worker: WorkerProcess) -> None:
     assert worker.get("/python")[0] == 204
+
+
+def test_scripts_cannot_reach_the_budget_nor_end_the_worker(worker: WorkerProcess) -> None:
+    assert worker.get("/withheld")[0] == 204
 
 
 def test_response_start_script_changes_the_head(worker: WorkerProcess) -> None:
