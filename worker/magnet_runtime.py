@@ -8,8 +8,9 @@ makes) fails the run once the budget is spent, and from then on fails every
 instruction, so a `pcall` loop cannot hold the worker.  Unlike lighttpd's, the
 `debug` functions that reach the hook or another function's upvalues and locals
 (sethook, gethook, getregistry, setupvalue, upvaluejoin, setlocal, setuservalue) and
-`os.exit` are withheld: a script cannot lift its budget nor end the worker.  What the budget does not reach is a single C call running
-long (a pathological `string.find`); the memory cap bounds what one can allocate.
+`os.exit` are withheld: a script cannot lift its budget nor end the worker.  What the
+budget does not reach is a single C call running long (a pathological
+`string.find`); the memory cap bounds what one can allocate.
 
 Lua strings are bytes on this side: request fields go in as UTF-8 (paths, with the
 file system's surrogate escapes) or Latin-1 (header values), and come back the same.
