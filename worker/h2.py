@@ -97,6 +97,16 @@ _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection"
 _PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority"})
 
 
+# What comes in is checked; what goes out is ours, made to HTTP/2's rules in
+# _send_head (lower-case names, no connection-specific fields; the core drops values
+# with line breaks and trims them), so the library need not check it again (a third
+# of its cost per answer).
+_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                    validate_inbound_headers=True,
+                                    validate_outbound_headers=False,
+                                    normalize_outbound_headers=False)
+
+
 def h2c_upgrade_asked(request: Request) -> bool:
     """`Upgrade: h2c` with a well-formed HTTP2-Settings and no body (RFC 7540 3.2: a
     request with a body is answered over HTTP/1.1, as lighttpd does)."""
@@ -201,9 +211,7 @@ class H2Session:
         self.idle_frames = _Budget(IDLE_FRAMES_BURST, IDLE_FRAMES_PER_SECOND, server.loop.now)
         self.last_data = server.loop.now  # when a body frame last left
         self.stalled_since: float | None = None
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                           validate_inbound_headers=True)
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = h2.connection.H2Connection(config=_CONFIG)
         self.h2.local_settings = _LocalSettings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
@@ -500,24 +508,25 @@ class H2Session:
         response = request.response
         status = response.status or 200
         response.status = status
-        headers = [(":status", str(status))]
-        headers += [(name.lower(), value) for name, value in response.headers
-                    if name.lower() not in _CONNECTION_SPECIFIC]
+        headers = [(b":status", str(status).encode())]
+        for name, value in response.headers:
+            field = _field_name(name)
+            if field:
+                headers.append((field, value.encode("latin-1", "replace")))
         if with_length and status not in NO_BODY and status >= 200 and \
                 response.get_header("Content-Length") is None:
-            headers.append(("content-length", str(response.length)))
+            headers.append((b"content-length", str(response.length).encode()))
         own = {name for name, _ in headers} if response.own_fields else ()
-        if "date" not in own:
-            headers.append(("date", DATE.value))
+        if b"date" not in own:
+            headers.append((b"date", DATE.value.encode()))
         tag = request.settings.values["server.tag"]
-        if tag and "server" not in own:
-            headers.append(("server", tag))
+        if tag and b"server" not in own:
+            headers.append((b"server", tag.encode("latin-1", "replace")))
         no_body = response.head_only or status in NO_BODY
         if no_body:
             response.reset_body()
         ends = no_body and not response.streaming
-        self.h2.send_headers(stream.id, [(k.encode("latin-1"), v.encode("latin-1", "replace"))
-                                         for k, v in headers], end_stream=ends)
+        self.h2.send_headers(stream.id, headers, end_stream=ends)
         stream.head_sent = True
         stream.ending = ends
         response.started = True
@@ -803,6 +812,22 @@ class H2Session:
         self.out.clear()
         self.server.forget(self)
         self.transport.close()
+
+
+_FIELD_NAMES: dict[str, bytes] = {}
+_FIELD_NAMES_KEPT = 1024
+
+
+def _field_name(name: str) -> bytes:
+    """An answer field's name as HTTP/2 sends it (lower case), b"" for those it
+    forbids; the names seen are kept (up to _FIELD_NAMES_KEPT)."""
+    field = _FIELD_NAMES.get(name)
+    if field is None:
+        lower = name.lower()
+        field = b"" if lower in _CONNECTION_SPECIFIC else lower.encode("latin-1", "replace")
+        if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
+            _FIELD_NAMES[name] = field
+    return field
 
 
 def _close_part(part: Any) -> None:
