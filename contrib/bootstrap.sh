@@ -20,7 +20,7 @@ debian_packages=(python3-venv)
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
   "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-mod-openssl
-  lighttpd-mod-maxminddb litmus cadaver
+  lighttpd-mod-maxminddb lighttpd-modules-lua rrdtool litmus cadaver
   apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql
   lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
   lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
