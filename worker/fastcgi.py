@@ -153,30 +153,31 @@ def _read_length(data: bytes, offset: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------- reading
 class RecordReader:
-    """Splits a byte stream into records, whatever the sizes it arrives in."""
+    """Splits a byte stream into records, whatever the sizes it arrives in.  What is
+    left of a record not complete yet is kept as bytes: most reads hold whole records,
+    which are then cut from the read itself."""
 
     __slots__ = ("buffer",)
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.buffer = b""
 
     def feed(self, data: bytes) -> list[Record]:
         """The records completed by `data`; raises ProtocolError on a bad header."""
-        buffer = self.buffer
-        buffer += data
+        buffer = self.buffer + data if self.buffer else data
+        size = len(buffer)
         records = []
         offset = 0
-        while len(buffer) - offset >= HEADER_SIZE:
+        while size - offset >= HEADER_SIZE:
             version, kind, request_id, length, padding = HEADER.unpack_from(buffer, offset)
             if version != VERSION:
                 raise ProtocolError(f"unknown FastCGI version {version}")
             end = offset + HEADER_SIZE + length
-            if len(buffer) < end + padding:
+            if size < end + padding:
                 break
-            records.append(Record(kind, request_id, bytes(buffer[offset + HEADER_SIZE:end])))
+            records.append(Record(kind, request_id, buffer[offset + HEADER_SIZE:end]))
             offset = end + padding
-        if offset:
-            del buffer[:offset]
+        self.buffer = buffer[offset:] if offset else buffer
         return records
 
     @property

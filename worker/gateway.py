@@ -80,21 +80,19 @@ class PairEncoder:
 
     def block(self, env: dict[str, str]) -> bytes:
         """Every variable of `env` encoded, in order; ValueError (from `encode`) for a
-        pair the protocol cannot carry."""
+        pair the protocol cannot carry.  (An encoded pair is never empty.)"""
+        get = self.known.get
+        return b"".join([get(item) or self._learn(item) for item in env.items()])
+
+    def _learn(self, item: tuple[str, str]) -> bytes:
+        name, value = item
+        encoded = self.encode(name.encode("latin-1", "replace"),
+                              value.encode("utf-8", "surrogateescape"))
         known = self.known
-        get = known.get
-        parts = []
-        for item in env.items():
-            encoded = get(item)
-            if encoded is None:
-                name, value = item
-                encoded = self.encode(name.encode("latin-1", "replace"),
-                                      value.encode("utf-8", "surrogateescape"))
-                if len(known) >= self.LIMIT:
-                    known.clear()
-                known[item] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
+        if len(known) >= self.LIMIT:
+            known.clear()
+        known[item] = encoded
+        return encoded
 
 
 def request_body_length(request: "Request") -> int:
