@@ -289,3 +289,46 @@ def test_a_reset_stream_ends_its_cgi_process(worker):
     while os.path.exists(f"/proc/{pid}"):
         assert time.monotonic() < deadline, "the CGI process outlived its stream"
         time.sleep(0.02)
+
+
+def test_the_session_stops_reading_a_peer_that_does_not_read(tmp_path):
+    """In-process, over a socketpair whose client end never reads: HEAD requests keep
+    coming (their answers are heads only, never held by a flow window), and the
+    session's wire queue stays near READ_STOP while it stops asking for input."""
+    from master.configload import load
+    from worker.h2 import EPOLLIN, READ_STOP
+    from worker.server import Server
+
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "small.txt").write_text("small\n")
+    config = tmp_path / "h2.conf"
+    config.write_text(config_text(docroot, modules=("mod_staticfile",)))
+    server = Server(load(str(config)), [])
+    client, end = socket.socketpair()
+    client.setblocking(False)
+    fd = end.fileno()
+    server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    encoder = hpack.Encoder()
+    head = encoder.encode([(":method", "HEAD"), (":scheme", "http"), (":path", "/small.txt"),
+                           (":authority", "127.0.0.1"), ("x-pad", "p" * 200)])
+    client.send(PREFACE + frame(SETTINGS, 0, 0))
+    stream, most = 1, 0
+    try:
+        for batches in range(4000):
+            batch = b"".join(frame(HEADERS, END_HEADERS | END_STREAM, stream + 2 * n, head)
+                             for n in range(50))
+            try:
+                client.send(batch)
+            except BlockingIOError:
+                pass
+            stream += 100
+            server.loop.run_once(0.0)
+            session = server.connections.get(fd)
+            assert session is not None, f"closed after {batches} batches"
+            most = max(most, session.out.pending)
+        assert not session.events & EPOLLIN
+        assert READ_STOP <= most < READ_STOP + (1 << 20)
+    finally:
+        server.close_all()
+        client.close()

@@ -635,7 +635,7 @@ class H2Session:
         out = self.out
         room = HIGH_WATER - out.pending
         moved = True
-        while moved and room > 0:
+        while moved:                     # answers already whole end even when full
             moved = False
             for stream in list(self.streams.values()):
                 if not stream.head_sent:
@@ -722,14 +722,12 @@ class H2Session:
             server.pipeline.done(request)
 
     def flush(self) -> None:
+        """Send what the socket takes; below LOW_WATER, more frames from the streams.
+        Ends when the socket takes nothing more (a peer that does not read)."""
         out = self.out
-        if not out.chunks:
-            return
-        transmit(self)
-        if self.state is not CLOSED and out.pending < LOW_WATER:
-            self._pump()
-            if out.chunks:
-                self.flush()
+        while out.chunks and transmit(self) and self.state is not CLOSED:
+            if out.pending < LOW_WATER:
+                self._pump()
 
     # ------------------------------------------------------- closing
     def _goaway(self, code: int, why: str) -> None:
