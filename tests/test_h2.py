@@ -302,3 +302,13 @@ def test_reloads_under_h2load_over_tls_fail_no_request(tmp_path, certs):
 def _h2load_succeeded(out: str) -> int:
     summary = next(line for line in out.splitlines() if line.startswith("requests:"))
     return int(summary.replace(",", "").split()[7])
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_an_upgrade_request_with_a_body_keeps_it(h2_server):
+    """curl --http2 on http:// asks to upgrade; with a body the request cannot switch
+    (the body comes first), so it is answered over HTTP/1.1 with its body read."""
+    out = subprocess.run(["curl", "-s", "--max-time", "10", "--http2", "--data-binary", "abc",
+                          f"http://127.0.0.1:{h2_server.port}/echo.sh"],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert out.strip() == "3"

@@ -28,6 +28,7 @@ from shared import log
 
 from .answercache import parsed_state
 from .body import RequestBody
+from .chunked import Dechunker
 from .errors import BadRequest
 from .host import normalize_host
 from .request import Request
@@ -72,6 +73,15 @@ def _refusal_status(data: bytes, unknown_method: bool) -> int:
     return 501 if unknown_method else 400
 
 
+def _body_skipped(request: Request) -> bool:
+    """httptools ends a request that asks to upgrade at its head, body or not: a
+    declared body it skipped is still to be read."""
+    body = request.body
+    if body is None or body.complete or body.size or "upgrade" not in request.headers:
+        return False
+    return request.content_length > 0 or "transfer-encoding" in request.headers
+
+
 class _StopParsing(Exception):
     """Raised inside a parser callback to stop parsing what was fed: the request that
     is complete so far gets its answer, and the connection closes after it."""
@@ -104,7 +114,7 @@ class Http1Parser:
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
-                 "held_back", "tunnelled")
+                 "held_back", "tunnelled", "body_left", "dechunker")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -125,6 +135,10 @@ class Http1Parser:
         self.upgrading: Request | None = None   # asked to switch, not answered yet
         self.held_back = b""       # what came after it meanwhile
         self.tunnelled = False     # switched: the bytes are no longer HTTP/1
+        # the body of a request that asked to switch, read here (httptools stops at
+        # the head of such a request): bytes still to come, or its chunked decoder
+        self.body_left = 0
+        self.dechunker: Dechunker | None = None
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -217,6 +231,13 @@ class Http1Parser:
 
     def on_message_complete(self) -> None:
         request = self.current
+        if request is not None and _body_skipped(request):
+            return              # read by _upgrade_body, once httptools has stopped
+        self._complete()
+
+    def _complete(self) -> None:
+        """The current request is whole: handed over (or its handler told)."""
+        request = self.current
         if request is not None:
             request.expect_continue = False
             self.current = None
@@ -301,6 +322,10 @@ class Http1Parser:
         if self.upgrading is not None:     # not parsed before the upgrade is answered
             self.held_back += data
             return
+        if self.body_left or self.dechunker is not None:
+            data = self._upgrade_body(data)
+            if not data:
+                return
         if self.header_phase:
             self.raw_header_bytes += len(data)
             if self.raw_header_bytes > self.header_limit + HEADER_SLACK:
@@ -328,17 +353,53 @@ class Http1Parser:
         answered (upgrade_answered): the first bytes of a tunnel if a module switches,
         else the next request.  A request with a body of its own cannot switch: the
         connection closes after its answer.  Returns what is left to parse now."""
-        if self.current is not None:
+        current = self.current
+        if current is not None and current.body is not None and not current.body.complete:
+            # a body of its own: the request cannot switch, its body is read as any
+            self.parser = httptools.HttpRequestParser(self)
+            if "transfer-encoding" in current.headers:
+                self.dechunker = Dechunker()
+            else:
+                self.body_left = current.content_length
+            return self._upgrade_body(rest)
+        if current is not None:
             self.on_message_complete()
         request = self.last
-        if request is None or request.content_length > 0 \
-                or "transfer-encoding" in request.headers:
+        if request is None:
             self.stop()
             return b""
         self.parser = httptools.HttpRequestParser(self)
         self.upgrading = request
         self.held_back = rest
         return b""
+
+    def _upgrade_body(self, data: bytes) -> bytes:
+        """Take the body of a request that asked to switch protocols out of `data`;
+        what follows it (the next request) is returned once it is whole."""
+        dechunker = self.dechunker
+        try:
+            if dechunker is not None:
+                self.on_body(dechunker.feed(data))
+                if dechunker.failed:
+                    self.fail(400)
+                    return b""
+                if not dechunker.done:
+                    return b""
+                rest = bytes(dechunker.buffer)
+                self.dechunker = None
+                rest = rest[2:] if rest.startswith(b"\r\n") else rest
+            else:
+                take = min(self.body_left, len(data))
+                self.on_body(data[:take])
+                self.body_left -= take
+                if self.body_left:
+                    return b""
+                rest = data[take:]
+        except _StopParsing:
+            self.fail(self.error_status or 400)
+            return b""
+        self._complete()
+        return rest
 
     def upgrade_answered(self, request: Request, switched: bool) -> bytes:
         """The request that asked to switch protocols is answered.  Switched: parsing

@@ -23,7 +23,7 @@ from server_util import split_responses
 from sites import make_docroot
 from worker.module import BACKLOG_HIGH, COMEBACK, ERROR, WAIT, Module
 from worker.connection import ConnState
-from worker.gateway import Dechunker
+from worker.chunked import Dechunker
 from worker.request import Request
 from worker.server import Server
 

@@ -223,3 +223,21 @@ def test_a_streamed_body_over_the_limit_fails_in_its_handler(streaming):
     sink, _ = parse(streaming, b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
                     b"400\r\n" + b"a" * 1024 + b"\r\n", b"1\r\na\r\n")
     assert len(sink.requests) == 1 and sink.failures == [413] and sink.stopped
+
+
+@pytest.mark.parametrize("body, content", [
+    (b"Content-Length: 3\r\n\r\nabc", b"abc"),
+    (b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", b"abc"),
+    (b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"")])
+def test_a_request_asking_to_upgrade_keeps_its_body_and_the_next_request(server, body,
+                                                                          content):
+    """It cannot switch (RFC 9110 7.8: a body first); the body is read, and the request
+    after it parsed, whatever the read sizes."""
+    data = (b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n" + body
+            + b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+    for pieces in ([data], [bytes([b]) for b in data]):
+        sink, _ = parse(server, *pieces)
+        first, second = sink.requests
+        assert (first.body.read(), first.body.complete) == (content, True)
+        assert second.target == "/next" and not sink.stopped

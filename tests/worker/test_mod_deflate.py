@@ -25,7 +25,7 @@ from master.configload import load
 from server_util import REPO, WorkerProcess, config_text
 from test_held_requests import Later
 from test_held_requests import exchange as held_exchange
-from worker.gateway import Dechunker
+from worker.chunked import Dechunker
 from worker.server import Server
 from worker.compress import ENCODERS, make_encoder, parse_params
 from worker.modules.mod_deflate import (CodedOutput, accepted_codings, cache_path,
