@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import lupa.lua54 as lua
 
@@ -312,8 +312,12 @@ _ITEMS: dict[str, Any] = {
 
 
 class ScriptFailed(Exception):
-    """A script did not load or raised an error: the message is Lua's (with its
-    traceback)."""
+    """A script did not load or raised an error: the message is its language's (with
+    its traceback)."""
+
+    def __init__(self, message: str, language: str = "lua") -> None:
+        super().__init__(message)
+        self.language = language
 
 
 class Script:
@@ -372,14 +376,17 @@ class ScriptCache:
     """The scripts by path, each reloaded when its file's mtime, size or inode change
     (checked through the worker's stat cache, so at most once a second)."""
 
-    def __init__(self, stat: Any) -> None:
+    def __init__(self, stat: Any, make_script: Callable[[str], Any] = Script) -> None:
         self.stat = stat
-        self.scripts: dict[str, Script] = {}
+        self.make_script = make_script
+        self.scripts: dict[str, Any] = {}
 
-    def get(self, path: str) -> Script:
+    def get(self, path: str) -> Any:
+        """The script of `path`, loaded anew if its file changed (a Script or any
+        object with its `version`, `load(version)` and `run(request)`)."""
         script = self.scripts.get(path)
         if script is None:
-            script = self.scripts[path] = Script(path)
+            script = self.scripts[path] = self.make_script(path)
         try:
             st = self.stat(path)
         except OSError as err:
@@ -396,5 +403,6 @@ class ScriptCache:
 
 
 def log_failure(err: ScriptFailed) -> None:
-    """lighttpd's log of a failed script: each line of Lua's message and traceback."""
-    log.lines(LOG_SOURCE, ["lua: " + line for line in str(err).splitlines() or [""]])
+    """lighttpd's log of a failed script: each line of the message and traceback."""
+    prefix = err.language + ": "
+    log.lines(LOG_SOURCE, [prefix + line for line in str(err).splitlines() or [""]])

@@ -14,6 +14,11 @@
 - each script has its own Lua state, kept while its file is unchanged (mtime, size,
   inode) and made anew when it changes (worker/magnet_runtime.py).
 
+Beyond lighttpd, a file ending in `.py` named in the same keys runs as Python: it
+defines `handle(r, c)`, given `lighty.r` and `lighty.c` as Python objects over the same
+implementation, and returns None, a status or RESTART_REQUEST, under a time budget
+(worker/magnet_python.py).
+
 `magnet.cache-size` is not a key of lighttpd 1.4.69 and is not one here either.
 An answer decided by a script is never replayed by the answer cache.
 """
@@ -25,7 +30,8 @@ from typing import Any
 from shared import log
 from shared.config.directives import Directive, Type
 
-from ..magnet_runtime import ScriptCache, ScriptFailed, log_failure
+from ..magnet_python import PythonScript
+from ..magnet_runtime import Script, ScriptCache, ScriptFailed, log_failure
 from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..statcache import CACHE
@@ -47,7 +53,7 @@ class Module(BaseModule):
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
         stat_cache = services.stat_cache if services is not None else CACHE
-        self.cache = ScriptCache(stat_cache.stat)
+        self.cache = ScriptCache(stat_cache.stat, script_for)
 
     def allows_replay(self, request: Request) -> bool:
         """Answers are kept only where no script runs: a script may answer from
@@ -88,6 +94,11 @@ class Module(BaseModule):
             if status == RESTART_REQUEST:
                 return _restart(request, path)
         return None
+
+
+def script_for(path: str) -> Script | PythonScript:
+    """A `.py` file runs as Python, any other as Lua (as lighttpd runs them all)."""
+    return PythonScript(path) if path.endswith(".py") else Script(path)
 
 
 def _restart(request: Request, path: str) -> HandlerResult:
