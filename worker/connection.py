@@ -162,11 +162,13 @@ def receive(connection: "Connection | H2Session") -> bytes | None:
     return data
 
 
-def transmit(connection: "Connection | H2Session") -> int:
-    """Send what the transport takes of the connection's output queue, counted out;
-    0 when it took nothing (or the connection broke: then closed)."""
+def transmit(connection: "Connection | H2Session", data: bytes | None = None) -> int:
+    """Send what the transport takes of the connection's output queue (or of `data`,
+    when nothing is queued), counted out; 0 when it took nothing (or the connection
+    broke: then closed)."""
     try:
-        sent = connection.transport.send(connection.out)
+        sent = connection.transport.send(connection.out) if data is None else \
+            connection.transport.send_bytes(data)
     except (BlockingIOError, InterruptedError):
         return 0
     except OSError:
@@ -408,9 +410,17 @@ class Connection:
         values = self.limits = kept.values
         self.requests_done += 1
         wire = kept_wire(kept, self._keeps_alive(kept.keep_alive, values))
-        self.out.append(wire)
-        self.queued_total += len(wire)
-        self.flush()
+        size = len(wire)
+        self.queued_total += size
+        sent = transmit(self, wire)        # the queue is empty: straight to the socket
+        if self.state is CLOSED:
+            return True
+        self.sent_total += sent
+        if sent < size:
+            self.out.append(wire[sent:])
+            self.flush()
+        elif self.closing:
+            self.shutdown()                # Connection: close went out with it
         if self.sent_total >= self.queued_total:     # the usual case: all of it went out
             server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
             if self.events == EPOLLIN and not self.closing:

@@ -100,6 +100,21 @@ class TLSTransport(SocketTransport):
                 break
         return sent
 
+    def send_bytes(self, data: bytes) -> int:
+        """What OpenSSL takes of `data` now; the rest is queued by the caller (a
+        write OpenSSL asked to repeat is repeated from the queue: see send)."""
+        if self._retry is not None:
+            raise BlockingIOError      # an earlier write must be repeated first
+        try:
+            return self.tls.send(data)
+        except (SSL.WantWriteError, SSL.WantReadError):
+            self._retry = data         # repeated whole, as OpenSSL requires
+            raise BlockingIOError from None
+        except SSL.SysCallError as err:
+            raise OSError(err.args[0], str(err.args[1])) from None
+        except SSL.Error as err:
+            raise OSError(f"TLS: {err}") from None
+
     def shutdown_write(self) -> None:
         """close_notify, then the TCP half-close (the lingering read follows)."""
         try:

@@ -30,6 +30,8 @@ class Transport(Protocol):
 
     def send(self, out: ChunkQueue) -> int: ...
 
+    def send_bytes(self, data: bytes) -> int: ...
+
     def shutdown_write(self) -> None: ...
 
     def negotiated(self) -> bytes: ...
@@ -60,6 +62,10 @@ class SocketTransport:
 
     def send(self, out: ChunkQueue) -> int:
         return out.send(self.sock)
+
+    def send_bytes(self, data: bytes) -> int:
+        """What the socket takes of `data` now (an answer with nothing queued before)."""
+        return self.sock.send(data)
 
     def shutdown_write(self) -> None:
         self.sock.shutdown(socket.SHUT_WR)
@@ -105,6 +111,12 @@ class PipeTransport:
 
     def send(self, out: ChunkQueue) -> int:
         return out.write_blocking(self.STDOUT)
+
+    def send_bytes(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.STDOUT, view):]
+        return len(data)
 
     def shutdown_write(self) -> None:
         """Nothing to half-close: the caller ends the process after the answer."""
