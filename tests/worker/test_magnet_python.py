@@ -74,6 +74,15 @@ def handle(r, c):
 """
 VERSIONS = {"lua": 'lighty.r.resp_body.set({"%s\\n"}) return 200\n',
             "py": 'def handle(r, c):\n    r.resp_body.set("%s\\n")\n    return 200\n'}
+START = {"lua": """
+lighty.r.resp_header["X-Status-Seen"] = tostring(lighty.r.req_item["http_status"])
+if lighty.r.req_attr["uri.path"]:match("teapot") then return 418 end
+""", "py": """
+def handle(r, c):
+    r.resp_header["X-Status-Seen"] = str(r.req_item["http_status"])
+    if "teapot" in r.req_attr["uri.path"]:
+        return 418
+"""}
 LANGUAGES = ("lua", "py")
 COMPARED = ("X-Seen", "X-Md5", "X-B64", "X-Query", "X-Env", "Content-Type")
 
@@ -88,6 +97,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp_path / "same.py").write_text(PYTHON)
     for language, source in VERSIONS.items():
         (tmp_path / f"version.{language}").write_text(source % "one")
+        (tmp_path / f"start.{language}").write_text(START[language])
+        (docroot / f"s{language}").mkdir()
+        (docroot / f"s{language}" / "teapot.html").write_text("tea\n")
     (tmp_path / "syntax.py").write_text("def handle(r, c)\n")
     (tmp_path / "nohandle.py").write_text("x = 1\n")
     blocks = "\n".join(f"""
@@ -96,6 +108,9 @@ $HTTP["url"] =~ "^/{language}/" {{
 }}
 $HTTP["url"] =~ "^/v{language}/" {{
     magnet.attract-raw-url-to = ("{tmp_path}/version.{language}")
+}}
+$HTTP["url"] =~ "^/s{language}/" {{
+    magnet.attract-response-start-to = ("{tmp_path}/start.{language}")
 }}""" for language in LANGUAGES)
     conf = tmp_path / "magnet.conf"
     conf.write_text(config_text(docroot, blocks + f"""
@@ -143,6 +158,17 @@ def test_restart_agrees(worker: WorkerProcess) -> None:
 
 def test_script_going_on_serves_the_file(worker: WorkerProcess) -> None:
     assert worker.get("/py/none")[0] == worker.get("/lua/none")[0] == 404
+
+
+def test_response_start_scripts_agree(worker: WorkerProcess) -> None:
+    answers = {}
+    for language in LANGUAGES:
+        for name in ("teapot.html", "absent.html"):
+            status, headers, body = worker.get(f"/s{language}/{name}")
+            answers.setdefault(language, []).append(
+                (status, headers.get("X-Status-Seen"), body if status == 418 else b""))
+    assert answers["py"] == answers["lua"]
+    assert answers["py"] == [(418, "200", b"tea\n"), (404, "404", b"")]
 
 
 def test_runaway_loop_is_stopped_in_both(worker: WorkerProcess) -> None:
