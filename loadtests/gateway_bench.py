@@ -6,6 +6,7 @@ per request (its process tree's CPU time, as loadtests/bench.py counts it; the
 backend is not in it, being nobody's child).
 
     python loadtests/gateway_bench.py                  # FastCGI, 3 rounds of 10 s
+    python loadtests/gateway_bench.py --no-keep-conn   # a connection per request
     python loadtests/gateway_bench.py --scgi --rounds 5
     python loadtests/gateway_bench.py --path /1k.bin   # static, modules loaded
 """
@@ -35,7 +36,8 @@ def write_config(base: Path, name: str, port: int, sock: str, scgi: bool,
     (docroot / "hello.php").write_text(PHP_HELLO)
     (docroot / "1k.bin").write_bytes(b"x" * 1024)
     module = "scgi" if scgi else "fastcgi"
-    keep = 'fastcgi.keep-conn = "enable"\n' if keep_conn and name == "pylighttpd" else ""
+    keep = 'fastcgi.keep-conn = "disable"\n' if not keep_conn and name == "pylighttpd" \
+        and not scgi else ""
     path = base / f"{name}.conf"
     path.write_text(
         f'server.document-root = "{docroot}"\nserver.bind = "127.0.0.1"\n'
@@ -78,7 +80,8 @@ def measure(server: Front, path: str, seconds: int, connections: int) -> tuple[f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scgi", action="store_true")
-    parser.add_argument("--keep-conn", action="store_true")
+    parser.add_argument("--no-keep-conn", dest="keep_conn", action="store_false",
+                        help='pylighttpd with fastcgi.keep-conn = "disable"')
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--path", default="/hello.php")
     parser.add_argument("--rounds", type=int, default=3)

@@ -8,8 +8,8 @@ figure is this process's CPU time per request (time.process_time: the backend's 
 work is another process and not in it), the 10th percentile of the rounds.
 `--profile` runs the rounds under cProfile and prints the top functions by own time.
 
-    python loadtests/gateway_microbench.py                    # php-cgi, FastCGI
-    python loadtests/gateway_microbench.py --keep-conn        # FCGI_KEEP_CONN
+    python loadtests/gateway_microbench.py                    # php-cgi, FastCGI (kept)
+    python loadtests/gateway_microbench.py --no-keep-conn     # a connection per request
     python loadtests/gateway_microbench.py --scgi --profile   # uwsgi, SCGI
 """
 
@@ -71,16 +71,19 @@ def start_backend(base: Path, scgi: bool, children: int) -> tuple[subprocess.Pop
 
 
 def config_file(base: Path, sock: str, scgi: bool, keep_conn: bool) -> Path:
+    """One worker's config (server.max-worker = 1: it may keep FCGI_MAX_CONNS - 1)."""
     docroot = base / "www"
     docroot.mkdir()
     (docroot / "hello.php").write_text(PHP_HELLO)
     (docroot / "1k.bin").write_bytes(os.urandom(1024))
     name = "scgi" if scgi else "fastcgi"
-    keep = 'fastcgi.keep-conn = "enable"\n' if keep_conn else ""
+    keep = "" if keep_conn or scgi else 'fastcgi.keep-conn = "disable"\n'
     path = base / "micro.conf"
     path.write_text(
         f'server.document-root = "{docroot}"\nserver.bind = "127.0.0.1"\n'
-        f'server.port = 8080\nserver.max-keep-alive-requests = 1000000\nserver.modules = ("mod_{name}", "mod_staticfile")\n'
+        f'server.port = 8080\nserver.max-worker = 1\n'
+        f'server.max-keep-alive-requests = 1000000\n'
+        f'server.modules = ("mod_{name}", "mod_staticfile")\n'
         f'server.errorlog = "{base}/error.log"\n'
         'mimetype.assign = (".bin" => "application/octet-stream")\n'
         f'{name}.server = ( ".php" => ( ( "socket" => "{sock}" ) ) )\n{keep}')
@@ -118,7 +121,8 @@ def run(server: Server, clients: list[socket.socket], request: bytes, rounds: in
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scgi", action="store_true", help="uwsgi over SCGI")
-    parser.add_argument("--keep-conn", action="store_true", help="fastcgi.keep-conn")
+    parser.add_argument("--no-keep-conn", dest="keep_conn", action="store_false",
+                        help='fastcgi.keep-conn = "disable"')
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1000)
@@ -147,7 +151,7 @@ def main() -> int:
             else:
                 figure = run(server, clients, request, args.rounds)
                 print(f"{'scgi' if args.scgi else 'fastcgi'}"
-                      f"{' keep-conn' if args.keep_conn else ''}: {figure * 1e6:.1f} "
+                      f"{' keep-conn' if args.keep_conn and not args.scgi else ''}: {figure * 1e6:.1f} "
                       f"us CPU/request ({args.connections} connections, 10th percentile "
                       f"of {args.rounds} rounds)")
             server.close_all()

@@ -21,6 +21,13 @@ connection stays in the worker's epoll with EPOLLIN: a backend that closes it (i
 keep-alive timeout) or sends anything unasked is noticed at once and the connection
 dropped.  Requests in flight switch the connection's owner, not its registration, so a
 pooled request costs no epoll_ctl.
+
+A backend whose processes serve one connection each (php-cgi, FastCGI in general) would
+be starved by kept connections: each one pins a process, busy or idle.  Such a backend
+gets a `keep_limit`: the connections this worker may keep to it, busy and idle counted
+together (`kept`); a request beyond them gets a connection of its own, closed after.
+The module sets the limit once it learns the backend's capacity; until then it is the
+module's `initial_keep_limit` (None: only the idle count bounds keeping, as for HTTP).
 """
 
 from __future__ import annotations
@@ -54,14 +61,17 @@ class Backend:
     """One address of a configured host (the host's own, or one spawned process's) as
     this worker knows it."""
 
-    __slots__ = ("spec", "proc", "load", "disabled_until", "idle", "counters")
+    __slots__ = ("spec", "proc", "load", "disabled_until", "idle", "kept", "keep_limit",
+                 "counters")
 
-    def __init__(self, spec: HostSpec, proc: Proc) -> None:
+    def __init__(self, spec: HostSpec, proc: Proc, keep_limit: int | None = None) -> None:
         self.spec = spec
         self.proc = proc
         self.load = 0                  # requests under way (fair balancing)
         self.disabled_until = 0.0      # out of the rotation until then (monotonic)
         self.idle: list[Connection] = []
+        self.kept = 0                  # open connections meant to be kept, busy or idle
+        self.keep_limit = keep_limit   # at most that many kept; None: no bound but idle
         self.counters = backend_counters(spec, proc)   # in the stats segment
 
     @property
@@ -80,7 +90,7 @@ class Connection:
     owner; without one it is idle, and any event means the backend is done with it."""
 
     __slots__ = ("backends", "backend", "sock", "fd", "owner", "events", "served",
-                 "idle_since")
+                 "idle_since", "kept")
 
     def __init__(self, backends: "Backends", backend: Backend, sock: socket.socket,
                  owner: Owner, events: int) -> None:
@@ -92,6 +102,7 @@ class Connection:
         self.events = events
         self.served = 0                # exchanges finished on it
         self.idle_since = 0.0
+        self.kept = False              # counted in its backend's `kept`
         backends.loop.register(self.fd, events, self)
 
     def on_event(self, mask: int) -> None:
@@ -123,6 +134,9 @@ class Connection:
         """Closing takes the socket out of epoll: no EPOLL_CTL_DEL (nothing shares
         a backend socket: it is opened after the worker forked, never duplicated)."""
         self.owner = None
+        if self.kept:
+            self.kept = False
+            self.backend.kept -= 1
         self.backends.loop.discard(self.fd)
         self.sock.close()
 
@@ -131,10 +145,14 @@ class Backends:
     """The worker's backends of one module: state per HostSpec, balancing, connects,
     idle connections."""
 
-    def __init__(self, services: "Services", source: str = "gw_backend.c") -> None:
+    def __init__(self, services: "Services", source: str = "gw_backend.c",
+                 idle_seconds: float = IDLE_SECONDS,
+                 initial_keep_limit: int | None = None) -> None:
         self.services = services
         self.loop = services.loop
         self.source = source
+        self.idle_seconds = idle_seconds               # idle longer than this: closed
+        self.initial_keep_limit = initial_keep_limit   # a backend's until it is known
         self.by_spec: dict[HostSpec, tuple[Backend, ...]] = {}
         self.by_extension: dict[Extension, tuple[Backend, ...]] = {}
         self.last_used: dict[Extension, int] = {}      # round-robin position
@@ -144,8 +162,8 @@ class Backends:
         """The addresses of one host, in process order."""
         backends = self.by_spec.get(spec)
         if backends is None:
-            backends = self.by_spec[spec] = tuple(Backend(spec, proc)
-                                                  for proc in spec.procs)
+            backends = self.by_spec[spec] = tuple(
+                Backend(spec, proc, self.initial_keep_limit) for proc in spec.procs)
         return backends
 
     def extension_backends(self, extension: Extension) -> tuple[Backend, ...]:
@@ -261,6 +279,25 @@ class Backends:
             raise OSError(code, os.strerror(code))
         return Connection(self, backend, sock, owner, EPOLLOUT if code else EPOLLIN), not code
 
+    @staticmethod
+    def may_keep(backend: Backend) -> bool:
+        """Whether a request to `backend` may ask for a connection that outlives it:
+        an idle one is there, or a new one stays within the backend's keep_limit."""
+        limit = backend.keep_limit
+        return bool(backend.idle) or limit is None or backend.kept < limit
+
+    @staticmethod
+    def hold(connection: Connection) -> bool:
+        """Count a new connection among its backend's kept ones, if the limit allows
+        (else it serves one request and is closed)."""
+        backend = connection.backend
+        limit = backend.keep_limit
+        if limit is not None and backend.kept >= limit:
+            return False
+        connection.kept = True
+        backend.kept += 1
+        return True
+
     def take_idle(self, backend: Backend, owner: Owner) -> Connection | None:
         """The most recently used idle connection to `backend`, now `owner`'s."""
         idle = backend.idle
@@ -291,11 +328,11 @@ class Backends:
         connection.close()
 
     def tick(self, now: float) -> None:
-        """Once a second: close connections idle for longer than IDLE_SECONDS; the
+        """Once a second: close connections idle for longer than `idle_seconds`; the
         requests under way on each backend to the stats segment."""
         for backends in self.by_spec.values():
             for backend in backends:
                 backend.counters.set_load(backend.load)
                 idle = backend.idle
-                while idle and now - idle[0].idle_since > IDLE_SECONDS:
+                while idle and now - idle[0].idle_since > self.idle_seconds:
                     idle.pop(0).close()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.gateway_hosts import Extension
 
-from .backend import EPOLLIN, EPOLLOUT, Backend, Backends, Connection
+from .backend import EPOLLIN, EPOLLOUT, IDLE_SECONDS, Backend, Backends, Connection
 from .body import RequestBody
 from .module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module
 from .request import Request
@@ -56,11 +56,14 @@ class GatewayModule(Module):
     # Whether a request is claimed depends on its settings and URL alone, and a
     # backend's answer is never kept: static answers beside a gateway may be replayed.
     replay_safe = True
+    idle_seconds: ClassVar[float] = IDLE_SECONDS       # a kept connection's idle life
+    initial_keep_limit: ClassVar[int | None] = None     # see worker/backend.py
 
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
         self.services: "Services" = services
-        self.backends = Backends(services, self.source)
+        self.backends = Backends(services, self.source, self.idle_seconds,
+                                 self.initial_keep_limit)
         self.active: set[Exchange] = set()
 
     def log(self, message: str) -> None:
@@ -239,6 +242,8 @@ class Exchange:
         except OSError as err:
             return self._connect_failed(err)
         self.connection, self.reused = connection, False
+        if self.keep_alive:
+            self.keep_alive = module.backends.hold(connection)
         if self.debug_level:
             module.log(f"{module.name} - connecting to {backend.name}")
         if not established:

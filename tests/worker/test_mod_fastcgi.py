@@ -7,7 +7,8 @@ strip-request-uri, docroot), check-local, bodies with a length and chunked, HEAD
 the error log's STDERR lines, X-Sendfile inside and outside x-sendfile-docroot,
 authorizer and responder, 502 / 503 / 504, a backend dying mid-answer, the processes
 of a spawned host (started here as php-cgi -b on socket-N), kept connections with
-fastcgi.keep-conn, a client gone mid-answer.  Every wait has a deadline.
+fastcgi.keep-conn (as many as the backend's FCGI_MAX_CONNS spares, idle ones closed
+after 2 s), a client gone mid-answer.  Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ $HTTP["host"] == "spawned.test" {{
   fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/spawn.sock",
                                    "bin-path" => "/usr/bin/php-cgi", "max-procs" => 2 ) ) )
 }}
+server.max-worker = 2
 $HTTP["host"] == "fpm.test" {{
   fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/fpm.sock" ) ) )
-  fastcgi.keep-conn = "enable"
+  fastcgi.debug = 1
+}}
+$HTTP["host"] == "kept.test" {{
+  fastcgi.server = ( ".php" => ( ( "socket" => "{sockets}/kept.sock" ) ) )
   fastcgi.debug = 1
 }}
 $HTTP["host"] == "stream.test" {{ server.stream-response-body = 2 }}
@@ -69,6 +74,7 @@ def site(tmp_path_factory):
         backends.append(php_cgi(f"{sockets}/spawn.sock-0"))
         backends.append(php_cgi(f"{sockets}/spawn.sock-1"))
         backends.append(php_fpm(base, f"{sockets}/fpm.sock"))
+        backends.append(php_cgi(f"{sockets}/kept.sock", children=4))
         with WorkerProcess(conf) as worker:
             yield {"worker": worker, "docroot": docroot, "sendable": sendable,
                    "errorlog": errorlog, "backends": backends}
@@ -249,18 +255,48 @@ def test_spawned_host_balances_over_its_processes(site) -> None:
         assert worker.get("/hello.php", host="spawned.test")[::2] == (200, b"Hello, world!")
 
 
-# ------------------------------------------------------------------ php-fpm
-def test_php_fpm_with_kept_connections(site) -> None:
-    worker = site["worker"]
+# ------------------------------------------------------------ kept connections
+def _hellos(worker, host: str, count: int) -> None:
     client = worker.connection()
     try:
-        for _ in range(3):
-            client.request("GET", "/hello.php", headers={"Host": "fpm.test"})
+        for _ in range(count):
+            client.request("GET", "/hello.php", headers={"Host": host})
             response = client.getresponse()
             assert (response.status, response.read()) == (200, b"Hello, world!")
     finally:
         client.close()
-    wait_for_log(site["errorlog"], "fastcgi - reusing a connection to unix:")
+
+
+def _backend_sockets(pid: int) -> int:
+    """The worker's open sockets (its listener and a client's aside, all backends')."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def test_php_cgi_capacity_sets_the_connections_kept(site) -> None:
+    """php-cgi with 4 children says FCGI_MAX_CONNS 4: (4 - 1) // 2 workers = 1 kept;
+    it is closed after 2 s unused."""
+    worker, errorlog = site["worker"], site["errorlog"]
+    _hellos(worker, "kept.test", 4)
+    log = wait_for_log(errorlog, "kept.sock: FCGI_MAX_CONNS 4, keeping up to 1 connections")
+    wait_for_log(errorlog, "fastcgi - reusing a connection to unix:" +
+                 str(site["backends"][-1].path))
+    pid = worker.process.pid
+    kept = _backend_sockets(pid)
+    assert log.count("kept.sock: FCGI_MAX_CONNS") == 1
+    deadline = time.monotonic() + 5
+    while _backend_sockets(pid) >= kept and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _backend_sockets(pid) == kept - 1
+
+
+def test_php_fpm_says_no_capacity_so_nothing_is_kept(site) -> None:
+    """php-fpm answers FCGI_GET_VALUES without FCGI_MAX_CONNS: a connection per request."""
+    _hellos(site["worker"], "fpm.test", 3)
+    log = wait_for_log(site["errorlog"],
+                       "fpm.sock: FCGI_MAX_CONNS unknown, keeping up to 0 connections")
+    assert "fastcgi - reusing a connection to unix:" + str(site["backends"][-2].path) \
+        not in log
 
 
 def test_big_answers_stream_in_order(site) -> None:

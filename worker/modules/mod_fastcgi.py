@@ -13,24 +13,39 @@ request (502, or the connection cut once the answer went out), unless the answer
 length was announced and is all there.  A client that goes away closes the
 connection, which aborts the request in the backend (lighttpd does the same).
 
-Beyond lighttpd: `fastcgi.keep-conn = "enable"` sends FCGI_KEEP_CONN and keeps the
-connection after END_REQUEST for the next request to the same backend (up to the
-host's "keepalive" idle connections per worker), like nginx's fastcgi_keep_conn.  Off
-by default, as in nginx: a backend process serves one connection at a time (php-cgi,
-a php-fpm child), so a connection one worker keeps idle is a process the others
-cannot reach; enable it when the backend has more processes than the workers keep.
+Beyond lighttpd: `fastcgi.keep-conn` (on by default) sends FCGI_KEEP_CONN and keeps
+the connection after END_REQUEST for the next request to the same backend, like
+nginx's fastcgi_keep_conn, within what the backend can spare.  A backend process
+serves one connection at a time (php-cgi, a php-fpm child): a kept connection pins
+one, busy or idle, and others (another worker, another server) would starve if the
+kept ones took them all.  So the first request to an address asks its capacity with
+FCGI_GET_VALUES (FCGI_MAX_CONNS) ahead of its BEGIN_REQUEST, on its own connection,
+waiting for nothing; the answer comes before the request's STDOUT.  Each worker then
+keeps at most (FCGI_MAX_CONNS - 1) // server.max-worker connections to that address
+(and the host's "keepalive" idle ones), so one process at least is never held by a
+kept connection; other requests get a connection of their own, closed after.  Until
+the answer, and for a backend that does not tell (php-fpm answers nothing), nothing
+is kept.  A kept connection idle for IDLE_SECONDS is closed: an idle worker leaves
+the backend's processes free.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from shared.config.directives import Directive, Type
-from shared.gateway_hosts import parse_balance, parse_servers
+from shared.gateway_hosts import Extension, parse_balance, parse_servers
 from shared.log import escape_bs
 
 from .. import fastcgi
 from ..fastcgi import ProtocolError
+from ..backend import Backend
 from ..gw_cgi import CgiExchange, CgiGatewayModule
 from ..module import HandlerResult
+from ..request import Request
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 REQUEST_ID = 1                   # one request per connection at a time, as lighttpd
 END_STDIN = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
@@ -38,31 +53,48 @@ END_STDIN = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
 BEGIN = {(authorizer, keep): fastcgi.begin_request(
     REQUEST_ID, fastcgi.AUTHORIZER if authorizer else fastcgi.RESPONDER, keep)
     for authorizer in (False, True) for keep in (False, True)}
+CAPACITY = b"FCGI_MAX_CONNS"
+ASK_CAPACITY = fastcgi.get_values([CAPACITY.decode()])
+IDLE_SECONDS = 2.0               # a kept connection unused this long is closed
 
 DIRECTIVES = (
     Directive("fastcgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),
     Directive("fastcgi.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("fastcgi.debug", Type.INT, 0),
     Directive("fastcgi.map-extensions", Type.ARRAY_KVSTRING, ()),
-    Directive("fastcgi.keep-conn", Type.BOOL, False,
-              doc="send FCGI_KEEP_CONN and keep connections to the backends"),
+    Directive("fastcgi.keep-conn", Type.BOOL, True,
+              doc="send FCGI_KEEP_CONN and keep connections to the backends, as many as "
+                  "their FCGI_MAX_CONNS spares"),
 )
 
 
 class FastCgiExchange(CgiExchange):
     """One request to a FastCGI backend."""
 
-    __slots__ = ("records",)
+    __slots__ = ("records", "asking")
+    module: "Module"
+
+    def __init__(self, module: "Module", request: Request, extension: Extension,
+                 backend: Backend, authorizer: bool) -> None:
+        super().__init__(module, request, extension, backend, authorizer)
+        self.asking: Backend | None = None    # the backend asked its capacity
 
     def prepare(self) -> HandlerResult:
         env = self.environment()
         if env is None:
             return self.error(411, "")
-        keep_conn = self.request.settings.values["fastcgi.keep-conn"] and \
-            self.backend.spec.keepalive > 0
+        self.forget_question()
+        backend = self.backend
+        keep_conn = ask = False
+        if self.request.settings.values["fastcgi.keep-conn"] and backend.spec.keepalive > 0:
+            keep_conn = self.module.backends.may_keep(backend)
+            ask = self.module.first_to_ask(backend)
+        self.asking = backend if ask else None
         self.keep_alive = keep_conn
         self.records = fastcgi.RecordReader()
         head = BEGIN[self.authorizer, keep_conn] + fastcgi.params(REQUEST_ID, env)
+        if ask:
+            head = ASK_CAPACITY + head
         if self.authorizer:
             self.outgoing = memoryview(head + END_STDIN)
         else:
@@ -82,7 +114,9 @@ class FastCgiExchange(CgiExchange):
             return self.error(502, f"invalid FastCGI response ({err})")
         for kind, request_id, content in records:
             if request_id != REQUEST_ID:
-                continue                  # a management record (GET_VALUES_RESULT)
+                if kind == fastcgi.GET_VALUES_RESULT and self.asking is not None:
+                    self._learn_capacity(content)
+                continue                  # another management record, another id
             if kind == fastcgi.STDOUT:
                 result = self.output(content)
                 if result is not None:
@@ -90,8 +124,31 @@ class FastCgiExchange(CgiExchange):
             elif kind == fastcgi.STDERR:
                 self._log_stderr(content)
             elif kind == fastcgi.END_REQUEST:
+                if self.asking is not None:       # asked, and nothing said: keep none
+                    self._learn_capacity(b"")
                 return self.output_ended(not self.records.pending)
         return None
+
+    def forget_question(self) -> None:
+        """A capacity question that got no answer (the request failed, or goes to
+        another backend): the next request to that backend asks again."""
+        asking = self.asking
+        if asking is not None:
+            self.module.asked.discard(asking)
+            self.asking = None
+
+    def _learn_capacity(self, content: bytes) -> None:
+        backend, self.asking = self.asking, None
+        assert backend is not None
+        capacity = self.module.learn_capacity(backend, content)
+        if self.debug_level:
+            self.module.log(f"fastcgi - {backend.name}: FCGI_MAX_CONNS "
+                            f"{capacity or 'unknown'}, keeping up to "
+                            f"{backend.keep_limit} connections")
+
+    def release(self) -> None:
+        self.forget_question()
+        super().release()
 
     def closed(self, err: OSError | None) -> HandlerResult:
         answer = self.answer
@@ -110,3 +167,28 @@ class Module(CgiGatewayModule):
     source = "mod_fastcgi.c"
     directives = DIRECTIVES
     exchange_class = FastCgiExchange
+    idle_seconds = IDLE_SECONDS
+    initial_keep_limit = 0                   # nothing kept before the capacity is known
+
+    def __init__(self, config: Any, services: "Services") -> None:
+        super().__init__(config, services)
+        self.asked: set[Backend] = set()     # capacity asked (answered or under way)
+        self.workers = max(1, services.config.settings["server.max-worker"])
+
+    def first_to_ask(self, backend: Backend) -> bool:
+        """Whether a request to `backend` is the one to ask its capacity."""
+        if backend in self.asked:
+            return False
+        self.asked.add(backend)
+        return True
+
+    def learn_capacity(self, backend: Backend, content: bytes) -> int:
+        """FCGI_GET_VALUES_RESULT: keep this worker's share of FCGI_MAX_CONNS less one
+        process left for the others, none when the backend does not say (0 returned)."""
+        try:
+            values = dict(fastcgi.decode_pairs(content))
+            capacity = int(values.get(CAPACITY, b"0"))
+        except (ProtocolError, ValueError):
+            capacity = 0
+        backend.keep_limit = max(0, capacity - 1) // self.workers
+        return capacity
