@@ -235,6 +235,8 @@ class ScriptedFastCgi:
                 request["id"] = request_id
                 if kind == fastcgi.BEGIN_REQUEST:
                     request["role"], request["flags"] = content[1], content[2]
+                elif kind == fastcgi.GET_VALUES:
+                    request["asked"] = fastcgi.decode_pairs(content)
                 elif kind == fastcgi.PARAMS:
                     request["params"] += content
                 elif kind == fastcgi.STDIN:

@@ -396,7 +396,10 @@ def scripted(tmp_path_factory):
         conf = base / "s.conf"
         conf.write_text(config_text(base, f"""
 server.errorlog = "{base}/error.log"
+server.max-worker = 1
 fastcgi.server = ( "/s/" => ( ( "socket" => "{backend.path}", "check-local" => "disable" ) ),
+                   "/sk/" => ( ( "socket" => "{backend.path}", "check-local" => "disable",
+                                 "docroot" => "/" ) ),
                    "/sx/" => ( ( "socket" => "{backend.path}", "check-local" => "disable",
                                  "x-sendfile" => "enable" ) ) )
 """, MODULES))
@@ -435,6 +438,20 @@ def test_the_request_as_the_backend_reads_it(scripted) -> None:
     env = seen["env"]
     assert env[b"HTTP_X_LONG"] == long_value.encode() and env[b"CONTENT_LENGTH"] == b"150000"
     assert env[b"SCRIPT_NAME"] == b"/s/req" and env[b"QUERY_STRING"] == b"q=1"
+
+
+def test_capacity_is_asked_once_then_connections_are_kept(scripted) -> None:
+    """FCGI_GET_VALUES goes ahead of the first request only; once FCGI_MAX_CONNS is
+    known (3: one worker may keep 2) the requests ask for FCGI_KEEP_CONN."""
+    backend, worker, _, _ = scripted
+    backend.answer = (fastcgi.get_values_result({"FCGI_MAX_CONNS": "3"})
+                      + fastcgi.record(fastcgi.STDOUT, 1, b"\r\nok") + fastcgi.end_request(1))
+    for _ in range(3):
+        assert worker.get("/sk/x")[::2] == (200, b"ok")
+    seen = backend.seen[-3:]
+    assert [request.get("asked") for request in seen] == [[(b"FCGI_MAX_CONNS", b"")], None,
+                                                          None]
+    assert [request["flags"] for request in seen] == [0, fastcgi.KEEP_CONN, fastcgi.KEEP_CONN]
 
 
 def test_no_end_request_is_502_and_a_head_too_large_too(scripted) -> None:
