@@ -1,8 +1,10 @@
 """Answers kept for requests that repeat: the keep-alive fast path for small files.
 
 Most traffic asks for the same few small files again and again.  Once the request
-pipeline has answered such a GET, the finished answer (status line, headers and body
-bytes) is kept under everything that decided it, taken from the request as it arrived:
+pipeline has answered such a GET a second time within the second (a request seen once
+is no repeat: a unique query string costs no keeping), the finished answer (status
+line, headers and body bytes) is kept under everything that decided it, taken from
+the request as it arrived:
 the raw target, HTTP version, raw Host, scheme, and the value of every other field a
 config condition reads (a header, the remote address, the socket).  The settings, the
 cleaned URL and the answer all follow from those, so the next identical request skips
@@ -132,8 +134,8 @@ class Answer:
         self.values = request.settings.values
         self.missing = response.missing if response.status == 404 else ""
         self.version = request.version
-        self.request_headers = dict(request.headers)
-        self.header_list = list(request.header_list)
+        self.request_headers = request.headers      # copied by repeat_request
+        self.header_list = request.header_list
         self.parsed = request.replay_parsed
         self.final = (request.uri_path, request.docroot, request.physical_path,
                       request.physical_rel, request.physical_basedir)
@@ -178,7 +180,7 @@ class AnswerCache:
     """The worker's tables of kept answers; `reads` is None when they are off."""
 
     __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
-                 "connection_fields", "keyed", "keyed_set", "judges")
+                 "connection_fields", "keyed", "keyed_set", "judges", "seen")
 
     def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
                  keyed: tuple[str, ...] = (),
@@ -196,6 +198,9 @@ class AnswerCache:
         self.keyed = KEYED_READS + tuple(name for name in keyed if name not in _KEYED)
         self.keyed_set = frozenset(self.keyed)
         self.judges = tuple(judges)
+        # keys answered once this second: an answer is kept the second time its key
+        # comes (a one-off request, e.g. a unique query string, costs no keeping)
+        self.seen: set[Key] = set()
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
@@ -229,8 +234,15 @@ class AnswerCache:
         body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
                 request.pathinfo or response.files or len(body) > 1 or \
-                not request.settings.values["server.follow-symlink"] or \
-                not all(allows(request) for allows in self.judges):
+                not request.settings.values["server.follow-symlink"]:
+            return
+        seen = self.seen
+        if key not in seen:            # once is no repeat: keep from the second time
+            if len(seen) >= 4 * MAX_ENTRIES:
+                seen.clear()
+            seen.add(key)
+            return
+        if not all(allows(request) for allows in self.judges):
             return
         entries = self.entries
         if len(entries) >= MAX_ENTRIES:
@@ -248,4 +260,5 @@ class AnswerCache:
         """Drop everything once a second, as the stat cache does."""
         self.entries.clear()
         self.raw_entries.clear()
+        self.seen.clear()
         self.generation += 1

@@ -78,9 +78,11 @@ def test_close_answer_lingers_reading_until_the_client_eof(server):
 def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(server, tmp_path):
     client, connection = connect(server)
     request = b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"
-    client.sendall(request)
-    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
-    assert client.recv(65536).endswith(b"hello from pylighttpd\n")
+    for count in (1, 2):                     # kept the second time it is answered
+        client.sendall(request)
+        run_until(server, lambda: connection.requests_done == count
+                  and not connection.out.chunks)
+        assert client.recv(65536).endswith(b"hello from pylighttpd\n")
     connection.feed(request)                 # parsed and matched to the kept answer ...
     assert connection.ready and connection.ready[0].replay is not None
     page = tmp_path / "www" / "index.html"
@@ -92,14 +94,17 @@ def test_a_repeat_matched_before_a_tick_is_answered_after_it_from_the_file(serve
     assert client.recv(65536).endswith(b"\r\n\r\nrewritten\n")
 
 
-def answer_twice(server, client, connection, request: bytes) -> bytes:
-    """Send `request`, answered through the pipeline, then the same bytes again."""
-    client.sendall(request)
-    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
-    client.recv(65536)
+def answer_thrice(server, client, connection, request: bytes) -> bytes:
+    """Send `request` twice, answered through the pipeline (kept the second time),
+    then the same bytes again: the replay's answer."""
+    for count in (1, 2):
+        client.sendall(request)
+        run_until(server, lambda: connection.requests_done == count
+                  and not connection.out.chunks)
+        client.recv(65536)
     assert request in server.pipeline.answers.raw_entries    # the repeat skips parsing
     client.sendall(request)
-    run_until(server, lambda: connection.requests_done == 2 and not connection.out.chunks)
+    run_until(server, lambda: connection.requests_done == 3 and not connection.out.chunks)
     return client.recv(65536)
 
 
@@ -107,14 +112,14 @@ def test_a_byte_identical_repeat_is_counted_like_any_request(server):
     client, connection = connect(server)
     words = server.counters.words
     before = list(words)
-    again = answer_twice(server, client, connection,
-                         b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    again = answer_thrice(server, client, connection,
+                          b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     assert again.startswith(b"HTTP/1.1 200 OK\r\n")
     assert again.endswith(b"hello from pylighttpd\n")
     changed = {i: words[i] - before[i] for i in range(len(before)) if words[i] != before[i]}
-    assert changed[request_offset(METHODS.index("GET"), 2)] == 2
-    assert changed[Field.KEEPALIVE_REUSES] == 1
-    assert changed[Field.BYTES_OUT] == 2 * len(again)
+    assert changed[request_offset(METHODS.index("GET"), 2)] == 3
+    assert changed[Field.KEEPALIVE_REUSES] == 2
+    assert changed[Field.BYTES_OUT] == 3 * len(again)
 
 
 def test_a_repeat_while_draining_is_answered_with_close(server):
@@ -133,10 +138,10 @@ def test_a_replayed_404_is_counted_as_a_4xx(server):
     client, connection = connect(server)
     words = server.counters.words
     before = words[request_offset(METHODS.index("GET"), 4)]
-    again = answer_twice(server, client, connection,
-                         b"GET /nothing.html HTTP/1.1\r\nHost: t\r\n\r\n")
+    again = answer_thrice(server, client, connection,
+                          b"GET /nothing.html HTTP/1.1\r\nHost: t\r\n\r\n")
     assert again.startswith(b"HTTP/1.1 404 Not Found\r\n")
-    assert words[request_offset(METHODS.index("GET"), 4)] - before == 2
+    assert words[request_offset(METHODS.index("GET"), 4)] - before == 3
 
 
 def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkeypatch):
@@ -395,3 +400,11 @@ def test_replayed_answers_keep_the_environment_the_hooks_set(server):
     _status_of_each(server, "/index.html", 3)
     assert len(server.pipeline.answers.entries) == 1          # the later two replayed
     assert _NamesTheUser.seen == ["amy", "amy", "amy"]
+
+
+def test_an_answer_is_kept_the_second_time_its_request_comes(server):
+    """A one-off request (a unique query string) costs no keeping."""
+    _status_of_each(server, "/index.html?once", 1)
+    assert not server.pipeline.answers.entries
+    _status_of_each(server, "/index.html?twice", 2)
+    assert len(server.pipeline.answers.entries) == 1
