@@ -93,25 +93,47 @@ class GatewayModule(Module):
             exchange.check_timeout(now)
 
 
-class Exchange:
-    """One request's round trip to a backend.  Its states: OPENING (no connection
-    yet), CONNECTING, SENDING, READING, TUNNEL (a protocol's switched connection),
-    DONE; `step` moves it on and returns the request's next result."""
+class BackendWork:
+    """What a request's work with one backend holds, whatever the protocol (an
+    Exchange, a tunnel): counted in the backend's load and its module's active set
+    from the start."""
 
     __slots__ = ("module", "request", "extension", "backend", "connection", "state",
-                 "events", "outgoing", "body_fd", "body_offset", "body_left",
-                 "body_stream", "blocked", "reused", "retried", "reconnects", "timeout",
-                 "since", "paused", "keep_alive", "received", "debug_level")
+                 "events", "reconnects", "since", "paused")
 
     def __init__(self, module: GatewayModule, request: Request, extension: Extension,
-                 backend: Backend) -> None:
+                 backend: Backend, state: int) -> None:
         self.module = module
         self.request = request
         self.extension = extension
         self.backend = backend
         self.connection: Connection | None = None
-        self.state = OPENING
+        self.state = state
         self.events = 0                # what the loop reported since the last step
+        self.reconnects = 0
+        self.since = module.services.loop.now   # when the current wait began
+        self.paused = False            # the client is behind: not reading the backend
+        backend.load += 1
+        module.active.add(self)
+
+    def backend_event(self, mask: int) -> None:
+        """The backend's socket is ready: note it and let the core resume the request."""
+        self.events |= mask
+        self.request.wake()
+
+
+class Exchange(BackendWork):
+    """One request's round trip to a backend.  Its states: OPENING (no connection
+    yet), CONNECTING, SENDING, READING, TUNNEL (a protocol's switched connection),
+    DONE; `step` moves it on and returns the request's next result."""
+
+    __slots__ = ("outgoing", "body_fd", "body_offset", "body_left", "body_stream",
+                 "blocked", "reused", "retried", "timeout", "keep_alive", "received",
+                 "debug_level")
+
+    def __init__(self, module: GatewayModule, request: Request, extension: Extension,
+                 backend: Backend) -> None:
+        super().__init__(module, request, extension, backend, OPENING)
         self.outgoing = memoryview(b"")
         self.body_fd = -1              # a whole body's temp file, sent with sendfile
         self.body_offset = 0
@@ -120,15 +142,10 @@ class Exchange:
         self.blocked = False           # the backend's socket took no more: EPOLLOUT
         self.reused = False            # the connection served a request before
         self.retried = False
-        self.reconnects = 0
         self.timeout = ""              # "connect", "read" or "write" once one ran out
-        self.since = 0.0               # when the current wait began (for the timeouts)
-        self.paused = False            # the client is behind: not reading the backend
         self.keep_alive = False        # the connection may serve another request after
         self.received = 0              # bytes the backend sent
         self.debug_level: int = request.settings.values[module.name + ".debug"]
-        backend.load += 1
-        module.active.add(self)
 
     # ------------------------------------------------------ protocol hooks
     def prepare(self) -> HandlerResult:
@@ -161,11 +178,6 @@ class Exchange:
         return not self.retried
 
     # ------------------------------------------------------------ loop side
-    def backend_event(self, mask: int) -> None:
-        """The backend's socket is ready: note it and let the core resume the request."""
-        self.events |= mask
-        self.request.wake()
-
     def check_timeout(self, now: float) -> None:
         """Once a second: connect-timeout, write-timeout, read-timeout."""
         if self.connection is None or self.timeout:

@@ -23,8 +23,8 @@ import os
 
 from shared.gateway_hosts import Extension
 
-from .backend import EPOLLIN, EPOLLOUT, Backend, Connection
-from .gw_exchange import GatewayModule
+from .backend import EPOLLIN, EPOLLOUT, Backend
+from .gw_exchange import BackendWork, GatewayModule
 from .module import BACKLOG_HIGH, WAIT, HandlerResult
 from .request import Request
 
@@ -34,37 +34,20 @@ MAX_RECONNECTS = 5               # other backends tried after failed connects (l
 CONNECTING, OPEN, DONE = range(3)
 
 
-class BackendTunnel:
+class BackendTunnel(BackendWork):
     """One client relayed to one backend; `step` moves it on and returns the request's
     next result (see the module docstring)."""
 
-    __slots__ = ("module", "request", "extension", "backend", "connection",
-                 "state", "events", "outgoing", "paused", "since", "reconnects",
-                 "timed_out", "shut")
+    __slots__ = ("outgoing", "timed_out", "shut")
 
     def __init__(self, module: GatewayModule, request: Request, extension: Extension,
                  backend: Backend) -> None:
-        self.module = module
-        self.request = request
-        self.extension = extension
-        self.backend = backend
-        self.connection: Connection | None = None
-        self.state = CONNECTING
-        self.events = 0                  # what the loop reported since the last step
+        super().__init__(module, request, extension, backend, CONNECTING)
         self.outgoing = bytearray()      # bytes the backend has not taken yet
-        self.paused = False              # the client is behind: not reading the backend
-        self.since = module.services.loop.now
-        self.reconnects = 0
         self.timed_out = False
         self.shut = False                # the backend was told the client ended
-        backend.load += 1
-        module.active.add(self)
 
     # ------------------------------------------------------------ loop side
-    def backend_event(self, mask: int) -> None:
-        self.events |= mask
-        self.request.wake()
-
     def check_timeout(self, now: float) -> None:
         """Once a second: the backend's connect-timeout."""
         if self.state == CONNECTING:
