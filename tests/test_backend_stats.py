@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from master.configload import load
 from procutil import LIGHTTPD, REPO
 from serverproc import Server, free_port, wait_until
+from shared import log
 from shared.backend_stats import (BackendName, BackendRow, BackendTable, Counter,
                                   configured_backends)
 from shared.metrics import gateway_statistics
@@ -201,7 +202,8 @@ def test_a_spawned_host_has_one_backend_per_process(tmp_path):
                      BackendName("fastcgi", ".php", "php", 1, "unix:/run/php.sock-1")]
 
 
-def test_a_full_table_counts_what_fits_and_says_so(tmp_path, capfd):
+def test_a_full_table_counts_what_fits_and_says_so(tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(log, "_default", log.ErrorLog())    # stderr, whatever ran before
     config = _config(tmp_path, {f"/{n}/": (f"h{n}", "127.0.0.1", 8000 + n)
                                 for n in range(3)})
     table = BackendTable(slot_count=2, capacity=2)
