@@ -42,12 +42,12 @@ def _per_call_us(call, calls: int) -> float:
 
 
 def measure(calls: int = 20000) -> dict[str, float]:
-    """Microseconds per call: {"lua": ..., "python": ..., "time budget": ...}."""
+    """Microseconds per call: {"lua": ..., "py": ..., "time budget": ...}."""
     request = stand_in_request()
     figures = {}
     with tempfile.TemporaryDirectory() as directory:
         for name, make, source in (("lua", Script, TRIVIAL_LUA),
-                                   ("python", PythonScript, TRIVIAL_PY)):
+                                   ("py", PythonScript, TRIVIAL_PY)):
             path = os.path.join(directory, "trivial." + ("lua" if name == "lua" else "py"))
             Path(path).write_text(source)
             script = make(path)

@@ -139,7 +139,8 @@ def uwsgi(path: str, protocol: str) -> BackendProcess:
     """gw_app.py under uwsgi, speaking "uwsgi" or "scgi" on `path`."""
     program = which_or_skip("uwsgi")
     option = "--socket" if protocol == "uwsgi" else "--scgi-socket"
-    return BackendProcess([program, "--plugin", "python3", option, path,
+    plugin = f"python{sys.version_info.major}"          # Debian's uwsgi-plugin-python3
+    return BackendProcess([program, "--plugin", plugin, option, path,
                            "--wsgi-file", str(APP), "--processes", "1", "--threads", "4",
                            "--disable-logging", "--master"], path,
                           cwd=str(APP.parent), stop_signal=signal.SIGKILL)  # it lingers 1 s

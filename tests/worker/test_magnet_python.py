@@ -222,4 +222,4 @@ def test_per_call_cost_of_a_trivial_script() -> None:
         sys.path.remove(str(REPO / "loadtests"))
     figures = measure(2000)
     print("per call, us:", {name: round(value, 2) for name, value in figures.items()})
-    assert set(figures) == {"lua", "python", "time budget"}
+    assert set(figures) == {"lua", "py", "time budget"}
