@@ -250,6 +250,6 @@ def test_aborted_connections_leave_no_fd(server, backend):
     while (server.connections or backend.ended < ended + 100) and time.monotonic() < deadline:
         server.loop.run_once(0.01)
     assert not server.connections
-    assert backend.ended == ended + 100
+    assert backend.ended >= ended + 100      # each closed (an earlier test's may end late)
     # 100 connections, none left; a few fds of other tests' threads may come and go
     assert len(os.listdir("/proc/self/fd")) <= fds + 5
