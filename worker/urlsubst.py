@@ -60,16 +60,18 @@ def _fix_escape(match: re.Match[bytes]) -> bytes:
     return bytes((byte,)) if byte in _UNRESERVED else text.upper()
 
 
-def lighttpd_target(target: str) -> str:
+def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
     """The request-target as lighttpd 1.4.69 keeps it after parsing (default
-    server.http-parseopts): what rules match and `${url.path}` / `${url.query}` show."""
+    server.http-parseopts): what rules match and `${url.path}` / `${url.query}` show.
+    Without `decode_slashes`, a `%2F` in the path stays as it came (what mod_proxy
+    passes on)."""
     if "#" in target:
         target = target.partition("#")[0]
     if "%" in target or not _TARGET_AS_IS.fullmatch(target):
         data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
         target = data.decode("latin-1")
     path, mark, query = target.partition("?")
-    if "%2F" in path:
+    if decode_slashes and "%2F" in path:
         path = path.replace("%2F", "/")
     if _DOT_SEGMENT.search(path):
         path = simplify_path(path)

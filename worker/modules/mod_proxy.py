@@ -65,7 +65,8 @@ from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, 
 from ..http import NO_BODY
 from ..http1 import header_name
 from ..module import BACKLOG_HIGH, WAIT, HandlerResult
-from ..request import Request, simplify_path
+from ..request import Request
+from ..urlsubst import lighttpd_target
 
 if TYPE_CHECKING:
     from ..request import Response
@@ -86,11 +87,6 @@ CANONICAL_NAMES = {"content-length": "Content-Length", "forwarded": "Forwarded",
 REMAPPED_REQUEST_HEADERS = frozenset({"destination", "content-location"})
 FORWARDED_PARAMS = ("for", "by", "proto", "host", "remote_user")   # in the order sent
 _ESCAPED = re.compile(r'["\\\x00-\x08\x0a-\x1f\x7f]')
-# a request-target as lighttpd normalises it (burl.c, the default server.http-parseopts)
-_TARGET_AS_IS = re.compile(rb"[!$&'()*+,\-./0-9:;=?@A-Z_a-z~]*")
-_TARGET_FIX = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_DOT_SEGMENT = re.compile(rb"(?:^|/)\.\.?(?:/|$)|//")
 _LIST_SEPARATORS = re.compile(r"[ \t,]+")
 _IPV4 = re.compile(r"[0-9.]+")
 
@@ -335,28 +331,6 @@ def _origin_target(request: Request) -> str:
     return request.uri_path_raw + ("?" + request.uri_query if request.uri_query else "")
 
 
-def _fix_escape(match: re.Match[bytes]) -> bytes:
-    text = match.group()
-    if len(text) == 1:
-        return b"%%%02X" % text[0]
-    byte = int(text[1:], 16)
-    return bytes((byte,)) if byte in _UNRESERVED else text.upper()
-
-
-def normalized_target(target: str) -> str:
-    """The target as lighttpd passes it on (it normalises its request-target once, for
-    every module): %-escapes of unreserved characters decoded, the others in upper
-    case, what must be escaped escaped, no fragment, no dot segments or `//` in the
-    path.  The backend sees the path the proxy decided on, not another spelling."""
-    raw = target.encode("utf-8", "surrogateescape").partition(b"#")[0]
-    if not _TARGET_AS_IS.fullmatch(raw):
-        raw = _TARGET_FIX.sub(_fix_escape, raw)
-    path, mark, query = raw.partition(b"?")
-    if _DOT_SEGMENT.search(path):
-        path = simplify_path(path.decode("latin-1")).encode("latin-1")
-    return (path + mark + query).decode("latin-1")
-
-
 @dataclass(frozen=True)
 class Framing:
     """How a request goes to its backend: the Host to send (None: there is none, and
@@ -391,7 +365,7 @@ def outgoing_headers(request: Request, params: frozenset[str],
 def request_head(request: Request, params: frozenset[str], remap: Remap,
                  framing: Framing) -> bytes:
     """The request line and headers for the backend."""
-    target = normalized_target(_origin_target(request))
+    target = lighttpd_target(_origin_target(request), decode_slashes=False)
     maps = remap.maps_request
     if maps:
         target = remap.uri(target, True)
