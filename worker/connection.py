@@ -540,7 +540,8 @@ class Connection:
         values = request.settings.values
         keep = self._keeps_alive(_may_keep_alive(request), values)
         response = request.response
-        response.end_encoding()         # a coding set when the answer started ends here
+        if response.encoder is not None:    # a coding set when the answer started
+            response.end_encoding()
         if response.streaming:          # asked to stream, but complete before its head
             _length_kept_whole(response)
         length = response.length       # as announced: queueing a HEAD answer drops it
