@@ -465,10 +465,7 @@ class H2Session:
         stream.handled = True
         request = stream.request
         pipeline = self.server.pipeline
-        if request.response.status or pipeline.handle(request):
-            if request.response.status and not request.response.body and \
-                    request.response.status >= 400:
-                pipeline.fail(request, request.response.status)
+        if pipeline.handle(request):     # a status set while parsing is settled there
             self._answer(stream)
         else:
             stream.held = _Held(request, 0)
