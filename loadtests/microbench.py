@@ -10,6 +10,12 @@ functions by own time.
     python loadtests/microbench.py                    # 1k.bin, keep-alive
     python loadtests/microbench.py --path /dir/ --profile
     python loadtests/microbench.py --no-answer-cache  # the general path, every request
+    python loadtests/microbench.py --browser          # many files, varied browser headers
+
+`--browser` is the production-shaped case (bench.py's files-browser row): `--files`
+small files spread over directories, each request for one of them at random with
+browser headers that vary (User-Agent, Cookie, Referer), so that neither answer table
+has seen it byte for byte.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import os
+import random
 import socket
 import sys
 import tempfile
@@ -33,10 +41,46 @@ REQUEST = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: microbench\r\n
            "Accept: */*\r\n\r\n")
 
 
-def build(base: Path, accesslog: bool) -> tuple[Server, list[socket.socket]]:
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+)
+
+BROWSER_REQUEST = (
+    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: {agent}\r\n"
+    "Accept: image/avif,image/webp,image/apng,image/*,*/*;q=0.8\r\n"
+    "Accept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    "Referer: http://127.0.0.1:8080/page{serial}.html\r\n"
+    "Cookie: session={serial:016x}; theme=dark\r\nConnection: keep-alive\r\n\r\n")
+
+
+def make_files(docroot: Path, count: int, chooser: random.Random) -> list[str]:
+    """`count` files of 2-12 KiB in directories of 100; returns their URL paths."""
+    paths = []
+    for number in range(count):
+        directory = docroot / f"files{number // 100:03d}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"{number:05d}.png").write_bytes(b"x" * chooser.randint(2048, 12288))
+        paths.append(f"/files{number // 100:03d}/{number:05d}.png")
+    return paths
+
+
+def browser_requests(paths: list[str], count: int, chooser: random.Random) -> list[bytes]:
+    """`count` requests for files chosen at random, no two alike."""
+    return [BROWSER_REQUEST.format(path=chooser.choice(paths), serial=serial,
+                                   agent=USER_AGENTS[serial % len(USER_AGENTS)]).encode()
+            for serial in range(count)]
+
+
+def build(base: Path, accesslog: bool, files: int) -> tuple[Server, list[str]]:
+    """The server, and the URL paths of the `files` many small files (none when 0)."""
     docroot = make_docroot(base)
+    paths = make_files(docroot, files, random.Random(15))
     config = load(str(lighttpd_style_config(docroot, 8080, base, accesslog, "micro")))
-    return Server(config, []), []
+    return Server(config, []), paths
 
 
 def connect(server: Server, count: int) -> list[socket.socket]:
@@ -48,11 +92,24 @@ def connect(server: Server, count: int) -> list[socket.socket]:
     return clients
 
 
-def one_round(server: Server, clients: list[socket.socket], request: bytes) -> float:
+class Requests:
+    """What each round sends: the same request again, or the next ones of a list."""
+
+    def __init__(self, requests: list[bytes]) -> None:
+        self.requests = requests
+        self.sent = 0
+
+    def next(self) -> bytes:
+        request = self.requests[self.sent % len(self.requests)]
+        self.sent += 1
+        return request
+
+
+def one_round(server: Server, clients: list[socket.socket], requests: Requests) -> float:
     """Send one request on every connection, let the worker answer them all and read
     the answers; returns the time spent in the worker's loop."""
     for client in clients:
-        client.send(request)
+        client.send(requests.next())
     expected = {c: c.requests_done + 1 for c in server.connections.values()}
     spent = 0.0
     deadline = time.monotonic() + 10
@@ -69,10 +126,11 @@ def one_round(server: Server, clients: list[socket.socket], request: bytes) -> f
     return spent
 
 
-def run(server: Server, clients: list[socket.socket], request: bytes, rounds: int) -> float:
+def run(server: Server, clients: list[socket.socket], requests: Requests, rounds: int
+        ) -> float:
     """Worker time per request: the 10th percentile of the rounds, so that what else
     the machine does (it shares its cores) hardly moves the figure."""
-    times = sorted(one_round(server, clients, request) for _ in range(rounds))
+    times = sorted(one_round(server, clients, requests) for _ in range(rounds))
     return times[len(times) // 10] / len(clients)
 
 
@@ -85,23 +143,29 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--no-answer-cache", action="store_true",
                         help="answer every request through the pipeline")
+    parser.add_argument("--browser", action="store_true",
+                        help="many files at random, with varied browser headers")
+    parser.add_argument("--files", type=int, default=2000, help="how many, for --browser")
     args = parser.parse_args()
-    request = REQUEST.format(path=args.path).encode()
     with tempfile.TemporaryDirectory() as tmp:
-        server, _ = build(Path(tmp), args.accesslog)
+        server, paths = build(Path(tmp), args.accesslog, args.files if args.browser else 0)
+        chooser = random.Random(16)
+        requests = Requests(browser_requests(paths, 50_000, chooser) if args.browser
+                            else [REQUEST.format(path=args.path).encode()])
         if args.no_answer_cache:
             server.pipeline.answers.reads = None
         clients = connect(server, args.connections)
-        run(server, clients, request, 20)            # warm the caches
+        run(server, clients, requests, 20)            # warm the caches
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            run(server, clients, request, args.rounds)
+            run(server, clients, requests, args.rounds)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+            pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
             return 0
-        figure = run(server, clients, request, args.rounds)
-        print(f"{args.path}: {figure * 1e6:.1f} us/request "
+        figure = run(server, clients, requests, args.rounds)
+        what = f"{args.files} files, browser headers" if args.browser else args.path
+        print(f"{what}: {figure * 1e6:.1f} us/request "
               f"({args.connections} connections, 10th percentile of {args.rounds} rounds)")
         server.close_all()
     return 0
