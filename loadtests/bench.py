@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 from typing import Any, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -55,6 +55,7 @@ WORKERS = 2
 # the sets of servers (setups: see SETUPS)
 STATIC, GATEWAYS, APPS, REWRITE, AUTH, DEFLATE, TLS = (
     "static", "gateways", "apps", "rewrite", "auth", "deflate", "tls")
+BROWSER, BROWSER_LOG, MAGNET, WEBDAV, SSI = "browser", "browser-log", "magnet", "webdav", "ssi"
 # the clients a scenario is run with
 WRK, UPLOAD, H2LOAD = "wrk", "upload", "h2load"
 CLIENT_PROGRAMS = {WRK: ("wrk",), UPLOAD: (), H2LOAD: ("h2load",)}   # UPLOAD: http.client
@@ -72,11 +73,32 @@ AUTH_HEADER = "Authorization: Basic " + base64.b64encode(
 GZIP_HEADER = "Accept-Encoding: gzip"
 H2_REQUESTS_PER_SECOND = 4000     # h2load -n: 20,000 at the default 5 s
 LIGHTTPD_MODULES = Path("/usr/lib/lighttpd")
+PYLIGHTTPD_AND_LIGHTTPD = ("pylighttpd", "lighttpd")
+# the production-shaped file set (make_file_set) and the wrk script that walks it
+FILES = 10000                     # --files
+FILE_DIRECTORIES = 100
+FILE_SIZES = (2048, 12 * 1024)
+LISTING_DIRECTORIES, LISTING_ENTRIES = 10, 50
+FILES_MTIME = 1767225600          # 2026-01-01 00:00:00 UTC: every file's Last-Modified
+FILES_LAST_MODIFIED = "Thu, 01 Jan 2026 00:00:00 GMT"
+BROWSER_SCRIPT = REPO / "loadtests" / "browser.lua"
+# the kinds of request a traffic cycles through, with their counts per cycle
+TRAFFIC_MIXES = {
+    "browser": (("file", 1),),
+    "site": (("file", 12), ("revalidate", 3), ("range", 2), ("missing", 2), ("listing", 1)),
+}
+NOT_FOUND_KINDS = ("missing",)
 WSGI_APP = """\
 def application(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello world\\n"]
 """
+
+
+PROPFIND_BODY = ('<?xml version="1.0" encoding="utf-8"?>\n<D:propfind xmlns:D="DAV:"><D:prop>'
+                 "<D:resourcetype/><D:getcontentlength/><D:getlastmodified/><D:getetag/>"
+                 "<D:getcontenttype/></D:prop></D:propfind>\n")
+PROPFIND_HEADERS = ("Depth: 1", "Content-Type: application/xml; charset=utf-8")
 
 
 @dataclass
@@ -94,6 +116,15 @@ class Scenario:
     tls: bool = False                 # to the servers' TLS port
     vary_query: bool = False          # a new query string per request: no cached answer
     share: float = 1.0                # of --seconds a round lasts (rounded up to a second)
+    traffic: str = ""                 # a TRAFFIC_MIXES key: browser.lua over the file set
+    method: str = "GET"
+    body: str = ""
+
+    def not_found_share(self) -> float:
+        """The share of its requests that ask for what is not there (404 expected)."""
+        mix = TRAFFIC_MIXES.get(self.traffic, ())
+        total = sum(count for _kind, count in mix)
+        return sum(count for kind, count in mix if kind in NOT_FOUND_KINDS) / total if mix else 0.0
 
 
 SCENARIOS = [
@@ -106,7 +137,7 @@ SCENARIOS = [
     Scenario("pipeline-16", "/1k.bin", connections=16, pipeline=16),
     Scenario("proxy-1k", "/proxy/1k.bin", setup=GATEWAYS),
     Scenario("proxy-1k-nopool", "/nopool/1k.bin", setup=GATEWAYS),
-    Scenario("cgi-hello", CGI_SCRIPT, setup=GATEWAYS, servers=("pylighttpd", "lighttpd")),
+    Scenario("cgi-hello", CGI_SCRIPT, setup=GATEWAYS, servers=PYLIGHTTPD_AND_LIGHTTPD),
     Scenario("upload", "/upload/", setup=GATEWAYS, client=UPLOAD),
     Scenario("1k-keepalive-gateways", "/1k.bin", setup=GATEWAYS),
     # the modules' rows: 2 s a round at the default 5 s, to keep the whole run short
@@ -122,7 +153,7 @@ SCENARIOS = [
     Scenario("gzip-50k-nocache", "/gz/50k.txt", setup=DEFLATE, headers=(GZIP_HEADER,),
              vary_query=True, share=0.4),
     Scenario("gzip-100k-cachedir", "/cached/100k.html", setup=DEFLATE,
-             headers=(GZIP_HEADER,), servers=("pylighttpd", "lighttpd"), share=0.4),
+             headers=(GZIP_HEADER,), servers=PYLIGHTTPD_AND_LIGHTTPD, share=0.4),
     Scenario("https-1k", "/1k.bin", setup=TLS, tls=True, share=0.4),
     Scenario("https-1k-nocache", "/1k.bin", setup=TLS, tls=True, vary_query=True, share=0.4),
     Scenario("https-1k-close", "/1k.bin", setup=TLS, tls=True,
@@ -131,6 +162,28 @@ SCENARIOS = [
              headers=("Connection: close",), vary_query=True, share=0.4),
     Scenario("h2-1k", "/1k.bin", setup=TLS, tls=True, client=H2LOAD, connections=20),
 ]
+
+
+def with_nocache_twins(*scenarios: Scenario) -> list[Scenario]:
+    """Each scenario followed by its "-nocache" twin (a new query string per request)."""
+    return [twin for scenario in scenarios
+            for twin in (scenario, replace(scenario, name=scenario.name + "-nocache",
+                                           vary_query=True))]
+
+
+# production-shaped traffic: many files at random, browser headers, a site's mix
+SCENARIOS += with_nocache_twins(
+    Scenario("files-browser", "/files/", setup=BROWSER, traffic="browser", share=0.6),
+    Scenario("files-browser-log", "/files/", setup=BROWSER_LOG, traffic="browser", share=0.6),
+    Scenario("site-mix", "/files/", setup=BROWSER, traffic="site", share=0.6))
+SCENARIOS.append(Scenario("404-nocache", "/missing.bin", expect_status=404, vary_query=True))
+# scripting, WebDAV and SSI (nginx runs no Lua and has no PROPFIND without extra modules)
+SCENARIOS += with_nocache_twins(
+    Scenario("magnet-1k", "/magnet/1k.bin", setup=MAGNET, servers=PYLIGHTTPD_AND_LIGHTTPD,
+             share=0.4),
+    Scenario("propfind-100", "/dav/", setup=WEBDAV, servers=PYLIGHTTPD_AND_LIGHTTPD,
+             method="PROPFIND", body=PROPFIND_BODY, headers=PROPFIND_HEADERS, share=0.4),
+    Scenario("ssi-small", "/ssi/page.shtml", setup=SSI, share=0.4))
 
 
 @dataclass
@@ -210,6 +263,8 @@ class Setup:
     prepare: Callable[[Path, Path, contextlib.ExitStack], dict[str, Any]] = no_backends
     requires: tuple[str, ...] = ()    # programs, or files (absolute paths), it needs
     lighttpd_plugin: str = ""         # a lighttpd module Debian packages apart
+    accesslog: bool = False           # access logs on whatever --accesslog says
+    file_set: bool = False            # serves make_file_set's files (--files of them)
 
 
 def lighttpd_style_config(docroot: Path, port: int, base: Path, accesslog: bool,
@@ -517,6 +572,111 @@ def nginx_tls_listener(site: Site) -> str:
             f"ssl_certificate_key {site.backends['key']}; ssl_protocols TLSv1.2 TLSv1.3;")
 
 
+# ------------------------------------------------- production-shaped traffic
+def make_file_set(docroot: Path, count: int, seed: int = 15) -> None:
+    """`count` files of 2-12 KiB (sizes from a seeded random) in FILE_DIRECTORIES
+    directories, /files/dNN/imgNNNNN.jpg (file i in directory i % FILE_DIRECTORIES,
+    as browser.lua names them), and LISTING_DIRECTORIES directories of LISTING_ENTRIES
+    small files each, /lists/lNN/, for directory listings.  Every file's mtime is
+    FILES_MTIME, so that one If-Modified-Since revalidates all of them with every server."""
+    sizes = random.Random(seed)
+    content = random.Random(seed).randbytes(FILE_SIZES[1])
+    made = []
+    for directory in range(min(FILE_DIRECTORIES, count)):
+        (docroot / "files" / f"d{directory:02}").mkdir(parents=True)
+    for number in range(count):
+        path = docroot / "files" / f"d{number % FILE_DIRECTORIES:02}" / f"img{number:05}.jpg"
+        path.write_bytes(content[:sizes.randint(*FILE_SIZES)])
+        made.append(path)
+    for directory in range(LISTING_DIRECTORIES):
+        listing = docroot / "lists" / f"l{directory:02}"
+        listing.mkdir(parents=True)
+        for entry in range(LISTING_ENTRIES):
+            path = listing / f"photo-{entry:03}.jpg"
+            path.write_bytes(content[:sizes.randint(100, 4000)])
+            made.append(path)
+    for path in made:
+        os.utime(path, (FILES_MTIME, FILES_MTIME))
+
+
+def browser_script_args(scenario: Scenario, files: int) -> list[str]:
+    """browser.lua's arguments (after wrk's `--`) for a traffic scenario."""
+    mix = ",".join(f"{kind}:{count}" for kind, count in TRAFFIC_MIXES[scenario.traffic])
+    return [str(files), str(min(FILE_DIRECTORIES, files)), str(LISTING_DIRECTORIES), mix,
+            FILES_LAST_MODIFIED, "1" if scenario.vary_query else "0"]
+
+
+def jpeg_type(_site: Site) -> str:
+    return 'mimetype.assign += ( ".jpg" => "image/jpeg" )\n'
+
+
+def nginx_file_set_locations(_site: Site) -> str:
+    """Listings of /lists/ (lighttpd's and pylighttpd's dir-listing.activate is on for
+    the whole site already)."""
+    jpeg = "types { image/jpeg jpg; }"
+    return (f"location /files/ {{ {jpeg} }}\n"
+            f"        location /lists/ {{ autoindex on; {jpeg} }}")
+
+
+# ------------------------------------------- mod_magnet, mod_webdav, mod_ssi
+MAGNET_SCRIPT = 'lighty.r.resp_header["X-Bench"] = "magnet"\n'
+DAV_FILES = 100
+SSI_PAGE = ('<html><head><title>bench</title></head><body>\n'
+            '<!--#include virtual="/ssi/part.html" -->\n'
+            '<p>This page is <!--#echo var="DOCUMENT_URI" -->.</p>\n</body></html>\n')
+SSI_PART = "<p>an included part</p>\n"
+
+
+def copy_1k_file(docroot: Path, directory: str) -> None:
+    (docroot / directory).mkdir(exist_ok=True)
+    shutil.copyfile(docroot / "1k.bin", docroot / directory / "1k.bin")
+
+
+def make_magnet_script(base: Path, docroot: Path, _stack: contextlib.ExitStack
+                       ) -> dict[str, Any]:
+    """The 1 KiB file under /magnet/ and a Lua script that sets a response header."""
+    copy_1k_file(docroot, "magnet")
+    script = base / "header.lua"
+    script.write_text(MAGNET_SCRIPT)
+    return {"script": script}
+
+
+def magnet_settings(site: Site) -> str:
+    return ('$HTTP["url"] =^ "/magnet/" {\n'
+            f'  magnet.attract-physical-path-to = ( "{site.backends["script"]}" )\n}}\n')
+
+
+def make_dav_collection(_base: Path, docroot: Path, _stack: contextlib.ExitStack
+                        ) -> dict[str, Any]:
+    """/dav/: a collection of DAV_FILES files of 1 to 100 bytes."""
+    (docroot / "dav").mkdir(exist_ok=True)
+    for number in range(DAV_FILES):
+        (docroot / "dav" / f"document-{number:03}.txt").write_text("x" * (number + 1))
+    return {}
+
+
+def webdav_settings(_site: Site) -> str:
+    return ('$HTTP["url"] =^ "/dav/" {\n  webdav.activate = "enable"\n'
+            '  webdav.is-readonly = "enable"\n}\n')
+
+
+def make_ssi_page(_base: Path, docroot: Path, _stack: contextlib.ExitStack
+                  ) -> dict[str, Any]:
+    """/ssi/page.shtml: a small page with an include and an echo."""
+    (docroot / "ssi").mkdir(exist_ok=True)
+    (docroot / "ssi" / "page.shtml").write_text(SSI_PAGE)
+    (docroot / "ssi" / "part.html").write_text(SSI_PART)
+    return {}
+
+
+def ssi_settings(_site: Site) -> str:
+    return 'ssi.extension = ( ".shtml" )\n'
+
+
+def nginx_ssi_location(_site: Site) -> str:
+    return "location /ssi/ { ssi on; types { text/html shtml html; } }"
+
+
 SETUPS = {
     STATIC: Setup(),
     GATEWAYS: Setup(("mod_proxy", "mod_cgi"), gateway_settings, nginx_upstreams,
@@ -534,6 +694,15 @@ SETUPS = {
     TLS: Setup(("mod_openssl",), tls_settings, nginx_server=nginx_tls_listener,
                prepare=make_certificate, requires=("openssl",),
                lighttpd_plugin="mod_openssl.so"),
+    BROWSER: Setup(settings=jpeg_type, nginx_server=nginx_file_set_locations, file_set=True),
+    BROWSER_LOG: Setup(settings=jpeg_type, nginx_server=nginx_file_set_locations,
+                       file_set=True, accesslog=True),
+    MAGNET: Setup(("mod_magnet",), magnet_settings, prepare=make_magnet_script,
+                  lighttpd_plugin="mod_magnet.so"),
+    WEBDAV: Setup(("mod_webdav",), webdav_settings, prepare=make_dav_collection,
+                  lighttpd_plugin="mod_webdav.so"),
+    SSI: Setup(("mod_ssi",), ssi_settings, nginx_server=nginx_ssi_location,
+               prepare=make_ssi_page, lighttpd_plugin="mod_ssi.so"),
 }
 
 
@@ -626,7 +795,8 @@ def start_servers(setup: str, names: list[str], docroot: Path, base: Path,
     backends = SETUPS[setup].prepare(base, docroot, stack)
     started = {}
     for name in names:
-        started[name] = RunningServer(name, docroot, base, accesslog, SETUPS[setup],
+        started[name] = RunningServer(name, docroot, base,
+                                      accesslog or SETUPS[setup].accesslog, SETUPS[setup],
                                       backends)
         stack.callback(started[name].stop)
     return started
@@ -669,17 +839,26 @@ end
 
 
 def wrk_script(base: Path, scenario: Scenario) -> Path | None:
+    """The Lua script a scenario needs with wrk, written into `base`, or None: the
+    traffic rows' browser.lua, a method and body other than a bare GET, a new query
+    string per request, HTTP/1.1 pipelining."""
+    if scenario.traffic:
+        return BROWSER_SCRIPT
+    text = ""
+    if scenario.method != "GET":
+        text += f'wrk.method = "{scenario.method}"\n'
+    if scenario.body:
+        text += f"wrk.body = [==[{scenario.body}]==]\n"
     if scenario.vary_query:
-        script = base / "varying-query.lua"
-        script.write_text(VARYING_QUERY)
-        return script
-    if not scenario.pipeline:
+        text += VARYING_QUERY
+    elif scenario.pipeline:
+        text += ("init = function(args)\n  local r = {}\n"
+                 f"  for i = 1, {scenario.pipeline} do r[i] = wrk.format(nil, \"{scenario.path}\") end\n"
+                 "  req = table.concat(r)\nend\nrequest = function() return req end\n")
+    if not text:
         return None
-    script = base / f"pipeline-{scenario.pipeline}.lua"
-    script.write_text(
-        "init = function(args)\n  local r = {}\n"
-        f"  for i = 1, {scenario.pipeline} do r[i] = wrk.format(nil, \"{scenario.path}\") end\n"
-        "  req = table.concat(r)\nend\nrequest = function() return req end\n")
+    script = base / f"{scenario.name}.lua"
+    script.write_text(text)
     return script
 
 
@@ -704,8 +883,24 @@ def wrk_counts(output: str) -> tuple[int, int, int]:
             int(non2xx.group(1)) if non2xx else 0)
 
 
-def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Path
-            ) -> Measurement:
+def unexpected_statuses(scenario: Scenario, requests: int, non2xx: int) -> int:
+    """How many of wrk's "Non-2xx or 3xx responses" are wrong: none for a row that
+    expects an error status; beyond its expected share of 404s for a traffic row (its
+    cycle of kinds is fixed per wrk thread, so the share holds up to a cycle per
+    thread and the requests still in flight when wrk stops)."""
+    if scenario.expect_status >= 400:
+        return 0
+    share = scenario.not_found_share()
+    if not share:
+        return non2xx
+    cycle = sum(count for _kind, count in TRAFFIC_MIXES[scenario.traffic])
+    allowed = math.ceil(share * requests) + scenario.threads * cycle + scenario.connections
+    return max(0, non2xx - allowed)
+
+
+def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Path,
+            files: int = FILES) -> Measurement:
+    """One wrk run; `files` is how many make_file_set made (the traffic rows)."""
     seconds = round_seconds(scenario, seconds)
     command = ["wrk", f"-t{scenario.threads}", f"-c{scenario.connections}",
                f"-d{seconds}s", "--latency", "--timeout", "10s"]
@@ -715,12 +910,14 @@ def run_wrk(server: RunningServer, scenario: Scenario, seconds: float, base: Pat
     if script:
         command += ["-s", str(script)]
     command.append(url(server, scenario))
+    if scenario.traffic:
+        command += ["--", *browser_script_args(scenario, files)]
     cpu_before = server.cpu_seconds()
     output = subprocess.run(command, capture_output=True, text=True,
                             timeout=seconds + 60).stdout
     cpu = server.cpu_seconds() - cpu_before
     requests, errors, non2xx = wrk_counts(output)
-    bad_status = non2xx if scenario.expect_status < 400 else 0
+    bad_status = unexpected_statuses(scenario, requests, non2xx)
     p99 = _WRK_P99.search(output)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else 0
     return Measurement(server.name, scenario.name, requests / seconds, p99_ms,
@@ -988,6 +1185,8 @@ def parse_options(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accesslog", action="store_true", help="access logs on")
     parser.add_argument("--idle-connections", type=int, default=10000)
     parser.add_argument("--upload-mib", type=int, default=100, help="size of an upload")
+    parser.add_argument("--files", type=int, default=FILES,
+                        help="files of 2-12 KiB the production-traffic rows pick from")
     parser.add_argument("--json", default="", help="write the results here too")
     options = parser.parse_args(argv)
     if options.quick:
@@ -1019,7 +1218,8 @@ def run_rounds(options: argparse.Namespace, wanted: list[Scenario], servers: lis
                 elif scenario.client == H2LOAD:
                     measurement = run_h2load(server, scenario, options.seconds)
                 else:
-                    measurement = run_wrk(server, scenario, options.seconds, base)
+                    measurement = run_wrk(server, scenario, options.seconds, base,
+                                          options.files)
                 report.rounds.append(measurement)
 
 
@@ -1054,6 +1254,8 @@ def main(argv: list[str] | None = None) -> int:
             contextlib.ExitStack() as stack:
         base = Path(tmp)
         docroot = make_docroot(base)
+        if any(SETUPS[setup].file_set for setup in setups):
+            make_file_set(docroot, options.files)
         running = {setup: start_servers(setup, servers, docroot, base, options.accesslog,
                                         stack)
                    for setup in SETUPS if setup in setups}
