@@ -4,6 +4,15 @@ The page has lighttpd's structure (same table, classes and size format, so scrip
 and stylesheets written for lighttpd's listing work), directories first, each group
 sorted by name.  Every name is HTML-escaped in text and %-encoded in links: a file
 called `<script>.txt` is shown, never run.
+
+Listing a directory costs a scan, a stat per entry and a row of HTML per entry, many
+times what serving a file does.  Two things keep that cost off repeated requests:
+- a page, once rendered, is kept while the stat cache's second lasts (`PageCache`):
+  the entries' stats it shows come from that second anyway, so a change to the
+  directory shows from the next second on, as a changed file does.  With
+  server.stat-cache-engine "disable", every listing is made afresh;
+- a row is formatted once per (name, mtime, size) (`_row`): when the second turns, only
+  the scan and the stats are done again for entries that did not change.
 """
 
 from __future__ import annotations
@@ -11,7 +20,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Iterator
+from stat import S_ISDIR
+from typing import Any
 from urllib.parse import quote
 
 from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
@@ -68,7 +78,7 @@ DIRECTIVES = (
     Directive("dir-listing.encode-header", Type.BOOL, True),
     Directive("dir-listing.auto-layout", Type.BOOL, True),
     Directive("dir-listing.cache", Type.ARRAY_KVANY, None, convert=_check_cache,
-              doc="accepted; listings are not cached yet"),
+              doc="accepted; listings are kept in memory for the stat cache's second"),
 )
 
 _XML_ESCAPES = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
@@ -139,11 +149,17 @@ PARENT_ROW = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td class="
               '&nbsp;</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
 
 
+_NEEDS_ESCAPE = re.compile("[<>&\"']")
+_NEEDS_QUOTING = re.compile("[^A-Za-z0-9_.~-]")
+
+
 def html_escape(text: str) -> str:
-    return text.translate(_XML_ESCAPES)
+    return text.translate(_XML_ESCAPES) if _NEEDS_ESCAPE.search(text) else text
 
 
 def href(name: str) -> str:
+    if not _NEEDS_QUOTING.search(name):
+        return name
     return quote(name.encode("utf-8", "surrogateescape"), safe="-_.~")
 
 
@@ -189,10 +205,10 @@ class Directory:
         if self.fd >= 0:
             os.close(self.fd)
 
-    def entries(self) -> Iterator[os.DirEntry]:
+    def entries(self) -> list[os.DirEntry]:
         """Its entries, read from the fd when there is one."""
         with os.scandir(self.path if self.fd < 0 else self.fd) as entries:
-            yield from entries
+            return list(entries)
 
     def stat(self, entry: os.DirEntry) -> os.stat_result:
         """An entry's stat (for a symlink, its target's); raises OSError."""
@@ -225,16 +241,17 @@ class Listing:
             hidden.add(values["dir-listing.show-readme"])
         if values["dir-listing.hide-header-file"] and values["dir-listing.show-header"]:
             hidden.add(values["dir-listing.show-header"])
+        stat = directory.stat
         for entry in directory.entries():
             name = entry.name
             if (hide_dot and name.startswith(".")) or name in hidden or \
-                    any(p.search(name) for p in excludes):
+                    (excludes and any(p.search(name) for p in excludes)):
                 continue
             try:
-                st = directory.stat(entry)
+                st = stat(entry)
             except OSError:
                 continue
-            if is_directory(st):
+            if S_ISDIR(st.st_mode):
                 self.directories.append((name, st.st_mtime))
             else:
                 self.files.append((name, st.st_mtime, st.st_size))
@@ -250,10 +267,77 @@ def _modified(mtime: float) -> str:
     return time.strftime("%Y-%b-%d %H:%M:%S", time.localtime(mtime))
 
 
+MAX_ROWS = 16384       # formatted rows kept; more distinct entries start the memo afresh
+_row_memo: dict[tuple[str, float, int, int], str] = {}
+
+
+def _row(name: str, mtime: float, size: int, assign: tuple) -> str:
+    """The table row of an entry (size -1: a directory), formatted once for as long as
+    its name, mtime and size stay the same.  `assign` is keyed by id: mime_type keeps
+    every table it was asked about alive, so an id is never reused for another."""
+    key = (name, mtime, size, id(assign))
+    row = _row_memo.get(key)
+    if row is None:
+        if len(_row_memo) >= MAX_ROWS:
+            _row_memo.clear()
+        row = _row_memo[key] = _format_row(name, mtime, size, assign)
+    return row
+
+
+def _format_row(name: str, mtime: float, size: int, assign: tuple) -> str:
+    if size < 0:
+        return (f'<tr class="d"><td class="n"><a href="{href(name)}/">'
+                f'{html_escape(name)}</a>/</td><td class="m">{_modified(mtime)}'
+                '</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
+    return (f'<tr><td class="n"><a href="{href(name)}">{html_escape(name)}</a>'
+            f'</td><td class="m">{_modified(mtime)}</td><td class="s">'
+            f'{size_text(size)}</td><td class="t">'
+            f'{html_escape(mime_type(assign, name))}</td></tr>\n')
+
+
+class PageCache:
+    """Rendered pages, kept while the stat cache's second lasts (see the module's
+    docstring), by (directory path, URL path, settings).  The settings object is kept
+    with its page and compared by identity, so a request whose settings differ in
+    anything never gets another's page."""
+
+    MAX_PAGES = 256
+    MAX_BYTES = 8 << 20
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.pages: dict[tuple[str, str, int], tuple[dict, bytes]] = {}
+        self.size = 0
+
+    def get(self, path: str, uri_path: str, values: dict) -> bytes | None:
+        if CACHE.second != self.second:
+            self.second = CACHE.second
+            self.clear()
+            return None
+        kept = self.pages.get((path, uri_path, id(values)))
+        return kept[1] if kept is not None and kept[0] is values else None
+
+    def put(self, path: str, uri_path: str, values: dict, page: bytes) -> None:
+        if not CACHE.enabled or CACHE.second != self.second:
+            return
+        if len(self.pages) >= self.MAX_PAGES or self.size + len(page) > self.MAX_BYTES:
+            self.clear()
+        self.pages[(path, uri_path, id(values))] = (values, page)
+        self.size += len(page)
+
+    def clear(self) -> None:
+        self.pages.clear()
+        self.size = 0
+
+
 class Module(BaseModule):
     name = "dirlisting"
     replay_safe = True
     directives = DIRECTIVES
+
+    def __init__(self, config: Any, services: Any = None) -> None:
+        super().__init__(config, services)
+        self.pages = PageCache()
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         if request.method not in ("GET", "HEAD") or not request.uri_path.endswith("/"):
@@ -261,20 +345,28 @@ class Module(BaseModule):
         values = request.settings.values
         if not (values["dir-listing.activate"] or values["server.dir-listing"]):
             return None
+        path, uri_path = request.physical_path, request.uri_path
         try:
             if not is_directory(request.physical_stat()):
                 return None
-            with Directory(request.physical_path,
-                           values["server.follow-symlink"]) as directory:
-                page = self.render(request, directory, Listing(directory, values), values)
+            page = self.pages.get(path, uri_path, values)
+            if page is None:
+                page = self._list(request, values)
+                self.pages.put(path, uri_path, values, page)
         except OSError:
             return 403
         response = request.response
         encoding = values["dir-listing.encoding"]
         response.add_header("Content-Type", f"text/html; charset={encoding}"
                             if encoding else "text/html")
-        response.write(page.encode("utf-8", "surrogateescape"))
+        response.write(page)
         return 200
+
+    def _list(self, request: Request, values: dict) -> bytes:
+        """The page of the request's directory, made now; raises OSError."""
+        with Directory(request.physical_path, values["server.follow-symlink"]) as directory:
+            page = self.render(request, directory, Listing(directory, values), values)
+        return page.encode("utf-8", "surrogateescape")
 
     def render(self, request: Request, directory: Directory, listing: Listing,
                values: dict) -> str:
@@ -317,15 +409,8 @@ class Module(BaseModule):
 
     @staticmethod
     def _rows(parts: list[str], listing: Listing, assign: tuple) -> None:
-        for name, mtime in listing.directories:
-            parts.append(f'<tr class="d"><td class="n"><a href="{href(name)}/">'
-                         f'{html_escape(name)}</a>/</td><td class="m">{_modified(mtime)}'
-                         '</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
-        for name, mtime, size in listing.files:
-            parts.append(f'<tr><td class="n"><a href="{href(name)}">{html_escape(name)}</a>'
-                         f'</td><td class="m">{_modified(mtime)}</td><td class="s">'
-                         f'{size_text(size)}</td><td class="t">'
-                         f'{html_escape(mime_type(assign, name))}</td></tr>\n')
+        parts += [_row(name, mtime, -1, assign) for name, mtime in listing.directories]
+        parts += [_row(name, mtime, size, assign) for name, mtime, size in listing.files]
 
     @staticmethod
     def _include(parts: list[str], directory: Directory, name: str, encode: bool,
