@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import http.client
 import json
+import re
 import shutil
 import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -88,28 +93,32 @@ def test_bench_refuses_an_unknown_scenario():
     assert run.returncode == 2 and "unknown scenarios: no-such" in run.stderr
 
 
-# the rows of the modules' setups (FastCGI, SCGI, rewrite, auth, deflate, TLS, HTTP/2)
+# the production-traffic rows, and those of mod_magnet, mod_webdav and mod_ssi
+TRAFFIC_SETUPS = (bench.BROWSER, bench.BROWSER_LOG)
+SCRIPTING_SETUPS = (bench.MAGNET, bench.WEBDAV, bench.SSI)
+NEW_ROWS = tuple(s.name for s in bench.SCENARIOS
+                 if s.setup in TRAFFIC_SETUPS + SCRIPTING_SETUPS) + ("404-nocache",)
+# the rows of the other modules' setups (FastCGI, SCGI, rewrite, auth, deflate, TLS, HTTP/2)
 MODULE_ROWS = tuple(s.name for s in bench.SCENARIOS
-                    if s.setup not in (bench.STATIC, bench.GATEWAYS))
+                    if s.setup not in (bench.STATIC, bench.GATEWAYS) and s.name not in NEW_ROWS)
 SMOKE_SERVERS = ["pylighttpd", "lighttpd"]
 
 
-@needs_wrk
-def test_bench_module_rows_run_beside_lighttpd(tmp_path):
-    """Each module row for a second (h2load: 4,000 requests), pylighttpd and lighttpd:
-    every request answered with the status expected, none failed.  A row whose
-    programs are missing here is left out (and named in the skip reason if all are)."""
+def run_rows_beside_lighttpd(rows: tuple[str, ...], tmp_path: Path, *options: str) -> None:
+    """Each row for a second, pylighttpd and lighttpd: every request answered with the
+    status expected, none failed.  A row whose programs are missing here is left out
+    (and named in the skip reason if all are)."""
     scenarios = {s.name: s for s in bench.SCENARIOS}
-    runnable = [name for name in MODULE_ROWS
+    runnable = [name for name in rows
                 if not bench.missing_programs(scenarios[name], SMOKE_SERVERS)]
     if not runnable:
         pytest.skip("missing: " + ", ".join(sorted({
-            need for name in MODULE_ROWS
+            need for name in rows
             for need in bench.missing_programs(scenarios[name], SMOKE_SERVERS)})))
     out = tmp_path / "bench.json"
     run = subprocess.run([sys.executable, "loadtests/bench.py", "--rounds", "1", "--seconds", "1",
                           "--servers", ",".join(SMOKE_SERVERS), "--only", ",".join(runnable),
-                          "--json", str(out)],
+                          "--json", str(out), *options],
                          cwd=REPO, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stderr
     summary = json.loads(out.read_text())["summary"]
@@ -119,6 +128,130 @@ def test_bench_module_rows_run_beside_lighttpd(tmp_path):
             row = summary[scenario][name]
             assert row["errors"] == 0, (scenario, name)
             assert row["rps_median"] > 0 and row["cpu_us_median"] > 0, (scenario, name)
+
+
+@needs_wrk
+def test_bench_module_rows_run_beside_lighttpd(tmp_path):
+    """The module rows (h2load: 4,000 requests)."""
+    run_rows_beside_lighttpd(MODULE_ROWS, tmp_path)
+
+
+@needs_wrk
+def test_bench_production_and_scripting_rows_run_beside_lighttpd(tmp_path):
+    """The -nocache rows of production traffic over 300 files (the site mix's share of
+    404s taken as expected, anything beyond it an error), of magnet, PROPFIND and SSI,
+    and 404-nocache.  Their cached twins send the same requests without the query
+    string: the tests below run them against every server, with their answers checked."""
+    run_rows_beside_lighttpd(tuple(name for name in NEW_ROWS if name.endswith("-nocache")),
+                             tmp_path, "--files", "300")
+
+
+# what browser.lua sends and the servers log alike: lighttpd's default access log format
+# and nginx's "combined" end with "REQUEST" STATUS BYTES "REFERER" "USER-AGENT"
+LOGGED = re.compile(r'"(?:GET|HEAD) (?P<target>\S+) [^"]*" (?P<status>\d{3}) \S+ '
+                    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$')
+
+
+def logged_requests(log: Path) -> list[re.Match]:
+    return [match for line in log.read_text().splitlines() if (match := LOGGED.search(line))]
+
+
+def run_traffic(name: str, scenario_name: str, tmp_path: Path) -> list[re.Match]:
+    """`scenario_name`'s traffic for a second against server `name` on 300 files, with
+    the access log on: the requests it logged."""
+    scenario = next(s for s in bench.SCENARIOS if s.name == scenario_name)
+    base = tmp_path / name
+    base.mkdir()
+    docroot = bench.make_docroot(base)
+    bench.make_file_set(docroot, 300)
+    server = bench.RunningServer(name, docroot, base, True, bench.SETUPS[bench.BROWSER_LOG])
+    try:
+        measurement = bench.run_wrk(server, scenario, 1, base, files=300)
+    finally:
+        server.stop()
+    assert measurement.errors == measurement.bad_status == 0
+    return logged_requests(base / f"{name}-access.log")
+
+
+def traffic_servers() -> list[str]:
+    return [name for name in bench.SERVERS if name == "pylighttpd" or shutil.which(name)]
+
+
+@needs_wrk
+@pytest.mark.parametrize("name", traffic_servers())
+def test_site_mix_is_the_mix_it_says(name, tmp_path):
+    """Against each server, from its access log: about 60 % files (200), 15 %
+    revalidations answered 304 (one If-Modified-Since for every file), 10 % single
+    ranges (206), 10 % missing files (404), 5 % listings of 50-entry directories (200),
+    with browser headers that vary."""
+    requests = run_traffic(name, "site-mix", tmp_path)
+    assert len(requests) > 200
+    kinds = collections.Counter()
+    for request in requests:
+        target, status = request["target"], request["status"]
+        kind = ("listing" if target.startswith("/lists/") else
+                "missing" if "/missing" in target else "file")
+        kinds[kind, status] += 1
+    total = len(requests)
+    expected = {("file", "200"): 0.60, ("file", "304"): 0.15, ("file", "206"): 0.10,
+                ("missing", "404"): 0.10, ("listing", "200"): 0.05}
+    assert set(kinds) == set(expected), kinds
+    for key, share in expected.items():
+        assert abs(kinds[key] / total - share) < 0.03, (key, kinds)
+    assert len({request["agent"] for request in requests}) >= 8
+    assert len({request["referer"] for request in requests}) >= 50
+    assert len({request["target"] for request in requests}) >= 150
+
+
+@needs_wrk
+def test_files_browser_nocache_never_sends_a_target_twice(tmp_path):
+    """The -nocache rows of the traffic scripts: a new query string on every request,
+    files spread over the whole set."""
+    requests = run_traffic("lighttpd", "files-browser-nocache", tmp_path)
+    targets = [request["target"] for request in requests]
+    assert len(targets) > 200 and len(set(targets)) == len(targets)
+    assert all(request["status"] == "200" for request in requests)
+    assert len({target.split("?")[0] for target in targets}) >= 250
+
+
+def scripting_answer(port: int, method: str, path: str, body: str = "",
+                     headers: tuple[str, ...] = ()) -> tuple[int, dict[str, str], str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, body=body or None,
+                           headers=dict(header.split(": ", 1) for header in headers))
+        response = connection.getresponse()
+        return (response.status, dict(response.getheaders()),
+                response.read().decode("latin-1"))
+    finally:
+        connection.close()
+
+
+@pytest.mark.skipif(not shutil.which("lighttpd"), reason="lighttpd is needed")
+@pytest.mark.parametrize("setup", SCRIPTING_SETUPS)
+def test_scripting_rows_get_the_answer_their_row_stands_for(setup, tmp_path):
+    """What the magnet, PROPFIND and SSI rows measure, from every server that runs
+    them: the script's header on the 1 KiB file, a 207 listing the collection and its
+    100 files, the page with its include done and its echo filled in."""
+    scenario = next(s for s in bench.SCENARIOS if s.setup == setup)
+    names = [name for name in traffic_servers() if name in scenario.servers]
+    if missing := bench.missing_programs(scenario, names):
+        pytest.skip("missing: " + ", ".join(missing))
+    docroot = bench.make_docroot(tmp_path)
+    with contextlib.ExitStack() as stack:
+        servers = bench.start_servers(setup, names, docroot, tmp_path, False, stack)
+        for name, server in servers.items():
+            status, headers, body = scripting_answer(server.port, scenario.method,
+                                                     scenario.path, scenario.body,
+                                                     scenario.headers)
+            if setup == bench.MAGNET:
+                assert (status, headers.get("X-Bench"), len(body)) == (200, "magnet", 1024), name
+            elif setup == bench.WEBDAV:
+                assert status == 207, name
+                assert len(re.findall(r"<(?:\w+:)?response\b", body)) == 1 + bench.DAV_FILES
+            else:
+                assert status == 200, name
+                assert bench.SSI_PART in body and "This page is /ssi/page.shtml." in body, name
 
 
 class TargetRecorder(BaseHTTPRequestHandler):
@@ -164,3 +297,16 @@ def test_a_missing_program_is_named_for_the_rows_that_need_it(monkeypatch):
     assert bench.missing_programs(scenarios["h2-1k"], ["pylighttpd"]) == ["openssl", "h2load"]
     assert bench.missing_programs(scenarios["fastcgi-php-hello"], SMOKE_SERVERS) == [
         "lighttpd", "php-cgi", "uwsgi", "wrk"]
+
+
+def test_the_site_mix_expects_its_share_of_404s_and_no_more():
+    """wrk counts the site mix's 404s among "Non-2xx or 3xx responses": its share
+    (10 %, give or take a cycle per thread and the requests in flight) is no error,
+    what comes beyond it is."""
+    scenarios = {s.name: s for s in bench.SCENARIOS}
+    mix, files = scenarios["site-mix"], scenarios["files-browser"]
+    assert mix.not_found_share() == 0.10 and files.not_found_share() == 0.0
+    assert bench.unexpected_statuses(mix, 100_000, 10_000) == 0
+    assert bench.unexpected_statuses(mix, 100_000, 12_000) > 1_900
+    assert bench.unexpected_statuses(files, 100_000, 3) == 3
+    assert bench.unexpected_statuses(scenarios["404-nocache"], 100_000, 100_000) == 0
