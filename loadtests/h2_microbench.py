@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server, _ = build(Path(tmp), False)
+        server, _ = build(Path(tmp), False, 0)
         clients = [H2Client(server) for _ in range(args.connections)]
         for _ in range(20):                                 # warm the caches
             one_round(server, clients, args.path, args.streams, None)

@@ -2,7 +2,7 @@
 pyOpenSSL.
 
 The connection reads and writes plaintext through it as through a plain socket; the
-handshake happens inside the first reads (OpenSSL's SSL_read does it in server mode).
+handshake happens inside the first reads (SSL_do_handshake until it is done).
 What differs:
 - a read may need the socket to take a write first (the server's handshake flight
   does not fit the socket buffer): `read_wants_write` makes the connection poll for
@@ -23,8 +23,10 @@ EOF) are OSErrors to the connection, which closes: nothing of a request was read
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi, lib as _lib
 
 from .chunkqueue import ChunkQueue
 from .transport import SocketTransport
@@ -36,46 +38,88 @@ SEND_BUDGET = 1 << 22           # bytes per send call, as for plain sockets
 
 
 class TLSTransport(SocketTransport):
-    """A server-side TLS connection on a non-blocking socket."""
+    """A server-side TLS connection on a non-blocking socket.
 
-    __slots__ = ("tls", "read_wants_write", "_retry")
+    Records are read and written by OpenSSL's SSL_read and SSL_write called
+    directly through the binding pyOpenSSL carries (reads into one buffer kept per
+    connection): pyOpenSSL's recv and send allocate a buffer and check its
+    callbacks' problems on every call, which together cost as much as the TLS work
+    for a small request.  The handshake is pyOpenSSL's (its callbacks for SNI,
+    ALPN, client verification and OCSP raise what they met there), and a call that
+    fails is read by pyOpenSSL, so its errors are what they were."""
+
+    __slots__ = ("tls", "read_wants_write", "_retry", "_ssl", "_buffer", "_established")
 
     def __init__(self, sock: socket.socket, context: SSL.Context) -> None:
         super().__init__(sock)
         self.tls = SSL.Connection(context, sock)
         self.tls.set_accept_state()
+        self._ssl = self.tls._ssl            # the SSL* the direct calls take
+        self._buffer: Any = None             # READ_SIZE bytes, once established
+        self._established = False
         self.read_wants_write = False
         self._retry: bytes | None = None     # a write OpenSSL asked to repeat
 
     def recv(self) -> bytes:
         """Plaintext the client sent; b"" at its end (close_notify or EOF); raises
         BlockingIOError when there is none yet, OSError when TLS failed."""
-        tls = self.tls
         self.read_wants_write = False
+        if not self._established and not self._handshake():
+            return b""
+        ssl, buffer = self._ssl, self._buffer
+        count = _lib.SSL_read(ssl, buffer, READ_SIZE)
+        if count <= 0:
+            if _lib.SSL_get_error(ssl, count) == _lib.SSL_ERROR_WANT_READ:
+                raise BlockingIOError
+            return self._read_ended(self._failure(count))
+        data = _ffi.buffer(buffer, count)[:]
+        while _lib.SSL_pending(ssl):         # the rest of a record OpenSSL holds
+            count = _lib.SSL_read(ssl, buffer, READ_SIZE)
+            if count <= 0:
+                break
+            data += _ffi.buffer(buffer, count)[:]
+        return data
+
+    def _handshake(self) -> bool:
+        """Drive the handshake on (pyOpenSSL's, with its callbacks); True once done,
+        False when the connection ends with it (the client's end, or acme-tls/1: no
+        HTTP follows)."""
         try:
-            data = tls.recv(READ_SIZE)
-            while tls.pending():
-                data += tls.recv(tls.pending())
-            return data
-        except SSL.WantReadError:
-            if self._acme_challenge_done():
-                return b""
+            self.tls.do_handshake()
+        except SSL.Error as err:
+            self._read_ended(err)            # raises, or returns at the client's end
+            return False
+        if self.tls.get_alpn_proto_negotiated() == ALPN_ACME:
+            return False
+        self._established = True
+        self._buffer = _ffi.new("char[]", READ_SIZE)
+        return True
+
+    def _failure(self, result: int) -> SSL.Error:
+        """What pyOpenSSL makes of a call that returned `result` (it also empties
+        OpenSSL's error queue)."""
+        try:
+            self.tls._raise_ssl_error(self._ssl, result)
+        except SSL.Error as err:
+            return err
+        return SSL.Error(f"TLS call failed ({result})")
+
+    def _read_ended(self, err: SSL.Error) -> bytes:
+        """A read's failure as the connection knows them: BlockingIOError to wait
+        (read_wants_write when the socket must take a write first), b"" at the
+        client's end (close_notify, or EOF without it), OSError otherwise."""
+        if isinstance(err, SSL.WantReadError):
             raise BlockingIOError from None
-        except SSL.WantWriteError:
+        if isinstance(err, SSL.WantWriteError):
             self.read_wants_write = True
             raise BlockingIOError from None
-        except SSL.ZeroReturnError:
+        if isinstance(err, SSL.ZeroReturnError):
             return b""
-        except SSL.SysCallError as err:
+        if isinstance(err, SSL.SysCallError):
             if err.args[0] == -1:            # EOF without close_notify: an end as well
                 return b""
             raise OSError(err.args[0], str(err.args[1])) from None
-        except SSL.Error as err:
-            raise OSError(f"TLS: {err}") from None
-
-    def _acme_challenge_done(self) -> bool:
-        return self.tls.get_alpn_proto_negotiated() == ALPN_ACME and \
-            self.tls.get_peer_finished() is not None
+        raise OSError(f"TLS: {err}") from None
 
     def send(self, out: ChunkQueue) -> int:
         """Send what OpenSSL takes now of the queue, up to SEND_BUDGET."""
@@ -83,17 +127,11 @@ class TLSTransport(SocketTransport):
         while out.chunks and sent < SEND_BUDGET:
             data = self._retry if self._retry is not None else out.peek(WRITE_SIZE)
             try:
-                written = self.tls.send(data)
-            except (SSL.WantWriteError, SSL.WantReadError):
-                self._retry = data
+                written = self._write(data)
+            except BlockingIOError:
                 if sent:
                     return sent
-                raise BlockingIOError from None
-            except SSL.SysCallError as err:
-                raise OSError(err.args[0], str(err.args[1])) from None
-            except SSL.Error as err:
-                raise OSError(f"TLS: {err}") from None
-            self._retry = None
+                raise
             out.consume(written)
             sent += written
             if written < len(data):
@@ -105,15 +143,23 @@ class TLSTransport(SocketTransport):
         write OpenSSL asked to repeat is repeated from the queue: see send)."""
         if self._retry is not None:
             raise BlockingIOError      # an earlier write must be repeated first
-        try:
-            return self.tls.send(data)
-        except (SSL.WantWriteError, SSL.WantReadError):
-            self._retry = data         # repeated whole, as OpenSSL requires
+        return self._write(data)
+
+    def _write(self, data: bytes) -> int:
+        """One SSL_write; a write OpenSSL could not finish is kept to be repeated with
+        the very same bytes, as it requires (BlockingIOError); OSError when TLS
+        failed."""
+        written = _lib.SSL_write(self._ssl, data, len(data))
+        if written > 0:
+            self._retry = None
+            return written
+        err = self._failure(written)
+        if isinstance(err, (SSL.WantWriteError, SSL.WantReadError)):
+            self._retry = data
             raise BlockingIOError from None
-        except SSL.SysCallError as err:
+        if isinstance(err, SSL.SysCallError):
             raise OSError(err.args[0], str(err.args[1])) from None
-        except SSL.Error as err:
-            raise OSError(f"TLS: {err}") from None
+        raise OSError(f"TLS: {err}") from None
 
     def shutdown_write(self) -> None:
         """close_notify, then the TCP half-close (the lingering read follows)."""

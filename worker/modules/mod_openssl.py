@@ -507,13 +507,16 @@ def prepare_contexts(tree: "ConfigTree", checked: "CheckResult",
 class _TLSState:
     """What a connection's TLS learned during its handshake (its SSL app data)."""
 
-    __slots__ = ("socket_spec", "remote_ip", "verify_error", "acme_dir")
+    __slots__ = ("socket_spec", "remote_ip", "verify_error", "acme_dir", "environments")
 
     def __init__(self, socket_spec: str, remote_ip: str, acme_dir: str) -> None:
         self.socket_spec = socket_spec
         self.remote_ip = remote_ip
         self.verify_error = ""
         self.acme_dir = acme_dir       # the socket's ssl.acme-tls-1 (SNI may change it)
+        # the SSL_* variables made for this connection, by the request settings they
+        # depend on: the handshake's facts never change after it (no renegotiation)
+        self.environments: dict[tuple, dict[str, str]] = {}
 
     def condition_value(self, field: str) -> str:
         if field == "socket":
@@ -635,8 +638,22 @@ class Module(BaseModule):
             env = request.env
             if env is None:
                 env = request.env = {}
-            env.update(ssl_environment(tls, request.settings.values))
+            env.update(connection_environment(tls, request.settings.values))
         return None
+
+
+def connection_environment(tls: SSL.Connection, values: dict) -> dict[str, str]:
+    """ssl_environment, made once per connection and the request settings it reads
+    (asking OpenSSL for each request's would cost several calls)."""
+    state = tls.get_app_data()
+    if not isinstance(state, _TLSState):
+        return ssl_environment(tls, values)
+    key = (values["ssl.verifyclient.activate"], values["ssl.verifyclient.exportcert"],
+           values["ssl.verifyclient.username"])
+    env = state.environments.get(key)
+    if env is None:
+        env = state.environments[key] = ssl_environment(tls, values)
+    return env
 
 
 def ssl_environment(tls: SSL.Connection, values: dict) -> dict[str, str]:

@@ -1,0 +1,170 @@
+"""The TLS transport in process: a TLSTransport on one end of a socketpair, a client of
+Python's ssl module (a memory BIO, so nothing blocks) on the other.  Once the handshake
+is done, records go through OpenSSL's SSL_read / SSL_write directly, not pyOpenSSL's
+per-call wrappers; what the connection sees (plaintext, BlockingIOError, b"" at the
+client's end, OSError when TLS failed, a write repeated whole) is as before."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from OpenSSL import SSL
+
+from loadtests.tls_microbench import MemoryTLS
+from worker.chunkqueue import ChunkQueue
+from worker.modules import mod_openssl
+from worker.tls import TLSTransport
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory) -> SSL.Context:
+    base: Path = tmp_path_factory.mktemp("tlscert")
+    crt, key = base / "c.crt", base / "c.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=60)
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.use_certificate_file(str(crt))
+    context.use_privatekey_file(str(key))
+    return context
+
+
+@pytest.fixture
+def pair(context):
+    """(server transport, client), handshake done."""
+    server_sock, client_sock = socket.socketpair()
+    server_sock.setblocking(False)
+    client_sock.setblocking(False)
+    transport = TLSTransport(server_sock, context)
+    client = MemoryTLS(client_sock)
+
+    def serve() -> None:
+        with pytest.raises(BlockingIOError):
+            transport.recv()
+    client.handshake(serve)
+    yield transport, client
+    transport.close()
+    client_sock.close()
+
+
+def _no_wrappers(monkeypatch) -> None:
+    def refused(*_args, **_kwargs):
+        raise AssertionError("pyOpenSSL's per-call wrapper used after the handshake")
+    for name in ("recv", "read", "recv_into", "send", "write", "sendall"):
+        monkeypatch.setattr(SSL.Connection, name, refused)
+
+
+def test_records_after_the_handshake_go_through_openssl_directly(pair, monkeypatch):
+    transport, client = pair
+    with pytest.raises(BlockingIOError):       # the client's Finished: no data yet
+        transport.recv()
+    _no_wrappers(monkeypatch)
+    for number in range(3):
+        request = b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % number
+        client.send(request)
+        assert transport.recv() == request
+        with pytest.raises(BlockingIOError):
+            transport.recv()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % number
+        assert transport.send_bytes(answer) == len(answer)
+        assert client.recv() == answer
+
+
+def test_a_large_upload_arrives_whole(pair):
+    transport, client = pair
+    body = bytes(range(256)) * 1024                   # 256 KiB: sixteen records
+    received = b""
+    for start in range(0, len(body), 32 * 1024):      # what the socket buffer takes
+        client.send(body[start:start + 32 * 1024])
+        for _ in range(100):
+            try:
+                received += transport.recv()
+            except BlockingIOError:
+                break
+    assert received == body
+
+
+def test_the_client_s_end_reads_as_b_empty_with_and_without_close_notify(context, pair):
+    transport, client = pair
+    try:
+        client.tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    client.flush()
+    assert transport.recv() == b""
+    other_server, other_client = socket.socketpair()
+    other_server.setblocking(False)
+    other = TLSTransport(other_server, context)
+    other_client.close()                              # EOF in the handshake
+    assert other.recv() == b""
+    other.close()
+
+
+def test_a_bad_record_is_an_oserror(pair):
+    transport, client = pair
+    client.sock.sendall(b"\x17\x03\x03\x00\x20" + b"\xab" * 32)   # undecryptable
+    with pytest.raises(OSError) as raised:
+        transport.recv()
+    assert not isinstance(raised.value, BlockingIOError)
+
+
+def test_plain_http_on_the_tls_transport_is_an_oserror(context):
+    server_sock, client_sock = socket.socketpair()
+    server_sock.setblocking(False)
+    transport = TLSTransport(server_sock, context)
+    client_sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(OSError) as raised:
+        transport.recv()
+    assert not isinstance(raised.value, BlockingIOError)
+    transport.close()
+    client_sock.close()
+
+
+def test_a_write_the_socket_cannot_take_is_repeated_whole(pair):
+    transport, client = pair
+    transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    out = ChunkQueue()
+    payload = bytes(range(256)) * 4096                # 1 MiB
+    out.append(payload)
+    try:
+        transport.send(out)
+    except BlockingIOError:
+        pass                                           # not one record went out
+    assert out.chunks
+    with pytest.raises(BlockingIOError):
+        transport.send_bytes(b"x")                     # the held write comes first
+    received = b""
+    for _ in range(10_000):
+        received += client.recv()
+        if not out.chunks:
+            break
+        try:
+            transport.send(out)
+        except BlockingIOError:
+            pass
+    received += client.recv()
+    assert received == payload
+
+
+def test_backends_ssl_variables_are_made_once_per_connection(pair, monkeypatch):
+    transport, _client = pair
+    transport.tls.set_app_data(mod_openssl._TLSState("127.0.0.1:443", "127.0.0.1", ""))
+    made = []
+    real = mod_openssl.ssl_environment
+
+    def counted(tls, values):
+        made.append(values["ssl.verifyclient.exportcert"])
+        return real(tls, values)
+    monkeypatch.setattr(mod_openssl, "ssl_environment", counted)
+    values = {"ssl.verifyclient.activate": False, "ssl.verifyclient.exportcert": False,
+              "ssl.verifyclient.username": ""}
+    first = mod_openssl.connection_environment(transport.tls, values)
+    assert first["SSL_PROTOCOL"].startswith("TLSv1.")
+    assert mod_openssl.connection_environment(transport.tls, values) == first
+    other = dict(values, **{"ssl.verifyclient.exportcert": True})
+    mod_openssl.connection_environment(transport.tls, other)
+    assert made == [False, True]
