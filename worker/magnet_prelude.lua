@@ -5,11 +5,20 @@
 -- Arguments: B (the bridge's functions), C (the lighty.c functions), the instruction
 -- budget of one run, and how many instructions pass between two budget checks.
 -- Returns: compile(source, name) -> function, env | nil, message; run(fn, env) ->
--- true, status | false, message.
+-- true, status, repeatable | false, message.
+--
+-- `repeatable` says whether the run's effect follows from what the answer cache keys an
+-- answer on (worker/answercache.py): the script read no request header but Host, no
+-- clock, random draw, environment or file through io, and changed no state shared
+-- between its runs.  Shared state is everything reachable from the globals and from
+-- `lighty`: scripts see the globals through views (tables whose writes mark the script
+-- stateful for as long as its state lives), so a script that keeps anything from one
+-- run to the next is never repeatable again.
 local B, C, LIMIT, EVERY = ...
 
 local error, pairs, ipairs, next, type, select, setmetatable, tostring, tonumber, load, rawset =
     error, pairs, ipairs, next, type, select, setmetatable, tostring, tonumber, load, rawset
+local getmetatable, rawget, rawlen = getmetatable, rawget, rawlen
 local tointeger, cocreate, coresume = math.tointeger, coroutine.create, coroutine.resume
 local sethook, traceback, getinfo = debug.sethook, debug.traceback, debug.getinfo
 local pack, unpack = table.pack, table.unpack
@@ -24,13 +33,49 @@ end
 os.exit = nil
 python = nil
 
+-- What makes a run unrepeatable (this run only) or the script stateful (from now on).
+local impure, stateful = false, false
+local function wrapped(lib, names, mark)
+    for _, name in ipairs(names) do
+        local fn = lib[name]
+        if fn then lib[name] = function(...) mark() return fn(...) end end
+    end
+end
+local function mark_impure() impure = true end
+local function mark_stateful() stateful = true end
+local io_names = {}
+for name in pairs(io) do io_names[#io_names + 1] = name end
+wrapped(io, io_names, mark_impure)
+wrapped(os, {"time", "clock", "date", "getenv", "tmpname", "execute", "remove", "rename"},
+        mark_impure)
+wrapped(math, {"random", "randomseed"}, mark_impure)
+wrapped(_G, {"collectgarbage"}, mark_impure)
+-- the address of a table or function made in this run differs from run to run
+_G.tostring = function(value)
+    local kind = type(value)
+    if kind == "table" or kind == "function" or kind == "thread" or kind == "userdata" then
+        impure = true
+    end
+    return tostring(value)
+end
+-- these run code or reach tables outside the views
+wrapped(_G, {"dofile", "loadfile", "require"}, mark_stateful)
+wrapped(debug, {"getlocal", "getupvalue", "getuservalue", "getmetatable", "setmetatable",
+                "upvalueid"}, mark_stateful)
+
 -- Past the budget every instruction of the script fails, so a pcall cannot swallow
--- the error; this file's own functions (the runner, the proxies) still finish.
+-- the error; this file's own functions (the runner, the proxies, the views) still
+-- finish.  A thread (the main one, a coroutine) whose count hook finds one of those
+-- running checks every instruction from then on: a script's loop through them would
+-- otherwise meet the check in them only.
 local OWN_SOURCE = getinfo(1, "S").source
 local budget, hook = 0, nil
 hook = function()
     if budget < 0 then
-        if getinfo(2, "S").source == OWN_SOURCE then return end
+        if getinfo(2, "S").source == OWN_SOURCE then
+            sethook(hook, "", 1)
+            return
+        end
     else
         budget = budget - EVERY
         if budget >= 0 then return end
@@ -148,6 +193,7 @@ local r = {
 
 local c = {}
 for name, fn in pairs(C) do c[name] = fn end
+wrapped(c, {"time", "hrtime", "rand"}, mark_impure)
 local readdir_list = c.readdir
 c.readdir = function(path)
     local names = readdir_list(path)
@@ -183,9 +229,72 @@ local lighty = setmetatable({
     __metatable = false,
 })
 
-local globals = _G
+-- Views of the shared tables: reads go through (a table read is seen through a view
+-- of its own), writes too, marking the script stateful.  The proxies above (`shared`)
+-- guard themselves and are left as they are.
+local shared = {[lighty] = true, [c] = true, [r.resp_body] = true, [r.req_body] = true}
+for _, proxied in pairs(r) do shared[proxied] = true end
+local real_of, view_of = {}, {}
+local viewed
+local function view(real)
+    local shown = {}
+    real_of[shown], view_of[real] = real, shown
+    return setmetatable(shown, {
+        __index = function(_, key) return viewed(real[key]) end,
+        __newindex = function(_, key, value)
+            stateful = true
+            real[key] = value
+        end,
+        __pairs = function()
+            return function(_, key)
+                local k, value = next(real, key)
+                return k, viewed(value)
+            end, shown, nil
+        end,
+        __len = function() return #real end,
+    })
+end
+viewed = function(value)
+    if type(value) ~= "table" or shared[value] or real_of[value] then return value end
+    return view_of[value] or view(value)
+end
+local globals = view(_G)
+rawset(lighty, "r", view(r))
+
+local function unviewed(t)
+    if shared[t] or real_of[t] then stateful = true end
+    return real_of[t] or t
+end
+local function seen_as(t, value)
+    if real_of[t] then return viewed(value) end
+    return value
+end
+_G.setmetatable = function(t, meta)
+    setmetatable(unviewed(t), meta)
+    return t
+end
+_G.getmetatable = function(value)
+    if type(value) ~= "table" then stateful = true end   -- the string metatable
+    return getmetatable(unviewed(value))
+end
+_G.rawset = function(t, key, value)
+    rawset(unviewed(t), key, value)
+    return t
+end
+_G.rawget = function(t, key) return seen_as(t, rawget(real_of[t] or t, key)) end
+_G.rawlen = function(t) return rawlen(real_of[t] or t) end
+_G.next = function(t, key)
+    local k, value = next(real_of[t] or t, key)
+    return k, seen_as(t, value)
+end
+_G.load = function(chunk, name, mode, ...)
+    if select("#", ...) == 0 then return load(chunk, name, mode, globals) end
+    return load(chunk, name, mode, ...)
+end
+
 local function compile(source, name)
     local env = setmetatable({}, {__index = globals})
+    shared[env] = true
     local fn, err = load(source, name, "t", env)
     if not fn then return nil, err end
     return fn, env
@@ -225,13 +334,14 @@ end
 local function run(fn, env)
     env.lighty = lighty
     budget = LIMIT
+    impure = false
     sethook(hook, "", EVERY)
     local ok, ret = xpcall(fn, traceback)
     if ok then ok, ret = xpcall(finish, traceback, ret) end
     sethook()
     clear(env)
     clear(result)
-    return ok, ret
+    return ok, ret, not (impure or stateful)
 end
 
 return compile, run

@@ -240,7 +240,10 @@ def _failure(err: BaseException, prefix: str) -> ScriptFailed:
 
 class PythonScript:
     """One `.py` file: compiled and executed once per version, `handle(r, c)` called
-    for each request."""
+    for each request.  Its runs are never repeatable (mod_magnet): Python gives no
+    cheap way to tell that a call kept no state and read nothing unkeyed."""
+
+    repeatable = False
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -64,11 +64,22 @@ def _or_nil(value: str) -> bytes | None:
 
 
 class Bridge:
-    """What the `lighty.r` tables read and change: the request being run."""
+    """What the `lighty.r` tables read and change: the request being run.
+
+    `repeatable` turns False when a run reads what the answer cache's key does not
+    hold (a request header but Host, the connection's addresses, the environment, the
+    request's counters) or logs: such a run's answer is never replayed."""
 
     def __init__(self) -> None:
         self.request: "Request | None" = None
         self.table: Any = list        # the Lua state's table_from, once it is made
+        self.repeatable = True
+
+    @property
+    def unkeyed(self) -> "Request":
+        """The request, for a read of what the answer cache's key does not hold."""
+        self.repeatable = False
+        return self.r
 
     @property
     def r(self) -> "Request":
@@ -78,7 +89,8 @@ class Bridge:
 
     # ------------------------------------------------------------ lighty.r.req_header
     def header_get(self, name: bytes) -> bytes | None:
-        value = self.r.headers.get(_latin(name).lower())
+        key = _latin(name).lower()
+        value = (self.r if key == "host" else self.unkeyed).headers.get(key)
         return None if value is None else value.encode("latin-1", "replace")
 
     def header_set(self, name: bytes, value: Any) -> None:
@@ -91,12 +103,14 @@ class Bridge:
 
     def header_list(self) -> Any:
         return self.table([item.encode("latin-1", "replace")
-                           for pair in self.r.headers.items() for item in pair])
+                           for pair in self.unkeyed.headers.items() for item in pair])
 
     # -------------------------------------------------------------- lighty.r.req_attr
     def attr_get(self, key: bytes) -> bytes | None:
         getter = _ATTR_GET.get(key)
-        return None if getter is None else getter(self.r)
+        if getter is None:
+            return None
+        return getter(self.unkeyed if key in _CONNECTION_ATTRS else self.r)
 
     def attr_set(self, key: bytes, value: Any) -> bytes | None:
         setter = _ATTR_SET.get(key)
@@ -108,13 +122,13 @@ class Bridge:
         return None
 
     def attr_list(self) -> Any:
-        request = self.r
+        request = self.unkeyed
         return self.table([item for key, getter in _ATTR_GET.items()
                            for item in (key, getter(request))])
 
     # --------------------------------------------------------------- lighty.r.req_env
     def env_get(self, name: bytes) -> bytes | None:
-        env = self.r.env
+        env = self.unkeyed.env
         return None if env is None else _out(env.get(_text(name)))
 
     def env_set(self, name: bytes, value: Any) -> None:
@@ -125,12 +139,12 @@ class Bridge:
         self.r.set_env(_text(name), _text(value))
 
     def env_list(self) -> Any:
-        env = self.r.env or {}
+        env = self.unkeyed.env or {}
         return self.table([_out(item) for pair in env.items() for item in pair])
 
     # -------------------------------------------------------------- lighty.r.req_item
     def item_get(self, key: bytes) -> Any:
-        request = self.r
+        request = self.unkeyed
         name = _text(key)
         if name == "start_time":
             return self._start_time()
@@ -142,12 +156,12 @@ class Bridge:
     def item_set(self, key: bytes, value: Any) -> bytes | None:
         if key == b"keep_alive" and value in (0, -1):
             if value == 0:
-                self.r.keep_alive = False
+                self.unkeyed.keep_alive = False
             return None
         return b"r.req_item['" + key + b"'] invalid or read-only"
 
     def _start_time(self) -> Any:
-        start = self.r.start
+        start = self.unkeyed.start
         seconds = int(start)
         nanoseconds = int((start - seconds) * 1e9)
         return lambda: (seconds, nanoseconds)
@@ -192,13 +206,15 @@ class Bridge:
         return self.r.response.length
 
     def reqbody_len(self) -> int:
-        return max(self.r.content_length, 0)
+        return max(self.unkeyed.content_length, 0)
 
     # ----------------------------------------------------------------------- logging
     def print(self, message: bytes) -> None:
+        self.repeatable = False
         log.error(LOG_SOURCE, "(lua-print) " + _latin(message))
 
     def print_error(self, message: bytes) -> None:
+        self.repeatable = False
         log.error(LOG_SOURCE, _latin(message))
 
     def functions(self) -> dict[bytes, Any]:
@@ -219,6 +235,10 @@ def _server_port(request: "Request") -> str:
     return spec.rpartition(":")[2] if ":" in spec else ""
 
 
+# what a request's bytes do not hold: the answer cache keys no answer on them
+_CONNECTION_ATTRS = frozenset({b"request.remote-ip", b"request.remote-addr",
+                               b"request.remote-port", b"request.server-addr",
+                               b"request.server-port"})
 _ATTR_GET: dict[bytes, Any] = {
     b"physical.path": lambda r: _or_nil(r.physical_path),
     b"physical.rel-path": lambda r: _or_nil(r.physical_rel),
@@ -331,6 +351,7 @@ class Script:
         self._fn: Any = None
         self._env: Any = None
         self.load_error = ""
+        self.repeatable = False       # whether the last run's answer may be replayed
 
     def load(self, version: tuple[int, int, int]) -> None:
         """(Re)load the file: a new Lua state, as lighttpd closes the old one."""
@@ -361,14 +382,17 @@ class Script:
             raise ScriptFailed(self.load_error)
         bridge = self.bridge
         bridge.request = request
+        bridge.repeatable = True
+        self.repeatable = False
         try:
-            ok, result = self._run(self._fn, self._env)
+            ok, result, *pure = self._run(self._fn, self._env)
         except lua.LuaError as err:          # the memory cap hit outside the pcall
             raise ScriptFailed(str(err) or "not enough memory") from None
         finally:
             bridge.request = None
         if not ok:
             raise ScriptFailed(_latin(result) if isinstance(result, bytes) else str(result))
+        self.repeatable = pure[0] and bridge.repeatable
         return int(result)
 
 

@@ -20,7 +20,12 @@ implementation, and returns None, a status or RESTART_REQUEST, under a time budg
 (worker/magnet_python.py).
 
 `magnet.cache-size` is not a key of lighttpd 1.4.69 and is not one here either.
-An answer decided by a script is never replayed by the answer cache.
+
+The answer cache (worker/answercache.py) may replay a static file's answer that
+scripts had a part in only when every script run for it was repeatable: a Lua script
+that read nothing but what the cache keys answers on (the URL, Host, method, the
+settings, files) and kept no state between runs, so that it would do the same again
+(worker/magnet_prelude.lua tells).  Python scripts are never repeatable.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ DIRECTIVES = tuple(Directive(key, Type.ARRAY_VLIST, ())
 RESTART_REQUEST = 99
 MAX_RESTARTS = 10
 RESTARTS = "magnet.restarts"     # request.plugin_ctx: how often the scripts restarted it
+UNREPEATABLE = "magnet.unrepeatable"   # request.plugin_ctx: a run that may not be replayed
 
 
 class Module(BaseModule):
@@ -56,10 +62,9 @@ class Module(BaseModule):
         self.cache = ScriptCache(stat_cache.stat, script_for)
 
     def allows_replay(self, request: Request) -> bool:
-        """Answers are kept only where no script runs: a script may answer from
-        anything (a clock, a header, a file it reads)."""
-        values = request.settings.values
-        return not (values[RAW_URL] or values[PHYSICAL_PATH] or values[RESPONSE_START])
+        """Answers are kept only where every script run was repeatable: a script may
+        answer from anything (a clock, a header, state of its own)."""
+        return UNREPEATABLE not in request.plugin_ctx
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         return self._attract(request, RAW_URL)
@@ -72,7 +77,7 @@ class Module(BaseModule):
         unless a streamed head went out already; a failure is only logged."""
         for path in request.settings.values[RESPONSE_START]:
             try:
-                status = self.cache.get(path).run(request)
+                status = self._run(path, request)
             except ScriptFailed as err:
                 log_failure(err)
                 return
@@ -84,7 +89,7 @@ class Module(BaseModule):
     def _attract(self, request: Request, key: str) -> HandlerResult:
         for path in request.settings.values[key]:
             try:
-                status = self.cache.get(path).run(request)
+                status = self._run(path, request)
             except ScriptFailed as err:
                 log_failure(err)
                 request.response.reset_body()
@@ -94,6 +99,19 @@ class Module(BaseModule):
             if status == RESTART_REQUEST:
                 return _restart(request, path)
         return None
+
+    def _run(self, path: str, request: Request) -> int:
+        """Run the script of `path` for `request`, noting a run that may not be
+        replayed (a failure is logged each time: never replayed either)."""
+        try:
+            script = self.cache.get(path)
+            status = script.run(request)
+        except ScriptFailed:
+            request.plugin_ctx[UNREPEATABLE] = True
+            raise
+        if not script.repeatable:
+            request.plugin_ctx[UNREPEATABLE] = True
+        return status
 
 
 def script_for(path: str) -> Script | PythonScript:
