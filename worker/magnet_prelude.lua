@@ -4,8 +4,9 @@
 --
 -- Arguments: B (the bridge's functions), C (the lighty.c functions), the instruction
 -- budget of one run, and how many instructions pass between two budget checks.
--- Returns: compile(source, name) -> function, env | nil, message; run(fn, env) ->
--- true, status, repeatable | false, message.
+-- Returns: compile(source, name) -> runner | nil, message.  runner() runs the script
+-- once and returns one value, so that a run costs a single crossing with the fewest
+-- values: an integer, 2 * status + repeatable (0 or 1), or the message of a failure.
 --
 -- `repeatable` says whether the run's effect follows from what the answer cache keys an
 -- answer on (worker/answercache.py): the script read no request header but Host, no
@@ -292,14 +293,6 @@ _G.load = function(chunk, name, mode, ...)
     return load(chunk, name, mode, ...)
 end
 
-local function compile(source, name)
-    local env = setmetatable({}, {__index = globals})
-    shared[env] = true
-    local fn, err = load(source, name, "t", env)
-    if not fn then return nil, err end
-    return fn, env
-end
-
 local function clear(t)
     for key in next, t do rawset(t, key, nil) end
 end
@@ -341,7 +334,18 @@ local function run(fn, env)
     sethook()
     clear(env)
     clear(result)
-    return ok, ret, not (impure or stateful)
+    if not ok then
+        return type(ret) == "string" and ret or tostring(ret)
+    end
+    return 2 * ret + ((impure or stateful) and 0 or 1)
 end
 
-return compile, run
+local function compile(source, name)
+    local env = setmetatable({}, {__index = globals})
+    shared[env] = true
+    local fn, err = load(source, name, "t", env)
+    if not fn then return nil, err end
+    return function() return run(fn, env) end, nil
+end
+
+return compile

@@ -347,16 +347,14 @@ class Script:
         self.path = path
         self.version: tuple[int, int, int] | None = None
         self.bridge = Bridge()
-        self._run: Any = None
-        self._fn: Any = None
-        self._env: Any = None
+        self._runner: Any = None
         self.load_error = ""
         self.repeatable = False       # whether the last run's answer may be replayed
 
     def load(self, version: tuple[int, int, int]) -> None:
         """(Re)load the file: a new Lua state, as lighttpd closes the old one."""
         self.version = version
-        self._fn = None
+        self._runner = None
         self.load_error = f"loading script {self.path} failed"
         source = Path(self.path).read_bytes()
         runtime = lua.LuaRuntime(encoding=None, register_eval=False,
@@ -366,34 +364,35 @@ class Script:
         bridge.table = runtime.table_from
         clib = magnet_clib.functions(runtime.table_from,
                                      lambda: bridge.r.settings.values)
-        prelude = runtime.globals().load(PRELUDE, b"=magnet_prelude")(
+        compile_script = runtime.globals().load(PRELUDE, b"=magnet_prelude")(
             runtime.table_from(bridge.functions()), runtime.table_from(clib),
             INSTRUCTION_BUDGET, HOOK_EVERY)
-        compile_script, self._run = prelude
-        fn, env = compile_script(source, self.path.encode("utf-8", "surrogateescape"))
-        if fn is None:
-            self.load_error += ": " + _latin(env)
+        runner, message = compile_script(source, self.path.encode("utf-8", "surrogateescape"))
+        if runner is None:
+            self.load_error += ": " + _latin(message)
             raise ScriptFailed(self.load_error)
-        self._fn, self._env = fn, env
+        self._runner = runner
 
     def run(self, request: "Request") -> int:
         """Run the script for `request`: its status (0 for none)."""
-        if self._fn is None:
+        runner = self._runner
+        if runner is None:
             raise ScriptFailed(self.load_error)
         bridge = self.bridge
         bridge.request = request
         bridge.repeatable = True
         self.repeatable = False
         try:
-            ok, result, *pure = self._run(self._fn, self._env)
+            outcome = runner()
         except lua.LuaError as err:          # the memory cap hit outside the pcall
             raise ScriptFailed(str(err) or "not enough memory") from None
         finally:
             bridge.request = None
-        if not ok:
-            raise ScriptFailed(_latin(result) if isinstance(result, bytes) else str(result))
-        self.repeatable = pure[0] and bridge.repeatable
-        return int(result)
+        if type(outcome) is not int:
+            raise ScriptFailed(_latin(outcome))
+        status, repeatable = divmod(outcome, 2)
+        self.repeatable = repeatable == 1 and bridge.repeatable
+        return status
 
 
 class ScriptCache:

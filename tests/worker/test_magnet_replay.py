@@ -6,6 +6,7 @@ shared tables leave the scripts' Lua working as before."""
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +16,11 @@ import pytest
 pytest.importorskip("lupa")
 
 from master.configload import load  # noqa: E402
-from worker.magnet_runtime import Script  # noqa: E402
+from worker.magnet_runtime import Script, ScriptFailed  # noqa: E402
 from worker.request import Response  # noqa: E402
 from worker.server import Server  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 SETS_HEADER = 'lighty.r.resp_header["X-Magnet"] = "1"\n'
 
 
@@ -155,3 +157,23 @@ def _run_lua(tmp_path: Path, source: str) -> tuple[int, Response]:
 ])
 def test_the_views_leave_the_globals_working(tmp_path: Path, source: str) -> None:
     assert _run_lua(tmp_path, source)[0] == 204
+
+
+@pytest.mark.parametrize("source", ["error(7)", "error({})", "error()"])
+def test_an_error_value_that_is_no_string_still_fails_the_run(tmp_path: Path,
+                                                              source: str) -> None:
+    """A run's outcome comes back as one value, an integer for a status: an error
+    object that is a number must not pass for one."""
+    with pytest.raises(ScriptFailed):
+        _run_lua(tmp_path, source)
+
+
+def test_the_http_microbench_runs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "loadtests"))
+    try:
+        from magnet_microbench import HTTP_CASES, measure_http
+    finally:
+        sys.path.remove(str(REPO / "loadtests"))
+    figures = measure_http(rounds=5)
+    print("per request, us:", {name: round(value, 1) for name, value in figures.items()})
+    assert set(figures) == set(HTTP_CASES) and all(value > 0 for value in figures.values())
