@@ -45,8 +45,18 @@ end
 local function mark_impure() impure = true end
 local function mark_stateful() stateful = true end
 local io_names = {}
-for name in pairs(io) do io_names[#io_names + 1] = name end
+for name, value in pairs(io) do
+    if type(value) == "function" then io_names[#io_names + 1] = name end
+end
 wrapped(io, io_names, mark_impure)
+-- io.stdout and the like are files already open: their methods count too
+wrapped(getmetatable(io.stdout).__index, {"read", "write", "lines", "seek", "flush", "close",
+                                          "setvbuf"}, mark_impure)
+local format = string.format
+string.format = function(pattern, ...)
+    if type(pattern) == "string" and pattern:find("%p", 1, true) then impure = true end
+    return format(pattern, ...)
+end
 wrapped(os, {"time", "clock", "date", "getenv", "tmpname", "execute", "remove", "rename"},
         mark_impure)
 wrapped(math, {"random", "randomseed"}, mark_impure)

@@ -99,6 +99,8 @@ def test_a_kept_answer_is_replayed_with_the_scripts_header(tmp_path: Path) -> No
     'print("each request")',
     'local f = io.open("/dev/null") if f then f:close() end',
     'lighty.r.resp_header["X-Address"] = tostring({})',
+    'lighty.r.resp_header["X-Address"] = string.format("%p", {})',
+    'io.stderr:write("")',
 ])
 def test_a_run_that_reads_what_the_key_does_not_hold_is_not_kept(
         tmp_path: Path, script: str) -> None:
