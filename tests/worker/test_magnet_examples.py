@@ -40,6 +40,7 @@ $HTTP["url"] =~ "^/(static|headers)/" {{
     magnet.attract-response-start-to = ("{lua}/response-headers.lua")
 }}
 $HTTP["url"] =~ "^/track/" {{ magnet.attract-response-start-to = ("{lua}/usertrack.lua") }}
+$HTTP["url"] =~ "^/limited/" {{ magnet.attract-raw-url-to = ("{lua}/ratelimit.lua") }}
 """
 COMPARED_HEADERS = ("content-type", "location", "www-authenticate", "retry-after", "vary",
                     "cache-control", "x-frame-options", "x-content-type-options",
@@ -53,7 +54,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {}
 def make_site(base: Path) -> tuple[Path, Path]:
     docroot = base / "www"
     for directory in ("deny", "app", "private", "img", "static", "headers", "track",
-                      "new", "secret"):
+                      "new", "secret", "limited"):
         (docroot / directory).mkdir(parents=True)
     files = {
         "index.php": "front controller\n", "deny/notes.txt": "notes\n",
@@ -62,7 +63,7 @@ def make_site(base: Path) -> tuple[Path, Path]:
         "img/photo.jpg": "jpeg bytes", "img/photo.jpg.webp": "webp bytes",
         "img/plain.jpg": "plain jpeg", "static/site.txt": "static\n",
         "headers/page.html": "<p>page</p>\n", "track/page.html": "<p>tracked</p>\n",
-        "secret/report.txt": "the report\n",
+        "secret/report.txt": "the report\n", "limited/page.txt": "limited\n",
     }
     for name, text in files.items():
         (docroot / name).write_text(text)
@@ -228,3 +229,16 @@ def test_usertrack_cookie(servers) -> None:
     _, headers, _ = answer(servers, "usertrack-known", request(
         "/track/page.html", "Cookie: a=b; TRACKID=" + value))
     assert "set-cookie" not in headers
+
+
+def test_ratelimit_answers_429_past_the_limit(servers) -> None:
+    """100 requests in the window pass (the same answer each time, so the answer
+    cache would replay it if the script's runs were taken for repeatable), the
+    101st is refused until the window ends."""
+    page = request("/limited/page.txt")
+    statuses = [parse(exchange(servers[1], page))[0] for _ in range(100)]
+    assert statuses == [200] * 100
+    status, headers, _ = parse(exchange(servers[1], page))
+    assert status == 429 and 0 < int(headers["retry-after"]) <= 10
+    theirs = [parse(exchange(servers[0], page))[0] for _ in range(101)]
+    assert theirs == [200] * 100 + [429]
