@@ -11,15 +11,19 @@ its scenarios is selected: the static one; the gateway one, whose config also lo
 mod_proxy and mod_cgi (proxied to a lighttpd serving the same 1 KiB file, with pooled
 backend connections and without, uploads to discard_backend.py, a sh CGI script); and
 one for each of FastCGI and SCGI (php-cgi and a WSGI app under uwsgi), mod_rewrite,
-mod_auth, mod_deflate and TLS (HTTP/1.1 with wrk, HTTP/2 with h2load).  A row whose name
-ends in "-nocache" sends a new query string with every request, which pylighttpd's
-answer cache never has an answer for.
+mod_auth, mod_deflate, TLS (HTTP/1.1 with wrk, HTTP/2 with h2load), mod_magnet,
+mod_webdav and mod_ssi; and two for production-shaped traffic (browser.lua: files
+picked at random out of --files, browser headers that vary, a site's mix of
+revalidations, ranges, 404s and listings), the second with access logs on.  A row whose
+name ends in "-nocache" sends a new query string with every request, which
+pylighttpd's answer cache never has an answer for.
 
     python3 loadtests/bench.py                 # everything, 3 rounds of 5 s
     python3 loadtests/bench.py --quick         # 1 round of 2 s, for a smoke test
     python3 loadtests/bench.py --only 1k-keepalive,10m --json out.json
     python3 loadtests/bench.py --only proxy-1k,proxy-1k-nopool,cgi-hello,upload
     python3 loadtests/bench.py --only https-1k,https-1k-nocache,h2-1k
+    python3 loadtests/bench.py --only files-browser,files-browser-log,site-mix --files 2000
 """
 
 from __future__ import annotations
@@ -1145,12 +1149,12 @@ def summarise(report: Report) -> dict:
 
 
 def print_table(summary: dict, extra: dict) -> None:
-    print(f"{'scenario':22} {'server':11} {'req/s':>9} {'min':>9} {'max':>9} "
+    print(f"{'scenario':26} {'server':11} {'req/s':>9} {'min':>9} {'max':>9} "
           f"{'p99 ms':>8} {'cpu us/req':>10} {'x lighttpd':>10} {'cpu x l':>7} "
           f"{'errors':>6}")
     for scenario, servers in summary.items():
         for server, entry in servers.items():
-            print(f"{scenario:22} {server:11} {entry['rps_median']:9.0f} "
+            print(f"{scenario:26} {server:11} {entry['rps_median']:9.0f} "
                   f"{entry['rps_min']:9.0f} {entry['rps_max']:9.0f} "
                   f"{entry['p99_ms_median']:8.2f} {entry['cpu_us_median']:10.1f} "
                   f"{entry.get('rps_ratio_to_lighttpd', float('nan')):10.2f} "

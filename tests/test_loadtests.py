@@ -141,8 +141,11 @@ def test_bench_production_and_scripting_rows_run_beside_lighttpd(tmp_path):
     """The -nocache rows of production traffic over 300 files (the site mix's share of
     404s taken as expected, anything beyond it an error), of magnet, PROPFIND and SSI,
     and 404-nocache.  Their cached twins send the same requests without the query
-    string: the tests below run them against every server, with their answers checked."""
-    run_rows_beside_lighttpd(tuple(name for name in NEW_ROWS if name.endswith("-nocache")),
+    string, and the -log rows' setup is the one with access logs on: the tests below
+    run those against every server, with their answers checked."""
+    scenarios = {s.name: s for s in bench.SCENARIOS}
+    run_rows_beside_lighttpd(tuple(name for name in NEW_ROWS if name.endswith("-nocache")
+                                   and scenarios[name].setup != bench.BROWSER_LOG),
                              tmp_path, "--files", "300")
 
 
@@ -157,20 +160,18 @@ def logged_requests(log: Path) -> list[re.Match]:
 
 
 def run_traffic(name: str, scenario_name: str, tmp_path: Path) -> list[re.Match]:
-    """`scenario_name`'s traffic for a second against server `name` on 300 files, with
-    the access log on: the requests it logged."""
+    """`scenario_name`'s traffic for a second against server `name` on 300 files, on
+    the setup of the -log rows (access logs on, --accesslog or not): the requests
+    logged."""
     scenario = next(s for s in bench.SCENARIOS if s.name == scenario_name)
-    base = tmp_path / name
-    base.mkdir()
-    docroot = bench.make_docroot(base)
+    docroot = bench.make_docroot(tmp_path)
     bench.make_file_set(docroot, 300)
-    server = bench.RunningServer(name, docroot, base, True, bench.SETUPS[bench.BROWSER_LOG])
-    try:
-        measurement = bench.run_wrk(server, scenario, 1, base, files=300)
-    finally:
-        server.stop()
+    with contextlib.ExitStack() as stack:
+        server = bench.start_servers(bench.BROWSER_LOG, [name], docroot, tmp_path, False,
+                                     stack)[name]
+        measurement = bench.run_wrk(server, scenario, 1, tmp_path, files=300)
     assert measurement.errors == measurement.bad_status == 0
-    return logged_requests(base / f"{name}-access.log")
+    return logged_requests(tmp_path / bench.BROWSER_LOG / f"{name}-access.log")
 
 
 def traffic_servers() -> list[str]:
