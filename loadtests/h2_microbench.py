@@ -1,9 +1,10 @@
 """Time HTTP/2 requests in one process: a real Server (the benchmark's config and
 docroot) speaks h2c to clients made of the h2 library over socketpairs, each round
 `--streams` requests at once on every connection (as `h2load -m`), the worker's loop
-run until every answer is in.  The figure is the worker's time per request (the
-clients' time is left out); `--profile` runs the worker's side under cProfile and
-prints the top functions by own time.
+run until every answer is in.  The figure is the worker's CPU time per request (the
+clients' time is left out; CPU time rather than wall time, so that the other
+programs of a shared machine hardly move it); `--profile` runs the worker's side
+under cProfile and prints the top functions by own time.
 
     python loadtests/h2_microbench.py                 # 1k.bin, 10 connections x 10
     python loadtests/h2_microbench.py --profile
@@ -78,13 +79,13 @@ def one_round(server: Server, clients: list[H2Client], path: str, streams: int,
     while any(c.open for c in clients):
         if time.monotonic() > deadline:
             raise RuntimeError("the worker stopped answering")
-        start = time.perf_counter()
+        start = time.thread_time()
         if profiler is not None:
             profiler.enable()
         server.loop.run_once(0.0)
         if profiler is not None:
             profiler.disable()
-        spent += time.perf_counter() - start
+        spent += time.thread_time() - start
         for client in clients:
             client.take_in()
     return spent

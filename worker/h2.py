@@ -74,6 +74,7 @@ from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
                          _Held, _length_kept_whole, receive, resume_woken, transmit)
 from .errors import BadRequest
+from .h2_encoder import AnswerEncoder
 from .host import normalize_host
 from .http import DATE, NO_BODY
 from .module import BACKLOG_HIGH
@@ -219,6 +220,7 @@ class H2Session:
         self.last_data = server.loop.now  # when a body frame last left
         self.stalled_since: float | None = None
         self.h2 = h2.connection.H2Connection(config=_CONFIG)
+        self.h2.encoder = AnswerEncoder()
         self.h2.local_settings = _LocalSettings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
