@@ -311,3 +311,15 @@ def test_the_site_mix_expects_its_share_of_404s_and_no_more():
     assert bench.unexpected_statuses(mix, 100_000, 12_000) > 1_900
     assert bench.unexpected_statuses(files, 100_000, 3) == 3
     assert bench.unexpected_statuses(scenarios["404-nocache"], 100_000, 100_000) == 0
+
+
+def test_a_scripting_row_names_the_lighttpd_module_it_lacks(monkeypatch, tmp_path):
+    """Where Debian's lighttpd-modules-lua or lighttpd-mod-webdav is not installed, the
+    row is refused with the module's path, not run against a lighttpd that fails."""
+    monkeypatch.setattr(bench, "LIGHTTPD_MODULES", tmp_path)
+    scenarios = {s.name: s for s in bench.SCENARIOS}
+    for row, plugin in (("magnet-1k", "mod_magnet.so"), ("propfind-100", "mod_webdav.so"),
+                        ("ssi-small-nocache", "mod_ssi.so")):
+        assert bench.missing_programs(scenarios[row], SMOKE_SERVERS)[-1] == str(
+            tmp_path / plugin)
+        assert not bench.missing_programs(scenarios[row], ["pylighttpd"])
