@@ -247,11 +247,13 @@ local shared = {[lighty] = true, [c] = true, [r.resp_body] = true, [r.req_body] 
 for _, proxied in pairs(r) do shared[proxied] = true end
 local real_of, view_of = {}, {}
 local viewed
-local function view(real)
+-- A shallow view (lighty.r, whose values are proxies that guard themselves) reads
+-- straight from its table, without a call.
+local function view(real, shallow)
     local shown = {}
     real_of[shown], view_of[real] = real, shown
     return setmetatable(shown, {
-        __index = function(_, key) return viewed(real[key]) end,
+        __index = shallow and real or function(_, key) return viewed(real[key]) end,
         __newindex = function(_, key, value)
             stateful = true
             real[key] = value
@@ -270,7 +272,7 @@ viewed = function(value)
     return view_of[value] or view(value)
 end
 local globals = view(_G)
-rawset(lighty, "r", view(r))
+rawset(lighty, "r", view(r, true))
 
 local function unviewed(t)
     if shared[t] or real_of[t] then stateful = true end
