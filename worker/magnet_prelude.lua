@@ -52,23 +52,26 @@ wrapped(io, io_names, mark_impure)
 -- io.stdout and the like are files already open: their methods count too
 wrapped(getmetatable(io.stdout).__index, {"read", "write", "lines", "seek", "flush", "close",
                                           "setvbuf"}, mark_impure)
+-- the address of a table or function made in this run differs from run to run
+local function has_address(value)
+    local kind = type(value)
+    return kind == "table" or kind == "function" or kind == "thread" or kind == "userdata"
+end
+_G.tostring = function(value)
+    if has_address(value) then impure = true end
+    return tostring(value)
+end
 local format = string.format
-string.format = function(pattern, ...)
-    if type(pattern) == "string" and pattern:find("%p", 1, true) then impure = true end
+string.format = function(pattern, ...)     -- %s and %p show such an address
+    for i = 1, select("#", ...) do
+        if has_address((select(i, ...))) then impure = true end
+    end
     return format(pattern, ...)
 end
 wrapped(os, {"time", "clock", "date", "getenv", "tmpname", "execute", "remove", "rename"},
         mark_impure)
 wrapped(math, {"random", "randomseed"}, mark_impure)
 wrapped(_G, {"collectgarbage"}, mark_impure)
--- the address of a table or function made in this run differs from run to run
-_G.tostring = function(value)
-    local kind = type(value)
-    if kind == "table" or kind == "function" or kind == "thread" or kind == "userdata" then
-        impure = true
-    end
-    return tostring(value)
-end
 -- these run code or reach tables outside the views
 wrapped(_G, {"dofile", "loadfile", "require"}, mark_stateful)
 wrapped(debug, {"getlocal", "getupvalue", "getuservalue", "getmetatable", "setmetatable",

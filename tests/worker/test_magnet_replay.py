@@ -67,7 +67,8 @@ def _kept_after(tmp_path: Path, script: str, name: str = "s.lua") -> int:
 
 def test_a_script_that_reads_only_the_url_has_its_answer_kept(tmp_path: Path) -> None:
     script = ('if lighty.r.req_attr["uri.path"] == "/b.txt" then\n'
-              '  lighty.r.resp_header["X-B"] = string.upper("b")\nend\n' + SETS_HEADER)
+              '  lighty.r.resp_header["X-B"] = ("%s-%d"):format(string.upper("b"), 1)\n'
+              '  lighty.r.resp_header["X-N"] = tostring(42)\nend\n' + SETS_HEADER)
     assert _kept_after(tmp_path, script) == 1
 
 
@@ -100,6 +101,7 @@ def test_a_kept_answer_is_replayed_with_the_scripts_header(tmp_path: Path) -> No
     'local f = io.open("/dev/null") if f then f:close() end',
     'lighty.r.resp_header["X-Address"] = tostring({})',
     'lighty.r.resp_header["X-Address"] = string.format("%p", {})',
+    'lighty.r.resp_header["X-Address"] = ("%s"):format(function() end)',
     'io.stderr:write("")',
 ])
 def test_a_run_that_reads_what_the_key_does_not_hold_is_not_kept(
