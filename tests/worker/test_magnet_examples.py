@@ -41,6 +41,7 @@ $HTTP["url"] =~ "^/(static|headers)/" {{
 }}
 $HTTP["url"] =~ "^/track/" {{ magnet.attract-response-start-to = ("{lua}/usertrack.lua") }}
 $HTTP["url"] =~ "^/limited/" {{ magnet.attract-raw-url-to = ("{lua}/ratelimit.lua") }}
+$HTTP["url"] =~ "^/bundle\\.(css|js)$" {{ magnet.attract-physical-path-to = ("{lua}/bundle.lua") }}
 """
 COMPARED_HEADERS = ("content-type", "location", "www-authenticate", "retry-after", "vary",
                     "cache-control", "x-frame-options", "x-content-type-options",
@@ -54,7 +55,7 @@ KNOWN_DIFFERENCES: dict[str, str] = {}
 def make_site(base: Path) -> tuple[Path, Path]:
     docroot = base / "www"
     for directory in ("deny", "app", "private", "img", "static", "headers", "track",
-                      "new", "secret", "limited"):
+                      "new", "secret", "limited", "assets"):
         (docroot / directory).mkdir(parents=True)
     files = {
         "index.php": "front controller\n", "deny/notes.txt": "notes\n",
@@ -64,6 +65,7 @@ def make_site(base: Path) -> tuple[Path, Path]:
         "img/plain.jpg": "plain jpeg", "static/site.txt": "static\n",
         "headers/page.html": "<p>page</p>\n", "track/page.html": "<p>tracked</p>\n",
         "secret/report.txt": "the report\n", "limited/page.txt": "limited\n",
+        "assets/a.css": "a {}", "assets/b.css": "b {}", "assets/c.js": "c();",
     }
     for name, text in files.items():
         (docroot / name).write_text(text)
@@ -245,3 +247,13 @@ def test_ratelimit_answers_429_past_the_limit(servers) -> None:
     assert status == 429 and 0 < int(headers["retry-after"]) <= 10
     theirs = [parse(exchange(servers[0], page))[0] for _ in range(101)]
     assert theirs == [200] * 100 + [429]
+
+
+def test_bundle_joins_the_named_files(servers) -> None:
+    status, headers, body = answer(servers, "bundle-css", request("/bundle.css?a.css,b.css"))
+    assert (status, headers["content-type"], body) == (200, "text/css", b"a {}\nb {}\n")
+    _, headers, body = answer(servers, "bundle-js", request("/bundle.js?c.js"))
+    assert (headers["content-type"], body) == ("text/javascript", b"c();\n")
+    for refused in ("/bundle.css?a.css,missing.css", "/bundle.css?..%2Fsecret%2Freport.txt",
+                    "/bundle.css?c.js", "/bundle.css", "/bundle.css?.htaccess.css"):
+        assert answer(servers, "bundle-refused " + refused, request(refused))[0] == 404
