@@ -8,11 +8,13 @@ under cProfile and prints the top functions by own time.
 
     python loadtests/h2_microbench.py                 # 1k.bin, 10 connections x 10
     python loadtests/h2_microbench.py --profile
+    python loadtests/h2_microbench.py --tls           # h2 over TLS (ALPN), as h2load
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import cProfile
 import pstats
 import socket
@@ -28,16 +30,22 @@ import h2.events
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.microbench import build  # noqa: E402
+from loadtests.tls_microbench import MemoryTLS, build_tls, connect_tls  # noqa: E402
 from worker.server import Server  # noqa: E402
 
 
 class H2Client:
-    """One client connection: sends a batch of GETs, takes in what comes back."""
+    """One client connection: sends a batch of GETs, takes in what comes back; over
+    TLS (ALPN h2) to the socket `tls_spec` when given, else h2c."""
 
-    def __init__(self, server: Server) -> None:
-        self.sock, end = socket.socketpair()
-        self.sock.setblocking(False)
-        server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
+    def __init__(self, server: Server, tls_spec: str = "") -> None:
+        self.sock: socket.socket | MemoryTLS
+        if tls_spec:
+            self.sock = connect_tls(server, tls_spec, alpn="h2")
+        else:
+            self.sock, end = socket.socketpair()
+            self.sock.setblocking(False)
+            server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.h2.initiate_connection()
         self.open = 0
@@ -60,6 +68,8 @@ class H2Client:
         try:
             data = self.sock.recv(1 << 20)
         except BlockingIOError:
+            return
+        if not data:
             return
         for event in self.h2.receive_data(data):
             if isinstance(event, h2.events.DataReceived):
@@ -98,21 +108,26 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--tls", action="store_true", help="h2 over TLS, not h2c")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        server, _ = build(Path(tmp), False, 0)
-        clients = [H2Client(server) for _ in range(args.connections)]
+        if args.tls:
+            server, spec = build_tls(Path(tmp))
+        else:
+            server, spec = build(Path(tmp), False, 0)[0], ""
+        clients = [H2Client(server, spec) for _ in range(args.connections)]
         for _ in range(20):                                 # warm the caches
             one_round(server, clients, args.path, args.streams, None)
         profiler = cProfile.Profile() if args.profile else None
         times = sorted(one_round(server, clients, args.path, args.streams, profiler)
                        for _ in range(args.rounds))
         per_request = times[len(times) // 10] / (args.connections * args.streams)
-        print(f"{args.path}: {per_request * 1e6:.1f} us/request over HTTP/2 "
+        print(f"{args.path}: {per_request * 1e6:.1f} us/request over HTTP/2"
+              f"{' over TLS' if args.tls else ''} "
               f"({args.connections} connections x {args.streams} streams, 10th "
               f"percentile of {args.rounds} rounds)")
         if profiler is not None:
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("TOP", "30")))
         server.close_all()
     return 0
 

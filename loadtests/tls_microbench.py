@@ -98,6 +98,8 @@ class MemoryTLS:
         self.flush()
         return len(data)
 
+    sendall = send
+
     def recv(self, _size: int = 0) -> bytes:
         """The plaintext of all that arrived (b"" when none did)."""
         self.take_in()
