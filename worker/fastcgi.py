@@ -33,6 +33,7 @@ REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = range(4)
 _BEGIN = struct.Struct(">HB5x")
 _END = struct.Struct(">IB3x")
 _LONG_LENGTH = 0x80000000
+_new_tuple = tuple.__new__       # a Record without NamedTuple's __new__ in Python
 
 
 class ProtocolError(Exception):
@@ -46,11 +47,14 @@ class Record(NamedTuple):
 
 
 # ---------------------------------------------------------------------- records
+_PADDING = tuple(b"\0" * size for size in range(8))
+
+
 def record(kind: int, request_id: int, content: bytes = b"") -> bytes:
     """One record (content of at most MAX_CONTENT bytes), padded to 8."""
     padding = -len(content) % 8
-    return HEADER.pack(VERSION, kind, request_id, len(content), padding) + content + \
-        b"\0" * padding
+    return b"".join((HEADER.pack(VERSION, kind, request_id, len(content), padding), content,
+                     _PADDING[padding]))
 
 
 def stream(kind: int, request_id: int, data: bytes) -> bytes:
@@ -86,7 +90,12 @@ def parse_end_request(content: bytes) -> tuple[int, int]:
 
 def params(request_id: int, env: dict[str, str]) -> bytes:
     """The request's environment as PARAMS records, with the end record."""
-    return stream(PARAMS, request_id, _PARAMS.block(env)) + record(PARAMS, request_id)
+    return params_records(request_id, PAIRS.block(env))
+
+
+def params_records(request_id: int, block: bytes) -> bytes:
+    """An encoded environment (PAIRS) as PARAMS records, with the end record."""
+    return stream(PARAMS, request_id, block) + record(PARAMS, request_id)
 
 
 def get_values(names: Iterable[str]) -> bytes:
@@ -116,7 +125,7 @@ def encode_pair(name: bytes, value: bytes) -> bytes:
     return _length(name_len) + _length(value_len) + name + value
 
 
-_PARAMS = PairEncoder(encode_pair)
+PAIRS = PairEncoder(encode_pair)         # the environment as PARAMS carries it
 
 
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -175,7 +184,8 @@ class RecordReader:
             end = offset + HEADER_SIZE + length
             if size < end + padding:
                 break
-            records.append(Record(kind, request_id, buffer[offset + HEADER_SIZE:end]))
+            records.append(_new_tuple(Record, (kind, request_id,
+                                               buffer[offset + HEADER_SIZE:end])))
             offset = end + padding
         self.buffer = buffer[offset:] if offset else buffer
         return records

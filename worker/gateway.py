@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 from shared import log
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 MAX_HEAD = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
 MAX_LOCAL_REDIRECTS = 5     # lighttpd's loops_per_request limit for local redirects
+MAX_REMEMBERED = 1024       # entries of each table of heads or variables kept (then cleared)
+MAX_KNOWN_HEAD = 1024       # bytes of a response head remembered parsed
 # The X-Sendfile headers each backend kind may use, in lighttpd's order of preference:
 # CGI honours X-Sendfile alone; X-Sendfile2 and X-LIGHTTPD-send-file are FastCGI's.
 XSENDFILE_CGI = ("x-sendfile",)
@@ -51,17 +53,16 @@ _NOT_PASSED = frozenset({"status", "connection", "content-length", "transfer-enc
 
 
 # ------------------------------------------------------------------ environment
-_env_names: dict[str, str] = {}
+class ServerVariables:
+    """The variables that depend on the listener and the client alone (SERVER_SOFTWARE
+    to REMOTE_PORT): the same for every request of a connection, so made once per set
+    of values they come from and kept with their encodings (PairEncoder.environment)."""
 
+    __slots__ = ("pairs", "encoded")
 
-def _env_name(header: str) -> str:
-    """HTTP_ + the header name: letters upper-cased, digits kept, all else `_`."""
-    name = _env_names.get(header)
-    if name is None:
-        if len(_env_names) >= 1024:
-            _env_names.clear()
-        name = _env_names[header] = "HTTP_" + env_variable(header)
-    return name
+    def __init__(self, pairs: dict[str, str]) -> None:
+        self.pairs = pairs
+        self.encoded: dict[PairEncoder, bytes] = {}
 
 
 class PairEncoder:
@@ -77,6 +78,21 @@ class PairEncoder:
     def __init__(self, encode: Callable[[bytes, bytes], bytes]) -> None:
         self.encode = encode                  # (name, value) as bytes -> the pair's bytes
         self.known: dict[tuple[str, str], bytes] = {}
+
+    def environment(self, request: "Request", host: "HostSpec | None",
+                    authorizer: bool) -> bytes:
+        """The block of cgi_environment(request, host, authorizer), built without its
+        dictionary unless modules set variables of their own (which may replace any
+        other): the request's variables, the connection's (encoded once), the
+        headers'."""
+        if request.env:
+            return self.block(cgi_environment(request, host, authorizer))
+        server = server_variables(request)
+        encoded = server.encoded.get(self)
+        if encoded is None:
+            encoded = server.encoded[self] = self.block(server.pairs)
+        return b"".join((self.block(request_variables(request, host, authorizer)), encoded,
+                         self.block(header_variables(request.headers))))
 
     def block(self, env: dict[str, str]) -> bytes:
         """Every variable of `env` encoded, in order; ValueError (from `encode`) for a
@@ -116,26 +132,28 @@ def cgi_environment(request: "Request", host: "HostSpec | None" = None,
     Location) led here.  `host`: a FastCGI or SCGI backend, whose `docroot` (a remote
     server's document root), `strip-request-uri` and `broken-scriptfilename` apply;
     an `authorizer` gets neither CONTENT_LENGTH nor the script's names."""
-    values = request.settings.values
+    env = request_variables(request, host, authorizer)
+    env.update(server_variables(request).pairs)
+    env.update(header_variables(request.headers))
+    if request.env:
+        env.update(request.env)
+    return env
+
+
+def request_variables(request: "Request", host: "HostSpec | None",
+                      authorizer: bool) -> dict[str, str]:
+    """CONTENT_LENGTH to SERVER_PROTOCOL: what the request itself says."""
     env = {} if authorizer else {"CONTENT_LENGTH": str(max(request_body_length(request), 0))}
     env["QUERY_STRING"] = request.uri_query
     target = request.target_orig
-    env["REQUEST_URI"] = _stripped_uri(target, host.strip_request_uri if host else "")
+    strip = host.strip_request_uri if host is not None else ""
+    env["REQUEST_URI"] = _stripped_uri(target, strip) if strip else target
     if request.target != target:
         env["REDIRECT_URI"] = request.target
-    env["REDIRECT_STATUS"] = str(request.error_origin[0] if request.error_origin else 200)
+    env["REDIRECT_STATUS"] = str(request.error_origin[0]) if request.error_origin else "200"
     _add_script_paths(env, request, host, authorizer)
     env["REQUEST_METHOD"] = request.method
     env["SERVER_PROTOCOL"] = "HTTP/" + request.version
-    env["SERVER_SOFTWARE"] = values["server.tag"]
-    env["GATEWAY_INTERFACE"] = "CGI/1.1"
-    env["REQUEST_SCHEME"] = request.scheme
-    if request.scheme == "https":
-        env["HTTPS"] = "on"
-    _add_socket_names(env, request, values["server.name"])
-    _add_request_headers(env, request.headers.items())
-    if request.env:
-        env.update(request.env)
     return env
 
 
@@ -176,19 +194,43 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
-def _add_socket_names(env: dict[str, str], request: "Request", server_name: str) -> None:
-    """SERVER_PORT, SERVER_ADDR, SERVER_NAME, REMOTE_ADDR, REMOTE_PORT."""
+_server_variables: dict[tuple[str, ...], ServerVariables] = {}
+
+
+def server_variables(request: "Request") -> ServerVariables:
+    """SERVER_SOFTWARE, GATEWAY_INTERFACE, REQUEST_SCHEME, HTTPS, SERVER_PORT,
+    SERVER_ADDR, SERVER_NAME, REMOTE_ADDR and REMOTE_PORT of the request, kept by the
+    values they come from (bounded: forgotten whole past MAX_REMEMBERED)."""
+    values = request.settings.values
     spec = request.socket_spec
-    unix = spec.startswith("/")
-    host, _, port = ("", "", "0") if unix else spec.rpartition(":")
-    env["SERVER_PORT"] = port or "0"
-    address = host
-    if not unix and host in _WILDCARD_HOSTS:
-        address = request.local_address
+    if spec.startswith("/"):
+        address, port = "", "0"
+    else:
+        address, _, port = spec.rpartition(":")
+        if address in _WILDCARD_HOSTS:
+            address = request.local_address     # which address of the wildcard's
+    key = (values["server.tag"], request.scheme, port or "0", address,
+           values["server.name"] or request.host, request.remote_ip,
+           str(request.remote_port))
+    found = _server_variables.get(key)
+    if found is None:
+        if len(_server_variables) >= MAX_REMEMBERED:
+            _server_variables.clear()
+        found = _server_variables[key] = ServerVariables(_server_pairs(*key))
+    return found
+
+
+def _server_pairs(tag: str, scheme: str, port: str, address: str, server_name: str,
+                  remote_ip: str, remote_port: str) -> dict[str, str]:
+    env = {"SERVER_SOFTWARE": tag, "GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_SCHEME": scheme}
+    if scheme == "https":
+        env["HTTPS"] = "on"
+    env["SERVER_PORT"] = port
     env["SERVER_ADDR"] = address
-    env["SERVER_NAME"] = _without_port(server_name or request.host) or address
-    env["REMOTE_ADDR"] = request.remote_ip
-    env["REMOTE_PORT"] = str(request.remote_port)
+    env["SERVER_NAME"] = _without_port(server_name) or address
+    env["REMOTE_ADDR"] = remote_ip
+    env["REMOTE_PORT"] = remote_port
+    return env
 
 
 def _without_port(authority: str) -> str:
@@ -198,17 +240,34 @@ def _without_port(authority: str) -> str:
     return authority.partition(":")[0]
 
 
-def _add_request_headers(env: dict[str, str], headers: Iterable[tuple[str, str]]) -> None:
-    """HTTP_* for each request header with a value; Content-Type is CONTENT_TYPE, and
-    Proxy is never passed (httpoxy: HTTP_PROXY would set the backend's proxy)."""
-    for name, value in headers:
-        if not value:
-            continue
-        lower = name.lower()
-        if lower == "proxy":
-            continue
-        env["CONTENT_TYPE" if lower == "content-type" else _env_name(name)] = value
+# A request header's variable by its name: HTTP_ + the name, CONTENT_TYPE for
+# Content-Type, "" for Proxy (never passed: httpoxy, HTTP_PROXY would set the
+# backend's proxy).  Bounded: forgotten whole past MAX_REMEMBERED names.
+_header_variables: dict[str, str] = {}
 
+
+def header_variables(headers: dict[str, str]) -> dict[str, str]:
+    """The variables of the request headers that have a value."""
+    env = {}
+    known = _header_variables
+    for name, value in headers.items():
+        if value:
+            variable = known.get(name)
+            if variable is None:
+                variable = _header_variable(name)
+            if variable:
+                env[variable] = value
+    return env
+
+
+def _header_variable(name: str) -> str:
+    lower = name.lower()
+    variable = "CONTENT_TYPE" if lower == "content-type" else \
+        "" if lower == "proxy" else "HTTP_" + env_variable(name)
+    if len(_header_variables) >= MAX_REMEMBERED:
+        _header_variables.clear()
+    _header_variables[name] = variable
+    return variable
 
 # ---------------------------------------------------------------- response head
 class ResponseHead:
@@ -235,6 +294,16 @@ class ResponseHead:
         self.error = 0
         self.reason = ""
         self.sendfile = False         # an X-Sendfile header was read (worth looking for)
+
+    def copy(self) -> "ResponseHead":
+        """The same head, its own to change (its headers a list of their own)."""
+        head = ResponseHead(self.status, self.rest)
+        head.headers = list(self.headers)
+        head.status_given, head.fields, head.location, head.content_length = \
+            self.status_given, self.fields, self.location, self.content_length
+        head.chunked, head.close, head.error, head.reason, head.sendfile = \
+            self.chunked, self.close, self.error, self.reason, self.sendfile
+        return head
 
     def get(self, lower_name: str) -> str | None:
         for name, value in self.headers:
@@ -295,9 +364,27 @@ class HeadReader:
         if end is None or end.end() > MAX_HEAD:
             return _failed_head("response headers too large") \
                 if len(buffer) > MAX_HEAD else None
-        head = parse_head(buffer[:end.end()], nph)
+        head = known_head(buffer[:end.end()], nph)
         head.rest = buffer[end.end():]
         return head
+
+
+_known_heads: dict[bytes, ResponseHead] = {}
+
+
+def known_head(block: bytes, nph: bool) -> ResponseHead:
+    """parse_head, remembered per head of at most MAX_KNOWN_HEAD bytes: an application
+    sends the same few heads again and again (bounded: forgotten whole past
+    MAX_REMEMBERED heads).  A copy: its reader may change it."""
+    known = _known_heads.get(block)
+    if known is not None:
+        return known.copy()
+    head = parse_head(block, nph)
+    if len(block) <= MAX_KNOWN_HEAD:
+        if len(_known_heads) >= MAX_REMEMBERED:
+            _known_heads.clear()
+        _known_heads[block] = head.copy()
+    return head
 
 
 def parse_head(block: bytes, nph: bool = False) -> ResponseHead:

@@ -31,9 +31,9 @@ from shared.config.directives import DirectiveValueError
 from shared.gateway_hosts import Extension
 
 from .backend import Backend
-from .gateway import (XSENDFILE_FASTCGI, AnswerBody, HeadReader, ResponseHead,
-                      cgi_environment, discard_answer, env_variable, request_body_length,
-                      sendfile_docroots, sendfile_header, x_sendfile)
+from .gateway import (XSENDFILE_FASTCGI, AnswerBody, HeadReader, PairEncoder, ResponseHead,
+                      discard_answer, env_variable, request_body_length, sendfile_docroots,
+                      sendfile_header, x_sendfile)
 from .gw_exchange import Exchange, GatewayModule
 from .module import COMEBACK, HandlerResult
 from .request import Request
@@ -63,14 +63,15 @@ class CgiExchange(Exchange):
         # what else the backend sends is dropped
         self.decided: int | None = None
 
-    def environment(self) -> dict[str, str] | None:
-        """The backend's variables; None for a body still arriving without a length
-        (it has no CONTENT_LENGTH to give: the caller answers 411, as mod_cgi)."""
+    def environment(self, encoder: PairEncoder) -> bytes | None:
+        """The backend's variables as the protocol's `encoder` encodes them; None for a
+        body still arriving without a length (it has no CONTENT_LENGTH to give: the
+        caller answers 411, as mod_cgi)."""
         request = self.request
         if not self.authorizer and request_body_length(request) < 0:
             request.keep_alive = False       # the rest of its body is never read
             return None
-        return cgi_environment(request, self.backend.spec, self.authorizer)
+        return encoder.environment(request, self.backend.spec, self.authorizer)
 
     def output(self, data: bytes) -> HandlerResult:
         """Bytes of the backend's CGI answer; a result when the exchange failed."""

@@ -230,3 +230,39 @@ def test_x_sendfile2_refusals(tmp_path, value, status):
     assert x_sendfile(request, head, sendfile_header(head, XSENDFILE_FASTCGI),
                       (f"{tmp_path}/",)) == status
     request.response.reset_body()
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"headers": {"content-type": "text/plain", "proxy": "evil", "x-a": "1", "x_a": "2",
+                 "empty": ""}},
+    {"env": {"REMOTE_USER": "ann", "SERVER_NAME": "set", "HTTP_X_A": "over"},
+     "headers": {"x-a": "1"}},
+    {"scheme": "https", "socket_spec": "/run/web.sock", "target_orig": "/a?b"},
+    {"remote_port": 40124, "local_address": "192.0.2.2"},
+    {"socket_spec": "192.0.2.9:81", "host": "[::1]:8080"},
+])
+def test_the_encoded_environment_is_the_dictionarys(fields):
+    """PairEncoder.environment builds the block in parts, the connection's kept: the
+    same bytes as the dictionary's, whatever the request (variables a module set
+    replace others in place; two headers of one variable give one, the later value)."""
+    from worker.fastcgi import PAIRS
+    request = _request(**fields)
+    for _ in range(2):                   # made, then remembered
+        assert PAIRS.environment(request, None, False) == PAIRS.block(cgi_environment(request))
+    env = cgi_environment(request)
+    assert env["REMOTE_PORT"] == str(request.remote_port)
+    assert env["SERVER_ADDR"] == {"/run/web.sock": "", "192.0.2.9:81": "192.0.2.9"}.get(
+        request.socket_spec, request.local_address)
+
+
+def test_a_remembered_head_is_the_readers_own():
+    """Heads are parsed once and remembered: what one reader changes in its head (a
+    header removed, a tunnel's framing) is not in the next reader's."""
+    data = b"Status: 200\r\nX-Sendfile: /a\r\nContent-Length: 5\r\n\r\n"
+    first = read(data + b"body1")
+    first.remove("x-sendfile")
+    first.content_length = -1
+    second = read(data + b"body2")
+    assert second.headers == [("X-Sendfile", "/a")] and second.content_length == 5
+    assert (first.rest, second.rest) == (b"body1", b"body2")

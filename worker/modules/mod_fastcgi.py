@@ -80,8 +80,8 @@ class FastCgiExchange(CgiExchange):
         self.asking: Backend | None = None    # the backend asked its capacity
 
     def prepare(self) -> HandlerResult:
-        env = self.environment()
-        if env is None:
+        block = self.environment(fastcgi.PAIRS)
+        if block is None:
             return self.error(411, "")
         self.forget_question()
         backend = self.backend
@@ -92,7 +92,7 @@ class FastCgiExchange(CgiExchange):
         self.asking = backend if ask else None
         self.keep_alive = keep_conn
         self.records = fastcgi.RecordReader()
-        head = BEGIN[self.authorizer, keep_conn] + fastcgi.params(REQUEST_ID, env)
+        head = BEGIN[self.authorizer, keep_conn] + fastcgi.params_records(REQUEST_ID, block)
         if ask:
             head = ASK_CAPACITY + head
         if self.authorizer:

@@ -74,16 +74,25 @@ _SCGI_MARK = _scgi_pair(b"SCGI", b"1")
 
 def scgi_request(env: dict[str, str]) -> bytes:
     """The SCGI header netstring (CONTENT_LENGTH is first in `env`)."""
-    block = _SCGI_PAIRS.block(env) + _SCGI_MARK
+    return scgi_head(_SCGI_PAIRS.block(env))
+
+
+def scgi_head(block: bytes) -> bytes:
+    """The SCGI header netstring of encoded variables (CONTENT_LENGTH first)."""
+    block += _SCGI_MARK
     return b"%d:%s," % (len(block), block)
 
 
 def uwsgi_request(env: dict[str, str]) -> bytes | None:
     """The uwsgi packet header and variables; None when they exceed 64 KiB."""
     try:
-        block = _UWSGI_PAIRS.block(env)
+        return uwsgi_head(_UWSGI_PAIRS.block(env))
     except ValueError:
         return None
+
+
+def uwsgi_head(block: bytes) -> bytes | None:
+    """The uwsgi packet header and encoded variables; None past 64 KiB."""
     if len(block) > UWSGI_MAX:
         return None
     return b"\0" + _UWSGI_LENGTH.pack(len(block)) + b"\0" + block
@@ -95,16 +104,17 @@ class ScgiExchange(CgiExchange):
     __slots__ = ()
 
     def prepare(self) -> HandlerResult:
-        env = self.environment()
-        if env is None:
+        uwsgi = self.request.settings.values["scgi.protocol"] == "uwsgi"
+        try:
+            block = self.environment(_UWSGI_PAIRS if uwsgi else _SCGI_PAIRS)
+            head = None if block is None else uwsgi_head(block) if uwsgi else scgi_head(block)
+        except ValueError:                    # a uwsgi variable of more than 64 KiB
+            block, head = b"", None
+        if block is None:
             return self.error(411, "")
-        if self.request.settings.values["scgi.protocol"] == "uwsgi":
-            head = uwsgi_request(env)
-            if head is None:
-                self.module.log(f"uwsgi request variables too long for {self.request.uri_path}")
-                return self.error(431, "")
-        else:
-            head = scgi_request(env)
+        if head is None:
+            self.module.log(f"uwsgi request variables too long for {self.request.uri_path}")
+            return self.error(431, "")
         if self.authorizer:
             self.outgoing = memoryview(head)   # the body stays for the responder
         else:
