@@ -28,10 +28,15 @@ Static files with `deflate.cache-dir`: the compressed file is kept at
 `<cache-dir><physical path>-<etag>-<coding>` (lighttpd's name), written to a temp file
 beside it and renamed, so a reader never sees half a file; a changed file has another
 ETag, hence another name, and is compressed again.  It is then sent with sendfile, or
-from memory when small.  A cache dir that refuses files is logged once per worker and
-the answers are compressed in memory.  A static file's compressed answer held in
-memory is a snapshot like a small file's own bytes: the answer cache may replay it
-for the rest of the second (Accept-Encoding is part of its key).
+from memory up to SPILL_AT (the size an answer compressed in memory may have).  A
+cache dir that refuses files is logged once per worker and the answers are compressed
+in memory.  A static file's compressed answer held in memory is a snapshot like a
+small file's own bytes: the answer cache may replay it for the rest of the second
+(Accept-Encoding is part of its key), and each worker keeps it for the rest of the
+second (KeptVariants) for the requests the answer cache does not replay (another
+query string, other headers), with or without a cache dir: a static file is read from
+the cache dir, or compressed, once per second at most, and a change to it is seen
+within the second, as the stat cache sees it.
 
 A body is compressed in `deflate.work-block-size` KiB steps, never read whole: the
 output stays in memory up to SPILL_AT, then goes to an unlinked file in
@@ -81,6 +86,10 @@ _NO_ENTITY = frozenset({100, 101, 204, 205})
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # the file names nginx's gzip_static and brotli_static look for, by coding
 SIBLING_SUFFIXES = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip": ".gz"}
+# what a compressed answer drops of the identity's headers (the ETag unless it is odd)
+_CODED_REPLACES = frozenset({"etag", "content-encoding", "accept-ranges"})
+_CODED_REPLACES_BUT_ETAG = frozenset({"content-encoding", "accept-ranges"})
+MAX_CODINGS = 256         # distinct Accept-Encoding values whose coding is remembered
 
 
 def _available(groups: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
@@ -205,8 +214,14 @@ def add_vary(response: Response) -> None:
         response.set_header("Vary", vary + ",Accept-Encoding")
 
 
-def no_transform(response: Response) -> bool:
-    control = response.get_header("Cache-Control")
+def header_fields(response: Response) -> dict[str, str]:
+    """The answer's headers by lower-case name (the first of a repeated one): read
+    once rather than searched for each name."""
+    return {name.lower(): value for name, value in reversed(response.headers)}
+
+
+def no_transform(fields: dict[str, str]) -> bool:
+    control = fields.get("cache-control")
     return control is not None and "no-transform" in control.lower()
 
 
@@ -314,6 +329,45 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
     response.replayable = replayable and not response.files and len(response.body) <= 1
 
 
+class KeptVariants:
+    """The compressed variants of whole static files made this second and held in
+    memory, by what decides their bytes (VariantKey); emptied once a second, and
+    when they would hold more than MAX_BYTES."""
+
+    MAX_BYTES = 8 << 20
+
+    __slots__ = ("entries", "size")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, bytes] = {}
+        self.size = 0
+
+    def get(self, key: tuple) -> bytes | None:
+        return self.entries.get(key)
+
+    def put(self, key: tuple, parts: list) -> None:
+        """Keep `parts` if they are one part in memory."""
+        if len(parts) != 1 or type(parts[0]) is not bytes:
+            return
+        if self.size + len(parts[0]) > self.MAX_BYTES:
+            self.clear()
+        self.entries[key] = parts[0]
+        self.size += len(parts[0])
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+
+def variant_key(request: Request, label: str, etag: str, size: int) -> tuple:
+    """What decides a static file's compressed bytes: the file (its path, ETag and
+    size), the coding and its settings, and the cache dir they may come from."""
+    values = request.settings.values
+    return (request.physical_path, etag, size, label, values["deflate.cache-dir"],
+            values["deflate.compression-level"], values["deflate.params"],
+            _is_text(request.response))
+
+
 class _Source:
     """What is compressed: the answer's own body, or for a static 206 the whole file
     reopened (lighttpd compresses the whole entity and ignores Range)."""
@@ -357,6 +411,10 @@ class Module(BaseModule):
         super().__init__(config, services)
         self.loadavg = 0.0
         self.reported: set[str] = set()
+        self.kept = KeptVariants()
+        # (Accept-Encoding, deflate.allowed-encodings) -> the coding: clients send a
+        # handful of distinct values, each read once
+        self.codings: dict[tuple[str, tuple], str | None] = {}
 
     @classmethod
     def prepare(cls, tree: Any, checked: Any, compiled: Any) -> None:
@@ -377,6 +435,7 @@ class Module(BaseModule):
 
     def handle_trigger(self, now: float) -> None:
         self.loadavg = os.getloadavg()[0]
+        self.kept.clear()
 
     def _log_once(self, key: str, message: str) -> None:
         """A problem of the disk is logged once by each worker, not with every answer
@@ -396,9 +455,10 @@ class Module(BaseModule):
         response = request.response
         status = response.status or 200       # a stream may start before its status
         if response.encoder is not None or response.started or \
-                status in _NO_ENTITY or status < 200 or \
-                response.get_header("Content-Encoding") is not None or \
-                no_transform(response):
+                status in _NO_ENTITY or status < 200:
+            return
+        fields = header_fields(response)
+        if "content-encoding" in fields or no_transform(fields):
             return
         if values["deflate.precompressed"] and serve_sibling(request):
             return
@@ -407,7 +467,7 @@ class Module(BaseModule):
         if status == 206:
             self._partial(request, prefixes)
             return
-        if not type_matches(prefixes, response.get_header("Content-Type")):
+        if not type_matches(prefixes, fields.get("content-type")):
             return
         streams = response.streaming and values["server.stream-response-body"] != 0
         if not self._size_fits(_entity_size(request, streams), values):
@@ -419,7 +479,7 @@ class Module(BaseModule):
         if streams:
             self._start_stream(request, label)
             return
-        etag = response.get_header("ETag") or ""
+        etag = fields.get("etag") or ""
         if self._not_modified(request, etag, label):
             return
         source = _Source(list(response.body), response.length)
@@ -430,10 +490,21 @@ class Module(BaseModule):
         if accept is None:
             return None
         values = request.settings.values
-        label = choose_coding(accept, values["deflate.allowed-encodings"])
+        label = self._chosen_coding(accept, values["deflate.allowed-encodings"])
         limit = values["deflate.max-loadavg"]
         if label is None or (limit and limit < self.loadavg):
             return None
+        return label
+
+    def _chosen_coding(self, accept: str, allowed: tuple[tuple[str, ...], ...]) -> str | None:
+        """choose_coding, remembered (MAX_CODINGS values at most)."""
+        key = (accept, allowed)
+        codings = self.codings
+        if key in codings:
+            return codings[key]
+        if len(codings) >= MAX_CODINGS:
+            codings.clear()
+        label = codings[key] = choose_coding(accept, allowed)
         return label
 
     @staticmethod
@@ -508,15 +579,11 @@ class Module(BaseModule):
     def _compress_whole(self, request: Request, label: str, etag: str,
                         source: _Source) -> None:
         response = request.response
-        values = request.settings.values
-        whole_file = request.handler is None and bool(etag) and \
-            self._is_whole_file(request, etag, source)
         try:
-            parts = None
-            if whole_file and values["deflate.cache-dir"] and etag.startswith('"'):
-                parts = self._from_cache(request, label, coded_etag(etag, label), source)
-            if parts is None:
-                parts = self._compressed(request, label, source)
+            if request.handler is None and etag:
+                parts, whole_file = self._file_variant(request, label, etag, source)
+            else:
+                parts, whole_file = self._compressed(request, label, source), False
         except OSError as err:
             self._log(f"compressing {request.physical_path or request.uri_path} "
                       f"failed: {err}")
@@ -528,12 +595,35 @@ class Module(BaseModule):
         set_body(response, parts, response.replayable or whole_file)
         self._label_answer(response, label, etag)
 
+    def _file_variant(self, request: Request, label: str, etag: str,
+                      source: _Source) -> tuple[list, bool]:
+        """A static answer's compressed body, and whether it is the whole file's: kept
+        this second, else from deflate.cache-dir, else compressed now."""
+        key = variant_key(request, label, etag, source.size)
+        kept = self.kept.get(key)
+        if kept is not None:
+            return [kept], True
+        if not self._is_whole_file(request, etag, source):
+            return self._compressed(request, label, source), False
+        parts = None
+        if request.settings.values["deflate.cache-dir"] and etag.startswith('"'):
+            parts = self._from_cache(request, label, coded_etag(etag, label), source)
+        if parts is None:
+            parts = self._compressed(request, label, source)
+        self.kept.put(key, parts)
+        return parts, True
+
     @staticmethod
     def _label_answer(response: Response, label: str, etag: str | None) -> None:
-        if etag and etag.endswith('"'):
-            response.set_header("ETag", coded_etag(etag, label))
-        response.set_header("Content-Encoding", label)
-        response.remove_header("Accept-Ranges")
+        """Content-Encoding and the coded ETag (when the ETag is a quoted one) in
+        place of the identity's, and no Accept-Ranges: the list rebuilt once."""
+        coded = coded_etag(etag, label) if etag and etag.endswith('"') else None
+        replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
+        headers = [field for field in response.headers if field[0].lower() not in replaced]
+        if coded:
+            headers.append(("ETag", coded))
+        headers.append(("Content-Encoding", label))
+        response.headers = headers
 
     def _compressed(self, request: Request, label: str, source: _Source) -> list:
         output = CodedOutput(self._upload_dirs(request))
@@ -581,7 +671,8 @@ def compress_source(request: Request, label: str, source: _Source, sink: Any) ->
     """Code what `source` holds into `sink.add`, in deflate.work-block-size steps."""
     values = request.settings.values
     encoder = make_encoder(label, values["deflate.compression-level"],
-                           values["deflate.params"], _is_text(request.response))
+                           values["deflate.params"], _is_text(request.response),
+                           size=source.size)
     compress_into(encoder, read_parts(source.parts, values["deflate.work-block-size"] << 10),
                   sink)
 
@@ -711,11 +802,12 @@ def cache_path(cache_dir: str, physical_path: str, coded_etag_value: str) -> str
 
 
 def _file_part(fd: int) -> list:
-    """A compressed file as a body part: read into memory when small (such an answer
-    may be kept by the answer cache), else a file range for sendfile."""
+    """A compressed file as a body part: read into memory up to SPILL_AT, as an
+    answer compressed in memory is held (the answer cache may keep it), else a file
+    range for sendfile."""
     try:
         size = os.fstat(fd).st_size
-        if size > static.SMALL_FILE:
+        if size > SPILL_AT:
             return [(fd, 0, size)]
         data = os.pread(fd, size, 0)
     except OSError:

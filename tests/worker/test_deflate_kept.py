@@ -1,0 +1,174 @@
+"""mod_deflate's work saved on repeated static files: a file is compressed (or read
+from deflate.cache-dir) once a second per worker, a compressed answer up to SPILL_AT
+goes out from memory so that the answer cache may replay it, and gzip bodies of a
+known size are coded with the smallest window that gives the same bytes.
+
+The worker runs in this process (a socketpair per exchange), so that what mod_deflate
+does can be counted; the clock is the worker's own once-a-second tick.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import zlib
+from pathlib import Path
+
+import pytest
+
+from master.configload import load
+from server_util import config_text
+from test_held_requests import exchange
+from worker import compress
+from worker.compress import gzip_window, make_encoder, parse_params
+from worker.modules import mod_deflate
+from worker.server import Server
+from worker.spool import SPILL_AT
+from worker.static import SMALL_FILE
+
+WORDS = "the of and to in is that it for on was with as by at from this be".split() + \
+    [f"w{n}" for n in range(400)]
+# prose-like html that compresses about 3:1: 100 KiB give ~35 KiB, more than a small
+# file (static.SMALL_FILE) and less than SPILL_AT
+PAGE = " ".join(random.Random(1).choices(WORDS, k=30000)).encode()[:100 * 1024]
+
+
+@pytest.fixture()
+def worker(tmp_path, monkeypatch):
+    """A worker with mod_deflate (gzip; /cached/ with a cache dir), and the counts of
+    the compressions it made, of the cache files it opened and of the ticks it had."""
+    counts = {"compressed": 0, "opened": 0, "ticks": 0}
+    compress_source = mod_deflate.compress_source
+    open_cache_file = mod_deflate._open_cache_file
+    handle_trigger = mod_deflate.Module.handle_trigger
+
+    def counted_compress(*args):
+        counts["compressed"] += 1
+        compress_source(*args)
+
+    def counted_open(path):
+        counts["opened"] += 1
+        return open_cache_file(path)
+
+    def counted_trigger(self, now):
+        counts["ticks"] += 1
+        handle_trigger(self, now)
+
+    monkeypatch.setattr(mod_deflate, "compress_source", counted_compress)
+    monkeypatch.setattr(mod_deflate, "_open_cache_file", counted_open)
+    monkeypatch.setattr(mod_deflate.Module, "handle_trigger", counted_trigger)
+    docroot = tmp_path / "www"
+    (docroot / "cached").mkdir(parents=True)
+    (docroot / "page.html").write_bytes(PAGE)
+    (docroot / "cached" / "page.html").write_bytes(PAGE)
+    conf = tmp_path / "kept.conf"
+    conf.write_text(config_text(docroot, f"""
+deflate.mimetypes = ("text/")
+deflate.allowed-encodings = ("gzip")
+$HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{tmp_path}/cache/" }}
+""", modules=("mod_deflate", "mod_staticfile")))
+    server = Server(load(str(conf)), [])
+    try:
+        yield server, counts, tmp_path
+    finally:
+        server.close_all()
+        server.loop.close()
+
+
+def _answers(server: Server, targets: list[str]) -> list[tuple[bytes, bytes]]:
+    """(head, body) of each gzip answer, the requests pipelined on one connection."""
+    data = "".join(f"GET {target} HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n"
+                   f"{'Connection: close' if n == len(targets) - 1 else ''}\r\n\r\n"
+                   for n, target in enumerate(targets)).encode()
+    received = exchange(server, data)
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        answers.append((head, rest[:length]))
+        received = rest[length:]
+    return answers
+
+
+@pytest.mark.parametrize("path", ["/page.html", "/cached/page.html"])
+def test_a_file_is_compressed_once_a_second_whatever_the_query(worker, path):
+    server, counts, _ = worker
+    answers = _answers(server, [f"{path}?{n}" for n in range(8)])
+    assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 8
+    assert all(b"\r\nContent-Encoding: gzip\r\n" in head for head, _ in answers)
+    assert len({body for _, body in answers}) == 1
+    assert counts["compressed"] <= 1 + counts["ticks"]
+    assert counts["opened"] <= (1 + counts["ticks"] if path.startswith("/cached/") else 0)
+
+
+def test_the_kept_variants_are_dropped_with_each_tick(worker):
+    server, counts, _ = worker
+    _answers(server, ["/page.html?a"])
+    server.pipeline.trigger(server.loop.now)
+    _answers(server, ["/page.html?b"])
+    assert counts["compressed"] == 2
+
+
+def test_a_cache_dir_answer_within_spill_at_is_replayed_by_the_answer_cache(worker):
+    """The compressed file (~35 KiB: more than a small file's 16) goes out from memory,
+    so the third identical request is answered from the answer cache."""
+    server, _, base = worker
+    answers = _answers(server, ["/cached/page.html"] * 3)
+    kept = [answer.body for answer in server.pipeline.answers.entries.values()]
+    assert len(kept) == 1 and SMALL_FILE < len(kept[0]) <= SPILL_AT
+    cached = [path for path in (base / "cache").rglob("*") if path.is_file()]
+    assert [Path(cached[0]).read_bytes()] == kept == [answers[0][1]]
+    assert {body for _, body in answers} == set(kept)
+
+
+def test_a_file_changed_after_a_tick_is_compressed_anew(worker):
+    server, _, tmp_path = worker
+    changed = PAGE.replace(b" the ", b" THE ")
+    first = _answers(server, ["/page.html?a"])[0][1]
+    (tmp_path / "www" / "page.html").write_bytes(changed)
+    os.utime(tmp_path / "www" / "page.html", (1, 1))     # another ETag for sure
+    server.pipeline.trigger(server.loop.now)
+    second = _answers(server, ["/page.html?b"])[0][1]
+    assert (gzip.decompress(first), gzip.decompress(second)) == (PAGE, changed)
+
+
+def test_many_accept_encoding_values_are_remembered_within_a_bound(worker):
+    server, _, _ = worker
+    module = next(m for m in server.pipeline.modules if isinstance(m, mod_deflate.Module))
+    allowed = mod_deflate.parse_allowed(("gzip",))
+    for n in range(mod_deflate.MAX_CODINGS * 2 + 1):
+        assert module._chosen_coding(f"gzip;q=0.{n % 9 + 1}, br{n}", allowed) == "gzip"
+    assert 0 < len(module.codings) <= mod_deflate.MAX_CODINGS
+
+
+# ------------------------------------------------------------ the gzip window
+def test_the_gzip_window_is_the_smallest_that_reaches_the_whole_body():
+    assert [gzip_window(15, size) for size in (0, 250, 1024, 1786, 1787, 32506)] == \
+        [9, 9, 11, 11, 12, 15]
+    assert (gzip_window(15, None), gzip_window(15, 10 ** 6), gzip_window(10, 5000)) == \
+        (15, 15, 10)
+
+
+@pytest.mark.skipif("zlib-ng" in zlib.ZLIB_RUNTIME_VERSION,
+                    reason="zlib-ng keeps the configured window")
+def test_a_gzip_body_of_known_size_gets_the_same_bytes_with_its_smaller_window():
+    rng = random.Random(5)
+    text = " ".join(rng.choices(WORDS, k=8000)).encode()
+    bodies = [text[:size] for size in (0, 1, 249, 250, 1024, 1786, 1787, 4000, 30000)]
+    bodies += [os.urandom(3000), b"abcabcabd" * 400]
+    for level in (-1, 1, 4, 9):
+        params = parse_params(())
+        for body in bodies:
+            fitted = make_encoder("gzip", level, params, True, size=len(body))
+            full = make_encoder("gzip", level, params, True)
+            assert fitted.encode(body) + fitted.finish() == \
+                full.encode(body) + full.finish(), (level, len(body))
+    assert compress.gzip_window(15, 1024) < 15
+
+
+def test_the_deflate_coding_keeps_its_window_which_its_header_names():
+    body = PAGE[:1000]
+    coder = make_encoder("deflate", -1, parse_params(()), True, size=len(body))
+    coded = coder.encode(body) + coder.finish()
+    assert coded[0] >> 4 == 7 and zlib.decompress(coded) == body       # 32 KiB window
