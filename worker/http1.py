@@ -114,7 +114,7 @@ class Http1Parser:
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
-                 "held_back", "tunnelled", "body_left", "dechunker")
+                 "held_back", "tunnelled", "body_left", "dechunker", "fields")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -139,6 +139,7 @@ class Http1Parser:
         # the head of such a request): bytes still to come, or its chunked decoder
         self.body_left = 0
         self.dechunker: Dechunker | None = None
+        self.fields: list[tuple[bytes, bytes]] = []   # the current head's, as parsed
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -154,6 +155,7 @@ class Http1Parser:
         self.url = b""
         self.header_phase = True
         self.raw_header_bytes = 0
+        self.fields = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -167,34 +169,43 @@ class Http1Parser:
             self._abort(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self.current
-        assert request is not None
-        request.header_bytes += len(name) + len(value) + 4
+        self.fields.append((name, value))     # taken in bulk when the head is in
+
+    def _take_fields(self, request: Request) -> None:
+        """The head's fields into `request.headers` (lowercase names, repeats joined
+        with ", ", or "; " for Cookie; a second Host or Content-Length refused) and
+        `request.header_list` (names as sent), trailing whitespace trimmed."""
+        fields = self.fields
+        self.fields = []
+        request.header_bytes += sum([len(name) + len(value) + 4 for name, value in fields])
         if request.header_bytes > self.header_limit:
             self._abort(431)
-        names = _header_names.get(name)
-        if names is None:
-            names = header_name(name)
-        raw_name, key = names
-        if value[-1:] in _OWS:          # the field value ends before trailing OWS
-            value = value.rstrip(b" \t")
-        text = value.decode("latin-1")
-        request.header_list.append((raw_name, text))
+        header_list = request.header_list
         headers = request.headers
-        if key in headers:
-            if key == "host" or key == "content-length":
-                self._abort(400)
-            text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
-        headers[key] = text
+        for name, value in fields:
+            names = _header_names.get(name)
+            if names is None:
+                names = header_name(name)
+            if value[-1:] in _OWS:          # the field value ends before trailing OWS
+                value = value.rstrip(b" \t")
+            text = value.decode("latin-1")
+            header_list.append((names[0], text))
+            key = names[1]
+            if key in headers:
+                if key == "host" or key == "content-length":
+                    self._abort(400)
+                text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
+            headers[key] = text
 
     def _abort(self, status: int) -> None:
         self.error_status = status
         raise _Abort(status)
 
     def on_headers_complete(self) -> None:
-        self.header_phase = False
         request = self.current
         assert request is not None
+        self._take_fields(request)
+        self.header_phase = False
         try:
             has_body = self._start_request(request)
         except BadRequest as err:

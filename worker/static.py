@@ -21,6 +21,7 @@ import errno
 import os
 import stat as stat_module
 import struct
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .chunkqueue import SharedFd
@@ -375,12 +376,17 @@ class SmallFiles:
     """Contents of small files, valid while the stat cache reports the same inode, size
     and mtime: a hot small file costs no open/fstat/pread/close per request.  Staleness
     is the stat cache's (at most a second with "simple", as in lighttpd), and body and
-    headers always come from the same snapshot, so lengths always agree."""
+    headers always come from the same snapshot, so lengths always agree.
 
-    MAX_BYTES = 16 * 1024 * 1024
+    The budget holds a site of about 10,000 small files per worker (images, icons,
+    scripts of a few KiB): a budget below the working set of a site whose requests
+    spread over it would be emptied and refilled all the time, paying the reads and
+    the keeping too."""
+
+    MAX_BYTES = 64 * 1024 * 1024
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[os.stat_result, bytes]] = {}
+        self.entries: OrderedDict[str, tuple[os.stat_result, bytes]] = OrderedDict()
         self.size = 0
 
     def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, bytes] | None:
@@ -394,13 +400,18 @@ class SmallFiles:
         return entry
 
     def put(self, path: str, st: os.stat_result, data: bytes) -> None:
-        if self.size + len(data) > self.MAX_BYTES:
-            self.entries.clear()
-            self.size = 0
-        old = self.entries.get(path)
-        self.size += len(data) - (len(old[1]) if old else 0)
-        self.entries[path] = (st, data)
-
+        """Keep `data`, dropping the oldest kept files while over the budget (what a
+        site asks for most was read again lately: it stays)."""
+        if len(data) > self.MAX_BYTES:
+            return
+        entries = self.entries
+        old = entries.pop(path, None)
+        if old is not None:
+            self.size -= len(old[1])
+        self.size += len(data)
+        while self.size > self.MAX_BYTES:
+            self.size -= len(entries.popitem(last=False)[1][1])
+        entries[path] = (st, data)
 
 SMALL_FILES = SmallFiles()
 
@@ -493,16 +504,39 @@ def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
             os.close(fd)
 
 
+# path -> (settings values, inode, size, mtime ns, ETag, Content-Type, header fields)
+_file_fields: dict[str, tuple] = {}
+_FILE_FIELDS_MAX = 16384
+
+
+def file_fields(path: str, st: os.stat_result, values: dict,
+                content_type: str | None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """(ETag, Content-Type, the fields naming them and Last-Modified) of the file:
+    computed once per file version and settings, since every answer for it carries
+    them (an xattr type, or one the caller chose, is looked up each time)."""
+    entry = _file_fields.get(path)
+    if entry is not None and entry[0] is values and entry[1] == st.st_ino and \
+            entry[2] == st.st_size and entry[3] == st.st_mtime_ns and content_type is None:
+        return entry[4], entry[5], entry[6]
+    etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
+    by_xattr = content_type is not None or values["mimetype.use-xattr"]
+    content_type = content_type or content_type_for(values, path)
+    fields = (("Content-Type", content_type),) + ((("ETag", etag),) if etag else ()) + \
+        (("Last-Modified", last_modified(st.st_mtime)),)
+    if not by_xattr:
+        if len(_file_fields) >= _FILE_FIELDS_MAX:
+            _file_fields.clear()
+        _file_fields[path] = (values, st.st_ino, st.st_size, st.st_mtime_ns, etag,
+                              content_type, fields)
+    return etag, content_type, fields
+
+
 def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
              data: bytes | None, content_type: str | None, values: dict) -> int:
     response = request.response
     mtime = st.st_mtime
-    etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
-    content_type = content_type or content_type_for(values, path)
-    response.add_header("Content-Type", content_type)
-    if etag:
-        response.add_header("ETag", etag)
-    response.add_header("Last-Modified", last_modified(mtime))
+    etag, content_type, fields = file_fields(path, st, values, content_type)
+    response.headers += fields
     status = check_preconditions(request, etag, mtime)
     if status:
         response.replayable = status == 304     # the validators are part of the key
