@@ -119,7 +119,8 @@ def one_round(server: Server, clients: list[socket.socket], requests: Requests) 
         start = time.thread_time()
         server.loop.run_once(0.0)
         spent += time.thread_time() - start
-        if all(c.requests_done == done and not c.out.chunks for c, done in expected.items()):
+        if all(c.requests_done == done and c.held is None and not c.out.chunks
+               for c, done in expected.items()):     # a held request is counted already
             break
     for client in clients:
         client.recv(1 << 20)
