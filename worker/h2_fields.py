@@ -1,0 +1,116 @@
+"""The checks RFC 9113 asks of a received field block (8.2, 8.3), made by the session
+in place of the h2 library's inbound validation.
+
+The library checks each field through a chain of seven generators, byte by byte in
+Python: a tenth of an HTTP/2 request's cost.  The same rules are checked here once
+per field with a regular expression, and a field already found valid (the same
+User-Agent, Accept, ... on every request of a client) is a set lookup.  What is
+refused is what the library refused, and a violation ends the connection the same
+way (GOAWAY PROTOCOL_ERROR, the session's answer to the library's ProtocolError):
+- a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
+  its first byte; a value with NUL, CR or LF, or starting or ending with a space or
+  tab;
+- connection-specific fields (Connection, Keep-Alive, Proxy-Connection,
+  Transfer-Encoding, Upgrade), TE other than "trailers";
+- pseudo-fields: unknown ones (":status" in a request), repeated, after a regular
+  field, any in trailers; a request without :method, or (but for CONNECT) without
+  :scheme and :path, or with an empty :path; an ordinary CONNECT with :scheme or
+  :path; :protocol without CONNECT;
+- a request with neither :authority nor Host, with two Hosts, or with both and
+  differing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from h2.exceptions import ProtocolError
+
+_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                                  b"transfer-encoding", b"upgrade"})
+_REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+VALID_KEPT = 4096                      # fields remembered as valid, per worker ...
+VALID_KEPT_SIZE = 256                  # ... each this long at most
+_valid: set[tuple[bytes, bytes]] = set()
+
+
+def check_request(fields: list[tuple[bytes, bytes]]) -> None:
+    """Raises ProtocolError when the request's field block breaks a rule above."""
+    pseudo: dict[bytes, bytes] = {}
+    regular_seen = False
+    hosts = []
+    for field in fields:
+        name = field[0]
+        if name[:1] == b":":
+            if regular_seen:
+                raise ProtocolError(f"pseudo-field {name!r} after a regular field")
+            if name not in _REQUEST_PSEUDO:
+                raise ProtocolError(f"pseudo-field {name!r} in a request")
+            if name in pseudo:
+                raise ProtocolError(f"repeated pseudo-field {name!r}")
+            _check_value(field[1])
+            pseudo[name] = field[1]
+            continue
+        regular_seen = True
+        if field not in _valid:
+            _check_regular(field)
+        if name == b"host":
+            hosts.append(field[1])
+    _check_pseudo(pseudo)
+    _check_host(pseudo.get(b":authority"), hosts)
+
+
+def check_trailers(fields: list[tuple[bytes, bytes]]) -> None:
+    """Raises ProtocolError when trailer fields break a rule above."""
+    for field in fields:
+        if field[0][:1] == b":":
+            raise ProtocolError(f"pseudo-field {field[0]!r} in trailers")
+        if field not in _valid:
+            _check_regular(field)
+
+
+def _check_regular(field: tuple[bytes, bytes]) -> None:
+    name, value = field
+    if not _NAME.fullmatch(name):
+        raise ProtocolError(f"field name {name!r} not allowed")
+    if name in _CONNECTION_SPECIFIC:
+        raise ProtocolError(f"connection-specific field {name!r}")
+    if name == b"te" and value.lower() != b"trailers":
+        raise ProtocolError(f"TE {value!r}")
+    _check_value(value)
+    if len(name) + len(value) <= VALID_KEPT_SIZE:
+        if len(_valid) >= VALID_KEPT:       # fields seen once do not hold the set
+            _valid.clear()
+        _valid.add(field)
+
+
+def _check_value(value: bytes) -> None:
+    if _BAD_VALUE.search(value):
+        raise ProtocolError(f"field value {value[:64]!r} not allowed")
+
+
+def _check_pseudo(pseudo: dict[bytes, bytes]) -> None:
+    method = pseudo.get(b":method")
+    if method is None:
+        raise ProtocolError("request without :method")
+    if method == b"CONNECT" and b":protocol" not in pseudo:
+        if b":scheme" in pseudo or b":path" in pseudo:
+            raise ProtocolError("ordinary CONNECT with :scheme or :path")
+        return
+    if method != b"CONNECT" and b":protocol" in pseudo:
+        raise ProtocolError(":protocol without CONNECT")
+    if b":scheme" not in pseudo or b":path" not in pseudo:
+        raise ProtocolError("request without :scheme or :path")
+    if not pseudo[b":path"]:
+        raise ProtocolError("empty :path")
+
+
+def _check_host(authority: bytes | None, hosts: list[bytes]) -> None:
+    if len(hosts) > 1:
+        raise ProtocolError("request with several Host fields")
+    if authority is None and not hosts:
+        raise ProtocolError("request with neither :authority nor Host")
+    if authority is not None and hosts and hosts[0] != authority:
+        raise ProtocolError(":authority and Host differ")
