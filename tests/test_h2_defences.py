@@ -20,6 +20,7 @@ import hpack
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "worker"))
+from h2_inprocess import static_server  # noqa: E402
 from server_util import WorkerProcess, config_text  # noqa: E402
 from test_h2 import Client  # noqa: E402
 
@@ -295,16 +296,9 @@ def test_the_session_stops_reading_a_peer_that_does_not_read(tmp_path):
     """In-process, over a socketpair whose client end never reads: HEAD requests keep
     coming (their answers are heads only, never held by a flow window), and the
     session's wire queue stays near READ_STOP while it stops asking for input."""
-    from master.configload import load
     from worker.h2 import EPOLLIN, READ_STOP
-    from worker.server import Server
 
-    docroot = tmp_path / "www"
-    docroot.mkdir()
-    (docroot / "small.txt").write_text("small\n")
-    config = tmp_path / "h2.conf"
-    config.write_text(config_text(docroot, modules=("mod_staticfile",)))
-    server = Server(load(str(config)), [])
+    server = static_server(tmp_path)
     client, end = socket.socketpair()
     client.setblocking(False)
     fd = end.fileno()

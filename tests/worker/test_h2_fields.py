@@ -20,7 +20,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 from worker import h2_fields
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_util import config_text  # noqa: E402
+from h2_inprocess import static_server  # noqa: E402
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, SETTINGS, GOAWAY = 0, 1, 4, 7
@@ -107,15 +107,7 @@ def _goaway_code(data: bytes) -> int | None:
 def session_server(tmp_path):
     """An in-process server; `send(frames)` opens an h2c connection, sends them
     after the preface and returns what came back."""
-    from master.configload import load
-    from worker.server import Server
-
-    docroot = tmp_path / "www"
-    docroot.mkdir()
-    (docroot / "small.txt").write_text("small\n")
-    config = tmp_path / "h2.conf"
-    config.write_text(config_text(docroot, modules=("mod_staticfile",)))
-    server = Server(load(str(config)), [])
+    server = static_server(tmp_path)
 
     def send(frames: bytes) -> bytes:
         client, end = socket.socketpair()
