@@ -206,8 +206,8 @@ def type_matches(prefixes: tuple[str, ...], content_type: str | None) -> bool:
     return content_type.startswith(prefixes)
 
 
-def add_vary(response: Response) -> None:
-    vary = response.get_header("Vary")
+def add_vary(response: Response, vary: str | None) -> None:
+    """Accept-Encoding added to the answer's Vary (`vary`, None when it has none)."""
     if vary is None:
         response.add_header("Vary", "Accept-Encoding")
     elif "accept-encoding" not in vary.lower():
@@ -361,11 +361,12 @@ class KeptVariants:
 
 def variant_key(request: Request, label: str, etag: str, size: int) -> tuple:
     """What decides a static file's compressed bytes: the file (its path, ETag and
-    size), the coding and its settings, and the cache dir they may come from."""
+    size), the coding and its settings (brotli's mode reads the type), and the cache
+    dir they may come from."""
     values = request.settings.values
     return (request.physical_path, etag, size, label, values["deflate.cache-dir"],
             values["deflate.compression-level"], values["deflate.params"],
-            _is_text(request.response))
+            label == "br" and _is_text(request.response))
 
 
 class _Source:
@@ -460,8 +461,10 @@ class Module(BaseModule):
         fields = header_fields(response)
         if "content-encoding" in fields or no_transform(fields):
             return
-        if values["deflate.precompressed"] and serve_sibling(request):
-            return
+        if values["deflate.precompressed"]:
+            if serve_sibling(request):
+                return
+            fields = header_fields(response)      # it may have said Vary
         if not prefixes:
             return
         if status == 206:
@@ -472,7 +475,7 @@ class Module(BaseModule):
         streams = response.streaming and values["server.stream-response-body"] != 0
         if not self._size_fits(_entity_size(request, streams), values):
             return
-        add_vary(response)
+        add_vary(response, fields.get("vary"))
         label = self._coding(request)
         if label is None or request.method == "HEAD" or status == 304:
             return
@@ -527,7 +530,7 @@ class Module(BaseModule):
                 not type_matches(prefixes, content_type) or \
                 not self._size_fits(_entity_size(request, False), values):
             return
-        add_vary(response)
+        add_vary(response, response.get_header("Vary"))
         label = self._coding(request)
         if label is None or request.method == "HEAD":
             return
@@ -690,7 +693,7 @@ def serve_sibling(request: Request) -> bool:
     siblings = fresh_siblings(request.physical_path, values["deflate.allowed-encodings"])
     if not siblings:
         return False
-    add_vary(response)
+    add_vary(response, response.get_header("Vary"))
     accept = request.headers.get("accept-encoding")
     if accept is None or request.method == "HEAD" or response.status == 304:
         return False
