@@ -2,7 +2,8 @@
 each `<!--#cmd attr="v" -->` directive found (quotes respected, lighttpd's backslash
 quirk included), at most two attributes taken, a directive longer than the buffer
 refused.  What comes out depends on the page's bytes alone, so a small page is read
-once into its pieces and kept (PageCache) until its file changes.
+once into its pieces and kept (PageCache) until its file changes; so is the content of
+a small file included as it stands.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ _DIRECTIVE_SPECIALS = re.compile(rb"[-\"'\\]")
 # the kinds of pieces of a page
 TEXT = 0        # bytes: sent unless an if/else hides them
 RAW = 1         # bytes: sent whatever the conditions say (a directive lighttpd cannot read)
-DIRECTIVE = 2   # list[str]: the command and its attribute names and values
-Piece = tuple[int, Union[bytes, list[str]]]
+DIRECTIVE = 2   # (command, ((name, value), ...)): what the page runs
+Attributes = tuple[tuple[str, str], ...]
+Piece = tuple[int, Union[bytes, tuple[str, Attributes]]]
+_PIECES, _CONTENT = 0, 1      # what PageCache keeps of a file
 
 
 def text_of(data: bytes) -> str:
@@ -183,28 +186,46 @@ def _scan(buf: bytearray, pretag: int) -> Iterator[Piece]:
 def _directive(text: bytes) -> Iterator[Piece]:
     words = parse_directive(text)
     if words is not None:
-        yield DIRECTIVE, words
+        yield DIRECTIVE, (words[0], tuple(zip(words[1::2], words[2::2])))
     elif not _is_comment(text):
         yield RAW, text                # sent as it stands, as lighttpd does
 
 
 class PageCache:
-    """Pieces of small pages, by path and the stat that says the file is unchanged;
-    the least recently used dropped beyond `budget` bytes of pages."""
+    """Pieces of small pages, and the content of small files included as they are,
+    by path and the stat that says the file is unchanged; the least recently used
+    dropped beyond `budget` bytes of files."""
 
     def __init__(self, page_max: int, budget: int) -> None:
         self.page_max = page_max
         self.budget = budget
         self.size = 0
-        self.pages: OrderedDict[tuple, tuple[list[Piece], int]] = OrderedDict()
+        self.files: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+
+    @staticmethod
+    def _key(kind: int, path: str, st: os.stat_result) -> tuple:
+        return (kind, path, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _find(self, key: tuple) -> object:
+        kept = self.files.get(key)
+        if kept is None:
+            return None
+        self.files.move_to_end(key)
+        return kept[0]
+
+    def pieces_kept(self, path: str, st: os.stat_result) -> list[Piece] | None:
+        """The pieces of the page at `path` when it is kept and `st` still says so."""
+        return self._find(self._key(_PIECES, path, st))  # type: ignore[return-value]
+
+    def content_kept(self, path: str, st: os.stat_result) -> bytes | None:
+        """The bytes of the file at `path` when they are kept and `st` still says so."""
+        return self._find(self._key(_CONTENT, path, st))  # type: ignore[return-value]
 
     def pieces_of(self, path: str, fd: int, st: os.stat_result) -> Iterator[Piece]:
-        """The pieces of the open file `fd`: kept ones, or read now."""
-        key = (path, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        kept = self.pages.get(key)
+        """The pieces of the open file `fd` (`st` its fstat): kept ones, or read now."""
+        kept = self.pieces_kept(path, st)
         if kept is not None:
-            self.pages.move_to_end(key)
-            return iter(kept[0])
+            return iter(kept)
         if st.st_size > self.page_max:
             return pieces(lambda n: os.read(fd, n))
         data = os.read(fd, self.page_max + 1)
@@ -212,12 +233,17 @@ class PageCache:
             head = io.BytesIO(data)
             return pieces(lambda n: head.read(n) or os.read(fd, n))
         found = list(pieces(io.BytesIO(data).read))
-        self._keep(key, found, len(data))
+        self._keep(self._key(_PIECES, path, st), found, len(data))
         return iter(found)
 
-    def _keep(self, key: tuple, found: list[Piece], size: int) -> None:
-        self.pages[key] = (found, size)
+    def keep_content(self, path: str, st: os.stat_result, data: bytes) -> None:
+        """The whole content of a small file, as its fstat `st` describes it."""
+        if len(data) == st.st_size <= self.page_max:
+            self._keep(self._key(_CONTENT, path, st), data, len(data))
+
+    def _keep(self, key: tuple, value: object, size: int) -> None:
+        self.files[key] = (value, size)
         self.size += size
-        while self.size > self.budget and self.pages:
-            _, (_, dropped) = self.pages.popitem(last=False)
+        while self.size > self.budget and self.files:
+            _, (_, dropped) = self.files.popitem(last=False)
             self.size -= dropped

@@ -2,7 +2,9 @@
 answers them.
 
 A page is read in 8 KiB pieces, as lighttpd reads it (worker/ssi_parse.py; a small
-page is kept parsed until its file changes), and each `<!--#cmd attr="v" -->`
+page is kept parsed, and a small file included as it stands kept whole, until its file
+changes: a stat() says when, so a kept page or include is not even opened), and
+each `<!--#cmd attr="v" -->`
 directive (at most two attributes; anything else is sent as it stands, a
 `<!--#comment ...-->` dropped) is replaced by its output:
 
@@ -45,7 +47,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
 
 from shared.config.directives import Directive, Type
 
@@ -54,7 +56,7 @@ from ..gateway import cgi_environment
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request, simplify_path, url_decode
 from ..ssi_expr import evaluate
-from ..ssi_parse import DIRECTIVE, RAW, PageCache, text_of
+from ..ssi_parse import DIRECTIVE, RAW, Attributes, PageCache, Piece, text_of
 from ..static import check_preconditions, etag_for, is_regular, last_modified
 
 if TYPE_CHECKING:
@@ -82,11 +84,22 @@ LOOP = b"(error: include directives create an infinite loop)"
 _STATE = "mod_ssi"
 _XML_ESCAPED = frozenset(b"<>&'\"") | frozenset(range(0x20)) | {0x7F}
 _ABBREVIATIONS = (" B", " kB", " MB", " GB", " TB")
+TIMES_KEPT = 64               # formatted times kept per worker (the clock's, the files')
 _PAUSE = object()             # what the page yields to let the loop turn
 
 
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def _strftime(fmt: str, when: int, local: bool) -> bytes:
+    """The format's own bytes pass through strftime as Latin-1 characters."""
+    try:
+        text = time.strftime(_bytes(fmt).decode("latin-1"),
+                             time.localtime(when) if local else time.gmtime(when))
+    except ValueError:
+        text = ""
+    return text.encode("latin-1", "replace") if text else b"(none)"
 
 
 def minimal_xml(text: str) -> bytes:
@@ -204,6 +217,7 @@ class Module(BaseModule):
         super().__init__(config, services)
         self.user_names: dict[int, str] = {}
         self.pages = PageCache(CACHED_PAGE_MAX, CACHE_BUDGET)
+        self.times: dict[tuple[str, int, bool], bytes] = {}
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         extensions = request.settings.values["ssi.extension"]
@@ -234,6 +248,17 @@ class Module(BaseModule):
                 name = str(uid)
             self.user_names[uid] = name
         return name
+
+    def formatted_time(self, fmt: str, when: int, local: bool) -> bytes:
+        """`when` through strftime(`fmt`), kept: a page shows the same second, and the
+        same files' times, again and again."""
+        key = (fmt, when, local)
+        text = self.times.get(key)
+        if text is None:
+            if len(self.times) >= TIMES_KEPT:
+                self.times.clear()
+            text = self.times[key] = _strftime(fmt, when, local)
+        return text
 
 
 class _Page:
@@ -321,12 +346,34 @@ class _Page:
     # ------------------------------------------------------------------ reading
     def _top_document(self) -> Generator[Any, None, None]:
         request = self.request
-        fd, st = self._open(request.physical_path)
-        self.top = _Document(request.physical_path, request.uri_path, st)
+        path = request.physical_path
+        kept = self._kept(path, self.module.pages.pieces_kept)
+        if kept is not None:
+            self.top = _Document(path, request.uri_path, kept[0])
+            yield from self._read(self.top, kept[1])
+            return
+        fd, st = self._open(path)
+        self.top = _Document(path, request.uri_path, st)
         try:
-            yield from self._read(self.top, fd)
+            yield from self._read(self.top, self.module.pages.pieces_of(path, fd, st))
         finally:
             os.close(fd)
+
+    def _kept(self, path: str, find: Callable[[str, os.stat_result], Any]
+              ) -> tuple[os.stat_result, Any] | None:
+        """(stat, what `find` keeps of the file) when a stat() now says the file is
+        unchanged since it was kept (a new version is seen at once, as when it is read
+        every time), else None: the file is to be opened (which also refuses a symlink
+        where they are not followed, and says why it cannot be read)."""
+        if not self.request.settings.values["server.follow-symlink"] and \
+                self.services.stat_cache.contains_symlink(path):
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        found = find(path, st)
+        return (st, found) if found is not None else None
 
     def _open(self, path: str) -> tuple[int, os.stat_result]:
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
@@ -339,25 +386,27 @@ class _Page:
             os.close(fd)
             raise
 
-    def _read(self, doc: _Document, fd: int) -> Generator[Any, None, None]:
+    def _read(self, doc: _Document, found: Iterable[Piece]) -> Generator[Any, None, None]:
         """The page's pieces (worker/ssi_parse.py): text goes out unless a condition
         hides it, directives are run; a turn of the loop after each STEP_BYTES."""
-        for kind, data in self.module.pages.pieces_of(doc.path, fd, doc.st):
+        for kind, data in found:
             if kind == DIRECTIVE:
-                handler = _SIMPLE.get(data[0])
+                command, attrs = data
+                handler = _SIMPLE.get(command)
                 if handler is not None:          # most: no generator needed
-                    handler(self, doc, data[0], list(zip(data[1::2], data[2::2])))
+                    handler(self, doc, command, attrs)
                 else:
-                    yield from self._directive(doc, data)
+                    yield from self._directive(doc, command, attrs)
                 continue
             if kind == RAW or not self.if_false:
                 self.out.write(data)
-            yield from self._count(len(data))
+            if self._pause_due(len(data)):
+                yield _PAUSE
 
-    def _directive(self, doc: _Document, words: list[str]) -> Generator[Any, None, None]:
+    def _directive(self, doc: _Document, command: str,
+                   attrs: Attributes) -> Generator[Any, None, None]:
         """The directives that may wait (include: a page read in turn; exec) and the
         unknown ones."""
-        command, attrs = words[0], list(zip(words[1::2], words[2::2]))
         if command in ("include", "fsize", "flastmod"):
             yield from self._file_directive(doc, command, attrs)
         elif command == "exec":
@@ -370,7 +419,7 @@ class _Page:
     def _log(self, message: str) -> None:
         self.services.log_error("mod_ssi.c", f"ssi: {message}")
 
-    def _attributes(self, command: str, attrs: list[tuple[str, str]],
+    def _attributes(self, command: str, attrs: Attributes,
                     known: tuple[str, ...]) -> dict[str, str]:
         """The attributes a directive knows (the last of a name wins); the others
         logged."""
@@ -394,7 +443,7 @@ class _Page:
         value = self.env.get(name)
         return value if value is not None else self.variables.get(name)
 
-    def _echo(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _echo(self, doc: _Document, command: str, attrs: Attributes) -> None:
         name = self._attributes(command, attrs, ("var", "encoding")).get("var")
         if self.if_false:
             return
@@ -425,15 +474,9 @@ class _Page:
         return _bytes(value) if value is not None else b"(none)"
 
     def _time(self, when: int, local: bool) -> bytes:
-        # the format's own bytes pass through strftime as Latin-1 characters
-        fmt = _bytes(self.timefmt or DEFAULT_TIMEFMT).decode("latin-1")
-        try:
-            text = time.strftime(fmt, time.localtime(when) if local else time.gmtime(when))
-        except ValueError:
-            text = ""
-        return text.encode("latin-1", "replace") if text else b"(none)"
+        return self.module.formatted_time(self.timefmt or DEFAULT_TIMEFMT, when, local)
 
-    def _config(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _config(self, doc: _Document, command: str, attrs: Attributes) -> None:
         if self.if_false:
             return
         for name, value in attrs:
@@ -446,7 +489,7 @@ class _Page:
             else:
                 self._log(f"unknown attribute for {command} {name}")
 
-    def _set(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _set(self, doc: _Document, command: str, attrs: Attributes) -> None:
         found = self._attributes(command, attrs, ("var", "value"))
         if self.if_false:
             return
@@ -455,18 +498,18 @@ class _Page:
         else:
             self._log("var and value have to be set in <!--#set var=... value=... -->")
 
-    def _printenv(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _printenv(self, doc: _Document, command: str, attrs: Attributes) -> None:
         if self.if_false:
             return
         for table in (self.variables, self.env):
             for name in sorted(table, key=_env_order):
                 self.out.write(_bytes(name) + b"=" + minimal_xml(table[name]) + b"\n")
 
-    def _comment(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _comment(self, doc: _Document, command: str, attrs: Attributes) -> None:
         """<!--#comment --> (with no text, which _is_comment does not see)."""
 
     # ------------------------------------------------------------------ conditions
-    def _expression(self, command: str, attrs: list[tuple[str, str]]) -> str | None:
+    def _expression(self, command: str, attrs: Attributes) -> str | None:
         expr = self._attributes(command, attrs, ("expr",)).get("expr")
         if expr is None:
             self._log(f"{command} expr missing")
@@ -476,7 +519,7 @@ class _Page:
         return evaluate(expr, self.lookup, lambda why: self.services.log_error(
             "mod_ssi.c", f"{why} ({expr})"))
 
-    def _if(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _if(self, doc: _Document, command: str, attrs: Attributes) -> None:
         expr = self._expression(command, attrs)
         if expr is None:
             return
@@ -487,7 +530,7 @@ class _Page:
                 self.if_false, self.false_level = True, self.if_level
         self.if_level += 1
 
-    def _elif(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _elif(self, doc: _Document, command: str, attrs: Attributes) -> None:
         expr = self._expression(command, attrs)
         if expr is None:
             return
@@ -502,7 +545,7 @@ class _Page:
                 self.if_false, self.false_level, self.false_endif = True, self.if_level, True
         self.if_level += 1
 
-    def _else(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _else(self, doc: _Document, command: str, attrs: Attributes) -> None:
         self.if_level -= 1
         if self.if_false:
             if self.if_level == self.false_level and not self.false_endif:
@@ -511,14 +554,14 @@ class _Page:
             self.if_false, self.false_level = True, self.if_level
         self.if_level += 1
 
-    def _endif(self, doc: _Document, command: str, attrs: list[tuple[str, str]]) -> None:
+    def _endif(self, doc: _Document, command: str, attrs: Attributes) -> None:
         self.if_level -= 1
         if self.if_level == self.false_level:
             self.if_false = self.false_endif = False
 
     # ------------------------------------------------------------------ files
     def _file_directive(self, doc: _Document, command: str,
-                        attrs: list[tuple[str, str]]) -> Generator[Any, None, None]:
+                        attrs: Attributes) -> Generator[Any, None, None]:
         found = self._attributes(command, attrs, ("file", "virtual"))
         if not found:
             self._log(f"{command} file or virtual is missing")
@@ -538,6 +581,14 @@ class _Page:
         if not values["server.follow-symlink"] and \
                 self.services.stat_cache.contains_symlink(path):
             return
+        if command == "include":
+            kept = self._kept(path, self.module.pages.pieces_kept
+                              if virtual is not None and self.recursion_max
+                              else self.module.pages.content_kept)
+            if kept is not None and is_regular(kept[0]):
+                yield from self._include(doc, path, uri_path, -1, kept[0],
+                                         processed=virtual is not None, kept=kept[1])
+                return
         try:
             fd, st = self._open(path)
         except OSError as err:
@@ -604,16 +655,22 @@ class _Page:
         return b"%d%s" % (size, _ABBREVIATIONS[unit].encode())
 
     def _include(self, doc: _Document, path: str, uri_path: str, fd: int,
-                 st: os.stat_result, processed: bool) -> Generator[Any, None, int]:
+                 st: os.stat_result, processed: bool, kept: Any = None
+                 ) -> Generator[Any, None, int]:
         """The file as it is, or (virtual, with ssi.recursion-max) read as a page in
-        turn.  Returns the fd if it is still to be closed, else -1."""
+        turn: from the open `fd`, or what the page cache keeps of it (`kept`, its
+        content or its pieces).  Returns the fd if it is still to be closed, else -1."""
         self.newest_include = max(self.newest_include, int(st.st_mtime))
         self.includes += 1
         if not processed or self.recursion_max == 0:
             if self.includes > MAX_INCLUDES:
                 self.out.write(TOO_DEEP)
+            elif kept is not None:
+                self.out.write(kept)
+                if self._pause_due(len(kept)):
+                    yield _PAUSE
             else:
-                yield from self._copy(fd, st.st_size)
+                yield from self._copy(path, fd, st)
             return fd
         if self.depth >= min(self.recursion_max, MAX_DEPTH) or self.includes > MAX_INCLUDES:
             self.out.write(TOO_DEEP)
@@ -623,31 +680,43 @@ class _Page:
             return fd
         self.depth += 1
         try:
-            yield from self._read(_Document(path, uri_path, st), fd)
+            yield from self._read(_Document(path, uri_path, st), kept if kept is not None
+                                  else self.module.pages.pieces_of(path, fd, st))
         finally:
             self.depth -= 1
         return fd
 
-    def _copy(self, fd: int, size: int) -> Generator[Any, None, None]:
+    def _copy(self, path: str, fd: int, st: os.stat_result) -> Generator[Any, None, None]:
         """A file's bytes (an include), read in bounded pieces, the loop turning
-        after each STEP_BYTES."""
+        after each STEP_BYTES; a small file's kept for the next page."""
+        size = st.st_size
+        if size <= CACHED_PAGE_MAX:
+            data = os.read(fd, size)
+            self.module.pages.keep_content(path, st, data)
+            self.out.write(data)
+            size -= len(data)
+            if self._pause_due(len(data)):
+                yield _PAUSE
         while size > 0:
             data = os.read(fd, min(COPY_SIZE, size))
             if not data:
                 break
             self.out.write(data)
             size -= len(data)
-            yield from self._count(len(data))
+            if self._pause_due(len(data)):
+                yield _PAUSE
 
-    def _count(self, size: int) -> Generator[Any, None, None]:
-        """Bytes done; a pause for the loop's other work after each STEP_BYTES."""
+    def _pause_due(self, size: int) -> bool:
+        """`size` bytes done: whether a pause for the loop's other work is due (after
+        each STEP_BYTES)."""
         self.since_pause += size
         if self.since_pause >= STEP_BYTES:
             self.since_pause = 0
-            yield _PAUSE
+            return True
+        return False
 
     # ------------------------------------------------------------------ exec
-    def _exec_command(self, attrs: list[tuple[str, str]]) -> str | None:
+    def _exec_command(self, attrs: Attributes) -> str | None:
         if not self.exec_allowed:
             return None
         cmd = self._attributes("exec", attrs, ("cmd",)).get("cmd")
