@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .services import Services
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EPOLLHUP, EPOLLERR = select.EPOLLHUP, select.EPOLLERR
 IDLE_SECONDS = 60.0          # an idle connection unused this long is closed (nginx's default)
 _CONNECTING = frozenset({errno.EINPROGRESS, errno.EALREADY})
 

@@ -90,12 +90,7 @@ def parse_end_request(content: bytes) -> tuple[int, int]:
 
 def params(request_id: int, env: dict[str, str]) -> bytes:
     """The request's environment as PARAMS records, with the end record."""
-    return params_records(request_id, PAIRS.block(env))
-
-
-def params_records(request_id: int, block: bytes) -> bytes:
-    """An encoded environment (PAIRS) as PARAMS records, with the end record."""
-    return stream(PARAMS, request_id, block) + record(PARAMS, request_id)
+    return stream(PARAMS, request_id, PAIRS.block(env)) + record(PARAMS, request_id)
 
 
 def get_values(names: Iterable[str]) -> bytes:

@@ -90,7 +90,7 @@ class CgiExchange(Exchange):
             self._approve(head)
             return None
         spec = self.backend.spec
-        header = sendfile_header(head, XSENDFILE_FASTCGI)
+        header = sendfile_header(head, XSENDFILE_FASTCGI) if head.sendfile else None
         if header is not None:
             if spec.sends_files and not self.authorizer:
                 self.decided = self._send_file(head, header, spec)
@@ -136,7 +136,7 @@ class CgiExchange(Exchange):
         self.finish(None, reusable)
         module = self.module
         request = self.request
-        request.plugin_ctx[module.name + ".authorized"] = True
+        request.plugin_ctx[module.authorized_key] = True
         module.release(request)
         request.handler = None
         discard_answer(request)
@@ -151,6 +151,9 @@ class CgiGatewayModule(GatewayModule):
 
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
+        self.server_key = self.name + ".server"
+        self.map_key = self.name + ".map-extensions"
+        self.authorized_key = self.name + ".authorized"     # in plugin_ctx: approved
         self.by_mode: dict[tuple[Extension, ...],
                            tuple[tuple[Extension, ...], tuple[Extension, ...]]] = {}
 
@@ -167,7 +170,8 @@ class CgiGatewayModule(GatewayModule):
 
     def _claim(self, request: Request, by_url: bool) -> HandlerResult:
         """lighttpd's gw_check_extension: by URL (check-local disabled) or by file."""
-        extensions = request.settings.values[self.name + ".server"]
+        values = request.settings.values
+        extensions = values[self.server_key]
         if not extensions:
             return None
         found = self._find(request, extensions, by_url)
@@ -184,7 +188,7 @@ class CgiGatewayModule(GatewayModule):
             if not authorizer:
                 split_path_info(request, extension.key, spec.fix_root_scriptname)
             url_physical_path(request)
-        if request.settings.values[self.name + ".debug"]:
+        if values[self.debug_key]:
             self.log(f"gw - found a host {spec.host} {spec.port}")
         request.replay_key = None             # a backend's answer is never kept
         exchange = self.exchange_class(self, request, extension, backend, authorizer)
@@ -196,27 +200,21 @@ class CgiGatewayModule(GatewayModule):
               by_url: bool) -> tuple[Extension, bool] | None:
         """The extension the request matches: an authorizer's first (unless one
         approved it already), then a responder's."""
-        authorizers, responders = self._split(extensions)
-        values = request.settings.values
-        mapping = values[self.name + ".map-extensions"]
+        authorizers, responders = self.by_mode.get(extensions) or self._split(extensions)
+        mapping = request.settings.values[self.map_key]
         path = request.uri_path if by_url else request.physical_path
-        approved = request.plugin_ctx.get(self.name + ".authorized", False)
-        for candidates, authorizer in ((authorizers, True), (responders, False)):
-            if not candidates or (authorizer and approved):
-                continue
-            extension = _mapped(candidates, mapping, path) or \
-                _matching(candidates, request.uri_path, path)
+        if authorizers and not request.plugin_ctx.get(self.authorized_key, False):
+            extension = _matching(authorizers, mapping, request.uri_path, path)
             if extension is not None:
-                return extension, authorizer
-        return None
+                return extension, True
+        extension = _matching(responders, mapping, request.uri_path, path)
+        return None if extension is None else (extension, False)
 
     def _split(self, extensions: tuple[Extension, ...]
                ) -> tuple[tuple[Extension, ...], tuple[Extension, ...]]:
         """The extensions with their authorizer hosts, and with their responders."""
-        split = self.by_mode.get(extensions)
-        if split is None:
-            split = self.by_mode[extensions] = (_with_mode(extensions, "authorizer"),
-                                                _with_mode(extensions, "responder"))
+        split = self.by_mode[extensions] = (_with_mode(extensions, "authorizer"),
+                                            _with_mode(extensions, "responder"))
         return split
 
 
@@ -240,9 +238,14 @@ def _mapped(extensions: tuple[Extension, ...], mapping: tuple[tuple[str, str], .
     return None
 
 
-def _matching(extensions: tuple[Extension, ...], uri_path: str,
-              path: str) -> Extension | None:
-    """The first prefix of the URL path, or extension of `path`."""
+def _matching(extensions: tuple[Extension, ...], mapping: tuple[tuple[str, str], ...],
+              uri_path: str, path: str) -> Extension | None:
+    """The extension `mapping` maps a suffix of `path` to, else the first prefix of
+    the URL path or extension of `path`."""
+    if mapping:
+        mapped = _mapped(extensions, mapping, path)
+        if mapped is not None:
+            return mapped
     for extension in extensions:
         key = extension.key
         if uri_path.startswith(key) if key.startswith("/") else path.endswith(key):

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from shared.gateway_hosts import Extension
 
-from .backend import EPOLLIN, EPOLLOUT, IDLE_SECONDS, Backend, Backends, Connection
+from .backend import (EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IDLE_SECONDS, Backend, Backends,
+                      Connection)
 from .body import RequestBody
 from .module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module
 from .request import Request
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 READ_SIZE = 64 * 1024
 MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_HUNG_UP_OR_FAILED = EPOLLHUP | EPOLLERR
 # states of an Exchange
 OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
 
@@ -62,6 +64,8 @@ class GatewayModule(Module):
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
         self.services: "Services" = services
+        self.balance_key = self.name + ".balance"
+        self.debug_key = self.name + ".debug"
         self.backends = Backends(services, self.source, self.idle_seconds,
                                  self.initial_keep_limit)
         self.active: set[Exchange] = set()
@@ -72,7 +76,7 @@ class GatewayModule(Module):
     def choose(self, request: Request, extension: Extension) -> Backend | None:
         """A backend of `extension` as NAME.balance says; None when all are down."""
         return self.backends.choose(
-            extension, request.settings.values[self.name + ".balance"], request.uri_path,
+            extension, request.settings.values[self.balance_key], request.uri_path,
             request.host, request.remote_ip)
 
     def release(self, request: Request) -> None:
@@ -134,7 +138,7 @@ class Exchange(BackendWork):
     def __init__(self, module: GatewayModule, request: Request, extension: Extension,
                  backend: Backend) -> None:
         super().__init__(module, request, extension, backend, OPENING)
-        self.outgoing = memoryview(b"")
+        self.outgoing: bytes | memoryview = b""    # what to send next (a view once cut)
         self.body_fd = -1              # a whole body's temp file, sent with sendfile
         self.body_offset = 0
         self.body_left = 0
@@ -145,7 +149,7 @@ class Exchange(BackendWork):
         self.timeout = ""              # "connect", "read" or "write" once one ran out
         self.keep_alive = False        # the connection may serve another request after
         self.received = 0              # bytes the backend sent
-        self.debug_level: int = request.settings.values[module.name + ".debug"]
+        self.debug_level: int = request.settings.values[module.debug_key]
 
     # ------------------------------------------------------ protocol hooks
     def prepare(self) -> HandlerResult:
@@ -226,14 +230,16 @@ class Exchange(BackendWork):
             self._poll()
             return self._receive()
         if events & ~EPOLLOUT:
-            return self._receive()
+            return self._receive(events & _HUNG_UP_OR_FAILED == EPOLLHUP)
         return WAIT
 
     def _poll(self) -> None:
         """Ask the loop for what the exchange waits on: the backend's bytes unless the
         client is behind, room to send while a send would block."""
-        self.connection.want((0 if self.paused else EPOLLIN)   # type: ignore[union-attr]
-                             | (EPOLLOUT if self.blocked else 0))
+        connection = self.connection
+        events = (0 if self.paused else EPOLLIN) | (EPOLLOUT if self.blocked else 0)
+        if events != connection.events:                   # type: ignore[union-attr]
+            connection.want(events)                        # type: ignore[union-attr]
 
     def _open(self) -> HandlerResult:
         """Take an idle connection to the backend or start connecting."""
@@ -242,7 +248,8 @@ class Exchange(BackendWork):
             return early
         module = self.module
         backend = self.backend
-        connection = module.backends.take_idle(backend, self) if self.may_reuse() else None
+        connection = module.backends.take_idle(backend, self) \
+            if backend.idle and self.may_reuse() else None
         if connection is not None:
             self.connection, self.reused = connection, True
             backend.counters.on_reused()
@@ -272,16 +279,13 @@ class Exchange(BackendWork):
         body = self.request.body
         self.body_left = 0
         self.body_stream = None
-        self.outgoing = memoryview(head)
+        self.outgoing = head
         if body is None or (body.complete and not body.size):
-            end = self.frame_end()
-            if end:
-                self.outgoing = memoryview(head + end)
-            return
-        if not body.complete or not whole_raw:
+            self.outgoing = head + self.frame_end()
+        elif not body.complete or not whole_raw:
             self.body_stream = body
         elif body.file is None:
-            self.outgoing = memoryview(head + body.read())
+            self.outgoing = head + body.read()
         else:
             body.file.flush()
             self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
@@ -301,9 +305,12 @@ class Exchange(BackendWork):
         loop = self.module.services.loop
         try:
             while True:
-                while self.outgoing:
-                    sent = connection.sock.send(self.outgoing)
-                    self.outgoing = self.outgoing[sent:]
+                outgoing = self.outgoing
+                while outgoing:
+                    sent = connection.sock.send(outgoing)
+                    # what is left, without copying it; most requests go in one send
+                    outgoing = self.outgoing = \
+                        memoryview(outgoing)[sent:] if sent < len(outgoing) else b""
                     self.since = loop.now
                 while self.body_left:
                     sent = os.sendfile(connection.fd, self.body_fd, self.body_offset,
@@ -313,7 +320,7 @@ class Exchange(BackendWork):
                     self.body_offset += sent
                     self.body_left -= sent
                     self.since = loop.now
-                if not self._next_body_part():
+                if self.body_stream is None or not self._next_body_part():
                     break
         except (BlockingIOError, InterruptedError):
             self.blocked = True
@@ -342,7 +349,7 @@ class Exchange(BackendWork):
             return False
         data = body.read_chunk()
         if data:
-            self.outgoing = memoryview(self.frame(data))
+            self.outgoing = self.frame(data)
             return True
         if not body.complete:
             return False                      # the core wakes us when more came
@@ -350,13 +357,15 @@ class Exchange(BackendWork):
         end = self.frame_end()
         if not end:
             return False
-        self.outgoing = memoryview(end)
+        self.outgoing = end
         return True
 
-    def _receive(self) -> HandlerResult:
+    def _receive(self, hung_up: bool = False) -> HandlerResult:
         """Read what the backend sent: at most BACKLOG_HIGH in one turn, and only while
         the client's backlog allows (it counts with server.stream-response-body = 2;
-        otherwise the core parks what the client has not taken on disk)."""
+        otherwise the core parks what the client has not taken on disk).  `hung_up`:
+        the loop saw the backend close (EPOLLHUP without an error), so a short read
+        took all it sent and its end is known without asking the socket once more."""
         request = self.request
         assert self.connection is not None
         sock = self.connection.sock
@@ -375,6 +384,8 @@ class Exchange(BackendWork):
             result = self.take(data)
             if result is not None:
                 return result
+            if hung_up and len(data) < READ_SIZE:
+                return self._lost(None)
             budget -= len(data)
         if request.backlog() >= BACKLOG_HIGH:
             return self._pause()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 REQUEST_ID = 1                   # one request per connection at a time, as lighttpd
+END_PARAMS = fastcgi.record(fastcgi.PARAMS, REQUEST_ID)
 END_STDIN = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
 # BEGIN_REQUEST by (authorizer, keep_conn)
 BEGIN = {(authorizer, keep): fastcgi.begin_request(
@@ -83,20 +84,20 @@ class FastCgiExchange(CgiExchange):
         block = self.environment(fastcgi.PAIRS)
         if block is None:
             return self.error(411, "")
-        self.forget_question()
+        if self.asking is not None:
+            self.forget_question()
         backend = self.backend
         keep_conn = ask = False
-        if self.request.settings.values["fastcgi.keep-conn"] and backend.spec.keepalive > 0:
+        if backend.spec.keepalive > 0 and self.request.settings.values["fastcgi.keep-conn"]:
             keep_conn = self.module.backends.may_keep(backend)
             ask = self.module.first_to_ask(backend)
         self.asking = backend if ask else None
         self.keep_alive = keep_conn
         self.records = fastcgi.RecordReader()
-        head = BEGIN[self.authorizer, keep_conn] + fastcgi.params_records(REQUEST_ID, block)
-        if ask:
-            head = ASK_CAPACITY + head
+        head = b"".join((ASK_CAPACITY if ask else b"", BEGIN[self.authorizer, keep_conn],
+                         fastcgi.stream(fastcgi.PARAMS, REQUEST_ID, block), END_PARAMS))
         if self.authorizer:
-            self.outgoing = memoryview(head + END_STDIN)
+            self.outgoing = head + END_STDIN
         else:
             self.send_body(head, whole_raw=False)
         return None

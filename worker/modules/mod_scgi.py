@@ -116,7 +116,7 @@ class ScgiExchange(CgiExchange):
             self.module.log(f"uwsgi request variables too long for {self.request.uri_path}")
             return self.error(431, "")
         if self.authorizer:
-            self.outgoing = memoryview(head)   # the body stays for the responder
+            self.outgoing = head               # the body stays for the responder
         else:
             self.send_body(head, whole_raw=True)
         return None
