@@ -32,6 +32,8 @@ WORDS = "the of and to in is that it for on was with as by at from this be".spli
 # prose-like html that compresses about 3:1: 100 KiB give ~35 KiB, more than a small
 # file (static.SMALL_FILE) and less than SPILL_AT
 PAGE = " ".join(random.Random(1).choices(WORDS, k=30000)).encode()[:100 * 1024]
+# hex compresses about 2:1: ~100 KiB coded, more than SPILL_AT (a file range is sent)
+BIG = os.urandom(100_000).hex().encode()
 
 
 @pytest.fixture()
@@ -62,6 +64,8 @@ def worker(tmp_path, monkeypatch):
     (docroot / "cached").mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
     (docroot / "cached" / "page.html").write_bytes(PAGE)
+    (docroot / "big.txt").write_bytes(BIG)
+    (docroot / "cached" / "big.txt").write_bytes(BIG)
     conf = tmp_path / "kept.conf"
     conf.write_text(config_text(docroot, f"""
 deflate.mimetypes = ("text/")
@@ -91,15 +95,31 @@ def _answers(server: Server, targets: list[str]) -> list[tuple[bytes, bytes]]:
     return answers
 
 
-@pytest.mark.parametrize("path", ["/page.html", "/cached/page.html"])
-def test_a_file_is_compressed_once_a_second_whatever_the_query(worker, path):
+@pytest.mark.parametrize("path, content", [("/page.html", PAGE), ("/cached/page.html", PAGE),
+                                           ("/big.txt", BIG), ("/cached/big.txt", BIG)])
+def test_a_file_is_compressed_once_a_second_whatever_the_query(worker, path, content):
     server, counts, _ = worker
     answers = _answers(server, [f"{path}?{n}" for n in range(8)])
-    assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 8
+    assert [gzip.decompress(body) for _, body in answers] == [content] * 8
     assert all(b"\r\nContent-Encoding: gzip\r\n" in head for head, _ in answers)
     assert len({body for _, body in answers}) == 1
     assert counts["compressed"] <= 1 + counts["ticks"]
     assert counts["opened"] <= (1 + counts["ticks"] if path.startswith("/cached/") else 0)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_kept_file_is_closed_after_the_tick_and_its_last_answer(worker):
+    """The cache file and the spool of a large variant stay open while kept (one fd
+    each), and close once the tick dropped them and no answer sends them any more."""
+    server, _, _ = worker
+    before = _open_fds()
+    _answers(server, ["/cached/big.txt?a", "/big.txt?a", "/cached/big.txt?b", "/big.txt?b"])
+    assert len(_open_fds() - before) == 2
+    server.pipeline.trigger(server.loop.now)
+    assert _open_fds() - before == set()
 
 
 def test_the_kept_variants_are_dropped_with_each_tick(worker):

@@ -32,11 +32,12 @@ from memory up to SPILL_AT (the size an answer compressed in memory may have).  
 cache dir that refuses files is logged once per worker and the answers are compressed
 in memory.  A static file's compressed answer held in memory is a snapshot like a
 small file's own bytes: the answer cache may replay it for the rest of the second
-(Accept-Encoding is part of its key), and each worker keeps it for the rest of the
-second (KeptVariants) for the requests the answer cache does not replay (another
-query string, other headers), with or without a cache dir: a static file is read from
-the cache dir, or compressed, once per second at most, and a change to it is seen
-within the second, as the stat cache sees it.
+(Accept-Encoding is part of its key).  Each worker also keeps every compressed variant
+of a static file for the rest of the second (KeptVariants: the bytes, or the open
+cache file or spool), for the requests the answer cache does not replay (another
+query string, other headers, a large variant), with or without a cache dir: a
+static file is compressed, or found in the cache dir, once per second at most, and a
+change to it is seen within the second, as the stat cache sees it.
 
 A body is compressed in `deflate.work-block-size` KiB steps, never read whole: the
 output stays in memory up to SPILL_AT, then goes to an unlinked file in
@@ -73,6 +74,7 @@ from typing import Any, Iterator
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from .. import static
+from ..chunkqueue import SharedFd
 from ..compress import ENCODERS, Params, make_encoder, parse_params
 from ..module import Module as BaseModule
 from ..request import Encoder, Request, Response
@@ -330,33 +332,61 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
 
 
 class KeptVariants:
-    """The compressed variants of whole static files made this second and held in
-    memory, by what decides their bytes (VariantKey); emptied once a second, and
-    when they would hold more than MAX_BYTES."""
+    """The compressed variants of whole static files made this second, by what decides
+    their bytes (variant_key): bytes, or ranges of a file (the cache dir's, or a spool)
+    whose fd the table shares with the answers sending it, so that a kept variant costs
+    no stat, open or compression.  Emptied once a second, and when they would hold more
+    than MAX_BYTES in memory or MAX_FILES open files."""
 
     MAX_BYTES = 8 << 20
+    MAX_FILES = 64
 
-    __slots__ = ("entries", "size")
+    __slots__ = ("entries", "size", "files")
 
     def __init__(self) -> None:
-        self.entries: dict[tuple, bytes] = {}
+        self.entries: dict[tuple, tuple] = {}
         self.size = 0
+        self.files = 0
 
-    def get(self, key: tuple) -> bytes | None:
-        return self.entries.get(key)
+    def parts(self, key: tuple) -> list | None:
+        """The kept variant as body parts of an answer (holding their own shares)."""
+        kept = self.entries.get(key)
+        if kept is None:
+            return None
+        return [part if type(part) is bytes else (*part[:3], part[3].acquire())
+                for part in kept]
 
-    def put(self, key: tuple, parts: list) -> None:
-        """Keep `parts` if they are one part in memory."""
-        if len(parts) != 1 or type(parts[0]) is not bytes:
-            return
-        if self.size + len(parts[0]) > self.MAX_BYTES:
+    def keep(self, key: tuple, parts: list) -> list:
+        """Keep the variant `parts` (which an answer owns); the parts that answer sends
+        now, its file ranges sharing their fd with the table."""
+        shared = [_shared_part(part) for part in parts]
+        size = sum(len(part) for part in shared if type(part) is bytes)
+        files = {id(part[3]): part[3] for part in shared if type(part) is not bytes}
+        if self.size + size > self.MAX_BYTES or self.files + len(files) > self.MAX_FILES:
             self.clear()
-        self.entries[key] = parts[0]
-        self.size += len(parts[0])
+        for share in files.values():
+            share.acquire()
+        self.entries[key] = tuple(shared)
+        self.size += size
+        self.files += len(files)
+        return shared
 
     def clear(self) -> None:
+        """Forget every variant; a file goes once the answers sending it are done."""
+        released = {id(part[3]): part[3] for kept in self.entries.values()
+                    for part in kept if type(part) is not bytes}
+        for share in released.values():
+            share.release()
         self.entries.clear()
-        self.size = 0
+        self.size = self.files = 0
+
+
+def _shared_part(part: Any) -> Any:
+    """A body part whose file, if it has one, is held through a SharedFd."""
+    if type(part) is bytes or len(part) == 4:
+        return part
+    fd, offset, length = part
+    return (fd, offset, length, SharedFd(fd).acquire())
 
 
 def variant_key(request: Request, label: str, etag: str, size: int) -> tuple:
@@ -603,9 +633,9 @@ class Module(BaseModule):
         """A static answer's compressed body, and whether it is the whole file's: kept
         this second, else from deflate.cache-dir, else compressed now."""
         key = variant_key(request, label, etag, source.size)
-        kept = self.kept.get(key)
+        kept = self.kept.parts(key)
         if kept is not None:
-            return [kept], True
+            return kept, True
         if not self._is_whole_file(request, etag, source):
             return self._compressed(request, label, source), False
         parts = None
@@ -613,8 +643,7 @@ class Module(BaseModule):
             parts = self._from_cache(request, label, coded_etag(etag, label), source)
         if parts is None:
             parts = self._compressed(request, label, source)
-        self.kept.put(key, parts)
-        return parts, True
+        return self.kept.keep(key, parts), True
 
     @staticmethod
     def _label_answer(response: Response, label: str, etag: str | None) -> None:
