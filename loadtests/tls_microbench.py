@@ -53,7 +53,7 @@ class MemoryTLS:
 
     def __init__(self, sock: socket.socket, alpn: str = "http/1.1") -> None:
         self.sock = sock
-        context = ssl.create_default_context()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # no CA store: nothing verified
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         context.set_alpn_protocols([alpn])

@@ -23,7 +23,6 @@ EOF) are OSErrors to the connection, which closes: nothing of a request was read
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 from OpenSSL import SSL
 from OpenSSL._util import ffi as _ffi, lib as _lib
@@ -35,27 +34,29 @@ READ_SIZE = 64 * 1024
 ALPN_ACME = b"acme-tls/1"
 WRITE_SIZE = 64 * 1024          # plaintext per SSL_write: four full TLS records
 SEND_BUDGET = 1 << 22           # bytes per send call, as for plain sockets
+# what SSL_read writes into, for every connection of the worker (its bytes are copied
+# out at once): one buffer stays in the CPU's caches where one per connection would not
+_READ_BUFFER = _ffi.new("char[]", READ_SIZE)
 
 
 class TLSTransport(SocketTransport):
     """A server-side TLS connection on a non-blocking socket.
 
     Records are read and written by OpenSSL's SSL_read and SSL_write called
-    directly through the binding pyOpenSSL carries (reads into one buffer kept per
-    connection): pyOpenSSL's recv and send allocate a buffer and check its
+    directly through the binding pyOpenSSL carries (reads into the worker's one
+    buffer): pyOpenSSL's recv and send allocate a buffer and check its
     callbacks' problems on every call, which together cost as much as the TLS work
     for a small request.  The handshake is pyOpenSSL's (its callbacks for SNI,
     ALPN, client verification and OCSP raise what they met there), and a call that
     fails is read by pyOpenSSL, so its errors are what they were."""
 
-    __slots__ = ("tls", "read_wants_write", "_retry", "_ssl", "_buffer", "_established")
+    __slots__ = ("tls", "read_wants_write", "_retry", "_ssl", "_established")
 
     def __init__(self, sock: socket.socket, context: SSL.Context) -> None:
         super().__init__(sock)
         self.tls = SSL.Connection(context, sock)
         self.tls.set_accept_state()
         self._ssl = self.tls._ssl            # the SSL* the direct calls take
-        self._buffer: Any = None             # READ_SIZE bytes, once established
         self._established = False
         self.read_wants_write = False
         self._retry: bytes | None = None     # a write OpenSSL asked to repeat
@@ -66,7 +67,7 @@ class TLSTransport(SocketTransport):
         self.read_wants_write = False
         if not self._established and not self._handshake():
             return b""
-        ssl, buffer = self._ssl, self._buffer
+        ssl, buffer = self._ssl, _READ_BUFFER
         count = _lib.SSL_read(ssl, buffer, READ_SIZE)
         if count <= 0:
             if _lib.SSL_get_error(ssl, count) == _lib.SSL_ERROR_WANT_READ:
@@ -92,7 +93,6 @@ class TLSTransport(SocketTransport):
         if self.tls.get_alpn_proto_negotiated() == ALPN_ACME:
             return False
         self._established = True
-        self._buffer = _ffi.new("char[]", READ_SIZE)
         return True
 
     def _failure(self, result: int) -> SSL.Error:

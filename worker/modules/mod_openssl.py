@@ -170,6 +170,8 @@ def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context
         on, off = _conf_options(values["ssl.openssl.ssl-conf-cmd"])
         context.set_options((options | on) & ~off)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # an idle keep-alive connection holds no record buffers (some 20 KiB each)
+        context.set_mode(SSL.MODE_RELEASE_BUFFERS)
         _load_certificate(context, values)
         context.set_cipher_list((values["ssl.cipher-list"] or INTERMEDIATE_CIPHERS).encode())
         if values["ssl.dh-file"]:
