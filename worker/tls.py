@@ -149,6 +149,8 @@ class TLSTransport(SocketTransport):
         """One SSL_write; a write OpenSSL could not finish is kept to be repeated with
         the very same bytes, as it requires (BlockingIOError); OSError when TLS
         failed."""
+        if type(data) is not bytes:          # the binding takes bytes alone
+            data = bytes(data)
         written = _lib.SSL_write(self._ssl, data, len(data))
         if written > 0:
             self._retry = None
