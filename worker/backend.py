@@ -186,13 +186,14 @@ class Backends:
         if balance == "round-robin":
             chosen = self._round_robin(extension)
         elif balance == "fair" or len(extension.hosts) == 1:
-            chosen = self._least_loaded(self.extension_backends(extension))
+            chosen = self._least_loaded(self.by_extension.get(extension)
+                                        or self.extension_backends(extension))
         else:
             key = djbhash(authority, djbhash(path)) if balance == "hash" else djbhash(client)
             chosen = self._highest_hash(extension, key)
         if chosen is None:
             self._note_down(extension, path)
-        else:
+        elif self.down_noted:
             self.down_noted.discard(extension)
         return chosen
 
@@ -201,7 +202,7 @@ class Backends:
         room under max-load-per-proc before any that is full."""
         chosen = None
         for backend in backends:
-            if self.available(backend) and (
+            if (not backend.disabled_until or self.available(backend)) and (
                     chosen is None or (backend.full, backend.load) < (chosen.full, chosen.load)):
                 chosen = backend
         return chosen

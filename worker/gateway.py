@@ -91,8 +91,12 @@ class PairEncoder:
         encoded = server.encoded.get(self)
         if encoded is None:
             encoded = server.encoded[self] = self.block(server.pairs)
-        return b"".join((self.block(request_variables(request, host, authorizer)), encoded,
-                         self.block(header_variables(request.headers))))
+        get, learn = self.known.get, self._learn
+        parts = [get(item) or learn(item)
+                 for item in request_variables(request, host, authorizer).items()]
+        parts.append(encoded)
+        parts += [get(item) or learn(item) for item in header_variables(request.headers).items()]
+        return b"".join(parts)
 
     def block(self, env: dict[str, str]) -> bytes:
         """Every variable of `env` encoded, in order; ValueError (from `encode`) for a

@@ -129,7 +129,7 @@ class CgiExchange(Exchange):
         if self.answer is None:
             return self.error(502, "response incomplete (no header)" if self.received
                               else "response not received")
-        return self.finish(self.answer.finish(self.backend.name), reusable)
+        return self.finish(self.answer.finish(self.backend.proc.name), reusable)
 
     def _authorized(self, reusable: bool) -> HandlerResult:
         """The authorizer approved: the phases run again, its host's answer dropped."""

@@ -201,7 +201,8 @@ class Exchange(BackendWork):
 
     def release(self) -> None:
         """The request is over (answered or aborted): close what is still open."""
-        self._drop_connection()
+        if self.connection is not None:
+            self._drop_connection()
         self.backend.load -= 1
         self.module.active.discard(self)
 

@@ -148,7 +148,8 @@ class FastCgiExchange(CgiExchange):
                             f"{backend.keep_limit} connections")
 
     def release(self) -> None:
-        self.forget_question()
+        if self.asking is not None:
+            self.forget_question()
         super().release()
 
     def closed(self, err: OSError | None) -> HandlerResult:
