@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from loadtests.microbench import Requests, connect, run  # noqa: E402
 from master.configload import load  # noqa: E402
 from worker.server import Server  # noqa: E402
+from worker.settled import SETTLED  # noqa: E402
 
 WORKERS = 2
 MEMBERS = 100
@@ -95,7 +96,8 @@ ROWS = (
 
 def make_site(base: Path) -> Path:
     """The docroot: the SSI page and its includes, the 100-file collection and its
-    database (dead properties on every tenth file)."""
+    database (dead properties on every tenth file); returned once its files have
+    settled (worker/settled.py), as a site's files mostly are."""
     docroot = base / "www"
     (docroot / "dav").mkdir(parents=True)
     (docroot / "page.shtml").write_text(PAGE)
@@ -110,6 +112,7 @@ def make_site(base: Path) -> Path:
         db.executemany("INSERT INTO properties VALUES (?, 'author', 'urn:bench', ?)",
                        [(f"/dav/file-{n:03}.txt", f"writer {n}") for n in range(0, MEMBERS, 10)])
         db.commit()
+    time.sleep(SETTLED)          # files as a site has them: not changed this instant
     return docroot
 
 

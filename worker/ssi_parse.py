@@ -3,7 +3,7 @@ each `<!--#cmd attr="v" -->` directive found (quotes respected, lighttpd's backs
 quirk included), at most two attributes taken, a directive longer than the buffer
 refused.  What comes out depends on the page's bytes alone, so a small page is read
 once into its pieces and kept (PageCache) until its file changes; so is the content of
-a small file included as it stands.
+a small file included as it stands (once settled: see worker/settled.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 import re
 from collections import OrderedDict
 from typing import Callable, Iterator, Union
+
+from .settled import settled
 
 BUFFER_SIZE = 8192            # lighttpd's read buffer: a longer directive is refused
 TOO_LONG = b"<!-- [an error occurred: directive too long] "
@@ -233,15 +235,17 @@ class PageCache:
             head = io.BytesIO(data)
             return pieces(lambda n: head.read(n) or os.read(fd, n))
         found = list(pieces(io.BytesIO(data).read))
-        self._keep(self._key(_PIECES, path, st), found, len(data))
+        self._keep(self._key(_PIECES, path, st), st, found, len(data))
         return iter(found)
 
     def keep_content(self, path: str, st: os.stat_result, data: bytes) -> None:
         """The whole content of a small file, as its fstat `st` describes it."""
         if len(data) == st.st_size <= self.page_max:
-            self._keep(self._key(_CONTENT, path, st), data, len(data))
+            self._keep(self._key(_CONTENT, path, st), st, data, len(data))
 
-    def _keep(self, key: tuple, value: object, size: int) -> None:
+    def _keep(self, key: tuple, st: os.stat_result, value: object, size: int) -> None:
+        if not settled(st):          # changed just now: its stat cannot vouch for it
+            return
         self.files[key] = (value, size)
         self.size += size
         while self.size > self.budget and self.files:

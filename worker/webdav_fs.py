@@ -18,6 +18,8 @@ import secrets
 import stat as stat_module
 from typing import Callable, Generator, Iterator
 
+from .settled import settled
+
 STEP = "step"                 # yielded: a unit of work done, the slice may end here
 COPY_STEP = 1 << 20           # bytes copied between two yields
 TEMP_SUFFIX = ".webdav-tmp"   # a file being written (hidden from PROPFIND)
@@ -38,6 +40,30 @@ def temp_name(name: str) -> str:
 
 def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+LISTINGS_KEPT = 256           # directory listings kept per worker ...
+LISTING_MAX = 4096            # ... of at most this many entries
+_listings: dict[tuple, list[tuple[str, bool]]] = {}
+
+
+def members_of(path: str, st: os.stat_result) -> list[tuple[str, bool]]:
+    """The entries of the directory `path` as (name, is a symlink), sorted by name,
+    files being written left out; kept while the directory's stat `st` (taken just
+    now) is the same (an entry added, removed or renamed changes its mtime) and
+    settled (worker/settled.py)."""
+    key = (path, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns)
+    found = _listings.get(key)
+    if found is not None:
+        return found
+    with os.scandir(path) as listing:
+        found = sorted((entry.name, entry.is_symlink()) for entry in listing
+                       if not is_temp_name(entry.name))
+    if len(found) <= LISTING_MAX and settled(st):
+        if len(_listings) >= LISTINGS_KEPT:
+            _listings.clear()
+        _listings[key] = found
+    return found
 
 
 def create_temp(dir_fd: int, name: str) -> tuple[int, str]:

@@ -5,19 +5,25 @@ mod_webdav does not trust the stat cache either: the files change under it).  Th
 live properties (RFC 4918 §15) come from that stat; dead properties and locks from
 the share's store, read once for all the resources one PROPFIND walks
 (`PropertyView`), not once per resource, so a Depth: 1 answer of a big collection
-costs two queries.
+costs three queries.  A resource's `<D:response>` that shows no lock and no dead
+property depends on its URL, its stat and the request's selection and settings alone:
+it is kept (RENDERED_MAX per worker, once the file's last change is settled: see
+worker/settled.py) and given again while the stat is the same.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Callable
 from urllib.parse import quote
 
 from .static import cached_etag, content_type_for, is_directory, last_modified
+from .settled import settled
 from .webdav_store import INFINITY, Lock, Store
-from .webdav_xml import DAV, Name, dav_element, escape_text, property_xml
+from .webdav_xml import (DAV, Name, dav_element, escape_text, property_xml,
+                         response_with_propstats)
 
 SUPPORTED_LOCK = dav_element("supportedlock", "".join(
     dav_element("lockentry", dav_element("lockscope", dav_element(scope))
@@ -26,10 +32,14 @@ SUPPORTED_LOCK = dav_element("supportedlock", "".join(
 COLLECTION_TYPE = dav_element("resourcetype", dav_element("collection"))
 FILE_TYPE = dav_element("resourcetype")
 DIRECTORY_MIME = dav_element("getcontenttype", "httpd/unix-directory")
+RENDERED_MAX = 4096        # kept <D:response> texts per worker
 _HREF_SAFE = "/-_.~!$&'()*+,;=:@"
+_HREF_AS_IS = re.compile(r"[A-Za-z0-9/\-_.~!$&'()*+,;=:@]*")   # what quote() leaves
 
 
 def href(url: str) -> str:
+    if _HREF_AS_IS.fullmatch(url):
+        return url
     return quote(url.encode("utf-8", "surrogateescape"), safe=_HREF_SAFE)
 
 
@@ -76,6 +86,21 @@ def active_lock(lock: Lock) -> str:
         dav_element("lockroot", dav_element("href", escape_text(href(lock.root)))))))
 
 
+class Selection:
+    """What a PROPFIND asks for: "allprop", "propname" or "prop" with the named
+    properties (`plan`, see wanted), and the key its answers are kept under."""
+
+    __slots__ = ("mode", "plan", "key")
+
+    def __init__(self, mode: str, names: tuple[Name, ...] = ()) -> None:
+        self.mode = mode
+        self.plan = wanted(names)
+        self.key = (mode, *names)
+
+
+_rendered: dict[tuple, tuple[dict, str]] = {}
+
+
 class PropertyView:
     """The properties of the resources at and below `top` (with `members`), dead
     ones and locks read from `store` at once."""
@@ -91,6 +116,34 @@ class PropertyView:
             for resource, namespace, name, value in store.properties_from(top, members):
                 self.dead.setdefault(resource, []).append((namespace, name, value))
 
+    def response(self, resource: Resource, selection: Selection) -> str:
+        """One resource's `<D:response>`: what was asked for, by status; kept when
+        no lock or dead property shows in it."""
+        if self.locks or resource.url in self.dead:
+            return self._render(resource, selection)
+        st = resource.st
+        key = (resource.url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
+               st.st_ctime_ns, selection.key)
+        kept = _rendered.get(key)
+        if kept is not None and kept[0] is self.values:
+            return kept[1]
+        text = self._render(resource, selection)
+        if settled(st):
+            if len(_rendered) >= RENDERED_MAX:
+                _rendered.clear()
+            _rendered[key] = (self.values, text)
+        return text
+
+    def _render(self, resource: Resource, selection: Selection) -> str:
+        mode = selection.mode
+        if mode == "propname":
+            found = {200: self.names(resource)}
+        elif mode == "allprop":
+            found = {200: self.all(resource)}
+        else:
+            found = self.chosen(resource, selection.plan)
+        return response_with_propstats(href(resource.url), found)
+
     def names(self, resource: Resource) -> list[str]:
         """propname: every property's name, empty."""
         dead = [(ns, name) for ns, name, _ in self.dead.get(resource.url, ())]
@@ -103,14 +156,21 @@ class PropertyView:
                   for ns, name, value in self.dead.get(resource.url, ())]
         return found
 
-    def one(self, resource: Resource, name: Name) -> str | None:
-        """A named property with its value, None when the resource has none."""
-        if is_live(name):
-            return _LIVE[name[1]](self, resource)
-        for namespace, local, value in self.dead.get(resource.url, ()):
-            if (namespace, local) == name:
-                return property_xml(name, value)
-        return None
+    def chosen(self, resource: Resource, plan: list["Wanted"]) -> dict[int, list[str]]:
+        """prop: the named properties (`plan`, see wanted) with their values (200) and
+        those the resource has not (404), each group in the order asked."""
+        found: dict[int, list[str]] = {}
+        dead = self.dead.get(resource.url)
+        for name, live, empty in plan:
+            if live is not None:
+                found.setdefault(200, []).append(live(self, resource))
+                continue
+            prop = _dead_one(dead, name) if dead else None
+            if prop is None:
+                found.setdefault(404, []).append(empty)
+            else:
+                found.setdefault(200, []).append(prop)
+        return found
 
     def lock_discovery(self, resource: Resource) -> str:
         return dav_element("lockdiscovery", "".join(
@@ -124,6 +184,13 @@ class PropertyView:
 
     def etag(self, resource: Resource) -> str:
         return dav_element("getetag", cached_etag(resource.st, self.values))
+
+
+def _dead_one(dead: list[tuple[str, str, str]], name: Name) -> str | None:
+    for namespace, local, value in dead:
+        if (namespace, local) == name:
+            return property_xml(name, value)
+    return None
 
 
 def _creation_date(st: os.stat_result) -> str:
@@ -155,3 +222,13 @@ _LIVE: dict[str, Callable[[PropertyView, Resource], str]] = {
     "lockdiscovery": PropertyView.lock_discovery,
 }
 LIVE_PROPERTIES = tuple(_LIVE)
+
+# a property a PROPFIND names: its name, how a live one is shown (None: a dead one),
+# its empty element (what a 404 shows)
+Wanted = tuple[Name, "Callable[[PropertyView, Resource], str] | None", str]
+
+
+def wanted(names: tuple[Name, ...]) -> list[Wanted]:
+    """The named properties of a PROPFIND, looked up once for all its resources."""
+    return [(name, _LIVE[name[1]] if is_live(name) else None, property_xml(name))
+            for name in names]

@@ -135,10 +135,14 @@ _ATTR_ESCAPES = {**_TEXT_ESCAPES, ord('"'): "&quot;"}
 
 
 def escape_text(text: str) -> str:
+    if "&" not in text and "<" not in text and ">" not in text:
+        return text                  # the usual case: looking is cheaper than translating
     return text.translate(_TEXT_ESCAPES)
 
 
 def escape_attr(text: str) -> str:
+    if '"' not in text:
+        return escape_text(text)
     return text.translate(_ATTR_ESCAPES)
 
 
@@ -172,12 +176,20 @@ MULTISTATUS_OPEN = XML_HEAD + '<D:multistatus xmlns:D="DAV:">\n'
 MULTISTATUS_CLOSE = "</D:multistatus>\n"
 
 
+def _propstat_end(status: int) -> str:
+    return f"</D:prop><D:status>{status_line(status)}</D:status></D:propstat>\n"
+
+
+_PROPSTAT_ENDS = {status: _propstat_end(status) for status in STATUS_TEXT}
+
+
 def response_with_propstats(href: str, propstats: dict[int, list[str]]) -> str:
     """One `<D:response>` of a PROPFIND / PROPPATCH: the properties grouped by status."""
-    parts = [f"<D:response><D:href>{escape_text(href)}</D:href>\n"]
+    parts = ["<D:response><D:href>", escape_text(href), "</D:href>\n"]
     for status, props in propstats.items():
-        parts.append(f"<D:propstat><D:prop>{''.join(props)}</D:prop>"
-                     f"<D:status>{status_line(status)}</D:status></D:propstat>\n")
+        parts.append("<D:propstat><D:prop>")
+        parts += props
+        parts.append(_PROPSTAT_ENDS.get(status) or _propstat_end(status))
     parts.append("</D:response>\n")
     return "".join(parts)
 

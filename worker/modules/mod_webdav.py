@@ -47,13 +47,13 @@ from ..request import Request
 from ..static import is_directory
 from ..statcache import CACHE
 from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, copy_contents, copy_file,
-                         copy_link, copy_tree, is_temp_name, lstat_or_none, remove,
+                         copy_link, copy_tree, lstat_or_none, members_of, remove,
                          split_path, write_replacement)
-from ..webdav_props import PropertyView, Resource, active_lock, href, is_live
+from ..webdav_props import PropertyView, Resource, Selection, active_lock, href, is_live
 from ..webdav_request import (NEED_BODY, NEED_DRAIN, XML_TYPE, DavError, DavRequest,
                               depth_header, os_status)
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
-from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element, Name,
+from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
                           dav_element, error_body, property_xml, response_with_propstats)
 
 OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
@@ -86,6 +86,7 @@ ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + 
 ALLOW_WITHOUT_DB = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
 ALLOW_READONLY = "PROPFIND, " + CORE_ALLOW
 SLICE = 0.01               # seconds of file-system work per round of the loop
+PROPFIND_BATCH = 32        # resources of a Multi-Status rendered between two steps
 DEFAULT_LOCK_TIMEOUT = 600
 MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
 PARTIAL_PUT = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
@@ -285,15 +286,18 @@ class _Dav(DavRequest):
         response.add_header("Content-Type", XML_TYPE)
         if depth != "0" and not self.values["webdav.log-xml"]:
             response.stream()            # a big tree's answer is not kept in memory
-        response.write(MULTISTATUS_OPEN.encode())
+        batch = [MULTISTATUS_OPEN]
         for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
-            response.write(_propfind_response(view, resource, selection).encode(
-                "utf-8", "surrogateescape"))
-            yield STEP
-            if self.request.backlog() >= BACKLOG_HIGH:
-                response.wants_drain = True
-                yield NEED_DRAIN
-        response.write(MULTISTATUS_CLOSE.encode())
+            batch.append(view.response(resource, selection))
+            if len(batch) >= PROPFIND_BATCH:
+                response.write("".join(batch).encode("utf-8", "surrogateescape"))
+                batch.clear()
+                yield STEP
+                if self.request.backlog() >= BACKLOG_HIGH:
+                    response.wants_drain = True
+                    yield NEED_DRAIN
+        batch.append(MULTISTATUS_CLOSE)
+        response.write("".join(batch).encode("utf-8", "surrogateescape"))
         if self.values["webdav.log-xml"]:
             self.log_xml(self.request, "response", b"".join(
                 part for part in response.body if isinstance(part, bytes)))
@@ -310,21 +314,21 @@ class _Dav(DavRequest):
         while pending:
             collection = pending.pop()
             try:
-                with os.scandir(collection.path) as listing:
-                    entries = sorted(listing, key=lambda entry: entry.name)
+                entries = members_of(collection.path, collection.st)
             except OSError:
                 continue
-            for entry in entries:
-                if entry.is_symlink() and not follow or is_temp_name(entry.name):
+            directory = collection.path.rstrip("/") + "/"
+            for name, is_link in entries:
+                if is_link and not follow:
                     continue
                 try:
-                    member = Resource(collection.url + entry.name, entry.path)
+                    member = Resource(collection.url + name, directory + name)
                 except OSError:
                     continue                 # unreadable: not listed
                 if not member.exists:
                     continue
                 yield member
-                if depth == "infinity" and member.is_collection and not entry.is_symlink():
+                if depth == "infinity" and member.is_collection and not is_link:
                     pending.append(member)
 
     # ----------------------------------------------------------- PROPPATCH
@@ -663,36 +667,18 @@ class _Dav(DavRequest):
         return 204
 
 
-def _selection(body: Element | None) -> tuple[str, list[Name]]:
-    """What a PROPFIND asks for: ("allprop" | "propname" | "prop", names)."""
+def _selection(body: Element | None) -> Selection:
+    """What a PROPFIND asks for."""
     if body is None:
-        return "allprop", []
+        return Selection("allprop")
     for child in body.children:
         if child.name == (DAV, "propname"):
-            return "propname", []
+            return Selection("propname")
         if child.name == (DAV, "prop"):
-            return "prop", [prop.name for prop in child.children]
+            return Selection("prop", tuple(prop.name for prop in child.children))
         if child.name == (DAV, "allprop"):
-            return "allprop", []
+            return Selection("allprop")
     raise DavError(400)
-
-
-def _propfind_response(view: PropertyView, resource: Resource,
-                       selection: tuple[str, list[Name]]) -> str:
-    """One resource's `<D:response>`: what was asked for, by status."""
-    mode, names = selection
-    if mode == "propname":
-        return response_with_propstats(href(resource.url), {200: view.names(resource)})
-    if mode == "allprop":
-        return response_with_propstats(href(resource.url), {200: view.all(resource)})
-    found: dict[int, list[str]] = {}
-    for name in names:
-        prop = view.one(resource, name)
-        if prop is None:
-            found.setdefault(404, []).append(property_xml(name))
-        else:
-            found.setdefault(200, []).append(prop)
-    return response_with_propstats(href(resource.url), found)
 
 
 def _property_changes(update: Element) -> list[tuple[str, tuple[str, str], str | None]]:
