@@ -301,12 +301,12 @@ class ResponseHead:
 
     def copy(self) -> "ResponseHead":
         """The same head, its own to change (its headers a list of their own)."""
-        head = ResponseHead(self.status, self.rest)
+        head = _new_head(ResponseHead)       # every field set here, once
         head.headers = list(self.headers)
-        head.status_given, head.fields, head.location, head.content_length = \
-            self.status_given, self.fields, self.location, self.content_length
-        head.chunked, head.close, head.error, head.reason, head.sendfile = \
-            self.chunked, self.close, self.error, self.reason, self.sendfile
+        head.status, head.status_given, head.fields, head.location, head.content_length = \
+            self.status, self.status_given, self.fields, self.location, self.content_length
+        head.chunked, head.close, head.rest, head.error, head.reason, head.sendfile = \
+            self.chunked, self.close, self.rest, self.error, self.reason, self.sendfile
         return head
 
     def get(self, lower_name: str) -> str | None:
@@ -317,6 +317,9 @@ class ResponseHead:
 
     def remove(self, lower_name: str) -> None:
         self.headers = [h for h in self.headers if h[0].lower() != lower_name]
+
+
+_new_head = object.__new__
 
 
 def _failed_head(reason: str) -> ResponseHead:
