@@ -39,7 +39,9 @@ module has request-done hooks (an access log), the repeat still gets its Request
 from the one the answer was kept for (same headers, same everything).
 
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,
-together with the stat cache, so a changed file is seen within the same second it
+together with the stat cache (a table that fills up within the second stays as it is
+until then: requests spread over more files than it holds would otherwise pay for
+keeping answers that are dropped before they repeat), so a changed file is seen within the same second it
 would be without this table.  A request matched to an answer before a tick but
 answered after it (it waited behind others in a pipeline) goes through the pipeline.
 """
@@ -238,23 +240,21 @@ class AnswerCache:
             return
         seen = self.seen
         if key not in seen:            # once is no repeat: keep from the second time
-            if len(seen) >= 4 * MAX_ENTRIES:
-                seen.clear()
-            seen.add(key)
-            return
-        if not all(allows(request) for allows in self.judges):
+            if len(seen) < 4 * MAX_ENTRIES:
+                seen.add(key)
             return
         entries = self.entries
-        if len(entries) >= MAX_ENTRIES:
-            entries.clear()
+        if len(entries) >= MAX_ENTRIES:     # full for this second: kept as it is, not
+            return                          # emptied and refilled by a wide spread
+        if not all(allows(request) for allows in self.judges):
+            return
         answer = entries[key] = Answer(request, http1,
                                        body[0] if body else b"",  # type: ignore[arg-type]
                                        self.generation)
         if request.arrived_as is not None:
             raw = self.raw_entries
-            if len(raw) >= MAX_ENTRIES:
-                raw.clear()
-            raw[self._bytes_key(request.arrived_as, request.connection)] = answer
+            if len(raw) < MAX_ENTRIES:
+                raw[self._bytes_key(request.arrived_as, request.connection)] = answer
 
     def tick(self, _now: float) -> None:
         """Drop everything once a second, as the stat cache does."""

@@ -56,8 +56,8 @@ class Pipeline:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
         self.answers = self._answer_cache(replay, condition_fields)
-        self.uri_raw = phases["handle_uri_raw"]
-        self.uri_clean = phases["handle_uri_clean"]
+        # the raw and clean URL phases run one after the other: one list
+        self.url = phases["handle_uri_raw"] + phases["handle_uri_clean"]
         self.docroot = phases["handle_docroot"]
         self.physical = phases["handle_physical"]
         self.subrequest_start = phases["handle_subrequest_start"]
@@ -217,9 +217,12 @@ class Pipeline:
             request.response.headers = []
 
     def _prepare(self, request: Request) -> int:
-        status = _run(self.uri_raw, request) or _run(self.uri_clean, request)
-        if status:
-            return status
+        """lighttpd's http_response_prepare: the phases in order, each list of hooks
+        run only when some module has one (most configs leave several empty)."""
+        if self.url:
+            status = _run(self.url, request)
+            if status:
+                return status
         if request.handler is not None:     # claimed by URL: no file to look for
             return request.handler.handle_subrequest(request)
         if request.method == "CONNECT":     # no module took the tunnel: no file either
@@ -228,14 +231,13 @@ class Pipeline:
         if request.uri_path == "*":
             return _options(request)
         request.docroot = request.settings.values["server.document-root"]
-        status = _run(self.docroot, request)
-        if status:
-            return status
+        if self.docroot:
+            status = _run(self.docroot, request)
+            if status:
+                return status
         set_physical(request, request.docroot, request.uri_path)
-        status = _run(self.physical, request) or physical_path_check(request)
-        if status:
-            return status
-        status = _run(self.subrequest_start, request)
+        status = (self.physical and _run(self.physical, request)) or \
+            physical_path_check(request) or _run(self.subrequest_start, request)
         if status:
             return status
         method = request.method

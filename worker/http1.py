@@ -44,13 +44,13 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
 _header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
-_OWS = (b" ", b"\t")              # RFC 9110 5.6.3: optional whitespace
+_OWS_TEXT = (" ", "\t")            # RFC 9110 5.6.3: optional whitespace
+_TRAILING_OWS = re.compile("[ \t]+(?=\n|\\Z)")
 
 
 def header_name(name: bytes) -> tuple[str, str]:
-    """A header name as text and lowercase (the key of Request.headers), remembered:
-    clients and backends send the same few names again and again.  The hot path
-    looks in `_header_names` first and calls this on a miss."""
+    """A header name as text and lowercase, remembered: backends send the same few
+    names again and again (mod_proxy reads their answers' fields one by one)."""
     names = _header_names.get(name)
     if names is not None:
         return names
@@ -139,7 +139,7 @@ class Http1Parser:
         # the head of such a request): bytes still to come, or its chunked decoder
         self.body_left = 0
         self.dechunker: Dechunker | None = None
-        self.fields: list[tuple[bytes, bytes]] = []   # the current head's, as parsed
+        self.fields: list[bytes] = []   # the current head's names and values, in turn
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -169,33 +169,44 @@ class Http1Parser:
             self._abort(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value))     # taken in bulk when the head is in
+        self.fields += name, value      # taken in bulk when the head is in
 
     def _take_fields(self, request: Request) -> None:
         """The head's fields into `request.headers` (lowercase names, repeats joined
         with ", ", or "; " for Cookie; a second Host or Content-Length refused) and
-        `request.header_list` (names as sent), trailing whitespace trimmed."""
+        `request.header_list` (names as sent), trailing whitespace trimmed.  Names
+        and values are decoded, split and paired in a few calls for the whole head,
+        not field by field: a browser sends a dozen fields with every request."""
         fields = self.fields
+        if not fields:
+            return
         self.fields = []
-        request.header_bytes += sum([len(name) + len(value) + 4 for name, value in fields])
+        request.header_bytes += sum(map(len, fields)) + 2 * len(fields)
         if request.header_bytes > self.header_limit:
             self._abort(431)
-        header_list = request.header_list
-        headers = request.headers
-        for name, value in fields:
-            names = _header_names.get(name)
-            if names is None:
-                names = header_name(name)
-            if value[-1:] in _OWS:          # the field value ends before trailing OWS
-                value = value.rstrip(b" \t")
-            text = value.decode("latin-1")
-            header_list.append((names[0], text))
-            key = names[1]
+        names_text = b"\n".join(fields[0::2]).decode("latin-1")
+        values_text = b"\n".join(fields[1::2]).decode("latin-1")
+        if " \n" in values_text or "\t\n" in values_text or \
+                values_text.endswith(_OWS_TEXT):    # llhttp keeps a value's trailing OWS
+            values_text = _TRAILING_OWS.sub("", values_text)
+        values = values_text.split("\n")
+        keys = names_text.lower().split("\n")
+        request.header_list = list(zip(names_text.split("\n"), values))
+        headers = dict(zip(keys, values))
+        if len(headers) != len(keys):
+            headers = self._joined(keys, values)
+        request.headers = headers
+
+    def _joined(self, keys: list[str], values: list[str]) -> dict[str, str]:
+        """The fields of a head that repeats some: joined as one field (RFC 9110 5.3)."""
+        headers: dict[str, str] = {}
+        for key, text in zip(keys, values):
             if key in headers:
                 if key == "host" or key == "content-length":
                     self._abort(400)
                 text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
             headers[key] = text
+        return headers
 
     def _abort(self, status: int) -> None:
         self.error_status = status

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
 from pathlib import Path
 
 from worker import static
@@ -56,3 +58,40 @@ def test_small_files_drop_the_oldest_over_their_budget(tmp_path: Path, monkeypat
     assert list(cache.entries) == ["b", "d"] and cache.size == 200
     cache.put("huge", st, b"h" * 300)                # more than the whole budget
     assert list(cache.entries) == ["b", "d"] and cache.size == 200
+
+
+def test_a_full_answer_table_keeps_what_it_holds_until_the_tick(tmp_path: Path,
+                                                                 monkeypatch):
+    """Requests spread over more files than the table holds: the first answers kept
+    stay (replayed), later ones are not kept; emptying and refilling would keep
+    answers that are dropped before they repeat."""
+    from loadtests.bench import lighttpd_style_config, make_docroot
+    from master.configload import load
+    from worker import answercache
+    from worker.server import Server
+
+    monkeypatch.setattr(answercache, "MAX_ENTRIES", 4)
+    docroot = make_docroot(tmp_path)
+    for number in range(8):
+        (docroot / f"f{number}.txt").write_bytes(b"%d" % number)
+    server = Server(load(str(lighttpd_style_config(docroot, 8080, tmp_path, False, "m"))), [])
+    client, end = socket.socketpair()
+    server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
+    try:
+        for _ in range(2):
+            for number in range(8):
+                client.sendall(b"GET /f%d.txt HTTP/1.1\r\nHost: t\r\n\r\n" % number)
+                deadline = time.monotonic() + 5
+                data = b""
+                while not data.endswith(b"%d" % number):
+                    assert time.monotonic() < deadline
+                    server.loop.run_once(0.01)
+                    try:
+                        data += client.recv(65536, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        pass
+        kept = sorted(key[0] for key in server.pipeline.answers.entries)
+        assert kept == [b"/f0.txt", b"/f1.txt", b"/f2.txt", b"/f3.txt"]
+    finally:
+        client.close()
+        server.close_all()
