@@ -44,13 +44,13 @@ _REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
 _header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
-_OWS_TEXT = (" ", "\t")            # RFC 9110 5.6.3: optional whitespace
-_TRAILING_OWS = re.compile("[ \t]+(?=\n|\\Z)")
+_OWS = (b" ", b"\t")              # RFC 9110 5.6.3: optional whitespace
 
 
 def header_name(name: bytes) -> tuple[str, str]:
-    """A header name as text and lowercase, remembered: backends send the same few
-    names again and again (mod_proxy reads their answers' fields one by one)."""
+    """A header name as text and lowercase (the key of Request.headers), remembered:
+    clients and backends send the same few names again and again.  The hot path
+    looks in `_header_names` first and calls this on a miss."""
     names = _header_names.get(name)
     if names is not None:
         return names
@@ -114,7 +114,7 @@ class Http1Parser:
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
-                 "held_back", "tunnelled", "body_left", "dechunker", "fields")
+                 "held_back", "tunnelled", "body_left", "dechunker")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -139,7 +139,6 @@ class Http1Parser:
         # the head of such a request): bytes still to come, or its chunked decoder
         self.body_left = 0
         self.dechunker: Dechunker | None = None
-        self.fields: list[bytes] = []   # the current head's names and values, in turn
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -155,7 +154,6 @@ class Http1Parser:
         self.url = b""
         self.header_phase = True
         self.raw_header_bytes = 0
-        self.fields = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -169,54 +167,34 @@ class Http1Parser:
             self._abort(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields += name, value      # taken in bulk when the head is in
-
-    def _take_fields(self, request: Request) -> None:
-        """The head's fields into `request.headers` (lowercase names, repeats joined
-        with ", ", or "; " for Cookie; a second Host or Content-Length refused) and
-        `request.header_list` (names as sent), trailing whitespace trimmed.  Names
-        and values are decoded, split and paired in a few calls for the whole head,
-        not field by field: a browser sends a dozen fields with every request."""
-        fields = self.fields
-        if not fields:
-            return
-        self.fields = []
-        request.header_bytes += sum(map(len, fields)) + 2 * len(fields)
+        request = self.current
+        assert request is not None
+        request.header_bytes += len(name) + len(value) + 4
         if request.header_bytes > self.header_limit:
             self._abort(431)
-        names_text = b"\n".join(fields[0::2]).decode("latin-1")
-        values_text = b"\n".join(fields[1::2]).decode("latin-1")
-        if " \n" in values_text or "\t\n" in values_text or \
-                values_text.endswith(_OWS_TEXT):    # llhttp keeps a value's trailing OWS
-            values_text = _TRAILING_OWS.sub("", values_text)
-        values = values_text.split("\n")
-        keys = names_text.lower().split("\n")
-        request.header_list = list(zip(names_text.split("\n"), values))
-        headers = dict(zip(keys, values))
-        if len(headers) != len(keys):
-            headers = self._joined(keys, values)
-        request.headers = headers
-
-    def _joined(self, keys: list[str], values: list[str]) -> dict[str, str]:
-        """The fields of a head that repeats some: joined as one field (RFC 9110 5.3)."""
-        headers: dict[str, str] = {}
-        for key, text in zip(keys, values):
-            if key in headers:
-                if key == "host" or key == "content-length":
-                    self._abort(400)
-                text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
-            headers[key] = text
-        return headers
+        names = _header_names.get(name)
+        if names is None:
+            names = header_name(name)
+        raw_name, key = names
+        if value[-1:] in _OWS:          # the field value ends before trailing OWS
+            value = value.rstrip(b" \t")
+        text = value.decode("latin-1")
+        request.header_list.append((raw_name, text))
+        headers = request.headers
+        if key in headers:
+            if key == "host" or key == "content-length":
+                self._abort(400)
+            text = headers[key] + ("; " if key in _JOIN_SEMICOLON else ", ") + text
+        headers[key] = text
 
     def _abort(self, status: int) -> None:
         self.error_status = status
         raise _Abort(status)
 
     def on_headers_complete(self) -> None:
+        self.header_phase = False
         request = self.current
         assert request is not None
-        self._take_fields(request)
-        self.header_phase = False
         try:
             has_body = self._start_request(request)
         except BadRequest as err:
