@@ -1,9 +1,12 @@
 """mod_accesslog: one line per request, in lighttpd's (Apache's) log format.
 
 The format is compiled once, when the config is checked (the `accesslog.format`
-converter): into a tuple of small functions `field(request, answer, escape) -> str`,
-adjacent literals merged.  Per request the module joins their results and writes the
-line with one `os.write`.  The line is written when the response has been sent in full
+converter): into a `%`-template of the line (its literal text, the newline included,
+with a `%s` for each field) and a tuple of small functions
+`field(request, answer, escape) -> str`, one per field that varies; what is constant
+(literals, %l, %%, %P, an empty %{}i ...) is in the template, never called.  Per
+request the module fills the template (`template % (...)`, done in C) and hands the
+line to its log's buffer; the `%t` field makes its text once per second.  The line is written when the response has been sent in full
 or the connection was lost (the core calls handle_request_done then), so `%b`, `%O`
 and `%X` tell what really went out.  `answer` is the core's record of that
 (`request.plugin_ctx["answer"]`, see worker/connection.py: bytes out, header length,
@@ -20,7 +23,8 @@ the path must be reachable and writable there; the master checks that when it lo
 the config (`Module.log_files`, master/configload.py), so a start-up with a log the
 workers could not open fails, as lighttpd's does, and a reload with one is refused.
 SIGUSR1 (logrotate) reopens files; pipes stay.  Lines are buffered, as lighttpd's are,
-and written once the buffer fills, about once a second (handle_trigger) and at exit.
+and written once the buffer fills, about once a second (handle_trigger) and when the
+worker exits, whether it stops or a reload retires it (shared/log.py close_all).
 
 `accesslog.use-syslog` sends lines to syslog at `accesslog.syslog-level` (default 6,
 LOG_INFO).  `accesslog.escaping`: "default" escapes as lighttpd does (`"` and `\\`
@@ -37,6 +41,7 @@ modules set for the backends); without it they log "-".
 from __future__ import annotations
 
 import math
+import re
 import syslog
 import time
 from typing import Any, Callable
@@ -64,16 +69,20 @@ _NO_LENGTH = frozenset({204, 304})
 
 
 class CompiledFormat:
-    """A parsed accesslog.format: the source text and its field functions."""
+    """A parsed accesslog.format: the source text, the template of its line and the
+    functions of its varying fields."""
 
-    __slots__ = ("text", "fields")
+    __slots__ = ("text", "template", "fields")
 
-    def __init__(self, text: str, fields: tuple[Field, ...]) -> None:
+    def __init__(self, text: str, template: str, fields: tuple[Field, ...]) -> None:
         self.text = text
+        self.template = template
         self.fields = fields
 
     def render(self, request: Request, answer: Any, escape: Escape) -> str:
-        return "".join([field(request, answer, escape) for field in self.fields])
+        """The log line, ending in a newline."""
+        return self.template % tuple([field(request, answer, escape)
+                                      for field in self.fields])
 
     def __repr__(self) -> str:
         return f"CompiledFormat({self.text!r})"
@@ -150,6 +159,7 @@ def compile_format(text: str) -> CompiledFormat:
         raise DirectiveValueError("parsing accesslog-definition failed: empty format")
     items = parse_format(unbackslash(text))
     strftime_fields = 0
+    pieces: list[str] = []
     fields: list[Field] = []
     for code, argument in items:
         if code == "t" and not _time_option(argument)[1]:
@@ -158,8 +168,13 @@ def compile_format(text: str) -> CompiledFormat:
                 raise DirectiveValueError(
                     "you may not use strftime timestamp format %{}t twice in the same "
                     f"access log: {text}")
-        fields.append(_const(argument) if code == "" else _field(code, argument, text))
-    return CompiledFormat(text, tuple(fields))
+        made = argument if code == "" else _field(code, argument, text)
+        if isinstance(made, str):
+            pieces.append(made.replace("%", "%%"))
+        else:
+            pieces.append("%s")
+            fields.append(made)
+    return CompiledFormat(text, "".join(pieces) + "\n", tuple(fields))
 
 
 def _time_option(argument: str) -> tuple[bool, str]:
@@ -176,14 +191,14 @@ def _time_option(argument: str) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------------- fields
-def _const(value: str) -> Field:
-    return lambda request, answer, escape: value
+# A maker returns a field function, or the field's text when that is constant.
+Made = Field | str
 
 
-def _field(code: str, argument: str, text: str) -> Field:
+def _field(code: str, argument: str, text: str) -> Made:
     maker = _MAKERS.get(code)
     if maker is None:
-        return _const("")           # %P: lighttpd logs nothing for it
+        return ""           # %P: lighttpd logs nothing for it
     return maker(argument, text)
 
 
@@ -218,12 +233,13 @@ def _port(argument: str, text: str) -> Field:
 def _env(name: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
         env = request.env
-        return _or_dash(env.get(name) if env else None, escape)
+        value = env.get(name) if env else None
+        return escape(value) if value else "-"
     return field
 
 
-def _env_code(argument: str, text: str) -> Field:
-    return _env(argument) if argument else _const("")
+def _env_code(argument: str, text: str) -> Made:
+    return _env(argument) if argument else ""
 
 
 def _remote_user(argument: str, text: str) -> Field:
@@ -242,10 +258,12 @@ def _target_path_form(request: Request) -> str:
 
 def _request_line(argument: str, text: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
-        if not request.target:      # not even a request line could be parsed
+        target = request.target
+        if not target:      # not even a request line could be parsed
             return "  "
-        return (f"{request.method} {escape(_target_path_form(request))} "
-                f"HTTP/{request.version}")
+        if target[0] != "/":
+            target = _target_path_form(request)
+        return f"{request.method} {escape(target)} HTTP/{request.version}"
     return field
 
 
@@ -256,7 +274,10 @@ def _status(argument: str, text: str) -> Field:
 def _bytes_body(argument: str, text: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
         sent = answer.bytes_out
-        return str(max(sent - answer.head_len, 0)) if sent > 0 else "-"
+        if sent <= 0:
+            return "-"
+        body = sent - answer.head_len
+        return str(body) if body > 0 else "0"
     return field
 
 
@@ -270,9 +291,9 @@ def _bytes_in(argument: str, text: str) -> Field:
         else "-"
 
 
-def _cookie(argument: str, text: str) -> Field:
+def _cookie(argument: str, text: str) -> Made:
     if not argument:
-        return _const("")
+        return ""
 
     def field(request: Request, answer: Any, escape: Escape) -> str:
         cookies = request.headers.get("cookie")
@@ -335,15 +356,21 @@ def _timestamp(argument: str, text: str) -> Field:
     if pattern and "%" not in pattern:
         raise DirectiveValueError("constant string for time format (misspelled token? "
                                   f"or missing '%%'): {text}")
-    strftime = pattern or "[%d/%b/%Y:%H:%M:%S %z]"
-    cache = [-1, ""]
+    return _strftime_stamp(pattern or "[%d/%b/%Y:%H:%M:%S %z]", begin)
+
+
+def _strftime_stamp(strftime: str, begin: bool) -> Field:
+    """The time as `strftime` formats it: made once a second, the same text for every
+    line of that second."""
+    made_for, made = -1, ""
 
     def stamp(request: Request, answer: Any, escape: Escape) -> str:
-        second = int(_when(request, answer, begin))
-        if second != cache[0]:
-            cache[0] = second
-            cache[1] = time.strftime(strftime, time.localtime(second))
-        return cache[1]
+        nonlocal made_for, made
+        second = int(_when(request, answer, begin) if begin else answer.end_time)
+        if second != made_for:
+            made = time.strftime(strftime, time.localtime(second))
+            made_for = second
+        return made
     return stamp
 
 
@@ -351,16 +378,20 @@ def _when(request: Request, answer: Any, begin: bool) -> float:
     return answer.end_time - _elapsed(answer, request) if begin else answer.end_time
 
 
-def _request_header(argument: str, text: str) -> Field:
+def _request_header(argument: str, text: str) -> Made:
     if not argument:
-        return _const("")
+        return ""
     name = argument.lower()
-    return lambda request, answer, escape: _or_dash(request.headers.get(name), escape)
+
+    def field(request: Request, answer: Any, escape: Escape) -> str:
+        value = request.headers.get(name)
+        return escape(value) if value else "-"
+    return field
 
 
-def _response_header(argument: str, text: str) -> Field:
+def _response_header(argument: str, text: str) -> Made:
     if not argument:
-        return _const("")
+        return ""
     name = argument.lower()
     if name == "content-length":
         def length(request: Request, answer: Any, escape: Escape) -> str:
@@ -439,7 +470,10 @@ def _server_name(argument: str, text: str) -> Field:
 
 
 def _host(argument: str, text: str) -> Field:
-    return lambda request, answer, escape: _or_dash(request.host, escape)
+    def field(request: Request, answer: Any, escape: Escape) -> str:
+        host = request.host
+        return escape(host) if host else "-"
+    return field
 
 
 def _connection_status(argument: str, text: str) -> Field:
@@ -454,7 +488,7 @@ def _keepalive_count(argument: str, text: str) -> Field:
     return lambda request, answer, escape: str(max(answer.count - 1, 0))
 
 
-_MAKERS: dict[str, Callable[[str, str], Field]] = {
+_MAKERS: dict[str, Callable[[str, str], Made]] = {
     "a": _remote_addr, "h": _remote_addr, "A": _local_addr, "p": _port,
     "b": _bytes_body, "B": _bytes_body, "O": _bytes_out, "I": _bytes_in,
     "C": _cookie, "D": _micros, "T": _time_used, "t": _timestamp,
@@ -466,8 +500,24 @@ _MAKERS: dict[str, Callable[[str, str], Field]] = {
 }
 
 
+# anything but printable ASCII other than `"` and `\`: what some escaping changes
+_NEEDS_ESCAPING = re.compile(r'[^ !#-\[\]-~]').search
+
+
+def _plain_first(escape: Escape) -> Escape:
+    """`escape`, with the common case (nothing to escape: the text is returned as it
+    is) decided by one regex search in C before any Python call."""
+    def escaped(text: str) -> str:
+        return escape(text) if _NEEDS_ESCAPING(text) else text
+    return escaped
+
+
+_ESCAPE_DEFAULT = _plain_first(log.escape_bs)
+_ESCAPE_JSON = _plain_first(log.escape_json)
+
+
 def _escaping(value: str) -> Escape:
-    return log.escape_json if value == "json" else log.escape_bs
+    return _ESCAPE_JSON if value == "json" else _ESCAPE_DEFAULT
 
 
 def _syslog_level(value: int) -> int:
@@ -482,7 +532,7 @@ DIRECTIVES = (
     Directive("accesslog.use-syslog", Type.BOOL, False, Scope.CONNECTION),
     Directive("accesslog.syslog-level", Type.SHORT, syslog.LOG_INFO, Scope.CONNECTION,
               _syslog_level),
-    Directive("accesslog.escaping", Type.STRING, log.escape_bs, Scope.CONNECTION,
+    Directive("accesslog.escaping", Type.STRING, _ESCAPE_DEFAULT, Scope.CONNECTION,
               _escaping, doc='"default" or "json"'),
 )
 
@@ -544,12 +594,12 @@ class Module(BaseModule):
                                                  values["accesslog.escaping"])
         if use_syslog:
             log.open_syslog(self.facility)
-            if line:
-                syslog.syslog(values["accesslog.syslog-level"], line)
+            if len(line) > 1:
+                syslog.syslog(values["accesslog.syslog-level"], line[:-1])
             return None
-        logfile = self._file(target)
+        logfile = self.files.get(target) or self._file(target)
         if logfile is not None:
-            logfile.write((line + "\n").encode("utf-8", "surrogateescape"))
+            logfile.write(line.encode("utf-8", "surrogateescape"))
         return None
 
 

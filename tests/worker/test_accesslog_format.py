@@ -1,0 +1,70 @@
+"""How mod_accesslog compiles a format, in this process: constant parts go into the
+line's template and cost nothing per request, the %t text is made once a second,
+and the escaping's shortcut for plain text changes no line."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from shared import log
+from worker.modules import mod_accesslog
+from worker.modules.mod_accesslog import DEFAULT_FORMAT, compile_format
+
+
+def _request(**changes) -> SimpleNamespace:
+    response = SimpleNamespace(status=200, get_header=lambda name: None)
+    request = SimpleNamespace(remote_ip="10.0.0.1", host="example.org", env=None,
+                              target="/a?b", method="GET", version="1.1",
+                              headers={"user-agent": "UA"}, response=response,
+                              start=100.0)
+    request.__dict__.update(changes)
+    return request
+
+
+def _answer(end_time: float = 1_700_000_000.5) -> SimpleNamespace:
+    return SimpleNamespace(bytes_out=300, head_len=100, end_time=end_time,
+                           end_monotonic=100.25)
+
+
+def test_constant_parts_are_template_text_and_no_field_is_called_for_them():
+    compiled = compile_format("%l 100%% %P|%C|%i|%o|%e|%n text\\t|")
+    assert compiled.fields == ()
+    assert compiled.render(None, None, None) == "- 100% ||||| text\t|\n"
+
+
+def test_the_default_format_has_one_function_per_varying_field():
+    compiled = compile_format(DEFAULT_FORMAT)
+    assert len(compiled.fields) == 9
+    line = compiled.render(_request(), _answer(), mod_accesslog._escaping("default"))
+    assert line.endswith('"GET /a?b HTTP/1.1" 200 200 "-" "UA"\n')
+    assert line.startswith("10.0.0.1 example.org - [")
+
+
+def test_the_time_text_is_made_once_a_second(monkeypatch):
+    made = []
+    real = mod_accesslog.time.strftime
+    monkeypatch.setattr(mod_accesslog.time, "strftime",
+                        lambda pattern, when: made.append(when) or real(pattern, when))
+    compiled = compile_format("%t")
+    escape = mod_accesslog._escaping("default")
+    lines = {compiled.render(_request(), _answer(1_700_000_000 + n / 100), escape)
+             for n in range(100)}
+    assert len(lines) == 1 and len(made) == 1
+    compiled.render(_request(), _answer(1_700_000_001.0), escape)
+    assert len(made) == 2
+
+
+@pytest.mark.parametrize("name, reference", [("default", log.escape_bs),
+                                             ("json", log.escape_json)])
+def test_the_plain_text_shortcut_escapes_as_the_log_module_does(name, reference):
+    escape = mod_accesslog._escaping(name)
+    chooser = random.Random(15)
+    alphabet = [chr(c) for c in range(0x80)] + ["é", "€", "\U0001f600", "\udcff"]
+    texts = ["", "plain text", 'q"uote', "back\\slash", "tab\there", "del\x7f"]
+    texts += ["".join(chooser.choices(alphabet, k=chooser.randint(1, 6)))
+              for _ in range(5000)]
+    for text in texts:
+        assert escape(text) == reference(text), repr(text)
