@@ -24,6 +24,7 @@ from worker import compress
 from worker.compress import gzip_window, make_encoder, parse_params
 from worker.modules import mod_deflate
 from worker.server import Server
+from worker.settled import settled
 from worker.spool import SPILL_AT
 from worker.static import SMALL_FILE
 
@@ -39,7 +40,8 @@ BIG = os.urandom(100_000).hex().encode()
 @pytest.fixture()
 def worker(tmp_path, monkeypatch):
     """A worker with mod_deflate (gzip; /cached/ with a cache dir), and the counts of
-    the compressions it made, of the cache files it opened and of the ticks it had."""
+    the compressions it made, of the cache files it opened and of the ticks it had.
+    Its files count as settled (worker/settled.py), as if written long ago."""
     counts = {"compressed": 0, "opened": 0, "ticks": 0}
     compress_source = mod_deflate.compress_source
     open_cache_file = mod_deflate._open_cache_file
@@ -60,6 +62,7 @@ def worker(tmp_path, monkeypatch):
     monkeypatch.setattr(mod_deflate, "compress_source", counted_compress)
     monkeypatch.setattr(mod_deflate, "_open_cache_file", counted_open)
     monkeypatch.setattr(mod_deflate.Module, "handle_trigger", counted_trigger)
+    monkeypatch.setattr(mod_deflate, "settled", lambda _st: True)
     docroot = tmp_path / "www"
     (docroot / "cached").mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
@@ -105,6 +108,16 @@ def test_a_file_is_compressed_once_a_second_whatever_the_query(worker, path, con
     assert len({body for _, body in answers}) == 1
     assert counts["compressed"] <= 1 + counts["ticks"]
     assert counts["opened"] <= (1 + counts["ticks"] if path.startswith("/cached/") else 0)
+
+
+def test_a_file_changed_in_the_last_seconds_is_not_kept(worker, monkeypatch):
+    """Two changes within one tick of the kernel's clock leave one ETag: a variant of
+    a file that has not settled is made again for each request."""
+    server, counts, _ = worker
+    monkeypatch.setattr(mod_deflate, "settled", settled)
+    answers = _answers(server, [f"/page.html?{n}" for n in range(4)])
+    assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 4
+    assert counts["compressed"] == 4
 
 
 def _open_fds() -> set[str]:

@@ -37,7 +37,9 @@ of a static file for the rest of the second (KeptVariants: the bytes, or the ope
 cache file or spool), for the requests the answer cache does not replay (another
 query string, other headers, a large variant), with or without a cache dir: a
 static file is compressed, or found in the cache dir, once per second at most, and a
-change to it is seen within the second, as the stat cache sees it.
+change to it is seen within the second, as the stat cache sees it.  A file changed in
+the last worker/settled.py SETTLED seconds is not kept: a second change within one
+tick of the kernel's clock would leave the same ETag.
 
 A body is compressed in `deflate.work-block-size` KiB steps, never read whole: the
 output stays in memory up to SPILL_AT, then goes to an unlinked file in
@@ -78,6 +80,7 @@ from ..chunkqueue import SharedFd
 from ..compress import ENCODERS, Params, make_encoder, parse_params
 from ..module import Module as BaseModule
 from ..request import Encoder, Request, Response
+from ..settled import settled
 from ..spool import SPILL_AT, Spool
 
 # lighttpd's labels in its order of preference within a group it allows
@@ -636,13 +639,16 @@ class Module(BaseModule):
         kept = self.kept.parts(key)
         if kept is not None:
             return kept, True
-        if not self._is_whole_file(request, etag, source):
+        st = self._whole_file_stat(request, etag, source)
+        if st is None:
             return self._compressed(request, label, source), False
         parts = None
         if request.settings.values["deflate.cache-dir"] and etag.startswith('"'):
             parts = self._from_cache(request, label, coded_etag(etag, label), source)
         if parts is None:
             parts = self._compressed(request, label, source)
+        if not settled(st):       # another change this tick would keep the same ETag
+            return parts, True
         return self.kept.keep(key, parts), True
 
     @staticmethod
@@ -672,15 +678,18 @@ class Module(BaseModule):
         return tuple(request.settings.values["server.upload-dirs"])
 
     @staticmethod
-    def _is_whole_file(request: Request, etag: str, source: _Source) -> bool:
-        """The body is the whole static file the ETag was made for (a fresh stat: the
-        stat cache may be a second behind the file the handler opened)."""
+    def _whole_file_stat(request: Request, etag: str,
+                         source: _Source) -> os.stat_result | None:
+        """The file's stat if the body is the whole static file the ETag was made for
+        (a fresh stat: the stat cache may be a second behind the file the handler
+        opened), else None."""
         try:
             st = os.stat(request.physical_path)
         except OSError:
-            return False
-        return source.size == st.st_size and \
-            static.cached_etag(st, request.settings.values) == etag
+            return None
+        if source.size != st.st_size or static.cached_etag(st, request.settings.values) != etag:
+            return None
+        return st
 
     def _from_cache(self, request: Request, label: str, coded: str,
                     source: _Source) -> list | None:
