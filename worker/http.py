@@ -98,7 +98,7 @@ class DateCache:
 DATE = DateCache()   # one per process; the loop's timer refreshes it
 
 
-_STATUS_LINES: dict[tuple[bool, int], str] = {}   # (HTTP/1.0?, status) -> status line
+_STATUS_LINES: dict[tuple[bool, int], bytes] = {}  # (HTTP/1.0?, status) -> status line
 CONNECTION_CLOSE = b"Connection: close\r\n"
 CONNECTION_KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _server_lines: dict[str, bytes] = {}              # server.tag -> its line and the blank line
@@ -112,15 +112,37 @@ def render_start(request: "Request") -> bytes:
     line = _STATUS_LINES.get((http10, status))
     if line is None:
         line = _STATUS_LINES[http10, status] = \
-            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n"
-    lines = [line]
-    lines += [f"{name}: {value}\r\n" for name, value in response.headers]
+            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
+                "latin-1", "replace")
+    fields = tuple(response.headers)
+    block = _rendered_fields.get(fields)
+    if block is None:
+        block = _render_fields(fields, response.replayable)
+        if block is None:
+            return _without_line_breaks(request)     # a value would forge header lines
     if status not in NO_BODY and status >= 200 and not response.streaming:
-        lines.append(f"Content-Length: {response.length}\r\n")
-    text = "".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        return _without_line_breaks(request)     # a value would forge header lines
-    return text.encode("latin-1", "replace")
+        return b"%s%sContent-Length: %d\r\n" % (line, block, response.length)
+    return line + block
+
+
+# the header fields of static answers, rendered: a file's answers carry the same ones
+_rendered_fields: dict[tuple[tuple[str, str], ...], bytes] = {}
+_RENDERED_MAX = 16384
+
+
+def _render_fields(fields: tuple[tuple[str, str], ...], remember: bool) -> bytes | None:
+    """`fields` as header lines (remembered with `remember`: the answer is a file's,
+    whose next answers carry the same fields, not a backend's); None when a name or
+    value holds CR or LF."""
+    text = "".join([f"{name}: {value}\r\n" for name, value in fields])
+    if text.count("\n") != len(fields) or text.count("\r") != len(fields):
+        return None
+    block = text.encode("latin-1", "replace")
+    if remember:
+        if len(_rendered_fields) >= _RENDERED_MAX:
+            _rendered_fields.clear()
+        _rendered_fields[fields] = block
+    return block
 
 
 def _without_line_breaks(request: "Request") -> bytes:
