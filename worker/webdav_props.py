@@ -110,10 +110,12 @@ class PropertyView:
         self.locks: list[Lock] = []
         self.dead: dict[str, list[tuple[str, str, str]]] = {}
         if store is not None:
-            self.locks = store.locks_covering(top)
-            if members:
-                self.locks += store.locks_below(top)
-            for resource, namespace, name, value in store.properties_from(top, members):
+            with store.snapshot():
+                self.locks = store.locks_covering(top)
+                if members:
+                    self.locks += store.locks_below(top)
+                found = store.properties_from(top, members)
+            for resource, namespace, name, value in found:
                 self.dead.setdefault(resource, []).append((namespace, name, value))
 
     def response(self, resource: Resource, selection: Selection) -> str:

@@ -77,7 +77,12 @@ class Store:
         self.db.close()
 
     def transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self.db, "BEGIN IMMEDIATE")
+
+    def snapshot(self) -> "_Transaction":
+        """Reads that see one state of the database, under one shared lock (each
+        statement alone would take and drop its own)."""
+        return _Transaction(self.db, "BEGIN")
 
     # ------------------------------------------------------------ properties
     def properties_from(self, path: str, members: bool) -> list[tuple[str, str, str, str]]:
@@ -172,16 +177,17 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+    """BEGIN (IMMEDIATE for writes) ... COMMIT, or ROLLBACK when the block raises."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, begin: str) -> None:
         self.db = db
+        self.begin = begin
         self.outer = False
 
     def __enter__(self) -> "_Transaction":
         self.outer = not self.db.in_transaction
         if self.outer:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(self.begin)
         return self
 
     def __exit__(self, kind: object, *_rest: object) -> None:
