@@ -15,7 +15,8 @@ REQUESTS = 40
 
 def _server(tmp_path: Path) -> tuple[Server, Path]:
     logfile = tmp_path / "access.log"
-    server = Server(tmp_path, 'server.modules = ("mod_accesslog", "mod_indexfile", "mod_staticfile")\n'
+    server = Server(tmp_path, 'server.modules = ("mod_accesslog", "mod_indexfile", '
+                    '"mod_staticfile")\n'
                     f'accesslog.filename = "{logfile}"\naccesslog.format = "%U %s"')
     server.wait_serving()
     return server, logfile

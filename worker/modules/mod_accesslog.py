@@ -6,11 +6,12 @@ with a `%s` for each field) and a tuple of small functions
 `field(request, answer, escape) -> str`, one per field that varies; what is constant
 (literals, %l, %%, %P, an empty %{}i ...) is in the template, never called.  Per
 request the module fills the template (`template % (...)`, done in C) and hands the
-line to its log's buffer; the `%t` field makes its text once per second.  The line is written when the response has been sent in full
-or the connection was lost (the core calls handle_request_done then), so `%b`, `%O`
-and `%X` tell what really went out.  `answer` is the core's record of that
-(`request.plugin_ctx["answer"]`, see worker/connection.py: bytes out, header length,
-bytes in, keep-alive, aborted, end time, request count on the connection).
+line to its log's buffer; the `%t` field makes its text once per second.  The line is
+written when the response has been sent in full or the connection was lost (the core
+calls handle_request_done then), so `%b`, `%O` and `%X` tell what really went out.
+`answer` is the core's record of that (`request.plugin_ctx["answer"]`, see
+worker/connection.py: bytes out, header length, bytes in, keep-alive, aborted, end
+time, request count on the connection).
 
 Where lines go (a choice, stated here because lighttpd differs): lighttpd opens every
 log in the master before it forks and drops privileges, and starts a `|command` logger
@@ -366,7 +367,8 @@ def _strftime_stamp(strftime: str, begin: bool) -> Field:
 
     def stamp(request: Request, answer: Any, escape: Escape) -> str:
         nonlocal made_for, made
-        second = int(_when(request, answer, begin) if begin else answer.end_time)
+        # the end time read here, not through _when: one call less on every line
+        second = int(answer.end_time) if not begin else int(_when(request, answer, True))
         if second != made_for:
             made = time.strftime(strftime, time.localtime(second))
             made_for = second
