@@ -398,7 +398,7 @@ class Connection:
         when `data` is no such repeat."""
         server = self.server
         answers = server.pipeline.answers
-        if answers.reads is None or self.out.chunks:
+        if not answers.raw_entries or self.out.chunks:    # none kept: no hashing
             return False
         kept = answers.find_bytes(data, self)
         if kept is None:
