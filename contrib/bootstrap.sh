@@ -25,7 +25,8 @@ gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
   lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
   lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}"
-  lighttpd-mod-openssl lighttpd-mod-deflate apache2-utils nghttp2-client openssl)
+  lighttpd-mod-openssl lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-modules-lua
+  apache2-utils nghttp2-client openssl)
 
 missing=()
 for package in "${debian_packages[@]}"; do
