@@ -76,6 +76,12 @@ def listing(server: Server, path: str = "/d/", host: str = "t") -> str:
     return body.decode()
 
 
+def kept_pages(server: Server) -> mod_dirlisting.PageCache:
+    [module] = [module for module in server.pipeline.modules
+                if isinstance(module, mod_dirlisting.Module)]
+    return module.pages
+
+
 def next_second() -> None:
     """What the once-a-second tick does when the second turns."""
     CACHE.tick(CACHE.second + 1)
@@ -153,9 +159,7 @@ def test_kept_pages_stay_within_their_bounds(server, monkeypatch):
     for number in range(4):
         (server.docroot / "d" / f"s{number}").mkdir()
         listing(server, f"/d/s{number}/")
-    pages = [module.pages for module in server.pipeline.modules
-             if isinstance(module, mod_dirlisting.Module)][0]
-    assert 1 <= len(pages.pages) <= 2
+    assert 1 <= len(kept_pages(server).pages) <= 2
 
 
 @pytest.mark.parametrize("name, quoted", [
@@ -175,3 +179,11 @@ def test_links_are_percent_encoded_only_where_needed(name, quoted):
 ])
 def test_text_is_escaped_only_where_needed(text, escaped):
     assert mod_dirlisting.html_escape(text) == escaped
+
+
+def test_an_idle_worker_keeps_no_page(server):
+    listing(server)
+    pages = kept_pages(server)
+    assert pages.pages
+    server.pipeline.trigger(time.time())       # the once-a-second tick
+    assert not pages.pages and pages.size == 0

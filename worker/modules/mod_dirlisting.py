@@ -267,7 +267,7 @@ def _modified(mtime: float) -> str:
     return time.strftime("%Y-%b-%d %H:%M:%S", time.localtime(mtime))
 
 
-MAX_ROWS = 16384       # formatted rows kept; more distinct entries start the memo afresh
+MAX_ROWS = 4096        # formatted rows kept (~1 MB); more start the memo afresh
 _row_memo: dict[tuple[str, float, int, int], str] = {}
 
 
@@ -301,8 +301,8 @@ class PageCache:
     with its page and compared by identity, so a request whose settings differ in
     anything never gets another's page."""
 
-    MAX_PAGES = 256
-    MAX_BYTES = 8 << 20
+    MAX_PAGES = 64
+    MAX_BYTES = 1 << 20
 
     def __init__(self) -> None:
         self.second = -1
@@ -338,6 +338,11 @@ class Module(BaseModule):
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
         self.pages = PageCache()
+
+    def handle_trigger(self, now: float) -> None:
+        """Once a second, with the stat cache's tick: the kept pages are over, and an
+        idle worker holds none."""
+        self.pages.clear()
 
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         if request.method not in ("GET", "HEAD") or not request.uri_path.endswith("/"):
