@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from .chunkqueue import SharedFd
 from .http import http_date, parse_http_date
+from .settled import settled
 from .statcache import CACHE
 
 if TYPE_CHECKING:
@@ -376,7 +377,9 @@ class SmallFiles:
     """Contents of small files, valid while the stat cache reports the same inode, size
     and mtime: a hot small file costs no open/fstat/pread/close per request.  Staleness
     is the stat cache's (at most a second with "simple", as in lighttpd), and body and
-    headers always come from the same snapshot, so lengths always agree.
+    headers always come from the same snapshot, so lengths always agree.  Only a
+    settled file is kept (worker/settled.py): one changed twice within a tick of the
+    kernel's clock keeps its stat, and its first contents would pass for the second.
 
     The budget holds a site of about 10,000 small files per worker (images, icons,
     scripts of a few KiB): a budget below the working set of a site whose requests
@@ -423,7 +426,7 @@ def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, byte
         return -1, cached[0], cached[1]
     fd, st = open_checked(path, st)
     fd, data = _take_body(fd, st, path)
-    if data is not None:
+    if data is not None and settled(st):
         SMALL_FILES.put(path, st, data)
     return fd, st, data
 

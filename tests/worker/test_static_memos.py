@@ -95,3 +95,18 @@ def test_a_full_answer_table_keeps_what_it_holds_until_the_tick(tmp_path: Path,
     finally:
         client.close()
         server.close_all()
+
+
+def test_a_small_file_changed_just_now_is_read_again(tmp_path: Path):
+    """Two writes within a tick of the kernel's clock leave one stat: a file changed
+    that recently is not kept, so the second write is served."""
+    path = tmp_path / "c.txt"
+    path.write_bytes(b"one")
+    first = os.stat(path)
+    assert static._open_body(str(path), first)[2] == b"one"
+    path.write_bytes(b"two")
+    os.utime(path, ns=(first.st_atime_ns, first.st_mtime_ns))
+    second = os.stat(path)
+    assert (second.st_ino, second.st_size, second.st_mtime_ns) == \
+        (first.st_ino, first.st_size, first.st_mtime_ns)
+    assert static._open_body(str(path), second)[2] == b"two"
