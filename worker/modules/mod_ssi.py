@@ -159,17 +159,15 @@ class _Output:
         self.file: Any = None
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
         self.size += len(data)
-        if self.file is not None:
-            self.file.write(data)
+        if self.size <= SPOOL_AT:          # the usual case, and the first test
+            self.parts.append(data)
             return
-        self.parts.append(bytes(data))
-        if self.size > SPOOL_AT:
+        if self.file is None:
             self.file = tempfile.TemporaryFile(dir=self.spool_dir)
             self.file.write(b"".join(self.parts))
             self.parts = []
+        self.file.write(data)
 
     def deliver(self, request: Request) -> None:
         response = request.response
