@@ -5,8 +5,8 @@ mod_webdav does not trust the stat cache either: the files change under it).  Th
 live properties (RFC 4918 §15) come from that stat; dead properties and locks from
 the share's store, read once for all the resources one PROPFIND walks
 (`PropertyView`), not once per resource, so a Depth: 1 answer of a big collection
-costs three queries.  A resource's `<D:response>` that shows no lock and no dead
-property depends on its URL, its stat and the request's selection and settings alone:
+costs three queries.  A resource's `<D:response>` that shows no lock depends on its
+URL, its stat, its dead properties and the request's selection and settings alone:
 it is kept (RENDERED_MAX per worker, once the file's last change is settled: see
 worker/settled.py) and given again while the stat is the same.
 """
@@ -120,12 +120,13 @@ class PropertyView:
 
     def response(self, resource: Resource, selection: Selection) -> str:
         """One resource's `<D:response>`: what was asked for, by status; kept when
-        no lock or dead property shows in it."""
-        if self.locks or resource.url in self.dead:
+        no lock shows in it (its dead properties are part of the key)."""
+        url = resource.url
+        if self.locks and any(lock.covers(url) for lock in self.locks):
             return self._render(resource, selection)
         st = resource.st
-        key = (resource.url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns,
-               st.st_ctime_ns, selection.key)
+        key = (url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+               selection.key, *self.dead.get(url, ()))
         kept = _rendered.get(key)
         if kept is not None and kept[0] is self.values:
             return kept[1]

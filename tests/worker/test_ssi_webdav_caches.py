@@ -191,14 +191,23 @@ def test_propfind_keeps_listings_and_responses_while_nothing_changes(worker, kee
     assert len(listed) == 2
 
 
-def test_kept_responses_never_hide_dead_properties_or_locks(worker, keep_at_once):
+def test_kept_responses_never_hide_dead_properties_or_locks(worker, keep_at_once,
+                                                            monkeypatch):
     _share(worker.docroot)
+    rendered = count_calls(monkeypatch, webdav_props.PropertyView, "_render")
     assert b"urn:test" not in _propfind(worker, ALLPROP)
     assert worker.ask("PROPPATCH", "/dav/f1.txt", PROPPATCH)[0] == 207
     assert b'<color xmlns="urn:test">blue</color>' in _propfind(worker, ALLPROP)
+    assert len(rendered) == 5                     # f1 again, with its property
+    assert worker.ask("PROPPATCH", "/dav/f1.txt", PROPPATCH.replace("blue", "red"))[0] == 207
+    assert b'<color xmlns="urn:test">red</color>' in _propfind(worker, ALLPROP)
     status, _ = worker.ask("LOCK", "/dav/f2.txt", LOCK, "Timeout: Second-600")
     assert status == 200
-    assert b"<D:activelock>" in _propfind(worker, ALLPROP)
+    answer = _propfind(worker, ALLPROP)
+    assert answer.count(b"<D:activelock>") == 1 and b'<color xmlns="urn:test">red</color>' in answer
+    assert len(rendered) == 7                     # f1 with red, then f2 under its lock
+    _propfind(worker, ALLPROP)
+    assert len(rendered) == 8                     # a locked resource is never kept
 
 
 def test_listings_changed_just_now_are_read_every_time(worker, monkeypatch):
