@@ -227,7 +227,7 @@ def _port(argument: str, text: str) -> Field:
             return spec[colon + 1:] if colon >= 0 else ""
         return local
     if argument == "remote":
-        return lambda request, answer, escape: str(answer.remote_port)
+        return lambda request, answer, escape: str(request.remote_port)
     raise DirectiveValueError(f"invalid format %{{canonical,local,remote}}p: {text}")
 
 
