@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from stat import S_ISDIR
 from typing import Callable
 from urllib.parse import quote
 
-from .static import cached_etag, content_type_for, is_directory, last_modified
+from .static import cached_etag, content_type_for, last_modified
 from .settled import settled
 from .webdav_store import INFINITY, Lock, Store
 from .webdav_xml import (DAV, Name, dav_element, escape_text, property_xml,
@@ -54,14 +55,14 @@ class Resource:
 
     def __init__(self, url: str, path: str) -> None:
         self.path = path.rstrip("/") or "/"
+        st: os.stat_result | None
         try:
-            self.st: os.stat_result | None = os.stat(path)   # a slash: a directory only
+            st = os.stat(path)                    # a slash: a directory only
         except (FileNotFoundError, NotADirectoryError):
-            self.st = None
-        self.is_collection = self.st is not None and is_directory(self.st)
-        if self.is_collection and not url.endswith("/"):
-            url += "/"
-        self.url = url
+            st = None
+        self.st = st
+        self.is_collection = st is not None and S_ISDIR(st.st_mode)
+        self.url = url + "/" if self.is_collection and not url.endswith("/") else url
 
     @property
     def exists(self) -> bool:

@@ -287,8 +287,9 @@ class _Dav(DavRequest):
         if depth != "0" and not self.values["webdav.log-xml"]:
             response.stream()            # a big tree's answer is not kept in memory
         batch = [MULTISTATUS_OPEN]
+        render = view.response
         for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
-            batch.append(view.response(resource, selection))
+            batch.append(render(resource, selection))
             if len(batch) >= PROPFIND_BATCH:
                 response.write("".join(batch).encode("utf-8", "surrogateescape"))
                 batch.clear()
@@ -325,7 +326,7 @@ class _Dav(DavRequest):
                     member = Resource(collection.url + name, directory + name)
                 except OSError:
                     continue                 # unreadable: not listed
-                if not member.exists:
+                if member.st is None:
                     continue
                 yield member
                 if depth == "infinity" and member.is_collection and not is_link:
