@@ -3,7 +3,10 @@
 Per request only the conditions that exist are evaluated, each at most once; those that
 depend only on the connection (`remoteip`, `socket`) are evaluated once per connection.
 The effective settings are the global ones updated by every matching block in file
-order.  With no conditional blocks, the global dict itself is returned: zero cost.
+order, and remembered by what decided them (the values of the fields the request's
+conditions read, the results of the connection's): the next request with the same
+Host, URL ... is one dict lookup.  With no conditional blocks, the global dict itself
+is returned: zero cost.
 Requests that match the same blocks, none of them with regex captures, share one
 merged settings object, built once.
 """
@@ -13,13 +16,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from .directives import CheckResult, Directive, Scope
 from .tree import Block, Condition, ConfigTree
 
 NO_CAPTURES: tuple[str, ...] = ()
 MAX_SHARED_SETTINGS = 1024     # distinct sets of matching blocks kept per worker
+MAX_BY_VALUES = 4096           # distinct values deciding a request's settings, kept
 
 
 class ConditionSubject(Protocol):
@@ -150,6 +154,13 @@ class CompiledConfig:
         self.connection_conditions = any(c.per_connection for c in self.conditions)
         # what modules built at config time (Module.prepare), by module name
         self.prepared: dict[str, Any] = {}
+        # what decides a request's settings (settings_for): the fields its own
+        # conditions read, and the connection's conditions
+        self._request_fields = tuple(sorted({c.field for c in self.conditions
+                                             if not c.per_connection}))
+        self._connection_conditions = tuple(i for i, c in enumerate(self.conditions)
+                                            if c.per_connection)
+        self._by_values: dict[tuple[Any, ...], RequestSettings] = {}
 
     def socket_specs(self) -> list[str]:
         """Every `$SERVER["socket"] == "..."` address: each is a listener."""
@@ -158,13 +169,35 @@ class CompiledConfig:
     def settings_for(self, subject: ConditionSubject,
                      connection_cache: dict[int, tuple[bool, Any]] | None = None
                      ) -> RequestSettings:
-        """Effective settings for one request."""
+        """Effective settings for one request, remembered by what decides them: the
+        values of the fields the request's conditions read and the results of the
+        connection's conditions (most requests to a site carry the same few: a Host,
+        a socket), so that the blocks are walked once per distinct set of them."""
         if not self.blocks:
             return self._global_settings
+        results: dict[int, tuple[bool, re.Match[str] | None]] = {}
+        values = [subject.condition_value(field) for field in self._request_fields]
+        key = tuple(values)
+        for condition_id in self._connection_conditions:
+            key += _result_key(*self._test(condition_id, subject.condition_value, results,
+                                           connection_cache))
+        settings = self._by_values.get(key)
+        if settings is None:      # (captures too follow from these values alone)
+            asked = dict(zip(self._request_fields, values))
+            settings = self._walk(asked.__getitem__, results, connection_cache)
+            if len(self._by_values) >= MAX_BY_VALUES:
+                self._by_values.clear()
+            self._by_values[key] = settings
+        return settings
+
+    def _walk(self, value_of: Callable[[str], str],
+              results: dict[int, tuple[bool, re.Match[str] | None]],
+              connection_cache: dict[int, tuple[bool, Any]] | None) -> RequestSettings:
+        """The blocks in file order: the settings of those whose conditions hold
+        (each condition evaluated at most once), merged."""
         matched = [False] * self._block_count
         taken = [False] * self._block_count
         matched[0] = True
-        results: dict[int, tuple[bool, re.Match[str] | None]] = {}
         matches: dict[int, re.Match[str]] = {}
         contributing: list[CompiledBlock] = []
         with_captures = False
@@ -176,7 +209,8 @@ class CompiledConfig:
                 continue
             ok, match = True, None
             if block.condition_id is not None:
-                ok, match = self._test(block.condition_id, subject, results, connection_cache)
+                ok, match = self._test(block.condition_id, value_of, results,
+                                       connection_cache)
             matched[block.index] = taken[block.index] = ok
             if not ok:
                 continue
@@ -216,7 +250,7 @@ class CompiledConfig:
             return RequestSettings(values)
         return RequestSettings(values, matches, origin)
 
-    def _test(self, condition_id: int, subject: ConditionSubject,
+    def _test(self, condition_id: int, value_of: Callable[[str], str],
               results: dict[int, tuple[bool, Any]],
               connection_cache: dict[int, tuple[bool, Any]] | None) -> tuple[bool, Any]:
         if condition_id in results:
@@ -225,9 +259,14 @@ class CompiledConfig:
         cache = connection_cache if condition.per_connection and connection_cache is not None \
             else results
         if condition_id not in cache:
-            cache[condition_id] = evaluate(condition, subject.condition_value(condition.field))
+            cache[condition_id] = evaluate(condition, value_of(condition.field))
         results[condition_id] = cache[condition_id]
         return results[condition_id]
+
+
+def _result_key(ok: bool, match: re.Match[str] | None) -> tuple[Any, ...]:
+    """A condition's result as a key: whether it holds, and what its regex captured."""
+    return (ok,) if match is None else (ok, match.group(0), match.groups())
 
 
 def _capture_block(block: Block) -> int | None:

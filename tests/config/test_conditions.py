@@ -580,3 +580,22 @@ def test_host_patterns_are_checked_as_lighttpd_checks_them(operator, tmp_path):
         except ConfigError:
             ours = False
         assert ours == theirs, (pattern, "lighttpd accepts" if theirs else "lighttpd refuses")
+
+
+def test_settings_are_remembered_by_the_values_that_decide_them(tmp_path: Path) -> None:
+    """A second request with the same Host and socket finds its settings without a
+    walk of the blocks; other values (captures included) get their own."""
+    compiled = compile_text(tmp_path,
+                            '$SERVER["socket"] == ":8443" { server.name = "tls" }\n'
+                            '$HTTP["host"] =~ "^(.+)\\.example$" { server.tag = "%1" }\n')
+    cache: dict = {}
+    first = compiled.settings_for(Subject(host="a.example", socket=":8443"), cache)
+    again = Subject(host="a.example", socket=":8443")
+    assert compiled.settings_for(again, cache) is first
+    assert again.asked == ["host"]                   # the socket's result is the connection's
+    other = compiled.settings_for(Subject(host="b.example", socket=":8443"), cache)
+    assert other is not first
+    assert (first.captures("server.tag"), other.captures("server.tag")) == \
+        (("a.example", "a"), ("b.example", "b"))
+    plain = compiled.settings_for(Subject(host="a.example", socket=":80"), {})
+    assert plain["server.name"] != "tls" and first["server.name"] == "tls"
