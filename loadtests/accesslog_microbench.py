@@ -1,9 +1,12 @@
 """What the access log adds to a request's CPU, in one process and with wrk.
 
 In-process (the default): microbench.py's worker on socket pairs, 1 KiB keep-alive
-requests each with a query string of its own (no kept answer can be replayed), timed
-with the access log off and on (lighttpd's default combined format, to a file), in
-alternating runs; also the time spent in mod_accesslog's request-done hook alone.
+requests each with a query string of its own (no kept answer can be replayed), the
+worker's CPU time per request with the access log off and on (lighttpd's default
+combined format, to a file), in alternating runs: the mean over every round, so that
+the garbage collections a request's leftovers cause are counted (microbench.py's 10th
+percentile leaves out the rounds they fall in); also the time of mod_accesslog's
+request-done hook alone.
 
 With `--wrk`: pylighttpd itself (master and 2 workers), log off and on alternating,
 wrk with a Lua script sending a new query string per request (bench.py's -nocache
@@ -26,7 +29,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.bench import RunningServer, Scenario, make_docroot, run_wrk  # noqa: E402
-from loadtests.microbench import REQUEST, Requests, build, connect, run  # noqa: E402
+from loadtests.microbench import (REQUEST, Requests, build, connect, one_round,  # noqa: E402
+                                  run)
 from worker.modules import mod_accesslog  # noqa: E402
 
 VARIED = 20_000            # distinct requests each in-process run cycles through
@@ -67,15 +71,15 @@ def hook_cost() -> float:
 
 
 def in_process(accesslog: bool, rounds: int, connections: int) -> tuple[float, float]:
-    """(worker us per request, us per call of the log hook) for one run."""
+    """(worker CPU us per request, us per call of the log hook) for one run."""
     with tempfile.TemporaryDirectory() as tmp:
         server, _paths = build(Path(tmp), accesslog, 0)
         clients = connect(server, connections)
         requests = varied_requests()
         run(server, clients, requests, 20)
-        figure = run(server, clients, requests, rounds)
+        spent = sum(one_round(server, clients, requests) for _ in range(rounds))
         server.close_all()
-    return figure * 1e6, hook_cost() if accesslog else 0.0
+    return spent / (rounds * connections) * 1e6, hook_cost() if accesslog else 0.0
 
 
 def with_wrk(accesslog: bool, seconds: float, base: Path) -> tuple[float, float]:
