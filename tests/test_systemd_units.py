@@ -19,10 +19,13 @@ def test_units_verify(tmp_path):
     service = (UNITS / "pylighttpd.service").read_text()
     (tmp_path / "pylighttpd.service").write_text(
         service.replace("/usr/local/bin/pylighttpd", sys.executable))
-    shutil.copy(UNITS / "pylighttpd.socket", tmp_path)
+    for unit in ("pylighttpd.socket", "pylighttpd-rotate-keys.service",
+                 "pylighttpd-rotate-keys.timer"):
+        shutil.copy(UNITS / unit, tmp_path)
     result = subprocess.run(["systemd-analyze", "verify", "pylighttpd.service",
-                             "pylighttpd.socket"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
+                             "pylighttpd.socket", "pylighttpd-rotate-keys.service",
+                             "pylighttpd-rotate-keys.timer"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "pylighttpd" not in result.stderr, result.stderr
 
@@ -31,3 +34,11 @@ def test_service_uses_the_master_protocol():
     service = (UNITS / "pylighttpd.service").read_text()
     assert "Type=notify" in service
     assert "ExecReload=/bin/kill -HUP $MAINPID" in service
+
+
+def test_ticket_keys_rotate_daily_by_a_graceful_reload():
+    timer = (UNITS / "pylighttpd-rotate-keys.timer").read_text()
+    service = (UNITS / "pylighttpd-rotate-keys.service").read_text()
+    assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer
+    assert "ExecStart=/bin/systemctl reload pylighttpd.service" in service
+    assert "Requisite=pylighttpd.service" in service     # never starts a stopped server

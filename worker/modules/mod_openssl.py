@@ -29,9 +29,9 @@ certificate files to new connections; between reloads they stay.  lighttpd rotat
 its keys by itself (and reads them from `ssl.stek-file`); pyOpenSSL offers no way to
 set or rotate them (no SSL_CTX_set_tlsext_ticket_keys nor its key callback, and the
 OpenSSL it binds is its own, out of reach of ctypes), and contexts rebuilt in a worker
-would hold keys the other workers do not know.  So a site wanting lighttpd's rotation
-reloads periodically (a daily `systemctl reload` timer rotates them as lighttpd's
-default would); `ssl.stek-file` is not declared, hence warned about as unknown.
+would hold keys the other workers do not know.  So they rotate by a graceful reload:
+contrib/systemd/pylighttpd-rotate-keys.timer reloads daily (requests in flight finish
+on the old workers); `ssl.stek-file` is not declared, hence warned about as unknown.
 
 Defaults are Mozilla's "intermediate" profile (what testssl.sh and `sslyze
 --mozilla_config intermediate` check): TLS 1.2 and later; TLS 1.2 ciphers ECDHE/DHE
