@@ -171,6 +171,28 @@ def test_a_session_resumes_on_whichever_worker_takes_it(tls_server, tmp_path):
     assert all("Reused, TLSv1.2" in out for out in reused)   # 2 workers: both took some
 
 
+def _resumes(port: int, session: Path, save: bool = False) -> bool:
+    """A TLS 1.2 handshake offering `session` (or saving a new one): resumed?"""
+    flag = "-sess_out" if save else "-sess_in"
+    out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                          "-tls1_2", flag, str(session)], input="", capture_output=True,
+                         text=True, timeout=20).stdout
+    return "Reused, TLSv1.2" in out
+
+
+def test_a_reload_rotates_the_ticket_keys(tls_server, tmp_path):
+    """What the daily timer in contrib/systemd relies on: tickets issued before a
+    reload do not resume after it, new ones resume again."""
+    port, session = tls_server.tls_port, tmp_path / "session.pem"
+    assert not _resumes(port, session, save=True)
+    assert _resumes(port, session)
+    before = set(tls_server.children())
+    tls_server.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: not before & set(tls_server.children()), timeout=30)
+    assert not _resumes(port, session)
+    assert not _resumes(port, session, save=True) and _resumes(port, session)
+
+
 def test_a_reload_serves_a_renewed_certificate(tmp_path, certs):
     port = free_port()
     pem = tmp_path / "site.pem"
