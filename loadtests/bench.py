@@ -57,8 +57,8 @@ REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("pylighttpd", "lighttpd", "nginx")
 WORKERS = 2
 # the sets of servers (setups: see SETUPS)
-STATIC, GATEWAYS, APPS, REWRITE, AUTH, DEFLATE, TLS = (
-    "static", "gateways", "apps", "rewrite", "auth", "deflate", "tls")
+STATIC, GATEWAYS, APPS, REWRITE, AUTH, REWRITE_AUTH, DEFLATE, TLS = (
+    "static", "gateways", "apps", "rewrite", "auth", "rewrite-auth", "deflate", "tls")
 BROWSER, BROWSER_LOG, MAGNET, WEBDAV, SSI = "browser", "browser-log", "magnet", "webdav", "ssi"
 # the clients a scenario is run with
 WRK, UPLOAD, H2LOAD = "wrk", "upload", "h2load"
@@ -150,6 +150,10 @@ SCENARIOS = [
     Scenario("rewrite-1k", "/rw/1k.bin", setup=REWRITE, share=0.4),
     Scenario("rewrite-1k-nocache", "/rw/1k.bin", setup=REWRITE, vary_query=True, share=0.4),
     Scenario("auth-basic-1k", "/auth/1k.bin", setup=AUTH, headers=(AUTH_HEADER,), share=0.4),
+    Scenario("rewrite-auth-1k", "/rw/auth/1k.bin", setup=REWRITE_AUTH, headers=(AUTH_HEADER,),
+             share=0.4),
+    Scenario("rewrite-auth-1k-nocache", "/rw/auth/1k.bin", setup=REWRITE_AUTH,
+             headers=(AUTH_HEADER,), vary_query=True, share=0.4),
     Scenario("gzip-1k", "/gz/1k.txt", setup=DEFLATE, headers=(GZIP_HEADER,), share=0.4),
     Scenario("gzip-1k-nocache", "/gz/1k.txt", setup=DEFLATE, headers=(GZIP_HEADER,),
              vary_query=True, share=0.4),
@@ -515,6 +519,17 @@ def nginx_auth_location(site: Site) -> str:
             f'auth_basic_user_file {site.backends["userfile"]}; }}')
 
 
+# ------------------------------------------------- mod_rewrite and mod_auth
+def rewrite_auth_settings(site: Site) -> str:
+    """The two rewrite rules in front of Basic auth: /rw/auth/1k.bin becomes the
+    protected /auth/1k.bin."""
+    return REWRITE_RULES + auth_settings(site)
+
+
+def nginx_rewrite_auth(site: Site) -> str:
+    return nginx_rewrites(site) + "\n        " + nginx_auth_location(site)
+
+
 # ------------------------------------------------------------ mod_deflate
 def make_text_files(_base: Path, docroot: Path, _stack: contextlib.ExitStack
                     ) -> dict[str, Any]:
@@ -692,6 +707,9 @@ SETUPS = {
     AUTH: Setup(("mod_auth", "mod_authn_file"), auth_settings,
                 nginx_server=nginx_auth_location, prepare=make_auth_files,
                 requires=("htpasswd",)),
+    REWRITE_AUTH: Setup(("mod_rewrite", "mod_auth", "mod_authn_file"), rewrite_auth_settings,
+                        nginx_server=nginx_rewrite_auth, prepare=make_auth_files,
+                        requires=("htpasswd",)),
     DEFLATE: Setup(("mod_deflate",), deflate_settings, nginx_http=nginx_gzip,
                    nginx_server=nginx_text_types, prepare=make_text_files,
                    lighttpd_plugin="mod_deflate.so"),
