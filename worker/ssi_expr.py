@@ -19,6 +19,9 @@ under both servers.
 Where lighttpd loops forever (a character that is neither printable nor a space or a
 tab, such as a newline, inside an expression) this evaluator reports an error instead.
 Groups and negations nest at most MAX_NESTING deep, as in lighttpd.
+
+An expression is tokenized once and kept (COMPILED_KEPT per worker): its variables
+are looked up when each evaluation reaches them.
 """
 
 from __future__ import annotations
@@ -76,12 +79,91 @@ def _compare(left: _Value, right: _Value, op: str) -> bool:
             GT: cmp > 0, GE: cmp >= 0}[op]
 
 
+class _Token:
+    """One token of an expression as the tokenizer read it: its kind, what a value
+    adds (`text`, or the variable `name` looked up when it is used), the position
+    after it, and for an error the reason logged when the evaluator reaches it."""
+
+    __slots__ = ("kind", "text", "name", "pos", "why")
+
+    def __init__(self, kind: str, pos: int, text: str = "", name: str | None = None,
+                 why: str = "") -> None:
+        self.kind = kind
+        self.pos = pos
+        self.text = text
+        self.name = name
+        self.why = why
+
+
+def _tokens(text: str) -> list[_Token]:
+    """The tokens of `text` up to its end or its first error, the last one of the
+    list (the tokenizer depends on the text alone: read once per expression)."""
+    found: list[_Token] = []
+    pos, size = 0, len(text)
+    while True:
+        pos = _BLANKS.match(text, pos).end()
+        if pos >= size:
+            found.append(_Token(END, pos))
+            return found
+        token = _next_token(text, pos)
+        found.append(token)
+        if token.kind == ERROR:
+            return found
+        pos = token.pos
+
+
+def _next_token(text: str, pos: int) -> _Token:
+    """The token at `pos` (not a blank, not the end)."""
+    char = text[pos]
+    two = text[pos:pos + 2]
+    if char in "<>!" and two in (LE, GE, NE):
+        return _Token(two, pos + 2)
+    if char in "=<>!()":
+        return _Token(char, pos + 1)
+    if char in "&|":
+        if two in (AND, OR):
+            return _Token(two, pos + 2)
+        return _Token(ERROR, pos, why=f"missing second {char}")
+    if char == "'":
+        end = text.find("'", pos + 1)
+        if end < 0:
+            return _Token(ERROR, pos, why="missing closing quote")
+        return _Token(VALUE, end + 1, text=text[pos + 1:end])
+    if char == "$":
+        if text[pos + 1:pos + 2] == "{":
+            end = text.find("}", pos + 2)
+            if end < 0:
+                return _Token(ERROR, pos, why="missing closing curly-brace")
+            return _Token(VALUE, end + 1, name=text[pos + 2:end])
+        name = _NAME.match(text, pos + 1).group()
+        return _Token(VALUE, pos + 1 + len(name), name=name)
+    word = _WORD.match(text, pos).group()
+    if not word:                          # lighttpd would spin here for ever
+        return _Token(ERROR, pos, why="unexpected character")
+    return _Token(VALUE, pos + len(word), text=word)
+
+
+COMPILED_KEPT = 1024          # expressions kept tokenized per worker
+_compiled: dict[str, list[_Token]] = {}
+
+
+def _compiled_tokens(text: str) -> list[_Token]:
+    found = _compiled.get(text)
+    if found is None:
+        if len(_compiled) >= COMPILED_KEPT:
+            _compiled.clear()
+        found = _compiled[text] = _tokens(text)
+    return found
+
+
 class _Evaluator:
-    """One evaluation: the tokenizer's position and nesting, and the variables."""
+    """One evaluation: where it is in the expression's tokens, the nesting, and the
+    variables."""
 
     def __init__(self, expr: str, lookup: Callable[[str], str | None],
                  log: Callable[[str], None]) -> None:
-        self.text = expr.split("\0", 1)[0]       # lighttpd reads it as a C string
+        self.tokens = _compiled_tokens(expr.split("\0", 1)[0])  # a C string to lighttpd
+        self.next = 0
         self.pos = 0
         self.braces = 0
         self.depth = 0
@@ -90,68 +172,27 @@ class _Evaluator:
 
     # ---------------------------------------------------------------- tokens
     def _token(self, value: _Value) -> str:
-        """The next token; a value's text is appended to `value`."""
-        text, size = self.text, len(self.text)
-        self.pos = _BLANKS.match(text, self.pos).end()
-        if self.pos >= size:
-            return END
-        char = text[self.pos]
-        two = text[self.pos:self.pos + 2]
-        if char in "<>!" and two in (LE, GE, NE):
-            self.pos += 2
-            return two
-        if char in "=<>!()":
-            self.pos += 1
-            if char == "(":
-                self.braces += 1
-            elif char == ")":
-                self.braces -= 1
-            return char
-        if char in "&|":
-            if two in (AND, OR):
-                self.pos += 2
-                return two
-            return self._fail(f"missing second {char}")
-        if char == "'":
-            return self._quoted(value)
-        if char == "$":
-            return self._variable(value)
-        return self._word(value)
-
-    def _fail(self, why: str) -> str:
-        self.log(f"pos: {self.pos + 1} {why}")
-        return ERROR
-
-    def _quoted(self, value: _Value) -> str:
-        end = self.text.find("'", self.pos + 1)
-        if end < 0:
-            return self._fail("missing closing quote")
-        value.append(self.text[self.pos + 1:end])
-        self.pos = end + 1
-        return VALUE
-
-    def _variable(self, value: _Value) -> str:
-        text, start = self.text, self.pos
-        if text[start + 1:start + 2] == "{":
-            end = text.find("}", start + 2)
-            if end < 0:
-                return self._fail("missing closing curly-brace")
-            name, self.pos = text[start + 2:end], end + 1
-        else:
-            name = _NAME.match(text, start + 1).group()
-            self.pos = start + 1 + len(name)
-        found = self.lookup(name)
-        if found is not None:
-            value.append(found)
-        return VALUE
-
-    def _word(self, value: _Value) -> str:
-        word = _WORD.match(self.text, self.pos).group()
-        if not word:                      # lighttpd would spin here for ever
-            return self._fail("unexpected character")
-        value.append(word)
-        self.pos += len(word)
-        return VALUE
+        """The next token; a value's text is appended to `value`.  The last token
+        (the end, or an error: logged each time it is reached) is given again."""
+        token = self.tokens[self.next]
+        if self.next + 1 < len(self.tokens):
+            self.next += 1
+        self.pos = token.pos
+        kind = token.kind
+        if kind == VALUE:
+            if token.name is None:
+                value.append(token.text)
+            else:
+                found = self.lookup(token.name)
+                if found is not None:
+                    value.append(found)
+        elif kind == LPAREN:
+            self.braces += 1
+        elif kind == RPAREN:
+            self.braces -= 1
+        elif kind == ERROR:
+            self.log(f"pos: {self.pos + 1} {token.why}")
+        return kind
 
     # ---------------------------------------------------------------- grammar
     def step(self, value: _Value) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from master.configload import load
 from worker import settled as settled_module
-from worker import webdav_props
+from worker import ssi_expr, webdav_props
 from worker.server import Server
 
 NAMED = ('<?xml version="1.0" encoding="utf-8"?>\n<D:propfind xmlns:D="DAV:"><D:prop>'
@@ -157,6 +157,19 @@ def test_pages_changed_just_now_are_read_every_time(worker, monkeypatch):
     for _ in range(2):
         assert worker.ask("GET", "/page.shtml") == (200, b"ApartotherZ")
     assert len(opened) == 6
+
+
+def test_an_expression_is_tokenized_once_and_its_variables_read_each_time(monkeypatch):
+    monkeypatch.setattr(ssi_expr, "_compiled", {})
+    tokenized = count_calls(monkeypatch, ssi_expr, "_tokens")
+    expr = "${V} = 'on' && $W"
+    assert ssi_expr.evaluate(expr, {"V": "on", "W": "1"}.get) is True
+    assert ssi_expr.evaluate(expr, {"V": "off", "W": "1"}.get) is False
+    said: list[str] = []
+    assert ssi_expr.evaluate("a & b", {}.get, said.append) is False
+    assert ssi_expr.evaluate("a & b", {}.get, said.append) is False
+    assert said == ["pos: 3 missing second &"] * 2     # the error told every time
+    assert len(tokenized) == 2
 
 
 # ------------------------------------------------------------------- WebDAV
