@@ -93,7 +93,7 @@ class Connection:
     __slots__ = ("backends", "backend", "sock", "fd", "owner", "events", "served",
                  "idle_since", "kept")
 
-    def __init__(self, backends: "Backends", backend: Backend, sock: socket.socket,
+    def __init__(self, backends: "Backends", backend: Backend, sock: socket.SocketType,
                  owner: Owner, events: int) -> None:
         self.backends = backends
         self.backend = backend
@@ -268,7 +268,9 @@ class Backends:
         it reports EPOLLOUT when it is, or has failed).  Raises OSError when the
         backend refuses at once (unix sockets, or a port nobody listens on)."""
         proc = backend.proc
-        sock = socket.socket(proc.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        # the C socket type: socket.socket's Python layer (its __init__, its close)
+        # does nothing a backend connection uses, at three calls a connection
+        sock = socket.SocketType(proc.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             if proc.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
