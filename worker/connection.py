@@ -84,17 +84,15 @@ REQUEST_START, READ, HANDLE, WRITE, TUNNEL, LINGER, CLOSED = ConnState
 
 class Answer:
     """What the request-done hooks learn about how an answer went out.  `start_mark` and
-    `end_mark` delimit its bytes in the connection's output stream."""
+    `end_mark` delimit its bytes in the connection's output stream.  It points back at
+    neither the request (which holds it) nor the connection: no reference cycle, so a
+    logged request is freed when its last reference goes, not by the cyclic GC."""
 
-    __slots__ = ("request", "connection", "start_mark", "end_mark", "head_len", "length",
-                 "bytes_in", "keep_alive", "count", "bytes_out", "aborted", "end_time",
-                 "end_monotonic")
+    __slots__ = ("start_mark", "end_mark", "head_len", "length", "bytes_in", "keep_alive",
+                 "count", "bytes_out", "aborted", "end_time", "end_monotonic")
 
-    def __init__(self, request: Request, connection: "Connection", start_mark: int,
-                 end_mark: int, head_len: int, length: int, bytes_in: int,
-                 keep_alive: bool, count: int) -> None:
-        self.request = request
-        self.connection = connection
+    def __init__(self, start_mark: int, end_mark: int, head_len: int, length: int,
+                 bytes_in: int, keep_alive: bool, count: int) -> None:
         self.start_mark = start_mark
         self.end_mark = end_mark
         self.head_len = head_len
@@ -106,10 +104,6 @@ class Answer:
         self.aborted = False
         self.end_time = 0.0
         self.end_monotonic = 0.0
-
-    @property
-    def remote_port(self) -> int:
-        return self.request.remote_port
 
 
 def _length_kept_whole(response: Response) -> None:
@@ -593,8 +587,8 @@ class Connection:
         self.answers.append(request)
         if self.server.pipeline.request_done:
             request.plugin_ctx["answer"] = Answer(
-                request, self, start_mark, self.queued_total, head_len, length,
-                self._bytes_in(request), keep, self.requests_done)
+                start_mark, self.queued_total, head_len, length, self._bytes_in(request),
+                keep, self.requests_done)
 
     # ---------------------------------------------------------- held requests
     def hand_over(self, module: "Module") -> Request:

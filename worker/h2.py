@@ -730,8 +730,8 @@ class H2Session:
         server.counters.request(request.method, request.response.status,
                                 time.monotonic() - request.start)
         if server.pipeline.request_done:
-            answer = Answer(request, self, 0, stream.sent, 0, request.response.length,
-                            0, True, self.requests_done)
+            answer = Answer(0, stream.sent, 0, request.response.length, 0, True,
+                            self.requests_done)
             answer.bytes_out = stream.sent
             answer.aborted = aborted or request.aborted
             answer.end_time = time.time()
