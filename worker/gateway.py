@@ -371,21 +371,22 @@ class HeadReader:
         if end is None or end.end() > MAX_HEAD:
             return _failed_head("response headers too large") \
                 if len(buffer) > MAX_HEAD else None
-        head = known_head(buffer[:end.end()], nph)
-        head.rest = buffer[end.end():]
+        stop = end.end()
+        block = buffer[:stop]
+        known = _known_heads.get(block)
+        head = known.copy() if known is not None else _parsed_and_kept(block, nph)
+        head.rest = buffer[stop:]
         return head
 
 
 _known_heads: dict[bytes, ResponseHead] = {}
 
 
-def known_head(block: bytes, nph: bool) -> ResponseHead:
-    """parse_head, remembered per head of at most MAX_KNOWN_HEAD bytes: an application
-    sends the same few heads again and again (bounded: forgotten whole past
-    MAX_REMEMBERED heads).  A copy: its reader may change it."""
-    known = _known_heads.get(block)
-    if known is not None:
-        return known.copy()
+def _parsed_and_kept(block: bytes, nph: bool) -> ResponseHead:
+    """parse_head, its result kept for the next head of the same bytes (of at most
+    MAX_KNOWN_HEAD: an application sends the same few heads again and again; bounded,
+    forgotten whole past MAX_REMEMBERED heads).  HeadReader takes a copy of a kept
+    head: its reader may change it."""
     head = parse_head(block, nph)
     if len(block) <= MAX_KNOWN_HEAD:
         if len(_known_heads) >= MAX_REMEMBERED:
