@@ -47,12 +47,14 @@ class SocketTransport:
     """A connected, non-blocking socket.  recv raises BlockingIOError when nothing is
     there and OSError when the connection broke; b"" is the peer's EOF."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "_peer_port", "_local_address")
     pollable = True
     read_wants_write = False
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._peer_port = -1            # asked of the kernel once, when first wanted
+        self._local_address: str | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -81,17 +83,23 @@ class SocketTransport:
             pass
 
     def peer_port(self) -> int:
-        try:
-            return self.sock.getpeername()[1]
-        except (OSError, IndexError, TypeError):
-            return 0
+        """The client's port (a gateway's REMOTE_PORT), once per connection."""
+        if self._peer_port < 0:
+            try:
+                self._peer_port = self.sock.getpeername()[1]
+            except (OSError, IndexError, TypeError):
+                self._peer_port = 0
+        return self._peer_port
 
     def local_address(self) -> str:
-        """The address the client reached (which one, on a wildcard listener)."""
-        try:
-            return str(self.sock.getsockname()[0])
-        except (OSError, IndexError, TypeError):
-            return ""
+        """The address the client reached (which one, on a wildcard listener), once
+        per connection."""
+        if self._local_address is None:
+            try:
+                self._local_address = str(self.sock.getsockname()[0])
+            except (OSError, IndexError, TypeError):
+                self._local_address = ""
+        return self._local_address
 
 
 class PipeTransport:
