@@ -168,6 +168,7 @@ SCENARIOS = [
              headers=("Connection: close",), share=0.4),
     Scenario("https-1k-close-nocache", "/1k.bin", setup=TLS, tls=True,
              headers=("Connection: close",), vary_query=True, share=0.4),
+    Scenario("https-10m", "/10m.bin", setup=TLS, tls=True, connections=4, share=0.4),
     Scenario("h2-1k", "/1k.bin", setup=TLS, tls=True, client=H2LOAD, connections=20),
 ]
 

@@ -10,11 +10,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from procutil import REPO
 from serverproc import Server, free_port, serving, wait_until
 from worker.modules.mod_openssl import Stapling
 
@@ -208,6 +210,36 @@ def test_a_reload_serves_a_renewed_certificate(tmp_path, certs):
         pem.write_bytes((certs / "b.example.pem").read_bytes())
         running.process.send_signal(signal.SIGHUP)
         wait_until(lambda: served_name(port, "a.example") == "b.example", timeout=20)
+
+
+LOADED_AFTER_START = (
+    "import sys\n"
+    "from master.configload import load\n"
+    "from worker.server import Server\n"
+    "Server(load(sys.argv[1]), [])\n"
+    "print('h2' in sys.modules)\n")
+
+
+def _http2_loaded_at_start(tmp_path: Path, config: str) -> bool:
+    """Whether a config's loading (in the master) and a worker's Server bring in the
+    HTTP/2 stack before any connection speaks HTTP/2."""
+    conf = tmp_path / "h2.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.port = {free_port()}\n'
+                    + config)
+    result = subprocess.run([sys.executable, "-c", LOADED_AFTER_START, str(conf)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip() == "True"
+
+
+def test_the_http2_stack_is_loaded_where_it_can_be_used(tmp_path, certs):
+    """Plain HTTP: not until a connection speaks HTTP/2 (about 1.4 MB a process
+    spared); TLS offering h2 by ALPN: in the master, shared with the workers."""
+    assert not _http2_loaded_at_start(tmp_path, "")
+    tls = tls_config(certs, free_port())
+    assert _http2_loaded_at_start(tmp_path, tls)
+    no_h2 = tls + 'server.feature-flags = ("server.h2proto" => "disable")\n'
+    assert not _http2_loaded_at_start(tmp_path, no_h2)
 
 
 def test_a_key_that_does_not_match_is_a_config_error_with_its_place(tmp_path, certs):

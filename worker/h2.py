@@ -57,8 +57,6 @@ fields are checked by worker/h2_fields.py rather than by the library's validatio
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import time
 import traceback
@@ -120,33 +118,6 @@ _CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
                                     validate_inbound_headers=False,
                                     validate_outbound_headers=False,
                                     normalize_outbound_headers=False)
-
-
-def h2c_upgrade_asked(request: Request) -> bool:
-    """`Upgrade: h2c` with a well-formed HTTP2-Settings and no body (RFC 7540 3.2: a
-    request with a body is answered over HTTP/1.1, as lighttpd does)."""
-    tokens = {t.strip().lower() for t in request.headers.get("upgrade", "").split(",")}
-    settings = request.headers.get("http2-settings")
-    if "h2c" not in tokens or settings is None or request.content_length > 0 or \
-            "transfer-encoding" in request.headers:
-        return False
-    try:
-        base64.urlsafe_b64decode(settings + "=" * (-len(settings) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    return True
-
-
-def enabled(settings: dict, cleartext: bool) -> bool:
-    """Whether server.feature-flags allow HTTP/2 here (TLS: h2proto; cleartext: h2c
-    as well)."""
-    flags = settings.get("server.feature-flags")
-    get = flags.get if flags is not None else (lambda _key, default=None: default)
-
-    def on(key: str) -> bool:
-        value = get(key, "enable")
-        return str(value).lower() not in ("disable", "disabled", "false", "off", "0")
-    return on("server.h2proto") and (not cleartext or on("server.h2c"))
 
 
 class _Budget:

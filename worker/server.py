@@ -26,7 +26,7 @@ from . import debuglog
 from .answercache import condition_fields
 from .connection import CLOSED, LINGER, READ, REQUEST_START, WRITE, Connection
 from .counters import WorkerCounters
-from .h2 import H2Session, enabled as h2_enabled, h2c_upgrade_asked
+from .h2_offer import enabled as h2_enabled, h2c_upgrade_asked
 from .handler import Pipeline
 from .http import DATE
 from .loop import EventLoop
@@ -221,6 +221,7 @@ class Server:
                 return False
         elif not self.h2c:
             return False
+        from .h2 import H2Session      # the HTTP/2 stack, once a connection speaks it
         H2Session(connection, first)
         return True
 
@@ -230,6 +231,7 @@ class Server:
         request as its stream 1; what the client sent after it is the session's."""
         if connection.scheme != "http" or not self.h2c or not h2c_upgrade_asked(request):
             return False
+        from .h2 import H2Session
         H2Session(connection, connection.protocol.upgrade_answered(request, True), request)
         return True
 

@@ -67,6 +67,8 @@ from `ssl.verifyclient.username`).
 
 from __future__ import annotations
 
+import importlib
+
 import os
 import time
 from dataclasses import dataclass
@@ -79,7 +81,7 @@ from OpenSSL._util import ffi as openssl_ffi, lib as openssl_lib
 from shared.config.directives import Directive, Scope, Type
 from shared.config.errors import ConfigError
 
-from ..h2 import enabled as h2_enabled
+from ..h2_offer import enabled as h2_enabled
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..tls import TLSTransport
@@ -180,10 +182,20 @@ def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context
         _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
         _client_verification(context, values)
         _stapling(context, values["ssl.stapling-file"], staplings)
-        context.set_alpn_select_callback(_alpn_selector(h2_enabled(values, cleartext=False)))
+        h2 = h2_enabled(values, cleartext=False)
+        context.set_alpn_select_callback(_alpn_selector(h2))
+        if h2:
+            _load_http2()
     except (SSL.Error, crypto.Error, OSError, ValueError) as err:
         raise TLSConfigError(_reason(err)) from None
     return context
+
+
+def _load_http2() -> None:
+    """ALPN offers "h2": the HTTP/2 stack is imported now, in the master building the
+    contexts, so that the workers share it (the core imports it only when a
+    connection first speaks HTTP/2, to spare it to plain HTTP sites)."""
+    importlib.import_module("..h2", __package__)
 
 
 def _reason(err: Exception) -> str:
