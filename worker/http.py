@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from shared import log
 
@@ -114,12 +114,13 @@ def render_start(request: "Request") -> bytes:
         line = _STATUS_LINES[http10, status] = \
             f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
                 "latin-1", "replace")
-    fields = tuple(response.headers)
-    block = _rendered_fields.get(fields)
+    if response.replayable:      # a file's answer: its fields come again with the next
+        fields = tuple(response.headers)
+        block = _rendered_fields.get(fields) or _render_fields(fields, True)
+    else:
+        block = _render_fields(response.headers, False)
     if block is None:
-        block = _render_fields(fields, response.replayable)
-        if block is None:
-            return _without_line_breaks(request)     # a value would forge header lines
+        return _without_line_breaks(request)     # a value would forge header lines
     if status not in NO_BODY and status >= 200 and not response.streaming:
         return b"%s%sContent-Length: %d\r\n" % (line, block, response.length)
     return line + block
@@ -130,7 +131,7 @@ _rendered_fields: dict[tuple[tuple[str, str], ...], bytes] = {}
 _RENDERED_MAX = 16384
 
 
-def _render_fields(fields: tuple[tuple[str, str], ...], remember: bool) -> bytes | None:
+def _render_fields(fields: Sequence[tuple[str, str]], remember: bool) -> bytes | None:
     """`fields` as header lines (remembered with `remember`: the answer is a file's,
     whose next answers carry the same fields, not a backend's); None when a name or
     value holds CR or LF."""
@@ -141,7 +142,7 @@ def _render_fields(fields: tuple[tuple[str, str], ...], remember: bool) -> bytes
     if remember:
         if len(_rendered_fields) >= _RENDERED_MAX:
             _rendered_fields.clear()
-        _rendered_fields[fields] = block
+        _rendered_fields[tuple(fields)] = block
     return block
 
 

@@ -110,3 +110,23 @@ def test_a_small_file_changed_just_now_is_read_again(tmp_path: Path):
     assert (second.st_ino, second.st_size, second.st_mtime_ns) == \
         (first.st_ino, first.st_size, first.st_mtime_ns)
     assert static._open_body(str(path), second)[2] == b"two"
+
+
+def test_only_file_answers_have_their_fields_remembered():
+    """A backend's fields (a cookie per answer) are rendered and forgotten; a file's
+    are remembered, since its next answers carry the same."""
+    from types import SimpleNamespace
+
+    from worker import http
+
+    def render(fields, replayable):
+        response = SimpleNamespace(status=200, headers=fields, length=1, streaming=False,
+                                   replayable=replayable)
+        return http.render_start(SimpleNamespace(version="1.1", response=response))
+
+    before = len(http._rendered_fields)
+    assert render([("Set-Cookie", "id=unique-1")], False).endswith(
+        b"Set-Cookie: id=unique-1\r\nContent-Length: 1\r\n")
+    assert len(http._rendered_fields) == before
+    render([("Content-Type", "image/x-remembered")], True)
+    assert (("Content-Type", "image/x-remembered"),) in http._rendered_fields
