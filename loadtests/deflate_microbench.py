@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
 import itertools
-import pstats
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.bench import DEFLATE, SETUPS, Site, free_port, make_docroot  # noqa: E402
 from loadtests.bench import write_lighttpd_config  # noqa: E402
-from loadtests.microbench import connect  # noqa: E402
+from loadtests.microbench import connect, profiled  # noqa: E402
 from master.configload import load  # noqa: E402
 from worker.server import Server  # noqa: E402
 
@@ -73,16 +70,6 @@ def run(server: Server, clients: list[socket.socket], targets: itertools.count,
                 for _ in clients]
     times = sorted(one_round(server, clients, requests()) for _ in range(rounds))
     return times[len(times) // 10] / len(clients)
-
-
-def profiled(enabled: bool, function: Callable[..., float], *args: Any) -> float:
-    """function(*args), under cProfile when `enabled` (its top functions printed)."""
-    if not enabled:
-        return function(*args)
-    profiler = cProfile.Profile()
-    result = profiler.runcall(function, *args)
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
-    return result
 
 
 def main() -> int:

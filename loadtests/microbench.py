@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,6 +136,18 @@ def run(server: Server, clients: list[socket.socket], requests: Requests, rounds
     return times[len(times) // 10] / len(clients)
 
 
+def profiled(enabled: bool, function: Callable[..., float], *args: Any) -> float:
+    """function(*args), under cProfile when `enabled`: its top functions printed ($TOP
+    of them, 25 by default, sorted by $SORT, own time by default)."""
+    if not enabled:
+        return function(*args)
+    profiler = cProfile.Profile()
+    result = profiler.runcall(function, *args)
+    pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+        int(os.environ.get("TOP", "25")))
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="/1k.bin")
@@ -158,14 +171,7 @@ def main() -> int:
         clients = connect(server, args.connections)
         warm_rounds = 20 + (args.files // args.connections if args.browser else 0)
         run(server, clients, requests, warm_rounds)   # warm the caches
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            run(server, clients, requests, args.rounds)
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "25")))
-            return 0
-        figure = run(server, clients, requests, args.rounds)
+        figure = profiled(args.profile, run, server, clients, requests, args.rounds)
         what = f"{args.files} files, browser headers" if args.browser else args.path
         print(f"{what}: {figure * 1e6:.1f} us/request "
               f"({args.connections} connections, 10th percentile of {args.rounds} rounds)")

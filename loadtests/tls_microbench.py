@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
-import pstats
 import socket
 import ssl
 import sys
@@ -30,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.bench import SETUPS, TLS, Site, free_port, make_certificate, make_docroot  # noqa: E402
 from loadtests.bench import write_lighttpd_config  # noqa: E402
-from loadtests.microbench import REQUEST, Requests, run  # noqa: E402
+from loadtests.microbench import REQUEST, Requests, profiled, run  # noqa: E402
 from master.configload import load  # noqa: E402
 from worker.server import Server  # noqa: E402
 
@@ -139,13 +137,7 @@ def main() -> int:
             server.pipeline.answers.reads = None
         clients = [connect_tls(server, spec) for _ in range(args.connections)]
         run(server, clients, request, 20)            # warm the caches
-        profiler = cProfile.Profile() if args.profile else None
-        if profiler is not None:
-            profiler.enable()
-        figure = run(server, clients, request, args.rounds)
-        if profiler is not None:
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        figure = profiled(args.profile, run, server, clients, request, args.rounds)
         print(f"{args.path}: {figure * 1e6:.1f} us/request over TLS "
               f"({args.connections} connections, 10th percentile of {args.rounds} rounds"
               f"{', no answer cache' if args.no_answer_cache else ''})")
