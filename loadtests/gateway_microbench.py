@@ -16,9 +16,7 @@ work is another process and not in it), the 10th percentile of the rounds.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
-import pstats
 import select
 import shutil
 import signal
@@ -31,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadtests.microbench import profiled  # noqa: E402
 from master.configload import load  # noqa: E402
 from worker.server import Server  # noqa: E402
 
@@ -154,18 +153,11 @@ def main() -> int:
             server = Server(load(str(config_file(base, sock, args.scgi, args.keep_conn))), [])
             clients = Clients(server, args.connections)
             run(server, clients, request, 50)          # warm up
-            if args.profile:
-                profiler = cProfile.Profile()
-                profiler.enable()
-                run(server, clients, request, args.rounds)
-                profiler.disable()
-                pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "30")))
-            else:
-                figure = run(server, clients, request, args.rounds)
-                print(f"{'scgi' if args.scgi else 'fastcgi'}"
-                      f"{' keep-conn' if args.keep_conn and not args.scgi else ''}: {figure * 1e6:.1f} "
-                      f"us CPU/request ({args.connections} connections, 10th percentile "
-                      f"of {args.rounds} rounds)")
+            figure = profiled(args.profile, run, server, clients, request, args.rounds)
+            print(f"{'scgi' if args.scgi else 'fastcgi'}"
+                  f"{' keep-conn' if args.keep_conn and not args.scgi else ''}: "
+                  f"{figure * 1e6:.1f} us CPU/request ({args.connections} connections, "
+                  f"10th percentile of {args.rounds} rounds)")
             server.close_all()
         except RuntimeError:
             sys.stderr.write((base / "error.log").read_text(errors="replace")[-3000:])

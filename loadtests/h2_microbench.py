@@ -127,7 +127,8 @@ def main() -> int:
               f"({args.connections} connections x {args.streams} streams, 10th "
               f"percentile of {args.rounds} rounds)")
         if profiler is not None:
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(int(os.environ.get("TOP", "30")))
+            top = int(os.environ.get("TOP", "30"))
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
         server.close_all()
     return 0
 

@@ -26,7 +26,8 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.bench import SETUPS, TLS, Site, free_port, make_certificate, make_docroot  # noqa: E402
+from loadtests.bench import SETUPS, TLS, Site, free_port, make_certificate  # noqa: E402
+from loadtests.bench import make_docroot  # noqa: E402
 from loadtests.bench import write_lighttpd_config  # noqa: E402
 from loadtests.microbench import REQUEST, Requests, profiled, run  # noqa: E402
 from master.configload import load  # noqa: E402

@@ -41,8 +41,8 @@ from the one the answer was kept for (same headers, same everything).
 Staleness is the stat cache's: the whole table is dropped on the once-a-second tick,
 together with the stat cache (a table that fills up within the second stays as it is
 until then: requests spread over more files than it holds would otherwise pay for
-keeping answers that are dropped before they repeat), so a changed file is seen within the same second it
-would be without this table.  A request matched to an answer before a tick but
+keeping answers that are dropped before they repeat), so a changed file is seen
+within the same second it would be without this table.  A request matched to an answer before a tick but
 answered after it (it waited behind others in a pipeline) goes through the pipeline.
 """
 

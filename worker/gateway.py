@@ -761,7 +761,7 @@ def _open_regular(path: str, follow: bool) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-__all__ = ["cgi_environment", "PairEncoder", "env_variable", "sendfile_docroots", "request_body_length", "HeadReader", "ResponseHead",
-           "AnswerBody", "Dechunker", "abandon_answer", "asks_to_upgrade",
+__all__ = ["cgi_environment", "PairEncoder", "env_variable", "sendfile_docroots",
+           "request_body_length", "HeadReader", "ResponseHead", "AnswerBody", "Dechunker", "abandon_answer", "asks_to_upgrade",
            "switch_protocols", "unswitched_answer", "local_redirect_target",
            "redirect_locally", "sendfile_header", "x_sendfile", "status_code"]

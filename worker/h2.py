@@ -86,7 +86,8 @@ from .request import Request
 from .spool import SPILL_AT
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-SWITCHING_TO_H2C = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+SWITCHING_TO_H2C = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: h2c\r\n\r\n")
 MAX_STREAMS = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
 STREAM_WALL = 2 * MAX_STREAMS    # open streams beyond which h2 ends the connection
 WINDOW = 1 << 20                 # our receive window per stream (and connection)

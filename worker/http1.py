@@ -231,7 +231,7 @@ class Http1Parser:
 
     def on_message_complete(self) -> None:
         request = self.current
-        if request is not None and _body_skipped(request):
+        if request is not None and request.body is not None and _body_skipped(request):
             return              # read by _upgrade_body, once httptools has stopped
         self._complete()
 

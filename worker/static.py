@@ -416,6 +416,7 @@ class SmallFiles:
             self.size -= len(entries.popitem(last=False)[1][1])
         entries[path] = (st, data)
 
+
 SMALL_FILES = SmallFiles()
 
 
