@@ -14,18 +14,16 @@ act on yet); with both, each refuses the config.
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from procutil import LIGHTTPD, REPO, run_cli, run_lighttpd
 from serverproc import get, wait_until
-from test_declarations import _site_with, _stop
+from test_declarations import _site_with, _start, _stop
 
 SNIPPETS = sorted((REPO / "conf" / "conf-available").glob("*.conf"))
 TLS_PORT = 8443            # 10-ssl.conf's socket, as it ships
@@ -62,11 +60,7 @@ def test_every_snippet_enabled_together_checks_clean_starts_and_serves(tmp_path)
             conf.parent / "conf-enabled")
     checked = run_cli("-tt", "-f", str(conf), cwd=tmp_path)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
-    with open(tmp_path / "stderr", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "master.cli", "-D", "-f", str(conf)], cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.DEVNULL, stderr=stderr)
+    process = _start(conf, tmp_path)
     try:
         status, _, body = wait_until(lambda: get(port, "/"))
         assert (status, b"pylighttpd works" in body) == (200, True)

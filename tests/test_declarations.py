@@ -165,6 +165,15 @@ def _with_dependencies(snippet: Path) -> list[Path]:
     return needed
 
 
+def _start(conf: Path, tmp_path: Path) -> subprocess.Popen:
+    """The server on `conf` in the foreground, its stderr in tmp_path/stderr."""
+    with open(tmp_path / "stderr", "w") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "master.cli", "-D", "-f", str(conf)], cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
 def _stop(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -179,11 +188,7 @@ def test_each_available_snippet_loads_cleanly_and_serves(tmp_path, snippet):
     conf, port, errorlog = _site_with(tmp_path, snippet)
     checked = run_cli("-tt", "-f", str(conf), cwd=tmp_path)
     assert (checked.returncode, checked.stderr) == (0, ""), snippet.name
-    with open(tmp_path / "stderr", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "master.cli", "-D", "-f", str(conf)], cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.DEVNULL, stderr=stderr)
+    process = _start(conf, tmp_path)
     try:
         status, _, body = wait_until(lambda: get(port, "/"))
         assert (status, b"pylighttpd works" in body) == (200, True)
