@@ -231,7 +231,7 @@ class Request:
         self.header_bytes = 0
         self.content_length = -1
         self._stat_path = ""
-        self._stat: os.stat_result | OSError | None = None
+        self._stat: os.stat_result | int | None = None     # an int: the errno
         self.replay: Any = None          # answercache.Answer this request repeats
         self.replay_key: Any = None      # the key its own answer may be kept under
         self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
@@ -365,11 +365,12 @@ class Request:
             try:
                 self._stat = CACHE.stat(path)
             except OSError as err:
-                self._stat = err
-            self._stat_path = path
-        if isinstance(self._stat, OSError):
-            raise self._stat
-        return self._stat
+                self._stat = err.errno       # not the exception: its traceback holds
+            self._stat_path = path           # this request (a cycle for the GC)
+        found = self._stat
+        if type(found) is int:
+            raise OSError(found, os.strerror(found), path)
+        return found
 
     def remember_stat(self, path: str, st: os.stat_result) -> None:
         self._stat_path, self._stat = path, st

@@ -4,6 +4,7 @@ reference cycle leaves it to the cyclic GC (whose runs would then grow with traf
 from __future__ import annotations
 
 import gc
+import re
 import socket
 import time
 from pathlib import Path
@@ -15,13 +16,14 @@ from master.configload import load
 from worker.server import Server
 
 
-def answered(server: Server, client: socket.socket, count: int) -> None:
-    """`count` requests for the 1 KiB file, one after another, each answered whole."""
+def answered(server: Server, client: socket.socket, request: bytes, count: int) -> None:
+    """`request` sent `count` times, one after another, each answer read whole (by its
+    Content-Length)."""
     for _ in range(count):
-        client.sendall(b"GET /1k.bin HTTP/1.1\r\nHost: t\r\nUser-Agent: x\r\n\r\n")
+        client.sendall(request)
         deadline = time.monotonic() + 5
         data = b""
-        while len(data.partition(b"\r\n\r\n")[2]) < 1024:
+        while not complete(data):
             assert time.monotonic() < deadline, data[:200]
             server.loop.run_once(0.01)
             try:
@@ -31,19 +33,42 @@ def answered(server: Server, client: socket.socket, count: int) -> None:
     server.loop.run_once(0.0)
 
 
+def complete(data: bytes) -> bool:
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    length = re.search(rb"\r\nContent-Length: (\d+)", head)
+    return len(body) >= (int(length[1]) if length else 0)
+
+
+REQUESTS = {
+    "file": b"GET /1k.bin HTTP/1.1\r\nHost: t\r\nUser-Agent: x\r\n\r\n",
+    "missing": b"GET /missing.bin HTTP/1.1\r\nHost: t\r\n\r\n",
+    "past-a-file": b"GET /index.html/x/y HTTP/1.1\r\nHost: t\r\n\r\n",
+    "listing": b"GET /dir/ HTTP/1.1\r\nHost: t\r\n\r\n",
+    "to-slash": b"GET /dir HTTP/1.1\r\nHost: t\r\n\r\n",
+    "range": b"GET /1k.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=10-20\r\n\r\n",
+    "bad-range": b"GET /1k.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=5000-\r\n\r\n",
+}
+
+
 @pytest.mark.parametrize("accesslog", [False, True])
-def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool):
+@pytest.mark.parametrize("kind", sorted(REQUESTS))
+def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool, kind: str):
     docroot = make_docroot(tmp_path)
     server = Server(load(str(lighttpd_style_config(docroot, 8080, tmp_path, accesslog, "c"))),
                     [])
     client, end = socket.socketpair()
     server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
+    request = REQUESTS[kind]
     try:
-        answered(server, client, 5)          # what is made once (caches, tables) is made
+        answered(server, client, request, 5)  # what is made once (caches, tables) is made
         gc.collect()
         gc.disable()
         try:
-            answered(server, client, 40)
+            for number in range(40):          # a new query each time: no cached answer
+                answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number),
+                         1)
             found = gc.collect()
         finally:
             gc.enable()
