@@ -64,6 +64,17 @@ class Resource:
         self.is_collection = st is not None and S_ISDIR(st.st_mode)
         self.url = url + "/" if self.is_collection and not url.endswith("/") else url
 
+    @classmethod
+    def member(cls, url: str, path: str, st: os.stat_result) -> "Resource":
+        """A member of a collection being walked, whose stat the walk has just taken
+        (relative to the collection's open directory: no path lookup per member)."""
+        resource = cls.__new__(cls)
+        resource.path = path
+        resource.st = st
+        resource.is_collection = is_collection = S_ISDIR(st.st_mode)
+        resource.url = url + "/" if is_collection else url
+        return resource
+
     @property
     def exists(self) -> bool:
         return self.st is not None

@@ -87,6 +87,7 @@ ALLOW_WITHOUT_DB = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
 ALLOW_READONLY = "PROPFIND, " + CORE_ALLOW
 SLICE = 0.01               # seconds of file-system work per round of the loop
 PROPFIND_BATCH = 32        # resources of a Multi-Status rendered between two steps
+DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 DEFAULT_LOCK_TIMEOUT = 600
 MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
 PARTIAL_PUT = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
@@ -316,21 +317,34 @@ class _Dav(DavRequest):
             collection = pending.pop()
             try:
                 entries = members_of(collection.path, collection.st)
+                dir_fd = os.open(collection.path, DIRECTORY_FLAGS)
             except OSError:
                 continue
-            directory = collection.path.rstrip("/") + "/"
-            for name, is_link in entries:
-                if is_link and not follow:
-                    continue
-                try:
-                    member = Resource(collection.url + name, directory + name)
-                except OSError:
-                    continue                 # unreadable: not listed
-                if member.st is None:
-                    continue
-                yield member
-                if depth == "infinity" and member.is_collection and not is_link:
-                    pending.append(member)
+            try:
+                yield from self._members(collection, entries, dir_fd, follow, pending,
+                                         depth == "infinity")
+            finally:
+                os.close(dir_fd)
+
+    @staticmethod
+    def _members(collection: Resource, entries: list[tuple[str, bool]], dir_fd: int,
+                 follow: bool, pending: list[Resource], deeper: bool
+                 ) -> Generator[Resource, None, None]:
+        """The members of one collection, each stat'ed relative to its open
+        directory `dir_fd`; its subcollections go to `pending` when `deeper`."""
+        directory = collection.path.rstrip("/") + "/"
+        url = collection.url
+        for name, is_link in entries:
+            if is_link and not follow:
+                continue
+            try:
+                st = os.stat(name, dir_fd=dir_fd)
+            except OSError:
+                continue                     # gone or unreadable: not listed
+            member = Resource.member(url + name, directory + name, st)
+            yield member
+            if deeper and member.is_collection and not is_link:
+                pending.append(member)
 
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
