@@ -72,7 +72,7 @@ class Resource:
         resource.path = path
         resource.st = st
         resource.is_collection = is_collection = S_ISDIR(st.st_mode)
-        resource.url = url + "/" if is_collection else url
+        resource.url = url + "/" if is_collection and not url.endswith("/") else url
         return resource
 
     @property
@@ -137,8 +137,7 @@ class PropertyView:
         if self.locks and any(lock.covers(url) for lock in self.locks):
             return self._render(resource, selection)
         st = resource.st
-        key = (url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-               selection.key, *self.dead.get(url, ()))
+        key = self._key(url, st, selection)
         kept = _rendered.get(key)
         if kept is not None and kept[0] is self.values:
             return kept[1]
@@ -148,6 +147,23 @@ class PropertyView:
                 _rendered.clear()
             _rendered[key] = (self.values, text)
         return text
+
+    def member_response(self, url: str, path: str, st: os.stat_result,
+                        selection: Selection) -> str:
+        """`response` of a collection's member the walk has just stat'ed: a kept text
+        is found without making the member's Resource."""
+        if S_ISDIR(st.st_mode):
+            url += "/"
+        if not self.locks:
+            kept = _rendered.get(self._key(url, st, selection))
+            if kept is not None and kept[0] is self.values:
+                return kept[1]
+        return self.response(Resource.member(url, path, st), selection)
+
+    def _key(self, url: str, st: os.stat_result, selection: Selection) -> tuple:
+        """What a kept `<D:response>` depends on (the settings aside)."""
+        return (url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                selection.key, *self.dead.get(url, ()))
 
     def _render(self, resource: Resource, selection: Selection) -> str:
         mode = selection.mode

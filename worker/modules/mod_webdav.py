@@ -38,6 +38,7 @@ import errno
 import os
 import sqlite3
 import time
+from stat import S_ISDIR
 from typing import Any, Callable, Generator
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
@@ -288,9 +289,9 @@ class _Dav(DavRequest):
         if depth != "0" and not self.values["webdav.log-xml"]:
             response.stream()            # a big tree's answer is not kept in memory
         batch = [MULTISTATUS_OPEN]
-        render = view.response
-        for resource in self._walk(depth, "unsafe-propfind-follow-symlink" in opts):
-            batch.append(render(resource, selection))
+        follow = "unsafe-propfind-follow-symlink" in opts
+        for text in self._responses(view, selection, depth, follow):
+            batch.append(text)
             if len(batch) >= PROPFIND_BATCH:
                 response.write("".join(batch).encode("utf-8", "surrogateescape"))
                 batch.clear()
@@ -305,10 +306,12 @@ class _Dav(DavRequest):
                 part for part in response.body if isinstance(part, bytes)))
         return 207
 
-    def _walk(self, depth: str, follow: bool) -> Generator[Resource, None, None]:
-        """The target and, by depth, its members (symlinks only with `follow` and
-        server.follow-symlink; never into a directory twice through one)."""
-        yield self.target
+    def _responses(self, view: PropertyView, selection: Selection, depth: str,
+                   follow: bool) -> Generator[str, None, None]:
+        """The `<D:response>` of the target and, by depth, of its members (symlinks
+        only with `follow` and server.follow-symlink; never into a directory twice
+        through one)."""
+        yield view.response(self.target, selection)
         if depth == "0" or not self.target.is_collection:
             return
         follow = follow and self.values["server.follow-symlink"]
@@ -321,19 +324,23 @@ class _Dav(DavRequest):
             except OSError:
                 continue
             try:
-                yield from self._members(collection, entries, dir_fd, follow, pending,
-                                         depth == "infinity")
+                yield from self._member_responses(view, selection, collection, entries,
+                                                  dir_fd, follow, pending,
+                                                  depth == "infinity")
             finally:
                 os.close(dir_fd)
 
     @staticmethod
-    def _members(collection: Resource, entries: list[tuple[str, bool]], dir_fd: int,
-                 follow: bool, pending: list[Resource], deeper: bool
-                 ) -> Generator[Resource, None, None]:
-        """The members of one collection, each stat'ed relative to its open
-        directory `dir_fd`; its subcollections go to `pending` when `deeper`."""
+    def _member_responses(view: PropertyView, selection: Selection, collection: Resource,
+                          entries: list[tuple[str, bool]], dir_fd: int, follow: bool,
+                          pending: list[Resource], deeper: bool
+                          ) -> Generator[str, None, None]:
+        """The `<D:response>`s of one collection's members, each stat'ed relative to
+        its open directory `dir_fd` (no path walk per member); its subcollections go
+        to `pending` when `deeper`."""
         directory = collection.path.rstrip("/") + "/"
         url = collection.url
+        render = view.member_response
         for name, is_link in entries:
             if is_link and not follow:
                 continue
@@ -341,10 +348,9 @@ class _Dav(DavRequest):
                 st = os.stat(name, dir_fd=dir_fd)
             except OSError:
                 continue                     # gone or unreadable: not listed
-            member = Resource.member(url + name, directory + name, st)
-            yield member
-            if deeper and member.is_collection and not is_link:
-                pending.append(member)
+            yield render(url + name, directory + name, st, selection)
+            if deeper and not is_link and S_ISDIR(st.st_mode):
+                pending.append(Resource.member(url + name, directory + name, st))
 
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
