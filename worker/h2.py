@@ -230,13 +230,13 @@ class H2Session:
     condition_value = Connection.condition_value
 
     def wake(self, request: Request) -> None:
-        stream = request.plugin_ctx.get("_h2")
+        stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
         if stream is not None and stream.held is not None and not stream.held.queued:
             stream.held.queued = True
             self.server.loop.call_soon(lambda: self._resume(stream))
 
     def backlog_of(self, request: Request) -> int:
-        stream = request.plugin_ctx.get("_h2")
+        stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
         return stream.pending_bytes() if stream is not None else 0
 
     # ------------------------------------------------------------ events
@@ -315,7 +315,7 @@ class H2Session:
         request = Request(self, self.server.loop.now)
         request.version = "2.0"
         stream = _Stream(event.stream_id, request)
-        request.plugin_ctx["_h2"] = stream
+        request.plugin_ctx["_h2"] = stream.id     # the id: no request <-> stream cycle
         self.streams[event.stream_id] = stream
         self.requests_done += 1
         try:
@@ -342,7 +342,7 @@ class H2Session:
         request.version = "2.0"
         request.keep_alive = True
         stream = _Stream(1, request)
-        request.plugin_ctx["_h2"] = stream
+        request.plugin_ctx["_h2"] = stream.id
         self.streams[1] = stream
         self.requests_done += 1
         self.ready.append(stream)

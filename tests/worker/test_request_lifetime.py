@@ -1,5 +1,6 @@
-"""A finished request is freed by reference counting alone, access log on or off: no
-reference cycle leaves it to the cyclic GC (whose runs would then grow with traffic)."""
+"""A finished request is freed by reference counting alone (HTTP/1.1 with the access log
+on or off, HTTP/2 streams): no reference cycle leaves it to the cyclic GC (whose runs
+would then grow with traffic)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import lighttpd_style_config, make_docroot
+from loadtests.h2_microbench import H2Client, one_round
 from master.configload import load
 from worker.server import Server
 
@@ -75,4 +77,24 @@ def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool, kind: str):
         assert found < 10, f"{found} objects in cycles after 40 requests"
     finally:
         client.close()
+        server.close_all()
+
+
+def test_h2_streams_leave_no_cycles(tmp_path: Path):
+    """The same for requests on HTTP/2 streams (h2c by prior knowledge)."""
+    server = Server(load(str(lighttpd_style_config(make_docroot(tmp_path), 8080, tmp_path,
+                                                   False, "c"))), [])
+    client = H2Client(server)
+    try:
+        one_round(server, [client], "/1k.bin", 5, None)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(8):
+                one_round(server, [client], "/1k.bin", 5, None)
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert found < 10, f"{found} objects in cycles after 40 streams"
+    finally:
         server.close_all()
