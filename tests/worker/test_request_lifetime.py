@@ -9,6 +9,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -54,26 +55,39 @@ REQUESTS = {
 }
 
 
+def cycles_after(warm: Callable[[], None], traffic: Callable[[], None]) -> int:
+    """How many objects the cyclic GC finds after `traffic`, once `warm` has made what
+    is made once (caches, tables)."""
+    warm()
+    gc.collect()
+    gc.disable()
+    try:
+        traffic()
+        return gc.collect()
+    finally:
+        gc.enable()
+
+
+def static_server(tmp_path: Path, accesslog: bool) -> Server:
+    docroot = make_docroot(tmp_path)
+    return Server(load(str(lighttpd_style_config(docroot, 8080, tmp_path, accesslog, "c"))),
+                  [])
+
+
 @pytest.mark.parametrize("accesslog", [False, True])
 @pytest.mark.parametrize("kind", sorted(REQUESTS))
 def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool, kind: str):
-    docroot = make_docroot(tmp_path)
-    server = Server(load(str(lighttpd_style_config(docroot, 8080, tmp_path, accesslog, "c"))),
-                    [])
+    server = static_server(tmp_path, accesslog)
     client, end = socket.socketpair()
     server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
     request = REQUESTS[kind]
+
+    def traffic() -> None:
+        for number in range(40):              # a new query each time: no cached answer
+            answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number), 1)
+
     try:
-        answered(server, client, request, 5)  # what is made once (caches, tables) is made
-        gc.collect()
-        gc.disable()
-        try:
-            for number in range(40):          # a new query each time: no cached answer
-                answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number),
-                         1)
-            found = gc.collect()
-        finally:
-            gc.enable()
+        found = cycles_after(lambda: answered(server, client, request, 5), traffic)
         assert found < 10, f"{found} objects in cycles after 40 requests"
     finally:
         client.close()
@@ -82,19 +96,15 @@ def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool, kind: str):
 
 def test_h2_streams_leave_no_cycles(tmp_path: Path):
     """The same for requests on HTTP/2 streams (h2c by prior knowledge)."""
-    server = Server(load(str(lighttpd_style_config(make_docroot(tmp_path), 8080, tmp_path,
-                                                   False, "c"))), [])
+    server = static_server(tmp_path, False)
     client = H2Client(server)
+
+    def streams(rounds: int) -> None:
+        for _ in range(rounds):
+            one_round(server, [client], "/1k.bin", 5, None)
+
     try:
-        one_round(server, [client], "/1k.bin", 5, None)
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(8):
-                one_round(server, [client], "/1k.bin", 5, None)
-            found = gc.collect()
-        finally:
-            gc.enable()
+        found = cycles_after(lambda: streams(1), lambda: streams(8))
         assert found < 10, f"{found} objects in cycles after 40 streams"
     finally:
         server.close_all()
