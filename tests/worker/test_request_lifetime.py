@@ -4,7 +4,9 @@ would then grow with traffic)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import re
 import socket
 import time
@@ -13,9 +15,11 @@ from typing import Callable
 
 import pytest
 
+from loadtests import bench
 from loadtests.bench import lighttpd_style_config, make_docroot
 from loadtests.h2_microbench import H2Client, one_round
 from master.configload import load
+from tests.procutil import LIGHTTPD
 from worker.server import Server
 
 
@@ -40,7 +44,9 @@ def complete(data: bytes) -> bool:
     head, found, body = data.partition(b"\r\n\r\n")
     if not found:
         return False
-    length = re.search(rb"\r\nContent-Length: (\d+)", head)
+    if re.search(rb"\r\nTransfer-Encoding: chunked", head, re.IGNORECASE):
+        return body.endswith(b"0\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: (\d+)", head, re.IGNORECASE)
     return len(body) >= (int(length[1]) if length else 0)
 
 
@@ -108,3 +114,30 @@ def test_h2_streams_leave_no_cycles(tmp_path: Path):
         assert found < 10, f"{found} objects in cycles after 40 streams"
     finally:
         server.close_all()
+
+
+@pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
+                    reason="the proxied backend is Debian's lighttpd")
+@pytest.mark.parametrize("path", ["/proxy/1k.bin", "/nopool/1k.bin", bench.CGI_SCRIPT])
+def test_gateway_requests_leave_no_cycles(tmp_path: Path, path: str):
+    """The same through mod_proxy (pooled and not) and mod_cgi, with the benchmark's
+    gateway setup: a lighttpd backend, a /bin/sh CGI script."""
+    with contextlib.ExitStack() as stack:
+        docroot = make_docroot(tmp_path)
+        setup = bench.SETUPS[bench.GATEWAYS]
+        site = bench.Site("c", 8080, bench.free_port(), docroot, tmp_path, False,
+                          setup.prepare(tmp_path, docroot, stack))
+        server = Server(load(str(bench.write_lighttpd_config(site, setup))), [])
+        stack.callback(server.close_all)
+        client, end = socket.socketpair()
+        stack.callback(client.close)
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
+        request = f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+
+        def traffic() -> None:
+            for number in range(20):
+                answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number),
+                         1)
+
+        found = cycles_after(lambda: answered(server, client, request, 3), traffic)
+        assert found < 10, f"{found} objects in cycles after 20 requests"

@@ -145,7 +145,8 @@ def _interpreter(assign: tuple[tuple[str, str], ...], path: str) -> str | None:
 
 
 class _Watch:
-    """What the loop calls for one of a script's fds."""
+    """What the loop calls for one of a script's fds (made when the fd is registered and
+    held by the loop alone: kept on the script, its bound method would be a cycle)."""
 
     __slots__ = ("callback",)
 
@@ -250,7 +251,7 @@ class _Script:
 
     __slots__ = ("module", "services", "request", "path", "limits", "local_redir",
                  "xsendfile", "docroots", "reader", "body", "process", "pid", "out_fd",
-                 "err_fd", "stdin", "polling", "output_watch", "read_ts", "timed_out",
+                 "err_fd", "stdin", "polling", "read_ts", "timed_out",
                  "exited", "signal_sent", "kill_timer", "errors", "upgrade", "tunnel")
 
     def __init__(self, module: Module, request: Request, upgrade: bool) -> None:
@@ -270,7 +271,6 @@ class _Script:
         self.out_fd = self.err_fd = -1
         self.stdin: _Stdin | None = None    # while the body is written into a pipe
         self.polling = False                # stdout is in the epoll set
-        self.output_watch = _Watch(self._on_output)
         self.read_ts = self.services.loop.now
         self.timed_out = False
         self.exited = False
@@ -423,7 +423,7 @@ class _Script:
             return
         loop = self.services.loop
         if on:
-            loop.register(self.out_fd, select.EPOLLIN, self.output_watch)
+            loop.register(self.out_fd, select.EPOLLIN, _Watch(self._on_output))
         else:
             loop.unregister(self.out_fd)
         self.polling = on
@@ -568,14 +568,13 @@ class _Stdin:
     A script that closed its stdin early gets no more: the rest is taken and dropped,
     as lighttpd does, so that the client is never held up."""
 
-    __slots__ = ("script", "fd", "pending", "watching", "room_watch", "write_ts")
+    __slots__ = ("script", "fd", "pending", "watching", "write_ts")
 
     def __init__(self, script: _Script, fd: int) -> None:
         self.script = script
         self.fd = fd
         self.pending = memoryview(b"")      # taken from the body, not written yet
         self.watching = False               # the pipe is watched for room
-        self.room_watch = _Watch(self._on_room)
         self.write_ts = script.services.loop.now
 
     def pump(self) -> bool:
@@ -616,7 +615,7 @@ class _Stdin:
             return
         loop = self.script.services.loop
         if on:
-            loop.register(self.fd, select.EPOLLOUT, self.room_watch)
+            loop.register(self.fd, select.EPOLLOUT, _Watch(self._on_room))
             self.write_ts = loop.now
         else:
             loop.unregister(self.fd)

@@ -435,6 +435,11 @@ class ResponseReader:
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.extra and not self.until_close
 
+    def detach(self) -> None:
+        """The exchange is over: the parser goes (it holds this reader's bound methods,
+        a cycle the GC would otherwise have to find for every proxied request)."""
+        self.parser = None
+
     def feed(self, data: bytes) -> bool:
         """Take bytes from the backend; True when the answer is complete."""
         self.received += len(data)
@@ -599,6 +604,11 @@ class Exchange(GatewayExchange):
 
     def may_reuse(self) -> bool:
         return not self.retried and self.request.method != "CONNECT"
+
+    def release(self) -> None:
+        super().release()
+        if self.reader is not None:
+            self.reader.detach()
 
     def frame(self, data: bytes) -> bytes:
         return b"%x\r\n%s\r\n" % (len(data), data) if self.chunked_body else data
