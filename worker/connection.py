@@ -937,6 +937,7 @@ class Connection:
             return
         self.server.forget(self)
         self.transport.close()
+        self.server.loop.call_soon(self.protocol.detach)   # once its callbacks are over
 
     def release(self) -> bool:
         """Mark closed and drop queued output and answers (closing the files they hold);

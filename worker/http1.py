@@ -148,6 +148,13 @@ class Http1Parser:
         self.stopped = True
         self.sink.stop_reading()
 
+    def detach(self) -> None:
+        """The connection is closed and none of its code runs any more: let go of
+        the parser (it holds this object's bound methods), the sink and the last
+        requests (they point back at the connection), so that reference counting
+        alone frees them, without a cycle per connection for the GC."""
+        self.parser = self.sink = self.current = self.last = None   # type: ignore[assignment]
+
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
         self.current = self.sink.new_request()

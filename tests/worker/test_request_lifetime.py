@@ -141,3 +141,42 @@ def test_gateway_requests_leave_no_cycles(tmp_path: Path, path: str):
 
         found = cycles_after(lambda: answered(server, client, request, 3), traffic)
         assert found < 10, f"{found} objects in cycles after 20 requests"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /1k.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    b"GET /1k.bin HTTP/1.0\r\n\r\n",
+    b"NOT HTTP\r\n\r\n",
+])
+def test_closed_connections_leave_no_cycles(tmp_path: Path, request_bytes: bytes):
+    """A connection that ends (after its answer, or on a bad request) is freed with its
+    parser and its last request by reference counting alone."""
+    server = static_server(tmp_path, False)
+
+    def connections(count: int) -> None:
+        for _ in range(count):
+            client, end = socket.socketpair()
+            server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
+            client.sendall(request_bytes)
+            read_until_closed(server, client)
+            client.close()
+
+    try:
+        found = cycles_after(lambda: connections(3), lambda: connections(20))
+        assert found < 10, f"{found} objects in cycles after 20 connections"
+    finally:
+        server.close_all()
+
+
+def read_until_closed(server: Server, client: socket.socket) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        assert time.monotonic() < deadline, "the server did not close"
+        server.loop.run_once(0.01)
+        try:
+            if not client.recv(65536, socket.MSG_DONTWAIT):
+                break
+        except BlockingIOError:
+            pass
+    for _ in range(3):
+        server.loop.run_once(0.0)         # what comes soon after the close
