@@ -86,7 +86,7 @@ class Resource:
 
 def active_lock(lock: Lock) -> str:
     """A lock as lockdiscovery shows it."""
-    remaining = max(lock.expires - int(time.time()), 0)
+    remaining = max(int(lock.expires - time.time()), 0)
     depth = "infinity" if lock.depth == INFINITY else "0"
     owner = dav_element("owner", lock.owner_xml) if lock.owner_xml else ""
     return dav_element("activelock", "".join((

@@ -617,6 +617,17 @@ def test_lock_expires(share):
     assert dav(worker, "PUT", "/dav/brief.txt", "y")[0] == 204
 
 
+def test_a_lock_lasts_as_long_as_asked(share):
+    """Taken late in a second, a one-second lock still holds after that second ends."""
+    worker, docroot, _ = share
+    (docroot / "dav" / "late.txt").write_text("l")
+    while time.time() % 1 < 0.8:
+        time.sleep(0.02)
+    assert lock(worker, "/dav/late.txt", Timeout="Second-1")[0] == 200
+    time.sleep(0.4)                                      # into the next second
+    assert dav(worker, "PUT", "/dav/late.txt", "x")[0] == 423
+
+
 def test_shared_and_collection_locks(share):
     worker, docroot, _ = share
     (docroot / "dav" / "lockcol").mkdir()

@@ -35,6 +35,7 @@ path through a symlink is refused (403), and walks never follow a symlink.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sqlite3
 import time
@@ -662,7 +663,9 @@ class _Dav(DavRequest):
         return self.answer_xml(200, _lock_answer(locks))
 
     def _expiry(self) -> int:
-        """When a lock taken now expires, by the Timeout header's first choice."""
+        """When a lock taken now expires, by the Timeout header's first choice: never
+        sooner than asked (a lock holds while its expiry second is ahead, so one taken
+        at 100.9 for a second lasts until 102, not until 101)."""
         seconds = DEFAULT_LOCK_TIMEOUT
         header = self.request.headers.get("timeout", "")
         choice = header.split(",")[0].strip().lower()
@@ -670,7 +673,7 @@ class _Dav(DavRequest):
             seconds = MAX_LOCK_TIMEOUT
         elif choice.startswith("second-") and choice[7:].isdigit():
             seconds = min(int(choice[7:]), MAX_LOCK_TIMEOUT)
-        return int(time.time()) + seconds
+        return math.ceil(time.time()) + seconds
 
     def unlock(self) -> int:
         header = self.request.headers.get("lock-token", "").strip()
