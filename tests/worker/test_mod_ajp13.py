@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,10 +32,13 @@ KNOWN_DIFFERENCES = {
                     "it (AJP13, Tomcat's AjpProcessor)",
 }
 
+ERROR_LOGS: dict[int, Path] = {}     # pylighttpd's port -> the error log of the config
+
 CONFIG = """
 server.document-root = "{docroot}"
 server.modules = ("mod_ajp13")
 server.stream-response-body = 2
+server.errorlog = "{errorlog}"
 server.max-request-field-size = 32768
 ajp13.server = ( "/app" => (( "host" => "127.0.0.1", "port" => {port} )),
                  ".jsp" => (( "host" => "127.0.0.1", "port" => {port} )),
@@ -53,12 +57,16 @@ def backend():
 def both(tmp_path_factory, backend):
     base = tmp_path_factory.mktemp("ajp13")
     conf = base / "ajp13.conf"
-    conf.write_text(CONFIG.format(docroot=base, port=backend.port, dead=free_port()))
+    errorlog = base / "error.log"
+    conf.write_text(CONFIG.format(docroot=base, port=backend.port, dead=free_port(),
+                                  errorlog=errorlog))
     if not os.access(LIGHTTPD, os.X_OK):         # our own tests run all the same
         with WorkerProcess(conf) as ours:
+            ERROR_LOGS[ours.port] = errorlog
             yield None, ours.port
         return
     with beside_lighttpd(conf) as ports:
+        ERROR_LOGS[ports[1]] = errorlog
         yield ports
 
 
@@ -105,8 +113,16 @@ def request(method: str, target: str, *headers: str, body: bytes = b"") -> bytes
 
 def seen(port: int, data: bytes) -> dict:
     status, headers, body = exchange(port, data)
-    assert status == 200 and headers["x-ajp"] == "yes"
+    assert status == 200 and headers.get("x-ajp") == "yes", \
+        f"{status} {headers}; the error log (both servers) ends:\n{log_tail(port)}"
     return json.loads(body)
+
+
+def log_tail(port: int) -> str:
+    try:
+        return "\n".join(ERROR_LOGS[port].read_text().splitlines()[-15:])
+    except (KeyError, OSError) as err:
+        return f"(none: {err})"
 
 
 # ------------------------------------------------------------------ ours
