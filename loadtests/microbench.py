@@ -3,9 +3,11 @@
 A real Server (the benchmark's config and docroot) gets `--connections` socketpairs;
 each round writes one request to every client end, then runs the worker's event loop
 until every answer has been sent.  The figure is the time spent in the worker's loop
-per request: socketpairs are cheaper than TCP, so compare runs with each other, not
-with the wrk figures.  `--profile` runs the same loop under cProfile and prints the top
-functions by own time.
+per request, the 10th percentile of the rounds, and beside it their mean: a round
+that a GC run falls into is a slow one, so a gap between the two is worth a look.
+Socketpairs are cheaper than TCP, so compare runs with each other, not with the wrk
+figures.  `--profile` runs the same loop under cProfile and prints the top functions
+by own time.
 
     python loadtests/microbench.py                    # 1k.bin, keep-alive
     python loadtests/microbench.py --path /dir/ --profile
@@ -30,13 +32,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.bench import lighttpd_style_config, make_docroot  # noqa: E402
 from master.configload import load  # noqa: E402
 from worker.server import Server  # noqa: E402
+
+Result = TypeVar("Result")
 
 REQUEST = ("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: microbench\r\n"
            "Accept: */*\r\n\r\n")
@@ -132,11 +136,18 @@ def run(server: Server, clients: list[socket.socket], requests: Requests, rounds
         ) -> float:
     """Worker time per request: the 10th percentile of the rounds, so that what else
     the machine does (it shares its cores) hardly moves the figure."""
+    return run_with_mean(server, clients, requests, rounds)[0]
+
+
+def run_with_mean(server: Server, clients: list[socket.socket], requests: Requests,
+                  rounds: int) -> tuple[float, float]:
+    """`run`'s figure and the mean over all rounds: the rounds a GC run falls into are
+    the slow ones, so only the mean shows what collecting costs."""
     times = sorted(one_round(server, clients, requests) for _ in range(rounds))
-    return times[len(times) // 10] / len(clients)
+    return times[len(times) // 10] / len(clients), sum(times) / rounds / len(clients)
 
 
-def profiled(enabled: bool, function: Callable[..., float], *args: Any) -> float:
+def profiled(enabled: bool, function: Callable[..., Result], *args: Any) -> Result:
     """function(*args), under cProfile when `enabled`: its top functions printed ($TOP
     of them, 25 by default, sorted by $SORT, own time by default)."""
     if not enabled:
@@ -171,10 +182,11 @@ def main() -> int:
         clients = connect(server, args.connections)
         warm_rounds = 20 + (args.files // args.connections if args.browser else 0)
         run(server, clients, requests, warm_rounds)   # warm the caches
-        figure = profiled(args.profile, run, server, clients, requests, args.rounds)
+        figure, mean = profiled(args.profile, run_with_mean, server, clients, requests,
+                                args.rounds)
         what = f"{args.files} files, browser headers" if args.browser else args.path
-        print(f"{what}: {figure * 1e6:.1f} us/request "
-              f"({args.connections} connections, 10th percentile of {args.rounds} rounds)")
+        print(f"{what}: {figure * 1e6:.1f} us/request ({args.connections} connections, "
+              f"10th percentile of {args.rounds} rounds; mean {mean * 1e6:.1f})")
         server.close_all()
     return 0
 
