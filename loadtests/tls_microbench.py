@@ -105,9 +105,12 @@ class MemoryTLS:
         parts = []
         while True:
             try:
-                parts.append(self.tls.read(1 << 20))
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                part = self.tls.read(1 << 20)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 break
+            if not part:                 # the server closed (after close_notify)
+                break
+            parts.append(part)
         self.flush()                     # what reading made (key updates, alerts)
         return b"".join(parts)
 
