@@ -54,26 +54,26 @@ class Resource:
     __slots__ = ("url", "path", "st", "is_collection")
 
     def __init__(self, url: str, path: str) -> None:
-        self.path = path.rstrip("/") or "/"
         st: os.stat_result | None
         try:
             st = os.stat(path)                    # a slash: a directory only
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        self.st = st
-        self.is_collection = st is not None and S_ISDIR(st.st_mode)
-        self.url = url + "/" if self.is_collection and not url.endswith("/") else url
+        self._take(url, path.rstrip("/") or "/", st)
 
     @classmethod
     def member(cls, url: str, path: str, st: os.stat_result) -> "Resource":
         """A member of a collection being walked, whose stat the walk has just taken
         (relative to the collection's open directory: no path lookup per member)."""
         resource = cls.__new__(cls)
-        resource.path = path
-        resource.st = st
-        resource.is_collection = is_collection = S_ISDIR(st.st_mode)
-        resource.url = url + "/" if is_collection and not url.endswith("/") else url
+        resource._take(url, path, st)
         return resource
+
+    def _take(self, url: str, path: str, st: os.stat_result | None) -> None:
+        self.path = path
+        self.st = st
+        self.is_collection = st is not None and S_ISDIR(st.st_mode)
+        self.url = url + "/" if self.is_collection and not url.endswith("/") else url
 
     @property
     def exists(self) -> bool:
@@ -133,20 +133,8 @@ class PropertyView:
     def response(self, resource: Resource, selection: Selection) -> str:
         """One resource's `<D:response>`: what was asked for, by status; kept when
         no lock shows in it (its dead properties are part of the key)."""
-        url = resource.url
-        if self.locks and any(lock.covers(url) for lock in self.locks):
-            return self._render(resource, selection)
-        st = resource.st
-        key = self._key(url, st, selection)
-        kept = _rendered.get(key)
-        if kept is not None and kept[0] is self.values:
-            return kept[1]
-        text = self._render(resource, selection)
-        if settled(st):
-            if len(_rendered) >= RENDERED_MAX:
-                _rendered.clear()
-            _rendered[key] = (self.values, text)
-        return text
+        text = self._kept(resource.url, resource.st, selection)
+        return self._render_and_keep(resource, selection) if text is None else text
 
     def member_response(self, url: str, path: str, st: os.stat_result,
                         selection: Selection) -> str:
@@ -154,11 +142,32 @@ class PropertyView:
         is found without making the member's Resource."""
         if S_ISDIR(st.st_mode):
             url += "/"
-        if not self.locks:
-            kept = _rendered.get(self._key(url, st, selection))
-            if kept is not None and kept[0] is self.values:
-                return kept[1]
-        return self.response(Resource.member(url, path, st), selection)
+        text = self._kept(url, st, selection)
+        if text is None:
+            return self._render_and_keep(Resource.member(url, path, st), selection)
+        return text
+
+    def _kept(self, url: str, st: os.stat_result, selection: Selection) -> str | None:
+        """The text kept for this version of the resource, if any."""
+        if self.locks and self._locked(url):
+            return None
+        kept = _rendered.get(self._key(url, st, selection))
+        return kept[1] if kept is not None and kept[0] is self.values else None
+
+    def _render_and_keep(self, resource: Resource, selection: Selection) -> str:
+        """Render; keep the text unless a lock shows in it or the file may still change
+        within the stat's clock tick (worker/settled.py)."""
+        text = self._render(resource, selection)
+        url, st = resource.url, resource.st
+        if settled(st) and not self._locked(url):
+            if len(_rendered) >= RENDERED_MAX:
+                _rendered.clear()
+            _rendered[self._key(url, st, selection)] = (self.values, text)
+        return text
+
+    def _locked(self, url: str) -> bool:
+        """A lock shows in the resource's answer (lockdiscovery): never kept."""
+        return any(lock.covers(url) for lock in self.locks)
 
     def _key(self, url: str, st: os.stat_result, selection: Selection) -> tuple:
         """What a kept `<D:response>` depends on (the settings aside)."""

@@ -31,13 +31,26 @@ def answered(server: Server, client: socket.socket, request: bytes, count: int) 
         deadline = time.monotonic() + 5
         data = b""
         while not complete(data):
-            assert time.monotonic() < deadline, data[:200]
-            server.loop.run_once(0.01)
-            try:
-                data += client.recv(65536, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                pass
+            data += take(server, client, deadline) or b""
     server.loop.run_once(0.0)
+
+
+def answered_anew(server: Server, client: socket.socket, request: bytes, count: int
+                  ) -> None:
+    """`answered`, with a new query string each time: no answer is kept for any."""
+    for number in range(count):
+        answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number), 1)
+
+
+def take(server: Server, client: socket.socket, deadline: float) -> bytes | None:
+    """One round of the server's loop, then what the client has: None when nothing
+    came yet, b"" once the server closed."""
+    assert time.monotonic() < deadline, "the server did not answer in time"
+    server.loop.run_once(0.01)
+    try:
+        return client.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
 
 
 def complete(data: bytes) -> bool:
@@ -88,12 +101,9 @@ def test_requests_leave_no_cycles(tmp_path: Path, accesslog: bool, kind: str):
     server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
     request = REQUESTS[kind]
 
-    def traffic() -> None:
-        for number in range(40):              # a new query each time: no cached answer
-            answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number), 1)
-
     try:
-        found = cycles_after(lambda: answered(server, client, request, 5), traffic)
+        found = cycles_after(lambda: answered(server, client, request, 5),
+                             lambda: answered_anew(server, client, request, 40))
         assert found < 10, f"{found} objects in cycles after 40 requests"
     finally:
         client.close()
@@ -133,13 +143,8 @@ def test_gateway_requests_leave_no_cycles(tmp_path: Path, path: str):
         stack.callback(client.close)
         server.add_connection(end, "127.0.0.1", "127.0.0.1:8080")
         request = f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
-
-        def traffic() -> None:
-            for number in range(20):
-                answered(server, client, request.replace(b" HTTP/", b"?%d HTTP/" % number),
-                         1)
-
-        found = cycles_after(lambda: answered(server, client, request, 3), traffic)
+        found = cycles_after(lambda: answered(server, client, request, 3),
+                             lambda: answered_anew(server, client, request, 20))
         assert found < 10, f"{found} objects in cycles after 20 requests"
 
 
@@ -170,13 +175,7 @@ def test_closed_connections_leave_no_cycles(tmp_path: Path, request_bytes: bytes
 
 def read_until_closed(server: Server, client: socket.socket) -> None:
     deadline = time.monotonic() + 5
-    while True:
-        assert time.monotonic() < deadline, "the server did not close"
-        server.loop.run_once(0.01)
-        try:
-            if not client.recv(65536, socket.MSG_DONTWAIT):
-                break
-        except BlockingIOError:
-            pass
+    while take(server, client, deadline) != b"":
+        pass
     for _ in range(3):
         server.loop.run_once(0.0)         # what comes soon after the close

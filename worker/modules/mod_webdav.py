@@ -349,9 +349,10 @@ class _Dav(DavRequest):
                 st = os.stat(name, dir_fd=dir_fd)
             except OSError:
                 continue                     # gone or unreadable: not listed
-            yield render(url + name, directory + name, st, selection)
+            member_url, member_path = url + name, directory + name
+            yield render(member_url, member_path, st, selection)
             if deeper and not is_link and S_ISDIR(st.st_mode):
-                pending.append(Resource.member(url + name, directory + name, st))
+                pending.append(Resource.member(member_url, member_path, st))
 
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
