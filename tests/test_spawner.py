@@ -106,8 +106,13 @@ def fastcgi_get(address: str | tuple, params: dict[str, str] | None = None) -> b
 
 
 def answer_of(address: str | tuple) -> dict[str, str]:
-    """The test backend's answer as a dict (pid, ppid, cwd, env:NAME, ...)."""
-    body = fastcgi_get(address).split(b"\r\n\r\n", 1)[1].decode()
+    """The test backend's answer as a dict (pid, ppid, cwd, env:NAME, ...).  A backend
+    stopped by a reload while it answers closes without a word: ConnectionError (an
+    OSError, which wait_until takes as "not yet")."""
+    _, found, body_bytes = fastcgi_get(address).partition(b"\r\n\r\n")
+    if not found:
+        raise ConnectionError(f"no answer from {address}")
+    body = body_bytes.decode()
     return dict(line.split("=", 1) for line in body.splitlines())
 
 
