@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 mode="${1:-}"
 case "$mode" in serve|test|bench) ;; *) echo "usage: $0 serve|test|bench" >&2; exit 2 ;; esac
 
-debian_packages=(python3-venv)
+# a C compiler and Python's headers compile the worker's hot path (contrib/compile.py)
+debian_packages=(python3-venv gcc python3-dev)
 # the tests compare with the real lighttpd, scrape with a real Prometheus, render the
 # status page in Chromium and check the unit files with systemd-analyze; they run real
 # backends (php-cgi, php-fpm, uwsgi), real clients (nghttp, Apache's htpasswd) and a
@@ -56,8 +57,13 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
 fi
 stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -e "$stamp" ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,compile]"
   touch "$stamp"
+fi
+# the hot path in C when a compiler is there (a no-op while the build is current);
+# without one everything runs as Python
+if ! .venv/bin/python contrib/compile.py >.venv/compile.log 2>&1; then
+  echo "note: $(tail -n 1 .venv/compile.log)" >&2
 fi
 
 if [ "$mode" = serve ]; then

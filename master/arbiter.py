@@ -26,6 +26,7 @@ from setproctitle import setproctitle
 from shared import log
 from shared.config import ConfigError
 from shared.stats import Field, Header, State, StatsSegment, monotonic_ms
+from worker import COMPILED
 from worker.context import WorkerContext
 from worker.main import run_worker
 
@@ -133,7 +134,8 @@ class Arbiter:
         migrate = tcp_migrate_req_enabled()
         log.error("server.c", f"server started (pylighttpd), {self.target} workers; "
                   "net.ipv4.tcp_migrate_req is "
-                  + {True: "on", False: "off", None: "unknown"}[migrate])
+                  + {True: "on", False: "off", None: "unknown"}[migrate]
+                  + ("; hot path compiled" if COMPILED else "; hot path as Python"))
         try:
             # started here, after daemonizing: the backends are the master's children
             self._start_first_backends()

@@ -15,6 +15,7 @@ import select
 import socket
 from dataclasses import dataclass
 
+import worker
 import worker.modules
 
 from . import __version__
@@ -49,6 +50,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("HTTP/2 support", CORE, ("h2",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
+    # worker/compiled.py: built by contrib/compile.py and matching the sources
+    Feature("compiled hot path (mypyc)", platform=worker.COMPILED),
 )
 
 

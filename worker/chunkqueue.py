@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import socket
 
+from mypy_extensions import mypyc_attr
+
 MAX_IOV = 64                  # buffers per sendmsg
 SEND_BUDGET = 1 << 22         # bytes per call: one busy client must not starve the others
 SENDFILE_STEP = 1 << 22
@@ -59,6 +61,7 @@ class FileChunk:
             self.fd = -1
 
 
+@mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
 class FileShrunk(OSError):
     """The file got shorter while we were sending it: the response cannot be finished."""
 
@@ -129,10 +132,10 @@ class ChunkQueue:
 
     def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
         chunks = self.chunks
-        buffers = []
+        buffers: list[bytes | memoryview] = []
         size = 0
         for chunk in chunks:
-            if type(chunk) is FileChunk or len(buffers) == MAX_IOV:
+            if isinstance(chunk, FileChunk) or len(buffers) == MAX_IOV:
                 break
             buffers.append(chunk)
             size += len(chunk)  # type: ignore[arg-type]

@@ -193,6 +193,16 @@ def resume_woken(connection: "Connection | H2Session", request: Request) -> bool
         return None
 
 
+def condition_field(connection: "Connection | H2Session", field: str) -> str:
+    """A connection's own condition fields (remote address, socket, scheme), the same
+    for an HTTP/1 connection and an HTTP/2 session."""
+    if field == "remoteip":
+        return connection.remote_ip
+    if field == "socket":
+        return connection.socket_spec
+    return connection.scheme if field == "scheme" else ""
+
+
 def _switches_protocols(request: Request) -> bool:
     """The answer turns the connection into a tunnel (RFC 9110 15.2.2, 9.3.6)."""
     status = request.response.status
@@ -370,7 +380,9 @@ class Connection:
             held.request.wake()
             self.update_events()
             return
-        if self.protocol.current is not None or self.ready:
+        # read into a name: the narrowing to None must not outlive the feed below
+        reading = self.protocol.current
+        if reading is not None or self.ready:
             self.feed(data)
         else:                         # between requests
             if self.bytes_read == len(data) and data[:3] == b"PRI" and \
@@ -437,12 +449,7 @@ class Connection:
         return keep
 
     def condition_value(self, field: str) -> str:
-        """The connection's own condition fields: remote address, socket, scheme."""
-        if field == "remoteip":
-            return self.remote_ip
-        if field == "socket":
-            return self.socket_spec
-        return self.scheme if field == "scheme" else ""
+        return condition_field(self, field)
 
     def _peer_closed(self) -> None:
         """The client will send no more: answer what is complete, then close."""
@@ -988,7 +995,7 @@ class Connection:
         elif self.out.chunks:
             if now - self.last_write > self.limits["server.max-write-idle"]:
                 self._timed_out("write")
-        elif (state is HANDLE or state is TUNNEL) and \
+        elif (state is HANDLE or state is TUNNEL) and self.held is not None and \
                 self.held.request is not self.protocol.current:
             pass                # the holding module keeps its own backend's deadlines
         elif state is not REQUEST_START or not self.requests_done:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from mypy_extensions import mypyc_attr
+
 from shared.backend_stats import BackendCounters, scratch_counters
 from shared.gateway_hosts import HostSpec, Proc
 from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
@@ -25,6 +27,7 @@ _BYTES_IN, _BYTES_OUT = int(Field.BYTES_IN), int(Field.BYTES_OUT)
 _ACCEPTED, _KEEPALIVE_REUSES = int(Field.ACCEPTED), int(Field.KEEPALIVE_REUSES)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # loadtests/fuzz.py counts calls
 class WorkerCounters:
     __slots__ = ("words",)
 

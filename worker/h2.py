@@ -76,7 +76,8 @@ from . import h2_fields
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
-                         _Held, _length_kept_whole, receive, resume_woken, transmit)
+                         _Held, _length_kept_whole, condition_field, receive, resume_woken,
+                         transmit)
 from .errors import BadRequest
 from .h2_encoder import AnswerEncoder
 from .host import normalize_host
@@ -226,8 +227,12 @@ class H2Session:
         self._after()
 
     # ------------------------------------------------------ what requests see
-    closed = Connection.closed                    # the same fields, the same answers
-    condition_value = Connection.condition_value
+    @property
+    def closed(self) -> bool:
+        return self.state is CLOSED
+
+    def condition_value(self, field: str) -> str:
+        return condition_field(self, field)
 
     def wake(self, request: Request) -> None:
         stream = self.streams.get(request.plugin_ctx.get("_h2", 0))

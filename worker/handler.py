@@ -51,7 +51,8 @@ class Pipeline:
         off for debug logging and with the stat cache disabled); `condition_fields`:
         what the config's conditions read (answercache.condition_fields)."""
         self.modules = list(modules)
-        phases: dict[str, list[Hook]] = {name: [] for name in HOOKS + CONNECTION_HOOKS}
+        # a request hook takes a Request, a connection hook (CONNECTION_HOOKS) a Connection
+        phases: dict[str, list[Callable]] = {name: [] for name in HOOKS + CONNECTION_HOOKS}
         for module in self.modules:
             for name in type(module).hooks():
                 phases[name].append(getattr(module, name))
@@ -261,6 +262,7 @@ def _error_handled(request: Request, handled: int) -> int:
     it: the 404 handler's own status stands (a soft 404, usually 200); the general
     handler's page keeps the original error status; a handler that fails too leaves
     the plain error page of the original status."""
+    assert request.error_origin is not None     # set by the handler this answers for
     status, keeps_status = request.error_origin
     response = request.response
     response.replayable = False    # chosen by a file's absence, which no cache sees

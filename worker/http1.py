@@ -262,6 +262,7 @@ class Http1Parser:
         """Everything known once the headers are in: version, target, Host, limits.
         True when a request body follows."""
         parser = self.parser
+        assert parser is not None      # this runs in its callback
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             request.version = "1.0"
@@ -474,10 +475,11 @@ class Http1Parser:
         the request line has none (the log shows `"  "`) and is answered HTTP/1.0, and
         so is a header block refused for its size (lighttpd never parses that one)."""
         request.version = "1.0"
-        if not self.url or status == 431:
+        parser = self.parser
+        if not self.url or status == 431 or parser is None:
             return
-        version = self.parser.get_http_version()
+        version = parser.get_http_version()
         if version in ("1.0", "1.1"):
-            request.method = self.parser.get_method().decode("latin-1")
+            request.method = parser.get_method().decode("latin-1")
             request.target = self.url.decode("utf-8", "surrogateescape")
             request.version = version

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from shared.config.compiled import RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
@@ -19,15 +19,12 @@ from .errors import BadRequest
 from .host import normalize_host
 from .statcache import CACHE
 
-if TYPE_CHECKING:
-    from .connection import Connection
-
 
 # Octets lighttpd refuses in a request-target (400), raw or %-encoded, in the path and
 # the query alike: control characters, and the bytes that never occur in UTF-8 (0xC0,
 # 0xC1, 0xF5-0xFF; the target is decoded with surrogateescape, so a raw one is a lone
 # surrogate).  One character class each: linear in the length of the target.
-_RAW_REFUSED = re.compile("[\x00-\x20\x7f\udcc0\udcc1\udcf5-\udcff]")
+_RAW_REFUSED = re.compile("[\\x00-\\x20\\x7f\\udcc0\\udcc1\\udcf5-\\udcff]")
 _ESCAPE_REFUSED = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
 _CONNECT_START = frozenset(":0123456789")   # lighttpd takes CONNECT to an IP:port only
@@ -94,7 +91,9 @@ class Response:
     def __init__(self) -> None:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
-        self.body: list[bytes | tuple[int, int, int]] = []
+        # bytes, a file range (fd, offset, length) or a range of a shared fd
+        # (fd, offset, length, SharedFd)
+        self.body: list[bytes | tuple[int, int, int] | tuple[int, int, int, Any]] = []
         self.files = 0
         self.length = 0
         self.head_only = False
@@ -204,7 +203,9 @@ class Request:
         "loops", "woken", "target_orig", "env", "start_mark", "end_mark", "_remote_port",
     )
 
-    def __init__(self, connection: "Connection", start: float) -> None:
+    def __init__(self, connection: Any, start: float) -> None:
+        # a Connection (worker/connection.py) or an HTTP/2 session (worker/h2.py): what
+        # both offer a request (server, addresses, condition values, write access)
         self.connection = connection
         self.method = "GET"
         self.target = ""
@@ -368,8 +369,9 @@ class Request:
                 self._stat = err.errno       # not the exception: its traceback holds
             self._stat_path = path           # this request (a cycle for the GC)
         found = self._stat
-        if type(found) is int:
+        if isinstance(found, int):
             raise OSError(found, os.strerror(found), path)
+        assert found is not None
         return found
 
     def remember_stat(self, path: str, st: os.stat_result) -> None:

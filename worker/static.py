@@ -24,6 +24,8 @@ import struct
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from .chunkqueue import SharedFd
 from .http import http_date, parse_http_date
 from .settled import settled
@@ -95,17 +97,18 @@ def last_modified(mtime: float) -> str:
     return text
 
 
-def etag_for(st: os.stat_result, use_inode: bool, use_size: bool, use_mtime: bool) -> str:
+def etag_for(ino: int, size: int, mtime_ns: int,
+             use_inode: bool, use_size: bool, use_mtime: bool) -> str:
     """lighttpd's ETag: a 32-bit dekhash of inode, size and mtime (seconds and ns),
     so pylighttpd and lighttpd behind one balancer give the same validators."""
     values = []
     if use_inode:
-        values.append(st.st_ino)
+        values.append(ino)
     if use_size:
-        values.append(st.st_size)
+        values.append(size)
     if use_mtime:
-        values.append(int(st.st_mtime))
-        values.append(st.st_mtime_ns % 1_000_000_000)
+        values.append(mtime_ns // 1_000_000_000)
+        values.append(mtime_ns % 1_000_000_000)
     if not values:
         return ""
     data = struct.pack(f"={len(values)}Q", *values)
@@ -262,7 +265,7 @@ def cached_etag(st: os.stat_result, values: dict) -> str:
     if etag is None:
         if len(_etags) > 4096:
             _etags.clear()
-        etag = _etags[key] = etag_for(st, *use)
+        etag = _etags[key] = etag_for(st.st_ino, st.st_size, st.st_mtime_ns, *use)
     return etag
 
 
@@ -284,6 +287,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 _STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+@mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
 class SymlinkInPath(PermissionError):
     """A symlink on the path of a file opened with follow-symlink off: 403, as
     lighttpd answers (its errno is EACCES, so errno_status maps it like one)."""
@@ -386,9 +390,8 @@ class SmallFiles:
     spread over it would be emptied and refilled all the time, paying the reads and
     the keeping too."""
 
-    MAX_BYTES = 64 * 1024 * 1024
-
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
         self.entries: OrderedDict[str, tuple[os.stat_result, bytes]] = OrderedDict()
         self.size = 0
 
@@ -405,14 +408,14 @@ class SmallFiles:
     def put(self, path: str, st: os.stat_result, data: bytes) -> None:
         """Keep `data`, dropping the oldest kept files while over the budget (what a
         site asks for most was read again lately: it stays)."""
-        if len(data) > self.MAX_BYTES:
+        if len(data) > self.max_bytes:
             return
         entries = self.entries
         old = entries.pop(path, None)
         if old is not None:
             self.size -= len(old[1])
         self.size += len(data)
-        while self.size > self.MAX_BYTES:
+        while self.size > self.max_bytes:
             self.size -= len(entries.popitem(last=False)[1][1])
         entries[path] = (st, data)
 
@@ -446,6 +449,7 @@ def _take_body(fd: int, st: os.stat_result, path: str) -> tuple[int, bytes | Non
     return -1, data
 
 
+@mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
 class _ShortRead(OSError):
     """A file shorter than its fstat said: answered 500, never a wrong length."""
 
@@ -583,7 +587,7 @@ def _multipart(request: "Request", fd: int, data: bytes | None,
         separator = "\r\n"
         if data is not None:
             response.write(data[first:last + 1])
-        else:
+        elif shared is not None:
             response.send_shared_range(shared.acquire(), first, last - first + 1)
     response.write(f"\r\n--{BOUNDARY}--\r\n".encode())
     return 206

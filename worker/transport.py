@@ -13,6 +13,8 @@ import os
 import socket
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from .chunkqueue import ChunkQueue
 
 READ_SIZE = 64 * 1024
@@ -43,6 +45,7 @@ class Transport(Protocol):
     def local_address(self) -> str: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # tls.TLSTransport
 class SocketTransport:
     """A connected, non-blocking socket.  recv raises BlockingIOError when nothing is
     there and OSError when the connection broke; b"" is the peer's EOF."""
@@ -109,7 +112,8 @@ class PipeTransport:
     __slots__ = ()
     pollable = False
     read_wants_write = False
-    STDIN, STDOUT = 0, 1
+    STDIN = 0
+    STDOUT = 1
 
     def fileno(self) -> int:
         return self.STDIN

@@ -47,7 +47,7 @@ class RequestSettings:
 
     __slots__ = ("values", "_matches", "_origin")
 
-    def __init__(self, values: Mapping[str, Any],
+    def __init__(self, values: dict[str, Any],
                  matches: dict[int, re.Match[str]] | None = None,
                  origin: dict[str, int] | None = None) -> None:
         self.values = values

@@ -19,7 +19,6 @@ from master.configload import load
 from server_util import config_text
 from sites import make_docroot
 from shared.stats import METHODS, Field, request_offset
-from worker.answercache import AnswerCache
 from worker.connection import ConnState
 from worker.handler import Pipeline
 from worker.module import Module
@@ -147,7 +146,7 @@ def test_a_replayed_404_is_counted_as_a_4xx(server):
 def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkeypatch):
     def broken(*_args):
         raise RuntimeError("a bug in request start")
-    monkeypatch.setattr(AnswerCache, "key_for", broken)
+    monkeypatch.setattr(server.config.compiled, "settings_for", broken)
     client, connection = connect(server)
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     run_until(server, lambda: connection.state >= ConnState.LINGER)

@@ -200,10 +200,11 @@ def get10(path: str, *headers: str, method: str = "GET") -> bytes:
 
 def corpus(docroot: Path) -> list[tuple[str, bytes]]:
     st = os.stat(docroot / "index.html")
-    etag = etag_for(st, True, True, True)
+    etag = etag_for(st.st_ino, st.st_size, st.st_mtime_ns, True, True, True)
     modified = http_date(int(st.st_mtime))
     old = "Mon, 01 Jan 2001 00:00:00 GMT"
-    big_etag = etag_for(os.stat(docroot / "big.bin"), True, True, True)
+    big = os.stat(docroot / "big.bin")
+    big_etag = etag_for(big.st_ino, big.st_size, big.st_mtime_ns, True, True, True)
     return [
         # plain files and directories
         ("root-10", get10("/")),

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from master.configload import load
-from server_util import WorkerProcess, config_text, read_until_closed
+from server_util import WorkerProcess, config_text, detached_request, read_until_closed
 from worker.module import BACKLOG_HIGH
 from worker.modules.mod_webdav import _Dav
-from worker.request import Response
+from worker.request import Request
 from worker.webdav_request import NEED_DRAIN
 from worker.webdav_fs import copy_contents
 from worker.webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
@@ -355,20 +355,15 @@ def test_propfind_streams_a_big_answer(share):
     assert b"<D:href>/streamout/file-1499.txt</D:href>" in body
 
 
-class HeldRequest:
-    """What a WebDAV method reads of a request, with a client that takes nothing:
-    its backlog is whatever was written."""
-
-    def __init__(self, values: dict, docroot: Path, path: str) -> None:
-        self.settings = type("Settings", (), {"values": values})()
-        self.method, self.headers, self.body, self.env = "PROPFIND", {"depth": "1"}, None, None
-        self.uri_path = self.physical_rel = path
-        self.physical_basedir = str(docroot)
-        self.physical_path = f"{docroot}{path}"
-        self.response = Response()
-
-    def backlog(self) -> int:
-        return self.response.memory_bytes()
+def held_request(values: dict, docroot: Path, path: str) -> Request:
+    """A PROPFIND of `path` with no connection: a client that takes nothing, its
+    backlog whatever was written."""
+    request = detached_request(values)
+    request.method, request.headers = "PROPFIND", {"depth": "1"}
+    request.uri_path = request.physical_rel = path
+    request.physical_basedir = str(docroot)
+    request.physical_path = f"{docroot}{path}"
+    return request
 
 
 def test_propfind_pauses_while_the_client_does_not_read(tmp_path):
@@ -378,8 +373,8 @@ def test_propfind_pauses_while_the_client_does_not_read(tmp_path):
     for index in range(600):
         (tmp_path / "big" / f"{index:03}-{'n' * 200}").touch()
     conf = tmp_path / "held.conf"
-    conf.write_text(config_text(tmp_path, "", ("mod_webdav",)))
-    request = HeldRequest(load(str(conf)).compiled.globals, tmp_path, "/big/")
+    conf.write_text(config_text(tmp_path, "server.stream-response-body = 2\n", ("mod_webdav",)))
+    request = held_request(load(str(conf)).compiled.globals, tmp_path, "/big/")
     steps = _Dav(request, None, lambda *_: None).propfind()
     pauses = 0
     for reason in steps:

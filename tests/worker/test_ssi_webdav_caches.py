@@ -9,7 +9,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -118,9 +117,12 @@ def count_calls(monkeypatch, owner: object, name: str, wanted=lambda *_a: True) 
 def test_a_file_changed_within_the_settling_time_is_not_settled():
     now = time.time()
     old = now - 60
-    assert settled_module.settled(SimpleNamespace(st_mtime=old, st_ctime=old))
-    assert not settled_module.settled(SimpleNamespace(st_mtime=old, st_ctime=now))
-    assert not settled_module.settled(SimpleNamespace(st_mtime=now, st_ctime=old))
+    def stat_of(mtime: float, ctime: float) -> os.stat_result:
+        return os.stat_result((0o100644, 1, 1, 1, 0, 0, 0, old, mtime, ctime))
+
+    assert settled_module.settled(stat_of(old, old))
+    assert not settled_module.settled(stat_of(old, now))
+    assert not settled_module.settled(stat_of(now, old))
 
 
 # ---------------------------------------------------------------------- SSI

@@ -46,9 +46,8 @@ def test_a_type_chosen_by_the_caller_is_never_kept(tmp_path: Path):
     assert static.file_fields(str(path), os.stat(path), settings, None)[1] == "text/plain"
 
 
-def test_small_files_drop_the_oldest_over_their_budget(tmp_path: Path, monkeypatch):
-    cache = static.SmallFiles()
-    monkeypatch.setattr(cache, "MAX_BYTES", 250)
+def test_small_files_drop_the_oldest_over_their_budget(tmp_path: Path):
+    cache = static.SmallFiles(max_bytes=250)
     st = os.stat(tmp_path)
     for name in "abc":
         cache.put(name, st, name.encode() * 100)
@@ -115,14 +114,15 @@ def test_a_small_file_changed_just_now_is_read_again(tmp_path: Path):
 def test_only_file_answers_have_their_fields_remembered():
     """A backend's fields (a cookie per answer) are rendered and forgotten; a file's
     are remembered, since its next answers carry the same."""
-    from types import SimpleNamespace
-
+    from server_util import detached_request
     from worker import http
 
     def render(fields, replayable):
-        response = SimpleNamespace(status=200, headers=fields, length=1, streaming=False,
-                                   replayable=replayable)
-        return http.render_start(SimpleNamespace(version="1.1", response=response))
+        request = detached_request()
+        response = request.response
+        response.status, response.headers, response.length = 200, fields, 1
+        response.replayable = replayable
+        return http.render_start(request)
 
     before = len(http._rendered_fields)
     assert render([("Set-Cookie", "id=unique-1")], False).endswith(

@@ -194,16 +194,6 @@ class _Document:
     st: os.stat_result
 
 
-@dataclass
-class _Stamp:
-    """What the ETag hashes: the page's stat with the newest include's mtime."""
-
-    st_ino: int
-    st_size: int
-    st_mtime: int
-    st_mtime_ns: int
-
-
 class Module(BaseModule):
     name = "ssi"
     directives = DIRECTIVES
@@ -331,9 +321,9 @@ class _Page:
         when the request's conditions say the client has it."""
         st = self.top.st
         mtime = max(int(st.st_mtime), self.newest_include)
-        stamp = _Stamp(st.st_ino, st.st_size, mtime,
-                       mtime * 1_000_000_000 + st.st_mtime_ns % 1_000_000_000)
-        etag = etag_for(stamp, values["etag.use-inode"], values["etag.use-size"],
+        etag = etag_for(st.st_ino, st.st_size,
+                        mtime * 1_000_000_000 + st.st_mtime_ns % 1_000_000_000,
+                        values["etag.use-inode"], values["etag.use-size"],
                         values["etag.use-mtime"])
         response = self.request.response
         if etag:

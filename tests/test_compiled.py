@@ -1,0 +1,71 @@
+"""The hot path compiled with mypyc (worker/compiled.py, contrib/compile.py): used where
+it can be built, and only while it matches the sources."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import worker
+from worker import compiled
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _compile_script():
+    spec = importlib.util.spec_from_file_location("compile_script", REPO / "contrib" / "compile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hot_path_runs_compiled_where_it_can_be_built():
+    lacking = _compile_script().missing_toolchain()
+    if lacking is not None:
+        pytest.skip(f"this machine cannot compile: {lacking}")
+    log = Path(sys.prefix) / "compile.log"
+    assert worker.COMPILED, (
+        "a C compiler is here, yet the compiled hot path is missing or stale: run "
+        "contrib/compile.py" + (f"; its last log:\n{log.read_text()[-3000:]}"
+                                if log.exists() else ""))
+    for name in compiled.HOT_MODULES:
+        module = importlib.import_module(f"worker.{name}")
+        assert Path(module.__file__).parent == compiled.BUILD_DIR / "worker", name
+        assert module.__file__.endswith(".so"), name
+
+
+def _write_manifest(path: Path, **changes) -> Path:
+    manifest = {"python": sys.version, "sources": compiled.source_hashes()} | changes
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_build_matches_only_the_sources_and_interpreter_it_was_made_from(tmp_path):
+    assert compiled.build_matches(_write_manifest(tmp_path / "current.json"))
+    edited = dict(compiled.source_hashes(), http1="0" * 64)
+    assert not compiled.build_matches(_write_manifest(tmp_path / "edited.json", sources=edited))
+    fewer = {name: digest for name, digest in compiled.source_hashes().items()
+             if name != "loop"}
+    assert not compiled.build_matches(_write_manifest(tmp_path / "fewer.json", sources=fewer))
+    assert not compiled.build_matches(_write_manifest(tmp_path / "other.json", python="3.0"))
+    (tmp_path / "torn.json").write_text('{"python": ')
+    assert not compiled.build_matches(tmp_path / "torn.json")
+    assert not compiled.build_matches(tmp_path / "absent.json")
+
+
+def test_only_a_matching_build_goes_in_front_of_the_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiled, "BUILD_DIR", tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    stale = _write_manifest(tmp_path / "manifest.json", python="3.0")
+    monkeypatch.setattr(compiled, "MANIFEST", stale)
+    package_path = ["worker-sources"]
+    assert not compiled.activate(package_path)
+    assert package_path == ["worker-sources"] and str(tmp_path) not in sys.path
+    _write_manifest(stale)
+    assert compiled.activate(package_path)
+    assert package_path == [str(tmp_path / "worker"), "worker-sources"]
+    assert str(tmp_path) in sys.path
