@@ -17,11 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-# worker/<name>.py for each; the modules that profiles of the running server show on
-# every request
-HOT_MODULES = ("answercache", "chunkqueue", "connection", "counters", "handler", "host",
-               "http", "http1", "loop", "request", "settled", "statcache", "static",
-               "transport")
+# worker/<name>.py for each: the modules that profiles of the running server show on
+# every request, and the gateways' backends and protocols (FastCGI, SCGI, CGI heads)
+HOT_MODULES = ("answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
+               "gateway", "handler", "host", "http", "http1", "loop",
+               "request", "settled", "statcache", "static", "transport")
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"

@@ -301,7 +301,7 @@ class ResponseHead:
 
     def copy(self) -> "ResponseHead":
         """The same head, its own to change (its headers a list of their own)."""
-        head = _new_head(ResponseHead)       # every field set here, once
+        head = ResponseHead()
         head.headers = list(self.headers)
         head.status, head.status_given, head.fields, head.location, head.content_length = \
             self.status, self.status_given, self.fields, self.location, self.content_length
@@ -317,9 +317,6 @@ class ResponseHead:
 
     def remove(self, lower_name: str) -> None:
         self.headers = [h for h in self.headers if h[0].lower() != lower_name]
-
-
-_new_head = object.__new__
 
 
 def _failed_head(reason: str) -> ResponseHead:

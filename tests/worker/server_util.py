@@ -21,20 +21,20 @@ REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 15.0
 
 
-def detached_request(values: dict | None = None):
+def detached_request(values: dict | None = None, **connection: object):
     """A worker.request.Request of no connection, for unit tests of what reads one:
     the settings `values` (the defaults' none), from 127.0.0.1 over plain HTTP, to a
-    client that has taken all that was sent."""
+    client that has taken all that was sent; `connection` replaces any of that."""
     from types import SimpleNamespace
 
     from shared.config.compiled import RequestSettings
     from worker.request import Request
 
     settings = RequestSettings(dict(values or {}))
-    connection = SimpleNamespace(scheme="http", remote_ip="127.0.0.1", socket_spec="",
-                                 server=SimpleNamespace(global_settings=settings),
-                                 backlog_of=lambda _request: 0)
-    return Request(connection, 0.0)
+    fields = {"scheme": "http", "remote_ip": "127.0.0.1", "socket_spec": "",
+              "server": SimpleNamespace(global_settings=settings),
+              "backlog_of": lambda _request: 0} | connection
+    return Request(SimpleNamespace(**fields), 0.0)
 
 
 def config_text(docroot: Path, extra: str = "", modules: tuple[str, ...] = ()) -> str:

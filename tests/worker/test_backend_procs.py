@@ -9,16 +9,13 @@ import socket
 
 from shared.gateway_hosts import Extension, HostSpec, Proc
 from worker.backend import Backends
-
-
-class _Loop:
-    now = 100.0
+from worker.loop import EventLoop
 
 
 class _Services:
-    loop = _Loop()
-
     def __init__(self) -> None:
+        self.loop = EventLoop()      # only its clock is read: 100.0 here
+        self.loop.now = 100.0
         self.logged: list[str] = []
 
     def log_error(self, _source: str, message: str) -> None:
@@ -80,11 +77,8 @@ def test_a_process_that_refused_sits_out_its_disable_time() -> None:
     backends.disable(second, OSError(errno.ECONNREFUSED, "Connection refused"))
     assert backends.choose(extension, "fair", "/x", "", "") is None
     assert any("all handlers for /x on .php are down" in line for line in services.logged)
-    _Loop.now += 6
-    try:
-        assert backends.choose(extension, "fair", "/", "", "") is first
-    finally:
-        _Loop.now -= 6
+    services.loop.now += 6
+    assert backends.choose(extension, "fair", "/", "", "") is first
 
 
 def test_hash_keeps_a_host_and_uses_its_processes() -> None:

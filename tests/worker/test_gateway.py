@@ -10,13 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 
+from server_util import detached_request
 from worker.body import RequestBody
 from worker.gateway import (XSENDFILE_CGI, XSENDFILE_FASTCGI, AnswerBody, Dechunker,
                             HeadReader, ResponseHead, abandon_answer, cgi_environment,
                             local_redirect_target, parse_head, request_body_length,
                             sendfile_header, status_code, x_sendfile)
 from worker.module import ERROR
-from worker.request import Response
+from worker.request import Request
 
 
 def read(*pieces: bytes, cgi: bool = True) -> ResponseHead | None:
@@ -104,18 +105,19 @@ def test_dechunker_refuses_bad_chunks(wire):
     assert dechunker.failed and not dechunker.done
 
 
-def _request(path: str = "/script.cgi", **fields: object) -> SimpleNamespace:
-    """What the gateway functions read of a Request, `fields` replacing any of it."""
+def _request(path: str = "/script.cgi", local_address: str = "192.0.2.1",
+             **fields: object) -> Request:
+    """A request as the gateway functions read one, `fields` replacing any of it."""
     values = {"server.force-lowercase-filenames": False, "server.follow-symlink": True,
               "server.tag": "tag", "server.name": ""}
-    request = SimpleNamespace(
-        uri_path=path, settings=SimpleNamespace(values=values), response=Response(),
-        keep_alive=True, target=path, target_orig=path, body=None, content_length=-1,
-        uri_query="", error_origin=None, physical_basedir="/srv", pathinfo="",
-        physical_path="/srv" + path, method="GET", version="1.1", scheme="http",
-        socket_spec="0.0.0.0:8080", host="example.com", remote_ip="192.0.2.7",
-        remote_port=40123, local_address="192.0.2.1", headers={}, env=None)
-    request.__dict__.update(fields)
+    transport = SimpleNamespace(peer_port=lambda: 40123, local_address=lambda: local_address)
+    request = detached_request(values, transport=transport, remote_ip="192.0.2.7",
+                               socket_spec="0.0.0.0:8080")
+    request.uri_path = request.target = request.target_orig = path
+    request.physical_basedir, request.physical_path = "/srv", "/srv" + path
+    request.host = "example.com"
+    for name, value in fields.items():
+        setattr(request, name, value)
     return request
 
 

@@ -21,6 +21,7 @@ from tcp_backends import BLOCK, TcpBackend
 from shared.config.values import Array
 from shared.gateway_hosts import parse_servers
 from worker.backend import Backends
+from worker.loop import EventLoop
 from worker.module import BACKLOG_HIGH
 from worker.modules import mod_sockproxy
 from worker.request import Request
@@ -161,11 +162,8 @@ def test_connection_backend_matches_the_empty_and_root_keys(backend):
         values = {"sockproxy.server": parse_servers(servers(backend.port)),
                   "sockproxy.balance": "fair"}
 
-    class Loop:
-        now = 0.0
-
     class FakeServices:
-        loop = Loop()
+        loop = EventLoop()
         log_error = staticmethod(Services.log_error)
 
     found = mod_sockproxy.connection_backend(Backends(FakeServices()), Settings(), "10.0.0.1")
