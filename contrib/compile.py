@@ -35,7 +35,8 @@ MYPY_FLAGS = ("--ignore-missing-imports", "--follow-imports=silent",
 
 def missing_toolchain() -> str | None:
     """What compiling needs and this machine lacks, or None."""
-    if shutil.which(sysconfig.get_config_var("CC").split()[0] or "cc") is None:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
         return "no C compiler (Debian: apt-get install gcc)"
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         return "no Python headers (Debian: apt-get install python3-dev)"
@@ -65,7 +66,7 @@ def build() -> None:
         command.build_lib = str(compiled.BUILD_DIR)
         command.build_temp = f"{scratch}/o"
         distribution.run_command("build_ext")
-    compiled.MANIFEST.write_text(json.dumps({"python": sys.version, "sources": hashes}))
+    compiled.MANIFEST.write_text(json.dumps({"interpreter": sys.version, "sources": hashes}))
 
 
 def main() -> int:

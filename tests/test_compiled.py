@@ -39,7 +39,7 @@ def test_the_hot_path_runs_compiled_where_it_can_be_built():
 
 
 def _write_manifest(path: Path, **changes) -> Path:
-    manifest = {"python": sys.version, "sources": compiled.source_hashes()} | changes
+    manifest = {"interpreter": sys.version, "sources": compiled.source_hashes()} | changes
     path.write_text(json.dumps(manifest))
     return path
 
@@ -51,8 +51,8 @@ def test_a_build_matches_only_the_sources_and_interpreter_it_was_made_from(tmp_p
     fewer = {name: digest for name, digest in compiled.source_hashes().items()
              if name != "loop"}
     assert not compiled.build_matches(_write_manifest(tmp_path / "fewer.json", sources=fewer))
-    assert not compiled.build_matches(_write_manifest(tmp_path / "other.json", python="3.0"))
-    (tmp_path / "torn.json").write_text('{"python": ')
+    assert not compiled.build_matches(_write_manifest(tmp_path / "other.json", interpreter="3.0"))
+    (tmp_path / "torn.json").write_text('{"interpreter": ')
     assert not compiled.build_matches(tmp_path / "torn.json")
     assert not compiled.build_matches(tmp_path / "absent.json")
 
@@ -60,7 +60,7 @@ def test_a_build_matches_only_the_sources_and_interpreter_it_was_made_from(tmp_p
 def test_only_a_matching_build_goes_in_front_of_the_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(compiled, "BUILD_DIR", tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    stale = _write_manifest(tmp_path / "manifest.json", python="3.0")
+    stale = _write_manifest(tmp_path / "manifest.json", interpreter="3.0")
     monkeypatch.setattr(compiled, "MANIFEST", stale)
     package_path = ["worker-sources"]
     assert not compiled.activate(package_path)

@@ -41,7 +41,7 @@ def build_matches(manifest_path: Path | None = None) -> bool:
         manifest = json.loads((manifest_path or MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(manifest, dict) and manifest.get("python") == sys.version
+    return (isinstance(manifest, dict) and manifest.get("interpreter") == sys.version
             and manifest.get("sources") == source_hashes())
 
 
