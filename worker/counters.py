@@ -1,5 +1,12 @@
 """The worker's counters in its slot of the master's stats segment.
 
+The hot path counts into a plain list (`pending`); the event loop publishes it into
+the segment at the end of every round of events (`publish`), before the worker waits
+again.  An indexed add on the segment's memoryview boxes and unboxes a 64-bit word
+each time (about a tenth of a microsecond): paid per round and per changed word
+instead of per request and per counter.  A reader in another process sees a count
+at most one round late; a request is still counted only once its last byte has left.
+
 Without a segment (tests, the -1 mode) the same code writes to a private array, so the
 hot path has no "is there a segment?" branch: one indexed add per counter.  The same
 holds for a gateway backend's counters (`backend_counters`, in the segment's backend
@@ -9,6 +16,7 @@ table when the master registered the worker's config, else scratch words).
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -19,17 +27,20 @@ from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
 
 # Word offsets as plain ints (an IntEnum member costs an attribute lookup per use).
 # _METHOD_ROW[method] + status // 100 is the requests word for that method and class.
-_METHOD_ROW = {name: request_offset(index, 1) - 1 for index, name in enumerate(METHODS)}
-_OTHER_ROW = _METHOD_ROW["OTHER"]
-_DURATION = int(Field.DURATION)
-_DURATION_SUM_US = int(Field.DURATION_SUM_US)
-_BYTES_IN, _BYTES_OUT = int(Field.BYTES_IN), int(Field.BYTES_OUT)
-_ACCEPTED, _KEEPALIVE_REUSES = int(Field.ACCEPTED), int(Field.KEEPALIVE_REUSES)
+_METHOD_ROW: Final = {name: request_offset(index, 1) - 1 for index, name in enumerate(METHODS)}
+_OTHER_ROW: Final = _METHOD_ROW["OTHER"]
+_DURATION: Final = int(Field.DURATION)
+_DURATION_SUM_US: Final = int(Field.DURATION_SUM_US)
+_BYTES_IN: Final = int(Field.BYTES_IN)
+_BYTES_OUT: Final = int(Field.BYTES_OUT)
+_ACCEPTED: Final = int(Field.ACCEPTED)
+_KEEPALIVE_REUSES: Final = int(Field.KEEPALIVE_REUSES)
+_WORDS: Final = int(Field.WORDS)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # loadtests/fuzz.py counts calls
 class WorkerCounters:
-    __slots__ = ("words",)
+    __slots__ = ("words", "pending", "dirty")
 
     def __init__(self, segment: StatsSegment | None = None, slot: int = 0) -> None:
         if segment is not None and slot:
@@ -37,6 +48,20 @@ class WorkerCounters:
             segment.backends.bind(slot)
         else:
             self.words = memoryview(bytearray(Field.WORDS * 8)).cast("Q")
+        self.pending = [0] * _WORDS    # this round's counts, by word
+        self.dirty = False             # some of them are not 0
+
+    def publish(self) -> None:
+        """Add this round's counts to the words and start the next round at 0."""
+        if not self.dirty:
+            return
+        self.dirty = False
+        pending, words = self.pending, self.words
+        for index in range(_WORDS):
+            count = pending[index]
+            if count:
+                words[index] += count
+                pending[index] = 0
 
     def set_state(self, state: State) -> None:
         self.words[Field.STATE] = state
@@ -50,24 +75,29 @@ class WorkerCounters:
         words[Field.WAITING] = waiting
 
     def accepted(self) -> None:
-        self.words[_ACCEPTED] += 1
+        self.pending[_ACCEPTED] += 1
+        self.dirty = True
 
     def keepalive_reuse(self) -> None:
-        self.words[_KEEPALIVE_REUSES] += 1
+        self.pending[_KEEPALIVE_REUSES] += 1
+        self.dirty = True
 
     def bytes_in(self, count: int) -> None:
-        self.words[_BYTES_IN] += count
+        self.pending[_BYTES_IN] += count
+        self.dirty = True
 
     def bytes_out(self, count: int) -> None:
-        self.words[_BYTES_OUT] += count
+        self.pending[_BYTES_OUT] += count
+        self.dirty = True
 
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
-        words = self.words
+        pending = self.pending
         status_class = status // 100 if 100 <= status < 600 else 5
-        words[_METHOD_ROW.get(method, _OTHER_ROW) + status_class] += 1
-        words[_DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
-        words[_DURATION_SUM_US] += int(seconds * 1_000_000)
+        pending[_METHOD_ROW.get(method, _OTHER_ROW) + status_class] += 1
+        pending[_DURATION + bisect_left(DURATION_BUCKETS, seconds)] += 1
+        pending[_DURATION_SUM_US] += int(seconds * 1_000_000)
+        self.dirty = True
 
 
 def backend_counters(spec: HostSpec, proc: Proc) -> BackendCounters:

@@ -54,7 +54,7 @@ class Timer:
 
 class EventLoop:
     __slots__ = ("epoll", "handlers", "ticks", "next_tick", "now", "timers", "_sequence",
-                 "soon")
+                 "soon", "after_round")
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
@@ -65,6 +65,9 @@ class EventLoop:
         self.timers: list[tuple[float, int, Timer]] = []
         self._sequence = itertools.count()      # orders timers due at the same time
         self.soon: list[Callable[[], None]] = []  # run after this round's events
+        # run at the end of every round, before the next wait (the counters publish
+        # the round's counts in one go: see worker/counters.py)
+        self.after_round: list[Callable[[], None]] = []
 
     def register(self, fd: int, events: int, handler: EventHandler) -> None:
         self.epoll.register(fd, events)
@@ -126,6 +129,8 @@ class EventLoop:
             self.next_tick = now + 1.0
             for callback in self.ticks:
                 callback(now)
+        for publish in self.after_round:
+            publish()
 
     def _run_timers(self, now: float) -> None:
         timers = self.timers

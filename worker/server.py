@@ -118,6 +118,7 @@ class Server:
         self.global_settings = RequestSettings(settings)
         CACHE.configure(settings["server.stat-cache-engine"])
         self.counters = WorkerCounters(stats, stats_slot)
+        self.loop.after_round.append(self.counters.publish)
         self.header_limit = settings["server.max-request-field-size"] or 8192
         self.upload_dirs = tuple(settings["server.upload-dirs"])
         self.max_connections = connection_limit(settings)
@@ -277,6 +278,7 @@ class Server:
             if self.draining and not self.connections:
                 self.stop_status = 0
         self.close_all()
+        self.counters.publish()    # what the last round counted, before the exit folds it
         log.close_all()            # piped loggers see EOF and finish their lines
         return self.stop_status
 

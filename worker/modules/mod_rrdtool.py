@@ -191,6 +191,7 @@ class Module(BaseModule):
         self.last_slot = slot
         if not self._is_writer():
             return
+        self.services.counters.publish()
         totals = server_totals(self.services.counters)
         if self.sent is None:            # a new writer counts from now on
             self.sent = totals

@@ -207,6 +207,7 @@ class Module(BaseModule):
     def server_status(self, request: Request, values: dict) -> int:
         if StatsSegment.current is None:
             return 503                 # the -1 mode: no master, no segment
+        self.services.counters.publish()   # this worker's round so far, counted too
         query = request.uri_query
         accept = request.headers.get("accept")
         if _FORMAT_PROMETHEUS.search(query) or (

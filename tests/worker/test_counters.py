@@ -1,0 +1,49 @@
+"""The worker's counters: counted per request in a plain list, published to the
+stats words once per round of the event loop."""
+
+from __future__ import annotations
+
+from shared.stats import METHODS, Field, request_offset
+from worker.counters import WorkerCounters
+from worker.loop import EventLoop
+
+GET_2XX = request_offset(METHODS.index("GET"), 2)
+
+
+def test_counts_reach_the_words_when_published():
+    counters = WorkerCounters()
+    counters.request("GET", 200, 0.002)
+    counters.request("GET", 204, 0.002)
+    counters.bytes_out(1500)
+    counters.keepalive_reuse()
+    assert counters.words[GET_2XX] == 0          # not before the round ends
+    counters.publish()
+    assert counters.words[GET_2XX] == 2
+    assert counters.words[Field.BYTES_OUT] == 1500
+    assert counters.words[Field.KEEPALIVE_REUSES] == 1
+    assert counters.words[Field.DURATION_SUM_US] == 4000
+    assert not any(counters.pending)
+
+
+def test_publishing_adds_to_what_is_there_and_twice_adds_nothing():
+    counters = WorkerCounters()
+    counters.words[Field.ACCEPTED] = 7        # e.g. counts of an earlier round
+    counters.accepted()
+    counters.publish()
+    counters.publish()
+    assert counters.words[Field.ACCEPTED] == 8
+
+
+def test_the_loop_publishes_at_the_end_of_every_round():
+    loop = EventLoop()
+    counters = WorkerCounters()
+    loop.after_round.append(counters.publish)
+    try:
+        counters.bytes_in(10)
+        loop.run_once(0)
+        assert counters.words[Field.BYTES_IN] == 10
+        counters.bytes_in(5)
+        loop.run_once(0)
+        assert counters.words[Field.BYTES_IN] == 15
+    finally:
+        loop.close()
