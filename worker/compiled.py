@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 
 # worker/<name>.py for each: the modules that profiles of the running server show on
-# every request, and the gateways' backends and protocols (FastCGI, SCGI, CGI heads)
+# every request, the gateways' backends and protocols (FastCGI, SCGI, CGI heads), and
+# the modules (worker/modules/) that serve files and log them
 HOT_MODULES = ("answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
                "gateway", "handler", "host", "http", "http1", "loop",
-               "request", "settled", "statcache", "static", "transport")
+               "request", "settled", "statcache", "static", "transport",
+               "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
+               "modules/mod_accesslog")
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"
@@ -45,13 +48,13 @@ def build_matches(manifest_path: Path | None = None) -> bool:
             and manifest.get("sources") == source_hashes())
 
 
-def activate(package_path: list[str]) -> bool:
-    """Put the compiled modules first on the `worker` package's path when the build
-    matches; True if it did.  mypyc's shared runtime library is a top-level module,
-    hence the build directory on sys.path too."""
+def activate(package_path: list[str], subpackage: str = "") -> bool:
+    """Put the compiled modules first on the path of the `worker` package (or of its
+    `subpackage`, "modules") when the build matches; True if it did.  mypyc's shared
+    runtime library is a top-level module, hence the build directory on sys.path too."""
     if not build_matches():
         return False
-    package_path.insert(0, str(BUILD_DIR / "worker"))
+    package_path.insert(0, str(BUILD_DIR / "worker" / subpackage))
     if str(BUILD_DIR) not in sys.path:
         sys.path.append(str(BUILD_DIR))
     return True

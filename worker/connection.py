@@ -65,6 +65,7 @@ BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client wai
 LAST_CHUNK = b"0\r\n\r\n"
 RAW = "_raw"                   # plugin_ctx mark of a connection handed over whole
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+PARSER_KEPT_IDLE = 1.0         # seconds between requests after which the parser goes
 
 
 class ConnState(IntEnum):
@@ -1003,9 +1004,12 @@ class Connection:
             # a new connection's first one on the way
             if now - self.last_read > self.limits["server.max-read-idle"]:
                 self._timed_out("read")
-        elif now - max(self.last_read, self.last_write) > \
-                self.limits["server.max-keep-alive-idle"]:
-            self._timed_out("keep-alive")
+        else:
+            idle = now - max(self.last_read, self.last_write)
+            if idle > self.limits["server.max-keep-alive-idle"]:
+                self._timed_out("keep-alive")
+            elif idle >= PARSER_KEPT_IDLE:
+                self.protocol.release_parser()
 
     def _timed_out(self, what: str) -> None:
         if self.server.debug:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httptools
 
@@ -36,15 +36,16 @@ from .request import Request
 if TYPE_CHECKING:
     from .server import Server
 
-HEADER_SLACK = 64 * 1024   # bytes read past the header limit before a head is refused
-_BODY_METHODS = frozenset({"POST", "PUT"})
-_BODY_HEADERS = frozenset({"content-length", "transfer-encoding", "expect"})
-_JOIN_SEMICOLON = frozenset({"cookie"})
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
+HEADER_SLACK: Final = 64 * 1024   # bytes read past the header limit before a head is refused
+_BODY_METHODS: Final = frozenset({"POST", "PUT"})
+_BODY_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "expect"})
+_JOIN_SEMICOLON: Final = frozenset({"cookie"})
+_REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
-_header_names: dict[bytes, tuple[str, str]] = {}   # as sent -> (as sent, lowercase)
-_OWS = (b" ", b"\t")              # RFC 9110 5.6.3: optional whitespace
+# module globals are Final: compiled, each use is then no dict lookup
+_header_names: Final[dict[bytes, tuple[str, str]]] = {}   # as sent -> (as sent, lowercase)
+_OWS: Final = (32, 9)             # RFC 9110 5.6.3: optional whitespace (space, tab)
 
 
 def header_name(name: bytes) -> tuple[str, str]:
@@ -184,7 +185,7 @@ class Http1Parser:
         if names is None:
             names = header_name(name)
         raw_name, key = names
-        if value[-1:] in _OWS:          # the field value ends before trailing OWS
+        if value and value[-1] in _OWS:     # the field value ends before trailing OWS
             value = value.rstrip(b" \t")
         text = value.decode("latin-1")
         request.header_list.append((raw_name, text))
@@ -358,9 +359,14 @@ class Http1Parser:
                 self.fail(self.error_status or _refusal_status(data, unknown_method=False))
                 return
             else:
-                if self.current is None:     # between requests: a parser costs ~0.4 us
-                    self.parser = None       # to make and ~900 bytes to keep while idle
                 return
+
+    def release_parser(self) -> None:
+        """Let the parser go between requests (~900 bytes), for a connection that has
+        been idle a while; a busy one keeps its parser from request to request, as
+        making one costs about a tenth of the request (its callbacks bound anew)."""
+        if self.current is None and self.upgrading is None and not self.tunnelled:
+            self.parser = None
 
     def _upgrade_asked(self, rest: bytes) -> bytes:
         """The parser stops after a request that asks to switch protocols (`Connection:

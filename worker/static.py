@@ -368,8 +368,7 @@ def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
     except OSError:
         os.close(fd)
         raise
-    if fresh.st_mtime_ns != st.st_mtime_ns or fresh.st_size != st.st_size or \
-            fresh.st_ino != st.st_ino:
+    if not same_file(fresh, st):
         CACHE.refresh(path, fresh)
         if not is_regular(fresh):
             os.close(fd)
@@ -397,13 +396,12 @@ class SmallFiles:
 
     def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, bytes] | None:
         entry = self.entries.get(path)
-        if entry is None:
+        if entry is None or entry[0] is st:      # the stat cache's own snapshot: the
+            return entry                         # usual case within its second
+        if not same_file(entry[0], st):
             return None
-        cached = entry[0]
-        if cached.st_mtime_ns != st.st_mtime_ns or cached.st_size != st.st_size or \
-                cached.st_ino != st.st_ino:
-            return None
-        return entry
+        entry = self.entries[path] = (st, entry[1])   # the same file, stat'ed anew:
+        return entry                                  # the next ask is an `is` again
 
     def put(self, path: str, st: os.stat_result, data: bytes) -> None:
         """Keep `data`, dropping the oldest kept files while over the budget (what a
@@ -512,7 +510,7 @@ def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
             os.close(fd)
 
 
-# path -> (settings values, inode, size, mtime ns, ETag, Content-Type, header fields)
+# path -> (settings values, stat, ETag, Content-Type, header fields)
 _file_fields: dict[str, tuple] = {}
 _FILE_FIELDS_MAX = 16384
 
@@ -523,9 +521,12 @@ def file_fields(path: str, st: os.stat_result, values: dict,
     computed once per file version and settings, since every answer for it carries
     them (an xattr type, or one the caller chose, is looked up each time)."""
     entry = _file_fields.get(path)
-    if entry is not None and entry[0] is values and entry[1] == st.st_ino and \
-            entry[2] == st.st_size and entry[3] == st.st_mtime_ns and content_type is None:
-        return entry[4], entry[5], entry[6]
+    if entry is not None and entry[0] is values and content_type is None:
+        if entry[1] is st:
+            return entry[2], entry[3], entry[4]
+        if same_file(entry[1], st):             # stat'ed anew: an `is` next time
+            _file_fields[path] = (values, st) + entry[2:]
+            return entry[2], entry[3], entry[4]
     etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
     by_xattr = content_type is not None or values["mimetype.use-xattr"]
     content_type = content_type or content_type_for(values, path)
@@ -534,8 +535,7 @@ def file_fields(path: str, st: os.stat_result, values: dict,
     if not by_xattr:
         if len(_file_fields) >= _FILE_FIELDS_MAX:
             _file_fields.clear()
-        _file_fields[path] = (values, st.st_ino, st.st_size, st.st_mtime_ns, etag,
-                              content_type, fields)
+        _file_fields[path] = (values, st, etag, content_type, fields)
     return etag, content_type, fields
 
 
@@ -653,6 +653,14 @@ def errno_status(err: OSError) -> int:
     if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return 404
     return 500
+
+
+def same_file(st: os.stat_result, other: os.stat_result) -> bool:
+    """Whether two stats show the same version of a file (what ETags, kept contents
+    and kept fields are valid for): the same object, as the stat cache hands out
+    within its second, or the same inode, size and mtime."""
+    return st is other or (st.st_mtime_ns == other.st_mtime_ns and
+                           st.st_size == other.st_size and st.st_ino == other.st_ino)
 
 
 def is_regular(st: os.stat_result) -> bool:

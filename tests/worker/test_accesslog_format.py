@@ -12,15 +12,18 @@ import pytest
 from shared import log
 from worker.modules import mod_accesslog
 from worker.modules.mod_accesslog import DEFAULT_FORMAT, compile_format
+from worker.request import Request
+
+from server_util import detached_request
 
 
-def _request(**changes) -> SimpleNamespace:
-    response = SimpleNamespace(status=200, get_header=lambda name: None)
-    request = SimpleNamespace(remote_ip="10.0.0.1", host="example.org", env=None,
-                              target="/a?b", method="GET", version="1.1",
-                              headers={"user-agent": "UA"}, response=response,
-                              start=100.0)
-    request.__dict__.update(changes)
+def _request() -> Request:
+    """A real Request (the module may run compiled, which checks its types)."""
+    request = detached_request(remote_ip="10.0.0.1")
+    request.host, request.target, request.method = "example.org", "/a?b", "GET"
+    request.headers = {"user-agent": "UA"}
+    request.response.status = 200
+    request.start = 100.0
     return request
 
 
@@ -32,7 +35,8 @@ def _answer(end_time: float = 1_700_000_000.5) -> SimpleNamespace:
 def test_constant_parts_are_template_text_and_no_field_is_called_for_them():
     compiled = compile_format("%l 100%% %P|%C|%i|%o|%e|%n text\\t|")
     assert compiled.fields == ()
-    assert compiled.render(None, None, None) == "- 100% ||||| text\t|\n"
+    escape = mod_accesslog._escaping("default")
+    assert compiled.render(_request(), _answer(), escape) == "- 100% ||||| text\t|\n"
 
 
 def test_the_default_format_has_one_function_per_varying_field():

@@ -407,3 +407,23 @@ def test_an_answer_is_kept_the_second_time_its_request_comes(server):
     assert not server.pipeline.answers.entries
     _status_of_each(server, "/index.html?twice", 2)
     assert len(server.pipeline.answers.entries) == 1
+
+
+def test_a_busy_connection_keeps_its_parser_and_an_idle_one_lets_it_go(server):
+    client, connection = connect(server)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nX-N: 1\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 1 and not connection.out.chunks)
+    parser = connection.protocol.parser
+    assert parser is not None                    # kept for the next request
+    client.recv(65536)
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nX-N: 2\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 2 and not connection.out.chunks)
+    assert connection.protocol.parser is parser  # the same one, not made anew
+    client.recv(65536)
+    connection.check_timeout(connection.last_read + 0.5)
+    assert connection.protocol.parser is parser
+    connection.check_timeout(max(connection.last_read, connection.last_write) + 1.5)
+    assert connection.protocol.parser is None and not connection.closed
+    client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nX-N: 3\r\n\r\n")
+    run_until(server, lambda: connection.requests_done == 3 and not connection.out.chunks)
+    assert client.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")

@@ -154,8 +154,8 @@ def test_a_row_follows_its_files_size_and_mtime(server):
     assert stamp in after and stamp not in before
 
 
-def test_kept_pages_stay_within_their_bounds(server, monkeypatch):
-    monkeypatch.setattr(mod_dirlisting.PageCache, "MAX_PAGES", 2)
+def test_kept_pages_stay_within_their_bounds(server):
+    kept_pages(server).max_pages = 2
     for number in range(4):
         (server.docroot / "d" / f"s{number}").mkdir()
         listing(server, f"/d/s{number}/")

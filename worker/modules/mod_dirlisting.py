@@ -301,10 +301,9 @@ class PageCache:
     with its page and compared by identity, so a request whose settings differ in
     anything never gets another's page."""
 
-    MAX_PAGES = 64
-    MAX_BYTES = 1 << 20
-
-    def __init__(self) -> None:
+    def __init__(self, max_pages: int = 64, max_bytes: int = 1 << 20) -> None:
+        self.max_pages = max_pages
+        self.max_bytes = max_bytes
         self.second = -1
         self.pages: dict[tuple[str, str, int], tuple[dict, bytes]] = {}
         self.size = 0
@@ -320,7 +319,7 @@ class PageCache:
     def put(self, path: str, uri_path: str, values: dict, page: bytes) -> None:
         if not CACHE.enabled or CACHE.second != self.second:
             return
-        if len(self.pages) >= self.MAX_PAGES or self.size + len(page) > self.MAX_BYTES:
+        if len(self.pages) >= self.max_pages or self.size + len(page) > self.max_bytes:
             self.clear()
         self.pages[(path, uri_path, id(values))] = (values, page)
         self.size += len(page)
