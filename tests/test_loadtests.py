@@ -37,7 +37,9 @@ def test_microbench_reports_a_figure_and_a_profile():
                           "--connections", "4", "--path", "/dir/", "--profile"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "function calls" in run.stdout and "mod_dirlisting" in run.stdout
+    # the worker's loop is in the profile (what runs inside it shows where it runs as
+    # Python: compiled functions are not profiled one by one)
+    assert "function calls" in run.stdout and "run_once" in run.stdout
 
 
 @needs_wrk

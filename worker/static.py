@@ -22,7 +22,7 @@ import os
 import stat as stat_module
 import struct
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -34,13 +34,18 @@ from .statcache import CACHE
 if TYPE_CHECKING:
     from .request import Request
 
-SMALL_FILE = 16 * 1024          # read into memory below this size: one send for all
-DEFAULT_MIME = "application/octet-stream"
-_GET_HEAD = frozenset({"GET", "HEAD"})
+# the file type bits of st_mode, as constants: compiled, a test is then two machine
+# operations, not a lookup in the stat module and a call
+_S_IFMT: Final = 0o170000
+_S_IFREG: Final = stat_module.S_IFREG
+_S_IFDIR: Final = stat_module.S_IFDIR
+SMALL_FILE: Final = 16 * 1024          # read into memory below this size: one send for all
+DEFAULT_MIME: Final = "application/octet-stream"
+_GET_HEAD: Final = frozenset({"GET", "HEAD"})
 
 # mimetype.assign tuple (by identity; it lives as long as the config) -> lookup dict
-_mime_tables: dict[int, tuple[tuple, dict[str, str]]] = {}
-_date_cache: dict[int, str] = {}
+_mime_tables: Final[dict[int, tuple[tuple, dict[str, str]]]] = {}
+_date_cache: Final[dict[int, str]] = {}
 
 
 def _mime_table(assign: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -54,7 +59,7 @@ def _mime_table(assign: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return entry[1]
 
 
-_mime_memo: dict[tuple[int, str], str] = {}   # (id(assign), name) -> type: hot files
+_mime_memo: Final[dict[tuple[int, str], str]] = {}   # (id(assign), name) -> type: hot files
 
 
 def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
@@ -254,7 +259,7 @@ def _range_applies(request: "Request", etag: str, mtime: float) -> bool:
     return if_range == last_modified(mtime)
 
 
-_etags: dict[tuple, str] = {}
+_etags: Final[dict[tuple, str]] = {}
 
 
 def cached_etag(st: os.stat_result, values: dict) -> str:
@@ -281,7 +286,7 @@ def content_type_for(values: dict, path: str, fd: int = -1) -> str:
     return mime_type(values["mimetype.assign"], path)
 
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 # One step of a walk down a path: a directory only, never through a symlink.  O_PATH
 # needs search permission alone, as a path lookup does.
 _STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -418,7 +423,7 @@ class SmallFiles:
         entries[path] = (st, data)
 
 
-SMALL_FILES = SmallFiles()
+SMALL_FILES: Final = SmallFiles()
 
 
 def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, bytes | None]:
@@ -511,8 +516,8 @@ def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
 
 
 # path -> (settings values, stat, ETag, Content-Type, header fields)
-_file_fields: dict[str, tuple] = {}
-_FILE_FIELDS_MAX = 16384
+_file_fields: Final[dict[str, tuple]] = {}
+_FILE_FIELDS_MAX: Final = 16384
 
 
 def file_fields(path: str, st: os.stat_result, values: dict,
@@ -664,8 +669,8 @@ def same_file(st: os.stat_result, other: os.stat_result) -> bool:
 
 
 def is_regular(st: os.stat_result) -> bool:
-    return stat_module.S_ISREG(st.st_mode)
+    return st.st_mode & _S_IFMT == _S_IFREG
 
 
 def is_directory(st: os.stat_result) -> bool:
-    return stat_module.S_ISDIR(st.st_mode)
+    return st.st_mode & _S_IFMT == _S_IFDIR
