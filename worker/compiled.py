@@ -48,13 +48,19 @@ def build_matches(manifest_path: Path | None = None) -> bool:
             and manifest.get("sources") == source_hashes())
 
 
-def activate(package_path: list[str], subpackage: str = "") -> bool:
-    """Put the compiled modules first on the path of the `worker` package (or of its
-    `subpackage`, "modules") when the build matches; True if it did.  mypyc's shared
-    runtime library is a top-level module, hence the build directory on sys.path too."""
+def activate(package_path: list[str]) -> bool:
+    """Put the compiled modules first on the `worker` package's path when the build
+    matches; True if it did.  mypyc's shared runtime library is a top-level module,
+    hence the build directory on sys.path too."""
     if not build_matches():
         return False
-    package_path.insert(0, str(BUILD_DIR / "worker" / subpackage))
+    use_build(package_path)
     if str(BUILD_DIR) not in sys.path:
         sys.path.append(str(BUILD_DIR))
     return True
+
+
+def use_build(package_path: list[str], subpackage: str = "") -> None:
+    """Put the build of `worker` (or of its `subpackage`) first on that package's path:
+    for a subpackage, once `activate` has found the build current (no second check)."""
+    package_path.insert(0, str(BUILD_DIR / "worker" / subpackage))

@@ -7,10 +7,10 @@ each time (about a tenth of a microsecond): paid per round and per changed word
 instead of per request and per counter.  A reader in another process sees a count
 at most one round late; a request is still counted only once its last byte has left.
 
-Without a segment (tests, the -1 mode) the same code writes to a private array, so the
-hot path has no "is there a segment?" branch: one indexed add per counter.  The same
-holds for a gateway backend's counters (`backend_counters`, in the segment's backend
-table when the master registered the worker's config, else scratch words).
+Without a segment (tests, the -1 mode) the same code publishes into a private array,
+so the hot path has no "is there a segment?" branch.  The same holds for a gateway
+backend's counters (`backend_counters`, in the segment's backend table when the master
+registered the worker's config, else scratch words).
 """
 
 from __future__ import annotations

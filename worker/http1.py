@@ -347,6 +347,7 @@ class Http1Parser:
                 parser = self.parser = httptools.HttpRequestParser(self)
             try:
                 parser.feed_data(data)
+                return
             except httptools.HttpParserUpgrade as upgrade:
                 data = self._upgrade_asked(data[upgrade.args[0]:])
             except httptools.HttpParserInvalidMethodError:
@@ -358,14 +359,13 @@ class Http1Parser:
             except httptools.HttpParserError:
                 self.fail(self.error_status or _refusal_status(data, unknown_method=False))
                 return
-            else:
-                return
 
     def release_parser(self) -> None:
         """Let the parser go between requests (~900 bytes), for a connection that has
         been idle a while; a busy one keeps its parser from request to request, as
-        making one costs about a tenth of the request (its callbacks bound anew)."""
-        if self.current is None and self.upgrading is None and not self.tunnelled:
+        making one costs about a tenth of the request (its callbacks bound anew).  The
+        next feed makes a new one."""
+        if self.current is None:
             self.parser = None
 
     def _upgrade_asked(self, rest: bytes) -> bytes:

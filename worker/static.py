@@ -530,7 +530,7 @@ def file_fields(path: str, st: os.stat_result, values: dict,
         if entry[1] is st:
             return entry[2], entry[3], entry[4]
         if same_file(entry[1], st):             # stat'ed anew: an `is` next time
-            _file_fields[path] = (values, st) + entry[2:]
+            _file_fields[path] = (values, st, entry[2], entry[3], entry[4])
             return entry[2], entry[3], entry[4]
     etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
     by_xattr = content_type is not None or values["mimetype.use-xattr"]
@@ -662,10 +662,10 @@ def errno_status(err: OSError) -> int:
 
 def same_file(st: os.stat_result, other: os.stat_result) -> bool:
     """Whether two stats show the same version of a file (what ETags, kept contents
-    and kept fields are valid for): the same object, as the stat cache hands out
-    within its second, or the same inode, size and mtime."""
-    return st is other or (st.st_mtime_ns == other.st_mtime_ns and
-                           st.st_size == other.st_size and st.st_ino == other.st_ino)
+    and kept fields are valid for): the same inode, size and mtime.  (The kept ones
+    test `is` first: the stat cache hands out one object within its second.)"""
+    return (st.st_mtime_ns == other.st_mtime_ns and st.st_size == other.st_size and
+            st.st_ino == other.st_ino)
 
 
 def is_regular(st: os.stat_result) -> bool:

@@ -9,7 +9,7 @@ from .. import COMPILED, compiled
 from ..module import Module
 
 if COMPILED:        # the modules that serve files and log them, as C (worker/compiled.py)
-    compiled.activate(__path__, "modules")
+    compiled.use_build(__path__, "modules")
 
 # lighttpd loads these even when server.modules omits them (server.compat-module-load).
 COMPAT_MODULES = ("mod_indexfile", "mod_dirlisting", "mod_staticfile")
