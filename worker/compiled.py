@@ -22,7 +22,7 @@ from pathlib import Path
 # the modules (worker/modules/) that serve files and log them
 HOT_MODULES = ("answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
                "gateway", "handler", "host", "http", "http1", "loop",
-               "request", "settled", "statcache", "static", "transport",
+               "request", "server", "settled", "statcache", "static", "transport",
                "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
                "modules/mod_accesslog")
 

@@ -16,7 +16,7 @@ import select
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from shared import log
 from shared.config.compiled import RequestSettings
@@ -51,6 +51,23 @@ CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, e
                            errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
                            errno.EHOSTUNREACH, errno.ENONET, errno.ENOPROTOOPT,
                            errno.EOPNOTSUPP, errno.ETIMEDOUT})
+
+
+class ServedConnection(Protocol):
+    """What the server asks of an entry of its connection table: a Connection, or the
+    H2Session that took one's place."""
+
+    @property
+    def fd(self) -> int: ...
+
+    @property
+    def state(self) -> object: ...
+
+    def check_timeout(self, now: float) -> None: ...
+
+    def begin_drain(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def instantiate_modules(config: "LoadedConfig", services: Services) -> list[Module]:
@@ -111,7 +128,7 @@ class Server:
         # started alone (tests, -1) opens server.errorlog itself
         log.ensure_default(settings["server.errorlog"], settings["server.errorlog-use-syslog"],
                            settings["server.syslog-facility"])
-        self.debug = debuglog.any_flag(config.compiled)   # the one check per request
+        self.debug: bool = debuglog.any_flag(config.compiled)   # the one check per request
         self.loop = EventLoop()
         DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
         # what a request sees before its headers are in (and error answers use)
@@ -119,17 +136,17 @@ class Server:
         CACHE.configure(settings["server.stat-cache-engine"])
         self.counters = WorkerCounters(stats, stats_slot)
         self.loop.after_round.append(self.counters.publish)
-        self.header_limit = settings["server.max-request-field-size"] or 8192
-        self.upload_dirs = tuple(settings["server.upload-dirs"])
+        self.header_limit: int = settings["server.max-request-field-size"] or 8192
+        self.upload_dirs: tuple[str, ...] = tuple(settings["server.upload-dirs"])
         self.max_connections = connection_limit(settings)
         self.services = Services(self.loop, config, self.counters, self.max_connections,
                                  self.upload_dirs)
         fields = condition_fields(config.compiled.conditions)
-        self.h2c = h2_enabled(settings, cleartext=True)
+        self.h2c: bool = h2_enabled(settings, cleartext=True)
         self.pipeline = Pipeline(instantiate_modules(config, self.services),
                                  replay=CACHE.enabled and not self.debug,
                                  condition_fields=fields)
-        self.connections: dict[int, Connection] = {}
+        self.connections: dict[int, ServedConnection] = {}
         self.listeners = list(listeners)
         self.accepting = False
         self.accept_failing = False     # accept() failing (EMFILE...); a success ends it
@@ -236,7 +253,7 @@ class Server:
         H2Session(connection, connection.protocol.upgrade_answered(request, True), request)
         return True
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: ServedConnection) -> None:
         """A connection is closing its socket: drop it from the loop and the table."""
         self.loop.discard(connection.fd)
         self.connections.pop(connection.fd, None)

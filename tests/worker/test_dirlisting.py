@@ -36,9 +36,11 @@ def _server(base: Path, extra: str = "") -> Server:
                     f'server.errorlog = "{base}/error.log"\n'
                     'dir-listing.activate = "enable"\n'
                     'mimetype.assign = (".txt" => "text/plain")\n' + extra)
-    server = Server(load(str(conf)), [])
-    server.docroot = docroot            # type: ignore[attr-defined]
-    return server
+    return Server(load(str(conf)), [])
+
+
+def docroot(server: Server) -> Path:
+    return Path(server.config.settings["server.document-root"])
 
 
 @pytest.fixture()
@@ -92,11 +94,11 @@ def test_a_listing_is_kept_within_the_second_and_made_afresh_after_it(server):
         next_second()
         second = CACHE.second
         first = listing(server)
-        (server.docroot / "d" / "new.txt").write_text("n")
+        (docroot(server) / "d" / "new.txt").write_text("n")
         again = listing(server)
         if CACHE.second == second:
             break
-        (server.docroot / "d" / "new.txt").unlink()
+        (docroot(server) / "d" / "new.txt").unlink()
     assert "a.txt" in first and "new.txt" not in first
     assert again == first
     next_second()
@@ -107,7 +109,7 @@ def test_without_the_stat_cache_every_listing_is_made_afresh(tmp_path):
     server = _server(tmp_path, 'server.stat-cache-engine = "disable"\n')
     try:
         assert "new.txt" not in listing(server)
-        (server.docroot / "d" / "new.txt").write_text("n")
+        (docroot(server) / "d" / "new.txt").write_text("n")
         assert "new.txt" in listing(server)
     finally:
         server.close_all()
@@ -140,7 +142,7 @@ def test_the_same_directory_under_two_paths_has_each_its_own_title(server):
 
 
 def test_a_row_follows_its_files_size_and_mtime(server):
-    path = server.docroot / "d" / "a.txt"
+    path = docroot(server) / "d" / "a.txt"
     os.utime(path, (1_600_000_000, 1_600_000_000))
     next_second()
     before = listing(server)
@@ -157,7 +159,7 @@ def test_a_row_follows_its_files_size_and_mtime(server):
 def test_kept_pages_stay_within_their_bounds(server):
     kept_pages(server).max_pages = 2
     for number in range(4):
-        (server.docroot / "d" / f"s{number}").mkdir()
+        (docroot(server) / "d" / f"s{number}").mkdir()
         listing(server, f"/d/s{number}/")
     assert 1 <= len(kept_pages(server).pages) <= 2
 

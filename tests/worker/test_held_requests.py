@@ -216,8 +216,6 @@ def held_server(base: Path, stream_response_body: int,
     config = load(str(conf))
     config.modules = [Later, *extra_modules, *config.modules]
     worker = Server(config, [])
-    worker.errorlog = base / "error.log"        # type: ignore[attr-defined]
-    worker.spool = base / "spool"               # type: ignore[attr-defined]
     Later.resets = []
     Later.most_backlog = Later.most_unread = 0
     try:
@@ -225,6 +223,14 @@ def held_server(base: Path, stream_response_body: int,
     finally:
         worker.close_all()
         worker.loop.close()
+
+
+def errorlog(server: Server) -> Path:
+    return Path(server.config.settings["server.errorlog"])
+
+
+def spool(server: Server) -> Path:
+    return Path(server.upload_dirs[0])
 
 
 @pytest.fixture()
@@ -328,7 +334,7 @@ def test_comeback_runs_the_phases_again_for_the_new_url(server):
 
 def test_an_endless_comeback_is_500(server):
     assert exchange(server, get("/loop")).startswith(b"HTTP/1.1 500 ")
-    assert "ENDLESS LOOP" in server.errorlog.read_text()
+    assert "ENDLESS LOOP" in errorlog(server).read_text()
 
 
 def test_an_error_handler_may_be_a_held_request(server):
@@ -339,7 +345,7 @@ def test_an_error_handler_may_be_a_held_request(server):
 
 def test_a_module_bug_while_holding_is_500_and_the_worker_goes_on(server):
     assert exchange(server, get("/broken")).startswith(b"HTTP/1.1 500 ")
-    assert "a module bug" in server.errorlog.read_text()
+    assert "a module bug" in errorlog(server).read_text()
     assert exchange(server, get("/index.html")).startswith(b"HTTP/1.1 200 ")
 
 
@@ -372,7 +378,7 @@ def test_stream_response_body_0_sends_the_whole_body_with_its_length(tmp_path):
         assert len(body) == sum(len(b"%d" % n) + 1023 for n in range(1, 101))
         assert body.startswith(b"100.") and body[-1024:].startswith(b"1.")
         assert open_fds() == fds                    # the spool file is gone
-        assert "internal error" not in server.errorlog.read_text()
+        assert "internal error" not in errorlog(server).read_text()
         [(status, headers, body)] = split_responses(
             exchange(server, get("/stream/2", method="HEAD")))
         assert headers["content-length"] == "2048" and body == b""
@@ -387,8 +393,8 @@ def test_stream_response_body_1_parks_what_a_slow_client_has_not_taken(tmp_path)
         assert data.count(b"f") == 64 * BLOCK
         assert Later.most_backlog == 0             # request.backlog() never asked it to wait
         assert open_fds() == fds
-        assert list(server.spool.iterdir()) == []  # unlinked at once
-        assert "internal error" not in server.errorlog.read_text()
+        assert list(spool(server).iterdir()) == []  # unlinked at once
+        assert "internal error" not in errorlog(server).read_text()
 
 
 def post(path: str, body: bytes, *headers: str) -> bytes:
@@ -420,7 +426,7 @@ def test_stream_request_body_2_slows_the_client_to_the_module(tmp_path):
         answer = exchange(server, post("/echo/4096", UPLOAD[:1 << 20]), seconds=30)
         assert answer.endswith(b"\r\n\r\n1048576 bytes, " + answer.rsplit(b", ", 1)[1])
         assert Later.most_unread < 64 * 1024 + 64 * 1024     # BODY_HIGH_WATER + a read
-        assert list(server.spool.iterdir()) == []
+        assert list(spool(server).iterdir()) == []
 
 
 def test_a_streamed_body_waits_for_100_continue(tmp_path):
@@ -494,7 +500,7 @@ def test_a_module_failing_before_its_answer_started_is_500(server):
     data = exchange(server, get("/fail/0", close=False) + get("/index.html"))
     answers = split_responses(data)
     assert [status for status, _, _ in answers] == [500, 200]
-    assert "internal error" not in server.errorlog.read_text()
+    assert "internal error" not in errorlog(server).read_text()
 
 
 def test_a_module_failing_mid_answer_cuts_the_connection(server):
@@ -502,7 +508,7 @@ def test_a_module_failing_mid_answer_cuts_the_connection(server):
     data = exchange(server, get("/fail/2", close=False) + get("/index.html"))
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert data.endswith(b"4\r\npart\r\n4\r\npart\r\n")     # no last chunk, no next answer
-    assert "internal error" not in server.errorlog.read_text()
+    assert "internal error" not in errorlog(server).read_text()
 
 
 def test_a_module_switching_protocols_gets_the_raw_bytes_both_ways(server):
@@ -614,7 +620,7 @@ def test_a_failing_timer_or_fd_callback_is_logged_and_the_loop_goes_on(server):
     server.loop.unregister(reader.fileno())
     reader.close()
     writer.close()
-    log = server.errorlog.read_text()
+    log = errorlog(server).read_text()
     assert "internal error in the callback of a timer" in log and "ZeroDivisionError" in log
     assert "fd callback bug" in log
     assert exchange(server, get("/index.html")).startswith(b"HTTP/1.1 200 ")
