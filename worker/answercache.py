@@ -133,7 +133,7 @@ class Answer:
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
         self.keep_alive_line = connection_line(request, True)
-        self.values = request.settings.values
+        self.values = request.values
         self.missing = response.missing if response.status == 404 else ""
         self.version = request.version
         self.request_headers = request.headers      # copied by repeat_request
@@ -236,7 +236,7 @@ class AnswerCache:
         body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
                 request.pathinfo or response.files or len(body) > 1 or \
-                not request.settings.values["server.follow-symlink"]:
+                not request.values["server.follow-symlink"]:
             return
         seen = self.seen
         if key not in seen:            # once is no repeat: keep from the second time

@@ -33,7 +33,7 @@ import select
 import time
 import traceback
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import Final, TYPE_CHECKING
 
 from shared import log
 
@@ -55,17 +55,17 @@ if TYPE_CHECKING:
     from .module import Module
     from .server import Server
 
-HIGH_WATER = 256 * 1024
-LINGER_SECONDS = 2.0
+HIGH_WATER: Final = 256 * 1024
+LINGER_SECONDS: Final = 2.0
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-EPOLLERR_HUP = select.EPOLLERR | select.EPOLLHUP
-EPOLLRDHUP = select.EPOLLRDHUP
-LOW_WATER = 64 * 1024          # a paused producer is woken below this
-BODY_HIGH_WATER = 64 * 1024    # unread streamed body above which the client waits
-LAST_CHUNK = b"0\r\n\r\n"
-RAW = "_raw"                   # plugin_ctx mark of a connection handed over whole
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-PARSER_KEPT_IDLE = 1.0         # seconds between requests after which the parser goes
+EPOLLERR_HUP: Final = select.EPOLLERR | select.EPOLLHUP
+EPOLLRDHUP: Final = select.EPOLLRDHUP
+LOW_WATER: Final = 64 * 1024          # a paused producer is woken below this
+BODY_HIGH_WATER: Final = 64 * 1024    # unread streamed body above which the client waits
+LAST_CHUNK: Final = b"0\r\n\r\n"
+RAW: Final = "_raw"                   # plugin_ctx mark of a connection handed over whole
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+PARSER_KEPT_IDLE: Final = 1.0         # seconds between requests after which the parser goes
 
 
 class ConnState(IntEnum):
@@ -539,7 +539,7 @@ class Connection:
     def _queue_answer(self, request: Request, kept: "KeptAnswer | None", preset: int) -> None:
         """Queue a complete answer: head and body, or a kept answer's bytes."""
         server = self.server
-        values = request.settings.values
+        values = request.values
         keep = self._keeps_alive(_may_keep_alive(request), values)
         response = request.response
         if response.encoder is not None:    # a coding set when the answer started
@@ -698,7 +698,7 @@ class Connection:
         response = request.response
         if not response.streaming:
             return
-        mode = request.settings.values["server.stream-response-body"]
+        mode = request.values["server.stream-response-body"]
         if not response.started:
             if mode == 0 and not _switches_protocols(request):
                 # kept whole, sent at the end with its length
@@ -721,7 +721,7 @@ class Connection:
         request = held.request
         response = request.response
         self.server.pipeline.start_stream(request)
-        values = request.settings.values
+        values = request.values
         status = response.status or 200
         response.status = status
         if _switches_protocols(request):
@@ -758,7 +758,7 @@ class Connection:
         if body.unread or body.complete:
             request.wake()             # what the client sent with its request
         return render_start(request) + \
-            core_fields(request.response, request.settings.values["server.tag"])
+            core_fields(request.response, request.values["server.tag"])
 
     def _queue(self, response: Response, head: bytes) -> None:
         """Move the head and the response's body into the output queue."""
@@ -830,20 +830,21 @@ class Connection:
         answers = self.answers
         sent = self.sent_total
         server = self.server
-        count = server.counters.request
-        done = server.pipeline.done if server.pipeline.request_done else None
+        counters = server.counters
+        pipeline = server.pipeline
+        hooked = bool(pipeline.request_done)
         mono = time.monotonic()
         while answers and (lost or answers[0].end_mark <= sent):
             request = answers.pop(0)
-            count(request.method, request.response.status, mono - request.start)
-            if done is not None and RAW not in request.plugin_ctx:
+            counters.request(request.method, request.response.status, mono - request.start)
+            if hooked and RAW not in request.plugin_ctx:
                 now = time.time()
                 answer = request.plugin_ctx["answer"]
                 answer.bytes_out = max(min(sent, request.end_mark) - request.start_mark, 0)
                 answer.aborted = request.end_mark > sent or request.aborted
                 answer.end_time = now
                 answer.end_monotonic = mono
-                done(request)
+                pipeline.done(request)
 
     # ------------------------------------------------------------ debug log
     def _debug_request(self, request: Request, preset: int) -> None:
@@ -854,7 +855,7 @@ class Connection:
             debuglog.request_header_on_error(request, preset, self.protocol.error_reason)
 
     def _debug_response(self, request: Request, head: bytes, preset: int) -> None:
-        values = request.settings.values
+        values = request.values
         if not preset:
             status = request.response.status
             handling = values["debug.log-request-handling"]

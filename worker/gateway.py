@@ -205,7 +205,7 @@ def server_variables(request: "Request") -> ServerVariables:
     """SERVER_SOFTWARE, GATEWAY_INTERFACE, REQUEST_SCHEME, HTTPS, SERVER_PORT,
     SERVER_ADDR, SERVER_NAME, REMOTE_ADDR and REMOTE_PORT of the request, kept by the
     values they come from (bounded: forgotten whole past MAX_REMEMBERED)."""
-    values = request.settings.values
+    values = request.values
     spec = request.socket_spec
     if spec.startswith("/"):
         address, port = "", "0"
@@ -668,7 +668,7 @@ def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
     if not path.startswith("/"):
         return "", 502
     path = simplify_path(path)
-    lower = request.settings.values["server.force-lowercase-filenames"]
+    lower = request.values["server.force-lowercase-filenames"]
     if lower:
         path = path.lower()
     if docroots and not any(path.startswith(root.lower() if lower else root)
@@ -705,7 +705,7 @@ def _send_file(request: "Request", value: str, docroots: tuple[str, ...]) -> int
 def _send_ranges(request: "Request", value: str, docroots: tuple[str, ...]) -> int:
     """X-Sendfile2: `path range, path range ...` (url-encoded paths, `a-b` or `a-`
     ranges), the parts sent one after the other."""
-    follow = request.settings.values["server.follow-symlink"]
+    follow = request.values["server.follow-symlink"]
     for item in value.split(","):
         item = item.strip(" ")
         if not item:

@@ -10,7 +10,7 @@ module; which hooks exist is decided once, when the pipeline is built.
 from __future__ import annotations
 
 import errno
-from typing import Callable, Iterable
+from typing import Callable, Final, Iterable
 
 from shared import log
 
@@ -22,19 +22,19 @@ from .static import error_document, errno_status, is_directory, is_regular
 from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
-_ERROR_DROPS = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
+_ERROR_DROPS: Final = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
                           "content-encoding", "vary"})
-ALLOW = "OPTIONS, GET, HEAD, POST"
+ALLOW: Final = "OPTIONS, GET, HEAD, POST"
 # Methods HTTP defines that no loaded handler took: 405 with Allow (RFC 9110 §15.5.6)
 # where lighttpd 1.4.69 sends 501.  TRACE is among them: it stays off.  A method we
 # do not know at all is still 501 (§15.6.2).
-KNOWN_METHODS = frozenset({
+KNOWN_METHODS: Final = frozenset({
     "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "PROPFIND", "PROPPATCH", "MKCOL",
     "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR", "ACL",
     "QUERY"})
-_NO_ERROR_HANDLER = frozenset({416})   # lighttpd decides 416 after its error handlers
-_AFTER_ANSWER = frozenset({"handle_request_done", "handle_request_reset"})
-MAX_LOOPS = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
+_NO_ERROR_HANDLER: Final = frozenset({416})   # lighttpd decides 416 after its error handlers
+_AFTER_ANSWER: Final = frozenset({"handle_request_done", "handle_request_reset"})
+MAX_LOOPS: Final = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
 
 
 class AnswerCut(Exception):
@@ -181,7 +181,7 @@ class Pipeline:
         """server.error-handler-404 (for 404 and 403, as lighttpd) / server.error-handler:
         answer an error with a local URL, as an internal redirect (method GET, or HEAD);
         False when none is set."""
-        values = request.settings.values
+        values = request.values
         target = values["server.error-handler-404"] if status in (403, 404) else ""
         if not target:
             target = values["server.error-handler"]
@@ -231,7 +231,7 @@ class Pipeline:
             return 405
         if request.uri_path == "*":
             return _options(request)
-        request.docroot = request.settings.values["server.document-root"]
+        request.docroot = request.values["server.document-root"]
         if self.docroot:
             status = _run(self.docroot, request)
             if status:
@@ -296,7 +296,7 @@ def set_physical(request: Request, basedir: str, rel_path: str) -> None:
     """Map a URL path below `basedir` (docroot or an alias target) to the file system."""
     if basedir.endswith("/") and rel_path.startswith("/"):
         rel_path = rel_path[1:]
-    if request.settings.values["server.force-lowercase-filenames"]:
+    if request.values["server.force-lowercase-filenames"]:
         rel_path = rel_path.lower()      # the docroot keeps its case, as in lighttpd
     request.physical_basedir = basedir
     request.physical_rel = rel_path
@@ -320,7 +320,7 @@ def physical_path_check(request: Request) -> int:
                 request.response.missing = request.physical_path
         if status:
             return status
-    if not request.settings.values["server.follow-symlink"] and \
+    if not request.values["server.follow-symlink"] and \
             CACHE.contains_symlink(request.physical_path):
         return 403
     if st is not None and is_directory(st):
@@ -365,7 +365,7 @@ def redirect_to_slash(request: Request) -> int:
     return 301
 
 
-_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_SAFE: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                   b"-._~/!$&'()*+,;=:@")
 
 

@@ -15,15 +15,16 @@ So `Denied.Example.:80` is `denied.example` to every `$HTTP["host"]` condition.
 from __future__ import annotations
 
 import socket
+from typing import Final
 
 from .errors import BadRequest
 
-MAX_LENGTH = 1024                  # lighttpd: "uri-authority too long -> 400"
-_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-_DIGITS = frozenset("0123456789")
-_IPV6_CHARS = frozenset("0123456789abcdef:.")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_MEMO_SIZE = 1024
+MAX_LENGTH: Final = 1024                  # lighttpd: "uri-authority too long -> 400"
+_LABEL_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_DIGITS: Final = frozenset("0123456789")
+_IPV6_CHARS: Final = frozenset("0123456789abcdef:.")
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_MEMO_SIZE: Final = 1024
 
 # checked values by scheme: clients send the same few Host values again and again
 _memo: dict[str, dict[str, str]] = {"http": {}, "https": {}}

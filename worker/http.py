@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Final, Sequence
 
 from shared import log
 
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
     from .answercache import Answer
     from .request import Request, Response
 
-NO_BODY = frozenset({204, 304})       # statuses whose answers have no Content-Length
+NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Content-Length
 REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 REASONS[413] = "Payload Too Large"
 REASONS[416] = "Range Not Satisfiable"
 
 # lighttpd's error page, byte for byte (its body for a 404 is 341 bytes).
-_ERROR_PAGE = (
+_ERROR_PAGE: Final = (
     '<?xml version="1.0" encoding="iso-8859-1"?>\n'
     '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"\n'
     '         "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
@@ -40,7 +40,7 @@ _ERROR_PAGE = (
     " </body>\n"
     "</html>\n"
 )
-_error_bodies: dict[int, bytes] = {}
+_error_bodies: Final[dict[int, bytes]] = {}
 
 
 def reason(status: int) -> str:
@@ -95,13 +95,15 @@ class DateCache:
         return self.value
 
 
-DATE = DateCache()   # one per process; the loop's timer refreshes it
+DATE: Final = DateCache()   # one per process; the loop's timer refreshes it
 
 
-_STATUS_LINES: dict[tuple[bool, int], bytes] = {}  # (HTTP/1.0?, status) -> status line
-CONNECTION_CLOSE = b"Connection: close\r\n"
-CONNECTION_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_server_lines: dict[str, bytes] = {}              # server.tag -> its line and the blank line
+# status -> status line, for HTTP/1.1 and HTTP/1.0 answers
+_STATUS_LINES_11: Final[dict[int, bytes]] = {}
+_STATUS_LINES_10: Final[dict[int, bytes]] = {}
+CONNECTION_CLOSE: Final = b"Connection: close\r\n"
+CONNECTION_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
+_server_lines: Final[dict[str, bytes]] = {}              # server.tag -> its line and the blank line
 
 
 def render_start(request: "Request") -> bytes:
@@ -109,9 +111,10 @@ def render_start(request: "Request") -> bytes:
     response = request.response
     status = response.status
     http10 = request.version == "1.0"
-    line = _STATUS_LINES.get((http10, status))
+    lines = _STATUS_LINES_10 if http10 else _STATUS_LINES_11
+    line = lines.get(status)
     if line is None:
-        line = _STATUS_LINES[http10, status] = \
+        line = lines[status] = \
             f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
                 "latin-1", "replace")
     if response.replayable:      # a file's answer: its fields come again with the next
@@ -127,8 +130,8 @@ def render_start(request: "Request") -> bytes:
 
 
 # the header fields of static answers, rendered: a file's answers carry the same ones
-_rendered_fields: dict[tuple[tuple[str, str], ...], bytes] = {}
-_RENDERED_MAX = 16384
+_rendered_fields: Final[dict[tuple[tuple[str, str], ...], bytes]] = {}
+_RENDERED_MAX: Final = 16384
 
 
 def _render_fields(fields: Sequence[tuple[str, str]], remember: bool) -> bytes | None:

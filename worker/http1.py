@@ -115,7 +115,7 @@ class Http1Parser:
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
-                 "held_back", "tunnelled", "body_left", "dechunker")
+                 "held_back", "tunnelled", "body_left", "dechunker", "line_chunk")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -141,6 +141,7 @@ class Http1Parser:
         # the head of such a request): bytes still to come, or its chunked decoder
         self.body_left = 0
         self.dechunker: Dechunker | None = None
+        self.line_chunk = b""      # a read that starts with a request line (_version)
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -212,7 +213,7 @@ class Http1Parser:
         if has_body:
             if not self.reads_bodies:
                 self._answer_without_body(request)
-            mode = request.settings.values["server.stream-request-body"]
+            mode = request.values["server.stream-request-body"]
             request.body = RequestBody(self.upload_dirs, spill=mode != 2)
             if mode:                  # the handler starts now and reads as it comes
                 self._emit(request)
@@ -264,12 +265,13 @@ class Http1Parser:
         True when a request body follows."""
         parser = self.parser
         assert parser is not None      # this runs in its callback
-        version = parser.get_http_version()
+        method = parser.get_method()
+        version = self._version(parser, len(method))
         if version not in ("1.1", "1.0"):
             request.version = "1.0"
             raise BadRequest(505 if version[:1].isdigit() else 400)
         request.version = version
-        request.method = parser.get_method().decode("latin-1")
+        request.method = method.decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
         answers = self.answers
         key = answers.key_for(request, self.url)
@@ -278,11 +280,11 @@ class Http1Parser:
             if kept is not None:        # a repeat: all that follows is known
                 kept.restore_parsed(request)
                 request.replay = kept
-                self.sink.limits = request.settings.values
+                self.sink.limits = request.values
                 return False
         headers = request.headers
         target = self.url.decode("utf-8", "surrogateescape")
-        request.set_target(target)
+        request.set_target(target, vetted=True)
         host = headers.get("host")
         if host is not None:
             host = normalize_host(host, request.scheme)
@@ -299,6 +301,21 @@ class Http1Parser:
         if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
             return self._check_body(request, values)
         return False
+
+    def _version(self, parser: httptools.HttpRequestParser, method_length: int) -> str:
+        """The request's HTTP version.  When the read being parsed began with this
+        request's line (the usual case: one request per read), the octets after its
+        method and target say it; asking the parser costs several times more (it
+        formats a string)."""
+        chunk = self.line_chunk
+        self.line_chunk = b""      # a later request in the same read: ask the parser
+        start = method_length + 1 + len(self.url)
+        tail = chunk[start:start + 11]
+        if tail == b" HTTP/1.1\r\n":
+            return "1.1"
+        if tail == b" HTTP/1.0\r\n":
+            return "1.0"
+        return parser.get_http_version()
 
     def _check_body(self, request: Request, values: dict) -> bool:
         """Content-Length, Transfer-Encoding and Expect (for a request that has one, or
@@ -341,6 +358,7 @@ class Http1Parser:
             if self.raw_header_bytes > self.header_limit + HEADER_SLACK:
                 self.fail(431)
                 return
+        self.line_chunk = data if self.current is None else b""
         while data:
             parser = self.parser
             if parser is None:

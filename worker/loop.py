@@ -16,11 +16,11 @@ import itertools
 import select
 import time
 import traceback
-from typing import Callable, Protocol
+from typing import Callable, Final, Protocol
 
 from shared import log
 
-MAX_EVENTS = 512
+MAX_EVENTS: Final = 512
 
 
 def _report_bug(where: str) -> None:

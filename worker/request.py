@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from shared.config.compiled import RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
@@ -24,10 +24,10 @@ from .statcache import CACHE
 # the query alike: control characters, and the bytes that never occur in UTF-8 (0xC0,
 # 0xC1, 0xF5-0xFF; the target is decoded with surrogateescape, so a raw one is a lone
 # surrogate).  One character class each: linear in the length of the target.
-_RAW_REFUSED = re.compile("[\\x00-\\x20\\x7f\\udcc0\\udcc1\\udcf5-\\udcff]")
-_ESCAPE_REFUSED = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
-_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
-_CONNECT_START = frozenset(":0123456789")   # lighttpd takes CONNECT to an IP:port only
+_RAW_REFUSED: Final = re.compile("[\\x00-\\x20\\x7f\\udcc0\\udcc1\\udcf5-\\udcff]")
+_ESCAPE_REFUSED: Final = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
+_PERCENT: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
+_CONNECT_START: Final = frozenset(":0123456789")   # lighttpd takes CONNECT to an IP:port only
 
 
 def url_decode(raw: str) -> str:
@@ -64,7 +64,7 @@ def clean_path(raw_path: str) -> str:
     return simplify_path(decoded)
 
 
-_CORE_FIELDS = frozenset({"date", "server"})     # what the core writes on every answer
+_CORE_FIELDS: Final = frozenset({"date", "server"})     # what the core writes on every answer
 
 
 class Encoder(Protocol):
@@ -195,7 +195,7 @@ class Request:
 
     __slots__ = (
         "connection", "method", "target", "version", "headers", "header_list", "host",
-        "scheme", "uri_path_raw", "uri_path", "uri_query", "settings", "docroot",
+        "scheme", "uri_path_raw", "uri_path", "uri_query", "_settings", "values", "docroot",
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
@@ -217,7 +217,9 @@ class Request:
         self.uri_path_raw = ""
         self.uri_path = ""
         self.uri_query = ""
-        self.settings: RequestSettings = connection.server.global_settings
+        settings: RequestSettings = connection.server.global_settings
+        self._settings = settings
+        self.values: dict[str, Any] = settings.values   # settings.values, read natively
         self.docroot = ""
         self.physical_path = ""
         self.physical_rel = ""
@@ -260,7 +262,7 @@ class Request:
         """Bytes of answers queued for the client and not sent yet, when they count: a
         producer above module.BACKLOG_HIGH stops reading its backend (backpressure,
         `server.stream-response-body = 2`; otherwise the core parks them on disk)."""
-        if self.settings.values["server.stream-response-body"] != 2 and \
+        if self.values["server.stream-response-body"] != 2 and \
                 self.response.status != 101:      # a tunnel is never parked on disk
             return 0
         return self.connection.backlog_of(self) + self.response.memory_bytes()
@@ -319,6 +321,16 @@ class Request:
             return self.method
         return ""
 
+    @property
+    def settings(self) -> RequestSettings:
+        """The effective settings; their `values` are also `self.values`."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: RequestSettings) -> None:
+        self._settings = settings
+        self.values = settings.values
+
     def configure(self) -> RequestSettings:
         """(Re)compute the effective settings: after the headers, and again whenever a
         module changes what conditions read (a rewritten URL)."""
@@ -330,10 +342,13 @@ class Request:
         return self.settings
 
     # ------------------------------------------------------------------ URL
-    def set_target(self, target: str) -> None:
-        """Split and clean the request-target (origin-form or absolute-form)."""
+    def set_target(self, target: str, vetted: bool = False) -> None:
+        """Split and clean the request-target (origin-form or absolute-form).  With
+        `vetted`, its octets were checked where it was parsed (HTTP/1: llhttp refuses
+        controls, spaces, DEL and non-ASCII octets anywhere in a target)."""
         self.target = self.target_orig = target
-        if _RAW_REFUSED.search(target) or ("%" in target and _ESCAPE_REFUSED.search(target)):
+        if (not vetted and _RAW_REFUSED.search(target)) or \
+                ("%" in target and _ESCAPE_REFUSED.search(target)):
             raise BadRequest(400, "control character or invalid UTF-8 octet in the URL")
         if not target.startswith("/"):
             target = self._absolute_form(target)

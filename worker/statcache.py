@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import stat as stat_module
+from typing import Final
 
-MAX_ENTRIES = 65536           # a flood of distinct paths clears the cache, never grows it
+MAX_ENTRIES: Final = 65536           # a flood of distinct paths clears the cache, never grows it
 
 
 class StatCache:
@@ -103,4 +104,4 @@ class StatCache:
         return False
 
 
-CACHE = StatCache()
+CACHE: Final = StatCache()

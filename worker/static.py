@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 _S_IFMT: Final = 0o170000
 _S_IFREG: Final = stat_module.S_IFREG
 _S_IFDIR: Final = stat_module.S_IFDIR
+# a stat_result is a tuple: these fields by index cost no attribute lookup (compiled)
+_ST_MODE: Final = stat_module.ST_MODE
+_ST_INO: Final = stat_module.ST_INO
+_ST_SIZE: Final = stat_module.ST_SIZE
 SMALL_FILE: Final = 16 * 1024          # read into memory below this size: one send for all
 DEFAULT_MIME: Final = "application/octet-stream"
 _GET_HEAD: Final = frozenset({"GET", "HEAD"})
@@ -175,10 +179,10 @@ def check_preconditions(request: "Request", etag: str, mtime: float) -> int:
 # UNSORTED_MAX once they stop ascending; ranges less than RANGE_GAP bytes apart are
 # merged (a part header costs about that much), so overlapping and tiny-range abuse
 # (RFC 9110 §14.2, "a set of many small ranges") shrinks to a few parts.
-RANGE_MAX = 128
-UNSORTED_MAX = 10
-RANGE_GAP = 80
-BOUNDARY = "fkj49sn38dcn3"     # lighttpd's, so multipart bodies are byte-identical
+RANGE_MAX: Final = 128
+UNSORTED_MAX: Final = 10
+RANGE_GAP: Final = 80
+BOUNDARY: Final = "fkj49sn38dcn3"     # lighttpd's, so multipart bodies are byte-identical
 
 
 def _one_range(text: str, size: int) -> tuple[int, int] | None:
@@ -289,7 +293,7 @@ def content_type_for(values: dict, path: str, fd: int = -1) -> str:
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 # One step of a walk down a path: a directory only, never through a symlink.  O_PATH
 # needs search permission alone, as a path lookup does.
-_STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_STEP_FLAGS: Final = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
@@ -460,7 +464,7 @@ class _ShortRead(OSError):
 def serve_file(request: "Request", path: str, st: os.stat_result,
                content_type: str | None = None) -> int:
     """Answer with the regular file at `path` (stat `st`); returns the status."""
-    values = request.settings.values
+    values = request.values
     if not values["server.follow-symlink"]:
         return _serve_without_symlinks(request, path, content_type, values)
     fd, data = -1, None
@@ -615,16 +619,16 @@ def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
 def error_document(request: "Request", status: int) -> bool:
     """server.errorfile-prefix: the body of an error answer from PREFIX + "404.html"
     (lighttpd's static error pages); False when there is no such file."""
-    prefix = request.settings.values["server.errorfile-prefix"]
+    prefix = request.values["server.errorfile-prefix"]
     if not prefix:
         return False
     path = f"{prefix}{status}.html"
     try:
-        fd, st, data = _open_page(path, request.settings.values["server.follow-symlink"])
+        fd, st, data = _open_page(path, request.values["server.follow-symlink"])
     except OSError:
         return False
     response = request.response
-    response.add_header("Content-Type", mime_type(request.settings.values["mimetype.assign"],
+    response.add_header("Content-Type", mime_type(request.values["mimetype.assign"],
                                                   path))
     if data is not None:
         response.write(data)
@@ -664,13 +668,13 @@ def same_file(st: os.stat_result, other: os.stat_result) -> bool:
     """Whether two stats show the same version of a file (what ETags, kept contents
     and kept fields are valid for): the same inode, size and mtime.  (The kept ones
     test `is` first: the stat cache hands out one object within its second.)"""
-    return (st.st_mtime_ns == other.st_mtime_ns and st.st_size == other.st_size and
-            st.st_ino == other.st_ino)
+    return (st.st_mtime_ns == other.st_mtime_ns and st[_ST_SIZE] == other[_ST_SIZE] and
+            st[_ST_INO] == other[_ST_INO])
 
 
 def is_regular(st: os.stat_result) -> bool:
-    return st.st_mode & _S_IFMT == _S_IFREG
+    return st[_ST_MODE] & _S_IFMT == _S_IFREG
 
 
 def is_directory(st: os.stat_result) -> bool:
-    return st.st_mode & _S_IFMT == _S_IFDIR
+    return st[_ST_MODE] & _S_IFMT == _S_IFDIR

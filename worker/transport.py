@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Protocol
+from typing import Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
 from .chunkqueue import ChunkQueue
 
-READ_SIZE = 64 * 1024
+READ_SIZE: Final = 64 * 1024
 
 
 class Transport(Protocol):

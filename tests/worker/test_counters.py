@@ -3,7 +3,11 @@ stats words once per round of the event loop."""
 
 from __future__ import annotations
 
-from shared.stats import METHODS, Field, request_offset
+from bisect import bisect_left
+
+import pytest
+
+from shared.stats import DURATION_BUCKETS, METHODS, Field, request_offset
 from worker.counters import WorkerCounters
 from worker.loop import EventLoop
 
@@ -23,6 +27,18 @@ def test_counts_reach_the_words_when_published():
     assert counters.words[Field.KEEPALIVE_REUSES] == 1
     assert counters.words[Field.DURATION_SUM_US] == 4000
     assert not any(counters.pending)
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.0001, 0.0005, 0.00050001, 0.003, 0.5, 1.0,
+                                     9.99, 10.0, 10.5, 3600.0])
+def test_a_duration_lands_in_the_first_bucket_not_below_it(seconds):
+    counters = WorkerCounters()
+    counters.request("GET", 200, seconds)
+    counters.publish()
+    bucket = bisect_left(DURATION_BUCKETS, seconds)    # Prometheus' "le" buckets
+    counted = [index for index in range(len(DURATION_BUCKETS) + 1)
+               if counters.words[Field.DURATION + index]]
+    assert counted == [bucket]
 
 
 def test_publishing_adds_to_what_is_there_and_twice_adds_nothing():

@@ -165,6 +165,25 @@ def test_a_refused_request_comes_out_with_its_status_and_stops_the_reading(serve
     assert sink.stopped and not sink.requests[0].keep_alive
 
 
+KEPT_10 = b"Connection: keep-alive\r\n\r\n"       # an HTTP/1.0 request the next one follows
+
+
+@pytest.mark.parametrize("pieces", [
+    (b"GET /a HTTP/1.0\r\n" + KEPT_10 + b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n"
+     b"GET /c HTTP/1.0\r\n\r\n",),                                  # pipelined
+    (b"GET /a HTTP/1.0\r\n" + KEPT_10 + b"GET /b HT",
+     b"TP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.0\r\n\r\n"),          # a line split
+    (b"GET /a HTTP/1.0\r\n", KEPT_10, b"\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+     b"GET /c HTTP/1.0\r\n\r\n"),                                     # a blank line first
+    (b"GET /a HTTP/1.0\r\n" + KEPT_10, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n",
+     b"GET /c HTTP/1.0\r\n\r\n"),                                     # one per read
+])
+def test_each_request_has_its_own_version_wherever_its_line_falls(server, pieces):
+    sink, _ = parse(server, *pieces)
+    assert [(r.target, r.version) for r in sink.requests] == \
+        [("/a", "1.0"), ("/b", "1.1"), ("/c", "1.0")]
+
+
 def test_a_refused_request_keeps_its_line_unless_refused_within_it(server):
     sink, _ = parse(server, b"GET /seen HTTP/1.1\r\nHost: a b\r\n\r\n")
     assert (sink.requests[0].target, sink.requests[0].version) == ("/seen", "1.1")

@@ -465,7 +465,7 @@ def _url_path(argument: str, text: str) -> Field:
 
 def _server_name(argument: str, text: str) -> Field:
     def field(request: Request, answer: Any, escape: Escape) -> str:
-        name = request.settings.values["server.name"] or request.host
+        name = request.values["server.name"] or request.host
         return _or_dash(name, escape)
     return field
 
@@ -582,7 +582,7 @@ class Module(BaseModule):
                 logfile.flush()
 
     def handle_request_done(self, request: Request) -> None:
-        values = request.settings.values
+        values = request.values
         use_syslog = values["accesslog.use-syslog"]
         target = values["accesslog.filename"]
         if not (target or use_syslog):

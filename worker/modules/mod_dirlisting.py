@@ -346,7 +346,7 @@ class Module(BaseModule):
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         if request.method not in ("GET", "HEAD") or not request.uri_path.endswith("/"):
             return None
-        values = request.settings.values
+        values = request.values
         if not (values["dir-listing.activate"] or values["server.dir-listing"]):
             return None
         path, uri_path = request.physical_path, request.uri_path

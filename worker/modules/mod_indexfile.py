@@ -29,7 +29,7 @@ class Module(BaseModule):
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         if not request.uri_path.endswith("/"):
             return None
-        values = request.settings.values
+        values = request.values
         names = values["index-file.names"] or values["server.indexfiles"]
         for name in names:
             if not name:

@@ -7,6 +7,8 @@ leaking source code.
 
 from __future__ import annotations
 
+from typing import Final
+
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
@@ -18,7 +20,7 @@ DIRECTIVES = (
     Directive("static-file.etags", Type.BOOL, True),
     Directive("static-file.disable-pathinfo", Type.BOOL, False),
 )
-_METHODS = frozenset({"GET", "HEAD", "POST"})
+_METHODS: Final = frozenset({"GET", "HEAD", "POST"})
 
 
 class Module(BaseModule):
@@ -29,7 +31,7 @@ class Module(BaseModule):
     def handle_subrequest_start(self, request: Request) -> HandlerResult:
         if request.method not in _METHODS:
             return None
-        values = request.settings.values
+        values = request.values
         if request.pathinfo and values["static-file.disable-pathinfo"]:
             return None
         path = request.physical_path
