@@ -120,7 +120,7 @@ class Answer:
 
     __slots__ = ("status", "headers", "length", "body", "http1", "generation", "parsed",
                  "final", "keep_alive", "keep_alive_line", "values", "missing", "version",
-                 "request_headers", "header_list", "env")
+                 "request_headers", "raw_fields", "env")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
                  generation: int) -> None:
@@ -137,7 +137,7 @@ class Answer:
         self.missing = response.missing if response.status == 404 else ""
         self.version = request.version
         self.request_headers = request.headers      # copied by repeat_request
-        self.header_list = request.header_list
+        self.raw_fields = request.raw_fields
         self.parsed = request.replay_parsed
         self.final = (request.uri_path, request.docroot, request.physical_path,
                       request.physical_rel, request.physical_basedir)
@@ -150,7 +150,7 @@ class Answer:
         request.version = self.version
         request.keep_alive = self.keep_alive
         request.headers = dict(self.request_headers)  # a hook may change its own copy
-        request.header_list = list(self.header_list)
+        request.raw_fields = list(self.raw_fields)
         self.restore_parsed(request)
         request.replay = self
         return request

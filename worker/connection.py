@@ -815,7 +815,7 @@ class Connection:
         request line, headers and body, counted as the client wrote them."""
         if self.ready or self.protocol.current is not None:
             own = (len(request.method) + len(request.target) + 14
-                   + sum(len(name) + len(value) + 4 for name, value in request.header_list)
+                   + sum(map(len, request.raw_fields)) + 2 * len(request.raw_fields)
                    + (request.body.size if request.body is not None else 0))
             count = min(own, self.bytes_read - self.read_mark)
         else:

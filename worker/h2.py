@@ -362,7 +362,7 @@ class H2Session:
                 continue
             key = name.decode("latin-1")
             text = value.decode("latin-1")
-            request.header_list.append((key, text))
+            request.raw_fields += (key, text)
             if key in request.headers:
                 text = request.headers[key] + ("; " if key == "cookie" else ", ") + text
             request.headers[key] = text

@@ -189,7 +189,9 @@ class Http1Parser:
         if value and value[-1] in _OWS:     # the field value ends before trailing OWS
             value = value.rstrip(b" \t")
         text = value.decode("latin-1")
-        request.header_list.append((raw_name, text))
+        fields = request.raw_fields
+        fields.append(raw_name)
+        fields.append(text)
         headers = request.headers
         if key in headers:
             if key == "host" or key == "content-length":

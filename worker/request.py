@@ -194,7 +194,7 @@ class Request:
     """One request on a connection.  `uri_*` describe the URL, `physical_*` the file."""
 
     __slots__ = (
-        "connection", "method", "target", "version", "headers", "header_list", "host",
+        "connection", "method", "target", "version", "headers", "raw_fields", "host",
         "scheme", "uri_path_raw", "uri_path", "uri_query", "_settings", "values", "docroot",
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
@@ -211,7 +211,8 @@ class Request:
         self.target = ""
         self.version = "1.1"
         self.headers: dict[str, str] = {}          # lowercase name -> value
-        self.header_list: list[tuple[str, str]] = []
+        # the header fields as received, flat: name (as the client wrote it), value, ...
+        self.raw_fields: list[str] = []
         self.host = ""
         self.scheme = connection.scheme
         self.uri_path_raw = ""
@@ -320,6 +321,12 @@ class Request:
         if field == "request-method":
             return self.method
         return ""
+
+    @property
+    def header_list(self) -> list[tuple[str, str]]:
+        """The header fields as received, in order: (name as written, value)."""
+        raw = self.raw_fields
+        return list(zip(raw[::2], raw[1::2]))
 
     @property
     def settings(self) -> RequestSettings:

@@ -68,7 +68,7 @@ def server_name(host: str) -> str:
 
 def forward(request: Request) -> ajp13.ForwardRequest:
     """What the container is told of `request`."""
-    headers = list(request.header_list)
+    headers = request.header_list      # a new list: the Content-Length may go first
     if request.content_length < 0:
         headers.insert(0, ("Content-Length", str(request_body_length(request))))
     env = request.env or {}
