@@ -385,6 +385,20 @@ def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
     return fd, fresh
 
 
+class KeptFile:
+    """One version of a small file, kept: its stat, its bytes and, once an answer
+    was made of it, the header fields for the settings that made them (`fields`: the
+    values dict, ETag, Content-Type, the fields).  One record per file, so a request
+    finds bytes and fields with one lookup, and a new version starts with no fields."""
+
+    __slots__ = ("st", "data", "fields")
+
+    def __init__(self, st: os.stat_result, data: bytes) -> None:
+        self.st = st
+        self.data = data
+        self.fields: tuple[dict, str, str, tuple[tuple[str, str], ...]] | None = None
+
+
 class SmallFiles:
     """Contents of small files, valid while the stat cache reports the same inode, size
     and mtime: a hot small file costs no open/fstat/pread/close per request.  Staleness
@@ -400,31 +414,32 @@ class SmallFiles:
 
     def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[str, tuple[os.stat_result, bytes]] = OrderedDict()
+        self.entries: OrderedDict[str, KeptFile] = OrderedDict()
         self.size = 0
 
-    def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, bytes] | None:
-        entry = self.entries.get(path)
-        if entry is None or entry[0] is st:      # the stat cache's own snapshot: the
-            return entry                         # usual case within its second
-        if not same_file(entry[0], st):
+    def get(self, path: str, st: os.stat_result) -> KeptFile | None:
+        kept = self.entries.get(path)
+        if kept is None or kept.st is st:      # the stat cache's own snapshot: the
+            return kept                        # usual case within its second
+        if not same_file(kept.st, st):
             return None
-        entry = self.entries[path] = (st, entry[1])   # the same file, stat'ed anew:
-        return entry                                  # the next ask is an `is` again
+        kept.st = st           # the same file, stat'ed anew: the next ask is an `is`
+        return kept
 
-    def put(self, path: str, st: os.stat_result, data: bytes) -> None:
+    def put(self, path: str, st: os.stat_result, data: bytes) -> KeptFile | None:
         """Keep `data`, dropping the oldest kept files while over the budget (what a
         site asks for most was read again lately: it stays)."""
         if len(data) > self.max_bytes:
-            return
+            return None
         entries = self.entries
         old = entries.pop(path, None)
         if old is not None:
-            self.size -= len(old[1])
+            self.size -= len(old.data)
         self.size += len(data)
         while self.size > self.max_bytes:
-            self.size -= len(entries.popitem(last=False)[1][1])
-        entries[path] = (st, data)
+            self.size -= len(entries.popitem(last=False)[1].data)
+        kept = entries[path] = KeptFile(st, data)
+        return kept
 
 
 SMALL_FILES: Final = SmallFiles()
@@ -432,14 +447,21 @@ SMALL_FILES: Final = SmallFiles()
 
 def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, bytes | None]:
     """(fd, fresh stat, None) for a large file; (-1, stat, contents) for a small one."""
-    cached = SMALL_FILES.get(path, st) if st.st_size <= SMALL_FILE else None
-    if cached is not None:
-        return -1, cached[0], cached[1]
+    fd, st, data, _kept = _open_kept(path, st)
+    return fd, st, data
+
+
+def _open_kept(path: str, st: os.stat_result
+               ) -> tuple[int, os.stat_result, bytes | None, KeptFile | None]:
+    """_open_body, and the small file's record when it is kept."""
+    kept = SMALL_FILES.get(path, st) if st[_ST_SIZE] <= SMALL_FILE else None
+    if kept is not None:
+        return -1, kept.st, kept.data, kept
     fd, st = open_checked(path, st)
     fd, data = _take_body(fd, st, path)
     if data is not None and settled(st):
-        SMALL_FILES.put(path, st, data)
-    return fd, st, data
+        kept = SMALL_FILES.put(path, st, data)
+    return fd, st, data, kept
 
 
 def _take_body(fd: int, st: os.stat_result, path: str) -> tuple[int, bytes | None]:
@@ -467,13 +489,13 @@ def serve_file(request: "Request", path: str, st: os.stat_result,
     values = request.values
     if not values["server.follow-symlink"]:
         return _serve_without_symlinks(request, path, content_type, values)
-    fd, data = -1, None
+    fd, data, kept = -1, None, None
     if request.method != "HEAD":
         try:
-            fd, st, data = _open_body(path, st)
+            fd, st, data, kept = _open_kept(path, st)
         except OSError as err:
             return _open_failure(err, path)
-    return _respond_owning(request, path, st, fd, data, content_type, values)
+    return _respond_owning(request, path, st, fd, data, content_type, values, kept)
 
 
 def _serve_without_symlinks(request: "Request", path: str, content_type: str | None,
@@ -508,12 +530,13 @@ def _open_failure(err: OSError, path: str) -> int:
 
 
 def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
-                    data: bytes | None, content_type: str | None, values: dict) -> int:
+                    data: bytes | None, content_type: str | None, values: dict,
+                    kept: KeptFile | None = None) -> int:
     """_respond, closing `fd` unless the response took it."""
     response = request.response
     files = response.files
     try:
-        return _respond(request, path, st, fd, data, content_type, values)
+        return _respond(request, path, st, fd, data, content_type, values, kept)
     finally:
         if fd >= 0 and response.files == files:    # not handed over to the response
             os.close(fd)
@@ -524,24 +547,34 @@ _file_fields: Final[dict[str, tuple]] = {}
 _FILE_FIELDS_MAX: Final = 16384
 
 
-def file_fields(path: str, st: os.stat_result, values: dict,
-                content_type: str | None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+def file_fields(path: str, st: os.stat_result, values: dict, content_type: str | None,
+                kept: KeptFile | None = None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
     """(ETag, Content-Type, the fields naming them and Last-Modified) of the file:
     computed once per file version and settings, since every answer for it carries
-    them (an xattr type, or one the caller chose, is looked up each time)."""
-    entry = _file_fields.get(path)
-    if entry is not None and entry[0] is values and content_type is None:
-        if entry[1] is st:
-            return entry[2], entry[3], entry[4]
-        if same_file(entry[1], st):             # stat'ed anew: an `is` next time
-            _file_fields[path] = (values, st, entry[2], entry[3], entry[4])
-            return entry[2], entry[3], entry[4]
+    them (an xattr type, or one the caller chose, is looked up each time).  They are
+    kept in `kept`, the small file's record for `st`, when there is one, else by path."""
+    if kept is not None:
+        memo = kept.fields
+        if memo is not None and memo[0] is values and content_type is None:
+            return memo[1], memo[2], memo[3]
+    else:
+        entry = _file_fields.get(path)
+        if entry is not None and entry[0] is values and content_type is None:
+            if entry[1] is st:
+                return entry[2], entry[3], entry[4]
+            if same_file(entry[1], st):             # stat'ed anew: an `is` next time
+                _file_fields[path] = (values, st, entry[2], entry[3], entry[4])
+                return entry[2], entry[3], entry[4]
     etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
     by_xattr = content_type is not None or values["mimetype.use-xattr"]
     content_type = content_type or content_type_for(values, path)
     fields = (("Content-Type", content_type),) + ((("ETag", etag),) if etag else ()) + \
         (("Last-Modified", last_modified(st.st_mtime)),)
-    if not by_xattr:
+    if by_xattr:
+        return etag, content_type, fields
+    if kept is not None:
+        kept.fields = (values, etag, content_type, fields)
+    else:
         if len(_file_fields) >= _FILE_FIELDS_MAX:
             _file_fields.clear()
         _file_fields[path] = (values, st, etag, content_type, fields)
@@ -549,10 +582,11 @@ def file_fields(path: str, st: os.stat_result, values: dict,
 
 
 def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
-             data: bytes | None, content_type: str | None, values: dict) -> int:
+             data: bytes | None, content_type: str | None, values: dict,
+             kept: KeptFile | None) -> int:
     response = request.response
     mtime = st.st_mtime
-    etag, content_type, fields = file_fields(path, st, values, content_type)
+    etag, content_type, fields = file_fields(path, st, values, content_type, kept)
     response.headers += fields
     status = check_preconditions(request, etag, mtime)
     if status:

@@ -46,6 +46,24 @@ def test_a_type_chosen_by_the_caller_is_never_kept(tmp_path: Path):
     assert static.file_fields(str(path), os.stat(path), settings, None)[1] == "text/plain"
 
 
+def test_a_kept_small_file_carries_its_fields_and_a_new_version_starts_without(
+        tmp_path: Path):
+    path = tmp_path / "k.png"
+    path.write_bytes(b"x" * 10)
+    cache, settings = static.SmallFiles(), values()
+    kept = cache.put(str(path), os.stat(path), b"x" * 10)
+    assert kept is not None and kept.fields is None
+    etag, _, fields = static.file_fields(str(path), kept.st, settings, None, kept)
+    assert kept.fields == (settings, etag, "image/png", fields)
+    assert static.file_fields(str(path), kept.st, settings, None, kept)[2] is fields
+    assert static.file_fields(str(path), kept.st, values(), None, kept)[2] is not fields
+    path.write_bytes(b"y" * 20)                      # a new version: a new record
+    newer = cache.put(str(path), os.stat(path), b"y" * 20)
+    assert newer is not None and newer.fields is None
+    assert cache.get(str(path), kept.st) is None     # the old stat names no kept bytes
+    assert static.file_fields(str(path), newer.st, settings, None, newer)[0] != etag
+
+
 def test_small_files_drop_the_oldest_over_their_budget(tmp_path: Path):
     cache = static.SmallFiles(max_bytes=250)
     st = os.stat(tmp_path)
