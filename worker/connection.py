@@ -33,7 +33,7 @@ import select
 import time
 import traceback
 from enum import IntEnum
-from typing import Final, TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from shared import log
 

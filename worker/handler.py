@@ -23,7 +23,7 @@ from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
 _ERROR_DROPS: Final = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
-                          "content-encoding", "vary"})
+                                 "content-encoding", "vary"})
 ALLOW: Final = "OPTIONS, GET, HEAD, POST"
 # Methods HTTP defines that no loaded handler took: 405 with Allow (RFC 9110 §15.5.6)
 # where lighttpd 1.4.69 sends 501.  TRACE is among them: it stays off.  A method we
@@ -366,7 +366,7 @@ def redirect_to_slash(request: Request) -> int:
 
 
 _SAFE: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                  b"-._~/!$&'()*+,;=:@")
+                         b"-._~/!$&'()*+,;=:@")
 
 
 def _quote_path(path: str) -> str:

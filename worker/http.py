@@ -103,7 +103,7 @@ _STATUS_LINES_11: Final[dict[int, bytes]] = {}
 _STATUS_LINES_10: Final[dict[int, bytes]] = {}
 CONNECTION_CLOSE: Final = b"Connection: close\r\n"
 CONNECTION_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
-_server_lines: Final[dict[str, bytes]] = {}              # server.tag -> its line and the blank line
+_server_lines: Final[dict[str, bytes]] = {}   # server.tag -> its line and the blank line
 
 
 def render_start(request: "Request") -> bytes:

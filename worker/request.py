@@ -218,9 +218,8 @@ class Request:
         self.uri_path_raw = ""
         self.uri_path = ""
         self.uri_query = ""
-        settings: RequestSettings = connection.server.global_settings
-        self._settings = settings
-        self.values: dict[str, Any] = settings.values   # settings.values, read natively
+        self._settings: RequestSettings = connection.server.global_settings
+        self.values: dict[str, Any] = self._settings.values   # read natively (compiled)
         self.docroot = ""
         self.physical_path = ""
         self.physical_rel = ""

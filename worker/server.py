@@ -128,7 +128,7 @@ class Server:
         # started alone (tests, -1) opens server.errorlog itself
         log.ensure_default(settings["server.errorlog"], settings["server.errorlog-use-syslog"],
                            settings["server.syslog-facility"])
-        self.debug: bool = debuglog.any_flag(config.compiled)   # the one check per request
+        self.debug = debuglog.any_flag(config.compiled)   # the one check per request
         self.loop = EventLoop()
         DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
         # what a request sees before its headers are in (and error answers use)
@@ -142,7 +142,7 @@ class Server:
         self.services = Services(self.loop, config, self.counters, self.max_connections,
                                  self.upload_dirs)
         fields = condition_fields(config.compiled.conditions)
-        self.h2c: bool = h2_enabled(settings, cleartext=True)
+        self.h2c = h2_enabled(settings, cleartext=True)
         self.pipeline = Pipeline(instantiate_modules(config, self.services),
                                  replay=CACHE.enabled and not self.debug,
                                  condition_fields=fields)

@@ -22,7 +22,7 @@ import os
 import stat as stat_module
 from typing import Final
 
-MAX_ENTRIES: Final = 65536           # a flood of distinct paths clears the cache, never grows it
+MAX_ENTRIES: Final = 65536    # a flood of distinct paths clears the cache, never grows it
 
 
 class StatCache:

@@ -385,6 +385,10 @@ def open_checked(path: str, st: os.stat_result) -> tuple[int, os.stat_result]:
     return fd, fresh
 
 
+# (settings values, ETag, Content-Type, header fields) of a file version
+FieldsMemo = tuple[dict, str, str, tuple[tuple[str, str], ...]]
+
+
 class KeptFile:
     """One version of a small file, kept: its stat, its bytes and, once an answer
     was made of it, the header fields for the settings that made them (`fields`: the
@@ -396,7 +400,7 @@ class KeptFile:
     def __init__(self, st: os.stat_result, data: bytes) -> None:
         self.st = st
         self.data = data
-        self.fields: tuple[dict, str, str, tuple[tuple[str, str], ...]] | None = None
+        self.fields: FieldsMemo | None = None
 
 
 class SmallFiles:
@@ -445,15 +449,10 @@ class SmallFiles:
 SMALL_FILES: Final = SmallFiles()
 
 
-def _open_body(path: str, st: os.stat_result) -> tuple[int, os.stat_result, bytes | None]:
-    """(fd, fresh stat, None) for a large file; (-1, stat, contents) for a small one."""
-    fd, st, data, _kept = _open_kept(path, st)
-    return fd, st, data
-
-
-def _open_kept(path: str, st: os.stat_result
+def _open_body(path: str, st: os.stat_result
                ) -> tuple[int, os.stat_result, bytes | None, KeptFile | None]:
-    """_open_body, and the small file's record when it is kept."""
+    """(fd, fresh stat, None, None) for a large file; (-1, stat, contents, its record
+    if it is kept) for a small one."""
     kept = SMALL_FILES.get(path, st) if st[_ST_SIZE] <= SMALL_FILE else None
     if kept is not None:
         return -1, kept.st, kept.data, kept
@@ -492,7 +491,7 @@ def serve_file(request: "Request", path: str, st: os.stat_result,
     fd, data, kept = -1, None, None
     if request.method != "HEAD":
         try:
-            fd, st, data, kept = _open_kept(path, st)
+            fd, st, data, kept = _open_body(path, st)
         except OSError as err:
             return _open_failure(err, path)
     return _respond_owning(request, path, st, fd, data, content_type, values, kept)
@@ -542,8 +541,8 @@ def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
             os.close(fd)
 
 
-# path -> (settings values, stat, ETag, Content-Type, header fields)
-_file_fields: Final[dict[str, tuple]] = {}
+# path -> (stat, memo): the files that have no KeptFile record
+_file_fields: Final[dict[str, tuple[os.stat_result, FieldsMemo]]] = {}
 _FILE_FIELDS_MAX: Final = 16384
 
 
@@ -553,18 +552,10 @@ def file_fields(path: str, st: os.stat_result, values: dict, content_type: str |
     computed once per file version and settings, since every answer for it carries
     them (an xattr type, or one the caller chose, is looked up each time).  They are
     kept in `kept`, the small file's record for `st`, when there is one, else by path."""
-    if kept is not None:
-        memo = kept.fields
-        if memo is not None and memo[0] is values and content_type is None:
+    if content_type is None:
+        memo = kept.fields if kept is not None else _memo_by_path(path, st)
+        if memo is not None and memo[0] is values:
             return memo[1], memo[2], memo[3]
-    else:
-        entry = _file_fields.get(path)
-        if entry is not None and entry[0] is values and content_type is None:
-            if entry[1] is st:
-                return entry[2], entry[3], entry[4]
-            if same_file(entry[1], st):             # stat'ed anew: an `is` next time
-                _file_fields[path] = (values, st, entry[2], entry[3], entry[4])
-                return entry[2], entry[3], entry[4]
     etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
     by_xattr = content_type is not None or values["mimetype.use-xattr"]
     content_type = content_type or content_type_for(values, path)
@@ -572,13 +563,26 @@ def file_fields(path: str, st: os.stat_result, values: dict, content_type: str |
         (("Last-Modified", last_modified(st.st_mtime)),)
     if by_xattr:
         return etag, content_type, fields
+    made: FieldsMemo = (values, etag, content_type, fields)
     if kept is not None:
-        kept.fields = (values, etag, content_type, fields)
+        kept.fields = made
     else:
         if len(_file_fields) >= _FILE_FIELDS_MAX:
             _file_fields.clear()
-        _file_fields[path] = (values, st, etag, content_type, fields)
+        _file_fields[path] = (st, made)
     return etag, content_type, fields
+
+
+def _memo_by_path(path: str, st: os.stat_result) -> FieldsMemo | None:
+    """The fields kept for the file at `path` when it is still the version `st` shows."""
+    entry = _file_fields.get(path)
+    if entry is None:
+        return None
+    if entry[0] is not st:
+        if not same_file(entry[0], st):
+            return None
+        entry = _file_fields[path] = (st, entry[1])    # stat'ed anew: an `is` next time
+    return entry[1]
 
 
 def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
@@ -673,7 +677,7 @@ def error_document(request: "Request", status: int) -> bool:
 
 def _open_page(path: str,
                follow_symlinks: bool) -> tuple[int, os.stat_result, bytes | None]:
-    """An error document's (fd, stat, contents) as _open_body gives them; with
+    """An error document's (fd, stat, contents), as _open_body gives them; with
     follow-symlink off, opened through no symlink and read from that fd alone (as
     _serve_without_symlinks does).  Raises OSError, IsADirectoryError for other than a
     regular file."""
@@ -684,7 +688,8 @@ def _open_page(path: str,
     st = CACHE.stat(path)
     if not is_regular(st):
         raise _not_a_regular_file(path)
-    return _open_body(path, st)
+    fd, st, data, _kept = _open_body(path, st)
+    return fd, st, data
 
 
 def errno_status(err: OSError) -> int:
