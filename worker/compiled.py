@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 
 # worker/<name>.py for each: the modules that profiles of the running server show on
-# every request, the gateways' backends and protocols (FastCGI, SCGI, CGI heads), and
-# the modules (worker/modules/) that serve files and log them
+# every request, the gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI
+# heads), and the modules (worker/modules/) that serve files, log them and front
+# FastCGI and SCGI applications
 HOT_MODULES = ("answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
-               "gateway", "handler", "host", "http", "http1", "loop",
-               "request", "server", "settled", "statcache", "static", "transport",
+               "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1",
+               "loop", "request", "server", "settled", "statcache", "static", "transport",
                "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
-               "modules/mod_accesslog")
+               "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi")
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"

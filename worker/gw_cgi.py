@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from shared.config.directives import DirectiveValueError
 from shared.gateway_hosts import Extension
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 VARIABLE = "variable-"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # the CGI-like protocols' exchanges
 class CgiExchange(Exchange):
     """An exchange whose backend gets the CGI environment and answers as a CGI does.
     The protocol feeds the answer's bytes to `output` and says when it is over
@@ -135,6 +138,7 @@ class CgiExchange(Exchange):
         """The authorizer approved: the phases run again, its host's answer dropped."""
         self.finish(None, reusable)
         module = self.module
+        assert isinstance(module, CgiGatewayModule)
         request = self.request
         request.plugin_ctx[module.authorized_key] = True
         module.release(request)
@@ -144,6 +148,7 @@ class CgiExchange(Exchange):
         return COMEBACK
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # mod_fastcgi, mod_scgi, mod_ajp13
 class CgiGatewayModule(GatewayModule):
     """A module whose backends answer as CGIs do (see the module docstring)."""
 

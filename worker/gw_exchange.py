@@ -29,6 +29,8 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from shared.gateway_hosts import Extension
 
 from .backend import (EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IDLE_SECONDS, Backend, Backends,
@@ -48,6 +50,7 @@ _HUNG_UP_OR_FAILED = EPOLLHUP | EPOLLERR
 OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # the gateway modules
 class GatewayModule(Module):
     """A module whose requests go to backends of a `NAME.server` directive (NAME is
     the module's `name`: its directives are NAME.server, NAME.balance, NAME.debug,
@@ -68,7 +71,7 @@ class GatewayModule(Module):
         self.debug_key = self.name + ".debug"
         self.backends = Backends(services, self.source, self.idle_seconds,
                                  self.initial_keep_limit)
-        self.active: set[Exchange] = set()
+        self.active: set[BackendWork] = set()
 
     def log(self, message: str) -> None:
         self.services.log_error(self.source, message)
@@ -97,6 +100,7 @@ class GatewayModule(Module):
             exchange.check_timeout(now)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # worker/tunnel.BackendTunnel
 class BackendWork:
     """What a request's work with one backend holds, whatever the protocol (an
     Exchange, a tunnel): counted in the backend's load and its module's active set
@@ -125,7 +129,13 @@ class BackendWork:
         self.events |= mask
         self.request.wake()
 
+    def check_timeout(self, now: float) -> None:
+        """Once a second: wake the request if its current wait outlasted its timeout
+        (which waits have one depends on the kind of work)."""
+        raise NotImplementedError
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)   # the gateway modules' exchanges
 class Exchange(BackendWork):
     """One request's round trip to a backend.  Its states: OPENING (no connection
     yet), CONNECTING, SENDING, READING, TUNNEL (a protocol's switched connection),

@@ -72,12 +72,12 @@ DIRECTIVES = (
 class FastCgiExchange(CgiExchange):
     """One request to a FastCGI backend."""
 
-    __slots__ = ("records", "asking")
-    module: "Module"
+    __slots__ = ("records", "asking", "fastcgi_module")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, authorizer: bool) -> None:
         super().__init__(module, request, extension, backend, authorizer)
+        self.fastcgi_module = module           # `module`, with its FastCGI members
         self.asking: Backend | None = None    # the backend asked its capacity
 
     def prepare(self) -> HandlerResult:
@@ -89,8 +89,8 @@ class FastCgiExchange(CgiExchange):
         backend = self.backend
         keep_conn = ask = False
         if backend.spec.keepalive > 0 and self.request.settings.values["fastcgi.keep-conn"]:
-            keep_conn = self.module.backends.may_keep(backend)
-            ask = self.module.first_to_ask(backend)
+            keep_conn = self.fastcgi_module.backends.may_keep(backend)
+            ask = self.fastcgi_module.first_to_ask(backend)
         self.asking = backend if ask else None
         self.keep_alive = keep_conn
         self.records = fastcgi.RecordReader()
@@ -135,13 +135,13 @@ class FastCgiExchange(CgiExchange):
         another backend): the next request to that backend asks again."""
         asking = self.asking
         if asking is not None:
-            self.module.asked.discard(asking)
+            self.fastcgi_module.asked.discard(asking)
             self.asking = None
 
     def _learn_capacity(self, content: bytes) -> None:
         backend, self.asking = self.asking, None
         assert backend is not None
-        capacity = self.module.learn_capacity(backend, content)
+        capacity = self.fastcgi_module.learn_capacity(backend, content)
         if self.debug_level:
             self.module.log(f"fastcgi - {backend.name}: FCGI_MAX_CONNS "
                             f"{capacity or 'unknown'}, keeping up to "
