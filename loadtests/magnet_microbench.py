@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from loadtests.bench import lighttpd_style_config, make_docroot  # noqa: E402
 from loadtests.microbench import Requests, connect, one_round  # noqa: E402
 from master.configload import load  # noqa: E402
+from shared.config.compiled import RequestSettings  # noqa: E402
 from worker.magnet_python import BUDGET, PythonScript  # noqa: E402
 from worker.magnet_runtime import Script  # noqa: E402
-from worker.request import Response  # noqa: E402
+from worker.request import Request  # noqa: E402
 from worker.server import Server  # noqa: E402
 
 TRIVIAL_LUA = 'lighty.r.resp_header["X-Seen"] = lighty.r.req_header["X-Value"]\n'
@@ -48,9 +49,13 @@ HTTP_CASES = {"no script": "", "sets a header (replayed)": SETS_HEADER_LUA,
 CONNECTIONS = 50
 
 
-def stand_in_request() -> SimpleNamespace:
-    """What the trivial scripts touch of a request."""
-    return SimpleNamespace(headers={"x-value": "seen"}, response=Response())
+def stand_in_request() -> Request:
+    """A request of no connection, with the header the trivial scripts read."""
+    connection = SimpleNamespace(scheme="http", remote_ip="127.0.0.1", socket_spec="",
+                                 server=SimpleNamespace(global_settings=RequestSettings({})))
+    request = Request(connection, 0.0)
+    request.headers["x-value"] = "seen"
+    return request
 
 
 def _per_call_us(call, calls: int) -> float:

@@ -26,7 +26,7 @@ import binascii
 import re
 import signal
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from shared.config.captures import match_groups
 from shared.config.directives import DirectiveValueError
@@ -309,13 +309,14 @@ def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Seque
         if type(part) is str:
             out.append(part)
             continue
-        kind, argument, flags = part        # type: ignore[misc]
+        kind, argument, flags = cast("tuple[int, int | str, int]", part)
         if kind == RULE_GROUP or kind == CONDITION_GROUP:
             chosen = groups if kind == RULE_GROUP else condition_groups
-            if argument < len(chosen):      # type: ignore[operator]
-                out.append(burl_append(chosen[argument], flags))   # type: ignore[index]
+            number = cast(int, argument)
+            if number < len(chosen):
+                out.append(burl_append(chosen[number], flags))
         elif kind == URL_PART:
-            value = getattr(url, argument)          # type: ignore[arg-type]
+            value = getattr(url, cast(str, argument))
             out.append(burl_append(value or "", flags))
         elif kind == PORT:
             out.append(str(url.port))
@@ -484,7 +485,7 @@ def _nested(sub: Any, repeated: bool) -> bool:
 
 
 try:                                               # CPython's own parser
-    from re import _parser as _sre_parse
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
     from re._constants import (BRANCH as _BRANCH, MAXREPEAT as _MAXREPEAT,
                                MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
     _REPEAT_OPS = (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)

@@ -9,13 +9,13 @@ import socket
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("lupa")
 
 from master.configload import load  # noqa: E402
+from server_util import detached_request  # noqa: E402
 from worker.magnet_runtime import Script, ScriptFailed  # noqa: E402
 from worker.request import Response  # noqa: E402
 from worker.server import Server  # noqa: E402
@@ -76,8 +76,8 @@ def test_a_kept_answer_is_replayed_with_the_scripts_header(tmp_path: Path) -> No
     server = _server(tmp_path, SETS_HEADER, "s.lua")
     runs = []
     module = next(m for m in server.pipeline.modules if m.name == "magnet")
-    get = module.cache.get
-    module.cache.get = lambda path: runs.append(path) or get(path)
+    stat = module.cache.stat       # looked at once for each script run (compiled: no
+    module.cache.stat = lambda path: runs.append(path) or stat(path)   # method to wrap)
     try:
         answers = _answers(server, ("/a.txt",) * 4)
     finally:
@@ -143,7 +143,7 @@ def _run_lua(tmp_path: Path, source: str) -> tuple[int, Response]:
     path.write_text(source)
     script = Script(str(path))
     script.load((0, 0, 0))
-    request = SimpleNamespace(headers={}, response=Response())
+    request = detached_request()
     return script.run(request), request.response
 
 

@@ -27,7 +27,7 @@ pytest.importorskip("passlib", reason="mod_authn_file needs libpass (passlib)")
 
 from auth_site import (HASH_USERS, NONCE_SECRET, REALM, basic, challenges, digest, htpasswd,
                        make_auth_site, needs_apache_utils)
-from server_util import WorkerProcess, read_until_closed
+from server_util import WorkerProcess, detached_request, read_until_closed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: serverproc, procutil
 from procutil import run_cli  # noqa: E402
 from serverproc import wait_until  # noqa: E402
@@ -395,16 +395,17 @@ def test_replayed_nonce_table_stays_bounded():
     assert not counts.seen
 
 
-class _Request:
-    """What mod_auth reads of a request, for the rules no module here can drive: a
+def _request(rules, extern_authn: bool, remote_user: str | None, backend: str = "",
+             **connection: object):
+    """A request for /p/x under `rules`, for what no module here can drive: a
     REMOTE_USER set before mod_auth runs (by a TLS client certificate, say)."""
-
-    def __init__(self, rules, extern_authn: bool, remote_user: str | None) -> None:
-        self.settings = type("Settings", (), {"values": {
-            "auth.require": rules, "auth.extern-authn": extern_authn, "auth.cache": None,
-            "server.force-lowercase-filenames": False, "auth.backend": ""}})()
-        self.uri_path, self.headers, self.plugin_ctx = "/p/x", {}, {}
-        self.env = {"REMOTE_USER": remote_user} if remote_user else None
+    request = detached_request({"auth.require": rules, "auth.extern-authn": extern_authn,
+                                "auth.cache": None, "server.force-lowercase-filenames": False,
+                                "auth.backend": backend}, **connection)
+    request.uri_path = "/p/x"
+    if remote_user:
+        request.set_env("REMOTE_USER", remote_user)
+    return request
 
 
 @pytest.mark.parametrize("method, extern_authn, remote_user, result", [
@@ -415,7 +416,7 @@ class _Request:
 def test_extern_and_extern_authn_take_a_remote_user_set_before(method, extern_authn,
                                                                remote_user, result):
     rules = mod_auth.parse_require(_require(method=method, realm="r", require="user=amy"))
-    request = _Request(rules, extern_authn, remote_user)
+    request = _request(rules, extern_authn, remote_user)
     assert mod_auth.Module(None).handle_uri_clean(request) == result
 
 
@@ -470,18 +471,11 @@ class _SlowBackend:
         return False
 
 
-class _HeldRequest(_Request):
-    def __init__(self, rules, credentials: str) -> None:
-        super().__init__(rules, False, None)
-        self.settings.values["auth.backend"] = "slow-for-test"
-        self.headers = {"authorization": credentials}
-        self.remote_ip, self.woken, self.aborted, self.handler = "127.0.0.1", 0, False, None
-
-    def wake(self) -> None:
-        self.woken += 1
-
-    def set_env(self, name: str, value: str) -> None:
-        self.env = {**(self.env or {}), name: value}
+def _held_request(rules, credentials: str):
+    """A login that mod_auth holds while the slow backend checks it."""
+    request = _request(rules, False, None, "slow-for-test", wake=lambda _request: None)
+    request.headers["authorization"] = credentials
+    return request
 
 
 def test_logins_asked_at_once_share_one_slow_check():
@@ -489,12 +483,12 @@ def test_logins_asked_at_once_share_one_slow_check():
     authn.register("slow-for-test", backend)
     rules = mod_auth.parse_require(_require(method="basic", realm="r", require="valid-user"))
     module = mod_auth.Module(None)
-    same = [_HeldRequest(rules, basic("amy", "pw")) for _ in range(3)]
-    other = _HeldRequest(rules, basic("amy", "other password"))
+    same = [_held_request(rules, basic("amy", "pw")) for _ in range(3)]
+    other = _held_request(rules, basic("amy", "other password"))
     assert [module.handle_uri_clean(r) for r in (*same, other)] == [WAIT] * 4
     assert len(backend.asked) == 2                 # one check per distinct password
     backend.asked[0].settle(True)
-    assert [r.woken for r in same] == [1, 1, 1] and other.woken == 0
+    assert [r.woken for r in same] == [True] * 3 and not other.woken
     for request in same:
         assert module.handle_subrequest(request) == COMEBACK
         assert module.handle_uri_clean(request) is None

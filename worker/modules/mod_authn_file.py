@@ -227,7 +227,8 @@ class _FileBackend:
 
 
 class PlainBackend(_FileBackend):
-    key, kind = "auth.backend.plain.userfile", "plain"
+    key = "auth.backend.plain.userfile"
+    kind = "plain"
 
     def check_password(self, request: Request, realm: str, user: str,
                        password: bytes) -> bool:
@@ -244,7 +245,8 @@ class PlainBackend(_FileBackend):
 
 
 class HtpasswdBackend(_FileBackend):
-    key, kind = "auth.backend.htpasswd.userfile", "htpasswd"
+    key = "auth.backend.htpasswd.userfile"
+    kind = "htpasswd"
 
     def check_password(self, request: Request, realm: str, user: str,
                        password: bytes) -> bool | authn.Pending:
@@ -265,7 +267,8 @@ class HtpasswdBackend(_FileBackend):
 
 
 class HtdigestBackend(_FileBackend):
-    key, kind = "auth.backend.htdigest.userfile", "htdigest"
+    key = "auth.backend.htdigest.userfile"
+    kind = "htdigest"
 
     def check_password(self, request: Request, realm: str, user: str,
                        password: bytes) -> bool:

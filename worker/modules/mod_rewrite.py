@@ -91,10 +91,10 @@ class Module(BaseModule):
                     self._origin[id(block.settings[key])] = block.index
         self._chosen: dict[tuple[int, ...], tuple[tuple[Rule, ...], str]] = {}
         # a group no config block sets has the same rules for every request
-        self._fixed = {keys: _combined(config.globals, keys, [0] * len(keys))
-                       for keys in (URL_KEYS, FILE_KEYS)
-                       if not any(key in block.settings
-                                  for block in config.blocks for key in keys)}
+        self._fixed: dict[tuple[str, ...], tuple[tuple[Rule, ...], str]] = {
+            keys: _combined(config.globals, keys, [0] * len(keys))
+            for keys in (URL_KEYS, FILE_KEYS)
+            if not any(key in block.settings for block in config.blocks for key in keys)}
 
     def _rules(self, request: Request,
                keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
