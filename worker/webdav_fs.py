@@ -114,7 +114,7 @@ def copy_contents(src: int, fd: int) -> Generator[str, None, None]:
     """The bytes of the open file `src` from its position on, written to `fd` at its
     position: copy_file_range (shared extents where the file system can), or
     sendfile where the two files lie on file systems it cannot cross."""
-    copy = os.copy_file_range
+    copy: Callable[[int, int, int], int] = os.copy_file_range
     while True:
         try:
             copied = copy(src, fd, COPY_STEP)

@@ -53,23 +53,8 @@ class Resource:
 
     __slots__ = ("url", "path", "st", "is_collection")
 
-    def __init__(self, url: str, path: str) -> None:
-        st: os.stat_result | None
-        try:
-            st = os.stat(path)                    # a slash: a directory only
-        except (FileNotFoundError, NotADirectoryError):
-            st = None
-        self._take(url, path.rstrip("/") or "/", st)
-
-    @classmethod
-    def member(cls, url: str, path: str, st: os.stat_result) -> "Resource":
-        """A member of a collection being walked, whose stat the walk has just taken
-        (relative to the collection's open directory: no path lookup per member)."""
-        resource = cls.__new__(cls)
-        resource._take(url, path, st)
-        return resource
-
-    def _take(self, url: str, path: str, st: os.stat_result | None) -> None:
+    def __init__(self, url: str, path: str, st: os.stat_result | None) -> None:
+        """`st`: the stat of `path`, just taken (None: nothing is there)."""
         self.path = path
         self.st = st
         self.is_collection = st is not None and S_ISDIR(st.st_mode)
@@ -80,8 +65,26 @@ class Resource:
         return self.st is not None
 
     @property
+    def found(self) -> os.stat_result:
+        """The stat of a resource that exists: only those have properties."""
+        st = self.st
+        assert st is not None
+        return st
+
+    @property
     def parent_url(self) -> str:
         return self.url.rstrip("/").rpartition("/")[0] + "/"
+
+
+def resource_at(url: str, path: str) -> Resource:
+    """The resource named by `url`, stat'ed now at `path` (with a trailing slash: a
+    directory only)."""
+    st: os.stat_result | None
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    return Resource(url, path.rstrip("/") or "/", st)
 
 
 def active_lock(lock: Lock) -> str:
@@ -100,17 +103,30 @@ def active_lock(lock: Lock) -> str:
 
 class Selection:
     """What a PROPFIND asks for: "allprop", "propname" or "prop" with the named
-    properties (`plan`, see wanted), and the key its answers are kept under."""
+    properties (`plan`, see wanted), and the number its answers are kept under."""
 
     __slots__ = ("mode", "plan", "key")
 
     def __init__(self, mode: str, names: tuple[Name, ...] = ()) -> None:
         self.mode = mode
         self.plan = wanted(names)
-        self.key = (mode, *names)
+        self.key = _selection_number((mode, *names))
 
 
 _rendered: dict[tuple, tuple[dict, str]] = {}
+# each selection kept texts were rendered for, by a number: a kept text's key holds
+# that number, which hashes and compares at once, not the names asked for
+_selection_numbers: dict[tuple, int] = {}
+
+
+def _selection_number(asked: tuple) -> int:
+    number = _selection_numbers.get(asked)
+    if number is None:
+        if len(_selection_numbers) >= RENDERED_MAX:   # numbers start again: so do the
+            _selection_numbers.clear()                # texts kept under the old ones
+            _rendered.clear()
+        number = _selection_numbers[asked] = len(_selection_numbers)
+    return number
 
 
 class PropertyView:
@@ -133,7 +149,7 @@ class PropertyView:
     def response(self, resource: Resource, selection: Selection) -> str:
         """One resource's `<D:response>`: what was asked for, by status; kept when
         no lock shows in it (its dead properties are part of the key)."""
-        text = self._kept(resource.url, resource.st, selection)
+        text = self._kept(resource.url, resource.found, selection)
         return self._render_and_keep(resource, selection) if text is None else text
 
     def member_response(self, url: str, path: str, st: os.stat_result,
@@ -144,7 +160,7 @@ class PropertyView:
             url += "/"
         text = self._kept(url, st, selection)
         if text is None:
-            return self._render_and_keep(Resource.member(url, path, st), selection)
+            return self._render_and_keep(Resource(url, path, st), selection)
         return text
 
     def _kept(self, url: str, st: os.stat_result, selection: Selection) -> str | None:
@@ -158,7 +174,7 @@ class PropertyView:
         """Render; keep the text unless a lock shows in it or the file may still change
         within the stat's clock tick (worker/settled.py)."""
         text = self._render(resource, selection)
-        url, st = resource.url, resource.st
+        url, st = resource.url, resource.found
         if settled(st) and not self._locked(url):
             if len(_rendered) >= RENDERED_MAX:
                 _rendered.clear()
@@ -170,9 +186,12 @@ class PropertyView:
         return any(lock.covers(url) for lock in self.locks)
 
     def _key(self, url: str, st: os.stat_result, selection: Selection) -> tuple:
-        """What a kept `<D:response>` depends on (the settings aside)."""
-        return (url, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                selection.key, *self.dead.get(url, ()))
+        """What a kept `<D:response>` depends on (the settings aside): the URL, the
+        file's inode, device and size (read by index, cheaper than by name), its
+        change times, the selection and the dead properties."""
+        key = (url, st[1], st[2], st[6], st.st_mtime_ns, st.st_ctime_ns, selection.key)
+        dead = self.dead.get(url) if self.dead else None   # mostly none in the store
+        return key + tuple(dead) if dead else key
 
     def _render(self, resource: Resource, selection: Selection) -> str:
         mode = selection.mode
@@ -223,7 +242,7 @@ class PropertyView:
         return dav_element("getcontenttype", escape_text(kind))
 
     def etag(self, resource: Resource) -> str:
-        return dav_element("getetag", cached_etag(resource.st, self.values))
+        return dav_element("getetag", cached_etag(resource.found, self.values))
 
 
 def _dead_one(dead: list[tuple[str, str, str]], name: Name) -> str | None:
@@ -248,14 +267,14 @@ def _display_name(url: str) -> str:
 
 # live property -> its element for (view, resource); the order of allprop answers
 _LIVE: dict[str, Callable[[PropertyView, Resource], str]] = {
-    "creationdate": lambda view, resource: _creation_date(resource.st),
+    "creationdate": lambda view, resource: _creation_date(resource.found),
     "displayname": lambda view, resource: _display_name(resource.url),
     "getcontentlength": lambda view, resource: dav_element(
-        "getcontentlength", str(resource.st.st_size)),
+        "getcontentlength", str(resource.found.st_size)),
     "getcontenttype": PropertyView.content_type,
     "getetag": PropertyView.etag,
     "getlastmodified": lambda view, resource: dav_element(
-        "getlastmodified", last_modified(resource.st.st_mtime)),
+        "getlastmodified", last_modified(resource.found.st_mtime)),
     "resourcetype": lambda view, resource: COLLECTION_TYPE if resource.is_collection
     else FILE_TYPE,
     "supportedlock": lambda view, resource: SUPPORTED_LOCK,

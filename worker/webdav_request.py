@@ -22,7 +22,7 @@ from .request import Request, clean_path
 from .static import cached_etag, check_preconditions, errno_status, open_without_symlinks
 from .statcache import CACHE
 from .webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
-from .webdav_props import Resource, href
+from .webdav_props import Resource, href, resource_at
 from .webdav_store import Lock, Store
 from .webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, Element, XMLError, parse,
                          response_with_status)
@@ -76,7 +76,7 @@ class DavRequest:
         if request.physical_basedir.endswith("/") and not rel.startswith("/"):
             rel = "/" + rel
         self.url_prefix = uri[:len(uri) - len(rel)] if uri.endswith(rel) else None
-        self.target = Resource(uri, request.physical_path)
+        self.target = resource_at(uri, request.physical_path)
         self.tokens: set[str] = set()
         self.user = (request.env or {}).get("REMOTE_USER", "")
 
@@ -135,7 +135,7 @@ class DavRequest:
         path = basedir + rel
         if not self.values["server.follow-symlink"] and CACHE.contains_symlink(path):
             raise DavError(403)
-        return Resource(url, path)
+        return resource_at(url, path)
 
     def is_root(self, resource: Resource) -> bool:
         """Whether `resource` is the share's root directory itself (the document

@@ -40,7 +40,7 @@ import os
 import sqlite3
 import time
 from stat import S_ISDIR
-from typing import Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
@@ -51,12 +51,16 @@ from ..statcache import CACHE
 from ..webdav_fs import (COPY_STEP, DIR_MODE, FILE_MODE, STEP, copy_contents, copy_file,
                          copy_link, copy_tree, lstat_or_none, members_of, remove,
                          split_path, write_replacement)
-from ..webdav_props import PropertyView, Resource, Selection, active_lock, href, is_live
+from ..webdav_props import (PropertyView, Resource, Selection, active_lock, href, is_live,
+                            resource_at)
 from ..webdav_request import (NEED_BODY, NEED_DRAIN, XML_TYPE, DavError, DavRequest,
                               depth_header, os_status)
 from ..webdav_store import INFINITY, Lock, Store, new_lock_token
 from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, Element,
                           dav_element, error_body, property_xml, response_with_propstats)
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
                      "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
@@ -118,8 +122,9 @@ class Module(BaseModule):
     directives = DIRECTIVES
     reads_request_body = True
 
-    def __init__(self, config: Any, services: Any = None) -> None:
+    def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
+        self.services: "Services" = services
         self.stores: dict[str, Store] = {}
         self.last_purge = 0.0
         self.methods: dict[str, Callable[["_Dav"], Job | int]] = {
@@ -320,7 +325,7 @@ class _Dav(DavRequest):
         while pending:
             collection = pending.pop()
             try:
-                entries = members_of(collection.path, collection.st)
+                entries = members_of(collection.path, collection.found)
                 dir_fd = os.open(collection.path, DIRECTORY_FLAGS)
             except OSError:
                 continue
@@ -341,7 +346,6 @@ class _Dav(DavRequest):
         to `pending` when `deeper`."""
         directory = collection.path.rstrip("/") + "/"
         url = collection.url
-        render = view.member_response
         for name, is_link in entries:
             if is_link and not follow:
                 continue
@@ -350,9 +354,9 @@ class _Dav(DavRequest):
             except OSError:
                 continue                     # gone or unreadable: not listed
             member_url, member_path = url + name, directory + name
-            yield render(member_url, member_path, st, selection)
+            yield view.member_response(member_url, member_path, st, selection)
             if deeper and not is_link and S_ISDIR(st.st_mode):
-                pending.append(Resource.member(member_url, member_path, st))
+                pending.append(Resource(member_url, member_path, st))
 
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
@@ -470,7 +474,7 @@ class _Dav(DavRequest):
         if not target.exists:
             return 404
         opts = self.values["webdav.opts"]
-        st = target.st
+        st = target.found
         if "deprecated-unsafe-partial-put" in opts and (
                 "partial-put-copy-modify" not in opts
                 or (st.st_size == offset and st.st_nlink == 1)):
@@ -545,7 +549,7 @@ class _Dav(DavRequest):
             return 403
         if source.is_collection and destination.url.startswith(source.url):
             return 403                   # into itself, as lighttpd answers
-        parent = Resource(destination.parent_url, split_path(destination.path)[0])
+        parent = resource_at(destination.parent_url, split_path(destination.path)[0])
         if not parent.is_collection:
             return 409
         existed = lstat_or_none(destination.path)
