@@ -19,18 +19,19 @@ from pathlib import Path
 
 # worker/<name>.py for each: the modules that profiles of the running server show on
 # every request, the gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI
-# heads), URL substitution, the Lua bridge, WebDAV's properties and files, and the
-# modules (worker/modules/) that serve files, log them, front FastCGI and SCGI
-# applications, rewrite, authenticate, run scripts and share files over WebDAV
+# heads), URL substitution, the Lua bridge, SSI's parser and expressions, WebDAV's
+# properties and files, and the modules (worker/modules/) that serve files, log them,
+# front FastCGI and SCGI applications, rewrite, authenticate, run scripts, include
+# files (SSI) and share files over WebDAV
 HOT_MODULES = ("answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
                "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1",
-               "loop", "magnet_runtime", "request", "server", "settled", "statcache",
-               "static", "transport", "urlsubst", "webdav_fs", "webdav_props",
-               "webdav_request", "webdav_xml",
+               "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr",
+               "ssi_parse", "statcache", "static", "transport", "urlsubst", "webdav_fs",
+               "webdav_props", "webdav_request", "webdav_xml",
                "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
                "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",
                "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
-               "modules/mod_magnet", "modules/mod_webdav")
+               "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav")
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"

@@ -95,13 +95,20 @@ class _Token:
         self.why = why
 
 
+def _always(pattern: re.Pattern[str], text: str, pos: int) -> re.Match[str]:
+    """The match at `pos` of a pattern that matches the empty string too."""
+    found = pattern.match(text, pos)
+    assert found is not None
+    return found
+
+
 def _tokens(text: str) -> list[_Token]:
     """The tokens of `text` up to its end or its first error, the last one of the
     list (the tokenizer depends on the text alone: read once per expression)."""
     found: list[_Token] = []
     pos, size = 0, len(text)
     while True:
-        pos = _BLANKS.match(text, pos).end()
+        pos = _always(_BLANKS, text, pos).end()
         if pos >= size:
             found.append(_Token(END, pos))
             return found
@@ -135,9 +142,9 @@ def _next_token(text: str, pos: int) -> _Token:
             if end < 0:
                 return _Token(ERROR, pos, why="missing closing curly-brace")
             return _Token(VALUE, end + 1, name=text[pos + 2:end])
-        name = _NAME.match(text, pos + 1).group()
+        name = _always(_NAME, text, pos + 1).group()
         return _Token(VALUE, pos + 1 + len(name), name=name)
-    word = _WORD.match(text, pos).group()
+    word = _always(_WORD, text, pos).group()
     if not word:                          # lighttpd would spin here for ever
         return _Token(ERROR, pos, why="unexpected character")
     return _Token(VALUE, pos + len(word), text=word)

@@ -12,7 +12,7 @@ import io
 import os
 import re
 from collections import OrderedDict
-from typing import Callable, Iterator, Union
+from typing import Callable, Generator, Iterator, Union
 
 from .settled import settled
 
@@ -147,7 +147,7 @@ def pieces(read: Callable[[int], bytes]) -> Iterator[Piece]:
         yield TEXT, bytes(buf[pretag:])
 
 
-def _scan(buf: bytearray, pretag: int) -> Iterator[Piece]:
+def _scan(buf: bytearray, pretag: int) -> Generator[Piece, None, int]:
     """The complete directives in `buf` and the text before them; an unfinished one
     is moved to the start of `buf`.  Returns where the text not sent yet begins."""
     prelen = 0

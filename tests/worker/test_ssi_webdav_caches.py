@@ -162,16 +162,17 @@ def test_pages_changed_just_now_are_read_every_time(worker, monkeypatch):
 
 
 def test_an_expression_is_tokenized_once_and_its_variables_read_each_time(monkeypatch):
-    monkeypatch.setattr(ssi_expr, "_compiled", {})
-    tokenized = count_calls(monkeypatch, ssi_expr, "_tokens")
+    monkeypatch.setattr(ssi_expr, "_compiled", {})   # the tokens, by expression
     expr = "${V} = 'on' && $W"
     assert ssi_expr.evaluate(expr, {"V": "on", "W": "1"}.get) is True
+    tokens = ssi_expr._compiled[expr]
     assert ssi_expr.evaluate(expr, {"V": "off", "W": "1"}.get) is False
+    assert ssi_expr._compiled[expr] is tokens          # not tokenized again
     said: list[str] = []
     assert ssi_expr.evaluate("a & b", {}.get, said.append) is False
     assert ssi_expr.evaluate("a & b", {}.get, said.append) is False
     assert said == ["pos: 3 missing second &"] * 2     # the error told every time
-    assert len(tokenized) == 2
+    assert list(ssi_expr._compiled) == [expr, "a & b"]
 
 
 # ------------------------------------------------------------------- WebDAV

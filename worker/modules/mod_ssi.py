@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, cast
 
 from shared.config.directives import Directive, Type
 
@@ -201,8 +201,9 @@ class Module(BaseModule):
     # answers is never kept (its replay_key is dropped).
     replay_safe = True
 
-    def __init__(self, config: Any, services: "Services | None" = None) -> None:
+    def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
+        self.services: "Services" = services
         self.user_names: dict[int, str] = {}
         self.pages = PageCache(CACHED_PAGE_MAX, CACHE_BUDGET)
         self.times: dict[tuple[str, int, bool], bytes] = {}
@@ -319,7 +320,9 @@ class _Page:
     def _validators(self, values: dict) -> int:
         """ETag and Last-Modified of the page and its newest include; 304 (or 412)
         when the request's conditions say the client has it."""
-        st = self.top.st
+        top = self.top
+        assert top is not None
+        st = top.st
         mtime = max(int(st.st_mtime), self.newest_include)
         etag = etag_for(st.st_ino, st.st_size,
                         mtime * 1_000_000_000 + st.st_mtime_ns % 1_000_000_000,
@@ -379,16 +382,17 @@ class _Page:
         hides it, directives are run; a turn of the loop after each STEP_BYTES."""
         for kind, data in found:
             if kind == DIRECTIVE:
-                command, attrs = data
+                command, attrs = cast("tuple[str, Attributes]", data)
                 handler = _SIMPLE.get(command)
                 if handler is not None:          # most: no generator needed
                     handler(self, doc, command, attrs)
                 else:
                     yield from self._directive(doc, command, attrs)
                 continue
+            text = cast(bytes, data)
             if kind == RAW or not self.if_false:
-                self.out.write(data)
-            if self._pause_due(len(data)):
+                self.out.write(text)
+            if self._pause_due(len(text)):
                 yield _PAUSE
 
     def _directive(self, doc: _Document, command: str,
