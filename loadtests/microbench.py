@@ -13,16 +13,24 @@ by own time.
     python loadtests/microbench.py --path /dir/ --profile
     python loadtests/microbench.py --no-answer-cache  # the general path, every request
     python loadtests/microbench.py --browser          # many files, varied browser headers
+    python loadtests/microbench.py --scenario propfind-100-nocache
 
 `--browser` is the production-shaped case (bench.py's files-browser row): `--files`
 small files spread over directories, each request for one of them at random with
 browser headers that vary (User-Agent, Cookie, Referer), so that neither answer table
 has seen it byte for byte.
+
+`--scenario NAME` runs one of bench.py's rows in process instead: its setup (modules,
+settings, backends such as php-cgi), and the requests wrk sends for it (method, path,
+headers, body, a new query string each time for a `-nocache` twin), once the files
+the caches may keep have settled (worker/settled.py).  Rows over TLS, HTTP/2, uploads
+and traffic mixes have no such form.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import pstats
 import os
@@ -36,8 +44,10 @@ from typing import Any, Callable, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.bench import lighttpd_style_config, make_docroot  # noqa: E402
+from loadtests.bench import (SCENARIOS, SETUPS, WRK, Scenario, Site, free_port,  # noqa: E402
+                             lighttpd_style_config, make_docroot, write_lighttpd_config)
 from master.configload import load  # noqa: E402
+from worker.settled import SETTLED  # noqa: E402
 from worker.server import Server  # noqa: E402
 
 Result = TypeVar("Result")
@@ -86,6 +96,53 @@ def build(base: Path, accesslog: bool, files: int) -> tuple[Server, list[str]]:
     paths = make_files(docroot, files, random.Random(15))
     config = load(str(lighttpd_style_config(docroot, 8080, base, accesslog, "micro")))
     return Server(config, []), paths
+
+
+def scenario_named(name: str) -> Scenario:
+    """bench.py's row `name`, if it has an in-process form (see the module docstring)."""
+    scenario = next((row for row in SCENARIOS if row.name == name), None)
+    if scenario is None or scenario.tls or scenario.traffic or scenario.pipeline \
+            or scenario.client != WRK:
+        raise SystemExit(f"microbench: no in-process form of the scenario {name!r}")
+    return scenario
+
+
+def build_scenario(base: Path, scenario: Scenario, stack: contextlib.ExitStack) -> Server:
+    """The server of `scenario`'s setup, its backends started (stopped with `stack`),
+    returned once its files have settled."""
+    docroot = make_docroot(base)
+    setup = SETUPS[scenario.setup]
+    site = Site("micro", 8080, free_port(), docroot, base, False,
+                setup.prepare(base, docroot, stack))
+    server = Server(load(str(write_lighttpd_config(site, setup))), [])
+    time.sleep(SETTLED + 0.2)
+    return server
+
+
+def scenario_requests(scenario: Scenario, count: int) -> list[bytes]:
+    """What wrk sends for `scenario`: `count` requests, each with its own query string
+    for a -nocache twin, else one."""
+    body = scenario.body.encode()
+    fields = "".join(f"{field}\r\n" for field in scenario.headers)
+    fields += f"Content-Length: {len(body)}\r\n" if body else ""
+    return [f"{scenario.method} {scenario.path}{f'?q={number}' if scenario.vary_query else ''}"
+            f" HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{fields}\r\n".encode() + body
+            for number in range(count if scenario.vary_query else 1)]
+
+
+def answer_status(server: Server, client: socket.socket, request: bytes) -> int:
+    """The status of the worker's answer to `request` sent on `client` (what else of
+    the answer comes is read with the next round's)."""
+    client.setblocking(False)
+    client.send(request)
+    answer = b""
+    deadline = time.monotonic() + 10
+    while b"\r\n" not in answer and time.monotonic() < deadline:
+        server.loop.run_once(0.01)
+        with contextlib.suppress(BlockingIOError):
+            answer += client.recv(1 << 16)
+    client.setblocking(True)
+    return int(answer.split(b" ", 2)[1]) if b"\r\n" in answer else 0
 
 
 def connect(server: Server, count: int) -> list[socket.socket]:
@@ -171,20 +228,32 @@ def main() -> int:
     parser.add_argument("--browser", action="store_true",
                         help="many files at random, with varied browser headers")
     parser.add_argument("--files", type=int, default=2000, help="how many, for --browser")
+    parser.add_argument("--scenario", help="one of bench.py's rows, in process")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server, paths = build(Path(tmp), args.accesslog, args.files if args.browser else 0)
-        chooser = random.Random(16)
-        requests = Requests(browser_requests(paths, 50_000, chooser) if args.browser
-                            else [REQUEST.format(path=args.path).encode()])
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        if args.scenario:
+            scenario = scenario_named(args.scenario)
+            server = build_scenario(Path(tmp), scenario, stack)
+            requests = Requests(scenario_requests(scenario, 50_000))
+        else:
+            server, paths = build(Path(tmp), args.accesslog,
+                                  args.files if args.browser else 0)
+            requests = Requests(browser_requests(paths, 50_000, random.Random(16))
+                                if args.browser else [REQUEST.format(path=args.path).encode()])
         if args.no_answer_cache:
             server.pipeline.answers.reads = None
         clients = connect(server, args.connections)
+        if args.scenario:
+            status = answer_status(server, clients[0], requests.requests[-1])
+            if (status >= 400) != (scenario.expect_status >= 400) or not status:
+                raise SystemExit(f"microbench: {scenario.name} answered {status}, "
+                                 f"not {scenario.expect_status}")   # as wrk counts errors
         warm_rounds = 20 + (args.files // args.connections if args.browser else 0)
         run(server, clients, requests, warm_rounds)   # warm the caches
         figure, mean = profiled(args.profile, run_with_mean, server, clients, requests,
                                 args.rounds)
-        what = f"{args.files} files, browser headers" if args.browser else args.path
+        what = args.scenario or (f"{args.files} files, browser headers" if args.browser
+                                 else args.path)
         print(f"{what}: {figure * 1e6:.1f} us/request ({args.connections} connections, "
               f"10th percentile of {args.rounds} rounds; mean {mean * 1e6:.1f})")
         server.close_all()

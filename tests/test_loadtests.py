@@ -42,6 +42,17 @@ def test_microbench_reports_a_figure_and_a_profile():
     assert "function calls" in run.stdout and "run_once" in run.stdout
 
 
+def test_microbench_runs_a_bench_row_in_process():
+    run = subprocess.run([sys.executable, "loadtests/microbench.py", "--rounds", "20",
+                          "--connections", "4", "--scenario", "ssi-small-nocache"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("ssi-small-nocache: ") and " us/request " in run.stdout
+    run = subprocess.run([sys.executable, "loadtests/microbench.py", "--scenario", "https-1k"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "no in-process form" in run.stderr
+
+
 @needs_wrk
 def test_bench_compares_with_lighttpd(tmp_path):
     out = tmp_path / "bench.json"
