@@ -18,7 +18,7 @@ from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response, clean_path
-from .static import error_document, errno_status, is_directory, is_regular
+from .static import error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
@@ -309,21 +309,19 @@ def physical_path_check(request: Request) -> int:
     """Stat the file: 301 for a directory without a slash, PATH_INFO for a path that
     runs past a regular file, 403 / 404 for what cannot be served, and 403 for a path
     through a symlink when server.follow-symlink is off."""
-    st = None
-    try:
-        st = request.physical_stat()
-    except OSError as err:
-        status = errno_status(err)
+    st = request.physical_lookup()
+    if isinstance(st, int):
+        status = status_of_errno(st)
         if status == 404:
             status = _find_pathinfo(request)
-            if status == 404 and err.errno == errno.ENOENT:
+            if status == 404 and st == errno.ENOENT:
                 request.response.missing = request.physical_path
         if status:
             return status
     if not request.values["server.follow-symlink"] and \
             CACHE.contains_symlink(request.physical_path):
         return 403
-    if st is not None and is_directory(st):
+    if not isinstance(st, int) and is_directory(st):
         if not request.uri_path.endswith("/"):
             return redirect_to_slash(request)
     return 0
@@ -339,9 +337,8 @@ def _find_pathinfo(request: Request) -> int:
         end = path.rfind("/", base_len, end)
         if end <= base_len:
             return 404
-        try:
-            st = CACHE.stat(path[:end])
-        except OSError:
+        st = CACHE.lookup(path[:end])
+        if isinstance(st, int):
             continue
         if is_regular(st):
             rest = path[end:]

@@ -382,17 +382,19 @@ class Request:
     def physical_stat(self) -> os.stat_result:
         """stat() of physical_path (through the worker's stat cache), once per request
         and path; raises OSError."""
-        path = self.physical_path
-        if self._stat_path != path or self._stat is None:
-            try:
-                self._stat = CACHE.stat(path)
-            except OSError as err:
-                self._stat = err.errno       # not the exception: its traceback holds
-            self._stat_path = path           # this request (a cycle for the GC)
-        found = self._stat
+        found = self.physical_lookup()
         if isinstance(found, int):
-            raise OSError(found, os.strerror(found), path)
-        assert found is not None
+            raise OSError(found, os.strerror(found), self.physical_path)
+        return found
+
+    def physical_lookup(self) -> os.stat_result | int:
+        """physical_stat(), or the errno it fails with (no exception: see
+        StatCache.lookup)."""
+        path = self.physical_path
+        found = self._stat
+        if self._stat_path != path or found is None:
+            found = self._stat = CACHE.lookup(path)
+            self._stat_path = path
         return found
 
     def remember_stat(self, path: str, st: os.stat_result) -> None:

@@ -694,11 +694,16 @@ def _open_page(path: str,
 
 def errno_status(err: OSError) -> int:
     """The status for a failed stat/open, as lighttpd maps errno."""
-    if err.errno in (errno.EACCES, errno.EPERM):
+    return status_of_errno(err.errno or 0)     # none (not from the kernel): 500
+
+
+def status_of_errno(code: int) -> int:
+    """errno_status of the errno alone."""
+    if code in (errno.EACCES, errno.EPERM):
         return 403
-    if err.errno == errno.ENAMETOOLONG:
+    if code == errno.ENAMETOOLONG:
         return 414
-    if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+    if code in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
         return 404
     return 500
 
