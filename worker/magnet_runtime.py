@@ -405,6 +405,9 @@ class ScriptCache:
         self.stat = stat
         self.make_script = make_script
         self.scripts: dict[str, Any] = {}
+        # the stat each script's version was last compared with: the stat cache hands
+        # out one object per path within its second, so the same one needs no compare
+        self.compared: dict[str, os.stat_result] = {}
 
     def get(self, path: str) -> Any:
         """The script of `path`, loaded anew if its file changed (a Script or any
@@ -417,6 +420,9 @@ class ScriptCache:
         except OSError as err:
             script.version = None
             raise ScriptFailed(f"loading script {path} failed: {err.strerror}") from None
+        if self.compared.get(path) is st and script.version is not None:
+            return script
+        self.compared[path] = st
         version = (st.st_mtime_ns, st.st_size, st.st_ino)
         if version != script.version:
             try:

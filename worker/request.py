@@ -124,8 +124,7 @@ class Response:
 
     def set_header(self, name: str, value: str) -> None:
         """Replace every header `name` (case-insensitive) by one with `value`."""
-        lower = name.lower()
-        self.headers = [h for h in self.headers if h[0].lower() != lower]
+        self.remove_header(name)
         self.add_header(name, value)
 
     def add_header(self, name: str, value: str) -> None:
@@ -141,8 +140,14 @@ class Response:
         return None
 
     def remove_header(self, name: str) -> None:
+        """Drop every header `name` (case-insensitive); the list is made anew only
+        when one is there (mostly a module sets a header no one set before)."""
         lower = name.lower()
-        self.headers = [h for h in self.headers if h[0].lower() != lower]
+        headers = self.headers
+        for key, _ in headers:
+            if key.lower() == lower:
+                self.headers = [h for h in headers if h[0].lower() != lower]
+                return
 
     def write(self, data: bytes) -> None:
         if self.encoder is not None:
