@@ -20,10 +20,9 @@ def append_path(base: str, part: str) -> str:
 def directory_errno(path: str) -> int:
     """0 when `path` is a directory, else the errno that says why not (ENOTDIR for
     a file): the reason is only worded when it is logged."""
-    try:
-        st = CACHE.stat(path)
-    except OSError as err:
-        return err.errno or errno.ENOENT
+    st = CACHE.lookup(path)
+    if isinstance(st, int):
+        return st
     return 0 if is_directory(st) else errno.ENOTDIR
 
 

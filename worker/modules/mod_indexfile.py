@@ -38,9 +38,8 @@ class Module(BaseModule):
                 candidate = request.docroot.rstrip("/") + name
             else:
                 candidate = request.physical_path + name
-            try:
-                st = CACHE.stat(candidate)
-            except OSError:
+            st = CACHE.lookup(candidate)       # mostly not there: an errno, no raise
+            if isinstance(st, int):
                 continue
             if is_regular(st):
                 request.uri_path += name.lstrip("/") if name.startswith("/") else name

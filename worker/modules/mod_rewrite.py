@@ -119,11 +119,9 @@ class Module(BaseModule):
         rules, key = self._rules(request, FILE_KEYS)
         if not rules:
             return None
-        try:
-            if stat.S_ISREG(request.physical_stat().st_mode):
-                return None
-        except OSError:
-            pass
+        found = request.physical_lookup()
+        if not isinstance(found, int) and stat.S_ISREG(found.st_mode):
+            return None
         return _rewrite(request, rules, key)
 
 
