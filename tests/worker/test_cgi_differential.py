@@ -43,6 +43,9 @@ $HTTP["url"] =~ "^/(upper|env)\\.py$" {
     cgi.limits = ("read-timeout" => 20)
 }
 """
+# seconds of silence a client waits for an answer (the longest timeout above is 20 s,
+# met only where a script reads a body that comes at once)
+ANSWER_WAIT = 15
 # variables that differ by nature (each server has its own port, each client its own)
 _OWN_VARIABLES = ("REMOTE_PORT=", "SERVER_PORT=")
 
@@ -137,13 +140,16 @@ def summary(raw: bytes, method: str) -> dict:
 
 def _answers(servers) -> dict[str, tuple[dict, dict]]:
     """Each request to both servers at once, one request after the other (lighttpd
-    misses a CGI read timeout for seconds while it serves certain others)."""
+    misses a CGI read timeout for seconds while it serves certain others, the more on
+    a loaded machine: each client waits up to ANSWER_WAIT seconds of silence)."""
     lighttpd_port, our_port, base = servers
     answers = {}
     with ThreadPoolExecutor(2) as pool:
         for name, raw in _requests(base):
-            theirs, ours = pool.map(lambda port: exchange(port, raw),
+            theirs, ours = pool.map(lambda port: exchange(port, raw, ANSWER_WAIT),
                                     (lighttpd_port, our_port))
+            assert theirs, f"{name}: lighttpd sent nothing in {ANSWER_WAIT} s"
+            assert ours, f"{name}: pylighttpd sent nothing in {ANSWER_WAIT} s"
             method = raw.split(b" ", 1)[0].decode()
             answers[name] = (summary(theirs, method), summary(ours, method))
     return answers

@@ -159,8 +159,8 @@ def servers(tmp_path_factory):
         yield theirs, ours, docroot
 
 
-def exchange(port: int, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+def exchange(port: int, data: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(data)
         return read_until_closed(sock)
 
