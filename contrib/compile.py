@@ -1,8 +1,8 @@
-"""Compile the worker's hot path with mypyc (see worker/compiled.py).
+"""Compile the hot path with mypyc (see shared/hotpath.py).
 
     .venv/bin/python contrib/compile.py
 
-Builds the modules of worker.compiled.HOT_MODULES into worker.compiled.BUILD_DIR and
+Builds the modules of shared.hotpath.HOT_MODULES into shared.hotpath.BUILD_DIR and
 writes its manifest last, so a build that fails half-way is never used.  Does nothing
 when the build already matches the sources.  Exits 1, saying why, when there is no C
 compiler, no Python headers or no mypyc: the server then runs as Python alone.
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from worker import compiled  # noqa: E402  (the repo first on the path)
+from shared import hotpath  # noqa: E402  (the repo first on the path)
 
 
 # Compiled code trusts mypy's types and checks them as it runs.  mypy keeps an attribute
@@ -53,9 +53,9 @@ def build() -> None:
     from mypyc.build import mypycify
     from setuptools import Distribution
 
-    sources = [f"worker/{name}.py" for name in compiled.HOT_MODULES]
-    hashes = compiled.source_hashes()
-    shutil.rmtree(compiled.BUILD_DIR, ignore_errors=True)
+    sources = [f"{name}.py" for name in hotpath.HOT_MODULES]
+    hashes = hotpath.source_hashes()
+    shutil.rmtree(hotpath.BUILD_DIR, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="pylighttpd-mypyc-") as scratch:
         os.chdir(REPO)     # mypy names the modules after their paths from here
         extensions = mypycify([*MYPY_FLAGS, "--cache-dir", f"{scratch}/mypy", *sources],
@@ -63,14 +63,14 @@ def build() -> None:
         distribution = Distribution({"name": "pylighttpd-hot-path",
                                      "ext_modules": extensions})
         command = distribution.get_command_obj("build_ext")
-        command.build_lib = str(compiled.BUILD_DIR)
+        command.build_lib = str(hotpath.BUILD_DIR)
         command.build_temp = f"{scratch}/o"
         distribution.run_command("build_ext")
-    compiled.MANIFEST.write_text(json.dumps({"interpreter": sys.version, "sources": hashes}))
+    hotpath.MANIFEST.write_text(json.dumps({"interpreter": sys.version, "sources": hashes}))
 
 
 def main() -> int:
-    if compiled.build_matches():
+    if hotpath.build_matches():
         print("compile: the hot path's build is current")
         return 0
     lacking = missing_toolchain()
@@ -78,8 +78,8 @@ def main() -> int:
         print(f"compile: not compiled, the server runs as Python: {lacking}", file=sys.stderr)
         return 1
     build()
-    print(f"compile: {len(compiled.HOT_MODULES)} hot modules compiled into "
-          f"{compiled.BUILD_DIR}")
+    print(f"compile: {len(hotpath.HOT_MODULES)} hot modules compiled into "
+          f"{hotpath.BUILD_DIR}")
     return 0
 
 

@@ -50,7 +50,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("HTTP/2 support", CORE, ("h2",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
-    # worker/compiled.py: built by contrib/compile.py and matching the sources
+    # shared/hotpath.py: built by contrib/compile.py and matching the sources
     Feature("compiled hot path (mypyc)", platform=worker.COMPILED),
 )
 

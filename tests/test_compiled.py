@@ -1,4 +1,4 @@
-"""The hot path compiled with mypyc (worker/compiled.py, contrib/compile.py): used where
+"""The hot path compiled with mypyc (shared/hotpath.py, contrib/compile.py): used where
 it can be built, and only while it matches the sources."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import worker
-from worker import compiled
+from shared import hotpath
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,41 +32,40 @@ def test_the_hot_path_runs_compiled_where_it_can_be_built():
         "a C compiler is here, yet the compiled hot path is missing or stale: run "
         "contrib/compile.py" + (f"; its last log:\n{log.read_text()[-3000:]}"
                                 if log.exists() else ""))
-    for name in compiled.HOT_MODULES:
-        module = importlib.import_module(f"worker.{name.replace('/', '.')}")
-        assert Path(module.__file__).parent == (compiled.BUILD_DIR / "worker" / name).parent, \
-            name
+    for name in hotpath.HOT_MODULES:
+        module = importlib.import_module(name.replace("/", "."))
+        assert Path(module.__file__).parent == (hotpath.BUILD_DIR / name).parent, name
         assert module.__file__.endswith(".so"), name
 
 
 def _write_manifest(path: Path, **changes) -> Path:
-    manifest = {"interpreter": sys.version, "sources": compiled.source_hashes()} | changes
+    manifest = {"interpreter": sys.version, "sources": hotpath.source_hashes()} | changes
     path.write_text(json.dumps(manifest))
     return path
 
 
 def test_a_build_matches_only_the_sources_and_interpreter_it_was_made_from(tmp_path):
-    assert compiled.build_matches(_write_manifest(tmp_path / "current.json"))
-    edited = dict(compiled.source_hashes(), http1="0" * 64)
-    assert not compiled.build_matches(_write_manifest(tmp_path / "edited.json", sources=edited))
-    fewer = {name: digest for name, digest in compiled.source_hashes().items()
-             if name != "loop"}
-    assert not compiled.build_matches(_write_manifest(tmp_path / "fewer.json", sources=fewer))
-    assert not compiled.build_matches(_write_manifest(tmp_path / "other.json", interpreter="3.0"))
+    assert hotpath.build_matches(_write_manifest(tmp_path / "current.json"))
+    edited = dict(hotpath.source_hashes(), **{"worker/http1": "0" * 64})
+    assert not hotpath.build_matches(_write_manifest(tmp_path / "edited.json", sources=edited))
+    fewer = {name: digest for name, digest in hotpath.source_hashes().items()
+             if name != "worker/loop"}
+    assert not hotpath.build_matches(_write_manifest(tmp_path / "fewer.json", sources=fewer))
+    assert not hotpath.build_matches(_write_manifest(tmp_path / "other.json", interpreter="3.0"))
     (tmp_path / "torn.json").write_text('{"interpreter": ')
-    assert not compiled.build_matches(tmp_path / "torn.json")
-    assert not compiled.build_matches(tmp_path / "absent.json")
+    assert not hotpath.build_matches(tmp_path / "torn.json")
+    assert not hotpath.build_matches(tmp_path / "absent.json")
 
 
 def test_only_a_matching_build_goes_in_front_of_the_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiled, "BUILD_DIR", tmp_path)
+    monkeypatch.setattr(hotpath, "BUILD_DIR", tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     stale = _write_manifest(tmp_path / "manifest.json", interpreter="3.0")
-    monkeypatch.setattr(compiled, "MANIFEST", stale)
+    monkeypatch.setattr(hotpath, "MANIFEST", stale)
     package_path = ["worker-sources"]
-    assert not compiled.activate(package_path)
+    assert not hotpath.activate(package_path, "worker")
     assert package_path == ["worker-sources"] and str(tmp_path) not in sys.path
     _write_manifest(stale)
-    assert compiled.activate(package_path)
+    assert hotpath.activate(package_path, "worker")
     assert package_path == [str(tmp_path / "worker"), "worker-sources"]
     assert str(tmp_path) in sys.path

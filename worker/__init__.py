@@ -1,5 +1,5 @@
 """A worker process: one event loop serving HTTP on the listeners the master gives it."""
 
-from . import compiled
+from shared import hotpath
 
-COMPILED = compiled.activate(__path__)   # the hot path as C when its build is current
+COMPILED = hotpath.activate(__path__, "worker")   # the hot path as C when its build is current

@@ -27,13 +27,13 @@ import lupa.lua54 as lua
 from shared import log
 
 from . import magnet_clib
-from .compiled import SOURCE_DIR
+from shared.hotpath import REPO_DIR
 
 if TYPE_CHECKING:
     from .request import Request
 
 # beside the sources: compiled, this module's __file__ is in the build directory
-PRELUDE = (SOURCE_DIR / "magnet_prelude.lua").read_bytes()
+PRELUDE = (REPO_DIR / "worker" / "magnet_prelude.lua").read_bytes()
 MAX_MEMORY = 64 * 1024 * 1024      # bytes one script's Lua state may hold
 INSTRUCTION_BUDGET = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
 HOOK_EVERY = 1000                  # instructions between two budget checks

@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import hotpath
 from .errors import ConfigError, Position
 from .parser import ConfigParser
 from .printer import format_config
 from .tree import ConfigTree
+
+# the per-request form (compiled.py) as C when the hot path's build is current; none of
+# the modules above imports it
+hotpath.activate(__path__, "shared/config")
 
 __all__ = ["ConfigError", "ConfigTree", "Position", "format_config", "load_config",
            "load_config_text"]

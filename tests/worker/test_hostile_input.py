@@ -12,7 +12,7 @@ import time
 import pytest
 
 import worker
-from worker import compiled
+from shared import hotpath
 from server_util import read_until_closed, split_responses
 from sites import start_worker
 from worker.errors import BadRequest
@@ -66,7 +66,7 @@ def _patterns_client_input_reaches() -> list[tuple[str, re.Pattern, bool]]:
     found = []
     for info in pkgutil.walk_packages(worker.__path__, "worker."):
         module = importlib.import_module(info.name)
-        path = compiled.SOURCE_DIR.joinpath(*info.name.split(".")[1:])   # compiled or not
+        path = hotpath.REPO_DIR.joinpath(*info.name.split("."))   # compiled or not
         source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):

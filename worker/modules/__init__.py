@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import re
 
-from .. import COMPILED, compiled
+from shared import hotpath
+
+from .. import COMPILED
 from ..module import Module
 
-if COMPILED:        # the modules that serve files and log them, as C (worker/compiled.py)
-    compiled.use_build(__path__, "modules")
+if COMPILED:        # the modules on every request of theirs, as C (shared/hotpath.py)
+    hotpath.activate(__path__, "worker/modules")
 
 # lighttpd loads these even when server.modules omits them (server.compat-module-load).
 COMPAT_MODULES = ("mod_indexfile", "mod_dirlisting", "mod_staticfile")

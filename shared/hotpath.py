@@ -1,0 +1,72 @@
+"""The hot path compiled to C with mypyc, used only while it matches the sources.
+
+The modules of `HOT_MODULES` carry every request (parse, route, stat, answer, send).
+`contrib/compile.py` compiles them with mypyc into `BUILD_DIR` (inside the virtualenv,
+so a build always belongs to the interpreter that made it) and writes a manifest of
+the sources' hashes.  `activate()`, run when a package holding hot modules is imported (`worker`,
+`worker.modules`, `shared.config`), puts that build in front of its sources only when
+every hash still matches: a module
+edited since the build runs as Python until it is compiled again, never as a stale
+extension.  Without a C compiler nothing is built and everything runs as Python; the
+two behave the same, the compiled one costs less CPU per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+# <package>/<name>.py for each, from the repository's top: the modules that profiles
+# of the running server show on every request, the gateways' backends, exchanges and
+# protocols (FastCGI, SCGI, CGI heads), URL substitution, the Lua bridge, SSI's parser
+# and expressions, WebDAV's properties and files, the modules (worker/modules/) that
+# serve files, log them, front FastCGI and SCGI applications, rewrite, authenticate,
+# run scripts, include files (SSI) and share files over WebDAV, and the config's
+# per-request form (which settings a request gets under conditional blocks)
+HOT_MODULES = tuple(f"worker/{name}" for name in (
+    "answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
+    "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1", "loop",
+    "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
+    "statcache", "static", "transport", "urlsubst", "webdav_fs", "webdav_props",
+    "webdav_request", "webdav_xml",
+    "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
+    "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",
+    "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
+    "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav")) + (
+    "shared/config/compiled",)
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"
+MANIFEST = BUILD_DIR / "manifest.json"
+
+
+def source_hashes() -> dict[str, str]:
+    """sha256 of each hot module's source, by its path from the repository's top."""
+    return {name: hashlib.sha256((REPO_DIR / f"{name}.py").read_bytes()).hexdigest()
+            for name in HOT_MODULES}
+
+
+def build_matches(manifest_path: Path | None = None) -> bool:
+    """Whether the build at `manifest_path` (MANIFEST) was made by this interpreter
+    from the sources as they are now."""
+    try:
+        manifest = json.loads((manifest_path or MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and manifest.get("interpreter") == sys.version
+            and manifest.get("sources") == source_hashes())
+
+
+def activate(package_path: list[str], package: str) -> bool:
+    """Put the compiled modules of `package` ("worker", "worker/modules",
+    "shared/config") first on that package's path when the build matches; True if it
+    did.  mypyc's shared runtime library is a top-level module, hence the build
+    directory on sys.path too."""
+    if not build_matches():
+        return False
+    package_path.insert(0, str(BUILD_DIR / package))
+    if str(BUILD_DIR) not in sys.path:
+        sys.path.append(str(BUILD_DIR))
+    return True
