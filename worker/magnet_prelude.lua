@@ -325,16 +325,19 @@ local function copy_legacy(code)
     end
 end
 
-local function finish(ret)
-    if ret == nil then
-        copy_legacy(0)
-        return 0
-    end
+-- The status a script's return value stands for (none: 0).
+local function status_of(ret)
+    if ret == nil then return 0 end
     local code = tointeger(tonumber(ret))
     if code == nil then
         B.print_error("lua_pcall(): unexpected non-integer return type: " .. type(ret))
         return 0
     end
+    return code
+end
+
+local function finish(ret)
+    local code = status_of(ret)
     copy_legacy(code)
     return code
 end
@@ -345,8 +348,17 @@ local function run(fn, env)
     impure = false
     sethook(hook, "", EVERY)
     local ok, ret = xpcall(fn, traceback)
-    if ok then ok, ret = xpcall(finish, traceback, ret) end
     sethook()
+    -- The older interface's tables may run the script's code (their metamethods), so
+    -- finishing with them is under the budget too; without them nothing of the
+    -- script's runs, and no hook traces it (a traced instruction costs many untraced).
+    if ok and next(result) == nil then
+        ret = status_of(ret)
+    elseif ok then
+        sethook(hook, "", EVERY)
+        ok, ret = xpcall(finish, traceback, ret)
+        sethook()
+    end
     clear(env)
     clear(result)
     if not ok then

@@ -44,6 +44,13 @@ if path == "/withheld" then
   end
   return os.exit == nil and 204 or 200
 end
+if path == "/legacy-header-loop" then   -- run as the script ends, under its budget too
+  lighty.header = setmetatable({}, {__pairs = function() while true do end end})
+end
+if path == "/legacy-content-loop" then
+  lighty.content = setmetatable({}, {__index = function() while true do end end})
+  return 200
+end
 lighty.r.resp_header["X-Seen"] = lighty.r.req_header["X-Value"] or "none"
 """
 RESPONSE_START = """
@@ -86,7 +93,8 @@ def worker(site: Path):
 
 
 def test_hostile_scripts_are_stopped_and_the_worker_serves_on(worker: WorkerProcess) -> None:
-    for path in ("/loop", "/pcall-loop", "/coroutine-loop", "/unhook", "/memory"):
+    for path in ("/loop", "/pcall-loop", "/coroutine-loop", "/unhook", "/legacy-header-loop",
+                 "/legacy-content-loop", "/memory"):
         started = time.monotonic()
         status, _, _ = worker.get(path)
         assert status == 500, path
