@@ -22,6 +22,8 @@ from .static import error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
+# a hook, and the directive without which it does nothing ("": it always runs)
+GatedHook = tuple[Hook, str]
 _ERROR_DROPS: Final = frozenset({"content-type", "etag", "last-modified", "accept-ranges",
                                  "content-encoding", "vary"})
 ALLOW: Final = "OPTIONS, GET, HEAD, POST"
@@ -34,6 +36,9 @@ KNOWN_METHODS: Final = frozenset({
     "QUERY"})
 _NO_ERROR_HANDLER: Final = frozenset({416})   # lighttpd decides 416 after its error handlers
 _AFTER_ANSWER: Final = frozenset({"handle_request_done", "handle_request_reset"})
+# the phases whose hooks a module may declare inactive without a directive (active_when)
+_GATED: Final = ("handle_uri_raw", "handle_uri_clean", "handle_docroot", "handle_physical",
+                 "handle_subrequest_start", "handle_response_start")
 MAX_LOOPS: Final = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
 
 
@@ -52,17 +57,23 @@ class Pipeline:
         what the config's conditions read (answercache.condition_fields)."""
         self.modules = list(modules)
         # a request hook takes a Request, a connection hook (CONNECTION_HOOKS) a Connection
-        phases: dict[str, list[Callable]] = {name: [] for name in HOOKS + CONNECTION_HOOKS}
+        phases: dict[str, list[Callable]] = {name: [] for name in HOOKS + CONNECTION_HOOKS
+                                             if name not in _GATED}
+        gated: dict[str, list[GatedHook]] = {name: [] for name in _GATED}
         for module in self.modules:
             for name in type(module).hooks():
-                phases[name].append(getattr(module, name))
+                hook = getattr(module, name)
+                if name in gated:
+                    gated[name].append((hook, module.active_when.get(name, "")))
+                else:
+                    phases[name].append(hook)
         self.answers = self._answer_cache(replay, condition_fields)
         # the raw and clean URL phases run one after the other: one list
-        self.url = phases["handle_uri_raw"] + phases["handle_uri_clean"]
-        self.docroot = phases["handle_docroot"]
-        self.physical = phases["handle_physical"]
-        self.subrequest_start = phases["handle_subrequest_start"]
-        self.response_start = phases["handle_response_start"]
+        self.url = gated["handle_uri_raw"] + gated["handle_uri_clean"]
+        self.docroot = gated["handle_docroot"]
+        self.physical = gated["handle_physical"]
+        self.subrequest_start = gated["handle_subrequest_start"]
+        self.response_start = gated["handle_response_start"]
         self.request_done = phases["handle_request_done"]
         self.request_reset = phases["handle_request_reset"]
         self.connection_accept = phases["handle_connection_accept"]
@@ -115,8 +126,7 @@ class Pipeline:
         response-start hooks run now."""
         response = request.response
         response.head_only = request.method == "HEAD"
-        for hook in self.response_start:
-            hook(request)
+        _run_all(self.response_start, request)
 
     def done(self, request: Request) -> None:
         for hook in self.request_done:
@@ -174,8 +184,7 @@ class Pipeline:
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if _error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
-        for hook in self.response_start:
-            hook(request)
+        _run_all(self.response_start, request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
         """server.error-handler-404 (for 404 and 403, as lighttpd) / server.error-handler:
@@ -277,14 +286,25 @@ def _error_handled(request: Request, handled: int) -> int:
     return handled
 
 
-def _run(hooks: list[Hook], request: Request) -> int:
-    for hook in hooks:
+def _run(hooks: list[GatedHook], request: Request) -> int:
+    """The hooks of a phase in order, until one gives a status (WAIT: it holds the
+    request); those whose directive the request's settings leave empty are skipped."""
+    for hook, key in hooks:
+        if key and not request.values[key]:
+            continue
         status = hook(request)
         if status:
             if status == WAIT:
                 request.handler = hook.__self__   # type: ignore[attr-defined]
             return status
     return 0
+
+
+def _run_all(hooks: list[GatedHook], request: Request) -> None:
+    """Every hook of a phase whose results do not count (response start)."""
+    for hook, key in hooks:
+        if not key or request.values[key]:
+            hook(request)
 
 
 def _options(request: Request) -> int:

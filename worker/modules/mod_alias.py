@@ -49,6 +49,7 @@ class Module(BaseModule):
     name = "alias"
     replay_safe = True
     directives = DIRECTIVES
+    active_when = {"handle_physical": "alias.url"}
 
     def handle_physical(self, request: Request) -> HandlerResult:
         aliases = request.settings.values["alias.url"]

@@ -55,6 +55,8 @@ UNREPEATABLE = "magnet.unrepeatable"   # request.plugin_ctx: a run that may not 
 class Module(BaseModule):
     name = "magnet"
     directives = DIRECTIVES
+    active_when = {"handle_uri_clean": RAW_URL, "handle_physical": PHYSICAL_PATH,
+                   "handle_response_start": RESPONSE_START}
 
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)

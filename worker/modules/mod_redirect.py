@@ -53,6 +53,7 @@ class Module(BaseModule):
     name = "redirect"
     replay_safe = True
     directives = DIRECTIVES
+    active_when = {"handle_uri_clean": "url.redirect"}
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         rules = request.settings.values["url.redirect"]

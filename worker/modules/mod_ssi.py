@@ -197,6 +197,7 @@ class _Document:
 class Module(BaseModule):
     name = "ssi"
     directives = DIRECTIVES
+    active_when = {"handle_subrequest_start": "ssi.extension"}
     # A request it leaves alone is decided by its settings and its file name; one it
     # answers is never kept (its replay_key is dropped).
     replay_safe = True

@@ -120,6 +120,7 @@ class _Job:
 class Module(BaseModule):
     name = "webdav"
     directives = DIRECTIVES
+    active_when = {"handle_uri_clean": "webdav.activate", "handle_physical": "webdav.activate"}
     reads_request_body = True
 
     def __init__(self, config: Any, services: "Services") -> None:
