@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any, Final, Protocol
 
-from shared.config.compiled import RequestSettings
+from shared.config.compiled import CompiledConfig, RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
 
 from .errors import BadRequest
@@ -346,7 +346,7 @@ class Request:
         """(Re)compute the effective settings: after the headers, and again whenever a
         module changes what conditions read (a rewritten URL)."""
         connection = self.connection
-        compiled = connection.server.config.compiled
+        compiled: CompiledConfig = connection.server.compiled     # a native call below
         cache = connection.condition_cache if self.remote_ip == connection.remote_ip \
             else None        # another client than the connection's: its own results
         self.settings = compiled.settings_for(self, cache)

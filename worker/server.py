@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Iterable, Protocol
 
 from shared import log
-from shared.config.compiled import RequestSettings
+from shared.config.compiled import CompiledConfig, RequestSettings
 from shared.stats import State
 
 from . import debuglog
@@ -123,6 +123,7 @@ class Server:
                  idle_exit: float | None = None, stats: "StatsSegment | None" = None,
                  stats_slot: int = 0) -> None:
         self.config = config
+        self.compiled: CompiledConfig = config.compiled   # what a request's settings are
         settings = config.settings
         # a worker forked by the master writes to the error log it inherited; one
         # started alone (tests, -1) opens server.errorlog itself

@@ -143,10 +143,19 @@ def test_a_replayed_404_is_counted_as_a_4xx(server):
     assert words[request_offset(METHODS.index("GET"), 4)] - before == 3
 
 
-def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkeypatch):
-    def broken(*_args):
+class _BrokenPattern:
+    def search(self, _text):
         raise RuntimeError("a bug in request start")
-    monkeypatch.setattr(server.config.compiled, "settings_for", broken)
+
+
+def test_a_bug_met_while_reading_a_request_is_a_logged_500(tmp_path, capfd, monkeypatch):
+    docroot = make_docroot(tmp_path)
+    conf = tmp_path / "conditions.conf"
+    conf.write_text(config_text(docroot, '$HTTP["url"] =~ "(html)" { server.tag = "in" }',
+                                ("mod_staticfile",)))
+    server = Server(load(str(conf)), [])
+    # the condition's test fails as a bug would, while the request's settings are chosen
+    monkeypatch.setattr(server.config.compiled.conditions[0], "regex", _BrokenPattern())
     client, connection = connect(server)
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n")
     run_until(server, lambda: connection.state >= ConnState.LINGER)
@@ -154,6 +163,7 @@ def test_a_bug_met_while_reading_a_request_is_a_logged_500(server, capfd, monkey
     err = capfd.readouterr().err
     assert "internal error reading a request from 127.0.0.1" in err
     assert "RuntimeError: a bug in request start" in err
+    server.close_all()
 
 
 @pytest.fixture
