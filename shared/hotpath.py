@@ -14,6 +14,7 @@ two behave the same, the compiled one costs less CPU per request.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -62,11 +63,27 @@ def build_matches(manifest_path: Path | None = None) -> bool:
 def activate(package_path: list[str], package: str) -> bool:
     """Put the compiled modules of `package` ("worker", "worker/modules",
     "shared/config") first on that package's path when the build matches; True if it
-    did.  mypyc's shared runtime library is a top-level module, hence the build
-    directory on sys.path too."""
+    did."""
     if not build_matches():
         return False
+    _load_runtime()
     package_path.insert(0, str(BUILD_DIR / package))
-    if str(BUILD_DIR) not in sys.path:
-        sys.path.append(str(BUILD_DIR))
     return True
+
+
+def _load_runtime() -> None:
+    """mypyc's runtime library of the build, a top-level module that the compiled
+    modules import by its name: loaded from its file.  The build directory itself never
+    goes on sys.path, where its `worker/` and `shared/` directories would be taken for
+    namespace packages by an interpreter that finds the real ones later (the console
+    script of an editable install)."""
+    for path in BUILD_DIR.glob("*__mypyc.*"):
+        name = path.name.split(".", 1)[0]
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -64,8 +66,22 @@ def test_only_a_matching_build_goes_in_front_of_the_sources(tmp_path, monkeypatc
     monkeypatch.setattr(hotpath, "MANIFEST", stale)
     package_path = ["worker-sources"]
     assert not hotpath.activate(package_path, "worker")
-    assert package_path == ["worker-sources"] and str(tmp_path) not in sys.path
+    assert package_path == ["worker-sources"]
     _write_manifest(stale)
     assert hotpath.activate(package_path, "worker")
     assert package_path == [str(tmp_path / "worker"), "worker-sources"]
-    assert str(tmp_path) in sys.path
+    assert str(tmp_path) not in sys.path     # its worker/ is no namespace package
+
+
+def test_the_console_script_runs_the_build_from_anywhere(tmp_path):
+    """`pylighttpd` as installed (the README's serve command), started outside the
+    repository, imports the real packages and the build beside them."""
+    script = Path(sys.executable).parent / "pylighttpd"
+    if not script.exists():
+        pytest.skip("no console script: the project is not installed in this interpreter")
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run([str(script), "-V"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    mark = "+" if worker.COMPILED else "-"
+    assert f"\t{mark} compiled hot path (mypyc)" in result.stdout
