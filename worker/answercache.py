@@ -44,6 +44,13 @@ until then: requests spread over more files than it holds would otherwise pay fo
 keeping answers that are dropped before they repeat), so a changed file is seen
 within the same second it would be without this table.  A request matched to an answer before a tick but
 answered after it (it waited behind others in a pipeline) goes through the pipeline.
+
+Traffic that does not repeat (a unique query string each time, requests spread over
+more files than repeat within a second) would pay for a key, a lookup and a note of
+the key on every request and get nothing back: after a second with at least
+REST_AFTER lookups and no hit, the table rests for the next second, keying only one
+request in REST_SAMPLE (those still find and keep answers, so repeats coming back
+wake it at the next tick).
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
+REST_AFTER = 256        # lookups in a second without a hit: rest for the next one
+REST_SAMPLE = 16        # while resting, one request in this many is keyed
 
 # Headers the core itself reads while answering a static request.  A request with one
 # of CORE_READS is answered through the full pipeline every time; the values of
@@ -182,7 +191,8 @@ class AnswerCache:
     """The worker's tables of kept answers; `reads` is None when they are off."""
 
     __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
-                 "connection_fields", "keyed", "keyed_set", "judges", "seen")
+                 "connection_fields", "keyed", "keyed_set", "judges", "seen", "hits",
+                 "misses", "resting", "passed")
 
     def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
                  keyed: tuple[str, ...] = (),
@@ -203,26 +213,43 @@ class AnswerCache:
         # keys answered once this second: an answer is kept the second time its key
         # comes (a one-off request, e.g. a unique query string, costs no keeping)
         self.seen: set[Key] = set()
+        self.hits = self.misses = 0     # this second's lookups
+        self.resting = False            # no hit in the last second's many lookups
+        self.passed = 0                 # requests not keyed while resting
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
         reads = self.reads
-        if reads is None or request.method != "GET" or not reads.isdisjoint(request.headers):
+        if reads is None:
+            return None
+        if self.resting:
+            self.passed += 1
+            if self.passed % REST_SAMPLE:
+                return None
+        if request.method != "GET" or request.has_any_header(reads):
             return None
         headers = request.headers
         key: Key = (raw_target, request.version, headers.get("host"), request.scheme)
         if self.fields:
             key += tuple(request.condition_value(field) for field in self.fields)
-        if not self.keyed_set.isdisjoint(headers):
+        if request.has_any_header(self.keyed_set):
             key += tuple(headers.get(name) for name in self.keyed)
         return key
 
     def find(self, key: Key) -> Answer | None:
-        return _valid(self.entries.get(key))
+        answer = _valid(self.entries.get(key))
+        if answer is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return answer
 
     def find_bytes(self, data: bytes, connection: "Connection") -> Answer | None:
         """The answer to a request that arrived as exactly `data`, if any."""
-        return _valid(self.raw_entries.get(self._bytes_key(data, connection)))
+        answer = _valid(self.raw_entries.get(self._bytes_key(data, connection)))
+        if answer is not None:
+            self.hits += 1
+        return answer
 
     def _bytes_key(self, data: bytes, connection: "Connection") -> Any:
         if not self.connection_fields:
@@ -257,8 +284,13 @@ class AnswerCache:
                 raw[self._bytes_key(request.arrived_as, request.connection)] = answer
 
     def tick(self, _now: float) -> None:
-        """Drop everything once a second, as the stat cache does."""
+        """Drop everything once a second, as the stat cache does; rest for the next
+        second after one of lookups that found nothing (sampled ones count too)."""
         self.entries.clear()
         self.raw_entries.clear()
         self.seen.clear()
         self.generation += 1
+        looked_up = self.hits + self.misses
+        floor = REST_AFTER // REST_SAMPLE if self.resting else REST_AFTER
+        self.resting = self.hits == 0 and looked_up >= floor
+        self.hits = self.misses = 0

@@ -300,7 +300,7 @@ class Http1Parser:
         if key is not None:
             request.replay_key = key
             request.replay_parsed = parsed_state(request)
-        if request.method in _BODY_METHODS or not _BODY_HEADERS.isdisjoint(request.headers):
+        if request.method in _BODY_METHODS or request.has_any_header(_BODY_HEADERS):
             return self._check_body(request, values)
         return False
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
@@ -127,7 +128,10 @@ class CompiledConfig:
     def __init__(self, tree: ConfigTree, checked: CheckResult,
                  directives: Mapping[str, Directive]) -> None:
         self.directives = directives
-        self.globals: dict[str, Any] = {name: d.default for name, d in directives.items()}
+        # keys interned: the worker's compiled code looks settings up by literals, which
+        # mypyc interns, and an interned key is found by identity, not by comparing text
+        self.globals: dict[str, Any] = {sys.intern(name): d.default
+                                        for name, d in directives.items()}
         self.globals.update(checked.settings.get(0, {}))
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from server_util import split_responses
+from server_util import detached_request, split_responses
 from sites import site, start_worker  # noqa: F401 (fixture)
 from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd, wait_lines
-from worker.answercache import CORE_READS, AnswerCache
+from worker.answercache import CORE_READS, REST_AFTER, REST_SAMPLE, Answer, AnswerCache
 from worker.handler import Pipeline
 from worker.module import Module
 
@@ -246,6 +246,43 @@ def test_keys_hold_what_conditions_read():
     cache = AnswerCache(frozenset(), ("header:user-agent", "remoteip", "scheme", "url"))
     assert cache.fields == ("header:user-agent", "remoteip")   # the rest is in every key
     assert cache.connection_fields == ("remoteip", "scheme")    # not in a request's bytes
+
+
+def _lookups(cache: AnswerCache, targets) -> list:
+    """Key and look up a GET of each target: the keys (None: not keyed)."""
+    request = detached_request()
+    keys = [cache.key_for(request, target) for target in targets]
+    for key in keys:
+        if key is not None:
+            cache.find(key)
+    return keys
+
+
+def test_a_table_that_finds_nothing_rests_and_keys_one_request_in_a_sample():
+    cache = AnswerCache(frozenset())
+    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER - 1)])
+    cache.tick(0.0)
+    assert not cache.resting             # too few lookups to tell
+    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
+    cache.tick(0.0)
+    assert cache.resting
+    keys = _lookups(cache, [b"/y?%d" % n for n in range(REST_SAMPLE * 20)])
+    assert sum(key is not None for key in keys) == 20
+    cache.tick(0.0)
+    assert cache.resting                 # its samples found nothing either
+
+
+def test_a_resting_table_wakes_when_a_sampled_request_finds_its_answer():
+    cache = AnswerCache(frozenset())
+    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
+    cache.tick(0.0)
+    assert cache.resting
+    request = detached_request()
+    keys = [key for key in _lookups(cache, [b"/hot"] * REST_SAMPLE * 2) if key is not None]
+    cache.entries[keys[0]] = Answer(request, (b"", b""), b"", cache.generation)
+    assert cache.find(keys[0]) is not None
+    cache.tick(0.0)
+    assert not cache.resting
 
 
 def test_a_file_created_after_a_kept_404_is_served_at_once(tmp_path):
