@@ -5,8 +5,9 @@
 -- Arguments: B (the bridge's functions), C (the lighty.c functions), the instruction
 -- budget of one run, and how many instructions pass between two budget checks.
 -- Returns: compile(source, name) -> runner | nil, message.  runner() runs the script
--- once and returns one value, so that a run costs a single crossing with the fewest
--- values: an integer, 2 * status + repeatable (0 or 1), or the message of a failure.
+-- once and returns, in the one crossing back, an integer, 2 * status + repeatable (0
+-- or 1), or the message of a failure, followed by the response header writes the
+-- Python side has not seen yet (name, value, ...: value nil removes the header).
 --
 -- `repeatable` says whether the run's effect follows from what the answer cache keys an
 -- answer on (worker/answercache.py): the script read no request header but Host, no
@@ -121,15 +122,16 @@ end
 local function readonly() error("lua table is read-only", 2) end
 
 -- A table whose reads, writes and pairs() go to the bridge; a bridge function
--- returns (nil, message) for what lighttpd refuses with a Lua error.
-local function proxy(get, set, list)
+-- returns (nil, message) for what lighttpd refuses with a Lua error.  `store`, when
+-- given, takes the writes itself (a __newindex that never fails).
+local function proxy(get, set, list, store)
     local meta = {
         __index = function(_, key)
             local value, err = get(key)
             if err then error(err, 2) end
             return value
         end,
-        __newindex = function(_, key, value)
+        __newindex = store or function(_, key, value)
             local err = set(key, value)
             if err then error(err, 2) end
         end,
@@ -183,12 +185,34 @@ local req_body_values = {
     bytes_out = function() return 0 end,
 }
 
+-- Response header writes wait here and go back with the run's result: a call into
+-- Python for each costs more than the rest of a small script.  Reading the headers
+-- hands the waiting writes over first, in order.
+local written, nwritten = {}, 0
+local function hand_over_writes()
+    for i = 1, nwritten, 2 do B.resp_header_set(written[i], written[i + 1]) end
+    nwritten = 0
+end
+local function resp_header_get(name)
+    hand_over_writes()
+    return B.resp_header_get(name)
+end
+local function store_header(_, name, value)
+    local n = nwritten
+    written[n + 1], written[n + 2] = name, value
+    nwritten = n + 2
+end
+local function resp_header_list()
+    hand_over_writes()
+    return B.resp_header_list()
+end
+
 local r = {
     req_header = proxy(B.header_get, B.header_set, B.header_list),
     req_attr = proxy(B.attr_get, B.attr_set, B.attr_list),
     req_env = proxy(B.env_get, B.env_set, B.env_list),
     req_item = proxy(B.item_get, B.item_set, nil),
-    resp_header = proxy(B.resp_header_get, B.resp_header_set, B.resp_header_list),
+    resp_header = proxy(resp_header_get, nil, resp_header_list, store_header),
     resp_body = setmetatable({}, {
         __index = function(_, key)
             local value = resp_body_values[key]
@@ -317,7 +341,7 @@ end
 local function copy_legacy(code)
     if type(result.header) == "table" then
         for name, value in pairs(result.header) do
-            B.resp_header_set(name, value)
+            store_header(nil, name, value)
         end
     end
     if code >= 200 and type(result.content) == "table" then
@@ -346,6 +370,7 @@ local function run(fn, env)
     env.lighty = lighty
     budget = LIMIT
     impure = false
+    nwritten = 0
     sethook(hook, "", EVERY)
     local ok, ret = xpcall(fn, traceback)
     sethook()
@@ -362,9 +387,9 @@ local function run(fn, env)
     clear(env)
     clear(result)
     if not ok then
-        return type(ret) == "string" and ret or tostring(ret)
+        return type(ret) == "string" and ret or tostring(ret), unpack(written, 1, nwritten)
     end
-    return 2 * ret + ((impure or stateful) and 0 or 1)
+    return 2 * ret + ((impure or stateful) and 0 or 1), unpack(written, 1, nwritten)
 end
 
 local function compile(source, name)

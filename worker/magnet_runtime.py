@@ -386,15 +386,20 @@ class Script:
         self.repeatable = False
         try:
             outcome = runner()
+            if type(outcome) is tuple:    # then the response header writes, in pairs
+                writes = outcome
+                outcome = writes[0]
+                for index in range(1, len(writes) - 1, 2):
+                    bridge.resp_header_set(writes[index], writes[index + 1])
         except lua.LuaError as err:          # the memory cap hit outside the pcall
             raise ScriptFailed(str(err) or "not enough memory") from None
         finally:
             bridge.request = None
         if type(outcome) is not int:
             raise ScriptFailed(_latin(outcome))
-        status, repeatable = divmod(outcome, 2)
-        self.repeatable = repeatable == 1 and bridge.repeatable
-        return status
+        code: int = outcome              # 2 * status + repeatable, as native ints
+        self.repeatable = code & 1 == 1 and bridge.repeatable
+        return code >> 1
 
 
 class ScriptCache:

@@ -53,6 +53,18 @@ if path == "/legacy-content-loop" then
 end
 lighty.r.resp_header["X-Seen"] = lighty.r.req_header["X-Value"] or "none"
 """
+HEADERS = """
+local h = lighty.r.resp_header
+h["X-A"] = "one"
+h["X-B"] = "two"
+h["X-A"] = nil
+h["X-C"] = 3
+lighty.r.resp_body.set({(h["X-B"] or "none") .. "\\n"})
+h["X-B"] = "three"
+lighty.header = {["X-D"] = "legacy", ["X-B"] = "four"}
+if lighty.r.req_attr["uri.query"] == "fail" then error("after the writes") end
+return 200
+"""
 RESPONSE_START = """
 lighty.r.resp_header["X-Status-Seen"] = tostring(lighty.r.req_item["http_status"])
 if lighty.r.req_attr["uri.path"] == "/teapot.html" then return 418 end
@@ -69,6 +81,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp_path / "hostile.lua").write_text(HOSTILE)
     (tmp_path / "start.lua").write_text(RESPONSE_START)
     (tmp_path / "syntax.lua").write_text("if then\n")
+    (tmp_path / "headers.lua").write_text(HEADERS)
     (tmp_path / "print.lua").write_text('print("printed", 1, nil) return 204\n')
     (tmp_path / "version.lua").write_text('lighty.r.resp_body.set({"one\\n"}) return 200\n')
     conf = tmp_path / "magnet.conf"
@@ -80,6 +93,7 @@ $HTTP["url"] =~ "^/v/" {{
     magnet.attract-response-start-to = ("{tmp_path}/start.lua")
 }}
 $HTTP["url"] == "/syntax" {{ magnet.attract-raw-url-to = ("{tmp_path}/syntax.lua") }}
+$HTTP["url"] == "/headers" {{ magnet.attract-raw-url-to = ("{tmp_path}/headers.lua") }}
 $HTTP["url"] == "/print" {{ magnet.attract-raw-url-to = ("{tmp_path}/print.lua") }}
 $HTTP["url"] == "/absent" {{ magnet.attract-raw-url-to = ("{tmp_path}/absent.lua") }}
 """, modules=("mod_magnet",)))
@@ -121,6 +135,18 @@ def test_script_error_is_500_and_logged_with_the_traceback(site: Path) -> None:
     assert err.count("\"]:1: unexpected symbol near 'then'") == 2
     assert "absent.lua failed: No such file or directory" in err
     assert "(lua-print) printed\t1\tnil" in err
+
+
+def test_response_header_writes_apply_in_order(worker: WorkerProcess) -> None:
+    """Writes, a removal, a read that sees the writes before it, the older interface's
+    table last; a script that fails after its writes keeps them, as they were made."""
+    status, headers, body = worker.get("/headers")
+    assert (status, body) == (200, b"two\n")
+    assert "X-A" not in headers
+    assert (headers["X-B"], headers["X-C"], headers["X-D"]) == ("four", "3", "legacy")
+    status, headers, _ = worker.get("/headers?fail")
+    assert (status, headers.get("X-B"), headers.get("X-C"), headers.get("X-D")) == \
+        (500, "three", "3", None)
 
 
 def test_restart_loop_ends_in_500(worker: WorkerProcess) -> None:
