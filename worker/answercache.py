@@ -45,12 +45,12 @@ keeping answers that are dropped before they repeat), so a changed file is seen
 within the same second it would be without this table.  A request matched to an answer before a tick but
 answered after it (it waited behind others in a pipeline) goes through the pipeline.
 
-Traffic that does not repeat (a unique query string each time, requests spread over
+Traffic that hardly repeats (a unique query string each time, requests spread over
 more files than repeat within a second) would pay for a key, a lookup and a note of
-the key on every request and get nothing back: after a second with at least
-REST_AFTER lookups and no hit, the table rests for the next second, keying only one
-request in REST_SAMPLE (those still find and keep answers, so repeats coming back
-wake it at the next tick).
+the key on nearly every request and get little back: a lookup that misses costs about
+a tenth of what a hit saves.  After a second of at least REST_AFTER lookups of which
+fewer than one in REST_HIT_SHARE hit, the table rests for REST_SECONDS (it keys no
+request), then measures a second again.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
-REST_AFTER = 256        # lookups in a second without a hit: rest for the next one
-REST_SAMPLE = 16        # while resting, one request in this many is keyed
+REST_AFTER = 256        # lookups in a second before its hit rate tells
+REST_HIT_SHARE = 8      # fewer hits than one lookup in this many: the table rests
+REST_SECONDS = 7        # for this many seconds, then measures again
 
 # Headers the core itself reads while answering a static request.  A request with one
 # of CORE_READS is answered through the full pipeline every time; the values of
@@ -192,7 +193,7 @@ class AnswerCache:
 
     __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
                  "connection_fields", "keyed", "keyed_set", "judges", "seen", "hits",
-                 "misses", "resting", "passed")
+                 "misses", "rest_left")
 
     def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
                  keyed: tuple[str, ...] = (),
@@ -214,18 +215,13 @@ class AnswerCache:
         # comes (a one-off request, e.g. a unique query string, costs no keeping)
         self.seen: set[Key] = set()
         self.hits = self.misses = 0     # this second's lookups
-        self.resting = False            # no hit in the last second's many lookups
-        self.passed = 0                 # requests not keyed while resting
+        self.rest_left = 0              # seconds the table still rests
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
         reads = self.reads
-        if reads is None:
+        if reads is None or self.rest_left:
             return None
-        if self.resting:
-            self.passed += 1
-            if self.passed % REST_SAMPLE:
-                return None
         if request.method != "GET" or request.has_any_header(reads):
             return None
         headers = request.headers
@@ -284,13 +280,15 @@ class AnswerCache:
                 raw[self._bytes_key(request.arrived_as, request.connection)] = answer
 
     def tick(self, _now: float) -> None:
-        """Drop everything once a second, as the stat cache does; rest for the next
-        second after one of lookups that found nothing (sampled ones count too)."""
+        """Drop everything once a second, as the stat cache does; rest after a second
+        of many lookups that seldom hit."""
         self.entries.clear()
         self.raw_entries.clear()
         self.seen.clear()
         self.generation += 1
         looked_up = self.hits + self.misses
-        floor = REST_AFTER // REST_SAMPLE if self.resting else REST_AFTER
-        self.resting = self.hits == 0 and looked_up >= floor
+        if self.rest_left:
+            self.rest_left -= 1
+        elif looked_up >= REST_AFTER and self.hits * REST_HIT_SHARE < looked_up:
+            self.rest_left = REST_SECONDS
         self.hits = self.misses = 0

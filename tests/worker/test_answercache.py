@@ -17,7 +17,8 @@ import pytest
 from server_util import detached_request, split_responses
 from sites import site, start_worker  # noqa: F401 (fixture)
 from test_accesslog import FULL_FORMAT, both_logs, needs_lighttpd, wait_lines
-from worker.answercache import CORE_READS, REST_AFTER, REST_SAMPLE, Answer, AnswerCache
+from worker.answercache import (CORE_READS, REST_AFTER, REST_HIT_SHARE, REST_SECONDS, Answer,
+                                AnswerCache)
 from worker.handler import Pipeline
 from worker.module import Module
 
@@ -258,31 +259,39 @@ def _lookups(cache: AnswerCache, targets) -> list:
     return keys
 
 
-def test_a_table_that_finds_nothing_rests_and_keys_one_request_in_a_sample():
+def _hits(cache: AnswerCache, target: bytes, count: int) -> None:
+    """`count` lookups of `target` that find an answer kept for it."""
+    request = detached_request()
+    key = cache.key_for(request, target)
+    cache.entries[key] = Answer(request, (b"", b""), b"", cache.generation)
+    for _ in range(count):
+        assert cache.find(key) is not None
+
+
+def test_a_table_whose_lookups_seldom_hit_rests_then_measures_again():
     cache = AnswerCache(frozenset())
     _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER - 1)])
     cache.tick(0.0)
-    assert not cache.resting             # too few lookups to tell
+    assert cache.rest_left == 0          # too few lookups to tell
     _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
     cache.tick(0.0)
-    assert cache.resting
-    keys = _lookups(cache, [b"/y?%d" % n for n in range(REST_SAMPLE * 20)])
-    assert sum(key is not None for key in keys) == 20
-    cache.tick(0.0)
-    assert cache.resting                 # its samples found nothing either
+    for _second in range(REST_SECONDS):
+        assert _lookups(cache, [b"/y", b"/y", b"/y"]) == [None] * 3
+        cache.tick(0.0)
+    assert None not in _lookups(cache, [b"/y"])
 
 
-def test_a_resting_table_wakes_when_a_sampled_request_finds_its_answer():
+def test_a_table_with_enough_hits_goes_on():
     cache = AnswerCache(frozenset())
-    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
+    lookups = REST_AFTER * REST_HIT_SHARE
+    _hits(cache, b"/hot", REST_AFTER)
+    _lookups(cache, [b"/x?%d" % n for n in range(lookups - REST_AFTER)])
     cache.tick(0.0)
-    assert cache.resting
-    request = detached_request()
-    keys = [key for key in _lookups(cache, [b"/hot"] * REST_SAMPLE * 2) if key is not None]
-    cache.entries[keys[0]] = Answer(request, (b"", b""), b"", cache.generation)
-    assert cache.find(keys[0]) is not None
+    assert cache.rest_left == 0          # one hit in REST_HIT_SHARE lookups
+    _hits(cache, b"/hot", REST_AFTER - 1)
+    _lookups(cache, [b"/x?%d" % n for n in range(lookups - REST_AFTER + 1)])
     cache.tick(0.0)
-    assert not cache.resting
+    assert cache.rest_left == REST_SECONDS
 
 
 def test_a_file_created_after_a_kept_404_is_served_at_once(tmp_path):
