@@ -90,19 +90,17 @@ _KEPT_STATUSES = frozenset({200, 206, 304, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
 
 
-def still_missing(path: str) -> bool:
-    """`path` does not exist, and its directory does: the request that found it
-    missing would find the same again (no PATH_INFO, no new file)."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    else:
+def still_missing(path: str, directory: str) -> bool:
+    """`path` does not exist, and its `directory` does: the request that found it
+    missing would find the same again (no PATH_INFO, no new file).  Asked of the
+    kernel each time, as the pipeline would, with access(): a stat() of a missing path
+    raises, and the exception cost several times the call.  (A path access() cannot
+    reach for another reason than its absence, a directory made unsearchable since the
+    404 was kept, is taken for absent until the tick drops the answer.)"""
+    if os.access(path, os.F_OK):
         return False
     try:
-        return stat.S_ISDIR(CACHE.stat(path.rsplit("/", 1)[0] or "/").st_mode)
+        return stat.S_ISDIR(CACHE.stat(directory).st_mode)
     except OSError:
         return False
 
@@ -110,7 +108,7 @@ def still_missing(path: str) -> bool:
 def _valid(kept: Answer | None) -> Answer | None:
     """`kept` unless it is a 404 whose file has appeared since.  (The tables hold only
     answers of the current second: the tick empties them.)"""
-    if kept is not None and kept.missing and not still_missing(kept.missing):
+    if kept is not None and kept.missing and not still_missing(kept.missing, kept.missing_dir):
         return None
     return kept
 
@@ -129,8 +127,8 @@ class Answer:
     line and body), made by that protocol layer when the answer was first sent."""
 
     __slots__ = ("status", "headers", "length", "body", "http1", "generation", "parsed",
-                 "final", "keep_alive", "keep_alive_line", "values", "missing", "version",
-                 "request_headers", "raw_fields", "env")
+                 "final", "keep_alive", "keep_alive_line", "values", "missing", "missing_dir",
+                 "version", "request_headers", "raw_fields", "env")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
                  generation: int) -> None:
@@ -145,6 +143,7 @@ class Answer:
         self.keep_alive_line = connection_line(request, True)
         self.values = request.values
         self.missing = response.missing if response.status == 404 else ""
+        self.missing_dir = self.missing.rsplit("/", 1)[0] or "/"
         self.version = request.version
         self.request_headers = request.headers      # copied by repeat_request
         self.raw_fields = request.raw_fields
