@@ -3,16 +3,16 @@
 The modules of `HOT_MODULES` carry every request (parse, route, stat, answer, send).
 `contrib/compile.py` compiles them with mypyc into `BUILD_DIR` (inside the virtualenv,
 so a build always belongs to the interpreter that made it) and writes a manifest of
-the sources' hashes.  `activate()`, run when a package holding hot modules is imported (`worker`,
-`worker.modules`, `shared.config`), puts that build in front of its sources only when
-every hash still matches: a module
-edited since the build runs as Python until it is compiled again, never as a stale
-extension.  Without a C compiler nothing is built and everything runs as Python; the
+the sources' hashes.  `activate()`, run when a package holding hot modules is imported
+(`worker`, `worker.modules`, `shared.config`), puts that build in front of its sources
+only when every hash still matches: a module edited since the build runs as Python
+until it is compiled again, never as a stale extension.  Without a C compiler nothing is built and everything runs as Python; the
 two behave the same, the compiled one costs less CPU per request.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -43,8 +43,10 @@ BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"
 MANIFEST = BUILD_DIR / "manifest.json"
 
 
+@functools.cache
 def source_hashes() -> dict[str, str]:
-    """sha256 of each hot module's source, by its path from the repository's top."""
+    """sha256 of each hot module's source, by its path from the repository's top:
+    read once per process, though each package holding hot modules asks."""
     return {name: hashlib.sha256((REPO_DIR / f"{name}.py").read_bytes()).hexdigest()
             for name in HOT_MODULES}
 

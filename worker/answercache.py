@@ -143,7 +143,7 @@ class Answer:
         self.keep_alive_line = connection_line(request, True)
         self.values = request.values
         self.missing = response.missing if response.status == 404 else ""
-        self.missing_dir = self.missing.rsplit("/", 1)[0] or "/"
+        self.missing_dir = (self.missing.rsplit("/", 1)[0] or "/") if self.missing else ""
         self.version = request.version
         self.request_headers = request.headers      # copied by repeat_request
         self.raw_fields = request.raw_fields

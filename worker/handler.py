@@ -37,8 +37,7 @@ KNOWN_METHODS: Final = frozenset({
 _NO_ERROR_HANDLER: Final = frozenset({416})   # lighttpd decides 416 after its error handlers
 _AFTER_ANSWER: Final = frozenset({"handle_request_done", "handle_request_reset"})
 # the phases whose hooks a module may declare inactive without a directive (active_when)
-_GATED: Final = ("handle_uri_raw", "handle_uri_clean", "handle_docroot", "handle_physical",
-                 "handle_subrequest_start", "handle_response_start")
+_GATED: Final = tuple(name for name in HOOKS if name not in _AFTER_ANSWER)
 MAX_LOOPS: Final = 100     # COMEBACKs per request before it is an endless loop (lighttpd's)
 
 

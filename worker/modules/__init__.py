@@ -7,11 +7,9 @@ import re
 
 from shared import hotpath
 
-from .. import COMPILED
 from ..module import Module
 
-if COMPILED:        # the modules on every request of theirs, as C (shared/hotpath.py)
-    hotpath.activate(__path__, "worker/modules")
+hotpath.activate(__path__, "worker/modules")    # as C where the build is current
 
 # lighttpd loads these even when server.modules omits them (server.compat-module-load).
 COMPAT_MODULES = ("mod_indexfile", "mod_dirlisting", "mod_staticfile")
