@@ -160,7 +160,8 @@ class Http1Parser:
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
-        self.current = self.sink.new_request()
+        self.current = request = self.sink.new_request()
+        request.header_bytes = 16     # the request line but its target, counted once
         self.url = b""
         self.header_phase = True
         self.raw_header_bytes = 0
@@ -172,13 +173,16 @@ class Http1Parser:
         limit = self.header_limit
         if len(self.url) > limit:
             self._abort(414)      # the target alone is too long: RFC 9110 15.5.15
-        request.header_bytes += len(url) + 16
+        request.header_bytes += len(url)
         if request.header_bytes > limit:
             self._abort(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Each header field as llhttp has validated it.  Fields of a chunked body's
+        trailer are ignored, as lighttpd does."""
         request = self.current
-        assert request is not None
+        if request is None or not self.header_phase:
+            return
         request.header_bytes += len(name) + len(value) + 4
         if request.header_bytes > self.header_limit:
             self._abort(431)
@@ -348,6 +352,8 @@ class Http1Parser:
         return chunked or request.content_length > 0
 
     def feed(self, data: bytes) -> None:
+        if self.stopped:                   # answer, then close: nothing more is read
+            return
         if self.upgrading is not None:     # not parsed before the upgrade is answered
             self.held_back += data
             return

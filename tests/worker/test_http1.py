@@ -83,9 +83,17 @@ def statuses(sink: Sink) -> list[int]:
     return [request.response.status for request in sink.requests]
 
 
-def test_a_request_comes_out_with_its_parts(server):
-    sink, _ = parse(server, b"GET /a%20b/c?x=1 HTTP/1.1\r\nHost: Example.COM.:80\r\n"
-                            b"Accept: */*\r\nAccept: text/html\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n")
+def reads(data: bytes, split: bool) -> tuple[bytes, ...]:
+    """A head as one read (the usual case) or in two: the tests of fields run both
+    ways, as a field may then arrive in pieces."""
+    return (data[:20], data[20:]) if split else (data,)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_request_comes_out_with_its_parts(server, split):
+    sink, _ = parse(server, *reads(b"GET /a%20b/c?x=1 HTTP/1.1\r\nHost: Example.COM.:80\r\n"
+                                   b"Accept: */*\r\nAccept: text/html\r\nCookie: a=1\r\n"
+                                   b"Cookie: b=2\r\n\r\n", split))
     [request] = sink.requests
     assert (request.method, request.target, request.version) == ("GET", "/a%20b/c?x=1", "1.1")
     assert (request.uri_path, request.uri_query, request.host) == ("/a b/c", "x=1", "example.com")
@@ -94,13 +102,57 @@ def test_a_request_comes_out_with_its_parts(server):
     assert request.keep_alive and not sink.stopped and request.response.status == 0
 
 
-def test_field_values_lose_their_trailing_whitespace(server):
-    sink, _ = parse(server, b"GET / HTTP/1.1\r\nHost: h \t\r\nAuthorization: Basic \r\n"
-                            b"X-A:  a b \r\n\r\n")
+@pytest.mark.parametrize("split", [False, True])
+def test_field_values_lose_their_trailing_whitespace(server, split):
+    sink, _ = parse(server, *reads(b"GET / HTTP/1.1\r\nHost: h \t\r\nAuthorization: Basic \r\n"
+                                   b"X-A:  a b \r\nX-Empty:\r\nX-Colon: a:b: \r\n\r\n", split))
     [request] = sink.requests
     assert request.headers["authorization"] == "Basic"
     assert request.headers["x-a"] == "a b"
     assert request.host == "h"
+    assert request.raw_fields == ["Host", "h", "Authorization", "Basic", "X-A", "a b",
+                                  "X-Empty", "", "X-Colon", "a:b:"]
+
+
+def test_fields_come_out_the_same_however_they_are_read(server):
+    """Many heads, each read whole and in pieces: the same fields come out, in order,
+    with the same keys and joined values."""
+    names = [b"Accept", b"accept", b"X-Y", b"Cookie", b"COOKIE", b"User-Agent", b"a!#$%&'*+.^_`|~"]
+    values = [b"", b"v", b" v", b"v \t", b"\tv w\t ", b"a:b", b"\xe9\x80", b"x" * 300]
+    for n in range(40):
+        fields = b"".join(names[(n * 3 + i) % len(names)] + b":" + values[(n + i * 5) % len(values)]
+                          + b"\r\n" for i in range(n % 9))
+        data = b"GET /%d HTTP/1.1\r\nHost: h\r\n%s\r\n" % (n, fields)
+        seen = []
+        for pieces in ([data], [bytes([b]) for b in data], [data[:n + 3], data[n + 3:]]):
+            sink, _ = parse(server, *pieces)
+            [request] = sink.requests
+            seen.append((request.raw_fields, request.headers, request.header_bytes))
+        assert seen[0] == seen[1] == seen[2], data
+
+
+def test_the_parser_follows_each_read_s_shape(server):
+    """Whole heads, pipelined ones, heads in pieces and bodies, one after another on
+    one connection: the fields of each come out intact."""
+    one = b"GET /%d HTTP/1.1\r\nHost: h\r\nX-N: %d\r\n\r\n"
+    sink, parser = parse(server, one % (0, 0), one % (1, 1) + one % (2, 2), one % (3, 3),
+                         (one % (4, 4))[:25], (one % (4, 4))[25:], one % (5, 5),
+                         b"PUT /6 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nX-N: 6\r\n\r\n",
+                         b"ok", one % (7, 7))
+    assert [(r.target, r.headers["x-n"]) for r in sink.requests] == \
+        [(f"/{n}", str(n)) for n in range(8)]
+    assert sink.requests[6].body.read() == b"ok"
+    assert parser.current is None
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_chunked_body_s_trailer_fields_are_not_headers(server, split):
+    sink, _ = parse(server, *reads(b"POST /p HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n", split),
+                    b"2\r\nok\r\n0\r\nX-A: 2\r\nX-Trailer: t\r\n\r\n")
+    [request] = sink.requests
+    assert request.body.read() == b"ok"
+    assert request.headers["x-a"] == "1" and "x-trailer" not in request.headers
 
 
 def test_pipelined_requests_come_out_in_order_whatever_the_pieces(server):
@@ -160,9 +212,11 @@ def test_expect_100_continue_is_noted_until_the_body_comes(server):
 ])
 def test_a_refused_request_comes_out_with_its_status_and_stops_the_reading(server, data,
                                                                            status):
-    sink, _ = parse(server, data + b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
-    assert statuses(sink) == [status]
-    assert sink.stopped and not sink.requests[0].keep_alive
+    after = b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n"
+    for pieces in ((data + after,), (data, after)):
+        sink, _ = parse(server, *pieces)
+        assert statuses(sink) == [status]
+        assert sink.stopped and not sink.requests[0].keep_alive
 
 
 KEPT_10 = b"Connection: keep-alive\r\n\r\n"       # an HTTP/1.0 request the next one follows
@@ -184,10 +238,14 @@ def test_each_request_has_its_own_version_wherever_its_line_falls(server, pieces
         [("/a", "1.0"), ("/b", "1.1"), ("/c", "1.0")]
 
 
-def test_a_refused_request_keeps_its_line_unless_refused_within_it(server):
-    sink, _ = parse(server, b"GET /seen HTTP/1.1\r\nHost: a b\r\n\r\n")
+@pytest.mark.parametrize("split", [False, True])
+def test_a_refused_request_keeps_its_line_unless_refused_within_it(server, split):
+    sink, _ = parse(server, *reads(b"GET /seen HTTP/1.1\r\nHost: a b\r\n\r\n", split))
     assert (sink.requests[0].target, sink.requests[0].version) == ("/seen", "1.1")
-    sink, _ = parse(server, b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 3000 + b"\r\n\r\n")
+    sink, _ = parse(server, *reads(b"GET /seen HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", split))
+    assert (sink.requests[0].target, sink.requests[0].response.status) == ("/seen", 400)
+    sink, _ = parse(server, *reads(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 3000
+                                   + b"\r\n\r\n", split))
     assert (sink.requests[0].target, sink.requests[0].version) == ("", "1.0")
 
 
