@@ -262,7 +262,7 @@ class Connection:
         "condition_cache", "protocol", "out", "ready", "requests_done", "closing",
         "peer_eof", "events", "last_read", "last_write", "state", "linger_deadline",
         "limits", "answers", "sent_total", "queued_total", "bytes_read",
-        "read_mark", "held",
+        "read_mark", "held", "replayed", "send_asked",
     )
 
     def __init__(self, server: "Server", transport: Transport, remote_ip: str,
@@ -292,6 +292,9 @@ class Connection:
         self.read_mark = 0
         self.limits = server.config.settings   # the settings the idle timeouts come from
         self.held: _Held | None = None     # the request a module holds (module.WAIT)
+        # answers replayed without a Request (_answer_repeat): (end mark, status)
+        self.replayed: list[tuple[int, int]] = []
+        self.send_asked = False     # the loop will call send_held after this round
         self.protocol = Http1Parser(self, server)
 
     @property
@@ -363,9 +366,30 @@ class Connection:
             elif self.state is not CLOSED:
                 self.update_events()
         except Exception:  # noqa: BLE001 - anything at all: the worker must go on
-            log.error("connections.c", f"internal error on a connection from "
-                      f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
-            self.close()
+            self._internal_error()
+
+    def send_held(self) -> None:
+        """The round is over: send the answers held back (EventLoop.send_later) and
+        go on answering.  A fault barrier, as on_event."""
+        self.send_asked = False
+        if self.state is CLOSED:
+            return
+        try:
+            if self.ready or self.held is not None:
+                self.process()
+            else:
+                self.flush()
+                if self.state is not CLOSED:
+                    self.update_events()
+        except Exception:  # noqa: BLE001 - as in on_event
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        """A bug met on this connection (in an `except` block): logged with its
+        traceback, and the connection closed."""
+        log.error("connections.c", f"internal error on a connection from "
+                  f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
+        self.close()
 
     def on_readable(self) -> None:
         data = receive(self)
@@ -417,27 +441,22 @@ class Connection:
         values = self.limits = kept.values
         self.requests_done += 1
         wire = kept_wire(kept, self._keeps_alive(kept.keep_alive, values))
-        size = len(wire)
-        self.queued_total += size
-        sent = transmit(self, wire)        # the queue is empty: straight to the socket
-        if self.state is CLOSED:
-            return True
-        self.sent_total += sent
-        if sent < size:
-            self.out.append(wire[sent:])
-            self.flush()
-        elif self.closing:
-            self.shutdown()                # Connection: close went out with it
-        if self.sent_total >= self.queued_total:     # the usual case: all of it went out
-            server.counters.request("GET", kept.status, time.monotonic() - server.loop.now)
-            if self.events == EPOLLIN and not self.closing:
-                return True          # as it was: waiting for the next request
-        else:
-            request = kept.repeat_request(self)
-            request.response.status = kept.status
-            self._note_answer(request, self.queued_total - len(wire), len(wire), 0, True)
-        if self.state is not CLOSED:
-            self.update_events()
+        self.out.append(wire)
+        self.queued_total += len(wire)
+        self.replayed.append((self.queued_total, kept.status))   # counted once sent
+        if not self._sends_later():
+            self.process()
+        return True
+
+    def _sends_later(self) -> bool:
+        """While the loop dispatches a round, queued output goes out at its end with
+        the round's other answers (see worker/loop.py): True when it waits for that."""
+        loop = self.server.loop
+        if not loop.dispatching:
+            return False
+        if not self.send_asked:
+            self.send_asked = True
+            loop.send_later(self)
         return True
 
     def _keeps_alive(self, asked: bool, values: dict) -> bool:
@@ -486,6 +505,8 @@ class Connection:
             if not ready and self.held is None:
                 self._continue_current()
             if out.chunks:
+                if self._sends_later():
+                    return                 # and answering goes on then
                 self.flush()
                 if self.state is CLOSED:
                     return
@@ -799,7 +820,7 @@ class Connection:
         if sent:
             self.sent_total += sent
             answers = self.answers
-            if answers and answers[0].end_mark <= self.sent_total:
+            if answers and answers[0].end_mark <= self.sent_total or self.replayed:
                 self.finish_answers()
             held = self.held
             if held is not None and held.request.response.wants_drain and \
@@ -834,6 +855,9 @@ class Connection:
         pipeline = server.pipeline
         hooked = bool(pipeline.request_done)
         mono = time.monotonic()
+        replayed = self.replayed
+        while replayed and (lost or replayed[0][0] <= sent):
+            counters.request("GET", replayed.pop(0)[1], mono - server.loop.now)
         while answers and (lost or answers[0].end_mark <= sent):
             request = answers.pop(0)
             counters.request(request.method, request.response.status, mono - request.start)
@@ -958,7 +982,7 @@ class Connection:
             hook(self)
         if self.held is not None:
             self._abort_held(self.held)
-        if self.answers:
+        if self.answers or self.replayed:
             if not self.out.chunks:   # all of it went out (a blocking writer counts none)
                 self.sent_total = self.queued_total
             self.finish_answers(lost=True)

@@ -7,6 +7,15 @@ wakeup always means there is work.  Connection timeouts need only second precisi
 (lighttpd's are in seconds too), so the tick walks the connections once a second
 instead of a heap of per-connection deadlines.  Modules waiting on a backend get
 one-shot timers (`call_later`) for their own deadlines; the heap holds only those.
+
+Answers made during a round go out together once its events are dispatched
+(`send_later`, as Redis writes its replies before it waits again).  Each send that finds
+the client waiting wakes it, and a wake-up costs the sender a context switch or an
+inter-processor interrupt when the client's process is scheduled onto its core; sent
+as they are made, the answers of a busy round wake a client once per answer, sent
+together once per round.  Measured beside wrk on two cores: a quarter of the worker's
+time went to those wake-ups.  A round holds at most SEND_BATCH answers back, so the
+first answer of a long round is not kept waiting for all the others.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Callable, Final, Protocol
 from shared import log
 
 MAX_EVENTS: Final = 512
+SEND_BATCH: Final = 64     # answers a round holds back at most (see send_later)
 
 
 def _report_bug(where: str) -> None:
@@ -36,6 +46,12 @@ class EventHandler(Protocol):
     connections are what this layer is for."""
 
     def on_event(self, mask: int) -> None: ...
+
+
+class Sender(Protocol):
+    """What holds answers back until the round's end (`EventLoop.send_later`)."""
+
+    def send_held(self) -> None: ...
 
 
 class Timer:
@@ -54,7 +70,7 @@ class Timer:
 
 class EventLoop:
     __slots__ = ("epoll", "handlers", "ticks", "next_tick", "now", "timers", "_sequence",
-                 "soon", "after_round")
+                 "soon", "after_round", "dispatching", "senders")
 
     def __init__(self) -> None:
         self.epoll = select.epoll()
@@ -68,6 +84,8 @@ class EventLoop:
         # run at the end of every round, before the next wait (the counters publish
         # the round's counts in one go: see worker/counters.py)
         self.after_round: list[Callable[[], None]] = []
+        self.dispatching = False    # a round's events, timers and wakes are being run
+        self.senders: list[Sender] = []   # with answers to send when that is over
 
     def register(self, fd: int, events: int, handler: EventHandler) -> None:
         self.epoll.register(fd, events)
@@ -99,6 +117,24 @@ class EventLoop:
         heapq.heappush(self.timers, (timer.when, next(self._sequence), timer))
         return timer
 
+    def send_later(self, sender: Sender) -> None:
+        """`sender` has answers to send: its `send_held()` is called once this round's
+        events are dispatched (or sooner, when SEND_BATCH senders wait).  Only while
+        `dispatching`; each sender asks once a round."""
+        senders = self.senders
+        senders.append(sender)
+        if len(senders) >= SEND_BATCH:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        senders = self.senders
+        self.senders = []
+        for sender in senders:
+            try:
+                sender.send_held()
+            except Exception:  # noqa: BLE001 - as for fd callbacks
+                _report_bug("a sender")
+
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run `callback()` after the events of this round (lighttpd's joblist): a
         module waking a held request never re-enters the connection's own code."""
@@ -114,6 +150,7 @@ class EventLoop:
         events = self.epoll.poll(timeout, MAX_EVENTS)
         self.now = now = time.monotonic()
         handlers = self.handlers
+        self.dispatching = True
         for fd, mask in events:
             handler = handlers.get(fd)
             if handler is not None:
@@ -125,6 +162,9 @@ class EventLoop:
             self._run_timers(now)
         if self.soon:
             self._run_soon()
+        self.dispatching = False
+        if self.senders:
+            self._send_held()
         if now >= self.next_tick:
             self.next_tick = now + 1.0
             for callback in self.ticks:
