@@ -14,6 +14,7 @@ import socket
 from mypy_extensions import mypyc_attr
 
 MAX_IOV = 64                  # buffers per sendmsg
+JOIN_BELOW = 2048             # a head and a body shorter than this are sent joined
 SEND_BUDGET = 1 << 22         # bytes per call: one busy client must not starve the others
 SENDFILE_STEP = 1 << 22
 
@@ -78,6 +79,17 @@ class ChunkQueue:
             self.chunks.append(data)
             self.pending += len(data)
 
+    def append_answer(self, head: bytes, body: bytes) -> None:
+        """An answer's head and body in memory: joined when the body is small, else
+        queued apart, to go out in one sendmsg without copying the body."""
+        if len(body) < JOIN_BELOW:
+            self.append(head + body)
+        else:
+            chunks = self.chunks
+            chunks.append(head)
+            chunks.append(body)
+            self.pending += len(head) + len(body)
+
     def append_file(self, fd: int, offset: int, length: int,
                     shared: SharedFd | None = None) -> None:
         """Queue a file range; takes ownership of `fd` (closed when sent or dropped), or
@@ -104,7 +116,8 @@ class ChunkQueue:
         (peer reset, broken pipe) go to the caller, which closes the connection.
         """
         chunks = self.chunks
-        if len(chunks) == 1 and type(chunks[0]) is bytes:   # one answer: the usual case
+        count = len(chunks)
+        if count == 1 and type(chunks[0]) is bytes:   # one answer: the usual case
             data = chunks[0]
             written = sock.send(data)
             self.pending -= written
@@ -113,6 +126,8 @@ class ChunkQueue:
             else:
                 chunks[0] = memoryview(data)[written:]
             return written
+        if count == 2 and type(chunks[0]) is bytes and type(chunks[1]) is bytes:
+            return self._send_head_and_body(sock)
         sent = 0
         while chunks and sent < SEND_BUDGET:
             head = chunks[0]
@@ -129,6 +144,23 @@ class ChunkQueue:
             if not complete:
                 break   # a short write: the socket buffer is full
         return sent
+
+    def _send_head_and_body(self, sock: socket.socket) -> int:
+        """An answer's head and its body (a small file), in one system call: not
+        joined, which would copy the body (see JOIN_BELOW)."""
+        chunks = self.chunks
+        head: bytes = chunks[0]       # type: ignore[assignment]
+        body: bytes = chunks[1]       # type: ignore[assignment]
+        written = sock.sendmsg((head, body))
+        self.pending -= written
+        head_size = len(head)
+        if written < head_size:
+            chunks[0] = memoryview(head)[written:]
+        elif written - head_size < len(body):
+            chunks[:] = [memoryview(body)[written - head_size:]]
+        else:
+            chunks.clear()
+        return written
 
     def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
         chunks = self.chunks

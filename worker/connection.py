@@ -41,7 +41,7 @@ from . import debuglog
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .handler import AnswerCut
-from .http import (DATE, NO_BODY, connection_line, core_fields, kept_wire, render_start,
+from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, render_start,
                    server_line)
 from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
@@ -440,9 +440,11 @@ class Connection:
             return True
         values = self.limits = kept.values
         self.requests_done += 1
-        wire = kept_wire(kept, self._keeps_alive(kept.keep_alive, values))
-        self.out.append(wire)
-        self.queued_total += len(wire)
+        out = self.out
+        before = out.pending
+        out.append_answer(kept_head(kept, self._keeps_alive(kept.keep_alive, values)),
+                          kept.body)
+        self.queued_total += out.pending - before
         self.replayed.append((self.queued_total, kept.status))   # counted once sent
         if not self._sends_later():
             self.process()
@@ -570,9 +572,9 @@ class Connection:
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
         if kept is not None:
-            wire = kept_wire(kept, keep)
-            self.out.append(wire)
-            head_len = len(wire) - len(kept.body)
+            head = kept_head(kept, keep)
+            self.out.append_answer(head, kept.body)
+            head_len = len(head)
         else:
             start = render_start(request)
             if response.own_fields:
@@ -788,7 +790,11 @@ class Connection:
             response.reset_body()
             out.append(head)
         elif not response.files and len(response.body) == 1:
-            out.append(head + response.body[0])   # type: ignore[operator]
+            body = response.body[0]
+            if type(body) is bytes:
+                out.append_answer(head, body)
+            else:
+                out.append(head + body)   # type: ignore[operator]
         else:
             out.append(head)
             self._queue_parts(response, False)

@@ -192,9 +192,9 @@ def server_line(server_tag: str) -> bytes:
     return line
 
 
-def kept_wire(kept: "Answer", keep_alive: bool) -> bytes:
-    """A kept answer as it goes out again over HTTP/1, with this answer's Connection
-    and Date lines between the parts rendered when it was first sent."""
+def kept_head(kept: "Answer", keep_alive: bool) -> bytes:
+    """A kept answer's head as it goes out again over HTTP/1, with this answer's
+    Connection and Date lines between the parts rendered when it was first sent."""
     start, tail = kept.http1
     return b"".join((start, kept.keep_alive_line if keep_alive else CONNECTION_CLOSE,
-                     DATE.line, tail, kept.body))
+                     DATE.line, tail))
