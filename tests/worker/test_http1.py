@@ -196,6 +196,8 @@ def test_expect_100_continue_is_noted_until_the_body_comes(server):
     (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
     (b"GET / HTTP/1.1\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
     (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     (b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     (b"GET /%ff HTTP/1.1\r\nHost: h\r\n\r\n", 400),
@@ -318,3 +320,22 @@ def test_a_request_asking_to_upgrade_keeps_its_body_and_the_next_request(server,
         first, second = sink.requests
         assert (first.body.read(), first.body.complete) == (content, True)
         assert second.target == "/next" and not sink.stopped
+
+
+@pytest.mark.parametrize("names, found", [
+    (frozenset({"x-c"}), True), (frozenset({"x-z"}), False),
+    (frozenset({"x-z", "x-y", "x-w", "x-v", "x-u", "x-t", "x-s", "x-a"}), True),
+    (frozenset({"x-z", "x-y", "x-w", "x-v", "x-u", "x-t", "x-s", "x-r"}), False),
+    (frozenset(), False)])
+def test_a_request_tells_whether_any_of_some_fields_came(server, names, found):
+    """Whichever of the two is the smaller, the fields or the names asked about."""
+    sink, _ = parse(server, b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n")
+    assert sink.requests[0].has_any_header(names) is found
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_repeated_field_joins_its_values_even_when_they_are_alike(server, split):
+    sink, _ = parse(server, *reads(b"GET / HTTP/1.1\r\nHost: h\r\nX: 1\r\nX: 1\r\nX:\r\nX: \r\n"
+                                   b"Cookie: a\r\nCookie: a\r\n\r\n", split))
+    headers = sink.requests[0].headers
+    assert (headers["x"], headers["cookie"]) == ("1, 1, , ", "a; a")
