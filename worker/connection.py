@@ -446,19 +446,8 @@ class Connection:
                           kept.body)
         self.queued_total += out.pending - before
         self.replayed.append((self.queued_total, kept.status))   # counted once sent
-        if not self._sends_later():
+        if not self.server.loop.sends_later(self):
             self.process()
-        return True
-
-    def _sends_later(self) -> bool:
-        """While the loop dispatches a round, queued output goes out at its end with
-        the round's other answers (see worker/loop.py): True when it waits for that."""
-        loop = self.server.loop
-        if not loop.dispatching:
-            return False
-        if not self.send_asked:
-            self.send_asked = True
-            loop.send_later(self)
         return True
 
     def _keeps_alive(self, asked: bool, values: dict) -> bool:
@@ -507,8 +496,8 @@ class Connection:
             if not ready and self.held is None:
                 self._continue_current()
             if out.chunks:
-                if self._sends_later():
-                    return                 # and answering goes on then
+                if self.server.loop.sends_later(self):
+                    return                 # with the round's others, answering goes on then
                 self.flush()
                 if self.state is CLOSED:
                     return

@@ -49,7 +49,9 @@ class EventHandler(Protocol):
 
 
 class Sender(Protocol):
-    """What holds answers back until the round's end (`EventLoop.send_later`)."""
+    """What holds answers back until the round's end (`EventLoop.sends_later`)."""
+
+    send_asked: bool        # send_held is due after this round
 
     def send_held(self) -> None: ...
 
@@ -117,10 +119,21 @@ class EventLoop:
         heapq.heappush(self.timers, (timer.when, next(self._sequence), timer))
         return timer
 
+    def sends_later(self, sender: Sender) -> bool:
+        """While a round is being dispatched, `sender`'s queued output waits for its
+        end: True then, and `sender.send_held()` is called once the round's events are
+        dispatched (or sooner, when SEND_BATCH senders wait), once however often the
+        sender asks."""
+        if not self.dispatching:
+            return False
+        if not sender.send_asked:
+            sender.send_asked = True
+            self.send_later(sender)
+        return True
+
     def send_later(self, sender: Sender) -> None:
-        """`sender` has answers to send: its `send_held()` is called once this round's
-        events are dispatched (or sooner, when SEND_BATCH senders wait).  Only while
-        `dispatching`; each sender asks once a round."""
+        """`sender.send_held()` once this round's events are dispatched (sooner when
+        SEND_BATCH senders wait)."""
         senders = self.senders
         senders.append(sender)
         if len(senders) >= SEND_BATCH:

@@ -21,17 +21,18 @@ from worker.server import Server
 class _Ready:
     """A readable fd whose event asks the loop to send later for `senders`."""
 
-    def __init__(self, loop: EventLoop, log: list, senders: list) -> None:
+    def __init__(self, loop: EventLoop, log: list, senders: list, asks: int = 2) -> None:
         self.read_end, self.write_end = os.pipe()
         os.write(self.write_end, b"x")
-        self.loop, self.log, self.senders = loop, log, senders
+        self.loop, self.log, self.senders, self.asks = loop, log, senders, asks
         loop.register(self.read_end, 1, self)      # EPOLLIN
 
     def on_event(self, _mask: int) -> None:
         self.log.append(("event", self.read_end))
         for sender in self.senders:
-            assert self.loop.dispatching
-            self.loop.send_later(sender)
+            for _ in range(self.asks):       # asked twice: called once all the same
+                assert self.loop.sends_later(sender)
+            self.log.append(("asked", sender.name))
 
     def close(self) -> None:
         self.loop.unregister(self.read_end)
@@ -42,8 +43,10 @@ class _Ready:
 class _Sender:
     def __init__(self, name: str, log: list, fails: bool = False) -> None:
         self.name, self.log, self.fails = name, log, fails
+        self.send_asked = False
 
     def send_held(self) -> None:
+        self.send_asked = False
         self.log.append(("send", self.name))
         if self.fails:
             raise RuntimeError("a bug in a sender")
@@ -54,9 +57,10 @@ def test_senders_are_called_once_the_round_s_events_are_dispatched():
     first = _Ready(loop, log, [_Sender("a", log)])
     second = _Ready(loop, log, [_Sender("b", log)])
     loop.run_once(0.1)
-    assert [kind for kind, _ in log] == ["event", "event", "send", "send"]
+    assert [kind for kind, _ in log] == ["event", "asked", "event", "asked", "send", "send"]
     assert sorted(name for kind, name in log if kind == "send") == ["a", "b"]
     assert not loop.dispatching and not loop.senders
+    assert not loop.sends_later(_Sender("outside a round", log))
     first.close()
     second.close()
     loop.close()
@@ -64,9 +68,14 @@ def test_senders_are_called_once_the_round_s_events_are_dispatched():
 
 def test_a_long_round_sends_every_send_batch_senders():
     loop, log = EventLoop(), []
-    many = _Ready(loop, log, [_Sender(str(n), log) for n in range(SEND_BATCH + 3)])
+    many = _Ready(loop, log, [_Sender(str(n), log) for n in range(SEND_BATCH + 3)], asks=1)
     loop.run_once(0.1)
-    assert [kind for kind, _ in log].count("send") == SEND_BATCH + 3
+    kinds = [kind for kind, _ in log]
+    assert kinds.count("send") == SEND_BATCH + 3
+    # the first SEND_BATCH went out as the last of them asked, before the others asked
+    first_send = kinds.index("send")
+    assert kinds[1:first_send] == ["asked"] * (SEND_BATCH - 1)
+    assert kinds[first_send:first_send + SEND_BATCH] == ["send"] * SEND_BATCH
     many.close()
     loop.close()
 
