@@ -369,7 +369,7 @@ class Connection:
             self._internal_error()
 
     def send_held(self) -> None:
-        """The round is over: send the answers held back (EventLoop.send_later) and
+        """The round is over: send the answers held back (EventLoop.sends_later) and
         go on answering.  A fault barrier, as on_event."""
         self.send_asked = False
         if self.state is CLOSED:

@@ -9,7 +9,7 @@ instead of a heap of per-connection deadlines.  Modules waiting on a backend get
 one-shot timers (`call_later`) for their own deadlines; the heap holds only those.
 
 Answers made during a round go out together once its events are dispatched
-(`send_later`, as Redis writes its replies before it waits again).  Each send that finds
+(`sends_later`, as Redis writes its replies before it waits again).  Each send that finds
 the client waiting wakes it, and a wake-up costs the sender a context switch or an
 inter-processor interrupt when the client's process is scheduled onto its core; sent
 as they are made, the answers of a busy round wake a client once per answer, sent
@@ -30,7 +30,7 @@ from typing import Callable, Final, Protocol
 from shared import log
 
 MAX_EVENTS: Final = 512
-SEND_BATCH: Final = 64     # answers a round holds back at most (see send_later)
+SEND_BATCH: Final = 64     # answers a round holds back at most (see sends_later)
 
 
 def _report_bug(where: str) -> None:
@@ -128,12 +128,10 @@ class EventLoop:
             return False
         if not sender.send_asked:
             sender.send_asked = True
-            self.send_later(sender)
+            self._hold(sender)
         return True
 
-    def send_later(self, sender: Sender) -> None:
-        """`sender.send_held()` once this round's events are dispatched (sooner when
-        SEND_BATCH senders wait)."""
+    def _hold(self, sender: Sender) -> None:
         senders = self.senders
         senders.append(sender)
         if len(senders) >= SEND_BATCH:

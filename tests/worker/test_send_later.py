@@ -1,5 +1,5 @@
 """Answers made during a round of events go out together once it is dispatched
-(worker/loop.py, EventLoop.send_later), on the loop alone and on real connections."""
+(worker/loop.py, EventLoop.sends_later), on the loop alone and on real connections."""
 
 from __future__ import annotations
 
