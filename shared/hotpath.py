@@ -6,8 +6,9 @@ so a build always belongs to the interpreter that made it) and writes a manifest
 the sources' hashes.  `activate()`, run when a package holding hot modules is imported
 (`worker`, `worker.modules`, `shared.config`), puts that build in front of its sources
 only when every hash still matches: a module edited since the build runs as Python
-until it is compiled again, never as a stale extension.  Without a C compiler nothing is built and everything runs as Python; the
-two behave the same, the compiled one costs less CPU per request.
+until it is compiled again, never as a stale extension.  Without a C compiler nothing
+is built and everything runs as Python; the two behave the same, the compiled one costs
+less CPU per request.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Final, Iterable
 
 from .http import connection_line
 from .statcache import CACHE
@@ -69,16 +69,16 @@ if TYPE_CHECKING:
 
     from .connection import Connection
 
-MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
-REST_AFTER = 256        # lookups in a second before its hit rate tells
-REST_HIT_SHARE = 8      # fewer hits than one lookup in this many: the table rests
-REST_SECONDS = 7        # for this many seconds, then measures again
+MAX_ENTRIES: Final = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
+REST_AFTER: Final = 256        # lookups in a second before its hit rate tells
+REST_HIT_SHARE: Final = 8      # fewer hits than one lookup in this many: the table rests
+REST_SECONDS: Final = 7        # for this many seconds, then measures again
 
 # Headers the core itself reads while answering a static request.  A request with one
 # of CORE_READS is answered through the full pipeline every time; the values of
 # KEYED_READS (what the static path decides 304, 412, 206 by) are part of the key.
-CORE_READS = frozenset({"content-length", "transfer-encoding", "expect"})
-KEYED_READS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
+CORE_READS: Final = frozenset({"content-length", "transfer-encoding", "expect"})
+KEYED_READS: Final = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
                "range", "if-range")
 _KEYED = frozenset(KEYED_READS)
 # Condition fields that follow from what every key holds (target, Host, scheme, GET)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
-MAX_IOV = 64                  # buffers per sendmsg
-JOIN_BELOW = 2048             # a head and a body shorter than this are sent joined
-SEND_BUDGET = 1 << 22         # bytes per call: one busy client must not starve the others
-SENDFILE_STEP = 1 << 22
+MAX_IOV: Final = 64                  # buffers per sendmsg
+JOIN_BELOW: Final = 2048             # a head and a body shorter than this are sent joined
+SEND_BUDGET: Final = 1 << 22         # bytes per call: one busy client must not starve the others
+SENDFILE_STEP: Final = 1 << 22
 
 
 class SharedFd:

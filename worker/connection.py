@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 HIGH_WATER: Final = 256 * 1024
 LINGER_SECONDS: Final = 2.0
-EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
 EPOLLERR_HUP: Final = select.EPOLLERR | select.EPOLLHUP
 EPOLLRDHUP: Final = select.EPOLLRDHUP
 LOW_WATER: Final = 64 * 1024          # a paused producer is woken below this
@@ -80,7 +81,14 @@ class ConnState(IntEnum):
     CLOSED = 6
 
 
-REQUEST_START, READ, HANDLE, WRITE, TUNNEL, LINGER, CLOSED = ConnState
+# Final: compiled, each use is a native global, not a lookup in the module's dict
+REQUEST_START: Final = ConnState.REQUEST_START
+READ: Final = ConnState.READ
+HANDLE: Final = ConnState.HANDLE
+WRITE: Final = ConnState.WRITE
+TUNNEL: Final = ConnState.TUNNEL
+LINGER: Final = ConnState.LINGER
+CLOSED: Final = ConnState.CLOSED
 
 
 class Answer:
@@ -262,7 +270,7 @@ class Connection:
         "condition_cache", "protocol", "out", "ready", "requests_done", "closing",
         "peer_eof", "events", "last_read", "last_write", "state", "linger_deadline",
         "limits", "answers", "sent_total", "queued_total", "bytes_read",
-        "read_mark", "held", "replayed", "send_asked",
+        "read_mark", "held", "replayed",
     )
 
     def __init__(self, server: "Server", transport: Transport, remote_ip: str,
@@ -294,7 +302,6 @@ class Connection:
         self.held: _Held | None = None     # the request a module holds (module.WAIT)
         # answers replayed without a Request (_answer_repeat): (end mark, status)
         self.replayed: list[tuple[int, int]] = []
-        self.send_asked = False     # the loop will call send_held after this round
         self.protocol = Http1Parser(self, server)
 
     @property
@@ -366,30 +373,9 @@ class Connection:
             elif self.state is not CLOSED:
                 self.update_events()
         except Exception:  # noqa: BLE001 - anything at all: the worker must go on
-            self._internal_error()
-
-    def send_held(self) -> None:
-        """The round is over: send the answers held back (EventLoop.sends_later) and
-        go on answering.  A fault barrier, as on_event."""
-        self.send_asked = False
-        if self.state is CLOSED:
-            return
-        try:
-            if self.ready or self.held is not None:
-                self.process()
-            else:
-                self.flush()
-                if self.state is not CLOSED:
-                    self.update_events()
-        except Exception:  # noqa: BLE001 - as in on_event
-            self._internal_error()
-
-    def _internal_error(self) -> None:
-        """A bug met on this connection (in an `except` block): logged with its
-        traceback, and the connection closed."""
-        log.error("connections.c", f"internal error on a connection from "
-                  f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
-        self.close()
+            log.error("connections.c", f"internal error on a connection from "
+                      f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
+            self.close()
 
     def on_readable(self) -> None:
         data = receive(self)

@@ -199,7 +199,6 @@ class H2Session:
         self.idle_frames = _Budget(IDLE_FRAMES_BURST, IDLE_FRAMES_PER_SECOND, server.loop.now)
         self.last_data = server.loop.now  # when a body frame last left
         self.stalled_since: float | None = None
-        self.send_asked = False          # frames wait for the round's end (loop.py)
         self.h2 = h2.connection.H2Connection(config=_CONFIG)
         self.h2.encoder = AnswerEncoder()
         self.h2.local_settings = _LocalSettings(client=False, initial_values={
@@ -255,25 +254,9 @@ class H2Session:
             if self.state is not CLOSED:
                 self._after()
         except Exception:  # noqa: BLE001 - a bug costs this connection only
-            self._internal_error()
-
-    def send_held(self) -> None:
-        """The round is over: the frames held back go out (EventLoop.sends_later).  A
-        fault barrier, as on_event."""
-        self.send_asked = False
-        if self.state is CLOSED:
-            return
-        try:
-            self._after()
-        except Exception:  # noqa: BLE001 - as in on_event
-            self._internal_error()
-
-    def _internal_error(self) -> None:
-        """A bug met on this connection (in an `except` block): logged with its
-        traceback, and the connection closed."""
-        log.error("h2.c", f"internal error on an HTTP/2 connection from "
-                  f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
-        self.close()
+            log.error("h2.c", f"internal error on an HTTP/2 connection from "
+                      f"{self.remote_ip}, closing it:\n{traceback.format_exc().rstrip()}")
+            self.close()
 
     def _read(self) -> None:
         data = receive(self)

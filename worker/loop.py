@@ -30,6 +30,7 @@ from typing import Callable, Final, Protocol
 from shared import log
 
 MAX_EVENTS: Final = 512
+EPOLLOUT: Final = select.EPOLLOUT
 SEND_BATCH: Final = 64     # answers a round holds back at most (see sends_later)
 
 
@@ -46,14 +47,6 @@ class EventHandler(Protocol):
     connections are what this layer is for."""
 
     def on_event(self, mask: int) -> None: ...
-
-
-class Sender(Protocol):
-    """What holds answers back until the round's end (`EventLoop.sends_later`)."""
-
-    send_asked: bool        # send_held is due after this round
-
-    def send_held(self) -> None: ...
 
 
 class Timer:
@@ -87,7 +80,9 @@ class EventLoop:
         # the round's counts in one go: see worker/counters.py)
         self.after_round: list[Callable[[], None]] = []
         self.dispatching = False    # a round's events, timers and wakes are being run
-        self.senders: list[Sender] = []   # with answers to send when that is over
+        # with answers to send when that is over (in order, each once): told then
+        # that their sockets are writable, as epoll would (sends_later)
+        self.senders: dict[EventHandler, None] = {}
 
     def register(self, fd: int, events: int, handler: EventHandler) -> None:
         self.epoll.register(fd, events)
@@ -119,30 +114,26 @@ class EventLoop:
         heapq.heappush(self.timers, (timer.when, next(self._sequence), timer))
         return timer
 
-    def sends_later(self, sender: Sender) -> bool:
+    def sends_later(self, sender: EventHandler) -> bool:
         """While a round is being dispatched, `sender`'s queued output waits for its
-        end: True then, and `sender.send_held()` is called once the round's events are
-        dispatched (or sooner, when SEND_BATCH senders wait), once however often the
-        sender asks."""
+        end: True then, and `sender.on_event(EPOLLOUT)` is called once the round's
+        events are dispatched (or sooner, when SEND_BATCH senders wait), once however
+        often the sender asks."""
         if not self.dispatching:
             return False
-        if not sender.send_asked:
-            sender.send_asked = True
-            self._hold(sender)
-        return True
-
-    def _hold(self, sender: Sender) -> None:
         senders = self.senders
-        senders.append(sender)
-        if len(senders) >= SEND_BATCH:
-            self._send_held()
+        if sender not in senders:
+            senders[sender] = None
+            if len(senders) >= SEND_BATCH:
+                self._send_held()
+        return True
 
     def _send_held(self) -> None:
         senders = self.senders
-        self.senders = []
+        self.senders = {}
         for sender in senders:
             try:
-                sender.send_held()
+                sender.on_event(EPOLLOUT)   # its own fault barrier, as for its fd
             except Exception:  # noqa: BLE001 - as for fd callbacks
                 _report_bug("a sender")
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 
 import pytest
@@ -43,10 +44,9 @@ class _Ready:
 class _Sender:
     def __init__(self, name: str, log: list, fails: bool = False) -> None:
         self.name, self.log, self.fails = name, log, fails
-        self.send_asked = False
 
-    def send_held(self) -> None:
-        self.send_asked = False
+    def on_event(self, mask: int) -> None:
+        assert mask == select.EPOLLOUT
         self.log.append(("send", self.name))
         if self.fails:
             raise RuntimeError("a bug in a sender")
