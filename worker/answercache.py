@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
     from .connection import Connection
 
-MAX_ENTRIES: Final = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
+MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
 REST_AFTER: Final = 256        # lookups in a second before its hit rate tells
 REST_HIT_SHARE: Final = 8      # fewer hits than one lookup in this many: the table rests
 REST_SECONDS: Final = 7        # for this many seconds, then measures again
