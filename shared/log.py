@@ -273,7 +273,7 @@ def _json_table() -> list[str]:
 
 _BS = _bs_table()
 _JSON = _json_table()
-_PLAIN = frozenset(range(0x20, 0x7f)) - {0x22, 0x5c}
+PLAIN = frozenset(range(0x20, 0x7f)) - {0x22, 0x5c}
 
 
 def _is_plain(text: str) -> bool:
@@ -296,7 +296,7 @@ def escape_json(text: str) -> str:
     if _is_plain(text):
         return text
     data = text.encode("utf-8", "surrogateescape")
-    if all(byte in _PLAIN or byte >= 0x80 for byte in data):
+    if all(byte in PLAIN or byte >= 0x80 for byte in data):
         return text
     return "".join([_JSON[byte] if byte < 0x80 else chr(byte) for byte in data]
                    ).encode("latin-1").decode("utf-8", "surrogateescape")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from urllib.parse import quote_from_bytes
 
 from .request import simplify_path
-from .static import cached_etag, content_type_for
+from .static import stat_etag, content_type_for
 
 _URLENC_SAFE = b"!()*-._~/"
 _QUERY_SAFE = b"!()*-._~/="
@@ -236,7 +236,7 @@ def stat_fields(path: bytes, values: dict) -> dict[bytes, Any] | None:
         b"st_mtime": int(st.st_mtime), b"st_ctime": int(st.st_ctime),
         b"st_atime": int(st.st_atime), b"st_uid": st.st_uid, b"st_gid": st.st_gid,
         b"st_size": st.st_size, b"st_ino": st.st_ino,
-        b"etag": cached_etag(st, values).encode("latin-1"),
+        b"etag": stat_etag(st, values).encode("latin-1"),
     }
     content_type = content_type_for(values, name) if stat_module.S_ISREG(mode) else ""
     if content_type:

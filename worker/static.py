@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_module
-import struct
+import sys
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Final
 
@@ -46,6 +46,9 @@ _ST_SIZE: Final = stat_module.ST_SIZE
 SMALL_FILE: Final = 16 * 1024          # read into memory below this size: one send for all
 DEFAULT_MIME: Final = "application/octet-stream"
 _GET_HEAD: Final = frozenset({"GET", "HEAD"})
+# where each byte of a 64-bit value is, first to last in memory
+_BYTE_SHIFTS: Final = tuple(range(0, 64, 8)) if sys.byteorder == "little" \
+    else tuple(range(56, -8, -8))
 
 # mimetype.assign tuple (by identity; it lives as long as the config) -> lookup dict
 _mime_tables: Final[dict[int, tuple[tuple, dict[str, str]]]] = {}
@@ -63,23 +66,10 @@ def _mime_table(assign: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return entry[1]
 
 
-_mime_memo: Final[dict[tuple[int, str], str]] = {}   # (id(assign), name) -> type: hot files
-
-
 def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
     """Content type of file `name`: the whole base name, then the longest `.ext2.ext1`
-    suffix down to `.ext1` (each also without its dot), then the "" default."""
-    key = (id(assign), name)
-    found = _mime_memo.get(key)
-    if found is None:
-        if len(_mime_memo) >= 4096:
-            _mime_memo.clear()
-        _mime_table(assign)       # keeps `assign` alive in _mime_tables: ids stay unique
-        found = _mime_memo[key] = _lookup_mime_type(assign, name)
-    return found
-
-
-def _lookup_mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
+    suffix down to `.ext1` (each also without its dot), then the "" default.  A few
+    C calls: cheaper than a memo keyed by the path, whose key costs as much."""
     table = _mime_table(assign)
     base = name[name.rfind("/") + 1:].lower()
     found = table.get(base)
@@ -109,7 +99,8 @@ def last_modified(mtime: float) -> str:
 def etag_for(ino: int, size: int, mtime_ns: int,
              use_inode: bool, use_size: bool, use_mtime: bool) -> str:
     """lighttpd's ETag: a 32-bit dekhash of inode, size and mtime (seconds and ns),
-    so pylighttpd and lighttpd behind one balancer give the same validators."""
+    so pylighttpd and lighttpd behind one balancer give the same validators.  The
+    hash runs over the 64-bit values' bytes in memory order, as lighttpd's does."""
     values = []
     if use_inode:
         values.append(ino)
@@ -120,10 +111,10 @@ def etag_for(ino: int, size: int, mtime_ns: int,
         values.append(mtime_ns % 1_000_000_000)
     if not values:
         return ""
-    data = struct.pack(f"={len(values)}Q", *values)
-    h = len(data)
-    for byte in data:
-        h = ((h << 5) ^ (h >> 27) ^ byte) & 0xFFFFFFFF
+    h = 8 * len(values)
+    for value in values:
+        for shift in _BYTE_SHIFTS:
+            h = ((h << 5) ^ (h >> 27) ^ ((value >> shift) & 0xFF)) & 0xFFFFFFFF
     return f'"{h}"'
 
 
@@ -263,19 +254,10 @@ def _range_applies(request: "Request", etag: str, mtime: float) -> bool:
     return if_range == last_modified(mtime)
 
 
-_etags: Final[dict[tuple, str]] = {}
-
-
-def cached_etag(st: os.stat_result, values: dict) -> str:
-    """etag_for, memoised by what it hashes (the dekhash costs microseconds)."""
-    use = (values["etag.use-inode"], values["etag.use-size"], values["etag.use-mtime"])
-    key = (st.st_ino, st.st_size, st.st_mtime_ns, use)
-    etag = _etags.get(key)
-    if etag is None:
-        if len(_etags) > 4096:
-            _etags.clear()
-        etag = _etags[key] = etag_for(st.st_ino, st.st_size, st.st_mtime_ns, *use)
-    return etag
+def stat_etag(st: os.stat_result, values: dict) -> str:
+    """The ETag of the file `st` describes, as the etag.use-* settings make it."""
+    return etag_for(st.st_ino, st.st_size, st.st_mtime_ns, values["etag.use-inode"],
+                    values["etag.use-size"], values["etag.use-mtime"])
 
 
 def content_type_for(values: dict, path: str, fd: int = -1) -> str:
@@ -556,7 +538,7 @@ def file_fields(path: str, st: os.stat_result, values: dict, content_type: str |
         memo = kept.fields if kept is not None else _memo_by_path(path, st)
         if memo is not None and memo[0] is values:
             return memo[1], memo[2], memo[3]
-    etag = cached_etag(st, values) if values.get("static-file.etags", True) else ""
+    etag = stat_etag(st, values) if values.get("static-file.etags", True) else ""
     by_xattr = content_type is not None or values["mimetype.use-xattr"]
     content_type = content_type or content_type_for(values, path)
     fields = (("Content-Type", content_type),) + ((("ETag", etag),) if etag else ()) + \

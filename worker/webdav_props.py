@@ -20,7 +20,7 @@ from stat import S_ISDIR
 from typing import Callable
 from urllib.parse import quote
 
-from .static import cached_etag, content_type_for, last_modified
+from .static import stat_etag, content_type_for, last_modified
 from .settled import settled
 from .webdav_store import INFINITY, Lock, Store
 from .webdav_xml import (DAV, Name, dav_element, escape_text, property_xml,
@@ -242,7 +242,7 @@ class PropertyView:
         return dav_element("getcontenttype", escape_text(kind))
 
     def etag(self, resource: Resource) -> str:
-        return dav_element("getetag", cached_etag(resource.found, self.values))
+        return dav_element("getetag", stat_etag(resource.found, self.values))
 
 
 def _dead_one(dead: list[tuple[str, str, str]], name: Name) -> str | None:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .errors import BadRequest
 from .host import normalize_host
 from .request import Request, clean_path
-from .static import cached_etag, check_preconditions, errno_status, open_without_symlinks
+from .static import stat_etag, check_preconditions, errno_status, open_without_symlinks
 from .statcache import CACHE
 from .webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
 from .webdav_props import Resource, href, resource_at
@@ -151,7 +151,7 @@ class DavRequest:
         return open_without_symlinks(path, flags)
 
     def etag(self, st: os.stat_result | None) -> str:
-        return cached_etag(st, self.values) if st is not None else ""
+        return stat_etag(st, self.values) if st is not None else ""
 
     # -------------------------------------------------------- If and locks
     def check_if(self) -> None:

@@ -5,11 +5,10 @@ and the escaping's shortcut for plain text changes no line."""
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
-
 import pytest
 
 from shared import log
+from worker.connection import Answer
 from worker.modules import mod_accesslog
 from worker.modules.mod_accesslog import DEFAULT_FORMAT, compile_format
 from worker.request import Request
@@ -27,9 +26,10 @@ def _request() -> Request:
     return request
 
 
-def _answer(end_time: float = 1_700_000_000.5) -> SimpleNamespace:
-    return SimpleNamespace(bytes_out=300, head_len=100, end_time=end_time,
-                           end_monotonic=100.25)
+def _answer(end_time: float = 1_700_000_000.5) -> Answer:
+    answer = Answer(0, 300, 100, 200, 0, True, 1)
+    answer.bytes_out, answer.end_time, answer.end_monotonic = 300, end_time, 100.25
+    return answer
 
 
 def test_constant_parts_are_template_text_and_no_field_is_called_for_them():
@@ -39,7 +39,7 @@ def test_constant_parts_are_template_text_and_no_field_is_called_for_them():
     assert compiled.render(_request(), _answer(), escape) == "- 100% ||||| text\t|\n"
 
 
-def test_the_default_format_has_one_function_per_varying_field():
+def test_the_default_format_has_one_field_per_varying_part():
     compiled = compile_format(DEFAULT_FORMAT)
     assert len(compiled.fields) == 9
     line = compiled.render(_request(), _answer(), mod_accesslog._escaping("default"))
@@ -63,12 +63,28 @@ def test_the_time_text_is_made_once_a_second(monkeypatch):
 
 @pytest.mark.parametrize("name, reference", [("default", log.escape_bs),
                                              ("json", log.escape_json)])
-def test_the_plain_text_shortcut_escapes_as_the_log_module_does(name, reference):
-    escape = mod_accesslog._escaping(name)
+def test_the_plain_text_check_lets_through_only_what_escaping_leaves(name, reference):
+    escaper = mod_accesslog._escaping(name)
     chooser = random.Random(15)
     alphabet = [chr(c) for c in range(0x80)] + ["é", "€", "\U0001f600", "\udcff"]
-    texts = ["", "plain text", 'q"uote', "back\\slash", "tab\there", "del\x7f"]
+    texts = ["", "plain text", 'q"uote', "back\\slash", "tab\there", "del\x7f", "nul\x00"]
     texts += ["".join(chooser.choices(alphabet, k=chooser.randint(1, 6)))
               for _ in range(5000)]
     for text in texts:
-        assert escape(text) == reference(text), repr(text)
+        plain = escaper.all_plain([text])
+        assert not plain or reference(text) == text, repr(text)
+        assert plain or not text.isascii() or reference(text) != text, repr(text)
+        assert escaper.all_plain(["plain", text]) == plain
+
+
+@pytest.mark.parametrize("name, reference", [("default", log.escape_bs),
+                                             ("json", log.escape_json)])
+def test_a_line_with_one_text_to_escape_escapes_each_text_from_outside(name, reference):
+    compiled = compile_format('%h "%r" %>s "%{Referer}i" "%{User-Agent}i" %{%H"}t')
+    request = _request()
+    request.target = '/q"uote\\x01'
+    request.headers = {"user-agent": "caf\u00e9 \x7f", "referer": "plain"}
+    line = compiled.render(request, _answer(), mod_accesslog._escaping(name))
+    target, agent = reference(request.target), reference("caf\u00e9 \x7f")
+    assert line.startswith(f'10.0.0.1 "GET {target} HTTP/1.1" 200 "plain" "{agent}" ')
+    assert line.endswith('"\n') and target != request.target

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -148,3 +150,25 @@ def test_only_file_answers_have_their_fields_remembered():
     assert len(http._rendered_fields) == before
     render([("Content-Type", "image/x-remembered")], True)
     assert (("Content-Type", "image/x-remembered"),) in http._rendered_fields
+
+
+def test_the_etag_hashes_the_values_bytes_as_laid_out_in_memory():
+    """The dekhash over the packed 64-bit values (what lighttpd hashes), for values
+    small, large (an inode beyond 2**62) and before 1970 (a negative mtime)."""
+    def reference(*values: int) -> str:
+        data = struct.pack(f"={len(values)}q", *[v - (1 << 64) if v >= 1 << 63 else v
+                                                 for v in values])
+        h = len(data)
+        for byte in data:
+            h = ((h << 5) ^ (h >> 27) ^ byte) & 0xFFFFFFFF
+        return f'"{h}"'
+
+    chooser = random.Random(7)
+    for ino, size, mtime_ns in [(1, 0, 0), (2**64 - 1, 2**40, -1), (2**62 + 3, 5, -10**18)] + \
+            [(chooser.getrandbits(64), chooser.getrandbits(40), chooser.getrandbits(62))
+             for _ in range(200)]:
+        seconds, nanos = divmod(mtime_ns, 10**9)
+        assert static.etag_for(ino, size, mtime_ns, True, True, True) == \
+            reference(ino, size, seconds % 2**64, nanos)
+        assert static.etag_for(ino, size, mtime_ns, False, True, False) == reference(size)
+    assert static.etag_for(1, 2, 3, False, False, False) == ""

@@ -429,7 +429,7 @@ def _whole_file(request: Request, etag: str) -> _Source | None:
             fd, st = static.open_file_without_symlinks(request.physical_path)
     except OSError:
         return None
-    if static.cached_etag(st, values) != etag:
+    if static.stat_etag(st, values) != etag:
         os.close(fd)
         return None
     return _Source([(fd, 0, st.st_size)], st.st_size, fd)
@@ -687,7 +687,7 @@ class Module(BaseModule):
             st = os.stat(request.physical_path)
         except OSError:
             return None
-        if source.size != st.st_size or static.cached_etag(st, request.settings.values) != etag:
+        if source.size != st.st_size or static.stat_etag(st, request.settings.values) != etag:
             return None
         return st
 
@@ -769,7 +769,7 @@ def _send_sibling(request: Request, label: str, path: str) -> bool:
         fd, st = _open_sibling(path, values["server.follow-symlink"])
     except OSError:
         return False
-    etag = coded_etag(static.cached_etag(st, values), label) \
+    etag = coded_etag(static.stat_etag(st, values), label) \
         if values.get("static-file.etags", True) else ""
     content_type = static.content_type_for(values, request.physical_path)
     response.remove_header("Content-Range")
