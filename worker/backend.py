@@ -36,7 +36,7 @@ import errno
 import os
 import select
 import socket
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from shared.gateway_hosts import Extension, HostSpec, Proc, djbhash
 
@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLHUP, EPOLLERR = select.EPOLLHUP, select.EPOLLERR
-IDLE_SECONDS = 60.0          # an idle connection unused this long is closed (nginx's default)
-_CONNECTING = frozenset({errno.EINPROGRESS, errno.EALREADY})
+IDLE_SECONDS: Final = 60.0          # an idle connection unused this long is closed (nginx's default)
+_CONNECTING: Final = frozenset({errno.EINPROGRESS, errno.EALREADY})
 
 
 # ------------------------------------------------------------------ runtime state

@@ -12,28 +12,28 @@ bit set.  A stream (PARAMS, STDIN, STDOUT, STDERR) ends with a record without co
 from __future__ import annotations
 
 import struct
-from typing import Iterable, NamedTuple
+from typing import Final, Iterable, NamedTuple
 
 from .gateway import PairEncoder
 
-VERSION = 1
-HEADER = struct.Struct(">BBHHBx")
-HEADER_SIZE = HEADER.size
-MAX_CONTENT = 0xFFFF
-STREAM_PART = 0xFFF8        # the largest content a multiple of 8 (no padding needed)
+VERSION: Final = 1
+HEADER: Final = struct.Struct(">BBHHBx")
+HEADER_SIZE: Final = HEADER.size
+MAX_CONTENT: Final = 0xFFFF
+STREAM_PART: Final = 0xFFF8        # the largest content a multiple of 8 (no padding needed)
 
 # record types
 BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA, \
     GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = range(1, 12)
 # roles and flags of BEGIN_REQUEST
 RESPONDER, AUTHORIZER, FILTER = 1, 2, 3
-KEEP_CONN = 1
+KEEP_CONN: Final = 1
 # protocol status of END_REQUEST
 REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = range(4)
-_BEGIN = struct.Struct(">HB5x")
-_END = struct.Struct(">IB3x")
-_LONG_LENGTH = 0x80000000
-_new_tuple = tuple.__new__       # a Record without NamedTuple's __new__ in Python
+_BEGIN: Final = struct.Struct(">HB5x")
+_END: Final = struct.Struct(">IB3x")
+_LONG_LENGTH: Final = 0x80000000
+_new_tuple: Final = tuple.__new__       # a Record without NamedTuple's __new__ in Python
 
 
 class ProtocolError(Exception):
@@ -47,7 +47,7 @@ class Record(NamedTuple):
 
 
 # ---------------------------------------------------------------------- records
-_PADDING = tuple(b"\0" * size for size in range(8))
+_PADDING: Final = tuple(b"\0" * size for size in range(8))
 
 
 def record(kind: int, request_id: int, content: bytes = b"") -> bytes:
@@ -120,7 +120,7 @@ def encode_pair(name: bytes, value: bytes) -> bytes:
     return _length(name_len) + _length(value_len) + name + value
 
 
-PAIRS = PairEncoder(encode_pair)         # the environment as PARAMS carries it
+PAIRS: Final = PairEncoder(encode_pair)         # the environment as PARAMS carries it
 
 
 def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:

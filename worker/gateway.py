@@ -17,7 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Final
 
 from shared import log
 
@@ -34,21 +34,21 @@ if TYPE_CHECKING:
 
     from .request import Request
 
-MAX_HEAD = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
-MAX_LOCAL_REDIRECTS = 5     # lighttpd's loops_per_request limit for local redirects
-MAX_REMEMBERED = 1024       # entries of each table of heads or variables kept (then cleared)
-MAX_KNOWN_HEAD = 1024       # bytes of a response head remembered parsed
+MAX_HEAD: Final = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
+MAX_LOCAL_REDIRECTS: Final = 5     # lighttpd's loops_per_request limit for local redirects
+MAX_REMEMBERED: Final = 1024       # entries of each table of heads or variables kept (then cleared)
+MAX_KNOWN_HEAD: Final = 1024       # bytes of a response head remembered parsed
 # The X-Sendfile headers each backend kind may use, in lighttpd's order of preference:
 # CGI honours X-Sendfile alone; X-Sendfile2 and X-LIGHTTPD-send-file are FastCGI's.
-XSENDFILE_CGI = ("x-sendfile",)
-XSENDFILE_FASTCGI = ("x-sendfile2", "x-sendfile", "x-lighttpd-send-file")
-_HEAD_END = re.compile(rb"\n\r?\n")
-_RANGE = re.compile(r"(\d+)-(\d*)")
-_SENDFILE_NAMES = frozenset(XSENDFILE_FASTCGI + XSENDFILE_CGI)
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "[::]"})
+XSENDFILE_CGI: Final = ("x-sendfile",)
+XSENDFILE_FASTCGI: Final = ("x-sendfile2", "x-sendfile", "x-lighttpd-send-file")
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
+_RANGE: Final = re.compile(r"(\d+)-(\d*)")
+_SENDFILE_NAMES: Final = frozenset(XSENDFILE_FASTCGI + XSENDFILE_CGI)
+_WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "[::]"})
 # What the core writes itself (Date, Server, the Connection line) or what is not passed
 # on as it came (the body's framing, Status): read here, never copied to the answer.
-_NOT_PASSED = frozenset({"status", "connection", "content-length", "transfer-encoding",
+_NOT_PASSED: Final = frozenset({"status", "connection", "content-length", "transfer-encoding",
                          "http2-settings", "date", "server"})
 
 
@@ -91,18 +91,27 @@ class PairEncoder:
         encoded = server.encoded.get(self)
         if encoded is None:
             encoded = server.encoded[self] = self.block(server.pairs)
-        get, learn = self.known.get, self._learn
-        parts = [get(item) or learn(item)
-                 for item in request_variables(request, host, authorizer).items()]
+        parts: list[bytes] = []
+        self._add(parts, request_variables(request, host, authorizer))
         parts.append(encoded)
-        parts += [get(item) or learn(item) for item in header_variables(request.headers).items()]
+        self._add(parts, header_variables(request.headers))
         return b"".join(parts)
 
     def block(self, env: dict[str, str]) -> bytes:
         """Every variable of `env` encoded, in order; ValueError (from `encode`) for a
-        pair the protocol cannot carry.  (An encoded pair is never empty.)"""
-        get = self.known.get
-        return b"".join([get(item) or self._learn(item) for item in env.items()])
+        pair the protocol cannot carry."""
+        parts: list[bytes] = []
+        self._add(parts, env)
+        return b"".join(parts)
+
+    def _add(self, parts: list[bytes], env: dict[str, str]) -> None:
+        """The encoding of each variable of `env`, appended to `parts` (a loop of
+        native calls, compiled, where bound methods kept in locals were Python
+        calls, one per variable)."""
+        known = self.known
+        for item in env.items():
+            found = known.get(item)
+            parts.append(found if found is not None else self._learn(item))
 
     def _learn(self, item: tuple[str, str]) -> bytes:
         name, value = item
@@ -198,7 +207,7 @@ def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
-_server_variables: dict[tuple[str, ...], ServerVariables] = {}
+_server_variables: Final[dict[tuple[str, ...], ServerVariables]] = {}
 
 
 def server_variables(request: "Request") -> ServerVariables:
@@ -206,14 +215,10 @@ def server_variables(request: "Request") -> ServerVariables:
     SERVER_ADDR, SERVER_NAME, REMOTE_ADDR and REMOTE_PORT of the request, kept by the
     values they come from (bounded: forgotten whole past MAX_REMEMBERED)."""
     values = request.values
-    spec = request.socket_spec
-    if spec.startswith("/"):
-        address, port = "", "0"
-    else:
-        address, _, port = spec.rpartition(":")
-        if address in _WILDCARD_HOSTS:
-            address = request.local_address     # which address of the wildcard's
-    key = (values["server.tag"], request.scheme, port or "0", address,
+    address, port, wildcard = _listener_address(request.socket_spec)
+    if wildcard:
+        address = request.local_address     # which address of the wildcard's
+    key = (values["server.tag"], request.scheme, port, address,
            values["server.name"] or request.host, request.remote_ip,
            str(request.remote_port))
     found = _server_variables.get(key)
@@ -221,6 +226,25 @@ def server_variables(request: "Request") -> ServerVariables:
         if len(_server_variables) >= MAX_REMEMBERED:
             _server_variables.clear()
         found = _server_variables[key] = ServerVariables(_server_pairs(*key))
+    return found
+
+
+# a listener's socket spec -> (address, port, whether the address is a wildcard)
+_listeners: Final[dict[str, tuple[str, str, bool]]] = {}
+
+
+def _listener_address(spec: str) -> tuple[str, str, bool]:
+    """SERVER_ADDR and SERVER_PORT as the listener's spec gives them ("" and "0" for
+    a unix socket), and whether the address is a wildcard's: parsed once per
+    listener (there are few)."""
+    found = _listeners.get(spec)
+    if found is None:
+        if spec.startswith("/"):
+            found = ("", "0", False)
+        else:
+            address, _, port = spec.rpartition(":")
+            found = (address, port or "0", address in _WILDCARD_HOSTS)
+        _listeners[spec] = found
     return found
 
 
@@ -247,7 +271,7 @@ def _without_port(authority: str) -> str:
 # A request header's variable by its name: HTTP_ + the name, CONTENT_TYPE for
 # Content-Type, "" for Proxy (never passed: httpoxy, HTTP_PROXY would set the
 # backend's proxy).  Bounded: forgotten whole past MAX_REMEMBERED names.
-_header_variables: dict[str, str] = {}
+_header_variables: Final[dict[str, str]] = {}
 
 
 def header_variables(headers: dict[str, str]) -> dict[str, str]:
@@ -376,7 +400,7 @@ class HeadReader:
         return head
 
 
-_known_heads: dict[bytes, ResponseHead] = {}
+_known_heads: Final[dict[bytes, ResponseHead]] = {}
 
 
 def _parsed_and_kept(block: bytes, nph: bool) -> ResponseHead:

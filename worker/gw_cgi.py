@@ -25,7 +25,7 @@ the document root as SCRIPT_FILENAME, as lighttpd gives it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from .services import Services
 
-VARIABLE = "variable-"
+VARIABLE: Final = "variable-"
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # the CGI-like protocols' exchanges

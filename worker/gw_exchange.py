@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -42,10 +42,10 @@ from .request import Request
 if TYPE_CHECKING:
     from .services import Services
 
-READ_SIZE = 64 * 1024
-MAX_RECONNECTS = 5               # other backends tried after failed connects (lighttpd's)
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-_HUNG_UP_OR_FAILED = EPOLLHUP | EPOLLERR
+READ_SIZE: Final = 64 * 1024
+MAX_RECONNECTS: Final = 5               # other backends tried after failed connects (lighttpd's)
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_HUNG_UP_OR_FAILED: Final = EPOLLHUP | EPOLLERR
 # states of an Exchange
 OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
 

@@ -31,7 +31,7 @@ the backend's processes free.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from shared.config.directives import Directive, Type
 from shared.gateway_hosts import Extension, parse_balance, parse_servers
@@ -47,16 +47,16 @@ from ..request import Request
 if TYPE_CHECKING:
     from ..services import Services
 
-REQUEST_ID = 1                   # one request per connection at a time, as lighttpd
-END_PARAMS = fastcgi.record(fastcgi.PARAMS, REQUEST_ID)
-END_STDIN = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
+REQUEST_ID: Final = 1                   # one request per connection at a time, as lighttpd
+END_PARAMS: Final = fastcgi.record(fastcgi.PARAMS, REQUEST_ID)
+END_STDIN: Final = fastcgi.record(fastcgi.STDIN, REQUEST_ID)
 # BEGIN_REQUEST by (authorizer, keep_conn)
-BEGIN = {(authorizer, keep): fastcgi.begin_request(
+BEGIN: Final = {(authorizer, keep): fastcgi.begin_request(
     REQUEST_ID, fastcgi.AUTHORIZER if authorizer else fastcgi.RESPONDER, keep)
     for authorizer in (False, True) for keep in (False, True)}
-CAPACITY = b"FCGI_MAX_CONNS"
-ASK_CAPACITY = fastcgi.get_values([CAPACITY.decode()])
-IDLE_SECONDS = 2.0               # a kept connection unused this long is closed
+CAPACITY: Final = b"FCGI_MAX_CONNS"
+ASK_CAPACITY: Final = fastcgi.get_values([CAPACITY.decode()])
+IDLE_SECONDS: Final = 2.0               # a kept connection unused this long is closed
 
 DIRECTIVES = (
     Directive("fastcgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),

@@ -22,6 +22,7 @@ per request, as both protocols have it.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from shared.config.directives import Directive, DirectiveValueError, Type
 from shared.config.values import Array
@@ -31,9 +32,9 @@ from ..gateway import PairEncoder
 from ..gw_cgi import CgiExchange, CgiGatewayModule
 from ..module import HandlerResult
 
-PROTOCOLS = ("scgi", "uwsgi")
-UWSGI_MAX = 0xFFFF
-_UWSGI_LENGTH = struct.Struct("<H")
+PROTOCOLS: Final = ("scgi", "uwsgi")
+UWSGI_MAX: Final = 0xFFFF
+_UWSGI_LENGTH: Final = struct.Struct("<H")
 
 
 def _protocol(value: str) -> str:
@@ -67,9 +68,9 @@ def _uwsgi_pair(name: bytes, value: bytes) -> bytes:
     return _UWSGI_LENGTH.pack(len(name)) + name + _UWSGI_LENGTH.pack(len(value)) + value
 
 
-_SCGI_PAIRS = PairEncoder(_scgi_pair)
-_UWSGI_PAIRS = PairEncoder(_uwsgi_pair)
-_SCGI_MARK = _scgi_pair(b"SCGI", b"1")
+_SCGI_PAIRS: Final = PairEncoder(_scgi_pair)
+_UWSGI_PAIRS: Final = PairEncoder(_uwsgi_pair)
+_SCGI_MARK: Final = _scgi_pair(b"SCGI", b"1")
 
 
 def scgi_request(env: dict[str, str]) -> bytes:
