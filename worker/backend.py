@@ -49,6 +49,13 @@ EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 EPOLLHUP, EPOLLERR = select.EPOLLHUP, select.EPOLLERR
 IDLE_SECONDS: Final = 60.0          # an idle connection unused this long is closed (nginx's default)
 _CONNECTING: Final = frozenset({errno.EINPROGRESS, errno.EALREADY})
+# what a connect uses of the socket module, looked up once (compiled, each use of
+# `socket.NAME` is an attribute look-up on the module)
+_SOCKET_TYPE: Final = socket.SocketType
+_STREAM_NONBLOCK: Final = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_AF_UNIX: Final = socket.AF_UNIX
+_IPPROTO_TCP: Final = socket.IPPROTO_TCP
+_TCP_NODELAY: Final = socket.TCP_NODELAY
 
 
 # ------------------------------------------------------------------ runtime state
@@ -270,10 +277,11 @@ class Backends:
         proc = backend.proc
         # the C socket type: socket.socket's Python layer (its __init__, its close)
         # does nothing a backend connection uses, at three calls a connection
-        sock = socket.SocketType(proc.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        family = proc.family
+        sock = _SOCKET_TYPE(family, _STREAM_NONBLOCK)
         try:
-            if proc.family != socket.AF_UNIX:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if family != _AF_UNIX:
+                sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             code = sock.connect_ex(proc.address)
         except OSError:
             sock.close()

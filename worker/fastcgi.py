@@ -173,13 +173,18 @@ class RecordReader:
         records = []
         offset = 0
         while size - offset >= HEADER_SIZE:
-            version, kind, request_id, length, padding = HEADER.unpack_from(buffer, offset)
+            # HEADER's fields read byte by byte: native int operations, compiled,
+            # where unpack_from's tuple holds objects every later sum is generic on
+            version = buffer[offset]
             if version != VERSION:
                 raise ProtocolError(f"unknown FastCGI version {version}")
+            length = buffer[offset + 4] << 8 | buffer[offset + 5]
             end = offset + HEADER_SIZE + length
+            padding = buffer[offset + 6]
             if size < end + padding:
                 break
-            records.append(_new_tuple(Record, (kind, request_id,
+            request_id = buffer[offset + 2] << 8 | buffer[offset + 3]
+            records.append(_new_tuple(Record, (buffer[offset + 1], request_id,
                                                buffer[offset + HEADER_SIZE:end])))
             offset = end + padding
         self.buffer = buffer[offset:] if offset else buffer

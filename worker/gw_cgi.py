@@ -159,8 +159,11 @@ class CgiGatewayModule(GatewayModule):
         self.server_key = self.name + ".server"
         self.map_key = self.name + ".map-extensions"
         self.authorized_key = self.name + ".authorized"     # in plugin_ctx: approved
-        self.by_mode: dict[tuple[Extension, ...],
-                           tuple[tuple[Extension, ...], tuple[Extension, ...]]] = {}
+        # id(extensions) -> (extensions, their authorizers, their responders): by
+        # identity, the config's tuple lives as long as the config (a tuple is hashed
+        # anew, whole, at every look-up by value)
+        self.by_mode: dict[int, tuple[tuple[Extension, ...], tuple[Extension, ...],
+                                      tuple[Extension, ...]]] = {}
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         if self.name in request.plugin_ctx:   # the phases run again (an error handler's URL)
@@ -205,7 +208,10 @@ class CgiGatewayModule(GatewayModule):
               by_url: bool) -> tuple[Extension, bool] | None:
         """The extension the request matches: an authorizer's first (unless one
         approved it already), then a responder's."""
-        authorizers, responders = self.by_mode.get(extensions) or self._split(extensions)
+        split = self.by_mode.get(id(extensions))
+        if split is None or split[0] is not extensions:
+            split = self._split(extensions)
+        authorizers, responders = split[1], split[2]
         mapping = request.settings.values[self.map_key]
         path = request.uri_path if by_url else request.physical_path
         if authorizers and not request.plugin_ctx.get(self.authorized_key, False):
@@ -215,11 +221,12 @@ class CgiGatewayModule(GatewayModule):
         extension = _matching(responders, mapping, request.uri_path, path)
         return None if extension is None else (extension, False)
 
-    def _split(self, extensions: tuple[Extension, ...]
-               ) -> tuple[tuple[Extension, ...], tuple[Extension, ...]]:
-        """The extensions with their authorizer hosts, and with their responders."""
-        split = self.by_mode[extensions] = (_with_mode(extensions, "authorizer"),
-                                            _with_mode(extensions, "responder"))
+    def _split(self, extensions: tuple[Extension, ...]) -> tuple[
+            tuple[Extension, ...], tuple[Extension, ...], tuple[Extension, ...]]:
+        """The extensions, with their authorizer hosts, and with their responders."""
+        split = self.by_mode[id(extensions)] = (
+            extensions, _with_mode(extensions, "authorizer"),
+            _with_mode(extensions, "responder"))
         return split
 
 

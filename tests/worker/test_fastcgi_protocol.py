@@ -68,6 +68,15 @@ def test_the_reader_takes_records_byte_by_byte() -> None:
     assert reader.pending == 0
 
 
+def test_the_reader_takes_two_byte_ids_and_lengths_big_endian() -> None:
+    content = bytes(range(256)) * 3 + b"end"
+    data = fastcgi.record(fastcgi.STDOUT, 0x1234, content) + fastcgi.end_request(0xFEDC, 0)
+    records = RecordReader().feed(data)
+    assert [(r.type, r.request_id) for r in records] == [(fastcgi.STDOUT, 0x1234),
+                                                         (fastcgi.END_REQUEST, 0xFEDC)]
+    assert records[0].content == content
+
+
 def test_a_wrong_version_is_refused() -> None:
     with pytest.raises(ProtocolError):
         RecordReader().feed(b"HTTP/1.1 200 OK\r\n")
