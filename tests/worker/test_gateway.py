@@ -249,9 +249,12 @@ def test_the_encoded_environment_is_the_dictionarys(fields):
     same bytes as the dictionary's, whatever the request (variables a module set
     replace others in place; two headers of one variable give one, the later value)."""
     from worker.fastcgi import PAIRS
+    from worker.modules.mod_scgi import _SCGI_PAIRS, _UWSGI_PAIRS
     request = _request(**fields)
-    for _ in range(2):                   # made, then remembered
-        assert PAIRS.environment(request, None, False) == PAIRS.block(cgi_environment(request))
+    for encoder in (PAIRS, _SCGI_PAIRS, _UWSGI_PAIRS):
+        for _ in range(2):                   # made, then remembered
+            assert encoder.environment(request, None, False) == \
+                encoder.block(cgi_environment(request))
     env = cgi_environment(request)
     assert env["REMOTE_PORT"] == str(request.remote_port)
     assert env["SERVER_ADDR"] == {"/run/web.sock": "", "192.0.2.9:81": "192.0.2.9"}.get(
