@@ -22,14 +22,28 @@ HEADER_SIZE: Final = HEADER.size
 MAX_CONTENT: Final = 0xFFFF
 STREAM_PART: Final = 0xFFF8        # the largest content a multiple of 8 (no padding needed)
 
-# record types
-BEGIN_REQUEST, ABORT_REQUEST, END_REQUEST, PARAMS, STDIN, STDOUT, STDERR, DATA, \
-    GET_VALUES, GET_VALUES_RESULT, UNKNOWN_TYPE = range(1, 12)
+# record types (each Final: compiled, a use is the number, not a look-up)
+BEGIN_REQUEST: Final = 1
+ABORT_REQUEST: Final = 2
+END_REQUEST: Final = 3
+PARAMS: Final = 4
+STDIN: Final = 5
+STDOUT: Final = 6
+STDERR: Final = 7
+DATA: Final = 8
+GET_VALUES: Final = 9
+GET_VALUES_RESULT: Final = 10
+UNKNOWN_TYPE: Final = 11
 # roles and flags of BEGIN_REQUEST
-RESPONDER, AUTHORIZER, FILTER = 1, 2, 3
+RESPONDER: Final = 1
+AUTHORIZER: Final = 2
+FILTER: Final = 3
 KEEP_CONN: Final = 1
 # protocol status of END_REQUEST
-REQUEST_COMPLETE, CANT_MPX_CONN, OVERLOADED, UNKNOWN_ROLE = range(4)
+REQUEST_COMPLETE: Final = 0
+CANT_MPX_CONN: Final = 1
+OVERLOADED: Final = 2
+UNKNOWN_ROLE: Final = 3
 _BEGIN: Final = struct.Struct(">HB5x")
 _END: Final = struct.Struct(">IB3x")
 _LONG_LENGTH: Final = 0x80000000

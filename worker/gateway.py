@@ -378,6 +378,16 @@ class HeadReader:
 
     def _parse(self) -> ResponseHead | None:
         buffer = self.buffer
+        end = _HEAD_END.search(buffer, 0, MAX_HEAD)   # a head ends within MAX_HEAD
+        stop = end.end() if end is not None else -1
+        if 0 < stop <= MAX_KNOWN_HEAD:
+            # a head read before passed the checks below, which depend on nothing
+            # past its blank line: taken as it was parsed
+            known = _known_heads.get(buffer[:stop])
+            if known is not None:
+                head = known.copy()
+                head.rest = buffer[stop:]
+                return head
         newline = buffer.find(b"\n")
         if newline < 0:
             return _failed_head("response headers too large") \
@@ -388,14 +398,10 @@ class HeadReader:
         if not nph and buffer.find(b":", 0, newline) < 0:
             return ResponseHead(200, buffer) if self.cgi else \
                 _failed_head("invalid response headers")
-        end = _HEAD_END.search(buffer)
-        if end is None or end.end() > MAX_HEAD:
+        if stop < 0:
             return _failed_head("response headers too large") \
                 if len(buffer) > MAX_HEAD else None
-        stop = end.end()
-        block = buffer[:stop]
-        known = _known_heads.get(block)
-        head = known.copy() if known is not None else _parsed_and_kept(block, nph)
+        head = _parsed_and_kept(buffer[:stop], nph)
         head.rest = buffer[stop:]
         return head
 

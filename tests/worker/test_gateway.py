@@ -86,6 +86,21 @@ def test_a_head_too_large_is_502():
     assert read(b"X-A: b\n" * 10_000).error == 502
 
 
+@pytest.mark.parametrize("extra, error", [(0, 0), (1, 502)])
+def test_a_head_of_max_head_bytes_is_read_and_one_more_is_not(extra, error):
+    from worker.gateway import MAX_HEAD
+    value = b"a" * (MAX_HEAD - len(b"X-A: \r\n\r\n") + extra)
+    for _ in range(2):                   # parsed, then (within MAX_KNOWN_HEAD) as known
+        head = read(b"X-A: " + value + b"\r\n\r\nbody" + b"x" * 100_000)
+        assert head is not None and head.error == error
+        assert error or (head.headers == [("X-A", value.decode())] and
+                         head.rest == b"body" + b"x" * 100_000)
+    short = read(b"X-B: 1\r\n\r\nrest")
+    again = read(b"X-B: 1\r\n\r\nmore")
+    assert short.headers == again.headers == [("X-B", "1")]
+    assert (short.rest, again.rest) == (b"rest", b"more")
+
+
 def test_status_code():
     assert [status_code(t) for t in ("200", "404 Not Found", "2000", "20", "099", "٣٠٠")] \
         == [200, 404, 0, 0, 0, 0]
