@@ -34,6 +34,7 @@ KNOWN_METHODS: Final = frozenset({
     "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "PROPFIND", "PROPPATCH", "MKCOL",
     "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR", "ACL",
     "QUERY"})
+_ENOENT: Final = errno.ENOENT
 _NO_ERROR_HANDLER: Final = frozenset({416})   # lighttpd decides 416 after its error handlers
 _AFTER_ANSWER: Final = frozenset({"handle_request_done", "handle_request_reset"})
 # the phases whose hooks a module may declare inactive without a directive (active_when)
@@ -333,7 +334,7 @@ def physical_path_check(request: Request) -> int:
         status = status_of_errno(st)
         if status == 404:
             status = _find_pathinfo(request)
-            if status == 404 and st == errno.ENOENT:
+            if status == 404 and st == _ENOENT:
                 request.response.missing = request.physical_path
         if status:
             return status

@@ -24,6 +24,9 @@ import stat as stat_module
 from typing import Final
 
 MAX_ENTRIES: Final = 65536    # a flood of distinct paths clears the cache, never grows it
+# looked up once (compiled, `os.stat` is an attribute look-up on the module each call)
+_STAT: Final = os.stat
+_EIO: Final = errno.EIO
 
 
 class StatCache:
@@ -65,9 +68,9 @@ class StatCache:
         st = self.entries.get(path)
         if st is None:
             try:
-                st = os.stat(path)
+                st = _STAT(path)
             except OSError as err:
-                return err.errno or errno.EIO      # always set by os.stat
+                return err.errno or _EIO           # always set by os.stat
             st = self._keep(path, st)
         return st
 
