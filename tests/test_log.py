@@ -6,7 +6,7 @@ import os
 
 from hypothesis import given, strategies as st
 
-from shared.log import _BS, _JSON, _PLAIN, LogFile, escape_bs, escape_json
+from shared.log import _BS, _JSON, PLAIN, LogFile, escape_bs, escape_json
 
 # text as a request carries it: ASCII, controls, quotes, UTF-8 and undecodable bytes
 TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF) |
@@ -20,14 +20,14 @@ def _bytes_of(text: str) -> bytes:
 @given(TEXT)
 def test_bs_escaping_is_the_byte_rule(text):
     data = _bytes_of(text)
-    expected = text if all(b in _PLAIN for b in data) else "".join(_BS[b] for b in data)
+    expected = text if all(b in PLAIN for b in data) else "".join(_BS[b] for b in data)
     assert escape_bs(text) == expected
 
 
 @given(TEXT)
 def test_json_escaping_is_the_byte_rule(text):
     data = _bytes_of(text)
-    if all(b in _PLAIN or b >= 0x80 for b in data):
+    if all(b in PLAIN or b >= 0x80 for b in data):
         assert escape_json(text) == text
     else:
         assert _bytes_of(escape_json(text)) == b"".join(
