@@ -216,3 +216,19 @@ def test_any_target_normalises_to_ascii_that_normalises_to_itself(target):
     target = "/" + target.replace("?", "").replace("#", "")
     normalised = lighttpd_target(target)
     assert normalised.isascii() and lighttpd_target(normalised) == normalised
+
+
+_AS_IS_PATTERN = re.compile(r"[!$&'()*+,\-./0-9:;=?@A-Z_a-z~]*")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["/", ".", "..", "//", "%2F", "%41", "?", "a", "~", "é",
+                                 " ", "\x7f", "\"", "#", ":", "%"]), max_size=16).map("".join))
+def test_the_c_level_checks_decide_as_the_patterns_do(target):
+    """lighttpd_target's shortcuts (a translate table for the characters kept as they
+    are, substring tests before the dot-segment pattern) against the patterns alone."""
+    from worker import urlsubst
+    assert urlsubst._kept_as_is(target) == (_AS_IS_PATTERN.fullmatch(target) is not None)
+    path = target.partition("?")[0]
+    if urlsubst._DOT_SEGMENT.search(path):
+        assert "/." in path or "//" in path or path.startswith(".")
