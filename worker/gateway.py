@@ -67,17 +67,19 @@ class ServerVariables:
 
 class PairEncoder:
     """A protocol's encoding of environment variables (FastCGI's name-value pairs,
-    SCGI's NUL-separated strings, uwsgi's lengths), remembered per (name, value):
-    most variables are the same from one request to the next (the server's, the
-    script's, the client's headers), so a request's block is mostly dictionary look-ups
-    and one join.  Bounded: forgotten whole past LIMIT pairs."""
+    SCGI's NUL-separated strings, uwsgi's lengths), remembered per name with the
+    value it had last: most variables are the same from one request to the next (the
+    server's, the script's, the client's headers), so a request's block is mostly
+    look-ups by name (whose hash Python keeps), comparisons of values and one join;
+    a pair looked up by (name, value) hashes the value anew each request.  Bounded:
+    forgotten whole past LIMIT names."""
 
     LIMIT = 4096
     __slots__ = ("encode", "known")
 
     def __init__(self, encode: Callable[[bytes, bytes], bytes]) -> None:
         self.encode = encode                  # (name, value) as bytes -> the pair's bytes
-        self.known: dict[tuple[str, str], bytes] = {}
+        self.known: dict[str, tuple[str, bytes]] = {}   # name -> (value, its pair)
 
     def environment(self, request: "Request", host: "HostSpec | None",
                     authorizer: bool) -> bytes:
@@ -109,18 +111,18 @@ class PairEncoder:
         native calls, compiled, where bound methods kept in locals were Python
         calls, one per variable)."""
         known = self.known
-        for item in env.items():
-            found = known.get(item)
-            parts.append(found if found is not None else self._learn(item))
+        for name, value in env.items():
+            kept = known.get(name)
+            parts.append(kept[1] if kept is not None and kept[0] == value
+                         else self._learn(name, value))
 
-    def _learn(self, item: tuple[str, str]) -> bytes:
-        name, value = item
+    def _learn(self, name: str, value: str) -> bytes:
         encoded = self.encode(name.encode("latin-1", "replace"),
                               value.encode("utf-8", "surrogateescape"))
         known = self.known
-        if len(known) >= self.LIMIT:
+        if len(known) >= self.LIMIT and name not in known:
             known.clear()
-        known[item] = encoded
+        known[name] = (value, encoded)
         return encoded
 
 
