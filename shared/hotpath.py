@@ -21,16 +21,17 @@ import sys
 from pathlib import Path
 
 # <package>/<name>.py for each, from the repository's top: the modules that profiles
-# of the running server show on every request, the gateways' backends, exchanges and
-# protocols (FastCGI, SCGI, CGI heads), URL substitution, the Lua bridge, SSI's parser
-# and expressions, WebDAV's properties and files, the modules (worker/modules/) that
-# serve files, log them, front FastCGI and SCGI applications, rewrite, authenticate,
-# run scripts, include files (SSI) and share files over WebDAV, and the config's
-# per-request form (which settings a request gets under conditional blocks)
+# of the running server show on every request (byte-set checks among them), the
+# gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI heads), URL
+# substitution, the Lua bridge, SSI's parser and expressions, WebDAV's properties and
+# files, the modules (worker/modules/) that serve files, log them, front FastCGI and
+# SCGI applications, rewrite, authenticate, run scripts, include files (SSI) and share
+# files over WebDAV, and the config's per-request form (which settings a request gets
+# under conditional blocks)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
-    "answercache", "backend", "chunkqueue", "connection", "counters", "fastcgi",
-    "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1", "loop",
-    "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
+    "answercache", "backend", "bytesets", "chunkqueue", "connection", "counters",
+    "fastcgi", "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1",
+    "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
     "statcache", "static", "transport", "urlsubst", "webdav_fs", "webdav_props",
     "webdav_request", "webdav_xml",
     "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",

@@ -78,8 +78,8 @@ REST_SECONDS: Final = 7        # for this many seconds, then measures again
 # of CORE_READS is answered through the full pipeline every time; the values of
 # KEYED_READS (what the static path decides 304, 412, 206 by) are part of the key.
 CORE_READS: Final = frozenset({"content-length", "transfer-encoding", "expect"})
-KEYED_READS: Final = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since",
-               "range", "if-range")
+KEYED_READS: Final = ("if-match", "if-none-match", "if-modified-since",
+                      "if-unmodified-since", "range", "if-range")
 _KEYED = frozenset(KEYED_READS)
 # Condition fields that follow from what every key holds (target, Host, scheme, GET)
 _IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-method"})

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MAX_HEAD: Final = 65535            # lighttpd's MAX_HTTP_RESPONSE_FIELD_SIZE
 MAX_LOCAL_REDIRECTS: Final = 5     # lighttpd's loops_per_request limit for local redirects
-MAX_REMEMBERED: Final = 1024       # entries of each table of heads or variables kept (then cleared)
+MAX_REMEMBERED: Final = 1024       # entries kept per table of heads or variables
 MAX_KNOWN_HEAD: Final = 1024       # bytes of a response head remembered parsed
 # The X-Sendfile headers each backend kind may use, in lighttpd's order of preference:
 # CGI honours X-Sendfile alone; X-Sendfile2 and X-LIGHTTPD-send-file are FastCGI's.
@@ -48,8 +48,8 @@ _SENDFILE_NAMES: Final = frozenset(XSENDFILE_FASTCGI + XSENDFILE_CGI)
 _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "[::]"})
 # What the core writes itself (Date, Server, the Connection line) or what is not passed
 # on as it came (the body's framing, Status): read here, never copied to the answer.
-_NOT_PASSED: Final = frozenset({"status", "connection", "content-length", "transfer-encoding",
-                         "http2-settings", "date", "server"})
+_NOT_PASSED: Final = frozenset({"status", "connection", "content-length",
+                                "transfer-encoding", "http2-settings", "date", "server"})
 
 
 # ------------------------------------------------------------------ environment

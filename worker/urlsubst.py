@@ -31,6 +31,7 @@ from typing import Any, Final, Sequence, cast
 from shared.config.captures import match_groups
 from shared.config.directives import DirectiveValueError
 
+from .bytesets import all_kept, table_keeping
 from .request import Request, simplify_path
 
 # burl_append flags
@@ -42,12 +43,8 @@ _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _DIGITS = frozenset("0123456789")
 _HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
 # what a request-target may hold unescaped (burl.c: encoded_chars_http_uri_reqd)
-_AS_IS: Final = frozenset(b"!$&'()*+,-./0123456789:;=?@ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
-                          b"abcdefghijklmnopqrstuvwxyz~")
-# bytes.translate returns its very bytes object when the table changed no byte: this
-# table changes every byte not in _AS_IS (into the next one)
-_AS_IS_TABLE: Final = bytes([byte if byte in _AS_IS else (byte + 1) % 256
-                             for byte in range(256)])
+_AS_IS_TABLE: Final = table_keeping(b"!$&'()*+,-./0123456789:;=?@_~"
+                                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _TARGET_FIX: Final = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
 _DOT_SEGMENT: Final = re.compile(r"(?:^|/)\.\.?(?:/|$)|//")
 
@@ -72,7 +69,7 @@ def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
     passes on)."""
     if "#" in target:
         target = target.partition("#")[0]
-    if "%" in target or not _kept_as_is(target):
+    if "%" in target or not all_kept(target, _AS_IS_TABLE):
         data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
         target = data.decode("latin-1")
     path, mark, query = target.partition("?")
@@ -83,14 +80,6 @@ def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
     if ("/." in path or "//" in path or path.startswith(".")) and _DOT_SEGMENT.search(path):
         path = simplify_path(path)
     return path + mark + query
-
-
-def _kept_as_is(target: str) -> bool:
-    """Whether every character of `target` is one lighttpd keeps as it is."""
-    if not target.isascii():
-        return False
-    data = target.encode()
-    return data.translate(_AS_IS_TABLE) is data
 
 
 def rule_target(request: Request) -> str:

@@ -228,7 +228,9 @@ def test_the_c_level_checks_decide_as_the_patterns_do(target):
     """lighttpd_target's shortcuts (a translate table for the characters kept as they
     are, substring tests before the dot-segment pattern) against the patterns alone."""
     from worker import urlsubst
-    assert urlsubst._kept_as_is(target) == (_AS_IS_PATTERN.fullmatch(target) is not None)
+    from worker.bytesets import all_kept
+    kept_as_is = all_kept(target, urlsubst._AS_IS_TABLE)
+    assert kept_as_is == (_AS_IS_PATTERN.fullmatch(target) is not None)
     path = target.partition("?")[0]
     if urlsubst._DOT_SEGMENT.search(path):
         assert "/." in path or "//" in path or path.startswith(".")

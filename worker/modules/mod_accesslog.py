@@ -5,9 +5,10 @@ converter): into a tuple of `Field` objects, one per field that varies, and the
 literal text around them; what is constant (literals, %l, %%, %P, an empty %{}i
 ...) is in that text, never made per request.  Per request the module takes each
 field's text, escapes the texts only when one check over all of them finds something
-to escape, joins the line and hands it to its log's buffer; the `%t` field makes its text once per second.  The line is
-written when the response has been sent in full or the connection was lost (the core
-calls handle_request_done then), so `%b`, `%O` and `%X` tell what really went out.
+to escape, joins the line and hands it to its log's buffer; the `%t` field makes its
+text once per second.  The line is written when the response has been sent in full
+or the connection was lost (the core calls handle_request_done then), so `%b`, `%O`
+and `%X` tell what really went out.
 `answer` is the core's record of that (`request.plugin_ctx["answer"]`, see
 worker/connection.py: bytes out, header length, bytes in, keep-alive, aborted, end
 time, request count on the connection).
@@ -50,6 +51,7 @@ from shared.config import ConfigTree, Position
 from shared.config.directives import (CheckResult, Directive, DirectiveValueError, Scope,
                                       Type)
 
+from ..bytesets import all_kept, table_keeping
 from ..connection import Answer
 from ..module import Module as BaseModule
 from ..request import Request
@@ -205,9 +207,7 @@ def _time_option(argument: str) -> tuple[bool, str]:
 # --------------------------------------------------------------------- helpers
 def _target_path_form(request: Request) -> str:
     target = request.target
-    if target.startswith("/") or not target:
-        return target
-    if target == "*":
+    if not target or target.startswith("/") or target == "*":
         return target
     query = "?" + request.uri_query if "?" in target else ""
     return request.uri_path_raw + query
@@ -223,6 +223,7 @@ def _when(request: Request, answer: Answer, begin: bool) -> float:
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _URL_SAFE = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/?#[]")
+_URL_SAFE_TABLE: Final = table_keeping(_URL_SAFE)
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -230,9 +231,9 @@ def normalize_url(text: str) -> str:
     """The target as lighttpd keeps it after its basic URL normalisation (what %U and
     %q log): unsafe bytes %XX-encoded, %XX of unreserved characters decoded, other
     %xx upper-cased."""
-    data = text.encode("utf-8", "surrogateescape")
-    if all(byte in _URL_SAFE for byte in data):
+    if all_kept(text, _URL_SAFE_TABLE):
         return text
+    data = text.encode("utf-8", "surrogateescape")
     out = bytearray()
     i, end = 0, len(data)
     while i < end:
@@ -245,7 +246,6 @@ def normalize_url(text: str) -> str:
         out += bytes((byte,)) if byte in _URL_SAFE else b"%%%02X" % byte
         i += 1
     return out.decode("ascii")
-
 
 
 # ---------------------------------------------------------------------- fields
@@ -691,17 +691,13 @@ _MAKERS: dict[str, Callable[[str, str], Made]] = {
 
 
 # -------------------------------------------------------------------- escaping
-# bytes.translate returns its very bytes object when the table changed no byte: this
-# table changes every byte that some escaping changes (into the next one)
-_PLAIN_TABLE: Final = bytes([byte if byte in log.PLAIN else (byte + 1) % 256
-                             for byte in range(256)])
+_PLAIN_TABLE: Final = table_keeping(log.PLAIN)    # what no escaping changes
 
 
 class Escaper:
     """An accesslog.escaping: `escape` one text as the log module does, and
     `all_plain`, whether some texts need none (the common case, decided for all the
-    texts of a line at once by C code: whether _PLAIN_TABLE leaves their bytes as
-    they are)."""
+    texts of a line at once, see worker/bytesets.py)."""
 
     __slots__ = ("escape",)
 
@@ -709,11 +705,7 @@ class Escaper:
         self.escape = escape
 
     def all_plain(self, texts: list[str]) -> bool:
-        joined = "".join(texts)
-        if not joined.isascii():
-            return False
-        data = joined.encode()
-        return data.translate(_PLAIN_TABLE) is data
+        return all_kept("".join(texts), _PLAIN_TABLE)
 
 
 _ESCAPE_DEFAULT = Escaper(log.escape_bs)
