@@ -90,6 +90,7 @@ BROWSER_SCRIPT = REPO / "loadtests" / "browser.lua"
 TRAFFIC_MIXES = {
     "browser": (("file", 1),),
     "site": (("file", 12), ("revalidate", 3), ("range", 2), ("missing", 2), ("listing", 1)),
+    "missing": (("missing", 1),),
 }
 NOT_FOUND_KINDS = ("missing",)
 WSGI_APP = """\
@@ -184,7 +185,8 @@ def with_nocache_twins(*scenarios: Scenario) -> list[Scenario]:
 SCENARIOS += with_nocache_twins(
     Scenario("files-browser", "/files/", setup=BROWSER, traffic="browser", share=0.6),
     Scenario("files-browser-log", "/files/", setup=BROWSER_LOG, traffic="browser", share=0.6),
-    Scenario("site-mix", "/files/", setup=BROWSER, traffic="site", share=0.6))
+    Scenario("site-mix", "/files/", setup=BROWSER, traffic="site", share=0.6),
+    Scenario("404-browser", "/files/", setup=BROWSER, traffic="missing", share=0.6))
 SCENARIOS.append(Scenario("404-nocache", "/missing.bin", expect_status=404, vary_query=True))
 # scripting, WebDAV and SSI (nginx runs no Lua and has no PROPFIND without extra modules)
 SCENARIOS += with_nocache_twins(

@@ -3,7 +3,9 @@
 "simple" (the default, and what "inotify" / "fam" fall back to here) keeps the
 `stat()` of every path asked for until the next once-a-second tick clears them all, so
 an entry lives at most about a second; "disable" stats every time.  Only successful
-stats are kept: a file created after a 404 is served at once.
+stats are kept: a file created after a 404 is served at once.  A path found missing
+within the second is asked of the kernel again each time, but with access(), which
+answers without an exception where stat() raises one (a sixth of a 404's CPU).
 
 The cache decides which file a request names and what kind it is; headers and body of
 a response always come from one snapshot of the file (see static.serve_file), so a file
@@ -26,16 +28,20 @@ from typing import Final
 MAX_ENTRIES: Final = 65536    # a flood of distinct paths clears the cache, never grows it
 # looked up once (compiled, `os.stat` is an attribute look-up on the module each call)
 _STAT: Final = os.stat
+_ACCESS: Final = os.access
+_F_OK: Final = os.F_OK
 _EIO: Final = errno.EIO
+_ENOENT: Final = errno.ENOENT
 
 
 class StatCache:
-    __slots__ = ("enabled", "entries", "links", "second")
+    __slots__ = ("enabled", "entries", "links", "missing", "second")
 
     def __init__(self) -> None:
         self.enabled = True
         self.entries: dict[str, os.stat_result] = {}
         self.links: dict[str, bool] = {}   # path -> "is a symlink" (lstat), for follow-symlink
+        self.missing: set[str] = set()     # paths stat() found absent (ENOENT) this second
         self.second = -1
 
     def configure(self, engine: str) -> None:
@@ -45,13 +51,14 @@ class StatCache:
     def clear(self) -> None:
         self.entries.clear()
         self.links.clear()
+        self.missing.clear()
 
     def tick(self, now: float) -> None:
         """Called once a second: every entry is dropped, so none outlives ~1 s."""
         second = int(now)
         if second != self.second:
             self.second = second
-            if self.entries or self.links:
+            if self.entries or self.links or self.missing:
                 self.clear()
 
     def stat(self, path: str) -> os.stat_result:
@@ -67,12 +74,25 @@ class StatCache:
         request's frames cost a quarter of its instructions."""
         st = self.entries.get(path)
         if st is None:
+            if path in self.missing and not _ACCESS(path, _F_OK):
+                return _ENOENT          # still absent, by a call that raises nothing
             try:
                 st = _STAT(path)
             except OSError as err:
-                return err.errno or _EIO           # always set by os.stat
+                return self._note_failure(path, err.errno or _EIO)  # always set by stat
             st = self._keep(path, st)
         return st
+
+    def _note_failure(self, path: str, error: int) -> int:
+        """Remember a path found absent for the rest of the second, so that the next
+        asks with access().  (A path access() cannot reach for another reason, a
+        directory made unsearchable since, reads as absent until the tick.)"""
+        if error == _ENOENT and self.enabled:
+            missing = self.missing
+            if len(missing) >= MAX_ENTRIES:
+                missing.clear()
+            missing.add(path)
+        return error
 
     def _keep(self, path: str, st: os.stat_result) -> os.stat_result:
         if self.enabled:

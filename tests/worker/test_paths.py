@@ -4,6 +4,7 @@ and files that change under a response."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -104,6 +105,21 @@ def test_stat_cache_entries_live_until_the_tick(tmp_path):
     cache.configure("disable")
     path.write_text("x")
     assert cache.stat(str(path)).st_size == 1 and not cache.entries
+
+
+@pytest.mark.parametrize("engine", ["simple", "disable"])
+def test_a_path_found_missing_is_asked_again_and_found_once_created(tmp_path, engine):
+    cache = StatCache()
+    cache.configure(engine)
+    path = str(tmp_path / "later")
+    assert cache.lookup(path) == errno.ENOENT
+    assert cache.lookup(path) == errno.ENOENT            # asked again, still absent
+    assert cache.missing == ({path} if engine == "simple" else set())
+    (tmp_path / "later").write_text("here")
+    assert cache.lookup(path).st_size == 4               # within the same second
+    assert cache.lookup(str(tmp_path / "later" / "x")) == errno.ENOTDIR
+    cache.tick(time.time() + 5)
+    assert not cache.missing
 
 
 def test_stat_cache_symlink_walk(tmp_path):
