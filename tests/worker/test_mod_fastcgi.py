@@ -268,9 +268,16 @@ def _hellos(worker, host: str, count: int) -> None:
 
 
 def _backend_sockets(pid: int) -> int:
-    """The worker's open sockets (its listener and a client's aside, all backends')."""
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    """The worker's open sockets (its listener and a client's aside, all backends').
+    An fd closed between the listing and its readlink (a client's connection the
+    worker lets go meanwhile) is no longer open, so not counted."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:
+            continue
+    return count
 
 
 def test_php_cgi_capacity_sets_the_connections_kept(site) -> None:
