@@ -91,7 +91,9 @@ def _digest_login(path: str, user: str, password: str, algorithm: str = "MD5",
         assert status == 401
         challenge = challenges(headers)[offered or algorithm.removesuffix("-sess")]
         if foreign_nonce:
-            challenge["nonce"] = f"{int(time.time()):x}:{'0' * 32}"
+            # a second back: lighttpd's clock moves once a second, and a nonce of a
+            # second it has not reached yet is stale to it as to pylighttpd
+            challenge["nonce"] = f"{int(time.time()) - 1:x}:{'0' * 32}"
         credentials = digest(challenge, user, password, path, algorithm=algorithm,
                              userhash=userhash, override=override)
         answer = fetch(port, path, credentials)
