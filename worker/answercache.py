@@ -55,7 +55,6 @@ request), then measures a second again.
 
 from __future__ import annotations
 
-import os
 import stat
 from typing import TYPE_CHECKING, Any, Callable, Final, Iterable
 
@@ -93,11 +92,11 @@ Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fi
 def still_missing(path: str, directory: str) -> bool:
     """`path` does not exist, and its `directory` does: the request that found it
     missing would find the same again (no PATH_INFO, no new file).  Asked of the
-    kernel each time, as the pipeline would, with access(): a stat() of a missing path
-    raises, and the exception cost several times the call.  (A path access() cannot
+    kernel each time, as the pipeline would, through the stat cache, which asks a path
+    it found missing with access() and so raises nothing.  (A path access() cannot
     reach for another reason than its absence, a directory made unsearchable since the
     404 was kept, is taken for absent until the tick drops the answer.)"""
-    if os.access(path, os.F_OK):
+    if not isinstance(CACHE.lookup(path), int):
         return False
     try:
         return stat.S_ISDIR(CACHE.stat(directory).st_mode)
