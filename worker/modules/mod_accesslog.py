@@ -3,12 +3,12 @@
 The format is compiled once, when the config is checked (the `accesslog.format`
 converter): into a tuple of `Field` objects, one per field that varies, and the
 literal text around them; what is constant (literals, %l, %%, %P, an empty %{}i
-...) is in that text, never made per request.  Per request the module takes each
-field's text, escapes the texts only when one check over all of them finds something
-to escape, joins the line and hands it to its log's buffer; the `%t` field makes its
-text once per second.  The line is written when the response has been sent in full
-or the connection was lost (the core calls handle_request_done then), so `%b`, `%O`
-and `%X` tell what really went out.
+...) is in that text, never made per request.  Per request the module puts each
+field's text in its place, escapes the texts only when one check over all of them
+finds something to escape, joins and encodes the line and hands it to its log's
+buffer; the `%t` field makes its text once per second.  The line is written when the
+response has been sent in full or the connection was lost (the core calls
+handle_request_done then), so `%b`, `%O` and `%X` tell what really went out.
 `answer` is the core's record of that (`request.plugin_ctx["answer"]`, see
 worker/connection.py: bytes out, header length, bytes in, keep-alive, aborted, end
 time, request count on the connection).
@@ -70,9 +70,11 @@ _NO_LENGTH = frozenset({204, 304})
 class CompiledFormat:
     """A parsed accesslog.format: the source text, the fields that vary (`escaped`:
     the places of those whose text is escaped) and the literal text around them
-    (`literals`: before each field, then to the line's end, its newline included)."""
+    (`literals`: before each field, then to the line's end, its newline included).
+    `parts` is the line's template: the literals with a place between each two for a
+    field's text."""
 
-    __slots__ = ("text", "literals", "fields", "escaped")
+    __slots__ = ("text", "literals", "fields", "escaped", "parts")
 
     def __init__(self, text: str, literals: tuple[str, ...], fields: tuple[Field, ...]
                  ) -> None:
@@ -81,21 +83,27 @@ class CompiledFormat:
         self.fields = fields
         self.escaped = tuple([index for index, field in enumerate(fields)
                               if isinstance(field, EscapedField)])
+        parts = [literals[0]]
+        for literal in literals[1:]:
+            parts += ("", literal)
+        self.parts = tuple(parts)
 
-    def render(self, request: Request, answer: Answer, escaper: Escaper) -> str:
-        """The log line, ending in a newline (joined from its parts: a fifth of the
-        cost of filling a %-template)."""
-        texts = [field.text(request, answer) for field in self.fields]
-        if not escaper.all_plain(texts):
-            escape = escaper.escape
+    def render(self, request: Request, answer: Answer, escape: Callable[[str], str]
+               ) -> bytes:
+        """The log line's bytes, ending in a newline: the fields' texts put in their
+        places among the literals, joined and encoded once.  One check over all the
+        texts decides whether any needs escaping (see worker/bytesets.py); only then
+        are the texts of the escaped fields escaped."""
+        parts = list(self.parts)
+        place = 1
+        for field in self.fields:
+            parts[place] = field.text(request, answer)
+            place += 2
+        if not all_kept("".join(parts[1::2]), _PLAIN_TABLE):
             for index in self.escaped:
-                texts[index] = escape(texts[index])
-        literals = self.literals
-        line = [literals[0]]
-        for index in range(len(texts)):
-            line.append(texts[index])
-            line.append(literals[index + 1])
-        return "".join(line)
+                place = 2 * index + 1
+                parts[place] = escape(parts[place])
+        return "".join(parts).encode("utf-8", "surrogateescape")
 
     def __repr__(self) -> str:
         return f"CompiledFormat({self.text!r})"
@@ -694,26 +702,8 @@ _MAKERS: dict[str, Callable[[str, str], Made]] = {
 _PLAIN_TABLE: Final = table_keeping(log.PLAIN)    # what no escaping changes
 
 
-class Escaper:
-    """An accesslog.escaping: `escape` one text as the log module does, and
-    `all_plain`, whether some texts need none (the common case, decided for all the
-    texts of a line at once, see worker/bytesets.py)."""
-
-    __slots__ = ("escape",)
-
-    def __init__(self, escape: Callable[[str], str]) -> None:
-        self.escape = escape
-
-    def all_plain(self, texts: list[str]) -> bool:
-        return all_kept("".join(texts), _PLAIN_TABLE)
-
-
-_ESCAPE_DEFAULT = Escaper(log.escape_bs)
-_ESCAPE_JSON = Escaper(log.escape_json)
-
-
-def _escaping(value: str) -> Escaper:
-    return _ESCAPE_JSON if value == "json" else _ESCAPE_DEFAULT
+def _escaping(value: str) -> Callable[[str], str]:
+    return log.escape_json if value == "json" else log.escape_bs
 
 
 def _syslog_level(value: int) -> int:
@@ -728,7 +718,7 @@ DIRECTIVES = (
     Directive("accesslog.use-syslog", Type.BOOL, False, Scope.CONNECTION),
     Directive("accesslog.syslog-level", Type.SHORT, syslog.LOG_INFO, Scope.CONNECTION,
               _syslog_level),
-    Directive("accesslog.escaping", Type.STRING, _ESCAPE_DEFAULT, Scope.CONNECTION,
+    Directive("accesslog.escaping", Type.STRING, log.escape_bs, Scope.CONNECTION,
               _escaping, doc='"default" or "json"'),
 )
 
@@ -788,16 +778,16 @@ class Module(BaseModule):
             return None
         # typed locals: the calls below are native ones, compiled
         compiled: CompiledFormat = values["accesslog.format"]
-        escaper: Escaper = values["accesslog.escaping"]
-        line = compiled.render(request, answer, escaper)
+        line = compiled.render(request, answer, values["accesslog.escaping"])
         if use_syslog:
             log.open_syslog(self.facility)
             if len(line) > 1:
-                syslog.syslog(values["accesslog.syslog-level"], line[:-1])
+                syslog.syslog(values["accesslog.syslog-level"],
+                              line[:-1].decode("utf-8", "surrogateescape"))
             return None
         logfile = self.files.get(target) or self._file(target)
         if logfile is not None:
-            logfile.write(line.encode("utf-8", "surrogateescape"))
+            logfile.write(line)
         return None
 
 
