@@ -35,6 +35,7 @@ import http.client
 import json
 import math
 import os
+import platform
 import random
 import re
 import resource
@@ -52,6 +53,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
+
+from shared import hotpath
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ("pylighttpd", "lighttpd", "nginx")
@@ -217,6 +220,25 @@ class Measurement:
 class Report:
     rounds: list[Measurement] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+
+
+def machine() -> dict[str, Any]:
+    """What a run was measured on: the servers' rates move with the machine (between
+    two sessions' machines lighttpd's own by 35-45 %), so runs compare by their ratios,
+    and by their figures only on the same machine.  `compiled`: whether pylighttpd
+    ran its hot path compiled (shared/hotpath.py); `load`: the load average before."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False
+                            ).stdout.strip() if shutil.which("git") else ""
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version(), "compiled": hotpath.build_matches(),
+            "commit": commit, "load": [round(value, 2) for value in os.getloadavg()]}
 
 
 # ----------------------------------------------------------------- fixtures
@@ -1274,7 +1296,7 @@ def main(argv: list[str] | None = None) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the idle scenario needs fds
     setups = {s.setup for s in wanted} | ({STATIC} if specials else set())
-    report = Report()
+    report = Report(extra={"machine": machine()})
     with tempfile.TemporaryDirectory(prefix="pylighttpd-bench-") as tmp, \
             contextlib.ExitStack() as stack:
         base = Path(tmp)
