@@ -72,11 +72,15 @@ def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
     if "%" in target or not all_kept(target, _AS_IS_TABLE):
         data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
         target = data.decode("latin-1")
-    path, mark, query = target.partition("?")
-    if decode_slashes and "%2F" in path:
-        path = path.replace("%2F", "/")
     # a dot segment or an empty one needs "/." or "//" (or a leading "."): looked for
-    # in C first, the pattern (a quarter of a rewrite's cost) only when one is there
+    # in C first, over the whole target; the path is taken apart (and the pattern, a
+    # quarter of a rewrite's cost, asked) only when one may be in it
+    slashes = decode_slashes and "%2F" in target
+    if not (slashes or "/." in target or "//" in target or target.startswith(".")):
+        return target
+    path, mark, query = target.partition("?")
+    if slashes:
+        path = path.replace("%2F", "/")
     if ("/." in path or "//" in path or path.startswith(".")) and _DOT_SEGMENT.search(path):
         path = simplify_path(path)
     return path + mark + query

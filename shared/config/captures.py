@@ -31,4 +31,4 @@ def expand(template: str, rule_groups: Sequence[str],
 
 def match_groups(match: re.Match[str]) -> tuple[str, ...]:
     """`$0`..`$n` of a rule match, unmatched groups as ""."""
-    return (match.group(0),) + tuple(g or "" for g in match.groups())
+    return (match.group(0),) + match.groups("")

@@ -25,8 +25,11 @@ backend that knows groups (LDAP: `check_login`) is given the whole rule and deci
 
 A good login sets REMOTE_USER and AUTH_TYPE for the backends and the access log; a bad
 one is logged and ends keep-alive.  `auth.cache = ( "max-age" => "600" )` keeps good
-logins (the password for Basic, H(A1) for Digest) for max-age seconds, so a slow hash is
-not checked on every request.  Secrets are compared in constant time.
+logins for max-age seconds, so a slow hash is not checked on every request: a Basic
+one by its Authorization field as sent (a request with the same field is let through
+without decoding it again: a dict lookup, which compares a field only with one whose
+keyed hash it shares), a Digest one by its user (H(A1)).  Other secrets are compared in
+constant time.
 
 The answer cache may replay what this module lets through.  `Authorization` joins the
 key of a kept answer; an answer behind a Basic rule is kept only with `auth.cache` on
@@ -494,6 +497,9 @@ class Module(BaseModule):
 
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
+        # good logins under auth.cache, with when they were checked: Basic by
+        # (policy, rule, Authorization field) -> user, Digest by (policy, rule,
+        # algorithm, user, userhash) -> (user, H(A1))
         self.logins: dict[tuple[Any, ...], tuple[float, Any]] = {}
         # (rule, user) -> (password, its check under way): the same login asked again
         # meanwhile waits for that check instead of starting another slow hash
@@ -541,10 +547,16 @@ class Module(BaseModule):
         return None if self._extern_user(request, rule) else 401
 
     def _basic(self, request: Request, rule: Rule) -> HandlerResult:
+        header = _authorization(request)
+        policy = request.settings.values["auth.cache"]
+        if policy is not None:
+            kept = self.logins.get((policy, rule, header))
+            if kept is not None and time.monotonic() - kept[0] <= policy.max_age:
+                _authenticated(request, kept[1], "Basic")
+                return None
         backend = self._backend(request, "basic")
         if backend is None:
             return 500
-        header = _authorization(request)
         if header[:6].lower() != "basic ":
             return ask_basic(request, rule)
         encoded = header[6:]
@@ -559,33 +571,20 @@ class Module(BaseModule):
             log.error("mod_auth", f"missing ':' in {decoded!r}")
             return 400
         user = name.decode("utf-8", "surrogateescape")
-        good = self._password_verdict(request, rule, backend, header, user, password)
+        good = self._ask_backend(request, rule, header,
+                                 lambda: self._check_once(request, rule, backend, user,
+                                                          password))
         if good is _LATER:
             return WAIT
         if good and (rule.permits(user) or _checks_groups(backend, rule)):
+            if policy is not None:
+                self.logins[policy, rule, header] = (time.monotonic(), user)
             _authenticated(request, user, "Basic")
             return None
         log.error("mod_auth", f"password doesn't match for {request.uri_path} username: "
                   f"{user} IP: {request.remote_ip}")
         request.keep_alive = False
         return ask_basic(request, rule)
-
-    def _password_verdict(self, request: Request, rule: Rule, backend: authn.Backend,
-                          header: str, user: str, password: bytes) -> Any:
-        """Whether the password is right, or _LATER."""
-        policy = request.settings.values["auth.cache"]
-        key = (policy, rule, "Basic", user)
-        if policy is not None:
-            kept = self.logins.get(key)
-            if kept and time.monotonic() - kept[0] <= policy.max_age and \
-                    hmac.compare_digest(kept[1], password):
-                return True
-        good = self._ask_backend(request, rule, header,
-                                 lambda: self._check_once(request, rule, backend, user,
-                                                          password))
-        if good is True and policy is not None:
-            self.logins[key] = (time.monotonic(), password)
-        return good
 
     def _check_once(self, request: Request, rule: Rule, backend: authn.Backend, user: str,
                     password: bytes) -> "bool | authn.Pending":
