@@ -303,6 +303,10 @@ def test_auth_cache_keeps_a_login_the_file_no_longer_has(site):
     wait_until(lambda: ask(port, "/cached/f.txt", basic("other", "pw-other"))[0] == 200)
     assert ask(port, "/cached/f.txt", basic("kept", "pw-kept"))[0] == 200     # the cache
     assert ask(port, "/cached/f.txt", basic("kept", "pw-wrong"))[0] == 401
+    # a login is kept by its Authorization field as sent: the same credentials spelt
+    # otherwise are checked against the file again
+    respelt = "basic " + basic("kept", "pw-kept").split(" ", 1)[1]
+    assert ask(port, "/cached/f.txt", respelt)[0] == 401
 
 
 def test_a_slow_hash_does_not_hold_other_requests(site):
