@@ -27,7 +27,7 @@ from pathlib import Path
 # files, the modules (worker/modules/) that serve files, log them, front FastCGI and
 # SCGI applications, rewrite, authenticate, run scripts, include files (SSI) and share
 # files over WebDAV, and the config's per-request form (which settings a request gets
-# under conditional blocks)
+# under conditional blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
     "answercache", "backend", "bytesets", "chunkqueue", "connection", "counters",
     "fastcgi", "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1",
@@ -38,7 +38,7 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",
     "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
     "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav")) + (
-    "shared/config/compiled",)
+    "shared/config/compiled", "shared/config/captures")
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 BUILD_DIR = Path(sys.prefix) / "pylighttpd-compiled"

@@ -67,11 +67,12 @@ def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
     server.http-parseopts): what rules match and `${url.path}` / `${url.query}` show.
     Without `decode_slashes`, a `%2F` in the path stays as it came (what mod_proxy
     passes on)."""
-    if "#" in target:
-        target = target.partition("#")[0]
-    if "%" in target or not all_kept(target, _AS_IS_TABLE):
-        data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
-        target = data.decode("latin-1")
+    if not all_kept(target, _AS_IS_TABLE):          # the table keeps no "#" nor "%"
+        if "#" in target:
+            target = target.partition("#")[0]
+        if "%" in target or not all_kept(target, _AS_IS_TABLE):
+            data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
+            target = data.decode("latin-1")
     # a dot segment or an empty one needs "/." or "//" (or a leading "."): looked for
     # in C first, over the whole target; the path is taken apart (and the pattern, a
     # quarter of a rewrite's cost, asked) only when one may be in it
@@ -309,9 +310,10 @@ def url_parts(request: Request, target: str) -> UrlParts:
                     query if mark else None)
 
 
-def expand(parts: Sequence[Part], groups: Sequence[str], condition_groups: Sequence[str],
-           url: UrlParts) -> str:
-    """The replacement with its references filled in."""
+def expand(parts: tuple[Part, ...], groups: tuple[str, ...],
+           condition_groups: tuple[str, ...], url: UrlParts) -> str:
+    """The replacement with its references filled in (typed as tuples, which the
+    compiled code measures and indexes natively)."""
     out: list[str] = []
     for part in parts:
         if type(part) is str:
@@ -558,7 +560,7 @@ _NO_URL = UrlParts("", "", 0, "", None)
 
 
 def substitute(rules: Sequence[Rule], request: Request,
-               condition_groups: Sequence[str]) -> tuple[Rule, str] | None:
+               condition_groups: tuple[str, ...]) -> tuple[Rule, str] | None:
     """The first rule that matches the request's target and its filled-in replacement
     (pcre_keyvalue_buffer_process); None when none matches or that rule is blank.
     Raises MatchTooLong for a rule that backtracks past its time limit."""

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
+from .captures import match_groups
 from .directives import CheckResult, Directive, Scope
 from .tree import Block, Condition, ConfigTree
 
@@ -65,7 +66,7 @@ class RequestSettings:
         match = self._matches.get(self._origin[key])
         if match is None:
             return NO_CAPTURES
-        return (match.group(0),) + tuple(g or "" for g in match.groups())
+        return match_groups(match)
 
 
 def _strip_port(host: str) -> str:
