@@ -69,17 +69,15 @@ _NO_LENGTH = frozenset({204, 304})
 
 class CompiledFormat:
     """A parsed accesslog.format: the source text, the fields that vary (`escaped`:
-    the places of those whose text is escaped) and the literal text around them
-    (`literals`: before each field, then to the line's end, its newline included).
-    `parts` is the line's template: the literals with a place between each two for a
-    field's text."""
+    the places of those whose text is escaped) and `parts`, the line's template: the
+    literal text before each field, then to the line's end (its newline included),
+    with a place between each two for a field's text."""
 
-    __slots__ = ("text", "literals", "fields", "escaped", "parts")
+    __slots__ = ("text", "fields", "escaped", "parts")
 
     def __init__(self, text: str, literals: tuple[str, ...], fields: tuple[Field, ...]
                  ) -> None:
         self.text = text
-        self.literals = literals
         self.fields = fields
         self.escaped = tuple([index for index, field in enumerate(fields)
                               if isinstance(field, EscapedField)])
