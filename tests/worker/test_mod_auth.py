@@ -25,8 +25,8 @@ import pytest
 pytest.importorskip("bcrypt", reason="mod_authn_file needs the bcrypt package")
 pytest.importorskip("passlib", reason="mod_authn_file needs libpass (passlib)")
 
-from auth_site import (HASH_USERS, NONCE_SECRET, REALM, basic, challenges, digest, htpasswd,
-                       make_auth_site, needs_apache_utils)
+from auth_site import (HASH_USERS, HTPASSWD, NONCE_SECRET, REALM, basic, challenges, digest,
+                       htpasswd, make_auth_site, needs_apache_utils)
 from server_util import WorkerProcess, detached_request, read_until_closed
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: serverproc, procutil
 from procutil import run_cli  # noqa: E402
@@ -307,6 +307,24 @@ def test_auth_cache_keeps_a_login_the_file_no_longer_has(site):
     # otherwise are checked against the file again
     respelt = "basic " + basic("kept", "pw-kept").split(" ", 1)[1]
     assert ask(port, "/cached/f.txt", respelt)[0] == 401
+
+
+def test_auth_cache_keeps_one_authorization_field_a_user(site):
+    """The fields that pass for one login (here the scheme's case) replace each other
+    in auth.cache, so that a user cannot pile them up in the worker's memory."""
+    port, base = site
+    cached_file = base / "htpasswd-cached"
+    htpasswd(cached_file, "-B", "twice", "pw-twice")
+    canonical = basic("twice", "pw-twice")
+    lowercase = "basic " + canonical.split(" ", 1)[1]
+    wait_until(lambda: ask(port, "/cached/f.txt", canonical)[0] == 200)
+    assert ask(port, "/cached/f.txt", lowercase)[0] == 200      # kept in its place
+    subprocess.run([HTPASSWD, "-D", str(cached_file), "twice"], check=True,
+                   capture_output=True, timeout=30)
+    htpasswd(cached_file, "-B", "marker", "pw-marker")          # the file read again
+    wait_until(lambda: ask(port, "/cached/f.txt", basic("marker", "pw-marker"))[0] == 200)
+    assert ask(port, "/cached/f.txt", lowercase)[0] == 200
+    assert ask(port, "/cached/f.txt", canonical)[0] == 401
 
 
 def test_a_slow_hash_does_not_hold_other_requests(site):

@@ -26,10 +26,10 @@ backend that knows groups (LDAP: `check_login`) is given the whole rule and deci
 A good login sets REMOTE_USER and AUTH_TYPE for the backends and the access log; a bad
 one is logged and ends keep-alive.  `auth.cache = ( "max-age" => "600" )` keeps good
 logins for max-age seconds, so a slow hash is not checked on every request: a Basic
-one by its Authorization field as sent (a request with the same field is let through
-without decoding it again: a dict lookup, which compares a field only with one whose
-keyed hash it shares), a Digest one by its user (H(A1)).  Other secrets are compared in
-constant time.
+one by its Authorization field as sent, one field a user (a request with the same
+field is let through without decoding it again: a dict lookup, which compares a field
+only with one whose keyed hash it shares), a Digest one by its user (H(A1)).  Other
+secrets are compared in constant time.
 
 The answer cache may replay what this module lets through.  `Authorization` joins the
 key of a kept answer; an answer behind a Basic rule is kept only with `auth.cache` on
@@ -501,6 +501,8 @@ class Module(BaseModule):
         # (policy, rule, Authorization field) -> user, Digest by (policy, rule,
         # algorithm, user, userhash) -> (user, H(A1))
         self.logins: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        # (policy, rule, user) -> the Authorization field its Basic login is kept by
+        self.basic_fields: dict[tuple[CachePolicy, Rule, str], str] = {}
         # (rule, user) -> (password, its check under way): the same login asked again
         # meanwhile waits for that check instead of starting another slow hash
         self.checking: dict[tuple[Rule, str], tuple[bytes, authn.Pending]] = {}
@@ -535,6 +537,8 @@ class Module(BaseModule):
         self.nonces.sweep(int(time.time()))
         self.logins = {key: entry for key, entry in self.logins.items()
                        if now - entry[0] <= key[0].max_age}
+        self.basic_fields = {key: field for key, field in self.basic_fields.items()
+                             if (key[0], key[1], field) in self.logins}
         self.checking = {key: entry for key, entry in self.checking.items()
                          if not entry[1].done}
 
@@ -578,13 +582,26 @@ class Module(BaseModule):
             return WAIT
         if good and (rule.permits(user) or _checks_groups(backend, rule)):
             if policy is not None:
-                self.logins[policy, rule, header] = (time.monotonic(), user)
+                self._keep_basic(policy, rule, header, user)
             _authenticated(request, user, "Basic")
             return None
         log.error("mod_auth", f"password doesn't match for {request.uri_path} username: "
                   f"{user} IP: {request.remote_ip}")
         request.keep_alive = False
         return ask_basic(request, rule)
+
+    def _keep_basic(self, policy: CachePolicy, rule: Rule, header: str, user: str) -> None:
+        """Keep a good Basic login by its Authorization field, one field a user: the
+        field sent last replaces the one kept before.  One login has many fields that
+        pass (the scheme's case, padding, and with a hash that reads a password's
+        first bytes only, bcrypt's 72 or crypt's 8, any bytes after them): kept side
+        by side, a user could fill the worker's memory with them."""
+        user_key = (policy, rule, user)
+        before = self.basic_fields.get(user_key)
+        if before is not None and before != header:
+            self.logins.pop((policy, rule, before), None)
+        self.basic_fields[user_key] = header
+        self.logins[policy, rule, header] = (time.monotonic(), user)
 
     def _check_once(self, request: Request, rule: Rule, backend: authn.Backend, user: str,
                     password: bytes) -> "bool | authn.Pending":
