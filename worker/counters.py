@@ -85,29 +85,37 @@ class WorkerCounters:
         words[Field.WRITING] = writing
         words[Field.WAITING] = waiting
 
+    # `pending[i] = pending[i] + n`, not `+=`: compiled, an augmented assignment to a
+    # list item is Python's generic in-place add; this is a native one
     def accepted(self) -> None:
-        self.pending[_ACCEPTED] += 1
+        pending = self.pending
+        pending[_ACCEPTED] = pending[_ACCEPTED] + 1
         self.dirty = True
 
     def keepalive_reuse(self) -> None:
-        self.pending[_KEEPALIVE_REUSES] += 1
+        pending = self.pending
+        pending[_KEEPALIVE_REUSES] = pending[_KEEPALIVE_REUSES] + 1
         self.dirty = True
 
     def bytes_in(self, count: int) -> None:
-        self.pending[_BYTES_IN] += count
+        pending = self.pending
+        pending[_BYTES_IN] = pending[_BYTES_IN] + count
         self.dirty = True
 
     def bytes_out(self, count: int) -> None:
-        self.pending[_BYTES_OUT] += count
+        pending = self.pending
+        pending[_BYTES_OUT] = pending[_BYTES_OUT] + count
         self.dirty = True
 
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
         pending = self.pending
         status_class = status // 100 if 100 <= status < 600 else 5
-        pending[_METHOD_ROW.get(method, _OTHER_ROW) + status_class] += 1
-        pending[_DURATION + _bucket(seconds)] += 1
-        pending[_DURATION_SUM_US] += int(seconds * 1_000_000)
+        row = _METHOD_ROW.get(method, _OTHER_ROW) + status_class
+        pending[row] = pending[row] + 1
+        bucket = _DURATION + _bucket(seconds)
+        pending[bucket] = pending[bucket] + 1
+        pending[_DURATION_SUM_US] = pending[_DURATION_SUM_US] + int(seconds * 1_000_000)
         self.dirty = True
 
 
