@@ -16,12 +16,13 @@ shared.config keeps them apart, which is what the config says).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import HealthCheck, assume, example, given, note, settings
 from hypothesis import strategies as st
 
 from cfgtest_helpers import LIGHTTPD, assert_same_print, lighttpd, without_volatile
@@ -256,14 +257,28 @@ def _first_parse(text: str) -> str:
 
 
 # ---------------------------------------------------------------- properties
+_BLOCK_NUMBER = re.compile(r"^\s*# block \d+$")
+
+
+def _without_block_numbers(text: str) -> str:
+    """A print without its `# block N` comments: they number the source's blocks, and
+    a print leaves out the blocks lighttpd folds into others (an `=~ "^$"` that is an
+    `== ""` already there), so printing the print numbers the rest anew, as
+    lighttpd's own -p does."""
+    return "\n".join(line for line in without_volatile(text).splitlines()
+                     if not _BLOCK_NUMBER.match(line))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs())
+@example('$HTTP["host"] == "" {\n} else $HTTP["host"] =~ "^/api/" {\n}\n'
+         '$HTTP["host"] =~ "^$" {\n} else $HTTP["host"] != "" {\n}\n')
 def test_print_is_a_fixed_point(text: str) -> None:
     note(text)
     first = _first_parse(text)
     second = parse_print(reparseable(first), "<printed>")
     note(first)
-    assert without_volatile(second) == without_volatile(first)
+    assert _without_block_numbers(second) == _without_block_numbers(first)
 
 
 @settings(max_examples=200, deadline=None)
