@@ -224,7 +224,7 @@ class _Held:
     head is out (`response.started`), whether the body is chunked."""
 
     __slots__ = ("request", "mark", "head_len", "chunked", "keep_alive", "queued",
-                 "rdhup", "spool", "tunnel")
+                 "rdhup", "quiet", "spool", "tunnel")
 
     def __init__(self, request: Request, mark: int) -> None:
         self.request = request
@@ -234,6 +234,9 @@ class _Held:
         self.keep_alive = False
         self.queued = False       # a wake is pending in the loop's call_soon list
         self.rdhup = False        # the client half-closed: stop polling for it
+        # the client sent nothing since: its EPOLLIN is left as it was until it does
+        # (then only its hang-up is polled), two epoll_ctl calls a held request saved
+        self.quiet = True
         self.spool: Spool | None = None   # the body's bytes parked on disk, if any
         self.tunnel = False       # switched protocols: raw bytes both ways
 
@@ -363,6 +366,10 @@ class Connection:
                     self.process()
                     return
             if events & EPOLLIN:
+                if self._held_and_quiet():
+                    self.held.quiet = False         # type: ignore[union-attr]
+                    self.update_events()  # read once the answer is out, as pipelining
+                    return
                 self.on_readable()      # ends in update_events, or a close
             elif events & EPOLLERR_HUP:
                 self.close()
@@ -892,13 +899,23 @@ class Connection:
         if held is not None:
             if self._reads_held_body(held):
                 want |= EPOLLIN
-            elif not held.rdhup:
+            elif held.rdhup:
+                pass
+            elif held.quiet and self.events & EPOLLIN:
+                want |= EPOLLIN         # left as it was until the client sends (on_event)
+            else:
                 want |= EPOLLRDHUP      # to hear of a client gone while a module works
         elif not self.closing and not self.peer_eof and not self.ready:
             want |= EPOLLIN
         if want != self.events:
             self.server.loop.modify(self.fd, want)
             self.events = want
+
+    def _held_and_quiet(self) -> bool:
+        """A request is held, its body is not being read, and the client had said
+        nothing since: EPOLLIN was only left polled (see _Held.quiet)."""
+        held = self.held
+        return held is not None and held.quiet and not self._reads_held_body(held)
 
     def _reads_held_body(self, held: _Held) -> bool:
         """The held request's body is still coming (streamed): read it, unless its

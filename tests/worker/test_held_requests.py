@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import struct
 import time
@@ -22,7 +23,7 @@ from master.configload import load
 from server_util import split_responses
 from sites import make_docroot
 from worker.module import BACKLOG_HIGH, COMEBACK, ERROR, WAIT, Module
-from worker.connection import ConnState
+from worker.connection import Connection, ConnState
 from worker.chunked import Dechunker
 from worker.request import Request
 from worker.server import Server
@@ -293,6 +294,56 @@ def test_pipelined_requests_behind_a_held_one_keep_their_order(server):
     data = get("/later/1", close=False) + get("/index.html", close=False) + get("/later/2")
     bodies = [body for _, _, body in split_responses(exchange(server, data))]
     assert bodies == [b"late /later/1", b"hello from pylighttpd\n", b"late /later/2"]
+
+
+def _held_connection(server: Server, data: bytes) -> tuple[socket.socket, Connection]:
+    """A client whose first request (`data`) the worker now holds."""
+    client, end = socket.socketpair()
+    connection = server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    client.sendall(data)
+    deadline = time.monotonic() + 5
+    while connection.held is None and time.monotonic() < deadline:
+        server.loop.run_once(0.001)
+    assert connection.held is not None
+    return client, connection
+
+
+def _answers_until_closed(server: Server, client: socket.socket) -> bytes:
+    client.settimeout(5)
+    received = bytearray()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        server.loop.run_once(0.005)
+        with contextlib.suppress(TimeoutError, BlockingIOError):
+            client.setblocking(False)
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    client.close()
+    return bytes(received)
+
+
+def test_holding_a_request_leaves_the_client_polled_until_it_speaks(server):
+    """No epoll_ctl for a held request whose client waits quietly; the next request,
+    sent meanwhile, switches the client to hang-ups only and is read after."""
+    client, connection = _held_connection(server, get("/later/1", close=False))
+    assert connection.events == select.EPOLLIN and connection.held.quiet
+    client.sendall(get("/index.html"))
+    for _ in range(3):
+        server.loop.run_once(0.001)
+    if connection.held is not None:          # still held: only its hang-up is polled
+        assert connection.events == select.EPOLLRDHUP and not connection.held.quiet
+    bodies = [body for _, _, body in split_responses(_answers_until_closed(server, client))]
+    assert bodies == [b"late /later/1", b"hello from pylighttpd\n"]
+
+
+def test_a_client_half_closed_while_held_still_gets_its_answer(server):
+    client, connection = _held_connection(server, get("/later/2", close=False))
+    client.shutdown(socket.SHUT_WR)
+    answers = split_responses(_answers_until_closed(server, client))
+    assert [body for _, _, body in answers] == [b"late /later/2"]
+    assert not server.connections
 
 
 def test_a_streamed_answer_is_chunked_for_http11(server):
