@@ -204,7 +204,8 @@ class Request:
         "physical_path", "physical_rel", "physical_basedir", "pathinfo", "response",
         "body", "keep_alive", "expect_continue", "plugin_ctx", "start", "header_bytes",
         "content_length", "_stat_path", "_stat", "replay", "replay_key", "replay_parsed",
-        "arrived_as", "remote_ip", "socket_spec", "handler", "aborted", "error_origin",
+        "arrived_as", "remote_ip", "socket_spec", "config", "condition_cache", "origin_ip",
+        "handler", "aborted", "error_origin",
         "loops", "woken", "target_orig", "env", "start_mark", "end_mark", "_remote_port",
     )
 
@@ -223,7 +224,8 @@ class Request:
         self.uri_path_raw = ""
         self.uri_path = ""
         self.uri_query = ""
-        self._settings: RequestSettings = connection.server.global_settings
+        server = connection.server
+        self._settings: RequestSettings = server.global_settings
         self.values: dict[str, Any] = self._settings.values   # read natively (compiled)
         self.docroot = ""
         self.physical_path = ""
@@ -244,8 +246,14 @@ class Request:
         self.replay_key: Any = None      # the key its own answer may be kept under
         self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
         self.arrived_as: bytes | None = None   # the read that held it and nothing else
-        self.remote_ip = connection.remote_ip
+        self.remote_ip = self.origin_ip = connection.remote_ip
         self.socket_spec = connection.socket_spec
+        # what configure() asks of the connection, read here once through Python's
+        # attribute protocol (`connection` may be of two types), natively after
+        # (a stand-in connection of the unit tests may have neither)
+        self.config: CompiledConfig | None = getattr(server, "compiled", None)
+        self.condition_cache: dict[int, tuple[bool, object]] | None = \
+            getattr(connection, "condition_cache", None)
         self.handler: Any = None         # the module holding it (WAIT), if any
         self.aborted = False             # the client went away before the answer ended
         self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled
@@ -361,11 +369,11 @@ class Request:
     def configure(self) -> RequestSettings:
         """(Re)compute the effective settings: after the headers, and again whenever a
         module changes what conditions read (a rewritten URL)."""
-        connection = self.connection
-        compiled: CompiledConfig = connection.server.compiled     # a native call below
-        cache = connection.condition_cache if self.remote_ip == connection.remote_ip \
+        config = self.config
+        assert config is not None          # a request of a real connection
+        cache = self.condition_cache if self.remote_ip == self.origin_ip \
             else None        # another client than the connection's: its own results
-        self.settings = compiled.settings_for(self, cache)
+        self.settings = config.settings_for(self, cache)
         return self.settings
 
     # ------------------------------------------------------------------ URL
