@@ -315,9 +315,6 @@ class Connection:
     def new_request(self) -> Request:
         return Request(self, self.server.loop.now)
 
-    def request_ready(self, request: Request) -> None:
-        self.ready.append(request)
-
     def stop_reading(self) -> None:
         self.closing = True
 

@@ -2,13 +2,13 @@
 
 httptools parses everything it is fed, so several pipelined requests may complete in
 one feed; each complete request (or one refused while parsing, its error status set
-in `request.response.status`) is handed to the sink with `request_ready`, in order.
+in `request.response.status`) is appended to the sink's `ready` list, in order.
 Nothing here touches a socket: a connection feeds what its transport read, and a unit
 test feeds bytes and looks at the requests that come out.
 
 The sink (worker/connection.Connection, or a test's) gives what a request needs of its
-connection: `new_request()` makes a Request bound to it, `request_ready(request)`
-takes a complete one, `stop_reading()` says nothing after the last request may be
+connection: it is the `connection` of the Requests made here, its `ready` list takes
+the complete ones, `stop_reading()` says nothing after the last request may be
 read (answer, then close), `limits` receives the settings that idle timeouts come
 from, `remote_ip` names the client in the error log.  With `server.stream-request-body`
 1 or 2 a request with a body is handed over as soon as its head is in: its body then
@@ -100,10 +100,7 @@ class _Abort(_StopParsing):
 class RequestSink(Protocol):
     remote_ip: str
     limits: Any
-
-    def new_request(self) -> Request: ...
-
-    def request_ready(self, request: Request) -> None: ...
+    ready: list[Request]
 
     def body_arrived(self, request: Request) -> None: ...
 
@@ -120,10 +117,15 @@ class Http1Parser:
     __slots__ = ("sink", "parser", "current", "url", "header_phase", "raw_header_bytes",
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
-                 "held_back", "tunnelled", "body_left", "dechunker", "line_chunk")
+                 "held_back", "tunnelled", "body_left", "dechunker", "line_chunk",
+                 "ready", "loop")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
+        # the sink's list and the worker's loop, read once: a sink is typed by a
+        # Protocol, so each use of one of its members is a Python attribute look-up
+        self.ready = sink.ready
+        self.loop = server.loop
         # made when a request starts arriving, dropped between requests (see feed)
         self.parser: httptools.HttpRequestParser | None = None
         self.current: Request | None = None   # the request being read
@@ -150,7 +152,10 @@ class Http1Parser:
 
     def _emit(self, request: Request) -> None:
         self.last = request
-        self.sink.request_ready(request)
+        self.ready.append(request)
+
+    def _new_request(self) -> Request:
+        return Request(self.sink, self.loop.now)
 
     def stop(self) -> None:
         self.stopped = True
@@ -165,7 +170,7 @@ class Http1Parser:
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
-        self.current = request = self.sink.new_request()
+        self.current = request = self._new_request()
         request.header_bytes = 16     # the request line but its target, counted once
         self.url = b""
         self.header_phase = True
@@ -499,7 +504,7 @@ class Http1Parser:
             self.stop()
             return
         if request is None or self.header_phase:
-            request = request or self.sink.new_request()
+            request = request or self._new_request()
             if self.header_phase:
                 self._take_request_line(request, status)
         request.response.status = status

@@ -25,16 +25,11 @@ class Sink:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.requests: list[Request] = []
+        self.ready = self.requests
         self.stopped = False
         self.limits = None
         self.arrivals: list[tuple[int, bool]] = []
         self.failures: list[int] = []
-
-    def new_request(self) -> Request:
-        return Request(self, 0.0)     # type: ignore[arg-type]
-
-    def request_ready(self, request: Request) -> None:
-        self.requests.append(request)
 
     def stop_reading(self) -> None:
         self.stopped = True
