@@ -52,7 +52,9 @@ CONNECTIONS = 50
 def stand_in_request() -> Request:
     """A request of no connection, with the header the trivial scripts read."""
     connection = SimpleNamespace(scheme="http", remote_ip="127.0.0.1", socket_spec="",
-                                 server=SimpleNamespace(global_settings=RequestSettings({})))
+                                 condition_cache=None,
+                                 server=SimpleNamespace(global_settings=RequestSettings({}),
+                                                        compiled=None))
     request = Request(connection, 0.0)
     request.headers["x-value"] = "seen"
     return request

@@ -312,9 +312,6 @@ class Connection:
         return self.state is CLOSED
 
     # ------------------------------------------------- the protocol's sink
-    def new_request(self) -> Request:
-        return Request(self, self.server.loop.now)
-
     def stop_reading(self) -> None:
         self.closing = True
 
@@ -363,9 +360,10 @@ class Connection:
                     self.process()
                     return
             if events & EPOLLIN:
-                if self._held_and_quiet():
-                    self.held.quiet = False         # type: ignore[union-attr]
-                    self.update_events()  # read once the answer is out, as pipelining
+                held = self.held
+                if held is not None and held.quiet and not self._reads_held_body(held):
+                    held.quiet = False    # the client spoke: read it once answered
+                    self.update_events()
                     return
                 self.on_readable()      # ends in update_events, or a close
             elif events & EPOLLERR_HUP:
@@ -607,7 +605,7 @@ class Connection:
         already switched tunnel, with no head; the client's bytes arrive as its body,
         what the module writes goes out raw, and its final status ends the
         connection.  Nothing of it is logged as a request."""
-        request = self.new_request()
+        request = Request(self, self.server.loop.now)
         request.method = ""
         request.handler = module
         request.body = RequestBody(spill=False)
@@ -896,23 +894,14 @@ class Connection:
         if held is not None:
             if self._reads_held_body(held):
                 want |= EPOLLIN
-            elif held.rdhup:
-                pass
-            elif held.quiet and self.events & EPOLLIN:
-                want |= EPOLLIN         # left as it was until the client sends (on_event)
-            else:
-                want |= EPOLLRDHUP      # to hear of a client gone while a module works
+            elif not held.rdhup:        # to hear of a client gone while a module works;
+                # EPOLLIN, if polled, is left as it was until the client sends (on_event)
+                want |= EPOLLIN if held.quiet and self.events & EPOLLIN else EPOLLRDHUP
         elif not self.closing and not self.peer_eof and not self.ready:
             want |= EPOLLIN
         if want != self.events:
             self.server.loop.modify(self.fd, want)
             self.events = want
-
-    def _held_and_quiet(self) -> bool:
-        """A request is held, its body is not being read, and the client had said
-        nothing since: EPOLLIN was only left polled (see _Held.quiet)."""
-        held = self.held
-        return held is not None and held.quiet and not self._reads_held_body(held)
 
     def _reads_held_body(self, held: _Held) -> bool:
         """The held request's body is still coming (streamed): read it, unless its

@@ -249,11 +249,11 @@ class Request:
         self.remote_ip = self.origin_ip = connection.remote_ip
         self.socket_spec = connection.socket_spec
         # what configure() asks of the connection, read here once through Python's
-        # attribute protocol (`connection` may be of two types), natively after
-        # (a stand-in connection of the unit tests may have neither)
-        self.config: CompiledConfig | None = getattr(server, "compiled", None)
+        # attribute protocol (`connection` may be of two types), natively after; a
+        # request of no connection (a unit test's, a microbench's) has no config
+        self.config: CompiledConfig | None = server.compiled
         self.condition_cache: dict[int, tuple[bool, object]] | None = \
-            getattr(connection, "condition_cache", None)
+            connection.condition_cache
         self.handler: Any = None         # the module holding it (WAIT), if any
         self.aborted = False             # the client went away before the answer ended
         self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled

@@ -32,7 +32,8 @@ def detached_request(values: dict | None = None, **connection: object):
 
     settings = RequestSettings(dict(values or {}))
     fields = {"scheme": "http", "remote_ip": "127.0.0.1", "socket_spec": "",
-              "server": SimpleNamespace(global_settings=settings),
+              "server": SimpleNamespace(global_settings=settings, compiled=None),
+              "condition_cache": None,
               "backlog_of": lambda _request: 0} | connection
     return Request(SimpleNamespace(**fields), 0.0)
 

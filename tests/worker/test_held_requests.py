@@ -247,6 +247,13 @@ def exchange(server: Server, data: bytes, read_pause: float = 0.0,
     (or the client resets it after `rst_after` seconds); the answer bytes."""
     client, end = socket.socketpair()
     server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    return converse(server, client, data, read_pause, seconds, rst_after)
+
+
+def converse(server: Server, client: socket.socket, data: bytes, read_pause: float = 0.0,
+             seconds: float = 10.0, rst_after: float | None = None) -> bytes:
+    """exchange() on a connection the server has already: send `data`, read until
+    the server closes, and run the loop until it has let the connection go."""
     client.setblocking(False)
     unsent = memoryview(data)
     received = bytearray()
@@ -308,24 +315,6 @@ def _held_connection(server: Server, data: bytes) -> tuple[socket.socket, Connec
     return client, connection
 
 
-def _answers_until_closed(server: Server, client: socket.socket) -> bytes:
-    client.settimeout(5)
-    received = bytearray()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        server.loop.run_once(0.005)
-        with contextlib.suppress(TimeoutError, BlockingIOError):
-            client.setblocking(False)
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    client.close()
-    while server.connections and time.monotonic() < deadline:
-        server.loop.run_once(0.005)      # the lingering close sees the client's EOF
-    return bytes(received)
-
-
 def test_holding_a_request_leaves_the_client_polled_until_it_speaks(server):
     """No epoll_ctl for a held request whose client waits quietly; the next request,
     sent meanwhile, switches the client to hang-ups only and is read after."""
@@ -336,14 +325,14 @@ def test_holding_a_request_leaves_the_client_polled_until_it_speaks(server):
         server.loop.run_once(0.001)
     if connection.held is not None:          # still held: only its hang-up is polled
         assert connection.events == select.EPOLLRDHUP and not connection.held.quiet
-    bodies = [body for _, _, body in split_responses(_answers_until_closed(server, client))]
+    bodies = [body for _, _, body in split_responses(converse(server, client, b""))]
     assert bodies == [b"late /later/1", b"hello from pylighttpd\n"]
 
 
 def test_a_client_half_closed_while_held_still_gets_its_answer(server):
     client, connection = _held_connection(server, get("/later/2", close=False))
     client.shutdown(socket.SHUT_WR)
-    answers = split_responses(_answers_until_closed(server, client))
+    answers = split_responses(converse(server, client, b""))
     assert [body for _, _, body in answers] == [b"late /later/2"]
     assert not server.connections
 
