@@ -47,7 +47,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("PCRE support"),           # Python's re: regex conditionals always work
     Feature("LDAP support", "mod_authn_ldap", ("ldap3", "ldap")),
     Feature("LUA support", "mod_magnet", ("lupa",)),
-    Feature("HTTP/2 support", CORE, ("h2",)),
+    Feature("HTTP/2 support", CORE, ("hpack",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
     # shared/hotpath.py: built by contrib/compile.py and matching the sources

@@ -22,15 +22,17 @@ from pathlib import Path
 
 # <package>/<name>.py for each, from the repository's top: the modules that profiles
 # of the running server show on every request (byte-set checks among them), the
-# gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI heads), URL
-# substitution, the Lua bridge, SSI's parser and expressions, WebDAV's properties and
-# files, the modules (worker/modules/) that serve files, log them, front FastCGI and
-# SCGI applications, rewrite, authenticate, run scripts, include files (SSI) and share
-# files over WebDAV, and the config's per-request form (which settings a request gets
+# gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI heads), HTTP/2 (its
+# session, frames, HPACK and field checks), URL substitution, the Lua bridge, SSI's
+# parser and expressions, WebDAV's properties and files, the modules (worker/modules/)
+# that serve files, log them, front FastCGI and SCGI applications, rewrite,
+# authenticate, run scripts, include files (SSI) and share files over WebDAV, and the
+# config's per-request form (which settings a request gets
 # under conditional blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
     "answercache", "backend", "bytesets", "chunkqueue", "connection", "counters",
-    "fastcgi", "gateway", "gw_cgi", "gw_exchange", "handler", "host", "http", "http1",
+    "fastcgi", "gateway", "gw_cgi", "gw_exchange", "h2", "h2_connection", "h2_encoder",
+    "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
     "statcache", "static", "transport", "urlsubst", "webdav_fs", "webdav_props",
     "webdav_request", "webdav_xml",

@@ -201,9 +201,14 @@ def test_request_bodies_reach_backends_and_the_size_limit_holds(h2_server):
 
 
 def test_rapid_reset_is_answered_with_goaway(h2_server):
+    """400 streams opened and reset, sent at once (sent one by one, the server may
+    end the connection while the client still sends)."""
     client = Client(h2_server.port)
     for _ in range(400):
-        stream = client.get("/small1.txt")
+        stream = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(stream, [(":method", "GET"), (":path", "/small1.txt"),
+                                        (":scheme", "http"), (":authority", "127.0.0.1")],
+                               end_stream=True)
         client.h2.reset_stream(stream, h2.errors.ErrorCodes.CANCEL)
     client.send()
     client.run(lambda: client.goaway is not None)

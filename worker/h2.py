@@ -1,4 +1,4 @@
-"""HTTP/2: the second protocol on a connection's transport, with the h2 library.
+"""HTTP/2: the second protocol on a connection's transport.
 
 A connection becomes an `H2Session` when its first bytes are the HTTP/2 preface: after
 ALPN chose "h2" in the TLS handshake, or over cleartext by prior knowledge (h2c), as
@@ -24,12 +24,12 @@ mode 1 parks on disk what the client has not taken (as HTTP/1 does).
 Limits and defences:
 - SETTINGS_MAX_CONCURRENT_STREAMS (MAX_STREAMS): a stream beyond it is refused alone
   (RST_STREAM REFUSED_STREAM, as RFC 9113 5.1.2 allows; the client retries it), and
-  counts as a reset; the h2 library ends a connection that goes past STREAM_WALL.
+  counts as a reset; the engine ends a connection that goes past STREAM_WALL.
 - Header lists: SETTINGS_MAX_HEADER_LIST_SIZE is server.max-request-field-size, and
-  the h2 library's HPACK decoder stops decoding at it (64 KiB before the peer has
-  acknowledged our SETTINGS), so an HPACK bomb (a small block naming a large table
-  entry again and again) costs a bounded amount: GOAWAY ENHANCE_YOUR_CALM.  A
-  CONTINUATION flood (CVE-2024-27316) is cut off by the library's frame buffer.
+  the HPACK decoder stops decoding at HEADER_WALL times it, so an HPACK bomb (a small
+  block naming a large table entry again and again) costs a bounded amount: GOAWAY
+  ENHANCE_YOUR_CALM.  A CONTINUATION flood (CVE-2024-27316) is cut off at the same
+  size.
 - Request bodies: server.max-request-size → 413; acknowledged as they are stored.
 - Resets: a peer that resets (or has refused) streams faster than RESETS_PER_SECOND
   (CVE-2023-44487, "rapid reset") gets GOAWAY ENHANCE_YOUR_CALM.
@@ -45,14 +45,11 @@ Limits and defences:
 A worker draining for a reload sends GOAWAY in two steps (see begin_drain) and
 finishes the streams it has.
 
-Cost: most of a request's time is the h2 library's.  For a 1 KiB file
-(loadtests/h2_microbench.py --profile: 10 connections x 10 streams) the worker's
-time splits about 38% h2's state machines and events, 15% hyperframe's frame
-objects, 9% hpack's decoder, 3% the logging and enum calls they make: two thirds;
-the session and its encoder take 19%, the request core 16%.  What could be taken off
-the library is: answers' fields are encoded by worker/h2_encoder.py, and neither
-checked again (the session makes them to HTTP/2's rules) nor normalized; received
-fields are checked by worker/h2_fields.py rather than by the library's validation.
+The protocol's state (frames, streams, windows, SETTINGS) is worker/h2_connection.py,
+HPACK worker/h2_hpack.py (in) and worker/h2_encoder.py (out), received fields are
+checked by worker/h2_fields.py; all compiled with the hot path.  Answers' fields are
+made to HTTP/2's rules here (lower-case names, no connection-specific fields; the
+core drops values with line breaks and trims them), and not checked again.
 """
 
 from __future__ import annotations
@@ -62,16 +59,9 @@ import time
 import traceback
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from hyperframe.frame import GoAwayFrame, PingFrame
-
 from shared import log
 
+from . import h2_connection as wire
 from . import h2_fields
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
@@ -79,7 +69,6 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          _Held, _length_kept_whole, condition_field, receive, resume_woken,
                          transmit)
 from .errors import BadRequest
-from .h2_encoder import AnswerEncoder
 from .host import normalize_host
 from .http import DATE, NO_BODY
 from .module import BACKLOG_HIGH
@@ -111,17 +100,6 @@ _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection"
 _PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority"})
 
 
-# What comes in is checked by worker/h2_fields.py, as the library would (at a
-# fraction of its cost); what goes out is ours, made to HTTP/2's rules in _send_head
-# (lower-case names, no connection-specific fields; the core drops values with line
-# breaks and trims them), so the library need not check it again (a third of its
-# cost per answer).
-_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                    validate_inbound_headers=False,
-                                    validate_outbound_headers=False,
-                                    normalize_outbound_headers=False)
-
-
 class _Budget:
     """A token bucket: `burst` at once, `rate` a second in the long run."""
 
@@ -136,16 +114,6 @@ class _Budget:
         self.left = min(self.burst, self.left + (now - self.at) * self.rate) - cost
         self.at = now
         return self.left >= 0
-
-
-class _LocalSettings(h2.settings.Settings):
-    """Our SETTINGS as sent (MAX_CONCURRENT_STREAMS is MAX_STREAMS), but the h2 library
-    lets streams open up to STREAM_WALL: the session refuses those beyond MAX_STREAMS one
-    by one, where the library would end the whole connection."""
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return STREAM_WALL
 
 
 class _Stream:
@@ -199,16 +167,14 @@ class H2Session:
         self.idle_frames = _Budget(IDLE_FRAMES_BURST, IDLE_FRAMES_PER_SECOND, server.loop.now)
         self.last_data = server.loop.now  # when a body frame last left
         self.stalled_since: float | None = None
-        self.h2 = h2.connection.H2Connection(config=_CONFIG)
-        self.h2.encoder = AnswerEncoder()
-        self.h2.local_settings = _LocalSettings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: server.header_limit,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0})
-        # the HPACK decoder's own wall, an HPACK bomb's bound; a request whose fields
-        # pass header_limit (but not this) is answered 431, as HTTP/1 answers it
-        self.h2.decoder.max_header_list_size = HEADER_WALL * server.header_limit
+        # streams open up to STREAM_WALL: the session refuses those beyond MAX_STREAMS
+        # one by one; the HPACK decoder stops at HEADER_WALL x the field limit, an HPACK
+        # bomb's bound (a request whose fields pass header_limit, but not this, is
+        # answered 431, as HTTP/1 answers it)
+        self.h2 = wire.H2Connection(
+            [(wire.MAX_CONCURRENT_STREAMS, MAX_STREAMS), (wire.INITIAL_WINDOW_SIZE, WINDOW),
+             (wire.MAX_HEADER_LIST_SIZE, server.header_limit), (wire.ENABLE_PUSH, 0)],
+            STREAM_WALL, HEADER_WALL * server.header_limit)
         if upgraded is None:
             self.h2.initiate_connection()
         else:
@@ -268,13 +234,11 @@ class H2Session:
     def _receive(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as err:
-            self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR, str(err))
+        except wire.ProtocolError as err:
+            self._goaway(err.error_code, str(err))
             return
         for event in events:
-            handler = _EVENT_HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event)
+            self._dispatch(event)
             if self.state is CLOSED:
                 return
         # answered once the whole read is taken in: a stream the same read reset
@@ -306,18 +270,42 @@ class H2Session:
             self.server.loop.modify(self.fd, want)
             self.events = want
 
-    # ------------------------------------------------------- h2 events
-    def _request_received(self, event: h2.events.RequestReceived) -> None:
+    # ---------------------------------------------------- engine events
+    def _dispatch(self, event: wire.Event) -> None:
+        """The event to its handler, the most frequent kinds first."""
+        kind = event.kind
+        if kind == wire.REQUEST:
+            self._request_received(event)
+        elif kind == wire.STREAM_ENDED:
+            self._stream_ended(event)
+        elif kind == wire.BODY:
+            self._data_received(event)
+        elif kind == wire.WINDOW_UPDATED:
+            self._window_updated(event)
+        elif kind == wire.STREAM_RESET:
+            self._stream_reset(event)
+        elif kind == wire.TRAILERS:
+            self._trailers_received(event)
+        elif kind == wire.TERMINATED:
+            self._terminated(event)
+        elif kind == wire.PING_ACK:
+            self._ping_acknowledged(event)
+        elif kind == wire.PRIORITY_UPDATED:
+            self._priority_updated(event)
+        else:                        # PING, SETTINGS, unknown frames
+            self._idle_frame(event)
+
+    def _request_received(self, event: wire.Event) -> None:
         try:
             h2_fields.check_request(event.headers)
-        except h2.exceptions.ProtocolError as err:
-            self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR, str(err))
+        except wire.ProtocolError as malformed:
+            self._goaway(wire.PROTOCOL_ERROR, str(malformed))
             return
         if self.closing and event.stream_id > self.last_stream:
-            self._reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._reset_stream(event.stream_id, wire.REFUSED_STREAM)
             return                           # after our GOAWAY: the client retries
         if len(self.streams) >= MAX_STREAMS:
-            self._reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._reset_stream(event.stream_id, wire.REFUSED_STREAM)
             self._count_reset(event.stream_id)
             return
         request = Request(self, self.server.loop.now)
@@ -336,8 +324,8 @@ class H2Session:
             request.response.status = 400
             self.ready.append(stream)
             return
-        if event.stream_ended is not None:
-            return                           # StreamEnded follows: handled there
+        if event.ended:
+            return                           # STREAM_ENDED follows: handled there
         values = request.settings.values
         request.body = RequestBody(self.server.upload_dirs,
                                    spill=values["server.stream-request-body"] != 2)
@@ -386,14 +374,14 @@ class H2Session:
             request.content_length = int(length)
         request.configure()
 
-    def _data_received(self, event: h2.events.DataReceived) -> None:
-        if not event.data and event.stream_ended is None:
+    def _data_received(self, event: wire.Event) -> None:
+        if not event.data and not event.ended:
             self._idle_frame(event)
             if self.state is CLOSED:
                 return
         stream = self.streams.get(event.stream_id)
-        if event.flow_controlled_length:
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if event.flow_length:
+            self.h2.acknowledge_received_data(event.flow_length, event.stream_id)
         if stream is None or stream.request.body is None:
             return
         body = stream.request.body
@@ -405,14 +393,14 @@ class H2Session:
         if stream.held is not None:
             stream.request.wake()
 
-    def _trailers_received(self, event: h2.events.TrailersReceived) -> None:
+    def _trailers_received(self, event: wire.Event) -> None:
         """Trailers are checked (as the library would), and otherwise not used."""
         try:
             h2_fields.check_trailers(event.headers)
-        except h2.exceptions.ProtocolError as err:
-            self._goaway(h2.errors.ErrorCodes.PROTOCOL_ERROR, str(err))
+        except wire.ProtocolError as err:
+            self._goaway(wire.PROTOCOL_ERROR, str(err))
 
-    def _stream_ended(self, event: h2.events.StreamEnded) -> None:
+    def _stream_ended(self, event: wire.Event) -> None:
         stream = self.streams.get(event.stream_id)
         if stream is None:
             return
@@ -424,20 +412,20 @@ class H2Session:
         elif stream.held is not None:
             stream.request.wake()
 
-    def _idle_frame(self, _event: h2.events.Event) -> None:
+    def _idle_frame(self, _event: wire.Event) -> None:
         """A frame that asks work and brings none: from the peer's budget."""
         if not self.idle_frames.spend(self.server.loop.now):
-            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "flood of idle frames")
+            self._goaway(wire.ENHANCE_YOUR_CALM, "flood of idle frames")
 
-    def _window_updated(self, event: h2.events.WindowUpdated) -> None:
+    def _window_updated(self, event: wire.Event) -> None:
         if event.delta < SMALL_WINDOW_UPDATE:
             self._idle_frame(event)
 
-    def _priority_updated(self, event: h2.events.PriorityUpdated) -> None:
+    def _priority_updated(self, event: wire.Event) -> None:
         if event.stream_id not in self.streams:      # not a request's own priority
             self._idle_frame(event)
 
-    def _stream_reset(self, event: h2.events.StreamReset) -> None:
+    def _stream_reset(self, event: wire.Event) -> None:
         self._count_reset(event.stream_id)
 
     def _count_reset(self, stream_id: int) -> None:
@@ -451,9 +439,9 @@ class H2Session:
         if stream is not None:
             self._abort(stream)
         if len(resets) > RESETS_PER_SECOND:
-            self._goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, "rapid reset")
+            self._goaway(wire.ENHANCE_YOUR_CALM, "rapid reset")
 
-    def _terminated(self, _event: h2.events.ConnectionTerminated) -> None:
+    def _terminated(self, _event: wire.Event) -> None:
         self.closing = True
         for stream in list(self.streams.values()):
             if not stream.handled:
@@ -592,18 +580,18 @@ class H2Session:
         stream.handled = True
         self.server.pipeline.fail(request, status)
         self._answer(stream)
-        self._reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+        self._reset_stream(stream.id, wire.NO_ERROR)
 
     def _cut(self, stream: _Stream) -> None:
         """A stream that cannot be answered properly any more: reset it."""
         self.streams.pop(stream.id, None)
         self._abort(stream)
-        self._reset_stream(stream.id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        self._reset_stream(stream.id, wire.INTERNAL_ERROR)
 
     def _reset_stream(self, stream_id: int, code: int) -> None:
         try:
             self.h2.reset_stream(stream_id, code)
-        except h2.exceptions.StreamClosedError:
+        except wire.StreamClosedError:
             pass
 
     def _abort(self, stream: _Stream, counted: bool = True) -> None:
@@ -655,7 +643,7 @@ class H2Session:
         try:
             window = min(h2conn.local_flow_control_window(stream.id),
                          h2conn.max_outbound_frame_size)
-        except h2.exceptions.StreamClosedError:
+        except wire.StreamClosedError:
             stream.parts = []
             return 0
         if window <= 0:
@@ -731,10 +719,7 @@ class H2Session:
     def _goaway(self, code: int, why: str) -> None:
         if self.server.debug:
             log.error("h2.c", f"GOAWAY to {self.remote_ip}: {why}")
-        try:
-            self.h2.close_connection(code)
-        except h2.exceptions.ProtocolError:
-            pass
+        self.h2.close_connection(code)
         self.out.append(self.h2.data_to_send())
         self.closing = True
         for stream in list(self.streams.values()):
@@ -756,16 +741,15 @@ class H2Session:
         self.closing = True
         self.last_stream = LAST_STREAM_ID
         self._send_goaway()
-        self.out.append(PingFrame(0, opaque_data=DRAIN_PING).serialize())
+        self.h2.ping(DRAIN_PING)
         self.server.loop.call_later(DRAIN_ROUND_TRIP, self._last_goaway)
         self._after()
 
     def _send_goaway(self) -> None:
-        self.out.append(GoAwayFrame(0, last_stream_id=self.last_stream,
-                                    error_code=h2.errors.ErrorCodes.NO_ERROR).serialize())
+        self.h2.goaway(self.last_stream, wire.NO_ERROR)
 
-    def _ping_acknowledged(self, event: h2.events.PingAckReceived) -> None:
-        if event.ping_data == DRAIN_PING:
+    def _ping_acknowledged(self, event: wire.Event) -> None:
+        if event.data == DRAIN_PING:
             self._last_goaway()
 
     def _last_goaway(self) -> None:
@@ -839,19 +823,3 @@ def _close_part(part: Any) -> None:
             part[3].release()
         else:
             os.close(part[0])
-
-
-_EVENT_HANDLERS = {
-    h2.events.RequestReceived: H2Session._request_received,
-    h2.events.DataReceived: H2Session._data_received,
-    h2.events.StreamEnded: H2Session._stream_ended,
-    h2.events.TrailersReceived: H2Session._trailers_received,
-    h2.events.StreamReset: H2Session._stream_reset,
-    h2.events.ConnectionTerminated: H2Session._terminated,
-    h2.events.PingReceived: H2Session._idle_frame,
-    h2.events.PingAckReceived: H2Session._ping_acknowledged,
-    h2.events.RemoteSettingsChanged: H2Session._idle_frame,
-    h2.events.UnknownFrameReceived: H2Session._idle_frame,
-    h2.events.WindowUpdated: H2Session._window_updated,
-    h2.events.PriorityUpdated: H2Session._priority_updated,
-}

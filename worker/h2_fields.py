@@ -1,12 +1,11 @@
 """The checks RFC 9113 asks of a received field block (8.2, 8.3), made by the session
-in place of the h2 library's inbound validation.
+on each request and trailer block.
 
-The library checks each field through a chain of seven generators, byte by byte in
-Python: a tenth of an HTTP/2 request's cost.  The same rules are checked here once
-per field with a regular expression, and a field already found valid (the same
-User-Agent, Accept, ... on every request of a client) is a set lookup.  What is
-refused is what the library refused, and a violation ends the connection the same
-way (GOAWAY PROTOCOL_ERROR, the session's answer to the library's ProtocolError):
+Each field is checked once with a regular expression, and a field already found
+valid (the same User-Agent, Accept, ... on every request of a client) is a set
+lookup.  What is refused is what the h2 library's inbound validation refuses
+(tests/worker/test_h2_fields.py asks both), and a violation ends the connection
+with GOAWAY PROTOCOL_ERROR:
 - a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
   its first byte; a value with NUL, CR or LF, or starting or ending with a space or
   tab;
@@ -24,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from h2.exceptions import ProtocolError
+from .h2_connection import ProtocolError
 
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
