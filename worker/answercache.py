@@ -19,7 +19,9 @@ alone; the headers modules name in `keyed_headers` join the key, those in
 What may be kept is narrow on purpose:
 - only an answer the static file path marked (`Response.replayable`): a small file or
   one range of it from memory (200, 206) or a 304, with no PATH_INFO, the values of
-  the precondition and range headers being part of the key; or the core's own 404
+  the precondition and range headers being part of the key; a compressed variant
+  mod_deflate keeps as a file this second (deflate.cache-dir: sent by sendfile, the
+  table holding a share of its fd until the tick); or the core's own 404
   page for a file that does not exist in an existing directory, replayed only while a
   stat() still finds it absent and its directory there (so a file created after a 404
   is served at once, as without this table);
@@ -58,6 +60,7 @@ from __future__ import annotations
 import stat
 from typing import TYPE_CHECKING, Any, Callable, Final, Iterable
 
+from .chunkqueue import ChunkQueue, SharedFd
 from .http import connection_line
 from .statcache import CACHE
 
@@ -112,6 +115,14 @@ def _valid(kept: Answer | None) -> Answer | None:
     return kept
 
 
+def _shared_file(part: Any) -> tuple[int, int, SharedFd] | None:
+    """A body part that is a range of a shared file, as an Answer keeps it (offset,
+    length, share); None for any other part."""
+    if type(part) is tuple and len(part) == 4:
+        return (part[1], part[2], part[3])
+    return None
+
+
 def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
     """Every field the config's conditions read."""
     return tuple(sorted({c.field for c in conditions}))
@@ -125,17 +136,18 @@ class Answer:
     per answer (worker/http.py: status line to Content-Length, then Server line, blank
     line and body), made by that protocol layer when the answer was first sent."""
 
-    __slots__ = ("status", "headers", "length", "body", "http1", "generation", "parsed",
-                 "final", "keep_alive", "keep_alive_line", "values", "missing", "missing_dir",
-                 "version", "request_headers", "raw_fields", "env")
+    __slots__ = ("status", "headers", "length", "body", "file", "http1", "generation",
+                 "parsed", "final", "keep_alive", "keep_alive_line", "values", "missing",
+                 "missing_dir", "version", "request_headers", "raw_fields", "env")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
-                 generation: int) -> None:
+                 generation: int, file: tuple[int, int, SharedFd] | None = None) -> None:
         response = request.response
         self.status = response.status
         self.headers = response.headers
         self.length = response.length
         self.body = body
+        self.file = file        # (offset, length, share held): a body sent by sendfile
         self.http1 = http1
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
@@ -150,6 +162,23 @@ class Answer:
         self.final = (request.uri_path, request.docroot, request.physical_path,
                       request.physical_rel, request.physical_basedir)
         self.env = dict(request.env) if request.env else None   # REMOTE_USER ... (logs)
+
+    def queue(self, out: ChunkQueue, head: bytes) -> None:
+        """The answer behind `head` into a connection's queue: the body from memory,
+        or the kept file's range (a share of its fd for the queue)."""
+        file = self.file
+        if file is None:
+            out.append_answer(head, self.body)
+        else:
+            out.append(head)
+            shared = file[2]
+            out.append_file(shared.fd, file[0], file[1], shared.acquire())
+
+    def forget(self) -> None:
+        """Dropped from the table: its share of a kept file is given back."""
+        if self.file is not None:
+            self.file[2].release()
+            self.file = None
 
     def repeat_request(self, connection: "Connection") -> "Request":
         """The Request a byte-for-byte repeat would have parsed into, matched to this
@@ -256,22 +285,30 @@ class AnswerCache:
         response = request.response
         body = response.body
         if not response.replayable or response.status not in _KEPT_STATUSES or \
-                request.pathinfo or response.files or len(body) > 1 or \
+                request.pathinfo or len(body) > 1 or \
                 not request.values["server.follow-symlink"]:
             return
+        memory = b""
+        file: tuple[int, int, SharedFd] | None = None
+        if response.files:
+            file = _shared_file(body[0])
+            if file is None:
+                return
+        elif body:
+            memory = body[0]          # type: ignore[assignment]
         seen = self.seen
         if key not in seen:            # once is no repeat: keep from the second time
             if len(seen) < 4 * MAX_ENTRIES:
                 seen.add(key)
             return
         entries = self.entries
-        if len(entries) >= MAX_ENTRIES:     # full for this second: kept as it is, not
-            return                          # emptied and refilled by a wide spread
+        if len(entries) >= MAX_ENTRIES or key in entries:   # full for this second: kept
+            return                          # as it is, not emptied and refilled
         if not all(allows(request) for allows in self.judges):
             return
-        answer = entries[key] = Answer(request, http1,
-                                       body[0] if body else b"",  # type: ignore[arg-type]
-                                       self.generation)
+        if file is not None:
+            file[2].acquire()
+        answer = entries[key] = Answer(request, http1, memory, self.generation, file)
         if request.arrived_as is not None:
             raw = self.raw_entries
             if len(raw) < MAX_ENTRIES:
@@ -280,6 +317,8 @@ class AnswerCache:
     def tick(self, _now: float) -> None:
         """Drop everything once a second, as the stat cache does; rest after a second
         of many lookups that seldom hit."""
+        for answer in self.entries.values():
+            answer.forget()
         self.entries.clear()
         self.raw_entries.clear()
         self.seen.clear()

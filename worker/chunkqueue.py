@@ -164,15 +164,23 @@ class ChunkQueue:
         return written
 
     def _send_memory(self, sock: socket.socket) -> tuple[int, bool]:
+        """The memory chunks at the queue's front in one call; with MSG_MORE when a
+        file range follows (an answer's head before its file), so that the head goes
+        out in the file's first segment, not in a packet of its own."""
         chunks = self.chunks
         buffers: list[bytes | memoryview] = []
         size = 0
+        flags = 0
         for chunk in chunks:
-            if isinstance(chunk, FileChunk) or len(buffers) == MAX_IOV:
+            if isinstance(chunk, FileChunk):
+                flags = socket.MSG_MORE
+                break
+            if len(buffers) == MAX_IOV:
                 break
             buffers.append(chunk)
             size += len(chunk)  # type: ignore[arg-type]
-        written = sock.sendmsg(buffers) if len(buffers) > 1 else sock.send(buffers[0])
+        written = sock.sendmsg(buffers, (), flags) if len(buffers) > 1 else \
+            sock.send(buffers[0], flags)
         self.pending -= written
         left = written
         done = 0

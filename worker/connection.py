@@ -430,8 +430,7 @@ class Connection:
         self.requests_done += 1
         out = self.out
         before = out.pending
-        out.append_answer(kept_head(kept, self._keeps_alive(kept.keep_alive, values)),
-                          kept.body)
+        kept.queue(out, kept_head(kept, self._keeps_alive(kept.keep_alive, values)))
         self.queued_total += out.pending - before
         self.replayed.append((self.queued_total, kept.status))   # counted once sent
         if not self.server.loop.sends_later(self):
@@ -550,7 +549,7 @@ class Connection:
         queued_before = self.out.pending
         if kept is not None:
             head = kept_head(kept, keep)
-            self.out.append_answer(head, kept.body)
+            kept.queue(self.out, head)
             head_len = len(head)
         else:
             start = render_start(request)

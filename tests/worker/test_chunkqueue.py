@@ -3,6 +3,7 @@ takes at a time, the bytes arrive whole and in order, and `pending` counts what 
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -66,3 +67,36 @@ def test_a_head_cut_short_goes_on_before_its_body(pair):
     assert 0 < sent < len(head)
     assert queue.pending == len(head) + len(body) - sent
     assert _drain(queue, sock, peer) == head + body     # the first bytes included
+
+
+class _FlagsSeen(socket.socket):
+    """A real socket whose send calls note their flags (what the kernel does with
+    MSG_MORE cannot be seen from the peer's side)."""
+
+    flags: list[int]
+
+    def send(self, data, flags: int = 0) -> int:
+        self.flags.append(flags)
+        return super().send(data, flags)
+
+    def sendmsg(self, buffers, ancillary=(), flags: int = 0, address=None) -> int:
+        self.flags.append(flags)
+        return super().sendmsg(buffers, ancillary, flags)
+
+
+def test_a_head_before_a_file_is_sent_with_msg_more(tmp_path):
+    """The head goes out in the file's first segment (MSG_MORE), a head alone at once."""
+    sock, peer = socket.socketpair()
+    seen = _FlagsSeen(fileno=sock.detach())
+    seen.flags = []
+    with seen, peer:
+        body = tmp_path / "body"
+        body.write_bytes(b"f" * 5000)
+        queue = ChunkQueue()
+        queue.append(b"HEAD\r\n\r\n")
+        queue.append_file(os.open(body, os.O_RDONLY), 0, 5000)
+        queue.append(b"next answer")
+        while queue.chunks:
+            queue.send(seen)
+        assert seen.flags == [socket.MSG_MORE, 0]
+        assert _drain(queue, seen, peer) == b"HEAD\r\n\r\n" + b"f" * 5000 + b"next answer"

@@ -1,7 +1,7 @@
 """mod_deflate's work saved on repeated static files: a file is compressed (or read
-from deflate.cache-dir) once a second per worker, a compressed answer up to SPILL_AT
-goes out from memory so that the answer cache may replay it, and gzip bodies of a
-known size are coded with the smallest window that gives the same bytes.
+from deflate.cache-dir) once a second per worker, the answer cache replays a
+compressed answer from memory or, from the cache dir, by sendfile, and gzip bodies
+of a known size are coded with the smallest window that gives the same bytes.
 
 The worker runs in this process (a socketpair per exchange), so that what mod_deflate
 does can be counted; the clock is the worker's own once-a-second tick.
@@ -13,7 +13,6 @@ import gzip
 import os
 import random
 import zlib
-from pathlib import Path
 
 import pytest
 
@@ -143,20 +142,49 @@ def test_the_kept_variants_are_dropped_with_each_tick(worker):
     assert counts["compressed"] == 2
 
 
-def test_a_cache_dir_answer_within_spill_at_is_replayed_by_the_answer_cache(worker):
-    """The compressed file (~35 KiB: more than a small file's 16) goes out from memory,
-    so the third identical request is answered from the answer cache."""
-    server, counts, base = worker
-    for _ in range(3):            # again if a tick emptied the answer cache meanwhile
+def _kept_three_times(server: Server, counts: dict, target: str) -> list:
+    """Three identical requests on a connection, again if a tick emptied the answer
+    cache meanwhile: their answers."""
+    for _ in range(3):
         ticks = counts["ticks"]
-        answers = _answers(server, ["/cached/page.html"] * 3)
+        answers = _answers(server, [target] * 3)
         if counts["ticks"] == ticks:
-            break
-    kept = [answer.body for answer in server.pipeline.answers.entries.values()]
-    assert len(kept) == 1 and SMALL_FILE < len(kept[0]) <= SPILL_AT
+            return answers
+    raise AssertionError("a tick each time")
+
+
+def test_a_cache_dir_answer_is_replayed_by_sendfile_from_the_answer_cache(worker,
+                                                                          monkeypatch):
+    """The compressed file (~35 KiB: more than a small file's 16) is kept as a file
+    range, and the third identical request is answered from the answer cache: the
+    cache file's bytes, sent by sendfile."""
+    server, counts, base = worker
+    sent_files = []
+    sendfile = os.sendfile
+
+    def counted_sendfile(out_fd, in_fd, offset, count):
+        sent_files.append(os.readlink(f"/proc/self/fd/{in_fd}"))
+        return sendfile(out_fd, in_fd, offset, count)
+
+    monkeypatch.setattr(os, "sendfile", counted_sendfile)
+    answers = _kept_three_times(server, counts, "/cached/page.html")
+    kept = list(server.pipeline.answers.entries.values())
+    assert len(kept) == 1 and kept[0].body == b"" and kept[0].file is not None
     cached = [path for path in (base / "cache").rglob("*") if path.is_file()]
-    assert [Path(cached[0]).read_bytes()] == kept == [answers[0][1]]
-    assert {body for _, body in answers} == set(kept)
+    assert len(cached) == 1 and SMALL_FILE < cached[0].stat().st_size <= SPILL_AT
+    assert {body for _, body in answers} == {cached[0].read_bytes()}
+    assert sent_files[-3:] == [str(cached[0])] * 3
+
+
+def test_a_replayed_cache_file_is_closed_after_the_tick(worker):
+    """The kept variant and the answer cache each hold the cache file's fd until the
+    tick: then it closes (no answer sends it any more)."""
+    server, counts, _ = worker
+    before = _open_fds()
+    _kept_three_times(server, counts, "/cached/page.html")
+    assert len(_open_fds() - before) == 1
+    server.pipeline.trigger(server.loop.now)
+    assert _open_fds() - before == set()
 
 
 def test_a_file_changed_after_a_tick_is_compressed_anew(worker):

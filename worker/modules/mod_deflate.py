@@ -28,7 +28,8 @@ Static files with `deflate.cache-dir`: the compressed file is kept at
 `<cache-dir><physical path>-<etag>-<coding>` (lighttpd's name), written to a temp file
 beside it and renamed, so a reader never sees half a file; a changed file has another
 ETag, hence another name, and is compressed again.  It is then sent with sendfile, or
-from memory up to SPILL_AT (the size an answer compressed in memory may have).  A
+from memory up to static.SMALL_FILE (as a small static file is): kept for the second
+(below), either form may be replayed by the answer cache, the file's by sendfile.  A
 cache dir that refuses files is logged once per worker and the answers are compressed
 in memory.  A static file's compressed answer held in memory is a snapshot like a
 small file's own bytes: the answer cache may replay it for the rest of the second
@@ -331,7 +332,9 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
             response.send_shared_range(part[3], part[1], part[2])
         else:
             response.send_file_range(*part)
-    response.replayable = replayable and not response.files and len(response.body) <= 1
+    body = response.body
+    response.replayable = replayable and len(body) <= 1 and \
+        (not response.files or len(body[0]) == 4)      # bytes, or a shared file range
 
 
 class KeptVariants:
@@ -843,12 +846,12 @@ def cache_path(cache_dir: str, physical_path: str, coded_etag_value: str) -> str
 
 
 def _file_part(fd: int) -> list:
-    """A compressed file as a body part: read into memory up to SPILL_AT, as an
-    answer compressed in memory is held (the answer cache may keep it), else a file
-    range for sendfile."""
+    """A compressed file as a body part: read into memory up to static.SMALL_FILE, as
+    a small static file is, else a file range for sendfile (which copies nothing on
+    its way to the socket)."""
     try:
         size = os.fstat(fd).st_size
-        if size > SPILL_AT:
+        if size > static.SMALL_FILE:
             return [(fd, 0, size)]
         data = os.pread(fd, size, 0)
     except OSError:
