@@ -12,7 +12,9 @@ What differs:
   comes;
 - output goes through SSL_write, so files are read from the page cache in steps of
   WRITE_SIZE (ChunkQueue.peek / consume), never whole into memory; a write OpenSSL
-  could not finish is retried with the very same bytes, as it requires.
+  could not finish is retried with the very same bytes, as it requires, and what a
+  partial write left of a step (the socket took some records of it) is written next
+  from memory, not read again.
 A handshake that chose ALPN "acme-tls/1" (RFC 8737: a CA checking a challenge
 certificate, mod_openssl's ssl.acme-tls-1) carries no HTTP: once the client's Finished
 is in, the transport reads as ended and the connection closes.
@@ -33,6 +35,7 @@ from .transport import SocketTransport
 READ_SIZE = 64 * 1024
 ALPN_ACME = b"acme-tls/1"
 WRITE_SIZE = 64 * 1024          # plaintext per SSL_write: four full TLS records
+RECORD = 16 * 1024              # a full TLS record's plaintext: a shorter rest is read again
 SEND_BUDGET = 1 << 22           # bytes per send call, as for plain sockets
 # what SSL_read writes into, for every connection of the worker (its bytes are copied
 # out at once): one buffer stays in the CPU's caches where one per connection would not
@@ -50,7 +53,7 @@ class TLSTransport(SocketTransport):
     ALPN, client verification and OCSP raise what they met there), and a call that
     fails is read by pyOpenSSL, so its errors are what they were."""
 
-    __slots__ = ("tls", "read_wants_write", "_retry", "_ssl", "_established")
+    __slots__ = ("tls", "read_wants_write", "_unsent", "_ssl", "_established")
 
     def __init__(self, sock: socket.socket, context: SSL.Context) -> None:
         super().__init__(sock)
@@ -59,7 +62,9 @@ class TLSTransport(SocketTransport):
         self._ssl = self.tls._ssl            # the SSL* the direct calls take
         self._established = False
         self.read_wants_write = False
-        self._retry: bytes | None = None     # a write OpenSSL asked to repeat
+        # the queue's next bytes, peeked and not taken yet: a write OpenSSL asked to
+        # repeat (it must be), or the rest of a partial one
+        self._unsent: bytes | memoryview | None = None
 
     def recv(self) -> bytes:
         """Plaintext the client sent; b"" at its end (close_notify or EOF); raises
@@ -125,7 +130,7 @@ class TLSTransport(SocketTransport):
         """Send what OpenSSL takes now of the queue, up to SEND_BUDGET."""
         sent = 0
         while out.chunks and sent < SEND_BUDGET:
-            data = self._retry if self._retry is not None else out.peek(WRITE_SIZE)
+            data = self._unsent if self._unsent is not None else out.peek(WRITE_SIZE)
             try:
                 written = self._write(data)
             except BlockingIOError:
@@ -135,29 +140,29 @@ class TLSTransport(SocketTransport):
             out.consume(written)
             sent += written
             if written < len(data):
+                if len(data) - written >= RECORD:
+                    self._unsent = memoryview(data)[written:]
                 break
         return sent
 
     def send_bytes(self, data: bytes) -> int:
         """What OpenSSL takes of `data` now; the rest is queued by the caller (a
         write OpenSSL asked to repeat is repeated from the queue: see send)."""
-        if self._retry is not None:
+        if self._unsent is not None:
             raise BlockingIOError      # an earlier write must be repeated first
         return self._write(data)
 
-    def _write(self, data: bytes) -> int:
+    def _write(self, data: bytes | memoryview) -> int:
         """One SSL_write; a write OpenSSL could not finish is kept to be repeated with
         the very same bytes, as it requires (BlockingIOError); OSError when TLS
         failed."""
-        if type(data) is not bytes:          # the binding takes bytes alone
-            data = bytes(data)
-        written = _lib.SSL_write(self._ssl, data, len(data))
+        written = _lib.SSL_write(self._ssl, _ffi.from_buffer(data), len(data))
         if written > 0:
-            self._retry = None
+            self._unsent = None
             return written
         err = self._failure(written)
         if isinstance(err, (SSL.WantWriteError, SSL.WantReadError)):
-            self._retry = data
+            self._unsent = data
             raise BlockingIOError from None
         if isinstance(err, SSL.SysCallError):
             raise OSError(err.args[0], str(err.args[1])) from None

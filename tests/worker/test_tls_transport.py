@@ -6,6 +6,7 @@ client's end, OSError when TLS failed, a write repeated whole) is as before."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
@@ -159,6 +160,44 @@ def test_a_write_the_socket_cannot_take_is_repeated_whole(pair):
             pass
     received += client.recv()
     assert received == payload
+
+
+def test_a_file_sent_in_partial_writes_is_read_from_the_page_cache_once(pair, tmp_path,
+                                                                       monkeypatch):
+    """The socket takes a few records at a time: what a write left of its step is
+    written next from memory, so the file's bytes are read about once (a rest shorter
+    than a record is read again), and arrive whole and in order."""
+    transport, client = pair
+    transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+    path = tmp_path / "file"
+    payload = bytes(range(256)) * 4096                # 1 MiB
+    path.write_bytes(payload)
+    read = []
+    pread = os.pread
+
+    def counted(fd, size, offset):
+        data = pread(fd, size, offset)
+        read.append(len(data))
+        return data
+    monkeypatch.setattr(os, "pread", counted)
+    out = ChunkQueue()
+    out.append_file(os.open(path, os.O_RDONLY), 0, len(payload))
+    received = b""
+    partial = 0
+    for _ in range(10_000):
+        received += client.recv()
+        if not out.chunks:
+            break
+        try:
+            before = out.pending
+            sent = transport.send(out)
+            partial += 0 < sent < before and out.pending > 0
+        except BlockingIOError:
+            pass
+    received += client.recv()
+    assert received == payload
+    assert partial > 4                                # the socket took part at a time
+    assert sum(read) < len(payload) + partial * 16 * 1024
 
 
 def test_backends_ssl_variables_are_made_once_per_connection(pair, monkeypatch):
