@@ -394,7 +394,7 @@ class H2Session:
             stream.request.wake()
 
     def _trailers_received(self, event: wire.Event) -> None:
-        """Trailers are checked (as the library would), and otherwise not used."""
+        """Trailers are checked (worker/h2_fields.py), and otherwise not used."""
         try:
             h2_fields.check_trailers(event.headers)
         except wire.ProtocolError as err:
