@@ -501,7 +501,7 @@ class H2Session:
         response = request.response
         status = response.status or 200
         response.status = status
-        headers = [(b":status", str(status).encode())]
+        headers = [_status_field(status)]
         for name, value in response.headers:
             field = _field_name(name)
             if field:
@@ -511,10 +511,10 @@ class H2Session:
             headers.append((b"content-length", str(response.length).encode()))
         own = {name for name, _ in headers} if response.own_fields else ()
         if b"date" not in own:
-            headers.append((b"date", DATE.value.encode()))
+            headers.append(DATE.field)
         tag = request.settings.values["server.tag"]
         if tag and b"server" not in own:
-            headers.append((b"server", tag.encode("latin-1", "replace")))
+            headers.append(_server_field(tag))
         no_body = response.head_only or status in NO_BODY
         if no_body:
             response.reset_body()
@@ -803,6 +803,24 @@ class H2Session:
 
 _FIELD_NAMES: dict[str, bytes] = {}
 _FIELD_NAMES_KEPT = 1024
+# the same tuple for every answer: the encoder's look-ups hash nothing new
+_STATUS_FIELDS: dict[int, tuple[bytes, bytes]] = {}
+_SERVER_FIELDS: dict[str, tuple[bytes, bytes]] = {}
+
+
+def _status_field(status: int) -> tuple[bytes, bytes]:
+    field = _STATUS_FIELDS.get(status)
+    if field is None:
+        field = _STATUS_FIELDS[status] = (b":status", str(status).encode())
+    return field
+
+
+def _server_field(tag: str) -> tuple[bytes, bytes]:
+    """server.tag as a field (a config has a few values at most)."""
+    field = _SERVER_FIELDS.get(tag)
+    if field is None:
+        field = _SERVER_FIELDS[tag] = (b"server", tag.encode("latin-1", "replace"))
+    return field
 
 
 def _field_name(name: str) -> bytes:

@@ -64,7 +64,10 @@ def _string(data: bytes) -> bytes:
     return encode_integer(len(data), 7, 0) + data
 
 
-_INDEXED = [encode_integer(index, 7, 0x80) for index in range(_STATIC_COUNT + 1)]
+# an indexed field's byte(s), for every index the tables can have (a dynamic entry
+# takes ENTRY_OVERHEAD bytes at least)
+_INDEXED = [encode_integer(index, 7, 0x80)
+            for index in range(_STATIC_COUNT + DEFAULT_TABLE_SIZE // ENTRY_OVERHEAD + 1)]
 _literals: dict[tuple[bytes, bytes], bytes] = {}
 
 
@@ -130,7 +133,7 @@ class AnswerEncoder:
                 continue
             number = numbers.get(field)
             if number is not None:
-                block.append(encode_integer(_STATIC_COUNT + self._inserted - number, 7, 0x80))
+                block.append(_INDEXED[_STATIC_COUNT + self._inserted - number])
                 continue
             block.append(_literal(field[0], field[1]))
             self._insert(field)

@@ -2,8 +2,8 @@
 on each request and trailer block.
 
 Each field is checked once with a regular expression, and a field already found
-valid (the same User-Agent, Accept, ... on every request of a client) is a set
-lookup.  What is refused is what the h2 library's inbound validation refuses
+valid (the same User-Agent, Accept, :method, :authority ... on every request of a
+client; not :path, which seldom repeats) is a set lookup.  What is refused is what the h2 library's inbound validation refuses
 (tests/worker/test_h2_fields.py asks both), and a violation ends the connection
 with GOAWAY PROTOCOL_ERROR:
 - a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
@@ -25,8 +25,8 @@ import re
 
 from .h2_connection import ProtocolError
 
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                   b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
@@ -49,7 +49,10 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
                 raise ProtocolError(f"pseudo-field {name!r} in a request")
             if name in pseudo:
                 raise ProtocolError(f"repeated pseudo-field {name!r}")
-            _check_value(field[1])
+            if field not in _valid:
+                _check_value(field[1])
+                if name != b":path":            # the one that seldom repeats
+                    _remember(field)
             pseudo[name] = field[1]
             continue
         regular_seen = True
@@ -79,7 +82,13 @@ def _check_regular(field: tuple[bytes, bytes]) -> None:
     if name == b"te" and value.lower() != b"trailers":
         raise ProtocolError(f"TE {value!r}")
     _check_value(value)
-    if len(name) + len(value) <= VALID_KEPT_SIZE:
+    _remember(field)
+
+
+def _remember(field: tuple[bytes, bytes]) -> None:
+    """A field found valid, kept when short (a pseudo-field's name starts with a colon,
+    so no regular field is taken for it)."""
+    if len(field[0]) + len(field[1]) <= VALID_KEPT_SIZE:
         if len(_valid) >= VALID_KEPT:       # fields seen once do not hold the set
             _valid.clear()
         _valid.add(field)

@@ -78,12 +78,13 @@ def parse_http_date(text: str) -> float | None:
 class DateCache:
     """The `Date:` header value, recomputed only when the second changes."""
 
-    __slots__ = ("second", "value", "line")
+    __slots__ = ("second", "value", "line", "field")
 
     def __init__(self) -> None:
         self.second = -1
         self.value = ""
         self.line = b""         # the whole header line, as a response carries it
+        self.field = (b"date", b"")   # name and value, as HTTP/2 encodes them
         self.refresh(time.time())
 
     def refresh(self, now: float) -> str:
@@ -92,6 +93,7 @@ class DateCache:
             self.second = second
             self.value = http_date(second)
             self.line = f"Date: {self.value}\r\n".encode()
+            self.field = (b"date", self.value.encode())
         return self.value
 
 
