@@ -90,6 +90,7 @@ _OF_THE_CONNECTION = frozenset({"remoteip", "socket", "scheme"})
 
 _KEPT_STATUSES = frozenset({200, 206, 304, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
+SharedRange = tuple[int, int, int, SharedFd]   # fd, offset, length, its share (a body part)
 
 
 def still_missing(path: str, directory: str) -> bool:
@@ -115,14 +116,6 @@ def _valid(kept: Answer | None) -> Answer | None:
     return kept
 
 
-def _shared_file(part: Any) -> tuple[int, int, SharedFd] | None:
-    """A body part that is a range of a shared file, as an Answer keeps it (offset,
-    length, share); None for any other part."""
-    if type(part) is tuple and len(part) == 4:
-        return (part[1], part[2], part[3])
-    return None
-
-
 def condition_fields(conditions: Iterable["Condition"]) -> tuple[str, ...]:
     """Every field the config's conditions read."""
     return tuple(sorted({c.field for c in conditions}))
@@ -141,13 +134,13 @@ class Answer:
                  "missing_dir", "version", "request_headers", "raw_fields", "env")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
-                 generation: int, file: tuple[int, int, SharedFd] | None = None) -> None:
+                 generation: int, file: SharedRange | None = None) -> None:
         response = request.response
         self.status = response.status
         self.headers = response.headers
         self.length = response.length
         self.body = body
-        self.file = file        # (offset, length, share held): a body sent by sendfile
+        self.file = file        # a body sent by sendfile, its share held by the table
         self.http1 = http1
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
@@ -171,13 +164,12 @@ class Answer:
             out.append_answer(head, self.body)
         else:
             out.append(head)
-            shared = file[2]
-            out.append_file(shared.fd, file[0], file[1], shared.acquire())
+            out.append_file(file[0], file[1], file[2], file[3].acquire())
 
     def forget(self) -> None:
         """Dropped from the table: its share of a kept file is given back."""
         if self.file is not None:
-            self.file[2].release()
+            self.file[3].release()
             self.file = None
 
     def repeat_request(self, connection: "Connection") -> "Request":
@@ -289,13 +281,15 @@ class AnswerCache:
                 not request.values["server.follow-symlink"]:
             return
         memory = b""
-        file: tuple[int, int, SharedFd] | None = None
-        if response.files:
-            file = _shared_file(body[0])
-            if file is None:
-                return
-        elif body:
-            memory = body[0]          # type: ignore[assignment]
+        file: SharedRange | None = None
+        if body:
+            part = body[0]
+            if type(part) is bytes:
+                memory = part
+            elif len(part) == 4:
+                file = part     # type: ignore[assignment]  # its share: a SharedFd
+            else:
+                return                  # a file range the table could not share
         seen = self.seen
         if key not in seen:            # once is no repeat: keep from the second time
             if len(seen) < 4 * MAX_ENTRIES:
@@ -307,7 +301,7 @@ class AnswerCache:
         if not all(allows(request) for allows in self.judges):
             return
         if file is not None:
-            file[2].acquire()
+            file[3].acquire()
         answer = entries[key] = Answer(request, http1, memory, self.generation, file)
         if request.arrived_as is not None:
             raw = self.raw_entries

@@ -140,12 +140,14 @@ def _u32(data: bytes, at: int) -> int:
     return (data[at] << 24) | (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]
 
 
+def _u32_bytes(value: int) -> bytes:
+    """The 4 bytes of a frame's 32-bit field (a window increment, an error code ...)."""
+    return bytes((value >> 24, (value >> 16) & 255, (value >> 8) & 255, value & 255))
+
+
 def _settings_payload(settings: list[tuple[int, int]]) -> bytes:
-    out = bytearray()
-    for code, value in settings:
-        out += bytes((code >> 8, code & 255, value >> 24, (value >> 16) & 255,
-                      (value >> 8) & 255, value & 255))
-    return bytes(out)
+    return b"".join(bytes((code >> 8, code & 255)) + _u32_bytes(value)
+                    for code, value in settings)
 
 
 class H2Connection:
@@ -270,21 +272,20 @@ class H2Connection:
         else:                                    # unknown types are ignored (RFC 9113 4.1)
             events.append(Event(UNKNOWN_FRAME, stream_id))
 
-    def _unpadded(self, flags: int, data: bytes, start: int, end: int) -> int:
-        """Where the payload ends once its padding is off (PADDED frames)."""
+    def _unpadded(self, flags: int, data: bytes, start: int, end: int) -> tuple[int, int]:
+        """Where the payload starts and ends once its padding is off (PADDED frames:
+        a length byte first, that many bytes of padding last)."""
         if not flags & PADDED:
-            return end
+            return start, end
         if start >= end or data[start] >= end - start:
             raise self._connection_error(PROTOCOL_ERROR, "padding as long as the frame")
-        return end - data[start]
+        return start + 1, end - data[start]
 
     def _headers(self, events: list[Event], flags: int, stream_id: int, data: bytes,
                  start: int, end: int) -> None:
         if stream_id == 0:
             raise self._connection_error(PROTOCOL_ERROR, "HEADERS on stream 0")
-        stop = self._unpadded(flags, data, start, end)
-        if flags & PADDED:
-            start += 1
+        start, stop = self._unpadded(flags, data, start, end)
         if flags & PRIORITY_FLAG:
             if stop - start < 5:
                 raise self._connection_error(FRAME_SIZE_ERROR, "HEADERS too short")
@@ -369,9 +370,7 @@ class H2Connection:
         self.receive_window -= length
         if self.receive_window < 0:
             raise self._connection_error(FLOW_CONTROL_ERROR, "DATA past the connection's window")
-        stop = self._unpadded(flags, data, start, end)
-        if flags & PADDED:
-            start += 1
+        start, stop = self._unpadded(flags, data, start, end)
         stream = self.streams.get(stream_id)
         if stream is None or not stream.remote_open:
             if stream_id > self.highest_inbound_stream_id:
@@ -541,9 +540,7 @@ class H2Connection:
             self.unacknowledged = 0
 
     def _window_update(self, stream_id: int, increment: int) -> None:
-        self.out.append(frame_head(4, WINDOW_UPDATE, 0, stream_id) +
-                        bytes((increment >> 24, (increment >> 16) & 255,
-                               (increment >> 8) & 255, increment & 255)))
+        self.out.append(frame_head(4, WINDOW_UPDATE, 0, stream_id) + _u32_bytes(increment))
 
     # ------------------------------------------------------------ output
     def _sending(self, stream_id: int) -> _Stream:
@@ -611,8 +608,7 @@ class H2Connection:
         self._reset(stream_id, error_code)
 
     def _reset(self, stream_id: int, code: int) -> None:
-        self.out.append(frame_head(4, RST_STREAM, 0, stream_id) +
-                        bytes((code >> 24, (code >> 16) & 255, (code >> 8) & 255, code & 255)))
+        self.out.append(frame_head(4, RST_STREAM, 0, stream_id) + _u32_bytes(code))
 
     def ping(self, opaque: bytes) -> None:
         """A PING of 8 opaque bytes; its ACK comes back as a PING_ACK event."""
@@ -622,10 +618,7 @@ class H2Connection:
         """A GOAWAY naming `last_stream_id`, the connection kept usable (a drain's
         first step may send several)."""
         self.out.append(frame_head(8, GOAWAY, 0, 0) +
-                        bytes(((last_stream_id >> 24) & 127, (last_stream_id >> 16) & 255,
-                               (last_stream_id >> 8) & 255, last_stream_id & 255,
-                               error_code >> 24, (error_code >> 16) & 255,
-                               (error_code >> 8) & 255, error_code & 255)))
+                        _u32_bytes(last_stream_id & MAX_WINDOW) + _u32_bytes(error_code))
 
     def close_connection(self, error_code: int) -> None:
         """GOAWAY with the last stream taken in, once: nothing new opens after it."""

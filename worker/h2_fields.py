@@ -3,9 +3,9 @@ on each request and trailer block.
 
 Each field is checked once with a regular expression, and a field already found
 valid (the same User-Agent, Accept, :method, :authority ... on every request of a
-client; not :path, which seldom repeats) is a set lookup.  What is refused is what the h2 library's inbound validation refuses
-(tests/worker/test_h2_fields.py asks both), and a violation ends the connection
-with GOAWAY PROTOCOL_ERROR:
+client; not :path, which seldom repeats) is a set lookup.  What is refused is what
+the h2 library's inbound validation refuses (tests/worker/test_h2_fields.py asks
+both), and a violation ends the connection with GOAWAY PROTOCOL_ERROR:
 - a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
   its first byte; a value with NUL, CR or LF, or starting or ending with a space or
   tab;
@@ -25,8 +25,8 @@ import re
 
 from .h2_connection import ProtocolError
 
-_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection",
                                   b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
