@@ -72,4 +72,4 @@ fi
 if [ "$mode" = bench ]; then
   exec .venv/bin/python loadtests/bench.py "${@:2}"
 fi
-exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "${@:2}"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n 2 tests "${@:2}"

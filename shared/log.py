@@ -50,7 +50,9 @@ class LogFile:
         self.piped = target.startswith("|")
         self.fd = -1
         # buffered (access logs, as lighttpd's): lines wait for BUFFER_BYTES or flush(),
-        # which the owner calls about once a second; reopen and close flush first
+        # which the owner calls about once a second; reopen and close flush first.  A
+        # compiled writer may append to `pending` itself and flush at BUFFER_BYTES
+        # (mod_accesslog's LineBuffer): flush() empties this very list, never a new one
         self.buffered = buffered
         self.pending: list[bytes] = []
         self.pending_size = 0

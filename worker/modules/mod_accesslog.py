@@ -721,13 +721,36 @@ DIRECTIVES = (
 )
 
 
+class LineBuffer:
+    """The lines of one log on their way to its LogFile: appended straight to the list
+    of lines that the LogFile's flush, reopen and close write out (shared/log.py), and
+    written once they fill its buffer.  Compiled, that is a native append a line, where
+    LogFile.write would be a call into interpreted code."""
+
+    __slots__ = ("logfile", "lines", "size")
+
+    def __init__(self, logfile: log.LogFile) -> None:
+        self.logfile = logfile
+        self.lines: list[bytes] = logfile.pending
+        self.size = 0
+
+    def add(self, line: bytes) -> None:
+        lines = self.lines
+        if not lines:           # written out since the last line (a flush, a reopen)
+            self.size = 0
+        lines.append(line)
+        self.size += len(line)
+        if self.size >= log.BUFFER_BYTES:
+            self.logfile.flush()
+
+
 class Module(BaseModule):
     name = "accesslog"
     directives = DIRECTIVES
 
     def __init__(self, config: Any, services: Any = None) -> None:
         super().__init__(config, services)
-        self.files: dict[str, log.LogFile | None] = {}   # None: could not be opened
+        self.files: dict[str, LineBuffer | None] = {}   # None: could not be opened
         self.facility = config.globals.get("server.syslog-facility", "daemon")
 
     @classmethod
@@ -745,25 +768,25 @@ class Module(BaseModule):
                 files.append((target, entry.position))
         return files
 
-    def _file(self, target: str) -> log.LogFile | None:
+    def _file(self, target: str) -> LineBuffer | None:
         try:
             return self.files[target]
         except KeyError:
             pass
-        logfile: log.LogFile | None
+        buffer: LineBuffer | None
         try:
-            logfile = log.LogFile(target, buffered=True)
+            buffer = LineBuffer(log.LogFile(target, buffered=True))
         except OSError as err:
             log.error("mod_accesslog.c", f"opening log '{target}' failed: {err.strerror}")
-            logfile = None
-        self.files[target] = logfile
-        return logfile
+            buffer = None
+        self.files[target] = buffer
+        return buffer
 
     def handle_trigger(self, now: float) -> None:
         """Once a second: write the lines buffered since (lighttpd buffers them too)."""
-        for logfile in self.files.values():
-            if logfile is not None:
-                logfile.flush()
+        for buffer in self.files.values():
+            if buffer is not None:
+                buffer.logfile.flush()
 
     def handle_request_done(self, request: Request) -> None:
         values = request.values
@@ -783,9 +806,9 @@ class Module(BaseModule):
                 syslog.syslog(values["accesslog.syslog-level"],
                               line[:-1].decode("utf-8", "surrogateescape"))
             return None
-        logfile = self.files.get(target) or self._file(target)
-        if logfile is not None:
-            logfile.write(line)
+        buffer = self.files.get(target) or self._file(target)
+        if buffer is not None:
+            buffer.add(line)
         return None
 
 
