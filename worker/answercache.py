@@ -51,8 +51,12 @@ Traffic that hardly repeats (a unique query string each time, requests spread ov
 more files than repeat within a second) would pay for a key, a lookup and a note of
 the key on nearly every request and get little back: a lookup that misses costs about
 a tenth of what a hit saves.  After a second of at least REST_AFTER lookups of which
-fewer than one in REST_HIT_SHARE hit, the table rests for REST_SECONDS (it keys no
-request), then measures a second again.
+fewer than one in REST_HIT_SHARE hit, the table rests (it keys no request), then
+measures a second again.  A rest lasts a second, twice as long after each such
+second measured, up to REST_SECONDS, and a second again once a measured one hits:
+traffic that never repeats is measured one second in REST_SECONDS + 1, and a site
+whose first second hit seldom (its compressed files still being made, its answers
+not yet kept) is not left without the table for REST_SECONDS.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ if TYPE_CHECKING:
 MAX_ENTRIES = 1024      # bodies are small files (static.SMALL_FILE): at most ~16 MiB
 REST_AFTER: Final = 256        # lookups in a second before its hit rate tells
 REST_HIT_SHARE: Final = 8      # fewer hits than one lookup in this many: the table rests
-REST_SECONDS: Final = 7        # for this many seconds, then measures again
+REST_SECONDS: Final = 8        # the longest rest, in seconds
 
 # Headers the core itself reads while answering a static request.  A request with one
 # of CORE_READS is answered through the full pipeline every time; the values of
@@ -212,7 +216,7 @@ class AnswerCache:
 
     __slots__ = ("entries", "reads", "fields", "generation", "raw_entries",
                  "connection_fields", "keyed", "keyed_set", "judges", "seen", "hits",
-                 "misses", "rest_left")
+                 "misses", "rest_left", "rest_next")
 
     def __init__(self, reads: frozenset[str] | None, fields: tuple[str, ...] = (),
                  keyed: tuple[str, ...] = (),
@@ -235,6 +239,7 @@ class AnswerCache:
         self.seen: set[Key] = set()
         self.hits = self.misses = 0     # this second's lookups
         self.rest_left = 0              # seconds the table still rests
+        self.rest_next = 1              # of the next rest
 
     def key_for(self, request: "Request", raw_target: bytes) -> Key | None:
         """The key of a GET whose answer may be kept or replayed, else None."""
@@ -320,6 +325,10 @@ class AnswerCache:
         looked_up = self.hits + self.misses
         if self.rest_left:
             self.rest_left -= 1
-        elif looked_up >= REST_AFTER and self.hits * REST_HIT_SHARE < looked_up:
-            self.rest_left = REST_SECONDS
+        elif looked_up >= REST_AFTER:
+            if self.hits * REST_HIT_SHARE < looked_up:
+                self.rest_left = self.rest_next
+                self.rest_next = min(2 * self.rest_next, REST_SECONDS)
+            else:
+                self.rest_next = 1
         self.hits = self.misses = 0

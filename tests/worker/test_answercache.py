@@ -268,17 +268,39 @@ def _hits(cache: AnswerCache, target: bytes, count: int) -> None:
         assert cache.find(key) is not None
 
 
-def test_a_table_whose_lookups_seldom_hit_rests_then_measures_again():
+def _rest(cache: AnswerCache) -> int:
+    """Seconds the table rests from now: ticks during which it keys no request."""
+    seconds = 0
+    while True:
+        if None not in _lookups(cache, [b"/kept"]):
+            return seconds
+        assert cache.seen == set()           # nothing keyed, nothing noted
+        cache.tick(0.0)
+        seconds += 1
+
+
+def _seldom_hit_second(cache: AnswerCache) -> None:
+    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
+    cache.tick(0.0)
+
+
+def test_a_table_whose_lookups_seldom_hit_rests_longer_each_time():
+    """Rests of 1, 2, 4 ... seconds up to REST_SECONDS while each measured second
+    hits seldom; a second that hits enough brings the next rest back to one second."""
     cache = AnswerCache(frozenset())
     _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER - 1)])
     cache.tick(0.0)
     assert cache.rest_left == 0          # too few lookups to tell
-    _lookups(cache, [b"/x?%d" % n for n in range(REST_AFTER)])
+    rests = []
+    for _measured in range(6):
+        _seldom_hit_second(cache)
+        rests.append(_rest(cache))
+        cache.hits = cache.misses = 0    # what _rest looked up is no second's traffic
+    assert rests == [1, 2, 4, REST_SECONDS, REST_SECONDS, REST_SECONDS]
+    _hits(cache, b"/hot", REST_AFTER)    # a measured second that hits
     cache.tick(0.0)
-    for _second in range(REST_SECONDS):
-        assert _lookups(cache, [b"/y", b"/y", b"/y"]) == [None] * 3
-        cache.tick(0.0)
-    assert None not in _lookups(cache, [b"/y"])
+    _seldom_hit_second(cache)
+    assert _rest(cache) == 1
 
 
 def test_a_table_with_enough_hits_goes_on():
@@ -291,7 +313,7 @@ def test_a_table_with_enough_hits_goes_on():
     _hits(cache, b"/hot", REST_AFTER - 1)
     _lookups(cache, [b"/x?%d" % n for n in range(lookups - REST_AFTER + 1)])
     cache.tick(0.0)
-    assert cache.rest_left == REST_SECONDS
+    assert cache.rest_left == 1
 
 
 def test_a_file_created_after_a_kept_404_is_served_at_once(tmp_path):
