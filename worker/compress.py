@@ -51,10 +51,13 @@ class _Coder(Encoder, Protocol):
     def flush(self) -> bytes: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Params:
     """Encoder settings (lighttpd's encparms); `problems` are the `deflate.params`
-    entries that were ignored, each as lighttpd words it."""
+    entries that were ignored, each as lighttpd words it.  Compared and hashed by
+    identity, as object's are: a config makes one for each `deflate.params` it
+    sets, and mod_deflate looks its kept variants up by it with every answer (a
+    dataclass's own hash would be an interpreted call over every field)."""
 
     gzip_level: int = -1
     gzip_window_bits: int = 15

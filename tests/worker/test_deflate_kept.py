@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import math
 import os
 import random
 import zlib
@@ -24,7 +25,8 @@ from worker import compress
 from worker.compress import gzip_window, make_encoder, parse_params
 from worker.modules import mod_deflate
 from worker.server import Server
-from worker.settled import settled
+from worker import settled as settled_module
+from worker.settled import SETTLED
 from worker.spool import SPILL_AT
 from worker.static import SMALL_FILE
 
@@ -41,28 +43,35 @@ BIG = os.urandom(100_000).hex().encode()
 def worker(tmp_path, monkeypatch):
     """A worker with mod_deflate (gzip; /cached/ with a cache dir), and the counts of
     the compressions it made, of the cache files it opened and of the ticks it had.
-    Its files count as settled (worker/settled.py), as if written long ago."""
+    Its files count as settled (worker/settled.py), as if written long ago.
+
+    mod_deflate may be compiled (shared/hotpath.py), and a compiled module calls its
+    own functions directly: what is counted are the calls it makes into code that is
+    not compiled, looked up as they are made (an encoder for each compression, os.open
+    of a cache file, the load average read on each tick)."""
     counts = {"compressed": 0, "opened": 0, "ticks": 0}
-    compress_source = mod_deflate.compress_source
-    open_cache_file = mod_deflate._open_cache_file
-    handle_trigger = mod_deflate.Module.handle_trigger
+    make_encoder = mod_deflate.make_encoder
+    open_file = os.open
+    getloadavg = os.getloadavg
+    cache_dir = str(tmp_path / "cache")
 
-    def counted_compress(*args):
+    def counted_encoder(*args, **kwargs):
         counts["compressed"] += 1
-        compress_source(*args)
+        return make_encoder(*args, **kwargs)
 
-    def counted_open(path):
-        counts["opened"] += 1
-        return open_cache_file(path)
+    def counted_open(path, flags, *args, **kwargs):
+        if str(path).startswith(cache_dir) and not flags & os.O_CREAT:  # not a temp file
+            counts["opened"] += 1
+        return open_file(path, flags, *args, **kwargs)
 
-    def counted_trigger(self, now):
+    def counted_loadavg():
         counts["ticks"] += 1
-        handle_trigger(self, now)
+        return getloadavg()
 
-    monkeypatch.setattr(mod_deflate, "compress_source", counted_compress)
-    monkeypatch.setattr(mod_deflate, "_open_cache_file", counted_open)
-    monkeypatch.setattr(mod_deflate.Module, "handle_trigger", counted_trigger)
-    monkeypatch.setattr(mod_deflate, "settled", lambda _st: True)
+    monkeypatch.setattr(mod_deflate, "make_encoder", counted_encoder)
+    monkeypatch.setattr(os, "open", counted_open)
+    monkeypatch.setattr(os, "getloadavg", counted_loadavg)
+    monkeypatch.setattr(settled_module, "SETTLED", -math.inf)
     docroot = tmp_path / "www"
     (docroot / "cached").mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
@@ -114,7 +123,7 @@ def test_a_file_changed_in_the_last_seconds_is_not_kept(worker, monkeypatch):
     """Two changes within one tick of the kernel's clock leave one ETag: a variant of
     a file that has not settled is made again for each request."""
     server, counts, _ = worker
-    monkeypatch.setattr(mod_deflate, "settled", settled)
+    monkeypatch.setattr(settled_module, "SETTLED", SETTLED)
     answers = _answers(server, [f"/page.html?{n}" for n in range(4)])
     assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 4
     assert counts["compressed"] == 4

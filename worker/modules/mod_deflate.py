@@ -74,6 +74,8 @@ import os
 import tempfile
 from typing import Any, Iterator
 
+from mypy_extensions import mypyc_attr
+
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from .. import static
@@ -300,6 +302,7 @@ def compress_into(encoder: Encoder, chunks: Iterator[bytes], sink: Any) -> None:
     sink.add(encoder.finish())
 
 
+@mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
 class _CacheDirError(OSError):
     """The cache dir refused a file (permissions, space): compress in memory."""
 
