@@ -40,6 +40,12 @@ class SharedFd:
             os.close(self.fd)
             self.fd = -1
 
+    def close_unused(self) -> None:
+        """Close the file if nobody took a share of it (an answer that sent none)."""
+        if self.users == 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
 
 class FileChunk:
     """`length` bytes of an open file from `offset`; the queue owns and closes `fd`

@@ -18,7 +18,7 @@ from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response, clean_path
-from .static import error_document, is_directory, is_regular, status_of_errno
+from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 
 Hook = Callable[[Request], "int | None"]
@@ -80,7 +80,7 @@ class Pipeline:
         self.connection_close = phases["handle_connection_close"]
         self.reads_bodies = any(module.reads_request_body for module in self.modules)
         base = Module.handle_trigger
-        self.triggers = [CACHE.tick, self.answers.tick]
+        self.triggers = [CACHE.tick, OPEN_FILES.tick, self.answers.tick]
         self.triggers += [m.handle_trigger for m in self.modules
                           if type(m).handle_trigger is not base]
 

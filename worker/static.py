@@ -7,7 +7,10 @@ Last-Modified, the preconditions of RFC 9110 §13.2.2 (304 / 412) and byte range
 single system call, and kept (`SmallFiles`) while the stat cache reports the same file.
 Headers and body always come from one snapshot: fstat() of the opened fd, or the kept
 stat with the kept bytes; a large file that shrinks while it is sent makes the
-connection close rather than break its Content-Length.
+connection close rather than break its Content-Length.  A large file's fd is kept open
+until the stat cache's next tick (`OpenFiles`), shared by the answers sending it, so a
+file asked for again within the second costs no open, fstat or close (lighttpd's stat
+cache keeps fds the same way).
 
 With server.follow-symlink off, a file (and an error document) is opened by a walk that
 follows no symlink at any component (open_without_symlinks), and everything sent comes
@@ -447,18 +450,72 @@ class SmallFiles:
 SMALL_FILES: Final = SmallFiles()
 
 
+class OpenFiles:
+    """Large files' fds, open until the stat cache's next tick and valid while it
+    reports the same inode, size and mtime: the answers sending one share it
+    (SharedFd), the table holding a share of its own, so the fd closes once the tick
+    dropped it and its last answer is out.  Only with the stat cache on, whose
+    staleness this is (a second at most), and only for a settled file
+    (worker/settled.py): the body is read as it is sent, and the headers come from the
+    fstat made at the open, so a file changed in place since then would be sent
+    under its older length and ETag."""
+
+    MAX_FILES: Final = 64     # fds held at most: more files in a second empty the table
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[os.stat_result, SharedFd]] = {}
+
+    def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, SharedFd] | None:
+        held = self.entries.get(path)
+        if held is None or held[0] is st or same_file(held[0], st):
+            return held
+        return None
+
+    def put(self, path: str, st: os.stat_result, fd: int) -> SharedFd:
+        """Hold `fd` (the caller's) for the rest of the second: its share for the
+        caller's answer to take."""
+        entries = self.entries
+        older = entries.pop(path, None)     # a version the stat cache no longer shows
+        if older is not None:
+            older[1].release()
+        if len(entries) >= self.MAX_FILES:
+            self.tick(0.0)
+        shared = SharedFd(fd).acquire()
+        entries[path] = (st, shared)
+        return shared
+
+    def tick(self, _now: float) -> None:
+        """Let go of every file (those still being sent close after their answers)."""
+        for _st, shared in self.entries.values():
+            shared.release()
+        self.entries.clear()
+
+
+OPEN_FILES: Final = OpenFiles()
+
+
 def _open_body(path: str, st: os.stat_result
-               ) -> tuple[int, os.stat_result, bytes | None, KeptFile | None]:
-    """(fd, fresh stat, None, None) for a large file; (-1, stat, contents, its record
-    if it is kept) for a small one."""
-    kept = SMALL_FILES.get(path, st) if st[_ST_SIZE] <= SMALL_FILE else None
-    if kept is not None:
-        return -1, kept.st, kept.data, kept
+               ) -> tuple[os.stat_result, bytes | None, KeptFile | None, SharedFd | None]:
+    """(fresh stat, None, None, the file) for a large file (held open by OPEN_FILES
+    when it can be); (stat, contents, its record if it is kept, None) for a small one."""
+    if st[_ST_SIZE] <= SMALL_FILE:
+        kept = SMALL_FILES.get(path, st)
+        if kept is not None:
+            return kept.st, kept.data, kept, None
+    elif CACHE.enabled:
+        held = OPEN_FILES.get(path, st)
+        if held is not None:
+            return held[0], None, None, held[1]
     fd, st = open_checked(path, st)
     fd, data = _take_body(fd, st, path)
-    if data is not None and settled(st):
-        kept = SMALL_FILES.put(path, st, data)
-    return fd, st, data, kept
+    if data is not None:
+        kept = SMALL_FILES.put(path, st, data) if settled(st) else None
+        return st, data, kept, None
+    if CACHE.enabled and settled(st):
+        return st, None, None, OPEN_FILES.put(path, st, fd)
+    return st, None, None, SharedFd(fd)
 
 
 def _take_body(fd: int, st: os.stat_result, path: str) -> tuple[int, bytes | None]:
@@ -486,13 +543,13 @@ def serve_file(request: "Request", path: str, st: os.stat_result,
     values = request.values
     if not values["server.follow-symlink"]:
         return _serve_without_symlinks(request, path, content_type, values)
-    fd, data, kept = -1, None, None
+    data, kept, shared = None, None, None
     if request.method != "HEAD":
         try:
-            fd, st, data, kept = _open_body(path, st)
+            st, data, kept, shared = _open_body(path, st)
         except OSError as err:
             return _open_failure(err, path)
-    return _respond_owning(request, path, st, fd, data, content_type, values, kept)
+    return _respond_owning(request, path, st, shared, data, content_type, values, kept)
 
 
 def _serve_without_symlinks(request: "Request", path: str, content_type: str | None,
@@ -515,7 +572,8 @@ def _serve_without_symlinks(request: "Request", path: str, content_type: str | N
             fd, data = _take_body(fd, st, path)
     except OSError as err:
         return _open_failure(err, path)
-    return _respond_owning(request, path, st, fd, data, content_type, values)
+    shared = SharedFd(fd) if fd >= 0 else None
+    return _respond_owning(request, path, st, shared, data, content_type, values)
 
 
 def _open_failure(err: OSError, path: str) -> int:
@@ -526,17 +584,15 @@ def _open_failure(err: OSError, path: str) -> int:
     return 403 if err.errno == errno.EISDIR else errno_status(err)
 
 
-def _respond_owning(request: "Request", path: str, st: os.stat_result, fd: int,
-                    data: bytes | None, content_type: str | None, values: dict,
-                    kept: KeptFile | None = None) -> int:
-    """_respond, closing `fd` unless the response took it."""
-    response = request.response
-    files = response.files
+def _respond_owning(request: "Request", path: str, st: os.stat_result,
+                    shared: SharedFd | None, data: bytes | None, content_type: str | None,
+                    values: dict, kept: KeptFile | None = None) -> int:
+    """_respond, closing the file unless the response (or OPEN_FILES) took a share."""
     try:
-        return _respond(request, path, st, fd, data, content_type, values, kept)
+        return _respond(request, path, st, shared, data, content_type, values, kept)
     finally:
-        if fd >= 0 and response.files == files:    # not handed over to the response
-            os.close(fd)
+        if shared is not None:
+            shared.close_unused()
 
 
 # path -> (stat, memo): the files that have no KeptFile record
@@ -582,7 +638,7 @@ def _memo_by_path(path: str, st: os.stat_result) -> FieldsMemo | None:
     return entry[1]
 
 
-def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
+def _respond(request: "Request", path: str, st: os.stat_result, shared: SharedFd | None,
              data: bytes | None, content_type: str | None, values: dict,
              kept: KeptFile | None) -> int:
     response = request.response
@@ -597,32 +653,31 @@ def _respond(request: "Request", path: str, st: os.stat_result, fd: int,
     method = request.method
     if request.version == "1.0" or not values["server.range-requests"] or \
             method not in _GET_HEAD:
-        return _attach_body(request, fd, data, 0, size, 200)
+        return _attach_body(request, shared, data, 0, size, 200)
     response.add_header("Accept-Ranges", "bytes")
     range_header = request.headers.get("range")
     if range_header is None or method != "GET" or size == 0 or \
             not _range_applies(request, etag, mtime):
-        return _attach_body(request, fd, data, 0, size, 200)
+        return _attach_body(request, shared, data, 0, size, 200)
     ranges = parse_ranges(range_header, size)
     if ranges is None:
-        return _attach_body(request, fd, data, 0, size, 200)
+        return _attach_body(request, shared, data, 0, size, 200)
     if not ranges:
         response.add_header("Content-Range", f"bytes */{size}")
         return 416
     if len(ranges) == 1:
         first, last = ranges[0]
         response.add_header("Content-Range", f"bytes {first}-{last}/{size}")
-        return _attach_body(request, fd, data, first, last - first + 1, 206)
-    return _multipart(request, fd, data, ranges, size, content_type)
+        return _attach_body(request, shared, data, first, last - first + 1, 206)
+    return _multipart(request, shared, data, ranges, size, content_type)
 
 
-def _multipart(request: "Request", fd: int, data: bytes | None,
+def _multipart(request: "Request", shared: SharedFd | None, data: bytes | None,
                ranges: list[tuple[int, int]], size: int, content_type: str) -> int:
     """206 multipart/byteranges: each part's bytes go out of the file itself (one
     shared fd, a sendfile per part); only a small file is read, once."""
     response = request.response
     response.set_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
-    shared = None if data is not None else SharedFd(fd)
     separator = ""
     for first, last in ranges:
         response.write(f"{separator}--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
@@ -637,17 +692,17 @@ def _multipart(request: "Request", fd: int, data: bytes | None,
     return 206
 
 
-def _attach_body(request: "Request", fd: int, data: bytes | None, offset: int,
-                 length: int, status: int) -> int:
+def _attach_body(request: "Request", shared: SharedFd | None, data: bytes | None,
+                 offset: int, length: int, status: int) -> int:
     """The body: a small file's bytes from memory, a large one's range by sendfile."""
     response = request.response
     if data is not None and length > 0:
         response.write(data if length == len(data) else data[offset:offset + length])
         response.replayable = True       # from memory: a snapshot the tick bounds
-    elif fd < 0 or length <= 0:      # HEAD, or an empty file
+    elif shared is None or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
     else:
-        response.send_file_range(fd, offset, length)
+        response.send_shared_range(shared.acquire(), offset, length)
     return status
 
 
@@ -659,7 +714,7 @@ def error_document(request: "Request", status: int) -> bool:
         return False
     path = f"{prefix}{status}.html"
     try:
-        fd, st, data = _open_page(path, request.values["server.follow-symlink"])
+        st, data, shared = _open_page(path, request.values["server.follow-symlink"])
     except OSError:
         return False
     response = request.response
@@ -667,26 +722,26 @@ def error_document(request: "Request", status: int) -> bool:
                                                   path))
     if data is not None:
         response.write(data)
-    else:
-        response.send_file_range(fd, 0, st.st_size)   # the response owns fd now
+    elif shared is not None:
+        response.send_shared_range(shared.acquire(), 0, st.st_size)
     return True
 
 
-def _open_page(path: str,
-               follow_symlinks: bool) -> tuple[int, os.stat_result, bytes | None]:
-    """An error document's (fd, stat, contents), as _open_body gives them; with
+def _open_page(path: str, follow_symlinks: bool
+               ) -> tuple[os.stat_result, bytes | None, SharedFd | None]:
+    """An error document's (stat, contents, file), as _open_body gives them; with
     follow-symlink off, opened through no symlink and read from that fd alone (as
     _serve_without_symlinks does).  Raises OSError, IsADirectoryError for other than a
     regular file."""
     if not follow_symlinks:
         fd, st = open_file_without_symlinks(path)
         fd, data = _take_body(fd, st, path)
-        return fd, st, data
+        return st, data, SharedFd(fd) if fd >= 0 else None
     st = CACHE.stat(path)
     if not is_regular(st):
         raise _not_a_regular_file(path)
-    fd, st, data, _kept = _open_body(path, st)
-    return fd, st, data
+    st, data, _kept, shared = _open_body(path, st)
+    return st, data, shared
 
 
 def errno_status(err: OSError) -> int:

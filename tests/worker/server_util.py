@@ -135,6 +135,16 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def open_fds() -> set[str]:
+    """The fds this process has open now, once the garbage of earlier tests is
+    collected: a file closed by a collection during an exchange would free its number
+    for one the exchange opens, and that new file would go unseen."""
+    import gc
+
+    gc.collect()
+    return set(os.listdir("/proc/self/fd"))
+
+
 def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """Parse back-to-back HTTP/1.x responses (Content-Length framed)."""
     responses = []

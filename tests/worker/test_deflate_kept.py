@@ -9,7 +9,6 @@ does can be counted; the clock is the worker's own once-a-second tick.
 
 from __future__ import annotations
 
-import gc
 import gzip
 import math
 import os
@@ -19,7 +18,7 @@ import zlib
 import pytest
 
 from master.configload import load
-from server_util import config_text
+from server_util import config_text, open_fds
 from test_held_requests import exchange
 from worker import compress
 from worker.compress import gzip_window, make_encoder, parse_params
@@ -129,23 +128,16 @@ def test_a_file_changed_in_the_last_seconds_is_not_kept(worker, monkeypatch):
     assert counts["compressed"] == 4
 
 
-def _open_fds() -> set[str]:
-    """The fds open now, once the garbage of earlier tests is collected: a file closed
-    by a collection during the exchange would free its number for one the exchange
-    opens, and that new file would go unseen."""
-    gc.collect()
-    return set(os.listdir("/proc/self/fd"))
-
-
 def test_a_kept_file_is_closed_after_the_tick_and_its_last_answer(worker):
     """The cache file and the spool of a large variant stay open while kept (one fd
-    each), and close once the tick dropped them and no answer sends them any more."""
+    each), as do the two static files they were made of (static.OpenFiles), and close
+    once the tick dropped them and no answer sends them any more."""
     server, counts, _ = worker
-    before = _open_fds()
+    before = open_fds()
     _answers(server, ["/cached/big.txt?a", "/big.txt?a", "/cached/big.txt?b", "/big.txt?b"])
-    assert len(_open_fds() - before) == 2 or counts["ticks"]    # a tick may have come
+    assert len(open_fds() - before) == 4 or counts["ticks"]    # a tick may have come
     server.pipeline.trigger(server.loop.now)
-    assert _open_fds() - before == set()
+    assert open_fds() - before == set()
 
 
 def test_the_kept_variants_are_dropped_with_each_tick(worker):
@@ -192,13 +184,14 @@ def test_a_cache_dir_answer_is_replayed_by_sendfile_from_the_answer_cache(worker
 
 def test_a_replayed_cache_file_is_closed_after_the_tick(worker):
     """The kept variant and the answer cache each hold the cache file's fd until the
-    tick: then it closes (no answer sends it any more)."""
+    tick (and static.OpenFiles the page's own): then they close (no answer sends them
+    any more)."""
     server, counts, _ = worker
-    before = _open_fds()
+    before = open_fds()
     _kept_three_times(server, counts, "/cached/page.html")
-    assert len(_open_fds() - before) == 1
+    assert len(open_fds() - before) == 2
     server.pipeline.trigger(server.loop.now)
-    assert _open_fds() - before == set()
+    assert open_fds() - before == set()
 
 
 def test_a_file_changed_after_a_tick_is_compressed_anew(worker):
