@@ -36,9 +36,7 @@ class SharedFd:
 
     def release(self) -> None:
         self.users -= 1
-        if self.users == 0 and self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.close_unused()
 
     def close_unused(self) -> None:
         """Close the file if nobody took a share of it (an answer that sent none)."""

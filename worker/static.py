@@ -473,24 +473,24 @@ class OpenFiles:
             return held
         return None
 
-    def put(self, path: str, st: os.stat_result, fd: int) -> SharedFd:
-        """Hold `fd` (the caller's) for the rest of the second: its share for the
-        caller's answer to take."""
+    def hold(self, path: str, st: os.stat_result, shared: SharedFd) -> None:
+        """Hold a share of the file `shared` (version `st`) for the rest of the second."""
         entries = self.entries
         older = entries.pop(path, None)     # a version the stat cache no longer shows
         if older is not None:
             older[1].release()
         if len(entries) >= self.MAX_FILES:
-            self.tick(0.0)
-        shared = SharedFd(fd).acquire()
-        entries[path] = (st, shared)
-        return shared
+            self.clear()
+        entries[path] = (st, shared.acquire())
 
-    def tick(self, _now: float) -> None:
+    def clear(self) -> None:
         """Let go of every file (those still being sent close after their answers)."""
         for _st, shared in self.entries.values():
             shared.release()
         self.entries.clear()
+
+    def tick(self, _now: float) -> None:
+        self.clear()
 
 
 OPEN_FILES: Final = OpenFiles()
@@ -509,27 +509,28 @@ def _open_body(path: str, st: os.stat_result
         if held is not None:
             return held[0], None, None, held[1]
     fd, st = open_checked(path, st)
-    fd, data = _take_body(fd, st, path)
+    data, shared = _take_body(fd, st, path)
     if data is not None:
         kept = SMALL_FILES.put(path, st, data) if settled(st) else None
         return st, data, kept, None
-    if CACHE.enabled and settled(st):
-        return st, None, None, OPEN_FILES.put(path, st, fd)
-    return st, None, None, SharedFd(fd)
+    if CACHE.enabled and settled(st) and shared is not None:
+        OPEN_FILES.hold(path, st, shared)
+    return st, None, None, shared
 
 
-def _take_body(fd: int, st: os.stat_result, path: str) -> tuple[int, bytes | None]:
-    """(fd, None) for a large file; (-1, contents) for a small one, read at once and
-    its fd closed."""
+def _take_body(fd: int, st: os.stat_result, path: str
+               ) -> tuple[bytes | None, SharedFd | None]:
+    """(None, the file to share) for a large file; (contents, None) for a small one,
+    read at once and its fd closed."""
     if st.st_size > SMALL_FILE:
-        return fd, None
+        return None, SharedFd(fd)
     try:
         data = os.pread(fd, st.st_size, 0)
     finally:
         os.close(fd)
     if len(data) != st.st_size:        # shrank since fstat: nothing is sent yet, so
         raise _ShortRead(path)         # an error page still has a correct length
-    return -1, data
+    return data, None
 
 
 @mypyc_attr(native_class=False)    # mypyc builds no subclass of OSError
@@ -567,12 +568,11 @@ def _serve_without_symlinks(request: "Request", path: str, content_type: str | N
         content_type = content_type or content_type_for(values, path, fd)
         if request.method == "HEAD":
             os.close(fd)
-            fd, data = -1, None
+            data, shared = None, None
         else:
-            fd, data = _take_body(fd, st, path)
+            data, shared = _take_body(fd, st, path)
     except OSError as err:
         return _open_failure(err, path)
-    shared = SharedFd(fd) if fd >= 0 else None
     return _respond_owning(request, path, st, shared, data, content_type, values)
 
 
@@ -735,8 +735,8 @@ def _open_page(path: str, follow_symlinks: bool
     regular file."""
     if not follow_symlinks:
         fd, st = open_file_without_symlinks(path)
-        fd, data = _take_body(fd, st, path)
-        return st, data, SharedFd(fd) if fd >= 0 else None
+        data, shared = _take_body(fd, st, path)
+        return st, data, shared
     st = CACHE.stat(path)
     if not is_regular(st):
         raise _not_a_regular_file(path)
