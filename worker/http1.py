@@ -517,11 +517,13 @@ class Http1Parser:
     def _take_request_line(self, request: Request, status: int) -> None:
         """A request refused among its headers keeps the request line it came with, for
         the access log and the answer's version, as in lighttpd; one refused within
-        the request line has none (the log shows `"  "`) and is answered HTTP/1.0, and
-        so is a header block refused for its size (lighttpd never parses that one)."""
+        the request line has none (the log shows `"  "`) and is answered HTTP/1.0 (a
+        target too long among them: refused before llhttp reads the version, which a
+        parser that read a request before would still give as that one's), and so is
+        a header block refused for its size (lighttpd never parses that one)."""
         request.version = "1.0"
         parser = self.parser
-        if not self.url or status == 431 or parser is None:
+        if not self.url or status == 414 or status == 431 or parser is None:
             return
         version = parser.get_http_version()
         if version in ("1.0", "1.1"):

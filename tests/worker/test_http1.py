@@ -246,6 +246,20 @@ def test_a_refused_request_keeps_its_line_unless_refused_within_it(server, split
     assert (sink.requests[0].target, sink.requests[0].version) == ("", "1.0")
 
 
+@pytest.mark.parametrize("pieces", [
+    (b"GET /a" + b"a" * 3000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",),
+    (b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nHEAD /a" + b"a" * 3000 + b" HTTP/1.1\r\n\r\n",),
+    (b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n", b"HEAD /a" + b"a" * 3000 + b" HTTP/1.1\r\n"),
+])
+def test_a_target_too_long_has_no_request_line_whatever_came_before(server, pieces):
+    """414 is refused within the request line, before llhttp reads its version: the
+    version a parser gives then is the last request's, if it read one."""
+    sink, _ = parse(server, *pieces)
+    refused = sink.requests[-1]
+    assert (refused.response.status, refused.method, refused.target, refused.version) == \
+        (414, "GET", "", "1.0")
+
+
 def test_requests_before_a_refused_one_come_out_first(server):
     sink, _ = parse(server, b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\n\r\n")
     assert [(r.target, r.response.status) for r in sink.requests] == [("/ok", 0), ("/", 400)]
