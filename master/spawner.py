@@ -18,8 +18,8 @@ Each process is started as lighttpd's gw_spawn_connection starts it:
   (a socket file already there is unlinked first; its mode comes from the umask, as in
   lighttpd) or TCP `host:port+N` with SO_REUSEADDR, `listen(listen-backlog)`;
 - that socket is the process's fd 0 (FCGI_LISTENSOCK_FILENO), it runs in the directory
-  of its program, in the master's process group, with SIGPIPE, SIGTTIN, SIGTTOU and
-  SIGTSTP back to their defaults;
+  of its program, in a process group of its own (see below), with SIGPIPE, SIGTTIN,
+  SIGTTOU and SIGTSTP back to their defaults;
 - `bin-path` is split on spaces and tabs and executed directly (no shell, no PATH),
   or run as `/bin/sh -c "exec <bin-path>"` for a module that asks for it
   (`HostSpec.bin_shell`: lighttpd's mod_scgi);
@@ -28,7 +28,13 @@ Each process is started as lighttpd's gw_spawn_connection starts it:
   PHP_FCGI_CHILDREN=1 unless set; the systemd LISTEN_* variables meant for the master
   are never passed on.
 
-Where it differs from lighttpd: the master owns each address, so a socket file
+Where it differs from lighttpd: each process leads a process group of its own (php-cgi
+makes one for its PHP_FCGI_CHILDREN anyway), and whatever is left of the group once
+the process has exited gets its `kill-signal`: the children of a php-cgi that was
+killed or crashed would otherwise live on, reparented to init, serving a socket file
+that its restarted successor has replaced; signals are sent to the whole group, and a
+terminal's Ctrl-C reaches the master alone, which stops them.  The master owns each
+address, so a socket file
 someone else listens on is replaced rather than used as an external backend; stdout is
 /dev/null and stderr is the master's error log (lighttpd passes on its own stdout and
 stderr); a program that cannot be executed, or an address that cannot be bound, is
@@ -257,7 +263,7 @@ class Spawner:
         """The master is exiting: SIGKILL whatever still runs and reap it."""
         for backend in list(self.backends.values()):
             if backend.pid is not None:
-                _kill(backend.pid, signal.SIGKILL)
+                _kill_group(backend.pid, signal.SIGKILL)
                 _wait_for(backend.pid)
                 backend.pid = None
             self._forget(backend)
@@ -269,6 +275,7 @@ class Spawner:
         if backend is None:
             return False
         backend.pid = None
+        _kill_group(pid, backend.launch.kill_signal)     # its children, if it left any
         if backend.stop_deadline is not None or not backend.holders:
             self._forget(backend)
         else:
@@ -286,7 +293,7 @@ class Spawner:
                 if now > backend.stop_deadline and backend.pid is not None:
                     log.error("gw_backend.c", f"{backend.launch.name} (pid {backend.pid}) "
                               f"did not stop within {STOP_GRACE:g}s: killing it")
-                    _kill(backend.pid, signal.SIGKILL)
+                    _kill_group(backend.pid, signal.SIGKILL)
                     backend.stop_deadline = float("inf")
             elif backend.pid is None and now >= backend.next_start and \
                     self._may_serve(backend):
@@ -342,6 +349,7 @@ class Spawner:
         pid, status = os.waitpid(backend.pid, os.WNOHANG)
         if pid:
             backend.pid = None
+            _kill_group(pid, signal.SIGKILL)
             code = os.waitstatus_to_exitcode(status)
             raise SpawnError(backend.launch.name, f"{backend.launch.argv[0]} exited at once "
                              f"(status {code}); is it a FastCGI or SCGI program?")
@@ -357,9 +365,9 @@ class Spawner:
         if previous is not None and previous.pid is not None:
             log.error("gw_backend.c", f"backend {owner.name} (pid {previous.pid}) replaced "
                       "by a changed config on the same address: stopping it first")
-            _kill(previous.pid, owner.kill_signal)
+            _kill_group(previous.pid, owner.kill_signal)
             if not _wait_for(previous.pid, STOP_GRACE):
-                _kill(previous.pid, signal.SIGKILL)
+                _kill_group(previous.pid, signal.SIGKILL)
                 _wait_for(previous.pid)
             previous.pid = None
 
@@ -370,12 +378,12 @@ class Spawner:
             self._forget(backend)
             return
         backend.stop_deadline = time.monotonic() + STOP_GRACE
-        _kill(backend.pid, backend.launch.kill_signal)
+        _kill_group(backend.pid, backend.launch.kill_signal)
 
     def _discard(self, backend: Backend) -> None:
         """A backend started by an acquire that failed: gone at once."""
         if backend.pid is not None:
-            _kill(backend.pid, signal.SIGKILL)
+            _kill_group(backend.pid, signal.SIGKILL)
             _wait_for(backend.pid)
             backend.pid = None
         self._forget(backend)
@@ -400,8 +408,10 @@ class Spawner:
 def _exec_backend(launch: Launch, report_fd: int, stderr_fd: int) -> NoReturn:
     """In the forked child: become the server's user, make the listening socket fd 0,
     exec.  A failure is written to `report_fd` (closed by a successful exec)."""
-    stage, bound = "becoming the server's user", ""
+    stage, bound = "leading a process group", ""
     try:
+        os.setpgid(0, 0)
+        stage = "becoming the server's user"
         become(launch.identity)
         stage = f"binding {launch.name}"
         listener = _listen(launch)
@@ -464,9 +474,12 @@ def _standard_fds(listener: socket.socket, stderr_fd: int) -> None:
 
 
 # ----------------------------------------------------------------------- helpers
-def _kill(pid: int, signum: int) -> None:
+def _kill_group(pid: int, signum: int) -> None:
+    """Signal the process group a backend leads (its pid names it): the backend and
+    what it forked.  The group outlives its leader while a member lives, and its id
+    is not reused meanwhile; once it is empty there is nothing to signal."""
     try:
-        os.kill(pid, signum)
+        os.killpg(pid, signum)
     except ProcessLookupError:
         pass
 

@@ -1,7 +1,8 @@
 """mod_fastcgi with its php-cgi spawned by the master (bin-path, max-procs 2): the
 workers balance over the processes' sockets; a process killed under load is
 restarted by the master, the requests in flight on it fail with 502 or 503 at most,
-later ones succeed, and no zombie is left."""
+later ones succeed, no zombie is left, and none of its children either; none of the
+processes outlives the server."""
 
 from __future__ import annotations
 
@@ -35,6 +36,21 @@ def _php_children(master: int) -> list[int]:
     return sorted(found)
 
 
+def _group_members(group: int) -> list[int]:
+    """The live processes of a process group (zombies aside: reparented to an init
+    that does not reap, they would linger here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[2]) == group and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def _zombies(master: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -61,6 +77,9 @@ fastcgi.server = ( ".php" => ( ( "bin-path" => "{PHP_CGI}", "socket" => "{socket
         with serving(tmp_path, config) as server:
             (server.docroot / "hello.php").write_text("<?php echo 'Hello, world!';\n")
             wait_until(lambda: len(_php_children(server.process.pid)) == 2)
+            # each leads a group of its own, its PHP_FCGI_CHILDREN in it
+            groups = _php_children(server.process.pid)
+            wait_until(lambda: all(len(_group_members(group)) == 3 for group in groups))
             for _ in range(6):
                 assert get(server.port, "/hello.php")[::2] == (200, b"Hello, world!")
             statuses: list[int] = []
@@ -86,5 +105,9 @@ fastcgi.server = ( ".php" => ( ( "bin-path" => "{PHP_CGI}", "socket" => "{socket
             wait_until(lambda: all(get(server.port, "/hello.php")[0] == 200
                                    for _ in range(4)), timeout=15)
             assert not _zombies(server.process.pid)
+            # the killed one's children went with it, not left to init
+            wait_until(lambda: not _group_members(victim), timeout=5)
+            groups = _php_children(server.process.pid)
+        wait_until(lambda: not any(_group_members(group) for group in groups), timeout=10)
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
