@@ -11,6 +11,7 @@ import shutil
 import signal
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -20,48 +21,39 @@ PHP_CGI = shutil.which("php-cgi")
 pytestmark = pytest.mark.skipif(PHP_CGI is None, reason="php-cgi is not installed")
 
 
+def _processes() -> Iterator[tuple[int, list[str], Path]]:
+    """Each process: its pid, the fields of its stat after the name (state, ppid,
+    pgrp, ...) and its /proc directory."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            yield int(entry.name), stat, entry
+
+
 def _php_children(master: int) -> list[int]:
     """The master's php-cgi processes (their own children aside)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == master and b"php-cgi" in cmdline:
-            found.append(int(entry.name))
+    for pid, stat, entry in _processes():
+        if int(stat[1]) == master:
+            try:
+                if b"php-cgi" in (entry / "cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
     return sorted(found)
 
 
 def _group_members(group: int) -> list[int]:
     """The live processes of a process group (zombies aside: reparented to an init
     that does not reap, they would linger here)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[2]) == group and stat[0] != "Z":
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, stat, _ in _processes() if int(stat[2]) == group and stat[0] != "Z"]
 
 
 def _zombies(master: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == master and stat[0] == "Z":
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, stat, _ in _processes() if int(stat[1]) == master and stat[0] == "Z"]
 
 
 def test_spawned_php_cgi_killed_under_load(tmp_path) -> None:
