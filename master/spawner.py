@@ -34,12 +34,12 @@ the process has exited gets its `kill-signal`: the children of a php-cgi that wa
 killed or crashed would otherwise live on, reparented to init, serving a socket file
 that its restarted successor has replaced; signals are sent to the whole group, and a
 terminal's Ctrl-C reaches the master alone, which stops them.  The master owns each
-address, so a socket file
-someone else listens on is replaced rather than used as an external backend; stdout is
-/dev/null and stderr is the master's error log (lighttpd passes on its own stdout and
-stderr); a program that cannot be executed, or an address that cannot be bound, is
-reported with its reason by the failing child through a close-on-exec pipe, so a start
-or a reload fails with that message (a refused reload keeps the running config).
+address, so a socket file someone else listens on is replaced rather than used as an
+external backend; stdout is /dev/null and stderr is the master's error log (lighttpd
+passes on its own stdout and stderr); a program that cannot be executed, or an address
+that cannot be bound, is reported with its reason by the failing child through a
+close-on-exec pipe, so a start or a reload fails with that message (a refused reload
+keeps the running config).
 
 Which processes run follows the generations (master/generation.py): a generation holds
 the backends of its config from before its workers start until its last worker has
