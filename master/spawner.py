@@ -30,9 +30,10 @@ Each process is started as lighttpd's gw_spawn_connection starts it:
 
 Where it differs from lighttpd: each process leads a process group of its own (php-cgi
 makes one for its PHP_FCGI_CHILDREN anyway), and whatever is left of the group once
-the process has exited gets its `kill-signal`: the children of a php-cgi that was
-killed or crashed would otherwise live on, reparented to init, serving a socket file
-that its restarted successor has replaced; signals are sent to the whole group, and a
+the process has exited is killed: the children of a php-cgi that was killed or crashed
+would otherwise live on, reparented to init, serving a socket file that its restarted
+successor has replaced (or holding a TCP address from it); signals are sent to the
+whole group, and a
 terminal's Ctrl-C reaches the master alone, which stops them.  The master owns each
 address, so a socket file someone else listens on is replaced rather than used as an
 external backend; stdout is /dev/null and stderr is the master's error log (lighttpd
@@ -275,7 +276,7 @@ class Spawner:
         if backend is None:
             return False
         backend.pid = None
-        _kill_group(pid, backend.launch.kill_signal)     # its children, if it left any
+        _kill_group(pid, signal.SIGKILL)     # what it left of its group
         if backend.stop_deadline is not None or not backend.holders:
             self._forget(backend)
         else:
@@ -485,8 +486,10 @@ def _kill_group(pid: int, signum: int) -> None:
 
 
 def _wait_for(pid: int, timeout: float | None = None) -> bool:
-    """Reap `pid`; with a timeout, give up after it (False).  Only for a child the
-    master is stopping on purpose, so the wait is short."""
+    """Reap `pid`, then kill what is left of the process group it led (a child it left
+    would keep its listening socket, and a TCP address from its successor); with a
+    timeout, give up after it (False).  Only for a child the master is stopping on
+    purpose, so the wait is short."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         try:
@@ -494,6 +497,7 @@ def _wait_for(pid: int, timeout: float | None = None) -> bool:
         except ChildProcessError:
             return True
         if done:
+            _kill_group(pid, signal.SIGKILL)
             return True
         if deadline is not None and time.monotonic() > deadline:
             return False

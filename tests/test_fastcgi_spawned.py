@@ -11,32 +11,19 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from serverproc import get, serving, wait_until
+from serverproc import get, group_members, process_stats, serving, wait_until
 
 PHP_CGI = shutil.which("php-cgi")
 pytestmark = pytest.mark.skipif(PHP_CGI is None, reason="php-cgi is not installed")
 
 
-def _processes() -> Iterator[tuple[int, list[str], Path]]:
-    """Each process: its pid, the fields of its stat after the name (state, ppid,
-    pgrp, ...) and its /proc directory."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            yield int(entry.name), stat, entry
-
-
 def _php_children(master: int) -> list[int]:
     """The master's php-cgi processes (their own children aside)."""
     found = []
-    for pid, stat, entry in _processes():
+    for pid, stat, entry in process_stats():
         if int(stat[1]) == master:
             try:
                 if b"php-cgi" in (entry / "cmdline").read_bytes():
@@ -46,14 +33,8 @@ def _php_children(master: int) -> list[int]:
     return sorted(found)
 
 
-def _group_members(group: int) -> list[int]:
-    """The live processes of a process group (zombies aside: reparented to an init
-    that does not reap, they would linger here)."""
-    return [pid for pid, stat, _ in _processes() if int(stat[2]) == group and stat[0] != "Z"]
-
-
 def _zombies(master: int) -> list[int]:
-    return [pid for pid, stat, _ in _processes() if int(stat[1]) == master and stat[0] == "Z"]
+    return [pid for pid, stat, _ in process_stats() if int(stat[1]) == master and stat[0] == "Z"]
 
 
 def test_spawned_php_cgi_killed_under_load(tmp_path) -> None:
@@ -71,7 +52,7 @@ fastcgi.server = ( ".php" => ( ( "bin-path" => "{PHP_CGI}", "socket" => "{socket
             wait_until(lambda: len(_php_children(server.process.pid)) == 2)
             # each leads a group of its own, its PHP_FCGI_CHILDREN in it
             groups = _php_children(server.process.pid)
-            wait_until(lambda: all(len(_group_members(group)) == 3 for group in groups))
+            wait_until(lambda: all(len(group_members(group)) == 3 for group in groups))
             for _ in range(6):
                 assert get(server.port, "/hello.php")[::2] == (200, b"Hello, world!")
             statuses: list[int] = []
@@ -98,8 +79,8 @@ fastcgi.server = ( ".php" => ( ( "bin-path" => "{PHP_CGI}", "socket" => "{socket
                                    for _ in range(4)), timeout=15)
             assert not _zombies(server.process.pid)
             # the killed one's children went with it, not left to init
-            wait_until(lambda: not _group_members(victim), timeout=5)
+            wait_until(lambda: not group_members(victim), timeout=5)
             groups = _php_children(server.process.pid)
-        wait_until(lambda: not any(_group_members(group) for group in groups), timeout=10)
+        wait_until(lambda: not any(group_members(group) for group in groups), timeout=10)
     finally:
         shutil.rmtree(sockets, ignore_errors=True)

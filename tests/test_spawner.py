@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from master.spawner import backend_environment, launch_argv, program_argv
-from serverproc import Server, wait_until
+from serverproc import Server, group_members, wait_until
 from shared.gateway_hosts import HostSpec, parse_servers
 from shared.config.values import Array
 
@@ -117,11 +117,12 @@ def answer_of(address: str | tuple) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------- fixtures
-def write_backend(directory: Path, name: str = "backend.sh") -> Path:
-    """The bin-path: a shell script exec-ing the Python FastCGI responder."""
+def write_backend(directory: Path, name: str = "backend.sh", prelude: str = "") -> Path:
+    """The bin-path: a shell script exec-ing the Python FastCGI responder, after the
+    shell lines of `prelude`."""
     (directory / "backend.py").write_text(BACKEND)
     script = directory / name
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {directory / 'backend.py'}\n")
+    script.write_text(f"#!/bin/sh\n{prelude}exec {sys.executable} {directory / 'backend.py'}\n")
     script.chmod(0o755)
     return script
 
@@ -353,10 +354,11 @@ def test_term_stops_the_backends_and_removes_their_sockets(spawning):
     assert not any(os.path.exists(path) for path in spawning.sockets())
 
 
-def test_tcp_backends_take_consecutive_ports_and_a_changed_one_is_replaced(tmp_path):
-    directory = tmp_path / "b"
-    directory.mkdir()
-    bin_path = write_backend(directory)
+@contextlib.contextmanager
+def replaced_on_tcp(tmp_path, bin_path: Path):
+    """Backends of `bin_path` on two consecutive TCP ports, then replaced by a HUP to
+    a changed config: (the server, the answers before, the answers after), the server
+    stopped at the end."""
     port = free_port_pair()
     with stopped_at_end(Server(tmp_path, gateway(bin_path, None, port=port))) as server:
         server.wait_serving()
@@ -364,11 +366,31 @@ def test_tcp_backends_take_consecutive_ports_and_a_changed_one_is_replaced(tmp_p
         before = wait_until(lambda: [answer_of(address) for address in addresses])
         server.write_config(gateway(bin_path, None, tag="two", port=port))
         server.process.send_signal(signal.SIGHUP)
-        after = wait_until(lambda: renewed(addresses, "two"))
+        yield server, before, wait_until(lambda: renewed(addresses, "two"))
+
+
+def test_tcp_backends_take_consecutive_ports_and_a_changed_one_is_replaced(tmp_path):
+    directory = tmp_path / "b"
+    directory.mkdir()
+    with replaced_on_tcp(tmp_path, write_backend(directory)) as (server, before, after):
         assert not {a["pid"] for a in before} & {a["pid"] for a in after}
         assert "replaced by a changed config on the same address" in \
             server.errorlog.read_text()
     assert_no_zombies(server.process.pid)
+
+
+def test_a_replaced_backend_s_children_free_its_address(tmp_path):
+    """A backend that left a child behind (one that ignores SIGTERM and holds the
+    listening socket it inherited) is replaced on the same TCP address all the same,
+    and stopped with the server: its whole process group goes with it."""
+    directory = tmp_path / "b"
+    directory.mkdir()
+    forking = write_backend(directory, "forking.sh",
+                            "exec 3<&0\n(trap '' TERM; exec sleep 60) &\nexec 3<&-\n")
+    with replaced_on_tcp(tmp_path, forking) as (_server, before, after):
+        assert all(group_members(int(a["pid"])) for a in after)    # the sleep with each
+    groups = [int(a["pid"]) for a in before + after]
+    assert wait_until(lambda: not any(group_members(group) for group in groups))
 
 
 def test_backends_run_as_the_server_user(tmp_path):
@@ -396,11 +418,7 @@ def test_backends_run_as_the_server_user(tmp_path):
 def test_a_backend_that_ignores_its_kill_signal_is_killed(tmp_path):
     directory = tmp_path / "b"
     directory.mkdir()
-    write_backend(directory)
-    stubborn = directory / "stubborn.sh"
-    stubborn.write_text(f"#!/bin/sh\ntrap '' USR2\nexec {sys.executable} "
-                        f"{directory / 'backend.py'}\n")
-    stubborn.chmod(0o755)
+    stubborn = write_backend(directory, "stubborn.sh", "trap '' USR2\n")
     config = gateway(stubborn, directory / "s", procs=1,
                      host_keys=f'"kill-signal" => {int(signal.SIGUSR2)}, ')
     with stopped_at_end(Server(tmp_path, config)) as server:
