@@ -439,8 +439,11 @@ class Connection:
 
     def _keeps_alive(self, asked: bool, values: dict) -> bool:
         """Whether the answer just counted in requests_done leaves the connection open
-        (and if not, mark it closing)."""
-        keep = (asked and not self.closing and not self.server.draining
+        (and if not, mark it closing).  A connection that is closing still keeps alive
+        for the answers of requests that came before its last one (pipelined ahead of
+        one the parser refused, or of the client's end): they all go out, the last
+        says `Connection: close`, as in lighttpd."""
+        keep = (asked and (not self.closing or bool(self.ready)) and not self.server.draining
                 and self.requests_done < values["server.max-keep-alive-requests"])
         if not keep:
             self.closing = True

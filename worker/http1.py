@@ -60,11 +60,11 @@ def header_name(name: bytes) -> tuple[str, str]:
     return names
 
 
-def _refusal_status(data: bytes, unknown_method: bool) -> int:
-    """The status for bytes the parser refused, as lighttpd answers them: 505 for a
-    well-formed request line of another HTTP version, 501 for one with a method we do
-    not know (RFC 9110 15.6.2), 400 for anything else."""
-    match = _REQUEST_LINE.fullmatch(data.split(b"\r\n", 1)[0])
+def _refusal_status(line: bytes, unknown_method: bool) -> int:
+    """The status for a request the parser refused, as lighttpd answers it, from its
+    request line: 505 for a well-formed line of another HTTP version, 501 for one with
+    a method we do not know (RFC 9110 15.6.2), 400 for anything else."""
+    match = _REQUEST_LINE.fullmatch(line)
     if match is None:
         return 400
     if match.group(1) not in (b"1.0", b"1.1"):
@@ -118,7 +118,7 @@ class Http1Parser:
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
                  "held_back", "tunnelled", "body_left", "dechunker", "line_chunk",
-                 "ready", "loop")
+                 "ready", "loop", "ready_before", "read_starts_request")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -149,6 +149,8 @@ class Http1Parser:
         self.body_left = 0
         self.dechunker: Dechunker | None = None
         self.line_chunk = b""      # a read that starts with a request line (_version)
+        self.ready_before = 0      # requests handed over before the read being parsed
+        self.read_starts_request = True   # it began between two requests (_refused_line)
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -381,6 +383,8 @@ class Http1Parser:
                 return
         self.line_chunk = data if self.current is None else b""
         while data:
+            self.ready_before = len(self.ready)
+            self.read_starts_request = self.current is None
             parser = self.parser
             if parser is None:
                 parser = self.parser = httptools.HttpRequestParser(self)
@@ -390,14 +394,38 @@ class Http1Parser:
             except httptools.HttpParserUpgrade as upgrade:
                 data = self._upgrade_asked(data[upgrade.args[0]:])
             except httptools.HttpParserInvalidMethodError:
-                self.fail(self.error_status or _refusal_status(data, unknown_method=True))
+                self._refuse(data, unknown_method=True)
                 return
             except httptools.HttpParserCallbackError as err:
                 self._callback_failed(err.__context__)
                 return
             except httptools.HttpParserError:
-                self.fail(self.error_status or _refusal_status(data, unknown_method=False))
+                self._refuse(data, unknown_method=False)
                 return
+
+    def _refuse(self, data: bytes, unknown_method: bool) -> None:
+        """llhttp refused the bytes of `data`: the request they belong to is answered
+        with the status its own request line calls for."""
+        line = self._refused_line(data)
+        self.fail(self.error_status or _refusal_status(line, unknown_method), line)
+
+    def _refused_line(self, data: bytes) -> bytes:
+        """The request line of the request llhttp refused, as far as the read `data`
+        shows it: its first line, or after requests that came whole before the refused
+        one in the same read (pipelined), the first line after their heads.  None
+        (b"") when the refused request began in an earlier read, or when a body among
+        those before it hides where their heads end."""
+        done = self.ready[self.ready_before:]
+        if not done:
+            if not self.read_starts_request:
+                return b""
+            return data.lstrip(b"\r\n").split(b"\r\n", 1)[0]
+        if any(request.body is not None for request in done):
+            return b""
+        pieces = data.split(b"\r\n\r\n", len(done))
+        if len(pieces) <= len(done):
+            return b""
+        return pieces[len(done)].lstrip(b"\r\n").split(b"\r\n", 1)[0]
 
     def release_parser(self) -> None:
         """Let the parser go between requests (~900 bytes), for a connection that has
@@ -493,10 +521,11 @@ class Http1Parser:
                       f"{self.sink.remote_ip}:\n{trace}")
             self.fail(500)
 
-    def fail(self, status: int) -> None:
+    def fail(self, status: int, line: bytes = b"") -> None:
         """Queue an error answer after the requests that came before; then close.  A
         request whose handler already runs (its body streamed) fails in its handler's
-        place (the sink's body_failed)."""
+        place (the sink's body_failed).  `line`: the refused request's line, when
+        llhttp refused it (_refuse)."""
         request = self.current
         if request is not None and request is self.last:
             self.current = None
@@ -506,7 +535,7 @@ class Http1Parser:
         if request is None or self.header_phase:
             request = request or self._new_request()
             if self.header_phase:
-                self._take_request_line(request, status)
+                self._take_request_line(request, status, line)
         request.response.status = status
         request.keep_alive = False
         self.current = None
@@ -514,14 +543,23 @@ class Http1Parser:
         self._emit(request)
         self.stop()
 
-    def _take_request_line(self, request: Request, status: int) -> None:
-        """A request refused among its headers keeps the request line it came with, for
-        the access log and the answer's version, as in lighttpd; one refused within
-        the request line has none (the log shows `"  "`) and is answered HTTP/1.0 (a
-        target too long among them: refused before llhttp reads the version, which a
-        parser that read a request before would still give as that one's), and so is
-        a header block refused for its size (lighttpd never parses that one)."""
+    def _take_request_line(self, request: Request, status: int, line: bytes) -> None:
+        """A refused request keeps the request line it came with, for the access log
+        and the answer's version, as in lighttpd, when that line is whole and of HTTP/1
+        (`line`, for what llhttp refused: read from the bytes, as a parser that read a
+        request before would still give that one's version).  One refused within a
+        malformed line has none (the log shows `"  "`) and is answered HTTP/1.0, and so
+        are a target too long (refused before llhttp reads the version) and a header
+        block refused for its size (lighttpd never parses that one)."""
         request.version = "1.0"
+        if line:
+            match = _REQUEST_LINE.fullmatch(line)
+            if match is not None and match.group(1) in (b"1.0", b"1.1"):
+                method, target, _version = line.split(b" ", 2)
+                request.method = method.decode("latin-1")
+                request.target = target.decode("utf-8", "surrogateescape")
+                request.version = match.group(1).decode()
+            return
         parser = self.parser
         if not self.url or status == 414 or status == 431 or parser is None:
             return

@@ -386,3 +386,42 @@ def test_known_differences_are_the_rfc_answers(servers):
     assert answers["if-match-other"][0] == 412
     assert answers["upgrade-http10"][0] == 200
     assert answers["if-unmodified-since-old"][0] == 412
+
+
+def answer_lines(raw: bytes) -> list[tuple[str, str | None]]:
+    """Each answer of a stream as (status line, Connection field), walked by
+    Content-Length."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        fields = dict((name.strip().lower(), value.strip()) for name, _, value in
+                      (line.partition(":") for line in lines[1:]))
+        answers.append((lines[0], fields.get("connection")))
+        raw = rest[int(fields.get("content-length", "0")):]
+    return answers
+
+
+KEPT = b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"
+PIPELINED_REFUSALS = [
+    b"GET /index.html HTTP/2.0\r\nHost: t\r\n\r\n",
+    b"BREW /index.html HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /ind\x01ex.html HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"GET /index.html HTTP/1.1 x\r\nHost: t\r\n\r\n",
+    b"GET /index.html HTTP/1.0\r\nBad field\r\n\r\n",
+    b"GET /index.html HTTP/1.1\r\n\r\n",
+    b"HELLO\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("refused", PIPELINED_REFUSALS)
+@pytest.mark.parametrize("before", [0, 2])
+def test_a_refused_request_is_answered_as_lighttpd_answers_it(servers, refused, before):
+    """Alone or pipelined behind requests that are answered (kept alive), a refused
+    request gets lighttpd's status line, version included, and the connection closes
+    after it."""
+    lighttpd_port, our_port, _docroot = servers
+    raw = KEPT * before + refused
+    theirs = answer_lines(exchange(lighttpd_port, raw))
+    assert len(theirs) == before + 1 and theirs[-1][1] == "close"
+    assert answer_lines(exchange(our_port, raw)) == theirs

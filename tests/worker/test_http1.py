@@ -260,6 +260,30 @@ def test_a_target_too_long_has_no_request_line_whatever_came_before(server, piec
         (414, "GET", "", "1.0")
 
 
+OK_11 = b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+@pytest.mark.parametrize("refused, status, line", [
+    (b"GET /v2 HTTP/2.0\r\nHost: h\r\n\r\n", 505, ("GET", "", "1.0")),
+    (b"BREW /pot HTTP/1.1\r\nHost: h\r\n\r\n", 501, ("BREW", "/pot", "1.1")),
+    (b"GET /a\x01b HTTP/1.0\r\n\r\n", 400, ("GET", "/a\x01b", "1.0")),
+    (b"GET /a\x01b HTTP/1.1\r\nHost: h\r\n\r\n", 400, ("GET", "/a\x01b", "1.1")),
+    (b"GET /x HTTP/1.1 x\r\nHost: h\r\n\r\n", 400, ("GET", "", "1.0")),
+])
+@pytest.mark.parametrize("together", [True, False])
+def test_a_refused_request_is_judged_by_its_own_line_after_others(server, refused, status,
+                                                                  line, together):
+    """The status and the line of a request llhttp refused come from that request's own
+    line, also after requests read before it from the same bytes (pipelined), where
+    the parser's version is still the last request's."""
+    pieces = (OK_11 + OK_11 + refused,) if together else (OK_11, OK_11, refused)
+    sink, _ = parse(server, *pieces)
+    assert statuses(sink) == [0, 0, status]
+    refused_request = sink.requests[-1]
+    assert (refused_request.method, refused_request.target, refused_request.version) == line
+    assert sink.stopped and not refused_request.keep_alive
+
+
 def test_requests_before_a_refused_one_come_out_first(server):
     sink, _ = parse(server, b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\n\r\n")
     assert [(r.target, r.response.status) for r in sink.requests] == [("/ok", 0), ("/", 400)]
