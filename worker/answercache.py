@@ -191,8 +191,8 @@ class Answer:
     def restore_parsed(self, request: "Request") -> None:
         """The state the request-start code leaves (target split and cleaned, Host,
         settings), as it left it for the first twin of this request."""
-        (request.target, request.uri_path_raw, request.uri_query, request.uri_path,
-         request.host, request.settings) = self.parsed   # type: ignore[misc]
+        (request.target, request.target_orig, request.uri_path_raw, request.uri_query,
+         request.uri_path, request.host, request.settings) = self.parsed   # type: ignore[misc]
 
     def restore_final(self, request: "Request") -> None:
         """The state the pipeline left: what the request-done hooks read."""
@@ -207,8 +207,8 @@ class Answer:
 
 def parsed_state(request: "Request") -> tuple[Any, ...]:
     """What Answer.restore_parsed puts back, taken once the request has started."""
-    return (request.target, request.uri_path_raw, request.uri_query, request.uri_path,
-            request.host, request.settings)
+    return (request.target, request.target_orig, request.uri_path_raw, request.uri_query,
+            request.uri_path, request.host, request.settings)
 
 
 class AnswerCache:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 HEADER_SLACK: Final = 64 * 1024   # bytes read past the header limit before a head is refused
 _BODY_METHODS: Final = frozenset({"POST", "PUT"})
+_BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})   # a body is refused, as lighttpd does
 _JOIN_SEMICOLON: Final = frozenset({"cookie"})
 _REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
@@ -364,7 +365,10 @@ class Http1Parser:
                 raise BadRequest(417)
             if request.version == "1.1" and (chunked or request.content_length > 0):
                 request.expect_continue = True
-        return chunked or request.content_length > 0
+        has_body = chunked or request.content_length > 0
+        if has_body and request.method in _BODYLESS_METHODS:
+            raise BadRequest(400, "GET/HEAD with a body")   # lighttpd's default parseopts
+        return has_body
 
     def feed(self, data: bytes) -> None:
         if self.stopped:                   # answer, then close: nothing more is read
@@ -557,7 +561,8 @@ class Http1Parser:
             if match is not None and match.group(1) in (b"1.0", b"1.1"):
                 method, target, _version = line.split(b" ", 2)
                 request.method = method.decode("latin-1")
-                request.target = target.decode("utf-8", "surrogateescape")
+                request.target = request.target_orig = target.decode("utf-8",
+                                                                     "surrogateescape")
                 request.version = match.group(1).decode()
             return
         parser = self.parser
@@ -566,5 +571,6 @@ class Http1Parser:
         version = parser.get_http_version()
         if version in ("1.0", "1.1"):
             request.method = parser.get_method().decode("latin-1")
-            request.target = self.url.decode("utf-8", "surrogateescape")
+            request.target = request.target_orig = self.url.decode("utf-8",
+                                                                   "surrogateescape")
             request.version = version

@@ -378,3 +378,20 @@ def test_master_usr1_reopens_access_log(tmp_path):
     finally:
         server.stop()
     shutil.rmtree(tmp_path / "www", ignore_errors=True)
+
+
+@needs_lighttpd
+def test_a_rewritten_request_or_one_with_a_fragment_logs_as_lighttpd(tmp_path):
+    """%r is the request line the client sent (before a rewrite, with a fragment);
+    the other fields see the request as served."""
+    requests = [b"GET /old/index.html?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"GET /index.html#part HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                b"GET /old/index.html?y=2#p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    got, expected = both_logs(tmp_path, FULL_FORMAT, requests,
+                              extra='server.modules += ("mod_rewrite")\n'
+                                    'url.rewrite-once = ("^/old/(.*)$" => "/$1")')
+    assert len(got) == len(expected) == 3
+    for ours, theirs in zip(got, expected):
+        for name, mine, its in zip(FULL_FORMAT.split("|"), ours.split("|"),
+                                   theirs.split("|")):
+            assert mine == its, (name, ours, theirs)

@@ -19,7 +19,8 @@ from server_util import detached_request
 def _request() -> Request:
     """A real Request (the module may run compiled, which checks its types)."""
     request = detached_request(remote_ip="10.0.0.1")
-    request.host, request.target, request.method = "example.org", "/a?b", "GET"
+    request.host, request.method = "example.org", "GET"
+    request.target = request.target_orig = "/a?b"
     request.headers = {"user-agent": "UA"}
     request.response.status = 200
     request.start = 100.0
@@ -94,7 +95,7 @@ def test_the_plain_line_check_lets_through_only_what_escaping_leaves(reference):
 def test_a_line_with_one_text_to_escape_escapes_each_text_from_outside(name, reference):
     compiled = compile_format('%h "%r" %>s "%{Referer}i" "%{User-Agent}i" %{%H"}t')
     request = _request()
-    request.target = '/q"uote\\x01'
+    request.target = request.target_orig = '/q"uote\\x01'
     request.headers = {"user-agent": "caf\u00e9 \x7f", "referer": "plain"}
     line = compiled.render(request, _answer(), mod_accesslog._escaping(name))
     target, agent = reference(request.target), reference("caf\u00e9 \x7f")

@@ -62,6 +62,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("hello-python-shebang", get("/self.cgi")),
         ("head", get("/hello.sh", method="HEAD")),
         ("http10", b"GET /hello.sh HTTP/1.0\r\n\r\n"),
+        ("fragment", get("/env.py/extra#frag/more?b=2")),
+        ("fragment-after-query", get("/env.py?a=1#frag")),
         ("environment", get("/env.py/extra/path?a=1&b=%20", "X-Custom-Header: custom",
                             "Proxy: http://evil.example/", "Content-Type: text/x")),
         ("post-memory-python", post("/sum.py", small)),

@@ -220,6 +220,8 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("big-file", get11("/big.bin")),
         ("pathinfo", get11("/index.html/extra/path")),
         ("query", get11("/index.html?x=1&y=%20")),
+        ("fragment", get11("/index.html#part")),
+        ("fragment-dir", get11("/sub#part")),
         # encodings
         ("encoded-letters", get11("/%73ub/%78.txt")),
         ("encoded-slash", get11("/sub%2fx.txt")),
@@ -327,6 +329,10 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("raw-ff", get11("/\udcff")),
         ("body-to-static-file", get11("/index.html", "Content-Length: 5", method="POST")
          + b"hello"),
+        ("get-with-body", get11("/index.html", "Content-Length: 5") + b"hello"),
+        ("get-with-empty-body", get11("/index.html", "Content-Length: 0")),
+        ("head-with-chunked-body", get11("/index.html", "Transfer-Encoding: chunked",
+                                         method="HEAD") + b"0\r\n\r\n"),
         # the Host, normalised before conditions see it
         ("host-denied", with_host("denied.example")),
         ("host-trailing-dot", with_host("denied.example.")),

@@ -92,6 +92,8 @@ STEPS: list[tuple[str, str, str, dict[str, str], str | None]] = [
      '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'),
     ("propfind-propname", "PROPFIND", "{r}/col/a.txt", {"Depth": "0", **XML},
      '<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:propname/></D:propfind>'),
+    ("delete-with-fragment", "DELETE", "{r}/col-moved/#part", {}, None),
+    ("get-with-fragment", "GET", "{r}/col/a.txt#part", {}, None),
     ("delete-collection", "DELETE", "{r}/col-moved/", {}, None),
     ("delete-missing", "DELETE", "{r}/col-moved/", {}, None),
     ("lock", "LOCK", "{r}/col/a.txt", {"Depth": "0", "Timeout": "Second-60", **XML},

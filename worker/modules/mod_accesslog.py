@@ -329,13 +329,14 @@ class Env(EscapedField):
 
 
 class RequestLine(EscapedField):
-    """%r: method, target and protocol; the method is a token and the protocol
-    digits, so escaping the whole line escapes just the target."""
+    """%r: method, target and protocol, as the client sent them (before a rewrite,
+    with a fragment); the method is a token and the protocol digits, so escaping the
+    whole line escapes just the target."""
 
     __slots__ = ()
 
     def text(self, request: Request, answer: Answer) -> str:
-        target = request.target
+        target = request.target_orig
         if not target:      # not even a request line could be parsed
             return "  "
         if target[0] != "/":
