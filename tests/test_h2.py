@@ -200,6 +200,29 @@ def test_request_bodies_reach_backends_and_the_size_limit_holds(h2_server):
     assert client.statuses[huge] == "413"
 
 
+def test_a_get_or_head_with_a_body_is_refused(h2_server):
+    """400, as lighttpd's default parse options refuse it: a body in DATA frames, or
+    announced by Content-Length; an empty DATA frame that ends the stream is none."""
+    client = Client(h2_server.port)
+    refused = [client.get("/small0.txt", "GET", b"abc"),
+               client.get("/small0.txt", "HEAD", b"abc")]
+    fields = [(":method", "GET"), (":path", "/small1.txt"), (":scheme", "http"),
+              (":authority", "127.0.0.1")]
+    announced = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(announced, fields + [("content-length", "3")])
+    client.h2.send_data(announced, b"abc", end_stream=True)
+    empty = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(empty, fields)
+    client.h2.send_data(empty, b"", end_stream=True)
+    client.send()
+    plain = client.get("/small2.txt")
+    streams = refused + [announced, empty, plain]
+    client.run(lambda: all(stream in client.statuses for stream in streams))
+    assert [client.statuses[stream] for stream in streams] == \
+        ["400", "400", "400", "200", "200"]
+    assert client.goaway is None           # the refusals end their streams alone
+
+
 def test_rapid_reset_is_answered_with_goaway(h2_server):
     """400 streams opened and reset, sent at once (sent one by one, the server may
     end the connection while the client still sends)."""

@@ -70,7 +70,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          transmit)
 from .errors import BadRequest
 from .host import normalize_host
-from .http import DATE, NO_BODY
+from .http import BODYLESS_METHODS, DATE, NO_BODY
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -120,7 +120,7 @@ class _Stream:
     """One request/response exchange of the session."""
 
     __slots__ = ("id", "request", "held", "parts", "ending", "head_sent", "handled",
-                 "sent", "trailers")
+                 "sent", "trailers", "refused")
 
     def __init__(self, stream_id: int, request: Request) -> None:
         self.id = stream_id
@@ -132,6 +132,10 @@ class _Stream:
         self.handled = False
         self.sent = 0                    # body bytes sent
         self.trailers: list[tuple[str, str]] | None = None
+        # answered before its body came whole: what more comes is dropped, and a
+        # RST_STREAM (NO_ERROR) follows the answer, so that the client stops sending
+        # (RFC 9113 8.1)
+        self.refused = False
 
     def pending_bytes(self) -> int:
         return sum(len(p) if type(p) is not tuple else p[2] for p in self.parts)
@@ -372,6 +376,8 @@ class H2Session:
         length = request.headers.get("content-length")
         if length is not None:
             request.content_length = int(length)
+            if request.content_length > 0 and request.method in BODYLESS_METHODS:
+                raise BadRequest(400, "GET/HEAD with a body")
         request.configure()
 
     def _data_received(self, event: wire.Event) -> None:
@@ -382,7 +388,10 @@ class H2Session:
         stream = self.streams.get(event.stream_id)
         if event.flow_length:
             self.h2.acknowledge_received_data(event.flow_length, event.stream_id)
-        if stream is None or stream.request.body is None:
+        if stream is None or stream.request.body is None or stream.refused:
+            return
+        if event.data and stream.request.method in BODYLESS_METHODS:
+            self._refuse(stream, 400)
             return
         body = stream.request.body
         limit = stream.request.settings.values["server.max-request-size"] * 1024
@@ -577,10 +586,9 @@ class H2Session:
         request.response.reset_body()
         request.response.status = status
         stream.held = None
-        stream.handled = True
+        stream.handled = stream.refused = True
         self.server.pipeline.fail(request, status)
         self._answer(stream)
-        self._reset_stream(stream.id, wire.NO_ERROR)
 
     def _cut(self, stream: _Stream) -> None:
         """A stream that cannot be answered properly any more: reset it."""
@@ -685,6 +693,8 @@ class H2Session:
                                              for k, v in stream.trailers], end_stream=True)
         elif stream.sent == 0 and stream.head_sent and not self._ended_by_head(stream):
             self.h2.end_stream(stream.id)
+        if stream.refused:
+            self._reset_stream(stream.id, wire.NO_ERROR)
         self._ended(stream, aborted=False)
 
     def _ended_by_head(self, stream: _Stream) -> bool:

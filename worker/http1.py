@@ -31,6 +31,7 @@ from .body import RequestBody
 from .chunked import Dechunker
 from .errors import BadRequest
 from .host import normalize_host
+from .http import BODYLESS_METHODS
 from .request import Request
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 HEADER_SLACK: Final = 64 * 1024   # bytes read past the header limit before a head is refused
 _BODY_METHODS: Final = frozenset({"POST", "PUT"})
-_BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})   # a body is refused, as lighttpd does
 _JOIN_SEMICOLON: Final = frozenset({"cookie"})
 _REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
@@ -366,8 +366,8 @@ class Http1Parser:
             if request.version == "1.1" and (chunked or request.content_length > 0):
                 request.expect_continue = True
         has_body = chunked or request.content_length > 0
-        if has_body and request.method in _BODYLESS_METHODS:
-            raise BadRequest(400, "GET/HEAD with a body")   # lighttpd's default parseopts
+        if has_body and request.method in BODYLESS_METHODS:
+            raise BadRequest(400, "GET/HEAD with a body")
         return has_body
 
     def feed(self, data: bytes) -> None:
