@@ -73,6 +73,12 @@ def _refusal_status(line: bytes, unknown_method: bool) -> int:
     return 501 if unknown_method else 400
 
 
+def _asks_close(headers: dict[str, str]) -> bool:
+    """Whether the Connection field (all of its lines, joined) names `close`."""
+    return any(token.strip().lower() == "close"
+               for token in headers.get("connection", "").split(","))
+
+
 def _frames_a_body(headers: dict[str, str]) -> bool:
     """Whether the fields say a body follows, or ask about one: three lookups, where a
     loop over the fields costs one per field (a browser sends a dozen)."""
@@ -295,6 +301,8 @@ class Http1Parser:
         request.version = version
         request.method = method.decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
+        if version == "1.0" and request.keep_alive and _asks_close(request.headers):
+            request.keep_alive = False   # llhttp lets 1.0's keep-alive win over close
         answers = self.answers
         key = answers.key_for(request, self.url)
         if key is not None:

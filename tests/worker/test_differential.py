@@ -287,6 +287,8 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("inm-other", get11("/index.html", 'If-None-Match: "nope"')),
         ("inm-star", get11("/index.html", "If-None-Match: *")),
         ("inm-list", get11("/index.html", f'If-None-Match: "a", {etag}')),
+        ("inm-star-in-list", get11("/index.html", 'If-None-Match: "a", *')),
+        ("inm-weak-star", get11("/index.html", "If-None-Match: W/*")),
         ("inm-weak", get11("/index.html", f"If-None-Match: W/{etag}")),
         ("ims-equal", get11("/index.html", f"If-Modified-Since: {modified}")),
         ("ims-old", get11("/index.html", f"If-Modified-Since: {old}")),
@@ -431,3 +433,19 @@ def test_a_refused_request_is_answered_as_lighttpd_answers_it(servers, refused, 
     theirs = answer_lines(exchange(lighttpd_port, raw))
     assert len(theirs) == before + 1 and theirs[-1][1] == "close"
     assert answer_lines(exchange(our_port, raw)) == theirs
+
+
+@pytest.mark.parametrize("fields", [
+    b"Connection: keep-alive\r\n",
+    b"Connection: Keep-Alive, close\r\n",
+    b"Connection: close, keep-alive\r\n",
+    b"Connection: keep-alive\r\nConnection: close\r\n",
+    b"Connection: keep-alive, TE\r\n",
+])
+def test_http10_keeps_alive_as_lighttpd_reads_its_connection_field(servers, fields):
+    """`close` among the tokens wins over `keep-alive`: the answer says close and the
+    request after it is not read."""
+    lighttpd_port, our_port, _docroot = servers
+    raw = b"GET /index.html HTTP/1.0\r\n" + fields + b"\r\n" + \
+        b"GET /index.html HTTP/1.0\r\n\r\n"
+    assert answer_lines(exchange(our_port, raw)) == answer_lines(exchange(lighttpd_port, raw))
