@@ -134,9 +134,11 @@ def _length_kept_whole(response: Response) -> None:
 def _may_keep_alive(request: Request) -> bool:
     """The client asked to keep the connection, and nothing of its request is still
     coming: a streamed body its handler did not wait for is not read into memory
-    after the answer, the connection closes instead (as lighttpd does)."""
+    after the answer, the connection closes instead (as lighttpd does).  A CONNECT
+    answered without a tunnel closes it too: what follows it may be the tunnel's."""
     body = request.body
-    return request.keep_alive and (body is None or body.complete)
+    return request.keep_alive and (body is None or body.complete) and \
+        request.method != "CONNECT"
 
 
 def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:

@@ -435,6 +435,17 @@ def test_a_refused_request_is_answered_as_lighttpd_answers_it(servers, refused, 
     assert answer_lines(exchange(our_port, raw)) == theirs
 
 
+@pytest.mark.parametrize("name", ["connect-address", "connect-name"])
+def test_a_connect_nobody_takes_closes_as_in_lighttpd(servers, name):
+    """What follows a CONNECT may be its tunnel's bytes: the answer says close, and
+    the GET after it is not read."""
+    lighttpd_port, our_port, docroot = servers
+    raw = dict(corpus(docroot))[name]
+    theirs = answer_lines(exchange(lighttpd_port, raw))
+    assert len(theirs) == 1 and theirs[0][1] == "close"
+    assert answer_lines(exchange(our_port, raw)) == theirs
+
+
 @pytest.mark.parametrize("fields", [
     b"Connection: keep-alive\r\n",
     b"Connection: Keep-Alive, close\r\n",
