@@ -749,7 +749,9 @@ def errno_status(err: OSError) -> int:
     return status_of_errno(err.errno or 0)     # none (not from the kernel): 500
 
 
-_STATUS_OF_ERRNO: Final = {errno.EACCES: 403, errno.EPERM: 403, errno.ENAMETOOLONG: 414,
+# a name or path too long for the file system is a file not there (404), as lighttpd
+# says: 414 is for a request-target too long to read
+_STATUS_OF_ERRNO: Final = {errno.EACCES: 403, errno.EPERM: 403, errno.ENAMETOOLONG: 404,
                            errno.ENOENT: 404, errno.ENOTDIR: 404, errno.ELOOP: 404}
 
 

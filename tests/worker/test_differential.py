@@ -221,6 +221,8 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("pathinfo", get11("/index.html/extra/path")),
         ("query", get11("/index.html?x=1&y=%20")),
         ("fragment", get11("/index.html#part")),
+        ("name-too-long", get11("/" + "a" * 300)),
+        ("path-too-long", get11("/" + "b/" * 2100)),
         ("fragment-dir", get11("/sub#part")),
         # encodings
         ("encoded-letters", get11("/%73ub/%78.txt")),
