@@ -68,6 +68,7 @@ from .configload import LoadedConfig
 from .privileges import Identity, become
 
 STOP_GRACE = 5.0             # seconds between kill-signal and SIGKILL
+GROUP_EXIT_WAIT = 1.0        # seconds a killed group's leftovers get to exit (_wait_for)
 STARTUP_CHECK = 0.01         # a process that exits this soon failed to start (lighttpd)
 BACKOFF_FIRST = 0.5          # seconds before restarting a process that died once
 BACKOFF_MAX = 30.0
@@ -498,10 +499,40 @@ def _wait_for(pid: int, timeout: float | None = None) -> bool:
             return True
         if done:
             _kill_group(pid, signal.SIGKILL)
+            _wait_group_exit(pid)
             return True
         if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(0.01)
+
+
+def _wait_group_exit(pgid: int) -> None:
+    """Wait, GROUP_EXIT_WAIT at most, until every process of the group has exited: a
+    killed member frees its sockets when it exits, not when the signal is sent, and a
+    successor binding the same TCP address meanwhile would find it in use."""
+    deadline = time.monotonic() + GROUP_EXIT_WAIT
+    while _group_lives(pgid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _group_lives(pgid: int) -> bool:
+    """Whether a process of the group has not exited.  Zombies have (their sockets are
+    closed): an init that is slow to reap them, or never does, keeps them in the group,
+    so /proc says which members are only that."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"{entry.path}/stat", "rb") as stat:
+                    state, _ppid, group = stat.read().rsplit(b")", 1)[1].split(None, 3)[:3]
+            except OSError:
+                continue
+            if int(group) == pgid and state != b"Z":
+                return True
+    return False
 
 
 def _inode(path: str) -> tuple[int, int] | None:
