@@ -511,18 +511,19 @@ def _wait_group_exit(pgid: int) -> None:
     killed member frees its sockets when it exits, not when the signal is sent, and a
     successor binding the same TCP address meanwhile would find it in use."""
     deadline = time.monotonic() + GROUP_EXIT_WAIT
-    while _group_lives(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
-def _group_lives(pgid: int) -> bool:
-    """Whether a process of the group has not exited.  Zombies have (their sockets are
+def group_members(pgid: int) -> list[int]:
+    """The processes of a group that have not exited.  Zombies have (their sockets are
     closed): an init that is slow to reap them, or never does, keeps them in the group,
     so /proc says which members are only that."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return False
+        return []
+    members = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
@@ -531,8 +532,8 @@ def _group_lives(pgid: int) -> bool:
             except OSError:
                 continue
             if int(group) == pgid and state != b"Z":
-                return True
-    return False
+                members.append(int(entry.name))
+    return members
 
 
 def _inode(path: str) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from procutil import REPO
 
@@ -30,25 +29,6 @@ def get(port: int, path: str = "/") -> tuple[int, dict[str, str], bytes]:
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
-
-
-def process_stats() -> Iterator[tuple[int, list[str], Path]]:
-    """Each process: its pid, the fields of its stat after the name (state, ppid,
-    pgrp, ...) and its /proc directory."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            yield int(entry.name), stat, entry
-
-
-def group_members(group: int) -> list[int]:
-    """The live processes of a process group (zombies aside: reparented to an init
-    that does not reap, they would linger here)."""
-    return [pid for pid, stat, _ in process_stats()
-            if int(stat[2]) == group and stat[0] != "Z"]
 
 
 def wait_until(predicate, timeout: float = 10.0):

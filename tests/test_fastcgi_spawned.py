@@ -11,19 +11,33 @@ import shutil
 import signal
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from serverproc import get, group_members, process_stats, serving, wait_until
+from master.spawner import group_members
+from serverproc import get, serving, wait_until
 
 PHP_CGI = shutil.which("php-cgi")
 pytestmark = pytest.mark.skipif(PHP_CGI is None, reason="php-cgi is not installed")
 
 
+def _process_stats() -> Iterator[tuple[int, list[str], Path]]:
+    """Each process: its pid, the fields of its stat after the name (state, ppid,
+    pgrp, ...) and its /proc directory."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            yield int(entry.name), stat, entry
+
+
 def _php_children(master: int) -> list[int]:
     """The master's php-cgi processes (their own children aside)."""
     found = []
-    for pid, stat, entry in process_stats():
+    for pid, stat, entry in _process_stats():
         if int(stat[1]) == master:
             try:
                 if b"php-cgi" in (entry / "cmdline").read_bytes():
@@ -34,7 +48,7 @@ def _php_children(master: int) -> list[int]:
 
 
 def _zombies(master: int) -> list[int]:
-    return [pid for pid, stat, _ in process_stats() if int(stat[1]) == master and stat[0] == "Z"]
+    return [pid for pid, stat, _ in _process_stats() if int(stat[1]) == master and stat[0] == "Z"]
 
 
 def test_spawned_php_cgi_killed_under_load(tmp_path) -> None:

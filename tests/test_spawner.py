@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from master.spawner import backend_environment, launch_argv, program_argv
-from serverproc import Server, group_members, wait_until
+from master.spawner import backend_environment, group_members, launch_argv, program_argv
+from serverproc import Server, wait_until
 from shared.gateway_hosts import HostSpec, parse_servers
 from shared.config.values import Array
 

@@ -134,11 +134,9 @@ def _length_kept_whole(response: Response) -> None:
 def _may_keep_alive(request: Request) -> bool:
     """The client asked to keep the connection, and nothing of its request is still
     coming: a streamed body its handler did not wait for is not read into memory
-    after the answer, the connection closes instead (as lighttpd does).  A CONNECT
-    answered without a tunnel closes it too: what follows it may be the tunnel's."""
+    after the answer, the connection closes instead (as lighttpd does)."""
     body = request.body
-    return request.keep_alive and (body is None or body.complete) and \
-        request.method != "CONNECT"
+    return request.keep_alive and (body is None or body.complete)
 
 
 def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:

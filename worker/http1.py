@@ -428,11 +428,8 @@ class Http1Parser:
         (b"") when the refused request began in an earlier read, or when a body among
         those before it hides where their heads end."""
         done = self.ready[self.ready_before:]
-        if not done:
-            if not self.read_starts_request:
-                return b""
-            return data.lstrip(b"\r\n").split(b"\r\n", 1)[0]
-        if any(request.body is not None for request in done):
+        if (not done and not self.read_starts_request) or \
+                any(request.body is not None for request in done):
             return b""
         pieces = data.split(b"\r\n\r\n", len(done))
         if len(pieces) <= len(done):
@@ -468,6 +465,8 @@ class Http1Parser:
         if request is None:
             self.stop()
             return b""
+        if request.method == "CONNECT":
+            request.keep_alive = False   # a tunnel, or reading stops (upgrade_answered)
         self.parser = httptools.HttpRequestParser(self)
         self.upgrading = request
         self.held_back = rest

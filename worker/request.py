@@ -385,8 +385,10 @@ class Request:
         if (not vetted and _RAW_REFUSED.search(target)) or \
                 ("%" in target and _ESCAPE_REFUSED.search(target)):
             raise BadRequest(400, "control character or invalid UTF-8 octet in the URL")
-        if "#" in target:    # a fragment (no client should send one) is dropped, but
-            target = self.target = target.partition("#")[0]   # from REQUEST_URI
+        # a fragment, which no client should send, is dropped from all but
+        # target_orig (REQUEST_URI, the access log's request line), as in lighttpd
+        if "#" in target:
+            target = self.target = target.partition("#")[0]
         if not target.startswith("/"):
             target = self._absolute_form(target)
         path, _, query = target.partition("?")
