@@ -28,7 +28,6 @@ import signal
 from dataclasses import dataclass
 from typing import Any, Final, Sequence, cast
 
-from shared.config.captures import match_groups
 from shared.config.directives import DirectiveValueError
 
 from .bytesets import all_kept, table_keeping
@@ -49,7 +48,12 @@ _TARGET_FIX: Final = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-
 _DOT_SEGMENT: Final = re.compile(r"(?:^|/)\.\.?(?:/|$)|//")
 
 # one part of a compiled replacement: literal text, or (kind, argument, flags)
-RULE_GROUP, CONDITION_GROUP, URL_PART, QSA, PORT = range(5)
+# (Final: the compiled code reads them as constants, not from the module's dict)
+RULE_GROUP: Final = 0
+CONDITION_GROUP: Final = 1
+URL_PART: Final = 2
+QSA: Final = 3
+PORT: Final = 4
 Part = str | tuple[int, int | str, int]
 
 
@@ -315,21 +319,25 @@ def url_parts(request: Request, target: str) -> UrlParts:
                     query if mark else None)
 
 
-def expand(parts: tuple[Part, ...], groups: tuple[str, ...],
+def expand(parts: tuple[Part, ...], groups: re.Match[str] | tuple[str, ...],
            condition_groups: tuple[str, ...], url: UrlParts) -> str:
-    """The replacement with its references filled in (typed as tuples, which the
-    compiled code measures and indexes natively)."""
+    """The replacement with its references filled in.  The rule's groups are read
+    from its match one by one (cheaper than making the tuple of them all), so
+    `parts` must hold none past them (without_missing_groups)."""
     out: list[str] = []
     for part in parts:
         if type(part) is str:
             out.append(part)
             continue
         kind, argument, flags = cast("tuple[int, int | str, int]", part)
-        if kind == RULE_GROUP or kind == CONDITION_GROUP:
-            chosen = groups if kind == RULE_GROUP else condition_groups
+        if kind == RULE_GROUP:
+            value = groups[cast(int, argument)]
+            if value:                       # None: the group took no part in the match
+                out.append(burl_append(value, flags))
+        elif kind == CONDITION_GROUP:
             number = cast(int, argument)
-            if number < len(chosen):
-                out.append(burl_append(chosen[number], flags))
+            if number < len(condition_groups):
+                out.append(burl_append(condition_groups[number], flags))
         elif kind == URL_PART:
             value = getattr(url, cast(str, argument))
             out.append(burl_append(value or "", flags))
@@ -501,8 +509,10 @@ def _nested(sub: Any, repeated: bool) -> bool:
 
 try:                                               # CPython's own parser
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
-    from re._constants import (BRANCH as _BRANCH, MAXREPEAT as _MAXREPEAT,
-                               MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
+    from re._constants import (AT as _AT, AT_BEGINNING as _AT_BEGINNING,
+                               BRANCH as _BRANCH, LITERAL as _LITERAL,
+                               MAXREPEAT as _MAXREPEAT, MAX_REPEAT, MIN_REPEAT,
+                               POSSESSIVE_REPEAT)
     _REPEAT_OPS = (MAX_REPEAT, MIN_REPEAT, POSSESSIVE_REPEAT)
 except ImportError:                                # another Python: guard every rule
     _sre_parse = None
@@ -517,6 +527,26 @@ def may_backtrack(pattern: re.Pattern[str]) -> bool:
         return _nested(_sre_parse.parse(pattern.pattern, pattern.flags), False)
     except Exception:          # noqa: BLE001 - a parser this code does not know
         return True
+
+
+def literal_prefix(pattern: re.Pattern[str]) -> str:
+    """The text every match of `pattern` starts the target with: the literal
+    characters after a leading `^` of a case-sensitive, single-line pattern ("" when
+    there is none, or the pattern cannot be inspected)."""
+    if _sre_parse is None or pattern.flags & (re.IGNORECASE | re.MULTILINE):
+        return ""
+    try:
+        items = list(_sre_parse.parse(pattern.pattern, pattern.flags).data)
+    except Exception:          # noqa: BLE001 - a parser this code does not know
+        return ""
+    if not items or items[0] != (_AT, _AT_BEGINNING):
+        return ""
+    prefix = []
+    for op, argument in items[1:]:
+        if op is not _LITERAL:
+            break
+        prefix.append(chr(argument))
+    return "".join(prefix)
 
 
 def _stop_match(signum: int, frame: Any) -> None:
@@ -547,6 +577,7 @@ class Rule:
     once: bool = True           # mod_rewrite: no more rewriting after this one
     reads_url: bool = False     # it has ${url.*} or ${qsa}
     guarded: bool = False       # its pattern may backtrack for long: time-limited
+    prefix: str = ""            # what every target it matches starts with
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -556,21 +587,30 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         reads_url = any(type(part) is tuple and part[0] in (URL_PART, QSA, PORT)
                         for part in parts)
         pattern = compile_pattern(key)
+        parts = without_missing_groups(parts, pattern.groups)
         rules.append(Rule(pattern, parts, not value, once, reads_url,
-                          may_backtrack(pattern)))
+                          may_backtrack(pattern), literal_prefix(pattern)))
     return tuple(rules)
 
 
-_NO_URL = UrlParts("", "", 0, "", None)
+def without_missing_groups(parts: tuple[Part, ...], groups: int) -> tuple[Part, ...]:
+    """`parts` without the `$n` past a pattern's `groups`: they yield nothing."""
+    return tuple(part for part in parts if type(part) is str or part[0] != RULE_GROUP
+                 or cast(int, part[1]) <= groups)
 
 
-def substitute(rules: Sequence[Rule], request: Request,
+_NO_URL: Final = UrlParts("", "", 0, "", None)
+
+
+def substitute(rules: tuple[Rule, ...], request: Request,
                condition_groups: tuple[str, ...]) -> tuple[Rule, str] | None:
     """The first rule that matches the request's target and its filled-in replacement
     (pcre_keyvalue_buffer_process); None when none matches or that rule is blank.
     Raises MatchTooLong for a rule that backtracks past its time limit."""
     target = rule_target(request)
     for rule in rules:
+        if rule.prefix and not target.startswith(rule.prefix):
+            continue                # no call into the regex engine, which costs more
         try:
             match = guarded_search(rule.pattern, target) if rule.guarded \
                 else rule.pattern.search(target)
@@ -583,5 +623,5 @@ def substitute(rules: Sequence[Rule], request: Request,
         if rule.blank:
             return None
         url = url_parts(request, target) if rule.reads_url else _NO_URL
-        return rule, expand(rule.parts, match_groups(match), condition_groups, url)
+        return rule, expand(rule.parts, match, condition_groups, url)
     return None

@@ -21,14 +21,15 @@ from worker.urlsubst import (CONDITION_GROUP, DECODE_B64U, ENCODE_ALL, ENCODE_B6
                              RULE_GROUP, TOLOWER, URL_PART, UrlParts, burl_append,
                              compile_pattern, compile_replacement, expand,
                              lighttpd_target, normalize_key, normalize_value,
-                             refused_target, translate_pcre)
+                             refused_target, translate_pcre, without_missing_groups)
 
 URL = UrlParts("http", "example.org:8080", 81, "/p/a%20th", "x=1&y")
 
 
 def filled(replacement: str, groups=("/all", "one"), condition=("host", "h1"),
            url: UrlParts = URL) -> str:
-    return expand(compile_replacement(replacement), groups, condition, url)
+    parts = without_missing_groups(compile_replacement(replacement), len(groups) - 1)
+    return expand(parts, groups, condition, url)
 
 
 # ------------------------------------------------------------------ target
@@ -234,3 +235,45 @@ def test_the_c_level_checks_decide_as_the_patterns_do(target):
     path = target.partition("?")[0]
     if urlsubst._DOT_SEGMENT.search(path):
         assert "/." in path or "//" in path or path.startswith(".")
+
+
+# ---------------------------------------------------------- literal prefixes
+@pytest.mark.parametrize("pattern, prefix", [
+    ("^/old/(.*)$", "/old/"),
+    (r"^/a\.b/c", "/a.b/c"),
+    ("^/ab?c", "/a"),                   # the optional b ends it
+    ("^/a|/b", ""),                     # an alternation around the anchor
+    ("(?i)^/old/", ""),                 # case-blind
+    ("(?m)^/old/", ""),                 # ^ after any newline
+    ("/old/", ""),                      # not anchored
+    ("^(/old)/", ""),                   # a group first
+    ("^[/]old", "/old"),                # a one-character class is a literal
+    ("^", ""),
+])
+def test_the_literal_prefix_of_a_pattern(pattern, prefix):
+    from worker.urlsubst import literal_prefix
+    assert literal_prefix(compile_pattern(pattern)) == prefix
+
+
+_PREFIXED = st.sampled_from(["^/old/(.*)$", "^/a|/b", "^/ab?c(.*)", "(?i)^/OLD/(.*)",
+                             "^/rw/([^?]*)(\\?.*)?$", "^/$", "^/a/b\\?x=(\\d+)"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PREFIXED, st.lists(st.sampled_from(["/", "old", "OLD", "a", "b", "c", "rw", "?",
+                                            "x=", "1", "ab"]), max_size=8).map("".join))
+def test_a_literal_prefix_decides_as_the_pattern_does(pattern, target):
+    """The check that skips the regex engine never skips a target it would match."""
+    from worker.urlsubst import literal_prefix
+    compiled = compile_pattern(pattern)
+    prefix = literal_prefix(compiled)
+    if compiled.search(target):
+        assert target.startswith(prefix)
+
+
+def test_references_past_the_pattern_s_groups_are_dropped_at_load():
+    from worker.urlsubst import compile_rules
+    rule, = compile_rules([("^/(a)(b)?", "/$1-$2-$3-$9")])
+    assert rule.parts == ("/", (RULE_GROUP, 1, 0), "-", (RULE_GROUP, 2, 0), "-", "-")
+    match = rule.pattern.search("/a")
+    assert expand(rule.parts, match, (), URL) == "/a---"

@@ -25,7 +25,7 @@ does in lighttpd.
 from __future__ import annotations
 
 import stat
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from shared import log
 from shared.config.directives import Directive, Type
@@ -35,7 +35,7 @@ from ..request import Request
 from ..urlsubst import (MatchTooLong, Rule, compile_rules, lighttpd_target, refused_target,
                         substitute)
 
-MAX_REWRITES = 100     # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
+MAX_REWRITES: Final = 100    # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
 
 
 class RuleList:
@@ -90,19 +90,15 @@ class Module(BaseModule):
                 if key in block.settings:
                     self._origin[id(block.settings[key])] = block.index
         self._chosen: dict[tuple[int, ...], tuple[tuple[Rule, ...], str]] = {}
-        # a group no config block sets has the same rules for every request
-        self._fixed: dict[tuple[str, ...], tuple[tuple[Rule, ...], str]] = {
-            keys: _combined(config.globals, keys, [0] * len(keys))
-            for keys in (URL_KEYS, FILE_KEYS)
-            if not any(key in block.settings for block in config.blocks for key in keys)}
+        # a group no config block sets has the same rules for every request (an
+        # attribute each: a tuple of keys would be hashed at every look-up)
+        self._fixed_url = _fixed(config, URL_KEYS)
+        self._fixed_file = _fixed(config, FILE_KEYS)
 
     def _rules(self, request: Request,
                keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
         """The rules in force for one group of keys, and the key whose condition
         gives `%n`: those set by the latest matching block that sets any of them."""
-        fixed = self._fixed.get(keys)
-        if fixed is not None:
-            return fixed
         values = request.settings.values
         identity = tuple(id(values[key]) for key in keys)
         chosen = self._chosen.get(identity)
@@ -112,17 +108,26 @@ class Module(BaseModule):
         return chosen
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
-        rules, key = self._rules(request, URL_KEYS)
+        fixed = self._fixed_url
+        rules, key = fixed if fixed is not None else self._rules(request, URL_KEYS)
         return _rewrite(request, rules, key) if rules else None
 
     def handle_physical(self, request: Request) -> HandlerResult:
-        rules, key = self._rules(request, FILE_KEYS)
+        fixed = self._fixed_file
+        rules, key = fixed if fixed is not None else self._rules(request, FILE_KEYS)
         if not rules:
             return None
         found = request.physical_lookup()
         if not isinstance(found, int) and stat.S_ISREG(found.st_mode):
             return None
         return _rewrite(request, rules, key)
+
+
+def _fixed(config: Any, keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str] | None:
+    """The rules of a group of keys no config block sets (None when one does)."""
+    if any(key in block.settings for block in config.blocks for key in keys):
+        return None
+    return _combined(config.globals, keys, [0] * len(keys))
 
 
 def _combined(values: Any, keys: tuple[str, ...],
