@@ -7,6 +7,8 @@ A sink stands where the connection stands; the worker `Server` is built from a c
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from master.configload import load
 from worker.http1 import Http1Parser
@@ -372,3 +374,62 @@ def test_a_repeated_field_joins_its_values_even_when_they_are_alike(server, spli
                                    b"Cookie: a\r\nCookie: a\r\n\r\n", split))
     headers = sink.requests[0].headers
     assert (headers["x"], headers["cookie"]) == ("1, 1, , ", "a; a")
+
+
+# ------------------------------------------------------ a stream cut anywhere
+def _request_bytes(number: int, kind: str, fields: list[tuple[bytes, bytes]]) -> bytes:
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in fields)
+    if kind == "get":
+        return b"GET /%d HTTP/1.1\r\nHost: h\r\n%s\r\n" % (number, head)
+    if kind == "length":
+        return b"PUT /%d HTTP/1.1\r\nHost: h\r\n%sContent-Length: 40\r\n\r\n%s" % (
+            number, head, _body(number))
+    trailer = b"T: %d\r\n" % number if kind == "trailer" else b""
+    return (b"PUT /%d HTTP/1.1\r\nHost: h\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+            b"2;ext=1\r\nb%d\r\n1\r\n%d\r\n0\r\n%s\r\n" % (number, head, number % 10,
+                                                          number % 10, trailer))
+
+
+def _body(number: int) -> bytes:
+    return b"%02d" % (number % 100) * 20
+
+
+_KINDS = st.sampled_from(["get", "get", "length", "chunked", "trailer"])
+_FIELDS = st.lists(st.tuples(st.sampled_from([b"Accept", b"X-A", b"Cookie", b"cookie"]),
+                             st.sampled_from([b"", b"v", b"a:b", b"x y", b"\xe9"])),
+                   max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_KINDS, _FIELDS, st.booleans()), min_size=1, max_size=6),
+       st.lists(st.integers(0, 400), max_size=6))
+def test_requests_come_out_whole_however_the_stream_is_cut(server, requests, cuts):
+    """Requests with and without bodies (by length, chunked, with a trailer), empty
+    lines between some, one stream cut anywhere into reads: each request comes out
+    with its own fields and body."""
+    stream = b"".join((b"\r\n" if blank else b"") + _request_bytes(number, kind, fields)
+                      for number, (kind, fields, blank) in enumerate(requests))
+    points = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
+    sink, parser = parse(server, *(stream[a:b] for a, b in zip(points, points[1:])))
+    assert len(sink.requests) == len(requests)
+    for number, ((kind, fields, _), request) in enumerate(zip(requests, sink.requests)):
+        assert request.target == f"/{number}" and request.response.status in (0, 200)
+        names = [name.decode("latin-1") for name, _ in fields]
+        assert request.raw_fields[:2] == ["Host", "h"]
+        assert request.raw_fields[2:2 + 2 * len(fields)] == [
+            text for name, value in fields for text in (name.decode("latin-1"),
+                                                          value.decode("latin-1"))]
+        for name in {name.lower() for name in names}:
+            joined = ("; " if name == "cookie" else ", ").join(
+                value.decode("latin-1") for field, value in fields
+                if field.decode().lower() == name)
+            assert request.headers[name] == joined
+        assert "t" not in request.headers           # a trailer is no field
+        if kind == "get":
+            assert request.body is None
+        else:
+            expected = _body(number) if kind == "length" else \
+                b"b%d%d" % (number % 10, number % 10)
+            assert request.body.read() == expected and request.body.complete
+    assert parser.current is None and not sink.stopped
+
