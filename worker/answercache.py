@@ -97,6 +97,10 @@ Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fi
 SharedRange = tuple[int, int, int, SharedFd]   # fd, offset, length, its share (a body part)
 
 
+# looked up once (compiled, `stat.S_ISDIR` is an attribute look-up on the module)
+_IS_DIR: Final = stat.S_ISDIR
+
+
 def still_missing(path: str, directory: str) -> bool:
     """`path` does not exist, and its `directory` does: the request that found it
     missing would find the same again (no PATH_INFO, no new file).  Asked of the
@@ -106,10 +110,8 @@ def still_missing(path: str, directory: str) -> bool:
     404 was kept, is taken for absent until the tick drops the answer.)"""
     if not isinstance(CACHE.lookup(path), int):
         return False
-    try:
-        return stat.S_ISDIR(CACHE.stat(directory).st_mode)
-    except OSError:
-        return False
+    found = CACHE.lookup(directory)
+    return not isinstance(found, int) and _IS_DIR(found.st_mode)
 
 
 def _valid(kept: Answer | None) -> Answer | None:

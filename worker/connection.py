@@ -65,6 +65,8 @@ LOW_WATER: Final = 64 * 1024          # a paused producer is woken below this
 BODY_HIGH_WATER: Final = 64 * 1024    # unread streamed body above which the client waits
 LAST_CHUNK: Final = b"0\r\n\r\n"
 RAW: Final = "_raw"                   # plugin_ctx mark of a connection handed over whole
+# looked up once (compiled, `time.monotonic` is an attribute look-up on the module)
+_MONOTONIC: Final = time.monotonic
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 PARSER_KEPT_IDLE: Final = 1.0         # seconds between requests after which the parser goes
 
@@ -148,7 +150,26 @@ def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
     return b"0\r\n" + fields.encode("latin-1", "replace") + b"\r\n"
 
 
-def receive(connection: "Connection | H2Session") -> bytes | None:
+class Wire:
+    """What reading and writing a client's bytes update, on a connection of either
+    protocol (Connection, h2.H2Session): declared once here, so that receive and
+    transmit read them natively, where a union of the two types made each one a
+    Python attribute look-up."""
+
+    __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read")
+
+    server: "Server"
+    transport: Transport
+    out: ChunkQueue
+    last_read: float
+    last_write: float
+    bytes_read: int
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+def receive(connection: Wire) -> bytes | None:
     """What the connection's transport has, counted in: bytes, b"" at the client's
     end, or None when nothing is there yet or the connection broke (then closed)."""
     try:
@@ -165,7 +186,7 @@ def receive(connection: "Connection | H2Session") -> bytes | None:
     return data
 
 
-def transmit(connection: "Connection | H2Session", data: bytes | None = None) -> int:
+def transmit(connection: Wire, data: bytes | None = None) -> int:
     """Send what the transport takes of the connection's output queue (or of `data`,
     when nothing is queued), counted out; 0 when it took nothing (or the connection
     broke: then closed)."""
@@ -183,7 +204,7 @@ def transmit(connection: "Connection | H2Session", data: bytes | None = None) ->
     return sent
 
 
-def resume_woken(connection: "Connection | H2Session", request: Request) -> bool | None:
+def resume_woken(connection: Wire, request: Request) -> bool | None:
     """Call the holding module while it has news: True when the answer is finished,
     False while it is still held, None when it failed (the module logged why, or its
     bug is logged here: it costs this request only)."""
@@ -197,7 +218,7 @@ def resume_woken(connection: "Connection | H2Session", request: Request) -> bool
         return None
     except Exception:  # noqa: BLE001 - a module's bug
         log.error("connections.c", f"internal error in a module answering "
-                  f"{request.target} for {connection.remote_ip}:\n"
+                  f"{request.target} for {request.remote_ip}:\n"
                   f"{traceback.format_exc().rstrip()}")
         return None
 
@@ -267,12 +288,12 @@ class _Held:
             self.spool = None
 
 
-class Connection:
+class Connection(Wire):
     __slots__ = (
-        "server", "transport", "fd", "remote_ip", "socket_spec", "scheme",
-        "condition_cache", "protocol", "out", "ready", "requests_done", "closing",
-        "peer_eof", "events", "last_read", "last_write", "state", "linger_deadline",
-        "limits", "answers", "sent_total", "queued_total", "bytes_read",
+        "fd", "remote_ip", "socket_spec", "scheme",
+        "condition_cache", "protocol", "ready", "requests_done", "closing",
+        "peer_eof", "events", "state", "linger_deadline",
+        "limits", "answers", "sent_total", "queued_total",
         "read_mark", "held", "replayed",
     )
 
@@ -839,7 +860,7 @@ class Connection:
         counters = server.counters
         pipeline = server.pipeline
         hooked = bool(pipeline.request_done)
-        mono = time.monotonic()
+        mono = _MONOTONIC()
         replayed = self.replayed
         while replayed and (lost or replayed[0][0] <= sent):
             counters.request("GET", replayed.pop(0)[1], mono - server.loop.now)

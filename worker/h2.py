@@ -66,8 +66,8 @@ from . import h2_fields
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
-                         _Held, _length_kept_whole, condition_field, receive, resume_woken,
-                         transmit)
+                         Wire, _Held, _length_kept_whole, condition_field, receive,
+                         resume_woken, transmit)
 from .errors import BadRequest
 from .host import normalize_host
 from .http import BODYLESS_METHODS, DATE, NO_BODY
@@ -141,7 +141,7 @@ class _Stream:
         return sum(len(p) if type(p) is not tuple else p[2] for p in self.parts)
 
 
-class H2Session:
+class H2Session(Wire):
     """The HTTP/2 side of a connection: what the loop, the server's table and each
     stream's Request see as their connection."""
 
