@@ -15,7 +15,7 @@ from typing import Callable, Final, Iterable
 from shared import log
 
 from .answercache import CORE_READS, AnswerCache
-from .http import NO_BODY, error_body
+from .http import NO_BODY, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response, clean_path
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
@@ -402,7 +402,7 @@ def _error_response(request: Request, status: int) -> bool:
     if status < 400:
         response.length = 0
         return False
-    response.headers = [h for h in response.headers if h[0].lower() not in _ERROR_DROPS]
+    response.headers = [h for h in response.headers if lower_name(h[0]) not in _ERROR_DROPS]
     if error_document(request, status):     # server.errorfile-prefix
         return False
     response.headers.insert(0, ("Content-Type", "text/html"))

@@ -108,6 +108,7 @@ _STATUS_LINES_10: Final[dict[int, bytes]] = {}
 CONNECTION_CLOSE: Final = b"Connection: close\r\n"
 CONNECTION_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
 _server_lines: Final[dict[str, bytes]] = {}   # server.tag -> its line and the blank line
+_lowered: Final[dict[str, str]] = {}          # a header name -> the same in lower case
 
 
 def render_start(request: "Request") -> bytes:
@@ -172,9 +173,21 @@ def core_fields(response: "Response", server_tag: str) -> bytes:
     instead of the core's, as in lighttpd."""
     if not response.own_fields:
         return DATE.line + server_line(server_tag)
-    names = {name.lower() for name, _ in response.headers}
+    names = {lower_name(name) for name, _ in response.headers}
     return (b"" if "date" in names else DATE.line) + \
         server_line("" if "server" in names else server_tag)
+
+
+def lower_name(name: str) -> str:
+    """`name.lower()`, remembered: an answer's field names are a few strings, mostly
+    the core's own constants, where lower() makes a new string each time, whose hash
+    a set or dict look-up then computes anew."""
+    lower = _lowered.get(name)
+    if lower is None:
+        if len(_lowered) >= 1024:
+            _lowered.clear()
+        lower = _lowered[name] = name.lower()
+    return lower
 
 
 def connection_line(request: "Request", keep_alive: bool) -> bytes:

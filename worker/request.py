@@ -17,6 +17,7 @@ from shared.config.tree import CONNECTION_FIELDS
 
 from .errors import BadRequest
 from .host import normalize_host
+from .http import lower_name
 from .statcache import CACHE
 
 
@@ -128,25 +129,25 @@ class Response:
         self.add_header(name, value)
 
     def add_header(self, name: str, value: str) -> None:
-        if len(name) in (4, 6) and name.lower() in _CORE_FIELDS:
+        if len(name) in (4, 6) and lower_name(name) in _CORE_FIELDS:
             self.own_fields = True
         self.headers.append((name, value))
 
     def get_header(self, name: str) -> str | None:
-        lower = name.lower()
+        lower = lower_name(name)
         for key, value in self.headers:
-            if key.lower() == lower:
+            if lower_name(key) == lower:
                 return value
         return None
 
     def remove_header(self, name: str) -> None:
         """Drop every header `name` (case-insensitive); the list is made anew only
         when one is there (mostly a module sets a header no one set before)."""
-        lower = name.lower()
+        lower = lower_name(name)
         headers = self.headers
         for key, _ in headers:
-            if key.lower() == lower:
-                self.headers = [h for h in headers if h[0].lower() != lower]
+            if lower_name(key) == lower:
+                self.headers = [h for h in headers if lower_name(h[0]) != lower]
                 return
 
     def write(self, data: bytes) -> None:

@@ -244,3 +244,15 @@ def test_the_deflate_coding_keeps_its_window_which_its_header_names():
     coder = make_encoder("deflate", -1, parse_params(()), True, size=len(body))
     coded = coder.encode(body) + coder.finish()
     assert coded[0] >> 4 == 7 and zlib.decompress(coded) == body       # 32 KiB window
+
+
+def test_one_accept_encoding_value_chooses_from_each_block_s_list(worker):
+    """A value remembered for one list of allowed codings is chosen again for
+    another (a block that allows other codings), then for the first again."""
+    server, _, _ = worker
+    module = next(m for m in server.pipeline.modules if isinstance(m, mod_deflate.Module))
+    gzip_only = mod_deflate.parse_allowed(("gzip",))
+    br_first = mod_deflate.parse_allowed(("br", "gzip"))
+    for _ in range(2):
+        assert module._chosen_coding("gzip, br", gzip_only) == "gzip"
+        assert module._chosen_coding("gzip, br", br_first) == "br"

@@ -81,6 +81,7 @@ from shared.config.directives import Directive, DirectiveValueError, Type
 from .. import static
 from ..chunkqueue import SharedFd
 from ..compress import ENCODERS, Params, make_encoder, parse_params
+from ..http import lower_name
 from ..module import Module as BaseModule
 from ..request import Encoder, Request, Response
 from ..settled import settled
@@ -225,7 +226,7 @@ def add_vary(response: Response, vary: str | None) -> None:
 def header_fields(response: Response) -> dict[str, str]:
     """The answer's headers by lower-case name (the first of a repeated one): read
     once rather than searched for each name."""
-    return {name.lower(): value for name, value in reversed(response.headers)}
+    return {lower_name(name): value for name, value in reversed(response.headers)}
 
 
 def no_transform(fields: dict[str, str]) -> bool:
@@ -454,7 +455,9 @@ class Module(BaseModule):
         self.kept = KeptVariants()
         # (Accept-Encoding, deflate.allowed-encodings) -> the coding: clients send a
         # handful of distinct values, each read once
-        self.codings: dict[tuple[str, tuple], str | None] = {}
+        # Accept-Encoding -> (the deflate.allowed-encodings it was chosen from, the
+        # coding): keyed by the field alone, as a tuple key is hashed whole each time
+        self.codings: dict[str, tuple[tuple, str | None]] = {}
 
     @classmethod
     def prepare(cls, tree: Any, checked: Any, compiled: Any) -> None:
@@ -539,14 +542,16 @@ class Module(BaseModule):
         return label
 
     def _chosen_coding(self, accept: str, allowed: tuple[tuple[str, ...], ...]) -> str | None:
-        """choose_coding, remembered (MAX_CODINGS values at most)."""
-        key = (accept, allowed)
+        """choose_coding, remembered (MAX_CODINGS values at most; for one list of
+        allowed codings per value: another block's list chooses again)."""
         codings = self.codings
-        if key in codings:
-            return codings[key]
+        kept = codings.get(accept)
+        if kept is not None and kept[0] is allowed:
+            return kept[1]
         if len(codings) >= MAX_CODINGS:
             codings.clear()
-        label = codings[key] = choose_coding(accept, allowed)
+        label = choose_coding(accept, allowed)
+        codings[accept] = (allowed, label)
         return label
 
     @staticmethod
@@ -663,7 +668,8 @@ class Module(BaseModule):
         place of the identity's, and no Accept-Ranges: the list rebuilt once."""
         coded = coded_etag(etag, label) if etag and etag.endswith('"') else None
         replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
-        headers = [field for field in response.headers if field[0].lower() not in replaced]
+        headers = [field for field in response.headers
+                   if lower_name(field[0]) not in replaced]
         if coded:
             headers.append(("ETag", coded))
         headers.append(("Content-Encoding", label))
