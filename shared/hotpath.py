@@ -35,7 +35,7 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
     "statcache", "static", "transport", "urlsubst", "webdav_fs", "webdav_props",
-    "webdav_request", "webdav_xml",
+    "webdav_request", "webdav_xml", "wire",
     "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
     "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",
     "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",

@@ -48,6 +48,7 @@ from .module import BACKLOG_HIGH
 from .request import Request, Response
 from .spool import SPILL_AT, Spool
 from .transport import Transport
+from .wire import Wire
 
 if TYPE_CHECKING:
     from .answercache import Answer as KeptAnswer
@@ -148,25 +149,6 @@ def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
         return LAST_CHUNK
     fields = "".join(f"{name}: {value}\r\n" for name, value in trailers)
     return b"0\r\n" + fields.encode("latin-1", "replace") + b"\r\n"
-
-
-class Wire:
-    """What reading and writing a client's bytes update, on a connection of either
-    protocol (Connection, h2.H2Session): declared once here, so that receive and
-    transmit read them natively, where a union of the two types made each one a
-    Python attribute look-up."""
-
-    __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read")
-
-    server: "Server"
-    transport: Transport
-    out: ChunkQueue
-    last_read: float
-    last_write: float
-    bytes_read: int
-
-    def close(self) -> None:
-        raise NotImplementedError
 
 
 def receive(connection: Wire) -> bytes | None:

@@ -66,14 +66,15 @@ from . import h2_fields
 from .body import RequestBody
 from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
-                         Wire, _Held, _length_kept_whole, condition_field, receive,
-                         resume_woken, transmit)
+                         _Held, _length_kept_whole, condition_field, receive, resume_woken,
+                         transmit)
 from .errors import BadRequest
 from .host import normalize_host
 from .http import BODYLESS_METHODS, DATE, NO_BODY
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
+from .wire import Wire
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 SWITCHING_TO_H2C = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"

@@ -29,6 +29,8 @@ from typing import Callable, Final, Protocol
 
 from shared import log
 
+from .wire import Wire
+
 MAX_EVENTS: Final = 512
 EPOLLOUT: Final = select.EPOLLOUT
 SEND_BATCH: Final = 64     # answers a round holds back at most (see sends_later)
@@ -47,6 +49,15 @@ class EventHandler(Protocol):
     connections are what this layer is for."""
 
     def on_event(self, mask: int) -> None: ...
+
+
+def _notify(handler: EventHandler, mask: int) -> None:
+    """`handler.on_event(mask)`: for a client's connection (a Wire, most events) a
+    native call, where through the Protocol it is a Python method call."""
+    if isinstance(handler, Wire):
+        handler.on_event(mask)
+    else:
+        handler.on_event(mask)
 
 
 class Timer:
@@ -133,7 +144,7 @@ class EventLoop:
         self.senders = {}
         for sender in senders:
             try:
-                sender.on_event(EPOLLOUT)   # its own fault barrier, as for its fd
+                _notify(sender, EPOLLOUT)   # its own fault barrier, as for its fd
             except Exception:  # noqa: BLE001 - as for fd callbacks
                 _report_bug("a sender")
 
@@ -157,7 +168,7 @@ class EventLoop:
             handler = handlers.get(fd)
             if handler is not None:
                 try:
-                    handler.on_event(mask)
+                    _notify(handler, mask)
                 except Exception:  # noqa: BLE001 - a module's bug must not end the worker
                     _report_bug(f"fd {fd}")
         if timers:
