@@ -518,27 +518,32 @@ except ImportError:                                # another Python: guard every
     _sre_parse = None
 
 
-def may_backtrack(pattern: re.Pattern[str]) -> bool:
-    """Whether matching `pattern` needs a time limit (conservatively yes when the
-    pattern cannot be inspected)."""
+def _parse_tree(pattern: re.Pattern[str]) -> Any:
+    """`re`'s own parse of `pattern` (None when this Python's parser is unknown or
+    fails on it), for what a rule can tell of its pattern before matching."""
     if _sre_parse is None:
-        return True
+        return None
     try:
-        return _nested(_sre_parse.parse(pattern.pattern, pattern.flags), False)
+        return _sre_parse.parse(pattern.pattern, pattern.flags)
     except Exception:          # noqa: BLE001 - a parser this code does not know
-        return True
+        return None
 
 
-def literal_prefix(pattern: re.Pattern[str]) -> str:
+def may_backtrack(pattern: re.Pattern[str], tree: Any = None) -> bool:
+    """Whether matching `pattern` needs a time limit (conservatively yes when the
+    pattern cannot be inspected); `tree`: its parse, when the caller has it."""
+    tree = tree if tree is not None else _parse_tree(pattern)
+    return tree is None or _nested(tree, False)
+
+
+def literal_prefix(pattern: re.Pattern[str], tree: Any = None) -> str:
     """The text every match of `pattern` starts the target with: the literal
     characters after a leading `^` of a case-sensitive, single-line pattern ("" when
-    there is none, or the pattern cannot be inspected)."""
-    if _sre_parse is None or pattern.flags & (re.IGNORECASE | re.MULTILINE):
+    there is none, or the pattern cannot be inspected); `tree` as for may_backtrack."""
+    if pattern.flags & (re.IGNORECASE | re.MULTILINE):
         return ""
-    try:
-        items = list(_sre_parse.parse(pattern.pattern, pattern.flags).data)
-    except Exception:          # noqa: BLE001 - a parser this code does not know
-        return ""
+    tree = tree if tree is not None else _parse_tree(pattern)
+    items = list(tree.data) if tree is not None else []
     if not items or items[0] != (_AT, _AT_BEGINNING):
         return ""
     prefix = []
@@ -588,8 +593,9 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
                         for part in parts)
         pattern = compile_pattern(key)
         parts = without_missing_groups(parts, pattern.groups)
+        tree = _parse_tree(pattern)               # read once for both of them
         rules.append(Rule(pattern, parts, not value, once, reads_url,
-                          may_backtrack(pattern), literal_prefix(pattern)))
+                          may_backtrack(pattern, tree), literal_prefix(pattern, tree)))
     return tuple(rules)
 
 

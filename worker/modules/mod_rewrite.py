@@ -95,10 +95,13 @@ class Module(BaseModule):
         self._fixed_url = _fixed(config, URL_KEYS)
         self._fixed_file = _fixed(config, FILE_KEYS)
 
-    def _rules(self, request: Request,
-               keys: tuple[str, ...]) -> tuple[tuple[Rule, ...], str]:
+    def _rules(self, request: Request, keys: tuple[str, ...],
+               fixed: tuple[tuple[Rule, ...], str] | None) -> tuple[tuple[Rule, ...], str]:
         """The rules in force for one group of keys, and the key whose condition
-        gives `%n`: those set by the latest matching block that sets any of them."""
+        gives `%n`: those set by the latest matching block that sets any of them
+        (`fixed`, the group's when no block sets it)."""
+        if fixed is not None:
+            return fixed
         values = request.settings.values
         identity = tuple(id(values[key]) for key in keys)
         chosen = self._chosen.get(identity)
@@ -108,13 +111,11 @@ class Module(BaseModule):
         return chosen
 
     def handle_uri_raw(self, request: Request) -> HandlerResult:
-        fixed = self._fixed_url
-        rules, key = fixed if fixed is not None else self._rules(request, URL_KEYS)
+        rules, key = self._rules(request, URL_KEYS, self._fixed_url)
         return _rewrite(request, rules, key) if rules else None
 
     def handle_physical(self, request: Request) -> HandlerResult:
-        fixed = self._fixed_file
-        rules, key = fixed if fixed is not None else self._rules(request, FILE_KEYS)
+        rules, key = self._rules(request, FILE_KEYS, self._fixed_file)
         if not rules:
             return None
         found = request.physical_lookup()
