@@ -86,13 +86,13 @@ REST_SECONDS: Final = 8        # the longest rest, in seconds
 CORE_READS: Final = frozenset({"content-length", "transfer-encoding", "expect"})
 KEYED_READS: Final = ("if-match", "if-none-match", "if-modified-since",
                       "if-unmodified-since", "range", "if-range")
-_KEYED = frozenset(KEYED_READS)
+_KEYED: Final = frozenset(KEYED_READS)
 # Condition fields that follow from what every key holds (target, Host, scheme, GET)
-_IN_EVERY_KEY = frozenset({"url", "querystring", "host", "scheme", "request-method"})
+_IN_EVERY_KEY: Final = frozenset({"url", "querystring", "host", "scheme", "request-method"})
 # Condition fields the bytes of a request do not hold: they belong to its connection
-_OF_THE_CONNECTION = frozenset({"remoteip", "socket", "scheme"})
+_OF_THE_CONNECTION: Final = frozenset({"remoteip", "socket", "scheme"})
 
-_KEPT_STATUSES = frozenset({200, 206, 304, 404})
+_KEPT_STATUSES: Final = frozenset({200, 206, 304, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
 SharedRange = tuple[int, int, int, SharedFd]   # fd, offset, length, its share (a body part)
 

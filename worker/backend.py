@@ -45,8 +45,10 @@ from .counters import backend_counters
 if TYPE_CHECKING:
     from .services import Services
 
-EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
-EPOLLHUP, EPOLLERR = select.EPOLLHUP, select.EPOLLERR
+EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
+EPOLLHUP: Final = select.EPOLLHUP
+EPOLLERR: Final = select.EPOLLERR
 IDLE_SECONDS: Final = 60.0          # an idle connection unused this long is closed (nginx's default)
 _CONNECTING: Final = frozenset({errno.EINPROGRESS, errno.EALREADY})
 # what a connect uses of the socket module, looked up once (compiled, each use of

@@ -47,7 +47,12 @@ MAX_RECONNECTS: Final = 5               # other backends tried after failed conn
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _HUNG_UP_OR_FAILED: Final = EPOLLHUP | EPOLLERR
 # states of an Exchange
-OPENING, CONNECTING, SENDING, READING, TUNNEL, DONE = range(6)
+OPENING: Final = 0
+CONNECTING: Final = 1
+SENDING: Final = 2
+READING: Final = 3
+TUNNEL: Final = 4
+DONE: Final = 5
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # the gateway modules

@@ -57,7 +57,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, Final
 
 from shared import log
 
@@ -76,29 +76,29 @@ from .request import Request
 from .spool import SPILL_AT
 from .wire import Wire
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-SWITCHING_TO_H2C = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+SWITCHING_TO_H2C: Final = (b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
                     b"Upgrade: h2c\r\n\r\n")
-MAX_STREAMS = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
-STREAM_WALL = 2 * MAX_STREAMS    # open streams beyond which h2 ends the connection
-WINDOW = 1 << 20                 # our receive window per stream (and connection)
-HIGH_WATER = 256 * 1024          # wire bytes queued before streams wait
-LOW_WATER = 64 * 1024
-READ_STOP = 2 * HIGH_WATER       # wire bytes queued before the session stops reading
-FRAME_READ = 1 << 16             # bytes read from a file per DATA step
-RESETS_PER_SECOND = 200
-LAST_STREAM_ID = (1 << 31) - 1   # the first drain GOAWAY's: every stream still let in
-DRAIN_PING = b"drain\0\0\0"
-DRAIN_ROUND_TRIP = 1.0           # seconds the drain PING's ACK is waited for at most
-IDLE_FRAMES_BURST = 1000         # frames that carry no work, in a burst ...
-IDLE_FRAMES_PER_SECOND = 200     # ... and in the long run
-SMALL_WINDOW_UPDATE = 1024       # a WINDOW_UPDATE below this is counted as idle
-HEADER_WALL = 4                  # × header_limit: where HPACK decoding stops
+MAX_STREAMS: Final = 100                # SETTINGS_MAX_CONCURRENT_STREAMS
+STREAM_WALL: Final = 2 * MAX_STREAMS    # open streams beyond which h2 ends the connection
+WINDOW: Final = 1 << 20                 # our receive window per stream (and connection)
+HIGH_WATER: Final = 256 * 1024          # wire bytes queued before streams wait
+LOW_WATER: Final = 64 * 1024
+READ_STOP: Final = 2 * HIGH_WATER       # wire bytes queued before the session stops reading
+FRAME_READ: Final = 1 << 16             # bytes read from a file per DATA step
+RESETS_PER_SECOND: Final = 200
+LAST_STREAM_ID: Final = (1 << 31) - 1   # the first drain GOAWAY's: every stream still let in
+DRAIN_PING: Final = b"drain\0\0\0"
+DRAIN_ROUND_TRIP: Final = 1.0           # seconds the drain PING's ACK is waited for at most
+IDLE_FRAMES_BURST: Final = 1000         # frames that carry no work, in a burst ...
+IDLE_FRAMES_PER_SECOND: Final = 200     # ... and in the long run
+SMALL_WINDOW_UPDATE: Final = 1024       # a WINDOW_UPDATE below this is counted as idle
+HEADER_WALL: Final = 4                  # × header_limit: where HPACK decoding stops
 EPOLLIN, EPOLLOUT = 0x001, 0x004
 # headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
-_CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection",
+_CONNECTION_SPECIFIC: Final = frozenset({"connection", "keep-alive", "proxy-connection",
                                   "transfer-encoding", "upgrade"})
-_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority"})
+_PSEUDO: Final = frozenset({b":method", b":path", b":scheme", b":authority"})
 
 
 class _Budget:
@@ -812,11 +812,11 @@ class H2Session(Wire):
         self.transport.close()
 
 
-_FIELD_NAMES: dict[str, bytes] = {}
-_FIELD_NAMES_KEPT = 1024
+_FIELD_NAMES: Final[dict[str, bytes]] = {}
+_FIELD_NAMES_KEPT: Final = 1024
 # the same tuple for every answer: the encoder's look-ups hash nothing new
-_STATUS_FIELDS: dict[int, tuple[bytes, bytes]] = {}
-_SERVER_FIELDS: dict[str, tuple[bytes, bytes]] = {}
+_STATUS_FIELDS: Final[dict[int, tuple[bytes, bytes]]] = {}
+_SERVER_FIELDS: Final[dict[str, tuple[bytes, bytes]]] = {}
 
 
 def _status_field(status: int) -> tuple[bytes, bytes]:

@@ -21,22 +21,23 @@ start of the next block (a dynamic table size update), as RFC 7541 4.2 asks.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
-DEFAULT_TABLE_SIZE = 4096
-ENTRY_OVERHEAD = 32                     # RFC 7541 4.1
-LITERALS_KEPT = 2048                    # literals kept per worker, at most ...
-LITERAL_KEPT_SIZE = 128                 # ... each of a value this long at most
-_STATIC_COUNT = len(HeaderTable.STATIC_TABLE)
-_STATIC_FIELDS: dict[tuple[bytes, bytes], int] = {}
-_STATIC_NAMES: dict[bytes, int] = {}
+DEFAULT_TABLE_SIZE: Final = 4096
+ENTRY_OVERHEAD: Final = 32                     # RFC 7541 4.1
+LITERALS_KEPT: Final = 2048                    # literals kept per worker, at most ...
+LITERAL_KEPT_SIZE: Final = 128                 # ... each of a value this long at most
+_STATIC_COUNT: Final = len(HeaderTable.STATIC_TABLE)
+_STATIC_FIELDS: Final[dict[tuple[bytes, bytes], int]] = {}
+_STATIC_NAMES: Final[dict[bytes, int]] = {}
 for _index, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
     _STATIC_FIELDS.setdefault((_name, _value), _index)
     _STATIC_NAMES.setdefault(_name, _index)
-_HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+_HUFFMAN: Final = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
 
 
 def encode_integer(value: int, prefix_bits: int, flags: int) -> bytes:
@@ -66,7 +67,7 @@ def _string(data: bytes) -> bytes:
 
 # an indexed field's byte(s), for every index the tables can have (a dynamic entry
 # takes ENTRY_OVERHEAD bytes at least)
-_INDEXED = [encode_integer(index, 7, 0x80)
+_INDEXED: Final = [encode_integer(index, 7, 0x80)
             for index in range(_STATIC_COUNT + DEFAULT_TABLE_SIZE // ENTRY_OVERHEAD + 1)]
 _literals: dict[tuple[bytes, bytes], bytes] = {}
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Content-Length
 # methods whose requests may not carry a body: 400, as lighttpd's default parse options
 BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
-REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+REASONS: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
 REASONS[413] = "Payload Too Large"
 REASONS[416] = "Range Not Satisfiable"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 import lupa.lua54 as lua
 
@@ -33,11 +33,11 @@ if TYPE_CHECKING:
     from .request import Request
 
 # beside the sources: compiled, this module's __file__ is in the build directory
-PRELUDE = (REPO_DIR / "worker" / "magnet_prelude.lua").read_bytes()
-MAX_MEMORY = 64 * 1024 * 1024      # bytes one script's Lua state may hold
-INSTRUCTION_BUDGET = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
-HOOK_EVERY = 1000                  # instructions between two budget checks
-LOG_SOURCE = "mod_magnet.c"
+PRELUDE: Final = (REPO_DIR / "worker" / "magnet_prelude.lua").read_bytes()
+MAX_MEMORY: Final = 64 * 1024 * 1024      # bytes one script's Lua state may hold
+INSTRUCTION_BUDGET: Final = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
+HOOK_EVERY: Final = 1000                  # instructions between two budget checks
+LOG_SOURCE: Final = "mod_magnet.c"
 
 
 def _deny_attributes(_obj: Any, name: Any, _is_setting: bool) -> Any:
@@ -238,10 +238,10 @@ def _server_port(request: "Request") -> str:
 
 
 # what a request's bytes do not hold: the answer cache keys no answer on them
-_CONNECTION_ATTRS = frozenset({b"request.remote-ip", b"request.remote-addr",
+_CONNECTION_ATTRS: Final = frozenset({b"request.remote-ip", b"request.remote-addr",
                                b"request.remote-port", b"request.server-addr",
                                b"request.server-port"})
-_ATTR_GET: dict[bytes, Any] = {
+_ATTR_GET: Final[dict[bytes, Any]] = {
     b"physical.path": lambda r: _or_nil(r.physical_path),
     b"physical.rel-path": lambda r: _or_nil(r.physical_rel),
     b"physical.doc-root": lambda r: _or_nil(r.docroot),
@@ -305,7 +305,7 @@ def _set_target(request: "Request", value: str) -> None:
     request.target = value
 
 
-_ATTR_SET: dict[bytes, Any] = {
+_ATTR_SET: Final[dict[bytes, Any]] = {
     b"physical.path": _set_physical_path,
     b"physical.rel-path": lambda r, v: setattr(r, "physical_rel", v),
     b"physical.doc-root": lambda r, v: setattr(r, "docroot", v),
@@ -321,7 +321,7 @@ _ATTR_SET: dict[bytes, Any] = {
     b"request.remote-addr": _set_remote,
 }
 
-_ITEMS: dict[str, Any] = {
+_ITEMS: Final[dict[str, Any]] = {
     "bytes_in": lambda r: r.header_bytes + max(r.content_length, 0),
     "bytes_out": lambda r: 0,
     "req_count": lambda r: 1,

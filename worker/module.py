@@ -38,7 +38,7 @@ and the core calls handle_subrequest when more of the body came); see worker/bod
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shared.config.directives import Directive
 
@@ -54,10 +54,10 @@ if TYPE_CHECKING:
 # `worker.request.Request`; handle_response_start / handle_request_done /
 # handle_request_reset return None.
 HandlerResult = int | None
-WAIT = -1          # held: handle_subrequest is called after request.wake()
-COMEBACK = -2      # run the phases again for the URL the module set
-ERROR = -3         # failed: 500, or the connection cut if the answer had started
-BACKLOG_HIGH = 256 * 1024   # bytes queued for the client above which a producer pauses
+WAIT: Final = -1          # held: handle_subrequest is called after request.wake()
+COMEBACK: Final = -2      # run the phases again for the URL the module set
+ERROR: Final = -3         # failed: 500, or the connection cut if the answer had started
+BACKLOG_HIGH: Final = 256 * 1024   # bytes queued for the client above which a producer pauses
 
 # The phases of request handling, in order (lighttpd's plugin hooks).
 HOOKS = (

@@ -16,7 +16,7 @@ import select
 import signal
 import socket
 import time
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Final, Iterable, Protocol
 
 from shared import log
 from shared.config.compiled import CompiledConfig, RequestSettings
@@ -41,13 +41,13 @@ if TYPE_CHECKING:
 
     from .request import Request
 
-ACCEPT_BATCH = 64
-EPOLLIN = select.EPOLLIN
-FAST_STOP = (signal.SIGTERM, signal.SIGINT)
-UNLIMITED_FDS = 4096     # what a worker plans with when RLIMIT_NOFILE is unlimited
+ACCEPT_BATCH: Final = 64
+EPOLLIN: Final = select.EPOLLIN
+FAST_STOP: Final = (signal.SIGTERM, signal.SIGINT)
+UNLIMITED_FDS: Final = 4096     # what a worker plans with when RLIMIT_NOFILE is unlimited
 # accept() errors about the one connection being taken (Linux passes pending network
 # errors of a new connection on through accept): skip it, the next may be fine
-CLIENT_ERRORS = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
+CLIENT_ERRORS: Final = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
                            errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
                            errno.EHOSTUNREACH, errno.ENONET, errno.ENOPROTOOPT,
                            errno.EOPNOTSUPP, errno.ETIMEDOUT})

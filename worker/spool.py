@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Final
 
 from .chunkqueue import SharedFd
 
-SPILL_AT = 64 * 1024      # bytes held in memory before they go to a spool file
+SPILL_AT: Final = 64 * 1024      # bytes held in memory before they go to a spool file
 
 
 class Spool:

@@ -27,18 +27,18 @@ are looked up when each evaluation reaches them.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Final
 
-MAX_NESTING = 16
+MAX_NESTING: Final = 16
 
 # token kinds
 END, VALUE, LPAREN, RPAREN, NOT, AND, OR = "end", "value", "(", ")", "!", "&&", "||"
 EQ, NE, LT, LE, GT, GE = "=", "!=", "<", "<=", ">", ">="
-COMPARISONS = frozenset({EQ, NE, LT, LE, GT, GE})
-ERROR = "error"
-_BLANKS = re.compile(r"[ \t]*")
-_NAME = re.compile(r"(?:[A-Za-z_][A-Za-z_0-9]*)?")            # after a $
-_WORD = re.compile(r"(?:(?![()'=!<>&|])[\x21-\x7e])*")        # printable, no operator
+COMPARISONS: Final = frozenset({EQ, NE, LT, LE, GT, GE})
+ERROR: Final = "error"
+_BLANKS: Final = re.compile(r"[ \t]*")
+_NAME: Final = re.compile(r"(?:[A-Za-z_][A-Za-z_0-9]*)?")            # after a $
+_WORD: Final = re.compile(r"(?:(?![()'=!<>&|])[\x21-\x7e])*")        # printable, no operator
 
 
 class _Value:
@@ -150,7 +150,7 @@ def _next_token(text: str, pos: int) -> _Token:
     return _Token(VALUE, pos + len(word), text=word)
 
 
-COMPILED_KEPT = 1024          # expressions kept tokenized per worker
+COMPILED_KEPT: Final = 1024          # expressions kept tokenized per worker
 _compiled: dict[str, list[_Token]] = {}
 
 

@@ -12,19 +12,19 @@ import io
 import os
 import re
 from collections import OrderedDict
-from typing import Callable, Generator, Iterator, Union
+from typing import Callable, Final, Generator, Iterator, Union
 
 from .settled import settled
 
-BUFFER_SIZE = 8192            # lighttpd's read buffer: a longer directive is refused
-TOO_LONG = b"<!-- [an error occurred: directive too long] "
-_SPACE = b" \t\n\v\f\r"
-_DIRECTIVE_SPECIALS = re.compile(rb"[-\"'\\]")
+BUFFER_SIZE: Final = 8192            # lighttpd's read buffer: a longer directive is refused
+TOO_LONG: Final = b"<!-- [an error occurred: directive too long] "
+_SPACE: Final = b" \t\n\v\f\r"
+_DIRECTIVE_SPECIALS: Final = re.compile(rb"[-\"'\\]")
 
 # the kinds of pieces of a page
-TEXT = 0        # bytes: sent unless an if/else hides them
-RAW = 1         # bytes: sent whatever the conditions say (a directive lighttpd cannot read)
-DIRECTIVE = 2   # (command, ((name, value), ...)): what the page runs
+TEXT: Final = 0        # bytes: sent unless an if/else hides them
+RAW: Final = 1         # bytes: sent whatever the conditions say (a directive lighttpd cannot read)
+DIRECTIVE: Final = 2   # (command, ((name, value), ...)): what the page runs
 Attributes = tuple[tuple[str, str], ...]
 Piece = tuple[int, Union[bytes, tuple[str, Attributes]]]
 _PIECES, _CONTENT = 0, 1      # what PageCache keeps of a file

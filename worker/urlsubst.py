@@ -37,10 +37,10 @@ from .request import Request, simplify_path
 ENCODE_ALL, ENCODE_NDE, ENCODE_PSNDE, ENCODE_NONE = 1, 2, 4, 8
 ENCODE_B64U, DECODE_B64U, TOLOWER = 16, 32, 64
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                         b"-._~")
-_DIGITS = frozenset("0123456789")
-_HEXDIGITS = frozenset(b"0123456789ABCDEFabcdef")
+_DIGITS: Final = frozenset("0123456789")
+_HEXDIGITS: Final = frozenset(b"0123456789ABCDEFabcdef")
 # what a request-target may hold unescaped (burl.c: encoded_chars_http_uri_reqd)
 _AS_IS_TABLE: Final = table_keeping(b"!$&'()*+,-./0123456789:;=?@_~"
                                      b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -107,7 +107,7 @@ def rule_target(request: Request) -> str:
 
 
 # escapes lighttpd refuses in a target (url-ctrls-reject, and octets never in UTF-8)
-_REFUSED_ESCAPE = re.compile(r"%(?:[01][0-9A-F]|7F|C[01]|F[5-9A-F])")
+_REFUSED_ESCAPE: Final = re.compile(r"%(?:[01][0-9A-F]|7F|C[01]|F[5-9A-F])")
 
 
 def refused_target(normalised: str) -> bool:
@@ -139,12 +139,12 @@ def normalize_value(replacement: str) -> str:
 
 
 # ---------------------------------------------------------------- compiling
-_ENCODERS = (("esc:", ENCODE_ALL), ("escape:", ENCODE_ALL), ("escnde:", ENCODE_NDE),
+_ENCODERS: Final = (("esc:", ENCODE_ALL), ("escape:", ENCODE_ALL), ("escnde:", ENCODE_NDE),
              ("escpsnde:", ENCODE_PSNDE), ("noesc:", ENCODE_NONE),
              ("noescape:", ENCODE_NONE), ("tolower:", TOLOWER),
              ("toupper:", TOLOWER),   # sic: lighttpd 1.4.69 lowercases here too
              ("encb64u:", ENCODE_B64U), ("decb64u:", DECODE_B64U))
-_URL_PARTS = ("scheme", "authority", "port", "path", "query")
+_URL_PARTS: Final = ("scheme", "authority", "port", "path", "query")
 
 
 class _Truncated(Exception):
@@ -254,8 +254,8 @@ def _encode(data: bytes, keep: frozenset[int], double: bool) -> bytes:
     return bytes(out)
 
 
-_PATH_SAFE = _UNRESERVED | frozenset(b"/")
-_B64U = re.compile(rb"[A-Za-z0-9_-]*")
+_PATH_SAFE: Final = _UNRESERVED | frozenset(b"/")
+_B64U: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 def _b64u_decoded(data: bytes) -> bytes:
@@ -355,21 +355,21 @@ def expand(parts: tuple[Part, ...], groups: re.Match[str] | tuple[str, ...],
 
 # ------------------------------------------------------------------ patterns
 # PCRE syntax that Python's `re` reads otherwise or not at all
-_PCRE_TOKEN = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9A-Fa-f]{1,6})\}"
+_PCRE_TOKEN: Final = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9A-Fa-f]{1,6})\}"
                          r"|\\(?P<escape>.)|(?P<class>\[)"
                          r"|\(\?<(?P<name>[A-Za-z_]\w*)>"
                          r"|(?P<flags>\(\?[a-zA-Z]*(?:-[a-zA-Z]*)?\))"
                          r"|(?P<verb>\(\*|\(\?R\)|\(\?\||\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)"
                          r"|(?P<open>\()|(?P<close>\))", re.S)
-_REFUSED_ESCAPES = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
+_REFUSED_ESCAPES: Final = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
                     "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
                     "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
                     "V": r"\V", "H": r"\H"}
-_TRANSLATED_ESCAPES = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "v": r"[\n\v\f\r]",
+_TRANSLATED_ESCAPES: Final = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "v": r"[\n\v\f\r]",
                        "e": r"\x1b"}
-_CLASS_END = re.compile(r"\[\^?\]?(?:\\.|\[:\^?\w+:\]|[^\]\\])*\]", re.S)
-_POSIX_CLASS = re.compile(r"\[:(\^?)(\w+):\]")
-_POSIX_CLASSES = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
+_CLASS_END: Final = re.compile(r"\[\^?\]?(?:\\.|\[:\^?\w+:\]|[^\]\\])*\]", re.S)
+_POSIX_CLASS: Final = re.compile(r"\[:(\^?)(\w+):\]")
+_POSIX_CLASSES: Final = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
                   "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
                   "blank": r" \t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
                   "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
@@ -474,7 +474,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 
 # ------------------------------------------------------------ match limits
-MATCH_SECONDS = 0.25     # a rule that backtracks longer fails the request (lighttpd:
+MATCH_SECONDS: Final = 0.25     # a rule that backtracks longer fails the request (lighttpd:
                          # PCRE2's match limit, an error from pcre2_match)
 
 

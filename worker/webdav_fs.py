@@ -16,20 +16,20 @@ import errno
 import os
 import secrets
 import stat as stat_module
-from typing import Callable, Generator, Iterator
+from typing import Callable, Final, Generator, Iterator
 
 from .settled import settled
 
-STEP = "step"                 # yielded: a unit of work done, the slice may end here
-COPY_STEP = 1 << 20           # bytes copied between two yields
-TEMP_SUFFIX = ".webdav-tmp"   # a file being written (hidden from PROPFIND)
-FILE_MODE = 0o666             # lighttpd's WEBDAV_FILE_MODE (less the umask)
-DIR_MODE = 0o777
+STEP: Final = "step"                 # yielded: a unit of work done, the slice may end here
+COPY_STEP: Final = 1 << 20           # bytes copied between two yields
+TEMP_SUFFIX: Final = ".webdav-tmp"   # a file being written (hidden from PROPFIND)
+FILE_MODE: Final = 0o666             # lighttpd's WEBDAV_FILE_MODE (less the umask)
+DIR_MODE: Final = 0o777
 
 Steps = Generator[str, None, list[tuple[str, OSError]]]
 # copy_file_range cannot copy between these two files (another file system, an old
 # kernel): sendfile can
-_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+_NO_COPY_RANGE: Final = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
 
 def temp_name(name: str) -> str:
@@ -42,8 +42,8 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
-LISTINGS_KEPT = 256           # directory listings kept per worker ...
-LISTING_MAX = 4096            # ... of at most this many entries
+LISTINGS_KEPT: Final = 256           # directory listings kept per worker ...
+LISTING_MAX: Final = 4096            # ... of at most this many entries
 _listings: dict[tuple, list[tuple[str, bool]]] = {}
 
 

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from stat import S_ISDIR
-from typing import Callable
+from typing import Callable, Final
 from urllib.parse import quote
 
 from .static import stat_etag, content_type_for, last_modified
@@ -26,16 +26,16 @@ from .webdav_store import INFINITY, Lock, Store
 from .webdav_xml import (DAV, Name, dav_element, escape_text, property_xml,
                          response_with_propstats)
 
-SUPPORTED_LOCK = dav_element("supportedlock", "".join(
+SUPPORTED_LOCK: Final = dav_element("supportedlock", "".join(
     dav_element("lockentry", dav_element("lockscope", dav_element(scope))
                 + dav_element("locktype", dav_element("write")))
     for scope in ("exclusive", "shared")))
-COLLECTION_TYPE = dav_element("resourcetype", dav_element("collection"))
-FILE_TYPE = dav_element("resourcetype")
-DIRECTORY_MIME = dav_element("getcontenttype", "httpd/unix-directory")
-RENDERED_MAX = 4096        # kept <D:response> texts per worker
-_HREF_SAFE = "/-_.~!$&'()*+,;=:@"
-_HREF_AS_IS = re.compile(r"[A-Za-z0-9/\-_.~!$&'()*+,;=:@]*")   # what quote() leaves
+COLLECTION_TYPE: Final = dav_element("resourcetype", dav_element("collection"))
+FILE_TYPE: Final = dav_element("resourcetype")
+DIRECTORY_MIME: Final = dav_element("getcontenttype", "httpd/unix-directory")
+RENDERED_MAX: Final = 4096        # kept <D:response> texts per worker
+_HREF_SAFE: Final = "/-_.~!$&'()*+,;=:@"
+_HREF_AS_IS: Final = re.compile(r"[A-Za-z0-9/\-_.~!$&'()*+,;=:@]*")   # what quote() leaves
 
 
 def href(url: str) -> str:
@@ -266,7 +266,7 @@ def _display_name(url: str) -> str:
 
 
 # live property -> its element for (view, resource); the order of allprop answers
-_LIVE: dict[str, Callable[[PropertyView, Resource], str]] = {
+_LIVE: Final[dict[str, Callable[[PropertyView, Resource], str]]] = {
     "creationdate": lambda view, resource: _creation_date(resource.found),
     "displayname": lambda view, resource: _display_name(resource.url),
     "getcontentlength": lambda view, resource: dav_element(
@@ -280,7 +280,7 @@ _LIVE: dict[str, Callable[[PropertyView, Resource], str]] = {
     "supportedlock": lambda view, resource: SUPPORTED_LOCK,
     "lockdiscovery": PropertyView.lock_discovery,
 }
-LIVE_PROPERTIES = tuple(_LIVE)
+LIVE_PROPERTIES: Final = tuple(_LIVE)
 
 # a property a PROPFIND names: its name, how a live one is shown (None: a dead one),
 # its empty element (what a 404 shows)

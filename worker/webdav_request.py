@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from typing import Callable, Generator
+from typing import Callable, Final, Generator
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
@@ -27,10 +27,10 @@ from .webdav_store import Lock, Store
 from .webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, Element, XMLError, parse,
                          response_with_status)
 
-XML_TYPE = "application/xml;charset=utf-8"
-MAX_XML_BODY = 1 << 20     # bytes of XML a request may send
-NEED_BODY = "body"         # yielded by a method: wait until more of the body came
-NEED_DRAIN = "drain"       # yielded: wait until the client took what was written
+XML_TYPE: Final = "application/xml;charset=utf-8"
+MAX_XML_BODY: Final = 1 << 20     # bytes of XML a request may send
+NEED_BODY: Final = "body"         # yielded by a method: wait until more of the body came
+NEED_DRAIN: Final = "drain"       # yielded: wait until the client took what was written
 
 
 class DavError(Exception):

@@ -14,7 +14,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Final, Iterable
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS properties ("
@@ -26,7 +26,7 @@ SCHEMA = (
     " depth INT NOT NULL, timeout TIMESTAMP NOT NULL, PRIMARY KEY(locktoken))",
 )
 BUSY_TIMEOUT = 0.5     # seconds another worker's transaction may hold the database
-INFINITY = -1          # a lock's depth: the resource and all its members
+INFINITY: Final = -1          # a lock's depth: the resource and all its members
 _MEMBERS = "substr(resource, 1, ?) = ?"       # keys below a collection path
 _LOCK_COLUMNS = "locktoken, resource, lockscope, locktype, owner, ownerinfo, depth, timeout"
 

@@ -13,12 +13,12 @@ they are used.
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+from typing import Final, Iterator, Union
 from xml.parsers import expat
 
-DAV = "DAV:"
-MAX_DEPTH = 64                # element nesting in a request body
-_NS_SEPARATOR = "\x01"        # expat joins namespace and local name with this
+DAV: Final = "DAV:"
+MAX_DEPTH: Final = 64                # element nesting in a request body
+_NS_SEPARATOR: Final = "\x01"        # expat joins namespace and local name with this
 
 Name = tuple[str, str]        # (namespace URI, local name); "" is the null namespace
 
@@ -130,8 +130,8 @@ def parse(data: bytes) -> Element:
 
 
 # ------------------------------------------------------------------ writing
-_TEXT_ESCAPES = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
-_ATTR_ESCAPES = {**_TEXT_ESCAPES, ord('"'): "&quot;"}
+_TEXT_ESCAPES: Final = {ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;"}
+_ATTR_ESCAPES: Final = {**_TEXT_ESCAPES, ord('"'): "&quot;"}
 
 
 def escape_text(text: str) -> str:
@@ -161,7 +161,7 @@ def property_xml(name: Name, inner: str = "") -> str:
     return f"{declared}>{inner}</{local}>" if inner else f"{declared}/>"
 
 
-STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 403: "Forbidden",
+STATUS_TEXT: Final = {200: "OK", 201: "Created", 204: "No Content", 403: "Forbidden",
                404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
                423: "Locked", 424: "Failed Dependency", 500: "Internal Server Error",
                502: "Bad Gateway", 507: "Insufficient Storage"}
@@ -171,16 +171,16 @@ def status_line(status: int) -> str:
     return f"HTTP/1.1 {status} {STATUS_TEXT.get(status, '')}".rstrip()
 
 
-XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
-MULTISTATUS_OPEN = XML_HEAD + '<D:multistatus xmlns:D="DAV:">\n'
-MULTISTATUS_CLOSE = "</D:multistatus>\n"
+XML_HEAD: Final = '<?xml version="1.0" encoding="utf-8"?>\n'
+MULTISTATUS_OPEN: Final = XML_HEAD + '<D:multistatus xmlns:D="DAV:">\n'
+MULTISTATUS_CLOSE: Final = "</D:multistatus>\n"
 
 
 def _propstat_end(status: int) -> str:
     return f"</D:prop><D:status>{status_line(status)}</D:status></D:propstat>\n"
 
 
-_PROPSTAT_ENDS = {status: _propstat_end(status) for status in STATUS_TEXT}
+_PROPSTAT_ENDS: Final = {status: _propstat_end(status) for status in STATUS_TEXT}
 
 
 def response_with_propstats(href: str, propstats: dict[int, list[str]]) -> str:

@@ -8,9 +8,9 @@ A group that did not take part in the match is empty.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Final, Sequence
 
-_REFERENCE = re.compile(r"\\([$%])|([$%])(\d)")
+_REFERENCE: Final = re.compile(r"\\([$%])|([$%])(\d)")
 
 
 def expand(template: str, rule_groups: Sequence[str],

@@ -17,15 +17,15 @@ import ipaddress
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Final, Mapping, Protocol
 
 from .captures import match_groups
 from .directives import CheckResult, Directive, Scope
 from .tree import Block, Condition, ConfigTree
 
-NO_CAPTURES: tuple[str, ...] = ()
-MAX_SHARED_SETTINGS = 1024     # distinct sets of matching blocks kept per worker
-MAX_BY_VALUES = 4096           # distinct values deciding a request's settings, kept
+NO_CAPTURES: Final[tuple[str, ...]] = ()
+MAX_SHARED_SETTINGS: Final = 1024     # distinct sets of matching blocks kept per worker
+MAX_BY_VALUES: Final = 4096           # distinct values deciding a request's settings, kept
 
 
 class ConditionSubject(Protocol):

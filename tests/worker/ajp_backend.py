@@ -109,6 +109,7 @@ def body_chunk(data: bytes) -> bytes:
 
 
 END = packet(b"\x05\x00")
+DRAIN_SECONDS = 5.0     # the longest wait for the server to close after an answer
 
 
 def read_body(conn: socket.socket, length: int) -> tuple[bytes, list[int]]:
@@ -161,3 +162,15 @@ def serve(conn: socket.socket) -> None:
 class AjpBackend(ThreadedServer):
     def handle(self, conn: socket.socket) -> None:
         serve(conn)
+        drain(conn)
+
+
+def drain(conn: socket.socket) -> None:
+    """Read what the server still sends (the empty data packet after a body) until
+    it closes, as a container does: a socket closed with unread bytes is reset, and a
+    reset drops what the stand-in's answer had not yet got out (a rare 502 under
+    load)."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(DRAIN_SECONDS)
+    while conn.recv(65536):
+        pass

@@ -56,15 +56,15 @@ from ..connection import Answer
 from ..module import Module as BaseModule
 from ..request import Request
 
-DEFAULT_FORMAT = '%h %V %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
-MAX_FIELDS = 127
-_BACKSLASH = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-_CODES = frozenset("aAbBCDefhHiIkmnoOpPqrstTuUvVX")
-_TIME_UNITS = {"": 1, "s": 1, "sec": 1, "ms": 1000, "msec": 1000, "us": 10**6,
+DEFAULT_FORMAT: Final = '%h %V %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
+MAX_FIELDS: Final = 127
+_BACKSLASH: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_CODES: Final = frozenset("aAbBCDefhHiIkmnoOpPqrstTuUvVX")
+_TIME_UNITS: Final = {"": 1, "s": 1, "sec": 1, "ms": 1000, "msec": 1000, "us": 10**6,
                "usec": 10**6, "ns": 10**9, "nsec": 10**9}
-_EPOCH_UNITS = {"sec": 1, "msec": 1000, "usec": 10**6, "nsec": 10**9}
-_FRAC_UNITS = {"msec_frac": 3, "usec_frac": 6, "nsec_frac": 9}
-_NO_LENGTH = frozenset({204, 304})
+_EPOCH_UNITS: Final = {"sec": 1, "msec": 1000, "usec": 10**6, "nsec": 10**9}
+_FRAC_UNITS: Final = {"msec_frac": 3, "usec_frac": 6, "nsec_frac": 9}
+_NO_LENGTH: Final = frozenset({204, 304})
 
 
 class CompiledFormat:
@@ -227,10 +227,10 @@ def _when(request: Request, answer: Answer, begin: bool) -> float:
     return answer.end_time - _elapsed(answer, request) if begin else answer.end_time
 
 
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_URL_SAFE = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/?#[]")
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_URL_SAFE: Final = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/?#[]")
 _URL_SAFE_TABLE: Final = table_keeping(_URL_SAFE)
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
 
 
 def normalize_url(text: str) -> str:
@@ -683,7 +683,7 @@ def _always(kind: Callable[[], Field]) -> Callable[[str, str], Made]:
     return lambda argument, text: kind()
 
 
-_MAKERS: dict[str, Callable[[str, str], Made]] = {
+_MAKERS: Final[dict[str, Callable[[str, str], Made]]] = {
     "a": _always(RemoteAddr), "h": _always(RemoteAddr), "A": _always(LocalAddr),
     "p": _port, "b": _always(BytesBody), "B": _always(BytesBody),
     "O": _always(BytesOut), "I": _always(BytesIn), "C": _cookie,
@@ -709,7 +709,7 @@ def _syslog_level(value: int) -> int:
     return min(value, 7)
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("accesslog.filename", Type.STRING, "", Scope.CONNECTION,
               doc='a file, or "|command" to pipe lines to a logger'),
     Directive("accesslog.format", Type.STRING, compile_format(DEFAULT_FORMAT),

@@ -46,7 +46,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
@@ -60,19 +60,19 @@ if TYPE_CHECKING:
     from shared.config.directives import CheckResult
     from shared.config.tree import ConfigTree
 
-ALGORITHMS = authn.DIGEST_ALGORITHMS    # offered in this order, as lighttpd does
-NONCE_LIFETIME = 600                    # seconds a nonce is good (lighttpd's)
-NEXTNONCE_AFTER = 540                   # past this age a good answer gets a new nonce
-MAX_BASIC = 1363                        # base64 characters: 1023 bytes decoded
-MAX_DIGEST = 8192                       # characters of Digest credentials
-MAX_USERSTAR = 256                      # bytes of a decoded username*
-MAX_NONCES = 65536                      # nonces whose nc is tracked, per worker
-_LATER = object()                       # the backend answers later: the request waits
-CACHE_SWEEP = 8                         # seconds between sweeps of expired entries
-_SERVER_SECRET = os.urandom(32)         # drawn in the master: the same in every worker
-_HEX = frozenset("0123456789abcdefABCDEF")
-_REQUIRE_HINT = '(expecting "valid-user" or "user=a|user=b|group=g|host=h")'
-_KNOWN_FIELDS = ("method", "realm", "require", "algorithm", "nonce_secret",
+ALGORITHMS: Final = authn.DIGEST_ALGORITHMS    # offered in this order, as lighttpd does
+NONCE_LIFETIME: Final = 600                    # seconds a nonce is good (lighttpd's)
+NEXTNONCE_AFTER: Final = 540                   # past this age a good answer gets a new nonce
+MAX_BASIC: Final = 1363                        # base64 characters: 1023 bytes decoded
+MAX_DIGEST: Final = 8192                       # characters of Digest credentials
+MAX_USERSTAR: Final = 256                      # bytes of a decoded username*
+MAX_NONCES: Final = 65536                      # nonces whose nc is tracked, per worker
+_LATER: Final = object()                       # the backend answers later: the request waits
+CACHE_SWEEP: Final = 8                         # seconds between sweeps of expired entries
+_SERVER_SECRET: Final = os.urandom(32)         # drawn in the master: the same in every worker
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+_REQUIRE_HINT: Final = '(expecting "valid-user" or "user=a|user=b|group=g|host=h")'
+_KNOWN_FIELDS: Final = ("method", "realm", "require", "algorithm", "nonce_secret",
                  "nonce-secret", "userhash")
 
 
@@ -221,7 +221,7 @@ def _cache_policy(value: Array) -> CachePolicy:
     return CachePolicy(max_age)
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("auth.backend", Type.STRING, "", convert=_known_backend,
               doc="the backend that checks passwords (plain, htpasswd, htdigest ...)"),
     Directive("auth.require", Type.ARRAY_KVANY, (), convert=parse_require,
@@ -297,7 +297,7 @@ class NonceCounts:
 
 
 # ----------------------------------------------------------------- digest fields
-_DIGEST_PAIR = re.compile(r'[ \t,]*([^= \t,]+)[ \t]*=[ \t]*'
+_DIGEST_PAIR: Final = re.compile(r'[ \t,]*([^= \t,]+)[ \t]*=[ \t]*'
                           r'(?:"((?:[^"\\]|\\.)*)"|((?!")[^, \t]*))')
 
 
@@ -743,6 +743,6 @@ def _nc_value(login: DigestLogin) -> int:
     return int(login.nc, 16) if login.qop is not None and login.nc else -1
 
 
-SCHEMES: dict[str, Callable[[Module, Request, Rule], HandlerResult]] = {
+SCHEMES: Final[dict[str, Callable[[Module, Request, Rule], HandlerResult]]] = {
     "basic": Module._basic, "digest": Module._digest, "extern": Module._extern,
 }

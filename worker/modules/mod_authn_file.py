@@ -26,7 +26,7 @@ import hmac
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 import bcrypt
 from passlib.hash import apr_md5_crypt, des_crypt, md5_crypt, sha256_crypt, sha512_crypt
@@ -41,7 +41,7 @@ from ..request import Request
 if TYPE_CHECKING:
     from ..services import Services
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("auth.backend.plain.userfile", Type.STRING, ""),
     Directive("auth.backend.plain.groupfile", Type.STRING, "",
               doc="accepted; lighttpd reads no group file either"),
@@ -50,12 +50,12 @@ DIRECTIVES = (
 )
 authn.declare("plain", "htpasswd", "htdigest")
 
-MAX_FILE = 64 * 1024 * 1024     # lighttpd's limit on a user file
-MAX_LINE = 1024                 # longer lines are skipped, as lighttpd does
-RECHECK_SECONDS = 1.0           # a user file is stat()ed at most this often
-BCRYPT_MAX = 72                 # bcrypt reads no further (Apache's htpasswd neither)
-_MISSING = (-1, -1, -1)         # the signature of a user file that cannot be opened
-_DES_CHARS = frozenset("./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+MAX_FILE: Final = 64 * 1024 * 1024     # lighttpd's limit on a user file
+MAX_LINE: Final = 1024                 # longer lines are skipped, as lighttpd does
+RECHECK_SECONDS: Final = 1.0           # a user file is stat()ed at most this often
+BCRYPT_MAX: Final = 72                 # bcrypt reads no further (Apache's htpasswd neither)
+_MISSING: Final = (-1, -1, -1)         # the signature of a user file that cannot be opened
+_DES_CHARS: Final = frozenset("./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def _algorithms_by_size() -> dict[int, tuple[str, ...]]:
@@ -68,7 +68,7 @@ def _algorithms_by_size() -> dict[int, tuple[str, ...]]:
     return sizes
 
 
-_ALGORITHMS_OF_SIZE = _algorithms_by_size()
+_ALGORITHMS_OF_SIZE: Final = _algorithms_by_size()
 
 
 def digest_ha1(algorithm: str, user: str, realm: str, password: bytes) -> bytes:
@@ -170,7 +170,7 @@ def _passlib_matches(scheme: Any) -> Callable[[str, bytes], bool]:
 
 
 # prefix -> (check, slow): a slow check runs off the event loop
-_SCHEMES: tuple[tuple[str, Callable[[str, bytes], bool], bool], ...] = (
+_SCHEMES: Final[tuple[tuple[str, Callable[[str, bytes], bool], bool], ...]] = (
     ("{SHA}", _sha1_matches, False),
     ("$apr1$", _passlib_matches(apr_md5_crypt), False),
     ("$2y$", _bcrypt_matches, True),

@@ -72,7 +72,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Final, Iterator
 
 from mypy_extensions import mypyc_attr
 
@@ -88,17 +88,17 @@ from ..settled import settled
 from ..spool import SPILL_AT, Spool
 
 # lighttpd's labels in its order of preference within a group it allows
-_GROUPS = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
+_GROUPS: Final = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
            ("bzip2", ("bzip2", "x-bzip2")), ("br", ("br",)), ("zstd", ("zstd",)))
-_DEFAULT_GROUPS = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
-_NO_ENTITY = frozenset({100, 101, 204, 205})
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+_DEFAULT_GROUPS: Final = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
+_NO_ENTITY: Final = frozenset({100, 101, 204, 205})
+_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # the file names nginx's gzip_static and brotli_static look for, by coding
-SIBLING_SUFFIXES = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip": ".gz"}
+SIBLING_SUFFIXES: Final = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip": ".gz"}
 # what a compressed answer drops of the identity's headers (the ETag unless it is odd)
-_CODED_REPLACES = frozenset({"etag", "content-encoding", "accept-ranges"})
-_CODED_REPLACES_BUT_ETAG = frozenset({"content-encoding", "accept-ranges"})
-MAX_CODINGS = 256         # distinct Accept-Encoding values whose coding is remembered
+_CODED_REPLACES: Final = frozenset({"etag", "content-encoding", "accept-ranges"})
+_CODED_REPLACES_BUT_ETAG: Final = frozenset({"content-encoding", "accept-ranges"})
+MAX_CODINGS: Final = 256         # distinct Accept-Encoding values whose coding is remembered
 
 
 def _available(groups: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
@@ -142,7 +142,7 @@ def parse_loadavg(value: str) -> float:
     return 0.0
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("deflate.mimetypes", Type.ARRAY_VLIST, (), convert=parse_mimetypes,
               doc="Content-Type prefixes to compress; empty: none"),
     Directive("deflate.allowed-encodings", Type.ARRAY_VLIST, parse_allowed(()),

@@ -21,7 +21,7 @@ import os
 import re
 import time
 from stat import S_ISDIR
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
@@ -32,7 +32,7 @@ from ..request import Request
 from ..static import is_directory, mime_type, open_without_symlinks
 from ..statcache import CACHE
 
-INCLUDE_LIMIT = 1 << 20      # header / readme files bigger than this are cut
+INCLUDE_LIMIT: Final = 1 << 20      # header / readme files bigger than this are cut
 
 
 def _file_option(default_name: str):
@@ -61,7 +61,7 @@ def _check_cache(value):
     return value
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("dir-listing.activate", Type.BOOL, False),
     Directive("server.dir-listing", Type.BOOL, False, doc="old name of dir-listing.activate"),
     Directive("dir-listing.exclude", Type.ARRAY_VLIST, (), convert=_compile_excludes),
@@ -81,10 +81,10 @@ DIRECTIVES = (
               doc="accepted; listings are kept in memory for the stat cache's second"),
 )
 
-_XML_ESCAPES = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
+_XML_ESCAPES: Final = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
                 ord('"'): "&#x22;", ord("'"): "&#x27;"}
 
-STYLE = """<style type="text/css">
+STYLE: Final = """<style type="text/css">
 a, a:active {text-decoration: none; color: blue;}
 a:visited {color: #48468F;}
 a:hover, a:focus {text-decoration: underline; color: red;}
@@ -102,7 +102,7 @@ div.foot {font: 90% monospace; color: #787878; padding-top: 4px;}
 """
 
 # Click a column heading to sort by it; directories stay above files.
-SORT_SCRIPT = """<script type="text/javascript">
+SORT_SCRIPT: Final = """<script type="text/javascript">
 // <!--
 (function () {
  var table = document.querySelector("div.list table");
@@ -138,19 +138,19 @@ SORT_SCRIPT = """<script type="text/javascript">
 </script>
 """
 
-TABLE_HEAD = (
+TABLE_HEAD: Final = (
     '<div class="list">\n'
     '<table summary="Directory Listing" cellpadding="0" cellspacing="0">\n'
     '<thead><tr><th class="n">Name</th><th class="m">Last Modified</th>'
     '<th class="s">Size</th><th class="t">Type</th></tr></thead>\n'
     "<tbody>\n"
 )
-PARENT_ROW = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td class="m">'
+PARENT_ROW: Final = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td class="m">'
               '&nbsp;</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
 
 
-_NEEDS_ESCAPE = re.compile("[<>&\"']")
-_NEEDS_QUOTING = re.compile("[^A-Za-z0-9_.~-]")
+_NEEDS_ESCAPE: Final = re.compile("[<>&\"']")
+_NEEDS_QUOTING: Final = re.compile("[^A-Za-z0-9_.~-]")
 
 
 def html_escape(text: str) -> str:
@@ -183,8 +183,8 @@ def size_text(size: int) -> str:
     return f"{size}.{remain}{units[unit]}"
 
 
-_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+_LIST_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class Directory:
@@ -267,7 +267,7 @@ def _modified(mtime: float) -> str:
     return time.strftime("%Y-%b-%d %H:%M:%S", time.localtime(mtime))
 
 
-MAX_ROWS = 4096        # formatted rows kept (~1 MB); more start the memo afresh
+MAX_ROWS: Final = 4096        # formatted rows kept (~1 MB); more start the memo afresh
 _row_memo: dict[tuple[str, float, int, int], str] = {}
 
 

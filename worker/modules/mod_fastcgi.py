@@ -58,7 +58,7 @@ CAPACITY: Final = b"FCGI_MAX_CONNS"
 ASK_CAPACITY: Final = fastcgi.get_values([CAPACITY.decode()])
 IDLE_SECONDS: Final = 2.0               # a kept connection unused this long is closed
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("fastcgi.server", Type.ARRAY_KVANY, (), convert=parse_servers),
     Directive("fastcgi.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("fastcgi.debug", Type.INT, 0),

@@ -8,6 +8,8 @@ directory.
 
 from __future__ import annotations
 
+from typing import Final
+
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
@@ -15,7 +17,7 @@ from ..request import Request
 from ..static import is_regular
 from ..statcache import CACHE
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("index-file.names", Type.ARRAY_VLIST, ()),
     Directive("server.indexfiles", Type.ARRAY_VLIST, (), doc="old name of index-file.names"),
 )

@@ -30,7 +30,7 @@ settings, files) and kept no state between runs, so that it would do the same ag
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from shared import log
 from shared.config.directives import Directive, Type
@@ -41,15 +41,15 @@ from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..statcache import CACHE
 
-RAW_URL = "magnet.attract-raw-url-to"
-PHYSICAL_PATH = "magnet.attract-physical-path-to"
-RESPONSE_START = "magnet.attract-response-start-to"
-DIRECTIVES = tuple(Directive(key, Type.ARRAY_VLIST, ())
+RAW_URL: Final = "magnet.attract-raw-url-to"
+PHYSICAL_PATH: Final = "magnet.attract-physical-path-to"
+RESPONSE_START: Final = "magnet.attract-response-start-to"
+DIRECTIVES: Final = tuple(Directive(key, Type.ARRAY_VLIST, ())
                    for key in (RAW_URL, PHYSICAL_PATH, RESPONSE_START))
-RESTART_REQUEST = 99
-MAX_RESTARTS = 10
-RESTARTS = "magnet.restarts"     # request.plugin_ctx: how often the scripts restarted it
-UNREPEATABLE = "magnet.unrepeatable"   # request.plugin_ctx: a run that may not be replayed
+RESTART_REQUEST: Final = 99
+MAX_RESTARTS: Final = 10
+RESTARTS: Final = "magnet.restarts"     # request.plugin_ctx: how often the scripts restarted it
+UNREPEATABLE: Final = "magnet.unrepeatable"   # request.plugin_ctx: a run that may not be replayed
 
 
 class Module(BaseModule):

@@ -56,11 +56,11 @@ def _rules_of(once: bool) -> Callable[[tuple[tuple[str, str], ...]], RuleList]:
 
 
 # in lighttpd's order within a block: once-rules first
-URL_KEYS = ("url.rewrite-once", "url.rewrite-final", "url.rewrite", "url.rewrite-repeat")
-FILE_KEYS = ("url.rewrite-if-not-file", "url.rewrite-repeat-if-not-file")
-_REPEATING = frozenset({"url.rewrite-repeat", "url.rewrite-repeat-if-not-file"})
+URL_KEYS: Final = ("url.rewrite-once", "url.rewrite-final", "url.rewrite", "url.rewrite-repeat")
+FILE_KEYS: Final = ("url.rewrite-if-not-file", "url.rewrite-repeat-if-not-file")
+_REPEATING: Final = frozenset({"url.rewrite-repeat", "url.rewrite-repeat-if-not-file"})
 
-DIRECTIVES = tuple(Directive(key, Type.ARRAY_KVSTRING, RuleList(()),
+DIRECTIVES: Final = tuple(Directive(key, Type.ARRAY_KVSTRING, RuleList(()),
                              convert=_rules_of(key not in _REPEATING))
                    for key in URL_KEYS + FILE_KEYS)
 

@@ -49,7 +49,7 @@ def _servers(value: Array) -> tuple[Extension, ...]:
     return parse_servers(value, bin_shell=True)
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("scgi.server", Type.ARRAY_KVANY, (), convert=_servers),
     Directive("scgi.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("scgi.debug", Type.INT, 0),

@@ -47,7 +47,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, cast
+from typing import TYPE_CHECKING, Any, Callable, Final, Generator, Iterable, cast
 
 from shared.config.directives import Directive, Type
 
@@ -62,7 +62,7 @@ from ..static import check_preconditions, etag_for, is_regular, last_modified
 if TYPE_CHECKING:
     from ..services import Services
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("ssi.extension", Type.ARRAY_VLIST, (), doc="file suffixes processed as SSI"),
     Directive("ssi.content-type", Type.STRING, "", doc='default "text/html"'),
     Directive("ssi.conditional-requests", Type.BOOL, False),
@@ -70,22 +70,22 @@ DIRECTIVES = (
     Directive("ssi.recursion-max", Type.SHORT, 0),
 )
 
-STEP_BYTES = 512 * 1024       # page bytes read in one turn of the event loop
-SPOOL_AT = 1024 * 1024        # output kept in memory up to this, then in a file
-COPY_SIZE = 64 * 1024
-CACHED_PAGE_MAX = 64 * 1024   # pages up to this size are kept parsed ...
-CACHE_BUDGET = 8 * 1024 * 1024   # ... up to this much of them per worker
-MAX_DEPTH = 32                # nested includes processed as pages, whatever the config
-MAX_INCLUDES = 4096           # includes in one answer
-KILL_GRACE = 3.0
-DEFAULT_TIMEFMT = "%a, %d %b %Y %T %Z"
-TOO_DEEP = b"(error: include directives recurse deeper than pre-defined ssi.recursion-max)"
-LOOP = b"(error: include directives create an infinite loop)"
-_STATE = "mod_ssi"
-_XML_ESCAPED = frozenset(b"<>&'\"") | frozenset(range(0x20)) | {0x7F}
-_ABBREVIATIONS = (" B", " kB", " MB", " GB", " TB")
-TIMES_KEPT = 64               # formatted times kept per worker (the clock's, the files')
-_PAUSE = object()             # what the page yields to let the loop turn
+STEP_BYTES: Final = 512 * 1024       # page bytes read in one turn of the event loop
+SPOOL_AT: Final = 1024 * 1024        # output kept in memory up to this, then in a file
+COPY_SIZE: Final = 64 * 1024
+CACHED_PAGE_MAX: Final = 64 * 1024   # pages up to this size are kept parsed ...
+CACHE_BUDGET: Final = 8 * 1024 * 1024   # ... up to this much of them per worker
+MAX_DEPTH: Final = 32                # nested includes processed as pages, whatever the config
+MAX_INCLUDES: Final = 4096           # includes in one answer
+KILL_GRACE: Final = 3.0
+DEFAULT_TIMEFMT: Final = "%a, %d %b %Y %T %Z"
+TOO_DEEP: Final = b"(error: include directives recurse deeper than pre-defined ssi.recursion-max)"
+LOOP: Final = b"(error: include directives create an infinite loop)"
+_STATE: Final = "mod_ssi"
+_XML_ESCAPED: Final = frozenset(b"<>&'\"") | frozenset(range(0x20)) | {0x7F}
+_ABBREVIATIONS: Final = (" B", " kB", " MB", " GB", " TB")
+TIMES_KEPT: Final = 64               # formatted times kept per worker (the clock's, the files')
+_PAUSE: Final = object()             # what the page yields to let the loop turn
 
 
 def _bytes(text: str) -> bytes:
@@ -716,7 +716,7 @@ class _Page:
         return None if self.if_false else cmd
 
 
-_SIMPLE = {
+_SIMPLE: Final = {
     "echo": _Page._echo, "config": _Page._config, "set": _Page._set,
     "printenv": _Page._printenv, "comment": _Page._comment, "if": _Page._if,
     "elif": _Page._elif, "else": _Page._else, "endif": _Page._endif,

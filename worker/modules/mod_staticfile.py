@@ -15,7 +15,7 @@ from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 from ..static import errno_status, is_regular, serve_file
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("static-file.exclude-extensions", Type.ARRAY_VLIST, ()),
     Directive("static-file.etags", Type.BOOL, True),
     Directive("static-file.disable-pathinfo", Type.BOOL, False),

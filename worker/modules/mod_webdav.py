@@ -40,7 +40,7 @@ import os
 import sqlite3
 import time
 from stat import S_ISDIR
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Final, Generator
 
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 
@@ -62,7 +62,7 @@ from ..webdav_xml import (DAV, MULTISTATUS_CLOSE, MULTISTATUS_OPEN, XML_HEAD, El
 if TYPE_CHECKING:
     from ..services import Services
 
-OPTIONS = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
+OPTIONS: Final = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
                      "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
 
 
@@ -77,7 +77,7 @@ def _parse_opts(value: Any) -> frozenset[str]:
     return frozenset(enabled)
 
 
-DIRECTIVES = (
+DIRECTIVES: Final = (
     Directive("webdav.activate", Type.BOOL, False),
     Directive("webdav.is-readonly", Type.BOOL, False),
     Directive("webdav.sqlite-db-name", Type.STRING, ""),
@@ -85,19 +85,19 @@ DIRECTIVES = (
     Directive("webdav.opts", Type.ARRAY_KVANY, frozenset(), convert=_parse_opts),
 )
 
-WRITE_METHODS = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
+WRITE_METHODS: Final = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
                            "UNLOCK"})
-CORE_ALLOW = "OPTIONS, GET, HEAD, POST"
-ALLOW = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
-ALLOW_WITHOUT_DB = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
-ALLOW_READONLY = "PROPFIND, " + CORE_ALLOW
-SLICE = 0.01               # seconds of file-system work per round of the loop
-PROPFIND_BATCH = 32        # resources of a Multi-Status rendered between two steps
-DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-DEFAULT_LOCK_TIMEOUT = 600
-MAX_LOCK_TIMEOUT = 604800  # a week: "Infinite" and larger asks get this
-PARTIAL_PUT = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
-_STATE = "webdav"
+CORE_ALLOW: Final = "OPTIONS, GET, HEAD, POST"
+ALLOW: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
+ALLOW_WITHOUT_DB: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
+ALLOW_READONLY: Final = "PROPFIND, " + CORE_ALLOW
+SLICE: Final = 0.01               # seconds of file-system work per round of the loop
+PROPFIND_BATCH: Final = 32        # resources of a Multi-Status rendered between two steps
+DIRECTORY_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+DEFAULT_LOCK_TIMEOUT: Final = 600
+MAX_LOCK_TIMEOUT: Final = 604800  # a week: "Infinite" and larger asks get this
+PARTIAL_PUT: Final = frozenset({"deprecated-unsafe-partial-put", "partial-put-copy-modify"})
+_STATE: Final = "webdav"
 
 Job = Generator[str, None, int]
 
