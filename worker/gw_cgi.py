@@ -25,7 +25,7 @@ the document root as SCRIPT_FILENAME, as lighttpd gives it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -152,8 +152,6 @@ class CgiExchange(Exchange):
 class CgiGatewayModule(GatewayModule):
     """A module whose backends answer as CGIs do (see the module docstring)."""
 
-    exchange_class: ClassVar[type[CgiExchange]]
-
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
         self.server_key = self.name + ".server"
@@ -166,7 +164,7 @@ class CgiGatewayModule(GatewayModule):
                                       tuple[Extension, ...]]] = {}
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        if self.name in request.plugin_ctx:   # the phases run again (an error handler's URL)
+        if self.ctx_key in request.plugin_ctx:   # the phases run again (an error handler's URL)
             self.release(request)
             request.handler = None
         if request.handler is not None:
@@ -199,10 +197,16 @@ class CgiGatewayModule(GatewayModule):
         if values[self.debug_key]:
             self.log(f"gw - found a host {spec.host} {spec.port}")
         request.replay_key = None             # a backend's answer is never kept
-        exchange = self.exchange_class(self, request, extension, backend, authorizer)
-        request.plugin_ctx[self.name] = exchange
+        exchange = self.new_exchange(request, extension, backend, authorizer)
+        request.plugin_ctx[self.ctx_key] = exchange
         request.handler = self
         return None if by_url else exchange.step()
+
+    def new_exchange(self, request: Request, extension: Extension, backend: Backend,
+                     authorizer: bool) -> CgiExchange:
+        """The protocol's exchange for a request this module claimed (made by a method,
+        not a class attribute, so that compiled it is a native call)."""
+        raise NotImplementedError
 
     def _find(self, request: Request, extensions: tuple[Extension, ...],
               by_url: bool) -> tuple[Extension, bool] | None:

@@ -40,6 +40,7 @@ from .module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module
 from .request import Request
 
 if TYPE_CHECKING:
+    from .loop import EventLoop
     from .services import Services
 
 READ_SIZE: Final = 64 * 1024
@@ -72,6 +73,10 @@ class GatewayModule(Module):
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
         self.services: "Services" = services
+        # read natively by the exchanges, where `services` (a Python object) and the
+        # class attribute `name` cost an attribute look-up each
+        self.loop: "EventLoop" = services.loop
+        self.ctx_key = self.name          # its exchange's key in a request's plugin_ctx
         self.balance_key = self.name + ".balance"
         self.debug_key = self.name + ".debug"
         self.backends = Backends(services, self.source, self.idle_seconds,
@@ -89,12 +94,13 @@ class GatewayModule(Module):
 
     def release(self, request: Request) -> None:
         """Forget the request's exchange (over, or the phases run again)."""
-        exchange = request.plugin_ctx.pop(self.name, None)
+        exchange = request.plugin_ctx.pop(self.ctx_key, None)
         if exchange is not None:
             exchange.release()
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
-        return request.plugin_ctx[self.name].step()
+        exchange: BackendWork = request.plugin_ctx[self.ctx_key]
+        return exchange.step()
 
     def handle_request_reset(self, request: Request) -> None:
         self.release(request)
@@ -124,7 +130,7 @@ class BackendWork:
         self.state = state
         self.events = 0                # what the loop reported since the last step
         self.reconnects = 0
-        self.since = module.services.loop.now   # when the current wait began
+        self.since = module.loop.now   # when the current wait began
         self.paused = False            # the client is behind: not reading the backend
         backend.load += 1
         module.active.add(self)
@@ -133,6 +139,10 @@ class BackendWork:
         """The backend's socket is ready: note it and let the core resume the request."""
         self.events |= mask
         self.request.wake()
+
+    def step(self) -> HandlerResult:
+        """The request's next result, from what happened since the last step."""
+        raise NotImplementedError
 
     def check_timeout(self, now: float) -> None:
         """Once a second: wake the request if its current wait outlasted its timeout
@@ -283,7 +293,7 @@ class Exchange(BackendWork):
             module.log(f"{module.name} - connecting to {backend.name}")
         if not established:
             self.state = CONNECTING
-            self.since = module.services.loop.now
+            self.since = module.loop.now
             return WAIT
         backend.counters.on_connected()
         return self._start_sending()
@@ -308,7 +318,7 @@ class Exchange(BackendWork):
 
     def _start_sending(self) -> HandlerResult:
         self.state = SENDING
-        self.since = self.module.services.loop.now
+        self.since = self.module.loop.now
         if not self._send():
             return self._receive()
         return WAIT
@@ -318,7 +328,7 @@ class Exchange(BackendWork):
         the backend went away (what it answered before may still be read)."""
         connection = self.connection
         assert connection is not None
-        loop = self.module.services.loop
+        loop = self.module.loop
         try:
             while True:
                 outgoing = self.outgoing
@@ -396,7 +406,7 @@ class Exchange(BackendWork):
             if not data:
                 return self._lost(None)
             self.received += len(data)
-            self.since = self.module.services.loop.now
+            self.since = self.module.loop.now
             result = self.take(data)
             if result is not None:
                 return result

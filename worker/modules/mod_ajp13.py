@@ -142,4 +142,7 @@ class Module(CgiGatewayModule):
     name = "ajp13"
     source = "mod_ajp13.c"
     directives = DIRECTIVES
-    exchange_class = Ajp13Exchange
+
+    def new_exchange(self, request: Request, extension: Extension, backend: Backend,
+                     authorizer: bool) -> CgiExchange:
+        return Ajp13Exchange(self, request, extension, backend, authorizer)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from shared.config.directives import CheckResult
     from shared.config.tree import ConfigTree
 
+_MONOTONIC: Final = time.monotonic     # a native global: no look-up in `time` a request
 ALGORITHMS: Final = authn.DIGEST_ALGORITHMS    # offered in this order, as lighttpd does
 NONCE_LIFETIME: Final = 600                    # seconds a nonce is good (lighttpd's)
 NEXTNONCE_AFTER: Final = 540                   # past this age a good answer gets a new nonce
@@ -555,7 +556,7 @@ class Module(BaseModule):
         policy = request.settings.values["auth.cache"]
         if policy is not None:
             kept = self.logins.get((policy, rule, header))
-            if kept is not None and time.monotonic() - kept[0] <= policy.max_age:
+            if kept is not None and _MONOTONIC() - kept[0] <= policy.max_age:
                 _authenticated(request, kept[1], "Basic")
                 return None
         backend = self._backend(request, "basic")
@@ -601,7 +602,7 @@ class Module(BaseModule):
         if before is not None and before != header:
             self.logins.pop((policy, rule, before), None)
         self.basic_fields[user_key] = header
-        self.logins[policy, rule, header] = (time.monotonic(), user)
+        self.logins[policy, rule, header] = (_MONOTONIC(), user)
 
     def _check_once(self, request: Request, rule: Rule, backend: authn.Backend, user: str,
                     password: bytes) -> "bool | authn.Pending":
@@ -693,13 +694,13 @@ class Module(BaseModule):
         key = (policy, rule, login.algorithm, lookup, login.userhash)
         if policy is not None:
             kept = self.logins.get(key)
-            if kept and time.monotonic() - kept[0] <= policy.max_age:
+            if kept and _MONOTONIC() - kept[0] <= policy.max_age:
                 return kept[1]
         query = authn.DigestQuery(lookup, rule.realm, login.algorithm, login.userhash)
         found = self._ask_backend(request, rule, header,
                                   lambda: backend.digest_ha1(request, query))
         if isinstance(found, tuple) and policy is not None:
-            self.logins[key] = (time.monotonic(), found)
+            self.logins[key] = (_MONOTONIC(), found)
         return found
 
     @staticmethod

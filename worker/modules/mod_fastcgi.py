@@ -168,9 +168,12 @@ class Module(CgiGatewayModule):
     name = "fastcgi"
     source = "mod_fastcgi.c"
     directives = DIRECTIVES
-    exchange_class = FastCgiExchange
     idle_seconds = IDLE_SECONDS
     initial_keep_limit = 0                   # nothing kept before the capacity is known
+
+    def new_exchange(self, request: Request, extension: Extension, backend: Backend,
+                     authorizer: bool) -> CgiExchange:
+        return FastCgiExchange(self, request, extension, backend, authorizer)
 
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)

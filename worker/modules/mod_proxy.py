@@ -768,7 +768,7 @@ class Module(GatewayModule):
     directives = DIRECTIVES
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
-        if self.name in request.plugin_ctx:   # the phases run again (an error handler's URL)
+        if self.ctx_key in request.plugin_ctx:   # the phases run again (an error handler's URL)
             self.release(request)
             request.handler = None
         values = request.settings.values
@@ -786,5 +786,5 @@ class Module(GatewayModule):
         if values["proxy.debug"]:
             self.log(f"gw - found a host {backend.spec.host} {backend.spec.port}")
         request.handler = self
-        request.plugin_ctx[self.name] = Exchange(self, request, extension, backend)
+        request.plugin_ctx[self.ctx_key] = Exchange(self, request, extension, backend)
         return None

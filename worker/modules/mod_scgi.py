@@ -28,9 +28,11 @@ from shared.config.directives import Directive, DirectiveValueError, Type
 from shared.config.values import Array
 from shared.gateway_hosts import Extension, parse_balance, parse_servers
 
+from ..backend import Backend
 from ..gateway import PairEncoder
 from ..gw_cgi import CgiExchange, CgiGatewayModule
 from ..module import HandlerResult
+from ..request import Request
 
 PROTOCOLS: Final = ("scgi", "uwsgi")
 UWSGI_MAX: Final = 0xFFFF
@@ -135,4 +137,7 @@ class Module(CgiGatewayModule):
     name = "scgi"
     source = "mod_scgi.c"
     directives = DIRECTIVES
-    exchange_class = ScgiExchange
+
+    def new_exchange(self, request: Request, extension: Extension, backend: Backend,
+                     authorizer: bool) -> CgiExchange:
+        return ScgiExchange(self, request, extension, backend, authorizer)
