@@ -47,7 +47,7 @@ from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
 from .request import Request, Response
 from .spool import SPILL_AT, Spool
-from .transport import Transport
+from .transport import SocketTransport, Transport
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -276,13 +276,17 @@ class Connection(Wire):
         "condition_cache", "protocol", "ready", "requests_done", "closing",
         "peer_eof", "events", "state", "linger_deadline",
         "limits", "answers", "sent_total", "queued_total",
-        "read_mark", "held", "replayed",
+        "read_mark", "held", "replayed", "plain_socket",
     )
 
     def __init__(self, server: "Server", transport: Transport, remote_ip: str,
                  socket_spec: str, scheme: str = "http") -> None:
         self.server = server
         self.transport = transport
+        # a plain socket (no TLS, no PROXY header) is polled and never waits on a
+        # write to read: update_events asks other transports (a generic attribute
+        # look-up each) alone
+        self.plain_socket = type(transport) is SocketTransport
         self.fd = transport.fileno()
         self.remote_ip = remote_ip
         self.socket_spec = socket_spec
@@ -891,10 +895,11 @@ class Connection(Wire):
                 self.state = READ
             else:
                 self.state = REQUEST_START
-        if not self.transport.pollable:
+        plain = self.plain_socket
+        if not plain and not self.transport.pollable:
             return
         want = 0
-        if self.out.chunks or self.transport.read_wants_write:
+        if self.out.chunks or (not plain and self.transport.read_wants_write):
             want |= EPOLLOUT
         if held is not None:
             if self._reads_held_body(held):

@@ -51,7 +51,7 @@ def _bucket(seconds: float) -> int:
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # loadtests/fuzz.py counts calls
 class WorkerCounters:
-    __slots__ = ("words", "pending", "dirty")
+    __slots__ = ("words", "pending", "touched")
 
     def __init__(self, segment: StatsSegment | None = None, slot: int = 0) -> None:
         if segment is not None and slot:
@@ -60,19 +60,30 @@ class WorkerCounters:
         else:
             self.words = memoryview(bytearray(Field.WORDS * 8)).cast("Q")
         self.pending = [0] * _WORDS    # this round's counts, by word
-        self.dirty = False             # some of them are not 0
+        # the words counted this round, each once: a round of one request (a gateway's
+        # answer) publishes its few words, not a pass over all of them
+        self.touched: list[int] = []
 
     def publish(self) -> None:
-        """Add this round's counts to the words and start the next round at 0."""
-        if not self.dirty:
+        """Add this round's counts to their words and start the next round at 0."""
+        touched = self.touched
+        if not touched:
             return
-        self.dirty = False
         pending, words = self.pending, self.words
-        for index in range(_WORDS):
-            count = pending[index]
-            if count:
-                words[index] += count
-                pending[index] = 0
+        for index in touched:
+            words[index] += pending[index]
+            pending[index] = 0
+        touched.clear()
+
+    def _count(self, index: int, count: int) -> None:
+        """Add `count` to this round's word `index`."""
+        pending = self.pending
+        before = pending[index]
+        if not before:
+            if not count:
+                return
+            self.touched.append(index)
+        pending[index] = before + count
 
     def set_state(self, state: State) -> None:
         self.words[Field.STATE] = state
@@ -85,38 +96,24 @@ class WorkerCounters:
         words[Field.WRITING] = writing
         words[Field.WAITING] = waiting
 
-    # `pending[i] = pending[i] + n`, not `+=`: compiled, an augmented assignment to a
-    # list item is Python's generic in-place add; this is a native one
     def accepted(self) -> None:
-        pending = self.pending
-        pending[_ACCEPTED] = pending[_ACCEPTED] + 1
-        self.dirty = True
+        self._count(_ACCEPTED, 1)
 
     def keepalive_reuse(self) -> None:
-        pending = self.pending
-        pending[_KEEPALIVE_REUSES] = pending[_KEEPALIVE_REUSES] + 1
-        self.dirty = True
+        self._count(_KEEPALIVE_REUSES, 1)
 
     def bytes_in(self, count: int) -> None:
-        pending = self.pending
-        pending[_BYTES_IN] = pending[_BYTES_IN] + count
-        self.dirty = True
+        self._count(_BYTES_IN, count)
 
     def bytes_out(self, count: int) -> None:
-        pending = self.pending
-        pending[_BYTES_OUT] = pending[_BYTES_OUT] + count
-        self.dirty = True
+        self._count(_BYTES_OUT, count)
 
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
-        pending = self.pending
         status_class = status // 100 if 100 <= status < 600 else 5
-        row = _METHOD_ROW.get(method, _OTHER_ROW) + status_class
-        pending[row] = pending[row] + 1
-        bucket = _DURATION + _bucket(seconds)
-        pending[bucket] = pending[bucket] + 1
-        pending[_DURATION_SUM_US] = pending[_DURATION_SUM_US] + int(seconds * 1_000_000)
-        self.dirty = True
+        self._count(_METHOD_ROW.get(method, _OTHER_ROW) + status_class, 1)
+        self._count(_DURATION + _bucket(seconds), 1)
+        self._count(_DURATION_SUM_US, int(seconds * 1_000_000))
 
 
 def backend_counters(spec: HostSpec, proc: Proc) -> BackendCounters:

@@ -29,6 +29,22 @@ def test_counts_reach_the_words_when_published():
     assert not any(counters.pending)
 
 
+
+def test_each_word_counted_in_a_round_is_published_with_its_sum():
+    counters = WorkerCounters()
+    counters.bytes_out(0)            # counts nothing
+    counters.bytes_out(5)
+    counters.bytes_out(7)
+    counters.accepted()
+    counters.publish()
+    assert counters.words[Field.BYTES_OUT] == 12
+    assert counters.words[Field.ACCEPTED] == 1
+    counters.bytes_out(1)            # the next round: that word alone
+    counters.publish()
+    assert counters.words[Field.BYTES_OUT] == 13
+    assert counters.words[Field.ACCEPTED] == 1
+    assert not any(counters.pending)
+
 @pytest.mark.parametrize("seconds", [0.0, 0.0001, 0.0005, 0.00050001, 0.003, 0.5, 1.0,
                                      9.99, 10.0, 10.5, 3600.0])
 def test_a_duration_lands_in_the_first_bucket_not_below_it(seconds):
