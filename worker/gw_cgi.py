@@ -157,11 +157,12 @@ class CgiGatewayModule(GatewayModule):
         self.server_key = self.name + ".server"
         self.map_key = self.name + ".map-extensions"
         self.authorized_key = self.name + ".authorized"     # in plugin_ctx: approved
-        # id(extensions) -> (extensions, their authorizers, their responders): by
-        # identity, the config's tuple lives as long as the config (a tuple is hashed
-        # anew, whole, at every look-up by value)
-        self.by_mode: dict[int, tuple[tuple[Extension, ...], tuple[Extension, ...],
-                                      tuple[Extension, ...]]] = {}
+        # id(extensions) -> their split by mode: by identity, the config's tuple lives
+        # as long as the config (a tuple is hashed anew, whole, at every look-up by value)
+        self.by_mode: dict[int, ByMode] = {}
+        # the last one used: most configs have one NAME.server for every request, found
+        # again by identity alone (its id, an int made and hashed, costs more)
+        self.last_split = ByMode(())
 
     def handle_uri_clean(self, request: Request) -> HandlerResult:
         if self.ctx_key in request.plugin_ctx:   # the phases run again (an error handler's URL)
@@ -212,26 +213,38 @@ class CgiGatewayModule(GatewayModule):
               by_url: bool) -> tuple[Extension, bool] | None:
         """The extension the request matches: an authorizer's first (unless one
         approved it already), then a responder's."""
-        split = self.by_mode.get(id(extensions))
-        if split is None or split[0] is not extensions:
-            split = self._split(extensions)
-        authorizers, responders = split[1], split[2]
+        split = self.last_split
+        if split.extensions is not extensions:
+            found = self.by_mode.get(id(extensions))
+            if found is None or found.extensions is not extensions:
+                found = self.by_mode[id(extensions)] = ByMode(extensions)
+            split = self.last_split = found
         mapping = request.settings.values[self.map_key]
         path = request.uri_path if by_url else request.physical_path
-        if authorizers and not request.plugin_ctx.get(self.authorized_key, False):
-            extension = _matching(authorizers, mapping, request.uri_path, path)
+        if split.authorizers and not request.plugin_ctx.get(self.authorized_key, False):
+            extension = _matching(split.authorizers, split.authorizer_keys, mapping,
+                                  request.uri_path, path)
             if extension is not None:
                 return extension, True
-        extension = _matching(responders, mapping, request.uri_path, path)
+        extension = _matching(split.responders, split.responder_keys, mapping,
+                              request.uri_path, path)
         return None if extension is None else (extension, False)
 
-    def _split(self, extensions: tuple[Extension, ...]) -> tuple[
-            tuple[Extension, ...], tuple[Extension, ...], tuple[Extension, ...]]:
-        """The extensions, with their authorizer hosts, and with their responders."""
-        split = self.by_mode[id(extensions)] = (
-            extensions, _with_mode(extensions, "authorizer"),
-            _with_mode(extensions, "responder"))
-        return split
+
+class ByMode:
+    """A NAME.server value's extensions with their authorizer hosts, and with their
+    responders, each with their keys (a prefix or a suffix), read natively where an
+    Extension's are attribute look-ups on a Python object."""
+
+    __slots__ = ("extensions", "authorizers", "authorizer_keys", "responders",
+                 "responder_keys")
+
+    def __init__(self, extensions: tuple[Extension, ...]) -> None:
+        self.extensions = extensions
+        self.authorizers = _with_mode(extensions, "authorizer")
+        self.authorizer_keys = tuple(extension.key for extension in self.authorizers)
+        self.responders = _with_mode(extensions, "responder")
+        self.responder_keys = tuple(extension.key for extension in self.responders)
 
 
 def _with_mode(extensions: tuple[Extension, ...], mode: str) -> tuple[Extension, ...]:
@@ -254,18 +267,19 @@ def _mapped(extensions: tuple[Extension, ...], mapping: tuple[tuple[str, str], .
     return None
 
 
-def _matching(extensions: tuple[Extension, ...], mapping: tuple[tuple[str, str], ...],
-              uri_path: str, path: str) -> Extension | None:
+def _matching(extensions: tuple[Extension, ...], keys: tuple[str, ...],
+              mapping: tuple[tuple[str, str], ...], uri_path: str, path: str
+              ) -> Extension | None:
     """The extension `mapping` maps a suffix of `path` to, else the first prefix of
-    the URL path or extension of `path`."""
+    the URL path or extension of `path` (`keys`: the extensions' keys)."""
     if mapping:
         mapped = _mapped(extensions, mapping, path)
         if mapped is not None:
             return mapped
-    for extension in extensions:
-        key = extension.key
+    for index in range(len(keys)):
+        key = keys[index]
         if uri_path.startswith(key) if key.startswith("/") else path.endswith(key):
-            return extension
+            return extensions[index]
     return None
 
 
