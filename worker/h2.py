@@ -94,7 +94,8 @@ IDLE_FRAMES_BURST: Final = 1000         # frames that carry no work, in a burst 
 IDLE_FRAMES_PER_SECOND: Final = 200     # ... and in the long run
 SMALL_WINDOW_UPDATE: Final = 1024       # a WINDOW_UPDATE below this is counted as idle
 HEADER_WALL: Final = 4                  # × header_limit: where HPACK decoding stops
-EPOLLIN, EPOLLOUT = 0x001, 0x004
+EPOLLIN: Final = 0x001
+EPOLLOUT: Final = 0x004
 # headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
 _CONNECTION_SPECIFIC: Final = frozenset({"connection", "keep-alive", "proxy-connection",
                                   "transfer-encoding", "upgrade"})

@@ -69,7 +69,7 @@ def _string(data: bytes) -> bytes:
 # takes ENTRY_OVERHEAD bytes at least)
 _INDEXED: Final = [encode_integer(index, 7, 0x80)
             for index in range(_STATIC_COUNT + DEFAULT_TABLE_SIZE // ENTRY_OVERHEAD + 1)]
-_literals: dict[tuple[bytes, bytes], bytes] = {}
+_literals: Final[dict[tuple[bytes, bytes], bytes]] = {}
 
 
 def _literal(name: bytes, value: bytes) -> bytes:

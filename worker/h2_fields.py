@@ -33,7 +33,7 @@ _CONNECTION_SPECIFIC: Final = frozenset({b"connection", b"keep-alive", b"proxy-c
 _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 VALID_KEPT: Final = 4096                      # fields remembered as valid, per worker ...
 VALID_KEPT_SIZE: Final = 256                  # ... each this long at most
-_valid: set[tuple[bytes, bytes]] = set()
+_valid: Final[set[tuple[bytes, bytes]]] = set()
 
 
 def check_request(fields: list[tuple[bytes, bytes]]) -> None:

@@ -27,7 +27,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _MEMO_SIZE: Final = 1024
 
 # checked values by scheme: clients send the same few Host values again and again
-_memo: dict[str, dict[str, str]] = {"http": {}, "https": {}}
+_memo: Final[dict[str, dict[str, str]]] = {"http": {}, "https": {}}
 
 
 def normalize_host(value: str, scheme: str = "http") -> str:

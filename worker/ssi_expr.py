@@ -32,8 +32,19 @@ from typing import Callable, Final
 MAX_NESTING: Final = 16
 
 # token kinds
-END, VALUE, LPAREN, RPAREN, NOT, AND, OR = "end", "value", "(", ")", "!", "&&", "||"
-EQ, NE, LT, LE, GT, GE = "=", "!=", "<", "<=", ">", ">="
+END: Final = "end"
+VALUE: Final = "value"
+LPAREN: Final = "("
+RPAREN: Final = ")"
+NOT: Final = "!"
+AND: Final = "&&"
+OR: Final = "||"
+EQ: Final = "="
+NE: Final = "!="
+LT: Final = "<"
+LE: Final = "<="
+GT: Final = ">"
+GE: Final = ">="
 COMPARISONS: Final = frozenset({EQ, NE, LT, LE, GT, GE})
 ERROR: Final = "error"
 _BLANKS: Final = re.compile(r"[ \t]*")

@@ -27,7 +27,8 @@ RAW: Final = 1         # bytes: sent whatever the conditions say (a directive li
 DIRECTIVE: Final = 2   # (command, ((name, value), ...)): what the page runs
 Attributes = tuple[tuple[str, str], ...]
 Piece = tuple[int, Union[bytes, tuple[str, Attributes]]]
-_PIECES, _CONTENT = 0, 1      # what PageCache keeps of a file
+_PIECES: Final = 0           # what PageCache keeps of a file
+_CONTENT: Final = 1
 
 
 def text_of(data: bytes) -> str:

@@ -34,8 +34,13 @@ from .bytesets import all_kept, table_keeping
 from .request import Request, simplify_path
 
 # burl_append flags
-ENCODE_ALL, ENCODE_NDE, ENCODE_PSNDE, ENCODE_NONE = 1, 2, 4, 8
-ENCODE_B64U, DECODE_B64U, TOLOWER = 16, 32, 64
+ENCODE_ALL: Final = 1
+ENCODE_NDE: Final = 2
+ENCODE_PSNDE: Final = 4
+ENCODE_NONE: Final = 8
+ENCODE_B64U: Final = 16
+DECODE_B64U: Final = 32
+TOLOWER: Final = 64
 
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                         b"-._~")

@@ -44,7 +44,7 @@ def is_temp_name(name: str) -> bool:
 
 LISTINGS_KEPT: Final = 256           # directory listings kept per worker ...
 LISTING_MAX: Final = 4096            # ... of at most this many entries
-_listings: dict[tuple, list[tuple[str, bool]]] = {}
+_listings: Final[dict[tuple, list[tuple[str, bool]]]] = {}
 
 
 def members_of(path: str, st: os.stat_result) -> list[tuple[str, bool]]:

@@ -113,10 +113,10 @@ class Selection:
         self.key = _selection_number((mode, *names))
 
 
-_rendered: dict[tuple, tuple[dict, str]] = {}
+_rendered: Final[dict[tuple, tuple[dict, str]]] = {}
 # each selection kept texts were rendered for, by a number: a kept text's key holds
 # that number, which hashes and compares at once, not the names asked for
-_selection_numbers: dict[tuple, int] = {}
+_selection_numbers: Final[dict[tuple, int]] = {}
 
 
 def _selection_number(asked: tuple) -> int:

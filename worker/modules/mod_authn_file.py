@@ -180,7 +180,7 @@ _SCHEMES: Final[tuple[tuple[str, Callable[[str, bytes], bool], bool], ...]] = (
     ("$6$", _passlib_matches(sha512_crypt), True),
     ("$1$", _passlib_matches(md5_crypt), False),
 )
-_des_matches = _passlib_matches(des_crypt)
+_des_matches: Final = _passlib_matches(des_crypt)
 
 
 def htpasswd_check(stored: str) -> tuple[Callable[[str, bytes], bool], bool]:

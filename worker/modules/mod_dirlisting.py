@@ -268,7 +268,7 @@ def _modified(mtime: float) -> str:
 
 
 MAX_ROWS: Final = 4096        # formatted rows kept (~1 MB); more start the memo afresh
-_row_memo: dict[tuple[str, float, int, int], str] = {}
+_row_memo: Final[dict[tuple[str, float, int, int], str]] = {}
 
 
 def _row(name: str, mtime: float, size: int, assign: tuple) -> str:
