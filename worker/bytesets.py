@@ -20,8 +20,11 @@ def table_keeping(allowed: Iterable[int]) -> bytes:
 
 
 def all_kept(text: str, table: bytes) -> bool:
-    """Whether `text` is ASCII and `table` keeps each of its bytes."""
-    if not text.isascii():
+    """Whether `text` is ASCII and `table` keeps each of its bytes.  Its encoding to
+    ASCII tells the first (compiled, one C call, where `str.isascii` is a Python
+    method call; a surrogate or any other non-ASCII character fails it)."""
+    try:
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
         return False
-    data = text.encode()
     return data.translate(table) is data
