@@ -284,8 +284,8 @@ class Connection(Wire):
         self.server = server
         self.transport = transport
         # a plain socket (no TLS, no PROXY header) is polled and never waits on a
-        # write to read: update_events asks other transports (a generic attribute
-        # look-up each) alone
+        # write to read: on_event and update_events ask other transports (a generic
+        # attribute look-up each) alone
         self.plain_socket = type(transport) is SocketTransport
         self.fd = transport.fileno()
         self.remote_ip = remote_ip
@@ -357,7 +357,8 @@ class Connection(Wire):
             if self.state is LINGER:
                 self._linger_read()
                 return
-            if events & EPOLLOUT and self.transport.read_wants_write:
+            if events & EPOLLOUT and not self.plain_socket and \
+                    self.transport.read_wants_write:
                 events |= EPOLLIN          # the read that waited for it goes on
             if events & EPOLLOUT:
                 self.flush()
