@@ -40,7 +40,6 @@ from .module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module
 from .request import Request
 
 if TYPE_CHECKING:
-    from .loop import EventLoop
     from .services import Services
 
 READ_SIZE: Final = 64 * 1024
@@ -73,9 +72,7 @@ class GatewayModule(Module):
     def __init__(self, config: Any, services: "Services") -> None:
         super().__init__(config, services)
         self.services: "Services" = services
-        # read natively by the exchanges, where `services` (a Python object) and the
-        # class attribute `name` cost an attribute look-up each
-        self.loop: "EventLoop" = services.loop
+        # read natively, where the class attribute `name` costs an attribute look-up
         self.ctx_key = self.name          # its exchange's key in a request's plugin_ctx
         self.balance_key = self.name + ".balance"
         self.debug_key = self.name + ".debug"
@@ -130,7 +127,7 @@ class BackendWork:
         self.state = state
         self.events = 0                # what the loop reported since the last step
         self.reconnects = 0
-        self.since = module.loop.now   # when the current wait began
+        self.since = module.backends.loop.now   # when the current wait began
         self.paused = False            # the client is behind: not reading the backend
         backend.load += 1
         module.active.add(self)
@@ -293,7 +290,7 @@ class Exchange(BackendWork):
             module.log(f"{module.name} - connecting to {backend.name}")
         if not established:
             self.state = CONNECTING
-            self.since = module.loop.now
+            self.since = module.backends.loop.now
             return WAIT
         backend.counters.on_connected()
         return self._start_sending()
@@ -318,7 +315,7 @@ class Exchange(BackendWork):
 
     def _start_sending(self) -> HandlerResult:
         self.state = SENDING
-        self.since = self.module.loop.now
+        self.since = self.module.backends.loop.now
         if not self._send():
             return self._receive()
         return WAIT
@@ -328,7 +325,7 @@ class Exchange(BackendWork):
         the backend went away (what it answered before may still be read)."""
         connection = self.connection
         assert connection is not None
-        loop = self.module.loop
+        loop = self.module.backends.loop
         try:
             while True:
                 outgoing = self.outgoing
@@ -406,7 +403,7 @@ class Exchange(BackendWork):
             if not data:
                 return self._lost(None)
             self.received += len(data)
-            self.since = self.module.loop.now
+            self.since = self.module.backends.loop.now
             result = self.take(data)
             if result is not None:
                 return result

@@ -98,7 +98,7 @@ EPOLLIN: Final = 0x001
 EPOLLOUT: Final = 0x004
 # headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
 _CONNECTION_SPECIFIC: Final = frozenset({"connection", "keep-alive", "proxy-connection",
-                                  "transfer-encoding", "upgrade"})
+                                         "transfer-encoding", "upgrade"})
 _PSEUDO: Final = frozenset({b":method", b":path", b":scheme", b":authority"})
 
 

@@ -68,7 +68,7 @@ def _string(data: bytes) -> bytes:
 # an indexed field's byte(s), for every index the tables can have (a dynamic entry
 # takes ENTRY_OVERHEAD bytes at least)
 _INDEXED: Final = [encode_integer(index, 7, 0x80)
-            for index in range(_STATIC_COUNT + DEFAULT_TABLE_SIZE // ENTRY_OVERHEAD + 1)]
+                   for index in range(_STATIC_COUNT + DEFAULT_TABLE_SIZE // ENTRY_OVERHEAD + 1)]
 _literals: Final[dict[tuple[bytes, bytes], bytes]] = {}
 
 

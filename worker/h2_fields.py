@@ -29,7 +29,7 @@ from .h2_connection import ProtocolError
 _NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")      # no upper case, no colon
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
 _CONNECTION_SPECIFIC: Final = frozenset({b"connection", b"keep-alive", b"proxy-connection",
-                                  b"transfer-encoding", b"upgrade"})
+                                         b"transfer-encoding", b"upgrade"})
 _REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 VALID_KEPT: Final = 4096                      # fields remembered as valid, per worker ...
 VALID_KEPT_SIZE: Final = 256                  # ... each this long at most

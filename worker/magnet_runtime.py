@@ -239,8 +239,8 @@ def _server_port(request: "Request") -> str:
 
 # what a request's bytes do not hold: the answer cache keys no answer on them
 _CONNECTION_ATTRS: Final = frozenset({b"request.remote-ip", b"request.remote-addr",
-                               b"request.remote-port", b"request.server-addr",
-                               b"request.server-port"})
+                                      b"request.remote-port", b"request.server-addr",
+                                      b"request.server-port"})
 _ATTR_GET: Final[dict[bytes, Any]] = {
     b"physical.path": lambda r: _or_nil(r.physical_path),
     b"physical.rel-path": lambda r: _or_nil(r.physical_rel),

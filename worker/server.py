@@ -48,9 +48,9 @@ UNLIMITED_FDS: Final = 4096     # what a worker plans with when RLIMIT_NOFILE is
 # accept() errors about the one connection being taken (Linux passes pending network
 # errors of a new connection on through accept): skip it, the next may be fine
 CLIENT_ERRORS: Final = frozenset({errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
-                           errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
-                           errno.EHOSTUNREACH, errno.ENONET, errno.ENOPROTOOPT,
-                           errno.EOPNOTSUPP, errno.ETIMEDOUT})
+                                  errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
+                                  errno.EHOSTUNREACH, errno.ENONET, errno.ENOPROTOOPT,
+                                  errno.EOPNOTSUPP, errno.ETIMEDOUT})
 
 
 class ServedConnection(Protocol):

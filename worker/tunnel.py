@@ -92,7 +92,7 @@ class BackendTunnel(BackendWork):
         except OSError as err:
             return self._connect_failed(err)
         self.connection = connection
-        self.since = self.module.loop.now
+        self.since = self.module.backends.loop.now
         return self._reached() if established else WAIT
 
     def _reached(self) -> HandlerResult:

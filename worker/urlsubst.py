@@ -145,10 +145,10 @@ def normalize_value(replacement: str) -> str:
 
 # ---------------------------------------------------------------- compiling
 _ENCODERS: Final = (("esc:", ENCODE_ALL), ("escape:", ENCODE_ALL), ("escnde:", ENCODE_NDE),
-             ("escpsnde:", ENCODE_PSNDE), ("noesc:", ENCODE_NONE),
-             ("noescape:", ENCODE_NONE), ("tolower:", TOLOWER),
-             ("toupper:", TOLOWER),   # sic: lighttpd 1.4.69 lowercases here too
-             ("encb64u:", ENCODE_B64U), ("decb64u:", DECODE_B64U))
+                    ("escpsnde:", ENCODE_PSNDE), ("noesc:", ENCODE_NONE),
+                    ("noescape:", ENCODE_NONE), ("tolower:", TOLOWER),
+                    ("toupper:", TOLOWER),   # sic: lighttpd 1.4.69 lowercases here too
+                    ("encb64u:", ENCODE_B64U), ("decb64u:", DECODE_B64U))
 _URL_PARTS: Final = ("scheme", "authority", "port", "path", "query")
 
 
@@ -367,18 +367,18 @@ _PCRE_TOKEN: Final = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9
                          r"|(?P<verb>\(\*|\(\?R\)|\(\?\||\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)"
                          r"|(?P<open>\()|(?P<close>\))", re.S)
 _REFUSED_ESCAPES: Final = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
-                    "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
-                    "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
-                    "V": r"\V", "H": r"\H"}
+                           "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
+                           "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
+                           "V": r"\V", "H": r"\H"}
 _TRANSLATED_ESCAPES: Final = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "v": r"[\n\v\f\r]",
-                       "e": r"\x1b"}
+                              "e": r"\x1b"}
 _CLASS_END: Final = re.compile(r"\[\^?\]?(?:\\.|\[:\^?\w+:\]|[^\]\\])*\]", re.S)
 _POSIX_CLASS: Final = re.compile(r"\[:(\^?)(\w+):\]")
 _POSIX_CLASSES: Final = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
-                  "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
-                  "blank": r" \t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
-                  "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
-                  "ascii": r"\x00-\x7f"}
+                         "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
+                         "blank": r" \t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+                         "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
+                         "ascii": r"\x00-\x7f"}
 
 
 def _posix_classes(pattern: str, bracket: str) -> str:

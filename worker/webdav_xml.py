@@ -162,9 +162,9 @@ def property_xml(name: Name, inner: str = "") -> str:
 
 
 STATUS_TEXT: Final = {200: "OK", 201: "Created", 204: "No Content", 403: "Forbidden",
-               404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
-               423: "Locked", 424: "Failed Dependency", 500: "Internal Server Error",
-               502: "Bad Gateway", 507: "Insufficient Storage"}
+                      404: "Not Found", 409: "Conflict", 412: "Precondition Failed",
+                      423: "Locked", 424: "Failed Dependency", 500: "Internal Server Error",
+                      502: "Bad Gateway", 507: "Insufficient Storage"}
 
 
 def status_line(status: int) -> str:

@@ -61,7 +61,7 @@ MAX_FIELDS: Final = 127
 _BACKSLASH: Final = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 _CODES: Final = frozenset("aAbBCDefhHiIkmnoOpPqrstTuUvVX")
 _TIME_UNITS: Final = {"": 1, "s": 1, "sec": 1, "ms": 1000, "msec": 1000, "us": 10**6,
-               "usec": 10**6, "ns": 10**9, "nsec": 10**9}
+                      "usec": 10**6, "ns": 10**9, "nsec": 10**9}
 _EPOCH_UNITS: Final = {"sec": 1, "msec": 1000, "usec": 10**6, "nsec": 10**9}
 _FRAC_UNITS: Final = {"msec_frac": 3, "usec_frac": 6, "nsec_frac": 9}
 _NO_LENGTH: Final = frozenset({204, 304})

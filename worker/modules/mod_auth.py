@@ -74,7 +74,7 @@ _SERVER_SECRET: Final = os.urandom(32)         # drawn in the master: the same i
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 _REQUIRE_HINT: Final = '(expecting "valid-user" or "user=a|user=b|group=g|host=h")'
 _KNOWN_FIELDS: Final = ("method", "realm", "require", "algorithm", "nonce_secret",
-                 "nonce-secret", "userhash")
+                        "nonce-secret", "userhash")
 
 
 # ------------------------------------------------------------------------- config

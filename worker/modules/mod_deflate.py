@@ -89,7 +89,7 @@ from ..spool import SPILL_AT, Spool
 
 # lighttpd's labels in its order of preference within a group it allows
 _GROUPS: Final = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
-           ("bzip2", ("bzip2", "x-bzip2")), ("br", ("br",)), ("zstd", ("zstd",)))
+                  ("bzip2", ("bzip2", "x-bzip2")), ("br", ("br",)), ("zstd", ("zstd",)))
 _DEFAULT_GROUPS: Final = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
 _NO_ENTITY: Final = frozenset({100, 101, 204, 205})
 _READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW

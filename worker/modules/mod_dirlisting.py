@@ -82,7 +82,7 @@ DIRECTIVES: Final = (
 )
 
 _XML_ESCAPES: Final = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
-                ord('"'): "&#x22;", ord("'"): "&#x27;"}
+                       ord('"'): "&#x22;", ord("'"): "&#x27;"}
 
 STYLE: Final = """<style type="text/css">
 a, a:active {text-decoration: none; color: blue;}

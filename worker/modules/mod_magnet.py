@@ -45,7 +45,7 @@ RAW_URL: Final = "magnet.attract-raw-url-to"
 PHYSICAL_PATH: Final = "magnet.attract-physical-path-to"
 RESPONSE_START: Final = "magnet.attract-response-start-to"
 DIRECTIVES: Final = tuple(Directive(key, Type.ARRAY_VLIST, ())
-                   for key in (RAW_URL, PHYSICAL_PATH, RESPONSE_START))
+                          for key in (RAW_URL, PHYSICAL_PATH, RESPONSE_START))
 RESTART_REQUEST: Final = 99
 MAX_RESTARTS: Final = 10
 RESTARTS: Final = "magnet.restarts"     # request.plugin_ctx: how often the scripts restarted it

@@ -61,8 +61,8 @@ FILE_KEYS: Final = ("url.rewrite-if-not-file", "url.rewrite-repeat-if-not-file")
 _REPEATING: Final = frozenset({"url.rewrite-repeat", "url.rewrite-repeat-if-not-file"})
 
 DIRECTIVES: Final = tuple(Directive(key, Type.ARRAY_KVSTRING, RuleList(()),
-                             convert=_rules_of(key not in _REPEATING))
-                   for key in URL_KEYS + FILE_KEYS)
+                                    convert=_rules_of(key not in _REPEATING))
+                          for key in URL_KEYS + FILE_KEYS)
 
 
 class _State:

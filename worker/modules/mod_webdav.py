@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ..services import Services
 
 OPTIONS: Final = frozenset({"propfind-depth-infinity", "unsafe-propfind-follow-symlink",
-                     "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
+                            "deprecated-unsafe-partial-put", "partial-put-copy-modify"})
 
 
 def _parse_opts(value: Any) -> frozenset[str]:
@@ -86,7 +86,7 @@ DIRECTIVES: Final = (
 )
 
 WRITE_METHODS: Final = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
-                           "UNLOCK"})
+                                  "UNLOCK"})
 CORE_ALLOW: Final = "OPTIONS, GET, HEAD, POST"
 ALLOW: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
 ALLOW_WITHOUT_DB: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
