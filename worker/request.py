@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 from shared.config.compiled import CompiledConfig, RequestSettings
 from shared.config.tree import CONNECTION_FIELDS
 
+from .chunkqueue import SharedFd
 from .errors import BadRequest
 from .host import normalize_host
 from .http import lower_name
@@ -170,7 +171,7 @@ class Response:
         self.files += 1
         self.length += length
 
-    def send_shared_range(self, shared: Any, offset: int, length: int) -> None:
+    def send_shared_range(self, shared: SharedFd, offset: int, length: int) -> None:
         """Add a range of a file whose fd several parts share (chunkqueue.SharedFd:
         the caller counted this part in it)."""
         self.body.append((shared.fd, offset, length, shared))

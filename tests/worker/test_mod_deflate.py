@@ -130,7 +130,8 @@ def _script(path: Path, head: str, after: str = "") -> None:
 def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("deflate")
     docroot = base / "www"
-    for sub in ("cached", "badcache", "limited", "loaded", "steps", "stream", "cgi"):
+    for sub in ("cached", "badcache", "limited", "loaded", "steps", "stream", "cgi",
+                "varied"):
         (docroot / sub).mkdir(parents=True)
     (docroot / "page.html").write_bytes(PAGE)
     (docroot / "small.txt").write_bytes(SMALL)
@@ -139,6 +140,8 @@ def site(tmp_path_factory):
     (docroot / "cached" / "page.html").write_bytes(PAGE)
     (docroot / "badcache" / "page.html").write_bytes(PAGE)
     (docroot / "loaded" / "page.html").write_bytes(PAGE)
+    (docroot / "varied" / "page.html").write_bytes(PAGE)
+    os.utime(docroot / "varied" / "page.html", (time.time() - 60,) * 2)   # settled: kept
     (base / "a-file").write_text("not a directory\n")
     (docroot / "limited" / "page.txt").write_bytes(SMALL * 5)
     (docroot / "steps" / "big.txt").write_bytes(BIG)
@@ -168,11 +171,12 @@ $HTTP["url"] =^ "/badcache/" {{ deflate.cache-dir = "{base}/a-file/cache/" }}
 $HTTP["url"] =^ "/limited/" {{ deflate.max-compress-size = 4 }}
 $HTTP["url"] =^ "/loaded/" {{ deflate.max-loadavg = "0.001" }}
 $HTTP["url"] =^ "/steps/" {{ deflate.work-block-size = 64 }}
+$HTTP["url"] =^ "/varied/" {{ setenv.add-response-header = ("Vary" => "Cookie") }}
 $HTTP["url"] =^ "/stream/" {{
     server.stream-response-body = 2
     deflate.max-compress-size = 1
 }}
-""", modules=("mod_deflate", "mod_cgi", "mod_staticfile")))
+""", modules=("mod_setenv", "mod_deflate", "mod_cgi", "mod_staticfile")))
     with WorkerProcess(conf) as worker:
         yield worker, docroot, base
 
@@ -192,6 +196,23 @@ def test_each_coding_is_answered_with_its_etag_and_vary(site, label):
     assert headers["ETag"].endswith(f'-{label}"') and "Accept-Ranges" not in headers
     assert int(headers["Content-Length"]) == len(body) < len(PAGE) // 3
     assert decoded(headers, body) == PAGE
+
+
+def test_a_static_answer_that_says_vary_loses_its_identity_fields_once(site):
+    """Its Vary is extended (the header list made anew): the identity's ETag and
+    Accept-Ranges are still dropped, the compressed answer made and then kept."""
+    worker, _, _ = site
+    for _ in range(2):
+        reply = worker.raw(b"GET /varied/page.html HTTP/1.1\r\nHost: x\r\n"
+                           b"Accept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+        head, _, body = reply.partition(b"\r\n\r\n")
+        names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:]]
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        assert (names.count(b"etag"), names.count(b"accept-ranges"),
+                names.count(b"content-encoding"), names.count(b"vary")) == (1, 0, 1, 1)
+        assert (fields[b"Vary"], fields[b"Content-Encoding"]) == \
+            (b"Cookie,Accept-Encoding", b"gzip")
+        assert fields[b"ETag"].endswith(b'-gzip"') and gzip.decompress(body) == PAGE
 
 
 def test_curl_compressed_gets_the_file(site):

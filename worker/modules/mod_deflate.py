@@ -223,19 +223,78 @@ def add_vary(response: Response, vary: str | None) -> None:
         response.set_header("Vary", vary + ",Accept-Encoding")
 
 
-def header_fields(response: Response) -> dict[str, str]:
-    """The answer's headers by lower-case name (the first of a repeated one): read
-    once rather than searched for each name."""
-    return {lower_name(name): value for name, value in reversed(response.headers)}
+class AnswerFields:
+    """What mod_deflate reads of an answer's headers (the first of a repeated name),
+    found in one pass: a dict of every header, made and dropped for each answer, cost
+    more than the few look-ups it served.  The ETag and Accept-Ranges fields are kept
+    as they are, so that a compressed answer drops them by identity (`unrepeated`:
+    neither name came twice, nor a Content-Encoding)."""
 
+    __slots__ = ("content_type", "cache_control", "vary", "etag", "content_encoding",
+                 "etag_field", "ranges_field", "unrepeated")
 
-def no_transform(fields: dict[str, str]) -> bool:
-    control = fields.get("cache-control")
-    return control is not None and "no-transform" in control.lower()
+    def __init__(self, headers: list[Any]) -> None:
+        self.content_type: str | None = None
+        self.cache_control: str | None = None
+        self.vary: str | None = None
+        self.etag: str | None = None
+        self.content_encoding: str | None = None
+        self.etag_field: object = None
+        self.ranges_field: object = None
+        self.unrepeated = True
+        for field in headers:
+            self._note(field)
+
+    def _note(self, field: Any) -> None:
+        """One header; `field` stays the list's own tuple (typed, it would be unpacked
+        and made anew), `pair` is read natively."""
+        pair: tuple[str, str] = field
+        name, value = lower_name(pair[0]), pair[1]
+        if name == "content-type":
+            if self.content_type is None:
+                self.content_type = value
+        elif name == "etag":
+            if self.etag is None:
+                self.etag, self.etag_field = value, field
+            else:
+                self.unrepeated = False
+        elif name == "accept-ranges":
+            self.unrepeated = self.unrepeated and self.ranges_field is None
+            self.ranges_field = field
+        elif name == "vary":
+            if self.vary is None:
+                self.vary = value
+        elif name == "cache-control":
+            if self.cache_control is None:
+                self.cache_control = value
+        elif name == "content-encoding":
+            self.unrepeated = False
+            if self.content_encoding is None:
+                self.content_encoding = value
+
+    def no_transform(self) -> bool:
+        control = self.cache_control
+        return control is not None and "no-transform" in control.lower()
 
 
 def coded_etag(etag: str, label: str) -> str:
     return f"{etag[:-1]}-{label}\""
+
+
+def coded_etag_of(etag: str | None, label: str) -> str | None:
+    """A compressed answer's ETag; None where the identity's is missing or not quoted
+    (an odd one is kept as it is)."""
+    return coded_etag(etag, label) if etag and etag.endswith('"') else None
+
+
+def _without(headers: list[Any], first: object, second: object) -> list[Any] | None:
+    """`headers` without the fields `first` and `second` (found by identity; None
+    stands for no field); None when a field was not there (the list was made anew,
+    its tuples with it)."""
+    kept = [field for field in headers if field is not first and field is not second]
+    if len(kept) != len(headers) - (first is not None) - (second is not None):
+        return None
+    return kept
 
 
 # ------------------------------------------------------------------ bodies
@@ -341,6 +400,31 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
         (not response.files or len(body[0]) == 4)      # bytes, or a shared file range
 
 
+class Variant:
+    """A kept compressed variant: its parts (bytes, or ranges of a file the table
+    holds a share of) and the ETag its answers carry (None: the identity's is not
+    quoted and stays as it is)."""
+
+    __slots__ = ("parts", "coded", "replayable")
+
+    def __init__(self, parts: tuple, coded: str | None) -> None:
+        self.parts = parts
+        self.coded = coded
+        self.replayable = len(parts) <= 1     # as set_body judges a whole file's parts
+
+    def answer(self, response: Response) -> None:
+        """The variant as the body of `response` (whose own is closed): each file
+        range with a share of its own."""
+        response.reset_body()
+        for part in self.parts:
+            if type(part) is bytes:
+                response.write(part)
+            else:
+                kept: tuple[int, int, int, SharedFd] = part
+                response.send_shared_range(kept[3].acquire(), kept[1], kept[2])
+        response.replayable = self.replayable
+
+
 class KeptVariants:
     """The compressed variants of whole static files made this second, by what decides
     their bytes (variant_key): bytes, or ranges of a file (the cache dir's, or a spool)
@@ -354,21 +438,16 @@ class KeptVariants:
     __slots__ = ("entries", "size", "files")
 
     def __init__(self) -> None:
-        self.entries: dict[tuple, tuple] = {}
+        self.entries: dict[tuple, Variant] = {}
         self.size = 0
         self.files = 0
 
-    def parts(self, key: tuple) -> list | None:
-        """The kept variant as body parts of an answer (holding their own shares)."""
-        kept = self.entries.get(key)
-        if kept is None:
-            return None
-        return [part if type(part) is bytes else (*part[:3], part[3].acquire())
-                for part in kept]
+    def get(self, key: tuple) -> Variant | None:
+        return self.entries.get(key)
 
-    def keep(self, key: tuple, parts: list) -> list:
-        """Keep the variant `parts` (which an answer owns); the parts that answer sends
-        now, its file ranges sharing their fd with the table."""
+    def keep(self, key: tuple, parts: list, coded: str | None) -> list:
+        """Keep the variant `parts` (which an answer owns) with its ETag; the parts
+        that answer sends now, its file ranges sharing their fd with the table."""
         shared = [_shared_part(part) for part in parts]
         size = sum(len(part) for part in shared if type(part) is bytes)
         files = {id(part[3]): part[3] for part in shared if type(part) is not bytes}
@@ -376,7 +455,7 @@ class KeptVariants:
             self.clear()
         for share in files.values():
             share.acquire()
-        self.entries[key] = tuple(shared)
+        self.entries[key] = Variant(tuple(shared), coded)
         self.size += size
         self.files += len(files)
         return shared
@@ -384,7 +463,7 @@ class KeptVariants:
     def clear(self) -> None:
         """Forget every variant; a file goes once the answers sending it are done."""
         released = {id(part[3]): part[3] for kept in self.entries.values()
-                    for part in kept if type(part) is not bytes}
+                    for part in kept.parts if type(part) is not bytes}
         for share in released.values():
             share.release()
         self.entries.clear()
@@ -403,7 +482,7 @@ def variant_key(request: Request, label: str, etag: str, size: int) -> tuple:
     """What decides a static file's compressed bytes: the file (its path, ETag and
     size), the coding and its settings (brotli's mode reads the type), and the cache
     dir they may come from."""
-    values = request.settings.values
+    values = request.values
     return (request.physical_path, etag, size, label, values["deflate.cache-dir"],
             values["deflate.compression-level"], values["deflate.params"],
             label == "br" and _is_text(request.response))
@@ -428,7 +507,7 @@ def _whole_file(request: Request, etag: str) -> _Source | None:
     """The file a static 206 answered from, whole, if it still has the same ETag."""
     if not etag:
         return None
-    values = request.settings.values
+    values = request.values
     try:
         if values["server.follow-symlink"]:
             fd, st = static.open_checked(request.physical_path, request.physical_stat())
@@ -474,7 +553,7 @@ class Module(BaseModule):
     def allows_replay(self, request: Request) -> bool:
         """Not where a load limit may switch compression off from one second to the
         next."""
-        return not request.settings.values["deflate.max-loadavg"]
+        return not request.values["deflate.max-loadavg"]
 
     def handle_trigger(self, now: float) -> None:
         self.loadavg = os.getloadavg()[0]
@@ -493,50 +572,51 @@ class Module(BaseModule):
 
     # ------------------------------------------------------------ the hook
     def handle_response_start(self, request: Request) -> None:
-        values = request.settings.values
+        values = request.values
         prefixes = values["deflate.mimetypes"]
         response = request.response
         status = response.status or 200       # a stream may start before its status
         if response.encoder is not None or response.started or \
                 status in _NO_ENTITY or status < 200:
             return
-        fields = header_fields(response)
-        if "content-encoding" in fields or no_transform(fields):
+        fields = AnswerFields(response.headers)
+        if fields.content_encoding is not None or fields.no_transform():
             return
         if values["deflate.precompressed"]:
             if serve_sibling(request):
                 return
-            fields = header_fields(response)      # it may have said Vary
+            fields = AnswerFields(response.headers)      # it may have said Vary
         if not prefixes:
             return
         if status == 206:
             self._partial(request, prefixes)
             return
-        if not type_matches(prefixes, fields.get("content-type")):
+        if not type_matches(prefixes, fields.content_type):
             return
         streams = response.streaming and values["server.stream-response-body"] != 0
         if not self._size_fits(_entity_size(request, streams), values):
             return
-        add_vary(response, fields.get("vary"))
+        add_vary(response, fields.vary)
         label = self._coding(request)
         if label is None or request.method == "HEAD" or status == 304:
             return
         if streams:
             self._start_stream(request, label)
             return
-        etag = fields.get("etag") or ""
+        etag = fields.etag or ""
         if self._not_modified(request, etag, label):
             return
-        source = _Source(list(response.body), response.length)
-        self._compress_whole(request, label, etag, source)
+        # the body's list is read, never changed: set_body gives the answer a new one
+        self._compress_whole(request, label, etag, _Source(response.body, response.length),
+                             fields)
 
     def _coding(self, request: Request) -> str | None:
         accept = request.headers.get("accept-encoding")
         if accept is None:
             return None
-        values = request.settings.values
+        values = request.values
         label = self._chosen_coding(accept, values["deflate.allowed-encodings"])
-        limit = values["deflate.max-loadavg"]
+        limit: float = values["deflate.max-loadavg"]
         if label is None or (limit and limit < self.loadavg):
             return None
         return label
@@ -560,15 +640,15 @@ class Module(BaseModule):
         yet, a stream's, fits)."""
         if size is None:
             return True
-        most = values["deflate.max-compress-size"]
-        return size > values["deflate.min-compress-size"] and \
-            (not most or size <= most << 10)
+        most: int = values["deflate.max-compress-size"]      # typed: native arithmetic
+        least: int = values["deflate.min-compress-size"]
+        return size > least and (not most or size <= most << 10)
 
     def _partial(self, request: Request, prefixes: tuple[str, ...]) -> None:
         """A static 206: the whole file compressed as a 200, as lighttpd answers a
         Range request it compresses; any other 206 is left as it is."""
         response = request.response
-        values = request.settings.values
+        values = request.values
         content_type = static.content_type_for(values, request.physical_path)
         if response.streaming or request.handler is not None or \
                 not type_matches(prefixes, content_type) or \
@@ -611,7 +691,7 @@ class Module(BaseModule):
         """A streamed answer: what was written so far is coded now, the rest as it is
         written (Response.encoder); its length is unknown from here on."""
         response = request.response
-        values = request.settings.values
+        values = request.values
         encoder = make_encoder(label, values["deflate.compression-level"],
                                values["deflate.params"], _is_text(response), flushing=True)
         written = list(response.body)
@@ -619,16 +699,29 @@ class Module(BaseModule):
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
             output.add(encoder.encode(chunk))
         set_body(response, output.finish(), False)
-        self._label_answer(response, label, response.get_header("ETag"))
+        self._label_answer(response, label, coded_etag_of(response.get_header("ETag"), label),
+                           None)
         response.remove_header("Content-Length")
         response.encoder = encoder
 
     def _compress_whole(self, request: Request, label: str, etag: str,
-                        source: _Source) -> None:
+                        source: _Source, fields: AnswerFields | None = None) -> None:
+        """The whole entity compressed (a static file's as kept this second, else from
+        deflate.cache-dir, else now); `fields`: the answer's, when read before."""
         response = request.response
+        key = variant_key(request, label, etag, source.size) \
+            if request.handler is None and etag else None
+        variant = self.kept.get(key) if key is not None else None
+        if variant is not None:
+            source.close()
+            variant.answer(response)
+            self._label_answer(response, label, variant.coded, fields)
+            return
+        coded = coded_etag_of(etag, label)
         try:
-            if request.handler is None and etag:
-                parts, whole_file = self._file_variant(request, label, etag, source)
+            if key is not None:
+                parts, whole_file = self._file_variant(request, key, label, etag, coded,
+                                                       source)
             else:
                 parts, whole_file = self._compressed(request, label, source), False
         except OSError as err:
@@ -640,36 +733,40 @@ class Module(BaseModule):
         # a static file's compressed snapshot held in memory may be replayed for the
         # rest of the second, as a small file's own bytes are (worker/answercache.py)
         set_body(response, parts, response.replayable or whole_file)
-        self._label_answer(response, label, etag)
+        self._label_answer(response, label, coded, fields)
 
-    def _file_variant(self, request: Request, label: str, etag: str,
-                      source: _Source) -> tuple[list, bool]:
-        """A static answer's compressed body, and whether it is the whole file's: kept
-        this second, else from deflate.cache-dir, else compressed now."""
-        key = variant_key(request, label, etag, source.size)
-        kept = self.kept.parts(key)
-        if kept is not None:
-            return kept, True
+    def _file_variant(self, request: Request, key: tuple, label: str, etag: str,
+                      coded: str | None, source: _Source) -> tuple[list, bool]:
+        """A static answer's compressed body, and whether it is the whole file's: from
+        deflate.cache-dir, else compressed now; kept for the rest of the second."""
         st = self._whole_file_stat(request, etag, source)
         if st is None:
             return self._compressed(request, label, source), False
         parts = None
-        if request.settings.values["deflate.cache-dir"] and etag.startswith('"'):
-            parts = self._from_cache(request, label, coded_etag(etag, label), source)
+        if coded is not None and request.values["deflate.cache-dir"] and \
+                etag.startswith('"'):
+            parts = self._from_cache(request, label, coded, source)
         if parts is None:
             parts = self._compressed(request, label, source)
         if not settled(st):       # another change this tick would keep the same ETag
             return parts, True
-        return self.kept.keep(key, parts), True
+        return self.kept.keep(key, parts, coded), True
 
     @staticmethod
-    def _label_answer(response: Response, label: str, etag: str | None) -> None:
-        """Content-Encoding and the coded ETag (when the ETag is a quoted one) in
-        place of the identity's, and no Accept-Ranges: the list rebuilt once."""
-        coded = coded_etag(etag, label) if etag and etag.endswith('"') else None
-        replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
-        headers = [field for field in response.headers
-                   if lower_name(field[0]) not in replaced]
+    def _label_answer(response: Response, label: str, coded: str | None,
+                      fields: AnswerFields | None) -> None:
+        """Content-Encoding and the coded ETag (`coded`; None keeps the identity's) in
+        place of the identity's, and no Accept-Ranges: the list rebuilt once, the
+        fields `fields` found dropped by identity (no name compared again) unless the
+        list was made anew since."""
+        headers: list[Any] | None = None
+        if fields is not None and fields.unrepeated:
+            headers = _without(response.headers, fields.etag_field if coded else None,
+                               fields.ranges_field)
+        if headers is None:
+            replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
+            headers = [field for field in response.headers
+                       if lower_name(field[0]) not in replaced]
         if coded:
             headers.append(("ETag", coded))
         headers.append(("Content-Encoding", label))
@@ -687,7 +784,7 @@ class Module(BaseModule):
     def _upload_dirs(self, request: Request) -> tuple[str, ...]:
         if self.services is not None:
             return self.services.upload_dirs
-        return tuple(request.settings.values["server.upload-dirs"])
+        return tuple(request.values["server.upload-dirs"])
 
     @staticmethod
     def _whole_file_stat(request: Request, etag: str,
@@ -699,7 +796,7 @@ class Module(BaseModule):
             st = os.stat(request.physical_path)
         except OSError:
             return None
-        if source.size != st.st_size or static.stat_etag(st, request.settings.values) != etag:
+        if source.size != st.st_size or static.stat_etag(st, request.values) != etag:
             return None
         return st
 
@@ -707,7 +804,7 @@ class Module(BaseModule):
                     source: _Source) -> list | None:
         """The compressed file from deflate.cache-dir, made first if it is not there;
         None when the cache dir cannot take it (the answer is compressed in memory)."""
-        cache_dir = request.settings.values["deflate.cache-dir"]
+        cache_dir = request.values["deflate.cache-dir"]
         path = cache_path(cache_dir, request.physical_path, coded)
         try:
             fd = _open_cache_file(path)
@@ -722,7 +819,7 @@ class Module(BaseModule):
 
 def compress_source(request: Request, label: str, source: _Source, sink: Any) -> None:
     """Code what `source` holds into `sink.add`, in deflate.work-block-size steps."""
-    values = request.settings.values
+    values = request.values
     encoder = make_encoder(label, values["deflate.compression-level"],
                            values["deflate.params"], _is_text(request.response),
                            size=source.size)
@@ -739,7 +836,7 @@ def serve_sibling(request: Request) -> bool:
     if request.handler is not None or response.streaming or not request.physical_path \
             or response.status not in (200, 206, 304):
         return False
-    values = request.settings.values
+    values = request.values
     siblings = fresh_siblings(request.physical_path, values["deflate.allowed-encodings"])
     if not siblings:
         return False
@@ -776,7 +873,7 @@ def _send_sibling(request: Request, label: str, path: str) -> bool:
     """The sibling as the whole answer (a Range is answered 200 whole, as for any
     compressed variant); its ETag is its own, with the coding appended."""
     response = request.response
-    values = request.settings.values
+    values = request.values
     try:
         fd, st = _open_sibling(path, values["server.follow-symlink"])
     except OSError:
