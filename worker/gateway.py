@@ -65,6 +65,27 @@ class ServerVariables:
         self.encoded: dict[PairEncoder, bytes] = {}
 
 
+class VariableSink:
+    """Where variables go as they are made: a dict (CGI's environment), or a
+    protocol's encoding (PairEncoder's), so that a gateway's block is encoded without
+    a dict made and walked for each request."""
+
+    __slots__ = ()
+
+    def put(self, name: str, value: str) -> None:
+        raise NotImplementedError
+
+
+class DictSink(VariableSink):
+    __slots__ = ("env",)
+
+    def __init__(self) -> None:
+        self.env: dict[str, str] = {}
+
+    def put(self, name: str, value: str) -> None:
+        self.env[name] = value
+
+
 class PairEncoder:
     """A protocol's encoding of environment variables (FastCGI's name-value pairs,
     SCGI's NUL-separated strings, uwsgi's lengths), remembered per name with the
@@ -85,16 +106,17 @@ class PairEncoder:
                     authorizer: bool) -> bytes:
         """The block of cgi_environment(request, host, authorizer), built without its
         dictionary unless modules set variables of their own (which may replace any
-        other): the request's variables, the connection's (encoded once), the
-        headers'."""
+        other): the request's variables encoded as they are made, the connection's
+        (encoded once), the headers'."""
         if request.env:
             return self.block(cgi_environment(request, host, authorizer))
         server = server_variables(request)
         encoded = server.encoded.get(self)
         if encoded is None:
             encoded = server.encoded[self] = self.block(server.pairs)
-        parts: list[bytes] = []
-        self._add(parts, request_variables(request, host, authorizer))
+        sink = _EncodingSink(self)
+        request_variables(sink, request, host, authorizer)
+        parts = sink.parts
         parts.append(encoded)
         self._add(parts, header_variables(request.headers))
         return b"".join(parts)
@@ -110,13 +132,13 @@ class PairEncoder:
         """The encoding of each variable of `env`, appended to `parts` (a loop of
         native calls, compiled, where bound methods kept in locals were Python
         calls, one per variable)."""
-        known = self.known
         for name, value in env.items():
-            kept = known.get(name)
-            parts.append(kept[1] if kept is not None and kept[0] == value
-                         else self._learn(name, value))
+            parts.append(self.pair(name, value))
 
-    def _learn(self, name: str, value: str) -> bytes:
+    def pair(self, name: str, value: str) -> bytes:
+        kept = self.known.get(name)
+        if kept is not None and kept[0] == value:
+            return kept[1]
         encoded = self.encode(name.encode("latin-1", "replace"),
                               value.encode("utf-8", "surrogateescape"))
         known = self.known
@@ -124,6 +146,19 @@ class PairEncoder:
             known.clear()
         known[name] = (value, encoded)
         return encoded
+
+
+class _EncodingSink(VariableSink):
+    """Variables encoded by `encoder` as they are put, in order."""
+
+    __slots__ = ("encoder", "parts")
+
+    def __init__(self, encoder: PairEncoder) -> None:
+        self.encoder = encoder
+        self.parts: list[bytes] = []
+
+    def put(self, name: str, value: str) -> None:
+        self.parts.append(self.encoder.pair(name, value))
 
 
 def request_body_length(request: "Request") -> int:
@@ -147,7 +182,9 @@ def cgi_environment(request: "Request", host: "HostSpec | None" = None,
     Location) led here.  `host`: a FastCGI or SCGI backend, whose `docroot` (a remote
     server's document root), `strip-request-uri` and `broken-scriptfilename` apply;
     an `authorizer` gets neither CONTENT_LENGTH nor the script's names."""
-    env = request_variables(request, host, authorizer)
+    sink = DictSink()
+    request_variables(sink, request, host, authorizer)
+    env = sink.env
     env.update(server_variables(request).pairs)
     env.update(header_variables(request.headers))
     if request.env:
@@ -155,21 +192,27 @@ def cgi_environment(request: "Request", host: "HostSpec | None" = None,
     return env
 
 
-def request_variables(request: "Request", host: "HostSpec | None",
-                      authorizer: bool) -> dict[str, str]:
-    """CONTENT_LENGTH to SERVER_PROTOCOL: what the request itself says."""
-    env = {} if authorizer else {"CONTENT_LENGTH": str(max(request_body_length(request), 0))}
-    env["QUERY_STRING"] = request.uri_query
+def request_variables(sink: VariableSink, request: "Request", host: "HostSpec | None",
+                      authorizer: bool) -> None:
+    """CONTENT_LENGTH to SERVER_PROTOCOL: what the request itself says (each name
+    once)."""
+    if not authorizer:
+        sink.put("CONTENT_LENGTH", str(max(request_body_length(request), 0)))
+    sink.put("QUERY_STRING", request.uri_query)
     target = request.target_orig
     strip = host.strip_request_uri if host is not None else ""
-    env["REQUEST_URI"] = _stripped_uri(target, strip) if strip else target
+    sink.put("REQUEST_URI", _stripped_uri(target, strip) if strip else target)
     if request.target != target:
-        env["REDIRECT_URI"] = request.target
-    env["REDIRECT_STATUS"] = str(request.error_origin[0]) if request.error_origin else "200"
-    _add_script_paths(env, request, host, authorizer)
-    env["REQUEST_METHOD"] = request.method
-    env["SERVER_PROTOCOL"] = "HTTP/" + request.version
-    return env
+        sink.put("REDIRECT_URI", request.target)
+    sink.put("REDIRECT_STATUS",
+             str(request.error_origin[0]) if request.error_origin else "200")
+    _add_script_paths(sink, request, host, authorizer)
+    sink.put("REQUEST_METHOD", request.method)
+    version = request.version
+    sink.put("SERVER_PROTOCOL", _PROTOCOLS.get(version) or "HTTP/" + version)
+
+
+_PROTOCOLS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "2.0": "HTTP/2.0"}
 
 
 def _stripped_uri(target: str, strip: str) -> str:
@@ -180,23 +223,23 @@ def _stripped_uri(target: str, strip: str) -> str:
     return target
 
 
-def _add_script_paths(env: dict[str, str], request: "Request", host: "HostSpec | None",
+def _add_script_paths(sink: VariableSink, request: "Request", host: "HostSpec | None",
                       authorizer: bool) -> None:
     """SCRIPT_NAME, PATH_INFO, PATH_TRANSLATED, SCRIPT_FILENAME, DOCUMENT_ROOT."""
     docroot = host.docroot if host is not None else ""
     base = docroot or request.physical_basedir
     if not authorizer:
-        env["SCRIPT_NAME"] = request.uri_path
+        sink.put("SCRIPT_NAME", request.uri_path)
         if request.pathinfo:
-            env["PATH_INFO"] = request.pathinfo
-            env["PATH_TRANSLATED"] = _join(base, request.pathinfo)
+            sink.put("PATH_INFO", request.pathinfo)
+            sink.put("PATH_TRANSLATED", _join(base, request.pathinfo))
     if docroot:
-        env["SCRIPT_FILENAME"] = _join(docroot, request.uri_path)
+        sink.put("SCRIPT_FILENAME", _join(docroot, request.uri_path))
     elif host is not None and host.broken_scriptfilename:
-        env["SCRIPT_FILENAME"] = _join(request.physical_path, request.pathinfo)
+        sink.put("SCRIPT_FILENAME", _join(request.physical_path, request.pathinfo))
     else:
-        env["SCRIPT_FILENAME"] = request.physical_path
-    env["DOCUMENT_ROOT"] = base
+        sink.put("SCRIPT_FILENAME", request.physical_path)
+    sink.put("DOCUMENT_ROOT", base)
 
 
 def env_variable(name: str) -> str:
