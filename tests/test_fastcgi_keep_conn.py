@@ -42,10 +42,10 @@ def fastcgi_get(path: str, script: str) -> bytes:
             data = sock.recv(65536)
             if not data:
                 return stdout
-            for kind, _, content in reader.feed(data):
-                if kind == fastcgi.STDOUT:
-                    stdout += content
-                elif kind == fastcgi.END_REQUEST:
+            for record in reader.feed(data):
+                if record.type == fastcgi.STDOUT:
+                    stdout += record.content
+                elif record.type == fastcgi.END_REQUEST:
                     return stdout
 
 

@@ -12,7 +12,7 @@ bit set.  A stream (PARAMS, STDIN, STDOUT, STDERR) ends with a record without co
 from __future__ import annotations
 
 import struct
-from typing import Final, Iterable, NamedTuple
+from typing import Final, Iterable
 
 from .gateway import PairEncoder
 
@@ -47,17 +47,22 @@ UNKNOWN_ROLE: Final = 3
 _BEGIN: Final = struct.Struct(">HB5x")
 _END: Final = struct.Struct(">IB3x")
 _LONG_LENGTH: Final = 0x80000000
-_new_tuple: Final = tuple.__new__       # a Record without NamedTuple's __new__ in Python
 
 
 class ProtocolError(Exception):
     """The bytes are no FastCGI: a wrong version, a bad length, a cut pair."""
 
 
-class Record(NamedTuple):
-    type: int
-    request_id: int
-    content: bytes
+class Record:
+    """One record read: a native object, made without the Python call that
+    `tuple.__new__` (a NamedTuple made natively) was, one per record."""
+
+    __slots__ = ("type", "request_id", "content")
+
+    def __init__(self, kind: int, request_id: int, content: bytes) -> None:
+        self.type = kind
+        self.request_id = request_id
+        self.content = content
 
 
 # ---------------------------------------------------------------------- records
@@ -198,8 +203,8 @@ class RecordReader:
             if size < end + padding:
                 break
             request_id = buffer[offset + 2] << 8 | buffer[offset + 3]
-            records.append(_new_tuple(Record, (buffer[offset + 1], request_id,
-                                               buffer[offset + HEADER_SIZE:end])))
+            records.append(Record(buffer[offset + 1], request_id,
+                                  buffer[offset + HEADER_SIZE:end]))
             offset = end + padding
         self.buffer = buffer[offset:] if offset else buffer
         return records

@@ -232,8 +232,9 @@ class ScriptedFastCgi:
             data = sock.recv(65536)
             if not data:
                 return request
-            for kind, request_id, content in reader.feed(data):
-                request["id"] = request_id
+            for record in reader.feed(data):
+                kind, content = record.type, record.content
+                request["id"] = record.request_id
                 if kind == fastcgi.BEGIN_REQUEST:
                     request["role"], request["flags"] = content[1], content[2]
                 elif kind == fastcgi.GET_VALUES:

@@ -21,9 +21,9 @@ def test_a_record_is_padded_to_eight_bytes() -> None:
 
 def test_begin_request_carries_role_and_keep_conn() -> None:
     data = fastcgi.begin_request(7, fastcgi.AUTHORIZER, True)
-    kind, request_id, content = RecordReader().feed(data)[0]
-    assert (kind, request_id) == (fastcgi.BEGIN_REQUEST, 7)
-    assert content[:3] == b"\x00\x02\x01"
+    record = RecordReader().feed(data)[0]
+    assert (record.type, record.request_id) == (fastcgi.BEGIN_REQUEST, 7)
+    assert record.content[:3] == b"\x00\x02\x01"
     assert fastcgi.begin_request(1, fastcgi.RESPONDER, False)[8:11] == b"\x00\x01\x00"
 
 

@@ -113,17 +113,18 @@ class FastCgiExchange(CgiExchange):
             records = self.records.feed(data)
         except ProtocolError as err:
             return self.error(502, f"invalid FastCGI response ({err})")
-        for kind, request_id, content in records:
-            if request_id != REQUEST_ID:
+        for record in records:
+            kind = record.type
+            if record.request_id != REQUEST_ID:
                 if kind == fastcgi.GET_VALUES_RESULT and self.asking is not None:
-                    self._learn_capacity(content)
+                    self._learn_capacity(record.content)
                 continue                  # another management record, another id
             if kind == fastcgi.STDOUT:
-                result = self.output(content)
+                result = self.output(record.content)
                 if result is not None:
                     return result
             elif kind == fastcgi.STDERR:
-                self._log_stderr(content)
+                self._log_stderr(record.content)
             elif kind == fastcgi.END_REQUEST:
                 if self.asking is not None:       # asked, and nothing said: keep none
                     self._learn_capacity(b"")
