@@ -272,8 +272,7 @@ class _Held:
 
 class Connection(Wire):
     __slots__ = (
-        "fd", "remote_ip", "socket_spec", "scheme",
-        "condition_cache", "protocol", "ready", "requests_done", "closing",
+        "fd", "protocol", "ready", "requests_done", "closing",
         "peer_eof", "events", "state", "linger_deadline",
         "limits", "answers", "sent_total", "queued_total",
         "read_mark", "held", "replayed", "plain_socket",
@@ -291,9 +290,9 @@ class Connection(Wire):
         self.remote_ip = remote_ip
         self.socket_spec = socket_spec
         self.scheme = scheme
-        # results of the conditions that depend on the connection alone, if any exist
-        self.condition_cache: dict[int, tuple[bool, object]] | None = \
-            {} if server.config.compiled.connection_conditions else None
+        self.condition_cache = {} if server.config.compiled.connection_conditions else None
+        self.global_settings = server.global_settings
+        self.compiled_config = server.compiled
         self.out = ChunkQueue()
         self.ready: list[Request] = []     # lists, not deques: 56 bytes empty, not 760
         self.requests_done = 0

@@ -158,6 +158,8 @@ class H2Session(Wire):
         self.socket_spec = connection.socket_spec
         self.scheme = connection.scheme
         self.condition_cache = connection.condition_cache
+        self.global_settings = connection.global_settings
+        self.compiled_config = connection.compiled_config
         self.limits = server.config.settings
         self.out = ChunkQueue()
         self.streams: dict[int, _Stream] = {}

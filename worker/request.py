@@ -20,6 +20,7 @@ from .errors import BadRequest
 from .host import normalize_host
 from .http import lower_name
 from .statcache import CACHE
+from .wire import Wire
 
 
 # Octets lighttpd refuses in a request-target (400), raw or %-encoded, in the path and
@@ -197,6 +198,19 @@ class Response:
         self.replayable = False
 
 
+def stand_in_origin(connection: Any) -> Wire:
+    """What a request of a stand-in connection (a unit test's, a microbench's) starts
+    from, read through Python's attribute protocol into a Wire of no socket."""
+    origin = Wire()
+    origin.scheme = connection.scheme
+    origin.remote_ip = connection.remote_ip
+    origin.socket_spec = connection.socket_spec
+    origin.condition_cache = connection.condition_cache
+    origin.global_settings = connection.server.global_settings
+    origin.compiled_config = connection.server.compiled
+    return origin
+
+
 class Request:
     """One request on a connection.  `uri_*` describe the URL, `physical_*` the file."""
 
@@ -222,13 +236,9 @@ class Request:
         # the header fields as received, flat: name (as the client wrote it), value, ...
         self.raw_fields: list[str] = []
         self.host = ""
-        self.scheme = connection.scheme
         self.uri_path_raw = ""
         self.uri_path = ""
         self.uri_query = ""
-        server = connection.server
-        self._settings: RequestSettings = server.global_settings
-        self.values: dict[str, Any] = self._settings.values   # read natively (compiled)
         self.docroot = ""
         self.physical_path = ""
         self.physical_rel = ""
@@ -248,14 +258,18 @@ class Request:
         self.replay_key: Any = None      # the key its own answer may be kept under
         self.replay_parsed: Any = None   # its state once started (answercache.parsed_state)
         self.arrived_as: bytes | None = None   # the read that held it and nothing else
-        self.remote_ip = self.origin_ip = connection.remote_ip
-        self.socket_spec = connection.socket_spec
-        # what configure() asks of the connection, read here once through Python's
-        # attribute protocol (`connection` may be of two types), natively after; a
-        # request of no connection (a unit test's, a microbench's) has no config
-        self.config: CompiledConfig | None = server.compiled
+        # what it starts from, read natively from a Wire (a Connection, an HTTP/2
+        # session); a unit test's or a microbench's stand-in is read through Python's
+        # attribute protocol (its request, of no connection, has no config)
+        origin = connection if isinstance(connection, Wire) else stand_in_origin(connection)
+        self.scheme = origin.scheme
+        self.remote_ip = self.origin_ip = origin.remote_ip
+        self.socket_spec = origin.socket_spec
         self.condition_cache: dict[int, tuple[bool, object]] | None = \
-            connection.condition_cache
+            origin.condition_cache
+        self._settings: RequestSettings = origin.global_settings
+        self.values: dict[str, Any] = self._settings.values
+        self.config: CompiledConfig | None = origin.compiled_config
         self.handler: Any = None         # the module holding it (WAIT), if any
         self.aborted = False             # the client went away before the answer ended
         self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled

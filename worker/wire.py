@@ -12,11 +12,15 @@ from .chunkqueue import ChunkQueue
 from .transport import Transport
 
 if TYPE_CHECKING:
+    from shared.config.compiled import CompiledConfig, RequestSettings
+
     from .server import Server
 
 
 class Wire:
-    __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read")
+    __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read",
+                 "remote_ip", "socket_spec", "scheme", "condition_cache", "global_settings",
+                 "compiled_config")
 
     server: "Server"
     transport: Transport
@@ -24,6 +28,16 @@ class Wire:
     last_read: float         # loop times of the last bytes read and written
     last_write: float
     bytes_read: int
+    # what each of its requests starts from (worker/request.Request), read there
+    # natively: the client's address (mod_extforward may change it), the listener,
+    # http or https, the results of the conditions that depend on the connection alone
+    # (None: the config has none), and the server's settings and compiled config
+    remote_ip: str
+    socket_spec: str
+    scheme: str
+    condition_cache: "dict[int, tuple[bool, object]] | None"
+    global_settings: "RequestSettings"
+    compiled_config: "CompiledConfig | None"
 
     def on_event(self, mask: int) -> None:
         """The socket is ready for `mask` (EPOLLIN, EPOLLOUT ...), or the loop sends
