@@ -18,6 +18,9 @@ MAX_IOV: Final = 64                  # buffers per sendmsg
 JOIN_BELOW: Final = 2048             # a head and a body shorter than this are sent joined
 SEND_BUDGET: Final = 1 << 22         # bytes per call: one busy client must not starve the others
 SENDFILE_STEP: Final = 1 << 22
+# read once: compiled, a module's attribute is looked up at each use (os.sendfile
+# is not: tests count its calls through the module)
+_MSG_MORE: Final = socket.MSG_MORE
 
 
 class SharedFd:
@@ -177,7 +180,7 @@ class ChunkQueue:
         flags = 0
         for chunk in chunks:
             if isinstance(chunk, FileChunk):
-                flags = socket.MSG_MORE
+                flags = _MSG_MORE
                 break
             if len(buffers) == MAX_IOV:
                 break
@@ -196,7 +199,10 @@ class ChunkQueue:
                 break
             left -= chunk_size
             done += 1
-        del chunks[:done]
+        if done == 1:
+            chunks.pop(0)          # a native call, where a slice's deletion is generic
+        elif done:
+            del chunks[:done]
         return written, written == size
 
     def _send_file(self, sock: socket.socket, chunk: FileChunk) -> tuple[int, bool]:
@@ -211,7 +217,7 @@ class ChunkQueue:
         self.pending -= written
         if chunk.length == 0:
             chunk.close()
-            del self.chunks[0]
+            self.chunks.pop(0)
         return written, written == wanted
 
     def peek(self, limit: int) -> bytes:

@@ -151,6 +151,15 @@ def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
     return b"0\r\n" + fields.encode("latin-1", "replace") + b"\r\n"
 
 
+def _queue_file(out: ChunkQueue, part: tuple) -> None:
+    """A body's file range, (fd, offset, length) or with its SharedFd, queued: its
+    fields passed one by one (compiled, `*part` is a generic call)."""
+    if len(part) == 4:
+        out.append_file(part[0], part[1], part[2], part[3])
+    else:
+        out.append_file(part[0], part[1], part[2])
+
+
 def receive(connection: Wire) -> bytes | None:
     """What the connection's transport has, counted in: bytes, b"" at the client's
     end, or None when nothing is there yet or the connection broke (then closed)."""
@@ -793,10 +802,10 @@ class Connection(Wire):
             if type(part) is tuple:
                 if chunked and part[2] > 0:
                     out.append(b"%x\r\n" % part[2])
-                    out.append_file(*part)
+                    _queue_file(out, part)
                     out.append(b"\r\n")
                 else:
-                    out.append_file(*part)
+                    _queue_file(out, part)
             elif chunked:
                 out.append(b"%x\r\n%s\r\n" % (len(part), part))   # type: ignore[arg-type]
             else:
