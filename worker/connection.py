@@ -302,6 +302,8 @@ class Connection(Wire):
         self.condition_cache = {} if server.config.compiled.connection_conditions else None
         self.global_settings = server.global_settings
         self.compiled_config = server.compiled
+        self.remote_port = -1
+        self.server_variables = None
         self.out = ChunkQueue()
         self.ready: list[Request] = []     # lists, not deques: 56 bytes empty, not 760
         self.requests_done = 0

@@ -56,13 +56,23 @@ _NOT_PASSED: Final = frozenset({"status", "connection", "content-length",
 class ServerVariables:
     """The variables that depend on the listener and the client alone (SERVER_SOFTWARE
     to REMOTE_PORT): the same for every request of a connection, so made once per set
-    of values they come from and kept with their encodings (PairEncoder.environment)."""
+    of values they come from and kept with their encodings (PairEncoder.environment),
+    and with the values a connection's next request compares to use them again."""
 
-    __slots__ = ("pairs", "encoded")
+    __slots__ = ("pairs", "encoded", "tag", "name", "scheme", "remote_ip", "remote_port")
 
-    def __init__(self, pairs: dict[str, str]) -> None:
+    def __init__(self, pairs: dict[str, str], tag: str, name: str, scheme: str,
+                 remote_ip: str, remote_port: int) -> None:
         self.pairs = pairs
         self.encoded: dict[PairEncoder, bytes] = {}
+        self.tag, self.name, self.scheme = tag, name, scheme
+        self.remote_ip, self.remote_port = remote_ip, remote_port
+
+    def serves(self, tag: str, name: str, request: "Request", remote_port: int) -> bool:
+        """Whether a request of the connection they were made for has the same
+        values (a module may have changed its client, address or scheme)."""
+        return tag is self.tag and name == self.name and remote_port == self.remote_port \
+            and request.remote_ip == self.remote_ip and request.scheme == self.scheme
 
 
 class VariableSink:
@@ -257,20 +267,28 @@ _server_variables: Final[dict[tuple[str, ...], ServerVariables]] = {}
 
 def server_variables(request: "Request") -> ServerVariables:
     """SERVER_SOFTWARE, GATEWAY_INTERFACE, REQUEST_SCHEME, HTTPS, SERVER_PORT,
-    SERVER_ADDR, SERVER_NAME, REMOTE_ADDR and REMOTE_PORT of the request, kept by the
-    values they come from (bounded: forgotten whole past MAX_REMEMBERED)."""
+    SERVER_ADDR, SERVER_NAME, REMOTE_ADDR and REMOTE_PORT of the request: those its
+    connection's last request used when they still serve (compared natively), else
+    kept by the values they come from (bounded: forgotten whole past MAX_REMEMBERED)."""
     values = request.values
+    tag: str = values["server.tag"]
+    name: str = values["server.name"] or request.host
+    remote_port = request.remote_port
+    wire = request.wire
+    last = wire.server_variables
+    if last is not None and last.serves(tag, name, request, remote_port):
+        return last
     address, port, wildcard = _listener_address(request.socket_spec)
     if wildcard:
         address = request.local_address     # which address of the wildcard's
-    key = (values["server.tag"], request.scheme, port, address,
-           values["server.name"] or request.host, request.remote_ip,
-           str(request.remote_port))
+    key = (tag, request.scheme, port, address, name, request.remote_ip, str(remote_port))
     found = _server_variables.get(key)
     if found is None:
         if len(_server_variables) >= MAX_REMEMBERED:
             _server_variables.clear()
-        found = _server_variables[key] = ServerVariables(_server_pairs(*key))
+        found = _server_variables[key] = ServerVariables(
+            _server_pairs(*key), tag, name, request.scheme, request.remote_ip, remote_port)
+    wire.server_variables = found
     return found
 
 

@@ -160,6 +160,8 @@ class H2Session(Wire):
         self.condition_cache = connection.condition_cache
         self.global_settings = connection.global_settings
         self.compiled_config = connection.compiled_config
+        self.remote_port = connection.remote_port
+        self.server_variables = None
         self.limits = server.config.settings
         self.out = ChunkQueue()
         self.streams: dict[int, _Stream] = {}

@@ -208,6 +208,9 @@ def stand_in_origin(connection: Any) -> Wire:
     origin.condition_cache = connection.condition_cache
     origin.global_settings = connection.server.global_settings
     origin.compiled_config = connection.server.compiled
+    origin.server_variables = None
+    transport = getattr(connection, "transport", None)
+    origin.remote_port = transport.peer_port() if transport is not None else -1
     return origin
 
 
@@ -223,6 +226,7 @@ class Request:
         "arrived_as", "remote_ip", "socket_spec", "config", "condition_cache", "origin_ip",
         "handler", "aborted", "error_origin",
         "loops", "woken", "target_orig", "env", "start_mark", "end_mark", "_remote_port",
+        "wire",
     )
 
     def __init__(self, connection: Any, start: float) -> None:
@@ -262,6 +266,7 @@ class Request:
         # session); a unit test's or a microbench's stand-in is read through Python's
         # attribute protocol (its request, of no connection, has no config)
         origin = connection if isinstance(connection, Wire) else stand_in_origin(connection)
+        self.wire = origin
         self.scheme = origin.scheme
         self.remote_ip = self.origin_ip = origin.remote_ip
         self.socket_spec = origin.socket_spec
@@ -301,7 +306,7 @@ class Request:
         """The client's port: the connection's (asked once), or what a module set
         (mod_extforward: 0 for an address taken from a header, as lighttpd)."""
         if self._remote_port < 0:
-            self._remote_port = self.connection.transport.peer_port()
+            self._remote_port = self.wire.peer_port()
         return self._remote_port
 
     @remote_port.setter

@@ -14,13 +14,14 @@ from .transport import Transport
 if TYPE_CHECKING:
     from shared.config.compiled import CompiledConfig, RequestSettings
 
+    from .gateway import ServerVariables
     from .server import Server
 
 
 class Wire:
     __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read",
                  "remote_ip", "socket_spec", "scheme", "condition_cache", "global_settings",
-                 "compiled_config")
+                 "compiled_config", "remote_port", "server_variables")
 
     server: "Server"
     transport: Transport
@@ -38,6 +39,16 @@ class Wire:
     condition_cache: "dict[int, tuple[bool, object]] | None"
     global_settings: "RequestSettings"
     compiled_config: "CompiledConfig | None"
+    # the client's port, -1 until a request asks (peer_port), and the gateways' server
+    # variables its requests used last (worker/gateway.server_variables)
+    remote_port: int
+    server_variables: "ServerVariables | None"
+
+    def peer_port(self) -> int:
+        """The client's port, asked of the transport once per connection."""
+        if self.remote_port < 0:
+            self.remote_port = self.transport.peer_port()
+        return self.remote_port
 
     def on_event(self, mask: int) -> None:
         """The socket is ready for `mask` (EPOLLIN, EPOLLOUT ...), or the loop sends
