@@ -204,3 +204,33 @@ def test_both_name_the_cache_files_alike(servers):
     assert found == expected
     assert gzip.decompress((base / "cache" / f"{str(cached).lstrip('/')}-{etag}-gzip")
                            .read_bytes()) == PAGE
+
+
+VARY_CONFIG = """
+server.document-root = "{docroot}"
+server.modules = ({modules}, "mod_staticfile")
+mimetype.assign = (".html" => "text/html")
+deflate.mimetypes = ("text/")
+deflate.allowed-encodings = ("gzip")
+setenv.add-response-header = ("Vary" => "Cookie")
+"""
+
+
+@pytest.mark.parametrize("modules", ['"mod_deflate", "mod_setenv"',
+                                     '"mod_setenv", "mod_deflate"'])
+def test_a_vary_of_mod_setenv_meets_the_coding_s_as_in_lighttpd(tmp_path, modules):
+    """The response hooks run in server.modules order: mod_deflate first says Vary
+    before mod_setenv adds a field of its own (two Vary lines); mod_setenv first has
+    its Vary extended (one line).  The same lines from both servers."""
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "page.html").write_bytes(PAGE)
+    conf = tmp_path / "vary.conf"
+    conf.write_text(VARY_CONFIG.format(docroot=docroot, modules=modules))
+    with beside_lighttpd(conf) as ports:
+        heads = [exchange(port, _get("/page.html", "Accept-Encoding: gzip"))
+                 .partition(b"\r\n\r\n")[0].split(b"\r\n") for port in ports]
+    varies = [[line for line in head if line.lower().startswith(b"vary:")]
+              for head in heads]
+    assert varies[0] == varies[1]
+    assert len(varies[0]) == (2 if modules.startswith('"mod_deflate"') else 1)
