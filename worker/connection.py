@@ -296,14 +296,9 @@ class Connection(Wire):
         # attribute look-up each) alone
         self.plain_socket = type(transport) is SocketTransport
         self.fd = transport.fileno()
-        self.remote_ip = remote_ip
-        self.socket_spec = socket_spec
-        self.scheme = scheme
-        self.condition_cache = {} if server.config.compiled.connection_conditions else None
-        self.global_settings = server.global_settings
-        self.compiled_config = server.compiled
-        self.remote_port = -1
-        self.server_variables = None
+        self.set_origin(remote_ip, socket_spec, scheme,
+                        {} if server.config.compiled.connection_conditions else None,
+                        server.global_settings, server.compiled)
         self.out = ChunkQueue()
         self.ready: list[Request] = []     # lists, not deques: 56 bytes empty, not 760
         self.requests_done = 0

@@ -154,14 +154,9 @@ class H2Session(Wire):
         server = self.server = connection.server
         self.transport = connection.transport
         self.fd = connection.fd
-        self.remote_ip = connection.remote_ip
-        self.socket_spec = connection.socket_spec
-        self.scheme = connection.scheme
-        self.condition_cache = connection.condition_cache
-        self.global_settings = connection.global_settings
-        self.compiled_config = connection.compiled_config
-        self.remote_port = connection.remote_port
-        self.server_variables = None
+        self.set_origin(connection.remote_ip, connection.socket_spec, connection.scheme,
+                        connection.condition_cache, connection.global_settings,
+                        connection.compiled_config, connection.remote_port)
         self.limits = server.config.settings
         self.out = ChunkQueue()
         self.streams: dict[int, _Stream] = {}

@@ -201,16 +201,12 @@ class Response:
 def stand_in_origin(connection: Any) -> Wire:
     """What a request of a stand-in connection (a unit test's, a microbench's) starts
     from, read through Python's attribute protocol into a Wire of no socket."""
-    origin = Wire()
-    origin.scheme = connection.scheme
-    origin.remote_ip = connection.remote_ip
-    origin.socket_spec = connection.socket_spec
-    origin.condition_cache = connection.condition_cache
-    origin.global_settings = connection.server.global_settings
-    origin.compiled_config = connection.server.compiled
-    origin.server_variables = None
     transport = getattr(connection, "transport", None)
-    origin.remote_port = transport.peer_port() if transport is not None else -1
+    origin = Wire()
+    origin.set_origin(connection.remote_ip, connection.socket_spec, connection.scheme,
+                      connection.condition_cache, connection.server.global_settings,
+                      connection.server.compiled,
+                      transport.peer_port() if transport is not None else -1)
     return origin
 
 
@@ -283,7 +279,7 @@ class Request:
         self.target_orig = ""            # the target as received (REQUEST_URI)
         self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
         self.start_mark = self.end_mark = 0   # where its answer lies in the output stream
-        self._remote_port = -1                # not asked yet (see remote_port)
+        self._remote_port = -1                # none set by a module (see remote_port)
 
     # ---------------------------------------------------------- held requests
     def wake(self) -> None:
@@ -305,9 +301,8 @@ class Request:
     def remote_port(self) -> int:
         """The client's port: the connection's (asked once), or what a module set
         (mod_extforward: 0 for an address taken from a header, as lighttpd)."""
-        if self._remote_port < 0:
-            self._remote_port = self.wire.peer_port()
-        return self._remote_port
+        port = self._remote_port
+        return port if port >= 0 else self.wire.peer_port()   # the Wire keeps it
 
     @remote_port.setter
     def remote_port(self, port: int) -> None:

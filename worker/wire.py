@@ -44,6 +44,21 @@ class Wire:
     remote_port: int
     server_variables: "ServerVariables | None"
 
+    def set_origin(self, remote_ip: str, socket_spec: str, scheme: str,
+                   condition_cache: "dict[int, tuple[bool, object]] | None",
+                   global_settings: "RequestSettings",
+                   compiled_config: "CompiledConfig | None", remote_port: int = -1) -> None:
+        """What its requests start from (the fields above), set in one place for a
+        Connection, an HTTP/2 session (its connection's) and a stand-in's Wire."""
+        self.remote_ip = remote_ip
+        self.socket_spec = socket_spec
+        self.scheme = scheme
+        self.condition_cache = condition_cache
+        self.global_settings = global_settings
+        self.compiled_config = compiled_config
+        self.remote_port = remote_port
+        self.server_variables = None
+
     def peer_port(self) -> int:
         """The client's port, asked of the transport once per connection."""
         if self.remote_port < 0:

@@ -759,10 +759,9 @@ class Module(BaseModule):
         place of the identity's, and no Accept-Ranges: the list rebuilt once, the
         fields `fields` found dropped by identity (no name compared again) unless the
         list was made anew since."""
-        headers: list[Any] | None = None
-        if fields is not None and fields.unrepeated:
-            headers = _without(response.headers, fields.etag_field if coded else None,
-                               fields.ranges_field)
+        headers = _without(response.headers, fields.etag_field if coded else None,
+                           fields.ranges_field) \
+            if fields is not None and fields.unrepeated else None
         if headers is None:
             replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
             headers = [field for field in response.headers
