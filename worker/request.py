@@ -336,13 +336,15 @@ class Request:
             self.env = {}
         self.env[name] = value
 
-    def internal_redirect(self, target: str) -> None:
+    def internal_redirect(self, target: str, normalised: bool = False) -> None:
         """Answer from another local URL (error handlers, a CGI `Location: /path`,
-        rewrites): the caller then returns COMEBACK and the phases run again."""
+        rewrites): the caller then returns COMEBACK and the phases run again.  A
+        `normalised` target (urlsubst.lighttpd_target's: no dot segment nor empty one
+        left) has a path to clean only when it holds an escape."""
         self.target = target
         path, _, self.uri_query = target.partition("?")
         self.uri_path_raw = path
-        self.uri_path = clean_path(path)
+        self.uri_path = path if normalised and "%" not in path else clean_path(path)
         self.configure()
 
     # ----------------------------------------------------------- conditions

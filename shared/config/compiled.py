@@ -165,7 +165,13 @@ class CompiledConfig:
                                              if not c.per_connection}))
         self._connection_conditions = tuple(i for i, c in enumerate(self.conditions)
                                             if c.per_connection)
-        self._by_values: dict[tuple[Any, ...], RequestSettings] = {}
+        # a config whose conditions read one field of the request and none of the
+        # connection (the common site of `$HTTP["host"]` or `$HTTP["url"]` blocks) keys
+        # its settings by that field's value alone: no list, tuple nor tuple hash made
+        # for each request
+        self._one_field = self._request_fields[0] \
+            if len(self._request_fields) == 1 and not self._connection_conditions else None
+        self._by_values: dict[object, RequestSettings] = {}
 
     def socket_specs(self) -> list[str]:
         """Every `$SERVER["socket"] == "..."` address: each is a listener."""
@@ -180,6 +186,13 @@ class CompiledConfig:
         a socket), so that the blocks are walked once per distinct set of them."""
         if not self.blocks:
             return self._global_settings
+        one_field = self._one_field
+        if one_field is not None:
+            value = subject.condition_value(one_field)
+            settings = self._by_values.get(value)
+            if settings is None:
+                settings = self._remember(value, {one_field: value}, {}, None)
+            return settings
         results: dict[int, tuple[bool, re.Match[str] | None]] = {}
         values = [subject.condition_value(field) for field in self._request_fields]
         key = tuple(values)
@@ -187,12 +200,20 @@ class CompiledConfig:
             key += _result_key(*self._test(condition_id, subject.condition_value, results,
                                            connection_cache))
         settings = self._by_values.get(key)
-        if settings is None:      # (captures too follow from these values alone)
-            asked = dict(zip(self._request_fields, values))
-            settings = self._walk(asked.__getitem__, results, connection_cache)
-            if len(self._by_values) >= MAX_BY_VALUES:
-                self._by_values.clear()
-            self._by_values[key] = settings
+        if settings is None:
+            settings = self._remember(key, dict(zip(self._request_fields, values)), results,
+                                      connection_cache)
+        return settings
+
+    def _remember(self, key: object, asked: dict[str, str],
+                  results: dict[int, tuple[bool, re.Match[str] | None]],
+                  connection_cache: dict[int, tuple[bool, Any]] | None) -> RequestSettings:
+        """The settings of a request whose fields read `asked`, walked and kept under
+        `key` (captures too follow from these values alone)."""
+        settings = self._walk(asked.__getitem__, results, connection_cache)
+        if len(self._by_values) >= MAX_BY_VALUES:
+            self._by_values.clear()
+        self._by_values[key] = settings
         return settings
 
     def _walk(self, value_of: Callable[[str], str],

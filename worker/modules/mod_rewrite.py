@@ -171,5 +171,5 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
     target = lighttpd_target(target)
     if refused_target(target):      # as a client's target with these octets
         return 400
-    request.internal_redirect(target)
+    request.internal_redirect(target, normalised=True)
     return COMEBACK
