@@ -30,7 +30,7 @@ from pathlib import Path
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
-    "answercache", "backend", "bytesets", "chunkqueue", "connection", "counters",
+    "answercache", "backend", "byteranges", "bytesets", "chunkqueue", "connection", "counters",
     "fastcgi", "gateway", "gw_cgi", "gw_exchange", "h2", "h2_connection", "h2_encoder",
     "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",

@@ -39,6 +39,7 @@ from shared import log
 
 from . import debuglog
 from .body import RequestBody
+from .byteranges import range_whole_answer
 from .chunkqueue import ChunkQueue
 from .handler import AnswerCut
 from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, render_start,
@@ -561,6 +562,8 @@ class Connection(Wire):
             response.end_encoding()
         if response.streaming:          # asked to stream, but complete before its head
             _length_kept_whole(response)
+        if response.status == 200 and not response.ranged and kept is None:
+            range_whole_answer(request)
         length = response.length       # as announced: queueing a HEAD answer drops it
         queued_before = self.out.pending
         if kept is not None:

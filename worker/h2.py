@@ -64,6 +64,7 @@ from shared import log
 from . import h2_connection as wire
 from . import h2_fields
 from .body import RequestBody
+from .byteranges import range_whole_answer
 from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
                          _Held, _length_kept_whole, condition_field, receive, resume_woken,
@@ -502,6 +503,8 @@ class H2Session(Wire):
         response.end_encoding()
         if response.streaming and not response.started:
             _length_kept_whole(response)
+        if response.status == 200 and not response.ranged and not response.started:
+            range_whole_answer(request)
         response.head_only = response.head_only or request.method == "HEAD"
         self._send_head(stream, with_length=True)
         self._end_body(stream)

@@ -182,7 +182,7 @@ class Pipeline:
         response.status = status
         response.head_only = request.method == "HEAD"     # whichever module wrote a body
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
-            if _error_response(request, status) and status == 404 and response.missing:
+            if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
         _run_all(self.response_start, request)
 
@@ -393,7 +393,7 @@ def _quote_path(path: str) -> str:
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in data)
 
 
-def _error_response(request: Request, status: int) -> bool:
+def error_response(request: Request, status: int) -> bool:
     """Fill in lighttpd's HTML error page unless the handler wrote a body; True when
     the page is the core's own (no file behind it)."""
     response = request.response
@@ -411,4 +411,4 @@ def _error_response(request: Request, status: int) -> bool:
 
 
 __all__ = ["Pipeline", "AnswerCut", "set_physical", "redirect_to_slash",
-           "physical_path_check", "ALLOW"]
+           "physical_path_check", "error_response", "ALLOW"]

@@ -89,7 +89,7 @@ class Response:
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
                  "missing", "streaming", "wants_drain", "started", "trailers",
-                 "passthrough", "encoder", "own_fields")
+                 "passthrough", "encoder", "own_fields", "ranged")
 
     def __init__(self) -> None:
         self.status = 0
@@ -114,6 +114,7 @@ class Response:
         # it when a streamed answer starts); the core ends it with the answer
         self.encoder: Encoder | None = None
         self.own_fields = False     # a module set Date or Server (http.core_fields)
+        self.ranged = False         # its module decided its ranges (a file's: static.py)
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not

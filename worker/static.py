@@ -25,7 +25,7 @@ import os
 import stat as stat_module
 import sys
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Callable, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -35,7 +35,7 @@ from .settled import settled
 from .statcache import CACHE
 
 if TYPE_CHECKING:
-    from .request import Request
+    from .request import Request, Response
 
 # the file type bits of st_mode, as constants: compiled, a test is then two machine
 # operations, not a lookup in the stat module and a call
@@ -642,6 +642,7 @@ def _respond(request: "Request", path: str, st: os.stat_result, shared: SharedFd
              data: bytes | None, content_type: str | None, values: dict,
              kept: KeptFile | None) -> int:
     response = request.response
+    response.ranged = True                  # a file's ranges are decided here
     mtime = st.st_mtime
     etag, content_type, fields = file_fields(path, st, values, content_type, kept)
     response.headers += fields
@@ -669,27 +670,41 @@ def _respond(request: "Request", path: str, st: os.stat_result, shared: SharedFd
         first, last = ranges[0]
         response.add_header("Content-Range", f"bytes {first}-{last}/{size}")
         return _attach_body(request, shared, data, first, last - first + 1, 206)
-    return _multipart(request, shared, data, ranges, size, content_type)
+    return _file_multipart(request, shared, data, ranges, size, content_type)
 
 
-def _multipart(request: "Request", shared: SharedFd | None, data: bytes | None,
-               ranges: list[tuple[int, int]], size: int, content_type: str) -> int:
-    """206 multipart/byteranges: each part's bytes go out of the file itself (one
-    shared fd, a sendfile per part); only a small file is read, once."""
+def _file_multipart(request: "Request", shared: SharedFd | None, data: bytes | None,
+                    ranges: list[tuple[int, int]], size: int, content_type: str) -> int:
+    """206 multipart/byteranges of a file: each part's bytes go out of the file itself
+    (one shared fd, a sendfile per part); only a small file is read, once."""
     response = request.response
-    response.set_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
-    separator = ""
-    for first, last in ranges:
-        response.write(f"{separator}--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
-                       f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode(
-                           "latin-1", "replace"))
-        separator = "\r\n"
+
+    def write_range(first: int, last: int) -> None:
         if data is not None:
             response.write(data[first:last + 1])
         elif shared is not None:
             response.send_shared_range(shared.acquire(), first, last - first + 1)
-    response.write(f"\r\n--{BOUNDARY}--\r\n".encode())
+
+    multipart_ranges(response, ranges, size, content_type, write_range)
     return 206
+
+
+def multipart_ranges(response: "Response", ranges: list[tuple[int, int]], size: int,
+                     content_type: str | None,
+                     write_range: Callable[[int, int], None]) -> None:
+    """The body of a 206 multipart/byteranges: each range's part head, then its bytes
+    as `write_range(first, last)` adds them; a part names the answer's Content-Type
+    when it had one."""
+    response.set_header("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}")
+    type_line = "" if content_type is None else f"Content-Type: {content_type}\r\n"
+    separator = ""
+    for first, last in ranges:
+        response.write(f"{separator}--{BOUNDARY}\r\n{type_line}"
+                       f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n".encode(
+                           "latin-1", "replace"))
+        separator = "\r\n"
+        write_range(first, last)
+    response.write(f"\r\n--{BOUNDARY}--\r\n".encode())
 
 
 def _attach_body(request: "Request", shared: SharedFd | None, data: bytes | None,
