@@ -105,6 +105,16 @@ def test_auto_totals_are_the_requests_of_the_whole_server(status_server):
     assert board.count("_") == idle
 
 
+def test_the_connection_asking_is_on_the_board_as_in_lighttpd(status_server):
+    """lighttpd counts the connection its page answers among the busy ones; the
+    worker answering publishes its connections' states right before it reads the
+    slots, not only at its once-a-second tick."""
+    port = status_server.port
+    for _ in range(5):                        # new connections, either worker
+        values = auto(port)
+        assert int(values["BusyServers"]) >= 1 and "W" in values["Scoreboard"], values
+
+
 def test_each_worker_counts_its_own_share(status_server):
     port = status_server.port
     for _ in range(40):

@@ -142,6 +142,7 @@ class Server:
         self.max_connections = connection_limit(settings)
         self.services = Services(self.loop, config, self.counters, self.max_connections,
                                  self.upload_dirs)
+        self.services.publish_states = self.publish_states
         fields = condition_fields(config.compiled.conditions)
         self.h2c = h2_enabled(settings, cleartext=True)
         self.pipeline = Pipeline(instantiate_modules(config, self.services),
@@ -177,6 +178,24 @@ class Server:
         for lsock, _spec in self.listeners:
             self.loop.modify(lsock.fileno(), 0 if paused else EPOLLIN)
         self.accepting = not paused
+
+    def publish_states(self, asking: object = None) -> None:
+        """This worker's connections by state, into its stats slot: each tick, and when
+        mod_status reads the slots, `asking` the connection its page answers, counted
+        as handling its request whatever state its last read left it in (lighttpd's
+        page counts it so)."""
+        reading = writing = waiting = 0
+        for connection in self.connections.values():
+            state = connection.state
+            if state is CLOSED:
+                continue
+            if state is READ and connection is not asking:
+                reading += 1
+            elif (state is REQUEST_START or state is LINGER) and connection is not asking:
+                waiting += 1
+            else:
+                writing += 1
+        self.counters.heartbeat(len(self.connections), reading, writing, waiting)
 
     def _resume_below_limit(self) -> None:
         """Listen again once below server.max-connections: after a close, and on the
@@ -323,22 +342,13 @@ class Server:
     def _tick(self, now: float) -> None:
         DATE.refresh(time.time())
         self.pipeline.trigger(now)
-        reading = writing = waiting = 0
         for connection in list(self.connections.values()):
             connection.check_timeout(now)
-            state = connection.state
-            if state is CLOSED:
-                continue
-            if state is READ:
-                reading += 1
+            state = connection.state     # reading or handling a request: not idle
+            if not (state is CLOSED or state is REQUEST_START or state is LINGER
+                    or state is WRITE):
                 self.last_request = now
-            elif state is REQUEST_START or state is LINGER:
-                waiting += 1
-            else:
-                writing += 1
-                if state is not WRITE:
-                    self.last_request = now
-        self.counters.heartbeat(len(self.connections), reading, writing, waiting)
+        self.publish_states()
         self._resume_below_limit()
         if self.draining and now > self.drain_deadline:
             self.stop_status = 0

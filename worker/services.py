@@ -44,6 +44,10 @@ class _ChildWatch:
         self.callback(os.waitstatus_to_exitcode(status))
 
 
+def _nothing(_asking: object) -> None:
+    """No server to ask (a Services made alone, in a test)."""
+
+
 class Services:
     """The worker's context for modules.  `loop.register(fd, events, handler)` puts a
     backend fd in the worker's epoll (`handler.on_event(mask)` is called when it is
@@ -59,6 +63,9 @@ class Services:
         self.upload_dirs = upload_dirs
         self.stat_cache: StatCache = CACHE
         self.modules: list[Any] = []        # the loaded modules, in server.modules order
+        # the worker's connections by state into the stats segment now, the one given
+        # counted as handling a request (Server.publish_states)
+        self.publish_states: Callable[[object], None] = _nothing
 
     @staticmethod
     def log_error(source: str, message: str) -> None:

@@ -208,6 +208,7 @@ class Module(BaseModule):
         if StatsSegment.current is None:
             return 503                 # the -1 mode: no master, no segment
         self.services.counters.publish()   # this worker's round so far, counted too
+        self.services.publish_states(request.connection)   # its connections now, this one too
         query = request.uri_query
         accept = request.headers.get("accept")
         if _FORMAT_PROMETHEUS.search(query) or (
