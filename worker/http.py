@@ -143,7 +143,13 @@ def _render_fields(fields: Sequence[tuple[str, str]], remember: bool) -> bytes |
     """`fields` as header lines (remembered with `remember`: the answer is a file's,
     whose next answers carry the same fields, not a backend's); None when a name or
     value holds CR or LF."""
-    text = "".join([f"{name}: {value}\r\n" for name, value in fields])
+    parts: list[str] = []      # one join of the pieces: no string made per line
+    for name, value in fields:
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
+    text = "".join(parts)
     if text.count("\n") != len(fields) or text.count("\r") != len(fields):
         return None
     block = text.encode("latin-1", "replace")
