@@ -16,6 +16,7 @@ whose head went out before its end (a stream).  Unlike lighttpd, a 416 keeps its
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Final
 
 from .chunkqueue import SharedFd
@@ -102,17 +103,13 @@ def _answer_ranges(response: Response, ranges: list[tuple[int, int]]) -> None:
     response.files = response.length = 0
     response.remove_header("Content-Length")
     response.status = 206
-
-    def write_range(first: int, last: int) -> None:
-        _add_range(response, parts, first, last)
-
     if len(ranges) == 1:
         first, last = ranges[0]
         response.add_header("Content-Range", f"bytes {first}-{last}/{size}")
-        write_range(first, last)
+        _add_range(response, parts, first, last)
     else:
         multipart_ranges(response, ranges, size, response.get_header("Content-Type"),
-                         write_range)
+                         functools.partial(_add_range, response, parts))
     for part in parts:
         if type(part) is tuple:
             part[3].release()           # the parts hold their own shares

@@ -189,12 +189,13 @@ class Server:
             state = connection.state
             if state is CLOSED:
                 continue
-            if state is READ and connection is not asking:
-                reading += 1
-            elif (state is REQUEST_START or state is LINGER) and connection is not asking:
-                waiting += 1
-            else:
+            if connection is asking or not (state is READ or state is REQUEST_START
+                                            or state is LINGER):
                 writing += 1
+            elif state is READ:
+                reading += 1
+            else:
+                waiting += 1
         self.counters.heartbeat(len(self.connections), reading, writing, waiting)
 
     def _resume_below_limit(self) -> None:
