@@ -132,7 +132,7 @@ def test_socket_activation_uses_the_passed_socket(tmp_path):
     listener.close()
     try:
         running.port, running.process = port, process
-        running.wait_serving()
-        assert len(running.children()) == 2
+        running.wait_serving()   # the first worker may serve before the second is forked
+        wait_until(lambda: len(running.children()) == 2)
     finally:
         running.stop()
