@@ -65,6 +65,17 @@ KNOWN_DIFFERENCES = {
                       "lighttpd 1.4.69 ignores If-Match",
     "if-unmodified-since-old": "§13.1.4 / §13.2.2: modified since the date is 412; "
                                "lighttpd 1.4.69 ignores If-Unmodified-Since",
+    "http09-simple-request": "RFC 1945 4.1: a request line without a version is an "
+                             "HTTP/0.9 request, a version not served (RFC 9110 15.6.6: "
+                             "505); lighttpd 1.4.69 calls it malformed (400)",
+    "leading-empty-line": "RFC 9112 2.2: a server SHOULD ignore at least one empty line "
+                          "before a request line; lighttpd 1.4.69 answers 400 to one on "
+                          "a new connection (it ignores them between requests)",
+    "two-spaces-after-method": "RFC 9112 3: a recipient MAY split the request line on "
+                               "runs of whitespace; lighttpd 1.4.69 answers 400",
+    "folded-field": "RFC 9112 5.2: a field folded over two lines (obs-fold) is refused "
+                    "with 400 or unfolded; pylighttpd refuses it, lighttpd 1.4.69 "
+                    "unfolds it",
     "unicode-raw": "RFC 9112 §3.2 with RFC 3986 §2: a request-target is ASCII; raw "
                    "UTF-8 octets make an invalid request-line, answered 400 (§3: SHOULD "
                    "respond 400); lighttpd accepts them.  %-encoded names work the same",
@@ -325,6 +336,10 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("http10-chunked", b"POST /index.html HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
                            b"\r\n0\r\n\r\n"),
         ("http-version-3", b"GET /index.html HTTP/3.1\r\nHost: a\r\n\r\n"),
+        ("http09-simple-request", b"GET /index.html\r\n\r\n"),
+        ("leading-empty-line", b"\r\n" + get11("/index.html")),
+        ("two-spaces-after-method", b"GET  /index.html HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("folded-field", get11("/index.html", "X-Folded: a", " b")),
         ("http-version-1.2", b"GET /index.html HTTP/1.2\r\nHost: a\r\n\r\n"),
         ("overlong-dot-dot", get11("/%c0%ae%c0%ae/index.html")),
         ("encoded-ff", get11("/%ff")),
@@ -396,6 +411,10 @@ def test_known_differences_are_the_rfc_answers(servers):
     assert answers["if-match-other"][0] == 412
     assert answers["upgrade-http10"][0] == 200
     assert answers["if-unmodified-since-old"][0] == 412
+    assert answers["http09-simple-request"][0] == 505
+    assert answers["leading-empty-line"][0] == 200
+    assert answers["two-spaces-after-method"][0] == 200
+    assert answers["folded-field"][0] == 400
 
 
 def answer_lines(raw: bytes) -> list[tuple[str, str | None]]:
