@@ -47,6 +47,7 @@ class Client:
         self.h2.initiate_connection()
         self.bodies: dict[int, bytes] = {}
         self.statuses: dict[int, str] = {}
+        self.interim: dict[int, str] = {}     # a 1xx answer's status, by stream
         self.ended: list[int] = []           # stream ids in the order they ended
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.auto_window = window is None
@@ -83,7 +84,9 @@ class Client:
             self.send()
 
     def _event(self, event) -> None:
-        if isinstance(event, h2.events.ResponseReceived):
+        if isinstance(event, h2.events.InformationalResponseReceived):
+            self.interim[event.stream_id] = dict(event.headers)[b":status"].decode()
+        elif isinstance(event, h2.events.ResponseReceived):
             self.statuses[event.stream_id] = dict(event.headers)[b":status"].decode()
         elif isinstance(event, h2.events.DataReceived):
             self.bodies[event.stream_id] = self.bodies.get(event.stream_id, b"") + event.data
@@ -221,6 +224,28 @@ def test_a_get_or_head_with_a_body_is_refused(h2_server):
     assert [client.statuses[stream] for stream in streams] == \
         ["400", "400", "400", "200", "200"]
     assert client.goaway is None           # the refusals end their streams alone
+
+
+def test_a_body_that_waits_for_100_continue_gets_it(h2_server):
+    """RFC 9110 10.1.1: a client that sends `Expect: 100-continue` waits for the
+    interim 100 before its body (curl a second); it comes as soon as the head is read,
+    as over HTTP/1.1.  Another expectation is answered 417, as over HTTP/1.1."""
+    client = Client(h2_server.port)
+    fields = [(":method", "POST"), (":path", "/echo.sh"), (":scheme", "http"),
+              (":authority", "127.0.0.1"), ("content-length", "3")]
+    waiting = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(waiting, fields + [("expect", "100-continue")])
+    client.send()
+    client.run(lambda: waiting in client.interim)
+    assert client.interim[waiting] == "100" and waiting not in client.statuses
+    client.h2.send_data(waiting, b"abc", end_stream=True)
+    unknown = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(unknown, fields + [("expect", "something")])
+    client.h2.send_data(unknown, b"abc", end_stream=True)
+    client.send()
+    client.run(lambda: waiting in client.ended and unknown in client.statuses)
+    assert (client.statuses[waiting], client.bodies[waiting].strip()) == ("200", b"3")
+    assert client.statuses[unknown] == "417" and unknown not in client.interim
 
 
 def test_rapid_reset_is_answered_with_goaway(h2_server):

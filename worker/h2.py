@@ -101,6 +101,7 @@ EPOLLOUT: Final = 0x004
 _CONNECTION_SPECIFIC: Final = frozenset({"connection", "keep-alive", "proxy-connection",
                                          "transfer-encoding", "upgrade"})
 _PSEUDO: Final = frozenset({b":method", b":path", b":scheme", b":authority"})
+_CONTINUE_HEAD: Final = [(b":status", b"100")]    # an interim answer: the body may come
 
 
 class _Budget:
@@ -335,6 +336,8 @@ class H2Session(Wire):
         values = request.settings.values
         request.body = RequestBody(self.server.upload_dirs,
                                    spill=values["server.stream-request-body"] != 2)
+        if "expect" in request.headers:     # 100-continue: the client waits for it
+            self.h2.send_headers(stream.id, _CONTINUE_HEAD)
         if values["server.stream-request-body"]:
             self.ready.append(stream)        # the handler reads the body as it comes
 
@@ -380,6 +383,9 @@ class H2Session(Wire):
             request.content_length = int(length)
             if request.content_length > 0 and request.method in BODYLESS_METHODS:
                 raise BadRequest(400, "GET/HEAD with a body")
+        expect = request.headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            raise BadRequest(417)           # RFC 9110 10.1.1, as over HTTP/1.1
         request.configure()
 
     def _data_received(self, event: wire.Event) -> None:
