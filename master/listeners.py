@@ -9,6 +9,7 @@ every slot shares.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import socket
 import stat
@@ -98,11 +99,38 @@ def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.sock
 
 
 def _remove_stale_unix_socket(path: str) -> None:
+    """A socket file left by a server that is gone is removed; one a live server still
+    listens on is an error, as in lighttpd (taking it over would leave that server
+    unreachable)."""
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+            return
+    raise OSError(errno.EADDRINUSE, "a server still listens on it")
+
+
+def refuse_if_taken(address: Address) -> None:
+    """A TCP address another process listens on is an error, as in lighttpd: the
+    slots' SO_REUSEPORT would otherwise let this server take a share of that one's
+    connections without a word.  A probe bound without SO_REUSEPORT finds the holder
+    (sockets in TIME_WAIT do not count, as for the real bind)."""
+    probe = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if address.family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(address.v6only))
+        probe.bind(address.target)
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {address.spec}: {err.strerror}") from None
+    finally:
+        probe.close()
 
 
 def tcp_migrate_req_enabled() -> bool | None:
@@ -232,6 +260,8 @@ class ListenerSet:
         `opened` as well)."""
         group = self.groups.get(_key(address))
         sockets = list(group.sockets) if group else self._inherited_for(address)
+        if not sockets and address.family != socket.AF_UNIX:
+            refuse_if_taken(address)      # the first socket this server binds there
         while len(sockets) < slots:
             if sockets and _shared_by_all_slots(sockets[0]):
                 sockets.append(sockets[0])

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from procutil import REPO
-from serverproc import Server, get, serving, wait_until
+from serverproc import Server, free_port, get, serving, wait_until
 
 
 @pytest.fixture
@@ -70,6 +70,55 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 1
     assert "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+
+
+def _start_beside(running: Server, conf_text: str, tmp_path) -> subprocess.CompletedProcess:
+    """A second server, on `conf_text`, started while `running` serves."""
+    conf = tmp_path / "second.conf"
+    conf.write_text(conf_text)
+    return subprocess.run([sys.executable, "-m", "master.cli", "-D", "-f", str(conf)],
+                          cwd=REPO, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_a_second_server_on_a_port_in_use_refuses_to_start(server, tmp_path):
+    """The slots' SO_REUSEPORT sockets would let a second server join the port and take
+    a share of the first one's connections in silence; it refuses to start instead,
+    as lighttpd does ("can't bind to socket: ... Address already in use")."""
+    result = _start_beside(server, server.conf.read_text(), tmp_path)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use" in \
+        result.stderr and "Traceback" not in result.stderr
+    assert all(get(server.port)[0] == 200 for _ in range(20))
+
+
+def test_a_unix_socket_a_server_listens_on_is_not_taken_over(tmp_path):
+    """A live server's unix socket is left to it (lighttpd: "server socket is still in
+    use"); a stale one, its server gone, is replaced."""
+    unix_path = tmp_path / "server.sock"
+    running = Server(tmp_path, f'$SERVER["socket"] == "{unix_path}" {{ }}')
+    try:
+        running.wait_serving()
+        listening = os.stat(unix_path).st_ino
+        second = running.conf.read_text().replace(f"server.port = {running.port}",
+                                                  f"server.port = {free_port()}")
+        result = _start_beside(running, second, tmp_path)
+        assert result.returncode == 1
+        assert f"cannot listen on {unix_path}: a server still listens on it" in result.stderr
+        assert os.stat(unix_path).st_ino == listening
+    finally:
+        running.stop()
+    if not unix_path.exists():                      # a file nobody listens on
+        with socket.socket(socket.AF_UNIX) as stale:
+            stale.bind(str(unix_path))
+    restarted = Server(tmp_path, f'$SERVER["socket"] == "{unix_path}" {{ }}')
+    try:
+        restarted.wait_serving()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(str(unix_path))
+    finally:
+        restarted.stop()
 
 
 def test_idle_exit_stops_the_server(tmp_path):
