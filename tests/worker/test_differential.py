@@ -481,3 +481,27 @@ def test_http10_keeps_alive_as_lighttpd_reads_its_connection_field(servers, fiel
     raw = b"GET /index.html HTTP/1.0\r\n" + fields + b"\r\n" + \
         b"GET /index.html HTTP/1.0\r\n\r\n"
     assert answer_lines(exchange(our_port, raw)) == answer_lines(exchange(lighttpd_port, raw))
+
+
+def test_a_file_of_no_known_type_keeps_its_validators(tmp_path):
+    """A known difference: where no mimetype.assign entry names a file's type,
+    lighttpd 1.4.69 sends it as application/octet-stream without ETag and
+    Last-Modified, and so never answers 304 for it; pylighttpd sends both validators
+    (RFC 9110 8.8.3: an origin server SHOULD send an ETag it can make) and answers
+    conditional requests with them, as nginx does."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "data.unknown").write_text("of no known type\n")
+    conf = tmp_path / "common.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}/www"\n'
+                    'mimetype.assign = (".html" => "text/html")\n')
+    request = get11("/data.unknown")
+    with beside_lighttpd(conf) as (theirs, ours):
+        _, their_fields, _ = parse(exchange(theirs, request))
+        status, our_fields, _ = parse(exchange(ours, request))
+        revalidated = parse(exchange(ours, get11(
+            "/data.unknown", f"If-None-Match: {our_fields['etag']}")))[0]
+    assert their_fields["content-type"] == our_fields["content-type"] == \
+        "application/octet-stream"
+    assert "etag" not in their_fields and "last-modified" not in their_fields
+    assert (status, revalidated) == (200, 304)
+    assert "last-modified" in our_fields
