@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO
 
+from .errors import BodyNotStored
 from .spool import unlinked_temp_fd
 
 MEMORY_LIMIT = 64 * 1024
@@ -37,6 +38,14 @@ class RequestBody:
         self.spill = spill
 
     def append(self, data: bytes) -> None:
+        """The next bytes of the body; BodyNotStored when its file cannot take them."""
+        try:
+            self._store(data)
+        except OSError as err:
+            raise BodyNotStored(err.errno, f"a request body could not be written to "
+                                f"server.upload-dirs: {err.strerror}") from None
+
+    def _store(self, data: bytes) -> None:
         self.size += len(data)
         if self.file is not None:
             self.file.write(data)

@@ -253,9 +253,24 @@ class _Held:
         self.spool: Spool | None = None   # the body's bytes parked on disk, if any
         self.tunnel = False       # switched protocols: raw bytes both ways
 
-    def spill(self, response: Response, upload_dirs: tuple[str, ...]) -> None:
+    def spill(self, response: Response, upload_dirs: tuple[str, ...]) -> bool:
         """Move the body's bytes parts to the spool file, as file ranges in the same
-        order: memory stays bounded whatever the module writes."""
+        order: memory stays bounded whatever the module writes.  False when the disk
+        did not take them (logged; the body is left as it was): the caller fails the
+        request rather than let its answer grow in memory."""
+        try:
+            parts = self._spooled_parts(response, upload_dirs)
+        except OSError as err:
+            request = self.request
+            log.error("connections.c", f"an answer to {request.target} for "
+                      f"{request.remote_ip} could not be spooled to server.upload-dirs: "
+                      f"{err.strerror}")
+            return False
+        response.body = parts
+        response.files = len(parts)
+        return True
+
+    def _spooled_parts(self, response: Response, upload_dirs: tuple[str, ...]) -> list:
         spool = self.spool
         if spool is None:
             spool = self.spool = Spool(upload_dirs)
@@ -271,8 +286,7 @@ class _Held:
                 run.append(part)        # type: ignore[arg-type]
         if run:
             parts.append(spool.write(run))
-        response.body = parts
-        response.files = len(parts)
+        return parts
 
     def close_spool(self) -> None:
         if self.spool is not None:
@@ -701,39 +715,46 @@ class Connection(Wire):
             self._queue_answer(request, None, 0)
             return
         response.end_encoding()
-        self._stream(held)
+        if not self._stream(held):
+            return
         held.close_spool()
         if held.chunked:
             self._queue_bytes(_last_chunk(response.trailers))
         self._end_request(request, held.mark, held.head_len, response.length,
                           held.keep_alive)
 
-    def _stream(self, held: _Held) -> None:
+    def _stream(self, held: _Held) -> bool:
         """Send what a streaming answer has so far: the head once, then the body parts
         written since, framed as chunks when the length is unknown; or keep them, as
-        `server.stream-response-body` says (Response.stream)."""
+        `server.stream-response-body` says (Response.stream).  False when the request
+        failed here (its spool file could not be written)."""
         request = held.request
         response = request.response
         if not response.streaming:
-            return
+            return True
         mode = request.values["server.stream-response-body"]
         if not response.started:
             if mode == 0 and not _switches_protocols(request):
                 # kept whole, sent at the end with its length
-                if response.memory_bytes() > SPILL_AT:
-                    held.spill(response, self.server.upload_dirs)
-                return
+                if response.memory_bytes() > SPILL_AT and \
+                        not held.spill(response, self.server.upload_dirs):
+                    self._held_failed(held)
+                    return False
+                return True
             self._stream_head(held)
         if response.body:
             if response.head_only:
                 response.reset_body()
-                return
+                return True
             if mode == 1 and not held.tunnel and \
-                    self.out.pending + response.memory_bytes() > BACKLOG_HIGH:
-                held.spill(response, self.server.upload_dirs)
+                    self.out.pending + response.memory_bytes() > BACKLOG_HIGH and \
+                    not held.spill(response, self.server.upload_dirs):
+                self._held_failed(held)
+                return False
             before = self.out.pending
             self._queue_parts(response, held.chunked)
             self.queued_total += self.out.pending - before
+        return True
 
     def _stream_head(self, held: _Held) -> None:
         request = held.request

@@ -69,7 +69,7 @@ from .chunkqueue import ChunkQueue
 from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connection,
                          _Held, _length_kept_whole, condition_field, receive, resume_woken,
                          transmit)
-from .errors import BadRequest
+from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
 from .http import BODYLESS_METHODS, DATE, NO_BODY
 from .module import BACKLOG_HIGH
@@ -406,7 +406,12 @@ class H2Session(Wire):
         if limit and body.size + len(event.data) > limit:
             self._refuse(stream, 413)
             return
-        body.append(event.data)
+        try:
+            body.append(event.data)
+        except BodyNotStored as err:
+            log.error("h2.c", f"{err.strerror} (a request from {self.remote_ip})")
+            self._refuse(stream, 500)
+            return
         if stream.held is not None:
             stream.request.wake()
 
@@ -554,8 +559,9 @@ class H2Session(Wire):
         held = stream.held
         if not response.started:
             if mode == 0:
-                if held is not None and response.memory_bytes() > SPILL_AT:
-                    held.spill(response, self.server.upload_dirs)
+                if held is not None and response.memory_bytes() > SPILL_AT and \
+                        not held.spill(response, self.server.upload_dirs):
+                    self._refuse(stream, 500)
                 return
             self.server.pipeline.start_stream(request)
             self._send_head(stream, with_length=False)
@@ -563,8 +569,10 @@ class H2Session(Wire):
             response.reset_body()
             return
         if mode == 1 and held is not None and \
-                stream.pending_bytes() + response.memory_bytes() > BACKLOG_HIGH:
-            held.spill(response, self.server.upload_dirs)
+                stream.pending_bytes() + response.memory_bytes() > BACKLOG_HIGH and \
+                not held.spill(response, self.server.upload_dirs):
+            self._refuse(stream, 500)        # its head is out: the stream is reset
+            return
         self._take_parts(stream)
 
     def _take_parts(self, stream: _Stream) -> None:

@@ -29,7 +29,7 @@ from shared import log
 from .answercache import parsed_state
 from .body import RequestBody
 from .chunked import Dechunker
-from .errors import BadRequest
+from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
 from .http import BODYLESS_METHODS
 from .request import Request
@@ -263,7 +263,11 @@ class Http1Parser:
         body = request.body
         if self.body_limit and body.size + len(data) > self.body_limit:
             self._abort(413)
-        body.append(data)
+        try:
+            body.append(data)
+        except BodyNotStored as err:
+            log.error("connections.c", f"{err.strerror} (a request from {self.sink.remote_ip})")
+            self._abort(500)
         if request is self.last:        # streamed: its handler may take it now
             self.sink.body_arrived(request)
 
