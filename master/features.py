@@ -8,6 +8,7 @@ its module lands.
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib
 import os
 import pkgutil
@@ -32,6 +33,7 @@ class Feature:
     module: str = CORE
     libraries: tuple[str, ...] = ()
     platform: bool = True      # what this Python offers, e.g. socket.has_ipv6
+    shared_library: str = ""   # a C library loaded with ctypes (found when -V runs)
 
 
 # Modules are named as lighttpd names the ones that provide the feature there; HTTP/2
@@ -45,8 +47,14 @@ FEATURES: tuple[Feature, ...] = (
     Feature("crypt support", "mod_authn_file", ("crypt", "passlib")),
     Feature("OpenSSL support", "mod_openssl", ("OpenSSL", "ssl")),
     Feature("PCRE support"),           # Python's re: regex conditionals always work
+    Feature("MySQL support", "mod_vhostdb_mysql", ("pymysql",)),
+    Feature("PgSQL support", "mod_vhostdb_pgsql", ("psycopg",)),
+    Feature("DBI support", "mod_authn_dbi", ("sqlite3",)),     # worker/sql_database.py
     Feature("LDAP support", "mod_authn_ldap", ("ldap3", "ldap")),
+    Feature("PAM support", "mod_authn_pam", shared_library="pam"),
     Feature("LUA support", "mod_magnet", ("lupa",)),
+    Feature("xml support", "mod_webdav", ("xml.parsers.expat",)),
+    Feature("SQLite support", "mod_webdav", ("sqlite3",)),    # webdav.sqlite-db-name
     Feature("HTTP/2 support", CORE, ("hpack",)),
     Feature("httptools HTTP/1.1 parser", CORE, ("httptools",)),
     Feature("Prometheus metrics", "mod_status", ("prometheus_client",)),
@@ -75,6 +83,8 @@ def is_present(feature: Feature, modules: frozenset[str]) -> bool:
         return False
     if feature.module and feature.module not in modules:
         return False   # checked first: a library is imported only for a module that uses it
+    if feature.shared_library and ctypes.util.find_library(feature.shared_library) is None:
+        return False
     return not feature.libraries or any(map(_imports, feature.libraries))
 
 

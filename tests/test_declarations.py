@@ -9,6 +9,7 @@ Servers run on 127.0.0.1 free ports and every wait has a deadline.
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
 import os
 import re
@@ -43,6 +44,7 @@ def _expected(feature: features.Feature) -> str:
     module_there = not feature.module or (
         REPO / "worker" / "modules" / f"{feature.module}.py").is_file()
     present = feature.platform and module_there and (
+        not feature.shared_library or ctypes.util.find_library(feature.shared_library)) and (
         not feature.libraries
         or any(importlib.util.find_spec(name) is not None for name in feature.libraries))
     return "+" if present else "-"
