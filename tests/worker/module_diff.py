@@ -20,8 +20,6 @@ from worker.http import parse_http_date
 IGNORED = {
     "date": "the time of the answer",
     "server": "each server's own tag",
-    "accept-ranges": "lighttpd applies Range to any answer it has whole, a script's "
-                     "too, and says so on each; pylighttpd serves ranges of files only",
 }
 
 

@@ -361,7 +361,7 @@ class Module(BaseModule):
             return 403
         response = request.response
         encoding = values["dir-listing.encoding"]
-        response.add_header("Content-Type", f"text/html; charset={encoding}"
+        response.add_header("Content-Type", f"text/html;charset={encoding}"   # lighttpd's bytes
                             if encoding else "text/html")
         response.write(page)
         return 200
