@@ -665,6 +665,7 @@ def discard_answer(request: "Request") -> None:
     response = request.response
     response.headers = []
     response.reset_body()
+    response.passthrough = False
 
 
 # --------------------------------------------------------------- local redirect

@@ -509,6 +509,7 @@ class Exchange(BackendWork):
             return ERROR
         response.headers = []
         response.reset_body()
+        response.passthrough = False   # the error page replaces the backend's answer
         return status
 
     def _drop_connection(self) -> None:

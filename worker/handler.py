@@ -264,6 +264,7 @@ def _discard_answer(response: Response) -> None:
     response.streaming = False
     response.headers = []
     response.reset_body()
+    response.passthrough = False
 
 
 def _error_handled(request: Request, handled: int) -> int:

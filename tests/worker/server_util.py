@@ -122,6 +122,18 @@ class WorkerProcess:
             return read_until_closed(sock)
 
 
+def read_head(sock: socket.socket) -> bytes:
+    """What the peer sent up to its head's blank line and maybe past it (all of it if
+    it closes sooner)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     chunks = []
     try:

@@ -9,7 +9,6 @@ import errno
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from master.configload import load
-from server_util import WorkerProcess, config_text, detached_request, read_until_closed
+from server_util import (WorkerProcess, config_text, detached_request, read_head,
+                         read_until_closed)
 from worker.module import BACKLOG_HIGH
 from worker.modules.mod_webdav import _Dav
 from worker.request import Request
@@ -684,16 +684,6 @@ def test_locks_belong_to_the_user_who_took_them(tmp_path):
         assert list(db.execute("SELECT count(*) FROM locks")) == [(0,)]
 
 
-def read_answer(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def test_streamed_put_and_aborted_put(share):
     worker, docroot, _ = share
     payload = os.urandom(3 << 20)
@@ -741,7 +731,7 @@ def test_big_delete_leaves_the_loop_free(share):
             early = b""
         deleting.settimeout(30)
         assert (status, body, early) == (200, b"read only", b"")
-        assert read_answer(deleting).startswith(b"HTTP/1.1 204")
+        assert read_head(deleting).startswith(b"HTTP/1.1 204")
     assert not tree.exists()
 
 
@@ -782,7 +772,7 @@ def test_large_streamed_put_keeps_memory_flat(share):
                      b"Content-Length: %d\r\n\r\n" % size)
         for _ in range(size // len(piece)):
             sock.sendall(piece)
-        assert read_answer(sock).startswith(b"HTTP/1.1 201")
+        assert read_head(sock).startswith(b"HTTP/1.1 201")
     assert (docroot / "stream" / "large.bin").stat().st_size == size
     assert peak_rss_kib(worker.process.pid) < 64 * 1024
 

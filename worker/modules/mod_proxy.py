@@ -419,6 +419,8 @@ class ResponseReader:
         self.head_request = head_request
         self.upgrade = upgrade
         self.parser = httptools.HttpResponseParser(self)
+        # a head's lines may end in LF alone, as lighttpd and nginx read them
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.head_done = False
@@ -455,6 +457,9 @@ class ResponseReader:
             self.tunnel_start = data[upgrade.args[0]:]
             return True
         except httptools.HttpParserError as err:
+            if self.complete:        # bytes past a whole answer: dropped, as lighttpd does
+                self.extra = True
+                return True
             raise BadResponse(f"invalid HTTP response: {err}") from None
         if self.head_done:
             if self.status < 200:
