@@ -42,8 +42,8 @@ from .body import RequestBody
 from .byteranges import range_whole_answer
 from .chunkqueue import ChunkQueue
 from .handler import AnswerCut
-from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, render_start,
-                   server_line)
+from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, reason,
+                   render_start, server_line)
 from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
 from .request import Request, Response
@@ -341,6 +341,16 @@ class Connection(Wire):
     # ------------------------------------------------- the protocol's sink
     def stop_reading(self) -> None:
         self.closing = True
+
+    def send_interim(self, request: Request, status: int, fields: list[tuple[str, str]]) -> None:
+        """A 1xx head for the held request's client, queued before its answer."""
+        held = self.held
+        if held is None or held.request is not request or self.state is CLOSED:
+            return
+        lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+        self._queue_bytes(f"HTTP/1.1 {status} {reason(status)}\r\n{lines}\r\n"
+                          .encode("latin-1", "replace"))
+        self.update_events()             # out when the socket takes it
 
     def backlog_of(self, _request: Request) -> int:
         """Bytes queued for the client and not sent (answers go out in order: all of

@@ -213,6 +213,19 @@ class H2Session(Wire):
             stream.held.queued = True
             self.server.loop.call_soon(lambda: self._resume(stream))
 
+    def send_interim(self, request: Request, status: int, fields: list[tuple[str, str]]) -> None:
+        """A 1xx HEADERS frame on the request's stream, before its answer's head."""
+        stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
+        if stream is None or stream.head_sent or self.state is CLOSED:
+            return
+        headers = [_status_field(status)]
+        for name, value in fields:
+            field = _field_name(name)
+            if field:
+                headers.append((field, value.encode("latin-1", "replace")))
+        self.h2.send_headers(stream.id, headers)
+        self.server.loop.call_soon(self._after)     # out with this round's frames
+
     def backlog_of(self, request: Request) -> int:
         stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
         return stream.pending_bytes() if stream is not None else 0

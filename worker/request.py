@@ -289,6 +289,13 @@ class Request:
         self.woken = True
         self.connection.wake(self)
 
+    def send_interim(self, status: int, fields: list[tuple[str, str]]) -> None:
+        """A 1xx answer for the client ahead of the final one (a backend's 103 Early
+        Hints); none to an HTTP/1.0 client (RFC 9110 15.2), nor once the final head is
+        out."""
+        if not self.response.started and self.version != "1.0":
+            self.connection.send_interim(self, status, fields)
+
     def backlog(self) -> int:
         """Bytes of answers queued for the client and not sent yet, when they count: a
         producer above module.BACKLOG_HIGH stops reading its backend (backpressure,

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from server_util import read_head
 from test_differential import LIGHTTPD, beside_lighttpd, exchange, get11, parse
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: test_h2
+from test_h2 import Client  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
                                 reason="Debian's lighttpd is not installed")
@@ -57,6 +62,7 @@ ANSWERS = {
     "folded-field": b"HTTP/1.1 200 OK\r\nX-A: b\r\n c\r\n" + HELLO,
     "interim-103": b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
                    b"HTTP/1.1 200 OK\r\n" + HELLO,
+    "interim-100": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n" + HELLO,
 }
 _BAD_GATEWAY = "RFC 9110 15.6.3: what the backend sent is no valid HTTP answer, answered "
 KNOWN_DIFFERENCES = {
@@ -83,9 +89,9 @@ KNOWN_DIFFERENCES = {
                    "take CR for a line's end",
     "folded-field": "RFC 9112 5.2: a proxy MUST answer 502 or unfold; pylighttpd answers "
                     "502, lighttpd 1.4.69 keeps the first line only",
-    "interim-103": "a gap of pylighttpd's: RFC 9110 15.2 asks a proxy to forward 1xx "
-                   "answers, as lighttpd 1.4.69 does; pylighttpd drops them and sends "
-                   "the final answer alone",
+    "interim-100": "100 Continue is the server's own, sent as it reads a body the client "
+                   "asked to send (RFC 9110 10.1.1), not the backend's; lighttpd 1.4.69 "
+                   "passes the backend's on to a client that never asked",
 }
 
 
@@ -131,24 +137,33 @@ def backend_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def answers(backend_port, tmp_path_factory) -> dict[str, tuple[dict, dict]]:
+def servers(backend_port, tmp_path_factory) -> Iterator[tuple[int, int]]:
+    """(lighttpd's port, pylighttpd's), both proxying everything to the backend."""
     base = tmp_path_factory.mktemp("proxy-broken")
     (base / "www").mkdir()
     conf = base / "common.conf"
     conf.write_text(f'server.document-root = "{base}/www"\nserver.modules = ("mod_proxy")\n'
                     f'proxy.server = ("" => (("host" => "127.0.0.1", '
                     f'"port" => {backend_port})))\n')
-    found = {}
     with beside_lighttpd(conf) as ports:
-        for name in ANSWERS:
-            found[name] = tuple(_summary(exchange(port, get11(f"/{name}"), 10))
-                                for port in ports)
-    return found
+        yield ports
+
+
+@pytest.fixture(scope="module")
+def answers(servers) -> dict[str, tuple[dict, dict]]:
+    return {name: tuple(_summary(exchange(port, get11(f"/{name}"), 10)) for port in servers)
+            for name in ANSWERS}
 
 
 def _summary(raw: bytes) -> dict:
+    """The final answer's status, fields and body, and the interim (1xx) heads before
+    it."""
+    interim = []
+    while raw.startswith(b"HTTP/1.1 1"):
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        interim.append(head.decode("latin-1"))
     status, headers, body = parse(raw)
-    found: dict = {"status": status, "body": body}
+    found: dict = {"status": status, "body": body, "interim": interim}
     found.update({name: value for name, value in headers.items()
                   if name not in ("date", "server")})
     return found
@@ -164,5 +179,19 @@ def test_same_answer_as_lighttpd(answers, name):
 def test_known_difference_still_differs(answers, name):
     theirs, ours = answers[name]
     assert ours != theirs
-    if name != "interim-103":
+    if name == "interim-100":
+        assert (ours["status"], ours["interim"], theirs["interim"]) == (
+            200, [], ["HTTP/1.1 100 Continue"])
+    else:
         assert ours["status"] == 502 and b"502 Bad Gateway" in ours["body"]
+
+
+def test_early_hints_reach_http2_clients_and_not_http10_ones(servers):
+    """The backend's 103 goes on as an interim HEADERS frame over HTTP/2; an HTTP/1.0
+    client, which cannot read a 1xx answer, gets the final answer alone."""
+    client = Client(servers[1])
+    stream = client.get("/interim-103")
+    client.run(lambda: stream in client.ended)
+    assert (client.interim[stream], client.statuses[stream]) == ("103", "200")
+    raw = exchange(servers[1], b"GET /interim-103 HTTP/1.0\r\n\r\n", 10)
+    assert raw.startswith(b"HTTP/1.0 200 OK\r\n") and b" 103 " not in raw

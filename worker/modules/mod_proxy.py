@@ -408,13 +408,14 @@ class ResponseReader:
     bytes bypass the parser.  A 101 to a request that asked to upgrade switches: what
     came after its head is the first of the tunnel's bytes (`tunnel_start`)."""
 
-    __slots__ = ("response", "remap", "head_request", "upgrade", "parser", "headers",
-                 "status", "head_done", "complete", "keep_alive", "extra", "received",
-                 "left", "until_close", "raw", "tunnel_start")
+    __slots__ = ("request", "response", "remap", "head_request", "upgrade", "parser",
+                 "headers", "status", "head_done", "complete", "keep_alive", "extra",
+                 "received", "left", "until_close", "raw", "tunnel_start")
 
-    def __init__(self, response: "Response", head_request: bool, upgrade: bool,
+    def __init__(self, request: "Request", head_request: bool, upgrade: bool,
                  remap: Remap) -> None:
-        self.response = response
+        self.request = request
+        self.response = request.response
         self.remap = remap
         self.head_request = head_request
         self.upgrade = upgrade
@@ -501,7 +502,14 @@ class ResponseReader:
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
-        if 100 <= status < 200 and status != 101:    # 100 Continue and such: skipped
+        if 100 <= status < 200 and status != 101:
+            # an interim answer (103 Early Hints) goes on to the client, as RFC 9110
+            # 15.2 asks of a proxy; 100 Continue is the core's to send, not the backend's
+            if status != 100:
+                self.request.send_interim(status, [
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in self.headers
+                    if header_name(name)[1] not in RESPONSE_DROPS])
             self.headers = []
             return
         self.status = status
@@ -598,7 +606,7 @@ class Exchange(GatewayExchange):
         framing = self._framing(values, remap)
         if framing.length is None and (framing.host is None or remap.options.force_http10):
             return self.error(411, "")    # no chunked body to an HTTP/1.0 backend
-        self.reader = ResponseReader(request.response, request.method == "HEAD",
+        self.reader = ResponseReader(request, request.method == "HEAD",
                                      framing.upgrade, remap)
         body = request.body
         self.chunked_body = body is not None and not body.complete and \
