@@ -224,7 +224,11 @@ class H2Session(Wire):
             if field:
                 headers.append((field, value.encode("latin-1", "replace")))
         self.h2.send_headers(stream.id, headers)
-        self.server.loop.call_soon(self._after)     # out with this round's frames
+        self.server.loop.call_soon(self._after_if_open)   # out with this round's frames
+
+    def _after_if_open(self) -> None:
+        if self.state is not CLOSED:
+            self._after()
 
     def backlog_of(self, request: Request) -> int:
         stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
