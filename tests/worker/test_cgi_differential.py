@@ -47,6 +47,9 @@ $HTTP["url"] =~ "^/(upper|env)\\.py$" {
 # seconds of silence a client waits for an answer (the longest timeout above is 20 s,
 # met only where a script reads a body that comes at once)
 ANSWER_WAIT = 15
+# requests answered when a read timeout fires: on a loaded machine lighttpd's timer
+# has been seen to slip past ANSWER_WAIT; then only pylighttpd's answer is checked
+TIMED_OUT = {"hang": 504, "stalls-then-timeout": 504}
 # variables that differ by nature (each server has its own port, each client its own)
 _OWN_VARIABLES = ("REMOTE_PORT=", "SERVER_PORT=")
 
@@ -161,9 +164,12 @@ def _answers(servers) -> dict[str, tuple[dict, dict]]:
         for name, raw in _requests(base):
             theirs, ours = pool.map(lambda port: exchange(port, raw, ANSWER_WAIT),
                                     (lighttpd_port, our_port))
-            assert theirs, f"{name}: lighttpd sent nothing in {ANSWER_WAIT} s"
             assert ours, f"{name}: pylighttpd sent nothing in {ANSWER_WAIT} s"
             method = raw.split(b" ", 1)[0].decode()
+            if not theirs and name in TIMED_OUT:      # lighttpd's timer slipped
+                assert parse_answer(ours, method)[0] == TIMED_OUT[name], name
+                continue
+            assert theirs, f"{name}: lighttpd sent nothing in {ANSWER_WAIT} s"
             answers[name] = (summary(theirs, method), summary(ours, method))
     return answers
 
