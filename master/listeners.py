@@ -77,6 +77,21 @@ def configured_addresses(settings: dict, socket_specs: list[str]) -> list[Addres
 
 def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.socket:
     """Bind and listen; an OSError is turned into a one-line ConfigError."""
+    sock = _bound_socket(address, reuse_port)
+    try:
+        if address.family == socket.AF_UNIX and address.perms:
+            os.chmod(address.target, int(address.perms, 8))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as err:
+        sock.close()
+        raise _cannot_listen(address, err) from None
+    return sock
+
+
+def _bound_socket(address: Address, reuse_port: bool) -> socket.socket:
+    """A socket bound to the address, with the options the config asks; ConfigError
+    if the bind fails."""
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         if address.family == socket.AF_UNIX:
@@ -88,14 +103,14 @@ def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.sock
             if address.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(address.v6only))
         sock.bind(address.target)
-        if address.family == socket.AF_UNIX and address.perms:
-            os.chmod(address.target, int(address.perms, 8))
-        sock.listen(backlog)
-        sock.setblocking(False)
     except OSError as err:
         sock.close()
-        raise ConfigError(f"cannot listen on {address.spec}: {err.strerror}") from None
+        raise _cannot_listen(address, err) from None
     return sock
+
+
+def _cannot_listen(address: Address, err: OSError) -> ConfigError:
+    return ConfigError(f"cannot listen on {address.spec}: {err.strerror}")
 
 
 def _remove_stale_unix_socket(path: str) -> None:
@@ -121,16 +136,7 @@ def refuse_if_taken(address: Address) -> None:
     slots' SO_REUSEPORT would otherwise let this server take a share of that one's
     connections without a word.  A probe bound without SO_REUSEPORT finds the holder
     (sockets in TIME_WAIT do not count, as for the real bind)."""
-    probe = socket.socket(address.family, socket.SOCK_STREAM)
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if address.family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(address.v6only))
-        probe.bind(address.target)
-    except OSError as err:
-        raise ConfigError(f"cannot listen on {address.spec}: {err.strerror}") from None
-    finally:
-        probe.close()
+    _bound_socket(address, reuse_port=False).close()
 
 
 def tcp_migrate_req_enabled() -> bool | None:

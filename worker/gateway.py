@@ -656,16 +656,8 @@ def abandon_answer(request: "Request", status: int) -> int:
     connection, cutting the answer, as it must)."""
     if request.response.started:
         return ERROR
-    discard_answer(request)
+    request.response.discard()
     return status
-
-
-def discard_answer(request: "Request") -> None:
-    """Forget what a backend put in the response (an error replaces it)."""
-    response = request.response
-    response.headers = []
-    response.reset_body()
-    response.passthrough = False
 
 
 # --------------------------------------------------------------- local redirect
@@ -694,10 +686,10 @@ def redirect_locally(request: "Request", target: str, status: int) -> int:
     if request.loops > MAX_LOCAL_REDIRECTS:
         log.error("http_cgi.c", f"too many internal loops while processing request: "
                                 f"{request.target_orig}")
-        discard_answer(request)
+        request.response.discard()
         return 500
     response = request.response
-    discard_answer(request)
+    response.discard()
     response.status = 0
     if request.body is not None:
         request.body.close()

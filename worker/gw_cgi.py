@@ -34,7 +34,7 @@ from shared.gateway_hosts import Extension
 
 from .backend import Backend
 from .gateway import (XSENDFILE_FASTCGI, AnswerBody, HeadReader, PairEncoder, ResponseHead,
-                      discard_answer, env_variable, request_body_length, sendfile_docroots,
+                      env_variable, request_body_length, sendfile_docroots,
                       sendfile_header, x_sendfile)
 from .gw_exchange import Exchange, GatewayModule
 from .module import COMEBACK, HandlerResult
@@ -143,7 +143,7 @@ class CgiExchange(Exchange):
         request.plugin_ctx[module.authorized_key] = True
         module.release(request)
         request.handler = None
-        discard_answer(request)
+        request.response.discard()
         request.response.status = 0
         return COMEBACK
 

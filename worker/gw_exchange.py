@@ -36,6 +36,7 @@ from shared.gateway_hosts import Extension
 from .backend import (EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, IDLE_SECONDS, Backend, Backends,
                       Connection)
 from .body import RequestBody
+from .gateway import abandon_answer
 from .module import BACKLOG_HIGH, ERROR, WAIT, HandlerResult, Module
 from .request import Request
 
@@ -504,13 +505,7 @@ class Exchange(BackendWork):
         if reason:
             self.module.log(f"{reason} on socket: {self.backend.name} for {request.host} "
                             f"{request.uri_path}?{request.uri_query}")
-        response = request.response
-        if response.started:
-            return ERROR
-        response.headers = []
-        response.reset_body()
-        response.passthrough = False   # the error page replaces the backend's answer
-        return status
+        return abandon_answer(request, status)
 
     def _drop_connection(self) -> None:
         connection, self.connection = self.connection, None

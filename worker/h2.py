@@ -71,7 +71,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          transmit)
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import BODYLESS_METHODS, DATE, NO_BODY
+from .http import BODYLESS_METHODS, DATE, NO_BODY, expects_continue
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -218,12 +218,7 @@ class H2Session(Wire):
         stream = self.streams.get(request.plugin_ctx.get("_h2", 0))
         if stream is None or stream.head_sent or self.state is CLOSED:
             return
-        headers = [_status_field(status)]
-        for name, value in fields:
-            field = _field_name(name)
-            if field:
-                headers.append((field, value.encode("latin-1", "replace")))
-        self.h2.send_headers(stream.id, headers)
+        self.h2.send_headers(stream.id, _head_fields(status, fields))
         self.server.loop.call_soon(self._after_if_open)   # out with this round's frames
 
     def _after_if_open(self) -> None:
@@ -353,7 +348,8 @@ class H2Session(Wire):
         values = request.settings.values
         request.body = RequestBody(self.server.upload_dirs,
                                    spill=values["server.stream-request-body"] != 2)
-        if "expect" in request.headers:     # 100-continue: the client waits for it
+        if request.expect_continue:          # the client waits for it before its body
+            request.expect_continue = False
             self.h2.send_headers(stream.id, _CONTINUE_HEAD)
         if values["server.stream-request-body"]:
             self.ready.append(stream)        # the handler reads the body as it comes
@@ -400,9 +396,7 @@ class H2Session(Wire):
             request.content_length = int(length)
             if request.content_length > 0 and request.method in BODYLESS_METHODS:
                 raise BadRequest(400, "GET/HEAD with a body")
-        expect = request.headers.get("expect")
-        if expect is not None and expect.lower() != "100-continue":
-            raise BadRequest(417)           # RFC 9110 10.1.1, as over HTTP/1.1
+        request.expect_continue = expects_continue(request.headers)
         request.configure()
 
     def _data_received(self, event: wire.Event) -> None:
@@ -542,11 +536,7 @@ class H2Session(Wire):
         response = request.response
         status = response.status or 200
         response.status = status
-        headers = [_status_field(status)]
-        for name, value in response.headers:
-            field = _field_name(name)
-            if field:
-                headers.append((field, value.encode("latin-1", "replace")))
+        headers = _head_fields(status, response.headers)
         if with_length and status not in NO_BODY and status >= 200 and \
                 response.get_header("Content-Length") is None:
             headers.append((b"content-length", str(response.length).encode()))
@@ -612,7 +602,9 @@ class H2Session(Wire):
             request.body.close()
 
     def _refuse(self, stream: _Stream, status: int) -> None:
-        """An error before the handler answered (a body over the limit)."""
+        """An error that ends the stream's request early (a body over the limit or not
+        stored, an answer that could not be kept): `status` while no head went out,
+        else the stream is reset."""
         if stream.head_sent:
             self._cut(stream)
             return
@@ -851,6 +843,17 @@ _FIELD_NAMES_KEPT: Final = 1024
 # the same tuple for every answer: the encoder's look-ups hash nothing new
 _STATUS_FIELDS: Final[dict[int, tuple[bytes, bytes]]] = {}
 _SERVER_FIELDS: Final[dict[str, tuple[bytes, bytes]]] = {}
+
+
+def _head_fields(status: int, fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """A head's HEADERS fields: the status, then `fields` but those HTTP/2 does not
+    carry (connection-specific ones)."""
+    headers = [_status_field(status)]
+    for name, value in fields:
+        field = _field_name(name)
+        if field:
+            headers.append((field, value.encode("latin-1", "replace")))
+    return headers
 
 
 def _status_field(status: int) -> tuple[bytes, bytes]:

@@ -262,9 +262,7 @@ class Pipeline:
 def _discard_answer(response: Response) -> None:
     """Drop what a failed handler had put in the answer (an error page replaces it)."""
     response.streaming = False
-    response.headers = []
-    response.reset_body()
-    response.passthrough = False
+    response.discard()
 
 
 def _error_handled(request: Request, handled: int) -> int:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Final, Sequence
 
 from shared import log
 
+from .errors import BadRequest
+
 if TYPE_CHECKING:
     from .answercache import Answer
     from .request import Request, Response
@@ -43,6 +45,17 @@ _ERROR_PAGE: Final = (
     "</html>\n"
 )
 _error_bodies: Final[dict[int, bytes]] = {}
+
+
+def expects_continue(headers: dict[str, str]) -> bool:
+    """RFC 9110 10.1.1: whether the client waits for 100 Continue before its body;
+    BadRequest(417) for an expectation the server cannot meet."""
+    expect = headers.get("expect")
+    if expect is None:
+        return False
+    if expect.lower() != "100-continue":
+        raise BadRequest(417)
+    return True
 
 
 def reason(status: int) -> str:

@@ -31,7 +31,7 @@ from .body import RequestBody
 from .chunked import Dechunker
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import BODYLESS_METHODS
+from .http import BODYLESS_METHODS, expects_continue
 from .request import Request
 
 if TYPE_CHECKING:
@@ -371,12 +371,9 @@ class Http1Parser:
                 raise BadRequest(413)
         elif not chunked and request.method in _BODY_METHODS and request.version == "1.1":
             raise BadRequest(411)
-        expect = headers.get("expect")
-        if expect is not None:
-            if expect.lower() != "100-continue":
-                raise BadRequest(417)
-            if request.version == "1.1" and (chunked or request.content_length > 0):
-                request.expect_continue = True
+        if expects_continue(headers) and request.version == "1.1" and \
+                (chunked or request.content_length > 0):
+            request.expect_continue = True
         has_body = chunked or request.content_length > 0
         if has_body and request.method in BODYLESS_METHODS:
             raise BadRequest(400, "GET/HEAD with a body")

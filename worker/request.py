@@ -184,6 +184,13 @@ class Response:
         """Bytes of the body held in memory (not file ranges)."""
         return sum(len(part) for part in self.body if type(part) is not tuple)
 
+    def discard(self) -> None:
+        """Drop what a handler or a backend put in the answer, its fields and body, and
+        its claim to go out as the backend made it: an error page replaces it."""
+        self.headers = []
+        self.reset_body()
+        self.passthrough = False
+
     def reset_body(self) -> None:
         """Drop the body (an error replaces it), closing files it owned."""
         if self.files:

@@ -408,14 +408,13 @@ class ResponseReader:
     bytes bypass the parser.  A 101 to a request that asked to upgrade switches: what
     came after its head is the first of the tunnel's bytes (`tunnel_start`)."""
 
-    __slots__ = ("request", "response", "remap", "head_request", "upgrade", "parser",
-                 "headers", "status", "head_done", "complete", "keep_alive", "extra",
-                 "received", "left", "until_close", "raw", "tunnel_start")
+    __slots__ = ("request", "remap", "head_request", "upgrade", "parser", "headers",
+                 "status", "head_done", "complete", "keep_alive", "extra", "received",
+                 "left", "until_close", "raw", "tunnel_start")
 
     def __init__(self, request: "Request", head_request: bool, upgrade: bool,
                  remap: Remap) -> None:
         self.request = request
-        self.response = request.response
         self.remap = remap
         self.head_request = head_request
         self.upgrade = upgrade
@@ -469,19 +468,20 @@ class ResponseReader:
         return self.complete
 
     def _body(self, data: bytes) -> bool:
+        response = self.request.response
         if self.until_close:
-            self.response.write(data)
+            response.write(data)
             return False
         left = self.left
         if len(data) >= left:
             if len(data) > left:
                 self.extra = True
                 data = data[:left]
-            self.response.write(data)
+            response.write(data)
             self.left = 0
             self.complete = True
             return True
-        self.response.write(data)
+        response.write(data)
         self.left = left - len(data)
         return False
 
@@ -521,7 +521,7 @@ class ResponseReader:
         if self.complete:
             self.extra = True
             return
-        self.response.write(data)
+        self.request.response.write(data)
         if self.left > 0:
             self.left -= len(data)
 
@@ -531,7 +531,7 @@ class ResponseReader:
 
     def _take_head(self) -> None:
         """Status and headers for the client; how the body is framed."""
-        response = self.response
+        response = self.request.response
         response.status = self.status
         response.passthrough = True     # the backend's answer, its errors included
         chunked, length, tokens = False, -1, ""
