@@ -28,9 +28,15 @@ from shared.config.core_directives import CORE_DIRECTIVES, NOT_YET_IMPLEMENTED
 
 WARNING = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")
 SNIPPETS = sorted((REPO / "conf" / "conf-available").glob("*.conf"))
-# Declared keys no code reads that still do what they say: the master always takes
-# sockets passed in systemd's LISTEN_FDS form, which is what "enable" asks for.
-ACTED_ON_WITHOUT_A_READ = frozenset({"server.systemd-socket-activation"})
+# Declared keys no code of master/ or worker/ reads that still do what they say: the
+# master always takes sockets passed in systemd's LISTEN_FDS form, which is what
+# "enable" asks for; server.http-parseopts is read once into the compiled config
+# (shared/config/compiled.py: url_flags, method_get_body); the single strictness keys
+# ask for the strict reading the workers always do, and are warned about when off.
+ACTED_ON_WITHOUT_A_READ = frozenset({
+    "server.systemd-socket-activation", "server.http-parseopts",
+    "server.http-parseopt-header-strict", "server.http-parseopt-host-strict",
+    "server.http-parseopt-host-normalize"})
 
 
 # ------------------------------------------------------------------------------ -V

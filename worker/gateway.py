@@ -24,9 +24,8 @@ from shared import log
 from shared.config.directives import DirectiveValueError
 
 from .chunked import Dechunker
-from .errors import BadRequest
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
-from .request import simplify_path, url_decode
+from .urlnorm import decoded_utf8, simplify_path
 from .static import is_regular, open_file_without_symlinks, serve_file
 
 if TYPE_CHECKING:
@@ -744,10 +743,8 @@ def x_sendfile(request: "Request", head: ResponseHead, header: tuple[str, str],
 def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
                    header: str) -> tuple[str, int]:
     """The checked path of an X-Sendfile value: ("", status) when it may not be sent."""
-    try:
-        path = url_decode(encoded)
-        path.encode("utf-8")
-    except (BadRequest, UnicodeEncodeError):
+    path = decoded_utf8(encoded)
+    if path is None:
         log.error("http-header-glue.c", f"{header} invalid UTF-8 after url-decode: "
                                         f"{log.escape_bs(encoded)}")
         return "", 502

@@ -71,7 +71,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          transmit)
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import BODYLESS_METHODS, DATE, NO_BODY, expects_continue
+from .http import DATE, NO_BODY, body_refused, expects_continue
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -394,7 +394,7 @@ class H2Session(Wire):
         length = request.headers.get("content-length")
         if length is not None:
             request.content_length = int(length)
-            if request.content_length > 0 and request.method in BODYLESS_METHODS:
+            if request.content_length > 0 and body_refused(request):
                 raise BadRequest(400, "GET/HEAD with a body")
         request.expect_continue = expects_continue(request.headers)
         request.configure()
@@ -409,7 +409,7 @@ class H2Session(Wire):
             self.h2.acknowledge_received_data(event.flow_length, event.stream_id)
         if stream is None or stream.request.body is None or stream.refused:
             return
-        if event.data and stream.request.method in BODYLESS_METHODS:
+        if event.data and body_refused(stream.request):
             self._refuse(stream, 400)
             return
         body = stream.request.body

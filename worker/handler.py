@@ -17,7 +17,8 @@ from shared import log
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
-from .request import Request, Response, clean_path
+from .request import Request, Response
+from .urlnorm import clean_path
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 

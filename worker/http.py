@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .request import Request, Response
 
 NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Content-Length
-# methods whose requests may not carry a body: 400, as lighttpd's default parse options
+# methods whose requests may not carry a body: 400, unless server.http-parseopts has
+# method-get-body on (see body_refused)
 BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
 REASONS: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
 REASONS[413] = "Payload Too Large"
@@ -45,6 +46,15 @@ _ERROR_PAGE: Final = (
     "</html>\n"
 )
 _error_bodies: Final[dict[int, bytes]] = {}
+
+
+def body_refused(request: "Request") -> bool:
+    """Whether a body on this request is refused (400): GET and HEAD, unless
+    server.http-parseopts' method-get-body allows one."""
+    if request.method not in BODYLESS_METHODS:
+        return False
+    config = request.config
+    return config is None or not config.method_get_body
 
 
 def expects_continue(headers: dict[str, str]) -> bool:

@@ -31,7 +31,7 @@ from .body import RequestBody
 from .chunked import Dechunker
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import BODYLESS_METHODS, expects_continue
+from .http import body_refused, expects_continue
 from .request import Request
 
 if TYPE_CHECKING:
@@ -375,7 +375,7 @@ class Http1Parser:
                 (chunked or request.content_length > 0):
             request.expect_continue = True
         has_body = chunked or request.content_length > 0
-        if has_body and request.method in BODYLESS_METHODS:
+        if has_body and body_refused(request):
             raise BadRequest(400, "GET/HEAD with a body")
         return has_body
 

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote_from_bytes
 
-from .request import simplify_path
+from .urlnorm import simplify_path
 from .static import stat_etag, content_type_for
 
 _URLENC_SAFE = b"!()*-._~/"

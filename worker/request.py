@@ -1,70 +1,32 @@
 """One HTTP request and its response, as the core and modules see them.
 
 The field names follow lighttpd's (`uri.path`, `physical.path`, `physical.doc_root`)
-so a module port reads like the C it comes from.  URL cleaning happens here, once, in
-`clean_path`: a decoded path that is also simplified (`//`, `/./`, `/../`) can never
-name anything above the document root, whatever encoding the client used.
+so a module port reads like the C it comes from.  The target is split and checked here,
+once (`set_target`, with worker/urlnorm.py's rules): `uri.path` is decoded and then
+simplified (`//`, `/./`, `/../`), so it can never name anything above the document
+root, whatever encoding the client used.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Final, Protocol
 
 from shared.config.compiled import CompiledConfig, RequestSettings
+from shared.config.parseopts import DEFAULT_URL, URL_DOTSEG_REJECT, URL_DOTSEG_REMOVE
 from shared.config.tree import CONNECTION_FIELDS
 
+from .bytesets import all_kept
 from .chunkqueue import SharedFd
 from .errors import BadRequest
 from .host import normalize_host
 from .http import lower_name
 from .statcache import CACHE
+from .urlnorm import AS_IS_TABLE, clean_path, normalised_query, refusal, split_at
 from .wire import Wire
 
 
-# Octets lighttpd refuses in a request-target (400), raw or %-encoded, in the path and
-# the query alike: control characters, and the bytes that never occur in UTF-8 (0xC0,
-# 0xC1, 0xF5-0xFF; the target is decoded with surrogateescape, so a raw one is a lone
-# surrogate).  One character class each: linear in the length of the target.
-_RAW_REFUSED: Final = re.compile("[\\x00-\\x20\\x7f\\udcc0\\udcc1\\udcf5-\\udcff]")
-_ESCAPE_REFUSED: Final = re.compile("%(?:[01][0-9a-fA-F]|7[fF]|[cC][01]|[fF][5-9a-fA-F])")
-_PERCENT: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 _CONNECT_START: Final = frozenset(":0123456789")   # lighttpd takes CONNECT to an IP:port only
-
-
-def url_decode(raw: str) -> str:
-    """%XX-decode a path; the bytes are read as UTF-8, others kept as surrogates (the
-    file system encoding), so any file name survives the round trip."""
-    if "%" not in raw:
-        return raw
-    data = _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)),
-                        raw.encode("utf-8", "surrogateescape"))
-    if b"\x00" in data:
-        raise BadRequest(400, "%00 in the URL")
-    return data.decode("utf-8", "surrogateescape")
-
-
-def simplify_path(path: str) -> str:
-    """Remove `//`, `/./` and `/../` like lighttpd's buffer_path_simplify: `..` at the
-    root stays at the root.  The result always starts with `/`."""
-    if "/." not in path and "//" not in path:
-        return path
-    parts: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if parts:
-                parts.pop()
-        elif segment and segment != ".":
-            parts.append(segment)
-    trailing = path.endswith(("/", "/.", "/..")) and parts
-    return "/" + "/".join(parts) + ("/" if trailing else "")
-
-
-def clean_path(raw_path: str) -> str:
-    """The decoded, simplified `uri.path` of a request-target path."""
-    decoded = url_decode(raw_path)
-    return simplify_path(decoded)
 
 
 _CORE_FIELDS: Final = frozenset({"date", "server"})     # what the core writes on every answer
@@ -354,12 +316,15 @@ class Request:
     def internal_redirect(self, target: str, normalised: bool = False) -> None:
         """Answer from another local URL (error handlers, a CGI `Location: /path`,
         rewrites): the caller then returns COMEBACK and the phases run again.  A
-        `normalised` target (urlsubst.lighttpd_target's: no dot segment nor empty one
-        left) has a path to clean only when it holds an escape."""
+        `normalised` target (worker/urlnorm.py's, whose dot segments and empty ones
+        are gone by default) has a path to clean only when it holds an escape."""
         self.target = target
-        path, _, self.uri_query = target.partition("?")
+        flags = self.url_flags
+        mark = split_at(target, flags)
+        path, self.uri_query = (target, "") if mark < 0 else (target[:mark], target[mark + 1:])
         self.uri_path_raw = path
-        self.uri_path = path if normalised and "%" not in path else clean_path(path)
+        self.uri_path = path if normalised and "%" not in path and \
+            flags & URL_DOTSEG_REMOVE else clean_path(path)
         self.configure()
 
     # ----------------------------------------------------------- conditions
@@ -410,23 +375,35 @@ class Request:
         return self.settings
 
     # ------------------------------------------------------------------ URL
+    @property
+    def url_flags(self) -> int:
+        """server.http-parseopts' URL rules (shared/config/parseopts.py)."""
+        config = self.config
+        return DEFAULT_URL if config is None else config.url_flags
+
     def set_target(self, target: str, vetted: bool = False) -> None:
-        """Split and clean the request-target (origin-form or absolute-form).  With
-        `vetted`, its octets were checked where it was parsed (HTTP/1: llhttp refuses
-        controls, spaces, DEL and non-ASCII octets anywhere in a target)."""
+        """Split and clean the request-target (origin-form or absolute-form) under
+        server.http-parseopts (worker/urlnorm.py): BadRequest(400) for one it refuses;
+        `uri_query` is normalised, `uri_path` decoded and simplified.  With `vetted`,
+        its octets were checked where it was parsed (HTTP/1: llhttp refuses controls,
+        spaces, DEL and non-ASCII octets anywhere in a target)."""
         self.target = self.target_orig = target
-        if (not vetted and _RAW_REFUSED.search(target)) or \
-                ("%" in target and _ESCAPE_REFUSED.search(target)):
-            raise BadRequest(400, "control character or invalid UTF-8 octet in the URL")
+        flags = self.url_flags
+        plain = all_kept(target, AS_IS_TABLE)   # ASCII, no escape, fragment nor control
+        if not plain or flags & URL_DOTSEG_REJECT:
+            why = refusal(target, flags, vetted)
+            if why is not None:
+                raise BadRequest(400, why)
         # a fragment, which no client should send, is dropped from all but
         # target_orig (REQUEST_URI, the access log's request line), as in lighttpd
         if "#" in target:
             target = self.target = target.partition("#")[0]
         if not target.startswith("/"):
             target = self._absolute_form(target)
-        path, _, query = target.partition("?")
+        mark = split_at(target, flags)
+        path, query = (target, "") if mark < 0 else (target[:mark], target[mark + 1:])
         self.uri_path_raw = path
-        self.uri_query = query
+        self.uri_query = query if plain or not query else normalised_query(target, flags)
         self.uri_path = clean_path(path)
 
     def _absolute_form(self, target: str) -> str:

@@ -2,8 +2,8 @@
 mod_redirect.
 
 A rule is a PCRE pattern matched against the request-target as lighttpd normalises it
-(`lighttpd_target`: still %-encoded, unreserved escapes decoded, `%2F` decoded in the
-path, dot segments removed) and a replacement compiled once into parts:
+(worker/urlnorm.py, by default still %-encoded, unreserved escapes decoded, `%2F`
+decoded in the path, dot segments removed) and a replacement compiled once into parts:
 
 - `$0`..`$9`: the rule's groups, `%0`..`%9`: the enclosing condition's, both as they
   are; `$$` and `%%` are a literal `$` / `%`, any other `$x` / `%x` stays as written;
@@ -30,8 +30,8 @@ from typing import Any, Final, Sequence, cast
 
 from shared.config.directives import DirectiveValueError
 
-from .bytesets import all_kept, table_keeping
-from .request import Request, simplify_path
+from .request import Request
+from .urlnorm import normalised
 
 # burl_append flags
 ENCODE_ALL: Final = 1
@@ -46,11 +46,6 @@ _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
                         b"-._~")
 _DIGITS: Final = frozenset("0123456789")
 _HEXDIGITS: Final = frozenset(b"0123456789ABCDEFabcdef")
-# what a request-target may hold unescaped (burl.c: encoded_chars_http_uri_reqd)
-_AS_IS_TABLE: Final = table_keeping(b"!$&'()*+,-./0123456789:;=?@_~"
-                                     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-_TARGET_FIX: Final = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
-_DOT_SEGMENT: Final = re.compile(r"(?:^|/)\.\.?(?:/|$)|//")
 
 # one part of a compiled replacement: literal text, or (kind, argument, flags)
 # (Final: the compiled code reads them as constants, not from the module's dict)
@@ -62,63 +57,14 @@ PORT: Final = 4
 Part = str | tuple[int, int | str, int]
 
 
-# ------------------------------------------------------------------ the target
-def _fix_escape(match: re.Match[bytes]) -> bytes:
-    text = match.group()
-    if len(text) == 1:
-        return b"%%%02X" % text[0]
-    byte = int(text[1:], 16)
-    return bytes((byte,)) if byte in _UNRESERVED else text.upper()
-
-
-def lighttpd_target(target: str, decode_slashes: bool = True) -> str:
-    """The request-target as lighttpd 1.4.69 keeps it after parsing (default
-    server.http-parseopts): what rules match and `${url.path}` / `${url.query}` show.
-    Without `decode_slashes`, a `%2F` in the path stays as it came (what mod_proxy
-    passes on)."""
-    if not all_kept(target, _AS_IS_TABLE):          # the table keeps no "#" nor "%"
-        if "#" in target:
-            target = target.partition("#")[0]
-        if "%" in target or not all_kept(target, _AS_IS_TABLE):
-            data = _TARGET_FIX.sub(_fix_escape, target.encode("utf-8", "surrogateescape"))
-            target = data.decode("latin-1")
-    # looked for over the whole target first: the path is taken apart only when it
-    # may change
-    slashes = decode_slashes and "%2F" in target
-    if not (slashes or _may_hold_dot_segment(target)):
-        return target
-    path, mark, query = target.partition("?")
-    if slashes:
-        path = path.replace("%2F", "/")
-    if _may_hold_dot_segment(path) and _DOT_SEGMENT.search(path):
-        path = simplify_path(path)
-    return path + mark + query
-
-
-def _may_hold_dot_segment(text: str) -> bool:
-    """A dot segment or an empty one needs "/." or "//" (or a leading "."): looked for
-    in C, before the pattern, which alone cost a quarter of a rewrite."""
-    return "/." in text or "//" in text or text.startswith(".")
-
-
 def rule_target(request: Request) -> str:
     """What rules match: the request's target in origin form (the path of an
-    absolute-form target), normalised (lighttpd_target)."""
+    absolute-form target), normalised under server.http-parseopts."""
     target = request.target
     if not target.startswith("/") and target != "*":
         path, mark, query = target.partition("?")
         target = request.uri_path_raw + mark + query
-    return lighttpd_target(target)
-
-
-# escapes lighttpd refuses in a target (url-ctrls-reject, and octets never in UTF-8)
-_REFUSED_ESCAPE: Final = re.compile(r"%(?:[01][0-9A-F]|7F|C[01]|F[5-9A-F])")
-
-
-def refused_target(normalised: str) -> bool:
-    """Whether lighttpd answers 400 to a target (normalised by lighttpd_target): a
-    control character or an octet that never occurs in UTF-8."""
-    return "%" in normalised and _REFUSED_ESCAPE.search(normalised) is not None
+    return normalised(target, request.url_flags)
 
 
 # --------------------------------------------------------------- normalising

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .host import normalize_host
-from .request import Request, clean_path
+from .request import Request
+from .urlnorm import clean_path, decoded_utf8, simplify_path
 from .static import stat_etag, check_preconditions, errno_status, open_without_symlinks
 from .statcache import CACHE
 from .webdav_if import IfHeaderError, evaluate, parse_if, submitted_tokens
@@ -183,10 +184,7 @@ class DavRequest:
         however many lists name it)."""
         resource: Resource | None = self.target
         if tag is not None:
-            try:
-                resource = self.resource(clean_path(urlsplit(tag).path or "/"))
-            except BadRequest:
-                resource = None
+            resource = self.resource(clean_path(urlsplit(tag).path or "/"))
         if resource is None:
             return set(), ""
         tokens = set()
@@ -239,8 +237,11 @@ class DavRequest:
         parsed = urlsplit(header.strip())
         if not parsed.path.startswith("/"):
             raise DavError(400)
+        decoded = decoded_utf8(parsed.path)      # a control character is "_"
+        if decoded is None:
+            raise DavError(400)
+        url = simplify_path(decoded)
         try:
-            url = clean_path(parsed.path)
             host = normalize_host(parsed.netloc, parsed.scheme) if parsed.netloc else ""
         except BadRequest:
             raise DavError(400) from None

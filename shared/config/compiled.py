@@ -21,6 +21,7 @@ from typing import Any, Callable, Final, Mapping, Protocol
 
 from .captures import match_groups
 from .directives import CheckResult, Directive, Scope
+from .parseopts import ParseOptions
 from .tree import Block, Condition, ConfigTree
 
 NO_CAPTURES: Final[tuple[str, ...]] = ()
@@ -134,6 +135,10 @@ class CompiledConfig:
         self.globals: dict[str, Any] = {sys.intern(name): d.default
                                         for name, d in directives.items()}
         self.globals.update(checked.settings.get(0, {}))
+        # server.http-parseopts, read by every request: native attributes
+        options: ParseOptions = self.globals["server.http-parseopts"]
+        self.url_flags: int = options.url
+        self.method_get_body: bool = options.method_get_body
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []
         self._global_settings = RequestSettings(self.globals)

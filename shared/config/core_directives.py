@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Callable
 
+from . import parseopts
 from .directives import Directive, DirectiveValueError, Scope, Type
 
 S, C, K = Scope.SERVER, Scope.CONNECTION, Scope.SOCKET
@@ -24,6 +26,14 @@ def _socket_perms(text: str) -> str:
     if text and not all(ch in "01234567" for ch in text):
         raise DirectiveValueError(f'"{text}" is not an octal file mode')
     return text
+
+
+def _kept_strict(option: str) -> Callable[[bool], str | None]:
+    """The warning for a config that turns `option` off."""
+    def advice(on: bool) -> str | None:
+        return None if on else parseopts.relaxed_warning(
+            parseopts.ParseOptions(relaxed=(option,)))
+    return advice
 
 
 _DECLARED: tuple[Directive, ...] = (
@@ -81,9 +91,13 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.reject-expect-100-with-417", Type.BOOL, True, S),
     Directive("server.stream-request-body", Type.INT, 0, C),
     Directive("server.stream-response-body", Type.INT, 0, C),
-    Directive("server.http-parseopts", Type.ARRAY_KVANY, None, S),
-    Directive("server.http-parseopt-header-strict", Type.BOOL, True, S),
-    Directive("server.http-parseopt-host-strict", Type.BOOL, True, S),
+    Directive("server.http-parseopts", Type.ARRAY_KVANY, parseopts.DEFAULT, S,
+              convert=parseopts.parse_options, advice=parseopts.relaxed_warning),
+    # the older single keys: on, as pylighttpd always reads (parseopts.STRICT_ALWAYS)
+    Directive("server.http-parseopt-header-strict", Type.BOOL, True, S,
+              advice=_kept_strict("header-strict")),
+    Directive("server.http-parseopt-host-strict", Type.BOOL, True, S,
+              advice=_kept_strict("host-strict")),
     Directive("server.http-parseopt-host-normalize", Type.BOOL, False, S),
     Directive("mimetype.assign", Type.ARRAY_KVSTRING, (), C),
     Directive("mimetype.use-xattr", Type.BOOL, False, C),
@@ -131,10 +145,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
     "server.protocol-http11",
     "server.reject-expect-100-with-417",
-    "server.http-parseopts",
-    "server.http-parseopt-header-strict",
-    "server.http-parseopt-host-strict",
-    "server.http-parseopt-host-normalize",
     # debug logs not written yet
     "debug.log-condition-handling",
     "debug.log-state-handling",

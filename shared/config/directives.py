@@ -58,6 +58,9 @@ class Directive:
     # as lighttpd treats an unknown key (a warning, the value ignored), so a config
     # never silently relies on behaviour it does not get
     implemented: bool = True
+    # a value that works but not as the config may expect gets a warning: advice(typed
+    # value) says what, or None
+    advice: Callable[[Any], str | None] | None = None
 
 
 @dataclass
@@ -169,6 +172,10 @@ def check_config(tree: ConfigTree, directives: dict[str, Directive]) -> CheckRes
                 typed[key] = convert_value(directive, entry.value)
             except DirectiveValueError as err:
                 result.errors.append(ConfigError(f"{key}: {err}", entry.position))
+                continue
+            said = directive.advice(typed[key]) if directive.advice else None
+            if said:
+                result.warnings.append(f"{entry.position}: WARNING: {said}")
         result.settings[block.index] = typed
     return result
 

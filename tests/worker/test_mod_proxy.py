@@ -146,6 +146,14 @@ def test_get_passes_the_target_and_the_query_as_sent(proxy):
     assert "content-length" not in seen["header"]
 
 
+def test_the_target_goes_on_normalised(proxy):
+    """As lighttpd passes it on under its default server.http-parseopts: an escaped
+    slash in the path decoded, an unreserved character's escape decoded, the other
+    escapes upper-cased (in the query too)."""
+    seen = echoed(proxy, "/echo/a%2fb%7e?b=%2f%7e")
+    assert seen["target"] == "/echo/a/b~?b=%2F~"
+
+
 def test_head_gets_the_length_without_the_body(proxy):
     _, got, body = ask(proxy, "GET", "/echo")
     status, headers, empty = ask(proxy, "HEAD", "/echo")

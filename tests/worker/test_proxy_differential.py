@@ -126,6 +126,7 @@ def corpus() -> list[tuple[str, bytes]]:
     return [
         ("get-query", request("GET", "/echo?a=1&b=%2F&c")),
         ("get-encoded-path", request("GET", "/x%20y/echo")),
+        ("get-escaped-slash", request("GET", "/x%2fy%7e/echo?b=%2f%7e")),
         ("dot-segment", request("GET", "/a/../echo")),
         ("absolute-form", request("GET", f"http://{HOST}/echo?q")),
         ("http10-without-host", request("GET", "/echo", version="1.0", host=False)),

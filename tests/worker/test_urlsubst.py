@@ -20,8 +20,10 @@ from worker.urlsubst import (CONDITION_GROUP, DECODE_B64U, ENCODE_ALL, ENCODE_B6
                              ENCODE_NDE, ENCODE_NONE, ENCODE_PSNDE, PORT, QSA,
                              RULE_GROUP, TOLOWER, URL_PART, UrlParts, burl_append,
                              compile_pattern, compile_replacement, expand,
-                             lighttpd_target, normalize_key, normalize_value,
-                             refused_target, translate_pcre, without_missing_groups)
+                             normalize_key, normalize_value, translate_pcre,
+                             without_missing_groups)
+from worker.urlnorm import normalised
+from shared.config.parseopts import DEFAULT_URL
 
 URL = UrlParts("http", "example.org:8080", 81, "/p/a%20th", "x=1&y")
 
@@ -30,29 +32,6 @@ def filled(replacement: str, groups=("/all", "one"), condition=("host", "h1"),
            url: UrlParts = URL) -> str:
     parts = without_missing_groups(compile_replacement(replacement), len(groups) - 1)
     return expand(parts, groups, condition, url)
-
-
-# ------------------------------------------------------------------ target
-@pytest.mark.parametrize("raw, normalised", [
-    ("/plain/path?q=1", "/plain/path?q=1"),
-    ("/%41%2f%7e%20%3d", "/A/~%20%3D"),                 # unreserved decoded, %2F a slash
-    ("/a?b=%41%2f%3d", "/a?b=A%2F%3D"),                 # ... but not in the query
-    ("/caf\u00e9?\u00e9", "/caf%C3%A9?%C3%A9"),          # raw UTF-8 escaped
-    ("/a\\b", "/a%5Cb"),
-    ("/a/./b/../c//d?x/../y", "/a/c/d?x/../y"),          # dot segments: the path only
-    ("/a/%2e%2e/b", "/b"),
-    ("/x#fragment", "/x"),
-    ("/100%", "/100%25"),
-])
-def test_the_target_is_normalised_as_lighttpd_keeps_it(raw, normalised):
-    assert lighttpd_target(raw) == normalised
-
-
-@pytest.mark.parametrize("target, refused", [
-    ("/a%20b", False), ("/caf%C3%A9", False), ("/a%00", True), ("/a%1F", True),
-    ("/a%7F", True), ("/a%C0%AF", True), ("/a%FF", True), ("/plain", False)])
-def test_targets_lighttpd_refuses(target, refused):
-    assert refused_target(target) is refused
 
 
 def test_keys_and_values_are_normalised_like_targets():
@@ -192,7 +171,7 @@ def test_a_rule_that_cannot_work_is_a_config_error(tmp_path: Path, module, setti
 
 def test_patterns_match_the_normalised_target():
     pattern = compile_pattern("^/caf\u00e9$")
-    assert pattern.search(lighttpd_target("/caf%c3%a9"))
+    assert pattern.search(normalised("/caf%c3%a9", DEFAULT_URL))
     assert not pattern.search("/caf\u00e9")
 
 
@@ -209,72 +188,3 @@ def test_any_replacement_and_input_expand_without_error(replacement, group, quer
     url = UrlParts("http", "h", 80, "/p", query)
     assert isinstance(filled(replacement, groups=("/all", group), condition=(group,),
                              url=url), str)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60))
-def test_any_target_normalises_to_ascii_that_normalises_to_itself(target):
-    target = "/" + target.replace("?", "").replace("#", "")
-    normalised = lighttpd_target(target)
-    assert normalised.isascii() and lighttpd_target(normalised) == normalised
-
-
-_AS_IS_PATTERN = re.compile(r"[!$&'()*+,\-./0-9:;=?@A-Z_a-z~]*")
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.lists(st.sampled_from(["/", ".", "..", "//", "%2F", "%41", "?", "a", "~", "é",
-                                 "\udcff", " ", "\x7f", "\"", "#", ":", "%"]),
-                max_size=16).map("".join))
-def test_the_c_level_checks_decide_as_the_patterns_do(target):
-    """lighttpd_target's shortcuts (a translate table for the characters kept as they
-    are, substring tests before the dot-segment pattern) against the patterns alone."""
-    from worker import urlsubst
-    from worker.bytesets import all_kept
-    kept_as_is = all_kept(target, urlsubst._AS_IS_TABLE)
-    assert kept_as_is == (_AS_IS_PATTERN.fullmatch(target) is not None)
-    path = target.partition("?")[0]
-    if urlsubst._DOT_SEGMENT.search(path):
-        assert "/." in path or "//" in path or path.startswith(".")
-
-
-# ---------------------------------------------------------- literal prefixes
-@pytest.mark.parametrize("pattern, prefix", [
-    ("^/old/(.*)$", "/old/"),
-    (r"^/a\.b/c", "/a.b/c"),
-    ("^/ab?c", "/a"),                   # the optional b ends it
-    ("^/a|/b", ""),                     # an alternation around the anchor
-    ("(?i)^/old/", ""),                 # case-blind
-    ("(?m)^/old/", ""),                 # ^ after any newline
-    ("/old/", ""),                      # not anchored
-    ("^(/old)/", ""),                   # a group first
-    ("^[/]old", "/old"),                # a one-character class is a literal
-    ("^", ""),
-])
-def test_the_literal_prefix_of_a_pattern(pattern, prefix):
-    from worker.urlsubst import literal_prefix
-    assert literal_prefix(compile_pattern(pattern)) == prefix
-
-
-_PREFIXED = st.sampled_from(["^/old/(.*)$", "^/a|/b", "^/ab?c(.*)", "(?i)^/OLD/(.*)",
-                             "^/rw/([^?]*)(\\?.*)?$", "^/$", "^/a/b\\?x=(\\d+)"])
-
-
-@settings(max_examples=300, deadline=None)
-@given(_PREFIXED, st.lists(st.sampled_from(["/", "old", "OLD", "a", "b", "c", "rw", "?",
-                                            "x=", "1", "ab"]), max_size=8).map("".join))
-def test_a_literal_prefix_decides_as_the_pattern_does(pattern, target):
-    """The check that skips the regex engine never skips a target it would match."""
-    from worker.urlsubst import literal_prefix
-    compiled = compile_pattern(pattern)
-    prefix = literal_prefix(compiled)
-    if compiled.search(target):
-        assert target.startswith(prefix)
-
-
-def test_references_past_the_pattern_s_groups_are_dropped_at_load():
-    from worker.urlsubst import compile_rules
-    rule, = compile_rules([("^/(a)(b)?", "/$1-$2-$3-$9")])
-    assert rule.parts == ("/", (RULE_GROUP, 1, 0), "-", (RULE_GROUP, 2, 0), "-", "-")
-    match = rule.pattern.search("/a")
-    assert expand(rule.parts, match, (), URL) == "/a---"

@@ -66,7 +66,7 @@ from ..http import NO_BODY
 from ..http1 import header_name
 from ..module import BACKLOG_HIGH, WAIT, HandlerResult
 from ..request import Request
-from ..urlsubst import lighttpd_target
+from ..urlnorm import normalised
 
 if TYPE_CHECKING:
     from ..request import Response
@@ -365,7 +365,7 @@ def outgoing_headers(request: Request, params: frozenset[str],
 def request_head(request: Request, params: frozenset[str], remap: Remap,
                  framing: Framing) -> bytes:
     """The request line and headers for the backend."""
-    target = lighttpd_target(_origin_target(request), decode_slashes=False)
+    target = normalised(_origin_target(request), request.url_flags)
     maps = remap.maps_request
     if maps:
         target = remap.uri(target, True)

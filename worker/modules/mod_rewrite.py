@@ -32,8 +32,8 @@ from shared.config.directives import Directive, Type
 
 from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
-from ..urlsubst import (MatchTooLong, Rule, compile_rules, lighttpd_target, refused_target,
-                        substitute)
+from ..urlnorm import normalised, refusal
+from ..urlsubst import MatchTooLong, Rule, compile_rules, substitute
 
 MAX_REWRITES: Final = 100    # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
 
@@ -168,8 +168,9 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
         state = request.plugin_ctx["rewrite"] = _State()
     if rule.once:
         state.finished = True
-    target = lighttpd_target(target)
-    if refused_target(target):      # as a client's target with these octets
+    flags = request.url_flags
+    target = normalised(target, flags)
+    if refusal(target, flags, vetted=True) is not None:   # as a client's target
         return 400
     request.internal_redirect(target, normalised=True)
     return COMEBACK

@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Generator, Iterable, cas
 
 from shared.config.directives import Directive, Type
 
-from ..errors import BadRequest
 from ..gateway import cgi_environment
 from ..module import WAIT, HandlerResult, Module as BaseModule
-from ..request import Request, simplify_path, url_decode
+from ..request import Request
+from ..urlnorm import decoded_utf8, simplify_path
 from ..ssi_expr import evaluate
 from ..ssi_parse import DIRECTIVE, RAW, Attributes, PageCache, Piece, text_of
 from ..static import check_preconditions, etag_for, is_regular, last_modified
@@ -140,10 +140,8 @@ def join_path(base: str, rest: str) -> str:
 
 def _clean(path: str) -> str | None:
     """%-decoded and simplified, or None when that is not valid UTF-8."""
-    try:
-        decoded = url_decode(path)
-        decoded.encode("utf-8")
-    except (BadRequest, UnicodeEncodeError):
+    decoded = decoded_utf8(path)
+    if decoded is None:
         return None
     return simplify_path(decoded if decoded.startswith("/") else "/" + decoded)
 
