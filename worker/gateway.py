@@ -568,7 +568,7 @@ class AnswerBody:
     and counted against (what goes beyond it is dropped); a chunked body is decoded.
     `complete`: nothing more belongs to the answer."""
 
-    __slots__ = ("request", "status", "remaining", "dechunker", "complete")
+    __slots__ = ("request", "status", "remaining", "dechunker", "complete", "dropping")
 
     def __init__(self, request: "Request", head: ResponseHead) -> None:
         self.request = request
@@ -578,7 +578,12 @@ class AnswerBody:
         self.complete = self.remaining == 0
         response = request.response
         response.status = self.status
+        self.dropping = intercepts(request, self.status)
+        if self.dropping:
+            keep_challenge(request, head.headers)
+            return
         _adopt_headers(request, head)
+        response.passthrough = True        # the backend's own, an error without a body too
         if self.remaining >= 0:
             response.set_header("Content-Length", str(self.remaining))
         response.stream()
@@ -593,7 +598,8 @@ class AnswerBody:
                 data = data[:self.remaining]
                 self.complete = True
             self.remaining -= len(data)
-        self.request.response.write(data)
+        if not self.dropping:
+            self.request.response.write(data)
 
     def must_pause(self) -> bool:
         """The client has not taken enough of it: stop reading the backend."""
@@ -647,6 +653,21 @@ def _adopt_headers(request: "Request", head: ResponseHead) -> None:
     request.response.headers.extend(head.headers)
     if head.close:
         request.keep_alive = False
+
+
+def intercepts(request: "Request", status: int) -> bool:
+    """server.error-intercept: a backend's error (400 and above) gives way to the
+    server's error handler or error page, as a module's error does; its body is read
+    to its end and dropped (the backend's connection stays usable)."""
+    return status >= 400 and bool(request.values["server.error-intercept"])
+
+
+def keep_challenge(request: "Request", headers: list[tuple[str, str]]) -> None:
+    """Of an intercepted answer's fields, a 401's WWW-Authenticate alone goes on to the
+    page that replaces it (as lighttpd keeps it)."""
+    if request.response.status == 401:
+        request.response.headers.extend(
+            field for field in headers if field[0].lower() == "www-authenticate")
 
 
 def abandon_answer(request: "Request", status: int) -> int:

@@ -199,6 +199,9 @@ class Pipeline:
             return False
         keeps_status = not (status in (403, 404) and values["server.error-handler-404"])
         request.error_origin = (status, keeps_status)
+        if request.handler is not None:      # a backend's error (server.error-intercept):
+            self.reset(request)              # the module lets its backend go first
+            request.handler = None
         response = request.response
         # the challenge of a 401 stays with whatever page answers it (as lighttpd)
         response.headers = [h for h in response.headers if h[0].lower() == "www-authenticate"]

@@ -139,8 +139,7 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     # bandwidth limits
     "server.kbytes-per-second",
     "connection.kbytes-per-second",
-    # backends (CGI, FastCGI, proxy) and what only they use
-    "server.error-intercept",
+    # a CGI's stderr goes to the error log
     "server.breakagelog",
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
     "server.protocol-http11",

@@ -56,6 +56,7 @@ $HTTP["url"] =^ "/sticky/" {{ proxy.balance = "sticky" }}
 $HTTP["url"] =^ "/upload1/" {{ server.stream-request-body = 1 }}
 $HTTP["url"] =^ "/upload2/" {{ server.stream-request-body = 2 }}
 $HTTP["url"] =^ "/stream/" {{ server.stream-response-body = 2 }}
+$HTTP["url"] =^ "/intercept/" {{ server.error-intercept = "enable" }}
 """
 
 
@@ -221,6 +222,16 @@ def test_a_large_answer_arrives_whole(proxy, path):
 def test_an_empty_error_from_the_backend_is_its_own(proxy):
     status, headers, body = ask(proxy, "GET", "/status/404")
     assert (status, body, headers["Content-Type"]) == (404, b"", "text/plain")
+
+
+def test_an_intercepted_error_gets_the_servers_page(proxy):
+    """server.error-intercept: the backend's error gives way to the server's page; its
+    success does not."""
+    status, headers, body = ask(proxy, "GET", "/intercept/status/404")
+    assert (status, headers["Content-Type"]) == (404, "text/html")
+    assert b"<title>404 Not Found</title>" in body
+    status, _, body = ask(proxy, "GET", "/intercept/big?n=3000")
+    assert (status, body) == (200, pattern(3000))
 
 
 def test_a_unix_socket_backend(proxy):

@@ -124,7 +124,6 @@ class Ajp13Exchange(CgiExchange):
         for event in events:
             if type(event) is ajp13.Headers:
                 failed = self.output(event.head)
-                self.request.response.passthrough = True   # its own error, as it is
             elif type(event) is ajp13.BodyChunk:
                 if self.answer is None and self.decided is None:
                     return self.error(502, "AJP13: body received before headers")

@@ -59,7 +59,7 @@ from shared.config.values import Array
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
 from ..backend import EPOLLOUT, Backend
-from ..gateway import asks_to_upgrade
+from ..gateway import asks_to_upgrade, intercepts, keep_challenge
 from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
     GatewayModule
 from ..http import NO_BODY
@@ -410,7 +410,7 @@ class ResponseReader:
 
     __slots__ = ("request", "remap", "head_request", "upgrade", "parser", "headers",
                  "status", "head_done", "complete", "keep_alive", "extra", "received",
-                 "left", "until_close", "raw", "tunnel_start")
+                 "left", "until_close", "raw", "tunnel_start", "dropping")
 
     def __init__(self, request: "Request", head_request: bool, upgrade: bool,
                  remap: Remap) -> None:
@@ -432,6 +432,7 @@ class ResponseReader:
         self.until_close = False   # the body ends when the backend closes
         self.raw = False
         self.tunnel_start: bytes | None = None   # switched protocols: what came after
+        self.dropping = False      # an intercepted error's body: read, not passed on
 
     @property
     def reusable(self) -> bool:
@@ -468,22 +469,25 @@ class ResponseReader:
         return self.complete
 
     def _body(self, data: bytes) -> bool:
-        response = self.request.response
         if self.until_close:
-            response.write(data)
+            self._write(data)
             return False
         left = self.left
         if len(data) >= left:
             if len(data) > left:
                 self.extra = True
                 data = data[:left]
-            response.write(data)
+            self._write(data)
             self.left = 0
             self.complete = True
             return True
-        response.write(data)
+        self._write(data)
         self.left = left - len(data)
         return False
+
+    def _write(self, data: bytes) -> None:
+        if not self.dropping:
+            self.request.response.write(data)
 
     def end_of_body(self) -> bool:
         """The backend closed: True when that ends the body (no length was given)."""
@@ -521,7 +525,7 @@ class ResponseReader:
         if self.complete:
             self.extra = True
             return
-        self.request.response.write(data)
+        self._write(data)
         if self.left > 0:
             self.left -= len(data)
 
@@ -533,7 +537,7 @@ class ResponseReader:
         """Status and headers for the client; how the body is framed."""
         response = self.request.response
         response.status = self.status
-        response.passthrough = True     # the backend's answer, its errors included
+        self.dropping = intercepts(self.request, self.status)
         chunked, length, tokens = False, -1, ""
         remap = self.remap if self.remap.maps_response else None
         kept = []
@@ -565,6 +569,10 @@ class ResponseReader:
             kept = [header for header in kept if header[1] not in named]
         if switching:
             kept.append(("Connection", "connection", "upgrade"))
+        if self.dropping:
+            keep_challenge(self.request, [(text, value) for text, _, value in kept])
+            return
+        response.passthrough = True     # the backend's answer, its errors included
         response.headers.extend((text, value) for text, _, value in kept)
 
 
