@@ -111,6 +111,8 @@ class Arbiter:
                                      settings["server.errorlog-use-syslog"])
         log.set_default(self.errorlog)
         _raise_fd_limit(settings["server.max-fds"])
+        if settings["server.core-files"]:
+            _allow_core_files()
         self.target = max(1, settings["server.max-worker"])   # slots with listeners
         self.wanted = self.target      # TTIN/TTOU and reloads move this; the loop follows
         self.stats = StatsSegment(worker_slots=2 * MAX_SLOTS)
@@ -574,6 +576,13 @@ def _raise_fd_limit(wanted: int) -> None:
     except (ValueError, OSError) as err:
         raise ConfigError(f"server.max-fds = {wanted}: cannot raise the open files limit "
                           f"(soft {soft}, hard {hard}): {err}") from None
+
+
+def _allow_core_files() -> None:
+    """server.core-files: a crashing process may dump core up to the hard limit (the
+    soft limit raised to it, as lighttpd does; the workers inherit it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
 
 
 def _daemonize(keep_stderr: bool) -> None:

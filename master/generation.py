@@ -43,7 +43,7 @@ def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
     (`start_backends`)."""
     identity = resolve_identity(config.settings)
     backends = plan(config, identity)
-    addresses = configured_addresses(config.settings, config.compiled.socket_specs())
+    addresses = configured_addresses(config.compiled)
     listeners.acquire(number, addresses, slots)
     return Generation(number, config, identity, addresses, backends)
 

@@ -16,6 +16,7 @@ import stat
 
 from shared import log
 from shared.config import ConfigError
+from shared.config.compiled import CompiledConfig
 
 from .steering import accept_queue_length, steer_to, stop_steering
 
@@ -31,6 +32,7 @@ class Address:
     target: tuple | str   # (host, port) or a unix socket path
     v6only: bool = True   # server.set-v6only: an IPv6 socket does not take IPv4 too
     perms: str = ""       # server.socket-perms: octal mode of a unix socket
+    defer_accept: bool = False      # server.defer-accept: TCP_DEFER_ACCEPT
 
 
 def parse_address(spec: str, default_port: int) -> Address:
@@ -58,8 +60,10 @@ def parse_address(spec: str, default_port: int) -> Address:
                                   port))
 
 
-def configured_addresses(settings: dict, socket_specs: list[str]) -> list[Address]:
-    """The main server.bind / server.port address plus every $SERVER["socket"] one."""
+def configured_addresses(config: CompiledConfig) -> list[Address]:
+    """The main server.bind / server.port address plus every $SERVER["socket"] one,
+    each with the socket options its own block sets (else the global ones)."""
+    settings = config.globals
     port = settings["server.port"]
     bind = settings["server.bind"]
     if bind.startswith("/"):
@@ -67,12 +71,22 @@ def configured_addresses(settings: dict, socket_specs: list[str]) -> list[Addres
     else:
         host = bind or ("::" if settings["server.use-ipv6"] else "0.0.0.0")
         main = parse_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", port)
-    options = {"v6only": settings["server.set-v6only"], "perms": settings["server.socket-perms"]}
-    addresses = {main.target: dataclasses.replace(main, **options)}
-    for spec in socket_specs:
-        address = dataclasses.replace(parse_address(spec, port), **options)
+    addresses = {main.target: _with_options(main, settings)}
+    for spec in config.socket_specs():
+        address = _with_options(parse_address(spec, port), config.socket_values(spec))
         addresses.setdefault(address.target, address)
     return list(addresses.values())
+
+
+def _with_options(address: Address, values: dict) -> Address:
+    """server.v4mapped, when set, decides over server.set-v6only (as in lighttpd); a
+    TLS socket defers no accept (its handshake starts with the client's data anyway)."""
+    v4mapped = values["server.v4mapped"]
+    return dataclasses.replace(
+        address, perms=values["server.socket-perms"],
+        v6only=values["server.set-v6only"] if v4mapped is None else not v4mapped,
+        defer_accept=values["server.defer-accept"] and not values.get("ssl.engine")
+        and address.family != socket.AF_UNIX)
 
 
 def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.socket:
@@ -82,6 +96,8 @@ def open_socket(address: Address, backlog: int, reuse_port: bool) -> socket.sock
         if address.family == socket.AF_UNIX and address.perms:
             os.chmod(address.target, int(address.perms, 8))
         sock.listen(backlog)
+        if address.defer_accept:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.setblocking(False)
     except OSError as err:
         sock.close()

@@ -32,9 +32,11 @@ SNIPPETS = sorted((REPO / "conf" / "conf-available").glob("*.conf"))
 # master always takes sockets passed in systemd's LISTEN_FDS form, which is what
 # "enable" asks for; server.http-parseopts is read once into the compiled config
 # (shared/config/compiled.py: url_flags, method_get_body); the single strictness keys
-# ask for the strict reading the workers always do, and are warned about when off.
+# ask for the strict reading the workers always do, and are warned about when off;
+# server.reject-expect-100-with-417 is ignored by lighttpd 1.4.69 itself.
 ACTED_ON_WITHOUT_A_READ = frozenset({
     "server.systemd-socket-activation", "server.http-parseopts",
+    "server.reject-expect-100-with-417",
     "server.http-parseopt-header-strict", "server.http-parseopt-host-strict",
     "server.http-parseopt-host-normalize"})
 

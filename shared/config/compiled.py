@@ -182,6 +182,18 @@ class CompiledConfig:
         """Every `$SERVER["socket"] == "..."` address: each is a listener."""
         return [c.pattern for c in self.conditions if c.field == "socket" and c.op == "=="]
 
+    def socket_values(self, spec: str) -> dict[str, Any]:
+        """A listener's settings: the global ones and those of its top-level
+        `$SERVER["socket"] == spec` blocks (where the socket-scope keys are read)."""
+        values = dict(self.globals)
+        for block in self.blocks:
+            if block.parent == 0 and block.condition_id is not None:
+                condition = self.conditions[block.condition_id]
+                if condition.field == "socket" and condition.op == "==" and \
+                        condition.pattern == spec:
+                    values.update(block.settings)
+        return values
+
     def settings_for(self, subject: ConditionSubject,
                      connection_cache: dict[int, tuple[bool, Any]] | None = None
                      ) -> RequestSettings:

@@ -44,9 +44,10 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.set-v6only", Type.BOOL, True, K),
     Directive("server.listen-backlog", Type.INT, 1024, K),
     Directive("server.socket-perms", Type.STRING, "", K, _socket_perms),
-    Directive("server.defer-accept", Type.INT, 0, K),
+    Directive("server.defer-accept", Type.BOOL, False, K),
     Directive("server.bsd-accept-filter", Type.STRING, "", K),
-    Directive("server.v4mapped", Type.BOOL, False, K),
+    # unset: server.set-v6only decides; set, it decides an IPv6 socket's IPV6_V6ONLY
+    Directive("server.v4mapped", Type.BOOL, None, K),
     Directive("server.systemd-socket-activation", Type.BOOL, False, S),
     Directive("server.max-worker", Type.SHORT, os.cpu_count() or 1, S),
     Directive("server.max-fds", Type.INT, 0, S),
@@ -88,6 +89,8 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.error-intercept", Type.BOOL, False, C),
     Directive("server.range-requests", Type.BOOL, True, C),
     Directive("server.protocol-http11", Type.BOOL, True, C),
+    # accepted and ignored, as lighttpd 1.4.69 ignores it (Expect: 100-continue is
+    # answered, any other expectation is 417, whatever it says)
     Directive("server.reject-expect-100-with-417", Type.BOOL, True, S),
     Directive("server.stream-request-body", Type.INT, 0, C),
     Directive("server.stream-response-body", Type.INT, 0, C),
@@ -126,13 +129,9 @@ _DECLARED: tuple[Directive, ...] = (
 # nobody relies on behaviour the server does not have.  The change that implements a
 # key removes it from this set.
 NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
-    # listening sockets: no TCP_DEFER_ACCEPT, no FreeBSD accept filter, no v4-mapped
-    # switch (server.set-v6only is the one honoured)
-    "server.defer-accept",
+    # listening sockets: no FreeBSD accept filter (a FreeBSD kernel's)
     "server.bsd-accept-filter",
-    "server.v4mapped",
-    # processes: core dumps are left as the environment sets them; no clock-jump check
-    "server.core-files",
+    # processes: no clock-jump check
     "server.clock-jump-restart",
     # the workers always write with sendfile / sendmsg / send
     "server.network-backend",
@@ -143,7 +142,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     "server.breakagelog",
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
     "server.protocol-http11",
-    "server.reject-expect-100-with-417",
     # debug logs not written yet
     "debug.log-condition-handling",
     "debug.log-state-handling",
