@@ -34,7 +34,7 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "fastcgi", "gateway", "gw_cgi", "gw_exchange", "h2", "h2_connection", "h2_encoder",
     "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
-    "statcache", "static", "transport", "urlnorm", "urlsubst", "webdav_fs", "webdav_props",
+    "statcache", "static", "throttle", "transport", "urlnorm", "urlsubst", "webdav_fs", "webdav_props",
     "webdav_request", "webdav_xml", "wire",
     "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
     "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",

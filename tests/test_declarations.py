@@ -144,12 +144,12 @@ def test_a_key_not_acted_on_is_warned_in_the_error_log_at_start_up(tmp_path):
 
 def test_one_shot_logs_the_warnings_too(tmp_path):
     errorlog = tmp_path / "error.log"
-    conf = _config_with(tmp_path, ["server.kbytes-per-second"])
+    conf = _config_with(tmp_path, ["server.bsd-accept-filter"])
     conf.write_text(conf.read_text() + f'server.errorlog = "{errorlog}"\n')
     (tmp_path / "index.html").write_text("one\n")
     done = run_cli("-1", "-f", str(conf), stdin="GET /index.html HTTP/1.0\r\n\r\n")
     assert done.returncode == 0 and "200" in done.stdout.splitlines()[0]
-    assert WARNING.findall(errorlog.read_text()) == ["server.kbytes-per-second"]
+    assert WARNING.findall(errorlog.read_text()) == ["server.bsd-accept-filter"]
 
 
 # --------------------------------------------------------------------- conf snippets
@@ -211,13 +211,13 @@ def test_a_reload_warns_of_the_keys_its_new_config_sets_in_vain(tmp_path):
     running = Server(tmp_path)
     try:
         running.wait_serving()
-        running.write_config('server.kbytes-per-second = 10\nother.bogus = 1')
+        running.write_config('server.bsd-accept-filter = "httpready"\nother.bogus = 1')
         running.process.send_signal(signal.SIGHUP)
         wait_until(lambda: len(WARNING.findall(running.errorlog.read_text())) >= 2)
         log = running.errorlog.read_text()
     finally:
         running.stop()
-    assert set(WARNING.findall(log)) == {"server.kbytes-per-second", "other.bogus"}
+    assert set(WARNING.findall(log)) == {"server.bsd-accept-filter", "other.bogus"}
 
 
 def test_an_auth_backend_brings_its_module_with_lighttpds_warning(tmp_path):

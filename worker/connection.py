@@ -48,6 +48,7 @@ from .http1 import Http1Parser
 from .module import BACKLOG_HIGH
 from .request import Request, Response
 from .spool import SPILL_AT, Spool
+from .throttle import Throttle
 from .transport import SocketTransport, Transport
 from .wire import Wire
 
@@ -178,13 +179,16 @@ def receive(connection: Wire) -> bytes | None:
     return data
 
 
-def transmit(connection: Wire, data: bytes | None = None) -> int:
-    """Send what the transport takes of the connection's output queue (or of `data`,
-    when nothing is queued), counted out; 0 when it took nothing (or the connection
+def transmit(connection: Wire) -> int:
+    """Send what the transport takes of the connection's output queue (within its
+    bandwidth limits, if any), counted out; 0 when it took nothing (or the connection
     broke: then closed)."""
     try:
-        sent = connection.transport.send(connection.out) if data is None else \
-            connection.transport.send_bytes(data)
+        throttle = connection.throttle
+        if throttle is None:
+            sent = connection.transport.send(connection.out)
+        else:
+            sent = _send_within(connection, throttle)
     except (BlockingIOError, InterruptedError):
         return 0
     except OSError:
@@ -193,6 +197,18 @@ def transmit(connection: Wire, data: bytes | None = None) -> int:
     if sent:
         connection.last_write = connection.server.loop.now
         connection.server.counters.bytes_out(sent)
+    return sent
+
+
+def _send_within(connection: Wire, throttle: Throttle) -> int:
+    """What a limited connection may send this second, at most; with nothing left, its
+    writes pause until the next second."""
+    allowance = throttle.allowance(int(connection.server.loop.now))
+    if allowance <= 0:
+        connection.pause_writes()
+        return 0
+    sent = connection.transport.send_limited(connection.out, allowance)
+    throttle.spent(sent)
     return sent
 
 
@@ -939,7 +955,8 @@ class Connection(Wire):
         if not plain and not self.transport.pollable:
             return
         want = 0
-        if self.out.chunks or (not plain and self.transport.read_wants_write):
+        if (self.out.chunks and not self.paused) or \
+                (not plain and self.transport.read_wants_write):
             want |= EPOLLOUT
         if held is not None:
             if self._reads_held_body(held):

@@ -283,7 +283,7 @@ class H2Session(Wire):
         self.state = WRITE if self.out.chunks else HANDLE if self.streams else REQUEST_START
         # a peer that does not read what it asked for is not read either
         want = EPOLLIN if self.out.pending < READ_STOP else 0
-        if self.out.chunks or self.transport.read_wants_write:
+        if (self.out.chunks and not self.paused) or self.transport.read_wants_write:
             want |= EPOLLOUT
         if want != self.events:
             self.server.loop.modify(self.fd, want)

@@ -18,9 +18,10 @@ from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response
-from .urlnorm import clean_path
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
+from .throttle import throttle_for
+from .urlnorm import clean_path
 
 Hook = Callable[[Request], "int | None"]
 # a hook, and the directive without which it does nothing ("": it always runs)
@@ -128,6 +129,7 @@ class Pipeline:
         response = request.response
         response.head_only = request.method == "HEAD"
         _run_all(self.response_start, request)
+        _limit_bandwidth(request)
 
     def done(self, request: Request) -> None:
         for hook in self.request_done:
@@ -186,6 +188,7 @@ class Pipeline:
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
         _run_all(self.response_start, request)
+        _limit_bandwidth(request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
         """server.error-handler-404 (for 404 and 403, as lighttpd) / server.error-handler:
@@ -394,6 +397,15 @@ def _quote_path(path: str) -> str:
     if all(byte in _SAFE for byte in data):
         return path
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in data)
+
+
+def _limit_bandwidth(request: Request) -> None:
+    """The answer's connection takes the bandwidth limits of its settings (a config
+    that sets none anywhere skips the look-up)."""
+    config = request.config
+    if config is not None and config.rate_limited:
+        wire = request.wire
+        wire.throttle = throttle_for(request.values, wire.throttle)
 
 
 def error_response(request: Request, status: int) -> bool:

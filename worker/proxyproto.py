@@ -318,6 +318,9 @@ class ProxyHeaderTransport:
     def send(self, out: "ChunkQueue") -> int:
         return self.inner.send(out)
 
+    def send_limited(self, out: "ChunkQueue", budget: int) -> int:
+        return self.inner.send_limited(out, budget)
+
     def shutdown_write(self) -> None:
         self.inner.shutdown_write()
 

@@ -34,6 +34,7 @@ from .module import Module
 from .services import Services
 from .statcache import CACHE
 from .transport import SocketTransport
+from .wire import Wire
 
 if TYPE_CHECKING:
     from master.configload import LoadedConfig
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 ACCEPT_BATCH: Final = 64
 EPOLLIN: Final = select.EPOLLIN
+EPOLLOUT: Final = select.EPOLLOUT
 FAST_STOP: Final = (signal.SIGTERM, signal.SIGINT)
 UNLIMITED_FDS: Final = 4096     # what a worker plans with when RLIMIT_NOFILE is unlimited
 # accept() errors about the one connection being taken (Linux passes pending network
@@ -145,9 +147,12 @@ class Server:
         self.services.publish_states = self.publish_states
         fields = condition_fields(config.compiled.conditions)
         self.h2c = h2_enabled(settings, cleartext=True)
+        # no answer is replayed under bandwidth limits: each one sets its connection's
         self.pipeline = Pipeline(instantiate_modules(config, self.services),
-                                 replay=CACHE.enabled and not self.debug,
+                                 replay=CACHE.enabled and not self.debug
+                                 and not config.compiled.rate_limited,
                                  condition_fields=fields)
+        self.paused: list[Wire] = []     # out of bandwidth until the next tick
         self.connections: dict[int, ServedConnection] = {}
         self.listeners = list(listeners)
         self.accepting = False
@@ -343,6 +348,8 @@ class Server:
     def _tick(self, now: float) -> None:
         DATE.refresh(time.time())
         self.pipeline.trigger(now)
+        if self.paused:
+            self.resume_paused()
         for connection in list(self.connections.values()):
             connection.check_timeout(now)
             state = connection.state     # reading or handling a request: not idle
@@ -356,6 +363,14 @@ class Server:
         if self.idle_exit is not None and not self.connections and \
                 now - self.last_request > self.idle_exit:
             self.stop_status = 0
+
+    def resume_paused(self) -> None:
+        """A new second: the connections whose bandwidth ran out write again."""
+        paused, self.paused = self.paused, []
+        for wire in paused:
+            wire.paused = False
+            if wire.transport.fileno() >= 0:      # still open
+                wire.on_event(EPOLLOUT)
 
     def close_all(self) -> None:
         for connection in list(self.connections.values()):

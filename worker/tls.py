@@ -128,9 +128,15 @@ class TLSTransport(SocketTransport):
 
     def send(self, out: ChunkQueue) -> int:
         """Send what OpenSSL takes now of the queue, up to SEND_BUDGET."""
+        return self.send_limited(out, SEND_BUDGET)
+
+    def send_limited(self, out: ChunkQueue, budget: int) -> int:
+        """Send what OpenSSL takes now of the queue, up to `budget` bytes (a write
+        OpenSSL asked to repeat goes again whole, whatever the budget)."""
         sent = 0
-        while out.chunks and sent < SEND_BUDGET:
-            data = self._unsent if self._unsent is not None else out.peek(WRITE_SIZE)
+        while out.chunks and sent < budget:
+            data = self._unsent if self._unsent is not None else \
+                out.peek(min(WRITE_SIZE, budget - sent))
             try:
                 written = self._write(data)
             except BlockingIOError:
@@ -144,13 +150,6 @@ class TLSTransport(SocketTransport):
                     self._unsent = memoryview(data)[written:]
                 break
         return sent
-
-    def send_bytes(self, data: bytes) -> int:
-        """What OpenSSL takes of `data` now; the rest is queued by the caller (a
-        write OpenSSL asked to repeat is repeated from the queue: see send)."""
-        if self._unsent is not None:
-            raise BlockingIOError      # an earlier write must be repeated first
-        return self._write(data)
 
     def _write(self, data: bytes | memoryview) -> int:
         """One SSL_write; a write OpenSSL could not finish is kept to be repeated with

@@ -32,7 +32,7 @@ class Transport(Protocol):
 
     def send(self, out: ChunkQueue) -> int: ...
 
-    def send_bytes(self, data: bytes) -> int: ...
+    def send_limited(self, out: ChunkQueue, budget: int) -> int: ...
 
     def shutdown_write(self) -> None: ...
 
@@ -68,9 +68,12 @@ class SocketTransport:
     def send(self, out: ChunkQueue) -> int:
         return out.send(self.sock)
 
-    def send_bytes(self, data: bytes) -> int:
-        """What the socket takes of `data` now (an answer with nothing queued before)."""
-        return self.sock.send(data)
+    def send_limited(self, out: ChunkQueue, budget: int) -> int:
+        """Up to `budget` bytes of the queue (a connection under a bandwidth limit:
+        files are read into memory, a slow client's share at a time)."""
+        written = self.sock.send(out.peek(budget))
+        out.consume(written)
+        return written
 
     def shutdown_write(self) -> None:
         self.sock.shutdown(socket.SHUT_WR)
@@ -124,11 +127,9 @@ class PipeTransport:
     def send(self, out: ChunkQueue) -> int:
         return out.write_blocking(self.STDOUT)
 
-    def send_bytes(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.STDOUT, view):]
-        return len(data)
+    def send_limited(self, out: ChunkQueue, budget: int) -> int:
+        """A pipe is written whole, blocking: no bandwidth limit applies."""
+        return self.send(out)
 
     def shutdown_write(self) -> None:
         """Nothing to half-close: the caller ends the process after the answer."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .chunkqueue import ChunkQueue
+from .throttle import Throttle
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 class Wire:
     __slots__ = ("server", "transport", "out", "last_read", "last_write", "bytes_read",
                  "remote_ip", "socket_spec", "scheme", "condition_cache", "global_settings",
-                 "compiled_config", "remote_port", "server_variables")
+                 "compiled_config", "remote_port", "server_variables", "throttle", "paused")
 
     server: "Server"
     transport: Transport
@@ -43,6 +44,10 @@ class Wire:
     # variables its requests used last (worker/gateway.server_variables)
     remote_port: int
     server_variables: "ServerVariables | None"
+    # its bandwidth limits (worker/throttle.py; None: none), and whether they stopped
+    # its writes until the server's next tick
+    throttle: Throttle | None
+    paused: bool
 
     def set_origin(self, remote_ip: str, socket_spec: str, scheme: str,
                    condition_cache: "dict[int, tuple[bool, object]] | None",
@@ -58,6 +63,15 @@ class Wire:
         self.compiled_config = compiled_config
         self.remote_port = remote_port
         self.server_variables = None
+        self.throttle = None
+        self.paused = False
+
+    def pause_writes(self) -> None:
+        """Its bandwidth for this second is spent: no polling for writes until the
+        server's next tick resumes it (Server.resume_paused)."""
+        if not self.paused:
+            self.paused = True
+            self.server.paused.append(self)
 
     def peer_port(self) -> int:
         """The client's port, asked of the transport once per connection."""

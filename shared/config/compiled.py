@@ -139,6 +139,11 @@ class CompiledConfig:
         options: ParseOptions = self.globals["server.http-parseopts"]
         self.url_flags: int = options.url
         self.method_get_body: bool = options.method_get_body
+        # whether any block limits bandwidth (worker/throttle.py): only then does an
+        # answer look its limits up
+        self.rate_limited: bool = any(
+            values.get("server.kbytes-per-second") or values.get("connection.kbytes-per-second")
+            for values in [self.globals, *checked.settings.values()])
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []
         self._global_settings = RequestSettings(self.globals)

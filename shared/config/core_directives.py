@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import Callable
 
-from . import parseopts
+from . import parseopts, ratelimit
 from .directives import Directive, DirectiveValueError, Scope, Type
 
 S, C, K = Scope.SERVER, Scope.CONNECTION, Scope.SOCKET
@@ -75,8 +75,10 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.max-keep-alive-idle", Type.INT, 5, C),
     Directive("server.max-read-idle", Type.INT, 60, C),
     Directive("server.max-write-idle", Type.INT, 360, C),
-    Directive("server.kbytes-per-second", Type.INT, 0, C),
-    Directive("connection.kbytes-per-second", Type.INT, 0, C),
+    Directive("server.kbytes-per-second", Type.SHORT, None, C,
+              convert=ratelimit.shared_budget),
+    Directive("connection.kbytes-per-second", Type.SHORT, 0, C,
+              convert=ratelimit.connection_rate),
     # request handling
     Directive("server.document-root", Type.STRING, "", C),
     Directive("server.name", Type.STRING, "", C),
@@ -135,9 +137,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     "server.clock-jump-restart",
     # the workers always write with sendfile / sendmsg / send
     "server.network-backend",
-    # bandwidth limits
-    "server.kbytes-per-second",
-    "connection.kbytes-per-second",
     # a CGI's stderr goes to the error log
     "server.breakagelog",
     # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
