@@ -132,13 +132,13 @@ def test_tt_reports_a_key_not_acted_on_as_lighttpd_reports_an_unknown_key(tmp_pa
 
 
 def test_a_key_not_acted_on_is_warned_in_the_error_log_at_start_up(tmp_path):
-    running = Server(tmp_path, 'server.protocol-http11 = "disable"\nbogus.key = 1')
+    running = Server(tmp_path, 'server.bsd-accept-filter = "httpready"\nbogus.key = 1')
     try:
         running.wait_serving()
         log = running.errorlog.read_text()
     finally:
         running.stop()
-    assert set(WARNING.findall(log)) == {"server.protocol-http11", "bogus.key"}
+    assert set(WARNING.findall(log)) == {"server.bsd-accept-filter", "bogus.key"}
     assert f"{running.conf}:7:1: WARNING" in log
 
 

@@ -332,9 +332,14 @@ class Http1Parser:
         if key is not None:
             request.replay_key = key
             request.replay_parsed = parsed_state(request)
-        if request.method in _BODY_METHODS or _frames_a_body(headers):
-            return self._check_body(request, values)
-        return False
+        has_body = (request.method in _BODY_METHODS or _frames_a_body(headers)) and \
+            self._check_body(request, values)
+        config = request.config
+        if version == "1.1" and config is not None and config.http11_limited and \
+                not values["server.protocol-http11"]:
+            request.version = "1.0"     # answered as HTTP/1.0, its body read as sent
+            request.keep_alive = False
+        return has_body
 
     def _version(self, parser: httptools.HttpRequestParser, method_length: int) -> str:
         """The request's HTTP version.  When the read being parsed began with this

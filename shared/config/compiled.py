@@ -139,6 +139,10 @@ class CompiledConfig:
         options: ParseOptions = self.globals["server.http-parseopts"]
         self.url_flags: int = options.url
         self.method_get_body: bool = options.method_get_body
+        # whether any block sets server.protocol-http11 off: only then is it looked up
+        self.http11_limited: bool = any(
+            values.get("server.protocol-http11") is False
+            for values in [self.globals, *checked.settings.values()])
         # whether any block limits bandwidth (worker/throttle.py): only then does an
         # answer look its limits up
         self.rate_limited: bool = any(

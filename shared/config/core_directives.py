@@ -139,8 +139,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     "server.network-backend",
     # a CGI's stderr goes to the error log
     "server.breakagelog",
-    # HTTP parsing switches: the workers parse as lighttpd's defaults do, whatever is set
-    "server.protocol-http11",
     # debug logs not written yet
     "debug.log-condition-handling",
     "debug.log-state-handling",
