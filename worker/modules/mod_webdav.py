@@ -91,6 +91,8 @@ CORE_ALLOW: Final = "OPTIONS, GET, HEAD, POST"
 ALLOW: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
 ALLOW_WITHOUT_DB: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
 ALLOW_READONLY: Final = "PROPFIND, " + CORE_ALLOW
+# what a PROPPATCH without webdav.sqlite-db-name (no dead properties) is told, as lighttpd
+ALLOW_WITHOUT_PROPERTIES: Final = "GET, HEAD, PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY"
 SLICE: Final = 0.01               # seconds of file-system work per round of the loop
 PROPFIND_BATCH: Final = 32        # resources of a Multi-Status rendered between two steps
 DIRECTORY_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -361,17 +363,16 @@ class _Dav(DavRequest):
 
     # ----------------------------------------------------------- PROPPATCH
     def proppatch(self) -> Job:
+        if self.store is None:          # nowhere to keep properties: 405 before the body
+            self.request.response.set_header("Allow", ALLOW_WITHOUT_PROPERTIES)
+            return 405
         update = yield from self.read_xml("propertyupdate", required=True)
         assert update is not None
         self.check_if()
         if not self.target.exists:
             return 404
         self.check_unlocked(self.target)
-        changes = _property_changes(update)
-        if self.store is None:
-            results = {name: 403 for _, name, _ in changes}
-        else:
-            results = self._apply_changes(changes)
+        results = self._apply_changes(_property_changes(update))
         by_status: dict[int, list[str]] = {}
         for name, status in results.items():
             by_status.setdefault(status, []).append(property_xml(name))
