@@ -22,7 +22,7 @@ from .errors import BadRequest
 from .host import normalize_host
 from .http import lower_name
 from .statcache import CACHE
-from .urlnorm import AS_IS_TABLE, clean_path, normalised_query, refusal, split_at
+from .urlnorm import AS_IS_TABLE, clean_path, normalised_query, refusal, split_target
 from .wire import Wire
 
 
@@ -320,8 +320,7 @@ class Request:
         are gone by default) has a path to clean only when it holds an escape."""
         self.target = target
         flags = self.url_flags
-        mark = split_at(target, flags)
-        path, self.uri_query = (target, "") if mark < 0 else (target[:mark], target[mark + 1:])
+        path, self.uri_query = split_target(target, flags)
         self.uri_path_raw = path
         self.uri_path = path if normalised and "%" not in path and \
             flags & URL_DOTSEG_REMOVE else clean_path(path)
@@ -400,8 +399,7 @@ class Request:
             target = self.target = target.partition("#")[0]
         if not target.startswith("/"):
             target = self._absolute_form(target)
-        mark = split_at(target, flags)
-        path, query = (target, "") if mark < 0 else (target[:mark], target[mark + 1:])
+        path, query = split_target(target, flags)
         self.uri_path_raw = path
         self.uri_query = query if plain or not query else normalised_query(target, flags)
         self.uri_path = clean_path(path)

@@ -12,35 +12,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.config.ratelimit import SharedBudget
+from shared.config.ratelimit import ByteBudget
 
 
 class Throttle:
-    """One connection's limits and what it sent in the current second."""
+    """One connection's budgets: its own (connection.kbytes-per-second) and its
+    block's shared one (server.kbytes-per-second), either or both."""
 
-    __slots__ = ("rate", "shared", "used", "second")
+    __slots__ = ("own", "shared")
 
-    def __init__(self, rate: int, shared: SharedBudget | None) -> None:
-        self.rate = rate                  # bytes a second; 0: no limit of its own
-        self.shared = shared              # its block's budget, if one is set
-        self.used = 0
-        self.second = -1
+    def __init__(self, own: ByteBudget | None, shared: ByteBudget | None) -> None:
+        self.own = own
+        self.shared = shared
 
     def allowance(self, second: int) -> int:
         """What may be sent now (0 or less: nothing until the next second)."""
-        left = -1
-        if self.rate:
-            if second != self.second:
-                self.second, self.used = second, 0
-            left = self.rate - self.used
-        shared = self.shared
-        if shared is not None:
-            pool = shared.left(second)
-            left = pool if left < 0 else min(left, pool)
-        return left
+        own, shared = self.own, self.shared
+        if own is None:
+            return shared.left(second) if shared is not None else 0
+        left = own.left(second)
+        return left if shared is None else min(left, shared.left(second))
 
     def spent(self, count: int) -> None:
-        self.used += count
+        if self.own is not None:
+            self.own.used += count
         if self.shared is not None:
             self.shared.used += count
 
@@ -49,12 +44,17 @@ def throttle_for(values: dict[str, Any], current: Throttle | None) -> Throttle |
     """The limits a request's settings put on its connection (None: none), keeping
     what the connection sent this second when they stay the same."""
     rate: int = values["connection.kbytes-per-second"]
-    shared: SharedBudget | None = values["server.kbytes-per-second"]
+    shared: ByteBudget | None = values["server.kbytes-per-second"]
     if not rate and shared is None:
         return None
-    if current is not None and current.rate == rate and current.shared is shared:
+    own = current.own if current is not None else None
+    if not rate:
+        own = None
+    elif own is None or own.rate != rate:
+        renewed = ByteBudget(rate)
+        if own is not None:              # what it sent this second still counts
+            renewed.used, renewed.second = own.used, own.second
+        own = renewed
+    if current is not None and current.own is own and current.shared is shared:
         return current
-    throttle = Throttle(rate, shared)
-    if current is not None:
-        throttle.used, throttle.second = current.used, current.second
-    return throttle
+    return Throttle(own, shared)

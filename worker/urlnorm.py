@@ -115,6 +115,12 @@ def split_at(target: str, flags: int) -> int:
     return target.rfind("?") if flags & URL_REQUIRED else target.find("?")
 
 
+def split_target(target: str, flags: int) -> tuple[str, str]:
+    """`target`'s path and query (empty without one), split as split_at says."""
+    mark = split_at(target, flags)
+    return (target, "") if mark < 0 else (target[:mark], target[mark + 1:])
+
+
 def refusal(target: str, flags: int, vetted: bool = False) -> str | None:
     """Why lighttpd answers 400 to `target` under `flags`, or None.  With `vetted`, its
     raw octets were checked where it was parsed (HTTP/1: llhttp refuses controls,

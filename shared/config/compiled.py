@@ -139,15 +139,14 @@ class CompiledConfig:
         options: ParseOptions = self.globals["server.http-parseopts"]
         self.url_flags: int = options.url
         self.method_get_body: bool = options.method_get_body
-        # whether any block sets server.protocol-http11 off: only then is it looked up
+        # whether any block sets server.protocol-http11 off, or limits bandwidth
+        # (worker/throttle.py): only then does a request look the value up
+        every = [self.globals, *checked.settings.values()]
         self.http11_limited: bool = any(
-            values.get("server.protocol-http11") is False
-            for values in [self.globals, *checked.settings.values()])
-        # whether any block limits bandwidth (worker/throttle.py): only then does an
-        # answer look its limits up
+            values.get("server.protocol-http11") is False for values in every)
         self.rate_limited: bool = any(
             values.get("server.kbytes-per-second") or values.get("connection.kbytes-per-second")
-            for values in [self.globals, *checked.settings.values()])
+            for values in every)
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []
         self._global_settings = RequestSettings(self.globals)

@@ -11,8 +11,9 @@ from typing import Final
 KIB: Final = 1024
 
 
-class SharedBudget:
-    """What the connections of one config block may send in one second, together."""
+class ByteBudget:
+    """What may be sent in one second: by one connection (its own), or by the
+    connections of one config block together (server.kbytes-per-second's)."""
 
     __slots__ = ("rate", "used", "second")
 
@@ -27,9 +28,9 @@ class SharedBudget:
         return self.rate - self.used
 
 
-def shared_budget(kbytes: int) -> SharedBudget | None:
+def shared_budget(kbytes: int) -> ByteBudget | None:
     """server.kbytes-per-second's value: a budget of its own for the block (0: none)."""
-    return SharedBudget(kbytes * KIB) if kbytes else None
+    return ByteBudget(kbytes * KIB) if kbytes else None
 
 
 def connection_rate(kbytes: int) -> int:
