@@ -33,7 +33,7 @@ from .loop import EventLoop
 from .module import Module
 from .services import Services
 from .statcache import CACHE
-from .transport import SocketTransport
+from .transport import socket_transport
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ class Server:
         CACHE.configure(settings["server.stat-cache-engine"])
         self.counters = WorkerCounters(stats, stats_slot)
         self.loop.after_round.append(self.counters.publish)
+        self.socket_transport = socket_transport(settings["server.network-backend"])
         self.header_limit: int = settings["server.max-request-field-size"] or 8192
         self.upload_dirs: tuple[str, ...] = tuple(settings["server.upload-dirs"])
         self.max_connections = connection_limit(settings)
@@ -244,7 +245,7 @@ class Server:
 
     def add_connection(self, sock: socket.socket, remote_ip: str, spec: str) -> Connection:
         sock.setblocking(False)
-        connection = Connection(self, SocketTransport(sock), remote_ip, spec)
+        connection = Connection(self, self.socket_transport(sock), remote_ip, spec)
         self.connections[connection.fd] = connection
         self.loop.register(connection.fd, EPOLLIN, connection)
         connection.events = EPOLLIN

@@ -4,7 +4,9 @@ A connection reads what its transport received and hands its output queue to the
 transport to send; it never calls a socket itself.  Two transports exist: a socket in
 the worker's epoll (`SocketTransport`), and the `-1` mode's stdin/stdout pipe pair
 written with blocking writes (`PipeTransport`); and TLS over a socket
-(worker/tls.py).
+(worker/tls.py).  `server.network-backend = "write"` or `"writev"` puts a
+`CopyingSocketTransport` in the socket's place: file bodies are read and written, not
+handed to sendfile.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Final, Protocol
 
 from mypy_extensions import mypyc_attr
 
-from .chunkqueue import ChunkQueue
+from .chunkqueue import SEND_BUDGET, ChunkQueue
 
 READ_SIZE: Final = 64 * 1024
+COPY_SIZE: Final = 256 * 1024    # a file read per write with the copying backend
 
 
 class Transport(Protocol):
@@ -106,6 +109,35 @@ class SocketTransport:
             except (OSError, IndexError, TypeError):
                 self._local_address = ""
         return self._local_address
+
+
+class CopyingSocketTransport(SocketTransport):
+    """A socket whose file bodies are read into memory and written, as lighttpd's
+    `write` and `writev` backends send them (for a filesystem sendfile cannot read
+    from, or to compare).  Memory goes out as on the plain socket."""
+
+    __slots__ = ()
+
+    def send(self, out: ChunkQueue) -> int:
+        """Write what the socket takes now, COPY_SIZE at a time, up to SEND_BUDGET;
+        BlockingIOError only when nothing could be written (as ChunkQueue.send)."""
+        sent = 0
+        while out.chunks and sent < SEND_BUDGET:
+            try:
+                written = self.send_limited(out, COPY_SIZE)
+            except BlockingIOError:
+                if sent:
+                    return sent
+                raise
+            sent += written
+            if written < COPY_SIZE:
+                break      # the socket took less than it was given, or the queue is empty
+        return sent
+
+
+def socket_transport(network_backend: str) -> type[SocketTransport]:
+    """The transport class of server.network-backend's checked value."""
+    return CopyingSocketTransport if network_backend == "copy" else SocketTransport
 
 
 class PipeTransport:

@@ -22,6 +22,24 @@ def _absolute_or_empty(path: str) -> str:
     return path
 
 
+# server.network-backend: lighttpd's names, each meaning sendfile (files handed to the
+# kernel) or a copy (files read, then written as memory is)
+NETWORK_BACKENDS = {"sendfile": "sendfile", "linux-sendfile": "sendfile",
+                    "freebsd-sendfile": "sendfile", "solaris-sendfilev": "sendfile",
+                    "writev": "copy", "write": "copy"}
+
+
+def _network_backend(name: str) -> str:
+    """"sendfile" or "copy"; an empty value is lighttpd's default, sendfile."""
+    if not name:
+        return "sendfile"
+    try:
+        return NETWORK_BACKENDS[name]
+    except KeyError:
+        raise DirectiveValueError(f"unknown value: {name} (one of "
+                                  f"{', '.join(NETWORK_BACKENDS)})") from None
+
+
 def _socket_perms(text: str) -> str:
     if text and not all(ch in "01234567" for ch in text):
         raise DirectiveValueError(f'"{text}" is not an octal file mode')
@@ -58,7 +76,7 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.groupname", Type.STRING, "", S),
     Directive("server.core-files", Type.BOOL, False, S),
     Directive("server.event-handler", Type.STRING, "linux-sysepoll", S),
-    Directive("server.network-backend", Type.STRING, "sendfile", S),
+    Directive("server.network-backend", Type.STRING, "sendfile", S, convert=_network_backend),
     Directive("server.modules", Type.ARRAY_VLIST, (), S),
     Directive("server.compat-module-load", Type.BOOL, True, S),
     Directive("server.feature-flags", Type.ARRAY_KVANY, None, S),
@@ -135,8 +153,6 @@ NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     "server.bsd-accept-filter",
     # processes: no clock-jump check
     "server.clock-jump-restart",
-    # the workers always write with sendfile / sendmsg / send
-    "server.network-backend",
     # a CGI's stderr goes to the error log
     "server.breakagelog",
     # debug logs not written yet
