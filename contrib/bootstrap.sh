@@ -17,12 +17,13 @@ debian_packages=(python3-venv gcc python3-dev)
 # the tests compare with the real lighttpd, scrape with a real Prometheus, render the
 # status page in Chromium and check the unit files with systemd-analyze; they run real
 # backends (php-cgi, php-fpm, uwsgi), real clients (nghttp, Apache's htpasswd) and a
-# real HAProxy in front; strace watches which system calls send a file
+# real HAProxy in front; strace watches which system calls send a file, libfaketime
+# moves the server's wall clock
 gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
 [ "$mode" = test ] && debian_packages+=(lighttpd curl openssl prometheus chromium systemd wrk
   "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-mod-openssl
   lighttpd-mod-maxminddb lighttpd-modules-lua rrdtool litmus cadaver
-  apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql strace
+  apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql strace faketime
   lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
   lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}"

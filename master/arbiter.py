@@ -30,6 +30,7 @@ from worker import COMPILED
 from worker.context import WorkerContext
 from worker.main import run_worker
 
+from .clockwatch import ClockWatch
 from .configload import LoadedConfig, load, log_warnings
 from .generation import Generation, open_generation, release_exited, start_backends
 from .listeners import ListenerSet, inherited_sockets, tcp_migrate_req_enabled
@@ -122,6 +123,7 @@ class Arbiter:
         self.spawner = Spawner(self.errorlog)   # the bin-path backends, one set for all
         self.last_generation = 1   # numbers are never reused, not even an aborted one's
         self.pidfile = settings["server.pid-file"]
+        self.clock = ClockWatch()
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -185,6 +187,8 @@ class Arbiter:
             if time.monotonic() - last_sample >= 1.0:
                 last_sample = time.monotonic()
                 self._sample_processes()
+                if self.clock.jumped(self.generation.config.settings):
+                    self._reload()
 
     def _wait(self, timeout: float) -> None:
         try:

@@ -46,10 +46,12 @@ def wait_until(predicate, timeout: float = 10.0):
 
 class Server:
     def __init__(self, tmp_path: Path, extra: str = "", flags: tuple[str, ...] = ("-D",),
-                 document_root: str | None = None, preexec_fn=None):
+                 document_root: str | None = None, preexec_fn=None,
+                 env: dict[str, str] | None = None):
         """`document_root` is the config's value when it differs from where the test
         puts files (inside a chroot); by default both are tmp_path/www.  `preexec_fn`
-        runs in the server's process before it starts (a resource limit)."""
+        runs in the server's process before it starts (a resource limit); `env` adds
+        to its environment."""
         self.port = free_port()
         self.docroot = tmp_path / "www"
         self.docroot.mkdir(exist_ok=True)
@@ -60,7 +62,7 @@ class Server:
         self.write_config(extra)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "master.cli", *flags, "-f", str(self.conf)], cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=preexec_fn,
+            env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}, preexec_fn=preexec_fn,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def write_config(self, extra: str) -> None:

@@ -88,11 +88,17 @@ def test_event_handlers_are_only_the_one_the_worker_uses():
 
 
 # ------------------------------------------------------------- keys not acted on yet
+# the readers in shared/ (the others there declare or check keys)
+SHARED_READERS = (REPO / "shared" / "config" / "feature_flags.py",)
+
+
 def _source_reads(key: str) -> list[str]:
-    """Files of master/ and worker/ that name `key` as a string literal."""
+    """Files of master/ and worker/ (and SHARED_READERS) that name `key` as a string
+    literal."""
     quoted = (f'"{key}"', f"'{key}'")
-    return [str(path.relative_to(REPO))
-            for folder in ("master", "worker") for path in (REPO / folder).rglob("*.py")
+    files = [*(REPO / "master").rglob("*.py"), *(REPO / "worker").rglob("*.py"),
+             *SHARED_READERS]
+    return [str(path.relative_to(REPO)) for path in files
             if any(text in path.read_text() for text in quoted)]
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+from shared.config.feature_flags import flag_bool
+
 from .request import Request
 
 
@@ -33,10 +35,5 @@ def h2c_upgrade_asked(request: Request) -> bool:
 def enabled(settings: dict, cleartext: bool) -> bool:
     """Whether server.feature-flags allow HTTP/2 here (TLS: h2proto; cleartext: h2c
     as well)."""
-    flags = settings.get("server.feature-flags")
-    get = flags.get if flags is not None else (lambda _key, default=None: default)
-
-    def on(key: str) -> bool:
-        value = get(key, "enable")
-        return str(value).lower() not in ("disable", "disabled", "false", "off", "0")
-    return on("server.h2proto") and (not cleartext or on("server.h2c"))
+    return flag_bool(settings, "server.h2proto", True) and (
+        not cleartext or flag_bool(settings, "server.h2c", True))

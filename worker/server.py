@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, Iterable, Protocol
 
 from shared import log
 from shared.config.compiled import CompiledConfig, RequestSettings
+from shared.config.feature_flags import flag_int
 from shared.stats import State
 
 from . import debuglog
@@ -81,13 +82,8 @@ def instantiate_modules(config: "LoadedConfig", services: Services) -> list[Modu
 def graceful_timeout(settings: dict) -> float:
     """server.graceful-shutdown-timeout, or its server.feature-flags spelling (Debian's
     default config uses the latter); 0 means no limit."""
-    flags = settings.get("server.feature-flags")
-    value = settings["server.graceful-shutdown-timeout"]
-    if flags is not None:
-        flagged = flags.get("server.graceful-shutdown-timeout")
-        if isinstance(flagged, int) or (isinstance(flagged, str) and flagged.isdigit()):
-            value = int(flagged)
-    return float(value)
+    return float(flag_int(settings, "server.graceful-shutdown-timeout",
+                          settings["server.graceful-shutdown-timeout"]))
 
 
 def fd_limit(settings: dict) -> int:

@@ -85,7 +85,6 @@ _DECLARED: tuple[Directive, ...] = (
               doc="pylighttpd: a worker whose event loop is silent this long is replaced"),
     Directive("server.upload-dirs", Type.ARRAY_VLIST, ("/var/tmp",), S),
     Directive("server.stat-cache-engine", Type.STRING, "simple", S),
-    Directive("server.clock-jump-restart", Type.INT, 1800, S),
     # limits and timeouts
     Directive("server.max-request-size", Type.INT, 0, C, doc="KiB; 0 is unlimited"),
     Directive("server.max-request-field-size", Type.INT, 8192, S),
@@ -151,8 +150,6 @@ _DECLARED: tuple[Directive, ...] = (
 NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     # listening sockets: no FreeBSD accept filter (a FreeBSD kernel's)
     "server.bsd-accept-filter",
-    # processes: no clock-jump check
-    "server.clock-jump-restart",
     # a CGI's stderr goes to the error log
     "server.breakagelog",
     # debug logs not written yet
