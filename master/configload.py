@@ -177,6 +177,15 @@ def check_log_files(tree: ConfigTree, checked: CheckResult, modules: list[type[M
                 for (path, where), reason in zip(files, reasons) if reason])
 
 
+def breakage_logs(config: LoadedConfig) -> list[tuple[str, Position | None]]:
+    """Every server.breakagelog the config names, with its place."""
+    key = "server.breakagelog"
+    found = [(config.compiled.globals[key], config.tree.root.keys.get(key))]
+    found += [(block.settings.get(key), config.tree.blocks[block.index].keys.get(key))
+              for block in config.compiled.blocks]
+    return [(target, entry.position) for target, entry in found if target and entry]
+
+
 def load(path: str) -> LoadedConfig:
     """Parse, resolve modules, check every value, compile.  Raises ConfigError."""
     tree = load_config(path)

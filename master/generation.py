@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared import log
 from shared.config import ConfigError
 
-from .configload import LoadedConfig
+from .configload import LoadedConfig, breakage_logs
 from .listeners import Address, ListenerSet, configured_addresses
 from .privileges import Identity, resolve_identity
 from .spawner import Launch, Spawner, plan
@@ -33,6 +34,7 @@ class Generation:
     identity: Identity
     addresses: list[Address]   # the listen addresses its workers serve
     backends: list[Launch]     # the bin-path processes its workers connect to
+    breakage_logs: list[str]   # the server.breakagelog targets it holds open
 
 
 def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
@@ -44,8 +46,28 @@ def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
     identity = resolve_identity(config.settings)
     backends = plan(config, identity)
     addresses = configured_addresses(config.compiled)
-    listeners.acquire(number, addresses, slots)
-    return Generation(number, config, identity, addresses, backends)
+    breakage_logs = _open_breakage_logs(number, config)
+    try:
+        listeners.acquire(number, addresses, slots)
+    except ConfigError:
+        log.BREAKAGE.release(number)
+        raise
+    return Generation(number, config, identity, addresses, backends, breakage_logs)
+
+
+def _open_breakage_logs(number: int, config: LoadedConfig) -> list[str]:
+    """Every server.breakagelog of the config open for generation `number` (lighttpd
+    opens them at start-up, before dropping privileges, and refuses to start
+    without one); ConfigError with the place of the one that failed."""
+    found = breakage_logs(config)
+    for target, where in found:
+        try:
+            log.BREAKAGE.hold(number, [target])
+        except OSError as err:
+            log.BREAKAGE.release(number)
+            raise ConfigError(f"opening errorlog '{target}' failed: {err.strerror}",
+                              where) from None
+    return [target for target, _ in found]
 
 
 def start_backends(generation: Generation, listeners: ListenerSet, spawner: Spawner) -> None:
@@ -66,5 +88,6 @@ def release_exited(listeners: ListenerSet, spawner: Spawner,
     released = []
     for number in sorted(listeners.holders() - in_use):
         spawner.release(number)
+        log.BREAKAGE.release(number)
         released.append((number, listeners.release(number)))
     return released

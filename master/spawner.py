@@ -36,8 +36,9 @@ successor has replaced (or holding a TCP address from it); signals are sent to t
 whole group, and a
 terminal's Ctrl-C reaches the master alone, which stops them.  The master owns each
 address, so a socket file someone else listens on is replaced rather than used as an
-external backend; stdout is /dev/null and stderr is the master's error log (lighttpd
-passes on its own stdout and stderr); a program that cannot be executed, or an address
+external backend; stdout is /dev/null and stderr is the top-level server.breakagelog,
+else the master's error log (lighttpd passes on its own stdout and stderr, stderr being
+the breakagelog when there is one); a program that cannot be executed, or an address
 that cannot be bound, is reported with its reason by the failing child through a
 close-on-exec pipe, so a start or a reload fails with that message (a refused reload
 keeps the running config).
@@ -99,6 +100,7 @@ class Launch:
     kill_signal: int
     max_procs: int
     identity: Identity
+    stderr_log: str = ""       # the top-level server.breakagelog, else the error log
 
     @property
     def unix_path(self) -> str:
@@ -144,7 +146,8 @@ def plan(config: LoadedConfig, identity: Identity,
     for spec in spawned_in(config):
         _check_program(spec, identity)
         for proc in spec.procs:
-            launch = _launch(spec, proc, identity, environ)
+            launch = _launch(spec, proc, identity, environ,
+                             config.settings["server.breakagelog"])
             known = launches.setdefault(_address_key(launch), launch)
             if known != launch:
                 raise ConfigError(f"{proc.name}: two different backends are configured "
@@ -178,14 +181,14 @@ def backend_environment(spec: HostSpec, environ: dict[str, str]) -> dict[str, st
 
 
 def _launch(spec: HostSpec, proc: Proc, identity: Identity,
-            environ: dict[str, str]) -> Launch:
+            environ: dict[str, str], stderr_log: str) -> Launch:
     argv = launch_argv(spec)
     program = os.path.abspath(argv[0]) if not identity.chroot else argv[0]
     return Launch(argv=(program, *argv[1:]),
                   environment=tuple(sorted(backend_environment(spec, environ).items())),
                   family=proc.family, address=proc.address, name=proc.name,
                   listen_backlog=spec.listen_backlog, kill_signal=spec.kill_signal,
-                  max_procs=spec.max_procs, identity=identity)
+                  max_procs=spec.max_procs, identity=identity, stderr_log=stderr_log)
 
 
 def _check_program(spec: HostSpec, identity: Identity) -> None:
@@ -321,16 +324,28 @@ class Spawner:
         return owner is None or owner == backend.launch
 
     # ------------------------------------------------------------ start and stop
+    def _stderr_fd(self, launch: Launch) -> int:
+        """The top-level server.breakagelog of the launch's config (its generation
+        opened it), else the error log."""
+        if launch.stderr_log:
+            try:
+                return log.BREAKAGE.fd(launch.stderr_log)
+            except OSError as err:
+                log.error("server.c", f"opening breakagelog '{launch.stderr_log}' failed: "
+                          f"{err.strerror}; {launch.name} writes to the error log")
+        return self.errorlog.fileno()
+
     def _start(self, backend: Backend, check: bool) -> None:
         """Fork, set up and exec one backend; SpawnError with the child's reason.
         `check`: wait STARTUP_CHECK for an early exit, as lighttpd does at start-up."""
         launch = backend.launch
         self._displace(launch)
+        stderr_fd = self._stderr_fd(launch)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            _exec_backend(launch, write_fd, self.errorlog.fileno())
+            _exec_backend(launch, write_fd, stderr_fd)
         os.close(write_fd)
         with open(read_fd, "rb") as pipe:
             failure = pipe.read().decode("utf-8", "replace")

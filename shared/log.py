@@ -149,6 +149,48 @@ class LogFile:
             self.process = None
 
 
+class BreakageLogs:
+    """server.breakagelog: where CGI scripts, SSI exec commands and spawned backends
+    write their stderr, as lighttpd hands it to them.  The master opens a config's
+    targets before its workers start (as root, before they drop privileges) and
+    holds each for the generations that name it; workers inherit them through fork;
+    a worker started alone opens a target when first asked for it."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, LogFile] = {}
+        self.holders: dict[str, set[int]] = {}
+
+    def fd(self, target: str) -> int:
+        """The open fd of `target` (raises OSError if it cannot be opened)."""
+        logfile = self.files.get(target)
+        if logfile is None:
+            logfile = self.files[target] = LogFile(target)
+        return logfile.fd
+
+    def hold(self, holder: int, targets: Iterable[str]) -> None:
+        """Open `targets` for `holder` (a generation); on an OSError the targets that
+        only it would have held are closed again."""
+        try:
+            for target in targets:
+                self.fd(target)
+                self.holders.setdefault(target, set()).add(holder)
+        except OSError:
+            self.release(holder)
+            raise
+
+    def release(self, holder: int) -> None:
+        """Close the targets no holder is left for."""
+        for target in list(self.files):
+            holders = self.holders.get(target, set())
+            holders.discard(holder)
+            if not holders:
+                self.holders.pop(target, None)
+                self.files.pop(target).close()
+
+
+BREAKAGE = BreakageLogs()
+
+
 def reopen_all() -> None:
     """USR1: reopen the error log and every access log this process has open."""
     for logfile in list(_open_files):

@@ -71,6 +71,18 @@ class Services:
     def log_error(source: str, message: str) -> None:
         log.error(source, message)
 
+    @staticmethod
+    def breakage_log(target: str, source: str) -> int | None:
+        """The fd of a request's server.breakagelog `target` for a child's stderr, or
+        None (no breakagelog, or it cannot be opened: said in the error log)."""
+        if not target:
+            return None
+        try:
+            return log.BREAKAGE.fd(target)
+        except OSError as err:
+            log.error(source, f"opening breakagelog '{target}' failed: {err.strerror}")
+            return None
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return self.loop.call_later(delay, callback)
 

@@ -131,7 +131,7 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.errorlog", Type.STRING, "", S),
     Directive("server.errorlog-use-syslog", Type.BOOL, False, S),
     Directive("server.syslog-facility", Type.STRING, "daemon", S),
-    Directive("server.breakagelog", Type.STRING, "", S),
+    Directive("server.breakagelog", Type.STRING, "", C),
     Directive("debug.log-request-header", Type.BOOL, False, C),
     Directive("debug.log-response-header", Type.BOOL, False, C),
     Directive("debug.log-request-handling", Type.BOOL, False, C),
@@ -150,8 +150,6 @@ _DECLARED: tuple[Directive, ...] = (
 NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
     # listening sockets: no FreeBSD accept filter (a FreeBSD kernel's)
     "server.bsd-accept-filter",
-    # a CGI's stderr goes to the error log
-    "server.breakagelog",
     # debug logs not written yet
     "debug.log-condition-handling",
     "debug.log-state-handling",

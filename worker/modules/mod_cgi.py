@@ -290,9 +290,7 @@ class _Script:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             ours.append(out_r)
             theirs.append(out_w)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            ours.append(err_r)
-            theirs.append(err_w)
+            err_r, err_w = self._stderr(ours, theirs)
             self.process = subprocess.Popen(
                 argv, stdin=stdin, stdout=out_w, stderr=err_w, env=env,
                 cwd=os.path.dirname(argv[-1]), close_fds=True, start_new_session=True)
@@ -325,12 +323,26 @@ class _Script:
         self.stdin = _Stdin(self, write_end)
         return read_end
 
+    def _stderr(self, ours: list[int], theirs: list[int]) -> tuple[int, int]:
+        """Our end and the script's of its stderr: the request's server.breakagelog,
+        written by the script itself as lighttpd hands it over (our end -1), else a
+        pipe whose lines go to the error log."""
+        target = self.request.settings.values["server.breakagelog"]
+        breakage = self.services.breakage_log(target, "mod_cgi.c")
+        if breakage is not None:
+            return -1, breakage
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        ours.append(err_r)
+        theirs.append(err_w)
+        return err_r, err_w
+
     def _watch(self, out_fd: int, err_fd: int) -> None:
         self.out_fd, self.err_fd = out_fd, err_fd
         os.set_blocking(out_fd, False)
-        os.set_blocking(err_fd, False)
         self._poll(True)
-        self.services.loop.register(err_fd, select.EPOLLIN, _Watch(self._on_errors))
+        if err_fd >= 0:
+            os.set_blocking(err_fd, False)
+            self.services.loop.register(err_fd, select.EPOLLIN, _Watch(self._on_errors))
         self.services.watch_child(self.pid, self._on_exit)
         self._feed()
 

@@ -725,7 +725,8 @@ class _Command:
     """`<!--#exec cmd -->`: /bin/sh -c cmd, its stdout read into the page through a
     non-blocking pipe in the loop; done once the shell has exited (and what it wrote
     has been read), as lighttpd waits for it.  Its stdin is /dev/null, its stderr the
-    worker's, its environment the worker's, as lighttpd gives them."""
+    request's server.breakagelog or else the worker's, its environment the worker's,
+    as lighttpd gives them."""
 
     def __init__(self, page: _Page, cmd: str) -> None:
         self.page = page
@@ -747,10 +748,12 @@ class _Command:
     def _start(self) -> None:
         read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.fd = read_end
+        stderr = self.services.breakage_log(
+            self.page.request.settings.values["server.breakagelog"], "mod_ssi.c")   # None: ours
         try:
             process = subprocess.Popen(["/bin/sh", "-c", self.cmd], stdin=subprocess.DEVNULL,
-                                       stdout=write_end, close_fds=True,
-                                       start_new_session=True)
+                                       stdout=write_end, stderr=stderr,
+                                       close_fds=True, start_new_session=True)
         finally:
             os.close(write_end)
         self.pid = process.pid
