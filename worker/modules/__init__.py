@@ -11,8 +11,11 @@ from ..module import Module
 
 hotpath.activate(__path__, "worker/modules")    # as C where the build is current
 
-# lighttpd loads these even when server.modules omits them (server.compat-module-load).
-COMPAT_MODULES = ("mod_indexfile", "mod_dirlisting", "mod_staticfile")
+# lighttpd loads these even when server.modules omits them (server.compat-module-load):
+# mod_indexfile first (a directory's index file is found before mod_staticfile, or a
+# gateway, would answer for the directory), the others last.
+COMPAT_FIRST = ("mod_indexfile",)
+COMPAT_LAST = ("mod_dirlisting", "mod_staticfile")
 _MODULE_NAME = re.compile(r"mod_[a-z0-9_]+")
 
 
@@ -38,10 +41,12 @@ def module_class(name: str) -> type[Module]:
 
 
 def module_names(configured: tuple[str, ...], compat_load: bool) -> list[str]:
-    """The modules to load, in order, without repeats, compat ones added at the end."""
+    """The modules to load, in order, without repeats, with the compat ones added
+    where lighttpd adds them."""
     names = list(dict.fromkeys(configured))
     if compat_load:
-        names += [name for name in COMPAT_MODULES if name not in names]
+        names = [name for name in COMPAT_FIRST if name not in names] + names
+        names += [name for name in COMPAT_LAST if name not in names]
     return names
 
 

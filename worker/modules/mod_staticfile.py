@@ -43,5 +43,5 @@ class Module(BaseModule):
         except OSError as err:
             return errno_status(err)
         if not is_regular(st):
-            return None
+            return 403       # a directory too, as lighttpd: no module after this one lists it
         return serve_file(request, path, st)
