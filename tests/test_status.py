@@ -227,7 +227,7 @@ def test_config_and_statistics_pages(status_server):
     page = body.decode()
     assert status == 200 and headers["Content-Type"] == "text/html"
     assert "<td>linux-sysepoll</td>" in page
-    assert re.search(r"<td>status<br />.*staticfile", page)
+    assert re.search(r"<td>indexfile<br />status<br />.*staticfile", page)   # prepended
     assert "2 (server.max-worker); 2 running" in page
     status, headers, body = fresh_get(status_server.port, "/server-statistics")
     assert (status, body) == (204, b"")      # lighttpd: no module statistics, no content

@@ -27,9 +27,13 @@ def _create_one_second_rrd(path: Path) -> None:
 
 
 def _counted_requests(path: Path) -> float:
-    """The sum of the Requests rates over the last minute of 1 s steps."""
-    fetched = subprocess.run([RRDTOOL, "fetch", str(path), "AVERAGE", "-s", "-60"],
-                             capture_output=True, text=True, check=True, timeout=10).stdout
+    """The sum of the Requests rates over the last minute of 1 s steps (0 when the
+    fetch fails: the file may be in the middle of an update, seen once in a full run)."""
+    done = subprocess.run([RRDTOOL, "fetch", str(path), "AVERAGE", "-s", "-60"],
+                          capture_output=True, text=True, timeout=10)
+    if done.returncode:
+        return 0.0
+    fetched = done.stdout
     total = 0.0
     for line in fetched.splitlines():
         if ":" in line and "nan" not in line:
