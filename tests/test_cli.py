@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from procutil import REPO, run_cli, run_lighttpd
-from shared.config.core_directives import NOT_YET_IMPLEMENTED
 
 DEBIAN_CONF = "/etc/lighttpd/lighttpd.conf"
 UNKNOWN_KEY = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")
@@ -70,11 +69,8 @@ def test_tt_reports_unknown_keys_as_lighttpd_or_names_the_missing_module(variant
         assert ours.returncode == 0, (name, ours.stderr)
         if theirs.returncode != 0:
             continue  # lighttpd failed for a reason of its own (certificates, ...)
-        # keys lighttpd knows but pylighttpd does not act on yet are warned about on
-        # purpose (tests/test_declarations.py); all other unknown keys must be lighttpd's
-        ours_unknown = set(UNKNOWN_KEY.findall(ours.stderr)) - NOT_YET_IMPLEMENTED
-        theirs_unknown = set(UNKNOWN_KEY.findall(theirs.stderr)) - NOT_YET_IMPLEMENTED
-        assert ours_unknown == theirs_unknown, name
+        assert set(UNKNOWN_KEY.findall(ours.stderr)) == \
+            set(UNKNOWN_KEY.findall(theirs.stderr)), name
         compared += 1
     assert compared >= 1
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from master.configload import load
 from master.listeners import configured_addresses, open_socket
+from procutil import run_cli, run_lighttpd
 from serverproc import Server, free_port, wait_until
 from test_tls import make_certificate
 
@@ -94,3 +95,19 @@ def test_core_files_raise_the_workers_core_limit(tmp_path):
             assert (soft == hard) is enabled and (soft == "0") is not enabled
         finally:
             server.stop()
+
+
+def test_a_freebsd_accept_filter_is_a_warning_on_linux(tmp_path):
+    """lighttpd on Linux takes server.bsd-accept-filter and does nothing with it; so
+    does pylighttpd, saying so rather than calling the key unknown."""
+    conf = tmp_path / "filter.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.port = {free_port()}\n'
+                    'server.bsd-accept-filter = "httpready"\n')
+    checked = run_cli("-tt", "-f", str(conf))
+    assert checked.returncode == 0
+    assert checked.stderr == (f'{conf}:3:1: WARNING: server.bsd-accept-filter "httpready": '
+                              "FreeBSD accept filters do not exist on Linux; ignored, as "
+                              "lighttpd ignores it here (server.defer-accept is the Linux "
+                              "way)\n")
+    theirs = run_lighttpd("-tt", "-f", str(conf))
+    assert (theirs.returncode, theirs.stderr) == (0, "")

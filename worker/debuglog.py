@@ -13,13 +13,18 @@ import os
 from typing import TYPE_CHECKING
 
 from shared import log
+from shared.config.compiled import evaluate
 
 if TYPE_CHECKING:
+    from shared.config.tree import Block, ConfigTree
+
+    from .connection import Connection
     from .request import Request
 
 FLAGS = ("debug.log-request-header", "debug.log-response-header",
          "debug.log-request-handling", "debug.log-file-not-found",
-         "debug.log-timeouts", "debug.log-request-header-on-error")
+         "debug.log-timeouts", "debug.log-request-header-on-error",
+         "debug.log-condition-handling", "debug.log-state-handling")
 
 # our BadRequest reasons -> lighttpd's words
 _REASONS = {
@@ -31,11 +36,11 @@ _REASONS = {
 }
 
 
-def any_flag(compiled: object) -> bool:
-    """True when some debug flag is on in the global block or a conditional one."""
+def any_flag(compiled: object, flags: tuple[str, ...] = FLAGS) -> bool:
+    """True when one of `flags` is on in the global block or a conditional one."""
     blocks = [getattr(compiled, "globals", {})]
     blocks += [block.settings for block in getattr(compiled, "blocks", ())]
-    return any(settings.get(flag) for settings in blocks for flag in FLAGS)
+    return any(settings.get(flag) for settings in blocks for flag in flags)
 
 
 def request_head_lines(request: "Request") -> list[str]:
@@ -139,3 +144,82 @@ def write_timeout(remote_ip: str, target: str, sent: int, idle: int) -> None:
 def read_timeout(fd: int) -> None:
     """debug.log-timeouts: a request body that stopped coming."""
     log.error("connections.c.1438", f"request aborted - read timeout: {fd}")
+
+
+# ------------------------------------------------------------ condition handling
+def condition_handling(tree: "ConfigTree", request: "Request") -> None:
+    """debug.log-condition-handling: each conditional block checked for the request,
+    in file order, with lighttpd's lines (configfile-glue.c): the parent and the
+    earlier branch it depends on, the value compared and the result."""
+    results: dict[int, str] = {}
+    for block in tree.blocks[1:]:
+        log.error("configfile-glue.c.596", "=== start of condition block ===")
+        results[block.index] = _checked(block, request, results)
+        _result(block, results, "uncached")
+
+
+def _result(block: "Block", results: dict[int, str], how: str) -> None:
+    log.error("configfile-glue.c.384", f"{block.index} ({how}) result: "
+                                       f"{results[block.index]} (cond: {block.description()})")
+
+
+def _checked(block: "Block", request: "Request", results: dict[int, str]) -> str:
+    """true, false, or skipped (its parent did not hold, or an earlier branch did)."""
+    parent = block.parent
+    if parent is not None and parent.parent is not None:
+        log.error("configfile-glue.c.418", f"go parent {parent.description()}")
+        _result(parent, results, "cached")
+        if results[parent.index] != "true":
+            return "skipped"
+    previous = block.previous
+    if previous is not None:
+        log.error("configfile-glue.c.441", f"go prev {previous.description()}")
+        _result(previous, results, "cached")
+        if results[previous.index] != "false":
+            return "skipped"
+    condition = block.condition
+    if condition is None:                  # a plain else
+        return "true"
+    value = request.condition_value(condition.field)
+    log.error("configfile-glue.c.527", f"{condition.text()} compare to {value}")
+    return "true" if evaluate(condition, value)[0] else "false"
+
+
+# ---------------------------------------------------------------- state handling
+# our connection states (worker/connection.py ConnState) in lighttpd's words
+_STATE_WORDS = ("req-start", "read", "handle-req", "write", "handle-req", "close", "close")
+
+
+class StateLog:
+    """debug.log-state-handling: the loop's handler for a connection in its place,
+    writing the connection's state around each event as lighttpd writes its state
+    machine's (`fd:N id:0 state:S`, then ` at loop exit`), and its shutdown and close.
+    Only a server with the flag on puts one in the loop: nothing is checked per event
+    otherwise."""
+
+    __slots__ = ("connection", "shut")
+
+    def __init__(self, connection: "Connection") -> None:
+        self.connection = connection
+        self.shut = False        # the shutdown was written (the answer may have gone
+                                 # out, and the connection shut, between two events)
+
+    def on_event(self, events: int) -> None:
+        connection = self.connection
+        fd, before = connection.fd, _STATE_WORDS[connection.state]
+        self._state(fd, before, "")
+        connection.on_event(events)
+        after = _STATE_WORDS[connection.state]
+        if after != before:
+            self._state(fd, after, "")
+        if connection.closed:
+            log.error("connections.c.106", f"connection closed for fd {fd}")
+        else:
+            self._state(fd, after, " at loop exit")
+
+    def _state(self, fd: int, word: str, tag: str) -> None:
+        if word == "close" and not self.shut:
+            self.shut = True
+            log.error("connections.c.170", f"shutdown for fd {fd}")
+        log.error("connections.c.956", f"fd:{fd} id:0 state:{word}{tag}")
+

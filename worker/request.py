@@ -16,6 +16,7 @@ from shared.config.compiled import CompiledConfig, RequestSettings
 from shared.config.parseopts import DEFAULT_URL, URL_DOTSEG_REJECT, URL_DOTSEG_REMOVE
 from shared.config.tree import CONNECTION_FIELDS
 
+from . import debuglog
 from .bytesets import all_kept
 from .chunkqueue import SharedFd
 from .errors import BadRequest
@@ -371,6 +372,8 @@ class Request:
         cache = self.condition_cache if self.remote_ip == self.origin_ip \
             else None        # another client than the connection's: its own results
         self.settings = config.settings_for(self, cache)
+        if config.traces_conditions and self.values["debug.log-condition-handling"]:
+            debuglog.condition_handling(config.tree, self)
         return self.settings
 
     # ------------------------------------------------------------------ URL

@@ -128,6 +128,7 @@ class Server:
         log.ensure_default(settings["server.errorlog"], settings["server.errorlog-use-syslog"],
                            settings["server.syslog-facility"])
         self.debug = debuglog.any_flag(config.compiled)   # the one check per request
+        self.state_log = debuglog.any_flag(config.compiled, ("debug.log-state-handling",))
         self.loop = EventLoop()
         DATE.refresh(time.time())   # imported in the master, maybe hours before the fork
         # what a request sees before its headers are in (and error answers use)
@@ -243,7 +244,8 @@ class Server:
         sock.setblocking(False)
         connection = Connection(self, self.socket_transport(sock), remote_ip, spec)
         self.connections[connection.fd] = connection
-        self.loop.register(connection.fd, EPOLLIN, connection)
+        self.loop.register(connection.fd, EPOLLIN,
+                           debuglog.StateLog(connection) if self.state_log else connection)
         connection.events = EPOLLIN
         for hook in self.pipeline.connection_accept:   # TLS, PROXY, a hand-over ...
             hook(connection)

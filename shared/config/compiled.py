@@ -147,6 +147,11 @@ class CompiledConfig:
         self.rate_limited: bool = any(
             values.get("server.kbytes-per-second") or values.get("connection.kbytes-per-second")
             for values in every)
+        # debug.log-condition-handling set somewhere: the request looks at its value and
+        # the trace walks the blocks as written (worker/debuglog.py)
+        self.traces_conditions: bool = any(
+            values.get("debug.log-condition-handling") for values in every)
+        self.tree = tree
         self.conditions: list[Condition] = []
         self.blocks: list[CompiledBlock] = []
         self._global_settings = RequestSettings(self.globals)

@@ -6,7 +6,6 @@ Defaults are lighttpd 1.4.69's.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable
 
@@ -40,6 +39,16 @@ def _network_backend(name: str) -> str:
                                   f"{', '.join(NETWORK_BACKENDS)})") from None
 
 
+def _no_accept_filters(name: str) -> str | None:
+    """server.bsd-accept-filter names a FreeBSD kernel's filter (accf_http, accf_data):
+    none exists on Linux, where lighttpd ignores the key too; said, not silent."""
+    if not name:
+        return None
+    return (f'server.bsd-accept-filter "{name}": FreeBSD accept filters do not exist on '
+            "Linux; ignored, as lighttpd ignores it here (server.defer-accept is the "
+            "Linux way)")
+
+
 def _socket_perms(text: str) -> str:
     if text and not all(ch in "01234567" for ch in text):
         raise DirectiveValueError(f'"{text}" is not an octal file mode')
@@ -54,7 +63,7 @@ def _kept_strict(option: str) -> Callable[[bool], str | None]:
     return advice
 
 
-_DECLARED: tuple[Directive, ...] = (
+CORE_DIRECTIVES: tuple[Directive, ...] = (
     # listening and processes
     Directive("server.bind", Type.STRING, "", S, doc="address or unix socket path"),
     Directive("server.port", Type.SHORT, 80, S),
@@ -63,7 +72,7 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("server.listen-backlog", Type.INT, 1024, K),
     Directive("server.socket-perms", Type.STRING, "", K, _socket_perms),
     Directive("server.defer-accept", Type.BOOL, False, K),
-    Directive("server.bsd-accept-filter", Type.STRING, "", K),
+    Directive("server.bsd-accept-filter", Type.STRING, "", K, advice=_no_accept_filters),
     # unset: server.set-v6only decides; set, it decides an IPv6 socket's IPV6_V6ONLY
     Directive("server.v4mapped", Type.BOOL, None, K),
     Directive("server.systemd-socket-activation", Type.BOOL, False, S),
@@ -142,20 +151,3 @@ _DECLARED: tuple[Directive, ...] = (
     Directive("debug.log-request-header-on-error", Type.BOOL, False, C),
 )
 
-# Declared above (lighttpd knows them) but not acted on yet by the master or the
-# workers: a config that sets one gets lighttpd's "unknown config-key ... (ignored)"
-# warning from -tt and in the error log at start-up, and the value is ignored, so
-# nobody relies on behaviour the server does not have.  The change that implements a
-# key removes it from this set.
-NOT_YET_IMPLEMENTED: frozenset[str] = frozenset({
-    # listening sockets: no FreeBSD accept filter (a FreeBSD kernel's)
-    "server.bsd-accept-filter",
-    # debug logs not written yet
-    "debug.log-condition-handling",
-    "debug.log-state-handling",
-})
-
-CORE_DIRECTIVES: tuple[Directive, ...] = tuple(
-    dataclasses.replace(directive, implemented=False)
-    if directive.name in NOT_YET_IMPLEMENTED else directive
-    for directive in _DECLARED)

@@ -54,10 +54,6 @@ class Directive:
     scope: Scope = Scope.CONNECTION
     convert: Callable[[Any], Any] | None = None
     doc: str = ""
-    # False while the server does not act on the key yet: the config check treats it
-    # as lighttpd treats an unknown key (a warning, the value ignored), so a config
-    # never silently relies on behaviour it does not get
-    implemented: bool = True
     # a value that works but not as the config may expect gets a warning: advice(typed
     # value) says what, or None
     advice: Callable[[Any], str | None] | None = None
@@ -160,7 +156,7 @@ def check_config(tree: ConfigTree, directives: dict[str, Directive]) -> CheckRes
             if is_variable(key):
                 continue
             directive = directives.get(key)
-            if directive is None or not directive.implemented:
+            if directive is None:
                 if key not in warned:
                     warned.add(key)
                     result.warnings.append(

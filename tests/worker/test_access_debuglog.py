@@ -3,8 +3,8 @@ url.access-deny, or by missing url.access-allow), as lighttpd 1.4.69 writes it."
 
 from __future__ import annotations
 
-from test_accesslog import Lighttpd, common_config, make_docroot, needs_lighttpd, send
-from test_errorlog import normalised, our_errorlog
+from test_accesslog import needs_lighttpd
+from test_errorlog import normalised, our_errorlog, their_errorlog
 
 EXTRA = """server.modules += ("mod_access")
 url.access-deny = (".inc")
@@ -22,16 +22,8 @@ def _denials(text: str) -> list[str]:
 
 @needs_lighttpd
 def test_denials_are_logged_as_lighttpd_logs_them(tmp_path):
-    errorlog = tmp_path / "theirs-error.log"
-    theirs = Lighttpd(tmp_path, common_config(make_docroot(tmp_path / "theirs"),
-                                              f'server.errorlog = "{errorlog}"\n' + EXTRA))
-    try:
-        for data in REQUESTS:
-            send(theirs.port, data)
-    finally:
-        theirs.stop()
     ours = _denials(our_errorlog(tmp_path / "ours", EXTRA, REQUESTS))
-    assert ours == _denials(errorlog.read_text())
+    assert ours == _denials(their_errorlog(tmp_path, EXTRA, REQUESTS))
     assert ours == ["(mod_access.c.88) url denied as we match access_deny /x.inc",
                     "(mod_access.c.84) url denied as failed to match any from access_allow "
                     "/a.txt"]

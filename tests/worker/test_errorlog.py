@@ -72,18 +72,23 @@ def our_errorlog(tmp_path: Path, extra: str, requests: list[bytes],
     return errorlog.read_text() if errorlog.exists() else ""
 
 
-@needs_lighttpd
-def test_debug_flags_write_what_lighttpd_writes(tmp_path):
+def their_errorlog(tmp_path: Path, extra: str, requests: list[bytes]) -> str:
+    """lighttpd's error log after `requests`, its document root written DOCROOT."""
     docroot = make_docroot(tmp_path / "theirs")
     errorlog = tmp_path / "theirs-error.log"
     theirs = Lighttpd(tmp_path, common_config(docroot, f'server.errorlog = "{errorlog}"\n'
-                                              + FLAGS))
+                                              + extra))
     try:
-        for data in REQUESTS:
+        for data in requests:
             send(theirs.port, data)
     finally:
         theirs.stop()
-    expected = normalised(errorlog.read_text().replace(str(docroot), "DOCROOT"))
+    return errorlog.read_text().replace(str(docroot), "DOCROOT")
+
+
+@needs_lighttpd
+def test_debug_flags_write_what_lighttpd_writes(tmp_path):
+    expected = normalised(their_errorlog(tmp_path, FLAGS, REQUESTS))
     ours = our_errorlog(tmp_path / "ours", FLAGS, REQUESTS)
     got = normalised(ours.replace(str(tmp_path / "ours" / "www"), "DOCROOT"))
     assert blocks(got) == blocks(expected)
