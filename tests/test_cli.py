@@ -144,3 +144,22 @@ def test_feature_list_has_lighttpd_form():
     assert "\t+ PCRE support" in lines
     assert "\t+ epoll (Linux)" in lines
     assert all(re.fullmatch(r"\t[+-] .+", line) for line in lines if line.startswith("\t"))
+
+
+@pytest.mark.parametrize("handler", ["linux-sysepoll", "epoll", "poll", "select", "libev",
+                                     "kqueue", "solaris-eventports", "bogus"])
+def test_tt_takes_the_event_handlers_lighttpd_takes_here(tmp_path, handler):
+    """Names lighttpd on Linux refuses are a config error; the ones it takes run (the
+    workers wait with epoll whatever the name; poll and select are said to)."""
+    conf = tmp_path / "ev.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    f'server.event-handler = "{handler}"\n')
+    theirs = run_lighttpd("-tt", "-f", str(conf))
+    ours = run_cli("-tt", "-f", str(conf))
+    assert (ours.returncode == 0) == (theirs.returncode == 0), ours.stderr
+    if ours.returncode:
+        assert f"the selected event-handler in unknown or not supported: {handler}" in ours.stderr
+    elif handler in ("poll", "select"):
+        assert "the workers wait with epoll" in ours.stderr
+    else:
+        assert ours.stderr == ""

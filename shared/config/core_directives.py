@@ -39,6 +39,25 @@ def _network_backend(name: str) -> str:
                                   f"{', '.join(NETWORK_BACKENDS)})") from None
 
 
+# server.event-handler: the names lighttpd 1.4.69 takes on Linux ("libev" and "select"
+# stand for others there); the workers' loop is epoll whatever the name
+EVENT_HANDLERS = frozenset({"linux-sysepoll", "epoll", "poll", "select", "libev"})
+
+
+def _event_handler(name: str) -> str:
+    if name and name not in EVENT_HANDLERS:
+        raise DirectiveValueError(f"the selected event-handler in unknown or not "
+                                  f"supported: {name}")
+    return name
+
+
+def _epoll_only(name: str) -> str | None:
+    if name in ("poll", "select"):
+        return (f'server.event-handler "{name}": the workers wait with epoll, the only '
+                "event handler they have")
+    return None
+
+
 def _no_accept_filters(name: str) -> str | None:
     """server.bsd-accept-filter names a FreeBSD kernel's filter (accf_http, accf_data):
     none exists on Linux, where lighttpd ignores the key too; said, not silent."""
@@ -84,7 +103,8 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
     Directive("server.username", Type.STRING, "", S),
     Directive("server.groupname", Type.STRING, "", S),
     Directive("server.core-files", Type.BOOL, False, S),
-    Directive("server.event-handler", Type.STRING, "linux-sysepoll", S),
+    Directive("server.event-handler", Type.STRING, "linux-sysepoll", S,
+              convert=_event_handler, advice=_epoll_only),
     Directive("server.network-backend", Type.STRING, "sendfile", S, convert=_network_backend),
     Directive("server.modules", Type.ARRAY_VLIST, (), S),
     Directive("server.compat-module-load", Type.BOOL, True, S),
