@@ -58,6 +58,18 @@ def _epoll_only(name: str) -> str | None:
     return None
 
 
+# server.stat-cache-engine: lighttpd's names; "inotify" and "fam" keep entries as
+# "simple" does here (for a second: worker/statcache.py)
+STAT_CACHE_ENGINES = ("disable", "simple", "inotify", "fam")
+
+
+def _stat_cache_engine(name: str) -> str:
+    if name not in STAT_CACHE_ENGINES:
+        raise DirectiveValueError("can be one of " + ", ".join(f'"{e}"' for e in STAT_CACHE_ENGINES)
+                                  + f", but not: {name}")
+    return name
+
+
 def _no_accept_filters(name: str) -> str | None:
     """server.bsd-accept-filter names a FreeBSD kernel's filter (accf_http, accf_data):
     none exists on Linux, where lighttpd ignores the key too; said, not silent."""
@@ -113,7 +125,8 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
     Directive("server.worker-heartbeat-timeout", Type.INT, 30, S,
               doc="pylighttpd: a worker whose event loop is silent this long is replaced"),
     Directive("server.upload-dirs", Type.ARRAY_VLIST, ("/var/tmp",), S),
-    Directive("server.stat-cache-engine", Type.STRING, "simple", S),
+    Directive("server.stat-cache-engine", Type.STRING, "simple", S,
+              convert=_stat_cache_engine),
     # limits and timeouts
     Directive("server.max-request-size", Type.INT, 0, C, doc="KiB; 0 is unlimited"),
     Directive("server.max-request-field-size", Type.INT, 8192, S),
