@@ -34,7 +34,6 @@ class Generation:
     identity: Identity
     addresses: list[Address]   # the listen addresses its workers serve
     backends: list[Launch]     # the bin-path processes its workers connect to
-    breakage_logs: list[str]   # the server.breakagelog targets it holds open
 
 
 def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
@@ -46,28 +45,27 @@ def open_generation(number: int, config: LoadedConfig, listeners: ListenerSet,
     identity = resolve_identity(config.settings)
     backends = plan(config, identity)
     addresses = configured_addresses(config.compiled)
-    breakage_logs = _open_breakage_logs(number, config)
+    _open_breakage_logs(number, config)
     try:
         listeners.acquire(number, addresses, slots)
     except ConfigError:
         log.BREAKAGE.release(number)
         raise
-    return Generation(number, config, identity, addresses, backends, breakage_logs)
+    return Generation(number, config, identity, addresses, backends)
 
 
-def _open_breakage_logs(number: int, config: LoadedConfig) -> list[str]:
-    """Every server.breakagelog of the config open for generation `number` (lighttpd
-    opens them at start-up, before dropping privileges, and refuses to start
-    without one); ConfigError with the place of the one that failed."""
-    found = breakage_logs(config)
-    for target, where in found:
+def _open_breakage_logs(number: int, config: LoadedConfig) -> None:
+    """Every server.breakagelog of the config open and held for generation `number`
+    (lighttpd opens them at start-up, before dropping privileges, and refuses to
+    start without one); ConfigError with the place of the one that failed, none
+    left held."""
+    for target, where in breakage_logs(config):
         try:
-            log.BREAKAGE.hold(number, [target])
+            log.BREAKAGE.hold(number, target)
         except OSError as err:
             log.BREAKAGE.release(number)
             raise ConfigError(f"opening errorlog '{target}' failed: {err.strerror}",
                               where) from None
-    return [target for target, _ in found]
 
 
 def start_backends(generation: Generation, listeners: ListenerSet, spawner: Spawner) -> None:

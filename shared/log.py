@@ -167,16 +167,11 @@ class BreakageLogs:
             logfile = self.files[target] = LogFile(target)
         return logfile.fd
 
-    def hold(self, holder: int, targets: Iterable[str]) -> None:
-        """Open `targets` for `holder` (a generation); on an OSError the targets that
-        only it would have held are closed again."""
-        try:
-            for target in targets:
-                self.fd(target)
-                self.holders.setdefault(target, set()).add(holder)
-        except OSError:
-            self.release(holder)
-            raise
+    def hold(self, holder: int, target: str) -> None:
+        """Open `target` (if it is not yet) for `holder`, a generation; raises
+        OSError."""
+        self.fd(target)
+        self.holders.setdefault(target, set()).add(holder)
 
     def release(self, holder: int) -> None:
         """Close the targets no holder is left for."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from procutil import REPO
@@ -142,3 +144,33 @@ def test_a_breakage_log_that_cannot_be_opened_refuses_the_config(tmp_path):
     assert started.returncode != 0
     assert f"{conf}:4:" in started.stderr
     assert f"opening errorlog '{tmp_path}/no/such.log' failed: No such file" in started.stderr
+
+
+def _held_by(pid: int) -> set[str]:
+    """The names of the files a process has open."""
+    return {Path(opened.path).name for opened in psutil.Process(pid).open_files()}
+
+
+def test_a_reload_moves_the_breakage_log_and_lets_the_old_one_go(site, tmp_path):
+    base, docroot = site
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = 'server.modules = ("mod_cgi")\ncgi.assign = (".cgi" => "")\n' \
+             'server.breakagelog = "{path}"\n'
+    running = Server(tmp_path, config.format(path=logs / "first.log"), document_root=str(docroot))
+    try:
+        running.wait_serving()
+        assert get(running.port, "/a.cgi")[0] == 200
+        wait_until(lambda: (logs / "first.log").read_text())
+        workers = set(running.children())
+        running.write_config(config.format(path=logs / "second.log"))
+        running.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: not workers & set(running.children()))
+        assert get(running.port, "/a.cgi")[0] == 200
+        wait_until(lambda: (logs / "second.log").exists() and (logs / "second.log").read_text())
+        wait_until(lambda: "first.log" not in _held_by(running.process.pid))
+        assert "second.log" in _held_by(running.process.pid)
+    finally:
+        running.stop()
+    assert (logs / "first.log").read_text() == "a.cgi wrote this on stderr\n"
+    assert (logs / "second.log").read_text() == "a.cgi wrote this on stderr\n"
