@@ -997,6 +997,8 @@ class Connection(Wire):
             self.close()
             return
         self.state = LINGER
+        if self.server.state_log:
+            debuglog.shutdown(self.fd)
         self.linger_deadline = self.server.loop.now + LINGER_SECONDS
         self.ready.clear()
         if self.events != EPOLLIN:

@@ -193,33 +193,39 @@ _STATE_WORDS = ("req-start", "read", "handle-req", "write", "handle-req", "close
 class StateLog:
     """debug.log-state-handling: the loop's handler for a connection in its place,
     writing the connection's state around each event as lighttpd writes its state
-    machine's (`fd:N id:0 state:S`, then ` at loop exit`), and its shutdown and close.
-    Only a server with the flag on puts one in the loop: nothing is checked per event
-    otherwise."""
+    machine's (`fd:N id:0 state:S`, then ` at loop exit`).  Only a server with the
+    flag on puts one in the loop: nothing is checked per event otherwise.  The
+    shutdown and the close (which may come between events, once a held answer has
+    gone out) are written where they happen: `shutdown`, `closed`."""
 
-    __slots__ = ("connection", "shut")
+    __slots__ = ("connection",)
 
     def __init__(self, connection: "Connection") -> None:
         self.connection = connection
-        self.shut = False        # the shutdown was written (the answer may have gone
-                                 # out, and the connection shut, between two events)
 
     def on_event(self, events: int) -> None:
         connection = self.connection
         fd, before = connection.fd, _STATE_WORDS[connection.state]
-        self._state(fd, before, "")
+        _state(fd, before, "")
         connection.on_event(events)
-        after = _STATE_WORDS[connection.state]
-        if after != before:
-            self._state(fd, after, "")
         if connection.closed:
-            log.error("connections.c.106", f"connection closed for fd {fd}")
-        else:
-            self._state(fd, after, " at loop exit")
+            return
+        after = _STATE_WORDS[connection.state]
+        if after != before and after != "close":      # `shutdown` wrote that one
+            _state(fd, after, "")
+        _state(fd, after, " at loop exit")
 
-    def _state(self, fd: int, word: str, tag: str) -> None:
-        if word == "close" and not self.shut:
-            self.shut = True
-            log.error("connections.c.170", f"shutdown for fd {fd}")
-        log.error("connections.c.956", f"fd:{fd} id:0 state:{word}{tag}")
 
+def _state(fd: int, word: str, tag: str) -> None:
+    log.error("connections.c.956", f"fd:{fd} id:0 state:{word}{tag}")
+
+
+def shutdown(fd: int) -> None:
+    """debug.log-state-handling: the connection half-closed after its last answer."""
+    log.error("connections.c.170", f"shutdown for fd {fd}")
+    _state(fd, "close", "")
+
+
+def closed(connection: "Connection") -> None:
+    """debug.log-state-handling: a connection_close hook of the server."""
+    log.error("connections.c.106", f"connection closed for fd {connection.fd}")

@@ -150,6 +150,8 @@ class Server:
                                  replay=CACHE.enabled and not self.debug
                                  and not config.compiled.rate_limited,
                                  condition_fields=fields)
+        if self.state_log:
+            self.pipeline.connection_close.append(debuglog.closed)
         self.paused: list[Wire] = []     # out of bandwidth until the next tick
         self.connections: dict[int, ServedConnection] = {}
         self.listeners = list(listeners)

@@ -72,8 +72,10 @@ def our_errorlog(tmp_path: Path, extra: str, requests: list[bytes],
     return errorlog.read_text() if errorlog.exists() else ""
 
 
-def their_errorlog(tmp_path: Path, extra: str, requests: list[bytes]) -> str:
-    """lighttpd's error log after `requests`, its document root written DOCROOT."""
+def their_errorlog(tmp_path: Path, extra: str, requests: list[bytes],
+                   settle: float = 0.0) -> str:
+    """lighttpd's error log after `requests` (and `settle` seconds more), its document
+    root written DOCROOT."""
     docroot = make_docroot(tmp_path / "theirs")
     errorlog = tmp_path / "theirs-error.log"
     theirs = Lighttpd(tmp_path, common_config(docroot, f'server.errorlog = "{errorlog}"\n'
@@ -81,6 +83,7 @@ def their_errorlog(tmp_path: Path, extra: str, requests: list[bytes]) -> str:
     try:
         for data in requests:
             send(theirs.port, data)
+        time.sleep(settle)
     finally:
         theirs.stop()
     return errorlog.read_text().replace(str(docroot), "DOCROOT")
