@@ -24,7 +24,7 @@ gateway_packages=(php-cgi php-fpm uwsgi-core uwsgi-plugin-python3)
   "${gateway_packages[@]}" lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-mod-openssl
   lighttpd-mod-maxminddb lighttpd-modules-lua rrdtool litmus cadaver
   apache2-utils nghttp2-client haproxy slapd ldap-utils mariadb-server postgresql strace faketime
-  lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam
+  lighttpd-modules-ldap lighttpd-modules-dbi lighttpd-mod-authn-pam lighttpd-mod-authn-sasl sasl2-bin
   lighttpd-mod-vhostdb-pgsql lighttpd-modules-mysql libdbd-sqlite3 libdbd-pgsql libdbd-mysql)
 [ "$mode" = bench ] && debian_packages+=(lighttpd nginx wrk "${gateway_packages[@]}"
   lighttpd-mod-openssl lighttpd-mod-deflate lighttpd-mod-webdav lighttpd-modules-lua

@@ -52,6 +52,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("DBI support", "mod_authn_dbi", ("sqlite3",)),     # worker/sql_database.py
     Feature("LDAP support", "mod_authn_ldap", ("ldap3", "ldap")),
     Feature("PAM support", "mod_authn_pam", shared_library="pam"),
+    Feature("SASL support", "mod_authn_sasl", shared_library="sasl2"),
     Feature("LUA support", "mod_magnet", ("lupa",)),
     Feature("xml support", "mod_webdav", ("xml.parsers.expat",)),
     Feature("SQLite support", "mod_webdav", ("sqlite3",)),    # webdav.sqlite-db-name

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from shared import log
 from shared.config.directives import Directive, Type
 
 from .. import authn
-from ..authn_basic import BasicOnly
+from ..authn_basic import LibraryLogin
 from ..module import Module as BaseModule
 from ..request import Request
 
@@ -118,30 +118,23 @@ class Pam:
         return answer
 
 
-class PamBackend(BasicOnly):
+class PamBackend(LibraryLogin):
     """Answers mod_auth's Basic questions through PAM (in a thread)."""
 
-    def __init__(self, offloop: authn.OffLoop | None) -> None:
-        self.offloop = offloop
-        self.pam: Pam | None = None
+    source = "mod_authn_pam"
+    library_name = "pam: libpam"
 
-    def check_password(self, request: Request, realm: str, user: str,
-                       password: bytes) -> "bool | authn.Pending":
-        name = user.encode("utf-8", "surrogateescape")
-        if b"\0" in name or b"\0" in password:
-            return False
-        if self.pam is None:
-            try:
-                self.pam = Pam()
-            except OSError as err:              # no libpam: every login fails
-                log.error("mod_authn_pam", f"pam: loading libpam failed: {err}")
-                return False
+    def load(self) -> Pam:
+        return Pam()
+
+    def login_step(self, request: Request, realm: str, user: bytes,
+                   password: bytes) -> Callable[[], bool]:
         service = (request.settings.values["auth.backend.pam.opts"] or DEFAULT_SERVICE)
-        pam, rhost = self.pam, request.remote_ip.encode()
+        pam, rhost = self.library, request.remote_ip.encode()
 
         def login() -> bool:
-            return pam.login(service.encode(), name, password, rhost)
-        return self.offloop.run(request, login) if self.offloop else login()
+            return pam.login(service.encode(), user, password, rhost)
+        return login
 
 
 class Module(BaseModule):
