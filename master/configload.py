@@ -66,6 +66,12 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
     names = list(dict.fromkeys(_global_setting(tree, core, "server.modules")))
     compat = _global_setting(tree, core, "server.compat-module-load")
     warnings: list[str] = []
+    if compat and _needs_tls_module(tree, names):
+        names.append("mod_openssl")
+        warnings.append('Warning: please add "mod_openssl" to server.modules list in '
+                        "lighttpd.conf.  A future release of lighttpd 1.4.x *will not* "
+                        "automatically load mod_openssl and lighttpd *will not* use SSL/TLS "
+                        "where your lighttpd.conf contains ssl.* directives")
     try:
         modules = load_modules(tuple(names), compat)
         while compat and (added := _companion(tree, modules, names)):
@@ -80,6 +86,17 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
         entry = tree.root.keys.get("server.modules")
         raise ConfigError(str(err), entry.position if entry else None) from None
     return modules, warnings
+
+
+# lighttpd's TLS modules: one listed, no other is added for ssl.* keys
+TLS_MODULES = ("mod_openssl", "mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl")
+
+
+def _needs_tls_module(tree: ConfigTree, names: list[str]) -> bool:
+    """ssl.* keys with no TLS module listed: lighttpd then loads mod_openssl (last, so
+    after mod_extforward) and says so, rather than serve those sockets in the clear."""
+    return not any(name in TLS_MODULES for name in names) and any(
+        key.startswith("ssl.") for block in tree.blocks for key, _ in block.keys.items())
 
 
 def _companion(tree: ConfigTree, modules: list[type[Module]],

@@ -45,9 +45,25 @@ def module_names(configured: tuple[str, ...], compat_load: bool) -> list[str]:
     where lighttpd adds them."""
     names = list(dict.fromkeys(configured))
     if compat_load:
-        names = [name for name in COMPAT_FIRST if name not in names] + names
+        first = _frameworks_first(names)
+        first += [name for name in COMPAT_FIRST if name not in names]
+        names = list(dict.fromkeys(first + names))
         names += [name for name in COMPAT_LAST if name not in names]
     return names
+
+
+def _frameworks_first(names: list[str]) -> list[str]:
+    """What lighttpd puts in front for a backend listed without its framework:
+    mod_vhostdb for a mod_vhostdb_* when mod_vhostdb is not listed, mod_auth for a
+    mod_authn_* listed before mod_auth (or without it), so that the framework's
+    hooks run and its keys (auth.require) are read."""
+    auth_at = names.index("mod_auth") if "mod_auth" in names else len(names)
+    first = []
+    if "mod_vhostdb" not in names and any(name.startswith("mod_vhostdb_") for name in names):
+        first.append("mod_vhostdb")
+    if any(name.startswith("mod_auth") for name in names[:auth_at]):
+        first.append("mod_auth")
+    return first
 
 
 def load_modules(configured: tuple[str, ...], compat_load: bool = True) -> list[type[Module]]:

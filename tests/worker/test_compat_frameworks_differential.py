@@ -1,0 +1,88 @@
+"""What server.compat-module-load adds beside Debian's lighttpd 1.4.69 when a config
+names a backend or keys without the module that reads them:
+
+- an auth backend module (`mod_authn_file`) listed without, or before, `mod_auth`:
+  lighttpd puts mod_auth first, so auth.require protects its URLs (pylighttpd ignored
+  auth.require and served them);
+- `ssl.*` keys with no TLS module listed: lighttpd loads mod_openssl, says so, and
+  serves TLS (pylighttpd called the keys unknown and served the socket in the clear);
+- a `mod_vhostdb_*` without `mod_vhostdb`: lighttpd puts mod_vhostdb first, so the
+  vhostdb.* keys are known.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from held_backend import answers_at
+from test_authn_pam import basic
+from test_differential import LIGHTTPD, beside_lighttpd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/: procutil, test_tls
+from procutil import run_cli, run_lighttpd  # noqa: E402
+from test_tls import make_certificate  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
+                                reason="Debian's lighttpd is not installed")
+AUTH = """server.document-root = "{docroot}"
+server.modules = ({modules})
+auth.backend = "plain"
+auth.backend.plain.userfile = "{users}"
+auth.require = ("/p/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"))
+"""
+OPENSSL_WARNING = ('Warning: please add "mod_openssl" to server.modules list in lighttpd.conf.'
+                   "  A future release of lighttpd 1.4.x *will not* automatically load "
+                   "mod_openssl and lighttpd *will not* use SSL/TLS where your lighttpd.conf "
+                   "contains ssl.* directives")
+
+
+def _site(base: Path) -> Path:
+    docroot = base / "www"
+    (docroot / "p").mkdir(parents=True)
+    (docroot / "p" / "f.txt").write_text("protected\n")
+    (docroot / "index.html").write_text("open\n")
+    (base / "users").write_text("user:pw\n")
+    return docroot
+
+
+@pytest.mark.parametrize("modules", ['"mod_authn_file", "mod_staticfile"',
+                                     '"mod_authn_file", "mod_auth", "mod_staticfile"'])
+def test_an_auth_backend_brings_mod_auth_first(tmp_path, modules):
+    conf = tmp_path / "auth.conf"
+    conf.write_text(AUTH.format(docroot=_site(tmp_path), modules=modules,
+                                users=tmp_path / "users"))
+    exchanged = [("/p/f.txt", {}), ("/p/f.txt", basic("user", "pw")), ("/index.html", {})]
+    with beside_lighttpd(conf) as (theirs, ours):
+        answers = answers_at(ours, exchanged)
+        assert answers == answers_at(theirs, exchanged)
+    assert [status for status, _, _ in answers] == [401, 200, 200]
+
+
+def test_ssl_keys_bring_mod_openssl_and_tls(tmp_path):
+    crt, key = make_certificate(tmp_path, "localhost")
+    conf = tmp_path / "tls.conf"
+    conf.write_text(f'server.document-root = "{_site(tmp_path)}"\n'
+                    'server.modules = ("mod_staticfile")\n'
+                    f'ssl.engine = "enable"\nssl.pemfile = "{crt}"\nssl.privkey = "{key}"\n')
+    checked = run_cli("-tt", "-f", str(conf))
+    assert (checked.returncode, checked.stderr) == (0, OPENSSL_WARNING + "\n")
+    assert OPENSSL_WARNING in run_lighttpd("-tt", "-f", str(conf)).stderr
+    with beside_lighttpd(conf) as ports:
+        for port in ports:
+            fetched = subprocess.run(["curl", "-sk", "-w", " %{http_code}",
+                                      f"https://127.0.0.1:{port}/index.html"],
+                                     capture_output=True, text=True, timeout=20)
+            assert fetched.stdout == "open\n 200", port
+
+
+def test_a_vhostdb_backend_brings_mod_vhostdb(tmp_path):
+    conf = tmp_path / "vhostdb.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    'server.modules = ("mod_vhostdb_dbi")\nvhostdb.backend = "dbi"\n')
+    ours, theirs = run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
+    assert ours.returncode == theirs.returncode == 0
+    assert "unknown config-key" not in ours.stderr + theirs.stderr
