@@ -65,7 +65,8 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
     core = directive_table([CORE_DIRECTIVES])
     names = list(dict.fromkeys(_global_setting(tree, core, "server.modules")))
     compat = _global_setting(tree, core, "server.compat-module-load")
-    warnings: list[str] = []
+    names, warnings = _replacing_mod_compress(tree, names)
+    warnings += _auth_order_warning(names) if compat else []
     if compat and _needs_tls_module(tree, names):
         names.append("mod_openssl")
         warnings.append('Warning: please add "mod_openssl" to server.modules list in '
@@ -86,6 +87,56 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
         entry = tree.root.keys.get("server.modules")
         raise ConfigError(str(err), entry.position if entry else None) from None
     return modules, warnings
+
+
+def _replacing_mod_compress(tree: ConfigTree, names: list[str]) -> tuple[list[str], list[str]]:
+    """mod_compress as lighttpd 1.4.69 takes it: mod_deflate in its place when the
+    config sets compress.* keys (with lighttpd's warning), else dropped (and dropped
+    too beside a listed mod_deflate)."""
+    if "mod_compress" not in names:
+        return names, []
+    if not any(key.startswith("compress.") for block in tree.blocks
+               for key, _ in block.keys.items()):
+        return [name for name in names if name != "mod_compress"], []
+    warning = ('Warning: "mod_compress" is DEPRECATED and has been replaced with '
+               '"mod_deflate".  A future release of lighttpd 1.4.x will not contain '
+               "mod_compress and lighttpd may fail to start up")
+    if "mod_deflate" in names:
+        return [name for name in names if name != "mod_compress"], [warning]
+    return ["mod_deflate" if name == "mod_compress" else name for name in names], [warning]
+
+
+# the modules that pass requests on to a backend, by the prefix lighttpd matches
+DYNAMIC_BACKENDS = ("mod_ajp13", "mod_cgi", "mod_fastcgi", "mod_proxy", "mod_scgi",
+                    "mod_sockproxy", "mod_wstunnel")
+
+
+def _auth_order_warning(names: list[str]) -> list[str]:
+    """lighttpd's warning for mod_auth listed after a module that passes requests on."""
+    if "mod_auth" not in names:
+        return []
+    before = [name for name in names[:names.index("mod_auth")]
+              if name.startswith(DYNAMIC_BACKENDS)]
+    return [f"Warning: mod_auth should be listed in server.modules before dynamic "
+            f"backends such as {before[0]}"] if before else []
+
+
+def rename_keys(tree: ConfigTree, modules: list[type[Module]]) -> list[str]:
+    """The keys the loaded modules read under a newer name (Module.renamed_keys) moved
+    to it in every block, each with lighttpd's DEPRECATED warning (the old key wins
+    over the new one in the same block, as in lighttpd, which reads it last)."""
+    warnings = []
+    for module in modules:
+        for old, new in module.renamed_keys.items():
+            for block in tree.blocks:
+                entry = block.keys.get(old)
+                if entry is None:
+                    continue
+                block.keys.extract(old)
+                block.keys.replace(new, entry)
+                warnings.append(f"{entry.position}: WARNING: DEPRECATED: {old} replaced "
+                                f"with {new}")
+    return warnings
 
 
 # lighttpd's TLS modules: one listed, no other is added for ssl.* keys
@@ -207,6 +258,7 @@ def load(path: str) -> LoadedConfig:
     """Parse, resolve modules, check every value, compile.  Raises ConfigError."""
     tree = load_config(path)
     modules, module_warnings = resolve_modules(tree)
+    module_warnings += rename_keys(tree, modules)
     directives = directive_table([CORE_DIRECTIVES, *(m.directives for m in modules)])
     checked = check_config(tree, directives)
     _raise_all(checked.errors)

@@ -108,6 +108,10 @@ class Module:
     # (auth.backend = "htpasswd" -> mod_authn_file), with a warning, as long as
     # server.compat-module-load is on: key -> value -> module.
     companions: ClassVar[dict[str, dict[str, str]]] = {}
+    # keys the module reads under a newer name (compress.filetype -> deflate.mimetypes):
+    # old -> new; the config check moves each to its new name, with lighttpd's
+    # DEPRECATED warning
+    renamed_keys: ClassVar[dict[str, str]] = {}
     # hook -> the directive without which it does nothing (an empty list, "disable"):
     # the core skips the call for a request whose settings leave that value empty, as
     # a module loaded for a few URLs costs the others nothing then

@@ -7,7 +7,12 @@ names a backend or keys without the module that reads them:
 - `ssl.*` keys with no TLS module listed: lighttpd loads mod_openssl, says so, and
   serves TLS (pylighttpd called the keys unknown and served the socket in the clear);
 - a `mod_vhostdb_*` without `mod_vhostdb`: lighttpd puts mod_vhostdb first, so the
-  vhostdb.* keys are known.
+  vhostdb.* keys are known;
+- `mod_compress` (replaced by mod_deflate in lighttpd 1.4.6x): mod_deflate in its place
+  when compress.* keys are set, which are read as the deflate.* keys that replaced
+  them, with lighttpd's DEPRECATED warnings (pylighttpd refused the module), and
+  `application/javascript` is `text/javascript` in the mimetypes to compress;
+- mod_auth listed after a module that passes requests on: lighttpd's warning.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ OPENSSL_WARNING = ('Warning: please add "mod_openssl" to server.modules list in 
                    "  A future release of lighttpd 1.4.x *will not* automatically load "
                    "mod_openssl and lighttpd *will not* use SSL/TLS where your lighttpd.conf "
                    "contains ssl.* directives")
+
+
+def _checked_by_both(conf: Path) -> tuple[str, str]:
+    """What `-tt` says on `conf`, pylighttpd's and lighttpd's: both take it."""
+    ours, theirs = run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
+    assert ours.returncode == theirs.returncode == 0, ours.stderr
+    return ours.stderr, theirs.stderr
 
 
 def _site(base: Path) -> Path:
@@ -83,6 +95,54 @@ def test_a_vhostdb_backend_brings_mod_vhostdb(tmp_path):
     conf = tmp_path / "vhostdb.conf"
     conf.write_text(f'server.document-root = "{tmp_path}"\n'
                     'server.modules = ("mod_vhostdb_dbi")\nvhostdb.backend = "dbi"\n')
-    ours, theirs = run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
-    assert ours.returncode == theirs.returncode == 0
-    assert "unknown config-key" not in ours.stderr + theirs.stderr
+    assert "unknown config-key" not in "".join(_checked_by_both(conf))
+
+
+COMPRESS = """server.document-root = "{docroot}"
+server.modules = ({modules})
+mimetype.assign = (".txt" => "text/plain", ".js" => "text/javascript")
+compress.filetype = ("text/plain", "application/javascript")
+compress.allowed-encodings = ("gzip")
+compress.cache-dir = "{cache}"
+"""
+COMPRESS_WARNINGS = [
+    '"mod_compress" is DEPRECATED and has been replaced with "mod_deflate".  A future '
+    "release of lighttpd 1.4.x will not contain mod_compress and lighttpd may fail to "
+    "start up",
+    "DEPRECATED: compress.filetype replaced with deflate.mimetypes",
+    "DEPRECATED: compress.allowed-encodings replaced with deflate.allowed-encodings",
+    "DEPRECATED: compress.cache-dir replaced with deflate.cache-dir"]
+
+
+def _encoding(port: int, path: str) -> str:
+    fetched = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", "Accept-Encoding: gzip",
+                              "-w", "%{http_code} %header{content-encoding}",
+                              f"http://127.0.0.1:{port}{path}"],
+                             capture_output=True, text=True, timeout=20)
+    return fetched.stdout
+
+
+@pytest.mark.parametrize("modules", ['"mod_compress"', '"mod_compress", "mod_deflate"'])
+def test_mod_compress_and_its_keys_are_mod_deflate_s(tmp_path, modules):
+    docroot = _site(tmp_path)
+    (docroot / "a.txt").write_text("compress me " * 200)
+    (docroot / "a.js").write_text("var compress_me = 1;\n" * 100)
+    conf = tmp_path / "compress.conf"
+    conf.write_text(COMPRESS.format(docroot=docroot, modules=modules, cache=tmp_path / "c"))
+    ours, theirs = _checked_by_both(conf)
+    for warning in COMPRESS_WARNINGS:
+        assert warning in ours and warning in theirs, warning
+    with beside_lighttpd(conf) as ports:
+        for path in ("/a.txt", "/a.js"):
+            assert [_encoding(port, path) for port in ports] == ["200 gzip"] * 2, path
+
+
+def test_mod_compress_without_its_keys_is_dropped_and_mod_auth_order_is_said(tmp_path):
+    conf = tmp_path / "order.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    'server.modules = ("mod_compress", "mod_proxy", "mod_auth")\n')
+    ours, theirs = _checked_by_both(conf)
+    warning = ("Warning: mod_auth should be listed in server.modules before dynamic "
+               "backends such as mod_proxy")
+    assert warning in ours and warning in theirs
+    assert "mod_compress" not in ours + theirs

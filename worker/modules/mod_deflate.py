@@ -118,8 +118,12 @@ def parse_allowed(entries: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
 
 
 def parse_mimetypes(entries: tuple[str, ...]) -> tuple[str, ...]:
-    """Content-Type prefixes; a trailing `*` is dropped (`text/*` is `text/`)."""
-    return tuple(e[:-1] if len(e) > 2 and e.endswith("*") else e for e in entries)
+    """Content-Type prefixes; a trailing `*` is dropped (`text/*` is `text/`), and
+    `application/javascript` is `text/javascript`, as lighttpd reads them (its
+    mimetype.assign gives .js the latter)."""
+    prefixes = (e[:-1] if len(e) > 2 and e.endswith("*") else e for e in entries)
+    return tuple("text/javascript" if prefix == "application/javascript" else prefix
+                 for prefix in prefixes)
 
 
 def parse_level(value: Any) -> int:
@@ -521,9 +525,19 @@ def _whole_file(request: Request, etag: str) -> _Source | None:
     return _Source([(fd, 0, st.st_size)], st.st_size, fd)
 
 
+# mod_compress's keys, read as lighttpd 1.4.69 reads them: as the deflate.* keys that
+# replaced them, with a DEPRECATED warning
+RENAMED_KEYS: Final = {"compress.filetype": "deflate.mimetypes",
+                       "compress.allowed-encodings": "deflate.allowed-encodings",
+                       "compress.cache-dir": "deflate.cache-dir",
+                       "compress.max-filesize": "deflate.max-compress-size",
+                       "compress.max-loadavg": "deflate.max-loadavg"}
+
+
 class Module(BaseModule):
     name = "deflate"
     directives = DIRECTIVES
+    renamed_keys = RENAMED_KEYS
     replay_safe = True        # decided by the settings, the file, and Accept-Encoding
     keyed_headers = ("accept-encoding",)
 
