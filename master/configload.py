@@ -66,13 +66,8 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
     names = list(dict.fromkeys(_global_setting(tree, core, "server.modules")))
     compat = _global_setting(tree, core, "server.compat-module-load")
     names, warnings = _replacing_mod_compress(tree, names)
-    warnings += _auth_order_warning(names) if compat else []
-    if compat and _needs_tls_module(tree, names):
-        names.append("mod_openssl")
-        warnings.append('Warning: please add "mod_openssl" to server.modules list in '
-                        "lighttpd.conf.  A future release of lighttpd 1.4.x *will not* "
-                        "automatically load mod_openssl and lighttpd *will not* use SSL/TLS "
-                        "where your lighttpd.conf contains ssl.* directives")
+    if compat:
+        warnings += _auth_order_warning(names) + _adding_tls_module(tree, names)
     try:
         modules = load_modules(tuple(names), compat)
         while compat and (added := _companion(tree, modules, names)):
@@ -89,14 +84,18 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
     return modules, warnings
 
 
+def _sets_keys_of(tree: ConfigTree, prefix: str) -> bool:
+    """Whether some block of the config sets a key starting with `prefix`."""
+    return any(key.startswith(prefix) for block in tree.blocks for key, _ in block.keys.items())
+
+
 def _replacing_mod_compress(tree: ConfigTree, names: list[str]) -> tuple[list[str], list[str]]:
     """mod_compress as lighttpd 1.4.69 takes it: mod_deflate in its place when the
     config sets compress.* keys (with lighttpd's warning), else dropped (and dropped
     too beside a listed mod_deflate)."""
     if "mod_compress" not in names:
         return names, []
-    if not any(key.startswith("compress.") for block in tree.blocks
-               for key, _ in block.keys.items()):
+    if not _sets_keys_of(tree, "compress."):
         return [name for name in names if name != "mod_compress"], []
     warning = ('Warning: "mod_compress" is DEPRECATED and has been replaced with '
                '"mod_deflate".  A future release of lighttpd 1.4.x will not contain '
@@ -143,11 +142,17 @@ def rename_keys(tree: ConfigTree, modules: list[type[Module]]) -> list[str]:
 TLS_MODULES = ("mod_openssl", "mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl")
 
 
-def _needs_tls_module(tree: ConfigTree, names: list[str]) -> bool:
-    """ssl.* keys with no TLS module listed: lighttpd then loads mod_openssl (last, so
-    after mod_extforward) and says so, rather than serve those sockets in the clear."""
-    return not any(name in TLS_MODULES for name in names) and any(
-        key.startswith("ssl.") for block in tree.blocks for key, _ in block.keys.items())
+def _adding_tls_module(tree: ConfigTree, names: list[str]) -> list[str]:
+    """ssl.* keys with no TLS module listed: mod_openssl appended to `names` (last, so
+    after mod_extforward), as lighttpd loads it rather than serve those sockets in the
+    clear, and lighttpd's warning."""
+    if any(name in TLS_MODULES for name in names) or not _sets_keys_of(tree, "ssl."):
+        return []
+    names.append("mod_openssl")
+    return ['Warning: please add "mod_openssl" to server.modules list in lighttpd.conf.  '
+            "A future release of lighttpd 1.4.x *will not* automatically load mod_openssl "
+            "and lighttpd *will not* use SSL/TLS where your lighttpd.conf contains ssl.* "
+            "directives"]
 
 
 def _companion(tree: ConfigTree, modules: list[type[Module]],
