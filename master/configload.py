@@ -274,7 +274,23 @@ def load(path: str) -> LoadedConfig:
     for module in modules:
         compiled.prepared[module.name] = module.prepare(tree, checked, compiled)
     return LoadedConfig(path=path, tree=tree, compiled=compiled, modules=modules,
-                        warnings=tree.warnings + module_warnings + checked.warnings)
+                        warnings=tree.warnings + module_warnings + checked.warnings
+                        + upload_dir_warnings(compiled.globals))
+
+
+def upload_dir_warnings(settings: dict) -> list[str]:
+    """lighttpd's start-up words for a server.upload-dirs entry that is missing or not
+    a directory (inside server.chroot when there is one): request bodies too large
+    for memory cannot be kept there, and the server runs on."""
+    chroot = settings["server.chroot"]
+    warnings = []
+    for folder in settings["server.upload-dirs"]:
+        where = os.path.join(chroot, folder.lstrip("/")) if chroot else folder
+        if not os.path.exists(where):
+            warnings.append(f"server.upload-dirs doesn't exist: {where}")
+        elif not os.path.isdir(where):
+            warnings.append(f"server.upload-dirs isn't a directory: {where}")
+    return warnings
 
 
 def log_warnings(loaded: LoadedConfig) -> None:

@@ -174,3 +174,17 @@ def test_tt_takes_the_names_lighttpd_takes_here(tmp_path, key, value):
         assert "the workers wait with epoll" in ours.stderr
     else:
         assert ours.stderr == ""
+
+
+def test_tt_says_what_lighttpd_says_of_upload_dirs_that_are_not_there(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    conf = tmp_path / "up.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    f'server.upload-dirs = ("{tmp_path}/missing", "{tmp_path}/a-file", '
+                    f'"{tmp_path}")\n')
+    ours, theirs = run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
+    assert ours.returncode == theirs.returncode == 0
+    said = [f"server.upload-dirs doesn't exist: {tmp_path}/missing",
+            f"server.upload-dirs isn't a directory: {tmp_path}/a-file"]
+    assert ours.stderr.splitlines() == said
+    assert [line.split(") ", 1)[1] for line in theirs.stderr.splitlines()] == said
