@@ -93,6 +93,11 @@ class SlotHealth:
     may_start_early: bool = False
 
 
+class StartupError(Exception):
+    """What stops the master before it serves (a log or pid file it cannot write), in
+    lighttpd's words."""
+
+
 class Arbiter:
     def __init__(self, config: LoadedConfig, foreground: bool,
                  idle_exit: float | None = None, argv: list[str] | None = None) -> None:
@@ -108,8 +113,12 @@ class Arbiter:
         self.retirements: list[Retirement] = []
         self.health: dict[int, SlotHealth] = {}
         settings = config.settings
-        self.errorlog = log.ErrorLog(settings["server.errorlog"],
-                                     settings["server.errorlog-use-syslog"])
+        try:
+            self.errorlog = log.ErrorLog(settings["server.errorlog"],
+                                         settings["server.errorlog-use-syslog"])
+        except OSError as err:
+            raise StartupError(f"opening errorlog '{settings['server.errorlog']}' failed: "
+                               f"{err.strerror}") from None
         log.set_default(self.errorlog)
         _raise_fd_limit(settings["server.max-fds"])
         if settings["server.core-files"]:
@@ -606,9 +615,12 @@ def _write_pidfile(path: str) -> None:
     if not path:
         return
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w") as file:
-        file.write(f"{os.getpid()}\n")
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        os.replace(temporary, path)
+    except OSError as err:
+        raise StartupError(f"opening pid-file failed: {path}: {err.strerror}") from None
 
 
 def _remove_pidfile(path: str) -> None:

@@ -15,7 +15,7 @@ from shared.config import ConfigError, format_config, load_config
 from worker.oneshot import serve_stdin
 
 from . import __version__, features
-from .arbiter import Arbiter
+from .arbiter import Arbiter, StartupError
 from .configload import load, log_warnings
 
 USAGE = f"""pylighttpd/{__version__} - a light and fast webserver
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _run(options, sys.argv[1:] if argv is None else argv)
-    except ConfigError as err:
+    except (ConfigError, StartupError) as err:
         print(f"pylighttpd: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # pid file directory missing, log file not writable, ...

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from procutil import REPO, run_cli, run_lighttpd
+from serverproc import free_port
 
 DEBIAN_CONF = "/etc/lighttpd/lighttpd.conf"
 UNKNOWN_KEY = re.compile(r"WARNING: unknown config-key: (\S+) \(ignored\)")
@@ -188,3 +189,16 @@ def test_tt_says_what_lighttpd_says_of_upload_dirs_that_are_not_there(tmp_path):
             f"server.upload-dirs isn't a directory: {tmp_path}/a-file"]
     assert ours.stderr.splitlines() == said
     assert [line.split(") ", 1)[1] for line in theirs.stderr.splitlines()] == said
+
+
+@pytest.mark.parametrize("key, said", [
+    ("server.errorlog", "opening errorlog '{path}' failed: No such file or directory"),
+    ("server.pid-file", "opening pid-file failed: {path}: No such file or directory")])
+def test_a_log_or_pid_file_that_cannot_be_written_stops_the_start_in_lighttpds_words(
+        tmp_path, key, said):
+    path = tmp_path / "missing" / "file"
+    conf = tmp_path / "start.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\nserver.bind = "127.0.0.1"\n'
+                    f'server.port = {free_port()}\n{key} = "{path}"\n')
+    started = run_cli("-D", "-f", str(conf), timeout=20)
+    assert (started.returncode, started.stderr) == (1, f"pylighttpd: {said.format(path=path)}\n")
