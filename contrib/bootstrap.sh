@@ -41,7 +41,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # these packages start services; tests and benchmarks run their own instances.
-    for service in lighttpd nginx prometheus php8.2-fpm haproxy slapd mariadb postgresql; do
+    for service in lighttpd nginx prometheus php8.2-fpm haproxy slapd mariadb postgresql saslauthd; do
       service "$service" stop >/dev/null 2>&1 || true
     done
   else
