@@ -326,3 +326,11 @@ def test_html_page_renders_in_headless_chromium(status_server, tmp_path):
     keep = os.environ.get("PYLIGHTTPD_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+@pytest.mark.parametrize("asked, shown", [("poll", "linux-sysepoll"), ("epoll", "epoll")])
+def test_the_config_page_names_the_event_handler_the_workers_use(tmp_path, asked, shown):
+    with serving(tmp_path, STATUS_CONFIG + f'server.event-handler = "{asked}"\n') as running:
+        page = fresh_get(running.port, "/server-config")[2].decode()
+    assert f"<td>{shown}</td>" in page
+    assert (f"<td>{asked}</td>" in page) == (asked == shown)     # poll is not claimed

@@ -174,6 +174,12 @@ class Board:
         return "".join(self.letters)
 
 
+def _event_handler(configured: str) -> str:
+    """The event handler the workers wait with: epoll, under the name the config gave
+    it, whatever poll or select the config asked for (said at start-up)."""
+    return configured if configured in ("linux-sysepoll", "epoll") else "linux-sysepoll"
+
+
 class Module(BaseModule):
     name = "status"
     replay_safe = True
@@ -237,7 +243,7 @@ class Module(BaseModule):
         live = len(StatsSegment.current.live_slots()) if StatsSegment.current else 1
         rows = [("Server-Features", None), ("RegEx Conditionals", "enabled"),
                 ("Network Engine", None),
-                ("fd-Event-Handler", html.escape(settings["server.event-handler"])),
+                ("fd-Event-Handler", _event_handler(settings["server.event-handler"])),
                 ("Workers", f"{settings['server.max-worker']} (server.max-worker); "
                             f"{live} running"),
                 ("Python", html.escape(platform.python_version())),
