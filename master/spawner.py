@@ -325,15 +325,10 @@ class Spawner:
 
     # ------------------------------------------------------------ start and stop
     def _stderr_fd(self, launch: Launch) -> int:
-        """The top-level server.breakagelog of the launch's config (its generation
-        opened it), else the error log."""
-        if launch.stderr_log:
-            try:
-                return log.BREAKAGE.fd(launch.stderr_log)
-            except OSError as err:
-                log.error("server.c", f"opening breakagelog '{launch.stderr_log}' failed: "
-                          f"{err.strerror}; {launch.name} writes to the error log")
-        return self.errorlog.fileno()
+        """The top-level server.breakagelog of the launch's config (held open by its
+        generation since before the backends start), else the error log."""
+        return log.BREAKAGE.fd(launch.stderr_log) if launch.stderr_log \
+            else self.errorlog.fileno()
 
     def _start(self, backend: Backend, check: bool) -> None:
         """Fork, set up and exec one backend; SpawnError with the child's reason.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from master.configload import LoadedConfig
 
     from .counters import WorkerCounters
+    from .request import Request
 
 
 class _ChildWatch:
@@ -72,9 +73,10 @@ class Services:
         log.error(source, message)
 
     @staticmethod
-    def breakage_log(target: str, source: str) -> int | None:
-        """The fd of a request's server.breakagelog `target` for a child's stderr, or
-        None (no breakagelog, or it cannot be opened: said in the error log)."""
+    def breakage_log(request: "Request", source: str) -> int | None:
+        """The fd of the request's server.breakagelog for a child's stderr, or None (no
+        breakagelog, or it cannot be opened: said in the error log)."""
+        target = request.settings.values["server.breakagelog"]
         if not target:
             return None
         try:

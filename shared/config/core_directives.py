@@ -41,7 +41,14 @@ def _network_backend(name: str) -> str:
 
 # server.event-handler: the names lighttpd 1.4.69 takes on Linux ("libev" and "select"
 # stand for others there); the workers' loop is epoll whatever the name
-EVENT_HANDLERS = frozenset({"linux-sysepoll", "epoll", "poll", "select", "libev"})
+EPOLL_NAMES = ("linux-sysepoll", "epoll")
+EVENT_HANDLERS = frozenset({*EPOLL_NAMES, "poll", "select", "libev"})
+
+
+def event_handler_in_use(configured: str) -> str:
+    """The event handler the workers wait with: epoll, under the config's name for it
+    if it gave one."""
+    return configured if configured in EPOLL_NAMES else "linux-sysepoll"
 
 
 def _event_handler(name: str) -> str:

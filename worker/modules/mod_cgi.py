@@ -327,8 +327,7 @@ class _Script:
         """Our end and the script's of its stderr: the request's server.breakagelog,
         written by the script itself as lighttpd hands it over (our end -1), else a
         pipe whose lines go to the error log."""
-        target = self.request.settings.values["server.breakagelog"]
-        breakage = self.services.breakage_log(target, "mod_cgi.c")
+        breakage = self.services.breakage_log(self.request, "mod_cgi.c")
         if breakage is not None:
             return -1, breakage
         err_r, err_w = os.pipe2(os.O_CLOEXEC)

@@ -748,8 +748,7 @@ class _Command:
     def _start(self) -> None:
         read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.fd = read_end
-        stderr = self.services.breakage_log(
-            self.page.request.settings.values["server.breakagelog"], "mod_ssi.c")   # None: ours
+        stderr = self.services.breakage_log(self.page.request, "mod_ssi.c")   # None: ours
         try:
             process = subprocess.Popen(["/bin/sh", "-c", self.cmd], stdin=subprocess.DEVNULL,
                                        stdout=write_end, stderr=stderr,

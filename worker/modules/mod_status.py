@@ -22,6 +22,7 @@ import platform
 import re
 import time
 
+from shared.config.core_directives import event_handler_in_use
 from shared.config.directives import Directive, Type
 from shared.metrics import (STATE_NAMES, STATISTICS, SegmentCollector, Snapshot,
                             accepts_metrics, exposition, gateway_statistics)
@@ -174,12 +175,6 @@ class Board:
         return "".join(self.letters)
 
 
-def _event_handler(configured: str) -> str:
-    """The event handler the workers wait with: epoll, under the name the config gave
-    it, whatever poll or select the config asked for (said at start-up)."""
-    return configured if configured in ("linux-sysepoll", "epoll") else "linux-sysepoll"
-
-
 class Module(BaseModule):
     name = "status"
     replay_safe = True
@@ -243,7 +238,7 @@ class Module(BaseModule):
         live = len(StatsSegment.current.live_slots()) if StatsSegment.current else 1
         rows = [("Server-Features", None), ("RegEx Conditionals", "enabled"),
                 ("Network Engine", None),
-                ("fd-Event-Handler", _event_handler(settings["server.event-handler"])),
+                ("fd-Event-Handler", event_handler_in_use(settings["server.event-handler"])),
                 ("Workers", f"{settings['server.max-worker']} (server.max-worker); "
                             f"{live} running"),
                 ("Python", html.escape(platform.python_version())),
