@@ -27,6 +27,8 @@ from shared.config.compiled import CompiledConfig
 from shared.config.core_directives import CORE_DIRECTIVES
 from shared.config.directives import (CheckResult, Directive, DirectiveValueError,
                                       check_config, convert_value, directive_table)
+from shared.config.feature_flags import TRUE_WORDS
+from shared.config.values import Array
 from worker.module import Module
 from worker.modules import ModuleNotAvailable, load_modules
 
@@ -66,6 +68,7 @@ def resolve_modules(tree: ConfigTree) -> tuple[list[type[Module]], list[str]]:
     names = list(dict.fromkeys(_global_setting(tree, core, "server.modules")))
     compat = _global_setting(tree, core, "server.compat-module-load")
     names, warnings = _replacing_mod_compress(tree, names)
+    warnings += _indexfile_order_warning(_kept_by_compat(tree, names) if compat else names)
     if compat:
         warnings += _auth_order_warning(names) + _adding_tls_module(tree, names)
     try:
@@ -118,6 +121,51 @@ def _auth_order_warning(names: list[str]) -> list[str]:
               if name.startswith(DYNAMIC_BACKENDS)]
     return [f"Warning: mod_auth should be listed in server.modules before dynamic "
             f"backends such as {before[0]}"] if before else []
+
+
+# the modules that may answer a request for a directory themselves, before
+# mod_indexfile had a chance to find its index file, when listed ahead of it
+# (in lighttpd: the plugins with both a subrequest-start and a subrequest hook)
+SUBREQUEST_HANDLERS = ("mod_cgi", "mod_dirlisting", "mod_fastcgi", "mod_scgi", "mod_ssi")
+
+
+def _kept_by_compat(tree: ConfigTree, names: list[str]) -> list[str]:
+    """`names` without the two modules lighttpd's compat loading unloads when no
+    block turns them on: mod_indexfile without index file names, mod_dirlisting
+    without listings."""
+    idle = []
+    if not _has_opt_enabled(tree, ("index-file.names", "server.indexfiles")):
+        idle.append("mod_indexfile")
+    if not _has_opt_enabled(tree, ("dir-listing.activate", "server.dir-listing")):
+        idle.append("mod_dirlisting")
+    return [name for name in names if name not in idle]
+
+
+def _has_opt_enabled(tree: ConfigTree, keys: tuple[str, ...]) -> bool:
+    """Whether some block sets one of `keys` to a non-empty list or to a value
+    lighttpd reads as true."""
+    for block in tree.blocks:
+        for key in keys:
+            entry = block.keys.get(key)
+            if entry is None:
+                continue
+            value = entry.value
+            if isinstance(value, Array) and len(value) or \
+                    isinstance(value, int) and value != 0 or \
+                    isinstance(value, str) and value.lower() in TRUE_WORDS:
+                return True
+    return False
+
+
+def _indexfile_order_warning(names: list[str]) -> list[str]:
+    """lighttpd's warning for mod_indexfile listed after a module that answers
+    requests itself (it always warns, compat loading or not)."""
+    if "mod_indexfile" not in names:
+        return []
+    before = [name for name in names[:names.index("mod_indexfile")]
+              if name in SUBREQUEST_HANDLERS]
+    return [f"Warning: mod_indexfile should be listed in server.modules prior to "
+            f"{before[0]}"] if before else []
 
 
 def rename_keys(tree: ConfigTree, modules: list[type[Module]]) -> list[str]:

@@ -373,6 +373,8 @@ class H2Session(Wire):
             if name in _PSEUDO:
                 pseudo[name] = value
                 continue
+            if not value:
+                continue            # an empty field is none, as in lighttpd
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             request.raw_fields += (key, text)

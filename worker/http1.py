@@ -198,7 +198,8 @@ class Http1Parser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Each header field as llhttp has validated it.  Fields of a chunked body's
-        trailer are ignored, as lighttpd does."""
+        trailer are ignored, and so are fields with an empty value (an empty Host is
+        no Host), as lighttpd does."""
         request = self.current
         if request is None or not self.header_phase:
             return
@@ -213,6 +214,10 @@ class Http1Parser:
             last = value[-1]
             if last == 32 or last == 9:     # the value ends before trailing OWS
                 value = value.rstrip(b" \t")
+                if not value:
+                    return
+        else:
+            return
         text = value.decode("latin-1")
         fields = request.raw_fields
         fields.append(raw_name)
@@ -374,8 +379,8 @@ class Http1Parser:
             request.content_length = length
             if limit and length > limit:
                 raise BadRequest(413)
-        elif not chunked and request.method in _BODY_METHODS and request.version == "1.1":
-            raise BadRequest(411)
+        elif not chunked and request.method == "POST":
+            raise BadRequest(411)       # as lighttpd: a PUT without either is empty
         if expects_continue(headers) and request.version == "1.1" and \
                 (chunked or request.content_length > 0):
             request.expect_continue = True

@@ -70,6 +70,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("fragment-after-query", get("/env.py?a=1#frag")),
         ("environment", get("/env.py/extra/path?a=1&b=%20", "X-Custom-Header: custom",
                             "Proxy: http://evil.example/", "Content-Type: text/x")),
+        ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
+                                         "X-Full: v", "X-Full:")),
         ("post-memory-python", post("/sum.py", small)),
         ("post-file-python", post("/sum.py", large)),
         ("post-file-perl", post("/sum.pl", large)),

@@ -45,6 +45,10 @@ OPENSSL_WARNING = ('Warning: please add "mod_openssl" to server.modules list in 
                    "contains ssl.* directives")
 
 
+INDEX_KEY = 'index-file.names = ("index.html")\n'
+LISTING_KEYS = INDEX_KEY + '$HTTP["url"] =^ "/l/" { dir-listing.activate = "enable" }\n'
+
+
 def _checked_by_both(conf: Path) -> tuple[str, str]:
     """What `-tt` says on `conf`, pylighttpd's and lighttpd's: both take it."""
     ours, theirs = run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
@@ -146,3 +150,28 @@ def test_mod_compress_without_its_keys_is_dropped_and_mod_auth_order_is_said(tmp
                "backends such as mod_proxy")
     assert warning in ours and warning in theirs
     assert "mod_compress" not in ours + theirs
+
+
+@pytest.mark.parametrize("modules, keys, warned", [
+    ('"mod_dirlisting", "mod_indexfile", "mod_staticfile"', LISTING_KEYS, "mod_dirlisting"),
+    ('"mod_access", "mod_ssi", "mod_cgi", "mod_indexfile"', INDEX_KEY, "mod_ssi"),
+    ('"mod_dirlisting", "mod_ssi", "mod_indexfile"', INDEX_KEY, "mod_ssi"),
+    ('"mod_indexfile", "mod_dirlisting", "mod_fastcgi"', LISTING_KEYS, None),
+    # compat loading unloads a module nothing turns on, and it is not said
+    ('"mod_dirlisting", "mod_indexfile"', INDEX_KEY, None),
+    ('"mod_cgi", "mod_indexfile"', 'dir-listing.activate = "enable"\n', None),
+    ('"mod_cgi", "mod_indexfile"', 'index-file.names = ()\n', None),
+    ('"mod_cgi", "mod_indexfile"', 'server.compat-module-load = "disable"\n', "mod_cgi"),
+])
+def test_mod_indexfile_after_a_module_answering_itself_is_said(tmp_path, modules, keys,
+                                                                 warned):
+    conf = tmp_path / "indexfile.conf"
+    conf.write_text(f'server.document-root = "{tmp_path}"\n'
+                    f"server.modules = ({modules})\n{keys}")
+    ours, theirs = _checked_by_both(conf)
+    said = "Warning: mod_indexfile should be listed in server.modules prior to "
+    for output in (ours, theirs):
+        if warned is None:
+            assert said not in output
+        else:
+            assert said + warned in output

@@ -325,6 +325,10 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("connect-name", b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
                          b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
         ("delete-missing", get11("/missing", method="DELETE")),
+        ("post-no-length", get11("/index.html", method="POST")),
+        ("post-no-length-http10", b"POST /index.html HTTP/1.0\r\n\r\n"),
+        ("post-no-length-denied", b"POST /secret.inc HTTP/1.0\r\n\r\n"),
+        ("put-no-length-missing", get11("/missing", method="PUT")),
         # bad requests
         ("http11-no-host", b"GET /index.html HTTP/1.1\r\n\r\n"),
         ("http2-version", b"GET /index.html HTTP/2.0\r\nHost: a\r\n\r\n"),
@@ -359,6 +363,11 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("host-upper-case", with_host("DENIED.Example:80")),
         ("host-port-leading-zeros", with_host("denied.example:0080")),
         ("host-empty", with_host("")),
+        ("host-empty-http10", get10("/", "Host: ")),
+        ("host-empty-then-named", b"GET /index.html HTTP/1.1\r\nHost:\r\n"
+                                  b"Host: denied.example\r\nConnection: close\r\n\r\n"),
+        ("empty-fields", get11("/index.html", "Range:", "If-None-Match:  ",
+                               "If-Modified-Since:")),
         ("host-dot-port", with_host("X.:0080")),
         ("host-port-too-big", with_host("x:65536")),
         ("host-port-empty", with_host("x:")),

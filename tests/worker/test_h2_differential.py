@@ -123,3 +123,4 @@ def test_the_answers_compared_are_http2_and_varied(answers):
         "script-status", "range-unsatisfiable")} == {"200", "404", "301", "206", "304",
                                                      "418", "416"}
     assert b"read=200000" in answers["script-post-large"][0]["body"]
+

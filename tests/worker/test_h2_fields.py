@@ -148,3 +148,23 @@ def test_a_trailer_with_a_pseudo_field_ends_the_connection(session_server):
     answer = session_server(_frame(HEADERS, END_HEADERS, 1, head) + _frame(DATA, 0, 1, b"x")
                             + _frame(HEADERS, END_HEADERS | END_STREAM, 1, trailer))
     assert _goaway_code(answer) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+def _answer_status(data: bytes) -> str | None:
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        if data[3] == HEADERS:
+            fields = dict(hpack.Decoder().decode(data[9:9 + length]))
+            return fields.get(":status")
+        data = data[9 + length:]
+    return None
+
+
+def test_an_empty_field_is_none_as_in_lighttpd(session_server):
+    """lighttpd passes over a field with an empty value (over HTTP/1 as well): an
+    empty Content-Length or Range is no framing and no range."""
+    block = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"),
+                                    (":path", "/small.txt"), (":authority", "127.0.0.1"),
+                                    ("content-length", ""), ("range", "")])
+    answer = session_server(_frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
+    assert _answer_status(answer) == "200"
