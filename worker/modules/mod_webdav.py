@@ -87,6 +87,8 @@ DIRECTIVES: Final = (
 
 WRITE_METHODS: Final = frozenset({"PROPPATCH", "MKCOL", "PUT", "DELETE", "COPY", "MOVE", "LOCK",
                                   "UNLOCK"})
+# RFC 4918 §8.4: the methods that read no body refuse one (415), as in lighttpd
+BODYLESS_METHODS: Final = frozenset({"DELETE", "MOVE", "COPY", "MKCOL", "UNLOCK"})
 CORE_ALLOW: Final = "OPTIONS, GET, HEAD, POST"
 ALLOW: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, PROPPATCH, LOCK, UNLOCK, " + CORE_ALLOW
 ALLOW_WITHOUT_DB: Final = "PROPFIND, DELETE, MKCOL, PUT, MOVE, COPY, " + CORE_ALLOW
@@ -170,6 +172,8 @@ class Module(BaseModule):
             return _options(request)
         if values["webdav.is-readonly"] and method in WRITE_METHODS:
             return 403
+        if method in BODYLESS_METHODS and _has_body(request):
+            return 415                   # RFC 4918 §8.4: a body it would ignore
         if not values["server.follow-symlink"] and \
                 CACHE.contains_symlink(request.physical_path):
             return 403
@@ -253,6 +257,13 @@ class Module(BaseModule):
         if request.settings.values["webdav.log-xml"]:
             self.services.log_error("mod_webdav.c", f"XML-{what}-body: "
                                     f"{data.decode('utf-8', 'replace')}")
+
+
+def _has_body(request: Request) -> bool:
+    """Whether the request brings a body (a chunked one that turns out empty does
+    not)."""
+    body = request.body
+    return body is not None and (body.size > 0 or not body.complete)
 
 
 def _options(request: Request) -> int:
@@ -398,9 +409,6 @@ class _Dav(DavRequest):
 
     # --------------------------------------------------------------- MKCOL
     def mkcol(self) -> int:
-        body = self.request.body
-        if body is not None and (body.size or not body.complete):
-            return 415
         self.check_if()
         target = self.target
         if target.exists:
