@@ -127,7 +127,7 @@ class Pipeline:
         """A held request streams its answer: the head goes out now, so the
         response-start hooks run now."""
         response = request.response
-        response.head_only = request.method == "HEAD"
+        response.head_only = request.method == "HEAD" or response.status in NO_BODY
         _run_all(self.response_start, request)
         _limit_bandwidth(request)
 
@@ -183,7 +183,9 @@ class Pipeline:
         response-start hooks."""
         response = request.response
         response.status = status
-        response.head_only = request.method == "HEAD"     # whichever module wrote a body
+        # no body, whichever module wrote one: HEAD, 204, 304 (a backend's body after
+        # them would be read by the client as its next answer)
+        response.head_only = request.method == "HEAD" or status in NO_BODY
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent

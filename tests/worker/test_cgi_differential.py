@@ -221,3 +221,17 @@ def test_a_tunnel_to_a_script_as_lighttpd_relays_it(servers):
         theirs, ours = pool.map(_tunnel, (lighttpd_port, our_port))
     assert theirs["status"] == 101 and theirs["echo"] == b"HELLO"
     assert ours == theirs
+
+
+@pytest.mark.parametrize("status", [204, 304])
+@pytest.mark.parametrize("place", ["", "/paced"])
+def test_a_body_after_a_bodiless_status_never_reaches_the_client(servers, status, place):
+    """A script's body after 204 or 304 is dropped, kept whole or streamed, over a kept
+    connection: else the client would read it as the start of its next answer."""
+    follow_up = b"GET /hello.sh HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n"
+    first = f"GET {place}/bodiless.sh?{status} HTTP/1.1\r\nHost: test.example\r\n\r\n"
+    for port in servers[:2]:
+        raw = exchange(port, first.encode() + follow_up, ANSWER_WAIT)
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 %d " % status), (port, raw)
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), (port, raw)

@@ -51,6 +51,8 @@ REQUESTS = {
     "x-sendfile": ("/sendfile.sh?{base}/sendable/file.txt", ()),
     "delete": ("/index.html", ("-X", "DELETE")),
     "post-without-body": ("/sum.py", ("-X", "POST")),
+    "script-body-after-304": ("/bodiless.sh?304", ()),
+    "script-body-after-204-streamed": ("/paced/bodiless.sh?204", ()),
 }
 # request name -> why pylighttpd answers otherwise
 KNOWN_DIFFERENCES = {
