@@ -24,6 +24,7 @@ from shared import log
 from shared.config.directives import DirectiveValueError
 
 from .chunked import Dechunker
+from .http import header_characters
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .urlnorm import decoded_utf8, simplify_path
 from .static import is_regular, open_file_without_symlinks, serve_file
@@ -337,7 +338,8 @@ _header_variables: Final[dict[str, str]] = {}
 
 
 def header_variables(headers: dict[str, str]) -> dict[str, str]:
-    """The variables of the request headers that have a value."""
+    """The variables of the request headers that have a value (its octets as the
+    client sent them, once the environment is written out)."""
     env = {}
     known = _header_variables
     for name, value in headers.items():
@@ -346,7 +348,7 @@ def header_variables(headers: dict[str, str]) -> dict[str, str]:
             if variable is None:
                 variable = _header_variable(name)
             if variable:
-                env[variable] = value
+                env[variable] = header_characters(value)
     return env
 
 

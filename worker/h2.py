@@ -869,7 +869,7 @@ def _server_field(tag: str) -> tuple[bytes, bytes]:
     """server.tag as a field (a config has a few values at most)."""
     field = _SERVER_FIELDS.get(tag)
     if field is None:
-        field = _SERVER_FIELDS[tag] = (b"server", tag.encode("latin-1", "replace"))
+        field = _SERVER_FIELDS[tag] = (b"server", tag.encode("utf-8", "surrogateescape"))
     return field
 
 

@@ -207,6 +207,28 @@ def core_fields(response: "Response", server_tag: str) -> bytes:
         server_line("" if "server" in names else server_tag)
 
 
+# Header values are held one character per octet (latin-1), as they came and as they
+# go: a backend's field passes through unchanged.  The config's strings and a URL's
+# path are characters (their octets decoded as UTF-8), as the file system wants them.
+# Where one crosses to the other, its octets are what lighttpd, all octets, would send.
+
+def header_text(text: str) -> str:
+    """Characters (the config's, a URL path's) as a header value holds them: one
+    character per octet of their UTF-8."""
+    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
+def header_characters(value: str) -> str:
+    """A header value's octets read as UTF-8 (surrogates for those that are not), for a
+    backend's environment, which is written out as UTF-8."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:          # already characters (a Lua script's value)
+        return value
+
+
 def lower_name(name: str) -> str:
     """`name.lower()`, remembered: an answer's field names are a few strings, mostly
     the core's own constants, where lower() makes a new string each time, whose hash
@@ -234,7 +256,7 @@ def server_line(server_tag: str) -> bytes:
             _server_lines.clear()
         line = _server_lines[server_tag] = (
             f"Server: {server_tag}\r\n\r\n" if server_tag else "\r\n").encode(
-                "latin-1", "replace")
+                "utf-8", "surrogateescape")         # the config's characters
     return line
 
 

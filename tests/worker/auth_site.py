@@ -52,6 +52,8 @@ auth.require = (
   "/extern/" => ("method" => "extern", "realm" => "{realm}", "require" => "valid-user"),
   "/digest-htpasswd/" => ("method" => "digest", "realm" => "{realm}",
                           "require" => "valid-user"),
+  "/zoe/" => ("method" => "basic", "realm" => "Zoë's €", "require" => "valid-user"),
+  "/zoe-digest/" => ("method" => "digest", "realm" => "Zoë", "require" => "valid-user"),
 )
 $HTTP["url"] =^ "/plain/" {{ auth.backend = "plain" }}
 $HTTP["url"] =^ "/digest/" {{ auth.backend = "htdigest" }}

@@ -116,6 +116,8 @@ def _exchanges() -> list[tuple[str, Ask]]:
         ("plain-colons", _plain("/plain/f.txt", basic("bob", "pw:with:colons"))),
         ("plain-unknown", _plain("/plain/f.txt", basic("nobody", "x"))),
         ("basic-not-base64", _plain("/basic/f.txt", "Basic !!!!")),
+        ("basic-realm-non-ascii", _plain("/zoe/f.txt")),         # the realm's UTF-8 octets
+        ("digest-realm-non-ascii", _plain("/zoe-digest/f.txt")),
         ("basic-no-colon", _plain("/basic/f.txt",
                                   "Basic " + base64.b64encode(b"nocolon").decode())),
         ("basic-empty", _plain("/basic/f.txt", "Basic ")),

@@ -20,9 +20,9 @@ pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
 
 CONFIG = """
 server.document-root = "{docroot}"
-server.modules = ("mod_access", "mod_setenv", "mod_expire", "mod_indexfile", "mod_cgi",
-                  "mod_staticfile")
-server.tag = "difftest"
+server.modules = ("mod_access", "mod_redirect", "mod_setenv", "mod_expire", "mod_indexfile",
+                  "mod_cgi", "mod_staticfile")
+server.tag = "difftest-é"
 index-file.names = ("index.html")
 cgi.assign = (".sh" => "")
 mimetype.assign = (".html" => "text/html", ".txt" => "text/plain; charset=utf-8",
@@ -40,6 +40,12 @@ $HTTP["url"] =^ "/env/" {{
   server.error-handler-404 = "/other/env.sh"
 }}
 $HTTP["url"] =^ "/other/" {{ setenv.add-environment = ("BAR" => "other") }}
+$HTTP["url"] =~ "^/u/(.*)$" {{
+  setenv.add-response-header = ("X-U" => "zoë €")
+  setenv.add-request-header = ("X-U-Req" => "naïve")
+  setenv.add-environment = ("U_ENV" => "ünï")
+  url.redirect = ("^/u/go/" => "/landing?from=%1")
+}}
 $HTTP["url"] =^ "/ct/" {{
   setenv.set-response-header = ("Content-Type" => "text/x-set", "Cache-Control" => "private")
 }}
@@ -64,7 +70,7 @@ $HTTP["host"] == "lower.example" {{
 
 ENV_SCRIPT = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\nX-Resp: from-script\\r\\nX-Gone: here\\r\\n\\r\\n'
-env | grep -E '^(HTTP_|FOO=|BAR=|EMPTY|REMOTE_ADDR=)' | sort
+env | grep -E '^(HTTP_|FOO=|BAR=|EMPTY|REMOTE_ADDR=|U_ENV=)' | sort
 """
 CACHING_SCRIPT = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\nCache-Control: no-store\\r\\n\\r\\nown\\n'
@@ -73,10 +79,10 @@ printf 'Content-Type: text/plain\\r\\nCache-Control: no-store\\r\\n\\r\\nown\\n'
 
 def _make_site(base: Path) -> Path:
     docroot = base / "www"
-    for sub in ("env", "other", "ct", "img", "mod", "week", "past", "nomime", "dir"):
+    for sub in ("env", "other", "ct", "img", "mod", "week", "past", "nomime", "dir", "u"):
         (docroot / sub).mkdir(parents=True)
     (docroot / "index.html").write_text("index\n")
-    for sub in ("env", "other"):
+    for sub in ("env", "other", "u"):
         script = docroot / sub / "env.sh"
         script.write_text(ENV_SCRIPT)
         script.chmod(0o755)
@@ -115,6 +121,9 @@ SETENV = [
     ("setenv-not-after-access-deny", get("/ct/x.inc")),
     ("setenv-taken-once-before-error-handler", get("/env/missing")),
     ("setenv-http10", get("/env/a.txt", host="", version="1.0")),
+    # octets beyond ASCII: the config's (UTF-8), the client's, a path's in a redirect
+    ("setenv-non-ascii", get("/u/env.sh", "X-Client: résumé", "Cookie: c=ü")),
+    ("redirect-non-ascii-capture", get("/u/go/%C3%BC%E2%82%AC")),
 ]
 EXPIRE = [
     ("expire-url-access", get("/img/a.txt")),

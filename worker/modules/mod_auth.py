@@ -53,6 +53,7 @@ from shared.config.directives import Directive, DirectiveValueError, Type, to_bo
 from shared.config.values import Array
 
 from .. import authn
+from ..http import header_text
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 
@@ -427,8 +428,8 @@ def digest_login(text: str, rule: Rule, target: str) -> DigestLogin:
 
 # ------------------------------------------------------------------------ answers
 def ask_basic(request: Request, rule: Rule) -> int:
-    request.response.set_header("WWW-Authenticate",
-                                f'Basic realm="{rule.realm}", charset="UTF-8"')
+    request.response.set_header("WWW-Authenticate", header_text(
+        f'Basic realm="{rule.realm}", charset="UTF-8"'))
     return 401
 
 
@@ -446,7 +447,7 @@ def ask_digest(request: Request, rule: Rule, stale_algorithm: str | None = None)
             challenge += ", userhash=true"
         if stale_algorithm:
             challenge += ", stale=true"
-        response.add_header("WWW-Authenticate", challenge)
+        response.add_header("WWW-Authenticate", header_text(challenge))
     return 401
 
 

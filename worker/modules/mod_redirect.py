@@ -19,6 +19,7 @@ import re
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type
 
+from ..http import header_text
 from ..module import ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..urlsubst import MatchTooLong, Rule, compile_rules, substitute
@@ -66,5 +67,5 @@ class Module(BaseModule):
             return ERROR
         if found is None:
             return None
-        request.response.set_header("Location", _escaped_controls(found[1]))
+        request.response.set_header("Location", header_text(_escaped_controls(found[1])))
         return request.settings.values["url.redirect-code"]

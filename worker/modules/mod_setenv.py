@@ -19,12 +19,23 @@ from __future__ import annotations
 
 from shared.config.directives import Directive, Type
 
+from ..http import header_text
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request, Response
 
-_KEYS = ("add-request-header", "set-request-header", "add-response-header",
-         "set-response-header", "add-environment", "set-environment")
-DIRECTIVES = tuple(Directive(f"setenv.{key}", Type.ARRAY_KVSTRING, ()) for key in _KEYS)
+_HEADER_KEYS = ("add-request-header", "set-request-header", "add-response-header",
+                "set-response-header")
+_ENVIRONMENT_KEYS = ("add-environment", "set-environment")
+
+
+def _header_values(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The config's values as header values hold them (the octets of their UTF-8)."""
+    return tuple((name, header_text(value)) for name, value in pairs)
+
+
+DIRECTIVES = tuple(Directive(f"setenv.{key}", Type.ARRAY_KVSTRING, (), convert=_header_values)
+                   for key in _HEADER_KEYS) + \
+    tuple(Directive(f"setenv.{key}", Type.ARRAY_KVSTRING, ()) for key in _ENVIRONMENT_KEYS)
 CTX = "setenv"          # request.plugin_ctx: the response headers taken for the request
 
 Pairs = tuple[tuple[str, str], ...]

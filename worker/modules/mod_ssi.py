@@ -56,7 +56,7 @@ from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..urlnorm import decoded_utf8, simplify_path
 from ..ssi_expr import evaluate
-from ..ssi_parse import DIRECTIVE, RAW, Attributes, PageCache, Piece, text_of
+from ..ssi_parse import DIRECTIVE, RAW, Attributes, PageCache, Piece
 from ..static import check_preconditions, etag_for, is_regular, last_modified
 
 if TYPE_CHECKING:
@@ -109,17 +109,10 @@ def minimal_xml(text: str) -> bytes:
 
 
 def _environment(request: Request) -> dict[str, str]:
-    """The CGI variables without HTTP_AUTHORIZATION (as lighttpd leaves it out), all
-    read as the page's bytes are: the header values (decoded as Latin-1 by the core)
-    turned back into their bytes, as UTF-8 with the others."""
+    """The CGI variables without HTTP_AUTHORIZATION (as lighttpd leaves it out), the
+    header values among them read as UTF-8, as the page's bytes are."""
     env = cgi_environment(request)
     env.pop("HTTP_AUTHORIZATION", None)
-    for name, value in env.items():
-        if name.startswith("HTTP_") or name == "CONTENT_TYPE":
-            try:
-                env[name] = text_of(value.encode("latin-1"))
-            except UnicodeEncodeError:
-                pass
     return env
 
 
