@@ -171,13 +171,13 @@ def _normalised(target: str, flags: int) -> tuple[str, int]:
     if mark == -2:
         mark = split_at(target, flags)
     slashes = flags & URL_2F_DECODE and "%2F" in target
-    dots = flags & URL_DOTSEG_REMOVE and _may_hold_dot_segment(target)
+    dots = flags & URL_DOTSEG_REMOVE and (slashes or _may_hold_dot_segment(target))
     plus = flags & URL_QUERY_20_PLUS and mark >= 0 and "%20" in target
     if not (slashes or dots or plus):
         return target, mark
     path, query = (target, None) if mark < 0 else (target[:mark], target[mark + 1:])
     if slashes:
-        path = path.replace("%2F", "/")
+        path = path.replace("%2F", "/")     # the slashes it makes are simplified too
     if dots and _may_hold_dot_segment(path) and _DOT_SEGMENT.search(path):
         path = simplify_path(path)
     if query is None:
