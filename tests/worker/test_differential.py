@@ -73,6 +73,9 @@ KNOWN_DIFFERENCES = {
                           "a new connection (it ignores them between requests)",
     "two-spaces-after-method": "RFC 9112 3: a recipient MAY split the request line on "
                                "runs of whitespace; lighttpd 1.4.69 answers 400",
+    "head-redirect-to-directory": "RFC 9110 8.6: a HEAD answer says the Content-Length "
+                                  "a GET would get (0 for a redirect); lighttpd 1.4.69 "
+                                  "leaves it out when the body is empty",
     "folded-field": "RFC 9112 5.2: a field folded over two lines (obs-fold) is refused "
                     "with 400 or unfolded; pylighttpd refuses it, lighttpd 1.4.69 "
                     "unfolds it",
@@ -325,6 +328,9 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("connect-name", b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
                          b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n"),
         ("delete-missing", get11("/missing", method="DELETE")),
+        ("head-redirect-to-directory", get11("/sub", method="HEAD")),
+        ("head-empty-file", get11("/empty.txt", method="HEAD")),
+        ("head-error-page", get11("/missing", method="HEAD")),
         ("post-no-length", get11("/index.html", method="POST")),
         ("post-no-length-http10", b"POST /index.html HTTP/1.0\r\n\r\n"),
         ("post-no-length-denied", b"POST /secret.inc HTTP/1.0\r\n\r\n"),
