@@ -185,6 +185,21 @@ def test_json_escaping_and_backslashes_match_lighttpd(tmp_path):
     assert got[0].split("\t")[0] == 'a\\"b\\\\c\\td'
 
 
+@needs_lighttpd
+@pytest.mark.parametrize("escaping", ["default", "json"])
+def test_octets_beyond_ascii_are_logged_as_lighttpd_logs_them(tmp_path, escaping):
+    """A header's octets as the client sent them, UTF-8 or not (each once, escaped)."""
+    latin_1 = b"\xfc" if escaping == "default" else b"u"    # json logs octets as they are
+    requests = [b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Agent: caf\xc3\xa9\r\n"
+                b"Cookie: a=\xc3\xbc; sid=" + latin_1 + b"\r\nConnection: close\r\n\r\n",
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Agent: caf" + latin_1 +
+                b"\r\nConnection: close\r\n\r\n"]
+    got, expected = both_logs(tmp_path, "%{User-Agent}i|%{sid}C|%{a}C", requests,
+                              extra=f'accesslog.escaping = "{escaping}"')
+    assert got == expected and len(got) == 2
+    assert got[0].startswith("caf\\xC3\\xA9|" if escaping == "default" else "caf\u00e9|")
+
+
 # ------------------------------------------------------------- our own
 @pytest.fixture
 def site(tmp_path):

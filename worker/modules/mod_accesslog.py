@@ -53,6 +53,7 @@ from shared.config.directives import (CheckResult, Directive, DirectiveValueErro
 
 from ..bytesets import all_kept, table_keeping
 from ..connection import Answer
+from ..http import header_characters
 from ..module import Module as BaseModule
 from ..request import Request
 
@@ -399,7 +400,7 @@ class Cookie(EscapedField):
         for part in cookies.split(";"):
             name, eq, value = part.strip(" \t").partition("=")
             if eq and name == self.name:
-                return value.rstrip(" \t")
+                return header_characters(value.rstrip(" \t"))
         return ""
 
 
@@ -489,8 +490,8 @@ class RequestHeader(EscapedField):
         self.name = name
 
     def text(self, request: Request, answer: Answer) -> str:
-        value = request.headers.get(self.name)
-        return value if value else "-"
+        value = request.headers.get(self.name)     # its octets, escaped as the line's
+        return header_characters(value) if value else "-"
 
 
 class ResponseLength(Field):
@@ -523,7 +524,8 @@ class ResponseHeader(EscapedField):
         self.name = name
 
     def text(self, request: Request, answer: Answer) -> str:
-        return request.response.get_header(self.name) or "-"
+        value = request.response.get_header(self.name)
+        return header_characters(value) if value else "-"
 
 
 class Filename(EscapedField):
