@@ -9,6 +9,7 @@ import pytest
 
 from shared import log
 from worker.connection import Answer
+from worker.http import header_text
 from worker.modules import mod_accesslog
 from worker.modules.mod_accesslog import DEFAULT_FORMAT, compile_format
 from worker.request import Request
@@ -81,7 +82,7 @@ def test_the_plain_line_check_lets_through_only_what_escaping_leaves(reference):
               for _ in range(5000)]
     for text in texts:
         request = _request()
-        request.headers = {"user-agent": text}
+        request.headers = {"user-agent": header_text(text)}    # held as its octets
         called.clear()
         line = compiled.render(request, _answer(), escape)
         assert line == f'"{reference(text)}"\n'.encode("utf-8", "surrogateescape"), \
@@ -96,7 +97,7 @@ def test_a_line_with_one_text_to_escape_escapes_each_text_from_outside(name, ref
     compiled = compile_format('%h "%r" %>s "%{Referer}i" "%{User-Agent}i" %{%H"}t')
     request = _request()
     request.target = request.target_orig = '/q"uote\\x01'
-    request.headers = {"user-agent": "caf\u00e9 \x7f", "referer": "plain"}
+    request.headers = {"user-agent": header_text("caf\u00e9 \x7f"), "referer": "plain"}
     line = compiled.render(request, _answer(), mod_accesslog._escaping(name))
     target, agent = reference(request.target), reference("caf\u00e9 \x7f")
     assert line.decode("utf-8", "surrogateescape").startswith(
