@@ -698,7 +698,7 @@ def local_redirect_target(request: "Request", head: ResponseHead) -> str | None:
     path = request.uri_path
     if location.startswith(path) and location[len(path):len(path) + 1] in ("", "/", "?"):
         return None
-    return location
+    return header_characters(location)     # a target of the octets the backend sent
 
 
 def redirect_locally(request: "Request", target: str, status: int) -> int:
@@ -765,8 +765,10 @@ def x_sendfile(request: "Request", head: ResponseHead, header: tuple[str, str],
 
 def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
                    header: str) -> tuple[str, int]:
-    """The checked path of an X-Sendfile value: ("", status) when it may not be sent."""
-    path = decoded_utf8(encoded)
+    """The checked path of an X-Sendfile value: ("", status) when it may not be sent.
+    The value's octets are the name's (raw UTF-8 as a PHP application writes it, or
+    %-encoded)."""
+    path = decoded_utf8(header_characters(encoded))
     if path is None:
         log.error("http-header-glue.c", f"{header} invalid UTF-8 after url-decode: "
                                         f"{log.escape_bs(encoded)}")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .host import normalize_host
+from .http import header_characters
 from .request import Request
 from .urlnorm import clean_path, decoded_utf8, simplify_path
 from .static import stat_etag, check_preconditions, errno_status, open_without_symlinks
@@ -234,7 +235,7 @@ class DavRequest:
         header = self.request.headers.get("destination")
         if not header:
             raise DavError(400)
-        parsed = urlsplit(header.strip())
+        parsed = urlsplit(header_characters(header.strip()))   # raw UTF-8 as it came
         if not parsed.path.startswith("/"):
             raise DavError(400)
         decoded = decoded_utf8(parsed.path)      # a control character is "_"

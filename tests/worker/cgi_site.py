@@ -77,6 +77,8 @@ def make_cgi_site(base: Path) -> Path:
     sendable = base / "sendable"
     sendable.mkdir()
     (sendable / "file.txt").write_text("a file sent by X-Sendfile\n")
+    (sendable / "r\u00e9sum\u00e9.txt").write_text("a file of a non-ASCII name\n")
+    (docroot / "r\u00e9sum\u00e9.txt").write_text("a page of a non-ASCII name\n")
     return docroot
 
 

@@ -70,6 +70,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("fragment-after-query", get("/env.py?a=1#frag")),
         ("environment", get("/env.py/extra/path?a=1&b=%20", "X-Custom-Header: custom",
                             "Proxy: http://evil.example/", "Content-Type: text/x")),
+        ("local-redirect-raw-utf8", get("/location_raw.py?/r%C3%A9sum%C3%A9.txt")),
+        ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
                                          "X-Full: v", "X-Full:")),
         ("post-memory-python", post("/sum.py", small)),

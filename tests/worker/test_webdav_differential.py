@@ -68,6 +68,10 @@ STEPS: list[tuple[str, str, str, dict[str, str], str | None]] = [
     ("proppatch-missing", "PROPPATCH", "{r}/col/nothing.txt", XML, PROPSET),
     ("propfind-named", "PROPFIND", "{r}/col/a.txt", {"Depth": "0", **XML}, PROPGET),
     ("copy", "COPY", "{r}/col/a.txt", {"Destination": "{r}/col/b.txt"}, None),
+    # a Destination of raw UTF-8 octets (http.client sends each character as an octet)
+    ("copy-raw-utf8-destination", "COPY", "{r}/col/a.txt",
+     {"Destination": "{r}/col/r\u00c3\u00a9s.txt"}, None),
+    ("get-raw-utf8-copy", "GET", "{r}/col/r%C3%A9s.txt", {}, None),
     ("copy-overwrite", "COPY", "{r}/col/a.txt", {"Destination": "{r}/col/b.txt"}, None),
     ("copy-no-overwrite", "COPY", "{r}/col/a.txt",
      {"Destination": "{r}/col/b.txt", "Overwrite": "F"}, None),
