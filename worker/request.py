@@ -21,7 +21,7 @@ from .bytesets import all_kept
 from .chunkqueue import SharedFd
 from .errors import BadRequest
 from .host import normalize_host
-from .http import lower_name
+from .http import header_characters, lower_name
 from .statcache import CACHE
 from .urlnorm import AS_IS_TABLE, clean_path, normalised_query, refusal, split_target
 from .wire import Wire
@@ -334,8 +334,8 @@ class Request:
             return self.uri_path
         if field == "host":
             return self.host
-        if field.startswith("header:"):
-            return self.headers.get(field[7:], "")
+        if field.startswith("header:"):     # its octets as the config's characters are
+            return header_characters(self.headers.get(field[7:], ""))
         if field == "querystring":
             return self.uri_query
         if field == "remoteip":

@@ -40,6 +40,7 @@ $HTTP["url"] =^ "/env/" {{
   server.error-handler-404 = "/other/env.sh"
 }}
 $HTTP["url"] =^ "/other/" {{ setenv.add-environment = ("BAR" => "other") }}
+$HTTP["useragent"] =~ "^café (.*)$" {{ setenv.add-response-header = ("X-Café" => "yes") }}
 $HTTP["url"] =~ "^/u/(.*)$" {{
   setenv.add-response-header = ("X-U" => "zoë €")
   setenv.add-request-header = ("X-U-Req" => "naïve")
@@ -124,6 +125,7 @@ SETENV = [
     # octets beyond ASCII: the config's (UTF-8), the client's, a path's in a redirect
     ("setenv-non-ascii", get("/u/env.sh", "X-Client: résumé", "Cookie: c=ü")),
     ("redirect-non-ascii-capture", get("/u/go/%C3%BC%E2%82%AC")),
+    ("condition-on-a-non-ascii-header", get("/a.txt", "User-Agent: café au lait")),
 ]
 EXPIRE = [
     ("expire-url-access", get("/img/a.txt")),

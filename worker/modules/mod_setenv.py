@@ -29,8 +29,9 @@ _ENVIRONMENT_KEYS = ("add-environment", "set-environment")
 
 
 def _header_values(pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """The config's values as header values hold them (the octets of their UTF-8)."""
-    return tuple((name, header_text(value)) for name, value in pairs)
+    """The config's names and values as header fields hold them (the octets of their
+    UTF-8)."""
+    return tuple((header_text(name), header_text(value)) for name, value in pairs)
 
 
 DIRECTIVES = tuple(Directive(f"setenv.{key}", Type.ARRAY_KVSTRING, (), convert=_header_values)
