@@ -768,7 +768,8 @@ def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
     """The checked path of an X-Sendfile value: ("", status) when it may not be sent.
     The value's octets are the name's (raw UTF-8 as a PHP application writes it, or
     %-encoded)."""
-    path = decoded_utf8(header_characters(encoded))
+    encoded = header_characters(encoded)
+    path = decoded_utf8(encoded)
     if path is None:
         log.error("http-header-glue.c", f"{header} invalid UTF-8 after url-decode: "
                                         f"{log.escape_bs(encoded)}")
