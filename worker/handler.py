@@ -193,28 +193,30 @@ class Pipeline:
         _limit_bandwidth(request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
-        """server.error-handler-404 (for 404 and 403, as lighttpd) / server.error-handler:
-        answer an error with a local URL, as an internal redirect (method GET, or HEAD);
-        False when none is set."""
+        """server.error-handler, else server.error-handler-404 (for 404 and 403), as
+        lighttpd chooses: answer an error with a local URL, as an internal redirect.
+        The first runs as a GET (a HEAD stays one) and keeps the error's status; the
+        older -404 keeps the request's method and body, and its page's own status
+        stands unless it fails too.  False when none is set."""
         values = request.values
-        target = values["server.error-handler-404"] if status in (403, 404) else ""
-        if not target:
-            target = values["server.error-handler"]
+        target = values["server.error-handler"]
+        keeps_status = bool(target)
+        if not target and status in (403, 404):
+            target = values["server.error-handler-404"]
         if not target:
             return False
-        keeps_status = not (status in (403, 404) and values["server.error-handler-404"])
-        request.error_origin = (status, keeps_status)
-        if request.handler is not None:      # a backend's error (server.error-intercept):
+        intercepted = request.handler is not None
+        request.error_origin = (status, keeps_status, intercepted)
+        if intercepted:                      # a backend's error (server.error-intercept):
             self.reset(request)              # the module lets its backend go first
             request.handler = None
         response = request.response
         # the challenge of a 401 stays with whatever page answers it (as lighttpd)
         response.headers = [h for h in response.headers if h[0].lower() == "www-authenticate"]
         response.reset_body()
-        if request.method != "HEAD":
-            request.method = "GET"
-        if keeps_status:                     # the error page is sent whole
-            for name in ("range", "if-range"):
+        if keeps_status:
+            _as_error_page_get(request)
+            for name in ("range", "if-range"):    # the error page is sent whole
                 request.headers.pop(name, None)
         request.internal_redirect(target)
         return True
@@ -274,13 +276,30 @@ def _discard_answer(response: Response) -> None:
     response.discard()
 
 
+def _as_error_page_get(request: Request) -> None:
+    """server.error-handler's page is asked for as a GET (a HEAD stays one), without
+    the request's body once it is whole (one still arriving stays, its reader with
+    it), as lighttpd does; the answer to a request of another method offers no ranges
+    (lighttpd restores its method before it decides them)."""
+    if request.method != "HEAD":
+        if request.method != "GET":
+            request.response.ranged = True
+        request.method = "GET"
+    body = request.body
+    if body is not None and body.complete:
+        request.body = None
+        request.content_length = 0
+
+
 def _error_handled(request: Request, handled: int) -> int:
     """The status of an error answered by an error handler, as lighttpd 1.4.69 gives
-    it: the 404 handler's own status stands (a soft 404, usually 200); the general
-    handler's page keeps the original error status; a handler that fails too leaves
-    the plain error page of the original status."""
+    it: a handler that fails too leaves the plain error page of the original status;
+    a backend's page (CGI, FastCGI ...) of the core's error keeps its own status,
+    unless server.error-intercept takes its errors; else the 404 handler's own status
+    stands (a soft 404, usually 200) and the general handler's page keeps the original
+    error status."""
     assert request.error_origin is not None     # set by the handler this answers for
-    status, keeps_status = request.error_origin
+    status, keeps_status, intercepted = request.error_origin
     response = request.response
     response.replayable = False    # chosen by a file's absence, which no cache sees
     response.missing = ""          # ... and by the handler's files: never kept
@@ -288,6 +307,9 @@ def _error_handled(request: Request, handled: int) -> int:
         response.headers = []
         response.reset_body()
         return status
+    if request.handler is not None and not intercepted and \
+            not request.values["server.error-intercept"]:
+        return handled                 # a backend's page of a core error
     if keeps_status and handled == 200:
         response.remove_header("Accept-Ranges")   # lighttpd offers ranges on 200s only
         return status

@@ -244,7 +244,7 @@ class Request:
         self.config: CompiledConfig | None = origin.compiled_config
         self.handler: Any = None         # the module holding it (WAIT), if any
         self.aborted = False             # the client went away before the answer ended
-        self.error_origin: tuple[int, bool] | None = None  # see handler._error_handled
+        self.error_origin: tuple[int, bool, bool] | None = None  # see handler._error_handled
         self.loops = 0                   # times the phases ran (COMEBACK, error handler)
         self.woken = False               # the holding module called wake()
         self.target_orig = ""            # the target as received (REQUEST_URI)

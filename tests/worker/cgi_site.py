@@ -45,6 +45,11 @@ $HTTP["url"] =^ "/duplex/" {{
     cgi.limits = ("read-timeout" => 20)
 }}
 $HTTP["url"] =^ "/eh404/" {{ server.error-handler-404 = "/env.py" }}
+$HTTP["url"] =^ "/eh/" {{ server.error-handler = "/env.py" }}
+$HTTP["url"] =^ "/ehboth/" {{
+    server.error-handler = "/env.py"
+    server.error-handler-404 = "/missing-handler.py"
+}}
 """
 # Directories holding every script again, each with its own way of streaming (above)
 STREAMED = ("paced", "stream1", "stream2", "duplex")

@@ -148,7 +148,7 @@ def test_the_environment_comes_from_the_request_fields():
     redirect's URL is REDIRECT_URI); the local address and the client's port are the
     Request's; variables other modules set (request.env) are added, over any other."""
     env = cgi_environment(_request("/handler.cgi", target_orig="/missing?q=1",
-                                   error_origin=(404, False),
+                                   error_origin=(404, False, False),
                                    env={"REMOTE_USER": "ann", "SERVER_NAME": "set"}))
     assert {name: env[name] for name in (
         "REQUEST_URI", "REDIRECT_URI", "REDIRECT_STATUS", "SERVER_ADDR", "SERVER_PORT",
