@@ -27,6 +27,7 @@ from .chunked import Dechunker
 from .http import header_characters
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .urlnorm import decoded_utf8, simplify_path
+from .urlsubst import rule_target
 from .static import is_regular, open_file_without_symlinks, serve_file
 
 if TYPE_CHECKING:
@@ -212,8 +213,9 @@ def request_variables(sink: VariableSink, request: "Request", host: "HostSpec | 
     target = request.target_orig
     strip = host.strip_request_uri if host is not None else ""
     sink.put("REQUEST_URI", _stripped_uri(target, strip) if strip else target)
-    if request.target != target:
-        sink.put("REDIRECT_URI", request.target)
+    normal = rule_target(request)        # normalised, as lighttpd keeps its target
+    if normal != target:
+        sink.put("REDIRECT_URI", normal)
     sink.put("REDIRECT_STATUS",
              str(request.error_origin[0]) if request.error_origin else "200")
     _add_script_paths(sink, request, host, authorizer)

@@ -401,7 +401,11 @@ class Request:
         if "#" in target:
             target = self.target = target.partition("#")[0]
         if not target.startswith("/"):
-            target = self._absolute_form(target)
+            origin = self._absolute_form(target)
+            if origin is not target:    # as lighttpd: REQUEST_URI and %r in origin form
+                self.target_orig = self.target_orig[len(target) - len(origin):] \
+                    if target.endswith(origin) else origin
+            target = origin
         path, query = split_target(target, flags)
         self.uri_path_raw = path
         self.uri_query = query if plain or not query else normalised_query(target, flags)

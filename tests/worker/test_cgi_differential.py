@@ -74,6 +74,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("fragment-after-query", get("/env.py?a=1#frag")),
         ("environment", get("/env.py/extra/path?a=1&b=%20", "X-Custom-Header: custom",
                             "Proxy: http://evil.example/", "Content-Type: text/x")),
+        ("environment-normalised-target", get("/x/../env.py/%61b?q=%7e")),
+        ("environment-absolute-target", get("http://test.example/env.py?a=1")),
         ("local-redirect-raw-utf8", get("/location_raw.py?/r%C3%A9sum%C3%A9.txt")),
         ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
