@@ -7,14 +7,22 @@ query and user agent, setenv, basic auth, directory listings).  Each answer's st
 and the headers that matter must agree, or the pair must be one of the differences
 pylighttpd keeps on purpose (`deliberate`, each with its reason).  The differences a
 probe like this found are fixed and listed in the commits that fixed them: empty
-fields, POST without a length on HTTP/1.0, decoded %2F slashes, octets beyond ASCII.
+fields, POST without a length on HTTP/1.0, decoded %2F slashes, octets beyond ASCII,
+error handlers' methods and statuses, REDIRECT_URI and REQUEST_URI.
+
+A second stream asks CGI scripts through aliases, rewrites, index files, error
+handlers and basic auth, with PATH_INFO and queries of every shape: the scripts'
+environments (SCRIPT_NAME, PATH_INFO, REQUEST_URI, REDIRECT_URI, REMOTE_USER ...) must
+be the same.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +191,92 @@ def test_random_requests_are_answered_as_lighttpd_answers_them(ports, seed):
                                       if theirs[k] != ours[k]}))
     assert not differences, "\n".join(f"{raw!r}: {diff}" for raw, diff in differences[:10])
     assert statuses >= {200, 206, 301, 304, 400, 401, 403, 404}, statuses
+
+
+CGI_CONFIG = """
+server.document-root = "{docroot}"
+server.modules = ("mod_alias", "mod_rewrite", "mod_auth", "mod_authn_file", "mod_setenv",
+                  "mod_indexfile", "mod_cgi", "mod_staticfile")
+server.tag = "randomdiff"
+index-file.names = ("index.py")
+mimetype.assign = (".txt" => "text/plain")
+cgi.assign = (".py" => "{python}")
+alias.url = ("/alt/" => "{base}/alt/", "/apx" => "{docroot}/app")
+url.rewrite-once = ("^/r/([^?]*)(\\?(.*))?$" => "/app/env.py/$1?rw=1&$3",
+                    "^/pretty/(\\w+)$" => "/app/sub/env.py?id=$1")
+url.rewrite-if-not-file = ("^/fb/(.*)$" => "/app/index.py/$1")
+$HTTP["url"] =^ "/eh/" {{ server.error-handler-404 = "/app/env.py" }}
+$HTTP["url"] =^ "/eh2/" {{ server.error-handler = "/app/env.py" }}
+$HTTP["url"] =^ "/alt/" {{ setenv.add-environment = ("X_ENV" => "1") }}
+auth.backend = "htpasswd"
+auth.backend.htpasswd.userfile = "{base}/users"
+auth.require = ("/app/sub/" => ("method" => "basic", "realm" => "r", "require" => "valid-user"))
+"""
+SEGMENTS = ["app", "env.py", "sub", "index.py", "x", "y", "", "..", ".", "%2e%2e", "%20",
+            "%2F", "p.txt", "alt", "apx", "r", "pretty", "fb", "eh", "eh2", "nope.py",
+            "%C3%BC", "a%3Fb"]
+QUERIES = ["", "?", "?a=1", "?a=%20b&c", "?x=%2F"]
+STARTS = ["/", "/app/env.py/", "/apx/env.py/", "/alt/env.py/", "/r/", "/pretty/", "/fb/",
+          "/eh/", "/eh2/", "/app/", "/app/sub/env.py/", "/x/../app/%65nv.py/"]
+OWN_VARIABLES = (b"REMOTE_PORT=", b"SERVER_PORT=", b"HTTP_HOST=")
+
+
+def random_cgi_request(chooser: random.Random) -> bytes:
+    start = chooser.choice(STARTS)
+    path = start + "/".join(chooser.choice(SEGMENTS) for _ in range(chooser.randint(0, 3)))
+    path += chooser.choice(QUERIES)
+    if chooser.random() < 0.15:
+        path = "http://Test.Example" + path
+    method = chooser.choice(["GET", "GET", "POST", "HEAD"])
+    lines = [f"{method} {path} HTTP/1.1", "Host: test.example", "Connection: close"]
+    if chooser.random() < 0.3:
+        lines.append(chooser.choice(["Authorization: Basic YWxpY2U6c2VjcmV0",
+                                     "Authorization: Basic YWxpY2U6eA=="]))
+    body = "abc" if method == "POST" else ""
+    if body:
+        lines += ["Content-Length: 3", "Content-Type: text/plain"]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def environment(raw: bytes) -> tuple[int, bytes]:
+    """The status and the script's environment but the variables that differ by
+    nature (the servers' ports); a body that is no environment by its length."""
+    status, _, body = parse(raw)
+    if b"GATEWAY_INTERFACE=" not in body:
+        return status, b"%d octets" % len(body)
+    return status, b"\n".join(line for line in body.split(b"\n")
+                              if not line.startswith(OWN_VARIABLES))
+
+
+@pytest.fixture(scope="module")
+def cgi_ports(tmp_path_factory):
+    base = tmp_path_factory.mktemp("randomcgi")
+    docroot = base / "www"
+    script = Path(__file__).resolve().parents[1] / "cgi" / "env.py"
+    for folder in (docroot / "app" / "sub", base / "alt"):
+        folder.mkdir(parents=True)
+    for name in ("app/env.py", "app/index.py", "app/sub/env.py"):
+        shutil.copyfile(script, docroot / name)
+    shutil.copyfile(script, base / "alt" / "env.py")
+    (docroot / "app" / "p.txt").write_text("plain\n")
+    subprocess.run(["htpasswd", "-bc", str(base / "users"), "alice", "secret"],
+                   check=True, capture_output=True, timeout=10)
+    conf = base / "common.conf"
+    conf.write_text(CGI_CONFIG.format(docroot=docroot, base=base, python=sys.executable))
+    with beside_lighttpd(conf) as pair:
+        yield pair
+
+
+@pytest.mark.skipif(shutil.which("htpasswd") is None, reason="needs apache2-utils' htpasswd")
+def test_random_script_requests_get_lighttpd_s_environment(cgi_ports):
+    chooser = random.Random(7)
+    differences, scripts_run = [], 0
+    for _ in range(400):
+        raw = random_cgi_request(chooser)
+        theirs, ours = (environment(exchange(port, raw)) for port in cgi_ports)
+        scripts_run += b"GATEWAY_INTERFACE=" in theirs[1]
+        if theirs != ours:
+            differences.append((raw, theirs, ours))
+    assert not differences, "\n".join(f"{raw!r}:\n  {theirs}\n  {ours}"
+                                       for raw, theirs, ours in differences[:5])
+    assert scripts_run > 200, scripts_run
