@@ -127,7 +127,8 @@ class Pipeline:
         """A held request streams its answer: the head goes out now, so the
         response-start hooks run now."""
         response = request.response
-        response.head_only = request.method == "HEAD" or response.status in NO_BODY
+        status = response.status       # NO_BODY's two, compared as native ints
+        response.head_only = request.method == "HEAD" or status == 204 or status == 304
         _run_all(self.response_start, request)
         _limit_bandwidth(request)
 
@@ -185,7 +186,7 @@ class Pipeline:
         response.status = status
         # no body, whichever module wrote one: HEAD, 204, 304 (a backend's body after
         # them would be read by the client as its next answer)
-        response.head_only = request.method == "HEAD" or status in NO_BODY
+        response.head_only = request.method == "HEAD" or status == 204 or status == 304
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
