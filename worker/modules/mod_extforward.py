@@ -78,7 +78,12 @@ class Forwarders:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return any(ip in network for network in self.networks)
+        # an IPv4 address and its IPv4-mapped IPv6 form are one host, as lighttpd
+        # compares them (sock_addr_is_addr_eq_bits)
+        other = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else \
+            ipaddress.IPv6Address(f"::ffff:{ip}")
+        return any(ip in network or other is not None and other in network
+                   for network in self.networks)
 
     def trusts_peer(self, address: str) -> bool:
         """The connecting peer is trusted ("all" decides alone when present)."""
