@@ -10,7 +10,9 @@ Date line, then the Server line and the blank line (`server_line`).
 
 from __future__ import annotations
 
+import calendar
 import email.utils
+import re
 import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Final, Sequence
@@ -86,18 +88,49 @@ def http_date(timestamp: float) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
+_DAYS: Final = "(Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                  "Dec")
+_MONTH: Final = f"({'|'.join(_MONTHS)})"
+_TIME: Final = r"(\d\d):(\d\d):(\d\d)"
+# RFC 9110 5.6.7's three forms, case-sensitive, as lighttpd's http_date.c reads them:
+# IMF-fixdate whole (29 characters), rfc850-date and asctime-date as a prefix
+_IMF_FIXDATE: Final = re.compile(f"{_DAYS}, (\\d\\d) {_MONTH} (\\d{{4}}) {_TIME} GMT")
+_RFC_850: Final = re.compile(f"{_DAYS}[^,]*, (\\d\\d)-{_MONTH}-(\\d\\d) {_TIME} GMT")
+_ASCTIME: Final = re.compile(f"{_DAYS} {_MONTH} ([ \\d]\\d) {_TIME} (\\d{{4}})")
+
+
 def parse_http_date(text: str) -> float | None:
-    """Seconds since the epoch, or None for a date we cannot read (then it is ignored)."""
-    try:
-        parsed = email.utils.parsedate_tz(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed is None:
-        return None
-    try:
-        return float(email.utils.mktime_tz(parsed))
-    except (OverflowError, ValueError):
-        return None
+    """Seconds since the epoch of an HTTP-date, or None for anything else (RFC 9110
+    13.1.3: such a validator is ignored): `Sun, 06 Nov 1994 08:49:37 GMT`, its obsolete
+    `Sunday, 06-Nov-94 ...` and asctime forms; no other zone, no other case, nothing
+    after an IMF-fixdate."""
+    if len(text) == 29:
+        found = _IMF_FIXDATE.fullmatch(text)
+        if found is None:
+            return None
+        _, day, month, year, hour, minute, second = found.groups()
+    elif len(text) > 29:
+        found = _RFC_850.match(text)
+        if found is None:
+            return None
+        _, day, month, short_year, hour, minute, second = found.groups()
+        year = str(_century_year(int(short_year)))
+    else:
+        found = _ASCTIME.match(text)
+        if found is None:
+            return None
+        _, month, day, hour, minute, second, year = found.groups()
+    return float(calendar.timegm((int(year), _MONTHS.index(month) + 1, int(day),
+                                  int(hour), int(minute), int(second))))
+
+
+def _century_year(short: int) -> int:
+    """A two-digit year in this century, or the last one when that would lie more than
+    50 years ahead (RFC 9110 5.6.7)."""
+    this_year = time.gmtime().tm_year
+    year = this_year - this_year % 100 + short
+    return year - 100 if year > this_year + 50 else year
 
 
 class DateCache:

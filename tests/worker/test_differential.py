@@ -309,6 +309,15 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("ims-equal", get11("/index.html", f"If-Modified-Since: {modified}")),
         ("ims-old", get11("/index.html", f"If-Modified-Since: {old}")),
         ("ims-garbage", get11("/index.html", "If-Modified-Since: yesterday")),
+        # RFC 9110 5.6.7: an HTTP-date in one of three forms, case-sensitive, GMT only
+        ("ims-with-length", get11("/index.html", f"If-Modified-Since: {modified}; length=5")),
+        ("ims-lower-case", get11("/index.html", f"If-Modified-Since: {modified.lower()}")),
+        ("ims-numeric-zone", get11("/index.html",
+                                   f"If-Modified-Since: {modified[:-3]}+0000")),
+        ("ims-rfc850", get11("/index.html", "If-Modified-Since: " + time.strftime(
+            "%A, %d-%b-%y %H:%M:%S GMT", time.gmtime(st.st_mtime + 60)))),
+        ("ims-asctime", get11("/index.html", "If-Modified-Since: " + time.strftime(
+            "%a %b %e %H:%M:%S %Y", time.gmtime(st.st_mtime + 60)))),
         ("inm-beats-ims", get11("/index.html", 'If-None-Match: "nope"',
                                 f"If-Modified-Since: {modified}")),
         ("if-match-etag", get11("/index.html", f"If-Match: {etag}")),
