@@ -27,7 +27,7 @@ from shared.config.compiled import CompiledConfig
 from shared.config.core_directives import CORE_DIRECTIVES
 from shared.config.directives import (CheckResult, Directive, DirectiveValueError,
                                       check_config, convert_value, directive_table)
-from shared.config.feature_flags import TRUE_WORDS
+from shared.config.feature_flags import value_bool
 from shared.config.values import Array
 from worker.module import Module
 from worker.modules import ModuleNotAvailable, load_modules
@@ -150,9 +150,7 @@ def _has_opt_enabled(tree: ConfigTree, keys: tuple[str, ...]) -> bool:
             if entry is None:
                 continue
             value = entry.value
-            if isinstance(value, Array) and len(value) or \
-                    isinstance(value, int) and value != 0 or \
-                    isinstance(value, str) and value.lower() in TRUE_WORDS:
+            if len(value) > 0 if isinstance(value, Array) else value_bool(value, False):
                 return True
     return False
 

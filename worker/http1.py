@@ -214,9 +214,7 @@ class Http1Parser:
             last = value[-1]
             if last == 32 or last == 9:     # the value ends before trailing OWS
                 value = value.rstrip(b" \t")
-                if not value:
-                    return
-        else:
+        if not value:
             return
         text = value.decode("latin-1")
         fields = request.raw_fields

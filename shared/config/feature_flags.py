@@ -17,7 +17,12 @@ def _flag(settings: dict, name: str) -> Any:
 def flag_bool(settings: dict, name: str, default: bool) -> bool:
     """A switch: lighttpd's words for on and off, an integer; anything else (or no
     value) is the default, as lighttpd reads it."""
-    value = _flag(settings, name)
+    return value_bool(_flag(settings, name), default)
+
+
+def value_bool(value: Any, default: bool) -> bool:
+    """A config value as lighttpd's config_plugin_value_tobool reads it: its words for
+    on and off, an integer; anything else is the default."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
