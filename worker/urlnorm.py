@@ -127,7 +127,7 @@ def refusal(target: str, flags: int, vetted: bool = False) -> str | None:
     spaces, DEL and non-ASCII octets anywhere in a target)."""
     raw, escaped = _REFUSALS[flags & _REFUSAL_BITS]
     if (not vetted and raw.search(target)) or \
-            (escaped is not None and "%" in target and escaped.search(target)):
+            (escaped is not None and "%" in target and escaped.search(_unfragmented(target))):
         return REFUSED_OCTET
     if flags & (URL_2F_REJECT | URL_DOTSEG_REJECT):
         text, mark = _normalised(target, flags)
@@ -138,6 +138,11 @@ def refusal(target: str, flags: int, vetted: bool = False) -> str | None:
                 _DOT_SEGMENT.search(path):
             return "dot segment in the URL path"
     return None
+
+
+def _unfragmented(target: str) -> str:
+    """`target` without its fragment, whose escapes lighttpd never reads."""
+    return target.partition("#")[0] if "#" in target else target
 
 
 def normalised(target: str, flags: int) -> str:
@@ -157,8 +162,7 @@ def normalised_query(target: str, flags: int) -> str:
 def _normalised(target: str, flags: int) -> tuple[str, int]:
     """The normalised target and where its path ends (split_at of the result, but for
     the last-`?` rule, which counts raw `?` only)."""
-    if "#" in target:
-        target = target.partition("#")[0]
+    target = _unfragmented(target)
     if not flags & URL_NORMALIZE:
         return target, split_at(target, flags)
     mark = -2                       # not known yet

@@ -22,7 +22,6 @@ escapes, raw UTF-8 octets %-encoded), so `é` in a config matches `%C3%A9` in a 
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import signal
 from dataclasses import dataclass
@@ -206,17 +205,39 @@ def _encode(data: bytes, keep: frozenset[int], double: bool) -> bytes:
 
 
 _PATH_SAFE: Final = _UNRESERVED | frozenset(b"/")
-_B64U: Final = re.compile(rb"[A-Za-z0-9_-]*")
+_B64U_VALUES: Final = {byte: value for value, byte in enumerate(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_B64U_SKIPPED: Final = frozenset(range(1, 33))     # controls and space
 
 
 def _b64u_decoded(data: bytes) -> bytes:
-    data = data.rstrip(b"=")
-    if not _B64U.fullmatch(data) or len(data) % 4 == 1:
+    """base64url decoded as lighttpd's li_base64_dec reads it: controls and spaces
+    skipped, decoding stops at the first other octet outside the alphabet (a `=` pad,
+    a `/`, a `?`) and keeps what came before; a dangling sixth bit group, or a NUL
+    reached before the end, gives nothing."""
+    out = bytearray()
+    group = count = 0
+    stop: int | None = None
+    for byte in data:
+        value = _B64U_VALUES.get(byte)
+        if value is None:
+            if byte in _B64U_SKIPPED:
+                continue
+            stop = byte
+            break
+        group = group << 6 | value
+        count += 1
+        if count & 3 == 0:
+            out += group.to_bytes(3, "big")
+            group = 0
+    tail = count & 3
+    if tail == 1 or stop == 0:
         return b""
-    try:
-        return base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
-    except (binascii.Error, ValueError):
-        return b""
+    if tail == 3:
+        out += (group >> 2).to_bytes(2, "big")
+    elif tail == 2:
+        out.append(group >> 4)
+    return bytes(out)
 
 
 def _lowercase(data: bytes) -> bytes:

@@ -238,6 +238,7 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("name-too-long", get11("/" + "a" * 300)),
         ("path-too-long", get11("/" + "b/" * 2100)),
         ("fragment-dir", get11("/sub#part")),
+        ("fragment-bad-escapes", get11("/index.html#%00%zz%")),
         # encodings
         ("encoded-letters", get11("/%73ub/%78.txt")),
         ("encoded-slash", get11("/sub%2fx.txt")),

@@ -112,8 +112,11 @@ def test_base64url():
     assert burl_append("hello/w?", ENCODE_B64U) == "aGVsbG8vdz8"
     assert burl_append("aGVsbG8vdz8", DECODE_B64U) == "hello/w?"
     assert burl_append("aGVsbG8vdz8=", DECODE_B64U) == "hello/w?"
-    assert burl_append("a b", DECODE_B64U) == ""          # not base64url: nothing
-    assert burl_append("a", DECODE_B64U) == ""
+    assert burl_append("a b", DECODE_B64U) == "i"         # spaces and controls skipped
+    assert burl_append("a", DECODE_B64U) == ""            # six bits are no octet: nothing
+    assert burl_append("YWJj/Zm9v", DECODE_B64U) == "abc"  # stops at an outsider
+    assert burl_append("YWJjZA?x", DECODE_B64U) == "abcd"  # with the octets before it
+    assert burl_append("YWJj\0Zm9v", DECODE_B64U) == ""   # but a NUL spoils it all
 
 
 def test_case_changes_skip_escapes_and_need_an_encoder():
