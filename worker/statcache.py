@@ -105,6 +105,16 @@ class StatCache:
     def invalidate(self, path: str) -> None:
         self.entries.pop(path, None)
 
+    def invalidate_tree(self, path: str) -> None:
+        """Forget `path` and everything below it (lighttpd's stat_cache_delete_dir):
+        after a WebDAV DELETE, MOVE or COPY of a collection, a member asked for in
+        the same second must not be answered from what was there before."""
+        top = path.rstrip("/") or "/"
+        below = top.rstrip("/") + "/"
+        for kept in (self.entries, self.links):
+            for name in [name for name in kept if name == top or name.startswith(below)]:
+                del kept[name]
+
     def refresh(self, path: str, st: os.stat_result) -> None:
         """A fresher stat (fstat of an opened file) replaces the cached one."""
         if self.enabled and path in self.entries:

@@ -139,6 +139,17 @@ class DavRequest:
             raise DavError(403)
         return resource_at(url, path)
 
+    def lstat_target(self) -> os.stat_result:
+        """The request's resource lstat'ed at its path as the URL names it, the first
+        check of DELETE, COPY and MOVE in lighttpd: 404 when nothing is there, 403
+        when the path cannot name anything (a file's name with a trailing slash)."""
+        try:
+            return os.lstat(self.request.physical_path)
+        except FileNotFoundError:
+            raise DavError(404) from None
+        except OSError:
+            raise DavError(403) from None
+
     def is_root(self, resource: Resource) -> bool:
         """Whether `resource` is the share's root directory itself (the document
         root or alias target), which no method deletes or replaces."""

@@ -122,6 +122,21 @@ def test_a_path_found_missing_is_asked_again_and_found_once_created(tmp_path, en
     assert not cache.missing
 
 
+def test_a_tree_is_forgotten_whole_and_nothing_beside_it(tmp_path):
+    cache = StatCache()
+    for name in ("d", "d/sub", "dx"):
+        (tmp_path / name).mkdir()
+    for name in ("d/a", "d/sub/b", "dx/c"):
+        (tmp_path / name).write_text("x")
+    kept = [str(tmp_path / name) for name in ("d", "d/a", "d/sub", "d/sub/b", "dx", "dx/c")]
+    for path in kept:
+        cache.stat(path)
+    assert cache.contains_symlink(str(tmp_path / "d" / "a")) is False
+    cache.invalidate_tree(str(tmp_path / "d") + "/")
+    assert sorted(cache.entries) == [str(tmp_path / "dx"), str(tmp_path / "dx" / "c")]
+    assert not any(name.startswith(str(tmp_path / "d") + "/") for name in cache.links)
+
+
 def test_stat_cache_symlink_walk(tmp_path):
     cache = StatCache()
     (tmp_path / "d").mkdir()

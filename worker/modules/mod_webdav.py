@@ -300,8 +300,9 @@ class _Dav(DavRequest):
         body = yield from self.read_xml("propfind", required=False)
         self.check_if()
         selection = _selection(body)
+        self.lstat_target()
         if not self.target.exists:
-            return 404
+            return 404                   # a dangling symlink
         view = PropertyView(self.store, self.values, self.target.url, depth != "0")
         response = self.request.response
         response.status = 207
@@ -380,8 +381,9 @@ class _Dav(DavRequest):
         update = yield from self.read_xml("propertyupdate", required=True)
         assert update is not None
         self.check_if()
+        self.lstat_target()
         if not self.target.exists:
-            return 404
+            return 404                   # a dangling symlink
         self.check_unlocked(self.target)
         results = self._apply_changes(_property_changes(update))
         by_status: dict[int, list[str]] = {}
@@ -423,16 +425,18 @@ class _Dav(DavRequest):
 
     # ----------------------------------------------------------------- PUT
     def put(self) -> Job:
-        self.check_if()
+        """The checks in lighttpd's order (mod_webdav_put_prep): the URL, a
+        Content-Range, the parent collection, then the conditions and locks."""
         target = self.target
         if target.is_collection:
             return 405
         if self.request.uri_path.endswith("/"):
             return 400                   # a file's URL has no trailing slash
-        self.check_unlocked(target, parent=not target.exists)
         if "content-range" in self.request.headers:
             if not PARTIAL_PUT & self.values["webdav.opts"]:
                 return 400               # RFC 9110 §14.5: never a whole-file PUT
+            self.check_if()
+            self.check_unlocked(target)
             return (yield from self._put_range(target))
         parent, name = split_path(target.path)
         try:
@@ -440,6 +444,8 @@ class _Dav(DavRequest):
         except OSError as err:
             return 409 if err.errno in (errno.ENOENT, errno.ENOTDIR) else os_status(err)
         try:
+            self.check_if()
+            self.check_unlocked(target, parent=not target.exists)
             st = yield from write_replacement(dir_fd, name,
                                               lambda fd: self._write_body(fd, 0))
         finally:
@@ -522,18 +528,16 @@ class _Dav(DavRequest):
         # delete_fragment): refused, as lighttpd refuses it
         if "#" in self.request.target_orig:
             return 403
+        st = self.lstat_target()
         self.check_if()
         target = self.target
-        st = lstat_or_none(target.path)
-        if st is None:
-            return 404
         if self.is_root(target):
             return 403
-        if target.is_collection:
+        if is_directory(st):
             depth_header(self.request, "infinity", ("infinity",))
         self.check_unlocked(target, members=True, parent=True)
         failed = yield from remove(target.path, st)
-        CACHE.invalidate(target.path)
+        CACHE.invalidate_tree(target.path)
         if self.store is not None:
             if failed:
                 self.store.forget(target.url, ("locks",))
@@ -543,37 +547,55 @@ class _Dav(DavRequest):
 
     # --------------------------------------------------------- COPY / MOVE
     def copy_or_move(self) -> Job:
+        """The checks in lighttpd's order (mod_webdav_copymove_b), then the copy or
+        move.  Where lighttpd merges a collection into an existing one, the
+        destination is replaced, as RFC 4918 §9.8.4 and §9.9.3 ask; a collection
+        named without its slash is copied as named (lighttpd answers 308, which
+        clients such as webdav4 do not follow)."""
         move = self.request.method == "MOVE"
-        source = self.target
-        destination = self.destination()
-        overwrite = (self.request.headers.get("overwrite") or "T").strip().upper()
-        if overwrite not in ("T", "F"):
+        overwrite = self.request.headers.get("overwrite", "T")
+        if overwrite not in ("T", "t", "F", "f"):
             return 400
-        if move:
-            depth_header(self.request, "infinity", ("infinity",))
-            members = True
-        else:
-            members = depth_header(self.request, "infinity", ("0", "infinity")) == "infinity"
+        destination = self.destination()
+        source = self.target
+        within = destination.url[len(self.request.uri_path):len(self.request.uri_path) + 1]
+        if destination.url.startswith(self.request.uri_path) and (
+                self.request.uri_path.endswith("/") or within in ("", "/")):
+            return 403                   # onto itself or into itself
+        st = self.lstat_target()
         self.check_if()
-        if not source.exists:
-            return 404
-        if source.is_collection and not destination.url.endswith("/"):
-            destination.url += "/"
-        if destination.url == source.url or self.is_root(destination):
+        into = False
+        if is_directory(st):
+            if not destination.url.endswith("/"):
+                destination.url += "/"
+            depth = depth_header(self.request, "infinity", ("0", "1", "infinity"))
+            if depth == "1" or (move and depth == "0"):
+                return 400
+            members = depth == "infinity"
+        else:
+            members = True
+            if destination.is_collection:         # as lighttpd: `cp file dir`
+                destination = self._member_named_as(source, destination)
+                into = True
+            elif destination.url.endswith("/"):
+                return 409                        # a file cannot become a collection
+        if self.is_root(destination):
             return 403
-        if source.is_collection and destination.url.startswith(source.url):
-            return 403                   # into itself, as lighttpd answers
         parent = resource_at(destination.parent_url, split_path(destination.path)[0])
         if not parent.is_collection:
             return 409
         existed = lstat_or_none(destination.path)
-        if existed is not None and overwrite == "F":
+        if existed is not None and overwrite in ("F", "f"):
             return 412
+        if into and destination.path == source.path:
+            return 204                   # the file is where it is asked to go
+        if into and existed is not None and is_directory(existed):
+            return 409
         if move:
             self.check_unlocked(source, members=True, parent=True)
         self.check_unlocked(destination, members=True, parent=existed is None)
         if existed is not None:
-            if source.is_collection or is_directory(existed):   # a file replaces a file
+            if is_directory(st) or is_directory(existed):   # a file replaces a file
                 failed = yield from remove(destination.path, existed)     # at once
                 if failed:
                     return self.members_failed(failed, destination)
@@ -581,9 +603,16 @@ class _Dav(DavRequest):
                 self.store.forget(destination.url, ("properties",))
         status = yield from (self._move(source, destination) if move
                              else self._copy(source, destination, members))
-        CACHE.invalidate(source.path)
-        CACHE.invalidate(destination.path)
-        return status or (204 if existed is not None else 201)
+        CACHE.invalidate_tree(source.path)
+        CACHE.invalidate_tree(destination.path)
+        return status or (204 if existed is not None or into else 201)
+
+    def _member_named_as(self, source: Resource, collection: Resource) -> Resource:
+        """The member of `collection` with the name of the file `source`."""
+        member = self.resource(collection.url + source.url.rpartition("/")[2])
+        if member is None:
+            raise DavError(502)
+        return member
 
     def _move(self, source: Resource, destination: Resource) -> Job:
         try:
