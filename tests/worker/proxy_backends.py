@@ -18,7 +18,7 @@ answers depends on the last segment of the path (`/any/prefix/big` is `/big`):
   what comes, until the client ends its side; else says it was not asked;
 - `/status/NNN`: status NNN with an empty body;
 - `/headers`: headers the proxy maps back (Location, Set-Cookie ...);
-- `/hop`: hop-by-hop headers among end-to-end ones;
+- `/hop`: hop-by-hop headers among end-to-end ones, and an empty one;
 - `/stats`: how many connections were accepted and how many answers were cut off.
 """
 
@@ -51,6 +51,7 @@ $HTTP["url"] =^ "/map/" {
                    "map-host-response" => ( "backend.internal" => "-" ) )
 }
 $HTTP["url"] =^ "/label/" { proxy.replace-http-host = "enable" }
+$HTTP["url"] =^ "/http10-up/" { proxy.header = ( "upgrade" => "enable", "force-http10" => "enable" ) }
 """
 
 PATTERN = bytes(range(256)) * 256     # 64 KiB of a recognisable byte sequence
@@ -254,7 +255,7 @@ class Handler(BaseHTTPRequestHandler):
     def _hop_by_hop(self) -> None:
         self._answer(200, b"hop\n", extra=[
             ("Connection", "X-Hop"), ("X-Hop", "dropped"), ("Keep-Alive", "timeout=5"),
-            ("X-End-To-End", "kept")])
+            ("X-End-To-End", "kept"), ("X-Empty", "")])
 
 
 class BackendProcess:

@@ -156,6 +156,8 @@ def corpus() -> list[tuple[str, bytes]]:
         ("hop-by-hop-request", request("GET", "/echo", "Connection: X-Private",
                                        "X-Private: 1", "Keep-Alive: 300", "TE: trailers")),
         ("hop-by-hop-response", request("GET", "/hop")),
+        ("upgrade-to-http10-backend", request("GET", "/http10-up/echo", "Upgrade: shout",
+                                              "Connection: Upgrade")),
         ("hangup", request("GET", "/hangup")),
     ]
 

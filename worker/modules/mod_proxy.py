@@ -543,6 +543,8 @@ class ResponseReader:
         kept = []
         switching = self.status == 101
         for name, value in self.headers:
+            if not value:
+                continue                # an empty field is dropped, as lighttpd drops it
             text, lower = header_name(name)
             if lower in RESPONSE_DROPS and not (switching and lower == "upgrade"):
                 if lower == "transfer-encoding":
@@ -689,14 +691,15 @@ class Exchange(GatewayExchange):
         if body is not None:
             length = body.size if body.complete else \
                 request.content_length if request.content_length >= 0 else None
-        upgrade = self._upgrading(options.upgrade or spec.upgrade)
+        upgrade = self._upgrading((options.upgrade or spec.upgrade) and not options.force_http10)
         self.keep_alive = spec.keepalive > 0 and host is not None and \
             not options.force_http10 and not upgrade
         return Framing(host, length, self.keep_alive, upgrade)
 
     def _upgrading(self, allowed: bool) -> bool:
-        """lighttpd's gw_upgrade_policy: an upgrade the config allows, asked for by an
-        HTTP/1.1 request without a body (else its Upgrade header stays here)."""
+        """lighttpd's gw_upgrade_policy: an upgrade the config allows (never to an
+        HTTP/1.0 backend, force-http10), asked for by an HTTP/1.1 request without a
+        body (else its Upgrade header stays here)."""
         return allowed and asks_to_upgrade(self.request)
 
     # ------------------------------------------------------------------ tunnel
