@@ -7,6 +7,7 @@ takes more than one tick's interval and about two seconds."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import subprocess
 import time
@@ -19,9 +20,13 @@ from serverproc import Server, get
 
 KIB = 1024
 LIMITS = """
+server.modules = ("mod_setenv")
 server.max-worker := 1
 $HTTP["url"] =^ "/slow/" { connection.kbytes-per-second = 32 }
 $HTTP["url"] =^ "/shared/" { server.kbytes-per-second = 32 }
+$HTTP["url"] =^ "/told/" {
+  setenv.add-response-header = ( "X-LIGHTTPD-KBytes-per-second" => "32", "X-Sendfile" => "/x" )
+}
 """
 
 
@@ -30,7 +35,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("bandwidth")
     running = Server(base, LIMITS)
     for name, size in (("fast.bin", 96), ("slow/f.bin", 96), ("shared/a.bin", 48),
-                       ("shared/b.bin", 48)):
+                       ("shared/b.bin", 48), ("told/f.bin", 96)):
         path = running.docroot / name
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(bytes(range(256)) * (size * KIB // 256))
@@ -60,6 +65,27 @@ def test_a_limited_url_downloads_at_its_rate_and_others_at_full_speed(server):
     assert (status, size) == (200, 96 * KIB) and elapsed < 1.5
 
 
+def test_an_answer_field_slows_its_own_answer_and_is_never_sent(server):
+    """X-LIGHTTPD-KBytes-per-second (a backend's, or set by mod_setenv as here) limits
+    the answer that carries it, as lighttpd's http_response_omit_header does; it and
+    X-Sendfile stay the server's; the connection's next answer goes at full speed."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    try:
+        timings = []
+        for path in ("/told/f.bin", "/fast.bin"):
+            start = time.monotonic()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read()
+            timings.append(time.monotonic() - start)
+            assert (response.status, len(body)) == (200, 96 * KIB)
+            assert response.getheader("X-LIGHTTPD-KBytes-per-second") is None
+            assert response.getheader("X-Sendfile") is None
+    finally:
+        connection.close()
+    assert 1.0 <= timings[0] <= 6 and timings[1] < 1.5
+
+
 def test_a_shared_limit_holds_for_its_connections_together(server):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda name: _timed_get(server.port, f"/shared/{name}"),
@@ -78,3 +104,8 @@ def test_http2_streams_keep_the_limit(server):
     elapsed = time.monotonic() - start
     assert done.stdout == f"2 200 {96 * KIB}"
     assert 1.0 <= elapsed <= 6
+    head = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-D",
+                           "-", f"http://127.0.0.1:{server.port}/told/f.bin"],
+                          capture_output=True, text=True, timeout=20).stdout.lower()
+    assert head.startswith("http/2 200") and "x-sendfile" not in head and \
+        "x-lighttpd" not in head

@@ -89,7 +89,7 @@ def _not_satisfiable(request: Request) -> None:
     response.status = 416
     response.passthrough = False             # the page replaces a backend's body
     error_response(request, 416)
-    response.add_header("Content-Range", f"bytes */{size}")
+    response.set_header("Content-Range", f"bytes */{size}")
     response.replayable = replayable
 
 
@@ -102,6 +102,7 @@ def _answer_ranges(response: Response, ranges: list[tuple[int, int]]) -> None:
     response.body = []
     response.files = response.length = 0
     response.remove_header("Content-Length")
+    response.remove_header("Content-Range")      # a backend's, of what it sent
     response.status = 206
     if len(ranges) == 1:
         first, last = ranges[0]

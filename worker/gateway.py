@@ -534,11 +534,19 @@ def _head_field(head: ResponseHead, line: str) -> None:
     if not value or "\r" in value or "\0" in value:
         return                            # empty, or a CR a client could split on
     head.fields += 1
+    if lower == "content-type":
+        value = current_media_type(value)
     head.headers.append((name, value))
     if lower == "location":
         head.location = value
     elif lower in _SENDFILE_NAMES:
         head.sendfile = True
+
+
+def current_media_type(value: str) -> str:
+    """A backend's Content-Type as sent on: application/javascript (with whatever
+    follows) renamed text/javascript, RFC 9239's name, as lighttpd renames it."""
+    return "text" + value[11:] if value.startswith("application/javascript") else value
 
 
 def _framing_field(head: ResponseHead, lower: str, value: str) -> None:

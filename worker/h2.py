@@ -875,11 +875,14 @@ def _server_field(tag: str) -> tuple[bytes, bytes]:
 
 def _field_name(name: str) -> bytes:
     """An answer field's name as HTTP/2 sends it (lower case), b"" for those it
-    forbids; the names seen are kept (up to _FIELD_NAMES_KEPT)."""
+    forbids and those never sent (X-Sendfile, X-LIGHTTPD-*, as over HTTP/1); the
+    names seen are kept (up to _FIELD_NAMES_KEPT)."""
     field = _FIELD_NAMES.get(name)
     if field is None:
         lower = name.lower()
-        field = b"" if lower in _CONNECTION_SPECIFIC else lower.encode("latin-1", "replace")
+        unsent = lower in _CONNECTION_SPECIFIC or lower == "x-sendfile" or \
+            lower.startswith("x-lighttpd-")
+        field = b"" if unsent else lower.encode("latin-1", "replace")
         if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
             _FIELD_NAMES[name] = field
     return field

@@ -426,11 +426,14 @@ def _quote_path(path: str) -> str:
 
 def _limit_bandwidth(request: Request) -> None:
     """The answer's connection takes the bandwidth limits of its settings (a config
-    that sets none anywhere skips the look-up)."""
+    that sets none anywhere skips the look-up, and drops the limit an earlier
+    answer's X-LIGHTTPD-KBytes-per-second set)."""
     config = request.config
+    wire = request.wire
     if config is not None and config.rate_limited:
-        wire = request.wire
         wire.throttle = throttle_for(request.values, wire.throttle)
+    elif wire.throttle is not None:
+        wire.throttle = None
 
 
 def error_response(request: Request, status: int) -> bool:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, Sequence
 from shared import log
 
 from .errors import BadRequest
+from .throttle import slowed
 
 if TYPE_CHECKING:
     from .answercache import Answer
@@ -180,9 +181,9 @@ def render_start(request: "Request") -> bytes:
                 "latin-1", "replace")
     if response.replayable:      # a file's answer: its fields come again with the next
         fields = tuple(response.headers)
-        block = _rendered_fields.get(fields) or _render_fields(fields, True)
+        block = _rendered_fields.get(fields) or _render_fields(request, fields, True)
     else:
-        block = _render_fields(response.headers, False)
+        block = _render_fields(request, response.headers, False)
     if block is None:
         return _without_line_breaks(request)     # a value would forge header lines
     if status not in NO_BODY and status >= 200 and not response.streaming:
@@ -195,18 +196,25 @@ _rendered_fields: Final[dict[tuple[tuple[str, str], ...], bytes]] = {}
 _RENDERED_MAX: Final = 16384
 
 
-def _render_fields(fields: Sequence[tuple[str, str]], remember: bool) -> bytes | None:
-    """`fields` as header lines (remembered with `remember`: the answer is a file's,
-    whose next answers carry the same fields, not a backend's); None when a name or
-    value holds CR or LF."""
+def _render_fields(request: "Request", fields: Sequence[tuple[str, str]],
+                   remember: bool) -> bytes | None:
+    """`fields` as header lines, but those never sent (omitted_field) (remembered with
+    `remember`: the answer is a file's, whose next answers carry the same fields, not
+    a backend's); None when a name or value holds CR or LF."""
     parts: list[str] = []      # one join of the pieces: no string made per line
+    lines = 0
     for name, value in fields:
+        first = name[:1]
+        if (first == "X" or first == "x") and omitted_field(request, name, value):
+            remember = False            # its effect is the answer's, each time
+            continue
         parts.append(name)
         parts.append(": ")
         parts.append(value)
         parts.append("\r\n")
+        lines += 1
     text = "".join(parts)
-    if text.count("\n") != len(fields) or text.count("\r") != len(fields):
+    if text.count("\n") != lines or text.count("\r") != lines:
         return None
     block = text.encode("latin-1", "replace")
     if remember:
@@ -214,6 +222,21 @@ def _render_fields(fields: Sequence[tuple[str, str]], remember: bool) -> bytes |
             _rendered_fields.clear()
         _rendered_fields[tuple(fields)] = block
     return block
+
+
+def omitted_field(request: "Request", name: str, value: str) -> bool:
+    """Whether an answer's field is the server's business, never sent (lighttpd's
+    http_response_omit_header): X-Sendfile and every X-LIGHTTPD-* field, whoever set
+    it; X-LIGHTTPD-KBytes-per-second slows the answer's connection (HTTP/1) too."""
+    lower = lower_name(name)
+    if lower == "x-sendfile":
+        return True
+    if not lower.startswith("x-lighttpd-"):
+        return False
+    if lower == "x-lighttpd-kbytes-per-second":
+        wire = request.wire
+        wire.throttle = slowed(wire.throttle, value)
+    return True
 
 
 def _without_line_breaks(request: "Request") -> bytes:

@@ -10,9 +10,10 @@ neither limit anywhere pays one attribute test per send (`Wire.throttle` is None
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
-from shared.config.ratelimit import ByteBudget
+from shared.config.ratelimit import KIB, ByteBudget
 
 
 class Throttle:
@@ -58,3 +59,22 @@ def throttle_for(values: dict[str, Any], current: Throttle | None) -> Throttle |
     if current is not None and current.own is own and current.shared is shared:
         return current
     return Throttle(own, shared)
+
+
+_LEADING_INTEGER: Final = re.compile(r"\s*([-+]?\d+)")
+
+
+def slowed(current: Throttle | None, value: str) -> Throttle | None:
+    """The limits after an answer's X-LIGHTTPD-KBytes-per-second field (a backend's or
+    a module's, never sent): its connection's own rate lowered to that many KiB a
+    second for this answer, never raised (lighttpd's http_response_omit_header reads
+    the value as strtol does)."""
+    found = _LEADING_INTEGER.match(value)
+    rate = int(found.group(1)) * KIB if found else 0
+    own = current.own if current is not None else None
+    if rate <= 0 or (own is not None and own.rate <= rate):
+        return current
+    lowered = ByteBudget(rate)
+    if own is not None:                  # what it sent this second still counts
+        lowered.used, lowered.second = own.used, own.second
+    return Throttle(lowered, current.shared if current is not None else None)

@@ -59,7 +59,7 @@ from shared.config.values import Array
 from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
 
 from ..backend import EPOLLOUT, Backend
-from ..gateway import asks_to_upgrade, intercepts, keep_challenge
+from ..gateway import asks_to_upgrade, current_media_type, intercepts, keep_challenge
 from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
     GatewayModule
 from ..http import NO_BODY
@@ -555,6 +555,8 @@ class ResponseReader:
             value_text = value.decode("latin-1")
             if lower == "content-length":
                 length = int(value)
+            elif lower == "content-type":
+                value_text = current_media_type(value_text)
             elif remap is not None:
                 value_text = _remapped(remap, lower, value_text)
             kept.append((text, lower, value_text))
