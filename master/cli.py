@@ -7,6 +7,7 @@ reported as `file:line:column: what was expected` and never as a Python tracebac
 from __future__ import annotations
 
 import getopt
+import os
 import sys
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from worker.oneshot import serve_stdin
 from . import __version__, features
 from .arbiter import Arbiter, StartupError
 from .configload import load, log_warnings
+from .privileges import resolve_identity
 
 USAGE = f"""pylighttpd/{__version__} - a light and fast webserver
 usage:
@@ -124,6 +126,8 @@ def _run(options: Options, argv: list[str]) -> int:
         return 0
     loaded = load(options.config)
     if options.test_level >= 2:
+        if os.geteuid() == 0:               # as lighttpd -tt: who the workers become
+            resolve_identity(loaded.settings)
         for warning in loaded.warnings:
             print(warning, file=sys.stderr)
         return 0

@@ -38,6 +38,12 @@ def resolve_identity(settings: dict) -> Identity:
             gid = grp.getgrnam(groupname).gr_gid
         except KeyError:
             raise ConfigError(f'server.groupname: unknown group "{groupname}"') from None
+    if uid == 0 or (gid == 0 and (username or groupname)):
+        # as lighttpd: a name that comes back to root is a mistake, not a choice
+        # (leaving both out keeps the identity that started the server)
+        which = "server.username" if uid == 0 else "server.groupname"
+        raise ConfigError(f"{which}: workers are never switched to root (id 0); leave it "
+                          "out to keep the user that started the server")
     if chroot and not os.path.isdir(chroot):
         raise ConfigError(f'server.chroot: "{chroot}" is not a directory')
     if (uid is not None or chroot) and os.geteuid() != 0:

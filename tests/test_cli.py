@@ -92,6 +92,22 @@ def test_tt_refuses_a_module_that_does_not_exist(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="lighttpd checks the names as root only")
+@pytest.mark.parametrize("line, words", [
+    ('server.username = "no-such-user-here"', 'unknown user "no-such-user-here"'),
+    ('server.groupname = "no-such-group-here"', 'unknown group "no-such-group-here"'),
+    ('server.username = "root"', "never switched to root"),
+    ('server.groupname = "root"', "never switched to root"),
+])
+def test_tt_checks_who_the_workers_become_as_lighttpd_does(tmp_path, line, words):
+    conf = tmp_path / "a.conf"
+    conf.write_text(f'server.document-root = "/tmp"\n{line}\n')
+    result = run_cli("-tt", "-f", str(conf))
+    assert result.returncode == 1 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_lighttpd("-tt", "-f", str(conf)).returncode != 0
+
+
 def test_tt_warns_about_unknown_keys_with_their_place(tmp_path):
     conf = tmp_path / "a.conf"
     conf.write_text('server.document-root = "/tmp"\n\nfoo.bar = 1\n'

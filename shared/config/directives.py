@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .errors import ConfigError, Position
+from .feature_flags import FALSE_WORDS, TRUE_WORDS
 from .tree import Block, ConfigTree
 from .values import Array, Value, type_name
-
-TRUE_WORDS = frozenset({"enable", "enabled", "true", "on", "1", "yes"})
-FALSE_WORDS = frozenset({"disable", "disabled", "false", "off", "0", "no"})
 
 
 class Type(enum.Enum):
@@ -93,9 +91,10 @@ def _to_int(value: Value, low: int, high: int, wanted: Type) -> int:
 
 
 def _to_vlist(value: Value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Array) or not all(isinstance(v, str) for v in value.values()):
+    """A list of strings without keys; a lone string or a keyed array is refused, as
+    lighttpd refuses them ("should have been a list of string values")."""
+    if not isinstance(value, Array) or not all(
+            key is None and isinstance(v, str) for key, v in value):
         raise DirectiveValueError(f"expected {Type.ARRAY_VLIST.value}")
     return tuple(value.values())
 

@@ -147,6 +147,18 @@ CASES: dict[str, Case] = {
     "wrong_type_port_too_big": main(
         LOADABLE + 'server.port = 70000\n', 'server.port', r"server\.port: expected an integer from 0 to 65535",
         via="load", lighttpd_rejects=False),   # lighttpd truncates it to a short
+    "boolean_word_lighttpd_does_not_know": main(
+        LOADABLE + 'server.follow-symlink = "on"\n', 'server.follow-symlink',
+        r'server\.follow-symlink: expected a boolean.*"on"',
+        via="load", lighttpd_flags="-tt", lighttpd_says="(enable|disable)"),
+    "lone_string_for_a_list": main(
+        LOADABLE + 'server.upload-dirs = "/tmp"\n', 'server.upload-dirs',
+        r"server\.upload-dirs: expected an array of strings",
+        via="load", lighttpd_flags="-tt", lighttpd_says="should have been a list"),
+    "keyed_array_for_a_list": main(
+        LOADABLE + 'server.upload-dirs = ( "a" => "/tmp" )\n', 'server.upload-dirs',
+        r"server\.upload-dirs: expected an array of strings",
+        via="load", lighttpd_flags="-tt", lighttpd_says="list of string values"),
     "wrong_type_in_conditional_block": main(
         LOADABLE + '$HTTP["host"] == "a" {\n  server.follow-symlink = "maybe"\n}\n',
         'server.follow-symlink', r'server\.follow-symlink: expected a boolean.*"maybe"',

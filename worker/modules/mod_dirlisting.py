@@ -24,8 +24,7 @@ from stat import S_ISDIR
 from typing import Any, Final
 from urllib.parse import quote
 
-from shared.config.directives import (FALSE_WORDS, TRUE_WORDS, Directive,
-                                      DirectiveValueError, Type)
+from shared.config.directives import Directive, DirectiveValueError, Type
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
@@ -36,13 +35,13 @@ INCLUDE_LIMIT: Final = 1 << 20      # header / readme files bigger than this are
 
 
 def _file_option(default_name: str):
-    """show-readme / show-header: "enable" means the default file name, a disable
-    word means none, anything else is the file name itself."""
+    """show-readme / show-header: "enable" means the default file name, "disable"
+    none (those two words exactly, as lighttpd reads them), anything else is the
+    file name itself."""
     def convert(value: str) -> str:
-        lowered = value.lower()
-        if lowered in TRUE_WORDS:
+        if value == "enable":
             return default_name
-        if lowered in FALSE_WORDS:
+        if value == "disable":
             return ""
         return value
     return convert
