@@ -53,6 +53,11 @@ def _site(base: Path) -> Path:
         "options/.dotfile": "d", "off/a.txt": "a",
         "dirsfirst/b.txt": "b", "dirsfirst/a/x.txt": "x", "dirsfirst/C.txt": "c",
         "empty/.gitkeep": "",
+        # lighttpd's encodings: a control, DEL and ` as character references in text,
+        # ! ( ) * left as they are in links; a name of no UTF-8 under exclude patterns
+        "plain/ctl\x01del\x7ftick`.txt": "c", "plain/bang!(x)*.txt": "b",
+        "options/not\udcffutf8.txt": "hidden: PCRE2 cannot read it",
+        "plain/not\udcffutf8.txt": "shown: no patterns here",
     }
     for name, text in files.items():
         path = docroot / name
@@ -110,6 +115,8 @@ def test_the_listings_compared_hold_rows(answers):
     """Not two empty pages: the rows are there, hidden entries are not."""
     rows = "\n".join(answers["plain"][0]["rows"])
     assert "x&#x26;y &#x3C;z&#x3E;.txt" in rows and "big.txt" in rows and ".dotfile" not in rows
+    assert 'href="bang!(x)*.txt"' in rows and "ctl&#x01;del&#x7F;tick&#x60;.txt" in rows
+    assert "utf8.txt" in rows and "utf8.txt" not in "\n".join(answers["options"][0]["rows"])
     options = "\n".join(answers["options"][0]["rows"])
     assert "keep.txt" in options and ".dotfile" in options
     assert "drop.tmp" not in options and "secret.txt" not in options

@@ -80,8 +80,9 @@ DIRECTIVES: Final = (
               doc="accepted; listings are kept in memory for the stat cache's second"),
 )
 
-_XML_ESCAPES: Final = {ord("<"): "&#x3C;", ord(">"): "&#x3E;", ord("&"): "&#x26;",
-                       ord('"'): "&#x22;", ord("'"): "&#x27;"}
+# lighttpd's ENCODING_MINIMAL_XML: controls, DEL and the five markup characters, and `
+_XML_ESCAPES: Final = {code: f"&#x{code:02X};" for code in (*range(0x20), 0x7F,
+                                                             *b"<>&\"'`")}
 
 STYLE: Final = """<style type="text/css">
 a, a:active {text-decoration: none; color: blue;}
@@ -148,8 +149,10 @@ PARENT_ROW: Final = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td 
               '&nbsp;</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
 
 
-_NEEDS_ESCAPE: Final = re.compile("[<>&\"']")
-_NEEDS_QUOTING: Final = re.compile("[^A-Za-z0-9_.~-]")
+_NEEDS_ESCAPE: Final = re.compile("[\x00-\x1f\x7f<>&\"'`]")
+# lighttpd's ENCODING_REL_URI_PART leaves these as they are; all else is %-encoded
+_HREF_SAFE: Final = "!()*-_.~"
+_NEEDS_QUOTING: Final = re.compile("[^A-Za-z0-9!()*_.~-]")
 
 
 def html_escape(text: str) -> str:
@@ -159,7 +162,7 @@ def html_escape(text: str) -> str:
 def href(name: str) -> str:
     if not _NEEDS_QUOTING.search(name):
         return name
-    return quote(name.encode("utf-8", "surrogateescape"), safe="-_.~")
+    return quote(name.encode("utf-8", "surrogateescape"), safe=_HREF_SAFE)
 
 
 def size_text(size: int) -> str:
@@ -227,6 +230,18 @@ class Directory:
         return data.decode("utf-8", "surrogateescape")
 
 
+def _excluded(name: str, excludes: tuple[re.Pattern[str], ...]) -> bool:
+    """Whether dir-listing.exclude hides `name`: one of its patterns matches, or the
+    name is no UTF-8, which lighttpd's patterns (PCRE2 in UTF mode) cannot read and
+    so hide (it fails closed)."""
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:        # undecodable octets, held as surrogates
+            return True
+    return any(pattern.search(name) for pattern in excludes)
+
+
 class Listing:
     """One directory's entries, split and sorted as lighttpd shows them."""
 
@@ -244,7 +259,7 @@ class Listing:
         for entry in directory.entries():
             name = entry.name
             if (hide_dot and name.startswith(".")) or name in hidden or \
-                    (excludes and any(p.search(name) for p in excludes)):
+                    (excludes and _excluded(name, excludes)):
                 continue
             try:
                 st = stat(entry)
