@@ -380,13 +380,15 @@ def physical_path_check(request: Request) -> int:
 
 def _find_pathinfo(request: Request) -> int:
     """Walk up from the end: the longest prefix that is a regular file is the file,
-    the rest is PATH_INFO (lighttpd serves /index.html/foo as /index.html)."""
+    the rest is PATH_INFO (lighttpd serves /index.html/foo as /index.html).  The
+    document root or alias target itself may be that file (alias.url = ("/dl" =>
+    "/srv/file") serves /dl/anything as it)."""
     path = request.physical_path
     base_len = len(request.physical_basedir.rstrip("/"))
     end = len(path)
     while True:
         end = path.rfind("/", base_len, end)
-        if end <= base_len:
+        if end <= 0:
             return 404
         st = CACHE.lookup(path[:end])
         if isinstance(st, int):

@@ -102,7 +102,7 @@ url.redirect = (
 )
 alias.url = ( "/ns" => "{base}/al/one", "/ks/" => "{base}/al/one",
               "/ts" => "{base}/al/one/", "/both/" => "{base}/al/two/",
-              "/al2/" => "{base}/al/two/" )
+              "/al2/" => "{base}/al/two/", "/one-file" => "{base}/al/one.txt" )
 $HTTP["url"] =~ "^/show/(.*)" {{
   url.redirect = ( "^(.*)$" => "/shown$1|%1" )
 }}
@@ -228,6 +228,8 @@ CASES = {
     "alias-escape-dot": ("/ts./f.txt", "test.example"),
     "alias-escape-bare": ("/ts..", "test.example"),
     "alias-no-escape": ("/ns../one.txt", "test.example"),
+    "alias-to-a-file": ("/one-file", "test.example"),
+    "alias-to-a-file-pathinfo": ("/one-file/more/path", "test.example"),
     "alias-both": ("/both/f.txt", "test.example"),
     "alias-dotdot-cleaned": ("/both/../index.html", "test.example"),
     "alias-percent-literal": ("/h/f.txt", "h.example"),
