@@ -849,11 +849,12 @@ _SERVER_FIELDS: Final[dict[str, tuple[bytes, bytes]]] = {}
 
 def _head_fields(status: int, fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """A head's HEADERS fields: the status, then `fields` but those HTTP/2 does not
-    carry (connection-specific ones)."""
+    carry (connection-specific ones), empty ones and a 304's Content-Encoding (as
+    over HTTP/1)."""
     headers = [_status_field(status)]
     for name, value in fields:
         field = _field_name(name)
-        if field:
+        if field and value and (status != 304 or field != b"content-encoding"):
             headers.append((field, value.encode("latin-1", "replace")))
     return headers
 

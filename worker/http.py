@@ -179,6 +179,8 @@ def render_start(request: "Request") -> bytes:
         line = lines[status] = \
             f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
                 "latin-1", "replace")
+    if status == 304:            # as lighttpd: a 304 carries no body, nor its coding
+        response.remove_header("Content-Encoding")
     if response.replayable:      # a file's answer: its fields come again with the next
         fields = tuple(response.headers)
         block = _rendered_fields.get(fields) or _render_fields(request, fields, True)
@@ -200,10 +202,12 @@ def _render_fields(request: "Request", fields: Sequence[tuple[str, str]],
                    remember: bool) -> bytes | None:
     """`fields` as header lines, but those never sent (omitted_field) (remembered with
     `remember`: the answer is a file's, whose next answers carry the same fields, not
-    a backend's); None when a name or value holds CR or LF."""
+    a backend's), empty ones left out; None when a name or value holds CR or LF."""
     parts: list[str] = []      # one join of the pieces: no string made per line
     lines = 0
     for name, value in fields:
+        if not value:
+            continue                    # an empty field is not sent, as in lighttpd
         first = name[:1]
         if (first == "X" or first == "x") and omitted_field(request, name, value):
             remember = False            # its effect is the answer's, each time

@@ -129,6 +129,9 @@ def _requests(base) -> list[tuple[str, bytes]]:
          get("/head.py?Content-Range:%20bytes%200-1/5|X-A:%201", "Range: bytes=2-4")),
         ("javascript-renamed",
          get("/head.py?Content-Type:%20application/javascript;%20charset=utf-8")),
+        ("not-modified-names-no-coding",
+         get("/head.py?Status:%20304|Content-Encoding:%20gzip|ETag:%20%22e%22")),
+        ("empty-field-not-sent", get("/head.py?X-Empty:%20|X-A:%201")),
         ("server-fields-never-sent",
          get("/head.py?X-LIGHTTPD-send-file:%20/etc/passwd|X-LIGHTTPD-Any:%201|X-A:%201")),
     ]
