@@ -469,6 +469,15 @@ def test_no_end_request_is_502_and_a_head_too_large_too(scripted) -> None:
     assert worker.get("/s/big")[0] == 502
 
 
+def test_a_close_after_the_end_of_stdout_ends_the_answer(scripted) -> None:
+    """No END_REQUEST, but the empty STDOUT record came: nothing is missing, so the
+    answer stands (lighttpd takes any close after the head for the end)."""
+    backend, worker, _, _ = scripted
+    backend.answer = (fastcgi.record(fastcgi.STDOUT, 1, b"Status: 200\r\n\r\nwhole")
+                      + fastcgi.record(fastcgi.STDOUT, 1, b""))
+    assert worker.get("/s/ended")[::2] == (200, b"whole")
+
+
 @pytest.mark.parametrize("header, value, expected", [
     ("X-Sendfile2", "{base}/parts.txt 2-4, {base}/parts.txt 10-", b"234abcdef"),
     ("X-LIGHTTPD-send-file", "{base}/parts.txt", b"0123456789abcdef"),

@@ -10,7 +10,7 @@ none: the body stays for the responder), and an empty STDIN.  STDOUT is the CGI
 answer, streamed to the client; each line of STDERR goes to the error log;
 END_REQUEST ends the answer.  A backend that closes before END_REQUEST fails the
 request (502, or the connection cut once the answer went out), unless the answer's
-length was announced and is all there.  A client that goes away closes the
+length was announced and is all there or its STDOUT ended.  A client that goes away closes the
 connection, which aborts the request in the backend (lighttpd does the same).
 
 Beyond lighttpd: `fastcgi.keep-conn` (on by default) sends FCGI_KEEP_CONN and keeps
@@ -72,13 +72,14 @@ DIRECTIVES: Final = (
 class FastCgiExchange(CgiExchange):
     """One request to a FastCGI backend."""
 
-    __slots__ = ("records", "asking", "fastcgi_module")
+    __slots__ = ("records", "asking", "fastcgi_module", "stdout_ended")
 
     def __init__(self, module: "Module", request: Request, extension: Extension,
                  backend: Backend, authorizer: bool) -> None:
         super().__init__(module, request, extension, backend, authorizer)
         self.fastcgi_module = module           # `module`, with its FastCGI members
         self.asking: Backend | None = None    # the backend asked its capacity
+        self.stdout_ended = False              # its empty STDOUT record came
 
     def prepare(self) -> HandlerResult:
         block = self.environment(fastcgi.PAIRS)
@@ -120,6 +121,8 @@ class FastCgiExchange(CgiExchange):
                     self._learn_capacity(record.content)
                 continue                  # another management record, another id
             if kind == fastcgi.STDOUT:
+                if not record.content:
+                    self.stdout_ended = True
                 result = self.output(record.content)
                 if result is not None:
                     return result
@@ -154,8 +157,11 @@ class FastCgiExchange(CgiExchange):
         super().release()
 
     def closed(self, err: OSError | None) -> HandlerResult:
+        """A close before END_REQUEST ends the answer when nothing of it is missing:
+        its announced length is all there, or its STDOUT ended (as lighttpd, which
+        takes any close after the head for the end)."""
         answer = self.answer
-        if err is None and answer is not None and answer.complete:
+        if err is None and (self.stdout_ended or (answer is not None and answer.complete)):
             return self.output_ended(False)
         return None
 
