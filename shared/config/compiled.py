@@ -70,12 +70,15 @@ class RequestSettings:
         return match_groups(match)
 
 
-def _strip_port(host: str) -> str:
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    colon = host.rfind(":")
-    return host[:colon] if colon >= 0 and host.count(":") == 1 else host
+def _same_host(host: str, pattern: str) -> bool:
+    """$HTTP["host"] == as lighttpd compares: the names, whether or not either side
+    has a :port (a port is compared only where both have one: the same length)."""
+    if not host or len(host) == len(pattern):
+        return host == pattern
+    if len(host) > len(pattern):
+        return host[len(pattern)] == ":" and len(host) - len(pattern) <= 6 and \
+            host.startswith(pattern)
+    return pattern[len(host)] == ":" and pattern.startswith(host)
 
 
 def _ip_in(network: ipaddress.IPv4Network | ipaddress.IPv6Network, text: str) -> bool:
@@ -94,20 +97,18 @@ def evaluate(condition: Condition, value: str) -> tuple[bool, re.Match[str] | No
     if condition.field == "socket":   # only == and != (the parser checks)
         same = _socket_key(value) == _socket_key(condition.pattern)
         return (same if op == "==" else not same), None
-    host_equality = condition.field == "host" and op in ("==", "!=")
     if condition.field == "host":
-        # lighttpd normalises the Host to lower case; == and != ignore its :port
-        # unless the pattern names one
-        value = value.lower()
-        if host_equality and _strip_port(condition.pattern) == condition.pattern:
-            value = _strip_port(value)
+        value = value.lower()           # lighttpd normalises the Host to lower case
+        if op == "==" or op == "!=":
+            same = _same_host(value, condition.pattern.lower())
+            return (same if op == "==" else not same), None
     if op in ("=~", "!~"):
         match = condition.regex.search(value)  # type: ignore[union-attr]
         return (match is not None, match) if op == "=~" else (match is None, None)
     if condition.network is not None:
         inside = _ip_in(condition.network, value)
         return (inside if op == "==" else not inside), None
-    pattern = condition.pattern.lower() if host_equality else condition.pattern
+    pattern = condition.pattern
     if op == "==":
         return value == pattern, None
     if op == "!=":

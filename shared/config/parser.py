@@ -490,15 +490,15 @@ def _compile_condition(condition: Condition, position: Position) -> None:
         except re.error as err:
             raise ConfigError(f'invalid regular expression "{condition.pattern}": {err}',
                               position) from None
-    elif condition.field == "remoteip" and condition.op in ("==", "!="):
+    elif condition.field == "remoteip":
         try:
-            condition.network = ipaddress.ip_network(condition.pattern, strict=False)
+            network = ipaddress.ip_network(condition.pattern, strict=False)
         except ValueError:
             raise ConfigError(f'"{condition.pattern}" is not an IP address or CIDR '
                               "network", position) from None
-    elif condition.field == "remoteip":
-        raise ConfigError('$HTTP["remoteip"] takes == / != with an address or CIDR '
-                          "network, or =~ / !~ with a regex", position)
+        if condition.op in ("==", "!="):
+            condition.network = network
+        # =^ and =$ compare the address as text, as lighttpd does
     elif condition.field == "host" and condition.pattern.startswith("["):
         address, bracket, port = condition.pattern[1:].partition("]")
         try:

@@ -83,6 +83,12 @@ OPERATOR_CASES = [
     ('$HTTP["host"] == "www.example.org"', {"host": "WWW.EXAMPLE.ORG:443"}, None, True),
     ('$HTTP["host"] != "www.example.org"', {"host": "www.example.org:81"}, None, False),
     ('$HTTP["host"] == "[::1]"', {"host": "[::1]:8080"}, None, True),
+    # a pattern's :port: the same port, or a Host without one (lighttpd 1.4.69)
+    ('$HTTP["host"] == "www.example.org:8080"', {"host": "www.example.org:8080"}, None, True),
+    ('$HTTP["host"] == "www.example.org:8080"', {"host": "www.example.org"}, None, True),
+    ('$HTTP["host"] == "www.example.org:8080"', {"host": "www.example.org:8081"}, None, False),
+    ('$HTTP["host"] == "www.example.org:80"', {"host": "www.example.org:8080"}, None, False),
+    ('$HTTP["host"] == "www.example.org"', {"host": "www.example.org.evil"}, None, False),
     ('$HTTP["host"] =~ "^www\\.example"', {"host": "WWW.EXAMPLE.ORG"}, None, True),
     ('$HTTP["host"] =^ "www.ex"', {"host": "WWW.EXAMPLE.ORG"}, None, True),
     # url (path only)
@@ -133,6 +139,10 @@ OPERATOR_CASES = [
     ('$HTTP["remoteip"] != "127.0.0.1"', {"remoteip": "::ffff:127.0.0.1"}, None, False),
     ('$HTTP["remoteip"] =~ "^192\\.0\\.2\\."', {}, None, True),
     ('$HTTP["remote-ip"] == "192.0.2.0/24"', {}, None, True),
+    # =^ and =$ take an address, compared as text (lighttpd 1.4.69)
+    ('$HTTP["remoteip"] =^ "192.0.2.1"', {}, None, True),       # 192.0.2.10
+    ('$HTTP["remoteip"] =$ "::10"', {"remoteip": "2001:db8::10"}, None, True),
+    ('$HTTP["remoteip"] =^ "192.0.2.0/24"', {}, None, False),   # a network is text here
     # headers, and a missing header compares as ""
     ('$REQUEST_HEADER["X-Api-Key"] == "secret"', {}, ("X-Api-Key", "secret"), True),
     ('$REQUEST_HEADER["X-Api-Key"] == "secret"', {}, ("X-Api-Key", "other"), False),
