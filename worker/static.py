@@ -53,27 +53,42 @@ _GET_HEAD: Final = frozenset({"GET", "HEAD"})
 _BYTE_SHIFTS: Final = tuple(range(0, 64, 8)) if sys.byteorder == "little" \
     else tuple(range(56, -8, -8))
 
-# mimetype.assign tuple (by identity; it lives as long as the config) -> lookup dict
-_mime_tables: Final[dict[int, tuple[tuple, dict[str, str]]]] = {}
+# mimetype.assign tuple (by identity; it lives as long as the config) -> its lookup:
+# the keys in order (lower case) for a table of under 16, else a dict of them
+_mime_tables: Final[dict[int, tuple[tuple, tuple[tuple[str, str], ...] | None,
+                                    dict[str, str]]]] = {}
 _date_cache: Final[dict[int, str]] = {}
+_ORDERED_BELOW: Final = 16         # lighttpd's stat_cache_mimetype_by_ext: first match
 
 
-def _mime_table(assign: tuple[tuple[str, str], ...]) -> dict[str, str]:
+def _mime_table(assign: tuple[tuple[str, str], ...]
+                ) -> tuple[tuple[tuple[str, str], ...] | None, dict[str, str]]:
     entry = _mime_tables.get(id(assign))
     if entry is None or entry[0] is not assign:
         table: dict[str, str] = {}
         for key, value in assign:
             table.setdefault(key.lower(), value)
-        entry = (assign, table)
+        ordered = tuple((key.lower(), value) for key, value in assign) \
+            if len(assign) < _ORDERED_BELOW else None
+        entry = (assign, ordered, table)
         _mime_tables[id(assign)] = entry
-    return entry[1]
+    return entry[1], entry[2]
 
 
 def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
-    """Content type of file `name`: the whole base name, then the longest `.ext2.ext1`
-    suffix down to `.ext1` (each also without its dot), then the "" default.  A few
-    C calls: cheaper than a memo keyed by the path, whose key costs as much."""
-    table = _mime_table(assign)
+    """Content type of file `name`, as lighttpd finds it: in a table of under 16 keys,
+    the first (in config order) that ends the name, in any case (so "" first takes
+    everything, and ".gz" before ".tar.gz" takes x.tar.gz); in a larger one the whole
+    base name, then the longest `.ext2.ext1` suffix down to `.ext1` (each also without
+    its dot), then the "" default.  A few C calls: cheaper than a memo keyed by the
+    path, whose key costs as much."""
+    ordered, table = _mime_table(assign)
+    if ordered is not None:
+        lowered = name.lower()
+        for key, value in ordered:
+            if lowered.endswith(key):
+                return value
+        return DEFAULT_MIME
     base = name[name.rfind("/") + 1:].lower()
     found = table.get(base)
     if found is not None:
@@ -716,6 +731,8 @@ def _attach_body(request: "Request", shared: SharedFd | None, data: bytes | None
         response.replayable = True       # from memory: a snapshot the tick bounds
     elif shared is None or length <= 0:      # HEAD, or an empty file
         response.length = max(length, 0)
+        response.passthrough = True          # the file is the answer: an error handler's
+                                             # page of a HEAD keeps it, no error page
     else:
         response.send_shared_range(shared.acquire(), offset, length)
     return status

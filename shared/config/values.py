@@ -20,20 +20,23 @@ class ValueError_(Exception):
 class Array:
     """An ordered array of elements, each with an optional string key."""
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_items", "_index", "_folded")
 
     def __init__(self, items: list[tuple[str | None, Value]] | None = None) -> None:
         self._items: list[tuple[str | None, Value]] = []
         self._index: dict[str, int] = {}
+        self._folded: dict[str, int] = {}    # keys in lower case: lighttpd's are caseless
         for key, value in items or ():
             self.append(key, value)
 
     def append(self, key: str | None, value: Value) -> None:
-        """Add an element; a key that is already present is an error, as in lighttpd."""
+        """Add an element; a key that is already present, in any case, is an error, as
+        in lighttpd (".txt" and ".TXT" are one key there)."""
         if key is not None:
-            if key in self._index:
+            folded = key.lower()
+            if folded in self._folded:
                 raise ValueError_(f'duplicate array key "{key}"')
-            self._index[key] = len(self._items)
+            self._index[key] = self._folded[folded] = len(self._items)
         self._items.append((key, value))
 
     def items(self) -> list[tuple[str | None, Value]]:
@@ -43,7 +46,10 @@ class Array:
         return [value for _, value in self._items]
 
     def get(self, key: str, default: Value | None = None) -> Value | None:
+        """The value of `key`, found in any case (as lighttpd finds it)."""
         position = self._index.get(key)
+        if position is None:
+            position = self._folded.get(key.lower())
         return default if position is None else self._items[position][1]
 
     def has_keys(self) -> bool:

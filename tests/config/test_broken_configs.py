@@ -86,6 +86,9 @@ CASES: dict[str, Case] = {
     "duplicate_array_key": main(
         'mimetype.assign = (\n  ".html" => "text/html",\n  ".html" => "text/plain",\n)\n',
         '"text/plain"', r'duplicate array key "\.html"', lighttpd_says="duplicate array-key"),
+    "duplicate_array_key_in_another_case": main(
+        'mimetype.assign = (\n  ".txt" => "text/plain",\n  ".TXT" => "text/upper",\n)\n',
+        '"text/upper"', r'duplicate array key "\.TXT"', lighttpd_says="duplicate array-key"),
     "plus_equals_array_onto_string": main(
         'x = "a"\nx += ("b")\n', 'x +=', r"var\.x.*(string|array)",
         lighttpd_says="data type mismatch"),

@@ -133,8 +133,9 @@ def test_if_none_match_with_the_sibling_s_etag_is_304(site):
     etag = worker.get("/etag.html", Accept_Encoding="br")[1]["ETag"]
     status, headers, body = worker.get("/etag.html", Accept_Encoding="br",
                                        If_None_Match=etag)
-    assert (status, headers["ETag"], headers["Content-Encoding"], body) == \
-        (304, etag, "br", b"")
+    # the ETag names the variant; a 304 carries no Content-Encoding (as lighttpd writes it)
+    assert (status, headers["ETag"], headers.get("Content-Encoding"), body) == \
+        (304, etag, None, b"")
 
 
 def test_siblings_serve_outside_the_mimetypes_and_not_when_disabled(site):

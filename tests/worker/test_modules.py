@@ -48,7 +48,7 @@ def test_dirlisting_escapes_names(site):
     page = body.decode()
     assert "<script>alert" not in page
     assert "&#x3C;script&#x3E;alert(1).txt" in page
-    assert 'href="%3Cscript%3Ealert%281%29.txt"' in page
+    assert 'href="%3Cscript%3Ealert(1).txt"' in page      # ( ) kept, as lighttpd
     assert "a&#x26;b&#x22;.txt" in page
     assert ".hidden" not in page                 # hide-dotfiles is on by default
     assert '<a href="inner/">inner</a>/' in page

@@ -13,6 +13,7 @@ import pytest
 
 from server_util import read_until_closed
 from sites import start_worker
+from worker.static import mime_type
 from worker.statcache import StatCache
 
 PATH_EXTRA = """
@@ -72,6 +73,9 @@ def test_error_handler_keeps_the_error_status(paths_site):
     status, headers, body = paths_site.get("/hard/missing", Range="bytes=0-1")
     assert status == 404 and body == b"handled\n"
     assert "Accept-Ranges" not in headers
+    # a HEAD gets the handler's page too (its length), not the core's error page
+    status, headers, body = paths_site.request("HEAD", "/hard/missing")
+    assert (status, headers["Content-Length"], body) == (404, "8", b"")
 
 
 def test_force_lowercase_filenames(tmp_path):
@@ -93,6 +97,26 @@ def test_mimetype_from_xattr(tmp_path):
 
 
 # ------------------------------------------------------------- stat cache
+@pytest.mark.parametrize("assign, name, expected", [
+    # under 16 keys: the first, in config order, that ends the name (any case)
+    ((("", "application/octet-stream"), (".txt", "text/plain")), "/d/a.txt",
+     "application/octet-stream"),
+    (((".gz", "application/gzip"), (".tar.gz", "application/x-tgz")), "/x.tar.gz",
+     "application/gzip"),
+    (((".txt", "text/plain"),), "/d/B.TXT", "text/plain"),
+    ((("noext", "text/x-noext"),), "/d/also-noext", "text/x-noext"),
+    (((".txt", "text/plain"),), "/d/a.html", "application/octet-stream"),
+    # 16 and more: the whole name, then the longest extension, then ""
+    (((".gz", "application/gzip"), (".tar.gz", "application/x-tgz"),
+      *((f".e{i}", "x/y") for i in range(14)), ("", "text/default")), "/x.tar.gz",
+     "application/x-tgz"),
+    ((("", "text/default"), *((f".e{i}", "x/y") for i in range(15)),
+      (".txt", "text/plain")), "/a.TXT", "text/plain"),
+])
+def test_mimetype_assign_is_read_as_lighttpd_reads_it(assign, name, expected):
+    assert mime_type(assign, name) == expected
+
+
 def test_stat_cache_entries_live_until_the_tick(tmp_path):
     cache = StatCache()
     path = tmp_path / "f"
