@@ -76,19 +76,25 @@ def _mime_table(assign: tuple[tuple[str, str], ...]
 
 
 def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
-    """Content type of file `name`, as lighttpd finds it: in a table of under 16 keys,
-    the first (in config order) that ends the name, in any case (so "" first takes
-    everything, and ".gz" before ".tar.gz" takes x.tar.gz); in a larger one the whole
-    base name, then the longest `.ext2.ext1` suffix down to `.ext1` (each also without
-    its dot), then the "" default.  A few C calls: cheaper than a memo keyed by the
-    path, whose key costs as much."""
+    """Content type of file `name` (assigned_type, else application/octet-stream)."""
+    found = assigned_type(assign, name)
+    return found if found is not None else DEFAULT_MIME
+
+
+def assigned_type(assign: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """What mimetype.assign gives file `name`, as lighttpd finds it (None: nothing): in
+    a table of under 16 keys, the first (in config order) that ends the name, in any
+    case (so "" first takes everything, and ".gz" before ".tar.gz" takes x.tar.gz); in
+    a larger one the whole base name, then the longest `.ext2.ext1` suffix down to
+    `.ext1` (each also without its dot), then the "" default.  A few C calls: cheaper
+    than a memo keyed by the path, whose key costs as much."""
     ordered, table = _mime_table(assign)
     if ordered is not None:
         lowered = name.lower()
         for key, value in ordered:
             if lowered.endswith(key):
                 return value
-        return DEFAULT_MIME
+        return None
     base = name[name.rfind("/") + 1:].lower()
     found = table.get(base)
     if found is not None:
@@ -100,7 +106,7 @@ def mime_type(assign: tuple[tuple[str, str], ...], name: str) -> str:
         if found is not None:
             return found
         dot = base.find(".", dot + 1)
-    return table.get("", DEFAULT_MIME)
+    return table.get("")
 
 
 def last_modified(mtime: float) -> str:
@@ -750,8 +756,9 @@ def error_document(request: "Request", status: int) -> bool:
     except OSError:
         return False
     response = request.response
-    response.add_header("Content-Type", mime_type(request.values["mimetype.assign"],
-                                                  path))
+    kind = assigned_type(request.values["mimetype.assign"], path)
+    if kind:                             # as lighttpd: no type assigned, no Content-Type
+        response.add_header("Content-Type", kind)
     if data is not None:
         response.write(data)
     elif shared is not None:

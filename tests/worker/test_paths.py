@@ -13,7 +13,7 @@ import pytest
 
 from server_util import read_until_closed
 from sites import start_worker
-from worker.static import mime_type
+from worker.static import assigned_type, mime_type
 from worker.statcache import StatCache
 
 PATH_EXTRA = """
@@ -105,6 +105,7 @@ def test_mimetype_from_xattr(tmp_path):
      "application/gzip"),
     (((".txt", "text/plain"),), "/d/B.TXT", "text/plain"),
     ((("noext", "text/x-noext"),), "/d/also-noext", "text/x-noext"),
+    ((), "/d/a.html", "application/octet-stream"),   # nothing assigned
     (((".txt", "text/plain"),), "/d/a.html", "application/octet-stream"),
     # 16 and more: the whole name, then the longest extension, then ""
     (((".gz", "application/gzip"), (".tar.gz", "application/x-tgz"),
@@ -115,6 +116,19 @@ def test_mimetype_from_xattr(tmp_path):
 ])
 def test_mimetype_assign_is_read_as_lighttpd_reads_it(assign, name, expected):
     assert mime_type(assign, name) == expected
+
+
+def test_a_name_no_key_ends_is_assigned_nothing():
+    assert assigned_type(((".txt", "text/plain"),), "/d/a.html") is None
+    assert assigned_type((("", "text/x-default"),), "/d/a.html") == "text/x-default"
+
+
+def test_an_errorfile_of_no_assigned_type_has_no_content_type(tmp_path):
+    (tmp_path / "404.html").write_text("<p>gone</p>\n")
+    extra = f'server.errorfile-prefix = "{tmp_path}/"\nmimetype.assign := (".txt" => "text/plain")'
+    with start_worker(tmp_path, extra) as worker:
+        status, headers, body = worker.get("/missing")
+    assert (status, body, headers.get("Content-Type")) == (404, b"<p>gone</p>\n", None)
 
 
 def test_stat_cache_entries_live_until_the_tick(tmp_path):
