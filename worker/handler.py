@@ -384,11 +384,14 @@ def _find_pathinfo(request: Request) -> int:
     document root or alias target itself may be that file (alias.url = ("/dl" =>
     "/srv/file") serves /dl/anything as it)."""
     path = request.physical_path
-    base_len = len(request.physical_basedir.rstrip("/"))
+    basedir = request.physical_basedir
+    base_len = len(basedir.rstrip("/"))
+    # a document root is a directory: only another base (an alias target) is asked
+    last = base_len if basedir is request.docroot else 0
     end = len(path)
     while True:
         end = path.rfind("/", base_len, end)
-        if end <= 0:
+        if end <= last:
             return 404
         st = CACHE.lookup(path[:end])
         if isinstance(st, int):
