@@ -71,7 +71,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          transmit)
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import DATE, NO_BODY, body_refused, expects_continue
+from .http import DATE, NO_BODY, body_refused, expects_continue, server_only
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -881,8 +881,7 @@ def _field_name(name: str) -> bytes:
     field = _FIELD_NAMES.get(name)
     if field is None:
         lower = name.lower()
-        unsent = lower in _CONNECTION_SPECIFIC or lower == "x-sendfile" or \
-            lower.startswith("x-lighttpd-")
+        unsent = lower in _CONNECTION_SPECIFIC or server_only(lower)
         field = b"" if unsent else lower.encode("latin-1", "replace")
         if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
             _FIELD_NAMES[name] = field

@@ -127,8 +127,7 @@ class Pipeline:
         """A held request streams its answer: the head goes out now, so the
         response-start hooks run now."""
         response = request.response
-        status = response.status       # NO_BODY's two, compared as native ints
-        response.head_only = request.method == "HEAD" or status == 204 or status == 304
+        response.head_only = _bodiless(request, response.status)
         _run_all(self.response_start, request)
         _limit_bandwidth(request)
 
@@ -184,9 +183,7 @@ class Pipeline:
         response-start hooks."""
         response = request.response
         response.status = status
-        # no body, whichever module wrote one: HEAD, 204, 304 (a backend's body after
-        # them would be read by the client as its next answer)
-        response.head_only = request.method == "HEAD" or status == 204 or status == 304
+        response.head_only = _bodiless(request, status)
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
@@ -427,6 +424,13 @@ def _quote_path(path: str) -> str:
     if all(byte in _SAFE for byte in data):
         return path
     return "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in data)
+
+
+def _bodiless(request: Request, status: int) -> bool:
+    """No body goes out, whichever module wrote one: HEAD, 204, 304 (a backend's body
+    after them would be read by the client as its next answer).  NO_BODY's two are
+    compared as native ints: a set look-up of the boxed status costs more."""
+    return request.method == "HEAD" or status == 204 or status == 304
 
 
 def _limit_bandwidth(request: Request) -> None:

@@ -228,14 +228,18 @@ def _render_fields(request: "Request", fields: Sequence[tuple[str, str]],
     return block
 
 
+def server_only(lower: str) -> bool:
+    """Whether an answer's field (by its lower-case name) is the server's business,
+    never sent (lighttpd's http_response_omit_header): X-Sendfile and every
+    X-LIGHTTPD-* field, whoever set it."""
+    return lower == "x-sendfile" or lower.startswith("x-lighttpd-")
+
+
 def omitted_field(request: "Request", name: str, value: str) -> bool:
-    """Whether an answer's field is the server's business, never sent (lighttpd's
-    http_response_omit_header): X-Sendfile and every X-LIGHTTPD-* field, whoever set
-    it; X-LIGHTTPD-KBytes-per-second slows the answer's connection (HTTP/1) too."""
+    """server_only, read on HTTP/1: X-LIGHTTPD-KBytes-per-second also slows the
+    answer's connection."""
     lower = lower_name(name)
-    if lower == "x-sendfile":
-        return True
-    if not lower.startswith("x-lighttpd-"):
+    if not server_only(lower):
         return False
     if lower == "x-lighttpd-kbytes-per-second":
         wire = request.wire

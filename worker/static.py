@@ -54,7 +54,8 @@ _BYTE_SHIFTS: Final = tuple(range(0, 64, 8)) if sys.byteorder == "little" \
     else tuple(range(56, -8, -8))
 
 # mimetype.assign tuple (by identity; it lives as long as the config) -> its lookup:
-# the keys in order (lower case) for a table of under 16, else a dict of them
+# the keys in order (lower case) for a table of under 16, else a dict of them (the
+# other one empty)
 _mime_tables: Final[dict[int, tuple[tuple, tuple[tuple[str, str], ...] | None,
                                     dict[str, str]]]] = {}
 _date_cache: Final[dict[int, str]] = {}
@@ -66,10 +67,12 @@ def _mime_table(assign: tuple[tuple[str, str], ...]
     entry = _mime_tables.get(id(assign))
     if entry is None or entry[0] is not assign:
         table: dict[str, str] = {}
-        for key, value in assign:
-            table.setdefault(key.lower(), value)
-        ordered = tuple((key.lower(), value) for key, value in assign) \
-            if len(assign) < _ORDERED_BELOW else None
+        ordered: tuple[tuple[str, str], ...] | None = None
+        if len(assign) < _ORDERED_BELOW:
+            ordered = tuple((key.lower(), value) for key, value in assign)
+        else:
+            for key, value in assign:
+                table.setdefault(key.lower(), value)
         entry = (assign, ordered, table)
         _mime_tables[id(assign)] = entry
     return entry[1], entry[2]

@@ -20,12 +20,11 @@ class ValueError_(Exception):
 class Array:
     """An ordered array of elements, each with an optional string key."""
 
-    __slots__ = ("_items", "_index", "_folded")
+    __slots__ = ("_items", "_index")
 
     def __init__(self, items: list[tuple[str | None, Value]] | None = None) -> None:
         self._items: list[tuple[str | None, Value]] = []
-        self._index: dict[str, int] = {}
-        self._folded: dict[str, int] = {}    # keys in lower case: lighttpd's are caseless
+        self._index: dict[str, int] = {}     # by key in lower case: lighttpd's are caseless
         for key, value in items or ():
             self.append(key, value)
 
@@ -34,9 +33,9 @@ class Array:
         in lighttpd (".txt" and ".TXT" are one key there)."""
         if key is not None:
             folded = key.lower()
-            if folded in self._folded:
+            if folded in self._index:
                 raise ValueError_(f'duplicate array key "{key}"')
-            self._index[key] = self._folded[folded] = len(self._items)
+            self._index[folded] = len(self._items)
         self._items.append((key, value))
 
     def items(self) -> list[tuple[str | None, Value]]:
@@ -47,9 +46,7 @@ class Array:
 
     def get(self, key: str, default: Value | None = None) -> Value | None:
         """The value of `key`, found in any case (as lighttpd finds it)."""
-        position = self._index.get(key)
-        if position is None:
-            position = self._folded.get(key.lower())
+        position = self._index.get(key.lower())
         return default if position is None else self._items[position][1]
 
     def has_keys(self) -> bool:

@@ -149,10 +149,10 @@ PARENT_ROW: Final = ('<tr class="d"><td class="n"><a href="../">..</a>/</td><td 
               '&nbsp;</td><td class="s">- &nbsp;</td><td class="t">Directory</td></tr>\n')
 
 
-_NEEDS_ESCAPE: Final = re.compile("[\x00-\x1f\x7f<>&\"'`]")
+_NEEDS_ESCAPE: Final = re.compile(f"[{re.escape(''.join(map(chr, _XML_ESCAPES)))}]")
 # lighttpd's ENCODING_REL_URI_PART leaves these as they are; all else is %-encoded
 _HREF_SAFE: Final = "!()*-_.~"
-_NEEDS_QUOTING: Final = re.compile("[^A-Za-z0-9!()*_.~-]")
+_NEEDS_QUOTING: Final = re.compile(f"[^A-Za-z0-9{re.escape(_HREF_SAFE)}]")
 
 
 def html_escape(text: str) -> str:

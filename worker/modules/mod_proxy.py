@@ -543,8 +543,6 @@ class ResponseReader:
         kept = []
         switching = self.status == 101
         for name, value in self.headers:
-            if not value:
-                continue                # an empty field is dropped, as lighttpd drops it
             text, lower = header_name(name)
             if lower in RESPONSE_DROPS and not (switching and lower == "upgrade"):
                 if lower == "transfer-encoding":

@@ -556,11 +556,12 @@ class _Dav(DavRequest):
         overwrite = self.request.headers.get("overwrite", "T")
         if overwrite not in ("T", "t", "F", "f"):
             return 400
+        replace = overwrite in ("T", "t")
         destination = self.destination()
         source = self.target
-        within = destination.url[len(self.request.uri_path):len(self.request.uri_path) + 1]
-        if destination.url.startswith(self.request.uri_path) and (
-                self.request.uri_path.endswith("/") or within in ("", "/")):
+        named = self.request.uri_path             # as the URL names it, slash or not
+        if destination.url.startswith(named) and (
+                named.endswith("/") or destination.url[len(named):len(named) + 1] in ("", "/")):
             return 403                   # onto itself or into itself
         st = self.lstat_target()
         self.check_if()
@@ -585,7 +586,7 @@ class _Dav(DavRequest):
         if not parent.is_collection:
             return 409
         existed = lstat_or_none(destination.path)
-        if existed is not None and overwrite in ("F", "f"):
+        if existed is not None and not replace:
             return 412
         if into and destination.path == source.path:
             return 204                   # the file is where it is asked to go
