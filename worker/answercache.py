@@ -194,7 +194,10 @@ class Answer:
         """The state the request-start code leaves (target split and cleaned, Host,
         settings), as it left it for the first twin of this request."""
         (request.target, request.target_orig, request.uri_path_raw, request.uri_query,
-         request.uri_path, request.host, request.settings) = self.parsed   # type: ignore[misc]
+         request.uri_path, request.host, request.settings,
+         host_field) = self.parsed   # type: ignore[misc]
+        if host_field is not None:
+            request.headers["host"] = host_field
 
     def restore_final(self, request: "Request") -> None:
         """The state the pipeline left: what the request-done hooks read."""
@@ -207,10 +210,11 @@ class Answer:
          request.physical_basedir) = self.final
 
 
-def parsed_state(request: "Request") -> tuple[Any, ...]:
-    """What Answer.restore_parsed puts back, taken once the request has started."""
+def parsed_state(request: "Request", host_field: str | None) -> tuple[Any, ...]:
+    """What Answer.restore_parsed puts back, taken once the request has started
+    (`host_field`: the Host field as it was rewritten, if it was)."""
     return (request.target, request.target_orig, request.uri_path_raw, request.uri_query,
-            request.uri_path, request.host, request.settings)
+            request.uri_path, request.host, request.settings, host_field)
 
 
 class AnswerCache:

@@ -653,7 +653,7 @@ class Connection(Wire):
         self.answers.append(request)
         if self.server.pipeline.request_done:
             request.plugin_ctx["answer"] = Answer(
-                start_mark, self.queued_total, head_len, length, self._bytes_in(request),
+                start_mark, self.queued_total, head_len, length, self._bytes_in(request, keep),
                 keep, self.requests_done)
 
     # ---------------------------------------------------------- held requests
@@ -878,13 +878,16 @@ class Connection(Wire):
         if not out.chunks and self.closing and not self.ready and self.held is None:
             self.shutdown()
 
-    def _bytes_in(self, request: Request) -> int:
+    def _bytes_in(self, request: Request, keep: bool) -> int:
         """Bytes this request took on the wire: all that was read since the previous
-        one, unless more requests came in the same reads (pipelining); then its own
+        one, unless more requests came in the same reads (pipelining) or what came
+        after a request read whole is thrown away with the connection; then its own
         request line, headers and body, counted as the client wrote them."""
-        if self.ready or self.protocol.current is not None:
-            own = (len(request.method) + len(request.target) + 14
-                   + sum(map(len, request.raw_fields)) + 2 * len(request.raw_fields)
+        if self.ready or self.protocol.current is not None or \
+                (not keep and request.header_bytes):
+            # header_bytes: 16, the target, each field with ": " and CRLF; the line
+            # is the method, the target and 12 more, and a CRLF ends the head
+            own = (len(request.method) + request.header_bytes - 2
                    + (request.body.size if request.body is not None else 0))
             count = min(own, self.bytes_read - self.read_mark)
         else:

@@ -388,7 +388,7 @@ class H2Session(Wire):
         authority = pseudo.get(b":authority") or request.headers.get("host", "").encode()
         if authority:
             request.host = normalize_host(authority.decode("latin-1"), request.scheme)
-            request.headers.setdefault("host", authority.decode("latin-1"))
+            request.headers["host"] = request.host     # as lighttpd sets it
         target = pseudo.get(b":path", b"")
         if request.method == "CONNECT" or not target:
             raise ValueError("no :path")

@@ -457,6 +457,7 @@ def error_response(request: Request, status: int) -> bool:
     response.headers = [h for h in response.headers if lower_name(h[0]) not in _ERROR_DROPS]
     if error_document(request, status):     # server.errorfile-prefix
         return False
+    request.physical_path = ""      # no file behind the page (the access log's %f)
     response.headers.insert(0, ("Content-Type", "text/html"))
     response.write(error_body(status))
     return True

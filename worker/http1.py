@@ -61,6 +61,31 @@ def header_name(name: bytes) -> tuple[str, str]:
     return names
 
 
+def _normalize_host_field(request: Request, headers: dict[str, str],
+                          version: str) -> str | None:
+    """request.host from the Host field (or the absolute target's authority, which must
+    agree with it), and the Host field rewritten to it as lighttpd rewrites it in
+    place, for the access log and the backends: lower case, no trailing dot, no
+    default port.  Returns the field when it was rewritten (a replay of the same
+    bytes rewrites it again), else None."""
+    host = headers.get("host")
+    if host is not None:
+        normal = normalize_host(host, request.scheme)
+        if request.host and normal != request.host:
+            raise BadRequest(400, "Host and absolute URI disagree")
+        request.host = normal
+        if normal == host:
+            return None
+    elif request.host:
+        normal = request.host                  # the absolute target's authority
+    elif version == "1.1":
+        raise BadRequest(400, "HTTP/1.1 without Host")
+    else:
+        return None
+    headers["host"] = normal
+    return normal
+
+
 def _refusal_status(line: bytes, unknown_method: bool) -> int:
     """The status for a request the parser refused, as lighttpd answers it, from its
     request line: 505 for a well-formed line of another HTTP version, 501 for one with
@@ -322,19 +347,12 @@ class Http1Parser:
         headers = request.headers
         target = self.url.decode("utf-8", "surrogateescape")
         request.set_target(target, vetted=True)
-        host = headers.get("host")
-        if host is not None:
-            host = normalize_host(host, request.scheme)
-            if request.host and host != request.host:
-                raise BadRequest(400, "Host and absolute URI disagree")
-            request.host = host
-        elif version == "1.1" and not request.host:
-            raise BadRequest(400, "HTTP/1.1 without Host")
+        host_field = _normalize_host_field(request, headers, version)
         values = request.configure().values
         self.sink.limits = values
         if key is not None:
             request.replay_key = key
-            request.replay_parsed = parsed_state(request)
+            request.replay_parsed = parsed_state(request, host_field)
         has_body = (request.method in _BODY_METHODS or _frames_a_body(headers)) and \
             self._check_body(request, values)
         config = request.config
@@ -554,6 +572,7 @@ class Http1Parser:
             return
         if request is None or self.header_phase:
             request = request or self._new_request()
+            request.header_bytes = 0      # its head was not read whole: size unknown
             if self.header_phase:
                 self._take_request_line(request, status, line)
         request.response.status = status

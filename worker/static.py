@@ -758,6 +758,7 @@ def error_document(request: "Request", status: int) -> bool:
         st, data, shared = _open_page(path, request.values["server.follow-symlink"])
     except OSError:
         return False
+    request.physical_path = path
     response = request.response
     kind = assigned_type(request.values["mimetype.assign"], path)
     if kind:                             # as lighttpd: no type assigned, no Content-Type

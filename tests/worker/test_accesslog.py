@@ -410,3 +410,30 @@ def test_a_rewritten_request_or_one_with_a_fragment_logs_as_lighttpd(tmp_path):
         for name, mine, its in zip(FULL_FORMAT.split("|"), ours.split("|"),
                                    theirs.split("|")):
             assert mine == its, (name, ours, theirs)
+
+
+@needs_lighttpd
+def test_bytes_in_host_and_filename_of_odd_requests_log_as_lighttpd(tmp_path):
+    """%I counts a request read whole (not what came after it on a connection that
+    closes after it) and a refused head as far as its end; %{Host}i is the Host as
+    lighttpd normalizes it in place; %f of an error page names its file, if it has
+    one; a bare %e or %n names no variable."""
+    (tmp_path / "err").mkdir()
+    (tmp_path / "err" / "404.html").write_text("gone\n")
+    requests = [b"POST /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nqqq"
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /index.html HTTP/1.1\r\nHost: X.Example.:80\r\n"
+                b"Connection: close\r\n\r\nleftover",
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\nX-Odd: \x7f\r\n"
+                b"Connection: close\r\n\r\n",
+                b"GET /nope HTTP/1.0\r\nHost: Y.example:81\r\n\r\n",
+                b"GET /index.html#f HTTP/1.0\r\n\r\n",
+                b"GET /index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=99-\r\n"
+                b"Connection: close\r\n\r\n"]
+    got, expected = both_logs(tmp_path, "%s|%I|%{Host}i|%V|%f|%n|%e|%b", requests)
+    assert got == expected and len(got) == 6
+    assert got[1].split("|")[1:3] == ["68", "x.example"]
+    assert got[3].split("|")[4] == "-"
+    found, expected = both_logs(tmp_path / "prefix", "%s|%f|%b", requests[3:4],
+                                extra=f'server.errorfile-prefix = "{tmp_path}/err/"')
+    assert found == expected == [f"404|{tmp_path}/err/404.html|5"]

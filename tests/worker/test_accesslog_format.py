@@ -38,7 +38,7 @@ def test_constant_parts_are_template_text_and_no_field_is_called_for_them():
     compiled = compile_format("%l 100%% %P|%C|%i|%o|%e|%n text\\t|")
     assert compiled.fields == ()
     escape = mod_accesslog._escaping("default")
-    assert compiled.render(_request(), _answer(), escape) == b"- 100% ||||| text\t|\n"
+    assert compiled.render(_request(), _answer(), escape) == b"- 100% ||||-|- text\t|\n"
 
 
 def test_the_default_format_has_one_field_per_varying_part():

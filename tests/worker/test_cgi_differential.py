@@ -132,6 +132,9 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("not-modified-names-no-coding",
          get("/head.py?Status:%20304|Content-Encoding:%20gzip|ETag:%20%22e%22")),
         ("empty-field-not-sent", get("/head.py?X-Empty:%20|X-A:%201")),
+        ("host-as-normalized",
+         b"GET /env.py HTTP/1.1\r\nHost: Test.EXAMPLE.:80\r\nConnection: close\r\n\r\n"),
+        ("host-of-an-absolute-target", b"GET http://Abs.Example/env.py HTTP/1.0\r\n\r\n"),
         ("server-fields-never-sent",
          get("/head.py?X-LIGHTTPD-send-file:%20/etc/passwd|X-LIGHTTPD-Any:%201|X-A:%201")),
     ]

@@ -529,13 +529,11 @@ class ResponseHeader(EscapedField):
 
 
 class Filename(EscapedField):
-    """%f: the file the request mapped to; lighttpd clears a path it did not find."""
+    """%f: the file the request mapped to (an error page's file if it has one)."""
 
     __slots__ = ()
 
     def text(self, request: Request, answer: Answer) -> str:
-        if request.response.status == 404:
-            return "-"
         return request.physical_path or "-"
 
 
@@ -635,7 +633,8 @@ def _port(argument: str, text: str) -> Made:
 
 
 def _env_code(argument: str, text: str) -> Made:
-    return Env(argument) if argument else ""
+    """%{NAME}e; a bare %e (or %n) names no variable: "-", as lighttpd logs it."""
+    return Env(argument) if argument else "-"
 
 
 def _cookie(argument: str, text: str) -> Made:
