@@ -68,7 +68,7 @@ from .chunkqueue import ChunkQueue, SharedFd
 from .http import connection_line
 from .statcache import CACHE
 
-from .request import Request
+from .request import ERROR_PAGE_FILE, Request
 
 if TYPE_CHECKING:
     from shared.config.tree import Condition
@@ -159,7 +159,8 @@ class Answer:
         self.raw_fields = request.raw_fields
         self.parsed = request.replay_parsed
         self.final = (request.uri_path, request.docroot, request.physical_path,
-                      request.physical_rel, request.physical_basedir)
+                      request.physical_rel, request.physical_basedir,
+                      request.plugin_ctx.get(ERROR_PAGE_FILE))
         self.env = dict(request.env) if request.env else None   # REMOTE_USER ... (logs)
 
     def queue(self, out: ChunkQueue, head: bytes) -> None:
@@ -207,7 +208,9 @@ class Answer:
         if self.env is not None:
             request.env = dict(self.env)
         (request.uri_path, request.docroot, request.physical_path, request.physical_rel,
-         request.physical_basedir) = self.final
+         request.physical_basedir, page) = self.final
+        if page is not None:
+            request.plugin_ctx[ERROR_PAGE_FILE] = page
 
 
 def parsed_state(request: "Request", host_field: str | None) -> tuple[Any, ...]:

@@ -5,10 +5,10 @@ here; this only decides where the accepted bytes live, so a large upload never s
 the worker's memory.
 
 A handler reads a body one of two ways.  Whole, once it is `complete` (`read` for small
-ones, `open` for a file object): what `server.stream-request-body = 0` (the default)
-guarantees before the handler runs.  Or as it arrives, in any mode: `read_chunk` hands
-out what came since the last call, and the handler is woken (handle_subrequest) when
-more arrives; `complete` says the last byte is in.  With `spill` off (mode 2) the body
+ones, `open` for a file object): with `server.stream-request-body = 0` (the default) it
+starts its work only then (Request.waits_for_body).  Or as it arrives, in any mode:
+`read_chunk` hands out what came since the last call, and the handler is woken
+(handle_subrequest) when more arrives; `complete` says the last byte is in.  With `spill` off (mode 2) the body
 never goes to disk: the connection stops reading the client while `unread` is high.
 """
 

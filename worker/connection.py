@@ -572,11 +572,8 @@ class Connection(Wire):
             self.state = CLOSED          # the connection is an H2Session's now
             return
         body = request.body
-        if body is not None and not body.complete and request is self.protocol.current:
-            if request.expect_continue:     # streamed: its handler reads it from now
-                request.expect_continue = False
-                self._queue_bytes(CONTINUE)
-        elif request.expect_continue or request is self.protocol.current:
+        if (body is None or body.complete or request is not self.protocol.current) and \
+                (request.expect_continue or request is self.protocol.current):
             request.keep_alive = False   # its body was never read: cannot continue
         preset = request.response.status      # an error found while parsing
         if server.debug:
@@ -684,6 +681,10 @@ class Connection(Wire):
         done; what it streams meanwhile goes out as it comes."""
         self.held = held = _Held(request, self.queued_total)
         self.state = HANDLE
+        if request.expect_continue and request.handler is not None and \
+                request.handler.reads_request_body:
+            request.expect_continue = False     # its body is read from now on; a
+            self._queue_bytes(CONTINUE)         # request answered at once gets none
         if request.woken:               # woken while its hook still ran
             self.wake(request)
         self._stream(held)

@@ -234,7 +234,7 @@ class Exchange(BackendWork):
         if self.timeout:
             return self._timed_out()
         if self.state == OPENING:
-            return self._open()
+            return WAIT if self.request.waits_for_body() else self._open()
         events, self.events = self.events, 0
         if self.state == CONNECTING:
             if not events:

@@ -351,8 +351,7 @@ class H2Session(Wire):
         if request.expect_continue:          # the client waits for it before its body
             request.expect_continue = False
             self.h2.send_headers(stream.id, _CONTINUE_HEAD)
-        if values["server.stream-request-body"]:
-            self.ready.append(stream)        # the handler reads the body as it comes
+        self.ready.append(stream)    # handled now (see Request.waits_for_body)
 
     def _adopt(self, request: Request) -> None:
         """The request that upgraded the connection: stream 1, answered over HTTP/2."""

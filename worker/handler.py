@@ -17,7 +17,7 @@ from shared import log
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
-from .request import Request, Response
+from .request import ERROR_PAGE_FILE, Request, Response
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 from .throttle import throttle_for
@@ -455,9 +455,9 @@ def error_response(request: Request, status: int) -> bool:
         response.length = 0
         return False
     response.headers = [h for h in response.headers if lower_name(h[0]) not in _ERROR_DROPS]
-    if error_document(request, status):     # server.errorfile-prefix
+    page = request.plugin_ctx[ERROR_PAGE_FILE] = error_document(request, status)
+    if page:                                # server.errorfile-prefix
         return False
-    request.physical_path = ""      # no file behind the page (the access log's %f)
     response.headers.insert(0, ("Content-Type", "text/html"))
     response.write(error_body(status))
     return True

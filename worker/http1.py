@@ -10,10 +10,11 @@ The sink (worker/connection.Connection, or a test's) gives what a request needs 
 connection: it is the `connection` of the Requests made here, its `ready` list takes
 the complete ones, `stop_reading()` says nothing after the last request may be
 read (answer, then close), `limits` receives the settings that idle timeouts come
-from, `remote_ip` names the client in the error log.  With `server.stream-request-body`
-1 or 2 a request with a body is handed over as soon as its head is in: its body then
-grows (`body_arrived` after each piece and once complete), or fails (`body_failed`,
-with the status a complete request would have been refused with).
+from, `remote_ip` names the client in the error log.  A request with a body is handed
+over as soon as its head is in, as lighttpd handles it (a module that reads it waits
+for the whole body where `server.stream-request-body` is 0): its body then grows
+(`body_arrived` after each piece and once complete), or fails (`body_failed`, with the
+status a complete request would have been refused with).
 """
 
 from __future__ import annotations
@@ -271,8 +272,8 @@ class Http1Parser:
                 self._answer_without_body(request)
             mode = request.values["server.stream-request-body"]
             request.body = RequestBody(self.upload_dirs, spill=mode != 2)
-            if mode:                  # the handler starts now and reads as it comes
-                self._emit(request)
+            self._emit(request)     # handled now: its body is read as it comes (see
+                                    # Request.waits_for_body for mode 0)
 
     def _answer_without_body(self, request: Request) -> None:
         """No loaded module reads request bodies: answer now and close after the answer,

@@ -30,10 +30,12 @@ known).  Before reading more from its backend it looks at `request.backlog()`; a
 handle_subrequest again once the client has taken most of it.  The final status
 ends the stream.
 
-A module that reads request bodies says so (`reads_request_body`).  It reads
-`request.body` whole once complete, or piece by piece with `body.read_chunk()` as it
-arrives (`server.stream-request-body` 1 or 2 start the handler when the head is in,
-and the core calls handle_subrequest when more of the body came); see worker/body.py.
+A module that reads request bodies says so (`reads_request_body`).  A request comes to
+the phases as soon as its head is in; the core calls handle_subrequest again each time
+more of its body came.  The module reads `request.body` whole once complete, or piece
+by piece with `body.read_chunk()` as it arrives (`server.stream-request-body` 1 or 2);
+while `request.waits_for_body()` (mode 0) it holds the request (WAIT) before starting
+any work, as lighttpd's handlers wait; see worker/body.py.
 """
 
 from __future__ import annotations

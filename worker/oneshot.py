@@ -73,7 +73,11 @@ def _serve_pipe(server: Server) -> int:
 
 def _answer(server: Server, connection: Connection) -> None:
     """Answer what was read; a request a module holds is waited for on the loop (its
-    backend's fds and timers), as nothing else could be served meanwhile."""
+    backend's fds and timers), as nothing else could be served meanwhile, unless it
+    waits for more of its body: that comes from stdin, read by the caller."""
     connection.process()
     while connection.held is not None and not connection.closed:
+        body = connection.held.request.body
+        if body is not None and not body.complete and not connection.peer_eof:
+            return
         server.loop.run_once()

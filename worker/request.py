@@ -41,6 +41,11 @@ class Encoder(Protocol):
     def finish(self) -> bytes: ...
 
 
+# plugin_ctx key: the file of the core's error page of the answer ("" for its built-in
+# page), what lighttpd's physical path names once it made the page (the access log's %f)
+ERROR_PAGE_FILE: Final = "core.error-page-file"
+
+
 class Response:
     """What the request answers: status, headers in order, and the body parts.
 
@@ -306,6 +311,16 @@ class Request:
             if name in names:
                 return True
         return False
+
+    def waits_for_body(self) -> bool:
+        """server.stream-request-body = 0 (the default): a module that reads the body
+        starts its work (a script, a backend's connection) only once the body is
+        whole, as lighttpd's handlers wait for it; it holds the request meanwhile and
+        is woken as the body arrives.  A request no module reads the body of is
+        answered at once, and its connection closes after the answer."""
+        body = self.body
+        return body is not None and not body.complete and \
+            not self.values["server.stream-request-body"]
 
     def set_env(self, name: str, value: str) -> None:
         """An environment variable for the backends of this request (CGI, FastCGI,

@@ -747,18 +747,17 @@ def _attach_body(request: "Request", shared: SharedFd | None, data: bytes | None
     return status
 
 
-def error_document(request: "Request", status: int) -> bool:
+def error_document(request: "Request", status: int) -> str:
     """server.errorfile-prefix: the body of an error answer from PREFIX + "404.html"
-    (lighttpd's static error pages); False when there is no such file."""
+    (lighttpd's static error pages); its path, or "" when there is no such file."""
     prefix = request.values["server.errorfile-prefix"]
     if not prefix:
-        return False
+        return ""
     path = f"{prefix}{status}.html"
     try:
         st, data, shared = _open_page(path, request.values["server.follow-symlink"])
     except OSError:
-        return False
-    request.physical_path = path
+        return ""
     response = request.response
     kind = assigned_type(request.values["mimetype.assign"], path)
     if kind:                             # as lighttpd: no type assigned, no Content-Type
@@ -767,7 +766,7 @@ def error_document(request: "Request", status: int) -> bool:
         response.write(data)
     elif shared is not None:
         response.send_shared_range(shared.acquire(), 0, st.st_size)
-    return True
+    return path
 
 
 def _open_page(path: str, follow_symlinks: bool

@@ -100,6 +100,8 @@ class Later(Module):
     def _echo(self, request: Request):
         """/echo/N: takes at most N bytes of the body per call, a call per 2 ms, and
         answers with what it saw once the body is complete."""
+        if request.waits_for_body():       # mode 0: the work starts with the whole body
+            return WAIT
         ctx = request.plugin_ctx
         body = request.body
         ctx.setdefault("calls", 0)
@@ -471,8 +473,11 @@ def test_stream_request_body_2_slows_the_client_to_the_module(tmp_path):
         assert list(spool(server).iterdir()) == []
 
 
-def test_a_streamed_body_waits_for_100_continue(tmp_path):
-    with held_server(tmp_path, 0, stream_request_body=1) as server:
+@pytest.mark.parametrize("mode, calls", [(0, 0), (1, 1)])
+def test_a_body_a_module_reads_waits_for_100_continue(tmp_path, mode, calls):
+    """The module holds the request (mode 0: until the body is whole, without a look
+    at it): `100 Continue` goes out then, and the client sends its body."""
+    with held_server(tmp_path, 0, stream_request_body=mode) as server:
         client, end = socket.socketpair()
         server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
         client.sendall(post("/echo/65536", b"", "Expect: 100-continue")
@@ -492,7 +497,7 @@ def test_a_streamed_body_waits_for_100_continue(tmp_path):
             if answer.endswith(b"the end"):
                 break
         client.close()
-        assert answer.endswith(b"5 bytes, 1 calls before the end")
+        assert answer.endswith(b"5 bytes, %d calls before the end" % calls)
 
 
 def test_a_streamed_body_over_the_limit_is_413(tmp_path):

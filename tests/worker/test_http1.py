@@ -40,7 +40,10 @@ class Sink:
         self.arrivals.append((request.body.size, request.body.complete))
 
     def body_failed(self, request: Request, status: int) -> None:
+        """As a connection fails a request not handled yet: answered as refused."""
         self.failures.append(status)
+        request.response.status = status
+        request.keep_alive = False
 
 
 def _server(base, extra: str = "") -> Server:
@@ -182,10 +185,12 @@ def test_a_body_nobody_reads_stops_the_reading(server):
 def test_expect_100_continue_is_noted_until_the_body_comes(server):
     sink, parser = parse(server, b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
                                  b"Expect: 100-continue\r\n\r\n")
-    assert sink.requests == [] and parser.current.expect_continue
+    request = parser.current
+    assert sink.requests == [request] and request.expect_continue
+    assert request.waits_for_body()
     parser.feed(b"ok")
-    assert sink.requests[0].body.read() == b"ok"
-    assert not sink.requests[0].expect_continue
+    assert request.body.read() == b"ok" and not request.waits_for_body()
+    assert not request.expect_continue
 
 
 @pytest.mark.parametrize("data, status", [

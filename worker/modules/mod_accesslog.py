@@ -55,7 +55,7 @@ from ..bytesets import all_kept, table_keeping
 from ..connection import Answer
 from ..http import header_characters
 from ..module import Module as BaseModule
-from ..request import Request
+from ..request import ERROR_PAGE_FILE, Request
 
 DEFAULT_FORMAT: Final = '%h %V %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 MAX_FIELDS: Final = 127
@@ -529,12 +529,13 @@ class ResponseHeader(EscapedField):
 
 
 class Filename(EscapedField):
-    """%f: the file the request mapped to (an error page's file if it has one)."""
+    """%f: the file the request mapped to; for an error page, its file if it has one."""
 
     __slots__ = ()
 
     def text(self, request: Request, answer: Answer) -> str:
-        return request.physical_path or "-"
+        page = request.plugin_ctx.get(ERROR_PAGE_FILE)
+        return (request.physical_path if page is None else page) or "-"
 
 
 class Protocol(Field):

@@ -72,6 +72,7 @@ READ_SIZE = 64 * 1024
 READS_PER_WAKE = 4          # bounds what one wake adds to an answer (and the loop's turn)
 KILL_GRACE = 3.0            # seconds between SIGTERM and SIGKILL
 _STATE = "mod_cgi"          # request.plugin_ctx key of the script answering it
+_AWAITING = "mod_cgi.awaiting"   # ... of the interpreter of one waiting for its body
 _INHERITED = ("LD_PRELOAD", "LD_LIBRARY_PATH")   # passed on from the worker, as lighttpd
 _CONTROL = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x7F) if c != 0x09}
 
@@ -185,12 +186,15 @@ class Module(BaseModule):
             return None
         if not is_regular(st) or (values["cgi.execute-x-only"] and not st.st_mode & 0o111):
             return None
+        if request.waits_for_body():
+            request.plugin_ctx[_AWAITING] = interpreter
+            return WAIT
         return self._run(request, interpreter)
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
         script = request.plugin_ctx.get(_STATE)
         if script is None:
-            return 500
+            return self._run_awaited(request)
         result = script.resume()
         if result != WAIT and request.body is not None and not request.body.complete:
             request.keep_alive = False     # answered before all of its body came, as
@@ -203,8 +207,16 @@ class Module(BaseModule):
         for script in list(self.running):
             script.check_timeouts(now)
 
+    def _run_awaited(self, request: Request) -> HandlerResult:
+        """The script of a request that waited for its whole body, once it is in."""
+        if request.waits_for_body():
+            return WAIT
+        interpreter = request.plugin_ctx.pop(_AWAITING, None)
+        return 500 if interpreter is None else self._run(request, interpreter)
+
     def release(self, request: Request) -> None:
         """The request no longer needs its script (answered, redirected, aborted)."""
+        request.plugin_ctx.pop(_AWAITING, None)
         script = request.plugin_ctx.pop(_STATE, None)
         if script is not None:
             self.running.discard(script)

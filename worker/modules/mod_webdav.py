@@ -177,10 +177,16 @@ class Module(BaseModule):
         if not values["server.follow-symlink"] and \
                 CACHE.contains_symlink(request.physical_path):
             return 403
+        if request.waits_for_body():
+            return WAIT
         return self._guarded(request, lambda: self._begin(request))
 
     def handle_subrequest(self, request: Request) -> HandlerResult:
-        job = request.plugin_ctx[_STATE]
+        job = request.plugin_ctx.get(_STATE)
+        if job is None:                  # it waited for its whole body
+            if request.waits_for_body():
+                return WAIT
+            return self._guarded(request, lambda: self._begin(request))
         job.timer = None
         return self._guarded(request, lambda: self._drive(request, job))
 
