@@ -683,8 +683,11 @@ class Connection(Wire):
         self.state = HANDLE
         if request.expect_continue and request.handler is not None and \
                 request.handler.reads_request_body:
-            request.expect_continue = False     # its body is read from now on; a
-            self._queue_bytes(CONTINUE)         # request answered at once gets none
+            # its body is read from now on (one answered at once gets no 100), and
+            # as in lighttpd, not asked for once some of it came
+            request.expect_continue = False
+            if request.body is None or not request.body.size:
+                self._queue_bytes(CONTINUE)
         if request.woken:               # woken while its hook still ran
             self.wake(request)
         self._stream(held)

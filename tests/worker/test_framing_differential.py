@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import socket
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -179,3 +180,41 @@ def test_the_streams_exercise_both_outcomes(answers):
     assert statuses["pipelined-after-chunks"] == [200, 200]
     assert statuses["smuggled-after-chunked-and-length"] == [400]
     assert statuses["length-missing"] == [411]
+
+
+def _first_answer_head(port: int, raw: bytes, seconds: float) -> bytes:
+    """The head of the first answer to `raw` (the start of a request whose body the
+    client has not sent yet), or b"" when none came within `seconds`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=seconds) as sock:
+        sock.sendall(raw)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                piece = sock.recv(4096)
+                if not piece:
+                    break
+                data += piece
+        except socket.timeout:
+            return b""
+        return data.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("target, expect", [
+    ("/index.html", ""), ("/missing.txt", ""), ("/index.html", "Expect: 100-continue\r\n"),
+    ("/sum.py", ""), ("/sum.py", "Expect: 100-continue\r\n")])
+def test_a_body_nobody_reads_does_not_hold_up_the_answer(servers, target, expect):
+    """A POST that announces 100 MB and sends 1 KB of it (none when it expects
+    100-continue): a static file or a 404 is answered at once, without 100 Continue,
+    and the connection closes after it (the body is never read); a script waits for
+    its whole body (server.stream-request-body 0), a client that expects 100-continue
+    being asked for it."""
+    raw = (f"POST {target} HTTP/1.1\r\nHost: test.example\r\nContent-Length: 100000000\r\n"
+           f"{expect}\r\n").encode() + (b"" if expect else b"x" * 1024)
+    theirs, ours = (_first_answer_head(port, raw, 2.0) for port in servers[:2])
+    assert ours.split(b"\r\n", 1)[0] == theirs.split(b"\r\n", 1)[0], (theirs, ours)
+    if target == "/sum.py":
+        assert ours == (b"HTTP/1.1 100 Continue" if expect else b"")
+    else:
+        assert ours.startswith(b"HTTP/1.1 200 " if target == "/index.html"
+                               else b"HTTP/1.1 404 ")
+        assert b"\r\nConnection: close" in ours and b"\r\nConnection: close" in theirs
