@@ -724,3 +724,48 @@ def test_an_encoder_set_when_a_stream_starts_codes_the_rest_and_ends_it(tmp_path
     assert b"Transfer-Encoding: chunked" in head
     parts = [b"3" + b"*" * 1023, b"2" + b"*" * 1023, b"1" + b"*" * 1023, b"<END>"]
     assert Dechunker().feed(body) == b"".join(parts)
+
+
+class LookUp(Module):
+    """/looked-up/echo/N: held a while by a module that reads no bodies (as an
+    authentication back end's look-up holds it), then handed to /echo/N."""
+
+    def handle_uri_clean(self, request: Request):
+        if not request.uri_path.startswith("/looked-up/"):
+            return None
+        self.services.call_later(0.02, request.wake)
+        return WAIT
+
+    def handle_subrequest(self, request: Request):
+        request.internal_redirect(request.uri_path[len("/looked-up"):])
+        return COMEBACK
+
+
+def test_100_continue_waits_for_the_module_that_reads_the_body(tmp_path):
+    with held_server(tmp_path, 0, extra_modules=(LookUp,)) as server:
+        client, end = socket.socketpair()
+        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+        client.sendall(post("/looked-up/echo/65536", b"", "Expect: 100-continue")
+                       .replace(b"Content-Length: 0", b"Content-Length: 5"))
+        client.setblocking(False)
+        seen = b""
+        for _ in range(100):
+            server.loop.run_once(0.005)
+            try:
+                seen += client.recv(100)
+            except BlockingIOError:
+                pass
+            if seen:
+                break
+        assert seen == b"HTTP/1.1 100 Continue\r\n\r\n"
+        client.sendall(b"hello")
+        for _ in range(200):
+            server.loop.run_once(0.005)
+            try:
+                seen += client.recv(4096)
+            except BlockingIOError:
+                pass
+            if seen.endswith(b"the end"):
+                break
+        client.close()
+        assert seen.endswith(b"5 bytes, 0 calls before the end")
