@@ -49,6 +49,7 @@ class Client:
         self.statuses: dict[int, str] = {}
         self.interim: dict[int, str] = {}     # a 1xx answer's status, by stream
         self.ended: list[int] = []           # stream ids in the order they ended
+        self.resets: dict[int, int] = {}     # the error code of a stream the server reset
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.auto_window = window is None
         self.settings_seen = False
@@ -95,6 +96,8 @@ class Client:
                                                   event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             self.ended.append(event.stream_id)
+        elif isinstance(event, h2.events.StreamReset):
+            self.resets[event.stream_id] = event.error_code
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
         elif isinstance(event, h2.events.RemoteSettingsChanged):
@@ -224,6 +227,25 @@ def test_a_get_or_head_with_a_body_is_refused(h2_server):
     assert [client.statuses[stream] for stream in streams] == \
         ["400", "400", "400", "200", "200"]
     assert client.goaway is None           # the refusals end their streams alone
+
+
+def test_a_body_nobody_reads_is_answered_at_once_and_its_upload_stopped(h2_server):
+    """A POST to a static file that announces 1 MB and sends 16 KiB: answered at once,
+    then RST_STREAM(NO_ERROR) asks the client to stop sending (RFC 9113 8.1), as
+    lighttpd does; the connection serves on."""
+    client = Client(h2_server.port)
+    posted = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(posted, [(":method", "POST"), (":path", "/small0.txt"),
+                                    (":scheme", "http"), (":authority", "127.0.0.1"),
+                                    ("content-length", "1000000")])
+    client.h2.send_data(posted, b"x" * 16384)
+    client.send()
+    client.run(lambda: posted in client.resets)
+    assert (client.statuses[posted], client.bodies[posted]) == ("200", b"small 0\n")
+    assert client.resets[posted] == h2.errors.ErrorCodes.NO_ERROR
+    after = client.get("/small1.txt")
+    client.run(lambda: after in client.ended)
+    assert client.bodies[after] == b"small 1\n" and client.goaway is None
 
 
 def test_a_body_that_waits_for_100_continue_gets_it(h2_server):

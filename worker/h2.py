@@ -721,7 +721,10 @@ class H2Session(Wire):
                                              for k, v in stream.trailers], end_stream=True)
         elif stream.sent == 0 and stream.head_sent and not self._ended_by_head(stream):
             self.h2.end_stream(stream.id)
-        if stream.refused:
+        body = stream.request.body
+        if stream.refused or (body is not None and not body.complete):
+            # answered before all of its body came: the client may stop sending it
+            # (RFC 9113 8.1), as lighttpd asks it to
             self._reset_stream(stream.id, wire.NO_ERROR)
         self._ended(stream, aborted=False)
 
