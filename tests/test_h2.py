@@ -243,15 +243,22 @@ def test_a_body_nobody_reads_is_answered_at_once_and_its_upload_stopped(h2_serve
     client.run(lambda: posted in client.resets)
     assert (client.statuses[posted], client.bodies[posted]) == ("200", b"small 0\n")
     assert client.resets[posted] == h2.errors.ErrorCodes.NO_ERROR
-    after = client.get("/small1.txt")
+    expecting = client.h2.get_next_available_stream_id()     # asked for no body either
+    client.h2.send_headers(expecting, [(":method", "POST"), (":path", "/small1.txt"),
+                                       (":scheme", "http"), (":authority", "127.0.0.1"),
+                                       ("content-length", "3"), ("expect", "100-continue")])
+    client.send()
+    client.run(lambda: expecting in client.resets)
+    assert client.statuses[expecting] == "200" and expecting not in client.interim
+    after = client.get("/small2.txt")
     client.run(lambda: after in client.ended)
-    assert client.bodies[after] == b"small 1\n" and client.goaway is None
+    assert client.bodies[after] == b"small 2\n" and client.goaway is None
 
 
 def test_a_body_that_waits_for_100_continue_gets_it(h2_server):
     """RFC 9110 10.1.1: a client that sends `Expect: 100-continue` waits for the
-    interim 100 before its body (curl a second); it comes as soon as the head is read,
-    as over HTTP/1.1.  Another expectation is answered 417, as over HTTP/1.1."""
+    interim 100 before its body (curl a second); it comes as soon as the script holds
+    the request, as over HTTP/1.1.  Another expectation is answered 417, as over HTTP/1.1."""
     client = Client(h2_server.port)
     fields = [(":method", "POST"), (":path", "/echo.sh"), (":scheme", "http"),
               (":authority", "127.0.0.1"), ("content-length", "3")]

@@ -681,7 +681,8 @@ class Connection(Wire):
         done; what it streams meanwhile goes out as it comes."""
         self.held = held = _Held(request, self.queued_total)
         self.state = HANDLE
-        self._ask_for_body(request)
+        if request.continue_due():
+            self._queue_bytes(CONTINUE)
         if request.woken:               # woken while its hook still ran
             self.wake(request)
         self._stream(held)
@@ -707,21 +708,11 @@ class Connection(Wire):
         if finished:
             self._release_held(held)
         else:
-            self._ask_for_body(held.request)
+            if held.request.continue_due():
+                self._queue_bytes(CONTINUE)
             self._stream(held)
         if self.state is not CLOSED:
             self.process()
-
-    def _ask_for_body(self, request: Request) -> None:
-        """`100 Continue` once a module that reads request bodies holds the request
-        (one answered at once gets none; one first held by another module, an
-        authentication backend's look-up, gets it when the reader takes over), and as
-        in lighttpd, not once some of the body came."""
-        if request.expect_continue and request.handler is not None and \
-                request.handler.reads_request_body:
-            request.expect_continue = False
-            if request.body is None or not request.body.size:
-                self._queue_bytes(CONTINUE)
 
     def _held_failed(self, held: _Held, status: int = 500) -> None:
         """A held request that cannot go on: `status` if nothing of it went out yet,

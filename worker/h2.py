@@ -348,9 +348,6 @@ class H2Session(Wire):
         values = request.settings.values
         request.body = RequestBody(self.server.upload_dirs,
                                    spill=values["server.stream-request-body"] != 2)
-        if request.expect_continue:          # the client waits for it before its body
-            request.expect_continue = False
-            self.h2.send_headers(stream.id, _CONTINUE_HEAD)
         self.ready.append(stream)    # handled now (see Request.waits_for_body)
 
     def _adopt(self, request: Request) -> None:
@@ -494,6 +491,7 @@ class H2Session(Wire):
             stream.held = _Held(request, 0)
             if request.woken:
                 self.wake(request)
+            self._ask_for_body(stream)
             self._stream_out(stream)
 
     def _resume(self, stream: _Stream) -> None:
@@ -516,8 +514,15 @@ class H2Session(Wire):
             else:
                 self._answer(stream)
         else:
+            self._ask_for_body(stream)
             self._stream_out(stream)
         self._after()
+
+    def _ask_for_body(self, stream: _Stream) -> None:
+        """The interim 100 to a client that waits for it before its body (see
+        Request.continue_due)."""
+        if stream.request.continue_due():
+            self.h2.send_headers(stream.id, _CONTINUE_HEAD)
 
     def _answer(self, stream: _Stream) -> None:
         """A complete answer: its head, and its body for the flow windows."""

@@ -322,6 +322,18 @@ class Request:
         return body is not None and not body.complete and \
             not self.values["server.stream-request-body"]
 
+    def continue_due(self) -> bool:
+        """Whether `100 Continue` goes out now, once: the client expects it and a
+        module that reads request bodies holds the request (one answered at once gets
+        none, so the client need not send a body nobody reads; one first held by
+        another module, an authentication back end's look-up, gets it when the reader
+        takes over), and as in lighttpd, none of the body came yet."""
+        handler = self.handler
+        if not self.expect_continue or handler is None or not handler.reads_request_body:
+            return False
+        self.expect_continue = False
+        return self.body is None or not self.body.size
+
     def set_env(self, name: str, value: str) -> None:
         """An environment variable for the backends of this request (CGI, FastCGI,
         SCGI): REMOTE_USER from authentication, setenv.add-environment ..."""
