@@ -25,7 +25,7 @@ MEMORY_LIMIT = 64 * 1024
 
 class RequestBody:
     __slots__ = ("buffer", "file", "size", "upload_dirs", "complete", "consumed",
-                 "file_start", "spill")
+                 "file_start", "spill", "taken")
 
     def __init__(self, upload_dirs: tuple[str, ...] = (), spill: bool = True) -> None:
         self.buffer = bytearray()
@@ -36,6 +36,7 @@ class RequestBody:
         self.consumed = 0             # bytes handed out by read_chunk
         self.file_start = 0           # the body offset of the file's first byte
         self.spill = spill
+        self.taken = False            # a module read some of it, or took it whole
 
     def append(self, data: bytes) -> None:
         """The next bytes of the body; BodyNotStored when its file cannot take them."""
@@ -65,6 +66,7 @@ class RequestBody:
 
     def read_chunk(self, most: int = 1 << 16) -> bytes:
         """The next bytes not handed out yet (at most `most`), b"" if none are here."""
+        self.taken = True
         if self.file is None:
             data = bytes(self.buffer[:most])
             del self.buffer[:len(data)]
@@ -80,6 +82,7 @@ class RequestBody:
 
     def read(self) -> bytes:
         """The whole body (for small bodies; a handler of large ones uses `open`)."""
+        self.taken = True
         if self.file is None:
             return bytes(self.buffer)
         self.file.seek(0)
@@ -87,12 +90,21 @@ class RequestBody:
 
     def open(self) -> BinaryIO:
         """A file object positioned at the start of the body."""
+        self.taken = True
         if self.file is None:
             self.file = self._spill_file()
             self.file.write(self.buffer)
             self.buffer = bytearray()
         self.file.seek(0)
         return self.file
+
+    def whole_file(self) -> int:
+        """The fd of the file a complete spilled body is in (its bytes from offset 0),
+        for sendfile."""
+        assert self.file is not None and self.complete
+        self.taken = True
+        self.file.flush()
+        return self.file.fileno()
 
     def close(self) -> None:
         if self.file is not None:

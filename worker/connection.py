@@ -137,11 +137,13 @@ def _length_kept_whole(response: Response) -> None:
 
 
 def _may_keep_alive(request: Request) -> bool:
-    """The client asked to keep the connection, and nothing of its request is still
-    coming: a streamed body its handler did not wait for is not read into memory
-    after the answer, the connection closes instead (as lighttpd does)."""
+    """The client asked to keep the connection, and its body, if it has one, came
+    whole and a module took it: one answered before all of it came is not read after
+    the answer, nor is one nobody reads kept on (a POST to a static file, however
+    much of it came with the head); the connection closes instead, as in lighttpd."""
     body = request.body
-    return request.keep_alive and (body is None or body.complete)
+    return request.keep_alive and (
+        body is None or (body.complete and (body.taken or not body.size)))
 
 
 def _last_chunk(trailers: list[tuple[str, str]] | None) -> bytes:
@@ -496,9 +498,10 @@ class Connection(Wire):
         (and if not, mark it closing).  A connection that is closing still keeps alive
         for the answers of requests that came before its last one (pipelined ahead of
         one the parser refused, or of the client's end): they all go out, the last
-        says `Connection: close`, as in lighttpd."""
+        says `Connection: close`, as in lighttpd.  server.max-keep-alive-requests = N
+        lets N + 1 requests share a connection (one when N is 0), as lighttpd counts."""
         keep = (asked and (not self.closing or bool(self.ready)) and not self.server.draining
-                and self.requests_done < values["server.max-keep-alive-requests"])
+                and self.requests_done <= values["server.max-keep-alive-requests"])
         if not keep:
             self.closing = True
         return keep

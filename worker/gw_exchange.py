@@ -311,8 +311,7 @@ class Exchange(BackendWork):
         elif body.file is None:
             self.outgoing = head + body.read()
         else:
-            body.file.flush()
-            self.body_fd, self.body_offset, self.body_left = body.file.fileno(), 0, body.size
+            self.body_fd, self.body_offset, self.body_left = body.whole_file(), 0, body.size
 
     def _start_sending(self) -> HandlerResult:
         self.state = SENDING

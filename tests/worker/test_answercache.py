@@ -225,7 +225,7 @@ def test_remote_address_conditions_key_the_answers(tmp_path):
 
 
 def test_max_keep_alive_requests_holds_for_repeats(tmp_path):
-    with start_worker(tmp_path, "server.max-keep-alive-requests = 3\n") as worker:
+    with start_worker(tmp_path, "server.max-keep-alive-requests = 2\n") as worker:
         answers = exchange(worker, *[get("/index.html")] * 3)
     assert ["connection" in a[1] for a in answers] == [False, False, True]
     assert answers[2][1]["connection"] == "close"

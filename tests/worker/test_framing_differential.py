@@ -46,6 +46,11 @@ STREAMS = {
     "length-negative": POST + "Content-Length: -1\r\n" + CLOSE + "\r\n",
     "length-hex": POST + "Content-Length: 0x3\r\n" + CLOSE + "\r\nabc",
     "length-huge": POST + "Content-Length: 99999999999999999999999\r\n" + CLOSE + "\r\n",
+    # a body nobody reads, whole in the first read: the connection closes after it
+    "body-to-a-static-file": "POST /index.html HTTP/1.1\r\nHost: test.example\r\n"
+                             "Content-Length: 3\r\n\r\nabc" + FOLLOW_UP,
+    "body-to-a-missing-file": "POST /nope.txt HTTP/1.1\r\nHost: test.example\r\n"
+                              + CHUNKED + "\r\n" + ABC_CHUNKED + FOLLOW_UP,
     # Transfer-Encoding
     "chunked": POST + CHUNKED + CLOSE + "\r\n" + ABC_CHUNKED,
     "chunked-capitalised": POST + "Transfer-Encoding: Chunked\r\n" + CLOSE + "\r\n"

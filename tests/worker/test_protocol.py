@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from server_util import REPO, read_until_closed, split_responses
 from sites import site, start_worker  # noqa: F401 (fixture)
 
@@ -136,12 +138,15 @@ def test_slow_request_headers_time_out(tmp_path):
             assert time.monotonic() - started < 4.5
 
 
-def test_max_keep_alive_requests(tmp_path):
-    with start_worker(tmp_path, "server.max-keep-alive-requests = 2") as worker:
-        data = (b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n" * 3)
+@pytest.mark.parametrize("limit, answered", [(0, 1), (1, 2), (2, 3)])
+def test_max_keep_alive_requests(tmp_path, limit, answered):
+    """As lighttpd counts: the connection closes once more than `limit` requests came
+    on it."""
+    with start_worker(tmp_path, f"server.max-keep-alive-requests = {limit}") as worker:
+        data = (b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n" * 4)
         responses = split_responses(worker.raw(data))
-        assert len(responses) == 2
-        assert responses[1][1]["connection"] == "close"
+        assert len(responses) == answered
+        assert responses[-1][1]["connection"] == "close"
 
 
 def test_sigquit_finishes_in_flight_requests_then_exits(tmp_path):
