@@ -394,3 +394,27 @@ def test_an_upgrade_request_with_a_body_keeps_it(h2_server):
                           f"http://127.0.0.1:{h2_server.port}/echo.sh"],
                          capture_output=True, text=True, timeout=20).stdout
     assert out.strip() == "3"
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_the_access_log_counts_the_bytes_of_each_stream(tmp_path):
+    """%b is the body sent (0 for a HEAD, as lighttpd logs it), %O adds the answer's
+    HEADERS frames, %I is the request's fields and body."""
+    docroot = tmp_path / "www"
+    docroot.mkdir()
+    (docroot / "page.txt").write_text("x" * 1000)
+    config = (f'server.modules = ("mod_accesslog", "mod_staticfile")\n'
+              f'accesslog.filename = "{tmp_path}/access.log"\n'
+              f'accesslog.format = "%U %m %s %b %O %I"\n')
+    with serving(tmp_path, config) as running:
+        for extra in ([], ["-I"], ["--data-binary", "abcde"]):
+            subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "10",
+                            "--http2-prior-knowledge", *extra,
+                            f"http://127.0.0.1:{running.port}/page.txt"], timeout=20)
+    lines = [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()
+             if line.startswith("/page.txt ")]     # not the start-up check's requests
+    assert [line[:3] for line in lines] == [["GET", "200", "1000"], ["HEAD", "200", "0"],
+                                            ["POST", "200", "1000"]]
+    for method, _status, body, out, taken in lines:
+        assert 1000 + 20 < int(out) < 1000 + 300 if method != "HEAD" else 20 < int(out) < 300
+        assert 40 < int(taken) - (5 if method == "POST" else 0) < 300

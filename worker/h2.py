@@ -123,8 +123,8 @@ class _Budget:
 class _Stream:
     """One request/response exchange of the session."""
 
-    __slots__ = ("id", "request", "held", "parts", "ending", "head_sent", "handled",
-                 "sent", "trailers", "refused")
+    __slots__ = ("id", "request", "held", "parts", "ending", "head_sent", "head_bytes",
+                 "handled", "sent", "trailers", "refused")
 
     def __init__(self, stream_id: int, request: Request) -> None:
         self.id = stream_id
@@ -133,6 +133,7 @@ class _Stream:
         self.parts: list[Any] = []       # body parts waiting for the flow window
         self.ending = False              # END_STREAM after the parts
         self.head_sent = False
+        self.head_bytes = 0              # the answer's HEADERS frames (access log)
         self.handled = False
         self.sent = 0                    # body bytes sent
         self.trailers: list[tuple[str, str]] | None = None
@@ -377,6 +378,7 @@ class H2Session(Wire):
             if key in request.headers:
                 text = request.headers[key] + ("; " if key == "cookie" else ", ") + text
             request.headers[key] = text
+        request.header_bytes = size      # the fields as HTTP/1 would carry them
         if size > self.server.header_limit:
             raise BadRequest(431)
         request.method = pseudo.get(b":method", b"GET").decode("latin-1")
@@ -556,7 +558,7 @@ class H2Session(Wire):
         if no_body:
             response.reset_body()
         ends = no_body and not response.streaming
-        self.h2.send_headers(stream.id, headers, end_stream=ends)
+        stream.head_bytes = self.h2.send_headers(stream.id, headers, end_stream=ends)
         stream.head_sent = True
         stream.ending = ends
         response.started = True
@@ -744,9 +746,12 @@ class H2Session(Wire):
         server.counters.request(request.method, request.response.status,
                                 time.monotonic() - request.start)
         if server.pipeline.request_done:
-            answer = Answer(0, stream.sent, 0, request.response.length, 0, True,
+            body = request.body
+            taken = request.header_bytes + (body.size if body is not None else 0)
+            out = stream.head_bytes + stream.sent
+            answer = Answer(0, out, stream.head_bytes, request.response.length, taken, True,
                             self.requests_done)
-            answer.bytes_out = stream.sent
+            answer.bytes_out = out
             answer.aborted = aborted or request.aborted
             answer.end_time = time.time()
             answer.end_monotonic = time.monotonic()

@@ -555,9 +555,10 @@ class H2Connection:
             del self.streams[stream_id]
 
     def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]],
-                     end_stream: bool = False) -> None:
+                     end_stream: bool = False) -> int:
         """A header block (an answer's head, or its trailers with end_stream),
-        in HEADERS and as many CONTINUATIONs as the peer's frame size asks."""
+        in HEADERS and as many CONTINUATIONs as the peer's frame size asks; returns
+        the bytes queued (frames and block)."""
         stream = self._sending(stream_id)
         block = self.encoder.encode(headers)
         flags = END_STREAM if end_stream else 0
@@ -575,6 +576,7 @@ class H2Connection:
                 self.out.append(piece)
         if end_stream:
             self._local_ended(stream_id, stream)
+        return len(block) + FRAME_HEAD * (1 + max(len(block) - 1, 0) // size)
 
     def local_flow_control_window(self, stream_id: int) -> int:
         """How many body bytes the stream may send now."""
