@@ -376,9 +376,10 @@ class Connection(Wire):
         return self.out.pending
 
     def body_arrived(self, request: Request) -> None:
-        """More of a streamed body (or its end): the module holding it may take it."""
+        """More of a streamed body (or its end): the module holding it may take it (one
+        that waits for the whole body is woken once, by its end)."""
         held = self.held
-        if held is not None and held.request is request:
+        if held is not None and held.request is request and not request.waits_for_body():
             request.wake()
 
     def body_failed(self, request: Request, status: int) -> None:
@@ -575,8 +576,11 @@ class Connection(Wire):
             self.state = CLOSED          # the connection is an H2Session's now
             return
         body = request.body
-        if (body is None or body.complete or request is not self.protocol.current) and \
-                (request.expect_continue or request is self.protocol.current):
+        if request is self.protocol.current:     # still being read: only a body that
+            unread = body is None or body.complete   # comes as it is handled reads on
+        else:
+            unread = request.expect_continue     # the client was never asked for it
+        if unread:
             request.keep_alive = False   # its body was never read: cannot continue
         preset = request.response.status      # an error found while parsing
         if server.debug:

@@ -423,8 +423,8 @@ class H2Session(Wire):
             log.error("h2.c", f"{err.strerror} (a request from {self.remote_ip})")
             self._refuse(stream, 500)
             return
-        if stream.held is not None:
-            stream.request.wake()
+        if stream.held is not None and not stream.request.waits_for_body():
+            stream.request.wake()         # (one waiting for the whole body: at its end)
 
     def _trailers_received(self, event: wire.Event) -> None:
         """Trailers are checked (worker/h2_fields.py), and otherwise not used."""
@@ -747,10 +747,10 @@ class H2Session(Wire):
                                 time.monotonic() - request.start)
         if server.pipeline.request_done:
             body = request.body
-            taken = request.header_bytes + (body.size if body is not None else 0)
+            bytes_in = request.header_bytes + (body.size if body is not None else 0)
             out = stream.head_bytes + stream.sent
-            answer = Answer(0, out, stream.head_bytes, request.response.length, taken, True,
-                            self.requests_done)
+            answer = Answer(0, out, stream.head_bytes, request.response.length, bytes_in,
+                            True, self.requests_done)
             answer.bytes_out = out
             answer.aborted = aborted or request.aborted
             answer.end_time = time.time()

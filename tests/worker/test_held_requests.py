@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -478,26 +478,40 @@ def test_a_body_a_module_reads_waits_for_100_continue(tmp_path, mode, calls):
     """The module holds the request (mode 0: until the body is whole, without a look
     at it): `100 Continue` goes out then, and the client sends its body."""
     with held_server(tmp_path, 0, stream_request_body=mode) as server:
-        client, end = socket.socketpair()
-        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
-        client.sendall(post("/echo/65536", b"", "Expect: 100-continue")
-                       .replace(b"Content-Length: 0", b"Content-Length: 5"))
-        for _ in range(20):
-            server.loop.run_once(0.005)
-        assert client.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        client.sendall(b"hello")
-        client.setblocking(False)
-        answer = b""
-        for _ in range(200):
-            server.loop.run_once(0.005)
-            try:
-                answer += client.recv(4096)
-            except BlockingIOError:
-                pass
-            if answer.endswith(b"the end"):
-                break
-        client.close()
+        interim, answer = _post_expecting_100(server, "/echo/65536")
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
         assert answer.endswith(b"5 bytes, %d calls before the end" % calls)
+
+
+def _post_expecting_100(server: Server, path: str) -> tuple[bytes, bytes]:
+    """A POST of 5 bytes that waits for `100 Continue` before its body: what came
+    before the body was sent, and what came after."""
+    client, end = socket.socketpair()
+    server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
+    client.sendall(post(path, b"", "Expect: 100-continue")
+                   .replace(b"Content-Length: 0", b"Content-Length: 5"))
+    client.setblocking(False)
+    interim = _pump(server, client, bool, 100)
+    client.sendall(b"hello")
+    answer = _pump(server, client, lambda seen: seen.endswith(b"the end"), 200)
+    client.close()
+    return interim, answer
+
+
+def _pump(server: Server, client: socket.socket, done: Callable[[bytes], bool],
+          turns: int) -> bytes:
+    """Turns of the server's loop (5 ms at most each) until `done` holds for what the
+    client received."""
+    seen = b""
+    for _ in range(turns):
+        server.loop.run_once(0.005)
+        try:
+            seen += client.recv(4096)
+        except BlockingIOError:
+            pass
+        if done(seen):
+            break
+    return seen
 
 
 def test_a_streamed_body_over_the_limit_is_413(tmp_path):
@@ -743,29 +757,6 @@ class LookUp(Module):
 
 def test_100_continue_waits_for_the_module_that_reads_the_body(tmp_path):
     with held_server(tmp_path, 0, extra_modules=(LookUp,)) as server:
-        client, end = socket.socketpair()
-        server.add_connection(end, "127.0.0.1", "127.0.0.1:80")
-        client.sendall(post("/looked-up/echo/65536", b"", "Expect: 100-continue")
-                       .replace(b"Content-Length: 0", b"Content-Length: 5"))
-        client.setblocking(False)
-        seen = b""
-        for _ in range(100):
-            server.loop.run_once(0.005)
-            try:
-                seen += client.recv(100)
-            except BlockingIOError:
-                pass
-            if seen:
-                break
-        assert seen == b"HTTP/1.1 100 Continue\r\n\r\n"
-        client.sendall(b"hello")
-        for _ in range(200):
-            server.loop.run_once(0.005)
-            try:
-                seen += client.recv(4096)
-            except BlockingIOError:
-                pass
-            if seen.endswith(b"the end"):
-                break
-        client.close()
-        assert seen.endswith(b"5 bytes, 0 calls before the end")
+        interim, answer = _post_expecting_100(server, "/looked-up/echo/65536")
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        assert answer.endswith(b"5 bytes, 0 calls before the end")
