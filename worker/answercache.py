@@ -68,7 +68,7 @@ from .chunkqueue import ChunkQueue, SharedFd
 from .http import connection_line
 from .statcache import CACHE
 
-from .request import ERROR_PAGE_FILE, Request
+from .request import Request
 
 if TYPE_CHECKING:
     from shared.config.tree import Condition
@@ -160,7 +160,7 @@ class Answer:
         self.parsed = request.replay_parsed
         self.final = (request.uri_path, request.docroot, request.physical_path,
                       request.physical_rel, request.physical_basedir,
-                      request.plugin_ctx.get(ERROR_PAGE_FILE))
+                      response.page_file)
         self.env = dict(request.env) if request.env else None   # REMOTE_USER ... (logs)
 
     def queue(self, out: ChunkQueue, head: bytes) -> None:
@@ -208,9 +208,7 @@ class Answer:
         if self.env is not None:
             request.env = dict(self.env)
         (request.uri_path, request.docroot, request.physical_path, request.physical_rel,
-         request.physical_basedir, page) = self.final
-        if page is not None:
-            request.plugin_ctx[ERROR_PAGE_FILE] = page
+         request.physical_basedir, response.page_file) = self.final
 
 
 def parsed_state(request: "Request", host_field: str | None) -> tuple[Any, ...]:

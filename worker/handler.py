@@ -17,7 +17,7 @@ from shared import log
 from .answercache import CORE_READS, AnswerCache
 from .http import NO_BODY, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
-from .request import ERROR_PAGE_FILE, Request, Response
+from .request import Request, Response
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
 from .statcache import CACHE
 from .throttle import throttle_for
@@ -455,7 +455,7 @@ def error_response(request: Request, status: int) -> bool:
         response.length = 0
         return False
     response.headers = [h for h in response.headers if lower_name(h[0]) not in _ERROR_DROPS]
-    page = request.plugin_ctx[ERROR_PAGE_FILE] = error_document(request, status)
+    page = response.page_file = error_document(request, status)
     if page:                                # server.errorfile-prefix
         return False
     response.headers.insert(0, ("Content-Type", "text/html"))

@@ -41,11 +41,6 @@ class Encoder(Protocol):
     def finish(self) -> bytes: ...
 
 
-# plugin_ctx key: the file of the core's error page of the answer ("" for its built-in
-# page), what lighttpd's physical path names once it made the page (the access log's %f)
-ERROR_PAGE_FILE: Final = "core.error-page-file"
-
-
 class Response:
     """What the request answers: status, headers in order, and the body parts.
 
@@ -57,7 +52,7 @@ class Response:
 
     __slots__ = ("status", "headers", "body", "files", "length", "head_only", "replayable",
                  "missing", "streaming", "wants_drain", "started", "trailers",
-                 "passthrough", "encoder", "own_fields", "ranged")
+                 "passthrough", "encoder", "own_fields", "ranged", "page_file")
 
     def __init__(self) -> None:
         self.status = 0
@@ -83,6 +78,9 @@ class Response:
         self.encoder: Encoder | None = None
         self.own_fields = False     # a module set Date or Server (http.core_fields)
         self.ranged = False         # its module decided its ranges (a file's: static.py)
+        # the file of the core's error page ("" for its built-in page): what lighttpd's
+        # physical path names once it made the page (the access log's %f)
+        self.page_file: str | None = None
 
     def stream(self) -> None:
         """Send the body as it is written, for a held request whose answer is not

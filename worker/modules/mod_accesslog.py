@@ -55,7 +55,7 @@ from ..bytesets import all_kept, table_keeping
 from ..connection import Answer
 from ..http import header_characters
 from ..module import Module as BaseModule
-from ..request import ERROR_PAGE_FILE, Request
+from ..request import Request
 
 DEFAULT_FORMAT: Final = '%h %V %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"'
 MAX_FIELDS: Final = 127
@@ -534,7 +534,7 @@ class Filename(EscapedField):
     __slots__ = ()
 
     def text(self, request: Request, answer: Answer) -> str:
-        page = request.plugin_ctx.get(ERROR_PAGE_FILE)
+        page = request.response.page_file
         return (request.physical_path if page is None else page) or "-"
 
 
