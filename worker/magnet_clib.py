@@ -22,31 +22,36 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote_from_bytes
 
-from .urlnorm import simplify_path
+from shared.config.parseopts import (URL_2F_DECODE, URL_DOTSEG_REMOVE, URL_NORMALIZE,
+                                     URL_QUERY_20_PLUS, URL_REQUIRED, URL_UNRESERVED)
+
+from .urlnorm import normalised, path_simplified
+from .urlsubst import B64_STANDARD_VALUES, base64_decoded
 from .static import stat_etag, content_type_for
 
 _URLENC_SAFE = b"!()*-._~/"
-_QUERY_SAFE = b"!()*-._~/="
+_ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# a query part as magnet_urlenc_query writes it: "=" kept in values only, " " as "+"
+_QUERY_KEPT = frozenset(_ALNUM + b"!$()*,-./:?@_~")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+# buffer_urldecode_path: a decoded control character is "_"
+_PATH_DECODED = tuple(bytes((byte,)) if 32 <= byte != 127 else b"_" for byte in range(256))
 _XML_ESCAPED = frozenset(b"<>&'\"`") | frozenset(range(32)) | {127}
-_BS_NAMED = {ord("\t"): b"\\t", ord("\n"): b"\\n", ord("\r"): b"\\r", ord('"'): b'\\"',
-             ord("\\"): b"\\\\"}
-_TOKEN_SPLIT = re.compile(rb'"(?:[^"\\]|\\.)*"|[;=,]|[^\s;=,"]+')
+_BS_NAMED = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f",
+             13: b"\\r", ord('"'): b'\\"', ord("\\"): b"\\\\"}
+# the named escapes bsdec decodes: lighttpd 1.4.69's table has "t" where "\t" should
+# be, so "\t" stands for "t" there, and here
+_BS_LETTERS = {ord("a"): 7, ord("b"): 8, ord("n"): 10, ord("v"): 11, ord("f"): 12,
+               ord("r"): 13}
 _DIGESTS = {b"md5": "md5", b"sha1": "sha1", b"sha256": "sha256", b"sha512": "sha512"}
+_SPACE = b" \t\r\n"
+_QUOTE, _BACKSLASH = 0x22, 0x5C
+_URL_NORMALIZE_ALL = (URL_NORMALIZE | URL_UNRESERVED | URL_REQUIRED | URL_2F_DECODE
+                      | URL_DOTSEG_REMOVE | URL_QUERY_20_PLUS)
 
 
 def _hex(data: bytes) -> bytes:
     return binascii.hexlify(data).upper()
-
-
-def _unpadded(data: bytes, altchars: bytes | None) -> bytes | None:
-    """Decode base64 with or without its padding; None for anything invalid."""
-    text = data.rstrip(b"=")
-    try:
-        return base64.b64decode(text + b"=" * (-len(text) % 4), altchars=altchars,
-                                validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def md(algorithm: bytes, data: bytes) -> bytes | None:
@@ -60,8 +65,12 @@ def hmac_hex(algorithm: bytes, key: bytes, data: bytes) -> bytes | None:
 
 
 def digest_eq(a: bytes, b: bytes) -> bool:
-    """Timing-safe comparison of two hex digests, whatever their case."""
-    return hmac.compare_digest(a.lower(), b.lower())
+    """Timing-safe comparison of two hex digests of the same length, whatever their
+    case; anything that is not hex (or longer than a SHA-512's) is unequal."""
+    if len(a) != len(b) or len(a) > 128:
+        return False
+    first, second = hexdec(a), hexdec(b)
+    return first is not None and second is not None and hmac.compare_digest(first, second)
 
 
 def secret_eq(a: bytes, b: bytes) -> bool:
@@ -77,11 +86,13 @@ def b64urlenc(data: bytes) -> bytes:
 
 
 def b64dec(data: bytes) -> bytes | None:
-    return _unpadded(data, None)
+    """lighttpd's base64 decoding (urlsubst.base64_decoded); None when nothing came
+    out of a string that was not empty."""
+    return base64_decoded(data, B64_STANDARD_VALUES) or (None if data else data)
 
 
 def b64urldec(data: bytes) -> bytes | None:
-    return _unpadded(data, b"-_")
+    return base64_decoded(data) or (None if data else data)
 
 
 def hexdec(data: bytes) -> bytes | None:
@@ -101,110 +112,251 @@ def urlenc(data: bytes) -> bytes:
 
 
 def urldec(data: bytes) -> bytes:
-    """%XX decoded (a NUL becomes `_`, as in lighttpd's path decoding); `+` stays."""
-    return _PERCENT.sub(lambda m: bytes((int(m.group(1), 16) or ord("_"),)), data)
+    """buffer_urldecode_path: %XX decoded (a control character as `_`), a stray `%`
+    kept, `+` kept; the C string ends at a raw NUL after the first `%`."""
+    first = data.find(b"%")
+    if first < 0:
+        return data
+    nul = data.find(b"\0", first)
+    if nul >= 0:
+        data = data[:nul]
+    return _PERCENT.sub(lambda m: _PATH_DECODED[int(m.group(1), 16)], data)
 
 
 def _query_part_decoded(data: bytes) -> bytes:
-    return _PERCENT.sub(lambda m: bytes((int(m.group(1), 16),)), data.replace(b"+", b" "))
+    return urldec(data.replace(b"+", b" "))
 
 
-def _query_part_encoded(data: bytes) -> bytes:
-    return quote_from_bytes(data, safe=_QUERY_SAFE).replace("%20", "+").encode("ascii")
+def _query_part_encoded(data: bytes, is_key: bool) -> bytes:
+    out = bytearray()
+    for byte in data:
+        if byte in _QUERY_KEPT or (byte == 0x3D and not is_key):
+            out.append(byte)
+        elif byte == 0x20:
+            out.append(0x2B)
+        else:
+            out += b"%%%02X" % byte
+    return bytes(out)
 
 
 def urlenc_normalize(data: bytes) -> bytes:
-    """A URL with the %-escapes of characters that need none decoded, the others in
-    upper case, and what must be escaped escaped (the query keeps `+`)."""
-    path, mark, query = data.partition(b"?")
-    path = urlenc(urldec(path))
-    if mark:
-        query = b"&".join(b"=".join(_query_part_encoded(_query_part_decoded(piece))
-                                    for piece in pair.split(b"=", 1))
-                          for pair in query.split(b"&"))
-    return path + mark + query
-
-
-def fspath_simplify(data: bytes) -> bytes:
-    path = data.decode("utf-8", "surrogateescape")
-    return simplify_path(path if path.startswith("/") else "/" + path).encode(
-        "utf-8", "surrogateescape")
+    """The URL as the request parser normalises one under every url-normalize rule:
+    escapes of what needs none decoded, the others upper-cased, what must be escaped
+    escaped, `%2F` decoded and dot segments removed in the path, `%20` as `+` in the
+    query."""
+    text = data.decode("utf-8", "surrogateescape")
+    return normalised(text, _URL_NORMALIZE_ALL).encode("utf-8", "surrogateescape")
 
 
 def quotedenc(data: bytes) -> bytes:
+    if not data:
+        return data
     return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 def quoteddec(data: bytes) -> bytes | None:
-    if not data.startswith(b'"'):
+    """A quoted-string's content; anything not starting with `"` as it is; None when
+    the string does not end at its closing quote."""
+    if not data or data[0] != _QUOTE:
         return data
     out = bytearray()
-    index = 1
-    while index < len(data):
-        byte = data[index]
-        if byte == ord('"'):
-            return bytes(out)
-        if byte == ord("\\") and index + 1 < len(data):
+    index, size = 1, len(data)
+    while index < size and data[index] != _QUOTE:
+        if data[index] == _BACKSLASH:
+            if index + 2 >= size:
+                break
             index += 1
-            byte = data[index]
-        out.append(byte)
+        out.append(data[index])
         index += 1
-    return None
+    return bytes(out) if index == size - 1 and data[index] == _QUOTE else None
 
 
 def bsenc(data: bytes) -> bytes:
-    """Backslash escapes for `"`, `\\` and control characters (\\uXXXX); bytes above
-    0x7e pass as they are."""
-    return b"".join(_BS_NAMED.get(byte) or (b"\\u%04x" % byte if byte < 32 else
+    """Backslash escapes for `"`, `\\` and control characters (named or \\u00XX);
+    DEL and bytes above it pass as they are (lighttpd's JSON flavour)."""
+    return b"".join(_BS_NAMED.get(byte) or (b"\\u00%02X" % byte if byte < 32 else
                                             bytes((byte,))) for byte in data)
 
 
 def bsenc_json(data: bytes) -> bytes:
-    """As bsenc, but control characters and every byte above 0x7e as \\xXX."""
+    """As bsenc, but control characters, DEL and every byte above as \\xXX (the two
+    are the other way round in lighttpd 1.4.69, and kept so)."""
     return b"".join(_BS_NAMED.get(byte) or (b"\\x%02X" % byte if byte < 32 or byte > 126
                                             else bytes((byte,))) for byte in data)
 
 
-_BS_ESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|[0-7]{1,3}|.)", re.S)
-
-
-def _bs_unescaped(match: re.Match) -> bytes:
-    text = match.group(1)
-    lead = text[:1]
-    if lead == b"x":
-        return bytes((int(text[1:], 16),))
-    if lead == b"u":
-        return chr(int(text[1:], 16)).encode("utf-8", "surrogatepass")
-    if lead.isdigit() and lead < b"8":
-        return bytes((int(text, 8) & 0xFF,))
-    return text
+def _hex_value(byte: int) -> int:
+    """A hexadecimal digit's value, or -1."""
+    if 48 <= byte <= 57:
+        return byte - 48
+    byte |= 0x20
+    return byte - 87 if 97 <= byte <= 102 else -1
 
 
 def bsdec(data: bytes) -> bytes:
-    return _BS_ESCAPE.sub(_bs_unescaped, data)
+    """magnet_bsdec: backslash escapes decoded (\\xHH, \\uHHHH as UTF-8, \\ooo, the
+    named ones; any other character stands for itself), quotes around the whole
+    string dropped."""
+    if data[:1] == b"\"" and data[-1:] == b"\"":      # a lone `"` too
+        data = data[1:-1]
+    out = bytearray()
+    index, size = 0, len(data)
+    while index < size:
+        mark = data.find(b"\\", index)
+        if mark < 0:
+            out += data[index:]
+            break
+        out += data[index:mark]
+        index = mark + 1
+        if index == size:
+            out.append(_BACKSLASH)          # a stray backslash at the end stays
+            break
+        byte, index = _bs_unescaped(data, index, out)
+        out.append(byte & 0xFF)
+        index += 1
+    return bytes(out)
+
+
+def _bs_unescaped(data: bytes, index: int, out: bytearray) -> tuple[int, int]:
+    """The byte the escape at data[index] (after its backslash) stands for and the
+    index of its last character; a \\u escape's leading UTF-8 bytes go to `out`."""
+    byte, size = data[index], len(data)
+    if byte in _BS_LETTERS:
+        return _BS_LETTERS[byte], index
+    if byte == 0x78 and index + 3 <= size:                               # x
+        high, low = _hex_value(data[index + 1]), _hex_value(data[index + 2])
+        if high >= 0 and low >= 0:
+            return high << 4 | low, index + 2
+    elif byte == 0x75 and index + 5 <= size:                             # u
+        return _bs_code_point(data, index, out)
+    elif 0x30 <= byte <= 0x33:                                          # 0-3
+        if index + 3 <= size and data[index + 1] < 0x38 and data[index + 2] < 0x38:
+            return (byte - 48) << 6 | (data[index + 1] - 48) << 3 | (data[index + 2] - 48), \
+                index + 2
+        if byte == 0x30:
+            return 0, index
+    return byte, index
+
+
+def _bs_code_point(data: bytes, index: int, out: bytearray) -> tuple[int, int]:
+    """A \\uHHHH escape as UTF-8 (its last byte returned).  As in lighttpd: the `u`
+    itself when the last two are not hexadecimal; the byte they make when the first
+    two are not; the low byte (0) of a surrogate; the four characters kept after
+    either."""
+    high, low = _hex_value(data[index + 3]), _hex_value(data[index + 4])
+    if high < 0 or low < 0:
+        return 0x75, index
+    point = high << 4 | low
+    if data[index + 1] != 0x30 or data[index + 2] != 0x30:
+        top, next_top = _hex_value(data[index + 1]), _hex_value(data[index + 2])
+        if top < 0 or next_top < 0:
+            return point, index
+        point |= top << 12 | next_top << 8
+        if 0xD800 <= point < 0xE000:
+            return point, index
+    if point > 0x7F:
+        if point < 0x800:
+            out.append(0xC0 | point >> 6)
+        else:
+            out += bytes((0xE0 | point >> 12, 0x80 | (point >> 6 & 0x3F)))
+        point = 0x80 | (point & 0x3F)
+    return point, index + 4
+
+
+def _c_string(data: bytes) -> bytes:
+    """What C reads of a Lua string: up to its first NUL."""
+    nul = data.find(b"\0")
+    return data if nul < 0 else data[:nul]
+
+
+def _quoted_end(data: bytes, start: int) -> int:
+    """magnet_scan_quoted_string: the index of the closing quote of the quoted-string
+    at data[start], of a backslash that ends the string, or the end."""
+    index, size = start + 1, len(data)
+    while index < size and data[index] != _QUOTE:
+        if data[index] == _BACKSLASH:
+            if index + 1 >= size:
+                break
+            index += 1
+        index += 1
+    return index
+
+
+def _quoted_token(data: bytes, start: int) -> tuple[bytes, int]:
+    """A quoted-string as it is, closed when it was not; and where the scan goes on."""
+    end = _quoted_end(data, start)
+    if end < len(data) and data[end] == _QUOTE:
+        return data[start:end + 1], end + 1
+    if end < len(data):                     # a backslash at the end: escaped and closed
+        return data[start:end] + b'\\\\"', end + 1
+    return data[start:end] + b'"', end
+
+
+def _token(data: bytes, start: int, stops: bytes) -> tuple[bytes, int]:
+    end = start
+    while end < len(data) and data[end] not in stops:
+        end += 1
+    return data[start:end], end
+
+
+def _skip(data: bytes, index: int, skipped: bytes) -> int:
+    while index < len(data) and data[index] in skipped:
+        index += 1
+    return index
 
 
 def header_tokens(data: bytes) -> list[bytes]:
-    return _TOKEN_SPLIT.findall(data)
-
-
-_COOKIE = re.compile(rb'\s*([^=;]*?)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*?))?\s*(?:;|$)')
+    """magnet_header_tokens: words, quoted-strings and each `,` `;` `=` in order,
+    whitespace dropped."""
+    data = _c_string(data)
+    tokens: list[bytes] = []
+    index = _skip(data, 0, _SPACE)
+    while index < len(data):
+        byte = data[index]
+        if byte in b",;=":
+            tokens.append(data[index:index + 1])
+            index += 1
+        elif byte == _QUOTE:
+            token, index = _quoted_token(data, index)
+            tokens.append(token)
+        else:
+            token, index = _token(data, index, _SPACE + b",;=")
+            tokens.append(token)
+        index = _skip(data, index, _SPACE)
+    return tokens
 
 
 def cookie_pairs(data: bytes) -> dict[bytes, bytes]:
-    """name => value of a Cookie header; a quoted value keeps its quotes (and the
-    semicolons in it)."""
+    """magnet_cookie_tokens: name => value of a Cookie header (a later name wins); a
+    quoted value keeps its quotes, and the semicolons in it."""
+    data = _c_string(data)
     pairs: dict[bytes, bytes] = {}
-    for match in _COOKIE.finditer(data):
-        name, value = match.group(1), match.group(2) or b""
-        if name or value:
-            pairs[name] = value
-    return pairs
+    index = 0
+    while True:
+        index = _skip(data, index, b";" + _SPACE)
+        if index >= len(data):
+            return pairs
+        name, index = _token(data, index, b"=;" + _SPACE)
+        index = _skip(data, index, _SPACE)
+        value = b""
+        if index < len(data) and data[index] == 0x3D:
+            index = _skip(data, index + 1, _SPACE)
+            if index < len(data) and data[index] == _QUOTE:
+                value, index = _quoted_token(data, index)
+            elif index < len(data) and data[index] != 0x3B:
+                value, index = _token(data, index, b"=;" + _SPACE)
+        pairs[name] = value
+        index = data.find(b";", index)
+        if index < 0:
+            return pairs
+        index += 1
 
 
 def query_pairs(data: bytes) -> dict[bytes, bytes]:
+    """magnet_urldec_query: name => value of each `&`-separated piece, `+` as a space
+    and %XX decoded (a control character as `_`)."""
     pairs: dict[bytes, bytes] = {}
-    for piece in data.split(b"&"):
+    for piece in _c_string(data).split(b"&"):
         if piece:
             name, _, value = piece.partition(b"=")
             pairs[_query_part_decoded(name)] = _query_part_decoded(value)
@@ -212,8 +364,11 @@ def query_pairs(data: bytes) -> dict[bytes, bytes]:
 
 
 def query_from(table: Any) -> bytes:
-    return b"&".join(_query_part_encoded(_text(key)) + b"=" + _query_part_encoded(_text(value))
-                     for key, value in table.items())
+    """magnet_urlenc_query: a table's string (or number) keys and their values as a
+    query string."""
+    return b"&".join(_query_part_encoded(_text(key), True) + b"=" +
+                     _query_part_encoded(_text(value), False)
+                     for key, value in table.items() if isinstance(key, (bytes, int, float)))
 
 
 def _text(value: Any) -> bytes:
@@ -264,7 +419,7 @@ def functions(table_from: Callable[..., Any], settings: Callable[[], dict]) -> d
         b"urlenc": urlenc, b"urldec": urldec, b"urlenc_normalize": urlenc_normalize,
         b"urlenc_query": query_from,
         b"urldec_query": lambda data: table_from(query_pairs(data)),
-        b"fspath_simplify": fspath_simplify, b"quotedenc": quotedenc,
+        b"fspath_simplify": path_simplified, b"quotedenc": quotedenc,
         b"quoteddec": quoteddec, b"bsenc": bsenc, b"bsenc_json": bsenc_json,
         b"bsdec": bsdec,
         b"cookie_tokens": lambda data: table_from(cookie_pairs(data)),

@@ -36,6 +36,8 @@ _AS_IS_SET: Final = frozenset(_AS_IS)
 _UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                                b"-._~")
 _HEXDIGITS: Final = frozenset(b"0123456789ABCDEFabcdef")
+_SLASH: Final = 0x2F
+_DOT: Final = 0x2E
 _KEPT_ESCAPED_IN_PATH: Final = frozenset(b"/?")        # url-normalize-required
 _KEPT_ESCAPED_IN_QUERY: Final = frozenset(b"&=;+")
 _TARGET_FIX: Final = re.compile(rb"%[0-9A-Fa-f]{2}|[^!$&'()*+,\-./0-9:;=?@A-Z_a-z~]")
@@ -103,6 +105,83 @@ def simplify_path(path: str) -> str:
             parts.append(segment)
     trailing = path.endswith(("/", "/.", "/..")) and parts
     return "/" + "/".join(parts) + ("/" if trailing else "")
+
+
+def path_simplified(data: bytes) -> bytes:
+    """buffer_path_simplify, step for step, for any path (simplify_path's for those
+    starting with `/`): `//`, `/./` and `/../` resolved; a path not starting with `/`
+    keeps its first segment (`./` and `../` in front dropped), and `..` alone is
+    empty."""
+    if not data:
+        return data
+    path = bytearray(data) + b"/"           # the end marked by a slash, as in C
+    end = len(data)
+    walk = out = 0
+    if path[0] == _SLASH:
+        walk = _first_dot_or_slash(path, end)
+        if walk == end:
+            return data
+        out = walk - 1
+    else:
+        if path[0] == _DOT and path[1] == _SLASH:
+            walk += 1
+            path[out] = path[walk]
+        elif path[0] == _DOT and path[1] == _DOT and path[2] == _SLASH:
+            walk += 2
+            path[out] = path[walk]
+        else:
+            walk = path.index(b"/", 1)
+            out = walk
+        walk += 1
+    return bytes(path[:_simplified_rest(path, walk, out, end)])
+
+
+def _first_dot_or_slash(path: bytearray, end: int) -> int:
+    """Where a segment of `path` starts with `.` or is empty, or `end`."""
+    walk = 0
+    while True:
+        walk += 1
+        if path[walk] in (_DOT, _SLASH):
+            return walk
+        walk = path.index(b"/", walk + 1)
+        if walk == end:
+            return walk
+
+
+def _simplified_rest(path: bytearray, walk: int, out: int, end: int) -> int:
+    """The main loop of buffer_path_simplify, in place: the simplified length."""
+    while walk <= end:
+        if path[walk] == _SLASH:
+            walk += 1
+            if walk < end:
+                continue
+            return out + 1
+        if path[walk] == _DOT:
+            if path[walk + 1] == _DOT and path[walk + 2] == _SLASH:
+                while out > 0:
+                    out -= 1
+                    if path[out] == _SLASH:
+                        break
+                path[out] = _SLASH
+                walk += 3
+                if walk >= end:
+                    return out + 1
+                continue
+            if path[walk + 1] == _SLASH:
+                walk += 2
+                if walk >= end:
+                    return out + 1
+                continue
+            out += 1
+            path[out] = _DOT
+            walk += 1
+        while True:
+            out += 1
+            path[out] = path[walk]
+            walk += 1
+            if path[out] == _SLASH:
+                break
+    return out
 
 
 def clean_path(raw_path: str) -> str:
@@ -183,7 +262,8 @@ def _normalised(target: str, flags: int) -> tuple[str, int]:
     if slashes:
         path = path.replace("%2F", "/")     # the slashes it makes are simplified too
     if dots and _may_hold_dot_segment(path) and _DOT_SEGMENT.search(path):
-        path = simplify_path(path)
+        path = simplify_path(path) if path.startswith("/") else path_simplified(
+            path.encode("latin-1")).decode("latin-1")
     if query is None:
         return path, -1
     if plus:

@@ -205,23 +205,24 @@ def _encode(data: bytes, keep: frozenset[int], double: bool) -> bytes:
 
 
 _PATH_SAFE: Final = _UNRESERVED | frozenset(b"/")
-_B64U_VALUES: Final = {byte: value for value, byte in enumerate(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
-_B64U_SKIPPED: Final = frozenset(range(1, 33))     # controls and space
+_BASE64_LETTERS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+B64_URL_VALUES: Final = {byte: value for value, byte in enumerate(_BASE64_LETTERS + b"-_")}
+B64_STANDARD_VALUES: Final = {byte: value for value, byte in enumerate(_BASE64_LETTERS + b"+/")}
+_B64_SKIPPED: Final = frozenset(range(1, 33))     # controls and space
 
 
-def _b64u_decoded(data: bytes) -> bytes:
-    """base64url decoded as lighttpd's li_base64_dec reads it: controls and spaces
-    skipped, decoding stops at the first other octet outside the alphabet (a `=` pad,
-    a `/`, a `?`) and keeps what came before; a dangling sixth bit group, or a NUL
-    reached before the end, gives nothing."""
+def base64_decoded(data: bytes, values: dict[int, int] = B64_URL_VALUES) -> bytes:
+    """base64 (url-safe by default) decoded as lighttpd's li_base64_dec reads it:
+    controls and spaces skipped, decoding stops at the first other octet outside the
+    alphabet (a `=` pad, a `/`, a `?`) and keeps what came before; a dangling sixth
+    bit group, or a NUL reached before the end, gives nothing."""
     out = bytearray()
     group = count = 0
     stop: int | None = None
     for byte in data:
-        value = _B64U_VALUES.get(byte)
+        value = values.get(byte)
         if value is None:
-            if byte in _B64U_SKIPPED:
+            if byte in _B64_SKIPPED:
                 continue
             stop = byte
             break
@@ -262,7 +263,7 @@ def burl_append(text: str, flags: int) -> str:
     elif flags & ENCODE_B64U:
         result = base64.urlsafe_b64encode(data).rstrip(b"=")
     elif flags & DECODE_B64U:
-        result = _b64u_decoded(data)
+        result = base64_decoded(data)
     else:
         return ""                           # a case change alone writes nothing
     if flags & TOLOWER:
