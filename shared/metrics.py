@@ -304,6 +304,14 @@ class Statistics:
     def set(self, key: str, value: int) -> None:
         self._values[key] = value
 
+    def get(self, key: str) -> int:
+        """A key's value; one never set is made, 0 (lighttpd's plugin_stats_get_ptr:
+        a script that reads a counter shows it on the page)."""
+        compute = self._providers.get(key)
+        if compute is not None:
+            return int(compute())
+        return self._values.setdefault(key, 0)
+
     def inc(self, key: str, by: int = 1) -> None:
         self._values[key] = self._values.get(key, 0) + by
 

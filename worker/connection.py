@@ -361,9 +361,10 @@ class Connection(Wire):
         self.closing = True
 
     def send_interim(self, request: Request, status: int, fields: list[tuple[str, str]]) -> None:
-        """A 1xx head for the held request's client, queued before its answer."""
+        """A 1xx head for the client of the request being answered (the held one, or
+        with none held the one whose phases run now), queued before its answer."""
         held = self.held
-        if held is None or held.request is not request or self.state is CLOSED:
+        if (held is not None and held.request is not request) or self.state is CLOSED:
             return
         lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
         self._queue_bytes(f"HTTP/1.1 {status} {reason(status)}\r\n{lines}\r\n"

@@ -419,21 +419,29 @@ def _failed_head(reason: str) -> ResponseHead:
 class HeadReader:
     """Accumulates a backend's output until its head is complete.  `cgi`: a CGI may
     send a body without any head (lighttpd serves it as 200); other backends may not.
-    The buffer is bytes: a head mostly comes in one read, parsed where it lies."""
+    `interim` takes an interim 1xx head's status and fields for the client (a
+    backend's 103 Early Hints, as lighttpd passes them on; 100 Continue is the core's
+    to send).  The buffer is bytes: a head mostly comes in one read, parsed where it
+    lies."""
 
-    __slots__ = ("buffer", "cgi")
+    __slots__ = ("buffer", "cgi", "interim")
 
-    def __init__(self, cgi: bool = True) -> None:
+    def __init__(self, cgi: bool = True,
+                 interim: Callable[[int, list[tuple[str, str]]], None] | None = None) -> None:
         self.buffer = b""
         self.cgi = cgi
+        self.interim = interim
 
     def feed(self, data: bytes) -> ResponseHead | None:
-        """The head once it is complete (interim 1xx heads are dropped), else None."""
+        """The head once it is complete (interim 1xx heads go to `interim`), else
+        None."""
         self.buffer = self.buffer + data if self.buffer else bytes(data)
         while True:
             head = self._parse()
             if head is None or not (100 <= head.status < 200 and head.status != 101):
                 return head
+            if head.status != 100 and self.interim is not None:
+                self.interim(head.status, head.headers)
             self.buffer = head.rest
 
     def at_eof(self) -> ResponseHead | None:

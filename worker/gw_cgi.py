@@ -60,7 +60,7 @@ class CgiExchange(Exchange):
                  backend: Backend, authorizer: bool) -> None:
         super().__init__(module, request, extension, backend)
         self.authorizer = authorizer
-        self.reader = HeadReader(cgi=False)
+        self.reader = HeadReader(cgi=False, interim=request.send_interim)
         self.answer: AnswerBody | None = None
         # the answer was decided by its head (X-Sendfile, an authorizer's 200: COMEBACK);
         # what else the backend sends is dropped

@@ -127,8 +127,11 @@ class Pipeline:
         """A held request streams its answer: the head goes out now, so the
         response-start hooks run now."""
         response = request.response
-        response.head_only = _bodiless(request, response.status)
+        status = response.status
+        response.head_only = _bodiless(request, status)
         _run_all(self.response_start, request)
+        if response.status != status:        # a hook changed it (mod_magnet may)
+            response.head_only = _bodiless(request, response.status)
         _limit_bandwidth(request)
 
     def done(self, request: Request) -> None:
@@ -188,6 +191,8 @@ class Pipeline:
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
         _run_all(self.response_start, request)
+        if response.status != status:        # a hook changed it (mod_magnet may)
+            response.head_only = _bodiless(request, response.status)
         _limit_bandwidth(request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
@@ -451,7 +456,7 @@ def error_response(request: Request, status: int) -> bool:
     response = request.response
     if response.body or response.passthrough or status in NO_BODY or status < 200:
         return False
-    if status < 400:
+    if status < 400 or status >= 600:     # lighttpd writes pages for 4xx and 5xx only
         response.length = 0
         return False
     response.headers = [h for h in response.headers if lower_name(h[0]) not in _ERROR_DROPS]

@@ -172,7 +172,8 @@ local body_methods = {
     set = function(parts) B.body_clear() add_parts(parts) end,
     add = function(parts) add_parts(parts) end,
 }
-local resp_body_values = { bytes_in = B.resp_body_length, bytes_out = function() return 0 end }
+local resp_body_values = { bytes_in = B.resp_body_length, bytes_out = function() return 0 end,
+                           len = B.resp_body_len, get = B.resp_body_get }
 -- The request body is never collected here (lighttpd 1.4.69 collects it with
 -- `collect` and restarts the request): `get` is nil and `collect` false.
 local req_body_values = {
@@ -229,6 +230,16 @@ local r = {
         __newindex = readonly, __metatable = false}),
 }
 
+-- lighty.server: the server's counters (also lighty.status, the older name) and a
+-- few figures; reading or counting them is a side effect no replay may skip.
+local function counted(fn) return function(...) impure = true return fn(...) end end
+local server = {
+    plugin_stats = proxy(counted(B.plugin_stat_get), counted(B.plugin_stat_set),
+                         counted(B.plugin_stat_list)),
+    stats = proxy(counted(B.server_stat_get), function() return "lua table is read-only" end),
+}
+setmetatable(server, {__newindex = readonly, __metatable = false})
+
 local c = {}
 for name, fn in pairs(C) do c[name] = fn end
 wrapped(c, {"time", "hrtime", "rand"}, mark_impure)
@@ -253,6 +264,8 @@ local lighty = setmetatable({
     env = r.req_attr,
     req_env = r.req_env,
     stat = c.stat,
+    server = server,
+    status = server.plugin_stats,
     RESTART_REQUEST = 99,
 }, {
     __index = function(_, key)
@@ -270,7 +283,8 @@ local lighty = setmetatable({
 -- Views of the shared tables: reads go through (a table read is seen through a view
 -- of its own), writes too, marking the script stateful.  The proxies above (`shared`)
 -- guard themselves and are left as they are.
-local shared = {[lighty] = true, [c] = true, [r.resp_body] = true, [r.req_body] = true}
+local shared = {[lighty] = true, [c] = true, [r.resp_body] = true, [r.req_body] = true,
+                [server] = true, [server.plugin_stats] = true, [server.stats] = true}
 for _, proxied in pairs(r) do shared[proxied] = true end
 local real_of, view_of = {}, {}
 local viewed
@@ -336,6 +350,49 @@ local function clear(t)
     for key in next, t do rawset(t, key, nil) end
 end
 
+-- A file part of lighty.content: its `length` is where the range ends, as lighttpd
+-- reads it there (resp_body's is a length); false for a part that ends the list.
+local function add_legacy_file(i, part)
+    if type(part.filename) ~= "string" then
+        B.print_error("content[" .. i .. "] is a table and field \"filename\" must be a string")
+        return false
+    end
+    local offset = part.offset == nil and 0 or tointeger(part.offset) or 0
+    local last = part.length == nil and -1 or tointeger(part.length) or -1
+    if offset < 0 then
+        B.print_error("offset for '" .. part.filename .. "' is negative")
+        return false
+    end
+    if last >= offset then
+        last = last - offset
+    elseif last ~= -1 then
+        B.print_error("offset > length for '" .. part.filename .. "'")
+        return false
+    end
+    if last == 0 then return true end
+    local err = B.body_add_file(part.filename, offset, last)
+    if err then B.print_error(err) end
+    return not err
+end
+
+-- lighty.content's parts, up to the first that is neither a string nor a table.
+local function add_legacy_parts(parts)
+    for i = 1, rawlen(parts) do
+        local part = rawget(parts, i)
+        local kind = type(part)
+        if kind == "string" or kind == "number" then
+            B.body_add(tostring(part))
+        elseif kind ~= "table" then
+            if part ~= nil then
+                B.print_error("content[" .. i .. "] is neither a string nor a table")
+            end
+            return
+        elseif not add_legacy_file(i, part) then
+            return
+        end
+    end
+end
+
 -- The older interface: lighty.header's pairs become response headers, and
 -- lighty.content the body of an answer (a status of 200 or more).
 local function copy_legacy(code)
@@ -345,7 +402,8 @@ local function copy_legacy(code)
         end
     end
     if code >= 200 and type(result.content) == "table" then
-        add_parts(result.content)
+        B.body_clear()
+        add_legacy_parts(result.content)
     end
 end
 

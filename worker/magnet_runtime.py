@@ -19,14 +19,19 @@ file system's surrogate escapes) or Latin-1 (header values), and come back the s
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 import lupa.lua54 as lua
 
 from shared import log
+from shared.metrics import STATISTICS, Snapshot, package_version
+from shared.stats import StatsSegment
 
 from . import magnet_clib
+from .urlnorm import split_at
+from .urlsubst import rule_target
 from shared.hotpath import REPO_DIR
 
 if TYPE_CHECKING:
@@ -38,6 +43,8 @@ MAX_MEMORY: Final = 64 * 1024 * 1024      # bytes one script's Lua state may hol
 INSTRUCTION_BUDGET: Final = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
 HOOK_EVERY: Final = 1000                  # instructions between two budget checks
 LOG_SOURCE: Final = "mod_magnet.c"
+_STARTED: Final = time.time()          # uptime without a stats segment (a lone worker)
+_FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 def _deny_attributes(_obj: Any, name: Any, _is_setting: bool) -> Any:
@@ -59,6 +66,23 @@ def _latin(value: Any) -> str:
 
 def _out(value: str | None) -> bytes | None:
     return None if value is None else value.encode("utf-8", "surrogateescape")
+
+
+def _integer(value: Any) -> int | None:
+    """A Lua value as luaL_checkinteger takes it (an integral float or a numeric
+    string too), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, bytes):
+        try:
+            return int(value.strip(), 0)
+        except ValueError:
+            return None
+    return None
 
 
 def _or_nil(value: str) -> bytes | None:
@@ -104,8 +128,12 @@ class Bridge:
             self.r.headers.pop(key, None)
 
     def header_list(self) -> Any:
+        """The request's fields, each under the name as the client first wrote it."""
+        request = self.unkeyed
+        written = {name.lower(): name for name in reversed(request.raw_fields[::2])}
         return self.table([item.encode("latin-1", "replace")
-                           for pair in self.unkeyed.headers.items() for item in pair])
+                           for key, value in request.headers.items()
+                           for item in (written.get(key, key), value)])
 
     # -------------------------------------------------------------- lighty.r.req_attr
     def attr_get(self, key: bytes) -> bytes | None:
@@ -168,18 +196,55 @@ class Bridge:
         nanoseconds = int((start - seconds) * 1e9)
         return lambda: (seconds, nanoseconds)
 
+    # --------------------------------------------------------------- lighty.server
+    def plugin_stat_get(self, key: bytes) -> int:
+        """A counter of the status page's statistics (0, and shown from now on, for
+        one never set: lighttpd makes it as it is read)."""
+        return STATISTICS.get(_text(key))
+
+    def plugin_stat_set(self, key: bytes, value: Any) -> bytes | None:
+        number = _integer(value)
+        if number is None:
+            return b"bad argument #3 (number has no integer representation)"
+        STATISTICS.set(_text(key), number)
+        return None
+
+    def plugin_stat_list(self) -> Any:
+        return self.table([item for key, value in STATISTICS.items()
+                           for item in (key.encode(), value)])
+
+    def server_stat_get(self, key: bytes) -> Any:
+        """lighty.server.stats: uptime, version (the product's, as lighttpd gives its
+        own whatever server.tag says), clients_open (this worker's connections, as
+        each lighttpd process counts its own)."""
+        if key == b"uptime":
+            segment = StatsSegment.current
+            return Snapshot(segment).uptime if segment is not None else \
+                int(time.time() - _STARTED)
+        if key == b"version":
+            return f"pylighttpd/{package_version()}".encode()
+        if key == b"clients_open":
+            return len(self.r.connection.server.connections)
+        return None, b"server.stats['" + key + b"'] invalid"
+
     # ----------------------------------------------------------- lighty.r.resp_header
     def resp_header_get(self, name: bytes) -> bytes | None:
         value = self.r.response.get_header(_latin(name))
         return None if value is None else value.encode("latin-1", "replace")
 
     def resp_header_set(self, name: Any, value: Any) -> None:
+        """Set (or with an empty value remove) a response header; the framing fields
+        are the server's: a script's Content-Length, Transfer-Encoding or Connection
+        is ignored, as lighttpd ignores it."""
+        key = _latin(name)
+        if key.lower() in _FRAMING_FIELDS:
+            return
         response = self.r.response
         text = _latin(value)
         if text:
-            response.set_header(_latin(name), text)
+            response.set_header(key, text)
         else:
-            response.remove_header(_latin(name))
+            response.remove_header(key)
 
     def resp_header_list(self) -> Any:
         return self.table([item.encode("latin-1", "replace")
@@ -207,6 +272,19 @@ class Bridge:
     def resp_body_length(self) -> int:
         return self.r.response.length
 
+    def resp_body_len(self) -> int | None:
+        """The body's length once it is complete (at response start), else nil."""
+        response = self.r.response
+        return response.length if _body_complete(response) else None
+
+    def resp_body_get(self) -> bytes | None:
+        """The whole body once it is complete (its file ranges read), else nil."""
+        response = self.r.response
+        if not _body_complete(response):
+            return None
+        return b"".join(os.pread(part[0], part[2], part[1]) if type(part) is tuple else part
+                        for part in response.body)
+
     def reqbody_len(self) -> int:
         return max(self.unkeyed.content_length, 0)
 
@@ -223,13 +301,24 @@ class Bridge:
         names = ("header_get", "header_set", "header_list", "attr_get", "attr_set",
                  "attr_list", "env_get", "env_set", "env_list", "item_get", "item_set",
                  "resp_header_get", "resp_header_set", "resp_header_list", "body_clear",
-                 "body_add", "body_add_file", "resp_body_length", "reqbody_len", "print",
-                 "print_error")
+                 "body_add", "body_add_file", "resp_body_length", "resp_body_len",
+                 "resp_body_get", "reqbody_len", "print",
+                 "print_error", "plugin_stat_get", "plugin_stat_set", "plugin_stat_list",
+                 "server_stat_get")
         return {name.encode(): getattr(self, name) for name in names}
 
 
+def _body_complete(response: Any) -> bool:
+    """Whether the answer's body is all there: its status is set and it is not being
+    streamed (lighttpd's resp_body_finished)."""
+    return response.status != 0 and not response.streaming
+
+
 def _target_path(request: "Request") -> str:
-    return request.target.partition("?")[0]
+    """The path of the normalised target (lighttpd's r->target)."""
+    target = rule_target(request)
+    mark = split_at(target, request.url_flags)
+    return target if mark < 0 else target[:mark]
 
 
 def _server_port(request: "Request") -> str:
@@ -252,7 +341,7 @@ _ATTR_GET: Final[dict[bytes, Any]] = {
     b"uri.authority": lambda r: _out(r.host),
     b"uri.query": lambda r: _out(r.uri_query) if "?" in r.target else None,
     b"request.method": lambda r: _out(r.method),
-    b"request.uri": lambda r: _out(r.target),
+    b"request.uri": lambda r: _out(rule_target(r)),
     b"request.orig-uri": lambda r: _out(r.target_orig),
     b"request.path-info": lambda r: _or_nil(r.pathinfo),
     b"request.remote-ip": lambda r: _out(r.remote_ip),

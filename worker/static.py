@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Final
 from mypy_extensions import mypyc_attr
 
 from .chunkqueue import SharedFd
-from .http import http_date, parse_http_date
+from .http import http_date, lower_name, parse_http_date
 from .settled import settled
 from .statcache import CACHE
 
@@ -650,6 +650,14 @@ def file_fields(path: str, st: os.stat_result, values: dict, content_type: str |
     return etag, content_type, fields
 
 
+def _fields_not_set(headers: list[tuple[str, str]],
+                    fields: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The file's fields but those a module set already (a script's Content-Type or
+    ETag stays, as lighttpd leaves them)."""
+    present = {lower_name(name) for name, _ in headers}
+    return [field for field in fields if lower_name(field[0]) not in present]
+
+
 def _memo_by_path(path: str, st: os.stat_result) -> FieldsMemo | None:
     """The fields kept for the file at `path` when it is still the version `st` shows."""
     entry = _file_fields.get(path)
@@ -669,7 +677,10 @@ def _respond(request: "Request", path: str, st: os.stat_result, shared: SharedFd
     response.ranged = True                  # a file's ranges are decided here
     mtime = st.st_mtime
     etag, content_type, fields = file_fields(path, st, values, content_type, kept)
-    response.headers += fields
+    if response.headers:
+        response.headers += _fields_not_set(response.headers, fields)
+    else:
+        response.headers += fields
     status = check_preconditions(request, etag, mtime)
     if status:
         response.replayable = status == 304     # the validators are part of the key

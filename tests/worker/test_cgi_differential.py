@@ -269,3 +269,15 @@ def test_a_body_after_a_bodiless_status_never_reaches_the_client(servers, status
         head, _, rest = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 %d " % status), (port, raw)
         assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), (port, raw)
+
+
+def test_early_hints_of_a_script_go_out_ahead_of_its_answer(servers):
+    """A script's interim 103 head reaches the client before its answer, as lighttpd
+    passes it on (neither server keeps the Link field for the final head)."""
+    request = b"GET /hints.sh HTTP/1.1\r\nHost: test.example\r\nConnection: close\r\n\r\n"
+    for port in servers[:2]:
+        raw = exchange(port, request, ANSWER_WAIT)
+        interim, _, rest = raw.partition(b"\r\n\r\n")
+        assert interim == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload", (port, raw)
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n") and b"Link:" not in rest, (port, raw)
+        assert rest.endswith(b"\r\n\r\nbody\n"), (port, raw)

@@ -48,7 +48,7 @@ if path == "/legacy-header-loop" then   -- run as the script ends, under its bud
   lighty.header = setmetatable({}, {__pairs = function() while true do end end})
 end
 if path == "/legacy-content-loop" then
-  lighty.content = setmetatable({}, {__index = function() while true do end end})
+  lighty.content = {setmetatable({}, {__index = function() while true do end end})}
   return 200
 end
 lighty.r.resp_header["X-Seen"] = lighty.r.req_header["X-Value"] or "none"

@@ -276,7 +276,7 @@ class _Script:
         self.local_redir = values["cgi.local-redir"]
         self.xsendfile = values["cgi.x-sendfile"]
         self.docroots = values["cgi.x-sendfile-docroot"]
-        self.reader = HeadReader()
+        self.reader = HeadReader(interim=request.send_interim)
         self.body: AnswerBody | None = None
         self.process: subprocess.Popen | None = None
         self.pid = 0

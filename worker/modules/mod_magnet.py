@@ -5,14 +5,21 @@
   physical path is known, `magnet.attract-response-start-to` when the answer's head
   is about to go (headers and status may still change there);
 - the scripts of one key run in order while each returns nothing (or a status below
-  100); a status of 200 or more answers the request with what the script put in
+  100); a 1xx status (103 Early Hints) is sent at once as an interim answer with the
+  headers set so far and the request goes on; a status of 200 or more answers the
+  request with what the script put in
   `lighty.r.resp_header` / `resp_body` (or the older `lighty.header` /
   `lighty.content`), and `lighty.RESTART_REQUEST` (99) runs the phases again for
   `uri.path` as the script left it (at most 10 times, then 500);
 - a script that fails to load, raises an error or spends its instruction budget is
   answered 500 (before response start) and logged with Lua's traceback;
 - each script has its own Lua state, kept while its file is unchanged (mtime, size,
-  inode) and made anew when it changes (worker/magnet_runtime.py).
+  inode) and made anew when it changes (worker/magnet_runtime.py);
+- `lighty.server.plugin_stats` (and its older name `lighty.status`) are the counters
+  `status.statistics-url` shows, each worker's own as each lighttpd process has its
+  own; `lighty.server.stats` gives `uptime`, `version` and `clients_open`.
+  `lighty.server.irequests` (a walk over the other requests of the process) is not
+  provided.
 
 Beyond lighttpd, a file ending in `.py` named in the same keys runs as Python: it
 defines `handle(r, c)`, given `lighty.r` and `lighty.c` as Python objects over the same
@@ -85,7 +92,7 @@ class Module(BaseModule):
                 return
             if status >= 200 and not request.response.started:
                 request.response.status = status
-            if status:
+            if status >= 200 or status == RESTART_REQUEST:
                 return
 
     def _attract(self, request: Request, key: str) -> HandlerResult:
@@ -98,7 +105,9 @@ class Module(BaseModule):
                 return 500
             if status >= 200:
                 return status
-            if status == RESTART_REQUEST:
+            if status >= 100:
+                _send_interim(request, status)
+            elif status == RESTART_REQUEST:
                 return _restart(request, path)
         return None
 
@@ -119,6 +128,14 @@ class Module(BaseModule):
 def script_for(path: str) -> Script | PythonScript:
     """A `.py` file runs as Python, any other as Lua (as lighttpd runs them all)."""
     return PythonScript(path) if path.endswith(".py") else Script(path)
+
+
+def _send_interim(request: Request, status: int) -> None:
+    """A 1xx status (103 Early Hints...) goes out at once with the headers set so far,
+    which then leave the final answer's head; the request goes on."""
+    response = request.response
+    request.send_interim(status, response.headers)
+    response.headers = []
 
 
 def _restart(request: Request, path: str) -> HandlerResult:

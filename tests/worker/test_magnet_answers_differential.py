@@ -1,0 +1,193 @@
+"""What a mod_magnet script's answer becomes, beside Debian's lighttpd 1.4.69: the
+framing fields a script may not set, statuses outside the error pages' range, the
+older `lighty.content`, a Content-Type kept by the static file behind it, the request
+fields and target as scripts read them, `lighty.status` counters, the body at
+response start, and a 1xx status sent as an interim answer (103 Early Hints).  A
+generated probe (random scripts through both servers) found each of these; where
+lighttpd's own answer is broken (a Content-Length it computed before a script added
+to the body, a body after a 304 or 204) pylighttpd frames the answer right instead,
+and those cases are checked on pylighttpd alone."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from server_util import read_until_closed
+from test_differential import LIGHTTPD, beside_lighttpd, exchange, get10, get11, parse
+
+pytest.importorskip("lupa")
+pytestmark = pytest.mark.skipif(
+    not os.access(LIGHTTPD, os.X_OK) or not Path("/usr/lib/lighttpd/mod_magnet.so").exists(),
+    reason="Debian's lighttpd with mod_magnet (lighttpd-modules-lua) is not installed")
+
+SCRIPTS = {
+    # the framing is the server's: a script's Content-Length, Transfer-Encoding and
+    # Connection are ignored
+    "framing": """
+        local h = lighty.r.resp_header
+        h["Content-Length"] = "3"
+        h["Transfer-Encoding"] = "chunked"
+        h["Connection"] = "close"
+        h["X-Ok"] = "1"
+        lighty.r.resp_body.set({"hello"})
+        return 200""",
+    # no error page outside 4xx and 5xx
+    "status-600": "return 600",
+    # lighty.content replaces the body; a file part's `length` is where it ends
+    "legacy": """
+        lighty.r.resp_body.add("dropped")
+        lighty.content = {"legacy:", {filename = DOCROOT .. "/index.html", offset = 1,
+                                      length = 4}, 7}
+        return 200""",
+    # the static file behind keeps a script's Content-Type
+    "content-type": 'lighty.r.resp_header["Content-Type"] = "text/x-probe"',
+    # each request field under the name the client first wrote
+    "field-names": """
+        local names = {}
+        for name, value in pairs(lighty.r.req_header) do
+          names[#names + 1] = name .. "=" .. value
+        end
+        table.sort(names)
+        lighty.r.resp_body.set({table.concat(names, "\\n"), "\\n"})
+        return 200""",
+    # the target as normalised
+    "target": """
+        local a = lighty.r.req_attr
+        lighty.r.resp_body.set({a["request.uri"], " ", a["uri.path-raw"], " ",
+                                a["request.orig-uri"], "\\n"})
+        return 200""",
+    # plugin_stats: counted, read, made as they are read
+    "counters": """
+        local s = lighty.status
+        s["probe.count"] = s["probe.count"] + 2
+        lighty.server.plugin_stats["probe.set"] = 7
+        lighty.r.resp_body.set({tostring(s["probe.count"] % 2), " ",
+                                tostring(lighty.server.plugin_stats["probe.set"]), " ",
+                                tostring(lighty.status["probe.never"]), " ",
+                                (lighty.server.stats["version"]:find("lighttpd/%d") and "named" or "?"),
+                                "\\n"})
+        return 200""",
+    # 103 Early Hints with the fields set so far; the request goes on to its file
+    "early-hints": """
+        lighty.r.resp_header["Link"] = "</style.css>; rel=preload; as=style"
+        return 103""",
+}
+RESPONSE_START = """
+local q = lighty.r.req_attr["uri.query"]
+if q == "len" then
+  lighty.r.resp_header["X-Len"] = tostring(lighty.r.resp_body.len)
+  lighty.r.resp_header["X-Got"] = tostring(#lighty.r.resp_body.get)
+elseif q == "304" then
+  lighty.content = {"a body a 304 cannot carry"}
+  return 304
+end
+"""
+CONFIG = """
+server.document-root = "{docroot}"
+server.modules = ("mod_magnet", "mod_staticfile")
+server.tag = "probe/1"
+mimetype.assign = (".html" => "text/html")
+{conditions}
+$HTTP["url"] == "/rs/index.html" {{
+    magnet.attract-response-start-to = ("{scripts}/response-start.lua")
+}}
+"""
+COMPARED = ("content-type", "content-length", "transfer-encoding", "x-ok", "x-len", "x-got",
+            "link")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    base = tmp_path_factory.mktemp("magnet-answers")
+    docroot = base / "www"
+    (docroot / "rs").mkdir(parents=True)
+    for page in (docroot / "index.html", docroot / "rs" / "index.html"):
+        page.write_text("<p>index</p>\n")
+    scripts = base / "scripts"
+    scripts.mkdir()
+    conditions = []
+    for name, source in SCRIPTS.items():
+        (scripts / f"{name}.lua").write_text(f'local DOCROOT = "{docroot}"\n{source}\n')
+        conditions.append(f'$HTTP["url"] =^ "/{name}" {{ magnet.attract-physical-path-to = '
+                          f'("{scripts}/{name}.lua") }}')
+    (scripts / "response-start.lua").write_text(RESPONSE_START)
+    conf = base / "magnet.conf"
+    conf.write_text(CONFIG.format(docroot=docroot, scripts=scripts,
+                                  conditions="\n".join(conditions)))
+    for name in SCRIPTS:
+        (docroot / name).mkdir()
+        (docroot / name / "index.html").write_text(f"<p>{name}</p>\n")
+    with beside_lighttpd(conf) as ports:
+        yield ports
+
+
+REQUESTS = {
+    "framing": get11("/framing/index.html"),
+    "status-600": get11("/status-600/index.html"),
+    "legacy": get11("/legacy/index.html"),
+    "content-type": get11("/content-type/index.html"),
+    "field-names": get11("/field-names/index.html", "x-lower: 1", "X-UPPER: 2",
+                         "X-Mixed: 3", "x-mixed: 4", "USER-agent: probe"),
+    "target": get11("/target/%7e%41/../index.html?q=%20&r=%7e"),
+    "counters": get11("/counters/index.html"),
+    "response-start-len": get11("/rs/index.html?len"),
+}
+
+
+def _summary(raw: bytes) -> dict:
+    status, headers, body = parse(raw)
+    return {"status": status, "body": body, **{name: headers.get(name) for name in COMPARED}}
+
+
+@pytest.mark.parametrize("name", sorted(REQUESTS))
+def test_same_answer_as_lighttpd(servers, name: str) -> None:
+    theirs, ours = servers
+    assert _summary(exchange(ours, REQUESTS[name])) == \
+        _summary(exchange(theirs, REQUESTS[name]))
+
+
+def _heads(raw: bytes) -> list[list[bytes]]:
+    """The heads of an exchange's answers: an interim one, then the final one."""
+    heads = []
+    while raw.startswith(b"HTTP/1.1 1"):
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        heads.append(head.split(b"\r\n"))
+    heads.append(raw.partition(b"\r\n\r\n")[0].split(b"\r\n"))
+    return heads
+
+
+def _no_date(head: list[bytes]) -> list[bytes]:
+    return [line for line in head if not line.lower().startswith((b"date:", b"server:"))]
+
+
+def test_early_hints_go_out_ahead_of_the_answer_as_lighttpd_sends_them(servers) -> None:
+    theirs, ours = servers
+    request = get11("/early-hints/index.html")
+    heads = _heads(exchange(ours, request))
+    assert len(heads) == 2 and heads[0][0] == b"HTTP/1.1 103 Early Hints"
+    assert b"Link: </style.css>; rel=preload; as=style" in heads[0]
+    assert not any(line.startswith(b"Link:") for line in heads[1])      # not in the answer
+    assert [_no_date(head)[:1] for head in heads] == \
+        [_no_date(head)[:1] for head in _heads(exchange(theirs, request))]
+
+
+def test_no_interim_answer_to_an_http10_client(servers) -> None:
+    _, ours = servers
+    status, headers, body = parse(exchange(ours, get10("/early-hints/index.html")))
+    assert (status, "link" in headers, body) == (200, False, b"<p>early-hints</p>\n")
+
+
+def test_a_304_set_at_response_start_carries_no_body(servers) -> None:
+    """lighttpd 1.4.69 sends lighty.content after its 304 head (a client reads it as
+    the next answer); pylighttpd drops it: the pipelined request behind is answered."""
+    _, ours = servers
+    one = b"GET /rs/index.html?304 HTTP/1.1\r\nHost: test.example\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", ours), timeout=5) as sock:
+        sock.sendall(one + get11("/rs/index.html?304"))
+        raw = read_until_closed(sock)
+    assert raw.count(b"HTTP/1.1 304 Not Modified\r\n") == 2
+    assert b"cannot carry" not in raw
