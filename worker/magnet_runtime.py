@@ -19,6 +19,7 @@ file system's surrogate escapes) or Latin-1 (header values), and come back the s
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Final
@@ -43,6 +44,7 @@ MAX_MEMORY: Final = 64 * 1024 * 1024      # bytes one script's Lua state may hol
 INSTRUCTION_BUDGET: Final = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
 HOOK_EVERY: Final = 1000                  # instructions between two budget checks
 LOG_SOURCE: Final = "mod_magnet.c"
+SET_TARGET: Final = "magnet.target"      # request.plugin_ctx: a script set request.uri
 _STARTED: Final = time.time()          # uptime without a stats segment (a lone worker)
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
 
@@ -148,8 +150,7 @@ class Bridge:
             if key in _ATTR_GET:
                 return None          # read-only: lighttpd ignores the change
             return b"couldn't store '" + key + b"' in r.req_attr[]"
-        setter(self.r, _text(value))
-        return None
+        return setter(self.r, _text(value))
 
     def attr_list(self) -> Any:
         request = self.unkeyed
@@ -282,8 +283,11 @@ class Bridge:
         response = self.r.response
         if not _body_complete(response):
             return None
-        return b"".join(os.pread(part[0], part[2], part[1]) if type(part) is tuple else part
-                        for part in response.body)
+        parts: list[bytes] = []
+        for part in response.body:
+            parts.append(os.pread(part[0], part[2], part[1]) if isinstance(part, tuple)
+                         else part)
+        return b"".join(parts)
 
     def reqbody_len(self) -> int:
         return max(self.unkeyed.content_length, 0)
@@ -314,9 +318,13 @@ def _body_complete(response: Any) -> bool:
     return response.status != 0 and not response.streaming
 
 
+def _target(request: "Request") -> str:
+    """lighttpd's r->target: the target as normalised, or as a script set it."""
+    return request.target if SET_TARGET in request.plugin_ctx else rule_target(request)
+
+
 def _target_path(request: "Request") -> str:
-    """The path of the normalised target (lighttpd's r->target)."""
-    target = rule_target(request)
+    target = _target(request)
     mark = split_at(target, request.url_flags)
     return target if mark < 0 else target[:mark]
 
@@ -339,9 +347,9 @@ _ATTR_GET: Final[dict[bytes, Any]] = {
     b"uri.path-raw": lambda r: _out(_target_path(r)),
     b"uri.scheme": lambda r: _out(r.scheme),
     b"uri.authority": lambda r: _out(r.host),
-    b"uri.query": lambda r: _out(r.uri_query) if "?" in r.target else None,
+    b"uri.query": lambda r: _out(r.uri_query) if r.uri_query or "?" in r.target else None,
     b"request.method": lambda r: _out(r.method),
-    b"request.uri": lambda r: _out(rule_target(r)),
+    b"request.uri": lambda r: _out(_target(r)),
     b"request.orig-uri": lambda r: _out(r.target_orig),
     b"request.path-info": lambda r: _or_nil(r.pathinfo),
     b"request.remote-ip": lambda r: _out(r.remote_ip),
@@ -366,8 +374,8 @@ def _set_uri_path(request: "Request", value: str) -> None:
 
 
 def _set_path_raw(request: "Request", value: str) -> None:
-    _, mark, query = request.target.partition("?")
-    request.target = value + mark + query
+    _, mark, query = _target(request).partition("?")
+    _set_target(request, value + mark + query)
 
 
 def _set_query(request: "Request", value: str) -> None:
@@ -385,13 +393,22 @@ def _set_authority(request: "Request", value: str) -> None:
     request.configure()
 
 
-def _set_remote(request: "Request", value: str) -> None:
+def _set_remote(request: "Request", value: str) -> bytes | None:
+    """A numeric address (or a unix socket's path), else an error as lighttpd's."""
+    if not value.startswith("/"):
+        try:                  # as sock_addr_from_str_numeric reads it ("200" is 0.0.0.200)
+            socket.getaddrinfo(value, None, flags=socket.AI_NUMERICHOST)
+        except (socket.gaierror, UnicodeError, ValueError):
+            return f"r.req_attr['remote-addr'] invalid addr: {value}".encode()
     request.remote_ip = value
     request.configure()
+    return None
 
 
 def _set_target(request: "Request", value: str) -> None:
+    """request.uri as the script sets it, read back as it is (not normalised again)."""
     request.target = value
+    request.plugin_ctx[SET_TARGET] = True
 
 
 _ATTR_SET: Final[dict[bytes, Any]] = {
@@ -405,6 +422,7 @@ _ATTR_SET: Final[dict[bytes, Any]] = {
     b"uri.scheme": _set_scheme,
     b"uri.authority": _set_authority,
     b"request.uri": _set_target,
+    b"request.orig-uri": lambda r, v: setattr(r, "target_orig", v),
     b"request.path-info": lambda r, v: setattr(r, "pathinfo", v),
     b"request.remote-ip": _set_remote,
     b"request.remote-addr": _set_remote,

@@ -60,6 +60,17 @@ SCRIPTS = {
         lighty.r.resp_body.set({a["request.uri"], " ", a["uri.path-raw"], " ",
                                 a["request.orig-uri"], "\\n"})
         return 200""",
+    # what a script writes: an address must be numeric; request.uri as it is written
+    "attr-writes": """
+        local a = lighty.r.req_attr
+        local bad = pcall(function() a["request.remote-addr"] = "not-an-ip" end)
+        local short = pcall(function() a["request.remote-addr"] = "200" end)
+        a["uri.path-raw"] = "/written"
+        a["request.orig-uri"] = "/orig"
+        lighty.r.resp_body.set({tostring(bad), " ", tostring(short), " ",
+                                a["request.remote-addr"], " ", a["request.uri"], " ",
+                                a["uri.path-raw"], " ", a["request.orig-uri"], "\\n"})
+        return 200""",
     # plugin_stats: counted, read, made as they are read
     "counters": """
         local s = lighty.status
@@ -134,6 +145,7 @@ REQUESTS = {
                          "X-Mixed: 3", "x-mixed: 4", "USER-agent: probe"),
     "target": get11("/target/%7e%41/../index.html?q=%20&r=%7e"),
     "counters": get11("/counters/index.html"),
+    "attr-writes": get11("/attr-writes/%7e/../index.html?q=%20"),
     "response-start-len": get11("/rs/index.html?len"),
 }
 
