@@ -174,15 +174,33 @@ local body_methods = {
 }
 local resp_body_values = { bytes_in = B.resp_body_length, bytes_out = function() return 0 end,
                            len = B.resp_body_len, get = B.resp_body_get }
--- The request body is never collected here (lighttpd 1.4.69 collects it with
--- `collect` and restarts the request): `get` is nil and `collect` false.
+-- The request body: `collect` makes the request wait for all of it (the phases run
+-- again once it is in, the script with them); `get` gives it then; `set` (which
+-- empties it) and `add` give a new one to what follows, as functions once it is in.
+local function body_writer(replace)
+    return function(parts)
+        if type(parts) == "string" then parts = {parts} end
+        if type(parts) ~= "table" then return false end
+        for i = 1, rawlen(parts) do
+            local part = rawget(parts, i)
+            if type(part) ~= "string" then
+                B.print_error("body[" .. i .. "] table must contain strings")
+                break
+            end
+            B.reqbody_add(part, replace)
+            replace = false
+        end
+        if replace then B.reqbody_add("", true) end
+        return true
+    end
+end
 local req_body_values = {
     len = B.reqbody_len,
-    get = function() return nil end,
-    collect = function() return false end,
-    add = function() return nil end,
-    set = function() return nil end,
-    bytes_in = function() return 0 end,
+    get = B.reqbody_get,
+    collect = B.reqbody_collect,
+    add = function() if B.reqbody_complete() then return body_writer(false) end end,
+    set = function() if B.reqbody_complete() then return body_writer(true) end end,
+    bytes_in = B.reqbody_bytes_in,
     bytes_out = function() return 0 end,
 }
 

@@ -31,6 +31,7 @@ from shared.metrics import STATISTICS, Snapshot, package_version
 from shared.stats import StatsSegment
 
 from . import magnet_clib
+from .body import RequestBody
 from .urlnorm import split_at
 from .urlsubst import rule_target
 from shared.hotpath import REPO_DIR
@@ -44,6 +45,8 @@ MAX_MEMORY: Final = 64 * 1024 * 1024      # bytes one script's Lua state may hol
 INSTRUCTION_BUDGET: Final = 20_000_000    # Lua VM instructions one run may take (~0.2-1 s)
 HOOK_EVERY: Final = 1000                  # instructions between two budget checks
 LOG_SOURCE: Final = "mod_magnet.c"
+COLLECTING: Final = "magnet.collecting"  # request.plugin_ctx: a script waits for the body
+COLLECTED: Final = "magnet.collected"    # ... and the phases ran again once it was in
 SET_TARGET: Final = "magnet.target"      # request.plugin_ctx: a script set request.uri
 _STARTED: Final = time.time()          # uptime without a stats segment (a lone worker)
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -290,7 +293,64 @@ class Bridge:
         return b"".join(parts)
 
     def reqbody_len(self) -> int:
-        return max(self.unkeyed.content_length, 0)
+        request = self.unkeyed
+        body = request.body
+        if request.content_length < 0 and body is not None and body.complete:
+            return body.size
+        return max(request.content_length, 0)
+
+    def reqbody_bytes_in(self) -> int:
+        body = self.unkeyed.body
+        return 0 if body is None else body.size
+
+    def _collected(self) -> bool:
+        """Whether the request has no body, or ran again once its body was in (as in
+        lighttpd, a body is never collected on a script's first run, even one that
+        came whole with the head)."""
+        request = self.r
+        return request.body is None or COLLECTED in request.plugin_ctx
+
+    def reqbody_collect(self) -> bool | None:
+        """True once the whole body is in.  Before, False: the request waits for it
+        (all of it, kept on disk past the memory limit whatever
+        server.stream-request-body says) and its phases run again then, scripts and
+        all; nil when another module handles the request already."""
+        if self._collected():
+            return True
+        request = self.r
+        body = request.body
+        assert body is not None
+        if request.handler is not None:
+            log.error(LOG_SOURCE, "unable to collect request body (handler already set)")
+            return None
+        body.spill = True
+        request.plugin_ctx[COLLECTING] = True
+        return False
+
+    def reqbody_get(self) -> bytes | None:
+        """The whole body once collected ("" for none), else nil."""
+        body = self.r.body
+        if body is None:
+            return b""
+        return body.read() if self._collected() else None
+
+    def reqbody_complete(self) -> bool:
+        return self._collected()
+
+    def reqbody_add(self, data: bytes, replace: bool) -> None:
+        """A script's new body (set) or more of it (add), once the client's is in:
+        what backends are given from now on, with its length."""
+        request = self.r
+        body = request.body
+        if body is None or replace:
+            if body is not None:
+                body.close()
+            body = request.body = RequestBody(tuple(request.values["server.upload-dirs"]))
+            body.complete = True
+        body.append(data)
+        request.content_length = body.size
+        if "content-length" in request.headers:
+            request.headers["content-length"] = str(body.size)
 
     # ----------------------------------------------------------------------- logging
     def print(self, message: bytes) -> None:
@@ -306,7 +366,8 @@ class Bridge:
                  "attr_list", "env_get", "env_set", "env_list", "item_get", "item_set",
                  "resp_header_get", "resp_header_set", "resp_header_list", "body_clear",
                  "body_add", "body_add_file", "resp_body_length", "resp_body_len",
-                 "resp_body_get", "reqbody_len", "print",
+                 "resp_body_get", "reqbody_len", "reqbody_bytes_in", "reqbody_collect",
+                 "reqbody_get", "reqbody_complete", "reqbody_add", "print",
                  "print_error", "plugin_stat_get", "plugin_stat_set", "plugin_stat_list",
                  "server_stat_get")
         return {name.encode(): getattr(self, name) for name in names}

@@ -133,7 +133,8 @@ def path_simplified(data: bytes) -> bytes:
             walk = path.index(b"/", 1)
             out = walk
         walk += 1
-    return bytes(path[:_simplified_rest(path, walk, out, end)])
+    size = _simplified_rest(path, walk, out, end)   # apart: compiled, the slice came first
+    return bytes(path[:size])
 
 
 def _first_dot_or_slash(path: bytearray, end: int) -> int:

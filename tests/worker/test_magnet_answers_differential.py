@@ -2,7 +2,8 @@
 framing fields a script may not set, statuses outside the error pages' range, the
 older `lighty.content`, a Content-Type kept by the static file behind it, the request
 fields and target as scripts read them, `lighty.status` counters, the body at
-response start, and a 1xx status sent as an interim answer (103 Early Hints).  A
+response start, a 1xx status sent as an interim answer (103 Early Hints), and the
+request body collected (`req_body.collect`), read and replaced.  A
 generated probe (random scripts through both servers) found each of these; where
 lighttpd's own answer is broken (a Content-Length it computed before a script added
 to the body, a body after a 304 or 204) pylighttpd frames the answer right instead,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,17 @@ SCRIPTS = {
         lighty.r.resp_body.set({tostring(bad), " ", tostring(short), " ",
                                 a["request.remote-addr"], " ", a["request.uri"], " ",
                                 a["uri.path-raw"], " ", a["request.orig-uri"], "\\n"})
+        return 200""",
+    # the request body: waited for, the script runs again, then read and replaced
+    "collect": """
+        local b = lighty.r.req_body
+        if not b.collect then return end
+        local first = b.get
+        if lighty.r.req_attr["uri.query"] == "set" then
+          b.set({"x", "yz"})
+          b.add("!")
+        end
+        lighty.r.resp_body.set({"got ", first, " now ", b.get, " ", tostring(b.len), "\\n"})
         return 200""",
     # plugin_stats: counted, read, made as they are read
     "counters": """
@@ -147,6 +160,9 @@ REQUESTS = {
     "counters": get11("/counters/index.html"),
     "attr-writes": get11("/attr-writes/%7e/../index.html?q=%20"),
     "response-start-len": get11("/rs/index.html?len"),
+    "collect-chunked": get11("/collect/index.html", "Transfer-Encoding: chunked",
+                             method="POST") + b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
+    "collect-none": get11("/collect/index.html"),
 }
 
 
@@ -203,3 +219,32 @@ def test_a_304_set_at_response_start_carries_no_body(servers) -> None:
         raw = read_until_closed(sock)
     assert raw.count(b"HTTP/1.1 304 Not Modified\r\n") == 2
     assert b"cannot carry" not in raw
+
+
+def test_a_body_that_comes_later_is_collected_as_lighttpd_collects_it(servers) -> None:
+    """The head first, the body a moment later in two pieces: the request waits for it
+    and the script, run again, reads it whole."""
+    head = get11("/collect/index.html", "Content-Length: 6", method="POST")
+    answers = []
+    for port in servers:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(head)
+            time.sleep(0.2)
+            sock.sendall(b"abc")
+            time.sleep(0.2)
+            sock.sendall(b"def")
+            status, _, body = parse(read_until_closed(sock))
+            answers.append((status, body))
+    assert answers == [(200, b"got abcdef now abcdef 6\n")] * 2
+
+
+@pytest.mark.parametrize("query, expected", [("", b"got abc now abc 3\n"),
+                                             ("?set", b"got abc now xyz! 4\n")])
+def test_a_body_that_came_with_the_head_is_collected(servers, query: str,
+                                                     expected: bytes) -> None:
+    """lighttpd 1.4.69 gives the script the whole request, head and body, for a body
+    read with its head (its request-body queue then holds the head too);
+    pylighttpd gives the body, as it does for one that comes later."""
+    _, ours = servers
+    request = get11(f"/collect/index.html{query}", "Content-Length: 3", method="POST")
+    assert parse(exchange(ours, request + b"abc"))[::2] == (200, expected)

@@ -19,7 +19,10 @@
   `status.statistics-url` shows, each worker's own as each lighttpd process has its
   own; `lighty.server.stats` gives `uptime`, `version` and `clients_open`.
   `lighty.server.irequests` (a walk over the other requests of the process) is not
-  provided.
+  provided;
+- `lighty.r.req_body.collect()` makes the request wait for its whole body (whatever
+  server.stream-request-body says), then runs the phases again, scripts and all, where
+  `get` gives the body; `set` / `add` give the backends a new one.
 
 Beyond lighttpd, a file ending in `.py` named in the same keys runs as Python: it
 defines `handle(r, c)`, given `lighty.r` and `lighty.c` as Python objects over the same
@@ -43,8 +46,9 @@ from shared import log
 from shared.config.directives import Directive, Type
 
 from ..magnet_python import PythonScript
-from ..magnet_runtime import Script, ScriptCache, ScriptFailed, log_failure
-from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
+from ..magnet_runtime import (COLLECTED, COLLECTING, Script, ScriptCache, ScriptFailed,
+                              log_failure)
+from ..module import COMEBACK, ERROR, WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..statcache import CACHE
 
@@ -62,6 +66,7 @@ UNREPEATABLE: Final = "magnet.unrepeatable"   # request.plugin_ctx: a run that m
 class Module(BaseModule):
     name = "magnet"
     directives = DIRECTIVES
+    reads_request_body = True         # lighty.r.req_body
     active_when = {"handle_uri_clean": RAW_URL, "handle_physical": PHYSICAL_PATH,
                    "handle_response_start": RESPONSE_START}
 
@@ -109,7 +114,22 @@ class Module(BaseModule):
                 _send_interim(request, status)
             elif status == RESTART_REQUEST:
                 return _restart(request, path)
-        return None
+        return self.handle_subrequest(request) if COLLECTING in request.plugin_ctx \
+            else None
+
+    def handle_subrequest(self, request: Request) -> HandlerResult:
+        """A script asked for the whole request body (req_body.collect): the request
+        waits for it, then its phases run again, from the URL on, as lighttpd restarts
+        them (at once for a body that came whole with the head)."""
+        body = request.body
+        if body is not None and not body.complete:
+            return WAIT
+        context = request.plugin_ctx
+        context.pop(COLLECTING, None)
+        context[COLLECTED] = True
+        request.handler = None
+        request.physical_path = ""
+        return COMEBACK
 
     def _run(self, path: str, request: Request) -> int:
         """Run the script of `path` for `request`, noting a run that may not be
