@@ -188,7 +188,8 @@ def cgi_environment(request: "Request", host: "HostSpec | None" = None,
                     authorizer: bool = False) -> dict[str, str]:
     """The CGI/1.1 variables of RFC 3875 with lighttpd's additions, in lighttpd's
     order (CONTENT_LENGTH first, as SCGI wants), and the request's own `env` (set by
-    other modules, an authorizer's Variable-* headers) last.  REQUEST_URI is the
+    other modules, an authorizer's Variable-* headers) last, each name upper-cased
+    and all but letters and digits `_`, as lighttpd encodes them.  REQUEST_URI is the
     target the client sent, whatever internal redirect (an error handler, a local
     Location) led here.  `host`: a FastCGI or SCGI backend, whose `docroot` (a remote
     server's document root), `strip-request-uri` and `broken-scriptfilename` apply;
@@ -198,8 +199,8 @@ def cgi_environment(request: "Request", host: "HostSpec | None" = None,
     env = sink.env
     env.update(server_variables(request).pairs)
     env.update(header_variables(request.headers))
-    if request.env:
-        env.update(request.env)
+    if request.env:          # named as lighttpd names them there: MY_VAR for my-var
+        env.update((env_variable(name), value) for name, value in request.env.items())
     return env
 
 

@@ -35,7 +35,8 @@ $HTTP["url"] =^ "/env/" {{
   setenv.set-request-header = ("X-Set" => "set", "Accept" => "")
   setenv.add-response-header = ("X-Resp" => "r-added", "X-Other" => "o1", "X-E" => "")
   setenv.set-response-header = ("X-Gone" => "", "X-Powered" => "setenv")
-  setenv.add-environment = ("FOO" => "foo1", "BAR" => "bar1", "EMPTYADD" => "")
+  setenv.add-environment = ("FOO" => "foo1", "BAR" => "bar1", "EMPTYADD" => "",
+                            "lower-case.var" => "low")
   setenv.set-environment = ("FOO" => "foo-set", "EMPTY" => "", "REMOTE_ADDR" => "9.9.9.9")
   server.error-handler-404 = "/other/env.sh"
 }}
@@ -71,7 +72,7 @@ $HTTP["host"] == "lower.example" {{
 
 ENV_SCRIPT = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\nX-Resp: from-script\\r\\nX-Gone: here\\r\\n\\r\\n'
-env | grep -E '^(HTTP_|FOO=|BAR=|EMPTY|REMOTE_ADDR=|U_ENV=)' | sort
+env | grep -E '^(HTTP_|FOO=|BAR=|EMPTY|REMOTE_ADDR=|U_ENV=|LOWER_CASE_VAR=)' | sort
 """
 CACHING_SCRIPT = """#!/bin/sh
 printf 'Content-Type: text/plain\\r\\nCache-Control: no-store\\r\\n\\r\\nown\\n'
@@ -172,6 +173,7 @@ def test_the_answers_compared_carry_what_the_modules_do(servers):
     assert b"HTTP_COOKIE=a=1; b=2\n" in cgi["body"]
     assert b"FOO=foo-set\n" in cgi["body"] and b"REMOTE_ADDR=9.9.9.9\n" in cgi["body"]
     assert b"HTTP_ACCEPT" not in cgi["body"] and b"EMPTYADD=\n" in cgi["body"]
+    assert b"LOWER_CASE_VAR=low\n" in cgi["body"]      # named as for any backend
     assert (cgi["x-resp"], cgi["x-powered"], "x-gone" in cgi) == \
         (["from-script", "r-added"], ["setenv"], False)
     assert answers["setenv-not-after-access-deny"]["content-type"] == ["text/html"]

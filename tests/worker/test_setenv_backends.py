@@ -1,5 +1,7 @@
 """mod_setenv's environment and request headers reach FastCGI and SCGI backends (the
-WSGI app of gw_app.py under flup), as they reach CGI (test_header_modules_differential.py).
+WSGI app of gw_app.py under flup), as they reach CGI (test_header_modules_differential.py);
+a variable's name upper-cased, all but letters and digits `_`, as lighttpd 1.4.69 names
+it for a backend (`MY_VAR` for `my-var`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ pytest.importorskip("flup", reason="flup (FastCGI and SCGI for WSGI) is not inst
 EXTRA = """
 fastcgi.server = ( "/f/" => ( ( "socket" => "{sockets}/f.sock", "check-local" => "disable" ) ) )
 scgi.server = ( "/s/" => ( ( "socket" => "{sockets}/s.sock", "check-local" => "disable" ) ) )
-setenv.add-environment = ( "USER" => "from-setenv" )
+setenv.add-environment = ( "user" => "from-setenv" )
 setenv.add-request-header = ( "X-Custom" => "added" )
 """
 
@@ -46,5 +48,5 @@ def worker(tmp_path_factory):
 def test_the_backend_sees_the_environment_and_headers_setenv_adds(worker, prefix):
     status, _, body = worker.get(prefix + "app", X_Custom="from-client")
     assert status == 200
-    assert "USER=from-setenv" in body.decode().splitlines()
+    assert "USER=from-setenv" in body.decode().splitlines()     # set as "user"
     assert "HTTP_X_CUSTOM=from-client, added" in body.decode().splitlines()
