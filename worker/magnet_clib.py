@@ -376,8 +376,13 @@ def _text(value: Any) -> bytes:
 
 
 def stat_fields(path: bytes, values: dict) -> dict[bytes, Any] | None:
-    """The table lighty.c.stat returns; None for a path that cannot be stat'ed."""
+    """The fields lighty.c.stat shows; None for a path that cannot be stat'ed.  As
+    lighttpd's stat cache has them: the stat follows symlinks (so `is_link` is never
+    true), an ETag only for a file or a directory; `st_*tim` are (seconds,
+    nanoseconds), which the Lua side hands out as functions returning both."""
     name = os.fsdecode(path)
+    if not name:
+        return None
     try:
         st = os.stat(name)
     except (OSError, ValueError):
@@ -387,15 +392,29 @@ def stat_fields(path: bytes, values: dict) -> dict[bytes, Any] | None:
         b"is_file": stat_module.S_ISREG(mode), b"is_dir": stat_module.S_ISDIR(mode),
         b"is_char": stat_module.S_ISCHR(mode), b"is_block": stat_module.S_ISBLK(mode),
         b"is_socket": stat_module.S_ISSOCK(mode), b"is_fifo": stat_module.S_ISFIFO(mode),
-        b"is_link": os.path.islink(name),
+        b"is_link": stat_module.S_ISLNK(mode),
         b"st_mtime": int(st.st_mtime), b"st_ctime": int(st.st_ctime),
         b"st_atime": int(st.st_atime), b"st_uid": st.st_uid, b"st_gid": st.st_gid,
-        b"st_size": st.st_size, b"st_ino": st.st_ino,
-        b"etag": stat_etag(st, values).encode("latin-1"),
+        b"st_size": st.st_size, b"st_ino": st.st_ino, b"st_mode": mode,
+        b"st_mtim": divmod(st.st_mtime_ns, 1_000_000_000),
+        b"st_ctim": divmod(st.st_ctime_ns, 1_000_000_000),
+        b"st_atim": divmod(st.st_atime_ns, 1_000_000_000),
     }
+    if stat_module.S_ISREG(mode) or stat_module.S_ISDIR(mode):
+        fields[b"etag"] = stat_etag(st, values).encode("latin-1")
     content_type = content_type_for(values, name) if stat_module.S_ISREG(mode) else ""
     if content_type:
         fields[b"content-type"] = content_type.encode("latin-1")
+    return fields
+
+
+def _lua_stat_fields(fields: dict[bytes, Any] | None,
+                     table_from: Callable[..., Any]) -> dict[bytes, Any] | None:
+    """stat_fields for Lua: the (seconds, nanoseconds) pairs as two-element tables."""
+    if fields is None:
+        return None
+    for key in (b"st_mtim", b"st_ctim", b"st_atim"):
+        fields[key] = table_from(list(fields[key]))
     return fields
 
 
@@ -424,7 +443,8 @@ def functions(table_from: Callable[..., Any], settings: Callable[[], dict]) -> d
         b"bsdec": bsdec,
         b"cookie_tokens": lambda data: table_from(cookie_pairs(data)),
         b"header_tokens": lambda data: table_from(header_tokens(data)),
-        b"stat": lambda path: as_table(stat_fields(path, settings())),
+        b"stat": lambda path: as_table(_lua_stat_fields(stat_fields(path, settings()),
+                                                        table_from)),
         b"readdir": lambda path: as_table(readdir_names(path)),
         b"time": lambda: int(time.time()),
         b"hrtime": lambda: divmod(time.time_ns(), 1_000_000_000),

@@ -271,6 +271,35 @@ c.readdir = function(path)
         return names[i]
     end
 end
+-- lighty.c.stat's object: the fields lighttpd has, an error for any other, read-only,
+-- no pairs(); "http-response-send-file" answers with the file (its status).
+local stat_fields = c.stat
+local STAT_MAYBE_NIL = {etag = true, ["content-type"] = true}
+local STAT_TIMES = {st_mtim = true, st_ctim = true, st_atim = true}
+c.stat = function(path)
+    local fields = stat_fields(path)
+    if fields == nil then return nil end
+    return setmetatable({}, {
+        __index = function(_, key)
+            if key == "http-response-send-file" then return B.send_file(path) end
+            local value = fields[key]
+            if STAT_TIMES[key] then
+                return function() return value[1], value[2] end
+            end
+            if value == nil and not STAT_MAYBE_NIL[key] then
+                error('stat["field"] invalid: ' .. tostring(key), 2)
+            end
+            return value
+        end,
+        __newindex = readonly,
+        __pairs = function()
+            B.print_error("(lua) pairs() not implemented on lighty.stat object; "
+                          .. "returning empty iter")
+            return function() end
+        end,
+        __metatable = false,
+    })
+end
 setmetatable(c, {__newindex = readonly, __metatable = false})
 
 -- What the older interface puts in lighty.header / lighty.content goes here.

@@ -32,6 +32,7 @@ from shared.stats import StatsSegment
 
 from . import magnet_clib
 from .body import RequestBody
+from .static import serve_file
 from .urlnorm import split_at
 from .urlsubst import rule_target
 from shared.hotpath import REPO_DIR
@@ -261,6 +262,20 @@ class Bridge:
     def body_add(self, data: bytes) -> None:
         self.r.response.write(data)
 
+    def send_file(self, name: bytes) -> int:
+        """A stat object's "http-response-send-file": the file becomes the answer, as
+        the static file handler makes it (conditional requests, ranges); its status,
+        or 0 when the path is no longer a file."""
+        request = self.r
+        path = os.fsdecode(name)
+        request.response.reset_body()
+        try:
+            status = serve_file(request, path, os.stat(path))
+        except OSError:
+            return 0
+        request.response.status = status
+        return status
+
     def body_add_file(self, name: bytes, offset: int, length: int) -> bytes | None:
         path = os.fsdecode(name)
         try:
@@ -369,7 +384,7 @@ class Bridge:
                  "resp_body_get", "reqbody_len", "reqbody_bytes_in", "reqbody_collect",
                  "reqbody_get", "reqbody_complete", "reqbody_add", "print",
                  "print_error", "plugin_stat_get", "plugin_stat_set", "plugin_stat_list",
-                 "server_stat_get")
+                 "server_stat_get", "send_file")
         return {name.encode(): getattr(self, name) for name in names}
 
 

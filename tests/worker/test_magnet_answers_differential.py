@@ -1,7 +1,8 @@
 """What a mod_magnet script's answer becomes, beside Debian's lighttpd 1.4.69: the
 framing fields a script may not set, statuses outside the error pages' range, the
 older `lighty.content`, a Content-Type kept by the static file behind it, the request
-fields and target as scripts read them, `lighty.status` counters, the body at
+fields and target as scripts read them, `lighty.c.stat`'s object and the file it
+sends, `lighty.status` counters, the body at
 response start, a 1xx status sent as an interim answer (103 Early Hints), and the
 request body collected (`req_body.collect`), read and replaced.  A
 generated probe (random scripts through both servers) found each of these; where
@@ -84,6 +85,25 @@ SCRIPTS = {
         end
         lighty.r.resp_body.set({"got ", first, " now ", b.get, " ", tostring(b.len), "\\n"})
         return 200""",
+    # lighty.c.stat's object: the fields lighttpd has, errors for others, read-only
+    "stat-object": """
+        local out = {}
+        for _, name in ipairs({"index.html", "link.html", "fifo", "."}) do
+          local st = lighty.c.stat(DOCROOT .. "/stat-object/" .. name)
+          local seconds, nanoseconds = st.st_mtim()
+          local count = 0
+          for _ in pairs(st) do count = count + 1 end
+          out[#out + 1] = table.concat({name, tostring(st.is_link), tostring(st.is_fifo),
+            tostring(st.st_mode), tostring(st.etag ~= nil), tostring(st["content-type"]),
+            tostring(seconds == st.st_mtime), math.type(nanoseconds),
+            tostring(pcall(function() return st.nope end)),
+            tostring(pcall(function() st.st_size = 1 end)), tostring(count)}, " ")
+        end
+        lighty.r.resp_body.set({table.concat(out, "\\n"), "\\n"})
+        return 200""",
+    # ... and the file it names as the answer
+    "send-file": """
+        return lighty.c.stat(DOCROOT .. "/index.html")["http-response-send-file"]""",
     # plugin_stats: counted, read, made as they are read
     "counters": """
         local s = lighty.status
@@ -121,7 +141,7 @@ $HTTP["url"] == "/rs/index.html" {{
 }}
 """
 COMPARED = ("content-type", "content-length", "transfer-encoding", "x-ok", "x-len", "x-got",
-            "link")
+            "link", "etag", "content-range")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +165,8 @@ def servers(tmp_path_factory):
     for name in SCRIPTS:
         (docroot / name).mkdir()
         (docroot / name / "index.html").write_text(f"<p>{name}</p>\n")
+    (docroot / "stat-object" / "link.html").symlink_to("index.html")
+    os.mkfifo(docroot / "stat-object" / "fifo")
     with beside_lighttpd(conf) as ports:
         yield ports
 
@@ -159,6 +181,10 @@ REQUESTS = {
     "target": get11("/target/%7e%41/../index.html?q=%20&r=%7e"),
     "counters": get11("/counters/index.html"),
     "attr-writes": get11("/attr-writes/%7e/../index.html?q=%20"),
+    "stat-object": get11("/stat-object/index.html"),
+    "send-file": get11("/send-file/index.html"),
+    "send-file-304": get11("/send-file/index.html", "If-None-Match: {etag}"),
+    "send-file-range": get11("/send-file/index.html", "Range: bytes=1-3"),
     "response-start-len": get11("/rs/index.html?len"),
     "collect-chunked": get11("/collect/index.html", "Transfer-Encoding: chunked",
                              method="POST") + b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n",
@@ -174,8 +200,11 @@ def _summary(raw: bytes) -> dict:
 @pytest.mark.parametrize("name", sorted(REQUESTS))
 def test_same_answer_as_lighttpd(servers, name: str) -> None:
     theirs, ours = servers
-    assert _summary(exchange(ours, REQUESTS[name])) == \
-        _summary(exchange(theirs, REQUESTS[name]))
+    request = REQUESTS[name]
+    if b"{etag}" in request:      # the ETag lighttpd gives the file
+        etag = parse(exchange(theirs, REQUESTS["send-file"]))[1]["etag"]
+        request = request.replace(b"{etag}", etag.encode())
+    assert _summary(exchange(ours, request)) == _summary(exchange(theirs, request))
 
 
 def _heads(raw: bytes) -> list[list[bytes]]:
@@ -248,3 +277,12 @@ def test_a_body_that_came_with_the_head_is_collected(servers, query: str,
     _, ours = servers
     request = get11(f"/collect/index.html{query}", "Content-Length: 3", method="POST")
     assert parse(exchange(ours, request + b"abc"))[::2] == (200, expected)
+
+
+def test_the_sent_file_answers_its_conditional_and_range_requests(servers) -> None:
+    """The comparison above is of real 304 and 206 answers, not of two 200s."""
+    theirs, ours = servers
+    etag = parse(exchange(theirs, REQUESTS["send-file"]))[1]["etag"]
+    conditional = REQUESTS["send-file-304"].replace(b"{etag}", etag.encode())
+    assert parse(exchange(ours, conditional))[0] == 304
+    assert parse(exchange(ours, REQUESTS["send-file-range"]))[::2] == (206, b"p>i")
