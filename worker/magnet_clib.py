@@ -55,12 +55,14 @@ def _hex(data: bytes) -> bytes:
 
 
 def md(algorithm: bytes, data: bytes) -> bytes | None:
-    name = _DIGESTS.get(algorithm.lower())
+    """A digest in upper-case hex; nil for an algorithm lighttpd does not name (in
+    lower case: "SHA256" is none)."""
+    name = _DIGESTS.get(algorithm)
     return None if name is None else _hex(hashlib.new(name, data).digest())
 
 
 def hmac_hex(algorithm: bytes, key: bytes, data: bytes) -> bytes | None:
-    name = _DIGESTS.get(algorithm.lower())
+    name = _DIGESTS.get(algorithm)
     return None if name is None else _hex(hmac.new(key, data, name).digest())
 
 

@@ -261,6 +261,18 @@ setmetatable(server, {__newindex = readonly, __metatable = false})
 local c = {}
 for name, fn in pairs(C) do c[name] = fn end
 wrapped(c, {"time", "hrtime", "rand"}, mark_impure)
+-- these count their arguments, as lighttpd's do (its error is a plain string)
+for name, signature in pairs({md = "md(algo, data)", hmac = "hmac(algo, secret, data)",
+                              digest_eq = "digest_eq(d1, d2)",
+                              secret_eq = "secret_eq(d1, d2)"}) do
+    local fn, wanted = c[name], select(2, signature:gsub(",", "")) + 1
+    c[name] = function(...)
+        if select("#", ...) ~= wanted then
+            error("lighty.c." .. signature .. ": incorrect number of arguments", 0)
+        end
+        return fn(...)
+    end
+end
 local readdir_list = c.readdir
 c.readdir = function(path)
     local names = readdir_list(path)

@@ -51,6 +51,7 @@ COLLECTED: Final = "magnet.collected"    # ... and the phases ran again once it 
 SET_TARGET: Final = "magnet.target"      # request.plugin_ctx: a script set request.uri
 _STARTED: Final = time.time()          # uptime without a stats segment (a lone worker)
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+_FIXED_REQUEST_FIELDS: Final = _FRAMING_FIELDS | {"set-cookie"}
 
 
 def _deny_attributes(_obj: Any, name: Any, _is_setting: bool) -> Any:
@@ -126,9 +127,17 @@ class Bridge:
         return None if value is None else value.encode("latin-1", "replace")
 
     def header_set(self, name: bytes, value: Any) -> None:
+        """Set a request field (an empty value removes it), as lighttpd lets scripts:
+        Host only to another name (lower-cased), and Content-Length, Connection,
+        Transfer-Encoding and Set-Cookie not at all."""
         key = _latin(name).lower()
+        if key in _FIXED_REQUEST_FIELDS:
+            return
         text = _latin(value)
-        if text:
+        if key == "host":
+            if text:
+                self.r.headers[key] = text.lower()
+        elif text:
             self.r.headers[key] = text
         else:
             self.r.headers.pop(key, None)
@@ -189,8 +198,10 @@ class Bridge:
         return getter(request)
 
     def item_set(self, key: bytes, value: Any) -> bytes | None:
-        if key == b"keep_alive" and value in (0, -1):
-            if value == 0:
+        """keep_alive may be set (0 ends the connection after the answer; other values
+        change nothing), nothing else."""
+        if key == b"keep_alive":
+            if _integer(value) == 0:
                 self.unkeyed.keep_alive = False
             return None
         return b"r.req_item['" + key + b"'] invalid or read-only"

@@ -85,6 +85,24 @@ SCRIPTS = {
         end
         lighty.r.resp_body.set({"got ", first, " now ", b.get, " ", tostring(b.len), "\\n"})
         return 200""",
+    # request fields a script may not set, keep_alive, digests by lower-case name
+    "header-writes": """
+        local r, out = lighty.r, {}
+        r.req_header["Host"] = "Other.Example"
+        r.req_header["Host"] = ""
+        r.req_header["Content-Length"] = "9"
+        r.req_header["Set-Cookie"] = "a=1"
+        r.req_header["X-Gone"] = ""
+        out[#out + 1] = table.concat({r.req_header["Host"],
+          tostring(r.req_header["Content-Length"]), tostring(r.req_header["Set-Cookie"]),
+          tostring(r.req_header["X-Gone"])}, " ")
+        out[#out + 1] = tostring(pcall(function() r.req_item["keep_alive"] = 1 end))
+        out[#out + 1] = tostring(lighty.c.md("SHA256", "x")) .. " " ..
+                        tostring(lighty.c.hmac("sha1", "k", ""))
+        out[#out + 1] = select(2, pcall(lighty.c.md, "md5"))
+        out[#out + 1] = select(2, pcall(lighty.c.secret_eq, "a"))
+        r.resp_body.set({table.concat(out, "\\n"), "\\n"})
+        return 200""",
     # lighty.c.stat's object: the fields lighttpd has, errors for others, read-only
     "stat-object": """
         local out = {}
@@ -182,6 +200,7 @@ REQUESTS = {
     "counters": get11("/counters/index.html"),
     "attr-writes": get11("/attr-writes/%7e/../index.html?q=%20"),
     "stat-object": get11("/stat-object/index.html"),
+    "header-writes": get11("/header-writes/index.html", "X-Gone: 1"),
     "send-file": get11("/send-file/index.html"),
     "send-file-304": get11("/send-file/index.html", "If-None-Match: {etag}"),
     "send-file-range": get11("/send-file/index.html", "Range: bytes=1-3"),
