@@ -275,8 +275,8 @@ class Bridge:
 
     def send_file(self, name: bytes) -> int:
         """A stat object's "http-response-send-file": the file becomes the answer, as
-        the static file handler makes it (conditional requests, ranges); its status,
-        or 0 when the path is no longer a file."""
+        the static file handler makes it (conditional requests, ranges; 403 for what
+        is not a regular file); its status, or 0 when the path is gone."""
         request = self.r
         path = os.fsdecode(name)
         request.response.reset_body()
