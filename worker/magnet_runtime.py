@@ -518,12 +518,12 @@ _ATTR_SET: Final[dict[bytes, Any]] = {
 _ITEMS: Final[dict[str, Any]] = {
     "bytes_in": lambda r: r.header_bytes + max(r.content_length, 0),
     "bytes_out": lambda r: 0,
-    "req_count": lambda r: 1,
+    "req_count": lambda r: getattr(r.connection, "requests_done", 1),
     "keep_alive": lambda r: 1 if r.keep_alive else 0,
     "http_status": lambda r: r.response.status,
     "req_header_len": lambda r: r.header_bytes,
     "resp_header_len": lambda r: 0,
-    "stream_id": lambda r: 0,
+    "stream_id": lambda r: r.plugin_ctx.get("_h2", 0),
 }
 
 

@@ -103,6 +103,10 @@ SCRIPTS = {
         out[#out + 1] = select(2, pcall(lighty.c.secret_eq, "a"))
         r.resp_body.set({table.concat(out, "\\n"), "\\n"})
         return 200""",
+    # the connection's count of requests
+    "count": """
+        lighty.r.resp_header["X-Count"] = tostring(lighty.r.req_item.req_count)
+        lighty.r.resp_header["X-Stream"] = tostring(lighty.r.req_item.stream_id)""",
     # lighty.c.stat's object: the fields lighttpd has, errors for others, read-only
     "stat-object": """
         local out = {}
@@ -305,3 +309,13 @@ def test_the_sent_file_answers_its_conditional_and_range_requests(servers) -> No
     conditional = REQUESTS["send-file-304"].replace(b"{etag}", etag.encode())
     assert parse(exchange(ours, conditional))[0] == 304
     assert parse(exchange(ours, REQUESTS["send-file-range"]))[::2] == (206, b"p>i")
+
+
+def test_req_count_counts_the_requests_of_a_connection(servers) -> None:
+    kept = b"GET /count/index.html HTTP/1.1\r\nHost: test.example\r\n\r\n"
+    counts = []
+    for port in servers:
+        raw = exchange(port, kept * 2 + get11("/count/index.html"))
+        counts.append([line for line in raw.split(b"\r\n") if line.startswith(b"X-")])
+    assert counts[0] == counts[1] == [b"X-Count: 1", b"X-Stream: 0", b"X-Count: 2",
+                                      b"X-Stream: 0", b"X-Count: 3", b"X-Stream: 0"]
