@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -319,3 +320,15 @@ def test_req_count_counts_the_requests_of_a_connection(servers) -> None:
         counts.append([line for line in raw.split(b"\r\n") if line.startswith(b"X-")])
     assert counts[0] == counts[1] == [b"X-Count: 1", b"X-Stream: 0", b"X-Count: 2",
                                       b"X-Stream: 0", b"X-Count: 3", b"X-Stream: 0"]
+
+
+def test_early_hints_over_http2(servers) -> None:
+    """The 103 goes out as a HEADERS frame of its own before the answer's (lighttpd
+    1.4.69 breaks the stream there: curl and nghttp see a PROTOCOL_ERROR)."""
+    _, ours = servers
+    shown = subprocess.run(
+        ["curl", "-s", "--http2-prior-knowledge", "--max-time", "10", "-D", "-", "-o",
+         os.devnull, f"http://127.0.0.1:{ours}/early-hints/index.html"],
+        capture_output=True, timeout=30, check=False).stdout.decode("latin-1")
+    assert [line for line in shown.split("\r\n") if line.startswith(("HTTP/", "link:"))] == \
+        ["HTTP/2 103 ", "link: </style.css>; rel=preload; as=style", "HTTP/2 200 "]
