@@ -446,7 +446,8 @@ _ATTR_GET: Final[dict[bytes, Any]] = {
     b"request.server-port": lambda r: _out(_server_port(r)),
     b"request.protocol": lambda r: _out(f"HTTP/{r.version}"),
     b"request.server-name": lambda r: _out(r.host),
-    b"request.stage": lambda r: b"handle-req",
+    # lighttpd handles a request with a body in its read-post state, answered or not
+    b"request.stage": lambda r: b"handle-req" if r.body is None else b"readpost",
 }
 
 

@@ -104,6 +104,10 @@ SCRIPTS = {
         out[#out + 1] = select(2, pcall(lighty.c.secret_eq, "a"))
         r.resp_body.set({table.concat(out, "\\n"), "\\n"})
         return 200""",
+    # the request's stage, with and without a body
+    "stage": """
+        lighty.r.resp_body.set({lighty.r.req_attr["request.stage"], "\\n"})
+        return 200""",
     # the connection's count of requests
     "count": """
         lighty.r.resp_header["X-Count"] = tostring(lighty.r.req_item.req_count)
@@ -206,6 +210,9 @@ REQUESTS = {
     "attr-writes": get11("/attr-writes/%7e/../index.html?q=%20"),
     "stat-object": get11("/stat-object/index.html"),
     "header-writes": get11("/header-writes/index.html", "X-Gone: 1"),
+    "stage": get11("/stage/index.html"),
+    "stage-body": get11("/stage/index.html", "Content-Length: 3", method="POST") + b"abc",
+    "stage-empty-body": get11("/stage/index.html", "Content-Length: 0", method="POST"),
     "send-file": get11("/send-file/index.html"),
     "send-file-304": get11("/send-file/index.html", "If-None-Match: {etag}"),
     "send-file-range": get11("/send-file/index.html", "Range: bytes=1-3"),
@@ -332,3 +339,10 @@ def test_early_hints_over_http2(servers) -> None:
         capture_output=True, timeout=30, check=False).stdout.decode("latin-1")
     assert [line for line in shown.split("\r\n") if line.startswith(("HTTP/", "link:"))] == \
         ["HTTP/2 103 ", "link: </style.css>; rel=preload; as=style", "HTTP/2 200 "]
+
+
+def test_the_stages_compared_differ(servers) -> None:
+    """The comparison above is of both stages, not of one."""
+    _, ours = servers
+    assert [parse(exchange(ours, REQUESTS[name]))[2]
+            for name in ("stage", "stage-body")] == [b"handle-req\n", b"readpost\n"]
