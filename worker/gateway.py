@@ -257,14 +257,22 @@ def _add_script_paths(sink: VariableSink, request: "Request", host: "HostSpec | 
 
 def env_variable(name: str) -> str:
     """A name as lighttpd puts it in a backend's environment (an authorizer's
-    Variable-NAME): letters upper-cased, digits kept, all else `_`."""
-    return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in name)
+    Variable-NAME, a module's variable): letters upper-cased, digits kept, all else
+    `_`; remembered, as the same few names come with every request."""
+    variable = _env_variables.get(name)
+    if variable is None:
+        variable = "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in name)
+        if len(_env_variables) >= MAX_REMEMBERED:
+            _env_variables.clear()
+        _env_variables[name] = variable
+    return variable
 
 
 def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
 
 
+_env_variables: Final[dict[str, str]] = {}
 _server_variables: Final[dict[tuple[str, ...], ServerVariables]] = {}
 
 

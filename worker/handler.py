@@ -126,13 +126,8 @@ class Pipeline:
     def start_stream(self, request: Request) -> None:
         """A held request streams its answer: the head goes out now, so the
         response-start hooks run now."""
-        response = request.response
-        status = response.status
-        response.head_only = _bodiless(request, status)
         _run_all(self.response_start, request)
-        if response.status != status:        # a hook changed it (mod_magnet may)
-            response.head_only = _bodiless(request, response.status)
-        _limit_bandwidth(request)
+        _end_head(request)
 
     def done(self, request: Request) -> None:
         for hook in self.request_done:
@@ -186,14 +181,11 @@ class Pipeline:
         response-start hooks."""
         response = request.response
         response.status = status
-        response.head_only = _bodiless(request, status)
         if status >= 400 or (status >= 300 and status != 304 and not response.body):
             if error_response(request, status) and status == 404 and response.missing:
                 response.replayable = True     # kept while the file stays absent
         _run_all(self.response_start, request)
-        if response.status != status:        # a hook changed it (mod_magnet may)
-            response.head_only = _bodiless(request, response.status)
-        _limit_bandwidth(request)
+        _end_head(request)
 
     def _to_error_handler(self, request: Request, status: int) -> bool:
         """server.error-handler, else server.error-handler-404 (for 404 and 403), as
@@ -436,6 +428,13 @@ def _bodiless(request: Request, status: int) -> bool:
     after them would be read by the client as its next answer).  NO_BODY's two are
     compared as native ints: a set look-up of the boxed status costs more."""
     return request.method == "HEAD" or status == 204 or status == 304
+
+
+def _end_head(request: Request) -> None:
+    """The head is final once the response-start hooks ran (one may change the status,
+    mod_magnet's): whether a body follows it, and the connection's bandwidth."""
+    request.response.head_only = _bodiless(request, request.response.status)
+    _limit_bandwidth(request)
 
 
 def _limit_bandwidth(request: Request) -> None:

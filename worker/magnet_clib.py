@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import stat as stat_module
 import time
@@ -25,17 +24,15 @@ from urllib.parse import quote_from_bytes
 from shared.config.parseopts import (URL_2F_DECODE, URL_DOTSEG_REMOVE, URL_NORMALIZE,
                                      URL_QUERY_20_PLUS, URL_REQUIRED, URL_UNRESERVED)
 
-from .urlnorm import normalised, path_simplified
-from .urlsubst import B64_STANDARD_VALUES, base64_decoded
+from .urlnorm import normalised, path_simplified, percent_decoded
+from .urlsubst import B64_STANDARD_VALUES, base64_decoded, percent_encoded
 from .static import stat_etag, content_type_for
 
 _URLENC_SAFE = b"!()*-._~/"
 _ALNUM = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # a query part as magnet_urlenc_query writes it: "=" kept in values only, " " as "+"
 _QUERY_KEPT = frozenset(_ALNUM + b"!$()*,-./:?@_~")
-_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
-# buffer_urldecode_path: a decoded control character is "_"
-_PATH_DECODED = tuple(bytes((byte,)) if 32 <= byte != 127 else b"_" for byte in range(256))
+_QUERY_VALUE_KEPT = _QUERY_KEPT | {ord("=")}
 _XML_ESCAPED = frozenset(b"<>&'\"`") | frozenset(range(32)) | {127}
 _BS_NAMED = {7: b"\\a", 8: b"\\b", 9: b"\\t", 10: b"\\n", 11: b"\\v", 12: b"\\f",
              13: b"\\r", ord('"'): b'\\"', ord("\\"): b"\\\\"}
@@ -120,9 +117,7 @@ def urldec(data: bytes) -> bytes:
     if first < 0:
         return data
     nul = data.find(b"\0", first)
-    if nul >= 0:
-        data = data[:nul]
-    return _PERCENT.sub(lambda m: _PATH_DECODED[int(m.group(1), 16)], data)
+    return percent_decoded(data if nul < 0 else data[:nul])
 
 
 def _query_part_decoded(data: bytes) -> bytes:
@@ -130,15 +125,8 @@ def _query_part_decoded(data: bytes) -> bytes:
 
 
 def _query_part_encoded(data: bytes, is_key: bool) -> bytes:
-    out = bytearray()
-    for byte in data:
-        if byte in _QUERY_KEPT or (byte == 0x3D and not is_key):
-            out.append(byte)
-        elif byte == 0x20:
-            out.append(0x2B)
-        else:
-            out += b"%%%02X" % byte
-    return bytes(out)
+    return percent_encoded(data, _QUERY_KEPT if is_key else _QUERY_VALUE_KEPT,
+                           True).replace(b"%20", b"+")
 
 
 def urlenc_normalize(data: bytes) -> bytes:

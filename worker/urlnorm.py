@@ -75,9 +75,14 @@ def url_decode(raw: str) -> str:
     control character is `_`, as in lighttpd's uri.path."""
     if "%" not in raw:
         return raw
-    data = _PERCENT.sub(lambda m: _DECODED[int(m.group(1), 16)],
-                        raw.encode("utf-8", "surrogateescape"))
-    return data.decode("utf-8", "surrogateescape")
+    return percent_decoded(raw.encode("utf-8", "surrogateescape")).decode(
+        "utf-8", "surrogateescape")
+
+
+def percent_decoded(data: bytes) -> bytes:
+    """%XX escapes decoded, a decoded control character as `_`, a stray `%` kept
+    (lighttpd's buffer_urldecode_path)."""
+    return _PERCENT.sub(lambda m: _DECODED[int(m.group(1), 16)], data)
 
 
 def decoded_utf8(raw: str) -> str | None:

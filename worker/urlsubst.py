@@ -186,7 +186,7 @@ def compile_replacement(text: str) -> tuple[Part, ...]:
 
 
 # ----------------------------------------------------------------- encoders
-def _encode(data: bytes, keep: frozenset[int], double: bool) -> bytes:
+def percent_encoded(data: bytes, keep: frozenset[int], double: bool) -> bytes:
     """%-encode all but `keep`; unless `double`, an escape stays one (decoded when it
     names an unreserved character)."""
     out = bytearray()
@@ -255,11 +255,11 @@ def burl_append(text: str, flags: int) -> str:
     if flags & ENCODE_NONE:
         result = data
     elif flags & ENCODE_ALL:
-        result = _encode(data, _UNRESERVED, True)
+        result = percent_encoded(data, _UNRESERVED, True)
     elif flags & ENCODE_NDE:
-        result = _encode(data, _UNRESERVED, False)
+        result = percent_encoded(data, _UNRESERVED, False)
     elif flags & ENCODE_PSNDE:
-        result = _encode(data, _PATH_SAFE, False)
+        result = percent_encoded(data, _PATH_SAFE, False)
     elif flags & ENCODE_B64U:
         result = base64.urlsafe_b64encode(data).rstrip(b"=")
     elif flags & DECODE_B64U:
