@@ -21,6 +21,12 @@ def _absolute_or_empty(path: str) -> str:
     return path
 
 
+def _blank_tag_emptied(tag: str) -> str:
+    """A server.tag of only white space is empty, so no Server field goes out (an
+    empty field is never sent), as lighttpd 1.4.69 empties such a tag."""
+    return "" if not tag.strip(" \t\r\n") else tag
+
+
 # server.network-backend: lighttpd's names, each meaning sendfile (files handed to the
 # kernel) or a copy (files read, then written as memory is)
 NETWORK_BACKENDS = {"sendfile": "sendfile", "linux-sendfile": "sendfile",
@@ -148,7 +154,7 @@ CORE_DIRECTIVES: tuple[Directive, ...] = (
     # request handling
     Directive("server.document-root", Type.STRING, "", C),
     Directive("server.name", Type.STRING, "", C),
-    Directive("server.tag", Type.STRING, "pylighttpd", C),
+    Directive("server.tag", Type.STRING, "pylighttpd", C, convert=_blank_tag_emptied),
     Directive("server.follow-symlink", Type.BOOL, True, C),
     Directive("server.force-lowercase-filenames", Type.BOOL, False, C),
     Directive("server.errorfile-prefix", Type.STRING, "", C),

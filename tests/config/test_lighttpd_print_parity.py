@@ -317,8 +317,9 @@ def test_corpus(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 DIVERGENT: dict[str, tuple[str, str]] = {
     "blank_server_tag": (
         'server.tag = " "\n$HTTP["url"] == "/" { server.tag = "   " }\n',
-        'lighttpd turns a server.tag of only spaces into "" (and so sends no Server: '
-        "header); shared.config keeps it as written"),
+        'lighttpd -p prints a server.tag of only spaces as "", as it empties it in '
+        "place; pylighttpd -p prints the config as written (the server empties it too: "
+        "no Server field, tests/worker/test_differential.py)"),
 }
 
 

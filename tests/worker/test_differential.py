@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
                                 reason="Debian's lighttpd is not installed")
 
 KEY_HEADERS = ("content-type", "content-length", "content-range", "etag", "last-modified",
-               "location", "allow", "accept-ranges")
+               "location", "allow", "accept-ranges", "server")
 
 CONFIG = """
 server.document-root = "{docroot}"
@@ -44,6 +44,7 @@ $HTTP["url"] =^ "/errdoc/" {{ server.errorfile-prefix = "{docroot}/errors/status
 $HTTP["url"] =^ "/eh404/" {{ server.error-handler-404 = "/handler.html" }}
 $HTTP["url"] =^ "/eh/" {{ server.error-handler = "/handler.html" }}
 $HTTP["host"] == "denied.example" {{ url.access-deny = ("") }}
+$HTTP["url"] =^ "/sub/" {{ server.tag = " \t " }}
 """
 
 # request name -> why pylighttpd answers differently (RFC 9110 sections)
@@ -227,7 +228,8 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("dir-no-slash", get11("/sub")),
         ("dir-no-slash-query", get11("/sub?a=b")),
         ("dir-index", get11("/sub/")),
-        ("subfile", get11("/sub/x.txt")),
+        ("subfile", get11("/sub/x.txt")),   # a blank server.tag: no Server field
+        ("subfile-missing", get11("/sub/none.txt")),
         ("noindex-dir", get11("/noindex/")),
         ("missing", get11("/missing.html")),
         ("empty-file", get11("/empty.txt")),
