@@ -10,6 +10,7 @@ module; which hooks exist is decided once, when the pipeline is built.
 from __future__ import annotations
 
 import errno
+import traceback
 from typing import Callable, Final, Iterable
 
 from shared import log
@@ -113,14 +114,20 @@ class Pipeline:
         request.response.status), False when a module holds it (WAIT)."""
         status = request.response.status      # set already: an error found while parsing
         if not status:
-            status = self._phases(request)
+            try:
+                status = self._phases(request)
+            except Exception:  # noqa: BLE001 - a module's fault is this request's 500
+                status = _internal_error(request)
         return self._settle(request, status)
 
     def resume(self, request: Request) -> bool:
         """The holding module was woken: its next result, settled as handle's."""
-        status = request.handler.handle_subrequest(request)
-        if status == COMEBACK:
-            status = self._phases(request)
+        try:
+            status = request.handler.handle_subrequest(request)
+            if status == COMEBACK:
+                status = self._phases(request)
+        except Exception:  # noqa: BLE001 - as in handle
+            status = _internal_error(request)
         return self._settle(request, status)
 
     def start_stream(self, request: Request) -> None:
@@ -309,6 +316,16 @@ def _error_handled(request: Request, handled: int) -> int:
         response.remove_header("Accept-Ranges")   # lighttpd offers ranges on 200s only
         return status
     return handled
+
+
+def _internal_error(request: Request) -> int:
+    """A hook raised: logged with its traceback, answered 500 on a connection that then
+    closes (what the module left half done is not trusted further)."""
+    log.error("handler.c", f"internal error handling {request.method} {request.uri_path} "
+              f"from {request.remote_ip}:\n{traceback.format_exc().rstrip()}")
+    request.handler = None
+    request.keep_alive = False
+    return 500
 
 
 def _run(hooks: list[GatedHook], request: Request) -> int:

@@ -83,9 +83,11 @@ def _plain(path: str, authorization: str | None = None) -> Ask:
 def _digest_login(path: str, user: str, password: str, algorithm: str = "MD5",
                   offered: str | None = None, replay: bool = False,
                   userhash: bool = False, foreign_nonce: bool = False,
+                  edit: Callable[[str], str] | None = None,
                   **override: str | None) -> Ask:
     """Ask for a challenge, answer it; `replay`: send the same answer twice;
-    `foreign_nonce`: answer a nonce of the current time that the server never made."""
+    `foreign_nonce`: answer a nonce of the current time that the server never made;
+    `edit`: the Authorization field as sent, from the one a client would send."""
     def run(port: int):
         status, headers, _ = fetch(port, path)
         assert status == 401
@@ -96,6 +98,8 @@ def _digest_login(path: str, user: str, password: str, algorithm: str = "MD5",
             challenge["nonce"] = f"{int(time.time()) - 1:x}:{'0' * 32}"
         credentials = digest(challenge, user, password, path, algorithm=algorithm,
                              userhash=userhash, override=override)
+        if edit is not None:
+            credentials = edit(credentials)
         answer = fetch(port, path, credentials)
         return fetch(port, path, credentials) if replay else answer
     return run
@@ -147,6 +151,31 @@ def _exchanges() -> list[tuple[str, Ask]]:
                                                 realm="elsewhere")),
         ("digest-bad-response", _digest_login("/digest/f.txt", "dave", "pw-dave",
                                               response="zz")),
+        # credentials read as lighttpd reads them: blanks skipped in base64, what
+        # follows its end ignored; Digest pairs with blanks, junk and unknown words
+        ("basic-two-spaces", _plain("/basic/f.txt", "Basic  " + basic("sha1", "pw-sha1")[6:])),
+        ("basic-blank-inside", _plain("/basic/f.txt", basic("sha1", "pw-sha1")[:10] + " \t"
+                                      + basic("sha1", "pw-sha1")[10:])),
+        ("basic-junk-after", _plain("/basic/f.txt", basic("sha1", "pw-sha1") + "  x, y")),
+        ("basic-junk-only", _plain("/basic/f.txt", "Basic *abc")),
+        ("digest-junk-after-values", _digest_login(
+            "/digest/f.txt", "dave", "pw-dave",
+            edit=lambda field: field.replace(", ", " junk, ").replace("qop=auth junk",
+                                                                      "qop=auth"))),
+        ("digest-unknown-words", _digest_login(
+            "/digest/f.txt", "dave", "pw-dave",
+            edit=lambda field: field.replace("Digest ", 'Digest opaque="x", a b, '))),
+        ("digest-blanks-around-equals", _digest_login(
+            "/digest/f.txt", "dave", "pw-dave",
+            edit=lambda field: field.replace("realm=", "realm \t= "))),
+        ("digest-nonce-not-a-time", _digest_login(
+            "/digest/f.txt", "dave", "pw-dave",
+            edit=lambda field: field.replace('nonce="', 'nonce=zz,"'))),
+        ("digest-nc-not-hex", _digest_login("/digest/f.txt", "dave", "pw-x",
+                                            nc='00000\\"x')),
+        ("digest-open-quote", _digest_login(
+            "/digest/f.txt", "dave", "pw-dave",
+            edit=lambda field: field.replace('cnonce="0a4f113b"', 'cnonce="0a4f113b'))),
         ("digest-replayed", _digest_login("/both/f.txt", "carol", "pw-carol", replay=True)),
         ("digest-foreign-nonce", _digest_login("/both/f.txt", "carol", "pw-carol",
                                                foreign_nonce=True)),

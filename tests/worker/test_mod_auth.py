@@ -225,10 +225,14 @@ def test_an_old_nonce_is_stale_and_a_foreign_one_refused(site):
     challenge["nonce"] = _secret_nonce(int(time.time()) - 5)
     assert ask(port, "/secret/f.txt", digest(challenge, "carol", "pw-carol",
                                              "/secret/f.txt"))[0] == 200
-    challenge["nonce"] = "1:2:3"                                  # not made here
+    challenge["nonce"] = f"{int(time.time()):x}:00000000:{'0' * 32}"   # not made here
     status, headers, _ = ask(port, "/secret/f.txt", digest(challenge, "carol", "pw-carol",
                                                            "/secret/f.txt"))
     assert status == 401 and "stale" not in challenges(headers)["MD5"]
+    challenge["nonce"] = "1:2:3"            # its time is looked at first, as in lighttpd
+    status, headers, _ = ask(port, "/secret/f.txt", digest(challenge, "carol", "pw-carol",
+                                                           "/secret/f.txt"))
+    assert status == 401 and challenges(headers)["MD5"]["stale"] == "true"
 
 
 def test_a_nonce_near_its_end_brings_the_next_one(site):

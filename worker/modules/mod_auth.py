@@ -10,15 +10,17 @@ htdigest).  As with lighttpd's file backends, `group=` and `host=` never match, 
 backend that knows groups (LDAP: `check_login`) is given the whole rule and decides.
 
 - Basic: `401` with `WWW-Authenticate: Basic realm="...", charset="UTF-8"`; credentials
-  that are not base64 or have no `:` are a 400; more than 1363 characters of them
-  (1023 bytes decoded) are answered as missing.
+  are decoded as lighttpd decodes base64 (blanks skipped, what comes before a
+  character outside the alphabet kept); none decoded or no `:` is a 400; more than
+  1363 characters of them (1023 bytes decoded) are answered as missing.
 - Digest (RFC 7616): one `WWW-Authenticate` per algorithm offered (SHA-512-256, SHA-256,
   MD5 in that order; each also as -sess), qop `auth`, `userhash` when the rule enables it.  A nonce is `time:random:MAC`, the MAC
   keyed with the rule's `nonce_secret` or else with a secret drawn when the server
   starts, so only nonces this server made are taken; one older than 600 s gets
   `stale=true`, and past 540 s a good answer carries `Authentication-Info: nextnonce`.
   Replays are refused: each nonce's highest `nc` is kept (a nonce without qop is good
-  once), and a repeat gets a 401 with `stale=true`.  A request whose `uri` is not its
+  once), and a repeat gets a 401 with `stale=true`; good credentials whose `nc` is no
+  hex count are a 400 (lighttpd takes them, having no count to keep).  A request whose `uri` is not its
   own target is a 400, as are missing fields and `qop=auth-int`.
 - extern: `REMOTE_USER` set before (by another module) must satisfy the rule; with
   `auth.extern-authn` it is taken in place of any method.
@@ -40,10 +42,8 @@ is never kept.
 
 from __future__ import annotations
 
-import binascii
 import hmac
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Final
@@ -56,6 +56,7 @@ from .. import authn
 from ..http import header_text
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
+from ..urlsubst import B64_STANDARD_VALUES, base64_decoded
 
 if TYPE_CHECKING:
     from shared.config.directives import CheckResult
@@ -262,18 +263,26 @@ def new_nonce(rule: Rule, algorithm: str, now: int) -> str:
     return f"{stamp}:{_nonce_mac(rule, algorithm, stamp)}"
 
 
-def nonce_age(rule: Rule, algorithm: str, nonce: str, now: int) -> int | None:
-    """The nonce's age in seconds if this server made it for this rule and algorithm,
-    else None."""
+def nonce_time(nonce: str) -> int | None:
+    """When the nonce says it was made: up to 16 hex digits before its first `:` (none
+    read as 0), as lighttpd reads it; None when no `:` follows them."""
+    digits = 0
+    while digits < 16 and digits < len(nonce) and nonce[digits] in _HEX:
+        digits += 1
+    if nonce[digits:digits + 1] != ":":
+        return None
+    return int(nonce[:digits], 16) if digits else 0
+
+
+def nonce_made_here(rule: Rule, algorithm: str, nonce: str) -> bool:
+    """Whether this server made the nonce, for this rule and algorithm."""
     stamp_time, _, rest = nonce.partition(":")
     random_part, _, mac = rest.partition(":")
     if not (0 < len(stamp_time) <= 16 and _HEX.issuperset(stamp_time)
             and len(random_part) == 8 and _HEX.issuperset(random_part)):
-        return None
+        return False
     expected = _nonce_mac(rule, algorithm, f"{stamp_time}:{random_part}")
-    if not hmac.compare_digest(expected, mac):
-        return None
-    return now - int(stamp_time, 16)
+    return hmac.compare_digest(expected, mac)
 
 
 class NonceCounts:
@@ -299,20 +308,55 @@ class NonceCounts:
 
 
 # ----------------------------------------------------------------- digest fields
-_DIGEST_PAIR: Final = re.compile(r'[ \t,]*([^= \t,]+)[ \t]*=[ \t]*'
-                          r'(?:"((?:[^"\\]|\\.)*)"|((?!")[^, \t]*))')
+_DIGEST_KEYS: Final = frozenset({"username", "realm", "nonce", "uri", "algorithm", "qop",
+                                 "cnonce", "nc", "response", "username*", "userhash"})
 
 
 def parse_digest_fields(text: str) -> dict[str, str]:
-    """`key=value, key="value"` pairs of Digest credentials; quoted values are kept as
-    sent (lighttpd does not unescape them).  Parsing stops at a broken pair, keeping
-    what came before (its missing fields then make the request a 400)."""
+    """The known `key=value, key="value"` pairs of Digest credentials, read as lighttpd
+    1.4.69 reads them (mod_auth_digest_parse_authorization): keys in that case only, a
+    quoted value kept as sent (not unescaped), an unquoted one up to a comma or blank,
+    anything after a value up to the next comma skipped; an unknown word is stepped
+    over one character at a time.  A broken pair (no `=`, an open quote) or no comma
+    after a value ends the reading, keeping what came before (missing fields then make
+    the request a 400)."""
     fields: dict[str, str] = {}
-    pos = 0
-    while (pair := _DIGEST_PAIR.match(text, pos)) is not None:
-        key, quoted, bare = pair.groups()
-        fields[key] = quoted if quoted is not None else bare
-        pos = pair.end()
+    end = len(text)
+    at = 0
+    while at < end:
+        while at < end and text[at] in " \t,":
+            at += 1
+        stop = at
+        while stop < end and text[stop] not in "= \t":
+            stop += 1
+        key = text[at:stop]
+        if key not in _DIGEST_KEYS:
+            at += 1
+            continue
+        at = stop
+        while at < end and text[at] in " \t":
+            at += 1
+        if at == end or text[at] != "=":
+            return fields
+        at += 1
+        while at < end and text[at] in " \t":
+            at += 1
+        if at < end and text[at] == '"':
+            at += 1
+            stop = at
+            while stop < end and text[stop] != '"':
+                stop += 2 if text[stop] == "\\" else 1
+            if stop >= end:
+                return fields
+        else:
+            stop = at
+            while stop < end and text[stop] not in ", \t":
+                stop += 1
+        fields[key] = text[at:stop]
+        at = text.find(",", stop)
+        if at < 0:
+            return fields
+        at += 1
     return fields
 
 
@@ -371,7 +415,7 @@ class DigestLogin:
         if self.sess:
             a1 = hash_(f"{a1}:{self.nonce}:{self.cnonce}").hexdigest()
         a2 = hash_(f"{method}:{self.uri}").hexdigest()
-        if self.qop is not None:
+        if self.qop:
             text = f"{a1}:{self.nonce}:{self.nc}:{self.cnonce}:{self.qop}:{a2}"
         else:
             text = f"{a1}:{self.nonce}:{a2}"
@@ -399,7 +443,7 @@ def digest_login(text: str, rule: Rule, target: str) -> DigestLogin:
             and (("username" in fields) != ("username*" in fields))
             and all(k in fields for k in ("realm", "nonce", "uri", "response"))):
         raise Refused(400, "digest: missing field")
-    userhash = get("userhash", "").lower() == "true"
+    userhash = len(get("userhash", "")) == 4     # "true" (lighttpd reads no further)
     user = get("username")
     if user is None:
         if userhash:
@@ -568,7 +612,8 @@ class Module(BaseModule):
         encoded = header[6:]
         if len(encoded) > MAX_BASIC:
             return ask_basic(request, rule)
-        decoded = _base64(encoded)
+        decoded = base64_decoded(encoded.encode("utf-8", "surrogateescape"),
+                                 B64_STANDARD_VALUES)
         if not decoded:
             log.error("mod_auth", f"decoding base64-string failed {encoded}")
             return 400
@@ -663,6 +708,9 @@ class Module(BaseModule):
         user = found[0]
         if not rule.permits(user):
             return ask_digest(request, rule)
+        if login.qop and (not _HEX.issuperset(login.nc) or len(login.nc) > 16):
+            log.error("mod_auth", f"digest: invalid nc {login.nc}")
+            return 400       # no count to guard the nonce's replays by
         if not self.nonces.fresh(login.nonce, _nc_value(login), made):
             log.error("mod_auth", f"digest: nonce replayed by {user}, IP: {request.remote_ip}")
             return ask_digest(request, rule, login.algorithm)
@@ -675,17 +723,18 @@ class Module(BaseModule):
 
     @staticmethod
     def _check_nonce(rule: Rule, login: DigestLogin) -> int:
-        """When the nonce was made; Refused when it is not this server's or too old."""
+        """When the nonce was made.  Refused, stale, when it says no time or one past
+        its lifetime (as lighttpd looks at it first), and when this server did not make
+        it (stale only without a nonce_secret: a client that kept a nonce across a
+        restart gets a fresh one)."""
         now = int(time.time())
-        age = nonce_age(rule, login.algorithm, login.nonce, now)
-        if age is None:
+        made = nonce_time(login.nonce)
+        if made is None or not 0 <= now - made <= NONCE_LIFETIME:
+            raise Refused(401, "digest: nonce stale", login.algorithm)
+        if not nonce_made_here(rule, login.algorithm, login.nonce):
             raise Refused(401, "digest: nonce mismatch",
                           None if rule.nonce_secret else login.algorithm)
-        if age < 0 or age > NONCE_LIFETIME:
-            raise Refused(401, "digest: nonce stale", login.algorithm)
-        if login.qop is not None and (not _HEX.issuperset(login.nc) or len(login.nc) > 16):
-            raise Refused(400, f"digest: invalid nc {login.nc}")
-        return now - age
+        return made
 
     def _ha1(self, request: Request, rule: Rule, backend: authn.Backend, header: str,
              login: DigestLogin) -> Any:
@@ -730,19 +779,8 @@ def _authorization(request: Request) -> str:
     return request.headers.get("authorization", "").rstrip(" \t")
 
 
-def _base64(encoded: str) -> bytes:
-    """Standard base64, padding optional; b"" when it is not base64."""
-    stripped = encoded.rstrip("=")
-    if len(stripped) % 4 == 1:
-        return b""
-    try:
-        return binascii.a2b_base64(stripped + "=" * (-len(stripped) % 4), strict_mode=True)
-    except (binascii.Error, ValueError):      # ValueError: not ASCII
-        return b""
-
-
 def _nc_value(login: DigestLogin) -> int:
-    return int(login.nc, 16) if login.qop is not None and login.nc else -1
+    return int(login.nc, 16) if login.qop and login.nc else -1
 
 
 SCHEMES: Final[dict[str, Callable[[Module, Request, Rule], HandlerResult]]] = {
