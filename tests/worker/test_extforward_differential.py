@@ -29,6 +29,11 @@ KNOWN_DIFFERENCES = {
     "forwarded-params": "lighttpd 1.4.69 parses extforward.params but never applies the "
                         "result (host= and remote_user= are ignored); pylighttpd takes "
                         "them as the key documents (and later lighttpd does)",
+    "xff-short-ipv4": "lighttpd 1.4.69 takes inet_aton's shorthand (`1.2.3` for 1.2.0.3) "
+                      "and passes it on as written; pylighttpd takes only an address in "
+                      "its usual textual form and keeps the proxy's",
+    "xff-scoped-ipv6": "lighttpd 1.4.69 takes `fe80::1%eth0` and gives backends "
+                       "REMOTE_ADDR=0; pylighttpd takes no zone index and keeps the proxy's",
     "v2-in-pieces": "lighttpd takes a PROXY header from one read only and closes the "
                     "connection when it came in pieces; pylighttpd waits for the rest "
                     "(bounded by server.max-read-idle)",
@@ -57,6 +62,8 @@ HEADER_CASES = [
     ("xff-ipv4-mapped-trusted-hop", get("/env.sh",
                                         "X-Forwarded-For: 203.0.113.9, ::ffff:10.0.0.7")),
     ("xff-ipv4-mapped-only", get("/env.sh", "X-Forwarded-For: ::ffff:10.0.0.7")),
+    ("xff-short-ipv4", get("/env.sh", "X-Forwarded-For: 203.0.113.9, 1.2.3")),
+    ("xff-scoped-ipv6", get("/env.sh", "X-Forwarded-For: fe80::1%eth0")),
     ("real-ip", get("/realip/env.sh", "X-Real-IP: 203.0.113.44",
                     "X-Forwarded-For: 198.51.100.1")),
     ("real-ip-only-configured", get("/realip/env.sh", "X-Forwarded-For: 198.51.100.1")),
