@@ -82,6 +82,7 @@ HEADER_CASES = [
     ("forwarded-open-quote", get("/rfc/env.sh", 'Forwarded: for="203.0.113.1;proto=http')),
     ("forwarded-bad-ipv6", get("/rfc/env.sh", 'Forwarded: for="[2001:db8::1";proto=http')),
     ("forwarded-too-many", get("/rfc/env.sh", "Forwarded: " + "for=1.2.3.4;" * 64)),
+    ("forwarded-empty-host", get("/rfc/env.sh", 'Forwarded: host= ;for="198.51.100.1"')),
     ("forwarded-single-pair", get("/rfc/env.sh", "Forwarded: for=203.0.113.7")),
     ("forwarded-params", get("/rfc/env.sh", "Forwarded: for=203.0.113.7;"
                              "host=b.example;remote_user=bob")),

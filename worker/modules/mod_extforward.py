@@ -520,6 +520,18 @@ def take_forwarded_for(request: Request, value: str, forwarders: Forwarders) -> 
     return True
 
 
+def _take_host(request: Request, host: str) -> None:
+    """Forwarded's host= as the request's Host; an empty one names none (the Host
+    stays), one that is no host is a ForwardedError (400)."""
+    if not host:
+        return
+    try:
+        request.host = normalize_host(host, request.scheme)
+    except BadRequest:
+        raise ForwardedError("invalid host= value in Forwarded header") from None
+    request.headers["host"] = host
+
+
 def take_forwarded(request: Request, value: str, forwarders: Forwarders,
                    params: frozenset[str]) -> bool:
     """RFC 7239 Forwarded: for=, proto=, and with extforward.params host= and
@@ -530,12 +542,7 @@ def take_forwarded(request: Request, value: str, forwarders: Forwarders,
     if found.proto is not None:
         _set_scheme(request, found.proto)
     if "host" in params and found.host is not None:
-        host = _param(found.host, "host").lower()
-        try:
-            request.host = normalize_host(host, request.scheme)
-        except BadRequest:
-            raise ForwardedError("invalid host= value in Forwarded header") from None
-        request.headers["host"] = host
+        _take_host(request, _param(found.host, "host").lower())
     if "remote_user" in params and found.remote_user is not None:
         request.set_env("REMOTE_USER", _param(found.remote_user, "remote_user"))
     return True
