@@ -101,3 +101,59 @@ def test_enforced_verification_admits_the_same_clients(servers, client):
     theirs, ours, base = servers
     assert cgi_env(ours, "strict.example", base, client) == \
         cgi_env(theirs, "strict.example", base, client)
+
+
+# ------------------------------------------------------------ suites and groups
+# cipher settings -> the client offers whose outcome (protocol and suite) must agree
+SUITE_CONFIGS = {
+    "conf-cmd-cipherstring": 'ssl.openssl.ssl-conf-cmd = ("CipherString" => "HIGH:!aNULL:!MD5",'
+                             ' "Curves" => "X25519:P-256:P-384:P-521")',
+    "cipher-list": 'ssl.cipher-list = "HIGH"\n'
+                   'ssl.openssl.ssl-conf-cmd = ("Groups" => "X25519")',
+    "server-preference": 'ssl.openssl.ssl-conf-cmd = ("CipherString" => "ECDHE+AESGCM:ECDHE+'
+                         'CHACHA20", "Options" => "ServerPreference", "Groups" => "X25519")',
+}
+CLIENT_OFFERS = {
+    "chacha-first": ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305:"
+                     "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256"],
+    "cbc-first": ["-tls1_2", "-cipher", "AES128-SHA:ECDHE-RSA-AES128-SHA:"
+                  "ECDHE-RSA-AES128-GCM-SHA256:@SECLEVEL=0"],
+    "tls13-chacha-first": ["-tls1_3", "-ciphersuites",
+                           "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"],
+    "no-common-group": ["-tls1_2", "-groups", "P-384"],      # DHE, or RSA key exchange
+}
+
+
+def negotiated(port: int, offer: list[str]) -> tuple[str, str] | None:
+    """(protocol, suite) of a handshake offering `offer`, None when it failed."""
+    done = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                           "-servername", "a.example", "-brief", *offer],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=20)
+    facts = dict(line.split(":", 1) for line in (done.stdout + done.stderr).splitlines()
+                 if ":" in line)
+    if "Protocol version" not in facts:
+        return None
+    return facts["Protocol version"].strip(), facts["Ciphersuite"].strip()
+
+
+@pytest.fixture(scope="module", params=list(SUITE_CONFIGS))
+def suite_servers(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp("suites")
+    crt, key = make_certificate(base, "a.example")
+    (base / "a.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    conf = base / "suites.conf"
+    conf.write_text(f'server.document-root = "{base}"\nserver.modules = ("mod_openssl")\n'
+                    f'ssl.engine = "enable"\nssl.pemfile = "{base}/a.pem"\n'
+                    f"{SUITE_CONFIGS[request.param]}\n")
+    with beside_lighttpd(conf) as ports:
+        yield ports
+
+
+@pytest.mark.parametrize("offer", list(CLIENT_OFFERS))
+def test_the_same_suite_is_chosen(suite_servers, offer):
+    """Whose order counts (the client's, unless a cipher list or ServerPreference asks
+    for the server's; a client putting ChaCha20 first keeps it then), and DHE over
+    ffdhe2048 when no curve is shared (or no handshake, with ECDHE suites only)."""
+    theirs, ours = suite_servers
+    assert negotiated(ours, CLIENT_OFFERS[offer]) == negotiated(theirs, CLIENT_OFFERS[offer])

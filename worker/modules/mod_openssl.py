@@ -39,8 +39,12 @@ with AES-GCM or ChaCha20-Poly1305 only (INTERMEDIATE_CIPHERS, replaced by
 `ssl.cipher-list` or CipherString), TLS 1.3's three suites; key exchange over X25519,
 P-256 and P-384 only (`ssl.ec-curve` or Curves / Groups replace the list; pyOpenSSL
 has no public setter: OpenSSL's SSL_CTX_set1_groups_list is reached through the
-binding pyOpenSSL carries); the server's cipher order, no TLS compression, no
-client-initiated renegotiation.  `ssl.openssl.ssl-conf-cmd` takes the commands
+binding pyOpenSSL carries); no TLS compression, no client-initiated renegotiation;
+DHE over RFC 7919's ffdhe2048 unless `ssl.dh-file`
+names a group; the client's order of suites, or the server's with
+`ssl.honor-cipher-order` or with `ssl.cipher-list` set (as lighttpd orders them),
+where a client putting ChaCha20 first keeps it (PrioritizeChaCha); null, anonymous
+and export suites never, whatever a cipher list says.  `ssl.openssl.ssl-conf-cmd` takes the commands
 pyOpenSSL can apply: MinProtocol, MaxProtocol, Protocol, CipherString, Ciphersuites,
 Curves / Groups, Options ([-]ServerPreference, [-]SessionTicket, [-]PrioritizeChaCha,
 -Compression); another command is a config error rather than silently ignored.
@@ -110,7 +114,9 @@ DIRECTIVES = (
     Directive("ssl.verifyclient.username", Type.STRING, ""),
     Directive("ssl.verifyclient.exportcert", Type.BOOL, False),
     Directive("ssl.cipher-list", Type.STRING, ""),
-    Directive("ssl.honor-cipher-order", Type.BOOL, True),
+    # unset: the server's order when ssl.cipher-list is set, as lighttpd 1.4.69 orders
+    # (it knows no such key); the client's order over the default all-AEAD suites
+    Directive("ssl.honor-cipher-order", Type.BOOL, None),
     Directive("ssl.openssl.ssl-conf-cmd", Type.ARRAY_KVSTRING, ()),
     Directive("ssl.dh-file", Type.STRING, ""),
     Directive("ssl.ec-curve", Type.STRING, ""),
@@ -141,6 +147,17 @@ INTERMEDIATE_CIPHERS = (
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
 DEFAULT_GROUPS = "X25519:P-256:P-384"        # Mozilla's intermediate curves
+# RFC 7919's 2048-bit group (`openssl genpkey -genparam -algorithm DH -pkeyopt
+# group:ffdhe2048`), Mozilla's ffdhe2048.txt
+FFDHE2048 = b"""-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
 MAX_SNI_CHOICES = 1024
 X509_V_ERR_CERT_CHAIN_TOO_LONG = 22
 Key = tuple[Any, ...]
@@ -167,17 +184,22 @@ def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         options = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION
-        if values["ssl.honor-cipher-order"]:
-            options |= SSL.OP_CIPHER_SERVER_PREFERENCE
+        if _honors_cipher_order(values):
+            # a client that puts ChaCha20 first (no AES instructions) keeps it, as
+            # lighttpd orders suites
+            options |= SSL.OP_CIPHER_SERVER_PREFERENCE | OPTIONS["prioritizechacha"]
         on, off = _conf_options(values["ssl.openssl.ssl-conf-cmd"])
         context.set_options((options | on) & ~off)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         # an idle keep-alive connection holds no record buffers (some 20 KiB each)
         context.set_mode(SSL.MODE_RELEASE_BUFFERS)
         _load_certificate(context, values)
-        context.set_cipher_list((values["ssl.cipher-list"] or INTERMEDIATE_CIPHERS).encode())
+        context.set_cipher_list(_no_null_suites(values["ssl.cipher-list"]
+                                                or INTERMEDIATE_CIPHERS))
         if values["ssl.dh-file"]:
             context.load_tmp_dh(values["ssl.dh-file"].encode())
+        else:
+            _use_ffdhe2048(context)
         set_groups(context, values["ssl.ec-curve"] or DEFAULT_GROUPS)
         _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
         _client_verification(context, values)
@@ -189,6 +211,36 @@ def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context
     except (SSL.Error, crypto.Error, OSError, ValueError) as err:
         raise TLSConfigError(_reason(err)) from None
     return context
+
+
+def _honors_cipher_order(values: dict) -> bool:
+    """ssl.honor-cipher-order as set, else whether ssl.cipher-list is (lighttpd 1.4.69
+    takes the server's order for a cipher list set there, the client's otherwise)."""
+    honor = values["ssl.honor-cipher-order"]
+    return bool(values["ssl.cipher-list"]) if honor is None else honor
+
+
+def _no_null_suites(ciphers: str) -> bytes:
+    """A cipher string with the suites that encrypt or authenticate nothing (and the
+    export ones) taken out, whatever it says, as lighttpd takes them out."""
+    return (ciphers + ":!aNULL:!eNULL:!EXP").encode()
+
+
+def _use_ffdhe2048(context: SSL.Context) -> None:
+    """RFC 7919's ffdhe2048 group for the DHE suites, as Mozilla's profile and lighttpd
+    (SSL_CTX_set_dh_auto) give them a group: without one, they are never chosen.
+    pyOpenSSL reads DH parameters from a file only; OpenSSL's PEM reader is reached
+    through its bindings."""
+    bio = openssl_lib.BIO_new_mem_buf(FFDHE2048, len(FFDHE2048))
+    try:
+        group = openssl_lib.PEM_read_bio_DHparams(bio, openssl_ffi.NULL, openssl_ffi.NULL,
+                                                  openssl_ffi.NULL)
+    finally:
+        openssl_lib.BIO_free(bio)
+    try:
+        openssl_lib.SSL_CTX_set_tmp_dh(context._context, group)  # noqa: SLF001
+    finally:
+        openssl_lib.DH_free(group)
 
 
 def _load_http2() -> None:
@@ -275,7 +327,7 @@ def _apply_conf_commands(context: SSL.Context, commands: Any) -> None:
         elif command == "protocol":
             _protocol_list(context, value)
         elif command == "cipherstring":
-            context.set_cipher_list(value.encode())
+            context.set_cipher_list(_no_null_suites(value or "HIGH"))
         elif command == "ciphersuites":
             context.set_tls13_ciphersuites(value.encode())
         elif command in ("curves", "groups"):
