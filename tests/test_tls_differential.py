@@ -112,6 +112,11 @@ SUITE_CONFIGS = {
                    'ssl.openssl.ssl-conf-cmd = ("Groups" => "X25519")',
     "server-preference": 'ssl.openssl.ssl-conf-cmd = ("CipherString" => "ECDHE+AESGCM:ECDHE+'
                          'CHACHA20", "Options" => "ServerPreference", "Groups" => "X25519")',
+    "more-commands": 'ssl.openssl.ssl-conf-cmd = ("CipherString" => "HIGH", '
+                     '"DHParameters" => "{base}/dh.pem", '
+                     '"SecurityLevel" => "1", "ECDHParameters" => "secp384r1", '
+                     '"SignatureAlgorithms" => "RSA-PSS+SHA256:RSA+SHA256", '
+                     '"Options" => "+ServerPreference, Bugs, -SessionTicket")',
 }
 CLIENT_OFFERS = {
     "chacha-first": ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305:"
@@ -121,6 +126,9 @@ CLIENT_OFFERS = {
     "tls13-chacha-first": ["-tls1_3", "-ciphersuites",
                            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"],
     "no-common-group": ["-tls1_2", "-groups", "P-384"],      # DHE, or RSA key exchange
+    "dhe-only": ["-tls1_2", "-cipher", "DHE-RSA-AES256-GCM-SHA384:DHE-RSA-AES128-SHA"],
+    "pss-only": ["-tls1_2", "-sigalgs", "RSA-PSS+SHA256"],
+    "pkcs1-sha512-only": ["-tls1_2", "-sigalgs", "RSA+SHA512"],
 }
 
 
@@ -142,10 +150,13 @@ def suite_servers(request, tmp_path_factory):
     base = tmp_path_factory.mktemp("suites")
     crt, key = make_certificate(base, "a.example")
     (base / "a.pem").write_bytes(crt.read_bytes() + key.read_bytes())
+    subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+                    "group:ffdhe3072", "-out", str(base / "dh.pem")],
+                   check=True, capture_output=True, timeout=30)
     conf = base / "suites.conf"
     conf.write_text(f'server.document-root = "{base}"\nserver.modules = ("mod_openssl")\n'
                     f'ssl.engine = "enable"\nssl.pemfile = "{base}/a.pem"\n'
-                    f"{SUITE_CONFIGS[request.param]}\n")
+                    f"{SUITE_CONFIGS[request.param].format(base=base)}\n")
     with beside_lighttpd(conf) as ports:
         yield ports
 

@@ -40,14 +40,16 @@ with AES-GCM or ChaCha20-Poly1305 only (INTERMEDIATE_CIPHERS, replaced by
 P-256 and P-384 only (`ssl.ec-curve` or Curves / Groups replace the list; pyOpenSSL
 has no public setter: OpenSSL's SSL_CTX_set1_groups_list is reached through the
 binding pyOpenSSL carries); no TLS compression, no client-initiated renegotiation;
-DHE over RFC 7919's ffdhe2048 unless `ssl.dh-file`
-names a group; the client's order of suites, or the server's with
-`ssl.honor-cipher-order` or with `ssl.cipher-list` set (as lighttpd orders them),
-where a client putting ChaCha20 first keeps it (PrioritizeChaCha); null, anonymous
-and export suites never, whatever a cipher list says.  `ssl.openssl.ssl-conf-cmd` takes the commands
-pyOpenSSL can apply: MinProtocol, MaxProtocol, Protocol, CipherString, Ciphersuites,
-Curves / Groups, Options ([-]ServerPreference, [-]SessionTicket, [-]PrioritizeChaCha,
--Compression); another command is a config error rather than silently ignored.
+DHE over RFC 7919's ffdhe2048 unless `ssl.dh-file` names a group; the client's
+order of suites, or the server's with `ssl.honor-cipher-order` or with
+`ssl.cipher-list` set (as lighttpd orders them), where a client putting ChaCha20
+first keeps it (PrioritizeChaCha); null, anonymous and export suites never, whatever
+a cipher list says.  `ssl.openssl.ssl-conf-cmd` takes the commands pyOpenSSL's
+bindings can apply: MinProtocol, MaxProtocol, Protocol, CipherString, Ciphersuites,
+Curves / Groups, ECDHParameters, DHParameters, SignatureAlgorithms, lighttpd's
+SecurityLevel, Options (OpenSSL's names, `+` / `-`, but for clearing what OpenSSL
+sets itself); another command (NumTickets, RecordPadding, ClientSignatureAlgorithms
+...) is a config error rather than silently ignored.
 
 OCSP stapling: `ssl.stapling-file` (a DER response, as `openssl ocsp -respout` writes
 it) is stapled to handshakes asking for it (status_request).  A file that is no OCSP
@@ -132,10 +134,30 @@ CONTEXT_KEYS = tuple(d.name for d in DIRECTIVES
                                        "ssl.verifyclient.exportcert", "ssl.acme-tls-1"))
 PROTOCOLS = {"none": 0, "tlsv1.2": SSL.TLS1_2_VERSION, "tlsv1.3": SSL.TLS1_3_VERSION,
              "tlsv1": SSL.TLS1_VERSION, "tlsv1.1": SSL.TLS1_1_VERSION}
+# ssl-conf-cmd Options names (OpenSSL's SSL_CONF table) -> the SSL_OP_ flag, negative
+# for a flag that turns the named feature off; values of OpenSSL 3's ABI where
+# pyOpenSSL names no constant
 OPTIONS = {"serverpreference": SSL.OP_CIPHER_SERVER_PREFERENCE,
-           "sessionticket": -SSL.OP_NO_TICKET,      # negative: the option turns it off
-           "prioritizechacha": getattr(SSL, "OP_PRIORITIZE_CHACHA", 0x00200000),
-           "compression": -SSL.OP_NO_COMPRESSION}
+           "sessionticket": -SSL.OP_NO_TICKET,
+           "prioritizechacha": 1 << 21,
+           "compression": -SSL.OP_NO_COMPRESSION,
+           "bugs": SSL.OP_ALL,
+           "dhsingle": 0, "ecdhsingle": 0,           # always so since OpenSSL 1.1
+           "emptyfragments": -SSL.OP_DONT_INSERT_EMPTY_FRAGMENTS,
+           "noresumptiononrenegotiation": 1 << 16,
+           "norenegotiation": SSL.OP_NO_RENEGOTIATION,
+           "clientrenegotiation": 1 << 8,
+           "unsafelegacyrenegotiation": 1 << 18,
+           "unsafelegacyserverconnect": SSL.OP_LEGACY_SERVER_CONNECT,
+           "legacyserverconnect": SSL.OP_LEGACY_SERVER_CONNECT,
+           "encryptthenmac": -(1 << 19),
+           "allownodhekex": 1 << 10,
+           "middleboxcompat": 1 << 20,
+           "antireplay": -(1 << 24),
+           "extendedmastersecret": -(1 << 0),
+           "canames": -(1 << 9),
+           "ktls": 1 << 3,
+           "ignoreunexpectedeof": SSL.OP_IGNORE_UNEXPECTED_EOF}
 ALPN_HTTP11 = b"http/1.1"
 ALPN_H2 = b"h2"
 ALPN_ACME = b"acme-tls/1"
@@ -189,19 +211,22 @@ def build_context(values: dict, staplings: "dict[str, Stapling]") -> SSL.Context
             # lighttpd orders suites
             options |= SSL.OP_CIPHER_SERVER_PREFERENCE | OPTIONS["prioritizechacha"]
         on, off = _conf_options(values["ssl.openssl.ssl-conf-cmd"])
+        if off & openssl_lib.SSL_CTX_get_options(context._context):   # noqa: SLF001
+            raise TLSConfigError("ssl-conf-cmd Options: an option OpenSSL sets by "
+                                 "default cannot be cleared here")
         context.set_options((options | on) & ~off)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         # an idle keep-alive connection holds no record buffers (some 20 KiB each)
         context.set_mode(SSL.MODE_RELEASE_BUFFERS)
         _load_certificate(context, values)
-        context.set_cipher_list(_no_null_suites(values["ssl.cipher-list"]
-                                                or INTERMEDIATE_CIPHERS))
+        ciphers = values["ssl.cipher-list"] or INTERMEDIATE_CIPHERS
+        context.set_cipher_list(_no_null_suites(ciphers))
         if values["ssl.dh-file"]:
             context.load_tmp_dh(values["ssl.dh-file"].encode())
         else:
             _use_ffdhe2048(context)
         set_groups(context, values["ssl.ec-curve"] or DEFAULT_GROUPS)
-        _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"])
+        _apply_conf_commands(context, values["ssl.openssl.ssl-conf-cmd"], ciphers)
         _client_verification(context, values)
         _stapling(context, values["ssl.stapling-file"], staplings)
         h2 = h2_enabled(values, cleartext=False)
@@ -295,15 +320,15 @@ def _commands(commands: Any) -> list[tuple[str, str]]:
 
 
 def _conf_options(commands: Any) -> tuple[int, int]:
-    """The OpenSSL options `Options` commands set and clear (`-Name` clears; a name
-    that disables a feature works the other way round)."""
+    """The OpenSSL options `Options` commands set and clear (`Name` or `+Name` sets,
+    `-Name` clears; a name that disables a feature works the other way round)."""
     on = off = 0
     for name, value in _commands(commands):
         if name.lower() != "options":
             continue
-        for item in (part.strip() for part in value.split(",")):
+        for item in (part.strip() for part in value.split(",") if part.strip()):
             clear = item.startswith("-")
-            flag = OPTIONS.get(item.lstrip("-").lower())
+            flag = OPTIONS.get(item.lstrip("+-").lower())
             if flag is None:
                 raise TLSConfigError(f'ssl-conf-cmd Options: unsupported "{item}"')
             if flag < 0:
@@ -315,7 +340,10 @@ def _conf_options(commands: Any) -> tuple[int, int]:
     return on, off
 
 
-def _apply_conf_commands(context: SSL.Context, commands: Any) -> None:
+def _apply_conf_commands(context: SSL.Context, commands: Any, ciphers: str) -> None:
+    """The commands OpenSSL's SSL_CONF_cmd would apply (lighttpd hands them to it;
+    pyOpenSSL's bindings carry no SSL_CONF), with lighttpd's SecurityLevel; `ciphers`
+    is the cipher string set before them."""
     for name, value in _commands(commands):
         command = name.lower()
         if command in ("minprotocol", "maxprotocol"):
@@ -327,13 +355,37 @@ def _apply_conf_commands(context: SSL.Context, commands: Any) -> None:
         elif command == "protocol":
             _protocol_list(context, value)
         elif command == "cipherstring":
-            context.set_cipher_list(_no_null_suites(value or "HIGH"))
+            ciphers = value or "HIGH"
+            context.set_cipher_list(_no_null_suites(ciphers))
+        elif command == "securitylevel":       # lighttpd's own command
+            level = _security_level(value)
+            if level >= 0:
+                context.set_cipher_list(_no_null_suites(f"{ciphers}:@SECLEVEL={level}"))
         elif command == "ciphersuites":
             context.set_tls13_ciphersuites(value.encode())
         elif command in ("curves", "groups"):
             set_groups(context, value)
+        elif command == "ecdhparameters":
+            if value.lower() not in ("automatic", "auto"):
+                set_groups(context, value)
+        elif command == "dhparameters":
+            context.load_tmp_dh(value.encode())
+        elif command == "signaturealgorithms":
+            if openssl_lib.SSL_CTX_set1_sigalgs_list(
+                    context._context, value.encode()) != 1:   # noqa: SLF001
+                raise TLSConfigError(f'ssl-conf-cmd SignatureAlgorithms: "{value}"')
         elif command != "options":       # options: set with the others, before
             raise TLSConfigError(f'ssl-conf-cmd "{name}" is not supported')
+
+
+def _security_level(value: str) -> int:
+    """SecurityLevel's number, as OpenSSL takes it (above 5 is 5); lighttpd reads a
+    negative one as none and a word as 0, which is refused here."""
+    try:
+        level = int(value.strip())
+    except ValueError:
+        raise TLSConfigError(f'ssl-conf-cmd SecurityLevel: "{value}" is no number') from None
+    return min(level, 5)
 
 
 def _curve_name(name: str) -> str:
