@@ -378,10 +378,21 @@ def _require(**fields: str) -> Array:
      "invalid algorithm"),
     ({"method": "basic", "realm": "r", "require": "valid-user", "colour": "red"},
      "the field is unknown"),
+    ({"method": " basic", "realm": "r", "require": "valid-user"}, "unknown method  basic"),
+    ({"method": "digest", "realm": "r", "require": "valid-user", "algorithm": " "},
+     "invalid algorithm"),
 ])
 def test_auth_require_is_checked_as_lighttpd_checks_it(fields, message):
     with pytest.raises(DirectiveValueError, match=message):
         mod_auth.parse_require(_require(**fields))
+
+
+@pytest.mark.parametrize("word, on", [("enable", True), ("TRUE", True), ("1", True),
+                                      ("disable", False), ("", False), ("yes", False)])
+def test_userhash_is_on_for_lighttpds_words_only_and_off_otherwise(word, on):
+    rules = mod_auth.parse_require(_require(method="digest", realm="r",
+                                            require="valid-user", userhash=word))
+    assert rules[0].userhash is on
 
 
 def test_the_first_matching_prefix_decides():

@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 from shared import log
-from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
+from shared.config.directives import Directive, DirectiveValueError, Type
+from shared.config.feature_flags import TRUE_WORDS
 from shared.config.values import Array
 
 from .. import authn
@@ -175,7 +176,7 @@ def _rule(prefix: str, fields: Any) -> Rule:
             raise DirectiveValueError(f'the field is unknown in: auth.require = ( "..." => '
                                       f'( ..., -> "{key}" <- => "..." ) )')
         options[key] = value
-    method = options.get("method", "").strip()
+    method = options.get("method", "")             # as written: " basic" is unknown
     if not method:
         raise DirectiveValueError('the method field is missing or blank in: auth.require = '
                                   '( "..." => ( ..., "method" => "..." ) )')
@@ -186,21 +187,17 @@ def _rule(prefix: str, fields: Any) -> Rule:
     if "realm" not in options:
         raise DirectiveValueError('the realm field is missing in: auth.require = ( "..." => '
                                   '( ..., "realm" => "..." ) )')
-    require = options.get("require", "").strip()
-    if not require:
+    if not options.get("require"):
         raise DirectiveValueError('the require field is missing or blank in: auth.require = '
                                   '( "..." => ( ..., "require" => "..." ) )')
     valid_user, users, groups = _parse_require(options["require"])
-    algorithms = options.get("algorithm", "").strip()
+    algorithms = options.get("algorithm", "")
     secret = options.get("nonce_secret", options.get("nonce-secret"))
-    try:
-        userhash = to_bool(options.get("userhash", "disable"))
-    except DirectiveValueError as err:
-        raise DirectiveValueError(f"auth.require userhash: {err}") from None
     return Rule(prefix, method, options["realm"], options["require"], valid_user, users,
                 _parse_algorithms(algorithms) if algorithms else frozenset({"MD5"}),
                 secret.encode("utf-8", "surrogateescape") if secret is not None else None,
-                userhash, groups)
+                options.get("userhash", "").lower() in TRUE_WORDS,   # else off, as lighttpd
+                groups)
 
 
 def parse_require(value: Array) -> tuple[Rule, ...]:
