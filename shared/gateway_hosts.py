@@ -166,6 +166,16 @@ def parse_servers(value: Array, bin_shell: bool = False) -> tuple[Extension, ...
     return tuple(extensions)
 
 
+def parse_responder_servers(value: Array) -> tuple[Extension, ...]:
+    """A `*.server` array of a module whose backends can only answer (mod_proxy,
+    mod_wstunnel): an authorizer host is refused, as lighttpd refuses it."""
+    extensions = parse_servers(value)
+    if any(spec.mode == "authorizer" for ext in extensions for spec in ext.hosts):
+        raise DirectiveValueError('must not define any hosts with attribute "mode" = '
+                                  '"authorizer"')
+    return extensions
+
+
 def _host_spec(label: str, entry: object, ext: str, bin_shell: bool) -> HostSpec:
     where = f'in "{ext}"' + (f' => "{label}"' if label else "")
     if not isinstance(entry, Array) or (len(entry) and not entry.has_keys()) \
@@ -244,7 +254,8 @@ def _host_value(key: str | None, item: object, where: str) -> object:
     elif key in _BOOL_KEYS:
         return to_bool(item)    # type: ignore[arg-type]
     elif key in _LIST_KEYS:
-        if isinstance(item, Array) and all(isinstance(v, str) for v in item.values()):
+        if isinstance(item, Array) and not item.has_keys() and \
+                all(isinstance(v, str) for v in item.values()):
             return tuple(item.values())
     elif key in _MAP_KEYS:
         if isinstance(item, Array) and all(k is not None and isinstance(v, str)

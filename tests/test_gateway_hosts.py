@@ -8,7 +8,7 @@ import pytest
 
 from shared.config.directives import DirectiveValueError
 from shared.config.values import Array
-from shared.gateway_hosts import parse_servers, spawned_hosts
+from shared.gateway_hosts import parse_responder_servers, parse_servers, spawned_hosts
 
 
 def servers(ext: str, *hosts: dict) -> Array:
@@ -56,6 +56,10 @@ def test_a_host_that_is_not_spawned_is_its_own_single_address():
     ({"socket": "/s", "mode": "filter"}, '"mode" has to be'),
     ({"socket": "/s", "max-procs": 0}, 'unexpected value for "max-procs"'),
     ({"socket": "/s", "bin-environment": ["A=1"]}, 'unexpected value for "bin-environment"'),
+    ({"socket": "/s", "bin-copy-environment": {"A": "b"}},      # a list, as lighttpd says
+     'unexpected value for "bin-copy-environment"'),
+    ({"socket": "/s", "x-sendfile-docroot": {"d": "/srv"}},
+     'unexpected value for "x-sendfile-docroot"'),
     ({"socket": "/s", "bin_path": "/x"}, "a dash, not an underscore"),
     ({"host": "127.0.0.1", "port": 65535, "bin-path": "/x", "max-procs": 2}, "beyond 65535"),
     ({"socket": "/" + "s" * 102, "bin-path": "/x"}, "unixsocket is too long"),
@@ -63,3 +67,11 @@ def test_a_host_that_is_not_spawned_is_its_own_single_address():
 def test_wrong_host_keys_are_config_errors(host, message):
     with pytest.raises(DirectiveValueError, match=message):
         parse_servers(servers(".php", host))
+
+
+def test_a_module_that_only_answers_refuses_authorizer_hosts():
+    """mod_proxy and mod_wstunnel, as lighttpd: their backends cannot authorize."""
+    authorizer = servers("/app/", {"host": "127.0.0.1", "port": 1, "mode": "authorizer"})
+    assert parse_servers(authorizer)[0].hosts[0].mode == "authorizer"
+    with pytest.raises(DirectiveValueError, match='"mode" = "authorizer"'):
+        parse_responder_servers(authorizer)

@@ -56,7 +56,8 @@ import httptools
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 from shared.config.values import Array
 
-from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
+from shared.gateway_hosts import (Extension, find_extension, parse_balance,
+                                  parse_responder_servers)
 
 from ..backend import EPOLLOUT, Backend
 from ..gateway import asks_to_upgrade, current_media_type, intercepts, keep_challenge
@@ -148,7 +149,7 @@ def parse_forwarded(value: Array) -> frozenset[str]:
 
 
 DIRECTIVES = (
-    Directive("proxy.server", Type.ARRAY_KVANY, (), convert=parse_servers),
+    Directive("proxy.server", Type.ARRAY_KVANY, (), convert=parse_responder_servers),
     Directive("proxy.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("proxy.debug", Type.INT, 0),
     Directive("proxy.forwarded", Type.ARRAY_KVANY, frozenset(), convert=parse_forwarded),

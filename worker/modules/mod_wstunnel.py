@@ -42,8 +42,8 @@ from __future__ import annotations
 import re
 
 from shared.config.directives import Directive, DirectiveValueError, Type
-from shared.config.values import Array
-from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
+from shared.gateway_hosts import (Extension, find_extension, parse_balance,
+                                  parse_responder_servers)
 
 from .. import websocket as ws
 from ..backend import Backend
@@ -58,15 +58,6 @@ _VERSION = re.compile(r"\s*([+-]?\d+)")
 
 
 # ------------------------------------------------------------------ directives
-def parse_wstunnel_servers(value: Array) -> tuple[Extension, ...]:
-    """wstunnel.server: lighttpd's host arrays; a WebSocket tunnel cannot authorize."""
-    extensions = parse_servers(value)
-    if any(spec.mode == "authorizer" for ext in extensions for spec in ext.hosts):
-        raise DirectiveValueError('must not define any hosts with attribute "mode" = '
-                                  '"authorizer"')
-    return extensions
-
-
 def parse_frame_type(value: str) -> bool:
     """wstunnel.frame-type: True for "binary" (any case), text for anything else."""
     return value.lower() == "binary"
@@ -79,7 +70,7 @@ def parse_origins(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 DIRECTIVES = (
-    Directive("wstunnel.server", Type.ARRAY_KVANY, (), convert=parse_wstunnel_servers),
+    Directive("wstunnel.server", Type.ARRAY_KVANY, (), convert=parse_responder_servers),
     Directive("wstunnel.balance", Type.STRING, "fair", convert=parse_balance),
     Directive("wstunnel.debug", Type.INT, 0),
     Directive("wstunnel.map-extensions", Type.ARRAY_KVSTRING, ()),
