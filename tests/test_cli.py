@@ -218,3 +218,47 @@ def test_a_log_or_pid_file_that_cannot_be_written_stops_the_start_in_lighttpds_w
                     f'server.port = {free_port()}\n{key} = "{path}"\n')
     started = run_cli("-D", "-f", str(conf), timeout=20)
     assert (started.returncode, started.stderr) == (1, f"pylighttpd: {said.format(path=path)}\n")
+
+
+def _tt_both(tmp_path: Path, modules: str, lines: str):
+    conf = tmp_path / "a.conf"
+    conf.write_text(f'server.document-root = "/tmp"\nserver.modules = ({modules})\n{lines}\n')
+    return run_cli("-tt", "-f", str(conf)), run_lighttpd("-tt", "-f", str(conf))
+
+
+@pytest.mark.parametrize("modules, lines", [
+    ('"mod_auth"', 'auth.require = ("/p" => ("method" => " basic", "realm" => "r", '
+                   '"require" => "valid-user"))'),
+    ('"mod_auth"', 'auth.require = ("/p" => ("method" => "digest", "realm" => "r", '
+                   '"require" => "valid-user", "algorithm" => " "))'),
+    ('"mod_proxy"', 'proxy.server = ("/" => (("host" => "127.0.0.1", "port" => 1, '
+                    '"mode" => "authorizer")))'),
+    ('"mod_fastcgi"', 'fastcgi.server = (".php" => (("host" => "127.0.0.1", "port" => 1, '
+                      '"bin-path" => "/bin/true", "bin-copy-environment" => ("A" => "b"))))'),
+])
+def test_tt_refuses_what_lighttpd_refuses(tmp_path, modules, lines):
+    ours, theirs = _tt_both(tmp_path, modules, lines)
+    assert theirs.returncode != 0
+    assert ours.returncode == 1 and "Traceback" not in ours.stderr, ours.stderr
+
+
+# values lighttpd 1.4.69 starts with (logging an error, or reading them as something
+# else) and pylighttpd refuses with the key's file and line, with the reason
+STRICTER = {
+    "port-beyond-65535": ('"mod_proxy"', 'proxy.server = ("/" => (("host" => "127.0.0.1", '
+                          '"port" => 70000)))'),        # lighttpd truncates it to 4464
+    "cidr-beyond-32": ('"mod_extforward"', 'extforward.forwarder = ("10.0.0.0/33" => '
+                       '"trust")'),                    # a forwarder that can never match
+    "bad-exclude-regex": ('"mod_dirlisting"', 'dir-listing.exclude = ("(")'),
+    "empty-alias-target": ('"mod_alias"', 'alias.url = ("/a/" => "")'),
+    "unknown-cgi-limit": ('"mod_cgi"', 'cgi.limits = ("bogus" => 1)'),    # logged only
+    "redirect-code-0": ('"mod_redirect"', "url.redirect-code = 0"),
+    "unknown-balance": ('"mod_scgi"', 'scgi.balance = "random"'),  # logged, then "fair"
+}
+
+
+@pytest.mark.parametrize("name", list(STRICTER))
+def test_tt_is_stricter_than_lighttpd_on_purpose(tmp_path, name):
+    ours, theirs = _tt_both(tmp_path, *STRICTER[name])
+    assert theirs.returncode == 0, f"{name}: lighttpd refuses it now"
+    assert ours.returncode == 1 and ":3:" in ours.stderr and "Traceback" not in ours.stderr
