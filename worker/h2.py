@@ -71,7 +71,8 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          transmit)
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import DATE, NO_BODY, body_refused, expects_continue, server_only
+from .http import (DATE, NO_BODY, REGISTERED_METHODS, body_refused, expects_continue,
+                   server_only)
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -316,11 +317,6 @@ class H2Session(Wire):
             self._idle_frame(event)
 
     def _request_received(self, event: wire.Event) -> None:
-        try:
-            h2_fields.check_request(event.headers)
-        except wire.ProtocolError as malformed:
-            self._goaway(wire.PROTOCOL_ERROR, str(malformed))
-            return
         if self.closing and event.stream_id > self.last_stream:
             self._reset_stream(event.stream_id, wire.REFUSED_STREAM)
             return                           # after our GOAWAY: the client retries
@@ -335,7 +331,20 @@ class H2Session(Wire):
         self.streams[event.stream_id] = stream
         self.requests_done += 1
         try:
+            h2_fields.check_request(event.headers)
             self._start_request(request, event.headers)
+        except wire.ProtocolError as malformed:
+            # RFC 9113 8.1.1: a malformed request is this stream's error, which may be
+            # answered first; answered 400 as lighttpd answers it, the connection goes on
+            log.error("h2.c", f"malformed request on stream {event.stream_id} from "
+                      f"{self.remote_ip}: {malformed}")
+            request.method = _method_of(event.headers)   # a HEAD's 400 has no body
+            # lighttpd looks at the method first: one it does not know is 501
+            known = not request.method or request.method in REGISTERED_METHODS
+            request.response.status = 400 if known else 501
+            request.keep_alive = True
+            self.ready.append(stream)
+            return
         except BadRequest as err:
             request.response.status = err.status
             self.ready.append(stream)
@@ -383,6 +392,8 @@ class H2Session(Wire):
             raise BadRequest(431)
         request.method = pseudo.get(b":method", b"GET").decode("latin-1")
         request.keep_alive = True
+        if request.method not in REGISTERED_METHODS:
+            raise BadRequest(501, f"unknown method {request.method[:32]!r}")
         authority = pseudo.get(b":authority") or request.headers.get("host", "").encode()
         if authority:
             request.host = normalize_host(authority.decode("latin-1"), request.scheme)
@@ -413,6 +424,10 @@ class H2Session(Wire):
             self._refuse(stream, 400)
             return
         body = stream.request.body
+        declared = stream.request.content_length
+        if 0 <= declared < body.size + len(event.data):
+            self._cut(stream, wire.PROTOCOL_ERROR)    # RFC 9113 8.1.1: malformed
+            return
         limit = stream.request.settings.values["server.max-request-size"] * 1024
         if limit and body.size + len(event.data) > limit:
             self._refuse(stream, 413)
@@ -430,8 +445,12 @@ class H2Session(Wire):
         """Trailers are checked (worker/h2_fields.py), and otherwise not used."""
         try:
             h2_fields.check_trailers(event.headers)
-        except wire.ProtocolError as err:
-            self._goaway(wire.PROTOCOL_ERROR, str(err))
+        except wire.ProtocolError as malformed:       # the stream's error, as above
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                log.error("h2.c", f"malformed trailers on stream {event.stream_id} from "
+                          f"{self.remote_ip}: {malformed}")
+                self._refuse(stream, 400)
 
     def _stream_ended(self, event: wire.Event) -> None:
         stream = self.streams.get(event.stream_id)
@@ -439,6 +458,9 @@ class H2Session(Wire):
             return
         body = stream.request.body
         if body is not None:
+            if body.size < stream.request.content_length and not stream.refused:
+                self._cut(stream, wire.PROTOCOL_ERROR)     # shorter than it said
+                return
             body.complete = True
         if not stream.handled and stream not in self.ready:
             self.ready.append(stream)
@@ -625,11 +647,11 @@ class H2Session(Wire):
         self.server.pipeline.fail(request, status)
         self._answer(stream)
 
-    def _cut(self, stream: _Stream) -> None:
+    def _cut(self, stream: _Stream, code: int = wire.INTERNAL_ERROR) -> None:
         """A stream that cannot be answered properly any more: reset it."""
         self.streams.pop(stream.id, None)
         self._abort(stream)
-        self._reset_stream(stream.id, wire.INTERNAL_ERROR)
+        self._reset_stream(stream.id, code)
 
     def _reset_stream(self, stream_id: int, code: int) -> None:
         try:
@@ -906,3 +928,11 @@ def _close_part(part: Any) -> None:
             part[3].release()
         else:
             os.close(part[0])
+
+
+def _method_of(fields: list[tuple[bytes, bytes]]) -> str:
+    """The :method of a field block, GET when it has none."""
+    for name, value in fields:
+        if name == b":method":
+            return value.decode("latin-1")
+    return "GET"

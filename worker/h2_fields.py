@@ -5,7 +5,9 @@ Each field is checked once with a regular expression, and a field already found
 valid (the same User-Agent, Accept, :method, :authority ... on every request of a
 client; not :path, which seldom repeats) is a set lookup.  What is refused is what
 the h2 library's inbound validation refuses (tests/worker/test_h2_fields.py asks
-both), and a violation ends the connection with GOAWAY PROTOCOL_ERROR:
+both), and the pseudo-field values 8.3.1 rules out that it lets through (empty ones,
+a :path that is no absolute path), as lighttpd refuses them; a violation makes the request malformed, which RFC 9113 8.1.1 makes an error
+of its stream only: the session answers it 400, as lighttpd does, and goes on:
 - a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
   its first byte; a value with NUL, CR or LF, or starting or ending with a space or
   tab;
@@ -13,10 +15,11 @@ both), and a violation ends the connection with GOAWAY PROTOCOL_ERROR:
   Transfer-Encoding, Upgrade), TE other than "trailers";
 - pseudo-fields: unknown ones (":status" in a request), repeated, after a regular
   field, any in trailers; a request without :method, or (but for CONNECT) without
-  :scheme and :path, or with an empty :path; an ordinary CONNECT with :scheme or
-  :path; :protocol without CONNECT;
+  :scheme and :path; an empty :method, :scheme or :authority; a :path that is not
+  an absolute path (or `*` for OPTIONS); an ordinary CONNECT with :scheme or :path;
+  :protocol without CONNECT;
 - a request with neither :authority nor Host, with two Hosts, or with both and
-  differing.
+  differing (an empty Host is none).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
         regular_seen = True
         if field not in _valid:
             _check_regular(field)
-        if name == b"host":
+        if name == b"host" and field[1]:      # an empty field is none
             hosts.append(field[1])
     _check_pseudo(pseudo)
     _check_host(pseudo.get(b":authority"), hosts)
@@ -110,10 +113,15 @@ def _check_pseudo(pseudo: dict[bytes, bytes]) -> None:
         return
     if method != b"CONNECT" and b":protocol" in pseudo:
         raise ProtocolError(":protocol without CONNECT")
-    if b":scheme" not in pseudo or b":path" not in pseudo:
+    if not method:
+        raise ProtocolError("empty :method")
+    if not pseudo.get(b":scheme") or b":path" not in pseudo:
         raise ProtocolError("request without :scheme or :path")
-    if not pseudo[b":path"]:
-        raise ProtocolError("empty :path")
+    path = pseudo[b":path"]
+    if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
+        raise ProtocolError(f":path {path[:64]!r} is no absolute path")   # 8.3.1
+    if pseudo.get(b":authority", b"x") == b"":
+        raise ProtocolError("empty :authority")
 
 
 def _check_host(authority: bytes | None, hosts: list[bytes]) -> None:

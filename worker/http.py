@@ -30,6 +30,14 @@ NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Co
 # methods whose requests may not carry a body: 400, unless server.http-parseopts has
 # method-get-body on (see body_refused)
 BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
+# the methods lighttpd 1.4.69 knows (http_kv.c, IANA's registry); over HTTP/2, where no
+# parser's list decides, another is 501 as in lighttpd (over HTTP/1 llhttp's list does)
+REGISTERED_METHODS: Final = frozenset({
+    "GET", "HEAD", "QUERY", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "ACL",
+    "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "COPY", "LABEL", "LINK", "LOCK",
+    "MERGE", "MKACTIVITY", "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE",
+    "ORDERPATCH", "PATCH", "PROPFIND", "PROPPATCH", "REBIND", "REPORT", "SEARCH", "UNBIND",
+    "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL"})
 REASONS: Final[dict[int, str]] = {s.value: s.phrase for s in HTTPStatus}
 REASONS[413] = "Payload Too Large"
 REASONS[416] = "Range Not Satisfiable"
