@@ -3,7 +3,10 @@ pipeline logs the traceback and answers, and the connection closes after it."""
 
 from __future__ import annotations
 
+import pytest
+
 from server_util import detached_request
+from shared import log
 from worker.handler import Pipeline
 from worker.module import WAIT, Module
 
@@ -29,6 +32,12 @@ class _Faulty(Module):
 VALUES = {"server.document-root": "/nonexistent", "server.force-lowercase-filenames": False,
           "server.follow-symlink": True, "server.error-handler-404": "",
           "server.error-handler": "", "server.errorfile-prefix": ""}
+
+
+@pytest.fixture(autouse=True)
+def log_to_stderr(monkeypatch):
+    """The error log on stderr, whatever tests before set it to."""
+    monkeypatch.setattr(log, "_default", log.ErrorLog())
 
 
 def _request():
