@@ -71,6 +71,7 @@ PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DEFAULT_WINDOW: Final = 65535
 DEFAULT_FRAME_SIZE: Final = 16384
 MAX_WINDOW: Final = (1 << 31) - 1
+RESETS_KEPT: Final = 128     # reset stream ids remembered, for frames still in flight
 LARGEST_FRAME_SIZE: Final = (1 << 24) - 1
 FRAME_HEAD: Final = 9
 
@@ -169,6 +170,7 @@ class H2Connection:
         self.decoder = FieldDecoder(decode_limit)
         self.encoder = AnswerEncoder()
         self.streams: dict[int, _Stream] = {}
+        self.recently_reset: dict[int, None] = {}     # ids we reset, newest last
         self.highest_inbound_stream_id = 0
         self.max_outbound_frame_size = DEFAULT_FRAME_SIZE
         self.peer_initial_window = DEFAULT_WINDOW
@@ -183,6 +185,7 @@ class H2Connection:
         self._block: list[bytes] = []                # a header block's fragments ...
         self._block_stream = 0                       # ... while CONTINUATIONs follow
         self._block_ends = False
+        self._block_refusal = 0
         self._block_size = 0
 
     # ------------------------------------------------------------ starting
@@ -264,7 +267,7 @@ class H2Connection:
         elif kind == PING:
             self._ping(events, flags, stream_id, data, start, end)
         elif kind == PRIORITY:
-            self._priority(events, stream_id, end - start)
+            self._priority(events, stream_id, data, start, end)
         elif kind == GOAWAY:
             self._goaway(events, stream_id, data, start, end)
         elif kind == PUSH_PROMISE:
@@ -286,19 +289,22 @@ class H2Connection:
         if stream_id == 0:
             raise self._connection_error(PROTOCOL_ERROR, "HEADERS on stream 0")
         start, stop = self._unpadded(flags, data, start, end)
+        refusal = 0          # the stream's error instead of its request, once decoded
         if flags & PRIORITY_FLAG:
             if stop - start < 5:
                 raise self._connection_error(FRAME_SIZE_ERROR, "HEADERS too short")
             if _u32(data, start) & MAX_WINDOW == stream_id:
-                raise self._connection_error(PROTOCOL_ERROR, "a stream depending on itself")
+                refusal = PROTOCOL_ERROR          # 5.3.1: depending on itself
             start += 5
         fragment = data[start:stop]
         if flags & END_HEADERS:
-            self._header_block(events, stream_id, fragment, bool(flags & END_STREAM))
+            self._header_block(events, stream_id, fragment, bool(flags & END_STREAM),
+                               refusal)
         else:
             self._block = [fragment]
             self._block_stream = stream_id
             self._block_ends = bool(flags & END_STREAM)
+            self._block_refusal = refusal
             self._block_size = len(fragment)
 
     def _continuation(self, events: list[Event], flags: int, stream_id: int, data: bytes,
@@ -313,11 +319,14 @@ class H2Connection:
             block = b"".join(self._block)
             self._block = []
             self._block_stream = 0
-            self._header_block(events, stream_id, block, self._block_ends)
+            self._header_block(events, stream_id, block, self._block_ends,
+                               self._block_refusal)
 
     def _header_block(self, events: list[Event], stream_id: int, block: bytes,
-                      ends: bool) -> None:
-        """A whole header block: a new request, or trailers of an open one."""
+                      ends: bool, refusal: int) -> None:
+        """A whole header block: a new request, or trailers of an open one; decoded
+        whatever comes of it (the HPACK table stays in step with the peer's), then
+        `refusal`, when set, resets the stream instead."""
         try:
             fields = self.decoder.decode(block)
         except HeaderListTooLarge as too_large:
@@ -327,10 +336,17 @@ class H2Connection:
         stream = self.streams.get(stream_id)
         if stream is None:
             if stream_id <= self.highest_inbound_stream_id:
-                self._stream_error(events, stream_id, STREAM_CLOSED)   # closed, in flight
+                if stream_id not in self.recently_reset:      # 5.1.1: never opened
+                    raise self._connection_error(PROTOCOL_ERROR,
+                                                 f"stream {stream_id} is not open")
+                self._stream_error(events, stream_id, STREAM_CLOSED)   # reset, in flight
                 return
             if not stream_id & 1:
                 raise self._connection_error(PROTOCOL_ERROR, f"even stream id {stream_id}")
+            if refusal:
+                self.highest_inbound_stream_id = stream_id
+                self._stream_error(events, stream_id, refusal)
+                return
             if self.closed:
                 self.highest_inbound_stream_id = stream_id
                 self._reset(stream_id, REFUSED_STREAM)
@@ -347,8 +363,9 @@ class H2Connection:
         elif not stream.remote_open:
             self._stream_error(events, stream_id, STREAM_CLOSED)
             return
-        elif not ends:
-            raise self._connection_error(PROTOCOL_ERROR, "trailers without END_STREAM")
+        elif not ends or refusal:       # 8.1: trailers end the stream (malformed)
+            self._stream_error(events, stream_id, refusal or PROTOCOL_ERROR)
+            return
         else:
             event = Event(TRAILERS, stream_id)
             event.headers = fields
@@ -485,11 +502,15 @@ class H2Connection:
             self.out.append(frame_head(8, PING, ACK, 0) + opaque)
             events.append(Event(PING_RECEIVED, 0))
 
-    def _priority(self, events: list[Event], stream_id: int, length: int) -> None:
+    def _priority(self, events: list[Event], stream_id: int, data: bytes, start: int,
+                  end: int) -> None:
         if stream_id == 0:
             raise self._connection_error(PROTOCOL_ERROR, "PRIORITY on stream 0")
-        if length != 5:
+        if end - start != 5:
             self._stream_error(events, stream_id, FRAME_SIZE_ERROR)
+            return
+        if _u32(data, start) & MAX_WINDOW == stream_id:     # 5.3.1: a stream error
+            self._stream_error(events, stream_id, PROTOCOL_ERROR)
             return
         events.append(Event(PRIORITY_UPDATED, stream_id))
 
@@ -611,6 +632,10 @@ class H2Connection:
 
     def _reset(self, stream_id: int, code: int) -> None:
         self.out.append(frame_head(4, RST_STREAM, 0, stream_id) + _u32_bytes(code))
+        reset = self.recently_reset
+        reset[stream_id] = None
+        if len(reset) > RESETS_KEPT:
+            del reset[next(iter(reset))]
 
     def ping(self, opaque: bytes) -> None:
         """A PING of 8 opaque bytes; its ACK comes back as a PING_ACK event."""

@@ -307,8 +307,8 @@ BLOCK = hpack.Encoder().encode(REQUEST)
     (frame(wire.DATA, 0, 1, b"x"), wire.PROTOCOL_ERROR),                    # idle stream
     (frame(wire.HEADERS, 0x4, 0, BLOCK), wire.PROTOCOL_ERROR),
     (frame(wire.HEADERS, 0x4, 2, BLOCK), wire.PROTOCOL_ERROR),              # even id
-    (frame(wire.HEADERS, 0x4 | 0x20, 1, struct.pack(">IB", 1, 0) + BLOCK),
-     wire.PROTOCOL_ERROR),                                                  # on itself
+    (frame(wire.HEADERS, 0x4 | 0x1, 5, BLOCK) + frame(wire.HEADERS, 0x4 | 0x1, 3, BLOCK),
+     wire.PROTOCOL_ERROR),                                  # 5.1.1: below an id in use
     (frame(wire.HEADERS, 0x4 | 0x8, 1, bytes([200]) + BLOCK), wire.PROTOCOL_ERROR),
     (frame(wire.HEADERS, 0, 1, BLOCK) + frame(wire.PING, 0, 0, b"12345678"),
      wire.PROTOCOL_ERROR),                                                  # interrupted
@@ -383,6 +383,28 @@ def test_stream_errors_reset_that_stream_alone(late, code):
     assert frames_of(server.data_to_send()) == [(wire.RST_STREAM, 0, 1, struct.pack(">I", code))]
     assert events[-1].kind == wire.STREAM_RESET and events[-1].code == code
     assert 1 not in server.streams and not server.closed
+
+
+def test_streams_depending_on_themselves_and_open_trailers_are_stream_errors():
+    """5.3.1 (a HEADERS or PRIORITY frame making a stream depend on itself) and 8.1
+    (trailers without END_STREAM: malformed): RST_STREAM PROTOCOL_ERROR, the header
+    block decoded all the same so that the HPACK table stays in step."""
+    server = engine()
+    encoder = hpack.Encoder()
+    server.receive_data(wire.PREFACE)
+    server.data_to_send()
+    self_dependent = frame(wire.HEADERS, 0x4 | 0x1 | 0x20, 1,
+                           struct.pack(">IB", 1, 0) + encoder.encode(REQUEST))
+    assert server.receive_data(self_dependent) == []
+    open_trailers = (frame(wire.HEADERS, 0x4, 3, encoder.encode(REQUEST))
+                     + frame(wire.HEADERS, 0x4, 3, encoder.encode([("x-t", "1")])))
+    events = server.receive_data(open_trailers)
+    assert [e.kind for e in events] == [wire.REQUEST, wire.STREAM_RESET]
+    server.receive_data(frame(wire.PRIORITY, 0, 7, struct.pack(">IB", 7, 0)))
+    assert [f[:3] for f in frames_of(server.data_to_send())] == [
+        (wire.RST_STREAM, 0, 1), (wire.RST_STREAM, 0, 3), (wire.RST_STREAM, 0, 7)]
+    events = server.receive_data(frame(wire.HEADERS, 0x4 | 0x1, 9, encoder.encode(REQUEST)))
+    assert events[0].kind == wire.REQUEST and not server.closed
 
 
 def test_frames_on_a_closed_stream_are_passed_over():

@@ -118,6 +118,7 @@ def _outcome(port: int, fields: list[tuple[bytes, bytes]], body: bytes) -> tuple
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    """lighttpd and pylighttpd serving one file over h2c: (their port, ours)."""
     base: Path = tmp_path_factory.mktemp("h2malformed")
     (base / "index.html").write_text("hi\n")
     conf = base / "h2.conf"
