@@ -169,6 +169,24 @@ def test_an_upgrade_with_bad_settings_or_over_tls_stays_http1(h2_server):
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
+@pytest.mark.parametrize("version, connection, settings", [
+    ("1.1", "Upgrade, HTTP2-Settings", ["!!!"]),              # no base64 (was 101)
+    ("1.1", "Upgrade, HTTP2-Settings", ["AAM"]),              # 2 bytes (was no answer)
+    ("1.1", "Upgrade, HTTP2-Settings", ["AAIAAAAF"]),         # ENABLE_PUSH 5 (no answer)
+    ("1.1", "Upgrade", ["AAMAAABk"]),                         # 3.2.1: not a connection option
+    ("1.1", "Upgrade, HTTP2-Settings", ["AAMAAABk", "AAMAAABk"]),   # 3.2.1: two of them
+    ("1.0", "Upgrade, HTTP2-Settings", ["AAMAAABk"]),         # RFC 9110 7.8: ignored
+], ids=["not-base64", "not-whole-settings", "bad-value", "no-connection-option",
+        "two-fields", "http10"])
+def test_an_upgrade_that_cannot_be_taken_is_answered_as_http1(h2_server, version,
+                                                               connection, settings):
+    fields = "".join(f"HTTP2-Settings: {value}\r\n" for value in settings)
+    with socket.create_connection(("127.0.0.1", h2_server.port), timeout=5) as sock:
+        sock.sendall(f"GET / HTTP/{version}\r\nHost: a\r\nConnection: {connection}\r\n"
+                     f"Upgrade: h2c\r\n{fields}\r\n".encode())
+        assert sock.recv(4096).startswith(f"HTTP/{version} 200 OK\r\n".encode())
+
+
 def test_streams_are_answered_as_they_are_ready_not_in_order(h2_server):
     client = Client(h2_server.port)
     sleepy = client.get("/sleepy.sh")

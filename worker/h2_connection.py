@@ -198,13 +198,7 @@ class H2Connection:
         """After `Upgrade: h2c` (RFC 7540 3.2): the HTTP2-Settings field's SETTINGS
         are the peer's, and the upgrading request is stream 1, complete."""
         self.initiate_connection()
-        try:
-            payload = base64.urlsafe_b64decode(http2_settings + b"=" * (-len(http2_settings) % 4))
-        except (binascii.Error, ValueError) as err:
-            raise ProtocolError(f"HTTP2-Settings: {err}") from None
-        if len(payload) % 6:
-            raise ProtocolError("HTTP2-Settings of a length not a multiple of 6")
-        self._apply_settings(payload, 0, len(payload))
+        self._apply_settings(*_upgrade_settings(http2_settings))
         stream = _Stream(self.peer_initial_window, self.receive_window_size)
         stream.remote_open = False
         self.streams[1] = stream
@@ -661,3 +655,28 @@ class H2Connection:
         data = b"".join(self.out)
         self.out = []
         return data
+
+
+def _upgrade_settings(http2_settings: bytes) -> tuple[bytes, int, int]:
+    """The SETTINGS payload of an HTTP2-Settings field: base64 (url-safe, or the
+    standard alphabet, padding optional) of whole 6-byte settings; ProtocolError
+    otherwise."""
+    text = http2_settings.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
+    try:
+        payload = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ProtocolError(f"HTTP2-Settings: {err}") from None
+    if len(payload) % 6:
+        raise ProtocolError("HTTP2-Settings of a length not a multiple of 6")
+    return payload, 0, len(payload)
+
+
+def upgrade_settings_refused(http2_settings: bytes) -> str:
+    """Why an `Upgrade: h2c` request's HTTP2-Settings cannot start a session (a
+    setting's value included), "" when it can: the request is then answered over
+    HTTP/1.1, as if it had not asked."""
+    try:
+        H2Connection([], 1, 1).initiate_upgrade_connection(http2_settings)
+    except ProtocolError as err:
+        return str(err)
+    return ""

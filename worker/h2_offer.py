@@ -9,27 +9,28 @@ share it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from shared.config.feature_flags import flag_bool
 
 from .request import Request
 
 
 def h2c_upgrade_asked(request: Request) -> bool:
-    """`Upgrade: h2c` with a well-formed HTTP2-Settings and no body (RFC 7540 3.2: a
-    request with a body is answered over HTTP/1.1, as lighttpd does)."""
-    tokens = {t.strip().lower() for t in request.headers.get("upgrade", "").split(",")}
-    settings = request.headers.get("http2-settings")
-    if "h2c" not in tokens or settings is None or request.content_length > 0 or \
+    """`Upgrade: h2c` on HTTP/1.1 with one HTTP2-Settings, named in Connection, and no
+    body (RFC 7540 3.2 and 3.2.1; RFC 9110 7.8: an HTTP/1.0 request's Upgrade is
+    ignored; a request with a body is answered over HTTP/1.1, as lighttpd does).  The
+    field's content is the engine's to judge (h2_connection.upgrade_settings_refused)."""
+    if request.version != "1.1" or request.content_length > 0 or \
             "transfer-encoding" in request.headers:
         return False
-    try:
-        base64.urlsafe_b64decode(settings + "=" * (-len(settings) % 4))
-    except (binascii.Error, ValueError):
-        return False
-    return True
+    headers = request.headers
+    settings = headers.get("http2-settings")
+    return settings is not None and "," not in settings and \
+        "h2c" in _tokens(headers.get("upgrade", "")) and \
+        "http2-settings" in _tokens(headers.get("connection", ""))
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
 
 
 def enabled(settings: dict, cleartext: bool) -> bool:

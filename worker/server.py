@@ -277,6 +277,9 @@ class Server:
         if connection.scheme != "http" or not self.h2c or not h2c_upgrade_asked(request):
             return False
         from .h2 import H2Session
+        from .h2_connection import upgrade_settings_refused
+        if upgrade_settings_refused(request.headers["http2-settings"].encode()):
+            return False
         H2Session(connection, connection.protocol.upgrade_answered(request, True), request)
         return True
 
