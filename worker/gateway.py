@@ -350,15 +350,17 @@ _header_variables: Final[dict[str, str]] = {}
 
 def header_variables(headers: dict[str, str]) -> dict[str, str]:
     """The variables of the request headers that have a value (its octets as the
-    client sent them, once the environment is written out)."""
-    env = {}
+    client sent them, once the environment is written out).  Of two names that make
+    one variable (X_User and X-User) the first to arrive gives it, as a script gets it
+    from lighttpd (whose environment lists both, getenv() finding the first)."""
+    env: dict[str, str] = {}
     known = _header_variables
     for name, value in headers.items():
         if value:
             variable = known.get(name)
             if variable is None:
                 variable = _header_variable(name)
-            if variable:
+            if variable and variable not in env:
                 env[variable] = header_characters(value)
     return env
 

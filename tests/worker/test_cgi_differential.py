@@ -80,6 +80,8 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
                                          "X-Full: v", "X-Full:")),
+        ("environment-one-variable-two-names", get("/env.py", "X_User: first",
+                                                   "X-User: second")),
         ("post-memory-python", post("/sum.py", small)),
         ("post-file-python", post("/sum.py", large)),
         ("post-file-perl", post("/sum.pl", large)),
