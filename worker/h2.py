@@ -72,7 +72,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
 from .http import (DATE, NO_BODY, REGISTERED_METHODS, body_refused, expects_continue,
-                   server_only)
+                   repeated_field, server_only)
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -385,7 +385,7 @@ class H2Session(Wire):
             text = value.decode("latin-1")
             request.raw_fields += (key, text)
             if key in request.headers:
-                text = request.headers[key] + ("; " if key == "cookie" else ", ") + text
+                text = repeated_field(key, request.headers[key], text)
             request.headers[key] = text
         request.header_bytes = size      # the fields as HTTP/1 would carry them
         if size > self.server.header_limit:

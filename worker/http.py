@@ -30,6 +30,23 @@ NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Co
 # methods whose requests may not carry a body: 400, unless server.http-parseopts has
 # method-get-body on (see body_refused)
 BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
+# fields that may come once: a repeat with another value is a 400, an equal one is
+# ignored, as lighttpd 1.4.69 takes them (Host: always 400, RFC 9112 3.2)
+_SINGLE_FIELDS: Final = frozenset({"content-type", "if-modified-since", "http2-settings"})
+
+
+def repeated_field(key: str, before: str, text: str) -> str:
+    """The value of a request field `key` that came again with `text`: the values
+    joined (with "; " for Cookie), or BadRequest for a field that may come once."""
+    if key == "host" or key == "content-length":
+        raise BadRequest(400, f"duplicate {key}")
+    if key in _SINGLE_FIELDS:
+        if before.lower() != text.lower():
+            raise BadRequest(400, f"duplicate {key} with another value")
+        return before
+    return before + ("; " if key == "cookie" else ", ") + text
+
+
 # the methods lighttpd 1.4.69 knows (http_kv.c, IANA's registry); over HTTP/2, where no
 # parser's list decides, another is 501 as in lighttpd (over HTTP/1 llhttp's list does)
 REGISTERED_METHODS: Final = frozenset({

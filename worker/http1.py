@@ -32,7 +32,7 @@ from .body import RequestBody
 from .chunked import Dechunker
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import body_refused, expects_continue
+from .http import body_refused, expects_continue, repeated_field
 from .request import Request
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 HEADER_SLACK: Final = 64 * 1024   # bytes read past the header limit before a head is refused
 _BODY_METHODS: Final = frozenset({"POST", "PUT"})
-_JOIN_SEMICOLON: Final = frozenset({"cookie"})
 _REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
 
 
@@ -250,9 +249,10 @@ class Http1Parser:
         count = len(headers)
         first = headers.setdefault(key, text)     # one lookup for the usual new name
         if len(headers) == count:                 # the name came before
-            if key == "host" or key == "content-length":
-                self._abort(400)
-            headers[key] = first + ("; " if key in _JOIN_SEMICOLON else ", ") + text
+            try:
+                headers[key] = repeated_field(key, first, text)
+            except BadRequest as refused:
+                self._abort(refused.status)
 
     def _abort(self, status: int) -> None:
         self.error_status = status

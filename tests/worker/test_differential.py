@@ -69,6 +69,9 @@ KNOWN_DIFFERENCES = {
     "http09-simple-request": "RFC 1945 4.1: a request line without a version is an "
                              "HTTP/0.9 request, a version not served (RFC 9110 15.6.6: "
                              "505); lighttpd 1.4.69 calls it malformed (400)",
+    "inm-two-fields": "RFC 9110 5.3: the lines of a list field (If-None-Match) are one "
+                      "list, so the second's match is a 304; lighttpd 1.4.69 keeps the "
+                      "first line only",
     "leading-empty-line": "RFC 9112 2.2: a server SHOULD ignore at least one empty line "
                           "before a request line; lighttpd 1.4.69 answers 400 to one on "
                           "a new connection (it ignores them between requests)",
@@ -307,6 +310,16 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         ("inm-star", get11("/index.html", "If-None-Match: *")),
         ("inm-list", get11("/index.html", f'If-None-Match: "a", {etag}')),
         ("inm-star-in-list", get11("/index.html", 'If-None-Match: "a", *')),
+        ("inm-two-fields", get11("/index.html", 'If-None-Match: "a"', f"If-None-Match: {etag}")),
+        # fields that may come once: an equal repeat is ignored, another value is a 400
+        ("content-type-twice-equal", get11("/index.html", "Content-Type: text/plain",
+                                           "Content-Type: TEXT/plain")),
+        ("content-type-twice", get11("/index.html", "Content-Type: text/plain",
+                                     "Content-Type: text/html")),
+        ("ims-twice", get11("/index.html", f"If-Modified-Since: {modified}",
+                            f"If-Modified-Since: {old}")),
+        ("ims-twice-equal", get11("/index.html", f"If-Modified-Since: {modified}",
+                                  f"If-Modified-Since: {modified}")),
         ("inm-weak-star", get11("/index.html", "If-None-Match: W/*")),
         ("inm-weak", get11("/index.html", f"If-None-Match: W/{etag}")),
         ("ims-equal", get11("/index.html", f"If-Modified-Since: {modified}")),
