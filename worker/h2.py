@@ -336,8 +336,7 @@ class H2Session(Wire):
         except wire.ProtocolError as malformed:
             # RFC 9113 8.1.1: a malformed request is this stream's error, which may be
             # answered first; answered 400 as lighttpd answers it, the connection goes on
-            log.error("h2.c", f"malformed request on stream {event.stream_id} from "
-                      f"{self.remote_ip}: {malformed}")
+            self._log_malformed("request", event.stream_id, malformed)
             request.method = _method_of(event.headers)   # a HEAD's 400 has no body
             # lighttpd looks at the method first: one it does not know is 501
             known = not request.method or request.method in REGISTERED_METHODS
@@ -448,9 +447,15 @@ class H2Session(Wire):
         except wire.ProtocolError as malformed:       # the stream's error, as above
             stream = self.streams.get(event.stream_id)
             if stream is not None:
-                log.error("h2.c", f"malformed trailers on stream {event.stream_id} from "
-                          f"{self.remote_ip}: {malformed}")
+                self._log_malformed("trailers", event.stream_id, malformed)
                 self._refuse(stream, 400)
+
+    def _log_malformed(self, what: str, stream_id: int, why: Exception) -> None:
+        """Logged with debug.log-request-header-on-error only, as lighttpd logs a
+        refused request (a client sending them must not fill the error log)."""
+        if self.server.global_settings.values["debug.log-request-header-on-error"]:
+            log.error("h2.c", f"malformed {what} on stream {stream_id} from "
+                      f"{self.remote_ip}: {why} -> 400")
 
     def _stream_ended(self, event: wire.Event) -> None:
         stream = self.streams.get(event.stream_id)

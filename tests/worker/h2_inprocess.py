@@ -9,8 +9,9 @@ from typing import Any
 from server_util import config_text
 
 
-def static_server(tmp_path: Path) -> Any:
-    """A worker.server.Server on `tmp_path`/www; close it with close_all()."""
+def static_server(tmp_path: Path, extra: str = "") -> Any:
+    """A worker.server.Server on `tmp_path`/www (`extra`: more config lines); close it
+    with close_all()."""
     from master.configload import load
     from worker.server import Server
 
@@ -18,5 +19,5 @@ def static_server(tmp_path: Path) -> Any:
     docroot.mkdir()
     (docroot / "small.txt").write_text("small\n")
     config = tmp_path / "h2.conf"
-    config.write_text(config_text(docroot, modules=("mod_staticfile",)))
+    config.write_text(config_text(docroot, extra, modules=("mod_staticfile",)))
     return Server(load(str(config)), [])

@@ -18,6 +18,7 @@ import pytest
 from h2.exceptions import ProtocolError
 from h2.utilities import HeaderValidationFlags, validate_headers
 
+from shared import log
 from worker import h2_connection as wire
 from worker import h2_fields
 
@@ -105,11 +106,11 @@ def _goaway_code(data: bytes) -> int | None:
     return None
 
 
-@pytest.fixture
-def session_server(tmp_path):
-    """An in-process server; `send(frames)` opens an h2c connection, sends them
-    after the preface and returns what came back."""
-    server = static_server(tmp_path)
+@pytest.fixture(params=[""])
+def session_server(tmp_path, request):
+    """An in-process server (`request.param`: more config); `send(frames)` opens an
+    h2c connection, sends them after the preface and returns what came back."""
+    server = static_server(tmp_path, request.param)
 
     def send(frames: bytes) -> bytes:
         client, end = socket.socketpair()
@@ -154,6 +155,21 @@ def test_a_malformed_request_is_answered_400_and_the_connection_goes_on(session_
                             + _frame(HEADERS, END_HEADERS | END_STREAM, 3, good))
     assert _goaway_code(answer) is None
     assert _statuses(answer) == {1: "400", 3: "200"}
+
+
+@pytest.mark.parametrize("session_server, logged", [
+    ("", False), ('debug.log-request-header-on-error = "enable"', True)],
+    indirect=["session_server"], ids=["quiet", "debug"])
+def test_a_malformed_request_is_logged_with_the_debug_flag_only(session_server, logged,
+                                                                capfd, monkeypatch):
+    """As lighttpd logs a refused request: a client must not fill the error log."""
+    monkeypatch.setattr(log, "_default", log.ErrorLog())
+    bad = hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"),
+                                  (":path", "/small.txt"), (":authority", "127.0.0.1"),
+                                  ("connection", "close")])
+    assert _statuses(session_server(_frame(HEADERS, END_HEADERS | END_STREAM, 1, bad))) == \
+        {1: "400"}
+    assert ("malformed request on stream 1" in capfd.readouterr().err) is logged
 
 
 @pytest.mark.parametrize("fields", [
