@@ -6,8 +6,9 @@ valid (the same User-Agent, Accept, :method, :authority ... on every request of 
 client; not :path, which seldom repeats) is a set lookup.  What is refused is what
 the h2 library's inbound validation refuses (tests/worker/test_h2_fields.py asks
 both), and the pseudo-field values 8.3.1 rules out that it lets through (empty ones,
-a :path that is no absolute path), as lighttpd refuses them; a violation makes the request malformed, which RFC 9113 8.1.1 makes an error
-of its stream only: the session answers it 400, as lighttpd does, and goes on:
+a :path that is no absolute path), as lighttpd refuses them; a violation makes the
+request malformed, which RFC 9113 8.1.1 makes an error of its stream only: the
+session answers it 400, as lighttpd does, and goes on:
 - a field name empty, with upper case, a byte <= 0x20 or >= 0x7f, or a colon past
   its first byte; a value with NUL, CR or LF, or starting or ending with a space or
   tab;

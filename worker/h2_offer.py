@@ -15,17 +15,17 @@ from .request import Request
 
 
 def h2c_upgrade_asked(request: Request) -> bool:
-    """`Upgrade: h2c` on HTTP/1.1 with one HTTP2-Settings, named in Connection, and no
-    body (RFC 7540 3.2 and 3.2.1; RFC 9110 7.8: an HTTP/1.0 request's Upgrade is
-    ignored; a request with a body is answered over HTTP/1.1, as lighttpd does).  The
-    field's content is the engine's to judge (h2_connection.upgrade_settings_refused)."""
+    """`Upgrade: h2c` on HTTP/1.1 with an HTTP2-Settings (one: a second of another value
+    is a 400, http.repeated_field), named in Connection, and no body (RFC 7540 3.2 and
+    3.2.1; RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored; a request with a
+    body is answered over HTTP/1.1, as lighttpd does).  The field's content is the
+    engine's to judge (h2_connection.upgrade_settings_refused)."""
     if request.version != "1.1" or request.content_length > 0 or \
             "transfer-encoding" in request.headers:
         return False
     headers = request.headers
     settings = headers.get("http2-settings")
-    return settings is not None and "," not in settings and \
-        "h2c" in _tokens(headers.get("upgrade", "")) and \
+    return settings is not None and "h2c" in _tokens(headers.get("upgrade", "")) and \
         "http2-settings" in _tokens(headers.get("connection", ""))
 
 

@@ -20,8 +20,8 @@ backend that knows groups (LDAP: `check_login`) is given the whole rule and deci
   `stale=true`, and past 540 s a good answer carries `Authentication-Info: nextnonce`.
   Replays are refused: each nonce's highest `nc` is kept (a nonce without qop is good
   once), and a repeat gets a 401 with `stale=true`; good credentials whose `nc` is no
-  hex count are a 400 (lighttpd takes them, having no count to keep).  A request whose `uri` is not its
-  own target is a 400, as are missing fields and `qop=auth-int`.
+  hex count are a 400 (lighttpd takes them, having no count to keep).  A request whose
+  `uri` is not its own target is a 400, as are missing fields and `qop=auth-int`.
 - extern: `REMOTE_USER` set before (by another module) must satisfy the rule; with
   `auth.extern-authn` it is taken in place of any method.
 
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final
 
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Type
-from shared.config.feature_flags import TRUE_WORDS
+from shared.config.feature_flags import value_bool
 from shared.config.values import Array
 
 from .. import authn
@@ -196,8 +196,7 @@ def _rule(prefix: str, fields: Any) -> Rule:
     return Rule(prefix, method, options["realm"], options["require"], valid_user, users,
                 _parse_algorithms(algorithms) if algorithms else frozenset({"MD5"}),
                 secret.encode("utf-8", "surrogateescape") if secret is not None else None,
-                options.get("userhash", "").lower() in TRUE_WORDS,   # else off, as lighttpd
-                groups)
+                value_bool(options.get("userhash"), False), groups)
 
 
 def parse_require(value: Array) -> tuple[Rule, ...]:
