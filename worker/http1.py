@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 
 HEADER_SLACK: Final = 64 * 1024   # bytes read past the header limit before a head is refused
 _BODY_METHODS: Final = frozenset({"POST", "PUT"})
-_REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP/(\S\.\S)")
+_REQUEST_LINE: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ ]+ HTTP/(\S\.\S)")
+_BEYOND_ASCII: Final = re.compile(rb"[\x80-\xff]")
+_UNREAD_IN_FRAGMENT: Final = re.compile(rb"[\x00-\x1f\x7f-\xff]")
 
 
 # module globals are Final: compiled, each use is then no dict lookup
@@ -150,7 +152,7 @@ class Http1Parser:
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
                  "held_back", "tunnelled", "body_left", "dechunker", "line_chunk",
-                 "ready", "loop", "ready_before", "read_starts_request")
+                 "ready", "loop", "ready_before", "read_starts_request", "raw_url")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -182,7 +184,10 @@ class Http1Parser:
         self.dechunker: Dechunker | None = None
         self.line_chunk = b""      # a read that starts with a request line (_version)
         self.ready_before = 0      # requests handed over before the read being parsed
-        self.read_starts_request = True   # it began between two requests (_refused_line)
+        self.read_starts_request = True   # it began between two requests (_refused_start)
+        # the target as sent, when llhttp was given it with its octets beyond ASCII
+        # escaped (_escaped_target)
+        self.raw_url = b""
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -337,7 +342,9 @@ class Http1Parser:
         if version == "1.0" and request.keep_alive and _asks_close(request.headers):
             request.keep_alive = False   # llhttp lets 1.0's keep-alive win over close
         answers = self.answers
-        key = answers.key_for(request, self.url)
+        url = self.raw_url or self.url
+        self.raw_url = b""
+        key = answers.key_for(request, url)
         if key is not None:
             kept = answers.find(key)
             if kept is not None:        # a repeat: all that follows is known
@@ -346,8 +353,8 @@ class Http1Parser:
                 self.sink.limits = request.values
                 return False
         headers = request.headers
-        target = self.url.decode("utf-8", "surrogateescape")
-        request.set_target(target, vetted=True)
+        target = url.decode("utf-8", "surrogateescape")
+        request.set_target(target, vetted=url is self.url)
         host_field = _normalize_host_field(request, headers, version)
         values = request.configure().values
         self.sink.limits = values
@@ -436,6 +443,12 @@ class Http1Parser:
             except httptools.HttpParserInvalidMethodError:
                 self._refuse(data, unknown_method=True)
                 return
+            except httptools.HttpParserInvalidURLError:
+                escaped = self._escaped_target(data)
+                if not escaped:
+                    self._refuse(data, unknown_method=False)
+                    return
+                data = self.line_chunk = escaped
             except httptools.HttpParserCallbackError as err:
                 self._callback_failed(err.__context__)
                 return
@@ -451,18 +464,48 @@ class Http1Parser:
 
     def _refused_line(self, data: bytes) -> bytes:
         """The request line of the request llhttp refused, as far as the read `data`
-        shows it: its first line, or after requests that came whole before the refused
-        one in the same read (pipelined), the first line after their heads.  None
-        (b"") when the refused request began in an earlier read, or when a body among
-        those before it hides where their heads end."""
+        shows it (b"" when it does not: see _refused_start)."""
+        start = self._refused_start(data)
+        return b"" if start < 0 else data[start:].split(b"\r\n", 1)[0]
+
+    def _refused_start(self, data: bytes) -> int:
+        """Where the request llhttp refused begins in the read `data`: at its start, or
+        after requests that came whole before the refused one in the same read
+        (pipelined), past their heads.  -1 when the refused request began in an
+        earlier read, or when a body among those before it hides where their heads
+        end."""
         done = self.ready[self.ready_before:]
         if (not done and not self.read_starts_request) or \
                 any(request.body is not None for request in done):
+            return -1
+        start = 0
+        for _ in done:
+            start = data.find(b"\r\n\r\n", start) + 4
+            if start < 4:
+                return -1
+        while start < len(data) and data[start] in b"\r\n":
+            start += 1
+        return start
+
+    def _escaped_target(self, data: bytes) -> bytes:
+        """What to parse again when llhttp refused a target for octets lighttpd takes:
+        beyond ASCII (its normalisation escapes them) and, in a fragment, which it
+        never reads, controls too.  `data` from the refused request on, those octets
+        escaped; the target as sent kept in `raw_url`.  b"" when the request line is
+        not whole in `data` or its target has no such octet (refused for another
+        reason)."""
+        start = self._refused_start(data)
+        end = data.find(b"\n", start) if start >= 0 else -1
+        method, _, rest = data[start:end].partition(b" ")
+        target, space, version = rest.partition(b" ")
+        url, mark, fragment = target.partition(b"#")
+        escaped = _BEYOND_ASCII.sub(_escape_octet, url) + mark + \
+            _UNREAD_IN_FRAGMENT.sub(_escape_octet, fragment)
+        if end < 0 or not space or escaped == target:
             return b""
-        pieces = data.split(b"\r\n\r\n", len(done))
-        if len(pieces) <= len(done):
-            return b""
-        return pieces[len(done)].lstrip(b"\r\n").split(b"\r\n", 1)[0]
+        self.raw_url = target
+        self.parser = self.current = None
+        return b"%s %s %s%s" % (method, escaped, version, data[end:])
 
     def release_parser(self) -> None:
         """Let the parser go between requests (~900 bytes), for a connection that has
@@ -602,11 +645,15 @@ class Http1Parser:
                 request.version = match.group(1).decode()
             return
         parser = self.parser
-        if not self.url or status == 414 or status == 431 or parser is None:
+        url = self.raw_url or self.url
+        if not url or status == 414 or status == 431 or parser is None:
             return
         version = parser.get_http_version()
         if version in ("1.0", "1.1"):
             request.method = parser.get_method().decode("latin-1")
-            request.target = request.target_orig = self.url.decode("utf-8",
-                                                                   "surrogateescape")
+            request.target = request.target_orig = url.decode("utf-8", "surrogateescape")
             request.version = version
+
+
+def _escape_octet(match: re.Match[bytes]) -> bytes:
+    return b"%%%02X" % match[0][0]

@@ -211,7 +211,7 @@ def refusal(target: str, flags: int, vetted: bool = False) -> str | None:
     raw octets were checked where it was parsed (HTTP/1: llhttp refuses controls,
     spaces, DEL and non-ASCII octets anywhere in a target)."""
     raw, escaped = _REFUSALS[flags & _REFUSAL_BITS]
-    if (not vetted and raw.search(target)) or \
+    if (not vetted and raw.search(_unfragmented(target))) or \
             (escaped is not None and "%" in target and escaped.search(_unfragmented(target))):
         return REFUSED_OCTET
     if flags & (URL_2F_REJECT | URL_DOTSEG_REJECT):

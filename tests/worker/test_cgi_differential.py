@@ -76,6 +76,9 @@ def _requests(base) -> list[tuple[str, bytes]]:
                             "Proxy: http://evil.example/", "Content-Type: text/x")),
         ("environment-normalised-target", get("/x/../env.py/%61b?q=%7e")),
         ("environment-absolute-target", get("http://test.example/env.py?a=1")),
+        # raw octets beyond ASCII (REQUEST_URI keeps them, the query is escaped), a
+        # fragment with controls, fields of UTF-8 octets
+        ("environment-raw-octets", get("/env.py/pé?q=é&r=%C3%A9#f\x01é", "X-U: ünï")),
         ("local-redirect-raw-utf8", get("/location_raw.py?/r%C3%A9sum%C3%A9.txt")),
         ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
