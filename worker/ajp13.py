@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 MAX_PACKET = 8192
 MAX_DATA = MAX_PACKET - 4 - 2          # a data packet: its header, the data's length
@@ -40,6 +41,8 @@ REQUEST_HEADER_CODES = {name: 0xA000 | code for code, name in enumerate((
 RESPONSE_HEADER_NAMES = ("Content-Type", "Content-Language", "Content-Length", "Date",
                          "Last-Modified", "Location", "Set-Cookie", "Set-Cookie2",
                          "Servlet-Engine", "Status", "WWW-Authenticate")
+_CODED_NAMES: Final = {0xA001 + index: name.encode()
+                       for index, name in enumerate(RESPONSE_HEADER_NAMES)}
 # request attributes
 ATTRIBUTE_REMOTE_USER, ATTRIBUTE_AUTH_TYPE, ATTRIBUTE_QUERY_STRING = 0x03, 0x04, 0x05
 ATTRIBUTE_SSL_CERT, ATTRIBUTE_SSL_CIPHER, ATTRIBUTE_SSL_KEY_SIZE = 0x07, 0x08, 0x0B
@@ -98,7 +101,7 @@ def forward_request(request: ForwardRequest) -> bytes | None:
 
 def body_packets(data: bytes) -> bytes:
     """Body bytes as data packets of at most MAX_DATA bytes each."""
-    packets = []
+    packets: list[bytes] = []
     for start in range(0, len(data), MAX_DATA):
         piece = data[start:start + MAX_DATA]
         packets += (SERVER_MAGIC, _U16.pack(len(piece) + 2), _U16.pack(len(piece)), piece)
@@ -143,7 +146,7 @@ class ResponseReader:
         buffer = self.buffer + data if self.buffer else data
         events: list[Headers | BodyChunk | BodyWanted | EndResponse] = []
         position = 0
-        while len(buffer) - position >= 4:
+        while len(buffer) - position >= 5:     # a packet's head and its type, as lighttpd
             if buffer[position:position + 2] != CONTAINER_MAGIC:
                 raise BadPacket("invalid packet prefix sent from container")
             length = _U16.unpack_from(buffer, position + 2)[0]
@@ -151,8 +154,8 @@ class ResponseReader:
                 break
             payload = buffer[position + 4:position + 4 + length]
             position += 4 + length
-            event = _packet(payload)
-            if event is not None:
+            event = _packet(payload) if payload else None   # empty: skipped, as lighttpd
+            if event is not None:                           # skips a type it does not know
                 events.append(event)
         self.buffer = buffer[position:]
         return events
@@ -178,49 +181,51 @@ def _packet(payload: bytes) -> Headers | BodyChunk | BodyWanted | EndResponse | 
     return None
 
 
-class _Cursor:
-    """Reads AJP integers and strings out of a packet's payload."""
-
-    __slots__ = ("data", "position")
-
-    def __init__(self, data: bytes, position: int) -> None:
-        self.data = data
-        self.position = position
-
-    def u16(self) -> int:
-        if self.position + 2 > len(self.data):
-            raise BadPacket("headers packet received with invalid length")
-        value = _U16.unpack_from(self.data, self.position)[0]
-        self.position += 2
-        return value
-
-    def text(self, length: int) -> bytes:
-        """`length` bytes and the NUL after them."""
-        end = self.position + length
-        if end + 1 > len(self.data):
-            raise BadPacket("headers packet received with invalid length")
-        value = self.data[self.position:end]
-        self.position = end + 1
-        return value
-
-    def string(self) -> bytes:
-        length = self.u16()
-        return b"" if length == 0xFFFF else self.text(length)
-
-
 def _headers(payload: bytes) -> bytes:
-    """SEND_HEADERS as `HTTP/1.1 STATUS REASON` and its header lines."""
-    cursor = _Cursor(payload, 1)
-    status = cursor.u16()
-    reason = cursor.string()
-    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
-    for _ in range(cursor.u16()):
-        code = cursor.u16()
+    """SEND_HEADERS as `HTTP/1.1 STATUS REASON` and its header lines.  Read as lighttpd
+    reads it: the head ends quietly where the packet does, at a string that runs past
+    it (the null string among them) or at a header code that names nothing; a name
+    read without its value is a field with an empty one."""
+    if len(payload) < 3:
+        raise BadPacket("headers packet received with invalid length")
+    lines = [b"HTTP/1.1 %d" % _U16.unpack_from(payload, 1)[0]]
+    reason, position = _string(payload, 3)
+    if reason is None:
+        return _head(lines)
+    lines[0] += b" " + reason
+    if position + 2 > len(payload):
+        return _head(lines)
+    count = _U16.unpack_from(payload, position)[0]
+    position += 2
+    for _ in range(count):
+        if position + 2 > len(payload):
+            break
+        code = _U16.unpack_from(payload, position)[0]
         if code >= 0xA000:
-            if not 0xA001 <= code <= 0xA000 + len(RESPONSE_HEADER_NAMES):
-                raise BadPacket(f"unknown response header code {code:#x}")
-            name = RESPONSE_HEADER_NAMES[(code & 0xFF) - 1].encode()
+            name = _CODED_NAMES.get(code)
+            position += 2
         else:
-            name = cursor.text(code)
-        lines.append(name + b": " + cursor.string())
+            name, position = _string(payload, position)
+        if name is None:
+            break
+        value, position = _string(payload, position)
+        lines.append(name + b": " + (value or b""))
+        if value is None:
+            break
+    return _head(lines)
+
+
+def _string(payload: bytes, position: int) -> tuple[bytes | None, int]:
+    """The string at `position` and the position after its NUL; None for one that runs
+    past the packet (a null string's length, 0xFFFF, always does)."""
+    if position + 2 > len(payload):
+        return None, position
+    length = _U16.unpack_from(payload, position)[0]
+    start = position + 2
+    if start + length + 1 > len(payload):
+        return None, start
+    return payload[start:start + length], start + length + 1
+
+
+def _head(lines: list[bytes]) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"

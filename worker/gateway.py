@@ -344,8 +344,10 @@ def _without_port(authority: str) -> str:
 
 # A request header's variable by its name: HTTP_ + the name, CONTENT_TYPE for
 # Content-Type, "" for Proxy (never passed: httpoxy, HTTP_PROXY would set the
-# backend's proxy).  Bounded: forgotten whole past MAX_REMEMBERED names.
+# backend's proxy) and for Transfer-Encoding (the body's framing, which lighttpd reads
+# and never keeps).  Bounded: forgotten whole past MAX_REMEMBERED names.
 _header_variables: Final[dict[str, str]] = {}
+_NOT_VARIABLES: Final = frozenset({"proxy", "transfer-encoding"})
 
 
 def header_variables(headers: dict[str, str]) -> dict[str, str]:
@@ -368,7 +370,7 @@ def header_variables(headers: dict[str, str]) -> dict[str, str]:
 def _header_variable(name: str) -> str:
     lower = name.lower()
     variable = "CONTENT_TYPE" if lower == "content-type" else \
-        "" if lower == "proxy" else "HTTP_" + env_variable(name)
+        "" if lower in _NOT_VARIABLES else "HTTP_" + env_variable(name)
     if len(_header_variables) >= MAX_REMEMBERED:
         _header_variables.clear()
     _header_variables[name] = variable

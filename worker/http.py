@@ -87,11 +87,13 @@ def body_refused(request: "Request") -> bool:
 
 def expects_continue(headers: dict[str, str]) -> bool:
     """RFC 9110 10.1.1: whether the client waits for 100 Continue before its body;
-    BadRequest(417) for an expectation the server cannot meet."""
+    BadRequest(417) for an expectation the server cannot meet (the field is a list: a
+    100-continue sent twice is one expectation)."""
     expect = headers.get("expect")
     if expect is None:
         return False
-    if expect.lower() != "100-continue":
+    if expect.lower() != "100-continue" and any(
+            member.strip().lower() != "100-continue" for member in expect.split(",")):
         raise BadRequest(417)
     return True
 

@@ -405,10 +405,10 @@ class Http1Parser:
                 raise BadRequest(413)
         elif not chunked and request.method == "POST":
             raise BadRequest(411)       # as lighttpd: a PUT without either is empty
-        if expects_continue(headers) and request.version == "1.1" and \
-                (chunked or request.content_length > 0):
-            request.expect_continue = True
         has_body = chunked or request.content_length > 0
+        if expects_continue(headers) and has_body:
+            request.expect_continue = request.version == "1.1"
+            del headers["expect"]       # met here: no backend sees it, as in lighttpd
         if has_body and body_refused(request):
             raise BadRequest(400, "GET/HEAD with a body")
         return has_body

@@ -144,11 +144,8 @@ class Bridge:
 
     def header_list(self) -> Any:
         """The request's fields, each under the name as the client first wrote it."""
-        request = self.unkeyed
-        written = {name.lower(): name for name in reversed(request.raw_fields[::2])}
         return self.table([item.encode("latin-1", "replace")
-                           for key, value in request.headers.items()
-                           for item in (written.get(key, key), value)])
+                           for field in self.unkeyed.fields_as_written() for item in field])
 
     # -------------------------------------------------------------- lighty.r.req_attr
     def attr_get(self, key: bytes) -> bytes | None:

@@ -379,6 +379,15 @@ class Request:
         raw = self.raw_fields
         return list(zip(raw[::2], raw[1::2]))
 
+    def fields_as_written(self) -> list[tuple[str, str]]:
+        """The header fields as lighttpd keeps them for a backend or a script: one per
+        name (repeated fields joined, the Host normalized) under the name the client
+        first wrote, without Transfer-Encoding (read as the body's framing, never
+        kept)."""
+        written = {name.lower(): name for name in reversed(self.raw_fields[::2])}
+        return [(written.get(key, key), value) for key, value in self.headers.items()
+                if key != "transfer-encoding"]
+
     @property
     def settings(self) -> RequestSettings:
         """The effective settings; their `values` are also `self.values`."""

@@ -6,7 +6,7 @@ method, URL path, headers, attributes and body, and how the body came framed.
 An `X-Want` request header asks for other answers: `status/NNN` answers NNN with a
 Location header (codes for the common header names), `big/N` sends N KiB of body in
 8000-byte packets, `hangup` closes without an answer, `garbage` answers with what is
-not AJP13.
+not AJP13, `packets/HEX` answers with those octets and END_RESPONSE.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ def serve(conn: socket.socket) -> None:
         return
     if want == "garbage":
         conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+        return
+    if want.startswith("packets/"):          # these packets (hex), then END_RESPONSE
+        conn.sendall(bytes.fromhex(want.split("/")[1]) + END)
         return
     if want.startswith("status/"):
         status = int(want.split("/")[1])

@@ -79,6 +79,13 @@ def _requests(base) -> list[tuple[str, bytes]]:
         # raw octets beyond ASCII (REQUEST_URI keeps them, the query is escaped), a
         # fragment with controls, fields of UTF-8 octets
         ("environment-raw-octets", get("/env.py/pé?q=é&r=%C3%A9#f\x01é", "X-U: ünï")),
+        # Transfer-Encoding is the body's framing, no HTTP_TRANSFER_ENCODING; an
+        # Expect (sent twice) met by the server, no HTTP_EXPECT, but without a body
+        ("environment-chunked", get("/env.py", "Transfer-Encoding: chunked", method="POST")
+         + chunked),
+        ("environment-expect", get("/env.py", "Expect: 100-continue", "Content-Length: 3",
+                                   "Expect: 100-continue", method="POST") + b"abc"),
+        ("environment-expect-no-body", get("/env.py", "Expect: 100-continue")),
         ("local-redirect-raw-utf8", get("/location_raw.py?/r%C3%A9sum%C3%A9.txt")),
         ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",

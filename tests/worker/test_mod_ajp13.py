@@ -190,6 +190,7 @@ needs_lighttpd = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
     ("down", request("GET", "/down/x")),
     ("empty-post", request("POST", "/app/", "Content-Length: 0")),
     ("head-too-long", request("GET", "/app/", "X-Big: " + "x" * 9000)),
+    ("raw-octets", request("GET", "/app/pé?q=é&r=%C3%A9#é")),
 ])
 def test_same_as_lighttpd(both, name, data):
     theirs, ours = (exchange(port, data) for port in both)
@@ -202,6 +203,51 @@ def test_same_as_lighttpd(both, name, data):
         assert mine == lighttpds
     else:
         assert ours[2] == theirs[2]
+
+
+def packets(*payloads: bytes) -> str:
+    """X-Want for a container answer of these packets (payloads), then END_RESPONSE."""
+    return "X-Want: packets/" + b"".join(
+        b"AB" + len(payload).to_bytes(2, "big") + payload for payload in payloads).hex()
+
+
+HEAD_301 = b"\x04\x01\x2d\x00\x02OK\x00"
+
+
+@needs_lighttpd
+@pytest.mark.parametrize("name, want", [
+    ("fewer-fields-than-said", packets(HEAD_301 + b"\x00\x03\xa0\x06\x00\x02/x\x00")),
+    ("code-naming-nothing", packets(HEAD_301 + b"\x00\x02\xa0\x0c\x00\x01y\x00")),
+    ("null-value", packets(HEAD_301 + b"\x00\x02\x00\x03X-A\x00\xff\xff"
+                                     b"\x00\x03X-B\x00\x00\x01b\x00")),
+    ("null-reason", packets(b"\x04\x00\xc8\xff\xff\x00\x01\xa0\x06\x00\x02/x\x00")),
+    ("name-past-the-end", packets(HEAD_301 + b"\x00\x01\x00\x30X-A\x00")),
+    ("empty-packet", packets(HEAD_301 + b"\x00\x00", b"", b"\x03\x00\x02hi\x00")),
+    ("head-after-body", packets(HEAD_301 + b"\x00\x00", b"\x03\x00\x02hi\x00",
+                                HEAD_301 + b"\x00\x00", b"\x03\x00\x01!\x00")),
+])
+def test_container_answers_read_as_lighttpd_reads_them(both, name, want):
+    """Heads cut short or odd (lighttpd reads what it can and goes on), an empty
+    packet (skipped), a second head after the body began (ignored)."""
+    theirs, ours = (exchange(port, request("GET", "/app/", want)) for port in both)
+    assert ours[0] == theirs[0]
+    assert {k: v for k, v in ours[1].items() if k not in NOT_COMPARED} == \
+        {k: v for k, v in theirs[1].items() if k not in NOT_COMPARED}
+    assert ours[2] == theirs[2]
+
+
+@needs_lighttpd
+@pytest.mark.parametrize("data", [
+    b"GET /app/ HTTP/1.1\r\nHost: AJP.Test:8080\r\nConnection: close\r\nX-Foo: a\r\n"
+    b"x-foo: b\r\nCookie: a=1\r\nCookie: b=2\r\nX-U: \xc3\xbcn\xc3\xaf\r\n\r\n",
+    request("POST", "/app/", "Transfer-Encoding: chunked", body=b"0\r\n\r\n"),
+])
+def test_forwarded_fields_as_lighttpd_keeps_them(both, data):
+    """A field sent twice goes once, joined (`; ` for Cookie), under the name first
+    written; the Host normalized; UTF-8 octets as sent; no Transfer-Encoding."""
+    theirs, ours = (exchange(port, data) for port in both)
+    assert ours[0] == theirs[0] == 200
+    assert json.loads(ours[2])["headers"] == json.loads(theirs[2])["headers"]
 
 
 @needs_lighttpd
@@ -251,7 +297,34 @@ def test_body_packets_and_response_reader():
     with pytest.raises(ajp13.BadPacket):
         ajp13.ResponseReader().feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(ajp13.BadPacket):
-        ajp13.ResponseReader().feed(b"AB\x00\x04\x04\x00\xc8\x00")
+        ajp13.ResponseReader().feed(b"AB\x00\x02\x04\x00\x00")
+
+
+@pytest.mark.parametrize("payload, head", [
+    (b"\x04\x00\xc8\x00", b"HTTP/1.1 200"),                       # the reason cut short
+    (b"\x04\x00\xc8\xff\xff\x00\x01\xa0\x01\x00\x01x\x00", b"HTTP/1.1 200"),   # null reason
+    (b"\x04\x01\x2d\x00\x02OK\x00\x00\x03\xa0\x06\x00\x02/x\x00\xa0\x0c\x00\x01y\x00",
+     b"HTTP/1.1 301 OK\r\nLocation: /x"),                          # a code naming nothing
+    (b"\x04\x01\x2d\x00\x02OK\x00\x00\x02\x00\x03X-A\x00\x00\x01a\x00",
+     b"HTTP/1.1 301 OK\r\nX-A: a"),                                # fewer fields than said
+    (b"\x04\x01\x2d\x00\x02OK\x00\x00\x02\x00\x03X-A\x00\xff\xff\x00\x03X-B\x00\x00\x01b\x00",
+     b"HTTP/1.1 301 OK\r\nX-A: "),                                 # a null value ends it
+    (b"\x04\x01\x2d\x00\x02OK\x00\x00\x01\x00\x09X-A\x00\x00\x01a\x00",
+     b"HTTP/1.1 301 OK"),                                            # a name past the end
+])
+def test_a_broken_head_ends_where_lighttpd_stops_reading_it(payload, head):
+    """SEND_HEADERS read as lighttpd's ajp13_expand_headers reads it: no error, the head
+    is what could be read (its status line at least)."""
+    packet = b"AB" + len(payload).to_bytes(2, "big") + payload
+    assert ajp13.ResponseReader().feed(packet) == [ajp13.Headers(head + b"\r\n\r\n")]
+
+
+def test_an_empty_packet_is_skipped_once_more_follows():
+    """lighttpd reads a packet's type before its length: an empty packet is one of a
+    type it does not know (the next packet's first octet), skipped."""
+    reader = ajp13.ResponseReader()
+    assert reader.feed(b"AB\x00\x00") == []
+    assert reader.feed(b"AB\x00\x02\x05\x00") == [ajp13.EndResponse(False)]
 
 
 @needs_lighttpd

@@ -7,12 +7,14 @@ Requests are claimed by URL prefix or extension as the CGI-style gateways claim 
 splits the URL path as there ("/app" of /app/x/y forwards the URL path /app).
 Authorizer hosts are asked first, as for FastCGI.  The request goes as one
 FORWARD_REQUEST packet (worker/ajp13.py: the URL path, the client's address, the
-server name from Host without its port, the listening port, the client's headers
-after a Content-Length lighttpd adds when the client sent none, the query string,
-REMOTE_USER, AUTH_TYPE and AJP13_SECRET from the request's environment) and the body
-in data packets; a method AJP has no code for, or a head longer than 8 KiB, is 400.
-A body still arriving without a length is 411.  The container's SEND_HEADERS are read
-as an HTTP head, its SEND_BODY_CHUNKs stream to the client, END_RESPONSE ends the
+server name from Host without its port, the listening port, the client's header
+fields as lighttpd keeps them (Request.fields_as_written) after a Content-Length
+lighttpd adds when the client sent none, the query string, REMOTE_USER, AUTH_TYPE and
+AJP13_SECRET from the request's environment) and the body in data packets; a method
+AJP has no code for, or a head longer than 8 KiB, is 400.  A body still arriving
+without a length is 411.  The container's SEND_HEADERS are read as an HTTP head, as
+far as lighttpd reads them (a second one, after the body began, is ignored), its
+SEND_BODY_CHUNKs stream to the client, END_RESPONSE ends the
 answer (the container's own error answers go out as they are, without the server's
 error page); a container that closes before it, or sends what is not AJP13, is a
 502 (lighttpd: 500).  One connection per request, as lighttpd.
@@ -23,7 +25,9 @@ Where this differs from lighttpd, on purpose:
   bytes alone, which a container reads as a wrong length;
 - the body goes as it comes rather than one packet per GET_BODY_CHUNK, with the empty
   packet after it: the connection serves no other request, so nothing the container
-  does not read can be taken for one.
+  does not read can be taken for one;
+- a container that closes before END_RESPONSE, or sends a body packet of a wrong
+  length, after its head: 502, where lighttpd sends what came as the whole answer.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from .. import ajp13
 from ..backend import Backend
 from ..gateway import request_body_length
 from ..gw_cgi import CgiExchange, CgiGatewayModule
+from ..http import header_characters
 from ..module import HandlerResult
 from ..request import Request
 
@@ -68,7 +73,8 @@ def server_name(host: str) -> str:
 
 def forward(request: Request) -> ajp13.ForwardRequest:
     """What the container is told of `request`."""
-    headers = request.header_list      # a new list: the Content-Length may go first
+    headers = [(name, header_characters(value))
+               for name, value in request.fields_as_written()]
     if request.content_length < 0:
         headers.insert(0, ("Content-Length", str(request_body_length(request))))
     env = request.env or {}
@@ -123,6 +129,9 @@ class Ajp13Exchange(CgiExchange):
             return self.error(502, f"AJP13: {err}")
         for event in events:
             if type(event) is ajp13.Headers:
+                if self.answer is not None or self.decided is not None:
+                    self.module.log("AJP13: headers received after body started")
+                    continue
                 failed = self.output(event.head)
             elif type(event) is ajp13.BodyChunk:
                 if self.answer is None and self.decided is None:
