@@ -41,6 +41,7 @@ from . import debuglog
 from .body import RequestBody
 from .byteranges import range_whole_answer
 from .chunkqueue import ChunkQueue
+from .h2_offer import drop_h2c_offer
 from .handler import AnswerCut
 from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, reason,
                    render_start, server_line)
@@ -573,9 +574,11 @@ class Connection(Wire):
 
     def respond(self, request: Request) -> None:
         server = self.server
-        if self.protocol.upgrading is request and server.take_over_h2c(self, request):
-            self.state = CLOSED          # the connection is an H2Session's now
-            return
+        if "upgrade" in request.headers:
+            if self.protocol.upgrading is request and server.take_over_h2c(self, request):
+                self.state = CLOSED          # the connection is an H2Session's now
+                return
+            drop_h2c_offer(request.headers)
         body = request.body
         if request is self.protocol.current:     # still being read: only a body that
             unread = body is None or body.complete   # comes as it is handled reads on

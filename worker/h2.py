@@ -70,6 +70,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
                          _Held, _length_kept_whole, condition_field, receive, resume_woken,
                          transmit)
 from .errors import BadRequest, BodyNotStored
+from .h2_offer import drop_offer_tokens
 from .host import normalize_host
 from .http import (DATE, NO_BODY, REGISTERED_METHODS, body_refused, expects_continue,
                    repeated_field, server_only)
@@ -195,6 +196,7 @@ class H2Session(Wire):
         self.events = EPOLLIN
         server.connections[self.fd] = self
         if upgraded is not None:
+            drop_offer_tokens(upgraded.headers)
             self._adopt(upgraded)
         self._receive(first)
         if server.draining:              # taken over while the worker drains

@@ -29,6 +29,58 @@ def h2c_upgrade_asked(request: Request) -> bool:
         "http2-settings" in _tokens(headers.get("connection", ""))
 
 
+def drop_h2c_offer(headers: dict[str, str]) -> None:
+    """What lighttpd does with the Upgrade field of an HTTP/1.1 request it does not
+    upgrade (h2_check_con_upgrade_h2c), so that no backend sees an offer the server
+    turned down: without a Connection field the Upgrade goes; one that names h2c goes
+    with HTTP2-Settings, and Connection loses their tokens.  Another protocol's offer
+    (websocket) stays."""
+    if "connection" not in headers:
+        del headers["upgrade"]
+        return
+    if "h2c" not in _tokens(headers["upgrade"]):
+        return
+    drop_offer_tokens(headers)
+    headers.pop("http2-settings", None)
+    del headers["upgrade"]
+
+
+def drop_offer_tokens(headers: dict[str, str]) -> None:
+    """Connection without the tokens of an h2c offer (HTTP2-Settings when that field
+    came, Upgrade), as lighttpd leaves it.  All an upgraded request loses: lighttpd
+    moves the fields to stream 1 before it drops the offer's own."""
+    connection = headers["connection"]
+    if "http2-settings" in headers:
+        connection = _without_token(connection, "http2-settings")
+    headers["connection"] = _without_token(connection, "upgrade")
+
+
+def _without_token(value: str, token: str) -> str:
+    """`value` without each `token` in it, spaced as lighttpd's
+    http_header_remove_token leaves it (blanks where the token and its comma were; a
+    last token cut with the comma before it)."""
+    chars = list(value)
+    length = len(token)
+    position: int | None = 0
+    while position is not None:
+        while position < len(chars) and chars[position] in " \t,":
+            position += 1
+        end = position + length
+        if "".join(chars[position:end]).lower() == token and \
+                (end == len(chars) or chars[end] in " \t,;"):
+            chars[position:end] = " " * length
+            comma = value.find(",", end)
+            if comma >= 0:
+                chars[comma] = " "
+                position = comma + 1
+                continue
+            left = "".join(chars)
+            return left[:max(left.rfind(",", 0, position), 0)]
+        comma = value.find(",", position)
+        position = comma if comma >= 0 else None
+    return "".join(chars)
+
+
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
 

@@ -86,6 +86,10 @@ def _requests(base) -> list[tuple[str, bytes]]:
         ("environment-expect", get("/env.py", "Expect: 100-continue", "Content-Length: 3",
                                    "Expect: 100-continue", method="POST") + b"abc"),
         ("environment-expect-no-body", get("/env.py", "Expect: 100-continue")),
+        # an h2c offer not taken (no HTTP2-Settings) is dropped, Connection loses its
+        # token; another protocol's offer stays
+        ("environment-h2c-offer", get("/env.py", "Upgrade: h2c", "Connection: Upgrade")),
+        ("environment-other-offer", get("/env.py", "Upgrade: foo/2", "Connection: Upgrade")),
         ("local-redirect-raw-utf8", get("/location_raw.py?/r%C3%A9sum%C3%A9.txt")),
         ("x-sendfile-raw-utf8", get("/sendfile_raw.py?r%C3%A9sum%C3%A9.txt")),
         ("environment-empty-fields", get("/env.py", "X-Empty:", "X-Blank:   ",
