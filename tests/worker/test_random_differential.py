@@ -1,6 +1,6 @@
 """Random requests beside lighttpd 1.4.69: a seeded stream of requests made of the
 pieces real and hostile clients send (methods, versions, targets with dot segments,
-escapes, %2F and non-ASCII octets, Host forms, ranges, validators, credentials, bodies
+escapes, %2F and non-ASCII octets (raw and escaped), Host forms, ranges, validators, credentials, bodies
 and framing) goes to Debian's lighttpd and to a pylighttpd worker serving one config
 (static files, aliases, redirects and rewrites with captures, conditions on the host,
 query and user agent, setenv, basic auth, directory listings).  Each answer's status
@@ -74,7 +74,8 @@ PATHS = ["/", "/index.html", "/sub/", "/sub", "/sub/nums.txt", "/priv/p.txt", "/
          "//index.html", "/x~", "/a.inc", "/sub/nums.txt?deny=1", "/%7Esub", "/%",
          "/%zz", "/%c3%a9", "/sub%2Fnums.txt", "/sub/%2F/nums.txt", "/%2F/old/y",
          "http://example.com/index.html", "/index.html#frag", "/sub/nums.txt?q=%C3%BC",
-         "/index.html?q=a%20b&r=1", "*"]
+         "/index.html?q=a%20b&r=1", "*", "/old/ü", "/list/ü.txt", "/sub/nums.txt?q=ü",
+         "/index.html#ü\x01", "/rw/é?x=é", "/%C3%BC\xfc"]
 METHODS = ["GET"] * 8 + ["HEAD"] * 3 + ["POST", "OPTIONS", "get"]
 VERSIONS = ["HTTP/1.1"] * 16 + ["HTTP/1.0"] * 6 + ["HTTP/1.2"]
 
@@ -101,7 +102,7 @@ def _fields(chooser: random.Random) -> list[tuple[bytes, bytes]]:
 
 def random_request(chooser: random.Random) -> bytes:
     method, path = chooser.choice(METHODS), chooser.choice(PATHS)
-    lines = [f"{method} {path} {chooser.choice(VERSIONS)}".encode()]
+    lines = [f"{method} {path} {chooser.choice(VERSIONS)}".encode("utf-8", "surrogateescape")]
     lines += [name + b": " + value for name, value in _fields(chooser)]
     body = b""
     if method == "POST" and chooser.random() < 0.8:
@@ -135,8 +136,9 @@ def deliberate(raw: bytes, theirs: dict, ours: dict) -> str | None:
         return "a directory listing: its markup and script are pylighttpd's own"
     if differing <= {"allow"} and ours["status"] == 405:
         return "15.5.6: a 405 carries Allow"
-    if differing <= {"content-range", "x-fz"} and ours["status"] == 416:
-        return "15.5.17: a 416 says Content-Range: bytes */N"
+    if differing <= {"content-range", "x-fz", "x-q"} and ours["status"] == 416:
+        return "15.5.17: a 416 says Content-Range: bytes */N (and keeps the fields " \
+            "modules set, which lighttpd drops)"
     if differing == {"content-length"} and line.startswith(b"HEAD") and \
             ours["content-length"] == "0":
         return "8.6: a HEAD answer says the length a GET would get, 0 included"
@@ -214,8 +216,8 @@ auth.require = ("/app/sub/" => ("method" => "basic", "realm" => "r", "require" =
 """
 SEGMENTS = ["app", "env.py", "sub", "index.py", "x", "y", "", "..", ".", "%2e%2e", "%20",
             "%2F", "p.txt", "alt", "apx", "r", "pretty", "fb", "eh", "eh2", "nope.py",
-            "%C3%BC", "a%3Fb"]
-QUERIES = ["", "?", "?a=1", "?a=%20b&c", "?x=%2F"]
+            "%C3%BC", "a%3Fb", "ü", "é%C3%A9"]
+QUERIES = ["", "?", "?a=1", "?a=%20b&c", "?x=%2F", "?q=ü&r=%C3%BC", "#ü"]
 STARTS = ["/", "/app/env.py/", "/apx/env.py/", "/alt/env.py/", "/r/", "/pretty/", "/fb/",
           "/eh/", "/eh2/", "/app/", "/app/sub/env.py/", "/x/../app/%65nv.py/"]
 OWN_VARIABLES = (b"REMOTE_PORT=", b"SERVER_PORT=", b"HTTP_HOST=")
