@@ -43,6 +43,10 @@ REQUESTS = {
     "restart": get11("/rewrite"),
     "restart-loop": get11("/restart-loop"),
     "raw-attrs": get11("/raw/attrs?x", "X-Test: raw"),
+    # octets beyond ASCII as sent: uri.path decoded, request.uri normalised,
+    # request.orig-uri as received
+    "attrs-raw-octets": get11("/attrs?q=é&r=%C3%A9#ü", "X-Test: ünï"),
+    "raw-attrs-raw-octets": get11("/raw/attrs?q=é#\x01ü", "X-Test: raw"),
     "physical": get11("/physical"),
     "error": get11("/error"),
     "stat": get11("/stat"),
