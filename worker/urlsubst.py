@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Sequence, cast
 
 from shared.config.directives import DirectiveValueError
+from shared.config.pcre import UnsupportedPattern, compile_pcre
 
 from .request import Request
 from .urlnorm import normalised
@@ -327,121 +328,12 @@ def expand(parts: tuple[Part, ...], groups: re.Match[str] | tuple[str, ...],
 
 
 # ------------------------------------------------------------------ patterns
-# PCRE syntax that Python's `re` reads otherwise or not at all
-_PCRE_TOKEN: Final = re.compile(r"\\Q(?P<quoted>.*?)(?:\\E|$)|\\x\{(?P<code>[0-9A-Fa-f]{1,6})\}"
-                         r"|\\(?P<escape>.)|(?P<class>\[)"
-                         r"|\(\?<(?P<name>[A-Za-z_]\w*)>"
-                         r"|(?P<flags>\(\?[a-zA-Z]*(?:-[a-zA-Z]*)?\))"
-                         r"|(?P<verb>\(\*|\(\?R\)|\(\?\||\(\?[+-]?\d+\)|\(\?&|\(\?P>|\(\?C)"
-                         r"|(?P<open>\()|(?P<close>\))", re.S)
-_REFUSED_ESCAPES: Final = {"K": r"\K (reset the match start)", "G": r"\G", "R": r"\R",
-                           "X": r"\X", "p": r"\p{...}", "P": r"\P{...}", "C": r"\C",
-                           "g": r"\g references", "k": r"\k<name> references", "N": r"\N",
-                           "V": r"\V", "H": r"\H"}
-_TRANSLATED_ESCAPES: Final = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "v": r"[\n\v\f\r]",
-                              "e": r"\x1b"}
-_CLASS_END: Final = re.compile(r"\[\^?\]?(?:\\.|\[:\^?\w+:\]|[^\]\\])*\]", re.S)
-_POSIX_CLASS: Final = re.compile(r"\[:(\^?)(\w+):\]")
-_POSIX_CLASSES: Final = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z",
-                         "lower": "a-z", "xdigit": "0-9A-Fa-f", "space": r"\s", "word": r"\w",
-                         "blank": r" \t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
-                         "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
-                         "ascii": r"\x00-\x7f"}
-
-
-def _posix_classes(pattern: str, bracket: str) -> str:
-    """`[[:alpha:]]` and friends, spelt out (`re` reads them as plain characters)."""
-    def spelt(match: re.Match[str]) -> str:
-        name = match.group(2)
-        if match.group(1) or name not in _POSIX_CLASSES:
-            raise DirectiveValueError(f'regex "{pattern}": [:{match.group(1)}{name}:] '
-                                      "is not supported")
-        return _POSIX_CLASSES[name]
-    return _POSIX_CLASS.sub(spelt, bracket)
-
-
-class _Translation:
-    """One PCRE2 pattern spelt for `re`, token by token (_PCRE_TOKEN)."""
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.out: list[str] = []
-        # per open group: the flag groups opened inside it, closed with it (PCRE's
-        # "(?i)" holds to the end of its group; `re` takes it only at the start)
-        self.scopes = [0]
-
-    def refuse(self, what: str) -> DirectiveValueError:
-        return DirectiveValueError(f'regex "{self.pattern}": {what} is not supported')
-
-    def run(self) -> str:
-        position = 0
-        while (match := _PCRE_TOKEN.search(self.pattern, position)) is not None:
-            self.out.append(self.pattern[position:match.start()])
-            position = getattr(self, "_" + match.lastgroup)(match)  # type: ignore[operator]
-        self.out.append(self.pattern[position:])
-        self.out.extend(")" * count for count in reversed(self.scopes))
-        return "".join(self.out)
-
-    def _quoted(self, match: re.Match[str]) -> int:
-        self.out.append(re.escape(match.group("quoted")))
-        return match.end()
-
-    def _code(self, match: re.Match[str]) -> int:
-        self.out.append(re.escape(chr(min(int(match.group("code"), 16), 0x10FFFF))))
-        return match.end()
-
-    def _escape(self, match: re.Match[str]) -> int:
-        letter = match.group("escape")
-        if letter in _REFUSED_ESCAPES:
-            raise self.refuse(_REFUSED_ESCAPES[letter])
-        self.out.append(_TRANSLATED_ESCAPES.get(letter, match.group()))
-        return match.end()
-
-    def _class(self, match: re.Match[str]) -> int:
-        whole = _CLASS_END.match(self.pattern, match.start())
-        if whole is None:
-            raise DirectiveValueError(f'regex "{self.pattern}": missing ]')
-        self.out.append(_posix_classes(self.pattern, whole.group()))
-        return whole.end()
-
-    def _name(self, match: re.Match[str]) -> int:
-        self.out.append(f"(?P<{match.group('name')}>")
-        self.scopes.append(0)
-        return match.end()
-
-    def _flags(self, match: re.Match[str]) -> int:
-        if match.start() == 0:
-            self.out.append(match.group())
-        else:
-            self.out.append(match.group()[:-1] + ":")
-            self.scopes[-1] += 1
-        return match.end()
-
-    def _verb(self, match: re.Match[str]) -> int:
-        raise self.refuse(f'"{match.group("verb")}" (verbs, recursion, branch reset, '
-                          "callouts)")
-
-    def _open(self, match: re.Match[str]) -> int:
-        self.out.append("(")
-        self.scopes.append(0)
-        return match.end()
-
-    def _close(self, match: re.Match[str]) -> int:
-        count = self.scopes.pop() if len(self.scopes) > 1 else 0
-        self.out.append(")" * count + ")")
-        return match.end()
-
-
-def translate_pcre(pattern: str) -> str:
-    """A PCRE2 pattern as Python's `re` reads it, or DirectiveValueError naming what
-    `re` cannot do."""
-    return _Translation(pattern).run()
-
-
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """A rule's key, normalised and compiled; DirectiveValueError when it cannot be."""
     try:
-        return re.compile(translate_pcre(normalize_key(pattern)))
+        return compile_pcre(normalize_key(pattern))
+    except UnsupportedPattern as err:
+        raise DirectiveValueError(str(err)) from None
     except re.error as err:
         raise DirectiveValueError(f'pcre2_compile failed for "{pattern}": {err}') from None
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import ConfigError, Position
 from .lexer import ASSIGN, COMPARE, EOF, INTEGER, NAME, PUNCT, STRING, Token, tokenize
+from .pcre import UnsupportedPattern, compile_pcre
 from .tree import HTTP_FIELDS, Block, Condition, ConfigTree, Entry
 from .values import INT_MAX, INT_MIN, Array, Value, ValueError_, checked_int, plus
 
@@ -486,7 +487,9 @@ def _compile_condition(condition: Condition, position: Position) -> None:
     """Check the pattern now so that a bad one is a config error, not a request error."""
     if condition.op in ("=~", "!~"):
         try:
-            condition.regex = re.compile(condition.pattern)
+            condition.regex = compile_pcre(condition.pattern)
+        except UnsupportedPattern as err:
+            raise ConfigError(str(err), position) from None
         except re.error as err:
             raise ConfigError(f'invalid regular expression "{condition.pattern}": {err}',
                               position) from None

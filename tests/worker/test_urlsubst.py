@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from master.configload import load
 from shared.config import ConfigError
 from shared.config.directives import DirectiveValueError
+from shared.config.pcre import translate_pcre
 from worker.urlsubst import (CONDITION_GROUP, DECODE_B64U, ENCODE_ALL, ENCODE_B64U,
                              ENCODE_NDE, ENCODE_NONE, ENCODE_PSNDE, PORT, QSA,
                              RULE_GROUP, TOLOWER, URL_PART, UrlParts, burl_append,
                              compile_pattern, compile_replacement, expand,
-                             normalize_key, normalize_value, translate_pcre,
-                             without_missing_groups)
+                             normalize_key, normalize_value, without_missing_groups)
 from worker.urlnorm import normalised
 from shared.config.parseopts import DEFAULT_URL
 

@@ -25,6 +25,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from shared.config.directives import Directive, DirectiveValueError, Type
+from shared.config.pcre import UnsupportedPattern, compile_pcre
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
@@ -49,7 +50,9 @@ def _file_option(default_name: str):
 
 def _compile_excludes(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
     try:
-        return tuple(re.compile(p) for p in patterns)
+        return tuple(compile_pcre(p) for p in patterns)
+    except UnsupportedPattern as err:
+        raise DirectiveValueError(f"dir-listing.exclude: {err}") from None
     except re.error as err:
         raise DirectiveValueError(f"dir-listing.exclude: bad regex: {err}") from None
 
