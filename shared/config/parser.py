@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 from .errors import ConfigError, Position
 from .lexer import ASSIGN, COMPARE, EOF, INTEGER, NAME, PUNCT, STRING, Token, tokenize
@@ -204,6 +205,7 @@ class ConfigParser:
 
     def _append(self, block: Block, key: str, entry: Entry) -> None:
         """`+=`: merge with the value in this block, or a copy of the enclosing one."""
+        old: Value | None
         if key in block.keys:
             old = block.keys.extract(key).value
         else:
