@@ -130,7 +130,7 @@ def both_logs(tmp_path: Path, log_format: str, requests: list[bytes],
                       '\nserver.tag = "t"') as ours:
         for data in requests:
             send(ours.port, data)
-        expected = theirs_log.read_text().splitlines()
+        expected = theirs_log.read_text("utf-8", "surrogateescape").splitlines()
         got = wait_lines(ours_log, len(expected))
     return got, expected
 
@@ -198,6 +198,20 @@ def test_octets_beyond_ascii_are_logged_as_lighttpd_logs_them(tmp_path, escaping
                               extra=f'accesslog.escaping = "{escaping}"')
     assert got == expected and len(got) == 2
     assert got[0].startswith("caf\\xC3\\xA9|" if escaping == "default" else "caf\u00e9|")
+
+
+@needs_lighttpd
+@pytest.mark.parametrize("escaping", ["default", "json"])
+def test_targets_of_raw_octets_are_logged_as_lighttpd_logs_them(tmp_path, escaping):
+    """A target with octets beyond ASCII (served since llhttp's refusal is undone) and
+    a fragment with a control: %r and %U as received, %q normalised, every field."""
+    requests = [b"GET /ind\xc3\xa9x.html?q=\xc3\xbc&r=%C3%BC#fr\x01\xc3\xa9 HTTP/1.1\r\n"
+                b"Host: x\r\nConnection: close\r\n\r\n",
+                b"GET /index.html?\xfc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    got, expected = both_logs(tmp_path, FULL_FORMAT, requests,
+                              extra=f'accesslog.escaping = "{escaping}"')
+    assert got == expected and len(got) == 2
+    assert "|404|" in got[0] and "|400|" in got[1]
 
 
 # ------------------------------------------------------------- our own
