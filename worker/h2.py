@@ -97,6 +97,7 @@ IDLE_FRAMES_BURST: Final = 1000         # frames that carry no work, in a burst 
 IDLE_FRAMES_PER_SECOND: Final = 200     # ... and in the long run
 SMALL_WINDOW_UPDATE: Final = 1024       # a WINDOW_UPDATE below this is counted as idle
 HEADER_WALL: Final = 4                  # × header_limit: where HPACK decoding stops
+INT64_MAX: Final = (1 << 63) - 1    # the largest Content-Length lighttpd reads
 EPOLLIN: Final = 0x001
 EPOLLOUT: Final = 0x004
 # headers HTTP/2 forbids (RFC 9113 8.2.2): dropped from answers
@@ -405,6 +406,9 @@ class H2Session(Wire):
         request.set_target(target.decode("utf-8", "surrogateescape"))
         length = request.headers.get("content-length")
         if length is not None:
+            # digits alone, as lighttpd reads them (int() takes a sign, "1_0" ...)
+            if not (length.isascii() and length.isdigit()) or int(length) > INT64_MAX:
+                raise BadRequest(400, "invalid Content-Length header")
             request.content_length = int(length)
             if request.content_length > 0 and body_refused(request):
                 raise BadRequest(400, "GET/HEAD with a body")

@@ -63,6 +63,15 @@ CASES = {
     "empty-host": (_with((b"host", b"")), b""),
     "body-beyond-length": (_with((b":method", b"POST"), (b"content-length", b"2")),
                            b"0123456789"),
+    # a Content-Length of digits alone (Python's int() took a sign and "1_0")
+    "length-with-sign": (_with((b":method", b"POST"), (b"content-length", b"+3")), b"abc"),
+    "length-negative": (_with((b":method", b"POST"), (b"content-length", b"-3")), b"abc"),
+    "length-underscore": (_with((b":method", b"POST"), (b"content-length", b"1_0")),
+                          b"0123456789"),
+    "length-too-large": (_with((b":method", b"POST"),
+                               (b"content-length", b"99999999999999999999")), b"abc"),
+    "length-leading-zero": (_with((b":method", b"POST"), (b"content-length", b"03")),
+                            b"abc"),
     # RFC 9113 asks these be treated as malformed; lighttpd 1.4.69 serves them
     "blank-value": (_with((b"x-v", b"\t")), b""),
     "keep-alive-field": (_with((b"keep-alive", b"1")), b""),
