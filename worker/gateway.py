@@ -586,7 +586,7 @@ def _framing_field(head: ResponseHead, lower: str, value: str) -> None:
         return
     head.fields += 1                      # lighttpd keeps these: they count
     if lower == "connection":
-        head.close = "close" in (token.strip().lower() for token in value.split(","))
+        head.close = "close" in (token.strip(" \t").lower() for token in value.split(","))
     elif lower == "content-length" and not head.chunked and head.content_length < 0:
         digits = value.lstrip("+").rstrip(" \t")
         head.content_length = int(digits) if digits.isdigit() and digits.isascii() else -1
@@ -656,7 +656,7 @@ def asks_to_upgrade(request: "Request") -> bool:
     headers = request.headers
     return request.version == "1.1" and request.body is None and \
         "upgrade" in headers and "upgrade" in (
-            token.strip().lower() for token in headers.get("connection", "").split(","))
+            token.strip(" \t").lower() for token in headers.get("connection", "").split(","))
 
 
 def switch_protocols(request: "Request", head: ResponseHead) -> AnswerBody:

@@ -82,7 +82,7 @@ def _without_token(value: str, token: str) -> str:
 
 
 def _tokens(value: str) -> set[str]:
-    return {token.strip().lower() for token in value.split(",")}
+    return {token.strip(" \t").lower() for token in value.split(",")}
 
 
 def enabled(settings: dict, cleartext: bool) -> bool:

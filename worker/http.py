@@ -93,7 +93,7 @@ def expects_continue(headers: dict[str, str]) -> bool:
     if expect is None:
         return False
     if expect.lower() != "100-continue" and any(
-            member.strip().lower() != "100-continue" for member in expect.split(",")):
+            member.strip(" \t").lower() != "100-continue" for member in expect.split(",")):
         raise BadRequest(417)
     return True
 

@@ -102,7 +102,7 @@ def _refusal_status(line: bytes, unknown_method: bool) -> int:
 
 def _asks_close(headers: dict[str, str]) -> bool:
     """Whether the Connection field (all of its lines, joined) names `close`."""
-    return any(token.strip().lower() == "close"
+    return any(token.strip(" \t").lower() == "close"
                for token in headers.get("connection", "").split(","))
 
 

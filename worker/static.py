@@ -147,13 +147,13 @@ def etag_for(ino: int, size: int, mtime_ns: int,
 
 def etag_matches(etag: str, header: str, weak_ok: bool = True) -> bool:
     """If-None-Match / If-Match list test (weak comparison for If-None-Match)."""
-    if header.strip() == "*":
+    if header.strip(" \t") == "*":
         return True
     if not etag:
         return False
     strong = etag[2:] if etag.startswith("W/") else etag
     for item in header.split(","):
-        item = item.strip()
+        item = item.strip(" \t")
         if item.startswith("W/"):
             if not weak_ok:
                 continue

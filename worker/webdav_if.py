@@ -93,7 +93,7 @@ def _parse_list(header: str, pos: int) -> tuple[list[Condition], int]:
             conditions.append(Condition(negate, token=header[pos + 1:close]))
         elif char == "[":
             close = _closing(header, pos, "]")
-            conditions.append(Condition(negate, etag=header[pos + 1:close].strip()))
+            conditions.append(Condition(negate, etag=header[pos + 1:close].strip(" \t")))
         else:
             raise IfHeaderError("a condition is a <state-token> or an [entity-tag]")
         pos = close + 1

@@ -46,7 +46,7 @@ class DavError(Exception):
 
 def depth_header(request: Request, default: str, allowed: tuple[str, ...]) -> str:
     """The Depth header (`default` without one); 400 unless one of `allowed`."""
-    depth = (request.headers.get("depth") or default).strip().lower()
+    depth = (request.headers.get("depth") or default).strip(" \t").lower()
     if depth not in allowed:
         raise DavError(400)
     return depth
@@ -246,7 +246,7 @@ class DavRequest:
         header = self.request.headers.get("destination")
         if not header:
             raise DavError(400)
-        parsed = urlsplit(header_characters(header.strip()))   # raw UTF-8 as it came
+        parsed = urlsplit(header_characters(header.strip(" \t")))   # raw UTF-8 as it came
         if not parsed.path.startswith("/"):
             raise DavError(400)
         decoded = decoded_utf8(parsed.path)      # a control character is "_"

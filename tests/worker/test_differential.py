@@ -251,6 +251,9 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
         # the query (escaped by the normalisation), anything but a space in a fragment;
         # an octet never found in UTF-8 refused (400)
         ("unicode-raw-query", get11("/ünï.txt?q=ünï&r=%C3%BC")),
+        # an octet str.strip() takes for a blank (0xA0, 0x85) is none to lighttpd
+        ("inm-star-nbsp", get11("/index.html", "If-None-Match: *\udca0")),
+        ("inm-star-nel", get11("/index.html", "If-None-Match: \udc85*")),
         ("unicode-raw-missing", get11("/nö.txt")),
         ("unicode-raw-invalid", get11("/ünï.txt?\udcff")),
         ("unicode-raw-overlong", get11("/\udcc0\udcaf")),

@@ -60,6 +60,14 @@ def test_q_zero_star_and_unknown_codings_leave_the_identity():
     assert accepted_codings("GZip ; Q=0.5 , br;q=x") == {"gzip": 0.5, "br": 1.0}
 
 
+def test_only_spaces_and_tabs_are_blanks_around_a_coding():
+    """0xA0 and 0x85 (a field's octets read as latin-1) are blanks to str.strip(), not
+    to lighttpd: "gzip" followed by one is another coding."""
+    assert choose_coding("gzip\xa0", ALL) is None
+    assert choose_coding("\x85br", ALL) is None
+    assert choose_coding(" \tgzip\t ", ALL) == "gzip"
+
+
 def test_allowed_encodings_are_read_by_substring_in_their_order_as_lighttpd():
     assert parse_allowed(("x-gzip", "brotli")) == (("gzip", "x-gzip"), ("br",))
     assert parse_allowed(("deflate", "zstd")) == (("deflate",), ("zstd",))

@@ -183,15 +183,15 @@ def accepted_codings(header: str) -> dict[str, float]:
     found: dict[str, float] = {}
     for item in header.split(","):
         name, _, rest = item.partition(";")
-        name = name.strip().lower()
+        name = name.strip(" \t").lower()
         if not name:
             continue
         quality = 1.0
         for param in rest.split(";"):
             key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
+            if key.strip(" \t").lower() == "q":
                 try:
-                    quality = float(value.strip())
+                    quality = float(value.strip(" \t"))
                 except ValueError:
                     pass
         found[name] = quality

@@ -321,7 +321,7 @@ def _local_node(request: Request) -> str:
 def _connection_tokens(value: str | None) -> frozenset[str]:
     if not value:
         return frozenset()
-    return frozenset(token.strip().lower() for token in value.split(","))
+    return frozenset(token.strip(" \t").lower() for token in value.split(","))
 
 
 def _origin_target(request: Request) -> str:

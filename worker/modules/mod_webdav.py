@@ -489,8 +489,8 @@ class _Dav(DavRequest):
         (partial-put-copy-modify), or in place (deprecated-unsafe-partial-put, and
         with both an append to a file with one link)."""
         spec = self.request.headers["content-range"]
-        first, dash, _ = spec[6:].strip().partition("-")
-        if not spec.startswith("bytes ") or not first.isdigit() or not dash:
+        first, dash, _ = spec[6:].strip(" \t").partition("-")
+        if not spec.startswith("bytes ") or not first.isdecimal() or not dash:
             return 501
         offset = int(first)
         if not target.exists:
@@ -723,15 +723,15 @@ class _Dav(DavRequest):
         at 100.9 for a second lasts until 102, not until 101)."""
         seconds = DEFAULT_LOCK_TIMEOUT
         header = self.request.headers.get("timeout", "")
-        choice = header.split(",")[0].strip().lower()
+        choice = header.split(",")[0].strip(" \t").lower()
         if choice == "infinite":
             seconds = MAX_LOCK_TIMEOUT
-        elif choice.startswith("second-") and choice[7:].isdigit():
+        elif choice.startswith("second-") and choice[7:].isdecimal():
             seconds = min(int(choice[7:]), MAX_LOCK_TIMEOUT)
         return math.ceil(time.time()) + seconds
 
     def unlock(self) -> int:
-        header = self.request.headers.get("lock-token", "").strip()
+        header = self.request.headers.get("lock-token", "").strip(" \t")
         if not (header.startswith("<") and header.endswith(">")):
             return 400
         self.check_if()

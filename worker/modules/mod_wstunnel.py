@@ -82,7 +82,8 @@ DIRECTIVES = (
 
 # ------------------------------------------------------------------ the request
 def _has_token(value: str | None, token: str) -> bool:
-    return value is not None and token in (part.strip().lower() for part in value.split(","))
+    return value is not None and \
+        token in (part.strip(" \t").lower() for part in value.split(","))
 
 
 def asks_for_websocket(request: Request) -> bool:
@@ -150,7 +151,7 @@ def wants_binary(request: Request, configured: bool) -> tuple[bool, str]:
     "binary" when the client offered it (it also chooses binary frames), "base64"
     when a text client offered that (named only, as lighttpd does)."""
     offered = request.headers.get("sec-websocket-protocol")
-    names = [name.strip().lower() for name in (offered or "").split(",")]
+    names = [name.strip(" \t").lower() for name in (offered or "").split(",")]
     if "binary" in names:
         return True, "binary"
     if not configured and "base64" in names:
