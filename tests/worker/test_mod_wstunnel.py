@@ -453,6 +453,10 @@ def test_same_tunnel_as_lighttpd(both, name, request_bytes):
     ("origin-missing", handshake("/ws/origin")),
     ("backend-down", handshake("/down")),
     ("version-7", handshake(version="7")),
+    # a version that starts with no digit is refused (strtol after a digit test)
+    ("version-signed", handshake(version="+13")),
+    ("version-word", handshake(version="abc")),
+    ("version-too-large", handshake(version="99999999999")),
     ("no-key", drop(handshake(), "Sec-WebSocket-Key")),
     ("post", handshake().replace(b"GET", b"POST")),
 ])

@@ -54,7 +54,7 @@ from ..tunnel import DONE, OPEN, BackendTunnel
 
 HYBI00_KEY3 = 8                  # bytes a hybi-00 client sends after its head
 LOG_ERR, LOG_INFO = 1, 3         # wstunnel.debug levels (lighttpd's MOD_WEBSOCKET_LOG_*)
-_VERSION = re.compile(r"\s*([+-]?\d+)")
+_VERSION = re.compile(r"[0-9]+")
 
 
 # ------------------------------------------------------------------ directives
@@ -109,13 +109,17 @@ def matching_extension(values: dict, path: str) -> Extension | None:
 
 
 def websocket_version(request: Request) -> int:
-    """Sec-WebSocket-Version as lighttpd reads it (strtol): 0 when absent or not a
-    number (hybi-00), negative when out of range."""
-    match = _VERSION.match(request.headers.get("sec-websocket-version", ""))
-    if match is None:
+    """Sec-WebSocket-Version as lighttpd reads it (strtol after a digit): 0 when absent
+    (hybi-00), negative when it starts with no digit (a sign, a letter) or is out of
+    range."""
+    value = request.headers.get("sec-websocket-version")
+    if value is None:
         return 0
-    number = int(match.group(1))
-    return number if 0 <= number <= 0x7FFFFFFF else -1
+    match = _VERSION.match(value)
+    if match is None:
+        return -1
+    number = int(match.group())
+    return number if number <= 0x7FFFFFFF else -1
 
 
 def origin_refusal(request: Request, allowed: tuple[str, ...]) -> int:
