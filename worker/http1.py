@@ -152,7 +152,8 @@ class Http1Parser:
                  "error_status", "error_reason", "body_limit", "stopped", "last",
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
                  "held_back", "tunnelled", "body_left", "dechunker", "line_chunk",
-                 "ready", "loop", "ready_before", "read_starts_request", "raw_url")
+                 "ready", "loop", "ready_before", "read_starts_request", "raw_url",
+                 "line_start", "line_owner", "held_line", "head_tail", "tail_owner")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -186,8 +187,15 @@ class Http1Parser:
         self.ready_before = 0      # requests handed over before the read being parsed
         self.read_starts_request = True   # it began between two requests (_refused_start)
         # the target as sent, when llhttp was given it with its octets beyond ASCII
-        # escaped (_escaped_target)
+        # escaped (_escaped_target); what that needs of a request line that spans reads:
+        # its bytes so far and whose they are (_keep_head), or the start of one
+        # cut after such an octet, parsed again with the next read
         self.raw_url = b""
+        self.line_start = b""
+        self.line_owner: Request | None = None
+        self.held_line = b""
+        self.head_tail = b""       # the last octets of a head cut by the reads, and whose
+        self.tail_owner: Request | None = None
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -206,6 +214,7 @@ class Http1Parser:
         requests (they point back at the connection), so that reference counting
         alone frees them, without a cycle per connection for the GC."""
         self.parser = self.sink = self.current = self.last = None   # type: ignore[assignment]
+        self.line_owner = self.tail_owner = None
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -428,6 +437,8 @@ class Http1Parser:
             if self.raw_header_bytes > self.header_limit + HEADER_SLACK:
                 self.fail(431)
                 return
+        if self.held_line:         # a request line cut after an octet llhttp refused
+            data, self.held_line = self.held_line + data, b""
         self.line_chunk = data if self.current is None else b""
         while data:
             self.ready_before = len(self.ready)
@@ -437,6 +448,9 @@ class Http1Parser:
                 parser = self.parser = httptools.HttpRequestParser(self)
             try:
                 parser.feed_data(data)
+                request = self.current
+                if request is not None and self.header_phase:
+                    self._keep_head(data, request)     # the head goes on next read
                 return
             except httptools.HttpParserUpgrade as upgrade:
                 data = self._upgrade_asked(data[upgrade.args[0]:])
@@ -445,6 +459,8 @@ class Http1Parser:
                 return
             except httptools.HttpParserInvalidURLError:
                 escaped = self._escaped_target(data)
+                if escaped is None:
+                    return                       # held until the line is whole
                 if not escaped:
                     self._refuse(data, unknown_method=False)
                     return
@@ -471,41 +487,77 @@ class Http1Parser:
     def _refused_start(self, data: bytes) -> int:
         """Where the request llhttp refused begins in the read `data`: at its start, or
         after requests that came whole before the refused one in the same read
-        (pipelined), past their heads.  -1 when the refused request began in an
-        earlier read, or when a body among those before it hides where their heads
-        end."""
+        (pipelined), past their heads (the first one's end looked for across the end
+        of the read before, when it began there).  -1 when the refused request began
+        in an earlier read, or when a body among those before it hides where their
+        heads end."""
         done = self.ready[self.ready_before:]
         if (not done and not self.read_starts_request) or \
                 any(request.body is not None for request in done):
             return -1
+        shift = len(self.head_tail) if done and self.tail_owner is done[0] else 0
+        scan = data if not shift else self.head_tail + data
         start = 0
         for _ in done:
-            start = data.find(b"\r\n\r\n", start) + 4
+            start = scan.find(b"\r\n\r\n", start) + 4
             if start < 4:
                 return -1
+        start -= shift
         while start < len(data) and data[start] in b"\r\n":
             start += 1
         return start
 
-    def _escaped_target(self, data: bytes) -> bytes:
+    def _escaped_target(self, data: bytes) -> bytes | None:
         """What to parse again when llhttp refused a target for octets lighttpd takes:
         beyond ASCII (its normalisation escapes them) and, in a fragment, which it
-        never reads, controls too.  `data` from the refused request on, those octets
-        escaped; the target as sent kept in `raw_url`.  b"" when the request line is
-        not whole in `data` or its target has no such octet (refused for another
-        reason)."""
-        start = self._refused_start(data)
-        end = data.find(b"\n", start) if start >= 0 else -1
-        method, _, rest = data[start:end].partition(b" ")
+        never reads, controls too.  The refused request from its start (in an earlier
+        read too: _keep_head), those octets escaped; the target as sent kept in
+        `raw_url`.  None when its line is cut after such an octet (held for the next
+        read); b"" when its target has no such octet (refused for another reason) or
+        its start is not known."""
+        request = self.current
+        if self.line_owner is request and request is not None and \
+                not self.read_starts_request and not self.ready[self.ready_before:]:
+            data, start = self.line_start + data, 0      # it began in an earlier read
+        else:
+            start = self._refused_start(data)
+        self.line_owner = None
+        if start < 0:
+            return b""
+        end = data.find(b"\n", start)
+        line = data[start:] if end < 0 else data[start:end]
+        method, _, rest = line.partition(b" ")
         target, space, version = rest.partition(b" ")
         url, mark, fragment = target.partition(b"#")
         escaped = _BEYOND_ASCII.sub(_escape_octet, url) + mark + \
             _UNREAD_IN_FRAGMENT.sub(_escape_octet, fragment)
-        if end < 0 or not space or escaped == target:
+        if escaped == target or len(line) > self.header_limit or (end >= 0 and not space):
             return b""
-        self.raw_url = target
         self.parser = self.current = None
+        if end < 0:
+            self.held_line = line
+            return None
+        self.raw_url = target
         return b"%s %s %s%s" % (method, escaped, version, data[end:])
+
+    def _keep_head(self, data: bytes, request: Request) -> None:
+        """What a head that goes on in the next read (rare: a head most often comes
+        whole in one read) leaves for _escaped_target, should llhttp refuse an octet of
+        a target there: the read's last octets (the head's end may straddle the reads:
+        _refused_start) and, while `request`'s line is not whole, its bytes so far."""
+        if not request.raw_fields:              # (where it begins: before the tail moves)
+            if self.line_owner is request:
+                self.line_start += data
+            else:
+                start = self._refused_start(data)
+                self.line_owner = request if start >= 0 else None
+                self.line_start = data[start:] if start >= 0 else b""
+            if len(self.line_start) > self.header_limit:
+                self.line_owner, self.line_start = None, b""
+        if self.tail_owner is request:
+            self.head_tail = (self.head_tail + data)[-3:]
+        else:
+            self.tail_owner, self.head_tail = request, data[-3:]
 
     def release_parser(self) -> None:
         """Let the parser go between requests (~900 bytes), for a connection that has

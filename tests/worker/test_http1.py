@@ -440,3 +440,26 @@ def test_requests_come_out_whole_however_the_stream_is_cut(server, requests, cut
             assert request.body.read() == expected and request.body.complete
     assert parser.current is None and not sink.stopped
 
+
+
+_RAW_TARGETS = st.sampled_from([b"/\xc3\xbc", b"/a/\xc3\xa9.txt?q=\xc3\xbc", b"/x#\x01\xff",
+                                b"/p?\x80&r=%C3%BC", b"/plain"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_RAW_TARGETS, min_size=1, max_size=3), st.lists(st.integers(0, 200), max_size=5))
+def test_targets_of_raw_octets_come_out_as_sent_however_the_stream_is_cut(server, targets,
+                                                                          cuts):
+    """llhttp refuses octets beyond ASCII in a target (and controls in a fragment); the
+    line is parsed again escaped, from the request's own start, whether the line came
+    whole, cut before the octet (its start kept from the earlier read) or after it (held
+    until the rest comes), after pipelined requests or not."""
+    stream = b"".join(b"GET %s HTTP/1.1\r\nHost: h\r\nX-N: %d\r\n\r\n" % (target, number)
+                      for number, target in enumerate(targets))
+    points = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
+    sink, _ = parse(server, *(stream[a:b] for a, b in zip(points, points[1:])))
+    assert [request.target_orig.encode("utf-8", "surrogateescape")
+            for request in sink.requests] == targets
+    assert [request.headers["x-n"] for request in sink.requests] == \
+        [str(number) for number in range(len(targets))]
+    assert all(request.response.status == 0 for request in sink.requests)
