@@ -19,7 +19,8 @@ answers depends on the last segment of the path (`/any/prefix/big` is `/big`):
 - `/status/NNN`: status NNN with an empty body;
 - `/headers`: headers the proxy maps back (Location, Set-Cookie ...);
 - `/hop`: hop-by-hop headers among end-to-end ones, and an empty one;
-- `/stats`: how many connections were accepted and how many answers were cut off.
+- `/stats`: how many connections were accepted and how many answers were cut off;
+- `/raw?h=HEX`: those octets as the whole answer, then the connection's end.
 """
 
 from __future__ import annotations
@@ -145,6 +146,9 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, b"slow\n")
         elif path == "/garbage":
             self.wfile.write(b"this is not HTTP\r\n\r\n")
+            self.close_connection = True
+        elif path == "/raw":
+            self.wfile.write(bytes.fromhex(query.get("h", "")))
             self.close_connection = True
         elif path == "/hangup":
             self.close_connection = True

@@ -159,6 +159,12 @@ def corpus() -> list[tuple[str, bytes]]:
         ("upgrade-to-http10-backend", request("GET", "/http10-up/echo", "Upgrade: shout",
                                               "Connection: Upgrade")),
         ("hangup", request("GET", "/hangup")),
+        # a HEAD answer whose backend gave no length announces none (it was 0)
+        ("head-without-length", request("HEAD", "/raw?h=" + b"HTTP/1.1 200 OK\r\n"
+                                        b"X-A: 1\r\n\r\n".hex())),
+        # a status line of another version than HTTP/1.x is no answer (502)
+        ("http2-status-line", request("GET", "/raw?h=" + b"HTTP/2.0 200 OK\r\n"
+                                      b"Content-Length: 2\r\n\r\nok".hex())),
     ]
 
 

@@ -459,6 +459,8 @@ class ResponseReader:
             self.tunnel_start = data[upgrade.args[0]:]
             return True
         except httptools.HttpParserError as err:
+            if isinstance(err.__context__, BadResponse):   # one of ours, from a callback
+                raise err.__context__ from None
             if self.complete:        # bytes past a whole answer: dropped, as lighttpd does
                 self.extra = True
                 return True
@@ -517,6 +519,9 @@ class ResponseReader:
                     if header_name(name)[1] not in RESPONSE_DROPS])
             self.headers = []
             return
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":     # lighttpd reads HTTP/1.x alone
+            raise BadResponse(f"invalid HTTP status line: HTTP/{version} {status}")
         self.status = status
         self.head_done = True
         self.keep_alive = parser.should_keep_alive()
@@ -561,6 +566,8 @@ class ResponseReader:
             kept.append((text, lower, value_text))
         if self.head_request or self.status in NO_BODY:
             self.complete = True
+            if self.head_request:      # its length is the backend's to say (or none)
+                response.stream()
         elif chunked:
             kept = [header for header in kept if header[1] != "content-length"]
         elif length >= 0:
