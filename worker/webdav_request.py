@@ -16,8 +16,6 @@ import os
 from typing import Callable, Final, Generator
 from urllib.parse import urlsplit
 
-from .errors import BadRequest
-from .host import normalize_host
 from .http import header_characters
 from .request import Request
 from .urlnorm import clean_path, decoded_utf8, simplify_path
@@ -33,6 +31,7 @@ XML_TYPE: Final = "application/xml;charset=utf-8"
 MAX_XML_BODY: Final = 1 << 20     # bytes of XML a request may send
 NEED_BODY: Final = "body"         # yielded by a method: wait until more of the body came
 NEED_DRAIN: Final = "drain"       # yielded: wait until the client took what was written
+PATH_MAX: Final = 4096            # a Destination path this long is refused (403)
 
 
 class DavError(Exception):
@@ -241,25 +240,31 @@ class DavRequest:
         return self.answer_xml(207, "".join(parts))
 
     def destination(self) -> Resource:
-        """The Destination header's resource: 400 without one, 502 for another host
-        or a path outside the URL space of this share's document root."""
+        """The Destination header's resource, read as lighttpd's mod_webdav reads it: a
+        path, or the request's scheme, "://", the request's authority (a login before
+        it skipped) and a path (400 for another form, 502 for another authority); the
+        path without its query (a fragment stays in it), decoded (400 when that is not
+        UTF-8), simplified; 502 for a path outside this share's URL space."""
         header = self.request.headers.get("destination")
         if not header:
             raise DavError(400)
-        parsed = urlsplit(header_characters(header.strip(" \t")))   # raw UTF-8 as it came
-        if not parsed.path.startswith("/"):
-            raise DavError(400)
-        decoded = decoded_utf8(parsed.path)      # a control character is "_"
+        path = header_characters(header)          # raw UTF-8 as it came
+        if not path.startswith("/"):
+            prefix = self.request.scheme + "://"
+            slash = path.find("/", len(prefix))
+            if not path.startswith(prefix) or slash < 0:
+                raise DavError(400)
+            authority, host = path[len(prefix):slash], self.request.host
+            if authority != host and authority.partition("@")[2] != host:
+                raise DavError(502)
+            path = path[slash:]
+        path = path.partition("?")[0]
+        if len(path) >= PATH_MAX:
+            raise DavError(403)
+        decoded = decoded_utf8(path)               # a control character is "_"
         if decoded is None:
             raise DavError(400)
-        url = simplify_path(decoded)
-        try:
-            host = normalize_host(parsed.netloc, parsed.scheme) if parsed.netloc else ""
-        except BadRequest:
-            raise DavError(400) from None
-        if host and host != self.request.host:
-            raise DavError(502)
-        resource = self.resource(url)
+        resource = self.resource(simplify_path(decoded))
         if resource is None:
             raise DavError(502)
         return resource
