@@ -24,7 +24,7 @@ from shared import log
 from shared.config.directives import DirectiveValueError
 
 from .chunked import Dechunker
-from .http import header_characters
+from .http import ascii_lower, header_characters
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .urlnorm import decoded_utf8, simplify_path
 from .urlsubst import rule_target
@@ -810,8 +810,8 @@ def _sendfile_path(request: "Request", encoded: str, docroots: tuple[str, ...],
     path = simplify_path(path)
     lower = request.values["server.force-lowercase-filenames"]
     if lower:
-        path = path.lower()
-    if docroots and not any(path.startswith(root.lower() if lower else root)
+        path = ascii_lower(path)
+    if docroots and not any(path.startswith(ascii_lower(root) if lower else root)
                             for root in docroots):
         log.error("http-header-glue.c", f"{header} ({log.escape_bs(path)}) not under "
                                         "configured x-sendfile-docroot(s)")

@@ -16,7 +16,7 @@ from typing import Callable, Final, Iterable
 from shared import log
 
 from .answercache import CORE_READS, AnswerCache
-from .http import NO_BODY, error_body, lower_name
+from .http import NO_BODY, ascii_lower, error_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
@@ -359,7 +359,7 @@ def set_physical(request: Request, basedir: str, rel_path: str) -> None:
     if basedir.endswith("/") and rel_path.startswith("/"):
         rel_path = rel_path[1:]
     if request.values["server.force-lowercase-filenames"]:
-        rel_path = rel_path.lower()      # the docroot keeps its case, as in lighttpd
+        rel_path = ascii_lower(rel_path)   # the docroot keeps its case, as in lighttpd
     request.physical_basedir = basedir
     request.physical_rel = rel_path
     request.physical_path = basedir + rel_path

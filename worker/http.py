@@ -320,6 +320,15 @@ def header_characters(value: str) -> str:
         return value
 
 
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with A-Z in lower case and nothing else, as lighttpd's buffer_to_lower
+    and its case-blind compares (str.lower() lowers É and the like too)."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
 def lower_name(name: str) -> str:
     """`name.lower()`, remembered: an answer's field names are a few strings, mostly
     the core's own constants, where lower() makes a new string each time, whose hash

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Final
 from mypy_extensions import mypyc_attr
 
 from .chunkqueue import SharedFd
-from .http import http_date, lower_name, parse_http_date
+from .http import ascii_lower, http_date, lower_name, parse_http_date
 from .settled import settled
 from .statcache import CACHE
 
@@ -69,10 +69,10 @@ def _mime_table(assign: tuple[tuple[str, str], ...]
         table: dict[str, str] = {}
         ordered: tuple[tuple[str, str], ...] | None = None
         if len(assign) < _ORDERED_BELOW:
-            ordered = tuple((key.lower(), value) for key, value in assign)
+            ordered = tuple((ascii_lower(key), value) for key, value in assign)
         else:
             for key, value in assign:
-                table.setdefault(key.lower(), value)
+                table.setdefault(ascii_lower(key), value)
         entry = (assign, ordered, table)
         _mime_tables[id(assign)] = entry
     return entry[1], entry[2]
@@ -93,12 +93,12 @@ def assigned_type(assign: tuple[tuple[str, str], ...], name: str) -> str | None:
     than a memo keyed by the path, whose key costs as much."""
     ordered, table = _mime_table(assign)
     if ordered is not None:
-        lowered = name.lower()
+        lowered = ascii_lower(name)
         for key, value in ordered:
             if lowered.endswith(key):
                 return value
         return None
-    base = name[name.rfind("/") + 1:].lower()
+    base = ascii_lower(name[name.rfind("/") + 1:])
     found = table.get(base)
     if found is not None:
         return found

@@ -7,11 +7,10 @@ must be lighttpd's."""
 from __future__ import annotations
 
 import os
-from urllib.parse import quote
 
 import pytest
 
-from test_differential import LIGHTTPD, beside_lighttpd, exchange, get11, parse
+from test_differential import LIGHTTPD, answers_to_path, beside_lighttpd
 
 pytestmark = pytest.mark.skipif(not os.access(LIGHTTPD, os.X_OK),
                                 reason="Debian's lighttpd is not installed")
@@ -38,12 +37,11 @@ def servers(tmp_path_factory):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_conditions_match_as_lighttpd_s(servers, path):
-    request = get11(quote(path, safe="/"))
-    theirs, ours = (parse(exchange(port, request)) for port in servers)
+    theirs, ours = answers_to_path(servers, path)
     assert ours[0] == theirs[0]
     assert ours[1].get("location") == theirs[1].get("location")
 
 
 def test_the_paths_reach_both_outcomes(servers):
-    statuses = {parse(exchange(servers[1], get11(quote(path, safe="/"))))[0] for path in PATHS}
+    statuses = {answers_to_path(servers, path)[1][0] for path in PATHS}
     assert statuses == {301, 404}

@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -204,6 +205,13 @@ def get11(path: str, *headers: str, method: str = "GET") -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: test.example", "Connection: close",
              *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+def answers_to_path(servers: tuple[int, int], path: str) -> tuple[tuple, tuple]:
+    """lighttpd's answer and ours (parsed) to a GET of `path`, its characters escaped."""
+    request = get11(quote(path, safe="/"))
+    theirs, ours = (parse(exchange(port, request)) for port in servers)
+    return theirs, ours
 
 
 def with_host(host: str, path: str = "/index.html") -> bytes:

@@ -10,6 +10,7 @@ from shared import log
 from shared.config.directives import Directive, Type
 
 from ..module import HandlerResult, Module as BaseModule
+from ..http import ascii_lower
 from ..request import Request
 
 DIRECTIVES = (
@@ -23,9 +24,9 @@ def allowed(path: str, allow: tuple[str, ...], deny: tuple[str, ...],
             ignore_case: bool) -> bool:
     """lighttpd's rule: a non-empty allow list decides alone; else the deny list."""
     if ignore_case:
-        path = path.lower()
-        allow = tuple(s.lower() for s in allow)
-        deny = tuple(s.lower() for s in deny)
+        path = ascii_lower(path)
+        allow = tuple(ascii_lower(s) for s in allow)
+        deny = tuple(ascii_lower(s) for s in deny)
     if allow:
         return path.endswith(allow)
     if deny:

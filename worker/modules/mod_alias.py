@@ -14,6 +14,7 @@ from __future__ import annotations
 from shared.config.directives import Directive, DirectiveValueError, Type
 
 from ..handler import set_physical
+from ..http import ascii_lower
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
 
@@ -57,9 +58,9 @@ class Module(BaseModule):
             return None
         path = request.uri_path
         lower = request.settings.values["server.force-lowercase-filenames"]
-        compare = path.lower() if lower else path
+        compare = ascii_lower(path) if lower else path
         for prefix, target in aliases:
-            if compare.startswith(prefix.lower() if lower else prefix):
+            if compare.startswith(ascii_lower(prefix) if lower else prefix):
                 rest = path[len(prefix):]
                 if _escapes(prefix, target, rest):
                     return 403

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Generator, Iterable, cas
 from shared.config.directives import Directive, Type
 
 from ..gateway import cgi_environment
+from ..http import ascii_lower
 from ..module import WAIT, HandlerResult, Module as BaseModule
 from ..request import Request
 from ..urlnorm import decoded_utf8, simplify_path
@@ -620,10 +621,10 @@ class _Page:
             if uri_path[shared] == "/":
                 break
         lower = request.settings.values["server.force-lowercase-filenames"]
-        mapped = clean.lower() if lower else clean
-        own_rest = uri_path[shared:].lower() if lower else uri_path[shared:]
+        mapped = ascii_lower(clean) if lower else clean
+        own_rest = ascii_lower(uri_path[shared:]) if lower else uri_path[shared:]
         physical = doc.path
-        if physical.endswith(own_rest) or (lower and physical.lower().endswith(own_rest)):
+        if physical.endswith(own_rest) or (lower and ascii_lower(physical).endswith(own_rest)):
             path = join_path(physical[:len(physical) - len(own_rest)], mapped[shared:])
         else:
             path = join_path(request.docroot or request.physical_basedir, mapped)
