@@ -146,20 +146,36 @@ def etag_for(ino: int, size: int, mtime_ns: int,
 
 
 def etag_matches(etag: str, header: str, weak_ok: bool = True) -> bool:
-    """If-None-Match / If-Match list test (weak comparison for If-None-Match)."""
-    if header.strip(" \t") == "*":
+    """If-None-Match / If-Match list test (weak comparison for If-None-Match), read as
+    lighttpd's http_etag_matches reads it: `*` alone, or a member (after blanks and
+    commas) that starts with the ETag or `*` and ends there (a blank, a comma or the
+    end follows); a weak member (W/) only when weak comparison is asked for, and a
+    weak ETag of ours then only."""
+    if header == "*":
         return True
     if not etag:
         return False
-    strong = etag[2:] if etag.startswith("W/") else etag
-    for item in header.split(","):
-        item = item.strip(" \t")
-        if item.startswith("W/"):
-            if not weak_ok:
-                continue
-            item = item[2:]
-        if item == strong or item == "*":
-            return True
+    if etag.startswith("W/"):
+        if not weak_ok:
+            return False
+        etag = etag[2:]
+    size, position = len(header), 0
+    while position < size:
+        while position < size and header[position] in " \t,":
+            position += 1
+        asked = True
+        if header.startswith("W/", position):
+            position += 2
+            asked = weak_ok
+        if asked:
+            end = position + len(etag) if header.startswith(etag, position) else \
+                position + 1 if header.startswith("*", position) else -1
+            if end >= 0 and (end == size or header[end] in " \t,"):
+                return True
+        comma = header.find(",", position)
+        if comma < 0:
+            return False
+        position = comma
     return False
 
 

@@ -340,6 +340,11 @@ def corpus(docroot: Path) -> list[tuple[str, bytes]]:
                                   f"If-Modified-Since: {modified}")),
         ("inm-weak-star", get11("/index.html", "If-None-Match: W/*")),
         ("inm-weak", get11("/index.html", f"If-None-Match: W/{etag}")),
+        # a member is the ETag when it starts with it and a blank, a comma or the end
+        # follows (lighttpd's http_etag_matches): junk after a blank still matches
+        ("inm-junk-after-blank", get11("/index.html", f"If-None-Match: {etag} junk")),
+        ("inm-junk-glued", get11("/index.html", f"If-None-Match: {etag}junk")),
+        ("inm-blank-commas", get11("/index.html", f"If-None-Match: ,, ,{etag}")),
         ("ims-equal", get11("/index.html", f"If-Modified-Since: {modified}")),
         ("ims-old", get11("/index.html", f"If-Modified-Since: {old}")),
         ("ims-garbage", get11("/index.html", "If-Modified-Since: yesterday")),
