@@ -171,7 +171,8 @@ def _packet(payload: bytes) -> Headers | BodyChunk | BodyWanted | EndResponse | 
         size = _U16.unpack_from(payload, 1)[0]
         if size > len(payload) - 3:
             raise BadPacket("body packet received with invalid length")
-        return BodyChunk(payload[3:3 + size]) if size else None
+        return BodyChunk(payload[3:3 + size])    # an empty one too: lighttpd skips it
+                                                 # only once the head is in
     if kind == SEND_HEADERS:
         return Headers(_headers(payload))
     if kind == GET_BODY_CHUNK:

@@ -136,7 +136,7 @@ class Ajp13Exchange(CgiExchange):
             elif type(event) is ajp13.BodyChunk:
                 if self.answer is None and self.decided is None:
                     return self.error(502, "AJP13: body received before headers")
-                failed = self.output(event.data)
+                failed = self.output(event.data) if event.data else None
             elif type(event) is ajp13.EndResponse:
                 return self.output_ended(False)
             else:
