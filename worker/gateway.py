@@ -24,7 +24,7 @@ from shared import log
 from shared.config.directives import DirectiveValueError
 
 from .chunked import Dechunker
-from .http import ascii_lower, header_characters
+from .http import ascii_lower, header_characters, list_tokens
 from .module import BACKLOG_HIGH, COMEBACK, ERROR
 from .urlnorm import decoded_utf8, simplify_path
 from .urlsubst import rule_target
@@ -586,7 +586,7 @@ def _framing_field(head: ResponseHead, lower: str, value: str) -> None:
         return
     head.fields += 1                      # lighttpd keeps these: they count
     if lower == "connection":
-        head.close = "close" in (token.strip(" \t").lower() for token in value.split(","))
+        head.close = "close" in list_tokens(value)
     elif lower == "content-length" and not head.chunked and head.content_length < 0:
         digits = value.lstrip("+").rstrip(" \t")
         head.content_length = int(digits) if digits.isdigit() and digits.isascii() else -1
@@ -655,8 +655,7 @@ def asks_to_upgrade(request: "Request") -> bool:
     tunnel (lighttpd's gw_upgrade_policy)."""
     headers = request.headers
     return request.version == "1.1" and request.body is None and \
-        "upgrade" in headers and "upgrade" in (
-            token.strip(" \t").lower() for token in headers.get("connection", "").split(","))
+        "upgrade" in headers and "upgrade" in list_tokens(headers.get("connection"))
 
 
 def switch_protocols(request: "Request", head: ResponseHead) -> AnswerBody:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from shared.config.feature_flags import flag_bool
 
+from .http import list_tokens
 from .request import Request
 
 
@@ -25,8 +26,8 @@ def h2c_upgrade_asked(request: Request) -> bool:
         return False
     headers = request.headers
     settings = headers.get("http2-settings")
-    return settings is not None and "h2c" in _tokens(headers.get("upgrade", "")) and \
-        "http2-settings" in _tokens(headers.get("connection", ""))
+    return settings is not None and "h2c" in list_tokens(headers.get("upgrade")) and \
+        "http2-settings" in list_tokens(headers.get("connection"))
 
 
 def drop_h2c_offer(headers: dict[str, str]) -> None:
@@ -38,7 +39,7 @@ def drop_h2c_offer(headers: dict[str, str]) -> None:
     if "connection" not in headers:
         del headers["upgrade"]
         return
-    if "h2c" not in _tokens(headers["upgrade"]):
+    if "h2c" not in list_tokens(headers["upgrade"]):
         return
     drop_offer_tokens(headers)
     headers.pop("http2-settings", None)
@@ -80,9 +81,6 @@ def _without_token(value: str, token: str) -> str:
         position = comma if comma >= 0 else None
     return "".join(chars)
 
-
-def _tokens(value: str) -> set[str]:
-    return {token.strip(" \t").lower() for token in value.split(",")}
 
 
 def enabled(settings: dict, cleartext: bool) -> bool:

@@ -32,7 +32,7 @@ from .body import RequestBody
 from .chunked import Dechunker
 from .errors import BadRequest, BodyNotStored
 from .host import normalize_host
-from .http import body_refused, expects_continue, repeated_field
+from .http import body_refused, expects_continue, list_tokens, repeated_field
 from .request import Request
 
 if TYPE_CHECKING:
@@ -100,12 +100,6 @@ def _refusal_status(line: bytes, unknown_method: bool) -> int:
     return 501 if unknown_method else 400
 
 
-def _asks_close(headers: dict[str, str]) -> bool:
-    """Whether the Connection field (all of its lines, joined) names `close`."""
-    return any(token.strip(" \t").lower() == "close"
-               for token in headers.get("connection", "").split(","))
-
-
 def _frames_a_body(headers: dict[str, str]) -> bool:
     """Whether the fields say a body follows, or ask about one: three lookups, where a
     loop over the fields costs one per field (a browser sends a dozen)."""
@@ -153,7 +147,7 @@ class Http1Parser:
                  "header_limit", "reads_bodies", "answers", "upload_dirs", "upgrading",
                  "held_back", "tunnelled", "body_left", "dechunker", "line_chunk",
                  "ready", "loop", "ready_before", "read_starts_request", "raw_url",
-                 "line_start", "line_owner", "held_line", "head_tail", "tail_owner")
+                 "held_line", "cut_owner", "line_start", "head_tail")
 
     def __init__(self, sink: RequestSink, server: "Server") -> None:
         self.sink = sink
@@ -187,15 +181,15 @@ class Http1Parser:
         self.ready_before = 0      # requests handed over before the read being parsed
         self.read_starts_request = True   # it began between two requests (_refused_start)
         # the target as sent, when llhttp was given it with its octets beyond ASCII
-        # escaped (_escaped_target); what that needs of a request line that spans reads:
-        # its bytes so far and whose they are (_keep_head), or the start of one
-        # cut after such an octet, parsed again with the next read
+        # escaped (_escaped_target); the start of a line cut after such an octet, parsed
+        # again with the next read; and what a head cut by the reads leaves for that
+        # (_keep_head): whose head, its request line so far (b"": not known, or whole
+        # before the cut), its last octets
         self.raw_url = b""
-        self.line_start = b""
-        self.line_owner: Request | None = None
         self.held_line = b""
-        self.head_tail = b""       # the last octets of a head cut by the reads, and whose
-        self.tail_owner: Request | None = None
+        self.cut_owner: Request | None = None
+        self.line_start = b""
+        self.head_tail = b""
 
     def _emit(self, request: Request) -> None:
         self.last = request
@@ -214,7 +208,7 @@ class Http1Parser:
         requests (they point back at the connection), so that reference counting
         alone frees them, without a cycle per connection for the GC."""
         self.parser = self.sink = self.current = self.last = None   # type: ignore[assignment]
-        self.line_owner = self.tail_owner = None
+        self.cut_owner = None
 
     # ----------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -348,7 +342,8 @@ class Http1Parser:
         request.version = version
         request.method = method.decode("latin-1")
         request.keep_alive = parser.should_keep_alive()
-        if version == "1.0" and request.keep_alive and _asks_close(request.headers):
+        if version == "1.0" and request.keep_alive and \
+                "close" in list_tokens(request.headers.get("connection")):
             request.keep_alive = False   # llhttp lets 1.0's keep-alive win over close
         answers = self.answers
         url = self.raw_url or self.url
@@ -495,7 +490,7 @@ class Http1Parser:
         if (not done and not self.read_starts_request) or \
                 any(request.body is not None for request in done):
             return -1
-        shift = len(self.head_tail) if done and self.tail_owner is done[0] else 0
+        shift = len(self.head_tail) if done and self.cut_owner is done[0] else 0
         scan = data if not shift else self.head_tail + data
         start = 0
         for _ in done:
@@ -516,12 +511,12 @@ class Http1Parser:
         read); b"" when its target has no such octet (refused for another reason) or
         its start is not known."""
         request = self.current
-        if self.line_owner is request and request is not None and \
+        if self.cut_owner is request and self.line_start and \
                 not self.read_starts_request and not self.ready[self.ready_before:]:
             data, start = self.line_start + data, 0      # it began in an earlier read
         else:
             start = self._refused_start(data)
-        self.line_owner = None
+        self.line_start = b""
         if start < 0:
             return b""
         end = data.find(b"\n", start)
@@ -545,19 +540,17 @@ class Http1Parser:
         whole in one read) leaves for _escaped_target, should llhttp refuse an octet of
         a target there: the read's last octets (the head's end may straddle the reads:
         _refused_start) and, while `request`'s line is not whole, its bytes so far."""
-        if not request.raw_fields:              # (where it begins: before the tail moves)
-            if self.line_owner is request:
-                self.line_start += data
-            else:
-                start = self._refused_start(data)
-                self.line_owner = request if start >= 0 else None
-                self.line_start = data[start:] if start >= 0 else b""
-            if len(self.line_start) > self.header_limit:
-                self.line_owner, self.line_start = None, b""
-        if self.tail_owner is request:
-            self.head_tail = (self.head_tail + data)[-3:]
+        line_open = not request.raw_fields        # no field yet: the line may go on
+        if self.cut_owner is not request:         # (where it begins: before the owner moves)
+            start = self._refused_start(data) if line_open else -1
+            self.line_start = data[start:] if start >= 0 else b""
+            self.cut_owner, self.head_tail = request, data[-3:]
         else:
-            self.tail_owner, self.head_tail = request, data[-3:]
+            if line_open and self.line_start:
+                self.line_start += data
+            self.head_tail = (self.head_tail + data)[-3:]
+        if len(self.line_start) > self.header_limit:
+            self.line_start = b""
 
     def release_parser(self) -> None:
         """Let the parser go between requests (~900 bytes), for a connection that has

@@ -384,9 +384,13 @@ class Request:
         name (repeated fields joined, the Host normalized) under the name the client
         first wrote, without Transfer-Encoding (read as the body's framing, never
         kept)."""
-        written = {name.lower(): name for name in reversed(self.raw_fields[::2])}
+        written = self.written_names()
         return [(written.get(key, key), value) for key, value in self.headers.items()
                 if key != "transfer-encoding"]
+
+    def written_names(self) -> dict[str, str]:
+        """Each field's lower-case name -> the name as the client first wrote it."""
+        return {name.lower(): name for name in reversed(self.raw_fields[::2])}
 
     @property
     def settings(self) -> RequestSettings:

@@ -63,7 +63,7 @@ from ..backend import EPOLLOUT, Backend
 from ..gateway import asks_to_upgrade, current_media_type, intercepts, keep_challenge
 from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
     GatewayModule
-from ..http import NO_BODY
+from ..http import NO_BODY, list_tokens
 from ..http1 import header_name
 from ..module import BACKLOG_HIGH, WAIT, HandlerResult
 from ..request import Request
@@ -318,12 +318,6 @@ def _local_node(request: Request) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _connection_tokens(value: str | None) -> frozenset[str]:
-    if not value:
-        return frozenset()
-    return frozenset(token.strip(" \t").lower() for token in value.split(","))
-
-
 def _origin_target(request: Request) -> str:
     """The request-target in origin form (lighttpd keeps a path from the absolute form)."""
     target = request.target
@@ -373,11 +367,11 @@ def request_head(request: Request, params: frozenset[str], remap: Remap,
     http10 = framing.host is None or remap.options.force_http10
     lines = [f"Host: {framing.host}"] if framing.host is not None else []
     headers = outgoing_headers(request, params, framing.length)
-    tokens = _connection_tokens(headers.get("connection"))
+    tokens = list_tokens(headers.get("connection"))
     drops = REQUEST_DROPS | tokens if tokens else REQUEST_DROPS
     if framing.upgrade:
         drops = drops - {"upgrade"}
-    names = {name.lower(): name for name, _ in reversed(request.header_list)}
+    names = request.written_names()
     for key, value in headers.items():
         if key in drops or not value:
             continue
@@ -575,7 +569,7 @@ class ResponseReader:
         else:
             self.until_close = True
         if tokens:
-            named = _connection_tokens(tokens) - {"upgrade"}
+            named = list_tokens(tokens) - {"upgrade"}
             kept = [header for header in kept if header[1] not in named]
         if switching:
             kept.append(("Connection", "connection", "upgrade"))

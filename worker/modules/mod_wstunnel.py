@@ -48,6 +48,7 @@ from shared.gateway_hosts import (Extension, find_extension, parse_balance,
 from .. import websocket as ws
 from ..backend import Backend
 from ..gw_exchange import GatewayModule
+from ..http import list_tokens
 from ..module import WAIT, HandlerResult
 from ..request import Request
 from ..tunnel import DONE, OPEN, BackendTunnel
@@ -81,18 +82,13 @@ DIRECTIVES = (
 
 
 # ------------------------------------------------------------------ the request
-def _has_token(value: str | None, token: str) -> bool:
-    return value is not None and \
-        token in (part.strip(" \t").lower() for part in value.split(","))
-
-
 def asks_for_websocket(request: Request) -> bool:
     """A GET over HTTP/1.1 with Upgrade: websocket and Connection: upgrade (lighttpd
     leaves anything else to the other modules)."""
     headers = request.headers
     return request.method == "GET" and request.version == "1.1" and \
-        _has_token(headers.get("upgrade"), "websocket") and \
-        _has_token(headers.get("connection"), "upgrade")
+        "websocket" in list_tokens(headers.get("upgrade")) and \
+        "upgrade" in list_tokens(headers.get("connection"))
 
 
 def matching_extension(values: dict, path: str) -> Extension | None:
@@ -155,7 +151,7 @@ def wants_binary(request: Request, configured: bool) -> tuple[bool, str]:
     "binary" when the client offered it (it also chooses binary frames), "base64"
     when a text client offered that (named only, as lighttpd does)."""
     offered = request.headers.get("sec-websocket-protocol")
-    names = [name.strip(" \t").lower() for name in (offered or "").split(",")]
+    names = list_tokens(offered)
     if "binary" in names:
         return True, "binary"
     if not configured and "base64" in names:
