@@ -124,56 +124,10 @@ def _names(module: str, extension: Extension, spec: HostSpec) -> list[BackendNam
             for proc in spec.procs]
 
 
-# ------------------------------------------------------------------ the hot path
-class BackendCounters:
-    """What a worker's `Backend` bumps: word offsets into its own slot, computed once,
-    so an event costs one indexed add (no lookup)."""
-
-    __slots__ = ("words", "requests", "connected", "died", "overloaded", "disabled",
-                 "active")
-
-    def __init__(self, words: memoryview, index: int) -> None:
-        base = index * Counter.WORDS
-        self.words = words
-        self.requests = base + Counter.REQUESTS
-        self.connected = base + Counter.CONNECTED
-        self.died = base + Counter.DIED
-        self.overloaded = base + Counter.OVERLOADED
-        self.disabled = base + Counter.DISABLED
-        self.active = base + Counter.ACTIVE
-
-    def on_connected(self) -> None:
-        """A new connection is established, for a request."""
-        words = self.words
-        words[self.connected] += 1
-        words[self.requests] += 1
-
-    def on_reused(self) -> None:
-        """A request took a kept connection."""
-        self.words[self.requests] += 1
-
-    def on_failed(self, overloaded: bool) -> None:
-        """A connect failed (EAGAIN: `overloaded`) and the backend sits out its
-        disable-time."""
-        words = self.words
-        words[self.overloaded if overloaded else self.died] += 1
-        words[self.disabled] += 1
-
-    def set_load(self, requests: int) -> None:
-        """Requests under way on it in this worker (once a second)."""
-        self.words[self.active] = requests
-
-
-def scratch_counters() -> BackendCounters:
-    """Counters nobody reads: for a backend without an entry, or a process without a
-    stats segment (the same code runs, without a branch on the hot path)."""
-    return BackendCounters(memoryview(bytearray(Counter.WORDS * 8)).cast("Q"), 0)
-
-
 # ------------------------------------------------------------------ the table
 class BackendTable:
     """The mapping: its table of names (the master writes it) and the counters of every
-    stats slot.  A worker process binds its slot (`bind`) and asks `counters(spec,
+    stats slot.  A worker process binds its slot (`bind`) and asks `counter_words(spec,
     proc_number)`: the master registered the worker's config before forking it, and
     the worker inherits which entry each of its hosts' addresses has."""
 
@@ -317,14 +271,16 @@ class BackendTable:
         """This process is the worker writing `slot`."""
         self.worker_slot = slot
 
-    def counters(self, spec: HostSpec, proc_number: int) -> BackendCounters:
-        """The counters of one address of `spec` in this worker's slot (scratch ones
-        outside a worker, or for an address the table had no room for)."""
+    def counter_words(self, spec: HostSpec, proc_number: int) -> tuple[memoryview, int] | None:
+        """Where the counters of one address of `spec` lie in this worker's slot: the
+        slot's words and the address's entry (its counters start at entry x
+        Counter.WORDS); None outside a worker, or for an address the table had no room
+        for.  The worker bumps them through worker/counters.py's BackendCounters."""
         indexes = self.entries.get(spec, ())
         if self.worker_slot <= 0 or proc_number >= len(indexes) \
                 or indexes[proc_number] == MISSING:
-            return scratch_counters()
-        return BackendCounters(self.slot(self.worker_slot), indexes[proc_number])
+            return None
+        return self.slot(self.worker_slot), indexes[proc_number]
 
     # ------------------------------------------------------------- readers
     def stamp(self) -> tuple[int, list[int]]:

@@ -32,6 +32,7 @@ from shared.backend_stats import (BackendName, BackendRow, BackendTable, Counter
                                   configured_backends)
 from shared.metrics import gateway_statistics
 from shared.stats import Field, StatsSegment
+from worker.counters import BackendCounters
 
 sys.path.insert(0, str(REPO / "tests" / "worker"))
 
@@ -120,6 +121,14 @@ def _spec(config, extension: str):
     return next(e for e in config.settings["proxy.server"] if e.key == extension).hosts[0]
 
 
+def _counters(table: BackendTable, spec, proc_number: int = 0) -> BackendCounters:
+    """What a worker bumps for that address (worker/counters.backend_counters, for a
+    table of the test's own)."""
+    found = table.counter_words(spec, proc_number)
+    assert found is not None, "the address has no entry in the worker's slot"
+    return BackendCounters(*found)
+
+
 def test_a_name_keeps_its_entry_across_generations_and_a_removed_one_is_freed(tmp_path):
     first = _config(tmp_path, {"/a/": ("a", "127.0.0.1", 8001),
                                "/b/": ("b", "127.0.0.1", 8002)})
@@ -127,13 +136,13 @@ def test_a_name_keeps_its_entry_across_generations_and_a_removed_one_is_freed(tm
     table = segment.backends
     old = segment.claim(100, 1, first)
     table.bind(old)
-    table.counters(_spec(first, "/a/"), 0).on_connected()
-    table.counters(_spec(first, "/b/"), 0).on_failed(overloaded=False)
+    _counters(table, _spec(first, "/a/")).on_connected()
+    _counters(table, _spec(first, "/b/")).on_failed(overloaded=False)
     second = _config(tmp_path, {"/a/": ("a", "127.0.0.1", 8001),
                                 "/c/": ("c", "127.0.0.1", 8003)})
     new = segment.claim(101, 2, second)
     table.bind(new)
-    table.counters(_spec(second, "/a/"), 0).on_reused()
+    _counters(table, _spec(second, "/a/")).on_reused()
     rows = {row.name.label: row.counts for row in segment.read_consistent().backends}
     assert set(rows) == {"a", "b", "c"}       # b: the old generation still runs
     assert rows["a"][Counter.REQUESTS] == 2 and rows["a"][Counter.CONNECTED] == 1
@@ -167,7 +176,7 @@ def test_concurrent_retirements_never_make_backend_counts_go_back(tmp_path):
                 worker = os.fork()
                 if worker == 0:
                     segment.backends.bind(slot)
-                    counters = segment.backends.counters(spec, 0)
+                    counters = _counters(segment.backends, spec)
                     counters.on_connected()
                     counters.on_failed(overloaded=False)
                     os._exit(0)
@@ -211,8 +220,7 @@ def test_a_full_table_counts_what_fits_and_says_so(tmp_path, capfd, monkeypatch)
     assert table.untracked == 1
     table.bind(1)
     spec = _spec(config, "/2/")
-    scratch = table.counters(spec, 0)
-    scratch.on_connected()                     # counted nowhere, and no error
+    assert table.counter_words(spec, 0) is None     # the worker counts it nowhere
     assert [row.name.label for row in table.rows({1: 1})] == ["h0", "h1"]
     assert "the table is full (2 entries): 1 backend addresses of generation 1 are not " \
         "counted" in capfd.readouterr().err
@@ -236,7 +244,7 @@ def test_a_worker_slots_counters_reach_readers(tmp_path):
     config = _config(tmp_path, {"/a/": ("a", "127.0.0.1", 8001)})
     segment = StatsSegment(worker_slots=2)
     segment.backends.bind(segment.claim(100, 1, config))
-    counters = segment.backends.counters(_spec(config, "/a/"), 0)
+    counters = _counters(segment.backends, _spec(config, "/a/"))
     assert type(counters.requests) is int       # an offset: no lookup per event
     for _ in range(3):
         counters.on_reused()

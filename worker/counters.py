@@ -19,7 +19,7 @@ from typing import Final
 
 from mypy_extensions import mypyc_attr
 
-from shared.backend_stats import BackendCounters, scratch_counters
+from shared.backend_stats import Counter
 from shared.gateway_hosts import HostSpec, Proc
 from shared.stats import (DURATION_BUCKETS, METHODS, Field, State, StatsSegment,
                           monotonic_ms, request_offset)
@@ -116,10 +116,54 @@ class WorkerCounters:
         self._count(_DURATION_SUM_US, int(seconds * 1_000_000))
 
 
+class BackendCounters:
+    """What a worker's `Backend` bumps (shared/backend_stats.py's words of one backend
+    address in this worker's slot): word offsets computed once, so an event costs one
+    indexed add, in compiled code (a gateway request bumps one or two)."""
+
+    __slots__ = ("words", "requests", "connected", "died", "overloaded", "disabled",
+                 "active")
+
+    def __init__(self, words: memoryview, index: int) -> None:
+        base = index * Counter.WORDS     # made once per backend: no lookup per event
+        self.words = words
+        self.requests: int = base + Counter.REQUESTS
+        self.connected: int = base + Counter.CONNECTED
+        self.died: int = base + Counter.DIED
+        self.overloaded: int = base + Counter.OVERLOADED
+        self.disabled: int = base + Counter.DISABLED
+        self.active: int = base + Counter.ACTIVE
+
+    def on_connected(self) -> None:
+        """A new connection is established, for a request."""
+        words = self.words
+        words[self.connected] += 1
+        words[self.requests] += 1
+
+    def on_reused(self) -> None:
+        """A request took a kept connection."""
+        self.words[self.requests] += 1
+
+    def on_failed(self, overloaded: bool) -> None:
+        """A connect failed (EAGAIN: `overloaded`) and the backend sits out its
+        disable-time."""
+        words = self.words
+        words[self.overloaded if overloaded else self.died] += 1
+        words[self.disabled] += 1
+
+    def set_load(self, requests: int) -> None:
+        """Requests under way on it in this worker (once a second)."""
+        self.words[self.active] = requests
+
+
 def backend_counters(spec: HostSpec, proc: Proc) -> BackendCounters:
     """The counters of one backend address for this worker: found once, when its
-    `Backend` is made, then bumped with no lookup."""
+    `Backend` is made, then bumped with no lookup.  Without a stats segment, or for an
+    address the table had no room for, words nobody reads (the same code runs, without
+    a branch on the hot path)."""
     segment = StatsSegment.current
-    if segment is None:
-        return scratch_counters()
-    return segment.backends.counters(spec, proc.number)
+    found = segment.backends.counter_words(spec, proc.number) if segment is not None \
+        else None
+    if found is None:
+        return BackendCounters(memoryview(bytearray(Counter.WORDS * 8)).cast("Q"), 0)
+    return BackendCounters(*found)
