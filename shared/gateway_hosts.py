@@ -125,18 +125,6 @@ class Extension:
     key: str
     hosts: tuple[HostSpec, ...]
 
-    def matches(self, path: str) -> bool:
-        key = self.key
-        return path.startswith(key) if key.startswith("/") else path.endswith(key)
-
-
-def find_extension(extensions: tuple[Extension, ...], path: str) -> Extension | None:
-    """The first extension whose prefix or suffix the URL path has (config order)."""
-    for extension in extensions:
-        if extension.matches(path):
-            return extension
-    return None
-
 
 def djbhash(text: str, value: int = DJB_INIT) -> int:
     """djb2a over the text's bytes, as lighttpd's algo_md.h (so a hash-balanced URL goes

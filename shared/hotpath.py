@@ -25,7 +25,7 @@ from pathlib import Path
 # gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI heads), HTTP/2 (its
 # session, frames, HPACK and field checks), URL substitution, the Lua bridge, SSI's
 # parser and expressions, WebDAV's properties and files, the modules (worker/modules/)
-# that serve files, log them, compress them, front FastCGI and SCGI applications,
+# that serve files, log them, compress them, front FastCGI, SCGI and HTTP applications,
 # rewrite, authenticate, run scripts, include files (SSI) and share files over WebDAV,
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
@@ -37,7 +37,7 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "statcache", "static", "throttle", "transport", "urlnorm", "urlsubst", "webdav_fs", "webdav_props",
     "webdav_request", "webdav_xml", "wire",
     "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
-    "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi",
+    "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi", "modules/mod_proxy",
     "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
     "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav",
     "modules/mod_deflate")) + (

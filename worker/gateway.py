@@ -31,7 +31,7 @@ from .urlsubst import rule_target
 from .static import is_regular, open_file_without_symlinks, serve_file
 
 if TYPE_CHECKING:
-    from shared.gateway_hosts import HostSpec
+    from shared.gateway_hosts import Extension, HostSpec
 
     from .request import Request
 
@@ -51,6 +51,17 @@ _WILDCARD_HOSTS: Final = frozenset({"", "0.0.0.0", "[::]"})
 # on as it came (the body's framing, Status): read here, never copied to the answer.
 _NOT_PASSED: Final = frozenset({"status", "connection", "content-length",
                                 "transfer-encoding", "http2-settings", "date", "server"})
+
+
+def find_extension(extensions: "tuple[Extension, ...]", path: str) -> "Extension | None":
+    """The first extension whose prefix ("/app/") or suffix (".php") the URL path has,
+    in config order: asked for every request a proxy, tunnel or socket proxy may take
+    (here, compiled; gw_cgi.py reads FastCGI's and SCGI's its own way)."""
+    for extension in extensions:
+        key = extension.key
+        if path.startswith(key) if key.startswith("/") else path.endswith(key):
+            return extension
+    return None
 
 
 # ------------------------------------------------------------------ environment

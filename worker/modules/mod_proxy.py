@@ -56,11 +56,11 @@ import httptools
 from shared.config.directives import Directive, DirectiveValueError, Type, to_bool
 from shared.config.values import Array
 
-from shared.gateway_hosts import (Extension, find_extension, parse_balance,
-                                  parse_responder_servers)
+from shared.gateway_hosts import Extension, parse_balance, parse_responder_servers
 
 from ..backend import EPOLLOUT, Backend
-from ..gateway import asks_to_upgrade, current_media_type, intercepts, keep_challenge
+from ..gateway import (asks_to_upgrade, current_media_type, find_extension, intercepts,
+                       keep_challenge)
 from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
     GatewayModule
 from ..http import NO_BODY, list_tokens
@@ -190,10 +190,11 @@ class Remap:
         lower = authority.lower()
         for key, value in hosts:
             if key == "-":
-                key = self.http_host if request or self.forwarded_host is None \
+                client = self.http_host if request or self.forwarded_host is None \
                     else self.forwarded_host
-                if key is None:
+                if client is None:
                     continue
+                key = client
             if lower == key.lower():
                 if value == "-":
                     return self.http_host
@@ -413,9 +414,10 @@ class ResponseReader:
         self.remap = remap
         self.head_request = head_request
         self.upgrade = upgrade
-        self.parser = httptools.HttpResponseParser(self)
+        parser = httptools.HttpResponseParser(self)
         # a head's lines may end in LF alone, as lighttpd and nginx read them
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self.parser: httptools.HttpResponseParser | None = parser
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.head_done = False
@@ -445,8 +447,10 @@ class ResponseReader:
             return self._body(data)
         if self.received > MAX_HEAD and not self.head_done:
             raise BadResponse("response header too large")
+        parser = self.parser
+        assert parser is not None, "fed after the exchange ended"
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             if not (self.upgrade and self.status == 101):
                 raise BadResponse(f"switching protocols unasked ({self.status})") from None
@@ -502,6 +506,7 @@ class ResponseReader:
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        assert parser is not None      # this runs in its callback
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # an interim answer (103 Early Hints) goes on to the client, as RFC 9110

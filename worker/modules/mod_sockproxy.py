@@ -22,9 +22,10 @@ import socket
 from typing import Any
 
 from shared.config.directives import Directive, Type
-from shared.gateway_hosts import Extension, find_extension, parse_balance, parse_servers
+from shared.gateway_hosts import Extension, parse_balance, parse_servers
 
 from ..backend import Backend, Backends
+from ..gateway import find_extension
 from ..module import HandlerResult
 from ..gw_exchange import GatewayModule
 from ..tunnel import OPEN, BackendTunnel

@@ -42,11 +42,11 @@ from __future__ import annotations
 import re
 
 from shared.config.directives import Directive, DirectiveValueError, Type
-from shared.gateway_hosts import (Extension, find_extension, parse_balance,
-                                  parse_responder_servers)
+from shared.gateway_hosts import Extension, parse_balance, parse_responder_servers
 
 from .. import websocket as ws
 from ..backend import Backend
+from ..gateway import find_extension
 from ..gw_exchange import GatewayModule
 from ..http import list_tokens
 from ..module import WAIT, HandlerResult
