@@ -25,8 +25,8 @@ from pathlib import Path
 # gateways' backends, exchanges and protocols (FastCGI, SCGI, CGI heads), HTTP/2 (its
 # session, frames, HPACK and field checks), URL substitution, the Lua bridge, SSI's
 # parser and expressions, WebDAV's properties and files, the modules (worker/modules/)
-# that serve files, log them, compress them, front FastCGI, SCGI and HTTP applications,
-# rewrite, authenticate, run scripts, include files (SSI) and share files over WebDAV,
+# that serve files, log them, compress them, front FastCGI, SCGI, HTTP and AJP
+# applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts, include files (SSI) and share files over WebDAV,
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
@@ -34,10 +34,11 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "fastcgi", "gateway", "gw_cgi", "gw_exchange", "h2", "h2_connection", "h2_encoder",
     "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
-    "statcache", "static", "throttle", "transport", "urlnorm", "urlsubst", "webdav_fs", "webdav_props",
-    "webdav_request", "webdav_xml", "wire",
+    "statcache", "static", "throttle", "transport", "tunnel", "urlnorm", "urlsubst", "webdav_fs",
+    "webdav_props", "webdav_request", "webdav_xml", "websocket", "wire",
     "modules/mod_staticfile", "modules/mod_dirlisting", "modules/mod_indexfile",
     "modules/mod_accesslog", "modules/mod_fastcgi", "modules/mod_scgi", "modules/mod_proxy",
+    "modules/mod_wstunnel", "modules/mod_sockproxy", "modules/mod_ajp13",
     "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
     "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav",
     "modules/mod_deflate")) + (

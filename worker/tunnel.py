@@ -21,6 +21,8 @@ from __future__ import annotations
 import errno
 import os
 
+from mypy_extensions import mypyc_attr
+
 from shared.gateway_hosts import Extension
 
 from .backend import EPOLLIN, EPOLLOUT, Backend
@@ -34,6 +36,7 @@ MAX_RECONNECTS = 5               # other backends tried after failed connects (l
 CONNECTING, OPEN, DONE = range(3)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # tests/worker/test_mod_sockproxy.py
 class BackendTunnel(BackendWork):
     """One client relayed to one backend; `step` moves it on and returns the request's
     next result (see the module docstring)."""

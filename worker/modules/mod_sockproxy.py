@@ -21,6 +21,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from shared.config.directives import Directive, Type
 from shared.gateway_hosts import Extension, parse_balance, parse_servers
 
@@ -39,6 +41,7 @@ DIRECTIVES = (
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # tests/worker/test_mod_sockproxy.py
 class SockTunnel(BackendTunnel):
     """A connection's bytes relayed as they are; the backend's end ends the tunnel.
     The client's end reaches the backend as a half-close with the host's
@@ -73,6 +76,7 @@ def connection_backend(backends: Backends, settings: Any, remote_ip: str
                                       MATCHED_PATH, "", remote_ip)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)   # tests/worker/test_mod_sockproxy.py
 class Module(GatewayModule):
     name = "sockproxy"
     source = "mod_sockproxy.c"

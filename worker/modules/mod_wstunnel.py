@@ -259,11 +259,11 @@ class Tunnel(BackendTunnel):
 
     def _key_numbers(self) -> tuple[int, int] | None:
         headers = self.request.headers
-        numbers = [ws.hybi00_key_number(headers.get(name, ""))
-                   for name in ("sec-websocket-key1", "sec-websocket-key2")]
-        if None in numbers:
+        first = ws.hybi00_key_number(headers.get("sec-websocket-key1", ""))
+        second = ws.hybi00_key_number(headers.get("sec-websocket-key2", ""))
+        if first is None or second is None:
             return None
-        return numbers[0], numbers[1]                   # type: ignore[return-value]
+        return first, second
 
     def _refuse(self, status: int, reason: str) -> HandlerResult:
         """A handshake lighttpd refuses after connecting: the status, and the
@@ -278,12 +278,14 @@ class Tunnel(BackendTunnel):
     def _take_key3(self) -> bool:
         """Collect the 8 bytes a hybi-00 client sends after its head; once they are in,
         the MD5 answer goes out and frames follow."""
-        key3 = self.key3 + self.request.body.read_chunk(HYBI00_KEY3 - len(self.key3))
+        held, body, numbers = self.key3, self.request.body, self._key_numbers()
+        # the handshake read the keys, and step() saw the body and key3 there
+        assert held is not None and body is not None and numbers is not None
+        key3 = held + body.read_chunk(HYBI00_KEY3 - len(held))
         self.key3 = key3
         if len(key3) < HYBI00_KEY3:
             return False
-        number1, number2 = self._key_numbers()          # type: ignore[misc]
-        self.request.response.write(ws.hybi00_answer(number1, number2, key3))
+        self.request.response.write(ws.hybi00_answer(numbers[0], numbers[1], key3))
         self.key3 = None
         return True
 
