@@ -296,14 +296,16 @@ class Arbiter:
         stats_slot = self.stats.claim(0, generation.number, generation.config)
         sockets = self.listeners.for_slot(slot, generation.addresses)
         self.stats.words[Header.SPAWNS] += 1
+        master_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
-            self._child(slot, generation, stats_slot, sockets)
+            self._child(slot, generation, stats_slot, sockets, master_pid)
         self.stats.slot(stats_slot)[Field.PID] = pid
         self.workers[pid] = Worker(pid, slot, generation.number, stats_slot)
         return pid
 
-    def _child(self, slot: int, generation: Generation, stats_slot: int, sockets) -> None:
+    def _child(self, slot: int, generation: Generation, stats_slot: int, sockets,
+               master_pid: int) -> None:
         """The forked worker: never returns into the master's code."""
         status = 70
         try:
@@ -318,7 +320,7 @@ class Arbiter:
             status = run_worker(WorkerContext(
                 slot=slot, generation=generation.number, listeners=sockets,
                 config=generation.config, idle_exit=self.idle_exit,
-                stats=self.stats, stats_slot=stats_slot))
+                stats=self.stats, stats_slot=stats_slot, master_pid=master_pid))
         except BaseException as err:  # a worker must never fall back into the master
             log.error("server.c", f"worker {slot} failed: {type(err).__name__}: {err}")
         finally:

@@ -215,6 +215,41 @@ def test_a_stuck_worker_is_aborted_and_replaced(tmp_path):
         running.stop()
 
 
+def test_workers_of_a_killed_master_finish_and_exit(tmp_path):
+    """A master killed with SIGKILL leaves its workers to init: each sees its master
+    gone at its next tick, stops accepting, answers what it holds and exits, rather
+    than serving on with a config nobody reloads beside a new master's listeners."""
+    running = Server(tmp_path)
+    try:
+        running.wait_serving()
+        workers = running.children()
+        assert len(workers) == 2
+        client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        running.process.kill()
+        running.process.wait(timeout=10)
+        gone = "is gone: this worker finishes its requests and exits"
+        wait_until(lambda: running.errorlog.read_text().count(gone) == 2, timeout=5)
+        # a keep-alive connection taken before is still answered, and told to close
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += client.recv(65536) or b"!"
+        assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer
+        client.close()
+        wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=10)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", running.port), timeout=2)
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, which init reaps soon, counts as gone)."""
+    return not _status_state(pid).startswith(b"Z")
+
+
 def test_quit_finishes_the_request_in_flight(tmp_path):
     running = Server(tmp_path)
     (running.docroot / "big.bin").write_bytes(b"x" * (32 * 1024 * 1024))

@@ -22,3 +22,4 @@ class WorkerContext:
     on_ready: Callable[[], None] | None = None
     stats: "StatsSegment | None" = None     # the master's shared counters, if any
     stats_slot: int = 0
+    master_pid: int = 0                     # the master that forked it (0: none)

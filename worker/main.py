@@ -16,6 +16,7 @@ def run_worker(context: WorkerContext) -> int:
     """
     server = Server(context.config, context.listeners, idle_exit=context.idle_exit,
                     stats=context.stats, stats_slot=context.stats_slot)
+    server.master_pid = context.master_pid
     server.install_signals()
     server.start_accepting()
     server.counters.set_state(State.READY)

@@ -163,6 +163,9 @@ class Server:
         self.signals: list[int] = []
         self.idle_exit = idle_exit
         self.last_request = time.monotonic()
+        # the master that forked this worker (run_worker sets it; 0 for a server started
+        # alone): once it is gone, nobody reloads, respawns or stops this worker
+        self.master_pid = 0
         self.loop.every_second(self._tick)
 
     # --------------------------------------------------------------- listeners
@@ -362,11 +365,21 @@ class Server:
                 self.last_request = now
         self.publish_states()
         self._resume_below_limit()
+        if self.master_pid and not self.draining and os.getppid() != self.master_pid:
+            self._orphaned()
         if self.draining and now > self.drain_deadline:
             self.stop_status = 0
         if self.idle_exit is not None and not self.connections and \
                 now - self.last_request > self.idle_exit:
             self.stop_status = 0
+
+    def _orphaned(self) -> None:
+        """The master died without stopping this worker (killed with SIGKILL, say): the
+        worker drains as on a graceful stop, so that it neither serves on with a config
+        nobody reloads nor keeps the port's listeners beside a new master's."""
+        log.error("server.c", f"the master (pid {self.master_pid}) is gone: "
+                  "this worker finishes its requests and exits")
+        self.begin_drain()
 
     def resume_paused(self) -> None:
         """A new second: the connections whose bandwidth ran out write again."""
