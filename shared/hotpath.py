@@ -26,7 +26,8 @@ from pathlib import Path
 # session, frames, HPACK and field checks), URL substitution, the Lua bridge, SSI's
 # parser and expressions, WebDAV's properties and files, the modules (worker/modules/)
 # that serve files, log them, compress them, front FastCGI, SCGI, HTTP and AJP
-# applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts, include files (SSI) and share files over WebDAV,
+# applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts,
+# include files (SSI) and share files over WebDAV,
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (

@@ -82,7 +82,6 @@ def _without_token(value: str, token: str) -> str:
     return "".join(chars)
 
 
-
 def enabled(settings: dict, cleartext: bool) -> bool:
     """Whether server.feature-flags allow HTTP/2 here (TLS: h2proto; cleartext: h2c
     as well)."""

@@ -15,8 +15,8 @@ def run_worker(context: WorkerContext) -> int:
     open (files, backend connections) belongs to this process alone.
     """
     server = Server(context.config, context.listeners, idle_exit=context.idle_exit,
-                    stats=context.stats, stats_slot=context.stats_slot)
-    server.master_pid = context.master_pid
+                    stats=context.stats, stats_slot=context.stats_slot,
+                    master_pid=context.master_pid)
     server.install_signals()
     server.start_accepting()
     server.counters.set_state(State.READY)

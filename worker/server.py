@@ -119,7 +119,7 @@ class Server:
     def __init__(self, config: "LoadedConfig",
                  listeners: Iterable[tuple[socket.socket, str]],
                  idle_exit: float | None = None, stats: "StatsSegment | None" = None,
-                 stats_slot: int = 0) -> None:
+                 stats_slot: int = 0, master_pid: int = 0) -> None:
         self.config = config
         self.compiled: CompiledConfig = config.compiled   # what a request's settings are
         settings = config.settings
@@ -163,9 +163,9 @@ class Server:
         self.signals: list[int] = []
         self.idle_exit = idle_exit
         self.last_request = time.monotonic()
-        # the master that forked this worker (run_worker sets it; 0 for a server started
-        # alone): once it is gone, nobody reloads, respawns or stops this worker
-        self.master_pid = 0
+        # the master that forked this worker (0 for a server started alone): once it is
+        # gone, nobody reloads, respawns or stops this worker
+        self.master_pid = master_pid
         self.loop.every_second(self._tick)
 
     # --------------------------------------------------------------- listeners

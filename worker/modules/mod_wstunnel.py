@@ -278,13 +278,14 @@ class Tunnel(BackendTunnel):
     def _take_key3(self) -> bool:
         """Collect the 8 bytes a hybi-00 client sends after its head; once they are in,
         the MD5 answer goes out and frames follow."""
-        held, body, numbers = self.key3, self.request.body, self._key_numbers()
-        # the handshake read the keys, and step() saw the body and key3 there
-        assert held is not None and body is not None and numbers is not None
+        held, body = self.key3, self.request.body
+        assert held is not None and body is not None     # step() saw both there
         key3 = held + body.read_chunk(HYBI00_KEY3 - len(held))
         self.key3 = key3
         if len(key3) < HYBI00_KEY3:
             return False
+        numbers = self._key_numbers()
+        assert numbers is not None                       # the handshake checked the keys
         self.request.response.write(ws.hybi00_answer(numbers[0], numbers[1], key3))
         self.key3 = None
         return True
