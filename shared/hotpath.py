@@ -33,7 +33,7 @@ from pathlib import Path
 HOT_MODULES = tuple(f"worker/{name}" for name in (
     "answercache", "backend", "byteranges", "bytesets", "chunkqueue", "connection", "counters",
     "fastcgi", "gateway", "gw_cgi", "gw_exchange", "h2", "h2_connection", "h2_encoder",
-    "h2_fields", "h2_hpack", "handler", "host", "http", "http1",
+    "h2_fields", "h2_hpack", "handler", "host", "http", "http1", "lists",
     "loop", "magnet_runtime", "request", "server", "settled", "ssi_expr", "ssi_parse",
     "statcache", "static", "throttle", "transport", "tunnel", "urlnorm", "urlsubst", "webdav_fs",
     "webdav_props", "webdav_request", "webdav_xml", "websocket", "wire",

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from shared.gateway_hosts import Extension, HostSpec, Proc, djbhash
 
 from .counters import backend_counters
+from .lists import take
 
 if TYPE_CHECKING:
     from .services import Services
@@ -317,7 +318,7 @@ class Backends:
         idle = backend.idle
         if not idle:
             return None
-        connection = idle.pop()
+        connection = take(idle, -1)
         connection.owner = owner
         return connection
 

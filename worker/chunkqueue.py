@@ -14,6 +14,8 @@ from typing import Final
 
 from mypy_extensions import mypyc_attr
 
+from .lists import take
+
 MAX_IOV: Final = 64                  # buffers per sendmsg
 JOIN_BELOW: Final = 2048             # a head and a body shorter than this are sent joined
 SEND_BUDGET: Final = 1 << 22         # bytes per call: one busy client must not starve the others
@@ -200,7 +202,7 @@ class ChunkQueue:
             left -= chunk_size
             done += 1
         if done == 1:
-            chunks.pop(0)          # a native call, where a slice's deletion is generic
+            take(chunks, 0)
         elif done:
             del chunks[:done]
         return written, written == size
@@ -217,7 +219,7 @@ class ChunkQueue:
         self.pending -= written
         if chunk.length == 0:
             chunk.close()
-            self.chunks.pop(0)
+            take(self.chunks, 0)
         return written, written == wanted
 
     def peek(self, limit: int) -> bytes:

@@ -46,6 +46,7 @@ from .handler import AnswerCut
 from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, reason,
                    render_start, server_line)
 from .http1 import Http1Parser
+from .lists import take
 from .module import BACKLOG_HIGH
 from .request import Request, Response
 from .spool import SPILL_AT, Spool
@@ -540,7 +541,7 @@ class Connection(Wire):
         ready = self.ready
         while True:
             while ready and out.pending < HIGH_WATER and self.held is None:
-                self.respond(ready.pop(0))
+                self.respond(take(ready, 0))
                 if self.state is CLOSED:
                     return
             if not ready and self.held is None:
@@ -627,7 +628,8 @@ class Connection(Wire):
                 tail = server_line(values["server.tag"])
                 if request.replay_key is not None:
                     server.pipeline.answers.keep(request.replay_key, request, (start, tail))
-                head = start + connection_line(request, keep) + DATE.line + tail
+                # one bytes object made, where `+` makes one per piece
+                head = b"%s%s%s%s" % (start, connection_line(request, keep), DATE.line, tail)
             if server.debug:
                 self._debug_response(request, head, preset)
             self._queue(response, head)
@@ -920,9 +922,9 @@ class Connection(Wire):
         mono = _MONOTONIC()
         replayed = self.replayed
         while replayed and (lost or replayed[0][0] <= sent):
-            counters.request("GET", replayed.pop(0)[1], mono - server.loop.now)
+            counters.request("GET", take(replayed, 0)[1], mono - server.loop.now)
         while answers and (lost or answers[0].end_mark <= sent):
-            request = answers.pop(0)
+            request = take(answers, 0)
             counters.request(request.method, request.response.status, mono - request.start)
             if hooked and RAW not in request.plugin_ctx:
                 now = time.time()

@@ -74,6 +74,7 @@ from .h2_offer import drop_offer_tokens
 from .host import normalize_host
 from .http import (DATE, NO_BODY, REGISTERED_METHODS, body_refused, expects_continue,
                    repeated_field, server_only)
+from .lists import take
 from .module import BACKLOG_HIGH
 from .request import Request
 from .spool import SPILL_AT
@@ -735,13 +736,13 @@ class H2Session(Wire):
             if rest:
                 stream.parts[0] = (fd, offset + len(data), rest) + tuple(part[3:])
             else:
-                _close_part(stream.parts.pop(0))
+                _close_part(take(stream.parts, 0))
         else:
             data = part[:window]
             if len(data) < len(part):
                 stream.parts[0] = part[window:]
             else:
-                stream.parts.pop(0)
+                take(stream.parts, 0)
         last = not stream.parts and stream.ending and not stream.trailers
         h2conn.send_data(stream.id, bytes(data), end_stream=last)
         stream.sent += len(data)

@@ -29,6 +29,7 @@ from typing import Callable, Final, Protocol
 
 from shared import log
 
+from .lists import take
 from .wire import Wire
 
 MAX_EVENTS: Final = 512
@@ -198,7 +199,7 @@ class EventLoop:
     def _run_soon(self) -> None:
         soon = self.soon
         while soon:
-            callback = soon.pop(0)
+            callback = take(soon, 0)
             try:
                 callback()
             except Exception:  # noqa: BLE001 - as for fd callbacks

@@ -558,7 +558,12 @@ class Module(BaseModule):
             return None
         if request.settings.values["auth.extern-authn"] and self._extern_user(request, rule):
             return None
-        return SCHEMES[rule.method](self, request, rule)
+        method = rule.method     # a native call each, not a look-up and a generic call
+        if method == "basic":
+            return self._basic(request, rule)
+        if method == "digest":
+            return self._digest(request, rule)
+        return self._extern(request, rule)
 
     def allows_replay(self, request: Request) -> bool:
         """A URL no rule protects: yes; behind Basic with auth.cache: yes (the key
@@ -594,12 +599,18 @@ class Module(BaseModule):
 
     def _basic(self, request: Request, rule: Rule) -> HandlerResult:
         header = _authorization(request)
-        policy = request.settings.values["auth.cache"]
+        policy: CachePolicy | None = request.settings.values["auth.cache"]
         if policy is not None:
             kept = self.logins.get((policy, rule, header))
             if kept is not None and _MONOTONIC() - kept[0] <= policy.max_age:
                 _authenticated(request, kept[1], "Basic")
                 return None
+        return self._basic_login(request, rule, header, policy)
+
+    def _basic_login(self, request: Request, rule: Rule, header: str,
+                     policy: CachePolicy | None) -> HandlerResult:
+        """A login the cache does not hold, checked by the backend (apart from _basic:
+        the closure it makes costs nothing to a cached login)."""
         backend = self._backend(request, "basic")
         if backend is None:
             return 500
@@ -779,6 +790,4 @@ def _nc_value(login: DigestLogin) -> int:
     return int(login.nc, 16) if login.qop and login.nc else -1
 
 
-SCHEMES: Final[dict[str, Callable[[Module, Request, Rule], HandlerResult]]] = {
-    "basic": Module._basic, "digest": Module._digest, "extern": Module._extern,
-}
+SCHEMES: Final = frozenset({"basic", "digest", "extern"})   # handle_uri_clean's
