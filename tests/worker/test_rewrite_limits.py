@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import socket
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from server_util import WorkerProcess, config_text, read_until_closed
-from worker.urlsubst import compile_pattern, may_backtrack
+from worker.urlsubst import anchored, compile_pattern, may_backtrack
 
 RULES = """
 url.rewrite-repeat = ( "^/slow/(a+)+$" => "/never", "^/loop/(.*)" => "/loop/$1" )
@@ -50,3 +53,22 @@ def test_only_patterns_that_can_backtrack_long_are_timed():
              r"^/blog/([0-9]+)$"]
     assert [may_backtrack(compile_pattern(p)) for p in timed] == [True] * len(timed)
     assert [may_backtrack(compile_pattern(p)) for p in plain] == [False] * len(plain)
+
+
+def test_patterns_anchored_at_the_start_are_matched_there_alone():
+    anchored_ones = [r"^/(.*)$", r"^/rw/([^?]*)(\?.*)?$", r"^(?:/a|/b)", r"(?i)^/A"]
+    others = [r"/(.*)$", r"^/a|/b", r"(?:^/a)|x", r"(?m)^/a", r"a^", r"\A/a", r"(^/a)"]
+    assert [anchored(compile_pattern(p)) for p in anchored_ones] == [True] * 4
+    assert [anchored(compile_pattern(p)) for p in others] == [False] * len(others)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([r"^/(.*)$", r"^/rw/([^?]*)(\?.*)?$", r"^(?:/a|/b)(.*)",
+                        r"^/x?y*$", r"^/(a+)?b"]),
+       st.text(alphabet="/abrwxy?=1", max_size=12))
+def test_match_finds_what_search_finds_for_an_anchored_rule(pattern, target):
+    compiled = compile_pattern(pattern)
+    assert anchored(compiled)
+    found, searched = compiled.match(target), compiled.search(target)
+    assert (found and (found.span(), found.groups())) == \
+        (searched and (searched.span(), searched.groups()))
