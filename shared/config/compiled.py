@@ -103,7 +103,9 @@ def evaluate(condition: Condition, value: str) -> tuple[bool, re.Match[str] | No
             same = _same_host(value, condition.pattern.lower())
             return (same if op == "==" else not same), None
     if op in ("=~", "!~"):
-        match = condition.regex.search(value)  # type: ignore[union-attr]
+        regex = condition.regex
+        assert regex is not None        # compiled with the condition (parser.py)
+        match = regex.match(value) if condition.anchored else regex.search(value)
         return (match is not None, match) if op == "=~" else (match is None, None)
     if condition.network is not None:
         inside = _ip_in(condition.network, value)

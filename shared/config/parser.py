@@ -18,6 +18,7 @@ from typing import Iterator
 
 from .errors import ConfigError, Position
 from .lexer import ASSIGN, COMPARE, EOF, INTEGER, NAME, PUNCT, STRING, Token, tokenize
+from .pattern_shape import anchored
 from .pcre import UnsupportedPattern, compile_pcre
 from .tree import HTTP_FIELDS, Block, Condition, ConfigTree, Entry
 from .values import INT_MAX, INT_MIN, Array, Value, ValueError_, checked_int, plus
@@ -490,6 +491,7 @@ def _compile_condition(condition: Condition, position: Position) -> None:
     if condition.op in ("=~", "!~"):
         try:
             condition.regex = compile_pcre(condition.pattern)
+            condition.anchored = anchored(condition.regex)
         except UnsupportedPattern as err:
             raise ConfigError(str(err), position) from None
         except re.error as err:

@@ -84,6 +84,7 @@ class Condition:
     pattern: str
     position: Position
     regex: re.Pattern[str] | None = None
+    anchored: bool = False   # the regex matches at the value's start alone: match, not search
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
 
     @property

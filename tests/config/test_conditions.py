@@ -157,6 +157,14 @@ OPERATOR_CASES = [
     ('$HTTP["cookie"] =~ "session=[0-9a-f]+"', {}, ("Cookie", "x=1; session=beef"), True),
     ('$HTTP["cookie"] == ""', {}, None, True),
     ('$HTTP["language"] =^ "de"', {}, ("Accept-Language", "de-DE,en"), True),
+    # a pattern anchored at the start is matched there alone (match, not search); one
+    # whose ^ sits in an alternative, or comes later, is still searched for
+    ('$HTTP["url"] =~ "^/index"', {}, None, True),
+    ('$HTTP["url"] =~ "^/html"', {"url": "/x/html"}, None, False),
+    ('$HTTP["url"] =~ "^/nope|html"', {}, None, True),
+    ('$HTTP["url"] =~ "(?:^/nope)|index"', {}, None, True),
+    ('$HTTP["url"] !~ "^/index"', {}, None, False),
+    ('$HTTP["querystring"] =~ "(^|&)b=2"', {}, None, True),
 ]
 
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server_util import WorkerProcess, config_text, read_until_closed
-from worker.urlsubst import anchored, compile_pattern, may_backtrack
+from shared.config.pattern_shape import anchored, may_backtrack
+from worker.urlsubst import compile_pattern
 
 RULES = """
 url.rewrite-repeat = ( "^/slow/(a+)+$" => "/never", "^/loop/(.*)" => "/loop/$1" )
