@@ -243,11 +243,13 @@ class Http1Parser:
         if names is None:
             names = header_name(name)
         raw_name, key = names
-        if value:
-            last = value[-1]
+        size = len(value)               # a native length: truth of bytes is a generic call
+        if size:
+            last = value[size - 1]
             if last == 32 or last == 9:     # the value ends before trailing OWS
                 value = value.rstrip(b" \t")
-        if not value:
+                size = len(value)
+        if not size:
             return
         text = value.decode("latin-1")
         fields = request.raw_fields
