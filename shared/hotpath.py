@@ -27,7 +27,8 @@ from pathlib import Path
 # parser and expressions, WebDAV's properties and files, the modules (worker/modules/)
 # that serve files, log them, compress them, front FastCGI, SCGI, HTTP and AJP
 # applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts,
-# include files (SSI) and share files over WebDAV,
+# include files (SSI) and share files over WebDAV, and those a stock config runs on
+# every request (access lists, aliases, redirects, headers, expiry, virtual hosts),
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
@@ -42,7 +43,9 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "modules/mod_wstunnel", "modules/mod_sockproxy", "modules/mod_ajp13",
     "modules/mod_rewrite", "modules/mod_auth", "modules/mod_authn_file",
     "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav",
-    "modules/mod_deflate")) + (
+    "modules/mod_deflate", "modules/mod_access", "modules/mod_alias", "modules/mod_redirect",
+    "modules/mod_setenv", "modules/mod_expire", "modules/mod_evhost",
+    "modules/mod_simple_vhost", "modules/mod_userdir")) + (
     "shared/config/compiled", "shared/config/captures")
 
 REPO_DIR = Path(__file__).resolve().parent.parent

@@ -5,6 +5,8 @@ refuses them) and mod_userdir's memory of password database lookups.
 
 from __future__ import annotations
 
+import pwd
+
 import pytest
 
 from procutil import run_lighttpd
@@ -59,7 +61,7 @@ def test_password_lookups_are_remembered_for_a_minute(monkeypatch):
         asked.append(name)
         if name != "alice":
             raise KeyError(name)
-        return type("Entry", (), {"pw_dir": "/home/alice"})()
+        return pwd.struct_passwd(("alice", "x", 1000, 1000, "", "/home/alice", "/bin/sh"))
 
     monkeypatch.setattr(mod_userdir.pwd, "getpwnam", getpwnam)
     homes = mod_userdir.HomeDirectories()

@@ -59,4 +59,6 @@ class Module(BaseModule):
             _log_denial(request.uri_path, bool(allow))
         return 403
 
-    handle_subrequest_start = handle_uri_clean
+    def handle_subrequest_start(self, request: Request) -> HandlerResult:
+        """The same check again: mod_indexfile may have appended an index name."""
+        return self.handle_uri_clean(request)

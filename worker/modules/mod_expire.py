@@ -77,11 +77,11 @@ def parse_expiry(text: str) -> Expiry:
     if rest.startswith("plus "):
         rest = rest[5:]
     offset = 0
-    while True:
-        term, rest = _term(rest)
+    left: str | None = rest
+    while left is not None:
+        term, left = _term(left)
         offset += term
-        if rest is None:
-            return Expiry(from_modification, offset)
+    return Expiry(from_modification, offset)
 
 
 def _term(text: str) -> tuple[int, str | None]:
