@@ -28,7 +28,8 @@ from pathlib import Path
 # that serve files, log them, compress them, front FastCGI, SCGI, HTTP and AJP
 # applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts,
 # include files (SSI) and share files over WebDAV, and those a stock config runs on
-# every request (access lists, aliases, redirects, headers, expiry, virtual hosts),
+# every request (access lists, aliases, redirects, headers, expiry, virtual hosts, the
+# status pages' URLs),
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
@@ -45,7 +46,8 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "modules/mod_magnet", "modules/mod_ssi", "modules/mod_webdav",
     "modules/mod_deflate", "modules/mod_access", "modules/mod_alias", "modules/mod_redirect",
     "modules/mod_setenv", "modules/mod_expire", "modules/mod_evhost",
-    "modules/mod_simple_vhost", "modules/mod_userdir")) + (
+    "modules/mod_simple_vhost", "modules/mod_userdir", "modules/mod_vhostdb",
+    "modules/mod_status")) + (
     "shared/config/compiled", "shared/config/captures")
 
 REPO_DIR = Path(__file__).resolve().parent.parent

@@ -21,12 +21,13 @@ import html
 import platform
 import re
 import time
+from typing import cast
 
 from shared.config.core_directives import event_handler_in_use
 from shared.config.directives import Directive, Type
 from shared.metrics import (STATE_NAMES, STATISTICS, SegmentCollector, Snapshot,
                             accepts_metrics, exposition, gateway_statistics)
-from shared.stats import Field, StatsSegment
+from shared.stats import Field, State, StatsSegment
 
 from ..module import HandlerResult, Module as BaseModule
 from ..request import Request
@@ -206,10 +207,11 @@ class Module(BaseModule):
         return 200
 
     def server_status(self, request: Request, values: dict) -> int:
-        if StatsSegment.current is None:
+        services = self.services
+        if StatsSegment.current is None or services is None:
             return 503                 # the -1 mode: no master, no segment
-        self.services.counters.publish()   # this worker's round so far, counted too
-        self.services.publish_states(request.connection)   # its connections now, this one too
+        services.counters.publish()   # this worker's round so far, counted too
+        services.publish_states(request.connection)   # its connections now, this one too
         query = request.uri_query
         accept = request.headers.get("accept")
         if _FORMAT_PROMETHEUS.search(query) or (
@@ -219,7 +221,7 @@ class Module(BaseModule):
             return self._answer(request, content_type, body)
         snap = Snapshot(StatsSegment.current)
         # each worker's limit, as worker.server.connection_limit derives it
-        board = Board(snap, self.services.max_connections)
+        board = Board(snap, services.max_connections)
         if query == "auto":
             return self._answer(request, "text/plain", auto_text(snap, board).encode())
         if query.startswith("json"):
@@ -232,6 +234,7 @@ class Module(BaseModule):
 
     def server_config(self, request: Request, values: dict) -> int:
         services = self.services
+        assert services is not None      # a worker's module: services are given
         settings = services.config.settings
         names = "<br />".join(html.escape(type(m).name or type(m).__module__)
                               for m in services.modules)
@@ -367,7 +370,7 @@ def html_page(request: Request, values: dict, snap: Snapshot, board: Board,
     parts.append("</tr>\n")
     for index, words in snap.ordered_workers():
         values_row = (index, words[Field.PID], words[Field.GENERATION],
-                      STATE_NAMES.get(words[Field.STATE], str(words[Field.STATE])),
+                      STATE_NAMES.get(cast(State, words[Field.STATE]), str(words[Field.STATE])),
                       words[Field.ACTIVE], Snapshot.worker_requests(words),
                       words[Field.BYTES_IN], words[Field.BYTES_OUT],
                       words[Field.RSS], f"{words[Field.CPU_MS] / 1000:.2f}",
