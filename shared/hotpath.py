@@ -29,7 +29,7 @@ from pathlib import Path
 # applications, tunnel WebSockets and sockets, rewrite, authenticate, run scripts,
 # include files (SSI) and share files over WebDAV, and those a stock config runs on
 # every request (access lists, aliases, redirects, headers, expiry, virtual hosts, the
-# status pages' URLs),
+# status pages' URLs, the client's address behind a proxy),
 # and the config's per-request form (which settings a request gets under conditional
 # blocks, the groups its regex conditions and rules captured)
 HOT_MODULES = tuple(f"worker/{name}" for name in (
@@ -47,7 +47,7 @@ HOT_MODULES = tuple(f"worker/{name}" for name in (
     "modules/mod_deflate", "modules/mod_access", "modules/mod_alias", "modules/mod_redirect",
     "modules/mod_setenv", "modules/mod_expire", "modules/mod_evhost",
     "modules/mod_simple_vhost", "modules/mod_userdir", "modules/mod_vhostdb",
-    "modules/mod_status")) + (
+    "modules/mod_status", "modules/mod_extforward")) + (
     "shared/config/compiled", "shared/config/captures")
 
 REPO_DIR = Path(__file__).resolve().parent.parent

@@ -96,11 +96,12 @@ class Module:
     #   alone (a path it does not protect, a host it does not serve), from the same
     #   inputs only, so that one such module does not switch the cache off for all;
     # - `reads_headers`: a request with one of these is never replayed (the module
-    #   decides by something the key does not hold);
+    #   decides by something the key does not hold; an instance may set its own, from
+    #   its config: mod_extforward's headers);
     # - `keyed_headers`: these headers' values join the key (an answer that varies
     #   with them, e.g. Accept-Encoding, is kept once per value).
     replay_safe: ClassVar[bool] = False
-    reads_headers: ClassVar[frozenset[str]] = frozenset()
+    reads_headers: frozenset[str] = frozenset()
     keyed_headers: ClassVar[tuple[str, ...]] = ()
     # A module that reads request bodies (a gateway, an upload handler) says so: while
     # none is loaded, a request with a body is answered as soon as its headers are in

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Scope, Type, to_bool
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from shared.config.tree import ConfigTree
 
     from ..connection import Connection
+    from ..transport import Transport
 
 SOURCE = "mod_extforward.c"
 DEFAULT_HEADERS = ("X-Forwarded-For", "Forwarded-For")
@@ -394,8 +395,9 @@ class Module(BaseModule):
                 log.error(SOURCE, f"remote address {connection.remote_ip} is NOT a "
                                   f"trusted proxy, skipping")
             return
-        connection.transport = ProxyHeaderTransport(connection.transport,
-                                                    self._header_handler(connection))
+        # it is a Transport (worker/transport.py's Protocol), its flags read-only
+        connection.transport = cast("Transport", ProxyHeaderTransport(
+            connection.transport, self._header_handler(connection)))
 
     def _header_handler(self, connection: "Connection") -> Callable[[ProxyHeader], None]:
         def received(header: ProxyHeader) -> None:
