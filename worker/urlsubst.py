@@ -25,7 +25,7 @@ import base64
 import re
 import signal
 from dataclasses import dataclass
-from typing import Any, Final, Sequence, cast
+from typing import Any, Callable, Final, Sequence, cast
 
 from shared.config.directives import DirectiveValueError
 from shared.config.pattern_shape import anchored, literal_prefix, may_backtrack, parse_tree
@@ -348,17 +348,17 @@ class MatchTooLong(Exception):
     """A rule's pattern ran past MATCH_SECONDS on this target."""
 
 
+Finder = Callable[[str], "re.Match[str] | None"]   # a compiled pattern's search or match
+
+
 def _stop_match(signum: int, frame: Any) -> None:
     raise MatchTooLong
 
 
-def guarded_search(pattern: re.Pattern[str], target: str,
-                   anchored: bool = False) -> re.Match[str] | None:
-    """`pattern.search(target)` (`match` for an `anchored` pattern), stopped by a
-    timer signal after MATCH_SECONDS (the regex engine checks for signals while it
-    backtracks).  Outside the main thread, where no handler can be set, the search
-    runs unguarded."""
-    find = pattern.match if anchored else pattern.search
+def guarded_search(find: Finder, target: str) -> re.Match[str] | None:
+    """`find(target)` (a rule's search or match), stopped by a timer signal after
+    MATCH_SECONDS (the regex engine checks for signals while it backtracks).  Outside
+    the main thread, where no handler can be set, the search runs unguarded."""
     try:
         previous = signal.signal(signal.SIGALRM, _stop_match)
     except ValueError:
@@ -374,13 +374,15 @@ def guarded_search(pattern: re.Pattern[str], target: str,
 @dataclass(frozen=True, slots=True)
 class Rule:
     pattern: re.Pattern[str]
+    # pattern.match for a pattern anchored at the start (shared/config/pattern_shape.py:
+    # it finds what search finds, trying no later position), else pattern.search
+    find: Finder
     parts: tuple[Part, ...]
     blank: bool                 # an empty replacement: stop looking, change nothing
     once: bool = True           # mod_rewrite: no more rewriting after this one
     reads_url: bool = False     # it has ${url.*} or ${qsa}
     guarded: bool = False       # its pattern may backtrack for long: time-limited
     prefix: str = ""            # what every target it matches starts with
-    anchored: bool = False      # it matches at the target's start alone (see anchored)
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -392,9 +394,9 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         pattern = compile_pattern(key)
         parts = without_missing_groups(parts, pattern.groups)
         tree = parse_tree(pattern)               # read once for both of them
-        rules.append(Rule(pattern, parts, not value, once, reads_url,
-                          may_backtrack(pattern, tree), literal_prefix(pattern, tree),
-                          anchored(pattern, tree)))
+        find = pattern.match if anchored(pattern, tree) else pattern.search
+        rules.append(Rule(pattern, find, parts, not value, once, reads_url,
+                          may_backtrack(pattern, tree), literal_prefix(pattern, tree)))
     return tuple(rules)
 
 
@@ -417,12 +419,8 @@ def substitute(rules: tuple[Rule, ...], request: Request,
         if rule.prefix and not target.startswith(rule.prefix):
             continue                # no call into the regex engine, which costs more
         try:
-            if rule.guarded:
-                match = guarded_search(rule.pattern, target, rule.anchored)
-            elif rule.anchored:
-                match = rule.pattern.match(target)
-            else:
-                match = rule.pattern.search(target)
+            match = guarded_search(rule.find, target) if rule.guarded \
+                else rule.find(target)
         except MatchTooLong:
             raise MatchTooLong(f'matching "{rule.pattern.pattern}" stopped after '
                                f"{MATCH_SECONDS} s while processing uri: {target}"

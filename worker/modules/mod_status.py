@@ -208,7 +208,8 @@ class Module(BaseModule):
 
     def server_status(self, request: Request, values: dict) -> int:
         services = self.services
-        if StatsSegment.current is None or services is None:
+        assert services is not None      # a worker's module: services are given
+        if StatsSegment.current is None:
             return 503                 # the -1 mode: no master, no segment
         services.counters.publish()   # this worker's round so far, counted too
         services.publish_states(request.connection)   # its connections now, this one too
