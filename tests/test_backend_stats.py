@@ -32,7 +32,7 @@ from shared.backend_stats import (BackendName, BackendRow, BackendTable, Counter
                                   configured_backends)
 from shared.metrics import gateway_statistics
 from shared.stats import Field, StatsSegment
-from worker.counters import BackendCounters
+from worker.counters import BackendCounters, publish_backend_counts
 
 sys.path.insert(0, str(REPO / "tests" / "worker"))
 
@@ -143,6 +143,7 @@ def test_a_name_keeps_its_entry_across_generations_and_a_removed_one_is_freed(tm
     new = segment.claim(101, 2, second)
     table.bind(new)
     _counters(table, _spec(second, "/a/")).on_reused()
+    publish_backend_counts()
     rows = {row.name.label: row.counts for row in segment.read_consistent().backends}
     assert set(rows) == {"a", "b", "c"}       # b: the old generation still runs
     assert rows["a"][Counter.REQUESTS] == 2 and rows["a"][Counter.CONNECTED] == 1
@@ -179,6 +180,7 @@ def test_concurrent_retirements_never_make_backend_counts_go_back(tmp_path):
                     counters = _counters(segment.backends, spec)
                     counters.on_connected()
                     counters.on_failed(overloaded=False)
+                    publish_backend_counts()
                     os._exit(0)
                 segment.slot(slot)[Field.PID] = worker
                 os.waitpid(worker, 0)
@@ -249,6 +251,9 @@ def test_a_worker_slots_counters_reach_readers(tmp_path):
     for _ in range(3):
         counters.on_reused()
     counters.set_load(7)
+    (row,) = segment.read_consistent().backends
+    assert (row.counts[Counter.REQUESTS], row.counts[Counter.ACTIVE]) == (0, 7)
+    publish_backend_counts()                    # the round's counts, published at its end
     (row,) = segment.read_consistent().backends
     assert (row.counts[Counter.REQUESTS], row.counts[Counter.ACTIVE]) == (3, 7)
 

@@ -336,3 +336,17 @@ def test_a_scripting_row_names_the_lighttpd_module_it_lacks(monkeypatch, tmp_pat
         assert bench.missing_programs(scenarios[row], SMOKE_SERVERS)[-1] == str(
             tmp_path / plugin)
         assert not bench.missing_programs(scenarios[row], ["pylighttpd"])
+
+
+@needs_wrk
+def test_the_floor_runs_beside_lighttpd_and_pylighttpd():
+    """loadtests/floor.py: the four servers answer the row, without an error."""
+    run = subprocess.run([sys.executable, "loadtests/floor.py", "--rounds", "1", "--seconds",
+                          "1", "--only", "404-nocache"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = {fields[1]: fields for fields in map(str.split, run.stdout.splitlines())
+            if fields and fields[0] == "404-nocache"}
+    assert set(rows) == {"lighttpd", "pylighttpd", "floor", "floor-mypyc"}
+    for fields in rows.values():
+        assert float(fields[2]) > 0 and fields[-1] == "0"      # req/s; errors

@@ -10,7 +10,8 @@ at most one round late; a request is still counted only once its last byte has l
 Without a segment (tests, the -1 mode) the same code publishes into a private array,
 so the hot path has no "is there a segment?" branch.  The same holds for a gateway
 backend's counters (`backend_counters`, in the segment's backend table when the master
-registered the worker's config, else scratch words).
+registered the worker's config, else scratch words), whose requests and connections
+are counted in the round and published with the worker's (`publish_backend_counts`).
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ class WorkerCounters:
         self.touched: list[int] = []
 
     def publish(self) -> None:
-        """Add this round's counts to their words and start the next round at 0."""
+        """Add this round's counts to their words (the backends' too) and start the
+        next round at 0."""
+        if _TOUCHED_BACKENDS:
+            publish_backend_counts()
         touched = self.touched
         if not touched:
             return
@@ -118,11 +122,12 @@ class WorkerCounters:
 
 class BackendCounters:
     """What a worker's `Backend` bumps (shared/backend_stats.py's words of one backend
-    address in this worker's slot): word offsets computed once, so an event costs one
-    indexed add, in compiled code (a gateway request bumps one or two)."""
+    address in this worker's slot): word offsets computed once.  A request's counts
+    (every gateway request has one or two) are kept as plain ints until the round's
+    publish, as the worker's own; a failure, rare, goes to its words at once."""
 
     __slots__ = ("words", "requests", "connected", "died", "overloaded", "disabled",
-                 "active")
+                 "active", "new_requests", "new_connections")
 
     def __init__(self, words: memoryview, index: int) -> None:
         base = index * Counter.WORDS     # made once per backend: no lookup per event
@@ -133,16 +138,27 @@ class BackendCounters:
         self.overloaded: int = base + Counter.OVERLOADED
         self.disabled: int = base + Counter.DISABLED
         self.active: int = base + Counter.ACTIVE
+        self.new_requests = 0          # counted this round, not yet in `words`
+        self.new_connections = 0
 
     def on_connected(self) -> None:
         """A new connection is established, for a request."""
-        words = self.words
-        words[self.connected] += 1
-        words[self.requests] += 1
+        self.on_reused()
+        self.new_connections += 1
 
     def on_reused(self) -> None:
         """A request took a kept connection."""
-        self.words[self.requests] += 1
+        if not self.new_requests:
+            _TOUCHED_BACKENDS.append(self)
+        self.new_requests += 1
+
+    def publish(self) -> None:
+        """This round's counts into the words."""
+        words = self.words
+        words[self.requests] += self.new_requests
+        if self.new_connections:
+            words[self.connected] += self.new_connections
+        self.new_requests = self.new_connections = 0
 
     def on_failed(self, overloaded: bool) -> None:
         """A connect failed (EAGAIN: `overloaded`) and the backend sits out its
@@ -154,6 +170,17 @@ class BackendCounters:
     def set_load(self, requests: int) -> None:
         """Requests under way on it in this worker (once a second)."""
         self.words[self.active] = requests
+
+
+# the backends that counted requests this round, each once
+_TOUCHED_BACKENDS: Final[list[BackendCounters]] = []
+
+
+def publish_backend_counts() -> None:
+    """Every backend's counts of this round into its words."""
+    for counters in _TOUCHED_BACKENDS:
+        counters.publish()
+    _TOUCHED_BACKENDS.clear()
 
 
 def backend_counters(spec: HostSpec, proc: Proc) -> BackendCounters:

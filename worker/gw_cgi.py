@@ -287,7 +287,7 @@ def url_physical_path(request: Request) -> None:
     """The file a request claimed by URL would be (SCRIPT_FILENAME, DOCUMENT_ROOT):
     lighttpd maps the URL path, as the prefix left it, below the document root even
     for a handler that looks for no file."""
-    docroot = request.settings.values["server.document-root"]
+    docroot: str = request.values["server.document-root"]
     request.docroot = request.physical_basedir = docroot
     request.physical_path = docroot.rstrip("/") + "/" + request.uri_path.lstrip("/")
 

@@ -92,7 +92,7 @@ class GatewayModule(Module):
 
     def release(self, request: Request) -> None:
         """Forget the request's exchange (over, or the phases run again)."""
-        exchange = request.plugin_ctx.pop(self.ctx_key, None)
+        exchange: BackendWork | None = request.plugin_ctx.pop(self.ctx_key, None)
         if exchange is not None:
             exchange.release()
 
@@ -145,6 +145,11 @@ class BackendWork:
     def check_timeout(self, now: float) -> None:
         """Once a second: wake the request if its current wait outlasted its timeout
         (which waits have one depends on the kind of work)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """The request is over (answered or aborted): close what is still open and
+        leave the backend's load."""
         raise NotImplementedError
 
 
