@@ -1,10 +1,10 @@
 """The worker's counters in its slot of the master's stats segment.
 
-The hot path counts into a plain list (`pending`); the event loop publishes it into
-the segment at the end of every round of events (`publish`), before the worker waits
-again.  An indexed add on the segment's memoryview boxes and unboxes a 64-bit word
-each time (about a tenth of a microsecond): paid per round and per changed word
-instead of per request and per counter.  A reader in another process sees a count
+The hot path counts into a plain list (`pending`) and native ints; the event loop
+publishes them into the segment at the end of every round of events (`publish`),
+before the worker waits again.  An indexed add on the segment's memoryview boxes and
+unboxes a 64-bit word each time (about a tenth of a microsecond): paid per round and
+per changed word instead of per request and per counter.  A reader in another process sees a count
 at most one round late; a request is still counted only once its last byte has left.
 
 Without a segment (tests, the -1 mode) the same code publishes into a private array,
@@ -50,9 +50,23 @@ def _bucket(seconds: float) -> int:
     return index
 
 
+def _added(words: memoryview, index: int, count: int) -> int:
+    """`count` added to word `index` (the segment untouched for none); what is left
+    of it to count: 0."""
+    if count:
+        words[index] += count
+    return 0
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)   # loadtests/fuzz.py counts calls
 class WorkerCounters:
-    __slots__ = ("words", "pending", "touched")
+    """The words a request or a read changes by a varying index (its method and
+    status, its duration's bucket) are counted in `pending`; the five every request
+    changes at a fixed word are native ints until the round's publish (no boxing of
+    a list item, no index look-up)."""
+
+    __slots__ = ("words", "pending", "touched", "new_accepts", "new_reuses",
+                 "new_bytes_in", "new_bytes_out", "new_duration_us")
 
     def __init__(self, segment: StatsSegment | None = None, slot: int = 0) -> None:
         if segment is not None and slot:
@@ -64,12 +78,15 @@ class WorkerCounters:
         # the words counted this round, each once: a round of one request (a gateway's
         # answer) publishes its few words, not a pass over all of them
         self.touched: list[int] = []
+        self.new_accepts = self.new_reuses = 0
+        self.new_bytes_in = self.new_bytes_out = self.new_duration_us = 0
 
     def publish(self) -> None:
         """Add this round's counts to their words (the backends' too) and start the
         next round at 0."""
         if _TOUCHED_BACKENDS:
             publish_backend_counts()
+        self._publish_fixed()
         touched = self.touched
         if not touched:
             return
@@ -78,6 +95,14 @@ class WorkerCounters:
             words[index] += pending[index]
             pending[index] = 0
         touched.clear()
+
+    def _publish_fixed(self) -> None:
+        words = self.words
+        self.new_accepts = _added(words, _ACCEPTED, self.new_accepts)
+        self.new_reuses = _added(words, _KEEPALIVE_REUSES, self.new_reuses)
+        self.new_bytes_in = _added(words, _BYTES_IN, self.new_bytes_in)
+        self.new_bytes_out = _added(words, _BYTES_OUT, self.new_bytes_out)
+        self.new_duration_us = _added(words, _DURATION_SUM_US, self.new_duration_us)
 
     def _count(self, index: int, count: int) -> None:
         """Add `count` to this round's word `index`."""
@@ -101,23 +126,23 @@ class WorkerCounters:
         words[Field.WAITING] = waiting
 
     def accepted(self) -> None:
-        self._count(_ACCEPTED, 1)
+        self.new_accepts += 1
 
     def keepalive_reuse(self) -> None:
-        self._count(_KEEPALIVE_REUSES, 1)
+        self.new_reuses += 1
 
     def bytes_in(self, count: int) -> None:
-        self._count(_BYTES_IN, count)
+        self.new_bytes_in += count
 
     def bytes_out(self, count: int) -> None:
-        self._count(_BYTES_OUT, count)
+        self.new_bytes_out += count
 
     def request(self, method: str, status: int, seconds: float) -> None:
         """One finished request: method, status class and duration histogram."""
         status_class = status // 100 if 100 <= status < 600 else 5
         self._count(_METHOD_ROW.get(method, _OTHER_ROW) + status_class, 1)
         self._count(_DURATION + _bucket(seconds), 1)
-        self._count(_DURATION_SUM_US, int(seconds * 1_000_000))
+        self.new_duration_us += int(seconds * 1_000_000)
 
 
 class BackendCounters:
