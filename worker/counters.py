@@ -4,8 +4,9 @@ The hot path counts into a plain list (`pending`) and native ints; the event loo
 publishes them into the segment at the end of every round of events (`publish`),
 before the worker waits again.  An indexed add on the segment's memoryview boxes and
 unboxes a 64-bit word each time (about a tenth of a microsecond): paid per round and
-per changed word instead of per request and per counter.  A reader in another process sees a count
-at most one round late; a request is still counted only once its last byte has left.
+per changed word instead of per request and per counter.  A reader in another
+process sees a count at most one round late; a request is still counted only once
+its last byte has left.
 
 Without a segment (tests, the -1 mode) the same code publishes into a private array,
 so the hot path has no "is there a segment?" branch.  The same holds for a gateway
