@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from shared import log
 
+from .transport import Transport
+
 if TYPE_CHECKING:
     from .chunkqueue import ChunkQueue
 
@@ -247,12 +249,13 @@ class HeaderReader:
 
 
 
-class ProxyHeaderTransport:
+class ProxyHeaderTransport(Transport):
     """A connection's transport that reads the PROXY header first, from the socket
     itself, then is the transport it wraps (plain or TLS): TLS starts on the bytes
     after the header, since none of them was read.  The source port the header
     gave is the connection's peer port from then on.  `on_header` learns the header
-    before the first byte of the client's is read.
+    before the first byte of the client's is read.  The wrapped transport's
+    `read_wants_write` (TLS sets it in a read) is copied after each read.
 
     While the header is incomplete, recv raises BlockingIOError (what came is kept);
     a malformed or oversized header is logged and raised as OSError, so the
@@ -260,8 +263,9 @@ class ProxyHeaderTransport:
 
     __slots__ = ("inner", "reader", "on_header", "source_port")
 
-    def __init__(self, inner: Any, on_header: Callable[[ProxyHeader], None]) -> None:
-        self.inner = inner
+    def __init__(self, inner: Transport, on_header: Callable[[ProxyHeader], None]) -> None:
+        super().__init__(inner.pollable)
+        self.inner: Any = inner          # its own members too (a socket's, TLS's)
         self.reader: HeaderReader | None = HeaderReader()
         self.on_header = on_header
         self.source_port = 0
@@ -270,21 +274,16 @@ class ProxyHeaderTransport:
         """What else the inner transport offers (its socket, its TLS connection)."""
         return getattr(self.inner, name)
 
-    @property
-    def pollable(self) -> bool:
-        return self.inner.pollable
-
-    @property
-    def read_wants_write(self) -> bool:
-        return self.inner.read_wants_write
-
     def fileno(self) -> int:
         return self.inner.fileno()
 
     def recv(self) -> bytes:
         if self.reader is not None and not self._read_header():
             return b""
-        return self.inner.recv()
+        try:
+            return self.inner.recv()
+        finally:
+            self.read_wants_write = self.inner.read_wants_write
 
     def _read_header(self) -> bool:
         """Read what is there of the header; True once it is complete, False at the
@@ -323,6 +322,9 @@ class ProxyHeaderTransport:
 
     def shutdown_write(self) -> None:
         self.inner.shutdown_write()
+
+    def negotiated(self) -> bytes:
+        return self.inner.negotiated()
 
     def close(self) -> None:
         self.inner.close()

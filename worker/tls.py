@@ -53,7 +53,7 @@ class TLSTransport(SocketTransport):
     ALPN, client verification and OCSP raise what they met there), and a call that
     fails is read by pyOpenSSL, so its errors are what they were."""
 
-    __slots__ = ("tls", "read_wants_write", "_unsent", "_ssl", "_established")
+    __slots__ = ("tls", "_unsent", "_ssl", "_established")
 
     def __init__(self, sock: socket.socket, context: SSL.Context) -> None:
         super().__init__(sock)
@@ -61,7 +61,6 @@ class TLSTransport(SocketTransport):
         self.tls.set_accept_state()
         self._ssl = self.tls._ssl            # the SSL* the direct calls take
         self._established = False
-        self.read_wants_write = False
         # the queue's next bytes, peeked and not taken yet: a write OpenSSL asked to
         # repeat (it must be), or the rest of a partial one
         self._unsent: bytes | memoryview | None = None

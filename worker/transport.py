@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Final, Protocol
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -23,41 +23,63 @@ READ_SIZE: Final = 64 * 1024
 COPY_SIZE: Final = 256 * 1024    # a file read per write with the copying backend
 
 
-class Transport(Protocol):
-    pollable: bool      # registered in the worker's epoll (else the caller drives it)
-    # a read could not go on before the socket takes a write (a TLS handshake's
-    # flight): the connection polls for EPOLLOUT and reads again then
-    read_wants_write: bool
+@mypyc_attr(allow_interpreted_subclasses=True)   # tls, proxyproto
+class Transport:
+    """What a connection asks of its transport.  A compiled base class, where a
+    Protocol made each of the connection's calls (a read, a send with every request)
+    a Python method call.  `pollable` and `read_wants_write` are plain attributes a
+    subclass sets: compiled code reads them from the object, past any property."""
 
-    def fileno(self) -> int: ...
+    __slots__ = ("pollable", "read_wants_write")
 
-    def recv(self) -> bytes: ...
+    def __init__(self, pollable: bool = True) -> None:
+        # registered in the worker's epoll (else the caller drives it)
+        self.pollable = pollable
+        # a read could not go on before the socket takes a write (a TLS handshake's
+        # flight): the connection polls for EPOLLOUT and reads again then
+        self.read_wants_write = False
 
-    def send(self, out: ChunkQueue) -> int: ...
+    def fileno(self) -> int:
+        raise NotImplementedError
 
-    def send_limited(self, out: ChunkQueue, budget: int) -> int: ...
+    def recv(self) -> bytes:
+        """Bytes received; b"" at the peer's end; BlockingIOError when none are there
+        yet, OSError when the connection broke."""
+        raise NotImplementedError
 
-    def shutdown_write(self) -> None: ...
+    def send(self, out: ChunkQueue) -> int:
+        """Bytes of `out` sent (and taken from it)."""
+        raise NotImplementedError
 
-    def negotiated(self) -> bytes: ...
+    def send_limited(self, out: ChunkQueue, budget: int) -> int:
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def shutdown_write(self) -> None:
+        raise NotImplementedError
 
-    def peer_port(self) -> int: ...
+    def negotiated(self) -> bytes:
+        """The application protocol agreed in a handshake (ALPN), b"" for none."""
+        return b""
 
-    def local_address(self) -> str: ...
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def peer_port(self) -> int:
+        raise NotImplementedError
+
+    def local_address(self) -> str:
+        raise NotImplementedError
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)   # tls.TLSTransport
-class SocketTransport:
+class SocketTransport(Transport):
     """A connected, non-blocking socket.  recv raises BlockingIOError when nothing is
     there and OSError when the connection broke; b"" is the peer's EOF."""
 
     __slots__ = ("sock", "_peer_port", "_local_address")
-    pollable = True
-    read_wants_write = False
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
         self.sock = sock
         self._peer_port = -1            # asked of the kernel once, when first wanted
         self._local_address: str | None = None
@@ -80,10 +102,6 @@ class SocketTransport:
 
     def shutdown_write(self) -> None:
         self.sock.shutdown(socket.SHUT_WR)
-
-    def negotiated(self) -> bytes:
-        """The application protocol agreed in a handshake (ALPN): none here."""
-        return b""
 
     def close(self) -> None:
         try:
@@ -140,15 +158,16 @@ def socket_transport(network_backend: str) -> type[SocketTransport]:
     return CopyingSocketTransport if network_backend == "copy" else SocketTransport
 
 
-class PipeTransport:
+class PipeTransport(Transport):
     """stdin and stdout of the `-1` mode on pipes: reads block in the caller's loop,
     writes block until done; both fds stay open (they are not the connection's)."""
 
     __slots__ = ()
-    pollable = False
-    read_wants_write = False
     STDIN = 0
     STDOUT = 1
+
+    def __init__(self) -> None:
+        super().__init__(pollable=False)
 
     def fileno(self) -> int:
         return self.STDIN
@@ -165,9 +184,6 @@ class PipeTransport:
 
     def shutdown_write(self) -> None:
         """Nothing to half-close: the caller ends the process after the answer."""
-
-    def negotiated(self) -> bytes:
-        return b""
 
     def close(self) -> None:
         """stdin and stdout are the process's, not the connection's."""

@@ -274,7 +274,8 @@ def certificate(tmp_path_factory) -> Path:
     return pem
 
 
-def test_tls_starts_after_the_header(tmp_path, certificate):
+def _tls_behind_proxy(tmp_path, certificate) -> tuple[Path, ssl.SSLContext]:
+    """A site taking a PROXY header, then TLS; a client context for it (unverified)."""
     conf = make_site(tmp_path, f'ssl.engine = "enable"\nssl.pemfile = "{certificate}"\n'
                                'extforward.hap-PROXY = "enable"\n')
     conf.write_text(conf.read_text().replace('server.modules = (',
@@ -282,6 +283,11 @@ def test_tls_starts_after_the_header(tmp_path, certificate):
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return conf, context
+
+
+def test_tls_starts_after_the_header(tmp_path, certificate):
+    conf, context = _tls_behind_proxy(tmp_path, certificate)
     with WorkerProcess(conf) as worker, \
             socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
         sock.sendall(b"PROXY TCP4 203.0.113.10 127.0.0.1 2222 443\r\n")
@@ -291,6 +297,21 @@ def test_tls_starts_after_the_header(tmp_path, certificate):
     assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"], seen["HTTPS"]) == \
         ("203.0.113.10", "2222", "on")
     assert seen["SSL_PROTOCOL"].startswith("TLSv1")
+
+
+def test_http2_by_alpn_after_the_header(tmp_path, certificate):
+    """The protocol TLS agreed on behind a PROXY header is the connection's."""
+    conf, context = _tls_behind_proxy(tmp_path, certificate)
+    context.set_alpn_protocols(["h2"])
+    with WorkerProcess(conf) as worker, \
+            socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(b"PROXY TCP4 203.0.113.10 127.0.0.1 2222 443\r\n")
+        with context.wrap_socket(sock) as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9)[:3] +
+                        b"\x04" + bytes(5))          # the preface, an empty SETTINGS
+            first = tls.recv(9)
+    assert len(first) == 9 and first[3] == 0x04     # the server's SETTINGS frame
 
 
 # ---------------------------------------------------------------- HAProxy in front

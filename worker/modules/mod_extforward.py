@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from shared import log
 from shared.config.directives import Directive, DirectiveValueError, Scope, Type, to_bool
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from shared.config.tree import ConfigTree
 
     from ..connection import Connection
-    from ..transport import Transport
 
 SOURCE = "mod_extforward.c"
 DEFAULT_HEADERS = ("X-Forwarded-For", "Forwarded-For")
@@ -395,9 +394,8 @@ class Module(BaseModule):
                 log.error(SOURCE, f"remote address {connection.remote_ip} is NOT a "
                                   f"trusted proxy, skipping")
             return
-        # it is a Transport (worker/transport.py's Protocol), its flags read-only
-        connection.transport = cast("Transport", ProxyHeaderTransport(
-            connection.transport, self._header_handler(connection)))
+        connection.transport = ProxyHeaderTransport(connection.transport,
+                                                    self._header_handler(connection))
 
     def _header_handler(self, connection: "Connection") -> Callable[[ProxyHeader], None]:
         def received(header: ProxyHeader) -> None:
