@@ -51,7 +51,7 @@ from .module import BACKLOG_HIGH
 from .request import Request, Response
 from .spool import SPILL_AT, Spool
 from .throttle import Throttle
-from .transport import SocketTransport, Transport
+from .transport import Transport
 from .wire import Wire
 
 if TYPE_CHECKING:
@@ -319,17 +319,13 @@ class Connection(Wire):
         "fd", "protocol", "ready", "requests_done", "closing",
         "peer_eof", "events", "state", "linger_deadline",
         "limits", "answers", "sent_total", "queued_total",
-        "read_mark", "held", "replayed", "plain_socket",
+        "read_mark", "held", "replayed",
     )
 
     def __init__(self, server: "Server", transport: Transport, remote_ip: str,
                  socket_spec: str, scheme: str = "http") -> None:
         self.server = server
         self.transport = transport
-        # a plain socket (no TLS, no PROXY header) is polled and never waits on a
-        # write to read: on_event and update_events ask other transports (a generic
-        # attribute look-up each) alone
-        self.plain_socket = type(transport) is SocketTransport
         self.fd = transport.fileno()
         self.set_origin(remote_ip, socket_spec, scheme,
                         {} if server.config.compiled.connection_conditions else None,
@@ -409,8 +405,7 @@ class Connection(Wire):
             if self.state is LINGER:
                 self._linger_read()
                 return
-            if events & EPOLLOUT and not self.plain_socket and \
-                    self.transport.read_wants_write:
+            if events & EPOLLOUT and self.transport.read_wants_write:
                 events |= EPOLLIN          # the read that waited for it goes on
             if events & EPOLLOUT:
                 self.flush()
@@ -968,12 +963,11 @@ class Connection(Wire):
                 self.state = READ
             else:
                 self.state = REQUEST_START
-        plain = self.plain_socket
-        if not plain and not self.transport.pollable:
+        transport = self.transport
+        if not transport.pollable:
             return
         want = 0
-        if (self.out.chunks and not self.paused) or \
-                (not plain and self.transport.read_wants_write):
+        if (self.out.chunks and not self.paused) or transport.read_wants_write:
             want |= EPOLLOUT
         if held is not None:
             if self._reads_held_body(held):

@@ -181,10 +181,8 @@ class BackendCounters:
     def publish(self) -> None:
         """This round's counts into the words."""
         words = self.words
-        words[self.requests] += self.new_requests
-        if self.new_connections:
-            words[self.connected] += self.new_connections
-        self.new_requests = self.new_connections = 0
+        self.new_requests = _added(words, self.requests, self.new_requests)
+        self.new_connections = _added(words, self.connected, self.new_connections)
 
     def on_failed(self, overloaded: bool) -> None:
         """A connect failed (EAGAIN: `overloaded`) and the backend sits out its

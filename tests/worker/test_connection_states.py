@@ -445,3 +445,22 @@ def test_a_busy_connection_keeps_its_parser_and_an_idle_one_lets_it_go(server):
     client.sendall(b"GET /index.html HTTP/1.1\r\nHost: t\r\nX-N: 3\r\n\r\n")
     run_until(server, lambda: connection.requests_done == 3 and not connection.out.chunks)
     assert client.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_a_transport_put_in_at_accept_that_must_write_to_read_is_polled_for_it(server):
+    """An accept hook replaces the socket's transport (TLS does): a read of the new
+    one that waits on a write (a handshake flight the socket did not take) makes the
+    connection poll for EPOLLOUT."""
+    from worker.transport import SocketTransport
+
+    class WaitsOnWrite(SocketTransport):
+        def recv(self) -> bytes:
+            self.read_wants_write = True
+            raise BlockingIOError
+
+    client, connection = connect(server)
+    connection.transport = WaitsOnWrite(connection.transport.sock)
+    client.sendall(b"\x16\x03\x01")              # a client's first bytes arrive
+    run_until(server, lambda: connection.transport.read_wants_write)
+    connection.update_events()
+    assert connection.events & select.EPOLLOUT
