@@ -508,10 +508,17 @@ class OpenFiles:
         self.entries: dict[str, tuple[os.stat_result, SharedFd]] = {}
 
     def get(self, path: str, st: os.stat_result) -> tuple[os.stat_result, SharedFd] | None:
-        held = self.entries.get(path)
-        if held is None or held[0] is st or same_file(held[0], st):
+        """The file held for `path` if it is the version `st` shows; then held with
+        `st` itself, the stat cache's object for the second, which the next look-up
+        finds by `is` (its inode, size and mtime, all the answer reads, are the same)."""
+        entries = self.entries
+        held = entries.get(path)
+        if held is None or held[0] is st:
             return held
-        return None
+        if not same_file(held[0], st):
+            return None
+        held = entries[path] = (st, held[1])
+        return held
 
     def hold(self, path: str, st: os.stat_result, shared: SharedFd) -> None:
         """Hold a share of the file `shared` (version `st`) for the rest of the second."""

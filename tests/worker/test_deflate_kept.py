@@ -27,6 +27,7 @@ from worker.server import Server
 from worker import settled as settled_module
 from worker.settled import SETTLED
 from worker.spool import SPILL_AT
+from worker.statcache import CACHE
 from worker.static import SMALL_FILE
 
 WORDS = "the of and to in is that it for on was with as by at from this be".split() + \
@@ -82,6 +83,8 @@ def worker(tmp_path, monkeypatch):
 deflate.mimetypes = ("text/")
 deflate.allowed-encodings = ("gzip")
 $HTTP["url"] =^ "/cached/" {{ deflate.cache-dir = "{tmp_path}/cache/" }}
+$HTTP["querystring"] =~ "^level" {{ deflate.compression-level = 1 }}
+$HTTP["querystring"] =~ "^other" {{ server.tag = "other" }}
 """, modules=("mod_deflate", "mod_staticfile")))
     server = Server(load(str(conf)), [])
     try:
@@ -126,6 +129,35 @@ def test_a_file_changed_in_the_last_seconds_is_not_kept(worker, monkeypatch):
     answers = _answers(server, [f"/page.html?{n}" for n in range(4)])
     assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 4
     assert counts["compressed"] == 4
+
+
+def test_each_block_keeps_its_own_variant_of_a_file(worker):
+    """Blocks with other settings (another level), or only another dict of them, keep
+    a variant each: requests alternating between them compress nothing again."""
+    server, counts, _ = worker
+    answers = _answers(server, [f"/page.html?{query}{n}" for n in range(3)
+                                for query in ("a", "level", "other")])
+    assert [gzip.decompress(body) for _, body in answers] == [PAGE] * 9
+    assert answers[0][1] != answers[1][1] == answers[4][1]     # level 1: other bytes
+    assert counts["compressed"] <= 3 * (1 + counts["ticks"])
+
+
+def test_a_variant_of_a_changed_file_replaces_the_older_one(worker, tmp_path):
+    """The file changed within the second (its ETag other, a fresh stat shows it): the
+    new variant is kept in place of the older one, whose spool file closes at once."""
+    server, counts, _ = worker
+    before = open_fds()
+    first = _answers(server, ["/big.txt?a"])[0][1]
+    changed = BIG.replace(b"a", b"b")
+    (tmp_path / "www" / "big.txt").write_bytes(changed)
+    os.utime(tmp_path / "www" / "big.txt", (1, 1))      # another ETag for sure
+    CACHE.clear()                                       # as if the second were over
+    second = _answers(server, ["/big.txt?b"])[0][1]
+    assert (gzip.decompress(first), gzip.decompress(second)) == (BIG, changed)
+    assert counts["compressed"] == 2
+    assert len(open_fds() - before) == 2 or counts["ticks"]    # the file and its spool
+    server.pipeline.trigger(server.loop.now)
+    assert open_fds() - before == set()
 
 
 def test_a_kept_file_is_closed_after_the_tick_and_its_last_answer(worker):

@@ -72,7 +72,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-from typing import Any, Final, Iterator
+from typing import Any, Final, Iterable, Iterator
 
 from mypy_extensions import mypyc_attr
 
@@ -98,6 +98,11 @@ SIBLING_SUFFIXES: Final = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip":
 # what a compressed answer drops of the identity's headers (the ETag unless it is odd)
 _CODED_REPLACES: Final = frozenset({"etag", "content-encoding", "accept-ranges"})
 _CODED_REPLACES_BUT_ETAG: Final = frozenset({"content-encoding", "accept-ranges"})
+# Content-Encoding of each coding, one field each: an answer's fields are then the same
+# objects each time, which the rendered-head table (worker/http.py) compares at once
+_ENCODING_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    label: ("Content-Encoding", label) for _, labels in _GROUPS for label in labels}
+_VARY_FIELD: Final[tuple[str, ...]] = ("Vary", "Accept-Encoding")
 MAX_CODINGS: Final = 256         # distinct Accept-Encoding values whose coding is remembered
 
 
@@ -219,10 +224,16 @@ def type_matches(prefixes: tuple[str, ...], content_type: str | None) -> bool:
     return content_type.startswith(prefixes)
 
 
+def _encoding_field(label: str) -> tuple[str, ...]:
+    return _ENCODING_FIELDS.get(label) or ("Content-Encoding", label)
+
+
 def add_vary(response: Response, vary: str | None) -> None:
-    """Accept-Encoding added to the answer's Vary (`vary`, None when it has none)."""
+    """Accept-Encoding added to the answer's Vary (`vary`, None when it has none; no
+    core field, so appended as add_header would)."""
     if vary is None:
-        response.add_header("Vary", "Accept-Encoding")
+        headers: list[Any] = response.headers
+        headers.append(_VARY_FIELD)
     elif "accept-encoding" not in vary.lower():
         response.set_header("Vary", vary + ",Accept-Encoding")
 
@@ -404,17 +415,34 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
         (not response.files or len(body[0]) == 4)      # bytes, or a shared file range
 
 
+# A header field as a response holds it, typed so that compiled code keeps the tuple
+# itself (a tuple[str, str] would be unpacked and made anew at each use)
+Field = tuple[str, ...]
+
+
 class Variant:
     """A kept compressed variant: its parts (bytes, or ranges of a file the table
-    holds a share of) and the ETag its answers carry (None: the identity's is not
-    quoted and stays as it is)."""
+    holds a share of), the header fields its answers carry in place of the identity's
+    (`etag_field`: None where the identity's ETag is not quoted and stays as it is),
+    and what its bytes were made from (Variant.made_from)."""
 
-    __slots__ = ("parts", "coded", "replayable")
+    __slots__ = ("parts", "label", "coded", "replayable", "etag_field", "encoding_field",
+                 "etag", "size", "values", "text")
 
-    def __init__(self, parts: tuple, coded: str | None) -> None:
-        self.parts = parts
+    def __init__(self, label: str, coded: str | None, etag: str, size: int, values: dict,
+                 text: bool) -> None:
+        self.parts: tuple = ()       # set when it is kept (KeptVariants.keep)
+        self.label = label
         self.coded = coded
-        self.replayable = len(parts) <= 1     # as set_body judges a whole file's parts
+        self.replayable = True       # as set_body judges a whole file's parts
+        self.etag_field: Field | None = ("ETag", coded) if coded is not None else None
+        self.encoding_field: Field = _encoding_field(label)
+        self.etag, self.size, self.values, self.text = etag, size, values, text
+
+    def made_from(self, etag: str, size: int, text: bool) -> bool:
+        """Whether the file's version (`etag`, `size`) and brotli's mode, which reads
+        the type (`text`), are those the variant was made with."""
+        return self.etag == etag and self.size == size and self.text == text
 
     def answer(self, response: Response) -> None:
         """The variant as the body of `response` (whose own is closed): each file
@@ -430,11 +458,12 @@ class Variant:
 
 
 class KeptVariants:
-    """The compressed variants of whole static files made this second, by what decides
-    their bytes (variant_key): bytes, or ranges of a file (the cache dir's, or a spool)
-    whose fd the table shares with the answers sending it, so that a kept variant costs
-    no stat, open or compression.  Emptied once a second, and when they would hold more
-    than MAX_BYTES in memory or MAX_FILES open files."""
+    """The compressed variants of whole static files made this second, by file, then
+    coding and config block (its `values`, the same dict for each request in it):
+    bytes, or ranges of a file (the cache dir's, or a spool) whose fd the table shares
+    with the answers sending it, so that a kept variant costs no stat, open or
+    compression.  Emptied once a second, and when they would hold more than
+    MAX_BYTES in memory or MAX_FILES open files."""
 
     MAX_BYTES = 8 << 20
     MAX_FILES = 64
@@ -442,36 +471,62 @@ class KeptVariants:
     __slots__ = ("entries", "size", "files")
 
     def __init__(self) -> None:
-        self.entries: dict[tuple, Variant] = {}
+        self.entries: dict[str, list[Variant]] = {}
         self.size = 0
         self.files = 0
 
-    def get(self, key: tuple) -> Variant | None:
-        return self.entries.get(key)
+    def find(self, path: str, label: str, values: dict) -> Variant | None:
+        """The variant of the file at `path` in the coding `label` made under `values`
+        (of whichever version: Variant.made_from tells)."""
+        kept = self.entries.get(path)
+        if kept is not None:
+            for variant in kept:
+                if variant.values is values and variant.label == label:
+                    return variant
+        return None
 
-    def keep(self, key: tuple, parts: list, coded: str | None) -> list:
-        """Keep the variant `parts` (which an answer owns) with its ETag; the parts
+    def keep(self, path: str, parts: list, made: Variant) -> list:
+        """Keep the variant `parts` (which an answer owns) of the file at `path`, as
+        `made` says (its parts are set here), in place of another version's; the parts
         that answer sends now, its file ranges sharing their fd with the table."""
         shared = [_shared_part(part) for part in parts]
+        made.parts = tuple(shared)
+        made.replayable = len(shared) <= 1
         size = sum(len(part) for part in shared if type(part) is bytes)
-        files = {id(part[3]): part[3] for part in shared if type(part) is not bytes}
+        files = _file_shares([made])
+        older = self.find(path, made.label, made.values)
+        if older is not None:
+            self._drop(path, older)
         if self.size + size > self.MAX_BYTES or self.files + len(files) > self.MAX_FILES:
             self.clear()
         for share in files.values():
             share.acquire()
-        self.entries[key] = Variant(tuple(shared), coded)
+        self.entries.setdefault(path, []).append(made)
         self.size += size
         self.files += len(files)
         return shared
 
+    def _drop(self, path: str, older: Variant) -> None:
+        """Forget the variant `older` of the file at `path` (another version)."""
+        self.entries[path].remove(older)
+        for share in _file_shares([older]).values():
+            share.release()
+            self.files -= 1
+        self.size -= sum(len(part) for part in older.parts if type(part) is bytes)
+
     def clear(self) -> None:
         """Forget every variant; a file goes once the answers sending it are done."""
-        released = {id(part[3]): part[3] for kept in self.entries.values()
-                    for part in kept.parts if type(part) is not bytes}
-        for share in released.values():
+        for share in _file_shares(kept for variants in self.entries.values()
+                                  for kept in variants).values():
             share.release()
         self.entries.clear()
         self.size = self.files = 0
+
+
+def _file_shares(variants: Iterable[Variant]) -> dict[int, SharedFd]:
+    """The shares of the files `variants` send, each once."""
+    return {id(part[3]): part[3] for kept in variants for part in kept.parts
+            if type(part) is not bytes}
 
 
 def _shared_part(part: Any) -> Any:
@@ -480,16 +535,6 @@ def _shared_part(part: Any) -> Any:
         return part
     fd, offset, length = part
     return (fd, offset, length, SharedFd(fd).acquire())
-
-
-def variant_key(request: Request, label: str, etag: str, size: int) -> tuple:
-    """What decides a static file's compressed bytes: the file (its path, ETag and
-    size), the coding and its settings (brotli's mode reads the type), and the cache
-    dir they may come from."""
-    values = request.values
-    return (request.physical_path, etag, size, label, values["deflate.cache-dir"],
-            values["deflate.compression-level"], values["deflate.params"],
-            label == "br" and _is_text(request.response))
 
 
 class _Source:
@@ -713,8 +758,9 @@ class Module(BaseModule):
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
             output.add(encoder.encode(chunk))
         set_body(response, output.finish(), False)
-        self._label_answer(response, label, coded_etag_of(response.get_header("ETag"), label),
-                           None)
+        coded = coded_etag_of(response.get_header("ETag"), label)
+        self._label_answer(response, ("ETag", coded) if coded else None,
+                           _encoding_field(label), None)
         response.remove_header("Content-Length")
         response.encoder = encoder
 
@@ -723,19 +769,22 @@ class Module(BaseModule):
         """The whole entity compressed (a static file's as kept this second, else from
         deflate.cache-dir, else now); `fields`: the answer's, when read before."""
         response = request.response
-        key = variant_key(request, label, etag, source.size) \
-            if request.handler is None and etag else None
-        variant = self.kept.get(key) if key is not None else None
-        if variant is not None:
-            source.close()
-            variant.answer(response)
-            self._label_answer(response, label, variant.coded, fields)
-            return
-        coded = coded_etag_of(etag, label)
+        made = None
+        if request.handler is None and etag:
+            values = request.values
+            text = label == "br" and _is_text(response)
+            variant = self.kept.find(request.physical_path, label, values)
+            if variant is not None and variant.made_from(etag, source.size, text):
+                source.close()
+                variant.answer(response)
+                self._label_answer(response, variant.etag_field, variant.encoding_field,
+                                   fields)
+                return
+            made = Variant(label, coded_etag_of(etag, label), etag, source.size, values, text)
+        coded = made.coded if made is not None else coded_etag_of(etag, label)
         try:
-            if key is not None:
-                parts, whole_file = self._file_variant(request, key, label, etag, coded,
-                                                       source)
+            if made is not None:
+                parts, whole_file = self._file_variant(request, made, source)
             else:
                 parts, whole_file = self._compressed(request, label, source), False
         except OSError as err:
@@ -747,12 +796,15 @@ class Module(BaseModule):
         # a static file's compressed snapshot held in memory may be replayed for the
         # rest of the second, as a small file's own bytes are (worker/answercache.py)
         set_body(response, parts, response.replayable or whole_file)
-        self._label_answer(response, label, coded, fields)
+        self._label_answer(response, ("ETag", coded) if coded else None,
+                           _encoding_field(label), fields)
 
-    def _file_variant(self, request: Request, key: tuple, label: str, etag: str,
-                      coded: str | None, source: _Source) -> tuple[list, bool]:
+    def _file_variant(self, request: Request, made: Variant,
+                      source: _Source) -> tuple[list, bool]:
         """A static answer's compressed body, and whether it is the whole file's: from
-        deflate.cache-dir, else compressed now; kept for the rest of the second."""
+        deflate.cache-dir, else compressed now; kept for the rest of the second as
+        `made` (not yet kept) says."""
+        label, coded, etag = made.label, made.coded, made.etag
         st = self._whole_file_stat(request, etag, source)
         if st is None:
             return self._compressed(request, label, source), False
@@ -764,25 +816,25 @@ class Module(BaseModule):
             parts = self._compressed(request, label, source)
         if not settled(st):       # another change this tick would keep the same ETag
             return parts, True
-        return self.kept.keep(key, parts, coded), True
+        return self.kept.keep(request.physical_path, parts, made), True
 
     @staticmethod
-    def _label_answer(response: Response, label: str, coded: str | None,
+    def _label_answer(response: Response, etag_field: Field | None, encoding_field: Field,
                       fields: AnswerFields | None) -> None:
-        """Content-Encoding and the coded ETag (`coded`; None keeps the identity's) in
-        place of the identity's, and no Accept-Ranges: the list rebuilt once, the
-        fields `fields` found dropped by identity (no name compared again) unless the
-        list was made anew since."""
-        headers = _without(response.headers, fields.etag_field if coded else None,
+        """Content-Encoding and the coded ETag (`etag_field`; None keeps the
+        identity's) in place of the identity's, and no Accept-Ranges: the list rebuilt
+        once, the fields `fields` found dropped by identity (no name compared again)
+        unless the list was made anew since."""
+        headers = _without(response.headers, fields.etag_field if etag_field else None,
                            fields.ranges_field) \
             if fields is not None and fields.unrepeated else None
         if headers is None:
-            replaced = _CODED_REPLACES if coded else _CODED_REPLACES_BUT_ETAG
+            replaced = _CODED_REPLACES if etag_field else _CODED_REPLACES_BUT_ETAG
             headers = [field for field in response.headers
                        if lower_name(field[0]) not in replaced]
-        if coded:
-            headers.append(("ETag", coded))
-        headers.append(("Content-Encoding", label))
+        if etag_field is not None:
+            headers.append(etag_field)
+        headers.append(encoding_field)
         response.headers = headers
 
     def _compressed(self, request: Request, label: str, source: _Source) -> list:
