@@ -137,7 +137,8 @@ class Answer:
 
     __slots__ = ("status", "headers", "length", "body", "file", "http1", "generation",
                  "parsed", "final", "keep_alive", "keep_alive_line", "values", "missing",
-                 "missing_dir", "version", "request_headers", "raw_fields", "env")
+                 "missing_dir", "version", "request_headers", "raw_fields", "env", "head",
+                 "head_date", "head_keeps_alive")
 
     def __init__(self, request: "Request", http1: tuple[bytes, bytes], body: bytes,
                  generation: int, file: SharedRange | None = None) -> None:
@@ -148,6 +149,11 @@ class Answer:
         self.body = body
         self.file = file        # a body sent by sendfile, its share held by the table
         self.http1 = http1
+        # its last HTTP/1 head whole (worker/http.kept_head), for the Date line and
+        # the keep-alive it was made with: the same for every repeat within a second
+        self.head = b""
+        self.head_date = b""
+        self.head_keeps_alive = False
         self.generation = generation
         self.keep_alive = request.keep_alive            # what the client asked for
         self.keep_alive_line = connection_line(request, True)

@@ -372,7 +372,14 @@ def server_line(server_tag: str) -> bytes:
 
 def kept_head(kept: "Answer", keep_alive: bool) -> bytes:
     """A kept answer's head as it goes out again over HTTP/1, with this answer's
-    Connection and Date lines between the parts rendered when it was first sent."""
+    Connection and Date lines between the parts rendered when it was first sent:
+    made once per second and Connection line (the Date line is a new object each
+    second, which the answer holds while it compares it)."""
+    date = DATE.line
+    if kept.head_date is date and kept.head_keeps_alive == keep_alive:
+        return kept.head
     start, tail = kept.http1
-    return b"".join((start, kept.keep_alive_line if keep_alive else CONNECTION_CLOSE,
-                     DATE.line, tail))
+    head = b"".join((start, kept.keep_alive_line if keep_alive else CONNECTION_CLOSE,
+                     date, tail))
+    kept.head, kept.head_date, kept.head_keeps_alive = head, date, keep_alive
+    return head

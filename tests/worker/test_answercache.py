@@ -8,6 +8,7 @@ a changed file, a soft 404) goes through the pipeline again.
 
 from __future__ import annotations
 
+import email.utils
 import os
 import socket
 import time
@@ -78,6 +79,22 @@ def test_replay_says_connection_close_when_the_client_asks(site):
     assert "connection" not in answers[1][1]
     assert answers[2][1]["connection"] == "close"
     assert answers[2][2] == answers[0][2]
+
+
+def test_a_replay_carries_the_date_of_its_own_second(site):
+    """A kept answer's head is made once per second: each repeat, one in a later
+    second too, says the Date of the second it was answered in."""
+    with site.socket() as sock:
+        for pause in (0, 0, 1.2, 0):
+            time.sleep(pause)
+            sent = int(time.time())
+            sock.sendall(get("/index.html").encode())
+            data = b""
+            while not data.endswith(b"hello from pylighttpd\n"):
+                data += sock.recv(65536)
+            answered = int(time.time())
+            date = email.utils.parsedate_to_datetime(split_responses(data)[0][1]["date"])
+            assert sent <= date.timestamp() <= answered
 
 
 def test_http10_replay_has_its_own_status_line(site):
