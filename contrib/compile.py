@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -68,6 +69,7 @@ TRAINING = ("1k-keepalive", "16k-keepalive", "404", "404-nocache", "dirlisting",
 BROWSER_TRAINING = ((), ("--accesslog",), ("--no-answer-cache",))
 TRAINING_ROUNDS = "20"
 TRAINING_SECONDS = 180          # a row that takes longer than this is stopped
+TRAINING_GRACE_SECONDS = 20     # for it to stop its backends
 
 
 def uses_gcc() -> bool:
@@ -136,15 +138,25 @@ def train() -> int:
         [["--browser", *extra] for extra in BROWSER_TRAINING]
     completed = 0
     for run in runs:
+        process = subprocess.Popen([sys.executable, str(REPO / "loadtests" / "microbench.py"),
+                                    *run, "--rounds", TRAINING_ROUNDS], cwd=REPO,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            result = subprocess.run([sys.executable, str(REPO / "loadtests" / "microbench.py"),
-                                     *run, "--rounds", TRAINING_ROUNDS], cwd=REPO,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    timeout=TRAINING_SECONDS)
+            completed += process.wait(TRAINING_SECONDS) == 0
         except subprocess.TimeoutExpired:
-            continue
-        completed += result.returncode == 0
+            stop_training_run(process)
     return completed
+
+
+def stop_training_run(process: subprocess.Popen) -> None:
+    """Stop a run that took too long: interrupted, so that it stops the backends it
+    started (each in a session of its own), killed if it does not end."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(TRAINING_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def main() -> int:
