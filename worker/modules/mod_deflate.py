@@ -98,11 +98,14 @@ SIBLING_SUFFIXES: Final = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip":
 # what a compressed answer drops of the identity's headers (the ETag unless it is odd)
 _CODED_REPLACES: Final = frozenset({"etag", "content-encoding", "accept-ranges"})
 _CODED_REPLACES_BUT_ETAG: Final = frozenset({"content-encoding", "accept-ranges"})
+# A header field as a response holds it, typed so that compiled code keeps the tuple
+# itself (a tuple[str, str] would be unpacked and made anew at each use)
+Field = tuple[str, ...]
 # Content-Encoding of each coding, one field each: an answer's fields are then the same
 # objects each time, which the rendered-head table (worker/http.py) compares at once
-_ENCODING_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+_ENCODING_FIELDS: Final[dict[str, Field]] = {
     label: ("Content-Encoding", label) for _, labels in _GROUPS for label in labels}
-_VARY_FIELD: Final[tuple[str, ...]] = ("Vary", "Accept-Encoding")
+_VARY_FIELD: Final[Field] = ("Vary", "Accept-Encoding")
 MAX_CODINGS: Final = 256         # distinct Accept-Encoding values whose coding is remembered
 
 
@@ -224,8 +227,13 @@ def type_matches(prefixes: tuple[str, ...], content_type: str | None) -> bool:
     return content_type.startswith(prefixes)
 
 
-def _encoding_field(label: str) -> tuple[str, ...]:
+def _encoding_field(label: str) -> Field:
     return _ENCODING_FIELDS.get(label) or ("Content-Encoding", label)
+
+
+def _etag_field(coded: str | None) -> Field | None:
+    """The ETag field of a compressed answer (`coded`), None to keep the identity's."""
+    return ("ETag", coded) if coded else None
 
 
 def add_vary(response: Response, vary: str | None) -> None:
@@ -415,11 +423,6 @@ def set_body(response: Response, parts: list, replayable: bool) -> None:
         (not response.files or len(body[0]) == 4)      # bytes, or a shared file range
 
 
-# A header field as a response holds it, typed so that compiled code keeps the tuple
-# itself (a tuple[str, str] would be unpacked and made anew at each use)
-Field = tuple[str, ...]
-
-
 class Variant:
     """A kept compressed variant: its parts (bytes, or ranges of a file the table
     holds a share of), the header fields its answers carry in place of the identity's
@@ -435,7 +438,7 @@ class Variant:
         self.label = label
         self.coded = coded
         self.replayable = True       # as set_body judges a whole file's parts
-        self.etag_field: Field | None = ("ETag", coded) if coded is not None else None
+        self.etag_field = _etag_field(coded)
         self.encoding_field: Field = _encoding_field(label)
         self.etag, self.size, self.values, self.text = etag, size, values, text
 
@@ -758,8 +761,8 @@ class Module(BaseModule):
         for chunk in read_parts(written, values["deflate.work-block-size"] << 10):
             output.add(encoder.encode(chunk))
         set_body(response, output.finish(), False)
-        coded = coded_etag_of(response.get_header("ETag"), label)
-        self._label_answer(response, ("ETag", coded) if coded else None,
+        self._label_answer(response,
+                           _etag_field(coded_etag_of(response.get_header("ETag"), label)),
                            _encoding_field(label), None)
         response.remove_header("Content-Length")
         response.encoder = encoder
@@ -796,8 +799,7 @@ class Module(BaseModule):
         # a static file's compressed snapshot held in memory may be replayed for the
         # rest of the second, as a small file's own bytes are (worker/answercache.py)
         set_body(response, parts, response.replayable or whole_file)
-        self._label_answer(response, ("ETag", coded) if coded else None,
-                           _encoding_field(label), fields)
+        self._label_answer(response, _etag_field(coded), _encoding_field(label), fields)
 
     def _file_variant(self, request: Request, made: Variant,
                       source: _Source) -> tuple[list, bool]:
