@@ -196,7 +196,7 @@ class Request:
         "arrived_as", "remote_ip", "socket_spec", "config", "condition_cache", "origin_ip",
         "handler", "aborted", "error_origin",
         "loops", "woken", "target_orig", "env", "start_mark", "end_mark", "_remote_port",
-        "wire",
+        "wire", "plain_target",
     )
 
     def __init__(self, connection: Any, start: float) -> None:
@@ -251,6 +251,10 @@ class Request:
         self.loops = 0                   # times the phases ran (COMEBACK, error handler)
         self.woken = False               # the holding module called wake()
         self.target_orig = ""            # the target as received (REQUEST_URI)
+        # the target when set_target found it in origin form and ASCII with no escape,
+        # fragment nor control (urlnorm's AS_IS), else "": `target is plain_target`
+        # says so of the target as it is now (whoever changed it since)
+        self.plain_target = ""
         self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
         self.start_mark = self.end_mark = 0   # where its answer lies in the output stream
         self._remote_port = -1                # none set by a module (see remote_port)
@@ -448,6 +452,8 @@ class Request:
         self.uri_path_raw = path
         self.uri_query = query if plain or not query else normalised_query(target, flags)
         self.uri_path = clean_path(path)
+        if plain and target is self.target and target.startswith("/"):
+            self.plain_target = target          # origin form, as received
 
     def _absolute_form(self, target: str) -> str:
         if target == "*" and self.method == "OPTIONS":

@@ -232,10 +232,17 @@ def _unfragmented(target: str) -> str:
 
 def normalised(target: str, flags: int) -> str:
     """`target` as lighttpd keeps it after parsing under `flags` (see the top)."""
-    if all_kept(target, AS_IS_TABLE) and not (
-            flags & URL_DOTSEG_REMOVE and _may_hold_dot_segment(target)):
-        return target           # nothing to decode, escape nor remove: the usual case
+    if all_kept(target, AS_IS_TABLE):
+        return normalised_plain(target, flags)
     return _normalised(target, flags)[0]
+
+
+def normalised_plain(target: str, flags: int) -> str:
+    """normalised() of a target all_kept(AS_IS_TABLE) holds for: itself unless dot
+    segments are to go (nothing to decode nor escape: the usual case)."""
+    if flags & URL_DOTSEG_REMOVE and _may_hold_dot_segment(target):
+        return _normalised(target, flags)[0]
+    return target
 
 
 def normalised_query(target: str, flags: int) -> str:

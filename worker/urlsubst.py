@@ -32,7 +32,7 @@ from shared.config.pattern_shape import anchored, literal_prefix, may_backtrack,
 from shared.config.pcre import UnsupportedPattern, compile_pcre
 
 from .request import Request
-from .urlnorm import normalised
+from .urlnorm import normalised, normalised_plain
 
 # burl_append flags
 ENCODE_ALL: Final = 1
@@ -62,6 +62,8 @@ def rule_target(request: Request) -> str:
     """What rules match: the request's target in origin form (the path of an
     absolute-form target), normalised under server.http-parseopts."""
     target = request.target
+    if target is request.plain_target:      # set_target found it kept as it is
+        return normalised_plain(target, request.url_flags)
     if not target.startswith("/") and target != "*":
         path, mark, query = target.partition("?")
         target = request.uri_path_raw + mark + query

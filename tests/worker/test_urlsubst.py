@@ -21,9 +21,11 @@ from worker.urlsubst import (CONDITION_GROUP, DECODE_B64U, ENCODE_ALL, ENCODE_B6
                              ENCODE_NDE, ENCODE_NONE, ENCODE_PSNDE, PORT, QSA,
                              RULE_GROUP, TOLOWER, URL_PART, UrlParts, burl_append,
                              compile_pattern, compile_replacement, expand,
-                             normalize_key, normalize_value, without_missing_groups)
+                             normalize_key, normalize_value, rule_target,
+                             without_missing_groups)
 from worker.urlnorm import normalised
 from shared.config.parseopts import DEFAULT_URL
+from server_util import detached_request
 
 URL = UrlParts("http", "example.org:8080", 81, "/p/a%20th", "x=1&y")
 
@@ -170,6 +172,22 @@ def test_a_rule_that_cannot_work_is_a_config_error(tmp_path: Path, module, setti
                     f"{setting}\n")
     with pytest.raises(ConfigError, match=message):
         load(str(conf))
+
+
+@pytest.mark.parametrize("target", ["/a/b.html?x=1", "/a/./b/../c?y", "/a//b", "/caf%c3%a9",
+                                    "/%7euser/", "http://h.example/p?q", "*"])
+def test_the_rule_target_is_the_normalised_target_however_it_was_found(target):
+    """A target set_target found kept as it is skips the check of its octets; any other
+    (escapes, dot segments, absolute form, one changed since) is normalised."""
+    request = detached_request()
+    request.method = "OPTIONS" if target == "*" else "GET"
+    request.set_target(target)
+    origin = request.uri_path_raw + target[len(target.partition("?")[0]):] \
+        if target.startswith("http") else target
+    assert rule_target(request) == normalised(origin, DEFAULT_URL)
+    request.target = "/changed/%7e/./x"            # as mod_magnet may set it
+    assert rule_target(request) == normalised("/changed/%7e/./x", DEFAULT_URL) == \
+        "/changed/~/x"
 
 
 def test_patterns_match_the_normalised_target():
