@@ -45,9 +45,14 @@ MYPY_FLAGS = ("--ignore-missing-imports", "--follow-imports=silent",
               "--warn-unreachable", "--enable-error-code=redundant-expr")
 
 
+def c_compiler() -> str:
+    """The C compiler Python's extensions are built with."""
+    return (sysconfig.get_config_var("CC") or "cc").split()[0]
+
+
 def missing_toolchain() -> str | None:
     """What compiling needs and this machine lacks, or None."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    compiler = c_compiler()
     if shutil.which(compiler) is None:
         return "no C compiler (Debian: apt-get install gcc)"
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
@@ -74,9 +79,8 @@ TRAINING_GRACE_SECONDS = 20     # for it to stop its backends
 
 def uses_gcc() -> bool:
     """Whether the C compiler is GCC, whose profile flags PGO uses."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     try:
-        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+        version = subprocess.run([c_compiler(), "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return False

@@ -448,12 +448,12 @@ class Request:
                 self.target_orig = self.target_orig[len(target) - len(origin):] \
                     if target.endswith(origin) else origin
             target = origin
+        elif plain:
+            self.plain_target = target          # origin form, kept as received
         path, query = split_target(target, flags)
         self.uri_path_raw = path
         self.uri_query = query if plain or not query else normalised_query(target, flags)
         self.uri_path = clean_path(path)
-        if plain and target is self.target and target.startswith("/"):
-            self.plain_target = target          # origin form, as received
 
     def _absolute_form(self, target: str) -> str:
         if target == "*" and self.method == "OPTIONS":
