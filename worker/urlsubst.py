@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Final, Sequence, cast
 
 from shared.config.directives import DirectiveValueError
-from shared.config.pattern_shape import anchored, literal_prefix, may_backtrack, parse_tree
+from shared.config.pattern_shape import (
+    PATH_QUERY_TAIL, REST_TAIL, anchored, literal_prefix, may_backtrack, parse_tree,
+    tail_shape)
 from shared.config.pcre import UnsupportedPattern, compile_pcre
 
 from .request import Request
@@ -296,7 +298,7 @@ def url_parts(request: Request, target: str) -> UrlParts:
                     query if mark else None)
 
 
-def expand(parts: tuple[Part, ...], groups: re.Match[str] | tuple[str, ...],
+def expand(parts: tuple[Part, ...], groups: re.Match[str] | tuple[str | None, ...],
            condition_groups: tuple[str, ...], url: UrlParts) -> str:
     """The replacement with its references filled in.  The rule's groups are read
     from its match one by one (cheaper than making the tuple of them all), so
@@ -385,6 +387,7 @@ class Rule:
     reads_url: bool = False     # it has ${url.*} or ${qsa}
     guarded: bool = False       # its pattern may backtrack for long: time-limited
     prefix: str = ""            # what every target it matches starts with
+    tail: int = 0               # a known tail after `^prefix` (pattern_shape.tail_shape)
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -398,7 +401,8 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         tree = parse_tree(pattern)               # read once for both of them
         find = pattern.match if anchored(pattern, tree) else pattern.search
         rules.append(Rule(pattern, find, parts, not value, once, reads_url,
-                          may_backtrack(pattern, tree), literal_prefix(pattern, tree)))
+                          may_backtrack(pattern, tree), literal_prefix(pattern, tree),
+                          tail_shape(pattern, tree)))
     return tuple(rules)
 
 
@@ -411,6 +415,27 @@ def without_missing_groups(parts: tuple[Part, ...], groups: int) -> tuple[Part, 
 _NO_URL: Final = UrlParts("", "", 0, "", None)
 
 
+def _search(rule: Rule, target: str) -> re.Match[str] | None:
+    """The rule's pattern matched against `target` by the regex engine."""
+    try:
+        return guarded_search(rule.find, target) if rule.guarded else rule.find(target)
+    except MatchTooLong:
+        raise MatchTooLong(f'matching "{rule.pattern.pattern}" stopped after '
+                           f"{MATCH_SECONDS} s while processing uri: {target}") from None
+
+
+def _tail_groups(tail: int, target: str, start: int) -> tuple[str | None, ...]:
+    """The groups the regex engine finds for a rule of a known `tail` (pattern_shape)
+    on `target`, which starts with the rule's literal and holds no newline."""
+    if tail == REST_TAIL:
+        return target, target[start:]
+    mark = target.find("?", start)
+    if mark < 0:
+        return target, target[start:], None
+    return target, target[start:mark], \
+        target[mark:] if tail == PATH_QUERY_TAIL else target[mark + 1:]
+
+
 def substitute(rules: tuple[Rule, ...], request: Request,
                condition_groups: tuple[str, ...]) -> tuple[Rule, str] | None:
     """The first rule that matches the request's target and its filled-in replacement
@@ -420,15 +445,13 @@ def substitute(rules: tuple[Rule, ...], request: Request,
     for rule in rules:
         if rule.prefix and not target.startswith(rule.prefix):
             continue                # no call into the regex engine, which costs more
-        try:
-            match = guarded_search(rule.find, target) if rule.guarded \
-                else rule.find(target)
-        except MatchTooLong:
-            raise MatchTooLong(f'matching "{rule.pattern.pattern}" stopped after '
-                               f"{MATCH_SECONDS} s while processing uri: {target}"
-                               ) from None
-        if match is None:
-            continue
+        match: re.Match[str] | tuple[str | None, ...] | None
+        if rule.tail and "\n" not in target:
+            match = _tail_groups(rule.tail, target, len(rule.prefix))
+        else:
+            match = _search(rule, target)
+            if match is None:
+                continue
         if rule.blank:
             return None
         url = url_parts(request, target) if rule.reads_url else _NO_URL

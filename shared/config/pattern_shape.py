@@ -2,14 +2,16 @@
 `re`'s own parse of it: whether matching may backtrack for long (URL rules then run
 under a time limit), the literal text every match starts with (a rule is skipped
 without calling the regex engine), and whether it matches at the start alone (`match`
-then finds what `search` would).  Rules (worker/urlsubst.py) and conditions
-(shared/config/parser.py) ask it once, when the config loads.
+then finds what `search` would), and whether it is one of the commonest rules
+(`^literal(.*)$`, `^literal([^?]*)(\\?.*)?$`), whose match needs no regex engine.
+Rules (worker/urlsubst.py) and conditions (shared/config/parser.py) ask it once, when
+the config loads.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 try:                                               # CPython's own parser
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -88,3 +90,47 @@ def literal_prefix(pattern: re.Pattern[str], tree: Any = None) -> str:
             break
         prefix.append(chr(argument))
     return "".join(prefix)
+
+
+
+# the tails, after `^` and a literal, of the commonest URL rules: on a target holding
+# no newline (which `.` and `$` treat apart) each matches whenever the target starts
+# with the literal, and its groups are cut from the rest of the target without the
+# regex engine (PCRE's JIT makes such a match as cheap in lighttpd)
+REST_TAIL: Final = 1            # (.*)$: group 1 is the rest
+PATH_QUERY_TAIL: Final = 2      # ([^?]*)(\?.*)?$: 1 up to the first "?", 2 from it
+PATH_BARE_QUERY_TAIL: Final = 3     # ([^?]*)(?:\?(.*))?$: 2 after the "?"
+_TAILS = {r"(.*)": REST_TAIL, r"(.*)$": REST_TAIL, r"(.*)\Z": REST_TAIL,
+          r"([^?]*)(\?.*)?": PATH_QUERY_TAIL, r"([^?]*)(\?.*)?$": PATH_QUERY_TAIL,
+          r"([^?]*)(?:\?(.*))?": PATH_BARE_QUERY_TAIL,
+          r"([^?]*)(?:\?(.*))?$": PATH_BARE_QUERY_TAIL}
+
+
+def tail_shape(pattern: re.Pattern[str], tree: Any = None) -> int:
+    """Which of the tails above follows `^` and literal_prefix in `pattern` (0: none,
+    or a case-insensitive pattern); `tree` as for may_backtrack."""
+    tree = tree if tree is not None else parse_tree(pattern)
+    if pattern.flags & re.IGNORECASE or not anchored(pattern, tree):
+        return 0
+    tail = list(tree.data)[1 + len(literal_prefix(pattern, tree)):]
+    return _tail_shapes().get(_dump(tail), 0)
+
+
+def _dump(node: Any) -> str:
+    """A parse (tree) as text to compare with another: its nested lists unwrapped."""
+    if hasattr(node, "data"):
+        node = node.data
+    if isinstance(node, (tuple, list)):
+        return "(" + ",".join(_dump(item) for item in node) + ")"
+    return repr(node)
+
+
+_tail_dumps: dict[str, int] = {}
+
+
+def _tail_shapes() -> dict[str, int]:
+    """_TAILS by the dump of their parse, made when first asked."""
+    if not _tail_dumps and _sre_parse is not None:
+        _tail_dumps.update((_dump(_sre_parse.parse(tail, 0)), shape)
+                           for tail, shape in _TAILS.items())
+    return _tail_dumps

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server_util import WorkerProcess, config_text, read_until_closed
-from shared.config.pattern_shape import anchored, may_backtrack
-from worker.urlsubst import compile_pattern
+from shared.config.pattern_shape import (
+    PATH_BARE_QUERY_TAIL, PATH_QUERY_TAIL, REST_TAIL, anchored, literal_prefix, may_backtrack,
+    tail_shape)
+from worker.urlsubst import _tail_groups, compile_pattern
 
 RULES = """
 url.rewrite-repeat = ( "^/slow/(a+)+$" => "/never", "^/loop/(.*)" => "/loop/$1" )
@@ -73,3 +75,31 @@ def test_match_finds_what_search_finds_for_an_anchored_rule(pattern, target):
     found, searched = compiled.match(target), compiled.search(target)
     assert (found and (found.span(), found.groups())) == \
         (searched and (searched.span(), searched.groups()))
+
+
+
+def test_the_commonest_rules_are_known_by_their_tail():
+    known = {r"^/rw/(.*)$": REST_TAIL, r"^/rw/(.*)": REST_TAIL, r"^(.*)$": REST_TAIL,
+             r"^/a\.b(.*)$": REST_TAIL, r"(?s)^/a(.*)$": REST_TAIL,
+             r"^/rw/([^?]*)(\?.*)?$": PATH_QUERY_TAIL, r"^/([^?]*)(\?.*)?": PATH_QUERY_TAIL,
+             r"^/wiki/([^?]*)(?:\?(.*))?$": PATH_BARE_QUERY_TAIL}
+    others = [r"^/a(?:.*)$", r"^/a(.*)x$", r"^/a(.*?)$", r"(?i)^/a(.*)$", r"^/a(.+)$",
+              r"^/a(.*)$|^/b", r"^/a(.*)(.*)$", r"^/a((.*))$", r"^/a(.)*$", r"/a(.*)$",
+              r"(?m)^/a(.*)$", r"^/a(.*)($)", r"^/a(.*)\Z", r"^/x/([^?]*)(\?.*)$",
+              r"^/x/([^?]*)(\?.+)?$", r"^/x/([^?]+)(\?.*)?$", r"^/x/([^?]*)(\?.*)?x$"]
+    assert {p: tail_shape(compile_pattern(p)) for p in known} == known
+    assert [tail_shape(compile_pattern(p)) for p in others] == [0] * len(others)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([r"^/rw/(.*)$", r"^/rw/(.*)", r"^(.*)$", r"^/a\.b(.*)$",
+                        r"(?s)^/a(.*)$", r"^/rw/([^?]*)(\?.*)?$", r"^/([^?]*)(\?.*)?",
+                        r"^/a([^?]*)(?:\?(.*))?$"]),
+       st.text(alphabet="/abrw.?=1", max_size=12))
+def test_a_rule_of_known_tail_matches_as_the_engine_does_without_newline(pattern, target):
+    compiled = compile_pattern(pattern)
+    prefix = literal_prefix(compiled)
+    engine = compiled.match(target)
+    taken = _tail_groups(tail_shape(compiled), target, len(prefix)) \
+        if target.startswith(prefix) else None
+    assert taken == (engine and (engine.group(0), *engine.groups()))
