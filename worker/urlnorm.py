@@ -66,6 +66,7 @@ _REFUSALS: Final[dict[int, tuple[re.Pattern[str], re.Pattern[str] | None]]] = {
     0: (re.compile(f"[{_RAW_CTRLS}\\udcff]"), None),
 }
 _REFUSAL_BITS: Final = URL_CTRLS_REJECT | URL_INVALID_UTF8_REJECT
+_PATH_REFUSAL_BITS: Final = URL_2F_REJECT | URL_DOTSEG_REJECT
 REFUSED_OCTET: Final = "control character or invalid UTF-8 octet in the URL"
 
 
@@ -210,11 +211,13 @@ def refusal(target: str, flags: int, vetted: bool = False) -> str | None:
     """Why lighttpd answers 400 to `target` under `flags`, or None.  With `vetted`, its
     raw octets were checked where it was parsed (HTTP/1: llhttp refuses controls,
     spaces, DEL and non-ASCII octets anywhere in a target)."""
+    if vetted and "%" not in target and not flags & _PATH_REFUSAL_BITS:
+        return None                             # the usual case, told without a look-up
     raw, escaped = _REFUSALS[flags & _REFUSAL_BITS]
     if (not vetted and raw.search(_unfragmented(target))) or \
             (escaped is not None and "%" in target and escaped.search(_unfragmented(target))):
         return REFUSED_OCTET
-    if flags & (URL_2F_REJECT | URL_DOTSEG_REJECT):
+    if flags & _PATH_REFUSAL_BITS:
         text, mark = _normalised(target, flags)
         path = text if mark < 0 else text[:mark]
         if flags & URL_2F_REJECT and "%2F" in path:

@@ -33,8 +33,9 @@ from shared.config.pattern_shape import (
     tail_shape)
 from shared.config.pcre import UnsupportedPattern, compile_pcre
 
+from .bytesets import all_kept
 from .request import Request
-from .urlnorm import normalised, normalised_plain
+from .urlnorm import AS_IS_TABLE, normalised, normalised_plain
 
 # burl_append flags
 ENCODE_ALL: Final = 1
@@ -388,6 +389,9 @@ class Rule:
     guarded: bool = False       # its pattern may backtrack for long: time-limited
     prefix: str = ""            # what every target it matches starts with
     tail: int = 0               # a known tail after `^prefix` (pattern_shape.tail_shape)
+    # its replacement is literals of urlnorm.AS_IS_TABLE and `$n` as they are: from a
+    # target all_kept(AS_IS_TABLE) holds for, it makes another
+    keeps_plain: bool = False
 
 
 def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[Rule, ...]:
@@ -402,8 +406,14 @@ def compile_rules(pairs: Sequence[tuple[str, str]], once: bool = True) -> tuple[
         find = pattern.match if anchored(pattern, tree) else pattern.search
         rules.append(Rule(pattern, find, parts, not value, once, reads_url,
                           may_backtrack(pattern, tree), literal_prefix(pattern, tree),
-                          tail_shape(pattern, tree)))
+                          tail_shape(pattern, tree), _keeps_plain(parts)))
     return tuple(rules)
+
+
+def _keeps_plain(parts: tuple[Part, ...]) -> bool:
+    """Whether a replacement of `parts` is plain whenever the rule's groups are."""
+    return all(all_kept(part, AS_IS_TABLE) if type(part) is str
+               else part[0] == RULE_GROUP and part[2] == 0 for part in parts)
 
 
 def without_missing_groups(parts: tuple[Part, ...], groups: int) -> tuple[Part, ...]:

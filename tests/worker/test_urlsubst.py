@@ -23,7 +23,9 @@ from worker.urlsubst import (CONDITION_GROUP, DECODE_B64U, ENCODE_ALL, ENCODE_B6
                              compile_pattern, compile_replacement, expand,
                              normalize_key, normalize_value, rule_target,
                              without_missing_groups)
-from worker.urlnorm import normalised
+from worker.urlsubst import _keeps_plain
+from worker.bytesets import all_kept
+from worker.urlnorm import AS_IS_TABLE, normalised
 from shared.config.parseopts import DEFAULT_URL
 from server_util import detached_request
 
@@ -87,6 +89,18 @@ def test_lighttpds_reading_of_odd_references():
     # unknown characters are skipped, an unknown esc... runs to the next ':',
     # junk after the number is skipped to '}', an unterminated one ends the result
     assert filled("/${foo1}/${ 1 }/${1junk}/${esc}x:${1}/${1") == "/one/one/one/one/"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["/$1", "/x/$1$2", "/$0?a=b", "/$1%2", "/${1}", "/%41$1",
+                        "/${noesc:1}", "/a b/$1", "/${url.path}"]),
+       st.text(alphabet="/.ab?=&%2F", max_size=10), st.text(alphabet="/.ab?=&", max_size=6))
+def test_a_replacement_said_to_keep_plain_groups_plain_does(replacement, group, host):
+    parts = without_missing_groups(compile_replacement(normalize_value(replacement)), 2)
+    result = expand(parts, ("/" + group, group, group), ("", host), URL)
+    if _keeps_plain(parts) and all_kept(group, AS_IS_TABLE):
+        assert all_kept(result, AS_IS_TABLE)
+    assert _keeps_plain(parts) == (replacement in ("/$1", "/x/$1$2", "/$0?a=b"))
 
 
 def test_compiled_parts():

@@ -32,7 +32,7 @@ from shared.config.directives import Directive, Type
 
 from ..module import COMEBACK, ERROR, HandlerResult, Module as BaseModule
 from ..request import Request
-from ..urlnorm import normalised, refusal
+from ..urlnorm import normalised, normalised_plain, refusal
 from ..urlsubst import MatchTooLong, Rule, compile_rules, substitute
 
 MAX_REWRITES: Final = 100    # lighttpd's "ENDLESS LOOP IN rewrite-rule" limit
@@ -152,6 +152,7 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
             return ERROR
         if state.finished:
             return None
+    plain = request.target is request.plain_target
     try:
         found = substitute(rules, request, request.settings.captures(key))
     except MatchTooLong as err:
@@ -169,7 +170,8 @@ def _rewrite(request: Request, rules: tuple[Rule, ...], key: str) -> HandlerResu
     if rule.once:
         state.finished = True
     flags = request.url_flags
-    target = normalised(target, flags)
+    target = normalised_plain(target, flags) if plain and rule.keeps_plain \
+        else normalised(target, flags)
     if refusal(target, flags, vetted=True) is not None:   # as a client's target
         return 400
     request.internal_redirect(target, normalised=True)
