@@ -23,7 +23,8 @@ from .errors import BadRequest
 from .host import normalize_host
 from .http import header_characters, lower_name
 from .statcache import CACHE
-from .urlnorm import AS_IS_TABLE, clean_path, normalised_query, refusal, split_target
+from .urlnorm import (AS_IS_TABLE, clean_path, normalised_query, refusal, simplify_path,
+                      split_target)
 from .wire import Wire
 
 
@@ -251,8 +252,9 @@ class Request:
         self.loops = 0                   # times the phases ran (COMEBACK, error handler)
         self.woken = False               # the holding module called wake()
         self.target_orig = ""            # the target as received (REQUEST_URI)
-        # the target when set_target found it in origin form and ASCII with no escape,
-        # fragment nor control (urlnorm's AS_IS), else "": `target is plain_target`
+        # the target when set_target found it in origin form, ASCII with no escape,
+        # fragment nor control (urlnorm's AS_IS) and no dot segment nor empty one in
+        # its path (as lighttpd normalises it), else "": `target is plain_target`
         # says so of the target as it is now (whoever changed it since)
         self.plain_target = ""
         self.env: dict[str, str] | None = None   # for backends: REMOTE_USER, setenv ...
@@ -442,18 +444,22 @@ class Request:
         # target_orig (REQUEST_URI, the access log's request line), as in lighttpd
         if "#" in target:
             target = self.target = target.partition("#")[0]
-        if not target.startswith("/"):
+        origin_form = target.startswith("/")
+        if not origin_form:
             origin = self._absolute_form(target)
             if origin is not target:    # as lighttpd: REQUEST_URI and %r in origin form
                 self.target_orig = self.target_orig[len(target) - len(origin):] \
                     if target.endswith(origin) else origin
             target = origin
-        elif plain:
-            self.plain_target = target          # origin form, kept as received
         path, query = split_target(target, flags)
         self.uri_path_raw = path
         self.uri_query = query if plain or not query else normalised_query(target, flags)
-        self.uri_path = clean_path(path)
+        if not plain:
+            self.uri_path = clean_path(path)
+            return
+        self.uri_path = uri_path = simplify_path(path)      # no escape to decode
+        if uri_path is path and origin_form:    # no dot segment nor empty one either
+            self.plain_target = target
 
     def _absolute_form(self, target: str) -> str:
         if target == "*" and self.method == "OPTIONS":

@@ -65,8 +65,8 @@ def rule_target(request: Request) -> str:
     """What rules match: the request's target in origin form (the path of an
     absolute-form target), normalised under server.http-parseopts."""
     target = request.target
-    if target is request.plain_target:      # set_target found it kept as it is
-        return normalised_plain(target, request.url_flags)
+    if target is request.plain_target:      # set_target found it normalised as it is
+        return target
     if not target.startswith("/") and target != "*":
         path, mark, query = target.partition("?")
         target = request.uri_path_raw + mark + query

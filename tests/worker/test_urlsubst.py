@@ -189,7 +189,8 @@ def test_a_rule_that_cannot_work_is_a_config_error(tmp_path: Path, module, setti
 
 
 @pytest.mark.parametrize("target", ["/a/b.html?x=1", "/a/./b/../c?y", "/a//b", "/caf%c3%a9",
-                                    "/%7euser/", "http://h.example/p?q", "*"])
+                                    "/%7euser/", "http://h.example/p?q", "*", "/a?b=/./c",
+                                    "/.well-known/x", "/a/b/.", "/a/..?x", "/a/.b?c//d"])
 def test_the_rule_target_is_the_normalised_target_however_it_was_found(target):
     """A target set_target found kept as it is skips the check of its octets; any other
     (escapes, dot segments, absolute form, one changed since) is normalised."""
@@ -202,6 +203,14 @@ def test_the_rule_target_is_the_normalised_target_however_it_was_found(target):
     request.target = "/changed/%7e/./x"            # as mod_magnet may set it
     assert rule_target(request) == normalised("/changed/%7e/./x", DEFAULT_URL) == \
         "/changed/~/x"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="/.a?%7e", max_size=12))
+def test_the_rule_target_of_any_origin_form_target_is_its_normalised_form(tail):
+    request = detached_request()
+    request.set_target("/" + tail)
+    assert rule_target(request) == normalised("/" + tail, DEFAULT_URL)
 
 
 def test_patterns_match_the_normalised_target():
