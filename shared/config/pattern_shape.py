@@ -92,7 +92,6 @@ def literal_prefix(pattern: re.Pattern[str], tree: Any = None) -> str:
     return "".join(prefix)
 
 
-
 # the tails, after `^` and a literal, of the commonest URL rules: on a target holding
 # no newline (which `.` and `$` treat apart) each matches whenever the target starts
 # with the literal, and its groups are cut from the rest of the target without the
