@@ -92,7 +92,6 @@ _IN_EVERY_KEY: Final = frozenset({"url", "querystring", "host", "scheme", "reque
 # Condition fields the bytes of a request do not hold: they belong to its connection
 _OF_THE_CONNECTION: Final = frozenset({"remoteip", "socket", "scheme"})
 
-_KEPT_STATUSES: Final = frozenset({200, 206, 304, 404})
 Key = tuple[Any, ...]     # raw target, version, raw Host, scheme, then other fields
 SharedRange = tuple[int, int, int, SharedFd]   # fd, offset, length, its share (a body part)
 
@@ -224,6 +223,11 @@ def parsed_state(request: "Request", host_field: str | None) -> tuple[Any, ...]:
             request.uri_path, request.host, request.settings, host_field)
 
 
+def _kept_status(status: int) -> bool:
+    """The statuses whose answers are kept (compared as native ints)."""
+    return status == 200 or status == 404 or status == 304 or status == 206
+
+
 class AnswerCache:
     """The worker's tables of kept answers; `reads` is None when they are off."""
 
@@ -294,7 +298,7 @@ class AnswerCache:
         see Answer), if it qualifies."""
         response = request.response
         body = response.body
-        if not response.replayable or response.status not in _KEPT_STATUSES or \
+        if not response.replayable or not _kept_status(response.status) or \
                 request.pathinfo or len(body) > 1 or \
                 not request.values["server.follow-symlink"]:
             return

@@ -43,7 +43,7 @@ from .byteranges import range_whole_answer
 from .chunkqueue import ChunkQueue
 from .h2_offer import drop_h2c_offer
 from .handler import AnswerCut
-from .http import (DATE, NO_BODY, connection_line, core_fields, kept_head, reason,
+from .http import (DATE, connection_line, core_fields, has_no_body, kept_head, reason,
                    render_start, server_line)
 from .http1 import Http1Parser
 from .lists import take
@@ -801,7 +801,7 @@ class Connection(Wire):
         if _switches_protocols(request):
             head = self._tunnel_head(held)
         else:
-            delimited = (response.head_only or status in NO_BODY or status < 200
+            delimited = (response.head_only or has_no_body(status) or status < 200
                          or response.get_header("Content-Length") is not None)
             if not delimited and request.version == "1.1":
                 held.chunked = True

@@ -72,7 +72,7 @@ from .connection import (CLOSED, HANDLE, REQUEST_START, WRITE, Answer, Connectio
 from .errors import BadRequest, BodyNotStored
 from .h2_offer import drop_offer_tokens
 from .host import normalize_host
-from .http import (DATE, NO_BODY, REGISTERED_METHODS, body_refused, expects_continue,
+from .http import (DATE, REGISTERED_METHODS, body_refused, expects_continue, has_no_body,
                    repeated_field, server_only)
 from .lists import take
 from .module import BACKLOG_HIGH
@@ -579,7 +579,7 @@ class H2Session(Wire):
         status = response.status or 200
         response.status = status
         headers = _head_fields(status, response.headers)
-        if with_length and status not in NO_BODY and status >= 200 and \
+        if with_length and not has_no_body(status) and status >= 200 and \
                 response.get_header("Content-Length") is None:
             headers.append((b"content-length", str(response.length).encode()))
         own = {name for name, _ in headers} if response.own_fields else ()
@@ -588,7 +588,7 @@ class H2Session(Wire):
         tag = request.settings.values["server.tag"]
         if tag and b"server" not in own:
             headers.append(_server_field(tag))
-        no_body = response.head_only or status in NO_BODY
+        no_body = response.head_only or has_no_body(status)
         if no_body:
             response.reset_body()
         ends = no_body and not response.streaming
@@ -771,7 +771,7 @@ class H2Session(Wire):
 
     def _ended_by_head(self, stream: _Stream) -> bool:
         response = stream.request.response
-        return response.head_only or response.status in NO_BODY
+        return response.head_only or has_no_body(response.status)
 
     def _ended(self, stream: _Stream, aborted: bool) -> None:
         """Count the request; run the request-done hooks (access log)."""

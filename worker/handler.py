@@ -16,7 +16,7 @@ from typing import Callable, Final, Iterable
 from shared import log
 
 from .answercache import CORE_READS, AnswerCache
-from .http import NO_BODY, ascii_lower, error_body, lower_name
+from .http import ascii_lower, error_body, has_no_body, lower_name
 from .module import COMEBACK, CONNECTION_HOOKS, ERROR, HOOKS, WAIT, Module
 from .request import Request, Response
 from .static import OPEN_FILES, error_document, is_directory, is_regular, status_of_errno
@@ -38,7 +38,7 @@ KNOWN_METHODS: Final = frozenset({
     "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKCALENDAR", "ACL",
     "QUERY"})
 _ENOENT: Final = errno.ENOENT
-_NO_ERROR_HANDLER: Final = frozenset({416})   # lighttpd decides 416 after its error handlers
+_NO_ERROR_HANDLER: Final = 416      # lighttpd decides it after its error handlers
 _AFTER_ANSWER: Final = frozenset({"handle_request_done", "handle_request_reset"})
 # the phases whose hooks a module may declare inactive without a directive (active_when)
 _GATED: Final = tuple(name for name in HOOKS if name not in _AFTER_ANSWER)
@@ -165,7 +165,7 @@ class Pipeline:
                 return True                  # the head went out already
             if not request.error_origin:
                 if status < 400 or response.body or response.passthrough or \
-                        status in _NO_ERROR_HANDLER or \
+                        status == _NO_ERROR_HANDLER or \
                         not self._to_error_handler(request, status):
                     break
                 status = self._phases(request)
@@ -442,9 +442,8 @@ def _quote_path(path: str) -> str:
 
 def _bodiless(request: Request, status: int) -> bool:
     """No body goes out, whichever module wrote one: HEAD, 204, 304 (a backend's body
-    after them would be read by the client as its next answer).  NO_BODY's two are
-    compared as native ints: a set look-up of the boxed status costs more."""
-    return request.method == "HEAD" or status == 204 or status == 304
+    after them would be read by the client as its next answer)."""
+    return request.method == "HEAD" or has_no_body(status)
 
 
 def _end_head(request: Request) -> None:
@@ -470,7 +469,7 @@ def error_response(request: Request, status: int) -> bool:
     """Fill in lighttpd's HTML error page unless the handler wrote a body; True when
     the page is the core's own (no file behind it)."""
     response = request.response
-    if response.body or response.passthrough or status in NO_BODY or status < 200:
+    if response.body or response.passthrough or has_no_body(status) or status < 200:
         return False
     if status < 400 or status >= 600:     # lighttpd writes pages for 4xx and 5xx only
         response.length = 0

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .answercache import Answer
     from .request import Request, Response
 
-NO_BODY: Final = frozenset({204, 304})       # statuses whose answers have no Content-Length
 # methods whose requests may not carry a body: 400, unless server.http-parseopts has
 # method-get-body on (see body_refused)
 BODYLESS_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -196,13 +195,37 @@ class DateCache:
 DATE: Final = DateCache()   # one per process; the loop's timer refreshes it
 
 
-# status -> status line, for HTTP/1.1 and HTTP/1.0 answers
-_STATUS_LINES_11: Final[dict[int, bytes]] = {}
-_STATUS_LINES_10: Final[dict[int, bytes]] = {}
+# status -> status line, for HTTP/1.1 and HTTP/1.0 answers, made when first sent: lists
+# indexed natively by the status (a dict boxed and hashed it)
+_STATUS_COUNT: Final = 1000
+_STATUS_LINES_11: Final[list[bytes]] = [b""] * _STATUS_COUNT
+_STATUS_LINES_10: Final[list[bytes]] = [b""] * _STATUS_COUNT
 CONNECTION_CLOSE: Final = b"Connection: close\r\n"
 CONNECTION_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
 _server_lines: Final[dict[str, bytes]] = {}   # server.tag -> its line and the blank line
 _lowered: Final[dict[str, str]] = {}          # a header name -> the same in lower case
+
+
+def has_no_body(status: int) -> bool:
+    """204 and 304, whose answers carry no Content-Length (RFC 9110 8.6), compared as
+    native ints: a set look-up of the boxed status costs more, compiled."""
+    return status == 204 or status == 304
+
+
+def _status_line(status: int, http10: bool) -> bytes:
+    """The status line of an answer (a status past the lists, which no parser lets
+    through, is made each time)."""
+    lines = _STATUS_LINES_10 if http10 else _STATUS_LINES_11
+    known = 0 <= status < _STATUS_COUNT
+    if known:
+        line = lines[status]
+        if line:
+            return line
+    line = f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
+        "latin-1", "replace")
+    if known:
+        lines[status] = line
+    return line
 
 
 def render_start(request: "Request") -> bytes:
@@ -210,12 +233,7 @@ def render_start(request: "Request") -> bytes:
     response = request.response
     status = response.status
     http10 = request.version == "1.0"
-    lines = _STATUS_LINES_10 if http10 else _STATUS_LINES_11
-    line = lines.get(status)
-    if line is None:
-        line = lines[status] = \
-            f"{'HTTP/1.0' if http10 else 'HTTP/1.1'} {status} {reason(status)}\r\n".encode(
-                "latin-1", "replace")
+    line = _status_line(status, http10)
     if status == 304:            # as lighttpd: a 304 carries no body, nor its coding
         response.remove_header("Content-Encoding")
     if response.replayable:      # a file's answer: its fields come again with the next
@@ -225,7 +243,7 @@ def render_start(request: "Request") -> bytes:
         block = _render_fields(request, response.headers, False)
     if block is None:
         return _without_line_breaks(request)     # a value would forge header lines
-    if status not in NO_BODY and status >= 200 and not response.streaming:
+    if not has_no_body(status) and status >= 200 and not response.streaming:
         return b"%s%sContent-Length: %d\r\n" % (line, block, response.length)
     return line + block
 

@@ -53,7 +53,7 @@ from shared.config.directives import (CheckResult, Directive, DirectiveValueErro
 
 from ..bytesets import all_kept, table_keeping
 from ..connection import Answer
-from ..http import header_characters
+from ..http import has_no_body, header_characters
 from ..module import Module as BaseModule
 from ..request import Request
 
@@ -65,7 +65,6 @@ _TIME_UNITS: Final = {"": 1, "s": 1, "sec": 1, "ms": 1000, "msec": 1000, "us": 1
                       "usec": 10**6, "ns": 10**9, "nsec": 10**9}
 _EPOCH_UNITS: Final = {"sec": 1, "msec": 1000, "usec": 10**6, "nsec": 10**9}
 _FRAC_UNITS: Final = {"msec_frac": 3, "usec_frac": 6, "nsec_frac": 9}
-_NO_LENGTH: Final = frozenset({204, 304})
 
 
 class CompiledFormat:
@@ -501,7 +500,7 @@ class ResponseLength(Field):
 
     def text(self, request: Request, answer: Answer) -> str:
         status = request.response.status
-        return str(answer.length) if status >= 200 and status not in _NO_LENGTH else "-"
+        return str(answer.length) if status >= 200 and not has_no_body(status) else "-"
 
 
 class ResponseConnection(Field):

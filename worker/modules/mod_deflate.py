@@ -91,7 +91,6 @@ from ..spool import SPILL_AT, Spool
 _GROUPS: Final = (("gzip", ("gzip", "x-gzip")), ("deflate", ("deflate",)),
                   ("bzip2", ("bzip2", "x-bzip2")), ("br", ("br",)), ("zstd", ("zstd",)))
 _DEFAULT_GROUPS: Final = (("zstd",), ("br",), ("gzip", "x-gzip", "deflate"))
-_NO_ENTITY: Final = frozenset({100, 101, 204, 205})
 _READ_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
 # the file names nginx's gzip_static and brotli_static look for, by coding
 SIBLING_SUFFIXES: Final = {"br": ".br", "zstd": ".zst", "gzip": ".gz", "x-gzip": ".gz"}
@@ -639,7 +638,7 @@ class Module(BaseModule):
         response = request.response
         status = response.status or 200       # a stream may start before its status
         if response.encoder is not None or response.started or \
-                status in _NO_ENTITY or status < 200:
+                status < 200 or status == 204 or status == 205:     # no entity to code
             return
         fields = AnswerFields(response.headers)
         if fields.content_encoding is not None or fields.no_transform():

@@ -63,7 +63,7 @@ from ..gateway import (asks_to_upgrade, current_media_type, find_extension, inte
                        keep_challenge)
 from ..gw_exchange import DONE, READ_SIZE, TUNNEL, Exchange as GatewayExchange, \
     GatewayModule
-from ..http import NO_BODY, list_tokens
+from ..http import has_no_body, list_tokens
 from ..http1 import header_name
 from ..module import BACKLOG_HIGH, WAIT, HandlerResult
 from ..request import Request
@@ -563,7 +563,7 @@ class ResponseReader:
             elif remap is not None:
                 value_text = _remapped(remap, lower, value_text)
             kept.append((text, lower, value_text))
-        if self.head_request or self.status in NO_BODY:
+        if self.head_request or has_no_body(self.status):
             self.complete = True
             if self.head_request:      # its length is the backend's to say (or none)
                 response.stream()
