@@ -172,3 +172,24 @@ def test_the_etag_hashes_the_values_bytes_as_laid_out_in_memory():
             reference(ino, size, seconds % 2**64, nanos)
         assert static.etag_for(ino, size, mtime_ns, False, True, False) == reference(size)
     assert static.etag_for(1, 2, 3, False, False, False) == ""
+
+
+def test_status_lines_are_made_once_for_each_version_and_past_999_each_time():
+    from server_util import detached_request
+    from worker import http
+
+    def head(status, version):
+        request = detached_request()
+        request.version = version
+        response = request.response
+        response.status, response.headers, response.length = status, [], 0
+        return http.render_start(request)
+
+    assert head(404, "1.1").startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert head(404, "1.0").startswith(b"HTTP/1.0 404 Not Found\r\n")
+    assert http._STATUS_LINES_11[404] == b"HTTP/1.1 404 Not Found\r\n"       # kept
+    assert http._STATUS_LINES_10[404] == b"HTTP/1.0 404 Not Found\r\n"
+    assert head(204, "1.1") == b"HTTP/1.1 204 No Content\r\n"        # no Content-Length
+    assert head(304, "1.1") == b"HTTP/1.1 304 Not Modified\r\n"
+    assert head(1000, "1.1").startswith(b"HTTP/1.1 1000 ")
+    assert len(http._STATUS_LINES_11) == 1000
