@@ -35,7 +35,7 @@ from shared.config.pcre import UnsupportedPattern, compile_pcre
 
 from .bytesets import all_kept
 from .request import Request
-from .urlnorm import AS_IS_TABLE, normalised, normalised_plain
+from .urlnorm import AS_IS_TABLE, normalised
 
 # burl_append flags
 ENCODE_ALL: Final = 1

@@ -105,16 +105,6 @@ _TAILS = {r"(.*)": REST_TAIL, r"(.*)$": REST_TAIL, r"(.*)\Z": REST_TAIL,
           r"([^?]*)(?:\?(.*))?$": PATH_BARE_QUERY_TAIL}
 
 
-def tail_shape(pattern: re.Pattern[str], tree: Any = None) -> int:
-    """Which of the tails above follows `^` and literal_prefix in `pattern` (0: none,
-    or a case-insensitive pattern); `tree` as for may_backtrack."""
-    tree = tree if tree is not None else parse_tree(pattern)
-    if pattern.flags & re.IGNORECASE or not anchored(pattern, tree):
-        return 0
-    tail = list(tree.data)[1 + len(literal_prefix(pattern, tree)):]
-    return _tail_shapes().get(_dump(tail), 0)
-
-
 def _dump(node: Any) -> str:
     """A parse (tree) as text to compare with another: its nested lists unwrapped."""
     if hasattr(node, "data"):
@@ -124,12 +114,16 @@ def _dump(node: Any) -> str:
     return repr(node)
 
 
-_tail_dumps: dict[str, int] = {}
+# _TAILS by the dump of their parse (none when this Python's parser is unknown)
+_TAIL_SHAPES: Final[dict[str, int]] = {} if _sre_parse is None else {
+    _dump(_sre_parse.parse(tail, 0)): shape for tail, shape in _TAILS.items()}
 
 
-def _tail_shapes() -> dict[str, int]:
-    """_TAILS by the dump of their parse, made when first asked."""
-    if not _tail_dumps and _sre_parse is not None:
-        _tail_dumps.update((_dump(_sre_parse.parse(tail, 0)), shape)
-                           for tail, shape in _TAILS.items())
-    return _tail_dumps
+def tail_shape(pattern: re.Pattern[str], tree: Any = None) -> int:
+    """Which of the tails above follows `^` and literal_prefix in `pattern` (0: none,
+    or a case-insensitive pattern); `tree` as for may_backtrack."""
+    tree = tree if tree is not None else parse_tree(pattern)
+    if pattern.flags & re.IGNORECASE or not anchored(pattern, tree):
+        return 0
+    tail = list(tree.data)[1 + len(literal_prefix(pattern, tree)):]
+    return _TAIL_SHAPES.get(_dump(tail), 0)
