@@ -101,6 +101,25 @@ def test_a_head_of_max_head_bytes_is_read_and_one_more_is_not(extra, error):
     assert (short.rest, again.rest) == (b"rest", b"more")
 
 
+def test_a_head_ends_where_its_first_blank_line_ends():
+    """head_end walks from line end to line end; it answers what a search for the
+    first `\\n\\r?\\n` within MAX_HEAD answers, over short mixes of the octets that
+    matter and at the MAX_HEAD edge."""
+    import random
+    import re
+
+    from worker.gateway import MAX_HEAD, head_end
+    blank_line = re.compile(rb"\n\r?\n")
+    chooser = random.Random(7)
+    samples = [bytes(chooser.choice(b"\r\na:") for _ in range(chooser.randint(0, 10)))
+               for _ in range(5000)]
+    edge = b"x" * (MAX_HEAD - 3) + b"\n\r\n"
+    samples += [edge, b"x" + edge, edge[1:], b"a" * 70_000 + b"\n\n", b"a\n" * 40_000]
+    for data in samples:
+        found = blank_line.search(data, 0, MAX_HEAD)
+        assert head_end(data) == (found.end() if found else -1), data[:40]
+
+
 def test_status_code():
     assert [status_code(t) for t in ("200", "404 Not Found", "2000", "20", "099", "٣٠٠")] \
         == [200, 404, 0, 0, 0, 0]
