@@ -14,10 +14,10 @@ less CPU per request.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import sys
+import zlib
 from pathlib import Path
 
 # <package>/<name>.py for each, from the repository's top: the modules that profiles
@@ -57,10 +57,16 @@ MANIFEST = BUILD_DIR / "manifest.json"
 
 @functools.cache
 def source_hashes() -> dict[str, str]:
-    """sha256 of each hot module's source, by its path from the repository's top:
-    read once per process, though each package holding hot modules asks."""
-    return {name: hashlib.sha256((REPO_DIR / f"{name}.py").read_bytes()).hexdigest()
-            for name in HOT_MODULES}
+    """The CRC-32 and length of each hot module's source, by its path from the
+    repository's top: read once per process, though each package holding hot modules
+    asks.  What they guard against is an edit since the build, not a forgery: a
+    checksum from zlib is enough, where `hashlib` loads OpenSSL's libcrypto into the
+    master (3 MB of its resident memory) for a server that may never speak TLS."""
+    return {name: _checksum((REPO_DIR / f"{name}.py").read_bytes()) for name in HOT_MODULES}
+
+
+def _checksum(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}-{len(data)}"
 
 
 def build_matches(manifest_path: Path | None = None) -> bool:
