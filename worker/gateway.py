@@ -508,11 +508,11 @@ _CR: Final = 13
 
 
 def head_end(buffer: bytes) -> int:
-    """Where the blank line ending a head (`\n\n` or `\n\r\n`, the first of them)
-    ends in `buffer`, or -1 when none does within MAX_HEAD.  A walk from line end to
-    line end: it reads the head alone, where a search for either ending reads a
-    body that follows a head of the other kind, and costs a regex search's set-up
-    (three times the walk over a usual head of three lines)."""
+    """Where the first blank line of `buffer` ends (LF LF, or LF CR LF: the end of a
+    head), or -1 when none ends within MAX_HEAD.  A walk from line end to line end
+    reads the head alone (a search for one of the two endings would read on through
+    a body after a head of the other kind) and costs half what a regex search's
+    set-up and match object did for a usual head of three lines."""
     limit = min(len(buffer), MAX_HEAD)
     newline = buffer.find(b"\n", 0, limit)
     while 0 <= newline < limit - 1:

@@ -6,16 +6,18 @@ Content-Length, a failure once they started), the local-redirect rule and X-Send
 from __future__ import annotations
 
 import os
+import random
+import re
 from types import SimpleNamespace
 
 import pytest
 
 from server_util import detached_request
 from worker.body import RequestBody
-from worker.gateway import (XSENDFILE_CGI, XSENDFILE_FASTCGI, AnswerBody, Dechunker,
-                            HeadReader, ResponseHead, abandon_answer, cgi_environment,
-                            local_redirect_target, parse_head, request_body_length,
-                            sendfile_header, status_code, x_sendfile)
+from worker.gateway import (MAX_HEAD, XSENDFILE_CGI, XSENDFILE_FASTCGI, AnswerBody,
+                            Dechunker, HeadReader, ResponseHead, abandon_answer,
+                            cgi_environment, head_end, local_redirect_target, parse_head,
+                            request_body_length, sendfile_header, status_code, x_sendfile)
 from worker.module import ERROR
 from worker.request import Request
 
@@ -88,7 +90,6 @@ def test_a_head_too_large_is_502():
 
 @pytest.mark.parametrize("extra, error", [(0, 0), (1, 502)])
 def test_a_head_of_max_head_bytes_is_read_and_one_more_is_not(extra, error):
-    from worker.gateway import MAX_HEAD
     value = b"a" * (MAX_HEAD - len(b"X-A: \r\n\r\n") + extra)
     for _ in range(2):                   # parsed, then (within MAX_KNOWN_HEAD) as known
         head = read(b"X-A: " + value + b"\r\n\r\nbody" + b"x" * 100_000)
